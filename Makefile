@@ -1,0 +1,27 @@
+# aimx developer entry points.  `make demo` runs a local demo, `make test` the tests.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCES := setup.cfg pyproject.toml $(shell find aimx twisted -name '*.py' 2>/dev/null)
+
+.PHONY: install demo test clean
+
+$(VENV)/.installed: $(SOURCES)
+	@$(PY) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q .
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/aimx demo
+
+test: install
+	@rm -rf _trial_temp
+	@set -o pipefail; $(BIN)/python -m twisted.trial tests 2>&1 | tee .trial.log; status=$$?; \
+	$(BIN)/python .ci/summary.py .trial.log && exit $$status
+
+clean:
+	rm -rf $(VENV) _trial_temp .trial.log build *.egg-info

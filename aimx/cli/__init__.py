@@ -1,0 +1,149 @@
+"""The ``aimx`` command line (L3): argument parsing and dispatch to one module per verb."""
+
+import argparse
+import os
+import platform
+import sys
+import datetime
+
+from aimx import __version__
+from aimx.errors import AimxError
+
+HELP_GROUPS = """\
+Operations (as current user):
+  send          Send an email from one of your mailboxes
+  mailboxes     Create, list, show and delete mailboxes
+  hooks         Create, list and delete hooks
+  agents        Wire aimx into an AI agent harness
+  mcp           Run the MCP server on stdio
+
+Server administration:
+  setup         Guided setup: domain, DNS, DKIM, TLS, service
+  serve         Run the mail daemon (same as `twistd -n aimx`)
+  doctor        Check the installation
+  logs          Show the daemon log
+  dkim-keygen   Generate the DKIM key pair
+  portcheck     Check that port 25 is reachable
+  uninstall     Remove what setup installed
+
+Try it:
+  demo          Run a throwaway local demo (no root, no real DNS)
+"""
+
+# Verbs of the spec that later issues build; until then they say so plainly.
+NOT_BUILT = {
+    "send": "outbound mail",
+    "mailboxes": "the control socket",
+    "mailbox": "the control socket",
+    "hooks": "the control socket",
+    "hook": "the control socket",
+    "agents": "operator tools",
+    "mcp": "the MCP server",
+    "setup": "operator tools",
+    "doctor": "operator tools",
+    "logs": "operator tools",
+    "dkim-keygen": "operator tools",
+    "portcheck": "operator tools",
+    "uninstall": "operator tools",
+}
+
+
+def version_line() -> str:
+    built = datetime.date.today().isoformat()
+    return (
+        f"AIMX (AI Mail Exchange) version {__version__} (unknown) "
+        f"{platform.machine().lower()}-{sys.platform} built {built}"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aimx",
+        usage="aimx [--data-dir DIR] <command> [args]",
+        description=f"AIMX (AI Mail Exchange) version {__version__} (unknown)",
+        epilog=HELP_GROUPS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="storage root (env AIMX_DATA_DIR; default from config.toml, /var/lib/aimx)",
+    )
+    common.add_argument(
+        "--config-dir", default=argparse.SUPPRESS, help="config dir (env AIMX_CONFIG_DIR)"
+    )
+    parser.add_argument("--data-dir", help=common._actions[0].help)
+    parser.add_argument("--config-dir", help=common._actions[1].help)
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="verb", metavar="<command>")
+
+    sub.add_parser("serve", help=argparse.SUPPRESS)  # parsed by aimx.service.Options
+    ingest = sub.add_parser("ingest", parents=[common])
+    ingest.add_argument("rcpt", help="recipient address to route the message to")
+
+    demo = sub.add_parser("demo", parents=[common], help=argparse.SUPPRESS)
+    demo.add_argument("--port", type=int, default=2525, help="SMTP port on 127.0.0.1")
+    demo.add_argument("--dir", default=None, help="demo directory (default: a temp dir)")
+    demo.add_argument(
+        "--no-wait", action="store_true", help="stop the daemon after the deliveries"
+    )
+
+    for verb in NOT_BUILT:
+        stub = sub.add_parser(verb, parents=[common], help=argparse.SUPPRESS)
+        stub.add_argument("args", nargs=argparse.REMAINDER)
+    # Keep `ingest` (hidden) and the per-verb entries out of the top-level help.
+    sub._choices_actions = []
+    return parser
+
+
+def _split_verb(argv):
+    """Split argv around the first command word, skipping global option values."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in ("--data-dir", "--config-dir"):
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:
+            return argv[:i], word, argv[i + 1 :]
+    return argv, None, []
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--version"], ["-V"]):
+        print(version_line())
+        return 0
+    parser = _parser()
+    head, verb, tail = _split_verb(argv)
+    if verb == "serve":
+        from aimx.cli import serve
+
+        return serve.run(head + tail)
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_usage(sys.stderr)
+        print("aimx: error: missing command", file=sys.stderr)
+        return 2
+    if args.data_dir is None:
+        args.data_dir = os.environ.get("AIMX_DATA_DIR")
+    if args.config_dir is None:
+        args.config_dir = os.environ.get("AIMX_CONFIG_DIR", "/etc/aimx")
+    try:
+        if args.verb in NOT_BUILT:
+            raise AimxError(
+                f"'aimx {args.verb}' is not built yet in this version "
+                f"(it comes with {NOT_BUILT[args.verb]})"
+            )
+        if args.verb == "ingest":
+            from aimx.cli import ingest
+
+            return ingest.run(args)
+        from aimx.cli import demo
+
+        return demo.run(args)
+    except AimxError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1

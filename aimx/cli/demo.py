@@ -1,0 +1,179 @@
+"""``aimx demo``: a throwaway aimx on 127.0.0.1 with real SMTP deliveries.
+
+Everything lives in one scratch directory: a config for ``demo.localhost``, a DKIM
+key, a self-signed certificate, the data dir, and a loopback DNS server that
+publishes a demo sender's DKIM, SPF and DMARC records, so the stored mail shows
+real verification results without touching real DNS.  No root needed.
+"""
+
+import getpass
+import os
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+
+from aimx.errors import AimxError
+from aimx.store import keys
+from aimx.testing import dkimkeys
+
+DOMAIN = "demo.localhost"
+SENDER_DOMAIN = "sender.localhost"
+SELECTOR = "demo"
+
+
+def _config(data_dir: str) -> str:
+    user = getpass.getuser()
+    return f"""domain = "{DOMAIN}"
+data_dir = "{data_dir}"
+trust = "verified"
+trusted_senders = ["*@{SENDER_DOMAIN}"]
+
+[mailboxes.agent]
+address = "agent@{DOMAIN}"
+owner = "{user}"
+
+[mailboxes.catchall]
+address = "*@{DOMAIN}"
+owner = "{user}"
+"""
+
+
+def _messages(sender_key: bytes) -> list[bytes]:
+    plain = EmailMessage()
+    plain["From"] = f"Alice <alice@{SENDER_DOMAIN}>"
+    plain["To"] = f"agent@{DOMAIN}"
+    plain["Subject"] = "Hello from the demo"
+    plain["Message-ID"] = f"<plain-{time.time_ns()}@{SENDER_DOMAIN}>"
+    plain.set_content("Hi agent,\n\nthis is a plain text message, DKIM-signed.\n")
+
+    html = EmailMessage()
+    html["From"] = f"Newsletter <news@{SENDER_DOMAIN}>"
+    html["To"] = f"agent@{DOMAIN}"
+    html["Subject"] = "Weekly digest"
+    html["Message-ID"] = f"<html-{time.time_ns()}@{SENDER_DOMAIN}>"
+    html.set_content(
+        "<html><body><h1>Digest</h1><p>Three <b>things</b> happened.</p>"
+        "<ul><li>one</li><li>two</li><li>three</li></ul></body></html>",
+        subtype="html",
+    )
+
+    attach = EmailMessage()
+    attach["From"] = f"Bob <bob@{SENDER_DOMAIN}>"
+    attach["To"] = f"agent+reports@{DOMAIN}"
+    attach["Subject"] = "Report attached"
+    attach["Message-ID"] = f"<attach-{time.time_ns()}@{SENDER_DOMAIN}>"
+    attach.set_content("The numbers are in the attached file.\n")
+    attach.add_attachment(
+        b"quarter,revenue\nQ1,10\nQ2,12\n", maintype="text", subtype="csv",
+        filename="report.csv",
+    )
+    return [
+        dkimkeys.sign_message(
+            m.as_bytes(), private_pem=sender_key, selector=SELECTOR, domain=SENDER_DOMAIN
+        )
+        for m in (plain, html, attach)
+    ]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, what: str):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AimxError(f"{what} exited early (status {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AimxError(f"{what} did not start listening on 127.0.0.1:{port}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _send(port: int, raw: bytes, rcpt: str):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the demo certificate is self-signed
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.localhost")
+        client.starttls(context=context)
+        client.ehlo("client.localhost")
+        client.sendmail(f"alice@{SENDER_DOMAIN}", [rcpt], raw)
+
+
+def _tree(root: str) -> list[str]:
+    lines = []
+    for directory, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        depth = directory[len(root) :].count(os.sep)
+        lines.append("  " * depth + os.path.basename(directory) + "/")
+        lines += ["  " * (depth + 1) + f for f in sorted(files)]
+    return lines
+
+
+def run(args) -> int:
+    base = args.dir or tempfile.mkdtemp(prefix="aimx-demo-")
+    etc, data, run_dir = (os.path.join(base, d) for d in ("etc", "data", "run"))
+    for d in (etc, data, run_dir):
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(etc, "config.toml"), "w") as f:
+        f.write(_config(data))
+    keys.generate_dkim_key(etc)
+    cert, key = os.path.join(base, "tls", "cert.pem"), os.path.join(base, "tls", "key.pem")
+    keys.generate_self_signed(cert, key, DOMAIN)
+    sender_key, sender_txt = dkimkeys.generate_key()
+
+    dns_port = _free_port()
+    dns = subprocess.Popen(
+        [sys.executable, "-m", "aimx.testing.dns", "--port", str(dns_port),
+         "--txt", f"{SELECTOR}._domainkey.{SENDER_DOMAIN}={sender_txt}",
+         "--txt", f"{SENDER_DOMAIN}=v=spf1 ip4:127.0.0.1 -all",
+         "--txt", f"_dmarc.{SENDER_DOMAIN}=v=DMARC1; p=reject"],
+    )
+    env = dict(os.environ, AIMX_NAMESERVERS=f"127.0.0.1:{dns_port}")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "aimx", "serve", "--bind", f"127.0.0.1:{args.port}",
+         "--config-dir", etc, "--data-dir", data, "--runtime-dir", run_dir,
+         "--tls-cert", cert, "--tls-key", key],
+        env=env,
+        stderr=open(os.path.join(base, "aimx.log"), "ab"),
+    )
+    try:
+        _wait_for_port(dns_port, dns, "the demo DNS server")
+        _wait_for_port(args.port, daemon, f"aimx (log: {base}/aimx.log)")
+        rcpts = [f"agent@{DOMAIN}", f"agent@{DOMAIN}", f"agent+reports@{DOMAIN}"]
+        for raw, rcpt in zip(_messages(sender_key), rcpts):
+            _send(args.port, raw, rcpt)
+        inbox = os.path.join(data, "inbox", "agent")
+        print(f"Delivered 3 messages over SMTP+STARTTLS to 127.0.0.1:{args.port}.\n")
+        print("\n".join(_tree(os.path.join(data, "inbox"))))
+        first = sorted(n for n in os.listdir(inbox) if n.endswith(".md"))[0]
+        print(f"\n--- {os.path.join(inbox, first)} ---")
+        with open(os.path.join(inbox, first), encoding="utf-8") as f:
+            print(f.read())
+        if args.no_wait:
+            return 0
+        print(
+            f"aimx is serving {DOMAIN} on 127.0.0.1:{args.port} (data: {data}, log: "
+            f"{base}/aimx.log); Ctrl-C stops it. Send more with:\n  python3 -c "
+            f"\"import smtplib; smtplib.SMTP('127.0.0.1', {args.port}).sendmail("
+            f"'me@example.test', ['agent@{DOMAIN}'], 'Subject: hi\\n\\nhello')\""
+        )
+        daemon.wait()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in (daemon, dns):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=35)

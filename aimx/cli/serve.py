@@ -1,0 +1,34 @@
+"""``aimx serve``: run the daemon in the foreground, logging to stderr."""
+
+import sys
+
+from twisted.python import usage
+
+
+def run(argv: list[str]) -> int:
+    from aimx import service
+
+    options = service.Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        print(f"{options}\naimx serve: {e}", file=sys.stderr)
+        return 2
+
+    from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    try:
+        daemon = service.build(options, reactor)
+        daemon.startService()
+    except service.ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except CannotListenError as e:
+        print(f"Failed to bind to {options['bind']}: {e.socketError}", file=sys.stderr)
+        return 1
+    reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
+    reactor.run()
+    return 0

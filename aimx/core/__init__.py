@@ -1,0 +1,1 @@
+"""Pure core (L0): parsing, decisions and rendering; no I/O, no Twisted."""

@@ -1,0 +1,607 @@
+"""The config.toml model: load, validate, serialise, route (L0, pure: stdlib + attrs).
+
+L{load_text} runs the whole pipeline of spec/config.md §3 on the file's text and
+returns a frozen L{Config} plus the load warnings; L{to_toml} is its inverse for
+machine rewrites (§5). Reading and writing the file is L{aimx.store.configfile}'s job;
+owner lookups are injected (C{owner_exists}) so this module never touches C{pwd}.
+"""
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from aimx.errors import ConfigError
+
+DEFAULT_DATA_DIR = "/var/lib/aimx"
+DEFAULT_SIGNATURE = "Sent from AIMX.  \nhttps://aimx.email"
+DEFAULT_VERIFY_HOST = "https://check.aimx.email"
+DEFAULT_HOOK_TIMEOUT = 60
+MAX_HOOK_TIMEOUT = 600
+EVENTS = ("on_receive", "after_send")
+TRUST_VALUES = ("none", "verified")
+RESERVED_OWNERS = ("root", "aimx-catchall")
+
+_HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
+_USERNAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
+_USERNAME_MAX = 32
+_MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
+_HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "timeout_secs")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_MISSING = object()
+
+
+def _ascii_lower(text: str) -> str:
+    # Only ASCII letters fold: Unicode case mapping would let look-alikes
+    # (e.g. KELVIN SIGN -> "k") reach another mailbox.
+    return text.translate(_ASCII_LOWER)
+
+
+def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) -> str:
+    """The stable name of a hook without an explicit C{name} (spec/hooks.md §2).
+
+    @param event: C{"on_receive"} or C{"after_send"}.
+    @param cmd: the hook's argv.
+    @param fire_on_untrusted: the hook's flag (hashed as one raw byte).
+    @return: 12 lowercase hex characters.
+    """
+    digest = hashlib.sha256()
+    digest.update(event.encode("utf-8"))
+    digest.update(b"\x1f")
+    digest.update(b"\x1f".join(arg.encode("utf-8") for arg in cmd))
+    digest.update(b"\x1f")
+    digest.update(b"\x01" if fire_on_untrusted else b"\x00")
+    return digest.hexdigest()[:12]
+
+
+@attrs.frozen
+class HookConfig:
+    """One C{[[mailboxes.<name>.hooks]]} entry.
+
+    Field values are not validated here: L{load_text} and L{validate_hooks} check
+    them in the order the spec fixes, so that the right message wins.
+
+    @ivar name: the effective name (explicit, else derived).
+    @ivar explicit_name: whether C{name} came from the file (only then is it written back).
+    """
+
+    name: str
+    explicit_name: bool
+    event: str
+    type: str
+    cmd: tuple[str, ...] = attrs.field(converter=tuple)
+    fire_on_untrusted: bool = False
+    timeout_secs: int = DEFAULT_HOOK_TIMEOUT
+
+    @property
+    def label(self) -> str:
+        """The name used in validation messages: explicit name or C{<anonymous>}."""
+        return self.name if self.explicit_name else "<anonymous>"
+
+
+def make_hook(
+    event: str,
+    cmd: Iterable[str],
+    *,
+    name: str | None = None,
+    hook_type: str = "cmd",
+    fire_on_untrusted: bool = False,
+    timeout_secs: int = DEFAULT_HOOK_TIMEOUT,
+) -> HookConfig:
+    """Build a L{HookConfig}, deriving its name when C{name} is C{None}.
+
+    @return: the hook (not validated; see L{validate_hooks}).
+    """
+    cmd = tuple(cmd)
+    explicit = name is not None
+    return HookConfig(
+        name=name if explicit else derive_hook_name(event, cmd, fire_on_untrusted),
+        explicit_name=explicit,
+        event=event,
+        type=hook_type,
+        cmd=cmd,
+        fire_on_untrusted=fire_on_untrusted,
+        timeout_secs=timeout_secs,
+    )
+
+
+@attrs.frozen
+class MailboxConfig:
+    """One C{[mailboxes.<name>]} table.
+
+    @ivar name: the table key.
+    @ivar address: C{<local>@<domain>}, or C{*@<domain>} for the catchall.
+    @ivar trust: C{None} inherits the top-level value.
+    @ivar trusted_senders: C{None} inherits; C{()} means nobody.
+    """
+
+    name: str
+    address: str
+    owner: str
+    trust: str | None = None
+    trusted_senders: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple)
+    )
+    hooks: tuple[HookConfig, ...] = attrs.field(default=(), converter=tuple)
+
+    @property
+    def local_part(self) -> str:
+        """The text of C{address} before its last C{@} (all of it when there is none)."""
+        return self.address.rsplit("@", 1)[0]
+
+    def is_catchall(self, domain: str) -> bool:
+        """Whether C{address} is C{*@<domain>}, compared ASCII case-insensitively."""
+        return _ascii_lower(self.address) == _ascii_lower("*@" + domain)
+
+
+@attrs.frozen
+class Config:
+    """A validated config.toml snapshot; replace it whole, never mutate it.
+
+    @ivar mailboxes: in file order.
+    @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
+        written back (AIMX's self-updater; aimx ignores it).
+    @ivar file_data_dir: the file's C{data_dir} when L{with_data_dir} overrode it in
+        memory, else C{None}; L{to_toml} writes this one, so an override never
+        reaches the file.
+    """
+
+    domain: str
+    data_dir: str = DEFAULT_DATA_DIR
+    dkim_selector: str = "aimx"
+    trust: str = "none"
+    trusted_senders: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    verify_host: str | None = None
+    enable_ipv6: bool = False
+    signature: str | None = None
+    release_manifest_url: str | None = None
+    mailboxes: tuple[MailboxConfig, ...] = attrs.field(default=(), converter=tuple)
+    file_data_dir: str | None = None
+    _by_name: dict = attrs.field(init=False, eq=False, repr=False)
+    _by_local: dict = attrs.field(init=False, eq=False, repr=False)
+    _catchall: MailboxConfig | None = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Routing runs per RCPT: index once per snapshot. First entry wins.
+        by_name: dict[str, MailboxConfig] = {}
+        by_local: dict[str, MailboxConfig] = {}
+        for mb in self.mailboxes:
+            by_name.setdefault(mb.name, mb)
+            if mb.local_part != "*":
+                by_local.setdefault(_ascii_lower(mb.local_part), mb)
+        catchall = next((mb for mb in self.mailboxes if mb.is_catchall(self.domain)), None)
+        object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_by_local", by_local)
+        object.__setattr__(self, "_catchall", catchall)
+
+    def mailbox(self, name: str) -> MailboxConfig | None:
+        """The mailbox whose table key is C{name}, or C{None}."""
+        return self._by_name.get(name)
+
+    def catchall(self) -> MailboxConfig | None:
+        """The first mailbox whose address is C{*@<domain>}, or C{None}."""
+        return self._catchall
+
+    def effective_trust(self, mailbox: MailboxConfig) -> str:
+        """The mailbox's trust policy, else the top-level one."""
+        return self.trust if mailbox.trust is None else mailbox.trust
+
+    def effective_trusted_senders(self, mailbox: MailboxConfig) -> tuple[str, ...]:
+        """The mailbox's sender patterns (replacing, not merging), else the top-level ones."""
+        return self.trusted_senders if mailbox.trusted_senders is None else mailbox.trusted_senders
+
+    @property
+    def effective_signature(self) -> str:
+        """The outbound signature; C{""} means none is appended."""
+        return DEFAULT_SIGNATURE if self.signature is None else self.signature
+
+    @property
+    def effective_verify_host(self) -> str:
+        """The verifier base URL for setup and portcheck."""
+        return DEFAULT_VERIFY_HOST if self.verify_host is None else self.verify_host
+
+    def with_data_dir(self, path: str) -> "Config":
+        """This config with C{data_dir} overridden in memory (never written back)."""
+        file_value = self.data_dir if self.file_data_dir is None else self.file_data_dir
+        return attrs.evolve(self, data_dir=path, file_data_dir=file_value)
+
+
+def resolve_mailbox(config: Config, addr: str) -> MailboxConfig | None:
+    """Route a recipient address to a mailbox (spec/README.md decision table).
+
+    The local part (before the last C{@}, minus any C{+tag}) is compared ASCII
+    case-insensitively with the local part of each mailbox's C{address}; the first
+    concrete match wins, else the catchall, else C{None}. Domains are not compared:
+    the SMTP layer accepts only C{config.domain}, and addresses are not validated
+    against it (config.md §2.2).
+
+    @param addr: the address as given (case and tag preserved by the caller).
+    """
+    local = addr.rsplit("@", 1)[0].split("+", 1)[0]
+    return config._by_local.get(_ascii_lower(local), config._catchall)
+
+
+def validate_mailbox_name(name: str) -> None:
+    """Check a name for a new mailbox (config.md §6); C{"already exists"} is the caller's.
+
+    @raise ConfigError: with the spec's text.
+    """
+    if not name:
+        raise ConfigError("Mailbox name cannot be empty")
+    if ".." in name:
+        raise ConfigError("Mailbox name cannot contain '..'")
+    if name.startswith(".") or name.endswith("."):
+        raise ConfigError("Mailbox name cannot start or end with '.'")
+    if name in ("catchall", "aimx-catchall"):
+        raise ConfigError(f"Mailbox name '{name}' is reserved for the wildcard catchall slot")
+    for char in name:
+        if char not in _MAILBOX_NAME_CHARS:
+            raise ConfigError(
+                f"Mailbox name contains invalid character '{char}'; allowed: [a-z0-9._-]"
+            )
+
+
+def validate_hooks(config: Config) -> None:
+    """Per-hook checks, then global uniqueness of effective names (config.md §3 step 10).
+
+    The control socket runs this on the modified config before a rewrite.
+
+    @raise ConfigError: the first violation, with the spec's text.
+    """
+    seen: dict[str, tuple[str, bool]] = {}
+    for mb in config.mailboxes:
+        for hook in mb.hooks:
+            _check_hook(hook, mb.name)
+            prior = seen.get(hook.name)
+            if prior is None:
+                seen[hook.name] = (mb.name, hook.explicit_name)
+                continue
+            first, first_explicit = prior
+            if first_explicit and hook.explicit_name:
+                message = (
+                    f"duplicate hook name '{hook.name}' on mailboxes '{first}' and "
+                    f"'{mb.name}': hook names must be globally unique"
+                )
+            elif not first_explicit and not hook.explicit_name:
+                message = (
+                    f"anonymous hooks on mailboxes '{first}' and '{mb.name}' have identical "
+                    f"event/cmd and derive the same name '{hook.name}': set an explicit "
+                    "`name` on at least one to disambiguate"
+                )
+            else:
+                message = (
+                    f"explicit hook name '{hook.name}' on one mailbox collides with the "
+                    "derived name of an anonymous hook on another (mailboxes "
+                    f"'{first}' and '{mb.name}'): rename the explicit hook or set an "
+                    "explicit `name` on the anonymous one"
+                )
+            raise ConfigError(message)
+
+
+def _check_hook(hook: HookConfig, mailbox: str) -> None:
+    where = f"hook '{hook.label}' on mailbox '{mailbox}'"
+    if hook.explicit_name and not _HOOK_NAME.fullmatch(hook.name):
+        raise ConfigError(
+            f"invalid hook name '{hook.name}' on mailbox '{mailbox}': "
+            "must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}"
+        )
+    if not hook.cmd:
+        raise ConfigError(
+            f"{where} has empty `cmd`: `cmd` must be a non-empty argv array, "
+            'e.g. `cmd = ["/bin/echo", "hi"]`'
+        )
+    if not hook.cmd[0].strip():
+        raise ConfigError(f"{where} has blank `cmd[0]`")
+    if not hook.cmd[0].startswith("/"):
+        raise ConfigError(
+            f"{where} has non-absolute `cmd[0]` '{hook.cmd[0]}': hooks fire from "
+            "/var/lib/aimx/... so PATH lookup is brittle; use an absolute path "
+            "(e.g. `/bin/echo` instead of `echo`)"
+        )
+    if hook.type != "cmd":
+        raise ConfigError(f"{where} has unsupported type '{hook.type}': only `cmd` is supported")
+    if hook.timeout_secs == 0:
+        raise ConfigError(f"{where} has `timeout_secs = 0`: must be > 0")
+    if hook.timeout_secs > MAX_HOOK_TIMEOUT:
+        raise ConfigError(
+            f"{where} has `timeout_secs = {hook.timeout_secs}` which exceeds the max of "
+            f"{MAX_HOOK_TIMEOUT}"
+        )
+
+
+def load_text(
+    text: str, path: str, *, owner_exists: Callable[[str], bool] = lambda owner: True
+) -> tuple[Config, list[str]]:
+    """Load and fully validate config.toml text (config.md §3, steps 2-11).
+
+    @param path: the file's path, put in front of every error message.
+    @param owner_exists: whether a (syntactically valid, non-reserved) owner is a
+        known user; C{False} gives the orphan-owner warning.
+    @return: the config and the warning texts, in mailbox order.
+    @raise ConfigError: C{"<path>: <spec message>"} for the first error found.
+    """
+    try:
+        _scan_legacy(text)
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(str(e)) from None
+        _reject_stdin(raw)
+        config = _decode(raw)
+        return config, _validate(config, owner_exists)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _scan_legacy(text: str) -> None:
+    """Step 2: reject removed schemas by their text, before TOML parsing."""
+    in_hook = False
+    for line in text.split("\n"):
+        line = line.strip()
+        if line.startswith("[[") and line.endswith("]]"):
+            inner = line[2:-2]
+            in_hook = False
+            if inner == "hook_template" or inner.startswith("hook_template."):
+                raise ConfigError(
+                    "[[hook_template]] blocks are not supported; template hooks were "
+                    "removed. See book/hooks.md for the supported raw-cmd schema"
+                )
+            if inner.startswith("mailboxes."):
+                rest = inner.removeprefix("mailboxes.")
+                if rest.endswith(".on_receive"):
+                    raise ConfigError(_legacy_on_receive(rest.removesuffix(".on_receive"), ""))
+                in_hook = rest.endswith(".hooks")
+        elif line.startswith("[") and line.endswith("]"):
+            inner = line[1:-1]
+            in_hook = False
+            if inner.startswith("mailboxes.") and inner.endswith(".on_receive.match"):
+                name = inner.removeprefix("mailboxes.").removesuffix(".on_receive.match")
+                raise ConfigError(_legacy_on_receive(name, ".match"))
+        elif in_hook and "=" in line:
+            key = line.split("=", 1)[0].strip()
+            if key == "run_as":
+                raise ConfigError(
+                    "hook sets `run_as`; the field was removed — hooks now run as the "
+                    "mailbox's `owner`"
+                )
+            if key == "origin":
+                raise ConfigError("hook sets `origin`; the field was removed")
+            if key == "dangerously_support_untrusted":
+                raise ConfigError(
+                    "hook sets `dangerously_support_untrusted`; the field was renamed to "
+                    "`fire_on_untrusted`"
+                )
+            if key in ("template", "params"):
+                raise ConfigError(
+                    f"hook sets `{key}`; template hooks were removed. See book/hooks.md "
+                    "for the supported raw-cmd schema"
+                )
+
+
+def _legacy_on_receive(name: str, suffix: str) -> str:
+    return (
+        f"mailbox '{name}' uses the legacy `on_receive{suffix}` schema; migrate to "
+        f'`[[mailboxes.{name}.hooks]]` with `event = "on_receive"`'
+    )
+
+
+def _reject_stdin(raw: dict) -> None:
+    """Step 4: any hook table with C{stdin}, named explicitly or by derivation."""
+    mailboxes = raw.get("mailboxes")
+    if not isinstance(mailboxes, dict):
+        return
+    for mb in mailboxes.values():
+        hooks = mb.get("hooks") if isinstance(mb, dict) else None
+        for hook in hooks if isinstance(hooks, list) else ():
+            if not isinstance(hook, dict) or "stdin" not in hook:
+                continue
+            name = hook.get("name")
+            if not isinstance(name, str):
+                # Best effort, as AIMX: wrong or missing values fall back to defaults.
+                cmd = hook.get("cmd")
+                fire = hook.get("fire_on_untrusted")
+                name = derive_hook_name(
+                    "after_send" if hook.get("event") == "after_send" else "on_receive",
+                    [a for a in cmd if isinstance(a, str)] if isinstance(cmd, list) else (),
+                    fire is True,
+                )
+            raise ConfigError(
+                f"hook '{name}' carries removed field 'stdin' — remove this line and "
+                "restart aimx serve; the email is always piped to hooks"
+            )
+
+
+_KINDS = {str: "a string", int: "an integer", bool: "a boolean", dict: "a table", list: "an array"}
+
+
+def _field(table: dict, key: str, kind: type, where: str, default=_MISSING):
+    """Step 5 for one key: missing-field or type error naming the key."""
+    if key not in table:
+        if default is _MISSING:
+            raise ConfigError(f"{where + ': ' if where else ''}missing field `{key}`")
+        return default
+    value = table[key]
+    # bool is a subclass of int in Python; TOML keeps them apart.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{_key(where, key)}: expected {_KINDS[kind]}")
+    return value
+
+
+def _strings(table: dict, key: str, where: str, default=_MISSING):
+    if key not in table:
+        return _field(table, key, list, where, default)
+    value = table[key]
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{_key(where, key)}: expected an array of strings")
+    return tuple(value)
+
+
+def _key(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _decode(raw: dict) -> Config:
+    """Step 5: typed decode; unknown keys are ignored except in hook tables."""
+    return Config(
+        domain=_field(raw, "domain", str, ""),
+        data_dir=_field(raw, "data_dir", str, "", DEFAULT_DATA_DIR),
+        dkim_selector=_field(raw, "dkim_selector", str, "", "aimx"),
+        trust=_field(raw, "trust", str, "", "none"),
+        trusted_senders=_strings(raw, "trusted_senders", "", ()),
+        verify_host=_field(raw, "verify_host", str, "", None),
+        enable_ipv6=_field(raw, "enable_ipv6", bool, "", False),
+        signature=_field(raw, "signature", str, "", None),
+        release_manifest_url=_field(
+            _field(raw, "upgrade", dict, "", {}), "release_manifest_url", str, "upgrade", None
+        ),
+        mailboxes=[
+            _decode_mailbox(name, table)
+            for name, table in _field(raw, "mailboxes", dict, "", {}).items()
+        ],
+    )
+
+
+def _decode_mailbox(name: str, table: object) -> MailboxConfig:
+    where = f"mailboxes.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    return MailboxConfig(
+        name=name,
+        address=_field(table, "address", str, where),
+        owner=_field(table, "owner", str, where),
+        trust=_field(table, "trust", str, where, None),
+        trusted_senders=_strings(table, "trusted_senders", where, None),
+        hooks=[
+            _decode_hook(hook, f"{where}.hooks[{i}]")
+            for i, hook in enumerate(_field(table, "hooks", list, where, []))
+        ],
+    )
+
+
+def _decode_hook(table: object, where: str) -> HookConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    for key in table:
+        if key not in _HOOK_KEYS:
+            expected = ", ".join(f"`{k}`" for k in _HOOK_KEYS)
+            raise ConfigError(f"{where}: unknown field `{key}`, expected one of {expected}")
+    name = _field(table, "name", str, where, None)
+    event = _field(table, "event", str, where)
+    if event not in EVENTS:
+        raise ConfigError(
+            f"{where}.event: unknown variant `{event}`, expected on_receive or after_send"
+        )
+    hook_type = _field(table, "type", str, where, "cmd")
+    cmd = _strings(table, "cmd", where)
+    fire = _field(table, "fire_on_untrusted", bool, where, False)
+    timeout = _field(table, "timeout_secs", int, where, DEFAULT_HOOK_TIMEOUT)
+    if timeout < 0:
+        raise ConfigError(f"{where}.timeout_secs: expected a non-negative integer")
+    return make_hook(
+        event, cmd, name=name, hook_type=hook_type, fire_on_untrusted=fire, timeout_secs=timeout
+    )
+
+
+def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
+    """Steps 6-10 on the decoded config; returns the warnings of step 9."""
+    for mb in config.mailboxes:
+        if not mb.owner.strip():
+            raise ConfigError(
+                f"mailbox '{mb.name}' is missing required field 'owner'; re-run "
+                "'sudo aimx setup' or hand-edit config.toml"
+            )
+    if config.trust not in TRUST_VALUES:
+        raise ConfigError(
+            f"invalid top-level trust value '{config.trust}': "
+            'expected one of ["none", "verified"]'
+        )
+    for mb in config.mailboxes:
+        if mb.trust is not None and mb.trust not in TRUST_VALUES:
+            raise ConfigError(
+                f"invalid trust value '{mb.trust}' on mailbox '{mb.name}': "
+                'expected one of ["none", "verified"]'
+            )
+    for mb in config.mailboxes:
+        if mb.hooks and mb.is_catchall(config.domain):
+            raise ConfigError(
+                f"mailbox '{mb.name}' is the catchall but has hooks attached; "
+                "catchall does not support hooks"
+            )
+        for hook in mb.hooks:
+            if hook.fire_on_untrusted and hook.event != "on_receive":
+                raise ConfigError(
+                    f"hook '{hook.label}' on mailbox '{mb.name}' sets "
+                    f"`fire_on_untrusted = true` on event '{hook.event}': "
+                    "fire_on_untrusted is on_receive only"
+                )
+    warnings = []
+    for mb in config.mailboxes:
+        owner = mb.owner
+        if owner in RESERVED_OWNERS:
+            pass
+        elif len(owner) > _USERNAME_MAX or not _USERNAME.fullmatch(owner):
+            raise ConfigError(
+                f"mailbox '{mb.name}' has invalid owner '{owner}': must be 'root', "
+                "'aimx-catchall', or a valid Linux username matching [a-z_][a-z0-9_-]*[$]?"
+            )
+        elif not owner_exists(owner):
+            warnings.append(
+                f"mailbox '{mb.name}' owner '{owner}' does not resolve via getpwnam; "
+                "mailbox marked inactive — create the user or update config.toml"
+            )
+        if owner == "root":
+            warnings.append(
+                f"mailbox '{mb.name}' is owned by root: its mail is root-only and its hooks "
+                "run as root — use a regular user unless you mean it"
+            )
+    validate_hooks(config)
+    return warnings
+
+
+def to_toml(config: Config) -> dict:
+    """The config as a TOML document for a machine rewrite (config.md §5).
+
+    Defaults and unset values are omitted; an in-memory C{data_dir} override is not
+    written (the file's value is). Comments and unknown keys are not kept.
+    """
+    doc: dict = {
+        "domain": config.domain,
+        "data_dir": config.data_dir if config.file_data_dir is None else config.file_data_dir,
+        "dkim_selector": config.dkim_selector,
+        "enable_ipv6": config.enable_ipv6,
+    }
+    if config.trust != "none":
+        doc["trust"] = config.trust
+    if config.trusted_senders:
+        doc["trusted_senders"] = list(config.trusted_senders)
+    if config.verify_host is not None:
+        doc["verify_host"] = config.verify_host
+    if config.signature is not None:
+        doc["signature"] = config.signature
+    if config.release_manifest_url is not None:
+        doc["upgrade"] = {"release_manifest_url": config.release_manifest_url}
+    doc["mailboxes"] = {mb.name: _mailbox_toml(mb) for mb in config.mailboxes}
+    return doc
+
+
+def _mailbox_toml(mb: MailboxConfig) -> dict:
+    table: dict = {"address": mb.address, "owner": mb.owner}
+    if mb.trust is not None:
+        table["trust"] = mb.trust
+    if mb.trusted_senders is not None:
+        table["trusted_senders"] = list(mb.trusted_senders)
+    if mb.hooks:
+        table["hooks"] = [_hook_toml(hook) for hook in mb.hooks]
+    return table
+
+
+def _hook_toml(hook: HookConfig) -> dict:
+    table: dict = {"name": hook.name} if hook.explicit_name else {}
+    table.update(event=hook.event, type=hook.type, cmd=list(hook.cmd))
+    if hook.fire_on_untrusted:
+        table["fire_on_untrusted"] = True
+    if hook.timeout_secs != DEFAULT_HOOK_TIMEOUT:
+        table["timeout_secs"] = hook.timeout_secs
+    return table

@@ -1,0 +1,236 @@
+"""The daemon's composition root (L2): options, start-up checks and the service tree.
+
+C{twistd -n aimx} and C{aimx serve} both call L{makeService}.  Start-up follows
+spec/daemon.md §2: a fatal problem raises C{SystemExit} with one clear line.
+"""
+
+import os
+import signal
+import sys
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, threads
+from twisted.logger import Logger
+from twisted.python import usage
+
+from aimx.auth.resolver import Resolver
+from aimx.errors import ConfigError
+from aimx.smtp.inbound import Inbound
+from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
+from aimx.smtp.tls import server_options
+from aimx.store import configfile, datadir, keys
+from aimx.store.mailstore import MailStore
+
+log = Logger(namespace="aimx.daemon")
+
+DRAIN_SECONDS = 30
+
+
+class Options(usage.Options):
+    """Options shared by C{twistd aimx} and C{aimx serve} (flag > env > default)."""
+
+    optParameters = [
+        ["bind", None, "0.0.0.0:25", "SMTP listen address HOST:PORT"],
+        ["config-dir", None, None, "config directory [AIMX_CONFIG_DIR, /etc/aimx]"],
+        ["data-dir", None, None, "data directory [AIMX_DATA_DIR, config, /var/lib/aimx]"],
+        ["runtime-dir", None, None, "runtime directory [AIMX_RUNTIME_DIR, /run/aimx]"],
+        ["tls-cert", None, None, f"STARTTLS certificate [{keys.DEFAULT_TLS_CERT}]"],
+        ["tls-key", None, None, f"STARTTLS private key [{keys.DEFAULT_TLS_KEY}]"],
+    ]
+
+    def postOptions(self):
+        env = os.environ
+        self["config-dir"] = self["config-dir"] or env.get("AIMX_CONFIG_DIR", "/etc/aimx")
+        self["data-dir"] = self["data-dir"] or env.get("AIMX_DATA_DIR")
+        self["runtime-dir"] = self["runtime-dir"] or env.get(
+            "AIMX_RUNTIME_DIR", "/run/aimx"
+        )
+        host, sep, port = self["bind"].rpartition(":")
+        if not sep or not port.isdigit():
+            raise usage.UsageError(f"--bind must be HOST:PORT, not {self['bind']!r}")
+        self.host, self.port = host.strip("[]"), int(port)
+
+
+class LiveConfig:
+    """The current configuration snapshot; calling it returns the snapshot."""
+
+    def __init__(self, config):
+        self.current = config
+
+    def __call__(self):
+        return self.current
+
+
+class SmtpListener(service.Service):
+    """Listens for SMTP and drains open sessions on stop."""
+
+    def __init__(self, reactor, factory: AimxSMTPFactory, host: str, port: int):
+        self.reactor = reactor
+        self.factory = factory
+        self.host, self.port = host, port
+        self.listening = None
+
+    def startService(self):
+        interface = self.host or "0.0.0.0"
+        endpoint = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=interface)
+        if ":" in interface:
+            endpoint = endpoints.TCP6ServerEndpoint(
+                self.reactor, self.port, interface=interface
+            )
+        d = endpoint.listen(self.factory)
+        d.addCallback(self._listening)
+        # TCP endpoints listen synchronously, so a bind error surfaces here.
+        d.addErrback(lambda f: f.raiseException())
+        super().startService()
+
+    def _listening(self, port):
+        self.listening = port
+        address = port.getHost()
+        log.info(
+            "aimx SMTP listener\n  bind:  {host}:{port}\n  tls:   {tls}",
+            host=address.host,
+            port=address.port,
+            tls="enabled" if self.factory.tls_options else "disabled",
+        )
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self.listening is not None:
+            log.info(
+                "aimx SMTP listener shutting down ({n} connections in-flight)",
+                n=len(self.factory.sessions),
+            )
+            yield self.listening.stopListening()
+            yield self.factory.drain(DRAIN_SECONDS)
+            log.info("aimx SMTP listener shut down")
+
+
+class PidFile(service.Service):
+    """Writes C{<runtime_dir>/aimx.pid} while running."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def startService(self):
+        super().startService()
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.warn("Failed to write pid file {path}: {e}", path=self.path, e=e)
+
+    def stopService(self):
+        super().stopService()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class Daemon(service.MultiService):
+    """The aimx service tree; reloads the configuration on SIGHUP."""
+
+    def __init__(self, reactor, options: Options, live: LiveConfig):
+        super().__init__()
+        self.reactor = reactor
+        self.options = options
+        self.live = live
+
+    def startService(self):
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
+            )
+
+    def reload(self):
+        """Re-read config.toml; keep the old snapshot if the new one is invalid."""
+        path = configfile.config_path(self.options["config-dir"])
+        try:
+            config, warnings = configfile.load(
+                self.options["config-dir"], data_dir_override=self.options["data-dir"]
+            )
+        except ConfigError as e:
+            log.error(
+                "SIGHUP: config reload failed for {path}: {err}. Keeping previous config.",
+                path=path,
+                err=e,
+            )
+            return
+        for warning in warnings:
+            log.warn("{warning}", warning=warning)
+        self.live.current = config
+        log.info(
+            "SIGHUP: config reloaded from {path}: {m} mailboxes, {h} hooks, 0 templates",
+            path=path,
+            m=len(config.mailboxes),
+            h=sum(len(mb.hooks) for mb in config.mailboxes),
+        )
+
+
+def _tls(options: Options):
+    cert = options["tls-cert"] or keys.DEFAULT_TLS_CERT
+    key = options["tls-key"] or keys.DEFAULT_TLS_KEY
+    explicit = options["tls-cert"] or options["tls-key"]
+    if not explicit and not (os.access(cert, os.R_OK) and os.access(key, os.R_OK)):
+        log.warn(
+            "TLS cert/key not found at {cert} / {key}, running without STARTTLS",
+            cert=cert,
+            key=key,
+        )
+        return None
+    return server_options(*keys.load_tls_pair(cert, key))
+
+
+def build(options: Options, reactor=None, limits: SmtpLimits = SmtpLimits()) -> Daemon:
+    """Run the start-up checks and build the service tree.
+
+    @raise ConfigError: a fatal start-up problem (the message says which).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    config, warnings = configfile.load(
+        options["config-dir"], data_dir_override=options["data-dir"]
+    )
+    for warning in warnings:
+        log.warn("{warning}", warning=warning)
+    os.umask(0o077)
+    for warning in datadir.prepare(config.data_dir):
+        log.warn("{warning}", warning=warning)
+    tls_options = _tls(options)
+    keys.load_dkim_private_key(options["config-dir"])
+
+    live = LiveConfig(config)
+    daemon = Daemon(reactor, options, live)
+    pool = reactor.getThreadPool()
+    inbound = Inbound(
+        config=live,
+        store=MailStore(config.data_dir),
+        resolver=Resolver.from_env(),
+        run_in_thread=lambda f, *a: threads.deferToThreadPool(reactor, pool, f, *a),
+    )
+    factory = AimxSMTPFactory(
+        config=live,
+        deliver=inbound.deliver,
+        clock=reactor,
+        limits=limits,
+        tls_options=tls_options,
+    )
+    daemon.inbound = inbound
+    daemon.smtp = SmtpListener(reactor, factory, options.host, options.port)
+    daemon.smtp.setServiceParent(daemon)
+    PidFile(os.path.join(options["runtime-dir"], "aimx.pid")).setServiceParent(daemon)
+    return daemon
+
+
+def makeService(options: Options) -> Daemon:
+    """twistd's entry point; a fatal start-up problem exits with its message."""
+    try:
+        return build(options)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        raise SystemExit(1)

@@ -1,0 +1,473 @@
+"""The inbound SMTP server (L2): Twisted's ESMTP, fixed for aimx.
+
+Twisted's stock C{ESMTP} differs from spec/inbound.md in replies, extensions, state
+rules and DATA framing (see STYLE.md §5), so this subclass keeps its transport, TLS
+and timeout machinery and replaces the byte handling:
+
+  - commands are read up to LF, at most 1024 bytes with the line end;
+  - DATA is scanned chunk-wise as raw bytes (no decoding, RFC 5321 framing, bare LF
+    refused, C{..} unstuffed) instead of line by line;
+  - plaintext pipelined after STARTTLS is discarded (RFC 3207 §4.2);
+  - input that arrives while a message is being stored waits its turn, so replies
+    always come in command order (PIPELINING).
+"""
+
+import re
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.mail import smtp
+
+from aimx.core.address import Envelope, extract_path, mail_parameters, rcpt_verdict
+from aimx.errors import SmtpStatus
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_TERMINATOR = re.compile(rb"^\.[ \t]*\r\n", re.M)
+_STUFFED = re.compile(rb"^\.(?=\.)", re.M)
+_DISCARD_END = re.compile(rb"\r\n\.\r\n")
+
+_COMMAND, _DATA, _DISCARD = "COMMAND", "DATA", "DISCARD"
+
+
+@attrs.frozen
+class SmtpLimits:
+    """Session limits (spec/inbound.md §1–2); tests lower them."""
+
+    max_message_size: int = 26214400
+    max_recipients: int = 100
+    max_errors: int = 20
+    max_sessions: int = 100
+    max_command_line: int = 1024
+    idle_timeout: float = 300
+    session_timeout: float = 600
+
+
+def _reply(code: int, enhanced: str, text: str) -> SmtpStatus:
+    return SmtpStatus(code, enhanced, text)
+
+
+OK = _reply(250, "2.0.0", "OK")
+MAIL_OK = _reply(250, "2.1.0", "OK")
+RCPT_OK = _reply(250, "2.1.5", "OK")
+NEED_HELO = _reply(503, "5.5.1", "Send EHLO/HELO first")
+NEED_MAIL = _reply(503, "5.5.1", "Send MAIL FROM first")
+NEED_RCPT = _reply(503, "5.5.1", "Send RCPT TO first")
+NESTED_MAIL = _reply(503, "5.5.1", "MAIL FROM already given")
+UNRECOGNIZED = _reply(500, "5.5.2", "Unrecognized command")
+LINE_TOO_LONG = _reply(500, "5.5.2", "Line too long")
+BARE_LF = _reply(500, "5.6.0", "Bare LF not allowed (RFC 5321)")
+TOO_BIG = _reply(552, "5.3.4", "Message exceeds maximum size")
+TOO_BIG_DECLARED = _reply(
+    552, "5.3.4", "Message size exceeds fixed maximum message size"
+)
+TOO_MANY_RCPTS = _reply(452, "4.5.3", "Too many recipients")
+TOO_MANY_ERRORS = _reply(421, "4.7.0", "Too many errors")
+TOO_MANY_SESSIONS = _reply(421, "4.3.2", "Too many connections, try again later")
+IDLE_TIMEOUT = _reply(421, "4.4.2", "Idle timeout exceeded")
+SESSION_TIMEOUT = _reply(421, "4.4.2", "Connection timed out")
+DATA_TIMEOUT = _reply(421, "4.4.2", "Timeout during DATA")
+STORE_FAILED = _reply(451, "4.3.0", "Temporary failure, please retry")
+
+
+class AimxESMTP(smtp.ESMTP):
+    """One inbound SMTP session."""
+
+    noisy = False
+    log = Logger()
+
+    def __init__(self, factory: "AimxSMTPFactory"):
+        super().__init__(contextFactory=factory.tls_options)
+        self.factory = factory
+        self.limits = factory.limits
+        self._buffer = b""
+        self._mode = _COMMAND
+        self._greeted = False
+        self._helo_arg = None
+        self._mail_from = None  # None: no MAIL yet; "" for the null sender
+        self._rcpts = []
+        self._errors = 0
+        self._busy = False
+        self._closing = False
+        self._skip_line = False
+        self._messages = 0
+        self._bytes = 0
+        self._started = 0.0
+        self._session_call = None
+        self.peer = "?"
+
+    # -- connection ------------------------------------------------------------
+
+    def connectionMade(self):
+        self.peer = getattr(self.transport.getPeer(), "host", "?")
+        self.canStartTLS = self.ctx is not None and ITLSTransport.providedBy(
+            self.transport
+        )
+        if not self.factory.session_started(self):
+            self.log.info("[{peer}] Rejected: connection limit reached", peer=self.peer)
+            self._send_and_close(TOO_MANY_SESSIONS)
+            return
+        self._domain = self.factory.domain()
+        self.host = self._domain.encode("idna")
+        self._started = self.factory.clock.seconds()
+        self.sendLine(b"220 " + self.host + b" ESMTP aimx")
+        self.setTimeout(self.limits.idle_timeout)
+        self._session_call = self.callLater(
+            self.limits.session_timeout, self._session_timed_out
+        )
+
+    def callLater(self, period, func, *args):
+        return self.factory.clock.callLater(period, func, *args)
+
+    def connectionLost(self, reason):
+        self.setTimeout(None)
+        if self._session_call is not None and self._session_call.active():
+            self._session_call.cancel()
+        if self.factory.session_ended(self):
+            self.log.info(
+                "[{peer}] Connection closed ehlo={helo} messages={messages} "
+                "bytes={bytes} duration={duration:.1f}s",
+                peer=self.peer,
+                helo=self._helo_arg,
+                messages=self._messages,
+                bytes=self._bytes,
+                duration=self.factory.clock.seconds() - self._started,
+            )
+
+    def timeoutConnection(self):
+        self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else IDLE_TIMEOUT)
+
+    def _session_timed_out(self):
+        self._session_call = None
+        self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else SESSION_TIMEOUT)
+
+    def _send_and_close(self, status: SmtpStatus):
+        self._reply(status)
+        self._closing = True
+        self._buffer = b""
+        self.transport.loseConnection()
+
+    def _reply(self, status: SmtpStatus):
+        self.sendLine(status.line())
+
+    def _error(self, status: SmtpStatus):
+        """Send a 5xx reply; the 20th error in a session closes it (Postfix model)."""
+        self._errors += 1
+        if self._errors >= self.limits.max_errors:
+            self._reply(status)
+            self._send_and_close(TOO_MANY_ERRORS)
+        else:
+            self._reply(status)
+
+    # -- input -----------------------------------------------------------------
+
+    def dataReceived(self, data):
+        if self._closing:
+            return
+        self.resetTimeout()
+        self._buffer += data
+        self._process()
+
+    def _process(self):
+        while self._buffer and not self._busy and not self._closing:
+            if self._mode == _COMMAND:
+                if not self._command_step():
+                    return
+            elif self._mode == _DATA:
+                if not self._data_step():
+                    return
+            elif not self._discard_step():
+                return
+
+    def _command_step(self) -> bool:
+        """Handle one command line; return False when more input is needed."""
+        end = self._buffer.find(b"\n")
+        limit = self.limits.max_command_line
+        if end == -1:
+            if len(self._buffer) > limit:
+                # Keep discarding this over-long line until its LF arrives.
+                self._buffer = b""
+                self._skip_line = True
+            return False
+        line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1 :]
+        if self._skip_line or len(line) > limit:
+            self._skip_line = False
+            self._error(LINE_TOO_LONG)
+            return True
+        text = line.strip().decode("utf-8", "surrogateescape")
+        if text:
+            verb, _, args = text.partition(" ")
+            handler = getattr(self, "cmd_" + verb.upper(), None)
+            if handler is None or not verb.isalpha():
+                self._error(UNRECOGNIZED)
+            else:
+                handler(args.strip())
+        return True
+
+    # -- commands --------------------------------------------------------------
+
+    def _reset_transaction(self):
+        self._mail_from = None
+        self._rcpts = []
+
+    def cmd_EHLO(self, args):
+        if not args:
+            self._error(_reply(501, "5.5.4", "EHLO requires domain argument"))
+            return
+        self._greet(args)
+        lines = [f"{self._domain} Hello {args}"]
+        lines.append(f"SIZE {self.limits.max_message_size}")
+        lines += ["8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES"]
+        if self.canStartTLS and not self.startedTLS:
+            lines.append("STARTTLS")
+        lines.append("SMTPUTF8")
+        for line in lines[:-1]:
+            self.sendLine(b"250-" + line.encode("utf-8", "surrogateescape"))
+        self.sendLine(b"250 " + lines[-1].encode())
+
+    def cmd_HELO(self, args):
+        if not args:
+            self._error(_reply(501, "5.5.4", "HELO requires domain argument"))
+            return
+        self._greet(args)
+        text = f"250 {self._domain} Hello {args}"
+        self.sendLine(text.encode("utf-8", "surrogateescape"))
+
+    def _greet(self, args):
+        self._greeted = True
+        self._helo_arg = args
+        self._reset_transaction()
+
+    def cmd_MAIL(self, args):
+        if not self._greeted:
+            self._error(NEED_HELO)
+            return
+        if self._mail_from is not None:
+            self._error(NESTED_MAIL)
+            return
+        path = extract_path(args, "FROM:")
+        if path is None:
+            self._error(_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
+            return
+        size = mail_parameters(args).get("SIZE", "")
+        if size.isdigit() and int(size) > self.limits.max_message_size:
+            self._error(TOO_BIG_DECLARED)
+            return
+        self._mail_from = path
+        self._reply(MAIL_OK)
+
+    def cmd_RCPT(self, args):
+        if self._mail_from is None:
+            self._error(NEED_MAIL)
+            return
+        path = extract_path(args, "TO:")
+        if not path:
+            self._error(_reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
+            return
+        if len(self._rcpts) >= self.limits.max_recipients:
+            self._reply(TOO_MANY_RCPTS)
+            return
+        verdict = rcpt_verdict(self.factory.config(), path)
+        if verdict is not None:
+            self.log.info(
+                "[{peer}] RCPT rejected ({why}): recipient={rcpt}",
+                peer=self.peer,
+                why="relay" if verdict.enhanced == "5.7.1" else "no mailbox",
+                rcpt=path,
+            )
+            self._error(verdict)
+            return
+        self._rcpts.append(path)
+        self._reply(RCPT_OK)
+
+    def cmd_DATA(self, args):
+        if not self._rcpts:
+            self._error(NEED_RCPT)
+            return
+        self._mode = _DATA
+        self._chunks = []
+        self._size = 0
+        self.sendLine(b"354 Start mail input; end with <CRLF>.<CRLF>")
+
+    def cmd_RSET(self, args):
+        self._reset_transaction()
+        self._reply(OK)
+
+    def cmd_NOOP(self, args):
+        self._reply(OK)
+
+    def cmd_VRFY(self, args):
+        # RFC 5321 §3.5.3: a server that will not verify answers 252.
+        self._reply(_reply(252, "2.5.2", "Cannot VRFY user, but will accept message"))
+
+    def cmd_QUIT(self, args):
+        self._send_and_close(_reply(221, "2.0.0", "Bye"))
+
+    def cmd_STARTTLS(self, args):
+        if self.startedTLS:
+            self._error(_reply(503, "5.5.1", "TLS already active"))
+            return
+        if not self.canStartTLS:
+            self._error(_reply(502, "5.5.1", "STARTTLS not available"))
+            return
+        self._reply(_reply(220, "2.0.0", "Ready to start TLS"))
+        # RFC 3207 §4.2: anything pipelined after STARTTLS is discarded and the
+        # session starts over after the handshake.
+        self._buffer = b""
+        self._greeted = False
+        self._helo_arg = None
+        self._reset_transaction()
+        self.transport.startTLS(self.ctx)
+        self.startedTLS = True
+
+    # -- DATA ------------------------------------------------------------------
+
+    def _data_step(self) -> bool:
+        """Scan buffered DATA bytes; return False when more input is needed.
+
+        Only complete lines are scanned, so every scanned region starts at a line
+        start and C{^} in the patterns means "start of a DATA line".
+        """
+        buf = self._buffer
+        last_lf = buf.rfind(b"\n")
+        if last_lf == -1:
+            if len(buf) > self.limits.max_message_size:
+                self._send_and_close(TOO_BIG)
+            return False
+        region = buf[: last_lf + 1]
+        term = _TERMINATOR.search(region)
+        bare = _BARE_LF.search(region, 0, term.start() if term else len(region))
+        if bare is not None:
+            # aimx decision: skip the rest of the payload up to its terminator so
+            # none of it is read as commands.
+            self._buffer = buf[bare.end() :]
+            self._end_data(_DISCARD)
+            self._error(BARE_LF)
+            return True
+        body = _STUFFED.sub(b"", region[: term.start()] if term else region)
+        self._buffer = buf[term.end() :] if term else buf[last_lf + 1 :]
+        self._size += len(body)
+        if self._size > self.limits.max_message_size:
+            self._chunks = []
+        else:
+            self._chunks.append(body)
+        if term is not None:
+            self._finish_message()
+        return True
+
+    def _end_data(self, mode=_COMMAND):
+        self._mode = mode
+        self._chunks = []
+        self._reset_transaction()
+
+    def _discard_step(self) -> bool:
+        match = _DISCARD_END.search(self._buffer)
+        if match is None:
+            self._buffer = self._buffer[-5:]
+            return False
+        self._buffer = self._buffer[match.end() :]
+        self._mode = _COMMAND
+        return True
+
+    def _finish_message(self):
+        raw, rcpts, mail_from = b"".join(self._chunks), tuple(self._rcpts), self._mail_from
+        too_big = self._size > self.limits.max_message_size
+        self._end_data()
+        if too_big:
+            self._error(TOO_BIG)
+            return
+        envelope = Envelope(
+            peer_ip=self.peer,
+            helo=self._helo_arg,
+            mail_from=mail_from or None,
+            rcpts=rcpts,
+            raw=raw,
+        )
+        self._busy = True
+        self._messages += 1
+        self._bytes += len(raw)
+        d = defer.maybeDeferred(self.factory.deliver, envelope)
+        d.addErrback(self._delivery_crashed)
+        d.addCallback(self._delivered)
+
+    def _delivery_crashed(self, failure):
+        self.log.failure("[{peer}] delivery failed", failure, peer=self.peer)
+        return STORE_FAILED
+
+    def _delivered(self, status: SmtpStatus):
+        self._busy = False
+        if self._closing:
+            return
+        self._reply(status)
+        self._process()
+
+
+@attrs.define
+class AimxSMTPFactory(ServerFactory):
+    """Builds sessions and tracks them for the connection cap and the drain.
+
+    @ivar config: returns the live configuration snapshot.
+    @ivar deliver: C{Envelope -> Deferred[SmtpStatus]}, the ingest chain.
+    @ivar tls_options: an C{IOpenSSLServerConnectionCreator}, or C{None}.
+    """
+
+    config: object
+    deliver: object
+    clock: object
+    limits: SmtpLimits = SmtpLimits()
+    tls_options: object = None
+    sessions: set = attrs.field(factory=set)
+    _idle_waiters: list = attrs.field(factory=list)
+    noisy = False
+
+    def buildProtocol(self, addr):
+        return AimxESMTP(self)
+
+    def domain(self) -> str:
+        return self.config().domain
+
+    def session_started(self, proto) -> bool:
+        if len(self.sessions) >= self.limits.max_sessions:
+            return False
+        self.sessions.add(proto)
+        return True
+
+    def session_ended(self, proto) -> bool:
+        if proto not in self.sessions:
+            return False
+        self.sessions.discard(proto)
+        if not self.sessions:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return True
+
+    def drain(self, grace: float) -> defer.Deferred:
+        """Wait for open sessions to end, at most C{grace} seconds, then drop them.
+
+        @return: a Deferred that fires once no session is left.
+        """
+        if not self.sessions:
+            return defer.succeed(None)
+        done = defer.Deferred()
+        self._idle_waiters.append(done)
+
+        def expire():
+            if self.sessions:
+                Logger().info(
+                    "Grace period expired, forcefully closing {n} connections",
+                    n=len(self.sessions),
+                )
+                for proto in list(self.sessions):
+                    proto.transport.abortConnection()
+
+        call = self.clock.callLater(grace, expire)
+
+        def cancel_expiry(result):
+            if call.active():
+                call.cancel()
+            return result
+
+        return done.addBoth(cancel_expiry)

@@ -1,0 +1,1 @@
+"""Disk adapters (L1): config file, mail store, keys; no Twisted."""

@@ -1,0 +1,321 @@
+"""The mail store on disk (L1): mailbox directories, atomic publish, Message-ID dedup.
+
+Layout and rules: spec/inbound.md §7.6–7.8 and §8.  Every new file is written to a
+dot-named temp file in the mailbox directory, given its owner and mode, and then
+published under its final name with a no-replace link, so readers never see a
+partial or root-owned file.  Callers serialise writes per mailbox (the daemon with a
+DeferredLock, ``aimx ingest`` by being one process).
+"""
+
+import datetime
+import os
+import pwd
+
+import attrs
+
+from aimx.core import filenames, frontmatter
+
+DEDUP_WINDOW = datetime.timedelta(hours=24)
+DEDUP_CAP = 100_000
+_FRONTMATTER_PEEK = 16384
+
+
+@attrs.frozen
+class Owner:
+    """A mailbox owner resolved through the passwd database."""
+
+    name: str
+    uid: int | None
+    gid: int | None
+
+
+@attrs.frozen
+class Stored:
+    """The outcome of storing one message for one mailbox.
+
+    @ivar id: the file stem, or C{None} when the message was a duplicate.
+    @ivar path: the published C{.md}, or C{None} for a duplicate.
+    @ivar warnings: non-fatal problems (ownership could not be set, ...).
+    """
+
+    id: str | None
+    path: str | None
+    attachments: int = 0
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def duplicate(self) -> bool:
+        return self.id is None
+
+
+def resolve_owner(name: str) -> Owner:
+    """Look an owner up; C{root} is uid/gid 0, an unknown user has no ids."""
+    if name == "root":
+        return Owner(name, 0, 0)
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return Owner(name, None, None)
+    return Owner(name, entry.pw_uid, entry.pw_gid)
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class MailStore:
+    """Mailboxes under C{<data_dir>/inbox} and C{<data_dir>/sent}.
+
+    @param data_dir: the storage root.
+    @param now: returns the current time as an aware UTC datetime.
+    @param durable: fsync each new file and its directory before publishing.
+    """
+
+    def __init__(self, data_dir: str, *, now=utcnow, durable: bool = True):
+        self.data_dir = data_dir
+        self.now = now
+        self.durable = durable
+        self._seen: dict[str, dict[str, datetime.datetime]] = {}
+        self._owners: dict[str, Owner] = {}
+
+    def inbox_dir(self, mailbox: str) -> str:
+        return os.path.join(self.data_dir, "inbox", mailbox)
+
+    def owner(self, name: str) -> Owner:
+        """Resolve an owner, remembering users that exist."""
+        owner = self._owners.get(name)
+        if owner is None:
+            owner = resolve_owner(name)
+            if owner.uid is not None:
+                self._owners[name] = owner
+        return owner
+
+    # -- dedup -----------------------------------------------------------------
+
+    def is_duplicate(self, mailbox: str, message_id: str) -> bool:
+        """True when C{message_id} was stored in C{mailbox} within the window."""
+        if not message_id:
+            return False
+        seen = self._dedup_cache(mailbox)
+        expiry = seen.get(message_id)
+        if expiry is None:
+            return False
+        if expiry <= self.now():
+            del seen[message_id]
+            return False
+        return True
+
+    def _remember(self, mailbox: str, message_id: str, received: datetime.datetime):
+        if not message_id:
+            return
+        seen = self._dedup_cache(mailbox)
+        if len(seen) >= DEDUP_CAP:
+            now = self.now()
+            for key in [k for k, v in seen.items() if v <= now]:
+                del seen[key]
+            if len(seen) >= DEDUP_CAP:
+                return
+        seen[message_id] = received + DEDUP_WINDOW
+
+    def _dedup_cache(self, mailbox: str) -> dict:
+        seen = self._seen.get(mailbox)
+        if seen is None:
+            seen = self._seen[mailbox] = self._scan_recent(self.inbox_dir(mailbox))
+        return seen
+
+    def _scan_recent(self, directory: str) -> dict:
+        """Load the Message-IDs stored in the last 24 h from the mailbox files."""
+        now = self.now()
+        oldest = (now - DEDUP_WINDOW).strftime("%Y-%m-%d")
+        seen = {}
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return seen
+        for name in names:
+            if name.startswith(".") or name[:10] < oldest:
+                continue
+            path = os.path.join(directory, name)
+            if not name.endswith(".md"):
+                path = os.path.join(path, name + ".md")
+            fields = _peek_frontmatter(path)
+            if not fields:
+                continue
+            message_id = fields.get("message_id")
+            received = _parse_time(fields.get("received_at", ""))
+            if message_id and received is not None and received + DEDUP_WINDOW > now:
+                seen[message_id] = received + DEDUP_WINDOW
+        return seen
+
+    # -- writing ---------------------------------------------------------------
+
+    def prepare_dir(self, directory: str, owner: Owner) -> list[str]:
+        """Create a mailbox directory if needed and (re)apply owner and mode 0700."""
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        return _set_owner(directory, owner, 0o700)
+
+    def store_inbound(
+        self,
+        mailbox: str,
+        owner_name: str,
+        subject: str,
+        message_id: str,
+        fields: dict,
+        body: str,
+        attachments: tuple,
+    ) -> Stored:
+        """Store one inbound message unless its Message-ID is a recent duplicate.
+
+        @param fields: frontmatter fields except C{id}, C{received_at} and
+            C{attachments}, which are filled in here.
+        @param attachments: L{aimx.core.message.Attachment} values.
+        @return: the outcome; C{Stored.duplicate} when skipped.
+        """
+        if self.is_duplicate(mailbox, message_id):
+            return Stored(None, None)
+        owner = self.owner(owner_name)
+        directory = self.inbox_dir(mailbox)
+        warnings = self.prepare_dir(directory, owner)
+        received = self.now()
+        base = filenames.base_stem(received, subject)
+        if attachments:
+            stem, path, more = self._publish_bundle(
+                directory, base, owner, received, fields, body, attachments
+            )
+        else:
+            stem, path, more = self._publish_flat(
+                directory, base, owner, received, fields, body
+            )
+        self._remember(mailbox, message_id, received)
+        return Stored(stem, path, len(attachments), tuple(warnings + more))
+
+    def _render(self, stem, received, fields, body, attachment_entries=None) -> bytes:
+        full = {"id": stem, **fields, "received_at": frontmatter.rfc3339_utc(received)}
+        if attachment_entries:
+            full["attachments"] = attachment_entries
+        return frontmatter.render(full, body)
+
+    def _publish_flat(self, directory, base, owner, received, fields, body):
+        for stem in filenames.stem_candidates(base):
+            final = os.path.join(directory, stem + ".md")
+            if os.path.lexists(final) or os.path.lexists(os.path.join(directory, stem)):
+                continue
+            data = self._render(stem, received, fields, body)
+            tmp = os.path.join(directory, f".{stem}.md.tmp.{os.getpid()}")
+            warnings = self._write_file(tmp, data, owner)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                continue
+            finally:
+                os.unlink(tmp)
+            self._sync_dir(directory)
+            return stem, final, warnings
+        raise AssertionError("unreachable: stem candidates are endless")
+
+    def _publish_bundle(self, directory, base, owner, received, fields, body, parts):
+        for stem in filenames.stem_candidates(base):
+            bundle = os.path.join(directory, stem)
+            try:
+                os.mkdir(bundle, 0o700)
+            except FileExistsError:
+                continue
+            try:
+                warnings = _set_owner(bundle, owner, 0o700)
+                entries = []
+                taken = {stem + ".md"}
+                for index, part in enumerate(parts):
+                    name = filenames.sanitize_attachment_name(part.filename_raw, index)
+                    name = filenames.dedupe_attachment_name(name, taken)
+                    taken.add(name)
+                    warnings += self._write_file(
+                        os.path.join(bundle, name), part.data, owner
+                    )
+                    entries.append(
+                        {
+                            "filename": name,
+                            "content_type": part.content_type,
+                            "size": len(part.data),
+                            "path": name,
+                        }
+                    )
+                data = self._render(stem, received, fields, body, entries)
+                final = os.path.join(bundle, stem + ".md")
+                tmp = os.path.join(bundle, f".{stem}.md.tmp.{os.getpid()}")
+                warnings += self._write_file(tmp, data, owner)
+                os.rename(tmp, final)
+                self._sync_dir(bundle)
+                self._sync_dir(directory)
+            except BaseException:
+                _remove_tree(bundle)
+                raise
+            return stem, final, warnings
+        raise AssertionError("unreachable: stem candidates are endless")
+
+    def _write_file(self, path: str, data: bytes, owner: Owner) -> list[str]:
+        """Write a new file exclusively with mode 0600 and the owner's ids."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            warnings = _set_owner(fd, owner, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        return warnings
+
+    def _sync_dir(self, directory: str):
+        if not self.durable:
+            return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _set_owner(target, owner: Owner, mode: int) -> list[str]:
+    """chown/chmod a path or fd; failures are warnings, never fatal."""
+    warnings = []
+    chown = os.fchown if isinstance(target, int) else os.chown
+    chmod = os.fchmod if isinstance(target, int) else os.chmod
+    if owner.uid is None:
+        warnings.append(f"owner '{owner.name}' does not resolve; not changing ownership")
+    elif (owner.uid, owner.gid) != (os.geteuid(), os.getegid()):
+        try:
+            chown(target, owner.uid, owner.gid)
+        except OSError as e:
+            warnings.append(f"chown to '{owner.name}' failed: {e.strerror}")
+    chmod(target, mode)
+    return warnings
+
+
+def _remove_tree(path: str):
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(root, name))
+        for name in dirs:
+            os.rmdir(os.path.join(root, name))
+    os.rmdir(path)
+
+
+def _peek_frontmatter(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_FRONTMATTER_PEEK)
+        return frontmatter.parse(head)[0]
+    except (OSError, ValueError):
+        return None
+
+
+def _parse_time(text: str) -> datetime.datetime | None:
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else None

@@ -1,0 +1,153 @@
+"""An authoritative loopback DNS server for tests (test support; uses twisted.names).
+
+L{FixtureDNS} answers from an in-memory table on 127.0.0.1, UDP and TCP on one port; point
+C{AIMX_NAMESERVERS} at L{FixtureDNS.nameservers}. Records can change while it runs; TTLs
+are 0. Unknown names get NXDOMAIN, known names without the asked type an empty answer.
+dnspython blocks: query it from a thread (C{deferToThread}) while the reactor serves, never
+on the reactor thread.
+"""
+
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.names import common, dns, error, server
+
+
+class _ServerFailure(Exception):
+    """Answer this query with SERVFAIL."""
+
+
+def _key(name: str | bytes) -> bytes:
+    if isinstance(name, str):
+        name = name.encode("ascii")
+    return name.rstrip(b".").lower()
+
+
+class _Zone(common.ResolverBase):
+    """The in-memory table: C{{name: {type: [payload, ...]}}} and SERVFAIL names."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: dict[bytes, dict[int, list]] = {}
+        self.failing: set[bytes] = set()
+
+    def _lookup(self, name, cls, type, timeout):
+        key = _key(name)
+        if key in self.failing:
+            return defer.fail(_ServerFailure(name))
+        if key not in self.records:
+            return defer.fail(error.AuthoritativeDomainError(name))
+        answers = [dns.RRHeader(name, type, dns.IN, 0, payload, auth=True)
+                   for payload in self.records[key].get(type, [])]
+        return defer.succeed((answers, [], []))
+
+
+class _Server(server.DNSServerFactory):
+    """DNSServerFactory that can answer SERVFAIL quietly and report when TCP is idle."""
+
+    noisy = False
+
+    def __init__(self, zone):
+        super().__init__(authorities=[zone])
+        self._idle: list[defer.Deferred] = []
+
+    def gotResolverError(self, failure, protocol, message, address):
+        if not failure.check(_ServerFailure):
+            return super().gotResolverError(failure, protocol, message, address)
+        self.sendReply(protocol, self._responseFromMessage(message=message, rCode=dns.ESERVER),
+                       address)
+
+    def connectionLost(self, protocol):
+        super().connectionLost(protocol)
+        if not self.connections:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def idle(self) -> defer.Deferred:
+        """Fires when no TCP connection is open."""
+        if not self.connections:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+
+class FixtureDNS:
+    """A loopback authoritative DNS server with a mutable table.
+
+    Usage: C{dns = FixtureDNS(reactor); dns.start(); self.addCleanup(dns.stop)}.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self._zone = _Zone()
+        self._factory = _Server(self._zone)
+        self._tcp = self._udp = None
+
+    def start(self, attempts: int = 10) -> None:
+        """Listen on 127.0.0.1: a free TCP port, then UDP on the same number.
+
+        @raise CannotListenError: no port was free for both after C{attempts} tries.
+        """
+        for _ in range(attempts):
+            tcp = self._reactor.listenTCP(0, self._factory, interface="127.0.0.1")
+            udp_protocol = dns.DNSDatagramProtocol(self._factory)
+            udp_protocol.noisy = False
+            try:
+                self._udp = self._reactor.listenUDP(tcp.getHost().port, udp_protocol,
+                                                    interface="127.0.0.1")
+            except CannotListenError:
+                tcp.stopListening()
+                continue
+            self._tcp = tcp
+            return
+        raise CannotListenError("127.0.0.1", 0, "no port free for both UDP and TCP")
+
+    def stop(self) -> defer.Deferred:
+        """Stop listening and drop open TCP connections; fires when all are closed."""
+        for protocol in list(self._factory.connections):
+            protocol.transport.abortConnection()
+        return defer.gatherResults([
+            defer.maybeDeferred(self._udp.stopListening),
+            defer.maybeDeferred(self._tcp.stopListening),
+            self._factory.idle(),
+        ])
+
+    @property
+    def nameservers(self) -> str:
+        """The C{AIMX_NAMESERVERS} value for this server, C{127.0.0.1:<port>}."""
+        return f"127.0.0.1:{self._tcp.getHost().port}"
+
+    def _add(self, name: str, type: int, payload) -> None:
+        self._zone.records.setdefault(_key(name), {}).setdefault(type, []).append(payload)
+
+    def add_txt(self, name: str, *strings: str | bytes) -> None:
+        """Add one TXT record made of C{strings}, each split into 255-byte strings."""
+        data = [s.encode("utf-8") if isinstance(s, str) else s for s in strings]
+        chunks = [s[i:i + 255] for s in data for i in range(0, len(s) or 1, 255)]
+        self._add(name, dns.TXT, dns.Record_TXT(*chunks, ttl=0))
+
+    def add_mx(self, name: str, pref: int, host: str) -> None:
+        """Add an MX record."""
+        self._add(name, dns.MX, dns.Record_MX(pref, host.encode("ascii"), ttl=0))
+
+    def add_a(self, name: str, ip: str) -> None:
+        """Add an A record."""
+        self._add(name, dns.A, dns.Record_A(ip, ttl=0))
+
+    def add_aaaa(self, name: str, ip: str) -> None:
+        """Add an AAAA record."""
+        self._add(name, dns.AAAA, dns.Record_AAAA(ip, ttl=0))
+
+    def add_ptr(self, name: str, host: str) -> None:
+        """Add a PTR record at a reverse name (C{4.3.2.1.in-addr.arpa})."""
+        self._add(name, dns.PTR, dns.Record_PTR(host.encode("ascii"), ttl=0))
+
+    def add_servfail(self, name: str) -> None:
+        """Answer every query for C{name} with SERVFAIL (a temporary DNS error)."""
+        self._zone.failing.add(_key(name))
+
+    def clear(self) -> None:
+        """Remove every record and SERVFAIL name."""
+        self._zone.records.clear()
+        self._zone.failing.clear()

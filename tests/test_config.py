@@ -1,0 +1,945 @@
+"""Tests for aimx.core.config and aimx.store.configfile (spec/config.md §8)."""
+
+import os
+
+import attrs
+import tomli_w
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import config as cfg
+from aimx.core.config import (
+    DEFAULT_SIGNATURE,
+    Config,
+    MailboxConfig,
+    derive_hook_name,
+    load_text,
+    make_hook,
+    resolve_mailbox,
+    to_toml,
+    validate_hooks,
+    validate_mailbox_name,
+)
+from aimx.errors import ConfigError
+from aimx.store import configfile
+
+PATH = "/etc/aimx/config.toml"
+BASE = 'domain = "test.com"\n'
+CATCHALL = '[mailboxes.catchall]\naddress = "*@test.com"\nowner = "aimx-catchall"\n'
+ALICE = '[mailboxes.alice]\naddress = "alice@test.com"\nowner = "alice"\n'
+BOB = '[mailboxes.bob]\naddress = "bob@test.com"\nowner = "bob"\n'
+
+
+def hook(body: str, mailbox: str = "alice") -> str:
+    """A hook block for C{mailbox} with the given key lines."""
+    return f"[[mailboxes.{mailbox}.hooks]]\n{body}\n"
+
+
+def load(text: str, owner_exists=lambda owner: True):
+    """Load config text under a fixed path."""
+    return load_text(text, PATH, owner_exists=owner_exists)
+
+
+class _Case(SynchronousTestCase):
+    def error(self, text: str, owner_exists=lambda owner: True) -> str:
+        """The message of the ConfigError that loading C{text} raises."""
+        e = self.assertRaises(ConfigError, load, text, owner_exists)
+        message = str(e)
+        self.assertTrue(message.startswith(PATH + ": "), message)
+        return message
+
+
+class DeriveHookNameTests(SynchronousTestCase):
+    def test_vectors(self):
+        """The derived names match the vectors of hooks.md §2."""
+        vectors = [
+            ("on_receive", ["/bin/true"], False, "9d0373b47d73"),
+            ("on_receive", ["/bin/true"], True, "4315591c7fd4"),
+            ("after_send", ["/bin/true"], False, "d744b8ef2901"),
+            ("on_receive", ["/bin/echo", "a b"], False, "998053293ba5"),
+            ("on_receive", ["/bin/echo a", "b"], False, "c5c7ef53bf71"),
+        ]
+        for event, cmd, fire, name in vectors:
+            self.assertEqual(derive_hook_name(event, cmd, fire), name)
+
+    def test_loaded_hook_gets_derived_name(self):
+        """A hook without C{name} gets the derived name, not marked explicit."""
+        config, _ = load(BASE + ALICE + hook('event = "on_receive"\ncmd = ["/bin/true"]'))
+        (h,) = config.mailbox("alice").hooks
+        self.assertEqual((h.name, h.explicit_name), ("9d0373b47d73", False))
+
+    def test_timeout_not_hashed(self):
+        """C{timeout_secs} does not change the derived name."""
+        self.assertEqual(
+            make_hook("on_receive", ["/bin/true"], timeout_secs=5).name, "9d0373b47d73"
+        )
+
+
+class DefaultsTests(SynchronousTestCase):
+    def test_minimal_config(self):
+        """Acceptance 1: domain + catchall loads with every default."""
+        config, warnings = load(BASE + CATCHALL)
+        self.assertEqual(warnings, [])
+        self.assertEqual(config.domain, "test.com")
+        self.assertEqual(config.data_dir, "/var/lib/aimx")
+        self.assertEqual(config.dkim_selector, "aimx")
+        self.assertEqual(config.trust, "none")
+        self.assertEqual(config.trusted_senders, ())
+        self.assertFalse(config.enable_ipv6)
+        self.assertEqual(config.effective_signature, "Sent from AIMX.  \nhttps://aimx.email")
+        self.assertEqual(config.effective_verify_host, "https://check.aimx.email")
+        self.assertEqual(config.catchall().name, "catchall")
+
+    def test_explicit_values(self):
+        """Set top-level keys are kept; an empty signature disables it."""
+        config, _ = load(
+            BASE
+            + 'data_dir = "/srv/aimx"\ndkim_selector = "s1"\nenable_ipv6 = true\n'
+            + 'signature = ""\nverify_host = "https://v.example"\n'
+        )
+        self.assertEqual(config.data_dir, "/srv/aimx")
+        self.assertEqual(config.dkim_selector, "s1")
+        self.assertTrue(config.enable_ipv6)
+        self.assertEqual(config.effective_signature, "")
+        self.assertEqual(config.effective_verify_host, "https://v.example")
+
+    def test_upgrade_accepted(self):
+        """An C{[upgrade]} table is accepted and kept for rewrites."""
+        config, _ = load(BASE + '[upgrade]\nrelease_manifest_url = "file:///m.json"\n')
+        self.assertEqual(config.release_manifest_url, "file:///m.json")
+
+    def test_mailboxes_in_file_order(self):
+        """Mailboxes keep the order of the file."""
+        config, _ = load(BASE + BOB + CATCHALL + ALICE)
+        self.assertEqual([mb.name for mb in config.mailboxes], ["bob", "catchall", "alice"])
+
+
+class TrustTests(_Case):
+    def test_invalid_top_level(self):
+        """Acceptance 2: a misspelt top-level trust value is rejected."""
+        message = self.error('trust = "verfied"\n' + BASE)
+        self.assertIn(
+            "invalid top-level trust value 'verfied': expected one of [\"none\", \"verified\"]",
+            message,
+        )
+
+    def test_invalid_mailbox_value(self):
+        """A bad mailbox trust value names the mailbox."""
+        message = self.error(BASE + ALICE + 'trust = "all"\n')
+        self.assertIn(
+            "invalid trust value 'all' on mailbox 'alice': expected one of "
+            '["none", "verified"]',
+            message,
+        )
+
+    def test_inheritance(self):
+        """Mailbox trust and senders replace the top-level ones; absent inherits."""
+        config, _ = load(
+            'trust = "verified"\ntrusted_senders = ["*@a.org"]\n'
+            + BASE
+            + ALICE
+            + 'trust = "none"\ntrusted_senders = []\n'
+            + BOB
+        )
+        alice, bob = config.mailbox("alice"), config.mailbox("bob")
+        self.assertEqual(config.effective_trust(alice), "none")
+        self.assertEqual(config.effective_trusted_senders(alice), ())
+        self.assertEqual(config.effective_trust(bob), "verified")
+        self.assertEqual(config.effective_trusted_senders(bob), ("*@a.org",))
+
+
+class LegacySchemaTests(_Case):
+    def test_hook_template_block(self):
+        """Acceptance 3: a C{[[hook_template]]} block is refused."""
+        message = self.error(BASE + '[[hook_template]]\nname = "x"\nrun_as = "root"\n')
+        self.assertIn(
+            "[[hook_template]] blocks are not supported; template hooks were removed. "
+            "See book/hooks.md for the supported raw-cmd schema",
+            message,
+        )
+
+    def test_hook_template_subtable(self):
+        """A C{[[hook_template.x]]} header is refused the same way."""
+        self.assertIn("template hooks were removed", self.error(BASE + "[[hook_template.x]]\n"))
+
+    def test_scan_precedes_toml_parse(self):
+        """The legacy scan runs on text that is not even valid TOML."""
+        self.assertIn("book/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
+
+    def test_legacy_on_receive_array(self):
+        """C{[[mailboxes.<n>.on_receive]]} asks for a migration to hooks."""
+        message = self.error(BASE + ALICE + "[[mailboxes.alice.on_receive]]\ncmd = 'x'\n")
+        self.assertIn(
+            "mailbox 'alice' uses the legacy `on_receive` schema; migrate to "
+            '`[[mailboxes.alice.hooks]]` with `event = "on_receive"`',
+            message,
+        )
+
+    def test_legacy_on_receive_match(self):
+        """C{[mailboxes.<n>.on_receive.match]} asks for a migration to hooks."""
+        message = self.error(BASE + ALICE + "[mailboxes.alice.on_receive.match]\nfrom = 'x'\n")
+        self.assertIn(
+            "mailbox 'alice' uses the legacy `on_receive.match` schema; migrate to "
+            '`[[mailboxes.alice.hooks]]` with `event = "on_receive"`',
+            message,
+        )
+
+    def test_run_as(self):
+        """Acceptance 4: a hook with C{run_as} is refused."""
+        message = self.error(
+            BASE + ALICE + hook('event = "on_receive"\ncmd = ["/bin/true"]\nrun_as = "ops"')
+        )
+        self.assertIn(
+            "hook sets `run_as`; the field was removed — hooks now run as the mailbox's "
+            "`owner`",
+            message,
+        )
+
+    def test_origin(self):
+        """Acceptance 4: a hook with C{origin} is refused."""
+        message = self.error(
+            BASE + ALICE + hook('origin = "mcp"\nevent = "on_receive"\ncmd = ["/bin/true"]')
+        )
+        self.assertIn("hook sets `origin`; the field was removed", message)
+
+    def test_dangerously_support_untrusted(self):
+        """Acceptance 4: the old flag name points to C{fire_on_untrusted}."""
+        message = self.error(
+            BASE
+            + ALICE
+            + hook('event = "on_receive"\ncmd = ["/bin/true"]\ndangerously_support_untrusted=true')
+        )
+        self.assertIn(
+            "hook sets `dangerously_support_untrusted`; the field was renamed to "
+            "`fire_on_untrusted`",
+            message,
+        )
+
+    def test_template(self):
+        """Acceptance 4: a hook with C{template} is refused."""
+        message = self.error(BASE + ALICE + hook('event = "on_receive"\ntemplate = "x"'))
+        self.assertIn(
+            "hook sets `template`; template hooks were removed. See book/hooks.md for the "
+            "supported raw-cmd schema",
+            message,
+        )
+
+    def test_params(self):
+        """A hook with C{params} is refused as a template hook."""
+        message = self.error(BASE + ALICE + hook('event = "on_receive"\nparams = 1'))
+        self.assertIn("hook sets `params`; template hooks were removed", message)
+
+    def test_only_inside_hook_blocks(self):
+        """Legacy key names outside hook blocks are ordinary ignored keys."""
+        config, _ = load(BASE + 'origin = "x"\n' + ALICE + 'run_as = "y"\n')
+        self.assertEqual(config.mailbox("alice").owner, "alice")
+
+
+class StdinTests(_Case):
+    def test_named_hook(self):
+        """Acceptance 5: every C{stdin} value on a named hook is refused by name."""
+        for value in ("none", "email", "email_json"):
+            message = self.error(
+                BASE
+                + ALICE
+                + hook(f'name = "named_hook"\nevent = "on_receive"\ncmd = ["/bin/true"]\n'
+                       f'stdin = "{value}"')
+            )
+            self.assertIn(
+                "hook 'named_hook' carries removed field 'stdin' — remove this line and "
+                "restart aimx serve; the email is always piped to hooks",
+                message,
+            )
+
+    def test_unnamed_hook_derived_name(self):
+        """Acceptance 5: an unnamed hook is named by its derived name."""
+        message = self.error(
+            BASE + ALICE + hook('event = "on_receive"\ncmd = ["/bin/true"]\nstdin = "none"')
+        )
+        self.assertIn("hook '9d0373b47d73' carries removed field 'stdin'", message)
+
+    def test_before_typed_decode(self):
+        """The stdin check wins over a type error in the same hook."""
+        message = self.error(BASE + ALICE + hook('event = 5\ncmd = ["/bin/true"]\nstdin = 1'))
+        self.assertIn("always piped", message)
+
+
+class CatchallTests(_Case):
+    def test_catchall_with_hook(self):
+        """Acceptance 6: the catchall may not have hooks."""
+        message = self.error(
+            BASE + CATCHALL + hook('event = "on_receive"\ncmd = ["/bin/true"]', "catchall")
+        )
+        self.assertIn(
+            "mailbox 'catchall' is the catchall but has hooks attached; catchall does not "
+            "support hooks",
+            message,
+        )
+
+    def test_detection_by_address_case_insensitive(self):
+        """The catchall is found by its address, ASCII case-insensitively, not its name."""
+        text = BASE + '[mailboxes.any]\naddress = "*@TEST.Com"\nowner = "aimx-catchall"\n'
+        message = self.error(text + hook('event = "on_receive"\ncmd = ["/bin/true"]', "any"))
+        self.assertIn("catchall does not support hooks", message)
+
+    def test_name_alone_is_not_catchall(self):
+        """A mailbox keyed C{catchall} with a concrete address may have hooks."""
+        text = BASE + '[mailboxes.catchall]\naddress = "c@test.com"\nowner = "c"\n'
+        config, _ = load(text + hook('event = "on_receive"\ncmd = ["/bin/true"]', "catchall"))
+        self.assertIsNone(config.catchall())
+
+
+class HookValidationTests(_Case):
+    def hook_error(self, body: str) -> str:
+        """The load error for one hook on alice."""
+        return self.error(BASE + ALICE + hook(body))
+
+    def test_timeout_zero(self):
+        """Acceptance 7: C{timeout_secs = 0} is refused."""
+        message = self.hook_error('event = "on_receive"\ncmd = ["/bin/true"]\ntimeout_secs = 0')
+        self.assertIn(
+            "hook '<anonymous>' on mailbox 'alice' has `timeout_secs = 0`: must be > 0", message
+        )
+
+    def test_timeout_over_max(self):
+        """Acceptance 7: C{timeout_secs = 700} is refused."""
+        message = self.hook_error(
+            'name = "t"\nevent = "on_receive"\ncmd = ["/bin/true"]\ntimeout_secs = 700'
+        )
+        self.assertIn(
+            "hook 't' on mailbox 'alice' has `timeout_secs = 700` which exceeds the max of 600",
+            message,
+        )
+
+    def test_timeout_max_loads(self):
+        """Acceptance 7: C{timeout_secs = 600} loads."""
+        config, _ = load(
+            BASE + ALICE + hook('event = "on_receive"\ncmd = ["/bin/true"]\ntimeout_secs = 600')
+        )
+        self.assertEqual(config.mailbox("alice").hooks[0].timeout_secs, 600)
+
+    def test_timeout_negative(self):
+        """A negative timeout is a type error naming the key."""
+        message = self.hook_error('event = "on_receive"\ncmd = ["/bin/true"]\ntimeout_secs = -1')
+        self.assertIn("mailboxes.alice.hooks[0].timeout_secs: expected a non-negative integer",
+                      message)
+
+    def test_fire_on_untrusted_after_send(self):
+        """Acceptance 8: the flag on an C{after_send} hook is refused."""
+        message = self.hook_error(
+            'event = "after_send"\ncmd = ["/bin/true"]\nfire_on_untrusted = true'
+        )
+        self.assertIn(
+            "hook '<anonymous>' on mailbox 'alice' sets `fire_on_untrusted = true` on event "
+            "'after_send': fire_on_untrusted is on_receive only",
+            message,
+        )
+
+    def test_fire_on_untrusted_on_receive(self):
+        """Acceptance 8: the flag on an C{on_receive} hook loads."""
+        config, _ = load(
+            BASE
+            + ALICE
+            + hook('event = "on_receive"\ncmd = ["/bin/true"]\nfire_on_untrusted = true')
+        )
+        self.assertTrue(config.mailbox("alice").hooks[0].fire_on_untrusted)
+
+    def test_empty_cmd(self):
+        """Acceptance 9: an empty argv is refused."""
+        message = self.hook_error('event = "on_receive"\ncmd = []')
+        self.assertIn(
+            "hook '<anonymous>' on mailbox 'alice' has empty `cmd`: `cmd` must be a non-empty "
+            'argv array, e.g. `cmd = ["/bin/echo", "hi"]`',
+            message,
+        )
+
+    def test_blank_cmd0(self):
+        """A blank program is refused."""
+        message = self.hook_error('event = "on_receive"\ncmd = ["  ", "x"]')
+        self.assertIn("hook '<anonymous>' on mailbox 'alice' has blank `cmd[0]`", message)
+
+    def test_relative_cmd0(self):
+        """Acceptance 9: a relative program is refused."""
+        message = self.hook_error('event = "on_receive"\ncmd = ["echo", "hi"]')
+        self.assertIn(
+            "hook '<anonymous>' on mailbox 'alice' has non-absolute `cmd[0]` 'echo': hooks fire "
+            "from /var/lib/aimx/... so PATH lookup is brittle; use an absolute path "
+            "(e.g. `/bin/echo` instead of `echo`)",
+            message,
+        )
+
+    def test_minimal_hook(self):
+        """Acceptance 10: a minimal hook loads with its defaults."""
+        config, _ = load(BASE + ALICE + hook('event = "on_receive"\ncmd = ["/bin/true"]'))
+        (h,) = config.mailbox("alice").hooks
+        self.assertEqual(
+            (h.event, h.cmd, h.fire_on_untrusted, h.timeout_secs, h.type),
+            ("on_receive", ("/bin/true",), False, 60, "cmd"),
+        )
+
+    def test_bad_event(self):
+        """Acceptance 11: an unknown event is a load error."""
+        message = self.hook_error('event = "on_send"\ncmd = ["/bin/true"]')
+        self.assertIn(
+            "mailboxes.alice.hooks[0].event: unknown variant `on_send`, expected on_receive or "
+            "after_send",
+            message,
+        )
+
+    def test_bad_type(self):
+        """Acceptance 11: a non-cmd type is refused."""
+        message = self.hook_error('event = "on_receive"\ntype = "webhook"\ncmd = ["/bin/true"]')
+        self.assertIn(
+            "hook '<anonymous>' on mailbox 'alice' has unsupported type 'webhook': only `cmd` "
+            "is supported",
+            message,
+        )
+
+    def test_invalid_names(self):
+        """Acceptance 11: names outside the regex are refused."""
+        for name in (".x", "-x", "has space", "über", "a" * 129, ""):
+            message = self.hook_error(f'name = "{name}"\nevent = "on_receive"\ncmd = ["/bin/true"]')
+            self.assertIn(
+                f"invalid hook name '{name}' on mailbox 'alice': must match "
+                "[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}",
+                message,
+            )
+
+    def test_valid_names(self):
+        """Acceptance 11: boundary names inside the regex load."""
+        for name in ("a", "_", "9", "abc-123_def.ghi", "a" * 128):
+            config, _ = load(
+                BASE + ALICE + hook(f'name = "{name}"\nevent = "on_receive"\ncmd = ["/bin/true"]')
+            )
+            self.assertEqual(config.mailbox("alice").hooks[0].name, name)
+
+    def test_missing_event_and_cmd(self):
+        """Missing C{event} or C{cmd} is a missing-field error naming the hook."""
+        self.assertIn(
+            "mailboxes.alice.hooks[0]: missing field `event`", self.hook_error('cmd = ["/bin/t"]')
+        )
+        self.assertIn(
+            "mailboxes.alice.hooks[0]: missing field `cmd`", self.hook_error('event = "on_receive"')
+        )
+
+    def test_wrong_types(self):
+        """Wrong value types name the key."""
+        strings = "hooks[0].cmd: expected an array of strings"
+        cases = [
+            ('event = "on_receive"\ncmd = "/bin/true"', strings),
+            ('event = "on_receive"\ncmd = ["/bin/x", 1]', strings),
+            ('event = "on_receive"\ncmd = ["/bin/x"]\ntimeout_secs = true',
+             "hooks[0].timeout_secs: expected an integer"),
+            ('event = "on_receive"\ncmd = ["/bin/x"]\ntimeout_secs = 1.5',
+             "hooks[0].timeout_secs: expected an integer"),
+            ('event = "on_receive"\ncmd = ["/bin/x"]\nfire_on_untrusted = "yes"',
+             "hooks[0].fire_on_untrusted: expected a boolean"),
+            ('name = 3\nevent = "on_receive"\ncmd = ["/bin/x"]',
+             "hooks[0].name: expected a string"),
+        ]
+        for body, expected in cases:
+            self.assertIn("mailboxes.alice." + expected, self.hook_error(body))
+
+    def test_order_within_hook(self):
+        """With several faults, the name is reported before the argv."""
+        message = self.hook_error('name = "-x"\nevent = "on_receive"\ncmd = []\ntimeout_secs = 0')
+        self.assertIn("invalid hook name '-x'", message)
+
+
+class HookUniquenessTests(_Case):
+    def test_duplicate_explicit(self):
+        """Acceptance 12: the same explicit name on two mailboxes is refused."""
+        body = 'name = "dup"\nevent = "on_receive"\ncmd = ["/bin/true"]'
+        message = self.error(BASE + ALICE + hook(body) + BOB + hook(body, "bob"))
+        self.assertIn(
+            "duplicate hook name 'dup' on mailboxes 'alice' and 'bob': hook names must be "
+            "globally unique",
+            message,
+        )
+
+    def test_identical_anonymous(self):
+        """Acceptance 12: identical anonymous hooks on two mailboxes are refused."""
+        body = 'event = "on_receive"\ncmd = ["/bin/true"]'
+        message = self.error(BASE + ALICE + hook(body) + BOB + hook(body, "bob"))
+        self.assertIn(
+            "anonymous hooks on mailboxes 'alice' and 'bob' have identical event/cmd and derive "
+            "the same name '9d0373b47d73': set an explicit `name` on at least one to "
+            "disambiguate",
+            message,
+        )
+
+    def test_identical_anonymous_one_mailbox(self):
+        """Two identical anonymous hooks on one mailbox collide too."""
+        body = 'event = "on_receive"\ncmd = ["/bin/true"]'
+        message = self.error(BASE + ALICE + hook(body) + hook(body))
+        self.assertIn("anonymous hooks on mailboxes 'alice' and 'alice'", message)
+
+    def test_explicit_vs_derived(self):
+        """An explicit name equal to another hook's derived name is refused."""
+        message = self.error(
+            BASE
+            + ALICE
+            + hook('event = "on_receive"\ncmd = ["/bin/true"]')
+            + BOB
+            + hook('name = "9d0373b47d73"\nevent = "after_send"\ncmd = ["/bin/x"]', "bob")
+        )
+        self.assertIn(
+            "explicit hook name '9d0373b47d73' on one mailbox collides with the derived name of "
+            "an anonymous hook on another (mailboxes 'alice' and 'bob'): rename the explicit "
+            "hook or set an explicit `name` on the anonymous one",
+            message,
+        )
+
+    def test_flag_distinguishes(self):
+        """The same argv with a different flag derives a different name and loads."""
+        config, _ = load(
+            BASE
+            + ALICE
+            + hook('event = "on_receive"\ncmd = ["/bin/true"]')
+            + hook('event = "on_receive"\ncmd = ["/bin/true"]\nfire_on_untrusted = true')
+        )
+        names = [h.name for h in config.mailbox("alice").hooks]
+        self.assertEqual(names, ["9d0373b47d73", "4315591c7fd4"])
+
+    def test_validate_hooks_after_append(self):
+        """validate_hooks checks a config changed in memory, without the path prefix."""
+        config, _ = load(
+            BASE + ALICE + hook('name = "dup"\nevent = "on_receive"\ncmd = ["/bin/a"]')
+        )
+        alice = config.mailbox("alice")
+        extra = make_hook("after_send", ["/bin/b"], name="dup")
+        changed = attrs.evolve(
+            config, mailboxes=[attrs.evolve(alice, hooks=alice.hooks + (extra,))]
+        )
+        e = self.assertRaises(ConfigError, validate_hooks, changed)
+        self.assertTrue(str(e).startswith("duplicate hook name 'dup'"))
+
+
+class UnknownKeyTests(_Case):
+    def test_unknown_hook_key(self):
+        """Acceptance 13: an unknown key in a hook is refused."""
+        message = self.error(BASE + ALICE + hook('event = "on_receive"\ncmd = ["/bin/t"]\nfoo = 1'))
+        self.assertIn("mailboxes.alice.hooks[0]: unknown field `foo`", message)
+
+    def test_unknown_top_and_mailbox_keys(self):
+        """Acceptance 13: unknown top-level and mailbox keys are ignored."""
+        config, _ = load('foo = 1\n' + BASE + ALICE + 'bar = "x"\nallow_root_catchall = true\n')
+        self.assertEqual(config.mailbox("alice").address, "alice@test.com")
+
+
+class OwnerTests(_Case):
+    def test_invalid_owner(self):
+        """Acceptance 14: an owner that cannot be a Linux user name is refused."""
+        message = self.error(BASE + '[mailboxes.a]\naddress = "a@test.com"\nowner = "Bad User"\n')
+        self.assertIn(
+            "mailbox 'a' has invalid owner 'Bad User': must be 'root', 'aimx-catchall', or a "
+            "valid Linux username matching [a-z_][a-z0-9_-]*[$]?",
+            message,
+        )
+
+    def test_owner_too_long(self):
+        """An owner longer than 32 characters is refused."""
+        message = self.error(BASE + f'[mailboxes.a]\naddress = "a@x"\nowner = "{"u" * 33}"\n')
+        self.assertIn("has invalid owner", message)
+
+    def test_owner_forms_accepted(self):
+        """Underscore, dash, digits and a trailing C{$} are valid owner names."""
+        config, _ = load(BASE + '[mailboxes.a]\naddress = "a@x"\nowner = "_svc-1$"\n')
+        self.assertEqual(config.mailbox("a").owner, "_svc-1$")
+
+    def test_orphan_owner_warning(self):
+        """Acceptance 14: a valid but unknown owner loads with the orphan warning."""
+        text = BASE + '[mailboxes.a]\naddress = "a@test.com"\nowner = "nosuchuser123"\n'
+        config, warnings = load(text, owner_exists=lambda owner: False)
+        self.assertEqual(config.mailbox("a").owner, "nosuchuser123")
+        self.assertEqual(
+            warnings,
+            [
+                "mailbox 'a' owner 'nosuchuser123' does not resolve via getpwnam; mailbox "
+                "marked inactive — create the user or update config.toml"
+            ],
+        )
+
+    def test_reserved_owners_not_looked_up(self):
+        """C{root} and C{aimx-catchall} are never passed to the passwd lookup."""
+        looked_up = []
+        load(BASE + CATCHALL + '[mailboxes.r]\naddress = "r@x"\nowner = "root"\n',
+             owner_exists=looked_up.append)
+        self.assertEqual(looked_up, [])
+
+    def test_root_owner_warning(self):
+        """Acceptance 15: a root-owned mailbox loads with the root warning."""
+        config, warnings = load(BASE + '[mailboxes.r]\naddress = "r@test.com"\nowner = "root"\n')
+        self.assertEqual(config.mailbox("r").owner, "root")
+        self.assertEqual(
+            warnings,
+            [
+                "mailbox 'r' is owned by root: its mail is root-only and its hooks run as root — "
+                "use a regular user unless you mean it"
+            ],
+        )
+
+    def test_empty_owner(self):
+        """Acceptance 16: an empty owner is a missing required field."""
+        message = self.error(BASE + '[mailboxes.a]\naddress = "a@test.com"\nowner = ""\n')
+        self.assertIn(
+            "mailbox 'a' is missing required field 'owner'; re-run 'sudo aimx setup' or "
+            "hand-edit config.toml",
+            message,
+        )
+
+    def test_blank_owner(self):
+        """A whitespace-only owner counts as empty."""
+        message = self.error(BASE + '[mailboxes.a]\naddress = "a@x"\nowner = "  "\n')
+        self.assertIn("missing required field 'owner'", message)
+
+    def test_absent_owner(self):
+        """Acceptance 16: an absent owner is a missing-field error."""
+        message = self.error(BASE + '[mailboxes.a]\naddress = "a@test.com"\n')
+        self.assertIn("mailboxes.a: missing field `owner`", message)
+
+
+class DecodeTests(_Case):
+    def test_syntax_error(self):
+        """A TOML syntax error names the file."""
+        self.assertIn("line 1", self.error('domain = "x\n'))
+
+    def test_missing_domain(self):
+        """A file without C{domain} is a missing-field error."""
+        self.assertEqual(self.error(CATCHALL), f"{PATH}: missing field `domain`")
+
+    def test_missing_address(self):
+        """A mailbox without C{address} is a missing-field error."""
+        message = self.error(BASE + '[mailboxes.a]\nowner = "a"\n')
+        self.assertIn("mailboxes.a: missing field `address`", message)
+
+    def test_top_level_types(self):
+        """Wrong top-level types name the key."""
+        cases = [
+            ("domain = 5\n", "domain: expected a string"),
+            (BASE + 'enable_ipv6 = "no"\n', "enable_ipv6: expected a boolean"),
+            (BASE + "trusted_senders = [1]\n", "trusted_senders: expected an array of strings"),
+            (BASE + "mailboxes = 1\n", "mailboxes: expected a table"),
+            (BASE + "upgrade = 1\n", "upgrade: expected a table"),
+            (BASE + "[upgrade]\nrelease_manifest_url = 1\n",
+             "upgrade.release_manifest_url: expected a string"),
+        ]
+        for text, expected in cases:
+            self.assertEqual(self.error(text), f"{PATH}: {expected}")
+
+    def test_mailbox_types(self):
+        """Wrong mailbox types name the key."""
+        cases = [
+            ("[mailboxes]\na = 1\n", "mailboxes.a: expected a table"),
+            (ALICE + 'trusted_senders = "x"\n',
+             "mailboxes.alice.trusted_senders: expected an array of strings"),
+            (ALICE + "hooks = 1\n", "mailboxes.alice.hooks: expected an array"),
+            (ALICE + "hooks = [1]\n", "mailboxes.alice.hooks[0]: expected a table"),
+        ]
+        for text, expected in cases:
+            self.assertEqual(self.error(BASE + text), f"{PATH}: {expected}")
+
+
+class ValidationOrderTests(_Case):
+    def test_empty_owner_before_trust(self):
+        """Step 6 (empty owner) is reported before step 7 (trust)."""
+        message = self.error(
+            'trust = "x"\n' + BASE + '[mailboxes.a]\naddress = "a@x"\nowner = ""\n'
+        )
+        self.assertIn("missing required field 'owner'", message)
+
+    def test_trust_before_post_parse(self):
+        """Step 7 (trust) is reported before step 8 (catchall hooks)."""
+        message = self.error(
+            'trust = "x"\n' + BASE + CATCHALL
+            + hook('event = "on_receive"\ncmd = ["/bin/true"]', "catchall")
+        )
+        self.assertIn("invalid top-level trust value 'x'", message)
+
+    def test_post_parse_before_owner(self):
+        """Step 8 (fire_on_untrusted) is reported before step 9 (owner)."""
+        message = self.error(
+            BASE + '[mailboxes.a]\naddress = "a@x"\nowner = "Bad"\n'
+            + hook('event = "after_send"\ncmd = ["/bin/t"]\nfire_on_untrusted = true', "a")
+        )
+        self.assertIn("fire_on_untrusted is on_receive only", message)
+
+    def test_owner_before_hooks(self):
+        """Step 9 (owner) is reported before step 10 (hook checks)."""
+        message = self.error(
+            BASE + '[mailboxes.a]\naddress = "a@x"\nowner = "Bad"\n'
+            + hook('event = "on_receive"\ncmd = []', "a")
+        )
+        self.assertIn("has invalid owner 'Bad'", message)
+
+
+class ToTomlTests(SynchronousTestCase):
+    def test_minimal_omits_defaults(self):
+        """Unset keys are omitted; domain, data_dir, selector, ipv6 and mailboxes are written."""
+        config, _ = load(BASE + CATCHALL)
+        self.assertEqual(
+            to_toml(config),
+            {
+                "domain": "test.com",
+                "data_dir": "/var/lib/aimx",
+                "dkim_selector": "aimx",
+                "enable_ipv6": False,
+                "mailboxes": {"catchall": {"address": "*@test.com", "owner": "aimx-catchall"}},
+            },
+        )
+
+    def test_set_values_written(self):
+        """Set optional keys, mailbox overrides and non-default hook keys are written."""
+        config, _ = load(
+            BASE
+            + 'trust = "verified"\ntrusted_senders = ["*@a.org"]\nverify_host = "https://v"\n'
+            + 'signature = ""\n[upgrade]\nrelease_manifest_url = "https://m"\n'
+            + ALICE
+            + 'trust = "none"\ntrusted_senders = []\n'
+            + hook('name = "n"\nevent = "on_receive"\ncmd = ["/bin/a"]\n'
+                   'fire_on_untrusted = true\ntimeout_secs = 5')
+            + hook('event = "after_send"\ncmd = ["/bin/b"]')
+        )
+        doc = to_toml(config)
+        self.assertEqual(doc["trust"], "verified")
+        self.assertEqual(doc["trusted_senders"], ["*@a.org"])
+        self.assertEqual(doc["verify_host"], "https://v")
+        self.assertEqual(doc["signature"], "")
+        self.assertEqual(doc["upgrade"], {"release_manifest_url": "https://m"})
+        self.assertEqual(
+            doc["mailboxes"]["alice"],
+            {
+                "address": "alice@test.com",
+                "owner": "alice",
+                "trust": "none",
+                "trusted_senders": [],
+                "hooks": [
+                    {"name": "n", "event": "on_receive", "type": "cmd", "cmd": ["/bin/a"],
+                     "fire_on_untrusted": True, "timeout_secs": 5},
+                    {"event": "after_send", "type": "cmd", "cmd": ["/bin/b"]},
+                ],
+            },
+        )
+
+    def test_round_trip(self):
+        """Dumping and reloading gives an equal config."""
+        config, _ = load(
+            BASE + 'signature = "Bye"\n' + CATCHALL + ALICE
+            + hook('event = "on_receive"\ncmd = ["/bin/sh", "-c", "echo \\"$X\\""]')
+        )
+        again, _ = load(tomli_w.dumps(to_toml(config)))
+        self.assertEqual(again, config)
+
+    def test_data_dir_override_not_written(self):
+        """An in-memory data_dir override is not serialised; the file's value is."""
+        config, _ = load(BASE + 'data_dir = "/srv/a"\n')
+        moved = config.with_data_dir("/tmp/x").with_data_dir("/tmp/y")
+        self.assertEqual(moved.data_dir, "/tmp/y")
+        self.assertEqual(to_toml(moved)["data_dir"], "/srv/a")
+        self.assertEqual(to_toml(attrs.evolve(moved, mailboxes=()))["data_dir"], "/srv/a")
+
+
+class ResolveMailboxTests(SynchronousTestCase):
+    def setUp(self):
+        self.config, _ = load(
+            BASE
+            + '[mailboxes.support]\naddress = "Support@test.com"\nowner = "s"\n'
+            + ALICE
+            + CATCHALL
+        )
+
+    def test_case_insensitive_local_part(self):
+        """The local part is compared case-insensitively with the address's."""
+        self.assertEqual(resolve_mailbox(self.config, "SUPPORT@test.com").name, "support")
+        self.assertEqual(resolve_mailbox(self.config, "Alice@TEST.com").name, "alice")
+
+    def test_plus_tag_dropped(self):
+        """C{alice+tag@...} routes to alice."""
+        self.assertEqual(resolve_mailbox(self.config, "alice+news@test.com").name, "alice")
+
+    def test_routes_by_address_not_name(self):
+        """Routing uses the configured address, not the table key."""
+        config, _ = load(BASE + '[mailboxes.bot]\naddress = "agent@test.com"\nowner = "b"\n')
+        self.assertEqual(resolve_mailbox(config, "agent@test.com").name, "bot")
+        self.assertIsNone(resolve_mailbox(config, "bot@test.com"))
+
+    def test_unknown_goes_to_catchall(self):
+        """An unknown local part routes to the catchall."""
+        self.assertEqual(resolve_mailbox(self.config, "nobody@test.com").name, "catchall")
+        self.assertEqual(resolve_mailbox(self.config, "*@test.com").name, "catchall")
+
+    def test_no_catchall(self):
+        """Without a catchall an unknown local part routes nowhere."""
+        config, _ = load(BASE + ALICE)
+        self.assertIsNone(resolve_mailbox(config, "nobody@test.com"))
+
+    def test_catchall_case_insensitive(self):
+        """The catchall is detected ASCII case-insensitively against the domain."""
+        config, _ = load(
+            'domain = "Test.COM"\n[mailboxes.c]\naddress = "*@test.com"\nowner = "c"\n'
+        )
+        self.assertEqual(resolve_mailbox(config, "x@test.com").name, "c")
+        self.assertTrue(config.mailboxes[0].is_catchall("TEST.com"))
+
+    def test_first_match_wins(self):
+        """Two mailboxes with one local part: the first in the file wins."""
+        config, _ = load(
+            BASE + '[mailboxes.b]\naddress = "x@test.com"\nowner = "b"\n'
+            + '[mailboxes.a]\naddress = "X@test.com"\nowner = "a"\n'
+        )
+        self.assertEqual(resolve_mailbox(config, "x@test.com").name, "b")
+
+    def test_non_ascii_not_folded(self):
+        """Only ASCII letters fold: the Kelvin sign does not reach mailbox C{k}."""
+        config, _ = load(BASE + '[mailboxes.k]\naddress = "k@test.com"\nowner = "k"\n')
+        self.assertIsNone(resolve_mailbox(config, "\u212a@test.com"))
+
+    def test_index_follows_evolve(self):
+        """A config evolved with a new mailbox routes to it."""
+        added = attrs.evolve(
+            self.config,
+            mailboxes=self.config.mailboxes + (MailboxConfig("new", "new@test.com", "n"),),
+        )
+        self.assertEqual(resolve_mailbox(added, "NEW@test.com").name, "new")
+        self.assertEqual(added.mailbox("new").owner, "n")
+
+
+class ConfigValueTests(SynchronousTestCase):
+    def test_lookup(self):
+        """mailbox() finds by name; unknown names give None."""
+        config, _ = load(BASE + ALICE)
+        self.assertEqual(config.mailbox("alice").local_part, "alice")
+        self.assertIsNone(config.mailbox("bob"))
+        self.assertIsNone(config.catchall())
+
+    def test_hashable_and_equal(self):
+        """Configs are frozen values: equal when built alike, and hashable."""
+        a = Config(domain="x", mailboxes=[MailboxConfig("m", "m@x", "o")])
+        b = Config(domain="x", mailboxes=(MailboxConfig("m", "m@x", "o"),))
+        self.assertEqual(a, b)
+        self.assertEqual(hash(a), hash(b))
+        self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, a, "domain", "y")
+
+    def test_default_signature_constant(self):
+        """Config() defaults match the spec."""
+        config = Config(domain="x")
+        self.assertEqual(config.effective_signature, DEFAULT_SIGNATURE)
+        self.assertEqual(config.data_dir, cfg.DEFAULT_DATA_DIR)
+
+
+class MailboxNameTests(SynchronousTestCase):
+    def assertRefused(self, name: str, message: str) -> None:
+        """validate_mailbox_name(name) raises ConfigError(message)."""
+        e = self.assertRaises(ConfigError, validate_mailbox_name, name)
+        self.assertEqual(str(e), message)
+
+    def test_empty(self):
+        """An empty name is refused."""
+        self.assertRefused("", "Mailbox name cannot be empty")
+
+    def test_dot_dot(self):
+        """C{..} is refused."""
+        self.assertRefused("a..b", "Mailbox name cannot contain '..'")
+
+    def test_leading_trailing_dot(self):
+        """A leading or trailing dot is refused."""
+        self.assertRefused(".a", "Mailbox name cannot start or end with '.'")
+        self.assertRefused("a.", "Mailbox name cannot start or end with '.'")
+
+    def test_reserved(self):
+        """C{catchall} and C{aimx-catchall} are reserved."""
+        for name in ("catchall", "aimx-catchall"):
+            self.assertRefused(
+                name, f"Mailbox name '{name}' is reserved for the wildcard catchall slot"
+            )
+
+    def test_invalid_character(self):
+        """Upper case and other characters are refused, naming the character."""
+        for name, char in (("Alice", "A"), ("a+b", "+"), ("a b", " ")):
+            self.assertRefused(
+                name, f"Mailbox name contains invalid character '{char}'; allowed: [a-z0-9._-]"
+            )
+
+    def test_valid(self):
+        """Names from the allowed set pass."""
+        for name in ("alice", "a.b", "x_1-2", "0"):
+            self.assertIsNone(validate_mailbox_name(name))
+
+
+class ConfigFileTests(SynchronousTestCase):
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.path = configfile.config_path(self.dir)
+
+    def write(self, data: bytes) -> None:
+        """Put C{data} in config.toml."""
+        with open(self.path, "wb") as f:
+            f.write(data)
+
+    def test_config_path(self):
+        """config.toml lives directly in the config directory."""
+        self.assertEqual(self.path, os.path.join(self.dir, "config.toml"))
+
+    def test_missing_file(self):
+        """A missing file gives the setup hint with its path."""
+        e = self.assertRaises(ConfigError, configfile.load, self.dir)
+        self.assertEqual(
+            str(e), f"Config file not found at {self.path}. Run 'sudo aimx setup' first"
+        )
+
+    def test_bad_utf8(self):
+        """Bytes that are not UTF-8 give an error naming the file."""
+        self.write(b'domain = "\xff"\n')
+        e = self.assertRaises(ConfigError, configfile.load, self.dir)
+        self.assertIn(f"{self.path}: not valid UTF-8", str(e))
+
+    def test_error_names_file(self):
+        """Validation errors carry the file's path."""
+        self.write(b'trust = "verfied"\ndomain = "test.com"\n')
+        e = self.assertRaises(ConfigError, configfile.load, self.dir)
+        self.assertTrue(str(e).startswith(f"{self.path}: invalid top-level trust value"))
+
+    def test_passwd_lookup(self):
+        """Unknown owners warn via getpwnam; root gives only the root warning."""
+        self.write(
+            (BASE + '[mailboxes.a]\naddress = "a@test.com"\nowner = "nosuchuser123"\n'
+             + '[mailboxes.r]\naddress = "r@test.com"\nowner = "root"\n').encode()
+        )
+        _, warnings = configfile.load(self.dir)
+        self.assertEqual(len(warnings), 2)
+        self.assertIn("owner 'nosuchuser123' does not resolve via getpwnam", warnings[0])
+        self.assertIn("mailbox 'r' is owned by root", warnings[1])
+
+    def test_data_dir_override(self):
+        """The data_dir override applies in memory only."""
+        self.write((BASE + 'data_dir = "/srv/a"\n').encode())
+        config, _ = configfile.load(self.dir, data_dir_override="/tmp/d")
+        self.assertEqual(config.data_dir, "/tmp/d")
+        configfile.write_atomic(self.dir, config)
+        reread, _ = configfile.load(self.dir)
+        self.assertEqual(reread.data_dir, "/srv/a")
+
+    def test_write_atomic(self):
+        """Acceptance 18 (file side): rewrite is 0640, leaves no temp, drops comments."""
+        self.write(("# hand comment\n" + BASE + "# more\n" + ALICE).encode())
+        old_umask = os.umask(0o077)
+        self.addCleanup(os.umask, old_umask)
+        config, _ = configfile.load(self.dir)
+        alice = config.mailbox("alice")
+        new_hook = make_hook("on_receive", ["/bin/true"], name="added")
+        changed = attrs.evolve(config, mailboxes=[attrs.evolve(alice, hooks=(new_hook,))])
+        configfile.write_atomic(self.dir, changed)
+        self.assertEqual(os.listdir(self.dir), ["config.toml"])
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o640)
+        with open(self.path, encoding="utf-8") as f:
+            self.assertNotIn("#", f.read())
+        reread, _ = configfile.load(self.dir)
+        self.assertEqual(reread, changed)
+        self.assertEqual(reread.mailbox("alice").hooks[0].name, "added")
+
+    def test_write_failure_removes_temp(self):
+        """A failed rename leaves no temp file and raises OSError."""
+        os.makedirs(os.path.join(self.path, "occupied"))
+        config = Config(domain="test.com")
+        self.assertRaises(OSError, configfile.write_atomic, self.dir, config)
+        self.assertEqual(os.listdir(self.dir), ["config.toml"])

@@ -1,0 +1,478 @@
+"""Protocol tests for the inbound SMTP server on StringTransport with a Clock."""
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core.config import load_text
+from aimx.errors import SmtpStatus
+from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
+
+CONFIG = """
+domain = "test.local"
+[mailboxes.alice]
+address = "alice@test.local"
+owner = "root"
+"""
+
+CATCHALL = CONFIG + """
+[mailboxes.catchall]
+address = "*@test.local"
+owner = "root"
+"""
+
+ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")
+
+
+class Session:
+    """One protocol instance on a StringTransport, with helpers to talk to it."""
+
+    def __init__(self, factory, peer="203.0.113.9"):
+        self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 25))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+        self.proto.makeConnection(self.transport)
+
+    def read(self) -> list[bytes]:
+        lines = self.transport.value().split(b"\r\n")[:-1]
+        self.transport.clear()
+        return lines
+
+    def send(self, data: bytes) -> list[bytes]:
+        self.proto.dataReceived(data)
+        return self.read()
+
+    def codes(self, data: bytes) -> list[bytes]:
+        return [line[:3] for line in self.send(data)]
+
+    def close(self):
+        self.proto.connectionLost(None)
+
+
+class ServerTestCase(SynchronousTestCase):
+    config_text = CONFIG
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.delivered = []
+        self.pending = None
+        self.config, _ = load_text(self.config_text, "test.toml")
+        self.factory = self.make_factory()
+
+    def make_factory(self, limits=SmtpLimits(), deliver=None):
+        return AimxSMTPFactory(
+            config=lambda: self.config,
+            deliver=deliver or self.deliver,
+            clock=self.clock,
+            limits=limits,
+        )
+
+    def deliver(self, envelope):
+        self.delivered.append(envelope)
+        if self.pending is not None:
+            return self.pending
+        return defer.succeed(ACCEPTED)
+
+    def session(self, factory=None) -> Session:
+        s = Session(factory or self.factory)
+        self.assertEqual(s.read(), [b"220 test.local ESMTP aimx"])
+        return s
+
+    def greeted(self, factory=None) -> Session:
+        s = self.session(factory)
+        s.send(b"EHLO client.example.com\r\n")
+        return s
+
+
+class GreetingTests(ServerTestCase):
+    def test_banner(self):
+        """The banner names the configured domain."""
+        self.session()
+
+    def test_ehlo_extensions(self):
+        """EHLO lists the extensions in the spec's order, without STARTTLS."""
+        s = self.session()
+        self.assertEqual(
+            s.send(b"EHLO client.example.com\r\n"),
+            [
+                b"250-test.local Hello client.example.com",
+                b"250-SIZE 26214400",
+                b"250-8BITMIME",
+                b"250-PIPELINING",
+                b"250-ENHANCEDSTATUSCODES",
+                b"250 SMTPUTF8",
+            ],
+        )
+
+    def test_ehlo_without_argument(self):
+        """EHLO needs a domain argument."""
+        self.assertEqual(self.session().codes(b"EHLO\r\n"), [b"501"])
+
+    def test_helo(self):
+        """HELO answers with the domain and the client's name."""
+        self.assertEqual(
+            self.session().send(b"HELO x\r\n"), [b"250 test.local Hello x"]
+        )
+
+    def test_verbs_are_case_insensitive(self):
+        """Commands may be sent in lower case."""
+        self.assertEqual(self.session().codes(b"ehlo x\r\nnoop\r\n")[-1], b"250")
+
+
+class SequenceTests(ServerTestCase):
+    def test_mail_before_helo(self):
+        """MAIL before EHLO is a sequence error."""
+        self.assertEqual(
+            self.session().send(b"MAIL FROM:<a@b>\r\n"),
+            [b"503 5.5.1 Send EHLO/HELO first"],
+        )
+
+    def test_second_mail(self):
+        """A second MAIL in one transaction is refused."""
+        s = self.greeted()
+        self.assertEqual(s.codes(b"MAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\n"), [b"250", b"503"])
+
+    def test_rcpt_before_mail(self):
+        """RCPT right after EHLO is a sequence error."""
+        self.assertEqual(self.greeted().codes(b"RCPT TO:<alice@test.local>\r\n"), [b"503"])
+
+    def test_data_without_rcpt(self):
+        """DATA after MAIL without an accepted RCPT is refused."""
+        s = self.greeted()
+        self.assertEqual(s.codes(b"MAIL FROM:<a@b>\r\nDATA\r\n"), [b"250", b"503"])
+
+    def test_rset_clears_mail(self):
+        """RSET forgets the reverse path, so RCPT is out of sequence again."""
+        s = self.greeted()
+        self.assertEqual(
+            s.codes(b"MAIL FROM:<a@b>\r\nRSET\r\nRCPT TO:<alice@test.local>\r\n"),
+            [b"250", b"250", b"503"],
+        )
+
+    def test_simple_commands(self):
+        """NOOP 250, unknown 500, VRFY 252 (aimx decision), QUIT 221 and close."""
+        s = self.session()
+        self.assertEqual(s.codes(b"NOOP\r\nBOGUS\r\nVRFY x\r\n"), [b"250", b"500", b"252"])
+        self.assertEqual(s.send(b"QUIT\r\n"), [b"221 2.0.0 Bye"])
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_mail_syntax(self):
+        """MAIL without FROM: is a syntax error."""
+        self.assertEqual(
+            self.greeted().send(b"MAIL TO:<a@b>\r\n"), [b"501 5.5.4 Syntax: MAIL FROM:<address>"]
+        )
+
+    def test_rcpt_syntax(self):
+        """An empty or reversed-bracket RCPT path is a syntax error, not a crash."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<>\r\n")
+        self.assertEqual(s.codes(b"RCPT TO:<>\r\nRCPT TO:>x<\r\nRCPT alice\r\n"), [b"501"] * 3)
+
+    def test_starttls_unavailable(self):
+        """STARTTLS without a certificate is 502."""
+        self.assertEqual(self.greeted().codes(b"STARTTLS\r\n"), [b"502"])
+
+    def test_blank_line_ignored(self):
+        """A blank command line gets no reply."""
+        self.assertEqual(self.session().send(b"\r\n"), [])
+
+
+class RcptTests(ServerTestCase):
+    def rcpt(self, address: bytes) -> bytes:
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        return s.send(b"RCPT TO:<" + address + b">\r\n")[0]
+
+    def test_relay_refused(self):
+        """Foreign domains, subdomains and bare local parts are relaying: 550 5.7.1."""
+        for address in (b"user@evil.example", b"user@sub.test.local", b"alice"):
+            self.assertTrue(self.rcpt(address).startswith(b"550 5.7.1"), address)
+
+    def test_domain_case_insensitive(self):
+        """The domain compares case-insensitively."""
+        self.assertEqual(self.rcpt(b"alice@TEST.LOCAL"), b"250 2.1.5 OK")
+
+    def test_unknown_user_without_catchall(self):
+        """Without a catchall an unknown local part is 550 5.1.1 naming it."""
+        reply = self.rcpt(b"bob@test.local")
+        self.assertTrue(reply.startswith(b"550 5.1.1"))
+        self.assertIn(b"<bob@test.local>", reply)
+
+    def test_tag_and_case_route(self):
+        """Local parts route case-insensitively and with a +tag (aimx decision)."""
+        self.assertEqual(self.rcpt(b"Alice+tag@test.local")[:3], b"250")
+
+    def test_rejection_keeps_state(self):
+        """A rejected RCPT leaves the transaction open for the next one."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(
+            s.codes(b"RCPT TO:<bob@test.local>\r\nRCPT TO:<alice@test.local>\r\n"),
+            [b"550", b"250"],
+        )
+
+    def test_recipient_cap(self):
+        """The 101st RCPT of a transaction is 452 4.5.3; earlier ones stay."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        replies = s.send(b"RCPT TO:<alice@test.local>\r\n" * 101)
+        self.assertEqual(replies[:100], [b"250 2.1.5 OK"] * 100)
+        self.assertEqual(replies[100], b"452 4.5.3 Too many recipients")
+        s.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_size_declared_too_big(self):
+        """MAIL FROM with SIZE= above the limit is 552 5.3.4 at once (RFC 1870)."""
+        s = self.greeted()
+        self.assertEqual(s.codes(b"MAIL FROM:<a@b> SIZE=26214401\r\n"), [b"552"])
+        self.assertEqual(s.codes(b"MAIL FROM:<a@b> SIZE=26214400\r\n"), [b"250"])
+
+
+class CatchallRcptTests(ServerTestCase):
+    config_text = CATCHALL
+
+    def test_catchall_accepts_anyone(self):
+        """With a catchall every local part at the domain is accepted."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\n")
+        self.assertEqual(s.codes(b"RCPT TO:<randomuser@test.local>\r\n"), [b"250"])
+
+
+class DataTests(ServerTestCase):
+    def transaction(self, s, body: bytes) -> list[bytes]:
+        s.send(b"MAIL FROM:<sender@example.com>\r\nRCPT TO:<alice@test.local>\r\n")
+        self.assertEqual(s.codes(b"DATA\r\n"), [b"354"])
+        return s.send(body)
+
+    def test_full_transaction(self):
+        """A message is handed over with its envelope and answered 250."""
+        s = self.greeted()
+        replies = self.transaction(s, b"Subject: Test\r\n\r\nHello\r\n.\r\n")
+        self.assertEqual(replies, [b"250 2.0.0 OK message accepted"])
+        [env] = self.delivered
+        self.assertEqual(env.raw, b"Subject: Test\r\n\r\nHello\r\n")
+        self.assertEqual(env.rcpts, ("alice@test.local",))
+        self.assertEqual(env.mail_from, "sender@example.com")
+        self.assertEqual(env.helo, "client.example.com")
+        self.assertEqual(env.peer_ip, "203.0.113.9")
+
+    def test_null_sender(self):
+        """MAIL FROM:<> reaches delivery as no reverse path."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\nx\r\n.\r\n")
+        self.assertIsNone(self.delivered[0].mail_from)
+
+    def test_dot_unstuffing(self):
+        """A line starting with .. loses one dot; a single dot line start is kept."""
+        s = self.greeted()
+        self.transaction(s, b"S: x\r\n\r\n..leading dot\r\n.x\r\n.\r\n")
+        self.assertEqual(self.delivered[0].raw, b"S: x\r\n\r\n.leading dot\r\n.x\r\n")
+
+    def test_terminator_with_trailing_space(self):
+        """A dot line with trailing whitespace still ends DATA."""
+        s = self.greeted()
+        self.assertEqual(self.transaction(s, b"a\r\n. \r\n")[0][:3], b"250")
+
+    def test_eight_bit_bytes_kept(self):
+        """8-bit bytes are stored exactly as received (aimx decision)."""
+        s = self.greeted()
+        self.transaction(s, b"Subject: \xe9t\xe9\r\n\r\n\xff\xfe body\r\n.\r\n")
+        self.assertEqual(self.delivered[0].raw, b"Subject: \xe9t\xe9\r\n\r\n\xff\xfe body\r\n")
+
+    def test_byte_by_byte(self):
+        """A session fed one byte at a time behaves the same."""
+        s = self.session()
+        data = (
+            b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\n"
+            b"Subject: one\r\n\r\n..dot\r\nline\r\n.\r\nQUIT\r\n"
+        )
+        for i in range(len(data)):
+            s.proto.dataReceived(data[i : i + 1])
+        self.assertEqual(
+            [line[:3] for line in s.read()],
+            [b"250"] * 6 + [b"250", b"250", b"354", b"250", b"221"],
+        )
+        self.assertEqual(self.delivered[0].raw, b"Subject: one\r\n\r\n.dot\r\nline\r\n")
+
+    def test_empty_message(self):
+        """A terminator right after DATA delivers an empty message."""
+        s = self.greeted()
+        self.transaction(s, b".\r\n")
+        self.assertEqual(self.delivered[0].raw, b"")
+
+    def test_size_limit(self):
+        """A message over the limit is read to its end, refused 552, not delivered."""
+        s = self.greeted(self.make_factory(SmtpLimits(max_message_size=100)))
+        replies = self.transaction(s, b"x" * 198 + b"\r\n.\r\n")
+        self.assertEqual(replies, [b"552 5.3.4 Message exceeds maximum size"])
+        self.assertEqual(self.delivered, [])
+        self.assertEqual(s.codes(b"NOOP\r\n"), [b"250"])
+
+    def test_size_limit_exact(self):
+        """A message of exactly the limit is accepted."""
+        s = self.greeted(self.make_factory(SmtpLimits(max_message_size=100)))
+        self.assertEqual(self.transaction(s, b"x" * 98 + b"\r\n.\r\n")[0][:3], b"250")
+        self.assertEqual(len(self.delivered[0].raw), 100)
+
+    def test_bare_lf_refused(self):
+        """A bare LF in DATA is 500 at once and the rest of the payload is skipped."""
+        s = self.greeted()
+        replies = self.transaction(
+            s, b"Subject: test\nBare LF line\r\nRSET\r\nQUIT\r\n.\r\nNOOP\r\n"
+        )
+        self.assertEqual(replies, [b"500 5.6.0 Bare LF not allowed (RFC 5321)", b"250 2.0.0 OK"])
+        self.assertEqual(self.delivered, [])
+        self.assertFalse(s.transport.disconnecting)
+
+    def test_bare_lf_dot_is_not_terminator(self):
+        """<LF>.<LF> cannot end DATA; it is a bare-LF error."""
+        s = self.greeted()
+        self.assertEqual(self.transaction(s, b"a\r\n.\n")[0][:3], b"500")
+
+    def test_cr_dot_smuggling(self):
+        """<CR>.<CR><LF> does not end DATA: the smuggled commands stay message text."""
+        s = self.greeted()
+        smuggled = (
+            b"Subject: a\r\n\r\nhello\r.\r\nMAIL FROM:<evil@x>\r\n"
+            b"RCPT TO:<alice@test.local>\r\nDATA\r\n"
+        )
+        replies = self.transaction(s, smuggled + b"more\r\n.\r\n")
+        self.assertEqual(replies, [b"250 2.0.0 OK message accepted"])
+        self.assertEqual(len(self.delivered), 1)
+        self.assertEqual(self.delivered[0].raw, smuggled + b"more\r\n")
+
+    def test_lf_dot_crlf_smuggling(self):
+        """<LF>.<CR><LF> is refused as bare LF; nothing is delivered or executed."""
+        s = self.greeted()
+        replies = self.transaction(
+            s, b"Subject: a\r\n\r\nhi\n.\r\nMAIL FROM:<evil@x>\r\n.\r\n"
+        )
+        self.assertEqual([r[:3] for r in replies], [b"500"])
+        self.assertEqual(self.delivered, [])
+
+    def test_long_data_line(self):
+        """A 100 kB DATA line does not desynchronise the session."""
+        s = self.greeted()
+        body = b"Subject: long\r\n\r\n" + b"y" * 100000 + b"\r\n"
+        self.assertEqual(self.transaction(s, body + b".\r\n")[0][:3], b"250")
+        self.assertEqual(self.delivered[0].raw, body)
+
+    def test_two_messages_one_connection(self):
+        """A new MAIL may follow a delivered message on the same connection."""
+        s = self.greeted()
+        self.transaction(s, b"Message-ID: <1@x>\r\n\r\na\r\n.\r\n")
+        self.transaction(s, b"Message-ID: <2@x>\r\n\r\nb\r\n.\r\n")
+        self.assertEqual(len(self.delivered), 2)
+
+    def test_pipelined_commands_wait_for_delivery(self):
+        """Commands pipelined after DATA are answered only after the message's reply."""
+        self.pending = defer.Deferred()
+        s = self.session()
+        replies = s.codes(
+            b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\n"
+            b"hi\r\n.\r\nNOOP\r\nQUIT\r\n"
+        )
+        self.assertEqual(replies, [b"250"] * 6 + [b"250", b"250", b"354"])
+        self.pending.callback(ACCEPTED)
+        self.assertEqual(s.read(), [b"250 2.0.0 OK message accepted", b"250 2.0.0 OK", b"221 2.0.0 Bye"])
+
+    def test_delivery_error_is_temporary(self):
+        """A crash in delivery answers 451, never a 5xx."""
+        self.pending = defer.fail(RuntimeError("disk on fire"))
+        s = self.greeted()
+        self.assertEqual(self.transaction(s, b"x\r\n.\r\n")[0][:3], b"451")
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_disconnect_during_data(self):
+        """EOF in the middle of DATA stores nothing."""
+        s = self.greeted()
+        self.transaction(s, b"Subject: cut\r\n\r\npartial")
+        s.close()
+        self.assertEqual(self.delivered, [])
+
+
+class LimitTests(ServerTestCase):
+    def test_no_command_cap(self):
+        """200 NOOPs are all answered 250 (aimx decision)."""
+        self.assertEqual(self.session().codes(b"NOOP\r\n" * 200), [b"250"] * 200)
+
+    def test_error_limit(self):
+        """The 20th error reply is followed by 421 4.7.0 and the connection closes."""
+        s = self.session()
+        replies = s.send(b"BOGUS\r\n" * 25)
+        self.assertEqual(len(replies), 21)
+        self.assertEqual(replies[-1], b"421 4.7.0 Too many errors")
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_line_too_long(self):
+        """A 1025-byte command line is 500 Line too long; the session goes on."""
+        s = self.session()
+        self.assertEqual(s.send(b"NOOP " + b"x" * 1018 + b"\r\n"), [b"500 5.5.2 Line too long"])
+        self.assertEqual(s.codes(b"NOOP " + b"x" * 1017 + b"\r\n"), [b"250"])
+
+    def test_line_too_long_across_packets(self):
+        """An over-long line split over packets is refused once and resynchronises."""
+        s = self.session()
+        s.proto.dataReceived(b"x" * 3000)
+        s.proto.dataReceived(b"y" * 3000 + b"\r\nNOOP\r\n")
+        self.assertEqual([r[:3] for r in s.read()], [b"500", b"250"])
+
+    def test_connection_cap(self):
+        """Past the cap a connection gets 421 without a banner; a freed slot is reused."""
+        factory = self.make_factory(SmtpLimits(max_sessions=2))
+        first, second = self.session(factory), self.session(factory)
+        third = Session(factory)
+        self.assertEqual(third.read(), [b"421 4.3.2 Too many connections, try again later"])
+        self.assertTrue(third.transport.disconnecting)
+        third.close()
+        first.send(b"QUIT\r\n")
+        first.close()
+        self.session(factory)
+        second.close()
+
+    def test_idle_timeout(self):
+        """Silence for the idle timeout gets 421 and a close."""
+        s = self.session()
+        self.clock.advance(299)
+        s.send(b"NOOP\r\n")
+        self.clock.advance(299)
+        self.assertEqual(s.read(), [])
+        self.clock.advance(1)
+        self.assertEqual(s.read(), [b"421 4.4.2 Idle timeout exceeded"])
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_session_timeout(self):
+        """A session is closed 600 s after it started, however busy it is."""
+        s = self.session()
+        for _ in range(10):
+            self.clock.advance(55)
+            s.send(b"NOOP\r\n")
+        self.clock.advance(600 - 10 * 55)
+        self.assertEqual(s.read(), [b"421 4.4.2 Connection timed out"])
+
+    def test_data_timeout(self):
+        """A timeout inside DATA is 421 Timeout during DATA; nothing is stored."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\npartial\r\n")
+        self.clock.advance(300)
+        self.assertEqual(s.read(), [b"421 4.4.2 Timeout during DATA"])
+        self.assertEqual(self.delivered, [])
+
+    def test_drain_waits_then_aborts(self):
+        """drain fires when sessions end, or aborts the rest after the grace period."""
+        s = self.session()
+        done = self.factory.drain(30)
+        self.assertNoResult(done)
+        self.clock.advance(30)
+        self.assertTrue(s.transport.disconnecting or s.transport.disconnected)
+        s.close()
+        self.successResultOf(done)
+
+    def test_drain_fires_when_idle(self):
+        """drain fires as soon as the last session closes."""
+        s = self.session()
+        done = self.factory.drain(30)
+        s.send(b"QUIT\r\n")
+        s.close()
+        self.successResultOf(done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
