@@ -162,7 +162,7 @@ class Daemon(service.MultiService):
             )
             return
         for warning in warnings:
-            log.warn("{warning}", warning=warning)
+            log.warn("{problem}", problem=warning)
         self.live.current = config
         log.info(
             "SIGHUP: config reloaded from {path}: {m} mailboxes, {h} hooks, 0 templates",
@@ -186,8 +186,13 @@ def _tls(options: Options):
     return server_options(*keys.load_tls_pair(cert, key))
 
 
-def build(options: Options, reactor=None, limits: SmtpLimits = SmtpLimits()) -> Daemon:
+def build(
+    options: Options, reactor=None, limits: SmtpLimits = SmtpLimits(), environ=os.environ
+) -> Daemon:
     """Run the start-up checks and build the service tree.
+
+    @param limits: SMTP session limits (tests lower them).
+    @param environ: where C{AIMX_NAMESERVERS} and friends are read.
 
     @raise ConfigError: a fatal start-up problem (the message says which).
     """
@@ -197,10 +202,10 @@ def build(options: Options, reactor=None, limits: SmtpLimits = SmtpLimits()) -> 
         options["config-dir"], data_dir_override=options["data-dir"]
     )
     for warning in warnings:
-        log.warn("{warning}", warning=warning)
+        log.warn("{problem}", problem=warning)
     os.umask(0o077)
     for warning in datadir.prepare(config.data_dir):
-        log.warn("{warning}", warning=warning)
+        log.warn("{problem}", problem=warning)
     tls_options = _tls(options)
     keys.load_dkim_private_key(options["config-dir"])
 
@@ -210,7 +215,7 @@ def build(options: Options, reactor=None, limits: SmtpLimits = SmtpLimits()) -> 
     inbound = Inbound(
         config=live,
         store=MailStore(config.data_dir),
-        resolver=Resolver.from_env(),
+        resolver=Resolver.from_env(environ),
         run_in_thread=lambda f, *a: threads.deferToThreadPool(reactor, pool, f, *a),
     )
     factory = AimxSMTPFactory(

@@ -97,7 +97,7 @@ def store_for_rcpt(
         dmarc=auth.dmarc,
         trusted=trusted,
         mailbox=mailbox.name,
-        attachments=None,
+        attachments=(),
     )
     stored = store.store_inbound(
         mailbox.name,
@@ -215,8 +215,8 @@ class Inbound:
         )
         for warning in stored.warnings:
             log.warn(
-                "{warning} mailbox={mailbox}",
-                warning=warning,
+                "{problem} mailbox={mailbox}",
+                problem=warning,
                 mailbox=ingested.mailbox.name,
             )
         if stored.duplicate:

@@ -166,8 +166,8 @@ class MailStore:
     ) -> Stored:
         """Store one inbound message unless its Message-ID is a recent duplicate.
 
-        @param fields: frontmatter fields except C{id}, C{received_at} and
-            C{attachments}, which are filled in here.
+        @param fields: frontmatter fields; C{id}, C{received_at}, C{attachments}
+            and a missing C{date} are filled in here.
         @param attachments: L{aimx.core.message.Attachment} values.
         @return: the outcome; C{Stored.duplicate} when skipped.
         """
@@ -190,7 +190,9 @@ class MailStore:
         return Stored(stem, path, len(attachments), tuple(warnings + more))
 
     def _render(self, stem, received, fields, body, attachment_entries=None) -> bytes:
-        full = {"id": stem, **fields, "received_at": frontmatter.rfc3339_utc(received)}
+        full = dict(fields, id=stem, received_at=frontmatter.rfc3339_utc(received))
+        if full.get("date") is None:
+            full["date"] = full["received_at"]
         if attachment_entries:
             full["attachments"] = attachment_entries
         return frontmatter.render(full, body)

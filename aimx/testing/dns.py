@@ -5,7 +5,11 @@ C{AIMX_NAMESERVERS} at L{FixtureDNS.nameservers}. Records can change while it ru
 are 0. Unknown names get NXDOMAIN, known names without the asked type an empty answer.
 dnspython blocks: query it from a thread (C{deferToThread}) while the reactor serves, never
 on the reactor thread.
+
+As a program (C{aimx demo} uses it): C{python -m aimx.testing.dns --port N --txt NAME=VALUE ...}.
 """
+
+import argparse
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -84,13 +88,15 @@ class FixtureDNS:
         self._factory = _Server(self._zone)
         self._tcp = self._udp = None
 
-    def start(self, attempts: int = 10) -> None:
-        """Listen on 127.0.0.1: a free TCP port, then UDP on the same number.
+    def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1, TCP and UDP on one port number.
 
-        @raise CannotListenError: no port was free for both after C{attempts} tries.
+        @param port: the port; 0 picks a free TCP port, then UDP on the same number
+            (retried a few times should that UDP port be taken).
+        @raise CannotListenError: the port (or, for 0, any free pair) could not be bound.
         """
-        for _ in range(attempts):
-            tcp = self._reactor.listenTCP(0, self._factory, interface="127.0.0.1")
+        for _ in range(1 if port else 10):
+            tcp = self._reactor.listenTCP(port, self._factory, interface="127.0.0.1")
             udp_protocol = dns.DNSDatagramProtocol(self._factory)
             udp_protocol.noisy = False
             try:
@@ -101,7 +107,7 @@ class FixtureDNS:
                 continue
             self._tcp = tcp
             return
-        raise CannotListenError("127.0.0.1", 0, "no port free for both UDP and TCP")
+        raise CannotListenError("127.0.0.1", port, "no port free for both UDP and TCP")
 
     def stop(self) -> defer.Deferred:
         """Stop listening and drop open TCP connections; fires when all are closed."""
@@ -151,3 +157,34 @@ class FixtureDNS:
         """Remove every record and SERVFAIL name."""
         self._zone.records.clear()
         self._zone.failing.clear()
+
+
+def from_args(reactor, argv: list[str]) -> FixtureDNS:
+    """A started L{FixtureDNS} from command-line arguments (C{--port}, C{--txt NAME=VALUE})."""
+    parser = argparse.ArgumentParser(prog="python -m aimx.testing.dns",
+                                     description="Serve fixed DNS records on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0, help="UDP and TCP port (0: any)")
+    parser.add_argument("--txt", action="append", default=[], metavar="NAME=VALUE",
+                        help="a TXT record (repeatable); VALUE may contain '='")
+    args = parser.parse_args(argv)
+    server = FixtureDNS(reactor)
+    for item in args.txt:
+        name, eq, value = item.partition("=")
+        if not eq:
+            parser.error(f"--txt needs NAME=VALUE, got {item!r}")
+        server.add_txt(name, value)
+    server.start(args.port)
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted."""
+    from twisted.internet import reactor
+
+    server = from_args(reactor, argv)
+    print(f"aimx fixture DNS on {server.nameservers}", flush=True)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Blocking DNS lookups for authentication and delivery (L1: dnspython, no Twisted).
+
+Every query aimx makes (DKIM keys, SPF, DMARC, MX, A/AAAA) goes through one L{Resolver}.
+C{AIMX_NAMESERVERS=host[:port][,host[:port]]} (IPv6 as C{[::1]:53}) selects the servers;
+otherwise the system configuration is used. Callers run these methods in a thread.
+"""
+
+import ipaddress
+import os
+
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+from aimx.errors import ConfigError
+
+#: Seconds per server attempt, and for a whole lookup.
+TIMEOUT = 2.0
+LIFETIME = 5.0
+
+
+class DnsNoRecord(Exception):
+    """The name does not exist (NXDOMAIN) or has no record of the asked type."""
+
+
+class DnsTempError(Exception):
+    """The lookup failed for any other reason (timeout, SERVFAIL, no usable server)."""
+
+
+def parse_nameservers(value: str) -> list[tuple[str, int]]:
+    """Parse an C{AIMX_NAMESERVERS} value.
+
+    @param value: C{host[:port][,host[:port]]}; IPv6 hosts as C{[::1]:53} or bare C{::1}.
+    @return: C{(ip, port)} pairs in the given order.
+    @raise ConfigError: an entry is not an IP address with an optional port 1-65535.
+    """
+    servers = []
+    for entry in filter(None, (e.strip() for e in value.split(","))):
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else (rest or "53")
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        else:
+            host, port = entry, "53"
+        try:
+            ip = str(ipaddress.ip_address(host))
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(port)
+        except ValueError:
+            raise ConfigError(
+                f"AIMX_NAMESERVERS: invalid nameserver {entry!r} "
+                "(expected IP[:port], IPv6 as [addr]:port)"
+            ) from None
+        servers.append((ip, int(port)))
+    return servers
+
+
+class Resolver:
+    """dnspython lookups with aimx's error model: L{DnsNoRecord} or L{DnsTempError}.
+
+    No cache: records are read fresh for every message (test fixtures change them live).
+    """
+
+    def __init__(self, resolver: dns.resolver.Resolver):
+        """
+        @param resolver: a configured dnspython resolver; one without nameservers makes
+            every lookup fail with L{DnsTempError} and L{usable} false.
+        """
+        self._dns = resolver
+        self._dns.timeout = TIMEOUT
+        self._dns.lifetime = LIFETIME
+        self._dns.use_edns(0, 0, 1232)
+
+    @classmethod
+    def from_env(cls, environ=os.environ, resolv_conf="/etc/resolv.conf") -> "Resolver":
+        """Build the resolver from C{AIMX_NAMESERVERS}, else from the system configuration.
+
+        @param environ: the environment to read.
+        @param resolv_conf: the system configuration file (injectable for tests).
+        @return: a resolver; an unusable one (no servers) when the system configuration
+            cannot be loaded.
+        @raise ConfigError: C{AIMX_NAMESERVERS} is set but malformed.
+        """
+        servers = parse_nameservers(environ.get("AIMX_NAMESERVERS", ""))
+        if servers:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
+            return cls(resolver)
+        try:
+            return cls(dns.resolver.Resolver(filename=resolv_conf))
+        except (dns.exception.DNSException, OSError):
+            return cls(dns.resolver.Resolver(configure=False))
+
+    @property
+    def usable(self) -> bool:
+        """False when no nameserver is configured (every lookup would fail)."""
+        return bool(self._dns.nameservers)
+
+    def _resolve(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.resolver.Answer:
+        try:
+            qname = dns.name.from_text(name)
+        except (dns.exception.DNSException, ValueError):
+            # A name that cannot be written in DNS has no records (RFC 7208 §4.3 likewise).
+            raise DnsNoRecord(name) from None
+        try:
+            return self._dns.resolve(qname, rdtype, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            raise DnsNoRecord(name) from None
+        except Exception as e:  # any other failure of the lookup is temporary
+            raise DnsTempError(f"{name} {rdtype.name}: {e}") from None
+
+    def _txt(self, name: str) -> list[bytes]:
+        return [b"".join(r.strings) for r in self._resolve(name, dns.rdatatype.TXT)]
+
+    def txt(self, name: str) -> list[str]:
+        """TXT records of C{name}, each record's strings concatenated (UTF-8, lossy).
+
+        @raise DnsNoRecord: NXDOMAIN or no TXT record.
+        @raise DnsTempError: any other failure.
+        """
+        return [t.decode("utf-8", "replace") for t in self._txt(name)]
+
+    def mx(self, domain: str) -> list[tuple[int, str]]:
+        """MX records of C{domain} as C{(preference, host)}, host without the final dot, sorted.
+
+        @raise DnsNoRecord: NXDOMAIN or no MX record.
+        @raise DnsTempError: any other failure.
+        """
+        answer = self._resolve(domain, dns.rdatatype.MX)
+        return sorted((r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer)
+
+    def addresses(self, host: str, ipv6: bool = False) -> list[str]:
+        """A (or, with C{ipv6}, AAAA) addresses of C{host}.
+
+        @raise DnsNoRecord: NXDOMAIN or no record of that type.
+        @raise DnsTempError: any other failure.
+        """
+        rdtype = dns.rdatatype.AAAA if ipv6 else dns.rdatatype.A
+        return [r.address for r in self._resolve(host, rdtype)]
+
+    def ptr(self, name: str) -> list[str]:
+        """PTR targets of a reverse name such as C{4.3.2.1.in-addr.arpa}, without final dots.
+
+        @raise DnsNoRecord: NXDOMAIN or no PTR record.
+        @raise DnsTempError: any other failure.
+        """
+        answer = self._resolve(name, dns.rdatatype.PTR)
+        return [r.target.to_text(omit_final_dot=True) for r in answer]
+
+    def dkim_dnsfunc(self, name: bytes, timeout: float = 5) -> bytes | None:
+        """dkimpy's C{dnsfunc}: the first TXT record of C{name}, or None on any failure.
+
+        dkimpy turns None into "key not found"; every DKIM DNS failure is C{fail} (spec §2).
+        C{timeout} is ignored: the resolver's own L{LIFETIME} bounds the lookup.
+        """
+        try:
+            return self._txt(name.decode("ascii"))[0]
+        except (DnsNoRecord, DnsTempError, UnicodeDecodeError):
+            return None

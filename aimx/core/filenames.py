@@ -1,0 +1,134 @@
+"""File naming for stored mail: slugs, stems, attachment names, id checks (L0, pure).
+
+Rules from spec inbound.md §7.4 (attachment names), §7.6 (stems) and §8 (ids).
+Nothing here touches the disk: existence is asked through a callable.
+"""
+
+import itertools
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Set
+from datetime import datetime, timezone
+
+# isalnum() runs: Python's \w is isalnum() plus "_" (re module docs).
+_ALNUM_RUN = re.compile(r"[^\W_]+")
+_SLUG_MAX = 20
+
+# Path separators, NUL, every Unicode Cc (C0, DEL, C1), zero-width and
+# bidirectional controls, BOM (inbound.md §7.4 step 3).
+_UNSAFE_RUN = re.compile(
+    "[/\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+"
+)
+_EDGE_JUNK = re.compile(r"^[\s._-]+|[\s._-]+$")
+_NAME_MAX_BYTES = 200
+
+
+def slugify(subject: str) -> str:
+    """The filename slug of a subject.
+
+    Lowercased runs of Unicode letters and digits joined by C{-}, cut to 20
+    code points; C{no-subject} when nothing is left.
+
+    @param subject: the decoded subject.
+    @return: the slug.
+    """
+    text = unicodedata.normalize("NFC", subject).lower()
+    slug = "-".join(_ALNUM_RUN.findall(text))[:_SLUG_MAX].rstrip("-")
+    return slug or "no-subject"
+
+
+def base_stem(timestamp: datetime, subject: str) -> str:
+    """The first stem candidate, C{YYYY-MM-DD-HHMMSS-<slug>}, in UTC.
+
+    @param timestamp: ingest time; a naive value is taken as UTC.
+    @param subject: the decoded subject.
+    @return: the base stem.
+    """
+    if timestamp.tzinfo is not None:
+        timestamp = timestamp.astimezone(timezone.utc)
+    return timestamp.strftime("%Y-%m-%d-%H%M%S-") + slugify(subject)
+
+
+def stem_candidates(base: str) -> Iterator[str]:
+    """Yield C{base}, C{base-2}, C{base-3}, ... without end.
+
+    @param base: the base stem from L{base_stem}.
+    """
+    yield base
+    for n in itertools.count(2):
+        yield f"{base}-{n}"
+
+
+def pick_stem(base: str, exists: Callable[[str], bool], *, bundle: bool) -> str:
+    """The first free stem for a new message in a mailbox directory.
+
+    A flat message needs neither C{<stem>.md} nor C{<stem>} to exist; a
+    bundle (message with attachments) only needs C{<stem>} to be free.
+
+    @param base: the base stem from L{base_stem}.
+    @param exists: tells whether a directory entry of that name exists
+        (e.g. C{names.__contains__} or a C{lexists} on the mailbox dir).
+    @param bundle: whether the message is stored as a bundle directory.
+    @return: the chosen stem, which is the message id.
+    """
+    return next(
+        stem
+        for stem in stem_candidates(base)
+        if not exists(stem) and (bundle or not exists(stem + ".md"))
+    )
+
+
+def _trim(name: str) -> str:
+    return _EDGE_JUNK.sub("", name)
+
+
+def sanitize_attachment_name(raw: str, index: int) -> str:
+    """A safe file name for an attachment (inbound.md §7.4).
+
+    @param raw: the name the sender gave, already MIME-decoded; may be hostile.
+    @param index: the attachment's position in MIME order, for the fallback
+        name C{attachment-<index>}.
+    @return: a non-empty name without path separators or control
+        characters, not starting with C{.}, at most 200 UTF-8 bytes.
+    """
+    name = raw.rsplit("/", 1)[-1]
+    if name in (".", ".."):
+        name = ""
+    name = _UNSAFE_RUN.sub("_", unicodedata.normalize("NFC", name))
+    name = _trim(name)
+    encoded = name.encode("utf-8", "surrogatepass")
+    if len(encoded) > _NAME_MAX_BYTES:
+        name = _trim(encoded[:_NAME_MAX_BYTES].decode("utf-8", "ignore"))
+    return name or f"attachment-{index}"
+
+
+def dedupe_attachment_name(name: str, taken: Set[str]) -> str:
+    """C{name}, or the first free C{<stem>-N<.ext>} (N from 1) if it is taken.
+
+    The stem/extension split is at the last C{.}: C{a.tar.gz} becomes
+    C{a.tar-1.gz}, C{README} becomes C{README-1}.  C{taken} is not changed;
+    the caller adds the result (and C{<stem>.md} of the message beforehand).
+
+    @param name: a sanitised attachment name.
+    @param taken: names already used in the bundle directory.
+    @return: a name not in C{taken}.
+    """
+    if name not in taken:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not stem:
+        stem, dot, ext = name, "", ""
+    candidates = (f"{stem}-{n}{dot}{ext}" for n in itertools.count(1))
+    return next(c for c in candidates if c not in taken)
+
+
+def is_valid_id(message_id: str) -> bool:
+    """Whether a message id may be used to build a path (inbound.md §8).
+
+    @param message_id: an id (file stem) from a caller.
+    @return: C{False} for an empty id or one containing C{..}, C{/}, C{\\}
+        or NUL.
+    """
+    return bool(message_id) and not any(
+        bad in message_id for bad in ("..", "/", "\\", "\x00")
+    )

@@ -1,0 +1,287 @@
+"""The stored mail file: TOML frontmatter between C{+++} lines, then the body (L0, pure).
+
+Spec frontmatter.md: layout (§1), inbound keys and order (§2), timestamps
+(§3), mark-read (§5), sent-copy keys (§6).  One canonical key order serves
+inbound files and sent copies; unknown keys are kept after the known scalar
+keys, and arrays of tables are written last.
+"""
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import tomli_w
+
+from aimx.core.message import ParsedMessage
+
+#: Keys of an inbound file in their written order (frontmatter.md §2).
+INBOUND_ORDER = (
+    "id",
+    "message_id",
+    "thread_id",
+    "from",
+    "to",
+    "cc",
+    "reply_to",
+    "delivered_to",
+    "subject",
+    "date",
+    "received_at",
+    "received_from_ip",
+    "size_bytes",
+    "in_reply_to",
+    "references",
+    "list_id",
+    "auto_submitted",
+    "dkim",
+    "spf",
+    "dmarc",
+    "trusted",
+    "mailbox",
+    "read",
+    "read_at",
+    "labels",
+    "attachments",
+)
+
+#: Every known key in canonical order: the inbound keys, with the keys only
+#: sent copies carry (frontmatter.md §6) after C{labels}.
+KEY_ORDER = INBOUND_ORDER[:-1] + (
+    "outbound",
+    "outbound_format",
+    "delivery_status",
+    "bcc",
+    "delivered_at",
+    "delivery_details",
+    "attachments",
+    "delivery",
+)
+
+_RANK = {key: rank for rank, key in enumerate(KEY_ORDER)}
+_TABLE_KEYS = frozenset({"attachments", "delivery"})
+
+
+def render(fields: Mapping[str, Any], body: str) -> bytes:
+    """A complete file: C{+++}, the TOML, C{+++}, an empty line, the body.
+
+    Keys go in L{KEY_ORDER}, unknown keys after the known scalar keys;
+    values that are L{None} or empty lists are left out (callers pass
+    L{None} for an absent optional key).
+
+    @param fields: the frontmatter values.
+    @param body: the message body; a final newline is added if missing.
+    @return: the file's bytes.
+    """
+    if not body.endswith("\n"):
+        body += "\n"
+    return b"".join((_frontmatter(fields), b"\n", body.encode("utf-8")))
+
+
+def split(data: bytes) -> tuple[str, bytes]:
+    """Split a file into its TOML text and everything after the closing line.
+
+    The delimiters are whole C{+++} lines, never substrings; a C{+++} line
+    inside a multi-line TOML string (as AIMX may write) is skipped.
+
+    @param data: the file's bytes.
+    @return: the TOML text and the bytes after the closing C{+++} line
+        (the blank separator line and the body, exactly).
+    @raise ValueError: the file has no frontmatter or it is not TOML.
+    """
+    _, text, end = _locate(data)
+    return text, data[end:]
+
+
+def parse(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Parse a file into its fields and its body.
+
+    @param data: the file's bytes.
+    @return: the frontmatter as a dict and the body (the bytes after the
+        closing C{+++} line without the one separating empty line).
+    @raise ValueError: the file has no frontmatter or it is not TOML.
+    """
+    fields, _, end = _locate(data)
+    if data.startswith(b"\n", end):
+        end += 1
+    return fields, data[end:]
+
+
+def mark_read(data: bytes, now: datetime) -> bytes:
+    """The file with C{read = true} and C{read_at = now} (frontmatter.md §5).
+
+    @param data: the file's bytes.
+    @param now: the time of marking.
+    @return: the new bytes: frontmatter re-serialised in canonical order,
+        unknown keys kept, the body bytes unchanged.
+    @raise ValueError: the file has no frontmatter or it is not TOML.
+    """
+    fields, _, end = _locate(data)
+    fields["read"] = True
+    fields["read_at"] = rfc3339_utc_z(now)
+    return _frontmatter(fields) + data[end:]
+
+
+def mark_unread(data: bytes) -> bytes:
+    """The file with C{read = false} and no C{read_at} key.
+
+    @param data: the file's bytes.
+    @return: the new bytes, as for L{mark_read}.
+    @raise ValueError: the file has no frontmatter or it is not TOML.
+    """
+    fields, _, end = _locate(data)
+    fields["read"] = False
+    fields.pop("read_at", None)
+    return _frontmatter(fields) + data[end:]
+
+
+def inbound_fields(
+    *,
+    id: str,
+    parsed: ParsedMessage,
+    thread_id: str,
+    delivered_to: str,
+    date: str,
+    received_at: str,
+    received_from_ip: str | None,
+    size_bytes: int,
+    dkim: str,
+    spf: str,
+    dmarc: str,
+    trusted: str,
+    mailbox: str,
+    attachments: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The fields of a newly received message, in the golden order (§2).
+
+    @param id: the file stem.
+    @param parsed: the parsed message.
+    @param thread_id: from L{aimx.core.threadid.thread_id}.
+    @param delivered_to: the envelope recipient as given.
+    @param date: C{parsed.date}, or the ingest time when that is L{None}.
+    @param received_at: the ingest time, L{rfc3339_utc}.
+    @param received_from_ip: the SMTP peer; L{None} or the unspecified
+        address (C{aimx ingest}) leaves the key out.
+    @param size_bytes: the raw message length.
+    @param dkim: C{pass}, C{fail} or C{none}.
+    @param spf: C{pass}, C{fail}, C{softfail}, C{neutral} or C{none}.
+    @param dmarc: C{pass}, C{fail} or C{none}.
+    @param trusted: C{"true"}, C{"false"} or C{"none"}.
+    @param mailbox: the mailbox name.
+    @param attachments: one mapping per stored attachment with
+        C{filename}, C{content_type}, C{size} and C{path}.
+    @return: the fields for L{render}; absent optional keys are L{None}.
+    """
+    return {
+        "id": id,
+        "message_id": parsed.message_id,
+        "thread_id": thread_id,
+        "from": parsed.from_,
+        "to": parsed.to,
+        "cc": parsed.cc,
+        "reply_to": parsed.reply_to,
+        "delivered_to": delivered_to,
+        "subject": parsed.subject,
+        "date": date,
+        "received_at": received_at,
+        "received_from_ip": _peer(received_from_ip),
+        "size_bytes": size_bytes,
+        "in_reply_to": parsed.in_reply_to,
+        "references": parsed.references,
+        "list_id": parsed.list_id,
+        "auto_submitted": parsed.auto_submitted,
+        "dkim": dkim,
+        "spf": spf,
+        "dmarc": dmarc,
+        "trusted": trusted,
+        "mailbox": mailbox,
+        "read": False,
+        "attachments": [
+            {key: a[key] for key in ("filename", "content_type", "size", "path")}
+            for a in attachments
+        ]
+        or None,
+    }
+
+
+def rfc3339_utc(when: datetime) -> str:
+    """C{2025-04-15T12:30:23.512345+00:00}: UTC, microseconds when non-zero.
+
+    The format of C{received_at}, C{delivered_at} and a missing C{date}.
+
+    @param when: an aware datetime; a naive one is taken as UTC.
+    """
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc).isoformat()
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def rfc3339_utc_z(when: datetime) -> str:
+    """C{2025-04-15T13:00:00.123456Z}: as L{rfc3339_utc} with C{Z}; for C{read_at}.
+
+    @param when: an aware datetime; a naive one is taken as UTC.
+    """
+    return rfc3339_utc(when).removesuffix("+00:00") + "Z"
+
+
+def _peer(address: str | None) -> str | None:
+    try:
+        if address is None or ipaddress.ip_address(address).is_unspecified:
+            return None
+    except ValueError:
+        pass  # not an IP literal: recorded as given
+    return address
+
+
+def _frontmatter(fields: Mapping[str, Any]) -> bytes:
+    """C{+++}, the TOML document, C{+++}, each line ending in LF."""
+    present = [
+        (key, value)
+        for key, value in fields.items()
+        if value is not None and not (isinstance(value, (list, tuple)) and not value)
+    ]
+    # sorted() is stable: unknown keys keep their order, after the known ones.
+    present.sort(key=lambda item: _RANK.get(item[0], len(_RANK)))
+    scalars = {}
+    chunks = []
+    for key, value in present:
+        if key in _TABLE_KEYS and _plain_rows(value):
+            for row in value:
+                row = {k: v for k, v in row.items() if v is not None}
+                chunks.append(f"\n[[{key}]]\n{tomli_w.dumps(row)}")
+        else:
+            scalars[key] = value
+    return f"+++\n{tomli_w.dumps(scalars)}{''.join(chunks)}+++\n".encode("utf-8")
+
+
+def _plain_rows(value: Any) -> bool:
+    """Whether C{value} is a list of tables without nested tables or arrays,
+    which we write as C{[[key]]} blocks ourselves: tomli_w would write short
+    ones as an inline array.  Anything else is left to tomli_w."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(row, Mapping)
+        and not any(isinstance(v, (Mapping, list, tuple)) for v in row.values())
+        for row in value
+    )
+
+
+_DELIMITER = re.compile(rb"^\+\+\+\r?(?:\n|\Z)", re.MULTILINE)
+
+
+def _locate(data: bytes) -> tuple[dict[str, Any], str, int]:
+    """The parsed frontmatter, its text, and the offset just past the
+    closing delimiter line."""
+    delimiters = _DELIMITER.finditer(data)
+    opening = next(delimiters, None)
+    if opening is None or opening.start() != 0:
+        raise ValueError("the file does not start with a +++ line")
+    error: ValueError = ValueError("the frontmatter has no closing +++ line")
+    for closing in delimiters:
+        text = data[opening.end() : closing.start()].decode("utf-8")
+        try:
+            return tomllib.loads(text), text, closing.end()
+        except tomllib.TOMLDecodeError as e:
+            error = e  # maybe a +++ line inside a multi-line string: go on
+    raise error

@@ -1,0 +1,173 @@
+"""Shared set-up for integration tests: a real daemon on loopback with fixture DNS.
+
+Each test gets scratch config/data/runtime dirs, a DKIM key, a L{FixtureDNS} on
+127.0.0.1, and the daemon's service tree started in-process on 127.0.0.1:0.  SMTP
+clients are real (C{smtplib} or raw sockets) and run in threads, so the reactor
+keeps serving while they block.
+"""
+
+import os
+import pwd
+import smtplib
+import socket
+import tomllib
+
+from twisted.internet import reactor, threads
+from twisted.trial.unittest import TestCase
+
+from aimx import service
+from aimx.core import frontmatter
+from aimx.smtp.server import SmtpLimits
+from aimx.store import keys
+from aimx.testing import dkimkeys
+from aimx.testing.dns import FixtureDNS
+
+DOMAIN = "test.local"
+
+
+def current_user() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def base_config(data_dir: str, extra: str = "", catchall: bool = True) -> str:
+    user = current_user()
+    text = f"""domain = "{DOMAIN}"
+data_dir = "{data_dir}"
+
+[mailboxes.alice]
+address = "alice@{DOMAIN}"
+owner = "{user}"
+
+[mailboxes.bob]
+address = "bob@{DOMAIN}"
+owner = "{user}"
+"""
+    if catchall:
+        text += f"""
+[mailboxes.catchall]
+address = "*@{DOMAIN}"
+owner = "{user}"
+"""
+    return text + extra
+
+
+class DaemonTestCase(TestCase):
+    """Starts FixtureDNS; L{start_daemon} builds and starts the service tree."""
+
+    catchall = True
+    limits = SmtpLimits()
+
+    def setUp(self):
+        root = self.mktemp()
+        self.config_dir = os.path.join(root, "etc")
+        self.data_dir = os.path.join(root, "data")
+        self.runtime_dir = os.path.join(root, "run")
+        os.makedirs(self.config_dir)
+        self.write_config(base_config(self.data_dir, catchall=self.catchall))
+        keys.generate_dkim_key(self.config_dir, bits=1024)
+        self.dns = FixtureDNS(reactor)
+        self.dns.start()
+        self.addCleanup(self.dns.stop)
+        self.environ = {"AIMX_NAMESERVERS": self.dns.nameservers}
+
+    def write_config(self, text: str):
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write(text)
+
+    def options(self, *extra: str) -> service.Options:
+        options = service.Options()
+        options.parseOptions(
+            [
+                "--bind", "127.0.0.1:0",
+                "--config-dir", self.config_dir,
+                "--runtime-dir", self.runtime_dir,
+                *extra,
+            ]
+        )
+        return options
+
+    def start_daemon(self, options=None, limits=None) -> service.Daemon:
+        if options is None:
+            options = self.options()
+        daemon = service.build(
+            options, reactor, limits=limits or self.limits, environ=self.environ
+        )
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
+        self.daemon = daemon
+        self.port = daemon.smtp.listening.getHost().port
+        return daemon
+
+    # -- clients ---------------------------------------------------------------
+
+    def smtp(self, raw: bytes, rcpts, mail_from="sender@example.com", helo="client.example.com"):
+        """Send one message with smtplib in a thread; fires with the final reply."""
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, local_hostname=helo, timeout=30) as c:
+                c.ehlo(helo)
+                c.mail(mail_from)
+                for rcpt in rcpts:
+                    c.rcpt(rcpt)
+                return c.data(raw)
+
+        return threads.deferToThread(send)
+
+    def dialogue(self, chunks: list[bytes]):
+        """Send raw chunks on one socket and read reply lines until the server closes.
+
+        End the chunks with QUIT (or something that makes the server close).
+        """
+
+        def talk():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                out = b""
+                for chunk in chunks:
+                    s.sendall(chunk)
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    out += data
+                return out.split(b"\r\n")[:-1]
+
+        return threads.deferToThread(talk)
+
+    # -- the store -------------------------------------------------------------
+
+    def inbox(self, mailbox: str) -> list[str]:
+        """Paths of the stored .md files of a mailbox, flat and bundled."""
+        directory = os.path.join(self.data_dir, "inbox", mailbox)
+        if not os.path.isdir(directory):
+            return []
+        paths = []
+        for name in sorted(os.listdir(directory)):
+            if name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            if os.path.isdir(path):
+                path = os.path.join(path, name + ".md")
+            paths.append(path)
+        return paths
+
+    def read_mail(self, path: str) -> tuple[dict, bytes]:
+        with open(path, "rb") as f:
+            return frontmatter.parse(f.read())
+
+    def only_mail(self, mailbox: str) -> tuple[dict, bytes]:
+        [path] = self.inbox(mailbox)
+        return self.read_mail(path)
+
+    def publish_dkim(self, domain: str, selector: str = "sel") -> bytes:
+        """Publish a DKIM key for C{domain}; return its private PEM."""
+        private, txt = dkimkeys.generate_key()
+        self.dns.add_txt(f"{selector}._domainkey.{domain}", txt)
+        return private
+
+    def sign(self, raw: bytes, private: bytes, domain: str, selector: str = "sel") -> bytes:
+        return dkimkeys.sign_message(raw, private_pem=private, selector=selector, domain=domain)
+
+
+def load_toml(path: str) -> dict:
+    with open(path, "rb") as f:
+        return tomllib.load(f)

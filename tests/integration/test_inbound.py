@@ -1,0 +1,420 @@
+"""Real SMTP over loopback to the running service: routing, storage, verification."""
+
+import base64
+import os
+import smtplib
+import socket
+import ssl
+
+from twisted.internet import defer, threads
+
+from aimx.store import keys
+from tests.integration.base import DOMAIN, DaemonTestCase, base_config
+
+PLAIN = (
+    b"From: Alice <alice@example.com>\r\n"
+    b"To: alice@test.local\r\n"
+    b"Subject: Test\r\n"
+    b"Message-ID: <plain-001@example.com>\r\n"
+    b"Date: Thu, 01 Jan 2025 12:00:00 +0000\r\n"
+    b"\r\n"
+    b"Hello from the test.\r\n"
+)
+
+
+def message(subject="Test", to="alice@test.local", msgid="m1@example.com", body="Hi\r\n",
+            sender="Alice <alice@example.com>", extra=""):
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n"
+        f"{extra}\r\n{body}"
+    ).encode()
+
+
+class RoutingTests(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        self.start_daemon()
+
+    @defer.inlineCallbacks
+    def test_full_transaction(self):
+        """A message lands as exactly one .md with its subject and body (case 10)."""
+        reply = yield self.smtp(PLAIN, ["alice@test.local"])
+        self.assertEqual(reply, (250, b"2.0.0 OK message accepted"))
+        fields, body = self.only_mail("alice")
+        self.assertEqual(fields["subject"], "Test")
+        self.assertIn(b"Hello from the test.", body)
+        self.assertEqual(fields["from"], "Alice <alice@example.com>")
+        self.assertEqual(fields["message_id"], "plain-001@example.com")
+        self.assertEqual(fields["date"], "2025-01-01T12:00:00Z")
+        self.assertEqual(fields["received_from_ip"], "127.0.0.1")
+        self.assertEqual(fields["size_bytes"], len(PLAIN))
+        self.assertEqual(fields["mailbox"], "alice")
+        self.assertIs(fields["read"], False)
+        self.assertEqual(
+            (fields["dkim"], fields["spf"], fields["dmarc"], fields["trusted"]),
+            ("none", "none", "none", "none"),
+        )
+
+    @defer.inlineCallbacks
+    def test_domain_case(self):
+        """RCPT alice@TEST.LOCAL is stored for alice (case 5)."""
+        yield self.smtp(PLAIN, ["alice@TEST.LOCAL"])
+        self.assertEqual(len(self.inbox("alice")), 1)
+
+    @defer.inlineCallbacks
+    def test_catchall(self):
+        """An unknown local part lands in the catchall with its delivered_to (case 8)."""
+        yield self.smtp(PLAIN, ["randomuser@test.local"])
+        fields, _ = self.only_mail("catchall")
+        self.assertEqual(fields["delivered_to"], "randomuser@test.local")
+        self.assertEqual(fields["mailbox"], "catchall")
+
+    @defer.inlineCallbacks
+    def test_case_and_tag(self):
+        """Alice@ and alice+tag@ route to alice; the tag stays in to/delivered_to (case 9)."""
+        yield self.smtp(message(msgid="a@x"), ["Alice@test.local"])
+        yield self.smtp(message(to="alice+tag@test.local", msgid="b@x"), ["alice+tag@test.local"])
+        paths = self.inbox("alice")
+        self.assertEqual(len(paths), 2)
+        tagged = [self.read_mail(p)[0] for p in paths if "alice+tag" in open(p).read()]
+        self.assertEqual(tagged[0]["delivered_to"], "alice+tag@test.local")
+        self.assertEqual(tagged[0]["to"], "alice+tag@test.local")
+
+    @defer.inlineCallbacks
+    def test_two_rcpts(self):
+        """One copy per recipient, each with its own delivered_to (cases 11, 12)."""
+        raw = message(to="alice@test.local", extra="Bcc: bob@test.local\r\n")
+        yield self.smtp(raw, ["alice@test.local", "bob@test.local"])
+        alice, _ = self.only_mail("alice")
+        bob, bob_body = self.only_mail("bob")
+        self.assertEqual(alice["delivered_to"], "alice@test.local")
+        self.assertEqual(bob["delivered_to"], "bob@test.local")
+        self.assertEqual(bob["to"], "alice@test.local")
+        self.assertNotIn("bcc", bob)
+
+    @defer.inlineCallbacks
+    def test_mixed_rcpts(self):
+        """An accepted and a relayed RCPT: the message reaches only alice (case 6)."""
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                c.ehlo("x")
+                c.mail("a@example.com")
+                self.assertEqual(c.rcpt("alice@test.local")[0], 250)
+                self.assertEqual(c.rcpt("mallory@evil.example")[0], 550)
+                return c.data(PLAIN)[0]
+
+        self.assertEqual((yield threads.deferToThread(send)), 250)
+        self.assertEqual(len(self.inbox("alice")), 1)
+        self.assertEqual(self.inbox("catchall"), [])
+
+    @defer.inlineCallbacks
+    def test_two_messages_one_connection(self):
+        """Two messages with distinct Message-IDs on one connection: two files (case 24)."""
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                c.sendmail("a@example.com", ["alice@test.local"], message(msgid="one@x"))
+                c.sendmail("a@example.com", ["alice@test.local"], message(msgid="two@x"))
+
+        yield threads.deferToThread(send)
+        self.assertEqual(len(self.inbox("alice")), 2)
+
+    @defer.inlineCallbacks
+    def test_dedup(self):
+        """A repeated Message-ID is stored once per mailbox (case 25)."""
+        yield self.smtp(PLAIN, ["alice@test.local"])
+        reply = yield self.smtp(PLAIN, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        self.assertEqual(len(self.inbox("alice")), 1)
+        yield self.smtp(PLAIN, ["nobody@test.local", "other@test.local"])
+        self.assertEqual(len(self.inbox("catchall")), 1)
+
+    @defer.inlineCallbacks
+    def test_attachments_bundle(self):
+        """Attachments make a bundle with sanitised, de-duplicated names (cases 32-35)."""
+        png = bytes(range(256)) * 40
+        boundary = "XYZ"
+        parts = [
+            ("text/plain", None, b"See attached.\r\n", None),
+            ("text/plain", "notes.txt", b"note body\r\n", None),
+            ("image/png", "../../../etc/cron.d/evil", png, "base64"),
+            ("application/pdf", "report.pdf", b"%PDF-1", None),
+            ("application/pdf", "report.pdf", b"%PDF-2", None),
+        ]
+        body = ""
+        for ctype, name, data, enc in parts:
+            body += f"--{boundary}\r\nContent-Type: {ctype}\r\n"
+            if name:
+                body += f'Content-Disposition: attachment; filename="{name}"\r\n'
+            if enc:
+                body += "Content-Transfer-Encoding: base64\r\n\r\n"
+                body += base64.encodebytes(data).decode().replace("\n", "\r\n")
+            else:
+                body += "\r\n" + data.decode()
+            body += "\r\n"
+        body += f"--{boundary}--\r\n"
+        raw = message(
+            subject="Files", body=body,
+            extra=f'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n',
+        )
+        yield self.smtp(raw, ["alice@test.local"])
+        [path] = self.inbox("alice")
+        bundle = os.path.dirname(path)
+        self.assertEqual(
+            sorted(os.listdir(bundle)),
+            sorted([os.path.basename(path), "notes.txt", "evil", "report.pdf", "report-1.pdf"]),
+        )
+        with open(os.path.join(bundle, "evil"), "rb") as f:
+            self.assertEqual(f.read(), png)
+        fields, body = self.read_mail(path)
+        self.assertEqual(
+            [a["filename"] for a in fields["attachments"]],
+            ["notes.txt", "evil", "report.pdf", "report-1.pdf"],
+        )
+        self.assertEqual(fields["attachments"][1]["size"], len(png))
+        self.assertIn(b"See attached.", body)
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "etc")))
+
+    @defer.inlineCallbacks
+    def test_html_only(self):
+        """HTML-only mail is stored as Markdown without tags (case 31)."""
+        raw = message(
+            body="<html><body><h1>Hello</h1><p>World</p></body></html>\r\n",
+            extra="MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",
+        )
+        yield self.smtp(raw, ["alice@test.local"])
+        _, body = self.only_mail("alice")
+        self.assertIn(b"Hello", body)
+        self.assertIn(b"World", body)
+        self.assertNotIn(b"<h1>", body)
+
+    @defer.inlineCallbacks
+    def test_malformed_mime_stored(self):
+        """Broken MIME, 8-bit headers and no headers at all are still stored."""
+        broken = (
+            b"From: \xff\xfe <bad@@example..com>\r\nSubject: =?utf-8?B?!!!?=\r\n"
+            b"Content-Type: multipart/mixed; boundary=\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n--\r\n%%%notbase64\r\n"
+        )
+        for raw in (broken, b"just a body line\r\n", b"Subject: only\r\n"):
+            reply = yield self.smtp(raw, ["alice@test.local"])
+            self.assertEqual(reply[0], 250)
+        paths = self.inbox("alice")
+        self.assertEqual(len(paths), 3)
+        for path in paths:
+            fields, _ = self.read_mail(path)
+            self.assertIn("subject", fields)
+
+    @defer.inlineCallbacks
+    def test_big_message(self):
+        """A 25 MiB message is accepted and stored; one byte more is refused 552."""
+        line = b"x" * 1022 + b"\r\n"
+        header = b"Subject: big\r\nMessage-ID: <big@x>\r\n\r\n"
+        size = 26214400
+        body = line * ((size - len(header)) // len(line))
+        raw = header + body + b"y" * (size - len(header) - len(body) - 2) + b"\r\n"
+        self.assertEqual(len(raw), size)
+        reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(fields["size_bytes"], size)
+
+        def too_big():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=60) as c:
+                c.ehlo("x")
+                c.mail("a@b")
+                c.rcpt("alice@test.local")
+                return c.data(raw[:-2] + b"zz\r\n")[0]
+
+        self.assertEqual((yield threads.deferToThread(too_big)), 552)
+
+
+class FailureTests(DaemonTestCase):
+    @defer.inlineCallbacks
+    def test_unwritable_data_dir(self):
+        """When the store cannot write, the final reply is 451, never 5xx (case 22)."""
+        self.start_daemon()
+        with open(os.path.join(self.data_dir, "inbox", "alice"), "w") as f:
+            f.write("not a directory")
+        reply = yield self.smtp(PLAIN, ["alice@test.local"])
+        self.assertEqual(reply[0], 451)
+
+    @defer.inlineCallbacks
+    def test_partial_failure(self):
+        """One recipient's store fails: 451 4.3.0; the other copy stays (case 23)."""
+        self.start_daemon()
+        with open(os.path.join(self.data_dir, "inbox", "bob"), "w") as f:
+            f.write("blocks bob's mailbox")
+        reply = yield self.smtp(PLAIN, ["alice@test.local", "bob@test.local"])
+        self.assertEqual(reply[0], 451)
+        self.assertTrue(reply[1].startswith(b"4.3.0 Temporary failure on partial accept"))
+        self.assertEqual(len(self.inbox("alice")), 1)
+
+
+class PipeliningTests(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        self.start_daemon()
+
+    @defer.inlineCallbacks
+    def test_whole_session_in_one_packet(self):
+        """A fully pipelined session gets every reply, in order."""
+        lines = yield self.dialogue([
+            b"EHLO x\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<alice@test.local>\r\n"
+            b"DATA\r\n" + PLAIN + b".\r\nQUIT\r\n"
+        ])
+        codes = [line[:3] for line in lines]
+        self.assertEqual(codes, [b"220"] + [b"250"] * 6 + [b"250", b"250", b"354", b"250", b"221"])
+        self.assertEqual(len(self.inbox("alice")), 1)
+
+    @defer.inlineCallbacks
+    def test_connection_cap(self):
+        """Connection 101 gets 421 Too many connections (daemon case 16)."""
+
+        def open_many():
+            socks = []
+            try:
+                for _ in range(100):
+                    s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                    socks.append(s)
+                    s.recv(100)
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                    return s.recv(100)
+            finally:
+                for s in socks:
+                    s.close()
+
+        reply = yield threads.deferToThread(open_many)
+        self.assertEqual(reply, b"421 4.3.2 Too many connections, try again later\r\n")
+
+
+class StartTlsTests(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        cert = os.path.join(self.config_dir, "cert.pem")
+        key = os.path.join(self.config_dir, "key.pem")
+        keys.generate_self_signed(cert, key, "localhost")
+        self.start_daemon(self.options("--tls-cert", cert, "--tls-key", key))
+
+    def context(self):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
+    @defer.inlineCallbacks
+    def test_starttls_transaction(self):
+        """STARTTLS, then a full transaction; post-TLS EHLO has no STARTTLS (case 20)."""
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                code, text = c.ehlo("x")
+                assert b"STARTTLS" in text, text
+                self.assertEqual(c.starttls(context=self.context())[0], 220)
+                code, text = c.ehlo("x")
+                assert b"STARTTLS" not in text, text
+                c.mail("a@example.com")
+                c.rcpt("alice@test.local")
+                reply = c.data(PLAIN)
+                return reply, c.quit()
+
+        (data_reply, quit_reply) = yield threads.deferToThread(send)
+        self.assertEqual(data_reply[0], 250)
+        self.assertEqual(quit_reply[0], 221)
+        self.assertEqual(len(self.inbox("alice")), 1)
+
+    @defer.inlineCallbacks
+    def test_pipelined_plaintext_discarded(self):
+        """Commands pipelined after STARTTLS get no reply and are not run (case 21)."""
+
+        def talk():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(b"EHLO x\r\n")
+                while not f.readline().startswith(b"250 "):
+                    pass
+                s.sendall(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\nNOOP\r\n")
+                ready = f.readline()
+                tls = self.context().wrap_socket(s)
+                tls.sendall(b"MAIL FROM:<a@b>\r\nQUIT\r\n")
+                out = b""
+                while True:
+                    data = tls.recv(4096)
+                    if not data:
+                        break
+                    out += data
+                return ready, out
+
+        ready, out = yield threads.deferToThread(talk)
+        self.assertEqual(ready, b"220 2.0.0 Ready to start TLS\r\n")
+        # The session was reset: MAIL now needs a fresh EHLO; nothing else answered.
+        self.assertEqual(out, b"503 5.5.1 Send EHLO/HELO first\r\n221 2.0.0 Bye\r\n")
+
+
+class AuthenticationTests(DaemonTestCase):
+    """DKIM/SPF/DMARC and trust end to end, DNS from the loopback fixture."""
+
+    def setUp(self):
+        super().setUp()
+        self.write_config(
+            base_config(self.data_dir).replace(
+                f'domain = "{DOMAIN}"',
+                f'domain = "{DOMAIN}"\ntrust = "verified"\ntrusted_senders = ["*@company.com"]',
+            )
+        )
+        self.start_daemon()
+        self.dns.add_txt("company.com", "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt("_dmarc.company.com", "v=DMARC1; p=reject")
+
+    @defer.inlineCallbacks
+    def test_signed_and_aligned(self):
+        """A DKIM-signed, SPF-passing, aligned message is stored as trusted."""
+        private = self.publish_dkim("company.com")
+        raw = self.sign(message(sender="Boss <boss@company.com>"), private, "company.com")
+        yield self.smtp(raw, ["alice@test.local"], mail_from="boss@company.com")
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(
+            (fields["dkim"], fields["spf"], fields["dmarc"], fields["trusted"]),
+            ("pass", "pass", "pass", "true"),
+        )
+
+    @defer.inlineCallbacks
+    def test_forged_from(self):
+        """A message forged as the allow-listed sender, unsigned, is not trusted."""
+        self.dns.add_txt("evil.example", "v=spf1 ip4:127.0.0.1 -all")
+        raw = message(sender="Boss <boss@company.com>")
+        yield self.smtp(raw, ["alice@test.local"], mail_from="x@evil.example")
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(
+            (fields["dkim"], fields["spf"], fields["dmarc"], fields["trusted"]),
+            ("none", "pass", "fail", "false"),
+        )
+
+    @defer.inlineCallbacks
+    def test_signed_by_unaligned_domain(self):
+        """DKIM passing for attacker.org with From boss@company.com is not trusted."""
+        private = self.publish_dkim("attacker.org")
+        raw = self.sign(message(sender="boss@company.com"), private, "attacker.org")
+        yield self.smtp(raw, ["alice@test.local"], mail_from="x@attacker.org")
+        fields, _ = self.only_mail("alice")
+        self.assertEqual((fields["dkim"], fields["trusted"]), ("pass", "false"))
+
+    @defer.inlineCallbacks
+    def test_tampered_body(self):
+        """One changed body byte after signing makes dkim fail."""
+        private = self.publish_dkim("company.com")
+        raw = self.sign(message(sender="boss@company.com", body="Pay 10\r\n"), private, "company.com")
+        yield self.smtp(raw.replace(b"Pay 10", b"Pay 90"), ["alice@test.local"])
+        fields, _ = self.only_mail("alice")
+        self.assertEqual((fields["dkim"], fields["trusted"]), ("fail", "false"))
+
+    @defer.inlineCallbacks
+    def test_null_sender_uses_helo(self):
+        """MAIL FROM:<> checks SPF for the HELO name (aimx decision)."""
+        self.dns.add_txt("mail.company.com", "v=spf1 ip4:127.0.0.1 -all")
+        raw = message(sender="boss@company.com")
+        yield self.smtp(raw, ["alice@test.local"], mail_from="", helo="mail.company.com")
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(fields["spf"], "pass")

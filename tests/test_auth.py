@@ -1,0 +1,554 @@
+"""Tests for aimx.auth (resolver, DKIM, SPF, verify_inbound) against a real loopback DNS.
+
+Every lookup goes from dnspython (in a thread) to aimx.testing.dns.FixtureDNS on 127.0.0.1,
+selected with an AIMX_NAMESERVERS value; nothing is patched. Acceptance cases of
+spec/trust-and-auth.md §7 are named in the docstrings.
+"""
+
+import socket
+
+import dns.message
+import dns.query
+import dns.rcode
+import spf as pyspf
+from twisted.internet import defer, reactor, task, threads
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from aimx.auth import dkim, spf
+from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver, parse_nameservers
+from aimx.auth.verify import AuthResults, verify_inbound
+from aimx.core import trust
+from aimx.core.config import Config, MailboxConfig
+from aimx.errors import ConfigError
+from aimx.testing.dkimkeys import generate_key, sign_message
+from aimx.testing.dns import FixtureDNS, from_args
+
+PRIVATE_PEM, KEY_TXT = generate_key()
+
+
+def mail(from_="Alice <alice@example.com>", *, headers=(), body=b"Hello there.\r\n") -> bytes:
+    """A small message with the given From and extra header lines on top."""
+    lines = [*headers, f"From: {from_}", "To: bob@aimx.test", "Subject: test",
+             "Message-ID: <m1@example.com>", "Date: Mon, 1 Jan 2024 00:00:00 +0000"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+def signed(raw: bytes, domain: str, selector: str = "sel") -> bytes:
+    return sign_message(raw, private_pem=PRIVATE_PEM, selector=selector, domain=domain)
+
+
+class ResolverConfigTests(SynchronousTestCase):
+    def test_parse_nameservers(self):
+        """host[:port] lists, IPv6 in brackets or bare, default port 53."""
+        self.assertEqual(parse_nameservers("127.0.0.1:5353, [::1]:54,192.0.2.1,::1,[::2]"),
+                         [("127.0.0.1", 5353), ("::1", 54), ("192.0.2.1", 53), ("::1", 53),
+                          ("::2", 53)])
+        self.assertEqual(parse_nameservers(""), [])
+
+    def test_parse_invalid(self):
+        """Hostnames, bad ports and junk are a ConfigError naming the entry."""
+        for value in ("localhost:53", "127.0.0.1:0", "127.0.0.1:x", "[::1]x", "1.2.3.4:99999"):
+            e = self.assertRaises(ConfigError, parse_nameservers, value)
+            self.assertIn("AIMX_NAMESERVERS", str(e))
+
+    def test_env_servers(self):
+        """AIMX_NAMESERVERS makes a usable resolver without reading the system config."""
+        r = Resolver.from_env({"AIMX_NAMESERVERS": "127.0.0.1:5353"}, resolv_conf="/nonexistent")
+        self.assertTrue(r.usable)
+
+    def test_system_config(self):
+        """Without AIMX_NAMESERVERS the system resolv.conf is used."""
+        conf = self.mktemp()
+        with open(conf, "w") as f:
+            f.write("nameserver 192.0.2.53\n")
+        self.assertTrue(Resolver.from_env({}, resolv_conf=conf).usable)
+
+    def test_unloadable_system_config(self):
+        """An unloadable system config gives an unusable resolver whose lookups fail."""
+        r = Resolver.from_env({"AIMX_NAMESERVERS": " "}, resolv_conf="/nonexistent")
+        self.assertFalse(r.usable)
+        self.assertRaises(DnsTempError, r.txt, "example.com")
+        self.assertIsNone(r.dkim_dnsfunc(b"sel._domainkey.example.com."))
+
+    def test_unusable_all_none(self):
+        """With no resolver at all every result is none (spec §1)."""
+        r = Resolver.from_env({}, resolv_conf="/nonexistent")
+        raw = signed(mail(), "example.com")
+        self.assertEqual(
+            verify_inbound(raw, peer_ip="192.0.2.1", mail_from="alice@example.com",
+                           helo="mx.example.com", from_addresses=("alice@example.com",),
+                           resolver=r),
+            AuthResults(dkim="none", spf="none", dmarc="none", dkim_aligned=False,
+                        from_domain="example.com"))
+
+
+class FixtureTestCase(TestCase):
+    """Starts a FixtureDNS and a resolver pointed at it."""
+
+    def setUp(self):
+        self.dns = FixtureDNS(reactor)
+        self.dns.start()
+        self.addCleanup(self.dns.stop)
+        self.resolver = Resolver.from_env({"AIMX_NAMESERVERS": self.dns.nameservers})
+
+    def call(self, f, *args, **kwargs) -> defer.Deferred:
+        """Run blocking DNS work in a thread while the reactor serves the fixture."""
+        return threads.deferToThread(f, *args, **kwargs)
+
+
+class FixtureDNSTests(FixtureTestCase):
+    def query(self, name, rdtype, via=dns.query.udp):
+        host, port = self.dns.nameservers.split(":")
+        return self.call(via, dns.message.make_query(name, rdtype), host, port=int(port),
+                         timeout=5)
+
+    async def test_udp_and_tcp(self):
+        """The same port answers over UDP and TCP; long TXT values are split at 255 bytes."""
+        self.dns.add_txt("k.example.com", "a" * 600)
+        for via in (dns.query.udp, dns.query.tcp):
+            answer = (await self.query("k.example.com", "TXT", via)).answer[0]
+            self.assertEqual([len(s) for s in answer[0].strings], [255, 255, 90])
+
+    async def test_rcodes(self):
+        """Unknown names are NXDOMAIN; a known name without the type is an empty NOERROR."""
+        self.dns.add_a("host.example.com", "192.0.2.1")
+        missing = await self.query("nope.example.com", "A")
+        self.assertEqual(missing.rcode(), dns.rcode.NXDOMAIN)
+        empty = await self.query("HOST.example.com", "TXT")
+        self.assertEqual((empty.rcode(), empty.answer), (dns.rcode.NOERROR, []))
+        self.dns.add_servfail("host.example.com")
+        failing = await self.query("host.example.com", "A")
+        self.assertEqual(failing.rcode(), dns.rcode.SERVFAIL)
+
+    async def test_stop_closes_tcp(self):
+        """stop() closes open TCP connections and fires once they are gone."""
+        fixture = FixtureDNS(reactor)
+        fixture.start()
+        port = int(fixture.nameservers.split(":")[1])
+        sock = await self.call(socket.create_connection, ("127.0.0.1", port))
+        self.addCleanup(sock.close)
+        while not fixture._factory.connections:  # let the reactor accept it
+            await task.deferLater(reactor, 0, lambda: None)
+        await fixture.stop()
+        self.assertEqual(fixture._factory.connections, [])
+
+
+    async def test_from_args(self):
+        """The program form serves its --txt records; VALUE may contain '='."""
+        server = from_args(reactor, ["--txt", "_dmarc.x.test=v=DMARC1; p=reject"])
+        self.addCleanup(server.stop)
+        resolver = Resolver.from_env({"AIMX_NAMESERVERS": server.nameservers})
+        self.assertEqual(await self.call(resolver.txt, "_dmarc.x.test"), ["v=DMARC1; p=reject"])
+
+    def test_from_args_needs_value(self):
+        """A --txt without '=' is a usage error."""
+        self.assertRaises(SystemExit, from_args, reactor, ["--txt", "x.test"])
+
+
+class ResolverTests(FixtureTestCase):
+    async def test_txt_strings_joined(self):
+        """A multi-string TXT record comes back as one string; records stay separate."""
+        self.dns.add_txt("example.com", "v=spf1 ", "-all")
+        self.dns.add_txt("example.com", "other")
+        self.assertEqual(sorted(await self.call(self.resolver.txt, "Example.COM.")),
+                         ["other", "v=spf1 -all"])
+
+    async def test_long_txt(self):
+        """A TXT value longer than 255 bytes (published as several strings) comes back whole."""
+        value = "".join(chr(97 + i % 26) for i in range(3000))
+        self.dns.add_txt("big.example.com", value)
+        self.assertEqual(await self.call(self.resolver.txt, "big.example.com"), [value])
+
+    async def test_no_record(self):
+        """NXDOMAIN and an empty answer are both DnsNoRecord."""
+        self.dns.add_a("host.example.com", "192.0.2.1")
+        await self.assertFailure(self.call(self.resolver.txt, "missing.example.com"),
+                                 DnsNoRecord)
+        await self.assertFailure(self.call(self.resolver.txt, "host.example.com"), DnsNoRecord)
+
+    async def test_invalid_name(self):
+        """A name DNS cannot express has no record."""
+        await self.assertFailure(self.call(self.resolver.txt, "a..example.com"), DnsNoRecord)
+
+    async def test_servfail(self):
+        """SERVFAIL is DnsTempError."""
+        self.dns.add_servfail("broken.example.com")
+        await self.assertFailure(self.call(self.resolver.txt, "broken.example.com"),
+                                 DnsTempError)
+
+    async def test_changes_seen_live(self):
+        """Records added after a lookup are seen by the next one (no cache)."""
+        await self.assertFailure(self.call(self.resolver.txt, "late.example.com"), DnsNoRecord)
+        self.dns.add_txt("late.example.com", "now")
+        self.assertEqual(await self.call(self.resolver.txt, "late.example.com"), ["now"])
+
+    async def test_mx(self):
+        """MX records come back sorted by preference, hosts without the final dot."""
+        self.dns.add_mx("example.com", 20, "b.example.com")
+        self.dns.add_mx("example.com", 10, "a.example.com")
+        self.assertEqual(await self.call(self.resolver.mx, "example.com"),
+                         [(10, "a.example.com"), (20, "b.example.com")])
+
+    async def test_addresses(self):
+        """A and AAAA lookups."""
+        self.dns.add_a("mx.example.com", "192.0.2.25")
+        self.dns.add_aaaa("mx.example.com", "2001:db8::25")
+        self.assertEqual(await self.call(self.resolver.addresses, "mx.example.com"),
+                         ["192.0.2.25"])
+        self.assertEqual(await self.call(self.resolver.addresses, "mx.example.com", ipv6=True),
+                         ["2001:db8::25"])
+
+    async def test_ptr(self):
+        """PTR lookups of a reverse name."""
+        self.dns.add_ptr("1.2.0.192.in-addr.arpa", "mx.example.com")
+        self.assertEqual(await self.call(self.resolver.ptr, "1.2.0.192.in-addr.arpa"),
+                         ["mx.example.com"])
+
+    async def test_dkim_dnsfunc(self):
+        """dkimpy's dnsfunc returns the key bytes, or None when absent or failing."""
+        self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
+        self.dns.add_servfail("bad._domainkey.example.com")
+        f = self.resolver.dkim_dnsfunc
+        self.assertEqual(await self.call(f, b"sel._domainkey.example.com.", timeout=5),
+                         KEY_TXT.encode("ascii"))
+        self.assertIsNone(await self.call(f, b"nokey._domainkey.example.com."))
+        self.assertIsNone(await self.call(f, b"bad._domainkey.example.com."))
+        self.assertIsNone(await self.call(f, b"\xff._domainkey.example.com."))
+
+
+class DkimTests(FixtureTestCase):
+    def setUp(self):
+        super().setUp()
+        self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
+
+    def verify(self, raw):
+        return self.call(dkim.verify, raw, self.resolver.dkim_dnsfunc)
+
+    async def test_pass(self):
+        """Case 7: a signature whose key is published verifies."""
+        self.assertEqual(await self.verify(signed(mail(), "example.com")),
+                         (dkim.DkimSignature("example.com", "sel", True),))
+
+    async def test_body_changed(self):
+        """Case 7: one changed body byte fails."""
+        raw = signed(mail(), "example.com").replace(b"Hello there.", b"Hello therE.")
+        self.assertEqual(await self.verify(raw), (dkim.DkimSignature("example.com", "sel", False),))
+
+    async def test_key_absent(self):
+        """Case 7: a signature whose key is not in DNS fails."""
+        raw = signed(mail(), "example.com", selector="gone")
+        self.assertEqual(await self.verify(raw),
+                         (dkim.DkimSignature("example.com", "gone", False),))
+
+    async def test_key_lookup_error(self):
+        """A DNS error fetching the key fails."""
+        self.dns.add_servfail("tmp._domainkey.example.com")
+        raw = signed(mail(), "example.com", selector="tmp")
+        self.assertEqual(await self.verify(raw),
+                         (dkim.DkimSignature("example.com", "tmp", False),))
+
+    async def test_two_signatures_one_broken(self):
+        """Case 7: two signatures, the first broken: each is verified, the result is pass."""
+        good = signed(mail(), "example.com")
+        broken = signed(good, "example.com", selector="gone")
+        self.assertEqual(await self.verify(broken),
+                         (dkim.DkimSignature("example.com", "gone", False),
+                          dkim.DkimSignature("example.com", "sel", True)))
+
+    async def test_malformed_signature(self):
+        """A malformed DKIM-Signature header is a failing signature; others still verify."""
+        raw = b"DKIM-Signature: v=1; junk\r\n" + signed(mail(), "example.com")
+        self.assertEqual(await self.verify(raw), (dkim.DkimSignature("", "", False),
+                                                  dkim.DkimSignature("example.com", "sel", True)))
+
+    async def test_unsigned_and_garbage(self):
+        """No signature, or an unparsable message, gives no results."""
+        for raw in (mail(), b"", b"garbage", b"\xff\xfe\x00\r\n\r\n"):
+            self.assertEqual(await self.verify(raw), (), raw[:20])
+
+    async def test_sign_lf(self):
+        """A signature made with linesep=LF on an LF message verifies."""
+        raw = mail().replace(b"\r\n", b"\n")
+        header = dkim.sign(raw, private_key_pem=PRIVATE_PEM, selector="sel",
+                           domain="example.com", linesep=b"\n")
+        self.assertTrue(header.startswith(b"DKIM-Signature: ") and header.endswith(b"\n"))
+        self.assertNotIn(b"\r", header)
+        self.assertIn(b"c=relaxed/relaxed", header)
+        self.assertIn(b"a=rsa-sha256", header)
+        self.assertEqual(await self.verify(header + raw),
+                         (dkim.DkimSignature("example.com", "sel", True),))
+
+    def test_sign_bad_key(self):
+        """Signing with an unusable key raises ValueError."""
+        self.assertRaises(ValueError, dkim.sign, mail(), private_key_pem=b"nope",
+                          selector="sel", domain="example.com")
+
+
+class SpfTests(FixtureTestCase):
+    def check(self, ip="127.0.0.1", mail_from="a@example.com", helo="mx.example.com",
+              resolver=None):
+        return self.call(spf.check, ip, mail_from, helo, resolver or self.resolver)
+
+    async def test_results(self):
+        """Case 4: pass, fail, softfail and neutral records."""
+        for record, result in [("v=spf1 ip4:127.0.0.1 -all", "pass"), ("v=spf1 -all", "fail"),
+                               ("v=spf1 ~all", "softfail"), ("v=spf1 ?all", "neutral")]:
+            self.dns.clear()
+            self.dns.add_txt("example.com", record)
+            self.assertEqual(await self.check(), result, record)
+
+    async def test_no_record(self):
+        """Case 4: no TXT record (or only non-SPF TXT) is none."""
+        self.assertEqual(await self.check(), "none")
+        self.dns.add_txt("example.com", "google-site-verification=x")
+        self.assertEqual(await self.check(), "none")
+
+    async def test_permerror(self):
+        """Case 4: a syntactically broken record (permerror) is none."""
+        self.dns.add_txt("example.com", "v=spf1 ip4:not-an-ip -all")
+        self.assertEqual(await self.check(), "none")
+
+    async def test_temperror(self):
+        """A DNS error (temperror) is none."""
+        self.dns.add_servfail("example.com")
+        self.assertEqual(await self.check(), "none")
+
+    async def test_include_a_mx(self):
+        """include:, a: and mx: mechanisms resolve through the fixture."""
+        self.dns.add_txt("example.com",
+                         "v=spf1 include:_spf.example.net a:relay.example.com mx -all")
+        self.dns.add_txt("_spf.example.net", "v=spf1 ip4:192.0.2.1 -all")
+        self.dns.add_a("relay.example.com", "192.0.2.2")
+        self.dns.add_mx("example.com", 10, "mx.example.com")
+        self.dns.add_a("mx.example.com", "192.0.2.3")
+        for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            self.assertEqual(await self.check(ip), "pass", ip)
+        self.assertEqual(await self.check("192.0.2.4"), "fail")
+
+    async def test_ipv6(self):
+        """An IPv6 client matches ip6: and AAAA records of a:."""
+        self.dns.add_txt("example.com", "v=spf1 ip6:2001:db8::/64 a:v6.example.com -all")
+        self.dns.add_aaaa("v6.example.com", "2001:db8:1::1")
+        self.assertEqual(await self.check("2001:db8::7"), "pass")
+        self.assertEqual(await self.check("2001:db8:1::1"), "pass")
+        self.assertEqual(await self.check("2001:db8:2::1"), "fail")
+
+    async def test_ptr(self):
+        """The ptr mechanism uses PTR then A lookups."""
+        self.dns.add_txt("example.com", "v=spf1 ptr -all")
+        self.dns.add_ptr("5.2.0.192.in-addr.arpa", "host.example.com")
+        self.dns.add_a("host.example.com", "192.0.2.5")
+        self.assertEqual(await self.check("192.0.2.5"), "pass")
+
+    async def test_bad_ip(self):
+        """An IP pyspf cannot parse is none, not an exception."""
+        self.assertEqual(await self.check("not-an-ip"), "none")
+
+    def test_unbound_lookup(self):
+        """The installed DNSLookup outside check() is a temperror, not a system DNS query."""
+        self.assertIs(pyspf.DNSLookup, spf._lookup)
+        self.assertRaises(pyspf.TempError, pyspf.DNSLookup, "example.com", "TXT")
+
+    async def test_concurrent_resolvers(self):
+        """Concurrent checks in threads each use their own resolver."""
+        other = FixtureDNS(reactor)
+        other.start()
+        self.addCleanup(other.stop)
+        other.add_txt("example.com", "v=spf1 -all")
+        other_resolver = Resolver.from_env({"AIMX_NAMESERVERS": other.nameservers})
+        self.dns.add_txt("example.com", "v=spf1 +all")
+        results = await defer.gatherResults(
+            [self.check(resolver=r) for r in [self.resolver, other_resolver] * 10])
+        self.assertEqual(results, ["pass", "fail"] * 10)
+
+
+class VerifyInboundTests(FixtureTestCase):
+    def setUp(self):
+        super().setUp()
+        for domain in ("example.com", "company.com", "mail.company.com", "attacker.org"):
+            self.dns.add_txt(f"sel._domainkey.{domain}", KEY_TXT)
+
+    def verify(self, raw, *, peer_ip="127.0.0.1", mail_from=None, helo=None,
+               from_addresses=("alice@example.com",)):
+        return self.call(verify_inbound, raw, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
+                         from_addresses=from_addresses, resolver=self.resolver)
+
+    async def test_unsigned_plain(self):
+        """Case 1: unsigned mail, no records: none/none/none, and trusted none by default."""
+        r = await self.verify(mail(), mail_from="alice@example.com", helo="mx.example.com")
+        self.assertEqual((r.dkim, r.spf, r.dmarc, r.dkim_aligned), ("none", "none", "none", False))
+        self.assertEqual(trust.evaluate("none", (), "alice@example.com", r.dkim_aligned)[0], "none")
+
+    async def test_ingest_without_ip(self):
+        """Case 2: ingest of a mail without Received/From: no IP, spf none."""
+        self.dns.add_txt("example.com", "v=spf1 +all")
+        r = await self.verify(mail().replace(b"From: Alice <alice@example.com>\r\n", b""),
+                              peer_ip="0.0.0.0", from_addresses=())
+        self.assertEqual((r.spf, r.spf_ip, r.spf_sender, r.dmarc), ("none", None, None, "none"))
+
+    async def test_ingest_fallbacks(self):
+        """Case 2: ingest uses the Received IP and the header From for SPF."""
+        self.dns.add_txt("example.com", "v=spf1 ip4:203.0.113.5 -all")
+        raw = mail("a@example.com", headers=["Received: from x (x [203.0.113.5])"])
+        r = await self.verify(raw, peer_ip="0.0.0.0", from_addresses=("a@example.com",))
+        self.assertEqual((r.spf, r.spf_ip, r.spf_sender), ("pass", "203.0.113.5", "a@example.com"))
+
+    async def test_null_sender_helo(self):
+        """Case 5: MAIL FROM:<> checks postmaster@<helo>, not the header From."""
+        self.dns.add_txt("mail.example.com", "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt("example.com", "v=spf1 -all")
+        r = await self.verify(mail(), mail_from="", helo="mail.example.com")
+        self.assertEqual((r.spf, r.spf_sender), ("pass", "postmaster@mail.example.com"))
+
+    async def test_envelope_wins(self):
+        """Case 6: the envelope sender wins over the header From."""
+        self.dns.add_txt("uzyn.com", "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt("example.com", "v=spf1 -all")
+        r = await self.verify(mail("alice@example.com"), mail_from="chua@uzyn.com",
+                              helo="mx.uzyn.com")
+        self.assertEqual((r.spf, r.spf_sender), ("pass", "chua@uzyn.com"))
+
+    async def test_dkim_results(self):
+        """Case 7 end to end: pass, fail (changed body, absent key), none, one of two broken."""
+        raw = signed(mail(), "example.com")
+        self.assertEqual((await self.verify(raw)).dkim, "pass")
+        self.assertEqual((await self.verify(raw.replace(b"there", b"thEre"))).dkim, "fail")
+        self.assertEqual((await self.verify(signed(mail(), "example.com", "gone"))).dkim, "fail")
+        self.assertEqual((await self.verify(mail())).dkim, "none")
+        self.assertEqual((await self.verify(signed(raw, "example.com", "gone"))).dkim, "pass")
+
+    async def test_dmarc(self):
+        """Case 8: every DMARC variant against _dmarc.example.com "v=DMARC1; p=reject"."""
+        self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
+        self.dns.add_txt("other.org", "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt("example.com", "v=spf1 -all")
+        sub = ("x@mail.example.com",)
+        cases = [
+            ("From example.com, DKIM example.com", signed(mail(), "example.com"), {}, "pass"),
+            ("From mail.example.com, DKIM example.com (tree walk)",
+             signed(mail("x@mail.example.com"), "example.com"), {"from_addresses": sub}, "pass"),
+            ("SPF pass for other.org, no DKIM", mail(), {"mail_from": "x@other.org"}, "fail"),
+            ("SPF fail, no DKIM", mail(), {"mail_from": "a@example.com"}, "fail"),
+            ("DKIM by attacker.org only", signed(mail(), "attacker.org"), {}, "fail"),
+        ]
+        for what, raw, kwargs, expected in cases:
+            self.assertEqual((await self.verify(raw, **kwargs)).dmarc, expected, what)
+
+    async def test_dmarc_spf_aligned(self):
+        """SPF pass for an aligned MAIL FROM domain passes DMARC without DKIM."""
+        self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=none")
+        self.dns.add_txt("bounce.example.com", "v=spf1 ip4:127.0.0.1 -all")
+        r = await self.verify(mail(), mail_from="b@bounce.example.com")
+        self.assertEqual((r.spf, r.dmarc), ("pass", "pass"))
+
+    async def test_dmarc_adkim_strict(self):
+        """Case 8: adkim=s with d=example.com and From @mail.example.com fails."""
+        self.dns.add_txt("_dmarc.mail.example.com", "v=DMARC1; p=reject; adkim=s")
+        r = await self.verify(signed(mail("x@mail.example.com"), "example.com"),
+                              from_addresses=("x@mail.example.com",))
+        self.assertEqual((r.dkim, r.dmarc, r.dkim_aligned), ("pass", "fail", True))
+
+    async def test_dmarc_no_record(self):
+        """Case 8: no DMARC record anywhere is none, even with aligned DKIM."""
+        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"),
+                              from_addresses=("x@a.b.c.d.example.com",))
+        self.assertEqual((r.dkim, r.dmarc, r.dkim_aligned), ("pass", "none", True))
+
+    async def test_dmarc_long_name_walk(self):
+        """The walk from a name of five or more labels jumps to its last four labels."""
+        self.dns.add_txt("_dmarc.c.d.example.com", "v=DMARC1; p=none")
+        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"),
+                              from_addresses=("x@a.b.c.d.example.com",))
+        self.assertEqual(r.dmarc, "pass")
+        self.dns.clear()
+        self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
+        self.dns.add_txt("_dmarc.b.c.d.example.com", "v=DMARC1; p=none")  # skipped by the jump
+        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"),
+                              from_addresses=("x@a.b.c.d.example.com",))
+        self.assertEqual(r.dmarc, "none")
+
+    async def test_dmarc_ignores_non_dmarc_txt(self):
+        """Non-DMARC TXT at _dmarc names are skipped; several DMARC records mean none."""
+        self.dns.add_txt("_dmarc.mail.example.com", "hello")
+        self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=none")
+        raw = signed(mail("x@mail.example.com"), "example.com")
+        r = await self.verify(raw, from_addresses=("x@mail.example.com",))
+        self.assertEqual(r.dmarc, "pass")
+        self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
+        r = await self.verify(raw, from_addresses=("x@mail.example.com",))
+        self.assertEqual(r.dmarc, "none")
+
+    async def test_dmarc_dns_error(self):
+        """A DNS error during the walk is dmarc fail."""
+        self.dns.add_servfail("_dmarc.example.com")
+        r = await self.verify(signed(mail(), "example.com"))
+        self.assertEqual((r.dkim, r.dmarc), ("pass", "fail"))
+
+    async def test_dmarc_several_from_domains(self):
+        """Several distinct From domains give dmarc none and no alignment."""
+        self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
+        r = await self.verify(signed(mail(), "example.com"),
+                              from_addresses=("alice@example.com", "bob@example.org"))
+        self.assertEqual((r.dmarc, r.from_domain, r.dkim_aligned), ("none", None, False))
+
+    async def test_never_raises(self):
+        """Hostile input gives results, never an exception."""
+        for raw in (b"", b"\x00\xff" * 100, b"DKIM-Signature: d=\xff; s=\x00\r\n\r\n"):
+            r = await self.verify(raw, peer_ip="not an ip", mail_from="@", helo="\xff",
+                                  from_addresses=("\x00@\x00",))
+            self.assertIsInstance(r, AuthResults)
+
+
+class TrustTests(FixtureTestCase):
+    """Acceptance cases 9-12: trust from real DKIM results and the mailbox policy."""
+
+    senders = ("*@company.com",)
+
+    def setUp(self):
+        super().setUp()
+        for domain in ("company.com", "mail.company.com", "attacker.org"):
+            self.dns.add_txt(f"sel._domainkey.{domain}", KEY_TXT)
+
+    async def trusted(self, from_, domain=None, policy="verified", senders=senders):
+        raw = mail(from_)
+        if domain:
+            raw = signed(raw, domain)
+        address = trust.bare_lower(from_)
+        results = await self.call(verify_inbound, raw, peer_ip="127.0.0.1", mail_from=address,
+                                  helo="mx.test", from_addresses=(address,),
+                                  resolver=self.resolver)
+        return trust.evaluate(policy, senders, from_, results.dkim_aligned)[0]
+
+    async def test_verified(self):
+        """Case 9: allowlisted + aligned DKIM is true; unsigned or not listed is false."""
+        self.assertEqual(await self.trusted("boss@company.com", "company.com"), "true")
+        self.assertEqual(await self.trusted("boss@company.com"), "false")
+        self.assertEqual(await self.trusted("x@other.com", "company.com"), "false")
+
+    async def test_case_insensitive(self):
+        """Case 10: upper-case From with either pattern case is true."""
+        self.assertEqual(await self.trusted("Boss <BOSS@Company.COM>", "company.com"), "true")
+        self.assertEqual(await self.trusted("Boss <BOSS@Company.COM>", "company.com",
+                                            senders=("*@Company.com",)), "true")
+
+    async def test_mailbox_overrides(self):
+        """Case 11: an empty mailbox list, mailbox trust none, and a mailbox-only policy."""
+        cases = [
+            (Config(domain="x.test", trust="verified", trusted_senders=self.senders),
+             {"trusted_senders": []}, "false"),
+            (Config(domain="x.test", trust="verified", trusted_senders=self.senders),
+             {"trust": "none"}, "none"),
+            (Config(domain="x.test"), {"trust": "verified", "trusted_senders": ["boss@*"]},
+             "true"),
+        ]
+        for config, overrides, expected in cases:
+            mailbox = MailboxConfig(name="m", address="m@x.test", owner="root", **overrides)
+            trusted = await self.trusted("boss@company.com", "company.com",
+                                         config.effective_trust(mailbox),
+                                         config.effective_trusted_senders(mailbox))
+            self.assertEqual(trusted, expected, overrides)
+
+    async def test_alignment_required(self):
+        """Case 12: d=attacker.org for From boss@company.com is false; mail.company.com true."""
+        self.assertEqual(await self.trusted("boss@company.com", "attacker.org"), "false")
+        self.assertEqual(await self.trusted("boss@company.com", "mail.company.com"), "true")

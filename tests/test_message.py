@@ -1,0 +1,548 @@
+"""Tests for L{aimx.core.message}."""
+
+import base64
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core.frontmatter import parse, render
+from aimx.core.message import Attachment, parse_message
+from aimx.errors import IngestError
+
+
+def message(headers: str = "", body: str = "Hello.\r\n") -> bytes:
+    """A CRLF message with a few default headers before C{headers}."""
+    head = "From: Alice <alice@example.com>\r\nTo: bob@test.local\r\n" + headers
+    return (head + "\r\n" + body).encode("utf-8")
+
+
+def multipart(subtype: str, *parts: str, boundary: str = "BOUND") -> str:
+    """The headers and body of a multipart entity."""
+    inner = "".join(f"--{boundary}\r\n{part}\r\n" for part in parts)
+    return (
+        f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n\r\n'
+        f"{inner}--{boundary}--\r\n"
+    )
+
+
+def split_entity(entity: str) -> bytes:
+    """A message whose top-level entity is C{entity} (headers + body)."""
+    headers, _, body = entity.partition("\r\n\r\n")
+    return message(headers + "\r\n", body)
+
+
+PLAIN = "Content-Type: text/plain; charset=utf-8\r\n\r\nplain text body"
+HTML = "Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><h1>Hello</h1><p>World</p></body></html>"
+
+
+class HeaderTests(SynchronousTestCase):
+    """Header values (inbound.md §7.2)."""
+
+    def test_from_with_name(self) -> None:
+        """From is C{Name <addr>}."""
+        self.assertEqual(parse_message(message()).from_, "Alice <alice@example.com>")
+
+    def test_from_without_name(self) -> None:
+        """A From without a display name is the bare address."""
+        raw = b"From: alice@example.com\r\n\r\nx"
+        self.assertEqual(parse_message(raw).from_, "alice@example.com")
+
+    def test_quoted_display_name(self) -> None:
+        """A quoted name with a comma is not re-quoted and not split."""
+        raw = b'From: "Doe, John" <j@x.example>\r\n\r\nx'
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.from_, "Doe, John <j@x.example>")
+        self.assertEqual(parsed.from_addresses, ("j@x.example",))
+
+    def test_encoded_display_name(self) -> None:
+        """An RFC 2047 display name is decoded; an encoded comma does not split."""
+        raw = b"From: =?utf-8?q?J=C3=B6rg=2C_Sr?= <j@x.example>\r\n\r\nx"
+        self.assertEqual(parse_message(raw).from_, "Jörg, Sr <j@x.example>")
+
+    def test_missing_from(self) -> None:
+        """No From gives an empty value and no addresses."""
+        parsed = parse_message(b"Subject: x\r\n\r\nbody")
+        self.assertEqual(parsed.from_, "")
+        self.assertEqual(parsed.from_addresses, ())
+
+    def test_all_from_addresses(self) -> None:
+        """Every From mailbox of every From header is listed for DMARC."""
+        raw = b"From: a@one.example, B <b@two.example>\r\nFrom: c@three.example\r\n\r\nx"
+        parsed = parse_message(raw)
+        self.assertEqual(
+            parsed.from_addresses, ("a@one.example", "b@two.example", "c@three.example")
+        )
+        self.assertEqual(parsed.from_, "a@one.example")
+
+    def test_every_to(self) -> None:
+        """To keeps every address, comma-joined (aimx decision)."""
+        raw = message("To: Carol <carol@x.example>, dave@y.example\r\n")
+        self.assertEqual(
+            parse_message(raw).to,
+            "bob@test.local, Carol <carol@x.example>, dave@y.example",
+        )
+
+    def test_missing_to(self) -> None:
+        """No To gives an empty value."""
+        self.assertEqual(parse_message(b"From: a@b\r\n\r\nx").to, "")
+
+    def test_cc_and_reply_to(self) -> None:
+        """Cc and Reply-To keep every address; absent ones are None."""
+        parsed = parse_message(message("Cc: A <a@x>, b@y\r\nReply-To: r@z\r\n"))
+        self.assertEqual(parsed.cc, "A <a@x>, b@y")
+        self.assertEqual(parsed.reply_to, "r@z")
+        plain = parse_message(message())
+        self.assertIsNone(plain.cc)
+        self.assertIsNone(plain.reply_to)
+
+    def test_group_without_addresses(self) -> None:
+        """An empty group yields no address."""
+        self.assertIsNone(parse_message(message("Cc: undisclosed-recipients:;\r\n")).cc)
+
+    def test_subject_encoded(self) -> None:
+        """RFC 2047 words are decoded; whitespace between words is dropped."""
+        raw = message("Subject: =?utf-8?b?w6k=?= =?utf-8?B?w6k=?= and =?iso-8859-1?q?caf=E9?=\r\n")
+        self.assertEqual(parse_message(raw).subject, "éé and café")
+
+    def test_subject_split_character(self) -> None:
+        """A UTF-8 character split across two encoded words survives."""
+        raw = message("Subject: =?utf-8?q?=C3?= =?utf-8?q?=A9t=C3=A9?=\r\n")
+        self.assertEqual(parse_message(raw).subject, "été")
+
+    def test_subject_folded(self) -> None:
+        """A folded subject is unfolded."""
+        raw = message("Subject: Invoice #42\r\n for March\r\n")
+        self.assertEqual(parse_message(raw).subject, "Invoice #42 for March")
+
+    def test_subject_raw_utf8(self) -> None:
+        """8-bit UTF-8 in headers (SMTPUTF8) is read as UTF-8."""
+        raw = message("Subject: Grüße — ok\r\nFrom: Jörg <jörg@bücher.example>\r\n")
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.subject, "Grüße — ok")
+        self.assertIn("jörg@bücher.example", parsed.from_addresses)
+
+    def test_subject_missing_or_empty(self) -> None:
+        """Missing, empty or blank Subject is C{(no subject)}."""
+        for headers in ("", "Subject:\r\n", "Subject:    \r\n"):
+            self.assertEqual(parse_message(message(headers)).subject, "(no subject)")
+
+    def test_subject_with_specials(self) -> None:
+        """Colons and hashes are kept."""
+        raw = message("Subject: colons: and #hashes\r\n")
+        self.assertEqual(parse_message(raw).subject, "colons: and #hashes")
+
+    def test_message_id(self) -> None:
+        """Message-ID loses its brackets; a missing one is C{""}."""
+        raw = message("Message-ID: <plain-001@example.com>\r\n")
+        self.assertEqual(parse_message(raw).message_id, "plain-001@example.com")
+        self.assertEqual(parse_message(raw).raw_message_id, "<plain-001@example.com>")
+        self.assertEqual(parse_message(message()).message_id, "")
+        self.assertIsNone(parse_message(message()).raw_message_id)
+
+    def test_in_reply_to_last(self) -> None:
+        """In-Reply-To keeps the last id, without brackets."""
+        raw = message("In-Reply-To: <a@x> <b@y>\r\n")
+        self.assertEqual(parse_message(raw).in_reply_to, "b@y")
+        self.assertIsNone(parse_message(message()).in_reply_to)
+
+    def test_references_chain(self) -> None:
+        """References keeps the whole chain (aimx decision)."""
+        raw = message("References: <root@x>\r\n <b@x>\r\n\t<c@x>\r\n")
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.references, "root@x b@x c@x")
+        self.assertEqual(parsed.raw_references, "<root@x> <b@x>\t<c@x>")
+        self.assertIsNone(parse_message(message()).references)
+
+    def test_list_id_and_auto_submitted(self) -> None:
+        """List-ID and Auto-Submitted are raw and trimmed; blank is absent."""
+        raw = message("List-ID:  <mylist.example.com> \r\nAuto-Submitted: auto-replied\r\n")
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.list_id, "<mylist.example.com>")
+        self.assertEqual(parsed.auto_submitted, "auto-replied")
+        blank = parse_message(message("List-ID:\r\nAuto-Submitted: \r\n"))
+        self.assertIsNone(blank.list_id)
+        self.assertIsNone(blank.auto_submitted)
+
+
+class DateTests(SynchronousTestCase):
+    """Date rendering (inbound.md §7.2, frontmatter.md §8.6)."""
+
+    def date(self, value: str) -> str | None:
+        return parse_message(message(f"Date: {value}\r\n")).date
+
+    def test_zero_offset(self) -> None:
+        """A zero offset is written C{Z}."""
+        self.assertEqual(self.date("Thu, 01 Jan 2025 12:00:00 +0000"), "2025-01-01T12:00:00Z")
+
+    def test_sender_offset(self) -> None:
+        """The sender's offset is kept."""
+        self.assertEqual(
+            self.date("Tue, 1 Jul 2003 10:52:37 +0200"), "2003-07-01T10:52:37+02:00"
+        )
+
+    def test_negative_offset(self) -> None:
+        """A negative offset with minutes is kept."""
+        self.assertEqual(
+            self.date("Mon, 3 Mar 2025 08:01:02 -0530"), "2025-03-03T08:01:02-05:30"
+        )
+
+    def test_unknown_zone(self) -> None:
+        """C{-0000} and C{GMT} are written C{Z}."""
+        self.assertEqual(self.date("1 Jan 2025 12:00:00 -0000"), "2025-01-01T12:00:00Z")
+        self.assertEqual(self.date("1 Jan 2025 12:00:00 GMT"), "2025-01-01T12:00:00Z")
+
+    def test_leap_second(self) -> None:
+        """A leap second is clamped rather than rejected."""
+        self.assertEqual(self.date("31 Dec 2016 23:59:60 +0000"), "2016-12-31T23:59:59Z")
+
+    def test_missing(self) -> None:
+        """A missing Date is None (the caller uses the ingest time)."""
+        self.assertIsNone(parse_message(message()).date)
+
+    def test_unparseable(self) -> None:
+        """Garbage, impossible dates and absurd offsets are None."""
+        for value in ("not a date", "31 Feb 2025 10:00:00 +0000", "1 Jan 2025 99:00:00 +0000",
+                      "1 Jan 2025 10:00:00 +9999", ""):
+            self.assertIsNone(self.date(value), value)
+
+
+class BodyTests(SynchronousTestCase):
+    """Body selection (inbound.md §7.3, acceptance cases 29-31)."""
+
+    def test_plain(self) -> None:
+        """A plain message's body is its text; no attachments."""
+        parsed = parse_message(message(body="Just text.\r\n"))
+        self.assertEqual(parsed.body, "Just text.\r\n")
+        self.assertEqual(parsed.attachments, ())
+
+    def test_alternative_prefers_plain(self) -> None:
+        """In multipart/alternative the plain part is the body."""
+        raw = split_entity(multipart("alternative", PLAIN, HTML))
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(parsed.attachments, ())
+
+    def test_alternative_html_first(self) -> None:
+        """The plain part wins even when the html part comes first."""
+        parsed = parse_message(split_entity(multipart("alternative", HTML, PLAIN)))
+        self.assertEqual(parsed.body, "plain text body")
+
+    def test_html_only(self) -> None:
+        """An HTML-only message becomes Markdown without tags."""
+        parsed = parse_message(split_entity(HTML))
+        self.assertIn("Hello", parsed.body)
+        self.assertIn("World", parsed.body)
+        self.assertNotIn("<", parsed.body)
+
+    def test_alternative_without_plain(self) -> None:
+        """An alternative without a plain part uses its html part."""
+        parsed = parse_message(split_entity(multipart("alternative", HTML)))
+        self.assertIn("World", parsed.body)
+        self.assertNotIn("<p>", parsed.body)
+
+    def test_invisible_html_dropped(self) -> None:
+        """Head, style, script, template, comments, PIs and declarations go."""
+        html = (
+            '<?xml version="1.0"?><!DOCTYPE html><html><head><title>TITLE</title>'
+            "<style>p{color:red}</style></head><body><![if !mso]>"
+            "<script>alert(1)</script><template>TPL</template><!-- secret -->"
+            "<p>Visible &amp; decoded</p><o:p>office</o:p></body></html>"
+        )
+        body = parse_message(split_entity("Content-Type: text/html\r\n\r\n" + html)).body
+        for hidden in ("TITLE", "color", "alert", "TPL", "secret", "xml", "mso", "DOCTYPE", "<"):
+            self.assertNotIn(hidden, body)
+        self.assertIn("Visible & decoded", body)
+        self.assertIn("office", body)
+
+    def test_unclosed_head_keeps_body(self) -> None:
+        """A head never closed (so it holds the body) does not hide the body."""
+        html = "<html><head><title>T</title><body><p>Visible</p></body></html>"
+        body = parse_message(split_entity("Content-Type: text/html\r\n\r\n" + html)).body
+        self.assertIn("Visible", body)
+        self.assertNotIn("T\n", body)
+
+    def test_html_cap(self) -> None:
+        """HTML beyond 2 MiB is cut and the marker appended."""
+        html = "<p>" + "x" * (2 * 1024 * 1024) + "END</p>"
+        body = parse_message(split_entity("Content-Type: text/html\r\n\r\n" + html)).body
+        self.assertNotIn("END", body)
+        self.assertTrue(body.endswith("\n\n[...HTML body truncated at 2 MB for rendering...]"))
+
+    def test_quoted_printable_latin1(self) -> None:
+        """Bodies are transfer-decoded and charset-decoded."""
+        entity = (
+            "Content-Type: text/plain; charset=iso-8859-1\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9 =\r\nsoft"
+        )
+        self.assertEqual(parse_message(split_entity(entity)).body, "café soft")
+
+    def test_base64_utf8(self) -> None:
+        """A base64 body is decoded."""
+        encoded = base64.b64encode("naïve ✓".encode()).decode()
+        entity = (
+            "Content-Type: text/plain; charset=UTF-8\r\n"
+            f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
+        )
+        self.assertEqual(parse_message(split_entity(entity)).body, "naïve ✓")
+
+    def test_unknown_charset(self) -> None:
+        """An unknown charset falls back to UTF-8."""
+        raw = b"Content-Type: text/plain; charset=x-klingon\r\n\r\ncaf\xc3\xa9"
+        self.assertEqual(parse_message(raw).body, "café")
+
+    def test_hostile_charsets(self) -> None:
+        """Non-text codecs and surrogate-producing codecs do not leak."""
+        for charset in ("base64", "rot13", "idna", "unicode-escape", "utf-7", "utf-16"):
+            raw = b"Content-Type: text/plain; charset=" + charset.encode() + b"\r\n\r\n\\ud800+2D3- x\xff"
+            body = parse_message(raw).body
+            body.encode("utf-8")  # no lone surrogates
+
+    def test_eight_bit_without_charset(self) -> None:
+        """8-bit text without a charset is read as UTF-8."""
+        self.assertEqual(parse_message(b"Subject: x\r\n\r\nna\xc3\xafve").body, "naïve")
+
+    def test_first_text_part_only(self) -> None:
+        """Later inline text parts are neither body nor attachment."""
+        second = "Content-Type: text/plain\r\n\r\nsecond"
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, second)))
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(parsed.attachments, ())
+
+    def test_named_text_part_is_attachment(self) -> None:
+        """A later text part with a name is an attachment."""
+        named = 'Content-Type: text/plain; name="log.txt"\r\n\r\nlog'
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, named)))
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(
+            parsed.attachments, (Attachment("log.txt", "text/plain", b"log"),)
+        )
+
+    def test_related_html_with_inline_image(self) -> None:
+        """multipart/related html is the body; its image is an attachment."""
+        image = (
+            'Content-Type: image/png\r\nContent-ID: <img1>\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo="
+        )
+        related = multipart("related", HTML, image, boundary="REL")
+        parsed = parse_message(split_entity(multipart("alternative", PLAIN, related)))
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(len(parsed.attachments), 1)
+        self.assertEqual(parsed.attachments[0].content_type, "image/png")
+        self.assertEqual(parsed.attachments[0].data, b"\x89PNG\r\n\x1a\n")
+
+    def test_alternative_of_related_without_plain(self) -> None:
+        """alternative(related(html, image)) uses the html part as body."""
+        image = "Content-Type: image/gif\r\n\r\nGIF89a"
+        related = multipart("related", HTML, image, boundary="REL")
+        parsed = parse_message(split_entity(multipart("alternative", related)))
+        self.assertIn("World", parsed.body)
+        self.assertEqual([a.content_type for a in parsed.attachments], ["image/gif"])
+
+    def test_text_attachment_only(self) -> None:
+        """A message that is only an attachment has an empty body."""
+        entity = 'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.txt"\r\n\r\nx'
+        parsed = parse_message(split_entity(entity))
+        self.assertEqual(parsed.body, "")
+        self.assertEqual(parsed.attachments, (Attachment("a.txt", "text/plain", b"x"),))
+
+
+class AttachmentTests(SynchronousTestCase):
+    """Attachments (inbound.md §7.4, acceptance cases 32-35)."""
+
+    def attachment(self, name: str, ctype: str = "text/plain", body: str = "notes") -> str:
+        return (
+            f"Content-Type: {ctype}\r\n"
+            f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{body}'
+        )
+
+    def test_notes(self) -> None:
+        """A text attachment keeps its name, type and content."""
+        parsed = parse_message(
+            split_entity(multipart("mixed", PLAIN, self.attachment("notes.txt")))
+        )
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(
+            parsed.attachments, (Attachment("notes.txt", "text/plain", b"notes"),)
+        )
+
+    def test_order_and_duplicates(self) -> None:
+        """Attachments come in MIME order; duplicate raw names are kept as is."""
+        parts = [
+            self.attachment("file.txt"),
+            self.attachment("data.bin", "application/octet-stream"),
+            self.attachment("report.pdf", "application/pdf"),
+            self.attachment("report.pdf", "application/pdf"),
+        ]
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, *parts)))
+        self.assertEqual(
+            [a.filename_raw for a in parsed.attachments],
+            ["file.txt", "data.bin", "report.pdf", "report.pdf"],
+        )
+
+    def test_binary_round_trip(self) -> None:
+        """Base64 binary content round-trips byte for byte."""
+        data = bytes(range(256)) * 300
+        encoded = base64.encodebytes(data).decode().replace("\n", "\r\n")
+        part = (
+            'Content-Type: application/pdf; name="x.pdf"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n" + encoded
+        )
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].data, data)
+        self.assertEqual(parsed.attachments[0].filename_raw, "x.pdf")
+
+    def test_name_from_content_type(self) -> None:
+        """Without a disposition filename the Content-Type name is used."""
+        part = 'Content-Type: application/zip; name="a.zip"\r\n\r\nPK'
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].filename_raw, "a.zip")
+
+    def test_rfc2231_name(self) -> None:
+        """RFC 2231 encoded and continued names are decoded."""
+        part = (
+            "Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+            " filename*0*=utf-8''r%C3%A9sum;\r\n filename*1*=%C3%A9.pdf\r\n\r\nx"
+        )
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].filename_raw, "résumé.pdf")
+
+    def test_rfc2047_name(self) -> None:
+        """RFC 2047 encoded names (common, if non-standard) are decoded."""
+        part = self.attachment("=?utf-8?b?w6kucGRm?=", "application/pdf")
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].filename_raw, "é.pdf")
+
+    def test_hostile_name_passed_raw(self) -> None:
+        """Names are not sanitised here (the store does that)."""
+        part = self.attachment("../../../etc/cron.d/evil")
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].filename_raw, "../../../etc/cron.d/evil")
+
+    def test_unnamed(self) -> None:
+        """A part without any name has an empty raw name."""
+        part = "Content-Type: application/octet-stream\r\n\r\nxx"
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].filename_raw, "")
+
+    def test_missing_content_type(self) -> None:
+        """An attachment without Content-Type is application/octet-stream."""
+        part = 'Content-Disposition: attachment; filename="a"\r\n\r\nxx'
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments[0].content_type, "application/octet-stream")
+
+    def test_non_inline_text(self) -> None:
+        """text/csv is never inline."""
+        part = "Content-Type: text/csv\r\n\r\na,b"
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments, (Attachment("", "text/csv", b"a,b"),))
+
+    def test_forwarded_message(self) -> None:
+        """A message/rfc822 part is one attachment holding its raw bytes."""
+        inner = (
+            "Subject: inner\r\nX-Long: folded\r\n value\r\n"
+            'Content-Type: multipart/mixed; boundary="IN"\r\n\r\n'
+            "--IN\r\nContent-Type: text/plain\r\n\r\ninner body\r\n--IN--\r\n"
+        )
+        part = 'Content-Type: message/rfc822\r\n\r\n' + inner
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.body, "plain text body")
+        (forwarded,) = parsed.attachments
+        self.assertEqual(forwarded.content_type, "message/rfc822")
+        self.assertEqual(forwarded.data, inner.encode())
+
+
+MALFORMED = [
+    b"x",
+    b"\x00\x00\x00",
+    b"Subject: no body",
+    b"no headers at all\r\njust text\r\n",
+    b": empty name\r\n\r\nbody",
+    b"Subject: =?utf-8?b?!!!?= =?bogus?q?x?= =?utf-8?b?w?= =?utf-8?x?y?=\r\n\r\n",
+    b"Subject: \xff\xfe\x80 =?utf-8?q?\xff?=\r\nFrom: \xff <\xfe@\xfd>\r\n\r\n\xff",
+    b"From: <<<>>>, ,,, @@, \"unterminated\r\nTo: (((\r\nCc: a@\r\n\r\nx",
+    b"Date: Mon, 99 Foo 99999 99:99:99 +99999\r\n\r\nx",
+    b"Date: 0 0 0 0 0:\r\n\r\nx",
+    b"Content-Type: multipart/mixed\r\n\r\nno boundary",
+    b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nnever closed',
+    b'Content-Type: multipart/mixed; boundary="B"\r\n\r\nno parts at all',
+    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not*base64===x",
+    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\ngarbage\r\n",
+    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=\r\n=",
+    b"Content-Type: text/html; charset=\"\xff\"\r\n\r\n<p unclosed <b>&bogus;<<<>",
+    b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename*=idna''%FF%FE\r\n\r\nx",
+    b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename*=rot13''x; name*0*=zz\r\n\r\nx",
+    b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nbm90IGEgbWVzc2FnZQ==",
+    b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nAction: failed\r\n",
+    b"Content-Type: ////\r\nContent-Disposition: ;;;\r\n\r\nx",
+    b"Content-Type: text/plain; charset*=''\r\nMessage-ID: <<<>\r\nReferences: > < <\r\n\r\nx",
+    b"\r\n\r\nbody after blank headers",
+    b"From: a@b\nSubject: LF only\n\nbody\n",
+    b"Subject: bare\rcarriage\r\n\r\nx\rx",
+]
+
+
+class MalformedTests(SynchronousTestCase):
+    """Malformed input never crashes the parser (inbound.md §7.2)."""
+
+    def assertStorable(self, raw: bytes) -> None:
+        """C{raw} parses and renders to a file that reads back."""
+        parsed = parse_message(raw)
+        fields = {
+            "from": parsed.from_,
+            "to": parsed.to,
+            "subject": parsed.subject,
+            "date": parsed.date,
+            "message_id": parsed.message_id,
+            "references": parsed.references,
+            "names": [a.filename_raw for a in parsed.attachments],
+        }
+        self.assertEqual(parse(render(fields, parsed.body))[0]["subject"], parsed.subject)
+
+    def test_empty(self) -> None:
+        """Empty or blank input raises L{IngestError}."""
+        for raw in (b"", b"\r\n", b"  \r\n\t"):
+            self.assertRaises(IngestError, parse_message, raw)
+
+    def test_too_deep(self) -> None:
+        """Nesting too deep for the parser raises L{IngestError}."""
+        raw = b"".join(
+            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+            for i in range(3000)
+        )
+        self.assertRaises(IngestError, parse_message, raw)
+
+    def test_moderately_deep(self) -> None:
+        """Deep but parseable nesting still finds the body."""
+        raw = b"".join(
+            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+            for i in range(100)
+        ) + b"Content-Type: text/plain\r\n\r\ndeep"
+        self.assertIn("deep", parse_message(raw).body)
+
+    def test_corpus(self) -> None:
+        """Each known-bad message parses and renders."""
+        for raw in MALFORMED:
+            self.assertStorable(raw)
+
+    def test_fuzz(self) -> None:
+        """Seeded random mutations of real-looking messages parse and render."""
+        seeds = [
+            split_entity(multipart("mixed", PLAIN, HTML, "Content-Type: image/png; name=a\r\n\r\nxx")),
+            split_entity(multipart("alternative", PLAIN, HTML)),
+            message("Subject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\n"),
+        ] + MALFORMED
+        alphabet = b"\x00\xff\r\n:;<>\"=?-_ \t@,()\\/*'%bBqQ" + bytes(range(32, 127))
+        rng = random.Random(20250415)
+        for _ in range(400):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 12)):
+                position = rng.randrange(len(data) + 1)
+                action = rng.randrange(3)
+                if action == 0:
+                    data[position:position] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+                elif action == 1:
+                    del data[position : position + rng.randint(1, 8)]
+                else:
+                    data[position : position + 1] = bytes([rng.randrange(256)])
+            if bytes(data).strip():
+                self.assertStorable(bytes(data))
