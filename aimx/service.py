@@ -13,7 +13,8 @@ from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 from twisted.python import usage
 
-from aimx.auth.resolver import Resolver
+from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
+from aimx.core import dkimcheck
 from aimx.errors import ConfigError
 from aimx.smtp.inbound import Inbound
 from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
@@ -172,6 +173,42 @@ class Daemon(service.MultiService):
         )
 
 
+def dkim_dns_check(config, config_dir: str, resolver):
+    """Compare the published DKIM key with the local one (blocking; never raises).
+
+    @return: C{(level, text)} to log, or C{None} when they match.
+    """
+    fqdn = f"{config.dkim_selector}._domainkey.{config.domain}"
+    try:
+        local = keys.local_public_key_b64(config_dir)
+    except (OSError, ValueError) as e:
+        return dkimcheck.report(fqdn, config.domain, "", None, f"local key error: {e}")
+    try:
+        txts = resolver.txt(fqdn)
+    except (DnsNoRecord, DnsTempError) as e:
+        return dkimcheck.report(fqdn, config.domain, local, None, str(e) or type(e).__name__)
+    return dkimcheck.report(fqdn, config.domain, local, txts)
+
+
+class DkimDnsCheck(service.Service):
+    """Runs the DKIM DNS sanity check in a thread once the daemon has started."""
+
+    def __init__(self, run_in_thread, check):
+        self.run_in_thread = run_in_thread
+        self.check = check
+
+    def startService(self):
+        super().startService()
+        self.done = self.run_in_thread(self.check)
+        self.done.addCallback(self._report)
+        self.done.addErrback(lambda f: log.failure("DKIM DNS sanity check crashed", f))
+
+    def _report(self, result):
+        if result is not None:
+            level, text = result
+            (log.error if level == "error" else log.warn)("{text}", text=text)
+
+
 def _tls(options: Options):
     cert = options["tls-cert"] or keys.DEFAULT_TLS_CERT
     key = options["tls-key"] or keys.DEFAULT_TLS_KEY
@@ -212,11 +249,16 @@ def build(
     live = LiveConfig(config)
     daemon = Daemon(reactor, options, live)
     pool = reactor.getThreadPool()
+    resolver = Resolver.from_env(environ)
+
+    def run_in_thread(f, *args):
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
     inbound = Inbound(
         config=live,
         store=MailStore(config.data_dir),
-        resolver=Resolver.from_env(environ),
-        run_in_thread=lambda f, *a: threads.deferToThreadPool(reactor, pool, f, *a),
+        resolver=resolver,
+        run_in_thread=run_in_thread,
     )
     factory = AimxSMTPFactory(
         config=live,
@@ -229,6 +271,10 @@ def build(
     daemon.smtp = SmtpListener(reactor, factory, options.host, options.port)
     daemon.smtp.setServiceParent(daemon)
     PidFile(os.path.join(options["runtime-dir"], "aimx.pid")).setServiceParent(daemon)
+    daemon.dkim_check = DkimDnsCheck(
+        run_in_thread, lambda: dkim_dns_check(config, options["config-dir"], resolver)
+    )
+    daemon.dkim_check.setServiceParent(daemon)
     return daemon
 
 

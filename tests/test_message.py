@@ -32,7 +32,10 @@ def split_entity(entity: str) -> bytes:
 
 
 PLAIN = "Content-Type: text/plain; charset=utf-8\r\n\r\nplain text body"
-HTML = "Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><h1>Hello</h1><p>World</p></body></html>"
+HTML = (
+    "Content-Type: text/html; charset=utf-8\r\n\r\n"
+    "<html><body><h1>Hello</h1><p>World</p></body></html>"
+)
 
 
 class HeaderTests(SynchronousTestCase):
@@ -73,6 +76,12 @@ class HeaderTests(SynchronousTestCase):
             parsed.from_addresses, ("a@one.example", "b@two.example", "c@three.example")
         )
         self.assertEqual(parsed.from_, "a@one.example")
+
+    def test_pathological_address(self) -> None:
+        """Thousands of nested comments leave no address instead of failing."""
+        parsed = parse_message(b"From: " + b"(" * 5000 + b"a@b\r\n\r\nx")
+        self.assertEqual(parsed.from_, "")
+        self.assertEqual(parsed.from_addresses, ())
 
     def test_every_to(self) -> None:
         """To keeps every address, comma-joined (aimx decision)."""
@@ -168,6 +177,7 @@ class DateTests(SynchronousTestCase):
     """Date rendering (inbound.md §7.2, frontmatter.md §8.6)."""
 
     def date(self, value: str) -> str | None:
+        """The C{date} parsed from a Date header of C{value}."""
         return parse_message(message(f"Date: {value}\r\n")).date
 
     def test_zero_offset(self) -> None:
@@ -246,12 +256,12 @@ class BodyTests(SynchronousTestCase):
             '<?xml version="1.0"?><!DOCTYPE html><html><head><title>TITLE</title>'
             "<style>p{color:red}</style></head><body><![if !mso]>"
             "<script>alert(1)</script><template>TPL</template><!-- secret -->"
-            "<p>Visible &amp; decoded</p><o:p>office</o:p></body></html>"
+            "<p>Visible &amp; decoded snake_case *x*</p><o:p>office</o:p></body></html>"
         )
         body = parse_message(split_entity("Content-Type: text/html\r\n\r\n" + html)).body
         for hidden in ("TITLE", "color", "alert", "TPL", "secret", "xml", "mso", "DOCTYPE", "<"):
             self.assertNotIn(hidden, body)
-        self.assertIn("Visible & decoded", body)
+        self.assertIn("Visible & decoded snake_case *x*", body)
         self.assertIn("office", body)
 
     def test_unclosed_head_keeps_body(self) -> None:
@@ -260,6 +270,13 @@ class BodyTests(SynchronousTestCase):
         body = parse_message(split_entity("Content-Type: text/html\r\n\r\n" + html)).body
         self.assertIn("Visible", body)
         self.assertNotIn("T\n", body)
+
+    def test_html_deeply_unclosed(self) -> None:
+        """Thousands of unclosed tags fall back to the visible text."""
+        html = "<style>hidden</style>" + "<font>" * 3000 + "deep text"
+        body = parse_message(split_entity("Content-Type: text/html\r\n\r\n" + html)).body
+        self.assertIn("deep text", body)
+        self.assertNotIn("hidden", body)
 
     def test_html_cap(self) -> None:
         """HTML beyond 2 MiB is cut and the marker appended."""
@@ -293,7 +310,9 @@ class BodyTests(SynchronousTestCase):
     def test_hostile_charsets(self) -> None:
         """Non-text codecs and surrogate-producing codecs do not leak."""
         for charset in ("base64", "rot13", "idna", "unicode-escape", "utf-7", "utf-16"):
-            raw = b"Content-Type: text/plain; charset=" + charset.encode() + b"\r\n\r\n\\ud800+2D3- x\xff"
+            raw = b"Content-Type: text/plain; charset=%s\r\n\r\n\\ud800+2D3- x\xff" % (
+                charset.encode()
+            )
             body = parse_message(raw).body
             body.encode("utf-8")  # no lone surrogates
 
@@ -340,7 +359,10 @@ class BodyTests(SynchronousTestCase):
 
     def test_text_attachment_only(self) -> None:
         """A message that is only an attachment has an empty body."""
-        entity = 'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="a.txt"\r\n\r\nx'
+        entity = (
+            "Content-Type: text/plain\r\n"
+            'Content-Disposition: attachment; filename="a.txt"\r\n\r\nx'
+        )
         parsed = parse_message(split_entity(entity))
         self.assertEqual(parsed.body, "")
         self.assertEqual(parsed.attachments, (Attachment("a.txt", "text/plain", b"x"),))
@@ -350,6 +372,7 @@ class AttachmentTests(SynchronousTestCase):
     """Attachments (inbound.md §7.4, acceptance cases 32-35)."""
 
     def attachment(self, name: str, ctype: str = "text/plain", body: str = "notes") -> str:
+        """A part with C{Content-Disposition: attachment}."""
         return (
             f"Content-Type: {ctype}\r\n"
             f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{body}'
@@ -463,15 +486,20 @@ MALFORMED = [
     b"Date: Mon, 99 Foo 99999 99:99:99 +99999\r\n\r\nx",
     b"Date: 0 0 0 0 0:\r\n\r\nx",
     b"Content-Type: multipart/mixed\r\n\r\nno boundary",
-    b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nnever closed',
+    b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+    b"--B\r\nContent-Type: text/plain\r\n\r\nnever closed",
     b'Content-Type: multipart/mixed; boundary="B"\r\n\r\nno parts at all',
     b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not*base64===x",
-    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\ngarbage\r\n",
+    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"
+    b"begin 644 x\r\ngarbage\r\n",
     b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=\r\n=",
     b"Content-Type: text/html; charset=\"\xff\"\r\n\r\n<p unclosed <b>&bogus;<<<>",
-    b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename*=idna''%FF%FE\r\n\r\nx",
-    b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename*=rot13''x; name*0*=zz\r\n\r\nx",
-    b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nbm90IGEgbWVzc2FnZQ==",
+    b"Content-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=idna''%FF%FE\r\n\r\nx",
+    b"Content-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=rot13''x; name*0*=zz\r\n\r\nx",
+    b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"bm90IGEgbWVzc2FnZQ==",
     b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nAction: failed\r\n",
     b"Content-Type: ////\r\nContent-Disposition: ;;;\r\n\r\nx",
     b"Content-Type: text/plain; charset*=''\r\nMessage-ID: <<<>\r\nReferences: > < <\r\n\r\nx",
@@ -527,7 +555,9 @@ class MalformedTests(SynchronousTestCase):
     def test_fuzz(self) -> None:
         """Seeded random mutations of real-looking messages parse and render."""
         seeds = [
-            split_entity(multipart("mixed", PLAIN, HTML, "Content-Type: image/png; name=a\r\n\r\nxx")),
+            split_entity(
+                multipart("mixed", PLAIN, HTML, "Content-Type: image/png; name=a\r\n\r\nxx")
+            ),
             split_entity(multipart("alternative", PLAIN, HTML)),
             message("Subject: =?utf-8?q?caf=C3=A9?=\r\nDate: Tue, 1 Jul 2003 10:52:37 +0200\r\n"),
         ] + MALFORMED
@@ -539,7 +569,8 @@ class MalformedTests(SynchronousTestCase):
                 position = rng.randrange(len(data) + 1)
                 action = rng.randrange(3)
                 if action == 0:
-                    data[position:position] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+                    count = rng.randint(1, 8)
+                    data[position:position] = bytes(rng.choice(alphabet) for _ in range(count))
                 elif action == 1:
                     del data[position : position + rng.randint(1, 8)]
                 else:

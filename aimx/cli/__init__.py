@@ -122,6 +122,13 @@ def main(argv=None) -> int:
         from aimx.cli import serve
 
         return serve.run(head + tail)
+    if verb in NOT_BUILT and not {"-h", "--help"} & set(tail):
+        print(
+            f"Error: 'aimx {verb}' is not built yet in this version "
+            f"(it comes with {NOT_BUILT[verb]})",
+            file=sys.stderr,
+        )
+        return 1
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_usage(sys.stderr)
@@ -132,11 +139,6 @@ def main(argv=None) -> int:
     if args.config_dir is None:
         args.config_dir = os.environ.get("AIMX_CONFIG_DIR", "/etc/aimx")
     try:
-        if args.verb in NOT_BUILT:
-            raise AimxError(
-                f"'aimx {args.verb}' is not built yet in this version "
-                f"(it comes with {NOT_BUILT[args.verb]})"
-            )
         if args.verb == "ingest":
             from aimx.cli import ingest
 

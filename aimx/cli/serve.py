@@ -19,7 +19,9 @@ def run(argv: list[str]) -> int:
     from twisted.internet.error import CannotListenError
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+    )
     try:
         daemon = service.build(options, reactor)
         daemon.startService()

@@ -143,7 +143,7 @@ def inbound_fields(
     parsed: ParsedMessage,
     thread_id: str,
     delivered_to: str,
-    date: str,
+    date: str | None,
     received_at: str,
     received_from_ip: str | None,
     size_bytes: int,
@@ -160,7 +160,8 @@ def inbound_fields(
     @param parsed: the parsed message.
     @param thread_id: from L{aimx.core.threadid.thread_id}.
     @param delivered_to: the envelope recipient as given.
-    @param date: C{parsed.date}, or the ingest time when that is L{None}.
+    @param date: C{parsed.date}, or the ingest time when that is L{None}
+        (L{rfc3339_utc}); L{None} only if the caller fills it in later.
     @param received_at: the ingest time, L{rfc3339_utc}.
     @param received_from_ip: the SMTP peer; L{None} or the unspecified
         address (C{aimx ingest}) leaves the key out.
@@ -204,6 +205,32 @@ def inbound_fields(
         ]
         or None,
     }
+
+
+_READ_DEFAULTS = {
+    "thread_id": "",
+    "delivered_to": "",
+    "received_at": "",
+    "size_bytes": 0,
+    "dkim": "none",
+    "spf": "none",
+    "dmarc": "none",
+    "trusted": "none",
+}
+
+
+def with_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Parsed fields with the defaults for keys older or foreign files lack.
+
+    frontmatter.md §2.2, and C{outbound_format = "text"} on a sent copy (§6).
+
+    @param fields: fields from L{parse}.
+    @return: a new dict with the missing keys filled in.
+    """
+    result = {**_READ_DEFAULTS, **fields}
+    if result.get("outbound") is True:
+        result.setdefault("outbound_format", "text")
+    return result
 
 
 def rfc3339_utc(when: datetime) -> str:

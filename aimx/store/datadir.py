@@ -6,6 +6,8 @@ at start-up whenever its first line (the version line) differs (spec/daemon.md Â
 
 import os
 
+from aimx.errors import ConfigError
+
 README_VERSION_LINE = "<!-- aimx-readme-version: 1 -->"
 
 README = f"""{README_VERSION_LINE}
@@ -25,11 +27,17 @@ This directory is managed by the aimx daemon.
 
 
 def prepare(data_dir: str) -> list[str]:
-    """Create the data dir layout and refresh README.md; return warnings."""
+    """Create the data dir layout and refresh README.md; return warnings.
+
+    @raise ConfigError: the directories cannot be created.
+    """
     for sub in ("", "inbox", "sent"):
         path = os.path.join(data_dir, sub)
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, 0o755)
+        try:
+            os.makedirs(path, exist_ok=True)
+            os.chmod(path, 0o755)
+        except OSError as e:
+            raise ConfigError(f"cannot create data directory {path}: {e.strerror}") from None
     path = os.path.join(data_dir, "README.md")
     try:
         with open(path, encoding="utf-8") as f:

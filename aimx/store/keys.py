@@ -4,6 +4,7 @@ Paths: C{<config_dir>/dkim/private.key} (0600) and C{public.key} (0644); the TLS
 pair defaults to C{/etc/ssl/aimx/cert.pem} and C{key.pem} (spec/inbound.md §1).
 """
 
+import base64
 import datetime
 import os
 
@@ -132,3 +133,14 @@ def load_tls_pair(cert_path: str, key_path: str):
     except (ValueError, TypeError) as e:
         raise ConfigError(f"TLS key {key_path} is not valid PEM: {e}") from None
     return cert, key
+
+
+def local_public_key_b64(config_dir: str) -> str:
+    """Base64 of the SubjectPublicKeyInfo DER in C{<config_dir>/dkim/public.key}."""
+    with open(dkim_paths(config_dir)[1], "rb") as f:
+        pem = f.read()
+    key = serialization.load_pem_public_key(pem)
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode("ascii")

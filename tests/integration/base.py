@@ -58,7 +58,7 @@ class DaemonTestCase(TestCase):
     limits = SmtpLimits()
 
     def setUp(self):
-        root = self.mktemp()
+        root = os.path.abspath(self.mktemp())
         self.config_dir = os.path.join(root, "etc")
         self.data_dir = os.path.join(root, "data")
         self.runtime_dir = os.path.join(root, "run")

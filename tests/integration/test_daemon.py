@@ -1,0 +1,277 @@
+"""Daemon start-up, reload and shutdown (spec/daemon.md §8), in-process and as a process."""
+
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+
+from twisted.internet import defer, reactor, threads, utils
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+
+from aimx import service
+from aimx.errors import ConfigError
+from aimx.store import datadir, keys
+from tests.integration.base import DaemonTestCase, base_config, current_user
+from tests.integration.test_inbound import PLAIN, message
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class LoggedTestCase(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def logged(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+
+class StartupTests(LoggedTestCase):
+    def test_listener_and_pid(self):
+        """The daemon listens, logs its banner and writes its pid file (case 1)."""
+        self.start_daemon()
+        socket.create_connection(("127.0.0.1", self.port)).close()
+        text = self.logged()
+        self.assertIn("aimx SMTP listener", text)
+        self.assertIn("bind:  127.0.0.1:", text)
+        self.assertIn("tls:   disabled", text)
+        with open(os.path.join(self.runtime_dir, "aimx.pid")) as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+
+    def test_explicit_tls_missing(self):
+        """An explicit --tls-cert that is missing is fatal (case 2)."""
+        options = self.options("--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/k")
+        e = self.assertRaises(ConfigError, service.build, options, reactor, environ=self.environ)
+        self.assertIn("TLS cert/key not readable: /nonexistent/cert.pem", str(e))
+
+    def test_tls_enabled(self):
+        """A readable certificate turns STARTTLS on and the banner says so."""
+        cert, key = (os.path.join(self.config_dir, n) for n in ("c.pem", "k.pem"))
+        keys.generate_self_signed(cert, key, "localhost")
+        self.start_daemon(self.options("--tls-cert", cert, "--tls-key", key))
+        self.assertIn("tls:   enabled", self.logged())
+
+    def test_dkim_key_missing(self):
+        """A missing DKIM private key is fatal and binds nothing (case 3)."""
+        os.unlink(keys.dkim_paths(self.config_dir)[0])
+        e = self.assertRaises(ConfigError, service.build, self.options(), reactor, environ=self.environ)
+        self.assertIn("Failed to load DKIM private key", str(e))
+        self.assertFalse(os.path.exists(os.path.join(self.runtime_dir, "aimx.pid")))
+
+    def test_config_missing(self):
+        """A missing config.toml is fatal with the setup hint (case 4)."""
+        os.unlink(os.path.join(self.config_dir, "config.toml"))
+        e = self.assertRaises(ConfigError, service.build, self.options(), reactor, environ=self.environ)
+        self.assertIn("Config file not found at", str(e))
+
+    def test_readme_refreshed(self):
+        """An outdated data-dir README is replaced at start-up, mode 0644 (case 14)."""
+        os.makedirs(self.data_dir)
+        path = os.path.join(self.data_dir, "README.md")
+        with open(path, "w") as f:
+            f.write("<!-- aimx-readme-version: 0 -->\nold\n")
+        self.start_daemon()
+        with open(path) as f:
+            self.assertEqual(f.readline().rstrip("\n"), datadir.README_VERSION_LINE)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
+
+    def test_orphan_owner(self):
+        """An owner missing from passwd is a warning, not an error (case 15)."""
+        self.write_config(
+            base_config(self.data_dir)
+            + '\n[mailboxes.ghost]\naddress = "ghost@test.local"\nowner = "nosuchuser123"\n'
+        )
+        self.start_daemon()
+        self.assertIn("does not resolve via getpwnam; mailbox marked inactive", self.logged())
+
+
+class DkimDnsCheckTests(LoggedTestCase):
+    def local_p(self) -> str:
+        return keys.local_public_key_b64(self.config_dir)
+
+    @defer.inlineCallbacks
+    def check(self) -> str:
+        daemon = self.start_daemon()
+        yield daemon.dkim_check.done
+        return self.logged()
+
+    @defer.inlineCallbacks
+    def test_mismatch(self):
+        """A different published key is an ERROR naming aimx setup; SMTP still up (case 5)."""
+        self.dns.add_txt("aimx._domainkey.test.local", "v=DKIM1; k=rsa; p=COMPLETELY-DIFFERENT-KEY")
+        text = yield self.check()
+        self.assertIn("ERROR: DKIM key mismatch", text)
+        self.assertIn("aimx setup", text)
+        socket.create_connection(("127.0.0.1", self.port)).close()
+
+    @defer.inlineCallbacks
+    def test_resolve_error(self):
+        """No record at all: the check is skipped with a warning (case 6)."""
+        text = yield self.check()
+        self.assertIn("Warning: DKIM DNS sanity check skipped", text)
+
+    @defer.inlineCallbacks
+    def test_match(self):
+        """The right key published: no DKIM warning or error (case 7)."""
+        self.dns.add_txt("aimx._domainkey.test.local", f"v=DKIM1; k=rsa; p={self.local_p()}")
+        text = yield self.check()
+        self.assertNotIn("DKIM", text)
+
+    @defer.inlineCallbacks
+    def test_no_p_tag(self):
+        """A record without p= is reported (case 7)."""
+        self.dns.add_txt("aimx._domainkey.test.local", "v=DKIM1; k=rsa")
+        text = yield self.check()
+        self.assertIn("has no non-empty p= value", text)
+
+
+class ReloadTests(LoggedTestCase):
+    @defer.inlineCallbacks
+    def test_sighup_adds_mailbox(self):
+        """A hand-added mailbox routes after a reload, no restart (case 12)."""
+        self.start_daemon()
+        self.write_config(
+            base_config(self.data_dir, catchall=False)
+            + f'\n[mailboxes.carol]\naddress = "carol@test.local"\nowner = "{current_user()}"\n'
+        )
+        self.daemon.reload()
+        self.assertIn("SIGHUP: config reloaded from", self.logged())
+        self.assertIn("3 mailboxes", self.logged())
+        reply = yield self.smtp(PLAIN, ["carol@test.local"])
+        self.assertEqual(reply[0], 250)
+        self.assertEqual(len(self.inbox("carol")), 1)
+
+    @defer.inlineCallbacks
+    def test_bad_reload_keeps_config(self):
+        """Invalid TOML on reload keeps the old config; a later good reload works (case 13)."""
+        self.start_daemon()
+        self.write_config("this is = = not toml")
+        self.daemon.reload()
+        self.assertIn("Keeping previous config.", self.logged())
+        reply = yield self.smtp(PLAIN, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        self.write_config(base_config(self.data_dir, catchall=False))
+        self.daemon.reload()
+        self.assertIn("2 mailboxes", self.logged())
+
+
+class ShutdownTests(LoggedTestCase):
+    @defer.inlineCallbacks
+    def test_stop_when_idle(self):
+        """Stopping removes the pid file and refuses new connections (case 10)."""
+        daemon = self.start_daemon()
+        yield daemon.stopService()
+        self.assertFalse(os.path.exists(os.path.join(self.runtime_dir, "aimx.pid")))
+        self.assertRaises(
+            ConnectionRefusedError, socket.create_connection, ("127.0.0.1", self.port)
+        )
+
+    @defer.inlineCallbacks
+    def test_stop_mid_session(self):
+        """A session open when the stop starts can still deliver (case 11)."""
+        daemon = self.start_daemon()
+        client = yield threads.deferToThread(smtplib.SMTP, "127.0.0.1", self.port)
+        yield threads.deferToThread(client.ehlo, "x")
+        stopped = daemon.stopService()
+        self.assertNoResult(stopped)
+        reply = yield threads.deferToThread(
+            client.sendmail, "a@example.com", ["alice@test.local"], message(msgid="late@x")
+        )
+        self.assertEqual(reply, {})
+        yield threads.deferToThread(client.quit)
+        yield stopped
+        self.assertEqual(len(self.inbox("alice")), 1)
+        self.assertIn("connections in-flight", self.logged())
+
+
+class ProcessTests(DaemonTestCase):
+    """The real entry points as processes: `aimx serve`, `twistd aimx`, `aimx ingest`."""
+
+    def run_aimx(self, *args, stdin: bytes = b"", env=None):
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir, **(env or {}))
+        return subprocess.run(
+            [sys.executable, "-m", "aimx", *args], input=stdin, capture_output=True,
+            env=env, timeout=60, cwd=REPO,
+        )
+
+    def test_serve_config_missing(self):
+        """`aimx serve` without a config exits 1 with one clear line."""
+        os.unlink(os.path.join(self.config_dir, "config.toml"))
+        result = self.run_aimx("serve", "--bind", "127.0.0.1:0")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"Config file not found at", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)
+
+    def test_serve_tls_unreadable(self):
+        """`aimx serve --tls-cert /nonexistent` exits non-zero with the reason."""
+        result = self.run_aimx("serve", "--bind", "127.0.0.1:0", "--tls-cert", "/nonexistent")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"TLS cert/key not readable: /nonexistent", result.stderr)
+
+    def test_twistd_plugin(self):
+        """`twistd aimx` is discoverable and takes the daemon's options."""
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "aimx", "--help"],
+            capture_output=True, env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for flag in (b"--bind", b"--tls-cert", b"--tls-key", b"--config-dir", b"--data-dir"):
+            self.assertIn(flag, result.stdout)
+
+    def test_ingest_catchall(self):
+        """`aimx --data-dir T ingest` stores one file, no received_from_ip (case 37, cli 11)."""
+        raw = PLAIN.replace(b"Subject: Test", b"Subject: Plain text test")
+        result = self.run_aimx("--data-dir", self.data_dir, "ingest", "catchall@test.local",
+                               stdin=raw, env=self.environ)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"received email", result.stderr)
+        self.assertIn(b"stored email", result.stderr)
+        fields, _ = self.only_mail("catchall")
+        self.assertEqual(fields["from"], "Alice <alice@example.com>")
+        self.assertEqual(fields["subject"], "Plain text test")
+        self.assertEqual(fields["message_id"], "plain-001@example.com")
+        self.assertIs(fields["read"], False)
+        self.assertNotIn("received_from_ip", fields)
+
+    def test_ingest_routing_and_dedup(self):
+        """Ingest routes like SMTP, and a re-ingest of the same Message-ID is skipped (cli 12)."""
+        env = dict(self.environ, AIMX_DATA_DIR=self.data_dir)
+        self.assertEqual(self.run_aimx("ingest", "alice@test.local", stdin=PLAIN, env=env).returncode, 0)
+        self.assertEqual(self.run_aimx("ingest", "alice@test.local", stdin=PLAIN, env=env).returncode, 0)
+        other = PLAIN.replace(b"plain-001", b"plain-002")
+        self.run_aimx("ingest", "unknown@test.local", stdin=other, env=env)
+        self.assertEqual(len(self.inbox("alice")), 1)
+        self.assertEqual(len(self.inbox("catchall")), 1)
+
+    def test_ingest_unroutable(self):
+        """No catchall and an unknown recipient: exit 1 with the routing error."""
+        self.write_config(base_config(self.data_dir, catchall=False))
+        result = self.run_aimx("ingest", "zed@test.local", stdin=PLAIN, env=self.environ)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"Error: no mailbox routes recipient zed@test.local", result.stderr)
+
+    def test_unbuilt_verbs_say_so(self):
+        """Verbs of later issues fail plainly instead of pretending."""
+        result = self.run_aimx("send", "--to", "x@y")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"not built yet", result.stderr)
+
+    def test_help_and_version(self):
+        """Top-level help lists the groups and hides ingest; --version is one line."""
+        result = self.run_aimx("--help")
+        self.assertEqual(result.returncode, 0)
+        for word in (b"Operations (as current user)", b"Server administration", b"send",
+                     b"mailboxes", b"mcp", b"serve", b"--data-dir", b"AIMX_DATA_DIR"):
+            self.assertIn(word, result.stdout)
+        self.assertNotIn(b"ingest", result.stdout)
+        version = self.run_aimx("--version").stdout.decode()
+        self.assertRegex(version, r"^AIMX \(AI Mail Exchange\) version \d+\.\d+\.\d+ \(\S+\) \S+ built \d{4}-\d\d-\d\d\n$")
+
+    def test_unknown_verb(self):
+        """An unknown command is a usage error naming it."""
+        result = self.run_aimx("status")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn(b"status", result.stderr)
