@@ -21,10 +21,8 @@ from email.utils import getaddresses, parsedate_tz
 from io import BytesIO
 
 import attrs
-from bs4 import BeautifulSoup
-from bs4.element import Declaration, ProcessingInstruction, Tag
-from markdownify import MarkdownConverter
 
+from aimx.core.htmltext import html_to_markdown
 from aimx.core.threadid import message_ids
 from aimx.errors import IngestError
 
@@ -396,52 +394,8 @@ def _body_text(part: Message) -> str:
     charset = part.get_content_charset()
     if part.get_content_type() != "text/html":
         return _decode_bytes(data, charset)
-    markdown = _markdown(_decode_bytes(data[:_HTML_LIMIT], charset))
+    markdown = html_to_markdown(_decode_bytes(data[:_HTML_LIMIT], charset))
     return markdown + _HTML_TRUNCATED if len(data) > _HTML_LIMIT else markdown
-
-
-def _invisible(tag: Tag) -> bool:
-    """Whether a tag's content is never shown to a reader."""
-    return tag.name in _INVISIBLE or (
-        # html.parser never closes <head> implicitly; a head that swallowed
-        # the body is kept.
-        tag.name == "head" and tag.find("body") is None
-    )
-
-
-_INVISIBLE = frozenset({"title", "style", "script", "template"})
-
-
-class _Markdown(MarkdownConverter):
-    """markdownify, minus everything a reader does not see: invisible tags,
-    processing instructions and declarations (markdownify itself drops
-    comments)."""
-
-    def process_element(self, node, parent_tags=None):
-        if isinstance(node, (ProcessingInstruction, Declaration)) or (
-            isinstance(node, Tag) and _invisible(node)
-        ):
-            return ""
-        return super().process_element(node, parent_tags)
-
-
-# No escaping of "_" and "*": the stored body must hold the visible text as
-# is (identifiers, codes and bare URLs); Markdown syntax is not contractual.
-_MARKDOWN = _Markdown(heading_style="atx", escape_underscores=False, escape_asterisks=False)
-
-
-def _markdown(html: str) -> str:
-    """HTML as Markdown without any tag."""
-    soup = BeautifulSoup(html, "html.parser")
-    try:
-        return _MARKDOWN.convert_soup(soup)
-    except RecursionError:
-        # markdownify recurses once per nesting level, and html.parser nests
-        # every unclosed tag (a few hundred unclosed <p> or <font> are
-        # enough): fall back to the visible text.
-        for tag in soup.find_all(_invisible):
-            tag.extract()
-        return soup.get_text()
 
 
 def _attachment(part: Message) -> Attachment:
