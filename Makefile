@@ -1,6 +1,7 @@
 # aimx developer entry points.  `make demo` runs a local demo, `make test` the tests.
 SHELL := /bin/bash
 PY ?= python3
+PORT ?= 2525
 VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := setup.cfg pyproject.toml $(shell find aimx twisted -name '*.py' 2>/dev/null)
@@ -16,7 +17,7 @@ $(VENV)/.installed: $(SOURCES)
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/aimx demo
+	$(BIN)/aimx demo --port $(PORT)
 
 test: install
 	@rm -rf _trial_temp

@@ -142,6 +142,8 @@ phase_start() {
   spawn twisted "$PY" "$KIT/anchor_twisted.py" --port "$P_TW" --dir "$W/drop/tw"
   spawn aiosmtpd "$PY" "$KIT/anchor_aiosmtpd.py" --port "$P_AIO" --dir "$W/drop/aio"
   spawn twp "$PY" "$KIT/anchor_twisted.py" --port "$P_TWP" --dir "$W/drop/twp" --pipeline "$W/corpus"
+  # virtual(8) makes the Maildir on first delivery; the watchers need it before
+  for d in new cur tmp; do install -d -o nobody -g nogroup "$W/pf/maildir/box/$d"; done
   "$KIT/postfix_anchor.sh" start
   for p in $P_DNS $P_SINK $P_TW $P_AIO $P_TWP $P_PF; do wait_port "$p"; done
   rm -rf "$INBOX"; install -d -m 700 "$INBOX"

@@ -7,6 +7,7 @@ real verification results without touching real DNS.  No root needed.
 """
 
 import getpass
+import signal
 import os
 import smtplib
 import socket
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import email.utils
+from email import policy
 from email.message import EmailMessage
 
 from aimx.errors import AimxError
@@ -48,6 +51,7 @@ def _messages(sender_key: bytes) -> list[bytes]:
     plain["From"] = f"Alice <alice@{SENDER_DOMAIN}>"
     plain["To"] = f"agent@{DOMAIN}"
     plain["Subject"] = "Hello from the demo"
+    plain["Date"] = email.utils.formatdate(localtime=True)
     plain["Message-ID"] = f"<plain-{time.time_ns()}@{SENDER_DOMAIN}>"
     plain.set_content("Hi agent,\n\nthis is a plain text message, DKIM-signed.\n")
 
@@ -55,6 +59,7 @@ def _messages(sender_key: bytes) -> list[bytes]:
     html["From"] = f"Newsletter <news@{SENDER_DOMAIN}>"
     html["To"] = f"agent@{DOMAIN}"
     html["Subject"] = "Weekly digest"
+    html["Date"] = email.utils.formatdate(localtime=True)
     html["Message-ID"] = f"<html-{time.time_ns()}@{SENDER_DOMAIN}>"
     html.set_content(
         "<html><body><h1>Digest</h1><p>Three <b>things</b> happened.</p>"
@@ -66,6 +71,7 @@ def _messages(sender_key: bytes) -> list[bytes]:
     attach["From"] = f"Bob <bob@{SENDER_DOMAIN}>"
     attach["To"] = f"agent+reports@{DOMAIN}"
     attach["Subject"] = "Report attached"
+    attach["Date"] = email.utils.formatdate(localtime=True)
     attach["Message-ID"] = f"<attach-{time.time_ns()}@{SENDER_DOMAIN}>"
     attach.set_content("The numbers are in the attached file.\n")
     attach.add_attachment(
@@ -74,7 +80,7 @@ def _messages(sender_key: bytes) -> list[bytes]:
     )
     return [
         dkimkeys.sign_message(
-            m.as_bytes(), private_pem=sender_key, selector=SELECTOR, domain=SENDER_DOMAIN
+            m.as_bytes(policy=policy.SMTP), private_pem=sender_key, selector=SELECTOR, domain=SENDER_DOMAIN
         )
         for m in (plain, html, attach)
     ]
@@ -91,6 +97,17 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str):
         except OSError:
             time.sleep(0.1)
     raise AimxError(f"{what} did not start listening on 127.0.0.1:{port}")
+
+
+def _check_free(port: int):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise AimxError(
+                f"127.0.0.1:{port} is already in use; pick another port with "
+                f"`make demo PORT=2600` or `aimx demo --port 2600`"
+            ) from None
 
 
 def _free_port() -> int:
@@ -120,7 +137,13 @@ def _tree(root: str) -> list[str]:
     return lines
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    _check_free(args.port)
     base = args.dir or tempfile.mkdtemp(prefix="aimx-demo-")
     etc, data, run_dir = (os.path.join(base, d) for d in ("etc", "data", "run"))
     for d in (etc, data, run_dir):
@@ -138,6 +161,7 @@ def run(args) -> int:
          "--txt", f"{SELECTOR}._domainkey.{SENDER_DOMAIN}={sender_txt}",
          "--txt", f"{SENDER_DOMAIN}=v=spf1 ip4:127.0.0.1 -all",
          "--txt", f"_dmarc.{SENDER_DOMAIN}=v=DMARC1; p=reject"],
+        stdout=subprocess.DEVNULL,
     )
     env = dict(os.environ, AIMX_NAMESERVERS=f"127.0.0.1:{dns_port}")
     daemon = subprocess.Popen(
@@ -152,7 +176,10 @@ def run(args) -> int:
         _wait_for_port(args.port, daemon, f"aimx (log: {base}/aimx.log)")
         rcpts = [f"agent@{DOMAIN}", f"agent@{DOMAIN}", f"agent+reports@{DOMAIN}"]
         for raw, rcpt in zip(_messages(sender_key), rcpts):
-            _send(args.port, raw, rcpt)
+            try:
+                _send(args.port, raw, rcpt)
+            except (OSError, smtplib.SMTPException) as e:
+                raise AimxError(f"demo delivery failed: {e} (log: {base}/aimx.log)") from None
         inbox = os.path.join(data, "inbox", "agent")
         print(f"Delivered 3 messages over SMTP+STARTTLS to 127.0.0.1:{args.port}.\n")
         print("\n".join(_tree(os.path.join(data, "inbox"))))

@@ -210,7 +210,7 @@ class Inbound:
             policy=config.effective_trust(ingested.mailbox),
             sender=trust.bare_lower(ingested.prepared.parsed.from_),
             dkim=ingested.prepared.auth.dkim,
-            allowlisted=ingested.allowlisted,
+            allowlisted=str(ingested.allowlisted).lower(),
             trusted=ingested.trusted,
         )
         for warning in stored.warnings:
