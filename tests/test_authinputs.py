@@ -2,7 +2,12 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core.authinputs import SpfIdentity, header_from_address, received_ip, spf_identity
+from aimx.core.authinputs import (
+    SpfIdentity,
+    header_from_address,
+    received_ip,
+    spf_identity,
+)
 
 
 def message(*headers: str) -> bytes:

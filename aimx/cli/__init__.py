@@ -1,10 +1,10 @@
 """The ``aimx`` command line (L3): argument parsing and dispatch to one module per verb."""
 
 import argparse
+import datetime
 import os
 import platform
 import sys
-import datetime
 
 from aimx import __version__
 from aimx.errors import AimxError

@@ -6,9 +6,10 @@ publishes a demo sender's DKIM, SPF and DMARC records, so the stored mail shows
 real verification results without touching real DNS.  No root needed.
 """
 
+import email.utils
 import getpass
-import signal
 import os
+import signal
 import smtplib
 import socket
 import ssl
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import email.utils
 from email import policy
 from email.message import EmailMessage
 

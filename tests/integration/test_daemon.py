@@ -1,14 +1,16 @@
 """Daemon start-up, reload and shutdown (spec/daemon.md §8), in-process and as a process."""
 
 import os
+import signal
 import smtplib
 import socket
 import subprocess
 import sys
+import time
 
-from twisted.internet import defer, reactor, threads, utils
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 
 from aimx import service
 from aimx.errors import ConfigError
@@ -275,3 +277,46 @@ class ProcessTests(DaemonTestCase):
         result = self.run_aimx("status")
         self.assertEqual(result.returncode, 2)
         self.assertIn(b"status", result.stderr)
+
+
+class SignalTests(DaemonTestCase):
+    """`aimx serve` as a real process: SIGHUP reloads, SIGTERM drains and exits 0."""
+
+    @defer.inlineCallbacks
+    def test_sighup_then_sigterm(self):
+        """A hand-added mailbox routes after SIGHUP; SIGTERM exits 0 and removes the pid file."""
+        env = dict(os.environ, PYTHONPATH=REPO, **self.environ)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aimx", "serve", "--bind", f"127.0.0.1:{self.port}",
+             "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir],
+            env=env, cwd=REPO, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        pid_file = os.path.join(self.runtime_dir, "aimx.pid")
+
+        def wait_for(predicate):
+            deadline = time.monotonic() + 30
+            while not predicate():
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError("daemon did not get there")
+                time.sleep(0.05)
+
+        yield threads.deferToThread(wait_for, lambda: os.path.exists(pid_file))
+        self.write_config(
+            base_config(self.data_dir)
+            + f'\n[mailboxes.dave]\naddress = "dave@test.local"\nowner = "{current_user()}"\n'
+        )
+        proc.send_signal(signal.SIGHUP)
+        for attempt in range(50):  # the reload is asynchronous to the signal
+            yield self.smtp(message(msgid=f"d{attempt}@x"), ["dave@test.local"])
+            if self.inbox("dave"):
+                break
+        self.assertNotEqual(self.inbox("dave"), [])
+        proc.send_signal(signal.SIGTERM)
+        code = yield threads.deferToThread(proc.wait, 40)
+        self.assertEqual(code, 0)
+        self.assertFalse(os.path.exists(pid_file))
+        self.assertIn(b"SIGHUP: config reloaded", proc.stderr.read())

@@ -418,3 +418,50 @@ class AuthenticationTests(DaemonTestCase):
         yield self.smtp(raw, ["alice@test.local"], mail_from="", helo="mail.company.com")
         fields, _ = self.only_mail("alice")
         self.assertEqual(fields["spf"], "pass")
+
+
+class ConcurrencyTests(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        self.start_daemon()
+
+    @defer.inlineCallbacks
+    def test_eight_concurrent_bundles(self):
+        """Eight concurrent same-subject messages with attachments: 8 intact bundles (case 36)."""
+        boundary = "B"
+        raws = []
+        for i in range(8):
+            body = (
+                f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nmessage {i}\r\n"
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f'Content-Disposition: attachment; filename="data.bin"\r\n\r\npayload-{i}\r\n'
+                f"--{boundary}--\r\n"
+            )
+            raws.append(message(
+                subject="Same", msgid=f"c{i}@x", body=body,
+                extra=f'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n',
+            ))
+        replies = yield defer.gatherResults([self.smtp(r, ["alice@test.local"]) for r in raws])
+        self.assertEqual([r[0] for r in replies], [250] * 8)
+        paths = self.inbox("alice")
+        self.assertEqual(len(paths), 8)
+        payloads = set()
+        for path in paths:
+            with open(os.path.join(os.path.dirname(path), "data.bin"), "rb") as f:
+                payloads.add(f.read())
+        self.assertEqual(payloads, {f"payload-{i}".encode() for i in range(8)})
+
+    @defer.inlineCallbacks
+    def test_eight_bit_dkim(self):
+        """8-bit mail is kept as raw bytes, so its DKIM signature verifies (aimx decision)."""
+        private = self.publish_dkim("example.com")
+        raw = (
+            "From: José <jose@example.com>\r\nTo: alice@test.local\r\nSubject: Café\r\n"
+            "Message-ID: <8bit@example.com>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\nNaïve résumé — ok\r\n"
+        ).encode("utf-8")
+        yield self.smtp(self.sign(raw, private, "example.com"), ["alice@test.local"])
+        fields, body = self.only_mail("alice")
+        self.assertEqual(fields["dkim"], "pass")
+        self.assertEqual(fields["subject"], "Café")
+        self.assertIn("Naïve résumé".encode(), body)

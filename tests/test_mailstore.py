@@ -1,0 +1,195 @@
+"""The mail store on a real temporary directory: publish, names, modes, owners, dedup."""
+
+import datetime
+import os
+import pwd
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import frontmatter
+from aimx.core.message import Attachment
+from aimx.store.mailstore import MailStore
+
+UTC = datetime.timezone.utc
+T0 = datetime.datetime(2025, 3, 14, 15, 9, 26, 123456, tzinfo=UTC)
+
+
+def fields(message_id="m@x", subject="Hello") -> dict:
+    return {
+        "message_id": message_id, "thread_id": "0" * 16, "from": "a@x", "to": "b@y",
+        "delivered_to": "b@y", "subject": subject, "date": None, "size_bytes": 10,
+        "dkim": "none", "spf": "none", "dmarc": "none", "trusted": "none",
+        "mailbox": "alice", "read": False,
+    }
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class StoreTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.root = self.mktemp()
+        self.clock = Clock(T0)
+        self.store = MailStore(self.root, now=self.clock)
+        self.owner = pwd.getpwuid(os.geteuid()).pw_name
+
+    def put(self, message_id="m@x", subject="Hello", attachments=(), owner=None, store=None):
+        return (store or self.store).store_inbound(
+            "alice", owner or self.owner, subject, message_id,
+            fields(message_id, subject), "body\n", attachments,
+        )
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(os.path.join(self.root, "inbox", "alice")))
+
+
+class PublishTests(StoreTestCase):
+    def test_flat_file(self):
+        """A message without attachments is one flat .md named by time and slug (case 27)."""
+        stored = self.put()
+        self.assertEqual(stored.id, "2025-03-14-150926-hello")
+        self.assertEqual(self.names(), ["2025-03-14-150926-hello.md"])
+        with open(stored.path, "rb") as f:
+            data, body = frontmatter.parse(f.read())
+        self.assertEqual(data["id"], stored.id)
+        self.assertEqual(data["received_at"], "2025-03-14T15:09:26.123456+00:00")
+        self.assertEqual(data["date"], data["received_at"])
+        self.assertEqual(body, b"body\n")
+
+    def test_same_second_collisions(self):
+        """Same second, same subject: -2, -3; an existing bundle dir forces -2 (case 27)."""
+        ids = [self.put(f"{i}@x").id for i in range(3)]
+        self.assertEqual(
+            ids,
+            ["2025-03-14-150926-hello", "2025-03-14-150926-hello-2", "2025-03-14-150926-hello-3"],
+        )
+        other = MailStore(self.mktemp(), now=self.clock)
+        os.makedirs(os.path.join(other.inbox_dir("alice"), "2025-03-14-150926-hello"))
+        self.assertEqual(self.put(store=other).id, "2025-03-14-150926-hello-2")
+
+    def test_bundle(self):
+        """Attachments make <stem>/<stem>.md plus the files, without an attachments/ dir."""
+        parts = (Attachment("notes.txt", "text/plain", b"n"), Attachment("notes.txt", "text/plain", b"m"))
+        stored = self.put(attachments=parts)
+        bundle = os.path.dirname(stored.path)
+        self.assertEqual(
+            sorted(os.listdir(bundle)), ["2025-03-14-150926-hello.md", "notes-1.txt", "notes.txt"]
+        )
+        with open(stored.path, "rb") as f:
+            data, _ = frontmatter.parse(f.read())
+        self.assertEqual(
+            data["attachments"],
+            [
+                {"filename": "notes.txt", "content_type": "text/plain", "size": 1, "path": "notes.txt"},
+                {"filename": "notes-1.txt", "content_type": "text/plain", "size": 1, "path": "notes-1.txt"},
+            ],
+        )
+
+    def test_attachment_named_like_the_md(self):
+        """An attachment named <stem>.md does not clobber the message file."""
+        parts = (Attachment("2025-03-14-150926-hello.md", "text/plain", b"evil"),)
+        stored = self.put(attachments=parts)
+        with open(stored.path, "rb") as f:
+            self.assertTrue(f.read().startswith(b"+++\n"))
+        self.assertIn("2025-03-14-150926-hello-1.md", os.listdir(os.path.dirname(stored.path)))
+
+    def test_two_bundles_same_attachment_name(self):
+        """Two messages each with notes.txt get two bundles (case 33)."""
+        part = (Attachment("notes.txt", "text/plain", b"n"),)
+        self.put("1@x", attachments=part)
+        self.put("2@x", attachments=part)
+        self.assertEqual(self.names(), ["2025-03-14-150926-hello", "2025-03-14-150926-hello-2"])
+
+    def test_no_temp_files_left(self):
+        """Publishing leaves no dot-named temp file behind."""
+        self.put()
+        self.put("2@x", attachments=(Attachment("a", "text/plain", b"a"),))
+        for directory, _, files in os.walk(os.path.join(self.root, "inbox")):
+            self.assertEqual([f for f in files if f.startswith(".")], [], directory)
+
+    def test_modes(self):
+        """Files are 0600 and mailbox and bundle dirs 0700 (case 38)."""
+        stored = self.put(attachments=(Attachment("a.bin", "application/octet-stream", b"\0"),))
+        bundle = os.path.dirname(stored.path)
+        self.assertEqual(os.stat(stored.path).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.join(bundle, "a.bin")).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(bundle).st_mode & 0o777, 0o700)
+        self.assertEqual(os.stat(self.store.inbox_dir("alice")).st_mode & 0o777, 0o700)
+
+    def test_failed_write_removes_bundle(self):
+        """A write failure inside a bundle removes the whole bundle."""
+
+        class Boom(bytes):
+            def __len__(self):
+                raise OSError("disk full")
+
+        with self.assertRaises(OSError):
+            self.put(attachments=(Attachment("a", "text/plain", b"ok"), Attachment("b", "x/y", Boom())))
+        self.assertEqual(self.names(), [])
+
+
+class OwnerTests(StoreTestCase):
+    def test_owned_by_mailbox_owner(self):
+        """As root, files and dirs belong to the owner's uid and primary gid (case 38)."""
+        if os.geteuid() != 0:
+            raise self.skipTest("needs root to chown")
+        nobody = pwd.getpwnam("nobody")
+        stored = self.put(owner="nobody", attachments=(Attachment("a", "text/plain", b"a"),))
+        for path in (stored.path, os.path.dirname(stored.path), self.store.inbox_dir("alice")):
+            st = os.stat(path)
+            self.assertEqual((st.st_uid, st.st_gid), (nobody.pw_uid, nobody.pw_gid), path)
+
+    def test_unchangeable_owner_is_a_warning(self):
+        """Without the right to chown, the message is stored and a warning returned (case 38)."""
+        if os.geteuid() == 0:
+            raise self.skipTest("root can always chown")
+        stored = self.put(owner="root")
+        self.assertTrue(os.path.exists(stored.path))
+        self.assertTrue(any("chown" in w for w in stored.warnings))
+
+    def test_unknown_owner_is_a_warning(self):
+        """An owner missing from passwd stores the message with a warning."""
+        stored = self.put(owner="nosuchuser123")
+        self.assertTrue(os.path.exists(stored.path))
+        self.assertTrue(any("does not resolve" in w for w in stored.warnings))
+
+
+class DedupTests(StoreTestCase):
+    def test_duplicate_skipped(self):
+        """The same Message-ID twice in one mailbox is stored once."""
+        self.assertFalse(self.put().duplicate)
+        self.assertTrue(self.put().duplicate)
+        self.assertEqual(len(self.names()), 1)
+
+    def test_no_message_id_never_deduped(self):
+        """Mail without a Message-ID is never a duplicate."""
+        self.put("")
+        self.put("")
+        self.assertEqual(len(self.names()), 2)
+
+    def test_fresh_process_remembers(self):
+        """A new store (a restart, or aimx ingest) rebuilds the window from disk (case 25)."""
+        self.put()
+        self.clock.now = T0 + datetime.timedelta(hours=23)
+        restarted = MailStore(self.root, now=self.clock)
+        self.assertTrue(self.put(store=restarted).duplicate)
+
+    def test_window_expires(self):
+        """After 24 h the same Message-ID is stored again, in memory and after a restart."""
+        self.put()
+        self.clock.now = T0 + datetime.timedelta(hours=24, seconds=1)
+        self.assertFalse(self.put().duplicate)
+        self.clock.now = T0 + datetime.timedelta(days=5)
+        restarted = MailStore(self.root, now=self.clock)
+        self.assertFalse(self.put(store=restarted).duplicate)
+
+    def test_old_file_does_not_block(self):
+        """A stored file whose received_at is 5 days old does not block its Message-ID (case 25)."""
+        self.put()
+        self.clock.now = T0 + datetime.timedelta(days=5)
+        self.assertFalse(self.put(store=MailStore(self.root, now=self.clock)).duplicate)
