@@ -943,3 +943,27 @@ class ConfigFileTests(SynchronousTestCase):
         config = Config(domain="test.com")
         self.assertRaises(OSError, configfile.write_atomic, self.dir, config)
         self.assertEqual(os.listdir(self.dir), ["config.toml"])
+
+
+class SenderPatternTests(SynchronousTestCase):
+    def test_invalid_pattern_rejected(self):
+        """An invalid trusted_senders pattern is a config error naming key and pattern."""
+        text = 'domain = "t.com"\ntrusted_senders = ["{a,b@x.com"]\n'
+        e = self.assertRaises(ConfigError, load_text, text, "/etc/aimx/config.toml")
+        self.assertIn("/etc/aimx/config.toml", str(e))
+        self.assertIn("trusted_senders", str(e))
+        self.assertIn("{a,b@x.com", str(e))
+
+    def test_invalid_mailbox_pattern_rejected(self):
+        """A mailbox's own invalid pattern names the mailbox."""
+        text = (
+            'domain = "t.com"\n[mailboxes.a]\naddress = "a@t.com"\nowner = "root"\n'
+            'trusted_senders = ["[z-a]@x"]\n'
+        )
+        e = self.assertRaises(ConfigError, load_text, text, "c.toml")
+        self.assertIn("mailboxes.a.trusted_senders", str(e))
+
+    def test_valid_patterns_load(self):
+        """Valid glob patterns load."""
+        text = 'domain = "t.com"\ntrusted_senders = ["*@x.com", "{a,b}@y.com", "!*@spam.com"]\n'
+        load_text(text, "c.toml")

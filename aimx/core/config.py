@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from aimx.core.trust import glob_match
 from aimx.errors import ConfigError
 
 DEFAULT_DATA_DIR = "/var/lib/aimx"
@@ -523,6 +524,14 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
                 f"invalid trust value '{mb.trust}' on mailbox '{mb.name}': "
                 'expected one of ["none", "verified"]'
             )
+    patterns = [("trusted_senders", p) for p in config.trusted_senders]
+    for mb in config.mailboxes:
+        patterns += [(f"mailboxes.{mb.name}.trusted_senders", p) for p in mb.trusted_senders or ()]
+    for key, pattern in patterns:
+        try:
+            glob_match(pattern, "")
+        except ValueError as e:
+            raise ConfigError(f"{key}: invalid sender pattern '{pattern}': {e}") from None
     for mb in config.mailboxes:
         if mb.hooks and mb.is_catchall(config.domain):
             raise ConfigError(
