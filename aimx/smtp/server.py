@@ -15,6 +15,7 @@ and timeout machinery and replaces the byte handling:
 import re
 
 import attrs
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.protocol import ServerFactory
@@ -30,6 +31,8 @@ _STUFFED = re.compile(rb"^\.(?=\.)", re.M)
 _DISCARD_END = re.compile(rb"\r\n\.\r\n")
 
 _COMMAND, _DATA, _DISCARD = "COMMAND", "DATA", "DISCARD"
+
+log = Logger(namespace="aimx.smtp")
 
 
 @attrs.frozen
@@ -76,7 +79,6 @@ class AimxESMTP(smtp.ESMTP):
     """One inbound SMTP session."""
 
     noisy = False
-    log = Logger()
 
     def __init__(self, factory: "AimxSMTPFactory"):
         super().__init__(contextFactory=factory.tls_options)
@@ -91,6 +93,7 @@ class AimxESMTP(smtp.ESMTP):
         self._errors = 0
         self._busy = False
         self._closing = False
+        self._timed_out = False
         self._skip_line = False
         self._messages = 0
         self._bytes = 0
@@ -106,7 +109,7 @@ class AimxESMTP(smtp.ESMTP):
             self.transport
         )
         if not self.factory.session_started(self):
-            self.log.info("[{peer}] Rejected: connection limit reached", peer=self.peer)
+            log.info("[{peer}] Rejected: connection limit reached", peer=self.peer)
             self._send_and_close(TOO_MANY_SESSIONS)
             return
         self._domain = self.factory.domain()
@@ -125,22 +128,33 @@ class AimxESMTP(smtp.ESMTP):
         self.setTimeout(None)
         if self._session_call is not None and self._session_call.active():
             self._session_call.cancel()
-        if self.factory.session_ended(self):
-            self.log.info(
-                "[{peer}] Connection closed ehlo={helo} messages={messages} "
-                "bytes={bytes} duration={duration:.1f}s",
-                peer=self.peer,
-                helo=self._helo_arg,
-                messages=self._messages,
-                bytes=self._bytes,
-                duration=self.factory.clock.seconds() - self._started,
-            )
+        if not self.factory.session_ended(self):
+            return
+        if self._timed_out:
+            outcome, result = "timeout", "timeout"
+        elif reason is not None and reason.check(SSL.Error):
+            outcome, result = "error", f"error: TLS handshake failed: {reason.value}"
+        else:
+            outcome, result = "closed", "ok"
+        log.info(
+            "[{peer}] Connection {outcome} ehlo={helo} messages={messages} "
+            "bytes={bytes} duration={duration:.1f}s result={result}",
+            peer=self.peer,
+            outcome=outcome,
+            result=result,
+            helo=self._helo_arg,
+            messages=self._messages,
+            bytes=self._bytes,
+            duration=self.factory.clock.seconds() - self._started,
+        )
 
     def timeoutConnection(self):
+        self._timed_out = True
         self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else IDLE_TIMEOUT)
 
     def _session_timed_out(self):
         self._session_call = None
+        self._timed_out = True
         self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else SESSION_TIMEOUT)
 
     def _send_and_close(self, status: SmtpStatus):
@@ -271,12 +285,20 @@ class AimxESMTP(smtp.ESMTP):
             return
         verdict = rcpt_verdict(self.factory.config(), path)
         if verdict is not None:
-            self.log.info(
-                "[{peer}] RCPT rejected ({why}): recipient={rcpt}",
-                peer=self.peer,
-                why="relay" if verdict.enhanced == "5.7.1" else "no mailbox",
-                rcpt=path,
-            )
+            if verdict.enhanced == "5.7.1":
+                log.info(
+                    "[{peer}] RCPT rejected (relay): recipient={rcpt} "
+                    "configured_domain={domain}",
+                    peer=self.peer,
+                    rcpt=path,
+                    domain=self._domain,
+                )
+            else:
+                log.info(
+                    "[{peer}] RCPT rejected (no mailbox): recipient={rcpt}",
+                    peer=self.peer,
+                    rcpt=path,
+                )
             self._error(verdict)
             return
         self._rcpts.append(path)
@@ -393,7 +415,7 @@ class AimxESMTP(smtp.ESMTP):
         d.addCallback(self._delivered)
 
     def _delivery_crashed(self, failure):
-        self.log.failure("[{peer}] delivery failed", failure, peer=self.peer)
+        log.failure("[{peer}] delivery failed", failure, peer=self.peer)
         return STORE_FAILED
 
     def _delivered(self, status: SmtpStatus):
@@ -421,7 +443,6 @@ class AimxSMTPFactory(ServerFactory):
     sessions: set = attrs.field(factory=set)
     _idle_waiters: list = attrs.field(factory=list)
     noisy = False
-
     def buildProtocol(self, addr):
         return AimxESMTP(self)
 
@@ -456,7 +477,7 @@ class AimxSMTPFactory(ServerFactory):
 
         def expire():
             if self.sessions:
-                Logger().info(
+                log.info(
                     "Grace period expired, forcefully closing {n} connections",
                     n=len(self.sessions),
                 )
