@@ -177,10 +177,18 @@ class ResolverTests(FixtureTestCase):
                                  DnsTempError)
 
     async def test_changes_seen_live(self):
-        """Records added after a lookup are seen by the next one (no cache)."""
+        """Records added after a lookup are seen by the next one (TTL 0: not cached)."""
         await self.assertFailure(self.call(self.resolver.txt, "late.example.com"), DnsNoRecord)
         self.dns.add_txt("late.example.com", "now")
         self.assertEqual(await self.call(self.resolver.txt, "late.example.com"), ["now"])
+
+    async def test_cached_for_ttl(self):
+        """An answer with a TTL is reused for that long without asking again."""
+        self.dns.add_txt("cached.example.com", "first", ttl=300)
+        self.assertEqual(await self.call(self.resolver.txt, "cached.example.com"), ["first"])
+        self.dns.clear()
+        self.dns.add_txt("cached.example.com", "second", ttl=300)
+        self.assertEqual(await self.call(self.resolver.txt, "cached.example.com"), ["first"])
 
     async def test_mx(self):
         """MX records come back sorted by preference, hosts without the final dot."""

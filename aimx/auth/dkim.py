@@ -2,13 +2,50 @@
 
 Verification reports every C{DKIM-Signature} header separately (dkimpy's module-level
 C{verify} only checks the first one). Signing is rsa-sha256, relaxed/relaxed.
+
+dkimpy checks RSA signatures with pure-Python big-integer arithmetic, about half of
+its verify time; importing this module replaces that one primitive with OpenSSL's
+(through cryptography), keeping dkimpy's parsing, canonicalisation and policy.
 """
 
+import functools
 import re
 
 import attrs
 import dkim
+import dkim.crypto
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.util import parse_tag_value
+
+_PURE_PYTHON_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
+_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+
+
+@functools.lru_cache(maxsize=256)
+def _rsa_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def rsa_pkcs1_verify(hash_obj, signature: bytes, public_key: dict) -> bool:
+    """dkimpy's C{RSASSA_PKCS1_v1_5_verify}, computed by OpenSSL.
+
+    Falls back to dkimpy's own arithmetic for anything OpenSSL declines (odd key
+    sizes or digests), so the verdict never differs.
+    """
+    try:
+        key = _rsa_key(public_key["modulus"], public_key["publicExponent"])
+        algorithm = _HASHES[hash_obj.name]()
+        key.verify(signature, hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
+        return True
+    except InvalidSignature:
+        return False
+    except (KeyError, ValueError, TypeError, UnsupportedAlgorithm):
+        return _PURE_PYTHON_VERIFY(hash_obj, signature, public_key)
+
+
+dkim.RSASSA_PKCS1_v1_5_verify = rsa_pkcs1_verify
 
 
 @attrs.frozen

@@ -40,9 +40,16 @@ class _Zone(common.ResolverBase):
             return defer.fail(_ServerFailure(name))
         if key not in self.records:
             return defer.fail(error.AuthoritativeDomainError(name))
-        answers = [dns.RRHeader(name, type, dns.IN, 0, payload, auth=True)
+        answers = [dns.RRHeader(name, type, dns.IN, payload.ttl, payload, auth=True)
                    for payload in self.records[key].get(type, [])]
-        return defer.succeed((answers, [], []))
+        return defer.succeed((answers, [] if answers else [_NEGATIVE_SOA], []))
+
+
+# Negative answers carry an SOA with minimum 0, as an authoritative server's would,
+# so resolvers do not cache "no such record" (tests add records as they go).
+_NEGATIVE_SOA = dns.RRHeader(b"", dns.SOA, dns.IN, 0, dns.Record_SOA(
+    mname=b"fixture.invalid", rname=b"hostmaster.fixture.invalid", minimum=0, ttl=0),
+    auth=True)
 
 
 class _Server(server.DNSServerFactory):
@@ -55,6 +62,11 @@ class _Server(server.DNSServerFactory):
         self._idle: list[defer.Deferred] = []
 
     def gotResolverError(self, failure, protocol, message, address):
+        if failure.check(error.AuthoritativeDomainError):
+            response = self._responseFromMessage(
+                message=message, rCode=dns.ENAME, authority=[_NEGATIVE_SOA])
+            self.sendReply(protocol, response, address)
+            return
         if not failure.check(_ServerFailure):
             return super().gotResolverError(failure, protocol, message, address)
         self.sendReply(protocol, self._responseFromMessage(message=message, rCode=dns.ESERVER),
@@ -127,11 +139,14 @@ class FixtureDNS:
     def _add(self, name: str, type: int, payload) -> None:
         self._zone.records.setdefault(_key(name), {}).setdefault(type, []).append(payload)
 
-    def add_txt(self, name: str, *strings: str | bytes) -> None:
-        """Add one TXT record made of C{strings}, each split into 255-byte strings."""
+    def add_txt(self, name: str, *strings: str | bytes, ttl: int = 0) -> None:
+        """Add one TXT record made of C{strings}, each split into 255-byte strings.
+
+        @param ttl: its TTL; the default 0 keeps resolvers from caching it.
+        """
         data = [s.encode("utf-8") if isinstance(s, str) else s for s in strings]
         chunks = [s[i:i + 255] for s in data for i in range(0, len(s) or 1, 255)]
-        self._add(name, dns.TXT, dns.Record_TXT(*chunks, ttl=0))
+        self._add(name, dns.TXT, dns.Record_TXT(*chunks, ttl=ttl))
 
     def add_mx(self, name: str, pref: int, host: str) -> None:
         """Add an MX record."""

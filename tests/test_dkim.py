@@ -1,0 +1,55 @@
+"""The OpenSSL-backed RSA primitive that aimx gives dkimpy agrees with dkimpy's own."""
+
+import hashlib
+
+import dkim
+import dkim.crypto
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives import hashes
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.auth import dkim as aimx_dkim
+
+
+def _key(bits):
+    private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    numbers = private.public_key().public_numbers()
+    return private, {"modulus": numbers.n, "publicExponent": numbers.e}
+
+
+class RsaVerifyTests(SynchronousTestCase):
+    def setUp(self):
+        self.private, self.public = _key(1024)
+
+    def sign(self, digest_name, data):
+        algorithm = {"sha256": hashes.SHA256(), "sha1": hashes.SHA1()}[digest_name]
+        digest = hashlib.new(digest_name, data).digest()
+        return self.private.sign(digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
+
+    def both(self, hash_obj, signature, public):
+        fast = aimx_dkim.rsa_pkcs1_verify(hash_obj.copy(), signature, public)
+        slow = aimx_dkim._PURE_PYTHON_VERIFY(hash_obj.copy(), signature, public)
+        self.assertEqual(fast, slow)
+        return fast
+
+    def test_installed(self):
+        """dkimpy verifies through aimx's primitive once aimx.auth.dkim is imported."""
+        self.assertIs(dkim.RSASSA_PKCS1_v1_5_verify, aimx_dkim.rsa_pkcs1_verify)
+
+    def test_valid_signatures(self):
+        """Good sha256 and sha1 signatures verify, as with dkimpy's arithmetic."""
+        for name in ("sha256", "sha1"):
+            signature = self.sign(name, b"body")
+            self.assertTrue(self.both(hashlib.new(name, b"body"), signature, self.public))
+
+    def test_wrong_data_or_key(self):
+        """Another digest, a flipped bit or another key fails, as with dkimpy's arithmetic."""
+        signature = self.sign("sha256", b"body")
+        self.assertFalse(self.both(hashlib.sha256(b"bodY"), signature, self.public))
+        flipped = bytes([signature[0] ^ 1]) + signature[1:]
+        self.assertFalse(self.both(hashlib.sha256(b"body"), flipped, self.public))
+        self.assertFalse(self.both(hashlib.sha256(b"body"), signature, _key(1024)[1]))
+
+    def test_garbage_signature(self):
+        """A signature of the wrong length is a failure, not an exception."""
+        self.assertFalse(self.both(hashlib.sha256(b"x"), b"\0" * 7, self.public))
