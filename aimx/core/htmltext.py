@@ -11,10 +11,19 @@ newsletter it is about ten times faster (see bench/README.md).
 import html
 import re
 
-_TAG_START = re.compile(r"<(?:(/?)([a-zA-Z][a-zA-Z0-9:-]*)|!--|!|\?)")
-# A tag's remaining text up to '>', with quoted attribute values (unrolled loop).
-_TAG_REST = re.compile(r"""[^>"']*(?:(?:"[^"]*"|'[^']*')[^>"']*)*>""")
-_TAG_LOOKAHEAD = 4096
+# One token per match: text (with any '<' that cannot start a tag), a comment, a
+# tag (quoted attribute values may hold '>'; lengths are bounded so hostile input
+# stays linear), a declaration, processing instruction or end tag fragment, or a
+# '<' + letter that does not form a complete tag.
+_TOKEN = re.compile(
+    r"""([^<]+(?:<(?![a-zA-Z/!?])[^<]*)*|(?:<(?![a-zA-Z/!?])[^<]*)+)"""
+    r"""|<!--.*?(?:-->|\Z)"""
+    r"""|<(/?)([a-zA-Z][a-zA-Z0-9:-]*)"""
+    r"""((?:[^<>"']{0,1024}(?:"[^"]{0,1024}"|'[^']{0,1024}')){0,64}[^<>"']{0,1024})>"""
+    r"""|<[!?/][^>]*>?"""
+    r"""|<""",
+    re.S,
+)
 _ATTR = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]*)\s*=\s*("[^"]*"|'[^']*'|[^\s>"']+)""")
 _SPACE = re.compile(r"\s+")
 _BLANKS = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
@@ -169,39 +178,28 @@ def html_to_markdown(source: str) -> str:
     """
     emit = _Emitter()
     pos, size = 0, len(source)
+    match = _TOKEN.match
     while pos < size:
-        lt = source.find("<", pos)
-        if lt == -1:
-            emit.text(html.unescape(source[pos:]))
-            break
-        match = _TAG_START.match(source, lt)
-        if match is None:  # a lone '<' is text
-            emit.text(html.unescape(source[pos : lt + 1]))
-            pos = lt + 1
-            continue
-        if lt > pos:
-            emit.text(html.unescape(source[pos:lt]))
-        if match.group(0) == "<!--":
-            end = source.find("-->", match.end())
-            pos = size if end == -1 else end + 3
-            continue
-        rest = _TAG_REST.match(source, match.end(), min(size, match.end() + _TAG_LOOKAHEAD))
-        if rest is not None:
-            pos, attrs = rest.end(), source[match.end() : rest.end() - 1]
+        token = match(source, pos)
+        pos = token.end()
+        text, slash, name = token.group(1, 2, 3)
+        if text is not None:
+            emit.text(html.unescape(text) if "&" in text else text)
+        elif name is None:
+            if token.group(0) == "<":
+                # A tag that never closes properly: like a browser, it runs to
+                # the next '>' (or the end) and shows nothing.
+                end = source.find(">", pos)
+                pos = size if end == -1 else end + 1
+        elif slash:
+            emit.end(name.lower())
         else:
-            end = source.find(">", match.end())
-            pos = size if end == -1 else end + 1
-            attrs = source[match.end() : pos - 1]
-        name = (match.group(2) or "").lower()
-        if not name:  # declaration or processing instruction
-            continue
-        if match.group(1):
-            emit.end(name)
-        elif name in _HIDDEN:
-            close = re.compile(rf"</{name}\s*>", re.I).search(source, pos)
-            pos = size if close is None else close.end()
-        else:
-            emit.start(name, attrs)
+            name = name.lower()
+            if name in _HIDDEN:
+                close = re.compile(rf"</{name}\s*>", re.I).search(source, pos)
+                pos = size if close is None else close.end()
+            else:
+                emit.start(name, token.group(4))
     while emit.marks:
         emit._close_mark(emit.marks[-1][0])
     text = _TRAILING.sub("\n", "".join(emit.out))
