@@ -193,3 +193,22 @@ class DedupTests(StoreTestCase):
         self.put()
         self.clock.now = T0 + datetime.timedelta(days=5)
         self.assertFalse(self.put(store=MailStore(self.root, now=self.clock)).duplicate)
+
+
+class BurstTests(StoreTestCase):
+    def test_burst_probes_each_name_once(self):
+        """A same-second burst continues after the last stem instead of re-probing."""
+        ids = [self.put(f"{i}@x").id for i in range(5)]
+        self.assertEqual(ids[-1], "2025-03-14-150926-hello-5")
+        probed = []
+        real = os.path.lexists
+        self.patch(os.path, "lexists", lambda p: probed.append(p) or real(p))
+        self.assertEqual(self.put("6@x").id, "2025-03-14-150926-hello-6")
+        self.assertEqual(len(probed), 2)  # the flat name and the bundle dir of -6 only
+
+    def test_names_taken_by_others_are_skipped(self):
+        """A name created behind the store's back is still never overwritten."""
+        self.put("1@x")
+        with open(os.path.join(self.store.inbox_dir("alice"), "2025-03-14-150926-hello-2.md"), "w"):
+            pass
+        self.assertEqual(self.put("2@x").id, "2025-03-14-150926-hello-3")

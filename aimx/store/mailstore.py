@@ -8,6 +8,7 @@ DeferredLock, ``aimx ingest`` by being one process).
 """
 
 import datetime
+import itertools
 import os
 import pwd
 
@@ -36,12 +37,15 @@ class Stored:
     @ivar id: the file stem, or C{None} when the message was a duplicate.
     @ivar path: the published C{.md}, or C{None} for a duplicate.
     @ivar warnings: non-fatal problems (ownership could not be set, ...).
+    @ivar received_at: the frontmatter C{received_at} (also its C{date} when the
+        message has none).
     """
 
     id: str | None
     path: str | None
     attachments: int = 0
     warnings: tuple[str, ...] = ()
+    received_at: str = ""
 
     @property
     def duplicate(self) -> bool:
@@ -76,6 +80,9 @@ class MailStore:
         self.now = now
         self.durable = durable
         self._seen: dict[str, dict[str, datetime.datetime]] = {}
+        # directory -> (base, index of the next stem candidate to try): a burst of
+        # same-subject mail in one second probes each candidate name once.
+        self._next_stem: dict[str, tuple[str, int]] = {}
         self._owners: dict[str, Owner] = {}
 
     def inbox_dir(self, mailbox: str) -> str:
@@ -187,7 +194,10 @@ class MailStore:
                 directory, base, owner, received, fields, body
             )
         self._remember(mailbox, message_id, received)
-        return Stored(stem, path, len(attachments), tuple(warnings + more))
+        return Stored(
+            stem, path, len(attachments), tuple(warnings + more),
+            frontmatter.rfc3339_utc(received),
+        )
 
     def _render(self, stem, received, fields, body, attachment_entries=None) -> bytes:
         full = dict(fields, id=stem, received_at=frontmatter.rfc3339_utc(received))
@@ -197,8 +207,18 @@ class MailStore:
             full["attachments"] = attachment_entries
         return frontmatter.render(full, body)
 
+    def _candidates(self, directory: str, base: str):
+        """Stem candidates for C{base}, skipping those this store already used."""
+        last_base, start = self._next_stem.get(directory, (None, 0))
+        start = start if last_base == base else 0
+        for index, stem in itertools.islice(
+            enumerate(filenames.stem_candidates(base)), start, None
+        ):
+            self._next_stem[directory] = (base, index + 1)
+            yield stem
+
     def _publish_flat(self, directory, base, owner, received, fields, body):
-        for stem in filenames.stem_candidates(base):
+        for stem in self._candidates(directory, base):
             final = os.path.join(directory, stem + ".md")
             if os.path.lexists(final) or os.path.lexists(os.path.join(directory, stem)):
                 continue
@@ -216,7 +236,7 @@ class MailStore:
         raise AssertionError("unreachable: stem candidates are endless")
 
     def _publish_bundle(self, directory, base, owner, received, fields, body, parts):
-        for stem in filenames.stem_candidates(base):
+        for stem in self._candidates(directory, base):
             bundle = os.path.join(directory, stem)
             try:
                 os.mkdir(bundle, 0o700)
