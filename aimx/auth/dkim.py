@@ -57,7 +57,6 @@ _SLICE = 1 << 20
 _WSP_TO_COMPRESS = re.compile(rb"\t[\t ]*| [\t ]+")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _LINE_BREAK = re.compile(rb"\r?\n")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEADER_NAME = re.compile(rb"([\x21-\x7e]+?):")
 
 
@@ -73,11 +72,15 @@ def _slices(data: bytes):
 
 def compress_whitespace(content: bytes) -> bytes:
     """dkimpy's C{compress_whitespace}: every run of WSP becomes one space."""
+    if b"\t" not in content and b"  " not in content:
+        return content
     return b"".join(_WSP_TO_COMPRESS.sub(b" ", piece) for piece in _slices(content))
 
 
 def strip_trailing_whitespace(content: bytes) -> bytes:
     """dkimpy's C{strip_trailing_whitespace}: WSP before a CRLF is removed."""
+    if b" \r\n" not in content and b"\t\r\n" not in content:
+        return content
     return b"".join(_TRAILING_WSP.sub(b"\r\n", piece) for piece in _slices(content))
 
 
@@ -109,7 +112,7 @@ def rfc822_parse(message: bytes):
         if pos >= size:
             return headers, b""
     body = message[after:]
-    if _BARE_LF.search(body):
+    if body.count(b"\n") != body.count(b"\r\n"):  # some LF without CR
         body = _LINE_BREAK.sub(b"\r\n", body)
     return headers, body
 
