@@ -1,11 +1,19 @@
-"""``aimx ingest <rcpt>`` (hidden): store one message read from stdin, as the daemon would."""
+"""``aimx ingest <rcpt>`` (hidden): store one message read from stdin, as the daemon would.
 
+Its on_receive hooks run through the daemon's L{HookRunner}, and the verb exits
+once they have finished (spec/hooks.md §3.1).
+"""
+
+import os
 import sys
+
+from twisted.logger import formatEvent, globalLogBeginner
 
 from aimx.auth.resolver import Resolver
 from aimx.core.address import Envelope
 from aimx.core.config import resolve_mailbox
 from aimx.errors import AimxError
+from aimx.hooks import HookRunner
 from aimx.smtp.inbound import prepare, store_for_rcpt
 from aimx.store import configfile
 from aimx.store.mailstore import MailStore
@@ -49,4 +57,24 @@ def run(args) -> int:
             f"aimx::ingest stored email id={result.stored.id} path={result.stored.path} "
             f"mailbox={mailbox} attachments={result.stored.attachments}"
         )
+        _run_hooks(config, result)
     return 0
+
+
+def _run_hooks(config, ingested) -> None:
+    """Fire the on_receive hooks and wait until they have finished."""
+    from twisted.internet import reactor
+
+    globalLogBeginner.beginLoggingTo([_print_event], redirectStandardIO=False)
+    runner = HookRunner(reactor, config=lambda: config, environ=os.environ)
+    reactor.callWhenRunning(
+        lambda: runner.on_received(ingested).addBoth(lambda _: reactor.stop())
+    )
+    reactor.run()
+
+
+def _print_event(event):
+    """Print aimx log events the way the verb prints its own (C{aimx::hook ...})."""
+    namespace = event.get("log_namespace", "")
+    if namespace.startswith("aimx."):
+        _log(f"{namespace.replace('.', '::')} {formatEvent(event)}")

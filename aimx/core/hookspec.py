@@ -1,0 +1,190 @@
+"""What a hook fire is made of (L0, pure): selection, gate, environment, log text.
+
+spec/hooks.md: the hooks of a mailbox that run for an event and why the others do
+not (§3, the trust gate of trust-and-auth.md §5.2, the fire-time argv check of §4,
+the catchall refusal of §1), the child's environment (§5) and the parts of the
+structured log line (§6).  Spawning the process is L{aimx.hooks}' job.
+"""
+
+import json
+import os.path
+from collections.abc import Mapping
+from datetime import datetime
+
+import attrs
+
+from aimx.core.config import HookConfig, MailboxConfig
+from aimx.core.frontmatter import rfc3339_utc
+from aimx.core.trust import hook_fires
+
+ON_RECEIVE = "on_receive"
+AFTER_SEND = "after_send"
+
+#: Escaped C{stderr_tail} text longer than this is elided in the middle (§6).
+TAIL_INLINE_MAX = 1024
+_TAIL_HEAD = TAIL_INLINE_MAX // 2
+_TAIL_END = TAIL_INLINE_MAX // 2 - 8
+
+
+@attrs.frozen
+class HookEvent:
+    """One event the hooks of a mailbox fire for: what each of them is told (§5).
+
+    @ivar event: L{ON_RECEIVE} or L{AFTER_SEND}.
+    @ivar mailbox: the routed (on_receive) or sending (after_send) mailbox.
+    @ivar filepath: the stored C{.md}, also the stdin source; C{""} when nothing was
+        persisted (a deferred send).
+    @ivar id: the file stem, C{""} when nothing was persisted.
+    @ivar message_id: without C{<>} for on_receive, with them for after_send.
+    @ivar date: RFC 3339: the message's date (on_receive), the fire time (after_send).
+    @ivar trusted: the stored C{trusted} value; L{None} for after_send (no gate).
+    @ivar send_status: the overall send result; L{None} for on_receive.
+    """
+
+    event: str
+    mailbox: MailboxConfig
+    filepath: str
+    id: str
+    from_: str
+    to: str
+    subject: str
+    message_id: str
+    date: str
+    trusted: str | None = None
+    send_status: str | None = None
+
+
+def sent(
+    mailbox: MailboxConfig,
+    status: str,
+    *,
+    from_: str,
+    to: str,
+    subject: str,
+    message_id: str,
+    filepath: str,
+    now: datetime,
+) -> HookEvent:
+    """The after_send event of one send attempt.
+
+    @param status: C{delivered}, C{failed}, C{deferred} (or C{partial}, README).
+    @param from_: the raw C{From:} header of the submission.
+    @param to: the raw C{To:} header.
+    @param message_id: the outbound Message-ID with C{<>}.
+    @param filepath: the sent copy, C{""} when none was written.
+    @param now: the fire time (C{AIMX_DATE}).
+    """
+    stem = os.path.splitext(os.path.basename(filepath))[0]
+    return HookEvent(
+        AFTER_SEND, mailbox, filepath, stem, from_, to, subject, message_id,
+        rfc3339_utc(now), send_status=status,
+    )
+
+
+def hooks_for(event: HookEvent) -> tuple[HookConfig, ...]:
+    """The mailbox's hooks for this event, in config order."""
+    return tuple(hook for hook in event.mailbox.hooks if hook.event == event.event)
+
+
+def refuses_catchall(event: HookEvent, domain: str) -> bool:
+    """Whether the mailbox is the catchall yet has hooks: fire none of them (§1)."""
+    return bool(event.mailbox.hooks) and event.mailbox.is_catchall(domain)
+
+
+def gated(event: HookEvent, hook: HookConfig) -> bool:
+    """Whether the trust gate holds this hook back (§3.1; after_send has no gate)."""
+    return event.trusted is not None and not hook_fires(event.trusted, hook.fire_on_untrusted)
+
+
+def argv_error(hook: HookConfig) -> str | None:
+    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time, §4)."""
+    if not hook.cmd or not hook.cmd[0].strip():
+        return "empty cmd"
+    if not hook.cmd[0].startswith("/"):
+        return f"cmd[0] '{hook.cmd[0]}' is not an absolute path"
+    return None
+
+
+def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str]) -> dict:
+    """The child's whole environment (§5): C{PATH}, C{HOME}, then the C{AIMX_*} values.
+
+    Values are passed verbatim, except that NUL (which an environment cannot carry)
+    is dropped; the stored file on stdin keeps it, escaped.
+
+    @param daemon_env: the daemon's environment; only C{PATH} and C{HOME} are copied.
+    """
+    env = {key: daemon_env[key] for key in ("PATH", "HOME") if key in daemon_env}
+    values = {
+        "AIMX_HOOK_NAME": hook.name,
+        "AIMX_EVENT": event.event,
+        "AIMX_MAILBOX": event.mailbox.name,
+        "AIMX_FROM": event.from_,
+        "AIMX_TO": event.to,
+        "AIMX_SUBJECT": event.subject,
+        "AIMX_FILEPATH": event.filepath,
+        "AIMX_MESSAGE_ID": event.message_id,
+        "AIMX_ID": event.id,
+        "AIMX_DATE": event.date,
+    }
+    if event.send_status is not None:
+        values["AIMX_SEND_STATUS"] = event.send_status
+    env.update((key, value.replace("\0", "")) for key, value in values.items())
+    return env
+
+
+#: The structured line logged after every fire (§6), with L{result_fields}.
+RESULT_FORMAT = (
+    "hook_name={hook_name} event={event} mailbox={mailbox} owner={owner} "
+    "sandbox={sandbox} {ident} exit_code={exit_code} duration_ms={duration_ms} "
+    "timed_out={timed_out} stderr_tail={stderr_tail}"
+)
+
+
+def result_fields(
+    event: HookEvent,
+    hook: HookConfig,
+    *,
+    sandbox: str,
+    exit_code: int,
+    duration_ms: int,
+    timed_out: bool,
+    stderr: bytes,
+) -> dict:
+    """The fields of L{RESULT_FORMAT}; C{ident} is C{email_id=} or C{message_id=}.
+
+    @param sandbox: C{setuid}, or C{-} when nothing was spawned.
+    """
+    return {
+        "hook_name": hook.name,
+        "event": event.event,
+        "mailbox": event.mailbox.name,
+        "owner": event.mailbox.owner,
+        "sandbox": sandbox,
+        "ident": log_id(event),
+        "email_id": event.id,
+        "message_id": event.message_id,
+        "exit_code": exit_code,
+        "duration_ms": duration_ms,
+        "timed_out": "true" if timed_out else "false",
+        "stderr_tail": stderr_tail(stderr),
+    }
+
+
+def log_id(event: HookEvent) -> str:
+    """C{email_id=<id>}, or C{message_id=<id>} when nothing was persisted (§6)."""
+    if not event.id and event.message_id:
+        return f"message_id={event.message_id}"
+    return f"email_id={event.id}"
+
+
+def stderr_tail(data: bytes) -> str:
+    """The captured stderr as one JSON string, elided in the middle when long (§6).
+
+    @return: C{""} (two quotes) when empty; C{"<first 512>...<last 504>"} when the
+        escaped text exceeds L{TAIL_INLINE_MAX} characters.
+    """
+    escaped = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)
+    if len(escaped) <= TAIL_INLINE_MAX:
+        return escaped
+    inner = escaped[1:-1]
+    return f'"{inner[:_TAIL_HEAD]}...{inner[-_TAIL_END:]}"'

@@ -1,0 +1,490 @@
+"""Hook processes (L2): run a mailbox's hooks for an event, as the mailbox owner.
+
+L{HookRunner.on_received} is the L{aimx.smtp.inbound.Inbound} listener: it starts
+the hooks and returns at once, so the SMTP reply never waits for them.
+L{HookRunner.after_send} is what the outbound path awaits.  The hooks of one event
+run one after another (spec/hooks.md §3); at most C{max_processes} hook processes
+run at once and the others wait their turn in arrival order.
+
+Each process is a small exec helper (L{_HELPER}) started by the daemon: it starts a
+new session, clears the supplementary groups, sets the owner's primary gid and uid
+(in that order, spec/security.md §5.2 -- C{spawnProcess(uid=...)} would call
+initgroups instead), changes to the mailbox directory and execs C{cmd} directly.
+The environment is exactly L{hookspec.environment}; stdin is the stored file.
+"""
+
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+
+import attrs
+from twisted.internet import defer, task
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+from aimx.core import hookspec
+from aimx.core.config import MailboxConfig
+from aimx.core.hookspec import HookEvent
+from aimx.store.mailstore import resolve_owner
+
+log = Logger(namespace="aimx.hook")
+
+#: Bytes of stdout and of stderr kept (the last ones).
+OUTPUT_CAP = 65536
+#: Seconds between SIGTERM and SIGKILL at a timeout.
+KILL_GRACE = 5
+#: A fire taking longer than this (and not timed out) is logged as slow.
+SLOW_MS = 5000
+#: Default number of hook processes running at once.
+MAX_PROCESSES = 16
+
+# The helper reports a failure before exec on this descriptor; it is
+# close-on-exec, so the hook itself has only stdin, stdout and stderr.
+_FAILURE_FD = 3
+
+# Run as `python -I -S -c _HELPER <cwd> <uid> <gid> <cmd...>`; uid -1 keeps the
+# daemon's ids.  Python's start-up leaves traces exec would hand on to the hook:
+# SIGPIPE and SIGXFSZ ignored, and LC_CTYPE set by locale coercion (PEP 538; the
+# environment we pass never has it).
+_HELPER = """\
+import os, signal, sys
+cwd, uid, gid, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+step = "setup"
+try:
+    os.environ.pop("LC_CTYPE", None)
+    os.set_inheritable(3, False)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    os.setsid()
+    if uid >= 0:
+        step = "privilege drop"
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    step = "chdir " + cwd
+    os.chdir(cwd)
+    step = "exec " + argv[0]
+    os.execv(argv[0], argv)
+except OSError as e:
+    os.write(3, (step + ": " + e.strerror).encode())
+os._exit(127)
+"""
+
+
+@attrs.frozen
+class HookResult:
+    """The outcome of one fire: logged, and never changes what the caller does.
+
+    @ivar exit_code: the exit status; -1 when killed by a signal or not run.
+    @ivar duration_ms: from the start of this hook's dispatch to reaping.
+    @ivar sandbox: C{setuid}, or C{-} when the hook was not run.
+    @ivar stdout: the last L{OUTPUT_CAP} bytes.
+    @ivar stderr: the last L{OUTPUT_CAP} bytes.
+    @ivar error: C{(kind, message)} of an exec error (C{user-not-found},
+        C{spawn-failed}), else L{None}.
+    """
+
+    hook: str
+    exit_code: int
+    duration_ms: int
+    timed_out: bool = False
+    sandbox: str = "-"
+    stdout: bytes = b""
+    stderr: bytes = b""
+    error: tuple[str, str] | None = None
+
+
+class ProcessGroups:
+    """Signals process groups and tells whether anything of one still runs."""
+
+    def signal(self, pgid: int, signum: int) -> bool:
+        """Signal a group; C{False} when it has no member left."""
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # a member changed identity (a setuid program); it is still there
+        return True
+
+    def alive(self, pgid: int) -> bool:
+        """Whether the group has a member that is not a zombie.
+
+        Zombies count for C{killpg} until their new parent reaps them, yet no
+        signal can touch them; so a group that answers is looked for in C{/proc}.
+        """
+        if not self.signal(pgid, 0):
+            return False
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    state, _, group = f.read().rsplit(b")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if state != b"Z" and int(group) == pgid:
+                return True
+        return False
+
+
+class HookProtocol(ProcessProtocol):
+    """One hook process: writes stdin, keeps the output tails, enforces the timeout.
+
+    At the deadline (C{timeout} seconds after spawn) the whole process group gets
+    SIGTERM, and SIGKILL L{KILL_GRACE} seconds later if anything of it is left.
+    A group that outlives its leader (a detached grandchild) is still signalled at
+    the deadline, so nothing a hook starts outlives its timeout.
+
+    @ivar ended: fires with this protocol once the process has exited and its
+        pipes are closed.
+    @ivar gone: fires once nothing of the process group is left to signal.
+    @ivar output: the kept bytes per child descriptor (1, 2 and the helper's 3).
+    """
+
+    def __init__(self, stdin: bytes, timeout: float, clock, groups: ProcessGroups):
+        self.stdin = stdin
+        self.timeout = timeout
+        self.clock = clock
+        self.groups = groups
+        self.output = {1: bytearray(), 2: bytearray(), _FAILURE_FD: bytearray()}
+        self.exit_code = -1
+        self.timed_out = False
+        self.ended = defer.Deferred()
+        self.gone = defer.Deferred()
+        self._timer = None
+
+    def connectionMade(self):
+        self.pgid = self.transport.pid
+        self._timer = self.clock.callLater(self.timeout, self._terminate)
+        # Buffered by the transport; a child that never reads gets EPIPE'd, harmlessly.
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+        self.stdin = b""
+
+    def childDataReceived(self, childFD, data):
+        kept = self.output[childFD]
+        kept += data
+        if len(kept) > OUTPUT_CAP:
+            del kept[:-OUTPUT_CAP]
+
+    def processEnded(self, reason):
+        if reason.value.exitCode is not None:  # None: killed by a signal
+            self.exit_code = reason.value.exitCode
+        if not (self._timer.active() and self.groups.alive(self.pgid)):
+            if self._timer.active():
+                self._timer.cancel()
+            self._gone()
+        self.ended.callback(self)
+
+    def _terminate(self):
+        self.timed_out = not self.ended.called
+        if self.groups.signal(self.pgid, signal.SIGTERM):
+            self._timer = self.clock.callLater(KILL_GRACE, self._kill)
+        else:
+            self._gone()
+
+    def _kill(self):
+        self.groups.signal(self.pgid, signal.SIGKILL)
+        self._gone()
+
+    def _gone(self):
+        if not self.gone.called:
+            self.gone.callback(None)
+
+
+class HookRunner:
+    """Fires the hooks of mailbox events; see the module docstring.
+
+    @param reactor: spawns the processes.
+    @param config: returns the live configuration (data dir, catchall domain).
+    @param environ: the daemon's environment; only C{PATH} and C{HOME} reach hooks.
+    @param clock: times fires and timeouts; the reactor by default.
+    @param max_processes: hook processes running at once; further hooks queue.
+    @param resolve_owner: owner name -> L{aimx.store.mailstore.Owner}, per fire.
+    @param euid: the daemon's effective uid; only root drops to the owner.
+    @param groups: signals hook process groups.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        *,
+        config,
+        environ,
+        clock=None,
+        max_processes: int = MAX_PROCESSES,
+        resolve_owner=resolve_owner,
+        euid: int | None = None,
+        groups: ProcessGroups = ProcessGroups(),
+    ):
+        self.reactor = reactor
+        self.config = config
+        self.environ = environ
+        self.clock = reactor if clock is None else clock
+        self.slots = defer.DeferredSemaphore(max_processes)
+        self.resolve_owner = resolve_owner
+        self.euid = os.geteuid() if euid is None else euid
+        self.groups = groups
+        self._busy: set[defer.Deferred] = set()
+        self._idle: list[defer.Deferred] = []
+
+    def on_received(self, ingested) -> defer.Deferred:
+        """Fire the routed mailbox's on_receive hooks for one published message.
+
+        The hooks start on the next turn of the reactor, so not even their spawn
+        comes before the SMTP reply of this delivery.
+
+        @param ingested: an L{aimx.smtp.inbound.Ingested}, not a duplicate.
+        @return: fires with the L{HookResult}s when all are done (C{aimx ingest}
+            waits for it; the daemon does not).
+        """
+        parsed, stored = ingested.prepared.parsed, ingested.stored
+        started = task.deferLater(
+            self.clock,
+            0,
+            self.dispatch,
+            HookEvent(
+                hookspec.ON_RECEIVE,
+                ingested.mailbox,
+                filepath=stored.path,
+                id=stored.id,
+                from_=parsed.from_,
+                to=parsed.to,
+                subject=parsed.subject,
+                message_id=parsed.message_id,
+                date=parsed.date or stored.received_at,
+                trusted=ingested.trusted,
+            ),
+        )
+        self._track(started)
+        return started
+
+    def after_send(
+        self,
+        mailbox: MailboxConfig,
+        status: str,
+        *,
+        from_: str,
+        to: str,
+        subject: str,
+        message_id: str,
+        filepath: str = "",
+    ) -> defer.Deferred:
+        """Fire the sending mailbox's after_send hooks (no trust gate).
+
+        @param status: C{delivered}, C{failed}, C{deferred} or C{partial}
+            (C{AIMX_SEND_STATUS}).
+        @param from_: the raw C{From:} header of the submission.
+        @param to: the raw C{To:} header.
+        @param message_id: the outbound Message-ID, with C{<>}.
+        @param filepath: the sent copy; C{""} when none was written.
+        @return: fires with the L{HookResult}s once all hooks have finished; the
+            send result goes back to the client after that.
+        """
+        now = datetime.fromtimestamp(self.clock.seconds(), timezone.utc)
+        return self.dispatch(
+            hookspec.sent(
+                mailbox, status, from_=from_, to=to, subject=subject,
+                message_id=message_id, filepath=filepath, now=now,
+            )
+        )
+
+    def dispatch(self, event: HookEvent) -> defer.Deferred:
+        """Fire the hooks of one event one after another; never fails.
+
+        @return: fires with the L{HookResult} of each hook that was run.
+        """
+        done = defer.Deferred.fromCoroutine(self._dispatch(event))
+        self._track(done)
+        return done
+
+    def idle(self) -> defer.Deferred:
+        """Fires once no hook is queued or running and no hook process is left."""
+        if not self._busy:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self._idle.append(waiter)
+        return waiter
+
+    async def _dispatch(self, event: HookEvent) -> list[HookResult]:
+        config, mailbox = self.config(), event.mailbox
+        if hookspec.refuses_catchall(event, config.domain):
+            log.warn(
+                "catchall mailbox '{mailbox}' has {n} configured hook(s) but catchall "
+                "hooks are forbidden; refusing to fire",
+                mailbox=mailbox.name,
+                n=len(mailbox.hooks),
+            )
+            return []
+        hooks = hookspec.hooks_for(event)
+        if not hooks:
+            log.info(
+                "No hooks found for event={event} mailbox={mailbox}",
+                event=event.event,
+                mailbox=mailbox.name,
+            )
+        results = []
+        for hook in hooks:
+            if hookspec.gated(event, hook):
+                log.info(
+                    "hook_name={hook_name} event={event} mailbox={mailbox} skipped: "
+                    "trusted={trusted} fire_on_untrusted=false {ident}",
+                    hook_name=hook.name,
+                    event=event.event,
+                    mailbox=mailbox.name,
+                    trusted=event.trusted,
+                    ident=hookspec.log_id(event),
+                    email_id=event.id,
+                )
+                continue
+            why = hookspec.argv_error(hook)
+            if why is not None:
+                log.warn(
+                    "hook_name={hook_name} resolve_argv error: {why}",
+                    hook_name=hook.name,
+                    why=why,
+                )
+                continue
+            await self.slots.acquire()
+            try:
+                results.append(await self._fire(event, hook, config.data_dir))
+            except Exception:
+                log.failure("hook_name={hook_name} fire crashed", hook_name=hook.name)
+            finally:
+                self.slots.release()
+        return results
+
+    async def _fire(self, event: HookEvent, hook, data_dir: str) -> HookResult:
+        start = self.clock.seconds()
+        owner_name = event.mailbox.owner
+        log.info(
+            "firing hook_name={hook_name} event={event} mailbox={mailbox} owner={owner}",
+            hook_name=hook.name,
+            event=event.event,
+            mailbox=event.mailbox.name,
+            owner=owner_name,
+        )
+        owner = self.resolve_owner(owner_name)
+        uid = gid = -1
+        if owner.uid is None:
+            if self.euid == 0:
+                error = ("user-not-found", f"user '{owner_name}' not found on this host")
+                return self._report(event, hook, start, error=error)
+            log.warn(
+                "run_as '{owner}' not found and caller is non-root: running hook as "
+                "current user",
+                owner=owner_name,
+            )
+        elif self.euid == 0 and owner.uid != 0:
+            uid, gid = owner.uid, owner.gid
+        box = "inbox" if event.event == hookspec.ON_RECEIVE else "sent"
+        cwd = os.path.join(data_dir, box, event.mailbox.name)
+        protocol = HookProtocol(
+            self._stdin(event, hook), hook.timeout_secs, self.clock, self.groups
+        )
+        argv = [sys.executable, "-I", "-S", "-c", _HELPER, cwd, str(uid), str(gid)]
+        try:
+            self.reactor.spawnProcess(
+                protocol,
+                sys.executable,
+                argv + list(hook.cmd),
+                env=hookspec.environment(event, hook, self.environ),
+                childFDs={0: "w", 1: "r", 2: "r", _FAILURE_FD: "r"},
+            )
+        except (OSError, ValueError) as e:
+            return self._report(event, hook, start, error=("spawn-failed", str(e)))
+        self._track(protocol.gone)
+        await protocol.ended
+        failure = bytes(protocol.output[_FAILURE_FD])
+        if failure:
+            error = ("spawn-failed", failure.decode("utf-8", "replace"))
+            return self._report(event, hook, start, error=error)
+        return self._report(event, hook, start, protocol)
+
+    def _stdin(self, event: HookEvent, hook) -> bytes:
+        """The stored file's bytes; empty when there is none or it cannot be read."""
+        if not event.filepath:
+            return b""
+        try:
+            with open(event.filepath, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+        except OSError as e:
+            log.warn(
+                "hook_name={hook_name} hook stdin: read {path} failed: {error}; "
+                "piping empty payload",
+                hook_name=hook.name,
+                path=event.filepath,
+                error=e,
+            )
+            return b""
+
+    def _report(self, event, hook, start, protocol=None, error=None) -> HookResult:
+        """Build the result and log the structured line and its warnings (§6)."""
+        duration_ms = int((self.clock.seconds() - start) * 1000)
+        if protocol is None:
+            result = HookResult(hook.name, -1, duration_ms, error=error)
+        else:
+            result = HookResult(
+                hook.name,
+                protocol.exit_code,
+                duration_ms,
+                protocol.timed_out,
+                "setuid",
+                bytes(protocol.output[1]),
+                bytes(protocol.output[2]),
+            )
+        log.info(
+            hookspec.RESULT_FORMAT,
+            **hookspec.result_fields(
+                event,
+                hook,
+                sandbox=result.sandbox,
+                exit_code=result.exit_code,
+                duration_ms=duration_ms,
+                timed_out=result.timed_out,
+                stderr=result.stderr,
+            ),
+        )
+        if error is not None:
+            log.warn(
+                "hook_name={hook_name} exec error ({kind}): {detail}",
+                hook_name=hook.name,
+                kind=error[0],
+                detail=error[1],
+            )
+        elif result.exit_code != 0:
+            log.warn(
+                "hook_name={hook_name} exited with code {exit_code}: {stderr}",
+                hook_name=hook.name,
+                exit_code=result.exit_code,
+                stderr=result.stderr.decode("utf-8", "replace").strip(),
+            )
+        if result.timed_out:
+            log.warn(
+                "hook_name={hook_name} timed out after {timeout_ms}ms",
+                hook_name=hook.name,
+                timeout_ms=hook.timeout_secs * 1000,
+            )
+        elif duration_ms > SLOW_MS:
+            log.warn(
+                "hook_name={hook_name} slow: duration_ms={duration_ms} (>5s)",
+                hook_name=hook.name,
+                duration_ms=duration_ms,
+            )
+        return result
+
+    def _track(self, work: defer.Deferred):
+        self._busy.add(work)
+        work.addBoth(self._untrack, work)
+
+    def _untrack(self, result, work):
+        self._busy.discard(work)
+        if not self._busy:
+            waiters, self._idle = self._idle, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result

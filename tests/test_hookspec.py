@@ -1,0 +1,213 @@
+"""Tests for aimx.core.hookspec: selection, gate, environment and log text."""
+
+import json
+from datetime import datetime, timezone
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import hookspec
+from aimx.core.config import MailboxConfig, derive_hook_name, make_hook
+from aimx.core.hookspec import HookEvent
+
+DOMAIN = "test.com"
+
+
+def mailbox(*hooks, name="alice", address=None) -> MailboxConfig:
+    return MailboxConfig(name, address or f"{name}@{DOMAIN}", "alice", hooks=hooks)
+
+
+def received(box: MailboxConfig, trusted: str = "none", **values) -> HookEvent:
+    fields = dict(
+        filepath="/data/inbox/alice/2025-01-01-000000-hello.md",
+        id="2025-01-01-000000-hello",
+        from_="alice@gmail.com",
+        to="alice@test.com",
+        subject="Hello World",
+        message_id="m1@gmail.com",
+        date="2025-01-01T00:00:00Z",
+        trusted=trusted,
+    )
+    fields.update(values)
+    return HookEvent(hookspec.ON_RECEIVE, box, **fields)
+
+
+def sent(box: MailboxConfig, status: str = "delivered", filepath: str = "") -> HookEvent:
+    return hookspec.sent(
+        box,
+        status,
+        from_="alice@test.com",
+        to="bob@example.com",
+        subject="Hi",
+        message_id="<out1@test.com>",
+        filepath=filepath,
+        now=datetime(2025, 4, 15, 12, 30, 23, tzinfo=timezone.utc),
+    )
+
+
+class SelectionTests(SynchronousTestCase):
+    """Which hooks of a mailbox belong to an event."""
+
+    def test_event_and_config_order(self):
+        """Only the event's hooks, in config order."""
+        a = make_hook("on_receive", ["/bin/a"])
+        b = make_hook("after_send", ["/bin/b"])
+        c = make_hook("on_receive", ["/bin/c"])
+        box = mailbox(a, b, c)
+        self.assertEqual(hookspec.hooks_for(received(box)), (a, c))
+        self.assertEqual(hookspec.hooks_for(sent(box)), (b,))
+
+    def test_catchall_with_hooks_refused(self):
+        """A catchall that somehow has hooks fires none of them (§1)."""
+        hook = make_hook("on_receive", ["/bin/true"])
+        catchall = mailbox(hook, name="catchall", address=f"*@{DOMAIN.upper()}")
+        self.assertTrue(hookspec.refuses_catchall(received(catchall), DOMAIN))
+        self.assertFalse(hookspec.refuses_catchall(received(mailbox(hook)), DOMAIN))
+        empty = mailbox(name="catchall", address=f"*@{DOMAIN}")
+        self.assertFalse(hookspec.refuses_catchall(received(empty), DOMAIN))
+
+    def test_argv_rechecked(self):
+        """An empty, blank or relative cmd[0] is refused at fire time."""
+        self.assertEqual(hookspec.argv_error(make_hook("on_receive", [])), "empty cmd")
+        self.assertEqual(hookspec.argv_error(make_hook("on_receive", [" "])), "empty cmd")
+        self.assertIn("not an absolute path", hookspec.argv_error(make_hook("on_receive", ["echo"])))
+        self.assertIsNone(hookspec.argv_error(make_hook("on_receive", ["/bin/echo"])))
+
+
+class GateTests(SynchronousTestCase):
+    """The trust gate (trust-and-auth §5.2)."""
+
+    def test_table(self):
+        """Default hooks fire only for trusted == "true"; fire_on_untrusted always."""
+        default = make_hook("on_receive", ["/bin/true"])
+        flagged = make_hook("on_receive", ["/bin/true"], fire_on_untrusted=True)
+        for trusted, default_fires in (("none", False), ("true", True), ("false", False)):
+            event = received(mailbox(default, flagged), trusted)
+            self.assertEqual(hookspec.gated(event, default), not default_fires, trusted)
+            self.assertFalse(hookspec.gated(event, flagged), trusted)
+
+    def test_after_send_ungated(self):
+        """Nothing gates after_send hooks."""
+        hook = make_hook("after_send", ["/bin/true"])
+        self.assertFalse(hookspec.gated(sent(mailbox(hook)), hook))
+
+
+class EnvironmentTests(SynchronousTestCase):
+    """The child's environment (§5)."""
+
+    daemon_env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "AIMX_LEAK_SENTINEL_HOOK": "leaked"}
+
+    def test_on_receive(self):
+        """PATH and HOME from the daemon, then the AIMX_* values; nothing else."""
+        hook = make_hook("on_receive", ["/bin/env"], name="hook_explicit")
+        env = hookspec.environment(received(mailbox(hook)), hook, self.daemon_env)
+        self.assertEqual(
+            env,
+            {
+                "PATH": "/usr/bin:/bin",
+                "HOME": "/root",
+                "AIMX_HOOK_NAME": "hook_explicit",
+                "AIMX_EVENT": "on_receive",
+                "AIMX_MAILBOX": "alice",
+                "AIMX_FROM": "alice@gmail.com",
+                "AIMX_TO": "alice@test.com",
+                "AIMX_SUBJECT": "Hello World",
+                "AIMX_FILEPATH": "/data/inbox/alice/2025-01-01-000000-hello.md",
+                "AIMX_MESSAGE_ID": "m1@gmail.com",
+                "AIMX_ID": "2025-01-01-000000-hello",
+                "AIMX_DATE": "2025-01-01T00:00:00Z",
+            },
+        )
+
+    def test_derived_name(self):
+        """An unnamed hook gets its §2 derived name in AIMX_HOOK_NAME."""
+        cmd = ["/bin/sh", "-c", "env > out"]
+        hook = make_hook("on_receive", cmd, fire_on_untrusted=True)
+        env = hookspec.environment(received(mailbox(hook)), hook, {})
+        self.assertEqual(env["AIMX_HOOK_NAME"], derive_hook_name("on_receive", cmd, True))
+        self.assertRegex(env["AIMX_HOOK_NAME"], "^[0-9a-f]{12}$")
+
+    def test_no_path_no_home(self):
+        """PATH and HOME are only copied when the daemon has them."""
+        hook = make_hook("on_receive", ["/bin/true"])
+        env = hookspec.environment(received(mailbox(hook)), hook, {"USER": "root"})
+        self.assertEqual({k for k in env if not k.startswith("AIMX_")}, set())
+
+    def test_hostile_values_verbatim(self):
+        """$(), backticks, quotes and newlines pass verbatim; NUL is dropped."""
+        hook = make_hook("on_receive", ["/bin/true"])
+        subject = "$(touch /tmp/x) `id` 'q' \"d\" ${HOME}\nnext\0line"
+        event = received(mailbox(hook), subject=subject, from_="\"$(id)\" <a`b`@x.com>")
+        env = hookspec.environment(event, hook, {})
+        self.assertEqual(env["AIMX_SUBJECT"], "$(touch /tmp/x) `id` 'q' \"d\" ${HOME}\nnextline")
+        self.assertEqual(env["AIMX_FROM"], "\"$(id)\" <a`b`@x.com>")
+
+    def test_after_send(self):
+        """after_send: AIMX_SEND_STATUS, the sent copy, its stem, the fire time."""
+        hook = make_hook("after_send", ["/bin/true"])
+        path = "/data/sent/alice/2025-04-15-123023-hi.md"
+        env = hookspec.environment(sent(mailbox(hook), filepath=path), hook, {})
+        self.assertEqual(env["AIMX_SEND_STATUS"], "delivered")
+        self.assertEqual(env["AIMX_EVENT"], "after_send")
+        self.assertEqual(env["AIMX_FILEPATH"], path)
+        self.assertEqual(env["AIMX_ID"], "2025-04-15-123023-hi")
+        self.assertEqual(env["AIMX_MESSAGE_ID"], "<out1@test.com>")
+        self.assertEqual(env["AIMX_DATE"], "2025-04-15T12:30:23+00:00")
+        self.assertEqual((env["AIMX_FROM"], env["AIMX_TO"]), ("alice@test.com", "bob@example.com"))
+
+    def test_deferred_send(self):
+        """A deferred send has no file: FILEPATH and ID are empty."""
+        hook = make_hook("after_send", ["/bin/true"])
+        env = hookspec.environment(sent(mailbox(hook), "deferred"), hook, {})
+        self.assertEqual(
+            (env["AIMX_SEND_STATUS"], env["AIMX_FILEPATH"], env["AIMX_ID"]), ("deferred", "", "")
+        )
+
+
+class LogTextTests(SynchronousTestCase):
+    """The structured line and its stderr_tail (§6)."""
+
+    def test_ident(self):
+        """email_id=<id>; message_id=<id> when nothing was persisted; else email_id=."""
+        box = mailbox()
+        self.assertEqual(hookspec.log_id(received(box)), "email_id=2025-01-01-000000-hello")
+        self.assertEqual(hookspec.log_id(sent(box, "deferred")), "message_id=<out1@test.com>")
+        empty = hookspec.sent(
+            box, "deferred", from_="", to="", subject="", message_id="", filepath="",
+            now=datetime.now(timezone.utc),
+        )
+        self.assertEqual(hookspec.log_id(empty), "email_id=")
+
+    def test_empty_tail(self):
+        """No stderr renders as two quotes."""
+        self.assertEqual(hookspec.stderr_tail(b""), '""')
+
+    def test_escaped_one_line(self):
+        """A newline and a quote render escaped on one line (case 10)."""
+        rendered = hookspec.stderr_tail(b'line1\nline"2\n')
+        self.assertEqual(rendered, '"line1\\nline\\"2\\n"')
+        self.assertNotIn("\n", rendered)
+
+    def test_long_tail_elided(self):
+        """3000 chars render as "<first 512>...<last 504>" (case 10)."""
+        data = b"h" * 1000 + b"m" * 1000 + b"t" * 1000
+        rendered = hookspec.stderr_tail(data)
+        self.assertEqual(rendered, '"' + "h" * 512 + "..." + "t" * 504 + '"')
+        self.assertEqual(json.loads(rendered), "h" * 512 + "..." + "t" * 504)
+
+    def test_lossy_decode(self):
+        """Invalid UTF-8 is replaced, not an error."""
+        self.assertEqual(hookspec.stderr_tail(b"a\xffb"), '"a\ufffdb"')
+
+    def test_result_line(self):
+        """The structured line has every field of §6 in order (case 9)."""
+        hook = make_hook("on_receive", ["/bin/true"], name="notify")
+        fields = hookspec.result_fields(
+            received(mailbox(hook)), hook, sandbox="setuid", exit_code=0,
+            duration_ms=12, timed_out=False, stderr=b"",
+        )
+        self.assertEqual(
+            hookspec.RESULT_FORMAT.format(**fields),
+            "hook_name=notify event=on_receive mailbox=alice owner=alice sandbox=setuid "
+            "email_id=2025-01-01-000000-hello exit_code=0 duration_ms=12 timed_out=false "
+            'stderr_tail=""',
+        )
