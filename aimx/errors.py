@@ -31,6 +31,105 @@ class NoMailboxError(IngestError):
     code = "MAILBOX"
 
 
+# The control-socket error codes (spec/control-socket.md §3), one class per code.
+
+
+class MailboxError(AimxError):
+    """Mailbox-level refusal: duplicate, not found (or not owned), catchall."""
+
+    code = "MAILBOX"
+
+
+class DomainError(AimxError):
+    """The From domain is not the configured domain."""
+
+    code = "DOMAIN"
+
+
+class SignError(AimxError):
+    """DKIM signing failed."""
+
+    code = "SIGN"
+
+
+class DeliveryError(AimxError):
+    """Permanent (5xx) delivery failure."""
+
+    code = "DELIVERY"
+
+
+class TempError(AimxError):
+    """Transient failure; nothing was persisted."""
+
+    code = "TEMP"
+
+
+class MalformedError(AimxError):
+    """Bad request or undecodable argument."""
+
+    code = "MALFORMED"
+
+
+class ProtocolError(AimxError):
+    """A request body aimx does not accept (legacy or unknown keys)."""
+
+    code = "PROTOCOL"
+
+
+class NotFoundError(AimxError):
+    """An email id that is invalid or absent."""
+
+    code = "NOTFOUND"
+
+
+class IOFailure(AimxError):
+    """A filesystem or serialisation failure."""
+
+    code = "IO"
+
+
+class ValidationError(AimxError):
+    """An input rule was violated (name, owner, hook fields)."""
+
+    code = "VALIDATION"
+
+
+class NonEmptyError(AimxError):
+    """Delete refused: the mailbox still has files."""
+
+    code = "NONEMPTY"
+
+
+class ConflictError(AimxError):
+    """A pre-existing directory is in the way (wrong owner, not a directory)."""
+
+    code = "ECONFLICT"
+
+
+class AccessDenied(AimxError):
+    """The caller is not authorised; the wire reason is always opaque."""
+
+    code = "EACCES"
+
+
+class NoEntry(AimxError):
+    """The referenced mailbox or hook does not exist (or is hidden as such)."""
+
+    code = "ENOENT"
+
+
+class BodyTooLarge(AimxError):
+    """The Markdown body of a SEND is larger than 5 MiB."""
+
+    code = "BODY_TOO_LARGE"
+
+
+class DaemonNotRunning(AimxError):
+    """No daemon answers on the control socket (missing, or connection refused)."""
+
+    code = "DOWN"
+
+
 @attrs.frozen
 class SmtpStatus(Exception):
     """An SMTP reply decided by aimx: code, enhanced status code and text.

@@ -14,8 +14,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
+from aimx.control.amp import ControlFactory, ControlSocket
+from aimx.control.commands import SOCKET_NAME
+from aimx.control.ops import Control
 from aimx.core import dkimcheck
 from aimx.errors import ConfigError
+from aimx.hooks import HookRunner
 from aimx.smtp.inbound import Inbound
 from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
 from aimx.smtp.tls import server_options
@@ -53,10 +57,14 @@ class Options(usage.Options):
 
 
 class LiveConfig:
-    """The current configuration snapshot; calling it returns the snapshot."""
+    """The current configuration snapshot; calling it returns the snapshot.
+
+    @ivar lock: the config-write lock (control-socket mutations, reload).
+    """
 
     def __init__(self, config):
         self.current = config
+        self.lock = defer.DeferredLock()
 
     def __call__(self):
         return self.current
@@ -148,8 +156,16 @@ class Daemon(service.MultiService):
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
             )
 
-    def reload(self):
-        """Re-read config.toml; keep the old snapshot if the new one is invalid."""
+    def reload(self) -> defer.Deferred:
+        """Re-read config.toml; keep the old snapshot if the new one is invalid.
+
+        Runs under the config lock so it never interleaves with a control mutation.
+        """
+        d = self.live.lock.run(self._reload)
+        d.addErrback(lambda f: log.failure("SIGHUP: config reload crashed", f))
+        return d
+
+    def _reload(self):
         path = configfile.config_path(self.options["config-dir"])
         try:
             config, warnings = configfile.load(
@@ -229,7 +245,8 @@ def build(
     """Run the start-up checks and build the service tree.
 
     @param limits: SMTP session limits (tests lower them).
-    @param environ: where C{AIMX_NAMESERVERS} and friends are read.
+    @param environ: where C{AIMX_NAMESERVERS} and friends are read; hooks get its
+        C{PATH} and C{HOME}.
 
     @raise ConfigError: a fatal start-up problem (the message says which).
     """
@@ -268,8 +285,24 @@ def build(
         tls_options=tls_options,
     )
     daemon.inbound = inbound
+    daemon.hooks = HookRunner(reactor, config=live, environ=environ)
+    inbound.listeners.append(daemon.hooks.on_received)
     daemon.smtp = SmtpListener(reactor, factory, options.host, options.port)
     daemon.smtp.setServiceParent(daemon)
+    control = Control(
+        live=live,
+        config_dir=options["config-dir"],
+        data_dir=config.data_dir,
+        mailbox_lock=inbound.lock,
+        run_in_thread=run_in_thread,
+    )
+    daemon.control = ControlSocket(
+        reactor,
+        os.path.join(options["runtime-dir"], SOCKET_NAME),
+        ControlFactory(control, clock=reactor),
+        grace=DRAIN_SECONDS,
+    )
+    daemon.control.setServiceParent(daemon)
     PidFile(os.path.join(options["runtime-dir"], "aimx.pid")).setServiceParent(daemon)
     daemon.dkim_check = DkimDnsCheck(
         run_in_thread, lambda: dkim_dns_check(config, options["config-dir"], resolver)

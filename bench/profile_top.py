@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Summarise a py-spy raw (collapsed-stack) profile of the aimx daemon.
 
-  profile_top.py PROFILE.txt [--top 20] [--per-msg N --cpu-us-per-msg US]
+  profile_top.py PROFILE.txt [--top 20] [--cpu-us-per-msg US]
+  profile_top.py PROFILE.txt --pairs --rate HZ     (a --threads profile of one big message)
 
 PROFILE.txt is what ``py-spy record -f raw --function`` writes: one line per
 distinct stack, frames joined by ";", then a sample count.  Prints
@@ -10,6 +11,9 @@ distinct stack, frames joined by ";", then a sample count.  Prints
   - top functions by self samples (the innermost frame) and by inclusive samples.
 With --cpu-us-per-msg (the server CPU per message measured in the same load)
 each share is also given as microseconds per message.
+With --pairs (for ``py-spy record --threads``) prints instead the time per
+thread and innermost caller -> callee pair, in ms at --rate samples/s: a long
+run of one C call there (re.sub, re.split) is a stretch the GIL was held.
 """
 import argparse
 import collections
@@ -23,7 +27,9 @@ STAGES = [
     ("verify: DMARC lookup", r"^_dmarc_record \(aimx/auth/verify"),
     ("verify: other", r"^verify_inbound \(aimx/auth/verify"),
     ("store: store_for_rcpt (route, trust, frontmatter, write)", r"^store_for_rcpt \(aimx/smtp/inbound"),
-    ("logging (twisted.logger: format + write)", r"\(twisted/logger/|^_emit|\(twisted/python/log\.py"),
+    # twisted/python/log.py's callWithLogger/callWithContext wrap every reactor I/O
+    # callback: they are not logging, so only twisted/logger/ frames count here
+    ("logging (twisted.logger: emit, format, write)", r"\(twisted/logger/"),
     ("SMTP protocol (AimxESMTP, reactor thread)", r"\(aimx/smtp/server\.py"),
     ("ingest chain on the reactor (Inbound, Deferreds)", r"\(aimx/smtp/inbound\.py"),
     ("thread pool hand-off (twisted threads, queue)", r"\(twisted/_threads/|\(twisted/python/threadpool|\(threading\.py|\(queue\.py"),
@@ -54,11 +60,24 @@ def main():
     ap.add_argument("profile")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--cpu-us-per-msg", type=float)
+    ap.add_argument("--pairs", action="store_true")
+    ap.add_argument("--rate", type=float, default=1000)
     a = ap.parse_args()
     stacks = read(a.profile)
     total = sum(n for _s, n in stacks)
     if not total:
         raise SystemExit("no samples")
+    if a.pairs:
+        pairs = collections.Counter()
+        for frames, n in stacks:
+            thread = frames[0].split(":")[-1].strip() if frames[0].startswith("thread") else "?"
+            fr = [norm(f) for f in frames]
+            pair = " -> ".join(fr[-2:])
+            pairs[(thread, pair)] += n
+        print("%d samples at %g Hz in %s (%.0f ms)" % (total, a.rate, a.profile, total / a.rate * 1e3))
+        for (thread, pair), n in pairs.most_common(a.top):
+            print("  %7.0f ms  %-16s %s" % (n / a.rate * 1e3, thread[:16], pair))
+        return
     us = a.cpu_us_per_msg
 
     def share(n):

@@ -8,18 +8,20 @@
 #               and DKIM key, Postfix configured on loopback (postfix_anchor.sh)
 #   start       DNS stub, smtp-sink, Twisted floor, aiosmtpd, naive pipeline, Postfix, aimx
 #   throughput  compare.py: -F dkim-plain-4k.eml and -F dkim-newsletter-60k.eml
-#               (and -l 4096 when L4096=1)
+#               (and -l 4096, 3 rounds, unless L4096=0)
 #   latency     latency.py, $LAT_ROUNDS rounds: generated 4 KiB message and dkim-plain-4k.eml
 #   profile     py-spy (GIL-holder samples) of aimx under a dkim-plain-4k load
 #   big         a ~25 MiB message into a freshly started aimx (and floor): VmHWM growth,
 #               reactor stalls (stall_probe.py); per-stage memory (pipeline_cost --mem)
 #   stages      pipeline_cost.py (the kit's reference steps) and aimx_stages.py (aimx's own)
 #   stop        stop everything started here (by PID) and Postfix
+#   logab       (not in the default run; after start) A/B: aimx as is against a second aimx
+#               whose log observer drops every event (AIMX_BENCH_LOG=off), -F dkim-plain-4k
 #
 # Environment (defaults): W=/tmp/aimx-bench (scratch), KIT=<repo>/../shared/bench,
 # BASE_VENV=/work/venv (must have twisted aiosmtpd dkimpy dnspython tomli-w html2text and
 # aimx's dependencies), ROUNDS=5, M4K=2000, M60K=1000, LAT_ROUNDS=3, LAT_COUNT=200,
-# BIG_ROUNDS=2, L4096=0, STAGE_RUNS=1, PROFILE_SECS=20.
+# BIG_ROUNDS=2, L4096=1, STAGE_RUNS=1, PROFILE_SECS=20.
 # Results: $W/results/*.txt (+ .csv).  Only 127.0.0.1 is ever used.  Root is needed for
 # Postfix (apt-get install postfix swaks; postfix_anchor.sh edits the system main.cf).
 set -euo pipefail
@@ -35,12 +37,12 @@ R=$W/results
 PIDS=$W/pids
 ROUNDS=${ROUNDS:-5} M4K=${M4K:-2000} M60K=${M60K:-1000}
 LAT_ROUNDS=${LAT_ROUNDS:-3} LAT_COUNT=${LAT_COUNT:-200} BIG_ROUNDS=${BIG_ROUNDS:-2}
-L4096=${L4096:-0} STAGE_RUNS=${STAGE_RUNS:-1} PROFILE_SECS=${PROFILE_SECS:-20}
+L4096=${L4096:-1} STAGE_RUNS=${STAGE_RUNS:-1} PROFILE_SECS=${PROFILE_SECS:-20}
 BIG_MIB=${BIG_MIB:-24.6}      # 24.6 MiB with LF is 24.9 MiB on the wire (CRLF): under 25 MiB
 
 # ports (the kit's, plus aimx)
 P_PF=2525 P_SINK=2526 P_TW=2527 P_AIO=2528 P_TWP=2533 P_DNS=5353
-P_AIMX=2540 P_AIMX_BIG=2541 P_TW_BIG=2542
+P_AIMX=2540 P_AIMX_BIG=2541 P_TW_BIG=2542 P_AIMX_NOLOG=2543
 NS=127.0.0.1:$P_DNS
 INBOX=$W/aimx-data/inbox/box
 
@@ -86,6 +88,7 @@ start_aimx() {  # start_aimx NAME BASE PORT [PROBE_FILE]
   local name=$1 base=$2 port=$3 probe=${4:-}
   port_free "$port"
   ( cd "$base-run" && AIMX_BENCH_NODEDUP=1 AIMX_BENCH_PROBE="$probe" AIMX_NAMESERVERS=$NS \
+      AIMX_BENCH_LOG=${AIMX_BENCH_LOG:-on} \
       AIMX_ARGS="--bind 127.0.0.1:$port --config-dir $base-etc --data-dir $base-data --runtime-dir $base-run" \
       exec "$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = "twistd"; sys.exit(run())' \
         -n --pidfile= -y "$HERE/aimx_bench.tac" >"$W/logs/$name.log" 2>&1 ) &
@@ -223,8 +226,14 @@ phase_profile() {
   log "profile: py-spy --gil while aimx takes a dkim-plain-4k load"
   local pid; pid=$(pid_of aimx)
   # first the load alone (figures without the sampler), then the same load sampled
+  local t0; t0=$(awk '{print $14, $15}' "/proc/$pid/stat")
   "$KIT/smtp_load.sh" -p "$P_AIMX" -m "$M4K" -F "$W/corpus/dkim-plain-4k.eml" -w "$INBOX" -P "$pid" \
     | tee "$R/profile-load-unsampled.txt"
+  local us user_us
+  us=$(awk -v t0="$t0" -v n="$M4K" -v tck="$(getconf CLK_TCK)" '{split(t0, a, " ");
+       printf "%.0f %.0f", ($14 - a[1]) / tck / n * 1e6, ($15 - a[2]) / tck / n * 1e6}' "/proc/$pid/stat")
+  user_us=${us% *}
+  echo "server CPU split: user ${user_us} us/msg, sys ${us#* } us/msg" | tee -a "$R/profile-load-unsampled.txt"
   find "$INBOX" -maxdepth 1 -type f ! -name '.*' -delete
   # about PROFILE_SECS + 5 s of load at the unsampled rate; the sampler runs inside it
   local rate n; rate=$(sed -n 's/.*deliver_mps=\([0-9.]*\).*/\1/p' "$R/profile-load-unsampled.txt")
@@ -237,8 +246,8 @@ phase_profile() {
     -f raw -o "$R/profile-gil.txt" >"$W/logs/py-spy.log" 2>&1 || cat "$W/logs/py-spy.log"
   wait "$load" || true
   find "$INBOX" -maxdepth 1 -type f ! -name '.*' -delete
-  local us; us=$(sed -n 's/.*server_cpu_us_per_msg=\([0-9]*\).*/\1/p' "$R/profile-load-unsampled.txt")
-  "$PY" "$HERE/profile_top.py" "$R/profile-gil.txt" --top 25 ${us:+--cpu-us-per-msg "$us"} \
+  # GIL-holding samples are Python running: scale the shares by the user CPU per message
+  "$PY" "$HERE/profile_top.py" "$R/profile-gil.txt" --top 25 ${user_us:+--cpu-us-per-msg "$user_us"} \
     | tee "$R/profile-summary.txt"
 }
 
@@ -257,6 +266,23 @@ phase_big() {
         --watch "$W/aimx-big-data/inbox/box" --message "$msg" --probe-file "$W/aimx-big-run/probe.json"; } | tee -a "$out"
     stop_one aimx-big
   done
+  if [ -x "$VENV/bin/py-spy" ]; then
+    # where the reactor and the worker spend the big message (GIL holder, per thread, 1 kHz)
+    aimx_conf "$W/aimx-big"
+    start_aimx aimx-big "$W/aimx-big" "$P_AIMX_BIG"
+    "$PY" "$KIT/latency.py" --port "$P_AIMX_BIG" --watch "$W/aimx-big-data/inbox/box" --count 1 \
+      --warmup 0 --message "$W/corpus/dkim-plain-4k.eml" >/dev/null
+    "$VENV/bin/py-spy" record -p "$(pid_of aimx-big)" -r 1000 -d 6 --gil --threads --nonblocking \
+      -f raw -o "$R/profile-big-gil.txt" >"$W/logs/py-spy-big.log" 2>&1 &
+    local spy=$!
+    sleep 1
+    "$PY" "$KIT/latency.py" --port "$P_AIMX_BIG" --watch "$W/aimx-big-data/inbox/box" --count 1 \
+      --warmup 0 --timeout 120 --message "$msg" >/dev/null
+    wait "$spy" || cat "$W/logs/py-spy-big.log"
+    stop_one aimx-big
+    "$PY" "$HERE/profile_top.py" "$R/profile-big-gil.txt" --pairs --rate 1000 --top 15 \
+      | tee "$R/profile-big-summary.txt"
+  fi
   port_free "$P_TW_BIG"
   rm -rf "$W/drop/twbig"
   spawn twbig "$PY" "$KIT/anchor_twisted.py" --port "$P_TW_BIG" --dir "$W/drop/twbig"
@@ -279,9 +305,24 @@ phase_stages() {
   "$PY" "$HERE/aimx_stages.py" "$W/corpus" --nameserver "$NS" | tee "$R/aimx-stages.txt"
 }
 
+phase_logab() {
+  log "logging A/B: aimx vs aimx with AIMX_BENCH_LOG=off, $ROUNDS rounds x $M4K"
+  aimx_conf "$W/aimx-nolog"
+  AIMX_BENCH_LOG=off start_aimx aimx-nolog "$W/aimx-nolog" "$P_AIMX_NOLOG"
+  "$PY" "$KIT/latency.py" --port "$P_AIMX_NOLOG" --watch "$W/aimx-nolog-data/inbox/box" --count 3 \
+    --warmup 2 --message "$W/corpus/dkim-plain-4k.eml" >/dev/null
+  "$PY" "$KIT/compare.py" --rounds "$ROUNDS" -s 8 -m "$M4K" -F "$W/corpus/dkim-plain-4k.eml" \
+    --clean --baseline twisted --csv "$R/logab.csv" \
+    --target twisted=127.0.0.1:$P_TW,dir=$W/drop/tw,pid=$(pid_of twisted) \
+    --target aimx=127.0.0.1:$P_AIMX,dir=$INBOX,pid=$(pid_of aimx) \
+    --target aimx-nolog=127.0.0.1:$P_AIMX_NOLOG,dir=$W/aimx-nolog-data/inbox/box,pid=$(pid_of aimx-nolog) \
+    | tee "$R/logab.txt"
+  stop_one aimx-nolog
+}
+
 phase_stop() {
   log "stop"
-  for n in aimx aimx-big twbig twp aiosmtpd twisted sink dns; do stop_one "$n"; done
+  for n in aimx aimx-big aimx-nolog twbig twp aiosmtpd twisted sink dns; do stop_one "$n"; done
   if postfix status >/dev/null 2>&1; then "$KIT/postfix_anchor.sh" stop || true; fi
   rm -f "$W/pf/postfix.log"
 }
@@ -293,7 +334,8 @@ phases=("$@")
 mkdir -p "$W" "$R" "$PIDS" "$W/logs"
 for ph in "${phases[@]}"; do
   case "$ph" in
-    setup|start|throughput|latency|profile|big|stages|stop) "phase_$ph" ;;
-    *) sed -n '2,26p' "$0"; exit 2 ;;
+    setup|start|throughput|latency|profile|big|stages|stop|logab) "phase_$ph" ;;
+    *) sed -n '2,28p' "$0"; exit 2 ;;
   esac
 done
+trap - EXIT

@@ -1,12 +1,11 @@
 """The ``aimx`` command line (L3): argument parsing and dispatch to one module per verb."""
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 
 from aimx import __version__
+from aimx.core.version import version_fields
 from aimx.errors import AimxError
 
 HELP_GROUPS = """\
@@ -33,10 +32,6 @@ Try it:
 # Verbs of the spec that later issues build; until then they say so plainly.
 NOT_BUILT = {
     "send": "outbound mail",
-    "mailboxes": "the control socket",
-    "mailbox": "the control socket",
-    "hooks": "the control socket",
-    "hook": "the control socket",
     "agents": "operator tools",
     "mcp": "the MCP server",
     "setup": "operator tools",
@@ -49,10 +44,10 @@ NOT_BUILT = {
 
 
 def version_line() -> str:
-    built = datetime.date.today().isoformat()
+    v = version_fields()
     return (
-        f"AIMX (AI Mail Exchange) version {__version__} (unknown) "
-        f"{platform.machine().lower()}-{sys.platform} built {built}"
+        f"AIMX (AI Mail Exchange) version {v['tag']} ({v['git_hash']}) "
+        f"{v['target']} built {v['build_date']}"
     )
 
 
@@ -89,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         "--no-wait", action="store_true", help="stop the daemon after the deliveries"
     )
 
+    from aimx.cli import hooks, mailboxes  # they import Twisted: not for --version
+
+    mailboxes.add_parser(sub, common)
+    hooks.add_parser(sub, common)
     for verb in NOT_BUILT:
         stub = sub.add_parser(verb, parents=[common], help=argparse.SUPPRESS)
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -139,6 +138,14 @@ def main(argv=None) -> int:
     if args.config_dir is None:
         args.config_dir = os.environ.get("AIMX_CONFIG_DIR", "/etc/aimx")
     try:
+        if args.verb in ("mailboxes", "mailbox"):
+            from aimx.cli import mailboxes
+
+            return mailboxes.main(args)
+        if args.verb in ("hooks", "hook"):
+            from aimx.cli import hooks
+
+            return hooks.main(args)
         if args.verb == "ingest":
             from aimx.cli import ingest
 

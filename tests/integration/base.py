@@ -8,8 +8,10 @@ keeps serving while they block.
 
 import os
 import pwd
+import shutil
 import smtplib
 import socket
+import tempfile
 import tomllib
 
 from twisted.internet import reactor, threads
@@ -61,7 +63,9 @@ class DaemonTestCase(TestCase):
         root = os.path.abspath(self.mktemp())
         self.config_dir = os.path.join(root, "etc")
         self.data_dir = os.path.join(root, "data")
-        self.runtime_dir = os.path.join(root, "run")
+        # Short, under /tmp: a UNIX socket path must fit in 108 bytes.
+        self.runtime_dir = tempfile.mkdtemp(prefix="aimx-run-")
+        self.addCleanup(shutil.rmtree, self.runtime_dir, True)
         os.makedirs(self.config_dir)
         self.write_config(base_config(self.data_dir, catchall=self.catchall))
         keys.generate_dkim_key(self.config_dir, bits=1024)

@@ -1,0 +1,285 @@
+"""``aimx mailboxes`` (alias ``mailbox``), L3: create, list, show, delete (spec/cli.md §4.5).
+
+Every verb asks the daemon over the control socket.  When no daemon answers,
+root falls back to editing config.toml and the mailbox directories directly
+(then a restart is needed); anyone else gets a hint and exit code 2.
+"""
+
+import argparse
+
+from aimx.cli import session
+from aimx.cli.session import CliError, restart_hint
+from aimx.cli.term import cmd_text
+from aimx.control.commands import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
+from aimx.core import configedit
+from aimx.errors import DaemonNotRunning
+from aimx.store.mailboxes import (
+    count_entries,
+    create_dirs,
+    mailbox_details,
+    mailbox_dirs,
+    mailbox_rows,
+    remove_dirs,
+    wipe,
+)
+
+DAEMON_HINT = (
+    "daemon must be running for non-root mailbox CRUD; start `aimx serve` or run with "
+    "sudo to fall back to direct config edit."
+)
+_YES = ("1", "true", "yes")
+
+
+def add_parser(sub, common) -> None:
+    """Register C{mailboxes} (and its alias C{mailbox}) on the top-level subparsers."""
+    parser = sub.add_parser(
+        "mailboxes",
+        aliases=["mailbox"],
+        parents=[common],
+        help=argparse.SUPPRESS,
+        prog="aimx mailboxes",
+    )
+    actions = parser.add_subparsers(
+        dest="action", metavar="<action>", required=True, prog="aimx mailboxes"
+    )
+    create = actions.add_parser("create", parents=[common], help="create a mailbox")
+    create.add_argument("name")
+    create.add_argument("--owner", help="Linux user owning the mailbox (root only)")
+    listing = actions.add_parser("list", parents=[common], help="list mailboxes")
+    listing.add_argument("--all", action="store_true", help="every mailbox (root only)")
+    show = actions.add_parser("show", parents=[common], help="show one mailbox")
+    show.add_argument("name")
+    delete = actions.add_parser("delete", parents=[common], help="delete a mailbox")
+    delete.add_argument("name")
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    delete.add_argument("--force", action="store_true", help="also delete its emails")
+
+
+def main(args) -> int:
+    return session.run(VERBS[args.action], args)
+
+
+# -- create ----------------------------------------------------------------------
+
+
+async def create(args, s: session.Session) -> int:
+    name = args.name
+    configedit.check_mailbox_name(name)
+    if args.owner == "":
+        raise CliError("--owner value cannot be empty")
+    if s.root:
+        owner = args.owner or _ask_owner(name, s)
+    else:
+        caller = s.username
+        if caller is None and args.owner is None:
+            raise CliError(f"uid {s.euid} has no passwd entry; pass --owner <user>")
+        if caller is not None and args.owner not in (None, caller):
+            s.term.warn(
+                "Warning: --owner ignored for non-root callers; mailbox will be owned by "
+                f"`{caller}`"
+            )
+        owner = caller or args.owner
+    try:
+        await s.call(MailboxCreate, name=name, owner=args.owner if not s.root else owner)
+    except DaemonNotRunning:
+        if not s.root:
+            raise CliError(DAEMON_HINT, exit_code=2) from None
+        _create_directly(s, name, owner)
+        s.term.success(f"Mailbox '{name}' created (owner: {owner}).")
+        restart_hint(s.term)
+        return 0
+    s.term.success(f"Mailbox '{name}' created (owner: {owner}).")
+    return 0
+
+
+def _ask_owner(name: str, s: session.Session) -> str:
+    """Root without C{--owner}: prompt, defaulting to a user named like the mailbox."""
+    config = s.config()
+    if config is None:
+        raise CliError(f"cannot read {s.config_path}; pass --owner <user>")
+    default = name if s.passwd.owner(name).uid is not None else None
+    if s.environ.get("AIMX_NONINTERACTIVE", "").lower() in _YES:
+        if default is None:
+            raise CliError(f"no user named '{name}'; pass --owner <user>")
+        return default
+    shown = default or "(no default, explicit input required)"
+    for _ in range(5):
+        answer = s.term.ask(
+            f"Which Linux user should own `{name}@{config.domain}`? [{shown}]: "
+        )
+        if answer is None:
+            break
+        owner = answer.strip() or default
+        if not owner:
+            continue
+        if s.passwd.owner(owner).uid is not None:
+            return owner
+        s.term.warn(
+            f"Warning: user '{owner}' does not exist; create it first "
+            f"(e.g. `sudo useradd --system --create-home {owner}`)"
+        )
+    raise CliError("no valid owner given; pass --owner <user>")
+
+
+def _create_directly(s: session.Session, name: str, owner: str) -> None:
+    config = s.root_config(f"cannot read {s.config_path}")
+    if config.mailbox(name) is not None:
+        raise CliError(f"Mailbox '{name}' already exists")
+    configedit.check_new_owner(name, owner)
+    ids = s.passwd.owner(owner)
+    if ids.uid is None:
+        raise CliError(f"unknown owner '{owner}'")
+    created = create_dirs(config.data_dir, name, ids)
+    try:
+        s.write_config(configedit.add_mailbox(config, name, owner))
+    except CliError:
+        remove_dirs(created)
+        raise
+
+
+# -- list and show ---------------------------------------------------------------
+
+
+async def list_(args, s: session.Session) -> int:
+    if args.all and not s.root:
+        raise CliError("not authorized: --all requires root (run with sudo)")
+    try:
+        rows = (await s.call(MailboxList))["mailboxes"]
+    except DaemonNotRunning:
+        config = s.config()
+        if config is None:
+            raise CliError(DAEMON_HINT, exit_code=2) from None
+        rows = mailbox_rows(config, config.data_dir, s.euid, s.passwd)
+    if not rows:
+        s.term.say("No mailboxes configured.")
+        return 0
+    s.term.say(s.term.bold(f"{'MAILBOX':<20} INBOX    SENT"))
+    for row in rows:
+        line = f"{row['name']:<20} {row['total']:<8} {row['sent_count']}"
+        if not row["registered"]:
+            line += " " + s.term.yellow("(unregistered)")
+        s.term.say(line)
+    return 0
+
+
+async def show(args, s: session.Session) -> int:
+    try:
+        details = (await s.call(MailboxShow, name=args.name))["mailbox"]
+    except DaemonNotRunning:
+        config = s.config()
+        if config is None:
+            raise CliError(
+                f"this command needs to read {s.config_path} (root-owned). Re-run with "
+                "sudo, or use a UDS-backed alternative."
+            ) from None
+        mailbox = config.mailbox(args.name)
+        if mailbox is None:
+            raise CliError(f"Mailbox '{args.name}' does not exist") from None
+        details = mailbox_details(config, mailbox, config.data_dir)
+    term = s.term
+    term.say(f"Mailbox: {term.bold(details['name'])}")
+    term.say(f"  Address: {details['address']}")
+    term.say(f"  Trust:   {details['trust']}")
+    if details["trusted_senders"]:
+        term.say("  Trusted senders:")
+        for pattern in details["trusted_senders"]:
+            term.say(f"    - {pattern}")
+    else:
+        term.say("  Trusted senders: (none)")
+    term.say()
+    term.say(term.bold("Hooks"))
+    if not details["hooks"]:
+        term.say("  (none)")
+    for event in ("on_receive", "after_send"):
+        hooks = [h for h in details["hooks"] if h["event"] == event]
+        if hooks:
+            term.say(f"  {event}")
+        for hook in hooks:
+            flag = "   [fire_on_untrusted=true]" if hook["fire_on_untrusted"] else ""
+            term.say(f"    - {hook['name']}  cmd: {cmd_text(hook['cmd'])}{flag}")
+    term.say()
+    term.say(term.bold("Messages"))
+    term.say(f"  inbox: {details['inbox_total']} ({details['inbox_unread']} unread)")
+    term.say(f"  sent:  {details['sent_total']}")
+    return 0
+
+
+# -- delete ----------------------------------------------------------------------
+
+
+async def delete(args, s: session.Session) -> int:
+    name = args.name
+    if args.force and name == "catchall":
+        raise CliError("Cannot delete the catchall mailbox")
+    if not args.yes:
+        if args.force:
+            inbox, sent = _file_counts(s, name)
+            s.term.say(f"DESTRUCTIVE: About to permanently delete mailbox '{name}':")
+            s.term.say(f"  inbox/{name}/: {inbox}")
+            s.term.say(f"  sent/{name}/:  {sent}")
+            prompt = "Continue? [y/N] "
+        else:
+            prompt = f"Delete mailbox '{name}' and all its emails? [y/N] "
+        if not s.term.confirm(prompt):
+            s.term.say("Cancelled.")
+            return 0
+    try:
+        await s.call(MailboxDelete, name=name, force=args.force)
+    except DaemonNotRunning:
+        if not s.root:
+            raise CliError(DAEMON_HINT, exit_code=2) from None
+        _delete_directly(s, name, args.force)
+        s.term.success(f"Mailbox '{name}' deleted.")
+        restart_hint(s.term)
+        return 0
+    s.term.success(f"Mailbox '{name}' deleted.")
+    s.term.say(
+        f"Note: the empty inbox/{name}/ and sent/{name}/ directories remain; remove them "
+        "with `rmdir` if you no longer need them."
+    )
+    return 0
+
+
+def _file_counts(s: session.Session, name: str) -> tuple[str, str]:
+    """C{"N files"} for both directories (C{"? files"} without a readable config)."""
+    config = s.config()
+    if config is None:
+        return "? files", "? files"
+    texts = []
+    for path in mailbox_dirs(config.data_dir, name):
+        try:
+            n = count_entries(path)
+        except OSError:
+            texts.append("? files")
+            continue
+        texts.append("1 file" if n == 1 else f"{n} files")
+    return texts[0], texts[1]
+
+
+def _delete_directly(s: session.Session, name: str, force: bool) -> None:
+    config = s.root_config(f"cannot read {s.config_path}")
+    mailbox = config.mailbox(name)
+    if name in ("catchall", "aimx-catchall") or (
+        mailbox is not None and mailbox.is_catchall(config.domain)
+    ):
+        raise CliError("Cannot delete the catchall mailbox")
+    if mailbox is None:
+        raise CliError(f"Mailbox '{name}' does not exist")
+    inbox, sent = mailbox_dirs(config.data_dir, name)
+    try:
+        if force:
+            wipe(inbox)
+            wipe(sent)
+        in_inbox, in_sent = count_entries(inbox), count_entries(sent)
+    except OSError as e:
+        raise CliError(f"failed to wipe mailbox '{name}': {e}") from None
+    if in_inbox + in_sent:
+        raise CliError(
+            f"mailbox '{name}' has {in_inbox + in_sent} files ({in_inbox} in inbox, "
+            f"{in_sent} in sent); archive or remove them first"
+        )
+    s.write_config(configedit.remove_mailbox(config, name))
+    remove_dirs([inbox, sent])
+
+
+VERBS = {"create": create, "list": list_, "show": show, "delete": delete}

@@ -1,0 +1,176 @@
+"""What the mailbox and hook verbs share (L3): the daemon on demand, the config, output.
+
+A verb is C{async def verb(args, session) -> int}.  L{run} executes it with the
+reactor; tests call L{execute} with a L{Session} whose C{connect} is a fake.
+"""
+
+import os
+import shutil
+import sys
+
+from twisted.internet import defer, error
+from twisted.protocols import amp
+
+from aimx.cli.term import Terminal
+from aimx.control import client
+from aimx.control.commands import ERRORS, socket_path
+from aimx.errors import AimxError
+from aimx.store import configfile
+from aimx.store.mailboxes import Passwd
+
+
+class CliError(AimxError):
+    """A verb failure: printed as C{Error: <message>}, exits with C{exit_code}."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DaemonError(AimxError):
+    """The daemon refused a command; printed as C{[<CODE>] <reason>}."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(f"[{code}] {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Session:
+    """One CLI invocation's view of the world.
+
+    @param connect: C{() -> Deferred[ControlClient]}; may fail with
+        L{DaemonNotRunning} or L{client.ConnectFailed}.
+    @param euid: the caller's effective uid.
+    @param environ: the process environment (C{AIMX_NONINTERACTIVE}).
+    """
+
+    def __init__(self, args, *, connect, euid: int, term: Terminal, environ, passwd=None):
+        self.args = args
+        self.connect = connect
+        self.euid = euid
+        self.term = term
+        self.environ = environ
+        self.passwd = passwd or Passwd()
+        self._client = None
+        self._config = False
+
+    @property
+    def root(self) -> bool:
+        return self.euid == 0
+
+    @property
+    def username(self) -> str | None:
+        return self.passwd.username(self.euid)
+
+    @property
+    def config_path(self) -> str:
+        return configfile.config_path(self.args.config_dir)
+
+    async def call(self, command, **arguments) -> dict:
+        """Send one command to the daemon, connecting on first use.
+
+        @raise aimx.errors.DaemonNotRunning: nothing answers on the socket.
+        @raise DaemonError: the daemon answered with an error code.
+        """
+        if self._client is None:
+            try:
+                self._client = await self.connect()
+            except client.ConnectFailed as e:
+                raise CliError(str(e), exit_code=2) from None
+        try:
+            return await self._client.call(command, **arguments)
+        except tuple(ERRORS) as e:
+            raise DaemonError(e.code, str(e)) from None
+        except (amp.RemoteAmpError, amp.UnknownRemoteError, amp.UnhandledCommand) as e:
+            raise CliError(f"malformed response from aimx daemon: {e}") from None
+        except (error.ConnectionDone, error.ConnectionLost):
+            raise CliError("lost the connection to the aimx daemon") from None
+
+    def config(self):
+        """config.toml with the C{--data-dir} override, or C{None} when unreadable."""
+        if self._config is False:
+            try:
+                self._config, _ = configfile.load(
+                    self.args.config_dir, data_dir_override=self.args.data_dir
+                )
+            except AimxError:
+                self._config = None
+        return self._config
+
+    def root_config(self, problem: str):
+        """The config for a root direct edit (daemon down).
+
+        @param problem: the error when the caller is not root or cannot read it.
+        @raise CliError: C{problem}.
+        """
+        config = self.config() if self.root else None
+        if config is None:
+            raise CliError(problem)
+        return config
+
+    def write_config(self, config) -> None:
+        """Rewrite config.toml directly (root, daemon down).
+
+        @raise CliError: the write failed.
+        """
+        try:
+            configfile.write_atomic(self.args.config_dir, config)
+        except OSError as e:
+            raise CliError(f"failed to write {self.config_path}: {e}") from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def restart_hint(term: Terminal) -> None:
+    """After a direct config edit: tell root how to restart the daemon."""
+    if shutil.which("systemctl") is None and shutil.which("rc-service") is not None:
+        command = "sudo rc-service aimx restart"
+    else:
+        command = "sudo systemctl restart aimx"
+    term.hint("Hint: Restart the daemon for the change to take effect:")
+    term.say(f"  {command}")
+
+
+async def execute(verb, args, session: Session) -> int:
+    """Run a verb; an L{AimxError} becomes C{Error: ...} and its exit code."""
+    try:
+        return await verb(args, session)
+    except AimxError as e:
+        session.term.error(str(e))
+        return getattr(e, "exit_code", 1)
+    finally:
+        session.close()
+
+
+def run(verb, args) -> int:
+    """Execute a verb with the global reactor and return its exit code."""
+    from twisted.internet import reactor, task
+
+    term = Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ)
+    session = Session(
+        args,
+        connect=lambda: defer.Deferred.fromCoroutine(
+            client.connect(reactor, socket_path(os.environ))
+        ),
+        euid=os.geteuid(),
+        term=term,
+        environ=os.environ,
+    )
+    outcome = []
+
+    async def main(_reactor):
+        try:
+            outcome.append(await execute(verb, args, session))
+        except BaseException as e:
+            outcome.append(e)
+
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(main(r)))
+    except SystemExit:
+        pass
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]

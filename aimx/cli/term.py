@@ -1,0 +1,80 @@
+"""Terminal output of the CLI (L3): the colour rules of spec/cli.md §2.
+
+Colour is on only when stdout is a terminal and C{NO_COLOR} is unset
+(C{CLICOLOR=0} and C{TERM=dumb} turn it off, C{CLICOLOR_FORCE} turns it on);
+when off, no escape sequence is ever written.
+"""
+
+import json
+import sys
+
+_GREEN, _YELLOW, _BOLD, _RED = "32", "33", "1", "31"
+
+
+def colour_enabled(stream, environ) -> bool:
+    """Whether output to C{stream} may be coloured under C{environ}."""
+    if "NO_COLOR" in environ:
+        return False
+    if environ.get("CLICOLOR_FORCE", "0") != "0":
+        return True
+    if environ.get("CLICOLOR") == "0" or environ.get("TERM") == "dumb":
+        return False
+    return stream.isatty()
+
+
+class Terminal:
+    """Lines to stdout/stderr, coloured when allowed, and C{[y/N]}-style prompts."""
+
+    def __init__(self, out=None, err=None, stdin=None, environ=None):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.stdin = stdin or sys.stdin
+        self.colour = colour_enabled(self.out, {} if environ is None else environ)
+
+    def style(self, text: str, *codes: str) -> str:
+        if not self.colour:
+            return text
+        return f"\x1b[{';'.join(codes)}m{text}\x1b[0m"
+
+    def bold(self, text: str) -> str:
+        return self.style(text, _BOLD)
+
+    def say(self, line: str = "") -> None:
+        print(line, file=self.out)
+
+    def success(self, line: str) -> None:
+        print(self.style(line, _GREEN), file=self.out)
+
+    def hint(self, line: str) -> None:
+        print(self.style(line, _YELLOW), file=self.out)
+
+    def warn(self, line: str) -> None:
+        print(self.style(line, _YELLOW), file=self.err)
+
+    def error(self, message: str) -> None:
+        print(f"{self.style('Error:', _RED, _BOLD)} {message}", file=self.err)
+
+    def yellow(self, text: str) -> str:
+        return self.style(text, _YELLOW)
+
+    def ask(self, prompt: str) -> str | None:
+        """Print C{prompt} and read one line; C{None} at end of input."""
+        self.out.write(prompt)
+        self.out.flush()
+        line = self.stdin.readline()
+        return line.rstrip("\n") if line else None
+
+    def confirm(self, prompt: str) -> bool:
+        """A C{[y/N]} prompt: only C{y}/C{Y} (trimmed) means yes."""
+        answer = self.ask(prompt)
+        return answer is not None and answer.strip() in ("y", "Y")
+
+
+def clip(text: str, width: int) -> str:
+    """C{text} cut to C{width} characters, the last one an ellipsis when cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_text(cmd) -> str:
+    """A hook argv as compact JSON, clipped to 60 characters."""
+    return clip(json.dumps(list(cmd), ensure_ascii=False, separators=(",", ":")), 60)

@@ -1,0 +1,300 @@
+"""The bodies of the control commands (L2): authorise, lock, touch disk, swap config.
+
+L{Control} is independent of AMP: each method takes the L{Caller} (the peer's
+credentials) and the command's arguments and returns the reply values or raises
+the wire errors of spec/control-socket.md §6, checking in the order the spec
+fixes.  Mutations follow §5: the per-mailbox lock (shared with ingest), then the
+config lock, re-read the live config, write config.toml atomically, swap.
+Blocking disk work goes through C{run_in_thread}.
+"""
+
+import datetime
+
+import attrs
+from twisted.logger import Logger
+
+from aimx.core import configedit
+from aimx.core.authz import ACCEPT, ROOT_BYPASS, Decision, authorize, visible
+from aimx.core.config import MailboxConfig
+from aimx.core.version import version_fields
+from aimx.errors import (
+    AccessDenied,
+    IOFailure,
+    MailboxError,
+    NoEntry,
+    NonEmptyError,
+    NotFoundError,
+    ValidationError,
+)
+from aimx.store import configfile
+from aimx.store.mailboxes import (
+    Passwd,
+    count_entries,
+    create_dirs,
+    mailbox_details,
+    mailbox_dirs,
+    mailbox_rows,
+    remove_dirs,
+    resolve_id,
+    set_read_state,
+    valid_id,
+    wipe,
+)
+
+uds_log = Logger(namespace="aimx::uds")
+hook_log = Logger(namespace="aimx::hook")
+state_log = Logger(namespace="aimx::state")
+
+NOT_AUTHORIZED = "not authorized"
+
+
+@attrs.frozen
+class Caller:
+    """Who sent a command, from the kernel (C{SO_PEERCRED}).
+
+    @ivar error: why the credentials are unavailable (then C{uid} is C{None}).
+    """
+
+    uid: int | None
+    pid: int | None = None
+    error: str | None = None
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Control:
+    """The daemon side of every control command.
+
+    @param live: the live config holder (C{.current}, C{.lock} = the config lock).
+    @param config_dir: where config.toml is rewritten.
+    @param data_dir: the storage root (fixed at start-up, as for ingest).
+    @param mailbox_lock: C{name -> DeferredLock}, shared with ingest.
+    @param run_in_thread: C{f, *args -> Deferred}.
+    @param passwd: owner and username lookups.
+    @param now: the current time (aware UTC) for C{read_at}.
+    """
+
+    def __init__(
+        self,
+        *,
+        live,
+        config_dir: str,
+        data_dir: str,
+        mailbox_lock,
+        run_in_thread,
+        passwd: Passwd = Passwd(),
+        now=_utcnow,
+    ):
+        self.live = live
+        self.config_dir = config_dir
+        self.data_dir = data_dir
+        self.mailbox_lock = mailbox_lock
+        self.run_in_thread = run_in_thread
+        self.passwd = passwd
+        self.now = now
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _authorize(self, verb: str, caller: Caller, mailbox: MailboxConfig | None) -> Decision:
+        owner_uid = None if mailbox is None else self.passwd.owner(mailbox.owner).uid
+        username = self.passwd.username(caller.uid)
+        decision = authorize(caller.uid, username, mailbox, owner_uid)
+        self._log_decision(verb, caller, username, mailbox and mailbox.name, decision)
+        return decision
+
+    def _log_decision(self, verb, caller, username, mailbox, decision: Decision):
+        emit = {ACCEPT: uds_log.debug, ROOT_BYPASS: uds_log.info}.get(
+            decision.decision, uds_log.warn
+        )
+        emit(
+            "verb={verb} caller_uid={caller_uid} caller_username={caller_username} "
+            "mailbox={mailbox} decision={decision}{why}",
+            verb=verb,
+            caller_uid=caller.uid,
+            caller_username=username,
+            mailbox=mailbox,
+            decision=decision.decision,
+            why=f" reason={decision.reason}" if decision.reason else "",
+            reason=decision.reason,
+        )
+
+    async def _commit(self, new) -> None:
+        """Write config.toml atomically, then swap the live snapshot."""
+        try:
+            await self.run_in_thread(configfile.write_atomic, self.config_dir, new)
+        except OSError as e:
+            path = configfile.config_path(self.config_dir)
+            raise IOFailure(f"failed to write {path}: {e}") from None
+        self.live.current = new
+
+    # -- mailboxes -------------------------------------------------------------
+
+    async def mailbox_create(self, caller: Caller, name: str, owner: str | None) -> str:
+        """MAILBOX-CREATE (§6.3); root names the owner, anyone else owns it.
+
+        @return: the new address.
+        """
+        if owner is not None:
+            configedit.check_owner_argument(owner)
+        configedit.check_mailbox_name(name)
+        username = self.passwd.username(caller.uid)
+        if caller.uid == 0:
+            if owner is None:
+                raise ValidationError("MAILBOX-CREATE requires an Owner: header")
+        else:
+            owner = username
+            if owner is None:
+                raise ValidationError(f"uid {caller.uid} has no passwd entry")
+        configedit.check_new_owner(name, owner)
+        decision = Decision(ROOT_BYPASS if caller.uid == 0 else ACCEPT)
+        self._log_decision("MAILBOX-CREATE", caller, username, name, decision)
+        async with self.mailbox_lock(name), self.live.lock:
+            new = configedit.add_mailbox(self.live.current, name, owner)
+            ids = self.passwd.owner(owner)
+            if ids.uid is None:
+                raise ValidationError(f"unknown owner '{owner}'")
+            created = await self.run_in_thread(create_dirs, self.data_dir, name, ids)
+            try:
+                await self._commit(new)
+            except IOFailure:
+                await self.run_in_thread(remove_dirs, created)
+                raise
+        return new.mailbox(name).address
+
+    async def mailbox_delete(self, caller: Caller, name: str, force: bool) -> None:
+        """MAILBOX-DELETE (§6.4); absent and not-owned answer alike."""
+        configedit.check_mailbox_name(name)
+        async with self.mailbox_lock(name), self.live.lock:
+            config = self.live.current
+            mailbox = config.mailbox(name)
+            decision = self._authorize("MAILBOX-DELETE", caller, mailbox)
+            if mailbox is None or not decision.allowed:
+                raise MailboxError(f"mailbox '{name}' does not exist")
+            if mailbox.is_catchall(config.domain):
+                raise ValidationError(f"mailbox '{name}' is the catchall and cannot be deleted")
+            inbox, sent = mailbox_dirs(self.data_dir, name)
+            if force:
+                try:
+                    await self.run_in_thread(wipe, inbox)
+                    await self.run_in_thread(wipe, sent)
+                except OSError as e:
+                    raise IOFailure(f"failed to wipe mailbox '{name}': {e}") from None
+            in_inbox = await self.run_in_thread(count_entries, inbox)
+            in_sent = await self.run_in_thread(count_entries, sent)
+            if in_inbox + in_sent:
+                raise NonEmptyError(
+                    f"mailbox '{name}' has {in_inbox + in_sent} files ({in_inbox} in inbox, "
+                    f"{in_sent} in sent); archive or remove them first"
+                )
+            await self._commit(configedit.remove_mailbox(config, name))
+
+    async def mailbox_list(self, caller: Caller) -> list[dict]:
+        """MAILBOX-LIST (§6.5): configured mailboxes and inbox dirs the caller may see."""
+        config = self.live.current
+        try:
+            return await self.run_in_thread(
+                mailbox_rows, config, self.data_dir, caller.uid, self.passwd
+            )
+        except OSError as e:
+            raise IOFailure(f"failed to serialize mailbox list: {e}") from None
+
+    async def mailbox_show(self, caller: Caller, name: str) -> dict:
+        """MAILBOX-SHOW (§6.6): settings, hooks and counts of one owned mailbox."""
+        config = self.live.current
+        mailbox = config.mailbox(name)
+        decision = self._authorize("MAILBOX-SHOW", caller, mailbox)
+        if mailbox is None or not decision.allowed:
+            raise MailboxError(f"mailbox '{name}' does not exist")
+        return await self.run_in_thread(mailbox_details, config, mailbox, self.data_dir)
+
+    # -- hooks -----------------------------------------------------------------
+
+    async def hook_create(
+        self, caller: Caller, mailbox: str, event: str, name: str | None, body: str
+    ) -> str:
+        """HOOK-CREATE (§6.7).
+
+        @return: the hook's effective name.
+        """
+        config = self.live.current
+        target = config.mailbox(mailbox)
+        if target is None:
+            raise NoEntry(f"mailbox '{mailbox}' does not exist")
+        decision = self._authorize("HOOK-CREATE", caller, target)
+        if decision.no_such_mailbox:
+            raise NoEntry(f"mailbox '{mailbox}' does not exist")
+        if not decision.allowed:
+            raise AccessDenied(NOT_AUTHORIZED)
+        configedit.check_hook_target(config, target)
+        hook = configedit.parse_hook_request(event, name, body)
+        async with self.mailbox_lock(mailbox), self.live.lock:
+            await self._commit(configedit.add_hook(self.live.current, mailbox, hook))
+        hook_log.info(
+            "hook created verb=HOOK-CREATE mailbox={mailbox} hook_name={hook_name} "
+            "caller_uid={caller_uid}",
+            mailbox=mailbox,
+            hook_name=hook.name,
+            caller_uid=caller.uid,
+        )
+        return hook.name
+
+    async def hook_delete(self, caller: Caller, name: str) -> None:
+        """HOOK-DELETE (§6.8); a hook the caller may not touch is "not found"."""
+        mailbox = configedit.find_hook(self.live.current, name)
+        if mailbox is None or not self._authorize("HOOK-DELETE", caller, mailbox).allowed:
+            raise NoEntry(f"hook '{name}' not found")
+        async with self.mailbox_lock(mailbox.name), self.live.lock:
+            await self._commit(configedit.remove_hook(self.live.current, mailbox.name, name))
+        hook_log.info(
+            "hook deleted verb=HOOK-DELETE mailbox={mailbox} hook_name={hook_name} "
+            "caller_uid={caller_uid}",
+            mailbox=mailbox.name,
+            hook_name=name,
+            caller_uid=caller.uid,
+        )
+
+    def hook_list(self, caller: Caller) -> list[dict]:
+        """HOOK-LIST (§6.9): hooks of the mailboxes the caller owns (all for root)."""
+        return configedit.hook_rows(
+            self.live.current,
+            lambda mb: visible(caller.uid, self.passwd.owner(mb.owner).uid),
+        )
+
+    # -- read state ------------------------------------------------------------
+
+    async def mark(self, caller: Caller, mailbox: str, email_id: str, read: bool) -> None:
+        """MARK-READ / MARK-UNREAD (§6.2) on an inbox email."""
+        verb = "MARK-READ" if read else "MARK-UNREAD"
+        if not valid_id(email_id):
+            raise NotFoundError(f"email id '{email_id}' contains invalid characters")
+        target = self.live.current.mailbox(mailbox)
+        if target is None:
+            raise NoEntry(f"mailbox '{mailbox}' does not exist")
+        decision = self._authorize(verb, caller, target)
+        if decision.no_such_mailbox:
+            raise NoEntry(f"mailbox '{mailbox}' does not exist")
+        if not decision.allowed:
+            raise AccessDenied(NOT_AUTHORIZED)
+        async with self.mailbox_lock(mailbox):
+            inbox, _ = mailbox_dirs(self.data_dir, mailbox)
+            path, refused = await self.run_in_thread(resolve_id, inbox, email_id)
+            if refused:
+                state_log.info(
+                    "refused email path verb={verb} mailbox={mailbox} id={id} "
+                    "reason=symlink_or_escape",
+                    verb=verb,
+                    mailbox=mailbox,
+                    id=email_id,
+                )
+            if path is None:
+                raise NotFoundError(f"email '{email_id}' not found in inbox/{mailbox}")
+            owner = self.passwd.owner(target.owner)
+            await self.run_in_thread(set_read_state, path, read, self.now(), owner)
+
+    # -- misc ------------------------------------------------------------------
+
+    def version(self) -> dict[str, str]:
+        """VERSION (§6.10)."""
+        return version_fields()

@@ -1,0 +1,324 @@
+"""Mailbox directories on disk (L1): create, wipe, count, resolve ids, mark read.
+
+Used by the control commands (through the daemon's thread pool) and by the
+CLI's root fallback.  Rules: spec/control-socket.md §6.2-6.5, spec/inbound.md §8
+("Resolving an id inside a mailbox dir"), spec/frontmatter.md §5.
+"""
+
+import os
+import pwd
+import shutil
+import stat
+import tomllib
+
+from aimx.core import frontmatter
+from aimx.core.authz import visible
+from aimx.core.config import Config, MailboxConfig
+from aimx.core.configedit import hook_rows
+from aimx.errors import ConflictError, IOFailure
+from aimx.store.mailstore import Owner, resolve_owner
+
+_BAD_ID = ("..", "/", "\\", "\0")
+
+
+class Passwd:
+    """The passwd database: owner names to ids and back (C{root} needs no lookup)."""
+
+    def owner(self, name: str) -> Owner:
+        """The uid and primary gid of C{name}; both C{None} when unknown."""
+        return resolve_owner(name)
+
+    def username(self, uid: int) -> str | None:
+        """The name of C{uid}, or C{None} when it has no passwd entry."""
+        if uid == 0:
+            return "root"
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+
+
+def mailbox_dirs(data_dir: str, name: str) -> tuple[str, str]:
+    """C{(<data_dir>/inbox/<name>, <data_dir>/sent/<name>)}."""
+    return os.path.join(data_dir, "inbox", name), os.path.join(data_dir, "sent", name)
+
+
+def create_dirs(data_dir: str, name: str, owner: Owner) -> list[str]:
+    """Create (or adopt) both mailbox directories, owner-owned, mode 0700.
+
+    Pre-existing directories are adopted when they already belong to the owner;
+    anything else in the way is a conflict and nothing is touched.
+
+    @return: the directories this call created (for L{remove_dirs} on rollback).
+    @raise ConflictError: a path exists but is not a directory, or has other ids.
+    @raise IOFailure: stat, mkdir, chown or chmod failed (created dirs removed).
+    """
+    paths = mailbox_dirs(data_dir, name)
+    missing = []
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            missing.append(path)
+            continue
+        except OSError as e:
+            raise IOFailure(f"failed to stat {path}: {e.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConflictError(
+                f"{path} exists but is not a directory; remove it before creating the mailbox"
+            )
+        if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
+            raise ConflictError(
+                f"{path} already exists with owner {st.st_uid}:{st.st_gid}, expected "
+                f"{owner.uid}:{owner.gid}; run `chown -R {owner.uid}:{owner.gid} {path}` "
+                "(and the matching sibling) and retry"
+            )
+    created: list[str] = []
+    for path in missing:
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as e:
+            remove_dirs(created)
+            raise IOFailure(f"failed to create {path}: {e.strerror}") from None
+        created.append(path)
+    for path in paths:
+        try:
+            os.chown(path, owner.uid, owner.gid)
+            os.chmod(path, 0o700)
+        except OSError as e:
+            remove_dirs(created)
+            raise IOFailure(f"failed to chown {path}: {e.strerror}") from None
+    return created
+
+
+def remove_dirs(paths: list[str]) -> None:
+    """Remove directories this process created (best effort; they are empty)."""
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def count_entries(directory: str) -> int:
+    """Entries directly inside C{directory} (dotfiles included); 0 when it is missing."""
+    try:
+        return len(os.listdir(directory))
+    except FileNotFoundError:
+        return 0
+
+
+def wipe(directory: str) -> None:
+    """Remove every entry inside C{directory}, keeping it: files, bundles, links as links.
+
+    @raise OSError: an entry could not be removed.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
+def inbox_dirs(data_dir: str) -> dict[str, int]:
+    """Directory names under C{<data_dir>/inbox}, each with its owner uid."""
+    try:
+        entries = list(os.scandir(os.path.join(data_dir, "inbox")))
+    except FileNotFoundError:
+        return {}
+    return {
+        entry.name: entry.stat(follow_symlinks=False).st_uid
+        for entry in entries
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+    }
+
+
+def mailbox_rows(config: Config, data_dir: str, caller_uid: int, passwd: Passwd) -> list[dict]:
+    """MAILBOX-LIST rows (spec/control-socket.md §6.5), sorted by name.
+
+    Rows are the configured mailboxes and the directories under C{inbox/}; a
+    non-root caller sees configured rows whose owner is its uid and unregistered
+    rows whose inbox directory it owns.
+    """
+    dirs = inbox_dirs(data_dir)
+    rows = []
+    for name in sorted({mb.name for mb in config.mailboxes} | set(dirs)):
+        mailbox = config.mailbox(name)
+        owner_uid = dirs[name] if mailbox is None else passwd.owner(mailbox.owner).uid
+        if not visible(caller_uid, owner_uid):
+            continue
+        inbox, sent = mailbox_dirs(data_dir, name)
+        total, unread = count_messages(inbox)
+        rows.append(
+            {
+                "name": name,
+                "address": None if mailbox is None else mailbox.address,
+                "inbox_path": inbox,
+                "sent_path": sent,
+                "total": total,
+                "unread": unread,
+                "sent_count": count_messages(sent, False)[0],
+                "registered": mailbox is not None,
+            }
+        )
+    return rows
+
+
+def mailbox_details(config: Config, mailbox: MailboxConfig, data_dir: str) -> dict:
+    """The MAILBOX-SHOW object: effective settings, hooks and message counts."""
+    inbox, sent = mailbox_dirs(data_dir, mailbox.name)
+    total, unread = count_messages(inbox)
+    return {
+        "name": mailbox.name,
+        "address": mailbox.address,
+        "owner": mailbox.owner,
+        "trust": config.effective_trust(mailbox),
+        "trusted_senders": list(config.effective_trusted_senders(mailbox)),
+        "hooks": hook_rows(config, lambda mb: mb.name == mailbox.name),
+        "inbox_total": total,
+        "inbox_unread": unread,
+        "sent_total": count_messages(sent, False)[0],
+    }
+
+
+def count_messages(directory: str, read_state: bool = True) -> tuple[int, int]:
+    """Messages in a mailbox directory and how many of them are unread.
+
+    A message is a regular C{*.md} file, or a directory C{<stem>/} holding
+    C{<stem>.md}; dotfiles and anything else are ignored.  A message is unread
+    unless its frontmatter has a C{read = true} line.
+
+    @param read_state: read each frontmatter to count unread messages (else the
+        unread count is 0).
+    @return: C{(total, unread)}; C{(0, 0)} when the directory is missing.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    total = unread = 0
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith(".md"):
+            path = entry.path
+        elif entry.is_dir(follow_symlinks=False):
+            path = os.path.join(entry.path, entry.name + ".md")
+            if not _is_regular(path):
+                continue
+        else:
+            continue
+        total += 1
+        if read_state and not _marked_read(path):
+            unread += 1
+    return total, unread
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _marked_read(path: str) -> bool:
+    """Whether the frontmatter (between the first two C{+++} lines) says C{read = true}."""
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            if f.readline().rstrip(b"\r\n") != b"+++":
+                return False
+            for line in f:
+                line = line.strip()
+                if line == b"+++":
+                    return False
+                if line.replace(b" ", b"") == b"read=true":
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def valid_id(email_id: str) -> bool:
+    """An email id is non-empty and has no C{..}, C{/}, C{\\} or NUL."""
+    return bool(email_id) and not any(bad in email_id for bad in _BAD_ID)
+
+
+def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
+    """Find the C{.md} of an email id inside a mailbox directory.
+
+    C{<id>.md} first: if it exists it must be a regular file (not a symlink)
+    whose real path stays inside the directory, with no fallback to the bundle;
+    else C{<id>/<id>.md} under a real directory C{<id>/}.
+
+    @param email_id: an id that passed L{valid_id}.
+    @return: C{(path, False)}; C{(None, False)} when absent; C{(None, True)} when a
+        candidate was refused (symlink, escape, not a regular file).
+    """
+    real_dir = os.path.realpath(directory)
+    flat = os.path.join(directory, email_id + ".md")
+    if os.path.lexists(flat):
+        return (flat, False) if _inside(flat, real_dir) else (None, True)
+    bundle = os.path.join(directory, email_id)
+    if not os.path.lexists(bundle):
+        return None, False
+    inner = os.path.join(bundle, email_id + ".md")
+    if not stat.S_ISDIR(os.lstat(bundle).st_mode):
+        return None, True
+    if not os.path.lexists(inner):
+        return None, False
+    return (inner, False) if _inside(inner, real_dir) else (None, True)
+
+
+def _inside(path: str, real_dir: str) -> bool:
+    return _is_regular(path) and os.path.realpath(path).startswith(real_dir + os.sep)
+
+
+def set_read_state(path: str, read: bool, now, owner: Owner) -> None:
+    """Rewrite an email's C{read}/C{read_at} (frontmatter.md §5), body bytes unchanged.
+
+    The new file is written to C{.<filename>.tmp.<pid>} beside it, given the
+    owner's ids (the current file's when the owner does not resolve) and mode
+    0600, then renamed over the original.
+
+    @param now: an aware datetime for C{read_at}.
+    @raise IOFailure: unreadable file, bad frontmatter, or a failed write.
+    """
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
+            data = f.read()
+            st = os.fstat(f.fileno())
+    except OSError as e:
+        raise IOFailure(f"failed to read {path}: {e.strerror}") from None
+    try:
+        new = frontmatter.mark_read(data, now) if read else frontmatter.mark_unread(data)
+    except tomllib.TOMLDecodeError as e:
+        raise IOFailure(f"failed to parse frontmatter in {path}: {e}") from None
+    except ValueError:
+        raise IOFailure(f"malformed frontmatter in {path}") from None
+    uid, gid = (owner.uid, owner.gid) if owner.uid is not None else (st.st_uid, st.st_gid)
+    directory, filename = os.path.split(path)
+    tmp = os.path.join(directory, f".{filename}.tmp.{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            if (uid, gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o600)
+            view = memoryview(new)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise IOFailure(f"failed to write {path}: {e.strerror or e}") from None

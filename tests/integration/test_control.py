@@ -1,0 +1,414 @@
+"""The control socket on a real daemon: the UNIX socket, CRUD effects, shutdown, a second uid.
+
+The daemon runs in-process; root's commands go through L{aimx.control.client}
+on the real socket.  Commands of another uid (C{nobody}) come from a child
+process that drops privileges before connecting (L{tests.integration.asuser}),
+so C{SO_PEERCRED} is real; those tests need root.
+"""
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+from twisted.internet import defer, reactor, threads
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+
+from aimx.control import client, commands
+from aimx.control.amp import ControlFactory, ControlSocket
+from aimx.errors import ConfigError, MailboxError, NonEmptyError
+from aimx.store import configfile
+from tests.integration.base import DaemonTestCase, current_user, load_toml
+from tests.integration.test_inbound import PLAIN, message
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IS_ROOT = os.geteuid() == 0
+NOBODY = 65534
+# Root may not create root-owned mailboxes through the socket (aimx decision).
+OWNER = "nobody" if IS_ROOT else current_user()
+
+
+class ControlTestCase(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.runtime_dir, "aimx.sock")
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.config_dir, "config.toml")
+
+    def logged(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    async def connect(self) -> client.ControlClient:
+        connection = await client.connect(reactor, self.socket_path)
+        self.addCleanup(connection.close)
+        return connection
+
+    async def call(self, command, **arguments):
+        connection = await self.connect()
+        return await connection.call(command, **arguments)
+
+    def configured(self) -> set:
+        return set(load_toml(self.config_path)["mailboxes"])
+
+    def as_nobody(self, mode: str, *args: str, runtime_dir=None):
+        """Run tests.integration.asuser as nobody in a thread; fires with the result."""
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
+                   AIMX_RUNTIME_DIR=runtime_dir or self.runtime_dir)
+        argv = [sys.executable, "-m", "tests.integration.asuser", str(NOBODY), str(NOBODY),
+                mode, *args]
+        return threads.deferToThread(
+            subprocess.run, argv, env=env, cwd=REPO, capture_output=True, timeout=60
+        )
+
+    async def nobody_commands(self, *calls) -> list:
+        result = await self.as_nobody("amp", json.dumps([list(c) for c in calls]))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return json.loads(result.stdout)
+
+
+class SocketTests(ControlTestCase):
+    @defer.inlineCallbacks
+    def test_mode_and_removal(self):
+        """The socket is mode 0666 while running and gone after stop (case 1)."""
+        daemon = self.start_daemon()
+        st = os.lstat(self.socket_path)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
+        self.assertIn(f"  send:  {self.socket_path} (mode 0o666, world-writable)", self.logged())
+        yield daemon.stopService()
+        self.assertFalse(os.path.lexists(self.socket_path))
+        self.assertIn("[send] UDS accept loop drained", self.logged())
+
+    @defer.inlineCallbacks
+    def test_stale_regular_file(self):
+        """A stale regular file at the socket path is replaced (case 2, daemon case 9)."""
+        with open(self.socket_path, "w") as f:
+            f.write("stale")
+        self.start_daemon()
+        self.assertTrue(stat.S_ISSOCK(os.lstat(self.socket_path).st_mode))
+        self.assertIn("tag", (yield defer.Deferred.fromCoroutine(self.call(commands.Version))))
+
+    @defer.inlineCallbacks
+    def test_stale_socket(self):
+        """A socket file nobody listens on is replaced."""
+        dead = socket.socket(socket.AF_UNIX)
+        dead.bind(self.socket_path)
+        dead.close()
+        self.start_daemon()
+        self.assertIn("tag", (yield defer.Deferred.fromCoroutine(self.call(commands.Version))))
+
+    @defer.inlineCallbacks
+    def test_live_socket_is_fatal(self):
+        """A second listener on a live socket fails with the bind message; the first serves on."""
+        daemon = self.start_daemon()
+        other = ControlSocket(reactor, self.socket_path,
+                              ControlFactory(None, clock=reactor), grace=1)
+        e = self.assertRaises(ConfigError, other.startService)
+        self.assertIn(f"Failed to bind UDS send socket at {self.socket_path}: ", str(e))
+        self.assertTrue(daemon.control.running)
+        self.assertIn("tag", (yield defer.Deferred.fromCoroutine(self.call(commands.Version))))
+
+    def test_runtime_dir_created(self):
+        """A missing runtime dir is created mode 0755 despite the daemon's umask 077."""
+        self.runtime_dir = os.path.join(self.runtime_dir, "sub")
+        self.start_daemon(self.options())
+        self.assertEqual(stat.S_IMODE(os.stat(self.runtime_dir).st_mode), 0o755)
+
+    @defer.inlineCallbacks
+    def test_accept_logged(self):
+        """Each connection logs the real peer uid and pid (case 4)."""
+        self.start_daemon()
+        yield defer.Deferred.fromCoroutine(self.call(commands.Version))
+        self.assertIn(f"[send] accepted: peer_uid={os.getuid()} peer_pid={os.getpid()}",
+                      self.logged())
+
+    @defer.inlineCallbacks
+    def test_version_matches_cli(self):
+        """VERSION's tag is the token after `version` in `aimx --version` (case 31)."""
+        self.start_daemon()
+        reply = yield defer.Deferred.fromCoroutine(self.call(commands.Version))
+        out = subprocess.run([sys.executable, "-m", "aimx", "--version"], capture_output=True,
+                             env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, text=True)
+        words = out.stdout.split()
+        self.assertEqual(reply["tag"], words[words.index("version") + 1])
+
+
+class CrudTests(ControlTestCase):
+    @defer.inlineCallbacks
+    def test_create_routes_at_once(self):
+        """A created mailbox receives mail on the next RCPT, no restart (case 13)."""
+        self.start_daemon()
+        reply = yield defer.Deferred.fromCoroutine(
+            self.call(commands.MailboxCreate, name="eve", owner=OWNER))
+        self.assertEqual(reply, {"address": "eve@test.local"})
+        smtp = yield self.smtp(PLAIN, ["eve@test.local"])
+        self.assertEqual(smtp[0], 250)
+        self.assertEqual(len(self.inbox("eve")), 1)
+        self.assertEqual(self.inbox("catchall"), [])
+
+    @defer.inlineCallbacks
+    def test_delete_routes_to_catchall(self):
+        """A non-empty mailbox refuses deletion; once emptied it goes, mail to catchall (18)."""
+        self.start_daemon()
+        connection = yield defer.Deferred.fromCoroutine(self.connect())
+        yield connection.call(commands.MailboxCreate, name="qux", owner=OWNER)
+        yield self.smtp(message(msgid="q1@x"), ["qux@test.local"])
+        [path] = self.inbox("qux")
+        e = yield self.assertFailure(connection.call(commands.MailboxDelete, name="qux"),
+                                     NonEmptyError)
+        self.assertIn("qux", str(e))
+        self.assertIn("1 files (1 in inbox, 0 in sent)", str(e))
+        self.assertIn("qux", self.configured())
+        os.unlink(path)
+        yield connection.call(commands.MailboxDelete, name="qux")
+        self.assertNotIn("qux", self.configured())
+        self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox", "qux")))
+        yield self.smtp(message(msgid="q2@x"), ["qux@test.local"])
+        self.assertEqual(len(self.inbox("catchall")), 1)
+        self.assertEqual(self.inbox("qux"), [])
+
+    @defer.inlineCallbacks
+    def test_concurrent_creates(self):
+        """Creates on two connections at once both land (case 17)."""
+        self.start_daemon()
+        a = yield defer.Deferred.fromCoroutine(self.connect())
+        b = yield defer.Deferred.fromCoroutine(self.connect())
+        yield defer.gatherResults([
+            a.call(commands.MailboxCreate, name="a", owner=OWNER),
+            b.call(commands.MailboxCreate, name="b", owner=OWNER),
+        ])
+        self.assertTrue({"a", "b"} <= self.configured())
+        rows = (yield a.call(commands.MailboxList))["mailboxes"]
+        self.assertTrue({"a", "b"} <= {row["name"] for row in rows})
+
+    @defer.inlineCallbacks
+    def test_stop_with_50_in_flight(self):
+        """A stop while 50 CRUD commands are in flight leaves config.toml valid and complete."""
+        daemon = self.start_daemon()
+        connections = []
+        for _ in range(5):
+            connections.append((yield defer.Deferred.fromCoroutine(self.connect())))
+        outcomes = {}
+        first = defer.Deferred()
+
+        def record(result, name):
+            outcomes[name] = result
+            if not first.called:
+                first.callback(None)
+
+        calls = []
+        for i in range(50):
+            name = f"box{i:02d}"
+            d = connections[i % 5].call(commands.MailboxCreate, name=name, owner=OWNER)
+            calls.append(d.addBoth(record, name))
+        yield first  # the daemon is working through the other 49 now
+        self.assertGreater(daemon.control.factory.inflight, 0)
+        yield daemon.stopService()
+        yield defer.gatherResults(calls)
+        created = {name for name, result in outcomes.items() if result == {
+            "address": f"{name}@test.local"}}
+        self.assertTrue(created)
+        config, _ = configfile.load(self.config_dir)
+        self.assertEqual({mb.name for mb in config.mailboxes} - {"alice", "bob", "catchall"},
+                         created)
+        self.assertEqual([n for n in os.listdir(self.config_dir) if ".tmp." in n], [])
+
+    @defer.inlineCallbacks
+    def test_rewrite_keeps_mode_and_restart_loads(self):
+        """Rewrites stay 0640 root-owned; a restarted daemon loads the new hook (case 34)."""
+        with open(self.config_path, "a") as f:
+            f.write("# a comment the rewrite drops\n")
+        daemon = self.start_daemon()
+        reply = yield defer.Deferred.fromCoroutine(self.call(
+            commands.HookCreate, mailbox="alice", event="on_receive", name="kept",
+            body='{"cmd": ["/bin/true"], "timeout_secs": 5}'))
+        self.assertEqual(reply, {"name": "kept"})
+        st = os.stat(self.config_path)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
+        self.assertEqual(st.st_uid, os.geteuid())
+        with open(self.config_path) as f:
+            self.assertNotIn("a comment", f.read())
+        self.assertEqual([n for n in os.listdir(self.config_dir) if ".tmp." in n], [])
+        yield daemon.stopService()
+        restarted = self.start_daemon()
+        [hook] = restarted.live.current.mailbox("alice").hooks
+        self.assertEqual((hook.name, hook.timeout_secs), ("kept", 5))
+
+    @defer.inlineCallbacks
+    def test_reload_waits_for_mutation(self):
+        """A SIGHUP reload waits for the config lock, then sees the mutation's file."""
+        daemon = self.start_daemon()
+        yield daemon.live.lock.acquire()
+        reloaded = daemon.reload()
+        self.assertNoResult(reloaded)
+        self.assertNotIn("SIGHUP: config reloaded", self.logged())
+        daemon.live.lock.release()
+        yield reloaded
+        self.assertIn("SIGHUP: config reloaded", self.logged())
+
+    @defer.inlineCallbacks
+    def test_reload_after_mutation(self):
+        """A hand edit after a socket create reloads on SIGHUP with both; a bad edit is refused."""
+        daemon = self.start_daemon()
+        yield defer.Deferred.fromCoroutine(
+            self.call(commands.MailboxCreate, name="made", owner=OWNER))
+        with open(self.config_path, "a") as f:
+            f.write(f'\n[mailboxes.hand]\naddress = "hand@test.local"\nowner = "{OWNER}"\n')
+        yield daemon.reload()
+        self.assertIsNotNone(daemon.live.current.mailbox("made"))
+        self.assertIsNotNone(daemon.live.current.mailbox("hand"))
+        with open(self.config_path, "a") as f:
+            f.write("not = = toml\n")
+        yield daemon.reload()
+        self.assertIn("Keeping previous config.", self.logged())
+        self.assertIsNotNone(daemon.live.current.mailbox("hand"))
+        e = yield self.assertFailure(defer.Deferred.fromCoroutine(
+            self.call(commands.MailboxCreate, name="made", owner=OWNER)), MailboxError)
+        self.assertIn("already exists", str(e))
+
+
+class SecondUidTests(ControlTestCase):
+    """nobody against root's mailboxes, with the kernel's peer credentials."""
+
+    skip = None if IS_ROOT else "needs root to act as a second uid"
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.runtime_dir, 0o755)
+        self.start_daemon()
+
+    async def root_hook(self):
+        await self.call(commands.HookCreate, mailbox="alice", event="on_receive",
+                        name="root_hook", body='{"cmd": ["/bin/true"]}')
+
+    @defer.inlineCallbacks
+    def test_cannot_touch_other_mailbox(self):
+        """nobody cannot hook, delete, show, mark or list root's mailbox, or delete its hook."""
+        yield defer.Deferred.fromCoroutine(self.root_hook())
+        before = open(self.config_path).read()
+        results = yield defer.Deferred.fromCoroutine(self.nobody_commands(
+            ("HookCreate", {"mailbox": "alice", "event": "on_receive",
+                            "body": '{"cmd": ["/bin/true"]}'}),
+            ("MailboxDelete", {"name": "alice", "force": True}),
+            ("MailboxDelete", {"name": "nonexistent"}),
+            ("MailboxShow", {"name": "alice"}),
+            ("MarkRead", {"mailbox": "alice", "id": "2026-01-01-nothing"}),
+            ("HookDelete", {"name": "root_hook"}),
+            ("MailboxList", {}),
+            ("HookList", {}),
+        ))
+        self.assertEqual(results, [
+            {"error": "EACCES", "reason": "not authorized"},
+            {"error": "MAILBOX", "reason": "mailbox 'alice' does not exist"},
+            {"error": "MAILBOX", "reason": "mailbox 'nonexistent' does not exist"},
+            {"error": "MAILBOX", "reason": "mailbox 'alice' does not exist"},
+            {"error": "EACCES", "reason": "not authorized"},
+            {"error": "ENOENT", "reason": "hook 'root_hook' not found"},
+            {"ok": {"mailboxes": []}},
+            {"ok": {"hooks": []}},
+        ])
+        self.assertEqual(open(self.config_path).read(), before)
+        self.assertIn(f"[send] accepted: peer_uid={NOBODY}", self.logged())
+
+    @defer.inlineCallbacks
+    def test_can_on_own_mailbox(self):
+        """nobody creates a mailbox it owns, hooks it, marks its mail, and deletes it."""
+        [created] = yield defer.Deferred.fromCoroutine(self.nobody_commands(
+            ("MailboxCreate", {"name": "nobox", "owner": "root"})))
+        self.assertEqual(created, {"ok": {"address": "nobox@test.local"}})
+        for sub in ("inbox", "sent"):
+            st = os.stat(os.path.join(self.data_dir, sub, "nobox"))
+            self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (NOBODY, 0o700))
+        self.assertEqual(load_toml(self.config_path)["mailboxes"]["nobox"]["owner"], "nobody")
+        yield self.smtp(PLAIN, ["nobox@test.local"])
+        [path] = self.inbox("nobox")
+        stem = os.path.basename(path)[:-3]
+        results = yield defer.Deferred.fromCoroutine(self.nobody_commands(
+            ("HookCreate", {"mailbox": "nobox", "event": "on_receive", "name": "mine",
+                            "body": '{"cmd": ["/bin/true"]}'}),
+            ("MarkRead", {"mailbox": "nobox", "id": stem}),
+            ("MailboxList", {}),
+            ("HookList", {}),
+            ("HookDelete", {"name": "mine"}),
+            ("MailboxDelete", {"name": "nobox", "force": True}),
+        ))
+        self.assertEqual(results[0], {"ok": {"name": "mine"}})
+        self.assertEqual(results[1], {"ok": {}})
+        self.assertEqual([r["name"] for r in results[2]["ok"]["mailboxes"]], ["nobox"])
+        self.assertEqual([r["name"] for r in results[3]["ok"]["hooks"]], ["mine"])
+        self.assertEqual(results[4:], [{"ok": {}}, {"ok": {}}])
+        self.assertNotIn("nobox", self.configured())
+
+    @defer.inlineCallbacks
+    def test_cannot_read_other_inbox(self):
+        """Another owner's inbox directory is closed to nobody (security case 3)."""
+        yield self.smtp(PLAIN, ["alice@test.local"])
+        inbox = os.path.join(self.data_dir, "inbox", "alice")
+        result = yield threads.deferToThread(
+            subprocess.run, ["ls", inbox], user=NOBODY, group=NOBODY, extra_groups=[],
+            capture_output=True, text=True, cwd="/",
+        )
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("Permission denied", result.stderr)
+
+
+class SigtermTests(ControlTestCase):
+    """`aimx serve` as a process: SIGTERM with CRUD commands in flight."""
+
+    @defer.inlineCallbacks
+    def test_sigterm_with_50_in_flight(self):
+        """SIGTERM mid-burst: exit 0, socket gone, config.toml valid with every answered create."""
+        env = dict(os.environ, PYTHONPATH=REPO, **self.environ)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aimx", "serve", "--bind", "127.0.0.1:0",
+             "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir],
+            env=env, cwd=REPO, stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+
+        def wait_for_socket():
+            deadline = time.monotonic() + 30
+            while not os.path.exists(self.socket_path):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError("daemon did not start")
+                time.sleep(0.05)
+
+        yield threads.deferToThread(wait_for_socket)
+        connections = []
+        for _ in range(5):
+            connections.append((yield defer.Deferred.fromCoroutine(self.connect())))
+        outcomes = {}
+        first = defer.Deferred()
+
+        def record(result, name):
+            outcomes[name] = result
+            if not first.called:
+                first.callback(None)
+
+        calls = [
+            connections[i % 5].call(commands.MailboxCreate, name=f"box{i:02d}", owner=OWNER)
+            .addBoth(record, f"box{i:02d}")
+            for i in range(50)
+        ]
+        yield first
+        proc.send_signal(signal.SIGTERM)
+        yield defer.gatherResults(calls)
+        self.assertEqual((yield threads.deferToThread(proc.wait, 60)), 0)
+        self.assertFalse(os.path.lexists(self.socket_path))
+        created = {name for name, result in outcomes.items()
+                   if result == {"address": f"{name}@test.local"}}
+        self.assertTrue(created)
+        config, _ = configfile.load(self.config_dir)
+        self.assertEqual({mb.name for mb in config.mailboxes} - {"alice", "bob", "catchall"},
+                         created)

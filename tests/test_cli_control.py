@@ -1,0 +1,389 @@
+"""The mailbox and hook verbs of the CLI against a fake daemon connection (spec/cli.md)."""
+
+import argparse
+import io
+import os
+
+from twisted.internet import defer
+from twisted.protocols import amp
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.cli import hooks, mailboxes
+from aimx.cli.session import Session, execute
+from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
+from aimx.control import client, commands
+from aimx.errors import DaemonNotRunning, MailboxError
+from aimx.store import configfile
+from aimx.store.mailstore import Owner
+
+USERS = {"root": 0, "alice": 2001, "bob": 2002}
+
+
+class FakePasswd:
+    def owner(self, name):
+        uid = USERS.get(name)
+        return Owner(name, uid, uid)
+
+    def username(self, uid):
+        return next((n for n, u in USERS.items() if u == uid), None)
+
+
+class FakeClient:
+    """Answers from a dict command -> reply (a dict, or an exception to raise)."""
+
+    def __init__(self, replies):
+        self.replies = replies
+        self.calls = []
+
+    def call(self, command, **arguments):
+        self.calls.append((command, arguments))
+        reply = self.replies[command]
+        return defer.fail(reply) if isinstance(reply, Exception) else defer.succeed(reply)
+
+    def close(self):
+        pass
+
+
+class TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class VerbTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.config_dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.config_dir)
+
+    def write_config(self, text=None):
+        data_dir = os.path.join(self.config_dir, "data")
+        for sub in ("inbox", "sent"):
+            os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
+        with open(configfile.config_path(self.config_dir), "w") as f:
+            f.write(text or (
+                f'domain = "test.local"\ndata_dir = "{data_dir}"\n'
+                '[mailboxes.alice]\naddress = "alice@test.local"\nowner = "alice"\n'
+            ))
+
+    def run_verb(self, verb, argv, *, euid=0, replies=None, stdin="", environ=None,
+                 down=False):
+        """Run a verb; returns (exit code, stdout, stderr, the fake client)."""
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers(dest="verb")
+        common = argparse.ArgumentParser(add_help=False)
+        mailboxes.add_parser(sub, common)
+        hooks.add_parser(sub, common)
+        args = parser.parse_args(argv)
+        args.config_dir, args.data_dir = self.config_dir, None
+        fake = FakeClient(replies or {})
+        out, err = io.StringIO(), io.StringIO()
+        if down:
+            connect = lambda: defer.fail(DaemonNotRunning("aimx daemon not running"))  # noqa: E731
+        else:
+            connect = lambda: defer.succeed(fake)  # noqa: E731
+        session = Session(args, connect=connect, euid=euid,
+                          term=Terminal(out, err, io.StringIO(stdin), {}),
+                          environ=environ or {}, passwd=FakePasswd())
+        code = self.successResultOf(defer.Deferred.fromCoroutine(execute(verb, args, session)))
+        return code, out.getvalue(), err.getvalue(), fake
+
+
+class TerminalTests(SynchronousTestCase):
+    def test_colour_rules(self):
+        """Colour needs a TTY and no NO_COLOR; CLICOLOR=0 and TERM=dumb turn it off."""
+        self.assertTrue(colour_enabled(TTY(), {}))
+        self.assertFalse(colour_enabled(io.StringIO(), {}))
+        self.assertFalse(colour_enabled(TTY(), {"NO_COLOR": "1"}))
+        self.assertFalse(colour_enabled(TTY(), {"CLICOLOR": "0"}))
+        self.assertFalse(colour_enabled(TTY(), {"TERM": "dumb"}))
+        self.assertTrue(colour_enabled(io.StringIO(), {"CLICOLOR_FORCE": "1"}))
+        self.assertFalse(colour_enabled(TTY(), {"NO_COLOR": "", "CLICOLOR_FORCE": "1"}))
+
+    def test_styles(self):
+        """Styled text carries escapes only when colour is on; Error: is red and bold."""
+        err = io.StringIO()
+        Terminal(TTY(), err, None, {}).error("boom")
+        self.assertEqual(err.getvalue(), "\x1b[31;1mError:\x1b[0m boom\n")
+        err = io.StringIO()
+        Terminal(TTY(), err, None, {"NO_COLOR": "1"}).error("boom")
+        self.assertEqual(err.getvalue(), "Error: boom\n")
+
+    def test_confirm(self):
+        """Only y or Y confirms; `yes` and end of input do not."""
+        for answer, expected in (("y\n", True), (" Y \n", True), ("yes\n", False), ("", False),
+                                 ("\n", False)):
+            term = Terminal(io.StringIO(), io.StringIO(), io.StringIO(answer), {})
+            self.assertIs(term.confirm("? "), expected)
+
+    def test_clip(self):
+        """Long text is cut with an ellipsis; argv renders as compact JSON."""
+        self.assertEqual(clip("abcdef", 4), "abc…")
+        self.assertEqual(clip("abc", 4), "abc")
+        self.assertEqual(cmd_text(["/bin/echo", "hi"]), '["/bin/echo","hi"]')
+        self.assertEqual(len(cmd_text(["/x" * 50])), 60)
+
+
+class MailboxVerbTests(VerbTestCase):
+    def test_create_root(self):
+        """Root names the owner; success is one line."""
+        code, out, err, fake = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "eve", "--owner", "bob"],
+            replies={commands.MailboxCreate: {"address": "eve@test.local"}})
+        self.assertEqual((code, out, err), (0, "Mailbox 'eve' created (owner: bob).\n", ""))
+        self.assertEqual(fake.calls, [(commands.MailboxCreate, {"name": "eve", "owner": "bob"})])
+
+    def test_create_non_root_owner_ignored(self):
+        """A non-root --owner of someone else warns; the caller owns it (cli case 15)."""
+        code, out, err, _ = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "x", "--owner", "bob"], euid=2001,
+            replies={commands.MailboxCreate: {"address": "x@test.local"}})
+        self.assertEqual(code, 0)
+        self.assertEqual(err, "Warning: --owner ignored for non-root callers; mailbox will be "
+                              "owned by `alice`\n")
+        self.assertEqual(out, "Mailbox 'x' created (owner: alice).\n")
+
+    def test_create_empty_owner(self):
+        """--owner "" is refused."""
+        code, _, err, _ = self.run_verb(mailboxes.create,
+                                        ["mailboxes", "create", "x", "--owner", ""], euid=2001)
+        self.assertEqual((code, err), (1, "Error: --owner value cannot be empty\n"))
+
+    def test_create_daemon_down_non_root(self):
+        """Non-root without a daemon: the hint and exit 2 (cli case 13)."""
+        code, _, err, _ = self.run_verb(mailboxes.create, ["mailboxes", "create", "eve"],
+                                        euid=2001, down=True)
+        self.assertEqual(code, 2)
+        self.assertEqual(err, f"Error: {mailboxes.DAEMON_HINT}\n")
+
+    def test_owner_prompt(self):
+        """Root without --owner is asked; blank takes the default, unknown users retry."""
+        self.write_config()
+        code, out, err, fake = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "alice2"], stdin="nosuch\nbob\n",
+            replies={commands.MailboxCreate: {"address": "alice2@test.local"}})
+        self.assertEqual(code, 0)
+        self.assertIn("Which Linux user should own `alice2@test.local`? "
+                      "[(no default, explicit input required)]: ", out)
+        self.assertIn("Warning: user 'nosuch' does not exist", err)
+        self.assertEqual(fake.calls[0][1]["owner"], "bob")
+        code, out, _, fake = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "bob"], stdin="\n",
+            replies={commands.MailboxCreate: {"address": "bob@test.local"}})
+        self.assertIn("[bob]: ", out)
+        self.assertEqual(fake.calls[0][1]["owner"], "bob")
+
+    def test_owner_noninteractive(self):
+        """AIMX_NONINTERACTIVE takes the default silently, or fails without one."""
+        self.write_config()
+        code, out, _, fake = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "bob"], environ={"AIMX_NONINTERACTIVE": "1"},
+            replies={commands.MailboxCreate: {"address": "bob@test.local"}})
+        self.assertEqual((code, fake.calls[0][1]["owner"]), (0, "bob"))
+        self.assertNotIn("Which", out)
+        code, _, err, _ = self.run_verb(mailboxes.create, ["mailboxes", "create", "zed"],
+                                        environ={"AIMX_NONINTERACTIVE": "yes"})
+        self.assertEqual(code, 1)
+        self.assertIn("pass --owner", err)
+
+    def test_daemon_error(self):
+        """A daemon refusal prints `Error: [CODE] reason` and exits 1."""
+        code, _, err, _ = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "eve", "--owner", "bob"],
+            replies={commands.MailboxCreate: MailboxError("mailbox 'eve' already exists")})
+        self.assertEqual((code, err), (1, "Error: [MAILBOX] mailbox 'eve' already exists\n"))
+
+    def test_bad_reply(self):
+        """An answer the CLI does not understand is a malformed-response error."""
+        code, _, err, _ = self.run_verb(
+            mailboxes.list_, ["mailboxes", "list"],
+            replies={commands.MailboxList: amp.UnknownRemoteError("garbage")})
+        self.assertEqual(code, 1)
+        self.assertIn("malformed response from aimx daemon", err)
+
+    def test_connect_failure(self):
+        """A socket that cannot be connected for other reasons exits 2 with the reason."""
+        args = argparse.Namespace(config_dir=self.config_dir, data_dir=None, all=False)
+        err = io.StringIO()
+        session = Session(
+            args, connect=lambda: defer.fail(client.ConnectFailed("Failed to connect to aimx "
+                                                                  "daemon at /x: denied")),
+            euid=0, term=Terminal(io.StringIO(), err, None, {}), environ={},
+            passwd=FakePasswd())
+        code = self.successResultOf(defer.Deferred.fromCoroutine(
+            execute(mailboxes.list_, args, session)))
+        self.assertEqual((code, err.getvalue()),
+                         (2, "Error: Failed to connect to aimx daemon at /x: denied\n"))
+
+    def test_list(self):
+        """The table: MAILBOX padded to 20, counts, unregistered rows marked; empty message."""
+        rows = [
+            {"name": "alice", "total": 3, "sent_count": 1, "registered": True},
+            {"name": "stray", "total": 0, "sent_count": 0, "registered": False},
+        ]
+        _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"],
+                                     replies={commands.MailboxList: {"mailboxes": rows}})
+        self.assertEqual(out, "MAILBOX              INBOX    SENT\n"
+                              "alice                3        1\n"
+                              "stray                0        0 (unregistered)\n")
+        _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"],
+                                     replies={commands.MailboxList: {"mailboxes": []}})
+        self.assertEqual(out, "No mailboxes configured.\n")
+
+    def test_list_all_non_root(self):
+        """--all is root's (cli case 20)."""
+        code, _, err, fake = self.run_verb(mailboxes.list_, ["mailboxes", "list", "--all"],
+                                           euid=2001)
+        self.assertEqual((code, err),
+                         (1, "Error: not authorized: --all requires root (run with sudo)\n"))
+        self.assertEqual(fake.calls, [])
+
+    def test_list_daemon_down(self):
+        """Without a daemon a readable config is listed locally; else the hint, exit 2."""
+        code, _, err, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"], euid=2001,
+                                        down=True)
+        self.assertEqual(code, 2)
+        self.write_config()
+        code, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"], down=True)
+        self.assertEqual((code, out.splitlines()[1].split()), (0, ["alice", "0", "0"]))
+
+    def test_show(self):
+        """show renders settings, hooks grouped by event, and counts."""
+        details = {
+            "name": "support", "address": "support@test.local", "owner": "alice",
+            "trust": "verified", "trusted_senders": ["*@example.org"],
+            "hooks": [
+                {"name": "n2", "event": "after_send", "cmd": ["/bin/x"],
+                 "fire_on_untrusted": False},
+                {"name": "n1", "event": "on_receive", "cmd": ["/bin/y"],
+                 "fire_on_untrusted": True},
+            ],
+            "inbox_total": 2, "inbox_unread": 1, "sent_total": 4,
+        }
+        _, out, _, _ = self.run_verb(mailboxes.show, ["mailboxes", "show", "support"],
+                                     replies={commands.MailboxShow: {"mailbox": details}})
+        self.assertEqual(out, (
+            "Mailbox: support\n  Address: support@test.local\n  Trust:   verified\n"
+            "  Trusted senders:\n    - *@example.org\n\nHooks\n  on_receive\n"
+            '    - n1  cmd: ["/bin/y"]   [fire_on_untrusted=true]\n  after_send\n'
+            '    - n2  cmd: ["/bin/x"]\n\nMessages\n  inbox: 2 (1 unread)\n  sent:  4\n'
+        ))
+
+    def test_show_daemon_down_unreadable(self):
+        """show without a daemon needs the config."""
+        code, _, err, _ = self.run_verb(mailboxes.show, ["mailboxes", "show", "x"], euid=2001,
+                                        down=True)
+        self.assertEqual(code, 1)
+        self.assertIn("this command needs to read", err)
+
+    def test_delete_prompt(self):
+        """Without --yes a delete asks; declining is `Cancelled.` and exit 0."""
+        code, out, _, fake = self.run_verb(mailboxes.delete, ["mailboxes", "delete", "eve"],
+                                           stdin="yes\n")
+        self.assertEqual((code, fake.calls), (0, []))
+        self.assertEqual(out, "Delete mailbox 'eve' and all its emails? [y/N] Cancelled.\n")
+
+    def test_delete_force_unknown_counts(self):
+        """--force without a readable config shows `? files`."""
+        _, out, _, _ = self.run_verb(mailboxes.delete,
+                                     ["mailboxes", "delete", "eve", "--force"], euid=2001)
+        self.assertIn("inbox/eve/: ? files", out)
+
+    def test_delete(self):
+        """A confirmed delete sends force and notes the remaining directories."""
+        code, out, _, fake = self.run_verb(
+            mailboxes.delete, ["mailboxes", "delete", "eve", "-y", "--force"],
+            replies={commands.MailboxDelete: {}})
+        self.assertEqual(fake.calls, [(commands.MailboxDelete, {"name": "eve", "force": True})])
+        self.assertTrue(out.startswith("Mailbox 'eve' deleted.\nNote: the empty inbox/eve/"))
+
+
+class HookVerbTests(VerbTestCase):
+    def test_create_body(self):
+        """The request body carries cmd, flag and type, and timeout only when not 60."""
+        code, out, _, fake = self.run_verb(
+            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
+                           "--cmd", '["/bin/echo","hi"]', "--timeout-secs", "5",
+                           "--fire-on-untrusted"],
+            replies={commands.HookCreate: {"name": "abc"}})
+        self.assertEqual(out, "Hook created: abc (live via daemon)\n")
+        arguments = fake.calls[0][1]
+        self.assertEqual(arguments["body"], '{"cmd": ["/bin/echo", "hi"], "fire_on_untrusted": '
+                                            'true, "type": "cmd", "timeout_secs": 5}')
+        self.assertIsNone(arguments["name"])
+        _, _, _, fake = self.run_verb(
+            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
+                           "--cmd", '["/bin/true"]', "--timeout-secs", "60"],
+            replies={commands.HookCreate: {"name": "abc"}})
+        self.assertNotIn("timeout_secs", fake.calls[0][1]["body"])
+
+    def test_create_checks(self):
+        """Client-side checks in the spec's order, before the daemon is asked."""
+        base = ["hooks", "create", "--mailbox", "alice", "--event"]
+        cases = [
+            (base + ["on_receive", "--cmd", "[]", "--name", "bad name!"], "invalid hook name"),
+            (base + ["after_send", "--cmd", '["/x"]', "--fire-on-untrusted"],
+             "--fire-on-untrusted is only valid on --event on_receive"),
+            (base + ["on_receive", "--cmd", "  "], "--cmd must not be empty"),
+            (base + ["on_receive", "--cmd", "echo hi"], "--cmd must be a JSON array of strings"),
+            (base + ["on_receive", "--cmd", "[]"], "the array is empty"),
+            (base + ["on_receive", "--cmd", "[1]"], "not an array of strings"),
+        ]
+        for argv, text in cases:
+            code, _, err, fake = self.run_verb(hooks.create, argv)
+            self.assertEqual((code, fake.calls), (1, []))
+            self.assertIn(text, err)
+
+    def test_create_config_checks(self):
+        """With a readable config, unknown and foreign mailboxes are caught locally."""
+        self.write_config()
+        base = ["hooks", "create", "--event", "on_receive", "--cmd", '["/x"]', "--mailbox"]
+        _, _, err, _ = self.run_verb(hooks.create, base + ["ghost"])
+        self.assertIn("Mailbox 'ghost' does not exist", err)
+        _, _, err, _ = self.run_verb(hooks.create, base + ["alice"], euid=2002)
+        self.assertIn("not authorized: caller does not own mailbox 'alice'", err)
+
+    def test_daemon_down_non_root(self):
+        """Without a daemon a non-root caller is told hooks need root (or the daemon)."""
+        code, _, err, _ = self.run_verb(hooks.list_, ["hooks", "list"], euid=2001, down=True)
+        self.assertEqual(code, 1)
+        self.assertEqual(err, "Error: not authorized: aimx hooks list requires root (run with "
+                              "sudo)\nhint: if the daemon is running, hook CRUD over UDS would "
+                              "handle this without sudo.\n")
+
+    def test_root_fallback(self):
+        """Root without a daemon edits config.toml and says when it takes effect."""
+        self.write_config()
+        code, out, _, _ = self.run_verb(
+            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
+                           "--cmd", '["/bin/true"]', "--name", "h1"], down=True)
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("Hook created: h1\nNote: aimx serve is not running."))
+        code, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "alice"],
+                                        down=True)
+        self.assertIn("h1", out)
+        code, _, err, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "nope"],
+                                        down=True)
+        self.assertIn("Mailbox 'nope' does not exist", err)
+        code, out, _, _ = self.run_verb(hooks.delete, ["hooks", "delete", "h1", "-y"], down=True)
+        self.assertEqual((code, out.splitlines()[0]), (0, "Hook deleted: h1"))
+        self.assertNotIn("hooks", open(configfile.config_path(self.config_dir)).read())
+
+    def test_list(self):
+        """The hook table: columns, clipping, --mailbox filter, empty message."""
+        rows = [{"name": "n" * 40, "mailbox": "alice", "event": "on_receive",
+                 "cmd": ["/bin/true"], "fire_on_untrusted": False, "timeout_secs": 60}]
+        _, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list"],
+                                     replies={commands.HookList: {"hooks": rows}})
+        header, row = out.splitlines()
+        self.assertEqual(header, f"{'NAME':<28} {'MAILBOX':<20} {'EVENT':<12}TIMEOUT CMD")
+        self.assertEqual(row, "n" * 27 + "… alice                on_receive       60 "
+                              '["/bin/true"]')
+        _, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "bob"],
+                                     replies={commands.HookList: {"hooks": rows}})
+        self.assertEqual(out, "No hooks configured.\n")
+
+    def test_delete_not_found(self):
+        """An unknown hook name is refused before any delete is sent."""
+        code, _, err, fake = self.run_verb(hooks.delete, ["hooks", "delete", "x", "-y"],
+                                           replies={commands.HookList: {"hooks": []}})
+        self.assertEqual((code, err), (1, "Error: Hook 'x' not found\n"))
+        self.assertEqual(len(fake.calls), 1)

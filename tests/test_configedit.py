@@ -1,0 +1,252 @@
+"""Control-command config edits and the authorisation predicate (pure)."""
+
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import configedit
+from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, authorize, visible
+from aimx.core.config import load_text, make_hook, to_toml
+from aimx.errors import (
+    MailboxError,
+    MalformedError,
+    NoEntry,
+    ProtocolError,
+    ValidationError,
+)
+
+CONFIG = """domain = "test.local"
+
+[mailboxes.alice]
+address = "alice@test.local"
+owner = "alice"
+
+[mailboxes.bob]
+address = "bob@test.local"
+owner = "bob"
+
+[mailboxes.catchall]
+address = "*@test.local"
+owner = "aimx-catchall"
+"""
+
+
+def config():
+    return load_text(CONFIG, "config.toml")[0]
+
+
+def body(**fields):
+    return json.dumps({"cmd": ["/bin/true"], **fields})
+
+
+class NameTests(SynchronousTestCase):
+    def test_reserved_and_bad_names(self):
+        """Reserved names, '..', '/', NUL, leading dots and uppercase are VALIDATION."""
+        cases = {
+            "catchall": "reserved for the wildcard catchall slot",
+            "aimx-catchall": "reserved",
+            "..": "cannot contain '..'",
+            "a/b": "invalid character '/'",
+            "a\x00b": "invalid character '\x00'",
+            ".x": "cannot start or end with '.'",
+            "Foo": "invalid character 'F'",
+            "": "cannot be empty",
+        }
+        for name, reason in cases.items():
+            e = self.assertRaises(ValidationError, configedit.check_mailbox_name, name)
+            self.assertIn(reason, str(e))
+        configedit.check_mailbox_name("eve.bot-1_x")
+
+    def test_owner_argument(self):
+        """An owner that is not a Linux username is MALFORMED, with the spec's text."""
+        e = self.assertRaises(MalformedError, configedit.check_owner_argument, "bad owner")
+        self.assertEqual(
+            str(e), 'invalid Owner value: "bad owner" (must match [a-z_][a-z0-9_-]*[$]?)'
+        )
+        self.assertRaises(MalformedError, configedit.check_owner_argument, "a" * 33)
+        self.assertRaises(MalformedError, configedit.check_owner_argument, "")
+        configedit.check_owner_argument("alice")
+        configedit.check_owner_argument("svc$")
+
+    def test_root_owner_refused(self):
+        """A created mailbox cannot be owned by root (aimx decision)."""
+        self.assertRaises(ValidationError, configedit.check_new_owner, "x", "root")
+        configedit.check_new_owner("x", "alice")
+
+
+class MailboxEditTests(SynchronousTestCase):
+    def test_add(self):
+        """A new mailbox gets <name>@<domain> and the owner, and survives a rewrite."""
+        new = configedit.add_mailbox(config(), "eve", "alice")
+        self.assertEqual(new.mailbox("eve").address, "eve@test.local")
+        self.assertEqual(to_toml(new)["mailboxes"]["eve"], {"address": "eve@test.local",
+                                                            "owner": "alice"})
+        self.assertIsNone(config().mailbox("eve"))
+
+    def test_add_existing(self):
+        """Adding a configured name is MAILBOX `already exists`."""
+        e = self.assertRaises(MailboxError, configedit.add_mailbox, config(), "alice", "alice")
+        self.assertEqual(str(e), "mailbox 'alice' already exists")
+
+    def test_remove(self):
+        """Removing drops only that stanza."""
+        new = configedit.remove_mailbox(config(), "bob")
+        self.assertEqual([mb.name for mb in new.mailboxes], ["alice", "catchall"])
+
+
+class HookRequestTests(SynchronousTestCase):
+    def assertRefused(self, error, text, event="on_receive", name=None, data=None):
+        e = self.assertRaises(
+            error, configedit.parse_hook_request, event, name, body() if data is None else data
+        )
+        self.assertIn(text, str(e))
+        return e
+
+    def test_minimal(self):
+        """A minimal body gives the defaults and the derived name."""
+        hook = configedit.parse_hook_request("on_receive", None, body())
+        self.assertEqual((hook.name, hook.explicit_name, hook.type, hook.timeout_secs),
+                         ("9d0373b47d73", False, "cmd", 60))
+
+    def test_derived_name(self):
+        """An anonymous hook's name is the 12-hex derivation of hooks.md §2."""
+        hook = configedit.parse_hook_request(
+            "on_receive", None, json.dumps({"cmd": ["/bin/echo", "via-daemon"]})
+        )
+        self.assertRegex(hook.name, "^[0-9a-f]{12}$")
+        self.assertEqual(hook.name, make_hook("on_receive", ["/bin/echo", "via-daemon"]).name)
+
+    def test_event(self):
+        """An unknown event is VALIDATION with the spec's text."""
+        e = self.assertRefused(ValidationError, "invalid event 'on_send'", event="on_send")
+        self.assertEqual(str(e), "invalid event 'on_send': expected 'on_receive' or 'after_send'")
+
+    def test_name(self):
+        """A name outside the rule is VALIDATION."""
+        for name in ("-bad", "", "has space", "x" * 129, "über"):
+            self.assertRefused(ValidationError, "invalid hook name", name=name)
+        self.assertEqual(configedit.parse_hook_request("on_receive", "a.b-c_9", body()).name,
+                         "a.b-c_9")
+
+    def test_single_hook_rules(self):
+        """cmd, type, fire_on_untrusted and timeout rules, in the spec's texts."""
+        self.assertRefused(ValidationError, "non-absolute `cmd[0]` 'echo'",
+                           data=json.dumps({"cmd": ["echo"]}))
+        self.assertRefused(ValidationError, "hook has empty `cmd`", data=json.dumps({"cmd": []}))
+        self.assertRefused(ValidationError, "hook has blank `cmd[0]`",
+                           data=json.dumps({"cmd": [" "]}))
+        self.assertRefused(ValidationError, "unsupported type 'webhook'", data=body(type="webhook"))
+        self.assertRefused(ValidationError, "exceeds the max of 600", data=body(timeout_secs=601))
+        self.assertRefused(ValidationError, "`timeout_secs = 0`: must be > 0",
+                           data=body(timeout_secs=0))
+        e = self.assertRefused(ValidationError, "`on_receive` only", event="after_send",
+                               data=body(fire_on_untrusted=True))
+        self.assertIn("fire_on_untrusted", str(e))
+        self.assertEqual(configedit.parse_hook_request("on_receive", None,
+                                                       body(timeout_secs=600)).timeout_secs, 600)
+
+    def test_legacy_keys(self):
+        """Removed keys are PROTOCOL with their migration texts."""
+        self.assertRefused(ProtocolError, "book/hooks.md", data=body(template="x"))
+        e = self.assertRefused(ProtocolError, "`template`", data=body(template="x"))
+        self.assertIn("template hooks were removed", str(e))
+        self.assertRefused(ProtocolError, "`params`", data=body(params={}))
+        self.assertRefused(ProtocolError, "`run_as`", data=body(run_as="root"))
+        self.assertRefused(ProtocolError, "`origin`", data=body(origin="x"))
+        self.assertRefused(ProtocolError, "renamed to `fire_on_untrusted`",
+                           data=body(dangerously_support_untrusted=True))
+        self.assertRefused(ProtocolError, "removed field 'stdin'", data=body(stdin="email"))
+
+    def test_bad_bodies(self):
+        """Unknown keys, wrong types, non-objects and bad JSON are PROTOCOL."""
+        for data in (body(foo=1), "[]", "{", json.dumps({"cmd": "/bin/true"}),
+                     json.dumps({"cmd": [1]}), body(fire_on_untrusted="yes"),
+                     body(timeout_secs="5"), body(timeout_secs=-1), body(type=1),
+                     json.dumps({})):
+            self.assertRefused(ProtocolError, "invalid HOOK-CREATE body: ", data=data)
+
+    def test_order(self):
+        """The event is checked before the name, the name before the body."""
+        self.assertRefused(ValidationError, "invalid event", event="x", name="-", data="{")
+        self.assertRefused(ValidationError, "invalid hook name", name="-", data="{")
+
+
+class HookEditTests(SynchronousTestCase):
+    def test_add_and_persist(self):
+        """An added anonymous hook is written without a name key."""
+        hook = configedit.parse_hook_request("on_receive", None, body())
+        new = configedit.add_hook(config(), "alice", hook)
+        self.assertEqual(to_toml(new)["mailboxes"]["alice"]["hooks"],
+                         [{"event": "on_receive", "type": "cmd", "cmd": ["/bin/true"]}])
+
+    def test_duplicates(self):
+        """Colliding effective names are VALIDATION with the load-time texts."""
+        named = configedit.parse_hook_request("on_receive", "dup", body())
+        with_one = configedit.add_hook(config(), "alice", named)
+        e = self.assertRaises(ValidationError, configedit.add_hook, with_one, "bob", named)
+        self.assertIn("duplicate hook name 'dup' on mailboxes 'alice' and 'bob'", str(e))
+        anonymous = configedit.parse_hook_request("on_receive", None, body())
+        with_anon = configedit.add_hook(config(), "alice", anonymous)
+        e = self.assertRaises(ValidationError, configedit.add_hook, with_anon, "bob", anonymous)
+        self.assertIn("anonymous hooks on mailboxes", str(e))
+        clash = configedit.parse_hook_request("on_receive", anonymous.name, body())
+        e = self.assertRaises(ValidationError, configedit.add_hook, with_anon, "bob", clash)
+        self.assertIn("collides with the derived name", str(e))
+
+    def test_add_to_missing(self):
+        """A mailbox removed meanwhile is ENOENT."""
+        hook = configedit.parse_hook_request("on_receive", None, body())
+        self.assertRaises(NoEntry, configedit.add_hook, config(), "ghost", hook)
+
+    def test_catchall(self):
+        """Hooks on the catchall are MAILBOX errors."""
+        c = config()
+        e = self.assertRaises(MailboxError, configedit.check_hook_target, c, c.mailbox("catchall"))
+        self.assertIn("hooks on the catchall are forbidden", str(e))
+        configedit.check_hook_target(c, c.mailbox("alice"))
+
+    def test_find_and_remove(self):
+        """Hooks are found by effective name and removed from their mailbox."""
+        hook = configedit.parse_hook_request("on_receive", "h1", body())
+        c = configedit.add_hook(config(), "bob", hook)
+        self.assertEqual(configedit.find_hook(c, "h1").name, "bob")
+        self.assertIsNone(configedit.find_hook(c, "h2"))
+        self.assertEqual(configedit.remove_hook(c, "bob", "h1").mailbox("bob").hooks, ())
+        e = self.assertRaises(NoEntry, configedit.remove_hook, c, "alice", "h1")
+        self.assertEqual(str(e), "hook 'h1' not found")
+
+    def test_rows(self):
+        """Rows are sorted by mailbox, event, name and filtered by mailbox."""
+        c = config()
+        for mailbox, event, name in (("bob", "on_receive", "z"), ("alice", "after_send", "b"),
+                                     ("alice", "on_receive", "c"), ("alice", "after_send", "a")):
+            hook = configedit.parse_hook_request(event, name, body())
+            c = configedit.add_hook(c, mailbox, hook)
+        rows = configedit.hook_rows(c, lambda mb: True)
+        self.assertEqual([r["name"] for r in rows], ["a", "b", "c", "z"])
+        self.assertEqual(list(rows[0]), ["name", "mailbox", "event", "cmd", "fire_on_untrusted",
+                                         "timeout_secs"])
+        self.assertEqual(configedit.hook_rows(c, lambda mb: mb.name == "bob")[0]["name"], "z")
+        self.assertEqual(configedit.hook_rows(c, lambda mb: False), [])
+
+
+class AuthorizeTests(SynchronousTestCase):
+    def test_decisions(self):
+        """Root bypasses; the owner is accepted; others, absent and orphans are rejected."""
+        alice = config().mailbox("alice")
+        self.assertEqual(authorize(0, "root", None, None).decision, ROOT_BYPASS)
+        self.assertEqual(authorize(1001, "alice", alice, 1001).decision, ACCEPT)
+        bob = authorize(1002, "bob", alice, 1001)
+        self.assertEqual((bob.decision, bob.no_such_mailbox), (REJECT, False))
+        self.assertIn("caller 'bob' is not the owner of mailbox 'alice' (owner: 'alice')",
+                      bob.reason)
+        self.assertIn("has no resolvable username", authorize(1003, None, alice, 1001).reason)
+        self.assertTrue(authorize(1002, "bob", None, None).no_such_mailbox)
+        self.assertTrue(authorize(1002, "bob", alice, None).no_such_mailbox)
+
+    def test_visible(self):
+        """Rows are visible to root and to their owner only."""
+        self.assertTrue(visible(0, None))
+        self.assertTrue(visible(5, 5))
+        self.assertFalse(visible(5, 6))
+        self.assertFalse(visible(5, None))

@@ -1,0 +1,790 @@
+"""The control socket's AMP responders, authorisation and limits, over iosim.
+
+The daemon side (L{ControlProtocol} + L{Control}) runs against scratch config and
+data directories, fake passwd entries (alice 2001, bob 2002) and a task.Clock;
+the peer uid is injected per connection.  Tests that create directories owned
+by alice or bob need root (for chown).
+"""
+
+import datetime
+import json
+import os
+import tomllib
+
+import attrs
+from twisted.internet import defer, task
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import TestCase
+
+import aimx
+from aimx.control import commands
+from aimx.control.amp import ControlFactory, peer_credentials
+from aimx.control.ops import Caller, Control
+from aimx.core import frontmatter
+from aimx.errors import (
+    AccessDenied,
+    ConflictError,
+    IOFailure,
+    MailboxError,
+    MalformedError,
+    NoEntry,
+    NonEmptyError,
+    NotFoundError,
+    ProtocolError,
+    TempError,
+    ValidationError,
+)
+from aimx.service import LiveConfig
+from aimx.store import configfile
+from aimx.store.mailstore import Owner
+
+ROOT, ALICE, BOB = 0, 2001, 2002
+USERS = {"root": 0, "alice": ALICE, "bob": BOB, "aimx-catchall": 999}
+NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+IS_ROOT = os.geteuid() == 0
+
+CONFIG = """domain = "test.local"
+data_dir = "{data}"
+
+[mailboxes.alice]
+address = "alice@test.local"
+owner = "alice"
+
+[mailboxes.bob]
+address = "bob@test.local"
+owner = "bob"
+
+[mailboxes.catchall]
+address = "*@test.local"
+owner = "aimx-catchall"
+"""
+
+
+def root_only(f):
+    """Skip unless root: the test chowns directories to the fake users."""
+    if not IS_ROOT:
+        f.skip = "needs root to chown to the test users"
+    return f
+
+
+class FakePasswd:
+    def owner(self, name):
+        uid = USERS.get(name)
+        return Owner(name, uid, uid)
+
+    def username(self, uid):
+        return next((name for name, u in USERS.items() if u == uid), None)
+
+
+class Connection:
+    def __init__(self, test, client, server, pump):
+        self.test, self.client, self.server, self.pump = test, client, server, pump
+
+    def send(self, command, **arguments) -> list:
+        """callRemote; the outcome (value or Failure) lands in the returned list.
+
+        Capturing it at once keeps AMP's own "unhandled" errback from seeing it.
+        """
+        outcome = []
+        self.client.callRemote(command, **arguments).addBoth(outcome.append)
+        return outcome
+
+    def send_raw(self, command: bytes, arguments=None) -> list:
+        """Send a command by name with raw byte values (bypassing argument encoding)."""
+        outcome = []
+        self.client.callRemoteString(command, **(arguments or {})).addBoth(outcome.append)
+        return outcome
+
+    def result(self, outcome: list):
+        self.pump.flush()
+        self.test.assertEqual(len(outcome), 1, "no answer")
+        return outcome[0]
+
+    @property
+    def closed(self) -> bool:
+        return self.server.transport is None
+
+    def call(self, command, **arguments):
+        result = self.result(self.send(command, **arguments))
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+    def refused(self, error, command, **arguments) -> str:
+        result = self.result(self.send(command, **arguments))
+        self.test.assertIsInstance(result, Failure)
+        self.test.assertIsInstance(result.value, error)
+        return str(result.value)
+
+
+class ControlTestCase(TestCase):
+    def setUp(self):
+        root = os.path.abspath(self.mktemp())
+        self.config_dir = os.path.join(root, "etc")
+        self.data_dir = os.path.join(root, "data")
+        os.makedirs(self.config_dir)
+        for sub in ("inbox", "sent"):
+            os.makedirs(os.path.join(self.data_dir, sub))
+        with open(self.config_path, "w") as f:
+            f.write(CONFIG.format(data=self.data_dir))
+        config, _ = configfile.load(self.config_dir)
+        for mb in ("alice", "bob", "catchall"):
+            for sub in ("inbox", "sent"):
+                path = os.path.join(self.data_dir, sub, mb)
+                os.mkdir(path, 0o700)
+                if IS_ROOT:
+                    uid = USERS[config.mailbox(mb).owner]
+                    os.chown(path, uid, uid)
+        self.live = LiveConfig(config)
+        self.clock = task.Clock()
+        self.locks = {}
+        self.control = Control(
+            live=self.live,
+            config_dir=self.config_dir,
+            data_dir=self.data_dir,
+            mailbox_lock=lambda name: self.locks.setdefault(name, defer.DeferredLock()),
+            run_in_thread=self.run_in_thread,
+            passwd=FakePasswd(),
+            now=lambda: NOW,
+        )
+        self.factory = ControlFactory(self.control, clock=self.clock)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def run_in_thread(self, f, *args):
+        return defer.maybeDeferred(f, *args)
+
+    @property
+    def config_path(self):
+        return os.path.join(self.config_dir, "config.toml")
+
+    def connect(self, uid, pid=42) -> Connection:
+        self.factory.credentials = lambda transport: Caller(uid=uid, pid=pid)
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: self.factory.buildProtocol(None), amp.AMP
+        )
+        return Connection(self, client, server, pump)
+
+    def config_text(self) -> str:
+        with open(self.config_path) as f:
+            return f.read()
+
+    def config_toml(self) -> dict:
+        return tomllib.loads(self.config_text())
+
+    def logged(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    def inbox_file(self, mailbox, stem, body="Hi\n"):
+        path = os.path.join(self.data_dir, "inbox", mailbox, stem + ".md")
+        with open(path, "wb") as f:
+            f.write(frontmatter.render({"id": stem, "subject": "s", "read": False}, body))
+        return path
+
+
+class ConnectionTests(ControlTestCase):
+    def test_accept_logged(self):
+        """Each connection logs its peer uid and pid (case 4)."""
+        self.connect(ALICE, pid=4242)
+        self.assertIn("[send] accepted: peer_uid=2001 peer_pid=4242", self.logged())
+
+    def test_version_any_uid(self):
+        """VERSION answers every uid with its four fields (case 31)."""
+        for uid in (ROOT, ALICE, 12345):
+            reply = self.connect(uid).call(commands.Version)
+            self.assertEqual(sorted(reply), ["build_date", "git_hash", "tag", "target"])
+            self.assertEqual(reply["tag"], aimx.__version__)
+
+    def test_no_peer_credentials(self):
+        """Without SO_PEERCRED every command is EACCES and the reason is logged."""
+        self.factory.credentials = peer_credentials  # iosim transports have no socket
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: self.factory.buildProtocol(None), amp.AMP
+        )
+        conn = Connection(self, client, server, pump)
+        reason = conn.refused(AccessDenied, commands.Version)
+        self.assertTrue(reason.startswith("peer cred unavailable: "))
+        conn.refused(AccessDenied, commands.MailboxList)
+        self.assertIn("[send] peer_cred unavailable:", self.logged())
+
+    def test_unknown_command(self):
+        """An unknown command is UNHANDLED; the connection stays usable (case 32)."""
+        conn = self.connect(ALICE)
+
+        class Nope(amp.Command):
+            commandName = b"NOPE"
+
+        result = conn.result(conn.send(Nope))
+        self.assertIsInstance(result.value, amp.UnhandledCommand)
+        self.assertIn("tag", conn.call(commands.Version))
+
+    def test_send_not_built(self):
+        """SEND decodes its arguments, then says plainly that it is not built."""
+        conn = self.connect(ALICE)
+        reason = conn.refused(TempError, commands.Send, message=b"From: a@test.local\r\n\r\nx")
+        self.assertIn("not built yet", reason)
+
+    def test_oversize_message(self):
+        """25 MiB + 1 is MALFORMED, a missing chunk too; the connection survives (case 33)."""
+        conn = self.connect(ALICE)
+        reason = conn.refused(MalformedError, commands.Send,
+                              message=b"a" * (commands.MESSAGE_CAP + 1))
+        self.assertIn("exceeds cap 26214400", reason)
+        result = conn.result(conn.send_raw(b"SEND", {"message": b"2", "message.0": b"x"}))
+        self.assertIn("missing chunk message.1", str(result.value))
+        self.assertIn("tag", conn.call(commands.Version))
+
+    def test_bad_arguments_keep_connection(self):
+        """Missing or empty arguments are MALFORMED answers, not UNKNOWN (no disconnect)."""
+        conn = self.connect(ROOT)
+        failure = conn.result(conn.send_raw(b"MAILBOX-CREATE"))
+        self.assertEqual(failure.value.errorCode, b"MALFORMED")
+        self.assertIn("missing required argument: name", str(failure.value))
+        reason = conn.refused(MalformedError, commands.MailboxCreate, name="", owner="alice")
+        self.assertEqual(reason, "empty Name value")
+        failure = conn.result(conn.send_raw(b"MAILBOX-CREATE", {"name": b"\xff"}))
+        self.assertEqual(failure.value.errorCode, b"MALFORMED")
+        self.assertIn("tag", conn.call(commands.Version))
+        self.assertEqual(len(self.config_toml()["mailboxes"]), 3)
+
+    def test_malformed_box(self):
+        """A box without _command closes the connection and changes nothing."""
+        conn = self.connect(ROOT)
+        before = self.config_text()
+        conn.client.transport.write(amp.AmpBox({b"name": b"x"}).serialize())
+        conn.pump.flush()
+        self.assertTrue(conn.closed)
+        self.assertEqual(self.config_text(), before)
+        self.assertIn("malformed box", self.logged())
+
+    def test_box_too_large(self):
+        """A box buffering more than the cap is dropped with its connection."""
+        self.factory.max_box = 200_000
+        conn = self.connect(ROOT)
+        result = conn.result(conn.send(commands.Send, message=b"a" * 300_000))
+        self.assertIsInstance(result, Failure)
+        self.assertTrue(conn.closed)
+        self.assertIn("box larger than 200000 bytes", self.logged())
+
+    def test_request_timeout(self):
+        """No complete box within the timeout: closed without a reply (case 3)."""
+        conn = self.connect(ALICE)
+        conn.client.transport.write(b"\x00\x04_ask\x00\x01")  # a partial box
+        conn.pump.flush()
+        self.clock.advance(29)
+        conn.pump.flush()
+        self.assertFalse(conn.closed)
+        self.clock.advance(1)
+        conn.pump.flush()
+        self.assertTrue(conn.closed)
+        self.assertIn("[send] request timed out after 30s, dropping connection", self.logged())
+
+    def test_timeout_restarts_after_answer(self):
+        """Each answer restarts the timer."""
+        conn = self.connect(ROOT)
+        self.clock.advance(20)
+        self.assertIn("tag", conn.call(commands.Version))
+        self.clock.advance(20)
+        conn.pump.flush()
+        self.assertFalse(conn.closed)
+        self.clock.advance(10)
+        conn.pump.flush()
+        self.assertTrue(conn.closed)
+
+    def test_timeout_suspended_while_running(self):
+        """A command running longer than the timeout keeps its connection."""
+        running = defer.Deferred()
+        self.control.mailbox_list = lambda caller: running
+        conn = self.connect(ROOT)
+        outcome = conn.send(commands.MailboxList)
+        conn.pump.flush()
+        self.clock.advance(100)
+        conn.pump.flush()
+        self.assertFalse(conn.closed)
+        running.callback([])
+        self.assertEqual(conn.result(outcome), {"mailboxes": []})
+        self.clock.advance(30)
+        conn.pump.flush()
+        self.assertTrue(conn.closed)
+
+    def test_unexpected_error_is_io(self):
+        """A crash inside a command is answered IO, logged, and the connection survives."""
+        self.control.hook_list = lambda caller: 1 / 0
+        conn = self.connect(ROOT)
+        reason = conn.refused(IOFailure, commands.HookList)
+        self.assertIn("internal error: division by zero", reason)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertIn("tag", conn.call(commands.Version))
+
+    def test_long_reason_truncated(self):
+        """An error reason longer than one AMP value is cut to fit."""
+        conn = self.connect(ROOT)
+        body = json.dumps({"cmd": ["x" * 70_000]})
+        reason = conn.refused(ValidationError, commands.HookCreate, mailbox="alice",
+                              event="on_receive", body=body)
+        self.assertTrue(reason.startswith("hook has non-absolute `cmd[0]` 'xxx"))
+        self.assertLessEqual(len(reason.encode()), amp.MAX_VALUE_LENGTH)
+
+
+class MarkTests(ControlTestCase):
+    def test_authorisation(self):
+        """Owner and root pass authz (NOTFOUND for a missing id); bob is EACCES (case 6)."""
+        for uid, error in ((ALICE, NotFoundError), (BOB, AccessDenied), (ROOT, NotFoundError)):
+            reason = self.connect(uid).refused(error, commands.MarkRead, mailbox="alice",
+                                               id="2026-01-01-nothing")
+            if error is AccessDenied:
+                self.assertEqual(reason, "not authorized")
+            else:
+                self.assertEqual(reason, "email '2026-01-01-nothing' not found in inbox/alice")
+
+    def test_mark_read_unread(self):
+        """MARK-READ sets read/read_at, body unchanged, 0600; MARK-UNREAD undoes (case 7)."""
+        path = self.inbox_file("alice", "2026-01-01-000000-hi", body="Body +++\n+++\nstays\n")
+        with open(path, "rb") as f:
+            _, body = frontmatter.parse(f.read())
+        conn = self.connect(ALICE)
+        conn.call(commands.MarkRead, mailbox="alice", id="2026-01-01-000000-hi")
+        with open(path, "rb") as f:
+            fields, after = frontmatter.parse(f.read())
+        self.assertEqual((fields["read"], fields["read_at"]), (True, "2026-01-02T03:04:05Z"))
+        self.assertEqual(after, body)
+        st = os.stat(path)
+        self.assertEqual(st.st_mode & 0o777, 0o600)
+        if IS_ROOT:
+            self.assertEqual((st.st_uid, st.st_gid), (ALICE, ALICE))
+        conn.call(commands.MarkUnread, mailbox="alice", id="2026-01-01-000000-hi")
+        with open(path, "rb") as f:
+            fields, _ = frontmatter.parse(f.read())
+        self.assertIs(fields["read"], False)
+        self.assertNotIn("read_at", fields)
+
+    def test_bundle(self):
+        """A bundle's <id>/<id>.md is marked."""
+        os.makedirs(os.path.join(self.data_dir, "inbox", "alice", "b"))
+        path = self.inbox_file("alice", "b/b")
+        self.connect(ROOT).call(commands.MarkRead, mailbox="alice", id="b")
+        with open(path, "rb") as f:
+            self.assertIs(frontmatter.parse(f.read())[0]["read"], True)
+
+    def test_bad_ids_and_mailboxes(self):
+        """Bad ids are NOTFOUND before anything; an unknown mailbox is ENOENT (case 8)."""
+        conn = self.connect(ALICE)
+        for bad in ("../x", "../../etc/passwd", "a/b", "a\\b", "a\x00", ".."):
+            reason = conn.refused(NotFoundError, commands.MarkRead, mailbox="bob", id=bad)
+            self.assertEqual(reason, f"email id '{bad}' contains invalid characters")
+        reason = conn.refused(NoEntry, commands.MarkUnread, mailbox="ghost", id="x")
+        self.assertEqual(reason, "mailbox 'ghost' does not exist")
+        self.assertEqual(conn.refused(MalformedError, commands.MarkRead, mailbox="", id="x"),
+                         "empty Mailbox value")
+        self.assertEqual(conn.refused(MalformedError, commands.MarkRead, mailbox="a", id=""),
+                         "empty Id value")
+
+    def test_orphan_owner_hidden(self):
+        """A mailbox whose owner does not resolve is ENOENT for non-root callers."""
+        self.live.current = attrs.evolve(
+            self.live.current,
+            mailboxes=[attrs.evolve(mb, owner="ghostuser") if mb.name == "bob"
+                       else mb for mb in self.live.current.mailboxes],
+        )
+        self.connect(BOB).refused(NoEntry, commands.MarkRead, mailbox="bob", id="x")
+
+    def test_symlink(self):
+        """A symlinked email is NOTFOUND, the target untouched, the probe logged (case 9)."""
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "wb") as f:
+            f.write(b"+++\nread = false\n+++\nsecret\n")
+        os.symlink(outside, os.path.join(self.data_dir, "inbox", "alice", "evil.md"))
+        self.connect(ALICE).refused(NotFoundError, commands.MarkRead, mailbox="alice", id="evil")
+        with open(outside, "rb") as f:
+            self.assertEqual(f.read(), b"+++\nread = false\n+++\nsecret\n")
+        self.assertIn("reason=symlink_or_escape", self.logged())
+
+
+class MailboxCreateTests(ControlTestCase):
+    @root_only
+    def test_owner_forced(self):
+        """A non-root caller owns what it creates, whatever owner it asks for (case 10)."""
+        reply = self.connect(ALICE).call(commands.MailboxCreate, name="alicemade", owner="bob")
+        self.assertEqual(reply, {"address": "alicemade@test.local"})
+        for sub in ("inbox", "sent"):
+            st = os.stat(os.path.join(self.data_dir, sub, "alicemade"))
+            self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777), (ALICE, ALICE, 0o700))
+        self.assertEqual(self.config_toml()["mailboxes"]["alicemade"],
+                         {"address": "alicemade@test.local", "owner": "alice"})
+        self.assertEqual(self.live.current.mailbox("alicemade").owner, "alice")
+
+    @root_only
+    def test_root_names_owner(self):
+        """Root creates for a named owner; without one it is VALIDATION (case 11)."""
+        conn = self.connect(ROOT)
+        conn.call(commands.MailboxCreate, name="freshmbx", owner="alice")
+        self.assertEqual(os.stat(os.path.join(self.data_dir, "inbox", "freshmbx")).st_uid, ALICE)
+        reason = conn.refused(ValidationError, commands.MailboxCreate, name="other")
+        self.assertEqual(reason, "MAILBOX-CREATE requires an Owner: header")
+        self.assertIn("unknown owner 'nosuch'", conn.refused(
+            ValidationError, commands.MailboxCreate, name="other", owner="nosuch"))
+        self.assertIn("can only be configured by hand", conn.refused(
+            ValidationError, commands.MailboxCreate, name="other", owner="root"))
+
+    def test_bad_names(self):
+        """Reserved and malformed names and owners are refused; nothing on disk (case 12)."""
+        before = self.config_text()
+        listing = sorted(os.listdir(os.path.join(self.data_dir, "inbox")))
+        conn = self.connect(ALICE)
+        for name in ("catchall", "aimx-catchall"):
+            self.assertIn("reserved", conn.refused(ValidationError, commands.MailboxCreate,
+                                                   name=name))
+        for name in ("..", "a/b", ".x", "Foo", "a\x00b", "../etc"):
+            conn.refused(ValidationError, commands.MailboxCreate, name=name)
+        self.assertEqual(conn.refused(MalformedError, commands.MailboxCreate, name=""),
+                         "empty Name value")
+        self.assertIn('invalid Owner value: "bad owner"', conn.refused(
+            MalformedError, commands.MailboxCreate, name="ok", owner="bad owner"))
+        self.assertEqual(self.config_text(), before)
+        self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, "inbox"))), listing)
+
+    def test_unknown_caller(self):
+        """A non-root uid without a passwd entry cannot create."""
+        reason = self.connect(4242).refused(ValidationError, commands.MailboxCreate, name="x")
+        self.assertEqual(reason, "uid 4242 has no passwd entry")
+
+    @root_only
+    def test_duplicate(self):
+        """Creating a configured name is MAILBOX `already exists` (case 14)."""
+        conn = self.connect(ALICE)
+        conn.call(commands.MailboxCreate, name="eve")
+        self.assertEqual(conn.refused(MailboxError, commands.MailboxCreate, name="eve"),
+                         "mailbox 'eve' already exists")
+        self.assertEqual(self.connect(BOB).refused(MailboxError, commands.MailboxCreate,
+                                                   name="alice"),
+                         "mailbox 'alice' already exists")
+
+    @root_only
+    def test_conflict(self):
+        """A pre-existing dir of another uid is ECONFLICT, untouched, not configured (case 15)."""
+        inbox = os.path.join(self.data_dir, "inbox", "zed")
+        os.mkdir(inbox)
+        os.chmod(inbox, 0o750)
+        os.chown(inbox, BOB, BOB)
+        with open(os.path.join(inbox, "keep"), "w") as f:
+            f.write("x")
+        reason = self.connect(ALICE).refused(ConflictError, commands.MailboxCreate, name="zed")
+        self.assertIn(f"already exists with owner {BOB}:{BOB}, expected {ALICE}:{ALICE}", reason)
+        st = os.stat(inbox)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777), (BOB, 0o750))
+        self.assertEqual(os.listdir(inbox), ["keep"])
+        self.assertNotIn("zed", self.config_toml()["mailboxes"])
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "sent", "zed")))
+
+    @root_only
+    def test_adopt_after_delete(self):
+        """create -> delete -> create works: matching dirs are adopted."""
+        conn = self.connect(ALICE)
+        conn.call(commands.MailboxCreate, name="eve")
+        conn.call(commands.MailboxDelete, name="eve")
+        conn.call(commands.MailboxCreate, name="eve")
+        self.assertIn("eve", self.config_toml()["mailboxes"])
+
+    @root_only
+    def test_write_failure(self):
+        """A failed config rewrite is IO; live config unchanged, new dirs removed (case 16)."""
+        os.mkdir(os.path.join(self.config_dir, f".config.toml.tmp.{os.getpid()}"))
+        before = self.config_text()
+        conn = self.connect(ALICE)
+        reason = conn.refused(IOFailure, commands.MailboxCreate, name="eve")
+        self.assertIn(f"failed to write {self.config_path}: ", reason)
+        self.assertEqual(self.config_text(), before)
+        self.assertNotIn("eve", [r["name"] for r in conn.call(commands.MailboxList)["mailboxes"]])
+        for sub in ("inbox", "sent"):
+            self.assertFalse(os.path.exists(os.path.join(self.data_dir, sub, "eve")))
+
+    @root_only
+    def test_concurrent(self):
+        """Two creates in flight at once both land in config.toml and the list (case 17)."""
+        self.run_in_thread = lambda f, *args: task.deferLater(self.clock, 1, f, *args)
+        self.control.run_in_thread = self.run_in_thread
+        a, b = self.connect(ROOT), self.connect(ROOT)
+        da = a.send(commands.MailboxCreate, name="a", owner="alice")
+        db = b.send(commands.MailboxCreate, name="b", owner="bob")
+        for _ in range(10):
+            a.pump.flush()
+            b.pump.flush()
+            self.clock.advance(1)
+        a.pump.flush()
+        b.pump.flush()
+        self.assertEqual(da, [{"address": "a@test.local"}])
+        self.assertEqual(db, [{"address": "b@test.local"}])
+        self.assertTrue({"a", "b"} <= set(self.config_toml()["mailboxes"]))
+        conn = self.connect(ROOT)
+        listing = conn.send(commands.MailboxList)
+        conn.pump.flush()
+        self.clock.advance(1)
+        names = [r["name"] for r in conn.result(listing)["mailboxes"]]
+        self.assertTrue({"a", "b"} <= set(names))
+
+
+class MailboxDeleteTests(ControlTestCase):
+    def test_nonempty_then_empty(self):
+        """Files block a delete (NONEMPTY with counts); once empty it goes (case 18)."""
+        path = self.inbox_file("bob", "2026-01-01-000000-x")
+        conn = self.connect(BOB)
+        reason = conn.refused(NonEmptyError, commands.MailboxDelete, name="bob")
+        self.assertEqual(reason, "mailbox 'bob' has 1 files (1 in inbox, 0 in sent); "
+                                 "archive or remove them first")
+        self.assertIn("bob", self.config_toml()["mailboxes"])
+        os.unlink(path)
+        conn.call(commands.MailboxDelete, name="bob")
+        self.assertNotIn("bob", self.config_toml()["mailboxes"])
+        self.assertIsNone(self.live.current.mailbox("bob"))
+        self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox", "bob")))
+
+    def test_force(self):
+        """force empties both dirs (bundles, dotfiles) and unregisters (case 19)."""
+        self.inbox_file("bob", "m1")
+        os.makedirs(os.path.join(self.data_dir, "inbox", "bob", "b1"))
+        with open(os.path.join(self.data_dir, "sent", "bob", ".x"), "w"):
+            pass
+        self.connect(BOB).call(commands.MailboxDelete, name="bob", force=True)
+        self.assertEqual(os.listdir(os.path.join(self.data_dir, "inbox", "bob")), [])
+        self.assertEqual(os.listdir(os.path.join(self.data_dir, "sent", "bob")), [])
+        self.assertNotIn("bob", self.config_toml()["mailboxes"])
+
+    def test_not_owned_looks_absent(self):
+        """Another's mailbox and a missing one answer byte-identically (case 20)."""
+        conn = self.connect(BOB)
+        self.inbox_file("alice", "m1")
+        theirs = conn.refused(MailboxError, commands.MailboxDelete, name="alice", force=True)
+        missing = conn.refused(MailboxError, commands.MailboxDelete,
+                               name="definitely-not-a-mailbox")
+        self.assertEqual(theirs, "mailbox 'alice' does not exist")
+        self.assertEqual(missing, "mailbox 'definitely-not-a-mailbox' does not exist")
+        self.assertEqual(os.listdir(os.path.join(self.data_dir, "inbox", "alice")), ["m1.md"])
+        self.assertIn("alice", self.config_toml()["mailboxes"])
+        self.assertIn("caller 'bob' is not the owner of mailbox 'alice'", self.logged())
+
+    def test_catchall(self):
+        """The catchall cannot be deleted, with or without force (case 21)."""
+        before = self.config_text()
+        for force in (False, True):
+            self.assertIn("reserved", self.connect(ROOT).refused(
+                ValidationError, commands.MailboxDelete, name="catchall", force=force))
+        self.assertEqual(self.config_text(), before)
+
+    def test_catchall_by_address(self):
+        """A catchall under another name is refused too (after authorisation)."""
+        self.live.current = attrs.evolve(
+            self.live.current,
+            mailboxes=[attrs.evolve(mb, name="fallback") if mb.name == "catchall"
+                       else mb for mb in self.live.current.mailboxes],
+        )
+        reason = self.connect(ROOT).refused(ValidationError, commands.MailboxDelete,
+                                            name="fallback")
+        self.assertIn("is the catchall", reason)
+
+    def test_bad_names(self):
+        """Names with / or .. are VALIDATION and nothing is removed."""
+        for name in ("../alice", "a/b", ".."):
+            self.connect(ROOT).refused(ValidationError, commands.MailboxDelete, name=name)
+        self.assertEqual(len(self.config_toml()["mailboxes"]), 3)
+
+
+class ListingTests(ControlTestCase):
+    def test_filtered(self):
+        """alice sees only alice; root sees all; the row keys are the spec's (case 22)."""
+        self.inbox_file("alice", "m1")
+        rows = self.connect(ALICE).call(commands.MailboxList)["mailboxes"]
+        self.assertEqual([r["name"] for r in rows], ["alice"])
+        self.assertEqual(rows[0], {
+            "name": "alice", "address": "alice@test.local",
+            "inbox_path": os.path.join(self.data_dir, "inbox", "alice"),
+            "sent_path": os.path.join(self.data_dir, "sent", "alice"),
+            "total": 1, "unread": 1, "sent_count": 0, "registered": True,
+        })
+        rows = self.connect(ROOT).call(commands.MailboxList)["mailboxes"]
+        self.assertEqual([r["name"] for r in rows], ["alice", "bob", "catchall"])
+        self.assertEqual(self.connect(12345).call(commands.MailboxList), {"mailboxes": []})
+
+    @root_only
+    def test_stray_dir(self):
+        """An unregistered dir owned by alice is listed for her, address null (case 23)."""
+        path = os.path.join(self.data_dir, "inbox", "orphan")
+        os.mkdir(path)
+        os.chown(path, ALICE, ALICE)
+        rows = self.connect(ALICE).call(commands.MailboxList)["mailboxes"]
+        orphan = [r for r in rows if r["name"] == "orphan"]
+        self.assertEqual((orphan[0]["address"], orphan[0]["registered"]), (None, False))
+        names = [r["name"] for r in self.connect(BOB).call(commands.MailboxList)["mailboxes"]]
+        self.assertEqual(names, ["bob"])
+
+    def test_large_listing(self):
+        """A listing larger than one AMP value arrives whole (chunked)."""
+        for i in range(800):
+            os.mkdir(os.path.join(self.data_dir, "inbox", f"stray-{i:04d}-" + "x" * 40))
+        rows = self.connect(ROOT).call(commands.MailboxList)["mailboxes"]
+        self.assertEqual(len(rows), 803)
+        self.assertGreater(len(json.dumps(rows)), amp.MAX_VALUE_LENGTH)
+
+    def test_show(self):
+        """Show gives the effective settings, hooks and counts to the owner only."""
+        self.inbox_file("alice", "m1")
+        conn = self.connect(ALICE)
+        conn.call(commands.HookCreate, mailbox="alice", event="on_receive", name="h",
+                  body='{"cmd": ["/bin/true"]}')
+        shown = conn.call(commands.MailboxShow, name="alice")["mailbox"]
+        self.assertEqual(
+            (shown["owner"], shown["trust"], shown["trusted_senders"], shown["inbox_total"],
+             shown["inbox_unread"], shown["sent_total"], [h["name"] for h in shown["hooks"]]),
+            ("alice", "none", [], 1, 1, 0, ["h"]),
+        )
+        for name in ("alice", "ghost"):
+            self.assertEqual(self.connect(BOB).refused(MailboxError, commands.MailboxShow,
+                                                       name=name),
+                             f"mailbox '{name}' does not exist")
+
+
+class HookTests(ControlTestCase):
+    BODY = '{"cmd": ["/bin/true"]}'
+
+    def test_create_authorisation(self):
+        """Owner and root may hook a mailbox; bob is EACCES (case 24)."""
+        reply = self.connect(ALICE).call(commands.HookCreate, mailbox="alice",
+                                         event="on_receive", name="alice_owner_ok",
+                                         body=self.BODY)
+        self.assertEqual(reply, {"name": "alice_owner_ok"})
+        self.assertEqual(self.connect(BOB).refused(
+            AccessDenied, commands.HookCreate, mailbox="alice", event="on_receive",
+            name="bob_try", body=self.BODY), "not authorized")
+        self.connect(ROOT).call(commands.HookCreate, mailbox="alice", event="after_send",
+                                name="root_ok", body=self.BODY)
+        names = [h["name"] for h in self.config_toml()["mailboxes"]["alice"]["hooks"]]
+        self.assertEqual(names, ["alice_owner_ok", "root_ok"])
+        self.assertIn("hook created verb=HOOK-CREATE mailbox=alice hook_name=alice_owner_ok "
+                      "caller_uid=2001", self.logged())
+        self.assertEqual([h.name for h in self.live.current.mailbox("alice").hooks],
+                         ["alice_owner_ok", "root_ok"])
+
+    def test_absent_and_catchall(self):
+        """ENOENT for a missing mailbox; MAILBOX for the catchall (case 25)."""
+        self.assertEqual(self.connect(BOB).refused(
+            NoEntry, commands.HookCreate, mailbox="ghost", event="on_receive", body=self.BODY),
+            "mailbox 'ghost' does not exist")
+        reason = self.connect(ROOT).refused(MailboxError, commands.HookCreate,
+                                            mailbox="catchall", event="on_receive",
+                                            body=self.BODY)
+        self.assertIn("hooks on the catchall are forbidden", reason)
+
+    def test_bad_requests(self):
+        """Every bad hook request gets its error and config.toml is unchanged (case 26)."""
+        before = self.config_text()
+        conn = self.connect(ALICE)
+
+        def refused(error, body=self.BODY, event="on_receive", name=None):
+            return conn.refused(error, commands.HookCreate, mailbox="alice", event=event,
+                                name=name, body=body)
+
+        self.assertIn("non-absolute", refused(ValidationError, '{"cmd": ["echo"]}'))
+        self.assertIn("empty", refused(ValidationError, '{"cmd": []}'))
+        self.assertIn("invalid event 'on_send'", refused(ValidationError, event="on_send"))
+        refused(ValidationError, name="-bad")
+        self.assertIn("exceeds the max of 600",
+                      refused(ValidationError, '{"cmd": ["/bin/true"], "timeout_secs": 601}'))
+        refused(ValidationError, '{"cmd": ["/bin/true"], "timeout_secs": 0}')
+        self.assertIn("`on_receive` only", refused(
+            ValidationError, '{"cmd": ["/bin/true"], "fire_on_untrusted": true}',
+            event="after_send"))
+        reason = refused(ProtocolError, '{"cmd": ["/bin/true"], "template": "x"}')
+        self.assertIn("template", reason)
+        self.assertIn("book/hooks.md", reason)
+        self.assertIn("stdin", refused(ProtocolError, '{"cmd": ["/bin/true"], "stdin": "email"}'))
+        self.assertIn("invalid HOOK-CREATE body",
+                      refused(ProtocolError, '{"cmd": ["/bin/true"], "foo": 1}'))
+        self.assertIn("invalid HOOK-CREATE body", refused(ProtocolError, "not json"))
+        self.assertEqual(self.config_text(), before)
+
+    def test_anonymous(self):
+        """An anonymous hook answers its derived name and is stored without one (case 27)."""
+        reply = self.connect(ALICE).call(commands.HookCreate, mailbox="alice",
+                                         event="on_receive",
+                                         body='{"cmd": ["/bin/echo", "via-daemon"]}')
+        self.assertRegex(reply["name"], "^[0-9a-f]{12}$")
+        text = self.config_text()
+        self.assertIn("via-daemon", text)
+        self.assertNotIn("name =", text)
+
+    def test_duplicate_name(self):
+        """The same explicit name on another mailbox is VALIDATION (case 28)."""
+        self.connect(ALICE).call(commands.HookCreate, mailbox="alice", event="on_receive",
+                                 name="dup", body=self.BODY)
+        before = self.config_text()
+        reason = self.connect(BOB).refused(ValidationError, commands.HookCreate, mailbox="bob",
+                                           event="on_receive", name="dup", body=self.BODY)
+        self.assertIn("duplicate hook name 'dup'", reason)
+        self.assertEqual(self.config_text(), before)
+
+    def test_delete(self):
+        """bob cannot see alice's hook (ENOENT); alice deletes it; unknown is ENOENT (case 29)."""
+        self.connect(ALICE).call(commands.HookCreate, mailbox="alice", event="on_receive",
+                                 name="alice_owned_hook", body=self.BODY)
+        reason = self.connect(BOB).refused(NoEntry, commands.HookDelete, name="alice_owned_hook")
+        self.assertEqual(reason, "hook 'alice_owned_hook' not found")
+        self.assertIn("alice_owned_hook", self.config_text())
+        self.connect(ALICE).call(commands.HookDelete, name="alice_owned_hook")
+        self.assertNotIn("alice_owned_hook", self.config_text())
+        self.assertEqual(self.connect(ROOT).refused(NoEntry, commands.HookDelete,
+                                                    name="nonexistent"),
+                         "hook 'nonexistent' not found")
+        self.assertIn("hook deleted", self.logged())
+
+    def test_list(self):
+        """HOOK-LIST shows only the caller's mailboxes' hooks, sorted (case 30)."""
+        root = self.connect(ROOT)
+        for mailbox, event, name in (("bob", "on_receive", "b1"), ("alice", "on_receive", "a2"),
+                                     ("alice", "after_send", "a9")):
+            root.call(commands.HookCreate, mailbox=mailbox, event=event, name=name,
+                      body=self.BODY)
+        rows = self.connect(ALICE).call(commands.HookList)["hooks"]
+        self.assertEqual([r["name"] for r in rows], ["a9", "a2"])
+        self.assertEqual(sorted(rows[0]), sorted(["name", "mailbox", "event", "cmd",
+                                                  "fire_on_untrusted", "timeout_secs"]))
+        self.assertEqual(len(root.call(commands.HookList)["hooks"]), 3)
+        self.assertEqual(self.connect(12345).call(commands.HookList), {"hooks": []})
+
+
+class DrainTests(ControlTestCase):
+    def run_in_thread(self, f, *args):
+        return task.deferLater(self.clock, 5, f, *args)
+
+    @root_only
+    def test_inflight_finish(self):
+        """A drain waits for running commands, delivers their answers, then closes."""
+        conn = self.connect(ROOT)
+        idle = self.connect(ROOT)
+        d = conn.send(commands.MailboxCreate, name="eve", owner="alice")
+        conn.pump.flush()
+        drained = self.factory.drain(30)
+        self.assertNoResult(drained)
+        for _ in range(4):
+            self.clock.advance(5)
+            conn.pump.flush()
+            idle.pump.flush()
+        self.assertEqual(d, [{"address": "eve@test.local"}])
+        self.successResultOf(drained)
+        self.assertTrue(conn.closed)
+        self.assertTrue(idle.closed)
+        self.assertIn("eve", self.config_toml()["mailboxes"])
+
+    def test_grace_expires(self):
+        """Commands still running when the grace ends are cut off."""
+        conn = self.connect(ROOT)
+        self.control.mailbox_list = lambda caller: defer.Deferred()
+        d = conn.send(commands.MailboxList)
+        conn.pump.flush()
+        drained = self.factory.drain(30)
+        self.clock.advance(30)
+        conn.pump.flush()
+        self.successResultOf(drained)
+        self.assertIsInstance(d[0], Failure)
+        self.assertIn("drain grace expired", self.logged())

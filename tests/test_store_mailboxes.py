@@ -1,0 +1,251 @@
+"""Mailbox directories on disk: create/adopt, wipe, counts, id resolution, mark read."""
+
+import datetime
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import frontmatter
+from aimx.core.config import load_text
+from aimx.errors import ConflictError, IOFailure
+from aimx.store import mailboxes
+from aimx.store.mailstore import Owner
+
+NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+ME = Owner("me", os.geteuid(), os.getegid())
+
+
+def email(read=False) -> bytes:
+    return frontmatter.render({"id": "x", "read": read}, "Hello\n")
+
+
+class DirsTests(SynchronousTestCase):
+    def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+        for sub in ("inbox", "sent"):
+            os.makedirs(os.path.join(self.data, sub))
+
+    def test_create(self):
+        """Both directories are created with mode 0700 and reported as created."""
+        created = mailboxes.create_dirs(self.data, "eve", ME)
+        self.assertEqual(created, list(mailboxes.mailbox_dirs(self.data, "eve")))
+        for path in created:
+            st = os.stat(path)
+            self.assertEqual((st.st_mode & 0o777, st.st_uid), (0o700, ME.uid))
+
+    def test_adopt(self):
+        """Matching pre-existing directories are adopted (re-chmodded), files untouched."""
+        inbox, _ = mailboxes.mailbox_dirs(self.data, "eve")
+        os.mkdir(inbox)
+        os.chmod(inbox, 0o755)
+        with open(os.path.join(inbox, "keep.md"), "w"):
+            pass
+        created = mailboxes.create_dirs(self.data, "eve", ME)
+        self.assertEqual(len(created), 1)
+        self.assertEqual(os.stat(inbox).st_mode & 0o777, 0o700)
+        self.assertTrue(os.path.exists(os.path.join(inbox, "keep.md")))
+
+    def test_conflict_not_dir(self):
+        """A file in the way is ECONFLICT and nothing is created."""
+        _, sent = mailboxes.mailbox_dirs(self.data, "eve")
+        with open(sent, "w"):
+            pass
+        e = self.assertRaises(ConflictError, mailboxes.create_dirs, self.data, "eve", ME)
+        self.assertIn("exists but is not a directory", str(e))
+        self.assertFalse(os.path.exists(os.path.join(self.data, "inbox", "eve")))
+
+    def test_conflict_owner(self):
+        """A directory with other ids is ECONFLICT naming both, untouched."""
+        inbox, _ = mailboxes.mailbox_dirs(self.data, "zed")
+        os.mkdir(inbox)
+        os.chmod(inbox, 0o755)  # explicit: another test's daemon may have set umask 077
+        other = Owner("other", ME.uid + 1, ME.gid + 1)
+        e = self.assertRaises(ConflictError, mailboxes.create_dirs, self.data, "zed", other)
+        self.assertIn(f"already exists with owner {ME.uid}:{ME.gid}, expected "
+                      f"{other.uid}:{other.gid}; run `chown -R", str(e))
+        self.assertEqual(os.stat(inbox).st_mode & 0o777, 0o755)
+        self.assertFalse(os.path.exists(os.path.join(self.data, "sent", "zed")))
+
+    def test_create_failure_rolls_back(self):
+        """A failed mkdir removes what this call created."""
+        os.rmdir(os.path.join(self.data, "sent"))
+        e = self.assertRaises(IOFailure, mailboxes.create_dirs, self.data, "eve", ME)
+        self.assertIn("failed to create", str(e))
+        self.assertFalse(os.path.exists(os.path.join(self.data, "inbox", "eve")))
+
+    def test_wipe_and_count(self):
+        """Wipe empties a directory (files, bundles, links, dotfiles) and keeps it."""
+        inbox, sent = mailboxes.mailbox_dirs(self.data, "eve")
+        mailboxes.create_dirs(self.data, "eve", ME)
+        outside = os.path.join(self.data, "outside")
+        with open(outside, "w"):
+            pass
+        os.makedirs(os.path.join(inbox, "b", "c"))
+        for name in ("a.md", ".hidden"):
+            with open(os.path.join(inbox, name), "w"):
+                pass
+        os.symlink(outside, os.path.join(inbox, "link"))
+        self.assertEqual(mailboxes.count_entries(inbox), 4)
+        self.assertEqual(mailboxes.count_entries(os.path.join(self.data, "nope")), 0)
+        mailboxes.wipe(inbox)
+        self.assertEqual(os.listdir(inbox), [])
+        self.assertTrue(os.path.exists(outside))
+        mailboxes.wipe(os.path.join(self.data, "nope"))
+
+
+class CountTests(SynchronousTestCase):
+    def test_counts(self):
+        """Flat .md files and bundles count; unread unless `read = true`; junk ignored."""
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(d, "b1"))
+        os.makedirs(os.path.join(d, "stray"))
+        files = {
+            "a.md": email(read=True),
+            "c.md": email(read=False),
+            "b1/b1.md": email(read=False),
+            ".tmp.md": email(),
+            "notes.txt": b"x",
+        }
+        for name, data in files.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+        self.assertEqual(mailboxes.count_messages(d), (3, 2))
+        self.assertEqual(mailboxes.count_messages(d, False), (3, 0))
+        self.assertEqual(mailboxes.count_messages(os.path.join(d, "missing")), (0, 0))
+
+    def test_read_line_only_in_frontmatter(self):
+        """A `read = true` line in the body does not make a message read."""
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        with open(os.path.join(d, "a.md"), "wb") as f:
+            f.write(b'+++\nid = "a"\nread = false\n+++\n\nread = true\n')
+        self.assertEqual(mailboxes.count_messages(d), (1, 1))
+
+    def test_rows(self):
+        """Listing rows: configured and stray dirs, visibility by uid, the spec's keys."""
+        data = os.path.abspath(self.mktemp())
+        me = os.geteuid() or 5000  # as root, act as an unprivileged uid
+        config = load_text(
+            'domain = "d"\n[mailboxes.mine]\naddress = "mine@d"\nowner = "me"\n'
+            '[mailboxes.theirs]\naddress = "theirs@d"\nowner = "other"\n', "c"
+        )[0]
+        stray = os.path.join(data, "inbox", "stray")
+        os.makedirs(stray)
+        os.chown(stray, me, -1)
+
+        class Passwd:
+            def owner(self, name):
+                return Owner(name, {"me": me, "other": me + 1}.get(name), 0)
+
+        rows = mailboxes.mailbox_rows(config, data, me, Passwd())
+        self.assertEqual([r["name"] for r in rows], ["mine", "stray"])
+        self.assertEqual(list(rows[0]), ["name", "address", "inbox_path", "sent_path", "total",
+                                         "unread", "sent_count", "registered"])
+        self.assertEqual((rows[1]["address"], rows[1]["registered"]), (None, False))
+        self.assertEqual(len(mailboxes.mailbox_rows(config, data, 0, Passwd())), 3)
+
+
+class ResolveTests(SynchronousTestCase):
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+
+    def write(self, name, data=b"+++\nread = false\n+++\n"):
+        path = os.path.join(self.dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_valid_id(self):
+        """Ids with .., /, backslash or NUL, and empty ids, are invalid."""
+        for bad in ("", "../x", "a/b", "a\\b", "a\x00", ".."):
+            self.assertFalse(mailboxes.valid_id(bad))
+        self.assertTrue(mailboxes.valid_id("2026-01-01-000000-hi"))
+
+    def test_flat_then_bundle(self):
+        """<id>.md first, else <id>/<id>.md; absent is (None, False)."""
+        flat = self.write("a.md")
+        bundled = self.write("b/b.md")
+        self.assertEqual(mailboxes.resolve_id(self.dir, "a"), (flat, False))
+        self.assertEqual(mailboxes.resolve_id(self.dir, "b"), (bundled, False))
+        self.assertEqual(mailboxes.resolve_id(self.dir, "c"), (None, False))
+
+    def test_symlink_refused(self):
+        """A symlinked <id>.md is refused without falling back to the bundle."""
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "w"):
+            pass
+        os.symlink(outside, os.path.join(self.dir, "x.md"))
+        self.write("x/x.md")
+        self.assertEqual(mailboxes.resolve_id(self.dir, "x"), (None, True))
+
+    def test_symlinked_bundle_refused(self):
+        """A bundle directory that is a symlink out of the mailbox is refused."""
+        elsewhere = os.path.abspath(self.mktemp())
+        os.makedirs(elsewhere)
+        with open(os.path.join(elsewhere, "y.md"), "w"):
+            pass
+        os.symlink(elsewhere, os.path.join(self.dir, "y"))
+        self.assertEqual(mailboxes.resolve_id(self.dir, "y"), (None, True))
+
+    def test_not_regular(self):
+        """A directory named <id>.md is refused."""
+        os.makedirs(os.path.join(self.dir, "z.md"))
+        self.assertEqual(mailboxes.resolve_id(self.dir, "z"), (None, True))
+
+
+class MarkTests(SynchronousTestCase):
+    def setUp(self):
+        d = os.path.abspath(self.mktemp())
+        os.makedirs(d)
+        self.path = os.path.join(d, "m.md")
+        self.original = frontmatter.render(
+            {"id": "m", "subject": "s", "read": False, "labels": ["a"]}, "Body\n+++\ntext\n"
+        )
+        with open(self.path, "wb") as f:
+            f.write(self.original)
+        os.chmod(self.path, 0o644)
+
+    def read(self):
+        with open(self.path, "rb") as f:
+            return frontmatter.parse(f.read())
+
+    def test_mark_read_then_unread(self):
+        """read/read_at are set then removed; the body bytes and mode 0600 are kept."""
+        mailboxes.set_read_state(self.path, True, NOW, ME)
+        fields, body = self.read()
+        self.assertEqual((fields["read"], fields["read_at"]), (True, "2026-01-02T03:04:05Z"))
+        self.assertEqual(body, frontmatter.parse(self.original)[1])
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+        mailboxes.set_read_state(self.path, False, NOW, ME)
+        fields, _ = self.read()
+        self.assertIs(fields["read"], False)
+        self.assertNotIn("read_at", fields)
+        self.assertEqual(os.listdir(os.path.dirname(self.path)), ["m.md"])
+
+    def test_unresolved_owner_keeps_ids(self):
+        """An owner without ids keeps the file's current owner."""
+        mailboxes.set_read_state(self.path, True, NOW, Owner("ghost", None, None))
+        self.assertEqual(os.stat(self.path).st_uid, os.geteuid())
+
+    def test_malformed(self):
+        """A file without frontmatter is IO `malformed frontmatter`, left unchanged."""
+        with open(self.path, "wb") as f:
+            f.write(b"no frontmatter\n")
+        e = self.assertRaises(IOFailure, mailboxes.set_read_state, self.path, True, NOW, ME)
+        self.assertIn("malformed frontmatter in", str(e))
+        with open(self.path, "wb") as f:
+            f.write(b"+++\nread = = x\n+++\n")
+        e = self.assertRaises(IOFailure, mailboxes.set_read_state, self.path, True, NOW, ME)
+        self.assertIn("failed to parse frontmatter in", str(e))
+
+    def test_write_failure(self):
+        """A failed rewrite is IO; no temp file is left and the file is unchanged."""
+        tmp = os.path.join(os.path.dirname(self.path), f".m.md.tmp.{os.getpid()}")
+        os.mkdir(tmp)
+        e = self.assertRaises(IOFailure, mailboxes.set_read_state, self.path, True, NOW, ME)
+        self.assertIn("failed to write", str(e))
+        os.rmdir(tmp)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.original)
