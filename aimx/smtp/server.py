@@ -48,31 +48,27 @@ class SmtpLimits:
     session_timeout: float = 600
 
 
-def _reply(code: int, enhanced: str, text: str) -> SmtpStatus:
-    return SmtpStatus(code, enhanced, text)
-
-
-OK = _reply(250, "2.0.0", "OK")
-MAIL_OK = _reply(250, "2.1.0", "OK")
-RCPT_OK = _reply(250, "2.1.5", "OK")
-NEED_HELO = _reply(503, "5.5.1", "Send EHLO/HELO first")
-NEED_MAIL = _reply(503, "5.5.1", "Send MAIL FROM first")
-NEED_RCPT = _reply(503, "5.5.1", "Send RCPT TO first")
-NESTED_MAIL = _reply(503, "5.5.1", "MAIL FROM already given")
-UNRECOGNIZED = _reply(500, "5.5.2", "Unrecognized command")
-LINE_TOO_LONG = _reply(500, "5.5.2", "Line too long")
-BARE_LF = _reply(500, "5.6.0", "Bare LF not allowed (RFC 5321)")
-TOO_BIG = _reply(552, "5.3.4", "Message exceeds maximum size")
-TOO_BIG_DECLARED = _reply(
+OK = SmtpStatus(250, "2.0.0", "OK")
+MAIL_OK = SmtpStatus(250, "2.1.0", "OK")
+RCPT_OK = SmtpStatus(250, "2.1.5", "OK")
+NEED_HELO = SmtpStatus(503, "5.5.1", "Send EHLO/HELO first")
+NEED_MAIL = SmtpStatus(503, "5.5.1", "Send MAIL FROM first")
+NEED_RCPT = SmtpStatus(503, "5.5.1", "Send RCPT TO first")
+NESTED_MAIL = SmtpStatus(503, "5.5.1", "MAIL FROM already given")
+UNRECOGNIZED = SmtpStatus(500, "5.5.2", "Unrecognized command")
+LINE_TOO_LONG = SmtpStatus(500, "5.5.2", "Line too long")
+BARE_LF = SmtpStatus(500, "5.6.0", "Bare LF not allowed (RFC 5321)")
+TOO_BIG = SmtpStatus(552, "5.3.4", "Message exceeds maximum size")
+TOO_BIG_DECLARED = SmtpStatus(
     552, "5.3.4", "Message size exceeds fixed maximum message size"
 )
-TOO_MANY_RCPTS = _reply(452, "4.5.3", "Too many recipients")
-TOO_MANY_ERRORS = _reply(421, "4.7.0", "Too many errors")
-TOO_MANY_SESSIONS = _reply(421, "4.3.2", "Too many connections, try again later")
-IDLE_TIMEOUT = _reply(421, "4.4.2", "Idle timeout exceeded")
-SESSION_TIMEOUT = _reply(421, "4.4.2", "Connection timed out")
-DATA_TIMEOUT = _reply(421, "4.4.2", "Timeout during DATA")
-STORE_FAILED = _reply(451, "4.3.0", "Temporary failure, please retry")
+TOO_MANY_RCPTS = SmtpStatus(452, "4.5.3", "Too many recipients")
+TOO_MANY_ERRORS = SmtpStatus(421, "4.7.0", "Too many errors")
+TOO_MANY_SESSIONS = SmtpStatus(421, "4.3.2", "Too many connections, try again later")
+IDLE_TIMEOUT = SmtpStatus(421, "4.4.2", "Idle timeout exceeded")
+SESSION_TIMEOUT = SmtpStatus(421, "4.4.2", "Connection timed out")
+DATA_TIMEOUT = SmtpStatus(421, "4.4.2", "Timeout during DATA")
+STORE_FAILED = SmtpStatus(451, "4.3.0", "Temporary failure, please retry")
 
 
 class AimxESMTP(smtp.ESMTP):
@@ -228,7 +224,7 @@ class AimxESMTP(smtp.ESMTP):
 
     def cmd_EHLO(self, args):
         if not args:
-            self._error(_reply(501, "5.5.4", "EHLO requires domain argument"))
+            self._error(SmtpStatus(501, "5.5.4", "EHLO requires domain argument"))
             return
         self._greet(args)
         lines = [f"{self._domain} Hello {args}"]
@@ -243,7 +239,7 @@ class AimxESMTP(smtp.ESMTP):
 
     def cmd_HELO(self, args):
         if not args:
-            self._error(_reply(501, "5.5.4", "HELO requires domain argument"))
+            self._error(SmtpStatus(501, "5.5.4", "HELO requires domain argument"))
             return
         self._greet(args)
         text = f"250 {self._domain} Hello {args}"
@@ -263,7 +259,7 @@ class AimxESMTP(smtp.ESMTP):
             return
         path = extract_path(args, "FROM:")
         if path is None:
-            self._error(_reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
+            self._error(SmtpStatus(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
             return
         size = mail_parameters(args).get("SIZE", "")
         if size.isdigit() and int(size) > self.limits.max_message_size:
@@ -278,7 +274,7 @@ class AimxESMTP(smtp.ESMTP):
             return
         path = extract_path(args, "TO:")
         if not path:
-            self._error(_reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
+            self._error(SmtpStatus(501, "5.5.4", "Syntax: RCPT TO:<address>"))
             return
         if len(self._rcpts) >= self.limits.max_recipients:
             self._reply(TOO_MANY_RCPTS)
@@ -322,19 +318,21 @@ class AimxESMTP(smtp.ESMTP):
 
     def cmd_VRFY(self, args):
         # RFC 5321 §3.5.3: a server that will not verify answers 252.
-        self._reply(_reply(252, "2.5.2", "Cannot VRFY user, but will accept message"))
+        self._reply(
+            SmtpStatus(252, "2.5.2", "Cannot VRFY user, but will accept message")
+        )
 
     def cmd_QUIT(self, args):
-        self._send_and_close(_reply(221, "2.0.0", "Bye"))
+        self._send_and_close(SmtpStatus(221, "2.0.0", "Bye"))
 
     def cmd_STARTTLS(self, args):
         if self.startedTLS:
-            self._error(_reply(503, "5.5.1", "TLS already active"))
+            self._error(SmtpStatus(503, "5.5.1", "TLS already active"))
             return
         if not self.canStartTLS:
-            self._error(_reply(502, "5.5.1", "STARTTLS not available"))
+            self._error(SmtpStatus(502, "5.5.1", "STARTTLS not available"))
             return
-        self._reply(_reply(220, "2.0.0", "Ready to start TLS"))
+        self._reply(SmtpStatus(220, "2.0.0", "Ready to start TLS"))
         # RFC 3207 §4.2: anything pipelined after STARTTLS is discarded and the
         # session starts over after the handshake.
         self._buffer = b""
@@ -394,7 +392,11 @@ class AimxESMTP(smtp.ESMTP):
         return True
 
     def _finish_message(self):
-        raw, rcpts, mail_from = b"".join(self._chunks), tuple(self._rcpts), self._mail_from
+        raw, rcpts, mail_from = (
+            b"".join(self._chunks),
+            tuple(self._rcpts),
+            self._mail_from,
+        )
         too_big = self._size > self.limits.max_message_size
         self._end_data()
         if too_big:
@@ -443,6 +445,7 @@ class AimxSMTPFactory(ServerFactory):
     sessions: set = attrs.field(factory=set)
     _idle_waiters: list = attrs.field(factory=list)
     noisy = False
+
     def buildProtocol(self, addr):
         return AimxESMTP(self)
 
