@@ -24,6 +24,10 @@ bench-only switches read from the environment:
       For A/B runs that price aimx's per-message logging; never for the
       recorded figures.
 
+  AIMX_BENCH_THREADS=N
+      reactor.suggestThreadPoolSize(N): the size of the thread pool that runs
+      prepare/store (Twisted's default is 10).  For A/B runs only.
+
 Nothing here changes aimx's code on disk; the patch is applied in memory.
 """
 
@@ -103,6 +107,8 @@ options = Options()
 options.parseOptions(shlex.split(os.environ.get("AIMX_ARGS", "")))
 application = service.Application("aimx-bench")
 makeService(options).setServiceParent(application)
+if os.environ.get("AIMX_BENCH_THREADS"):
+    reactor.suggestThreadPoolSize(int(os.environ["AIMX_BENCH_THREADS"]))
 if os.environ.get("AIMX_BENCH_LOG") == "off":
     application.setComponent(ILogObserver, lambda event: None)
 

@@ -15,13 +15,15 @@
 #               reactor stalls (stall_probe.py); per-stage memory (pipeline_cost --mem)
 #   stages      pipeline_cost.py (the kit's reference steps) and aimx_stages.py (aimx's own)
 #   stop        stop everything started here (by PID) and Postfix
-#   logab       (not in the default run; after start) A/B: aimx as is against a second aimx
-#               whose log observer drops every event (AIMX_BENCH_LOG=off), -F dkim-plain-4k
+#   ab          (not in the default run; after start) A/B, -F dkim-plain-4k: aimx as is, aimx
+#               whose log observer drops every event (AIMX_BENCH_LOG=off), aimx with a
+#               2-thread pool (AIMX_BENCH_THREADS=2)
 #
 # Environment (defaults): W=/tmp/aimx-bench (scratch), KIT=<repo>/../shared/bench,
 # BASE_VENV=/work/venv (must have twisted aiosmtpd dkimpy dnspython tomli-w html2text and
 # aimx's dependencies), ROUNDS=5, M4K=2000, M60K=1000, LAT_ROUNDS=3, LAT_COUNT=200,
-# BIG_ROUNDS=2, L4096=1, STAGE_RUNS=1, PROFILE_SECS=20.
+# BIG_ROUNDS=2, L4096=1, STAGE_RUNS=1, PROFILE_SECS=20; ports P_PF=2525 P_SINK=2526
+# P_TW=2527 P_AIO=2528 P_TWP=2533 P_DNS=5353 P_AIMX=2540 P_AIMX_BIG=2541 P_TW_BIG=2542.
 # Results: $W/results/*.txt (+ .csv).  Only 127.0.0.1 is ever used.  Root is needed for
 # Postfix (apt-get install postfix swaks; postfix_anchor.sh edits the system main.cf).
 set -euo pipefail
@@ -40,9 +42,10 @@ LAT_ROUNDS=${LAT_ROUNDS:-3} LAT_COUNT=${LAT_COUNT:-200} BIG_ROUNDS=${BIG_ROUNDS:
 L4096=${L4096:-1} STAGE_RUNS=${STAGE_RUNS:-1} PROFILE_SECS=${PROFILE_SECS:-20}
 BIG_MIB=${BIG_MIB:-24.6}      # 24.6 MiB with LF is 24.9 MiB on the wire (CRLF): under 25 MiB
 
-# ports (the kit's, plus aimx)
-P_PF=2525 P_SINK=2526 P_TW=2527 P_AIO=2528 P_TWP=2533 P_DNS=5353
-P_AIMX=2540 P_AIMX_BIG=2541 P_TW_BIG=2542 P_AIMX_NOLOG=2543
+# ports (the kit's, plus aimx); each can be overridden from the environment
+P_PF=${P_PF:-2525} P_SINK=${P_SINK:-2526} P_TW=${P_TW:-2527} P_AIO=${P_AIO:-2528}
+P_TWP=${P_TWP:-2533} P_DNS=${P_DNS:-5353} P_AIMX=${P_AIMX:-2540} P_AIMX_BIG=${P_AIMX_BIG:-2541}
+P_TW_BIG=${P_TW_BIG:-2542} P_AIMX_NOLOG=${P_AIMX_NOLOG:-2543} P_AIMX_POOL2=${P_AIMX_POOL2:-2544}
 NS=127.0.0.1:$P_DNS
 INBOX=$W/aimx-data/inbox/box
 
@@ -88,7 +91,7 @@ start_aimx() {  # start_aimx NAME BASE PORT [PROBE_FILE]
   local name=$1 base=$2 port=$3 probe=${4:-}
   port_free "$port"
   ( cd "$base-run" && AIMX_BENCH_NODEDUP=1 AIMX_BENCH_PROBE="$probe" AIMX_NAMESERVERS=$NS \
-      AIMX_BENCH_LOG=${AIMX_BENCH_LOG:-on} \
+      AIMX_BENCH_LOG=${AIMX_BENCH_LOG:-on} AIMX_BENCH_THREADS=${AIMX_BENCH_THREADS:-} \
       AIMX_ARGS="--bind 127.0.0.1:$port --config-dir $base-etc --data-dir $base-data --runtime-dir $base-run" \
       exec "$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = "twistd"; sys.exit(run())' \
         -n --pidfile= -y "$HERE/aimx_bench.tac" >"$W/logs/$name.log" 2>&1 ) &
@@ -305,24 +308,30 @@ phase_stages() {
   "$PY" "$HERE/aimx_stages.py" "$W/corpus" --nameserver "$NS" | tee "$R/aimx-stages.txt"
 }
 
-phase_logab() {
-  log "logging A/B: aimx vs aimx with AIMX_BENCH_LOG=off, $ROUNDS rounds x $M4K"
+phase_ab() {
+  log "A/B: aimx vs aimx with AIMX_BENCH_LOG=off vs aimx with a 2-thread pool, $ROUNDS rounds x $M4K"
   aimx_conf "$W/aimx-nolog"
   AIMX_BENCH_LOG=off start_aimx aimx-nolog "$W/aimx-nolog" "$P_AIMX_NOLOG"
-  "$PY" "$KIT/latency.py" --port "$P_AIMX_NOLOG" --watch "$W/aimx-nolog-data/inbox/box" --count 3 \
-    --warmup 2 --message "$W/corpus/dkim-plain-4k.eml" >/dev/null
+  aimx_conf "$W/aimx-pool2"
+  AIMX_BENCH_THREADS=2 start_aimx aimx-pool2 "$W/aimx-pool2" "$P_AIMX_POOL2"
+  for v in nolog:$P_AIMX_NOLOG pool2:$P_AIMX_POOL2; do
+    "$PY" "$KIT/latency.py" --port "${v#*:}" --watch "$W/aimx-${v%%:*}-data/inbox/box" --count 3 \
+      --warmup 2 --message "$W/corpus/dkim-plain-4k.eml" >/dev/null
+  done
   "$PY" "$KIT/compare.py" --rounds "$ROUNDS" -s 8 -m "$M4K" -F "$W/corpus/dkim-plain-4k.eml" \
-    --clean --baseline twisted --csv "$R/logab.csv" \
+    --clean --baseline twisted --csv "$R/ab.csv" \
     --target twisted=127.0.0.1:$P_TW,dir=$W/drop/tw,pid=$(pid_of twisted) \
     --target aimx=127.0.0.1:$P_AIMX,dir=$INBOX,pid=$(pid_of aimx) \
     --target aimx-nolog=127.0.0.1:$P_AIMX_NOLOG,dir=$W/aimx-nolog-data/inbox/box,pid=$(pid_of aimx-nolog) \
-    | tee "$R/logab.txt"
+    --target aimx-pool2=127.0.0.1:$P_AIMX_POOL2,dir=$W/aimx-pool2-data/inbox/box,pid=$(pid_of aimx-pool2) \
+    | tee "$R/ab.txt"
   stop_one aimx-nolog
+  stop_one aimx-pool2
 }
 
 phase_stop() {
   log "stop"
-  for n in aimx aimx-big aimx-nolog twbig twp aiosmtpd twisted sink dns; do stop_one "$n"; done
+  for n in aimx aimx-big aimx-nolog aimx-pool2 twbig twp aiosmtpd twisted sink dns; do stop_one "$n"; done
   if postfix status >/dev/null 2>&1; then "$KIT/postfix_anchor.sh" stop || true; fi
   rm -f "$W/pf/postfix.log"
 }
@@ -334,8 +343,8 @@ phases=("$@")
 mkdir -p "$W" "$R" "$PIDS" "$W/logs"
 for ph in "${phases[@]}"; do
   case "$ph" in
-    setup|start|throughput|latency|profile|big|stages|stop|logab) "phase_$ph" ;;
-    *) sed -n '2,28p' "$0"; exit 2 ;;
+    setup|start|throughput|latency|profile|big|stages|stop|ab) "phase_$ph" ;;
+    *) sed -n '2,29p' "$0"; exit 2 ;;
   esac
 done
 trap - EXIT
