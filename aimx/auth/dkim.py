@@ -55,7 +55,6 @@ def rsa_pkcs1_verify(hash_obj, signature: bytes, public_key: dict) -> bool:
 
 _SLICE = 1 << 20
 _WSP_TO_COMPRESS = re.compile(rb"\t[\t ]*| [\t ]+")
-_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _LINE_BREAK = re.compile(rb"\r?\n")
 _HEADER_NAME = re.compile(rb"([\x21-\x7e]+?):")
 
@@ -77,11 +76,19 @@ def compress_whitespace(content: bytes) -> bytes:
     return b"".join(_WSP_TO_COMPRESS.sub(b" ", piece) for piece in _slices(content))
 
 
+def _strip_lines(piece: bytes) -> bytes:
+    lines = piece.split(b"\r\n")
+    last = lines.pop()  # not followed by CRLF: left as it is
+    lines = [line.rstrip(b" \t") for line in lines]
+    lines.append(last)
+    return b"\r\n".join(lines)
+
+
 def strip_trailing_whitespace(content: bytes) -> bytes:
     """dkimpy's C{strip_trailing_whitespace}: WSP before a CRLF is removed."""
     if b" \r\n" not in content and b"\t\r\n" not in content:
         return content
-    return b"".join(_TRAILING_WSP.sub(b"\r\n", piece) for piece in _slices(content))
+    return b"".join(_strip_lines(piece) for piece in _slices(content))
 
 
 def rfc822_parse(message: bytes):

@@ -151,14 +151,6 @@ class Inbound:
                 size=len(envelope.raw),
             )
             return FAILED
-        auth = prepared.auth
-        log.info(
-            "auth result dkim={dkim} spf={spf} dmarc={dmarc} peer={peer}",
-            dkim=auth.dkim,
-            spf=auth.spf,
-            dmarc=auth.dmarc,
-            peer=envelope.peer_ip,
-        )
         succeeded = 0
         for rcpt in envelope.rcpts:
             try:
@@ -174,9 +166,14 @@ class Inbound:
             succeeded += 1
             self._announce(ingested)
         failed = len(envelope.rcpts) - succeeded
+        auth = prepared.auth
         log.info(
             "data delivery outcome peer={peer} from={mail_from} rcpts={rcpts} "
-            "succeeded={succeeded} failed={failed} size={size}",
+            "succeeded={succeeded} failed={failed} size={size} "
+            "auth result dkim={dkim} spf={spf} dmarc={dmarc}",
+            dkim=auth.dkim,
+            spf=auth.spf,
+            dmarc=auth.dmarc,
             peer=envelope.peer_ip,
             mail_from=envelope.mail_from,
             rcpts=list(envelope.rcpts),
@@ -202,17 +199,8 @@ class Inbound:
             lock.release()
 
     def _announce(self, ingested: Ingested):
-        stored, config = ingested.stored, self.config()
-        log.info(
-            "trust eval mailbox={mailbox} policy={policy} sender={sender} dkim={dkim} "
-            "sender_allowlisted={allowlisted} result={trusted}",
-            mailbox=ingested.mailbox.name,
-            policy=config.effective_trust(ingested.mailbox),
-            sender=trust.bare_lower(ingested.prepared.parsed.from_),
-            dkim=ingested.prepared.auth.dkim,
-            allowlisted=str(ingested.allowlisted).lower(),
-            trusted=ingested.trusted,
-        )
+        """Log one line per stored copy (with its trust evaluation), then notify."""
+        stored, mailbox = ingested.stored, ingested.mailbox
         for warning in stored.warnings:
             log.warn(
                 "{problem} mailbox={mailbox}",
@@ -229,11 +217,18 @@ class Inbound:
             )
             return
         log.info(
-            "stored email id={id} path={path} mailbox={mailbox} attachments={n}",
+            "stored email id={id} path={path} mailbox={mailbox} attachments={n} "
+            "trust eval policy={policy} sender={sender} dkim={dkim} "
+            "sender_allowlisted={allowlisted} result={trusted}",
             id=stored.id,
             path=stored.path,
-            mailbox=ingested.mailbox.name,
+            mailbox=mailbox.name,
             n=stored.attachments,
+            policy=self.config().effective_trust(mailbox),
+            sender=trust.bare_lower(ingested.prepared.parsed.from_),
+            dkim=ingested.prepared.auth.dkim,
+            allowlisted=str(ingested.allowlisted).lower(),
+            trusted=ingested.trusted,
         )
         for listener in self.listeners:
             try:

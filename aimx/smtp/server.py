@@ -357,16 +357,20 @@ class AimxESMTP(smtp.ESMTP):
                 self._send_and_close(TOO_BIG)
             return False
         region = buf[: last_lf + 1]
-        term = _TERMINATOR.search(region)
-        bare = _BARE_LF.search(region, 0, term.start() if term else len(region))
-        if bare is not None:
+        # Fast path: only lines starting with "." can end DATA or need unstuffing,
+        # and equal LF and CRLF counts mean there is no bare LF.
+        dots = region.startswith(b".") or b"\n." in region
+        term = _TERMINATOR.search(region) if dots else None
+        end = term.start() if term else len(region)
+        if region.count(b"\n", 0, end) != region.count(b"\r\n", 0, end):
+            bare = _BARE_LF.search(region, 0, end)
             # aimx decision: skip the rest of the payload up to its terminator so
             # none of it is read as commands.
             self._buffer = buf[bare.end() :]
             self._end_data(_DISCARD)
             self._error(BARE_LF)
             return True
-        body = _STUFFED.sub(b"", region[: term.start()] if term else region)
+        body = _STUFFED.sub(b"", region[:end]) if dots else region
         self._buffer = buf[term.end() :] if term else buf[last_lf + 1 :]
         self._size += len(body)
         if self._size > self.limits.max_message_size:

@@ -11,6 +11,7 @@ import datetime
 import itertools
 import os
 import pwd
+import stat
 
 import attrs
 
@@ -157,8 +158,17 @@ class MailStore:
     # -- writing ---------------------------------------------------------------
 
     def prepare_dir(self, directory: str, owner: Owner) -> list[str]:
-        """Create a mailbox directory if needed and (re)apply owner and mode 0700."""
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        """Create a mailbox directory if needed; heal its owner and mode 0700."""
+        try:
+            st = os.stat(directory)
+        except FileNotFoundError:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        else:
+            if stat.S_IMODE(st.st_mode) == 0o700 and (st.st_uid, st.st_gid) == (
+                owner.uid,
+                owner.gid,
+            ):
+                return []
         return _set_owner(directory, owner, 0o700)
 
     def store_inbound(
@@ -220,8 +230,8 @@ class MailStore:
     def _publish_flat(self, directory, base, owner, received, fields, body):
         for stem in self._candidates(directory, base):
             final = os.path.join(directory, stem + ".md")
-            if os.path.lexists(final) or os.path.lexists(os.path.join(directory, stem)):
-                continue
+            if os.path.lexists(os.path.join(directory, stem)):
+                continue  # a bundle has this stem (a flat name is caught by link)
             data = self._render(stem, received, fields, body)
             tmp = os.path.join(directory, f".{stem}.md.tmp.{os.getpid()}")
             warnings = self._write_file(tmp, data, owner)
