@@ -212,3 +212,53 @@ class BurstTests(StoreTestCase):
         with open(os.path.join(self.store.inbox_dir("alice"), "2025-03-14-150926-hello-2.md"), "w"):
             pass
         self.assertEqual(self.put("2@x").id, "2025-03-14-150926-hello-3")
+
+
+class HostileOwnerTests(StoreTestCase):
+    """The mailbox owner controls the mailbox directory; root must never be fooled."""
+
+    def test_bundle_swapped_for_symlink(self):
+        """A bundle dir replaced by a symlink right after mkdir: nothing lands outside."""
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        real_mkdir = os.mkdir
+
+        def mkdir_then_swap(name, mode=0o777, *, dir_fd=None):
+            real_mkdir(name, mode, dir_fd=dir_fd)
+            if dir_fd is not None:  # the attacker wins the race
+                os.rmdir(name, dir_fd=dir_fd)
+                os.symlink(outside, name, dir_fd=dir_fd)
+
+        self.patch(os, "mkdir", mkdir_then_swap)
+        with self.assertRaises(OSError):
+            self.put(attachments=(Attachment("cron", "text/plain", b"* * * * * root x"),))
+        self.assertEqual(os.listdir(outside), [])
+        self.assertEqual(os.stat(outside).st_uid, os.geteuid())
+
+    def test_temp_swapped_for_symlink(self):
+        """A temp file replaced by a symlink before publishing is never hard-linked through."""
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "w") as f:
+            f.write("secret")
+        real_write = MailStore._write_file
+
+        def write_then_swap(store, dir_fd, name, data, owner):
+            warnings = real_write(store, dir_fd, name, data, owner)
+            os.unlink(name, dir_fd=dir_fd)
+            os.symlink(secret, name, dir_fd=dir_fd)
+            return warnings
+
+        self.patch(MailStore, "_write_file", write_then_swap)
+        self.put()
+        self.assertEqual(os.stat(secret).st_nlink, 1)
+
+    def test_scan_skips_fifos_and_symlinks(self):
+        """The dedup scan neither blocks on a FIFO nor follows a planted symlink."""
+        directory = self.store.inbox_dir("alice")
+        os.makedirs(directory)
+        os.mkfifo(os.path.join(directory, "2025-03-14-150000-fifo.md"))
+        target = os.path.abspath(self.mktemp())
+        with open(target, "wb") as f:
+            f.write(b'+++\nmessage_id = "m@x"\nreceived_at = "2025-03-14T15:00:00+00:00"\n+++\n')
+        os.symlink(target, os.path.join(directory, "2025-03-14-150001-link.md"))
+        self.assertFalse(self.put().duplicate)

@@ -11,6 +11,7 @@ import datetime
 import itertools
 import os
 import pwd
+import shutil
 import stat
 
 import attrs
@@ -228,65 +229,71 @@ class MailStore:
             yield stem
 
     def _publish_flat(self, directory, base, owner, received, fields, body):
-        for stem in self._candidates(directory, base):
-            final = os.path.join(directory, stem + ".md")
-            if os.path.lexists(os.path.join(directory, stem)):
-                continue  # a bundle has this stem (a flat name is caught by link)
-            data = self._render(stem, received, fields, body)
-            tmp = os.path.join(directory, f".{stem}.md.tmp.{os.getpid()}")
-            warnings = self._write_file(tmp, data, owner)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                continue
-            finally:
-                os.unlink(tmp)
-            self._sync_dir(directory)
-            return stem, final, warnings
+        with _DirFd(directory) as dfd:
+            for stem in self._candidates(directory, base):
+                if os.path.lexists(os.path.join(directory, stem)):
+                    continue  # a bundle has this stem (a flat name is caught by link)
+                data = self._render(stem, received, fields, body)
+                tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
+                warnings = self._write_file(dfd, tmp, data, owner)
+                try:
+                    # The owner may swap the temp name for a symlink: never follow it.
+                    os.link(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                except FileExistsError:
+                    continue
+                finally:
+                    os.unlink(tmp, dir_fd=dfd)
+                self._sync(dfd)
+                return stem, os.path.join(directory, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
 
     def _publish_bundle(self, directory, base, owner, received, fields, body, parts):
-        for stem in self._candidates(directory, base):
-            bundle = os.path.join(directory, stem)
-            try:
-                os.mkdir(bundle, 0o700)
-            except FileExistsError:
-                continue
-            try:
-                warnings = _set_owner(bundle, owner, 0o700)
-                entries = []
-                taken = {stem + ".md"}
-                for index, part in enumerate(parts):
-                    name = filenames.sanitize_attachment_name(part.filename_raw, index)
-                    name = filenames.dedupe_attachment_name(name, taken)
-                    taken.add(name)
-                    warnings += self._write_file(
-                        os.path.join(bundle, name), part.data, owner
-                    )
-                    entries.append(
-                        {
-                            "filename": name,
-                            "content_type": part.content_type,
-                            "size": len(part.data),
-                            "path": name,
-                        }
-                    )
-                data = self._render(stem, received, fields, body, entries)
-                final = os.path.join(bundle, stem + ".md")
-                tmp = os.path.join(bundle, f".{stem}.md.tmp.{os.getpid()}")
-                warnings += self._write_file(tmp, data, owner)
-                os.rename(tmp, final)
-                self._sync_dir(bundle)
-                self._sync_dir(directory)
-            except BaseException:
-                _remove_tree(bundle)
-                raise
-            return stem, final, warnings
+        with _DirFd(directory) as dfd:
+            for stem in self._candidates(directory, base):
+                try:
+                    os.mkdir(stem, 0o700, dir_fd=dfd)
+                except FileExistsError:
+                    continue
+                try:
+                    # From here on only through this descriptor: the owner can rename
+                    # or replace the bundle name, but not what we hold open.
+                    with _DirFd(stem, dir_fd=dfd) as bfd:
+                        warnings = _set_owner(bfd, owner, 0o700)
+                        entries = self._write_attachments(bfd, stem, parts, owner, warnings)
+                        data = self._render(stem, received, fields, body, entries)
+                        tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
+                        warnings += self._write_file(bfd, tmp, data, owner)
+                        os.rename(tmp, final, src_dir_fd=bfd, dst_dir_fd=bfd)
+                        self._sync(bfd)
+                    self._sync(dfd)
+                except BaseException:
+                    shutil.rmtree(stem, dir_fd=dfd, ignore_errors=True)
+                    raise
+                return stem, os.path.join(directory, stem, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
 
-    def _write_file(self, path: str, data: bytes, owner: Owner) -> list[str]:
-        """Write a new file exclusively with mode 0600 and the owner's ids."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    def _write_attachments(self, bfd, stem, parts, owner, warnings) -> list[dict]:
+        entries = []
+        taken = {stem + ".md"}
+        for index, part in enumerate(parts):
+            name = filenames.sanitize_attachment_name(part.filename_raw, index)
+            name = filenames.dedupe_attachment_name(name, taken)
+            taken.add(name)
+            warnings += self._write_file(bfd, name, part.data, owner)
+            entries.append(
+                {
+                    "filename": name,
+                    "content_type": part.content_type,
+                    "size": len(part.data),
+                    "path": name,
+                }
+            )
+        return entries
+
+    def _write_file(self, dir_fd: int, name: str, data: bytes, owner: Owner) -> list[str]:
+        """Create C{name} in C{dir_fd} exclusively, mode 0600, with the owner's ids."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
         try:
             warnings = _set_owner(fd, owner, 0o600)
             view = memoryview(data)
@@ -296,19 +303,29 @@ class MailStore:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
+            os.unlink(name, dir_fd=dir_fd)
             raise
         os.close(fd)
         return warnings
 
-    def _sync_dir(self, directory: str):
-        if not self.durable:
-            return
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _sync(self, dir_fd: int):
+        if self.durable:
+            os.fsync(dir_fd)
+
+
+class _DirFd:
+    """An open directory descriptor (never through a symlink), closed on exit."""
+
+    def __init__(self, path: str, dir_fd: int | None = None):
+        self.path, self.dir_fd = path, dir_fd
+
+    def __enter__(self) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.fd = os.open(self.path, flags, dir_fd=self.dir_fd)
+        return self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
 
 
 def _set_owner(target, owner: Owner, mode: int) -> list[str]:
@@ -327,22 +344,21 @@ def _set_owner(target, owner: Owner, mode: int) -> list[str]:
     return warnings
 
 
-def _remove_tree(path: str):
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(root, name))
-        for name in dirs:
-            os.rmdir(os.path.join(root, name))
-    os.rmdir(path)
-
-
 def _peek_frontmatter(path: str) -> dict | None:
+    """The frontmatter at the start of a regular file; symlinks, FIFOs and devices
+    the mailbox owner may have planted are never followed or read."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(_FRONTMATTER_PEEK)
-        return frontmatter.parse(head)[0]
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return frontmatter.parse(os.read(fd, _FRONTMATTER_PEEK))[0]
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
 
 
 def _parse_time(text: str) -> datetime.datetime | None:
