@@ -9,8 +9,16 @@ run at once and the others wait their turn in arrival order.
 Each process is a small exec helper (L{_HELPER}) started by the daemon: it starts a
 new session, clears the supplementary groups, sets the owner's primary gid and uid
 (in that order, spec/security.md §5.2 -- C{spawnProcess(uid=...)} would call
-initgroups instead), changes to the mailbox directory and execs C{cmd} directly.
-The environment is exactly L{hookspec.environment}; stdin is the stored file.
+initgroups instead), opens the stored file as stdin, changes to the mailbox
+directory and execs C{cmd} directly.  The environment is exactly
+L{hookspec.environment}.
+
+stdin is the stored file itself, opened by the helper after the privilege drop,
+never read by the daemon: the mailbox owner can replace the file (a symlink to a
+root-only file, a FIFO, a device), so it is opened with the owner's rights,
+without following a final symlink and without blocking, and anything but a
+regular file gives empty stdin (C{/dev/null}), as does a missing file.  The
+reactor never touches it.
 """
 
 import os
@@ -39,18 +47,36 @@ SLOW_MS = 5000
 #: Default number of hook processes running at once.
 MAX_PROCESSES = 16
 
-# The helper reports a failure before exec on this descriptor; it is
-# close-on-exec, so the hook itself has only stdin, stdout and stderr.
-_FAILURE_FD = 3
+# The helper reports on this descriptor, as NUL-terminated records: C{W<text>}
+# is a warning (stdin could not be opened), C{E<text>} the failure that stopped
+# it before exec.  It is close-on-exec, so the hook itself has only stdin,
+# stdout and stderr.
+_REPORT_FD = 3
 
-# Run as `python -I -S -c _HELPER <cwd> <uid> <gid> <cmd...>`; uid -1 keeps the
-# daemon's ids.  Python's start-up leaves traces exec would hand on to the hook:
-# SIGPIPE and SIGXFSZ ignored, and LC_CTYPE set by locale coercion (PEP 538; the
-# environment we pass never has it).
+# Run as `python -I -S -c _HELPER <cwd> <uid> <gid> <stdin> <cmd...>`; uid -1
+# keeps the daemon's ids, stdin "" means none.  The daemon maps no descriptor 0:
+# the helper puts the opened file (or /dev/null) there.  Python's start-up
+# leaves traces exec would hand on to the hook: SIGPIPE and SIGXFSZ ignored, and
+# LC_CTYPE set by locale coercion (PEP 538; the environment we pass never has it).
 _HELPER = """\
-import os, signal, sys
-cwd, uid, gid, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+import os, signal, stat, sys
+cwd, uid, gid, source, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 step = "setup"
+def stdin():
+    if source:
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            os.write(3, ("W" + e.strerror + "\\0").encode())
+        else:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.set_blocking(fd, True)
+                return fd
+            os.close(fd)
+            os.write(3, b"Wnot a regular file\\0")
+    return os.open("/dev/null", os.O_RDONLY)
 try:
     os.environ.pop("LC_CTYPE", None)
     os.set_inheritable(3, False)
@@ -62,12 +88,19 @@ try:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+    step = "stdin"
+    fd = stdin()
+    if fd == 0:
+        os.set_inheritable(0, True)
+    else:
+        os.dup2(fd, 0)
+        os.close(fd)
     step = "chdir " + cwd
     os.chdir(cwd)
     step = "exec " + argv[0]
     os.execv(argv[0], argv)
 except OSError as e:
-    os.write(3, (step + ": " + e.strerror).encode())
+    os.write(3, ("E" + step + ": " + e.strerror + "\\0").encode())
 os._exit(127)
 """
 
@@ -130,7 +163,7 @@ class ProcessGroups:
 
 
 class HookProtocol(ProcessProtocol):
-    """One hook process: writes stdin, keeps the output tails, enforces the timeout.
+    """One hook process: keeps the output tails, enforces the timeout.
 
     At the deadline (C{timeout} seconds after spawn) the whole process group gets
     SIGTERM, and SIGKILL L{KILL_GRACE} seconds later if anything of it is left.
@@ -143,12 +176,11 @@ class HookProtocol(ProcessProtocol):
     @ivar output: the kept bytes per child descriptor (1, 2 and the helper's 3).
     """
 
-    def __init__(self, stdin: bytes, timeout: float, clock, groups: ProcessGroups):
-        self.stdin = stdin
+    def __init__(self, timeout: float, clock, groups: ProcessGroups):
         self.timeout = timeout
         self.clock = clock
         self.groups = groups
-        self.output = {1: bytearray(), 2: bytearray(), _FAILURE_FD: bytearray()}
+        self.output = {1: bytearray(), 2: bytearray(), _REPORT_FD: bytearray()}
         self.exit_code = -1
         self.timed_out = False
         self.ended = defer.Deferred()
@@ -158,16 +190,26 @@ class HookProtocol(ProcessProtocol):
     def connectionMade(self):
         self.pgid = self.transport.pid
         self._timer = self.clock.callLater(self.timeout, self._terminate)
-        # Buffered by the transport; a child that never reads gets EPIPE'd, harmlessly.
-        self.transport.write(self.stdin)
-        self.transport.closeStdin()
-        self.stdin = b""
 
     def childDataReceived(self, childFD, data):
         kept = self.output[childFD]
         kept += data
         if len(kept) > OUTPUT_CAP:
-            del kept[:-OUTPUT_CAP]
+            if childFD == _REPORT_FD:
+                del kept[OUTPUT_CAP:]  # the records come first
+            else:
+                del kept[:-OUTPUT_CAP]
+
+    def reports(self) -> tuple[list[str], str | None]:
+        """The helper's warnings and its failure before exec (L{None}: it exec'd)."""
+        warnings, failure = [], None
+        for record in bytes(self.output[_REPORT_FD]).split(b"\0"):
+            text = record[1:].decode("utf-8", "replace")
+            if record[:1] == b"W":
+                warnings.append(text)
+            elif record:
+                failure = text
+        return warnings, failure
 
     def processEnded(self, reason):
         if reason.value.exitCode is not None:  # None: killed by a signal
@@ -381,46 +423,34 @@ class HookRunner:
             uid, gid = owner.uid, owner.gid
         box = "inbox" if event.event == hookspec.ON_RECEIVE else "sent"
         cwd = os.path.join(data_dir, box, event.mailbox.name)
-        protocol = HookProtocol(
-            self._stdin(event, hook), hook.timeout_secs, self.clock, self.groups
-        )
+        protocol = HookProtocol(hook.timeout_secs, self.clock, self.groups)
         argv = [sys.executable, "-I", "-S", "-c", _HELPER, cwd, str(uid), str(gid)]
         try:
+            # No descriptor 0: the helper opens the stored file there itself,
+            # as the owner (see the module docstring).
             self.reactor.spawnProcess(
                 protocol,
                 sys.executable,
-                argv + list(hook.cmd),
+                argv + [event.filepath] + list(hook.cmd),
                 env=hookspec.environment(event, hook, self.environ),
-                childFDs={0: "w", 1: "r", 2: "r", _FAILURE_FD: "r"},
+                childFDs={1: "r", 2: "r", _REPORT_FD: "r"},
             )
         except (OSError, ValueError) as e:
             return self._report(event, hook, start, error=("spawn-failed", str(e)))
         self._track(protocol.gone)
         await protocol.ended
-        failure = bytes(protocol.output[_FAILURE_FD])
-        if failure:
-            error = ("spawn-failed", failure.decode("utf-8", "replace"))
-            return self._report(event, hook, start, error=error)
-        return self._report(event, hook, start, protocol)
-
-    def _stdin(self, event: HookEvent, hook) -> bytes:
-        """The stored file's bytes; empty when there is none or it cannot be read."""
-        if not event.filepath:
-            return b""
-        try:
-            with open(event.filepath, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return b""
-        except OSError as e:
+        warnings, failure = protocol.reports()
+        for why in warnings:
             log.warn(
-                "hook_name={hook_name} hook stdin: read {path} failed: {error}; "
+                "hook_name={hook_name} hook stdin: open {path} failed: {error}; "
                 "piping empty payload",
                 hook_name=hook.name,
                 path=event.filepath,
-                error=e,
+                error=why,
             )
-            return b""
+        if failure is not None:
+            return self._report(event, hook, start, error=("spawn-failed", failure))
+        return self._report(event, hook, start, protocol)
 
     def _report(self, event, hook, start, protocol=None, error=None) -> HookResult:
         """Build the result and log the structured line and its warnings (§6)."""

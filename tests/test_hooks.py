@@ -5,8 +5,10 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
+import threading
 from datetime import datetime
 
 from twisted.internet import defer, reactor, task
@@ -30,6 +32,7 @@ DOMAIN = "test.com"
 STEM = "2025-01-01-000000-hello-world"
 STORED = b"+++\nid = \"" + STEM.encode() + b"\"\nsubject = \"Hello World\"\n+++\n\nHi there.\n"
 PATH = "/usr/local/bin:/usr/bin:/bin"
+SECRET = b"ROOT-ONLY-SECRET\n"
 
 
 def sh(script: str, *args: str) -> list[str]:
@@ -76,20 +79,29 @@ class FakeGroups:
 
 
 class HookProtocolTests(SynchronousTestCase):
-    """Stdin, output tails and the timeout of one process, on a clock."""
+    """Output tails, helper reports and the timeout of one process, on a clock."""
 
     def setUp(self):
         self.clock = task.Clock()
         self.groups = FakeGroups()
         self.signals = self.groups.signals
-        self.protocol = HookProtocol(b"the mail", 10, self.clock, self.groups)
+        self.protocol = HookProtocol(10, self.clock, self.groups)
         self.transport = FakeTransport(4242)
         self.protocol.makeConnection(self.transport)
 
-    def test_stdin_written_and_closed(self):
-        """The file's bytes go to stdin, which is then closed."""
-        self.assertEqual(self.transport.written, b"the mail")
-        self.assertTrue(self.transport.stdin_closed)
+    def test_nothing_written_to_stdin(self):
+        """The daemon writes nothing to the child: the helper opens stdin itself."""
+        self.assertEqual(self.transport.written, b"")
+
+    def test_helper_reports(self):
+        """The helper's descriptor 3 holds warnings, then maybe the failure."""
+        self.assertEqual(self.protocol.reports(), ([], None))
+        self.protocol.childDataReceived(3, b"Wnot a regular file\0Wano")
+        self.protocol.childDataReceived(3, b"ther\0Eexec /x: No such file or directory\0")
+        self.assertEqual(
+            self.protocol.reports(),
+            (["not a regular file", "another"], "exec /x: No such file or directory"),
+        )
 
     def test_exit_before_deadline(self):
         """A hook that exits in time leaves no timer and is not timed out."""
@@ -775,7 +787,9 @@ class IdentityTests(ProcessTestCase):
         old_groups = os.getgroups()
         self.addCleanup(os.setgroups, old_groups)
         os.setgroups([0, 4, 27])
+        # Like the store: the directory and the file are the owner's.
         os.chown(os.path.dirname(self.stored), user.pw_uid, user.pw_gid)
+        os.chown(self.stored, user.pw_uid, user.pw_gid)
         script = 'id -u > "$0/uid"; id -G > "$0/groups"; pwd > "$0/cwd"; cat > "$0/stdin"; ' \
                  'printf %s "$HOME" > "$0/home"'
         hook = make_hook("on_receive", sh(script, self.out), fire_on_untrusted=True)
@@ -787,6 +801,179 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual(self.read("stdin"), STORED)
         self.assertEqual(self.read("home"), b"/daemon-home")
         self.assertEqual(os.stat(self.path("uid")).st_uid, user.pw_uid)
+
+
+class StdinSourceTests(ProcessTestCase):
+    """stdin when the owner has swapped the stored file (security review).
+
+    The exec helper opens the file after the privilege drop, without following a
+    final symlink and without blocking; anything but a regular file gives empty
+    stdin, and the daemon itself never opens it.
+    """
+
+    def as_nobody(self) -> str:
+        """Give the mailbox to C{nobody} with the store's modes; the owner name."""
+        if os.geteuid() != 0:
+            raise SkipTest("opening stdin as the owner needs the suite to run as root")
+        user = pwd.getpwnam("nobody")
+        box = os.path.dirname(self.stored)
+        for path, mode in ((box, 0o700), (self.stored, 0o600)):
+            os.chown(path, user.pw_uid, user.pw_gid)
+            os.chmod(path, mode)
+        return user.pw_name
+
+    def secret(self, directory=None) -> str:
+        """A root-only (when root) file holding L{SECRET}."""
+        path = os.path.join(directory or self.root, STEM + ".md")
+        with open(path, "wb") as f:
+            f.write(SECRET)
+        os.chmod(path, 0o600)
+        return path
+
+    def cat(self, name="cat"):
+        return make_hook("on_receive", sh('cat > "$0"', self.path(name)), name=name,
+                         fire_on_untrusted=True)
+
+    def assert_empty_stdin(self, results, why, name="cat"):
+        self.assertEqual(results[-1].exit_code, 0, (results[-1].error, results[-1].stderr))
+        self.assertEqual(self.read(name), b"")
+        self.assertEqual(
+            self.line("hook stdin"),
+            f"hook_name={name} hook stdin: open {self.stored} failed: {why}; "
+            "piping empty payload",
+        )
+
+    @defer.inlineCallbacks
+    def test_owner_modes_byte_identical(self):
+        """As root, a 0600 file of the owner's reaches the owner's hook unchanged."""
+        owner = self.as_nobody()
+        [result] = yield self.fire(self.mailbox(self.cat(), owner=owner))
+        self.assertEqual(result.exit_code, 0, (result.error, result.stderr))
+        self.assertEqual(self.read("cat"), STORED)
+        self.assertEqual([line for line in self.lines() if "hook stdin" in line], [])
+
+    @defer.inlineCallbacks
+    def test_symlink_swapped_by_earlier_hook(self):
+        """A hook replacing the file by a symlink to a root-only file leaks nothing.
+
+        The first hook, as the owner, swaps C{$AIMX_FILEPATH} for a symlink to a
+        0600 root file; the second hook's stdin is empty, not the secret.
+        """
+        owner = self.as_nobody()
+        swap = make_hook(
+            "on_receive",
+            sh('ln -s "$0" "$AIMX_FILEPATH.l" && mv -f "$AIMX_FILEPATH.l" "$AIMX_FILEPATH"',
+               self.secret()),
+            name="swap", fire_on_untrusted=True,
+        )
+        results = yield self.fire(self.mailbox(swap, self.cat(), owner=owner))
+        self.assertEqual([r.exit_code for r in results], [0, 0], [r.stderr for r in results])
+        self.assertTrue(os.path.islink(self.stored))
+        self.assertNotIn(SECRET.strip(), self.read("cat"))
+        self.assert_empty_stdin(results, "Too many levels of symbolic links")
+
+    @defer.inlineCallbacks
+    def test_bundle_directory_swapped(self):
+        """A bundle directory swapped for a symlink to a root-only one: opened as the owner."""
+        owner = self.as_nobody()
+        private = os.path.join(self.root, "private")
+        os.mkdir(private, 0o700)
+        self.secret(private)
+        box = os.path.dirname(self.stored)
+        os.unlink(self.stored)
+        os.symlink(private, os.path.join(box, STEM))
+        self.stored = os.path.join(box, STEM, STEM + ".md")
+        results = yield self.fire(self.mailbox(self.cat(), owner=owner))
+        self.assertNotIn(SECRET.strip(), self.read("cat"))
+        self.assert_empty_stdin(results, "Permission denied")
+
+    @defer.inlineCallbacks
+    def test_symlink_not_followed(self):
+        """Without a privilege drop too, a symlink at the path is not followed."""
+        os.unlink(self.stored)
+        os.symlink(self.secret(), self.stored)
+        results = yield self.fire(self.mailbox(self.cat()))
+        self.assert_empty_stdin(results, "Too many levels of symbolic links")
+
+    @defer.inlineCallbacks
+    def test_directory(self):
+        """A directory at the path gives empty stdin."""
+        os.unlink(self.stored)
+        os.mkdir(self.stored)
+        results = yield self.fire(self.mailbox(self.cat()))
+        self.assert_empty_stdin(results, "not a regular file")
+
+    @defer.inlineCallbacks
+    def test_device(self):
+        """A device node at the path gives empty stdin, unread.
+
+        /dev/null's numbers: a regression reading /dev/zero would exhaust memory.
+        """
+        os.unlink(self.stored)
+        try:
+            os.mknod(self.stored, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            raise SkipTest("mknod needs CAP_MKNOD")
+        os.chmod(self.stored, 0o666)
+        results = yield self.fire(self.mailbox(self.cat()))
+        self.assert_empty_stdin(results, "not a regular file")
+
+    @defer.inlineCallbacks
+    def fifo(self, owner):
+        """A FIFO at the path: the hook runs at once with empty stdin, the reactor keeps turning.
+
+        Opening the FIFO for reading blocks until a writer comes; should anything
+        do that on the reactor, a writer turns up after 3 s, so this fails (a
+        tick gap, the byte on stdin) instead of hanging.
+        """
+        os.unlink(self.stored)
+        os.mkfifo(self.stored)
+        os.chmod(self.stored, 0o666)  # whatever the umask: openable by the owner
+        self.unblock_later(self.stored, 3)
+        ticks = []
+        ticker = task.LoopingCall(lambda: ticks.append(reactor.seconds()))
+        ticker.start(0.02)
+        hook = make_hook("on_receive", sh('cat > "$0"; sleep 0.3', self.path("cat")),
+                         name="cat", fire_on_untrusted=True, timeout_secs=10)
+        try:
+            results = yield self.fire(self.mailbox(hook, owner=owner))
+        finally:
+            ticker.stop()
+        self.assert_empty_stdin(results, "not a regular file")
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        self.assertGreater(len(ticks), 5)
+        self.assertLess(max(gaps), 1.0)
+        self.assertLess(results[0].duration_ms, 3000)
+
+    def unblock_later(self, fifo: str, delay: float):
+        done = threading.Event()
+
+        def write():
+            if done.wait(delay):
+                return
+            try:
+                fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+            except OSError:
+                return
+            os.write(fd, b"X")
+            os.close(fd)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(done.set)
+
+    def test_fifo(self):
+        """A FIFO swapped in by the owner blocks neither the hook nor the daemon."""
+        return self.fifo(self.owner)
+
+    test_fifo.timeout = 30
+
+    def test_fifo_as_owner(self):
+        """The same with the privilege drop (root only)."""
+        return self.fifo(self.as_nobody())
+
+    test_fifo_as_owner.timeout = 30
 
 
 def hook_user() -> pwd.struct_passwd:
