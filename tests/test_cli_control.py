@@ -4,12 +4,13 @@ import argparse
 import io
 import os
 
+import attrs
 from twisted.internet import defer
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.cli import hooks, mailboxes
-from aimx.cli.session import Session, execute
+from aimx.cli.session import CliError, Session, execute
 from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
 from aimx.control import client, commands
 from aimx.errors import DaemonNotRunning, MailboxError
@@ -146,6 +147,39 @@ class MailboxVerbTests(VerbTestCase):
         code, _, err, _ = self.run_verb(mailboxes.create,
                                         ["mailboxes", "create", "x", "--owner", ""], euid=2001)
         self.assertEqual((code, err), (1, "Error: --owner value cannot be empty\n"))
+
+    def test_create_fallback_invalid_owner(self):
+        """Root fallback refuses an --owner breaking the owner rule; nothing written."""
+        self.write_config()
+        path = configfile.config_path(self.config_dir)
+        with open(path) as f:
+            before = f.read()
+        for owner in ("John.Doe", "x" * 33):
+            code, _, err, _ = self.run_verb(
+                mailboxes.create, ["mailboxes", "create", "jd", "--owner", owner], down=True)
+            self.assertEqual(code, 1)
+            self.assertIn(f"invalid owner '{owner}'", err)
+        with open(path) as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(os.path.join(self.config_dir, "data", "inbox")), [])
+
+    def test_direct_write_validated(self):
+        """A direct config rewrite that load would refuse is an error; the file is kept."""
+        self.write_config()
+        path = configfile.config_path(self.config_dir)
+        with open(path) as f:
+            before = f.read()
+        config, _ = configfile.load(self.config_dir)
+        bad = attrs.evolve(config, mailboxes=[attrs.evolve(config.mailbox("alice"),
+                                                           owner="Bad.Owner")])
+        args = argparse.Namespace(config_dir=self.config_dir, data_dir=None)
+        session = Session(args, connect=None, euid=0,
+                          term=Terminal(io.StringIO(), io.StringIO(), io.StringIO(), {}),
+                          environ={}, passwd=FakePasswd())
+        e = self.assertRaises(CliError, session.write_config, bad)
+        self.assertIn("refusing to write an invalid config", str(e))
+        with open(path) as f:
+            self.assertEqual(f.read(), before)
 
     def test_create_daemon_down_non_root(self):
         """Non-root without a daemon: the hint and exit 2 (cli case 13)."""

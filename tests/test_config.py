@@ -937,6 +937,20 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(reread, changed)
         self.assertEqual(reread.mailbox("alice").hooks[0].name, "added")
 
+    def test_write_refuses_unloadable(self):
+        """write_atomic runs the load validation first: an invalid owner is never written."""
+        self.write((BASE + ALICE).encode())
+        with open(self.path, "rb") as f:
+            before = f.read()
+        config, _ = configfile.load(self.dir)
+        bad = attrs.evolve(config, mailboxes=[attrs.evolve(config.mailbox("alice"),
+                                                           owner="John.Doe")])
+        e = self.assertRaises(ConfigError, configfile.write_atomic, self.dir, bad)
+        self.assertIn("invalid owner 'John.Doe'", str(e))
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(os.listdir(self.dir), ["config.toml"])
+
     def test_write_failure_removes_temp(self):
         """A failed rename leaves no temp file and raises OSError."""
         os.makedirs(os.path.join(self.path, "occupied"))

@@ -39,11 +39,13 @@ from aimx.errors import (
     ValidationError,
 )
 from aimx.service import LiveConfig
+from aimx.smtp.inbound import Inbound
 from aimx.store import configfile
 from aimx.store.mailstore import Owner
 
 ROOT, ALICE, BOB = 0, 2001, 2002
-USERS = {"root": 0, "alice": ALICE, "bob": BOB, "aimx-catchall": 999}
+JOHN = 2003
+USERS = {"root": 0, "alice": ALICE, "bob": BOB, "aimx-catchall": 999, "John.Doe": JOHN}
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 IS_ROOT = os.geteuid() == 0
 
@@ -402,6 +404,85 @@ class MarkTests(ControlTestCase):
             self.assertEqual(f.read(), b"+++\nread = false\n+++\nsecret\n")
         self.assertIn("reason=symlink_or_escape", self.logged())
 
+    def test_symlinked_bundle_dir(self):
+        """<id>/ replaced by a symlink to a directory outside: NOTFOUND, nothing outside changes."""
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        secret = os.path.join(outside, "evil.md")
+        with open(secret, "wb") as f:
+            f.write(b"+++\nread = false\n+++\nsecret\n")
+        os.chmod(secret, 0o600)
+        os.symlink(outside, os.path.join(self.data_dir, "inbox", "alice", "evil"))
+        reason = self.connect(ALICE).refused(NotFoundError, commands.MarkRead, mailbox="alice",
+                                             id="evil")
+        self.assertEqual(reason, "email 'evil' not found in inbox/alice")
+        with open(secret, "rb") as f:
+            self.assertEqual(f.read(), b"+++\nread = false\n+++\nsecret\n")
+        self.assertEqual(os.listdir(outside), ["evil.md"])
+        self.assertEqual(os.stat(secret).st_uid, os.geteuid())
+        self.assertIn("reason=symlink_or_escape", self.logged())
+
+    def test_hard_link(self):
+        """A hard-linked <id>.md (st_nlink 2) is NOTFOUND and both names keep their bytes."""
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "wb") as f:
+            f.write(b"+++\nread = false\n+++\nsecret\n")
+        os.link(outside, os.path.join(self.data_dir, "inbox", "alice", "hl.md"))
+        self.connect(ALICE).refused(NotFoundError, commands.MarkRead, mailbox="alice", id="hl")
+        with open(outside, "rb") as f:
+            self.assertEqual(f.read(), b"+++\nread = false\n+++\nsecret\n")
+        self.assertEqual(os.stat(outside).st_nlink, 2)
+
+    def test_inbox_dir_missing(self):
+        """A missing mailbox directory is NOTFOUND for the id, not an internal error."""
+        os.rmdir(os.path.join(self.data_dir, "inbox", "alice"))
+        self.connect(ALICE).refused(NotFoundError, commands.MarkRead, mailbox="alice", id="x")
+
+    def hold(self, name):
+        """Acquire the mailbox lock as a concurrent writer would."""
+        lock = self.locks.setdefault(name, defer.DeferredLock())
+        lock.acquire()
+        return lock
+
+    def give_alice_to_bob(self):
+        """What a root delete + re-create of `alice` for bob does to the live config."""
+        self.live.current = attrs.evolve(
+            self.live.current,
+            mailboxes=[attrs.evolve(mb, owner="bob", hooks=()) if mb.name == "alice"
+                       else mb for mb in self.live.current.mailboxes],
+        )
+
+    def test_recheck_under_lock(self):
+        """Authz is redone under the lock: an owner change while waiting refuses alice."""
+        path = self.inbox_file("alice", "m1")
+        with open(path, "rb") as f:
+            before = f.read()
+        lock = self.hold("alice")
+        conn = self.connect(ALICE)
+        outcome = conn.send(commands.MarkRead, mailbox="alice", id="m1")
+        conn.pump.flush()
+        self.assertEqual(outcome, [])
+        self.give_alice_to_bob()
+        lock.release()
+        result = conn.result(outcome)
+        self.assertIsInstance(result, Failure)
+        self.assertIsInstance(result.value, NoEntry)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
+    @root_only
+    def test_recheck_uses_current_owner(self):
+        """Root's MARK chowns to the owner in the config current under the lock."""
+        path = self.inbox_file("alice", "m2")
+        lock = self.hold("alice")
+        conn = self.connect(ROOT)
+        outcome = conn.send(commands.MarkRead, mailbox="alice", id="m2")
+        conn.pump.flush()
+        self.give_alice_to_bob()
+        lock.release()
+        self.assertEqual(conn.result(outcome), {})
+        self.assertEqual(os.stat(path).st_uid, BOB)
+
 
 class MailboxCreateTests(ControlTestCase):
     @root_only
@@ -445,6 +526,33 @@ class MailboxCreateTests(ControlTestCase):
             MalformedError, commands.MailboxCreate, name="ok", owner="bad owner"))
         self.assertEqual(self.config_text(), before)
         self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, "inbox"))), listing)
+
+    def test_invalid_caller_username(self):
+        """A caller whose username breaks the owner rule is VALIDATION; nothing written."""
+        before = self.config_text()
+        listing = sorted(os.listdir(os.path.join(self.data_dir, "inbox")))
+        reason = self.connect(JOHN).refused(ValidationError, commands.MailboxCreate, name="jd")
+        self.assertIn("owner 'John.Doe' is not a valid mailbox owner", reason)
+        self.assertEqual(self.config_text(), before)
+        self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, "inbox"))), listing)
+        self.assertIsNone(self.live.current.mailbox("jd"))
+
+    def test_commit_validates(self):
+        """A rewrite that config load would refuse is VALIDATION; file and live unchanged."""
+        self.live.current = attrs.evolve(
+            self.live.current,
+            mailboxes=[attrs.evolve(mb, owner="Bad.Owner") if mb.name == "bob"
+                       else mb for mb in self.live.current.mailboxes],
+        )
+        live = self.live.current
+        before = self.config_text()
+        reason = self.connect(ROOT).refused(ValidationError, commands.HookCreate,
+                                            mailbox="alice", event="on_receive", name="h",
+                                            body='{"cmd": ["/bin/true"]}')
+        self.assertIn("refusing to write an invalid config", reason)
+        self.assertIn("invalid owner 'Bad.Owner'", reason)
+        self.assertEqual(self.config_text(), before)
+        self.assertIs(self.live.current, live)
 
     def test_unknown_caller(self):
         """A non-root uid without a passwd entry cannot create."""
@@ -738,6 +846,58 @@ class HookTests(ControlTestCase):
                          "hook 'nonexistent' not found")
         self.assertIn("hook deleted", self.logged())
 
+    def hold(self, name):
+        lock = self.locks.setdefault(name, defer.DeferredLock())
+        lock.acquire()
+        return lock
+
+    def give_alice_to_bob(self):
+        self.live.current = attrs.evolve(
+            self.live.current,
+            mailboxes=[attrs.evolve(mb, owner="bob", hooks=()) if mb.name == "alice"
+                       else mb for mb in self.live.current.mailboxes],
+        )
+
+    def test_create_recheck_under_lock(self):
+        """HOOK-CREATE re-authorises under the lock: a re-created mailbox of bob is refused."""
+        lock = self.hold("alice")
+        conn = self.connect(ALICE)
+        outcome = conn.send(commands.HookCreate, mailbox="alice", event="on_receive",
+                            name="sneaky", body=self.BODY)
+        conn.pump.flush()
+        self.assertEqual(outcome, [])
+        before = self.config_text()
+        self.give_alice_to_bob()
+        lock.release()
+        result = conn.result(outcome)
+        self.assertIsInstance(result, Failure)
+        self.assertIsInstance(result.value, NoEntry)
+        self.assertEqual(self.config_text(), before)
+        self.assertEqual(self.live.current.mailbox("alice").hooks, ())
+
+    def test_delete_recheck_under_lock(self):
+        """HOOK-DELETE re-finds and re-authorises under the lock."""
+        self.connect(ALICE).call(commands.HookCreate, mailbox="alice", event="on_receive",
+                                 name="keep_me", body=self.BODY)
+        lock = self.hold("alice")
+        conn = self.connect(ALICE)
+        outcome = conn.send(commands.HookDelete, name="keep_me")
+        conn.pump.flush()
+        self.assertEqual(outcome, [])
+        self.live.current = attrs.evolve(
+            self.live.current,
+            mailboxes=[attrs.evolve(mb, owner="bob") if mb.name == "alice"
+                       else mb for mb in self.live.current.mailboxes],
+        )
+        before = self.config_text()
+        lock.release()
+        result = conn.result(outcome)
+        self.assertIsInstance(result, Failure)
+        self.assertIsInstance(result.value, NoEntry)
+        self.assertEqual(str(result.value), "hook 'keep_me' not found")
+        self.assertEqual(self.config_text(), before)
+        self.assertEqual([h.name for h in self.live.current.mailbox("alice").hooks], ["keep_me"])
+
     def test_list(self):
         """HOOK-LIST shows only the caller's mailboxes' hooks, sorted (case 30)."""
         root = self.connect(ROOT)
@@ -788,3 +948,40 @@ class DrainTests(ControlTestCase):
         self.successResultOf(drained)
         self.assertIsInstance(d[0], Failure)
         self.assertIn("drain grace expired", self.logged())
+
+
+class LockMapTests(ControlTestCase):
+    """The daemon's per-mailbox lock map (Inbound.lock) stays bounded (finding 4)."""
+
+    def setUp(self):
+        super().setUp()
+        self.inbound = Inbound(config=self.live, store=None, resolver=None,
+                               run_in_thread=self.run_in_thread)
+        self.control.mailbox_lock = self.inbound.lock
+
+    def test_unknown_names_dropped(self):
+        """MAILBOX-CREATE/DELETE of names that never become mailboxes leave no lock behind."""
+        conn = self.connect(ROOT)
+        for i in range(20):
+            conn.refused(MailboxError, commands.MailboxDelete, name=f"ghost{i}")
+            conn.refused(ValidationError, commands.MailboxCreate, name=f"ghost{i}",
+                         owner="nosuchuser")
+        self.connect(BOB).refused(MailboxError, commands.MailboxDelete, name="alice")
+        self.assertEqual(self.inbound._locks, {})
+
+    def test_contended_lock_kept_until_last_release(self):
+        """The entry stays while held or awaited and goes with the last release."""
+        first = self.inbound.lock("x")
+        first.acquire()
+        waiting = self.inbound.lock("x").acquire()
+        self.assertIs(self.inbound.lock("x"), first)
+        first.release()
+        self.assertTrue(waiting.called)
+        self.assertIs(self.inbound._locks["x"], first)
+        first.release()
+        self.assertEqual(self.inbound._locks, {})
+        again = self.inbound.lock("x")
+        self.assertIsNot(again, first)
+        again.acquire()
+        again.release()
+        self.assertEqual(self.inbound._locks, {})

@@ -197,7 +197,7 @@ class ResolveTests(SynchronousTestCase):
 
 class MarkTests(SynchronousTestCase):
     def setUp(self):
-        d = os.path.abspath(self.mktemp())
+        d = self.dir = os.path.abspath(self.mktemp())
         os.makedirs(d)
         self.path = os.path.join(d, "m.md")
         self.original = frontmatter.render(
@@ -213,12 +213,12 @@ class MarkTests(SynchronousTestCase):
 
     def test_mark_read_then_unread(self):
         """read/read_at are set then removed; the body bytes and mode 0600 are kept."""
-        mailboxes.set_read_state(self.path, True, NOW, ME)
+        self.assertEqual(mailboxes.mark_id(self.dir, "m", True, NOW, ME), (self.path, False))
         fields, body = self.read()
         self.assertEqual((fields["read"], fields["read_at"]), (True, "2026-01-02T03:04:05Z"))
         self.assertEqual(body, frontmatter.parse(self.original)[1])
         self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
-        mailboxes.set_read_state(self.path, False, NOW, ME)
+        mailboxes.mark_id(self.dir, "m", False, NOW, ME)
         fields, _ = self.read()
         self.assertIs(fields["read"], False)
         self.assertNotIn("read_at", fields)
@@ -226,26 +226,133 @@ class MarkTests(SynchronousTestCase):
 
     def test_unresolved_owner_keeps_ids(self):
         """An owner without ids keeps the file's current owner."""
-        mailboxes.set_read_state(self.path, True, NOW, Owner("ghost", None, None))
+        mailboxes.mark_id(self.dir, "m", True, NOW, Owner("ghost", None, None))
         self.assertEqual(os.stat(self.path).st_uid, os.geteuid())
 
     def test_malformed(self):
         """A file without frontmatter is IO `malformed frontmatter`, left unchanged."""
         with open(self.path, "wb") as f:
             f.write(b"no frontmatter\n")
-        e = self.assertRaises(IOFailure, mailboxes.set_read_state, self.path, True, NOW, ME)
+        e = self.assertRaises(IOFailure, mailboxes.mark_id, self.dir, "m", True, NOW, ME)
         self.assertIn("malformed frontmatter in", str(e))
         with open(self.path, "wb") as f:
             f.write(b"+++\nread = = x\n+++\n")
-        e = self.assertRaises(IOFailure, mailboxes.set_read_state, self.path, True, NOW, ME)
+        e = self.assertRaises(IOFailure, mailboxes.mark_id, self.dir, "m", True, NOW, ME)
         self.assertIn("failed to parse frontmatter in", str(e))
 
     def test_write_failure(self):
         """A failed rewrite is IO; no temp file is left and the file is unchanged."""
         tmp = os.path.join(os.path.dirname(self.path), f".m.md.tmp.{os.getpid()}")
         os.mkdir(tmp)
-        e = self.assertRaises(IOFailure, mailboxes.set_read_state, self.path, True, NOW, ME)
+        e = self.assertRaises(IOFailure, mailboxes.mark_id, self.dir, "m", True, NOW, ME)
         self.assertIn("failed to write", str(e))
         os.rmdir(tmp)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), self.original)
+
+
+class MarkSafetyTests(SynchronousTestCase):
+    """MARK resolves and rewrites through directory fds (no path TOCTOU, finding 1)."""
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        self.dir = os.path.join(self.base, "inbox", "alice")
+        os.makedirs(self.dir)
+        self.outside = os.path.join(self.base, "victim")
+        os.makedirs(self.outside)
+        self.victim = os.path.join(self.outside, "x.md")
+        self.victim_bytes = frontmatter.render({"id": "x", "read": False}, "root only\n")
+        with open(self.victim, "wb") as f:
+            f.write(self.victim_bytes)
+        os.chmod(self.victim, 0o600)
+
+    def assertVictimUntouched(self):
+        with open(self.victim, "rb") as f:
+            self.assertEqual(f.read(), self.victim_bytes)
+        st = os.stat(self.victim)
+        self.assertEqual((st.st_uid, st.st_mode & 0o777, st.st_nlink), (os.geteuid(), 0o600, 1))
+        self.assertEqual(os.listdir(self.outside), ["x.md"])
+
+    def test_symlinked_bundle_dir_refused(self):
+        """<id>/ swapped for a symlink to a directory outside: refused, nothing outside changes."""
+        os.symlink(self.outside, os.path.join(self.dir, "x"))
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+        self.assertEqual(mailboxes.resolve_id(self.dir, "x"), (None, True))
+        self.assertVictimUntouched()
+        self.assertEqual(os.listdir(self.dir), ["x"])
+
+    def test_bundle_swapped_after_open_stays_in_bundle(self):
+        """The rewrite goes through the bundle's fd: swapping <id>/ after the lookup is harmless."""
+        bundle = os.path.join(self.dir, "x")
+        os.makedirs(bundle)
+        with open(os.path.join(bundle, "x.md"), "wb") as f:
+            f.write(email())
+        opened = mailboxes._open_email(self.dir, "x")
+        self.addCleanup(opened.close)
+        # The owner swaps the bundle for a symlink between the check and the use.
+        os.rename(bundle, os.path.join(self.dir, "moved"))
+        os.symlink(self.outside, bundle)
+        mailboxes._rewrite(opened, True, NOW, ME)
+        self.assertVictimUntouched()
+        with open(os.path.join(self.dir, "moved", "x.md"), "rb") as f:
+            self.assertIs(frontmatter.parse(f.read())[0]["read"], True)
+        self.assertEqual(os.listdir(os.path.join(self.dir, "moved")), ["x.md"])
+
+    def test_hard_link_refused(self):
+        """A <id>.md hard-linked elsewhere (st_nlink 2) is refused, flat or bundled."""
+        os.link(self.victim, os.path.join(self.dir, "x.md"))
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+        os.unlink(os.path.join(self.dir, "x.md"))
+        os.makedirs(os.path.join(self.dir, "x"))
+        os.link(self.victim, os.path.join(self.dir, "x", "x.md"))
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+        with open(self.victim, "rb") as f:
+            self.assertEqual(f.read(), self.victim_bytes)
+
+    def test_symlinked_file_in_bundle_refused(self):
+        """<id>/<id>.md that is a symlink is refused."""
+        os.makedirs(os.path.join(self.dir, "x"))
+        os.symlink(self.victim, os.path.join(self.dir, "x", "x.md"))
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+        self.assertVictimUntouched()
+
+    def test_fifo_refused(self):
+        """A FIFO named <id>.md is refused without blocking."""
+        os.mkfifo(os.path.join(self.dir, "x.md"))
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+
+    def test_bundle_not_a_directory_refused(self):
+        """A regular file named <id> (no <id>.md) is refused."""
+        with open(os.path.join(self.dir, "x"), "wb") as f:
+            f.write(email())
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+
+    def test_vanished_is_not_found(self):
+        """An id whose file or mailbox directory is gone resolves to not found, not an error."""
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, False))
+        os.makedirs(os.path.join(self.dir, "x"))
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, False))
+        gone = os.path.join(self.base, "inbox", "bob")
+        self.assertEqual(mailboxes.mark_id(gone, "x", True, NOW, ME), (None, False))
+        self.assertEqual(mailboxes.resolve_id(gone, "x"), (None, False))
+
+    def test_symlinked_mailbox_dir_not_followed(self):
+        """The mailbox directory itself is opened with O_NOFOLLOW."""
+        link = os.path.join(self.base, "inbox", "bob")
+        os.symlink(self.outside, link)
+        self.assertEqual(mailboxes.mark_id(link, "x", True, NOW, ME), (None, False))
+        self.assertVictimUntouched()
+
+    def test_temp_cleaned_on_failure(self):
+        """A failed rewrite removes the temp it created through the directory fd."""
+        bundle = os.path.join(self.dir, "x")
+        os.makedirs(bundle)
+        with open(os.path.join(bundle, "x.md"), "wb") as f:
+            f.write(email())
+        opened = mailboxes._open_email(self.dir, "x")
+        self.addCleanup(opened.close)
+        # Make the final rename fail: the target name is now a non-empty directory.
+        os.unlink(os.path.join(bundle, "x.md"))
+        os.makedirs(os.path.join(bundle, "x.md", "sub"))
+        self.assertRaises(IOFailure, mailboxes._rewrite, opened, True, NOW, ME)
+        self.assertEqual(os.listdir(bundle), ["x.md"])

@@ -125,6 +125,10 @@ def _create_directly(s: session.Session, name: str, owner: str) -> None:
     config = s.root_config(f"cannot read {s.config_path}")
     if config.mailbox(name) is not None:
         raise CliError(f"Mailbox '{name}' already exists")
+    if not configedit.valid_owner_name(owner):
+        raise CliError(
+            f"invalid owner '{owner}': must match [a-z_][a-z0-9_-]*[$]? (at most 32 characters)"
+        )
     configedit.check_new_owner(name, owner)
     ids = s.passwd.owner(owner)
     if ids.uid is None:

@@ -14,7 +14,7 @@ from twisted.protocols import amp
 from aimx.cli.term import Terminal
 from aimx.control import client
 from aimx.control.commands import ERRORS, socket_path
-from aimx.errors import AimxError
+from aimx.errors import AimxError, ConfigError
 from aimx.store import configfile
 from aimx.store.mailboxes import Passwd
 
@@ -116,6 +116,8 @@ class Session:
         """
         try:
             configfile.write_atomic(self.args.config_dir, config)
+        except ConfigError as e:
+            raise CliError(f"refusing to write an invalid config: {e}") from None
         except OSError as e:
             raise CliError(f"failed to write {self.config_path}: {e}") from None
 

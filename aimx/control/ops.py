@@ -19,6 +19,7 @@ from aimx.core.config import MailboxConfig
 from aimx.core.version import version_fields
 from aimx.errors import (
     AccessDenied,
+    ConfigError,
     IOFailure,
     MailboxError,
     NoEntry,
@@ -34,9 +35,8 @@ from aimx.store.mailboxes import (
     mailbox_details,
     mailbox_dirs,
     mailbox_rows,
+    mark_id,
     remove_dirs,
-    resolve_id,
-    set_read_state,
     valid_id,
     wipe,
 )
@@ -120,10 +120,32 @@ class Control:
             reason=decision.reason,
         )
 
+    def _recheck(self, verb: str, caller: Caller, name: str) -> MailboxConfig | None:
+        """Under the mailbox lock: the mailbox in the I{current} config, if still allowed.
+
+        The check before the lock may have seen a mailbox that a concurrent
+        delete + create has since replaced (possibly with another owner).
+
+        @return: the current mailbox, or C{None} when it is gone or no longer
+            the caller's (the refusal is logged).
+        """
+        mailbox = self.live.current.mailbox(name)
+        if mailbox is None:
+            return None
+        owner_uid = self.passwd.owner(mailbox.owner).uid
+        username = self.passwd.username(caller.uid)
+        decision = authorize(caller.uid, username, mailbox, owner_uid)
+        if not decision.allowed:
+            self._log_decision(verb, caller, username, name, decision)
+            return None
+        return mailbox
+
     async def _commit(self, new) -> None:
-        """Write config.toml atomically, then swap the live snapshot."""
+        """Validate as config load would, write config.toml atomically, then swap."""
         try:
             await self.run_in_thread(configfile.write_atomic, self.config_dir, new)
+        except ConfigError as e:
+            raise ValidationError(f"refusing to write an invalid config: {e}") from None
         except OSError as e:
             path = configfile.config_path(self.config_dir)
             raise IOFailure(f"failed to write {path}: {e}") from None
@@ -147,6 +169,7 @@ class Control:
             owner = username
             if owner is None:
                 raise ValidationError(f"uid {caller.uid} has no passwd entry")
+            configedit.check_caller_owner(owner)
         configedit.check_new_owner(name, owner)
         decision = Decision(ROOT_BYPASS if caller.uid == 0 else ACCEPT)
         self._log_decision("MAILBOX-CREATE", caller, username, name, decision)
@@ -230,6 +253,10 @@ class Control:
         configedit.check_hook_target(config, target)
         hook = configedit.parse_hook_request(event, name, body)
         async with self.mailbox_lock(mailbox), self.live.lock:
+            current = self._recheck("HOOK-CREATE", caller, mailbox)
+            if current is None:
+                raise NoEntry(f"mailbox '{mailbox}' does not exist")
+            configedit.check_hook_target(self.live.current, current)
             await self._commit(configedit.add_hook(self.live.current, mailbox, hook))
         hook_log.info(
             "hook created verb=HOOK-CREATE mailbox={mailbox} hook_name={hook_name} "
@@ -246,6 +273,11 @@ class Control:
         if mailbox is None or not self._authorize("HOOK-DELETE", caller, mailbox).allowed:
             raise NoEntry(f"hook '{name}' not found")
         async with self.mailbox_lock(mailbox.name), self.live.lock:
+            current = configedit.find_hook(self.live.current, name)
+            if current is None or current.name != mailbox.name:
+                raise NoEntry(f"hook '{name}' not found")
+            if self._recheck("HOOK-DELETE", caller, mailbox.name) is None:
+                raise NoEntry(f"hook '{name}' not found")
             await self._commit(configedit.remove_hook(self.live.current, mailbox.name, name))
         hook_log.info(
             "hook deleted verb=HOOK-DELETE mailbox={mailbox} hook_name={hook_name} "
@@ -278,8 +310,14 @@ class Control:
         if not decision.allowed:
             raise AccessDenied(NOT_AUTHORIZED)
         async with self.mailbox_lock(mailbox):
+            target = self._recheck(verb, caller, mailbox)
+            if target is None:
+                raise NoEntry(f"mailbox '{mailbox}' does not exist")
+            owner = self.passwd.owner(target.owner)
             inbox, _ = mailbox_dirs(self.data_dir, mailbox)
-            path, refused = await self.run_in_thread(resolve_id, inbox, email_id)
+            path, refused = await self.run_in_thread(
+                mark_id, inbox, email_id, read, self.now(), owner
+            )
             if refused:
                 state_log.info(
                     "refused email path verb={verb} mailbox={mailbox} id={id} "
@@ -290,8 +328,6 @@ class Control:
                 )
             if path is None:
                 raise NotFoundError(f"email '{email_id}' not found in inbox/{mailbox}")
-            owner = self.passwd.owner(target.owner)
-            await self.run_in_thread(set_read_state, path, read, self.now(), owner)
 
     # -- misc ------------------------------------------------------------------
 

@@ -57,9 +57,27 @@ def check_owner_argument(owner: str) -> None:
 
     @raise MalformedError: C{invalid Owner value: "<v>" (...)}.
     """
-    if len(owner) > 32 or not _OWNER.fullmatch(owner):
+    if not valid_owner_name(owner):
         raise MalformedError(
             f'invalid Owner value: "{owner}" (must match [a-z_][a-z0-9_-]*[$]?)'
+        )
+
+
+def valid_owner_name(owner: str) -> bool:
+    """Whether C{owner} passes the owner rule of config load (C{[a-z_][a-z0-9_-]*[$]?}, <= 32)."""
+    return len(owner) <= 32 and _OWNER.fullmatch(owner) is not None
+
+
+def check_caller_owner(owner: str) -> None:
+    """A non-root creator's username must be a valid owner, else config load would fail.
+
+    @raise ValidationError: naming the owner and the rule.
+    """
+    if not valid_owner_name(owner):
+        raise ValidationError(
+            f"owner '{owner}' is not a valid mailbox owner: must match "
+            "[a-z_][a-z0-9_-]*[$]? (at most 32 characters); ask root to create the "
+            "mailbox with a valid --owner"
         )
 
 

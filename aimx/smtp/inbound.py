@@ -111,6 +111,24 @@ def store_for_rcpt(
     return Ingested(rcpt, mailbox, stored, trusted, allowlisted, prepared)
 
 
+class _MailboxLock(defer.DeferredLock):
+    """A L{defer.DeferredLock} that leaves its map when released with nobody waiting.
+
+    Keeps the per-mailbox lock map bounded by the mailboxes in use, whatever
+    names control commands mention.
+    """
+
+    def __init__(self, locks: dict, name: str):
+        super().__init__()
+        self._map = locks
+        self._name = name
+
+    def release(self) -> None:
+        super().release()
+        if not self.locked and not self.waiting and self._map.get(self._name) is self:
+            del self._map[self._name]
+
+
 class Inbound:
     """Delivers an L{Envelope} to every recipient's mailbox.
 
@@ -127,13 +145,17 @@ class Inbound:
         self.resolver = resolver
         self.run_in_thread = run_in_thread
         self.listeners = []
-        self._locks: dict[str, defer.DeferredLock] = {}
+        self._locks: dict[str, _MailboxLock] = {}
 
     def lock(self, mailbox: str) -> defer.DeferredLock:
-        """The lock serialising writes to one mailbox."""
+        """The lock serialising writes to one mailbox.
+
+        The entry lives only while the lock is held or awaited: acquire it right
+        away (no yield in between), it drops itself from the map on its last release.
+        """
         lock = self._locks.get(mailbox)
         if lock is None:
-            lock = self._locks[mailbox] = defer.DeferredLock()
+            lock = self._locks[mailbox] = _MailboxLock(self._locks, mailbox)
         return lock
 
     def deliver(self, envelope: Envelope) -> defer.Deferred:

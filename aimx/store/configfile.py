@@ -55,6 +55,16 @@ def load(config_dir: str, *, data_dir_override: str | None = None) -> tuple[Conf
     return config, warnings
 
 
+def render(config: Config, path: str) -> bytes:
+    """The config.toml bytes of C{config}, after running the full load validation on them.
+
+    @raise ConfigError: the text would be refused by L{load} (C{"<path>: <reason>"}).
+    """
+    text = tomli_w.dumps(to_toml(config))
+    load_text(text, path)
+    return text.encode("utf-8")
+
+
 def write_atomic(config_dir: str, config: Config) -> None:
     """Replace config.toml with C{config}, atomically (spec/config.md §5).
 
@@ -62,9 +72,13 @@ def write_atomic(config_dir: str, config: Config) -> None:
     0640 (root:root when running as root), is fsynced, then renamed over config.toml;
     on any failure the temp file is removed. Comments and unknown keys are lost.
 
+    The text is first validated exactly as the daemon's load would (L{render}),
+    so a rewrite never leaves a file the daemon refuses to start with.
+
+    @raise ConfigError: the new config would not load; nothing was written.
     @raise OSError: the write failed; config.toml is unchanged.
     """
-    data = tomli_w.dumps(to_toml(config)).encode("utf-8")
+    data = render(config, config_path(config_dir))
     tmp = os.path.join(config_dir, f".{CONFIG_FILE}.tmp.{os.getpid()}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:

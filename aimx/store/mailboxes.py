@@ -5,11 +5,14 @@ CLI's root fallback.  Rules: spec/control-socket.md §6.2-6.5, spec/inbound.md �
 ("Resolving an id inside a mailbox dir"), spec/frontmatter.md §5.
 """
 
+import errno
 import os
 import pwd
 import shutil
 import stat
 import tomllib
+
+import attrs
 
 from aimx.core import frontmatter
 from aimx.core.authz import visible
@@ -247,50 +250,157 @@ def valid_id(email_id: str) -> bool:
     return bool(email_id) and not any(bad in email_id for bad in _BAD_ID)
 
 
+class _Refused(Exception):
+    """A candidate exists but is not an acceptable message file (logged, answered as absent)."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+@attrs.define
+class _Email:
+    """An opened message file: its directory fd, its name there, its fd and stat."""
+
+    dir_fd: int
+    name: str
+    fd: int
+    st: os.stat_result
+    path: str
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.dir_fd)
+
+
+def _open_file(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
+    """Open C{name} inside C{dir_fd} without following links; C{None} when absent.
+
+    @raise _Refused: a symlink, not a regular file, or a file with other hard links.
+    """
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _Refused() from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise _Refused()
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _open_email(directory: str, email_id: str) -> _Email | None:
+    """Resolve an id (inbound.md §8) through directory fds; C{None} when absent.
+
+    Every step opens one component relative to the previous directory fd with
+    C{O_NOFOLLOW}, so the owner of the mailbox directory cannot redirect the
+    lookup (or the later rewrite) out of it by swapping entries for symlinks.
+    The mailbox directory itself is opened by path: its parent (C{inbox/}) is
+    root's.
+
+    @raise _Refused: a candidate is a symlink, not a regular file / directory,
+        or a hard-linked file.
+    @raise OSError: any other failure (an entry vanished, permissions...).
+    """
+    mbfd = os.open(directory, _DIR_FLAGS)
+    try:
+        found = _open_file(mbfd, email_id + ".md")
+        if found is not None:
+            fd, st = found
+            path = os.path.join(directory, email_id + ".md")
+            return _Email(os.dup(mbfd), email_id + ".md", fd, st, path)
+        try:
+            bfd = os.open(email_id, _DIR_FLAGS, dir_fd=mbfd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _Refused() from None
+            raise
+        try:
+            found = _open_file(bfd, email_id + ".md")
+        except BaseException:
+            os.close(bfd)
+            raise
+        if found is None:
+            os.close(bfd)
+            return None
+        fd, st = found
+        path = os.path.join(directory, email_id, email_id + ".md")
+        return _Email(bfd, email_id + ".md", fd, st, path)
+    finally:
+        os.close(mbfd)
+
+
 def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
     """Find the C{.md} of an email id inside a mailbox directory.
 
-    C{<id>.md} first: if it exists it must be a regular file (not a symlink)
-    whose real path stays inside the directory, with no fallback to the bundle;
-    else C{<id>/<id>.md} under a real directory C{<id>/}.
+    C{<id>.md} first: if it exists it must be a regular, singly-linked file (not
+    a symlink), with no fallback to the bundle; else C{<id>/<id>.md} under a real
+    directory C{<id>/}.  Resolution goes through directory fds (L{_open_email});
+    the returned path is informational — use L{mark_id} to act on the file.
 
     @param email_id: an id that passed L{valid_id}.
-    @return: C{(path, False)}; C{(None, False)} when absent; C{(None, True)} when a
-        candidate was refused (symlink, escape, not a regular file).
+    @return: C{(path, False)}; C{(None, False)} when absent (or any error while
+        resolving); C{(None, True)} when a candidate was refused.
     """
-    real_dir = os.path.realpath(directory)
-    flat = os.path.join(directory, email_id + ".md")
-    if os.path.lexists(flat):
-        return (flat, False) if _inside(flat, real_dir) else (None, True)
-    bundle = os.path.join(directory, email_id)
-    if not os.path.lexists(bundle):
-        return None, False
-    inner = os.path.join(bundle, email_id + ".md")
-    if not stat.S_ISDIR(os.lstat(bundle).st_mode):
+    try:
+        email = _open_email(directory, email_id)
+    except _Refused:
         return None, True
-    if not os.path.lexists(inner):
+    except OSError:
         return None, False
-    return (inner, False) if _inside(inner, real_dir) else (None, True)
+    if email is None:
+        return None, False
+    email.close()
+    return email.path, False
 
 
-def _inside(path: str, real_dir: str) -> bool:
-    return _is_regular(path) and os.path.realpath(path).startswith(real_dir + os.sep)
+def mark_id(
+    directory: str, email_id: str, read: bool, now, owner: Owner
+) -> tuple[str | None, bool]:
+    """Resolve an id and rewrite its C{read}/C{read_at} (frontmatter.md §5).
 
-
-def set_read_state(path: str, read: bool, now, owner: Owner) -> None:
-    """Rewrite an email's C{read}/C{read_at} (frontmatter.md §5), body bytes unchanged.
-
-    The new file is written to C{.<filename>.tmp.<pid>} beside it, given the
-    owner's ids (the current file's when the owner does not resolve) and mode
-    0600, then renamed over the original.
+    The file is read through the fd L{_open_email} opened; the new content goes
+    to C{.<filename>.tmp.<pid>} created (C{O_EXCL|O_NOFOLLOW}) in the same
+    directory fd, given the owner's ids (the current file's when the owner does
+    not resolve) and mode 0600, fsynced, then renamed over the original within
+    that directory fd.  Body bytes are unchanged.
 
     @param now: an aware datetime for C{read_at}.
+    @return: like L{resolve_id}: C{(path, False)} once rewritten, C{(None, refused)}
+        when nothing was found (then nothing was written).
     @raise IOFailure: unreadable file, bad frontmatter, or a failed write.
     """
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-            data = f.read()
-            st = os.fstat(f.fileno())
+        email = _open_email(directory, email_id)
+    except _Refused:
+        return None, True
+    except OSError:
+        return None, False
+    if email is None:
+        return None, False
+    try:
+        _rewrite(email, read, now, owner)
+    finally:
+        email.close()
+    return email.path, False
+
+
+def _rewrite(email: _Email, read: bool, now, owner: Owner) -> None:
+    path = email.path
+    try:
+        chunks = []
+        while chunk := os.read(email.fd, 1 << 20):
+            chunks.append(chunk)
+        data = b"".join(chunks)
     except OSError as e:
         raise IOFailure(f"failed to read {path}: {e.strerror}") from None
     try:
@@ -299,12 +409,15 @@ def set_read_state(path: str, read: bool, now, owner: Owner) -> None:
         raise IOFailure(f"failed to parse frontmatter in {path}: {e}") from None
     except ValueError:
         raise IOFailure(f"malformed frontmatter in {path}") from None
+    st = email.st
     uid, gid = (owner.uid, owner.gid) if owner.uid is not None else (st.st_uid, st.st_gid)
-    directory, filename = os.path.split(path)
-    tmp = os.path.join(directory, f".{filename}.tmp.{os.getpid()}")
+    dfd = email.dir_fd
+    tmp = f".{email.name}.tmp.{os.getpid()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = False
     try:
-        fd = os.open(tmp, flags, 0o600)
+        fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        created = True
         try:
             if (uid, gid) != (os.geteuid(), os.getegid()):
                 os.fchown(fd, uid, gid)
@@ -315,10 +428,11 @@ def set_read_state(path: str, read: bool, now, owner: Owner) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.rename(tmp, email.name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if created:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
         raise IOFailure(f"failed to write {path}: {e.strerror or e}") from None

@@ -351,6 +351,42 @@ class SecondUidTests(ControlTestCase):
         self.assertNotIn("nobox", self.configured())
 
     @defer.inlineCallbacks
+    def test_mark_cannot_escape_own_mailbox(self):
+        """nobody's MARK through a symlinked bundle or a hard link never reaches root's files."""
+        [created] = yield defer.Deferred.fromCoroutine(self.nobody_commands(
+            ("MailboxCreate", {"name": "nobox"})))
+        self.assertIn("ok", created)
+        inbox = os.path.join(self.data_dir, "inbox", "nobox")
+        victim_dir = os.path.abspath(self.mktemp())
+        os.makedirs(victim_dir)
+        os.chmod(victim_dir, 0o755)
+        secret = b"+++\nread = false\n+++\nroot only\n"
+        for name in ("evil.md", "hl.md"):
+            with open(os.path.join(victim_dir, name), "wb") as f:
+                f.write(secret)
+            os.chmod(os.path.join(victim_dir, name), 0o600)
+        # What the owner could do in its own directory (made here as root, then handed over).
+        os.symlink(victim_dir, os.path.join(inbox, "evil"))
+        os.lchown(os.path.join(inbox, "evil"), NOBODY, NOBODY)
+        os.link(os.path.join(victim_dir, "hl.md"), os.path.join(inbox, "hl.md"))
+        results = yield defer.Deferred.fromCoroutine(self.nobody_commands(
+            ("MarkRead", {"mailbox": "nobox", "id": "evil"}),
+            ("MarkRead", {"mailbox": "nobox", "id": "hl"}),
+        ))
+        self.assertEqual(results, [
+            {"error": "NOTFOUND", "reason": "email 'evil' not found in inbox/nobox"},
+            {"error": "NOTFOUND", "reason": "email 'hl' not found in inbox/nobox"},
+        ])
+        for name in ("evil.md", "hl.md"):
+            path = os.path.join(victim_dir, name)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), secret)
+            st = os.stat(path)
+            self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (0, 0o600))
+        self.assertEqual(sorted(os.listdir(victim_dir)), ["evil.md", "hl.md"])
+        self.assertEqual(sorted(os.listdir(inbox)), ["evil", "hl.md"])
+
+    @defer.inlineCallbacks
     def test_cannot_read_other_inbox(self):
         """Another owner's inbox directory is closed to nobody (security case 3)."""
         yield self.smtp(PLAIN, ["alice@test.local"])
