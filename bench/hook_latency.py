@@ -10,7 +10,7 @@ HookRunner, and the hook is C{/usr/bin/date +%s.%N}, so its stdout is the
 moment it started running.  "Published" is the moment MailStore.store_inbound
 returned in its worker thread (the file is linked and fsynced), so the figure
 covers everything aimx adds: the hop back to the reactor, the queue, the owner
-lookup, reading the file for stdin, spawning the exec helper (Python, -I -S),
+lookup, spawning the exec helper (Python, -I -S; it opens the file for stdin),
 its setsid/privilege drop/chdir, and the exec.
 
   sequential   one message at a time, each hook finished before the next
