@@ -356,3 +356,20 @@ class MarkSafetyTests(SynchronousTestCase):
         os.makedirs(os.path.join(bundle, "x.md", "sub"))
         self.assertRaises(IOFailure, mailboxes._rewrite, opened, True, NOW, ME)
         self.assertEqual(os.listdir(bundle), ["x.md"])
+
+
+class CountSafetyTests(SynchronousTestCase):
+    def test_planted_entries_not_followed(self):
+        """Counting skips a FIFO bundle file, a symlinked bundle and a hard link, without blocking."""
+        inbox = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(inbox, "fifo"))
+        os.mkfifo(os.path.join(inbox, "fifo", "fifo.md"))
+        outside = os.path.abspath(self.mktemp())
+        os.makedirs(outside)
+        with open(os.path.join(outside, "away.md"), "wb") as f:
+            f.write(b"+++\nread = true\n+++\n")
+        os.symlink(outside, os.path.join(inbox, "away"))
+        os.link(os.path.join(outside, "away.md"), os.path.join(inbox, "linked.md"))
+        with open(os.path.join(inbox, "real.md"), "wb") as f:
+            f.write(b"+++\nread = false\n+++\n")
+        self.assertEqual(mailboxes.count_messages(inbox), (1, 1))

@@ -200,48 +200,66 @@ def count_messages(directory: str, read_state: bool = True) -> tuple[int, int]:
     @return: C{(total, unread)}; C{(0, 0)} when the directory is missing.
     """
     try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+        dir_fd = os.open(directory, _DIR_FLAGS)
+    except OSError:
         return 0, 0
     total = unread = 0
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file(follow_symlinks=False) and entry.name.endswith(".md"):
-            path = entry.path
-        elif entry.is_dir(follow_symlinks=False):
-            path = os.path.join(entry.path, entry.name + ".md")
-            if not _is_regular(path):
+    try:
+        for entry in os.scandir(dir_fd):
+            if entry.name.startswith("."):
                 continue
-        else:
-            continue
-        total += 1
-        if read_state and not _marked_read(path):
-            unread += 1
+            if entry.is_file(follow_symlinks=False) and entry.name.endswith(".md"):
+                state = _read_state(dir_fd, entry.name, read_state)
+            elif entry.is_dir(follow_symlinks=False):
+                try:
+                    bundle_fd = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue
+                try:
+                    state = _read_state(bundle_fd, entry.name + ".md", read_state)
+                finally:
+                    os.close(bundle_fd)
+            else:
+                continue
+            if state is None:
+                continue
+            total += 1
+            unread += state == "unread"
+    finally:
+        os.close(dir_fd)
     return total, unread
 
 
-def _is_regular(path: str) -> bool:
+def _read_state(dir_fd: int, name: str, read_state: bool) -> str | None:
+    """C{"read"}/C{"unread"} for a message file opened safely in C{dir_fd}.
+
+    @return: C{None} when it is missing, not a regular file or a link; without
+        C{read_state}, C{"read"} for any message (nothing is read).
+    """
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
+        opened = _open_file(dir_fd, name)
+    except (_Refused, OSError):
+        return None
+    if opened is None:
+        return None
+    fd = opened[0]
+    if not read_state:
+        os.close(fd)
+        return "read"
+    with open(fd, "rb") as f:
+        return "read" if _marked_read(f) else "unread"
 
 
-def _marked_read(path: str) -> bool:
+def _marked_read(f) -> bool:
     """Whether the frontmatter (between the first two C{+++} lines) says C{read = true}."""
-    try:
-        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
-            if f.readline().rstrip(b"\r\n") != b"+++":
-                return False
-            for line in f:
-                line = line.strip()
-                if line == b"+++":
-                    return False
-                if line.replace(b" ", b"") == b"read=true":
-                    return True
-    except OSError:
-        pass
+    if f.readline().rstrip(b"\r\n") != b"+++":
+        return False
+    for line in f:
+        line = line.strip()
+        if line == b"+++":
+            return False
+        if line.replace(b" ", b"") == b"read=true":
+            return True
     return False
 
 
