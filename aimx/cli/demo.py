@@ -193,7 +193,9 @@ def run(args) -> int:
             f"aimx is serving {DOMAIN} on 127.0.0.1:{args.port} (data: {data}, log: "
             f"{base}/aimx.log); Ctrl-C stops it. Send more with:\n  python3 -c "
             f"\"import smtplib; smtplib.SMTP('127.0.0.1', {args.port}).sendmail("
-            f"'me@example.test', ['agent@{DOMAIN}'], 'Subject: hi\\n\\nhello')\""
+            f"'me@example.test', ['agent@{DOMAIN}'], 'Subject: hi\\n\\nhello')\"\n"
+            f"Manage it from another shell with:\n  AIMX_RUNTIME_DIR={run_dir} "
+            f"AIMX_CONFIG_DIR={etc} .venv/bin/aimx mailboxes list"
         )
         daemon.wait()
         return 0
