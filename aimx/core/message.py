@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from email.generator import BytesGenerator
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesFeedParser
 from email.policy import Compat32, compat32
 from email.utils import getaddresses, parsedate_tz
 from io import BytesIO
@@ -90,7 +90,16 @@ class ParsedMessage:
     attachments: tuple[Attachment, ...]
 
 
-_PARSER = BytesParser(policy=compat32)
+# Fed in slices: the parser splits what it is fed into lines in one C call, so a
+# 25 MiB message fed whole would hold the GIL (and stall the reactor) for that long.
+_FEED_SLICE = 1 << 16
+
+
+def _parse(raw: bytes) -> Message:
+    parser = BytesFeedParser(policy=compat32)
+    for start in range(0, len(raw), _FEED_SLICE):
+        parser.feed(raw[start : start + _FEED_SLICE])
+    return parser.close()
 _WANTED = frozenset(
     {
         "from",
@@ -119,7 +128,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if not raw or raw.isspace():
         raise IngestError("cannot parse an empty message")
     try:
-        msg = _PARSER.parsebytes(raw)
+        msg = _parse(raw)
         body, attachments = _content(msg)
     except RecursionError:
         raise IngestError("cannot parse a message nested this deeply") from None
