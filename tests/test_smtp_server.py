@@ -476,3 +476,20 @@ class LimitTests(ServerTestCase):
         s.close()
         self.successResultOf(done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class BackpressureTests(ServerTestCase):
+    def test_flood_while_storing_pauses_reading(self):
+        """Input piling up behind a message being stored pauses the transport until its reply."""
+        self.pending = defer.Deferred()
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\nhi\r\n.\r\n")
+        flood = (b"NOOP " + b"x" * 1000 + b"\r\n") * 1100
+        s.proto.dataReceived(flood)
+        self.assertEqual(s.transport.producerState, "paused")
+        self.assertEqual(s.read(), [])
+        self.pending.callback(ACCEPTED)
+        self.assertEqual(s.transport.producerState, "producing")
+        replies = s.read()
+        self.assertEqual(replies[0], b"250 2.0.0 OK message accepted")
+        self.assertEqual(replies[1:], [b"250 2.0.0 OK"] * 1100)

@@ -34,6 +34,8 @@ _COMMAND, _DATA, _DISCARD = "COMMAND", "DATA", "DISCARD"
 
 log = Logger(namespace="aimx.smtp")
 
+_PIPELINE_BUFFER = 1 << 20
+
 
 @attrs.frozen
 class SmtpLimits:
@@ -89,6 +91,7 @@ class AimxESMTP(smtp.ESMTP):
         self._errors = 0
         self._busy = False
         self._closing = False
+        self._paused = False
         self._timed_out = False
         self._skip_line = False
         self._messages = 0
@@ -178,6 +181,11 @@ class AimxESMTP(smtp.ESMTP):
             return
         self.resetTimeout()
         self._buffer += data
+        if self._busy and len(self._buffer) > _PIPELINE_BUFFER:
+            # Commands pipelined behind a message being stored wait their turn;
+            # past this much, stop reading until the message is answered.
+            self.transport.pauseProducing()
+            self._paused = True
         self._process()
 
     def _process(self):
@@ -429,6 +437,9 @@ class AimxESMTP(smtp.ESMTP):
         if self._closing:
             return
         self._reply(status)
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
         self._process()
 
 
