@@ -83,6 +83,7 @@ class AimxESMTP(smtp.ESMTP):
         self.factory = factory
         self.limits = factory.limits
         self._buffer = b""
+        self._offset = 0  # start of the unread part of _buffer
         self._mode = _COMMAND
         self._greeted = False
         self._helo_arg = None
@@ -159,7 +160,7 @@ class AimxESMTP(smtp.ESMTP):
     def _send_and_close(self, status: SmtpStatus):
         self._reply(status)
         self._closing = True
-        self._buffer = b""
+        self._buffer, self._offset = b"", 0
         self.transport.loseConnection()
 
     def _reply(self, status: SmtpStatus):
@@ -181,7 +182,7 @@ class AimxESMTP(smtp.ESMTP):
             return
         self.resetTimeout()
         self._buffer += data
-        if self._busy and len(self._buffer) > _PIPELINE_BUFFER:
+        if self._busy and len(self._buffer) - self._offset > _PIPELINE_BUFFER:
             # Commands pipelined behind a message being stored wait their turn;
             # past this much, stop reading until the message is answered.
             self.transport.pauseProducing()
@@ -189,27 +190,38 @@ class AimxESMTP(smtp.ESMTP):
         self._process()
 
     def _process(self):
-        while self._buffer and not self._busy and not self._closing:
+        while len(self._buffer) > self._offset and not self._busy and not self._closing:
             if self._mode == _COMMAND:
                 if not self._command_step():
-                    return
-            elif self._mode == _DATA:
+                    break
+                continue
+            self._compact()
+            if self._mode == _DATA:
                 if not self._data_step():
-                    return
+                    break
             elif not self._discard_step():
-                return
+                break
+        self._compact()
+
+    def _compact(self):
+        """Drop the consumed prefix of the buffer (command lines are read by offset,
+        so a burst of pipelined commands costs one copy, not one per line)."""
+        if self._offset:
+            self._buffer = self._buffer[self._offset :]
+            self._offset = 0
 
     def _command_step(self) -> bool:
         """Handle one command line; return False when more input is needed."""
-        end = self._buffer.find(b"\n")
+        start = self._offset
+        end = self._buffer.find(b"\n", start)
         limit = self.limits.max_command_line
         if end == -1:
-            if len(self._buffer) > limit:
+            if len(self._buffer) - start > limit:
                 # Keep discarding this over-long line until its LF arrives.
-                self._buffer = b""
+                self._buffer, self._offset = b"", 0
                 self._skip_line = True
             return False
-        line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1 :]
+        line, self._offset = self._buffer[start : end + 1], end + 1
         if self._skip_line or len(line) > limit:
             self._skip_line = False
             self._error(LINE_TOO_LONG)
@@ -343,7 +355,7 @@ class AimxESMTP(smtp.ESMTP):
         self._reply(SmtpStatus(220, "2.0.0", "Ready to start TLS"))
         # RFC 3207 §4.2: anything pipelined after STARTTLS is discarded and the
         # session starts over after the handshake.
-        self._buffer = b""
+        self._buffer, self._offset = b"", 0
         self._greeted = False
         self._helo_arg = None
         self._reset_transaction()
