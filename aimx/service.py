@@ -9,7 +9,8 @@ import signal
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, threads
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -80,21 +81,17 @@ class SmtpListener(service.Service):
         self.listening = None
 
     def startService(self):
-        interface = self.host or "0.0.0.0"
-        endpoint = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=interface)
-        if ":" in interface:
-            endpoint = endpoints.TCP6ServerEndpoint(
-                self.reactor, self.port, interface=interface
+        """Bind, or raise C{CannotListenError} to the caller (a failed bind is fatal)."""
+        try:
+            self.listening = self.reactor.listenTCP(
+                self.port, self.factory, interface=self.host or "0.0.0.0"
             )
-        d = endpoint.listen(self.factory)
-        d.addCallback(self._listening)
-        # TCP endpoints listen synchronously, so a bind error surfaces here.
-        d.addErrback(lambda f: f.raiseException())
+        except CannotListenError as e:
+            log.error("Failed to bind to {host}:{port}: {err}", host=self.host,
+                      port=self.port, err=e.socketError)
+            raise
         super().startService()
-
-    def _listening(self, port):
-        self.listening = port
-        address = port.getHost()
+        address = self.listening.getHost()
         log.info(
             "aimx SMTP listener\n  bind:  {host}:{port}\n  tls:   {tls}",
             host=address.host,
@@ -201,8 +198,10 @@ def dkim_dns_check(config, config_dir: str, resolver):
         return dkimcheck.report(fqdn, config.domain, "", None, f"local key error: {e}")
     try:
         txts = resolver.txt(fqdn)
-    except (DnsNoRecord, DnsTempError) as e:
-        return dkimcheck.report(fqdn, config.domain, local, None, str(e) or type(e).__name__)
+    except DnsNoRecord:
+        return dkimcheck.report(fqdn, config.domain, local, None, f"no TXT record at {fqdn}")
+    except DnsTempError as e:
+        return dkimcheck.report(fqdn, config.domain, local, None, str(e))
     return dkimcheck.report(fqdn, config.domain, local, txts)
 
 

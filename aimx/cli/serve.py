@@ -28,8 +28,7 @@ def run(argv: list[str]) -> int:
     except service.ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
-    except CannotListenError as e:
-        print(f"Failed to bind to {options['bind']}: {e.socketError}", file=sys.stderr)
+    except CannotListenError:  # already logged: "Failed to bind to <addr>: <err>"
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
     reactor.run()

@@ -206,6 +206,18 @@ class ProcessTests(DaemonTestCase):
         self.assertIn(b"Config file not found at", result.stderr)
         self.assertNotIn(b"Traceback", result.stderr)
 
+    def test_serve_port_in_use(self):
+        """A port held by another program: exit 1 naming the address, nothing left serving."""
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+            port = held.getsockname()[1]
+            result = self.run_aimx("serve", "--bind", f"127.0.0.1:{port}",
+                                   "--runtime-dir", self.runtime_dir)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"Failed to bind to 127.0.0.1:{port}".encode(), result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)
+
     def test_serve_tls_unreadable(self):
         """`aimx serve --tls-cert /nonexistent` exits non-zero with the reason."""
         result = self.run_aimx("serve", "--bind", "127.0.0.1:0", "--tls-cert", "/nonexistent")
