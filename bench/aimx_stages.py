@@ -122,7 +122,7 @@ def mem_child(stage, path, corpus, nameserver):
             env = Envelope(peer_ip=PEER, helo=HELO, mail_from=MAIL_FROM,
                            rcpts=("box@bench.test",), raw=raw)
             prepared = inbound.prepare(env, resolver)
-            inbound.store_for_rcpt(config, store, prepared, "box@bench.test")
+            inbound.store_for_rcpt(config, store, prepared, "box@bench.test", config.mailbox("box"))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     dt = time.perf_counter() - t
@@ -306,7 +306,7 @@ def main():
 
                 def full(env=env, config=config, store=store):
                     prepared = inbound.prepare(env, resolver)
-                    return inbound.store_for_rcpt(config, store, prepared, "box@bench.test")
+                    return inbound.store_for_rcpt(config, store, prepared, "box@bench.test", config.mailbox("box"))
 
                 assert full().stored.path
                 row("aimx FULL prepare+store%s" % (" durable" if durable else ""), n, full)  # DNS cached

@@ -258,6 +258,7 @@ class QueueTests(SynchronousTestCase):
             mailbox=mailbox,
             stored=Stored("2025-01-01-000000-hi", "/d/2025-01-01-000000-hi.md",
                           received_at="2025-01-01T00:00:00.5+00:00"),
+            policy="verified",
             trusted="true",
             allowlisted=True,
             prepared=Prepared(Envelope(None, None, None, ("alice@test.com",), raw),

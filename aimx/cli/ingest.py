@@ -11,10 +11,8 @@ from twisted.logger import formatEvent, globalLogBeginner
 
 from aimx.auth.resolver import Resolver
 from aimx.core.address import Envelope
-from aimx.core.config import resolve_mailbox
-from aimx.errors import AimxError
 from aimx.hooks import HookRunner
-from aimx.smtp.inbound import prepare, store_for_rcpt
+from aimx.smtp.inbound import prepare, route, store_for_rcpt
 from aimx.store import configfile
 from aimx.store.mailstore import MailStore
 
@@ -27,12 +25,11 @@ def run(args) -> int:
     config, warnings = configfile.load(args.config_dir, data_dir_override=args.data_dir)
     for warning in warnings:
         _log(f"aimx::config warning: {warning}")
-    if resolve_mailbox(config, args.rcpt) is None:
-        raise AimxError(f"no mailbox routes recipient {args.rcpt}")
+    mailbox = route(config, args.rcpt)  # NoMailboxError: "no mailbox routes recipient …"
     raw = sys.stdin.buffer.read()
     envelope = Envelope(peer_ip=None, helo=None, mail_from=None, rcpts=(args.rcpt,), raw=raw)
     prepared = prepare(envelope, Resolver.from_env())
-    result = store_for_rcpt(config, MailStore(config.data_dir), prepared, args.rcpt)
+    result = store_for_rcpt(config, MailStore(config.data_dir), prepared, args.rcpt, mailbox)
     mailbox = result.mailbox.name
     _log(
         f"aimx::ingest received email rcpt={args.rcpt} mailbox={mailbox} "
@@ -42,7 +39,7 @@ def run(args) -> int:
     _log(f"aimx::ingest auth result dkim={auth.dkim} spf={auth.spf} dmarc={auth.dmarc}")
     _log(
         f"aimx::trust trust eval mailbox={mailbox} "
-        f"policy={config.effective_trust(result.mailbox)} "
+        f"policy={result.policy} "
         f"sender_allowlisted={str(result.allowlisted).lower()} result={result.trusted}"
     )
     for warning in result.stored.warnings:

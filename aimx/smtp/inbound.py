@@ -41,6 +41,7 @@ class Ingested:
     rcpt: str
     mailbox: MailboxConfig
     stored: Stored
+    policy: str
     trusted: str
     allowlisted: bool
     prepared: Prepared
@@ -63,19 +64,25 @@ def prepare(envelope: Envelope, resolver) -> Prepared:
     return Prepared(envelope, parsed, auth)
 
 
-def store_for_rcpt(
-    config: Config, store: MailStore, prepared: Prepared, rcpt: str
-) -> Ingested:
-    """Route, decide trust and store one recipient's copy (blocking: disk).
+def route(config: Config, rcpt: str) -> MailboxConfig:
+    """The mailbox C{rcpt} routes to.
 
     @raise aimx.errors.NoMailboxError: nothing routes C{rcpt}.
     """
     mailbox = resolve_mailbox(config, rcpt)
     if mailbox is None:
         raise NoMailboxError(f"no mailbox routes recipient {rcpt}")
+    return mailbox
+
+
+def store_for_rcpt(
+    config: Config, store: MailStore, prepared: Prepared, rcpt: str, mailbox: MailboxConfig
+) -> Ingested:
+    """Decide trust and store one recipient's copy in its routed mailbox (blocking: disk)."""
     parsed, auth, envelope = prepared.parsed, prepared.auth, prepared.envelope
+    policy = config.effective_trust(mailbox)
     trusted, allowlisted = trust.evaluate(
-        config.effective_trust(mailbox),
+        policy,
         config.effective_trusted_senders(mailbox),
         parsed.from_,
         auth.dkim_aligned,
@@ -108,7 +115,7 @@ def store_for_rcpt(
         parsed.body,
         parsed.attachments,
     )
-    return Ingested(rcpt, mailbox, stored, trusted, allowlisted, prepared)
+    return Ingested(rcpt, mailbox, stored, policy, trusted, allowlisted, prepared)
 
 
 class _MailboxLock(defer.DeferredLock):
@@ -208,14 +215,12 @@ class Inbound:
         return PARTIAL if succeeded else FAILED
 
     async def _store(self, config, prepared, rcpt) -> Ingested:
-        mailbox = resolve_mailbox(config, rcpt)
-        if mailbox is None:
-            raise NoMailboxError(f"no mailbox routes recipient {rcpt}")
+        mailbox = route(config, rcpt)
         lock = self.lock(mailbox.name)
         await lock.acquire()
         try:
             return await self.run_in_thread(
-                store_for_rcpt, config, self.store, prepared, rcpt
+                store_for_rcpt, config, self.store, prepared, rcpt, mailbox
             )
         finally:
             lock.release()
@@ -246,7 +251,7 @@ class Inbound:
             path=stored.path,
             mailbox=mailbox.name,
             n=stored.attachments,
-            policy=self.config().effective_trust(mailbox),
+            policy=ingested.policy,
             sender=trust.bare_lower(ingested.prepared.parsed.from_),
             dkim=ingested.prepared.auth.dkim,
             allowlisted=str(ingested.allowlisted).lower(),
