@@ -357,6 +357,16 @@ def _open_email(directory: str, email_id: str) -> _Email | None:
         os.close(mbfd)
 
 
+def _find(directory: str, email_id: str) -> tuple["_Email | None", bool]:
+    """L{_open_email}, with a refusal and any error while resolving as "not found"."""
+    try:
+        return _open_email(directory, email_id), False
+    except _Refused:
+        return None, True
+    except OSError:
+        return None, False
+
+
 def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
     """Find the C{.md} of an email id inside a mailbox directory.
 
@@ -369,14 +379,9 @@ def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
     @return: C{(path, False)}; C{(None, False)} when absent (or any error while
         resolving); C{(None, True)} when a candidate was refused.
     """
-    try:
-        email = _open_email(directory, email_id)
-    except _Refused:
-        return None, True
-    except OSError:
-        return None, False
+    email, refused = _find(directory, email_id)
     if email is None:
-        return None, False
+        return None, refused
     email.close()
     return email.path, False
 
@@ -397,14 +402,9 @@ def mark_id(
         when nothing was found (then nothing was written).
     @raise IOFailure: unreadable file, bad frontmatter, or a failed write.
     """
-    try:
-        email = _open_email(directory, email_id)
-    except _Refused:
-        return None, True
-    except OSError:
-        return None, False
+    email, refused = _find(directory, email_id)
     if email is None:
-        return None, False
+        return None, refused
     try:
         _rewrite(email, read, now, owner)
     finally:
