@@ -34,7 +34,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _MISSING = object()
 
 
-def _ascii_lower(text: str) -> str:
+def ascii_lower(text: str) -> str:
     # Only ASCII letters fold: Unicode case mapping would let look-alikes
     # (e.g. KELVIN SIGN -> "k") reach another mailbox.
     return text.translate(_ASCII_LOWER)
@@ -134,7 +134,7 @@ class MailboxConfig:
 
     def is_catchall(self, domain: str) -> bool:
         """Whether C{address} is C{*@<domain>}, compared ASCII case-insensitively."""
-        return _ascii_lower(self.address) == _ascii_lower("*@" + domain)
+        return ascii_lower(self.address) == ascii_lower("*@" + domain)
 
 
 @attrs.frozen
@@ -171,7 +171,7 @@ class Config:
         for mb in self.mailboxes:
             by_name.setdefault(mb.name, mb)
             if mb.local_part != "*":
-                by_local.setdefault(_ascii_lower(mb.local_part), mb)
+                by_local.setdefault(ascii_lower(mb.local_part), mb)
         catchall = next((mb for mb in self.mailboxes if mb.is_catchall(self.domain)), None)
         object.__setattr__(self, "_by_name", by_name)
         object.__setattr__(self, "_by_local", by_local)
@@ -221,7 +221,19 @@ def resolve_mailbox(config: Config, addr: str) -> MailboxConfig | None:
     @param addr: the address as given (case and tag preserved by the caller).
     """
     local = addr.rsplit("@", 1)[0].split("+", 1)[0]
-    return config._by_local.get(_ascii_lower(local), config._catchall)
+    return config._by_local.get(ascii_lower(local), config._catchall)
+
+
+def resolve_sender(config: Config, sender: str) -> MailboxConfig | None:
+    """The concrete mailbox a sender address names, by the routing rule; never the catchall.
+
+    The local part is compared ASCII case-insensitively with each mailbox
+    address's local part; C{+tag} and wildcard addresses name no mailbox.
+    """
+    local = sender.rsplit("@", 1)[0]
+    if "+" in local or local.startswith("*"):
+        return None
+    return config._by_local.get(ascii_lower(local))
 
 
 def validate_mailbox_name(name: str) -> None:

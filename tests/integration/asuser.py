@@ -19,6 +19,7 @@ from twisted.internet import defer, reactor, task  # noqa: F401 (import before t
 import aimx.cli
 import aimx.cli.hooks
 import aimx.cli.mailboxes
+import aimx.cli.send
 import aimx.cli.session
 from aimx.control import client, commands
 from aimx.errors import AimxError
@@ -28,6 +29,9 @@ async def _commands(clock, calls):
     connection = await client.connect(clock, commands.socket_path())
     results = []
     for name, arguments in calls:
+        for key in ("message", "html_body"):  # bytes arguments travel as JSON text
+            if isinstance(arguments.get(key), str):
+                arguments[key] = arguments[key].encode("utf-8")
         try:
             results.append({"ok": await connection.call(getattr(commands, name), **arguments)})
         except AimxError as e:

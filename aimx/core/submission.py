@@ -1,0 +1,187 @@
+"""A submitted outbound message, read and checked (L0, pure): spec/outbound.md §3–§6.
+
+The daemon never trusts the client for who sends: the sender comes from the
+C{From:} header and must resolve to a concrete mailbox of the configured domain;
+every To, Cc and Bcc address is an envelope recipient (an aimx decision).
+"""
+
+import attrs
+
+from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_sender
+from aimx.errors import DomainError, MailboxError, MalformedError
+
+HEADER_CAP = 65_536
+NO_SEPARATOR = "outbound request body has no header/body separator (expected blank line)"
+
+
+def split_message(message: bytes) -> tuple[bytes, bytes] | None:
+    """The header block (without the blank line) and the body, or None without a blank line.
+
+    The first CRLF CRLF wins, else the first LF LF; a message that I{starts}
+    with a line ending has an empty header block.
+    """
+    crlf = message.find(b"\r\n\r\n")
+    if crlf >= 0:
+        return message[:crlf], message[crlf + 4 :]
+    lf = message.find(b"\n\n")
+    if lf >= 0:
+        return message[:lf], message[lf + 2 :]
+    return None
+
+
+def header_lines(head: bytes) -> list[str]:
+    """The physical lines of a header block, without their line endings."""
+    text = head.decode("utf-8")
+    return text.replace("\r\n", "\n").split("\n") if text else []
+
+
+def scan_headers(message: bytes) -> dict[str, str]:
+    """Lower-cased header name -> value: first occurrence, folds joined with one space.
+
+    The header block is the lines before the first empty line (all of them when
+    there is none); a block that is not UTF-8 yields nothing.
+    """
+    split = split_message(message)
+    head = message if split is None else split[0]
+    try:
+        lines = header_lines(head)
+    except UnicodeDecodeError:
+        return {}
+    fields: list[list[str]] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if fields:
+                fields[-1][1] += " " + line.strip()
+        elif ":" in line:
+            name, value = line.split(":", 1)
+            fields.append([name.strip().lower(), value.strip()])
+    found: dict[str, str] = {}
+    for name, value in fields:
+        found.setdefault(name, value.strip())
+    return found
+
+
+def split_addresses(value: str) -> list[str]:
+    """The comma-separated entries of an address list; commas in quotes or C{<>} do not split."""
+    entries, current, quoted, angle, escaped = [], [], False, False, False
+    for char in value:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"' and not angle:
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            angle = True
+        elif char == ">" and not quoted:
+            angle = False
+        elif char == "," and not quoted and not angle:
+            entries.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    entries.append("".join(current))
+    return [e.strip() for e in entries if e.strip()]
+
+
+def bare_address(entry: str) -> str | None:
+    """C{a@x}, C{<a@x>}, C{Name <a@x>} -> C{a@x}; None when no address is there (§4)."""
+    entry = entry.strip()
+    if "<" in entry:
+        entry = entry.rsplit("<", 1)[1].split(">", 1)[0]
+    entry = entry.strip()
+    return entry if entry and "@" in entry else None
+
+
+@attrs.frozen(kw_only=True)
+class Submission:
+    """The checked header facts of a SEND request.
+
+    @ivar sender: the bare From address (the envelope MAIL FROM).
+    @ivar headers: the first value of each header, by lower-cased name.
+    @ivar to, cc, bcc: bare addresses of each list, in header order.
+    """
+
+    mailbox: MailboxConfig
+    sender: str
+    headers: dict[str, str]
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Every envelope recipient: To, Cc, Bcc in order, each address once."""
+        seen, out = set(), []
+        for addr in self.to + self.cc + self.bcc:
+            if ascii_lower(addr) not in seen:
+                seen.add(ascii_lower(addr))
+                out.append(addr)
+        return tuple(out)
+
+
+def check_sender(config: Config, headers: dict[str, str]) -> Submission:
+    """Steps 1–4 of §3: From present, an address, our domain, a concrete mailbox.
+
+    @raise MalformedError, DomainError, MailboxError: with the spec's reasons.
+    """
+    raw = headers.get("from")
+    if raw is None:
+        raise MalformedError("missing required header: From")
+    sender = bare_address(raw.split(",", 1)[0])
+    if sender is None:
+        raise MalformedError(f"could not extract sender address from From: {raw}")
+    domain = sender.rsplit("@", 1)[1]
+    if ascii_lower(domain) != ascii_lower(config.domain):
+        raise DomainError(
+            f"sender domain '{domain}' does not match aimx domain '{config.domain}'"
+        )
+    mailbox = resolve_sender(config, sender)
+    if mailbox is None:
+        raise MailboxError(
+            f"no mailbox matches From: {sender} (run `aimx mailboxes create <name>` "
+            "to register one; catchall is inbound-only)"
+        )
+    return Submission(mailbox=mailbox, sender=sender, headers=headers)
+
+
+def check_recipients(submission: Submission) -> Submission:
+    """Steps 6–7 of §3: To present; every To, Cc and Bcc entry an address."""
+    if submission.header("to") is None:
+        raise MalformedError("missing required header: To")
+    lists = {}
+    for name, label in (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")):
+        raw = submission.header(name) or ""
+        addrs = []
+        for entry in split_addresses(raw):
+            addr = bare_address(entry)
+            if addr is None:
+                raise MalformedError(f"could not extract recipient address from {label}: {raw}")
+            addrs.append(addr)
+        lists[name] = tuple(addrs)
+    if not lists["to"]:
+        raise MalformedError(
+            f"could not extract recipient address from To: {submission.header('to')}"
+        )
+    return attrs.evolve(submission, **lists)
+
+
+def check_header_block(message: bytes) -> tuple[list[str], bytes]:
+    """§7.1: the header lines and the body, or MALFORMED.
+
+    @raise MalformedError: no blank line, a header block over 64 KiB, or one
+        that is not UTF-8.
+    """
+    split = split_message(message)
+    if split is None:
+        raise MalformedError(NO_SEPARATOR)
+    head, body = split
+    if len(head) > HEADER_CAP:
+        raise MalformedError("outbound request header block is too large")
+    try:
+        return header_lines(head), body
+    except UnicodeDecodeError:
+        raise MalformedError(NO_SEPARATOR) from None

@@ -1,0 +1,127 @@
+"""The checks of a SEND submission (spec/outbound.md §3–§5)."""
+
+from twisted.trial.unittest import TestCase
+
+from aimx.core.config import Config, MailboxConfig
+from aimx.core.submission import (
+    NO_SEPARATOR,
+    bare_address,
+    check_header_block,
+    check_recipients,
+    check_sender,
+    scan_headers,
+    split_addresses,
+)
+from aimx.errors import DomainError, MailboxError, MalformedError
+
+DOMAIN = "agent.example.com"
+CONFIG = Config(
+    domain=DOMAIN,
+    mailboxes=[
+        MailboxConfig(name="alice", address=f"alice@{DOMAIN}", owner="alice"),
+        MailboxConfig(name="support", address=f"help@{DOMAIN}", owner="bob"),
+        MailboxConfig(name="catchall", address=f"*@{DOMAIN}", owner="aimx-catchall"),
+    ],
+)
+
+
+def sender(from_: str):
+    return check_sender(CONFIG, scan_headers(f"From: {from_}\r\nTo: r@example.com\r\n\r\nx".encode()))
+
+
+class ScanTests(TestCase):
+    def test_first_occurrence_and_folding(self):
+        headers = scan_headers(
+            b"Subject: one\r\n two\r\nsubject: later\r\nTO:  a@x  \r\n\r\nBody: no\r\n"
+        )
+        self.assertEqual(headers, {"subject": "one two", "to": "a@x"})
+
+    def test_lf_only_and_no_blank_line(self):
+        self.assertEqual(scan_headers(b"From: a@b\nTo: c@d\n\nx")["to"], "c@d")
+        self.assertEqual(scan_headers(b"From: a@b\r\nTo: c@d")["to"], "c@d")
+
+    def test_non_utf8_headers_find_nothing(self):
+        self.assertEqual(scan_headers(b"From: \xff@b\r\n\r\nx"), {})
+
+
+class AddressTests(TestCase):
+    def test_bare_forms(self):
+        for entry in ("a@x", "<a@x>", "Name <a@x>", '"Name, Jr" <a@x>', "  a@x  "):
+            self.assertEqual(bare_address(entry), "a@x", entry)
+        for entry in ("", "no-at-sign", "Name <>"):
+            self.assertIsNone(bare_address(entry), entry)
+
+    def test_split_respects_quotes_and_brackets(self):
+        self.assertEqual(
+            split_addresses('"Doe, J" <j@x>, b@y , <c,d@z>,'),
+            ['"Doe, J" <j@x>', "b@y", "<c,d@z>"],
+        )
+
+
+class SenderTests(TestCase):
+    def test_missing_from(self):
+        e = self.assertRaises(MalformedError, check_sender, CONFIG, {"to": "x@y"})
+        self.assertEqual(str(e), "missing required header: From")
+
+    def test_no_address(self):
+        e = self.assertRaises(MalformedError, sender, "no-at-sign")
+        self.assertEqual(str(e), "could not extract sender address from From: no-at-sign")
+
+    def test_other_domain(self):
+        e = self.assertRaises(DomainError, sender, "alice@other.org")
+        self.assertEqual(
+            str(e), f"sender domain 'other.org' does not match aimx domain '{DOMAIN}'"
+        )
+
+    def test_domain_and_local_part_case_insensitive(self):
+        self.assertEqual(sender("ALICE@AGENT.EXAMPLE.COM").mailbox.name, "alice")
+        self.assertEqual(sender("Alice <alice@agent.example.com>").mailbox.name, "alice")
+
+    def test_resolves_by_address_not_name(self):
+        self.assertEqual(sender(f"help@{DOMAIN}").mailbox.name, "support")
+        self.assertRaises(MailboxError, sender, f"support@{DOMAIN}")
+
+    def test_unknown_catchall_tag_wildcard_refused(self):
+        for addr in ("bogus", "catchall", "alice+tag", "*"):
+            e = self.assertRaises(MailboxError, sender, f"{addr}@{DOMAIN}")
+            self.assertIn(f"{addr}@{DOMAIN}", str(e))
+            self.assertIn("aimx mailboxes create", str(e))
+
+
+class RecipientTests(TestCase):
+    def check(self, headers: bytes):
+        sub = check_sender(CONFIG, scan_headers(b"From: alice@agent.example.com\r\n" + headers))
+        return check_recipients(sub)
+
+    def test_missing_to(self):
+        e = self.assertRaises(MalformedError, self.check, b"Subject: x\r\n\r\n")
+        self.assertEqual(str(e), "missing required header: To")
+
+    def test_every_list_is_delivered_once(self):
+        sub = self.check(
+            b"To: Bob <bob@gmail.com>, a@x.com\r\nCc: c@y.com, A@X.COM\r\nBcc: d@z.com\r\n\r\n"
+        )
+        self.assertEqual(sub.to, ("bob@gmail.com", "a@x.com"))
+        self.assertEqual(sub.bcc, ("d@z.com",))
+        self.assertEqual(sub.recipients, ("bob@gmail.com", "a@x.com", "c@y.com", "d@z.com"))
+
+    def test_bad_entry_names_the_header(self):
+        e = self.assertRaises(MalformedError, self.check, b"To: a@x\r\nCc: a@x, nobody\r\n\r\n")
+        self.assertEqual(str(e), "could not extract recipient address from Cc: a@x, nobody")
+        e = self.assertRaises(MalformedError, self.check, b"To: ,\r\n\r\n")
+        self.assertIn("from To", str(e))
+
+
+class HeaderBlockTests(TestCase):
+    def test_no_separator(self):
+        e = self.assertRaises(MalformedError, check_header_block, b"From: a@b\r\nTo: c@d\r\n")
+        self.assertEqual(str(e), NO_SEPARATOR)
+
+    def test_too_large(self):
+        message = b"X-Big: " + b"a" * 65_536 + b"\r\n\r\nbody"
+        e = self.assertRaises(MalformedError, check_header_block, message)
+        self.assertEqual(str(e), "outbound request header block is too large")
+
+    def test_lines_and_body(self):
+        lines, body = check_header_block(b"A: 1\r\n b\r\nC: 2\r\n\r\nbody\r\n")
+        self.assertEqual((lines, body), (["A: 1", " b", "C: 2"], b"body\r\n"))
