@@ -21,6 +21,8 @@ from aimx.control.ops import Control
 from aimx.core import dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
+from aimx.outbox import Outbox, Signer
+from aimx.smtp.outbound import MxTransport
 from aimx.smtp.inbound import Inbound
 from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
 from aimx.smtp.tls import server_options
@@ -238,6 +240,14 @@ def _tls(options: Options):
     return server_options(*keys.load_tls_pair(cert, key))
 
 
+def _out_port(environ) -> int:
+    """C{AIMX_SMTP_OUT_PORT} (loopback tests), else 25."""
+    raw = environ.get("AIMX_SMTP_OUT_PORT", "25")
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"AIMX_SMTP_OUT_PORT must be a port number (1-65535), not {raw!r}")
+    return int(raw)
+
+
 def build(
     options: Options, reactor=None, limits: SmtpLimits = SmtpLimits(), environ=os.environ
 ) -> Daemon:
@@ -260,7 +270,8 @@ def build(
     for warning in datadir.prepare(config.data_dir):
         log.warn("{problem}", problem=warning)
     tls_options = _tls(options)
-    keys.load_dkim_private_key(options["config-dir"])
+    signer = Signer(keys.load_dkim_private_key(options["config-dir"]), config.dkim_selector)
+    out_port = _out_port(environ)
 
     live = LiveConfig(config)
     daemon = Daemon(reactor, options, live)
@@ -288,12 +299,33 @@ def build(
     inbound.listeners.append(daemon.hooks.on_received)
     daemon.smtp = SmtpListener(reactor, factory, options.host, options.port)
     daemon.smtp.setServiceParent(daemon)
+    drop_dir = environ.get("AIMX_TEST_MAIL_DROP") or None
+    if drop_dir is not None:
+        log.warn(
+            "Warning: AIMX_TEST_MAIL_DROP is set. Outbound mail will be written to {path} "
+            "and NOT delivered to recipients. This must only be used in tests. Unset the "
+            "env var on production hosts.",
+            path=drop_dir,
+        )
+    outbox = Outbox(
+        store=inbound.store,
+        transport=MxTransport(
+            reactor=reactor, resolver=resolver, run_in_thread=run_in_thread,
+            helo=config.domain, port=out_port, ipv6=config.enable_ipv6,
+        ),
+        hooks=daemon.hooks,
+        run_in_thread=run_in_thread,
+        signer=signer,
+        drop_dir=drop_dir,
+    )
+    daemon.outbox = outbox
     control = Control(
         live=live,
         config_dir=options["config-dir"],
         data_dir=config.data_dir,
         mailbox_lock=inbound.lock,
         run_in_thread=run_in_thread,
+        outbox=outbox,
     )
     daemon.control = ControlSocket(
         reactor,

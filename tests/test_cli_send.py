@@ -129,6 +129,20 @@ class SendVerbTests(TestCase):
         self.assertEqual((text_only, html_body), (False, None))
 
     @defer.inlineCallbacks
+    def test_partial(self):
+        """A partial send exits 0 (it was sent) and names each recipient not delivered."""
+        deliveries = [
+            {"rcpt": "r@example.com", "status": "delivered", "details": "mx: 250 ok"},
+            {"rcpt": "s@example.org", "status": "deferred", "details": "mx2: 451 later"},
+        ]
+        self.serve(answer={"message_id": "<abc@d>", "deliveries": deliveries})
+        result = yield defer.Deferred.fromCoroutine(self.aimx_send())
+        self.assertEqual(result, (0, "<abc@d>\n",
+                                  "Email sent to some recipients only.\n"
+                                  "  deferred: s@example.org: mx2: 451 later\n"
+                                  "Message-ID: <abc@d>\n"))
+
+    @defer.inlineCallbacks
     def test_sent_colour(self):
         """With colour, only the stderr confirmation is green; the id stays plain."""
         self.serve(answer={"message_id": "<abc@d>"})

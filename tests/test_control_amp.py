@@ -35,7 +35,6 @@ from aimx.errors import (
     NonEmptyError,
     NotFoundError,
     ProtocolError,
-    TempError,
     ValidationError,
 )
 from aimx.service import LiveConfig
@@ -223,11 +222,12 @@ class ConnectionTests(ControlTestCase):
         self.assertIsInstance(result.value, amp.UnhandledCommand)
         self.assertIn("tag", conn.call(commands.Version))
 
-    def test_send_not_built(self):
-        """SEND decodes its arguments, then says plainly that it is not built."""
+    def test_send_exclusive_flags(self):
+        """--text-only with --html-body is MALFORMED before anything else (outbound case 7)."""
         conn = self.connect(ALICE)
-        reason = conn.refused(TempError, commands.Send, message=b"From: a@test.local\r\n\r\nx")
-        self.assertIn("not built yet", reason)
+        reason = conn.refused(MalformedError, commands.Send, message=b"x", text_only=True,
+                              html_body=b"<p>x</p>")
+        self.assertEqual(reason, "AIMX/1 SEND: --text-only and --html-body are mutually exclusive")
 
     def test_oversize_message(self):
         """25 MiB + 1 is MALFORMED, a missing chunk too; the connection survives (case 33)."""

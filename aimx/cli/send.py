@@ -85,7 +85,14 @@ async def send(args, s: session.Session) -> int:
         return 1
     message_id = reply["message_id"]
     s.term.say(message_id)
-    print(s.term.style("Email sent.", _GREEN), file=s.term.err)
+    undelivered = [d for d in reply.get("deliveries") or () if d.get("status") != "delivered"]
+    if undelivered:
+        # A partial send: retry only the deferred recipients, never the others.
+        print(s.term.style("Email sent to some recipients only.", _RED, _BOLD), file=s.term.err)
+        for d in undelivered:
+            print(f"  {d.get('status')}: {d.get('rcpt')}: {d.get('details')}", file=s.term.err)
+    else:
+        print(s.term.style("Email sent.", _GREEN), file=s.term.err)
     print(f"Message-ID: {message_id}", file=s.term.err)
     return 0
 

@@ -23,7 +23,7 @@ from twisted.protocols import amp
 
 from aimx.control import commands
 from aimx.control.ops import Caller, Control
-from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure, TempError
+from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure
 
 log = Logger(namespace="aimx::uds")
 
@@ -159,7 +159,7 @@ class ControlProtocol(amp.AMP):
     @commands.Send.responder
     @_guarded
     async def send(self, message, text_only, html_body):
-        raise TempError("SEND is not built yet in this version of aimx; nothing was sent")
+        return await self.control.send(self.caller, message, text_only, html_body)
 
     @commands.MarkRead.responder
     @_guarded

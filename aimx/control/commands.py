@@ -202,8 +202,8 @@ class BigUnicode(BigBytes):
 class Json(BigUnicode):
     """A JSON document carried as L{BigUnicode} (listings and show replies)."""
 
-    def __init__(self, limit: int = RESPONSE_CAP):
-        super().__init__(limit)
+    def __init__(self, limit: int = RESPONSE_CAP, optional: bool = False):
+        super().__init__(limit, optional=optional)
 
     def decode(self, name, box):
         text = super().decode(name, box)
@@ -223,7 +223,11 @@ class _Command(amp.Command):
 
 
 class Send(_Command):
-    """Submit outbound mail (built by the outbound issue)."""
+    """Submit outbound mail; answers once delivery and the after_send hooks are done.
+
+    C{deliveries} lists C{{"rcpt", "status", "details"}} per envelope recipient
+    (an aimx extension: a partial send answers OK and names who is deferred).
+    """
 
     commandName = b"SEND"
     arguments = [
@@ -234,7 +238,7 @@ class Send(_Command):
             BigBytes(MESSAGE_CAP, "Html-Body-Length {n} exceeds cap {cap}", optional=True),
         ),
     ]
-    response = [(b"message_id", Text())]
+    response = [(b"message_id", Text()), (b"deliveries", Json(optional=True))]
 
 
 class MarkRead(_Command):

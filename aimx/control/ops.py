@@ -13,7 +13,7 @@ import datetime
 import attrs
 from twisted.logger import Logger
 
-from aimx.core import configedit
+from aimx.core import configedit, submission
 from aimx.core.authz import ACCEPT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
 from aimx.core.version import version_fields
@@ -22,9 +22,11 @@ from aimx.errors import (
     ConfigError,
     IOFailure,
     MailboxError,
+    MalformedError,
     NoEntry,
     NonEmptyError,
     NotFoundError,
+    TempError,
     ValidationError,
 )
 from aimx.store import configfile
@@ -46,6 +48,7 @@ hook_log = Logger(namespace="aimx::hook")
 state_log = Logger(namespace="aimx::state")
 
 NOT_AUTHORIZED = "not authorized"
+EXCLUSIVE = "AIMX/1 SEND: --text-only and --html-body are mutually exclusive"
 
 
 @attrs.frozen
@@ -74,6 +77,7 @@ class Control:
     @param run_in_thread: C{f, *args -> Deferred}.
     @param passwd: owner and username lookups.
     @param now: the current time (aware UTC) for C{read_at}.
+    @param outbox: sends mail (L{aimx.outbox.Outbox}); None where SEND is not served.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Control:
         run_in_thread,
         passwd: Passwd = Passwd(),
         now=_utcnow,
+        outbox=None,
     ):
         self.live = live
         self.config_dir = config_dir
@@ -94,6 +99,7 @@ class Control:
         self.run_in_thread = run_in_thread
         self.passwd = passwd
         self.now = now
+        self.outbox = outbox
 
     # -- helpers ---------------------------------------------------------------
 
@@ -150,6 +156,24 @@ class Control:
             path = configfile.config_path(self.config_dir)
             raise IOFailure(f"failed to write {path}: {e}") from None
         self.live.current = new
+
+    # -- send ------------------------------------------------------------------
+
+    async def send(self, caller: Caller, message: bytes, text_only: bool,
+                   html_body: bytes | None) -> dict:
+        """SEND (§6.1, outbound.md §3): check in the spec's order, then hand to the outbox."""
+        if text_only and html_body is not None:
+            raise MalformedError(EXCLUSIVE)
+        if self.outbox is None:
+            raise TempError("this daemon was started without outbound mail")
+        config = self.live.current
+        sub = submission.check_sender(config, submission.scan_headers(message))
+        if not self._authorize("SEND", caller, sub.mailbox).allowed:
+            raise AccessDenied(NOT_AUTHORIZED)
+        sub = submission.check_recipients(sub)
+        return await self.outbox.send(
+            config, sub, message, text_only=text_only, html_body=html_body
+        )
 
     # -- mailboxes -------------------------------------------------------------
 

@@ -56,8 +56,8 @@ KEY_ORDER = INBOUND_ORDER[:-1] + (
     "bcc",
     "delivered_at",
     "delivery_details",
-    "attachments",
     "delivery",
+    "attachments",
 )
 
 _RANK = {key: rank for rank, key in enumerate(KEY_ORDER)}
@@ -204,6 +204,57 @@ def inbound_fields(
             for a in attachments
         ]
         or None,
+    }
+
+
+def sent_fields(
+    *,
+    parsed: ParsedMessage,
+    thread_id: str,
+    delivered_to: str,
+    date: str,
+    size_bytes: int,
+    mailbox: str,
+    outbound_format: str,
+    delivery_status: str,
+    deliveries: Sequence[Mapping[str, str]],
+    bcc: Sequence[str],
+    delivered_at: str | None,
+    delivery_details: str | None,
+) -> dict[str, Any]:
+    """The fields of a sent copy (§6); C{id} and C{attachments} come at publishing.
+
+    @param parsed: the headers of the message as it went out.
+    @param date: its C{Date}, else the send time (L{rfc3339_utc}).
+    @param deliveries: one C{rcpt}/C{status}/C{details} mapping per recipient.
+    @param delivered_at: the send time when every recipient was delivered.
+    @param delivery_details: the undelivered recipients' errors, one line.
+    """
+    return {
+        "message_id": parsed.message_id,
+        "thread_id": thread_id,
+        "from": parsed.from_,
+        "to": parsed.to,
+        "cc": parsed.cc,
+        "delivered_to": delivered_to,
+        "subject": parsed.subject,
+        "date": parsed.date or date,
+        "size_bytes": size_bytes,
+        "in_reply_to": parsed.in_reply_to,
+        "references": parsed.references,
+        "dkim": "pass",
+        "spf": "none",
+        "dmarc": "none",
+        "trusted": "none",
+        "mailbox": mailbox,
+        "read": False,
+        "outbound": True,
+        "outbound_format": outbound_format,
+        "delivery_status": delivery_status,
+        "bcc": list(bcc) or None,
+        "delivered_at": delivered_at,
+        "delivery_details": delivery_details,
+        "delivery": [dict(d) for d in deliveries] or None,
     }
 
 

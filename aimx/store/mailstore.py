@@ -196,27 +196,58 @@ class MailStore:
         warnings = self.prepare_dir(directory, owner)
         received = self.now()
         base = filenames.base_stem(received, subject)
-        if attachments:
-            stem, path, more = self._publish_bundle(
-                directory, base, owner, received, fields, body, attachments
-            )
-        else:
-            stem, path, more = self._publish_flat(
-                directory, base, owner, received, fields, body
-            )
+        def render(stem, entries=None):
+            full = dict(fields, id=stem, received_at=frontmatter.rfc3339_utc(received))
+            if full.get("date") is None:
+                full["date"] = full["received_at"]
+            if entries:
+                full["attachments"] = entries
+            return frontmatter.render(full, body)
+
+        stem, path, more = self._publish(directory, base, owner, render, attachments)
         self._remember(mailbox, message_id, received)
         return Stored(
             stem, path, len(attachments), tuple(warnings + more),
             frontmatter.rfc3339_utc(received),
         )
 
-    def _render(self, stem, received, fields, body, attachment_entries=None) -> bytes:
-        full = dict(fields, id=stem, received_at=frontmatter.rfc3339_utc(received))
-        if full.get("date") is None:
-            full["date"] = full["received_at"]
-        if attachment_entries:
-            full["attachments"] = attachment_entries
-        return frontmatter.render(full, body)
+    def store_sent(
+        self, mailbox: str, owner_name: str, subject: str, fields: dict, body: str,
+        attachments: tuple,
+    ) -> Stored:
+        """Write the sent copy of an outbound message under C{sent/<mailbox>}.
+
+        @param fields: frontmatter fields; C{id} and C{attachments} are filled in here.
+        @param attachments: L{aimx.core.message.Attachment} values, stored in a bundle.
+        """
+        owner = self.owner(owner_name)
+        directory, warnings = self.prepare_sent(mailbox, owner_name)
+        sent = self.now()
+
+        def render(stem, entries=None):
+            full = dict(fields, id=stem)
+            if entries:
+                full["attachments"] = entries
+            return frontmatter.render(full, body)
+
+        base = filenames.base_stem(sent, subject)
+        stem, path, more = self._publish(directory, base, owner, render, attachments)
+        return Stored(
+            stem, path, len(attachments), tuple(warnings + more), frontmatter.rfc3339_utc(sent)
+        )
+
+    def prepare_sent(self, mailbox: str, owner_name: str) -> tuple[str, list[str]]:
+        """Create or heal C{sent/<mailbox>} (owner, mode 0700), as every send does.
+
+        @return: the directory and any warnings.
+        """
+        directory = os.path.join(self.data_dir, "sent", mailbox)
+        return directory, self.prepare_dir(directory, self.owner(owner_name))
+
+    def _publish(self, directory, base, owner, render, attachments):
+        if attachments:
+            return self._publish_bundle(directory, base, owner, render, attachments)
+        return self._publish_flat(directory, base, owner, render)
 
     def _candidates(self, directory: str, base: str):
         """Stem candidates for C{base}, skipping those this store already used."""
@@ -228,12 +259,12 @@ class MailStore:
             self._next_stem[directory] = (base, index + 1)
             yield stem
 
-    def _publish_flat(self, directory, base, owner, received, fields, body):
+    def _publish_flat(self, directory, base, owner, render):
         with _DirFd(directory) as dfd:
             for stem in self._candidates(directory, base):
                 if os.path.lexists(os.path.join(directory, stem)):
                     continue  # a bundle has this stem (a flat name is caught by link)
-                data = self._render(stem, received, fields, body)
+                data = render(stem)
                 tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
                 warnings = self._write_file(dfd, tmp, data, owner)
                 try:
@@ -247,7 +278,7 @@ class MailStore:
                 return stem, os.path.join(directory, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
 
-    def _publish_bundle(self, directory, base, owner, received, fields, body, parts):
+    def _publish_bundle(self, directory, base, owner, render, parts):
         with _DirFd(directory) as dfd:
             for stem in self._candidates(directory, base):
                 try:
@@ -260,7 +291,7 @@ class MailStore:
                     with _DirFd(stem, dir_fd=dfd) as bfd:
                         warnings = _set_owner(bfd, owner, 0o700)
                         entries = self._write_attachments(bfd, stem, parts, owner, warnings)
-                        data = self._render(stem, received, fields, body, entries)
+                        data = render(stem, entries)
                         tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
                         warnings += self._write_file(bfd, tmp, data, owner)
                         os.rename(tmp, final, src_dir_fd=bfd, dst_dir_fd=bfd)
