@@ -269,6 +269,20 @@ class SendVerbTests(TestCase):
         self.assertEqual(daemon.closed, [])
 
 
+    @defer.inlineCallbacks
+    def test_huge_attachment(self):
+        """A 30 MiB attachment is refused before anything is submitted."""
+        daemon = self.serve(answer={"message_id": "<abc@d>"})
+        path = os.path.join(self.dir, "big.bin")
+        with open(path, "wb") as f:
+            f.truncate(30 * 1024 * 1024)
+        code, out, err = yield defer.Deferred.fromCoroutine(
+            self.aimx_send("--attachment", path))
+        self.assertEqual((code, out), (1, ""))
+        self.assertIn("over the 26214400-byte (25 MiB) limit", err)
+        self.assertEqual(daemon.requests, [])
+
+
 class SendParserTests(SynchronousTestCase):
     """Through L{aimx.cli.main}, with L{aimx.cli.session.run} replaced by a recorder."""
 

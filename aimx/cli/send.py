@@ -15,7 +15,7 @@ from twisted.protocols import amp
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.control import client
-from aimx.control.commands import ERRORS, Send
+from aimx.control.commands import ERRORS, MESSAGE_CAP, Send
 from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
 from aimx.errors import DaemonNotRunning
 
@@ -74,6 +74,11 @@ async def send(args, s: session.Session) -> int:
         )
     except ComposeError as e:
         raise CliError(str(e)) from None
+    if len(message) > MESSAGE_CAP:
+        raise CliError(
+            f"message is {len(message)} bytes once encoded, over the {MESSAGE_CAP}-byte "
+            "(25 MiB) limit; attach less or link to the files instead"
+        )
     html = None if args.html_body is None else normalize_crlf(args.html_body).encode("utf-8")
     try:
         reply = await _submit(s, message=message, text_only=args.text_only, html_body=html)
