@@ -17,11 +17,14 @@ import subprocess
 import sys
 
 from twisted.internet import defer, reactor, threads
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 
 from aimx.auth.resolver import Resolver
 from aimx.control import client, commands
 from aimx.errors import (
     BodyTooLarge,
+    ConfigError,
     DeliveryError,
     DomainError,
     MailboxError,
@@ -281,6 +284,23 @@ class SendTests(SendTestCase):
         await self.smtp(eml, [f"bob@{DOMAIN}"], mail_from=f"alice@{DOMAIN}")
         fields, _ = self.only_mail("bob")
         self.assertEqual(fields["dkim"], "pass")
+
+
+class StartupTests(DaemonTestCase):
+    def test_mail_drop_warning(self):
+        """Daemon case 8: the mail drop is announced loudly, naming the path."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.environ["AIMX_TEST_MAIL_DROP"] = "/tmp/some-drop"
+        self.start_daemon()
+        logged = "\n".join(formatEvent(e) for e in events)
+        self.assertIn("AIMX_TEST_MAIL_DROP is set. Outbound mail will be written to "
+                      "/tmp/some-drop and NOT delivered", logged)
+
+    def test_bad_out_port(self):
+        """A bad AIMX_SMTP_OUT_PORT stops start-up and names the variable."""
+        self.environ["AIMX_SMTP_OUT_PORT"] = "smtp"
+        e = self.assertRaises(ConfigError, self.start_daemon)
+        self.assertIn("AIMX_SMTP_OUT_PORT", str(e))
 
 
 class SignatureConfigTests(SendTestCase):
