@@ -140,6 +140,14 @@ class FixtureDNSTests(FixtureTestCase):
         resolver = Resolver.from_env({"AIMX_NAMESERVERS": server.nameservers})
         self.assertEqual(await self.call(resolver.txt, "_dmarc.x.test"), ["v=DMARC1; p=reject"])
 
+    async def test_from_args_mx_and_a(self):
+        """--mx and --a publish a mail route."""
+        server = from_args(reactor, ["--mx", "x.test=mx.x.test", "--a", "mx.x.test=127.0.0.1"])
+        self.addCleanup(server.stop)
+        resolver = Resolver.from_env({"AIMX_NAMESERVERS": server.nameservers})
+        self.assertEqual(await self.call(resolver.mx, "x.test"), [(10, "mx.x.test")])
+        self.assertEqual(await self.call(resolver.addresses, "mx.x.test"), ["127.0.0.1"])
+
     def test_from_args_needs_value(self):
         """A --txt without '=' is a usage error."""
         self.assertRaises(SystemExit, from_args, reactor, ["--txt", "x.test"])

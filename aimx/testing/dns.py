@@ -175,19 +175,29 @@ class FixtureDNS:
 
 
 def from_args(reactor, argv: list[str]) -> FixtureDNS:
-    """A started L{FixtureDNS} from command-line arguments (C{--port}, C{--txt NAME=VALUE})."""
+    """A started L{FixtureDNS} from command-line arguments (C{--port}, C{--txt}, C{--mx}, C{--a})."""
     parser = argparse.ArgumentParser(prog="python -m aimx.testing.dns",
                                      description="Serve fixed DNS records on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="UDP and TCP port (0: any)")
     parser.add_argument("--txt", action="append", default=[], metavar="NAME=VALUE",
                         help="a TXT record (repeatable); VALUE may contain '='")
+    parser.add_argument("--mx", action="append", default=[], metavar="NAME=HOST",
+                        help="an MX record of preference 10 (repeatable)")
+    parser.add_argument("--a", action="append", default=[], metavar="NAME=IP",
+                        help="an A record (repeatable)")
     args = parser.parse_args(argv)
     server = FixtureDNS(reactor)
-    for item in args.txt:
-        name, eq, value = item.partition("=")
-        if not eq:
-            parser.error(f"--txt needs NAME=VALUE, got {item!r}")
-        server.add_txt(name, value)
+    adders = (
+        ("--txt", args.txt, server.add_txt),
+        ("--mx", args.mx, lambda name, host: server.add_mx(name, 10, host)),
+        ("--a", args.a, server.add_a),
+    )
+    for flag, items, add in adders:
+        for item in items:
+            name, eq, value = item.partition("=")
+            if not eq:
+                parser.error(f"{flag} needs NAME=VALUE, got {item!r}")
+            add(name, value)
     server.start(args.port)
     return server
 

@@ -11,6 +11,9 @@ outbound transport connects to one port for every host. Each transaction is reco
 a L{Transaction}.
 """
 
+import argparse
+import os
+
 import attrs
 from twisted.internet import defer, protocol
 from twisted.internet.error import CannotListenError
@@ -119,6 +122,8 @@ class _Server(_Tracked, smtp.ESMTP):
 
     def _messageHandled(self, resultList):
         code = self.sink.replies.get("DATA", 250)
+        if code < 300:
+            self.sink.keep(self.delivery._transaction)
         self.sendCode(code, _reply_text(code).encode("ascii"))
 
 
@@ -182,7 +187,8 @@ class SmtpSink(protocol.ServerFactory):
 
     noisy = False
 
-    def __init__(self, reactor, *, behaviour: str = "smtp", rcpt=None, replies=None, tls=None):
+    def __init__(self, reactor, *, behaviour: str = "smtp", rcpt=None, replies=None, tls=None,
+                 directory: str | None = None):
         """
         @param behaviour: C{"smtp"} to talk; C{"silent"} never answers; C{"close"} hangs
             up at once; C{"badtls"} offers STARTTLS then breaks the handshake;
@@ -191,7 +197,9 @@ class SmtpSink(protocol.ServerFactory):
         @param replies: C{"EHLO"}, C{"MAIL"} or C{"DATA"} (the reply after the data) ->
             reply code given instead of accepting.
         @param tls: C{(certificate, key)} cryptography objects: offer STARTTLS.
+        @param directory: also write each accepted message there as C{<n>.eml}.
         """
+        self.directory = directory
         self._reactor = reactor
         self.protocol = _BEHAVIOURS[behaviour]
         self.rcpt = dict(rcpt or {})
@@ -209,6 +217,15 @@ class SmtpSink(protocol.ServerFactory):
 
     def buildProtocol(self, addr):
         return self.protocol(self)
+
+    def keep(self, transaction: Transaction) -> None:
+        """An accepted message: write it to C{directory} when there is one."""
+        if self.directory is None:
+            return
+        name = os.path.join(self.directory, f"{len(self.transactions):04d}.eml")
+        with open(name + ".tmp", "wb") as f:
+            f.write(transaction.data)
+        os.rename(name + ".tmp", name)
 
     def opened(self, proto) -> None:
         """Called by each connection when it is made."""
@@ -260,3 +277,21 @@ def listen_all(sinks: dict[str, SmtpSink], attempts: int = 10) -> int:
             continue  # sinks already listening keep that port until stop()
         return port
     raise CannotListenError(",".join(sinks), 0, "no port free on every address")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """C{python -m aimx.testing.smtpsink --port P --dir D}: accept mail into D until killed."""
+    from twisted.internet import reactor
+
+    parser = argparse.ArgumentParser(prog="python -m aimx.testing.smtpsink",
+                                     description="Accept SMTP on 127.0.0.1 into a directory.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", required=True)
+    args = parser.parse_args(argv)
+    os.makedirs(args.dir, exist_ok=True)
+    SmtpSink(reactor, directory=args.dir).listen("127.0.0.1", args.port)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
