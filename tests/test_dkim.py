@@ -57,6 +57,25 @@ class RsaVerifyTests(SynchronousTestCase):
         self.assertFalse(self.both(hashlib.sha256(b"x"), b"\0" * 7, self.public))
 
 
+class RsaSignTests(SynchronousTestCase):
+    def test_installed(self):
+        self.assertIs(dkim.RSASSA_PKCS1_v1_5_sign, aimx_dkim.rsa_pkcs1_sign)
+
+    def test_same_bytes_as_dkimpy(self):
+        """PKCS#1 v1.5 is deterministic: OpenSSL's signature equals dkimpy's, byte for byte."""
+        private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        from cryptography.hazmat.primitives import serialization
+
+        der = private.private_bytes(serialization.Encoding.DER,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption())
+        key = dkim.crypto.parse_private_key(der)
+        for name in ("sha256", "sha1"):
+            digest = hashlib.new(name, b"message")
+            self.assertEqual(aimx_dkim.rsa_pkcs1_sign(digest.copy(), key),
+                             aimx_dkim._PURE_PYTHON_SIGN(digest.copy(), key))
+
+
 def _fresh(module_name):
     """A private, unpatched copy of one of dkimpy's modules."""
     spec = importlib.util.find_spec(module_name)
