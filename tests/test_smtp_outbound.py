@@ -395,3 +395,28 @@ class ResolutionTests(OutboundTestCase):
         self.assertEqual(result.status, FAILED)
         self.assertTrue(result.details.startswith("Invalid sender address 'bad sender@x.com': "))
         self.assertEqual(sink.connections, 1)
+
+
+class NoDelayTests(TestCase):
+    def test_nagle_off(self):
+        """The sender turns Nagle off: the message's last piece must not wait for an ACK."""
+        from twisted.internet import error
+        from twisted.internet.testing import StringTransport
+        from twisted.python import failure
+
+        from aimx.smtp.outbound import _SenderFactory
+
+        class Transport(StringTransport):
+            nodelay = False
+
+            def setTcpNoDelay(self, enabled):
+                self.nodelay = enabled
+
+        factory = _SenderFactory(host="mx", helo=HELO, tls=None, timeout=5, mail_from=SENDER,
+                                 rcpts=["b@example.com"], data=MESSAGE)
+        transport = Transport()
+        sender = factory.buildProtocol(None)
+        sender.makeConnection(transport)
+        self.assertTrue(transport.nodelay)
+        sender.setTimeout(None)
+        sender.connectionLost(failure.Failure(error.ConnectionDone()))
