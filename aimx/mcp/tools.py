@@ -1,0 +1,310 @@
+"""The bodies of the twelve MCP tools (L3), behind a control client (spec/mcp.md §2).
+
+L{Tools} takes any object with C{async call(command, **arguments) -> dict}
+(L{aimx.control.aioclient.ControlClient} in production, a fake in tests).  What
+the daemon decides (visibility, ownership, validation) it decides; mailbox
+contents are read here with the caller's own uid through L{aimx.mcp.files}.
+Each method returns the tool's text or raises C{ToolError} with the text the
+agent sees.
+"""
+
+import json
+from datetime import UTC, datetime
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from aimx.control import aioclient
+from aimx.control.commands import (
+    ERRORS,
+    HookCreate,
+    HookDelete,
+    HookList,
+    MailboxCreate,
+    MailboxDelete,
+    MailboxList,
+    MarkRead,
+    MarkUnread,
+    Send,
+)
+from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
+from aimx.errors import DaemonNotRunning
+from aimx.mcp import files
+from aimx.store.mailboxes import valid_id
+
+NOT_RUNNING = "aimx daemon not running. Start with 'sudo systemctl start aimx'"
+EXCLUSIVE = "AIMX/1 SEND: --text-only and --html-body are mutually exclusive"
+LIMIT_MAX = 200
+_LIST_KEYS = {
+    "inbox": ("id", "from", "to", "subject", "date", "read"),
+    "sent": ("id", "from", "to", "subject", "date", "delivery_status"),
+}
+
+
+def _json(value) -> str:
+    """Compact JSON, keys in insertion order, non-ASCII kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _check_id(email_id: str) -> None:
+    if not email_id:
+        raise ToolError("Email ID cannot be empty.")
+    if not valid_id(email_id):
+        raise ToolError("Email ID contains invalid characters.")
+
+
+def _folder_key(folder: str | None) -> str:
+    if folder in (None, "inbox"):
+        return "inbox"
+    if folder == "sent":
+        return "sent"
+    raise ToolError(f'Invalid folder \'{folder}\': expected "inbox" or "sent".')
+
+
+def _list_row(email_id: str, fields: dict, keys) -> dict:
+    row = {}
+    for key in keys:
+        value = fields.get(key)
+        if key == "id":
+            row[key] = email_id
+        elif key == "read":
+            row[key] = value is True
+        else:
+            row[key] = value if isinstance(value, str) else ""
+    return row
+
+
+def _bare(address: str) -> str:
+    """The text between C{<} and C{>}, else the whole value (mcp.md §2.7 step 7)."""
+    start, end = address.find("<"), address.find(">")
+    return address[start + 1 : end] if 0 <= start < end else address
+
+
+class Tools:
+    """The tool bodies, sharing one control client.
+
+    @param client: the daemon (C{call(command, **arguments)}).
+    @param now: the clock for the Date of composed mail.
+    """
+
+    def __init__(self, client, now=lambda: datetime.now(UTC)):
+        self.client = client
+        self.now = now
+
+    async def _call(self, command, **arguments) -> dict:
+        """One daemon command; every failure becomes the agent-visible text."""
+        try:
+            return await self.client.call(command, **arguments)
+        except DaemonNotRunning:
+            raise ToolError(NOT_RUNNING) from None
+        except tuple(ERRORS) as e:
+            raise ToolError(f"[{e.code}] {e}") from None
+        except aioclient.MalformedResponse as e:
+            raise ToolError(f"Malformed response from aimx daemon: {e}") from None
+        except aioclient.ConnectFailed as e:
+            raise ToolError(str(e)) from None
+
+    async def _rows(self) -> list[dict]:
+        return (await self._call(MailboxList))["mailboxes"]
+
+    async def _row(self, name: str) -> dict:
+        """The caller's MAILBOX-LIST row of C{name} (missing and foreign look alike)."""
+        for row in await self._rows():
+            if row.get("name") == name:
+                return row
+        raise ToolError(f"Mailbox '{name}' does not exist.")
+
+    @staticmethod
+    def _sender(row: dict, verb: str) -> str:
+        address = row.get("address")
+        if address is None:
+            raise ToolError(f"Mailbox '{row['name']}' is not registered.")
+        if address.startswith("*"):
+            raise ToolError(
+                f"Cannot {verb} from '{row['name']}': catchall mailbox has no valid sender "
+                "address. Use a named mailbox."
+            )
+        return address
+
+    @staticmethod
+    def _open(row: dict, folder: str, email_id: str) -> int:
+        try:
+            return files.open_message(row[f"{folder}_path"], email_id)
+        except files.NotFound:
+            raise ToolError(f"Email '{email_id}' not found in mailbox '{row['name']}'.") from None
+
+    # -- mailboxes -------------------------------------------------------------
+
+    async def mailbox_list(self) -> str:
+        """§2.1: the visible MAILBOX-LIST rows as compact JSON, sorted by name."""
+        return _json(sorted(await self._rows(), key=lambda row: row["name"]))
+
+    async def mailbox_create(self, name: str) -> str:
+        """§2.2: MAILBOX-CREATE owned by the caller; the new address."""
+        return (await self._call(MailboxCreate, name=name))["address"]
+
+    async def mailbox_delete(self, name: str, force: bool = False) -> str:
+        """§2.3: MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
+        if force and name == "catchall":
+            raise ToolError("Cannot delete the catchall mailbox")
+        await self._call(MailboxDelete, name=name, force=force)
+        return f"Mailbox '{name}' deleted."
+
+    # -- reading -----------------------------------------------------------------
+
+    async def email_list(
+        self, mailbox: str, folder: str | None = None, limit: int = 50, offset: int = 0
+    ) -> str:
+        """§2.4: a page of a folder's rows, newest first; only that page is read."""
+        row = await self._row(mailbox)
+        key = _folder_key(folder)
+        limit = min(limit, LIMIT_MAX)
+        directory = row[f"{key}_path"]
+        try:
+            ids = files.list_ids(directory)
+        except OSError as e:
+            raise ToolError(f"Failed to list emails in '{directory}': {e.strerror}") from None
+        rows = []
+        for email_id in ids[offset : offset + limit]:
+            try:
+                fields = files.read_frontmatter(files.open_message(directory, email_id))
+            except (files.NotFound, OSError):
+                continue
+            except ValueError as e:
+                raise ToolError(f"Failed to parse frontmatter of '{email_id}': {e}") from None
+            if fields is not None:
+                rows.append(_list_row(email_id, fields, _LIST_KEYS[key]))
+        return _json(rows)
+
+    async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
+        """§2.5: the message file verbatim, resolved strictly inside the folder."""
+        _check_id(id)
+        row = await self._row(mailbox)
+        fd = self._open(row, _folder_key(folder), id)
+        try:
+            return files.read_message(fd).decode("utf-8", "replace")
+        except OSError as e:
+            raise ToolError(f"Failed to read email: {e}") from None
+
+    async def email_mark_read(self, mailbox: str, id: str) -> str:
+        """§2.8: MARK-READ after the id check and the row lookup."""
+        _check_id(id)
+        await self._row(mailbox)
+        await self._call(MarkRead, mailbox=mailbox, id=id)
+        return f"Email '{id}' marked as read."
+
+    async def email_mark_unread(self, mailbox: str, id: str) -> str:
+        """§2.8: MARK-UNREAD after the id check and the row lookup."""
+        _check_id(id)
+        await self._row(mailbox)
+        await self._call(MarkUnread, mailbox=mailbox, id=id)
+        return f"Email '{id}' marked as unread."
+
+    # -- sending -----------------------------------------------------------------
+
+    async def email_send(
+        self,
+        from_mailbox: str,
+        to: str,
+        subject: str,
+        body: str,
+        cc: str | None = None,
+        bcc: str | None = None,
+        reply_to: str | None = None,
+        references: str | None = None,
+        html_body: str | None = None,
+        attachments: list[str] | None = None,
+        text_only: bool = False,
+    ) -> str:
+        """§2.6: compose from the mailbox's address as C{aimx send} does, then SEND."""
+        if text_only and html_body is not None:
+            raise ToolError(EXCLUSIVE)
+        sender = self._sender(await self._row(from_mailbox), "send")
+        try:
+            attached = [read_attachment(path) for path in attachments or ()]
+        except ComposeError as e:
+            raise ToolError(str(e)) from None
+        return await self._send(
+            text_only, html_body, from_=sender, to=to, cc=cc or (), bcc=bcc or (),
+            subject=subject, body=body, reply_to=reply_to, references=references,
+            attachments=attached,
+        )
+
+    async def email_reply(
+        self, mailbox: str, id: str, body: str, text_only: bool = False,
+        html_body: str | None = None,
+    ) -> str:
+        """§2.7: reply to an inbox email's sender, threaded, from the mailbox's address."""
+        if text_only and html_body is not None:
+            raise ToolError(EXCLUSIVE)
+        _check_id(id)
+        row = await self._row(mailbox)
+        try:
+            original = files.read_frontmatter(self._open(row, "inbox", id))
+        except (OSError, ValueError):
+            original = None
+        if original is None:
+            raise ToolError("Failed to parse email frontmatter.")
+        sender = self._sender(row, "reply")
+        subject = str(original.get("subject", ""))
+        if not subject.startswith("Re: "):
+            subject = "Re: " + subject
+        message_id = str(original.get("message_id", ""))
+        chain = [f"<{ref}>" for ref in str(original.get("references", "")).split()]
+        return await self._send(
+            text_only, html_body, from_=sender, to=_bare(str(original.get("from", ""))),
+            subject=subject, body=body, reply_to=message_id or None,
+            references=" ".join([*chain, f"<{message_id}>"]),
+        )
+
+    async def _send(self, text_only: bool, html_body: str | None, **fields) -> str:
+        """Compose as C{aimx send} does (L{compose} C{fields}) and submit."""
+        try:
+            message = compose(now=self.now(), **fields)
+        except ComposeError as e:
+            raise ToolError(str(e)) from None
+        html = None if html_body is None else normalize_crlf(html_body).encode("utf-8")
+        reply = await self._call(Send, message=message, text_only=text_only, html_body=html)
+        text = f"Email sent to {fields['to']}. Message-ID: {reply['message_id']}"
+        missed = [d for d in reply.get("deliveries") or () if d.get("status") != "delivered"]
+        if missed:
+            text += "\nNot delivered to every recipient:" + "".join(
+                f"\n  {d.get('status')}: {d.get('rcpt')}: {d.get('details')}" for d in missed
+            )
+        return text
+
+    # -- hooks -------------------------------------------------------------------
+
+    async def hook_create(
+        self,
+        mailbox: str,
+        event: str,
+        cmd: list[str],
+        name: str | None = None,
+        timeout_secs: int | None = None,
+        fire_on_untrusted: bool = False,
+    ) -> str:
+        """§2.9: HOOK-CREATE with the JSON body of spec/control-socket.md §6.7."""
+        await self._row(mailbox)
+        if not cmd:
+            raise ToolError("cmd must not be empty")
+        body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
+        if timeout_secs is not None:
+            body["timeout_secs"] = timeout_secs
+        await self._call(HookCreate, mailbox=mailbox, event=event, name=name, body=_json(body))
+        return f"Hook created on mailbox '{mailbox}'."
+
+    async def hook_list(self, mailbox: str | None = None) -> str:
+        """§2.10: the visible hooks (of C{mailbox} only, when given) as compact JSON."""
+        if mailbox is not None:
+            await self._row(mailbox)
+        hooks = (await self._call(HookList))["hooks"]
+        if mailbox is not None:
+            hooks = [hook for hook in hooks if hook.get("mailbox") == mailbox]
+        hooks.sort(key=lambda h: (h["mailbox"], h["event"], h["name"]))
+        return _json(hooks)
+
+    async def hook_delete(self, name: str) -> str:
+        """§2.11: HOOK-DELETE, no pre-flight (foreign hooks are not found)."""
+        await self._call(HookDelete, name=name)
+        return f"Hook '{name}' deleted."
+

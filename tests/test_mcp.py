@@ -1,0 +1,663 @@
+"""The MCP tools against a fake daemon, and the server through the SDK's in-process client.
+
+spec/mcp.md.  Tool bodies (L{aimx.mcp.tools.Tools}) get a L{FakeDaemon}: canned
+MAILBOX-LIST rows pointing at real directories under the test's temp dir, so
+listing and reading go through the real files.  The server (L{aimx.mcp.server})
+is driven with C{mcp.Client(server)} inside C{asyncio.run}.
+"""
+
+import asyncio
+import copy
+import email
+import email.policy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from mcp import Client
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.control import aioclient, commands
+from aimx.core import frontmatter
+from aimx.errors import BodyTooLarge, DaemonNotRunning, MailboxError, NoEntry
+from aimx.mcp import server, tools
+
+DOMAIN = "test.local"
+NAMES = {
+    "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
+    "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
+    "hook_list", "hook_delete",
+}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FakeDaemon:
+    """A control client with canned answers; records every command as (name, arguments).
+
+    @ivar errors: command class to the exception its call raises.
+    """
+
+    def __init__(self, rows=(), hooks=()):
+        self.rows = list(rows)
+        self.hooks = list(hooks)
+        self.calls = []
+        self.errors = {}
+        self.deliveries = None
+
+    async def call(self, command, **arguments):
+        command.makeArguments(arguments, None)  # the wire accepts these arguments
+        self.calls.append((command.commandName.decode(), arguments))
+        if command in self.errors:
+            raise self.errors[command]
+        if command is commands.MailboxList:
+            return {"mailboxes": copy.deepcopy(self.rows)}
+        if command is commands.HookList:
+            return {"hooks": copy.deepcopy(self.hooks)}
+        if command is commands.MailboxCreate:
+            return {"address": f"{arguments['name']}@{DOMAIN}"}
+        if command is commands.HookCreate:
+            return {"name": "derived"}
+        if command is commands.Send:
+            return {"message_id": "<new@test.local>", "deliveries": self.deliveries}
+        return {}
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def sent(self) -> tuple[email.message.EmailMessage, dict]:
+        """The one SEND: the parsed message and the arguments."""
+        [arguments] = [a for name, a in self.calls if name == "SEND"]
+        return email.message_from_bytes(arguments["message"], policy=email.policy.default), \
+            arguments
+
+
+def row(root: str, name: str, address: str | None = "") -> dict:
+    """A MAILBOX-LIST row for C{name} with its directories under C{root}."""
+    return {
+        "name": name,
+        "address": f"{name}@{DOMAIN}" if address == "" else address,
+        "inbox_path": os.path.join(root, "inbox", name),
+        "sent_path": os.path.join(root, "sent", name),
+        "total": 0,
+        "unread": 0,
+        "sent_count": 0,
+        "registered": address is not None,
+    }
+
+
+def write_email(directory: str, stem: str, *, bundle=False, body="Hello body", **fields) -> str:
+    """Store an email file (flat, or as a bundle) and return its path."""
+    values = {
+        "id": stem, "message_id": f"{stem}@example.com", "from": "sender@example.com",
+        "to": f"alice@{DOMAIN}", "subject": "Hi", "date": "2025-06-01T12:00:00Z", "read": False,
+    }
+    values.update(fields)
+    if bundle:
+        directory = os.path.join(directory, stem)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, stem + ".md")
+    with open(path, "wb") as f:
+        f.write(frontmatter.render(values, body))
+    return path
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+class ToolsTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        self.inbox = os.path.join(self.root, "inbox", "alice")
+        self.sent_dir = os.path.join(self.root, "sent", "alice")
+        os.makedirs(self.inbox)
+        self.daemon = FakeDaemon([row(self.root, "alice"), row(self.root, "catchall", "*@t")])
+        self.tools = tools.Tools(self.daemon)
+
+    def fails(self, coroutine) -> str:
+        """The text of the ToolError the tool raises."""
+        return str(self.assertRaises(ToolError, run, coroutine))
+
+
+class MailboxToolTests(ToolsTestCase):
+    def test_list(self):
+        """Case 4: the rows as compact JSON, sorted by name, keys in the daemon's order."""
+        self.daemon.rows.reverse()
+        text = run(self.tools.mailbox_list())
+        self.assertNotIn(" ", text.replace("*@t", ""))
+        rows = json.loads(text)
+        self.assertEqual([r["name"] for r in rows], ["alice", "catchall"])
+        self.assertEqual(list(rows[0]), ["name", "address", "inbox_path", "sent_path", "total",
+                                         "unread", "sent_count", "registered"])
+
+    def test_list_empty(self):
+        """Nothing visible: exactly `[]`."""
+        self.daemon.rows = []
+        self.assertEqual(run(self.tools.mailbox_list()), "[]")
+
+    def test_create(self):
+        """MAILBOX-CREATE without an owner; the answer is the new address."""
+        self.assertEqual(run(self.tools.mailbox_create("task-42")), f"task-42@{DOMAIN}")
+        self.assertEqual(self.daemon.calls, [("MAILBOX-CREATE", {"name": "task-42"})])
+
+    def test_create_refused(self):
+        """Daemon errors surface as `[CODE] reason`."""
+        self.daemon.errors[commands.MailboxCreate] = MailboxError("mailbox 'x' already exists")
+        self.assertEqual(self.fails(self.tools.mailbox_create("x")),
+                         "[MAILBOX] mailbox 'x' already exists")
+
+    def test_delete(self):
+        """MAILBOX-DELETE with force as given; `Mailbox '<name>' deleted.`"""
+        self.assertEqual(run(self.tools.mailbox_delete("alice", True)), "Mailbox 'alice' deleted.")
+        self.assertEqual(self.daemon.calls, [("MAILBOX-DELETE", {"name": "alice", "force": True})])
+
+    def test_delete_catchall_forced(self):
+        """Forcing the catchall is refused before any I/O."""
+        self.assertEqual(self.fails(self.tools.mailbox_delete("catchall", True)),
+                         "Cannot delete the catchall mailbox")
+        self.assertEqual(self.daemon.calls, [])
+
+
+class EmailListTests(ToolsTestCase):
+    def test_two_rows(self):
+        """Case 5: newest first; fields from the frontmatter; read defaults to false."""
+        write_email(self.inbox, "2025-06-01-001")
+        write_email(self.inbox, "2025-06-01-002", read=True, subject="Second")
+        rows = json.loads(run(self.tools.email_list("alice")))
+        self.assertEqual(len(rows), 2)
+        self.assertEqual(rows[0], {"id": "2025-06-01-002", "from": "sender@example.com",
+                                   "to": f"alice@{DOMAIN}", "subject": "Second",
+                                   "date": "2025-06-01T12:00:00Z", "read": True})
+        self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
+
+    def test_paging(self):
+        """Case 6: limit 2 offset 1 of five → the 4th and 3rd newest."""
+        for day in range(1, 6):
+            write_email(self.inbox, f"2025-06-0{day}-001", bundle=day == 3)
+        rows = json.loads(run(self.tools.email_list("alice", limit=2, offset=1)))
+        self.assertEqual([r["id"] for r in rows], ["2025-06-04-001", "2025-06-03-001"])
+
+    def test_empty_and_clamped(self):
+        """Case 7: an empty mailbox is exactly `[]`; limit 500 acts as 200; 0 gives `[]`."""
+        self.assertEqual(run(self.tools.email_list("alice")), "[]")
+        for n in range(205):
+            write_email(self.inbox, f"2025-06-01-{n:03}")
+        self.assertEqual(len(json.loads(run(self.tools.email_list("alice", limit=500)))), 200)
+        self.assertEqual(run(self.tools.email_list("alice", limit=0)), "[]")
+        self.assertEqual(run(self.tools.email_list("alice", offset=205)), "[]")
+
+    def test_sent_rows(self):
+        """The sent folder: delivery_status instead of read ("" when missing)."""
+        write_email(self.sent_dir, "2025-06-01-001", delivery_status="delivered")
+        write_email(self.sent_dir, "2025-06-01-002")
+        rows = json.loads(run(self.tools.email_list("alice", "sent")))
+        self.assertEqual(list(rows[1]), ["id", "from", "to", "subject", "date", "delivery_status"])
+        self.assertEqual([r["delivery_status"] for r in rows], ["", "delivered"])
+
+    def test_missing_folder_dir(self):
+        """A mailbox without a sent directory lists as `[]`."""
+        self.assertEqual(run(self.tools.email_list("alice", "sent")), "[]")
+
+    def test_unreadable_folder(self):
+        """A folder that cannot be opened is an error, not an empty list."""
+        os.makedirs(os.path.join(self.root, "sent"))
+        with open(self.sent_dir, "w"):
+            pass
+        self.assertEqual(self.fails(self.tools.email_list("alice", "sent")),
+                         f"Failed to list emails in '{self.sent_dir}': Not a directory")
+
+    def test_bad_folder(self):
+        """Any folder but inbox/sent is refused with the spec's text."""
+        self.assertEqual(self.fails(self.tools.email_list("alice", "drafts")),
+                         'Invalid folder \'drafts\': expected "inbox" or "sent".')
+
+    def test_unknown_mailbox(self):
+        """Case 9: a mailbox the listing lacks (missing or someone else's) does not exist."""
+        self.assertEqual(self.fails(self.tools.email_list("nonexistent")),
+                         "Mailbox 'nonexistent' does not exist.")
+
+    def test_dropped_without_backfill(self):
+        """Entries without +++ frontmatter or without their .md are dropped; the page is short."""
+        write_email(self.inbox, "2025-06-01-001")
+        with open(os.path.join(self.inbox, "2025-06-02-001.md"), "w") as f:
+            f.write("no frontmatter\n")
+        os.mkdir(os.path.join(self.inbox, "2025-06-03-001"))
+        rows = json.loads(run(self.tools.email_list("alice", limit=2)))
+        self.assertEqual(rows, [])
+        self.assertEqual(len(json.loads(run(self.tools.email_list("alice")))), 1)
+
+    def test_bad_toml(self):
+        """A frontmatter that is not TOML is a tool error."""
+        with open(os.path.join(self.inbox, "2025-06-01-001.md"), "w") as f:
+            f.write("+++\nfrom = \n+++\n\nbody\n")
+        self.assertIn("2025-06-01-001", self.fails(self.tools.email_list("alice")))
+
+    def test_links_ignored(self):
+        """Symlinked files and bundles are neither listed nor followed."""
+        outside = write_email(os.path.join(self.root, "elsewhere"), "2025-06-09-001")
+        os.symlink(outside, os.path.join(self.inbox, "2025-06-09-001.md"))
+        os.symlink(os.path.dirname(outside), os.path.join(self.inbox, "2025-06-08-001"))
+        write_email(self.inbox, "2025-06-01-001")
+        rows = json.loads(run(self.tools.email_list("alice")))
+        self.assertEqual([r["id"] for r in rows], ["2025-06-01-001"])
+
+
+class EmailReadTests(ToolsTestCase):
+    def test_read(self):
+        """Case 8: the file verbatim, frontmatter and body; flat or bundled."""
+        path = write_email(self.inbox, "2025-06-01-001", body="Hello body é")
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(run(self.tools.email_read("alice", "2025-06-01-001")), f.read())
+        write_email(self.inbox, "2025-06-02-001", bundle=True, body="In a bundle")
+        self.assertIn("In a bundle", run(self.tools.email_read("alice", "2025-06-02-001")))
+        write_email(self.sent_dir, "2025-06-03-001", body="Sent one")
+        self.assertIn("Sent one", run(self.tools.email_read("alice", "2025-06-03-001", "sent")))
+
+    def test_not_found(self):
+        """Case 8: an unknown id is not found, naming the id and the mailbox."""
+        self.assertEqual(self.fails(self.tools.email_read("alice", "nonexistent")),
+                         "Email 'nonexistent' not found in mailbox 'alice'.")
+
+    def test_bad_ids(self):
+        """Case 8: ids with `..`, `/`, `\\` or NUL, and empty ids, are refused before any I/O."""
+        for bad in ("../x", "a/b", "a\\b", "a\0b", ".."):
+            self.assertEqual(self.fails(self.tools.email_read("alice", bad)),
+                             "Email ID contains invalid characters.")
+        self.assertEqual(self.fails(self.tools.email_read("alice", "")),
+                         "Email ID cannot be empty.")
+        self.assertEqual(self.daemon.calls, [])
+
+    def test_symlink_no_fallback(self):
+        """A symlinked <id>.md is not found, even with a real bundle of that id beside it."""
+        outside = write_email(os.path.join(self.root, "elsewhere"), "secret", body="SECRET")
+        os.symlink(outside, os.path.join(self.inbox, "2025-06-01-001.md"))
+        write_email(self.inbox, "2025-06-01-001", bundle=True, body="bundle")
+        self.assertIn("not found", self.fails(self.tools.email_read("alice", "2025-06-01-001")))
+
+    def test_links_refused(self):
+        """A symlinked bundle dir, a symlinked .md inside a bundle and a hard link are refused."""
+        outside = write_email(os.path.join(self.root, "elsewhere", "b1"), "b1", body="SECRET")
+        os.symlink(os.path.dirname(outside), os.path.join(self.inbox, "b1"))
+        os.makedirs(os.path.join(self.inbox, "b2"))
+        os.symlink(outside, os.path.join(self.inbox, "b2", "b2.md"))
+        os.link(outside, os.path.join(self.inbox, "hl.md"))
+        for email_id in ("b1", "b2", "hl"):
+            self.assertIn("not found", self.fails(self.tools.email_read("alice", email_id)))
+
+    def test_fifo(self):
+        """A FIFO named like a message is not found (and the read does not block)."""
+        os.mkfifo(os.path.join(self.inbox, "fifo.md"))
+        self.assertIn("not found", self.fails(self.tools.email_read("alice", "fifo")))
+
+
+class MarkTests(ToolsTestCase):
+    def test_mark(self):
+        """Case 10 (wording): MARK-READ / MARK-UNREAD after the row lookup."""
+        self.assertEqual(run(self.tools.email_mark_read("alice", "x1")), "Email 'x1' marked as read.")
+        self.assertEqual(run(self.tools.email_mark_unread("alice", "x1")),
+                         "Email 'x1' marked as unread.")
+        self.assertEqual(self.daemon.calls[1], ("MARK-READ", {"mailbox": "alice", "id": "x1"}))
+        self.assertEqual(self.daemon.names(),
+                         ["MAILBOX-LIST", "MARK-READ", "MAILBOX-LIST", "MARK-UNREAD"])
+
+    def test_checks(self):
+        """Bad ids and invisible mailboxes are refused without a MARK; daemon errors pass."""
+        self.assertEqual(self.fails(self.tools.email_mark_read("alice", "a/b")),
+                         "Email ID contains invalid characters.")
+        self.assertEqual(self.fails(self.tools.email_mark_unread("bob", "x")),
+                         "Mailbox 'bob' does not exist.")
+        self.assertNotIn("MARK-READ", self.daemon.names())
+        self.daemon.errors[commands.MarkRead] = NoEntry("mailbox 'alice' does not exist")
+        self.assertEqual(self.fails(self.tools.email_mark_read("alice", "x")),
+                         "[ENOENT] mailbox 'alice' does not exist")
+
+
+class SendTests(ToolsTestCase):
+    def send(self, **kw):
+        arguments = {"from_mailbox": "alice", "to": "bob@example.com", "subject": "Hi",
+                     "body": "**b**", **kw}
+        return self.tools.email_send(**arguments)
+
+    def test_send(self):
+        """From = the row's address; cc/bcc delivered; the success text names `to`."""
+        text = run(self.send(cc="c@example.com", bcc="d@example.com"))
+        self.assertEqual(text, "Email sent to bob@example.com. Message-ID: <new@test.local>")
+        message, arguments = self.daemon.sent()
+        self.assertEqual((message["From"], message["To"], message["Cc"], message["Bcc"]),
+                         (f"alice@{DOMAIN}", "bob@example.com", "c@example.com", "d@example.com"))
+        self.assertEqual(message.get_content().strip(), "**b**")
+        self.assertEqual((arguments["text_only"], arguments["html_body"]), (False, None))
+        self.assertTrue(message["Message-ID"].endswith(f"@{DOMAIN}>"))
+
+    def test_modes(self):
+        """text_only travels as the flag; html_body CRLF-normalised as bytes."""
+        run(self.send(text_only=True))
+        self.assertEqual(self.daemon.sent()[1]["text_only"], True)
+        self.daemon.calls = []
+        run(self.send(html_body="<p>x</p>\n<p>y</p>"))
+        self.assertEqual(self.daemon.sent()[1]["html_body"], b"<p>x</p>\r\n<p>y</p>")
+
+    def test_exclusive(self):
+        """Case 11: text_only + html_body (even empty) → the SEND text exactly, no I/O."""
+        for html in ("<p>x</p>", ""):
+            self.assertEqual(self.fails(self.send(text_only=True, html_body=html)),
+                             tools.EXCLUSIVE)
+            self.assertEqual(self.fails(self.tools.email_reply("alice", "x", "b", True, html)),
+                             tools.EXCLUSIVE)
+        self.assertEqual(self.daemon.calls, [])
+
+    def test_unknown_sender(self):
+        """Case 11: an invisible from_mailbox does not exist; nothing is sent."""
+        self.assertEqual(self.fails(self.send(from_mailbox="nonexistent")),
+                         "Mailbox 'nonexistent' does not exist.")
+        self.assertNotIn("SEND", self.daemon.names())
+
+    def test_unusable_senders(self):
+        """Unregistered dirs and the catchall cannot send."""
+        self.daemon.rows.append(row(self.root, "stray", None))
+        self.assertEqual(self.fails(self.send(from_mailbox="stray")),
+                         "Mailbox 'stray' is not registered.")
+        self.assertEqual(
+            self.fails(self.send(from_mailbox="catchall")),
+            "Cannot send from 'catchall': catchall mailbox has no valid sender address. "
+            "Use a named mailbox.")
+
+    def test_threading(self):
+        """references is applied only with reply_to."""
+        run(self.send(references="<r0@x>"))
+        message = self.daemon.sent()[0]
+        self.assertNotIn("In-Reply-To", message)
+        self.assertNotIn("References", message)
+        self.daemon.calls = []
+        run(self.send(reply_to="m1@x", references="<r0@x> <m1@x>"))
+        message = self.daemon.sent()[0]
+        self.assertEqual((message["In-Reply-To"], message["References"]),
+                         ("<m1@x>", "<r0@x> <m1@x>"))
+
+    def test_attachments(self):
+        """Files are read by the tool; a missing one is the compose error."""
+        path = os.path.join(self.root, "notes.txt")
+        with open(path, "w") as f:
+            f.write("attached")
+        run(self.send(attachments=[path]))
+        [part] = list(self.daemon.sent()[0].iter_attachments())
+        self.assertEqual((part.get_filename(), part.get_content()), ("notes.txt", "attached"))
+        missing = os.path.join(self.root, "missing.pdf")
+        self.assertEqual(self.fails(self.send(attachments=[missing])),
+                         f"Attachment file not found: {missing}")
+
+    def test_header_injection(self):
+        """CR/LF in the subject is the client's refusal."""
+        self.assertIn("possible header injection",
+                      self.fails(self.send(subject="x\r\nBcc: y@z")).lower())
+
+    def test_daemon_errors(self):
+        """`[CODE] reason`, e.g. a Markdown body over 5 MiB."""
+        self.daemon.errors[commands.Send] = BodyTooLarge("markdown body exceeds 5 MiB")
+        self.assertEqual(self.fails(self.send()), "[BODY_TOO_LARGE] markdown body exceeds 5 MiB")
+
+    def test_partial(self):
+        """Recipients not delivered are named after the success line."""
+        self.daemon.deliveries = [
+            {"rcpt": "bob@example.com", "status": "delivered", "details": ""},
+            {"rcpt": "eve@later.example", "status": "deferred", "details": "451 try later"},
+        ]
+        text = run(self.send(to="bob@example.com, eve@later.example"))
+        self.assertEqual(text.splitlines()[1:], [
+            "Not delivered to every recipient:",
+            "  deferred: eve@later.example: 451 try later",
+        ])
+
+
+class ReplyTests(ToolsTestCase):
+    def test_threaded_reply(self):
+        """Case 13: Re: subject, bare To, In-Reply-To and References from the original."""
+        write_email(self.inbox, "2025-06-01-001", subject="Hello", message_id="m1@x",
+                    references="r0@x", **{"from": "Sender Name <sender@example.com>"})
+        text = run(self.tools.email_reply("alice", "2025-06-01-001", "Thanks"))
+        self.assertEqual(text, "Email sent to sender@example.com. Message-ID: <new@test.local>")
+        message, _ = self.daemon.sent()
+        self.assertEqual(
+            (message["Subject"], message["To"], message["From"], message["In-Reply-To"],
+             message["References"]),
+            ("Re: Hello", "sender@example.com", f"alice@{DOMAIN}", "<m1@x>", "<r0@x> <m1@x>"))
+
+    def test_reply_variants(self):
+        """`Re: ` is not doubled; no stored references → just the id; no id → no threading."""
+        write_email(self.inbox, "a", subject="Re: Hello", message_id="m1@x")
+        write_email(self.inbox, "b", subject="re: lower", message_id="")
+        run(self.tools.email_reply("alice", "a", "x"))
+        message = self.daemon.sent()[0]
+        self.assertEqual((message["Subject"], message["References"]), ("Re: Hello", "<m1@x>"))
+        self.daemon.calls = []
+        run(self.tools.email_reply("alice", "b", "x"))
+        message = self.daemon.sent()[0]
+        self.assertEqual(message["Subject"], "Re: re: lower")
+        self.assertNotIn("In-Reply-To", message)
+        self.assertNotIn("References", message)
+
+    def test_not_found(self):
+        """Case 13: an unknown id, or one only in sent, is not found; nothing is sent."""
+        write_email(self.sent_dir, "s1")
+        for email_id in ("nonexistent", "s1"):
+            self.assertEqual(self.fails(self.tools.email_reply("alice", email_id, "x")),
+                             f"Email '{email_id}' not found in mailbox 'alice'.")
+        self.assertNotIn("SEND", self.daemon.names())
+
+    def test_unparsable(self):
+        """An original without frontmatter cannot be replied to."""
+        with open(os.path.join(self.inbox, "x.md"), "w") as f:
+            f.write("just text\n")
+        self.assertEqual(self.fails(self.tools.email_reply("alice", "x", "b")),
+                         "Failed to parse email frontmatter.")
+
+    def test_from_catchall(self):
+        """The catchall cannot reply: `Cannot reply from …`."""
+        write_email(os.path.join(self.root, "inbox", "catchall"), "c1")
+        self.assertTrue(self.fails(self.tools.email_reply("catchall", "c1", "b"))
+                        .startswith("Cannot reply from 'catchall': catchall mailbox"))
+
+
+class HookToolTests(ToolsTestCase):
+    def test_create(self):
+        """HOOK-CREATE body: cmd, fire_on_untrusted, type; timeout only when given."""
+        text = run(self.tools.hook_create("alice", "on_receive", ["/bin/true"], "h1"))
+        self.assertEqual(text, "Hook created on mailbox 'alice'.")
+        run(self.tools.hook_create("alice", "after_send", ["/bin/echo", "x"], timeout_secs=5))
+        creates = [a for name, a in self.daemon.calls if name == "HOOK-CREATE"]
+        self.assertEqual(creates[0], {"mailbox": "alice", "event": "on_receive", "name": "h1",
+                                      "body": '{"cmd":["/bin/true"],"fire_on_untrusted":false,'
+                                              '"type":"cmd"}'})
+        self.assertEqual(json.loads(creates[1]["body"])["timeout_secs"], 5)
+        self.assertIsNone(creates[1]["name"])
+
+    def test_create_checks(self):
+        """Case 14: a foreign mailbox does not exist; empty cmd; daemon reasons verbatim."""
+        self.assertEqual(self.fails(self.tools.hook_create("bob", "on_receive", ["/bin/true"])),
+                         "Mailbox 'bob' does not exist.")
+        self.assertEqual(self.fails(self.tools.hook_create("alice", "on_receive", [])),
+                         "cmd must not be empty")
+        self.assertNotIn("HOOK-CREATE", self.daemon.names())
+
+    def test_list(self):
+        """Case 15: none → `[]`; rows sorted by (mailbox, event, name); filter by mailbox."""
+        self.assertEqual(run(self.tools.hook_list()), "[]")
+        hook = {"name": "b", "mailbox": "alice", "event": "on_receive", "cmd": ["/bin/true"],
+                "fire_on_untrusted": False, "timeout_secs": 60}
+        self.daemon.hooks = [hook, dict(hook, name="a"), dict(hook, mailbox="zed"),
+                             dict(hook, event="after_send")]
+        rows = json.loads(run(self.tools.hook_list()))
+        self.assertEqual([(r["mailbox"], r["event"], r["name"]) for r in rows], [
+            ("alice", "after_send", "b"), ("alice", "on_receive", "a"),
+            ("alice", "on_receive", "b"), ("zed", "on_receive", "b")])
+        self.assertEqual(len(json.loads(run(self.tools.hook_list("alice")))), 3)
+        self.assertEqual(self.fails(self.tools.hook_list("zed")), "Mailbox 'zed' does not exist.")
+
+    def test_delete(self):
+        """Case 14: straight to the daemon; not-found is the daemon's text."""
+        self.assertEqual(run(self.tools.hook_delete("h1")), "Hook 'h1' deleted.")
+        self.assertEqual(self.daemon.calls, [("HOOK-DELETE", {"name": "h1"})])
+        self.daemon.errors[commands.HookDelete] = NoEntry("hook 'no_such_hook' not found")
+        self.assertEqual(self.fails(self.tools.hook_delete("no_such_hook")),
+                         "[ENOENT] hook 'no_such_hook' not found")
+
+
+class DaemonDownTests(SynchronousTestCase):
+    """Cases 3, 14: every tool that needs the daemon says it is not running."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp(prefix="aimx-mcp-")
+        self.addCleanup(os.rmdir, directory)
+        self.tools = tools.Tools(aioclient.ControlClient(os.path.join(directory, "aimx.sock")))
+
+    def test_every_tool(self):
+        """A missing socket → `aimx daemon not running. Start with 'sudo systemctl start aimx'`."""
+        t = self.tools
+        calls = [
+            t.mailbox_list(), t.mailbox_create("support"), t.mailbox_delete("support"),
+            t.email_list("a"), t.email_read("a", "x"), t.email_send("a", "b@c", "s", "b"),
+            t.email_reply("a", "x", "b"), t.email_mark_read("a", "x"),
+            t.email_mark_unread("a", "x"), t.hook_create("a", "on_receive", ["/bin/true"]),
+            t.hook_list(), t.hook_delete("h"),
+        ]
+        for call in calls:
+            self.assertEqual(str(self.assertRaises(ToolError, run, call)), tools.NOT_RUNNING)
+
+    def test_other_failures(self):
+        """Undecodable replies and other connect failures have their own texts."""
+        for error, text in (
+            (aioclient.MalformedResponse("UNKNOWN boom"),
+             "Malformed response from aimx daemon: UNKNOWN boom"),
+            (aioclient.ConnectFailed("Failed to connect to aimx daemon at /x: boom"),
+             "Failed to connect to aimx daemon at /x: boom"),
+            (DaemonNotRunning("down"), tools.NOT_RUNNING),
+        ):
+            daemon = FakeDaemon()
+            daemon.errors[commands.MailboxList] = error
+            e = self.assertRaises(ToolError, run, tools.Tools(daemon).mailbox_list())
+            self.assertEqual(str(e), text)
+
+
+class ServerTests(SynchronousTestCase):
+    """The registered server, through the SDK's in-process client."""
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.root, "inbox", "alice"))
+        self.daemon = FakeDaemon([row(self.root, "alice")])
+
+    def session(self, body):
+        """Run C{body(client)} in a connected in-process session; return its result."""
+
+        async def go():
+            async with Client(server.build(self.daemon)) as client:
+                return await body(client)
+
+        return run(go())
+
+    def call(self, name, arguments):
+        """The tool's result, or the MCPError (JSON-RPC error) the call failed with."""
+
+        async def body(client):
+            try:
+                return await client.call_tool(name, arguments)
+            except MCPError as e:
+                return e
+
+        return self.session(body)
+
+    def test_surface(self):
+        """Cases 1, 2: exactly the twelve tools; capabilities are tools only; serverInfo."""
+
+        async def body(client):
+            listed = (await client.list_tools()).tools
+            return client.server_capabilities, client.server_info, client.instructions, listed
+
+        capabilities, info, instructions, listed = self.session(body)
+        self.assertEqual({t.name for t in listed}, NAMES)
+        self.assertEqual(len(listed), 12)
+        self.assertIsNotNone(capabilities.tools)
+        self.assertEqual((capabilities.prompts, capabilities.resources, capabilities.logging),
+                         (None, None, None))
+        self.assertEqual(info.name, "aimx")
+        self.assertEqual(instructions,
+                         "aimx email server. Manage mailboxes and emails for AI agents")
+
+    def test_schemas(self):
+        """Parameters, requirements and defaults as the spec; guidance for agents."""
+        tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
+        schema = tools_["email_list"].input_schema
+        self.assertEqual(schema["required"], ["mailbox"])
+        self.assertEqual((schema["properties"]["limit"]["default"],
+                          schema["properties"]["limit"]["minimum"]), (50, 0))
+        self.assertEqual(tools_["email_send"].input_schema["required"],
+                         ["from_mailbox", "to", "subject", "body"])
+        self.assertEqual(list(tools_["hook_create"].input_schema["properties"]),
+                         ["mailbox", "event", "cmd", "name", "timeout_secs", "fire_on_untrusted"])
+        self.assertNotIn("required", tools_["hook_list"].input_schema)
+        text_only = tools_["email_send"].input_schema["properties"]["text_only"]["description"]
+        self.assertIn("do NOT use it for formatted prose", text_only)
+        untrusted = tools_["hook_create"].input_schema["properties"]["fire_on_untrusted"]
+        self.assertIn("Leave false unless the user explicitly asks", untrusted["description"])
+        self.assertIn("tell the user", tools_["hook_create"].description)
+
+    def test_result_text(self):
+        """Success is one text block; a tool error is isError with the spec's text exactly."""
+        result = self.call("mailbox_list", {})
+        self.assertFalse(result.is_error)
+        self.assertEqual(json.loads(result.content[0].text)[0]["name"], "alice")
+        result = self.call("email_send", {"from_mailbox": "alice", "to": "b@c", "subject": "s",
+                                          "body": "b", "text_only": True, "html_body": "<p>x</p>"})
+        self.assertTrue(result.is_error)
+        self.assertEqual(result.content[0].text, tools.EXCLUSIVE)
+
+    def test_bad_values(self):
+        """Negative or huge limits and wrong types are tool errors naming the argument."""
+        for limit in (-1, 2**40, "ten"):
+            result = self.call("email_list", {"mailbox": "alice", "limit": limit})
+            self.assertTrue(result.is_error)
+            self.assertIn("limit", result.content[0].text)
+        result = self.call("email_list", {"mailbox": "alice", "offset": -5})
+        self.assertTrue(result.is_error)
+        self.assertNotIn("MAILBOX-LIST", self.daemon.names())
+
+    def test_argument_names(self):
+        """Missing required args, and unknown ones on the four strict tools, are invalid params."""
+        for name, arguments in (
+            ("email_read", {"mailbox": "alice"}),
+            ("email_mark_read", {"mailbox": "alice", "id": "x", "folder": "sent"}),
+            ("email_mark_unread", {"mailbox": "alice", "id": "x", "extra": 1}),
+            ("mailbox_create", {"name": "x", "owner": "root"}),
+            ("mailbox_delete", {"name": "x", "recursive": True}),
+        ):
+            error = self.call(name, arguments)
+            self.assertIsInstance(error, MCPError)
+            self.assertEqual(error.code, INVALID_PARAMS)
+        self.assertEqual(self.daemon.calls, [])
+        result = self.call("email_list", {"mailbox": "alice", "extra": 1})
+        self.assertEqual(result.content[0].text, "[]")
+
+    def test_unknown_tool(self):
+        """`hook_list_templates` does not exist: invalid params, not a tool result."""
+        error = self.call("hook_list_templates", {})
+        self.assertIsInstance(error, MCPError)
+        self.assertEqual(error.code, INVALID_PARAMS)
+
+
+class LayeringTests(SynchronousTestCase):
+    def test_no_reactor(self):
+        """The MCP process imports neither the reactor, aimx.smtp nor aimx.service."""
+        code = (
+            "import sys, aimx.cli, aimx.cli.mcp, aimx.mcp.server, aimx.control.aioclient\n"
+            "aimx.mcp.server.build(None)\n"
+            "bad = {'twisted.internet.reactor', 'aimx.smtp', 'aimx.service', 'aimx.cli.send'}\n"
+            "print(sorted(bad & set(sys.modules)))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=REPO), check=True, timeout=60)
+        self.assertEqual(out.stdout, "[]\n")
