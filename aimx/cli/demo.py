@@ -150,7 +150,7 @@ def run(args) -> int:
         os.makedirs(d, exist_ok=True)
     with open(os.path.join(etc, "config.toml"), "w") as f:
         f.write(_config(data))
-    keys.generate_dkim_key(etc)
+    keys.generate_dkim_key(etc, force=True)
     cert, key = os.path.join(base, "tls", "cert.pem"), os.path.join(base, "tls", "key.pem")
     keys.generate_self_signed(cert, key, DOMAIN)
     sender_key, sender_txt = dkimkeys.generate_key()

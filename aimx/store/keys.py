@@ -5,6 +5,7 @@ pair defaults to C{/etc/ssl/aimx/cert.pem} and C{key.pem} (spec/inbound.md §1).
 """
 
 import base64
+import contextlib
 import datetime
 import os
 
@@ -56,16 +57,40 @@ def _write(path: str, data: bytes, mode: int):
     os.replace(tmp, path)
 
 
-def generate_dkim_key(config_dir: str, bits: int = 2048) -> str:
-    """Write a new RSA DKIM key pair; return the DNS TXT value for it."""
+def _create(path: str, data: bytes, mode: int):
+    """Create C{path} exclusively, with C{mode} from the moment it exists."""
+    with open(path, "xb", opener=lambda p, flags: os.open(p, flags, mode)) as f:
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def generate_dkim_key(config_dir: str, bits: int = 2048, *, force: bool = False) -> str:
+    """Create a new RSA DKIM key pair; return the DNS TXT value for it.
+
+    C{private.key} is PKCS#1 PEM (0600), C{public.key} SubjectPublicKeyInfo PEM
+    (0644), each created exclusively (spec/setup-and-ops.md §6). A C{public.key}
+    left without its private half is replaced.
+
+    @param force: delete existing keys first.
+    @raise FileExistsError: C{private.key} exists and C{force} is false.
+    @raise OSError: the directory or a file cannot be written.
+    """
     private, public = dkim_paths(config_dir)
     os.makedirs(os.path.dirname(private), mode=0o755, exist_ok=True)
+    if force:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(private)
+    if not os.path.exists(private):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(public)
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    _write(
+    _create(
         private,
         key.private_bytes(
             serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
+            serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption(),
         ),
         0o600,
@@ -73,7 +98,7 @@ def generate_dkim_key(config_dir: str, bits: int = 2048) -> str:
     spki = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write(public, spki, 0o644)
+    _create(public, spki, 0o644)
     return dkim_txt_value(spki)
 
 

@@ -42,6 +42,7 @@ async def _commands(clock, calls):
 
 def main(argv):
     uid, gid, mode, *rest = argv
+    aimx.cli._parser()  # imports every verb module while the files are still readable
     os.setgroups([])
     os.setgid(int(gid))
     os.setuid(int(uid))

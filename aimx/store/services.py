@@ -1,0 +1,248 @@
+"""The init system on the host (L1): detect it, install and remove aimx's service, read its log.
+
+Every path goes through L{System.path} and every program through L{System.runner},
+so tests use a temporary root and a fake runner (spec/setup-and-ops.md §4, §5, §7).
+"""
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+
+import attrs
+
+from aimx.core import units
+from aimx.errors import AimxError
+
+SYSTEMD, OPENRC, UNKNOWN = "systemd", "openrc", "unknown"
+LOG_DIR = os.path.dirname(units.OPENRC_LOG)
+MESSAGES = "/var/log/messages"
+
+
+class ServiceError(AimxError):
+    """Installing, removing or reading the service failed; the message is for the operator."""
+
+
+@attrs.frozen
+class Completed:
+    """A finished program: exit status and captured output (empty when not captured)."""
+
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+def run_program(argv: list[str], capture: bool = True) -> Completed:
+    """Run C{argv}; a missing program counts as exit status 127.
+
+    @param capture: collect stdout/stderr; otherwise they stay the terminal's.
+    """
+    try:
+        done = subprocess.run(
+            argv, capture_output=capture, text=True, errors="replace", check=False
+        )
+    except OSError as e:
+        return Completed(127, "", f"{argv[0]}: {e.strerror or e}")
+    return Completed(done.returncode, done.stdout or "", done.stderr or "")
+
+
+@attrs.frozen
+class System:
+    """The host as seen by this module.
+
+    @ivar root: prefix of every absolute path (C{/} on a real host).
+    @ivar runner: C{(argv, capture=True) -> Completed}.
+    """
+
+    root: str = "/"
+    runner: Callable[..., Completed] = run_program
+
+    def path(self, absolute: str) -> str:
+        """C{absolute} under L{root}."""
+        return os.path.join(self.root, absolute.lstrip("/"))
+
+    def run(self, *argv: str, capture: bool = True) -> Completed:
+        """Run a program through L{runner}."""
+        return self.runner(list(argv), capture=capture)
+
+
+def detect_init(system: System) -> str:
+    """The init system: L{SYSTEMD} if C{/run/systemd/system} exists, else L{OPENRC}
+    if C{/sbin/openrc} does, else L{UNKNOWN}."""
+    if os.path.exists(system.path("/run/systemd/system")):
+        return SYSTEMD
+    if os.path.exists(system.path("/sbin/openrc")):
+        return OPENRC
+    return UNKNOWN
+
+
+def service_file(init: str) -> str | None:
+    """The service file of an init system, or C{None} for L{UNKNOWN}."""
+    return {SYSTEMD: units.SYSTEMD_UNIT, OPENRC: units.OPENRC_SCRIPT}.get(init)
+
+
+def is_running(system: System) -> bool:
+    """Whether the aimx service runs (C{systemctl is-active} / C{rc-service status})."""
+    init = detect_init(system)
+    if init == SYSTEMD:
+        return system.run("systemctl", "is-active", "--quiet", units.SERVICE).returncode == 0
+    if init == OPENRC:
+        return system.run("rc-service", units.SERVICE, "status").returncode == 0
+    return False
+
+
+def find_twistd(executable: str, which=shutil.which) -> str:
+    """The canonical path of the twistd that belongs to the running Python.
+
+    @param executable: C{sys.executable}; its directory is looked at first
+        (not resolved: a virtualenv's python is a symlink out of the venv).
+    @param which: C{shutil.which}, for the C{PATH} fallback.
+    @raise ServiceError: no twistd, so no service file may point at one.
+    """
+    beside = os.path.join(os.path.dirname(executable), "twistd")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return os.path.realpath(beside)
+    found = which("twistd")
+    if found:
+        return os.path.realpath(found)
+    raise ServiceError(
+        f"cannot find twistd next to {executable} or on PATH; install aimx into "
+        "this Python environment (pip install .) and re-run `sudo aimx setup`"
+    )
+
+
+def _write(path: str, text: str, mode: int) -> None:
+    """Replace C{path} atomically with a file of C{mode}."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", opener=lambda p, flags: os.open(p, flags, mode)) as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def install(system: System, params: units.UnitParams) -> str:
+    """Write the service file for the detected init system, enable and (re)start it.
+
+    systemd: write the unit (0644), C{daemon-reload}, C{enable}, C{reset-failed}
+    (those results ignored), then C{restart}. OpenRC: write the script (0755),
+    C{rc-update add aimx default}, C{rc-service aimx restart}.
+
+    @return: the path of the service file written.
+    @raise ServiceError: unknown init system (nothing written) or the restart failed.
+    @raise aimx.core.units.UnitError: a path cannot go into a service file.
+    @raise OSError: the file could not be written.
+    """
+    init = detect_init(system)
+    if init == SYSTEMD:
+        _write(system.path(units.SYSTEMD_UNIT), units.systemd_unit(params), 0o644)
+        system.run("systemctl", "daemon-reload")
+        system.run("systemctl", "enable", units.SERVICE)
+        system.run("systemctl", "reset-failed", units.SERVICE)
+        restart = system.run("systemctl", "restart", units.SERVICE)
+    elif init == OPENRC:
+        _write(system.path(units.OPENRC_SCRIPT), units.openrc_script(params), 0o755)
+        system.run("rc-update", "add", units.SERVICE, "default")
+        restart = system.run("rc-service", units.SERVICE, "restart")
+    else:
+        raise ServiceError(
+            "Could not detect init system (systemd or OpenRC). Start aimx serve manually."
+        )
+    if restart.returncode != 0:
+        detail = restart.stderr.strip()
+        raise ServiceError(f"Failed to restart aimx{': ' + detail if detail else ''}")
+    return service_file(init)
+
+
+def remove(system: System) -> bool:
+    """Stop, disable and delete the service; control-command failures are ignored.
+
+    @return: C{False} when no service file was installed (nothing done).
+    @raise ServiceError: unknown init system.
+    @raise OSError: the service file could not be deleted.
+    """
+    init = detect_init(system)
+    if init == UNKNOWN:
+        raise ServiceError(
+            "Could not detect init system (systemd or OpenRC). Remove "
+            f"{units.SYSTEMD_UNIT} or {units.OPENRC_SCRIPT} manually."
+        )
+    path = system.path(service_file(init))
+    if not os.path.lexists(path):
+        return False
+    if init == SYSTEMD:
+        system.run("systemctl", "stop", units.SERVICE)
+        system.run("systemctl", "disable", units.SERVICE)
+        os.unlink(path)
+        system.run("systemctl", "daemon-reload")
+        system.run("systemctl", "reset-failed", units.SERVICE)
+    else:
+        system.run("rc-service", units.SERVICE, "stop")
+        system.run("rc-update", "del", units.SERVICE, "default")
+        os.unlink(path)
+    return True
+
+
+def _last_lines(text: str, n: int) -> str:
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if n == 0 or not lines:
+        return ""
+    return "\n".join(lines[-n:]) + "\n"
+
+
+def _read(path: str) -> str | None:
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+    return None
+
+
+def tail_log(system: System, lines: int) -> str:
+    """The last C{lines} lines of the daemon's log.
+
+    systemd: C{journalctl -u aimx -n <lines> --no-pager}. OpenRC: the files
+    C{/var/log/aimx/*.log} (in name order), else C{/var/log/messages}.
+
+    @raise ServiceError: no log source, or journalctl failed.
+    """
+    init = detect_init(system)
+    if init == SYSTEMD:
+        done = system.run("journalctl", "-u", units.SERVICE, "-n", str(lines), "--no-pager")
+        if done.returncode != 0:
+            raise ServiceError(f"journalctl exited non-zero: {done.stderr.strip()}")
+        return done.stdout
+    if init == UNKNOWN:
+        raise ServiceError(
+            "could not detect init system (systemd or OpenRC); no log source available"
+        )
+    files = sorted(glob.glob(os.path.join(glob.escape(system.path(LOG_DIR)), "*.log")))
+    text = "".join(t for t in map(_read, files) if t)
+    if not text:
+        text = _read(system.path(MESSAGES))
+    if text is None:
+        raise ServiceError(
+            f"no log source found for unit '{units.SERVICE}': checked {LOG_DIR} and {MESSAGES}"
+        )
+    return _last_lines(text, lines)
+
+
+def follow_log(system: System) -> None:
+    """Stream the log with C{journalctl -f -u aimx} until it ends (systemd only).
+
+    @raise ServiceError: not systemd, or journalctl exited non-zero.
+    """
+    if detect_init(system) != SYSTEMD:
+        raise ServiceError(
+            "log follow is only supported on systemd; on OpenRC tail your syslog file "
+            "directly (e.g. `tail -F /var/log/messages`)"
+        )
+    if system.run("journalctl", "-f", "-u", units.SERVICE, capture=False).returncode != 0:
+        raise ServiceError("journalctl exited non-zero")

@@ -1,0 +1,482 @@
+"""The operator verbs dkim-keygen, logs and uninstall (spec/setup-and-ops.md §4-§6).
+
+Service and log access go through aimx.store.services with a temporary root and
+the fake runner of tests.test_services: no real init system is touched.
+"""
+
+import base64
+import io
+import os
+import stat
+import sys
+
+from cryptography.hazmat.primitives import serialization
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+import aimx.cli
+from aimx.cli import dkimkeygen, logs, uninstall
+from aimx.cli.term import Terminal
+from aimx.core import units
+from aimx.store import configfile, keys, services
+from aimx.store.services import Completed
+from tests.test_services import HostTestCase
+
+DOMAIN = "agent.example.com"
+
+
+def _config_text(data_dir="/srv/aimx-data"):
+    return f'domain = "{DOMAIN}"\ndata_dir = "{data_dir}"\n'
+
+
+class CliTestCase(SynchronousTestCase):
+    def parse(self, argv):
+        """Parse with the real top-level parser (as aimx.cli.main does)."""
+        args = aimx.cli._parser().parse_args(argv)
+        args.config_dir = args.config_dir or self.config_dir
+        return args
+
+    def terminal(self, stdin=""):
+        self.out, self.err = io.StringIO(), io.StringIO()
+        return Terminal(self.out, self.err, io.StringIO(stdin), {})
+
+
+# -- dkim-keygen -----------------------------------------------------------------
+
+
+class DkimKeygenTests(CliTestCase):
+    def setUp(self):
+        self.config_dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.config_dir)
+        self.private, self.public = keys.dkim_paths(self.config_dir)
+
+    def write_config(self):
+        with open(configfile.config_path(self.config_dir), "w") as f:
+            f.write(_config_text())
+
+    def keygen(self, *argv):
+        return dkimkeygen.run(self.parse(["dkim-keygen", *argv]), self.terminal())
+
+    def read(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def spki_b64(self):
+        key = serialization.load_pem_private_key(self.read(self.private), password=None)
+        der = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode()
+
+    def test_needs_config(self):
+        """Without config.toml: exit 1 with the load error, no key written."""
+        self.assertEqual(self.keygen(), 1)
+        self.assertIn("Error: Config file not found at", self.err.getvalue())
+        self.assertFalse(os.path.exists(os.path.dirname(self.private)))
+
+    def test_generates(self):
+        """PKCS#1 private key 0600, SPKI public key 0644, the record printed (acceptance 17)."""
+        self.write_config()
+        self.assertEqual(self.keygen(), 0)
+        self.assertIn(b"-----BEGIN RSA PRIVATE KEY-----", self.read(self.private))
+        self.assertIn(b"-----BEGIN PUBLIC KEY-----", self.read(self.public))
+        self.assertEqual(stat.S_IMODE(os.stat(self.private).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.public).st_mode), 0o644)
+        self.assertEqual(
+            self.out.getvalue(),
+            "DKIM keypair generated successfully.\n\n"
+            "Add this DNS TXT record:\n"
+            f"  aimx._domainkey.{DOMAIN}\n"
+            f"  v=DKIM1; k=rsa; p={self.spki_b64()}\n\n",
+        )
+        self.assertEqual(self.err.getvalue(), "")
+        # The daemon's loader takes the key.
+        self.assertEqual(keys.load_dkim_private_key(self.config_dir), self.read(self.private))
+
+    def test_modes_ignore_umask(self):
+        """The final modes hold whatever the umask (0 or 077)."""
+        self.write_config()
+        for umask in (0o000, 0o077):
+            old = os.umask(umask)
+            try:
+                self.assertEqual(self.keygen("--force"), 0)
+            finally:
+                os.umask(old)
+            self.assertEqual(stat.S_IMODE(os.stat(self.private).st_mode), 0o600)
+            self.assertEqual(stat.S_IMODE(os.stat(self.public).st_mode), 0o644)
+
+    def test_existing_kept(self):
+        """Second run: exit 0, the warning on stderr, keys unchanged, record still printed."""
+        self.write_config()
+        self.keygen()
+        before = self.read(self.private), self.read(self.public)
+        self.assertEqual(self.keygen(), 0)
+        self.assertEqual(
+            self.err.getvalue(), "Warning: DKIM keys already exist. Use --force to overwrite.\n"
+        )
+        self.assertEqual((self.read(self.private), self.read(self.public)), before)
+        self.assertNotIn("generated", self.out.getvalue())
+        self.assertIn(f"p={self.spki_b64()}", self.out.getvalue())
+
+    def test_force(self):
+        """--force replaces both keys."""
+        self.write_config()
+        self.keygen()
+        before = self.read(self.private), self.read(self.public)
+        self.assertEqual(self.keygen("--force"), 0)
+        self.assertNotEqual(self.read(self.private), before[0])
+        self.assertNotEqual(self.read(self.public), before[1])
+        self.assertIn("DKIM keypair generated successfully.", self.out.getvalue())
+
+    def test_selector(self):
+        """--selector names the printed record only; config.toml is not touched."""
+        self.write_config()
+        self.assertEqual(self.keygen("--selector", "s2026"), 0)
+        self.assertIn(f"  s2026._domainkey.{DOMAIN}\n", self.out.getvalue())
+        self.assertEqual(self.read(configfile.config_path(self.config_dir)).decode(),
+                         _config_text())
+
+    def test_stale_public_key_replaced(self):
+        """A public.key without its private key is replaced, not an error."""
+        self.write_config()
+        os.makedirs(os.path.dirname(self.public))
+        with open(self.public, "w") as f:
+            f.write("stale")
+        self.assertEqual(self.keygen(), 0)
+        self.assertIn(f"p={self.spki_b64()}", self.out.getvalue())
+
+    def test_pkcs1_public_key(self):
+        """A PKCS#1 `BEGIN RSA PUBLIC KEY` public.key gives the same SPKI record."""
+        self.write_config()
+        self.keygen()
+        key = serialization.load_pem_public_key(self.read(self.public))
+        with open(self.public, "wb") as f:
+            f.write(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1))
+        self.assertEqual(self.keygen(), 0)
+        self.assertIn(f"p={self.spki_b64()}\n", self.out.getvalue())
+
+    def test_permission_denied(self):
+        """Permission denied names the dkim dir and suggests sudo or AIMX_CONFIG_DIR."""
+        self.write_config()
+
+        def denied(config_dir, force=False):
+            raise PermissionError(13, "Permission denied")
+
+        self.patch(keys, "generate_dkim_key", denied)
+        self.assertEqual(self.keygen(), 1)
+        message = self.err.getvalue()
+        self.assertIn(f"Permission denied writing to {self.config_dir}/dkim", message)
+        self.assertIn("sudo aimx dkim-keygen", message)
+        self.assertIn("AIMX_CONFIG_DIR=<writable-path>", message)
+
+    def test_read_only_config_dir(self):
+        """A real read-only AIMX_CONFIG_DIR fails for non-root (acceptance 18)."""
+        if os.geteuid() == 0:
+            raise SkipTest("root writes to read-only directories")
+        self.write_config()
+        os.chmod(self.config_dir, 0o555)
+        self.addCleanup(os.chmod, self.config_dir, 0o755)
+        self.assertEqual(self.keygen(), 1)
+        self.assertIn(self.config_dir, self.err.getvalue())
+        self.assertIn("AIMX_CONFIG_DIR", self.err.getvalue())
+
+    def test_main_with_env(self):
+        """`aimx dkim-keygen` through aimx.cli.main honours AIMX_CONFIG_DIR."""
+        self.write_config()
+        self.patch(os, "environ", dict(os.environ, AIMX_CONFIG_DIR=self.config_dir))
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertEqual(aimx.cli.main(["dkim-keygen"]), 0)
+        self.assertIn("_domainkey", out.getvalue())
+        self.assertTrue(os.path.exists(self.private))
+
+
+# -- logs ------------------------------------------------------------------------
+
+
+class LogsTests(CliTestCase, HostTestCase):
+    config_dir = "/nonexistent"
+
+    def logs(self, system, *argv):
+        return logs.run(self.parse(["logs", *argv]), self.terminal(), system)
+
+    def test_default(self):
+        """systemd: `journalctl -u aimx -n 50 --no-pager`, printed verbatim (acceptance 19)."""
+        system = self.host(services.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"): Completed(0, "l1\nl2\n")})
+        self.assertEqual(self.logs(system), 0)
+        self.assertEqual(
+            self.runner.calls, [["journalctl", "-u", "aimx", "-n", "50", "--no-pager"]]
+        )
+        self.assertEqual(self.out.getvalue(), "l1\nl2\n")
+
+    def test_lines(self):
+        """-n 200 and --lines 7 reach journalctl."""
+        system = self.host(services.SYSTEMD)
+        self.logs(system, "-n", "200")
+        self.logs(system, "--lines", "7")
+        self.assertEqual([call[4] for call in self.runner.calls], ["200", "7"])
+
+    def test_negative_lines(self):
+        """A negative count is a usage error (exit 2)."""
+        self.patch(sys, "stderr", io.StringIO())
+        e = self.assertRaises(SystemExit, self.parse, ["logs", "-n", "-3"])
+        self.assertEqual(e.code, 2)
+
+    def test_missing_final_newline(self):
+        """Output without a final newline gets one."""
+        system = self.host(services.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"): Completed(0, "last")})
+        self.logs(system)
+        self.assertEqual(self.out.getvalue(), "last\n")
+
+    def test_empty(self):
+        """Empty output prints nothing at all."""
+        self.assertEqual(self.logs(self.host(services.SYSTEMD)), 0)
+        self.assertEqual(self.out.getvalue(), "")
+
+    def test_tail_failure(self):
+        """journalctl failing: a hint then `Error:` on stderr, exit 1."""
+        system = self.host(services.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"): Completed(1, "", "denied")})
+        self.assertEqual(self.logs(system), 1)
+        self.assertEqual(self.out.getvalue(), "")
+        hint, error = self.err.getvalue().splitlines()
+        self.assertIn("journalctl -u aimx", hint)
+        self.assertIn("/var/log/messages", hint)
+        self.assertEqual(error, "Error: journalctl exited non-zero: denied")
+
+    def test_follow(self):
+        """--follow runs `journalctl -f -u aimx` on the terminal."""
+        system = self.host(services.SYSTEMD)
+        self.assertEqual(self.logs(system, "--follow"), 0)
+        self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
+        self.assertEqual(self.runner.captured, [False])
+
+    def test_follow_interrupted(self):
+        """Ctrl-C while following ends quietly with 130."""
+        system = self.host(services.SYSTEMD)
+
+        def interrupted(argv, capture=True):
+            raise KeyboardInterrupt
+
+        system = services.System(root=system.root, runner=interrupted)
+        self.assertEqual(self.logs(system, "-f"), 130)
+        self.assertEqual(self.err.getvalue(), "")
+
+    def test_follow_openrc(self):
+        """OpenRC cannot follow: error, exit 1."""
+        self.assertEqual(self.logs(self.host(services.OPENRC), "-f"), 1)
+        self.assertIn("Error: log follow is only supported on systemd", self.err.getvalue())
+
+    def test_openrc_file(self):
+        """OpenRC: the last N lines of /var/log/aimx/aimx.log."""
+        system = self.host(services.OPENRC)
+        self.under_root(units.OPENRC_LOG, "".join(f"line {i}\n" for i in range(100)))
+        self.assertEqual(self.logs(system, "-n", "2"), 0)
+        self.assertEqual(self.out.getvalue(), "line 98\nline 99\n")
+
+    def test_unknown_init(self):
+        """Unknown init: hint + error, exit 1."""
+        self.assertEqual(self.logs(self.host(None)), 1)
+        self.assertIn("Error: could not detect init system", self.err.getvalue())
+
+    def test_help(self):
+        """`aimx logs --help` lists -n, --lines and --follow (cli.md acceptance 3)."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        e = self.assertRaises(SystemExit, aimx.cli.main, ["logs", "--help"])
+        self.assertEqual(e.code, 0)
+        for flag in ("-n", "--lines", "--follow"):
+            self.assertIn(flag, out.getvalue())
+
+
+# -- uninstall -------------------------------------------------------------------
+
+
+class UninstallTests(CliTestCase, HostTestCase):
+    def setUp(self):
+        base = os.path.abspath(self.mktemp())
+        self.config_dir = os.path.join(base, "etc")
+        self.data_dir = os.path.join(base, "data")
+        os.makedirs(os.path.join(self.config_dir, "dkim"))
+        os.makedirs(os.path.join(self.data_dir, "inbox"))
+        with open(configfile.config_path(self.config_dir), "w") as f:
+            f.write(_config_text(self.data_dir))
+        self.program = os.path.join(base, "bin", "aimx")
+        os.makedirs(os.path.dirname(self.program))
+        with open(self.program, "w") as f:
+            f.write("#!/usr/bin/python3\n")
+
+    def uninstall(self, system, *argv, euid=0, stdin="", program=True):
+        return uninstall.run(
+            self.parse(["uninstall", *argv]), self.terminal(stdin), system,
+            euid=euid, program=self.program if program else None,
+        )
+
+    def systemd_host(self, results=None):
+        system = self.host(services.SYSTEMD, results)
+        self.unit = self.under_root(units.SYSTEMD_UNIT, "unit")
+        return system
+
+    def test_non_root(self):
+        """Non-root: refused before anything happens (acceptance 23)."""
+        system = self.systemd_host()
+        self.assertEqual(self.uninstall(system, "--yes", euid=1000), 1)
+        self.assertEqual(
+            self.err.getvalue(),
+            "Error: `aimx uninstall` requires root. Run with: sudo aimx uninstall\n",
+        )
+        self.assertTrue(os.path.exists(self.unit))
+        self.assertTrue(os.path.exists(self.program))
+        self.assertEqual(self.runner.calls, [])
+
+    def test_declined(self):
+        """Answer `n`: `Uninstall cancelled.`, exit 1, unit and program still there."""
+        system = self.systemd_host()
+        self.assertEqual(self.uninstall(system, stdin="n\n"), 1)
+        self.assertIn("Proceed with uninstall? (y/N) ", self.out.getvalue())
+        self.assertEqual(self.err.getvalue(), "Error: Uninstall cancelled.\n")
+        self.assertTrue(os.path.exists(self.unit))
+        self.assertTrue(os.path.exists(self.program))
+        self.assertEqual(self.runner.calls, [])
+
+    def test_yes_word_is_not_yes(self):
+        """Only y/Y confirms: `yes` cancels, as does end of input."""
+        system = self.systemd_host()
+        self.assertEqual(self.uninstall(system, stdin="yes\n"), 1)
+        self.assertEqual(self.uninstall(system, stdin=""), 1)
+        self.assertTrue(os.path.exists(self.unit))
+
+    def test_confirmed(self):
+        """Answer `Y`: the service is torn down."""
+        system = self.systemd_host()
+        self.assertEqual(self.uninstall(system, stdin="Y\n"), 0)
+        self.assertFalse(os.path.exists(self.unit))
+
+    def test_yes(self):
+        """--yes on systemd: unit and program removed, config and data kept (acceptance 23)."""
+        system = self.systemd_host()
+        self.assertEqual(self.uninstall(system, "-y"), 0)
+        self.assertFalse(os.path.exists(self.unit))
+        self.assertFalse(os.path.exists(self.program))
+        self.assertTrue(os.path.exists(configfile.config_path(self.config_dir)))
+        self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox")))
+        self.assertEqual(self.runner.calls, [
+            ["systemctl", "stop", "aimx"],
+            ["systemctl", "disable", "aimx"],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "reset-failed", "aimx"],
+        ])
+        self.assertEqual(
+            self.out.getvalue(),
+            "\nUninstall\n"
+            "This will stop the aimx daemon, remove its service file, and delete "
+            f"{self.program}.\n"
+            f"Config ({self.config_dir}) and mailbox data ({self.data_dir}) will be kept.\n"
+            "\nUninstall complete.\n\n"
+            f"Removed binary: {self.program}\n"
+            f"To wipe config and data manually: sudo rm -rf {self.config_dir} {self.data_dir}\n",
+        )
+
+    def test_openrc(self):
+        """OpenRC: rc-service stop, rc-update del, script removed."""
+        system = self.host(services.OPENRC)
+        script = self.under_root(units.OPENRC_SCRIPT, "script")
+        self.assertEqual(self.uninstall(system, "--yes"), 0)
+        self.assertFalse(os.path.exists(script))
+        self.assertEqual(self.runner.calls[0], ["rc-service", "aimx", "stop"])
+
+    def test_unit_absent(self):
+        """No unit: the skip line, the program still removed, exit 0."""
+        system = self.host(services.SYSTEMD)
+        self.assertEqual(self.uninstall(system, "--yes"), 0)
+        self.assertIn("aimx.service is not installed; skipping service teardown.\n",
+                      self.out.getvalue())
+        self.assertFalse(os.path.exists(self.program))
+        self.assertIn("Uninstall complete.", self.out.getvalue())
+
+    def test_unknown_init(self):
+        """Unknown init: exit 1 with the manual-removal error; the program is kept."""
+        self.assertEqual(self.uninstall(self.host(None), "--yes"), 1)
+        self.assertIn("/etc/systemd/system/aimx.service or /etc/init.d/aimx manually",
+                      self.err.getvalue())
+        self.assertTrue(os.path.exists(self.program))
+        self.assertNotIn("Uninstall complete.", self.out.getvalue())
+
+    def test_program_not_removable(self):
+        """A program that cannot be removed: warning and `sudo rm` advice, still exit 0."""
+        os.unlink(self.program)
+        self.assertEqual(self.uninstall(self.systemd_host(), "--yes"), 0)
+        out = self.out.getvalue()
+        self.assertIn(f"[WARN] could not remove binary at {self.program}: ", out)
+        self.assertIn(f"Remove it manually with: sudo rm {self.program}\n", out)
+        self.assertNotIn("Removed binary", out)
+        self.assertIn("Uninstall complete.", out)
+
+    def test_program_unresolved(self):
+        """No program path: the prompt says `the installed aimx binary` and a warning follows."""
+        self.assertEqual(self.uninstall(self.systemd_host(), "--yes", program=False), 0)
+        out = self.out.getvalue()
+        self.assertIn("and delete the installed aimx binary.", out)
+        self.assertIn("could not resolve the aimx binary path", out)
+        self.assertTrue(os.path.exists(self.program))
+
+    def test_no_config(self):
+        """Without a readable config the data dir shown is --data-dir, else /var/lib/aimx."""
+        os.unlink(configfile.config_path(self.config_dir))
+        self.uninstall(self.systemd_host(), stdin="n\n")
+        self.assertIn("mailbox data (/var/lib/aimx) will be kept", self.out.getvalue())
+        self.uninstall(self.systemd_host(), "--data-dir", "/srv/x", stdin="n\n")
+        self.assertIn("mailbox data (/srv/x) will be kept", self.out.getvalue())
+
+
+class ProgramPathTests(SynchronousTestCase):
+    def setUp(self):
+        self.bin = os.path.abspath(self.mktemp())
+        os.makedirs(self.bin)
+        self.python = os.path.join(self.bin, "python3")
+        self.script = os.path.join(self.bin, "aimx")
+        for path in (self.python, self.script):
+            open(path, "w").close()
+
+    def test_console_script(self):
+        """argv[0] naming the aimx script: its canonical path."""
+        link = os.path.join(self.bin, "link")
+        os.makedirs(link)
+        os.symlink(self.script, os.path.join(link, "aimx"))
+        found = uninstall.program_path(os.path.join(link, "aimx"), self.python, lambda n: None)
+        self.assertEqual(found, self.script)
+
+    def test_module_run_uses_path(self):
+        """`python -m aimx` (argv[0] a module file): the aimx on PATH."""
+        argv0 = "/usr/lib/python3/site-packages/aimx/__main__.py"
+        self.assertEqual(uninstall.program_path(argv0, self.python, lambda n: self.script),
+                         self.script)
+        self.assertIsNone(uninstall.program_path(argv0, self.python, lambda n: None))
+
+    def test_never_the_interpreter(self):
+        """A candidate that resolves to the Python interpreter is refused."""
+        os.unlink(self.script)
+        os.symlink(self.python, self.script)
+        self.assertIsNone(uninstall.program_path(self.script, self.python, lambda n: None))
+
+    def test_missing(self):
+        """A candidate that is not a file is refused."""
+        os.unlink(self.script)
+        self.assertIsNone(uninstall.program_path(self.script, self.python, lambda n: None))
+
+
+class RegistrationTests(SynchronousTestCase):
+    def test_top_level_help(self):
+        """The three verbs stay in the Server administration group of `aimx --help`."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertRaises(SystemExit, aimx.cli.main, ["--help"])
+        admin = out.getvalue().split("Server administration:")[1]
+        for verb in ("logs", "dkim-keygen", "uninstall"):
+            self.assertIn(f"  {verb} ", admin)
+
+    def test_built(self):
+        """They are no longer answered with `not built yet`."""
+        for verb in ("logs", "dkim-keygen", "uninstall"):
+            self.assertNotIn(verb, aimx.cli.NOT_BUILT)

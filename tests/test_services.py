@@ -1,0 +1,316 @@
+"""Init detection, service install/removal and log reading (aimx.store.services).
+
+Every test runs against a temporary root and a fake program runner: no real
+systemctl, rc-service or journalctl is ever started.
+"""
+
+import os
+import stat
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import units
+from aimx.store import services
+from aimx.store.services import Completed, System
+
+PARAMS = units.UnitParams(twistd="/opt/aimx/bin/twistd")
+
+
+class FakeRunner:
+    """Records every argv; answers from C{results} (exact argv tuple) or with exit 0."""
+
+    def __init__(self, results=None):
+        self.results = results or {}
+        self.calls = []
+        self.captured = []
+
+    def __call__(self, argv, capture=True):
+        self.calls.append(argv)
+        self.captured.append(capture)
+        return self.results.get(tuple(argv), Completed(0))
+
+
+class HostTestCase(SynchronousTestCase):
+    def host(self, init, results=None) -> System:
+        """A temporary root that looks like a host running C{init}."""
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(self.root)
+        if init == services.SYSTEMD:
+            os.makedirs(os.path.join(self.root, "run/systemd/system"))
+        elif init == services.OPENRC:
+            os.makedirs(os.path.join(self.root, "sbin"))
+            open(os.path.join(self.root, "sbin/openrc"), "w").close()
+        self.runner = FakeRunner(results)
+        return System(root=self.root, runner=self.runner)
+
+    def under_root(self, path, text=None, mode=None):
+        full = os.path.join(self.root, path.lstrip("/"))
+        if text is not None:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "w") as f:
+                f.write(text)
+        if mode is not None:
+            os.chmod(full, mode)
+        return full
+
+
+class DetectTests(HostTestCase):
+    def test_systemd_wins(self):
+        """/run/systemd/system means systemd even when /sbin/openrc exists too."""
+        system = self.host(services.SYSTEMD)
+        self.under_root("/sbin/openrc", "")
+        self.assertEqual(services.detect_init(system), services.SYSTEMD)
+
+    def test_openrc(self):
+        """/sbin/openrc without /run/systemd/system means OpenRC."""
+        self.assertEqual(services.detect_init(self.host(services.OPENRC)), services.OPENRC)
+
+    def test_unknown(self):
+        """Neither marker: unknown."""
+        self.assertEqual(services.detect_init(self.host(None)), services.UNKNOWN)
+
+
+class RunningTests(HostTestCase):
+    def test_systemd(self):
+        """systemd: `systemctl is-active --quiet aimx` exit status decides."""
+        system = self.host(services.SYSTEMD)
+        self.assertTrue(services.is_running(system))
+        self.assertEqual(self.runner.calls, [["systemctl", "is-active", "--quiet", "aimx"]])
+        system = self.host(services.SYSTEMD, {
+            ("systemctl", "is-active", "--quiet", "aimx"): Completed(3)})
+        self.assertFalse(services.is_running(system))
+
+    def test_openrc(self):
+        """OpenRC: `rc-service aimx status` exit status decides."""
+        system = self.host(services.OPENRC, {("rc-service", "aimx", "status"): Completed(3)})
+        self.assertFalse(services.is_running(system))
+        self.assertEqual(self.runner.calls, [["rc-service", "aimx", "status"]])
+
+    def test_unknown(self):
+        """Unknown init: not running, and nothing is run."""
+        system = self.host(None)
+        self.assertFalse(services.is_running(system))
+        self.assertEqual(self.runner.calls, [])
+
+
+class InstallTests(HostTestCase):
+    def test_systemd(self):
+        """The unit is written 0644, then daemon-reload, enable, reset-failed, restart."""
+        system = self.host(services.SYSTEMD)
+        self.assertEqual(services.install(system, PARAMS), units.SYSTEMD_UNIT)
+        path = self.under_root(units.SYSTEMD_UNIT)
+        with open(path) as f:
+            self.assertEqual(f.read(), units.systemd_unit(PARAMS))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+        self.assertEqual(self.runner.calls, [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "aimx"],
+            ["systemctl", "reset-failed", "aimx"],
+            ["systemctl", "restart", "aimx"],
+        ])
+
+    def test_systemd_ignores_enable_failure(self):
+        """Failures before the restart are ignored; a reinstall replaces the unit."""
+        system = self.host(services.SYSTEMD, {
+            ("systemctl", "enable", "aimx"): Completed(1, "", "boom"),
+            ("systemctl", "reset-failed", "aimx"): Completed(1)})
+        self.under_root(units.SYSTEMD_UNIT, "old")
+        services.install(system, PARAMS)
+        with open(self.under_root(units.SYSTEMD_UNIT)) as f:
+            self.assertEqual(f.read(), units.systemd_unit(PARAMS))
+        self.assertEqual(os.listdir(os.path.dirname(self.under_root(units.SYSTEMD_UNIT))),
+                         ["aimx.service"])
+
+    def test_restart_failure(self):
+        """A failed restart is the error `Failed to restart aimx`."""
+        system = self.host(services.SYSTEMD, {
+            ("systemctl", "restart", "aimx"): Completed(1, "", "Unit failed.\n")})
+        e = self.assertRaises(services.ServiceError, services.install, system, PARAMS)
+        self.assertEqual(str(e), "Failed to restart aimx: Unit failed.")
+
+    def test_openrc(self):
+        """The script is written executable, added to the default runlevel, restarted."""
+        system = self.host(services.OPENRC)
+        self.assertEqual(services.install(system, PARAMS), units.OPENRC_SCRIPT)
+        path = self.under_root(units.OPENRC_SCRIPT)
+        with open(path) as f:
+            self.assertEqual(f.read(), units.openrc_script(PARAMS))
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o755)
+        self.assertEqual(self.runner.calls, [
+            ["rc-update", "add", "aimx", "default"],
+            ["rc-service", "aimx", "restart"],
+        ])
+
+    def test_unknown(self):
+        """Unknown init: the spec's error, nothing written or run."""
+        system = self.host(None)
+        e = self.assertRaises(services.ServiceError, services.install, system, PARAMS)
+        self.assertEqual(
+            str(e),
+            "Could not detect init system (systemd or OpenRC). Start aimx serve manually.",
+        )
+        self.assertEqual(os.listdir(self.root), [])
+        self.assertEqual(self.runner.calls, [])
+
+    def test_unit_error_writes_nothing(self):
+        """A path that cannot go into a unit fails before any file or command."""
+        system = self.host(services.SYSTEMD)
+        params = units.UnitParams(twistd="/opt/aimx/bin/twistd", data_dir="relative")
+        self.assertRaises(units.UnitError, services.install, system, params)
+        self.assertFalse(os.path.exists(self.under_root("/etc")))
+        self.assertEqual(self.runner.calls, [])
+
+
+class RemoveTests(HostTestCase):
+    def test_systemd(self):
+        """stop, disable, delete the unit, daemon-reload, reset-failed."""
+        system = self.host(services.SYSTEMD, {("systemctl", "stop", "aimx"): Completed(5)})
+        path = self.under_root(units.SYSTEMD_UNIT, "unit")
+        self.assertTrue(services.remove(system))
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(self.runner.calls, [
+            ["systemctl", "stop", "aimx"],
+            ["systemctl", "disable", "aimx"],
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "reset-failed", "aimx"],
+        ])
+
+    def test_openrc(self):
+        """rc-service stop, rc-update del, delete the script."""
+        system = self.host(services.OPENRC)
+        path = self.under_root(units.OPENRC_SCRIPT, "script")
+        self.assertTrue(services.remove(system))
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(self.runner.calls, [
+            ["rc-service", "aimx", "stop"],
+            ["rc-update", "del", "aimx", "default"],
+        ])
+
+    def test_absent(self):
+        """No service file: nothing is run."""
+        system = self.host(services.SYSTEMD)
+        self.assertFalse(services.remove(system))
+        self.assertEqual(self.runner.calls, [])
+
+    def test_unknown(self):
+        """Unknown init: an error naming both files to remove by hand."""
+        e = self.assertRaises(services.ServiceError, services.remove, self.host(None))
+        self.assertIn("/etc/systemd/system/aimx.service or /etc/init.d/aimx manually", str(e))
+
+
+class TailTests(HostTestCase):
+    def test_journalctl(self):
+        """systemd: `journalctl -u aimx -n N --no-pager`, output returned as is."""
+        system = self.host(services.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "-n", "200", "--no-pager"): Completed(0, "a\nb")})
+        self.assertEqual(services.tail_log(system, 200), "a\nb")
+        self.assertEqual(self.runner.captured, [True])
+
+    def test_journalctl_failure(self):
+        """A failing journalctl is an error carrying its stderr."""
+        system = self.host(services.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"):
+                Completed(1, "", "No journal files were found.\n")})
+        e = self.assertRaises(services.ServiceError, services.tail_log, system, 50)
+        self.assertEqual(str(e), "journalctl exited non-zero: No journal files were found.")
+
+    def test_openrc_log_files(self):
+        """OpenRC: the /var/log/aimx/*.log files in name order, last N lines."""
+        system = self.host(services.OPENRC)
+        self.under_root("/var/log/aimx/aimx.log", "1\n2\n3\n")
+        self.under_root("/var/log/aimx/b.log", "4\n5")
+        self.under_root("/var/log/aimx/other.txt", "ignored\n")
+        self.under_root("/var/log/messages", "syslog\n")
+        self.assertEqual(services.tail_log(system, 3), "3\n4\n5\n")
+        self.assertEqual(services.tail_log(system, 0), "")
+        self.assertEqual(services.tail_log(system, 100), "1\n2\n3\n4\n5\n")
+        self.assertEqual(self.runner.calls, [])
+
+    def test_openrc_messages(self):
+        """OpenRC without aimx log files: /var/log/messages."""
+        system = self.host(services.OPENRC)
+        self.under_root("/var/log/messages", "x\ny\nz\n")
+        self.assertEqual(services.tail_log(system, 2), "y\nz\n")
+
+    def test_openrc_no_source(self):
+        """OpenRC with neither source: `no log source found`."""
+        e = self.assertRaises(
+            services.ServiceError, services.tail_log, self.host(services.OPENRC), 5
+        )
+        self.assertEqual(
+            str(e),
+            "no log source found for unit 'aimx': checked /var/log/aimx and /var/log/messages",
+        )
+
+    def test_unknown(self):
+        """Unknown init: no log source."""
+        e = self.assertRaises(services.ServiceError, services.tail_log, self.host(None), 5)
+        self.assertIn("could not detect init system", str(e))
+
+
+class FollowTests(HostTestCase):
+    def test_systemd(self):
+        """systemd: `journalctl -f -u aimx` on the terminal (not captured)."""
+        system = self.host(services.SYSTEMD)
+        services.follow_log(system)
+        self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
+        self.assertEqual(self.runner.captured, [False])
+
+    def test_failure(self):
+        """journalctl exiting non-zero is an error."""
+        system = self.host(services.SYSTEMD, {("journalctl", "-f", "-u", "aimx"): Completed(1)})
+        self.assertRaises(services.ServiceError, services.follow_log, system)
+
+    def test_openrc(self):
+        """OpenRC cannot follow: the error points at tail -F."""
+        system = self.host(services.OPENRC)
+        e = self.assertRaises(services.ServiceError, services.follow_log, system)
+        self.assertIn("log follow is only supported on systemd", str(e))
+        self.assertIn("tail -F /var/log/messages", str(e))
+        self.assertEqual(self.runner.calls, [])
+
+
+class FindTwistdTests(SynchronousTestCase):
+    def setUp(self):
+        self.bin = os.path.abspath(self.mktemp())
+        os.makedirs(self.bin)
+        self.python = os.path.join(self.bin, "python")
+
+    def executable(self, name):
+        path = os.path.join(self.bin, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(path, 0o755)
+        return path
+
+    def test_beside_interpreter(self):
+        """twistd next to the interpreter wins over PATH, canonicalised."""
+        real = self.executable("twistd-real")
+        os.symlink(real, os.path.join(self.bin, "twistd"))
+        found = services.find_twistd(self.python, which=lambda name: "/usr/bin/twistd")
+        self.assertEqual(found, real)
+
+    def test_path(self):
+        """Otherwise the twistd on PATH."""
+        other = self.executable("elsewhere")
+        self.assertEqual(services.find_twistd(self.python, which=lambda name: other), other)
+
+    def test_none(self):
+        """No twistd anywhere: an error, so no unit points at a missing program."""
+        e = self.assertRaises(
+            services.ServiceError, services.find_twistd, self.python, which=lambda name: None
+        )
+        self.assertIn("cannot find twistd", str(e))
+
+
+class RunProgramTests(SynchronousTestCase):
+    def test_missing_program(self):
+        """A program that does not exist is exit status 127, not an exception."""
+        done = services.run_program(["/nonexistent/aimx-test-program"])
+        self.assertEqual(done.returncode, 127)
+        self.assertIn("aimx-test-program", done.stderr)
+
+    def test_captures(self):
+        """Output and exit status of a real (harmless) program are captured."""
+        done = services.run_program(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (3, "out\n", "err\n"))

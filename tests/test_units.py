@@ -1,0 +1,118 @@
+"""The systemd unit and OpenRC script renderers (aimx.core.units; spec/setup-and-ops.md §7)."""
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.core import units
+
+CONTRIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "contrib")
+VENV_TWISTD = "/opt/aimx/venv/bin/twistd"
+
+
+def _directives(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+    return dict(pairs)
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    def test_directives(self):
+        """The unit carries the AIMX directives, with ExecStart running twistd (acceptance 13)."""
+        unit = units.systemd_unit(units.UnitParams(twistd=VENV_TWISTD))
+        self.assertEqual(
+            _directives(unit),
+            {
+                "Description": "aimx SMTP server",
+                "After": "network-online.target nss-lookup.target",
+                "Wants": "network-online.target",
+                "StartLimitBurst": "5",
+                "StartLimitIntervalSec": "60s",
+                "Type": "simple",
+                "User": "root",
+                "ExecStart": f"{VENV_TWISTD} --nodaemon --pidfile= aimx --data-dir /var/lib/aimx",
+                "Restart": "on-failure",
+                "RestartSec": "5s",
+                "LimitNOFILE": "65536",
+                "TasksMax": "4096",
+                "ReadWritePaths": "/var/lib/aimx",
+                "RuntimeDirectory": "aimx",
+                "StandardOutput": "journal",
+                "StandardError": "journal",
+                "WantedBy": "multi-user.target",
+            },
+        )
+        self.assertEqual(
+            [line for line in unit.splitlines() if line.startswith("[")],
+            ["[Unit]", "[Service]", "[Install]"],
+        )
+
+    def test_custom_dirs(self):
+        """A custom data dir is used verbatim; non-default config/runtime dirs become flags."""
+        unit = units.systemd_unit(units.UnitParams(
+            twistd=VENV_TWISTD, data_dir="/srv/mail", config_dir="/srv/etc",
+            runtime_dir="/run/aimx-test",
+        ))
+        directives = _directives(unit)
+        self.assertEqual(
+            directives["ExecStart"],
+            f"{VENV_TWISTD} --nodaemon --pidfile= aimx --data-dir /srv/mail "
+            "--config-dir /srv/etc --runtime-dir /run/aimx-test",
+        )
+        self.assertEqual(directives["ReadWritePaths"], "/srv/mail")
+
+    def test_unsafe_paths_refused(self):
+        """A relative path, or one needing quotes or a % escape, never reaches a service file."""
+        for params in (
+            units.UnitParams(twistd="twistd"),
+            units.UnitParams(twistd=VENV_TWISTD, data_dir="/var/lib/my mail"),
+            units.UnitParams(twistd=VENV_TWISTD, config_dir="/etc/a%i"),
+            units.UnitParams(twistd='/opt/"x"/twistd'),
+        ):
+            self.assertRaises(units.UnitError, units.systemd_unit, params)
+            self.assertRaises(units.UnitError, units.openrc_script, params)
+
+
+class OpenrcScriptTests(SynchronousTestCase):
+    def test_script(self):
+        """openrc-run shebang, supervise-daemon, twistd command and the /run/aimx checkpath."""
+        script = units.openrc_script(units.UnitParams(twistd=VENV_TWISTD, data_dir="/srv/mail"))
+        lines = script.splitlines()
+        self.assertEqual(lines[0], "#!/sbin/openrc-run")
+        self.assertIn('description="aimx SMTP server"', lines)
+        self.assertIn(f"command={VENV_TWISTD}", lines)
+        self.assertIn('command_args="--nodaemon --pidfile= aimx --data-dir /srv/mail"', lines)
+        self.assertIn("supervisor=supervise-daemon", lines)
+        self.assertIn("depend() {\n\tafter net\n}\n", script)
+        self.assertIn("\tcheckpath -d -m 0755 -o root:root /run/aimx || return 1", lines)
+
+    def test_output_goes_to_the_log_file(self):
+        """supervise-daemon writes stdout and stderr to the file `aimx logs` reads on OpenRC."""
+        directives = _directives(units.openrc_script(units.UnitParams(twistd=VENV_TWISTD)))
+        self.assertEqual(directives["output_log"], '"/var/log/aimx/aimx.log"')
+        self.assertEqual(directives["error_log"], '"/var/log/aimx/aimx.log"')
+
+    def test_runtime_dir_override(self):
+        """A non-default runtime dir is both passed to the daemon and created by checkpath."""
+        script = units.openrc_script(
+            units.UnitParams(twistd=VENV_TWISTD, runtime_dir="/run/aimx-2")
+        )
+        self.assertIn("--runtime-dir /run/aimx-2", script)
+        self.assertIn("checkpath -d -m 0755 -o root:root /run/aimx-2 ||", script)
+
+
+class ContribTests(SynchronousTestCase):
+    def assertContrib(self, name, text):
+        with open(os.path.join(CONTRIB, name)) as f:
+            self.assertEqual(f.read(), text, f"contrib/{name} drifted from aimx.core.units")
+
+    def test_contrib_service(self):
+        """contrib/aimx.service is exactly the rendered unit for the default paths."""
+        self.assertContrib(
+            "aimx.service", units.systemd_unit(units.UnitParams(twistd=units.DEFAULT_TWISTD))
+        )
+
+    def test_contrib_openrc(self):
+        """contrib/aimx.openrc is exactly the rendered script for the default paths."""
+        self.assertContrib(
+            "aimx.openrc", units.openrc_script(units.UnitParams(twistd=units.DEFAULT_TWISTD))
+        )
