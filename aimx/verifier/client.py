@@ -1,0 +1,161 @@
+"""The caller's side of the port-25 check (L2), shared by C{aimx portcheck} and
+C{aimx setup}'s preflight (spec/setup-and-ops.md §1.3 step 1, §3).
+
+Usage, inside a reactor (e.g. a coroutine run with C{Deferred.fromCoroutine})::
+
+    settings = portcheck.settings_from_environ(environ)       # aimx.core.portcheck
+    occupancy = detect_occupancy(settings.port)               # free / aimx / other(name)
+    if occupancy.free:
+        async with TemporaryResponder(reactor, settings):     # may raise ResponderBindError
+            outbound = await outbound_probe(reactor, verify_host, settings)
+            inbound = await inbound_probe(reactor, verify_host)
+
+Each probe returns a L{ProbeResult} and never raises; the caller words the outcome
+(C{aimx.core.portcheck.outbound_message}/C{inbound_message}).
+"""
+
+import subprocess
+
+from twisted.internet import defer, error
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, readBody
+from twisted.web.http_headers import Headers
+
+from aimx import __version__
+from aimx.core.portcheck import (
+    FREE,
+    INBOUND_HTTP_TIMEOUT,
+    OUTBOUND_BUDGET,
+    OUTBOUND_CONNECT_TIMEOUT,
+    OUTBOUND_EHLO,
+    OUTBOUND_IO_TIMEOUT,
+    Occupancy,
+    ProbeResult,
+    ProbeSettings,
+    parse_occupancy,
+    probe_url,
+    read_probe_response,
+    smtp_probe_target,
+    ss_command,
+)
+from aimx.errors import AimxError
+from aimx.verifier.smtp import TrackedPort, smtp_handshake, temporary_responder_factory
+
+DEFAULT_SETTINGS = ProbeSettings()
+
+
+class ResponderBindError(AimxError):
+    """The temporary responder could not listen on port 25."""
+
+    code = "IO"
+
+
+def _proc_argv(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return [arg.decode("utf-8", "replace") for arg in raw.split(b"\0") if arg]
+
+
+def detect_occupancy(port: int = 25, run=subprocess.run, argv_of=_proc_argv) -> Occupancy:
+    """Who listens on TCP C{port}, from C{ss -tlnp} (blocking, quick).
+
+    A failure to run C{ss} counts as free (spec §3 step 3): binding the temporary
+    responder then tells the truth.
+
+    @param run: C{subprocess.run}-like, for tests.
+    @param argv_of: C{pid -> argv | None}, for tests.
+    """
+    try:
+        done = run(ss_command(port), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return FREE
+    if done.returncode != 0:
+        return FREE
+    return parse_occupancy(done.stdout, argv_of)
+
+
+class TemporaryResponder:
+    """An async context manager: the spec §3.1 responder listens while inside.
+
+    Leaving stops the listener and ends its connections, and waits for both.
+
+    @raise ResponderBindError: on entry, when the port cannot be bound; its message
+        is C{Cannot bind port 25 for preflight: <reason>} plus advice.
+    """
+
+    def __init__(self, reactor, settings: ProbeSettings = DEFAULT_SETTINGS):
+        self.reactor = reactor
+        self.settings = settings
+        self.listening = None
+
+    async def __aenter__(self) -> "TemporaryResponder":
+        try:
+            self.listening = TrackedPort(
+                self.reactor,
+                self.settings.port,
+                temporary_responder_factory(self.reactor),
+                interface=self.settings.bind_host,
+            )
+        except error.CannotListenError as e:
+            raise ResponderBindError(
+                f"Cannot bind port 25 for preflight: {e.socketError}\n"
+                "Run with sudo or ensure port 25 is available."
+            ) from None
+        return self
+
+    async def __aexit__(self, *exc_info) -> bool:
+        await self.listening.stop()
+        return False
+
+
+async def outbound_probe(reactor, verify_host: str,
+                         settings: ProbeSettings = DEFAULT_SETTINGS) -> ProbeResult:
+    """SMTP banner/EHLO/QUIT with the verify host's port 25 (10 s connect, 5 s per reply)."""
+    return await smtp_handshake(
+        reactor,
+        smtp_probe_target(verify_host, settings.out_port),
+        ehlo_name=OUTBOUND_EHLO,
+        connect_timeout=OUTBOUND_CONNECT_TIMEOUT,
+        io_timeout=OUTBOUND_IO_TIMEOUT,
+        budget=OUTBOUND_BUDGET,
+    )
+
+
+async def _get(agent, url: str):
+    response = await agent.request(
+        b"GET",
+        url.encode("ascii"),
+        Headers({b"User-Agent": [f"aimx/{__version__}".encode()]}),
+    )
+    return response.code, await readBody(response)
+
+
+def _describe(e: Exception, timeout: float) -> str:
+    if isinstance(e, error.TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(e, ResponseFailed) and e.reasons:  # and its subclass ResponseNeverReceived
+        return _describe(e.reasons[0].value, timeout)
+    if isinstance(e, error.ConnectionRefusedError):
+        return "connection refused"
+    return str(e) or type(e).__name__
+
+
+async def inbound_probe(reactor, verify_host: str,
+                        timeout: float = INBOUND_HTTP_TIMEOUT) -> ProbeResult:
+    """C{GET <verify host>/probe}: the verifier connects back to our port 25.
+
+    An HTTP or transport failure is a failure with C{error} set.
+    """
+    url = probe_url(verify_host)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    try:
+        d = defer.Deferred.fromCoroutine(_get(Agent(reactor, pool=pool), url))
+        d.addTimeout(timeout, reactor)
+        status, body = await d
+    except Exception as e:  # every failure of the exchange is a failed check
+        return ProbeResult(False, error=f"{url}: {_describe(e, timeout)}")
+    finally:
+        await pool.closeCachedConnections()
+    return read_probe_response(status, body)
