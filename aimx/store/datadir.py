@@ -1,29 +1,65 @@
 """The data directory skeleton (L1): C{inbox/}, C{sent/} and the agent README.
 
 C{README.md} tells agents browsing the directory what the files are; it is rewritten
-at start-up whenever its first line (the version line) differs (spec/daemon.md §2).
+at start-up whenever its first line (the version line) differs (spec/daemon.md §2)
+and on every C{aimx setup}; its text is L{aimx.core.datadir_readme}.
 """
 
 import os
 
+from aimx.core import datadir_readme
 from aimx.errors import ConfigError
 
-README_VERSION_LINE = "<!-- aimx-readme-version: 1 -->"
+README_VERSION_LINE = datadir_readme.VERSION_LINE
+README = datadir_readme.render()
 
-README = f"""{README_VERSION_LINE}
-# aimx mail data
 
-This directory is managed by the aimx daemon.
+def readme_path(data_dir: str) -> str:
+    """C{<data_dir>/README.md}."""
+    return os.path.join(data_dir, "README.md")
 
-- `inbox/<mailbox>/` holds received mail, one Markdown file per message with TOML
-  frontmatter between `+++` lines. A message with attachments is a directory
-  `<id>/` holding `<id>.md` and the attachment files.
-- `sent/<mailbox>/` holds copies of mail sent from that mailbox.
-- File names are `YYYY-MM-DD-HHMMSS-<subject-slug>.md` (UTC); the name without
-  `.md` is the message id.
-- Files starting with `.` are in the middle of being written: ignore them.
-- `read = true|false` in the frontmatter may be edited by hand.
-"""
+
+def write_readme(data_dir: str) -> None:
+    """Write the current README into C{data_dir}, replacing any other (mode 0644).
+
+    C{aimx setup} calls this on every run (spec/agents.md §7); the file is
+    written to a temporary name and renamed, so a reader never sees half of it.
+
+    @raise OSError: the file cannot be written.
+    """
+    path = readme_path(data_dir)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(README)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def refresh_readme(data_dir: str) -> bool:
+    """Rewrite the README unless its first line is the current version marker.
+
+    A missing file, an empty or unreadable one, or any other first line is
+    rewritten; a current one is left alone (not even touched).
+
+    @return: whether the file was written.
+    @raise OSError: the file cannot be written.
+    """
+    try:
+        with open(readme_path(data_dir), encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        first = None
+    if datadir_readme.is_current(first):
+        return False
+    write_readme(data_dir)
+    return True
 
 
 def prepare(data_dir: str) -> list[str]:
@@ -38,20 +74,8 @@ def prepare(data_dir: str) -> list[str]:
             os.chmod(path, 0o755)
         except OSError as e:
             raise ConfigError(f"cannot create data directory {path}: {e.strerror}") from None
-    path = os.path.join(data_dir, "README.md")
     try:
-        with open(path, encoding="utf-8") as f:
-            current = f.readline().rstrip("\n")
-    except (OSError, UnicodeDecodeError):
-        current = None
-    if current == README_VERSION_LINE:
-        return []
-    try:
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(README)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        refresh_readme(data_dir)
     except OSError as e:
         return [f"Failed to refresh datadir README: {e}"]
     return []

@@ -1,0 +1,417 @@
+"""The agent harnesses aimx can be wired into (L0, pure): spec/agents.md §4.1, §4.4, §2.3.
+
+Each L{Agent} names where its bundle goes (a path template over C{$HOME},
+C{$XDG_CONFIG_HOME} and C{$NANOCLAW_HOME}), which directory proves the agent is
+installed, which header file its bundle starts with, and how its MCP server is
+wired.  The activation and removal hints are rendered here too, from the data
+dir alone, so C{aimx agents list}, C{setup} and the setup wizard print the same
+text.  Nothing here reads the disk or the environment: callers pass what they
+looked up.
+"""
+
+import json
+from collections.abc import Mapping
+
+import attrs
+
+from aimx.errors import AimxError
+
+# AIMX registers this path whatever the install prefix (agents.md §1); the
+# packaging puts a console script or a symlink there.
+MCP_PROGRAM = "/usr/local/bin/aimx"
+
+# The progressive-disclosure references shipped beside SKILL.md (agents.md §4.1).
+REFERENCES = ("frontmatter.md", "hooks.md", "mcp-tools.md", "troubleshooting.md", "workflows.md")
+
+HOME_NOT_SET = "HOME is not set; agents setup writes to the user's home directory"
+
+
+class AgentError(AimxError):
+    """An C{aimx agents} step failed; printed as C{Error: <message>}, exit 1."""
+
+
+@attrs.frozen
+class Agent:
+    """One supported agent harness.
+
+    @ivar name: the command-line name (C{claude-code}).
+    @ivar display: the human name (C{Claude Code}).
+    @ivar dest: where the bundle is written, as a template.
+    @ivar root: the agent's own directory; its presence means "installed".
+    @ivar header: the header file under C{aimx/agents_data/headers/}.
+    @ivar references: whether C{references/*.md} ship beside C{SKILL.md}.
+    @ivar recipe: a Goose recipe (one C{aimx.yaml}) instead of a skill directory.
+    @ivar cli: the program that registers the MCP server itself (C{claude},
+        C{codex}), or C{None} when a hint is printed instead.
+    """
+
+    name: str
+    display: str
+    dest: str
+    root: str
+    header: str
+    references: bool
+    recipe: bool = False
+    cli: str | None = None
+
+    @property
+    def entry_file(self) -> str:
+        """The one file every install of this agent writes (C{SKILL.md} or C{aimx.yaml})."""
+        return "aimx.yaml" if self.recipe else "SKILL.md"
+
+
+AGENTS: tuple[Agent, ...] = (
+    Agent(
+        "claude-code",
+        "Claude Code",
+        "$HOME/.claude/skills/aimx",
+        "$HOME/.claude",
+        "claude-code.md",
+        references=True,
+        cli="claude",
+    ),
+    Agent(
+        "codex",
+        "Codex CLI",
+        "$HOME/.codex/skills/aimx",
+        "$HOME/.codex",
+        "codex.md",
+        references=True,
+        cli="codex",
+    ),
+    Agent(
+        "opencode",
+        "OpenCode",
+        "$XDG_CONFIG_HOME/opencode/skills/aimx",
+        "$XDG_CONFIG_HOME/opencode",
+        "opencode.md",
+        references=False,
+    ),
+    Agent(
+        "gemini",
+        "Gemini CLI",
+        "$HOME/.gemini/skills/aimx",
+        "$HOME/.gemini",
+        "gemini.md",
+        references=False,
+    ),
+    Agent(
+        "goose",
+        "Goose",
+        "$XDG_CONFIG_HOME/goose/recipes",
+        "$XDG_CONFIG_HOME/goose",
+        "goose.yaml",
+        references=False,
+        recipe=True,
+    ),
+    Agent(
+        "openclaw",
+        "OpenClaw",
+        "$HOME/.openclaw/skills/aimx",
+        "$HOME/.openclaw",
+        "openclaw.md",
+        references=True,
+    ),
+    Agent(
+        "hermes",
+        "Hermes",
+        "$HOME/.hermes/skills/aimx",
+        "$HOME/.hermes",
+        "hermes.md",
+        references=True,
+    ),
+    Agent(
+        "nanoclaw",
+        "NanoClaw",
+        "$NANOCLAW_HOME/skills/aimx",
+        "$NANOCLAW_HOME",
+        "nanoclaw.md",
+        references=True,
+    ),
+)
+
+_BY_NAME = {agent.name: agent for agent in AGENTS}
+
+
+def find(name: str) -> Agent | None:
+    """The agent called C{name}, or C{None}."""
+    return _BY_NAME.get(name)
+
+
+def names() -> list[str]:
+    """Every agent name, in registry order."""
+    return [agent.name for agent in AGENTS]
+
+
+@attrs.frozen
+class Places:
+    """The three directories the templates are expanded against.
+
+    @ivar home: the user's home directory.
+    @ivar xdg_config_home: C{$XDG_CONFIG_HOME}, default C{<home>/.config}.
+    @ivar nanoclaw_home: the NanoClaw fork, C{$NANOCLAW_HOME}, default C{<home>/nanoclaw}.
+    """
+
+    home: str
+    xdg_config_home: str
+    nanoclaw_home: str
+
+
+def places(environ: Mapping[str, str], home: str | None = None) -> Places:
+    """Resolve L{Places} from an environment.
+
+    @param home: an explicit home (C{--dangerously-allow-root}: root's C{pw_dir}).
+        When given, C{$HOME} and C{$XDG_CONFIG_HOME} are ignored; C{$NANOCLAW_HOME}
+        is still honoured (agents.md §2.2 step 2).
+    @raise AgentError: no home: C{HOME} unset or empty and none given.
+    """
+    xdg = None
+    if home is None:
+        home = environ.get("HOME") or None
+        xdg = environ.get("XDG_CONFIG_HOME") or None
+    if home is None:
+        raise AgentError(HOME_NOT_SET)
+    home = home.rstrip("/") or "/"
+    return Places(
+        home=home,
+        xdg_config_home=xdg or _join(home, ".config"),
+        nanoclaw_home=environ.get("NANOCLAW_HOME") or _join(home, "nanoclaw"),
+    )
+
+
+def expand(template: str, where: Places) -> str:
+    """A path template with its three variables substituted."""
+    return (
+        template.replace("$XDG_CONFIG_HOME", where.xdg_config_home)
+        .replace("$NANOCLAW_HOME", where.nanoclaw_home)
+        .replace("$HOME", where.home)
+    )
+
+
+def _join(base: str, name: str) -> str:
+    return base + name if base.endswith("/") else f"{base}/{name}"
+
+
+# -- MCP command and registration ------------------------------------------------------
+
+
+def mcp_args(data_dir: str | None = None) -> list[str]:
+    """The arguments after L{MCP_PROGRAM}: C{[--data-dir, P,] mcp}."""
+    return ["--data-dir", data_dir, "mcp"] if data_dir else ["mcp"]
+
+
+def mcp_argv(data_dir: str | None = None) -> list[str]:
+    """The full registered MCP command."""
+    return [MCP_PROGRAM, *mcp_args(data_dir)]
+
+
+def registration(agent: Agent, data_dir: str | None = None) -> tuple[list[str], list[str]] | None:
+    """The two commands that (re-)register the MCP server through the agent's CLI.
+
+    The first removes a previous registration (its result is ignored); the
+    second adds the current one.  The C{--} separator keeps the agent's own
+    option parser away from aimx's flags (agents.md §3).
+
+    @return: C{(remove_argv, add_argv)}, or C{None} for agents without a CLI step.
+    """
+    if agent.cli == "claude":
+        return (
+            ["claude", "mcp", "remove", "--scope", "user", "aimx"],
+            ["claude", "mcp", "add", "--scope", "user", "aimx", "--", *mcp_argv(data_dir)],
+        )
+    if agent.cli == "codex":
+        return (
+            ["codex", "mcp", "remove", "aimx"],
+            ["codex", "mcp", "add", "aimx", "--", *mcp_argv(data_dir)],
+        )
+    return None
+
+
+def posix_quote(text: str) -> str:
+    """C{text} as one single-quoted POSIX shell word (C{'} becomes C{'\\''})."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _shell_mcp(data_dir: str | None) -> str:
+    extra = f" --data-dir {posix_quote(data_dir)}" if data_dir else ""
+    return f"{MCP_PROGRAM}{extra} mcp"
+
+
+def _pretty(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def mcp_servers_entry(data_dir: str | None = None) -> dict:
+    """The C{{"command", "args"}} object of the JSON configs (Gemini, NanoClaw, OpenClaw)."""
+    return {"command": MCP_PROGRAM, "args": mcp_args(data_dir)}
+
+
+def activation_hint(agent: Agent, data_dir: str | None = None) -> str:
+    """What the user still has to do to activate the MCP server (agents.md §4.4).
+
+    JSON snippets come from a real serializer (2-space indent) so any data dir
+    path is escaped correctly; shell commands quote the path for POSIX shells.
+    """
+    return _HINTS[agent.name](data_dir)
+
+
+def _claude_hint(data_dir):
+    return "\n".join(
+        [
+            "Skill installed at ~/.claude/skills/aimx/.",
+            "If automatic MCP registration did not happen, register the server once:",
+            "",
+            f"  claude mcp add --scope user aimx -- {_shell_mcp(data_dir)}",
+            "",
+            "Then restart Claude Code. Claude Code finds the skill by itself, but the MCP",
+            "server has to be registered explicitly (headless `claude -p` runs included).",
+        ]
+    )
+
+
+def _codex_hint(data_dir):
+    return "\n".join(
+        [
+            "Skill installed at ~/.codex/skills/aimx/.",
+            "If automatic MCP registration did not happen, register the server once:",
+            "",
+            f"  codex mcp add aimx -- {_shell_mcp(data_dir)}",
+            "",
+            "Then restart Codex CLI. The command records the server in",
+            "~/.codex/config.toml, where Codex reads its MCP servers.",
+        ]
+    )
+
+
+def _opencode_hint(data_dir):
+    snippet = {"mcp": {"aimx": {"command": mcp_argv(data_dir)}}}
+    return "\n".join(
+        [
+            "Skill installed. Add this to the `mcp` object of your OpenCode config",
+            "(~/.config/opencode/opencode.json, or <repo>/opencode.json), then restart OpenCode:",
+            "",
+            _pretty(snippet),
+        ]
+    )
+
+
+def _gemini_hint(data_dir):
+    snippet = {"mcpServers": {"aimx": mcp_servers_entry(data_dir)}}
+    return "\n".join(
+        [
+            "Skill installed. Merge this into ~/.gemini/settings.json (create the file",
+            "if it does not exist), then restart Gemini CLI:",
+            "",
+            _pretty(snippet),
+        ]
+    )
+
+
+def _goose_hint(data_dir):
+    # Static on purpose: the hint never reads $GOOSE_RECIPE_GITHUB_REPO, so the
+    # listing is the same in every shell.
+    return (
+        "Recipe installed. Start a session with it:\n"
+        "\n"
+        "  goose run --recipe aimx\n"
+        "\n"
+        "To share it with a team, commit ~/.config/goose/recipes/aimx.yaml to the\n"
+        "GitHub repository named by $GOOSE_RECIPE_GITHUB_REPO; Goose loads recipes\n"
+        "from that repository when the variable is set."
+    )
+
+
+def _openclaw_hint(data_dir):
+    compact = json.dumps(mcp_servers_entry(data_dir), ensure_ascii=False, separators=(",", ":"))
+    return "\n".join(
+        [
+            "Skill installed. Register the MCP server with OpenClaw:",
+            "",
+            f"  openclaw mcp set aimx {posix_quote(compact)}",
+            "",
+            "Then restart the OpenClaw gateway so it loads the server.",
+        ]
+    )
+
+
+def _hermes_hint(data_dir):
+    # A YAML flow sequence treats , [ ] # as syntax: the path goes in as a
+    # double-quoted scalar, which JSON string syntax produces exactly.
+    if data_dir:
+        args = f"[--data-dir, {json.dumps(data_dir, ensure_ascii=False)}, mcp]"
+    else:
+        args = "[mcp]"
+    return "\n".join(
+        [
+            "Skill installed at ~/.hermes/skills/aimx/. Paste this under the top-level",
+            "`mcp_servers:` key of ~/.hermes/config.yaml (add the key if it is missing):",
+            "",
+            "  mcp_servers:",
+            "    aimx:",
+            f"      command: {MCP_PROGRAM}",
+            f"      args: {args}",
+            "      enabled: true",
+            "",
+            "Then run `/reload-mcp` inside Hermes; it re-reads the file without a restart.",
+        ]
+    )
+
+
+def _nanoclaw_hint(data_dir):
+    snippet = {"mcpServers": {"aimx": mcp_servers_entry(data_dir)}}
+    return "\n".join(
+        [
+            "Skill installed, and the MCP server was merged into <fork>/.mcp.json",
+            "under mcpServers.aimx (<fork> is $NANOCLAW_HOME, default ~/nanoclaw):",
+            "",
+            _pretty(snippet),
+            "",
+            "If the merge was skipped, add that entry to the `mcpServers` object of",
+            "<fork>/.mcp.json by hand. Restart NanoClaw so it loads the server, then add",
+            "a NanoClaw scheduled job that calls email_list through the aimx MCP server.",
+        ]
+    )
+
+
+_HINTS = {
+    "claude-code": _claude_hint,
+    "codex": _codex_hint,
+    "opencode": _opencode_hint,
+    "gemini": _gemini_hint,
+    "goose": _goose_hint,
+    "openclaw": _openclaw_hint,
+    "hermes": _hermes_hint,
+    "nanoclaw": _nanoclaw_hint,
+}
+
+_REMOVAL_HINTS = {
+    "claude-code": "Run `claude mcp remove aimx` to unregister the MCP server from Claude Code too.",
+    "codex": "Run `codex mcp remove aimx` to unregister the MCP server from Codex CLI too.",
+    "opencode": "Remove the `aimx` block from the `mcp` object of "
+    "~/.config/opencode/opencode.json to unregister the MCP server too.",
+    "gemini": "Remove the `aimx` entry from `mcpServers` in ~/.gemini/settings.json "
+    "to unregister the MCP server too.",
+    "goose": "Nothing else to do: Goose finds recipes by file name.",
+    "openclaw": "Run `openclaw mcp remove aimx` if your OpenClaw has it; otherwise delete "
+    "the `aimx` server from the OpenClaw MCP config by hand.",
+    "hermes": "Remove the `aimx` block under `mcp_servers:` in ~/.hermes/config.yaml "
+    "to unregister the MCP server too.",
+    "nanoclaw": "Remove `aimx` from `mcpServers` in <fork>/.mcp.json to unregister the "
+    "MCP server too (<fork> is $NANOCLAW_HOME, default ~/nanoclaw).",
+}
+
+
+def removal_hint(agent: Agent) -> str:
+    """The external step C{aimx agents remove} leaves to the user (agents.md §2.3)."""
+    return _REMOVAL_HINTS[agent.name]
+
+
+def removal_target(agent: Agent, where: Places) -> str:
+    """What C{remove} deletes: the skill directory, or Goose's single recipe file."""
+    dest = expand(agent.dest, where)
+    return _join(dest, "aimx.yaml") if agent.recipe else dest
+
+
+def legacy_plugin_dir(where: Places) -> str:
+    """Where old releases installed the Claude Code plugin (removed by setup and remove)."""
+    return _join(where.home, ".claude/plugins/aimx")

@@ -1,0 +1,377 @@
+"""``aimx agents setup|list|remove`` (L3): wire aimx into AI agent harnesses.
+
+spec/agents.md §2–§6.  Per-user and offline: everything is written under the
+caller's home (or C{$XDG_CONFIG_HOME}, C{$NANOCLAW_HOME}); nothing touches
+C{/etc} or C{/var}, nothing talks to the daemon.  Claude Code and Codex are
+registered through their own CLIs; NanoClaw's C{.mcp.json} is merged; every
+other agent gets a printed snippet.
+
+The outside world (environment, euid, streams, the CLI runner, root's home,
+the key source of the picker) comes in a L{World}, so tests run every path
+with a temporary HOME and fakes.
+"""
+
+import argparse
+import os
+import pwd
+import sys
+from collections.abc import Callable, Mapping
+
+import attrs
+
+from aimx.agents import bundle, install, picker, registry
+from aimx.agents.registry import AGENTS, Agent, AgentError
+from aimx.cli.term import Terminal
+
+ROOT_REFUSAL = """\
+`aimx agents` is per-user and refuses to run as root by default: it writes into
+the home directory of whoever runs it.
+
+Re-run it as the regular user who uses the agent:
+  sudo -u <user> aimx agents setup
+
+Or, on a single-user root-login VPS with no other account, pass
+--dangerously-allow-root to wire aimx into root's own home:
+  aimx agents setup --dangerously-allow-root"""
+
+_YES = ("y", "Y", "yes", "YES")
+
+
+def _root_home() -> str:
+    try:
+        return pwd.getpwnam("root").pw_dir or "/root"
+    except KeyError:
+        return "/root"
+
+
+def _username(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@attrs.define
+class World:
+    """What one invocation sees of the machine.
+
+    @ivar runner: runs an agent CLI (C{argv -> RunResult}); default: a
+        subprocess runner over C{environ["PATH"]}.
+    @ivar root_home: C{() -> str}, root's C{pw_dir} (C{--dangerously-allow-root}).
+    @ivar username: C{uid -> str | None} for the picker's title.
+    @ivar open_keys: C{stdin -> context manager yielding a key source}.
+    """
+
+    environ: Mapping[str, str]
+    euid: int
+    out: object
+    err: object
+    stdin: object
+    runner: Callable | None = None
+    root_home: Callable[[], str] = _root_home
+    username: Callable[[int], str | None] = _username
+    open_keys: Callable = picker.open_keys
+
+    def __attrs_post_init__(self):
+        if self.runner is None:
+            self.runner = install.subprocess_runner(self.environ)
+
+
+def default_world() -> World:
+    return World(dict(os.environ), os.geteuid(), sys.stdout, sys.stderr, sys.stdin)
+
+
+def add_parser(sub, common) -> None:
+    """Register C{agents} with its three actions on the top-level subparsers."""
+    parser = sub.add_parser("agents", parents=[common], help=argparse.SUPPRESS, prog="aimx agents")
+    actions = parser.add_subparsers(
+        dest="action", metavar="<action>", required=True, prog="aimx agents"
+    )
+    setup = actions.add_parser(
+        "setup", parents=[common], help="install aimx's skill and MCP wiring for an agent"
+    )
+    setup.add_argument("agent", nargs="?", help="agent name (see `aimx agents list`)")
+    setup.add_argument("--list", action="store_true", help="list the supported agents")
+    setup.add_argument("--force", action="store_true", help="overwrite existing files")
+    setup.add_argument(
+        "--print", action="store_true", help="print the files and activation step, write nothing"
+    )
+    setup.add_argument("--no-interactive", action="store_true", help="never open the picker")
+    setup.add_argument(
+        "--dangerously-allow-root",
+        action="store_true",
+        help="run as root and write into root's home",
+    )
+    actions.add_parser("list", parents=[common], help="list the supported agents")
+    remove = actions.add_parser("remove", parents=[common], help="remove an agent's aimx files")
+    remove.add_argument("agent", help="agent name")
+    remove.add_argument(
+        "--dangerously-allow-root",
+        action="store_true",
+        help="run as root and remove from root's home",
+    )
+
+
+def main(args, world: World | None = None) -> int:
+    """Run one C{aimx agents} action; C{Error: <message>} and exit 1 on failure."""
+    world = world or default_world()
+    term = Terminal(world.out, world.err, world.stdin, world.environ)
+    try:
+        if args.action == "list":
+            return list_agents(world, term)
+        if args.action == "remove":
+            return remove(args, world, term)
+        return setup(args, world, term)
+    except AgentError as e:
+        term.error(str(e))
+        return 1
+
+
+# -- list -----------------------------------------------------------------------------
+
+
+def list_agents(world: World, term: Terminal) -> int:
+    """Print every agent with its destination, install command and activation (§2.1)."""
+    term.say(term.bold("Supported agents:"))
+    term.say()
+    try:
+        where = registry.places(world.environ)
+    except AgentError:
+        where = None
+    for agent in AGENTS:
+        dest = registry.expand(agent.dest, where) if where else agent.dest
+        hint = registry.activation_hint(agent).split("\n")
+        term.say(f"  {term.bold(agent.name)}")
+        term.say(f"    destination: {dest}")
+        term.say(f"    install:     aimx agents setup {agent.name}")
+        term.say(f"    activation:  {hint[0]}")
+        for line in hint[1:]:
+            term.say(f"{' ' * 17}{line}".rstrip())
+        term.say()
+    return 0
+
+
+# -- setup ----------------------------------------------------------------------------
+
+
+def _home_override(flag: bool, world: World) -> str | None:
+    """Refuse root without the flag; with it, root's own home (§2.2 step 2)."""
+    if world.euid != 0:
+        return None
+    if not flag:
+        raise AgentError(ROOT_REFUSAL)
+    return world.root_home() or "/root"
+
+
+def _find(name: str) -> Agent:
+    agent = registry.find(name)
+    if agent is None:
+        raise AgentError(f"unknown agent '{name}'; run `aimx agents list` to see supported agents")
+    return agent
+
+
+def setup(args, world: World, term: Terminal) -> int:
+    """C{aimx agents setup [agent]} in the order of agents.md §2.2."""
+    if args.list:
+        return list_agents(world, term)
+    home = _home_override(args.dangerously_allow_root, world)
+    if args.agent is None:
+        if args.no_interactive or args.print or not _isatty(world.err):
+            list_agents(world, term)
+            if args.print:
+                term.say(
+                    "Name an agent to preview its files, e.g. "
+                    "`aimx agents setup --print claude-code`."
+                )
+            else:
+                term.say(
+                    "Run `aimx agents setup <agent>` to install one "
+                    "(`aimx agents list` shows this list again)."
+                )
+            return 0
+        return choose(args, world, term, registry.places(world.environ, home))
+    agent = _find(args.agent)
+    if args.print:
+        return preview(agent, args.data_dir, term)
+    install_agent(agent, args, world, term, registry.places(world.environ, home))
+    return 0
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def preview(agent: Agent, data_dir: str | None, term: Terminal) -> int:
+    """C{--print}: every file and the activation step; nothing written, nothing run."""
+    for item in bundle.assemble(agent, data_dir):
+        term.say(f"=== {item.path} ===")
+        term.out.write(item.text if item.text.endswith("\n") else item.text + "\n")
+    term.say("=== activation ===")
+    term.say(registry.activation_hint(agent, data_dir))
+    return 0
+
+
+def install_agent(agent: Agent, args, world: World, term: Terminal, where) -> str:
+    """Install one agent (§2.2 steps 5–10) and return its destination.
+
+    @raise AgentError: a step failed (the picker reports it and moves on).
+    """
+    style = picker.Style(term)
+    data_dir = args.data_dir
+    files = bundle.assemble(agent, data_dir)
+    dest = registry.expand(agent.dest, where)
+    if agent.name == "claude-code":
+        _remove_legacy_plugin(where, term, style)
+    if agent.name == "nanoclaw" and not os.path.isdir(where.nanoclaw_home):
+        raise AgentError(
+            f"NanoClaw fork directory {where.nanoclaw_home} not found; clone it with "
+            "`git clone https://github.com/qwibitai/nanoclaw.git ~/nanoclaw` "
+            "or set $NANOCLAW_HOME to your fork"
+        )
+    if not args.force:
+        _confirm_overwrite(dest, files, world, term)
+    install.write_files(dest, files)
+    term.say(f"Installed {term.style(dest, picker.GREEN, picker.BOLD)}")
+    if agent.name == "nanoclaw":
+        _merge_nanoclaw(where.nanoclaw_home, data_dir, args.force, term, style)
+    hint = registry.activation_hint(agent, data_dir)
+    if agent.cli is not None:
+        outcome, reason = install.register_mcp(agent, data_dir, world.runner)
+        if outcome is install.Registration.REGISTERED:
+            term.say(f"{style.mark('ok')} MCP server registered with {agent.display}.")
+            return dest
+        if outcome is install.Registration.FAILED:
+            term.say(f"{style.mark('warn')} MCP auto-registration failed: {reason}")
+    term.say()
+    term.say(hint)
+    return dest
+
+
+def _remove_legacy_plugin(where, term: Terminal, style) -> None:
+    path = registry.legacy_plugin_dir(where)
+    try:
+        if install.remove_path(path):
+            term.say(f"Removed legacy plugin install at {term.bold(path)}")
+    except AgentError as e:
+        term.say(f"{style.mark('warn')} could not remove the legacy plugin install: {e}")
+
+
+def _confirm_overwrite(dest: str, files, world: World, term: Terminal) -> None:
+    present = install.existing_files(dest, files)
+    if not present:
+        return
+    if not _isatty(world.stdin):
+        raise AgentError(f"destination files already exist under {dest}; pass --force to overwrite")
+    term.hint(f"Warning: Destination {dest} already contains {len(present)} file(s):")
+    for path in present:
+        term.say(f"  {path}")
+    answer = term.ask("Overwrite? [y/N] ")
+    if answer is None or answer.strip() not in _YES:
+        raise AgentError("aborted by user")
+
+
+def _merge_nanoclaw(fork: str, data_dir, force: bool, term: Terminal, style) -> None:
+    outcome, path = install.merge_mcp_json(fork, data_dir, force)
+    Outcome = install.MergeOutcome
+    if outcome is Outcome.CREATED:
+        term.say(f"{style.mark('ok')} created {path} with mcpServers.aimx")
+    elif outcome is Outcome.MERGED:
+        term.say(f"{style.mark('ok')} merged mcpServers.aimx into {path}")
+    elif outcome is Outcome.EXISTS:
+        term.say(
+            f"{style.mark('warn')} mcpServers.aimx already exists in {path}; "
+            "pass --force to overwrite"
+        )
+    else:
+        term.say(
+            f"{style.mark('warn')} fork directory {fork} not found; skipping .mcp.json "
+            "merge (set $NANOCLAW_HOME to your fork)"
+        )
+
+
+# -- the picker (§6) --------------------------------------------------------------------
+
+
+def choose(args, world: World, term: Terminal, where) -> int:
+    """Detect the agents, let the user pick, confirm, install each, summarise."""
+    states = [(agent, install.install_state(agent, where)) for agent in AGENTS]
+    rows = picker.initial_rows(states)
+    if not any(row.selectable for row in rows):
+        term.say(term.bold("No AI agents detected on this user's filesystem."))
+        term.say()
+        term.say("aimx looks for these agents under $HOME (and $XDG_CONFIG_HOME, $NANOCLAW_HOME):")
+        for agent in AGENTS:
+            term.say(f"  - {agent.display}")
+        term.say()
+        term.say("Install one of them and run `aimx agents setup` again.")
+        return 0
+    screen = picker.Style(Terminal(world.err, world.err, world.stdin, world.environ))
+    style = picker.Style(term)
+    user = world.username(world.euid)
+    while True:
+        with world.open_keys(world.stdin) as keys:
+            picked = picker.pick(rows, keys, world.err, screen, user)
+        if picked is None:
+            term.say()
+            term.say("Cancelled. No agents were wired.")
+            return 0
+        if not picked:
+            term.say()
+            term.say("No agents selected. Nothing to do.")
+            return 0
+        for line in picker.task_lines(picked, style):
+            term.say(line)
+        answer = term.ask("Confirm? [Y/n] ")
+        if answer is None:
+            term.say()
+            term.say("Cancelled. No agents were wired.")
+            return 0
+        if answer.strip()[:1] not in ("n", "N"):
+            break
+    results = []
+    for row in picked:
+        agent = row.agent
+        term.say()
+        term.say(f"{term.bold('==>')} {term.bold(agent.display)}")
+        try:
+            dest = install_agent(agent, args, world, term, where)
+        except AgentError as e:
+            term.say(f"  {style.mark('fail')} {e}")
+            results.append((agent.display, False, str(e)))
+        else:
+            results.append((agent.display, True, dest))
+    for line in picker.summary_lines(results, style):
+        term.say(line)
+    return 0
+
+
+# -- remove (§2.3) ---------------------------------------------------------------------
+
+
+def remove(args, world: World, term: Terminal) -> int:
+    """Delete an agent's aimx files and say what is left to undo by hand."""
+    home = _home_override(args.dangerously_allow_root, world)
+    agent = registry.find(args.agent)
+    if agent is None:
+        raise AgentError(
+            f"Unknown agent '{args.agent}'. Run `aimx agents list` to see supported agents."
+        )
+    where = registry.places(world.environ, home)
+    style = picker.Style(term)
+    target = registry.removal_target(agent, where)
+    if agent.name == "claude-code":
+        _remove_legacy_plugin(where, term, style)
+    if install.remove_path(target):
+        term.say(f"Removed {term.bold(target)}")
+    else:
+        term.say(f"Plugin: {target} (already absent)")
+        term.say(
+            f"{style.mark('warn')} no plugin files were present at {term.bold(target)} "
+            "(already removed?)"
+        )
+    term.say()
+    term.say(registry.removal_hint(agent))
+    return 0
