@@ -21,6 +21,10 @@ CACHE_SIZE = 4096
 TIMEOUT = 2.0
 LIFETIME = 5.0
 
+#: Setup and doctor ask these in order (AIMX's C{dig} cascade), each up to 3 times.
+PUBLIC_RESOLVERS = ("1.1.1.1", "8.8.8.8", "9.9.9.9")
+PUBLIC_ATTEMPTS = 3
+
 
 class DnsNoRecord(Exception):
     """The name does not exist (NXDOMAIN) or has no record of the asked type."""
@@ -96,6 +100,25 @@ class Resolver:
             return cls(dns.resolver.Resolver(filename=resolv_conf))
         except (dns.exception.DNSException, OSError):
             return cls(dns.resolver.Resolver(configure=False))
+
+    @classmethod
+    def public(cls, environ=os.environ) -> "Resolver":
+        """The resolver of C{aimx setup} and C{aimx doctor}: C{AIMX_NAMESERVERS} when set,
+        else the public resolvers L{PUBLIC_RESOLVERS}, asked in that order.
+
+        It does not cache (the setup wizard re-verifies after the operator edits DNS)
+        and gives each server up to L{PUBLIC_ATTEMPTS} tries of L{TIMEOUT} seconds.
+
+        @raise ConfigError: C{AIMX_NAMESERVERS} is set but malformed.
+        """
+        servers = parse_nameservers(environ.get("AIMX_NAMESERVERS", ""))
+        servers = servers or [(ip, 53) for ip in PUBLIC_RESOLVERS]
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
+        public = cls(resolver)
+        public._dns.cache = None
+        public._dns.lifetime = len(servers) * PUBLIC_ATTEMPTS * TIMEOUT
+        return public
 
     @property
     def usable(self) -> bool:

@@ -31,14 +31,7 @@ Try it:
 
 # Verbs of the spec that later issues build; until then they say so plainly.
 NOT_BUILT = {
-    "agents": "operator tools",
-    "mcp": "the MCP server",
     "setup": "operator tools",
-    "doctor": "operator tools",
-    "logs": "operator tools",
-    "dkim-keygen": "operator tools",
-    "portcheck": "operator tools",
-    "uninstall": "operator tools",
 }
 
 
@@ -83,11 +76,22 @@ def _parser() -> argparse.ArgumentParser:
         "--no-wait", action="store_true", help="stop the daemon after the deliveries"
     )
 
-    from aimx.cli import hooks, mailboxes, send  # they import Twisted: not for --version
+    # Not at the top: some import Twisted, which `aimx --version` must not pay for.
+    from aimx.cli import agents, dkimkeygen, hooks, logs, mailboxes, send, uninstall
 
     send.add_parser(sub, common)
     mailboxes.add_parser(sub, common)
     hooks.add_parser(sub, common)
+    agents.add_parser(sub, common)
+    dkimkeygen.add_parser(sub, common)
+    logs.add_parser(sub, common)
+    uninstall.add_parser(sub, common)
+    from aimx.cli import portcheck
+
+    portcheck.add_parser(sub, common)
+    from aimx.cli import doctor
+
+    doctor.add_parser(sub, common)
     for verb in NOT_BUILT:
         stub = sub.add_parser(verb, parents=[common], help=argparse.SUPPRESS)
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -115,8 +119,12 @@ def main(argv=None) -> int:
     if argv[:1] in (["--version"], ["-V"]):
         print(version_line())
         return 0
-    parser = _parser()
     head, verb, tail = _split_verb(argv)
+    if verb == "mcp":  # before _parser(): the MCP process skips the CLI's Twisted imports
+        from aimx.cli import mcp
+
+        return mcp.run(head + tail)
+    parser = _parser()
     if verb == "serve":
         from aimx.cli import serve
 
@@ -150,6 +158,30 @@ def main(argv=None) -> int:
             from aimx.cli import hooks
 
             return hooks.main(args)
+        if args.verb == "dkim-keygen":
+            from aimx.cli import dkimkeygen
+
+            return dkimkeygen.main(args)
+        if args.verb == "logs":
+            from aimx.cli import logs
+
+            return logs.main(args)
+        if args.verb == "uninstall":
+            from aimx.cli import uninstall
+
+            return uninstall.main(args)
+        if args.verb == "agents":
+            from aimx.cli import agents
+
+            return agents.main(args)
+        if args.verb == "portcheck":
+            from aimx.cli import portcheck
+
+            return portcheck.main(args)
+        if args.verb == "doctor":
+            from aimx.cli import doctor
+
+            return doctor.main(args)
         if args.verb == "ingest":
             from aimx.cli import ingest
 

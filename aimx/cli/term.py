@@ -8,7 +8,14 @@ when off, no escape sequence is ever written.
 import json
 import sys
 
-_GREEN, _YELLOW, _BOLD, _RED = "32", "33", "1", "31"
+_GREEN, _YELLOW, _BOLD, _RED, _DIM = "32", "33", "1", "31", "2"
+
+#: Status marks (spec/cli.md §2): the glyph and its colour, or the ASCII form without colour.
+_MARKS = {
+    "ok": ("✓", _GREEN, "[OK]"),
+    "fail": ("✗", _RED, "[FAIL]"),
+    "warn": ("⚠", _YELLOW, "[WARN]"),
+}
 
 
 def colour_enabled(stream, environ) -> bool:
@@ -38,6 +45,14 @@ class Terminal:
 
     def bold(self, text: str) -> str:
         return self.style(text, _BOLD)
+
+    def dim(self, text: str) -> str:
+        return self.style(text, _DIM)
+
+    def mark(self, kind: str) -> str:
+        """The status mark C{ok}, C{fail} or C{warn}: a coloured glyph, else C{[OK]}-style."""
+        glyph, colour, ascii_form = _MARKS[kind]
+        return self.style(glyph, colour) if self.colour else ascii_form
 
     def say(self, line: str = "") -> None:
         print(line, file=self.out)

@@ -269,7 +269,7 @@ class ProcessTests(DaemonTestCase):
 
     def test_unbuilt_verbs_say_so(self):
         """Verbs of later issues fail plainly instead of pretending."""
-        result = self.run_aimx("mcp")
+        result = self.run_aimx("setup")
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"not built yet", result.stderr)
 

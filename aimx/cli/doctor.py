@@ -1,0 +1,296 @@
+"""``aimx doctor`` (L3): report on the installation, exit 1 when a check fails.
+
+spec/setup-and-ops.md §2. This module collects the facts (config, keys, service
+state, the daemon's version, mailbox directories, DNS) and prints the sections;
+the conclusions are L{aimx.core.doctor}'s and the DNS verdicts
+L{aimx.core.dnscheck}'s. The setup wizard prints its DNS verification with
+L{dns_lines}.
+"""
+
+import argparse
+import functools
+import os
+import stat
+
+from twisted.internet import defer
+
+from aimx.auth import dnsverify
+from aimx.auth.resolver import Resolver
+from aimx.cli import session
+from aimx.cli.session import CliError
+from aimx.control.commands import Version, socket_path
+from aimx.core import doctor as core
+from aimx.core.config import Config
+from aimx.core.dnscheck import PASS, WARN, Check, ExpectedDns
+from aimx.core.version import version_fields
+from aimx.errors import DaemonNotRunning
+from aimx.store import configfile, keys, services
+from aimx.store.mailboxes import count_messages, mailbox_dirs
+from aimx.store.mailstore import resolve_owner
+
+#: Seconds the daemon has to answer the VERSION probe.
+PROBE_TIMEOUT = 0.5
+DKIM_WARNING = "Outbound DKIM signatures will FAIL verification at receivers until DNS matches."
+LOGS_HINT = "Run `aimx logs` to view recent logs, or `aimx logs --follow` to tail."
+_GREEN, _YELLOW, _RED, _BOLD, _CYAN = "32", "33", "31", "1", "36"
+
+
+def add_parser(sub, common) -> None:
+    """Register C{doctor} on the top-level subparsers."""
+    sub.add_parser(
+        "doctor", parents=[common], help=argparse.SUPPRESS, prog="aimx doctor",
+        description="Check the installation: configuration, service, mailboxes, "
+        "ownership and DNS records.",
+    )
+
+
+def main(args) -> int:
+    from twisted.internet import reactor, threads
+
+    verb = functools.partial(
+        doctor, clock=reactor, system=services.System(), run_in_thread=threads.deferToThread
+    )
+    return session.run(verb, args)
+
+
+async def doctor(args, s: session.Session, *, clock, system: services.System, run_in_thread,
+                 resolver: Resolver | None = None, resolve=resolve_owner) -> int:
+    """The verb.
+
+    @param clock: bounds the daemon VERSION probe.
+    @param system: the host (service state, C{hostname -I}).
+    @param run_in_thread: runs the blocking DNS verification off the reactor.
+    @param resolver: for the DNS checks; default L{Resolver.public}.
+    @param resolve: owner name -> L{aimx.store.mailstore.Owner} (the passwd database).
+    """
+    config, warnings = configfile.load(args.config_dir, data_dir_override=args.data_dir)
+    if resolver is None:
+        resolver = Resolver.public(s.environ)
+    facts = collect(config, warnings, resolve)
+    running = services.is_running(system)
+    dns = run_in_thread(_verify_dns, config, args.config_dir, system, resolver)
+    server = await _server_version(s, clock, running)
+    checks = await dns
+
+    term = s.term
+    _configuration(term, config, args.config_dir)
+    _service(term, running, server)
+    _mailboxes(term, facts)
+    _ownership(term, facts)
+    _heading(term, "DNS")
+    if checks is None:
+        term.say(f"  {term.yellow('skipped')} - could not determine server IP")
+    for line in dns_lines(term, checks or []):
+        term.say(line)
+    _heading(term, "Logs")
+    term.say("  " + term.dim(LOGS_HINT))
+    found = core.findings(facts)
+    _checks(term, found)
+    error = core.verdict(facts, found)
+    if error is not None:
+        raise CliError(error)
+    return 0
+
+
+def collect(config: Config, warnings: list[str], resolve=resolve_owner) -> core.Facts:
+    """The facts doctor's findings are made of: owners, mailbox directories, counts.
+
+    @param warnings: the config load warnings.
+    @param resolve: owner name -> L{aimx.store.mailstore.Owner}.
+    """
+    mailboxes = []
+    for mb in sorted(config.mailboxes, key=lambda mb: mb.name):
+        owner = resolve(mb.owner)
+        inbox, sent = mailbox_dirs(config.data_dir, mb.name)
+        total, unread = count_messages(inbox)
+        mailboxes.append(core.MailboxFacts(
+            name=mb.name, address=mb.address, owner=mb.owner,
+            catchall=mb.is_catchall(config.domain), uid=owner.uid, gid=owner.gid,
+            inbox=_dir_state(inbox), sent=_dir_state(sent),
+            trust=config.effective_trust(mb),
+            senders=len(config.effective_trusted_senders(mb)), hooks=len(mb.hooks),
+            total=total, unread=unread,
+        ))
+    configured = {mb.name for mb in config.mailboxes}
+    stray = [
+        f"{root}/{name}"
+        for root in ("inbox", "sent")
+        for name in _subdirs(os.path.join(config.data_dir, root))
+        if name not in configured
+    ]
+    return core.Facts(
+        mailboxes=mailboxes,
+        stray=stray,
+        legacy_hook_user=resolve(core.LEGACY_HOOK_USER).uid is not None,
+        load_warnings=warnings,
+    )
+
+
+def _dir_state(path: str) -> core.DirState:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return core.DirState(path, core.ABSENT)
+    if not stat.S_ISDIR(st.st_mode):
+        return core.DirState(path, core.NOT_DIR)
+    return core.DirState(path, core.DIR, st.st_uid, st.st_gid, st.st_mode & 0o777)
+
+
+def _subdirs(directory: str) -> list[str]:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+
+
+def _verify_dns(config: Config, config_dir: str, system, resolver) -> list[Check] | None:
+    """The DNS checks (blocking); C{None} when the server has no IPv4 address."""
+    ipv4, ipv6 = dnsverify.server_addresses(system)
+    if ipv4 is None:
+        return None
+    expected = ExpectedDns(
+        domain=config.domain,
+        ipv4=ipv4,
+        ipv6=ipv6 if config.enable_ipv6 else None,
+        selector=config.dkim_selector,
+        dkim_key=dnsverify.local_dkim_key(config_dir),
+    )
+    return dnsverify.verify(expected, resolver)
+
+
+async def _server_version(s: session.Session, clock, running: bool) -> tuple[str, bool]:
+    """The Server version text and whether it is a dim remark rather than a version.
+
+    The daemon is asked only when its socket exists or the service runs.
+    """
+    path = socket_path(s.environ)
+    if not (running or os.path.exists(path)):
+        return "(daemon not running)", True
+
+    async def ask():
+        control = await s.connect()
+        try:
+            return await control.call(Version)
+        finally:
+            control.close()
+
+    probe = defer.Deferred.fromCoroutine(ask())
+    probe.addTimeout(PROBE_TIMEOUT, clock)
+    try:
+        version = await probe
+    except DaemonNotRunning:
+        return f"(daemon not reachable on {path})", True
+    except defer.TimeoutError:
+        return f"(daemon probe failed: no answer within {int(PROBE_TIMEOUT * 1000)} ms)", True
+    except Exception as e:  # informational only: no failure may stop the report
+        return f"(daemon probe failed: {e})", True
+    return f"{version['tag']} ({version['git_hash']})", False
+
+
+def dns_lines(term, checks: list[Check]) -> list[str]:
+    """The verification lines of spec/setup-and-ops.md §1.4, without a heading.
+
+    A failed check is followed by the record to add (when known) and, for DKIM,
+    a red warning line.
+    """
+    lines = []
+    for check in checks:
+        if check.status == PASS:
+            lines.append(f"  {check.name}: {term.mark('ok')}")
+            continue
+        if check.status == WARN:
+            lines.append(f"  {check.name}: {term.mark('warn')} - {check.message}")
+            continue
+        lines.append(f"  {check.name}: {term.mark('fail')} - {check.message}")
+        record = check.record
+        if record is not None:
+            lines.append(
+                f"         {term.dim('→ Add:')} {record.type}  {record.name}  {record.value}"
+            )
+        if check.name == "DKIM":
+            lines.append(f"         {term.style('!!', _RED, _BOLD)} {DKIM_WARNING}")
+    return lines
+
+
+def _heading(term, title: str) -> None:
+    term.say()
+    term.say(term.bold(title))
+
+
+def _field(term, label: str, value: str) -> None:
+    term.say(f"{label + ':':<18}{value}")
+
+
+def _configuration(term, config: Config, config_dir: str) -> None:
+    term.say(term.bold("Configuration"))
+    _field(term, "Domain", config.domain)
+    _field(term, "Config file", os.path.abspath(configfile.config_path(config_dir)))
+    _field(term, "Data directory", config.data_dir)
+    _field(term, "DKIM selector", config.dkim_selector)
+    if os.path.exists(keys.dkim_paths(config_dir)[0]):
+        _field(term, "DKIM key", term.style("present", _GREEN))
+    else:
+        _field(term, "DKIM key", term.yellow("MISSING - run `aimx dkim-keygen`"))
+    _field(term, "Global trust", config.trust)
+    _field(term, "Trusted senders", ", ".join(config.trusted_senders) or "(none)")
+
+
+def _service(term, running: bool, server: tuple[str, bool]) -> None:
+    _heading(term, "Service")
+    if running:
+        _field(term, "SMTP server", term.style("running", _GREEN))
+    else:
+        _field(term, "SMTP server", term.yellow("not running"))
+    client = version_fields()
+    _field(term, "Client version", f"{client['tag']} ({client['git_hash']})")
+    text, remark = server
+    _field(term, "Server version", term.dim(text) if remark else text)
+
+
+def _mailboxes(term, facts: core.Facts) -> None:
+    _heading(term, "Mailboxes")
+    boxes = facts.mailboxes
+    messages = sum(mb.total for mb in boxes)
+    unread = sum(mb.unread for mb in boxes)
+    _field(term, "Total", f"{len(boxes)} ({messages} messages, {unread} unread)")
+    if boxes:
+        term.say()
+        for line in core.mailbox_table(boxes):
+            term.say(line)
+
+
+def _ownership(term, facts: core.Facts) -> None:
+    _heading(term, "Ownership")
+    rows = [mb for mb in facts.mailboxes if not mb.catchall]
+    if not rows:
+        term.say("  " + term.dim("(no non-catchall mailboxes)"))
+        return
+    width = max(8, *(len(mb.name) for mb in rows))
+    for mb in rows:
+        if mb.uid is None:
+            status = f"{term.mark('fail')}  user not found"
+        else:
+            status = f"{term.mark('ok')}  uid={mb.uid}"
+        term.say(f"  {mb.name:<{width}}  owner={mb.owner}  {status}")
+
+
+_BADGES = {core.FAIL: "fail", core.WARN: "warn"}
+
+
+def _checks(term, found: list[core.Finding]) -> None:
+    _heading(term, "Checks")
+    if not found:
+        term.say("  " + term.style("All checks passed.", _GREEN))
+        return
+    for finding in found:
+        kind = _BADGES.get(finding.severity)
+        badge = term.mark(kind) if kind else term.style("INFO", _CYAN)
+        term.say(f"  [{badge}] {finding.message}")
+        if finding.fix:
+            term.say("        " + term.dim(f"→ {finding.fix}"))
+    count = {severity: sum(f.severity == severity for f in found)
+             for severity in (core.FAIL, core.WARN, core.INFO)}
+    term.say()
+    term.say(f"  Summary: {count[core.FAIL]} fail, {count[core.WARN]} warn, "
+             f"{count[core.INFO]} info")

@@ -1,0 +1,203 @@
+"""`aimx doctor` on a healthy, a half-configured and a broken install (issue 7, setup-and-ops.md §2).
+
+Each test builds a real install in scratch dirs: config.toml, mailbox directories,
+DKIM keys, a loopback FixtureDNS with (or without) the right records and, for the
+healthy one, the daemon running in-process so the VERSION probe crosses the real
+control socket. The verb runs in-process on the reactor with its DNS lookups in
+threads; only the host is faked (systemctl and `hostname -I` answer from a table).
+"""
+
+import functools
+import io
+import os
+import pwd
+import socket
+import subprocess
+import sys
+
+from twisted.internet import defer, reactor, threads
+
+import aimx.cli
+from aimx.cli import doctor as cli
+from aimx.cli.session import Session, execute
+from aimx.cli.term import Terminal
+from aimx.control import client
+from aimx.control.commands import SOCKET_NAME
+from aimx.core import doctor as core
+from aimx.core.version import version_fields
+from aimx.store import keys
+from aimx.store.services import Completed, System
+from tests.integration.base import DaemonTestCase
+from tests.test_services import FakeRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOMAIN = "agent.example.com"
+IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
+IS_ACTIVE = ("systemctl", "is-active", "--quiet", "aimx")
+HOSTNAME_I = ("hostname", "-I")
+# Mailboxes must not be root's (that is a warning of its own).
+OWNER = pwd.getpwuid(os.geteuid()) if os.geteuid() else pwd.getpwnam("nobody")
+
+
+def config_text(data_dir: str, *, alice_owner=OWNER.pw_name, extra="") -> str:
+    return f"""domain = "{DOMAIN}"
+data_dir = "{data_dir}"
+{extra}
+[mailboxes.alice]
+address = "alice@{DOMAIN}"
+owner = "{alice_owner}"
+
+[mailboxes.catchall]
+address = "*@{DOMAIN}"
+owner = "{OWNER.pw_name}"
+"""
+
+
+class DoctorTests(DaemonTestCase):
+    def make_dirs(self, *names, mode=0o700):
+        for name in names:
+            for part in ("inbox", "sent"):
+                path = os.path.join(self.data_dir, part, name)
+                os.makedirs(path, exist_ok=True)
+                os.chown(path, OWNER.pw_uid, OWNER.pw_gid)
+                os.chmod(path, mode)
+
+    def publish(self, *, ipv6=False, key=True):
+        """The records setup tells the operator to add."""
+        spf = f"v=spf1 ip4:{IPV4}" + (f" ip6:{IPV6}" if ipv6 else "") + " -all"
+        self.dns.add_a(DOMAIN, IPV4)
+        if ipv6:
+            self.dns.add_aaaa(DOMAIN, IPV6)
+        self.dns.add_mx(DOMAIN, 10, DOMAIN)
+        self.dns.add_txt(DOMAIN, spf)
+        if key:
+            self.dns.add_txt(f"aimx._domainkey.{DOMAIN}",
+                             "v=DKIM1; k=rsa; p=" + keys.local_public_key_b64(self.config_dir))
+        self.dns.add_txt(f"_dmarc.{DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+
+    async def doctor(self, *, running: bool, hostname="192.0.2.10 fe80::1 2001:db8::10\n"):
+        """Run the verb in-process; returns (exit code, stdout, stderr)."""
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(root, "run/systemd/system"))
+        runner = FakeRunner({IS_ACTIVE: Completed(0 if running else 3),
+                             HOSTNAME_I: Completed(0, hostname)})
+        args = aimx.cli._parser().parse_args(["doctor"])
+        args.config_dir, args.data_dir = self.config_dir, None
+        environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir}
+        out, err = io.StringIO(), io.StringIO()
+        path = os.path.join(self.runtime_dir, SOCKET_NAME)
+        session = Session(
+            args, connect=lambda: defer.Deferred.fromCoroutine(client.connect(reactor, path)),
+            euid=os.geteuid(), term=Terminal(out, err, io.StringIO(), environ), environ=environ,
+        )
+        verb = functools.partial(cli.doctor, clock=reactor, system=System(root, runner),
+                                 run_in_thread=threads.deferToThread)
+        code = await execute(verb, args, session)
+        return code, out.getvalue(), err.getvalue()
+
+    async def test_healthy(self):
+        """Everything right, daemon up, one mail: every DNS check passes, exit 0 (acceptance 14)."""
+        self.write_config(config_text(self.data_dir, extra="enable_ipv6 = true\n"))
+        self.make_dirs("alice", "catchall")
+        self.publish(ipv6=True)
+        self.start_daemon()
+        reply = await self.smtp(b"Subject: hi\r\n\r\nHello.\r\n", [f"alice@{DOMAIN}"])
+        self.assertEqual(reply[0], 250)
+
+        code, out, err = await self.doctor(running=True)
+        self.assertEqual((code, err), (0, ""))
+        for text in (DOMAIN, "catchall", "alice", "Mailbox", "Logs", "aimx logs"):
+            self.assertIn(text, out)
+        self.assertNotIn("Recent logs", out)
+        self.assertIn("DKIM key:         present\n", out)
+        self.assertIn("SMTP server:      running\n", out)
+        version = version_fields()
+        self.assertIn(f"Server version:   {version['tag']} ({version['git_hash']})\n", out)
+        self.assertIn("Total:            2 (1 messages, 1 unread)\n", out)
+        self.assertIn(f"  alice     owner={OWNER.pw_name}  [OK]  uid={OWNER.pw_uid}\n", out)
+        self.assertIn(
+            "DNS\n  A: [OK]\n  AAAA: [OK]\n  MX: [OK]\n  SPF: [OK]\n  SPF (IPv6): [OK]\n"
+            "  DKIM: [OK]\n  DMARC: [OK]\n\nLogs\n", out)
+        self.assertIn("Checks\n  All checks passed.\n", out)
+
+    async def test_half_configured(self):
+        """Config written but no key, DNS half published, daemon down: warnings, exit 0."""
+        self.write_config(config_text(self.data_dir))
+        self.make_dirs("catchall")
+        self.make_dirs("alice", mode=0o755)
+        os.makedirs(os.path.join(self.data_dir, "inbox", "old"))
+        for path in keys.dkim_paths(self.config_dir):
+            os.unlink(path)
+        self.dns.add_a(DOMAIN, IPV4)
+        self.dns.add_mx(DOMAIN, 10, "mx.other.net")
+        self.dns.add_txt(f"_dmarc.{DOMAIN}", "v=DMARC1; p=none")
+
+        code, out, err = await self.doctor(running=False)
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("DKIM key:         MISSING - run `aimx dkim-keygen`\n", out)
+        self.assertIn("SMTP server:      not running\n", out)
+        self.assertIn("Server version:   (daemon not running)\n", out)
+        dns = out.split("\nDNS\n")[1].split("\n\nLogs\n")[0]
+        self.assertEqual(dns.splitlines(), [
+            "  A: [OK]",
+            ('  MX: [FAIL] - MX record found but does not point to agent.example.com: '
+             '["10 mx.other.net."]'),
+            f"         → Add: MX  {DOMAIN}  10 {DOMAIN}.",
+            "  SPF: [FAIL] - No SPF record found",
+            f"         → Add: TXT  {DOMAIN}  v=spf1 ip4:{IPV4} -all",
+            "  DKIM: [FAIL] - No DKIM record found",
+            ("         !! Outbound DKIM signatures will FAIL verification at receivers until "
+             "DNS matches."),
+            ("  DMARC: [WARN] - DMARC record uses p=none (no enforcement). Consider "
+             "p=quarantine or p=reject for production."),
+        ])
+        self.assertIn("  [[WARN]] mailbox 'alice' inbox dir mode is 0755, expected 0700\n", out)
+        self.assertIn("  [[WARN]] mailbox 'alice' sent dir mode is 0755, expected 0700\n", out)
+        self.assertIn("  [[WARN]] storage directory `inbox/old/` has no matching mailbox", out)
+        self.assertIn("  Summary: 0 fail, 3 warn, 0 info\n", out)
+
+    async def test_broken(self):
+        """Unknown owner, missing storage, failing DNS, stale socket: [FAIL]s, exit 1."""
+        self.write_config(config_text(self.data_dir, alice_owner="nosuchuser123")
+                          + f'\n[mailboxes.bob]\naddress = "bob@{DOMAIN}"\n'
+                            f'owner = "{OWNER.pw_name}"\n')
+        self.make_dirs("catchall", "bob")
+        os.rmdir(os.path.join(self.data_dir, "sent", "bob"))
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(os.path.join(self.runtime_dir, SOCKET_NAME))
+        stale.close()
+        self.dns.add_servfail(DOMAIN)
+
+        code, out, err = await self.doctor(running=False)
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: {core.FAILING}", err)
+        sock = os.path.join(self.runtime_dir, SOCKET_NAME)
+        self.assertIn(f"Server version:   (daemon not reachable on {sock})\n", out)
+        self.assertIn("  alice     owner=nosuchuser123  [FAIL]  user not found\n", out)
+        self.assertIn(f"  bob       owner={OWNER.pw_name}  [OK]  uid={OWNER.pw_uid}\n", out)
+        self.assertIn(f"  A: [FAIL] - A record lookup failed: {DOMAIN} A: ", out)
+        self.assertIn(f"  MX: [FAIL] - MX lookup failed: {DOMAIN} MX: ", out)
+        self.assertIn("  DMARC: [FAIL] - No DMARC record found\n", out)
+        self.assertIn("  [[FAIL]] mailbox 'bob' sent directory is missing: ", out)
+        self.assertIn("  [[WARN]] mailbox 'alice' owner 'nosuchuser123' does not resolve", out)
+        self.assertIn("  [[WARN]] mailbox 'alice' has a config entry but no storage", out)
+        self.assertIn("  [[WARN]] config load: mailbox 'alice' owner 'nosuchuser123'", out)
+        self.assertIn("  Summary: 1 fail, 3 warn, 0 info\n", out)
+
+    async def test_no_server_ip(self):
+        """`hostname -I` without an IPv4 address: the DNS section is skipped."""
+        self.write_config(config_text(self.data_dir))
+        self.make_dirs("alice", "catchall")
+        _, out, _ = await self.doctor(running=False, hostname="fe80::1\n")
+        self.assertIn("DNS\n  skipped - could not determine server IP\n", out)
+
+    def test_console_script(self):
+        """`aimx doctor` is a built verb: without a config it is `Error: …`, exit 1."""
+        os.unlink(os.path.join(self.config_dir, "config.toml"))
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir, NO_COLOR="1")
+        result = subprocess.run([sys.executable, "-m", "aimx", "doctor"], capture_output=True,
+                                env=env, check=False, timeout=60, cwd=REPO)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"Error: Config file not found at", result.stderr)
+        self.assertNotIn(b"not built yet", result.stderr)
+        self.assertNotIn(b"\x1b", result.stderr)
