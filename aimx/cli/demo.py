@@ -6,6 +6,7 @@ publishes a demo sender's DKIM, SPF and DMARC records, so the stored mail shows
 real verification results without touching real DNS.  No root needed.
 """
 
+import datetime
 import email.utils
 import getpass
 import os
@@ -127,6 +128,39 @@ def _send(port: int, raw: bytes, rcpt: str):
         client.sendmail(f"alice@{SENDER_DOMAIN}", [rcpt], raw)
 
 
+def _reply(run_dir: str, data: str, remote: str):
+    """The agent answers Alice: SEND over the control socket, as `aimx send` does."""
+    import asyncio
+
+    from aimx.control import aioclient, commands
+    from aimx.core.compose import compose
+
+    message = compose(
+        from_=f"agent@{DOMAIN}", to=[f"alice@{SENDER_DOMAIN}"], subject="Re: Hello from the demo",
+        body="Thanks Alice, **got it**.\n\n- read\n- answered\n",
+        now=datetime.datetime.now(datetime.timezone.utc),
+    )
+    client = aioclient.ControlClient(os.path.join(run_dir, "aimx.sock"))
+    try:
+        reply = asyncio.run(client.call(commands.Send, message=message))
+    except AimxError as e:
+        raise AimxError(f"demo send failed: [{e.code}] {e}") from None
+    print(f"The agent replied (same as `aimx send --from agent@{DOMAIN} "
+          f"--to alice@{SENDER_DOMAIN} --subject ... --body ...`):")
+    print(f"  {reply['message_id']} delivered to mx.{SENDER_DOMAIN}, DKIM-signed, "
+          "Markdown sent as text + HTML.\n")
+    [received] = sorted(os.listdir(remote))
+    with open(os.path.join(remote, received), "rb") as f:
+        head = f.read().split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    print(f"--- what the remote server received ({os.path.join(remote, received)}), headers ---")
+    print(head + "\n")
+    sent = os.path.join(data, "sent", "agent")
+    [copy] = sorted(n for n in os.listdir(sent) if n.endswith(".md"))
+    print(f"--- the sent copy, {os.path.join(sent, copy)} ---")
+    with open(os.path.join(sent, copy), encoding="utf-8") as f:
+        print(f.read())
+
+
 def _tree(root: str) -> list[str]:
     lines = []
     for directory, dirs, files in sorted(os.walk(root)):
@@ -155,15 +189,22 @@ def run(args) -> int:
     keys.generate_self_signed(cert, key, DOMAIN)
     sender_key, sender_txt = dkimkeys.generate_key()
 
-    dns_port = _free_port()
+    dns_port, mx_port = _free_port(), _free_port()
     dns = subprocess.Popen(
         [sys.executable, "-m", "aimx.testing.dns", "--port", str(dns_port),
          "--txt", f"{SELECTOR}._domainkey.{SENDER_DOMAIN}={sender_txt}",
          "--txt", f"{SENDER_DOMAIN}=v=spf1 ip4:127.0.0.1 -all",
-         "--txt", f"_dmarc.{SENDER_DOMAIN}=v=DMARC1; p=reject"],
+         "--txt", f"_dmarc.{SENDER_DOMAIN}=v=DMARC1; p=reject",
+         "--mx", f"{SENDER_DOMAIN}=mx.{SENDER_DOMAIN}", "--a", f"mx.{SENDER_DOMAIN}=127.0.0.1"],
         stdout=subprocess.DEVNULL,
     )
-    env = dict(os.environ, AIMX_NAMESERVERS=f"127.0.0.1:{dns_port}")
+    # The sender's mail server: a loopback receiver that keeps what it is given.
+    remote = os.path.join(base, "remote-mx")
+    mx = subprocess.Popen(
+        [sys.executable, "-m", "aimx.testing.smtpsink", "--port", str(mx_port), "--dir", remote]
+    )
+    env = dict(os.environ, AIMX_NAMESERVERS=f"127.0.0.1:{dns_port}",
+               AIMX_SMTP_OUT_PORT=str(mx_port))
     daemon = subprocess.Popen(
         [sys.executable, "-m", "aimx", "serve", "--bind", f"127.0.0.1:{args.port}",
          "--config-dir", etc, "--data-dir", data, "--runtime-dir", run_dir,
@@ -173,6 +214,7 @@ def run(args) -> int:
     )
     try:
         _wait_for_port(dns_port, dns, "the demo DNS server")
+        _wait_for_port(mx_port, mx, "the demo's remote mail server")
         _wait_for_port(args.port, daemon, f"aimx (log: {base}/aimx.log)")
         rcpts = [f"agent@{DOMAIN}", f"agent@{DOMAIN}", f"agent+reports@{DOMAIN}"]
         for raw, rcpt in zip(_messages(sender_key), rcpts):
@@ -187,6 +229,7 @@ def run(args) -> int:
         print(f"\n--- {os.path.join(inbox, first)} ---")
         with open(os.path.join(inbox, first), encoding="utf-8") as f:
             print(f.read())
+        _reply(run_dir, data, remote)
         if args.no_wait:
             return 0
         print(
@@ -195,14 +238,17 @@ def run(args) -> int:
             f"\"import smtplib; smtplib.SMTP('127.0.0.1', {args.port}).sendmail("
             f"'me@example.test', ['agent@{DOMAIN}'], 'Subject: hi\\n\\nhello')\"\n"
             f"Manage it from another shell with:\n  AIMX_RUNTIME_DIR={run_dir} "
-            f"AIMX_CONFIG_DIR={etc} .venv/bin/aimx mailboxes list"
+            f"AIMX_CONFIG_DIR={etc} .venv/bin/aimx mailboxes list\n"
+            f"and send as the agent (as yourself, not root) with:\n  AIMX_RUNTIME_DIR={run_dir} "
+            f".venv/bin/aimx send --from agent@{DOMAIN} --to bob@{SENDER_DOMAIN} "
+            f"--subject hi --body '**hello**'   (lands in {remote})"
         )
         daemon.wait()
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in (daemon, dns):
+        for proc in (daemon, dns, mx):
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=35)
