@@ -130,6 +130,10 @@ class DaemonNotRunning(AimxError):
     code = "DOWN"
 
 
+class ConnectFailed(AimxError):
+    """The control socket exists but the connection failed for another reason."""
+
+
 @attrs.frozen
 class SmtpStatus(Exception):
     """An SMTP reply decided by aimx: code, enhanced status code and text.

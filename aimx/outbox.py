@@ -174,6 +174,8 @@ class Outbox:
             delivered_at=frontmatter.rfc3339_utc(now) if status == DELIVERED else None,
             delivery_details=delivery.summary(undelivered) if undelivered else None,
         )
+        if not sub.header("subject"):
+            fields["subject"] = ""  # verbatim: a sent copy has no "(no subject)" stand-in
         try:
             stored = await self.run_in_thread(
                 self.store.store_sent, sub.mailbox.name, sub.mailbox.owner,

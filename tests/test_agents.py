@@ -587,7 +587,24 @@ class NanoClawTests(AgentsTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(self.mcp_json).st_mode), 0o644)
         with open(self.mcp_json) as f:
             self.assertTrue(f.read().endswith("}\n"))
-        self.assertFalse(os.path.exists(self.mcp_json + ".aimx-tmp"))
+        self.assertEqual([n for n in os.listdir(self.fork) if n.endswith(".aimx-tmp")], [])
+
+    def test_no_symlink_followed(self):
+        """A symlink planted where a file goes is replaced, never written through, and an
+        existing directory keeps its mode (this may run as root in a user's fork)."""
+        victim = os.path.join(self.mktemp())
+        with open(victim, "w") as f:
+            f.write("precious")
+        skills = os.path.join(self.fork, "skills", "aimx")
+        os.makedirs(skills, mode=0o700)
+        os.chmod(skills, 0o700)
+        os.symlink(os.path.abspath(victim), os.path.join(skills, "SKILL.md"))
+        code, _, err = self.aimx("agents", "setup", "nanoclaw", "--force")
+        self.assertEqual(code, 0, err)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious")
+        self.assertFalse(os.path.islink(os.path.join(skills, "SKILL.md")))
+        self.assertEqual(stat.S_IMODE(os.stat(skills).st_mode), 0o700)
 
     def test_existing_entry_needs_force(self):
         """An aimx entry is kept without --force (warning, exit 0), replaced with it."""

@@ -16,7 +16,7 @@ from aimx.core.assemble import (
 )
 from aimx.core.config import DEFAULT_SIGNATURE
 from aimx.core.submission import check_header_block
-from aimx.errors import BodyTooLarge
+from aimx.errors import BodyTooLarge, MalformedError
 
 HEAD = (
     b"From: alice@agent.example.com\r\nTo: r@example.com\r\nBcc: hidden@z.com\r\n"
@@ -153,6 +153,13 @@ class PieceTests(TestCase):
         self.assertEqual(text, "t")
         self.assertEqual((parts[0].filename_raw, parts[0].content_type, parts[0].data),
                          ("f.csv", "text/csv", b"a,b"))
+
+    def test_part_cap(self):
+        """A submission of a million empty parts is refused, not expanded."""
+        lines = ["Content-Type: multipart/mixed; boundary=b"]
+        e = self.assertRaises(MalformedError, parse_body, lines, b"--b\n\nx\n" * 1001)
+        self.assertEqual(str(e), "more than 1000 MIME parts")
+        self.assertEqual(len(parse_body(lines, b"--b\n\nx\n" * 1000)[1]), 999)
 
     def test_signature_joins_with_blank_line(self):
         self.assertEqual(with_signature("hi\r\n\r\n", "a\r\nb"), "hi\n\na\nb")

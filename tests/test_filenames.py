@@ -258,3 +258,22 @@ class IsValidIdTests(SynchronousTestCase):
         """Empty ids and ids with C{..}, C{/}, C{\\} or NUL are invalid."""
         for bad in ("", "../x", "a/b", "a\\b", "a\0b", ".."):
             self.assertFalse(is_valid_id(bad), bad)
+
+
+class DedupeScaleTests(SynchronousTestCase):
+    def test_many_same_names_linear(self):
+        """With the shared memo, 20 000 parts named alike take one probe each, not N."""
+        tried = {}
+
+        class Counting(set):
+            probes = 0
+
+            def __contains__(self, item):
+                Counting.probes += 1
+                return super().__contains__(item)
+
+        taken = Counting()
+        for _ in range(20_000):
+            taken.add(dedupe_attachment_name("a.txt", taken, tried))
+        self.assertEqual(len(taken), 20_000)
+        self.assertLess(Counting.probes, 3 * 20_000)

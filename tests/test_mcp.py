@@ -427,6 +427,20 @@ class ReplyTests(ToolsTestCase):
              message["References"]),
             ("Re: Hello", "sender@example.com", f"alice@{DOMAIN}", "<m1@x>", "<r0@x> <m1@x>"))
 
+    def test_reply_goes_to_the_real_sender_only(self):
+        """A display name holding addresses never redirects the reply (the last <...> wins)."""
+        write_email(self.inbox, "c", subject="Hi", message_id="m2@x",
+                    **{"from": "<v1@x.com, v2@y.com> <att@z.com>"})
+        run(self.tools.email_reply("alice", "c", "x"))
+        self.assertEqual(self.daemon.sent()[0]["To"], "att@z.com")
+        write_email(self.inbox, "d", subject="Hi", message_id="m3@x",
+                    **{"from": "Name <a@x.com, b@y.com>"})
+        self.daemon.calls = []
+        with self.assertRaises(ToolError) as caught:
+            run(self.tools.email_reply("alice", "d", "x"))
+        self.assertIn("no single sender address", str(caught.exception))
+        self.assertNotIn("SEND", [name for name, _ in self.daemon.calls])
+
     def test_reply_variants(self):
         """`Re: ` is not doubled; no stored references → just the id; no id → no threading."""
         write_email(self.inbox, "a", subject="Re: Hello", message_id="m1@x")

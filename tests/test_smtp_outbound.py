@@ -420,3 +420,29 @@ class NoDelayTests(TestCase):
         self.assertTrue(transport.nodelay)
         sender.setTimeout(None)
         sender.connectionLost(failure.Failure(error.ConnectionDone()))
+
+
+class BoundsTests(TestCase):
+    def test_lookups_bounded(self):
+        """However many domains a send has, at most MAX_LOOKUPS lookups run at once."""
+        from twisted.internet import defer
+
+        from aimx.smtp import outbound
+
+        waiting: list[defer.Deferred] = []
+        peak = []
+
+        def run_in_thread(f, *args):
+            d = defer.Deferred()
+            waiting.append(d)
+            peak.append(len([w for w in waiting if not w.called]))
+            return d
+
+        transport = MxTransport(reactor=reactor, resolver=None, run_in_thread=run_in_thread,
+                                helo=HELO)
+        planned = transport.plan([f"r@d{i}.example" for i in range(20)])
+        while not planned.called:
+            [d] = [w for w in waiting if not w.called][:1]
+            d.callback(outbound.Route(domain="x", rcpts=()))
+        self.assertEqual(max(peak), outbound.MAX_LOOKUPS)
+        self.assertEqual(len(waiting), 20)

@@ -125,3 +125,33 @@ class HeaderBlockTests(TestCase):
     def test_lines_and_body(self):
         lines, body = check_header_block(b"A: 1\r\n b\r\nC: 2\r\n\r\nbody\r\n")
         self.assertEqual((lines, body), (["A: 1", " b", "C: 2"], b"body\r\n"))
+
+
+class HostileTests(TestCase):
+    def test_folded_header_flood_refused_at_once(self):
+        """A 25 MiB header block of folds is refused by size, before any scanning."""
+        message = b"From: alice@agent.example.com\nX: y\n" + b" a\n" * (8 * 1024 * 1024)
+        e = self.assertRaises(MalformedError, scan_headers, message)
+        self.assertEqual(str(e), "outbound request header block is too large")
+
+    def test_many_folds_within_cap(self):
+        headers = scan_headers(b"X: a\n" + b" b\n" * 20_000 + b"\nbody")
+        self.assertEqual(headers["x"], "a" + " b" * 20_000)
+
+    def test_duplicate_from_refused(self):
+        """Two From lines: the signature would bind the one nobody authorised."""
+        e = self.assertRaises(MalformedError, check_header_block,
+                              b"From: alice@d\r\nFrom: ceo@d\r\nTo: a@b\r\n\r\nx")
+        self.assertEqual(str(e), "more than one From header")
+
+    def test_bare_cr_refused(self):
+        e = self.assertRaises(MalformedError, check_header_block,
+                              b"From: a@d\r\nX: a\rFrom: cfo@d\r\n\r\nx")
+        self.assertEqual(str(e), "header lines may not contain a bare CR or NUL")
+
+    def test_recipient_cap(self):
+        to = ", ".join(f"r{i}@example.com" for i in range(101)).encode()
+        sub = check_sender(CONFIG, scan_headers(b"From: alice@agent.example.com\r\nTo: " + to
+                                               + b"\r\n\r\n"))
+        e = self.assertRaises(MalformedError, check_recipients, sub)
+        self.assertEqual(str(e), "101 recipients; at most 100 per message")

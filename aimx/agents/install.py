@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 
 import attrs
@@ -77,27 +78,41 @@ def existing_files(dest: str, files: Iterable[BundleFile]) -> list[str]:
 
 
 def write_files(dest: str, files: Iterable[BundleFile]) -> None:
-    """Write C{files} under C{dest}: parents created and set 0755, files 0644.
+    """Write C{files} under C{dest}: parents created 0755, files 0644.
 
-    Each file is written to a temporary name and renamed into place, so an
-    agent reading the skill never sees half a file.
+    Each file is written to a fresh temporary name and renamed into place, so an
+    agent reading the skill never sees half a file.  Nothing is followed through
+    a symlink: an existing directory keeps its mode, and the temporary file is
+    created exclusively (this may run as root in a directory a user can write).
 
     @raise AgentError: a directory or file cannot be written.
     """
     for item in files:
         path = os.path.join(dest, item.path)
         parent = os.path.dirname(path)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}.aimx-tmp")
         try:
-            os.makedirs(parent, exist_ok=True)
-            os.chmod(parent, _DIR_MODE)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(item.text)
-            os.chmod(tmp, _FILE_MODE)
-            os.replace(tmp, path)
+            if not os.path.isdir(parent):
+                os.makedirs(parent, mode=_DIR_MODE)
+                os.chmod(parent, _DIR_MODE)  # makedirs' mode is subject to the umask
+            _replace(path, item.text)
         except OSError as e:
-            _discard(tmp)
             raise AgentError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _replace(path: str, text: str) -> None:
+    """Write C{text} to a new exclusive temp file beside C{path}, mode 0644, and rename it."""
+    tmp = os.path.join(os.path.dirname(path),
+                       f".{os.path.basename(path)}.{uuid.uuid4().hex}.aimx-tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, _FILE_MODE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), _FILE_MODE)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 def _discard(path: str) -> None:
@@ -158,14 +173,9 @@ def merge_mcp_json(fork: str, data_dir: str | None, force: bool) -> tuple[MergeO
     if "aimx" in servers and not force:
         return MergeOutcome.EXISTS, path
     servers["aimx"] = registry.mcp_servers_entry(data_dir)
-    tmp = f"{path}.aimx-tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        _replace(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     except OSError as e:
-        _discard(tmp)
         raise AgentError(f"cannot write {path}: {e.strerror or e}") from None
     return (MergeOutcome.MERGED if existed else MergeOutcome.CREATED), path
 

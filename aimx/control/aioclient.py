@@ -13,17 +13,13 @@ import errno
 from twisted.protocols import amp
 
 from aimx.control.commands import ERRORS, RESPONSE_CAP
-from aimx.errors import AimxError, DaemonNotRunning
+from aimx.errors import AimxError, ConnectFailed, DaemonNotRunning
 
 #: Reading stops past this many buffered bytes: the largest answer value plus its
 #: chunk keys and length prefixes.
 BOX_CAP = RESPONSE_CAP + (1 << 20)
 _CODES = {code: cls for cls, code in ERRORS.items()}
 _DOWN = (errno.ENOENT, errno.ECONNREFUSED, errno.EACCES)
-
-
-class ConnectFailed(AimxError):
-    """The socket exists but the connection failed for another reason."""
 
 
 class MalformedResponse(AimxError):

@@ -11,11 +11,7 @@ import errno
 from twisted.internet import endpoints, error, protocol
 from twisted.protocols import amp
 
-from aimx.errors import AimxError, DaemonNotRunning
-
-
-class ConnectFailed(AimxError):
-    """The socket exists but the connection failed for another reason."""
+from aimx.errors import ConnectFailed, DaemonNotRunning
 
 
 class ControlClient:

@@ -222,6 +222,10 @@ class _Command(amp.Command):
     errors = ERRORS
 
 
+#: SEND's answer when both body modes are asked for (the CLI and MCP say the same).
+EXCLUSIVE = "AIMX/1 SEND: --text-only and --html-body are mutually exclusive"
+
+
 class Send(_Command):
     """Submit outbound mail; answers once delivery and the after_send hooks are done.
 

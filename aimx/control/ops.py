@@ -13,6 +13,7 @@ import datetime
 import attrs
 from twisted.logger import Logger
 
+from aimx.control.commands import EXCLUSIVE
 from aimx.core import configedit, submission
 from aimx.core.authz import ACCEPT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
@@ -48,7 +49,6 @@ hook_log = Logger(namespace="aimx::hook")
 state_log = Logger(namespace="aimx::state")
 
 NOT_AUTHORIZED = "not authorized"
-EXCLUSIVE = "AIMX/1 SEND: --text-only and --html-body are mutually exclusive"
 
 
 @attrs.frozen

@@ -15,9 +15,10 @@ import attrs
 
 from aimx.core import markdown
 from aimx.core.message import Attachment
-from aimx.errors import BodyTooLarge
+from aimx.errors import BodyTooLarge, MalformedError
 
 MARKDOWN, TEXT, HTML = "markdown", "text", "html"
+MAX_PARTS = 1000
 TOO_LARGE = (
     "markdown body exceeds 5 MiB; use --html-body for pre-rendered large documents "
     "or --attachment for sending the document as a file"
@@ -75,19 +76,20 @@ def content_params(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _unfold(lines: list[str]) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    last = None
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
     for line in lines:
-        if line[:1] in (" ", "\t") and last is not None:
-            fields[last] += " " + line.strip()
+        if line[:1] in (" ", "\t"):
+            if current is not None:
+                current.append(line.strip())
         elif ":" in line:
             name, value = line.split(":", 1)
-            last = name.strip().lower()
-            if last in fields:
-                last = None  # first occurrence wins; skip this one's folds
-            else:
-                fields[last] = value.strip()
-    return fields
+            name = name.strip().lower()
+            # First occurrence wins; a repeat and its folds are skipped.
+            current = None if name in found else found.setdefault(name, [value.strip()])
+        else:
+            current = None
+    return {name: " ".join(parts) for name, parts in found.items()}
 
 
 def _decode(data: bytes, encoding: str) -> bytes:
@@ -132,6 +134,8 @@ def _split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], byt
         if line.startswith(delimiter):
             if line[len(delimiter) :].startswith(b"--"):
                 break
+            if len(chunks) == MAX_PARTS:
+                raise MalformedError(f"more than {MAX_PARTS} MIME parts")
             chunks.append([])
         elif chunks:
             chunks[-1].append(line)

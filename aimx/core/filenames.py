@@ -102,7 +102,9 @@ def sanitize_attachment_name(raw: str, index: int) -> str:
     return name or f"attachment-{index}"
 
 
-def dedupe_attachment_name(name: str, taken: Set[str]) -> str:
+def dedupe_attachment_name(
+    name: str, taken: Set[str], tried: dict[str, int] | None = None
+) -> str:
     """C{name}, or the first free C{<stem>-N<.ext>} (N from 1) if it is taken.
 
     The stem/extension split is at the last C{.}: C{a.tar.gz} becomes
@@ -111,6 +113,8 @@ def dedupe_attachment_name(name: str, taken: Set[str]) -> str:
 
     @param name: a sanitised attachment name.
     @param taken: names already used in the bundle directory.
+    @param tried: per name, the next N to try; pass one dict for a whole bundle
+        so thousands of same-named parts cost linear, not quadratic, time.
     @return: a name not in C{taken}.
     """
     if name not in taken:
@@ -118,8 +122,13 @@ def dedupe_attachment_name(name: str, taken: Set[str]) -> str:
     stem, dot, ext = name.rpartition(".")
     if not stem:
         stem, dot, ext = name, "", ""
-    candidates = (f"{stem}-{n}{dot}{ext}" for n in itertools.count(1))
-    return next(c for c in candidates if c not in taken)
+    tried = {} if tried is None else tried
+    for n in itertools.count(tried.get(name, 1)):
+        candidate = f"{stem}-{n}{dot}{ext}"
+        if candidate not in taken:
+            tried[name] = n + 1
+            return candidate
+    raise AssertionError("unreachable: the counter is endless")
 
 
 def is_valid_id(message_id: str) -> bool:

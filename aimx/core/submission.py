@@ -11,6 +11,10 @@ from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_sender
 from aimx.errors import DomainError, MailboxError, MalformedError
 
 HEADER_CAP = 65_536
+MAX_RECIPIENTS = 100
+#: Headers a message may carry once (RFC 5322 §3.6): the signature binds one of each.
+SINGLE = frozenset({"from", "sender", "to", "cc", "bcc", "subject", "date", "message-id",
+                    "in-reply-to", "references", "reply-to"})
 NO_SEPARATOR = "outbound request body has no header/body separator (expected blank line)"
 
 
@@ -40,25 +44,31 @@ def scan_headers(message: bytes) -> dict[str, str]:
 
     The header block is the lines before the first empty line (all of them when
     there is none); a block that is not UTF-8 yields nothing.
+
+    @raise MalformedError: the block is over L{HEADER_CAP} (checked first, so a
+        hostile submission costs nothing before it is refused).
     """
     split = split_message(message)
     head = message if split is None else split[0]
+    if len(head) > HEADER_CAP:
+        raise MalformedError("outbound request header block is too large")
     try:
         lines = header_lines(head)
     except UnicodeDecodeError:
         return {}
-    fields: list[list[str]] = []
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
     for line in lines:
         if line[:1] in (" ", "\t"):
-            if fields:
-                fields[-1][1] += " " + line.strip()
+            if current is not None:
+                current.append(line.strip())
         elif ":" in line:
             name, value = line.split(":", 1)
-            fields.append([name.strip().lower(), value.strip()])
-    found: dict[str, str] = {}
-    for name, value in fields:
-        found.setdefault(name, value.strip())
-    return found
+            name = name.strip().lower()
+            current = None if name in found else found.setdefault(name, [value.strip()])
+        else:
+            current = None
+    return {name: " ".join(parts).strip() for name, parts in found.items()}
 
 
 def split_addresses(value: str) -> list[str]:
@@ -166,7 +176,12 @@ def check_recipients(submission: Submission) -> Submission:
         raise MalformedError(
             f"could not extract recipient address from To: {submission.header('to')}"
         )
-    return attrs.evolve(submission, **lists)
+    checked = attrs.evolve(submission, **lists)
+    if len(checked.recipients) > MAX_RECIPIENTS:
+        raise MalformedError(
+            f"{len(checked.recipients)} recipients; at most {MAX_RECIPIENTS} per message"
+        )
+    return checked
 
 
 def check_header_block(message: bytes) -> tuple[list[str], bytes]:
@@ -182,6 +197,16 @@ def check_header_block(message: bytes) -> tuple[list[str], bytes]:
     if len(head) > HEADER_CAP:
         raise MalformedError("outbound request header block is too large")
     try:
-        return header_lines(head), body
+        lines = header_lines(head)
     except UnicodeDecodeError:
         raise MalformedError(NO_SEPARATOR) from None
+    seen: set[str] = set()
+    for line in lines:
+        if "\r" in line or "\0" in line:
+            raise MalformedError("header lines may not contain a bare CR or NUL")
+        name = line.split(":", 1)[0].strip().lower()
+        if line[:1] not in (" ", "\t") and name in SINGLE:
+            if name in seen:
+                raise MalformedError(f"more than one {line.split(':', 1)[0].strip()} header")
+            seen.add(name)
+    return lines, body

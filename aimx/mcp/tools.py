@@ -16,6 +16,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from aimx.control import aioclient
 from aimx.control.commands import (
     ERRORS,
+    EXCLUSIVE,
     HookCreate,
     HookDelete,
     HookList,
@@ -27,12 +28,12 @@ from aimx.control.commands import (
     Send,
 )
 from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
+from aimx.core.submission import bare_address
 from aimx.errors import DaemonNotRunning
 from aimx.mcp import files
 from aimx.store.mailboxes import valid_id
 
 NOT_RUNNING = "aimx daemon not running. Start with 'sudo systemctl start aimx'"
-EXCLUSIVE = "AIMX/1 SEND: --text-only and --html-body are mutually exclusive"
 LIMIT_MAX = 200
 _LIST_KEYS = {
     "inbox": ("id", "from", "to", "subject", "date", "read"),
@@ -73,10 +74,18 @@ def _list_row(email_id: str, fields: dict, keys) -> dict:
     return row
 
 
-def _bare(address: str) -> str:
-    """The text between C{<} and C{>}, else the whole value (mcp.md §2.7 step 7)."""
-    start, end = address.find("<"), address.find(">")
-    return address[start + 1 : end] if 0 <= start < end else address
+def _reply_address(stored_from: str) -> str:
+    """The one address a reply goes to: the stored C{from}'s last C{<...>} (mcp.md §2.7 step 7).
+
+    A display name may itself hold C{<a@x, b@y>} (decoded from an encoded-word);
+    the last bracket is the real address, as the daemon reads From.
+
+    @raise ToolError: no single address can be found.
+    """
+    address = bare_address(stored_from)
+    if address is None or "," in address:
+        raise ToolError(f"Cannot reply: no single sender address in '{stored_from}'.")
+    return address
 
 
 class Tools:
@@ -251,7 +260,7 @@ class Tools:
         message_id = str(original.get("message_id", ""))
         chain = [f"<{ref}>" for ref in str(original.get("references", "")).split()]
         return await self._send(
-            text_only, html_body, from_=sender, to=_bare(str(original.get("from", ""))),
+            text_only, html_body, from_=sender, to=_reply_address(str(original.get("from", ""))),
             subject=subject, body=body, reply_to=message_id or None,
             references=" ".join([*chain, f"<{message_id}>"]),
         )

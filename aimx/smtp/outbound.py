@@ -231,6 +231,12 @@ class _SenderFactory(protocol.ClientFactory):
         self.done.callback(self._results)
 
 
+#: DNS lookups in flight at once, over every send (the pool also serves inbound).
+MAX_LOOKUPS = 4
+#: MX connections open at once, over every send.
+MAX_CONNECTIONS = 32
+
+
 class MxTransport:
     """Delivers a signed message to the recipients' MX hosts.
 
@@ -258,6 +264,10 @@ class MxTransport:
         self._ipv6 = ipv6
         self._timeout = timeout
         self._tls_options = ssl.CertificateOptions()
+        # Bounds across all sends: DNS lookups share the reactor's thread pool with
+        # inbound verification, and each connection is a descriptor.
+        self._lookups = defer.DeferredSemaphore(MAX_LOOKUPS)
+        self._connections = defer.DeferredSemaphore(MAX_CONNECTIONS)
 
     def plan(self, recipients: list[str]) -> defer.Deferred[Plan]:
         """Check the recipients' syntax and resolve their domains, all domains at once.
@@ -280,7 +290,8 @@ class MxTransport:
                 text = f"Invalid recipient address '{rcpt}': {reason}"
                 invalid.append(RcptResult(rcpt, FAILED, text))
         routes = await defer.gatherResults(
-            [self._run_in_thread(_route, self._resolver, domain, tuple(members))
+            [self._lookups.run(self._run_in_thread, _route, self._resolver, domain,
+                               tuple(members))
              for domain, members in group_by_domain(valid).items()],
             consumeErrors=True,
         )
@@ -324,7 +335,10 @@ class MxTransport:
         tries: dict[str, list[RcptResult]] = {rcpt: [] for rcpt in route.rcpts}
         pending = list(route.rcpts)
         for host in route.hosts:
-            for result in await self._attempt(host, mail_from, pending, data):
+            attempt = self._connections.run(
+                lambda: defer.Deferred.fromCoroutine(
+                    self._attempt(host, mail_from, pending, data)))
+            for result in await attempt:
                 tries[result.rcpt].append(result)
             pending = [rcpt for rcpt in pending if tries[rcpt][-1].status != DELIVERED]
             if not pending:
@@ -335,7 +349,8 @@ class MxTransport:
                        data: bytes) -> list[RcptResult]:
         """One transaction with C{host} for C{rcpts}."""
         try:
-            ip = await self._run_in_thread(_address, self._resolver, host, self._ipv6)
+            ip = await self._lookups.run(
+                self._run_in_thread, _address, self._resolver, host, self._ipv6)
         except _HostSkipped as e:
             results = host_results(host, rcpts, {}, (DEFERRED, str(e)))
         else:

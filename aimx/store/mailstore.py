@@ -7,6 +7,7 @@ partial or root-owned file.  Callers serialise writes per mailbox (the daemon wi
 DeferredLock, ``aimx ingest`` by being one process).
 """
 
+import contextlib
 import datetime
 import itertools
 import os
@@ -273,7 +274,8 @@ class MailStore:
                 except FileExistsError:
                     continue
                 finally:
-                    os.unlink(tmp, dir_fd=dfd)
+                    with contextlib.suppress(FileNotFoundError):  # the owner may remove it
+                        os.unlink(tmp, dir_fd=dfd)
                 self._sync(dfd)
                 return stem, os.path.join(directory, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
@@ -305,10 +307,10 @@ class MailStore:
 
     def _write_attachments(self, bfd, stem, parts, owner, warnings) -> list[dict]:
         entries = []
-        taken = {stem + ".md"}
+        taken, tried = {stem + ".md"}, {}
         for index, part in enumerate(parts):
             name = filenames.sanitize_attachment_name(part.filename_raw, index)
-            name = filenames.dedupe_attachment_name(name, taken)
+            name = filenames.dedupe_attachment_name(name, taken, tried)
             taken.add(name)
             warnings += self._write_file(bfd, name, part.data, owner)
             entries.append(

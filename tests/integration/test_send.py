@@ -173,6 +173,13 @@ class SendTests(SendTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertEqual(os.listdir(directory), [os.path.basename(path)])
 
+    async def test_no_subject(self):
+        """A message without Subject is recorded with subject = "" (verbatim)."""
+        await self.send(f"From: alice@{DOMAIN}\r\nTo: r@example.com\r\n\r\nx\r\n".encode())
+        [path] = self.sent()
+        self.assertEqual(self.read_mail(path)[0]["subject"], "")
+        self.assertTrue(os.path.basename(path).endswith("-no-subject.md"))
+
     async def test_attachment_bundle(self):
         """Case 4 end to end: the sent copy is a bundle with the file beside it."""
         message = (
