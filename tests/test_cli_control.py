@@ -383,6 +383,13 @@ class HookVerbTests(VerbTestCase):
                               "sudo)\nhint: if the daemon is running, hook CRUD over UDS would "
                               "handle this without sudo.\n")
 
+    def test_root_without_daemon_or_config(self):
+        """Root, no daemon, no config.toml: the error names the missing file, not root."""
+        code, _, err, _ = self.run_verb(hooks.list_, ["hooks", "list"], down=True)
+        self.assertEqual(code, 1)
+        self.assertIn("the daemon is not running and Config file not found at ", err)
+        self.assertNotIn("requires root", err)
+
     def test_root_fallback(self):
         """Root without a daemon edits config.toml and says when it takes effect."""
         self.write_config()

@@ -1,6 +1,7 @@
 """The ``aimx`` command line (L3): argument parsing and dispatch to one module per verb."""
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -29,10 +30,25 @@ Try it:
   demo          Run a throwaway local demo (no root, no real DNS)
 """
 
-# Verbs of the spec that later issues build; until then they say so plainly.
-NOT_BUILT = {
-    "setup": "operator tools",
+#: Verb -> module in aimx/cli with C{add_parser(sub, common)} and C{main(args)}.
+VERBS = {
+    "send": "send",
+    "mailboxes": "mailboxes",
+    "hooks": "hooks",
+    "agents": "agents",
+    "dkim-keygen": "dkimkeygen",
+    "logs": "logs",
+    "uninstall": "uninstall",
+    "portcheck": "portcheck",
+    "doctor": "doctor",
+    "setup": "setup",
 }
+ALIASES = {"mailbox": "mailboxes", "hook": "hooks"}
+
+
+def _verb_modules():
+    """The verb modules, imported on demand: some import Twisted, which `--version` skips."""
+    return [importlib.import_module(f"aimx.cli.{name}") for name in VERBS.values()]
 
 
 def version_line() -> str:
@@ -76,25 +92,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-wait", action="store_true", help="stop the daemon after the deliveries"
     )
 
-    # Not at the top: some import Twisted, which `aimx --version` must not pay for.
-    from aimx.cli import agents, dkimkeygen, hooks, logs, mailboxes, send, uninstall
-
-    send.add_parser(sub, common)
-    mailboxes.add_parser(sub, common)
-    hooks.add_parser(sub, common)
-    agents.add_parser(sub, common)
-    dkimkeygen.add_parser(sub, common)
-    logs.add_parser(sub, common)
-    uninstall.add_parser(sub, common)
-    from aimx.cli import portcheck
-
-    portcheck.add_parser(sub, common)
-    from aimx.cli import doctor
-
-    doctor.add_parser(sub, common)
-    for verb in NOT_BUILT:
-        stub = sub.add_parser(verb, parents=[common], help=argparse.SUPPRESS)
-        stub.add_argument("args", nargs=argparse.REMAINDER)
+    for module in _verb_modules():
+        module.add_parser(sub, common)
     # Keep `ingest` (hidden) and the per-verb entries out of the top-level help.
     sub._choices_actions = []
     return parser
@@ -129,13 +128,6 @@ def main(argv=None) -> int:
         from aimx.cli import serve
 
         return serve.run(head + tail)
-    if verb in NOT_BUILT and not {"-h", "--help"} & set(tail):
-        print(
-            f"Error: 'aimx {verb}' is not built yet in this version "
-            f"(it comes with {NOT_BUILT[verb]})",
-            file=sys.stderr,
-        )
-        return 1
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_usage(sys.stderr)
@@ -146,49 +138,16 @@ def main(argv=None) -> int:
     if args.config_dir is None:
         args.config_dir = os.environ.get("AIMX_CONFIG_DIR", "/etc/aimx")
     try:
-        if args.verb == "send":
-            from aimx.cli import send
-
-            return send.main(args)
-        if args.verb in ("mailboxes", "mailbox"):
-            from aimx.cli import mailboxes
-
-            return mailboxes.main(args)
-        if args.verb in ("hooks", "hook"):
-            from aimx.cli import hooks
-
-            return hooks.main(args)
-        if args.verb == "dkim-keygen":
-            from aimx.cli import dkimkeygen
-
-            return dkimkeygen.main(args)
-        if args.verb == "logs":
-            from aimx.cli import logs
-
-            return logs.main(args)
-        if args.verb == "uninstall":
-            from aimx.cli import uninstall
-
-            return uninstall.main(args)
-        if args.verb == "agents":
-            from aimx.cli import agents
-
-            return agents.main(args)
-        if args.verb == "portcheck":
-            from aimx.cli import portcheck
-
-            return portcheck.main(args)
-        if args.verb == "doctor":
-            from aimx.cli import doctor
-
-            return doctor.main(args)
         if args.verb == "ingest":
             from aimx.cli import ingest
 
             return ingest.run(args)
-        from aimx.cli import demo
+        if args.verb == "demo":
+            from aimx.cli import demo
 
-        return demo.run(args)
+            return demo.run(args)
+        module = importlib.import_module(f"aimx.cli.{VERBS[ALIASES.get(args.verb, args.verb)]}")
+        return module.main(args)
     except AimxError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -54,6 +54,7 @@ class Session:
         self.passwd = passwd or Passwd()
         self._client = None
         self._config = False
+        self._config_error = None
 
     @property
     def root(self) -> bool:
@@ -94,8 +95,8 @@ class Session:
                 self._config, _ = configfile.load(
                     self.args.config_dir, data_dir_override=self.args.data_dir
                 )
-            except AimxError:
-                self._config = None
+            except AimxError as e:
+                self._config, self._config_error = None, e
         return self._config
 
     def root_config(self, problem: str):
@@ -104,9 +105,12 @@ class Session:
         @param problem: the error when the caller is not root or cannot read it.
         @raise CliError: C{problem}.
         """
-        config = self.config() if self.root else None
-        if config is None:
+        if not self.root:
             raise CliError(problem)
+        config = self.config()
+        if config is None:
+            # Root, daemon down, and no usable config: say what is wrong with it.
+            raise CliError(f"the daemon is not running and {self._config_error}")
         return config
 
     def write_config(self, config) -> None:

@@ -267,12 +267,6 @@ class ProcessTests(DaemonTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"Error: no mailbox routes recipient zed@test.local", result.stderr)
 
-    def test_unbuilt_verbs_say_so(self):
-        """Verbs of later issues fail plainly instead of pretending."""
-        result = self.run_aimx("setup")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn(b"not built yet", result.stderr)
-
     def test_help_and_version(self):
         """Top-level help lists the groups and hides ingest; --version is one line."""
         result = self.run_aimx("--help")

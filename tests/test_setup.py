@@ -1,0 +1,1287 @@
+"""`aimx setup`: the pure decisions, the prompts, and the wizard in a fake world
+(spec/setup-and-ops.md §1, §7, §8).
+
+The wizard runs in-process without a real reactor: the temporary responder "binds"
+on a memory reactor, the port-25 probes are canned, the host is a temporary root
+with a fake runner (systemctl, hostname -I, id and useradd are never run), owners
+resolve from that host, DNS answers come from a dict, and the readiness poll is a
+stub.  tests.integration.test_setup runs it end to end on loopback.  Acceptance
+cases of setup-and-ops.md are named in the docstrings.
+"""
+
+import datetime
+import functools
+import io
+import os
+import pwd
+import sys
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from twisted.internet import defer, error, task
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+import aimx.cli
+from aimx.agents import AGENTS
+from aimx.auth.resolver import DnsNoRecord
+from aimx.cli import setup as cli
+from aimx.cli.session import Session, execute
+from aimx.cli.term import Terminal
+from aimx.core import setupflow as flow
+from aimx.core.config import Config, MailboxConfig, load_text, make_hook
+from aimx.core.dnscheck import ExpectedDns, Lookup, table_lines
+from aimx.core.portcheck import (
+    AIMX,
+    FREE,
+    OUTBOUND_BLOCKED,
+    PASSED,
+    ProbeResult,
+    held_by,
+    smtp_probe_target,
+)
+from aimx.store import configfile, keys, services
+from aimx.store.mailstore import Owner, resolve_owner
+from aimx.store.services import Completed, System
+
+DOMAIN = "agent.example.com"
+IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
+IS_ACTIVE = ("systemctl", "is-active", "--quiet", "aimx")
+#: Who "aimx-catchall" is in these tests: a real account chown can use.
+CATCHALL = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+#: Interactive answers after a positional domain: skip DNS, no senders, keep hooks off.
+SKIP_ALL = "q\n\nY\n"
+USERADD = [
+    "useradd", "--system", "--no-create-home", "--home-dir", "/var/lib/aimx-catchall",
+    "--shell", "/usr/sbin/nologin", "--user-group", "aimx-catchall",
+]
+
+
+# -- fakes -------------------------------------------------------------------------
+
+
+class FakeHost:
+    """The host's programs and passwd database, as the wizard sees them."""
+
+    def __init__(self, *, hostname=f"{IPV4} fe80::1 {IPV6}\n", running=False):
+        self.hostname = hostname
+        self.running = running
+        self.users: set[str] = set()
+        self.missing: set[str] = set()
+        self.useradd_result = Completed(0)
+        self.restart_result = Completed(0)
+        self.on_restart = None
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv, capture=True):
+        self.calls.append(list(argv))
+        key = tuple(argv)
+        if key == ("hostname", "-I"):
+            return Completed(0, self.hostname)
+        if key == IS_ACTIVE:
+            return Completed(0 if self.running else 3)
+        if argv[0] in self.missing:
+            return Completed(127, "", f"{argv[0]}: command not found")
+        if argv[0] == "id":
+            known = argv[1] in self.users
+            return Completed(0 if known else 1, "", "" if known else "no such user")
+        if argv[0] in ("useradd", "adduser"):
+            if self.useradd_result.returncode == 0:
+                self.users.add(argv[-1])
+            return self.useradd_result
+        if key == ("systemctl", "restart", "aimx"):
+            if self.restart_result.returncode == 0:
+                if self.on_restart is not None:
+                    self.on_restart()
+                self.running = True
+            return self.restart_result
+        return Completed(0)
+
+    def resolve(self, name: str) -> Owner:
+        if name in self.users:
+            return Owner(name, CATCHALL.pw_uid, CATCHALL.pw_gid)
+        return resolve_owner(name)
+
+    def service_calls(self) -> list[list[str]]:
+        """The calls that install or start the service."""
+        probes = (IS_ACTIVE, ("rc-service", "aimx", "status"))
+        return [c for c in self.calls if c[0] in ("systemctl", "rc-update", "rc-service")
+                and tuple(c) not in probes]
+
+
+class FakeResolver:
+    """DNS answers from a dict; absent names have no record."""
+
+    def __init__(self):
+        self.records: dict[tuple[str, str], list] = {}
+
+    def add(self, rdtype: str, name: str, *answers) -> None:
+        self.records.setdefault((rdtype, name), []).extend(answers)
+
+    def _get(self, rdtype, name):
+        if (rdtype, name) not in self.records:
+            raise DnsNoRecord(name)
+        return list(self.records[(rdtype, name)])
+
+    def txt(self, name):
+        return self._get("TXT", name)
+
+    def mx(self, name):
+        return self._get("MX", name)
+
+    def addresses(self, name, ipv6=False):
+        return self._get("AAAA" if ipv6 else "A", name)
+
+    def publish(self, config_dir, *, ipv6=False, spf=None, dkim=None, dmarc=None):
+        """The records setup asks for (each overridable)."""
+        self.add("A", DOMAIN, IPV4)
+        if ipv6:
+            self.add("AAAA", DOMAIN, IPV6)
+        self.add("MX", DOMAIN, (10, DOMAIN))
+        ips = f"ip4:{IPV4}" + (f" ip6:{IPV6}" if ipv6 else "")
+        self.add("TXT", DOMAIN, spf or f"v=spf1 {ips} -all")
+        key = keys.local_public_key_b64(config_dir)
+        self.add("TXT", f"aimx._domainkey.{DOMAIN}", dkim or f"v=DKIM1; k=rsa; p={key}")
+        self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+
+
+class _Port:
+    def __init__(self, port):
+        self.port = port
+        self.stopped = False
+
+    def stopListening(self):
+        self.stopped = True
+        return defer.succeed(None)
+
+
+class FakeReactor(MemoryReactorClock):
+    """Listening "succeeds" (or raises C{bind_error}); the port stops at once."""
+
+    bind_error = None
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        if self.bind_error is not None:
+            raise self.bind_error
+        super().listenTCP(port, factory, backlog, interface)
+        self.port = _Port(port)
+        return self.port
+
+
+class _Interrupting(io.StringIO):
+    """Standard input that raises KeyboardInterrupt once the scripted lines run out."""
+
+    def readline(self, *args):
+        line = super().readline(*args)
+        if not line:
+            raise KeyboardInterrupt
+        return line
+
+
+# -- the pure part ------------------------------------------------------------------
+
+
+class DomainRuleTests(SynchronousTestCase):
+    def test_valid(self):
+        """Two labels or more of letters, digits and inner hyphens; case kept."""
+        for domain in ("agent.example.com", "a.b", "Mail-1.Example.COM", "x" * 63 + ".io",
+                       ".".join(["a" * 62] * 4)):
+            flow.validate_domain(domain)
+
+    def test_invalid(self):
+        """Each rule has its reason."""
+        cases = {
+            "": "cannot be empty",
+            "localhost": "at least two labels",
+            "a..b": "empty label",
+            "agent.example.com.": "empty label",
+            "x" * 64 + ".io": "maximum is 63",
+            ("a" * 63 + ".") * 4 + "io": "maximum is 253",
+            "bad_domain.com": "invalid character '_'",
+            "ex ample.com": "invalid character ' '",
+            "bücher.de": "invalid character 'ü'",
+            "-agent.example.com": "cannot start or end with '-'",
+            "agent-.example.com": "cannot start or end with '-'",
+        }
+        for domain, reason in cases.items():
+            with self.assertRaises(flow.DomainError, msg=domain) as caught:
+                flow.validate_domain(domain)
+            self.assertIn(reason, str(caught.exception))
+
+
+class SenderRuleTests(SynchronousTestCase):
+    def test_parse(self):
+        """Commas and whitespace both separate; order is kept; blank is empty."""
+        self.assertEqual(flow.parse_senders("you@example.com, *@company.com"),
+                         ("you@example.com", "*@company.com"))
+        self.assertEqual(flow.parse_senders(" a@b.c,d+x@e.f  g?h@i.j ,"),
+                         ("a@b.c", "d+x@e.f", "g?h@i.j"))
+        self.assertEqual(flow.parse_senders("   "), ())
+
+    def test_invalid(self):
+        """One @, both parts non-empty, ASCII alnum and . - _ + * ? only."""
+        cases = {
+            "bad": "exactly one '@'",
+            "a@b@c": "exactly one '@'",
+            "@example.com": "before '@' is empty",
+            "you@": "after '@' is empty",
+            "yo!u@example.com": "invalid character '!'",
+            "you@exämple.com": "invalid character 'ä'",
+        }
+        for entry, reason in cases.items():
+            with self.assertRaises(flow.SenderError) as caught:
+                flow.parse_senders(f"ok@example.com {entry}")
+            self.assertTrue(str(caught.exception).startswith(f"invalid sender '{entry}': "))
+            self.assertIn(reason, str(caught.exception))
+
+    def test_abort_message(self):
+        """The five-attempts error carries the last reason."""
+        e = flow.SenderError("bad", "must contain exactly one '@'")
+        self.assertEqual(
+            flow.sender_abort_message(e),
+            "trusted-senders prompt aborted after 5 attempts; last error: invalid sender "
+            "'bad': must contain exactly one '@'",
+        )
+
+    def test_policy(self):
+        """No senders: none; some: verified."""
+        self.assertEqual(flow.trust_policy(()), ("none", ()))
+        self.assertEqual(flow.trust_policy(("a@b.c",)), ("verified", ("a@b.c",)))
+
+
+class AnswerTests(SynchronousTestCase):
+    def test_yes_default(self):
+        """[Y/n]: blank or anything not starting with n is yes."""
+        for answer in ("", "  ", "y", "Y", "yes", "sure"):
+            self.assertTrue(flow.answered_yes(answer), answer)
+        for answer in ("n", "N", "no", " nope"):
+            self.assertFalse(flow.answered_yes(answer), answer)
+
+    def test_noninteractive(self):
+        """AIMX_NONINTERACTIVE is on for 1, true, yes."""
+        for value in ("1", "true", "yes", "TRUE", "Yes"):
+            self.assertTrue(flow.noninteractive({"AIMX_NONINTERACTIVE": value}), value)
+        for value in ("", "0", "false", "no", "on"):
+            self.assertFalse(flow.noninteractive({"AIMX_NONINTERACTIVE": value}), value)
+        self.assertFalse(flow.noninteractive({}))
+
+
+class ChecklistTests(SynchronousTestCase):
+    def test_ascii(self):
+        """Without colour the glyphs are [ ] [~] [x] [-] [*] [!] (cli.md §2)."""
+        states = [flow.DONE, flow.SKIPPED, flow.RUNNING, flow.PENDING, flow.ERROR, flow.HANDOFF]
+        self.assertEqual(flow.checklist_lines(states, colour=False), [
+            "  [x] Preflight checks on port 25",
+            "  [-] Set up domain and DNS",
+            "  [~] Set up TLS certificate",
+            "  [ ] Set up trust policy",
+            "  [!] Install AIMX",
+            "  [*] Set up MCP for agent(s)",
+        ])
+
+    def test_glyphs(self):
+        """With colour: ☐ ◐ ☑ ☒ ⎘ ✗, painted by the caller."""
+        self.assertEqual(
+            [flow.glyph(s, True) for s in (flow.PENDING, flow.RUNNING, flow.DONE, flow.SKIPPED,
+                                           flow.HANDOFF, flow.ERROR)],
+            ["☐", "◐", "☑", "☒", "⎘", "✗"],
+        )
+        lines = flow.checklist_lines([flow.DONE] * 6, True, lambda s, g: f"<{g}>")
+        self.assertEqual(lines[0], "  <☑> Preflight checks on port 25")
+
+    def test_reentry(self):
+        """Re-entry needs the running service, the certificate and the DKIM key."""
+        self.assertTrue(flow.already_configured(True, True, True))
+        for partial in ((False, True, True), (True, False, True), (True, True, False)):
+            self.assertFalse(flow.already_configured(*partial))
+
+
+class ConfigTests(SynchronousTestCase):
+    def load(self, config: Config) -> Config:
+        return load_text(configfile.render(config, "config.toml").decode(), "config.toml")[0]
+
+    def test_fresh(self):
+        """Fresh: domain, data dir, selector aimx, the trust answer, the catchall (acceptance 12)."""
+        config = self.load(flow.fresh_config(DOMAIN, "/srv/aimx", "verified", ("a@b.c",)))
+        self.assertEqual((config.domain, config.data_dir, config.dkim_selector),
+                         (DOMAIN, "/srv/aimx", "aimx"))
+        self.assertEqual((config.trust, config.trusted_senders), ("verified", ("a@b.c",)))
+        self.assertEqual(config.mailboxes, (
+            MailboxConfig("catchall", f"*@{DOMAIN}", "aimx-catchall"),
+        ))
+        self.assertEqual(config.catchall().name, "catchall")
+
+    def test_update_moves_domain(self):
+        """A new domain moves every @old address; trust, hooks and other domains stay."""
+        hook = make_hook(event="on_receive", cmd=["/bin/true"])
+        old = Config(
+            domain="old.example.com", trust="verified", trusted_senders=["x@y.z"],
+            enable_ipv6=True, dkim_selector="s2",
+            mailboxes=[
+                MailboxConfig("alice", "alice@OLD.example.com", "alice", hooks=[hook]),
+                MailboxConfig("ext", "ext@elsewhere.org", "ext"),
+                MailboxConfig("catchall", "*@old.example.com", "aimx-catchall"),
+            ],
+        )
+        new = self.load(flow.update_config(old, DOMAIN))
+        self.assertEqual(new.domain, DOMAIN)
+        self.assertEqual([mb.address for mb in new.mailboxes],
+                         [f"alice@{DOMAIN}", "ext@elsewhere.org", f"*@{DOMAIN}"])
+        self.assertEqual(new.mailbox("alice").hooks, (hook,))
+        self.assertEqual((new.trust, new.trusted_senders, new.enable_ipv6, new.dkim_selector),
+                         ("verified", ("x@y.z",), True, "s2"))
+
+    def test_update_adds_catchall(self):
+        """A config without a catchall gets one; data_dir is replaced only when given."""
+        old = Config(domain=DOMAIN, data_dir="/a",
+                     mailboxes=[MailboxConfig("bob", f"bob@{DOMAIN}", "bob")])
+        new = flow.update_config(old, DOMAIN)
+        self.assertEqual([mb.name for mb in new.mailboxes], ["bob", "catchall"])
+        self.assertEqual(new.data_dir, "/a")
+        self.assertEqual(flow.update_config(old, DOMAIN, "/b").data_dir, "/b")
+        self.assertEqual(flow.update_config(new, DOMAIN), new)
+
+    def test_update_catchall_name_taken(self):
+        """A mailbox named catchall that is not the catchall is an error, not overwritten."""
+        old = Config(domain=DOMAIN, mailboxes=[MailboxConfig("catchall", f"c@{DOMAIN}", "c")])
+        with self.assertRaises(flow.DomainError) as caught:
+            flow.update_config(old, DOMAIN)
+        self.assertIn(f"mailbox 'catchall' has address 'c@{DOMAIN}'", str(caught.exception))
+
+
+class ScreenTests(SynchronousTestCase):
+    def test_handoff(self):
+        """All eight agents in registry order; the three box lines are equally wide (acceptance 11)."""
+        lines = flow.handoff_lines(agent.display for agent in AGENTS)
+        names = ["Claude Code", "Codex CLI", "OpenCode", "Gemini CLI", "Goose", "OpenClaw",
+                 "Hermes", "NanoClaw"]
+        bullets = [line[4:] for line in lines if line.startswith("  • ")]
+        self.assertEqual(bullets, names)
+        box = [line for line in lines if line[2:3] in ("┌", "│", "└")]
+        self.assertEqual(len(box), 3)
+        self.assertEqual(len({len(line) for line in box}), 1)
+        self.assertEqual(box[0], "  ┌" + "─" * 29 + "┐")
+        self.assertEqual(box[1], "  │  → aimx agents setup" + " " * 8 + "│")
+        self.assertIn("not root", "\n".join(lines))
+
+    def test_closing(self):
+        """The success line with the done glyph, the domain, the claude example."""
+        lines = flow.closing_lines(DOMAIN, "[x]")
+        self.assertEqual(lines[0], "[x] AIMX has been set up successfully.")
+        self.assertIn(f"@{DOMAIN}", lines[1])
+        self.assertIn(f'claude -p "Set up agent@{DOMAIN} and respond to me via email', lines[3])
+        self.assertNotIn("Your agents now have access", "\n".join(lines))
+
+
+# -- the prompts --------------------------------------------------------------------
+
+
+def terminal(stdin: str, environ=None) -> tuple[Terminal, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Terminal(out, err, io.StringIO(stdin), environ or {}), out, err
+
+
+class DomainPromptTests(SynchronousTestCase):
+    def test_accept(self):
+        """Domain, confirm (blank = yes), DNS access (blank = yes)."""
+        term, out, _ = terminal(f" {DOMAIN} \n\n\n")
+        self.assertEqual(cli.ask_domain(term), DOMAIN)
+        text = out.getvalue()
+        self.assertIn("Enter the domain you want to use for email\n(e.g. agent.example.com).\n> ",
+                      text)
+        self.assertIn(f"Domain: {DOMAIN}\nConfirm? [Y/n] ", text)
+        self.assertIn("MX, SPF and DKIM records", text)
+
+    def test_invalid_then_valid(self):
+        """An invalid domain prints ✗ and its reason, then asks again."""
+        term, out, _ = terminal(f"localhost\n{DOMAIN}\ny\ny\n")
+        self.assertEqual(cli.ask_domain(term), DOMAIN)
+        self.assertIn("[FAIL] 'localhost' needs at least two labels", out.getvalue())
+        self.assertEqual(out.getvalue().count("Enter the domain"), 2)
+
+    def test_not_confirmed(self):
+        """n at Confirm asks for the domain again."""
+        term, _, _ = terminal(f"wrong.example.com\nn\n{DOMAIN}\n\n\n")
+        self.assertEqual(cli.ask_domain(term), DOMAIN)
+
+    def test_empty_and_end_of_input(self):
+        """A blank answer or end of input cancels: No domain entered."""
+        for stdin in ("\n", "   \n", ""):
+            term, _, _ = terminal(stdin)
+            with self.assertRaises(cli.CliError) as caught:
+                cli.ask_domain(term)
+            self.assertEqual(str(caught.exception), cli.NO_DOMAIN)
+
+    def test_no_dns_access(self):
+        """n to the DNS-access question cancels setup."""
+        term, _, _ = terminal(f"{DOMAIN}\nY\nn\n")
+        with self.assertRaises(cli.CliError) as caught:
+            cli.ask_domain(term)
+        self.assertEqual(str(caught.exception), cli.NO_DNS_ACCESS)
+
+    def test_end_of_input_at_confirm(self):
+        """End of input at a [Y/n] prompt quits rather than defaulting to yes."""
+        for stdin in (f"{DOMAIN}\n", f"{DOMAIN}\ny\n"):
+            term, _, _ = terminal(stdin)
+            with self.assertRaises(cli.CliError) as caught:
+                cli.ask_domain(term)
+            self.assertEqual(str(caught.exception), cli.END_OF_INPUT)
+
+
+class TrustPromptTests(SynchronousTestCase):
+    def ask(self, stdin):
+        term, out, _ = terminal(stdin)
+        return cli.ask_trust(term, "/etc/aimx/config.toml"), out.getvalue()
+
+    def test_senders_confirmed(self):
+        """`you@example.com, *@company.com` + Y: verified with both (acceptance 9)."""
+        result, out = self.ask("you@example.com, *@company.com\nY\n")
+        self.assertEqual(result, ("verified", ("you@example.com", "*@company.com")))
+        self.assertIn("Trusted senders:\n  - you@example.com\n  - *@company.com\nConfirm? [Y/n] ",
+                      out)
+        self.assertIn("you@example.com, *@company.com", out)  # the examples in the prompt
+        self.assertIn("Leave blank to disable the trust model and hooks.\n> ", out)
+
+    def test_empty_confirmed(self):
+        """Empty + Y: trust none, after the no-trusted-senders warning (acceptance 9)."""
+        result, out = self.ask("\nY\n")
+        self.assertEqual(result, ("none", ()))
+        self.assertIn("[WARN] No trusted senders configured: hooks will NOT fire", out)
+        self.assertIn("/etc/aimx/config.toml", out)
+        self.assertIn("Leave hooks disabled? [Y/n] ", out)
+
+    def test_five_invalid(self):
+        """Five invalid lines abort with the attempts count and last error (acceptance 9)."""
+        term, out, _ = terminal("bad\n" * 5 + "ok@example.com\nY\n")
+        with self.assertRaises(cli.CliError) as caught:
+            cli.ask_trust(term, "config.toml")
+        self.assertEqual(
+            str(caught.exception),
+            "trusted-senders prompt aborted after 5 attempts; last error: invalid sender "
+            "'bad': must contain exactly one '@'",
+        )
+        self.assertEqual(out.getvalue().count("[FAIL] invalid sender 'bad'"), 4)
+
+    def test_counter_resets(self):
+        """Declining resets the count: 4 invalid, a declined list, 4 invalid, then a list."""
+        stdin = "bad\n" * 4 + "a@b.c\nn\n" + "bad\n" * 4 + "\nn\n" + "bad\n" * 4 + "a@b.c\n\n"
+        result, _ = self.ask(stdin)
+        self.assertEqual(result, ("verified", ("a@b.c",)))
+
+    def test_end_of_input(self):
+        """End of input at the senders prompt or its confirmation quits."""
+        for stdin in ("", "a@b.c\n", "\n"):
+            term, _, _ = terminal(stdin)
+            with self.assertRaises(cli.CliError) as caught:
+                cli.ask_trust(term, "config.toml")
+            self.assertEqual(str(caught.exception), cli.END_OF_INPUT)
+
+
+def expected_dns(ipv6=None, key="KEY") -> ExpectedDns:
+    return ExpectedDns(domain=DOMAIN, ipv4=IPV4, ipv6=ipv6, selector="aimx", dkim_key=key)
+
+
+def answers(**override) -> dict:
+    """Lookups for which every check of L{expected_dns} passes, some overridden."""
+    found = {
+        ("A", DOMAIN): Lookup([IPV4]),
+        ("MX", DOMAIN): Lookup([f"10 {DOMAIN}."]),
+        ("TXT", DOMAIN): Lookup([f"v=spf1 ip4:{IPV4} -all"]),
+        ("TXT", f"aimx._domainkey.{DOMAIN}"): Lookup(["v=DKIM1; k=rsa; p=KEY"]),
+        ("TXT", f"_dmarc.{DOMAIN}"): Lookup(["v=DMARC1; p=reject"]),
+    }
+    for name, lookup in override.items():
+        key = {"spf": ("TXT", DOMAIN), "dkim": ("TXT", f"aimx._domainkey.{DOMAIN}"),
+               "dmarc": ("TXT", f"_dmarc.{DOMAIN}"), "a": ("A", DOMAIN)}[name]
+        found[key] = lookup
+    return found
+
+
+class DnsLoopTests(SynchronousTestCase):
+    def loop(self, stdin, *results):
+        """Run the loop; each verification returns the next of C{results}."""
+        term, out, _ = terminal(stdin)
+        pending = list(results)
+        calls = []
+
+        async def verify():
+            calls.append(1)
+            return pending.pop(0)
+
+        ok = self.successResultOf(defer.Deferred.fromCoroutine(cli.dns_loop(term, verify)))
+        return ok, out.getvalue(), len(calls)
+
+    def test_end_of_input_is_q(self):
+        """End of input leaves the loop like q, without verifying ([py] never loops)."""
+        ok, out, calls = self.loop("")
+        self.assertEqual((ok, calls), (False, 0))
+        self.assertIn("  Press Enter to verify DNS records now.\n"
+                      "  Press q to skip and run `aimx doctor` later.\n[>] \n", out)
+        self.assertIn("run `aimx doctor` to re-verify", out)
+
+    def test_q(self):
+        """q or Q skips."""
+        for answer in ("q\n", "Q\n", " q \n"):
+            self.assertEqual(self.loop(answer)[0::2], (False, 0))
+
+    def test_retry_until_verified(self):
+        """Enter verifies; a failure loops with the propagation hint; a pass ends it."""
+        expected = expected_dns()
+        failing = expected.evaluate(answers(a=Lookup()))
+        passing = expected.evaluate(answers())
+        ok, out, calls = self.loop("\n\n", failing, passing)
+        self.assertEqual((ok, calls), (True, 2))
+        self.assertIn("\nDNS Verification:\n\n  A: [FAIL] - No A record found\n"
+                      f"         → Add: A  {DOMAIN}  {IPV4}\n", out)
+        self.assertIn("Some DNS records are not yet correct.\n"
+                      "DNS propagation can take up to 48 hours.\n", out)
+        self.assertIn("All DNS records verified. Your email server is ready!", out)
+
+    def test_spf_lookalikes(self):
+        """ip4:1.2.3.45-style lookalikes fail "does not include"; /32 passes (acceptance 4)."""
+        expected = ExpectedDns(DOMAIN, "1.2.3.4", None, "aimx", "KEY")
+        for spf in ("v=spf1 ip4:1.2.3.45 -all", "v=spf1 ip4:11.2.3.4 -all"):
+            checks = expected.evaluate(answers(a=Lookup(["1.2.3.4"]), spf=Lookup([spf])))
+            ok, out, _ = self.loop("\nq\n", checks)
+            self.assertFalse(ok)
+            self.assertIn("  SPF: [FAIL] - SPF record found but does not include 1.2.3.4", out)
+        checks = expected.evaluate(
+            answers(a=Lookup(["1.2.3.4"]), spf=Lookup(["v=spf1 ip4:1.2.3.4/32 -all"])))
+        self.assertTrue(self.loop("\n", checks)[0])
+
+    def test_dmarc_none_warns(self):
+        """DMARC p=none is a warning and verification still passes (acceptance 5)."""
+        checks = expected_dns().evaluate(answers(dmarc=Lookup(["v=DMARC1; p=none"])))
+        ok, out, _ = self.loop("\n", checks)
+        self.assertTrue(ok)
+        self.assertIn("  DMARC: [WARN] - DMARC record uses p=none", out)
+
+    def test_dkim_lines(self):
+        """Mismatched key: fail and the !! line; missing: the → Add line (acceptance 6)."""
+        expected = expected_dns()
+        mismatch = expected.evaluate(answers(dkim=Lookup(["v=DKIM1; k=rsa; p=OTHER"])))
+        _, out, _ = self.loop("\nq\n", mismatch)
+        self.assertIn("  DKIM: [FAIL] - DKIM record found but public key does not match local key\n",
+                      out)
+        self.assertIn("         !! Outbound DKIM signatures will FAIL verification", out)
+        missing = expected.evaluate(answers(dkim=Lookup()))
+        _, out, _ = self.loop("\nq\n", missing)
+        self.assertIn("  DKIM: [FAIL] - No DKIM record found\n"
+                      f"         → Add: TXT  aimx._domainkey.{DOMAIN}  v=DKIM1; k=rsa; p=KEY\n", out)
+
+
+class ReadinessPollTests(SynchronousTestCase):
+    def poll(self, succeed_on: int | None):
+        clock = task.Clock()
+        attempts = []
+
+        def connect():
+            attempts.append(clock.seconds())
+            if succeed_on is not None and len(attempts) >= succeed_on:
+                return defer.succeed(None)
+            return defer.fail(error.ConnectionRefusedError())
+
+        d = defer.Deferred.fromCoroutine(cli.wait_for_port(clock, connect))
+        clock.pump([cli.READY_INTERVAL] * 20)
+        return self.successResultOf(d), attempts
+
+    def test_ready(self):
+        """A port that starts accepting on the third try: ready after 1 s."""
+        self.assertEqual(self.poll(3), (True, [0.0, 0.5, 1.0]))
+
+    def test_timeout(self):
+        """Every 500 ms for up to 5 s, then not ready."""
+        ok, attempts = self.poll(None)
+        self.assertFalse(ok)
+        self.assertEqual(attempts, [i * 0.5 for i in range(11)])
+
+    def test_connect_timeout(self):
+        """Each attempt connects to 127.0.0.1:<port> with a 200 ms timeout."""
+        reactor = MemoryReactorClock()
+        d = defer.Deferred.fromCoroutine(cli.connect_once(reactor, "127.0.0.1", 25))
+        [(host, port, factory, timeout, _bind)] = reactor.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 25, 0.2))
+        factory.clientConnectionFailed(reactor.connectors[0],
+                                       Failure(error.ConnectionRefusedError()))
+        self.failureResultOf(d, error.ConnectionRefusedError)
+
+
+class ConsoleTests(SynchronousTestCase):
+    def test_pipe(self):
+        """Not a terminal: plain readline; `prompting` covers printing and reading."""
+        seen = []
+        console = None
+
+        class Stream(io.StringIO):
+            def readline(self, *args):
+                seen.append(console.prompting)
+                return super().readline(*args)
+
+        class Out(io.StringIO):
+            def write(self, text):
+                seen.append(("write", console.prompting))
+                return super().write(text)
+
+        console = cli.Console(Stream("one\n"))
+        term = Terminal(Out(), io.StringIO(), console, {})
+        self.assertEqual(cli._read(term, "> "), "one")
+        self.assertIsNone(cli._read(term, "> "))
+        self.assertEqual(seen, [("write", True), True] * 2)
+        self.assertFalse(console.prompting)
+
+    def test_plain_stdin(self):
+        """Any other stdin (tests) is read without the prompt marker."""
+        term, _, _ = terminal("x\n")
+        self.assertEqual(cli._read(term, "> "), "x")
+
+
+class CancellableTests(SynchronousTestCase):
+    def test_results_pass(self):
+        """Success and failure of the work come through unchanged."""
+        self.assertEqual(self.successResultOf(cli.cancellable(defer.succeed(3))), 3)
+        self.failureResultOf(cli.cancellable(defer.fail(ValueError())), ValueError)
+
+    def test_cancel_fails_even_if_swallowed(self):
+        """Cancelled: CancelledError, although the work turned it into a result."""
+        inner = defer.Deferred()
+        finished = []
+
+        async def probe():
+            try:
+                await inner
+            except defer.CancelledError:
+                finished.append(True)
+                return PASSED
+
+        d = cli.cancellable(probe())
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(finished, [True])
+
+
+# -- the wizard ---------------------------------------------------------------------
+
+
+class WizardTestCase(SynchronousTestCase):
+    """A systemd host under a temporary root, nothing configured yet."""
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.root, "run/systemd/system"))
+        self.config_dir = os.path.join(self.root, "etc/aimx")
+        self.data_dir = os.path.join(self.root, "var/lib/aimx")
+        self.runtime_dir = os.path.join(self.root, "run/aimx")
+        self.host = FakeHost()
+        self.resolver = FakeResolver()
+        self.reactor = FakeReactor()
+        self.results = {"outbound": PASSED, "inbound": PASSED}
+        self.probed = []
+        self.ready_result = True
+        self.ready_calls = 0
+        self.environ = {"AIMX_RUNTIME_DIR": self.runtime_dir}
+
+    def path(self, absolute: str) -> str:
+        return os.path.join(self.root, absolute.lstrip("/"))
+
+    def fast_dkim_key(self):
+        """Save the wizard a 2048-bit key generation."""
+        keys.generate_dkim_key(self.config_dir, bits=1024)
+
+    async def outbound(self, reactor, verify_host, settings):
+        self.probed.append(("outbound", verify_host))
+        return self.results["outbound"]
+
+    async def inbound(self, reactor, verify_host):
+        self.probed.append(("inbound", verify_host))
+        return self.results["inbound"]
+
+    async def ready(self):
+        self.ready_calls += 1
+        result = self.ready_result
+        return await result if isinstance(result, defer.Deferred) else result
+
+    def start(self, *argv, stdin=SKIP_ALL, euid=0, environ=None, occupancy=AIMX,
+              data_dir=True):
+        """Start the verb; return its Deferred and the output streams."""
+        args = aimx.cli._parser().parse_args(["setup", *argv])
+        args.config_dir = self.config_dir
+        args.data_dir = self.data_dir if data_dir else None
+        env = {**self.environ, **(environ or {})}
+        out, err = io.StringIO(), io.StringIO()
+        stream = stdin if hasattr(stdin, "readline") else io.StringIO(stdin)
+        session = Session(args, connect=None, euid=euid, term=Terminal(out, err, stream, env),
+                          environ=env)
+        verb = functools.partial(
+            cli.setup, reactor=self.reactor, system=System(self.root, self.host),
+            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+            detect=lambda port: occupancy, probes=(self.outbound, self.inbound),
+            resolve=self.host.resolve, ready=self.ready, resolver=self.resolver,
+        )
+        return defer.Deferred.fromCoroutine(execute(verb, args, session)), out, err
+
+    def wizard(self, *argv, **kw) -> tuple[int, str, str]:
+        """Run the verb to the end: (exit code, stdout, stderr)."""
+        d, out, err = self.start(*argv, **kw)
+        return self.successResultOf(d), out.getvalue(), err.getvalue()
+
+    def config(self) -> Config:
+        return configfile.load(self.config_dir)[0]
+
+    def assertNothingWritten(self):
+        for path in (self.config_dir, self.data_dir, self.path("/etc/ssl/aimx"),
+                     self.path("/etc/systemd/system"), self.path("/var/lib/aimx-catchall")):
+            self.assertFalse(os.path.exists(path), path)
+
+    def mode(self, path: str) -> int:
+        return os.stat(path).st_mode & 0o777
+
+
+class RefusalTests(WizardTestCase):
+    def test_not_root(self):
+        """Non-root, with or without a domain: exit 1, `requires root`, agents hint (acceptance 1)."""
+        for argv in ((), (DOMAIN,)):
+            code, out, err = self.wizard(*argv, euid=1000)
+            self.assertEqual(code, 1)
+            self.assertIn("Error: `aimx setup` requires root. Run with: sudo aimx setup\n", err)
+            self.assertIn("`aimx agents setup`", err)
+            self.assertEqual(out, "")
+        self.assertEqual(self.probed, [])
+        self.assertNothingWritten()
+
+    def test_verify_host_checked_before_root(self):
+        """--verify-host foo: exit 1 naming the rule, for root and non-root alike (acceptance 2)."""
+        for euid in (0, 1000):
+            code, _, err = self.wizard(DOMAIN, "--verify-host", "foo", euid=euid)
+            self.assertEqual(code, 1)
+            self.assertIn("verify-host must start with http:// or https:// (got: foo)", err)
+        code, _, err = self.wizard(DOMAIN, "--verify-host", "/")
+        self.assertIn("verify-host cannot be empty", err)
+        self.assertNothingWritten()
+
+    def test_probe_target(self):
+        """The probes use the validated verify host; its SMTP target is <host>:25 (acceptance 2)."""
+        self.results["inbound"] = ProbeResult(False)
+        for given, base, target in (
+            ("https://v.example.com/", "https://v.example.com", "v.example.com:25"),
+            ("http://[::1]:3025/probe", "http://[::1]:3025/probe", "[::1]:25"),
+        ):
+            self.probed.clear()
+            self.assertEqual(self.wizard(DOMAIN, "--verify-host", given)[0], 1)
+            self.assertEqual(self.probed, [("outbound", base), ("inbound", base)])
+            self.assertEqual(str(smtp_probe_target(base)), target)
+
+    def test_verify_host_from_config(self):
+        """Without the flag, config.toml's verify_host is used."""
+        os.makedirs(self.config_dir)
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write(f'domain = "{DOMAIN}"\nverify_host = "https://mine.example.org/"\n')
+        self.results["outbound"] = ProbeResult(False)
+        self.wizard(DOMAIN)
+        self.assertEqual(self.probed[0], ("outbound", "https://mine.example.org"))
+
+    def test_invalid_domain(self):
+        """An invalid positional domain fails before any probe or write."""
+        code, out, err = self.wizard("bad_domain.com")
+        self.assertEqual(code, 1)
+        self.assertIn("Error: invalid domain 'bad_domain.com': label 'bad_domain' contains "
+                      "invalid character '_'", err)
+        self.assertEqual((self.probed, out), ([], ""))
+        self.assertNothingWritten()
+
+    def test_port_held_by_another_program(self):
+        """Port 25 held by postfix: exit 1 naming it; no probes, nothing written."""
+        code, _, err = self.wizard(DOMAIN, occupancy=held_by("postfix"))
+        self.assertEqual(code, 1)
+        self.assertIn("Error: Port 25 is occupied by postfix. Stop the process and run "
+                      "`aimx setup` again.", err)
+        self.assertEqual(self.probed, [])
+        self.assertNothingWritten()
+
+    def test_preflight_failure(self):
+        """Outbound blocked: both probes run, exit 1, providers listed, nothing on disk (acceptance 7)."""
+        self.results["outbound"] = ProbeResult(False)
+        code, out, err = self.wizard(DOMAIN, occupancy=FREE)
+        self.assertEqual(code, 1)
+        self.assertIn("  Outbound port 25... [FAIL]\n  Inbound port 25... [OK]\n", out)
+        self.assertIn(OUTBOUND_BLOCKED, err)
+        for provider in ("Hetzner Cloud", "OVH / OVHcloud", "BuyVM (Frantech)",
+                         "Vultr (on request)", "Linode/Akamai (on request)"):
+            self.assertIn(provider, err)
+        self.assertIn("Error: Port 25 checks failed. Your VPS provider may block SMTP traffic.\n"
+                      "Fix the issues above and run `sudo aimx setup` again.", err)
+        self.assertIn("  [!] Preflight checks on port 25\n", out)
+        self.assertTrue(self.reactor.port.stopped, "the temporary responder was released")
+        self.assertNothingWritten()
+
+    def test_inbound_failure_reason(self):
+        """A failed inbound check names the reason on stderr."""
+        self.results["inbound"] = ProbeResult(False, error="https://x/probe: connection refused")
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("Inbound port 25 check failed: https://x/probe: connection refused", err)
+        self.assertNothingWritten()
+
+    def test_bind_failure(self):
+        """Port 25 cannot be bound for the responder: the bind error, nothing written."""
+        self.reactor.bind_error = error.CannotListenError("0.0.0.0", 25, OSError(13, "denied"))
+        code, _, err = self.wizard(DOMAIN, occupancy=FREE)
+        self.assertEqual(code, 1)
+        self.assertIn("Error: Cannot bind port 25 for preflight:", err)
+        self.assertNothingWritten()
+
+    def test_live_daemon_probed(self):
+        """aimx already holds port 25: no responder, the live daemon is probed."""
+        self.results["outbound"] = ProbeResult(False)
+        _, out, _ = self.wizard(DOMAIN, occupancy=AIMX)
+        self.assertIn("`aimx serve` is already running on port 25; probing the live daemon.", out)
+        self.assertFalse(hasattr(self.reactor, "port"))
+
+    def test_domain_cancelled(self):
+        """No positional domain and end of input: cancelled after preflight, nothing written."""
+        code, _, err = self.wizard(stdin="")
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: {cli.NO_DOMAIN}", err)
+        self.assertNothingWritten()
+
+    def test_no_ipv4(self):
+        """hostname -I without an IPv4 address: a clear error before any key is made."""
+        self.host.hostname = f"{IPV6}\n"
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("Error: Could not determine server IPv4 address", err)
+        self.assertFalse(os.path.exists(os.path.join(self.config_dir, "dkim")))
+
+    def test_broken_existing_config(self):
+        """An existing config that does not load stops setup before anything is written."""
+        os.makedirs(self.config_dir)
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write('domain = "x.example.com"\ntrust = "verfied"\n')
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("the existing config does not load:", err)
+        self.assertIn("invalid top-level trust value 'verfied'", err)
+        self.assertEqual(os.listdir(self.config_dir), ["config.toml"])
+
+
+class FreshInstallTests(WizardTestCase):
+    def test_fresh_install(self):
+        """A pristine host: every step done, everything written as the spec says (acceptance 9, 12, 13)."""
+        code, out, err = self.wizard(
+            DOMAIN, occupancy=FREE, stdin="q\nyou@example.com, *@company.com\nY\n")
+        self.assertEqual((code, err), (0, ""))
+        config = self.config()
+        self.assertEqual((config.domain, config.data_dir, config.dkim_selector),
+                         (DOMAIN, self.data_dir, "aimx"))
+        self.assertEqual((config.trust, config.trusted_senders),
+                         ("verified", ("you@example.com", "*@company.com")))
+        self.assertEqual(config.mailbox("catchall"),
+                         MailboxConfig("catchall", f"*@{DOMAIN}", "aimx-catchall"))
+        config_file = os.path.join(self.config_dir, "config.toml")
+        self.assertEqual((self.mode(self.config_dir), self.mode(config_file)), (0o755, 0o640))
+        with open(config_file) as f:
+            self.assertIn('[mailboxes.catchall]\naddress = "*@agent.example.com"\n'
+                          'owner = "aimx-catchall"\n', f.read())
+
+        # The catchall user, created before anything was chowned to it (acceptance 12).
+        useradd = self.host.calls.index(USERADD)
+        self.assertLess(self.host.calls.index(["id", "aimx-catchall"]), useradd)
+        home = self.path("/var/lib/aimx-catchall")
+        self.assertEqual(self.mode(home), 0o700)
+        for part in ("inbox", "sent"):
+            directory = os.path.join(self.data_dir, part, "catchall")
+            st = os.stat(directory)
+            self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o777),
+                             (CATCHALL.pw_uid, CATCHALL.pw_gid, 0o700))
+            self.assertEqual(self.mode(os.path.join(self.data_dir, part)), 0o755)
+        self.assertEqual((os.stat(home).st_uid, os.stat(home).st_gid),
+                         (CATCHALL.pw_uid, CATCHALL.pw_gid))
+        readme = os.path.join(self.data_dir, "README.md")
+        self.assertEqual(self.mode(readme), 0o644)
+        with open(readme) as f:
+            self.assertTrue(f.readline().startswith("<!-- aimx-readme-version:"))
+
+        # Keys and certificate.
+        private, public = keys.dkim_paths(self.config_dir)
+        self.assertEqual((self.mode(private), self.mode(public)), (0o600, 0o644))
+        self.assertCertificate()
+
+        # The service: unit written, enabled, restarted, readiness awaited (acceptance 13).
+        with open(self.path("/etc/systemd/system/aimx.service")) as f:
+            unit = f.read()
+        twistd = services.find_twistd(sys.executable)
+        self.assertIn(
+            f"ExecStart={twistd} --nodaemon --pidfile= aimx --data-dir {self.data_dir} "
+            f"--config-dir {self.config_dir} --runtime-dir {self.runtime_dir}\n", unit)
+        for line in ("RuntimeDirectory=aimx", "Restart=on-failure", "StartLimitBurst=5",
+                     f"ReadWritePaths={self.data_dir}", "User=root"):
+            self.assertIn(line + "\n", unit)
+        self.assertTrue(os.path.isabs(twistd))
+        self.assertEqual(self.host.service_calls(), [
+            ["systemctl", "daemon-reload"], ["systemctl", "enable", "aimx"],
+            ["systemctl", "reset-failed", "aimx"], ["systemctl", "restart", "aimx"],
+        ])
+        self.assertEqual(self.ready_calls, 1)
+
+        # What the operator saw.
+        self.assertIn("\n🐦‍⬛ AIMX setup\n" + flow.TAGLINE + "\n\n  [ ] Preflight checks on port 25\n",
+                      out)
+        for n in range(1, 6):
+            self.assertIn(f"\nStep {n}: {flow.TITLES[n - 1]}\n", out)
+            self.assertIn(f"\n[OK] Step {n} complete.\n", out)
+        self.assertIn(f"aimx setup for {DOMAIN}\n", out)
+        self.assertIn("Generating DKIM keypair...\nDKIM keypair generated.\n", out)
+        self.assertIn("Generating self-signed TLS certificate...\nTLS certificate generated in "
+                      f"{self.path('/etc/ssl/aimx')}/\n", out)
+        self.assertIn("DKIM keypair already exists.\n", out)
+        self.assertIn("Catchall\nCreated system user aimx-catchall\n"
+                      f"Home directory {home} (0700)\n", out)
+        self.assertIn("Starting aimx serve...\n  Waiting for aimx serve to bind port 25... [OK]\n"
+                      "`aimx serve` is running.\n", out)
+        self.assertIn(
+            "\n🐦‍⬛ AIMX setup — complete\n\n"
+            + "\n".join(f"  [x] {t}" for t in flow.TITLES[:5])
+            + "\n  [*] Set up MCP for agent(s)\n\nStep 6: Set up MCP for agent(s)\n", out)
+        self.assertIn("\n".join(flow.handoff_lines(a.display for a in AGENTS)), out)
+        self.assertTrue(out.endswith("\n".join(flow.closing_lines(DOMAIN, "[x]")) + "\n"))
+        self.assertTrue(self.reactor.port.stopped)
+
+    def assertCertificate(self):
+        cert_path, key_path = self.path("/etc/ssl/aimx/cert.pem"), self.path("/etc/ssl/aimx/key.pem")
+        self.assertEqual((self.mode(cert_path), self.mode(key_path)), (0o644, 0o600))
+        cert, key = keys.load_tls_pair(cert_path, key_path)
+        self.assertEqual(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value, DOMAIN)
+        self.assertEqual(cert.issuer, cert.subject)
+        self.assertEqual(key.key_size, 2048)
+        self.assertIsInstance(cert.signature_hash_algorithm, hashes.SHA256)
+        days = (cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)).days
+        self.assertIn(days, (3649, 3650))
+        self.assertEqual(cert.public_key().public_numbers(), key.public_key().public_numbers())
+        self.assertIsInstance(cert, x509.Certificate)
+
+    def test_dns_table(self):
+        """The record table: A, MX, SPF, DKIM, DMARC with the local key, never a PTR (acceptance 3)."""
+        self.fast_dkim_key()
+        code, out, _ = self.wizard(DOMAIN)
+        self.assertEqual(code, 0)
+        key = keys.local_public_key_b64(self.config_dir)
+        table = table_lines(ExpectedDns(DOMAIN, IPV4, None, "aimx", key).records())
+        self.assertIn("DNS\nAdd these records at your domain registrar or DNS provider:\n\n"
+                      + "\n".join(table) + "\n\n", out)
+        self.assertEqual([line.split()[0] for line in table[2:]], ["A", "MX", "TXT", "TXT", "TXT"])
+        self.assertIn(f"  TXT  {DOMAIN:<45} v=spf1 ip4:{IPV4} -all\n", out)
+        self.assertIn(f"_dmarc.{DOMAIN}", out)
+        self.assertIn("v=DMARC1; p=reject", out)
+        self.assertNotIn("PTR", out)
+
+    def test_dns_table_ipv6(self):
+        """enable_ipv6 in the existing config: AAAA second and ip6 in SPF (acceptance 3)."""
+        self.fast_dkim_key()
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write(f'domain = "{DOMAIN}"\nenable_ipv6 = true\n')
+        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 0)
+        rows = [line for line in out.splitlines() if line.startswith(("  A ", "  AAAA", "  MX ",
+                                                                      "  TXT "))]
+        self.assertEqual([row.split()[0] for row in rows], ["A", "AAAA", "MX", "TXT", "TXT", "TXT"])
+        self.assertIn(f"v=spf1 ip4:{IPV4} ip6:{IPV6} -all", rows[3])
+
+    def test_dns_verified(self):
+        """Published records verify on Enter: every check passes."""
+        self.fast_dkim_key()
+        self.resolver.publish(self.config_dir)
+        code, out, _ = self.wizard(DOMAIN, stdin="\n\nY\n")
+        self.assertEqual(code, 0)
+        self.assertIn("\nDNS Verification:\n\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
+                      "  DMARC: [OK]\n\nAll DNS records verified. Your email server is ready!\n", out)
+
+    def test_noninteractive(self):
+        """AIMX_NONINTERACTIVE=1: no trust prompt, trust none, the warning on stderr (acceptance 10)."""
+        self.fast_dkim_key()
+        code, out, err = self.wizard(DOMAIN, stdin="", environ={"AIMX_NONINTERACTIVE": "1"})
+        self.assertEqual(code, 0)
+        self.assertIn("No trusted senders configured", err)
+        self.assertNotIn("Leave blank to disable", out)
+        self.assertIn("Update your DNS records, then run `aimx doctor`", out)  # EOF = q
+        config = self.config()
+        self.assertEqual((config.trust, config.trusted_senders), ("none", ()))
+        with open(os.path.join(self.config_dir, "config.toml")) as f:
+            self.assertNotIn("trust", f.read())
+        self.assertIn(flow.handoff_lines(a.display for a in AGENTS)[0], out)
+
+    def test_interactive_domain(self):
+        """Without the positional domain the prompt asks for it."""
+        self.fast_dkim_key()
+        code, out, _ = self.wizard(stdin=f"{DOMAIN}\nY\nY\n" + SKIP_ALL)
+        self.assertEqual(code, 0)
+        self.assertEqual(self.config().domain, DOMAIN)
+        self.assertIn("Enter the domain you want to use for email", out)
+
+    def test_colour(self):
+        """On a colour terminal: the Unicode glyphs, the accent arrow, ✓ marks."""
+        self.fast_dkim_key()
+        code, out, _ = self.wizard(DOMAIN, environ={"CLICOLOR_FORCE": "1"})
+        self.assertEqual(code, 0)
+        self.assertIn("\x1b[1m🐦‍⬛ AIMX setup\x1b[0m", out)
+        self.assertIn("  ☐ Preflight checks on port 25", out)
+        self.assertIn("\x1b[32m☑\x1b[0m Preflight checks on port 25", out)
+        self.assertIn("\x1b[38;2;185;83;28m⎘\x1b[0m Set up MCP for agent(s)", out)
+        self.assertIn("\x1b[38;2;185;83;28m→\x1b[0m ", out)
+        self.assertIn("\x1b[32m✓\x1b[0m Step 1 complete.", out)
+        self.assertIn("  │  → aimx agents setup        │", out)
+        self.assertIn("\x1b[32m☑\x1b[0m AIMX has been set up successfully.", out)
+        self.assertNotIn("[x]", out)
+
+    def test_data_dir_from_existing_config(self):
+        """No --data-dir: the existing config's data_dir is used and kept."""
+        self.fast_dkim_key()
+        other = os.path.join(self.root, "srv/mail")
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write(f'domain = "{DOMAIN}"\ndata_dir = "{other}"\n')
+        code, _, _ = self.wizard(DOMAIN, stdin="q\n", data_dir=False)
+        self.assertEqual(code, 0)
+        self.assertEqual(self.config().data_dir, other)
+        self.assertTrue(os.path.isdir(os.path.join(other, "inbox", "catchall")))
+
+
+class CatchallUserTests(WizardTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fast_dkim_key()
+
+    def test_present(self):
+        """An existing aimx-catchall is not created again."""
+        self.host.users.add("aimx-catchall")
+        code, out, _ = self.wizard(DOMAIN)
+        self.assertEqual(code, 0)
+        self.assertIn("System user aimx-catchall already present; skipping creation.", out)
+        self.assertFalse([c for c in self.host.calls if c[0] in ("useradd", "adduser")])
+
+    def test_adduser_fallback(self):
+        """No useradd (BusyBox): adduser -S -H -h ... -s /sbin/nologin."""
+        self.host.missing.add("useradd")
+        self.assertEqual(self.wizard(DOMAIN)[0], 0)
+        self.assertIn(["adduser", "-S", "-H", "-h", "/var/lib/aimx-catchall", "-s",
+                       "/sbin/nologin", "aimx-catchall"], self.host.calls)
+
+    def test_useradd_fails(self):
+        """useradd fails: its message, and no config or mailbox directory is written."""
+        self.host.useradd_result = Completed(9, "", "useradd: group aimx-catchall exists")
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("Error: Failed to create system user aimx-catchall: useradd: group "
+                      "aimx-catchall exists", err)
+        self.assertFalse(os.path.exists(os.path.join(self.config_dir, "config.toml")))
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "inbox")))
+        self.assertEqual(self.host.service_calls(), [])
+
+    def test_orphan_owner(self):
+        """A mailbox of the existing config whose owner does not exist: useradd advice."""
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write(f'domain = "{DOMAIN}"\n[mailboxes.bot]\naddress = "bot@{DOMAIN}"\n'
+                    'owner = "nosuchuser123"\n')
+        code, _, err = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 1)
+        self.assertIn("mailbox 'bot' is owned by 'nosuchuser123', which does not exist", err)
+        self.assertIn("useradd --system --no-create-home --shell /usr/sbin/nologin "
+                      "nosuchuser123", err)
+
+
+class ReentryTests(WizardTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fast_dkim_key()
+
+    def test_reentry(self):
+        """Service running, cert and key present: steps 3-5 skipped, no reinstall (acceptance 8)."""
+        code, _, _ = self.wizard(DOMAIN, stdin="q\na@b.c\nY\n")
+        self.assertEqual(code, 0)
+        self.assertTrue(self.host.running)
+        unit = self.path("/etc/systemd/system/aimx.service")
+        os.utime(unit, (0, 0))
+        before = self.config()
+        self.host.calls.clear()
+
+        code, out, err = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("Existing aimx configuration detected. Skipping install, proceeding to "
+                      "verification.\n", out)
+        self.assertIn("[WARN] Step 3 skipped (TLS certificate already exists).", out)
+        self.assertIn("[WARN] Step 4 skipped (existing trust policy preserved).", out)
+        self.assertIn("[WARN] Step 5 skipped (aimx already installed).", out)
+        self.assertIn("  [-] Set up TLS certificate\n  [-] Set up trust policy\n"
+                      "  [-] Install AIMX\n", out)
+        self.assertIn("Existing trust policy preserved.", out)
+        self.assertNotIn("Waiting for aimx serve", out)
+        self.assertEqual(self.host.service_calls(), [])
+        self.assertEqual(self.ready_calls, 1)
+        self.assertEqual(os.stat(unit).st_mtime, 0)
+        self.assertEqual(self.config(), before)
+        self.assertEqual((before.trust, before.trusted_senders), ("verified", ("a@b.c",)))
+        self.assertIn("Configuration unchanged:", out)
+
+    def test_partial_reentry(self):
+        """A config but no running service: trust kept, the service installed."""
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write(f'domain = "{DOMAIN}"\ntrust = "verified"\ntrusted_senders = ["x@y.z"]\n'
+                    '# a comment\n')
+        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 0)
+        self.assertIn("Existing trust policy preserved.", out)
+        config = self.config()
+        self.assertEqual((config.trust, config.trusted_senders), ("verified", ("x@y.z",)))
+        self.assertEqual(config.catchall().address, f"*@{DOMAIN}")
+        self.assertIn(["systemctl", "restart", "aimx"], self.host.calls)
+
+    def test_domain_moved(self):
+        """Re-running with another domain moves the mailboxes to it."""
+        with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
+            f.write('domain = "old.example.com"\n[mailboxes.catchall]\n'
+                    'address = "*@old.example.com"\nowner = "aimx-catchall"\n'
+                    f'[mailboxes.ops]\naddress = "ops@old.example.com"\nowner = "{CATCHALL.pw_name}"\n')
+        code, _, _ = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 0)
+        config = self.config()
+        self.assertEqual(config.domain, DOMAIN)
+        self.assertEqual(sorted(mb.address for mb in config.mailboxes),
+                         [f"*@{DOMAIN}", f"ops@{DOMAIN}"])
+        self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "sent", "ops")))
+
+
+class InterruptionTests(WizardTestCase):
+    def test_end_of_input_then_rerun(self):
+        """End of input at the trust prompt: no config; the re-run reuses key and cert."""
+        code, _, err = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: {cli.END_OF_INPUT}", err)
+        self.assertFalse(os.path.exists(os.path.join(self.config_dir, "config.toml")))
+        self.assertFalse(os.path.exists(self.path("/etc/systemd/system/aimx.service")))
+        private = keys.dkim_paths(self.config_dir)[0]
+        with open(private, "rb") as f:
+            key = f.read()
+        self.assertTrue(os.path.exists(self.path("/etc/ssl/aimx/cert.pem")))
+
+        code, out, _ = self.wizard(DOMAIN)
+        self.assertEqual(code, 0)
+        with open(private, "rb") as f:
+            self.assertEqual(f.read(), key)
+        self.assertNotIn("Generating DKIM keypair", out)
+        self.assertIn("Existing TLS certificate kept:", out)
+        self.assertEqual(self.config().trust, "none")
+
+    def test_ctrl_c_at_a_prompt(self):
+        """Ctrl-C at the trust prompt: `Setup interrupted`, no config written."""
+        code, out, err = self.wizard(DOMAIN, stdin=_Interrupting("q\n"))
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: {cli.INTERRUPTED}", err)
+        self.assertIn("  [!] Set up trust policy\n", out)
+        self.assertFalse(os.path.exists(os.path.join(self.config_dir, "config.toml")))
+
+    def test_cancelled_while_waiting(self):
+        """Cancelled (Ctrl-C) while waiting for the service: interrupted, exit 1."""
+        self.fast_dkim_key()
+        self.ready_result = defer.Deferred()
+        d, _, err = self.start(DOMAIN)
+        self.assertNoResult(d)
+        d.cancel()
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertIn(f"Error: {cli.INTERRUPTED}", err.getvalue())
+
+    def test_readiness_timeout(self):
+        """The service never binds: ✗ and the journalctl advice; config complete."""
+        self.fast_dkim_key()
+        self.ready_result = False
+        code, out, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("  Waiting for aimx serve to bind port 25... [FAIL]\n", out)
+        self.assertIn("aimx.service did not bind port 25 within 5 seconds", err)
+        self.assertIn("sudo journalctl -u aimx", err)
+        self.assertEqual(self.config().domain, DOMAIN)
+
+    def test_restart_fails_then_rerun(self):
+        """The service fails to restart; the re-run keeps the trust answer and installs it."""
+        self.fast_dkim_key()
+        self.host.restart_result = Completed(1, "", "Job for aimx.service failed.")
+        code, _, err = self.wizard(DOMAIN, stdin="q\na@b.c\nY\n")
+        self.assertEqual(code, 1)
+        self.assertIn("Error: Failed to restart aimx: Job for aimx.service failed.", err)
+        self.host.restart_result = Completed(0)
+        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 0)
+        self.assertIn("[WARN] Step 4 skipped (existing trust policy preserved).", out)
+        self.assertIn("`aimx serve` is running.", out)
+        self.assertEqual(self.config().trusted_senders, ("a@b.c",))
+
+    def test_unknown_init(self):
+        """Neither systemd nor OpenRC: the manual-start error after the config is saved."""
+        self.fast_dkim_key()
+        os.rmdir(self.path("/run/systemd/system"))
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("Could not detect init system (systemd or OpenRC). Start aimx serve "
+                      "manually.", err)
+        self.assertEqual(self.config().domain, DOMAIN)
+
+    def test_openrc(self):
+        """OpenRC: the init script, rc-update and rc-service (acceptance 13)."""
+        self.fast_dkim_key()
+        os.rmdir(self.path("/run/systemd/system"))
+        os.makedirs(self.path("/sbin"))
+        open(self.path("/sbin/openrc"), "w").close()
+        self.assertEqual(self.wizard(DOMAIN)[0], 0)
+        with open(self.path("/etc/init.d/aimx")) as f:
+            script = f.read()
+        self.assertTrue(script.startswith("#!/sbin/openrc-run\n"))
+        self.assertIn("supervisor=supervise-daemon", script)
+        self.assertIn(f"checkpath -d -m 0755 -o root:root {self.runtime_dir}", script)
+        self.assertEqual(self.host.service_calls(), [
+            ["rc-update", "add", "aimx", "default"], ["rc-service", "aimx", "restart"]])
+
+    def test_read_only_config_dir(self):
+        """A config dir nobody may write: a clear message naming it, nothing written."""
+        os.makedirs(self.config_dir)
+        make_read_only(self, self.config_dir)
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: cannot write to the config directory {self.config_dir}:", err)
+        self.assertIn("AIMX_CONFIG_DIR", err)
+        self.assertEqual(os.listdir(self.config_dir), [])
+        self.assertFalse(os.path.exists(self.data_dir))
+        self.assertFalse(os.path.exists(self.path("/etc/ssl/aimx")))
+
+
+def make_read_only(case: SynchronousTestCase, path: str) -> None:
+    """Make C{path} unwritable even for root (C{chattr +i}), else skip the test."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        case.addCleanup(os.chmod, path, 0o755)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", path], capture_output=True, check=False)
+    except OSError:
+        done = None
+    if done is None or done.returncode != 0:
+        from twisted.trial.unittest import SkipTest
+
+        raise SkipTest("cannot make a directory read-only for root here (chattr +i)")
+    case.addCleanup(subprocess.run, ["chattr", "-i", path], check=False)
+
+
+class RegistrationTests(SynchronousTestCase):
+    def test_parsed(self):
+        """`aimx setup [domain] --verify-host URL` parses; the domain is optional."""
+        args = aimx.cli._parser().parse_args(["setup", DOMAIN, "--verify-host", "https://v"])
+        self.assertEqual((args.verb, args.domain, args.verify_host), ("setup", DOMAIN, "https://v"))
+        self.assertIsNone(aimx.cli._parser().parse_args(["setup"]).domain)
+
+    def test_help_hides_domain(self):
+        """`aimx setup --help` lists --verify-host and never DOMAIN (cli.md §1)."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertRaises(SystemExit, aimx.cli.main, ["setup", "--help"])
+        self.assertIn("--verify-host", out.getvalue())
+        self.assertNotIn("DOMAIN", out.getvalue())
+        self.assertFalse(hasattr(aimx.cli, "NOT_BUILT"))
