@@ -123,7 +123,33 @@ class DkimpyEquivalenceTests(SynchronousTestCase):
                 original.strip_trailing_whitespace(sample),
             )
 
+    def test_body_canonicalisation_whole(self):
+        """Both body canonicalisations equal dkimpy's, given bytes or a memoryview."""
+        original = _fresh("dkim.canonicalization")
+        for sample in _samples() + [b"x \r\n" * 5 + b"\r\n" * 3, b"a\r\n" * 300000]:
+            for body in (sample, memoryview(sample)):
+                self.assertEqual(
+                    bytes(aimx_dkim.relaxed_body(body)),
+                    original.Relaxed.canonicalize_body(sample),
+                )
+                self.assertEqual(
+                    bytes(aimx_dkim.simple_body(body)),
+                    original.Simple.canonicalize_body(sample),
+                )
+
+    def test_body_not_copied(self):
+        """The split body is a view of the message, hashed without a copy when unchanged."""
+        raw = b"A: b\r\n\r\n" + b"QUJD\r\n" * 1000
+        _headers, body = aimx_dkim.rfc822_parse(raw)
+        self.assertIsInstance(body, memoryview)
+        self.assertIs(body.obj, raw)
+        self.assertIs(aimx_dkim.relaxed_body(body), body)
+        self.assertIs(aimx_dkim.simple_body(body).obj, raw)
+
     def test_installed(self):
         """dkimpy uses the replacements."""
         self.assertIs(dkim.rfc822_parse, aimx_dkim.rfc822_parse)
         self.assertIs(dkim.canonicalization.compress_whitespace, aimx_dkim.compress_whitespace)
+        self.assertIs(
+            dkim.canonicalization.Relaxed.canonicalize_body, aimx_dkim.relaxed_body
+        )

@@ -1,5 +1,7 @@
 """Protocol tests for the inbound SMTP server on StringTransport with a Clock."""
 
+import tracemalloc
+
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -493,3 +495,22 @@ class BackpressureTests(ServerTestCase):
         replies = s.read()
         self.assertEqual(replies[0], b"250 2.0.0 OK message accepted")
         self.assertEqual(replies[1:], [b"250 2.0.0 OK"] * 1100)
+
+
+class DataBufferTests(ServerTestCase):
+    def test_big_message_held_once(self):
+        """A big DATA payload is handed over without a second copy of the message."""
+        line = b"QUJD" * 19 + b"\r\n"
+        chunk = line * (65536 // len(line))
+        count = (16 << 20) // len(chunk)
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\n")
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        for _ in range(count):
+            s.proto.dataReceived(bytes(bytearray(chunk)))  # a fresh object, as from a socket
+        s.proto.dataReceived(b".\r\n")
+        _, peak = tracemalloc.get_traced_memory()
+        size = len(self.delivered[0].raw)
+        self.assertEqual(size, len(chunk) * count)
+        self.assertLess(peak, 1.5 * size)

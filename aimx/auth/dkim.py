@@ -11,7 +11,9 @@ checked against the original in tests/test_dkim.py):
   - splitting the message: only the header block is split into lines, instead of
     every body line (a 25 MiB message was 330 000 objects in one C call);
   - relaxed body canonicalisation: only whitespace that changes is rewritten, in
-    1 MiB slices at line boundaries so other threads get the GIL in between.
+    1 MiB slices at line boundaries so other threads get the GIL in between;
+  - the body is a memoryview of the message, not a copy: both body
+    canonicalisations return it as it is unless whitespace or trailing lines change.
 dkimpy's parsing of signatures, its header canonicalisation and its policy stay.
 """
 
@@ -82,14 +84,21 @@ _LINE_BREAK = re.compile(rb"\r?\n")
 _HEADER_NAME = re.compile(rb"([\x21-\x7e]+?):")
 
 
-def _slices(data: bytes):
-    """C{data} in pieces of about 1 MiB, each ending at a line break."""
-    start = 0
-    while start < len(data):
-        end = data.find(b"\n", start + _SLICE)
-        end = len(data) if end == -1 else end + 1
-        yield data[start:end]
-        start = end
+def _slices(data):
+    """C{data} (bytes or a memoryview) as bytes of about 1 MiB, each ending at a line break."""
+    start, size = 0, len(data)
+    while start < size:
+        length = _SLICE
+        while True:
+            piece = bytes(data[start : start + length])
+            cut = piece.rfind(b"\n") + 1
+            if cut or start + length >= size:
+                break
+            length *= 2  # a line longer than the slice
+        if start + length < size:
+            piece = piece[:cut]
+        yield piece
+        start += len(piece)
 
 
 def compress_whitespace(content: bytes) -> bytes:
@@ -114,8 +123,36 @@ def strip_trailing_whitespace(content: bytes) -> bytes:
     return b"".join(_strip_lines(piece) for piece in _slices(content))
 
 
+def _strip_trailing_lines(body):
+    """dkimpy's C{strip_trailing_lines}: trailing CRLFs become one, one is added
+    when there is none."""
+    end = len(body)
+    while end >= 2 and body[end - 2 : end] == b"\r\n":
+        end -= 2
+    if end == len(body):
+        return bytes(body) + b"\r\n"
+    return body if end + 2 == len(body) else body[: end + 2]
+
+
+def simple_body(body):
+    """dkimpy's C{Simple.canonicalize_body}, for bytes or a memoryview."""
+    return _strip_trailing_lines(body)
+
+
+def relaxed_body(body):
+    """dkimpy's C{Relaxed.canonicalize_body}, for bytes or a memoryview: the
+    body is copied only when some whitespace changes."""
+    if any(b"\t" in piece or b"  " in piece or b" \r\n" in piece for piece in _slices(body)):
+        body = b"".join(
+            compress_whitespace(strip_trailing_whitespace(piece)) for piece in _slices(body)
+        )
+    body = _strip_trailing_lines(body)
+    return b"" if body == b"\r\n" else body
+
+
 def rfc822_parse(message: bytes):
-    """dkimpy's C{rfc822_parse}: C{([name, value + CRLF], ...), body with CRLF}."""
+    """dkimpy's C{rfc822_parse}: C{([name, value + CRLF], ...), body with CRLF};
+    the body is a memoryview of C{message} when its line ends are all CRLF."""
     headers = []
     pos, size = 0, len(message)
     while True:
@@ -141,10 +178,18 @@ def rfc822_parse(message: bytes):
         pos = after
         if pos >= size:
             return headers, b""
-    body = message[after:]
-    if body.count(b"\n") != body.count(b"\r\n"):  # some LF without CR
-        body = _LINE_BREAK.sub(b"\r\n", body)
-    return headers, body
+    if _has_bare_lf(message, after):
+        return headers, _LINE_BREAK.sub(b"\r\n", message[after:])
+    return headers, memoryview(message)[after:]
+
+
+def _has_bare_lf(data: bytes, start: int) -> bool:
+    """Whether an LF after C{start} lacks its CR, counted a slice at a time."""
+    lfs = crlfs = 0
+    for piece in range(start, len(data), _SLICE):
+        lfs += data.count(b"\n", piece, piece + _SLICE)
+        crlfs += data.count(b"\r\n", piece, piece + _SLICE + 1)
+    return lfs != crlfs
 
 
 dkim.RSASSA_PKCS1_v1_5_verify = rsa_pkcs1_verify
@@ -152,6 +197,8 @@ dkim.RSASSA_PKCS1_v1_5_sign = rsa_pkcs1_sign
 dkim.rfc822_parse = rfc822_parse
 dkim.canonicalization.compress_whitespace = compress_whitespace
 dkim.canonicalization.strip_trailing_whitespace = strip_trailing_whitespace
+dkim.canonicalization.Simple.canonicalize_body = staticmethod(simple_body)
+dkim.canonicalization.Relaxed.canonicalize_body = staticmethod(relaxed_body)
 
 
 @attrs.frozen

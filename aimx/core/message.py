@@ -1,12 +1,14 @@
 """Raw message bytes to a L{ParsedMessage}: header values, body text, attachments (L0, pure).
 
 Rules from spec inbound.md §7.2 (header values), §7.3 (body selection, RFC 8621
-§4.1.4) and §7.4 (attachments).  The MIME tree is parsed once with the
-C{compat32} policy, several times faster than C{email.policy.default}; header
-values are decoded here, leniently: 8-bit header bytes are read as UTF-8, and
-bad charsets, encoded words, base64 or dates degrade to replacement characters
-or absent values, never to an exception.  Only input that is not a message at
-all (empty, or nested too deep for the parser) raises L{IngestError}.
+§4.1.4) and §7.4 (attachments).  The MIME tree is the stdlib's C{compat32}
+one (several times faster than C{email.policy.default}), built over the raw
+bytes by L{aimx.core.mimesplit} so that big bodies are neither copied whole nor
+decoded in one piece.  Header values are decoded here, leniently: 8-bit header
+bytes are read as UTF-8, and bad charsets, encoded words, base64 or dates
+degrade to replacement characters or absent values, never to an exception.
+Only input that is not a message at all (empty, or nested too deep for the
+parser) raises L{IngestError}.
 """
 
 import binascii
@@ -15,13 +17,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from email.generator import BytesGenerator
 from email.message import Message
-from email.parser import BytesFeedParser
-from email.policy import Compat32, compat32
+from email.policy import Compat32
 from email.utils import getaddresses, parsedate_tz
 from io import BytesIO
 
 import attrs
 
+from aimx.core import mimesplit
 from aimx.core.htmltext import html_to_markdown
 from aimx.core.threadid import message_ids
 from aimx.errors import IngestError
@@ -90,16 +92,6 @@ class ParsedMessage:
     attachments: tuple[Attachment, ...]
 
 
-# Fed in slices: the parser splits what it is fed into lines in one C call, so a
-# 25 MiB message fed whole would hold the GIL (and stall the reactor) for that long.
-_FEED_SLICE = 1 << 16
-
-
-def _parse(raw: bytes) -> Message:
-    parser = BytesFeedParser(policy=compat32)
-    for start in range(0, len(raw), _FEED_SLICE):
-        parser.feed(raw[start : start + _FEED_SLICE])
-    return parser.close()
 _WANTED = frozenset(
     {
         "from",
@@ -128,7 +120,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if not raw or raw.isspace():
         raise IngestError("cannot parse an empty message")
     try:
-        msg = _parse(raw)
+        msg = mimesplit.parse(raw)
         body, attachments = _content(msg)
     except RecursionError:
         raise IngestError("cannot parse a message nested this deeply") from None
@@ -399,7 +391,7 @@ _HTML_TRUNCATED = "\n\n[...HTML body truncated at 2 MB for rendering...]"
 
 def _body_text(part: Message) -> str:
     """A body part's text; HTML (at most 2 MiB of it) as Markdown."""
-    data = part.get_payload(decode=True) or b""
+    data = mimesplit.payload(part)
     charset = part.get_content_charset()
     if part.get_content_type() != "text/html":
         return _decode_bytes(data, charset)
@@ -413,7 +405,7 @@ def _attachment(part: Message) -> Attachment:
         # message/rfc822 and other message/* parts, parsed into messages.
         data = b"".join(_message_bytes(m) for m in part.get_payload())
     else:
-        data = part.get_payload(decode=True) or b""
+        data = mimesplit.payload(part)
     return Attachment(
         filename_raw=_filename(part),
         content_type=(

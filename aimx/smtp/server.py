@@ -12,6 +12,7 @@ and timeout machinery and replaces the byte handling:
     always come in command order (PIPELINING).
 """
 
+import io
 import re
 
 import attrs
@@ -325,7 +326,9 @@ class AimxESMTP(smtp.ESMTP):
             self._error(NEED_RCPT)
             return
         self._mode = _DATA
-        self._chunks = []
+        # A growing BytesIO hands its buffer over without a copy (getvalue), where
+        # joining a list of chunks would hold the message twice.
+        self._data = io.BytesIO()
         self._size = 0
         self.sendLine(b"354 Start mail input; end with <CRLF>.<CRLF>")
 
@@ -394,16 +397,16 @@ class AimxESMTP(smtp.ESMTP):
         self._buffer = buf[term.end() :] if term else buf[last_lf + 1 :]
         self._size += len(body)
         if self._size > self.limits.max_message_size:
-            self._chunks = []
+            self._data = io.BytesIO()  # refused at the end: keep nothing
         else:
-            self._chunks.append(body)
+            self._data.write(body)
         if term is not None:
             self._finish_message()
         return True
 
     def _end_data(self, mode=_COMMAND):
         self._mode = mode
-        self._chunks = []
+        self._data = None
         self._reset_transaction()
 
     def _discard_step(self) -> bool:
@@ -417,7 +420,7 @@ class AimxESMTP(smtp.ESMTP):
 
     def _finish_message(self):
         raw, rcpts, mail_from = (
-            b"".join(self._chunks),
+            self._data.getvalue(),
             tuple(self._rcpts),
             self._mail_from,
         )

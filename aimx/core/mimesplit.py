@@ -1,0 +1,333 @@
+"""Raw message bytes to the stdlib's C{compat32} MIME tree, without copying bodies (L0, pure).
+
+The stdlib feed parser turns the whole message into text lines: a 25 MiB message
+peaks at about 7x its size, and decoding a base64 attachment is one C call over
+all of it, holding the GIL for as long.  L{parse} builds the same tree from the
+bytes: part boundaries are found with C{bytes.find} and the feed parser's own
+boundary pattern, only each part's header block goes to the stdlib, and a leaf's
+body stays a L{Span} of the raw bytes, decoded by L{payload} in slices of about
+1 MiB.  Each rule below is the feed parser's (C{email/feedparser.py}); a part
+it cannot follow exactly (C{message/*}, a multipart without a usable boundary,
+C{From } lines among the headers, nesting deeper than L{_MAX_DEPTH}) is given
+to the stdlib alone, and so is the whole message when its line endings are mixed.
+"""
+
+import binascii
+import copy
+import io
+import re
+from email.message import Message
+from email.parser import BytesFeedParser, BytesHeaderParser
+from email.policy import compat32
+
+import attrs
+
+# Work on big bodies is cut into slices of about this size, so that no single
+# C call holds the GIL (and stalls the reactor thread) for long.
+_SLICE = 1 << 20
+_MAX_DEPTH = 32
+# Lines that feedparser.headerRE accepts (a header, a continuation or a Unix From
+# line), as many as follow each other; the last may lack its line end.
+_HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\n]*(?:\n|\Z))*")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_UUENCODE = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+_HEADERS = BytesHeaderParser(policy=compat32)
+
+
+@attrs.frozen(eq=False)
+class Span:
+    """A leaf's body: C{raw[start:end]}, not yet copied or decoded.
+
+    @ivar nl: the message's line ending.
+    """
+
+    raw: bytes = attrs.field(repr=False)
+    start: int
+    end: int
+    nl: bytes
+
+
+class _Declined(Exception):
+    """The splitter cannot reproduce the feed parser here."""
+
+
+def feedparse(raw: bytes) -> Message:
+    """The stdlib feed parser's tree of C{raw}, fed in slices.
+
+    The parser splits what it is fed into lines in one C call, so a big message
+    fed whole would hold the GIL for that long.
+    """
+    parser = BytesFeedParser(policy=compat32)
+    for start in range(0, len(raw), 1 << 16):
+        parser.feed(raw[start : start + (1 << 16)])
+    return parser.close()
+
+
+def parse(raw: bytes) -> Message:
+    """The tree L{feedparse} gives, with leaf bodies as L{Span} payloads.
+
+    Read leaves through L{payload}.  C{message/*} parts keep the stdlib's nested
+    message, for L{email.generator}.
+    """
+    nl = _line_ending(raw)
+    if nl is not None:
+        try:
+            return _entity(_Cursor(raw, nl), False, 0)
+        except _Declined:
+            pass
+    return feedparse(raw)
+
+
+def payload(part: Message) -> bytes:
+    """A leaf's transfer-decoded bytes, as C{part.get_payload(decode=True)}."""
+    # Not get_payload(): it decodes a str payload with the part's own (hostile) charset.
+    span = part._payload
+    if not isinstance(span, Span):
+        return part.get_payload(decode=True) or b""
+    cte = str(part.get("content-transfer-encoding", "")).lower()
+    if cte == "base64":
+        data = _base64(span)
+    elif cte == "quoted-printable":
+        # a2b_qp keeps no state from one line to the next.
+        out = io.BytesIO()
+        for piece in _lines(span):
+            out.write(binascii.a2b_qp(piece))
+        data = out.getvalue()
+    elif cte in _UUENCODE:
+        data = None
+    else:
+        return span.raw[span.start : span.end]
+    return _stdlib_payload(part, span) if data is None else data
+
+
+def _stdlib_payload(part: Message, span: Span) -> bytes:
+    """The stdlib's own decoding, for anything unusual (bad base64, uuencode)."""
+    part = copy.copy(part)
+    part.set_payload(span.raw[span.start : span.end].decode("ascii", "surrogateescape"))
+    return part.get_payload(decode=True) or b""
+
+
+def _line_ending(raw: bytes) -> bytes | None:
+    """C{b"\\r\\n"} or C{b"\\n"} when every line ends so, else L{None} (the feed
+    parser also breaks lines at a lone CR)."""
+    crs = lfs = crlfs = 0
+    for start in range(0, len(raw), _SLICE):
+        stop = start + _SLICE
+        crs += raw.count(b"\r", start, stop)
+        lfs += raw.count(b"\n", start, stop)
+        crlfs += raw.count(b"\r\n", start, stop + 1)
+    if not crs:
+        return b"\n"
+    return b"\r\n" if crs == lfs == crlfs else None
+
+
+class _Cursor:
+    """A position in the message (always a line start) and the boundary
+    patterns of the enclosing multiparts, like the feed parser's C{BufferedSubFile}
+    with its stack of end-of-file matchers."""
+
+    def __init__(self, raw: bytes, nl: bytes):
+        self.raw = raw
+        self.nl = nl
+        self.pos = 0
+        self.stack: list[re.Pattern] = []
+
+    def line_end(self, start: int) -> int:
+        end = self.raw.find(self.nl, start)
+        return len(self.raw) if end == -1 else end + len(self.nl)
+
+    def matches(self, start: int, end: int, patterns) -> bool:
+        return self.raw.startswith(b"--", start) and any(
+            pattern.match(self.raw, start, end) for pattern in patterns
+        )
+
+    def readline(self) -> tuple[int, int] | None:
+        """The next line, consumed; L{None} at the end of the current entity."""
+        start = self.pos
+        if start >= len(self.raw):
+            return None
+        end = self.line_end(start)
+        if self.matches(start, end, self.stack):
+            return None
+        self.pos = end
+        return start, end
+
+    def find_line(self, patterns, stop: int | None = None) -> tuple[int, int] | None:
+        """The first line from here on (starting before C{stop}) that one of
+        C{patterns} matches."""
+        raw, needle = self.raw, self.nl + b"--"
+        stop = len(raw) if stop is None else stop
+        start = self.pos
+        while patterns and start < stop:
+            if raw.startswith(b"--", start):
+                end = self.line_end(start)
+                if self.matches(start, end, patterns):
+                    return start, end
+            found = _find(raw, needle, start, stop)
+            if found == -1:
+                break
+            start = found + len(self.nl)
+        return None
+
+    def skip_entity(self) -> None:
+        """Move to the line that ends the current entity, or to the end."""
+        found = self.find_line(self.stack)
+        self.pos = len(self.raw) if found is None else found[0]
+
+
+def _find(raw: bytes, needle: bytes, start: int, stop: int) -> int:
+    """Where C{needle} first starts in C{raw[start:stop]}, searched a slice at a time."""
+    while start < stop:
+        end = min(start + _SLICE, stop)
+        found = raw.find(needle, start, end + len(needle) - 1)
+        if found != -1:
+            return found
+        start = end
+    return -1
+
+
+def _entity(cur: _Cursor, digest: bool, depth: int) -> Message:
+    """One message or part from the cursor on (C{FeedParser._parsegen})."""
+    if depth > _MAX_DEPTH:
+        raise _Declined()
+    raw, start, nl = cur.raw, cur.pos, cur.nl
+    # The headers end at the first line headerRE rejects: a blank line (dropped)
+    # or the first body line; or at a line that ends the entity.
+    end = _HEADER_LINES.match(raw, start).end()
+    found = cur.find_line(cur.stack, end)
+    if found is not None:
+        end = cur.pos = found[0]
+    else:
+        cur.pos = end + len(nl) if raw.startswith(nl, end) else end
+    if raw.find(b"\nFrom ", start, end) != -1:
+        raise _Declined()  # the parser may push it back into the body
+    msg = _HEADERS.parsebytes(raw[start:end])
+    if digest:
+        msg.set_default_type("message/rfc822")
+    maintype = msg.get_content_maintype()
+    if maintype == "message":
+        raise _Declined()
+    if maintype == "multipart":
+        _multipart(cur, msg, depth)
+    else:
+        body_start = cur.pos
+        cur.skip_entity()
+        msg.set_payload(Span(raw, body_start, cur.pos, cur.nl))
+    return msg
+
+
+def _multipart(cur: _Cursor, msg: Message, depth: int) -> None:
+    """A multipart's parts, up to its close delimiter (or the end of its entity)."""
+    boundary = msg.get_boundary()
+    if boundary is None:
+        raise _Declined()
+    try:
+        separator = ("--" + boundary).encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        raise _Declined() from None
+    pattern = re.compile(
+        rb"(?P<sep>"
+        + re.escape(separator)
+        + rb")(?P<end>--)?(?P<ws>[ \t]*)(?P<linesep>\r\n|\r|\n)?$"
+    )
+    raw, outer = cur.raw, cur.stack
+    digest = msg.get_content_type() == "multipart/digest"
+    parts: list[Message] = []
+    closed = False
+    while (found := cur.find_line([*outer, pattern])) is not None:
+        start, end = found
+        cur.pos = start
+        if cur.matches(start, end, outer):
+            break
+        cur.pos = end
+        if pattern.match(raw, start, end)["end"]:
+            closed = True
+            break
+        # Delimiters that follow each other enclose no part.
+        while (line := cur.readline()) is not None and pattern.match(raw, *line):
+            pass
+        if line is not None:
+            cur.pos = line[0]
+        cur.stack = [*outer, pattern]
+        parts.append(_part(cur, digest, depth + 1))
+        cur.stack = outer
+    else:
+        cur.pos = len(raw)
+    if not parts:
+        raise _Declined()  # no first delimiter: the stdlib keeps the text as payload
+    if closed:
+        cur.skip_entity()  # the epilogue
+    msg.set_payload(parts)
+
+
+def _part(cur: _Cursor, digest: bool, depth: int) -> Message:
+    """One part of a multipart; the feed parser drops the line ending before the
+    next delimiter, which belongs to it (RFC 2046 §5.1.1)."""
+    start, stack = cur.pos, cur.stack
+    try:
+        part = _entity(cur, digest, depth)
+    except _Declined:
+        cur.pos, cur.stack = start, stack
+        cur.skip_entity()
+        if cur.pos > start and not cur.raw.endswith(cur.nl, start, cur.pos):
+            raise
+        return _alone(cur.raw[start : cur.pos], cur.nl, digest)
+    span = part.get_payload()
+    if isinstance(span, Span) and span.raw.endswith(span.nl, span.start, span.end):
+        part.set_payload(attrs.evolve(span, end=span.end - len(span.nl)))
+    return part
+
+
+def _alone(entity: bytes, nl: bytes, digest: bool) -> Message:
+    """The stdlib's tree of one part, parsed as the only part of a multipart, so
+    that its last line ending is dropped as in place; C{entity} is empty or ends
+    with C{nl}."""
+    boundary = b"=_aimx"
+    while b"--" + boundary in entity:
+        boundary += b"_"
+    subtype = b"digest" if digest else b"mixed"
+    wrapper = feedparse(
+        b"Content-Type: multipart/%s; boundary=\"%s\"%s%s--%s%s%s--%s--%s"
+        % (subtype, boundary, nl, nl, boundary, nl, entity, boundary, nl)
+    )
+    return wrapper.get_payload(0)
+
+
+def _lines(span: Span):
+    """The span in pieces of about L{_SLICE}, each ending at a line end."""
+    raw, start = span.raw, span.start
+    while start < span.end:
+        stop = raw.find(span.nl, min(start + _SLICE, span.end), span.end)
+        stop = span.end if stop == -1 else stop + len(span.nl)
+        yield raw[start:stop]
+        start = stop
+
+
+def _base64(span: Span) -> bytes | None:
+    """Base64 decoded a slice at a time, or L{None} unless the stdlib's strict
+    first attempt (C{email._encoded_words.decode_b}) would succeed."""
+    out = io.BytesIO()
+    carry = b""
+    digits = padding = 0
+    for piece in _lines(span):
+        if padding:
+            return None  # "=" before the last line
+        piece = carry + piece.replace(span.nl, b"")
+        if piece.translate(None, _BASE64_ALPHABET):
+            data = piece.rstrip(b"=")
+            padding = len(piece) - len(data)
+            if not padding or data.translate(None, _BASE64_ALPHABET):
+                return None
+            piece = data
+        whole = len(piece) - len(piece) % 4
+        digits += len(piece) - len(carry)
+        out.write(binascii.a2b_base64(piece[:whole]))
+        carry = piece[whole:]
+    # decode_b pads to a multiple of four; strict decoding then wants one "="
+    # after three digits or two after two.
+    padding += -(digits + padding) % 4
+    if (len(carry), padding) not in ((0, 0), (2, 2), (3, 1)):
+        return None
+    if carry:
+        out.write(binascii.a2b_base64(carry + b"=" * padding))
+    return out.getvalue()
