@@ -15,6 +15,7 @@ import attrs
 
 from aimx.core import markdown
 from aimx.core.message import Attachment
+from aimx.core.submission import unfold
 from aimx.errors import BodyTooLarge, MalformedError
 
 MARKDOWN, TEXT, HTML = "markdown", "text", "html"
@@ -75,23 +76,6 @@ def content_params(value: str) -> tuple[str, dict[str, str]]:
     return pieces[0].strip().lower(), params
 
 
-def _unfold(lines: list[str]) -> dict[str, str]:
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if current is not None:
-                current.append(line.strip())
-        elif ":" in line:
-            name, value = line.split(":", 1)
-            name = name.strip().lower()
-            # First occurrence wins; a repeat and its folds are skipped.
-            current = None if name in found else found.setdefault(name, [value.strip()])
-        else:
-            current = None
-    return {name: " ".join(parts) for name, parts in found.items()}
-
-
 def _decode(data: bytes, encoding: str) -> bytes:
     encoding = encoding.strip().lower()
     if encoding == "base64":
@@ -107,7 +91,7 @@ def _lf(text: str) -> str:
 
 def parse_body(header_lines: list[str], body: bytes) -> tuple[str, tuple[Attachment, ...]]:
     """§7.1: the body text (LF) and the attachments of a submission."""
-    headers = _unfold(header_lines)
+    headers = unfold(header_lines)
     ctype, params = content_params(headers.get("content-type", ""))
     boundary = params.get("boundary")
     if not ctype.startswith("multipart/") or not boundary:
@@ -154,7 +138,7 @@ def _split_parts(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], byt
         else:
             head, payload = raw[: split.start()], raw[split.end() :]
         lines_ = head.decode("utf-8", "replace").replace("\r\n", "\n").split("\n")
-        parts.append((_unfold(lines_), payload))
+        parts.append((unfold(lines_), payload))
     return parts
 
 

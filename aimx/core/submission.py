@@ -53,9 +53,14 @@ def scan_headers(message: bytes) -> dict[str, str]:
     if len(head) > HEADER_CAP:
         raise MalformedError("outbound request header block is too large")
     try:
-        lines = header_lines(head)
+        return unfold(header_lines(head))
     except UnicodeDecodeError:
         return {}
+
+
+def unfold(lines: list[str]) -> dict[str, str]:
+    """Header lines -> {lower-cased name: value}: the first occurrence of each name,
+    its folds joined with one space (a repeat and its folds are skipped)."""
     found: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in lines:
