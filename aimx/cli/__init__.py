@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="<command>")
 
     sub.add_parser("serve", help=argparse.SUPPRESS)  # parsed by aimx.service.Options
+    sub.add_parser("mcp", help=argparse.SUPPRESS)  # dispatched before this parser is built
     ingest = sub.add_parser("ingest", parents=[common])
     ingest.add_argument("rcpt", help="recipient address to route the message to")
 
