@@ -18,6 +18,9 @@
 #   ab          (not in the default run; after start) A/B, -F dkim-plain-4k: aimx as is, aimx
 #               whose log observer drops every event (AIMX_BENCH_LOG=off), aimx with a
 #               2-thread pool (AIMX_BENCH_THREADS=2)
+#   abhead      (not in the default run; after start) A/B, -F dkim-plain-4k: aimx (this checkout
+#               as installed by setup), the same with a 2-thread pool, and aimx-head (git HEAD,
+#               installed in $W/venv-head): prices the uncommitted work side by side
 #
 # Environment (defaults): W=/tmp/aimx-bench (scratch), KIT=<repo>/../shared/bench,
 # BASE_VENV=/work/venv (must have twisted aiosmtpd dkimpy dnspython tomli-w html2text and
@@ -46,6 +49,7 @@ BIG_MIB=${BIG_MIB:-24.6}      # 24.6 MiB with LF is 24.9 MiB on the wire (CRLF):
 P_PF=${P_PF:-2525} P_SINK=${P_SINK:-2526} P_TW=${P_TW:-2527} P_AIO=${P_AIO:-2528}
 P_TWP=${P_TWP:-2533} P_DNS=${P_DNS:-5353} P_AIMX=${P_AIMX:-2540} P_AIMX_BIG=${P_AIMX_BIG:-2541}
 P_TW_BIG=${P_TW_BIG:-2542} P_AIMX_NOLOG=${P_AIMX_NOLOG:-2543} P_AIMX_POOL2=${P_AIMX_POOL2:-2544}
+P_AIMX_HEAD=${P_AIMX_HEAD:-2545}
 NS=127.0.0.1:$P_DNS
 INBOX=$W/aimx-data/inbox/box
 
@@ -329,9 +333,39 @@ phase_ab() {
   stop_one aimx-pool2
 }
 
+phase_abhead() {
+  log "A/B: aimx vs aimx with a 2-thread pool vs git HEAD, $ROUNDS rounds x $M4K"
+  # aimx-head: the committed code (git archive HEAD) in its own venv over the same base
+  local hv=$W/venv-head src=$W/head-src
+  if [ ! -x "$hv/bin/python" ]; then
+    "$BASE_VENV/bin/python" -m venv "$hv"
+    "$BASE_VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])' \
+      >"$("$hv/bin/python" -c 'import site; print(site.getsitepackages()[0])')/_bench_base.pth"
+  fi
+  rm -rf "$src"; mkdir -p "$src"; (cd "$REPO" && git archive HEAD) | tar -x -C "$src"
+  "$hv/bin/python" -m pip install -q --no-deps --force-reinstall "$src"
+  aimx_conf "$W/aimx-pool2"
+  AIMX_BENCH_THREADS=2 start_aimx aimx-pool2 "$W/aimx-pool2" "$P_AIMX_POOL2"
+  aimx_conf "$W/aimx-head"
+  PY=$hv/bin/python start_aimx aimx-head "$W/aimx-head" "$P_AIMX_HEAD"
+  for v in pool2:$P_AIMX_POOL2 head:$P_AIMX_HEAD; do
+    "$PY" "$KIT/latency.py" --port "${v#*:}" --watch "$W/aimx-${v%%:*}-data/inbox/box" --count 3 \
+      --warmup 2 --message "$W/corpus/dkim-plain-4k.eml" >/dev/null
+  done
+  "$PY" "$KIT/compare.py" --rounds "$ROUNDS" -s 8 -m "$M4K" -F "$W/corpus/dkim-plain-4k.eml" \
+    --clean --baseline twisted --csv "$R/abhead.csv" \
+    --target twisted=127.0.0.1:$P_TW,dir=$W/drop/tw,pid=$(pid_of twisted) \
+    --target aimx=127.0.0.1:$P_AIMX,dir=$INBOX,pid=$(pid_of aimx) \
+    --target aimx-pool2=127.0.0.1:$P_AIMX_POOL2,dir=$W/aimx-pool2-data/inbox/box,pid=$(pid_of aimx-pool2) \
+    --target aimx-head=127.0.0.1:$P_AIMX_HEAD,dir=$W/aimx-head-data/inbox/box,pid=$(pid_of aimx-head) \
+    | tee "$R/abhead.txt"
+  stop_one aimx-pool2
+  stop_one aimx-head
+}
+
 phase_stop() {
   log "stop"
-  for n in aimx aimx-big aimx-nolog aimx-pool2 twbig twp aiosmtpd twisted sink dns; do stop_one "$n"; done
+  for n in aimx aimx-big aimx-nolog aimx-pool2 aimx-head twbig twp aiosmtpd twisted sink dns; do stop_one "$n"; done
   if postfix status >/dev/null 2>&1; then "$KIT/postfix_anchor.sh" stop || true; fi
   rm -f "$W/pf/postfix.log"
 }
@@ -343,7 +377,7 @@ phases=("$@")
 mkdir -p "$W" "$R" "$PIDS" "$W/logs"
 for ph in "${phases[@]}"; do
   case "$ph" in
-    setup|start|throughput|latency|profile|big|stages|stop|ab) "phase_$ph" ;;
+    setup|start|throughput|latency|profile|big|stages|stop|ab|abhead) "phase_$ph" ;;
     *) sed -n '2,29p' "$0"; exit 2 ;;
   esac
 done

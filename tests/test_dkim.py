@@ -153,3 +153,35 @@ class DkimpyEquivalenceTests(SynchronousTestCase):
         self.assertIs(
             dkim.canonicalization.Relaxed.canonicalize_body, aimx_dkim.relaxed_body
         )
+
+
+class PublicKeyCacheTests(SynchronousTestCase):
+    def test_same_as_dkimpy_and_parsed_once(self):
+        """A key record gives dkimpy's result, and is parsed only the first time."""
+        from aimx.testing.dkimkeys import generate_key
+
+        _, txt = generate_key()
+        record = txt.encode("ascii")
+        aimx_dkim._public_key.cache_clear()
+        self.assertIs(dkim.evaluate_pk, aimx_dkim.evaluate_pk)
+        calls = []
+        original = aimx_dkim._EVALUATE_PK
+
+        def counting(name, s):
+            calls.append(s)
+            return original(name, s)
+
+        self.patch(aimx_dkim, "_EVALUATE_PK", counting)
+        first = dkim.evaluate_pk(b"sel._domainkey.example.com", record)
+        second = dkim.evaluate_pk(b"other._domainkey.example.org", record)
+        self.assertEqual(first, original(b"x", record))
+        self.assertEqual(second, first)
+        self.assertEqual(len(calls), 1)
+
+    def test_bad_record_fails_with_its_name(self):
+        """A record dkimpy refuses is refused every time, naming the key it came from."""
+        aimx_dkim._public_key.cache_clear()
+        for name in (b"a._domainkey.example.com", b"b._domainkey.example.com"):
+            with self.assertRaises(dkim.KeyFormatError) as raised:
+                dkim.evaluate_pk(name, None)
+            self.assertIn(name.decode(), str(raised.exception))

@@ -13,7 +13,8 @@ checked against the original in tests/test_dkim.py):
   - relaxed body canonicalisation: only whitespace that changes is rewritten, in
     1 MiB slices at line boundaries so other threads get the GIL in between;
   - the body is a memoryview of the message, not a copy: both body
-    canonicalisations return it as it is unless whitespace or trailing lines change.
+    canonicalisations return it as it is unless whitespace or trailing lines change;
+  - a DKIM key record is parsed once (C{evaluate_pk} remembered per record).
 dkimpy's parsing of signatures, its header canonicalisation and its policy stay.
 """
 
@@ -192,6 +193,26 @@ def _has_bare_lf(data: bytes, start: int) -> bool:
     return lfs != crlfs
 
 
+_EVALUATE_PK = dkim.evaluate_pk
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(record):
+    return _EVALUATE_PK(b"", record)
+
+
+def evaluate_pk(name, record):
+    """dkimpy's C{evaluate_pk} (key record -> C{(pk, keysize, ktag, seqtlsrpt)}),
+    remembered per record: a repeat sender's key is not parsed (tag list, base64,
+    ASN.1 in Python) again.  Records that fail are not remembered and fail as before,
+    with their own name in the error."""
+    try:
+        return _public_key(record)
+    except Exception:
+        return _EVALUATE_PK(name, record)
+
+
+dkim.evaluate_pk = evaluate_pk
 dkim.RSASSA_PKCS1_v1_5_verify = rsa_pkcs1_verify
 dkim.RSASSA_PKCS1_v1_5_sign = rsa_pkcs1_sign
 dkim.rfc822_parse = rfc822_parse
