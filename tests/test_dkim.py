@@ -155,6 +155,22 @@ class DkimpyEquivalenceTests(SynchronousTestCase):
         )
 
 
+class PrivateKeyCacheTests(SynchronousTestCase):
+    def test_signing_key_parsed_once(self):
+        """Signing twice with one PEM parses it once; the signatures still verify."""
+        from aimx.testing.dkimkeys import generate_key
+
+        private, txt = generate_key()
+        dkim.parse_pem_private_key.cache_clear()
+        message = b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n"
+        for _ in range(2):
+            header = aimx_dkim.sign(message, private_key_pem=private, selector="s",
+                                    domain="example.com", headers=["From", "Subject"])
+            self.assertTrue(dkim.verify(header + message, dnsfunc=lambda *a, **k: txt.encode()))
+        info = dkim.parse_pem_private_key.cache_info()
+        self.assertEqual((info.misses, info.hits), (1, 1))
+
+
 class PublicKeyCacheTests(SynchronousTestCase):
     def test_same_as_dkimpy_and_parsed_once(self):
         """A key record gives dkimpy's result, and is parsed only the first time."""

@@ -14,7 +14,8 @@ checked against the original in tests/test_dkim.py):
     1 MiB slices at line boundaries so other threads get the GIL in between;
   - the body is a memoryview of the message, not a copy: both body
     canonicalisations return it as it is unless whitespace or trailing lines change;
-  - a DKIM key record is parsed once (C{evaluate_pk} remembered per record).
+  - a DKIM key record is parsed once (C{evaluate_pk} remembered per record), and so
+    is our own signing key (C{parse_pem_private_key}).
 dkimpy's parsing of signatures, its header canonicalisation and its policy stay.
 """
 
@@ -213,6 +214,8 @@ def evaluate_pk(name, record):
 
 
 dkim.evaluate_pk = evaluate_pk
+# Our own signing key, PEM -> key dict: parsed (ASN.1 in Python) once, not per send.
+dkim.parse_pem_private_key = functools.lru_cache(maxsize=4)(dkim.parse_pem_private_key)
 dkim.RSASSA_PKCS1_v1_5_verify = rsa_pkcs1_verify
 dkim.RSASSA_PKCS1_v1_5_sign = rsa_pkcs1_sign
 dkim.rfc822_parse = rfc822_parse
