@@ -110,7 +110,6 @@ class WriterTests(SynchronousTestCase):
             f.write("<!-- aimx-readme-version: 1 -->\nold\n")
         self.assertEqual(datadir.prepare(self.data_dir), [])
         self.assertEqual(self.content(), datadir.README)
-        self.assertEqual(datadir.README_VERSION_LINE, datadir_readme.VERSION_LINE)
 
     def test_prepare_reports_write_failure(self):
         """An unwritable README is a warning, not an error."""

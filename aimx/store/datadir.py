@@ -10,7 +10,6 @@ import os
 from aimx.core import datadir_readme
 from aimx.errors import ConfigError
 
-README_VERSION_LINE = datadir_readme.VERSION_LINE
 README = datadir_readme.render()
 
 

@@ -13,8 +13,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
 from aimx import service
+from aimx.core import datadir_readme
 from aimx.errors import ConfigError
-from aimx.store import datadir, keys
+from aimx.store import keys
 from tests.integration.base import DaemonTestCase, base_config, current_user
 from tests.integration.test_inbound import PLAIN, message
 
@@ -76,7 +77,7 @@ class StartupTests(LoggedTestCase):
             f.write("<!-- aimx-readme-version: 0 -->\nold\n")
         self.start_daemon()
         with open(path) as f:
-            self.assertEqual(f.readline().rstrip("\n"), datadir.README_VERSION_LINE)
+            self.assertEqual(f.readline().rstrip("\n"), datadir_readme.VERSION_LINE)
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o644)
 
     def test_orphan_owner(self):
