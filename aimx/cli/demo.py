@@ -171,6 +171,23 @@ def _tree(root: str) -> list[str]:
     return lines
 
 
+def _why_exited(daemon: subprocess.Popen, base: str) -> str:
+    """When the daemon has died, its last log line (the reason it gave), else C{""}.
+
+    A delivery can fail while a daemon that is shutting down is still exiting.
+    """
+    try:
+        daemon.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return ""
+    try:
+        with open(os.path.join(base, "aimx.log"), encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        lines = []
+    return f"; aimx exited ({lines[-1] if lines else f'status {daemon.returncode}'})"
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -221,7 +238,10 @@ def run(args) -> int:
             try:
                 _send(args.port, raw, rcpt)
             except (OSError, smtplib.SMTPException) as e:
-                raise AimxError(f"demo delivery failed: {e} (log: {base}/aimx.log)") from None
+                raise AimxError(
+                    f"demo delivery failed: {e}{_why_exited(daemon, base)} "
+                    f"(log: {base}/aimx.log)"
+                ) from None
         inbox = os.path.join(data, "inbox", "agent")
         print(f"Delivered 3 messages over SMTP+STARTTLS to 127.0.0.1:{args.port}.\n")
         print("\n".join(_tree(os.path.join(data, "inbox"))))

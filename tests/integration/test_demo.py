@@ -39,3 +39,17 @@ class DemoTests(TestCase):
         [received] = os.listdir(os.path.join(base, "remote-mx"))
         with open(os.path.join(base, "remote-mx", received), "rb") as f:
             self.assertTrue(f.read().startswith(b"DKIM-Signature:"))
+
+    async def test_daemon_failure_reason_shown(self):
+        """A daemon that dies (its socket path too long) is reported with its own reason."""
+        base = os.path.join(tempfile.mkdtemp(prefix="aimx-demo-test-"), "d" * 120)
+        self.addCleanup(shutil.rmtree, os.path.dirname(base), True)
+        result = await threads.deferToThread(
+            subprocess.run,
+            [sys.executable, "-m", "aimx", "demo", "--port", str(free_port()), "--no-wait",
+             "--dir", base],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=120,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"aimx exited (Failed to bind UDS send socket", result.stderr)
+        self.assertIn(b"AF_UNIX path too long", result.stderr)
