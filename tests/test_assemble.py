@@ -139,6 +139,20 @@ class ShapeTests(TestCase):
 
 
 class PieceTests(TestCase):
+    def test_attachment_headers_stay_7bit(self):
+        """Non-ASCII names go out as RFC 2231 (the stdlib decodes them back); ASCII names
+        keep the spec's quoting; a type that is not type/subtype becomes octet-stream."""
+        from aimx.core.assemble import attachment_entity
+        from aimx.core.message import Attachment
+
+        head, _ = attachment_entity(Attachment("Grüße \"q\".pdf", "application/pdf", b"x"))
+        self.assertTrue(head.isascii())
+        part = email.message_from_bytes(head + b"\r\n", policy=email.policy.default)
+        self.assertEqual(part.get_filename(), 'Grüße "q".pdf')
+        head, _ = attachment_entity(Attachment('a"b.txt', "text/plain\r\nX: y", b"x"))
+        self.assertIn(b'filename="a\\"b.txt"', head)
+        self.assertTrue(head.startswith(b'Content-Type: application/octet-stream; name="a'))
+
     def test_content_params(self):
         self.assertEqual(
             content_params('Multipart/Mixed; BOUNDARY="a;b"; filename="x\\"y"; name=z'),

@@ -9,6 +9,7 @@ import base64
 import binascii
 import quopri
 import re
+import urllib.parse
 import uuid
 
 import attrs
@@ -190,18 +191,26 @@ def text_entity(text: str, subtype: str) -> tuple[bytes, bytes]:
     return head, payload
 
 
-def _escape(filename: str) -> str:
-    name = filename.replace("\\", "\\\\").replace('"', '\\"')
-    return name.replace("\r", "").replace("\n", " ")
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+
+
+def _param(key: str, filename: str) -> str:
+    """C{key="name"} (spec §2.1 escaping), or RFC 2231 C{key*=utf-8''…} for non-ASCII."""
+    name = filename.replace("\r", "").replace("\n", " ")
+    if not name.isascii():
+        return f"{key}*=utf-8''{urllib.parse.quote(name, safe='')}"
+    return f'{key}="' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def attachment_entity(part: Attachment) -> tuple[bytes, bytes]:
-    name = _escape(part.filename_raw)
+    """A base64 attachment part whose headers are 7-bit whatever its name and type."""
+    ctype = part.content_type if _MIME_TYPE.fullmatch(part.content_type) else (
+        "application/octet-stream")
     head = (
-        f'Content-Type: {part.content_type}; name="{name}"\r\n'
-        f'Content-Disposition: attachment; filename="{name}"\r\n'
+        f"Content-Type: {ctype}; {_param('name', part.filename_raw)}\r\n"
+        f"Content-Disposition: attachment; {_param('filename', part.filename_raw)}\r\n"
         "Content-Transfer-Encoding: base64\r\n"
-    ).encode("utf-8")
+    ).encode("ascii")
     return head, base64.encodebytes(part.data).replace(b"\n", b"\r\n").rstrip(b"\r\n")
 
 
