@@ -8,13 +8,12 @@ daemon's resolver (spec/mcp.md §1 "Strict path resolver", spec/inbound.md §8).
 """
 
 import os
-import stat
 import tomllib
 
 from aimx.core import frontmatter
+from aimx.store import mailboxes
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _CHUNK = 1 << 16
 
 
@@ -51,53 +50,14 @@ def list_ids(directory: str) -> list[str]:
 
 
 def open_message(directory: str, email_id: str) -> int:
-    """Open the C{.md} of an id: C{<id>.md}, else C{<id>/<id>.md}.
-
-    An existing C{<id>.md} that is not acceptable is not found: the bundle is
-    only tried when there is no C{<id>.md} at all.
+    """Open the C{.md} of an id (L{aimx.store.mailboxes.open_email}'s rules).
 
     @param email_id: an id without C{/}, C{..}, C{\\} or NUL.
     @return: a file descriptor the caller closes.
     @raise NotFound: nothing acceptable by that id, or any error on the way.
     """
-    try:
-        mailbox_fd = os.open(directory, _DIR_FLAGS)
-    except OSError as e:
-        raise NotFound() from e
-    try:
-        fd = _open_file(mailbox_fd, email_id + ".md")
-        if fd is not None:
-            return fd
-        try:
-            bundle_fd = os.open(email_id, _DIR_FLAGS, dir_fd=mailbox_fd)
-        except OSError as e:
-            raise NotFound() from e
-        try:
-            fd = _open_file(bundle_fd, email_id + ".md")
-        finally:
-            os.close(bundle_fd)
-    finally:
-        os.close(mailbox_fd)
+    fd = mailboxes.open_email(directory, email_id)
     if fd is None:
-        raise NotFound()
-    return fd
-
-
-def _open_file(dir_fd: int, name: str) -> int | None:
-    """Open a singly-linked regular file inside C{dir_fd}; C{None} when absent.
-
-    @raise NotFound: it exists but is a symlink, not a regular file, hard-linked,
-        or cannot be opened.
-    """
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise NotFound() from e
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
         raise NotFound()
     return fd
 

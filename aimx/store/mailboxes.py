@@ -367,6 +367,19 @@ def _find(directory: str, email_id: str) -> tuple["_Email | None", bool]:
         return None, False
 
 
+def open_email(directory: str, email_id: str) -> int | None:
+    """Open the C{.md} of an email id for reading, resolved as L{resolve_id} does.
+
+    @return: a file descriptor the caller closes; C{None} when the id is absent,
+        a candidate was refused, or resolving failed.
+    """
+    email, _ = _find(directory, email_id)
+    if email is None:
+        return None
+    os.close(email.dir_fd)
+    return email.fd
+
+
 def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
     """Find the C{.md} of an email id inside a mailbox directory.
 
