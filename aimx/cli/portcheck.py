@@ -63,13 +63,6 @@ def main(args) -> int:
     return session.run(functools.partial(portcheck, reactor=reactor), args)
 
 
-def marks(term) -> tuple[str, str]:
-    """The pass and fail marks: coloured glyphs on a terminal, else C{[OK]}/C{[FAIL]}."""
-    if not term.colour:
-        return "[OK]", "[FAIL]"
-    return term.style("✓", "32"), term.style("✗", "31")
-
-
 async def checked(term, label: str, probe, message) -> bool:
     """Print C{  <label>... }, await C{probe}, finish the line with a mark.
 
@@ -78,8 +71,7 @@ async def checked(term, label: str, probe, message) -> bool:
     term.out.write(f"  {label}... ")
     term.out.flush()
     result: ProbeResult = await probe
-    passed, failed = marks(term)
-    term.say(passed if result.ok else failed)
+    term.say(term.mark("ok" if result.ok else "fail"))
     if not result.ok:
         print(f"  {message(result)}", file=term.err)
         if result.detail:
