@@ -69,16 +69,10 @@ class Style:
         return self("❯", ACCENT) if self.colour else ">"
 
     def mark(self, kind: str) -> str:
-        """A status mark: C{ok}, C{fail}, C{warn} or C{arrow} (ASCII when colour is off)."""
-        if not self.colour:
-            return {"ok": "[OK]", "fail": "[FAIL]", "warn": "[WARN]", "arrow": "[>]"}[kind]
-        glyph, code = {
-            "ok": ("✓", GREEN),
-            "fail": ("✗", RED),
-            "warn": ("⚠", "33"),
-            "arrow": ("→", ACCENT),
-        }[kind]
-        return self(glyph, code)
+        """A status mark: C{ok}, C{fail}, C{warn} (L{Terminal.mark}) or C{arrow}."""
+        if kind != "arrow":
+            return self.term.mark(kind)
+        return self("→", ACCENT) if self.colour else "[>]"
 
 
 def visible_width(text: str) -> int:

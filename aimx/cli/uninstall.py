@@ -100,7 +100,7 @@ def _data_dir(args) -> str:
 
 
 def _remove_program(term: Terminal, program: str | None) -> bool:
-    warn = term.yellow("⚠" if term.colour else "[WARN]")
+    warn = term.mark("warn")
     if program is None:
         term.say(f"{warn} could not resolve the aimx binary path; remove it manually if needed.")
         return False
