@@ -22,7 +22,7 @@ import attrs
 from aimx.agents.install import InstallState
 from aimx.agents.registry import Agent
 
-BOLD, DIM, GREEN, RED = "1", "2", "32", "31"
+BOLD, DIM, GREEN = "1", "2", "32"
 ACCENT = "38;2;185;83;28"  # copper #B9531C (cli.md §2)
 VERY_DIM = "38;2;88;88;88"  # grey #585858
 
