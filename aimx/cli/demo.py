@@ -87,11 +87,12 @@ def _messages(sender_key: bytes) -> list[bytes]:
     ]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str):
+def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log: str | None = None):
+    """Wait until C{proc} listens on C{port}; a process that exits says why (C{log})."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AimxError(f"{what} exited early (status {proc.returncode})")
+            raise AimxError(f"{what} exited early ({_last_line(log, proc)})")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -180,12 +181,19 @@ def _why_exited(daemon: subprocess.Popen, base: str) -> str:
         daemon.wait(timeout=5)
     except subprocess.TimeoutExpired:
         return ""
-    try:
-        with open(os.path.join(base, "aimx.log"), encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except OSError:
-        lines = []
-    return f"; aimx exited ({lines[-1] if lines else f'status {daemon.returncode}'})"
+    return f"; aimx exited ({_last_line(os.path.join(base, 'aimx.log'), daemon)})"
+
+
+def _last_line(log: str | None, proc: subprocess.Popen) -> str:
+    """The last line of a dead process's log, else its exit status."""
+    lines = []
+    if log is not None:
+        try:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                lines = [line.strip() for line in f if line.strip()]
+        except OSError:
+            pass
+    return lines[-1] if lines else f"status {proc.returncode}"
 
 
 def _interrupt(signum, frame):
@@ -232,7 +240,8 @@ def run(args) -> int:
     try:
         _wait_for_port(dns_port, dns, "the demo DNS server")
         _wait_for_port(mx_port, mx, "the demo's remote mail server")
-        _wait_for_port(args.port, daemon, f"aimx (log: {base}/aimx.log)")
+        log = os.path.join(base, "aimx.log")
+        _wait_for_port(args.port, daemon, f"aimx (log: {log})", log)
         rcpts = [f"agent@{DOMAIN}", f"agent@{DOMAIN}", f"agent+reports@{DOMAIN}"]
         for raw, rcpt in zip(_messages(sender_key), rcpts):
             try:
