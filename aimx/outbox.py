@@ -15,7 +15,7 @@ import attrs
 from twisted.logger import Logger
 
 from aimx.auth import dkim
-from aimx.core import delivery, frontmatter, threadid
+from aimx.core import delivery, frontmatter
 from aimx.core.assemble import Assembled, assemble
 from aimx.core.config import Config
 from aimx.core.delivery import DELIVERED, DEFERRED, FAILED, RcptResult
@@ -160,9 +160,6 @@ class Outbox:
         undelivered = [r for r in results if r.status != DELIVERED]
         fields = frontmatter.sent_fields(
             parsed=parsed,
-            thread_id=threadid.thread_id(
-                parsed.raw_message_id, parsed.raw_in_reply_to, parsed.raw_references
-            ),
             delivered_to=", ".join(sub.recipients),
             date=frontmatter.rfc3339_utc(now),
             size_bytes=len(signed),

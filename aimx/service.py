@@ -12,9 +12,10 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-from twisted.python import usage
+from twisted.python import threadpool, usage
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
+from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.control.commands import SOCKET_NAME
 from aimx.control.ops import Control
@@ -32,6 +33,9 @@ from aimx.store.mailstore import MailStore
 log = Logger(namespace="aimx.daemon")
 
 DRAIN_SECONDS = 30
+#: Threads for DNS and authentication, apart from the reactor's pool (storage,
+#: control commands): slow name servers can only slow other lookups.
+DNS_THREADS = 16
 
 
 class Options(usage.Options):
@@ -140,20 +144,38 @@ class PidFile(service.Service):
 
 
 class Daemon(service.MultiService):
-    """The aimx service tree; reloads the configuration on SIGHUP."""
+    """The aimx service tree; reloads the configuration on SIGHUP.
+
+    @ivar pools: thread pools of its own, started with it and stopped once every
+        child service has stopped (a draining session may still need them).
+    """
 
     def __init__(self, reactor, options: Options, live: LiveConfig):
         super().__init__()
         self.reactor = reactor
         self.options = options
         self.live = live
+        self.pools: list[threadpool.ThreadPool] = []
 
     def startService(self):
+        for pool in self.pools:
+            pool.start()
         super().startService()
         if hasattr(signal, "SIGHUP"):
             signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
             )
+
+    def stopService(self):
+        stopped = defer.maybeDeferred(super().stopService)
+
+        def stop_pools(result):
+            for pool in self.pools:
+                if pool.started and not pool.joined:
+                    pool.stop()
+            return result
+
+        return stopped.addBoth(stop_pools)
 
     def reload(self) -> defer.Deferred:
         """Re-read config.toml; keep the old snapshot if the new one is invalid.
@@ -249,13 +271,16 @@ def _out_port(environ) -> int:
 
 
 def build(
-    options: Options, reactor=None, limits: SmtpLimits = SmtpLimits(), environ=os.environ
+    options: Options, reactor=None, limits: SmtpLimits = SmtpLimits(), environ=os.environ,
+    resolver: Resolver | None = None, auth_budget: float = BUDGET,
 ) -> Daemon:
     """Run the start-up checks and build the service tree.
 
     @param limits: SMTP session limits (tests lower them).
     @param environ: where C{AIMX_NAMESERVERS} and friends are read; hooks get its
         C{PATH} and C{HOME}.
+    @param resolver: the DNS resolver; by default built from C{environ}.
+    @param auth_budget: seconds one inbound message's authentication may take.
 
     @raise ConfigError: a fatal start-up problem (the message says which).
     """
@@ -276,16 +301,24 @@ def build(
     live = LiveConfig(config)
     daemon = Daemon(reactor, options, live)
     pool = reactor.getThreadPool()
-    resolver = Resolver.from_env(environ)
+    if resolver is None:
+        resolver = Resolver.from_env(environ)
+    dns_pool = threadpool.ThreadPool(0, DNS_THREADS, "aimx-dns")
+    daemon.pools.append(dns_pool)
 
     def run_in_thread(f, *args):
         return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    def run_dns(f, *args):
+        return threads.deferToThreadPool(reactor, dns_pool, f, *args)
 
     inbound = Inbound(
         config=live,
         store=MailStore(config.data_dir),
         resolver=resolver,
         run_in_thread=run_in_thread,
+        run_dns=run_dns,
+        budget=auth_budget,
     )
     factory = AimxSMTPFactory(
         config=live,
@@ -310,7 +343,7 @@ def build(
     outbox = Outbox(
         store=inbound.store,
         transport=MxTransport(
-            reactor=reactor, resolver=resolver, run_in_thread=run_in_thread,
+            reactor=reactor, resolver=resolver, run_in_thread=run_dns,
             helo=config.domain, port=out_port, ipv6=config.enable_ipv6,
         ),
         hooks=daemon.hooks,
@@ -336,7 +369,7 @@ def build(
     daemon.control.setServiceParent(daemon)
     PidFile(os.path.join(options["runtime-dir"], "aimx.pid")).setServiceParent(daemon)
     daemon.dkim_check = DkimDnsCheck(
-        run_in_thread, lambda: dkim_dns_check(config, options["config-dir"], resolver)
+        run_dns, lambda: dkim_dns_check(config, options["config-dir"], resolver)
     )
     daemon.dkim_check.setServiceParent(daemon)
     return daemon

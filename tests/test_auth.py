@@ -14,11 +14,15 @@ import spf as pyspf
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import dkim as dkimpy
+
 from aimx.auth import dkim, spf
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver, parse_nameservers
-from aimx.auth.verify import AuthResults, verify_inbound
+from aimx.auth.verify import verify_inbound
 from aimx.core import trust
+from aimx.core.authresults import UNAUTHENTICATED, AuthResults, DkimResult
 from aimx.core.config import Config, MailboxConfig
+from aimx.core.identity import from_headers
 from aimx.errors import ConfigError
 from aimx.testing.dkimkeys import generate_key, sign_message
 from aimx.testing.dns import FixtureDNS, from_args
@@ -35,6 +39,23 @@ def mail(from_="Alice <alice@example.com>", *, headers=(), body=b"Hello there.\r
 
 def signed(raw: bytes, domain: str, selector: str = "sel") -> bytes:
     return sign_message(raw, private_pem=PRIVATE_PEM, selector=selector, domain=domain)
+
+
+def signed_with(raw: bytes, domain: str, selector: str = "sel", **options) -> bytes:
+    """C{raw} signed by dkimpy with its own options (C{signature_algorithm}, C{length},
+    C{include_headers})."""
+    return dkimpy.sign(raw, selector.encode(), domain.encode(), PRIVATE_PEM, **options) + raw
+
+
+def identity_of(raw: bytes):
+    """The identity fields of a message, as the ingest chain parses them."""
+    from aimx.core.message import parse_message
+
+    return parse_message(raw).identity
+
+
+def author(address: str):
+    return from_headers([("From", address)])
 
 
 class ResolverConfigTests(SynchronousTestCase):
@@ -68,7 +89,6 @@ class ResolverConfigTests(SynchronousTestCase):
         r = Resolver.from_env({"AIMX_NAMESERVERS": " "}, resolv_conf="/nonexistent")
         self.assertFalse(r.usable)
         self.assertRaises(DnsTempError, r.txt, "example.com")
-        self.assertIsNone(r.dkim_dnsfunc(b"sel._domainkey.example.com."))
 
     def test_unusable_all_none(self):
         """With no resolver at all every result is none (spec §1)."""
@@ -76,10 +96,15 @@ class ResolverConfigTests(SynchronousTestCase):
         raw = signed(mail(), "example.com")
         self.assertEqual(
             verify_inbound(raw, peer_ip="192.0.2.1", mail_from="alice@example.com",
-                           helo="mx.example.com", from_addresses=("alice@example.com",),
+                           helo="mx.example.com", identity=author("alice@example.com"),
                            resolver=r),
-            AuthResults(dkim="none", spf="none", dmarc="none", dkim_aligned=False,
-                        from_domain="example.com"))
+            UNAUTHENTICATED)
+
+    def test_spent_budget(self):
+        """Past its deadline a resolver fails every lookup at once, as temporary."""
+        r = Resolver.from_env({"AIMX_NAMESERVERS": "127.0.0.1:9"}).until(0)
+        e = self.assertRaises(DnsTempError, r.txt, "example.com")
+        self.assertIn("budget", str(e))
 
 
 class FixtureTestCase(TestCase):
@@ -220,16 +245,23 @@ class ResolverTests(FixtureTestCase):
         self.assertEqual(await self.call(self.resolver.ptr, "1.2.0.192.in-addr.arpa"),
                          ["mx.example.com"])
 
-    async def test_dkim_dnsfunc(self):
-        """dkimpy's dnsfunc returns the key bytes, or None when absent or failing."""
+    async def test_key_lookup(self):
+        """KeyLookup returns the key bytes, None when absent or failing, and remembers
+        which names failed temporarily."""
         self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
         self.dns.add_servfail("bad._domainkey.example.com")
-        f = self.resolver.dkim_dnsfunc
+        f = dkim.KeyLookup(self.resolver.txt_bytes)
         self.assertEqual(await self.call(f, b"sel._domainkey.example.com.", timeout=5),
                          KEY_TXT.encode("ascii"))
         self.assertIsNone(await self.call(f, b"nokey._domainkey.example.com."))
         self.assertIsNone(await self.call(f, b"bad._domainkey.example.com."))
         self.assertIsNone(await self.call(f, b"\xff._domainkey.example.com."))
+        self.assertEqual(f.temporary, {b"bad._domainkey.example.com"})
+
+
+def result(domain, selector="sel", outcome="pass", aligned=True, **extra):
+    """The DkimResult a default signature by C{domain} gives (fields compared below)."""
+    return (domain, selector, outcome, aligned) + tuple(extra.values())
 
 
 class DkimTests(FixtureTestCase):
@@ -237,50 +269,94 @@ class DkimTests(FixtureTestCase):
         super().setUp()
         self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
 
-    def verify(self, raw):
-        return self.call(dkim.verify, raw, self.resolver.dkim_dnsfunc)
+    async def verify(self, raw, aligned_to="example.com", **kwargs):
+        results = await self.call(
+            dkim.verify, raw, dkim.KeyLookup(self.resolver.txt_bytes),
+            lambda d: d == aligned_to, **kwargs)
+        return tuple((r.domain, r.selector, r.result, r.aligned) for r in results)
 
     async def test_pass(self):
         """Case 7: a signature whose key is published verifies."""
         self.assertEqual(await self.verify(signed(mail(), "example.com")),
-                         (dkim.DkimSignature("example.com", "sel", True),))
+                         (result("example.com"),))
 
     async def test_body_changed(self):
         """Case 7: one changed body byte fails."""
         raw = signed(mail(), "example.com").replace(b"Hello there.", b"Hello therE.")
-        self.assertEqual(await self.verify(raw), (dkim.DkimSignature("example.com", "sel", False),))
+        self.assertEqual(await self.verify(raw), (result("example.com", outcome="fail"),))
 
     async def test_key_absent(self):
         """Case 7: a signature whose key is not in DNS fails."""
         raw = signed(mail(), "example.com", selector="gone")
-        self.assertEqual(await self.verify(raw),
-                         (dkim.DkimSignature("example.com", "gone", False),))
+        self.assertEqual(await self.verify(raw), (result("example.com", "gone", "fail"),))
 
     async def test_key_lookup_error(self):
-        """A DNS error fetching the key fails."""
+        """A temporary DNS error fetching the key is a temperror."""
         self.dns.add_servfail("tmp._domainkey.example.com")
         raw = signed(mail(), "example.com", selector="tmp")
-        self.assertEqual(await self.verify(raw),
-                         (dkim.DkimSignature("example.com", "tmp", False),))
+        self.assertEqual(await self.verify(raw), (result("example.com", "tmp", "temperror"),))
 
     async def test_two_signatures_one_broken(self):
         """Case 7: two signatures, the first broken: each is verified, the result is pass."""
         good = signed(mail(), "example.com")
         broken = signed(good, "example.com", selector="gone")
         self.assertEqual(await self.verify(broken),
-                         (dkim.DkimSignature("example.com", "gone", False),
-                          dkim.DkimSignature("example.com", "sel", True)))
+                         (result("example.com", "gone", "fail"), result("example.com")))
 
     async def test_malformed_signature(self):
         """A malformed DKIM-Signature header is a failing signature; others still verify."""
         raw = b"DKIM-Signature: v=1; junk\r\n" + signed(mail(), "example.com")
-        self.assertEqual(await self.verify(raw), (dkim.DkimSignature("", "", False),
-                                                  dkim.DkimSignature("example.com", "sel", True)))
+        self.assertEqual(await self.verify(raw), (("", "", "fail", False),
+                                                  result("example.com")))
 
     async def test_unsigned_and_garbage(self):
         """No signature, or an unparsable message, gives no results."""
         for raw in (mail(), b"", b"garbage", b"\xff\xfe\x00\r\n\r\n"):
             self.assertEqual(await self.verify(raw), (), raw[:20])
+
+    async def test_rsa_sha1_fails(self):
+        """RFC 8301: an rsa-sha1 signature fails, even with the right key; no lookup."""
+        raw = signed_with(mail(), "example.com", signature_algorithm=b"rsa-sha1")
+        before = len(self.dns.queries)
+        [r] = await self.call(dkim.verify, raw, dkim.KeyLookup(self.resolver.txt_bytes),
+                              lambda d: True)
+        self.assertEqual((r.result, r.algorithm, r.why), ("fail", "rsa-sha1",
+                                                          "rsa-sha1 (RFC 8301)"))
+        self.assertEqual(len(self.dns.queries), before)
+
+    async def test_partial_body(self):
+        """A signature whose l= is shorter than the body passes but is marked partial."""
+        raw = signed_with(mail(), "example.com", length=True)
+        [whole] = await self.call(dkim.verify, raw, dkim.KeyLookup(self.resolver.txt_bytes),
+                                  lambda d: True)
+        self.assertEqual((whole.result, whole.partial_body), ("pass", False))
+        appended = raw + b"Also wire the money to account 666.\r\n"
+        [part] = await self.call(dkim.verify, appended,
+                                 dkim.KeyLookup(self.resolver.txt_bytes), lambda d: True)
+        self.assertEqual((part.result, part.partial_body), ("pass", True))
+
+    async def test_signature_cap_aligned_first(self):
+        """At most five signatures are evaluated: the aligned ones first, then in order."""
+        raw = mail()
+        for i in range(6):
+            raw = signed(raw, "other.example", selector=f"o{i}")
+        raw = signed(raw, "example.com")  # aligned, and on top
+        shuffled = signed(raw, "other.example", selector="o9")
+        results = await self.verify(shuffled)
+        outcomes = [r[2] for r in results]
+        self.assertEqual(outcomes.count("skipped"), len(results) - 5)
+        self.assertEqual(results[1], result("example.com"))  # the aligned one was evaluated
+        self.assertEqual(outcomes[0], "fail")  # the first unaligned one in header order
+
+    async def test_lookups_deduplicated(self):
+        """Signatures sharing a key name cost one lookup."""
+        raw = mail()
+        for _ in range(4):
+            raw = signed(raw, "example.com", selector="gone")
+        before = len(self.dns.queries)
+        await self.verify(raw)
+        lookups = [q for q in self.dns.queries[before:] if q[0].startswith("gone.")]
+        self.assertEqual(len(lookups), 1)
 
     async def test_sign_lf(self):
         """A signature made with linesep=LF on an LF message verifies."""
@@ -291,8 +367,7 @@ class DkimTests(FixtureTestCase):
         self.assertNotIn(b"\r", header)
         self.assertIn(b"c=relaxed/relaxed", header)
         self.assertIn(b"a=rsa-sha256", header)
-        self.assertEqual(await self.verify(header + raw),
-                         (dkim.DkimSignature("example.com", "sel", True),))
+        self.assertEqual(await self.verify(header + raw), (result("example.com"),))
 
     def test_sign_bad_key(self):
         """Signing with an unusable key raises ValueError."""
@@ -384,29 +459,30 @@ class VerifyInboundTests(FixtureTestCase):
         for domain in ("example.com", "company.com", "mail.company.com", "attacker.org"):
             self.dns.add_txt(f"sel._domainkey.{domain}", KEY_TXT)
 
-    def verify(self, raw, *, peer_ip="127.0.0.1", mail_from=None, helo=None,
-               from_addresses=("alice@example.com",)):
+    def verify(self, raw, *, peer_ip="127.0.0.1", mail_from=None, helo=None, identity=None,
+               budget=20.0):
         return self.call(verify_inbound, raw, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
-                         from_addresses=from_addresses, resolver=self.resolver)
+                         identity=identity or identity_of(raw), resolver=self.resolver,
+                         budget=budget)
 
     async def test_unsigned_plain(self):
         """Case 1: unsigned mail, no records: none/none/none, and trusted none by default."""
         r = await self.verify(mail(), mail_from="alice@example.com", helo="mx.example.com")
-        self.assertEqual((r.dkim, r.spf, r.dmarc, r.dkim_aligned), ("none", "none", "none", False))
-        self.assertEqual(trust.evaluate("none", (), "alice@example.com", r.dkim_aligned)[0], "none")
+        self.assertEqual((r.dkim, r.spf, r.dmarc, r.signatures), ("none", "none", "none", ()))
+        self.assertEqual(trust.evaluate("none", (), identity_of(mail()), r).trusted, "none")
 
     async def test_ingest_without_ip(self):
         """Case 2: ingest of a mail without Received/From: no IP, spf none."""
         self.dns.add_txt("example.com", "v=spf1 +all")
         r = await self.verify(mail().replace(b"From: Alice <alice@example.com>\r\n", b""),
-                              peer_ip="0.0.0.0", from_addresses=())
+                              peer_ip="0.0.0.0")
         self.assertEqual((r.spf, r.spf_ip, r.spf_sender, r.dmarc), ("none", None, None, "none"))
 
     async def test_ingest_fallbacks(self):
-        """Case 2: ingest uses the Received IP and the header From for SPF."""
+        """Case 2: ingest uses the Received IP and the parsed header From for SPF."""
         self.dns.add_txt("example.com", "v=spf1 ip4:203.0.113.5 -all")
-        raw = mail("a@example.com", headers=["Received: from x (x [203.0.113.5])"])
-        r = await self.verify(raw, peer_ip="0.0.0.0", from_addresses=("a@example.com",))
+        raw = mail("A <a@example.com>", headers=["Received: from x (x [203.0.113.5])"])
+        r = await self.verify(raw, peer_ip="0.0.0.0")
         self.assertEqual((r.spf, r.spf_ip, r.spf_sender), ("pass", "203.0.113.5", "a@example.com"))
 
     async def test_null_sender_helo(self):
@@ -438,11 +514,10 @@ class VerifyInboundTests(FixtureTestCase):
         self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
         self.dns.add_txt("other.org", "v=spf1 ip4:127.0.0.1 -all")
         self.dns.add_txt("example.com", "v=spf1 -all")
-        sub = ("x@mail.example.com",)
         cases = [
             ("From example.com, DKIM example.com", signed(mail(), "example.com"), {}, "pass"),
             ("From mail.example.com, DKIM example.com (tree walk)",
-             signed(mail("x@mail.example.com"), "example.com"), {"from_addresses": sub}, "pass"),
+             signed(mail("x@mail.example.com"), "example.com"), {}, "pass"),
             ("SPF pass for other.org, no DKIM", mail(), {"mail_from": "x@other.org"}, "fail"),
             ("SPF fail, no DKIM", mail(), {"mail_from": "a@example.com"}, "fail"),
             ("DKIM by attacker.org only", signed(mail(), "attacker.org"), {}, "fail"),
@@ -460,27 +535,23 @@ class VerifyInboundTests(FixtureTestCase):
     async def test_dmarc_adkim_strict(self):
         """Case 8: adkim=s with d=example.com and From @mail.example.com fails."""
         self.dns.add_txt("_dmarc.mail.example.com", "v=DMARC1; p=reject; adkim=s")
-        r = await self.verify(signed(mail("x@mail.example.com"), "example.com"),
-                              from_addresses=("x@mail.example.com",))
-        self.assertEqual((r.dkim, r.dmarc, r.dkim_aligned), ("pass", "fail", True))
+        r = await self.verify(signed(mail("x@mail.example.com"), "example.com"))
+        self.assertEqual((r.dkim, r.dmarc, r.signatures[0].aligned), ("pass", "fail", True))
 
     async def test_dmarc_no_record(self):
         """Case 8: no DMARC record anywhere is none, even with aligned DKIM."""
-        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"),
-                              from_addresses=("x@a.b.c.d.example.com",))
-        self.assertEqual((r.dkim, r.dmarc, r.dkim_aligned), ("pass", "none", True))
+        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"))
+        self.assertEqual((r.dkim, r.dmarc, r.signatures[0].aligned), ("pass", "none", True))
 
     async def test_dmarc_long_name_walk(self):
         """The walk from a name of five or more labels jumps to its last four labels."""
         self.dns.add_txt("_dmarc.c.d.example.com", "v=DMARC1; p=none")
-        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"),
-                              from_addresses=("x@a.b.c.d.example.com",))
+        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"))
         self.assertEqual(r.dmarc, "pass")
         self.dns.clear()
         self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
         self.dns.add_txt("_dmarc.b.c.d.example.com", "v=DMARC1; p=none")  # skipped by the jump
-        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"),
-                              from_addresses=("x@a.b.c.d.example.com",))
+        r = await self.verify(signed(mail("x@a.b.c.d.example.com"), "example.com"))
         self.assertEqual(r.dmarc, "none")
 
     async def test_dmarc_ignores_non_dmarc_txt(self):
@@ -488,30 +559,56 @@ class VerifyInboundTests(FixtureTestCase):
         self.dns.add_txt("_dmarc.mail.example.com", "hello")
         self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=none")
         raw = signed(mail("x@mail.example.com"), "example.com")
-        r = await self.verify(raw, from_addresses=("x@mail.example.com",))
+        r = await self.verify(raw)
         self.assertEqual(r.dmarc, "pass")
         self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
-        r = await self.verify(raw, from_addresses=("x@mail.example.com",))
+        r = await self.verify(raw)
         self.assertEqual(r.dmarc, "none")
 
     async def test_dmarc_dns_error(self):
-        """A DNS error during the walk is dmarc fail."""
+        """A DNS error during the walk is dmarc fail, flagged as temporary."""
         self.dns.add_servfail("_dmarc.example.com")
         r = await self.verify(signed(mail(), "example.com"))
-        self.assertEqual((r.dkim, r.dmarc), ("pass", "fail"))
+        self.assertEqual((r.dkim, r.dmarc, r.dmarc_temperror, r.temporary),
+                         ("pass", "fail", True, True))
 
-    async def test_dmarc_several_from_domains(self):
-        """Several distinct From domains give dmarc none and no alignment."""
+    async def test_dmarc_without_policy(self):
+        """A record without a usable p= is no policy: none (RFC 7489 §6.6.3)."""
+        for record in ("v=DMARC1; rua=mailto:r@example.com", "v=DMARC1; p=bogus"):
+            self.dns.clear()
+            self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
+            self.dns.add_txt("_dmarc.example.com", record)
+            self.assertEqual((await self.verify(mail())).dmarc, "none", record)
+
+    async def test_dmarc_several_from_addresses(self):
+        """Several From mailboxes give no author: dmarc none and nothing aligned."""
         self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
-        r = await self.verify(signed(mail(), "example.com"),
-                              from_addresses=("alice@example.com", "bob@example.org"))
-        self.assertEqual((r.dmarc, r.from_domain, r.dkim_aligned), ("none", None, False))
+        raw = signed(mail("alice@example.com, bob@example.com"), "example.com")
+        r = await self.verify(raw)
+        self.assertEqual((r.dmarc, r.from_domain, r.signatures[0].aligned),
+                         ("none", None, False))
+
+    async def test_aligned_key_temperror(self):
+        """A temporary failure fetching an aligned signature's key is flagged."""
+        self.dns.add_servfail("tmp._domainkey.example.com")
+        r = await self.verify(signed(mail(), "example.com", selector="tmp"))
+        self.assertEqual((r.dkim, r.aligned_temperror, r.temporary), ("fail", True, True))
+        self.dns.add_servfail("tmp._domainkey.attacker.org")
+        r = await self.verify(signed(mail(), "attacker.org", selector="tmp"))
+        self.assertEqual((r.aligned_temperror, r.temporary), (False, False))
+
+    async def test_budget_spent(self):
+        """With the budget spent every lookup is a temporary failure: nothing hangs."""
+        self.dns.add_txt("_dmarc.example.com", "v=DMARC1; p=reject")
+        r = await self.verify(signed(mail(), "example.com"), budget=0)
+        self.assertEqual((r.signatures[0].result, r.dmarc, r.temporary),
+                         ("temperror", "fail", True))
 
     async def test_never_raises(self):
         """Hostile input gives results, never an exception."""
         for raw in (b"", b"\x00\xff" * 100, b"DKIM-Signature: d=\xff; s=\x00\r\n\r\n"):
             r = await self.verify(raw, peer_ip="not an ip", mail_from="@", helo="\xff",
-                                  from_addresses=("\x00@\x00",))
+                                  identity=author("\x00@\x00"))
             self.assertIsInstance(r, AuthResults)
 
 
@@ -529,11 +626,11 @@ class TrustTests(FixtureTestCase):
         raw = mail(from_)
         if domain:
             raw = signed(raw, domain)
-        address = trust.bare_lower(from_)
-        results = await self.call(verify_inbound, raw, peer_ip="127.0.0.1", mail_from=address,
-                                  helo="mx.test", from_addresses=(address,),
-                                  resolver=self.resolver)
-        return trust.evaluate(policy, senders, from_, results.dkim_aligned)[0]
+        ident = identity_of(raw)
+        results = await self.call(verify_inbound, raw, peer_ip="127.0.0.1",
+                                  mail_from=ident.author.addr_spec, helo="mx.test",
+                                  identity=ident, resolver=self.resolver)
+        return trust.evaluate(policy, senders, ident, results).trusted
 
     async def test_verified(self):
         """Case 9: allowlisted + aligned DKIM is true; unsigned or not listed is false."""

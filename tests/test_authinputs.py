@@ -4,7 +4,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core.authinputs import (
     SpfIdentity,
-    header_from_address,
     received_ip,
     spf_identity,
 )
@@ -63,30 +62,6 @@ class ReceivedIpTests(SynchronousTestCase):
         self.assertEqual(received_ip(raw), "192.0.2.1")
 
 
-class HeaderFromAddressTests(SynchronousTestCase):
-    def test_forms(self):
-        """Angle-addr, bare address, any header case; the first From line wins."""
-        self.assertEqual(header_from_address(message("FROM: Alice <a@example.com>",
-                                                     "From: b@example.org")), "a@example.com")
-        self.assertEqual(header_from_address(message("from:  a@example.com  ")),
-                         "a@example.com")
-
-    def test_absent(self):
-        """No From line, an empty value, or a From only in the body give None."""
-        self.assertIsNone(header_from_address(message("Subject: x")))
-        self.assertIsNone(header_from_address(message("From:   ")))
-        self.assertIsNone(header_from_address(b"Subject: x\r\n\r\nFrom: a@example.com\r\n"))
-
-    def test_not_unfolded(self):
-        """A folded From yields only its first line's value."""
-        self.assertEqual(header_from_address(message("From: Alice", " <a@example.com>")),
-                         "Alice")
-
-    def test_non_utf8(self):
-        """Non-UTF-8 headers give no fallback."""
-        self.assertIsNone(header_from_address(b"Subject: \xff\r\nFrom: a@example.com\r\n\r\n"))
-
-
 class SpfIdentityTests(SynchronousTestCase):
     def test_envelope_wins(self):
         """Case 6: MAIL FROM is the identity, not the header From."""
@@ -110,10 +85,11 @@ class SpfIdentityTests(SynchronousTestCase):
                          SpfIdentity(None, None, None))
 
     def test_ingest_fallbacks(self):
-        """Case 2: ingest takes the IP from Received and the sender from From."""
+        """Case 2: ingest takes the IP from Received and the sender from the parsed From."""
         raw = message("Received: from x (x [203.0.113.5])", "From: A <a@Example.com>")
         for peer in ("0.0.0.0", "::", None):
-            self.assertEqual(spf_identity(raw, peer_ip=peer, mail_from=None, helo=None),
+            self.assertEqual(spf_identity(raw, peer_ip=peer, mail_from=None, helo=None,
+                                          header_from="a@Example.com"),
                              SpfIdentity("203.0.113.5", "a@Example.com", "example.com"))
 
     def test_peer_ip_wins(self):

@@ -57,16 +57,16 @@ class AlignedTests(SynchronousTestCase):
         self.assertFalse(dmarc.aligned("", ""))
 
 
-class AuthorDomainTests(SynchronousTestCase):
-    def test_single(self):
-        """One distinct domain (case-insensitively) is the From domain."""
-        self.assertEqual(dmarc.author_domain(("a@Example.com", "b@example.COM")), "example.com")
+class NormalizeTests(SynchronousTestCase):
+    def test_forms(self):
+        """Trimmed, lower-cased, final dot dropped, IDN as A-labels."""
+        self.assertEqual(dmarc.normalize(" Example.COM. "), "example.com")
+        self.assertEqual(dmarc.normalize("Bücher.de"), "xn--bcher-kva.de")
+        self.assertEqual(dmarc.normalize(None), "")
 
-    def test_none_or_several(self):
-        """No domain or several distinct domains give None."""
-        self.assertIsNone(dmarc.author_domain(()))
-        self.assertIsNone(dmarc.author_domain(("nobody", "x@")))
-        self.assertIsNone(dmarc.author_domain(("a@example.com", "b@example.org")))
+    def test_idn_aligns_with_a_label(self):
+        """A U-label From domain aligns with the A-label d= that signs it."""
+        self.assertTrue(dmarc.aligned("xn--bcher-kva.de", "mail.bücher.de"))
 
 
 class LookupNamesTests(SynchronousTestCase):
@@ -107,7 +107,7 @@ class EvaluateTests(SynchronousTestCase):
 
     def test_adkim_strict(self):
         """adkim=s requires the exact From domain."""
-        record = {"v": "DMARC1", "adkim": "s"}
+        record = {"v": "DMARC1", "p": "none", "adkim": "s"}
         self.assertEqual(self.evaluate(record, from_domain="mail.example.com",
                                        dkim=["example.com"]), "fail")
 
@@ -115,8 +115,14 @@ class EvaluateTests(SynchronousTestCase):
         """SPF pass for an aligned MAIL FROM domain passes; aspf=s needs equality."""
         self.assertEqual(self.evaluate(spf="pass", mail_from_domain="bounce.example.com"),
                          "pass")
-        self.assertEqual(self.evaluate({"v": "DMARC1", "aspf": "s"}, spf="pass",
+        self.assertEqual(self.evaluate({"v": "DMARC1", "p": "none", "aspf": "s"}, spf="pass",
                                        mail_from_domain="bounce.example.com"), "fail")
+
+    def test_no_usable_policy_is_none(self):
+        """A record without p=, or with an unknown one, is no policy (RFC 7489 §6.6.3)."""
+        for record in ({"v": "DMARC1"}, {"v": "DMARC1", "p": "maybe"}):
+            self.assertEqual(self.evaluate(record, spf="fail"), "none", record)
+        self.assertEqual(self.evaluate({"v": "DMARC1", "p": "Quarantine"}), "fail")
 
     def test_unaligned_spf_pass_fails(self):
         """SPF pass for another domain and no DKIM is fail."""

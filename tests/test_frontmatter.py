@@ -18,14 +18,13 @@ from aimx.core.frontmatter import (
     with_defaults,
 )
 from aimx.core.message import ParsedMessage, parse_message
-from aimx.core.threadid import thread_id
 
 RECEIVED = datetime(2025, 4, 15, 12, 30, 23, 512345, tzinfo=timezone.utc)
 
 GOLDEN = [
     "id", "message_id", "thread_id", "from", "to", "delivered_to", "subject", "date",
-    "received_at", "received_from_ip", "size_bytes", "dkim", "spf", "dmarc", "trusted",
-    "mailbox", "read",
+    "received_at", "received_from_ip", "size_bytes", "body_sha256", "dkim", "spf", "dmarc",
+    "trusted", "mailbox", "read",
 ]  # fmt: skip
 
 EXAMPLE_MESSAGE = (
@@ -59,6 +58,7 @@ date = "2025-04-15T14:30:22+02:00"
 received_at = "2025-04-15T12:30:23.512345+00:00"
 received_from_ip = "203.0.113.42"
 size_bytes = 61874
+body_sha256 = "95be703c28587f63095f3ab6dc3fe3f068d2ad7c1744c4bccf90f7634902095d"
 in_reply_to = "root-1@agent.example.com"
 references = "root-1@agent.example.com"
 dkim = "pass"
@@ -79,18 +79,12 @@ Hi, please find the March invoice attached.
 """.encode()
 
 
-def thread_of(parsed: ParsedMessage) -> str:
-    """The thread id of a parsed message."""
-    return thread_id(parsed.raw_message_id, parsed.raw_in_reply_to, parsed.raw_references)
-
-
 def ingest(raw: bytes, received_from_ip: str | None = None, attachments=()) -> bytes:
     """Render C{raw} as the ingest pipeline does, with unsigned results."""
     parsed = parse_message(raw)
     fields = inbound_fields(
         id="2025-04-15-123023-x",
         parsed=parsed,
-        thread_id=thread_of(parsed),
         delivered_to="alice@test.local",
         date=parsed.date or rfc3339_utc(RECEIVED),
         received_at=rfc3339_utc(RECEIVED),
@@ -125,7 +119,6 @@ class RenderTests(SynchronousTestCase):
         fields = inbound_fields(
             id="2025-04-15-123023-invoice-42-march",
             parsed=parsed,
-            thread_id=thread_of(parsed),
             delivered_to="support@agent.example.com",
             date=parsed.date,
             received_at=rfc3339_utc(RECEIVED),

@@ -25,8 +25,9 @@ from aimx.core.config import Config, MailboxConfig, derive_hook_name, make_hook
 from aimx.core.hookspec import HookEvent
 from aimx.core.message import parse_message
 from aimx.hooks import HookProtocol, HookRunner, ProcessGroups
-from aimx.smtp.inbound import Ingested, Prepared
-from aimx.store.mailstore import Owner, Stored
+from aimx.core.received import Ingested, Prepared, Stored
+from aimx.core.trust import Verdict
+from aimx.store.mailstore import Owner
 
 DOMAIN = "test.com"
 STEM = "2025-01-01-000000-hello-world"
@@ -259,8 +260,7 @@ class QueueTests(SynchronousTestCase):
             stored=Stored("2025-01-01-000000-hi", "/d/2025-01-01-000000-hi.md",
                           received_at="2025-01-01T00:00:00.5+00:00"),
             policy="verified",
-            trusted="true",
-            allowlisted=True,
+            verdict=Verdict("true", True, "bob@x.com"),
             prepared=Prepared(Envelope(None, None, None, ("alice@test.com",), raw),
                               parse_message(raw), auth=None),
         )

@@ -14,12 +14,12 @@ UTC = datetime.timezone.utc
 T0 = datetime.datetime(2025, 3, 14, 15, 9, 26, 123456, tzinfo=UTC)
 
 
-def fields(message_id="m@x", subject="Hello") -> dict:
+def fields(message_id="m@x", subject="Hello", body="b0", trusted="none") -> dict:
     return {
         "message_id": message_id, "thread_id": "0" * 16, "from": "a@x", "to": "b@y",
         "delivered_to": "b@y", "subject": subject, "date": None, "size_bytes": 10,
-        "dkim": "none", "spf": "none", "dmarc": "none", "trusted": "none",
-        "mailbox": "alice", "read": False,
+        "body_sha256": body, "dkim": "none", "spf": "none", "dmarc": "none",
+        "trusted": trusted, "mailbox": "alice", "read": False,
     }
 
 
@@ -38,10 +38,11 @@ class StoreTestCase(SynchronousTestCase):
         self.store = MailStore(self.root, now=self.clock)
         self.owner = pwd.getpwuid(os.geteuid()).pw_name
 
-    def put(self, message_id="m@x", subject="Hello", attachments=(), owner=None, store=None):
+    def put(self, message_id="m@x", subject="Hello", attachments=(), owner=None, store=None,
+            body="b0", trusted="none"):
         return (store or self.store).store_inbound(
-            "alice", owner or self.owner, subject, message_id,
-            fields(message_id, subject), "body\n", attachments,
+            "alice", owner or self.owner, subject,
+            fields(message_id, subject, body, trusted), "body\n", attachments,
         )
 
     def names(self) -> list[str]:
@@ -152,6 +153,21 @@ class OwnerTests(StoreTestCase):
         self.assertTrue(os.path.exists(stored.path))
         self.assertTrue(any("chown" in w for w in stored.warnings))
 
+    def test_never_handed_to_another_user(self):
+        """A mailbox directory of another (non-root) user is never chowned to the owner:
+        the message is refused and the directory keeps its owner."""
+        if os.geteuid() != 0:
+            raise self.skipTest("needs root to create another user's directory")
+        nobody = pwd.getpwnam("nobody")
+        directory = self.store.inbox_dir("alice")
+        os.makedirs(directory)
+        os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+        from aimx.store.mailstore import OwnerConflict
+
+        self.assertRaises(OwnerConflict, self.put, owner="daemon")
+        self.assertEqual(os.stat(directory).st_uid, nobody.pw_uid)
+        self.assertEqual(os.listdir(directory), [])
+
     def test_unknown_owner_is_a_warning(self):
         """An owner missing from passwd stores the message with a warning."""
         stored = self.put(owner="nosuchuser123")
@@ -187,6 +203,42 @@ class DedupTests(StoreTestCase):
         self.clock.now = T0 + datetime.timedelta(days=5)
         restarted = MailStore(self.root, now=self.clock)
         self.assertFalse(self.put(store=restarted).duplicate)
+
+    def test_other_body_is_stored(self):
+        """A copy with the same Message-ID but another body is stored too: a forged copy
+        never suppresses the genuine one (nor the other way round)."""
+        self.assertFalse(self.put(body="forged").duplicate)
+        self.assertFalse(self.put(body="genuine").duplicate)
+        self.assertTrue(self.put(body="genuine").duplicate)
+        self.assertEqual(len(self.names()), 2)
+
+    def test_more_trusted_copy_is_stored(self):
+        """An untrusted copy never suppresses a trusted one of the same message; a later
+        copy that is not more trusted is dropped."""
+        self.assertFalse(self.put(trusted="false").duplicate)
+        self.assertFalse(self.put(trusted="true").duplicate)
+        self.assertTrue(self.put(trusted="true").duplicate)
+        self.assertTrue(self.put(trusted="false").duplicate)
+        self.assertEqual(len(self.names()), 2)
+
+    def test_restart_keeps_hash_and_trust(self):
+        """After a restart the window is rebuilt with body hashes and trust from the files."""
+        self.put(body="genuine", trusted="false")
+        self.clock.now = T0 + datetime.timedelta(hours=1)
+        restarted = MailStore(self.root, now=self.clock)
+        self.assertTrue(self.put(store=restarted, body="genuine").duplicate)
+        self.assertFalse(self.put(store=restarted, body="other").duplicate)
+        self.assertFalse(self.put(store=restarted, body="genuine", trusted="true").duplicate)
+        again = MailStore(self.root, now=self.clock)
+        self.assertTrue(self.put(store=again, body="genuine", trusted="true").duplicate)
+
+    def test_file_without_hash_blocks_nothing(self):
+        """A file from before body hashes were stored matches no new copy."""
+        directory = self.store.inbox_dir("alice")
+        os.makedirs(directory)
+        with open(os.path.join(directory, "2025-03-14-150000-old.md"), "wb") as f:
+            f.write(b'+++\nmessage_id = "m@x"\nreceived_at = "2025-03-14T15:00:00+00:00"\n+++\n')
+        self.assertFalse(self.put().duplicate)
 
     def test_old_file_does_not_block(self):
         """A stored file whose received_at is 5 days old does not block its Message-ID (case 25)."""
@@ -259,6 +311,6 @@ class HostileOwnerTests(StoreTestCase):
         os.mkfifo(os.path.join(directory, "2025-03-14-150000-fifo.md"))
         target = os.path.abspath(self.mktemp())
         with open(target, "wb") as f:
-            f.write(b'+++\nmessage_id = "m@x"\nreceived_at = "2025-03-14T15:00:00+00:00"\n+++\n')
+            f.write(b'+++\nmessage_id = "m@x"\nbody_sha256 = "b0"\nreceived_at = "2025-03-14T15:00:00+00:00"\n+++\n')
         os.symlink(target, os.path.join(directory, "2025-03-14-150001-link.md"))
         self.assertFalse(self.put().duplicate)

@@ -1,8 +1,13 @@
 """Tests for aimx.core.trust: sender patterns, the trust verdict and the hook gate."""
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core import trust
+from aimx.core.authresults import FAIL, PASS, TEMPERROR, AuthResults, DkimResult
+from aimx.core.identity import from_headers
+from aimx.core.trust import Verdict
+from tests.test_identity import HOSTILE_FROM
 
 
 class GlobMatchTests(SynchronousTestCase):
@@ -69,56 +74,132 @@ class GlobMatchTests(SynchronousTestCase):
             self.assertIn(repr(pattern), str(e))
 
 
-class BareLowerTests(SynchronousTestCase):
-    def test_forms(self):
-        """The address inside the last '<...>', else the whole value, lower-cased."""
-        self.assertEqual(trust.bare_lower("Boss <BOSS@Company.COM>"), "boss@company.com")
-        self.assertEqual(trust.bare_lower('"a <x@y>" <Real@Z.com>'), "real@z.com")
-        self.assertEqual(trust.bare_lower("Alice@Example.com"), "alice@example.com")
-        self.assertEqual(trust.bare_lower("x <open@end"), "open@end")
-        self.assertEqual(trust.bare_lower(""), "")
+def passing(domain="company.com", aligned=True, **extra) -> DkimResult:
+    headers = frozenset({"from", "to", "subject", "date", "message-id", "content-type"})
+    return DkimResult(domain, "sel", "rsa-sha256", PASS, aligned, signed_headers=headers,
+                      **extra)
+
+
+def auth(*signatures: DkimResult, dmarc_temperror=False) -> AuthResults:
+    return AuthResults(dkim=PASS if any(s.passed for s in signatures) else "none",
+                       spf="none", dmarc="none", signatures=signatures,
+                       dmarc_temperror=dmarc_temperror)
+
+
+def ident(from_="boss@company.com", *extra):
+    return from_headers([("From", from_), ("Subject", "s"), *extra])
 
 
 class EvaluateTests(SynchronousTestCase):
     senders = ("*@company.com",)
 
+    def verdict(self, from_="boss@company.com", *signatures, policy="verified",
+                senders=senders, extra=()):
+        if not signatures:
+            signatures = (passing(),)
+        return trust.evaluate(policy, senders, ident(from_, *extra), auth(*signatures))
+
     def test_policy_none(self):
-        """Policy none is not evaluated: ("none", False)."""
-        self.assertEqual(trust.evaluate("none", ("*",), "boss@company.com", True),
-                         ("none", False))
+        """Policy none is not evaluated: "none", no reason."""
+        self.assertEqual(self.verdict(policy="none"),
+                         Verdict("none", False, "boss@company.com", None))
 
     def test_verified(self):
         """Case 9: allowlisted + aligned DKIM is true; without DKIM or not listed, false."""
-        self.assertEqual(trust.evaluate("verified", self.senders, "boss@company.com", True),
-                         ("true", True))
-        self.assertEqual(trust.evaluate("verified", self.senders, "boss@company.com", False),
-                         ("false", True))
-        self.assertEqual(trust.evaluate("verified", self.senders, "x@other.com", True),
-                         ("false", False))
+        self.assertEqual(self.verdict(), Verdict("true", True, "boss@company.com"))
+        self.assertEqual(
+            trust.evaluate("verified", self.senders, ident(), auth()),
+            Verdict("false", True, "boss@company.com", "no valid DKIM signature"))
+        self.assertEqual(self.verdict("x@other.com", passing("other.com")),
+                         Verdict("false", False, "x@other.com",
+                                 "sender not in trusted_senders"))
 
     def test_case_insensitive(self):
         """Case 10: upper-case From and pattern still match."""
-        self.assertEqual(trust.evaluate("verified", self.senders, "Boss <BOSS@Company.COM>",
-                                        True), ("true", True))
-        self.assertEqual(trust.evaluate("verified", ("*@Company.com",),
-                                        "Boss <BOSS@Company.COM>", True), ("true", True))
+        self.assertEqual(self.verdict("Boss <BOSS@Company.COM>").trusted, "true")
+        self.assertEqual(self.verdict("Boss <BOSS@Company.COM>",
+                                      senders=("*@Company.com",)).trusted, "true")
 
     def test_empty_list(self):
         """Case 11: an empty list trusts nobody."""
-        self.assertEqual(trust.evaluate("verified", (), "boss@company.com", True),
-                         ("false", False))
+        self.assertEqual(self.verdict(senders=()).reason, "sender not in trusted_senders")
 
     def test_invalid_pattern_matches_nothing(self):
         """An invalid pattern that slipped past validation allows nobody."""
-        self.assertEqual(trust.evaluate("verified", ("[bad", "*@company.com"),
-                                        "boss@company.com", True), ("true", True))
-        self.assertEqual(trust.evaluate("verified", ("[bad",), "[bad", True),
-                         ("false", False))
+        self.assertEqual(self.verdict(senders=("[bad", "*@company.com")).trusted, "true")
+        self.assertEqual(self.verdict(senders=("[bad",)).trusted, "false")
 
     def test_unknown_policy(self):
         """An unknown policy fails closed."""
-        self.assertEqual(trust.evaluate("maybe", ("*",), "boss@company.com", True),
-                         ("false", False))
+        self.assertEqual(self.verdict(policy="maybe").trusted, "false")
+
+    def test_dkim_reasons(self):
+        """Each way the DKIM evidence falls short is named."""
+        cases = [
+            (passing("evil.com", aligned=False), "no DKIM signature aligned with company.com"),
+            (passing(partial_body=True), "signature covers only part of the body (l=)"),
+            (attrs.evolve(passing(), result=FAIL), "DKIM signature of company.com did not verify"),
+            (attrs.evolve(passing(), result=TEMPERROR),
+             "DKIM key of company.com could not be looked up (temporary error)"),
+            (attrs.evolve(passing(), result=FAIL, algorithm="rsa-sha1"),
+             "signature uses rsa-sha1 (RFC 8301)"),
+            (attrs.evolve(passing(), signed_headers=frozenset({"from"})),
+             "signature does not cover the Subject header"),
+        ]
+        for signature, reason in cases:
+            self.assertEqual(self.verdict("boss@company.com", signature).reason, reason)
+
+    def test_one_good_signature_is_enough(self):
+        """A good aligned signature trusts, whatever else is there."""
+        self.assertEqual(self.verdict("boss@company.com", passing(partial_body=True),
+                                      attrs.evolve(passing(), result=FAIL), passing()).trusted,
+                         "true")
+
+    def test_reply_to_must_be_signed(self):
+        """A Reply-To the signature does not cover is not trusted (replayed, or added)."""
+        v = self.verdict("boss@company.com", passing(), extra=[("Reply-To", "eve@evil.com")])
+        self.assertEqual(v.reason, "signature does not cover the Reply-To header")
+
+    def test_hostile_from_table(self):
+        """Hostile From values with an allow-all list and an aligned pass for the domain the
+        value claims: trust only where the author is clean, never anything else."""
+        for value, author, problem in HOSTILE_FROM:
+            signature = passing(domain="company.com")
+            if author is not None:
+                signature = passing(domain=author.rpartition("@")[2])
+            v = trust.evaluate("verified", ("*",), ident(value), auth(signature))
+            if problem is None:
+                self.assertEqual((v.trusted, v.sender), ("true", author), value)
+            else:
+                self.assertEqual((v.trusted, v.reason), ("false", problem), value)
+
+    def test_allowlist_sees_the_parsed_address(self):
+        """The attacks of the issue: the allowlist boss@company.com never matches them."""
+        for value in ('"<boss@company.com>"@evil.com', "eve@evil.com (<boss@company.com>)",
+                      '=?utf-8?b?PGJvc3NAY29tcGFueS5jb20+?= <eve@evil.com>',
+                      '"Boss" <eve@evil.com>, <boss@company.com>'):
+            v = trust.evaluate("verified", ("boss@company.com",), ident(value),
+                               auth(passing("evil.com")))
+            self.assertEqual(v.trusted, "false", value)
+            self.assertFalse(v.allowlisted, value)
+
+
+class MustRetryTests(SynchronousTestCase):
+    """451 4.4.3 only when a temporary failure could turn an allow-listed author trusted."""
+
+    def test_cases(self):
+        temp = attrs.evolve(passing(), result=TEMPERROR)
+        listed = [("verified", ("*@company.com",))]
+        self.assertTrue(trust.must_retry(auth(temp), ident(), listed))
+        self.assertTrue(trust.must_retry(auth(passing(), dmarc_temperror=True), ident(), listed))
+        self.assertFalse(trust.must_retry(auth(passing()), ident(), listed))
+        self.assertFalse(trust.must_retry(auth(attrs.evolve(temp, aligned=False)), ident(),
+                                          listed))
+        self.assertFalse(trust.must_retry(auth(temp), ident("eve@evil.com"), listed))
+        self.assertFalse(trust.must_retry(auth(temp), ident(), [("none", ("*",))]))
+        self.assertFalse(trust.must_retry(auth(temp), ident('"boss"@company.com'), listed))
+        self.assertTrue(trust.must_retry(auth(temp), ident(),
+                                         [("verified", ()), *listed]))
 
 
 class HookFiresTests(SynchronousTestCase):

@@ -1,7 +1,9 @@
 """DKIM verification and signing over dkimpy (L1, blocking, no Twisted).
 
 Verification reports every C{DKIM-Signature} header separately (dkimpy's module-level
-C{verify} only checks the first one). Signing is rsa-sha256, relaxed/relaxed.
+C{verify} only checks the first one), at most L{MAX_SIGNATURES} per message with key
+lookups de-duplicated and temporary DNS failures told apart (spec README, "DKIM").
+Signing is rsa-sha256, relaxed/relaxed.
 
 Importing this module replaces three of dkimpy's internals with equivalents that
 give the same results faster and without long GIL holds on big messages (each is
@@ -20,6 +22,7 @@ dkimpy's parsing of signatures, its header canonicalisation and its policy stay.
 """
 
 import functools
+import logging
 import re
 
 import attrs
@@ -30,6 +33,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.util import parse_tag_value
+
+from aimx.auth.resolver import DnsNoRecord, DnsTempError
+from aimx.core.authresults import FAIL, PASS, SKIPPED, TEMPERROR, DkimResult
 
 _PURE_PYTHON_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
 _PURE_PYTHON_SIGN = dkim.crypto.RSASSA_PKCS1_v1_5_sign
@@ -225,51 +231,123 @@ dkim.canonicalization.Simple.canonicalize_body = staticmethod(simple_body)
 dkim.canonicalization.Relaxed.canonicalize_body = staticmethod(relaxed_body)
 
 
-@attrs.frozen
-class DkimSignature:
-    """The result of one DKIM-Signature header.
+# dkimpy reports every failed verification through a logger; the verdict is what counts.
+_QUIET = logging.getLogger("aimx.auth.dkimpy")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
-    @ivar domain: its C{d=}, lower-cased (C{""} when unreadable).
-    @ivar selector: its C{s=} (C{""} when unreadable).
-    @ivar passed: it verified.
+#: At most this many signatures are evaluated per message, aligned ones first.
+MAX_SIGNATURES = 5
+#: RFC 8301 §3.1: rsa-sha1 signatures must not be considered valid.
+_ACCEPTED_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256"})
+
+
+class KeyLookup:
+    """dkimpy's C{dnsfunc} over a resolver, for one message: every key name is looked
+    up once, and temporary failures are remembered so a failed verification can be
+    told apart from one that could not be done.
+
+    @param txt: C{name -> [bytes]} (L{aimx.auth.resolver.Resolver.txt_bytes}); raises
+        L{DnsNoRecord} or L{DnsTempError}.
     """
 
-    domain: str
-    selector: str
-    passed: bool
+    def __init__(self, txt):
+        self._txt = txt
+        self._answers: dict[bytes, bytes | None] = {}
+        self.temporary: set[bytes] = set()
+
+    def __call__(self, name: bytes, timeout: float = 5) -> bytes | None:
+        key = name.lower().rstrip(b".")
+        if key not in self._answers:
+            self._answers[key] = self._lookup(key)
+        return self._answers[key]
+
+    def _lookup(self, name: bytes) -> bytes | None:
+        try:
+            records = self._txt(name.decode("ascii"))
+        except DnsNoRecord:
+            return None
+        except DnsTempError:
+            self.temporary.add(name)
+            return None
+        except UnicodeDecodeError:
+            return None
+        return records[0] if records else None
 
 
 def _tag(tags: dict, name: bytes) -> str:
     return re.sub(rb"\s+", b"", tags.get(name, b"")).decode("ascii", "replace")
 
 
-def _check(message: dkim.DKIM, idx: int, value: bytes, dnsfunc) -> DkimSignature:
+def _covers_part(tags: dict, body_length: int | None) -> bool:
+    """Whether an C{l=} tag leaves part of the (canonical) body unsigned."""
+    length = _tag(tags, b"l")
+    return bool(length) and (not length.isdigit() or body_length is None
+                             or int(length) < body_length)
+
+
+def _canonical_body_length(message: dkim.DKIM, tags: dict) -> int | None:
     try:
-        tags = parse_tag_value(value)
-    except Exception:  # a malformed header still counts as a (failing) signature
-        tags = {}
+        policy = dkim.canonicalization.CanonicalizationPolicy.from_c_value(
+            tags.get(b"c", b"simple/simple"))
+        return len(policy.canonicalize_body(message.body))
+    except Exception:
+        return None
+
+
+def _evaluate(message: dkim.DKIM, idx: int, tags: dict, result: DkimResult,
+              lookup: KeyLookup) -> DkimResult:
+    if result.algorithm not in _ACCEPTED_ALGORITHMS:
+        why = "rsa-sha1 (RFC 8301)" if result.algorithm == "rsa-sha1" else "unknown a="
+        return attrs.evolve(result, result=FAIL, why=why)
     try:
-        passed = bool(message.verify(idx=idx, dnsfunc=dnsfunc))
+        passed = bool(message.verify(idx=idx, dnsfunc=lookup))
     except Exception:  # dkimpy raises assorted errors on hostile input: all are "fail"
         passed = False
-    return DkimSignature(domain=_tag(tags, b"d").lower(), selector=_tag(tags, b"s"),
-                         passed=passed)
+    if passed:
+        partial = b"l" in tags and _covers_part(tags, _canonical_body_length(message, tags))
+        return attrs.evolve(result, result=PASS, partial_body=partial)
+    name = f"{result.selector}._domainkey.{result.domain}".lower().encode("ascii", "replace")
+    if name in lookup.temporary:
+        return attrs.evolve(result, result=TEMPERROR, why="key lookup failed temporarily")
+    return attrs.evolve(result, result=FAIL, why="did not verify")
 
 
-def verify(raw: bytes, dnsfunc) -> tuple[DkimSignature, ...]:
-    """Verify each DKIM-Signature header of C{raw}, top first. Never raises.
+def verify(raw: bytes, lookup: KeyLookup, aligned, *,
+           max_signatures: int = MAX_SIGNATURES) -> tuple[DkimResult, ...]:
+    """Verify the DKIM-Signature fields of C{raw}; never raises.
+
+    At most C{max_signatures} are evaluated, those whose C{d=} is aligned with the
+    author's domain first, then in header order; the rest are L{SKIPPED}.
 
     @param raw: the message bytes as received.
-    @param dnsfunc: dkimpy's TXT lookup, C{dnsfunc(name: bytes, timeout=5) -> bytes | None}.
-    @return: one result per signature; empty when there is none or the message cannot be
-        parsed at all.
+    @param lookup: the message's L{KeyLookup}.
+    @param aligned: C{d= domain -> bool}, alignment with the author's domain.
+    @return: one result per signature field, in header order; empty when there is
+        none or the message cannot be parsed at all.
     """
     try:
-        message = dkim.DKIM(raw)
+        message = dkim.DKIM(raw, logger=_QUIET)
     except Exception:
         return ()
     values = [v for k, v in message.headers if k.lower() == b"dkim-signature"]
-    return tuple(_check(message, i, v, dnsfunc) for i, v in enumerate(values))
+    found = []
+    for value in values:
+        try:
+            tags = parse_tag_value(value)
+        except Exception:  # a malformed field still counts as a (failing) signature
+            tags = {}
+        domain = _tag(tags, b"d").lower()
+        headers = frozenset(h.strip().lower() for h in _tag(tags, b"h").split(":") if h)
+        found.append((tags, DkimResult(
+            domain=domain, selector=_tag(tags, b"s"), algorithm=_tag(tags, b"a").lower(),
+            aligned=bool(domain) and aligned(domain), signed_headers=headers)))
+    order = sorted(range(len(found)), key=lambda i: (not found[i][1].aligned, i))
+    results = [attrs.evolve(r, result=SKIPPED, why="over the signature cap") for _, r in found]
+    for idx in order[:max_signatures]:
+        tags, result = found[idx]
+        results[idx] = _evaluate(message, idx, tags, result, lookup)
+    return tuple(results)
 
 
 def sign(raw: bytes, *, private_key_pem: bytes, selector: str, domain: str,

@@ -7,6 +7,7 @@ otherwise the system configuration is used. Callers run these methods in a threa
 
 import ipaddress
 import os
+import time
 
 import dns.exception
 import dns.name
@@ -70,19 +71,26 @@ class Resolver:
     cost no round trips for their DKIM, SPF and DMARC records.
     """
 
-    def __init__(self, resolver: dns.resolver.Resolver):
+    def __init__(self, resolver: dns.resolver.Resolver, *, timeout: float = TIMEOUT,
+                 lifetime: float = LIFETIME, deadline: float | None = None):
         """
         @param resolver: a configured dnspython resolver; one without nameservers makes
             every lookup fail with L{DnsTempError} and L{usable} false.
+        @param timeout: seconds per server attempt.
+        @param lifetime: seconds for a whole lookup.
+        @param deadline: a C{time.monotonic()} value past which every lookup fails
+            with L{DnsTempError} at once (see L{until}).
         """
         self._dns = resolver
-        self._dns.timeout = TIMEOUT
-        self._dns.lifetime = LIFETIME
+        self._dns.timeout = timeout
+        self._dns.lifetime = lifetime
         self._dns.use_edns(0, 0, 1232)
         self._dns.cache = dns.resolver.LRUCache(CACHE_SIZE)
+        self.deadline = deadline
 
     @classmethod
-    def from_env(cls, environ=os.environ, resolv_conf="/etc/resolv.conf") -> "Resolver":
+    def from_env(cls, environ=os.environ, resolv_conf="/etc/resolv.conf", *,
+                 timeout: float = TIMEOUT, lifetime: float = LIFETIME) -> "Resolver":
         """Build the resolver from C{AIMX_NAMESERVERS}, else from the system configuration.
 
         @param environ: the environment to read.
@@ -95,11 +103,19 @@ class Resolver:
         if servers:
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
-            return cls(resolver)
-        try:
-            return cls(dns.resolver.Resolver(filename=resolv_conf))
-        except (dns.exception.DNSException, OSError):
-            return cls(dns.resolver.Resolver(configure=False))
+        else:
+            try:
+                resolver = dns.resolver.Resolver(filename=resolv_conf)
+            except (dns.exception.DNSException, OSError):
+                resolver = dns.resolver.Resolver(configure=False)
+        return cls(resolver, timeout=timeout, lifetime=lifetime)
+
+    def until(self, deadline: float) -> "Resolver":
+        """This resolver (same servers and cache) with every lookup ending by
+        C{deadline} (C{time.monotonic()}): the authentication time budget."""
+        view = object.__new__(Resolver)
+        view._dns, view.deadline = self._dns, deadline
+        return view
 
     @classmethod
     def public(cls, environ=os.environ) -> "Resolver":
@@ -131,14 +147,25 @@ class Resolver:
         except (dns.exception.DNSException, ValueError):
             # A name that cannot be written in DNS has no records (RFC 7208 §4.3 likewise).
             raise DnsNoRecord(name) from None
+        lifetime = None
+        if self.deadline is not None:
+            lifetime = self.deadline - time.monotonic()
+            if lifetime <= 0:
+                raise DnsTempError(f"{name} {rdtype.name}: authentication time budget spent")
+            lifetime = min(lifetime, self._dns.lifetime)
         try:
-            return self._dns.resolve(qname, rdtype, search=False)
+            return self._dns.resolve(qname, rdtype, search=False, lifetime=lifetime)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             raise DnsNoRecord(name) from None
         except Exception as e:  # any other failure of the lookup is temporary
             raise DnsTempError(f"{name} {rdtype.name}: {e}") from None
 
-    def _txt(self, name: str) -> list[bytes]:
+    def txt_bytes(self, name: str) -> list[bytes]:
+        """TXT records of C{name}, each record's strings concatenated.
+
+        @raise DnsNoRecord: NXDOMAIN or no TXT record.
+        @raise DnsTempError: any other failure.
+        """
         return [b"".join(r.strings) for r in self._resolve(name, dns.rdatatype.TXT)]
 
     def txt(self, name: str) -> list[str]:
@@ -147,7 +174,7 @@ class Resolver:
         @raise DnsNoRecord: NXDOMAIN or no TXT record.
         @raise DnsTempError: any other failure.
         """
-        return [t.decode("utf-8", "replace") for t in self._txt(name)]
+        return [t.decode("utf-8", "replace") for t in self.txt_bytes(name)]
 
     def mx(self, domain: str) -> list[tuple[int, str]]:
         """MX records of C{domain} as C{(preference, host)}, host without the final dot, sorted.
@@ -175,14 +202,3 @@ class Resolver:
         """
         answer = self._resolve(name, dns.rdatatype.PTR)
         return [r.target.to_text(omit_final_dot=True) for r in answer]
-
-    def dkim_dnsfunc(self, name: bytes, timeout: float = 5) -> bytes | None:
-        """dkimpy's C{dnsfunc}: the first TXT record of C{name}, or None on any failure.
-
-        dkimpy turns None into "key not found"; every DKIM DNS failure is C{fail} (spec §2).
-        C{timeout} is ignored: the resolver's own L{LIFETIME} bounds the lookup.
-        """
-        try:
-            return self._txt(name.decode("ascii"))[0]
-        except (DnsNoRecord, DnsTempError, UnicodeDecodeError):
-            return None

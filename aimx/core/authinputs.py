@@ -2,7 +2,7 @@
 
 Spec trust-and-auth §3.1: the client IP (peer, else the first non-loopback bracketed IP of
 a Received header), the sender identity (MAIL FROM, else C{postmaster@<helo>}, else the
-header From for C{aimx ingest}) and its domain.
+author's address from the one identity parse for C{aimx ingest}) and its domain.
 """
 
 import ipaddress
@@ -47,25 +47,6 @@ def received_ip(raw: bytes) -> str | None:
     return None
 
 
-def header_from_address(raw: bytes) -> str | None:
-    """The address of the first C{From:} header line (not unfolded), for C{aimx ingest}.
-
-    The text between the first C{<} and the first C{>} when both occur, else the trimmed
-    value. None when absent, empty, or the header is not UTF-8.
-    """
-    try:
-        lines = _header_lines(raw, "utf-8")
-    except UnicodeDecodeError:
-        return None
-    for line in lines:
-        if line.lower().startswith("from:"):
-            value = line[5:].strip()
-            if "<" in value and ">" in value:
-                value = value[value.index("<") + 1:value.index(">")]
-            return value or None
-    return None
-
-
 @attrs.frozen
 class SpfIdentity:
     """What SPF is checked for: C{ip} and C{domain} are both needed for a lookup.
@@ -89,16 +70,18 @@ def _client_ip(peer_ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Add
 
 
 def spf_identity(raw: bytes, *, peer_ip: str | None, mail_from: str | None,
-                 helo: str | None) -> SpfIdentity:
+                 helo: str | None, header_from: str | None = None) -> SpfIdentity:
     """Choose the SPF inputs (§3.1).
 
     @param peer_ip: the TCP peer; None, unparsable or unspecified (C{0.0.0.0}, C{::})
         falls back to the Received headers. IPv4-mapped IPv6 becomes IPv4.
     @param mail_from: the envelope sender; empty for C{MAIL FROM:<>}, None for ingest.
     @param helo: the HELO/EHLO name, or None.
+    @param header_from: the author's address (L{aimx.core.identity.Identity.author}),
+        the identity of last resort (C{aimx ingest} has no envelope).
     """
     ip = _client_ip(peer_ip)
-    sender = mail_from or (f"postmaster@{helo}" if helo else header_from_address(raw))
+    sender = mail_from or (f"postmaster@{helo}" if helo else header_from)
     domain = sender.rpartition("@")[2].lower() if sender and "@" in sender else None
     return SpfIdentity(ip=str(ip) if ip else received_ip(raw), sender=sender,
                        domain=domain or None)

@@ -15,8 +15,17 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
-def _norm(domain: str | None) -> str:
-    return (domain or "").strip().rstrip(".").lower()
+def normalize(domain: str | None) -> str:
+    """A domain as DNS and alignment compare it: trimmed, lower-cased, A-labels
+    for internationalised names (IDNA); C{""} for none."""
+    domain = (domain or "").strip().rstrip(".").lower()
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # not a name DNS can hold: compared as written, found nowhere
+    return domain
+
 
 
 def parse_record(txt: str) -> dict[str, str] | None:
@@ -39,13 +48,16 @@ def parse_record(txt: str) -> dict[str, str] | None:
     return tags
 
 
+_POLICIES = frozenset({"none", "quarantine", "reject"})
+
+
 @functools.lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
     """The registrable domain of C{domain} by the Public Suffix List, lower-cased.
 
     A public suffix itself (or an empty name) is its own organisational domain.
     """
-    domain = _norm(domain)
+    domain = normalize(domain)
     return _psl().privatesuffix(domain) or domain
 
 
@@ -56,21 +68,12 @@ def aligned(a: str | None, b: str | None, mode: str = "r") -> bool:
         organisational domain).
     @return: False when either domain is empty.
     """
-    a, b = _norm(a), _norm(b)
+    a, b = normalize(a), normalize(b)
     if not a or not b:
         return False
     if mode == "s":
         return a == b
     return organizational_domain(a) == organizational_domain(b)
-
-
-def author_domain(from_addresses) -> str | None:
-    """The single domain of the RFC 5322 From addresses, lower-cased.
-
-    @return: None when there is no domain or more than one distinct domain (§4).
-    """
-    domains = {_norm(a.rpartition("@")[2]) for a in from_addresses if "@" in a} - {""}
-    return domains.pop() if len(domains) == 1 else None
 
 
 def lookup_names(from_domain: str) -> list[str]:
@@ -79,7 +82,7 @@ def lookup_names(from_domain: str) -> list[str]:
     The From domain first; then drop the leftmost label each step, except that a name of
     five or more labels jumps straight to its last four; the TLD is the last step.
     """
-    labels = _norm(from_domain).split(".")
+    labels = normalize(from_domain).split(".")
     if not all(labels):
         return []
     walk = [labels]
@@ -100,14 +103,15 @@ def evaluate(record: dict[str, str] | None, *, error: bool, from_domain: str | N
     @param spf: the recorded SPF result.
     @param mail_from_domain: domain of the SPF identity (§3.1), or None.
     @param dkim_pass_domains: C{d=} domains of the DKIM signatures that verified.
-    @return: C{"none"} without a From domain or a record; C{"fail"} on a DNS error or when
-        neither SPF nor DKIM passes aligned (aimx decision); else C{"pass"}.
+    @return: C{"none"} without a From domain, a record, or a usable policy in it
+        (RFC 7489 §6.6.3); C{"fail"} on a DNS error or when neither SPF nor DKIM
+        passes aligned (aimx decision); else C{"pass"}.
     """
     if from_domain is None:
         return "none"
     if error:
         return "fail"
-    if record is None:
+    if record is None or record.get("p", "").lower() not in _POLICIES:
         return "none"
     spf_ok = spf == "pass" and aligned(mail_from_domain, from_domain, record.get("aspf", "r"))
     dkim_ok = any(aligned(d, from_domain, record.get("adkim", "r")) for d in dkim_pass_domains)

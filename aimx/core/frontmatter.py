@@ -32,6 +32,7 @@ INBOUND_ORDER = (
     "received_at",
     "received_from_ip",
     "size_bytes",
+    "body_sha256",
     "in_reply_to",
     "references",
     "list_id",
@@ -40,6 +41,7 @@ INBOUND_ORDER = (
     "spf",
     "dmarc",
     "trusted",
+    "trust_reason",
     "mailbox",
     "read",
     "read_at",
@@ -141,7 +143,6 @@ def inbound_fields(
     *,
     id: str,
     parsed: ParsedMessage,
-    thread_id: str,
     delivered_to: str,
     date: str | None,
     received_at: str,
@@ -151,14 +152,14 @@ def inbound_fields(
     spf: str,
     dmarc: str,
     trusted: str,
+    trust_reason: str | None = None,
     mailbox: str,
     attachments: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The fields of a newly received message, in the golden order (§2).
 
     @param id: the file stem.
-    @param parsed: the parsed message.
-    @param thread_id: from L{aimx.core.threadid.thread_id}.
+    @param parsed: the parsed message (its thread id and body hash included).
     @param delivered_to: the envelope recipient as given.
     @param date: C{parsed.date}, or the ingest time when that is L{None}
         (L{rfc3339_utc}); L{None} only if the caller fills it in later.
@@ -170,6 +171,7 @@ def inbound_fields(
     @param spf: C{pass}, C{fail}, C{softfail}, C{neutral} or C{none}.
     @param dmarc: C{pass}, C{fail} or C{none}.
     @param trusted: C{"true"}, C{"false"} or C{"none"}.
+    @param trust_reason: why a message is not trusted (C{trusted = "false"}).
     @param mailbox: the mailbox name.
     @param attachments: one mapping per stored attachment with
         C{filename}, C{content_type}, C{size} and C{path}.
@@ -178,7 +180,7 @@ def inbound_fields(
     return {
         "id": id,
         "message_id": parsed.message_id,
-        "thread_id": thread_id,
+        "thread_id": parsed.thread_id,
         "from": parsed.from_,
         "to": parsed.to,
         "cc": parsed.cc,
@@ -189,6 +191,7 @@ def inbound_fields(
         "received_at": received_at,
         "received_from_ip": _peer(received_from_ip),
         "size_bytes": size_bytes,
+        "body_sha256": parsed.body_sha256,
         "in_reply_to": parsed.in_reply_to,
         "references": parsed.references,
         "list_id": parsed.list_id,
@@ -197,6 +200,7 @@ def inbound_fields(
         "spf": spf,
         "dmarc": dmarc,
         "trusted": trusted,
+        "trust_reason": trust_reason,
         "mailbox": mailbox,
         "read": False,
         "attachments": [
@@ -210,7 +214,6 @@ def inbound_fields(
 def sent_fields(
     *,
     parsed: ParsedMessage,
-    thread_id: str,
     delivered_to: str,
     date: str,
     size_bytes: int,
@@ -232,7 +235,7 @@ def sent_fields(
     """
     return {
         "message_id": parsed.message_id,
-        "thread_id": thread_id,
+        "thread_id": parsed.thread_id,
         "from": parsed.from_,
         "to": parsed.to,
         "cc": parsed.cc,

@@ -4,28 +4,28 @@ Rules from spec inbound.md §7.2 (header values), §7.3 (body selection, RFC 862
 §4.1.4) and §7.4 (attachments).  The MIME tree is the stdlib's C{compat32}
 one (several times faster than C{email.policy.default}), built over the raw
 bytes by L{aimx.core.mimesplit} so that big bodies are neither copied whole nor
-decoded in one piece.  Header values are decoded here, leniently: 8-bit header
-bytes are read as UTF-8, and bad charsets, encoded words, base64 or dates
-degrade to replacement characters or absent values, never to an exception.
-Only input that is not a message at all (empty, or nested too deep for the
-parser) raises L{IngestError}.
+decoded in one piece.  The identity fields (From, To, Subject, ...) are parsed
+once by L{aimx.core.identity}, each from its bottom instance; a repeated
+top-level MIME field is likewise read from its bottom instance.  Decoding is
+lenient: bad charsets, encoded words, base64 or dates degrade to replacement
+characters or absent values, never to an exception.  Only input that is not a
+message at all (empty, or nested too deep for the parser) raises L{IngestError}.
 """
 
-import binascii
+import hashlib
 import re
-from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
 from email.generator import BytesGenerator
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.policy import Compat32
-from email.utils import getaddresses, parsedate_tz
 from io import BytesIO
 
 import attrs
 
-from aimx.core import mimesplit
+from aimx.core import identity, mimesplit
+from aimx.core.headertext import clean, decode_bytes, decode_words
 from aimx.core.htmltext import html_to_markdown
-from aimx.core.threadid import message_ids
+from aimx.core.identity import Identity
 from aimx.errors import IngestError
 
 
@@ -48,65 +48,76 @@ class Attachment:
 class ParsedMessage:
     """What ingest needs from a message; strings are clean UTF-8 text.
 
-    Address values are formatted C{Name <addr>} or C{addr} and joined with
-    C{", "}.  Optional values are L{None} when absent or empty.
+    The header values are those of L{identity} (each field's bottom instance);
+    the properties give them as the frontmatter stores them: address fields
+    formatted so that they parse back (L{aimx.core.identity.Mailbox.formatted}),
+    optional values L{None} when absent or empty.
 
-    @ivar from_: the first From mailbox, or C{""}.
-    @ivar to: every To mailbox, or C{""}.
-    @ivar cc: every Cc mailbox.
-    @ivar reply_to: every Reply-To mailbox.
-    @ivar subject: the decoded Subject, or C{"(no subject)"}.
-    @ivar date: the Date header as RFC 3339 with the sender's offset (C{Z}
-        for zero); L{None} when missing or unparseable.
-    @ivar message_id: the Message-ID without brackets, or C{""}.
-    @ivar in_reply_to: the last In-Reply-To id, without brackets.
-    @ivar references: the References ids, without brackets, space-separated.
-    @ivar raw_message_id: the Message-ID header value (unfolded), for
-        L{aimx.core.threadid.thread_id}.
-    @ivar raw_in_reply_to: the In-Reply-To header value (unfolded).
-    @ivar raw_references: the References header value (unfolded).
+    @ivar identity: the parsed identity fields.
     @ivar list_id: the List-ID value, trimmed, brackets kept.
     @ivar auto_submitted: the Auto-Submitted value, trimmed.
-    @ivar from_addresses: the bare address of every From mailbox of every
-        From header (DMARC evaluates all of them).
     @ivar body: the body text (HTML converted to Markdown), or C{""}.
     @ivar attachments: the attachments in MIME order.
+    @ivar body_sha256: hex SHA-256 of the bytes after the header block, as received.
     """
 
-    from_: str
-    to: str
-    cc: str | None
-    reply_to: str | None
-    subject: str
-    date: str | None
-    message_id: str
-    in_reply_to: str | None
-    references: str | None
-    raw_message_id: str | None
-    raw_in_reply_to: str | None
-    raw_references: str | None
-    list_id: str | None
-    auto_submitted: str | None
-    from_addresses: tuple[str, ...]
-    body: str
-    attachments: tuple[Attachment, ...]
+    identity: Identity
+    list_id: str | None = None
+    auto_submitted: str | None = None
+    body: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    body_sha256: str = hashlib.sha256(b"").hexdigest()
+
+    @property
+    def from_(self) -> str:
+        """Every From mailbox, or C{""}."""
+        return self.identity.from_.formatted()
+
+    @property
+    def to(self) -> str:
+        return self.identity.to.formatted()
+
+    @property
+    def cc(self) -> str | None:
+        return self.identity.cc.formatted() or None
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.identity.reply_to.formatted() or None
+
+    @property
+    def subject(self) -> str:
+        """The decoded Subject, or C{"(no subject)"}."""
+        return self.identity.subject or "(no subject)"
+
+    @property
+    def date(self) -> str | None:
+        return self.identity.date
+
+    @property
+    def message_id(self) -> str:
+        return self.identity.message_id
+
+    @property
+    def in_reply_to(self) -> str | None:
+        return self.identity.in_reply_to
+
+    @property
+    def references(self) -> str | None:
+        return " ".join(self.identity.references) or None
+
+    @property
+    def thread_id(self) -> str:
+        return self.identity.thread_id
 
 
-_WANTED = frozenset(
-    {
-        "from",
-        "to",
-        "cc",
-        "reply-to",
-        "subject",
-        "date",
-        "message-id",
-        "in-reply-to",
-        "references",
-        "list-id",
-        "auto-submitted",
-    }
-)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def body_offset(raw: bytes) -> int:
+    """Where the body starts: after the first empty line, else at the end."""
+    end = _HEADER_END.search(raw)
+    return len(raw) if end is None else end.end()
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -121,180 +132,37 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise IngestError("cannot parse an empty message")
     try:
         msg = mimesplit.parse(raw)
+        ident = identity.from_headers(msg.raw_items())
+        if any(name in identity.MIME_FIELDS for name, _ in ident.repeated):
+            msg = mimesplit.parse(_bottom_mime_fields(raw))
         body, attachments = _content(msg)
     except RecursionError:
         raise IngestError("cannot parse a message nested this deeply") from None
-    return _with_headers(msg.raw_items(), body, attachments)
-
-
-def _with_headers(
-    items: Iterable[tuple[str, str]], body: str, attachments: tuple[Attachment, ...]
-) -> ParsedMessage:
-    """Build the L{ParsedMessage} from raw C{(name, value)} header pairs."""
-    headers: dict[str, list[str]] = {}
-    for name, value in items:
-        key = name.lower()
-        if key in _WANTED:
-            headers.setdefault(key, []).append(_clean(value))
-
-    def first(key: str) -> str | None:
-        values = headers.get(key)
-        return values[0] if values else None
-
-    senders = _mailboxes(headers.get("from", ()))
-    subject = _decode_words(first("subject") or "").strip()
-    date = first("date")
-    raw_message_id = first("message-id")
-    raw_in_reply_to = first("in-reply-to")
-    raw_references = first("references")
-    own_ids = message_ids(raw_message_id)
-    parent_ids = message_ids(raw_in_reply_to)
+    fields = {name.lower(): value for name, value in msg.raw_items()}  # bottom instances
     return ParsedMessage(
-        from_=_format(senders[:1]),
-        to=_format(_mailboxes(headers.get("to", ()))),
-        cc=_format(_mailboxes(headers.get("cc", ()))) or None,
-        reply_to=_format(_mailboxes(headers.get("reply-to", ()))) or None,
-        subject=subject or "(no subject)",
-        date=_rfc3339(date) if date else None,
-        message_id=own_ids[0] if own_ids else "",
-        in_reply_to=parent_ids[-1] if parent_ids else None,
-        references=" ".join(message_ids(raw_references)) or None,
-        raw_message_id=raw_message_id,
-        raw_in_reply_to=raw_in_reply_to,
-        raw_references=raw_references,
-        list_id=first("list-id") or None,
-        auto_submitted=first("auto-submitted") or None,
-        from_addresses=tuple(address for _, address in senders),
+        identity=ident,
+        list_id=clean(fields.get("list-id", "")) or None,
+        auto_submitted=clean(fields.get("auto-submitted", "")) or None,
         body=body,
         attachments=attachments,
+        body_sha256=hashlib.sha256(memoryview(raw)[body_offset(raw):]).hexdigest(),
     )
 
 
-# -- header values ---------------------------------------------------------
-
-_LINE_BREAKS = re.compile(r"[\r\n]+")
-
-
-def _clean(value: str) -> str:
-    """A raw compat32 header value as text: 8-bit bytes read as UTF-8
-    (RFC 6532), unfolded (RFC 5322 §2.2.3), trimmed."""
-    if not value.isascii():
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if "\n" in value or "\r" in value:
-        value = _LINE_BREAKS.sub("", value)
-    return value.strip()
-
-
-_UTF8_COMPATIBLE = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
-
-
-def _decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode with the declared charset, falling back to UTF-8; never raises
-    and never returns lone surrogates."""
-    if charset and charset.lower() not in _UTF8_COMPATIBLE:
-        try:
-            text = data.decode(charset, "replace")
-        except Exception:
-            # An attacker picks the charset name: unknown names, non-text
-            # codecs and codecs without a "replace" mode all fail differently.
-            pass
-        else:
-            # Codecs such as utf-7 or unicode-escape can produce lone surrogates.
-            return text.encode("utf-8", "replace").decode("utf-8")
-    return data.decode("utf-8", "replace")
-
-
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
-
-
-def _word_bytes(encoding: str, text: str) -> bytes:
-    """The octets of one RFC 2047 encoded word, decoded leniently."""
-    data = text.encode("utf-8")
-    if encoding in "qQ":
-        return binascii.a2b_qp(data, header=True)
-    data = _NOT_BASE64.sub(b"", data)
-    if len(data) % 4 == 1:  # a lone trailing character holds no whole octet
-        data = data[:-1]
-    return binascii.a2b_base64(data + b"==")
-
-
-def _decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded words in unstructured text.
-
-    Whitespace between adjacent encoded words is dropped (RFC 2047 §6.2) and
-    adjacent words in one charset are decoded together, so a character split
-    across two words survives.
-    """
-    if "=?" not in text:
-        return text
-    pieces: list[str] = []
-    charset: str | None = None
-    data = b""
-    end = 0
-    for match in _ENCODED_WORD.finditer(text):
-        gap = text[end : match.start()]
-        # RFC 2231 §5 allows a language suffix: charset*lang.
-        word_charset = match[1].partition("*")[0].lower()
-        word = _word_bytes(match[2], match[3])
-        end = match.end()
-        if charset is not None and not gap.strip():
-            if word_charset == charset:
-                data += word
-                continue
-            gap = ""
-        if charset is not None:
-            pieces.append(_decode_bytes(data, charset))
-        pieces.append(gap)
-        charset, data = word_charset, word
-    if charset is not None:
-        pieces.append(_decode_bytes(data, charset))
-    pieces.append(text[end:])
-    return "".join(pieces)
-
-
-def _mailboxes(values: Iterable[str]) -> list[tuple[str, str]]:
-    """C{(display name, address)} of every mailbox that has an address; the
-    names are RFC 2047-decoded after the list is split, so an encoded comma
-    does not split a name."""
-    try:
-        pairs = getaddresses(list(values))
-    except RecursionError:  # the parser recurses once per nested comment
-        return []
-    return [
-        (_decode_words(name).strip(), address.strip())
-        for name, address in pairs
-        if address.strip()
-    ]
-
-
-def _format(mailboxes: list[tuple[str, str]]) -> str:
-    """C{Name <addr>} (the name is not re-quoted) or C{addr}, C{", "}-joined."""
-    return ", ".join(f"{name} <{addr}>" if name else addr for name, addr in mailboxes)
-
-
-def _rfc3339(value: str) -> str | None:
-    """A Date header as RFC 3339 keeping the sender's offset; C{Z} for a zero
-    offset (C{+0000}, C{-0000}, C{GMT}); L{None} when unparseable."""
-    try:
-        parts = parsedate_tz(value)
-        if parts is None:
-            return None
-        offset = parts[9] or 0
-        year, month, day, hour, minute, second = parts[:6]
-        when = datetime(
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            min(second, 59),  # a leap second (RFC 5322 §3.3) has no datetime
-            tzinfo=timezone(timedelta(seconds=offset)),
-        )
-    except (ValueError, TypeError, OverflowError, IndexError):
-        return None
-    text = when.isoformat()
-    return text[:-6] + "Z" if offset == 0 else text
+def _bottom_mime_fields(raw: bytes) -> bytes:
+    """C{raw} with only the bottom instance of each repeated top-level MIME field,
+    so the body is read as the DKIM-covered instance describes it (RFC 6376 §5.4.2)."""
+    offset = body_offset(raw)
+    policy = _RAW_HEADERS.clone(linesep="\r\n" if b"\r\n" in raw[:offset] else "\n")
+    head = BytesHeaderParser(policy=policy).parsebytes(raw[:offset])
+    for name in identity.MIME_FIELDS:
+        values = head.get_all(name) or []
+        if len(values) > 1:
+            del head[name]
+            head[name] = values[-1]
+    out = BytesIO()
+    _RawGenerator(out, mangle_from_=False, policy=policy).flatten(head)
+    return out.getvalue() + raw[offset:]
 
 
 # -- body and attachments --------------------------------------------------
@@ -382,7 +250,7 @@ def _filename(part: Message) -> str:
         # RFC 2231 values name their own charset; a hostile one can make
         # the codec machinery fail in many ways.  Treat it as unnamed.
         return ""
-    return _decode_words(_clean(name)) if name else ""
+    return decode_words(clean(name)) if name else ""
 
 
 _HTML_LIMIT = 2 * 1024 * 1024
@@ -394,8 +262,8 @@ def _body_text(part: Message) -> str:
     data = mimesplit.payload(part)
     charset = part.get_content_charset()
     if part.get_content_type() != "text/html":
-        return _decode_bytes(data, charset)
-    markdown = html_to_markdown(_decode_bytes(data[:_HTML_LIMIT], charset))
+        return decode_bytes(data, charset)
+    markdown = html_to_markdown(decode_bytes(data[:_HTML_LIMIT], charset))
     return markdown + _HTML_TRUNCATED if len(data) > _HTML_LIMIT else markdown
 
 
@@ -409,7 +277,7 @@ def _attachment(part: Message) -> Attachment:
     return Attachment(
         filename_raw=_filename(part),
         content_type=(
-            _clean(part.get_content_type())
+            clean(part.get_content_type())
             if "content-type" in part
             else "application/octet-stream"
         ),

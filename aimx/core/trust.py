@@ -1,13 +1,19 @@
 """The trust verdict for an inbound message and the on_receive hook gate (L0, pure).
 
-Spec trust-and-auth §5: the glob patterns of §5.1 (glob-match semantics, compared
-lower-cased) and C{trusted} = "none" | "true" | "false" from the effective policy and
-sender list (C{Config.effective_trust}/C{effective_trusted_senders}), the header From and
-whether an aligned DKIM signature passed.
+Spec trust-and-auth §5 with the spec README's later decisions: the glob patterns of
+§5.1 (glob-match semantics, compared lower-cased) and C{trusted} = "none" | "true" |
+"false" from the effective policy and sender list (C{Config.effective_trust} /
+C{effective_trusted_senders}), the parsed identity (L{aimx.core.identity}) and the
+DKIM results; a C{"false"} verdict carries its reason.
 """
 
 import functools
 import re
+
+import attrs
+
+from aimx.core.authresults import TEMPERROR, AuthResults
+from aimx.core.identity import Identity
 
 
 def _class(pattern: str, i: int) -> tuple[str, int]:
@@ -87,30 +93,108 @@ def glob_match(pattern: str, text: str) -> bool:
     return (regex.fullmatch(text.lower()) is not None) != negated
 
 
-def bare_lower(from_: str) -> str:
-    """The address of a formatted From, lower-cased: text after the last C{<} up to C{>}."""
-    if "<" in from_:
-        from_ = from_.rpartition("<")[2].partition(">")[0]
-    return from_.lower()
+#: Fields a trusting signature must cover when the message has them: who it is
+#: from, who replies go to, what it is about, and how its body is to be read.
+COVERED = ("from", "sender", "reply-to", "subject", "content-type")
 
 
-def evaluate(policy: str, senders: tuple[str, ...], from_: str,
-             dkim_aligned: bool) -> tuple[str, bool]:
-    """The C{trusted} value of a message (§5).
+@attrs.frozen
+class Verdict:
+    """The trust verdict of one message for one mailbox.
+
+    @ivar trusted: C{"none"}, C{"true"} or C{"false"} (the frontmatter value).
+    @ivar allowlisted: the author's address matched the mailbox's sender patterns.
+    @ivar sender: the author's address as matched (lower-cased), or C{""}.
+    @ivar reason: why it is C{"false"} (the frontmatter C{trust_reason}), else None.
+    """
+
+    trusted: str
+    allowlisted: bool = False
+    sender: str = ""
+    reason: str | None = None
+
+
+def allowlisted(senders: tuple[str, ...], identity: Identity) -> bool:
+    """Whether the message has a trustable author whom C{senders} allow."""
+    author = identity.author
+    if author is None or identity.problem() is not None:
+        return False
+    return any(_safe_match(p, author.address) for p in senders)
+
+
+def evaluate(policy: str, senders: tuple[str, ...], identity: Identity,
+             auth: AuthResults) -> Verdict:
+    """The C{trusted} value of a message (spec README, "Trust sender").
+
+    C{"true"} needs: the identity fields read cleanly (one From mailbox with a plain
+    dot-atom address, no repeated field, no Sender in another domain), that address
+    on the allowlist, and a DKIM signature aligned with its domain that passed, signs
+    the whole body and covers the L{COVERED} fields the message has.
 
     @param policy: the effective policy, C{"none"} or C{"verified"}.
     @param senders: the effective sender patterns.
-    @param from_: the frontmatter C{from} (formatted header From).
-    @param dkim_aligned: a DKIM signature passed with C{d=} aligned (relaxed) to From.
-    @return: C{(trusted, sender_allowlisted)}; an unknown policy fails closed.
+    @param identity: the parsed identity fields.
+    @param auth: the authentication results.
+    @return: the verdict; an unknown policy fails closed.
     """
+    author = identity.author
+    sender = author.address if author is not None else ""
     if policy == "none":
-        return "none", False
+        return Verdict("none", sender=sender)
     if policy != "verified":
-        return "false", False
-    sender = bare_lower(from_)
-    allowlisted = any(_safe_match(p, sender) for p in senders)
-    return ("true" if allowlisted and dkim_aligned else "false"), allowlisted
+        return Verdict("false", sender=sender, reason=f"unknown trust policy {policy!r}")
+    problem = identity.problem()
+    if problem is not None:
+        return Verdict("false", sender=sender, reason=problem)
+    if not allowlisted(senders, identity):
+        return Verdict("false", sender=sender, reason="sender not in trusted_senders")
+    reason = _dkim_problem(auth, identity.author_domain or "", identity.present)
+    return Verdict("true" if reason is None else "false", True, sender, reason)
+
+
+def _dkim_problem(auth: AuthResults, domain: str, present: frozenset[str]) -> str | None:
+    """Why no aligned DKIM signature vouches for the message, or None when one does."""
+    aligned = [s for s in auth.signatures if s.aligned]
+    passed = [s for s in aligned if s.passed]
+    for signature in passed:
+        missing = [name for name in COVERED if name in present
+                   and name not in signature.signed_headers]
+        if not signature.partial_body and not missing:
+            return None
+    if any(s.partial_body for s in passed):
+        return "signature covers only part of the body (l=)"
+    if passed:
+        missing = [name for name in COVERED if name in present
+                   and name not in passed[0].signed_headers]
+        return f"signature does not cover the {_FIELD_NAMES[missing[0]]} header"
+    if any(s.result == TEMPERROR for s in aligned):
+        return f"DKIM key of {domain} could not be looked up (temporary error)"
+    if any(s.algorithm == "rsa-sha1" for s in aligned):
+        return "signature uses rsa-sha1 (RFC 8301)"
+    if aligned:
+        return f"DKIM signature of {domain} did not verify"
+    if any(s.passed for s in auth.signatures):
+        return f"no DKIM signature aligned with {domain}"
+    return "no valid DKIM signature"
+
+
+_FIELD_NAMES = {"from": "From", "sender": "Sender", "reply-to": "Reply-To",
+                "subject": "Subject", "content-type": "Content-Type"}
+
+
+def must_retry(auth: AuthResults, identity: Identity, mailboxes) -> bool:
+    """Whether to answer C{451 4.4.3} and store nothing (spec README, "DKIM").
+
+    True when a temporary DNS failure (or the time budget) hit a lookup that decides
+    trust (an aligned signature's key, the author domain's DMARC record) and the
+    author is allow-listed by a C{verified} mailbox among the recipients'.
+
+    @param mailboxes: C{(policy, senders)} of each recipient's mailbox.
+    """
+    if not auth.temporary:
+        return False
+    return any(policy == "verified" and allowlisted(senders, identity)
+               for policy, senders in mailboxes)
 
 
 def _safe_match(pattern: str, sender: str) -> bool:

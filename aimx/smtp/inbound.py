@@ -1,67 +1,38 @@
-"""The ingest chain (L2): verify, decide trust, store per recipient, announce.
+"""The ingest chain (L2): parse, authenticate, decide, store per recipient, announce.
 
-C{prepare} and C{store_for_rcpt} are blocking and Twisted-free; the daemon runs
-them in threads (C{Inbound}), C{aimx ingest} calls them directly.  The reply rules
-are those of spec/inbound.md §5.1: all stored -> 250, some -> 451 4.3.0, none -> 451.
+One chain for the SMTP server and C{aimx ingest}.  Parsing and storage run through
+C{run_in_thread}; DNS and authentication through C{run_dns}, a separate bounded pool,
+so slow name servers never hold up storage or control commands (spec README, "DKIM";
+STYLE.md "Bound everything an outsider controls").  The reply rules are those of
+spec/inbound.md §5.1 (all stored -> 250, some -> 451 4.3.0, none -> 451), plus
+C{451 4.4.3} with nothing stored when a temporary DNS failure hit a lookup that decides
+trust for an allow-listed author.  Listeners (hooks) hear of the stored copies once the
+reply is decided.
 """
 
-import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from aimx.auth.verify import AuthResults, verify_inbound
+from aimx.auth.verify import BUDGET, verify_inbound
 from aimx.core import frontmatter, trust
 from aimx.core.address import Envelope
-from aimx.core.config import Config, MailboxConfig, resolve_mailbox
-from aimx.core.message import ParsedMessage, parse_message
-from aimx.core.threadid import thread_id
+from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_mailbox
+from aimx.core.message import parse_message
+from aimx.core.received import Ingested, Prepared
 from aimx.errors import NoMailboxError, SmtpStatus
-from aimx.store.mailstore import MailStore, Stored
+from aimx.store.mailstore import MailStore
 
 ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")
 PARTIAL = SmtpStatus(451, "4.3.0", "Temporary failure on partial accept; please retry")
 FAILED = SmtpStatus(451, "4.3.0", "Temporary failure, please retry")
+AUTH_TEMPFAIL = SmtpStatus(451, "4.4.3", "Temporary DNS failure verifying the sender; "
+                                         "please retry")
+
+#: Times a recipient is routed again when its mailbox changed while waiting for the lock.
+_REROUTES = 3
 
 log = Logger(namespace="aimx.ingest")
-
-
-@attrs.frozen
-class Prepared:
-    """A message parsed and verified once, shared by all its recipients."""
-
-    envelope: Envelope
-    parsed: ParsedMessage
-    auth: AuthResults
-
-
-@attrs.frozen
-class Ingested:
-    """One stored message: what hooks and logs need to know about it."""
-
-    rcpt: str
-    mailbox: MailboxConfig
-    stored: Stored
-    policy: str
-    trusted: str
-    allowlisted: bool
-    prepared: Prepared
-
-
-def prepare(envelope: Envelope, resolver) -> Prepared:
-    """Parse and verify a message (blocking: DNS, RSA).
-
-    @raise aimx.errors.IngestError: the bytes are not a message at all.
-    """
-    parsed = parse_message(envelope.raw)
-    auth = verify_inbound(
-        envelope.raw,
-        peer_ip=envelope.peer_ip,
-        mail_from=envelope.mail_from,
-        helo=envelope.helo,
-        from_addresses=parsed.from_addresses,
-        resolver=resolver,
-    )
-    return Prepared(envelope, parsed, auth)
+trust_log = Logger(namespace="aimx.trust")
 
 
 def route(config: Config, rcpt: str) -> MailboxConfig:
@@ -78,22 +49,20 @@ def route(config: Config, rcpt: str) -> MailboxConfig:
 def store_for_rcpt(
     config: Config, store: MailStore, prepared: Prepared, rcpt: str, mailbox: MailboxConfig
 ) -> Ingested:
-    """Decide trust and store one recipient's copy in its routed mailbox (blocking: disk)."""
+    """Decide trust and store one recipient's copy in its routed mailbox (blocking: disk).
+
+    @param config: the live configuration, read under the mailbox lock.
+    @param mailbox: C{rcpt}'s mailbox in that configuration (its owner is used).
+    """
     parsed, auth, envelope = prepared.parsed, prepared.auth, prepared.envelope
     policy = config.effective_trust(mailbox)
-    trusted, allowlisted = trust.evaluate(
-        policy,
-        config.effective_trusted_senders(mailbox),
-        parsed.from_,
-        auth.dkim_aligned,
+    verdict = trust.evaluate(
+        policy, config.effective_trusted_senders(mailbox), parsed.identity, auth
     )
     peer_ip = envelope.peer_ip
     fields = frontmatter.inbound_fields(
         id="",
         parsed=parsed,
-        thread_id=thread_id(
-            parsed.raw_message_id, parsed.raw_in_reply_to, parsed.raw_references
-        ),
         delivered_to=rcpt,
         date=parsed.date,
         received_at="",
@@ -102,20 +71,15 @@ def store_for_rcpt(
         dkim=auth.dkim,
         spf=auth.spf,
         dmarc=auth.dmarc,
-        trusted=trusted,
+        trusted=verdict.trusted,
+        trust_reason=verdict.reason if verdict.trusted == "false" else None,
         mailbox=mailbox.name,
         attachments=(),
     )
     stored = store.store_inbound(
-        mailbox.name,
-        mailbox.owner,
-        parsed.subject,
-        parsed.message_id,
-        fields,
-        parsed.body,
-        parsed.attachments,
+        mailbox.name, mailbox.owner, parsed.subject, fields, parsed.body, parsed.attachments
     )
-    return Ingested(rcpt, mailbox, stored, policy, trusted, allowlisted, prepared)
+    return Ingested(rcpt, mailbox, stored, policy, verdict, prepared)
 
 
 class _MailboxLock(defer.DeferredLock):
@@ -140,17 +104,23 @@ class Inbound:
     """Delivers an L{Envelope} to every recipient's mailbox.
 
     @param config: returns the live configuration snapshot.
-    @param run_in_thread: C{f, *args -> Deferred}; C{threads.deferToThread} in the
-        daemon, C{defer.maybeDeferred} in unit tests.
-    @param listeners: callables given each L{Ingested} after it is published
-        (hooks attach here); they must not block and their errors are logged.
+    @param run_in_thread: C{f, *args -> Deferred} for parsing and storage;
+        C{threads.deferToThread} in the daemon, C{defer.maybeDeferred} in unit tests.
+    @param run_dns: likewise for authentication (DNS); the daemon gives it a pool
+        of its own.  Defaults to C{run_in_thread}.
+    @param budget: seconds one message's authentication may take.
+    @ivar listeners: callables given each stored L{Ingested} once the reply is
+        decided (hooks attach here); they must not block and their errors are logged.
     """
 
-    def __init__(self, *, config, store: MailStore, resolver, run_in_thread):
+    def __init__(self, *, config, store: MailStore, resolver, run_in_thread, run_dns=None,
+                 budget: float = BUDGET):
         self.config = config
         self.store = store
         self.resolver = resolver
         self.run_in_thread = run_in_thread
+        self.run_dns = run_dns or run_in_thread
+        self.budget = budget
         self.listeners = []
         self._locks: dict[str, _MailboxLock] = {}
 
@@ -169,10 +139,20 @@ class Inbound:
         """Ingest a message for each recipient; fires with the SMTP reply."""
         return defer.Deferred.fromCoroutine(self._deliver(envelope))
 
+    async def _prepare(self, envelope: Envelope) -> Prepared:
+        parsed = await self.run_in_thread(parse_message, envelope.raw)
+        auth = await self.run_dns(
+            lambda: verify_inbound(
+                envelope.raw, peer_ip=envelope.peer_ip, mail_from=envelope.mail_from,
+                helo=envelope.helo, identity=parsed.identity, resolver=self.resolver,
+                budget=self.budget,
+            )
+        )
+        return Prepared(envelope, parsed, auth)
+
     async def _deliver(self, envelope: Envelope) -> SmtpStatus:
-        config = self.config()
         try:
-            prepared = await self.run_in_thread(prepare, envelope, self.resolver)
+            prepared = await self._prepare(envelope)
         except Exception:
             log.failure(
                 "Failed to parse email rcpts={rcpts} size_bytes={size}",
@@ -180,82 +160,112 @@ class Inbound:
                 size=len(envelope.raw),
             )
             return FAILED
-        succeeded = 0
+        parsed, auth = prepared.parsed, prepared.auth
+        log.info(
+            "received email rcpts={rcpts} size_bytes={size} from={sender} "
+            "auth result dkim={dkim} spf={spf} dmarc={dmarc}",
+            rcpts=list(envelope.rcpts), size=len(envelope.raw), sender=parsed.from_,
+            dkim=auth.dkim, spf=auth.spf, dmarc=auth.dmarc,
+        )
+        config = self.config()
+        routed = [resolve_mailbox(config, rcpt) for rcpt in envelope.rcpts]
+        if trust.must_retry(auth, parsed.identity, [
+            (config.effective_trust(mb), config.effective_trusted_senders(mb))
+            for mb in routed if mb is not None
+        ]):
+            log.warn(
+                "temporary DNS failure authenticating an allow-listed sender, "
+                "answering 451 4.4.3 peer={peer} from={sender} message_id={message_id}",
+                peer=envelope.peer_ip, sender=parsed.from_, message_id=parsed.message_id,
+            )
+            return AUTH_TEMPFAIL
+        stored: list[Ingested] = []
+        failed = 0
+        seen = set()
         for rcpt in envelope.rcpts:
+            if ascii_lower(rcpt) in seen:
+                continue  # the same recipient twice is one delivery
+            seen.add(ascii_lower(rcpt))
             try:
-                ingested = await self._store(config, prepared, rcpt)
+                stored.append(await self._store(prepared, rcpt))
             except Exception as e:
+                failed += 1
                 log.error(
                     "[{peer}] Ingest failed for {rcpt}: {error}",
                     peer=envelope.peer_ip,
                     rcpt=rcpt,
                     error=e,
                 )
-                continue
-            succeeded += 1
-            self._announce(ingested)
-        failed = len(envelope.rcpts) - succeeded
-        auth = prepared.auth
         log.info(
             "data delivery outcome peer={peer} from={mail_from} rcpts={rcpts} "
-            "succeeded={succeeded} failed={failed} size={size} "
-            "auth result dkim={dkim} spf={spf} dmarc={dmarc}",
-            dkim=auth.dkim,
-            spf=auth.spf,
-            dmarc=auth.dmarc,
+            "succeeded={succeeded} failed={failed} size={size}",
             peer=envelope.peer_ip,
             mail_from=envelope.mail_from,
             rcpts=list(envelope.rcpts),
-            succeeded=succeeded,
+            succeeded=len(stored),
             failed=failed,
             size=len(envelope.raw),
         )
-        if not failed:
-            return ACCEPTED
-        return PARTIAL if succeeded else FAILED
+        status = ACCEPTED if not failed else PARTIAL if stored else FAILED
+        for ingested in stored:
+            self._announce(ingested)
+        return status
 
-    async def _store(self, config, prepared, rcpt) -> Ingested:
-        mailbox = route(config, rcpt)
-        lock = self.lock(mailbox.name)
-        await lock.acquire()
-        try:
-            return await self.run_in_thread(
-                store_for_rcpt, config, self.store, prepared, rcpt, mailbox
-            )
-        finally:
-            lock.release()
+    async def _store(self, prepared: Prepared, rcpt: str) -> Ingested:
+        """Store under the mailbox lock, routed and owned as the I{live} config says
+        right before writing (a mailbox may be deleted or re-created meanwhile)."""
+        mailbox = route(self.config(), rcpt)
+        for _ in range(_REROUTES):
+            lock = self.lock(mailbox.name)
+            await lock.acquire()
+            try:
+                config = self.config()
+                current = route(config, rcpt)
+                if current.name == mailbox.name:
+                    return await self.run_in_thread(
+                        store_for_rcpt, config, self.store, prepared, rcpt, current
+                    )
+            finally:
+                lock.release()
+            mailbox = current
+        raise NoMailboxError(f"routing of {rcpt} kept changing; not stored")
 
     def _announce(self, ingested: Ingested):
         """Log one line per stored copy (with its trust evaluation), then notify."""
-        stored, mailbox = ingested.stored, ingested.mailbox
+        stored, mailbox, verdict = ingested.stored, ingested.mailbox, ingested.verdict
         for warning in stored.warnings:
             log.warn(
                 "{problem} mailbox={mailbox}",
                 problem=warning,
-                mailbox=ingested.mailbox.name,
+                mailbox=mailbox.name,
             )
         if stored.duplicate:
             log.info(
                 "duplicate message_id, skipping rcpt={rcpt} mailbox={mailbox} "
                 "message_id={message_id}",
                 rcpt=ingested.rcpt,
-                mailbox=ingested.mailbox.name,
+                mailbox=mailbox.name,
                 message_id=ingested.prepared.parsed.message_id,
             )
             return
+        trust_log.info(
+            "trust eval mailbox={mailbox} policy={policy} sender={sender} dkim={dkim} "
+            "sender_allowlisted={allowlisted} result={trusted}{why}",
+            mailbox=mailbox.name,
+            policy=ingested.policy,
+            sender=verdict.sender,
+            dkim=ingested.prepared.auth.dkim,
+            allowlisted=str(verdict.allowlisted).lower(),
+            trusted=verdict.trusted,
+            why="" if verdict.reason is None else f" reason={verdict.reason}",
+            trust_reason=verdict.reason,
+        )
         log.info(
-            "stored email id={id} path={path} mailbox={mailbox} attachments={n} "
-            "trust eval policy={policy} sender={sender} dkim={dkim} "
-            "sender_allowlisted={allowlisted} result={trusted}",
+            "stored email id={id} path={path} mailbox={mailbox} attachments={n}",
             id=stored.id,
             path=stored.path,
             mailbox=mailbox.name,
             n=stored.attachments,
-            policy=ingested.policy,
-            sender=trust.bare_lower(ingested.prepared.parsed.from_),
-            dkim=ingested.prepared.auth.dkim,
-            allowlisted=str(ingested.allowlisted).lower(),
-            trusted=ingested.trusted,
         )
         for listener in self.listeners:
             try:

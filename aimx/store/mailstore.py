@@ -1,10 +1,14 @@
-"""The mail store on disk (L1): mailbox directories, atomic publish, Message-ID dedup.
+"""The mail store on disk (L1): mailbox directories, atomic publish, dedup.
 
 Layout and rules: spec/inbound.md §7.6–7.8 and §8.  Every new file is written to a
 dot-named temp file in the mailbox directory, given its owner and mode, and then
 published under its final name with a no-replace link, so readers never see a
 partial or root-owned file.  Callers serialise writes per mailbox (the daemon with a
 DeferredLock, ``aimx ingest`` by being one process).
+
+Dedup (spec README, "Dedup"): a copy is skipped only when a copy with the same
+Message-ID I{and} body hash was stored in the mailbox within 24 h and the new one
+is not more trusted than it, so a forged copy never suppresses the genuine one.
 """
 
 import contextlib
@@ -18,6 +22,7 @@ import stat
 import attrs
 
 from aimx.core import filenames, frontmatter
+from aimx.core.received import Stored
 
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 DEDUP_CAP = 100_000
@@ -33,26 +38,13 @@ class Owner:
     gid: int | None
 
 
-@attrs.frozen
-class Stored:
-    """The outcome of storing one message for one mailbox.
+class OwnerConflict(OSError):
+    """A mailbox directory belongs to a user other than its owner."""
 
-    @ivar id: the file stem, or C{None} when the message was a duplicate.
-    @ivar path: the published C{.md}, or C{None} for a duplicate.
-    @ivar warnings: non-fatal problems (ownership could not be set, ...).
-    @ivar received_at: the frontmatter C{received_at} (also its C{date} when the
-        message has none).
-    """
 
-    id: str | None
-    path: str | None
-    attachments: int = 0
-    warnings: tuple[str, ...] = ()
-    received_at: str = ""
-
-    @property
-    def duplicate(self) -> bool:
-        return self.id is None
+def _rank(trusted) -> int:
+    """How far a copy is trusted, for dedup: a trusted copy outranks any other."""
+    return 1 if trusted == "true" else 0
 
 
 def resolve_owner(name: str) -> Owner:
@@ -102,30 +94,37 @@ class MailStore:
 
     # -- dedup -----------------------------------------------------------------
 
-    def is_duplicate(self, mailbox: str, message_id: str) -> bool:
-        """True when C{message_id} was stored in C{mailbox} within the window."""
+    def is_duplicate(self, mailbox: str, message_id: str, body_sha256: str,
+                     trusted: str) -> bool:
+        """True when a copy with this Message-ID and body, at least as trusted, was
+        stored in C{mailbox} within the window."""
         if not message_id:
             return False
         seen = self._dedup_cache(mailbox)
-        expiry = seen.get(message_id)
-        if expiry is None:
+        key = (message_id, body_sha256)
+        entry = seen.get(key)
+        if entry is None:
             return False
+        expiry, rank = entry
         if expiry <= self.now():
-            del seen[message_id]
+            del seen[key]
             return False
-        return True
+        return _rank(trusted) <= rank
 
-    def _remember(self, mailbox: str, message_id: str, received: datetime.datetime):
+    def _remember(self, mailbox: str, message_id: str, body_sha256: str, trusted: str,
+                  received: datetime.datetime):
         if not message_id:
             return
         seen = self._dedup_cache(mailbox)
         if len(seen) >= DEDUP_CAP:
             now = self.now()
-            for key in [k for k, v in seen.items() if v <= now]:
+            for key in [k for k, (expiry, _) in seen.items() if expiry <= now]:
                 del seen[key]
             if len(seen) >= DEDUP_CAP:
                 return
-        seen[message_id] = received + DEDUP_WINDOW
+        key = (message_id, body_sha256)
+        rank = max(_rank(trusted), seen.get(key, (None, 0))[1])
+        seen[key] = (received + DEDUP_WINDOW, rank)
 
     def _dedup_cache(self, mailbox: str) -> dict:
         seen = self._seen.get(mailbox)
@@ -134,10 +133,12 @@ class MailStore:
         return seen
 
     def _scan_recent(self, directory: str) -> dict:
-        """Load the Message-IDs stored in the last 24 h from the mailbox files."""
+        """Load the copies stored in the last 24 h from the mailbox files: their
+        Message-ID, C{body_sha256} and C{trusted} (files without a body hash cannot
+        match anything)."""
         now = self.now()
         oldest = (now - DEDUP_WINDOW).strftime("%Y-%m-%d")
-        seen = {}
+        seen: dict = {}
         try:
             names = os.listdir(directory)
         except OSError:
@@ -151,26 +152,42 @@ class MailStore:
             fields = _peek_frontmatter(path)
             if not fields:
                 continue
-            message_id = fields.get("message_id")
+            message_id, body = fields.get("message_id"), fields.get("body_sha256")
             received = _parse_time(fields.get("received_at", ""))
-            if message_id and received is not None and received + DEDUP_WINDOW > now:
-                seen[message_id] = received + DEDUP_WINDOW
+            if not (isinstance(message_id, str) and message_id and isinstance(body, str)):
+                continue
+            if received is None or received + DEDUP_WINDOW <= now:
+                continue
+            key = (message_id, body)
+            rank = max(_rank(fields.get("trusted")), seen.get(key, (None, 0))[1])
+            seen[key] = (received + DEDUP_WINDOW, rank)
         return seen
 
     # -- writing ---------------------------------------------------------------
 
     def prepare_dir(self, directory: str, owner: Owner) -> list[str]:
-        """Create a mailbox directory if needed; heal its owner and mode 0700."""
+        """Create a mailbox directory if needed; heal its owner and mode 0700.
+
+        @raise OwnerConflict: it belongs to another user (not root, not the owner):
+            it is never handed from one user to another.
+        """
         try:
-            st = os.stat(directory)
+            st = os.lstat(directory)
         except FileNotFoundError:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         else:
+            if not stat.S_ISDIR(st.st_mode):
+                raise OwnerConflict(f"{directory} is not a directory")
             if stat.S_IMODE(st.st_mode) == 0o700 and (st.st_uid, st.st_gid) == (
                 owner.uid,
                 owner.gid,
             ):
                 return []
+            if st.st_uid not in (0, os.geteuid(), owner.uid) and owner.uid is not None:
+                raise OwnerConflict(
+                    f"{directory} belongs to uid {st.st_uid}, not to the mailbox owner "
+                    f"'{owner.name}'; not changing its ownership"
+                )
         return _set_owner(directory, owner, 0o700)
 
     def store_inbound(
@@ -178,19 +195,22 @@ class MailStore:
         mailbox: str,
         owner_name: str,
         subject: str,
-        message_id: str,
         fields: dict,
         body: str,
         attachments: tuple,
     ) -> Stored:
-        """Store one inbound message unless its Message-ID is a recent duplicate.
+        """Store one inbound message unless it duplicates a recent copy.
 
-        @param fields: frontmatter fields; C{id}, C{received_at}, C{attachments}
-            and a missing C{date} are filled in here.
+        @param fields: frontmatter fields (C{message_id}, C{body_sha256} and
+            C{trusted} decide dedup); C{id}, C{received_at}, C{attachments} and
+            a missing C{date} are filled in here.
         @param attachments: L{aimx.core.message.Attachment} values.
         @return: the outcome; C{Stored.duplicate} when skipped.
+        @raise OwnerConflict: the mailbox directory belongs to another user.
         """
-        if self.is_duplicate(mailbox, message_id):
+        message_id, body_sha256 = fields.get("message_id", ""), fields.get("body_sha256", "")
+        trusted = fields.get("trusted", "none")
+        if self.is_duplicate(mailbox, message_id, body_sha256, trusted):
             return Stored(None, None)
         owner = self.owner(owner_name)
         directory = self.inbox_dir(mailbox)
@@ -206,7 +226,7 @@ class MailStore:
             return frontmatter.render(full, body)
 
         stem, path, more = self._publish(directory, base, owner, render, attachments)
-        self._remember(mailbox, message_id, received)
+        self._remember(mailbox, message_id, body_sha256, trusted, received)
         return Stored(
             stem, path, len(attachments), tuple(warnings + more),
             frontmatter.rfc3339_utc(received),

@@ -27,15 +27,27 @@ def _key(name: str | bytes) -> bytes:
 
 
 class _Zone(common.ResolverBase):
-    """The in-memory table: C{{name: {type: [payload, ...]}}} and SERVFAIL names."""
+    """The in-memory table: C{{name: {type: [payload, ...]}}}, SERVFAIL names, silent
+    names (queries for them wait until released) and a log of the queries."""
 
     def __init__(self):
         super().__init__()
         self.records: dict[bytes, dict[int, list]] = {}
         self.failing: set[bytes] = set()
+        self.silent: set[bytes] = set()
+        self.waiting: list[defer.Deferred] = []
+        self.queries: list[tuple[str, int]] = []
+        self.on_query: list = []
 
     def _lookup(self, name, cls, type, timeout):
         key = _key(name)
+        self.queries.append((key.decode("ascii", "replace"), type))
+        if key in self.silent:
+            waiting = defer.Deferred(lambda d: None)
+            self.waiting.append(waiting)
+            for listener in list(self.on_query):
+                listener()
+            return waiting
         if key in self.failing:
             return defer.fail(_ServerFailure(name))
         if key not in self.records:
@@ -122,7 +134,9 @@ class FixtureDNS:
         raise CannotListenError("127.0.0.1", port, "no port free for both UDP and TCP")
 
     def stop(self) -> defer.Deferred:
-        """Stop listening and drop open TCP connections; fires when all are closed."""
+        """Stop listening and drop open TCP connections; fires when all are closed.
+        Queries still waiting on silent names are answered with SERVFAIL first."""
+        self.release()
         for protocol in list(self._factory.connections):
             protocol.transport.abortConnection()
         return defer.gatherResults([
@@ -168,10 +182,45 @@ class FixtureDNS:
         """Answer every query for C{name} with SERVFAIL (a temporary DNS error)."""
         self._zone.failing.add(_key(name))
 
+    def add_silent(self, name: str) -> None:
+        """Answer no query for C{name} until L{release} (a name server that hangs)."""
+        self._zone.silent.add(_key(name))
+
+    def release(self) -> None:
+        """Answer every waiting query for a silent name with SERVFAIL; stop being silent."""
+        self._zone.silent.clear()
+        waiting, self._zone.waiting = self._zone.waiting, []
+        for query in waiting:
+            query.errback(_ServerFailure("released"))
+
+    @property
+    def queries(self) -> list[tuple[str, int]]:
+        """C{(name, type)} of every query received, in order (names lower-cased)."""
+        return self._zone.queries
+
+    @property
+    def pending(self) -> int:
+        """Queries for silent names not answered yet."""
+        return len(self._zone.waiting)
+
+    def until_pending(self, count: int) -> defer.Deferred:
+        """Fires once at least C{count} queries wait on silent names."""
+        done = defer.Deferred()
+
+        def check():
+            if not done.called and self.pending >= count:
+                self._zone.on_query.remove(check)
+                done.callback(self.pending)
+
+        self._zone.on_query.append(check)
+        self._reactor.callLater(0, check)  # maybe already there
+        return done
+
     def clear(self) -> None:
-        """Remove every record and SERVFAIL name."""
+        """Remove every record, SERVFAIL and silent name."""
         self._zone.records.clear()
         self._zone.failing.clear()
+        self.release()
 
 
 def from_args(reactor, argv: list[str]) -> FixtureDNS:

@@ -1,0 +1,67 @@
+"""The inbound record (L0, frozen values): a received message and each copy stored.
+
+The ingest chain (L{aimx.smtp.inbound}) builds them; hooks, logs and C{aimx ingest}
+read them.  Nothing here does I/O.
+"""
+
+import attrs
+
+from aimx.core.address import Envelope
+from aimx.core.authresults import AuthResults
+from aimx.core.config import MailboxConfig
+from aimx.core.message import ParsedMessage
+from aimx.core.trust import Verdict
+
+
+@attrs.frozen
+class Prepared:
+    """A message parsed and authenticated once, shared by all its recipients."""
+
+    envelope: Envelope
+    parsed: ParsedMessage
+    auth: AuthResults
+
+
+@attrs.frozen
+class Stored:
+    """The outcome of storing one message for one mailbox.
+
+    @ivar id: the file stem, or C{None} when the message was a duplicate.
+    @ivar path: the published C{.md}, or C{None} for a duplicate.
+    @ivar attachments: how many attachments were written.
+    @ivar warnings: non-fatal problems (ownership could not be set, ...).
+    @ivar received_at: the frontmatter C{received_at} (also its C{date} when the
+        message has none).
+    """
+
+    id: str | None
+    path: str | None
+    attachments: int = 0
+    warnings: tuple[str, ...] = ()
+    received_at: str = ""
+
+    @property
+    def duplicate(self) -> bool:
+        return self.id is None
+
+
+@attrs.frozen
+class Ingested:
+    """One copy of a message handled for one recipient.
+
+    @ivar rcpt: the envelope recipient as given.
+    @ivar mailbox: the mailbox it was routed to, as the live config had it when stored.
+    @ivar policy: that mailbox's effective trust policy.
+    @ivar verdict: the trust verdict for that mailbox.
+    """
+
+    rcpt: str
+    mailbox: MailboxConfig
+    stored: Stored
+    policy: str
+    verdict: Verdict
+    prepared: Prepared
+
+    @property
+    def trusted(self) -> str:
+        return self.verdict.trusted
