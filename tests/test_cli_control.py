@@ -13,7 +13,7 @@ from aimx.cli import hooks, mailboxes
 from aimx.cli.session import CliError, Session, execute
 from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
 from aimx.control import client, commands
-from aimx.errors import DaemonNotRunning, MailboxError
+from aimx.errors import DaemonNotRunning, MailboxError, ValidationError
 from aimx.store import configfile
 from aimx.store.mailstore import Owner
 
@@ -187,6 +187,47 @@ class MailboxVerbTests(VerbTestCase):
                                         euid=2001, down=True)
         self.assertEqual(code, 2)
         self.assertEqual(err, f"Error: {mailboxes.DAEMON_HINT}\n")
+
+    def test_create_role_name_non_root(self):
+        """A non-root role name is refused with its reason, daemon up or down; never sent."""
+        for down in (False, True):
+            code, out, err, fake = self.run_verb(
+                mailboxes.create, ["mailboxes", "create", "postmaster"], euid=2001, down=down,
+                replies={commands.MailboxCreate: {"address": "postmaster@test.local"}})
+            self.assertEqual((code, out, err), (
+                1, "", "Error: mailbox name 'postmaster' is a role address (RFC 2142); only "
+                "root can create it\n"))
+            self.assertEqual(fake.calls, [])
+
+    def test_create_role_name_daemon_refusal(self):
+        """Should the daemon refuse a role name, the CLI prints `Error: [VALIDATION] <reason>`."""
+        reason = "mailbox name 'abuse' is a role address (RFC 2142); only root can create it"
+        code, _, err, _ = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "abuse", "--owner", "bob"],
+            replies={commands.MailboxCreate: ValidationError(reason)})
+        self.assertEqual((code, err), (1, f"Error: [VALIDATION] {reason}\n"))
+
+    def test_create_role_name_root(self):
+        """Root sends a role name to the daemon like any other name."""
+        code, out, _, fake = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "postmaster", "--owner", "bob"],
+            replies={commands.MailboxCreate: {"address": "postmaster@test.local"}})
+        self.assertEqual((code, out), (0, "Mailbox 'postmaster' created (owner: bob).\n"))
+        self.assertEqual(fake.calls, [(commands.MailboxCreate,
+                                       {"name": "postmaster", "owner": "bob"})])
+
+    def test_create_role_name_root_direct(self):
+        """Root's direct edit (daemon down) creates a role mailbox too."""
+        self.write_config()
+        code, out, _, _ = self.run_verb(
+            mailboxes.create, ["mailboxes", "create", "abuse", "--owner", "bob"], down=True)
+        self.assertEqual(code, 0)
+        self.assertIn("Mailbox 'abuse' created (owner: bob).", out)
+        config, _ = configfile.load(self.config_dir)
+        self.assertEqual(config.mailbox("abuse").owner, "bob")
+
+    if os.geteuid() != 0:
+        test_create_role_name_root_direct.skip = "needs root to chown to the test users"
 
     def test_owner_prompt(self):
         """Root without --owner is asked; blank takes the default, unknown users retry."""

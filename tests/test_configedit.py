@@ -74,6 +74,57 @@ class NameTests(SynchronousTestCase):
         configedit.check_new_owner("x", "alice")
 
 
+class RoleNameTests(SynchronousTestCase):
+    ROLES = ("postmaster", "abuse", "hostmaster", "webmaster", "security", "noc",
+             "mailer-daemon", "root", "admin")
+
+    def test_closed_list(self):
+        """The role list is exactly RFC 2142's operator names plus three system names."""
+        self.assertEqual(set(configedit.ROLE_NAMES), set(self.ROLES))
+
+    def test_every_role_refused_for_non_root(self):
+        """Each role name is VALIDATION for a non-root creator, naming the reason."""
+        for name in self.ROLES:
+            e = self.assertRaises(ValidationError, configedit.check_role_name, name,
+                                  by_root=False)
+            source = "system name" if name in ("mailer-daemon", "root", "admin") else "RFC 2142"
+            self.assertEqual(
+                str(e),
+                f"mailbox name '{name}' is a role address ({source}); only root can create it",
+            )
+
+    def test_exact_text(self):
+        """The refusal for postmaster reads as documented."""
+        e = self.assertRaises(ValidationError, configedit.check_role_name, "postmaster",
+                              by_root=False)
+        self.assertEqual(
+            str(e), "mailbox name 'postmaster' is a role address (RFC 2142); only root can "
+            "create it"
+        )
+
+    def test_case_insensitive(self):
+        """Case variants are roles too (ASCII); the refusal quotes the name as given."""
+        for name in ("Postmaster", "POSTMASTER", "pOsTmAsTeR", "Abuse", "MAILER-DAEMON",
+                     "Root", "ADMIN", "NoC"):
+            self.assertIsNotNone(configedit.role_name_source(name), name)
+            e = self.assertRaises(ValidationError, configedit.check_role_name, name,
+                                  by_root=False)
+            self.assertIn(f"mailbox name '{name}' is a role address", str(e))
+
+    def test_root_may_create(self):
+        """Root creates any role name, in any case."""
+        for name in self.ROLES + ("Postmaster",):
+            configedit.check_role_name(name, by_root=True)
+
+    def test_near_misses_allowed(self):
+        """Names that only resemble a role are ordinary names for everyone."""
+        for name in ("admins", "postmaster2", "abuse-desk", "my-admin", "roots", "nocs",
+                     "mailer", "daemon", "mailer_daemon", "web-master", "postmaster.bot",
+                     "sec", ""):
+            self.assertIsNone(configedit.role_name_source(name), name)
+            configedit.check_role_name(name, by_root=False)
+
+
 class MailboxEditTests(SynchronousTestCase):
     def test_add(self):
         """A new mailbox gets <name>@<domain> and the owner, and survives a rewrite."""

@@ -24,7 +24,7 @@ import aimx
 from aimx.control import commands
 from aimx.control.amp import ControlFactory, peer_credentials
 from aimx.control.ops import Caller, Control
-from aimx.core import frontmatter
+from aimx.core import configedit, frontmatter
 from aimx.errors import (
     AccessDenied,
     ConflictError,
@@ -526,6 +526,63 @@ class MailboxCreateTests(ControlTestCase):
             MalformedError, commands.MailboxCreate, name="ok", owner="bad owner"))
         self.assertEqual(self.config_text(), before)
         self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, "inbox"))), listing)
+
+    def test_role_name_non_root(self):
+        """A non-root caller cannot create a role address: VALIDATION naming why; logged."""
+        before = self.config_text()
+        listing = sorted(os.listdir(os.path.join(self.data_dir, "inbox")))
+        conn = self.connect(ALICE)
+        self.assertEqual(
+            conn.refused(ValidationError, commands.MailboxCreate, name="postmaster"),
+            "mailbox name 'postmaster' is a role address (RFC 2142); only root can create it",
+        )
+        for name in ("abuse", "hostmaster", "webmaster", "security", "noc"):
+            self.assertIn("is a role address (RFC 2142); only root can create it",
+                          conn.refused(ValidationError, commands.MailboxCreate, name=name))
+        for name in ("mailer-daemon", "root", "admin"):
+            self.assertEqual(
+                conn.refused(ValidationError, commands.MailboxCreate, name=name, owner="alice"),
+                f"mailbox name '{name}' is a role address (system name); only root can "
+                "create it",
+            )
+        # Upper case never gets this far: the name rule refuses it first, for everyone.
+        self.assertIn("invalid character 'P'", conn.refused(
+            ValidationError, commands.MailboxCreate, name="Postmaster"))
+        self.assertEqual(self.config_text(), before)
+        self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, "inbox"))), listing)
+        self.assertIsNone(self.live.current.mailbox("postmaster"))
+        self.assertIn("verb=MAILBOX-CREATE caller_uid=2001 caller_username=alice "
+                      "mailbox=postmaster decision=reject reason=mailbox name 'postmaster' "
+                      "is a role address", self.logged())
+
+    @root_only
+    def test_role_name_root(self):
+        """Root creates a role mailbox for any owner; a near-miss is anyone's."""
+        conn = self.connect(ROOT)
+        self.assertEqual(conn.call(commands.MailboxCreate, name="postmaster", owner="alice"),
+                         {"address": "postmaster@test.local"})
+        conn.call(commands.MailboxCreate, name="abuse", owner="bob")
+        self.assertEqual(self.config_toml()["mailboxes"]["postmaster"],
+                         {"address": "postmaster@test.local", "owner": "alice"})
+        self.assertEqual(self.live.current.mailbox("abuse").owner, "bob")
+        self.assertEqual(self.connect(ALICE).call(commands.MailboxCreate, name="admins"),
+                         {"address": "admins@test.local"})
+
+    def test_existing_role_mailbox(self):
+        """A role mailbox already in config.toml follows its ownership like any other."""
+        self.live.current = configedit.add_mailbox(self.live.current, "postmaster", "alice")
+        alice = self.connect(ALICE)
+        self.assertEqual(alice.call(commands.MailboxShow, name="postmaster")["mailbox"]["name"],
+                         "postmaster")
+        alice.call(commands.HookCreate, mailbox="postmaster", event="on_receive",
+                   name="pm_hook", body='{"cmd": ["/bin/true"]}')
+        self.assertEqual([h["name"] for h in
+                          self.config_toml()["mailboxes"]["postmaster"]["hooks"]], ["pm_hook"])
+        self.assertEqual(self.connect(BOB).refused(
+            MailboxError, commands.MailboxShow, name="postmaster"),
+            "mailbox 'postmaster' does not exist")
+        alice.call(commands.MailboxDelete, name="postmaster")
+        self.assertNotIn("postmaster", self.config_toml()["mailboxes"])
 
     def test_invalid_caller_username(self):
         """A caller whose username breaks the owner rule is VALIDATION; nothing written."""

@@ -23,8 +23,8 @@ from mcp_types import INVALID_PARAMS
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.control import aioclient, commands
-from aimx.core import frontmatter
-from aimx.errors import BodyTooLarge, DaemonNotRunning, MailboxError, NoEntry
+from aimx.core import configedit, frontmatter
+from aimx.errors import BodyTooLarge, DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.mcp import server, tools
 
 DOMAIN = "test.local"
@@ -150,6 +150,16 @@ class MailboxToolTests(ToolsTestCase):
         self.daemon.errors[commands.MailboxCreate] = MailboxError("mailbox 'x' already exists")
         self.assertEqual(self.fails(self.tools.mailbox_create("x")),
                          "[MAILBOX] mailbox 'x' already exists")
+
+    def test_create_role_name(self):
+        """The daemon's role-address refusal reaches the agent as `[VALIDATION] <reason>`."""
+        refusal = self.assertRaises(ValidationError, configedit.check_role_name, "postmaster",
+                                    by_root=False)
+        self.daemon.errors[commands.MailboxCreate] = refusal
+        self.assertEqual(self.fails(self.tools.mailbox_create("postmaster")),
+                         "[VALIDATION] mailbox name 'postmaster' is a role address (RFC 2142); "
+                         "only root can create it")
+        self.assertEqual(self.daemon.calls, [("MAILBOX-CREATE", {"name": "postmaster"})])
 
     def test_delete(self):
         """MAILBOX-DELETE with force as given; `Mailbox '<name>' deleted.`"""

@@ -65,6 +65,8 @@ def main(args) -> int:
 async def create(args, s: session.Session) -> int:
     name = args.name
     configedit.check_mailbox_name(name)
+    # The daemon refuses this too; checking here says why even when it is down.
+    configedit.check_role_name(name, by_root=s.root)
     if args.owner == "":
         raise CliError("--owner value cannot be empty")
     if s.root:
@@ -122,6 +124,7 @@ def _ask_owner(name: str, s: session.Session) -> str:
 
 
 def _create_directly(s: session.Session, name: str, owner: str) -> None:
+    """Root's create with the daemon down (so role names are allowed, as over the socket)."""
     config = s.root_config(f"cannot read {s.config_path}")
     if config.mailbox(name) is not None:
         raise CliError(f"Mailbox '{name}' already exists")

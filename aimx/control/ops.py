@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from aimx.control.commands import EXCLUSIVE
 from aimx.core import configedit, submission
-from aimx.core.authz import ACCEPT, ROOT_BYPASS, Decision, authorize, visible
+from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
 from aimx.core.version import version_fields
 from aimx.errors import (
@@ -180,12 +180,20 @@ class Control:
     async def mailbox_create(self, caller: Caller, name: str, owner: str | None) -> str:
         """MAILBOX-CREATE (§6.3); root names the owner, anyone else owns it.
 
+        Role names (L{configedit.ROLE_NAMES}) are root's alone; the check runs
+        right after the name rule, before the owner is resolved.
+
         @return: the new address.
         """
         if owner is not None:
             configedit.check_owner_argument(owner)
         configedit.check_mailbox_name(name)
         username = self.passwd.username(caller.uid)
+        try:
+            configedit.check_role_name(name, by_root=caller.uid == 0)
+        except ValidationError as e:
+            self._log_decision("MAILBOX-CREATE", caller, username, name, Decision(REJECT, str(e)))
+            raise
         if caller.uid == 0:
             if owner is None:
                 raise ValidationError("MAILBOX-CREATE requires an Owner: header")

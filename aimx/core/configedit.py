@@ -8,6 +8,7 @@ share them, so both write the same config.toml.
 
 import json
 import re
+import types
 from collections.abc import Callable
 
 import attrs
@@ -19,6 +20,7 @@ from aimx.core.config import (
     Config,
     HookConfig,
     MailboxConfig,
+    ascii_lower,
     make_hook,
     validate_hooks,
     validate_mailbox_name,
@@ -90,6 +92,52 @@ def check_mailbox_name(name: str) -> None:
         validate_mailbox_name(name)
     except ConfigError as e:
         raise ValidationError(str(e)) from None
+
+
+# Role addresses: the names other sites and people expect to reach the operator
+# of a domain (RFC 2142 §4-§5, and RFC 5321 §4.5.1 for postmaster), plus the usual
+# system names.  Whoever holds one receives abuse reports, bounces and security
+# notices meant for the operator (certificate authorities even send domain
+# validation mail to admin@, webmaster@, hostmaster@ and postmaster@), so only
+# root hands them out.  A closed list, each with where it comes from (shown in
+# the refusal).
+ROLE_NAMES = types.MappingProxyType({
+    "postmaster": "RFC 2142",
+    "abuse": "RFC 2142",
+    "hostmaster": "RFC 2142",
+    "webmaster": "RFC 2142",
+    "security": "RFC 2142",
+    "noc": "RFC 2142",
+    "mailer-daemon": "system name",
+    "root": "system name",
+    "admin": "system name",
+})
+
+
+def role_name_source(name: str) -> str | None:
+    """Where a role name comes from (C{"RFC 2142"}, C{"system name"}), or C{None}.
+
+    Compared ASCII case-insensitively, as mail is routed
+    (L{aimx.core.config.resolve_mailbox}): C{Abuse@} reaches the same mailbox
+    as C{abuse@}, and RFC 5321 §4.5.1 makes C{postmaster} case-insensitive.
+    """
+    return ROLE_NAMES.get(ascii_lower(name))
+
+
+def check_role_name(name: str, *, by_root: bool) -> None:
+    """Only root creates a mailbox whose name (the local part of its address) is a role.
+
+    Creation only: a role mailbox already in config.toml works like any other.
+
+    @param by_root: the caller is root.
+    @raise ValidationError: C{mailbox name '<name>' is a role address (<source>);
+        only root can create it}.
+    """
+    source = role_name_source(name)
+    if source is not None and not by_root:
+        raise ValidationError(
+            f"mailbox name '{name}' is a role address ({source}); only root can create it"
+        )
 
 
 def check_new_owner(name: str, owner: str) -> None:

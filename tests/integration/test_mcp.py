@@ -392,6 +392,7 @@ class EndToEndTests(DaemonTestCase):
                 return text
 
             out = {"address": await ok("mailbox_create", {"name": "agent"})}
+            out["role"] = await call("mailbox_create", {"name": "postmaster"})
             await asyncio.to_thread(self.deliver, raw, "agent@test.local")
             [row] = json.loads(await ok("email_list", {"mailbox": "agent"}))
             ref = {"mailbox": "agent", "id": row["id"]}
@@ -417,6 +418,8 @@ class EndToEndTests(DaemonTestCase):
         names, out = await self.drive(self.agent, flow)
         self.assertEqual(sorted(names), sorted(NAMES))
         self.assertEqual(out["address"], f"agent@{DOMAIN}")
+        self.assertEqual(out["role"], (True, "[VALIDATION] mailbox name 'postmaster' is a role "
+                                             "address (RFC 2142); only root can create it"))
         row = out["row"]
         self.assertEqual((row["from"], row["subject"], row["read"]),
                          ("Sender <sender@example.net>", "Hello agent", False))
