@@ -2,9 +2,11 @@
 
 import tracemalloc
 
+import attrs
 from twisted.internet import defer, task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core.config import load_text
@@ -25,6 +27,8 @@ owner = "root"
 """
 
 ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")
+PER_IP_REFUSAL = b"421 4.7.0 Too many connections from your address, try again later"
+GLOBAL_REFUSAL = b"421 4.3.2 Too many connections, try again later"
 
 
 class Session:
@@ -32,7 +36,8 @@ class Session:
 
     def __init__(self, factory, peer="203.0.113.9"):
         self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 25))
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+        address = IPv6Address if ":" in peer else IPv4Address
+        self.transport = StringTransport(peerAddress=address("TCP", peer, 40000))
         self.proto.makeConnection(self.transport)
 
     def read(self) -> list[bytes]:
@@ -75,10 +80,27 @@ class ServerTestCase(SynchronousTestCase):
             return self.pending
         return defer.succeed(ACCEPTED)
 
-    def session(self, factory=None) -> Session:
-        s = Session(factory or self.factory)
+    def session(self, factory=None, peer="203.0.113.9") -> Session:
+        s = Session(factory or self.factory, peer)
         self.assertEqual(s.read(), [b"220 test.local ESMTP aimx"])
         return s
+
+    def refused(self, factory=None, peer="203.0.113.9") -> Session:
+        """A connection that must get exactly the per-IP 421 and be closed."""
+        s = Session(factory or self.factory, peer)
+        self.assertEqual(s.read(), [PER_IP_REFUSAL])
+        self.assertTrue(s.transport.disconnecting)
+        return s
+
+    def per_ip(self, cap: int):
+        """Set C{max_sessions_per_ip} in the live config snapshot."""
+        self.config = attrs.evolve(self.config, max_sessions_per_ip=cap)
+
+    def logged(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def watch_log(self):
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def greeted(self, factory=None) -> Session:
         s = self.session(factory)
@@ -478,6 +500,102 @@ class LimitTests(ServerTestCase):
         s.close()
         self.successResultOf(done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PerIpLimitTests(ServerTestCase):
+    def test_cap_reached(self):
+        """Past max_sessions_per_ip one address gets the 421 4.7.0 line alone, then a close."""
+        self.per_ip(2)
+        self.session(), self.session()
+        s = self.refused()
+        self.assertEqual(s.codes(b"EHLO x\r\nMAIL FROM:<a@b>\r\n"), [])
+
+    def test_other_addresses_unaffected(self):
+        """A full address does not stop another one from connecting."""
+        self.per_ip(1)
+        self.session(peer="203.0.113.9")
+        self.refused(peer="203.0.113.9")
+        self.session(peer="203.0.113.10")
+        self.session(peer="2001:db8::9")
+
+    def test_default_is_twenty(self):
+        """With the key unset the 21st session from one address is refused."""
+        for _ in range(20):
+            self.session()
+        self.refused()
+
+    def test_ipv4_mapped_counts_as_ipv4(self):
+        """An IPv4-mapped IPv6 peer shares the slots of its IPv4 address, both ways round."""
+        self.per_ip(2)
+        self.session(peer="198.51.100.7")
+        self.session(peer="::ffff:198.51.100.7")
+        self.refused(peer="198.51.100.7")
+        self.refused(peer="::FFFF:198.51.100.7")
+
+    def test_ipv6_spellings_are_one_address(self):
+        """Two spellings of one IPv6 address share its slots."""
+        self.per_ip(1)
+        self.session(peer="2001:db8::1")
+        self.refused(peer="2001:0db8:0:0:0:0:0:1")
+
+    def test_close_frees_the_slot(self):
+        """A closed session's slot is free for the next connection from that address."""
+        self.per_ip(1)
+        s = self.session()
+        s.close()
+        self.session()
+
+    def test_refused_close_frees_nothing(self):
+        """The close of a refused connection does not free a slot it never held."""
+        self.per_ip(1)
+        held = self.session()
+        for _ in range(3):
+            self.refused().close()
+        self.refused()
+        held.close()
+        self.session()
+
+    def test_cap_read_per_connection(self):
+        """The cap comes from the live config when each connection arrives."""
+        self.per_ip(1)
+        first = self.session()
+        self.refused()
+        self.per_ip(2)
+        self.session()
+        self.refused()
+        self.per_ip(1)
+        self.refused()
+        self.assertFalse(first.transport.disconnecting)
+
+    def test_refusal_logged_with_address(self):
+        """A per-IP refusal is logged with the peer address and the cap."""
+        self.watch_log()
+        self.per_ip(1)
+        self.session(peer="::ffff:198.51.100.7")
+        self.refused(peer="198.51.100.7")
+        [line] = [e for e in self.logged() if "Rejected" in e]
+        self.assertIn("198.51.100.7", line)
+        self.assertIn("max_sessions_per_ip=1", line)
+        self.assertFalse([e for e in self.logged() if "Connection closed" in e])
+
+    def test_global_cap_still_applies(self):
+        """The global cap refuses with its own 421 whatever the per-IP room."""
+        factory = self.make_factory(SmtpLimits(max_sessions=2))
+        self.session(factory, peer="203.0.113.1")
+        self.session(factory, peer="203.0.113.2")
+        third = Session(factory, peer="203.0.113.3")
+        self.assertEqual(third.read(), [GLOBAL_REFUSAL])
+
+    def test_global_refusal_takes_no_ip_slot(self):
+        """A connection refused by the global cap holds no per-IP slot."""
+        self.per_ip(1)
+        factory = self.make_factory(SmtpLimits(max_sessions=1))
+        other = self.session(factory, peer="203.0.113.1")
+        refused = Session(factory, peer="203.0.113.2")
+        self.assertEqual(refused.read(), [GLOBAL_REFUSAL])
+        refused.close()
+        other.close()
+        self.session(factory, peer="203.0.113.2")
 
 
 class BackpressureTests(ServerTestCase):

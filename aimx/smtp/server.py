@@ -23,7 +23,13 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail import smtp
 
-from aimx.core.address import Envelope, extract_path, mail_parameters, rcpt_verdict
+from aimx.core.address import (
+    Envelope,
+    client_address,
+    extract_path,
+    mail_parameters,
+    rcpt_verdict,
+)
 from aimx.errors import SmtpStatus
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -68,6 +74,9 @@ TOO_BIG_DECLARED = SmtpStatus(
 TOO_MANY_RCPTS = SmtpStatus(452, "4.5.3", "Too many recipients")
 TOO_MANY_ERRORS = SmtpStatus(421, "4.7.0", "Too many errors")
 TOO_MANY_SESSIONS = SmtpStatus(421, "4.3.2", "Too many connections, try again later")
+TOO_MANY_FROM_CLIENT = SmtpStatus(
+    421, "4.7.0", "Too many connections from your address, try again later"
+)
 IDLE_TIMEOUT = SmtpStatus(421, "4.4.2", "Idle timeout exceeded")
 SESSION_TIMEOUT = SmtpStatus(421, "4.4.2", "Connection timed out")
 DATA_TIMEOUT = SmtpStatus(421, "4.4.2", "Timeout during DATA")
@@ -100,19 +109,23 @@ class AimxESMTP(smtp.ESMTP):
         self._bytes = 0
         self._started = 0.0
         self._session_call = None
+        self._admitted = False
         self.peer = "?"
+        self.client = "?"
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self):
         self.peer = getattr(self.transport.getPeer(), "host", "?")
+        self.client = client_address(self.peer)
         self.canStartTLS = self.ctx is not None and ITLSTransport.providedBy(
             self.transport
         )
-        if not self.factory.session_started(self):
-            log.info("[{peer}] Rejected: connection limit reached", peer=self.peer)
-            self._send_and_close(TOO_MANY_SESSIONS)
+        refusal = self.factory.session_started(self)
+        if refusal is not None:
+            self._send_and_close(refusal)
             return
+        self._admitted = True
         self._domain = self.factory.domain()
         self.host = self._domain.encode("idna")
         self._started = self.factory.clock.seconds()
@@ -129,7 +142,8 @@ class AimxESMTP(smtp.ESMTP):
         self.setTimeout(None)
         if self._session_call is not None and self._session_call.active():
             self._session_call.cancel()
-        if not self.factory.session_ended(self):
+        self.factory.session_ended(self)
+        if not self._admitted:
             return
         if self._timed_out:
             outcome, result = "timeout", "timeout"
@@ -460,11 +474,12 @@ class AimxESMTP(smtp.ESMTP):
 
 @attrs.define
 class AimxSMTPFactory(ServerFactory):
-    """Builds sessions and tracks them for the connection cap and the drain.
+    """Builds sessions and tracks them for the connection caps and the drain.
 
     @ivar config: returns the live configuration snapshot.
     @ivar deliver: C{Envelope -> Deferred[SmtpStatus]}, the ingest chain.
     @ivar tls_options: an C{IOpenSSLServerConnectionCreator}, or C{None}.
+    @ivar sessions: the sessions that count towards the caps.
     """
 
     config: object
@@ -473,6 +488,7 @@ class AimxSMTPFactory(ServerFactory):
     limits: SmtpLimits = SmtpLimits()
     tls_options: object = None
     sessions: set = attrs.field(factory=set)
+    _per_client: dict = attrs.field(factory=dict)  # client address -> sessions counted
     _idle_waiters: list = attrs.field(factory=list)
     noisy = False
 
@@ -482,16 +498,40 @@ class AimxSMTPFactory(ServerFactory):
     def domain(self) -> str:
         return self.config().domain
 
-    def session_started(self, proto) -> bool:
+    def session_started(self, proto) -> SmtpStatus | None:
+        """Count a new session, or refuse it when a cap is reached (and log why).
+
+        The per-address cap is read from the live config at each connection.
+
+        @return: C{None} when admitted, else the 421 to send before closing.
+        """
         if len(self.sessions) >= self.limits.max_sessions:
-            return False
+            log.info("[{peer}] Rejected: connection limit reached", peer=proto.peer)
+            return TOO_MANY_SESSIONS
+        cap = self.config().max_sessions_per_ip
+        held = self._per_client.get(proto.client, 0)
+        if held >= cap:
+            log.info(
+                "[{peer}] Rejected: {held} sessions already open from {client} "
+                "(max_sessions_per_ip={cap})",
+                peer=proto.peer,
+                client=proto.client,
+                held=held,
+                cap=cap,
+            )
+            return TOO_MANY_FROM_CLIENT
         self.sessions.add(proto)
-        return True
+        self._per_client[proto.client] = held + 1
+        return None
 
     def session_ended(self, proto) -> bool:
+        """Stop counting C{proto}; C{False} when it was not counted (a refused one)."""
         if proto not in self.sessions:
             return False
         self.sessions.discard(proto)
+        left = self._per_client.pop(proto.client) - 1
+        if left:
+            self._per_client[proto.client] = left
         if not self.sessions:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
