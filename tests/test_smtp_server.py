@@ -598,6 +598,129 @@ class PerIpLimitTests(ServerTestCase):
         self.session(factory, peer="203.0.113.2")
 
 
+class QuitReleaseTests(ServerTestCase):
+    """A session stops counting once its 221 is written, before the TCP close."""
+
+    def quit(self, s: Session):
+        self.assertEqual(s.send(b"QUIT\r\n"), [b"221 2.0.0 Bye"])
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_quit_frees_address_slot(self):
+        """After the 221, the address's slot is free though the socket is still open."""
+        self.per_ip(1)
+        first = self.session()
+        self.quit(first)
+        self.session()
+        self.refused()
+
+    def test_quit_frees_global_slot(self):
+        """After the 221, the global slot is free though the socket is still open."""
+        factory = self.make_factory(SmtpLimits(max_sessions=1))
+        self.quit(self.session(factory, peer="203.0.113.1"))
+        self.session(factory, peer="203.0.113.2")
+
+    def test_back_to_back_never_refused(self):
+        """A client keeping 20 sessions busy, each QUIT then reconnect, is never refused."""
+        live = [self.session() for _ in range(20)]
+        quitted = []
+        for _ in range(200):
+            oldest = live.pop(0)
+            self.quit(oldest)
+            quitted.append(oldest)
+            live.append(self.session())
+        for s in reversed(quitted):
+            s.close()
+        self.refused()
+
+    def test_close_after_quit_counts_once(self):
+        """The TCP close of a QUIT'd session frees nothing a second time."""
+        self.per_ip(2)
+        a = self.session()
+        self.quit(a)
+        a.close()
+        self.session(), self.session()
+        self.refused()
+
+    def test_quit_logged_once_at_close(self):
+        """The session's summary is logged once, when the connection is closed."""
+        self.watch_log()
+        s = self.session()
+        self.quit(s)
+        self.assertEqual([e for e in self.logged() if "Connection closed" in e], [])
+        s.close()
+        [line] = [e for e in self.logged() if "Connection closed" in e]
+        self.assertIn("result=ok", line)
+
+    def test_drain_waits_for_quitting_socket(self):
+        """A drain is not done while a QUIT'd socket is still open; its close ends it."""
+        busy, quitting = self.session(), self.session()
+        done = self.factory.drain(30)
+        self.quit(quitting)
+        busy.send(b"QUIT\r\n")
+        busy.close()
+        self.assertNoResult(done)
+        quitting.close()
+        self.successResultOf(done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_drain_when_only_quitting_sockets_left(self):
+        """A drain started after the last QUIT still waits for that socket to close."""
+        s = self.session()
+        self.quit(s)
+        done = self.factory.drain(30)
+        self.assertNoResult(done)
+        s.close()
+        self.successResultOf(done)
+
+    def test_drain_aborts_lingering_quit(self):
+        """At the end of the drain grace a QUIT'd socket still open is aborted too."""
+        s = self.session()
+        self.quit(s)
+        done = self.factory.drain(5)
+        self.clock.advance(5)
+        self.assertTrue(s.transport.disconnected)
+        s.close()
+        self.successResultOf(done)
+
+    def test_lingering_quit_aborted_after_grace(self):
+        """A QUIT'd peer that does not take its 221 is dropped after close_grace."""
+        s = self.session()
+        self.quit(s)
+        self.clock.advance(SmtpLimits().close_grace - 1)
+        self.assertFalse(s.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(s.transport.disconnected)
+
+    def test_nothing_written_after_221(self):
+        """Timers running out after the 221 write nothing more, they only drop the socket."""
+        s = self.session()
+        self.quit(s)
+        s.send(b"NOOP\r\n")
+        self.clock.advance(700)
+        self.assertEqual(s.read(), [])
+        self.assertTrue(s.transport.disconnected)
+
+    def test_lingering_quits_bounded(self):
+        """More QUIT'd-but-open sockets than max_sessions: the oldest is aborted."""
+        factory = self.make_factory(SmtpLimits(max_sessions=2))
+        sessions = []
+        for _ in range(3):
+            s = self.session(factory)
+            self.quit(s)
+            sessions.append(s)
+        self.assertEqual([s.transport.disconnected for s in sessions], [True, False, False])
+        sessions[0].close()
+        self.session(factory)
+
+    def test_error_close_also_bounded(self):
+        """Any close (here the 20th error) drops a peer that leaves its replies unread."""
+        s = self.session()
+        s.send(b"BOGUS\r\n" * 20)
+        self.assertTrue(s.transport.disconnecting)
+        self.clock.advance(SmtpLimits().close_grace)
+        self.assertTrue(s.transport.disconnected)
+
+
 class BackpressureTests(ServerTestCase):
     def test_flood_while_storing_pauses_reading(self):
         """Input piling up behind a message being stored pauses the transport until its reply."""

@@ -55,6 +55,9 @@ class SmtpLimits:
     max_command_line: int = 1024
     idle_timeout: float = 300
     session_timeout: float = 600
+    # After our last reply (221, 421) the socket only waits for that reply to be
+    # taken; a peer that stops reading is dropped after this long.
+    close_grace: float = 30
 
 
 OK = SmtpStatus(250, "2.0.0", "OK")
@@ -164,11 +167,19 @@ class AimxESMTP(smtp.ESMTP):
         )
 
     def timeoutConnection(self):
+        if self._closing:
+            # The close_grace of _send_and_close ran out: the peer is not taking
+            # our last reply, so drop the socket instead of waiting on it.
+            self.transport.abortConnection()
+            return
         self._timed_out = True
         self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else IDLE_TIMEOUT)
 
     def _session_timed_out(self):
         self._session_call = None
+        if self._closing:
+            self.transport.abortConnection()
+            return
         self._timed_out = True
         self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else SESSION_TIMEOUT)
 
@@ -177,6 +188,9 @@ class AimxESMTP(smtp.ESMTP):
         self._closing = True
         self._buffer, self._offset = b"", 0
         self.transport.loseConnection()
+        # loseConnection waits until every reply is written, which is forever
+        # for a peer that does not read: bound that wait.
+        self.setTimeout(self.limits.close_grace)
 
     def _reply(self, status: SmtpStatus):
         self.sendLine(status.line())
@@ -361,6 +375,9 @@ class AimxESMTP(smtp.ESMTP):
 
     def cmd_QUIT(self, args):
         self._send_and_close(SmtpStatus(221, "2.0.0", "Bye"))
+        # The session is over once its 221 is written; a client may reconnect
+        # before our TCP close completes, so stop counting it towards the caps now.
+        self.factory.session_quit(self)
 
     def cmd_STARTTLS(self, args):
         if self.startedTLS:
@@ -489,6 +506,9 @@ class AimxSMTPFactory(ServerFactory):
     tls_options: object = None
     sessions: set = attrs.field(factory=set)
     _per_client: dict = attrs.field(factory=dict)  # client address -> sessions counted
+    # Sessions whose QUIT was answered but whose socket is still open, oldest first
+    # (a dict as an ordered set): they no longer count, but the drain waits for them.
+    _quitting: dict = attrs.field(factory=dict)
     _idle_waiters: list = attrs.field(factory=list)
     noisy = False
 
@@ -524,18 +544,40 @@ class AimxSMTPFactory(ServerFactory):
         self._per_client[proto.client] = held + 1
         return None
 
-    def session_ended(self, proto) -> bool:
-        """Stop counting C{proto}; C{False} when it was not counted (a refused one)."""
+    def session_quit(self, proto) -> None:
+        """C{proto} answered QUIT: stop counting it; it is now only waiting to close.
+
+        Uncounted sockets must stay bounded, so past C{max_sessions} of them the
+        oldest is dropped.
+        """
+        if not self._uncount(proto):
+            return
+        self._quitting[proto] = None
+        if len(self._quitting) > self.limits.max_sessions:
+            oldest = next(iter(self._quitting))
+            del self._quitting[oldest]
+            log.info("[{peer}] Dropped: closing connection not taking its 221",
+                     peer=oldest.peer)
+            oldest.transport.abortConnection()
+
+    def session_ended(self, proto) -> None:
+        """C{proto}'s connection is gone: forget it, whatever state it was in."""
+        if not self._uncount(proto):
+            if proto not in self._quitting:
+                return  # refused at connect, or already dropped by session_quit
+            del self._quitting[proto]
+        if not self.sessions and not self._quitting:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _uncount(self, proto) -> bool:
         if proto not in self.sessions:
             return False
         self.sessions.discard(proto)
         left = self._per_client.pop(proto.client) - 1
         if left:
             self._per_client[proto.client] = left
-        if not self.sessions:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
         return True
 
     def drain(self, grace: float) -> defer.Deferred:
@@ -543,18 +585,19 @@ class AimxSMTPFactory(ServerFactory):
 
         @return: a Deferred that fires once no session is left.
         """
-        if not self.sessions:
+        if not self.sessions and not self._quitting:
             return defer.succeed(None)
         done = defer.Deferred()
         self._idle_waiters.append(done)
 
         def expire():
-            if self.sessions:
+            left = [*self.sessions, *self._quitting]
+            if left:
                 log.info(
                     "Grace period expired, forcefully closing {n} connections",
-                    n=len(self.sessions),
+                    n=len(left),
                 )
-                for proto in list(self.sessions):
+                for proto in left:
                     proto.transport.abortConnection()
 
         call = self.clock.callLater(grace, expire)
