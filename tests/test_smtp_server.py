@@ -235,15 +235,76 @@ class RcptTests(ServerTestCase):
             [b"550", b"250"],
         )
 
+    def rcpts(self, s: Session, addresses) -> list[bytes]:
+        return s.send(b"".join(b"RCPT TO:<%s>\r\n" % a for a in addresses))
+
     def test_recipient_cap(self):
         """The 101st RCPT of a transaction is 452 4.5.3; earlier ones stay."""
         s = self.greeted()
         s.send(b"MAIL FROM:<a@example.com>\r\n")
-        replies = s.send(b"RCPT TO:<alice@test.local>\r\n" * 101)
+        replies = self.rcpts(s, [b"alice+%d@test.local" % i for i in range(101)])
         self.assertEqual(replies[:100], [b"250 2.1.5 OK"] * 100)
         self.assertEqual(replies[100], b"452 4.5.3 Too many recipients")
         s.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
         self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_duplicate_rcpt_stored_once(self):
+        """A RCPT equal to an accepted one, ASCII case aside, is 250 but not added again."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        addresses = [b"alice@test.local", b"ALICE@test.local", b"alice@TEST.local", b"alice@test.local"]
+        self.assertEqual(self.rcpts(s, addresses), [b"250 2.1.5 OK"] * 4)
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, ("alice@test.local",))
+
+    def test_same_mailbox_other_address_kept(self):
+        """alice+tag@ and alice@ are different addresses: both stay (not this rule's business)."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.rcpts(s, [b"alice@test.local", b"alice+tag@test.local", b"Alice+Tag@test.local"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, ("alice@test.local", "alice+tag@test.local"))
+
+    def test_duplicates_do_not_fill_the_cap(self):
+        """150 copies of one RCPT take one recipient slot; 99 others still fit, then 452."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(self.rcpts(s, [b"alice@test.local"] * 150), [b"250 2.1.5 OK"] * 150)
+        others = [b"alice+%d@test.local" % i for i in range(99)]
+        self.assertEqual(self.rcpts(s, others), [b"250 2.1.5 OK"] * 99)
+        self.assertEqual(self.rcpts(s, [b"alice+x@test.local"]), [b"452 4.5.3 Too many recipients"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_duplicate_at_the_cap(self):
+        """With the cap reached, a RCPT already accepted is still 250; a new one is 452."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.rcpts(s, [b"alice+%d@test.local" % i for i in range(100)])
+        self.assertEqual(
+            [r[:3] for r in self.rcpts(s, [b"ALICE+0@test.local", b"alice+100@test.local"])],
+            [b"250", b"452"],
+        )
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_rejected_rcpt_is_not_remembered(self):
+        """A refused RCPT does not make a later identical one a silent duplicate."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(s.codes(b"RCPT TO:<carol@test.local>\r\n"), [b"550"])
+        self.config, _ = load_text(CATCHALL, "test.toml")
+        self.assertEqual(s.codes(b"RCPT TO:<carol@test.local>\r\n"), [b"250"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, ("carol@test.local",))
+
+    def test_duplicates_forgotten_between_transactions(self):
+        """RSET and a delivered message start a fresh recipient list."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nRSET\r\n")
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\nx\r\n.\r\n")
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\ny\r\n.\r\n")
+        self.assertEqual([e.rcpts for e in self.delivered], [("alice@test.local",)] * 2)
 
     def test_size_declared_too_big(self):
         """MAIL FROM with SIZE= above the limit is 552 5.3.4 at once (RFC 1870)."""
@@ -260,6 +321,16 @@ class CatchallRcptTests(ServerTestCase):
         s = self.greeted()
         s.send(b"MAIL FROM:<a@b>\r\n")
         self.assertEqual(s.codes(b"RCPT TO:<randomuser@test.local>\r\n"), [b"250"])
+
+    def test_duplicates_fold_ascii_case_only(self):
+        """Only ASCII letters fold: KELVIN SIGN and k, or \xc9 and \xe9, stay two recipients."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\n")
+        addresses = ["kim@test.local", "\u212aim@test.local", "\xe9@test.local", "\xc9@test.local"]
+        for address in addresses:
+            self.assertEqual(s.codes(f"RCPT TO:<{address}>\r\n".encode()), [b"250"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, tuple(addresses))
 
 
 class DataTests(ServerTestCase):

@@ -30,6 +30,7 @@ from aimx.core.address import (
     mail_parameters,
     rcpt_verdict,
 )
+from aimx.core.config import ascii_lower
 from aimx.errors import SmtpStatus
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -102,6 +103,7 @@ class AimxESMTP(smtp.ESMTP):
         self._helo_arg = None
         self._mail_from = None  # None: no MAIL yet; "" for the null sender
         self._rcpts = []
+        self._rcpt_keys = set()  # ASCII-lower-cased _rcpts, for duplicates
         self._errors = 0
         self._busy = False
         self._closing = False
@@ -270,6 +272,7 @@ class AimxESMTP(smtp.ESMTP):
     def _reset_transaction(self):
         self._mail_from = None
         self._rcpts = []
+        self._rcpt_keys = set()
 
     def cmd_EHLO(self, args):
         if not args:
@@ -325,6 +328,12 @@ class AimxESMTP(smtp.ESMTP):
         if not path:
             self._error(SmtpStatus(501, "5.5.4", "Syntax: RCPT TO:<address>"))
             return
+        key = ascii_lower(path)
+        if key in self._rcpt_keys:
+            # Already a recipient of this message: storing it again would only
+            # land a second copy in the same mailbox. Answer as for the first.
+            self._reply(RCPT_OK)
+            return
         if len(self._rcpts) >= self.limits.max_recipients:
             self._reply(TOO_MANY_RCPTS)
             return
@@ -347,6 +356,7 @@ class AimxESMTP(smtp.ESMTP):
             self._error(verdict)
             return
         self._rcpts.append(path)
+        self._rcpt_keys.add(key)
         self._reply(RCPT_OK)
 
     def cmd_DATA(self, args):

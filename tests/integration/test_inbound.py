@@ -121,6 +121,23 @@ class RoutingTests(DaemonTestCase):
         self.assertEqual(len(self.inbox("alice")), 2)
 
     @defer.inlineCallbacks
+    def test_duplicate_rcpt_stored_once(self):
+        """RCPT alice@ then ALICE@ in one transaction stores one file, even without Message-ID."""
+        raw = b"From: a@example.com\r\nTo: alice@test.local\r\nSubject: once\r\n\r\nHi\r\n"
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                c.ehlo("x")
+                c.mail("a@example.com")
+                replies = [c.rcpt(rcpt)[0] for rcpt in ("alice@test.local", "ALICE@Test.Local")]
+                return replies, c.data(raw)[0]
+
+        replies, data = yield threads.deferToThread(send)
+        self.assertEqual((replies, data), ([250, 250], 250))
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(fields["delivered_to"], "alice@test.local")
+
+    @defer.inlineCallbacks
     def test_dedup(self):
         """A repeated Message-ID is stored once per mailbox (case 25)."""
         yield self.smtp(PLAIN, ["alice@test.local"])
