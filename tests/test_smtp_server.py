@@ -252,7 +252,9 @@ class RcptTests(ServerTestCase):
         """A RCPT equal to an accepted one, ASCII case aside, is 250 but not added again."""
         s = self.greeted()
         s.send(b"MAIL FROM:<a@example.com>\r\n")
-        addresses = [b"alice@test.local", b"ALICE@test.local", b"alice@TEST.local", b"alice@test.local"]
+        addresses = [
+            b"alice@test.local", b"ALICE@test.local", b"alice@TEST.local", b"alice@test.local"
+        ]
         self.assertEqual(self.rcpts(s, addresses), [b"250 2.1.5 OK"] * 4)
         s.send(b"DATA\r\nx\r\n.\r\n")
         self.assertEqual(self.delivered[0].rcpts, ("alice@test.local",))
