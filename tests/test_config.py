@@ -7,6 +7,7 @@ import tomli_w
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core import config as cfg
+from aimx.core import configedit
 from aimx.core.config import (
     DEFAULT_SIGNATURE,
     Config,
@@ -88,6 +89,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.effective_signature, "Sent from AIMX.  \nhttps://aimx.email")
         self.assertEqual(config.effective_verify_host, "https://check.aimx.email")
         self.assertEqual(config.catchall().name, "catchall")
+        self.assertEqual(config.max_sessions_per_ip, 20)
 
     def test_explicit_values(self):
         """Set top-level keys are kept; an empty signature disables it."""
@@ -639,6 +641,65 @@ class DecodeTests(_Case):
             self.assertEqual(self.error(BASE + text), f"{PATH}: {expected}")
 
 
+class SessionsPerIpTests(_Case):
+    def test_set_value_loads(self):
+        """C{max_sessions_per_ip} takes any integer >= 1, 1 included."""
+        for value in (1, 3, 500):
+            config, _ = load(f"max_sessions_per_ip = {value}\n" + BASE + CATCHALL)
+            self.assertEqual(config.max_sessions_per_ip, value)
+
+    def test_wrong_type(self):
+        """A string, boolean, float or array is a type error naming the key and the file."""
+        for value in ('"3"', "true", "2.5", "[3]"):
+            self.assertEqual(
+                self.error(f"max_sessions_per_ip = {value}\n" + BASE),
+                f"{PATH}: max_sessions_per_ip: expected an integer",
+            )
+
+    def test_below_one(self):
+        """Zero or a negative value is refused, naming the key, the file and the bound."""
+        for value in (0, -1, -(2**63)):
+            message = self.error(f"max_sessions_per_ip = {value}\n" + BASE)
+            self.assertEqual(
+                message,
+                f"{PATH}: max_sessions_per_ip: expected an integer >= 1, got {value}",
+            )
+
+    def test_in_a_table_is_not_the_key(self):
+        """The key inside a mailbox table is an unknown mailbox key, ignored."""
+        config, _ = load(BASE + ALICE + "max_sessions_per_ip = 0\n")
+        self.assertEqual(config.max_sessions_per_ip, 20)
+
+    def test_default_not_written(self):
+        """A rewrite omits the key at its default and writes any other value."""
+        config, _ = load(BASE + CATCHALL)
+        self.assertNotIn("max_sessions_per_ip", to_toml(config))
+        config, _ = load("max_sessions_per_ip = 20\n" + BASE + CATCHALL)
+        self.assertNotIn("max_sessions_per_ip", to_toml(config))
+        config, _ = load("max_sessions_per_ip = 7\n" + BASE + CATCHALL)
+        self.assertEqual(to_toml(config)["max_sessions_per_ip"], 7)
+
+    def test_kept_by_control_edits(self):
+        """A mailbox edit and its atomic rewrite keep a non-default value."""
+        config, _ = load("max_sessions_per_ip = 7\n" + BASE + CATCHALL)
+        edited = configedit.add_mailbox(config, "carol", "carol")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        configfile.write_atomic(directory, edited)
+        again, _ = configfile.load(directory)
+        self.assertEqual(again.max_sessions_per_ip, 7)
+        self.assertEqual(again.mailbox("carol").owner, "carol")
+
+    def test_contrib_example_loads(self):
+        """contrib/config.toml loads and documents the key at its default."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            text = f.read()
+        config, _ = load(text)
+        self.assertIn("max_sessions_per_ip = 20", text)
+        self.assertEqual(config.max_sessions_per_ip, 20)
+
+
 class ValidationOrderTests(_Case):
     def test_empty_owner_before_trust(self):
         """Step 6 (empty owner) is reported before step 7 (trust)."""
@@ -723,7 +784,7 @@ class ToTomlTests(SynchronousTestCase):
     def test_round_trip(self):
         """Dumping and reloading gives an equal config."""
         config, _ = load(
-            BASE + 'signature = "Bye"\n' + CATCHALL + ALICE
+            BASE + 'signature = "Bye"\nmax_sessions_per_ip = 9\n' + CATCHALL + ALICE
             + hook('event = "on_receive"\ncmd = ["/bin/sh", "-c", "echo \\"$X\\""]')
         )
         again, _ = load(tomli_w.dumps(to_toml(config)))

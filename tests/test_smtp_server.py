@@ -2,9 +2,11 @@
 
 import tracemalloc
 
+import attrs
 from twisted.internet import defer, task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core.config import load_text
@@ -25,6 +27,8 @@ owner = "root"
 """
 
 ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")
+PER_IP_REFUSAL = b"421 4.7.0 Too many connections from your address, try again later"
+GLOBAL_REFUSAL = b"421 4.3.2 Too many connections, try again later"
 
 
 class Session:
@@ -32,7 +36,8 @@ class Session:
 
     def __init__(self, factory, peer="203.0.113.9"):
         self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 25))
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
+        address = IPv6Address if ":" in peer else IPv4Address
+        self.transport = StringTransport(peerAddress=address("TCP", peer, 40000))
         self.proto.makeConnection(self.transport)
 
     def read(self) -> list[bytes]:
@@ -75,10 +80,27 @@ class ServerTestCase(SynchronousTestCase):
             return self.pending
         return defer.succeed(ACCEPTED)
 
-    def session(self, factory=None) -> Session:
-        s = Session(factory or self.factory)
+    def session(self, factory=None, peer="203.0.113.9") -> Session:
+        s = Session(factory or self.factory, peer)
         self.assertEqual(s.read(), [b"220 test.local ESMTP aimx"])
         return s
+
+    def refused(self, factory=None, peer="203.0.113.9") -> Session:
+        """A connection that must get exactly the per-IP 421 and be closed."""
+        s = Session(factory or self.factory, peer)
+        self.assertEqual(s.read(), [PER_IP_REFUSAL])
+        self.assertTrue(s.transport.disconnecting)
+        return s
+
+    def per_ip(self, cap: int):
+        """Set C{max_sessions_per_ip} in the live config snapshot."""
+        self.config = attrs.evolve(self.config, max_sessions_per_ip=cap)
+
+    def logged(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+    def watch_log(self):
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def greeted(self, factory=None) -> Session:
         s = self.session(factory)
@@ -213,15 +235,78 @@ class RcptTests(ServerTestCase):
             [b"550", b"250"],
         )
 
+    def rcpts(self, s: Session, addresses) -> list[bytes]:
+        return s.send(b"".join(b"RCPT TO:<%s>\r\n" % a for a in addresses))
+
     def test_recipient_cap(self):
         """The 101st RCPT of a transaction is 452 4.5.3; earlier ones stay."""
         s = self.greeted()
         s.send(b"MAIL FROM:<a@example.com>\r\n")
-        replies = s.send(b"RCPT TO:<alice@test.local>\r\n" * 101)
+        replies = self.rcpts(s, [b"alice+%d@test.local" % i for i in range(101)])
         self.assertEqual(replies[:100], [b"250 2.1.5 OK"] * 100)
         self.assertEqual(replies[100], b"452 4.5.3 Too many recipients")
         s.send(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
         self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_duplicate_rcpt_stored_once(self):
+        """A RCPT equal to an accepted one, ASCII case aside, is 250 but not added again."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        addresses = [
+            b"alice@test.local", b"ALICE@test.local", b"alice@TEST.local", b"alice@test.local"
+        ]
+        self.assertEqual(self.rcpts(s, addresses), [b"250 2.1.5 OK"] * 4)
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, ("alice@test.local",))
+
+    def test_same_mailbox_other_address_kept(self):
+        """alice+tag@ and alice@ are different addresses: both stay (not this rule's business)."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.rcpts(s, [b"alice@test.local", b"alice+tag@test.local", b"Alice+Tag@test.local"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, ("alice@test.local", "alice+tag@test.local"))
+
+    def test_duplicates_do_not_fill_the_cap(self):
+        """150 copies of one RCPT take one recipient slot; 99 others still fit, then 452."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(self.rcpts(s, [b"alice@test.local"] * 150), [b"250 2.1.5 OK"] * 150)
+        others = [b"alice+%d@test.local" % i for i in range(99)]
+        self.assertEqual(self.rcpts(s, others), [b"250 2.1.5 OK"] * 99)
+        self.assertEqual(self.rcpts(s, [b"alice+x@test.local"]), [b"452 4.5.3 Too many recipients"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_duplicate_at_the_cap(self):
+        """With the cap reached, a RCPT already accepted is still 250; a new one is 452."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.rcpts(s, [b"alice+%d@test.local" % i for i in range(100)])
+        self.assertEqual(
+            [r[:3] for r in self.rcpts(s, [b"ALICE+0@test.local", b"alice+100@test.local"])],
+            [b"250", b"452"],
+        )
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(len(self.delivered[0].rcpts), 100)
+
+    def test_rejected_rcpt_is_not_remembered(self):
+        """A refused RCPT does not make a later identical one a silent duplicate."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(s.codes(b"RCPT TO:<carol@test.local>\r\n"), [b"550"])
+        self.config, _ = load_text(CATCHALL, "test.toml")
+        self.assertEqual(s.codes(b"RCPT TO:<carol@test.local>\r\n"), [b"250"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, ("carol@test.local",))
+
+    def test_duplicates_forgotten_between_transactions(self):
+        """RSET and a delivered message start a fresh recipient list."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nRSET\r\n")
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\nx\r\n.\r\n")
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\ny\r\n.\r\n")
+        self.assertEqual([e.rcpts for e in self.delivered], [("alice@test.local",)] * 2)
 
     def test_size_declared_too_big(self):
         """MAIL FROM with SIZE= above the limit is 552 5.3.4 at once (RFC 1870)."""
@@ -238,6 +323,16 @@ class CatchallRcptTests(ServerTestCase):
         s = self.greeted()
         s.send(b"MAIL FROM:<a@b>\r\n")
         self.assertEqual(s.codes(b"RCPT TO:<randomuser@test.local>\r\n"), [b"250"])
+
+    def test_duplicates_fold_ascii_case_only(self):
+        """Only ASCII letters fold: KELVIN SIGN and k, or \xc9 and \xe9, stay two recipients."""
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\n")
+        addresses = ["kim@test.local", "\u212aim@test.local", "\xe9@test.local", "\xc9@test.local"]
+        for address in addresses:
+            self.assertEqual(s.codes(f"RCPT TO:<{address}>\r\n".encode()), [b"250"])
+        s.send(b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual(self.delivered[0].rcpts, tuple(addresses))
 
 
 class DataTests(ServerTestCase):
@@ -478,6 +573,225 @@ class LimitTests(ServerTestCase):
         s.close()
         self.successResultOf(done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PerIpLimitTests(ServerTestCase):
+    def test_cap_reached(self):
+        """Past max_sessions_per_ip one address gets the 421 4.7.0 line alone, then a close."""
+        self.per_ip(2)
+        self.session(), self.session()
+        s = self.refused()
+        self.assertEqual(s.codes(b"EHLO x\r\nMAIL FROM:<a@b>\r\n"), [])
+
+    def test_other_addresses_unaffected(self):
+        """A full address does not stop another one from connecting."""
+        self.per_ip(1)
+        self.session(peer="203.0.113.9")
+        self.refused(peer="203.0.113.9")
+        self.session(peer="203.0.113.10")
+        self.session(peer="2001:db8::9")
+
+    def test_default_is_twenty(self):
+        """With the key unset the 21st session from one address is refused."""
+        for _ in range(20):
+            self.session()
+        self.refused()
+
+    def test_ipv4_mapped_counts_as_ipv4(self):
+        """An IPv4-mapped IPv6 peer shares the slots of its IPv4 address, both ways round."""
+        self.per_ip(2)
+        self.session(peer="198.51.100.7")
+        self.session(peer="::ffff:198.51.100.7")
+        self.refused(peer="198.51.100.7")
+        self.refused(peer="::FFFF:198.51.100.7")
+
+    def test_ipv6_spellings_are_one_address(self):
+        """Two spellings of one IPv6 address share its slots."""
+        self.per_ip(1)
+        self.session(peer="2001:db8::1")
+        self.refused(peer="2001:0db8:0:0:0:0:0:1")
+
+    def test_close_frees_the_slot(self):
+        """A closed session's slot is free for the next connection from that address."""
+        self.per_ip(1)
+        s = self.session()
+        s.close()
+        self.session()
+
+    def test_refused_close_frees_nothing(self):
+        """The close of a refused connection does not free a slot it never held."""
+        self.per_ip(1)
+        held = self.session()
+        for _ in range(3):
+            self.refused().close()
+        self.refused()
+        held.close()
+        self.session()
+
+    def test_cap_read_per_connection(self):
+        """The cap comes from the live config when each connection arrives."""
+        self.per_ip(1)
+        first = self.session()
+        self.refused()
+        self.per_ip(2)
+        self.session()
+        self.refused()
+        self.per_ip(1)
+        self.refused()
+        self.assertFalse(first.transport.disconnecting)
+
+    def test_refusal_logged_with_address(self):
+        """A per-IP refusal is logged with the peer address and the cap."""
+        self.watch_log()
+        self.per_ip(1)
+        self.session(peer="::ffff:198.51.100.7")
+        self.refused(peer="198.51.100.7")
+        [line] = [e for e in self.logged() if "Rejected" in e]
+        self.assertIn("198.51.100.7", line)
+        self.assertIn("max_sessions_per_ip=1", line)
+        self.assertFalse([e for e in self.logged() if "Connection closed" in e])
+
+    def test_global_cap_still_applies(self):
+        """The global cap refuses with its own 421 whatever the per-IP room."""
+        factory = self.make_factory(SmtpLimits(max_sessions=2))
+        self.session(factory, peer="203.0.113.1")
+        self.session(factory, peer="203.0.113.2")
+        third = Session(factory, peer="203.0.113.3")
+        self.assertEqual(third.read(), [GLOBAL_REFUSAL])
+
+    def test_global_refusal_takes_no_ip_slot(self):
+        """A connection refused by the global cap holds no per-IP slot."""
+        self.per_ip(1)
+        factory = self.make_factory(SmtpLimits(max_sessions=1))
+        other = self.session(factory, peer="203.0.113.1")
+        refused = Session(factory, peer="203.0.113.2")
+        self.assertEqual(refused.read(), [GLOBAL_REFUSAL])
+        refused.close()
+        other.close()
+        self.session(factory, peer="203.0.113.2")
+
+
+class QuitReleaseTests(ServerTestCase):
+    """A session stops counting once its 221 is written, before the TCP close."""
+
+    def quit(self, s: Session):
+        self.assertEqual(s.send(b"QUIT\r\n"), [b"221 2.0.0 Bye"])
+        self.assertTrue(s.transport.disconnecting)
+
+    def test_quit_frees_address_slot(self):
+        """After the 221, the address's slot is free though the socket is still open."""
+        self.per_ip(1)
+        first = self.session()
+        self.quit(first)
+        self.session()
+        self.refused()
+
+    def test_quit_frees_global_slot(self):
+        """After the 221, the global slot is free though the socket is still open."""
+        factory = self.make_factory(SmtpLimits(max_sessions=1))
+        self.quit(self.session(factory, peer="203.0.113.1"))
+        self.session(factory, peer="203.0.113.2")
+
+    def test_back_to_back_never_refused(self):
+        """A client keeping 20 sessions busy, each QUIT then reconnect, is never refused."""
+        live = [self.session() for _ in range(20)]
+        quitted = []
+        for _ in range(200):
+            oldest = live.pop(0)
+            self.quit(oldest)
+            quitted.append(oldest)
+            live.append(self.session())
+        for s in reversed(quitted):
+            s.close()
+        self.refused()
+
+    def test_close_after_quit_counts_once(self):
+        """The TCP close of a QUIT'd session frees nothing a second time."""
+        self.per_ip(2)
+        a = self.session()
+        self.quit(a)
+        a.close()
+        self.session(), self.session()
+        self.refused()
+
+    def test_quit_logged_once_at_close(self):
+        """The session's summary is logged once, when the connection is closed."""
+        self.watch_log()
+        s = self.session()
+        self.quit(s)
+        self.assertEqual([e for e in self.logged() if "Connection closed" in e], [])
+        s.close()
+        [line] = [e for e in self.logged() if "Connection closed" in e]
+        self.assertIn("result=ok", line)
+
+    def test_drain_waits_for_quitting_socket(self):
+        """A drain is not done while a QUIT'd socket is still open; its close ends it."""
+        busy, quitting = self.session(), self.session()
+        done = self.factory.drain(30)
+        self.quit(quitting)
+        busy.send(b"QUIT\r\n")
+        busy.close()
+        self.assertNoResult(done)
+        quitting.close()
+        self.successResultOf(done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_drain_when_only_quitting_sockets_left(self):
+        """A drain started after the last QUIT still waits for that socket to close."""
+        s = self.session()
+        self.quit(s)
+        done = self.factory.drain(30)
+        self.assertNoResult(done)
+        s.close()
+        self.successResultOf(done)
+
+    def test_drain_aborts_lingering_quit(self):
+        """At the end of the drain grace a QUIT'd socket still open is aborted too."""
+        s = self.session()
+        self.quit(s)
+        done = self.factory.drain(5)
+        self.clock.advance(5)
+        self.assertTrue(s.transport.disconnected)
+        s.close()
+        self.successResultOf(done)
+
+    def test_lingering_quit_aborted_after_grace(self):
+        """A QUIT'd peer that does not take its 221 is dropped after close_grace."""
+        s = self.session()
+        self.quit(s)
+        self.clock.advance(SmtpLimits().close_grace - 1)
+        self.assertFalse(s.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(s.transport.disconnected)
+
+    def test_nothing_written_after_221(self):
+        """Timers running out after the 221 write nothing more, they only drop the socket."""
+        s = self.session()
+        self.quit(s)
+        s.send(b"NOOP\r\n")
+        self.clock.advance(700)
+        self.assertEqual(s.read(), [])
+        self.assertTrue(s.transport.disconnected)
+
+    def test_lingering_quits_bounded(self):
+        """More QUIT'd-but-open sockets than max_sessions: the oldest is aborted."""
+        factory = self.make_factory(SmtpLimits(max_sessions=2))
+        sessions = []
+        for _ in range(3):
+            s = self.session(factory)
+            self.quit(s)
+            sessions.append(s)
+        self.assertEqual([s.transport.disconnected for s in sessions], [True, False, False])
+        sessions[0].close()
+        self.session(factory)
+
+    def test_error_close_also_bounded(self):
+        """Any close (here the 20th error) drops a peer that leaves its replies unread."""
+        s = self.session()
+        s.send(b"BOGUS\r\n" * 20)
+        self.assertTrue(s.transport.disconnecting)
+        self.clock.advance(SmtpLimits().close_grace)
+        self.assertTrue(s.transport.disconnected)
 
 
 class BackpressureTests(ServerTestCase):

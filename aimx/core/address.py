@@ -5,6 +5,8 @@ spec README (route by each mailbox's configured address, case-insensitive local 
 ``+tag`` dropped, catchall fallback).
 """
 
+import ipaddress
+
 import attrs
 
 from aimx.core.config import Config, resolve_mailbox
@@ -27,6 +29,25 @@ class Envelope:
     mail_from: str | None
     rcpts: tuple[str, ...]
     raw: bytes
+
+
+def client_address(host: str) -> str:
+    """The key a connection's peer is counted under for the per-address session cap.
+
+    The canonical text of the IP address, so that two spellings of one address
+    count together; an IPv4-mapped IPv6 address (how a dual-stack listener sees an
+    IPv4 client) counts as the IPv4 address it carries.
+
+    @param host: the peer host as the transport reports it.
+    @return: the canonical address, or C{host} unchanged when it is no IP address.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
 
 
 def extract_path(args: str, keyword: str) -> str | None:

@@ -21,6 +21,9 @@ DEFAULT_SIGNATURE = "Sent from AIMX.  \nhttps://aimx.email"
 DEFAULT_VERIFY_HOST = "https://check.aimx.email"
 DEFAULT_HOOK_TIMEOUT = 60
 MAX_HOOK_TIMEOUT = 600
+# Postfix's smtpd_client_connection_count_limit is 50 of its 100 processes; ours is
+# 20 of the listener's 100 sessions, so one address cannot take the whole listener.
+DEFAULT_MAX_SESSIONS_PER_IP = 20
 EVENTS = ("on_receive", "after_send")
 TRUST_VALUES = ("none", "verified")
 RESERVED_OWNERS = ("root", "aimx-catchall")
@@ -141,6 +144,8 @@ class MailboxConfig:
 class Config:
     """A validated config.toml snapshot; replace it whole, never mutate it.
 
+    @ivar max_sessions_per_ip: how many SMTP sessions one client address may hold
+        open at once (>= 1).
     @ivar mailboxes: in file order.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
@@ -158,6 +163,7 @@ class Config:
     enable_ipv6: bool = False
     signature: str | None = None
     release_manifest_url: str | None = None
+    max_sessions_per_ip: int = DEFAULT_MAX_SESSIONS_PER_IP
     mailboxes: tuple[MailboxConfig, ...] = attrs.field(default=(), converter=tuple)
     file_data_dir: str | None = None
     _by_name: dict = attrs.field(init=False, eq=False, repr=False)
@@ -451,6 +457,14 @@ def _strings(table: dict, key: str, where: str, default=_MISSING):
     return tuple(value)
 
 
+def _at_least_one(table: dict, key: str, default: int) -> int:
+    """A top-level count: an integer >= 1 (a cap of 0 would refuse everyone)."""
+    value = _field(table, key, int, "", default)
+    if value < 1:
+        raise ConfigError(f"{key}: expected an integer >= 1, got {value}")
+    return value
+
+
 def _key(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
@@ -468,6 +482,9 @@ def _decode(raw: dict) -> Config:
         signature=_field(raw, "signature", str, "", None),
         release_manifest_url=_field(
             _field(raw, "upgrade", dict, "", {}), "release_manifest_url", str, "upgrade", None
+        ),
+        max_sessions_per_ip=_at_least_one(
+            raw, "max_sessions_per_ip", DEFAULT_MAX_SESSIONS_PER_IP
         ),
         mailboxes=[
             _decode_mailbox(name, table)
@@ -601,6 +618,8 @@ def to_toml(config: Config) -> dict:
         doc["verify_host"] = config.verify_host
     if config.signature is not None:
         doc["signature"] = config.signature
+    if config.max_sessions_per_ip != DEFAULT_MAX_SESSIONS_PER_IP:
+        doc["max_sessions_per_ip"] = config.max_sessions_per_ip
     if config.release_manifest_url is not None:
         doc["upgrade"] = {"release_manifest_url": config.release_manifest_url}
     doc["mailboxes"] = {mb.name: _mailbox_toml(mb) for mb in config.mailboxes}

@@ -23,7 +23,14 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail import smtp
 
-from aimx.core.address import Envelope, extract_path, mail_parameters, rcpt_verdict
+from aimx.core.address import (
+    Envelope,
+    client_address,
+    extract_path,
+    mail_parameters,
+    rcpt_verdict,
+)
+from aimx.core.config import ascii_lower
 from aimx.errors import SmtpStatus
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -49,6 +56,9 @@ class SmtpLimits:
     max_command_line: int = 1024
     idle_timeout: float = 300
     session_timeout: float = 600
+    # After our last reply (221, 421) the socket only waits for that reply to be
+    # taken; a peer that stops reading is dropped after this long.
+    close_grace: float = 30
 
 
 OK = SmtpStatus(250, "2.0.0", "OK")
@@ -68,6 +78,9 @@ TOO_BIG_DECLARED = SmtpStatus(
 TOO_MANY_RCPTS = SmtpStatus(452, "4.5.3", "Too many recipients")
 TOO_MANY_ERRORS = SmtpStatus(421, "4.7.0", "Too many errors")
 TOO_MANY_SESSIONS = SmtpStatus(421, "4.3.2", "Too many connections, try again later")
+TOO_MANY_FROM_CLIENT = SmtpStatus(
+    421, "4.7.0", "Too many connections from your address, try again later"
+)
 IDLE_TIMEOUT = SmtpStatus(421, "4.4.2", "Idle timeout exceeded")
 SESSION_TIMEOUT = SmtpStatus(421, "4.4.2", "Connection timed out")
 DATA_TIMEOUT = SmtpStatus(421, "4.4.2", "Timeout during DATA")
@@ -90,6 +103,7 @@ class AimxESMTP(smtp.ESMTP):
         self._helo_arg = None
         self._mail_from = None  # None: no MAIL yet; "" for the null sender
         self._rcpts = []
+        self._rcpt_keys = set()  # ASCII-lower-cased _rcpts, for duplicates
         self._errors = 0
         self._busy = False
         self._closing = False
@@ -100,19 +114,23 @@ class AimxESMTP(smtp.ESMTP):
         self._bytes = 0
         self._started = 0.0
         self._session_call = None
+        self._admitted = False
         self.peer = "?"
+        self.client = "?"
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self):
         self.peer = getattr(self.transport.getPeer(), "host", "?")
+        self.client = client_address(self.peer)
         self.canStartTLS = self.ctx is not None and ITLSTransport.providedBy(
             self.transport
         )
-        if not self.factory.session_started(self):
-            log.info("[{peer}] Rejected: connection limit reached", peer=self.peer)
-            self._send_and_close(TOO_MANY_SESSIONS)
+        refusal = self.factory.session_started(self)
+        if refusal is not None:
+            self._send_and_close(refusal)
             return
+        self._admitted = True
         self._domain = self.factory.domain()
         self.host = self._domain.encode("idna")
         self._started = self.factory.clock.seconds()
@@ -129,7 +147,8 @@ class AimxESMTP(smtp.ESMTP):
         self.setTimeout(None)
         if self._session_call is not None and self._session_call.active():
             self._session_call.cancel()
-        if not self.factory.session_ended(self):
+        self.factory.session_ended(self)
+        if not self._admitted:
             return
         if self._timed_out:
             outcome, result = "timeout", "timeout"
@@ -150,11 +169,19 @@ class AimxESMTP(smtp.ESMTP):
         )
 
     def timeoutConnection(self):
+        if self._closing:
+            # The close_grace of _send_and_close ran out: the peer is not taking
+            # our last reply, so drop the socket instead of waiting on it.
+            self.transport.abortConnection()
+            return
         self._timed_out = True
         self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else IDLE_TIMEOUT)
 
     def _session_timed_out(self):
         self._session_call = None
+        if self._closing:
+            self.transport.abortConnection()
+            return
         self._timed_out = True
         self._send_and_close(DATA_TIMEOUT if self._mode == _DATA else SESSION_TIMEOUT)
 
@@ -163,6 +190,9 @@ class AimxESMTP(smtp.ESMTP):
         self._closing = True
         self._buffer, self._offset = b"", 0
         self.transport.loseConnection()
+        # loseConnection waits until every reply is written, which is forever
+        # for a peer that does not read: bound that wait.
+        self.setTimeout(self.limits.close_grace)
 
     def _reply(self, status: SmtpStatus):
         self.sendLine(status.line())
@@ -242,6 +272,7 @@ class AimxESMTP(smtp.ESMTP):
     def _reset_transaction(self):
         self._mail_from = None
         self._rcpts = []
+        self._rcpt_keys = set()
 
     def cmd_EHLO(self, args):
         if not args:
@@ -297,6 +328,12 @@ class AimxESMTP(smtp.ESMTP):
         if not path:
             self._error(SmtpStatus(501, "5.5.4", "Syntax: RCPT TO:<address>"))
             return
+        key = ascii_lower(path)
+        if key in self._rcpt_keys:
+            # Already a recipient of this message: storing it again would only
+            # land a second copy in the same mailbox. Answer as for the first.
+            self._reply(RCPT_OK)
+            return
         if len(self._rcpts) >= self.limits.max_recipients:
             self._reply(TOO_MANY_RCPTS)
             return
@@ -319,6 +356,7 @@ class AimxESMTP(smtp.ESMTP):
             self._error(verdict)
             return
         self._rcpts.append(path)
+        self._rcpt_keys.add(key)
         self._reply(RCPT_OK)
 
     def cmd_DATA(self, args):
@@ -347,6 +385,9 @@ class AimxESMTP(smtp.ESMTP):
 
     def cmd_QUIT(self, args):
         self._send_and_close(SmtpStatus(221, "2.0.0", "Bye"))
+        # The session is over once its 221 is written; a client may reconnect
+        # before our TCP close completes, so stop counting it towards the caps now.
+        self.factory.session_quit(self)
 
     def cmd_STARTTLS(self, args):
         if self.startedTLS:
@@ -460,11 +501,12 @@ class AimxESMTP(smtp.ESMTP):
 
 @attrs.define
 class AimxSMTPFactory(ServerFactory):
-    """Builds sessions and tracks them for the connection cap and the drain.
+    """Builds sessions and tracks them for the connection caps and the drain.
 
     @ivar config: returns the live configuration snapshot.
     @ivar deliver: C{Envelope -> Deferred[SmtpStatus]}, the ingest chain.
     @ivar tls_options: an C{IOpenSSLServerConnectionCreator}, or C{None}.
+    @ivar sessions: the sessions that count towards the caps.
     """
 
     config: object
@@ -473,6 +515,10 @@ class AimxSMTPFactory(ServerFactory):
     limits: SmtpLimits = SmtpLimits()
     tls_options: object = None
     sessions: set = attrs.field(factory=set)
+    _per_client: dict = attrs.field(factory=dict)  # client address -> sessions counted
+    # Sessions whose QUIT was answered but whose socket is still open, oldest first
+    # (a dict as an ordered set): they no longer count, but the drain waits for them.
+    _quitting: dict = attrs.field(factory=dict)
     _idle_waiters: list = attrs.field(factory=list)
     noisy = False
 
@@ -482,20 +528,66 @@ class AimxSMTPFactory(ServerFactory):
     def domain(self) -> str:
         return self.config().domain
 
-    def session_started(self, proto) -> bool:
-        if len(self.sessions) >= self.limits.max_sessions:
-            return False
-        self.sessions.add(proto)
-        return True
+    def session_started(self, proto) -> SmtpStatus | None:
+        """Count a new session, or refuse it when a cap is reached (and log why).
 
-    def session_ended(self, proto) -> bool:
-        if proto not in self.sessions:
-            return False
-        self.sessions.discard(proto)
-        if not self.sessions:
+        The per-address cap is read from the live config at each connection.
+
+        @return: C{None} when admitted, else the 421 to send before closing.
+        """
+        if len(self.sessions) >= self.limits.max_sessions:
+            log.info("[{peer}] Rejected: connection limit reached", peer=proto.peer)
+            return TOO_MANY_SESSIONS
+        cap = self.config().max_sessions_per_ip
+        held = self._per_client.get(proto.client, 0)
+        if held >= cap:
+            log.info(
+                "[{peer}] Rejected: {held} sessions already open from {client} "
+                "(max_sessions_per_ip={cap})",
+                peer=proto.peer,
+                client=proto.client,
+                held=held,
+                cap=cap,
+            )
+            return TOO_MANY_FROM_CLIENT
+        self.sessions.add(proto)
+        self._per_client[proto.client] = held + 1
+        return None
+
+    def session_quit(self, proto) -> None:
+        """C{proto} answered QUIT: stop counting it; it is now only waiting to close.
+
+        Uncounted sockets must stay bounded, so past C{max_sessions} of them the
+        oldest is dropped.
+        """
+        if not self._uncount(proto):
+            return
+        self._quitting[proto] = None
+        if len(self._quitting) > self.limits.max_sessions:
+            oldest = next(iter(self._quitting))
+            del self._quitting[oldest]
+            log.info("[{peer}] Dropped: closing connection not taking its 221",
+                     peer=oldest.peer)
+            oldest.transport.abortConnection()
+
+    def session_ended(self, proto) -> None:
+        """C{proto}'s connection is gone: forget it, whatever state it was in."""
+        if not self._uncount(proto):
+            if proto not in self._quitting:
+                return  # refused at connect, or already dropped by session_quit
+            del self._quitting[proto]
+        if not self.sessions and not self._quitting:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
                 waiter.callback(None)
+
+    def _uncount(self, proto) -> bool:
+        if proto not in self.sessions:
+            return False
+        self.sessions.discard(proto)
+        left = self._per_client.pop(proto.client) - 1
+        if left:
+            self._per_client[proto.client] = left
         return True
 
     def drain(self, grace: float) -> defer.Deferred:
@@ -503,18 +595,19 @@ class AimxSMTPFactory(ServerFactory):
 
         @return: a Deferred that fires once no session is left.
         """
-        if not self.sessions:
+        if not self.sessions and not self._quitting:
             return defer.succeed(None)
         done = defer.Deferred()
         self._idle_waiters.append(done)
 
         def expire():
-            if self.sessions:
+            left = [*self.sessions, *self._quitting]
+            if left:
                 log.info(
                     "Grace period expired, forcefully closing {n} connections",
-                    n=len(self.sessions),
+                    n=len(left),
                 )
-                for proto in list(self.sessions):
+                for proto in left:
                     proto.transport.abortConnection()
 
         call = self.clock.callLater(grace, expire)

@@ -31,10 +31,12 @@ def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def base_config(data_dir: str, extra: str = "", catchall: bool = True) -> str:
+def base_config(data_dir: str, extra: str = "", catchall: bool = True, top: str = "") -> str:
+    """A config with alice, bob and the catchall; C{top} holds top-level key lines."""
     user = current_user()
     text = f"""domain = "{DOMAIN}"
 data_dir = "{data_dir}"
+{top}
 
 [mailboxes.alice]
 address = "alice@{DOMAIN}"

@@ -121,6 +121,23 @@ class RoutingTests(DaemonTestCase):
         self.assertEqual(len(self.inbox("alice")), 2)
 
     @defer.inlineCallbacks
+    def test_duplicate_rcpt_stored_once(self):
+        """RCPT alice@ then ALICE@ in one transaction stores one file, even without Message-ID."""
+        raw = b"From: a@example.com\r\nTo: alice@test.local\r\nSubject: once\r\n\r\nHi\r\n"
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                c.ehlo("x")
+                c.mail("a@example.com")
+                replies = [c.rcpt(rcpt)[0] for rcpt in ("alice@test.local", "ALICE@Test.Local")]
+                return replies, c.data(raw)[0]
+
+        replies, data = yield threads.deferToThread(send)
+        self.assertEqual((replies, data), ([250, 250], 250))
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(fields["delivered_to"], "alice@test.local")
+
+    @defer.inlineCallbacks
     def test_dedup(self):
         """A repeated Message-ID is stored once per mailbox (case 25)."""
         yield self.smtp(PLAIN, ["alice@test.local"])
@@ -268,25 +285,99 @@ class PipeliningTests(DaemonTestCase):
         self.assertEqual(codes, [b"220"] + [b"250"] * 6 + [b"250", b"250", b"354", b"250", b"221"])
         self.assertEqual(len(self.inbox("alice")), 1)
 
+
+class ConnectionCapTests(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        # Every client here is 127.0.0.1: lift the per-address cap out of the way.
+        self.write_config(base_config(self.data_dir, top="max_sessions_per_ip = 100"))
+        self.start_daemon()
+
     @defer.inlineCallbacks
     def test_connection_cap(self):
         """Connection 101 gets 421 Too many connections (daemon case 16)."""
 
         def open_many():
-            socks = []
+            socks, banners = [], []
             try:
                 for _ in range(100):
                     s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
                     socks.append(s)
-                    s.recv(100)
+                    banners.append(s.recv(100)[:4])
                 with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-                    return s.recv(100)
+                    return banners, s.recv(100)
             finally:
                 for s in socks:
                     s.close()
 
-        reply = yield threads.deferToThread(open_many)
+        banners, reply = yield threads.deferToThread(open_many)
+        self.assertEqual(banners, [b"220 "] * 100)
         self.assertEqual(reply, b"421 4.3.2 Too many connections, try again later\r\n")
+
+
+class PerAddressCapTests(DaemonTestCase):
+    """max_sessions_per_ip = 3 over real loopback SMTP."""
+
+    def setUp(self):
+        super().setUp()
+        self.write_config(base_config(self.data_dir, top="max_sessions_per_ip = 3"))
+        self.start_daemon()
+
+    def connect(self):
+        """A socket and its reader, once the server's first line has arrived."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(s.close)
+        reader = s.makefile("rb")
+        self.addCleanup(reader.close)
+        return s, reader, reader.readline()
+
+    @defer.inlineCallbacks
+    def test_fourth_refused_until_one_quits(self):
+        """Three sessions open, the 4th gets 421 4.7.0 and EOF; after a 221 the next is served."""
+
+        def talk():
+            held = [self.connect() for _ in range(3)]
+            _, fourth, refusal = self.connect()
+            after_refusal = fourth.read()
+            s, reader, _ = held[0]
+            s.sendall(b"QUIT\r\n")
+            bye = reader.readline()
+            fifth, fifth_reader, banner = self.connect()
+            fifth.sendall(b"EHLO x\r\nQUIT\r\n")
+            return (
+                [line for _, _, line in held], refusal, after_refusal, bye, banner,
+                fifth_reader.read().split(b"\r\n")[-2],
+            )
+
+        held, refusal, after_refusal, bye, banner, last = yield threads.deferToThread(talk)
+        self.assertEqual(held, [b"220 test.local ESMTP aimx\r\n"] * 3)
+        self.assertEqual(
+            refusal, b"421 4.7.0 Too many connections from your address, try again later\r\n"
+        )
+        self.assertEqual(after_refusal, b"")
+        self.assertEqual(bye, b"221 2.0.0 Bye\r\n")
+        self.assertEqual(banner, b"220 test.local ESMTP aimx\r\n")
+        self.assertEqual(last, b"221 2.0.0 Bye")
+
+    @defer.inlineCallbacks
+    def test_back_to_back_sessions_never_refused(self):
+        """A client holding all 3 slots and cycling QUIT-then-reconnect is always served."""
+
+        def talk():
+            held = [self.connect() for _ in range(3)]
+            firsts = [line for _, _, line in held]
+            for i in range(30):
+                s, reader, _ = held[i % 3]
+                s.sendall(b"QUIT\r\n")
+                if reader.readline() != b"221 2.0.0 Bye\r\n":
+                    return firsts, i
+                held[i % 3] = self.connect()
+                firsts.append(held[i % 3][2])
+            return firsts, None
+
+        firsts, broken = yield threads.deferToThread(talk)
+        self.assertIsNone(broken)
+        self.assertEqual(firsts, [b"220 test.local ESMTP aimx\r\n"] * 33)
 
 
 class StartTlsTests(DaemonTestCase):
