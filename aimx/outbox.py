@@ -28,8 +28,8 @@ log = Logger(namespace="aimx::send")
 
 #: Signed, and over-signed when absent, so nobody can add them later.
 SIGNED_HEADERS = (
-    "From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
-    "MIME-Version", "Content-Type",
+    "From", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To",
+    "References", "MIME-Version", "Content-Type",
 )  # fmt: skip
 
 
@@ -96,6 +96,7 @@ class Outbox:
         assembled = await self.run_in_thread(functools.partial(
             assemble, lines, body, text_only=text_only, html_body=html_body,
             signature=config.effective_signature, message_id=synthesized,
+            from_=sub.author.wire(),
         ))
         signed = await self.run_in_thread(self.signer.sign, assembled.wire, config.domain)
         started = time.monotonic()
@@ -112,7 +113,7 @@ class Outbox:
         else:
             path = await self._record(config, sub, assembled, signed, status, results)
         await self.hooks.after_send(
-            sub.mailbox, status, from_=sub.header("from") or "", to=sub.header("to") or "",
+            sub.mailbox, status, from_=sub.author.formatted(), to=", ".join(sub.to),
             subject=sub.header("subject") or "", message_id=message_id, filepath=path,
         )
         reason = delivery.summary(results)

@@ -438,18 +438,29 @@ class ReplyTests(ToolsTestCase):
             ("Re: Hello", "sender@example.com", f"alice@{DOMAIN}", "<m1@x>", "<r0@x> <m1@x>"))
 
     def test_reply_goes_to_the_real_sender_only(self):
-        """A display name holding addresses never redirects the reply (the last <...> wins)."""
+        """A display name holding addresses never redirects the reply: the stored from is
+        parsed, and anything but one clean mailbox is refused."""
         write_email(self.inbox, "c", subject="Hi", message_id="m2@x",
-                    **{"from": "<v1@x.com, v2@y.com> <att@z.com>"})
+                    **{"from": '"<v1@x.com, v2@y.com>" <att@z.com>'})
         run(self.tools.email_reply("alice", "c", "x"))
         self.assertEqual(self.daemon.sent()[0]["To"], "att@z.com")
-        write_email(self.inbox, "d", subject="Hi", message_id="m3@x",
-                    **{"from": "Name <a@x.com, b@y.com>"})
-        self.daemon.calls = []
-        with self.assertRaises(ToolError) as caught:
-            run(self.tools.email_reply("alice", "d", "x"))
-        self.assertIn("no single sender address", str(caught.exception))
-        self.assertNotIn("SEND", [name for name, _ in self.daemon.calls])
+        for i, stored in enumerate(("Name <a@x.com, b@y.com>", "<v1@x.com, v2@y.com> <att@z.com>",
+                                    "a@x.com, b@y.com", '"<boss@company.com>"@evil.com x')):
+            write_email(self.inbox, f"d{i}", subject="Hi", message_id=f"m3{i}@x",
+                        **{"from": stored})
+            self.daemon.calls = []
+            with self.assertRaises(ToolError) as caught:
+                run(self.tools.email_reply("alice", f"d{i}", "x"))
+            self.assertIn("no single sender address", str(caught.exception))
+            self.assertNotIn("SEND", [name for name, _ in self.daemon.calls])
+
+    def test_reply_to_wins(self):
+        """A reply goes to every Reply-To mailbox when there is one, else to From."""
+        write_email(self.inbox, "r", subject="Hi", message_id="m4@x",
+                    **{"from": "Boss <boss@company.com>",
+                       "reply_to": '"Desk, Help" <help@company.com>, ops@company.com'})
+        run(self.tools.email_reply("alice", "r", "x"))
+        self.assertEqual(self.daemon.sent()[0]["To"], "help@company.com, ops@company.com")
 
     def test_reply_variants(self):
         """`Re: ` is not doubled; no stored references → just the id; no id → no threading."""

@@ -5,12 +5,10 @@ from twisted.trial.unittest import TestCase
 from aimx.core.config import Config, MailboxConfig
 from aimx.core.submission import (
     NO_SEPARATOR,
-    bare_address,
     check_header_block,
     check_recipients,
     check_sender,
     scan_headers,
-    split_addresses,
 )
 from aimx.errors import DomainError, MailboxError, MalformedError
 
@@ -44,20 +42,6 @@ class ScanTests(TestCase):
         self.assertEqual(scan_headers(b"From: \xff@b\r\n\r\nx"), {})
 
 
-class AddressTests(TestCase):
-    def test_bare_forms(self):
-        for entry in ("a@x", "<a@x>", "Name <a@x>", '"Name, Jr" <a@x>', "  a@x  "):
-            self.assertEqual(bare_address(entry), "a@x", entry)
-        for entry in ("", "no-at-sign", "Name <>"):
-            self.assertIsNone(bare_address(entry), entry)
-
-    def test_split_respects_quotes_and_brackets(self):
-        self.assertEqual(
-            split_addresses('"Doe, J" <j@x>, b@y , <c,d@z>,'),
-            ['"Doe, J" <j@x>', "b@y", "<c,d@z>"],
-        )
-
-
 class SenderTests(TestCase):
     def test_missing_from(self):
         e = self.assertRaises(MalformedError, check_sender, CONFIG, {"to": "x@y"})
@@ -80,6 +64,32 @@ class SenderTests(TestCase):
     def test_resolves_by_address_not_name(self):
         self.assertEqual(sender(f"help@{DOMAIN}").mailbox.name, "support")
         self.assertRaises(MailboxError, sender, f"support@{DOMAIN}")
+
+    def test_one_plain_mailbox_only(self):
+        """Comments, groups, several mailboxes, odd forms and Sender are refused, each
+        with its reason; the scan-for-'<' forgeries of the issue never authorise."""
+        cases = [
+            ("ceo@agent.example.com (<alice@agent.example.com>)", "may not contain a comment"),
+            ("alice@agent.example.com (me)", "may not contain a comment"),
+            ("Team: alice@agent.example.com;", "not a group"),
+            ("alice@agent.example.com, ceo@agent.example.com", "exactly one mailbox, not 2"),
+            ('"alice"@agent.example.com', "plain address"),
+            ("<@relay.example:alice@agent.example.com>", "plain address"),
+            ('"<alice@agent.example.com>"@evil.example', "plain address"),
+            ("alice@agent.example.com>", "could not extract sender address"),
+        ]
+        for from_, reason in cases:
+            e = self.assertRaises(MalformedError, sender, from_)
+            self.assertIn(reason, str(e), from_)
+        e = self.assertRaises(MalformedError, check_sender, CONFIG, scan_headers(
+            b"From: alice@agent.example.com\r\nSender: ceo@agent.example.com\r\n\r\nx"))
+        self.assertIn("Sender header is not allowed", str(e))
+
+    def test_parsed_author_kept(self):
+        """The parsed display name and address travel with the submission."""
+        sub = sender('"Alice, A." <Alice@Agent.Example.com>')
+        self.assertEqual((sub.author.display_name, sub.sender), ("Alice, A.", "Alice@Agent.Example.com"))
+        self.assertEqual(sub.author.wire(), '"Alice, A." <Alice@Agent.Example.com>')
 
     def test_unknown_catchall_tag_wildcard_refused(self):
         for addr in ("bogus", "catchall", "alice+tag", "*"):
@@ -110,6 +120,11 @@ class RecipientTests(TestCase):
         self.assertEqual(str(e), "could not extract recipient address from Cc: a@x, nobody")
         e = self.assertRaises(MalformedError, self.check, b"To: ,\r\n\r\n")
         self.assertIn("from To", str(e))
+
+    def test_quoted_commas_and_groups(self):
+        """A quoted comma does not split; group members are recipients."""
+        sub = self.check(b'To: "Doe, J" <j@x.com>, Team: a@y.com, b@y.com;\r\n\r\n')
+        self.assertEqual(sub.to, ("j@x.com", "a@y.com", "b@y.com"))
 
 
 class HeaderBlockTests(TestCase):

@@ -231,12 +231,15 @@ def assemble(
     html_body: bytes | None,
     signature: str,
     message_id: str | None = None,
+    from_: str | None = None,
     boundary=new_boundary,
 ) -> Assembled:
     """§7: the submission as a signed-ready MIME message.
 
     @param header_lines: the submitted header block's physical lines.
     @param message_id: a synthesized id to insert as the first header (§6).
+    @param from_: the From value to write in place of the submitted one: the
+        authorised identity, re-written from its parsed values.
     @raise BodyTooLarge: the Markdown source with the signature is over 5 MiB.
     """
     source, attachments = parse_body(header_lines, body)
@@ -256,20 +259,24 @@ def assemble(
         entity = multipart(
             "mixed", [entity, *map(attachment_entity, attachments)], boundary()
         )
-    head = _headers(header_lines, message_id) + b"MIME-Version: 1.0\r\n" + entity[0]
+    head = _headers(header_lines, message_id, from_) + b"MIME-Version: 1.0\r\n" + entity[0]
     payload = entity[1] if entity[1].endswith(b"\r\n") else entity[1] + b"\r\n"
     return Assembled(head + b"\r\n" + payload, text, mode, attachments)
 
 
-def _headers(lines: list[str], message_id: str | None) -> bytes:
+def _headers(lines: list[str], message_id: str | None, from_: str | None) -> bytes:
     kept = [f"Message-ID: {message_id}"] if message_id else []
+    replaced = _REPLACED | {"from"} if from_ is not None else _REPLACED
     dropping = False
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not dropping:
                 kept.append(line)
             continue
-        dropping = line.split(":", 1)[0].strip().lower() in _REPLACED
+        name = line.split(":", 1)[0].strip().lower()
+        dropping = name in replaced
+        if name == "from" and from_ is not None:
+            kept.append(f"From: {from_}")
         if not dropping:
             kept.append(line)
     return "".join(line + "\r\n" for line in kept).encode("utf-8")

@@ -7,7 +7,10 @@ signs and delivers them.
 Header values that are not ASCII (a Subject, a display name) are written as
 RFC 2047 encoded-words so the header block stays 7-bit; ASCII values are
 written verbatim.  An address whose mailbox part is not ASCII stays UTF-8
-(RFC 6532): no encoded-word may stand for an address.  The body and the
+(RFC 6532): no encoded-word may stand for an address.  Address fields are
+parsed with L{aimx.core.identity} and re-written mailbox by mailbox; a value
+that does not parse cleanly is submitted as given, so the daemon, which alone
+decides, names what is wrong with it.  The body and the
 submitted part headers (attachment file names) stay UTF-8: the daemon decodes
 them and re-encodes the parts it emits (§7.3).
 """
@@ -25,13 +28,12 @@ from email.utils import format_datetime
 
 import attrs
 
-from aimx.core.submission import bare_address, split_addresses
+from aimx.core.identity import parse_address_list
 
 # Built-in table only, so a guess does not depend on the host's /etc/mime.types.
 _TYPES = mimetypes.MimeTypes()
 _OCTET_STREAM = "application/octet-stream"
 _BASE64_LINE = 57  # input bytes per 76-character base64 line (RFC 2045 §6.8)
-_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 class ComposeError(ValueError):
@@ -140,22 +142,21 @@ def compose(
 
 
 def _has(values: Iterable[str]) -> bool:
-    return any(split_addresses(value) for value in values)
+    return any(_address(value) for value in values)
 
 
 def _address_list(values: Iterable[str]) -> str:
-    return ", ".join(_address(entry) for value in values for entry in split_addresses(value))
+    return ", ".join(filter(None, map(_address, values)))
 
 
-def _address(entry: str) -> str:
-    """One address entry with a non-ASCII display name as encoded-words."""
-    start = entry.rfind("<")
-    if entry.isascii() or start <= 0 or not entry[start:].isascii():
-        return entry
-    name = entry[:start].strip()
-    if len(name) > 1 and name[0] == name[-1] == '"':
-        name = _QUOTED_PAIR.sub(r"\1", name[1:-1])
-    return Header(name, "utf-8").encode(linesep="\r\n") + " " + entry[start:]
+def _address(value: str) -> str:
+    """An address field value with each mailbox re-written 7-bit where its display
+    name needs it; C{""} when it names nobody; a value that does not parse cleanly
+    is left as given."""
+    parsed = parse_address_list(value.strip())
+    if parsed.problems or parsed.comment or parsed.group:
+        return value.strip()
+    return ", ".join(m.wire() for m in parsed.mailboxes)
 
 
 def _text(name: str, value: str) -> str:
@@ -166,8 +167,9 @@ def _text(name: str, value: str) -> str:
 
 
 def _domain(from_: str) -> str:
-    """The domain of the From address (text after its last C{@}), else C{localhost}."""
-    return (bare_address(from_) or "").rpartition("@")[2].strip() or "localhost"
+    """The domain of the From mailbox, else C{localhost}."""
+    author = parse_address_list(from_).single
+    return author.domain if author is not None else "localhost"
 
 
 def _threading(reply_to: str | None, references: str | None) -> list[tuple[str, str]]:

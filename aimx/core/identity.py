@@ -175,8 +175,9 @@ class Mailbox:
         return f"{name} <{self.addr_spec}>"
 
     def wire(self) -> str:
-        """L{formatted} for a 7-bit header: a non-ASCII name as RFC 2047 encoded words."""
-        if self.display_name.isascii():
+        """L{formatted} for a 7-bit header: a non-ASCII name as RFC 2047 encoded words
+        (unless the address itself is UTF-8, RFC 6532: then the header is 8-bit anyway)."""
+        if self.display_name.isascii() or not self.addr_spec.isascii():
             return self.formatted()
         name = Header(self.display_name, "utf-8").encode(linesep="\r\n")
         return f"{name} <{self.addr_spec}>"

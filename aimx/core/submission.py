@@ -1,13 +1,17 @@
 """A submitted outbound message, read and checked (L0, pure): spec/outbound.md §3–§6.
 
-The daemon never trusts the client for who sends: the sender comes from the
-C{From:} header and must resolve to a concrete mailbox of the configured domain;
-every To, Cc and Bcc address is an envelope recipient (an aimx decision).
+The daemon never trusts the client for who sends: the sender is the one mailbox of
+the C{From:} field as L{aimx.core.identity} parses it, written as a plain address
+(no comment, group, second mailbox, quoted local part or route), and must resolve to
+a concrete mailbox of the configured domain; a C{Sender:} field is refused, and the
+daemon re-writes the From it signs from the parsed values (spec README, "SEND From").
+Every To, Cc and Bcc address is an envelope recipient (an aimx decision).
 """
 
 import attrs
 
 from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_sender
+from aimx.core.identity import Mailbox, parse_address_list
 from aimx.errors import DomainError, MailboxError, MalformedError
 
 HEADER_CAP = 65_536
@@ -76,48 +80,18 @@ def unfold(lines: list[str]) -> dict[str, str]:
     return {name: " ".join(parts).strip() for name, parts in found.items()}
 
 
-def split_addresses(value: str) -> list[str]:
-    """The comma-separated entries of an address list; commas in quotes or C{<>} do not split."""
-    entries, current, quoted, angle, escaped = [], [], False, False, False
-    for char in value:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"' and not angle:
-            quoted = not quoted
-        elif char == "<" and not quoted:
-            angle = True
-        elif char == ">" and not quoted:
-            angle = False
-        elif char == "," and not quoted and not angle:
-            entries.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    entries.append("".join(current))
-    return [e.strip() for e in entries if e.strip()]
-
-
-def bare_address(entry: str) -> str | None:
-    """C{a@x}, C{<a@x>}, C{Name <a@x>} -> C{a@x}; None when no address is there (§4)."""
-    entry = entry.strip()
-    if "<" in entry:
-        entry = entry.rsplit("<", 1)[1].split(">", 1)[0]
-    entry = entry.strip()
-    return entry if entry and "@" in entry else None
-
-
 @attrs.frozen(kw_only=True)
 class Submission:
     """The checked header facts of a SEND request.
 
-    @ivar sender: the bare From address (the envelope MAIL FROM).
+    @ivar author: the parsed From mailbox; the signed From is written from it.
+    @ivar sender: its address (the envelope MAIL FROM).
     @ivar headers: the first value of each header, by lower-cased name.
     @ivar to, cc, bcc: bare addresses of each list, in header order.
     """
 
     mailbox: MailboxConfig
+    author: Mailbox
     sender: str
     headers: dict[str, str]
     to: tuple[str, ...] = ()
@@ -139,17 +113,32 @@ class Submission:
 
 
 def check_sender(config: Config, headers: dict[str, str]) -> Submission:
-    """Steps 1–4 of §3: From present, an address, our domain, a concrete mailbox.
+    """Steps 1–4 of §3: From present, one plain address, our domain, a concrete mailbox.
 
-    @raise MalformedError, DomainError, MailboxError: with the spec's reasons.
+    @raise MalformedError, DomainError, MailboxError: with the reason named.
     """
     raw = headers.get("from")
     if raw is None:
         raise MalformedError("missing required header: From")
-    sender = bare_address(raw.split(",", 1)[0])
-    if sender is None:
+    if "sender" in headers:
+        raise MalformedError(
+            "a Sender header is not allowed: mail goes out as the From mailbox itself")
+    parsed = parse_address_list(raw)
+    if parsed.group:
+        raise MalformedError(f"From must be one mailbox, not a group: {raw}")
+    if len(parsed.mailboxes) > 1:
+        raise MalformedError(
+            f"From must name exactly one mailbox, not {len(parsed.mailboxes)}: {raw}")
+    if parsed.problems or not parsed.mailboxes:
         raise MalformedError(f"could not extract sender address from From: {raw}")
-    domain = sender.rsplit("@", 1)[1]
+    if parsed.comment:
+        raise MalformedError(f"From may not contain a comment: {raw}")
+    author = parsed.mailboxes[0]
+    if not author.plain:
+        raise MalformedError(
+            f"From must be a plain address (no quoted local part, literal or route): {raw}")
+    sender = author.addr_spec
+    domain = author.domain
     if ascii_lower(domain) != ascii_lower(config.domain):
         raise DomainError(
             f"sender domain '{domain}' does not match aimx domain '{config.domain}'"
@@ -160,7 +149,7 @@ def check_sender(config: Config, headers: dict[str, str]) -> Submission:
             f"no mailbox matches From: {sender} (run `aimx mailboxes create <name>` "
             "to register one; catchall is inbound-only)"
         )
-    return Submission(mailbox=mailbox, sender=sender, headers=headers)
+    return Submission(mailbox=mailbox, author=author, sender=sender, headers=headers)
 
 
 def check_recipients(submission: Submission) -> Submission:
@@ -170,13 +159,10 @@ def check_recipients(submission: Submission) -> Submission:
     lists = {}
     for name, label in (("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")):
         raw = submission.header(name) or ""
-        addrs = []
-        for entry in split_addresses(raw):
-            addr = bare_address(entry)
-            if addr is None:
-                raise MalformedError(f"could not extract recipient address from {label}: {raw}")
-            addrs.append(addr)
-        lists[name] = tuple(addrs)
+        parsed = parse_address_list(raw)
+        if parsed.problems:
+            raise MalformedError(f"could not extract recipient address from {label}: {raw}")
+        lists[name] = tuple(m.addr_spec for m in parsed.mailboxes)
     if not lists["to"]:
         raise MalformedError(
             f"could not extract recipient address from To: {submission.header('to')}"

@@ -28,7 +28,7 @@ from aimx.control.commands import (
     Send,
 )
 from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
-from aimx.core.submission import bare_address
+from aimx.core.identity import parse_address_list
 from aimx.errors import DaemonNotRunning
 from aimx.mcp import files
 from aimx.store.mailboxes import valid_id
@@ -74,18 +74,21 @@ def _list_row(email_id: str, fields: dict, keys) -> dict:
     return row
 
 
-def _reply_address(stored_from: str) -> str:
-    """The one address a reply goes to: the stored C{from}'s last C{<...>} (mcp.md §2.7 step 7).
+def _reply_recipients(fields: dict) -> list[str]:
+    """Where a reply goes (mcp.md §2.7 step 7, RFC 5322 §3.6.2): every mailbox of the
+    stored C{reply_to}, else the one mailbox of C{from}; both parsed as written
+    (the store formats them to parse back), never scanned for brackets.
 
-    A display name may itself hold C{<a@x, b@y>} (decoded from an encoded-word);
-    the last bracket is the real address, as the daemon reads From.
-
-    @raise ToolError: no single address can be found.
+    @raise ToolError: neither names an address to answer.
     """
-    address = bare_address(stored_from)
-    if address is None or "," in address:
+    reply_to = parse_address_list(str(fields.get("reply_to") or ""))
+    if reply_to.mailboxes and not reply_to.problems:
+        return [m.addr_spec for m in reply_to.mailboxes]
+    stored_from = str(fields.get("from") or "")
+    author = parse_address_list(stored_from).single
+    if author is None:
         raise ToolError(f"Cannot reply: no single sender address in '{stored_from}'.")
-    return address
+    return [author.addr_spec]
 
 
 class Tools:
@@ -260,7 +263,7 @@ class Tools:
         message_id = str(original.get("message_id", ""))
         chain = [f"<{ref}>" for ref in str(original.get("references", "")).split()]
         return await self._send(
-            text_only, html_body, from_=sender, to=_reply_address(str(original.get("from", ""))),
+            text_only, html_body, from_=sender, to=", ".join(_reply_recipients(original)),
             subject=subject, body=body, reply_to=message_id or None,
             references=" ".join([*chain, f"<{message_id}>"]),
         )

@@ -239,6 +239,39 @@ class SendTests(SendTestCase):
         self.assertEqual(self.dropped(), [])
         self.assertEqual(self.sent(), [])
 
+    async def test_from_forgeries_refused(self):
+        """Send as anyone (issue): a From that scanning for '<' would read as alice is
+        refused with its reason, and nothing is signed or sent."""
+        cases = [
+            (f"ceo@{DOMAIN} (<alice@{DOMAIN}>)", "may not contain a comment"),
+            (f"ceo@foreign.example (<alice@{DOMAIN}>)", "may not contain a comment"),
+            (f'"<alice@{DOMAIN}>"@foreign.example', "plain address"),
+            (f"alice@{DOMAIN}, ceo@{DOMAIN}", "exactly one mailbox"),
+            (f"Staff: alice@{DOMAIN};", "not a group"),
+        ]
+        for from_, reason in cases:
+            self.assertIn(reason, await self.refused(MalformedError, submission(sender=from_)))
+        sender = submission(extra=f"Sender: ceo@{DOMAIN}\r\n")
+        self.assertIn("Sender header is not allowed",
+                      await self.refused(MalformedError, sender))
+        self.assertEqual(self.dropped(), [])
+        self.assertEqual(self.sent(), [])
+
+    async def test_signed_from_is_the_authorised_identity(self):
+        """The From that is signed is re-written from the parsed name and address."""
+        self.dns.add_txt(f"aimx._domainkey.{DOMAIN}", self.dkim_txt())
+        await self.send(submission(sender=f"=?utf-8?q?Al=C3=ADce?=   <alice@{DOMAIN}>"))
+        eml, envelope = self.only_dropped()
+        head = eml.split(b"\r\n\r\n")[0].decode()
+        froms = [line for line in head.split("\r\n") if line.lower().startswith("from:")]
+        self.assertEqual(froms, [f"From: =?utf-8?b?QWzDrWNl?= <alice@{DOMAIN}>"])
+        self.assertEqual(envelope["mail_from"], f"alice@{DOMAIN}")
+        verdict, signed = stock_dkim(eml, self.dkim_txt())
+        self.assertEqual(verdict, "pass")
+        self.assertIn("from", signed)
+        fields, _ = self.only_sent()
+        self.assertEqual(fields["from"], f"Alíce <alice@{DOMAIN}>")
+
     async def test_sender_forms(self):
         """Cases 11, 12, 18: case-insensitive domain, display name, a given Message-ID."""
         await self.send(submission(sender=f"alice@{DOMAIN.upper()}"))
