@@ -3,6 +3,7 @@
 import datetime
 import os
 import stat
+import threading
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -18,6 +19,20 @@ ME = Owner("me", os.geteuid(), os.getegid())
 
 def email(read=False) -> bytes:
     return frontmatter.render({"id": "x", "read": read}, "Hello\n")
+
+
+def record_reads(test) -> list[int]:
+    """Patch C{os.read} to record the sizes this thread asks for (other threads pass)."""
+    asked: list[int] = []
+    real, me = os.read, threading.get_ident()
+
+    def read(fd, n):
+        if threading.get_ident() == me:
+            asked.append(n)
+        return real(fd, n)
+
+    test.patch(os, "read", read)
+    return asked
 
 
 class DirsTests(SynchronousTestCase):
@@ -175,14 +190,7 @@ class CountTests(SynchronousTestCase):
     def test_reads_only_the_head(self):
         """Counting a 5 MiB message reads at most the first 64 KiB of it."""
         d = self.write("big.md", self.frontmatter_of(100) + b"x" * (5 << 20))
-        asked = []
-        real = os.read
-
-        def read(fd, n):
-            asked.append(n)
-            return real(fd, n)
-
-        self.patch(os, "read", read)
+        asked = record_reads(self)
         self.assertEqual(mailboxes.count_messages(d), (1, 0))
         self.assertLessEqual(sum(asked), mailboxes.READ_STATE_BYTES)
 
@@ -313,9 +321,7 @@ class MarkTests(SynchronousTestCase):
         self.assertIs(self.read()[0]["read"], True)
         with open(self.path, "wb") as f:
             f.write(self.original + b"x")
-        asked = []
-        real = os.read
-        self.patch(os, "read", lambda fd, n: asked.append(n) or real(fd, n))
+        asked = record_reads(self)
         e = self.assertRaises(IOFailure, mailboxes.mark_id, self.dir, "m", True, NOW, ME)
         self.assertEqual(str(e), f"refusing to mark {self.path}: {len(self.original) + 1} "
                                  f"bytes, over the {len(self.original)}-byte limit")
@@ -329,9 +335,7 @@ class MarkTests(SynchronousTestCase):
         self.addCleanup(opened.close)
         with open(self.path, "ab") as f:
             f.write(b"appended by the owner\n")
-        asked = []
-        real = os.read
-        self.patch(os, "read", lambda fd, n: asked.append(n) or real(fd, n))
+        asked = record_reads(self)
         e = self.assertRaises(IOFailure, mailboxes._rewrite, opened, True, NOW, ME)
         self.assertEqual(str(e), f"{self.path} changed while being read; try again")
         self.assertEqual(sum(asked), len(self.original))
