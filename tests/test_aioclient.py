@@ -177,6 +177,13 @@ class CallTests(ClientTestCase):
         [request] = self.daemon.requests
         self.assertEqual((request[b"_command"], request[b"message"]), (b"SEND", b"4"))
 
+    def test_command_first_on_the_wire(self):
+        """Every request box starts with C{_command}, then C{_ask} (read in wire order)."""
+        reply = lambda request: answer(request, address=b"x@y")
+        self.call(reply, commands.MailboxCreate, name="x", owner="y")
+        [request] = self.daemon.requests
+        self.assertEqual(list(request), [b"_command", b"_ask", b"name", b"owner"])
+
     def test_daemon_error(self):
         """An error box becomes the command's error class with the daemon's reason."""
         reply = lambda request: error(request, b"MAILBOX", "mailbox 'é' exists".encode())

@@ -12,7 +12,7 @@ import os
 import tomllib
 
 import attrs
-from twisted.internet import defer, task
+from twisted.internet import defer, protocol, task
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import amp
@@ -22,7 +22,15 @@ from twisted.trial.unittest import TestCase
 
 import aimx
 from aimx.control import commands
-from aimx.control.amp import ControlFactory, peer_credentials
+from aimx.control.amp import (
+    BUFFER_BUDGET,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_UID,
+    MAX_OTHER_BOX,
+    MAX_REFUSED,
+    ControlFactory,
+    peer_credentials,
+)
 from aimx.control.ops import Caller, Control
 from aimx.core import configedit, frontmatter
 from aimx.errors import (
@@ -35,6 +43,7 @@ from aimx.errors import (
     NonEmptyError,
     NotFoundError,
     ProtocolError,
+    TempError,
     ValidationError,
 )
 from aimx.service import LiveConfig
@@ -81,6 +90,18 @@ class FakePasswd:
         return next((name for name, u in USERS.items() if u == uid), None)
 
 
+class RawClient(protocol.Protocol):
+    """A client that sends raw bytes and keeps the replies."""
+
+    received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def replies(self) -> list:
+        return amp.parseString(self.received)
+
+
 class Connection:
     def __init__(self, test, client, server, pump):
         self.test, self.client, self.server, self.pump = test, client, server, pump
@@ -108,6 +129,16 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self.server.transport is None
+
+    def write(self, data: bytes):
+        """Raw bytes from the client, delivered."""
+        self.client.transport.write(data)
+        self.pump.flush()
+
+    def close(self):
+        """The client hangs up."""
+        self.client.transport.loseConnection()
+        self.pump.flush()
 
     def call(self, command, **arguments):
         result = self.result(self.send(command, **arguments))
@@ -162,10 +193,11 @@ class ControlTestCase(TestCase):
     def config_path(self):
         return os.path.join(self.config_dir, "config.toml")
 
-    def connect(self, uid, pid=42) -> Connection:
+    def connect(self, uid, pid=42, raw=False) -> Connection:
+        """A connection from C{uid}; C{raw}: the client only records what it receives."""
         self.factory.credentials = lambda transport: Caller(uid=uid, pid=pid)
         client, server, pump = iosim.connectedServerAndClient(
-            lambda: self.factory.buildProtocol(None), amp.AMP
+            lambda: self.factory.buildProtocol(None), RawClient if raw else amp.AMP
         )
         return Connection(self, client, server, pump)
 
@@ -1042,3 +1074,328 @@ class LockMapTests(ControlTestCase):
         again.acquire()
         again.release()
         self.assertEqual(self.inbound._locks, {})
+
+
+def request(command: bytes, ask: bytes | None = b"1", **values) -> dict:
+    """A request box, C{_command} first as our clients send it."""
+    box = {b"_command": command}
+    if ask is not None:
+        box[b"_ask"] = ask
+    box.update({k.encode(): v for k, v in values.items()})
+    return box
+
+
+def padded(box: dict, size: int) -> bytes:
+    """C{box} plus C{pad<n>} values so that its wire form is exactly C{size} bytes."""
+    box = dict(box)
+    i = 0
+    while True:
+        room = size - len(commands.serialize_box(box)) - 4 - len(f"pad{i:04d}")
+        if room < 0:
+            raise ValueError("box already larger than size")
+        box[f"pad{i:04d}".encode()] = b"p" * min(room, amp.MAX_VALUE_LENGTH)
+        if room <= amp.MAX_VALUE_LENGTH:
+            data = commands.serialize_box(box)
+            assert len(data) == size, (len(data), size)
+            return data
+        i += 1
+
+
+def send_box_size(message: bytes, ask: bytes = b"1") -> int:
+    """The wire size of a SEND of C{message} as our clients send it."""
+    box = commands.Send.makeArguments({"message": message}, None)
+    box[b"_command"], box[b"_ask"] = b"SEND", ask
+    return len(box.serialize())
+
+
+class ConnectionLimitTests(ControlTestCase):
+    """At most 64 admitted connections, 16 per peer uid; the rest get TEMP and are closed."""
+
+    def test_defaults(self):
+        """The limits are those of the brief: 64, 16 per uid, 64 refused waiting."""
+        self.assertEqual((MAX_CONNECTIONS, MAX_CONNECTIONS_PER_UID, MAX_REFUSED), (64, 16, 64))
+        self.assertEqual((self.factory.max_connections, self.factory.max_per_uid,
+                          self.factory.max_refused), (64, 16, 64))
+
+    def test_per_uid(self):
+        """The 17th connection of one uid gets TEMP and is closed; others and bob go on."""
+        alice = [self.connect(ALICE) for _ in range(16)]
+        for conn in alice:
+            self.assertIn("tag", conn.call(commands.Version))
+        extra = self.connect(ALICE)
+        reason = extra.refused(TempError, commands.MailboxList)
+        self.assertEqual(reason, "too many control connections (16 per user); retry later")
+        self.assertTrue(extra.closed)
+        self.assertIn("[send] refusing connection of peer_uid=2001: too many control "
+                      "connections (16 per user); retry later", self.logged())
+        self.assertIn("tag", alice[-1].call(commands.Version))
+        self.assertIn("tag", self.connect(BOB).call(commands.Version))
+        alice[0].close()
+        self.assertIn("tag", self.connect(ALICE).call(commands.Version))
+
+    def test_root_too(self):
+        """Root is capped like everyone else."""
+        for _ in range(16):
+            self.connect(ROOT).call(commands.Version)
+        reason = self.connect(ROOT).refused(TempError, commands.Version)
+        self.assertEqual(reason, "too many control connections (16 per user); retry later")
+
+    def test_total(self):
+        """The 65th connection gets TEMP whatever its uid; one closing makes room."""
+        held = [self.connect(uid) for uid in (ROOT, ALICE, BOB, JOHN) for _ in range(16)]
+        self.assertEqual(len(held), 64)
+        extra = self.connect(12345)
+        reason = extra.refused(TempError, commands.Version)
+        self.assertEqual(reason, "too many control connections (64 in total); retry later")
+        self.assertTrue(extra.closed)
+        self.assertIn("[send] refusing connection of peer_uid=12345: too many control "
+                      "connections (64 in total)", self.logged())
+        held[0].close()
+        self.assertIn("tag", self.connect(12345).call(commands.Version))
+
+    def test_refused_box_not_buffered(self):
+        """A refused connection's box is read without being kept or counted, then answered."""
+        self.factory.max_per_uid = 1
+        self.connect(ALICE)
+        extra = self.connect(ALICE, raw=True)
+        data = amp.AmpBox(commands.Send.makeArguments({"message": b"m" * 3_000_000}, None))
+        data.update(request(b"SEND", ask=b"7"))
+        wire = commands.serialize_box(data)
+        extra.write(wire[:-100])
+        self.assertEqual(self.factory.buffered, 0)
+        kept = extra.server._currentBox
+        self.assertLess(sum(len(k) + len(v) for k, v in kept.items()), 100)
+        extra.write(wire[-100:])
+        self.assertEqual(extra.client.replies(), [{
+            b"_error": b"7", b"_error_code": b"TEMP",
+            b"_error_description": b"too many control connections (1 per user); retry later",
+        }])
+        self.assertTrue(extra.closed)
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_only_first_command_answered(self):
+        """A refused connection answers one command, then is closed; nothing ran."""
+        self.factory.max_per_uid = 1
+        self.connect(ROOT)
+        extra = self.connect(ROOT)
+        first = extra.send(commands.MailboxCreate, name="eve", owner="alice")
+        second = extra.send(commands.MailboxCreate, name="zed", owner="alice")
+        extra.pump.flush()
+        self.assertIsInstance(first[0].value, TempError)
+        self.assertEqual(len(second), 1)
+        self.assertNotIsInstance(second[0], dict)
+        self.assertEqual(len(self.config_toml()["mailboxes"]), 3)
+
+    def test_refused_without_ask(self):
+        """A refused connection whose box asks for no answer is dropped with a warning."""
+        self.factory.max_per_uid = 1
+        self.connect(ALICE)
+        extra = self.connect(ALICE, raw=True)
+        extra.write(commands.serialize_box(request(b"VERSION", ask=None)))
+        self.assertTrue(extra.closed)
+        self.assertIn("[send] no answer possible (no _ask) to peer_uid=2001: too many control "
+                      "connections (1 per user); retry later; dropping connection", self.logged())
+
+    def test_refused_waiting_bounded(self):
+        """Past the bound of refused connections waiting for a box, one is closed at once."""
+        self.factory.max_per_uid, self.factory.max_refused = 1, 2
+        self.connect(ALICE)
+        waiting = [self.connect(ALICE) for _ in range(2)]
+        extra = self.connect(ALICE)
+        extra.pump.flush()
+        self.assertTrue(extra.closed)
+        self.assertFalse(any(conn.closed for conn in waiting))
+        self.assertIn("[send] closing connection of peer_uid=2001 at once: too many control "
+                      "connections (1 per user); retry later (2 refused connections waiting)",
+                      self.logged())
+        waiting[0].refused(TempError, commands.Version)
+        self.connect(ALICE).refused(TempError, commands.Version)
+
+    def test_refused_times_out(self):
+        """A refused connection that sends nothing is closed by the request timeout."""
+        self.factory.max_per_uid = 1
+        self.connect(ALICE)
+        extra = self.connect(ALICE)
+        self.clock.advance(30)
+        extra.pump.flush()
+        self.assertTrue(extra.closed)
+        self.assertEqual(self.factory.refused, 0)
+
+    def test_counts_return_to_zero(self):
+        """Closed connections, admitted or refused, give their places back."""
+        self.factory.max_per_uid = 2
+        conns = [self.connect(ALICE) for _ in range(3)]
+        conns[2].refused(TempError, commands.Version)
+        for conn in conns[:2]:
+            conn.close()
+        self.assertEqual((self.factory.admitted, dict(+self.factory.per_uid),
+                          self.factory.refused), (0, {}, 0))
+
+
+class BudgetTests(ControlTestCase):
+    """The bytes of boxes being received or running are counted against one budget."""
+
+    def setUp(self):
+        super().setUp()
+        self.running = []
+
+        def send(caller, message, text_only, html_body):
+            d = defer.Deferred()
+            self.running.append(d)
+            return d
+
+        self.control.send = send
+
+    def finish(self, conn, outcome):
+        self.running.pop(0).callback({"message_id": "<x@test.local>"})
+        return conn.result(outcome)
+
+    def test_default(self):
+        """The budget is 256 MiB."""
+        self.assertEqual((BUFFER_BUDGET, self.factory.budget), (256 << 20, 256 << 20))
+
+    def test_counted_until_answered(self):
+        """A box counts from its first byte until its command is answered."""
+        conn = self.connect(ALICE)
+        message = b"m" * 100_000
+        outcome = conn.send(commands.Send, message=message)
+        conn.pump.flush()
+        self.assertEqual(self.factory.buffered, send_box_size(message))
+        self.assertEqual(self.finish(conn, outcome), {"message_id": "<x@test.local>",
+                                                      "deliveries": None})
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_partial_box_released_on_close(self):
+        """The bytes of an unfinished box are released when its connection closes."""
+        conn = self.connect(ALICE, raw=True)
+        conn.write(commands.serialize_box(request(b"SEND", message=b"1",
+                                                  **{"message.0": b"m" * 50_000}))[:-2])
+        self.assertGreater(self.factory.buffered, 50_000)
+        conn.close()
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_running_command_keeps_its_bytes(self):
+        """A command whose client left still holds its box's bytes until it finishes."""
+        conn = self.connect(ALICE)
+        conn.send(commands.Send, message=b"m" * 100_000)
+        conn.pump.flush()
+        conn.close()
+        self.assertEqual(self.factory.buffered, send_box_size(b"m" * 100_000))
+        self.running.pop().callback({"message_id": "<x@test.local>"})
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_budget_limit(self):
+        """Boxes filling the budget exactly are served; one byte more is TEMP, others unhurt."""
+        message = b"m" * 200_000
+        size = send_box_size(message)
+        self.factory.budget = 2 * size
+        a, b = self.connect(ALICE), self.connect(BOB)
+        first, second = a.send(commands.Send, message=message), b.send(commands.Send,
+                                                                        message=message)
+        a.pump.flush()
+        b.pump.flush()
+        self.assertEqual((self.factory.buffered, len(self.running)), (2 * size, 2))
+        c = self.connect(ROOT)
+        reason = c.refused(TempError, commands.Send, message=message)
+        self.assertEqual(reason, "control socket busy: too many request bytes buffered; "
+                                 "retry later")
+        self.assertTrue(c.closed)
+        self.assertIn(f"[send] refusing a box of peer_uid=0: request bytes over the "
+                      f"{2 * size}-byte budget", self.logged())
+        self.assertEqual(self.factory.buffered, 2 * size)
+        self.assertFalse(a.closed or b.closed)
+        self.assertIn("message_id", self.finish(a, first))
+        self.assertIn("message_id", self.finish(b, second))
+        self.assertEqual(self.factory.buffered, 0)
+        d = self.connect(ROOT)
+        outcome = d.send(commands.Send, message=message)
+        d.pump.flush()
+        self.assertIn("message_id", self.finish(d, outcome))
+
+    def test_over_budget_small_box(self):
+        """Even a VERSION is refused while the budget is spent."""
+        self.factory.budget = send_box_size(b"m" * 1000) + 10
+        a = self.connect(ALICE)
+        a.send(commands.Send, message=b"m" * 1000)
+        a.pump.flush()
+        reason = self.connect(BOB).refused(TempError, commands.Version)
+        self.assertIn("control socket busy", reason)
+
+    def test_over_budget_without_ask(self):
+        """A box over the budget that asks for no answer is dropped with a warning."""
+        self.factory.budget = 1000
+        conn = self.connect(ALICE, raw=True)
+        conn.write(padded(request(b"VERSION", ask=None), 2000))
+        self.assertTrue(conn.closed)
+        self.assertIn("[send] no answer possible (no _ask) to peer_uid=2001: control socket "
+                      "busy", self.logged())
+        self.assertEqual(self.factory.buffered, 0)
+
+
+class BoxSizeTests(ControlTestCase):
+    """Only SEND boxes may grow past MAX_OTHER_BOX; any box past MAX_BOX is dropped."""
+
+    def test_other_box_limit(self):
+        """A non-SEND box of exactly the limit is served; one byte more drops the connection."""
+        self.assertEqual(MAX_OTHER_BOX, commands.HOOK_BODY_CAP + 256 * 1024)
+        conn = self.connect(ALICE, raw=True)
+        conn.write(padded(request(b"VERSION"), MAX_OTHER_BOX))
+        [answer] = conn.client.replies()
+        self.assertEqual((answer[b"_answer"], answer[b"tag"]), (b"1", aimx.__version__.encode()))
+        self.assertFalse(conn.closed)
+        conn = self.connect(ALICE, raw=True)
+        conn.write(padded(request(b"VERSION"), MAX_OTHER_BOX + 1))
+        self.assertTrue(conn.closed)
+        self.assertEqual(conn.client.received, b"")
+        self.assertIn(f"[send] VERSION box larger than {MAX_OTHER_BOX} bytes (only SEND may be),"
+                      " dropping connection of peer_uid=2001", self.logged())
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_largest_hook_create_fits(self):
+        """The largest valid HOOK-CREATE box fits under the limit."""
+        box = commands.HookCreate.makeArguments(
+            {"mailbox": "m" * 65535, "event": "e" * 65535, "name": "n" * 65535,
+             "body": "b" * commands.HOOK_BODY_CAP}, None)
+        box.update(request(b"HOOK-CREATE", ask=b"ffffffff"))
+        self.assertLess(len(box.serialize()), MAX_OTHER_BOX)
+
+    def test_mailbox_create_2mib_dropped(self):
+        """A 2 MiB MAILBOX-CREATE-shaped box is dropped; nothing is created."""
+        conn = self.connect(ROOT)
+        pads = {f"pad{i}": b"p" * 65535 for i in range(33)}
+        result = conn.result(conn.send_raw(b"MAILBOX-CREATE", {"name": b"eve", **pads}))
+        self.assertIsInstance(result, Failure)
+        self.assertTrue(conn.closed)
+        self.assertIn("[send] MAILBOX-CREATE box larger than", self.logged())
+        self.assertEqual(len(self.config_toml()["mailboxes"]), 3)
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_command_not_yet_known(self):
+        """A box whose _command has not arrived by the limit is dropped, even a SEND."""
+        conn = self.connect(ALICE, raw=True)
+        # Twisted sorts keys: capitals come before _ask and _command.
+        box = amp.AmpBox({f"A{i:03d}".encode(): b"a" * 65535 for i in range(25)})
+        box.update(request(b"SEND", message=b"1", **{"message.0": b"x"}))
+        conn.write(box.serialize())
+        self.assertTrue(conn.closed)
+        self.assertIn(f"[send] box larger than {MAX_OTHER_BOX} bytes before its _command "
+                      "(only SEND may be), dropping connection of peer_uid=2001", self.logged())
+
+    def test_send_25_mib(self):
+        """A SEND of a full 25 MiB message through the Twisted client is served."""
+        self.control.send = lambda caller, message, text_only, html_body: defer.succeed(
+            {"message_id": f"<{len(message)}@test.local>"})
+        conn = self.connect(ALICE)
+        reply = conn.call(commands.Send, message=b"m" * commands.MESSAGE_CAP)
+        self.assertEqual(reply["message_id"], f"<{commands.MESSAGE_CAP}@test.local>")
+        self.assertEqual(self.factory.buffered, 0)
+
+    def test_not_a_command(self):
+        """A client box that is an answer or an error, not a command, drops the connection."""
+        for box in ({b"_answer": b"1", b"_command": b"VERSION", b"_ask": b"1"},
+                    {b"_error": b"1", b"_command": b"VERSION", b"_ask": b"1"}):
+            conn = self.connect(ALICE, raw=True)
+            conn.write(commands.serialize_box(box))
+            self.assertTrue(conn.closed)
+        self.assertIn("[send] malformed box (not a command), dropping connection",
+                      self.logged())

@@ -152,6 +152,33 @@ class ArgumentTests(SynchronousTestCase):
         )
         self.assertEqual(commands.Version.parseResponse(reply, None)["tag"], "1")
 
+    def test_request_box_command_first(self):
+        """Request boxes go on the wire C{_command}, C{_ask}, then the arguments sorted."""
+        box = commands.MailboxCreate.makeArguments({"name": "x", "owner": "y"}, None)
+        self.assertIsInstance(box, commands.RequestBox)
+        # Keys below "_" (digits, capitals) would come first in Twisted's sorted order.
+        box.update({b"0": b"", b"A": b"a", b"_ask": b"1", b"_command": b"MAILBOX-CREATE"})
+        [parsed] = amp.parseString(box.serialize())
+        self.assertEqual(list(parsed), [b"_command", b"_ask", b"0", b"A", b"name", b"owner"])
+        self.assertEqual(parsed, box)
+        self.assertEqual(commands.serialize_box({b"b": b"2", b"a": b"1"}),
+                         amp.AmpBox({b"a": b"1", b"b": b"2"}).serialize())
+
+    def test_request_box_limits(self):
+        """Keys and values past AMP's limits, and text, are refused as by Twisted."""
+        self.assertRaises(amp.TooLong, commands.serialize_box, {b"k" * 256: b""})
+        self.assertRaises(amp.TooLong, commands.serialize_box, {b"k": b"v" * 65536})
+        self.assertRaises(TypeError, commands.serialize_box, {"k": b""})
+        self.assertRaises(TypeError, commands.serialize_box, {b"k": ""})
+
+    def test_every_command_sends_request_boxes(self):
+        """Every command builds its boxes as L{commands.RequestBox}."""
+        for command in (commands.Send, commands.MarkRead, commands.MarkUnread,
+                        commands.MailboxCreate, commands.MailboxDelete, commands.MailboxList,
+                        commands.MailboxShow, commands.HookCreate, commands.HookDelete,
+                        commands.HookList, commands.Version):
+            self.assertIs(command.commandType, commands.RequestBox)
+
     def test_command_names(self):
         """AMP command names are the AIMX verbs."""
         self.assertEqual(

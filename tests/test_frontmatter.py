@@ -1,10 +1,15 @@
 """Tests for L{aimx.core.frontmatter}."""
 
+import threading
+import tomllib
+import types
 from datetime import datetime, timedelta, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from aimx.core import frontmatter
 from aimx.core.frontmatter import (
+    CLOSING_TRIES,
     INBOUND_ORDER,
     KEY_ORDER,
     inbound_fields,
@@ -342,6 +347,49 @@ class SplitTests(SynchronousTestCase):
         ):
             self.assertRaises(ValueError, parse, data)
             self.assertRaises(ValueError, split, data)
+
+    def count_parses(self) -> list[int]:
+        """Make frontmatter's TOML parser record the length of each text it is given."""
+        seen: list[int] = []
+        me = threading.get_ident()
+
+        def loads(text):
+            if threading.get_ident() == me:  # other threads' parses are not this test's
+                seen.append(len(text))
+            return tomllib.loads(text)
+
+        self.patch(frontmatter, "tomllib",
+                   types.SimpleNamespace(loads=loads, TOMLDecodeError=tomllib.TOMLDecodeError))
+        return seen
+
+    def test_delimiters_in_string_up_to_the_limit(self) -> None:
+        """A multi-line string may hold C{CLOSING_TRIES - 1} C{+++} lines; one more is refused."""
+        inside = b"+++\n" * (CLOSING_TRIES - 1)
+        data = b'+++\nfrom = """a\n' + inside + b'b"""\n+++\n\nbody\n'
+        fields, body = parse(data)
+        self.assertEqual(fields["from"], "a\n" + "+++\n" * (CLOSING_TRIES - 1) + "b")
+        self.assertEqual(body, b"body\n")
+        data = b'+++\nfrom = """a\n' + inside + b'+++\nb"""\n+++\n\nbody\n'
+        e = self.assertRaises(ValueError, parse, data)
+        self.assertIn(f"first {CLOSING_TRIES} +++ lines", str(e))
+
+    def test_planted_delimiters_linear(self) -> None:
+        """A file of 100 000 C{+++} lines costs at most C{CLOSING_TRIES} parses of its prefix."""
+        seen = self.count_parses()
+        data = b'+++\na = """\n' + b"+++\n" * 100_000
+        for f in (parse, split, mark_unread):
+            del seen[:]
+            self.assertRaises(ValueError, f, data)
+            self.assertEqual(len(seen), CLOSING_TRIES)
+            self.assertLessEqual(sum(seen), CLOSING_TRIES * len(data))
+        self.assertRaises(ValueError, mark_read, data, RECEIVED)
+
+    def test_first_closing_line_one_parse(self) -> None:
+        """Frontmatter as aimx writes it is parsed once, whatever follows in the body."""
+        seen = self.count_parses()
+        data = render({"id": "x", "read": False}, "+++\n" * 1000)
+        self.assertEqual(parse(data)[0], {"id": "x", "read": False})
+        self.assertEqual(len(seen), 1)
 
     def test_sent_defaults(self) -> None:
         """A sent copy without outbound_format reads as C{text} (case 15)."""

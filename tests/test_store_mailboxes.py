@@ -2,8 +2,10 @@
 
 import datetime
 import os
+import stat
+import threading
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from aimx.core import frontmatter
 from aimx.core.config import load_text
@@ -17,6 +19,20 @@ ME = Owner("me", os.geteuid(), os.getegid())
 
 def email(read=False) -> bytes:
     return frontmatter.render({"id": "x", "read": read}, "Hello\n")
+
+
+def record_reads(test) -> list[int]:
+    """Patch C{os.read} to record the sizes this thread asks for (other threads pass)."""
+    asked: list[int] = []
+    real, me = os.read, threading.get_ident()
+
+    def read(fd, n):
+        if threading.get_ident() == me:
+            asked.append(n)
+        return real(fd, n)
+
+    test.patch(os, "read", read)
+    return asked
 
 
 class DirsTests(SynchronousTestCase):
@@ -120,6 +136,63 @@ class CountTests(SynchronousTestCase):
         with open(os.path.join(d, "a.md"), "wb") as f:
             f.write(b'+++\nid = "a"\nread = false\n+++\n\nread = true\n')
         self.assertEqual(mailboxes.count_messages(d), (1, 1))
+
+    def write(self, name: str, data: bytes) -> str:
+        d = getattr(self, "dir", None) or os.path.abspath(self.mktemp())
+        self.dir = d
+        os.makedirs(os.path.dirname(os.path.join(d, name)), exist_ok=True)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+        return d
+
+    def test_read_state_parsed(self):
+        """Read means a top-level TOML C{read = true}; anything else is unread."""
+        for text, read in (
+            (b'+++\nread=true\n+++\n', True),
+            (b'+++\nread = true # seen\n+++\n', True),
+            (b'+++\nread = "true"\n+++\n', False),
+            (b'+++\nid = "x"\n\n[[attachments]]\nread = true\n+++\n', False),
+            (b'+++\nnote = """\nread = true\n"""\n+++\n', False),
+            (b'+++\nread = false\n+++\n', False),
+        ):
+            d = os.path.abspath(self.mktemp())
+            os.makedirs(d)
+            with open(os.path.join(d, "a.md"), "wb") as f:
+                f.write(text)
+            self.assertEqual(mailboxes.count_messages(d), (1, 0 if read else 1), text)
+
+    def test_invalid_frontmatter_is_unread(self):
+        """A .md file without valid frontmatter still counts, as unread."""
+        d = self.write("a.md", b"read = true\n")
+        self.write("b.md", b"+++\nread = true\nread = = x\n+++\n")
+        self.write("c.md", b'+++\nread = true\nx = "\xff"\n+++\n')
+        self.write("d.md", b"")
+        self.assertEqual(mailboxes.count_messages(d), (4, 4))
+
+    def frontmatter_of(self, size: int) -> bytes:
+        """A read frontmatter (both +++ lines included) of exactly C{size} bytes."""
+        head, tail = b'+++\nread = true\npad = "', b'"\n+++\n'
+        return head + b"a" * (size - len(head) - len(tail)) + tail
+
+    def test_frontmatter_limit(self):
+        """Frontmatter ending exactly at the 64 KiB read limit is read; one byte more is unread."""
+        limit = mailboxes.READ_STATE_BYTES
+        self.assertEqual(limit, 64 * 1024)
+        d = self.write("fits.md", self.frontmatter_of(limit) + b"\nbody\n" * 1000)
+        self.assertEqual(mailboxes.count_messages(d), (1, 0))
+        self.write("over.md", self.frontmatter_of(limit + 1) + b"\nbody\n")
+        self.assertEqual(mailboxes.count_messages(d), (2, 1))
+        os.unlink(os.path.join(d, "fits.md"))
+        # The limit falls just after "+++" of a "+++x" line: no closing line there.
+        self.write("cut.md", self.frontmatter_of(limit + 1)[:-1] + b"x\n")
+        self.assertEqual(mailboxes.count_messages(d), (2, 2))
+
+    def test_reads_only_the_head(self):
+        """Counting a 5 MiB message reads at most the first 64 KiB of it."""
+        d = self.write("big.md", self.frontmatter_of(100) + b"x" * (5 << 20))
+        asked = record_reads(self)
+        self.assertEqual(mailboxes.count_messages(d), (1, 0))
+        self.assertLessEqual(sum(asked), mailboxes.READ_STATE_BYTES)
 
     def test_rows(self):
         """Listing rows: configured and stray dirs, visibility by uid, the spec's keys."""
@@ -240,6 +313,36 @@ class MarkTests(SynchronousTestCase):
         e = self.assertRaises(IOFailure, mailboxes.mark_id, self.dir, "m", True, NOW, ME)
         self.assertIn("failed to parse frontmatter in", str(e))
 
+    def test_size_limit(self):
+        """A file at the mark limit is marked; one byte more is IO naming it, unread, unchanged."""
+        self.assertEqual(mailboxes.MAX_MARK_BYTES, 64 * 1024 * 1024)
+        self.patch(mailboxes, "MAX_MARK_BYTES", len(self.original))
+        mailboxes.mark_id(self.dir, "m", True, NOW, ME)
+        self.assertIs(self.read()[0]["read"], True)
+        with open(self.path, "wb") as f:
+            f.write(self.original + b"x")
+        asked = record_reads(self)
+        e = self.assertRaises(IOFailure, mailboxes.mark_id, self.dir, "m", True, NOW, ME)
+        self.assertEqual(str(e), f"refusing to mark {self.path}: {len(self.original) + 1} "
+                                 f"bytes, over the {len(self.original)}-byte limit")
+        self.assertEqual(asked, [])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.original + b"x")
+
+    def test_reads_the_stat_size_only(self):
+        """The rewrite reads fstat's size, no more; a file grown meanwhile is IO, kept whole."""
+        opened = mailboxes._open_email(self.dir, "m")
+        self.addCleanup(opened.close)
+        with open(self.path, "ab") as f:
+            f.write(b"appended by the owner\n")
+        asked = record_reads(self)
+        e = self.assertRaises(IOFailure, mailboxes._rewrite, opened, True, NOW, ME)
+        self.assertEqual(str(e), f"{self.path} changed while being read; try again")
+        self.assertEqual(sum(asked), len(self.original))
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), self.original + b"appended by the owner\n")
+        self.assertEqual(os.listdir(self.dir), ["m.md"])
+
     def test_write_failure(self):
         """A failed rewrite is IO; no temp file is left and the file is unchanged."""
         tmp = os.path.join(os.path.dirname(self.path), f".m.md.tmp.{os.getpid()}")
@@ -321,6 +424,14 @@ class MarkSafetyTests(SynchronousTestCase):
         os.mkfifo(os.path.join(self.dir, "x.md"))
         self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
 
+    def test_device_refused(self):
+        """A device node named <id>.md is refused and never read."""
+        try:
+            os.mknod(os.path.join(self.dir, "x.md"), stat.S_IFCHR | 0o600, os.makedev(1, 5))
+        except PermissionError:
+            raise SkipTest("mknod needs CAP_MKNOD")
+        self.assertEqual(mailboxes.mark_id(self.dir, "x", True, NOW, ME), (None, True))
+
     def test_bundle_not_a_directory_refused(self):
         """A regular file named <id> (no <id>.md) is refused."""
         with open(os.path.join(self.dir, "x"), "wb") as f:
@@ -373,3 +484,16 @@ class CountSafetyTests(SynchronousTestCase):
         with open(os.path.join(inbox, "real.md"), "wb") as f:
             f.write(b"+++\nread = false\n+++\n")
         self.assertEqual(mailboxes.count_messages(inbox), (1, 1))
+
+    def test_special_files_not_counted(self):
+        """A flat FIFO or device named *.md is neither counted nor opened."""
+        inbox = os.path.abspath(self.mktemp())
+        os.makedirs(inbox)
+        os.mkfifo(os.path.join(inbox, "fifo.md"))
+        try:
+            os.mknod(os.path.join(inbox, "zero.md"), stat.S_IFCHR | 0o600, os.makedev(1, 5))
+        except PermissionError:
+            pass  # no CAP_MKNOD: the FIFO alone
+        with open(os.path.join(inbox, "real.md"), "wb") as f:
+            f.write(b"+++\nread = true\n+++\n")
+        self.assertEqual(mailboxes.count_messages(inbox), (1, 0))

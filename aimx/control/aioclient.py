@@ -12,7 +12,7 @@ import errno
 
 from twisted.protocols import amp
 
-from aimx.control.commands import ERRORS, RESPONSE_CAP
+from aimx.control.commands import ERRORS, RESPONSE_CAP, serialize_box
 from aimx.errors import AimxError, ConnectFailed, DaemonNotRunning
 
 #: Reading stops past this many buffered bytes: the largest answer value plus its
@@ -29,9 +29,12 @@ class MalformedResponse(AimxError):
 def encode_box(box) -> bytes:
     """The wire bytes of a box: C{(2-byte length, key, 2-byte length, value)*}, then 0.
 
+    C{_command} goes first, then C{_ask} (L{serialize_box}): the daemon sizes a
+    box by its command.
+
     @raise amp.TooLong: a key over 255 bytes or a value over 65,535 bytes.
     """
-    return amp.AmpBox(box).serialize()
+    return serialize_box(amp.AmpBox(box))
 
 
 async def read_box(reader: asyncio.StreamReader, cap: int = BOX_CAP) -> dict[bytes, bytes]:

@@ -8,8 +8,27 @@ timeout (not reset by partial data, suspended while a command runs), and a box
 larger than 64 MiB closes the connection.  L{ControlSocket} listens on
 C{<runtime_dir>/aimx.sock} (mode 0666, a stale socket replaced) and on stop
 lets in-flight commands finish within the drain grace.
+
+Every local uid may connect, so what one caller can make the root daemon hold
+is bounded (STYLE.md, "Bound everything an outsider controls"):
+
+ - connections: L{MAX_CONNECTIONS} served at once, L{MAX_CONNECTIONS_PER_UID}
+   per peer uid (root included).  One past either cap is still accepted: its
+   first box is read without being kept and answered C{TEMP} with the reason,
+   then the connection is closed, so the client says why instead of hanging
+   or reporting a dead daemon.  At most L{MAX_REFUSED} such connections wait
+   for their box; past that a new one is closed at once.
+ - bytes: every box counts against one L{BUFFER_BUDGET}, from its first byte
+   until its command is answered (a command still running after its client
+   left keeps its bytes).  A box that would pass the budget is read on
+   without being kept and answered C{TEMP}; the connection is then closed.
+ - box size: only a SEND box may pass L{MAX_OTHER_BOX}; any other box, or one
+   whose C{_command} has not arrived by then, drops the connection (our
+   clients send C{_command} first: L{aimx.control.commands.RequestBox}).  No
+   box may pass L{MAX_BOX}.
 """
 
+import collections
 import functools
 import os
 import socket
@@ -23,12 +42,26 @@ from twisted.protocols import amp
 
 from aimx.control import commands
 from aimx.control.ops import Caller, Control
-from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure
+from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure, TempError
 
 log = Logger(namespace="aimx::uds")
 
 REQUEST_TIMEOUT = 30
 MAX_BOX = 64 * 1024 * 1024
+#: The largest box but SEND's: room for the largest valid one, a HOOK-CREATE
+#: with a 1 MiB body (chunked) and three 64 KiB text arguments.
+MAX_OTHER_BOX = commands.HOOK_BODY_CAP + 256 * 1024
+MAX_CONNECTIONS = 64
+MAX_CONNECTIONS_PER_UID = 16
+#: Refused connections waiting for the box their TEMP answers.
+MAX_REFUSED = 64
+#: Bytes of all boxes being received or being worked on, across connections.
+BUFFER_BUDGET = 256 * 1024 * 1024
+
+_BUSY = "control socket busy: too many request bytes buffered; retry later"
+#: In a refused box, every key but these is replaced by this one, every value emptied.
+_KEPT = (amp.COMMAND, amp.ASK)
+_DISCARDED = b"-"
 
 
 def peer_credentials(transport) -> Caller:
@@ -80,7 +113,13 @@ class ControlProtocol(amp.AMP):
         self.caller: Caller | None = None
         self._timer = None
         self._inflight = 0
-        self._box_bytes = 0
+        self._box_bytes = 0  # wire bytes of the box being received
+        self._box_held = 0  # of those, counted against the factory's budget
+        self._dispatch_held = 0  # the held bytes of the box being dispatched
+        self._refusal: str | None = None  # TEMP reason for the box being received
+        self._closing = False  # dropped or answered for the last time: ignore input
+        self.admitted = False  # counted in the factory's connection caps
+        self.waiting_refused = False  # counted in the factory's refused connections
 
     # -- connection, limits ------------------------------------------------------
 
@@ -96,10 +135,27 @@ class ControlProtocol(amp.AMP):
                 peer_pid="?" if self.caller.pid is None else self.caller.pid,
             )
         self.factory.connections.add(self)
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            if self.factory.refused >= self.factory.max_refused:
+                log.warn(
+                    "[send] closing connection of peer_uid={peer_uid} at once: {reason} "
+                    "({n} refused connections waiting)",
+                    peer_uid=self.caller.uid, reason=refusal, n=self.factory.refused,
+                )
+                self._closing = True
+                self.transport.abortConnection()
+                return
+            log.warn("[send] refusing connection of peer_uid={peer_uid}: {reason}",
+                     peer_uid=self.caller.uid, reason=refusal)
+            self.factory.refused += 1
+            self.waiting_refused = True
+            self._refusal = refusal
         self._arm()
 
     def connectionLost(self, reason):
         self._disarm()
+        self._release_box()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
 
@@ -118,37 +174,128 @@ class ControlProtocol(amp.AMP):
             "[send] request timed out after {timeout}s, dropping connection",
             timeout=self.factory.timeout,
         )
+        self._closing = True
         self.transport.loseConnection()
 
+    def _release_box(self):
+        self.factory.release(self._box_held)
+        self._box_held = 0
+
+    def _drop(self, format, **fields):
+        """Log a warning and abort the connection without an answer."""
+        log.warn(format, peer_uid=self.caller.uid, **fields)
+        self._closing = True
+        self._release_box()
+        self.transport.abortConnection()
+
     def stringReceived(self, string):
-        # Keys and values of the box being received; a finished box resets it.
-        self._box_bytes += len(string) + 2
-        if self._box_bytes > self.factory.max_box:
-            if self.transport is not None and not self.transport.disconnecting:
-                log.warn("[send] box larger than {limit} bytes, dropping connection",
-                         limit=self.factory.max_box)
-                self.transport.abortConnection()
+        # Each key and value of the box being received; a finished box resets it.
+        if self._closing:
             return
+        size = len(string) + 2
+        self._box_bytes += size
+        if self._box_bytes > self.factory.max_box:
+            return self._drop(
+                "[send] box larger than {limit} bytes, dropping connection of peer_uid={peer_uid}",
+                limit=self.factory.max_box,
+            )
+        if self._box_bytes > self.factory.max_other_box:
+            command = self._currentBox.get(amp.COMMAND) if self._currentBox else None
+            if command is None:
+                return self._drop(
+                    "[send] box larger than {limit} bytes before its _command (only SEND may "
+                    "be), dropping connection of peer_uid={peer_uid}",
+                    limit=self.factory.max_other_box,
+                )
+            if command != commands.Send.commandName:
+                return self._drop(
+                    "[send] {command} box larger than {limit} bytes (only SEND may be), "
+                    "dropping connection of peer_uid={peer_uid}",
+                    command=command.decode("ascii", "replace")[:64],
+                    limit=self.factory.max_other_box,
+                )
+        if self._refusal is None:
+            if self.factory.reserve(size):
+                self._box_held += size
+            else:
+                log.warn(
+                    "[send] refusing a box of peer_uid={peer_uid}: request bytes over the "
+                    "{budget}-byte budget",
+                    peer_uid=self.caller.uid, budget=self.factory.budget,
+                )
+                self._refuse_box(_BUSY)
+        if self._refusal is not None:
+            string = self._discarded(string)
         super().stringReceived(string)
 
+    def _refuse_box(self, reason: str):
+        """Read the rest of the box being received without keeping it; answer C{reason}."""
+        self._refusal = reason
+        self._release_box()
+        if self._currentBox:
+            kept = {k: v for k, v in self._currentBox.items() if k in _KEPT}
+            self._currentBox.clear()
+            self._currentBox.update(kept)
+
+    def _discarded(self, string: bytes) -> bytes:
+        """What of C{string} a refused box keeps: C{_command}, C{_ask} and the framing."""
+        if self.state == "value":
+            return string if self._currentKey in _KEPT else b""
+        return string if not string or string in _KEPT else _DISCARDED
+
     def ampBoxReceived(self, box):
+        held, self._box_held = self._box_held, 0
         self._box_bytes = 0
-        if amp.COMMAND not in box:
+        if self._refusal is not None:
+            self.factory.release(held)
+            self._answer_refusal(box)
+            return
+        if amp.COMMAND not in box or amp.ANSWER in box or amp.ERROR in box:
             # Clients only ask; an answer or an empty box is a protocol violation.
-            log.warn("[send] malformed box without _command, dropping connection")
+            self.factory.release(held)
+            log.warn("[send] malformed box (not a command), dropping connection")
+            self._closing = True
             self.transport.loseConnection()
             return
         self._disarm()
-        super().ampBoxReceived(box)
+        self._dispatch_held = held
+        try:
+            super().ampBoxReceived(box)
+        finally:
+            # Bytes no command took (AMP answered without dispatching).
+            self.factory.release(self._dispatch_held)
+            self._dispatch_held = 0
+
+    def _answer_refusal(self, box):
+        """Answer a refused box C{TEMP} (when it asks for an answer) and close."""
+        reason, self._refusal = self._refusal, None
+        self._closing = True
+        tag = box.get(amp.ASK)
+        if tag is None:
+            log.warn(
+                "[send] no answer possible (no _ask) to peer_uid={peer_uid}: {reason}; "
+                "dropping connection",
+                peer_uid=self.caller.uid, reason=reason,
+            )
+            self.transport.loseConnection()
+            return
+        # A QuitBox closes the connection once it is written.
+        self._safeEmit(amp.QuitBox({
+            amp.ERROR: tag,
+            amp.ERROR_CODE: commands.ERRORS[TempError],
+            amp.ERROR_DESCRIPTION: reason.encode("utf-8"),
+        }))
 
     def dispatchCommand(self, box):
+        held, self._dispatch_held = self._dispatch_held, 0
         self._inflight += 1
         self.factory.command_started()
         d = super().dispatchCommand(box)
-        d.addBoth(self._command_done)
+        d.addBoth(self._command_done, held)
         return d
 
-    def _command_done(self, result):
+    def _command_done(self, result, held):
+        self.factory.release(held)
         self._inflight -= 1
         self.factory.command_done()
         self._arm()
@@ -219,9 +366,17 @@ class ControlProtocol(amp.AMP):
 class ControlFactory(protocol.Factory):
     """Builds control connections and tracks them and their commands for the drain.
 
+    The limits are attributes, so tests may lower them.
+
     @param credentials: C{transport -> Caller} (tests inject a fixed peer).
     @param timeout: seconds a complete box may take to arrive.
     @param max_box: bytes a box may buffer before the connection is closed.
+    @ivar max_other_box: the same for any box but SEND's (L{MAX_OTHER_BOX}).
+    @ivar max_connections: connections served at once (L{MAX_CONNECTIONS}).
+    @ivar max_per_uid: of those, per peer uid (L{MAX_CONNECTIONS_PER_UID}).
+    @ivar max_refused: refused connections waiting for their box (L{MAX_REFUSED}).
+    @ivar budget: bytes of boxes buffered or running at once (L{BUFFER_BUDGET}).
+    @ivar buffered: those bytes now.
     """
 
     noisy = False
@@ -240,6 +395,15 @@ class ControlFactory(protocol.Factory):
         self.credentials = credentials
         self.timeout = timeout
         self.max_box = max_box
+        self.max_other_box = MAX_OTHER_BOX
+        self.max_connections = MAX_CONNECTIONS
+        self.max_per_uid = MAX_CONNECTIONS_PER_UID
+        self.max_refused = MAX_REFUSED
+        self.budget = BUFFER_BUDGET
+        self.buffered = 0
+        self.admitted = 0
+        self.per_uid: collections.Counter = collections.Counter()
+        self.refused = 0
         self.connections: set[ControlProtocol] = set()
         self.inflight = 0
         self._drained: defer.Deferred | None = None
@@ -247,6 +411,32 @@ class ControlFactory(protocol.Factory):
 
     def buildProtocol(self, addr):
         return ControlProtocol(self)
+
+    def admit(self, proto: ControlProtocol) -> str | None:
+        """Count a new connection in the caps, or say why it is refused.
+
+        @return: C{None} when admitted, else the C{TEMP} reason.
+        """
+        uid = proto.caller.uid
+        if self.admitted >= self.max_connections:
+            return f"too many control connections ({self.max_connections} in total); retry later"
+        if self.per_uid[uid] >= self.max_per_uid:
+            return f"too many control connections ({self.max_per_uid} per user); retry later"
+        self.admitted += 1
+        self.per_uid[uid] += 1
+        proto.admitted = True
+        return None
+
+    def reserve(self, size: int) -> bool:
+        """Count C{size} more buffered bytes, unless that passes the budget."""
+        if self.buffered + size > self.budget:
+            return False
+        self.buffered += size
+        return True
+
+    def release(self, size: int) -> None:
+        """Uncount bytes counted by L{reserve}."""
+        self.buffered -= size
 
     def command_started(self):
         self.inflight += 1
@@ -259,6 +449,15 @@ class ControlFactory(protocol.Factory):
 
     def connection_closed(self, proto: ControlProtocol):
         self.connections.discard(proto)
+        if proto.admitted:
+            proto.admitted = False
+            self.admitted -= 1
+            self.per_uid[proto.caller.uid] -= 1
+            if not self.per_uid[proto.caller.uid]:
+                del self.per_uid[proto.caller.uid]
+        if proto.waiting_refused:
+            proto.waiting_refused = False
+            self.refused -= 1
         if self._drained is not None:
             self._check_drained()
 

@@ -218,8 +218,48 @@ class Json(BigUnicode):
         return super().encode(name, json.dumps(value, ensure_ascii=False))
 
 
+#: The keys a request box starts with, in this order.
+_FIRST = (amp.COMMAND, amp.ASK)
+
+
+def serialize_box(box) -> bytes:
+    """A box's wire bytes: C{_command}, C{_ask}, then the other keys sorted.
+
+    The daemon lets only SEND boxes grow past a small size, so it must know the
+    command before the arguments arrive.  Twisted's C{AmpBox.serialize} sorts
+    every key, which is an implementation detail and would put a key below
+    C{_} (a digit or a capital) before C{_command}; requests use this order
+    instead (L{RequestBox}).
+
+    @raise amp.TooLong: a key over 255 bytes or a value over 65,535 bytes.
+    @raise TypeError: a key or value that is not bytes.
+    """
+    keys = [k for k in _FIRST if k in box] + sorted(k for k in box if k not in _FIRST)
+    out = []
+    for key in keys:
+        value = box[key]
+        if not isinstance(key, bytes) or not isinstance(value, bytes):
+            raise TypeError(f"AMP keys and values are bytes: {key!r}")
+        if len(key) > amp.MAX_KEY_LENGTH:
+            raise amp.TooLong(True, True, key, None)
+        if len(value) > amp.MAX_VALUE_LENGTH:
+            raise amp.TooLong(False, True, value, key)
+        out += (len(key).to_bytes(2, "big"), key, len(value).to_bytes(2, "big"), value)
+    out.append(b"\0\0")
+    return b"".join(out)
+
+
+class RequestBox(amp.AmpBox):
+    """The box every command of ours is sent in: C{_command} first (L{serialize_box})."""
+
+    def serialize(self):
+        return serialize_box(self)
+
+
 class _Command(amp.Command):
     errors = ERRORS
+    # Both clients build their requests through this (callRemote, makeArguments).
+    commandType = RequestBox
 
 
 #: SEND's answer when both body modes are asked for (the CLI and MCP say the same).

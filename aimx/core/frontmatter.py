@@ -7,6 +7,7 @@ keys, and arrays of tables are written last.
 """
 
 import ipaddress
+import itertools
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -86,7 +87,8 @@ def split(data: bytes) -> tuple[str, bytes]:
     """Split a file into its TOML text and everything after the closing line.
 
     The delimiters are whole C{+++} lines, never substrings; a C{+++} line
-    inside a multi-line TOML string (as AIMX may write) is skipped.
+    inside a multi-line TOML string (as AIMX may write) is skipped, up to
+    C{CLOSING_TRIES - 1} of them.
 
     @param data: the file's bytes.
     @return: the TOML text and the bytes after the closing C{+++} line
@@ -350,19 +352,34 @@ def _plain_rows(value: Any) -> bool:
 
 _DELIMITER = re.compile(rb"^\+\+\+\r?(?:\n|\Z)", re.MULTILINE)
 
+#: How many C{+++} lines after the opening one L{_locate} tries as the closing
+#: line.  aimx writes frontmatter with tomli_w, which never emits a multi-line
+#: string, so the first one closes it; the others accept a C{+++} line inside a
+#: multi-line string (as AIMX may write).  Each try parses the whole prefix, so
+#: without this bound a planted file of many C{+++} lines would cost time
+#: quadratic in its size; with it the cost is linear.
+CLOSING_TRIES = 8
+
 
 def _locate(data: bytes) -> tuple[dict[str, Any], str, int]:
     """The parsed frontmatter, its text, and the offset just past the
-    closing delimiter line."""
+    closing delimiter line.
+
+    @raise ValueError: no opening line, no closing line within
+        L{CLOSING_TRIES} candidates, or the TOML is invalid.
+    """
     delimiters = _DELIMITER.finditer(data)
     opening = next(delimiters, None)
     if opening is None or opening.start() != 0:
         raise ValueError("the file does not start with a +++ line")
     error: ValueError = ValueError("the frontmatter has no closing +++ line")
-    for closing in delimiters:
+    for closing in itertools.islice(delimiters, CLOSING_TRIES):
         text = data[opening.end() : closing.start()].decode("utf-8")
         try:
             return tomllib.loads(text), text, closing.end()
         except tomllib.TOMLDecodeError as e:
             error = e  # maybe a +++ line inside a multi-line string: go on
+    if next(delimiters, None) is not None:
+        raise ValueError(f"no valid TOML frontmatter closes within the first {CLOSING_TRIES} "
+                         "+++ lines")
     raise error

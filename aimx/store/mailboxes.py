@@ -23,6 +23,11 @@ from aimx.store.mailstore import Owner, resolve_owner
 
 _BAD_ID = ("..", "/", "\\", "\0")
 
+#: How much of a message file the read-state check of L{count_messages} reads.
+READ_STATE_BYTES = 64 * 1024
+#: The largest message file L{mark_id} reads and rewrites.
+MAX_MARK_BYTES = 64 * 1024 * 1024
+
 
 class Passwd:
     """The passwd database: owner names to ids and back (C{root} needs no lookup)."""
@@ -191,9 +196,14 @@ def mailbox_details(config: Config, mailbox: MailboxConfig, data_dir: str) -> di
 def count_messages(directory: str, read_state: bool = True) -> tuple[int, int]:
     """Messages in a mailbox directory and how many of them are unread.
 
-    A message is a regular C{*.md} file, or a directory C{<stem>/} holding
-    C{<stem>.md}; dotfiles and anything else are ignored.  A message is unread
-    unless its frontmatter has a C{read = true} line.
+    A message is a regular, singly-linked C{*.md} file, or a directory
+    C{<stem>/} holding one as C{<stem>.md}; dotfiles and anything else
+    (symlinks, FIFOs, devices, hard links) are ignored and never opened.  A
+    message is read when its frontmatter, parsed from the first
+    L{READ_STATE_BYTES} of the file, has the top-level key C{read = true}; a
+    message whose frontmatter does not end within them or is not valid TOML
+    still counts, as unread (the owner controls these files, the daemon that
+    counts them is root).
 
     @param read_state: read each frontmatter to count unread messages (else the
         unread count is 0).
@@ -242,25 +252,41 @@ def _read_state(dir_fd: int, name: str, read_state: bool) -> str | None:
         return None
     if opened is None:
         return None
-    fd = opened[0]
-    if not read_state:
+    fd, st = opened
+    try:
+        if not read_state:
+            return "read"
+        try:
+            head = _read_up_to(fd, READ_STATE_BYTES)
+        except OSError:
+            return "unread"
+    finally:
         os.close(fd)
-        return "read"
-    with open(fd, "rb") as f:
-        return "read" if _marked_read(f) else "unread"
+    if len(head) < st.st_size:
+        # Cut the partial last line, so a "+++x" line cut after its "+++" is no delimiter.
+        head = head[: head.rfind(b"\n") + 1]
+    return "read" if _marked_read(head) else "unread"
 
 
-def _marked_read(f) -> bool:
-    """Whether the frontmatter (between the first two C{+++} lines) says C{read = true}."""
-    if f.readline().rstrip(b"\r\n") != b"+++":
+def _marked_read(head: bytes) -> bool:
+    """Whether the frontmatter at the start of C{head} has the top-level C{read = true}."""
+    try:
+        fields, _ = frontmatter.parse(head)
+    except ValueError:  # no frontmatter, not closed within head, bad TOML or UTF-8
         return False
-    for line in f:
-        line = line.strip()
-        if line == b"+++":
-            return False
-        if line.replace(b" ", b"") == b"read=true":
-            return True
-    return False
+    return fields.get("read") is True
+
+
+def _read_up_to(fd: int, size: int) -> bytes:
+    """At most C{size} bytes from C{fd}'s position, fewer only at end of file."""
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def valid_id(email_id: str) -> bool:
@@ -404,7 +430,8 @@ def mark_id(
 ) -> tuple[str | None, bool]:
     """Resolve an id and rewrite its C{read}/C{read_at} (frontmatter.md §5).
 
-    The file is read through the fd L{_open_email} opened; the new content goes
+    The file is read through the fd L{_open_email} opened, at most fstat's
+    size and never above L{MAX_MARK_BYTES}; the new content goes
     to C{.<filename>.tmp.<pid>} created (C{O_EXCL|O_NOFOLLOW}) in the same
     directory fd, given the owner's ids (the current file's when the owner does
     not resolve) and mode 0600, fsynced, then renamed over the original within
@@ -413,7 +440,8 @@ def mark_id(
     @param now: an aware datetime for C{read_at}.
     @return: like L{resolve_id}: C{(path, False)} once rewritten, C{(None, refused)}
         when nothing was found (then nothing was written).
-    @raise IOFailure: unreadable file, bad frontmatter, or a failed write.
+    @raise IOFailure: unreadable or too large file, a file that changed while
+        being read, bad frontmatter, or a failed write.
     """
     email, refused = _find(directory, email_id)
     if email is None:
@@ -427,20 +455,25 @@ def mark_id(
 
 def _rewrite(email: _Email, read: bool, now, owner: Owner) -> None:
     path = email.path
+    st = email.st
+    if st.st_size > MAX_MARK_BYTES:
+        raise IOFailure(
+            f"refusing to mark {path}: {st.st_size} bytes, over the {MAX_MARK_BYTES}-byte limit"
+        )
     try:
-        chunks = []
-        while chunk := os.read(email.fd, 1 << 20):
-            chunks.append(chunk)
-        data = b"".join(chunks)
+        data = _read_up_to(email.fd, st.st_size)
+        after = os.fstat(email.fd)
     except OSError as e:
         raise IOFailure(f"failed to read {path}: {e.strerror}") from None
+    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        # Rewriting what was read would cut what the owner appended meanwhile.
+        raise IOFailure(f"{path} changed while being read; try again")
     try:
         new = frontmatter.mark_read(data, now) if read else frontmatter.mark_unread(data)
     except tomllib.TOMLDecodeError as e:
         raise IOFailure(f"failed to parse frontmatter in {path}: {e}") from None
     except ValueError:
         raise IOFailure(f"malformed frontmatter in {path}") from None
-    st = email.st
     uid, gid = (owner.uid, owner.gid) if owner.uid is not None else (st.st_uid, st.st_gid)
     dfd = email.dir_fd
     tmp = f".{email.name}.tmp.{os.getpid()}"

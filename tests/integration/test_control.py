@@ -6,6 +6,7 @@ process that drops privileges before connecting (L{tests.integration.asuser}),
 so C{SO_PEERCRED} is real; those tests need root.
 """
 
+import asyncio
 import json
 import os
 import signal
@@ -15,13 +16,15 @@ import subprocess
 import sys
 import time
 
+from mcp.server.mcpserver.exceptions import ToolError
 from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from aimx.control import client, commands
+from aimx.control import aioclient, client, commands
 from aimx.control.amp import ControlFactory, ControlSocket
-from aimx.errors import ConfigError, MailboxError, NonEmptyError
+from aimx.errors import ConfigError, MailboxError, NonEmptyError, TempError
+from aimx.mcp import tools
 from aimx.store import configfile
 from tests.integration.base import DaemonTestCase, current_user, load_toml
 from tests.integration.test_inbound import PLAIN, message
@@ -276,6 +279,103 @@ class CrudTests(ControlTestCase):
         e = yield self.assertFailure(defer.Deferred.fromCoroutine(
             self.call(commands.MailboxCreate, name="made", owner=OWNER)), MailboxError)
         self.assertIn("already exists", str(e))
+
+
+class LimitTests(ControlTestCase):
+    """The socket's bounds on the real daemon, as each client shows them."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_daemon()
+
+    async def hold(self, n: int) -> list:
+        """C{n} connections of this uid, each served once and kept open."""
+        held = []
+        for _ in range(n):
+            connection = await self.connect()
+            await connection.call(commands.Version)
+            held.append(connection)
+        return held
+
+    def in_thread(self, coroutine_function):
+        """Run an asyncio coroutine function in a thread with its own loop."""
+        return threads.deferToThread(asyncio.run, coroutine_function())
+
+    async def test_per_uid_cap_in_every_client(self):
+        """The 17th connection of a uid: TEMP with the reason in the CLI, MCP and both clients."""
+        held = await self.hold(16)
+        reason = "too many control connections (16 per user); retry later"
+        e = await self.assertFailure(defer.Deferred.fromCoroutine(
+            self.call(commands.MailboxList)), TempError)
+        self.assertEqual(str(e), reason)
+        path = self.socket_path
+
+        async def aio():
+            try:
+                await aioclient.ControlClient(path).call(commands.MailboxList)
+            except TempError as e:
+                return str(e)
+
+        self.assertEqual(await self.in_thread(aio), reason)
+
+        async def mcp():
+            try:
+                await tools.Tools(aioclient.ControlClient(path)).mailbox_list()
+            except ToolError as e:
+                return str(e)
+
+        self.assertEqual(await self.in_thread(mcp), f"[TEMP] {reason}")
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
+                   AIMX_RUNTIME_DIR=self.runtime_dir)
+        result = await threads.deferToThread(
+            subprocess.run, [sys.executable, "-m", "aimx", "mailboxes", "create", "eve",
+                             "--owner", OWNER],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        self.assertEqual((result.returncode, result.stderr), (1, f"Error: [TEMP] {reason}\n"))
+        self.assertNotIn("eve", self.configured())
+        self.assertIn(f"[send] refusing connection of peer_uid={os.getuid()}: {reason}",
+                      self.logged())
+        factory = self.daemon.control.factory
+        closed = self.closed_until(lambda: factory.admitted == 15)
+        held[0].close()
+        await closed
+        self.assertIn("tag", await self.call(commands.Version))
+
+    def closed_until(self, condition) -> defer.Deferred:
+        """Fires once the daemon has seen connections close until C{condition()} holds."""
+        factory = self.daemon.control.factory
+        done = defer.Deferred()
+        seen = factory.connection_closed
+
+        def connection_closed(proto):
+            seen(proto)
+            if condition() and not done.called:
+                done.callback(None)
+
+        self.patch(factory, "connection_closed", connection_closed)
+        return done
+
+    async def test_2mib_mailbox_create_dropped(self):
+        """A 2 MiB MAILBOX-CREATE box on the real socket is dropped without a reply."""
+        box = {b"_command": b"MAILBOX-CREATE", b"_ask": b"1", b"name": b"eve"}
+        box.update({f"pad{i:02d}".encode(): b"p" * 65535 for i in range(33)})
+        data = commands.serialize_box(box)
+        path = self.socket_path
+
+        def raw():
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(30)
+                s.connect(path)
+                try:
+                    s.sendall(data)
+                    return s.recv(65536)
+                except (BrokenPipeError, ConnectionResetError):
+                    return b""
+
+        self.assertEqual(await threads.deferToThread(raw), b"")
+        self.assertIn("[send] MAILBOX-CREATE box larger than", self.logged())
+        self.assertNotIn("eve", self.configured())
+        self.assertIn("tag", await self.call(commands.Version))
 
 
 class SecondUidTests(ControlTestCase):

@@ -6,6 +6,7 @@ never imports aimx (so none of aimx's dkimpy speed-ups take part), against the
 key the fixture DNS serves.
 """
 
+import asyncio
 import email
 import email.policy
 import hashlib
@@ -21,7 +22,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
 from aimx.auth.resolver import Resolver
-from aimx.control import client, commands
+from aimx.control import aioclient, client, commands
 from aimx.errors import (
     BodyTooLarge,
     ConfigError,
@@ -295,6 +296,30 @@ class SendTests(SendTestCase):
         self.assertEqual([c["bcc"] for c in with_bcc], [["c@z.com"]])
         self.assertEqual(with_bcc[0]["cc"], "Cee <c@w.com>")
         self.assertEqual(len(with_bcc[0]["delivery"]), 4)
+
+    async def test_25_mib_through_both_clients(self):
+        """A full 25 MiB message is signed and sent through the Twisted and asyncio clients."""
+        head = submission("", subject="big")[:-2]  # headers and the empty line
+        line = b"a" * 998 + b"\r\n"
+        room = commands.MESSAGE_CAP - len(head)
+        message = head + line * (room // len(line)) + b"b" * (room % len(line))
+        self.assertEqual(len(message), commands.MESSAGE_CAP)
+        first = await self.send(message, text_only=True)
+        path = os.path.join(self.runtime_dir, "aimx.sock")
+
+        async def aio():
+            return await aioclient.ControlClient(path).call(commands.Send, message=message,
+                                                            text_only=True)
+
+        second = await threads.deferToThread(asyncio.run, aio())
+        dropped = self.dropped()
+        self.assertEqual(sorted(e["message_id"] for _, e in dropped),
+                         sorted([first["message_id"], second["message_id"]]))
+        tail = b"\r\n" + b"b" * (room % len(line)) + b"\r\n"
+        for eml, _ in dropped:
+            self.assertEqual(eml.count(line), room // len(line))
+            self.assertIn(tail, eml[-1000:])
+        self.assertEqual(self.daemon.control.factory.buffered, 0)
 
     async def test_markdown_cap(self):
         """Case 21: 5 MiB + 1 of Markdown is refused; the same text-only is sent."""
