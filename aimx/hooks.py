@@ -29,11 +29,11 @@ from datetime import datetime, timezone
 import attrs
 from twisted.internet import defer, task
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger
 
 from aimx.core import hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
+from aimx.logs import Logger
 from aimx.store.mailstore import resolve_owner
 
 log = Logger(namespace="aimx.hook")

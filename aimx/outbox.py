@@ -12,7 +12,6 @@ import time
 import uuid
 
 import attrs
-from twisted.logger import Logger
 
 from aimx.auth import dkim
 from aimx.core import delivery, frontmatter
@@ -22,6 +21,7 @@ from aimx.core.delivery import DELIVERED, DEFERRED, FAILED, RcptResult
 from aimx.core.message import parse_message
 from aimx.core.submission import Submission, check_header_block
 from aimx.errors import DeliveryError, SignError, TempError
+from aimx.logs import Logger
 from aimx.store import maildrop
 
 log = Logger(namespace="aimx::send")

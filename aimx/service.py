@@ -11,7 +11,6 @@ import sys
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
 from twisted.python import threadpool, usage
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
@@ -22,6 +21,7 @@ from aimx.control.ops import Control
 from aimx.core import dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
+from aimx.logs import Logger
 from aimx.outbox import Outbox, Signer
 from aimx.smtp.outbound import MxTransport
 from aimx.smtp.inbound import Inbound

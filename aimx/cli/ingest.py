@@ -16,6 +16,7 @@ from twisted.logger import formatEvent, globalLogBeginner
 from aimx.auth.resolver import Resolver
 from aimx.core.address import Envelope
 from aimx.hooks import HookRunner
+from aimx.logs import escape
 from aimx.smtp.inbound import FAILED, Inbound, route
 from aimx.store import configfile
 from aimx.store.mailstore import MailStore
@@ -59,7 +60,7 @@ def _deliver(config, envelope):
         done = inbound.deliver(envelope)
         done.addCallback(outcome.append)
         done.addCallback(lambda _: runner.idle())
-        done.addErrback(lambda f: _log(f"aimx::ingest error: {f.getErrorMessage()}"))
+        done.addErrback(lambda f: _log(f"aimx::ingest error: {escape(f.getErrorMessage())}"))
         done.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(go)

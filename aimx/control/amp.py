@@ -37,12 +37,12 @@ import struct
 
 from twisted.application import service
 from twisted.internet import defer, error, protocol
-from twisted.logger import Logger
 from twisted.protocols import amp
 
 from aimx.control import commands
 from aimx.control.ops import Caller, Control
 from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure, TempError
+from aimx.logs import Logger
 
 log = Logger(namespace="aimx::uds")
 

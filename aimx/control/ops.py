@@ -11,7 +11,6 @@ Blocking disk work goes through C{run_in_thread}.
 import datetime
 
 import attrs
-from twisted.logger import Logger
 
 from aimx.control.commands import EXCLUSIVE
 from aimx.core import configedit, submission
@@ -30,6 +29,7 @@ from aimx.errors import (
     TempError,
     ValidationError,
 )
+from aimx.logs import Logger
 from aimx.store import configfile
 from aimx.store.mailboxes import (
     Passwd,

@@ -11,7 +11,6 @@ reply is decided.
 """
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from aimx.auth.verify import BUDGET, verify_inbound
 from aimx.core import frontmatter, trust
@@ -20,6 +19,7 @@ from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_mailbox
 from aimx.core.message import parse_message
 from aimx.core.received import Ingested, Prepared
 from aimx.errors import NoMailboxError, SmtpStatus
+from aimx.logs import Logger
 from aimx.store.mailstore import MailStore
 
 ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")

@@ -13,7 +13,6 @@ from OpenSSL import SSL
 from twisted.internet import defer, error, protocol, ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.logger import Logger
 from twisted.mail import smtp
 from zope.interface import implementer
 
@@ -31,6 +30,7 @@ from aimx.core.delivery import (
     reply_outcome,
     settle,
 )
+from aimx.logs import Logger
 
 _log = Logger()
 

@@ -20,7 +20,6 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
 from twisted.mail import smtp
 
 from aimx.core.address import (
@@ -32,6 +31,7 @@ from aimx.core.address import (
 )
 from aimx.core.config import ascii_lower
 from aimx.errors import SmtpStatus
+from aimx.logs import Logger
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _TERMINATOR = re.compile(rb"^\.[ \t]*\r\n", re.M)

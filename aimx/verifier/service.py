@@ -25,7 +25,6 @@ import sys
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import resource, server
 
@@ -41,6 +40,7 @@ from aimx.core.portcheck import (
     parse_port,
     probe_body,
 )
+from aimx.logs import Logger
 from aimx.verifier.smtp import TrackedPort, smtp_handshake, verifier_responder_factory
 
 log = Logger(namespace="aimx.verifier")

@@ -18,7 +18,6 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import TimeoutMixin, WrappingFactory
 
@@ -32,6 +31,7 @@ from aimx.core.portcheck import (
     ProbeTarget,
     responder_reply,
 )
+from aimx.logs import Logger
 
 log = Logger(namespace="aimx.portcheck")
 

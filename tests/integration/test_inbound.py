@@ -556,3 +556,44 @@ class ConcurrencyTests(DaemonTestCase):
         self.assertEqual(fields["dkim"], "pass")
         self.assertEqual(fields["subject"], "Café")
         self.assertIn("Naïve résumé".encode(), body)
+
+
+class LogInjectionTests(DaemonTestCase):
+    """Values from the network never forge or garble a log line (control characters
+    in a HELO name, a recipient, a From display name or a hook's output)."""
+
+    def setUp(self):
+        super().setUp()
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.start_daemon()
+
+    def lines(self) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.events
+                if str(e.get("log_namespace", "")).startswith("aimx")]
+
+    @defer.inlineCallbacks
+    def test_controls_escaped(self):
+        """ESC, CR and NUL sent by a client appear escaped, every event on one line."""
+        yield self.dialogue([
+            b"EHLO evil\x1b[2J\x00host\r\n",
+            b"MAIL FROM:<a@example.com>\r\n",
+            b"RCPT TO:<x\x1b]0;pwned\x07@other.example>\r\n",
+            b"RCPT TO:<alice@test.local>\r\n",
+            b"DATA\r\n",
+            b"From: =?utf-8?q?Boss=0D=0A[aimx]_stored_email?= <b@example.com>\r\n"
+            b"Subject: s\r\n\r\nbody\r\n.\r\n",
+            b"QUIT\r\n",
+        ])
+        text = "\n".join(self.lines())
+        self.assertIn("evil\\x1b[2J\\x00host", text)
+        self.assertIn("x\\x1b]0;pwned\\x07@other.example", text)
+        for line in self.lines():
+            self.assertNotIn("\x1b", line)
+            self.assertNotIn("\x00", line)
+            self.assertNotIn("\r", line)
+        self.assertEqual(len(self.inbox("alice")), 1)
