@@ -26,7 +26,7 @@ Stages:
                stem search grows: what a burst of same-subject mail sees) and
                with a unique subject per message (a counter in front: the slug
                keeps only 20 characters)
-  full         aimx.smtp.inbound.prepare + store_for_rcpt: everything the
+  full         parse + verify_inbound + store_for_rcpt: everything the
                daemon does per message outside the SMTP protocol and logging
 
   aimx_stages.py CORPUS_DIR --mem BIG.eml [--nameserver ...]
@@ -62,7 +62,7 @@ from aimx.auth.verify import verify_inbound  # noqa: E402
 from aimx.core import frontmatter  # noqa: E402
 from aimx.core.address import Envelope  # noqa: E402
 from aimx.core.message import parse_message  # noqa: E402
-from aimx.core.threadid import thread_id  # noqa: E402
+from aimx.core.received import Prepared  # noqa: E402
 from aimx.smtp import inbound  # noqa: E402
 from aimx.store import configfile  # noqa: E402
 from aimx.store.mailstore import MailStore, utcnow  # noqa: E402
@@ -75,11 +75,24 @@ owner = "root"
 """
 
 
+def prepare(env, resolver):
+    """What the daemon's chain does before storing: parse, then authenticate."""
+    parsed = parse_message(env.raw)
+    auth = verify_inbound(env.raw, peer_ip=env.peer_ip, mail_from=env.mail_from,
+                          helo=env.helo, identity=parsed.identity, resolver=resolver)
+    return Prepared(env, parsed, auth)
+
+
+def dkim_with(raw, dnsfunc):
+    """aimx's DKIM verification with the key from memory (dkimpy's dnsfunc)."""
+    return aimx_dkim.verify(raw, aimx_dkim.KeyLookup(lambda name: [dnsfunc(name)]),
+                            lambda domain: True)
+
+
 def fields_for(parsed, raw, auth=("pass", "pass", "pass")):
     fields = frontmatter.inbound_fields(
         id="",
         parsed=parsed,
-        thread_id=thread_id(parsed.raw_message_id, parsed.raw_in_reply_to, parsed.raw_references),
         delivered_to="box@bench.test",
         date=parsed.date,
         received_at="",
@@ -117,11 +130,11 @@ def mem_child(stage, path, corpus, nameserver):
         if stage == "parse":
             parse_message(raw)
         elif stage == "dkim":
-            assert aimx_dkim.verify(raw, dnsfunc)[0].passed
+            assert dkim_with(raw, dnsfunc)[0].passed
         elif stage == "full":
             env = Envelope(peer_ip=PEER, helo=HELO, mail_from=MAIL_FROM,
                            rcpts=("box@bench.test",), raw=raw)
-            prepared = inbound.prepare(env, resolver)
+            prepared = prepare(env, resolver)
             inbound.store_for_rcpt(config, store, prepared, "box@bench.test", config.mailbox("box"))
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -131,19 +144,19 @@ def mem_child(stage, path, corpus, nameserver):
 
 
 def mem_verify_child(path, corpus, nameserver):
-    """verify_inbound alone (the From addresses given, as prepare passes them)."""
+    """verify_inbound alone (the identity given, as the chain passes it)."""
+    from aimx.core.identity import from_headers
     import email.parser
     import email.policy
-    import email.utils
     resolver = Resolver.from_env({"AIMX_NAMESERVERS": nameserver})
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(path, "rb") as f:
         raw = f.read().replace(b"\n", b"\r\n")
     head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:65536])
-    senders = tuple(a for _n, a in email.utils.getaddresses(head.get_all("From", [])))
+    identity = from_headers(head.raw_items())
     t = time.perf_counter()
     res = verify_inbound(raw, peer_ip=PEER, mail_from=MAIL_FROM, helo=HELO,
-                         from_addresses=senders, resolver=resolver)
+                         identity=identity, resolver=resolver)
     dt = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert res.dkim == "pass", res
@@ -226,12 +239,12 @@ def main():
                 continue
             r, p = raw[n], parsed[n]
             res = verify_inbound(r, peer_ip=PEER, mail_from=MAIL_FROM, helo=HELO,
-                                 from_addresses=p.from_addresses, resolver=resolver)
+                                 identity=p.identity, resolver=resolver)
             assert (res.dkim, res.spf, res.dmarc) == ("pass", "pass", "pass"), (n, res)
 
             def verify(r=r, p=p):
                 return verify_inbound(r, peer_ip=PEER, mail_from=MAIL_FROM, helo=HELO,
-                                      from_addresses=p.from_addresses, resolver=resolver)
+                                      identity=p.identity, resolver=resolver)
 
             def verify_uncached(verify=verify):
                 flush()
@@ -240,7 +253,7 @@ def main():
             row("aimx verify_inbound, DNS cached", n, verify)
             row("aimx verify_inbound, uncached", n, verify_uncached)
             row("  aimx dkim.verify, key in memory", n,
-                lambda r=r: aimx_dkim.verify(r, dnsfunc))
+                lambda r=r: dkim_with(r, dnsfunc))
         row("  aimx spf.check, uncached", "example.org",
             lambda: (flush(), aimx_spf.check(PEER, MAIL_FROM, HELO, resolver)))
         row("  Resolver.txt, uncached", "_dmarc.example.org",
@@ -277,8 +290,9 @@ def main():
                     def write(store=store, seq=seq, p=p, fields=fields, unique=unique):
                         i = next(seq)
                         subject = "%d %s" % (i, p.subject) if unique else p.subject
-                        return store.store_inbound("box", "root", subject, "%d@bench" % i,
-                                                   fields, p.body, p.attachments)
+                        return store.store_inbound("box", "root", subject,
+                                                   dict(fields, message_id="%d@bench" % i),
+                                                   p.body, p.attachments)
 
                     row("aimx store_inbound%s%s" % (" durable" if durable else "",
                                                    " uniq-subj" if unique else " same-subj"),
@@ -305,7 +319,7 @@ def main():
                                rcpts=("box@bench.test",), raw=raw[n])
 
                 def full(env=env, config=config, store=store):
-                    prepared = inbound.prepare(env, resolver)
+                    prepared = prepare(env, resolver)
                     return inbound.store_for_rcpt(config, store, prepared, "box@bench.test", config.mailbox("box"))
 
                 assert full().stored.path
