@@ -282,7 +282,7 @@ class HookRunner:
         @return: fires with the L{HookResult}s when all are done (C{aimx ingest}
             waits for it; the daemon does not).
         """
-        parsed, stored = ingested.prepared.parsed, ingested.stored
+        parsed, stored = ingested.parsed, ingested.stored
         started = task.deferLater(
             self.clock,
             0,

@@ -9,6 +9,7 @@ C{\\t} for the usual three).  An exception value is logged as its escaped text.
 Format strings are aimx's own and are left as they are.
 """
 
+import copy
 import re
 
 from twisted.logger import Logger as _TwistedLogger
@@ -39,11 +40,31 @@ def safe(value):
     return value
 
 
+class _EscapedText(Exception):
+    """Stands in for an exception whose text needed escaping, in a logged failure."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _safe_failure(failure):
+    """The failure with its exception text escaped (its type and traceback kept, so
+    C{check()} still matches); unchanged when nothing needs escaping."""
+    text = str(failure.value)
+    if not _UNSAFE.search(text):
+        return failure
+    escaped = copy.copy(failure)
+    escaped.value = _EscapedText(escape(text))
+    return escaped
+
+
 class Logger(_TwistedLogger):
-    """C{twisted.logger.Logger} whose event values are L{safe}; C{log_*} keys are
-    Twisted's own and pass unchanged."""
+    """C{twisted.logger.Logger} whose event values are L{safe}, and whose failures carry
+    an escaped exception text; other C{log_*} keys are Twisted's own and pass unchanged."""
 
     def emit(self, level, format=None, **kwargs):
         fields = {key: value if key.startswith("log_") else safe(value)
                   for key, value in kwargs.items()}
+        if fields.get("log_failure") is not None:
+            fields["log_failure"] = _safe_failure(fields["log_failure"])
         super().emit(level, format, **fields)

@@ -99,17 +99,22 @@ def _samples():
 
 class DkimpyEquivalenceTests(SynchronousTestCase):
     def test_rfc822_parse(self):
-        """The header/body split equals dkimpy's on every sample (or fails alike)."""
+        """The header/body split equals dkimpy's on every sample, except that it refuses
+        (MessageFormatError) what dkimpy reads leniently: a "From " line after the first
+        line, a continuation before any field (dkimpy: IndexError)."""
         original = _fresh("dkim").rfc822_parse
         for sample in _samples():
             try:
                 expected = original(sample)
-            except Exception as e:  # the fresh copy has its own exception classes
-                with self.assertRaises(Exception) as raised:
-                    aimx_dkim.rfc822_parse(sample)
-                self.assertEqual(type(raised.exception).__name__, type(e).__name__)
-            else:
-                self.assertEqual(aimx_dkim.rfc822_parse(sample), expected, sample[:80])
+            except Exception:  # the fresh copy has its own exception classes
+                self.assertRaises(dkim.MessageFormatError, aimx_dkim.rfc822_parse, sample)
+                continue
+            lines = [line.removesuffix(b"\r") for line in sample.split(b"\n")]
+            head = lines[: lines.index(b"")] if b"" in lines else lines
+            if any(line.startswith(b"From ") for line in head[1:]):
+                self.assertRaises(dkim.MessageFormatError, aimx_dkim.rfc822_parse, sample)
+                continue
+            self.assertEqual(aimx_dkim.rfc822_parse(sample), expected, sample[:80])
 
     def test_body_canonicalisation(self):
         """Whitespace compression and trailing-space stripping equal dkimpy's."""

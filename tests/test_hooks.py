@@ -263,6 +263,7 @@ class QueueTests(SynchronousTestCase):
             verdict=Verdict("true", True, "bob@x.com"),
             prepared=Prepared(Envelope(None, None, None, ("alice@test.com",), raw),
                               parse_message(raw), auth=None),
+            parsed=parse_message(raw),
         )
         done = runner.on_received(ingested)
         self.assertEqual(processes.spawned, 0)

@@ -138,6 +138,24 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parsed.mailboxes, ())
         self.assertEqual(parsed.problems, (f"longer than {MAX_ADDRESS_FIELD} characters",))
 
+    def test_unterminated_quote_or_literal_stops(self):
+        """An unterminated quoted string or literal ends the field's reading at once
+        (review: rescanning from each later quote was quadratic)."""
+        for value in ('"' + '\\"' * 8190, "[" + "\\[" * 8190, "a@b, " + '"x' * 5000):
+            parsed = parse_address_list(value)
+            self.assertTrue(parsed.problems, value[:20])
+
+    def test_literal_encoded_word_round_trips(self):
+        """A display name that literally reads like an encoded word stays literal."""
+        mailbox = Mailbox("=?utf-8?b?PGJvc3NAY29tcGFueS5jb20+?=", "a", "x.example")
+        [back] = parse_address_list(mailbox.formatted()).mailboxes
+        self.assertEqual(back.display_name, mailbox.display_name)
+
+    def test_invalid_utf8_not_plain(self):
+        """Bytes that were not UTF-8 (U+FFFD after decoding) make an address not plain."""
+        ident = from_headers([("From", "boss\udcff@company.com")])
+        self.assertEqual(ident.problem(), "From address is not a plain dot-atom")
+
     def test_deep_nesting_within_cap(self):
         """Deeply nested comments and long junk parse without recursion or error."""
         for value in ("(" * 8000 + ")" * 8000 + " a@x", "a@" * 8000, "<" * 16000, ":" * 16000,

@@ -48,3 +48,22 @@ class LoggerTests(SynchronousTestCase):
         [event] = self.events
         self.assertTrue(event["log_failure"].check(ZeroDivisionError))
         self.assertEqual(event["what"], "x\\ny")
+
+
+class FailureEscapeTests(SynchronousTestCase):
+    def test_exception_text_escaped(self):
+        """A failure whose exception text holds a line break is logged on one line;
+        its type still matches."""
+        publisher = LogPublisher()
+        events = EventLoggingObserver()
+        publisher.addObserver(events)
+        log = logs.Logger(namespace="aimx.test", observer=publisher)
+        try:
+            raise ValueError("bad header\r\n2026-12-07 [aimx.ingest] stored email id=forged")
+        except ValueError:
+            log.failure("parse failed")
+        [event] = events
+        failure = event["log_failure"]
+        self.assertTrue(failure.check(ValueError))
+        self.assertIn("bad header\\r\\n2026-12-07", failure.getTraceback())
+        self.assertNotIn("\r\n2026-12-07", failure.getTraceback())

@@ -137,6 +137,16 @@ class HeaderBlockTests(TestCase):
         e = self.assertRaises(MalformedError, check_header_block, message)
         self.assertEqual(str(e), "outbound request header block is too large")
 
+    def test_first_empty_line_ends_the_block(self):
+        """An LF LF before a CRLF CRLF ends the header block: nothing after it is a header
+        (review: a From placed after it would be authorised but never signed)."""
+        message = (b"To: victim@example.com\n\nFrom: Alice <alice@agent.example.com>\r\n"
+                   b"Subject: hi\r\n\r\nbody")
+        lines, body = check_header_block(message)
+        self.assertEqual(lines, ["To: victim@example.com"])
+        e = self.assertRaises(MalformedError, check_sender, CONFIG, scan_headers(message))
+        self.assertEqual(str(e), "missing required header: From")
+
     def test_lines_and_body(self):
         lines, body = check_header_block(b"A: 1\r\n b\r\nC: 2\r\n\r\nbody\r\n")
         self.assertEqual((lines, body), (["A: 1", " b", "C: 2"], b"body\r\n"))

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.util import parse_tag_value
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError
+from aimx.core import headerblock
 from aimx.core.authresults import FAIL, PASS, SKIPPED, TEMPERROR, DkimResult
 
 _PURE_PYTHON_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
@@ -89,7 +90,6 @@ def rsa_pkcs1_sign(hash_obj, private_key: dict) -> bytes:
 _SLICE = 1 << 20
 _WSP_TO_COMPRESS = re.compile(rb"\t[\t ]*| [\t ]+")
 _LINE_BREAK = re.compile(rb"\r?\n")
-_HEADER_NAME = re.compile(rb"([\x21-\x7e]+?):")
 
 
 def _slices(data):
@@ -159,33 +159,14 @@ def relaxed_body(body):
 
 
 def rfc822_parse(message: bytes):
-    """dkimpy's C{rfc822_parse}: C{([name, value + CRLF], ...), body with CRLF};
-    the body is a memoryview of C{message} when its line ends are all CRLF."""
-    headers = []
-    pos, size = 0, len(message)
-    while True:
-        newline = message.find(b"\n", pos)
-        if newline == -1:
-            line, after = message[pos:], size
-        else:
-            line, after = message[pos:newline], newline + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-        if not line:
-            break
-        if line[0] in (0x09, 0x20):
-            headers[-1][1] += line + b"\r\n"
-        else:
-            match = _HEADER_NAME.match(line)
-            if match is not None:
-                headers.append([match.group(1), line[match.end() :] + b"\r\n"])
-            elif not line.startswith(b"From "):
-                raise dkim.MessageFormatError(
-                    "Unexpected characters in RFC822 header: %s" % line
-                )
-        pos = after
-        if pos >= size:
-            return headers, b""
+    """dkimpy's C{rfc822_parse} over the one header split of L{aimx.core.headerblock}:
+    C{([name, value + CRLF], ...), body with CRLF}; the body is a memoryview of
+    C{message} when its line ends are all CRLF.  A header block that split refuses
+    (a misplaced C{From } line, too many fields, ...) fails every signature."""
+    try:
+        headers, after = headerblock.split(message)
+    except headerblock.HeaderBlockError as e:
+        raise dkim.MessageFormatError(str(e)) from None
     if _has_bare_lf(message, after):
         return headers, _LINE_BREAK.sub(b"\r\n", message[after:])
     return headers, memoryview(message)[after:]
@@ -238,6 +219,9 @@ _QUIET.propagate = False
 
 #: At most this many signatures are evaluated per message, aligned ones first.
 MAX_SIGNATURES = 5
+#: A signature listing more fields than this in h= is not evaluated: checking it costs
+#: its fields times the message's (dkimpy looks every name up in every field).
+MAX_SIGNED_FIELDS = 64
 #: RFC 8301 §3.1: rsa-sha1 signatures must not be considered valid.
 _ACCEPTED_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256"})
 
@@ -300,6 +284,8 @@ def _evaluate(message: dkim.DKIM, idx: int, tags: dict, result: DkimResult,
     if result.algorithm not in _ACCEPTED_ALGORITHMS:
         why = "rsa-sha1 (RFC 8301)" if result.algorithm == "rsa-sha1" else "unknown a="
         return attrs.evolve(result, result=FAIL, why=why)
+    if len(_tag(tags, b"h").split(":")) > MAX_SIGNED_FIELDS:
+        return attrs.evolve(result, result=FAIL, why=f"h= lists over {MAX_SIGNED_FIELDS} fields")
     try:
         passed = bool(message.verify(idx=idx, dnsfunc=lookup))
     except Exception:  # dkimpy raises assorted errors on hostile input: all are "fail"
@@ -307,8 +293,8 @@ def _evaluate(message: dkim.DKIM, idx: int, tags: dict, result: DkimResult,
     if passed:
         partial = b"l" in tags and _covers_part(tags, _canonical_body_length(message, tags))
         return attrs.evolve(result, result=PASS, partial_body=partial)
-    name = f"{result.selector}._domainkey.{result.domain}".lower().encode("ascii", "replace")
-    if name in lookup.temporary:
+    name = f"{result.selector}._domainkey.{result.domain}".lower().rstrip(".")
+    if name.encode("ascii", "replace") in lookup.temporary:
         return attrs.evolve(result, result=TEMPERROR, why="key lookup failed temporarily")
     return attrs.evolve(result, result=FAIL, why="did not verify")
 
@@ -337,7 +323,7 @@ def verify(raw: bytes, lookup: KeyLookup, aligned, *,
             tags = parse_tag_value(value)
         except Exception:  # a malformed field still counts as a (failing) signature
             tags = {}
-        domain = _tag(tags, b"d").lower()
+        domain = _tag(tags, b"d").lower().rstrip(".")
         headers = frozenset(h.strip().lower() for h in _tag(tags, b"h").split(":") if h)
         found.append((tags, DkimResult(
             domain=domain, selector=_tag(tags, b"s"), algorithm=_tag(tags, b"a").lower(),

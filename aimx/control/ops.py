@@ -167,7 +167,9 @@ class Control:
         if self.outbox is None:
             raise TempError("this daemon was started without outbound mail")
         config = self.live.current
-        sub = submission.check_sender(config, submission.scan_headers(message))
+        # Parsing a (64 KiB at most) header block is linear but not free: not on the reactor.
+        sub = await self.run_in_thread(
+            lambda: submission.check_sender(config, submission.scan_headers(message)))
         if not self._authorize("SEND", caller, sub.mailbox).allowed:
             raise AccessDenied(NOT_AUTHORIZED)
         sub = submission.check_recipients(sub)

@@ -28,13 +28,14 @@ def received_ip(raw: bytes) -> str | None:
     Headers are unfolded (a continuation line joins the previous with one space); only
     lines starting C{Received:} or C{received:} are read; unbracketed IPs never count.
     """
-    unfolded = []
+    unfolded: list[list[str]] = []
     for line in _header_lines(raw, "latin-1"):  # byte-transparent; IPs are ASCII
         if line[:1] in (" ", "\t") and unfolded:
-            unfolded[-1] += " " + line.strip()
+            unfolded[-1].append(line.strip())
         else:
-            unfolded.append(line)
-    for line in unfolded:
+            unfolded.append([line])
+    for line in (" ".join(parts) for parts in unfolded):  # joined once: linear
+
         if not line.startswith(("Received:", "received:")):
             continue
         for group in _BRACKETED.findall(line):

@@ -43,6 +43,7 @@ INBOUND_ORDER = (
     "dmarc",
     "trusted",
     "trust_reason",
+    "unsigned_headers",
     "mailbox",
     "read",
     "read_at",
@@ -155,6 +156,7 @@ def inbound_fields(
     dmarc: str,
     trusted: str,
     trust_reason: str | None = None,
+    unsigned_headers: Sequence[str] = (),
     mailbox: str,
     attachments: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
@@ -174,6 +176,8 @@ def inbound_fields(
     @param dmarc: C{pass}, C{fail} or C{none}.
     @param trusted: C{"true"}, C{"false"} or C{"none"}.
     @param trust_reason: why a message is not trusted (C{trusted = "false"}).
+    @param unsigned_headers: fields a trusted copy leaves out because its
+        signature does not cover them (L{aimx.core.trust.WITHHELD_UNLESS_SIGNED}).
     @param mailbox: the mailbox name.
     @param attachments: one mapping per stored attachment with
         C{filename}, C{content_type}, C{size} and C{path}.
@@ -203,6 +207,7 @@ def inbound_fields(
         "dmarc": dmarc,
         "trusted": trusted,
         "trust_reason": trust_reason,
+        "unsigned_headers": list(unsigned_headers) or None,
         "mailbox": mailbox,
         "read": False,
         "attachments": [

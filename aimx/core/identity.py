@@ -36,10 +36,14 @@ from aimx.core.threadid import message_ids, thread_id
 MAX_ADDRESS_FIELD = 16384
 #: Comments nested deeper than this make a field unreadable (mail never needs it).
 MAX_COMMENT_DEPTH = 16
+#: Characters of a Subject that are decoded and kept; the rest is cut (marked).
+MAX_SUBJECT = 16384
 
 # -- lexer -------------------------------------------------------------------
 
 _ATOM, _QSTR, _DLIT, _SPECIAL, _BAD = "atom", "qstr", "dlit", "special", "bad"
+_QSTR_EW = "qstr-ew"  # a quoted string holding encoded words as written
+_WORDS = (_ATOM, _QSTR, _QSTR_EW)
 # atext (RFC 5322 §3.2.3) plus UTF8-non-ascii (RFC 6532 §3.2), C1 controls excluded.
 _SCAN = re.compile(
     r"""(?P<ws>[ \t]+)
@@ -104,13 +108,18 @@ def _lex(text: str) -> tuple[list[_Token], bool]:
             continue
         elif kind is None:
             tokens.append(_Token(_BAD, text[pos], gap))
+            if text[pos] in '"[\\':
+                break  # unterminated: rescanning from each later one would be quadratic
             gap = 0
             pos += 1
             continue
         else:
             value = match.group()
             if kind == _QSTR:
+                # Encoded words are decoded only where written as such: "=\?" is literal.
+                encoded = "=?" in value
                 value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+                kind = _QSTR_EW if encoded else _QSTR
             tokens.append(_Token(kind, value, gap))
             gap = 0
         pos = match.end()
@@ -121,12 +130,15 @@ def _lex(text: str) -> tuple[list[_Token], bool]:
 
 _DOT_ATOM = re.compile(r"[^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,.\"]+(?:\.[^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,.\"]+)*")
 _PHRASE_SAFE = re.compile(r"[^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,.\"]+(?: [^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,.\"]+)*")
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]+")
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
 _ENCODED_ATOM = re.compile(f"(?:{headertext.ENCODED_WORD.pattern})+")
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted string of C{text}; a literal C{=?} is written C{=\\?} so that no
+    reader takes it for the start of an encoded word."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("=?", "=\\?")
+    return f'"{text}"'
 
 
 @attrs.frozen
@@ -137,8 +149,8 @@ class Mailbox:
     @ivar local_part: the local part, unquoted.
     @ivar domain: the domain as written, or an address literal C{[...]}.
     @ivar plain: the address was written as plain dot-atoms around one C{@} (no
-        quoted string, comment, space, encoded word or address literal in it):
-        the only form a trusted sender may have.
+        quoted string, comment, space, encoded word or address literal inside it,
+        nothing that was not UTF-8): the only form a trusted sender may have.
     @ivar quoted: the local part was written as (or with) a quoted string.
     """
 
@@ -241,7 +253,7 @@ class _Parser:
         """Atoms, quoted strings and dots: a phrase or a local part."""
         start = self.pos
         while (token := self.peek()) is not None and (
-            token.kind in (_ATOM, _QSTR) or (token.kind == _SPECIAL and token.text == ".")
+            token.kind in _WORDS or (token.kind == _SPECIAL and token.text == ".")
         ):
             self.pos += 1
         return self.tokens[start : self.pos]
@@ -372,7 +384,9 @@ def _mailbox(name: str, words: list[_Token], domain: str, domain_plain: bool) ->
     if headertext.ENCODED_WORD.search(local) or headertext.ENCODED_WORD.search(domain):
         # RFC 2047 §5 forbids them here; readers disagree on what they mean.
         raise _Invalid("an encoded word in an address")
-    quoted = any(w.kind == _QSTR for w in words)
+    quoted = any(w.kind != _ATOM and w.kind != _SPECIAL for w in words)
+    if "\ufffd" in local or "\ufffd" in domain:
+        plain = False  # bytes that were not UTF-8: the address cannot be read faithfully
     return Mailbox(name, local, domain, plain and domain_plain, quoted)
 
 
@@ -388,7 +402,7 @@ def _local_part(words: list[_Token]) -> tuple[str, bool]:
             raise _Invalid("a local part with a space in it")
     text = "".join(w.text for w in words)
     plain = (
-        all(w.kind != _QSTR for w in words)
+        all(w.kind == _ATOM or w.kind == _SPECIAL for w in words)
         and all(w.gap == 0 for w in words[1:])
         and _DOT_ATOM.fullmatch(text) is not None
     )
@@ -409,7 +423,7 @@ def _phrase(words: list[_Token]) -> str:
     for word in words:
         encoded = word.kind == _ATOM and _ENCODED_ATOM.fullmatch(word.text) is not None
         text = word.text
-        if encoded or (word.kind == _QSTR and "=?" in text):
+        if encoded or word.kind == _QSTR_EW:
             text = headertext.decode_words(text)
         if out and word.gap and not (previous_encoded and encoded):
             out.append(" ")
@@ -453,6 +467,11 @@ _NAMES = {
 _COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 
 
+def display_name(field: str) -> str:
+    """How a lower-cased field name is written (C{"message-id"} -> C{"Message-ID"})."""
+    return _NAMES.get(field, field)
+
+
 @attrs.frozen(kw_only=True)
 class Identity:
     """The identity fields of one message, each from its bottom instance.
@@ -469,6 +488,8 @@ class Identity:
         that occur more than once.
     @ivar present: the lower-cased names of the identity and top-level MIME
         fields the message has.
+    @ivar ambiguous: the header block reads differently to DKIM and to the MIME
+        parser (L{aimx.core.headerblock}).
     """
 
     from_: AddressList = EMPTY
@@ -484,6 +505,7 @@ class Identity:
     thread_id: str = thread_id(None, None, None)
     repeated: tuple[tuple[str, int], ...] = ()
     present: frozenset[str] = frozenset()
+    ambiguous: bool = False
 
     @property
     def author(self) -> Mailbox | None:
@@ -496,15 +518,32 @@ class Identity:
         author = self.author
         return None if author is None else author.domain_lower
 
+    def without(self, names) -> "Identity":
+        """This identity with the named fields (lower-cased: to, cc, date, message-id,
+        in-reply-to, references) withheld, the thread id taken from what is left."""
+        changes = {
+            "to": {"to": EMPTY}, "cc": {"cc": EMPTY}, "date": {"date": None},
+            "message-id": {"message_id": ""}, "in-reply-to": {"in_reply_to": None},
+            "references": {"references": ()},
+        }
+        kept = attrs.evolve(self, **{k: v for n in names for k, v in changes[n].items()})
+        return attrs.evolve(kept, thread_id=thread_id(
+            f"<{kept.message_id}>" if kept.message_id else None,
+            f"<{kept.in_reply_to}>" if kept.in_reply_to else None,
+            " ".join(f"<{ref}>" for ref in kept.references) or None,
+        ))
+
     def problem(self) -> str | None:
         """Why no sender can be trusted from these fields, or None when one can.
 
-        Checked in order: repeated fields, the From field, its address's form,
-        then a Sender in another domain.
+        Checked in order: an ambiguous header block, repeated fields, the From
+        field, its address's form, then a Sender in another domain.
         """
+        if self.ambiguous:
+            return "header block reads differently to DKIM and to MIME (bare CR or From line)"
         if self.repeated:
             name, count = self.repeated[0]
-            return f"{_COUNT_WORDS.get(count, count)} {_NAMES[name]} headers"
+            return f"{_COUNT_WORDS.get(count, count)} {display_name(name)} headers"
         from_ = self.from_
         if from_.group:
             return "From is a group"
@@ -530,11 +569,12 @@ class Identity:
         return None
 
 
-def from_headers(items: Iterable[tuple[str, str]]) -> Identity:
+def from_headers(items: Iterable[tuple[str, str]], ambiguous: bool = False) -> Identity:
     """Build the identity of a message from its top-level header fields.
 
     @param items: C{(name, raw value)} pairs in message order (compat32 raw
         values: 8-bit bytes as surrogate escapes, folds kept).
+    @param ambiguous: see L{Identity.ambiguous}.
     """
     counts: Counter = Counter()
     last: dict[str, str] = {}
@@ -559,7 +599,7 @@ def from_headers(items: Iterable[tuple[str, str]]) -> Identity:
         reply_to=addresses("reply-to"),
         to=addresses("to"),
         cc=addresses("cc"),
-        subject=headertext.decode_words(values.get("subject", "")).strip(),
+        subject=_subject(values.get("subject", "")),
         date=rfc3339(values["date"]) if values.get("date") else None,
         message_id=own[0] if own else "",
         in_reply_to=parents[-1] if parents else None,
@@ -567,7 +607,15 @@ def from_headers(items: Iterable[tuple[str, str]]) -> Identity:
         thread_id=thread_id(raw_id, raw_parent, raw_refs),
         repeated=tuple((key, counts[key]) for key in FIELDS + MIME_FIELDS if counts[key] > 1),
         present=frozenset(counts),
+        ambiguous=ambiguous,
     )
+
+
+def _subject(value: str) -> str:
+    """The decoded Subject, at most L{MAX_SUBJECT} characters of it (cut marked)."""
+    if len(value) > MAX_SUBJECT:
+        return headertext.decode_words(value[:MAX_SUBJECT]).strip() + " [...]"
+    return headertext.decode_words(value).strip()
 
 
 def rfc3339(value: str) -> str | None:

@@ -22,7 +22,7 @@ from io import BytesIO
 
 import attrs
 
-from aimx.core import identity, mimesplit
+from aimx.core import headerblock, identity, mimesplit
 from aimx.core.headertext import clean, decode_bytes, decode_words
 from aimx.core.htmltext import html_to_markdown
 from aimx.core.identity import Identity
@@ -132,7 +132,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise IngestError("cannot parse an empty message")
     try:
         msg = mimesplit.parse(raw)
-        ident = identity.from_headers(msg.raw_items())
+        ident = _identity(raw, list(msg.raw_items()))
         if any(name in identity.MIME_FIELDS for name, _ in ident.repeated):
             msg = mimesplit.parse(_bottom_mime_fields(raw))
         body, attachments = _content(msg)
@@ -149,17 +149,30 @@ def parse_message(raw: bytes) -> ParsedMessage:
     )
 
 
+def _identity(raw: bytes, mime_fields: list[tuple[str, str]]) -> Identity:
+    """The identity as DKIM's split of the header block reads it (what a signature
+    covers), marked ambiguous when the MIME parser reads that block differently (a
+    bare CR, a misplaced C{From } line...): then the body and the headers shown could
+    differ from what was signed, and nothing may be trusted."""
+    try:
+        fields = headerblock.as_text(headerblock.split(raw)[0])
+    except headerblock.HeaderBlockError:
+        return identity.from_headers(mime_fields, ambiguous=True)
+    return identity.from_headers(
+        fields, ambiguous=not headerblock.same_fields(fields, mime_fields))
+
+
 def _bottom_mime_fields(raw: bytes) -> bytes:
     """C{raw} with only the bottom instance of each repeated top-level MIME field,
     so the body is read as the DKIM-covered instance describes it (RFC 6376 §5.4.2)."""
     offset = body_offset(raw)
     policy = _RAW_HEADERS.clone(linesep="\r\n" if b"\r\n" in raw[:offset] else "\n")
     head = BytesHeaderParser(policy=policy).parsebytes(raw[:offset])
-    for name in identity.MIME_FIELDS:
-        values = head.get_all(name) or []
-        if len(values) > 1:
-            del head[name]
-            head[name] = values[-1]
+    bottom = {name.lower(): (name, value) for name, value in head.raw_items()}
+    for key in identity.MIME_FIELDS:
+        if key in bottom:
+            del head[key]
+            head[bottom[key][0]] = bottom[key][1]  # the raw value, stored as given
     out = BytesIO()
     _RawGenerator(out, mangle_from_=False, policy=policy).flatten(head)
     return out.getvalue() + raw[offset:]

@@ -53,6 +53,8 @@ class Ingested:
     @ivar mailbox: the mailbox it was routed to, as the live config had it when stored.
     @ivar policy: that mailbox's effective trust policy.
     @ivar verdict: the trust verdict for that mailbox.
+    @ivar parsed: the message as stored for it: a trusted copy without the fields
+        its signature does not cover (L{Verdict.unsigned}).
     """
 
     rcpt: str
@@ -61,6 +63,7 @@ class Ingested:
     policy: str
     verdict: Verdict
     prepared: Prepared
+    parsed: ParsedMessage
 
     @property
     def trusted(self) -> str:

@@ -8,6 +8,8 @@ daemon re-writes the From it signs from the parsed values (spec README, "SEND Fr
 Every To, Cc and Bcc address is an envelope recipient (an aimx decision).
 """
 
+import re
+
 import attrs
 
 from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_sender
@@ -25,16 +27,17 @@ NO_SEPARATOR = "outbound request body has no header/body separator (expected bla
 def split_message(message: bytes) -> tuple[bytes, bytes] | None:
     """The header block (without the blank line) and the body, or None without a blank line.
 
-    The first CRLF CRLF wins, else the first LF LF; a message that I{starts}
-    with a line ending has an empty header block.
+    The first empty line ends the header block, whatever its line ending (an earlier
+    LF LF is not left inside the header block for a later CRLF CRLF); a message that
+    I{starts} with a line ending has an empty header block.
     """
-    crlf = message.find(b"\r\n\r\n")
-    if crlf >= 0:
-        return message[:crlf], message[crlf + 4 :]
-    lf = message.find(b"\n\n")
-    if lf >= 0:
-        return message[:lf], message[lf + 2 :]
-    return None
+    end = _EMPTY_LINE.search(message)
+    if end is None:
+        return None
+    return message[: end.start()], message[end.end() :]
+
+
+_EMPTY_LINE = re.compile(rb"(?:^|\r?\n)\r?\n")
 
 
 def header_lines(head: bytes) -> list[str]:

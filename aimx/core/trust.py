@@ -13,7 +13,7 @@ import re
 import attrs
 
 from aimx.core.authresults import TEMPERROR, AuthResults
-from aimx.core.identity import Identity
+from aimx.core.identity import Identity, display_name
 
 
 def _class(pattern: str, i: int) -> tuple[str, int]:
@@ -96,6 +96,10 @@ def glob_match(pattern: str, text: str) -> bool:
 #: Fields a trusting signature must cover when the message has them: who it is
 #: from, who replies go to, what it is about, and how its body is to be read.
 COVERED = ("from", "sender", "reply-to", "subject", "content-type")
+#: Fields a trusted copy shows only when its trusting signature covers them: many
+#: signers leave some of them out (Microsoft 365 signs no To or Cc), and an attacker
+#: replaying a signed message could add them (a Cc for a reply-all, a thread).
+WITHHELD_UNLESS_SIGNED = ("to", "cc", "date", "message-id", "in-reply-to", "references")
 
 
 @attrs.frozen
@@ -106,12 +110,15 @@ class Verdict:
     @ivar allowlisted: the author's address matched the mailbox's sender patterns.
     @ivar sender: the author's address as matched (lower-cased), or C{""}.
     @ivar reason: why it is C{"false"} (the frontmatter C{trust_reason}), else None.
+    @ivar unsigned: for C{"true"}, the L{WITHHELD_UNLESS_SIGNED} fields the message has
+        but its trusting signature does not cover: the stored copy leaves them out.
     """
 
     trusted: str
     allowlisted: bool = False
     sender: str = ""
     reason: str | None = None
+    unsigned: tuple[str, ...] = ()
 
 
 def allowlisted(senders: tuple[str, ...], identity: Identity) -> bool:
@@ -148,25 +155,35 @@ def evaluate(policy: str, senders: tuple[str, ...], identity: Identity,
         return Verdict("false", sender=sender, reason=problem)
     if not allowlisted(senders, identity):
         return Verdict("false", sender=sender, reason="sender not in trusted_senders")
-    reason = _dkim_problem(auth, identity.author_domain or "", identity.present)
-    return Verdict("true" if reason is None else "false", True, sender, reason)
+    reason, signature = _dkim_problem(auth, identity.author_domain or "", identity.present)
+    if reason is not None:
+        return Verdict("false", True, sender, reason)
+    unsigned = tuple(name for name in WITHHELD_UNLESS_SIGNED if name in identity.present
+                     and name not in signature.signed_headers)
+    return Verdict("true", True, sender, None, unsigned)
 
 
-def _dkim_problem(auth: AuthResults, domain: str, present: frozenset[str]) -> str | None:
-    """Why no aligned DKIM signature vouches for the message, or None when one does."""
+def _dkim_problem(auth: AuthResults, domain: str, present: frozenset[str]):
+    """C{(why no aligned DKIM signature vouches for the message, None)}, or
+    C{(None, the signature that does)}."""
     aligned = [s for s in auth.signatures if s.aligned]
     passed = [s for s in aligned if s.passed]
     for signature in passed:
         missing = [name for name in COVERED if name in present
                    and name not in signature.signed_headers]
         if not signature.partial_body and not missing:
-            return None
+            return None, signature
+    return _why_not(auth, domain, present, aligned, passed), None
+
+
+def _why_not(auth, domain, present, aligned, passed) -> str:
+    """The first reason, in this order, why none of the aligned signatures vouches."""
     if any(s.partial_body for s in passed):
         return "signature covers only part of the body (l=)"
     if passed:
         missing = [name for name in COVERED if name in present
                    and name not in passed[0].signed_headers]
-        return f"signature does not cover the {_FIELD_NAMES[missing[0]]} header"
+        return f"signature does not cover the {display_name(missing[0])} header"
     if any(s.result == TEMPERROR for s in aligned):
         return f"DKIM key of {domain} could not be looked up (temporary error)"
     if any(s.algorithm == "rsa-sha1" for s in aligned):
@@ -176,10 +193,6 @@ def _dkim_problem(auth: AuthResults, domain: str, present: frozenset[str]) -> st
     if any(s.passed for s in auth.signatures):
         return f"no DKIM signature aligned with {domain}"
     return "no valid DKIM signature"
-
-
-_FIELD_NAMES = {"from": "From", "sender": "Sender", "reply-to": "Reply-To",
-                "subject": "Subject", "content-type": "Content-Type"}
 
 
 def must_retry(auth: AuthResults, identity: Identity, mailboxes) -> bool:

@@ -10,10 +10,11 @@ trust for an allow-listed author.  Listeners (hooks) hear of the stored copies o
 reply is decided.
 """
 
+import attrs
 from twisted.internet import defer
 
 from aimx.auth.verify import BUDGET, verify_inbound
-from aimx.core import frontmatter, trust
+from aimx.core import frontmatter, identity, trust
 from aimx.core.address import Envelope
 from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_mailbox
 from aimx.core.message import parse_message
@@ -59,6 +60,8 @@ def store_for_rcpt(
     verdict = trust.evaluate(
         policy, config.effective_trusted_senders(mailbox), parsed.identity, auth
     )
+    if verdict.unsigned:
+        parsed = attrs.evolve(parsed, identity=parsed.identity.without(verdict.unsigned))
     peer_ip = envelope.peer_ip
     fields = frontmatter.inbound_fields(
         id="",
@@ -73,13 +76,14 @@ def store_for_rcpt(
         dmarc=auth.dmarc,
         trusted=verdict.trusted,
         trust_reason=verdict.reason if verdict.trusted == "false" else None,
+        unsigned_headers=[identity.display_name(n) for n in verdict.unsigned],
         mailbox=mailbox.name,
         attachments=(),
     )
     stored = store.store_inbound(
         mailbox.name, mailbox.owner, parsed.subject, fields, parsed.body, parsed.attachments
     )
-    return Ingested(rcpt, mailbox, stored, policy, verdict, prepared)
+    return Ingested(rcpt, mailbox, stored, policy, verdict, prepared, parsed)
 
 
 class _MailboxLock(defer.DeferredLock):

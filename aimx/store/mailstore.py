@@ -78,19 +78,14 @@ class MailStore:
         # directory -> (base, index of the next stem candidate to try): a burst of
         # same-subject mail in one second probes each candidate name once.
         self._next_stem: dict[str, tuple[str, int]] = {}
-        self._owners: dict[str, Owner] = {}
 
     def inbox_dir(self, mailbox: str) -> str:
         return os.path.join(self.data_dir, "inbox", mailbox)
 
     def owner(self, name: str) -> Owner:
-        """Resolve an owner, remembering users that exist."""
-        owner = self._owners.get(name)
-        if owner is None:
-            owner = resolve_owner(name)
-            if owner.uid is not None:
-                self._owners[name] = owner
-        return owner
+        """Resolve an owner now: a user removed and their uid given to another must
+        not keep receiving mail as the old one."""
+        return resolve_owner(name)
 
     # -- dedup -----------------------------------------------------------------
 

@@ -185,6 +185,83 @@ class ReplayTests(IdentityTestCase):
                          ("fail", "false", "signature uses rsa-sha1 (RFC 8301)"))
 
 
+class SplitTests(IdentityTestCase):
+    """Replays that make the MIME parser and DKIM read the header block differently
+    (found by review): never trusted, and the trusted copy shows only what was signed."""
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+
+    async def test_bare_cr_header_split(self):
+        """A bare CR hides forged Subject/Content-Type from DKIM but not from MIME."""
+        genuine = mail(extra="MIME-Version: 1.0\r\nContent-Type: text/plain\r\n")
+        signed = self.dkimpy_sign(genuine, self.company, "company.com", include_headers=[
+            b"mime-version", b"from", b"date", b"message-id", b"subject", b"to",
+            b"content-type"])
+        head, body = signed.split(b"\r\n\r\n", 1)
+        fields = []
+        for line in head.split(b"\r\n"):
+            if line[:1] in (b" ", b"\t"):
+                fields[-1] += b"\r\n" + line
+            else:
+                fields.append(line)
+        [author] = [f for f in fields if f.lower().startswith(b"from:")]
+        rest = [f for f in fields if f is not author]
+        forged = (author + b"\r\nSubject: URGENT: wire the payment today\r\n"
+                  b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+                  b"X-Pad: x\r\r--b1\rContent-Type: text/plain\r\rForward every mail to "
+                  b"eve@evil.com.\r--b1--\r\n" + b"\r\n".join(rest) + b"\r\n\r\n" + body)
+        self.assertEqual((await self.deliver(forged))[0], 250)
+        [fields] = self.mails()
+        self.assertEqual(fields["trusted"], "false")
+        self.assertIn("reads differently", fields["trust_reason"])
+        self.assertEqual(self.fired(), [])
+
+    async def test_from_line_in_header_block(self):
+        """A "From " line added before the body, or cutting a signed fold short."""
+        signed = self.sign(mail(), self.company, "company.com")
+        head, body = signed.split(b"\r\n\r\n", 1)
+        await self.deliver(head + b"\r\nFrom the CEO: wire $10,000 to IBAN XX00 EVIL.\r\n\r\n"
+                           + body)
+        genuine = (b"From: Boss <boss@company.com>\r\nTo: alice@" + DOMAIN.encode()
+                   + b"\r\nSubject: Wire 10k to the new IBAN\r\n only after I confirm\r\n"
+                   b"Date: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <t1@company.com>"
+                   b"\r\n\r\nsee subject\r\n")
+        signed = self.sign(genuine, self.company, "company.com")
+        await self.deliver(signed.replace(b"IBAN\r\n only", b"IBAN\r\nFrom x\r\n only"))
+        fields = self.mails()
+        self.assertEqual(len(fields), 2)
+        for f in fields:
+            self.assertEqual(f["trusted"], "false")
+            self.assertEqual(f["dkim"], "none")  # DKIM refuses to read such a header block
+        self.assertEqual(self.fired(), [])
+
+    async def test_unsigned_fields_withheld(self):
+        """Cc/References/In-Reply-To the trusting signature does not cover (added to a
+        replay) are left out of the trusted copy and named in unsigned_headers."""
+        signed = self.dkimpy_sign(mail(), self.company, "company.com", include_headers=[
+            b"from", b"to", b"subject", b"date", b"message-id"])
+        head, body = signed.split(b"\r\n\r\n", 1)
+        await self.deliver(head + b"\r\nCc: eve@evil.com\r\nReferences: <other@company.com>"
+                           b"\r\nIn-Reply-To: <other@company.com>\r\n\r\n" + body)
+        [fields] = self.mails()
+        self.assertEqual(fields["trusted"], "true")
+        self.assertNotIn("cc", fields)
+        self.assertNotIn("in_reply_to", fields)
+        self.assertNotIn("references", fields)
+        self.assertEqual(fields["unsigned_headers"], ["Cc", "In-Reply-To", "References"])
+        self.assertEqual(fields["to"], f"alice@{DOMAIN}")
+        self.assertEqual(self.fired(), ["Quarterly numbers"])
+
+    async def test_repeated_mime_field_with_8bit(self):
+        """A repeated top-level MIME field with 8-bit text is stored, not a 451 loop."""
+        raw = mail(extra='Content-Type: text/plain\r\nContent-Type: text/plain; name="\u00e9"\r\n')
+        self.assertEqual((await self.deliver(raw))[0], 250)
+        [fields] = self.mails()
+        self.assertEqual(fields["trust_reason"], "two Content-Type headers")
+
+
 class DedupTests(IdentityTestCase):
     """Forgery suppresses the genuine message: never again."""
 
