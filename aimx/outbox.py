@@ -136,9 +136,8 @@ class Outbox:
             return [RcptResult(r, DELIVERED, f"written to {path}") for r in rcpts]
         plan = await self.transport.plan(rcpts)
         if plan.missing:
-            # A domain with no mail server at all: send nothing to anyone.
-            text = "; ".join(why for _, why in plan.missing)
-            return [RcptResult(r, DEFERRED, text) for r in rcpts]
+            # A domain that cannot receive mail: nothing leaves (nothing half-sent).
+            return delivery.held_back(plan)
         return await self.transport.deliver(sub.sender, plan, signed)
 
     async def _prepare_sent(self, sub: Submission) -> str:

@@ -444,11 +444,14 @@ class AuthorizationTests(SendTestCase):
         self.assertEqual(len(self.dropped()), 1)
 
 
-class MxSendTests(DaemonTestCase):
-    """The daemon delivers to loopback MX hosts found through the fixture DNS."""
+class MxSendTestCase(DaemonTestCase):
+    """A daemon that delivers to loopback MX hosts found through the fixture DNS."""
+
+    extra_config = ""
 
     def setUp(self):
         super().setUp()
+        self.write_config(base_config(self.data_dir) + self.extra_config)
         directory = self.mktemp()
         cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
         keys.generate_self_signed(cert, key, "mx.ok.example")
@@ -464,6 +467,9 @@ class MxSendTests(DaemonTestCase):
             self.addCleanup(sink.stop)
             self.dns.add_mx(f"{name}.example", 10, f"mx.{name}.example")
             self.dns.add_a(f"mx.{name}.example", f"127.0.0.{n}")
+        self.dns.add_mx("null.example", 0, ".")  # RFC 7505
+        self.dns.add_txt("nomx.example", "v=spf1 -all")  # a name without MX, A or AAAA
+        self.dns.add_servfail("broken.example")
         self.environ["AIMX_SMTP_OUT_PORT"] = str(listen_all(ips))
         self.start_daemon()
 
@@ -485,6 +491,8 @@ class MxSendTests(DaemonTestCase):
         return [self.read_mail(os.path.join(directory, n))[0]
                 for n in sorted(os.listdir(directory))]
 
+
+class MxSendTests(MxSendTestCase):
     async def test_delivered_over_starttls(self):
         """Case 32: STARTTLS with a self-signed cert, EHLO = our domain, signature verifies."""
         reply = await self.send("bob@ok.example")
@@ -525,10 +533,53 @@ class MxSendTests(DaemonTestCase):
         self.assertIn("bob@later.example: ", copy["delivery_details"])
 
     async def test_no_mail_server_sends_nothing(self):
-        """A domain with no MX and no A stops the whole send before anything leaves."""
-        reason = await self.refused(TempError, "bob@ok.example, x@nowhere.example")
-        self.assertIn("No mail server found for domain nowhere.example", reason)
+        """A domain that cannot receive mail stops the remote part before anything leaves:
+        its recipient failed, the others deferred with the reason (nothing half-sent)."""
+        reply = await self.send("bob@ok.example, x@nowhere.example")
+        self.assertEqual(reply["deliveries"], [
+            {"rcpt": "bob@ok.example", "status": "deferred",
+             "details": "Not sent because nowhere.example cannot receive mail; "
+                        "retry without its recipients"},
+            {"rcpt": "x@nowhere.example", "status": "failed",
+             "details": "550 5.1.2 nowhere.example: no such domain"},
+        ])
         self.assertEqual(self.sinks["ok"].transactions, [])
+        [copy] = self.copies()
+        self.assertEqual(copy["delivery_status"], "partial")
+
+    async def test_nxdomain_failed(self):
+        """NXDOMAIN is permanent: DELIVERY (not TEMP), and the sent copy says failed."""
+        reason = await self.refused(DeliveryError, "x@nowhere.example")
+        self.assertEqual(reason, "550 5.1.2 nowhere.example: no such domain")
+        [copy] = self.copies()
+        self.assertEqual(copy["delivery_status"], "failed")
+        self.assertEqual(copy["delivery_details"], reason)
+
+    async def test_null_mx_failed(self):
+        """A Null MX (RFC 7505 §4.2) is permanent: 556 5.1.10, nothing connects."""
+        reason = await self.refused(DeliveryError, "x@null.example")
+        self.assertEqual(reason, "556 5.1.10 null.example does not accept mail "
+                                 "(null MX, RFC 7505)")
+        self.assertEqual(self.copies()[0]["delivery_status"], "failed")
+
+    async def test_no_mx_no_address_failed(self):
+        """A name with neither MX nor A/AAAA is permanent (RFC 5321 §5.1)."""
+        reason = await self.refused(DeliveryError, "x@nomx.example")
+        self.assertEqual(reason, "550 5.1.2 No mail server found for domain nomx.example "
+                                 "(no MX, A or AAAA record)")
+
+    async def test_every_recipient_failed(self):
+        """Several permanent failures: DELIVERY naming each recipient and why."""
+        reason = await self.refused(DeliveryError, "x@nowhere.example, y@null.example")
+        self.assertEqual(reason.split("; "), [
+            "x@nowhere.example: 550 5.1.2 nowhere.example: no such domain",
+            "y@null.example: 556 5.1.10 null.example does not accept mail (null MX, RFC 7505)",
+        ])
+
+    async def test_dns_failure_deferred(self):
+        """SERVFAIL is temporary: TEMP, no sent copy."""
+        reason = await self.refused(TempError, "x@broken.example")
+        self.assertTrue(reason.startswith("DNS failure for broken.example: "), reason)
         self.assertEqual(self.copies(), [])
 
 
@@ -580,3 +631,43 @@ class CliSendTests(SendTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr, f"Error: not authorized: alice@{DOMAIN}\n".encode())
         self.assertEqual(self.dropped(), [])
+
+
+class CliFailureTests(MxSendTestCase):
+    """`aimx send` (as a real second uid) when every recipient failed or was deferred."""
+
+    skip = None if IS_ROOT else "needs root to act as a second uid"
+    extra_config = f'\n[mailboxes.nb]\naddress = "nb@{DOMAIN}"\nowner = "nobody"\n'
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.runtime_dir, 0o755)
+
+    def aimx_send(self, to: str):
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=self.runtime_dir, NO_COLOR="1")
+        argv = [sys.executable, "-m", "tests.integration.asuser", str(NOBODY), str(NOBODY),
+                "cli", "send", "--from", f"nb@{DOMAIN}", "--to", to, "--subject", "x",
+                "--body", "y"]
+        return threads.deferToThread(subprocess.run, argv, env=env, cwd="/",
+                                     capture_output=True, timeout=60)
+
+    async def test_nxdomain_is_delivery_error(self):
+        """NXDOMAIN: `Error [DELIVERY]: ...`, exit 1, not TEMP."""
+        result = await self.aimx_send("x@nowhere.example")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr,
+                         b"Error [DELIVERY]: 550 5.1.2 nowhere.example: no such domain\n")
+
+    async def test_null_mx_is_delivery_error(self):
+        """Null MX: `Error [DELIVERY]: 556 5.1.10 ...`, exit 1."""
+        result = await self.aimx_send("x@null.example")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, b"Error [DELIVERY]: 556 5.1.10 null.example does not "
+                                        b"accept mail (null MX, RFC 7505)\n")
+
+    async def test_temporary_stays_temp(self):
+        """A 4xx stays `Error [TEMP]`."""
+        result = await self.aimx_send("bob@later.example")
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stderr.startswith(b"Error [TEMP]: "), result.stderr)
+        self.assertIn(b"451", result.stderr)
