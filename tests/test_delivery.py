@@ -14,13 +14,16 @@ from aimx.core.delivery import (
     group_by_domain,
     held_back,
     host_results,
+    local_result,
     needs_addresses,
     overall,
     reply_outcome,
     route_for,
     settle,
+    split_local,
     summary,
 )
+from aimx.errors import SmtpStatus
 
 
 def results(*statuses):
@@ -252,3 +255,28 @@ class HeldBackTests(SynchronousTestCase):
         self.assertEqual(held_back(plan)[2].details,
                          "Not sent because one.example, two.example cannot receive mail; "
                          "retry without their recipients")
+
+
+class LocalTests(SynchronousTestCase):
+    def test_split_local(self):
+        """Recipients in the configured domain (ASCII case aside) are local, in order."""
+        local, remote = split_local(
+            ["a@Test.Local", "b@example.com", "c@test.local", "d@sub.test.local",
+             "e@test.local.example", "f@test.loca\u212a"], "TEST.local")
+        self.assertEqual(local, ["a@Test.Local", "c@test.local"])
+        self.assertEqual(remote, ["b@example.com", "d@sub.test.local", "e@test.local.example",
+                                  "f@test.loca\u212a"])
+
+    def test_local_result(self):
+        """The inbound chain's reply decides: 2xx delivered, 4xx deferred, 5xx failed;
+        the details are the reply itself."""
+        cases = [
+            (SmtpStatus(250, "2.0.0", "OK message accepted"), DELIVERED,
+             "250 2.0.0 OK message accepted"),
+            (SmtpStatus(451, "4.4.3", "Temporary DNS failure verifying the sender; please retry"),
+             DEFERRED, "451 4.4.3 Temporary DNS failure verifying the sender; please retry"),
+            (SmtpStatus(550, "5.1.1", "<x@d>: Recipient address rejected: User unknown"),
+             FAILED, "550 5.1.1 <x@d>: Recipient address rejected: User unknown"),
+        ]
+        for status, outcome, details in cases:
+            self.assertEqual(local_result("x@d", status), RcptResult("x@d", outcome, details))

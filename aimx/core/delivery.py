@@ -1,7 +1,8 @@
 """Outbound delivery: routes, per-recipient classification and aggregation (L0, pure).
 
-spec/outbound.md §5, §9 and §10 with the later decision of the spec README: each
-recipient domain is routed from its MX and address lookups (L{route_for}): NXDOMAIN, a
+spec/outbound.md §5, §9 and §10 with the later decision "Local recipients on send":
+recipients of our own domain are delivered locally (L{split_local}, L{local_result});
+every other domain is routed from its MX and address lookups (L{route_for}): NXDOMAIN, a
 Null MX (RFC 7505) and a name with neither MX nor address (RFC 5321 §5.1) are permanent,
 a temporary DNS failure defers. One SMTP transaction per remote domain, MX hosts in
 preference order, one result per recipient. A reply to RCPT decides that recipient; any
@@ -14,6 +15,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
+
+from aimx.core.config import ascii_lower
+from aimx.errors import SmtpStatus
 
 DELIVERED, DEFERRED, FAILED = "delivered", "deferred", "failed"
 
@@ -180,6 +184,34 @@ def held_back(plan: Plan) -> list[RcptResult]:
             status, details = DEFERRED, entry.error or held
         results.update((rcpt, RcptResult(rcpt, status, details)) for rcpt in entry.rcpts)
     return [results[rcpt] for rcpt in plan.rcpts]
+
+
+def split_local(rcpts: Iterable[str], domain: str) -> tuple[list[str], list[str]]:
+    """The recipients of our own C{domain} (delivered locally) and the others.
+
+    The domain (after the last C{@}) is compared ASCII case-insensitively, as the
+    SMTP server's RCPT rule and SEND's From check do; a subdomain is not ours.
+
+    @return: C{(local, remote)}, each in the given order.
+    """
+    ours = ascii_lower(domain)
+    local, remote = [], []
+    for rcpt in rcpts:
+        (local if ascii_lower(rcpt.rpartition("@")[2]) == ours else remote).append(rcpt)
+    return local, remote
+
+
+def local_result(rcpt: str, status: SmtpStatus) -> RcptResult:
+    """A local recipient's result from the reply the inbound chain (or the RCPT rule)
+    gave it: 2xx delivered, 5xx failed, anything else deferred; the details are the
+    reply itself (C{"250 2.0.0 OK message accepted"})."""
+    if 200 <= status.code < 300:
+        outcome = DELIVERED
+    elif 500 <= status.code < 600:
+        outcome = FAILED
+    else:
+        outcome = DEFERRED
+    return RcptResult(rcpt, outcome, status.line().decode("utf-8"))
 
 
 def address_error(address: str) -> str | None:
