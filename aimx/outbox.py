@@ -1,8 +1,10 @@
 """The send path (L2): a checked submission -> MIME -> DKIM -> delivery -> sent copy -> hooks.
 
 spec/outbound.md §1: no queue and no retry; the caller learns the result of
-every recipient at once.  A send whose recipients were all deferred leaves no
-sent copy (the caller retries); any other outcome is recorded under
+every recipient at once.  Recipients of our own domain are delivered locally,
+through the daemon's inbound chain (spec README, "Local recipients on send");
+the others through the MX transport.  A send whose recipients were all deferred
+leaves no sent copy (the caller retries); any other outcome is recorded under
 C{sent/<mailbox>/}.  The after_send hooks run before the answer goes back.
 """
 
@@ -12,19 +14,24 @@ import time
 import uuid
 
 import attrs
+from twisted.internet import defer
 
 from aimx.auth import dkim
 from aimx.core import delivery, frontmatter
+from aimx.core.address import Envelope, rcpt_verdict
 from aimx.core.assemble import Assembled, assemble
 from aimx.core.config import Config
 from aimx.core.delivery import DELIVERED, DEFERRED, FAILED, RcptResult
 from aimx.core.message import parse_message
 from aimx.core.submission import Submission, check_header_block
-from aimx.errors import DeliveryError, SignError, TempError
+from aimx.errors import DeliveryError, SignError, SmtpStatus, TempError
 from aimx.logs import Logger
 from aimx.store import maildrop
 
 log = Logger(namespace="aimx::send")
+
+#: A local recipient the inbound chain could not take for an unexpected reason.
+LOCAL_FAILED = SmtpStatus(451, "4.3.0", "Temporary failure, please retry")
 
 #: Signed, and over-signed when absent, so nobody can add them later.
 SIGNED_HEADERS = (
@@ -65,14 +72,19 @@ class Outbox:
     @param store: writes the sent copies (L{aimx.store.mailstore.MailStore}).
     @param transport: C{plan(recipients)} and C{deliver(mail_from, plan, message)}
         (L{aimx.smtp.outbound.MxTransport}); unused with C{drop_dir}.
+    @param local: delivers mail for our own domain: C{Envelope -> Deferred} firing
+        with C{[(rcpt, SmtpStatus), ...]} (the daemon's
+        L{aimx.smtp.inbound.Inbound.deliver_each}); without it those recipients go
+        to the transport too.  Unused with C{drop_dir}.
     @param hooks: fires after_send (L{aimx.hooks.HookRunner}).
     @param drop_dir: C{AIMX_TEST_MAIL_DROP}: write messages there instead.
     """
 
     def __init__(self, *, store, transport, hooks, run_in_thread, signer: Signer,
-                 drop_dir: str | None = None, now=_utcnow):
+                 local=None, drop_dir: str | None = None, now=_utcnow):
         self.store = store
         self.transport = transport
+        self.local = local
         self.hooks = hooks
         self.run_in_thread = run_in_thread
         self.signer = signer
@@ -100,7 +112,7 @@ class Outbox:
         ))
         signed = await self.run_in_thread(self.signer.sign, assembled.wire, config.domain)
         started = time.monotonic()
-        results = await self._deliver(sub, signed, message_id)
+        results = await self._deliver(config, sub, signed, message_id)
         status = delivery.overall(results)
         log.info(
             "[send] message_id={message_id} mailbox={mailbox} status={status} "
@@ -123,9 +135,12 @@ class Outbox:
             raise DeliveryError(reason)
         return {"message_id": message_id, "deliveries": [attrs.asdict(r) for r in results]}
 
-    async def _deliver(self, sub: Submission, signed: bytes, message_id: str):
+    async def _deliver(self, config: Config, sub: Submission, signed: bytes,
+                       message_id: str) -> list[RcptResult]:
+        """One result per recipient, in the submission's order."""
         rcpts = list(sub.recipients)
         if self.drop_dir is not None:
+            # The mail drop stands in for every delivery, local ones included.
             try:
                 path = await self.run_in_thread(functools.partial(
                     maildrop.drop, self.drop_dir, signed, mail_from=sub.sender,
@@ -134,12 +149,62 @@ class Outbox:
             except OSError as e:
                 return [RcptResult(r, DEFERRED, f"mail drop: {e}") for r in rcpts]
             return [RcptResult(r, DELIVERED, f"written to {path}") for r in rcpts]
+        local, remote = [], rcpts
+        if self.local is not None:
+            local, remote = delivery.split_local(rcpts, config.domain)
+        parts = []
+        if local:
+            parts.append(defer.Deferred.fromCoroutine(
+                self._deliver_local(config, sub, local, signed)))
+        if remote:
+            parts.append(defer.Deferred.fromCoroutine(
+                self._deliver_remote(sub, remote, signed)))
+        results = {}
+        for part in await defer.gatherResults(parts, consumeErrors=True):
+            results.update((result.rcpt, result) for result in part)
+        return [results[rcpt] for rcpt in rcpts]
+
+    async def _deliver_remote(self, sub: Submission, rcpts: list[str],
+                              signed: bytes) -> list[RcptResult]:
         plan = await self.transport.plan(rcpts)
         if plan.missing:
-            # A domain with no mail server at all: send nothing to anyone.
-            text = "; ".join(why for _, why in plan.missing)
-            return [RcptResult(r, DEFERRED, text) for r in rcpts]
+            # A domain that cannot receive mail: nothing leaves (nothing half-sent).
+            return delivery.held_back(plan)
         return await self.transport.deliver(sub.sender, plan, signed)
+
+    async def _deliver_local(self, config: Config, sub: Submission, rcpts: list[str],
+                             signed: bytes) -> list[RcptResult]:
+        """Our own domain's recipients, through the inbound chain (no MX lookup).
+
+        A recipient that routes nowhere fails as the SMTP server's RCPT rule would
+        refuse it, without being tried.  The others share one envelope with no
+        client address: the message never crossed a network, so SPF gets no IP
+        from the envelope (C{none}, as for C{aimx ingest}) and no
+        C{received_from_ip} is stored; our DKIM signature, verified against the key
+        we publish, is what can make it trusted.  HELO is our domain.
+        """
+        results, routable = [], []
+        for rcpt in rcpts:
+            refusal = rcpt_verdict(config, rcpt)
+            if refusal is None:
+                routable.append(rcpt)
+            else:
+                results.append(delivery.local_result(rcpt, refusal))
+        if routable:
+            envelope = Envelope(peer_ip=None, helo=config.domain, mail_from=sub.sender,
+                                rcpts=tuple(routable), raw=signed)
+            try:
+                replies = await self.local(envelope)
+            except Exception:
+                # As over SMTP, where any other failure of the chain is a 451.
+                log.failure("[send] local delivery failed rcpts={rcpts}",
+                            rcpts=list(routable))
+                replies = [(rcpt, LOCAL_FAILED) for rcpt in routable]
+            results.extend(delivery.local_result(rcpt, status) for rcpt, status in replies)
+        for result in results:
+            log.info("[send] local {rcpt} {status}: {details}", rcpt=result.rcpt,
+                     status=result.status, details=result.details)
+        return results
 
     async def _prepare_sent(self, sub: Submission) -> str:
         """No sent copy, but the hooks still run in C{sent/<mailbox>}; C{""} as the path."""

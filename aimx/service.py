@@ -349,6 +349,7 @@ def build(
         hooks=daemon.hooks,
         run_in_thread=run_in_thread,
         signer=signer,
+        local=inbound.deliver_each,
         drop_dir=drop_dir,
     )
     daemon.outbox = outbox

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import dkim as dkimpy
 
 from aimx.auth import dkim, spf
-from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver, parse_nameservers
+from aimx.auth.resolver import DnsNoDomain, DnsNoRecord, DnsTempError, Resolver, parse_nameservers
 from aimx.auth.verify import verify_inbound
 from aimx.core import trust
 from aimx.core.authresults import UNAUTHENTICATED, AuthResults, DkimResult
@@ -193,11 +193,18 @@ class ResolverTests(FixtureTestCase):
         self.assertEqual(await self.call(self.resolver.txt, "big.example.com"), [value])
 
     async def test_no_record(self):
-        """NXDOMAIN and an empty answer are both DnsNoRecord."""
+        """NXDOMAIN and an empty answer are both DnsNoRecord; NXDOMAIN is DnsNoDomain."""
         self.dns.add_a("host.example.com", "192.0.2.1")
         await self.assertFailure(self.call(self.resolver.txt, "missing.example.com"),
-                                 DnsNoRecord)
-        await self.assertFailure(self.call(self.resolver.txt, "host.example.com"), DnsNoRecord)
+                                 DnsNoDomain)
+        e = await self.assertFailure(self.call(self.resolver.txt, "host.example.com"),
+                                     DnsNoRecord)
+        self.assertNotIsInstance(e, DnsNoDomain)
+
+    async def test_null_mx(self):
+        """A Null MX (RFC 7505) comes back as the host "."."""
+        self.dns.add_mx("null.example.com", 0, ".")
+        self.assertEqual(await self.call(self.resolver.mx, "null.example.com"), [(0, ".")])
 
     async def test_invalid_name(self):
         """A name DNS cannot express has no record."""

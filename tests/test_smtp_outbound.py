@@ -331,15 +331,41 @@ class ResolutionTests(OutboundTestCase):
         [result] = await t.deliver(SENDER, plan, MESSAGE)
         self.assertEqual(result.details, "example.com: 250 2.0.0 sink ok")
 
-    async def test_no_mail_server(self):
-        """Neither MX nor A/AAAA (NXDOMAIN): the plan lists the domain as missing."""
+    async def test_nxdomain(self):
+        """NXDOMAIN: the plan lists the domain as missing, its recipient fails, and no
+        address lookup is made for it."""
         self.mx("example.com", (10, "mx1.example.com", "127.0.0.2"))
         t = self.transport({"127.0.0.2": self.sink()})
         plan = await t.plan(["bob@example.com", "x@nowhere.example"])
-        text = "No mail server found for domain nowhere.example"
+        text = "550 5.1.2 nowhere.example: no such domain"
         self.assertEqual(plan.missing, [("nowhere.example", text)])
         results = await t.deliver(SENDER, plan, MESSAGE)
-        self.assertEqual(results[1], RcptResult("x@nowhere.example", DEFERRED, text))
+        self.assertEqual(results[1], RcptResult("x@nowhere.example", FAILED, text))
+        self.assertEqual([q for q in self.dns.queries if q[0] == "nowhere.example"],
+                         [("nowhere.example", 15)])
+
+    async def test_null_mx(self):
+        """A Null MX (RFC 7505): missing, 556 5.1.10, nothing connects."""
+        self.dns.add_mx("null.example", 0, ".")
+        sink = self.sink()
+        t = self.transport({"127.0.0.2": sink})
+        plan = await t.plan(["x@null.example"])
+        text = "556 5.1.10 null.example does not accept mail (null MX, RFC 7505)"
+        self.assertEqual(plan.missing, [("null.example", text)])
+        self.assertEqual(await t.deliver(SENDER, plan, MESSAGE),
+                         [RcptResult("x@null.example", FAILED, text)])
+        self.assertEqual(sink.connections, 0)
+
+    async def test_no_mail_server(self):
+        """A name with neither MX nor A/AAAA (empty answers): missing, failed."""
+        self.dns.add_txt("nomx.example", "v=spf1 -all")
+        t = self.transport({"127.0.0.2": self.sink()})
+        plan = await t.plan(["x@nomx.example"])
+        text = ("550 5.1.2 No mail server found for domain nomx.example "
+                "(no MX, A or AAAA record)")
+        self.assertEqual(plan.missing, [("nomx.example", text)])
+        [result] = await t.deliver(SENDER, plan, MESSAGE)
+        self.assertEqual(result, RcptResult("x@nomx.example", FAILED, text))
 
     async def test_dns_failure(self):
         """SERVFAIL for the domain: its recipients are deferred, and it is not "missing"."""

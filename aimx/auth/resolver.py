@@ -31,6 +31,10 @@ class DnsNoRecord(Exception):
     """The name does not exist (NXDOMAIN) or has no record of the asked type."""
 
 
+class DnsNoDomain(DnsNoRecord):
+    """The name does not exist at all (NXDOMAIN, RFC 8020: no record of any type)."""
+
+
 class DnsTempError(Exception):
     """The lookup failed for any other reason (timeout, SERVFAIL, no usable server)."""
 
@@ -155,7 +159,9 @@ class Resolver:
             lifetime = min(lifetime, self._dns.lifetime)
         try:
             return self._dns.resolve(qname, rdtype, search=False, lifetime=lifetime)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        except dns.resolver.NXDOMAIN:
+            raise DnsNoDomain(name) from None
+        except dns.resolver.NoAnswer:
             raise DnsNoRecord(name) from None
         except Exception as e:  # any other failure of the lookup is temporary
             raise DnsTempError(f"{name} {rdtype.name}: {e}") from None
@@ -179,7 +185,10 @@ class Resolver:
     def mx(self, domain: str) -> list[tuple[int, str]]:
         """MX records of C{domain} as C{(preference, host)}, host without the final dot, sorted.
 
-        @raise DnsNoRecord: NXDOMAIN or no MX record.
+        A Null MX (RFC 7505) has the host C{"."}.
+
+        @raise DnsNoDomain: NXDOMAIN.
+        @raise DnsNoRecord: no MX record.
         @raise DnsTempError: any other failure.
         """
         answer = self._resolve(domain, dns.rdatatype.MX)

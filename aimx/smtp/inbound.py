@@ -141,7 +141,21 @@ class Inbound:
 
     def deliver(self, envelope: Envelope) -> defer.Deferred:
         """Ingest a message for each recipient; fires with the SMTP reply."""
-        return defer.Deferred.fromCoroutine(self._deliver(envelope))
+        d = defer.Deferred.fromCoroutine(self._deliver(envelope))
+        return d.addCallback(lambda outcome: outcome[0])
+
+    def deliver_each(self, envelope: Envelope) -> defer.Deferred:
+        """Ingest as L{deliver} does; fires with each recipient's own reply.
+
+        For SEND's local recipients (spec README, "Local recipients on send"), which
+        need to know who was stored when only some were: C{250} for a stored copy (or
+        a duplicate of one), C{451 4.3.0} where storing failed, and the whole
+        message's reply to everyone when it was not stored at all.
+
+        @return: a Deferred firing with C{[(rcpt, SmtpStatus), ...]} in envelope order.
+        """
+        d = defer.Deferred.fromCoroutine(self._deliver(envelope))
+        return d.addCallback(lambda outcome: outcome[1])
 
     async def _prepare(self, envelope: Envelope) -> Prepared:
         parsed = await self.run_in_thread(parse_message, envelope.raw)
@@ -154,7 +168,8 @@ class Inbound:
         )
         return Prepared(envelope, parsed, auth)
 
-    async def _deliver(self, envelope: Envelope) -> SmtpStatus:
+    async def _deliver(self, envelope: Envelope) -> tuple[SmtpStatus, list]:
+        """The message's reply and each recipient's, in envelope order."""
         try:
             prepared = await self._prepare(envelope)
         except Exception:
@@ -163,7 +178,7 @@ class Inbound:
                 rcpts=list(envelope.rcpts),
                 size=len(envelope.raw),
             )
-            return FAILED
+            return FAILED, [(rcpt, FAILED) for rcpt in envelope.rcpts]
         parsed, auth = prepared.parsed, prepared.auth
         log.info(
             "received email rcpts={rcpts} size_bytes={size} from={sender} "
@@ -182,17 +197,18 @@ class Inbound:
                 "answering 451 4.4.3 peer={peer} from={sender} message_id={message_id}",
                 peer=envelope.peer_ip, sender=parsed.from_, message_id=parsed.message_id,
             )
-            return AUTH_TEMPFAIL
+            return AUTH_TEMPFAIL, [(rcpt, AUTH_TEMPFAIL) for rcpt in envelope.rcpts]
         stored: list[Ingested] = []
         failed = 0
-        seen = set()
+        replies: dict[str, SmtpStatus] = {}
         for rcpt in envelope.rcpts:
-            if ascii_lower(rcpt) in seen:
+            if ascii_lower(rcpt) in replies:
                 continue  # the same recipient twice is one delivery
-            seen.add(ascii_lower(rcpt))
+            replies[ascii_lower(rcpt)] = ACCEPTED
             try:
                 stored.append(await self._store(prepared, rcpt))
             except Exception as e:
+                replies[ascii_lower(rcpt)] = FAILED
                 failed += 1
                 log.error(
                     "[{peer}] Ingest failed for {rcpt}: {error}",
@@ -213,7 +229,7 @@ class Inbound:
         status = ACCEPTED if not failed else PARTIAL if stored else FAILED
         for ingested in stored:
             self._announce(ingested)
-        return status
+        return status, [(rcpt, replies[ascii_lower(rcpt)]) for rcpt in envelope.rcpts]
 
     async def _store(self, prepared: Prepared, rcpt: str) -> Ingested:
         """Store under the mailbox lock, routed and owned as the I{live} config says

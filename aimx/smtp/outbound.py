@@ -16,18 +16,21 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.mail import smtp
 from zope.interface import implementer
 
-from aimx.auth.resolver import DnsNoRecord, DnsTempError
+from aimx.auth.resolver import DnsNoDomain, DnsNoRecord, DnsTempError
 from aimx.core.delivery import (
     DEFERRED,
     DELIVERED,
     FAILED,
+    Lookup,
     Plan,
     RcptResult,
     Route,
     address_error,
     group_by_domain,
     host_results,
+    needs_addresses,
     reply_outcome,
+    route_for,
     settle,
 )
 from aimx.logs import Logger
@@ -39,31 +42,32 @@ class _HostSkipped(Exception):
     """An MX host that cannot be tried; the message is the error for its recipients."""
 
 
-def _route(resolver, domain: str, rcpts: tuple[str, ...]) -> Route:
-    """Blocking: where mail for C{domain} goes (spec §9).
-
-    The MX hosts; after an MX error or none, the domain itself when it has an A or AAAA
-    record (implicit MX, RFC 5321 §5.1). A temporary error on any of these lookups
-    makes the route a DNS failure rather than "no mail server".
-    """
+def _lookup(query, *args) -> Lookup:
+    """Blocking: one query's outcome as the routing rules read it."""
     try:
-        return Route(domain, rcpts, hosts=tuple(host for _, host in resolver.mx(domain)))
+        return Lookup(records=tuple(query(*args)))
+    except DnsNoDomain:
+        return Lookup(nxdomain=True)
     except DnsNoRecord:
-        failure = None
+        return Lookup()
     except DnsTempError as e:
-        failure = e
-    for ipv6 in (False, True):
-        try:
-            resolver.addresses(domain, ipv6=ipv6)
-        except DnsNoRecord:
-            continue
-        except DnsTempError as e:
-            failure = failure or e
-            continue
-        return Route(domain, rcpts, hosts=(domain,))
-    if failure is not None:
-        return Route(domain, rcpts, error=f"DNS failure for {domain}: {failure}")
-    return Route(domain, rcpts, error=f"No mail server found for domain {domain}", missing=True)
+        return Lookup(error=str(e))
+
+
+def _route(resolver, domain: str, rcpts: tuple[str, ...]) -> Route:
+    """Blocking: where mail for C{domain} goes (spec §9; the rules are L{route_for}).
+
+    The MX query; when it gives no records (and the domain exists), the A query and,
+    unless that answered or said NXDOMAIN, the AAAA query (implicit MX, RFC 5321 §5.1).
+    """
+    mx = _lookup(resolver.mx, domain)
+    addresses = []
+    if needs_addresses(mx):
+        for ipv6 in (False, True):
+            addresses.append(_lookup(resolver.addresses, domain, ipv6))
+            if addresses[-1].records or addresses[-1].nxdomain:
+                break
+    return route_for(domain, rcpts, mx, addresses)
 
 
 def _address(resolver, host: str, ipv6: bool) -> str:
@@ -240,7 +244,8 @@ MAX_CONNECTIONS = 32
 class MxTransport:
     """Delivers a signed message to the recipients' MX hosts.
 
-    Usage: C{plan = await t.plan(rcpts)}; abort if C{plan.missing}; else
+    Usage: C{plan = await t.plan(rcpts)}; when C{plan.missing}, send nothing (the
+    results are L{aimx.core.delivery.held_back}); else
     C{results = await t.deliver(mail_from, plan, message)}.
     """
 
@@ -273,8 +278,9 @@ class MxTransport:
         """Check the recipients' syntax and resolve their domains, all domains at once.
 
         A domain whose lookups failed temporarily gets a route with C{error} set (its
-        recipients will be deferred); one with no MX, A or AAAA record at all is also
-        listed in L{Plan.missing}.
+        recipients will be deferred); one that cannot receive mail at all (NXDOMAIN, a
+        Null MX, no MX, A or AAAA record) is also listed in L{Plan.missing}, and its
+        recipients fail.
 
         @param recipients: bare addresses; the results of L{deliver} keep this order.
         """
@@ -323,7 +329,8 @@ class MxTransport:
                 text = f"Invalid sender address '{mail_from}': {reason}"
                 results.update((rcpt, RcptResult(rcpt, FAILED, text)) for rcpt in route.rcpts)
             elif route.error:
-                results.update((rcpt, RcptResult(rcpt, DEFERRED, route.error))
+                status = FAILED if route.missing else DEFERRED
+                results.update((rcpt, RcptResult(rcpt, status, route.error))
                                for rcpt in route.rcpts)
             else:
                 sends.append(defer.Deferred.fromCoroutine(self._send(route, mail_from, data)))

@@ -163,8 +163,8 @@ class FixtureDNS:
         self._add(name, dns.TXT, dns.Record_TXT(*chunks, ttl=ttl))
 
     def add_mx(self, name: str, pref: int, host: str) -> None:
-        """Add an MX record."""
-        self._add(name, dns.MX, dns.Record_MX(pref, host.encode("ascii"), ttl=0))
+        """Add an MX record; C{host} C{"."} is the root (a Null MX, RFC 7505)."""
+        self._add(name, dns.MX, dns.Record_MX(pref, host.rstrip(".").encode("ascii"), ttl=0))
 
     def add_a(self, name: str, ip: str) -> None:
         """Add an A record."""

@@ -8,6 +8,7 @@ import ssl
 
 from twisted.internet import defer, threads
 
+from aimx.core.address import Envelope
 from aimx.store import keys
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 
@@ -266,6 +267,21 @@ class FailureTests(DaemonTestCase):
         reply = yield self.smtp(PLAIN, ["alice@test.local", "bob@test.local"])
         self.assertEqual(reply[0], 451)
         self.assertTrue(reply[1].startswith(b"4.3.0 Temporary failure on partial accept"))
+        self.assertEqual(len(self.inbox("alice")), 1)
+
+    async def test_each_recipient_reply(self):
+        """deliver_each says who was stored: 250 for alice (and her repeat), 451 for bob."""
+        self.start_daemon()
+        with open(os.path.join(self.data_dir, "inbox", "bob"), "w") as f:
+            f.write("blocks bob's mailbox")
+        rcpts = ("alice@test.local", "bob@test.local", "ALICE@test.local")
+        replies = await self.daemon.inbound.deliver_each(
+            Envelope(peer_ip=None, helo=None, mail_from=None, rcpts=rcpts, raw=PLAIN))
+        self.assertEqual([(rcpt, status.line()) for rcpt, status in replies], [
+            ("alice@test.local", b"250 2.0.0 OK message accepted"),
+            ("bob@test.local", b"451 4.3.0 Temporary failure, please retry"),
+            ("ALICE@test.local", b"250 2.0.0 OK message accepted"),
+        ])
         self.assertEqual(len(self.inbox("alice")), 1)
 
 

@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
@@ -34,7 +36,7 @@ from aimx.errors import (
 )
 from aimx.store import keys
 from aimx.testing.smtpsink import SmtpSink, listen_all
-from tests.integration.base import DOMAIN, DaemonTestCase, base_config
+from tests.integration.base import DOMAIN, DaemonTestCase, base_config, current_user
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 
 _VERIFY = """
@@ -351,6 +353,19 @@ class SendTests(SendTestCase):
         self.assertEqual(fields["dkim"], "pass")
 
 
+class LocalDropTests(SendTestCase):
+    async def test_local_recipient_dropped(self):
+        """With AIMX_TEST_MAIL_DROP nothing is delivered, mail to our own domain included."""
+        self.dns.add_txt(f"aimx._domainkey.{DOMAIN}", self.dkim_txt())
+        reply = await self.send(submission(to=f"bob@{DOMAIN}, r@example.com"))
+        _, envelope = self.only_dropped()
+        self.assertEqual(envelope["rcpt_to"], [f"bob@{DOMAIN}", "r@example.com"])
+        self.assertEqual([d["status"] for d in reply["deliveries"]], ["delivered"] * 2)
+        self.assertEqual(self.inbox("bob"), [])
+        self.assertEqual(self.inbox("catchall"), [])
+        self.assertEqual(self.only_sent()[0]["delivery_status"], "delivered")
+
+
 class StartupTests(DaemonTestCase):
     def test_mail_drop_warning(self):
         """Daemon case 8: the mail drop is announced loudly, naming the path."""
@@ -444,11 +459,14 @@ class AuthorizationTests(SendTestCase):
         self.assertEqual(len(self.dropped()), 1)
 
 
-class MxSendTests(DaemonTestCase):
-    """The daemon delivers to loopback MX hosts found through the fixture DNS."""
+class MxSendTestCase(DaemonTestCase):
+    """A daemon that delivers to loopback MX hosts found through the fixture DNS."""
+
+    extra_config = ""
 
     def setUp(self):
         super().setUp()
+        self.write_config(base_config(self.data_dir) + self.extra_config)
         directory = self.mktemp()
         cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
         keys.generate_self_signed(cert, key, "mx.ok.example")
@@ -464,6 +482,9 @@ class MxSendTests(DaemonTestCase):
             self.addCleanup(sink.stop)
             self.dns.add_mx(f"{name}.example", 10, f"mx.{name}.example")
             self.dns.add_a(f"mx.{name}.example", f"127.0.0.{n}")
+        self.dns.add_mx("null.example", 0, ".")  # RFC 7505
+        self.dns.add_txt("nomx.example", "v=spf1 -all")  # a name without MX, A or AAAA
+        self.dns.add_servfail("broken.example")
         self.environ["AIMX_SMTP_OUT_PORT"] = str(listen_all(ips))
         self.start_daemon()
 
@@ -485,6 +506,8 @@ class MxSendTests(DaemonTestCase):
         return [self.read_mail(os.path.join(directory, n))[0]
                 for n in sorted(os.listdir(directory))]
 
+
+class MxSendTests(MxSendTestCase):
     async def test_delivered_over_starttls(self):
         """Case 32: STARTTLS with a self-signed cert, EHLO = our domain, signature verifies."""
         reply = await self.send("bob@ok.example")
@@ -525,10 +548,53 @@ class MxSendTests(DaemonTestCase):
         self.assertIn("bob@later.example: ", copy["delivery_details"])
 
     async def test_no_mail_server_sends_nothing(self):
-        """A domain with no MX and no A stops the whole send before anything leaves."""
-        reason = await self.refused(TempError, "bob@ok.example, x@nowhere.example")
-        self.assertIn("No mail server found for domain nowhere.example", reason)
+        """A domain that cannot receive mail stops the remote part before anything leaves:
+        its recipient failed, the others deferred with the reason (nothing half-sent)."""
+        reply = await self.send("bob@ok.example, x@nowhere.example")
+        self.assertEqual(reply["deliveries"], [
+            {"rcpt": "bob@ok.example", "status": "deferred",
+             "details": "Not sent because nowhere.example cannot receive mail; "
+                        "retry without its recipients"},
+            {"rcpt": "x@nowhere.example", "status": "failed",
+             "details": "550 5.1.2 nowhere.example: no such domain"},
+        ])
         self.assertEqual(self.sinks["ok"].transactions, [])
+        [copy] = self.copies()
+        self.assertEqual(copy["delivery_status"], "partial")
+
+    async def test_nxdomain_failed(self):
+        """NXDOMAIN is permanent: DELIVERY (not TEMP), and the sent copy says failed."""
+        reason = await self.refused(DeliveryError, "x@nowhere.example")
+        self.assertEqual(reason, "550 5.1.2 nowhere.example: no such domain")
+        [copy] = self.copies()
+        self.assertEqual(copy["delivery_status"], "failed")
+        self.assertEqual(copy["delivery_details"], reason)
+
+    async def test_null_mx_failed(self):
+        """A Null MX (RFC 7505 §4.2) is permanent: 556 5.1.10, nothing connects."""
+        reason = await self.refused(DeliveryError, "x@null.example")
+        self.assertEqual(reason, "556 5.1.10 null.example does not accept mail "
+                                 "(null MX, RFC 7505)")
+        self.assertEqual(self.copies()[0]["delivery_status"], "failed")
+
+    async def test_no_mx_no_address_failed(self):
+        """A name with neither MX nor A/AAAA is permanent (RFC 5321 §5.1)."""
+        reason = await self.refused(DeliveryError, "x@nomx.example")
+        self.assertEqual(reason, "550 5.1.2 No mail server found for domain nomx.example "
+                                 "(no MX, A or AAAA record)")
+
+    async def test_every_recipient_failed(self):
+        """Several permanent failures: DELIVERY naming each recipient and why."""
+        reason = await self.refused(DeliveryError, "x@nowhere.example, y@null.example")
+        self.assertEqual(reason.split("; "), [
+            "x@nowhere.example: 550 5.1.2 nowhere.example: no such domain",
+            "y@null.example: 556 5.1.10 null.example does not accept mail (null MX, RFC 7505)",
+        ])
+
+    async def test_dns_failure_deferred(self):
+        """SERVFAIL is temporary: TEMP, no sent copy."""
+        reason = await self.refused(TempError, "x@broken.example")
+        self.assertTrue(reason.startswith("DNS failure for broken.example: "), reason)
         self.assertEqual(self.copies(), [])
 
 
@@ -580,3 +646,182 @@ class CliSendTests(SendTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stderr, f"Error: not authorized: alice@{DOMAIN}\n".encode())
         self.assertEqual(self.dropped(), [])
+
+
+class LocalSendTests(MxSendTestCase):
+    """Mail to our own domain without the mail drop goes through the inbound chain:
+    DKIM-verified against the key the fixture DNS serves, trusted by the allowlist,
+    stored, hooks fired; no MX lookup for our domain."""
+
+    def setUp(self):
+        self.out = tempfile.mkdtemp(prefix="aimx-local-")
+        self.addCleanup(shutil.rmtree, self.out, True)
+        script = 'printf "%s|%s" "$AIMX_FROM" "$AIMX_SUBJECT" > "$0/fired"'
+        self.extra_config = f"""
+[mailboxes.trusting]
+address = "trusting@{DOMAIN}"
+owner = "{current_user()}"
+trust = "verified"
+trusted_senders = ["*@{DOMAIN}"]
+
+[[mailboxes.trusting.hooks]]
+event = "on_receive"
+cmd = {json.dumps(["/bin/sh", "-c", script, self.out])}
+"""
+        super().setUp()
+        self.addCleanup(self.daemon.hooks.idle)
+        with open(keys.dkim_paths(self.config_dir)[1], "rb") as f:
+            self.dns.add_txt(f"aimx._domainkey.{DOMAIN}", keys.dkim_txt_value(f.read()))
+
+    def mx_queries(self) -> list[str]:
+        return [name for name, kind in self.dns.queries if kind == 15]  # MX
+
+    async def test_local_delivery_trusted(self):
+        """Stored in the recipient's inbox as trusted (DKIM pass, allowlist *@domain),
+        its on_receive hook fires, the sender's sent copy is written; no MX lookup."""
+        reply = await self.send(f"trusting@{DOMAIN}")
+        self.assertEqual(reply["deliveries"], [
+            {"rcpt": f"trusting@{DOMAIN}", "status": "delivered",
+             "details": "250 2.0.0 OK message accepted"}])
+        fields, body = self.only_mail("trusting")
+        self.assertEqual((fields["dkim"], fields["spf"], fields["trusted"]),
+                         ("pass", "none", "true"))
+        self.assertNotIn("received_from_ip", fields)
+        self.assertEqual(fields["message_id"], reply["message_id"].strip("<>"))
+        self.assertIn(b"Hello from the end-to-end test.", body)
+        await self.daemon.hooks.idle()
+        with open(os.path.join(self.out, "fired")) as f:
+            self.assertEqual(f.read(), f"alice@{DOMAIN}|Hi")
+        [copy] = self.copies()
+        self.assertEqual(copy["delivery_status"], "delivered")
+        self.assertEqual(copy["delivery"][0]["status"], "delivered")
+        self.assertNotIn(DOMAIN, self.mx_queries())
+
+    async def test_untrusted_without_published_key(self):
+        """Verified like any other message: without our key in DNS it is stored untrusted
+        and the default hook does not fire."""
+        self.dns.clear()
+        reply = await self.send(f"trusting@{DOMAIN}")
+        self.assertEqual(reply["deliveries"][0]["status"], "delivered")
+        fields, _ = self.only_mail("trusting")
+        self.assertEqual(fields["trusted"], "false")
+        self.assertNotEqual(fields["dkim"], "pass")
+        await self.daemon.hooks.idle()
+        self.assertFalse(os.path.exists(os.path.join(self.out, "fired")))
+
+    async def test_key_lookup_tempfail_deferred(self):
+        """A temporary DNS failure on our own key, for a mailbox that allow-lists us:
+        the chain answers 451 4.4.3, the recipient is deferred (TEMP), nothing stored."""
+        self.dns.add_servfail(f"aimx._domainkey.{DOMAIN}")
+        reason = await self.refused(TempError, f"trusting@{DOMAIN}")
+        self.assertEqual(reason,
+                         "451 4.4.3 Temporary DNS failure verifying the sender; please retry")
+        self.assertEqual(self.inbox("trusting"), [])
+        self.assertEqual(self.copies(), [])
+
+    async def test_unknown_local_recipient(self):
+        """A local recipient that routes nowhere fails without being tried (no catchall)."""
+        self.write_config(base_config(self.data_dir, catchall=False))
+        await self.daemon.reload()
+        reason = await self.refused(DeliveryError, f"nobody@{DOMAIN}")
+        self.assertEqual(
+            reason, f"550 5.1.1 <nobody@{DOMAIN}>: Recipient address rejected: User unknown")
+        self.assertEqual(self.copies()[0]["delivery_status"], "failed")
+
+    async def test_catchall(self):
+        """An unknown local part goes to the catchall, as over SMTP."""
+        reply = await self.send(f"Nobody@{DOMAIN.upper()}")
+        self.assertEqual(reply["deliveries"][0]["status"], "delivered")
+        fields, _ = self.only_mail("catchall")
+        self.assertEqual(fields["delivered_to"], f"Nobody@{DOMAIN.upper()}")
+
+    async def test_mixed_local_and_remote(self):
+        """Local recipients are stored, remote ones go to their MX, one result each."""
+        reply = await self.send(f"bob@{DOMAIN}, bob@ok.example, trusting@{DOMAIN}, "
+                                "bob@rej.example")
+        self.assertEqual([(d["rcpt"], d["status"]) for d in reply["deliveries"]], [
+            (f"bob@{DOMAIN}", "delivered"), ("bob@ok.example", "delivered"),
+            (f"trusting@{DOMAIN}", "delivered"), ("bob@rej.example", "failed")])
+        [tx] = self.sinks["ok"].transactions
+        self.assertEqual(tx.rcpts, ["bob@ok.example"])
+        self.assertEqual(len(self.inbox("bob")), 1)
+        self.assertEqual(self.only_mail("trusting")[0]["trusted"], "true")
+        self.assertEqual(self.copies()[0]["delivery_status"], "partial")
+        self.assertNotIn(DOMAIN, self.mx_queries())
+
+    async def test_local_with_missing_remote_domain(self):
+        """A remote domain that cannot receive mail holds back only the remote part:
+        local delivery needs no DNS for routing and goes ahead."""
+        reply = await self.send(f"trusting@{DOMAIN}, bob@ok.example, x@nowhere.example")
+        self.assertEqual([d["status"] for d in reply["deliveries"]],
+                         ["delivered", "deferred", "failed"])
+        self.assertEqual(self.sinks["ok"].transactions, [])
+        self.assertEqual(len(self.inbox("trusting")), 1)
+
+    async def test_one_local_copy_not_stored(self):
+        """Each local recipient gets its own result: a mailbox that cannot be written is
+        deferred with the chain's 451, the other is delivered (partial, sent copy)."""
+        with open(os.path.join(self.data_dir, "inbox", "bob"), "w") as f:
+            f.write("blocks bob's mailbox")
+        reply = await self.send(f"trusting@{DOMAIN}, bob@{DOMAIN}")
+        self.assertEqual(reply["deliveries"], [
+            {"rcpt": f"trusting@{DOMAIN}", "status": "delivered",
+             "details": "250 2.0.0 OK message accepted"},
+            {"rcpt": f"bob@{DOMAIN}", "status": "deferred",
+             "details": "451 4.3.0 Temporary failure, please retry"}])
+        self.assertEqual(self.copies()[0]["delivery_status"], "partial")
+
+    async def test_chain_crash_deferred(self):
+        """An unexpected failure of the inbound chain defers the local recipients (as
+        over SMTP: 451), never the whole SEND."""
+        self.daemon.outbox.local = lambda envelope: defer.fail(RuntimeError("boom"))
+        reason = await self.refused(TempError, f"trusting@{DOMAIN}")
+        self.assertEqual(reason, "451 4.3.0 Temporary failure, please retry")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    async def test_sent_to_self(self):
+        """A mailbox may write to itself: the copy lands in its inbox and its sent folder."""
+        reply = await self.send(f"alice@{DOMAIN}")
+        self.assertEqual(reply["deliveries"][0]["status"], "delivered")
+        self.assertEqual(self.only_mail("alice")[0]["dkim"], "pass")
+        self.assertEqual(len(self.copies()), 1)
+
+
+class CliFailureTests(MxSendTestCase):
+    """`aimx send` (as a real second uid) when every recipient failed or was deferred."""
+
+    skip = None if IS_ROOT else "needs root to act as a second uid"
+    extra_config = f'\n[mailboxes.nb]\naddress = "nb@{DOMAIN}"\nowner = "nobody"\n'
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.runtime_dir, 0o755)
+
+    def aimx_send(self, to: str):
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=self.runtime_dir, NO_COLOR="1")
+        argv = [sys.executable, "-m", "tests.integration.asuser", str(NOBODY), str(NOBODY),
+                "cli", "send", "--from", f"nb@{DOMAIN}", "--to", to, "--subject", "x",
+                "--body", "y"]
+        return threads.deferToThread(subprocess.run, argv, env=env, cwd="/",
+                                     capture_output=True, timeout=60)
+
+    async def test_nxdomain_is_delivery_error(self):
+        """NXDOMAIN: `Error [DELIVERY]: ...`, exit 1, not TEMP."""
+        result = await self.aimx_send("x@nowhere.example")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr,
+                         b"Error [DELIVERY]: 550 5.1.2 nowhere.example: no such domain\n")
+
+    async def test_null_mx_is_delivery_error(self):
+        """Null MX: `Error [DELIVERY]: 556 5.1.10 ...`, exit 1."""
+        result = await self.aimx_send("x@null.example")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, b"Error [DELIVERY]: 556 5.1.10 null.example does not "
+                                        b"accept mail (null MX, RFC 7505)\n")
+
+    async def test_temporary_stays_temp(self):
+        """A 4xx stays `Error [TEMP]`."""
+        result = await self.aimx_send("bob@later.example")
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stderr.startswith(b"Error [TEMP]: "), result.stderr)
+        self.assertIn(b"451", result.stderr)
