@@ -9,7 +9,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx.core import config as cfg
 from aimx.core import configedit
 from aimx.core.config import (
-    DEFAULT_SIGNATURE,
     Config,
     MailboxConfig,
     derive_hook_name,
@@ -86,7 +85,8 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.trust, "none")
         self.assertEqual(config.trusted_senders, ())
         self.assertFalse(config.enable_ipv6)
-        self.assertEqual(config.effective_signature, "Sent from AIMX.  \nhttps://aimx.email")
+        self.assertIsNone(config.signature)
+        self.assertEqual(config.effective_signature, "")
         self.assertEqual(config.effective_verify_host, "https://check.aimx.email")
         self.assertEqual(config.catchall().name, "catchall")
         self.assertEqual(config.max_sessions_per_ip, 20)
@@ -880,10 +880,10 @@ class ConfigValueTests(SynchronousTestCase):
         self.assertEqual(hash(a), hash(b))
         self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, a, "domain", "y")
 
-    def test_default_signature_constant(self):
-        """Config() defaults match the spec."""
+    def test_no_default_signature(self):
+        """Config() has no signature: nothing is appended unless one is configured."""
         config = Config(domain="x")
-        self.assertEqual(config.effective_signature, DEFAULT_SIGNATURE)
+        self.assertEqual(config.effective_signature, "")
         self.assertEqual(config.data_dir, cfg.DEFAULT_DATA_DIR)
 
 

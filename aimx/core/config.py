@@ -17,7 +17,6 @@ from aimx.core.trust import glob_match
 from aimx.errors import ConfigError
 
 DEFAULT_DATA_DIR = "/var/lib/aimx"
-DEFAULT_SIGNATURE = "Sent from AIMX.  \nhttps://aimx.email"
 DEFAULT_VERIFY_HOST = "https://check.aimx.email"
 DEFAULT_HOOK_TIMEOUT = 60
 MAX_HOOK_TIMEOUT = 600
@@ -201,8 +200,8 @@ class Config:
 
     @property
     def effective_signature(self) -> str:
-        """The outbound signature; C{""} means none is appended."""
-        return DEFAULT_SIGNATURE if self.signature is None else self.signature
+        """The outbound signature; C{""} (the default: no C{signature} key) means none."""
+        return "" if self.signature is None else self.signature
 
     @property
     def effective_verify_host(self) -> str:
