@@ -14,7 +14,6 @@ from aimx.core.assemble import (
     qp_encode,
     with_signature,
 )
-from aimx.core.config import DEFAULT_SIGNATURE
 from aimx.core.submission import check_header_block
 from aimx.errors import BodyTooLarge, MalformedError
 
@@ -22,6 +21,8 @@ HEAD = (
     b"From: alice@agent.example.com\r\nTo: r@example.com\r\nBcc: hidden@z.com\r\n"
     b"Subject: Hi\r\nMIME-Version: 1.0\r\n"
 )
+#: An operator's configured signature (there is none by default).
+SIGNATURE = "The support team.  \nhttps://support.example.org"
 
 
 def build(body: bytes, head: bytes = HEAD, **kw):
@@ -29,7 +30,7 @@ def build(body: bytes, head: bytes = HEAD, **kw):
     counter = itertools.count()
     kw.setdefault("text_only", False)
     kw.setdefault("html_body", None)
-    kw.setdefault("signature", DEFAULT_SIGNATURE)
+    kw.setdefault("signature", SIGNATURE)
     return assemble(lines, rest, boundary=lambda: f"aimx-{next(counter):032x}", **kw)
 
 
@@ -48,12 +49,12 @@ class ShapeTests(TestCase):
         self.assertEqual((plain.get_content_type(), html.get_content_type()),
                          ("text/plain", "text/html"))
         self.assertIn("# Hello", plain.get_content())
-        self.assertIn("Sent from AIMX.", plain.get_content())
+        self.assertIn("The support team.", plain.get_content())
         self.assertIn("<h1", html.get_content())
         self.assertIn(">Hello</h1>", html.get_content())
-        self.assertIn("https://aimx.email", html.get_content())
+        self.assertIn("https://support.example.org", html.get_content())
         self.assertEqual(out.format, "markdown")
-        self.assertEqual(out.text, "# Hello\n\nWorld\n\n" + DEFAULT_SIGNATURE)
+        self.assertEqual(out.text, "# Hello\n\nWorld\n\n" + SIGNATURE)
 
     def test_headers_kept_bcc_and_mime_replaced(self):
         out = build(b"x")
@@ -82,13 +83,13 @@ class ShapeTests(TestCase):
         out = build(b"fallback text.", html_body=b"<h1>x</h1>")
         plain, html = parse(out.wire).get_payload()
         self.assertEqual(html.get_content().strip(), "<h1>x</h1>")
-        self.assertIn("Sent from AIMX.", plain.get_content())
+        self.assertIn("The support team.", plain.get_content())
         self.assertEqual(out.format, "html")
 
     def test_no_signature(self):
         out = build(b"plain", signature="")
-        self.assertNotIn(b"Sent from AIMX.", out.wire)
-        self.assertNotIn(b"aimx.email", out.wire)
+        self.assertNotIn(b"The support team.", out.wire)
+        self.assertNotIn(b"support.example.org", out.wire)
 
     def test_attachments_nest_alternative(self):
         """Outer mixed, inner alternative, distinct boundaries (case 4)."""

@@ -9,7 +9,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx.core import config as cfg
 from aimx.core import configedit
 from aimx.core.config import (
-    DEFAULT_SIGNATURE,
     Config,
     MailboxConfig,
     derive_hook_name,
@@ -86,8 +85,10 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual(config.trust, "none")
         self.assertEqual(config.trusted_senders, ())
         self.assertFalse(config.enable_ipv6)
-        self.assertEqual(config.effective_signature, "Sent from AIMX.  \nhttps://aimx.email")
-        self.assertEqual(config.effective_verify_host, "https://check.aimx.email")
+        self.assertIsNone(config.signature)
+        self.assertEqual(config.effective_signature, "")
+        self.assertIsNone(config.verify_host)
+        self.assertIsNone(config.outbound_check_domain)
         self.assertEqual(config.catchall().name, "catchall")
         self.assertEqual(config.max_sessions_per_ip, 20)
 
@@ -97,12 +98,14 @@ class DefaultsTests(SynchronousTestCase):
             BASE
             + 'data_dir = "/srv/aimx"\ndkim_selector = "s1"\nenable_ipv6 = true\n'
             + 'signature = ""\nverify_host = "https://v.example"\n'
+            + 'outbound_check_domain = "example.net"\n'
         )
         self.assertEqual(config.data_dir, "/srv/aimx")
         self.assertEqual(config.dkim_selector, "s1")
         self.assertTrue(config.enable_ipv6)
         self.assertEqual(config.effective_signature, "")
-        self.assertEqual(config.effective_verify_host, "https://v.example")
+        self.assertEqual(config.verify_host, "https://v.example")
+        self.assertEqual(config.outbound_check_domain, "example.net")
 
     def test_upgrade_accepted(self):
         """An C{[upgrade]} table is accepted and kept for rewrites."""
@@ -624,6 +627,8 @@ class DecodeTests(_Case):
             (BASE + "upgrade = 1\n", "upgrade: expected a table"),
             (BASE + "[upgrade]\nrelease_manifest_url = 1\n",
              "upgrade.release_manifest_url: expected a string"),
+            (BASE + "outbound_check_domain = true\n",
+             "outbound_check_domain: expected a string"),
         ]
         for text, expected in cases:
             self.assertEqual(self.error(text), f"{PATH}: {expected}")
@@ -753,6 +758,7 @@ class ToTomlTests(SynchronousTestCase):
         config, _ = load(
             BASE
             + 'trust = "verified"\ntrusted_senders = ["*@a.org"]\nverify_host = "https://v"\n'
+            + 'outbound_check_domain = "example.net"\n'
             + 'signature = ""\n[upgrade]\nrelease_manifest_url = "https://m"\n'
             + ALICE
             + 'trust = "none"\ntrusted_senders = []\n'
@@ -764,6 +770,7 @@ class ToTomlTests(SynchronousTestCase):
         self.assertEqual(doc["trust"], "verified")
         self.assertEqual(doc["trusted_senders"], ["*@a.org"])
         self.assertEqual(doc["verify_host"], "https://v")
+        self.assertEqual(doc["outbound_check_domain"], "example.net")
         self.assertEqual(doc["signature"], "")
         self.assertEqual(doc["upgrade"], {"release_manifest_url": "https://m"})
         self.assertEqual(
@@ -880,10 +887,10 @@ class ConfigValueTests(SynchronousTestCase):
         self.assertEqual(hash(a), hash(b))
         self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, a, "domain", "y")
 
-    def test_default_signature_constant(self):
-        """Config() defaults match the spec."""
+    def test_no_default_signature(self):
+        """Config() has no signature: nothing is appended unless one is configured."""
         config = Config(domain="x")
-        self.assertEqual(config.effective_signature, DEFAULT_SIGNATURE)
+        self.assertEqual(config.effective_signature, "")
         self.assertEqual(config.data_dir, cfg.DEFAULT_DATA_DIR)
 
 

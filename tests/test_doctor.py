@@ -23,6 +23,7 @@ from aimx.core import doctor as core
 from aimx.core.config import load_text
 from aimx.core.dnscheck import FAIL, MISSING, PASS, WARN, Check, DnsRecord
 from aimx.core.doctor import ABSENT, DIR, NOT_DIR, DirState, Facts, MailboxFacts
+from aimx.core.portcheck import INBOUND_UNCHECKED, OUTBOUND_BLOCKED, ProbeResult
 from aimx.errors import DaemonNotRunning
 from aimx.store import keys, services
 from aimx.store.mailstore import Owner, resolve_owner
@@ -30,6 +31,7 @@ from aimx.store.services import Completed
 from tests.test_services import HostTestCase
 
 DOMAIN = "agent.example.com"
+MX = "gmail-smtp-in.l.google.com [192.0.2.25]:25 (MX of gmail.com)"
 
 
 def mailbox_owner() -> pwd.struct_passwd:
@@ -309,6 +311,17 @@ class VerbTests(StoreMixin, HostTestCase):
         self.environ = {"AIMX_RUNTIME_DIR": self.runtime_dir}
         self.connects = 0
         self.control = FakeControl(defer.succeed(VERSION))
+        self.outbound = ProbeResult(True, detail=f"{MX} sent its 220 banner")
+        self.inbound = ProbeResult(True, detail="the verifier reached 192.0.2.9 on port 25")
+        self.probed = []
+
+    async def probe_out(self, reactor, domain, settings, *, resolver, run_in_thread):
+        self.probed.append(("outbound", domain, settings.out_port))
+        return self.outbound
+
+    async def probe_in(self, reactor, verify_host):
+        self.probed.append(("inbound", verify_host))
+        return self.inbound
 
     def connect(self):
         self.connects += 1
@@ -324,7 +337,8 @@ class VerbTests(StoreMixin, HostTestCase):
         s = Session(args, connect=connect or self.connect, euid=os.geteuid(), term=term,
                     environ=self.environ)
         verb = functools.partial(cli.doctor, clock=clock or task.Clock(), system=system,
-                                 run_in_thread=defer.maybeDeferred, resolve=resolve)
+                                 run_in_thread=defer.maybeDeferred, resolve=resolve,
+                                 probes=(self.probe_out, self.probe_in))
         d = defer.Deferred.fromCoroutine(execute(verb, args, s))
         return d.addCallback(lambda code: (code, out.getvalue(), err.getvalue()))
 
@@ -359,6 +373,62 @@ class VerbTests(StoreMixin, HostTestCase):
         self.assertEqual(ownership.count("owner="), 1, "the catchall is not listed")
         self.assertEqual(self.control.calls, [b"VERSION"])
         self.assertTrue(self.control.closed)
+
+    def test_port25_without_verifier(self):
+        """Port 25: outbound checked against gmail.com's MX; inbound explained, not run."""
+        code, out, _ = self.doctor()
+        self.assertEqual(code, 0)
+        self.assertIn(
+            "\nPort 25\n"
+            f"  Outbound: [OK] - {MX} sent its 220 banner\n"
+            "  Inbound: [WARN] - not checked: no verifier configured (verify_host)\n"
+            "    Checking inbound port 25 needs a verifier on another host, outside this "
+            "network,\n", out)
+        self.assertIn("    On that other host run:  twistd -n aimx-verifier\n"
+                      "      (HTTPS through a reverse proxy in front of it, or --http "
+                      "0.0.0.0:3025)\n"
+                      '    then set verify_host = "https://<that host>" in config.toml, or '
+                      "pass --verify-host.\n\nLogs\n", out)
+        self.assertIn("All checks passed.", out)
+        self.assertEqual(self.probed, [("outbound", "gmail.com", 25)])
+
+    def test_port25_configured(self):
+        """outbound_check_domain and verify_host from config.toml; AIMX_SMTP_OUT_PORT."""
+        self.write_config('verify_host = "https://v.example/"\n'
+                          'outbound_check_domain = "example.net"\n'
+                          + config_text(self.data_dir))
+        self.environ["AIMX_SMTP_OUT_PORT"] = "2525"
+        code, out, _ = self.doctor()
+        self.assertEqual(code, 0)
+        self.assertIn(f"  Outbound: [OK] - {MX} sent its 220 banner\n"
+                      "  Inbound: [OK] - the verifier reached 192.0.2.9 on port 25\n", out)
+        self.assertEqual(sorted(self.probed), [("inbound", "https://v.example"),
+                                               ("outbound", "example.net", 2525)])
+
+    def test_port25_failures_inform(self):
+        """Failed checks show the reason and the advice, and (like DNS) keep exit 0."""
+        self.write_config('verify_host = "https://v.example"\n' + config_text(self.data_dir))
+        self.outbound = ProbeResult(False, detail=f"cannot connect to {MX}: connection refused")
+        self.inbound = ProbeResult(False, error="https://v.example/probe: connection refused")
+        code, out, _ = self.doctor()
+        self.assertEqual(code, 0)
+        self.assertIn(
+            f"  Outbound: [FAIL] - cannot connect to {MX}: connection refused\n"
+            f"         → {OUTBOUND_BLOCKED}\n"
+            "  Inbound: [FAIL] - https://v.example/probe: connection refused\n"
+            f"         → {INBOUND_UNCHECKED}\n", out)
+
+    def test_port25_unusable_config(self):
+        """A verify_host or check domain that cannot be used fails that check only."""
+        self.write_config('verify_host = "ftp://v.example"\noutbound_check_domain = "x"\n'
+                          + config_text(self.data_dir))
+        code, out, _ = self.doctor()
+        self.assertEqual(code, 0)
+        self.assertIn("  Outbound: [FAIL] - invalid outbound check domain 'x': 'x' needs at "
+                      "least two labels", out)
+        self.assertIn("  Inbound: [FAIL] - verify-host must start with http:// or https:// "
+                      "(got: ftp://v.example)\n", out)
+        self.assertEqual(self.probed, [])
 
     def test_daemon_not_running(self):
         """No socket and the service stopped: no probe, `(daemon not running)` (acceptance 16)."""

@@ -181,11 +181,11 @@ class InlineTests(SynchronousTestCase):
         self.assertIn(">see https://a.example</a>", html)
         self.assertIn(">https://c.example</code>", html)
 
-    def test_default_signature(self):
-        """The default signature renders a hard break and a linked URL."""
-        html = render("Hi.\n\nSent from AIMX.  \nhttps://aimx.email")
-        self.assertIn("Sent from AIMX.<br />\n", html)
-        self.assertIn('<a href="https://aimx.email"', html)
+    def test_signature_with_link(self):
+        """A configured signature renders its hard break and a linked URL."""
+        html = render("Hi.\n\nThe support team.  \nhttps://support.example.org")
+        self.assertIn("The support team.<br />\n", html)
+        self.assertIn('<a href="https://support.example.org"', html)
 
 
 class FragmentTests(SynchronousTestCase):

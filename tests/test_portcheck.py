@@ -1,6 +1,7 @@
-"""The port-25 check without the network: verify host, targets, occupancy, the SMTP
-dialogues, the verifier's resources and the `aimx portcheck` verb with fake probes
-(spec/setup-and-ops.md §3, acceptance cases 2, 20, 21, 22)."""
+"""The port-25 check without the network: verify host, the outbound check's domain
+and MX choice, occupancy, the SMTP dialogues, the verifier's resources and the `aimx
+portcheck` verb with fake probes (spec/setup-and-ops.md §3, acceptance cases 20, 21,
+22; no hosted service: no default verifier)."""
 
 import argparse
 import io
@@ -72,7 +73,7 @@ class VerifyHostTests(SynchronousTestCase):
         self.assertEqual(core.validate_verify_host("http://h/x//"), "http://h/x")
 
     def test_precedence(self):
-        """--verify-host > config.verify_host > the hosted default."""
+        """--verify-host > config.verify_host > nothing: there is no hosted default."""
         self.assertEqual(
             core.resolve_verify_host("https://cli.example", "https://cfg.example"),
             "https://cli.example",
@@ -80,33 +81,55 @@ class VerifyHostTests(SynchronousTestCase):
         self.assertEqual(
             core.resolve_verify_host(None, "https://cfg.example/"), "https://cfg.example"
         )
-        self.assertEqual(core.resolve_verify_host(None, None), "https://check.aimx.email")
+        self.assertIsNone(core.resolve_verify_host(None, None))
 
     def test_invalid_config_value(self):
         """An invalid config value is refused too (it would be used)."""
         self.assertRaises(VerifyHostError, core.resolve_verify_host, None, "nope")
 
-    def test_probe_targets(self):
-        """The SMTP target is the bare host on port 25; /probe is appended to the URL."""
-        cases = {
-            "https://v.example.com": "v.example.com:25",
-            "https://verify.example.com:3025/x": "verify.example.com:25",
-            "http://[::1]:3025/probe": "[::1]:25",
-            "http://[2001:db8::1]": "[2001:db8::1]:25",
-            "http://1.2.3.4:8080": "1.2.3.4:25",
-            "https://user:pw@h.example:99/p?q": "h.example:25",
-        }
-        for url, target in cases.items():
-            self.assertEqual(str(core.smtp_probe_target(url)), target, url)
-        self.assertEqual(core.smtp_probe_target("http://[::1]:3025/").host, "::1")
-        self.assertEqual(
-            core.smtp_probe_target(core.validate_verify_host("https://v.example.com/")),
-            ProbeTarget("v.example.com", 25),
-        )
-        self.assertEqual(
-            str(core.smtp_probe_target("http://127.0.0.1:8080", 2525)), "127.0.0.1:2525"
-        )
+    def test_probe_url(self):
+        """/probe is appended to the verifier's URL."""
         self.assertEqual(core.probe_url("https://v.example.com"), "https://v.example.com/probe")
+
+    def test_targets_print(self):
+        """A probe target prints as host:port, an IPv6 address in brackets."""
+        self.assertEqual(str(ProbeTarget("192.0.2.1", 25)), "192.0.2.1:25")
+        self.assertEqual(str(ProbeTarget("::1", 2525)), "[::1]:2525")
+
+
+class CheckDomainTests(SynchronousTestCase):
+    def test_precedence(self):
+        """--outbound-check-domain > config.outbound_check_domain > gmail.com."""
+        self.assertEqual(core.DEFAULT_OUTBOUND_CHECK_DOMAIN, "gmail.com")
+        self.assertEqual(core.resolve_check_domain(None, None), "gmail.com")
+        self.assertEqual(core.resolve_check_domain(None, "example.net"), "example.net")
+        self.assertEqual(core.resolve_check_domain("example.org", "example.net"),
+                         "example.org")
+
+    def test_invalid(self):
+        """A value that is not a domain name is refused, naming it and the rule."""
+        for value, rule in (("", "cannot be empty"), ("localhost", "at least two labels"),
+                            ("mx.example.com:25", "invalid character ':'")):
+            e = self.assertRaises(core.CheckDomainError, core.resolve_check_domain, value, None)
+            self.assertIn(f"invalid outbound check domain '{value}'", str(e))
+            self.assertIn(rule, str(e))
+        self.assertRaises(core.CheckDomainError, core.resolve_check_domain, None, "a_b.com")
+
+    def test_lowest_mx(self):
+        """The lowest preference wins; no MX or a null MX (RFC 7505) is no target."""
+        self.assertEqual(core.lowest_mx([(10, "b.example"), (5, "a.example")]), "a.example")
+        self.assertEqual(core.lowest_mx([(5, "b.example"), (5, "a.example")]), "a.example")
+        self.assertIsNone(core.lowest_mx([]))
+        self.assertIsNone(core.lowest_mx([(0, ".")]))
+
+    def test_wording(self):
+        """The outbound check names the MX, its address, the port and the domain."""
+        label = core.mx_label("mx.example.net", "192.0.2.7", 25, "example.net")
+        self.assertEqual(label, "mx.example.net [192.0.2.7]:25 (MX of example.net)")
+        self.assertEqual(
+            core.outbound_passed(label),
+            ProbeResult(True, detail=f"{label} sent its 220 banner"),
+        )
 
 
 class SettingsTests(SynchronousTestCase):
@@ -302,12 +325,37 @@ class DialogueTests(SynchronousTestCase):
         self.assertTrue(d.finished)
 
     def test_bad_banner(self):
-        """A banner that is not 220 fails the probe."""
+        """A banner that is not 220 fails the probe; the peer did answer."""
         d = ProbeDialogue("aimx")
         self.assertIsNone(d.received("554 go away"))
         self.assertTrue(d.finished)
         self.assertFalse(d.ok)
-        self.assertIn("554 go away", d.reason)
+        self.assertTrue(d.answered)
+        self.assertEqual(d.reason, "answered '554 go away' instead of a 220 banner")
+
+    def test_banner_only(self):
+        """Without an EHLO name: 220 -> QUIT and success at once; nothing else is sent."""
+        d = ProbeDialogue(None)
+        self.assertIsNone(d.received("220-mx.example ESMTP"))
+        self.assertEqual(d.received("220 mx.example ESMTP"), "QUIT")
+        self.assertTrue(d.ok)
+        self.assertFalse(d.finished)
+        self.assertIsNone(d.received("221 bye"))
+        self.assertTrue(d.finished)
+        self.assertTrue(d.ok)
+        d = ProbeDialogue(None)
+        d.received("220 x")
+        d.lost()
+        self.assertTrue(d.ok)
+
+    def test_timeout_wording(self):
+        """A wait that times out names what was awaited: the banner, then a reply."""
+        d = ProbeDialogue(None)
+        self.assertEqual(d.timed_out(5), "no banner within 5 s")
+        self.assertFalse(d.answered)
+        d = ProbeDialogue("aimx")
+        d.received("220 x")
+        self.assertEqual(d.timed_out(5), "no reply within 5 s")
 
     def test_bad_ehlo_reply(self):
         """Anything but 250 to EHLO fails the probe."""
@@ -353,11 +401,40 @@ class ProberTests(SynchronousTestCase):
         proto, transport = connect(self.factory)
         results = []
         proto.done.addCallback(results.append)
+        proto.dataReceived(b"220 mx ESMTP\r\n")
         self.clock.advance(5)
         self.assertTrue(transport.disconnected)
         proto.connectionLost(None)
         self.assertFalse(results[0].ok)
-        self.assertIn("no reply within 5 s", results[0].reason)
+        self.assertEqual(results[0].reason, "no reply within 5 s")
+
+    def test_banner_only_exchange(self):
+        """Outbound check: after the 220 banner only QUIT is written, then it closes."""
+        proto, transport = connect(_ProberFactory(self.clock, None, 5))
+        results = []
+        proto.done.addCallback(results.append)
+        self.assertEqual(transport.value(), b"")
+        proto.dataReceived(b"220-mx.example ESMTP\r\n220 mx.example\r\n")
+        self.assertEqual(transport.value(), b"QUIT\r\n")
+        proto.dataReceived(b"221 2.0.0 Bye\r\n")
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost(None)
+        self.assertTrue(results[0].ok)
+        self.assertEqual(transport.value(), b"QUIT\r\n")
+
+    def test_banner_timeout(self):
+        """Outbound check: no banner within the timeout fails, on the clock, nothing sent."""
+        proto, transport = connect(_ProberFactory(self.clock, None, 5))
+        results = []
+        proto.done.addCallback(results.append)
+        self.clock.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost(None)
+        self.assertEqual((results[0].ok, results[0].answered), (False, False))
+        self.assertEqual(results[0].reason, "no banner within 5 s")
+        self.assertEqual(transport.value(), b"")
 
     def test_deadline(self):
         """A peer dribbling 250- lines is cut off at the budget."""
@@ -385,11 +462,17 @@ class AnswerTests(SynchronousTestCase):
 
     def test_read_probe_response(self):
         """Acceptance 22: reachable true passes; false or an HTTP error fails."""
+        reached = ProbeResult(True, detail="the verifier reached 1.2.3.4 on port 25")
         self.assertEqual(
-            core.read_probe_response(200, b'{"reachable":true,"ip":"1.2.3.4"}'), PASSED
+            core.read_probe_response(200, b'{"reachable":true,"ip":"1.2.3.4"}'), reached
         )
         self.assertEqual(
-            core.read_probe_response(200, b'{"reachable": true, "ip": "1.2.3.4"}'), PASSED
+            core.read_probe_response(200, b'{"reachable": true, "ip": "1.2.3.4"}'), reached
+        )
+        self.assertEqual(core.read_probe_response(200, b'{"reachable":true}'), PASSED)
+        # Only an address parsed as one is repeated to the operator.
+        self.assertEqual(
+            core.read_probe_response(200, b'{"reachable":true,"ip":"\\u001b[2J"}'), PASSED
         )
         result = core.read_probe_response(200, b'{"reachable":false,"ip":"1.2.3.4"}')
         self.assertFalse(result.ok)
@@ -401,17 +484,16 @@ class AnswerTests(SynchronousTestCase):
         self.assertIn("HTTP 502", result.error)
 
     def test_messages(self):
-        """A plain "no" and a check that could not run are worded differently."""
-        no = ProbeResult(False)
-        broken = ProbeResult(False, error="cannot resolve x")
+        """A plain "no" and a check that could not run get different advice."""
+        no = ProbeResult(False, detail="connection refused")
+        broken = ProbeResult(False, error="gmail.com has no MX record")
         self.assertEqual(core.outbound_message(no), core.OUTBOUND_BLOCKED)
-        self.assertEqual(
-            core.outbound_message(broken), "Outbound port 25 check failed: cannot resolve x"
-        )
+        self.assertEqual(core.outbound_message(broken), core.OUTBOUND_UNCHECKED)
+        self.assertIn("outbound_check_domain", core.OUTBOUND_UNCHECKED)
         self.assertEqual(core.inbound_message(no), core.INBOUND_UNREACHABLE)
-        self.assertEqual(
-            core.inbound_message(broken), "Inbound port 25 check failed: cannot resolve x"
-        )
+        self.assertEqual(core.inbound_message(broken), core.INBOUND_UNCHECKED)
+        self.assertEqual((no.reason, broken.reason),
+                         ("connection refused", "gmail.com has no MX record"))
 
 
 class CallerTests(SynchronousTestCase):
@@ -597,16 +679,20 @@ class FakeResponder:
 class PortcheckVerbTests(SynchronousTestCase):
     """Acceptance 20 with fake probes."""
 
+    MX = "mx.example [192.0.2.1]:25 (MX of gmail.com)"
+
     def setUp(self):
         self.config_dir = os.path.abspath(self.mktemp())
         os.makedirs(self.config_dir)
-        self.outbound, self.inbound = PASSED, PASSED
+        self.outbound = core.outbound_passed(self.MX)
+        self.inbound = ProbeResult(True, detail="the verifier reached 192.0.2.9 on port 25")
         self.calls = []
         FakeResponder.events = []
         self.patch(cli, "TemporaryResponder", FakeResponder)
 
-        async def outbound(reactor, verify_host, settings):
-            self.calls.append(("outbound", verify_host, settings.out_port))
+        async def outbound(reactor, domain, settings, *, resolver, run_in_thread):
+            self.calls.append(("outbound", domain, settings.out_port))
+            self.assertIs(resolver, self.resolver)
             return self.outbound
 
         async def inbound(reactor, verify_host):
@@ -615,6 +701,7 @@ class PortcheckVerbTests(SynchronousTestCase):
 
         self.patch(cli, "outbound_probe", outbound)
         self.patch(cli, "inbound_probe", inbound)
+        self.resolver = object()
 
     def portcheck(self, argv=(), *, euid=0, occupancy=FREE, environ=None, tty=False):
         parser = argparse.ArgumentParser()
@@ -632,10 +719,17 @@ class PortcheckVerbTests(SynchronousTestCase):
             ports.append(port)
             return occupancy
 
-        verb = lambda a, sess: cli.portcheck(a, sess, reactor=task.Clock(), detect=detect)
+        verb = lambda a, sess: cli.portcheck(  # noqa: E731
+            a, sess, reactor=task.Clock(), detect=detect, resolver=self.resolver,
+            run_in_thread=defer.maybeDeferred,
+        )
         code = self.successResultOf(defer.Deferred.fromCoroutine(execute(verb, args, s)))
         self.ports = ports
         return code, out.getvalue(), err.getvalue()
+
+    def write_config(self, extra: str) -> None:
+        with open(configfile.config_path(self.config_dir), "w") as f:
+            f.write('domain = "test.local"\n' + extra)
 
     def test_not_root(self):
         """Non-root: exit 1, `requires root`, nothing probed (even with a bad host)."""
@@ -647,49 +741,88 @@ class PortcheckVerbTests(SynchronousTestCase):
         self.assertEqual(self.calls, [])
 
     def test_all_pass(self):
-        """Both probes pass: exit 0, `Port 25 reachable`, the responder held meanwhile."""
+        """Both checks pass: exit 0, `Port 25 reachable`; the responder is held only
+        for the inbound check."""
         code, out, err = self.portcheck(["--verify-host", "https://v.example.com/"])
         self.assertEqual(code, 0)
         self.assertEqual(
             out,
             "aimx portcheck - Port 25 connectivity check\n\n"
-            "  Outbound port 25... [OK]\n"
-            "  Inbound port 25... [OK]\n\n"
+            f"  Outbound port 25... [OK] - {self.MX} sent its 220 banner\n"
+            "  Inbound port 25... [OK] - the verifier reached 192.0.2.9 on port 25\n\n"
             "Port 25 reachable. Ready for `aimx setup`.\n"
             "Run `sudo aimx setup` to begin.\n",
         )
         self.assertEqual(err, "")
         self.assertEqual(
             self.calls,
-            [("outbound", "https://v.example.com", 25), ("inbound", "https://v.example.com")],
+            [("outbound", "gmail.com", 25), ("inbound", "https://v.example.com")],
         )
         self.assertEqual(FakeResponder.events, [("enter", "0.0.0.0:25"), ("exit", "0.0.0.0:25")])
         self.assertEqual(self.ports, [25])
 
-    def test_inbound_fails(self):
-        """Inbound fails: exit 1, `Some checks failed`, the reason on stderr."""
-        self.inbound = ProbeResult(False, detail="the verifier could not reach 1.2.3.4")
+    def test_no_verifier(self):
+        """No verify_host: outbound checked, inbound explained, not probed; exit 0."""
+        code, out, err = self.portcheck()
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(
+            out,
+            "aimx portcheck - Port 25 connectivity check\n\n"
+            f"  Outbound port 25... [OK] - {self.MX} sent its 220 banner\n"
+            "  Inbound port 25... [WARN] - not checked: no verifier configured (verify_host)\n"
+            "    Checking inbound port 25 needs a verifier on another host, outside this "
+            "network,\n"
+            "    that connects back to this host's port 25. aimx uses no hosted service for "
+            "it.\n"
+            "    On that other host run:  twistd -n aimx-verifier\n"
+            "      (HTTPS through a reverse proxy in front of it, or --http 0.0.0.0:3025)\n"
+            '    then set verify_host = "https://<that host>" in config.toml, or pass '
+            "--verify-host.\n\n"
+            "Outbound port 25 works. Inbound port 25 was not checked (no verifier "
+            "configured).\n"
+            "Run `sudo aimx setup` to begin.\n",
+        )
+        self.assertEqual(self.calls, [("outbound", "gmail.com", 25)])
+        self.assertEqual(FakeResponder.events, [], "nothing bound without an inbound check")
+
+    def test_no_verifier_outbound_blocked(self):
+        """No verify_host and outbound blocked: exit 1 for the outbound check."""
+        self.outbound = ProbeResult(False, detail=f"cannot connect to {self.MX}: "
+                                    "connection refused")
         code, out, err = self.portcheck()
         self.assertEqual(code, 1)
-        self.assertIn("  Inbound port 25... [FAIL]\n", out)
+        self.assertIn(f"  Outbound port 25... [FAIL] - cannot connect to {self.MX}: "
+                      "connection refused\n", out)
+        self.assertIn("[WARN] - not checked", out)
+        self.assertIn(f"  {core.OUTBOUND_BLOCKED}\n", err)
+        self.assertIn("Error: Some checks failed. See details above.", err)
+
+    def test_inbound_fails(self):
+        """Inbound fails: exit 1, `Some checks failed`, the reason on its line."""
+        self.inbound = ProbeResult(False, detail="the verifier could not reach 1.2.3.4")
+        code, out, err = self.portcheck(["--verify-host", "https://v.example"])
+        self.assertEqual(code, 1)
+        self.assertIn("  Inbound port 25... [FAIL] - the verifier could not reach 1.2.3.4\n",
+                      out)
         self.assertIn(core.INBOUND_UNREACHABLE, err)
-        self.assertIn("could not reach 1.2.3.4", err)
         self.assertIn("Error: Some checks failed. See details above.", err)
         self.assertNotIn("Port 25 reachable", out)
 
-    def test_outbound_fails(self):
-        """Outbound fails: inbound still runs; exit 1 with the outbound reason."""
-        self.outbound = ProbeResult(False, error="cannot resolve v.example.com")
-        code, out, err = self.portcheck()
+    def test_outbound_inconclusive(self):
+        """No MX for the check domain: the check could not run; inbound still runs."""
+        self.outbound = ProbeResult(False, error="gmail.com has no MX record")
+        code, out, err = self.portcheck(["--verify-host", "https://v.example"])
         self.assertEqual(code, 1)
-        self.assertIn("Outbound port 25... [FAIL]", out)
+        self.assertIn("Outbound port 25... [FAIL] - gmail.com has no MX record\n", out)
         self.assertIn("Inbound port 25... [OK]", out)
-        self.assertIn("Outbound port 25 check failed: cannot resolve v.example.com", err)
+        self.assertIn(core.OUTBOUND_UNCHECKED, err)
+        self.assertNotIn(core.OUTBOUND_BLOCKED, err)
         self.assertIn("Some checks failed", err)
 
     def test_held_by_other(self):
         """Port held by postfix: outbound tested, no inbound, exit 1 naming postfix."""
-        code, out, err = self.portcheck(occupancy=held_by("postfix"))
+        code, out, err = self.portcheck(["--verify-host", "https://v.example"],
+                                        occupancy=held_by("postfix"))
         self.assertEqual(code, 1)
         self.assertIn("Outbound port 25... [OK]", out)
         self.assertNotIn("Inbound", out)
@@ -700,23 +833,37 @@ class PortcheckVerbTests(SynchronousTestCase):
 
     def test_aimx_running(self):
         """aimx holds the port: no temporary responder; both probes run against it."""
-        code, _, _ = self.portcheck(occupancy=AIMX)
+        code, _, _ = self.portcheck(["--verify-host", "https://v.example"], occupancy=AIMX)
         self.assertEqual(code, 0)
         self.assertEqual(FakeResponder.events, [])
         self.assertEqual([c[0] for c in self.calls], ["outbound", "inbound"])
 
     def test_verify_host_precedence(self):
-        """Without the flag config.toml's verify_host is used; without either the default."""
+        """Without the flag config.toml's verify_host is used; without either, none."""
         self.assertEqual(self.portcheck()[0], 0)
-        self.assertEqual(self.calls[0][1], "https://check.aimx.email")
-        with open(configfile.config_path(self.config_dir), "w") as f:
-            f.write('domain = "test.local"\nverify_host = "http://cfg.example:8080/"\n')
+        self.assertEqual([c[0] for c in self.calls], ["outbound"])
+        self.write_config('verify_host = "http://cfg.example:8080/"\n')
         self.calls = []
         self.portcheck()
         self.assertEqual(self.calls[1], ("inbound", "http://cfg.example:8080"))
         self.calls = []
         self.portcheck(["--verify-host", "https://cli.example"])
         self.assertEqual(self.calls[1], ("inbound", "https://cli.example"))
+
+    def test_check_domain_precedence(self):
+        """--outbound-check-domain > outbound_check_domain in config.toml > gmail.com."""
+        self.write_config('outbound_check_domain = "example.net"\n')
+        self.portcheck()
+        self.assertEqual(self.calls[-1], ("outbound", "example.net", 25))
+        self.portcheck(["--outbound-check-domain", "example.org"])
+        self.assertEqual(self.calls[-1], ("outbound", "example.org", 25))
+
+    def test_bad_check_domain(self):
+        """An invalid check domain: exit 1 naming it, nothing probed."""
+        code, _out, err = self.portcheck(["--outbound-check-domain", "localhost"])
+        self.assertEqual(code, 1)
+        self.assertIn("Error: invalid outbound check domain 'localhost':", err)
+        self.assertEqual(self.calls, [])
 
     def test_bad_verify_host(self):
         """Root with an invalid --verify-host: exit 1 with the validation message."""
@@ -728,11 +875,11 @@ class PortcheckVerbTests(SynchronousTestCase):
     def test_hooks(self):
         """AIMX_PORTCHECK_BIND and AIMX_SMTP_OUT_PORT reach the responder and the probe."""
         environ = {"AIMX_PORTCHECK_BIND": "127.0.0.1:2525", "AIMX_SMTP_OUT_PORT": "2526"}
-        code, _, _ = self.portcheck(environ=environ)
+        code, _, _ = self.portcheck(["--verify-host", "https://v.example"], environ=environ)
         self.assertEqual(code, 0)
         self.assertEqual(self.ports, [2525])
         self.assertEqual(FakeResponder.events[0], ("enter", "127.0.0.1:2525"))
-        self.assertEqual(self.calls[0][2], 2526)
+        self.assertEqual(self.calls[0], ("outbound", "gmail.com", 2526))
 
     def test_bind_failure(self):
         """A responder that cannot bind ends the check with the preflight message."""
@@ -745,24 +892,31 @@ class PortcheckVerbTests(SynchronousTestCase):
                 )
 
         self.patch(cli, "TemporaryResponder", Unbindable)
-        code, _out, err = self.portcheck()
+        code, _out, err = self.portcheck(["--verify-host", "https://v.example"])
         self.assertEqual(code, 1)
         self.assertIn("Error: Cannot bind port 25 for preflight:", err)
-        self.assertEqual(self.calls, [])
+        self.assertEqual([c[0] for c in self.calls], ["outbound"])
 
     def test_colour_marks(self):
-        """On a colour terminal the marks are ✓ and ✗."""
-        self.inbound = ProbeResult(False)
+        """On a colour terminal the marks are ✓, ✗ and ⚠."""
+        self.outbound = ProbeResult(False)
         _, out, _ = self.portcheck(tty=True)
-        self.assertIn("✓", out)
         self.assertIn("✗", out)
-        self.assertNotIn("[OK]", out)
+        self.assertIn("⚠", out)
+        self.assertNotIn("[FAIL]", out)
+        self.outbound = PASSED
+        _, out, _ = self.portcheck(["--verify-host", "https://v.example"], tty=True)
+        self.assertIn("✓", out)
 
     def test_help(self):
-        """`aimx portcheck --help` mentions port 25 and --verify-host (cli.md case 3)."""
+        """`aimx portcheck --help` mentions port 25, --verify-host and
+        --outbound-check-domain with its default (cli.md case 3)."""
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
         cli.add_parser(sub, argparse.ArgumentParser(add_help=False))
-        text = sub.choices["portcheck"].format_help()
+        text = " ".join(sub.choices["portcheck"].format_help().split())
         self.assertIn("port 25", text)
         self.assertIn("--verify-host", text)
+        self.assertIn("--outbound-check-domain DOMAIN", text)
+        self.assertIn("else gmail.com", text)
+        self.assertIn("your own verifier", text)

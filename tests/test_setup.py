@@ -36,11 +36,12 @@ from aimx.core.dnscheck import ExpectedDns, Lookup, table_lines
 from aimx.core.portcheck import (
     AIMX,
     FREE,
+    INBOUND_UNCHECKED,
     OUTBOUND_BLOCKED,
+    OUTBOUND_UNCHECKED,
     PASSED,
     ProbeResult,
     held_by,
-    smtp_probe_target,
 )
 from aimx.store import configfile, keys, services
 from aimx.store.mailstore import Owner, resolve_owner
@@ -689,8 +690,8 @@ class WizardTestCase(SynchronousTestCase):
         """Save the wizard a 2048-bit key generation."""
         keys.generate_dkim_key(self.config_dir, bits=1024)
 
-    async def outbound(self, reactor, verify_host, settings):
-        self.probed.append(("outbound", verify_host))
+    async def outbound(self, reactor, domain, settings, *, resolver, run_in_thread):
+        self.probed.append(("outbound", domain))
         return self.results["outbound"]
 
     async def inbound(self, reactor, verify_host):
@@ -760,26 +761,53 @@ class RefusalTests(WizardTestCase):
         self.assertIn("verify-host cannot be empty", err)
         self.assertNothingWritten()
 
-    def test_probe_target(self):
-        """The probes use the validated verify host; its SMTP target is <host>:25 (acceptance 2)."""
+    def test_probe_targets(self):
+        """Outbound asks the check domain's MX (gmail.com unless given); inbound asks
+        the validated verify host (acceptance 2)."""
         self.results["inbound"] = ProbeResult(False)
-        for given, base, target in (
-            ("https://v.example.com/", "https://v.example.com", "v.example.com:25"),
-            ("http://[::1]:3025/probe", "http://[::1]:3025/probe", "[::1]:25"),
-        ):
+        for given, base in (("https://v.example.com/", "https://v.example.com"),
+                            ("http://[::1]:3025/probe", "http://[::1]:3025/probe")):
             self.probed.clear()
             self.assertEqual(self.wizard(DOMAIN, "--verify-host", given)[0], 1)
-            self.assertEqual(self.probed, [("outbound", base), ("inbound", base)])
-            self.assertEqual(str(smtp_probe_target(base)), target)
+            self.assertEqual(self.probed, [("outbound", "gmail.com"), ("inbound", base)])
+        self.probed.clear()
+        self.wizard(DOMAIN, "--verify-host", "https://v.example.com",
+                    "--outbound-check-domain", "example.net")
+        self.assertEqual(self.probed[0], ("outbound", "example.net"))
 
-    def test_verify_host_from_config(self):
-        """Without the flag, config.toml's verify_host is used."""
+    def test_checks_from_config(self):
+        """Without the flags, config.toml's verify_host and outbound_check_domain are used."""
         os.makedirs(self.config_dir)
         with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
-            f.write(f'domain = "{DOMAIN}"\nverify_host = "https://mine.example.org/"\n')
+            f.write(f'domain = "{DOMAIN}"\nverify_host = "https://mine.example.org/"\n'
+                    'outbound_check_domain = "example.net"\n')
         self.results["outbound"] = ProbeResult(False)
         self.wizard(DOMAIN)
-        self.assertEqual(self.probed[0], ("outbound", "https://mine.example.org"))
+        self.assertEqual(self.probed, [("outbound", "example.net"),
+                                       ("inbound", "https://mine.example.org")])
+
+    def test_bad_check_domain(self):
+        """An invalid --outbound-check-domain stops setup before anything, like --verify-host."""
+        for euid in (0, 1000):
+            code, _, err = self.wizard(DOMAIN, "--outbound-check-domain", "nodot", euid=euid)
+            self.assertEqual(code, 1)
+            self.assertIn("Error: invalid outbound check domain 'nodot':", err)
+        self.assertEqual(self.probed, [])
+        self.assertNothingWritten()
+
+    def test_no_verifier(self):
+        """No verify host: the outbound check passes, the inbound one is explained and
+        skipped, nothing is bound, and setup goes on past Step 1."""
+        code, out, err = self.wizard(DOMAIN, stdin="", occupancy=FREE)
+        self.assertIn("  Outbound port 25... [OK]\n"
+                      "  Inbound port 25... [WARN] - not checked: no verifier configured "
+                      "(verify_host)\n"
+                      "    Checking inbound port 25 needs a verifier on another host", out)
+        self.assertIn("    On that other host run:  twistd -n aimx-verifier\n", out)
+        self.assertIn("[OK] Step 1 complete.", out)
+        self.assertEqual(self.probed, [("outbound", "gmail.com")])
+        self.assertFalse(hasattr(self.reactor, "port"), "no temporary responder")
+        self.assertNotIn("Port 25 checks failed", err)
 
     def test_invalid_domain(self):
         """An invalid positional domain fails before any probe or write."""
@@ -801,10 +829,12 @@ class RefusalTests(WizardTestCase):
 
     def test_preflight_failure(self):
         """Outbound blocked: both probes run, exit 1, providers listed, nothing on disk (acceptance 7)."""
-        self.results["outbound"] = ProbeResult(False)
-        code, out, err = self.wizard(DOMAIN, occupancy=FREE)
+        self.results["outbound"] = ProbeResult(False, detail="cannot connect: connection refused")
+        code, out, err = self.wizard(DOMAIN, "--verify-host", "https://v.example",
+                                     occupancy=FREE)
         self.assertEqual(code, 1)
-        self.assertIn("  Outbound port 25... [FAIL]\n  Inbound port 25... [OK]\n", out)
+        self.assertIn("  Outbound port 25... [FAIL] - cannot connect: connection refused\n"
+                      "  Inbound port 25... [OK]\n", out)
         self.assertIn(OUTBOUND_BLOCKED, err)
         for provider in ("Hetzner Cloud", "OVH / OVHcloud", "BuyVM (Frantech)",
                          "Vultr (on request)", "Linode/Akamai (on request)"):
@@ -816,17 +846,29 @@ class RefusalTests(WizardTestCase):
         self.assertNothingWritten()
 
     def test_inbound_failure_reason(self):
-        """A failed inbound check names the reason on stderr."""
+        """A failed inbound check names the reason on its line, the advice on stderr."""
         self.results["inbound"] = ProbeResult(False, error="https://x/probe: connection refused")
-        code, _, err = self.wizard(DOMAIN)
+        code, out, err = self.wizard(DOMAIN, "--verify-host", "https://x")
         self.assertEqual(code, 1)
-        self.assertIn("Inbound port 25 check failed: https://x/probe: connection refused", err)
+        self.assertIn("  Inbound port 25... [FAIL] - https://x/probe: connection refused\n", out)
+        self.assertIn(INBOUND_UNCHECKED, err)
+        self.assertNothingWritten()
+
+    def test_outbound_inconclusive(self):
+        """No MX for the check domain: the check could not run; no provider list."""
+        self.results["outbound"] = ProbeResult(False, error="gmail.com has no MX record")
+        code, out, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn("  Outbound port 25... [FAIL] - gmail.com has no MX record\n", out)
+        self.assertIn(OUTBOUND_UNCHECKED, err)
+        self.assertNotIn("Hetzner", err)
+        self.assertIn("Error: Port 25 checks failed.", err)
         self.assertNothingWritten()
 
     def test_bind_failure(self):
         """Port 25 cannot be bound for the responder: the bind error, nothing written."""
         self.reactor.bind_error = error.CannotListenError("0.0.0.0", 25, OSError(13, "denied"))
-        code, _, err = self.wizard(DOMAIN, occupancy=FREE)
+        code, _, err = self.wizard(DOMAIN, "--verify-host", "https://v.example", occupancy=FREE)
         self.assertEqual(code, 1)
         self.assertIn("Error: Cannot bind port 25 for preflight:", err)
         self.assertNothingWritten()
@@ -834,9 +876,11 @@ class RefusalTests(WizardTestCase):
     def test_live_daemon_probed(self):
         """aimx already holds port 25: no responder, the live daemon is probed."""
         self.results["outbound"] = ProbeResult(False)
-        _, out, _ = self.wizard(DOMAIN, occupancy=AIMX)
-        self.assertIn("`aimx serve` is already running on port 25; probing the live daemon.", out)
+        _, out, _ = self.wizard(DOMAIN, "--verify-host", "https://v.example", occupancy=AIMX)
+        self.assertIn("`aimx serve` is already running on port 25; probing the live daemon.\n"
+                      "  Inbound port 25... [OK]\n", out)
         self.assertFalse(hasattr(self.reactor, "port"))
+        self.assertEqual([p[0] for p in self.probed], ["outbound", "inbound"])
 
     def test_domain_cancelled(self):
         """No positional domain and end of input: cancelled after preflight, nothing written."""
@@ -869,8 +913,11 @@ class FreshInstallTests(WizardTestCase):
     def test_fresh_install(self):
         """A pristine host: every step done, everything written as the spec says (acceptance 9, 12, 13)."""
         code, out, err = self.wizard(
-            DOMAIN, occupancy=FREE, stdin="q\nyou@example.com, *@company.com\nY\n")
+            DOMAIN, "--verify-host", "https://v.example", occupancy=FREE,
+            stdin="q\nyou@example.com, *@company.com\nY\n")
         self.assertEqual((code, err), (0, ""))
+        self.assertEqual(self.probed, [("outbound", "gmail.com"),
+                                       ("inbound", "https://v.example")])
         config = self.config()
         self.assertEqual((config.domain, config.data_dir, config.dkim_selector),
                          (DOMAIN, self.data_dir, "aimx"))
@@ -1278,10 +1325,14 @@ class RegistrationTests(SynchronousTestCase):
         self.assertIsNone(aimx.cli._parser().parse_args(["setup"]).domain)
 
     def test_help_hides_domain(self):
-        """`aimx setup --help` lists --verify-host and never DOMAIN (cli.md §1)."""
+        """`aimx setup --help` lists its options and never the positional domain (cli.md §1)."""
         out = io.StringIO()
         self.patch(sys, "stdout", out)
         self.assertRaises(SystemExit, aimx.cli.main, ["setup", "--help"])
-        self.assertIn("--verify-host", out.getvalue())
-        self.assertNotIn("DOMAIN", out.getvalue())
+        self.assertIn(
+            "usage: aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN]\n",
+            out.getvalue(),
+        )
+        self.assertNotIn("positional arguments", out.getvalue())
+        self.assertNotIn("[domain]", out.getvalue())
         self.assertFalse(hasattr(aimx.cli, "NOT_BUILT"))

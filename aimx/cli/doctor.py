@@ -1,10 +1,15 @@
 """``aimx doctor`` (L3): report on the installation, exit 1 when a check fails.
 
 spec/setup-and-ops.md §2. This module collects the facts (config, keys, service
-state, the daemon's version, mailbox directories, DNS) and prints the sections;
-the conclusions are L{aimx.core.doctor}'s and the DNS verdicts
+state, the daemon's version, mailbox directories, DNS, port 25) and prints the
+sections; the conclusions are L{aimx.core.doctor}'s and the DNS verdicts
 L{aimx.core.dnscheck}'s. The setup wizard prints its DNS verification with
 L{dns_lines}.
+
+The Port 25 section runs the checks of C{aimx portcheck} without binding anything:
+outbound to a well-known domain's MX (banner and QUIT), inbound only through the
+operator's own verifier (C{verify_host}); without one it says how to set one up.
+Like the DNS section it informs and never changes the exit code.
 """
 
 import argparse
@@ -22,11 +27,24 @@ from aimx.control.commands import Version, socket_path
 from aimx.core import doctor as core
 from aimx.core.config import Config
 from aimx.core.dnscheck import PASS, WARN, Check, ExpectedDns
+from aimx.core.portcheck import (
+    INBOUND_NOT_CHECKED,
+    NO_VERIFIER,
+    CheckDomainError,
+    ProbeResult,
+    VerifyHostError,
+    inbound_message,
+    outbound_message,
+    resolve_check_domain,
+    resolve_verify_host,
+    settings_from_environ,
+)
 from aimx.core.version import version_fields
 from aimx.errors import DaemonNotRunning
 from aimx.store import configfile, keys, services
 from aimx.store.mailboxes import count_messages, mailbox_dirs
 from aimx.store.mailstore import resolve_owner
+from aimx.verifier.client import inbound_probe, outbound_probe
 
 #: Seconds the daemon has to answer the VERSION probe.
 PROBE_TIMEOUT = 0.5
@@ -54,7 +72,8 @@ def main(args) -> int:
 
 
 async def doctor(args, s: session.Session, *, clock, system: services.System, run_in_thread,
-                 resolver: Resolver | None = None, resolve=resolve_owner) -> int:
+                 resolver: Resolver | None = None, resolve=resolve_owner, reactor=None,
+                 probes=(outbound_probe, inbound_probe)) -> int:
     """The verb.
 
     @param clock: bounds the daemon VERSION probe.
@@ -62,6 +81,8 @@ async def doctor(args, s: session.Session, *, clock, system: services.System, ru
     @param run_in_thread: runs the blocking DNS verification off the reactor.
     @param resolver: for the DNS checks; default L{Resolver.public}.
     @param resolve: owner name -> L{aimx.store.mailstore.Owner} (the passwd database).
+    @param reactor: for the port-25 checks; default C{clock}.
+    @param probes: C{(outbound, inbound)} probe functions of L{aimx.verifier.client}.
     """
     config, warnings = configfile.load(args.config_dir, data_dir_override=args.data_dir)
     if resolver is None:
@@ -69,8 +90,12 @@ async def doctor(args, s: session.Session, *, clock, system: services.System, ru
     facts = collect(config, warnings, resolve)
     running = services.is_running(system)
     dns = run_in_thread(_verify_dns, config, args.config_dir, system, resolver)
+    ports = defer.Deferred.fromCoroutine(_port25(
+        config, s.environ, clock if reactor is None else reactor, run_in_thread, probes
+    ))
     server = await _server_version(s, clock, running)
     checks = await dns
+    outbound, inbound = await ports
 
     term = s.term
     _configuration(term, config, args.config_dir)
@@ -81,6 +106,9 @@ async def doctor(args, s: session.Session, *, clock, system: services.System, ru
     if checks is None:
         term.say(f"  {term.yellow('skipped')} - could not determine server IP")
     for line in dns_lines(term, checks or []):
+        term.say(line)
+    _heading(term, "Port 25")
+    for line in port_lines(term, outbound, inbound):
         term.say(line)
     _heading(term, "Logs")
     term.say("  " + term.dim(LOGS_HINT))
@@ -157,6 +185,54 @@ def _verify_dns(config: Config, config_dir: str, system, resolver) -> list[Check
         dkim_key=dnsverify.local_dkim_key(config_dir),
     )
     return dnsverify.verify(expected, resolver)
+
+
+async def _port25(config: Config, environ, reactor, run_in_thread, probes):
+    """The outbound and inbound checks: C{(outbound, inbound)}, C{inbound} C{None}
+    when no verifier is configured.  A config value that cannot be used is that
+    check's failure, not doctor's."""
+    outbound_probe, inbound_probe = probes
+    settings = settings_from_environ(environ)
+
+    async def outbound() -> ProbeResult:
+        try:
+            domain = resolve_check_domain(None, config.outbound_check_domain)
+        except CheckDomainError as e:
+            return ProbeResult(False, error=str(e))
+        return await outbound_probe(reactor, domain, settings,
+                                    resolver=Resolver.from_env(environ),
+                                    run_in_thread=run_in_thread)
+
+    async def inbound() -> ProbeResult | None:
+        try:
+            verify_host = resolve_verify_host(None, config.verify_host)
+        except VerifyHostError as e:
+            return ProbeResult(False, error=str(e))
+        if verify_host is None:
+            return None
+        return await inbound_probe(reactor, verify_host)
+
+    both = defer.gatherResults([defer.Deferred.fromCoroutine(outbound()),
+                                defer.Deferred.fromCoroutine(inbound())])
+    return tuple(await both)
+
+
+def port_lines(term, outbound: ProbeResult, inbound: ProbeResult | None) -> list[str]:
+    """The Port 25 section: a line per check, the advice under a failed one, and how
+    to get an inbound check when no verifier is configured."""
+    lines = []
+    for label, result, advice in (("Outbound", outbound, outbound_message),
+                                  ("Inbound", inbound, inbound_message)):
+        if result is None:
+            lines.append(f"  {label}: {term.mark('warn')} - {INBOUND_NOT_CHECKED}")
+            lines.extend("    " + term.dim(line) for line in NO_VERIFIER)
+            continue
+        mark = term.mark("ok" if result.ok else "fail")
+        lines.append(f"  {label}: {mark} - {result.reason}" if result.reason
+                     else f"  {label}: {mark}")
+        if not result.ok:
+            lines.append("         " + term.dim(f"→ {advice(result)}"))
+    return lines
 
 
 async def _server_version(s: session.Session, clock, running: bool) -> tuple[str, bool]:

@@ -1,6 +1,9 @@
-"""``aimx setup [domain] [--verify-host URL]`` (L3): the guided install wizard.
+"""``aimx setup [domain] [--verify-host URL] [--outbound-check-domain DOMAIN]`` (L3): the
+guided install wizard.
 
-spec/setup-and-ops.md §1, in order: port-25 occupancy, Step 1 preflight probes,
+spec/setup-and-ops.md §1, in order: port-25 occupancy, Step 1 preflight probes (the
+outbound check against a well-known domain's MX; the inbound one only against the
+operator's own verifier, else skipped with an explanation),
 Step 2 domain, DKIM key and DNS records (verified through our resolver in a loop),
 Step 3 the self-signed STARTTLS certificate, Step 4 the trust policy, Step 5 the
 catchall user, config.toml, mailbox directories, README and the service, Step 6 the
@@ -35,17 +38,18 @@ from aimx.agents import AGENTS
 from aimx.auth import dnsverify
 from aimx.auth.resolver import Resolver
 from aimx.cli.doctor import dns_lines
-from aimx.cli.portcheck import checked
+from aimx.cli.portcheck import add_check_options, checked, not_checked
 from aimx.cli.session import CliError, Session, execute, restart_hint
 from aimx.cli.term import Terminal
 from aimx.core import setupflow as flow
 from aimx.core import units
-from aimx.core.config import DEFAULT_DATA_DIR, DEFAULT_VERIFY_HOST, to_toml
+from aimx.core.config import DEFAULT_DATA_DIR, to_toml
 from aimx.core.dnscheck import ExpectedDns, passed, table_lines
 from aimx.core.portcheck import (
     COMPATIBLE_PROVIDERS,
     inbound_message,
     outbound_message,
+    resolve_check_domain,
     resolve_verify_host,
     settings_from_environ,
 )
@@ -96,7 +100,7 @@ def add_parser(sub, common) -> None:
         parents=[common],
         help=argparse.SUPPRESS,
         prog="aimx setup",
-        usage="aimx setup [--verify-host URL]",
+        usage="aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN]",
         description=(
             "Guided setup: port 25 preflight, mail domain and DNS records, DKIM key, "
             "TLS certificate, trust policy, then install and start the aimx service. "
@@ -104,12 +108,7 @@ def add_parser(sub, common) -> None:
         ),
     )
     parser.add_argument("domain", nargs="?", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--verify-host",
-        metavar="URL",
-        help=f"verifier base URL for the port 25 checks (default: verify_host in "
-        f"config.toml, else {DEFAULT_VERIFY_HOST})",
-    )
+    add_check_options(parser)
 
 
 def main(args) -> int:
@@ -219,6 +218,16 @@ def cancellable(awaitable) -> defer.Deferred:
 
     work.addBoth(forward)
     return result
+
+
+def outbound_advice(result) -> str:
+    """Setup's words for a failed outbound check: when blocked, the providers that
+    allow port 25 too."""
+    lines = [outbound_message(result)]
+    if result.error is None:
+        lines.append("  Providers known to allow SMTP on port 25:")
+        lines.extend(f"    - {provider}" for provider in COMPATIBLE_PROVIDERS)
+    return "\n".join(lines)
 
 
 # -- the readiness poll ---------------------------------------------------------
@@ -392,11 +401,12 @@ async def setup(args, s: Session, *, reactor, system: services.System, run_in_th
     @param run_in_thread: runs the blocking DNS verification off the reactor.
     @param detect: C{port -> Occupancy} (C{ss -tlnp}).
     @param probes: C{(outbound, inbound)} probe functions of L{aimx.verifier.client}.
+    @param resolver: for the DNS checks; default L{Resolver.public} of the session's
+        environment.  The outbound port-25 check resolves its MX with
+        L{Resolver.from_env} (the daemon's resolver, C{AIMX_NAMESERVERS} honoured).
     @param resolve: owner name -> L{aimx.store.mailstore.Owner} (the passwd database).
     @param ready: C{() -> awaitable bool}, the readiness poll after the service
         starts; default L{port_ready} on 127.0.0.1:25.
-    @param resolver: for the DNS checks; default L{Resolver.public} of the session's
-        environment.
     @param executable: the Python whose C{twistd} the service runs.
     """
     wizard = Wizard(
@@ -483,9 +493,13 @@ class Wizard:
 
     async def run(self) -> int:
         term = self.term
-        config = self.session.config()  # best effort, for verify_host only
+        config = self.session.config()  # best effort, for the port-25 checks only
         verify_host = resolve_verify_host(
             self.args.verify_host, config.verify_host if config is not None else None
+        )
+        check_domain = resolve_check_domain(
+            self.args.outbound_check_domain,
+            config.outbound_check_domain if config is not None else None,
         )
         if not self.session.root:
             raise CliError(NOT_ROOT)
@@ -509,7 +523,9 @@ class Wizard:
                 f"Port 25 is occupied by {occupancy.name}. Stop the process and run "
                 "`aimx setup` again."
             )
-        await self._step(1, lambda: self._preflight(verify_host, settings, occupancy))
+        await self._step(
+            1, lambda: self._preflight(check_domain, verify_host, settings, occupancy)
+        )
         await self._step(2, self._domain_and_dns)
         await self._step(3, self._tls)
         await self._step(4, self._trust)
@@ -531,34 +547,34 @@ class Wizard:
 
     # -- step 1 ----------------------------------------------------------------
 
-    async def _preflight(self, verify_host, settings, occupancy):
-        if occupancy.aimx:
-            self.term.say(
-                "`aimx serve` is already running on port 25; probing the live daemon."
-            )
-            ok = await self._probes(verify_host, settings)
-        else:
-            async with TemporaryResponder(self.reactor, settings):
-                ok = await self._probes(verify_host, settings)
-        if not ok:
-            raise CliError(PREFLIGHT_FAILED)
-
-    async def _probes(self, verify_host, settings) -> bool:
+    async def _preflight(self, check_domain, verify_host, settings, occupancy):
         outbound, inbound = self.probes
         term = self.term
-        out_ok = await checked(
+        ok = await checked(
             term, "Outbound port 25",
-            cancellable(outbound(self.reactor, verify_host, settings)), outbound_message,
+            cancellable(outbound(
+                self.reactor, check_domain, settings,
+                resolver=Resolver.from_env(self.environ), run_in_thread=self.run_in_thread,
+            )),
+            outbound_advice,
         )
-        if not out_ok:
-            print("  Providers known to allow SMTP on port 25:", file=term.err)
-            for provider in COMPATIBLE_PROVIDERS:
-                print(f"    - {provider}", file=term.err)
-        in_ok = await checked(
-            term, "Inbound port 25", cancellable(inbound(self.reactor, verify_host)),
-            inbound_message,
-        )
-        return out_ok and in_ok
+
+        async def probe_inbound() -> bool:
+            return await checked(
+                term, "Inbound port 25", cancellable(inbound(self.reactor, verify_host)),
+                inbound_message,
+            )
+
+        if verify_host is None:
+            not_checked(term)
+        elif occupancy.aimx:
+            term.say("`aimx serve` is already running on port 25; probing the live daemon.")
+            ok = await probe_inbound() and ok
+        else:
+            async with TemporaryResponder(self.reactor, settings):
+                ok = await probe_inbound() and ok
+        if not ok:
+            raise CliError(PREFLIGHT_FAILED)
 
     # -- step 2 ----------------------------------------------------------------
 

@@ -17,8 +17,6 @@ from aimx.core.trust import glob_match
 from aimx.errors import ConfigError
 
 DEFAULT_DATA_DIR = "/var/lib/aimx"
-DEFAULT_SIGNATURE = "Sent from AIMX.  \nhttps://aimx.email"
-DEFAULT_VERIFY_HOST = "https://check.aimx.email"
 DEFAULT_HOOK_TIMEOUT = 60
 MAX_HOOK_TIMEOUT = 600
 # Postfix's smtpd_client_connection_count_limit is 50 of its 100 processes; ours is
@@ -146,6 +144,12 @@ class Config:
 
     @ivar max_sessions_per_ip: how many SMTP sessions one client address may hold
         open at once (>= 1).
+    @ivar verify_host: the base URL of the operator's own verifier (C{twistd -n
+        aimx-verifier} on another host) for the inbound port-25 check; C{None}: no
+        inbound check (there is no hosted default).
+    @ivar outbound_check_domain: whose MX the outbound port-25 check connects to;
+        C{None}: C{gmail.com} (L{aimx.core.portcheck.DEFAULT_OUTBOUND_CHECK_DOMAIN}).
+        Checked when used, not at load: the daemon does not use it.
     @ivar mailboxes: in file order.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
@@ -160,6 +164,7 @@ class Config:
     trust: str = "none"
     trusted_senders: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     verify_host: str | None = None
+    outbound_check_domain: str | None = None
     enable_ipv6: bool = False
     signature: str | None = None
     release_manifest_url: str | None = None
@@ -201,13 +206,8 @@ class Config:
 
     @property
     def effective_signature(self) -> str:
-        """The outbound signature; C{""} means none is appended."""
-        return DEFAULT_SIGNATURE if self.signature is None else self.signature
-
-    @property
-    def effective_verify_host(self) -> str:
-        """The verifier base URL for setup and portcheck."""
-        return DEFAULT_VERIFY_HOST if self.verify_host is None else self.verify_host
+        """The outbound signature; C{""} (the default: no C{signature} key) means none."""
+        return "" if self.signature is None else self.signature
 
     def with_data_dir(self, path: str) -> "Config":
         """This config with C{data_dir} overridden in memory (never written back)."""
@@ -478,6 +478,7 @@ def _decode(raw: dict) -> Config:
         trust=_field(raw, "trust", str, "", "none"),
         trusted_senders=_strings(raw, "trusted_senders", "", ()),
         verify_host=_field(raw, "verify_host", str, "", None),
+        outbound_check_domain=_field(raw, "outbound_check_domain", str, "", None),
         enable_ipv6=_field(raw, "enable_ipv6", bool, "", False),
         signature=_field(raw, "signature", str, "", None),
         release_manifest_url=_field(
@@ -616,6 +617,8 @@ def to_toml(config: Config) -> dict:
         doc["trusted_senders"] = list(config.trusted_senders)
     if config.verify_host is not None:
         doc["verify_host"] = config.verify_host
+    if config.outbound_check_domain is not None:
+        doc["outbound_check_domain"] = config.outbound_check_domain
     if config.signature is not None:
         doc["signature"] = config.signature
     if config.max_sessions_per_ip != DEFAULT_MAX_SESSIONS_PER_IP:

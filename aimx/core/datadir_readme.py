@@ -142,10 +142,11 @@ list without being asked.
 
 A client (the MCP server or `aimx send`) composes an unsigned message as the
 calling user and hands it to the daemon over the local socket. The daemon checks
-that the caller owns the sending mailbox, adds the signature, renders Markdown
-to HTML, signs with DKIM and delivers to every To, Cc and Bcc recipient. The
-result comes back synchronously; there is no queue and no retry. A copy is
-written to `sent/<mailbox>/` unless every recipient was deferred.
+that the caller owns the sending mailbox, adds the operator's signature (only
+when `signature` is set in config.toml), renders Markdown to HTML, signs with
+DKIM and delivers to every To, Cc and Bcc recipient. The result comes back
+synchronously; there is no queue and no retry. A copy is written to
+`sent/<mailbox>/` unless every recipient was deferred.
 
 ## Hooks
 

@@ -1,21 +1,26 @@
 """The port-25 check, pure parts (L0): spec/setup-and-ops.md §3 and "Common facts".
 
-Shared by C{aimx portcheck}, C{aimx setup}'s preflight and the verifier service
-(C{twistd aimx-verifier}):
+Shared by C{aimx portcheck}, C{aimx setup}'s preflight, C{aimx doctor} and the
+verifier service (C{twistd aimx-verifier}):
 
-  - the verifier base URL (precedence, validation) and the two probe targets derived
-    from it (C{<host>:25} for the outbound probe, C{<url>/probe} for the inbound one);
+  - the outbound check's target: the lowest-preference MX of a well-known domain
+    (C{outbound_check_domain}, default L{DEFAULT_OUTBOUND_CHECK_DOMAIN}), whose
+    port 25 is asked for its 220 banner and then told QUIT, nothing else;
+  - the verifier base URL (precedence, validation; there is no default: the
+    inbound check runs only against a verifier the operator runs elsewhere) and
+    its C{<url>/probe};
   - who holds port 25, from C{ss -tlnp} output;
   - the SMTP dialogues: the temporary responder's replies and the prober's
-    banner/EHLO/QUIT exchange, as sans-IO state;
+    banner[/EHLO]/QUIT exchange, as sans-IO state;
   - the verifier's answers and how the caller reads them;
   - which caller addresses the verifier may probe back.
 
 Test hooks (environment, read by L{settings_from_environ}):
 C{AIMX_PORTCHECK_BIND=HOST:PORT} is where the temporary responder listens and whose
 port the occupancy check inspects (default C{0.0.0.0:25});
-C{AIMX_SMTP_OUT_PORT=N} is the verify host's SMTP port for the outbound probe
-(default 25; the same hook redirects outbound MX delivery).
+C{AIMX_SMTP_OUT_PORT=N} is the MX port the outbound check connects to (default 25;
+the same hook redirects outbound MX delivery).  Its DNS goes through
+L{aimx.auth.resolver.Resolver}, so C{AIMX_NAMESERVERS} redirects that too.
 """
 
 import ipaddress
@@ -24,10 +29,15 @@ import re
 
 import attrs
 
-from aimx.core.config import DEFAULT_VERIFY_HOST
+from aimx.core.setupflow import DomainError, validate_domain
 from aimx.errors import AimxError
 
 SMTP_PORT = 25
+
+#: Whose MX the outbound check connects to when nothing else is configured: a
+#: domain whose mail servers always answer on port 25.  Only a TCP connection, the
+#: banner and QUIT: no EHLO, no mail, nothing about this host is sent.
+DEFAULT_OUTBOUND_CHECK_DOMAIN = "gmail.com"
 
 # Timeouts in seconds (spec §3.1, §3.2).
 OUTBOUND_CONNECT_TIMEOUT = 10
@@ -39,12 +49,29 @@ RESPONDER_READ_TIMEOUT = 30
 
 CLIENT_IP_HEADER = "X-AIMX-Client-IP"
 RESPONDER_BANNER = "220 localhost ESMTP aimx"
-OUTBOUND_EHLO = "aimx"
 MAX_SMTP_LINE = 1024
 
 OUTBOUND_BLOCKED = "Outbound port 25 is blocked. Your VPS provider may restrict SMTP traffic."
+OUTBOUND_UNCHECKED = (
+    "Outbound port 25 could not be checked. Fix the reason above, or check against "
+    "another domain's MX: set outbound_check_domain in config.toml or pass "
+    "--outbound-check-domain."
+)
 INBOUND_UNREACHABLE = (
     "Inbound port 25 is not reachable. Check your firewall and VPS provider settings."
+)
+INBOUND_UNCHECKED = (
+    "Inbound port 25 could not be checked. Is the verifier at verify_host running "
+    "and reachable from here?"
+)
+INBOUND_NOT_CHECKED = "not checked: no verifier configured (verify_host)"
+#: What the operator is told when no verifier is configured (stdout, not an error).
+NO_VERIFIER = (
+    "Checking inbound port 25 needs a verifier on another host, outside this network,",
+    "that connects back to this host's port 25. aimx uses no hosted service for it.",
+    "On that other host run:  twistd -n aimx-verifier",
+    "  (HTTPS through a reverse proxy in front of it, or --http 0.0.0.0:3025)",
+    'then set verify_host = "https://<that host>" in config.toml, or pass --verify-host.',
 )
 COMPATIBLE_PROVIDERS = (
     "Hetzner Cloud",
@@ -57,6 +84,12 @@ COMPATIBLE_PROVIDERS = (
 
 class VerifyHostError(AimxError):
     """The verify host is empty or not an http(s) URL."""
+
+    code = "VALIDATION"
+
+
+class CheckDomainError(AimxError):
+    """The outbound check domain is not a valid domain name."""
 
     code = "VALIDATION"
 
@@ -85,8 +118,11 @@ def validate_verify_host(value: str) -> str:
     return trimmed
 
 
-def resolve_verify_host(flag: str | None, configured: str | None) -> str:
-    """C{--verify-host} > C{config.verify_host} > the hosted default, validated.
+def resolve_verify_host(flag: str | None, configured: str | None) -> str | None:
+    """C{--verify-host} > C{config.verify_host}, validated; C{None} when neither is set.
+
+    There is no default: without a verifier of the operator's own, the inbound
+    check is not run (and the operator is told how to run one, L{NO_VERIFIER}).
 
     @param flag: the command-line value, C{None} when not given.
     @param configured: C{verify_host} from config.toml, C{None} when unset or unreadable.
@@ -96,12 +132,39 @@ def resolve_verify_host(flag: str | None, configured: str | None) -> str:
         return validate_verify_host(flag)
     if configured is not None:
         return validate_verify_host(configured)
-    return validate_verify_host(DEFAULT_VERIFY_HOST)
+    return None
+
+
+def resolve_check_domain(flag: str | None, configured: str | None) -> str:
+    """C{--outbound-check-domain} > C{config.outbound_check_domain} >
+    L{DEFAULT_OUTBOUND_CHECK_DOMAIN}, checked with the mail-domain rules.
+
+    @raise CheckDomainError: the winning value is not a domain name.
+    """
+    domain = next(v for v in (flag, configured, DEFAULT_OUTBOUND_CHECK_DOMAIN) if v is not None)
+    try:
+        validate_domain(domain)
+    except DomainError as e:
+        raise CheckDomainError(f"invalid outbound check domain '{domain}': {e}") from None
+    return domain
+
+
+def lowest_mx(records) -> str | None:
+    """The exchange to try first: the lowest preference (RFC 5321 §5.1).
+
+    @param records: C{(preference, host)} pairs, hosts without the final dot.
+    @return: the host; C{None} when there is none or it is a null MX (RFC 7505:
+        C{.}), i.e. the domain takes no mail.
+    """
+    if not records:
+        return None
+    host = min(records)[1]
+    return None if host in ("", ".") else host
 
 
 @attrs.frozen
 class ProbeTarget:
-    """Where the outbound probe connects: the verify host's name, port 25.
+    """Where a probe connects: a host and a port.
 
     @ivar host: a hostname or an IP literal, IPv6 without brackets.
     """
@@ -118,20 +181,6 @@ class ProbeTarget:
         return f"{host}:{self.port}"
 
 
-def smtp_probe_target(verify_host: str, port: int = SMTP_PORT) -> ProbeTarget:
-    """The verify host's hostname with scheme, path and port stripped, on C{port}.
-
-    C{https://verify.example.com:3025/x} -> C{verify.example.com:25};
-    C{http://[::1]:3025/probe} -> C{[::1]:25}.
-    """
-    rest = verify_host.split("://", 1)[-1]
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    authority = authority.rpartition("@")[2]  # userinfo never names the host
-    if authority.startswith("[") and "]" in authority:
-        return ProbeTarget(authority[1 : authority.index("]")], port)
-    return ProbeTarget(authority.partition(":")[0], port)
-
-
 def probe_url(verify_host: str) -> str:
     """The inbound probe's URL: C{<verify host>/probe}."""
     return f"{verify_host}/probe"
@@ -146,7 +195,7 @@ class ProbeSettings:
 
     @ivar bind_host: where the temporary responder listens.
     @ivar port: "port 25" on this host: responder port and the occupancy check's port.
-    @ivar out_port: the verify host's SMTP port for the outbound probe.
+    @ivar out_port: the MX port the outbound check connects to.
     """
 
     bind_host: str = "0.0.0.0"
@@ -287,18 +336,26 @@ def responder_reply(line: str, hostname: str = "localhost",
 
 
 class ProbeDialogue:
-    """The prober's side of banner -> EHLO -> QUIT, without I/O.
+    """The prober's side of banner -> EHLO -> QUIT (or banner -> QUIT), without I/O.
 
     Feed each received line (without its line end) to L{received}; send what it
     returns.  When L{finished}, close the connection; L{ok} tells the verdict and
-    L{reason} why it failed.  A C{250} to EHLO is the success point: QUIT's reply
-    is read best-effort and never changes the verdict.
+    L{reason} why it failed.  The success point is a C{250} to EHLO, or with no
+    EHLO name the C{220} banner itself: QUIT's reply is read best-effort and never
+    changes the verdict.
+
+    @ivar answered: the peer sent at least one line (it speaks, if not our way).
     """
 
-    def __init__(self, ehlo_name: str):
+    def __init__(self, ehlo_name: str | None):
+        """
+        @param ehlo_name: the EHLO argument; C{None} to send nothing but QUIT after
+            the banner (the outbound check to a third party's MX).
+        """
         self.ehlo_name = ehlo_name
         self.state = "banner"
         self.ok = False
+        self.answered = False
         self.reason = "connection closed before the banner"
 
     @property
@@ -311,14 +368,20 @@ class ProbeDialogue:
 
     def received(self, line: str) -> str | None:
         """Advance on one reply line; return the command to send, if any."""
+        self.answered = True
         if self.state == "banner":
             if line.startswith("220-"):
                 return None
             if line.startswith("220"):
+                if self.ehlo_name is None:
+                    self.state = "quit"
+                    self.ok = True
+                    self.reason = None
+                    return "QUIT"
                 self.state = "ehlo"
                 self.reason = "connection closed after EHLO"
                 return f"EHLO {self.ehlo_name}"
-            self._fail(f"unexpected banner: {line[:100]!r}")
+            self._fail(f"answered {line[:100]!r} instead of a 220 banner")
         elif self.state == "ehlo":
             if line.startswith("250-"):
                 return None
@@ -331,6 +394,11 @@ class ProbeDialogue:
         elif self.state == "quit":
             self.state = "done"
         return None
+
+    def timed_out(self, seconds: float) -> str:
+        """Why the wait for the next line failed, for L{lost}."""
+        waiting = "banner" if self.state == "banner" else "reply"
+        return f"no {waiting} within {seconds:g} s"
 
     def lost(self, reason: str | None = None) -> None:
         """The connection ended (or timed out) before L{finished}."""
@@ -368,14 +436,21 @@ class ProbeResult:
     """One probe's outcome.
 
     @ivar ok: the probe passed.
-    @ivar error: the check itself could not run (unresolvable host, HTTP failure);
+    @ivar error: the check itself could not run or was inconclusive (unresolvable
+        host, no MX, HTTP failure, a server that answered but not with 220);
         C{None} when the answer was a plain "not reachable".
-    @ivar detail: why it did not pass, for the operator.
+    @ivar detail: what happened, for the operator: why it did not pass, or what
+        answered when it did.
     """
 
     ok: bool
     error: str | None = None
     detail: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """The text for the check's line: the detail, else the error."""
+        return self.detail or self.error
 
 
 PASSED = ProbeResult(True)
@@ -385,28 +460,40 @@ def read_probe_response(status: int, body: bytes) -> ProbeResult:
     """Interpret the verifier's C{/probe} answer (a non-2xx status is a failure)."""
     if not 200 <= status < 300:
         return ProbeResult(False, error=f"the verifier answered HTTP {status}")
-    if probe_passed(body):
-        return PASSED
     try:
-        ip = json.loads(body).get("ip")
-    except (ValueError, AttributeError):
-        ip = None
-    if isinstance(ip, str):
+        ip = str(canonical_ip(json.loads(body).get("ip")))
+    except (ValueError, AttributeError, TypeError):
+        ip = None  # only an address parsed as one is shown to the operator
+    if probe_passed(body):
+        if ip is not None:
+            return ProbeResult(True, detail=f"the verifier reached {ip} on port 25")
+        return PASSED
+    if ip is not None:
         return ProbeResult(False, detail=f"the verifier could not reach {ip} on port 25")
     return ProbeResult(False, detail="the verifier did not report the port reachable")
 
 
 def outbound_message(result: ProbeResult) -> str:
-    """The operator's line for a failed outbound probe."""
+    """The operator's advice for a failed outbound check (the reason is on its line)."""
     if result.error is not None:
-        return f"Outbound port 25 check failed: {result.error}"
+        return OUTBOUND_UNCHECKED
     return OUTBOUND_BLOCKED
 
 
+def mx_label(host: str, ip: str, port: int, domain: str) -> str:
+    """How the outbound check names its peer: C{mx.example [192.0.2.1]:25 (MX of example)}."""
+    return f"{host} [{ip}]:{port} (MX of {domain})"
+
+
+def outbound_passed(label: str) -> ProbeResult:
+    """The outbound check's success, naming who answered."""
+    return ProbeResult(True, detail=f"{label} sent its 220 banner")
+
+
 def inbound_message(result: ProbeResult) -> str:
-    """The operator's line for a failed inbound probe."""
+    """The operator's advice for a failed inbound check (the reason is on its line)."""
     if result.error is not None:
-        return f"Inbound port 25 check failed: {result.error}"
+        return INBOUND_UNCHECKED
     return INBOUND_UNREACHABLE
 
 

@@ -1,13 +1,25 @@
-"""The caller's side of the port-25 check (L2), shared by C{aimx portcheck} and
-C{aimx setup}'s preflight (spec/setup-and-ops.md §1.3 step 1, §3).
+"""The caller's side of the port-25 check (L2), shared by C{aimx portcheck},
+C{aimx setup}'s preflight and C{aimx doctor} (spec/setup-and-ops.md §1.3 step 1, §3).
+
+Two checks, neither using a hosted service:
+
+  - outbound (L{outbound_probe}): this host connects to port 25 of the
+    lowest-preference MX of a well-known domain (C{outbound_check_domain}, default
+    C{gmail.com}), looked up through aimx's own resolver, reads the 220 banner and
+    says QUIT; nothing else is sent;
+  - inbound (L{inbound_probe}): only when the operator configured C{verify_host}, a
+    verifier they run elsewhere (C{twistd -n aimx-verifier}) is asked to connect
+    back to this host's port 25.
 
 Usage, inside a reactor (e.g. a coroutine run with C{Deferred.fromCoroutine})::
 
     settings = portcheck.settings_from_environ(environ)       # aimx.core.portcheck
+    outbound = await outbound_probe(reactor, "gmail.com", settings,
+                                    resolver=Resolver.from_env(environ),
+                                    run_in_thread=threads.deferToThread)
     occupancy = detect_occupancy(settings.port)               # free / aimx / other(name)
-    if occupancy.free:
+    if verify_host is not None and occupancy.free:
         async with TemporaryResponder(reactor, settings):     # may raise ResponderBindError
-            outbound = await outbound_probe(reactor, verify_host, settings)
             inbound = await inbound_probe(reactor, verify_host)
 
 Each probe returns a L{ProbeResult} and never raises; the caller words the outcome
@@ -21,20 +33,23 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, readBo
 from twisted.web.http_headers import Headers
 
 from aimx import __version__
+from aimx.auth.resolver import DnsNoRecord, DnsTempError
 from aimx.core.portcheck import (
     FREE,
     INBOUND_HTTP_TIMEOUT,
     OUTBOUND_BUDGET,
     OUTBOUND_CONNECT_TIMEOUT,
-    OUTBOUND_EHLO,
     OUTBOUND_IO_TIMEOUT,
     Occupancy,
     ProbeResult,
     ProbeSettings,
+    ProbeTarget,
+    lowest_mx,
+    mx_label,
+    outbound_passed,
     parse_occupancy,
     probe_url,
     read_probe_response,
-    smtp_probe_target,
     ss_command,
 )
 from aimx.errors import AimxError
@@ -110,17 +125,67 @@ class TemporaryResponder:
         return False
 
 
-async def outbound_probe(reactor, verify_host: str,
-                         settings: ProbeSettings = DEFAULT_SETTINGS) -> ProbeResult:
-    """SMTP banner/EHLO/QUIT with the verify host's port 25 (10 s connect, 5 s per reply)."""
-    return await smtp_handshake(
+class _NoTarget(Exception):
+    """The outbound check has nowhere to connect; the message says why."""
+
+
+def _mx_address(resolver, domain: str) -> tuple[str, str]:
+    """Blocking: the lowest-preference MX of C{domain} and its first IPv4 address.
+
+    @raise _NoTarget: no MX (or a null MX), no A record, or a failed lookup.
+    """
+    try:
+        host = lowest_mx(resolver.mx(domain))
+    except DnsNoRecord:
+        host = None
+    except DnsTempError as e:
+        raise _NoTarget(f"cannot look up the MX of {domain}: {e}") from None
+    if host is None:
+        raise _NoTarget(f"{domain} has no MX record")
+    try:
+        return host, resolver.addresses(host)[0]
+    except DnsNoRecord:
+        raise _NoTarget(f"{host} (MX of {domain}) has no A record") from None
+    except DnsTempError as e:
+        raise _NoTarget(f"cannot look up {host} (MX of {domain}): {e}") from None
+
+
+async def outbound_probe(reactor, domain: str, settings: ProbeSettings = DEFAULT_SETTINGS,
+                         *, resolver, run_in_thread, clock=None,
+                         connect_timeout: float = OUTBOUND_CONNECT_TIMEOUT,
+                         io_timeout: float = OUTBOUND_IO_TIMEOUT) -> ProbeResult:
+    """Can this host open port 25 to the world?  Ask C{domain}'s MX for its banner.
+
+    The lowest-preference MX of C{domain} and its IPv4 address come from
+    C{resolver} (in a thread); the connection goes to C{settings.out_port} (25,
+    C{AIMX_SMTP_OUT_PORT} in tests); the 220 banner is read and QUIT sent, nothing
+    else.  Never raises.
+
+    @param resolver: an L{aimx.auth.resolver.Resolver} (blocking).
+    @param run_in_thread: runs the lookups off the reactor.
+    @param clock: for the banner timeout and the budget (default the reactor).
+    @param connect_timeout: seconds for the TCP connection (10).
+    @param io_timeout: seconds to wait for the banner (5).
+    @return: a pass naming who answered; a failure with C{detail} (refused, no
+        connection or no banner in time: blocked) or C{error} (no MX, DNS failure,
+        a banner other than 220: the check could not tell).
+    """
+    try:
+        host, ip = await run_in_thread(_mx_address, resolver, domain)
+    except _NoTarget as e:
+        return ProbeResult(False, error=str(e))
+    label = mx_label(host, ip, settings.out_port, domain)
+    result = await smtp_handshake(
         reactor,
-        smtp_probe_target(verify_host, settings.out_port),
-        ehlo_name=OUTBOUND_EHLO,
-        connect_timeout=OUTBOUND_CONNECT_TIMEOUT,
-        io_timeout=OUTBOUND_IO_TIMEOUT,
+        ProbeTarget(ip, settings.out_port),
+        ehlo_name=None,
+        connect_timeout=connect_timeout,
+        io_timeout=io_timeout,
         budget=OUTBOUND_BUDGET,
+        clock=clock,
+        label=label,
     )
+    return outbound_passed(label) if result.ok else result
 
 
 async def _get(agent, url: str):

@@ -1,14 +1,17 @@
 """The verifier service (L2): C{twistd -n aimx-verifier}.
 
-What C{aimx portcheck} and C{aimx setup} talk to (spec/setup-and-ops.md §3.2), so an
-operator can run their own instead of C{https://check.aimx.email}:
+The far end of the inbound port-25 check of C{aimx portcheck}, C{aimx setup} and
+C{aimx doctor} (spec/setup-and-ops.md §3.2).  aimx uses no hosted verifier: an
+operator who wants the inbound check runs this on another host, outside the mail
+host's network, and sets C{verify_host} to its URL.
 
   - C{GET /health} (and C{GET /}) -> C{{"status":"ok","service":"aimx-verifier"}};
   - C{GET /probe} -> connects back to the caller's address on port 25, expects a 220
     banner and a 250 to C{EHLO <hostname>}, says QUIT (45 s budget), and answers
     C{{"reachable":<bool>,"ip":"<caller ip>"}};
-  - a port-25 listener answering banner/EHLO/QUIT, the target of the callers'
-    outbound probe.
+  - a port-25 listener answering banner/EHLO/QUIT (C{--smtp none} turns it off;
+    aimx's own outbound check asks a well-known domain's MX instead, so it is only
+    a target when an operator points a domain's MX at it).
 
 The HTTP side binds loopback by default and expects a TLS reverse proxy in front
 that sets C{X-AIMX-Client-IP} to the client's address (a loopback peer without a

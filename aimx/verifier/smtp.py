@@ -3,10 +3,12 @@
 The responder answers just enough SMTP for a reachability probe (banner, EHLO/HELO,
 QUIT) and nothing else: it is the temporary listener of C{aimx portcheck} / C{aimx
 setup} (spec/setup-and-ops.md §3.1) and the verifier's own port-25 listener.  The
-prober (L{smtp_handshake}) connects, expects a 220 banner, sends EHLO, accepts a
-C{250} reply and says QUIT: the outbound probe (§3.2) and the verifier's probe back
-to its caller.  L{TrackedPort} is a listening port whose stop also ends and awaits
-its open connections, so a torn-down listener leaves nothing behind.
+prober (L{smtp_handshake}) connects and expects a 220 banner; then either sends
+EHLO, accepts a C{250} reply and says QUIT (the verifier's probe back to its
+caller), or says QUIT at once (the outbound check, to a well-known domain's MX:
+nothing but QUIT is ever sent there).  L{TrackedPort} is a listening port whose
+stop also ends and awaits its open connections, so a torn-down listener leaves
+nothing behind.
 """
 
 import ipaddress
@@ -247,7 +249,7 @@ class _Prober(LineOnlyReceiver, TimeoutMixin):
         self.transport.abortConnection()
 
     def timeoutConnection(self):
-        self.dialogue.lost(f"no reply within {self.io_timeout:g} s")
+        self.dialogue.lost(self.dialogue.timed_out(self.io_timeout))
         self.transport.abortConnection()
 
     def connectionLost(self, reason):
@@ -262,7 +264,7 @@ class _Prober(LineOnlyReceiver, TimeoutMixin):
 class _ProberFactory(Factory):
     noisy = False
 
-    def __init__(self, clock, ehlo_name: str, io_timeout: float):
+    def __init__(self, clock, ehlo_name: str | None, io_timeout: float):
         self.clock = clock
         self.ehlo_name = ehlo_name
         self.io_timeout = io_timeout
@@ -280,20 +282,27 @@ def _endpoint(reactor, host: str, port: int, timeout: float):
     return endpoint(reactor, str(ip), port, timeout=timeout)
 
 
-async def smtp_handshake(reactor, target: ProbeTarget, *, ehlo_name: str,
+async def smtp_handshake(reactor, target: ProbeTarget, *, ehlo_name: str | None,
                          connect_timeout: float, io_timeout: float,
-                         budget: float) -> ProbeResult:
-    """Connect to C{target}, expect 220, send EHLO, expect 250, QUIT.  Never raises.
+                         budget: float, clock=None, label: str | None = None) -> ProbeResult:
+    """Connect to C{target}, expect 220, [send EHLO, expect 250,] QUIT.  Never raises.
 
+    @param ehlo_name: the EHLO argument; C{None} to say QUIT right after the banner.
     @param connect_timeout: seconds for the TCP connection.
     @param io_timeout: seconds to wait for each reply line.
     @param budget: seconds for everything, connection included.
-    @return: L{PASSED}; or a failure whose C{error} says the name did not resolve,
-        or whose C{detail} says what went wrong on the way.
+    @param clock: for the reply timeout and the budget once connected (default the
+        reactor; tests pass a C{task.Clock}).
+    @param label: how the target is named in the reasons (default C{host:port}).
+    @return: L{PASSED}; or a failure whose C{error} says the name did not resolve
+        or the peer answered but not as SMTP should, or whose C{detail} says why
+        nothing (or nothing in time) answered.
     """
+    clock = reactor if clock is None else clock
+    label = str(target) if label is None else label
     started = reactor.seconds()
     connect_timeout = min(connect_timeout, budget)
-    factory = _ProberFactory(reactor, ehlo_name, io_timeout)
+    factory = _ProberFactory(clock, ehlo_name, io_timeout)
     try:
         prober = await _endpoint(reactor, target.host, target.port, connect_timeout).connect(
             factory
@@ -302,17 +311,19 @@ async def smtp_handshake(reactor, target: ProbeTarget, *, ehlo_name: str,
         return ProbeResult(False, error=f"cannot resolve {target.host}")
     except error.TimeoutError:
         return ProbeResult(
-            False, detail=f"no connection to {target} within {connect_timeout:g} s"
+            False, detail=f"no connection to {label} within {connect_timeout:g} s"
         )
     except (error.ConnectError, OSError) as e:
-        return ProbeResult(False, detail=f"cannot connect to {target}: {_reason(e)}")
+        return ProbeResult(False, detail=f"cannot connect to {label}: {_reason(e)}")
     except Exception as e:  # e.g. a malformed host: the check could not run
-        return ProbeResult(False, error=f"cannot probe {target}: {_reason(e)}")
+        return ProbeResult(False, error=f"cannot probe {label}: {_reason(e)}")
     prober.set_deadline(max(budget - (reactor.seconds() - started), 0.0), budget)
     dialogue = await prober.done
     if dialogue.ok:
         return PASSED
-    return ProbeResult(False, detail=f"{target}: {dialogue.reason}")
+    if dialogue.answered:  # the port is open; the server did not speak our way
+        return ProbeResult(False, error=f"{label}: {dialogue.reason}")
+    return ProbeResult(False, detail=f"{label}: {dialogue.reason}")
 
 
 def _reason(e: Exception) -> str:

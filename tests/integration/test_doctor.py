@@ -3,8 +3,10 @@
 Each test builds a real install in scratch dirs: config.toml, mailbox directories,
 DKIM keys, a loopback FixtureDNS with (or without) the right records and, for the
 healthy one, the daemon running in-process so the VERSION probe crosses the real
-control socket. The verb runs in-process on the reactor with its DNS lookups in
-threads; only the host is faked (systemctl and `hostname -I` answer from a table).
+control socket, and its port-25 checks find their far ends on loopback: gmail.com's MX
+(fixture DNS) is the daemon itself, and a verifier probes the daemon back. The verb
+runs in-process on the reactor with its DNS lookups in threads; only the host is faked
+(systemctl and `hostname -I` answer from a table).
 """
 
 import functools
@@ -24,10 +26,13 @@ from aimx.cli.term import Terminal
 from aimx.control import client
 from aimx.control.commands import SOCKET_NAME
 from aimx.core import doctor as core
+from aimx.core import portcheck
 from aimx.core.version import version_fields
 from aimx.store import keys
 from aimx.store.services import Completed, System
+from aimx.verifier.service import Verifier
 from tests.integration.base import DaemonTestCase
+from tests.integration.test_portcheck import MX_HOST, free_port
 from tests.test_services import FakeRunner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,15 +80,21 @@ class DoctorTests(DaemonTestCase):
                              "v=DKIM1; k=rsa; p=" + keys.local_public_key_b64(self.config_dir))
         self.dns.add_txt(f"_dmarc.{DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
 
-    async def doctor(self, *, running: bool, hostname="192.0.2.10 fe80::1 2001:db8::10\n"):
-        """Run the verb in-process; returns (exit code, stdout, stderr)."""
+    async def doctor(self, *, running: bool, hostname="192.0.2.10 fe80::1 2001:db8::10\n",
+                     mx_port: int | None = None):
+        """Run the verb in-process; returns (exit code, stdout, stderr).
+
+        @param mx_port: the port of gmail.com's MX (C{AIMX_SMTP_OUT_PORT}); default a
+            free port, so nothing answers there.
+        """
         root = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(root, "run/systemd/system"))
         runner = FakeRunner({IS_ACTIVE: Completed(0 if running else 3),
                              HOSTNAME_I: Completed(0, hostname)})
         args = aimx.cli._parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
-        environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir}
+        environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir,
+                   "AIMX_SMTP_OUT_PORT": str(mx_port or free_port())}
         out, err = io.StringIO(), io.StringIO()
         path = os.path.join(self.runtime_dir, SOCKET_NAME)
         session = Session(
@@ -96,15 +107,26 @@ class DoctorTests(DaemonTestCase):
         return code, out.getvalue(), err.getvalue()
 
     async def test_healthy(self):
-        """Everything right, daemon up, one mail: every DNS check passes, exit 0 (acceptance 14)."""
+        """Everything right, daemon up, one mail: every DNS and port-25 check passes,
+        exit 0 (acceptance 14)."""
         self.write_config(config_text(self.data_dir, extra="enable_ipv6 = true\n"))
         self.make_dirs("alice", "catchall")
         self.publish(ipv6=True)
         self.start_daemon()
         reply = await self.smtp(b"Subject: hi\r\n\r\nHello.\r\n", [f"alice@{DOMAIN}"])
         self.assertEqual(reply[0], 250)
+        # gmail.com's MX is the daemon itself; a verifier of our own probes it back.
+        self.dns.add_mx("gmail.com", 5, MX_HOST)
+        self.dns.add_a(MX_HOST, "127.0.0.1")
+        verifier = Verifier(reactor, http=("127.0.0.1", 0), smtp=None, probe_port=self.port,
+                            hostname="verifier.test", allow_private=True)
+        verifier.startService()
+        self.addCleanup(verifier.stopService)
+        verify_host = f"http://127.0.0.1:{verifier.http_port.address.port}"
+        self.write_config(config_text(
+            self.data_dir, extra=f'enable_ipv6 = true\nverify_host = "{verify_host}"\n'))
 
-        code, out, err = await self.doctor(running=True)
+        code, out, err = await self.doctor(running=True, mx_port=self.port)
         self.assertEqual((code, err), (0, ""))
         for text in (DOMAIN, "catchall", "alice", "Mailbox", "Logs", "aimx logs"):
             self.assertIn(text, out)
@@ -117,7 +139,10 @@ class DoctorTests(DaemonTestCase):
         self.assertIn(f"  alice     owner={OWNER.pw_name}  [OK]  uid={OWNER.pw_uid}\n", out)
         self.assertIn(
             "DNS\n  A: [OK]\n  AAAA: [OK]\n  MX: [OK]\n  SPF: [OK]\n  SPF (IPv6): [OK]\n"
-            "  DKIM: [OK]\n  DMARC: [OK]\n\nLogs\n", out)
+            "  DKIM: [OK]\n  DMARC: [OK]\n\nPort 25\n"
+            f"  Outbound: [OK] - {MX_HOST} [127.0.0.1]:{self.port} (MX of gmail.com) sent its "
+            "220 banner\n"
+            "  Inbound: [OK] - the verifier reached 127.0.0.1 on port 25\n\nLogs\n", out)
         self.assertIn("Checks\n  All checks passed.\n", out)
 
     async def test_half_configured(self):
@@ -137,7 +162,7 @@ class DoctorTests(DaemonTestCase):
         self.assertIn("DKIM key:         MISSING - run `aimx dkim-keygen`\n", out)
         self.assertIn("SMTP server:      not running\n", out)
         self.assertIn("Server version:   (daemon not running)\n", out)
-        dns = out.split("\nDNS\n")[1].split("\n\nLogs\n")[0]
+        dns = out.split("\nDNS\n")[1].split("\n\nPort 25\n")[0]
         self.assertEqual(dns.splitlines(), [
             "  A: [OK]",
             ('  MX: [FAIL] - MX record found but does not point to agent.example.com: '
@@ -155,6 +180,10 @@ class DoctorTests(DaemonTestCase):
         self.assertIn("  [[WARN]] mailbox 'alice' sent dir mode is 0755, expected 0700\n", out)
         self.assertIn("  [[WARN]] storage directory `inbox/old/` has no matching mailbox", out)
         self.assertIn("  Summary: 0 fail, 3 warn, 0 info\n", out)
+        # No MX for gmail.com in this DNS, no verifier configured: said, not failed.
+        self.assertIn("Port 25\n  Outbound: [FAIL] - gmail.com has no MX record\n"
+                      f"         → {portcheck.OUTBOUND_UNCHECKED}\n"
+                      f"  Inbound: [WARN] - {portcheck.INBOUND_NOT_CHECKED}\n", out)
 
     async def test_broken(self):
         """Unknown owner, missing storage, failing DNS, stale socket: [FAIL]s, exit 1."""

@@ -130,8 +130,7 @@ class SendTests(SendTestCase):
         self.assertTrue(eml.startswith(b"DKIM-Signature:"))
         for tag in (f"d={DOMAIN}", "s=aimx", "a=rsa-sha256", "c=relaxed/relaxed"):
             self.assertIn(tag.encode(), eml.split(b"\r\n\r\n")[0])
-        for text in (b"From: alice@test.local", b"Sent from AIMX.", b"https://aimx.email",
-                     b"Message-ID: <"):
+        for text in (b"From: alice@test.local", b"Message-ID: <"):
             self.assertIn(text, eml)
         self.assertEqual(envelope, {"mail_from": f"alice@{DOMAIN}",
                                     "rcpt_to": ["recipient@example.com"],
@@ -141,6 +140,25 @@ class SendTests(SendTestCase):
         for name in ("from", "to", "subject", "date", "message-id"):
             self.assertIn(name, signed)
         self.assertEqual(reply["deliveries"][0]["status"], "delivered")
+
+    async def test_no_signature_by_default(self):
+        """No `signature` key: the body goes out as written, in the wire message (both
+        parts, DKIM-signed) and in the sent copy; no promotional text, no link."""
+        body = "Thanks, received.\r\n\r\nAlice"
+        await self.send(submission(body))
+        eml, _ = self.only_dropped()
+        self.assertEqual(stock_dkim(eml, self.dkim_txt())[0], "pass")
+        plain, html = email.message_from_bytes(eml, policy=email.policy.default).get_payload()
+        self.assertEqual(plain.get_content(), "Thanks, received.\r\n\r\nAlice\r\n")
+        self.assertEqual(re.findall(r">([^<>]+)</p>", html.get_content()),
+                         ["Thanks, received.", "Alice"])
+        [path] = self.sent()
+        with open(path, "rb") as f:
+            copy = f.read()
+        self.assertTrue(copy.endswith(b"+++\n\nThanks, received.\n\nAlice\n"), copy)
+        for text in (b"AIMX", b"aimx.email", b"Sent from", b"https://", b"href"):
+            self.assertNotIn(text, eml)
+            self.assertNotIn(text, copy)
 
     async def test_key_served_by_fixture_dns(self):
         """The signature verifies against the TXT record the DNS fixture serves."""
@@ -163,7 +181,7 @@ class SendTests(SendTestCase):
         self.assertIs(fields["outbound"], True)
         self.assertEqual(fields["dkim"], "pass")
         self.assertIn("delivered_at", fields)
-        self.assertTrue(body.startswith(b"# Hello\n\nWorld\n\nSent from AIMX."))
+        self.assertEqual(body, b"# Hello\n\nWorld\n")
         self.assertNotIn(b"aimx-", body)
         self.assertNotIn(b"DKIM-Signature", body)
         self.assertEqual(fields["size_bytes"], len(eml))

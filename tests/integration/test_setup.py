@@ -4,8 +4,10 @@ The wizard runs in-process on the reactor against a temporary root: config, data
 and runtime dirs, the service directory and /etc/ssl/aimx are all inside it.  What
 is real:
 
-  - the preflight: an in-process verifier (allow-private) probes the temporary
-    responder on a loopback port (C{AIMX_PORTCHECK_BIND}, C{AIMX_SMTP_OUT_PORT});
+  - the preflight: the outbound check reads the banner of gmail.com's MX, which the
+    fixture DNS puts on loopback (C{AIMX_NAMESERVERS}, C{AIMX_SMTP_OUT_PORT}), and an
+    in-process verifier (allow-private) probes the temporary responder on a
+    loopback port (C{AIMX_PORTCHECK_BIND});
   - the DNS verification through our resolver against a loopback L{FixtureDNS}
     (C{AIMX_NAMESERVERS}), first without, then with the records;
   - the daemon: the fake host's C{systemctl restart aimx} builds it in-process from
@@ -49,6 +51,7 @@ from tests.integration.test_portcheck import (
     PortcheckMixin,
     bindable,
     free_port,
+    mx_label,
     own_process,
 )
 from tests.test_setup import CATCHALL, FakeHost, make_read_only
@@ -85,6 +88,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.dns = FixtureDNS(reactor)
         self.dns.start()
         self.addCleanup(self.dns.stop)
+        self.start_mx(self.dns)
         self.responder_port = free_port()
         self.start_verifier(self.responder_port)
         self.daemon = None
@@ -93,15 +97,15 @@ class SetupTestCase(PortcheckMixin, TestCase):
         return os.path.join(self.root, absolute.lstrip("/"))
 
     async def wizard(self, *argv, stdin: str, detect=client.detect_occupancy, ready=None,
-                     environ=None):
-        """Run `aimx setup ARGV --verify-host <verifier>/`: (exit code, stdout, stderr)."""
-        args = aimx.cli._parser().parse_args(
-            ["setup", *argv, "--verify-host", self.verify_host + "/"])
+                     environ=None, verifier=True):
+        """Run `aimx setup ARGV [--verify-host <verifier>/]`: (exit code, stdout, stderr)."""
+        verify = ["--verify-host", self.verify_host + "/"] if verifier else []
+        args = aimx.cli._parser().parse_args(["setup", *argv, *verify])
         args.config_dir, args.data_dir = self.config_dir, self.data_dir
         env = {
             "AIMX_NAMESERVERS": self.dns.nameservers,
             "AIMX_PORTCHECK_BIND": f"127.0.0.1:{self.responder_port}",
-            "AIMX_SMTP_OUT_PORT": str(self.smtp_port),
+            "AIMX_SMTP_OUT_PORT": str(self.mx_port),
             "AIMX_RUNTIME_DIR": self.runtime_dir,
             **(environ or {}),
         }
@@ -179,7 +183,9 @@ class EndToEndTests(SetupTestCase):
         code, out, err = await self.wizard(
             DOMAIN, stdin="\nq\nyou@example.com, *@company.com\nY\n")
         self.assertEqual((code, err), (0, ""))
-        self.assertIn("  Outbound port 25... [OK]\n  Inbound port 25... [OK]\n", out)
+        self.assertIn(f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 "
+                      "banner\n  Inbound port 25... [OK] - the verifier reached 127.0.0.1 on "
+                      "port 25\n", out)
         self.assertTrue(bindable(self.responder_port), "the temporary responder is gone")
         self.assertIn("\nDNS Verification:\n\n  A: [FAIL] - No A record found\n"
                       f"         → Add: A  {DOMAIN}  {IPV4}\n", out)
@@ -212,8 +218,11 @@ class EndToEndTests(SetupTestCase):
             DOMAIN, stdin="\n", detect=lambda port: AIMX,
             ready=lambda: polls.append(1) or _ready())
         self.assertEqual((code, err), (0, ""))
-        self.assertIn("`aimx serve` is already running on port 25; probing the live daemon.\n"
-                      "  Outbound port 25... [OK]\n  Inbound port 25... [OK]\n", out)
+        self.assertIn(f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 "
+                      "banner\n"
+                      "`aimx serve` is already running on port 25; probing the live daemon.\n"
+                      "  Inbound port 25... [OK] - the verifier reached 127.0.0.1 on "
+                      "port 25\n", out)
         self.assertIn("Existing aimx configuration detected.", out)
         self.assertIn("\nDNS Verification:\n\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
                       "  DMARC: [OK]\n\nAll DNS records verified. Your email server is ready!\n",
@@ -236,15 +245,34 @@ class EndToEndTests(SetupTestCase):
         self.assertIn('subject = "first mail"', text)
 
 
+class NoVerifierTests(SetupTestCase):
+    async def test_preflight_without_verifier(self):
+        """No verify_host: the outbound check (banner and QUIT to gmail.com's loopback MX)
+        passes, the inbound check is explained, nothing binds port 25, Step 1 is done."""
+        code, out, err = await self.wizard(
+            DOMAIN, stdin="", verifier=False, ready=_ready,
+            environ={"AIMX_NONINTERACTIVE": "1"})
+        self.assertEqual(code, 0, err)
+        self.assertIn(
+            "Step 1: Preflight checks on port 25\n"
+            f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 banner\n"
+            "  Inbound port 25... [WARN] - not checked: no verifier configured (verify_host)\n"
+            "    Checking inbound port 25 needs a verifier on another host, outside this "
+            "network,\n", out)
+        self.assertIn("[OK] Step 1 complete.", out)
+        self.assertEqual(b"".join(self.mx.received), b"QUIT\r\n")
+        self.assertTrue(bindable(self.responder_port))
+
+
 class BadInputTests(SetupTestCase):
     async def test_outbound_blocked(self):
         """Preflight fails (nothing answers outbound): exit 1, nothing on disk (acceptance 7)."""
         code, out, err = await self.wizard(
             DOMAIN, stdin="", environ={"AIMX_SMTP_OUT_PORT": str(free_port())})
         self.assertEqual(code, 1)
-        self.assertIn("  Outbound port 25... [FAIL]\n  Inbound port 25... [OK]\n", out)
+        self.assertIn("  Outbound port 25... [FAIL] - cannot connect to ", out)
+        self.assertIn(": connection refused\n  Inbound port 25... [OK]", out)
         self.assertIn(core.OUTBOUND_BLOCKED, err)
-        self.assertIn("connection refused", err)
         self.assertIn("Hetzner Cloud", err)
         self.assertIn("Error: Port 25 checks failed.", err)
         self.assertTrue(bindable(self.responder_port))
@@ -337,6 +365,12 @@ def interrupt_at(command, env, marker: bytes):
 class ProcessTests(PortcheckMixin, TestCase):
     """`python -m aimx setup` as a process: refusals before any I/O, and Ctrl-C."""
 
+    def setUp(self):
+        self.dns = FixtureDNS(reactor)
+        self.dns.start()
+        self.addCleanup(self.dns.stop)
+        self.start_mx(self.dns)
+
     def aimx(self, *argv, as_nobody=False):
         env = dict(os.environ, PYTHONPATH=REPO, NO_COLOR="1",
                    AIMX_CONFIG_DIR=os.path.abspath(self.mktemp()))
@@ -379,8 +413,9 @@ class ProcessTests(PortcheckMixin, TestCase):
         self.config_dir = os.path.abspath(self.mktemp())
         return dict(os.environ, PYTHONPATH=REPO, NO_COLOR="1", AIMX_CONFIG_DIR=self.config_dir,
                     AIMX_DATA_DIR=os.path.abspath(self.mktemp()),
+                    AIMX_NAMESERVERS=self.dns.nameservers,
                     AIMX_PORTCHECK_BIND=f"127.0.0.1:{responder_port}",
-                    AIMX_SMTP_OUT_PORT=str(self.smtp_port))
+                    AIMX_SMTP_OUT_PORT=str(self.mx_port))
 
     async def test_ctrl_c_at_a_prompt(self):
         """Ctrl-C at the domain prompt: `Setup interrupted`, exit 1, nothing written."""
@@ -390,7 +425,9 @@ class ProcessTests(PortcheckMixin, TestCase):
         code, out, err = await threads.deferToThread(
             interrupt_at, [sys.executable, "-m", "aimx", "setup", "--verify-host",
                            self.verify_host], env, b"(e.g. agent.example.com).\n> ")
-        self.assertIn("  Outbound port 25... [OK]\n  Inbound port 25... [OK]\n", out)
+        self.assertIn(f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 "
+                      "banner\n  Inbound port 25... [OK] - the verifier reached 127.0.0.1 on "
+                      "port 25\n", out)
         self.assertEqual(code, 1, err)
         self.assertIn(f"Error: {cli.INTERRUPTED}", err)
         self.assertNotIn("Traceback", err)
@@ -398,14 +435,15 @@ class ProcessTests(PortcheckMixin, TestCase):
         self.assertFalse(os.path.exists(env["AIMX_DATA_DIR"]))
 
     async def test_ctrl_c_while_probing(self):
-        """Ctrl-C during a probe cancels it; the temporary responder is closed; exit 1."""
+        """Ctrl-C while the outbound check waits for a banner cancels it; exit 1, and it
+        is not reported as a blocked port."""
         silent = socket.socket()  # accepts (kernel backlog) but never greets
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         self.addCleanup(silent.close)
         port = free_port()
         self.start_verifier(port)
-        self.smtp_port = silent.getsockname()[1]
+        self.mx_port = silent.getsockname()[1]
         env = self.interrupt_env(port)
         code, out, err = await threads.deferToThread(
             interrupt_at, [sys.executable, "-m", "aimx", "setup", DOMAIN, "--verify-host",
