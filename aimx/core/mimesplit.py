@@ -78,6 +78,16 @@ def parse(raw: bytes) -> Message:
     return feedparse(raw)
 
 
+def parse_headers(raw: bytes) -> Message:
+    """The top-level header fields as the feed parser reads them, without the body.
+
+    Only the lines that could be header lines are given to the stdlib: it stops
+    at the first line that cannot, which is in that block, so its fields are
+    those of L{feedparse}.
+    """
+    return _HEADERS.parsebytes(raw[: _HEADER_LINES.match(raw).end()])
+
+
 def payload(part: Message) -> bytes:
     """A leaf's transfer-decoded bytes, as C{part.get_payload(decode=True)}."""
     # Not get_payload(): it decodes a str payload with the part's own (hostile) charset.
@@ -105,6 +115,25 @@ def _stdlib_payload(part: Message, span: Span) -> bytes:
     part = copy.copy(part)
     part.set_payload(span.raw[span.start : span.end].decode("ascii", "surrogateescape"))
     return part.get_payload(decode=True) or b""
+
+
+def raw_payload(part: Message) -> bytes:
+    """A leaf's body as received, its transfer encoding not undone; never raises.
+
+    C{b""} for a part whose payload is a list (C{message/*}, multipart).
+    """
+    span = part._payload
+    if isinstance(span, Span):
+        return span.raw[span.start : span.end]
+    if isinstance(span, bytes):
+        return span
+    if isinstance(span, str):
+        # The feed parser's text is the bytes read as ASCII with surrogate escapes.
+        try:
+            return span.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return span.encode("utf-8", "replace")
+    return b""
 
 
 def _line_ending(raw: bytes) -> bytes | None:
