@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core import filenames, message as message_module, mimesplit
 from aimx.core.frontmatter import inbound_fields, parse, render
-from aimx.core.message import Attachment, parse_message
+from aimx.core.message import MAX_ATTACHMENTS, Attachment, parse_message
 
 
 def message(headers: str = "", body: str = "Hello.\r\n") -> bytes:
@@ -587,8 +587,9 @@ def stored_fields(parsed) -> dict:
     attachments under their sanitised names) and read the file back.
 
     Fails on anything the store would fail on: a lone surrogate in the
-    frontmatter or in a file name.
+    frontmatter or in a file name, more than L{MAX_ATTACHMENTS} attachments.
     """
+    assert len(parsed.attachments) <= MAX_ATTACHMENTS, len(parsed.attachments)
     taken, tried, entries = {"x.md"}, {}, []
     for index, attachment in enumerate(parsed.attachments):
         name = filenames.sanitize_attachment_name(attachment.filename_raw, index)
@@ -800,12 +801,199 @@ class WholeMessageTests(SynchronousTestCase):
         self.assertEqual(parsed.attachments[0].data, self.RAW)
 
     def test_too_deep_multipart(self) -> None:
-        """Multiparts nested too deep for the stdlib parser: stored whole."""
-        raw = self.RAW[: self.RAW.index(b"Content-Type")] + b"".join(
+        """Multiparts nested thousands deep are stored: the splitter keeps the
+        parts it cannot give the stdlib as one leaf."""
+        raw = b"Subject: deep\r\n" + b"".join(
             b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
             for i in range(3000)
         )
-        self.assertWhole(parse_message(raw), raw)
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.subject, "deep")
+        self.assertEqual(parsed.body, "")
+        (attachment,) = parsed.attachments
+        self.assertEqual(attachment.content_type, "multipart/mixed")
+        self.assertTrue(attachment.data.startswith(b"Content-Type: multipart/mixed; boundary=b33"))
+        stored_fields(parsed)
+
+
+def many_parts(count: int, nl: str = "\r\n", text: bool = False) -> bytes:
+    """A multipart/mixed of C{count} attachments named C{<i>.txt}, holding C{<i>}."""
+    parts = [PLAIN] if text else []
+    parts += [attachment_part(f"{i}.txt", str(i), "text/plain") for i in range(count)]
+    return split_entity(multipart("mixed", *parts)).replace(b"\r\n", nl.encode())
+
+
+class AttachmentCapTests(SynchronousTestCase):
+    """At most L{MAX_ATTACHMENTS} attachments; past that the rest is one
+    C{remainder.eml}, and the work stops there too."""
+
+    def test_constant(self) -> None:
+        """The cap is 1000 attachments."""
+        self.assertEqual(MAX_ATTACHMENTS, 1000)
+
+    def test_under_cap(self) -> None:
+        """999 attachments are all kept as they are."""
+        parsed = parse_message(many_parts(999))
+        self.assertEqual(len(parsed.attachments), 999)
+        self.assertEqual(parsed.attachments[-1], Attachment("998.txt", "text/plain", b"998"))
+        self.assertEqual(parsed.problems, ())
+
+    def test_at_cap(self) -> None:
+        """The 1000th part starts the remainder: a message/rfc822 entity of the
+        multipart's Content-Type field, a blank line and the raw rest."""
+        raw = many_parts(1000)
+        parsed = parse_message(raw)
+        self.assertEqual(len(parsed.attachments), 1000)
+        self.assertEqual(
+            [a.filename_raw for a in parsed.attachments[:999]], [f"{i}.txt" for i in range(999)]
+        )
+        remainder = parsed.attachments[-1]
+        self.assertEqual((remainder.filename_raw, remainder.content_type),
+                         ("remainder.eml", "message/rfc822"))
+        start = raw.index(b"--BOUND\r\nContent-Type: text/plain\r\n"
+                          b'Content-Disposition: attachment; filename="999.txt"')
+        self.assertEqual(
+            remainder.data, b'Content-Type: multipart/mixed; boundary="BOUND"\r\n\r\n' + raw[start:]
+        )
+        self.assertEqual(parsed.problems, ("part 999 kept as received: more than 999 parts",))
+        stored_fields(parsed)
+
+    def test_remainder_readable(self) -> None:
+        """The remainder parses as a multipart holding every part past the cap."""
+        for nl in ("\r\n", "\n"):
+            parsed = parse_message(many_parts(1500, nl, text=True))
+            self.assertEqual(parsed.body, "plain text body")
+            # The body part counts: 998 attachment parts, then the remainder.
+            self.assertEqual(len(parsed.attachments), 999)
+            self.assertEqual(parsed.attachments[997].filename_raw, "997.txt")
+            nested = email.message_from_bytes(parsed.attachments[-1].data)
+            names = [part.get_filename() for part in nested.get_payload()]
+            self.assertEqual(names, [f"{i}.txt" for i in range(998, 1500)])
+            self.assertEqual(nested.get_payload()[-1].get_payload(), "1499")
+
+    def test_nested_remainder(self) -> None:
+        """A cap reached inside a nested multipart ends every enclosing one: the
+        remainder has the inner Content-Type and holds the outer rest too."""
+        inner = multipart("mixed", *[attachment_part(f"{i}.bin") for i in range(1200)],
+                          boundary="INNER")
+        raw = split_entity(multipart("mixed", PLAIN, inner, attachment_part("last.bin"),
+                                     boundary="OUTER"))
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.body, "plain text body")
+        # Counted: the body, the inner multipart and 997 of its parts.
+        self.assertEqual(len(parsed.attachments), 998)
+        self.assertEqual(parsed.attachments[-2].filename_raw, "996.bin")
+        data = parsed.attachments[-1].data
+        self.assertTrue(data.startswith(b'Content-Type: multipart/mixed; boundary="INNER"\r\n\r\n'
+                                        b"--INNER\r\n"))
+        self.assertTrue(data.endswith(b'filename="last.bin"\r\n\r\nx\r\n--OUTER--\r\n'))
+        self.assertIn(b"--INNER--\r\n", data)
+
+    def counting(self) -> dict:
+        """Count header-block parses and stdlib feed parses from here on."""
+        counts = {"headers": 0, "feedparse": 0}
+        headers, feedparse = mimesplit._HEADERS, mimesplit.feedparse
+
+        class Counting:
+            @staticmethod
+            def parsebytes(data):
+                counts["headers"] += 1
+                return headers.parsebytes(data)
+
+        def counting_feedparse(raw):
+            counts["feedparse"] += 1
+            return feedparse(raw)
+
+        self.patch(mimesplit, "_HEADERS", Counting)
+        self.patch(mimesplit, "feedparse", counting_feedparse)
+        return counts
+
+    def test_work_bounded(self) -> None:
+        """100 000 parts cost as many header parses as 1000 (counted, not timed)."""
+        counts = self.counting()
+        parsed = parse_message(many_parts(100_000))
+        self.assertEqual(len(parsed.attachments), 1000)
+        self.assertEqual(counts, {"headers": 1000, "feedparse": 0})
+
+    def test_consecutive_delimiters(self) -> None:
+        """Delimiter lines enclosing no part count too: their line matches are
+        bounded by the cap, and the rest is the remainder."""
+        lines = []
+
+        def counting_readline(cursor):
+            lines.append(1)
+            return readline(cursor)
+
+        readline = mimesplit._Cursor.readline
+        self.patch(mimesplit._Cursor, "readline", counting_readline)
+        raw = split_entity(multipart("mixed", PLAIN)).replace(
+            b"--BOUND--", b"--BOUND\r\n" * 100_000 + b"--BOUND--"
+        )
+        parsed = parse_message(raw)
+        self.assertLess(len(lines), 2 * MAX_ATTACHMENTS)
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual([a.filename_raw for a in parsed.attachments], ["remainder.eml"])
+
+    def test_mixed_line_endings(self) -> None:
+        """Mixed line endings over the cap are not given to the stdlib: they are
+        split with the most common ending, and capped."""
+        counts = self.counting()
+        raw = many_parts(5000).replace(b"filename=\"7.txt\"\r\n\r\n7",
+                                       b"filename=\"7.txt\"\r\n\r\n7\r7")
+        parsed = parse_message(raw)
+        self.assertEqual(counts["feedparse"], 0)
+        self.assertLessEqual(counts["headers"], MAX_ATTACHMENTS)
+        self.assertEqual(len(parsed.attachments), 1000)
+        self.assertEqual(parsed.attachments[7].data, b"7\r7")
+        self.assertEqual(parsed.attachments[-1].filename_raw, "remainder.eml")
+
+    def test_mixed_line_endings_under_cap(self) -> None:
+        """Under the cap, mixed line endings still go to the stdlib."""
+        counts = self.counting()
+        raw = many_parts(10).replace(b"\r\n\r\n7", b"\r\n\r\n7\r7")
+        parsed = parse_message(raw)
+        self.assertEqual(counts["feedparse"], 1)
+        self.assertEqual(len(parsed.attachments), 10)
+
+    def test_forwarded_message_with_many_parts(self) -> None:
+        """A message/rfc822 part with more parts than the cap allows is not given
+        to the stdlib: it is one attachment, its raw body."""
+        counts = self.counting()
+        inner = "Subject: inner\r\n" + multipart(
+            "mixed", *[attachment_part(f"{i}.bin") for i in range(5000)], boundary="IN"
+        )
+        forwarded = 'Content-Type: message/rfc822; name="fw.eml"\r\n\r\n' + inner
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, forwarded)))
+        self.assertEqual(counts["feedparse"], 0)
+        self.assertEqual(parsed.attachments, (
+            Attachment("fw.eml", "message/rfc822", inner.encode()),
+        ))
+
+    def test_top_level_forwarded_with_many_parts(self) -> None:
+        """A top-level message/rfc822 over the cap is one attachment, bounded."""
+        counts = self.counting()
+        inner = "Subject: inner\r\n" + multipart(
+            "mixed", *[attachment_part(f"{i}.bin") for i in range(5000)], boundary="IN"
+        )
+        raw = message("Content-Type: message/rfc822\r\n", inner)
+        parsed = parse_message(raw)
+        self.assertEqual(counts["feedparse"], 0)
+        self.assertEqual(parsed.from_, "Alice <alice@example.com>")
+        self.assertEqual(parsed.attachments, (Attachment("", "message/rfc822", inner.encode()),))
+
+    def test_declined_multipart_with_many_parts(self) -> None:
+        """A multipart part the splitter declines (a From line among its headers)
+        with more parts than allowed is one readable multipart attachment."""
+        counts = self.counting()
+        inner = multipart("mixed", *[attachment_part(f"{i}.bin") for i in range(2000)],
+                          boundary="IN").replace("Content-Type:", "From x\r\nContent-Type:", 1)
+        inner = "X-A: 1\r\n" + inner
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, inner)))
+        self.assertEqual(counts["feedparse"], 0)
+        (attachment,) = parsed.attachments
+        self.assertEqual(attachment.content_type, "multipart/mixed")
+        nested = email.message_from_bytes(attachment.data)
+        self.assertEqual(len(nested.get_payload()), 2000)
 
 
 HOSTILE_CODECS = [

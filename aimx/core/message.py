@@ -16,7 +16,9 @@ C{os.fsencode}).  A part whose decoding raises anyway is kept as received
 (L{_raw_attachment}); when the MIME structure itself cannot be read (for
 instance nesting too deep for the stdlib), the identity comes from the header
 block alone, the body is empty and the whole message is one attachment,
-C{message.eml}; an empty message is stored with no body.
+C{message.eml}; an empty message is stored with no body.  At most
+L{MAX_ATTACHMENTS} attachments come out: L{aimx.core.mimesplit} stops building
+parts at its cap and keeps the rest as one last part, C{remainder.eml}.
 """
 
 import hashlib
@@ -34,6 +36,9 @@ from aimx.core.headertext import clean, decode_bytes, decode_words, scrub
 from aimx.core.htmltext import html_to_markdown
 from aimx.core.identity import Identity
 
+#: The most attachments one message yields: the MIME splitter's part cap, the
+#: last of them being C{remainder.eml} when the message has more parts.
+MAX_ATTACHMENTS = mimesplit.MAX_PARTS
 #: The attachment holding a message whose MIME structure could not be read.
 WHOLE_MESSAGE_NAME = "message.eml"
 
@@ -233,6 +238,11 @@ def _content(msg: Message, problems: list[str]) -> tuple[str, tuple[Attachment, 
 
 def _decoded_or_raw(part: Message, index: int, problems: list[str]) -> Attachment:
     """The attachment a leaf holds, or the leaf as received when decoding fails."""
+    span = part._payload
+    if isinstance(span, mimesplit.Span) and span.head is not None:
+        problems.append(
+            f"part {index} kept as received: more than {mimesplit.MAX_PARTS - 1} parts"
+        )
     try:
         return _attachment(part)
     except Exception as e:

@@ -296,6 +296,23 @@ class RoutingTests(DaemonTestCase):
             self.assertEqual(f.read(), raw)
 
     @defer.inlineCallbacks
+    def test_many_parts_capped(self):
+        """1500 attachments: 250, a bundle of 1000 files, the last remainder.eml."""
+        parts = "".join(
+            f'--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; '
+            f'filename="{i}.txt"\r\n\r\n{i}\r\n' for i in range(1500)
+        )
+        raw = message(subject="Many", msgid="many@x", body=parts + "--B--\r\n",
+                      extra='Content-Type: multipart/mixed; boundary="B"\r\n')
+        reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        [path] = self.inbox("alice")
+        fields, _ = self.read_mail(path)
+        names = [a["filename"] for a in fields["attachments"]]
+        self.assertEqual(names, [f"{i}.txt" for i in range(999)] + ["remainder.eml"])
+        self.assertEqual(len(os.listdir(os.path.dirname(path))), 1001)
+
+    @defer.inlineCallbacks
     def test_big_message(self):
         """A 25 MiB message is accepted and stored; one byte more is refused 552."""
         line = b"x" * 1022 + b"\r\n"
