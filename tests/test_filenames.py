@@ -1,5 +1,6 @@
 """Tests for L{aimx.core.filenames}."""
 
+import os
 import unicodedata
 from datetime import datetime, timedelta, timezone
 
@@ -197,6 +198,14 @@ class SanitizeAttachmentNameTests(SynchronousTestCase):
         for char in "\u202e\u200d\u0085\ufeff":
             self.assertNotIn(char, name)
         self.assertEqual(name, "evil_fdp.exe")
+
+    def test_lone_surrogates(self) -> None:
+        """Lone surrogates (which no file system encoding takes) are unsafe."""
+        for raw, expected in (("a\ud800b.pdf", "a_b.pdf"), ("\udcff\udc80x", "x"),
+                              ("\udfff", "attachment-4")):
+            name = sanitize_attachment_name(raw, 4)
+            self.assertEqual(name, expected)
+            os.fsencode(name)
 
     def test_hidden_file(self) -> None:
         """A leading dot is trimmed so no dotfile is created."""

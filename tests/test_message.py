@@ -1,13 +1,15 @@
 """Tests for L{aimx.core.message}."""
 
 import base64
+import email
+import os
 import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core.frontmatter import parse, render
-from aimx.core.message import Attachment, parse_message
-from aimx.errors import IngestError
+from aimx.core import filenames, message as message_module, mimesplit
+from aimx.core.frontmatter import inbound_fields, parse, render
+from aimx.core.message import MAX_ATTACHMENTS, Attachment, parse_message
 
 
 def message(headers: str = "", body: str = "Hello.\r\n") -> bytes:
@@ -533,17 +535,12 @@ class MalformedTests(SynchronousTestCase):
         self.assertEqual(parse(render(fields, parsed.body))[0]["subject"], parsed.subject)
 
     def test_empty(self) -> None:
-        """Empty or blank input raises L{IngestError}."""
-        for raw in (b"", b"\r\n", b"  \r\n\t"):
-            self.assertRaises(IngestError, parse_message, raw)
-
-    def test_too_deep(self) -> None:
-        """Nesting too deep for the parser raises L{IngestError}."""
-        raw = b"".join(
-            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
-            for i in range(3000)
-        )
-        self.assertRaises(IngestError, parse_message, raw)
+        """Empty or blank input is a message with no headers, body or attachments."""
+        for raw in (b"", b"\r\n", b"  \r\n\t", b"\n\n\n"):
+            parsed = parse_message(raw)
+            self.assertEqual((parsed.body, parsed.attachments), ("", ()), raw)
+            self.assertEqual((parsed.subject, parsed.from_), ("(no subject)", ""))
+            self.assertStorable(raw)
 
     def test_moderately_deep(self) -> None:
         """Deep but parseable nesting still finds the body."""
@@ -583,3 +580,468 @@ class MalformedTests(SynchronousTestCase):
                     data[position : position + 1] = bytes([rng.randrange(256)])
             if bytes(data).strip():
                 self.assertStorable(bytes(data))
+
+
+def stored_fields(parsed) -> dict:
+    """Render C{parsed} as the store does (every frontmatter field, the
+    attachments under their sanitised names) and read the file back.
+
+    Fails on anything the store would fail on: a lone surrogate in the
+    frontmatter or in a file name, more than L{MAX_ATTACHMENTS} attachments.
+    """
+    assert len(parsed.attachments) <= MAX_ATTACHMENTS, len(parsed.attachments)
+    taken, tried, entries = {"x.md"}, {}, []
+    for index, attachment in enumerate(parsed.attachments):
+        name = filenames.sanitize_attachment_name(attachment.filename_raw, index)
+        name = filenames.dedupe_attachment_name(name, taken, tried)
+        taken.add(name)
+        os.fsencode(name)
+        attachment.filename_raw.encode("utf-8")
+        entries.append({"filename": name, "content_type": attachment.content_type,
+                        "size": len(attachment.data), "path": name})
+    fields = inbound_fields(
+        id="x", parsed=parsed, delivered_to="a@test.local", date=parsed.date,
+        received_at="2025-01-01T00:00:00+00:00", received_from_ip="192.0.2.1",
+        size_bytes=1, dkim="none", spf="none", dmarc="none", trusted="none",
+        mailbox="alice", attachments=entries,
+    )
+    fields["problems"] = list(parsed.problems)
+    return parse(render(fields, parsed.body))[0]
+
+
+def attachment_part(name: str, body: str = "x", ctype: str = "application/octet-stream",
+                    extra: str = "") -> str:
+    """A part with a named attachment."""
+    return (
+        f"Content-Type: {ctype}\r\n{extra}"
+        f'Content-Disposition: attachment; filename="{name}"\r\n\r\n{body}'
+    )
+
+
+class PartFailureTests(SynchronousTestCase):
+    """A part that cannot be decoded is kept as received; the message is still stored."""
+
+    def test_lone_surrogate_names(self) -> None:
+        """RFC 2231 names whose charset yields a lone surrogate are stored,
+        without the surrogate."""
+        for param in ("filename*=utf-7''+2AA-.pdf", "filename*=unicode-escape''%5Cud800.pdf",
+                      "filename*=raw-unicode-escape''%5Cudfff.pdf",
+                      "filename*0*=utf-7''+2AA;\r\n filename*1*=-.pdf"):
+            for header in ("Content-Disposition: attachment; ",
+                           "Content-Type: application/pdf; "):
+                part = (
+                    "Content-Type: application/pdf\r\n" if "Type" not in header else ""
+                ) + header + param.replace("filename", "name" if "Type" in header else
+                                           "filename") + "\r\n\r\nx"
+                parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+                (attachment,) = parsed.attachments
+                self.assertEqual(attachment.filename_raw, "\ufffd.pdf", param)
+                self.assertEqual(attachment.data, b"x")
+                stored_fields(parsed)
+
+    def test_decoder_raises(self) -> None:
+        """A part whose transfer decoding raises is kept as its raw bytes, typed
+        application/octet-stream (the bytes are still encoded); the rest is intact."""
+
+        def broken(span):
+            raise ValueError("decoder failure")
+
+        self.patch(mimesplit, "_base64", broken)
+        image = (
+            'Content-Type: image/png; name="a.png"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo="
+        )
+        notes = attachment_part("notes.txt", "notes", "text/plain")
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, image, notes)))
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(parsed.attachments, (
+            Attachment("a.png", "application/octet-stream", b"iVBORw0KGgo="),
+            Attachment("notes.txt", "text/plain", b"notes"),
+        ))
+        self.assertEqual(parsed.problems, ("part 0 kept raw (ValueError)",))
+        stored_fields(parsed)
+
+    def test_stdlib_decoder_raises(self) -> None:
+        """A uuencoded part whose (stdlib) decoding raises is kept as received."""
+
+        def broken(part, span):
+            raise LookupError("codec")
+
+        self.patch(mimesplit, "_stdlib_payload", broken)
+        part = (
+            'Content-Type: application/zip; name="a.zip"\r\n'
+            "Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a\r\n#86)C\r\n`\r\nend"
+        )
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments, (
+            Attachment("a.zip", "application/octet-stream", b"begin 644 a\r\n#86)C\r\n`\r\nend"),
+        ))
+
+    def test_own_type_when_unencoded(self) -> None:
+        """A failed part with no transfer encoding keeps its own type and name."""
+
+        def broken(part):
+            raise RuntimeError("boom")
+
+        self.patch(message_module, "_attachment", broken)
+        csv = 'Content-Type: text/csv; name="t.csv"\r\n\r\na,b'
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, csv)))
+        self.assertEqual(parsed.attachments, (Attachment("t.csv", "text/csv", b"a,b"),))
+
+    def test_body_part_fails(self) -> None:
+        """A body part whose decoding raises leaves the body empty and is kept
+        raw, in MIME order."""
+
+        def broken(text):
+            raise ValueError("converter failure")
+
+        self.patch(message_module, "html_to_markdown", broken)
+        parsed = parse_message(
+            split_entity(multipart("mixed", HTML, attachment_part("a.bin")))
+        )
+        self.assertEqual(parsed.body, "")
+        self.assertEqual(parsed.attachments, (
+            Attachment("", "text/html",
+                       b"<html><body><h1>Hello</h1><p>World</p></body></html>"),
+            Attachment("a.bin", "application/octet-stream", b"x"),
+        ))
+        self.assertEqual(parsed.problems, ("body part kept raw (ValueError)",))
+
+    def test_forwarded_message_not_serialisable(self) -> None:
+        """A nested message the stdlib generator cannot write is written out
+        from its parsed fields and text, as received."""
+
+        def broken(msg):
+            raise RecursionError("too deep")
+
+        self.patch(message_module, "_message_bytes", broken)
+        inner = (
+            "Subject: inner\r\nX-Long: folded\r\n value\r\n"
+            'Content-Type: multipart/mixed; boundary="IN"\r\n\r\n'
+            "--IN\r\nContent-Type: text/plain\r\n\r\ninner body\r\n--IN--\r\n"
+        )
+        part = "Content-Type: message/rfc822\r\n\r\n" + inner
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
+        self.assertEqual(parsed.attachments, (Attachment("", "message/rfc822", inner.encode()),))
+        self.assertEqual(parsed.problems, ("part 0 kept raw (RecursionError)",))
+
+    def test_deep_forwarded_message(self) -> None:
+        """Forwarded messages nested deeper than the stdlib generator can write
+        are stored as one message/rfc822 attachment holding the innermost text."""
+        raw = b"From: a@b.example\r\nSubject: deep\r\n" + (
+            b"Content-Type: message/rfc822\r\n\r\n" * 400
+        ) + b"innermost"
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.subject, "deep")
+        (attachment,) = parsed.attachments
+        self.assertEqual(attachment.content_type, "message/rfc822")
+        self.assertTrue(attachment.data.endswith(b"innermost"))
+        stored_fields(parsed)
+
+
+class WholeMessageTests(SynchronousTestCase):
+    """A message whose MIME structure cannot be read is stored whole."""
+
+    RAW = (
+        b"From: Alice <alice@example.com>\r\nTo: bob@test.local\r\nSubject: kept\r\n"
+        b"Message-ID: <whole@example.com>\r\nList-ID: <l.example>\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n--B--\r\n"
+    )
+
+    def assertWhole(self, parsed, raw: bytes) -> None:
+        """C{parsed} is C{raw} kept whole, identity read from the header block."""
+        self.assertEqual(parsed.from_, "Alice <alice@example.com>")
+        self.assertEqual(parsed.subject, "kept")
+        self.assertEqual(parsed.message_id, "whole@example.com")
+        self.assertEqual(parsed.list_id, "<l.example>")
+        self.assertEqual(parsed.body, "")
+        self.assertEqual(parsed.attachments, (Attachment("message.eml", "message/rfc822", raw),))
+        stored_fields(parsed)
+
+    def test_parse_raises(self) -> None:
+        """Any exception from the MIME parse keeps the whole message."""
+
+        def broken(raw):
+            raise ValueError("parser failure")
+
+        self.patch(mimesplit, "parse", broken)
+        parsed = parse_message(self.RAW)
+        self.assertWhole(parsed, self.RAW)
+        self.assertEqual(parsed.problems, (
+            "MIME structure unreadable (ValueError): the whole message kept as message.eml",
+        ))
+
+    def test_content_raises(self) -> None:
+        """An exception while walking the tree keeps the whole message."""
+
+        def broken(*args):
+            raise RecursionError("walk")
+
+        self.patch(message_module, "_walk", broken)
+        self.assertWhole(parse_message(self.RAW), self.RAW)
+
+    def test_stdlib_recursion(self) -> None:
+        """Forwarded messages nested too deep for the stdlib parser: the whole
+        message is kept, the identity read from the header block."""
+        head = self.RAW[: self.RAW.index(b"Content-Type")]
+        raw = head + b"Content-Type: message/rfc822\r\n\r\n" * 5000 + b"x"
+        self.assertWhole(parse_message(raw), raw)
+
+    def test_headers_unreadable_too(self) -> None:
+        """When even the MIME parser cannot read the header block, the identity comes from
+        DKIM's split of it, marked ambiguous (never trusted)."""
+
+        def broken(raw):
+            raise ValueError("parser failure")
+
+        self.patch(mimesplit, "parse", broken)
+        self.patch(mimesplit, "parse_headers", broken)
+        parsed = parse_message(self.RAW)
+        self.assertEqual((parsed.from_, parsed.subject, parsed.list_id),
+                         ("Alice <alice@example.com>", "kept", None))
+        self.assertTrue(parsed.identity.ambiguous)
+        self.assertEqual(parsed.attachments[0].data, self.RAW)
+
+    def test_too_deep_multipart(self) -> None:
+        """Multiparts nested thousands deep are stored: the splitter keeps the
+        parts it cannot give the stdlib as one leaf."""
+        raw = b"Subject: deep\r\n" + b"".join(
+            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+            for i in range(3000)
+        )
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.subject, "deep")
+        self.assertEqual(parsed.body, "")
+        (attachment,) = parsed.attachments
+        self.assertEqual(attachment.content_type, "multipart/mixed")
+        self.assertTrue(attachment.data.startswith(b"Content-Type: multipart/mixed; boundary=b33"))
+        stored_fields(parsed)
+
+
+def many_parts(count: int, nl: str = "\r\n", text: bool = False) -> bytes:
+    """A multipart/mixed of C{count} attachments named C{<i>.txt}, holding C{<i>}."""
+    parts = [PLAIN] if text else []
+    parts += [attachment_part(f"{i}.txt", str(i), "text/plain") for i in range(count)]
+    return split_entity(multipart("mixed", *parts)).replace(b"\r\n", nl.encode())
+
+
+class AttachmentCapTests(SynchronousTestCase):
+    """At most L{MAX_ATTACHMENTS} attachments; past that the rest is one
+    C{remainder.eml}, and the work stops there too."""
+
+    def test_constant(self) -> None:
+        """The cap is 1000 attachments."""
+        self.assertEqual(MAX_ATTACHMENTS, 1000)
+
+    def test_under_cap(self) -> None:
+        """999 attachments are all kept as they are."""
+        parsed = parse_message(many_parts(999))
+        self.assertEqual(len(parsed.attachments), 999)
+        self.assertEqual(parsed.attachments[-1], Attachment("998.txt", "text/plain", b"998"))
+        self.assertEqual(parsed.problems, ())
+
+    def test_at_cap(self) -> None:
+        """The 1000th part starts the remainder: a message/rfc822 entity of the
+        multipart's Content-Type field, a blank line and the raw rest."""
+        raw = many_parts(1000)
+        parsed = parse_message(raw)
+        self.assertEqual(len(parsed.attachments), 1000)
+        self.assertEqual(
+            [a.filename_raw for a in parsed.attachments[:999]], [f"{i}.txt" for i in range(999)]
+        )
+        remainder = parsed.attachments[-1]
+        self.assertEqual((remainder.filename_raw, remainder.content_type),
+                         ("remainder.eml", "message/rfc822"))
+        start = raw.index(b"--BOUND\r\nContent-Type: text/plain\r\n"
+                          b'Content-Disposition: attachment; filename="999.txt"')
+        self.assertEqual(
+            remainder.data, b'Content-Type: multipart/mixed; boundary="BOUND"\r\n\r\n' + raw[start:]
+        )
+        self.assertEqual(parsed.problems, ("part 999 kept as received: more than 999 parts",))
+        stored_fields(parsed)
+
+    def test_remainder_readable(self) -> None:
+        """The remainder parses as a multipart holding every part past the cap."""
+        for nl in ("\r\n", "\n"):
+            parsed = parse_message(many_parts(1500, nl, text=True))
+            self.assertEqual(parsed.body, "plain text body")
+            # The body part counts: 998 attachment parts, then the remainder.
+            self.assertEqual(len(parsed.attachments), 999)
+            self.assertEqual(parsed.attachments[997].filename_raw, "997.txt")
+            nested = email.message_from_bytes(parsed.attachments[-1].data)
+            names = [part.get_filename() for part in nested.get_payload()]
+            self.assertEqual(names, [f"{i}.txt" for i in range(998, 1500)])
+            self.assertEqual(nested.get_payload()[-1].get_payload(), "1499")
+
+    def test_nested_remainder(self) -> None:
+        """A cap reached inside a nested multipart ends every enclosing one: the
+        remainder has the inner Content-Type and holds the outer rest too."""
+        inner = multipart("mixed", *[attachment_part(f"{i}.bin") for i in range(1200)],
+                          boundary="INNER")
+        raw = split_entity(multipart("mixed", PLAIN, inner, attachment_part("last.bin"),
+                                     boundary="OUTER"))
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.body, "plain text body")
+        # Counted: the body, the inner multipart and 997 of its parts.
+        self.assertEqual(len(parsed.attachments), 998)
+        self.assertEqual(parsed.attachments[-2].filename_raw, "996.bin")
+        data = parsed.attachments[-1].data
+        self.assertTrue(data.startswith(b'Content-Type: multipart/mixed; boundary="INNER"\r\n\r\n'
+                                        b"--INNER\r\n"))
+        self.assertTrue(data.endswith(b'filename="last.bin"\r\n\r\nx\r\n--OUTER--\r\n'))
+        self.assertIn(b"--INNER--\r\n", data)
+
+    def counting(self) -> dict:
+        """Count header-block parses and stdlib feed parses from here on."""
+        counts = {"headers": 0, "feedparse": 0}
+        headers, feedparse = mimesplit._HEADERS, mimesplit.feedparse
+
+        class Counting:
+            @staticmethod
+            def parsebytes(data):
+                counts["headers"] += 1
+                return headers.parsebytes(data)
+
+        def counting_feedparse(raw):
+            counts["feedparse"] += 1
+            return feedparse(raw)
+
+        self.patch(mimesplit, "_HEADERS", Counting)
+        self.patch(mimesplit, "feedparse", counting_feedparse)
+        return counts
+
+    def test_work_bounded(self) -> None:
+        """100 000 parts cost as many header parses as 1000 (counted, not timed)."""
+        counts = self.counting()
+        parsed = parse_message(many_parts(100_000))
+        self.assertEqual(len(parsed.attachments), 1000)
+        self.assertEqual(counts, {"headers": 1000, "feedparse": 0})
+
+    def test_consecutive_delimiters(self) -> None:
+        """Delimiter lines enclosing no part count too: their line matches are
+        bounded by the cap, and the rest is the remainder."""
+        lines = []
+
+        def counting_readline(cursor):
+            lines.append(1)
+            return readline(cursor)
+
+        readline = mimesplit._Cursor.readline
+        self.patch(mimesplit._Cursor, "readline", counting_readline)
+        raw = split_entity(multipart("mixed", PLAIN)).replace(
+            b"--BOUND--", b"--BOUND\r\n" * 100_000 + b"--BOUND--"
+        )
+        parsed = parse_message(raw)
+        self.assertLess(len(lines), 2 * MAX_ATTACHMENTS)
+        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual([a.filename_raw for a in parsed.attachments], ["remainder.eml"])
+
+    def test_mixed_line_endings(self) -> None:
+        """Mixed line endings over the cap are not given to the stdlib: they are
+        split with the most common ending, and capped."""
+        counts = self.counting()
+        raw = many_parts(5000).replace(b"filename=\"7.txt\"\r\n\r\n7",
+                                       b"filename=\"7.txt\"\r\n\r\n7\r7")
+        parsed = parse_message(raw)
+        self.assertEqual(counts["feedparse"], 0)
+        self.assertLessEqual(counts["headers"], MAX_ATTACHMENTS)
+        self.assertEqual(len(parsed.attachments), 1000)
+        self.assertEqual(parsed.attachments[7].data, b"7\r7")
+        self.assertEqual(parsed.attachments[-1].filename_raw, "remainder.eml")
+
+    def test_mixed_line_endings_under_cap(self) -> None:
+        """Under the cap, mixed line endings still go to the stdlib."""
+        counts = self.counting()
+        raw = many_parts(10).replace(b"\r\n\r\n7", b"\r\n\r\n7\r7")
+        parsed = parse_message(raw)
+        self.assertEqual(counts["feedparse"], 1)
+        self.assertEqual(len(parsed.attachments), 10)
+
+    def test_forwarded_message_with_many_parts(self) -> None:
+        """A message/rfc822 part with more parts than the cap allows is not given
+        to the stdlib: it is one attachment, its raw body."""
+        counts = self.counting()
+        inner = "Subject: inner\r\n" + multipart(
+            "mixed", *[attachment_part(f"{i}.bin") for i in range(5000)], boundary="IN"
+        )
+        forwarded = 'Content-Type: message/rfc822; name="fw.eml"\r\n\r\n' + inner
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, forwarded)))
+        self.assertEqual(counts["feedparse"], 0)
+        self.assertEqual(parsed.attachments, (
+            Attachment("fw.eml", "message/rfc822", inner.encode()),
+        ))
+
+    def test_top_level_forwarded_with_many_parts(self) -> None:
+        """A top-level message/rfc822 over the cap is one attachment, bounded."""
+        counts = self.counting()
+        inner = "Subject: inner\r\n" + multipart(
+            "mixed", *[attachment_part(f"{i}.bin") for i in range(5000)], boundary="IN"
+        )
+        raw = message("Content-Type: message/rfc822\r\n", inner)
+        parsed = parse_message(raw)
+        self.assertEqual(counts["feedparse"], 0)
+        self.assertEqual(parsed.from_, "Alice <alice@example.com>")
+        self.assertEqual(parsed.attachments, (Attachment("", "message/rfc822", inner.encode()),))
+
+    def test_declined_multipart_with_many_parts(self) -> None:
+        """A multipart part the splitter declines (a From line among its headers)
+        with more parts than allowed is one readable multipart attachment."""
+        counts = self.counting()
+        inner = multipart("mixed", *[attachment_part(f"{i}.bin") for i in range(2000)],
+                          boundary="IN").replace("Content-Type:", "From x\r\nContent-Type:", 1)
+        inner = "X-A: 1\r\n" + inner
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, inner)))
+        self.assertEqual(counts["feedparse"], 0)
+        (attachment,) = parsed.attachments
+        self.assertEqual(attachment.content_type, "multipart/mixed")
+        nested = email.message_from_bytes(attachment.data)
+        self.assertEqual(len(nested.get_payload()), 2000)
+
+
+HOSTILE_CODECS = [
+    "utf-7", "unicode-escape", "raw-unicode-escape", "utf-16", "utf-16-be", "utf-32",
+    "idna", "punycode", "base64", "hex", "rot13", "zlib", "bz2", "uu", "quopri",
+    "charmap", "undefined", "utf-8-sig", "x-unknown", "", "latin-1", "cp932", "shift_jis",
+]
+HOSTILE_VALUES = ["+2AA-", "%5Cud800", "%5Cudc80", "%FF%FE%00", "%E9", "%00%0D%0A", "x" * 300,
+                  "..%2F..%2Fetc%2Fpasswd", "%E2%80%AE", "=?utf-8?q?=ED=A0=80?=", "%"]
+
+
+class FuzzTests(SynchronousTestCase):
+    """L{parse_message} never raises, and what it returns can always be stored."""
+
+    def test_random_bytes(self) -> None:
+        """Seeded random bytes, MIME-flavoured, parse and store."""
+        rng = random.Random(20260501)
+        pieces = [b"\r\n", b"\n", b"\r", b"--B", b"Content-Type: multipart/mixed; boundary=B",
+                  b"Content-Type: message/rfc822", b": ", b"=?utf-8?b?", b"?=", b"\xff",
+                  b"\x00", b"From ", b"Content-Transfer-Encoding: base64", b"\t"]
+        for _ in range(300):
+            raw = b"".join(
+                rng.choice(pieces) if rng.random() < 0.5 else rng.randbytes(rng.randint(1, 9))
+                for _ in range(rng.randint(0, 80))
+            )
+            stored_fields(parse_message(raw))
+
+    def test_hostile_parameters(self) -> None:
+        """RFC 2231 parameters in any codec, on any parameter, parse and store."""
+        for codec in HOSTILE_CODECS:
+            for value in HOSTILE_VALUES:
+                encoded = f"{codec}''{value}"
+                parts = [
+                    f"Content-Type: application/pdf\r\n"
+                    f"Content-Disposition: attachment; filename*={encoded}\r\n\r\nx",
+                    f"Content-Type: image/png; name*={encoded}\r\n\r\nx",
+                    f"Content-Type: text/plain; charset*={encoded}\r\n\r\nt\xe9xt",
+                    f"Content-Type: text/html; charset*={encoded}\r\n\r\n<p>\xff</p>",
+                    f"Content-Type: multipart/mixed; boundary*={encoded}\r\n\r\n"
+                    f"--x\r\n\r\ny\r\n",
+                    f"Content-Type: message/rfc822\r\n\r\n"
+                    f"Content-Type: multipart/mixed; boundary*={encoded}\r\n\r\n"
+                    f"--\xe9\r\n\r\ny\r\n",
+                ]
+                for part in parts:
+                    raw = split_entity(multipart("mixed", PLAIN, part))
+                    stored_fields(parse_message(raw))
+                    stored_fields(parse_message(raw.replace(b"\r\n", b"\n")))

@@ -9,16 +9,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core import mimesplit
 from aimx.core.message import parse_message
-from aimx.errors import IngestError
 from tests import test_message
+from tests.test_message import many_parts, stored_fields
 
 
 def outcome(raw: bytes):
-    """C{parse_message(raw)}, or L{IngestError} when it raises that."""
-    try:
-        return parse_message(raw)
-    except IngestError:
-        return IngestError
+    """C{parse_message(raw)} (which never raises)."""
+    return parse_message(raw)
 
 
 def split_leaves(raw: bytes) -> int:
@@ -187,6 +184,31 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertEqual(split_leaves(raw), 2)
         self.assertEqual(len(parse_message(raw).attachments), 2)
 
+    def test_near_cap(self) -> None:
+        """Up to the cap (999 parts, consecutive delimiters included) the tree is
+        the stdlib's."""
+        for count in (997, 998, 999):
+            for nl in ("\r\n", "\n"):
+                raw = many_parts(count, nl)
+                self.assertSameAsStdlib(raw)
+                self.assertEqual(len(parse_message(raw).attachments), count)
+        raw = many_parts(990).replace(b"--BOUND\r\n", b"--BOUND\r\n--BOUND\r\n", 9)
+        self.assertSameAsStdlib(raw)
+        self.assertEqual(len(parse_message(raw).attachments), 990)
+
+    def test_headers_alone(self) -> None:
+        """L{mimesplit.parse_headers} reads the top-level fields as the feed parser."""
+        rng = random.Random(20260502)
+        messages = [random_message(rng) for _ in range(300)]
+        messages += [b"Subject: a\rb: c\r\nX: y\r\n\r\nbody", b"From nobody\nA: b\n c\nnot\n",
+                     b"A: b\r\n--x\r\nC: d\r\n", b"", b"x", b"\r\nA: b"]
+        for raw in messages:
+            self.assertEqual(
+                list(mimesplit.parse_headers(raw).raw_items()),
+                list(mimesplit.feedparse(raw).raw_items()),
+                raw[:200],
+            )
+
     def test_big_attachment(self) -> None:
         """A 3 MiB attachment decodes to the same bytes as with the stdlib."""
         data = random.Random(1).randbytes(3 << 20)
@@ -239,6 +261,81 @@ class StructureTests(SynchronousTestCase):
         text, attachment = mimesplit.parse(raw).get_payload()
         self.assertIsInstance(text.get_payload(), str)
         self.assertIsInstance(attachment.get_payload(), mimesplit.Span)
+
+
+class CapTests(SynchronousTestCase):
+    """The part cap: L{mimesplit.MAX_PARTS} parts, the last one the remainder."""
+
+    def test_remainder_leaf(self) -> None:
+        """After 999 parts the rest is one leaf: a span from the next delimiter
+        line to the end, with the multipart's Content-Type field in front."""
+        raw = many_parts(1200)
+        parts = mimesplit.parse(raw).get_payload()
+        self.assertEqual(len(parts), mimesplit.MAX_PARTS)
+        remainder = parts[-1]
+        self.assertEqual(remainder.get_content_type(), "message/rfc822")
+        self.assertEqual(remainder.get_filename(), "remainder.eml")
+        span = remainder.get_payload()
+        self.assertEqual((span.raw[span.start : span.start + 10], span.end),
+                         (b"--BOUND\r\nC", len(raw)))
+        data = b'Content-Type: multipart/mixed; boundary="BOUND"\r\n\r\n' + raw[span.start :]
+        self.assertEqual(mimesplit.payload(remainder), data)
+        self.assertEqual(mimesplit.raw_payload(remainder), data)
+
+    def test_enclosing_multiparts_end(self) -> None:
+        """A cap reached in a nested multipart ends the enclosing ones there."""
+        inner = test_message.multipart(
+            "mixed", *[test_message.attachment_part(f"{i}") for i in range(1500)],
+            boundary="IN",
+        )
+        raw = test_message.split_entity(test_message.multipart("mixed", inner, "x: y\r\n\r\nz"))
+        outer = mimesplit.parse(raw).get_payload()
+        self.assertEqual(len(outer), 1)
+        inner_parts = outer[0].get_payload()
+        self.assertEqual(len(inner_parts), 999)  # the outer delimiter counted one
+        self.assertEqual(inner_parts[-1].get_filename(), "remainder.eml")
+        self.assertTrue(mimesplit.payload(inner_parts[-1]).endswith(b"z\r\n--BOUND--\r\n"))
+
+    def test_over_budget_part_is_leaf(self) -> None:
+        """A part the splitter declines, with more delimiter-looking lines than
+        parts left, is a leaf: its header fields and its raw body."""
+        inner = "Subject: inner\r\n" + test_message.multipart(
+            "mixed", *[test_message.attachment_part(f"{i}") for i in range(1000)],
+            boundary="IN",
+        )
+        forwarded = "Content-Type: message/rfc822\r\n\r\n" + inner
+        raw = test_message.split_entity(test_message.multipart("mixed", forwarded))
+        (part,) = mimesplit.parse(raw).get_payload()
+        self.assertEqual(part.get_content_type(), "message/rfc822")
+        self.assertIsNone(part.get_payload().head)
+        self.assertEqual(mimesplit.payload(part), inner.encode())
+
+    def test_budget_shared_with_stdlib(self) -> None:
+        """Parts the stdlib builds count: a forwarded message that fits the
+        budget left is parsed, one that does not is a leaf."""
+        forwarded = (
+            "Content-Type: message/rfc822\r\n\r\nSubject: f\r\n"
+            + test_message.multipart("mixed", "\r\na", "\r\nb", boundary="F")
+        )
+        for count, parsed in ((995, True), (997, False)):
+            parts = [test_message.attachment_part(f"{i}") for i in range(count)]
+            raw = test_message.split_entity(test_message.multipart("mixed", *parts, forwarded))
+            last = mimesplit.parse(raw).get_payload()[-1]
+            self.assertEqual(isinstance(last.get_payload(), list), parsed, count)
+
+
+class FuzzTests(SynchronousTestCase):
+    """Whatever the MIME structure, the message is stored."""
+
+    def test_random_mime(self) -> None:
+        """Seeded random MIME structures parse and store, plain and grown past
+        the cap."""
+        rng = random.Random(20260503)
+        for index in range(300):
+            raw = random_message(rng)
+            if index % 10 == 0:
+                raw += b"\r\n--B0\r\n\r\nx" * 1100
+            stored_fields(parse_message(raw))
 
 
 class DecodeTests(SynchronousTestCase):

@@ -15,9 +15,11 @@ _ALNUM_RUN = re.compile(r"[^\W_]+")
 _SLUG_MAX = 20
 
 # Path separators, NUL, every Unicode Cc (C0, DEL, C1), zero-width and
-# bidirectional controls, BOM (inbound.md §7.4 step 3).
+# bidirectional controls, BOM (inbound.md §7.4 step 3); and lone surrogates,
+# which neither UTF-8 (the frontmatter) nor os.fsencode can write.
 _UNSAFE_RUN = re.compile(
-    "[/\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+"
+    "[/\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
+    "\ud800-\udfff]+"
 )
 _EDGE_JUNK = re.compile(r"^[\s._-]+|[\s._-]+$")
 _NAME_MAX_BYTES = 200

@@ -8,13 +8,24 @@ import binascii
 import re
 
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scrub(text: str) -> str:
+    """C{text} with each lone surrogate replaced by U+FFFD, so it encodes as UTF-8."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def clean(value: str) -> str:
     """A raw compat32 header value as text: 8-bit bytes read as UTF-8 (RFC 6532),
     unfolded (RFC 5322 §2.2.3), trimmed, without lone surrogates."""
     if not value.isascii():
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            # Not the parser's own text: a decoded RFC 2231 parameter may hold
+            # lone surrogates (utf-7, unicode-escape).
+            value = scrub(value)
     if "\n" in value or "\r" in value:
         value = _LINE_BREAKS.sub("", value)
     return value.strip()

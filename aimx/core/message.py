@@ -8,8 +8,17 @@ decoded in one piece.  The identity fields (From, To, Subject, ...) are parsed
 once by L{aimx.core.identity}, each from its bottom instance; a repeated
 top-level MIME field is likewise read from its bottom instance.  Decoding is
 lenient: bad charsets, encoded words, base64 or dates degrade to replacement
-characters or absent values, never to an exception.  Only input that is not a
-message at all (empty, or nested too deep for the parser) raises L{IngestError}.
+characters or absent values.
+
+Content never poisons a message: L{parse_message} never raises, and no text it
+returns holds a lone surrogate (the frontmatter is UTF-8, file names go through
+C{os.fsencode}).  A part whose decoding raises anyway is kept as received
+(L{_raw_attachment}); when the MIME structure itself cannot be read (for
+instance nesting too deep for the stdlib), the identity comes from the header
+block alone, the body is empty and the whole message is one attachment,
+C{message.eml}; an empty message is stored with no body.  At most
+L{MAX_ATTACHMENTS} attachments come out: L{aimx.core.mimesplit} stops building
+parts at its cap and keeps the rest as one last part, C{remainder.eml}.
 """
 
 import hashlib
@@ -23,10 +32,15 @@ from io import BytesIO
 import attrs
 
 from aimx.core import headerblock, identity, mimesplit
-from aimx.core.headertext import clean, decode_bytes, decode_words
+from aimx.core.headertext import clean, decode_bytes, decode_words, scrub
 from aimx.core.htmltext import html_to_markdown
 from aimx.core.identity import Identity
-from aimx.errors import IngestError
+
+#: The most attachments one message yields: the MIME splitter's part cap, the
+#: last of them being C{remainder.eml} when the message has more parts.
+MAX_ATTACHMENTS = mimesplit.MAX_PARTS
+#: The attachment holding a message whose MIME structure could not be read.
+WHOLE_MESSAGE_NAME = "message.eml"
 
 
 @attrs.frozen
@@ -59,6 +73,8 @@ class ParsedMessage:
     @ivar body: the body text (HTML converted to Markdown), or C{""}.
     @ivar attachments: the attachments in MIME order.
     @ivar body_sha256: hex SHA-256 of the bytes after the header block, as received.
+    @ivar problems: what could not be read and was kept raw instead, one line
+        each (no message content), for the log.
     """
 
     identity: Identity
@@ -67,6 +83,7 @@ class ParsedMessage:
     body: str = ""
     attachments: tuple[Attachment, ...] = ()
     body_sha256: str = hashlib.sha256(b"").hexdigest()
+    problems: tuple[str, ...] = ()
 
     @property
     def from_(self) -> str:
@@ -121,45 +138,65 @@ def body_offset(raw: bytes) -> int:
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse a message as received.
+    """Parse a message as received; never raises.
 
     @param raw: the message bytes exactly as received.
     @return: the extracted values.
-    @raise IngestError: when C{raw} is empty or blank, or its MIME nesting
-        is too deep to parse.
     """
-    if not raw or raw.isspace():
-        raise IngestError("cannot parse an empty message")
+    body_sha256 = hashlib.sha256(memoryview(raw)[body_offset(raw):]).hexdigest()
+    if raw.isspace() or not raw:
+        return ParsedMessage(identity=identity.from_headers(()), body_sha256=body_sha256)
+    problems: list[str] = []
+    failure = None
     try:
         msg = mimesplit.parse(raw)
-        ident = _identity(raw, list(msg.raw_items()))
-        if any(name in identity.MIME_FIELDS for name, _ in ident.repeated):
-            msg = mimesplit.parse(_bottom_mime_fields(raw))
-        body, attachments = _content(msg)
-    except RecursionError:
-        raise IngestError("cannot parse a message nested this deeply") from None
-    fields = {name.lower(): value for name, value in msg.raw_items()}  # bottom instances
+    except Exception as e:  # RecursionError from nesting too deep for the stdlib, ...
+        msg, failure = None, e
+    ident, head = _identity(raw, msg)
+    if msg is not None:
+        try:
+            if any(name in identity.MIME_FIELDS for name, _ in ident.repeated):
+                msg = mimesplit.parse(_bottom_mime_fields(raw))
+            body, attachments = _content(msg, problems)
+        except Exception as e:
+            failure = e
+    if failure is not None:
+        problems = [
+            f"MIME structure unreadable ({type(failure).__name__}): "
+            f"the whole message kept as {WHOLE_MESSAGE_NAME}"
+        ]
+        body, attachments = "", (Attachment(WHOLE_MESSAGE_NAME, "message/rfc822", raw),)
+    fields = {name.lower(): value for name, value in head}  # bottom instances
     return ParsedMessage(
         identity=ident,
         list_id=clean(fields.get("list-id", "")) or None,
         auto_submitted=clean(fields.get("auto-submitted", "")) or None,
         body=body,
         attachments=attachments,
-        body_sha256=hashlib.sha256(memoryview(raw)[body_offset(raw):]).hexdigest(),
+        body_sha256=body_sha256,
+        problems=tuple(problems),
     )
 
 
-def _identity(raw: bytes, mime_fields: list[tuple[str, str]]) -> Identity:
-    """The identity as DKIM's split of the header block reads it (what a signature
-    covers), marked ambiguous when the MIME parser reads that block differently (a
-    bare CR, a misplaced C{From } line...): then the body and the headers shown could
-    differ from what was signed, and nothing may be trusted."""
+def _identity(raw: bytes, msg: Message | None) -> tuple[Identity, list[tuple[str, str]]]:
+    """The identity and the top-level header fields as the MIME parser read them.
+
+    The identity is read from DKIM's split of the header block (what a signature
+    covers), and marked ambiguous when the MIME parser reads that block differently
+    (a bare CR, a misplaced C{From } line...): then the body and headers shown could
+    differ from what was signed, and nothing may be trusted.  When the MIME tree could
+    not be built the header block is parsed alone; no fields at all if even that fails.
+    """
+    try:
+        head = list((mimesplit.parse_headers(raw) if msg is None else msg).raw_items())
+    except Exception:
+        head = []
     try:
         fields = headerblock.as_text(headerblock.split(raw)[0])
     except headerblock.HeaderBlockError:
-        return identity.from_headers(mime_fields, ambiguous=True)
+        return identity.from_headers(head, ambiguous=True), head
     return identity.from_headers(
-        fields, ambiguous=not headerblock.same_fields(fields, mime_fields))
+        fields, ambiguous=not headerblock.same_fields(fields, head)), head
 
 
 def _bottom_mime_fields(raw: bytes) -> bytes:
@@ -184,14 +221,44 @@ _BODY_TYPES = ("text/plain", "text/html")
 _MEDIA = ("image", "audio", "video")
 
 
-def _content(msg: Message) -> tuple[str, tuple[Attachment, ...]]:
-    """The body text and the attachments of a parsed message."""
+def _content(msg: Message, problems: list[str]) -> tuple[str, tuple[Attachment, ...]]:
+    """The body text and the attachments of a parsed message; a part that fails
+    to decode is kept as received."""
     text: list[Message] = []
+    attachments: list[Message] = []
     leaves: list[Message] = []
-    _walk([msg], "mixed", False, text, [], leaves)
+    _walk([msg], "mixed", False, text, [], attachments, leaves)
     body_part = next((p for p in text if p.get_content_type() in _BODY_TYPES), None)
-    body = "" if body_part is None else _body_text(body_part)
-    return body, tuple(_attachment(part) for part in leaves)
+    body = ""
+    failed = set()
+    if body_part is not None:
+        try:
+            body = _body_text(body_part)
+        except Exception as e:
+            problems.append(f"body part kept raw ({type(e).__name__})")
+            failed.add(id(body_part))
+    wanted = {id(part) for part in attachments}
+    result: list[Attachment] = []
+    for part in leaves:
+        if id(part) in failed:
+            result.append(_raw_attachment(part))
+        elif id(part) in wanted:
+            result.append(_decoded_or_raw(part, len(result), problems))
+    return body, tuple(result)
+
+
+def _decoded_or_raw(part: Message, index: int, problems: list[str]) -> Attachment:
+    """The attachment a leaf holds, or the leaf as received when decoding fails."""
+    span = part._payload
+    if isinstance(span, mimesplit.Span) and span.head is not None:
+        problems.append(
+            f"part {index} kept as received: more than {mimesplit.MAX_PARTS - 1} parts"
+        )
+    try:
+        return _attachment(part)
+    except Exception as e:
+        problems.append(f"part {index} kept raw ({type(e).__name__})")
+        return _raw_attachment(part)
 
 
 def _walk(
@@ -201,9 +268,11 @@ def _walk(
     text: list[Message] | None,
     html: list[Message] | None,
     attachments: list[Message],
+    leaves: list[Message],
 ) -> None:
     """RFC 8621 §4.1.4 parseStructure, with the attachment rule of
-    inbound.md §7.4: every leaf but an inline text/plain or text/html one."""
+    inbound.md §7.4: every leaf but an inline text/plain or text/html one.
+    C{leaves} gets every leaf, in MIME order."""
     text_length = -1 if text is None else len(text)
     html_length = -1 if html is None else len(html)
     for index, part in enumerate(parts):
@@ -217,8 +286,10 @@ def _walk(
                 text,
                 html,
                 attachments,
+                leaves,
             )
             continue
+        leaves.append(part)
         media = maintype in _MEDIA
         inline = (
             (media or ctype in _BODY_TYPES)
@@ -256,14 +327,15 @@ def _walk(
 
 
 def _filename(part: Message) -> str:
-    """The part's C{filename}/C{name} parameter, RFC 2231 and 2047 decoded."""
+    """The part's C{filename}/C{name} parameter, RFC 2231 and 2047 decoded;
+    C{""} when it has none or it cannot be read."""
     try:
         name = part.get_filename()
+        return scrub(decode_words(clean(name))) if name else ""
     except Exception:
         # RFC 2231 values name their own charset; a hostile one can make
         # the codec machinery fail in many ways.  Treat it as unnamed.
         return ""
-    return decode_words(clean(name)) if name else ""
 
 
 _HTML_LIMIT = 2 * 1024 * 1024
@@ -290,12 +362,84 @@ def _attachment(part: Message) -> Attachment:
     return Attachment(
         filename_raw=_filename(part),
         content_type=(
-            clean(part.get_content_type())
+            scrub(clean(part.get_content_type()))
             if "content-type" in part
             else "application/octet-stream"
         ),
         data=data,
     )
+
+
+_UNENCODED = frozenset({"", "7bit", "8bit", "binary"})
+
+
+def _raw_attachment(part: Message) -> Attachment:
+    """A part that could not be decoded, kept as received; never raises.
+
+    Its bytes are its body with the transfer encoding not undone (a nested
+    message: written out without the stdlib generator); its type is its own
+    when that can be read and the bytes are not transfer-encoded, else
+    C{application/octet-stream}; its name is its own when readable.
+    """
+    # Not get_payload(): it decodes a str payload with the part's own charset.
+    if isinstance(part._payload, list):
+        data = b"".join(_raw_entity(m) for m in part._payload if isinstance(m, Message))
+    else:
+        data = mimesplit.raw_payload(part)
+    content_type = "application/octet-stream"
+    try:
+        cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+        if "content-type" in part and cte in _UNENCODED:
+            content_type = scrub(clean(part.get_content_type())) or content_type
+    except Exception:
+        pass
+    return Attachment(filename_raw=_filename(part), content_type=content_type, data=data)
+
+
+def _text_bytes(text: str) -> bytes:
+    """Parser text back to its bytes (surrogate escapes are the 8-bit bytes)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def _raw_entity(msg: Message) -> bytes:
+    """A parsed entity written back without the stdlib generator: header fields
+    and leaf bodies as received, multipart delimiters rebuilt.  Never raises and
+    never recurses (an explicit stack), however deep the tree."""
+    out: list[bytes] = []
+    stack: list[Message | bytes] = [msg]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            out.append(item)
+            continue
+        for name, value in item.raw_items():
+            out.append(_text_bytes(f"{name}: {value}\r\n"))
+        out.append(b"\r\n")
+        payload = item._payload
+        if not isinstance(payload, list):
+            out.append(mimesplit.raw_payload(item))
+            continue
+        pieces: list[Message | bytes] = [m for m in payload if isinstance(m, Message)]
+        if item.get_content_maintype() == "multipart":
+            try:
+                boundary = item.get_boundary() or ""
+            except Exception:
+                boundary = ""
+            delimiter = _text_bytes("--" + boundary)
+            pieces = []
+            if item.preamble:
+                pieces.append(_text_bytes(item.preamble) + b"\r\n")
+            for sub in payload:
+                if isinstance(sub, Message):
+                    pieces += [delimiter + b"\r\n", sub, b"\r\n"]
+            pieces.append(delimiter + b"--\r\n")
+            if item.epilogue:
+                pieces.append(_text_bytes(item.epilogue))
+        stack.extend(reversed(pieces))
+    return b"".join(out)
 
 
 class _RawHeaders(Compat32):

@@ -10,6 +10,23 @@ body stays a L{Span} of the raw bytes, decoded by L{payload} in slices of about
 it cannot follow exactly (C{message/*}, a multipart without a usable boundary,
 C{From } lines among the headers, nesting deeper than L{_MAX_DEPTH}) is given
 to the stdlib alone, and so is the whole message when its line endings are mixed.
+
+A tree holds at most L{MAX_PARTS} parts, so that the work, not only the output,
+is bounded (STYLE.md, "Bound everything an outsider controls"): the cursor counts
+every delimiter line that opens a part (consecutive ones included: each costs a
+line match), and once L{MAX_PARTS} - 1 are counted, everything from the next
+delimiter line to the end of the message becomes one last leaf, the remainder
+(a C{message/rfc822} part named C{remainder.eml} whose bytes are the enclosing
+multipart's Content-Type field, a blank line and the raw rest), and every
+enclosing multipart ends there.  The stdlib has no such cap, so it is only given
+an entity holding fewer delimiter-looking lines (a CR or LF then C{--}, counted
+with C{bytes.count}) than the parts still allowed, which bounds the parts it can
+build.  An entity over that budget is not parsed further: a declined part
+becomes one leaf of its header fields and raw body (with its Content-Type field
+in front when it is a multipart, so the bytes stay a readable entity), and a
+whole message with mixed line endings is split with its most common line ending
+instead (a lone CR or LF then stays inside its line, where the stdlib would break
+the line).  Under the cap the tree is the stdlib's.
 """
 
 import binascii
@@ -26,6 +43,11 @@ import attrs
 # C call holds the GIL (and stalls the reactor thread) for long.
 _SLICE = 1 << 20
 _MAX_DEPTH = 32
+#: The most parts the multiparts of one tree hold, all levels together and the
+#: remainder included (a part the stdlib parses counts its delimiter-looking lines).
+MAX_PARTS = 1000
+#: The file name of the leaf holding the parts past the cap.
+REMAINDER_NAME = "remainder.eml"
 # Lines that feedparser.headerRE accepts (a header, a continuation or a Unix From
 # line), as many as follow each other; the last may lack its line end.
 _HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\n]*(?:\n|\Z))*")
@@ -39,12 +61,16 @@ class Span:
     """A leaf's body: C{raw[start:end]}, not yet copied or decoded.
 
     @ivar nl: the message's line ending.
+    @ivar head: L{None} for a body to be transfer-decoded; else bytes written
+        before C{raw[start:end]}, which are then taken as they are (the
+        remainder past L{MAX_PARTS}, a part the stdlib was not given).
     """
 
     raw: bytes = attrs.field(repr=False)
     start: int
     end: int
     nl: bytes
+    head: bytes | None = None
 
 
 class _Declined(Exception):
@@ -64,26 +90,50 @@ def feedparse(raw: bytes) -> Message:
 
 
 def parse(raw: bytes) -> Message:
-    """The tree L{feedparse} gives, with leaf bodies as L{Span} payloads.
+    """The tree L{feedparse} gives, with leaf bodies as L{Span} payloads, cut
+    after L{MAX_PARTS} - 1 parts.
 
     Read leaves through L{payload}.  C{message/*} parts keep the stdlib's nested
     message, for L{email.generator}.
     """
-    nl = _line_ending(raw)
+    crs, lfs, crlfs = _line_endings(raw)
+    nl = b"\n" if not crs else b"\r\n" if crs == lfs == crlfs else None
     if nl is not None:
         try:
             return _entity(_Cursor(raw, nl), False, 0)
         except _Declined:
             pass
-    return feedparse(raw)
+    if _delimiter_lines(raw, 0, len(raw), MAX_PARTS - 1) < MAX_PARTS:
+        return feedparse(raw)
+    # Too many parts for the stdlib, which has no cap.
+    if nl is None:
+        nl = b"\r\n" if crlfs >= lfs - crlfs else b"\n"
+        try:
+            return _entity(_Cursor(raw, nl), False, 0)
+        except _Declined:
+            pass
+    return _leaf(_Cursor(raw, nl), 0, len(raw), False)
+
+
+def parse_headers(raw: bytes) -> Message:
+    """The top-level header fields as the feed parser reads them, without the body.
+
+    Only the lines that could be header lines are given to the stdlib: it stops
+    at the first line that cannot, which is in that block, so its fields are
+    those of L{feedparse}.
+    """
+    return _HEADERS.parsebytes(raw[: _HEADER_LINES.match(raw).end()])
 
 
 def payload(part: Message) -> bytes:
-    """A leaf's transfer-decoded bytes, as C{part.get_payload(decode=True)}."""
+    """A leaf's transfer-decoded bytes, as C{part.get_payload(decode=True)}; a
+    L{Span} with a head is taken as it is."""
     # Not get_payload(): it decodes a str payload with the part's own (hostile) charset.
     span = part._payload
     if not isinstance(span, Span):
         return part.get_payload(decode=True) or b""
+    if span.head is not None:
+        return span.head + span.raw[span.start : span.end]
     cte = str(part.get("content-transfer-encoding", "")).lower()
     if cte == "base64":
         data = _base64(span)
@@ -107,18 +157,50 @@ def _stdlib_payload(part: Message, span: Span) -> bytes:
     return part.get_payload(decode=True) or b""
 
 
-def _line_ending(raw: bytes) -> bytes | None:
-    """C{b"\\r\\n"} or C{b"\\n"} when every line ends so, else L{None} (the feed
-    parser also breaks lines at a lone CR)."""
+def raw_payload(part: Message) -> bytes:
+    """A leaf's body as received, its transfer encoding not undone; never raises.
+
+    C{b""} for a part whose payload is a list (C{message/*}, multipart).
+    """
+    span = part._payload
+    if isinstance(span, Span):
+        return (span.head or b"") + span.raw[span.start : span.end]
+    if isinstance(span, bytes):
+        return span
+    if isinstance(span, str):
+        # The feed parser's text is the bytes read as ASCII with surrogate escapes.
+        try:
+            return span.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return span.encode("utf-8", "replace")
+    return b""
+
+
+def _line_endings(raw: bytes) -> tuple[int, int, int]:
+    """How many CRs, LFs and CRLFs C{raw} holds.  Every line ends in CRLF when
+    the three are equal, in LF when there is no CR; otherwise the endings are
+    mixed (the feed parser also breaks lines at a lone CR)."""
     crs = lfs = crlfs = 0
     for start in range(0, len(raw), _SLICE):
         stop = start + _SLICE
         crs += raw.count(b"\r", start, stop)
         lfs += raw.count(b"\n", start, stop)
         crlfs += raw.count(b"\r\n", start, stop + 1)
-    if not crs:
-        return b"\n"
-    return b"\r\n" if crs == lfs == crlfs else None
+    return crs, lfs, crlfs
+
+
+def _delimiter_lines(raw: bytes, start: int, stop: int, limit: int) -> int:
+    """How many lines of C{raw[start:stop]} might be delimiters, more than
+    C{limit} or at most C{limit}: lines starting with C{--} after a CR or an LF
+    (or at C{start}), counted a slice at a time, stopping once over C{limit}."""
+    count = int(raw.startswith(b"--", start, stop))
+    for begin in range(start, stop, _SLICE):
+        if count > limit:
+            break
+        # Each occurrence starting in this slice, and only those: a needle is 3 bytes.
+        end = min(begin + _SLICE + 2, stop)
+        count += raw.count(b"\n--", begin, end) + raw.count(b"\r--", begin, end)
+    return count
 
 
 class _Cursor:
@@ -131,6 +213,13 @@ class _Cursor:
         self.nl = nl
         self.pos = 0
         self.stack: list[re.Pattern] = []
+        # Parts counted so far (see L{MAX_PARTS}); never more than MAX_PARTS - 1.
+        self.parts = 0
+
+    @property
+    def budget(self) -> int:
+        """How many more parts may be counted before the remainder."""
+        return MAX_PARTS - 1 - self.parts
 
     def line_end(self, start: int) -> int:
         end = self.raw.find(self.nl, start)
@@ -243,9 +332,16 @@ def _multipart(cur: _Cursor, msg: Message, depth: int) -> None:
         if pattern.match(raw, start, end)["end"]:
             closed = True
             break
-        # Delimiters that follow each other enclose no part.
-        while (line := cur.readline()) is not None and pattern.match(raw, *line):
-            pass
+        # Delimiters that follow each other enclose no part; each one counts.
+        while cur.budget > 0:
+            cur.parts += 1
+            line = cur.readline()
+            if line is None or not pattern.match(raw, *line):
+                break
+            start = line[0]
+        else:
+            parts.append(_remainder(cur, msg, start))
+            break
         if line is not None:
             cur.pos = line[0]
         cur.stack = [*outer, pattern]
@@ -263,15 +359,19 @@ def _multipart(cur: _Cursor, msg: Message, depth: int) -> None:
 def _part(cur: _Cursor, digest: bool, depth: int) -> Message:
     """One part of a multipart; the feed parser drops the line ending before the
     next delimiter, which belongs to it (RFC 2046 §5.1.1)."""
-    start, stack = cur.pos, cur.stack
+    start, stack, counted = cur.pos, cur.stack, cur.parts
     try:
         part = _entity(cur, digest, depth)
     except _Declined:
-        cur.pos, cur.stack = start, stack
+        cur.pos, cur.stack, cur.parts = start, stack, counted
         cur.skip_entity()
         if cur.pos > start and not cur.raw.endswith(cur.nl, start, cur.pos):
             raise
-        return _alone(cur.raw[start : cur.pos], cur.nl, digest)
+        delimiters = _delimiter_lines(cur.raw, start, cur.pos, cur.budget)
+        if delimiters <= cur.budget:
+            cur.parts += delimiters
+            return _alone(cur.raw[start : cur.pos], cur.nl, digest)
+        part = _leaf(cur, start, cur.pos, digest)
     span = part.get_payload()
     if isinstance(span, Span) and span.raw.endswith(span.nl, span.start, span.end):
         part.set_payload(attrs.evolve(span, end=span.end - len(span.nl)))
@@ -291,6 +391,45 @@ def _alone(entity: bytes, nl: bytes, digest: bool) -> Message:
         % (subtype, boundary, nl, nl, boundary, nl, entity, boundary, nl)
     )
     return wrapper.get_payload(0)
+
+
+def _leaf(cur: _Cursor, start: int, stop: int, digest: bool) -> Message:
+    """The entity C{raw[start:stop]} as one leaf, not parsed further: its header
+    fields, and its body as a L{Span}; a multipart's body gets its Content-Type
+    field in front, so that the bytes are a readable entity."""
+    raw, nl = cur.raw, cur.nl
+    end = _HEADER_LINES.match(raw, start, stop).end()
+    msg = _HEADERS.parsebytes(raw[start:end])
+    if digest:
+        msg.set_default_type("message/rfc822")
+    body = end + len(nl) if raw.startswith(nl, end, stop) else end
+    head = _content_type_field(msg, nl) if msg.get_content_maintype() == "multipart" else None
+    msg.set_payload(Span(raw, body, stop, nl, head))
+    return msg
+
+
+def _remainder(cur: _Cursor, multipart: Message, start: int) -> Message:
+    """The leaf holding everything from the delimiter line at C{start} on: the
+    parts past L{MAX_PARTS}, as a C{message/rfc822} entity of the enclosing
+    multipart's Content-Type field, a blank line and the raw rest."""
+    cur.pos = len(cur.raw)
+    part = Message()
+    part["Content-Type"] = "message/rfc822"
+    part["Content-Disposition"] = f'attachment; filename="{REMAINDER_NAME}"'
+    head = _content_type_field(multipart, cur.nl)
+    part.set_payload(Span(cur.raw, start, len(cur.raw), cur.nl, head))
+    return part
+
+
+def _content_type_field(msg: Message, nl: bytes) -> bytes:
+    """C{msg}'s Content-Type field as received (the instance its boundary was
+    read from), then a blank line."""
+    value = msg.get("content-type", "")
+    try:
+        value = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # only the parser's own text is expected here
+        value = value.encode("utf-8", "replace")
+    return b"Content-Type: " + value + nl + nl
 
 
 def _lines(span: Span):

@@ -186,6 +186,12 @@ class Inbound:
             rcpts=list(envelope.rcpts), size=len(envelope.raw), sender=parsed.from_,
             dkim=auth.dkim, spf=auth.spf, dmarc=auth.dmarc,
         )
+        for problem in parsed.problems:
+            log.warn(
+                "message content kept as received: {problem} rcpts={rcpts} "
+                "message_id={message_id}",
+                problem=problem, rcpts=list(envelope.rcpts), message_id=parsed.message_id,
+            )
         config = self.config()
         routed = [resolve_mailbox(config, rcpt) for rcpt in envelope.rcpts]
         if trust.must_retry(auth, parsed.identity, [

@@ -261,6 +261,22 @@ class ProcessTests(DaemonTestCase):
         self.assertEqual(len(self.inbox("alice")), 1)
         self.assertEqual(len(self.inbox("catchall")), 1)
 
+    def test_ingest_empty_and_poisoned(self):
+        """`aimx ingest` stores an empty message and one with an unreadable part:
+        exit 0, never the EX_TEMPFAIL a pipeline would retry for ever."""
+        env = dict(self.environ, AIMX_DATA_DIR=self.data_dir)
+        poisoned = (
+            b"Subject: poisoned\r\nMessage-ID: <p@x>\r\n"
+            b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+            b"Content-Disposition: attachment; filename*=unicode-escape''%5Cud800.pdf\r\n"
+            b"\r\nx\r\n--B--\r\n"
+        )
+        for stdin in (b"", poisoned):
+            result = self.run_aimx("ingest", "alice@test.local", stdin=stdin, env=env)
+            self.assertEqual(result.returncode, 0, result.stderr)
+        subjects = sorted(self.read_mail(path)[0]["subject"] for path in self.inbox("alice"))
+        self.assertEqual(subjects, ["(no subject)", "poisoned"])
+
     def test_ingest_unroutable(self):
         """No catchall and an unknown recipient: exit 1 with the routing error."""
         self.write_config(base_config(self.data_dir, catchall=False))

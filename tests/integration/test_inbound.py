@@ -7,6 +7,7 @@ import socket
 import ssl
 
 from twisted.internet import defer, threads
+from twisted.logger import capturedLogs
 
 from aimx.core.address import Envelope
 from aimx.store import keys
@@ -223,6 +224,94 @@ class RoutingTests(DaemonTestCase):
         for path in paths:
             fields, _ = self.read_mail(path)
             self.assertIn("subject", fields)
+
+    @defer.inlineCallbacks
+    def test_poisoned_parts_stored(self):
+        """A part whose name decodes to a lone surrogate and a forwarded message
+        too deep to write back: 250, and one bundle with both kept."""
+        deep = b"Content-Type: message/rfc822\r\n\r\n" * 400 + b"innermost\r\n"
+        body = (
+            b"--B\r\nContent-Type: text/plain\r\n\r\nStill here.\r\n"
+            b"--B\r\nContent-Type: application/pdf\r\n"
+            b"Content-Disposition: attachment; filename*=utf-7''+2AA-.pdf\r\n\r\n%PDF\r\n"
+            b"--B\r\n" + deep + b"--B--\r\n"
+        )
+        raw = message(
+            subject="Poisoned", msgid="poisoned@x", body=body.decode(),
+            extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
+        )
+        with capturedLogs() as events:
+            reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        [path] = self.inbox("alice")
+        fields, stored_body = self.read_mail(path)
+        self.assertIn(b"Still here.", stored_body)
+        self.assertEqual(
+            [(a["filename"], a["content_type"]) for a in fields["attachments"]],
+            [("\ufffd.pdf", "application/pdf"), ("attachment-1", "message/rfc822")],
+        )
+        with open(os.path.join(os.path.dirname(path), "attachment-1"), "rb") as f:
+            self.assertTrue(f.read().endswith(b"innermost"))
+        problems = [e["problem"] for e in events if "problem" in e]
+        self.assertEqual(problems, ["part 1 kept raw (RecursionError)"])
+
+    @defer.inlineCallbacks
+    def test_empty_data_stored(self):
+        """An empty DATA (and one blank line) is stored with no body: 250, not a
+        451 the client would retry for ever."""
+
+        def send(payload):
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                c.ehlo("x")
+                c.mail("a@example.com")
+                c.rcpt("alice@test.local")
+                self.assertEqual(c.docmd("DATA")[0], 354)
+                c.send(payload + b".\r\n")
+                return c.getreply()
+
+        for payload in (b"", b"\r\n"):
+            reply = yield threads.deferToThread(send, payload)
+            self.assertEqual(reply[0], 250, payload)
+        paths = self.inbox("alice")
+        self.assertEqual(len(paths), 2)
+        for path in paths:
+            fields, stored_body = self.read_mail(path)
+            self.assertEqual(fields["subject"], "(no subject)")
+            self.assertEqual(stored_body, b"\n")
+            self.assertNotIn("attachments", fields)
+
+    @defer.inlineCallbacks
+    def test_unreadable_structure_stored(self):
+        """Forwarded messages nested too deep for the parser: 250, the whole
+        message stored as message.eml, its headers read."""
+        raw = message(subject="Deep", msgid="deep@x",
+                      extra="Content-Type: message/rfc822\r\n",
+                      body="Content-Type: message/rfc822\r\n\r\n" * 5000 + "x\r\n")
+        reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        [path] = self.inbox("alice")
+        fields, _ = self.read_mail(path)
+        self.assertEqual((fields["subject"], fields["message_id"]), ("Deep", "deep@x"))
+        self.assertEqual([a["filename"] for a in fields["attachments"]], ["message.eml"])
+        with open(os.path.join(os.path.dirname(path), "message.eml"), "rb") as f:
+            self.assertEqual(f.read(), raw)
+
+    @defer.inlineCallbacks
+    def test_many_parts_capped(self):
+        """1500 attachments: 250, a bundle of 1000 files, the last remainder.eml."""
+        parts = "".join(
+            f'--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; '
+            f'filename="{i}.txt"\r\n\r\n{i}\r\n' for i in range(1500)
+        )
+        raw = message(subject="Many", msgid="many@x", body=parts + "--B--\r\n",
+                      extra='Content-Type: multipart/mixed; boundary="B"\r\n')
+        reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        [path] = self.inbox("alice")
+        fields, _ = self.read_mail(path)
+        names = [a["filename"] for a in fields["attachments"]]
+        self.assertEqual(names, [f"{i}.txt" for i in range(999)] + ["remainder.eml"])
+        self.assertEqual(len(os.listdir(os.path.dirname(path))), 1001)
 
     @defer.inlineCallbacks
     def test_big_message(self):
