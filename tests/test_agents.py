@@ -7,8 +7,11 @@ no real `claude`/`codex` is ever started and the real home is never touched.
 import io
 import json
 import os
+import shlex
 import stat
+import subprocess
 import sys
+import unittest
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,6 +27,11 @@ try:
 except ImportError:  # not a dependency; the structural checks below always run
     yaml = None
 
+NAMES_12 = frozenset({
+    "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
+    "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
+    "hook_list", "hook_delete",
+})
 NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "hermes", "nanoclaw"]
 
 
@@ -1184,3 +1192,196 @@ class TtyKeysTests(SynchronousTestCase):
             self.assertTrue(keys.line_mode)
         with picker.open_keys(TTY("")) as keys:  # claims a TTY but has no descriptor
             self.assertIsInstance(keys, picker.StreamKeys)
+
+
+# -- the registered command, for real ------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The venv the tests run from (`make test` and CI: .venv) and its console script.
+VENV_BIN = os.path.dirname(sys.executable)
+VENV_AIMX = os.path.join(VENV_BIN, "aimx")
+#: Seconds a real child may take; a bound, never a sleep.
+CHILD_TIMEOUT = 120
+RECORD_ARGV = '#!/bin/sh\n{ for a in "$@"; do printf "%s\\t" "$a"; done; echo; } >> "$0.log"\n'
+
+
+def listed_tools(command, args, env):
+    """Start C{command args} as an MCP server with the official stdio client; its tool names."""
+    import asyncio
+
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    parameters = StdioServerParameters(command=command, args=list(args), env=dict(env), cwd="/")
+
+    async def go():
+        async with (
+            stdio_client(parameters) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return sorted(t.name for t in (await session.list_tools()).tools)
+
+    async def bounded():
+        return await asyncio.wait_for(go(), CHILD_TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+def section(out, title):
+    """The lines of C{=== title ===} in C{--print} output, up to the next header."""
+    lines = out.splitlines()
+    start = lines.index(f"=== {title} ===") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("=== ")), len(lines))
+    return lines[start:end]
+
+
+def field(lines, name):
+    """The values of C{name:} lines of a C{--print} section."""
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith(name + ":")]
+
+
+class RealCommandTests(SynchronousTestCase):
+    """`aimx agents setup` as the user runs it: from the venv, as a child process, and the
+    command it registers started for real (no network; every wait bounded)."""
+
+    def setUp(self):
+        if not os.path.isfile(VENV_AIMX):
+            raise unittest.SkipTest(f"no aimx console script at {VENV_AIMX}: run from the venv")
+        self.home = os.path.abspath(self.mktemp())
+        self.bin = os.path.join(self.home, "bin")
+        self.runtime = os.path.abspath(self.mktemp())  # a non-default runtime dir
+        os.makedirs(self.bin)
+        os.makedirs(self.runtime)
+        self.claude = self.program("claude", RECORD_ARGV)
+        # PYTHONPATH: the venv's console script must import this checkout's aimx.
+        self.environ = {
+            "HOME": self.home,
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "PYTHONPATH": REPO,
+            "AIMX_RUNTIME_DIR": self.runtime,
+            "NO_COLOR": "1",
+        }
+
+    def program(self, name, script):
+        path = os.path.join(self.bin, name)
+        with open(path, "w") as f:
+            f.write(script)
+        os.chmod(path, 0o755)
+        return path
+
+    def setup_cli(self, *argv, program=(VENV_AIMX,), cwd=None):
+        """Run `<program> agents setup ...` as a child; root needs the flag (writes nothing)."""
+        root = ["--dangerously-allow-root"] if os.geteuid() == 0 else []
+        return subprocess.run(
+            [*program, "agents", "setup", *argv, *root],
+            env=self.environ,
+            cwd=cwd or self.home,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+            check=False,
+        )
+
+    def home_tree(self):
+        return sorted(n for n in os.listdir(self.home) if n != "bin")
+
+    def claude_calls(self):
+        log = self.claude + ".log"
+        if not os.path.exists(log):
+            return []
+        with open(log) as f:
+            return [line.rstrip("\n").rstrip("\t").split("\t") for line in f]
+
+    def test_print_from_the_venv(self):
+        """--print from the venv's console script: the command it would register is that
+        script, it exists, it answers tools/list, and the non-default runtime dir rides along
+        as the server's environment; nothing is written and `claude` is not run."""
+        done = self.setup_cli("claude-code", "--print")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        server = section(done.stdout, "MCP server")
+        self.assertEqual(field(server, "command"), [f"{VENV_AIMX} mcp"])
+        self.assertEqual(field(server, "env"), [f"AIMX_RUNTIME_DIR={self.runtime}"])
+        add = shlex.split(field(server, "register")[1])
+        self.assertEqual(
+            add,
+            ["claude", "mcp", "add", "--scope", "user", "aimx",
+             "-e", f"AIMX_RUNTIME_DIR={self.runtime}", "--", VENV_AIMX, "mcp"],
+        )
+        self.assertTrue(os.path.isfile(add[-2]) and os.access(add[-2], os.X_OK))
+        self.assertEqual(len(field(server, "check")), 1)
+        self.assertTrue(field(server, "check")[0].startswith("[OK] "), server)
+        env = dict(self.environ, AIMX_RUNTIME_DIR="unused")
+        env.update(dict([add[7].split("=", 1)]))
+        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(NAMES_12))
+        self.assertEqual(self.home_tree(), [])
+        self.assertEqual(self.claude_calls(), [])
+
+    def test_print_outside_a_venv_script(self):
+        """`python -m aimx` with no aimx script on PATH: the command is this interpreter
+        with `-m aimx`, and it answers from another directory."""
+        done = self.setup_cli("claude-code", "--print", program=(sys.executable, "-m", "aimx"))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        server = section(done.stdout, "MCP server")
+        self.assertEqual(field(server, "command"), [shlex.join([sys.executable, "-m", "aimx", "mcp"])])
+        add = shlex.split(field(server, "register")[1])
+        self.assertEqual(add[add.index("--") + 1 :], [sys.executable, "-m", "aimx", "mcp"])
+        self.assertEqual(listed_tools(sys.executable, ["-m", "aimx", "mcp"], self.environ),
+                         sorted(NAMES_12))
+
+    def test_wrong_command(self):
+        """--command naming a missing program or a failing one: a clear reason, exit 1."""
+        done = self.setup_cli("claude-code", "--print", "--command", "/nonexistent/aimx")
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("Error: MCP check failed: `AIMX_RUNTIME_DIR=", done.stderr)
+        self.assertIn("/nonexistent/aimx mcp`: command not found", done.stderr)
+        failing = self.program("broken-aimx", "#!/bin/sh\necho 'no such module: aimx' >&2\nexit 3\n")
+        done = self.setup_cli("claude-code", "--command", failing)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn(f"{failing} mcp` exited with code 3 before answering initialize", done.stderr)
+        self.assertIn("  | no such module: aimx", done.stderr)
+        self.assertIn("Nothing was installed or registered.", done.stderr)
+        self.assertEqual(self.home_tree(), [])
+        self.assertEqual(self.claude_calls(), [])
+
+    def test_command_override(self):
+        """--command PATH replaces the detected command (a relative path made absolute)."""
+        other = os.path.join(self.home, "other")
+        os.makedirs(other)
+        os.symlink(VENV_AIMX, os.path.join(other, "aimx"))
+        done = self.setup_cli("gemini", "--print", "--command", "other/aimx")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        server = section(done.stdout, "MCP server")
+        self.assertEqual(field(server, "command"), [f"{other}/aimx mcp"])
+        self.assertEqual(field(server, "register"), [])
+        activation = "\n".join(section(done.stdout, "activation"))
+        snippet = json.loads(activation[activation.index("{") :])
+        self.assertEqual(
+            snippet,
+            {"mcpServers": {"aimx": {"command": f"{other}/aimx", "args": ["mcp"],
+                                     "env": {"AIMX_RUNTIME_DIR": self.runtime}}}},
+        )
+
+    def test_registers_through_claude(self):
+        """A real install through a fake `claude` on PATH: the add argv it records names an
+        existing program that answers tools/list with the recorded environment."""
+        world = agents_cli.World(
+            self.environ, 1000, io.StringIO(), io.StringIO(), io.StringIO(),
+            argv0=VENV_AIMX, executable=sys.executable,
+        )
+        args = cli._parser().parse_args(["agents", "setup", "claude-code"])
+        self.assertEqual(agents_cli.main(args, world), 0, world.err.getvalue())
+        out = world.out.getvalue()
+        self.assertIn("[OK] MCP check passed", out)
+        self.assertIn("MCP server registered with Claude Code.", out)
+        remove, add = self.claude_calls()
+        self.assertEqual(remove, ["mcp", "remove", "--scope", "user", "aimx"])
+        self.assertEqual(
+            add,
+            ["mcp", "add", "--scope", "user", "aimx",
+             "-e", f"AIMX_RUNTIME_DIR={self.runtime}", "--", VENV_AIMX, "mcp"],
+        )
+        env = dict(self.environ)
+        del env["AIMX_RUNTIME_DIR"]
+        env.update(dict([add[6].split("=", 1)]))
+        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(NAMES_12))
+        self.assertTrue(os.path.isfile(os.path.join(self.home, ".claude/skills/aimx/SKILL.md")))
