@@ -16,8 +16,9 @@ import unittest
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import cli
-from aimx.agents import bundle, install, picker, registry
+from aimx.agents import bundle, install, picker, probe, registry
 from aimx.agents.install import InstallState, RunResult
+from aimx.agents.probe import CheckResult
 from aimx.agents.registry import AGENTS, AgentError
 from aimx.cli import agents as agents_cli
 from aimx.cli.term import Terminal
@@ -32,6 +33,12 @@ NAMES_12 = frozenset({
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
     "hook_list", "hook_delete",
 })
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The venv the tests run from (`make test` and CI: .venv) and its console script.
+VENV_BIN = os.path.dirname(sys.executable)
+VENV_AIMX = os.path.join(VENV_BIN, "aimx")
+#: Seconds a real child may take; a bound, never a sleep.
+CHILD_TIMEOUT = 120
 NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "hermes", "nanoclaw"]
 
 
@@ -1194,14 +1201,142 @@ class TtyKeysTests(SynchronousTestCase):
             self.assertIsInstance(keys, picker.StreamKeys)
 
 
+FAKE_SERVER = """\
+import json, os, sys
+mode = sys.argv[1]
+if len(sys.argv) > 2:
+    with open(sys.argv[2], "w") as f:
+        f.write(os.getcwd())
+tools = [{"name": n, "inputSchema": {"type": "object"}} for n in sorted(%r)]
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue
+    reply = {"jsonrpc": "2.0", "id": message["id"]}
+    if mode == "garbage":
+        print("hello, I am not MCP", flush=True)
+        continue
+    if mode == "error":
+        reply["error"] = {"code": -32601, "message": "method not found"}
+    elif message["method"] == "initialize":
+        print(json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                          "params": {"level": "info", "data": "hi"}}), flush=True)
+        reply["result"] = {"protocolVersion": "2024-11-05", "capabilities": {"tools": {}},
+                           "serverInfo": {"name": "fake", "version": "0"}}
+    elif mode == "few":
+        reply["result"] = {"tools": tools[:2]}
+    elif mode == "pages":
+        start = int(message["params"].get("cursor") or 0)
+        reply["result"] = {"tools": tools[start:start + 5]}
+        if start + 5 < len(tools):
+            reply["result"]["nextCursor"] = str(start + 5)
+    else:
+        reply["result"] = {"tools": tools}
+    print(json.dumps(reply), flush=True)
+""" % (sorted(NAMES_12),)
+
+
+class ProbeTests(SynchronousTestCase):
+    """probe.check against fake servers (real child processes, every wait bounded)."""
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.server = self.write("server.py", FAKE_SERVER)
+        self.env = {"PATH": "/usr/bin:/bin"}
+
+    def write(self, name, text, mode=0o755):
+        path = os.path.join(self.base, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def fake(self, mode, *extra):
+        return probe.check([sys.executable, self.server, mode, *extra], self.env,
+                           timeout=CHILD_TIMEOUT)
+
+    def test_tool_names_are_the_servers(self):
+        """AIMX_TOOLS is the twelve tools `aimx mcp` registers (tests.test_mcp checks those)."""
+        from tests.test_mcp import NAMES
+
+        self.assertEqual(probe.AIMX_TOOLS, NAMES)
+        self.assertEqual(NAMES_12, NAMES)
+
+    def test_answers(self):
+        """initialize (a notification before the answer is skipped), tools/list: ok, from /."""
+        cwd = os.path.join(self.base, "cwd")
+        self.assertEqual(self.fake("ok", cwd), CheckResult(True, tools=12))
+        with open(cwd) as f:
+            self.assertEqual(f.read(), "/")
+
+    def test_pages(self):
+        """tools/list pages are followed through nextCursor."""
+        self.assertEqual(self.fake("pages"), CheckResult(True, tools=12))
+
+    def test_missing_tools(self):
+        """A server that is not aimx's: the missing tools are named."""
+        result = self.fake("few")
+        self.assertFalse(result.ok)
+        missing = sorted(NAMES_12)[2:]
+        self.assertEqual(
+            result.reason,
+            f"answered, but its tools/list lacks 10 of aimx's 12 tools: {', '.join(missing)}",
+        )
+
+    def test_not_json(self):
+        """Something that is not JSON-RPC on stdout."""
+        self.assertEqual(self.fake("garbage").reason,
+                         "wrote a line that is not JSON-RPC on stdout: 'hello, I am not MCP'")
+
+    def test_error_answer(self):
+        """A JSON-RPC error answer."""
+        self.assertEqual(self.fake("error").reason,
+                         "answered initialize with an error: 'method not found'")
+
+    def test_not_found(self):
+        """No such program."""
+        result = probe.check(["/nonexistent/aimx", "mcp"], self.env)
+        self.assertEqual(result, CheckResult(False, "command not found: /nonexistent/aimx"))
+        script = self.write("aimx", "#!/nonexistent/python\n")
+        self.assertEqual(probe.check([script, "mcp"], self.env).reason,
+                         "cannot be started: No such file or directory (its #! interpreter?)")
+
+    def test_not_executable(self):
+        """A file that cannot be run."""
+        path = self.write("aimx", "#!/bin/sh\n", mode=0o644)
+        self.assertEqual(probe.check([path, "mcp"], self.env).reason,
+                         "cannot be started: Permission denied")
+
+    def test_exit_code_and_stderr_tail(self):
+        """An early exit: its code and the last lines of its stderr."""
+        path = self.write("aimx", "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10; do echo line $i >&2; "
+                                  "done\necho >&2\nexit 3\n")
+        result = probe.check([path, "mcp"], self.env, timeout=CHILD_TIMEOUT)
+        self.assertEqual(result.reason, "exited with code 3 before answering initialize")
+        self.assertEqual(result.stderr, tuple(f"line {i}" for i in range(3, 11)))
+
+    def test_killed(self):
+        """Killed by a signal before answering."""
+        path = self.write("aimx", "#!/bin/sh\nkill -9 $$\n")
+        self.assertEqual(probe.check([path, "mcp"], self.env, timeout=CHILD_TIMEOUT).reason,
+                         "was killed by signal 9 before answering initialize")
+
+    def test_no_answer(self):
+        """A server that reads and never answers: the bounded wait, then it is killed."""
+        path = self.write("aimx", "#!/bin/sh\nexec sleep 60\n")
+        result = probe.check([path, "mcp"], self.env, timeout=0.5)
+        self.assertEqual(result.reason, "gave no answer to initialize within 0.5 s")
+
+    def test_real_server(self):
+        """`python -m aimx mcp` of this checkout answers, from / with PYTHONPATH."""
+        result = probe.check([sys.executable, "-m", "aimx", "mcp"],
+                             dict(self.env, PYTHONPATH=REPO), timeout=CHILD_TIMEOUT)
+        self.assertEqual(result, CheckResult(True, tools=12))
+
+
 # -- the registered command, for real ------------------------------------------------
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: The venv the tests run from (`make test` and CI: .venv) and its console script.
-VENV_BIN = os.path.dirname(sys.executable)
-VENV_AIMX = os.path.join(VENV_BIN, "aimx")
-#: Seconds a real child may take; a bound, never a sleep.
-CHILD_TIMEOUT = 120
 RECORD_ARGV = '#!/bin/sh\n{ for a in "$@"; do printf "%s\\t" "$a"; done; echo; } >> "$0.log"\n'
 
 
