@@ -1836,7 +1836,9 @@ class RealCommandTests(SynchronousTestCase):
         self.assertIn("/nonexistent/aimx mcp`: command not found: /nonexistent/aimx", done.stderr)
         failing = self.program("broken-aimx",
                                "#!/bin/sh\necho 'no such module: aimx' >&2\nexit 3\n")
-        done = self.setup_cli("claude-code", "--command", failing)
+        # A real install as a user; as root only a preview (root's own home is not ours).
+        preview = ["--print"] if os.geteuid() == 0 else []
+        done = self.setup_cli("claude-code", *preview, "--command", failing)
         self.assertEqual(done.returncode, 1)
         self.assertIn(f"{failing} mcp`: exited with code 3 before answering initialize",
                       done.stderr)
