@@ -7,15 +7,19 @@ no real `claude`/`codex` is ever started and the real home is never touched.
 import io
 import json
 import os
+import shlex
 import stat
+import subprocess
 import sys
+import unittest
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import cli
-from aimx.agents import bundle, install, picker, registry
+from aimx.agents import bundle, install, mcpcommand, picker, probe, registry
 from aimx.agents.install import InstallState, RunResult
-from aimx.agents.registry import AGENTS, AgentError
+from aimx.agents.probe import CheckResult
+from aimx.agents.registry import AGENTS, AgentError, McpCommand
 from aimx.cli import agents as agents_cli
 from aimx.cli.term import Terminal
 
@@ -24,6 +28,17 @@ try:
 except ImportError:  # not a dependency; the structural checks below always run
     yaml = None
 
+NAMES_12 = frozenset({
+    "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
+    "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
+    "hook_list", "hook_delete",
+})
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The venv the tests run from (`make test` and CI: .venv) and its console script.
+VENV_BIN = os.path.dirname(sys.executable)
+VENV_AIMX = os.path.join(VENV_BIN, "aimx")
+#: Seconds a real child may take; a bound, never a sleep.
+CHILD_TIMEOUT = 120
 NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "hermes", "nanoclaw"]
 
 
@@ -47,18 +62,50 @@ class FakeRunner:
         return answer
 
 
+#: A program path for the pure registry and bundle tests.
+PROG = "/opt/aimx/bin/aimx"
+COMMAND = McpCommand((PROG,))
+
+
+class FakeCheck:
+    """The MCP check: records (argv, env), answers OK with 12 tools or a given result."""
+
+    def __init__(self, result=None):
+        self.result = result or CheckResult(True, tools=12)
+        self.calls = []
+
+    def __call__(self, argv, env):
+        self.calls.append((list(argv), dict(env)))
+        return self.result
+
+
+def fake_venv(base):
+    """A venv-shaped directory: bin/python (this interpreter) and the bin/aimx console script
+    it runs, as pip writes it.  @return: the script's path."""
+    bindir = os.path.join(base, "bin")
+    os.makedirs(bindir)
+    os.symlink(sys.executable, os.path.join(bindir, "python"))
+    script = os.path.join(bindir, "aimx")
+    with open(script, "w") as f:
+        f.write(f"#!{bindir}/python\nimport sys\nfrom aimx.cli import main\nsys.exit(main())\n")
+    os.chmod(script, 0o755)
+    return script
+
+
 class AgentsTestCase(SynchronousTestCase):
-    """A temporary HOME and a World around it."""
+    """A temporary HOME and a World around it; the aimx running is a fake venv's script."""
 
     def setUp(self):
         self.home = os.path.abspath(self.mktemp())
         os.makedirs(self.home)
         self.environ = {"HOME": self.home, "PATH": "/nonexistent"}
         self.runner = FakeRunner()
+        self.check = FakeCheck()
         self.stdin = io.StringIO()
         self.err = io.StringIO()
         self.euid = 1000
         self.root_home = None
+        self.prog = fake_venv(os.path.abspath(self.mktemp()))
 
     def world(self):
         return agents_cli.World(
@@ -71,6 +118,9 @@ class AgentsTestCase(SynchronousTestCase):
             root_home=lambda: self.root_home,
             username=lambda uid: "alice",
             open_keys=self.open_keys,
+            argv0=self.prog,
+            executable=os.path.join(os.path.dirname(self.prog), "python"),
+            check=self.check,
         )
 
     def open_keys(self, stdin):
@@ -79,8 +129,10 @@ class AgentsTestCase(SynchronousTestCase):
     def aimx(self, *argv):
         """Parse like `aimx` and run the agents verb; returns (exit, stdout, stderr)."""
         args = cli._parser().parse_args(list(argv))
-        if args.data_dir is None:
+        if args.data_dir is None:  # as aimx.cli.main does
             args.data_dir = self.environ.get("AIMX_DATA_DIR")
+        if args.config_dir is None:
+            args.config_dir = self.environ.get("AIMX_CONFIG_DIR", "/etc/aimx")
         world = self.world()
         code = agents_cli.main(args, world)
         return code, world.out.getvalue(), world.err.getvalue()
@@ -129,7 +181,7 @@ class ListTests(AgentsTestCase):
         )
         self.assertEqual(lines[i + 4][:17], " " * 17)
         self.assertIn(
-            " " * 19 + "claude mcp add --scope user aimx -- /usr/local/bin/aimx mcp", lines
+            " " * 19 + f"claude mcp add --scope user aimx -- {self.prog} mcp", lines
         )
 
     def test_list_ignores_data_dir_and_works_as_root(self):
@@ -205,14 +257,15 @@ class ClaudeCodeTests(AgentsTestCase):
         skill = self.read(".claude/skills/aimx/SKILL.md")
         self.assertTrue(skill.startswith("---\nname: aimx\n"))
         wiring = skill.index("## Wiring yourself up as a mailbox hook (Claude Code)")
-        self.assertGreater(skill.index(bundle.primer()), wiring)
-        self.assertTrue(skill.endswith(bundle.primer()))
+        primer = bundle.primer(McpCommand((self.prog,)))
+        self.assertGreater(skill.index(primer), wiring)
+        self.assertTrue(skill.endswith(primer))
         for rel in ("SKILL.md", "references/hooks.md"):
             self.assertEqual(stat.S_IMODE(os.stat(os.path.join(dest, rel)).st_mode), 0o644)
         for rel in ("", "references"):
             self.assertEqual(stat.S_IMODE(os.stat(os.path.join(dest, rel)).st_mode), 0o755)
         self.assertIn(f"Installed {dest}", out)
-        self.assertIn("claude mcp add --scope user aimx -- /usr/local/bin/aimx mcp", out)
+        self.assertIn(f"claude mcp add --scope user aimx -- {self.prog} mcp", out)
 
     def test_registers_through_claude(self):
         """remove then add through `claude`; the success line replaces the hint (case 5)."""
@@ -231,7 +284,7 @@ class ClaudeCodeTests(AgentsTestCase):
                     "user",
                     "aimx",
                     "--",
-                    "/usr/local/bin/aimx",
+                    self.prog,
                     "mcp",
                 ],
             ],
@@ -259,7 +312,8 @@ class ClaudeCodeTests(AgentsTestCase):
         self.assertEqual(code, 0)
         self.assertIn("MCP auto-registration failed: boom (exit 1)", out)
         self.assertIn(
-            "claude mcp add --scope user aimx -- /usr/local/bin/aimx --data-dir '/it'\\''s' mcp",
+            "claude mcp add --scope user aimx -e 'AIMX_DATA_DIR=/it'\"'\"'s' "
+            f"-- {self.prog} --data-dir '/it'\\''s' mcp",
             out,
         )
 
@@ -359,7 +413,7 @@ class SubprocessRunnerTests(AgentsTestCase):
             calls,
             [
                 "mcp remove --scope user aimx ",
-                "mcp add --scope user aimx -- /usr/local/bin/aimx mcp ",
+                f"mcp add --scope user aimx -- {self.prog} mcp ",
             ],
         )
         self.assertIn("MCP server registered with Claude Code.", out)
@@ -387,7 +441,7 @@ class CodexTests(AgentsTestCase):
             self.runner.calls,
             [
                 ["codex", "mcp", "remove", "aimx"],
-                ["codex", "mcp", "add", "aimx", "--", "/usr/local/bin/aimx", "mcp"],
+                ["codex", "mcp", "add", "aimx", "--", self.prog, "mcp"],
             ],
         )
         self.assertIn("MCP server registered with Codex CLI.", out)
@@ -400,13 +454,13 @@ class PrintTests(AgentsTestCase):
         code, out, _ = self.aimx("agents", "setup", "--print", "gemini")
         self.assertEqual(code, 0)
         self.assertTrue(out.startswith("=== SKILL.md ===\n---\nname: aimx\n"))
-        self.assertIn(bundle.primer(), out)
-        activation = out.split("=== activation ===\n", 1)[1]
+        self.assertIn(bundle.primer(McpCommand((self.prog,))), out)
+        activation = "\n".join(section(out, "activation"))
         snippet = json.loads(activation[activation.index("{") :])
         self.assertEqual(
-            snippet, {"mcpServers": {"aimx": {"command": "/usr/local/bin/aimx", "args": ["mcp"]}}}
+            snippet, {"mcpServers": {"aimx": {"command": self.prog, "args": ["mcp"]}}}
         )
-        self.assertIn('"command": "/usr/local/bin/aimx"', activation)
+        self.assertIn(f'"command": "{self.prog}"', activation)
         self.assertEqual(self.tree(), [])
         self.assertEqual(self.runner.calls, [])
 
@@ -418,9 +472,45 @@ class PrintTests(AgentsTestCase):
             headers,
             ["=== SKILL.md ==="]
             + [f"=== references/{n} ===" for n in registry.REFERENCES]
-            + ["=== activation ==="],
+            + ["=== activation ===", "=== MCP server ==="],
         )
-        self.assertIn("/usr/local/bin/aimx --data-dir '/d' mcp", out)
+        self.assertIn(f"-e AIMX_DATA_DIR=/d -- {self.prog} --data-dir '/d' mcp", out)
+
+    def test_print_checks_the_command(self):
+        """--print names the command, its env and the CLI steps, and runs the check (only)."""
+        code, out, _ = self.aimx("agents", "setup", "--print", "codex")
+        self.assertEqual(code, 0)
+        self.assertEqual(
+            section(out, "MCP server"),
+            [
+                f"command:  {self.prog} mcp",
+                "env:      (none: the default aimx directories)",
+                "register: codex mcp remove aimx",
+                f"register: codex mcp add aimx -- {self.prog} mcp",
+                f"check:    [OK] MCP check passed: `{self.prog} mcp` answers initialize and "
+                "tools/list (12 tools).",
+            ],
+        )
+        self.assertEqual(self.check.calls, [([self.prog, "mcp"], self.environ)])
+        self.assertEqual(self.runner.calls, [])
+
+    def test_print_failing_check(self):
+        """A failing check under --print: its reason in the section, the error, exit 1."""
+        self.check = FakeCheck(CheckResult(False, "exited with code 2 before answering "
+                                           "initialize", ("Traceback", "ImportError: x")))
+        code, out, err = self.aimx("agents", "setup", "--print", "gemini")
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            section(out, "MCP server")[-1],
+            "check:    [FAIL] exited with code 2 before answering initialize",
+        )
+        self.assertEqual(
+            err,
+            f"Error: MCP check failed: `{self.prog} mcp`: exited with code 2 before answering "
+            "initialize\n  | Traceback\n  | ImportError: x\nNothing was installed or "
+            "registered. Pass --command PATH to register another aimx program.\n",
+        )
+        self.assertEqual(self.tree(), [])
 
     def test_print_nanoclaw_skips_fork_check(self):
         """No fork directory is needed for a preview."""
@@ -446,8 +536,8 @@ class SnippetAgentTests(AgentsTestCase):
             ],
         )
         snippet = json.loads(out[out.index("{") :])
-        self.assertEqual(snippet["mcp"]["aimx"]["command"], ["/usr/local/bin/aimx", "mcp"])
-        self.assertIn('"command": [\n        "/usr/local/bin/aimx",\n        "mcp"\n      ]', out)
+        self.assertEqual(snippet["mcp"]["aimx"], {"type": "local", "command": [self.prog, "mcp"]})
+        self.assertIn(f'"command": [\n        "{self.prog}",\n        "mcp"\n      ]', out)
         self.assertEqual(self.runner.calls, [])
 
     def test_xdg_config_home(self):
@@ -468,18 +558,18 @@ class SnippetAgentTests(AgentsTestCase):
         """The openclaw command is one single-quoted compact JSON word (case 11)."""
         out = self.aimx("agents", "setup", "openclaw")[1]
         self.assertIn(
-            """openclaw mcp set aimx '{"command":"/usr/local/bin/aimx","args":["mcp"]}'""", out
+            f"""openclaw mcp set aimx '{{"command":"{self.prog}","args":["mcp"]}}'""", out
         )
         self.assertEqual(len(os.listdir(self.path(".openclaw/skills/aimx/references"))), 5)
-        hint = registry.activation_hint(registry.find("openclaw"), "/it's")
+        hint = registry.activation_hint(registry.find("openclaw"), McpCommand((PROG,), "/it's"))
         self.assertIn(
-            """'{"command":"/usr/local/bin/aimx","args":["--data-dir","/it'\\''s","mcp"]}'""", hint
+            """'{"command":"/opt/aimx/bin/aimx","args":["--data-dir","/it'\\''s","mcp"]}'""", hint
         )
 
     def test_hermes_hint(self):
         """Hermes YAML args, flow-quoted when needed (case 12)."""
         self.assertIn("args: [mcp]", self.aimx("agents", "setup", "hermes")[1])
-        hint = registry.activation_hint(registry.find("hermes"), "/a,b")
+        hint = registry.activation_hint(registry.find("hermes"), McpCommand((PROG,), "/a,b"))
         self.assertIn('args: [--data-dir, "/a,b", mcp]', hint)
         self.assertIn("mcp_servers:", hint)
         self.assertIn("/reload-mcp", hint)
@@ -516,7 +606,7 @@ class GooseTests(AgentsTestCase):
         self.assertEqual(os.listdir(self.path(".config/goose/recipes")), ["aimx.yaml"])
         recipe = self.recipe(self.read(".config/goose/recipes/aimx.yaml"))
         self.assertEqual(recipe["extensions"][0]["args"], ["mcp"])
-        self.assertIn(bundle.primer().strip(), recipe["prompt"])
+        self.assertIn(bundle.primer(McpCommand((self.prog,))).strip(), recipe["prompt"])
         self.assertTrue(
             recipe["prompt"].startswith("## Wiring yourself up as a mailbox hook (Goose)")
         )
@@ -527,7 +617,7 @@ class GooseTests(AgentsTestCase):
         self.aimx("agents", "setup", "goose", "--data-dir", "/d")
         recipe = self.recipe(self.read(".config/goose/recipes/aimx.yaml"))
         self.assertEqual(recipe["extensions"][0]["args"], ["--data-dir", "/d", "mcp"])
-        text = bundle.assemble(registry.find("goose"), '/x: "y" #z')[0].text
+        text = bundle.assemble(registry.find("goose"), McpCommand((PROG,), '/x: "y" #z'))[0].text
         self.assertEqual(
             self.recipe(text)["extensions"][0]["args"], ["--data-dir", '/x: "y" #z', "mcp"]
         )
@@ -580,7 +670,7 @@ class NanoClawTests(AgentsTestCase):
         self.assertEqual(list(document), ["mcpServers", "z"])
         self.assertEqual(list(document["mcpServers"]), ["other", "aimx"])
         self.assertEqual(
-            document["mcpServers"]["aimx"], {"command": "/usr/local/bin/aimx", "args": ["mcp"]}
+            document["mcpServers"]["aimx"], {"command": self.prog, "args": ["mcp"]}
         )
         self.assertIn(f"merged mcpServers.aimx into {self.mcp_json}", out)
         self.assertTrue(os.path.isfile(os.path.join(self.fork, "skills/aimx/SKILL.md")))
@@ -648,15 +738,15 @@ class NanoClawTests(AgentsTestCase):
         ):
             with open(self.mcp_json, "wb") as f:
                 f.write(content)
-            e = self.assertRaises(AgentError, install.merge_mcp_json, self.fork, None, False)
+            e = self.assertRaises(AgentError, install.merge_mcp_json, self.fork, COMMAND, False)
             self.assertIn(f"{self.mcp_json}: {message}", str(e))
 
     def test_blank_file_and_missing_fork(self):
         """A blank file counts as {}; a missing fork is reported, not created."""
         self.write_mcp("  \n")
-        outcome, _ = install.merge_mcp_json(self.fork, None, False)
+        outcome, _ = install.merge_mcp_json(self.fork, COMMAND, False)
         self.assertEqual(outcome, install.MergeOutcome.MERGED)
-        outcome, _ = install.merge_mcp_json(self.path("nofork"), None, False)
+        outcome, _ = install.merge_mcp_json(self.path("nofork"), COMMAND, False)
         self.assertEqual(outcome, install.MergeOutcome.NO_FORK)
         self.assertFalse(os.path.exists(self.path("nofork")))
 
@@ -978,28 +1068,40 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(
             [a.references for a in AGENTS], [True, True, False, False, False, True, True, True]
         )
-        self.assertIsNone(registry.registration(registry.find("gemini")))
+        self.assertIsNone(registry.registration(registry.find("gemini"), COMMAND))
         self.assertRaises(AgentError, registry.places, {"HOME": ""})
 
-    def test_mcp_argv(self):
-        """The registered command is the constant program path."""
-        self.assertEqual(registry.mcp_argv(), ["/usr/local/bin/aimx", "mcp"])
-        self.assertEqual(
-            registry.mcp_argv("/d"), ["/usr/local/bin/aimx", "--data-dir", "/d", "mcp"]
+    def test_mcp_command(self):
+        """The registered command: the program's words, [--data-dir P,] mcp; env sorted."""
+        self.assertEqual(COMMAND.argv, [PROG, "mcp"])
+        command = McpCommand(
+            ("/usr/bin/python3", "-m", "aimx"),
+            "/d",
+            {"AIMX_RUNTIME_DIR": "/r", "AIMX_CONFIG_DIR": "/c"},
         )
+        self.assertEqual(command.command, "/usr/bin/python3")
+        self.assertEqual(command.args, ["-m", "aimx", "--data-dir", "/d", "mcp"])
+        self.assertEqual(command.env, (("AIMX_CONFIG_DIR", "/c"), ("AIMX_RUNTIME_DIR", "/r")))
+        self.assertEqual(command.shell(), "/usr/bin/python3 -m aimx --data-dir '/d' mcp")
+        self.assertEqual(
+            command.display(),
+            "AIMX_CONFIG_DIR=/c AIMX_RUNTIME_DIR=/r /usr/bin/python3 -m aimx --data-dir '/d' mcp",
+        )
+        self.assertEqual(McpCommand(("/a b/aimx",)).shell(), "'/a b/aimx' mcp")
+        self.assertRaises(ValueError, McpCommand, ())
         self.assertEqual(registry.posix_quote("it's"), "'it'\\''s'")
 
     def test_every_hint_renders(self):
         """Every agent has an activation and removal hint; data dirs are escaped."""
         for agent in AGENTS:
-            self.assertTrue(registry.activation_hint(agent))
+            self.assertTrue(registry.activation_hint(agent, COMMAND))
             self.assertTrue(registry.removal_hint(agent))
-        gemini = registry.activation_hint(registry.find("gemini"), 'a"b\\c')
+        gemini = registry.activation_hint(registry.find("gemini"), McpCommand((PROG,), 'a"b\\c'))
         self.assertEqual(
             json.loads(gemini[gemini.index("{") :])["mcpServers"]["aimx"]["args"],
             ["--data-dir", 'a"b\\c', "mcp"],
         )
-        nanoclaw = registry.activation_hint(registry.find("nanoclaw"))
+        nanoclaw = registry.activation_hint(registry.find("nanoclaw"), COMMAND)
         for word in ("NanoClaw", "$NANOCLAW_HOME", "<fork>/.mcp.json", "email_list"):
             self.assertIn(word, nanoclaw)
 
@@ -1008,7 +1110,7 @@ class BundleTests(SynchronousTestCase):
     def test_skill_files(self):
         """SKILL.md = header + primer; references only where the registry says; sorted."""
         for agent in AGENTS:
-            files = bundle.assemble(agent)
+            files = bundle.assemble(agent, COMMAND)
             self.assertEqual([f.path for f in files], sorted(f.path for f in files))
             if agent.recipe:
                 self.assertEqual([f.path for f in files], ["aimx.yaml"])
@@ -1016,7 +1118,7 @@ class BundleTests(SynchronousTestCase):
             skill = files[0].text
             self.assertEqual(files[0].path, "SKILL.md")
             self.assertTrue(skill.startswith(bundle.header(agent).rstrip("\n")))
-            self.assertTrue(skill.endswith(bundle.primer()))
+            self.assertTrue(skill.endswith(bundle.primer(COMMAND)))
             self.assertIn(f"## Wiring yourself up as a mailbox hook ({agent.display})", skill)
             self.assertIn(f"aimx agents setup {agent.name}", skill)
             self.assertEqual(len(files), 6 if agent.references else 1)
@@ -1057,7 +1159,7 @@ class BundleTests(SynchronousTestCase):
 
     def test_primer_facts(self):
         """The primer names all twelve tools and aimx's own behaviour."""
-        text = bundle.primer()
+        text = bundle.primer(COMMAND)
         for tool in (
             "mailbox_list",
             "mailbox_create",
@@ -1079,7 +1181,7 @@ class BundleTests(SynchronousTestCase):
             "aimx-catchall",
             "fire_on_untrusted",
             "read == false",
-            "claude mcp add --scope user aimx -- /usr/local/bin/aimx mcp",
+            f"claude mcp add --scope user aimx -- {PROG} mcp",
             "partial",
             "sudo aimx mailboxes create <name> --owner <user>",
             "AIMX_FILEPATH",
@@ -1107,8 +1209,10 @@ class BundleTests(SynchronousTestCase):
     def test_indent_and_recipe_errors(self):
         """Blank lines stay empty when indented; a recipe without args: is an error."""
         self.assertEqual(bundle.indent_block("a\n\n  b\n", "  "), "  a\n\n    b\n")
-        self.assertRaises(AgentError, bundle.with_recipe_data_dir, "prompt: |\n  x\n", "/d")
-        self.assertRaises(AgentError, bundle.with_recipe_data_dir, "args:\nother: 1\n", "/d")
+        self.assertRaises(AgentError, bundle.with_recipe_command, "prompt: |\n  x\n", COMMAND)
+        self.assertRaises(
+            AgentError, bundle.with_recipe_command, "cmd: @@AIMX_MCP@@ mcp\n", COMMAND
+        )
 
 
 class CommandLineTests(SynchronousTestCase):
@@ -1184,3 +1288,604 @@ class TtyKeysTests(SynchronousTestCase):
             self.assertTrue(keys.line_mode)
         with picker.open_keys(TTY("")) as keys:  # claims a TTY but has no descriptor
             self.assertIsInstance(keys, picker.StreamKeys)
+
+
+class CheckFirstTests(AgentsTestCase):
+    """The MCP check runs before anything is written or registered."""
+
+    def test_ok_line_then_install(self):
+        """The check passes: its line, then the install and the registration."""
+        self.runner = FakeRunner(claude=RunResult(0, ""))
+        code, out, _ = self.aimx("agents", "setup", "claude-code")
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertEqual(
+            lines[0],
+            f"[OK] MCP check passed: `{self.prog} mcp` answers initialize and tools/list "
+            "(12 tools).",
+        )
+        self.assertTrue(lines[1].startswith("Installed "))
+        self.assertEqual(len(self.check.calls), 1)
+
+    def test_failure_installs_nothing(self):
+        """A failing check: exit 1, no file, no CLI run, no legacy plugin removed."""
+        os.makedirs(self.path(".claude/plugins/aimx"))
+        self.runner = FakeRunner(claude=RunResult(0, ""))
+        self.check = FakeCheck(CheckResult(False, "command not found: /x"))
+        code, out, err = self.aimx("agents", "setup", "claude-code", "--command", "/x")
+        self.assertEqual(code, 1)
+        self.assertEqual(out, "")
+        self.assertIn("Error: MCP check failed: `/x mcp`: command not found: /x", err)
+        self.assertIn("Nothing was installed or registered.", err)
+        self.assertEqual(self.tree(), [".claude", ".claude/plugins", ".claude/plugins/aimx"])
+        self.assertEqual(self.runner.calls, [])
+
+    def test_picker_checks_once(self):
+        """The picker checks once, after the confirmation; a failure installs nothing."""
+        self.err = TTY()
+        os.makedirs(self.path(".claude"))
+        os.makedirs(self.path(".gemini"))
+        self.open_keys = lambda stdin: _Context(picker.StreamKeys(io.StringIO("\n")))
+        self.stdin = TTY("\n")
+        self.check = FakeCheck(CheckResult(False, "gave no answer to initialize within 20 s"))
+        code, out, err = self.aimx("agents", "setup")
+        self.assertEqual(code, 1)
+        self.assertIn("Confirm? [Y/n] ", out)
+        self.assertIn("gave no answer to initialize within 20 s", err)
+        self.assertEqual(self.tree(), [".claude", ".gemini"])
+        self.check = FakeCheck()
+        self.stdin = TTY("\n")
+        self.assertEqual(self.aimx("agents", "setup")[0], 0)
+        self.assertEqual(len(self.check.calls), 1)
+        self.assertTrue(os.path.isfile(self.path(".gemini/skills/aimx/SKILL.md")))
+
+
+class DirectoryEnvTests(AgentsTestCase):
+    """Non-default aimx directories become the server's environment, in each harness's
+    format; the defaults are left out."""
+
+    def setUp(self):
+        super().setUp()
+        self.environ["AIMX_RUNTIME_DIR"] = "/srv/aimx/run"
+        self.environ["AIMX_CONFIG_DIR"] = "/srv/aimx/etc"
+        self.env = {"AIMX_CONFIG_DIR": "/srv/aimx/etc", "AIMX_RUNTIME_DIR": "/srv/aimx/run"}
+
+    def snippet(self, out):
+        return json.loads(out[out.index("{") :])
+
+    def test_directories(self):
+        """Defaults dropped, relative paths made absolute, flags win over the environment."""
+        self.assertEqual(
+            mcpcommand.directories(None, None, {"AIMX_RUNTIME_DIR": "/run/aimx"}), {}
+        )
+        self.assertEqual(mcpcommand.directories("/etc/aimx", "/var/lib/aimx", {}), {})
+        self.assertEqual(
+            mcpcommand.directories("etc", "/d", {"AIMX_RUNTIME_DIR": "run"}),
+            {"AIMX_CONFIG_DIR": os.path.abspath("etc"), "AIMX_DATA_DIR": "/d",
+             "AIMX_RUNTIME_DIR": os.path.abspath("run")},
+        )
+        out = self.aimx("--config-dir", "/flag/etc", "agents", "setup", "--print", "gemini")[1]
+        entry = self.snippet("\n".join(section(out, "activation")))["mcpServers"]["aimx"]
+        self.assertEqual(entry["env"]["AIMX_CONFIG_DIR"], "/flag/etc")
+
+    def test_claude_and_codex(self):
+        """claude: -e after the server name (before it, -e swallows the name); codex: --env."""
+        self.runner = FakeRunner(claude=RunResult(0, ""), codex=RunResult(0, ""))
+        self.aimx("agents", "setup", "claude-code")
+        self.aimx("agents", "setup", "codex")
+        self.assertEqual(
+            self.runner.calls[1],
+            ["claude", "mcp", "add", "--scope", "user", "aimx",
+             "-e", "AIMX_CONFIG_DIR=/srv/aimx/etc", "-e", "AIMX_RUNTIME_DIR=/srv/aimx/run",
+             "--", self.prog, "mcp"],
+        )
+        self.assertEqual(
+            self.runner.calls[3],
+            ["codex", "mcp", "add", "aimx", "--env", "AIMX_CONFIG_DIR=/srv/aimx/etc",
+             "--env", "AIMX_RUNTIME_DIR=/srv/aimx/run", "--", self.prog, "mcp"],
+        )
+
+    def test_check_uses_the_registered_env(self):
+        """The check sees the registered directories and none of this process's others."""
+        self.environ["AIMX_DATA_DIR"] = "/var/lib/aimx"
+        self.environ["OTHER"] = "kept"
+        self.aimx("agents", "setup", "--print", "gemini")
+        argv, env = self.check.calls[0]
+        self.assertEqual(argv, [self.prog, "--data-dir", "/var/lib/aimx", "mcp"])
+        self.assertEqual(
+            env, {"HOME": self.home, "PATH": "/nonexistent", "OTHER": "kept", **self.env}
+        )
+
+    def test_json_harnesses(self):
+        """gemini, openclaw, nanoclaw: "env"; opencode: "environment" beside "type": "local"."""
+        out = self.aimx("agents", "setup", "gemini")[1]
+        self.assertEqual(self.snippet(out)["mcpServers"]["aimx"]["env"], self.env)
+        out = self.aimx("agents", "setup", "opencode")[1]
+        self.assertEqual(
+            self.snippet(out),
+            {"mcp": {"aimx": {"type": "local", "command": [self.prog, "mcp"],
+                              "environment": self.env}}},
+        )
+        out = self.aimx("agents", "setup", "openclaw")[1]
+        word = shlex.split(out[out.index("openclaw mcp set") :].splitlines()[0])[-1]
+        self.assertEqual(json.loads(word)["env"], self.env)
+        os.makedirs(self.path("nanoclaw"))
+        self.aimx("agents", "setup", "nanoclaw")
+        with open(self.path("nanoclaw/.mcp.json")) as f:
+            self.assertEqual(json.load(f)["mcpServers"]["aimx"]["env"], self.env)
+
+    def test_hermes(self):
+        """hermes: an env: mapping, values double-quoted."""
+        out = self.aimx("agents", "setup", "hermes")[1]
+        self.assertIn(
+            f"      command: {self.prog}\n      args: [mcp]\n      env:\n"
+            '        AIMX_CONFIG_DIR: "/srv/aimx/etc"\n'
+            '        AIMX_RUNTIME_DIR: "/srv/aimx/run"\n      enabled: true\n',
+            out,
+        )
+
+    def test_goose(self):
+        """goose: envs: in the recipe's extension and in the example hook recipe."""
+        self.aimx("agents", "setup", "goose")
+        text = self.read(".config/goose/recipes/aimx.yaml")
+        lines = [
+            f'cmd: "{self.prog}"', "args:", '  - "mcp"', "envs:",
+            '  AIMX_CONFIG_DIR: "/srv/aimx/etc"', '  AIMX_RUNTIME_DIR: "/srv/aimx/run"',
+            "timeout: 300",
+        ]
+        for indent in ("    ", "      "):  # the extension, and the example hook recipe
+            self.assertIn("".join(f"{indent}{line}\n" for line in lines), text)
+        self.assertNotIn("@@", text)
+        if yaml is not None:
+            self.assertEqual(yaml.safe_load(text)["extensions"][0]["envs"], self.env)
+
+
+class CommandOptionTests(AgentsTestCase):
+    """--command PATH replaces the detected program."""
+
+    def test_path_made_absolute(self):
+        """A relative path is made absolute; the check runs that program."""
+        self.aimx("agents", "setup", "--print", "gemini", "--command", "venv/bin/aimx")
+        self.assertEqual(self.check.calls[0][0], [os.path.abspath("venv/bin/aimx"), "mcp"])
+
+    def test_bare_name_on_path(self):
+        """A bare name is looked up on PATH; not found, it is kept for the check to report."""
+        self.environ["PATH"] = os.path.dirname(self.prog)
+        self.aimx("agents", "setup", "--print", "gemini", "--command", "aimx")
+        self.aimx("agents", "setup", "--print", "gemini", "--command", "nonesuch")
+        self.assertEqual([argv for argv, _ in self.check.calls],
+                         [[self.prog, "mcp"], ["nonesuch", "mcp"]])
+
+    def test_help(self):
+        """setup --help documents --command."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertRaises(SystemExit, cli.main, ["agents", "setup", "--help"])
+        self.assertIn("--command PATH", out.getvalue())
+
+
+class ProgramTests(SynchronousTestCase):
+    """mcpcommand.program: which aimx is running, for venv, pipx, system and `-m` installs."""
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+
+    def script(self, path, first_lines, mode=0o755):
+        path = os.path.join(self.base, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(first_lines + "from aimx.cli import main\n")
+        os.chmod(path, mode)
+        return path
+
+    def python(self, bindir):
+        """A `python` in C{bindir} that is this interpreter (as a venv's is)."""
+        path = os.path.join(self.base, bindir, "python3")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(sys.executable, path)
+        return path
+
+    def test_venv_console_script(self):
+        """argv[0] is the venv's script, whose #! is the venv python: that script."""
+        python = self.python("venv/bin")
+        aimx = self.script("venv/bin/aimx", f"#!{python}\n")
+        self.assertEqual(mcpcommand.program(aimx, python, "/nonexistent"), (aimx,))
+
+    def test_pipx_symlink_kept(self):
+        """A pipx link in ~/.local/bin is registered as the link (it survives upgrades)."""
+        python = self.python("pipx/venvs/aimx/bin")
+        target = self.script("pipx/venvs/aimx/bin/aimx", f"#!{python}\n")
+        link = os.path.join(self.base, "local/bin/aimx")
+        os.makedirs(os.path.dirname(link))
+        os.symlink(target, link)
+        self.assertEqual(mcpcommand.program(link, python, None), (link,))
+
+    def test_system_install(self):
+        """No venv: /usr/local/bin/aimx run by the system python is that script."""
+        python = self.python("usr/bin")
+        aimx = self.script("usr/local/bin/aimx", f"#!{python}\n")
+        self.assertEqual(mcpcommand.program(aimx, python, "/nonexistent"), (aimx,))
+
+    def test_relative_argv0(self):
+        """`.venv/bin/aimx` typed in a shell: made absolute."""
+        python = self.python("venv/bin")
+        aimx = self.script("venv/bin/aimx", f"#!{python}\n")
+        self.patch(os, "getcwd", lambda: self.base)
+        self.assertEqual(
+            mcpcommand.program("venv/bin/aimx", python, None), (os.path.abspath("venv/bin/aimx"),)
+        )
+        self.assertTrue(os.path.samefile(os.path.abspath("venv/bin/aimx"), aimx))
+
+    def test_other_environment_refused(self):
+        """Another venv's aimx (its python links to the same base interpreter) or a script
+        for another python is not ours: `<python> -m aimx`."""
+        python = self.python("venv/bin")
+        other = self.python("other/bin")
+        theirs = self.script("other/bin/aimx", f"#!{other}\n")
+        self.assertEqual(mcpcommand.program(theirs, python, os.path.dirname(theirs)),
+                         (python, "-m", "aimx"))
+        shutil_python = os.path.join(self.base, "venv/bin/python2")
+        with open(shutil_python, "w") as f:
+            f.write("")
+        wrong = self.script("venv/bin/aimx", f"#!{shutil_python}\n")
+        self.assertEqual(mcpcommand.program(wrong, python, None), (python, "-m", "aimx"))
+
+    def test_module_run_uses_path(self):
+        """`python -m aimx`: the aimx on PATH when it is this environment's, else `-m aimx`."""
+        python = self.python("venv/bin")
+        aimx = self.script("venv/bin/aimx", f"#!{python}\n")
+        main = os.path.join(REPO, "aimx", "__main__.py")
+        self.assertEqual(mcpcommand.program(main, python, os.path.dirname(aimx)), (aimx,))
+        self.assertEqual(mcpcommand.program(main, python, "/nonexistent"),
+                         (python, "-m", "aimx"))
+        self.assertEqual(mcpcommand.program("", python, None), (python, "-m", "aimx"))
+
+    def test_only_a_script_called_aimx(self):
+        """trial's own console script has the right #! but is not aimx."""
+        python = self.python("venv/bin")
+        trial = self.script("venv/bin/trial", f"#!{python}\n")
+        self.assertEqual(mcpcommand.program(trial, python, None), (python, "-m", "aimx"))
+
+    def test_shebang_forms(self):
+        """`#!/usr/bin/env python3` names no interpreter; pip's sh trampoline for long or
+        spaced paths does; a script that cannot be run does not count."""
+        python = self.python("my venv/bin")
+        env = self.script("a/aimx", "#!/usr/bin/env python3\n")
+        self.assertFalse(mcpcommand.runs_with(env, "/usr/bin/python3"))
+        trampoline = self.script(
+            "my venv/bin/aimx", f"#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''\n"
+        )
+        self.assertEqual(mcpcommand.shebang(trampoline), python)
+        self.assertTrue(mcpcommand.runs_with(trampoline, python))
+        self.assertEqual(mcpcommand.program(trampoline, python, None), (trampoline,))
+        plain = self.script("b/aimx", f"#!{python}\n", mode=0o644)
+        self.assertFalse(mcpcommand.runs_with(plain, python))
+        self.assertIsNone(mcpcommand.shebang(self.script("c/aimx", "import sys\n")))
+        self.assertIsNone(mcpcommand.shebang(os.path.join(self.base, "missing")))
+
+
+FAKE_SERVER = """\
+import json, os, sys
+mode = sys.argv[1]
+if len(sys.argv) > 2:
+    with open(sys.argv[2], "w") as f:
+        f.write(os.getcwd())
+tools = [{"name": n, "inputSchema": {"type": "object"}} for n in sorted(%r)]
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue
+    reply = {"jsonrpc": "2.0", "id": message["id"]}
+    if mode == "garbage":
+        print("hello, I am not MCP", flush=True)
+        continue
+    if mode == "error":
+        reply["error"] = {"code": -32601, "message": "method not found"}
+    elif message["method"] == "initialize":
+        print(json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                          "params": {"level": "info", "data": "hi"}}), flush=True)
+        reply["result"] = {"protocolVersion": "2024-11-05", "capabilities": {"tools": {}},
+                           "serverInfo": {"name": "fake", "version": "0"}}
+    elif mode == "few":
+        reply["result"] = {"tools": tools[:2]}
+    elif mode == "pages":
+        start = int(message["params"].get("cursor") or 0)
+        reply["result"] = {"tools": tools[start:start + 5]}
+        if start + 5 < len(tools):
+            reply["result"]["nextCursor"] = str(start + 5)
+    else:
+        reply["result"] = {"tools": tools}
+    print(json.dumps(reply), flush=True)
+""" % (sorted(NAMES_12),)
+
+
+class ProbeTests(SynchronousTestCase):
+    """probe.check against fake servers (real child processes, every wait bounded)."""
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.server = self.write("server.py", FAKE_SERVER)
+        self.env = {"PATH": "/usr/bin:/bin"}
+
+    def write(self, name, text, mode=0o755):
+        path = os.path.join(self.base, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def fake(self, mode, *extra):
+        return probe.check([sys.executable, self.server, mode, *extra], self.env,
+                           timeout=CHILD_TIMEOUT)
+
+    def test_tool_names_are_the_servers(self):
+        """AIMX_TOOLS is the twelve tools `aimx mcp` registers (tests.test_mcp checks those)."""
+        from tests.test_mcp import NAMES
+
+        self.assertEqual(probe.AIMX_TOOLS, NAMES)
+        self.assertEqual(NAMES_12, NAMES)
+
+    def test_answers(self):
+        """initialize (a notification before the answer is skipped), tools/list: ok, from /."""
+        cwd = os.path.join(self.base, "cwd")
+        self.assertEqual(self.fake("ok", cwd), CheckResult(True, tools=12))
+        with open(cwd) as f:
+            self.assertEqual(f.read(), "/")
+
+    def test_pages(self):
+        """tools/list pages are followed through nextCursor."""
+        self.assertEqual(self.fake("pages"), CheckResult(True, tools=12))
+
+    def test_missing_tools(self):
+        """A server that is not aimx's: the missing tools are named."""
+        result = self.fake("few")
+        self.assertFalse(result.ok)
+        missing = sorted(NAMES_12)[2:]
+        self.assertEqual(
+            result.reason,
+            f"answered, but its tools/list lacks 10 of aimx's 12 tools: {', '.join(missing)}",
+        )
+
+    def test_not_json(self):
+        """Something that is not JSON-RPC on stdout."""
+        self.assertEqual(self.fake("garbage").reason,
+                         "wrote a line that is not JSON-RPC on stdout: 'hello, I am not MCP'")
+
+    def test_error_answer(self):
+        """A JSON-RPC error answer."""
+        self.assertEqual(self.fake("error").reason,
+                         "answered initialize with an error: 'method not found'")
+
+    def test_not_found(self):
+        """No such program."""
+        result = probe.check(["/nonexistent/aimx", "mcp"], self.env)
+        self.assertEqual(result, CheckResult(False, "command not found: /nonexistent/aimx"))
+        script = self.write("aimx", "#!/nonexistent/python\n")
+        self.assertEqual(probe.check([script, "mcp"], self.env).reason,
+                         "cannot be started: No such file or directory (its #! interpreter?)")
+
+    def test_not_executable(self):
+        """A file that cannot be run."""
+        path = self.write("aimx", "#!/bin/sh\n", mode=0o644)
+        self.assertEqual(probe.check([path, "mcp"], self.env).reason,
+                         "cannot be started: Permission denied")
+
+    def test_exit_code_and_stderr_tail(self):
+        """An early exit: its code and the last lines of its stderr."""
+        path = self.write("aimx", "#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10; do echo line $i >&2; "
+                                  "done\necho >&2\nexit 3\n")
+        result = probe.check([path, "mcp"], self.env, timeout=CHILD_TIMEOUT)
+        self.assertEqual(result.reason, "exited with code 3 before answering initialize")
+        self.assertEqual(result.stderr, tuple(f"line {i}" for i in range(3, 11)))
+
+    def test_killed(self):
+        """Killed by a signal before answering."""
+        path = self.write("aimx", "#!/bin/sh\nkill -9 $$\n")
+        self.assertEqual(probe.check([path, "mcp"], self.env, timeout=CHILD_TIMEOUT).reason,
+                         "was killed by signal 9 before answering initialize")
+
+    def test_no_answer(self):
+        """A server that reads and never answers: the bounded wait, then it is killed."""
+        path = self.write("aimx", "#!/bin/sh\nexec sleep 60\n")
+        result = probe.check([path, "mcp"], self.env, timeout=0.5)
+        self.assertEqual(result.reason, "gave no answer to initialize within 0.5 s")
+
+    def test_real_server(self):
+        """`python -m aimx mcp` of this checkout answers, from / with PYTHONPATH."""
+        result = probe.check([sys.executable, "-m", "aimx", "mcp"],
+                             dict(self.env, PYTHONPATH=REPO), timeout=CHILD_TIMEOUT)
+        self.assertEqual(result, CheckResult(True, tools=12))
+
+
+# -- the registered command, for real ------------------------------------------------
+
+RECORD_ARGV = '#!/bin/sh\n{ for a in "$@"; do printf "%s\\t" "$a"; done; echo; } >> "$0.log"\n'
+
+
+def listed_tools(command, args, env):
+    """Start C{command args} as an MCP server with the official stdio client; its tool names."""
+    import asyncio
+
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    parameters = StdioServerParameters(command=command, args=list(args), env=dict(env), cwd="/")
+
+    async def go():
+        async with (
+            stdio_client(parameters) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return sorted(t.name for t in (await session.list_tools()).tools)
+
+    async def bounded():
+        return await asyncio.wait_for(go(), CHILD_TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+def section(out, title):
+    """The lines of C{=== title ===} in C{--print} output, up to the next header."""
+    lines = out.splitlines()
+    start = lines.index(f"=== {title} ===") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("=== ")), len(lines))
+    return lines[start:end]
+
+
+def field(lines, name):
+    """The values of C{name:} lines of a C{--print} section."""
+    return [line.split(":", 1)[1].strip() for line in lines if line.startswith(name + ":")]
+
+
+class RealCommandTests(SynchronousTestCase):
+    """`aimx agents setup` as the user runs it: from the venv, as a child process, and the
+    command it registers started for real (no network; every wait bounded)."""
+
+    def setUp(self):
+        if not os.path.isfile(VENV_AIMX):
+            raise unittest.SkipTest(f"no aimx console script at {VENV_AIMX}: run from the venv")
+        self.home = os.path.abspath(self.mktemp())
+        self.bin = os.path.join(self.home, "bin")
+        self.runtime = os.path.abspath(self.mktemp())  # a non-default runtime dir
+        os.makedirs(self.bin)
+        os.makedirs(self.runtime)
+        self.claude = self.program("claude", RECORD_ARGV)
+        # PYTHONPATH: the venv's console script must import this checkout's aimx.
+        self.environ = {
+            "HOME": self.home,
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "PYTHONPATH": REPO,
+            "AIMX_RUNTIME_DIR": self.runtime,
+            "NO_COLOR": "1",
+        }
+
+    def program(self, name, script):
+        path = os.path.join(self.bin, name)
+        with open(path, "w") as f:
+            f.write(script)
+        os.chmod(path, 0o755)
+        return path
+
+    def setup_cli(self, *argv, program=(VENV_AIMX,), cwd=None):
+        """Run `<program> agents setup ...` as a child; root needs the flag (writes nothing)."""
+        root = ["--dangerously-allow-root"] if os.geteuid() == 0 else []
+        return subprocess.run(
+            [*program, "agents", "setup", *argv, *root],
+            env=self.environ,
+            cwd=cwd or self.home,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+            check=False,
+        )
+
+    def home_tree(self):
+        return sorted(n for n in os.listdir(self.home) if n != "bin")
+
+    def claude_calls(self):
+        log = self.claude + ".log"
+        if not os.path.exists(log):
+            return []
+        with open(log) as f:
+            return [line.rstrip("\n").rstrip("\t").split("\t") for line in f]
+
+    def test_print_from_the_venv(self):
+        """--print from the venv's console script: the command it would register is that
+        script, it exists, it answers tools/list, and the non-default runtime dir rides along
+        as the server's environment; nothing is written and `claude` is not run."""
+        done = self.setup_cli("claude-code", "--print")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        server = section(done.stdout, "MCP server")
+        self.assertEqual(field(server, "command"), [f"{VENV_AIMX} mcp"])
+        self.assertEqual(field(server, "env"), [f"AIMX_RUNTIME_DIR={self.runtime}"])
+        add = shlex.split(field(server, "register")[1])
+        self.assertEqual(
+            add,
+            ["claude", "mcp", "add", "--scope", "user", "aimx",
+             "-e", f"AIMX_RUNTIME_DIR={self.runtime}", "--", VENV_AIMX, "mcp"],
+        )
+        self.assertTrue(os.path.isfile(add[-2]) and os.access(add[-2], os.X_OK))
+        self.assertEqual(len(field(server, "check")), 1)
+        self.assertTrue(field(server, "check")[0].startswith("[OK] "), server)
+        env = dict(self.environ, AIMX_RUNTIME_DIR="unused")
+        env.update(dict([add[7].split("=", 1)]))
+        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(NAMES_12))
+        self.assertEqual(self.home_tree(), [])
+        self.assertEqual(self.claude_calls(), [])
+
+    def test_print_outside_a_venv_script(self):
+        """`python -m aimx` with no aimx script on PATH: the command is this interpreter
+        with `-m aimx`, and it answers from another directory."""
+        done = self.setup_cli("claude-code", "--print", program=(sys.executable, "-m", "aimx"))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        server = section(done.stdout, "MCP server")
+        self.assertEqual(field(server, "command"),
+                         [shlex.join([sys.executable, "-m", "aimx", "mcp"])])
+        add = shlex.split(field(server, "register")[1])
+        self.assertEqual(add[add.index("--") + 1 :], [sys.executable, "-m", "aimx", "mcp"])
+        self.assertEqual(listed_tools(sys.executable, ["-m", "aimx", "mcp"], self.environ),
+                         sorted(NAMES_12))
+
+    def test_wrong_command(self):
+        """--command naming a missing program or a failing one: a clear reason, exit 1."""
+        done = self.setup_cli("claude-code", "--print", "--command", "/nonexistent/aimx")
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("Error: MCP check failed: `AIMX_RUNTIME_DIR=", done.stderr)
+        self.assertIn("/nonexistent/aimx mcp`: command not found: /nonexistent/aimx", done.stderr)
+        failing = self.program("broken-aimx",
+                               "#!/bin/sh\necho 'no such module: aimx' >&2\nexit 3\n")
+        # A real install as a user; as root only a preview (root's own home is not ours).
+        preview = ["--print"] if os.geteuid() == 0 else []
+        done = self.setup_cli("claude-code", *preview, "--command", failing)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn(f"{failing} mcp`: exited with code 3 before answering initialize",
+                      done.stderr)
+        self.assertIn("  | no such module: aimx", done.stderr)
+        self.assertIn("Nothing was installed or registered.", done.stderr)
+        self.assertEqual(self.home_tree(), [])
+        self.assertEqual(self.claude_calls(), [])
+
+    def test_command_override(self):
+        """--command PATH replaces the detected command (a relative path made absolute)."""
+        other = os.path.join(self.home, "other")
+        os.makedirs(other)
+        os.symlink(VENV_AIMX, os.path.join(other, "aimx"))
+        done = self.setup_cli("gemini", "--print", "--command", "other/aimx")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        server = section(done.stdout, "MCP server")
+        self.assertEqual(field(server, "command"), [f"{other}/aimx mcp"])
+        self.assertEqual(field(server, "register"), [])
+        activation = "\n".join(section(done.stdout, "activation"))
+        snippet = json.loads(activation[activation.index("{") :])
+        self.assertEqual(
+            snippet,
+            {"mcpServers": {"aimx": {"command": f"{other}/aimx", "args": ["mcp"],
+                                     "env": {"AIMX_RUNTIME_DIR": self.runtime}}}},
+        )
+
+    def test_registers_through_claude(self):
+        """A real install through a fake `claude` on PATH: the add argv it records names an
+        existing program that answers tools/list with the recorded environment."""
+        world = agents_cli.World(
+            self.environ, 1000, io.StringIO(), io.StringIO(), io.StringIO(),
+            argv0=VENV_AIMX, executable=sys.executable,
+        )
+        args = cli._parser().parse_args(["agents", "setup", "claude-code"])
+        self.assertEqual(agents_cli.main(args, world), 0, world.err.getvalue())
+        out = world.out.getvalue()
+        self.assertIn("[OK] MCP check passed", out)
+        self.assertIn("MCP server registered with Claude Code.", out)
+        remove, add = self.claude_calls()
+        self.assertEqual(remove, ["mcp", "remove", "--scope", "user", "aimx"])
+        self.assertEqual(
+            add,
+            ["mcp", "add", "--scope", "user", "aimx",
+             "-e", f"AIMX_RUNTIME_DIR={self.runtime}", "--", VENV_AIMX, "mcp"],
+        )
+        env = dict(self.environ)
+        del env["AIMX_RUNTIME_DIR"]
+        env.update(dict([add[6].split("=", 1)]))
+        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(NAMES_12))
+        self.assertTrue(os.path.isfile(os.path.join(self.home, ".claude/skills/aimx/SKILL.md")))

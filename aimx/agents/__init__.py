@@ -4,7 +4,8 @@ The public surface (spec/agents.md):
 
 - L{AGENTS}, L{Agent}, L{find}: the eight harnesses in registry order (the setup
   wizard lists C{agent.display} for each).
-- L{activation_hint}, L{removal_hint}, L{mcp_argv}: what to print or register.
+- L{McpCommand}, L{activation_hint}, L{removal_hint}: what to register or print;
+  L{mcpcommand} finds the aimx to register, L{probe} checks that it answers.
 - L{assemble}: the files of one agent's bundle (package data under
   C{aimx/agents_data/}).
 - L{install}: writing, removal, NanoClaw's C{.mcp.json}, CLI registration.
@@ -15,28 +16,26 @@ C{aimx agents setup|list|remove} itself lives in L{aimx.cli.agents}.
 from aimx.agents.bundle import BundleFile, assemble
 from aimx.agents.registry import (
     AGENTS,
-    MCP_PROGRAM,
     Agent,
     AgentError,
+    McpCommand,
     Places,
     activation_hint,
     find,
-    mcp_argv,
     places,
     removal_hint,
 )
 
 __all__ = [
     "AGENTS",
-    "MCP_PROGRAM",
     "Agent",
     "AgentError",
     "BundleFile",
+    "McpCommand",
     "Places",
     "activation_hint",
     "assemble",
     "find",
-    "mcp_argv",
     "places",
     "removal_hint",
 ]

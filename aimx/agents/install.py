@@ -18,7 +18,7 @@ import attrs
 
 from aimx.agents import registry
 from aimx.agents.bundle import BundleFile
-from aimx.agents.registry import Agent, AgentError, Places
+from aimx.agents.registry import Agent, AgentError, McpCommand, Places
 
 _DIR_MODE = 0o755
 _FILE_MODE = 0o644
@@ -150,7 +150,7 @@ class MergeOutcome(enum.Enum):
     NO_FORK = "no-fork"
 
 
-def merge_mcp_json(fork: str, data_dir: str | None, force: bool) -> tuple[MergeOutcome, str]:
+def merge_mcp_json(fork: str, command: McpCommand, force: bool) -> tuple[MergeOutcome, str]:
     """Set C{mcpServers.aimx} in C{<fork>/.mcp.json}, keeping every other key and its order.
 
     The file must be strict JSON (comments are refused).  The new content is
@@ -172,7 +172,7 @@ def merge_mcp_json(fork: str, data_dir: str | None, force: bool) -> tuple[MergeO
         raise AgentError(f"{path}: mcpServers is not a JSON object")
     if "aimx" in servers and not force:
         return MergeOutcome.EXISTS, path
-    servers["aimx"] = registry.mcp_servers_entry(data_dir)
+    servers["aimx"] = registry.mcp_servers_entry(command)
     try:
         _replace(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     except OSError as e:
@@ -261,13 +261,13 @@ class Registration(enum.Enum):
     FAILED = "failed"
 
 
-def register_mcp(agent: Agent, data_dir: str | None, runner: Runner) -> tuple[Registration, str]:
+def register_mcp(agent: Agent, command: McpCommand, runner: Runner) -> tuple[Registration, str]:
     """Remove then add the aimx MCP server through C{agent}'s own CLI.
 
     @return: the outcome and, on failure, the one-line reason
         (C{<first stderr line> (exit <n>)}).
     """
-    steps = registry.registration(agent, data_dir)
+    steps = registry.registration(agent, command)
     if steps is None:
         return Registration.NOT_FOUND, ""
     remove, add = steps

@@ -3,22 +3,32 @@
 Each L{Agent} names where its bundle goes (a path template over C{$HOME},
 C{$XDG_CONFIG_HOME} and C{$NANOCLAW_HOME}), which directory proves the agent is
 installed, which header file its bundle starts with, and how its MCP server is
-wired.  The activation and removal hints are rendered here too, from the data
-dir alone, so C{aimx agents list}, C{setup} and the setup wizard print the same
-text.  Nothing here reads the disk or the environment: callers pass what they
-looked up.
+wired.  The activation and removal hints are rendered here too, from an
+L{McpCommand} (the program that starts aimx, the data dir, the environment),
+so C{aimx agents list}, C{setup} and the setup wizard print the same text.
+Nothing here reads the disk or the environment: callers pass what they looked
+up (L{aimx.agents.mcpcommand} finds the program).
+
+How each harness carries the server's environment (checked against each one's
+documented config format):
+
+- Claude Code: C{claude mcp add <name> -e K=V ... -- <cmd>}; C{-e} is variadic,
+  so it must come after the server name or it swallows the name.
+- Codex CLI: C{codex mcp add <name> --env K=V ... -- <cmd>}.
+- OpenCode: C{"type": "local"}, C{"command": [argv]}, C{"environment": {...}}.
+- Gemini CLI, NanoClaw (C{.mcp.json}), OpenClaw (C{mcp set}): C{"env": {...}}.
+- Hermes: C{env:} mapping beside C{command:}/C{args:}.
+- Goose: C{envs:} mapping in the recipe's stdio extension (see L{aimx.agents.bundle}).
 """
 
 import json
-from collections.abc import Mapping
+import re
+import shlex
+from collections.abc import Iterable, Mapping
 
 import attrs
 
 from aimx.errors import AimxError
-
-# AIMX registers this path whatever the install prefix (agents.md §1); the
-# packaging puts a console script or a symlink there.
-MCP_PROGRAM = "/usr/local/bin/aimx"
 
 # The progressive-disclosure references shipped beside SKILL.md (agents.md §4.1).
 REFERENCES = ("frontmatter.md", "hooks.md", "mcp-tools.md", "troubleshooting.md", "workflows.md")
@@ -195,17 +205,66 @@ def _join(base: str, name: str) -> str:
 # -- MCP command and registration ------------------------------------------------------
 
 
+def _env_pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dict(value).items()))
+
+
+@attrs.frozen
+class McpCommand:
+    """The MCP server command an agent is told to start.
+
+    @ivar program: the words that start aimx: the absolute path of its console
+        script (C{("/srv/venv/bin/aimx",)}), or an interpreter running the package
+        (C{("/usr/bin/python3", "-m", "aimx")}).
+    @ivar data_dir: passed as C{--data-dir P} before C{mcp} (agents.md §1).
+    @ivar env: C{(name, value)} pairs, sorted by name, that the server must run
+        with: the aimx directories that are not the defaults.
+    """
+
+    program: tuple[str, ...] = attrs.field(converter=tuple)
+    data_dir: str | None = None
+    env: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_env_pairs)
+
+    @program.validator
+    def _check_program(self, attribute, value):
+        if not value or not all(isinstance(word, str) and word for word in value):
+            raise ValueError("an MCP command needs a program")
+
+    @property
+    def command(self) -> str:
+        """The executable (C{command} of the JSON configs)."""
+        return self.program[0]
+
+    @property
+    def args(self) -> list[str]:
+        """Everything after the executable: C{[-m aimx] [--data-dir P] mcp}."""
+        return [*self.program[1:], *mcp_args(self.data_dir)]
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.command, *self.args]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def shell(self) -> str:
+        """The command as POSIX shell words (the data dir always single-quoted, §4.4)."""
+        extra = f" --data-dir {posix_quote(self.data_dir)}" if self.data_dir else ""
+        return f"{shlex.join(self.program)}{extra} mcp"
+
+    def display(self) -> str:
+        """The command with its environment in front, as a shell would take it."""
+        prefix = "".join(shlex.quote(f"{k}={v}") + " " for k, v in self.env)
+        return prefix + self.shell()
+
+
 def mcp_args(data_dir: str | None = None) -> list[str]:
-    """The arguments after L{MCP_PROGRAM}: C{[--data-dir, P,] mcp}."""
+    """The aimx arguments of the server: C{[--data-dir, P,] mcp}."""
     return ["--data-dir", data_dir, "mcp"] if data_dir else ["mcp"]
 
 
-def mcp_argv(data_dir: str | None = None) -> list[str]:
-    """The full registered MCP command."""
-    return [MCP_PROGRAM, *mcp_args(data_dir)]
-
-
-def registration(agent: Agent, data_dir: str | None = None) -> tuple[list[str], list[str]] | None:
+def registration(agent: Agent, command: McpCommand) -> tuple[list[str], list[str]] | None:
     """The two commands that (re-)register the MCP server through the agent's CLI.
 
     The first removes a previous registration (its result is ignored); the
@@ -215,14 +274,16 @@ def registration(agent: Agent, data_dir: str | None = None) -> tuple[list[str], 
     @return: C{(remove_argv, add_argv)}, or C{None} for agents without a CLI step.
     """
     if agent.cli == "claude":
+        env = [word for k, v in command.env for word in ("-e", f"{k}={v}")]
         return (
             ["claude", "mcp", "remove", "--scope", "user", "aimx"],
-            ["claude", "mcp", "add", "--scope", "user", "aimx", "--", *mcp_argv(data_dir)],
+            ["claude", "mcp", "add", "--scope", "user", "aimx", *env, "--", *command.argv],
         )
     if agent.cli == "codex":
+        env = [word for k, v in command.env for word in ("--env", f"{k}={v}")]
         return (
             ["codex", "mcp", "remove", "aimx"],
-            ["codex", "mcp", "add", "aimx", "--", *mcp_argv(data_dir)],
+            ["codex", "mcp", "add", "aimx", *env, "--", *command.argv],
         )
     return None
 
@@ -232,36 +293,57 @@ def posix_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _shell_mcp(data_dir: str | None) -> str:
-    extra = f" --data-dir {posix_quote(data_dir)}" if data_dir else ""
-    return f"{MCP_PROGRAM}{extra} mcp"
+def _shell_env(flag: str, command: McpCommand) -> str:
+    return "".join(f" {flag} {shlex.quote(f'{k}={v}')}" for k, v in command.env)
+
+
+def claude_add_line(command: McpCommand) -> str:
+    """The manual C{claude mcp add} command line (hint and primer)."""
+    return f"claude mcp add --scope user aimx{_shell_env('-e', command)} -- {command.shell()}"
+
+
+def codex_add_line(command: McpCommand) -> str:
+    """The manual C{codex mcp add} command line."""
+    return f"codex mcp add aimx{_shell_env('--env', command)} -- {command.shell()}"
 
 
 def _pretty(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-def mcp_servers_entry(data_dir: str | None = None) -> dict:
-    """The C{{"command", "args"}} object of the JSON configs (Gemini, NanoClaw, OpenClaw)."""
-    return {"command": MCP_PROGRAM, "args": mcp_args(data_dir)}
+def mcp_servers_entry(command: McpCommand) -> dict:
+    """The C{{"command", "args"[, "env"]}} object of the JSON configs (Gemini, NanoClaw,
+    OpenClaw)."""
+    entry = {"command": command.command, "args": command.args}
+    if command.env:
+        entry["env"] = command.environment
+    return entry
 
 
-def activation_hint(agent: Agent, data_dir: str | None = None) -> str:
+def opencode_entry(command: McpCommand) -> dict:
+    """OpenCode's local server: C{type} is required, C{command} is the whole argv."""
+    entry = {"type": "local", "command": command.argv}
+    if command.env:
+        entry["environment"] = command.environment
+    return entry
+
+
+def activation_hint(agent: Agent, command: McpCommand) -> str:
     """What the user still has to do to activate the MCP server (agents.md §4.4).
 
-    JSON snippets come from a real serializer (2-space indent) so any data dir
-    path is escaped correctly; shell commands quote the path for POSIX shells.
+    JSON snippets come from a real serializer (2-space indent) so any path is
+    escaped correctly; shell commands quote for POSIX shells.
     """
-    return _HINTS[agent.name](data_dir)
+    return _HINTS[agent.name](command)
 
 
-def _claude_hint(data_dir):
+def _claude_hint(command):
     return "\n".join(
         [
             "Skill installed at ~/.claude/skills/aimx/.",
             "If automatic MCP registration did not happen, register the server once:",
             "",
-            f"  claude mcp add --scope user aimx -- {_shell_mcp(data_dir)}",
+            f"  {claude_add_line(command)}",
             "",
             "Then restart Claude Code. Claude Code finds the skill by itself, but the MCP",
             "server has to be registered explicitly (headless `claude -p` runs included).",
@@ -269,13 +351,13 @@ def _claude_hint(data_dir):
     )
 
 
-def _codex_hint(data_dir):
+def _codex_hint(command):
     return "\n".join(
         [
             "Skill installed at ~/.codex/skills/aimx/.",
             "If automatic MCP registration did not happen, register the server once:",
             "",
-            f"  codex mcp add aimx -- {_shell_mcp(data_dir)}",
+            f"  {codex_add_line(command)}",
             "",
             "Then restart Codex CLI. The command records the server in",
             "~/.codex/config.toml, where Codex reads its MCP servers.",
@@ -283,8 +365,8 @@ def _codex_hint(data_dir):
     )
 
 
-def _opencode_hint(data_dir):
-    snippet = {"mcp": {"aimx": {"command": mcp_argv(data_dir)}}}
+def _opencode_hint(command):
+    snippet = {"mcp": {"aimx": opencode_entry(command)}}
     return "\n".join(
         [
             "Skill installed. Add this to the `mcp` object of your OpenCode config",
@@ -295,8 +377,8 @@ def _opencode_hint(data_dir):
     )
 
 
-def _gemini_hint(data_dir):
-    snippet = {"mcpServers": {"aimx": mcp_servers_entry(data_dir)}}
+def _gemini_hint(command):
+    snippet = {"mcpServers": {"aimx": mcp_servers_entry(command)}}
     return "\n".join(
         [
             "Skill installed. Merge this into ~/.gemini/settings.json (create the file",
@@ -307,7 +389,7 @@ def _gemini_hint(data_dir):
     )
 
 
-def _goose_hint(data_dir):
+def _goose_hint(command):
     # Static on purpose: the hint never reads $GOOSE_RECIPE_GITHUB_REPO, so the
     # listing is the same in every shell.
     return (
@@ -321,8 +403,8 @@ def _goose_hint(data_dir):
     )
 
 
-def _openclaw_hint(data_dir):
-    compact = json.dumps(mcp_servers_entry(data_dir), ensure_ascii=False, separators=(",", ":"))
+def _openclaw_hint(command):
+    compact = json.dumps(mcp_servers_entry(command), ensure_ascii=False, separators=(",", ":"))
     return "\n".join(
         [
             "Skill installed. Register the MCP server with OpenClaw:",
@@ -334,31 +416,56 @@ def _openclaw_hint(data_dir):
     )
 
 
-def _hermes_hint(data_dir):
-    # A YAML flow sequence treats , [ ] # as syntax: the path goes in as a
-    # double-quoted scalar, which JSON string syntax produces exactly.
-    if data_dir:
-        args = f"[--data-dir, {json.dumps(data_dir, ensure_ascii=False)}, mcp]"
-    else:
-        args = "[mcp]"
-    return "\n".join(
-        [
-            "Skill installed at ~/.hermes/skills/aimx/. Paste this under the top-level",
-            "`mcp_servers:` key of ~/.hermes/config.yaml (add the key if it is missing):",
-            "",
-            "  mcp_servers:",
-            "    aimx:",
-            f"      command: {MCP_PROGRAM}",
-            f"      args: {args}",
-            "      enabled: true",
-            "",
-            "Then run `/reload-mcp` inside Hermes; it re-reads the file without a restart.",
-        ]
-    )
+def _hermes_hint(command):
+    lines = [
+        "Skill installed at ~/.hermes/skills/aimx/. Paste this under the top-level",
+        "`mcp_servers:` key of ~/.hermes/config.yaml (add the key if it is missing):",
+        "",
+        "  mcp_servers:",
+        "    aimx:",
+        f"      command: {_yaml_scalar(command.command)}",
+        f"      args: [{', '.join(_hermes_args(command))}]",
+    ]
+    if command.env:
+        lines.append("      env:")
+        lines += [f"        {k}: {json.dumps(v, ensure_ascii=False)}" for k, v in command.env]
+    lines += [
+        "      enabled: true",
+        "",
+        "Then run `/reload-mcp` inside Hermes; it re-reads the file without a restart.",
+    ]
+    return "\n".join(lines)
 
 
-def _nanoclaw_hint(data_dir):
-    snippet = {"mcpServers": {"aimx": mcp_servers_entry(data_dir)}}
+def _hermes_args(command: McpCommand) -> list[str]:
+    # The data dir is always double-quoted, as agents.md §4.4 shows it.
+    words = [_yaml_scalar(word) for word in command.program[1:]]
+    if command.data_dir:
+        words += ["--data-dir", json.dumps(command.data_dir, ensure_ascii=False)]
+    return [*words, "mcp"]
+
+
+# Plain YAML scalars that mean themselves in block and flow context alike.
+_PLAIN = re.compile(r"[A-Za-z0-9/_.+-]+\Z")
+
+
+def _yaml_scalar(text: str) -> str:
+    """C{text} plain when that is unambiguous, else double-quoted.
+
+    A YAML flow sequence treats C{, [ ] #} as syntax and a plain scalar may read
+    as a number or boolean: the rest goes in as a double-quoted scalar, which JSON
+    string syntax produces exactly.
+    """
+    if _PLAIN.match(text) and not text[0].isdigit() and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+_YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"})
+
+
+def _nanoclaw_hint(command):
+    snippet = {"mcpServers": {"aimx": mcp_servers_entry(command)}}
     return "\n".join(
         [
             "Skill installed, and the MCP server was merged into <fork>/.mcp.json",

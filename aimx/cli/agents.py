@@ -6,21 +6,30 @@ C{/etc} or C{/var}, nothing talks to the daemon.  Claude Code and Codex are
 registered through their own CLIs; NanoClaw's C{.mcp.json} is merged; every
 other agent gets a printed snippet.
 
+The MCP server registered is the aimx running this command (L{mcpcommand}), or
+C{--command PATH}, with the aimx directories it runs with as the server's
+environment.  Before anything is installed, registered or previewed, that exact
+command is started and must answer C{initialize} and C{tools/list}
+(L{aimx.agents.probe}); when it does not, nothing is written and the reason is
+printed.
+
 The outside world (environment, euid, streams, the CLI runner, root's home,
-the key source of the picker) comes in a L{World}, so tests run every path
-with a temporary HOME and fakes.
+the key source of the picker, C{sys.argv[0]} and C{sys.executable}, the MCP
+check) comes in a L{World}, so tests run every path with a temporary HOME and
+fakes.
 """
 
 import argparse
 import os
 import pwd
+import shlex
 import sys
 from collections.abc import Callable, Mapping
 
 import attrs
 
-from aimx.agents import bundle, install, picker, registry
-from aimx.agents.registry import AGENTS, Agent, AgentError
+from aimx.agents import bundle, install, mcpcommand, picker, probe, registry
+from aimx.agents.registry import AGENTS, Agent, AgentError, McpCommand
 from aimx.cli.term import Terminal
 
 ROOT_REFUSAL = """\
@@ -60,6 +69,9 @@ class World:
     @ivar root_home: C{() -> str}, root's C{pw_dir} (C{--dangerously-allow-root}).
     @ivar username: C{uid -> str | None} for the picker's title.
     @ivar open_keys: C{stdin -> context manager yielding a key source}.
+    @ivar argv0: C{sys.argv[0]}, the program running (L{mcpcommand.program}).
+    @ivar executable: C{sys.executable}.
+    @ivar check: C{(argv, env) -> probe.CheckResult}, the MCP check.
     """
 
     environ: Mapping[str, str]
@@ -71,6 +83,9 @@ class World:
     root_home: Callable[[], str] = _root_home
     username: Callable[[int], str | None] = _username
     open_keys: Callable = picker.open_keys
+    argv0: str = attrs.field(factory=lambda: sys.argv[0])
+    executable: str = attrs.field(factory=lambda: sys.executable)
+    check: Callable = probe.check
 
     def __attrs_post_init__(self):
         if self.runner is None:
@@ -97,6 +112,11 @@ def add_parser(sub, common) -> None:
         "--print", action="store_true", help="print the files and activation step, write nothing"
     )
     setup.add_argument("--no-interactive", action="store_true", help="never open the picker")
+    setup.add_argument(
+        "--command",
+        metavar="PATH",
+        help="the aimx program to register (default: the aimx running this command)",
+    )
     setup.add_argument(
         "--dangerously-allow-root",
         action="store_true",
@@ -138,9 +158,10 @@ def list_agents(world: World, term: Terminal) -> int:
         where = registry.places(world.environ)
     except AgentError:
         where = None
+    command = McpCommand(_program(None, world))
     for agent in AGENTS:
         dest = registry.expand(agent.dest, where) if where else agent.dest
-        hint = registry.activation_hint(agent).split("\n")
+        hint = registry.activation_hint(agent, command).split("\n")
         term.say(f"  {term.bold(agent.name)}")
         term.say(f"    destination: {dest}")
         term.say(f"    install:     aimx agents setup {agent.name}")
@@ -191,10 +212,75 @@ def setup(args, world: World, term: Terminal) -> int:
             return 0
         return choose(args, world, term, registry.places(world.environ, home))
     agent = _find(args.agent)
+    command = _command(args, world)
     if args.print:
-        return preview(agent, args.data_dir, term)
-    install_agent(agent, args, world, term, registry.places(world.environ, home))
+        return preview(agent, command, world, term)
+    where = registry.places(world.environ, home)
+    check_command(command, world, term)
+    install_agent(agent, command, args, world, term, where)
     return 0
+
+
+# -- the MCP command and its check -----------------------------------------------------
+
+
+def _program(given: str | None, world: World) -> tuple[str, ...]:
+    path = world.environ.get("PATH", os.defpath)
+    if given:
+        return mcpcommand.given(given, path)
+    return mcpcommand.program(world.argv0, world.executable, path)
+
+
+def _command(args, world: World) -> McpCommand:
+    """The command to register: the running aimx (or C{--command}), C{--data-dir}, and the
+    non-default aimx directories as its environment."""
+    return mcpcommand.mcp_command(
+        _program(getattr(args, "command", None), world),
+        getattr(args, "config_dir", None),
+        args.data_dir,
+        world.environ,
+    )
+
+
+def _server_env(command: McpCommand, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the agent gives the server: its own, whatever aimx directories it has
+    replaced by the registered ones (so the check proves the registration carries them)."""
+    names = {name for name, _ in mcpcommand.DIRECTORIES}
+    env = {k: v for k, v in environ.items() if k not in names}
+    env.update(command.environment)
+    return env
+
+
+def _run_check(command: McpCommand, world: World) -> probe.CheckResult:
+    return world.check(command.argv, _server_env(command, world.environ))
+
+
+def _passed(command: McpCommand, result: probe.CheckResult) -> str:
+    return (
+        f"MCP check passed: `{command.display()}` answers initialize and tools/list "
+        f"({result.tools} tools)."
+    )
+
+
+def _failure(command: McpCommand, result: probe.CheckResult) -> str:
+    lines = [f"MCP check failed: `{command.display()}`: {result.reason}"]
+    lines += [f"  | {line}" for line in result.stderr]
+    lines.append(
+        "Nothing was installed or registered. Pass --command PATH to register another aimx "
+        "program."
+    )
+    return "\n".join(lines)
+
+
+def check_command(command: McpCommand, world: World, term: Terminal) -> None:
+    """Start C{command} as the agent would and print that it answers.
+
+    @raise AgentError: it does not; the message says how it failed.
+    """
+    result = _run_check(command, world)
+    if not result.ok:
+        raise AgentError(_failure(command, result))
+    term.say(f"{term.mark('ok')} {_passed(command, result)}")
 
 
 def _isatty(stream) -> bool:
@@ -204,24 +290,37 @@ def _isatty(stream) -> bool:
         return False
 
 
-def preview(agent: Agent, data_dir: str | None, term: Terminal) -> int:
-    """C{--print}: every file and the activation step; nothing written, nothing run."""
-    for item in bundle.assemble(agent, data_dir):
+def preview(agent: Agent, command: McpCommand, world: World, term: Terminal) -> int:
+    """C{--print}: every file, the activation step and the MCP server command; nothing
+    written, no agent CLI run, but the command is checked (exit 1 when it fails)."""
+    for item in bundle.assemble(agent, command):
         term.say(f"=== {item.path} ===")
         term.out.write(item.text if item.text.endswith("\n") else item.text + "\n")
     term.say("=== activation ===")
-    term.say(registry.activation_hint(agent, data_dir))
+    term.say(registry.activation_hint(agent, command))
+    term.say("=== MCP server ===")
+    term.say(f"command:  {command.shell()}")
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in command.env)
+    term.say(f"env:      {env or '(none: the default aimx directories)'}")
+    for argv in registry.registration(agent, command) or ():
+        term.say(f"register: {shlex.join(argv)}")
+    result = _run_check(command, world)
+    if not result.ok:
+        term.say(f"check:    {term.mark('fail')} {result.reason}")
+        raise AgentError(_failure(command, result))
+    term.say(f"check:    {term.mark('ok')} {_passed(command, result)}")
     return 0
 
 
-def install_agent(agent: Agent, args, world: World, term: Terminal, where) -> str:
+def install_agent(agent: Agent, command: McpCommand, args, world: World, term: Terminal,
+                  where) -> str:
     """Install one agent (§2.2 steps 5–10) and return its destination.
 
+    @param command: the MCP server command, already checked.
     @raise AgentError: a step failed (the picker reports it and moves on).
     """
     style = picker.Style(term)
-    data_dir = args.data_dir
-    files = bundle.assemble(agent, data_dir)
+    files = bundle.assemble(agent, command)
     dest = registry.expand(agent.dest, where)
     if agent.name == "claude-code":
         _remove_legacy_plugin(where, term, style)
@@ -236,10 +335,10 @@ def install_agent(agent: Agent, args, world: World, term: Terminal, where) -> st
     install.write_files(dest, files)
     term.say(f"Installed {term.style(dest, picker.GREEN, picker.BOLD)}")
     if agent.name == "nanoclaw":
-        _merge_nanoclaw(where.nanoclaw_home, data_dir, args.force, term, style)
-    hint = registry.activation_hint(agent, data_dir)
+        _merge_nanoclaw(where.nanoclaw_home, command, args.force, term, style)
+    hint = registry.activation_hint(agent, command)
     if agent.cli is not None:
-        outcome, reason = install.register_mcp(agent, data_dir, world.runner)
+        outcome, reason = install.register_mcp(agent, command, world.runner)
         if outcome is install.Registration.REGISTERED:
             term.say(f"{style.mark('ok')} MCP server registered with {agent.display}.")
             return dest
@@ -273,8 +372,8 @@ def _confirm_overwrite(dest: str, files, world: World, term: Terminal) -> None:
         raise AgentError("aborted by user")
 
 
-def _merge_nanoclaw(fork: str, data_dir, force: bool, term: Terminal, style) -> None:
-    outcome, path = install.merge_mcp_json(fork, data_dir, force)
+def _merge_nanoclaw(fork: str, command: McpCommand, force: bool, term: Terminal, style) -> None:
+    outcome, path = install.merge_mcp_json(fork, command, force)
     Outcome = install.MergeOutcome
     if outcome is Outcome.CREATED:
         term.say(f"{style.mark('ok')} created {path} with mcpServers.aimx")
@@ -331,13 +430,15 @@ def choose(args, world: World, term: Terminal, where) -> int:
             return 0
         if answer.strip()[:1] not in ("n", "N"):
             break
+    command = _command(args, world)
+    check_command(command, world, term)
     results = []
     for row in picked:
         agent = row.agent
         term.say()
         term.say(f"{term.bold('==>')} {term.bold(agent.display)}")
         try:
-            dest = install_agent(agent, args, world, term, where)
+            dest = install_agent(agent, command, args, world, term, where)
         except AgentError as e:
             term.say(f"  {style.mark('fail')} {e}")
             results.append((agent.display, False, str(e)))

@@ -270,7 +270,9 @@ def run(args) -> int:
             f"AIMX_CONFIG_DIR={etc} .venv/bin/aimx mailboxes list\n"
             f"and send as the agent (as yourself, not root) with:\n  AIMX_RUNTIME_DIR={run_dir} "
             f".venv/bin/aimx send --from agent@{DOMAIN} --to bob@{SENDER_DOMAIN} "
-            f"--subject hi --body '**hello**'   (lands in {remote})"
+            f"--subject hi --body '**hello**'   (lands in {remote})\n"
+            f"and wire an AI agent to it (e.g. Claude Code) with:\n  AIMX_RUNTIME_DIR={run_dir} "
+            f".venv/bin/aimx agents setup claude-code"
         )
         daemon.wait()
         return 0
