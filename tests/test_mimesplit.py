@@ -401,3 +401,37 @@ class DecodeTests(SynchronousTestCase):
         parse_message(raw)
         _, peak = tracemalloc.get_traced_memory()
         self.assertLess(peak, 1.2 * len(raw))
+
+
+class HostileWorkTests(SynchronousTestCase):
+    """Work bounded by the input's size, counted rather than timed (found by review)."""
+
+    def test_dash_lines_found_by_one_search(self) -> None:
+        """Lines that start with "--" but are no delimiter are skipped by the search,
+        not checked one by one in Python."""
+        body = b"--not-a-delimiter\r\n" * 20000
+        raw = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+               b"Content-Type: text/plain\r\n\r\n" + body + b"--b--\r\n")
+        calls = []
+        real = mimesplit._Cursor.matches
+        self.patch(mimesplit._Cursor, "matches",
+                   lambda cur, *args: calls.append(1) or real(cur, *args))
+        [part] = mimesplit.parse(raw).get_payload()
+        self.assertEqual(mimesplit.payload(part), body[:-2])
+        self.assertLess(len(calls), 10)
+
+    def test_oversized_parameter_field(self) -> None:
+        """A Content-Disposition over MAX_PARAM_FIELD is read without parameters (the
+        stdlib's parameter parser is quadratic); at the limit it is read as usual."""
+        def disposition(length: int) -> bytes:
+            field = b"attachment; filename=x.pdf"
+            padding = b";\r\n p=" + b"v" * (length - len(field) - 6)
+            return field + padding
+
+        for length, name in ((mimesplit.MAX_PARAM_FIELD, "x.pdf"),
+                             (mimesplit.MAX_PARAM_FIELD + 1, None)):
+            raw = (b"Content-Type: application/pdf\r\nContent-Disposition: "
+                   + disposition(length) + b"\r\n\r\nAAAA\r\n")
+            msg = mimesplit.parse(raw)
+            self.assertEqual(len(msg["content-disposition"]), length)
+            self.assertEqual(msg.get_filename(), name)

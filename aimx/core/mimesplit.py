@@ -31,6 +31,7 @@ the line).  Under the cap the tree is the stdlib's.
 
 import binascii
 import copy
+import functools
 import io
 import re
 from email.message import Message
@@ -53,7 +54,25 @@ REMAINDER_NAME = "remainder.eml"
 _HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\n]*(?:\n|\Z))*")
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _UUENCODE = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
-_HEADERS = BytesHeaderParser(policy=compat32)
+#: A Content-Type or Content-Disposition longer than this is read without parameters.
+MAX_PARAM_FIELD = 8192
+
+
+class BoundedMessage(Message):
+    """compat32's C{Message} whose parameters (boundary, charset, filename...) are read
+    only from a field of at most L{MAX_PARAM_FIELD} characters: the stdlib's parameter
+    parser takes quadratic time (80 000 parameters in one field: seconds), so a longer
+    field is read as having none."""
+
+    def _get_params_preserve(self, failobj, header):
+        value = self.get(header)
+        if isinstance(value, str) and len(value) > MAX_PARAM_FIELD:
+            return []  # the field is there, with no parameter read
+        return super()._get_params_preserve(failobj, header)
+
+
+POLICY = compat32.clone(message_factory=BoundedMessage)
+_HEADERS = BytesHeaderParser(policy=POLICY)
 
 
 @attrs.frozen(eq=False)
@@ -83,7 +102,7 @@ def feedparse(raw: bytes) -> Message:
     The parser splits what it is fed into lines in one C call, so a big message
     fed whole would hold the GIL for that long.
     """
-    parser = BytesFeedParser(policy=compat32)
+    parser = BytesFeedParser(policy=POLICY)
     for start in range(0, len(raw), 1 << 16):
         parser.feed(raw[start : start + (1 << 16)])
     return parser.close()
@@ -243,19 +262,25 @@ class _Cursor:
 
     def find_line(self, patterns, stop: int | None = None) -> tuple[int, int] | None:
         """The first line from here on (starting before C{stop}) that one of
-        C{patterns} matches."""
-        raw, needle = self.raw, self.nl + b"--"
+        C{patterns} matches.
+
+        One regular expression over the text finds it (a Python-level check of each
+        line starting C{--} cost seconds on a message of such lines), searched in
+        windows of about L{_SLICE} that end at a line end, so the GIL is given up
+        between them.
+        """
+        if not patterns:
+            return None
+        raw, regex = self.raw, _delimiters(tuple(p.pattern for p in patterns))
         stop = len(raw) if stop is None else stop
         start = self.pos
-        while patterns and start < stop:
-            if raw.startswith(b"--", start):
-                end = self.line_end(start)
-                if self.matches(start, end, patterns):
-                    return start, end
-            found = _find(raw, needle, start, stop)
-            if found == -1:
-                break
-            start = found + len(self.nl)
+        while start < stop:
+            end = raw.find(b"\n", min(start + _SLICE, stop))
+            end = stop if end == -1 or end >= stop else end + 1
+            found = regex.search(raw, start, end)
+            if found is not None:
+                return found.start(), self.line_end(found.start())
+            start = end
         return None
 
     def skip_entity(self) -> None:
@@ -264,15 +289,15 @@ class _Cursor:
         self.pos = len(self.raw) if found is None else found[0]
 
 
-def _find(raw: bytes, needle: bytes, start: int, stop: int) -> int:
-    """Where C{needle} first starts in C{raw[start:stop]}, searched a slice at a time."""
-    while start < stop:
-        end = min(start + _SLICE, stop)
-        found = raw.find(needle, start, end + len(needle) - 1)
-        if found != -1:
-            return found
-        start = end
-    return -1
+_SEPARATOR = re.compile(rb"^\(\?P<sep>(.*)\)\(\?P<end>--\)\?", re.S)
+
+
+@functools.lru_cache(maxsize=64)
+def _delimiters(patterns: tuple[bytes, ...]) -> re.Pattern:
+    """One expression for the delimiter lines of L{_multipart}'s patterns (given by
+    their source): a line that is C{--boundary}, maybe C{--}, maybe blanks."""
+    separators = b"|".join(_SEPARATOR.match(p).group(1) for p in patterns)
+    return re.compile(rb"^(?:" + separators + rb")(?:--)?[ \t]*\r?$", re.M)
 
 
 def _entity(cur: _Cursor, digest: bool, depth: int) -> Message:
