@@ -66,15 +66,18 @@ class VerbTestCase(SynchronousTestCase):
             ))
 
     def run_verb(self, verb, argv, *, euid=0, replies=None, stdin="", environ=None,
-                 down=False):
-        """Run a verb; returns (exit code, stdout, stderr, the fake client)."""
+                 down=False, data_dir=None):
+        """Run a verb; returns (exit code, stdout, stderr, the fake client).
+
+        @param data_dir: the C{--data-dir} override.
+        """
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
         common = argparse.ArgumentParser(add_help=False)
         mailboxes.add_parser(sub, common)
         hooks.add_parser(sub, common)
         args = parser.parse_args(argv)
-        args.config_dir, args.data_dir = self.config_dir, None
+        args.config_dir, args.data_dir = self.config_dir, data_dir
         fake = FakeClient(replies or {})
         out, err = io.StringIO(), io.StringIO()
         if down:
@@ -369,6 +372,59 @@ class MailboxVerbTests(VerbTestCase):
             replies={commands.MailboxDelete: {}})
         self.assertEqual(fake.calls, [(commands.MailboxDelete, {"name": "eve", "force": True})])
         self.assertTrue(out.startswith("Mailbox 'eve' deleted.\nNote: the empty inbox/eve/"))
+
+
+CONTRIB = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+
+
+class DirectEditTests(VerbTestCase):
+    """Root's edits with the daemon down keep config.toml's comments and layout."""
+
+    def test_contrib_round_trip(self):
+        """mailboxes create, hooks create, hooks delete, mailboxes delete on the
+        annotated example: comments and untouched tables stay byte for byte, and the
+        file ends as it began (its data_dir too: --data-dir is never written)."""
+        with open(CONTRIB) as f:
+            original = f.read()
+        with open(configfile.config_path(self.config_dir), "w") as f:
+            f.write(original)
+        data_dir = os.path.join(self.config_dir, "data")
+        for sub in ("inbox", "sent"):
+            os.makedirs(os.path.join(data_dir, sub))
+        verbs = [
+            (mailboxes.create, ["mailboxes", "create", "eve", "--owner", "alice"]),
+            (hooks.create, ["hooks", "create", "--mailbox", "eve", "--event", "on_receive",
+                            "--cmd", '["/bin/true"]', "--name", "eve_log"]),
+            (hooks.delete, ["hooks", "delete", "eve_log", "-y"]),
+            (mailboxes.delete, ["mailboxes", "delete", "eve", "-y"]),
+        ]
+        comments = [line for line in original.splitlines() if "#" in line]
+        for verb, argv in verbs:
+            code, _, err, _ = self.run_verb(verb, argv, down=True, data_dir=data_dir)
+            self.assertEqual((code, err), (0, ""), argv)
+            with open(configfile.config_path(self.config_dir)) as f:
+                text = f.read()
+            self.assertTrue(text.startswith(original), text)
+            self.assertEqual([line for line in text.splitlines() if "#" in line], comments)
+        self.assertEqual(text, original)
+        self.assertFalse(os.path.exists(os.path.join(data_dir, "inbox", "eve")))
+
+    def test_layout_refused(self):
+        """A layout the edit cannot take is refused with the file named; no change."""
+        self.write_config('domain = "test.local"\n'
+                          'mailboxes = { alice = { address = "a@test.local", owner = "alice" } }\n')
+        path = configfile.config_path(self.config_dir)
+        with open(path) as f:
+            before = f.read()
+        code, _, err, _ = self.run_verb(
+            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
+                           "--cmd", '["/bin/true"]'], down=True)
+        self.assertEqual(code, 1)
+        self.assertEqual(err, f"Error: refusing to write an invalid config: {path}: cannot "
+                              "edit in place: `mailboxes` is an inline table; write each "
+                              "mailbox as a [mailboxes.<name>] table to let aimx edit it\n")
+        with open(path) as f:
+            self.assertEqual(f.read(), before)
 
 
 class HookVerbTests(VerbTestCase):

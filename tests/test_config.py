@@ -987,9 +987,15 @@ class ConfigFileTests(SynchronousTestCase):
         reread, _ = configfile.load(self.dir)
         self.assertEqual(reread.data_dir, "/srv/a")
 
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read()
+
     def test_write_atomic(self):
-        """Acceptance 18 (file side): rewrite is 0640, leaves no temp, drops comments."""
-        self.write(("# hand comment\n" + BASE + "# more\n" + ALICE).encode())
+        """Acceptance 18 (file side), with the later decision: the write is 0640, leaves
+        no temp and keeps the comments; the hook table is added at the end."""
+        original = "# hand comment\n" + BASE + "# more\n" + ALICE
+        self.write(original.encode())
         old_umask = os.umask(0o077)
         self.addCleanup(os.umask, old_umask)
         config, _ = configfile.load(self.dir)
@@ -999,11 +1005,65 @@ class ConfigFileTests(SynchronousTestCase):
         configfile.write_atomic(self.dir, changed)
         self.assertEqual(os.listdir(self.dir), ["config.toml"])
         self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o640)
-        with open(self.path, encoding="utf-8") as f:
-            self.assertNotIn("#", f.read())
+        self.assertEqual(self.read().decode(), original + '\n[[mailboxes.alice.hooks]]\n'
+                         'name = "added"\nevent = "on_receive"\ntype = "cmd"\n'
+                         'cmd = ["/bin/true"]\n')
         reread, _ = configfile.load(self.dir)
         self.assertEqual(reread, changed)
         self.assertEqual(reread.mailbox("alice").hooks[0].name, "added")
+
+    def test_write_without_file(self):
+        """With no config.toml yet, the file is written from scratch."""
+        config, _ = load(BASE + CATCHALL)
+        configfile.write_atomic(self.dir, config)
+        self.assertEqual(self.read().decode(), tomli_w.dumps(to_toml(config)))
+        self.assertEqual(configfile.load(self.dir)[0], config)
+
+    def test_failed_write_keeps_old_file(self):
+        """An fsync or rename that fails leaves the old file byte for byte, and no temp."""
+        self.write(("# keep me\n" + BASE + ALICE).encode())
+        before = self.read()
+        config, _ = configfile.load(self.dir)
+        edited = configedit.add_mailbox(config, "carol", "carol")
+
+        def fail(*args):
+            raise OSError(28, "No space left on device")
+
+        for name in ("fsync", "replace"):
+            patched = self.patch(os, name, fail)
+            e = self.assertRaises(OSError, configfile.write_atomic, self.dir, edited)
+            patched.restore()
+            self.assertEqual(e.errno, 28)
+            self.assertEqual(self.read(), before)
+            self.assertEqual(os.listdir(self.dir), ["config.toml"])
+        configfile.write_atomic(self.dir, edited)
+        self.assertTrue(self.read().startswith(before))
+
+    def test_unloadable_file_not_edited(self):
+        """A config.toml that does not load is refused, not overwritten."""
+        self.write(b'domain = "test.com"\ntrust = "verfied"\n')
+        before = self.read()
+        e = self.assertRaises(ConfigError, configfile.write_atomic, self.dir,
+                              Config(domain="test.com"))
+        self.assertEqual(str(e), f"{self.path}: the file does not load, so it is not "
+                                 "edited: invalid top-level trust value 'verfied': expected "
+                                 'one of ["none", "verified"]')
+        self.assertEqual(self.read(), before)
+
+    def test_edit_that_would_reorder_refused(self):
+        """An edit whose text would load with another mailbox order is refused with the
+        file named, and nothing is written (the net under every in-place edit)."""
+        self.write((BASE + '[[mailboxes.alice.hooks]]\nname = "early"\nevent = "on_receive"\n'
+                    'cmd = ["/bin/true"]\n' + CATCHALL + ALICE).encode())
+        before = self.read()
+        config, _ = configfile.load(self.dir)
+        edited = configedit.remove_hook(config, "alice", "early")
+        e = self.assertRaises(ConfigError, configfile.write_atomic, self.dir, edited)
+        self.assertEqual(str(e), f"{self.path}: cannot edit in place: the edited file would "
+                                 "list the mailboxes as catchall, alice instead of alice, "
+                                 "catchall; nothing was written (make the change by hand)")
+        self.assertEqual(self.read(), before)
+        self.assertEqual(os.listdir(self.dir), ["config.toml"])
 
     def test_write_refuses_unloadable(self):
         """write_atomic runs the load validation first: an invalid owner is never written."""

@@ -1,6 +1,10 @@
-"""Control-command config edits and the authorisation predicate (pure)."""
+"""Control-command config edits, the in-place rewrite of config.toml and the
+authorisation predicate (pure)."""
 
 import json
+import os
+
+import attrs
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -8,6 +12,7 @@ from aimx.core import configedit
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, authorize, visible
 from aimx.core.config import load_text, make_hook, to_toml
 from aimx.errors import (
+    ConfigError,
     MailboxError,
     MalformedError,
     NoEntry,
@@ -301,3 +306,243 @@ class AuthorizeTests(SynchronousTestCase):
         self.assertTrue(visible(5, 5))
         self.assertFalse(visible(5, 6))
         self.assertFalse(visible(5, None))
+
+
+CONTRIB = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+
+#: A hand-written file: comments above tables, inside them and between hooks.
+ANNOTATED = """# top comment
+domain = "agent.example.com"
+
+# Mail to any unknown address at the domain lands here.
+[mailboxes.catchall]
+address = "*@agent.example.com"
+owner = "aimx-catchall"
+
+# Alice's box
+[mailboxes.alice]
+address = "alice@agent.example.com"
+owner = "alice"   # her user
+
+# log every mail
+[[mailboxes.alice.hooks]]
+name = "log"
+event = "on_receive"
+cmd = ["/bin/true"]
+# timeout_secs = 30
+
+# notify after send
+[[mailboxes.alice.hooks]]
+name = "notify"
+event = "after_send"
+cmd = ["/bin/true", "x"]
+
+# Bob's box
+[mailboxes.bob]
+address = "bob@agent.example.com"
+owner = "bob"
+
+[upgrade]
+release_manifest_url = "https://example.com/manifest"
+"""
+
+
+def comment_lines(text: str) -> list[str]:
+    """Every line of C{text} holding a comment (no value in these files has a C{#})."""
+    return [line for line in text.splitlines() if "#" in line]
+
+
+def rewritten(text: str, edit) -> str:
+    """C{text} rewritten to C{edit(config)}; checks that it loads as exactly that."""
+    new = edit(load_text(text, "config.toml")[0])
+    out = configedit.rewrite_text(text, "config.toml", new)
+    assert load_text(out, "config.toml")[0] == new.as_written(), out
+    return out
+
+
+def hook(name, event="on_receive", cmd=("/bin/true",)):
+    return make_hook(event, cmd, name=name)
+
+
+class RewriteTextTests(SynchronousTestCase):
+    """config.toml edited in place: only what changes changes (README "Later decisions")."""
+
+    def test_contrib_round_trip(self):
+        """The annotated example keeps every comment and table through four edits,
+        and the last edit gives back the original bytes."""
+        with open(CONTRIB) as f:
+            original = f.read()
+        steps = [
+            lambda c: configedit.add_mailbox(c, "eve", "eve"),
+            lambda c: configedit.add_hook(c, "eve", hook("eve_log")),
+            lambda c: configedit.remove_hook(c, "eve", "eve_log"),
+            lambda c: configedit.remove_mailbox(c, "eve"),
+        ]
+        text = original
+        for step in steps[:3]:
+            text = rewritten(text, step)
+            self.assertTrue(text.startswith(original), text)
+            self.assertEqual(comment_lines(text), comment_lines(original))
+        self.assertIn("\n\n[mailboxes.eve]\naddress = \"eve@agent.example.com\"\n"
+                      'owner = "eve"\n', text)
+        self.assertEqual(rewritten(text, steps[3]), original)
+
+    def test_added_tables(self):
+        """A new mailbox goes after the last mailbox table, a hook after its mailbox's
+        last hook: both before the next table's comment, set off by a blank line."""
+        text = rewritten(ANNOTATED, lambda c: configedit.add_mailbox(c, "zed", "zed"))
+        self.assertIn('owner = "bob"\n\n[mailboxes.zed]\naddress = "zed@agent.example.com"\n'
+                      'owner = "zed"\n\n[upgrade]\n', text)
+        text = rewritten(ANNOTATED, lambda c: configedit.add_hook(
+            c, "alice", hook("h2", "after_send", ("/bin/echo", "a b")))
+        )
+        self.assertIn('cmd = ["/bin/true", "x"]\n\n[[mailboxes.alice.hooks]]\nname = "h2"\n'
+                      'event = "after_send"\ntype = "cmd"\ncmd = ["/bin/echo", "a b"]\n'
+                      "\n# Bob's box\n", text)
+        self.assertEqual(text.replace(text[text.index("[[mailboxes.alice.hooks]]\nname = \"h2"):
+                                           text.index("# Bob's box")], ""), ANNOTATED)
+
+    def test_deleted_tables_take_their_comments(self):
+        """A deleted table takes the comments directly above it and inside it; the
+        next table's comment stays."""
+        text = rewritten(ANNOTATED, lambda c: configedit.remove_mailbox(c, "alice"))
+        self.assertEqual(text, ANNOTATED[:ANNOTATED.index("# Alice's box")]
+                         + ANNOTATED[ANNOTATED.index("# Bob's box"):])
+        text = rewritten(ANNOTATED, lambda c: configedit.remove_hook(c, "alice", "log"))
+        self.assertEqual(text, ANNOTATED[:ANNOTATED.index("# log every mail")]
+                         + ANNOTATED[ANNOTATED.index("# notify after send"):])
+        text = rewritten(ANNOTATED, lambda c: configedit.remove_hook(c, "alice", "notify"))
+        self.assertEqual(text, ANNOTATED[:ANNOTATED.index("# notify after send")]
+                         + ANNOTATED[ANNOTATED.index("# Bob's box"):])
+
+    def test_changed_keys(self):
+        """Changed values are replaced in place (inline comments kept); new keys go
+        after their table's last key; only those lines differ (setup's domain move)."""
+        def move(c):
+            mailboxes = [attrs.evolve(mb, address=mb.address.replace("agent.example.com",
+                                                                     "new.example"))
+                         for mb in c.mailboxes]
+            mailboxes[2] = attrs.evolve(mailboxes[2], trust="verified")
+            return attrs.evolve(c, domain="new.example", data_dir="/srv/aimx",
+                                mailboxes=mailboxes)
+
+        text = rewritten(ANNOTATED, move)
+        expected = (
+            ANNOTATED.replace("agent.example.com", "new.example")
+            .replace('domain = "new.example"\n',
+                     'domain = "new.example"\ndata_dir = "/srv/aimx"\n')
+            .replace('owner = "bob"\n', 'owner = "bob"\ntrust = "verified"\n')
+        )
+        self.assertEqual(text, expected)
+        self.assertIn('address = "alice@new.example"\nowner = "alice"   # her user\n', text)
+        again = rewritten(text, lambda c: attrs.evolve(c, mailboxes=[
+            attrs.evolve(mb, trust=None) for mb in c.mailboxes
+        ]))
+        self.assertEqual(again, expected.replace('trust = "verified"\n', ""))
+
+    def test_unchanged(self):
+        """An edit that changes nothing gives the text back as it was."""
+        self.assertEqual(rewritten(ANNOTATED, lambda c: c), ANNOTATED)
+
+    def test_quoted_name(self):
+        """A quoted table name (a dot inside the key) edits like any other."""
+        text = ANNOTATED.replace("[mailboxes.bob]", '[mailboxes."b.o.b"]')
+        added = rewritten(text, lambda c: configedit.add_hook(c, "b.o.b", hook("bh")))
+        self.assertIn('[mailboxes."b.o.b"]\naddress = "bob@agent.example.com"\nowner = "bob"\n'
+                      '\n[[mailboxes."b.o.b".hooks]]\nname = "bh"\n', added)
+        self.assertEqual(rewritten(added, lambda c: configedit.remove_hook(c, "b.o.b", "bh")),
+                         text)
+        gone = rewritten(text, lambda c: configedit.remove_mailbox(c, "b.o.b"))
+        self.assertNotIn("b.o.b", gone)
+        self.assertIn("[upgrade]", gone)
+
+    def test_dotted_keys(self):
+        """A mailbox written as dotted keys gets dotted keys: hooks as an inline array."""
+        z = 'z.address = "z@t.local"\nz.owner = "bob"\n'
+        text = ('domain = "t.local"\n[mailboxes]\nx.address = "x@t.local"\n'
+                'x.owner = "bob"   # dotted\n' + z)
+        added = rewritten(text, lambda c: configedit.add_hook(c, "x", hook("xh")))
+        self.assertEqual(added, text.replace(
+            z, 'x.hooks = [{name = "xh", event = "on_receive", type = "cmd", '
+            'cmd = ["/bin/true"]}]\n' + z))
+        self.assertEqual(rewritten(added, lambda c: configedit.remove_hook(c, "x", "xh")), text)
+        self.assertEqual(rewritten(text, lambda c: configedit.remove_mailbox(c, "x")),
+                         'domain = "t.local"\n[mailboxes]\n' + z)
+        top = 'domain = "t.local"\nmailboxes.x.address = "x@t.local"\nmailboxes.x.owner = "b"\n'
+        self.assertEqual(
+            rewritten(top, lambda c: attrs.evolve(c, mailboxes=[
+                attrs.evolve(c.mailbox("x"), trust="verified")])),
+            top + 'mailboxes.x.trust = "verified"\n',
+        )
+
+    def test_inline_mailbox(self):
+        """A mailbox written as an inline table has its value rewritten, comment kept."""
+        text = ('domain = "t.local"\n[mailboxes]\n'
+                'y = { address = "y@t.local", owner = "bob" }  # inline\n')
+        added = rewritten(text, lambda c: configedit.add_hook(c, "y", hook("yh")))
+        self.assertEqual(added, text.replace(
+            '{ address = "y@t.local", owner = "bob" }',
+            '{address = "y@t.local", owner = "bob", hooks = [{name = "yh", '
+            'event = "on_receive", type = "cmd", cmd = ["/bin/true"]}]}'))
+        self.assertEqual(rewritten(text, lambda c: configedit.remove_mailbox(c, "y")),
+                         'domain = "t.local"\n[mailboxes]\n')
+        added = rewritten(text, lambda c: configedit.add_mailbox(c, "z", "bob"))
+        self.assertEqual(added, text + '\n[mailboxes.z]\naddress = "z@t.local"\nowner = "bob"\n')
+
+    def test_inline_hooks(self):
+        """Hooks kept as an inline array stay one: the array is rewritten, or removed
+        with its last hook."""
+        text = ('domain = "t.local"\n[mailboxes.a]\naddress = "a@t.local"\nowner = "bob"\n'
+                'hooks = [ { name = "i1", event = "on_receive", cmd = ["/bin/true"] } ]\n'
+                '# end\n')
+        added = rewritten(text, lambda c: configedit.add_hook(c, "a", hook("i2")))
+        self.assertIn('hooks = [{name = "i1", event = "on_receive", type = "cmd", '
+                      'cmd = ["/bin/true"]}, {name = "i2", event = "on_receive", '
+                      'type = "cmd", cmd = ["/bin/true"]}]\n# end\n', added)
+        self.assertEqual(rewritten(text, lambda c: configedit.remove_hook(c, "a", "i1")),
+                         text.replace(text.splitlines(True)[4], ""))
+
+    def test_hook_tables_in_odd_places(self):
+        """Hook tables before their mailbox's table and after other tables: a new one
+        follows the last, a deleted one leaves the rest in place."""
+        text = ('domain = "t.local"\n\n[[mailboxes.a.hooks]]\nname = "first"\n'
+                'event = "on_receive"\ncmd = ["/bin/true"]\n\n[mailboxes.a]\n'
+                'address = "a@t.local"\nowner = "bob"\n\n[mailboxes.b]\n'
+                'address = "b@t.local"\nowner = "bob"\n\n[[mailboxes.a.hooks]]\n'
+                'name = "last"\nevent = "after_send"\ncmd = ["/bin/true"]\n')
+        added = rewritten(text, lambda c: configedit.add_hook(c, "a", hook("third")))
+        self.assertEqual(added, text + '\n[[mailboxes.a.hooks]]\nname = "third"\n'
+                                       'event = "on_receive"\ntype = "cmd"\n'
+                                       'cmd = ["/bin/true"]\n')
+        self.assertEqual(rewritten(text, lambda c: configedit.remove_hook(c, "a", "last")),
+                         text[:text.index("\n[[mailboxes.a.hooks]]\nname = \"last")])
+        self.assertEqual(rewritten(text, lambda c: configedit.remove_mailbox(c, "a")),
+                         'domain = "t.local"\n\n[mailboxes.b]\naddress = "b@t.local"\n'
+                         'owner = "bob"\n')
+
+    def test_crlf_and_no_final_newline(self):
+        """Added lines follow a CRLF file's line ends; a missing final newline is supplied."""
+        text = 'domain = "t.local"\r\n\r\n[mailboxes.a]\r\naddress = "a@t.local"\r\nowner = "b"'
+        added = rewritten(text, lambda c: configedit.add_mailbox(c, "z", "bob"))
+        self.assertEqual(added, text + '\r\n\r\n[mailboxes.z]\r\naddress = "z@t.local"\r\n'
+                                       'owner = "bob"\r\n')
+
+    def test_inline_mailboxes_refused(self):
+        """`mailboxes = { ... }` cannot take a table: refused, naming the file and why."""
+        text = 'domain = "t.local"\nmailboxes = { a = { address = "a@t.local", owner = "b" } }\n'
+        for edit in (lambda c: configedit.add_mailbox(c, "z", "bob"),
+                     lambda c: configedit.remove_mailbox(c, "a"),
+                     lambda c: configedit.add_hook(c, "a", hook("h"))):
+            new = edit(load_text(text, "config.toml")[0])
+            e = self.assertRaises(ConfigError, configedit.rewrite_text, text,
+                                  "/etc/aimx/config.toml", new)
+            self.assertEqual(str(e), "/etc/aimx/config.toml: cannot edit in place: `mailboxes` "
+                                     "is an inline table; write each mailbox as a "
+                                     "[mailboxes.<name>] table to let aimx edit it")
+
+    def test_text_that_does_not_load_refused(self):
+        """A file that does not load is not edited: the error names it and the reason."""
+        e = self.assertRaises(ConfigError, configedit.rewrite_text, 'trust = "x"\n',
+                              "/etc/aimx/config.toml", config())
+        self.assertEqual(str(e), "/etc/aimx/config.toml: the file does not load, so it is "
+                                 "not edited: missing field `domain`")

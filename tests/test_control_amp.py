@@ -1002,6 +1002,63 @@ class HookTests(ControlTestCase):
         self.assertEqual(self.connect(12345).call(commands.HookList), {"hooks": []})
 
 
+CONTRIB = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+
+
+def comment_lines(text: str) -> list[str]:
+    """Every line holding a comment (no value in contrib/config.toml has a C{#})."""
+    return [line for line in text.splitlines() if "#" in line]
+
+
+class FormatPreservingTests(ControlTestCase):
+    """Socket edits change config.toml in place (README "Later decisions": config writes)."""
+
+    def setUp(self):
+        super().setUp()
+        with open(CONTRIB) as f:
+            self.original = f.read()
+        with open(self.config_path, "w") as f:
+            f.write(self.original)
+        self.live.current, _ = configfile.load(self.config_dir)
+
+    @root_only
+    def test_contrib_round_trip(self):
+        """Create a mailbox, add a hook, delete it, delete the mailbox: every comment
+        and every untouched table stays byte for byte, and the file ends as it began."""
+        conn = self.connect(ALICE)
+        steps = [
+            lambda: conn.call(commands.MailboxCreate, name="eve"),
+            lambda: conn.call(commands.HookCreate, mailbox="eve", event="on_receive",
+                              name="eve_log", body=json.dumps({"cmd": ["/bin/true"]})),
+            lambda: conn.call(commands.HookDelete, name="eve_log"),
+        ]
+        for step in steps:
+            step()
+            text = self.config_text()
+            self.assertTrue(text.startswith(self.original), text)
+            self.assertEqual(comment_lines(text), comment_lines(self.original))
+            self.assertEqual(configfile.load(self.config_dir)[0], self.live.current)
+            self.assertEqual(os.stat(self.config_path).st_mode & 0o777, 0o640)
+        conn.call(commands.MailboxDelete, name="eve", force=False)
+        self.assertEqual(self.config_text(), self.original)
+        self.assertEqual(configfile.load(self.config_dir)[0], self.live.current)
+        self.assertEqual(os.listdir(self.config_dir), ["config.toml"])
+
+    def test_unloadable_file_not_overwritten(self):
+        """A hand edit that broke config.toml is not replaced by the daemon's copy:
+        the edit is refused with the file named and the file stays as it is."""
+        with open(self.config_path, "a") as f:
+            f.write('trust = "verfied"\n')
+        before = self.config_text()
+        reason = self.connect(ROOT).refused(ValidationError, commands.HookCreate,
+                                            mailbox="support", event="on_receive",
+                                            name="h", body=json.dumps({"cmd": ["/bin/true"]}))
+        self.assertTrue(reason.startswith(
+            f"refusing to write an invalid config: {self.config_path}: the file does not "
+            "load, so it is not edited: "), reason)
+        self.assertEqual(self.config_text(), before)
+
+
 class DrainTests(ControlTestCase):
     def run_in_thread(self, f, *args):
         return task.deferLater(self.clock, 5, f, *args)

@@ -1196,6 +1196,44 @@ class ReentryTests(WizardTestCase):
         self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "sent", "ops")))
 
 
+    def test_rerun_edits_in_place(self):
+        """A re-run edits config.toml in place: the domain move changes the domain and
+        address values and adds data_dir; every comment and the layout stay."""
+        original = (
+            '# my aimx\ndomain = "old.example.com"   # moving soon\n\n# catch everything\n'
+            '[mailboxes.catchall]\naddress = "*@old.example.com"\nowner = "aimx-catchall"\n\n'
+            '# the ops team\n[mailboxes.ops]\naddress = "ops@old.example.com"  # shared\n'
+            f'owner = "{CATCHALL.pw_name}"\n'
+        )
+        path = os.path.join(self.config_dir, "config.toml")
+        with open(path, "w") as f:
+            f.write(original)
+        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 0)
+        self.assertIn(f"Configuration saved to {path}", out)
+        with open(path) as f:
+            text = f.read()
+        self.assertEqual(text, original.replace("old.example.com", DOMAIN).replace(
+            "# moving soon\n", f'# moving soon\ndata_dir = "{self.data_dir}"\n'))
+        self.assertEqual(self.mode(path), 0o640)
+
+
+    def test_rerun_layout_refused(self):
+        """A config.toml whose layout cannot take the edit stops setup with the file
+        named; the file is left as it was."""
+        path = os.path.join(self.config_dir, "config.toml")
+        original = ('domain = "old.example.com"\nmailboxes = { catchall = { address = '
+                    '"*@old.example.com", owner = "aimx-catchall" } }\n')
+        with open(path, "w") as f:
+            f.write(original)
+        code, _, err = self.wizard(DOMAIN, stdin="q\n")
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: refusing to write an invalid config: {path}: cannot edit in "
+                      "place: `mailboxes` is an inline table", err)
+        with open(path) as f:
+            self.assertEqual(f.read(), original)
+
+
 class InterruptionTests(WizardTestCase):
     def test_end_of_input_then_rerun(self):
         """End of input at the trust prompt: no config; the re-run reuses key and cert."""

@@ -53,7 +53,7 @@ from aimx.core.portcheck import (
     resolve_verify_host,
     settings_from_environ,
 )
-from aimx.errors import AimxError
+from aimx.errors import AimxError, ConfigError
 from aimx.store import configfile, datadir, keys, services
 from aimx.store.mailboxes import create_dirs
 from aimx.store.mailstore import resolve_owner
@@ -754,6 +754,8 @@ class Wizard:
         if changed:
             try:
                 configfile.write_atomic(self.config_dir, config)
+            except ConfigError as e:
+                raise CliError(f"refusing to write an invalid config: {e}") from None
             except OSError as e:
                 raise CliError(f"failed to write {self.config_path}: {e.strerror or e}") from None
             term.say(f"Configuration saved to {self.config_path}")

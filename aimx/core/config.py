@@ -1,9 +1,11 @@
 """The config.toml model: load, validate, serialise, route (L0, pure: stdlib + attrs).
 
 L{load_text} runs the whole pipeline of spec/config.md §3 on the file's text and
-returns a frozen L{Config} plus the load warnings; L{to_toml} is its inverse for
-machine rewrites (§5). Reading and writing the file is L{aimx.store.configfile}'s job;
-owner lookups are injected (C{owner_exists}) so this module never touches C{pwd}.
+returns a frozen L{Config} plus the load warnings; L{to_toml} is its inverse, used
+for a file written from scratch (setup) and, table by table (L{mailbox_toml},
+L{hook_toml}), for the tables an in-place edit adds (L{aimx.core.configedit}).
+Reading and writing the file is L{aimx.store.configfile}'s job; owner lookups are
+injected (C{owner_exists}) so this module never touches C{pwd}.
 """
 
 import hashlib
@@ -213,6 +215,15 @@ class Config:
         """This config with C{data_dir} overridden in memory (never written back)."""
         file_value = self.data_dir if self.file_data_dir is None else self.file_data_dir
         return attrs.evolve(self, data_dir=path, file_data_dir=file_value)
+
+    def as_written(self) -> "Config":
+        """This config as config.toml holds it: an in-memory C{data_dir} override undone.
+
+        Loading the file a write produced gives exactly this value.
+        """
+        if self.file_data_dir is None:
+            return self
+        return attrs.evolve(self, data_dir=self.file_data_dir, file_data_dir=None)
 
 
 def resolve_mailbox(config: Config, addr: str) -> MailboxConfig | None:
@@ -600,10 +611,11 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
 
 
 def to_toml(config: Config) -> dict:
-    """The config as a TOML document for a machine rewrite (config.md §5).
+    """The config as a TOML document, for a file written from scratch (config.md §5).
 
     Defaults and unset values are omitted; an in-memory C{data_dir} override is not
-    written (the file's value is). Comments and unknown keys are not kept.
+    written (the file's value is).  Edits of an existing file go through
+    L{aimx.core.configedit.rewrite_text}, which keeps its comments and layout.
     """
     doc: dict = {
         "domain": config.domain,
@@ -625,22 +637,24 @@ def to_toml(config: Config) -> dict:
         doc["max_sessions_per_ip"] = config.max_sessions_per_ip
     if config.release_manifest_url is not None:
         doc["upgrade"] = {"release_manifest_url": config.release_manifest_url}
-    doc["mailboxes"] = {mb.name: _mailbox_toml(mb) for mb in config.mailboxes}
+    doc["mailboxes"] = {mb.name: mailbox_toml(mb) for mb in config.mailboxes}
     return doc
 
 
-def _mailbox_toml(mb: MailboxConfig) -> dict:
+def mailbox_toml(mb: MailboxConfig) -> dict:
+    """One C{[mailboxes.<name>]} table (with its C{hooks}), defaults omitted as L{to_toml}."""
     table: dict = {"address": mb.address, "owner": mb.owner}
     if mb.trust is not None:
         table["trust"] = mb.trust
     if mb.trusted_senders is not None:
         table["trusted_senders"] = list(mb.trusted_senders)
     if mb.hooks:
-        table["hooks"] = [_hook_toml(hook) for hook in mb.hooks]
+        table["hooks"] = [hook_toml(hook) for hook in mb.hooks]
     return table
 
 
-def _hook_toml(hook: HookConfig) -> dict:
+def hook_toml(hook: HookConfig) -> dict:
+    """One C{[[mailboxes.<name>.hooks]]} table: C{name} only when explicit, defaults omitted."""
     table: dict = {"name": hook.name} if hook.explicit_name else {}
     table.update(event=hook.event, type=hook.type, cmd=list(hook.cmd))
     if hook.fire_on_untrusted:

@@ -1,17 +1,25 @@
-"""Control-command edits of a config snapshot (L0, pure).
+"""Edits of the configuration (L0, pure: stdlib, attrs and tomlkit's document model).
 
-Each function checks one request against a frozen L{Config} and returns the new
-snapshot, raising the wire errors of spec/control-socket.md §6 with their exact
-texts.  The daemon (under its locks) and the CLI's root fallback (daemon down)
-share them, so both write the same config.toml.
+Two halves.  The control-command edits check one request against a frozen
+L{Config} and return the new snapshot, raising the wire errors of
+spec/control-socket.md §6 with their exact texts; the daemon (under its locks),
+the CLI's root fallback (daemon down) and the setup wizard share them.
+L{rewrite_text} then turns config.toml's current text into text that loads as
+the new snapshot, changing only what differs: comments, key order and layout are
+kept (spec README, "Later decisions": config writes are format-preserving).
+L{aimx.store.configfile} reads, checks and atomically writes the file around it.
 """
 
+import difflib
 import json
 import re
 import types
 from collections.abc import Callable
 
 import attrs
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Comment, Table
 
 from aimx.core.config import (
     DEFAULT_HOOK_TIMEOUT,
@@ -21,6 +29,9 @@ from aimx.core.config import (
     HookConfig,
     MailboxConfig,
     ascii_lower,
+    hook_toml,
+    load_text,
+    mailbox_toml,
     make_hook,
     validate_hooks,
     validate_mailbox_name,
@@ -328,3 +339,456 @@ def hook_rows(config: Config, shown: Callable[[MailboxConfig], bool]) -> list[di
         for hook in mb.hooks
     ]
     return sorted(rows, key=lambda row: (row["mailbox"], row["event"], row["name"]))
+
+
+# -- the format-preserving rewrite of config.toml --------------------------------
+#
+# The text is cut into tokens, one per key/value, comment and table header, by
+# letting tomlkit (the parser) render the document with a marker in front of each
+# item: NUL cannot occur in TOML text (TOML 1.0: control characters are invalid in
+# comments and must be escaped in strings), so the markers are unambiguous and the
+# positions exact.  A header's section runs from its lead (the comment lines
+# directly above it, no blank line between) to the next section's lead, so a table
+# deleted takes its own comments with it and leaves its neighbours' alone.  Every
+# change is then a splice of that text: a value replaced after its key (its inline
+# comment kept), a key line added after the table's last key or deleted, a
+# section added or deleted whole.  Anything the splices cannot express is refused
+# with an error naming the file; the caller checks that the result loads as the
+# new config before writing it.
+
+_MARK = re.compile("\x00([0-9]+)\x00")
+_TOP_KEYS = (
+    "domain",
+    "data_dir",
+    "dkim_selector",
+    "trust",
+    "trusted_senders",
+    "verify_host",
+    "enable_ipv6",
+    "signature",
+    "max_sessions_per_ip",
+)
+_MAILBOX_KEYS = ("address", "owner", "trust", "trusted_senders")
+_HEADER, _KEY, _COMMENT = "header", "key", "comment"
+
+
+@attrs.frozen
+class _Token:
+    """One item of the document and where its text is.
+
+    @ivar path: a header's table path, or a key's full path (table path + key).
+    @ivar aot: a C{[[...]]} header.
+    @ivar end: where the next token starts (blank lines before it included).
+    @ivar line_end: past the item's own line(s): its value and inline comment.
+    @ivar blank_after: a blank line separates it from the next token.
+    @ivar section: the index of the header section it sits in, -1 before any.
+    @ivar item: the tomlkit item (a key's value and inline comment).
+    """
+
+    kind: str
+    path: tuple[str, ...]
+    aot: bool
+    start: int
+    end: int
+    line_end: int
+    blank_after: bool
+    section: int
+    item: object = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen
+class _Section:
+    """A header, the comment lines directly above it, and everything up to the next one.
+
+    @ivar start: where its lead comments (or, without any, its header) start.
+    @ivar header: the header token.
+    @ivar end: where the next section starts (the end of the text for the last).
+    """
+
+    path: tuple[str, ...]
+    aot: bool
+    start: int
+    header: _Token
+    end: int
+
+
+def rewrite_text(text: str, path: str, new: Config) -> str:
+    """config.toml's text edited in place so that it loads as C{new}.
+
+    The changes are those between the config the text holds and C{new}: top-level
+    and mailbox keys are replaced, added (after the table's last key) or removed;
+    mailbox tables and hook tables are added or deleted whole (with the comment
+    lines directly above their header).  Everything else stays byte for byte.
+
+    @param path: the file's path, for error messages.
+    @param new: the config to write (its in-memory C{data_dir} override is not written).
+    @raise ConfigError: C{"<path>: ..."}: the text does not load, or C{new} cannot
+        be reached by editing its layout in place (the message says why).
+    """
+    try:
+        old, _ = load_text(text, path)
+    except ConfigError as e:
+        reason = str(e).removeprefix(f"{path}: ")
+        raise ConfigError(
+            f"{path}: the file does not load, so it is not edited: {reason}"
+        ) from None
+    new = new.as_written()
+    if old == new:
+        return text
+    doc = _Document(text, path)
+    for key in _TOP_KEYS:
+        if getattr(old, key) != getattr(new, key):
+            doc.set((), key, _plain(getattr(new, key)))
+    if old.release_manifest_url != new.release_manifest_url:
+        doc.set(("upgrade",), "release_manifest_url", new.release_manifest_url)
+    kept = [mb.name for mb in old.mailboxes if new.mailbox(mb.name) is not None]
+    added = [mb for mb in new.mailboxes if old.mailbox(mb.name) is None]
+    if kept + [mb.name for mb in added] != [mb.name for mb in new.mailboxes]:
+        raise doc.refusal("the mailboxes would change order")
+    for mb in old.mailboxes:
+        replacement = new.mailbox(mb.name)
+        if replacement is None:
+            doc.delete_mailbox(mb.name)
+        elif replacement != mb:
+            doc.update_mailbox(mb, replacement)
+    if added:
+        doc.add_mailboxes(added)
+    return doc.result()
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _key_text(path) -> str:
+    return ".".join(tomlkit.key(part).as_string() for part in path)
+
+
+def _value(value):
+    """A Python value as a tomlkit item, tables and arrays inline."""
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        for key, item in value.items():
+            table.append(key, _value(item))
+        return table
+    if isinstance(value, (list, tuple)):
+        array = tomlkit.array()
+        for item in value:
+            array.append(_value(item))
+        return array
+    return tomlkit.item(value)
+
+
+def _value_text(value) -> str:
+    return _value(value).as_string()
+
+
+def _table_text(path, table: dict, *, aot: bool = False) -> str:
+    """A header line and one line per key (C{table}'s values inline)."""
+    header = f"[[{_key_text(path)}]]" if aot else f"[{_key_text(path)}]"
+    lines = "".join(f"{_key_text((key,))} = {_value_text(value)}\n"
+                    for key, value in table.items())
+    return f"{header}\n{lines}"
+
+
+def _ends_blank(text: str) -> bool:
+    """Whether C{text} ends with an empty line (a blank line before what follows)."""
+    return text.endswith("\n") and text[:-1].rstrip(" \t\r").endswith("\n")
+
+
+class _Document:
+    """config.toml's text cut into tokens and sections, and the splices planned on it."""
+
+    def __init__(self, text: str, path: str):
+        self.path = path
+        self.text = text
+        self.newline = "\r\n" if "\r\n" in text else "\n"
+        self.tokens, self.sections = self._layout()
+        self.keys: dict[tuple[str, ...], _Token] = {}
+        for token in self.tokens:
+            if token.kind == _KEY:
+                self.keys.setdefault(token.path, token)
+        self.edits: list[tuple[int, int, str]] = []
+        self.insertions: list[tuple[int, int, int, object]] = []
+
+    def refusal(self, reason: str) -> ConfigError:
+        """The error for an edit the file's layout cannot take in place."""
+        return ConfigError(f"{self.path}: cannot edit in place: {reason}")
+
+    # -- reading the layout -------------------------------------------------------
+
+    def _layout(self) -> tuple[list[_Token], list[_Section]]:
+        try:
+            doc = tomlkit.parse(self.text)
+        except TOMLKitError as e:
+            raise self.refusal(f"tomlkit cannot parse it: {e}") from None
+        marks: list[tuple[str, tuple[str, ...], bool, object, str]] = []
+
+        def mark(item, kind, path, aot=False):
+            marks.append((kind, path, aot, item, item.trivia.indent))
+            item.trivia.indent = f"\x00{len(marks) - 1}\x00{item.trivia.indent}"
+
+        def walk(container, path):
+            for key, item in container.body:
+                if key is None:
+                    if isinstance(item, Comment):
+                        mark(item, _COMMENT, path)
+                    continue
+                below = path + tuple(part.key for part in key)
+                if isinstance(item, AoT):
+                    for table in item.body:
+                        mark(table, _HEADER, below, aot=True)
+                        walk(table.value, below)
+                elif isinstance(item, Table):
+                    mark(item, _HEADER, below)
+                    walk(item.value, below)
+                else:
+                    mark(item, _KEY, below)
+
+        walk(doc, ())
+        marked = doc.as_string()
+        # A table without a [header] of its own (a super table, a dotted key's
+        # table) renders no marker; put its indentation back as it was.
+        shown = {int(n) for n in _MARK.findall(marked)}
+        hidden = [m for n, m in enumerate(marks) if n not in shown]
+        if hidden:
+            for _, _, _, item, indent in hidden:
+                item.trivia.indent = indent
+            marked = doc.as_string()
+        parts = _MARK.split(marked)
+        if "".join(parts[0::2]) != self.text:
+            raise self.refusal("tomlkit does not reproduce its text")
+        starts, offset = [], len(parts[0])
+        for number, chunk in zip(parts[1::2], parts[2::2]):
+            starts.append((marks[int(number)], offset))
+            offset += len(chunk)
+        tokens: list[_Token] = []
+        section = -1
+        for n, ((kind, path, aot, item, _), start) in enumerate(starts):
+            end = starts[n + 1][1] if n + 1 < len(starts) else len(self.text)
+            chunk = self.text[start:end]
+            body = len(chunk.rstrip(" \t\r\n"))
+            rest = chunk[body:]
+            newline = rest.find("\n")
+            if kind == _HEADER:
+                section += 1
+            tokens.append(_Token(
+                kind=kind, path=path, aot=aot, start=start, end=end,
+                line_end=start + body + (newline + 1 if newline >= 0 else len(rest)),
+                blank_after=rest.count("\n") >= 2, section=section, item=item,
+            ))
+        headers = [n for n, token in enumerate(tokens) if token.kind == _HEADER]
+        leads = []
+        for n in headers:
+            first = n
+            while (first > 0 and tokens[first - 1].kind == _COMMENT
+                   and not tokens[first - 1].blank_after):
+                first -= 1
+            leads.append(tokens[first].start)
+        sections = [
+            _Section(
+                path=tokens[n].path, aot=tokens[n].aot, start=leads[i], header=tokens[n],
+                end=leads[i + 1] if i + 1 < len(leads) else len(self.text),
+            )
+            for i, n in enumerate(headers)
+        ]
+        return tokens, sections
+
+    def _table_section(self, table) -> _Section | None:
+        return next((s for s in self.sections if s.path == table and not s.aot), None)
+
+    def _under(self, prefix) -> list[_Section]:
+        return [s for s in self.sections if s.path[: len(prefix)] == prefix]
+
+    def _section_path(self, token: _Token) -> tuple[str, ...]:
+        return () if token.section < 0 else self.sections[token.section].path
+
+    # -- planning splices ------------------------------------------------------
+
+    def _replace(self, start: int, end: int, text: str) -> None:
+        self.edits.append((start, end, text))
+
+    def _insert(self, position: int, rank: int, payload) -> None:
+        # rank 0: a key line, 1: tables; at one position key lines come first.
+        self.insertions.append((position, rank, len(self.insertions), payload))
+
+    def set(self, table: tuple[str, ...], key: str, value) -> None:
+        """C{table.key = value}, or remove the key when C{value} is C{None}."""
+        token = self.keys.get(table + (key,))
+        if value is None:
+            if token is not None:
+                self._replace(token.start, token.line_end, "")
+            return
+        if token is not None:
+            self._replace_value(token, value)
+        else:
+            self._add_key(table, key, value)
+
+    def _replace_value(self, token: _Token, value) -> None:
+        """The value after the key's C{=}; the key, spacing and inline comment stay."""
+        item = token.item
+        old = item.as_string()
+        kept = (old + item.trivia.comment_ws + item.trivia.comment).rstrip()
+        stop = token.start + len(self.text[token.start:token.line_end].rstrip())
+        begin = stop - len(kept)
+        if begin < token.start or self.text[begin:begin + len(old)] != old:
+            raise self.refusal(f"cannot find the value of `{_key_text(token.path)}`")
+        self._replace(begin, begin + len(old), _value_text(value))
+
+    def _add_key(self, table: tuple[str, ...], key: str, value) -> None:
+        """A new key line after the table's last key (its own section, else dotted)."""
+        home = self._table_section(table)
+        if table == () or home is not None:
+            number = -1 if table == () else self.sections.index(home)
+            anchors = [t for t in self.tokens if t.kind == _KEY and t.section == number]
+            relative = (key,)
+            if not anchors and home is not None:
+                anchors = [home.header]
+        else:
+            # The table exists only as dotted keys (`x.owner = ...`) of a parent table.
+            anchors = [
+                t for t in self.tokens
+                if t.kind == _KEY and t.path[: len(table)] == table
+                and len(self._section_path(t)) < len(table)
+            ]
+            if any(t.path == table for t in anchors) or not anchors:
+                raise self.refusal(
+                    f"`{_key_text(table)}` is not a table aimx can add `{key}` to"
+                )
+            relative = table[len(self._section_path(anchors[-1])):] + (key,)
+        if not anchors:  # a table not in the file at all (only [upgrade] can be)
+            self._insert(len(self.text), 1, [_table_text(table, {key: value})])
+            return
+        anchor = anchors[-1]
+        indent = ""
+        if anchor.kind == _KEY:
+            line = self.text[anchor.start:anchor.line_end]
+            indent = line[: len(line) - len(line.lstrip(" \t"))]
+        self._insert(anchor.line_end, 0,
+                     f"{indent}{_key_text(relative)} = {_value_text(value)}\n")
+
+    def _check_mailboxes_table(self) -> None:
+        if ("mailboxes",) in self.keys:
+            raise self.refusal(
+                "`mailboxes` is an inline table; write each mailbox as a "
+                "[mailboxes.<name>] table to let aimx edit it"
+            )
+
+    def delete_mailbox(self, name: str) -> None:
+        """Remove C{[mailboxes.<name>]} and its hook tables, or its inline/dotted keys."""
+        self._check_mailboxes_table()
+        prefix = ("mailboxes", name)
+        lines = [
+            token for token in self.tokens
+            if token.kind == _KEY and token.path[:2] == prefix
+            and len(self._section_path(token)) < 2
+        ]
+        for token in lines:
+            self._replace(token.start, token.line_end, "")
+        for section in self._under(prefix):
+            self._replace(section.start, section.end, "")
+
+    def update_mailbox(self, old: MailboxConfig, new: MailboxConfig) -> None:
+        """Change what differs between C{old} and C{new} (same name)."""
+        self._check_mailboxes_table()
+        prefix = ("mailboxes", old.name)
+        inline = self.keys.get(prefix)
+        if inline is not None:  # `name = { ... }`: the key's value is rewritten whole
+            self._replace_value(inline, mailbox_toml(new))
+            return
+        for key in _MAILBOX_KEYS:
+            if getattr(old, key) != getattr(new, key):
+                self.set(prefix, key, _plain(getattr(new, key)))
+        if old.hooks != new.hooks:
+            self._update_hooks(prefix, old.hooks, new.hooks)
+
+    def _update_hooks(self, prefix, old: tuple[HookConfig, ...],
+                      new: tuple[HookConfig, ...]) -> None:
+        table = prefix + ("hooks",)
+        sections = [s for s in self.sections if s.path == table and s.aot]
+        home = self._table_section(prefix)
+        if table in self.keys or (not sections and home is None):
+            # `hooks = [...]` inline (or no [mailboxes.<name>] to put tables under).
+            self.set(prefix, "hooks", [hook_toml(h) for h in new] or None)
+            return
+        if len(sections) != len(old):
+            raise self.refusal(f"the hooks of `{_key_text(prefix)}` are not all tables")
+        matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                continue
+            for section in sections[i1:i2]:
+                self._replace(section.start, section.end, "")
+            if j1 == j2:
+                continue
+            if i1 < len(sections):
+                position = sections[i1].start
+            else:
+                position = sections[-1].end if sections else home.end
+            self._insert(position, 1, [
+                _table_text(table, hook_toml(hook), aot=True) for hook in new[j1:j2]
+            ])
+
+    def add_mailboxes(self, mailboxes: list[MailboxConfig]) -> None:
+        """New C{[mailboxes.<name>]} tables (with their hooks) after the last mailbox."""
+        self._check_mailboxes_table()
+        under = self._under(("mailboxes",))
+        position = under[-1].end if under else len(self.text)
+        blocks = []
+        for mb in mailboxes:
+            table = mailbox_toml(mb)
+            hooks = table.pop("hooks", [])
+            blocks.append(_table_text(("mailboxes", mb.name), table))
+            blocks += [
+                _table_text(("mailboxes", mb.name, "hooks"), hook, aot=True) for hook in hooks
+            ]
+        self._insert(position, 1, blocks)
+
+    # -- applying them ---------------------------------------------------------
+
+    def result(self) -> str:
+        """The text with every planned splice applied."""
+        text, edits = self.text, sorted(self.edits)
+        pieces, cursor = [], 0
+        for start, end, replacement in edits:
+            if start < cursor:
+                raise self.refusal("two edits overlap")
+            pieces += [text[cursor:start], replacement]
+            cursor = end
+        pieces.append(text[cursor:])
+        out = "".join(pieces)
+        if any(end == len(text) and not replacement for _, end, replacement in edits):
+            # The last table went: no blank lines are left dangling at the end.
+            out = re.sub("\n(?:[ \t\r]*\n)+\Z", "\n", out)
+
+        def moved(position: int) -> int:
+            shift = 0
+            for start, end, replacement in edits:
+                if end <= position:
+                    shift += len(replacement) - (end - start)
+                elif start < position:
+                    raise self.refusal("an insertion falls inside an edit")
+            return min(position + shift, len(out))
+
+        groups: dict[int, list] = {}
+        for position, rank, order, payload in sorted(self.insertions):
+            groups.setdefault(moved(position), []).append((rank, order, payload))
+        for position in sorted(groups, reverse=True):
+            before, after = out[:position], out[position:]
+            if before and not before.endswith("\n"):
+                before += self.newline
+            for rank, _, payload in sorted(groups[position]):
+                if rank == 0:
+                    before += payload.replace("\n", self.newline)
+                    continue
+                block = "\n".join(payload).replace("\n", self.newline)
+                if not after:
+                    if before and not _ends_blank(before):
+                        before += self.newline
+                    before += block
+                elif _ends_blank(before):
+                    before += block + self.newline
+                else:
+                    before += block
+            out = before + after
+        return out

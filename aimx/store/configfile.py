@@ -1,7 +1,8 @@
-"""Read and atomically rewrite C{<config_dir>/config.toml} (L1: disk and C{pwd}, no Twisted).
+"""Read and atomically edit C{<config_dir>/config.toml} (L1: disk and C{pwd}, no Twisted).
 
-The schema and every validation live in L{aimx.core.config}; this module supplies the
-bytes, the passwd lookups and the crash-safe write of spec/config.md §5.
+The schema and every validation live in L{aimx.core.config}, the in-place edit of
+the text in L{aimx.core.configedit}; this module supplies the bytes, the passwd
+lookups and the crash-safe write of spec/config.md §5.
 """
 
 import contextlib
@@ -11,6 +12,7 @@ import pwd
 import tomli_w
 
 from aimx.core.config import Config, load_text, to_toml
+from aimx.core.configedit import rewrite_text
 from aimx.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
@@ -55,30 +57,83 @@ def load(config_dir: str, *, data_dir_override: str | None = None) -> tuple[Conf
     return config, warnings
 
 
-def render(config: Config, path: str) -> bytes:
-    """The config.toml bytes of C{config}, after running the full load validation on them.
+def _checked(text: str, path: str, config: Config) -> bytes:
+    """C{text} as bytes, once the full load validation gives exactly C{config} back.
 
-    @raise ConfigError: the text would be refused by L{load} (C{"<path>: <reason>"}).
+    @raise ConfigError: the text would be refused by L{load}, or loads as another
+        config (C{"<path>: <reason>"}).
     """
-    text = tomli_w.dumps(to_toml(config))
-    load_text(text, path)
+    loaded, _ = load_text(text, path)
+    intended = config.as_written()
+    if loaded != intended:
+        raise ConfigError(
+            f"{path}: cannot edit in place: {_difference(loaded, intended)}; nothing was "
+            "written (make the change by hand)"
+        )
     return text.encode("utf-8")
 
 
-def write_atomic(config_dir: str, config: Config) -> None:
-    """Replace config.toml with C{config}, atomically (spec/config.md §5).
+def _difference(loaded: Config, intended: Config) -> str:
+    """What a text that loads as C{loaded} gets wrong, for the refusal message."""
+    got = [mb.name for mb in loaded.mailboxes]
+    want = [mb.name for mb in intended.mailboxes]
+    if got != want and sorted(got) == sorted(want):
+        return (
+            f"the edited file would list the mailboxes as {', '.join(got)} instead of "
+            f"{', '.join(want)}"
+        )
+    for mb in intended.mailboxes:
+        if loaded.mailbox(mb.name) != mb:
+            return f"mailbox '{mb.name}' would not load as intended"
+    return "the edited file would not load as intended"
 
-    The whole file goes to C{.config.toml.tmp.<pid>} in the same directory with mode
-    0640 (root:root when running as root), is fsynced, then renamed over config.toml;
-    on any failure the temp file is removed. Comments and unknown keys are lost.
 
-    The text is first validated exactly as the daemon's load would (L{render}),
-    so a rewrite never leaves a file the daemon refuses to start with.
+def render(config: Config, path: str) -> bytes:
+    """The bytes of a config.toml written from scratch for C{config}, validated.
 
-    @raise ConfigError: the new config would not load; nothing was written.
-    @raise OSError: the write failed; config.toml is unchanged.
+    @raise ConfigError: the text would be refused by L{load} (C{"<path>: <reason>"}).
     """
-    data = render(config, config_path(config_dir))
+    return _checked(tomli_w.dumps(to_toml(config)), path, config)
+
+
+def _current_text(path: str) -> str | None:
+    """config.toml's text, or C{None} when there is no file.
+
+    @raise ConfigError: it is not UTF-8.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8: {e}") from None
+
+
+def write_atomic(config_dir: str, config: Config) -> None:
+    """Make config.toml hold C{config}, atomically (spec/config.md §5).
+
+    An existing file is edited in place (L{rewrite_text}): only what differs
+    changes, its comments, key order and layout are kept.  Without a file, one is
+    written from scratch (L{render}).  The new text must load, with the daemon's
+    full validation, as exactly C{config} (its in-memory C{data_dir} override
+    aside), so a write never leaves a file the daemon refuses or reads otherwise.
+    It goes to C{.config.toml.tmp.<pid>} in the same directory with mode 0640
+    (root:root when running as root), is fsynced, then renamed over config.toml;
+    on any failure the temp file is removed.
+
+    @raise ConfigError: the current file does not load or cannot be edited in
+        place, or the new config would not load; nothing was written.
+    @raise OSError: the read or write failed; config.toml is unchanged.
+    """
+    path = config_path(config_dir)
+    current = _current_text(path)
+    if current is None:
+        data = render(config, path)
+    else:
+        data = _checked(rewrite_text(current, path, config), path, config)
     tmp = os.path.join(config_dir, f".{CONFIG_FILE}.tmp.{os.getpid()}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -90,7 +145,7 @@ def write_atomic(config_dir: str, config: Config) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, config_path(config_dir))
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

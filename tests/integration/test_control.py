@@ -229,9 +229,12 @@ class CrudTests(ControlTestCase):
 
     @defer.inlineCallbacks
     def test_rewrite_keeps_mode_and_restart_loads(self):
-        """Rewrites stay 0640 root-owned; a restarted daemon loads the new hook (case 34)."""
+        """Edits stay 0640 root-owned and keep comments; a restarted daemon loads the
+        new hook (case 34)."""
         with open(self.config_path, "a") as f:
-            f.write("# a comment the rewrite drops\n")
+            f.write("# a comment the edit keeps\n")
+        with open(self.config_path) as f:
+            before = f.read()
         daemon = self.start_daemon()
         reply = yield defer.Deferred.fromCoroutine(self.call(
             commands.HookCreate, mailbox="alice", event="on_receive", name="kept",
@@ -241,7 +244,10 @@ class CrudTests(ControlTestCase):
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
         self.assertEqual(st.st_uid, os.geteuid())
         with open(self.config_path) as f:
-            self.assertNotIn("a comment", f.read())
+            after = f.read()
+        added = ('[[mailboxes.alice.hooks]]\nname = "kept"\nevent = "on_receive"\n'
+                 'type = "cmd"\ncmd = ["/bin/true"]\ntimeout_secs = 5\n\n')
+        self.assertEqual(after.replace(added, ""), before)
         self.assertEqual([n for n in os.listdir(self.config_dir) if ".tmp." in n], [])
         yield daemon.stopService()
         restarted = self.start_daemon()
