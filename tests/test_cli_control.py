@@ -380,6 +380,8 @@ CONTRIB = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.
 class DirectEditTests(VerbTestCase):
     """Root's edits with the daemon down keep config.toml's comments and layout."""
 
+    skip = None if os.geteuid() == 0 else "the direct edit is root's (it chowns mailbox dirs)"
+
     def test_contrib_round_trip(self):
         """mailboxes create, hooks create, hooks delete, mailboxes delete on the
         annotated example: comments and untouched tables stay byte for byte, and the

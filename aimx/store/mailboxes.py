@@ -484,7 +484,13 @@ def _rewrite(email: _Email, read: bool, now, owner: Owner) -> None:
         created = True
         try:
             if (uid, gid) != (os.geteuid(), os.getegid()):
-                os.fchown(fd, uid, gid)
+                try:
+                    os.fchown(fd, uid, gid)
+                except PermissionError:
+                    if os.geteuid() == 0:
+                        raise
+                    # A daemon that is not root cannot give files away (the demo, a
+                    # test run): the rewritten file stays its own, like a new one.
             os.fchmod(fd, 0o600)
             view = memoryview(new)
             while view:
