@@ -158,13 +158,15 @@ class Daemon(service.MultiService):
         self.pools: list[threadpool.ThreadPool] = []
 
     def startService(self):
-        for pool in self.pools:
-            pool.start()
-        super().startService()
+        # The handler comes first: a SIGHUP right after the pid file appears (a
+        # service manager's reload) must reload, not kill the daemon.
         if hasattr(signal, "SIGHUP"):
             signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload)
             )
+        for pool in self.pools:
+            pool.start()
+        super().startService()
 
     def stopService(self):
         stopped = defer.maybeDeferred(super().stopService)

@@ -1348,8 +1348,6 @@ def make_read_only(case: SynchronousTestCase, path: str) -> None:
     except OSError:
         done = None
     if done is None or done.returncode != 0:
-        from twisted.trial.unittest import SkipTest
-
         raise SkipTest("cannot make a directory read-only for root here (chattr +i)")
     case.addCleanup(subprocess.run, ["chattr", "-i", path], check=False)
 
