@@ -7,7 +7,10 @@ the fake runner of tests.test_services: no real init system is touched.
 import base64
 import io
 import os
+import runpy
+import shutil
 import stat
+import subprocess
 import sys
 
 from cryptography.hazmat.primitives import serialization
@@ -16,7 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import aimx.cli
 from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
-from aimx.core import units
+from aimx.core import units, version
 from aimx.store import configfile, keys, services
 from aimx.store.services import Completed
 from tests.test_services import HostTestCase
@@ -482,3 +485,62 @@ class RegistrationTests(SynchronousTestCase):
             self.assertEqual(aimx.cli._parser().parse_args([verb]).verb, verb)
         for module in aimx.cli._verb_modules():
             self.assertTrue(callable(module.main) and callable(module.add_parser), module)
+
+
+# -- --version -------------------------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class VersionTests(SynchronousTestCase):
+    def version(self, *argv):
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertEqual(aimx.cli.main(list(argv)), 0)
+        return out.getvalue()
+
+    def test_without_commit(self):
+        """No known commit: `aimx <version>` and nothing else."""
+        self.patch(version, "COMMIT", None)
+        for flag in ("--version", "-V"):
+            self.assertEqual(self.version(flag), f"aimx {aimx.__version__}\n")
+
+    def test_with_commit(self):
+        """A commit stamped at build time follows in parentheses."""
+        self.patch(version, "COMMIT", "0123456789ab")
+        self.assertEqual(self.version("--version"), f"aimx {aimx.__version__} (0123456789ab)\n")
+
+    def test_fields(self):
+        """VERSION's fields: `unknown` for what the build did not record, never today's date."""
+        self.patch(version, "COMMIT", None)
+        self.patch(version, "BUILD_DATE", None)
+        fields = version.version_fields()
+        self.assertEqual((fields["tag"], fields["git_hash"], fields["build_date"]),
+                         (aimx.__version__, "unknown", "unknown"))
+        self.patch(version, "COMMIT", "0123456789ab")
+        self.patch(version, "BUILD_DATE", "2026-01-02")
+        fields = version.version_fields()
+        self.assertEqual((fields["git_hash"], fields["build_date"]),
+                         ("0123456789ab", "2026-01-02"))
+
+    def test_build_stamp(self):
+        """setup.py's build step writes the commit and date that aimx.core.version reads."""
+        build = runpy.run_path(os.path.join(REPO, "setup.py"), run_name="aimx_setup")
+        namespace = {}
+        exec(build["stamp_text"]("0123456789ab", "2026-01-02"), namespace)
+        self.assertEqual((namespace["COMMIT"], namespace["BUILD_DATE"]),
+                         ("0123456789ab", "2026-01-02"))
+        namespace = {}
+        exec(build["stamp_text"](None, "2026-01-02"), namespace)
+        self.assertIsNone(namespace["COMMIT"])
+        # Outside a git checkout nothing is known.
+        self.assertIsNone(build["git_commit"](os.path.abspath(self.mktemp())))
+        # In this checkout: what git says, when git can say it (installed, and the
+        # checkout's owner acceptable to it).
+        if shutil.which("git") and os.path.exists(os.path.join(REPO, ".git")):
+            head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"],
+                                  capture_output=True, text=True, timeout=30)
+            expected = head.stdout.strip() if head.returncode == 0 else None
+            self.assertEqual(build["git_commit"](REPO), expected)
+            if expected is not None:
+                self.assertRegex(expected, r"^[0-9a-f]{12}$")

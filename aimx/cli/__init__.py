@@ -5,8 +5,7 @@ import importlib
 import os
 import sys
 
-from aimx import __version__
-from aimx.core.version import version_fields
+from aimx.core.version import version_line
 from aimx.errors import AimxError
 
 HELP_GROUPS = """\
@@ -51,19 +50,11 @@ def _verb_modules():
     return [importlib.import_module(f"aimx.cli.{name}") for name in VERBS.values()]
 
 
-def version_line() -> str:
-    v = version_fields()
-    return (
-        f"AIMX (AI Mail Exchange) version {v['tag']} ({v['git_hash']}) "
-        f"{v['target']} built {v['build_date']}"
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aimx",
         usage="aimx [--data-dir DIR] <command> [args]",
-        description=f"AIMX (AI Mail Exchange) version {__version__} (unknown)",
+        description=f"{version_line()}: a self-hosted mail server for AI agents",
         epilog=HELP_GROUPS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
