@@ -39,9 +39,12 @@ def add_parser(sub, common) -> None:
                         help="Bcc recipient, delivered but not shown (repeatable)")
     parser.add_argument("--subject", required=True)
     parser.add_argument("--body", required=True, help="Markdown (default) or plain text")
-    parser.add_argument("--reply-to", metavar="MSG_ID", help="Message-ID being replied to")
+    parser.add_argument("--in-reply-to", metavar="MSG_ID",
+                        help="Message-ID being replied to (sets In-Reply-To and References)")
+    # The old name, kept working but not shown: it read as the Reply-To header.
+    parser.add_argument("--reply-to", dest="in_reply_to", help=argparse.SUPPRESS)
     parser.add_argument("--references", metavar="CHAIN",
-                        help="References chain (used with --reply-to)")
+                        help="References chain (used with --in-reply-to)")
     parser.add_argument("--attachment", action="append", default=[], metavar="PATH",
                         help="file to attach (repeatable)")
     body = parser.add_mutually_exclusive_group()
@@ -67,7 +70,7 @@ async def send(args, s: session.Session) -> int:
             bcc=args.bcc,
             subject=args.subject,
             body=args.body,
-            reply_to=args.reply_to,
+            reply_to=args.in_reply_to,
             references=args.references,
             attachments=[read_attachment(path) for path in args.attachment],
             now=datetime.now(timezone.utc),
