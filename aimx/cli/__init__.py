@@ -15,6 +15,7 @@ Operations (as current user):
   hooks         Create, list and delete hooks
   agents        Wire aimx into an AI agent harness
   mcp           Run the MCP server on stdio
+  completion    Print a shell completion script (bash or zsh)
 
 Server administration:
   setup         Guided setup: domain, DNS, DKIM, TLS, service
@@ -41,8 +42,11 @@ VERBS = {
     "portcheck": "portcheck",
     "doctor": "doctor",
     "setup": "setup",
+    "completion": "completion",
 }
 ALIASES = {"mailbox": "mailboxes", "hook": "hooks"}
+#: Verbs that are dispatched but not offered (spec/cli.md §1, "Hidden").
+HIDDEN = ("ingest",)
 
 
 def _verb_modules():
