@@ -663,3 +663,23 @@ class CompletionTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, aimx.cli.main, ["completion", "fish"])
         self.assertEqual(e.code, 2)
         self.assertIn("fish", err.getvalue())
+
+
+# -- make demo -------------------------------------------------------------------
+
+
+class MakefileTests(SynchronousTestCase):
+    def test_install_says_what_it_does(self):
+        """Each silent (pip -q) install step is announced on a line of its own first."""
+        if shutil.which("make") is None:
+            raise SkipTest("no make")
+        venv = os.path.abspath(self.mktemp())
+        result = subprocess.run(["make", "-n", "-B", "install", f"VENV={venv}"], cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        pips = [i for i, line in enumerate(lines) if "pip install" in line]
+        self.assertEqual(len(pips), 2, lines)
+        for i in pips:
+            self.assertRegex(lines[i - 1], r"^echo ")
+        self.assertIn("Installing aimx and its dependencies", result.stdout)
