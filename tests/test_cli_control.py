@@ -9,15 +9,21 @@ from twisted.internet import defer
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.cli import hooks, mailboxes
+from aimx.cli import hooks, mailboxes, session
 from aimx.cli.session import CliError, Session, execute
 from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
 from aimx.control import client, commands
-from aimx.errors import DaemonNotRunning, MailboxError, ValidationError
-from aimx.store import configfile
+from aimx.core import units
+from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
+from aimx.store import configfile, services
 from aimx.store.mailstore import Owner
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
+SOCKET = "/run/aimx/aimx.sock"
+#: How to start the daemon on a host without the aimx service (L{session.start_advice}).
+START = "Start it with `sudo aimx serve`, or install it as a service with `sudo aimx setup`."
+DOWN = f"aimx daemon not running (no socket at {SOCKET}). {START}"
+REFUSED = "Error: refusing to delete without --yes (stdin is not a terminal)\n"
 
 
 class FakePasswd:
@@ -50,10 +56,23 @@ class TTY(io.StringIO):
         return True
 
 
+def show_reply(trust="none", senders=(), owner="alice", name="alice"):
+    """A MAILBOX-SHOW answer with the effective trust settings."""
+    return {"mailbox": {
+        "name": name, "address": f"{name}@test.local", "owner": owner, "trust": trust,
+        "trusted_senders": list(senders), "hooks": [], "inbox_total": 0, "inbox_unread": 0,
+        "sent_total": 0,
+    }}
+
+
 class VerbTestCase(SynchronousTestCase):
     def setUp(self):
         self.config_dir = os.path.abspath(self.mktemp())
         os.makedirs(self.config_dir)
+        # A host without an init system or an installed service (deterministic advice).
+        host = os.path.abspath(self.mktemp())
+        os.makedirs(host)
+        self.host = services.System(root=host)
 
     def write_config(self, text=None):
         data_dir = os.path.join(self.config_dir, "data")
@@ -66,10 +85,11 @@ class VerbTestCase(SynchronousTestCase):
             ))
 
     def run_verb(self, verb, argv, *, euid=0, replies=None, stdin="", environ=None,
-                 down=False, data_dir=None):
+                 down=False, data_dir=None, tty=False):
         """Run a verb; returns (exit code, stdout, stderr, the fake client).
 
         @param data_dir: the C{--data-dir} override.
+        @param tty: stdin is a terminal (else it is not, as when piped).
         """
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
@@ -81,12 +101,14 @@ class VerbTestCase(SynchronousTestCase):
         fake = FakeClient(replies or {})
         out, err = io.StringIO(), io.StringIO()
         if down:
-            connect = lambda: defer.fail(DaemonNotRunning("aimx daemon not running"))  # noqa: E731
+            connect = lambda: defer.fail(  # noqa: E731
+                DaemonNotRunning(f"aimx daemon not running (no socket at {SOCKET})"))
         else:
             connect = lambda: defer.succeed(fake)  # noqa: E731
+        stdin = (TTY if tty else io.StringIO)(stdin)
         session = Session(args, connect=connect, euid=euid,
-                          term=Terminal(out, err, io.StringIO(stdin), {}),
-                          environ=environ or {}, passwd=FakePasswd())
+                          term=Terminal(out, err, stdin, {}),
+                          environ=environ or {}, passwd=FakePasswd(), system=self.host)
         code = self.successResultOf(defer.Deferred.fromCoroutine(execute(verb, args, session)))
         return code, out.getvalue(), err.getvalue(), fake
 
@@ -117,6 +139,14 @@ class TerminalTests(SynchronousTestCase):
                                  ("\n", False)):
             term = Terminal(io.StringIO(), io.StringIO(), io.StringIO(answer), {})
             self.assertIs(term.confirm("? "), expected)
+
+    def test_interactive(self):
+        """Prompts need stdin to be a terminal; a pipe or a closed stream is not one."""
+        self.assertTrue(Terminal(io.StringIO(), io.StringIO(), TTY(), {}).interactive)
+        self.assertFalse(Terminal(io.StringIO(), io.StringIO(), io.StringIO(), {}).interactive)
+        closed = io.StringIO()
+        closed.close()
+        self.assertFalse(Terminal(io.StringIO(), io.StringIO(), closed, {}).interactive)
 
     def test_clip(self):
         """Long text is cut with an ellipsis; argv renders as compact JSON."""
@@ -185,11 +215,15 @@ class MailboxVerbTests(VerbTestCase):
             self.assertEqual(f.read(), before)
 
     def test_create_daemon_down_non_root(self):
-        """Non-root without a daemon: the hint and exit 2 (cli case 13)."""
-        code, _, err, _ = self.run_verb(mailboxes.create, ["mailboxes", "create", "eve"],
-                                        euid=2001, down=True)
-        self.assertEqual(code, 2)
-        self.assertEqual(err, f"Error: {mailboxes.DAEMON_HINT}\n")
+        """Non-root without a daemon: not running, how to start it, exit 2 (cli case 13)."""
+        for verb, argv in ((mailboxes.create, ["mailboxes", "create", "eve"]),
+                           (mailboxes.list_, ["mailboxes", "list"]),
+                           (mailboxes.show, ["mailboxes", "show", "eve"]),
+                           (mailboxes.delete, ["mailboxes", "delete", "eve", "--yes"])):
+            code, _, err, _ = self.run_verb(verb, argv, euid=2001, down=True)
+            self.assertEqual((code, err), (2, (
+                f"Error: {DOWN} The daemon must be running for non-root mailbox commands; "
+                "with sudo, aimx uses config.toml directly instead.\n")), argv)
 
     def test_create_role_name_non_root(self):
         """A non-root role name is refused with its reason, daemon up or down; never sent."""
@@ -345,24 +379,48 @@ class MailboxVerbTests(VerbTestCase):
             '    - n2  cmd: ["/bin/x"]\n\nMessages\n  inbox: 2 (1 unread)\n  sent:  4\n'
         ))
 
-    def test_show_daemon_down_unreadable(self):
-        """show without a daemon needs the config."""
-        code, _, err, _ = self.run_verb(mailboxes.show, ["mailboxes", "show", "x"], euid=2001,
-                                        down=True)
-        self.assertEqual(code, 1)
-        self.assertIn("this command needs to read", err)
-
     def test_delete_prompt(self):
-        """Without --yes a delete asks; declining is `Cancelled.` and exit 0."""
+        """At a terminal a delete without --yes asks; declining is `Cancelled.`, exit 0."""
         code, out, _, fake = self.run_verb(mailboxes.delete, ["mailboxes", "delete", "eve"],
-                                           stdin="yes\n")
+                                           stdin="yes\n", tty=True)
         self.assertEqual((code, fake.calls), (0, []))
         self.assertEqual(out, "Delete mailbox 'eve' and all its emails? [y/N] Cancelled.\n")
+
+    def test_delete_not_a_terminal(self):
+        """Without --yes and without a terminal to ask on, a delete is refused, exit 2."""
+        for extra in ([], ["--force"]):
+            code, out, err, fake = self.run_verb(
+                mailboxes.delete, ["mailboxes", "delete", "eve", *extra], stdin="y\n",
+                replies={commands.MailboxDelete: {}})
+            self.assertEqual((code, out, err, fake.calls), (2, "", REFUSED, []))
+
+    def test_delete_not_a_terminal_yes(self):
+        """--yes needs no terminal."""
+        code, out, _, fake = self.run_verb(
+            mailboxes.delete, ["mailboxes", "delete", "eve", "--yes"],
+            replies={commands.MailboxDelete: {}})
+        self.assertEqual(code, 0)
+        self.assertEqual(fake.calls, [(commands.MailboxDelete, {"name": "eve", "force": False})])
+
+    def test_delete_force_counts(self):
+        """--force lists the files to go: `1 file`, not `1 files` (cli case 17); `n` cancels."""
+        self.write_config()
+        inbox = os.path.join(self.config_dir, "data", "inbox", "alice")
+        os.makedirs(inbox)
+        open(os.path.join(inbox, "2026-01-01-000000-x.md"), "w").close()
+        code, out, _, fake = self.run_verb(
+            mailboxes.delete, ["mailboxes", "delete", "alice", "--force"], stdin="n\n",
+            tty=True)
+        self.assertEqual((code, fake.calls), (0, []))
+        self.assertEqual(out, (
+            "DESTRUCTIVE: About to permanently delete mailbox 'alice':\n"
+            "  inbox/alice/: 1 file\n  sent/alice/:  0 files\nContinue? [y/N] Cancelled.\n"))
 
     def test_delete_force_unknown_counts(self):
         """--force without a readable config shows `? files`."""
         _, out, _, _ = self.run_verb(mailboxes.delete,
-                                     ["mailboxes", "delete", "eve", "--force"], euid=2001)
+                                     ["mailboxes", "delete", "eve", "--force"], euid=2001,
+                                     tty=True)
         self.assertIn("inbox/eve/: ? files", out)
 
     def test_delete(self):
@@ -429,36 +487,38 @@ class DirectEditTests(VerbTestCase):
             self.assertEqual(f.read(), before)
 
 
+CREATE = ["hooks", "create", "--mailbox", "alice", "--event"]
+
+
 class HookVerbTests(VerbTestCase):
     def test_create_body(self):
         """The request body carries cmd, flag and type, and timeout only when not 60."""
         code, out, _, fake = self.run_verb(
-            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
-                           "--cmd", '["/bin/echo","hi"]', "--timeout-secs", "5",
-                           "--fire-on-untrusted"],
-            replies={commands.HookCreate: {"name": "abc"}})
-        self.assertEqual(out, "Hook created: abc (live via daemon)\n")
+            hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/echo","hi"]',
+                                    "--timeout-secs", "5", "--fire-on-untrusted"],
+            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+        self.assertTrue(out.startswith("Hook created: abc (live via daemon)\n"), out)
         arguments = fake.calls[0][1]
         self.assertEqual(arguments["body"], '{"cmd": ["/bin/echo", "hi"], "fire_on_untrusted": '
                                             'true, "type": "cmd", "timeout_secs": 5}')
         self.assertIsNone(arguments["name"])
         _, _, _, fake = self.run_verb(
-            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
-                           "--cmd", '["/bin/true"]', "--timeout-secs", "60"],
-            replies={commands.HookCreate: {"name": "abc"}})
+            hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]',
+                                    "--timeout-secs", "60"],
+            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
         self.assertNotIn("timeout_secs", fake.calls[0][1]["body"])
 
     def test_create_checks(self):
         """Client-side checks in the spec's order, before the daemon is asked."""
-        base = ["hooks", "create", "--mailbox", "alice", "--event"]
         cases = [
-            (base + ["on_receive", "--cmd", "[]", "--name", "bad name!"], "invalid hook name"),
-            (base + ["after_send", "--cmd", '["/x"]', "--fire-on-untrusted"],
+            (CREATE + ["on_receive", "--cmd", "[]", "--name", "bad name!"], "invalid hook name"),
+            (CREATE + ["after_send", "--cmd", '["/x"]', "--fire-on-untrusted"],
              "--fire-on-untrusted is only valid on --event on_receive"),
-            (base + ["on_receive", "--cmd", "  "], "--cmd must not be empty"),
-            (base + ["on_receive", "--cmd", "echo hi"], "--cmd must be a JSON array of strings"),
-            (base + ["on_receive", "--cmd", "[]"], "the array is empty"),
-            (base + ["on_receive", "--cmd", "[1]"], "not an array of strings"),
+            (CREATE + ["on_receive", "--cmd", "  "], "--cmd must not be empty"),
+            (CREATE + ["on_receive", "--cmd", "echo hi"],
+             "--cmd must be a JSON array of strings"),
+            (CREATE + ["on_receive", "--cmd", "[]"], "the array is empty"),
+            (CREATE + ["on_receive", "--cmd", "[1]"], "not an array of strings"),
         ]
         for argv, text in cases:
             code, _, err, fake = self.run_verb(hooks.create, argv)
@@ -469,18 +529,21 @@ class HookVerbTests(VerbTestCase):
         """With a readable config, unknown and foreign mailboxes are caught locally."""
         self.write_config()
         base = ["hooks", "create", "--event", "on_receive", "--cmd", '["/x"]', "--mailbox"]
-        _, _, err, _ = self.run_verb(hooks.create, base + ["ghost"])
-        self.assertIn("Mailbox 'ghost' does not exist", err)
+        code, _, err, _ = self.run_verb(hooks.create, base + ["ghost"])
+        self.assertEqual((code, err), (1, "Error: mailbox 'ghost' does not exist\n"))
         _, _, err, _ = self.run_verb(hooks.create, base + ["alice"], euid=2002)
         self.assertIn("not authorized: caller does not own mailbox 'alice'", err)
 
     def test_daemon_down_non_root(self):
-        """Without a daemon a non-root caller is told hooks need root (or the daemon)."""
-        code, _, err, _ = self.run_verb(hooks.list_, ["hooks", "list"], euid=2001, down=True)
-        self.assertEqual(code, 1)
-        self.assertEqual(err, "Error: not authorized: aimx hooks list requires root (run with "
-                              "sudo)\nhint: if the daemon is running, hook CRUD over UDS would "
-                              "handle this without sudo.\n")
+        """Without a daemon a non-root caller is told it is not running and how to start it."""
+        for verb, argv in ((hooks.list_, ["hooks", "list"]),
+                           (hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]']),
+                           (hooks.delete, ["hooks", "delete", "h1", "--yes"])):
+            code, _, err, _ = self.run_verb(verb, argv, euid=2001, down=True)
+            self.assertEqual((code, err), (1, (
+                f"Error: {DOWN} The daemon must be running for non-root hook commands; "
+                "with sudo, aimx uses config.toml directly instead.\n")), argv)
+            self.assertNotIn("not authorized", err)
 
     def test_root_without_daemon_or_config(self):
         """Root, no daemon, no config.toml: the error names the missing file, not root."""
@@ -493,18 +556,16 @@ class HookVerbTests(VerbTestCase):
         """Root without a daemon edits config.toml and says when it takes effect."""
         self.write_config()
         code, out, _, _ = self.run_verb(
-            hooks.create, ["hooks", "create", "--mailbox", "alice", "--event", "on_receive",
-                           "--cmd", '["/bin/true"]', "--name", "h1"], down=True)
+            hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]', "--name", "h1"],
+            down=True)
         self.assertEqual(code, 0)
-        self.assertTrue(out.startswith("Hook created: h1\nNote: aimx serve is not running."))
+        pending = f"Note: aimx daemon not running; the change takes effect when it starts. {START}"
+        self.assertEqual(out, f"Hook created: h1\n{pending}\n")
         code, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "alice"],
                                         down=True)
         self.assertIn("h1", out)
-        code, _, err, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "nope"],
-                                        down=True)
-        self.assertIn("Mailbox 'nope' does not exist", err)
         code, out, _, _ = self.run_verb(hooks.delete, ["hooks", "delete", "h1", "-y"], down=True)
-        self.assertEqual((code, out.splitlines()[0]), (0, "Hook deleted: h1"))
+        self.assertEqual(out, f"Hook deleted: h1\n{pending}\n")
         self.assertNotIn("hooks", open(configfile.config_path(self.config_dir)).read())
 
     def test_list(self):
@@ -517,13 +578,135 @@ class HookVerbTests(VerbTestCase):
         self.assertEqual(header, f"{'NAME':<28} {'MAILBOX':<20} {'EVENT':<12}TIMEOUT CMD")
         self.assertEqual(row, "n" * 27 + "… alice                on_receive       60 "
                               '["/bin/true"]')
-        _, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "bob"],
-                                     replies={commands.HookList: {"hooks": rows}})
+        _, out, _, fake = self.run_verb(
+            hooks.list_, ["hooks", "list", "--mailbox", "bob"],
+            replies={commands.HookList: {"hooks": rows},
+                     commands.MailboxShow: show_reply(name="bob", owner="bob")})
         self.assertEqual(out, "No hooks configured.\n")
+        self.assertEqual(fake.calls[1], (commands.MailboxShow, {"name": "bob"}))
 
-    def test_delete_not_found(self):
-        """An unknown hook name is refused before any delete is sent."""
-        code, _, err, fake = self.run_verb(hooks.delete, ["hooks", "delete", "x", "-y"],
-                                           replies={commands.HookList: {"hooks": []}})
-        self.assertEqual((code, err), (1, "Error: Hook 'x' not found\n"))
-        self.assertEqual(len(fake.calls), 1)
+    def test_delete_prompt(self):
+        """At a terminal a delete without --yes shows the hook and asks; `n` cancels, exit 0."""
+        rows = [{"name": "h1", "mailbox": "alice", "event": "on_receive", "cmd": ["/bin/true"],
+                 "fire_on_untrusted": False, "timeout_secs": 60}]
+        code, out, _, fake = self.run_verb(
+            hooks.delete, ["hooks", "delete", "h1"], stdin="n\n", tty=True,
+            replies={commands.HookList: {"hooks": rows}})
+        self.assertEqual(code, 0)
+        self.assertEqual(out, "About to delete hook:\n  name:    h1\n  mailbox: alice\n"
+                              "  event:   on_receive\n  timeout: 60s\n"
+                              '  cmd:     ["/bin/true"]\nContinue? [y/N] Cancelled.\n')
+        self.assertEqual([c for c, _ in fake.calls], [commands.HookList])
+
+    def test_delete_not_a_terminal(self):
+        """Without --yes and without a terminal a hook delete is refused, exit 2; --yes works."""
+        rows = [{"name": "h1", "mailbox": "alice", "event": "on_receive", "cmd": ["/bin/true"],
+                 "fire_on_untrusted": False, "timeout_secs": 60}]
+        replies = {commands.HookList: {"hooks": rows}, commands.HookDelete: {}}
+        code, out, err, fake = self.run_verb(hooks.delete, ["hooks", "delete", "h1"],
+                                             stdin="y\n", replies=replies)
+        self.assertEqual((code, out, err), (2, "", REFUSED))
+        self.assertEqual([c for c, _ in fake.calls], [commands.HookList])
+        code, out, _, fake = self.run_verb(hooks.delete, ["hooks", "delete", "h1", "--yes"],
+                                           replies=replies)
+        self.assertEqual((code, out), (0, "Hook deleted: h1 (live via daemon)\n"))
+
+
+class MissingTextTests(VerbTestCase):
+    """A missing mailbox or hook reads the same whether the daemon or the fallback answered."""
+
+    MAILBOX = "Error: mailbox 'ghost' does not exist\n"
+    HOOK = "Error: hook 'ghost' not found\n"
+
+    def cases(self):
+        """(verb, argv) naming the mailbox `ghost`."""
+        return [
+            (mailboxes.show, ["mailboxes", "show", "ghost"]),
+            (mailboxes.delete, ["mailboxes", "delete", "ghost", "--yes"]),
+            (hooks.create, ["hooks", "create", "--mailbox", "ghost", "--event", "on_receive",
+                            "--cmd", '["/bin/true"]']),
+            (hooks.list_, ["hooks", "list", "--mailbox", "ghost"]),
+        ]
+
+    def test_mailbox_daemon(self):
+        """The daemon's `[MAILBOX]`/`[ENOENT] mailbox '<m>' does not exist` loses its code."""
+        gone = MailboxError("mailbox 'ghost' does not exist")
+        replies = {commands.MailboxShow: gone, commands.MailboxDelete: gone,
+                   commands.HookCreate: NoEntry("mailbox 'ghost' does not exist"),
+                   commands.HookList: {"hooks": []}}
+        for verb, argv in self.cases():
+            code, out, err, _ = self.run_verb(verb, argv, euid=2001, replies=replies)
+            self.assertEqual((code, out, err), (1, "", self.MAILBOX), argv)
+
+    def test_mailbox_fallback(self):
+        """Root's direct edit (daemon down) says it in the same words."""
+        self.write_config()
+        for verb, argv in self.cases():
+            code, out, err, _ = self.run_verb(verb, argv, down=True)
+            self.assertEqual((code, out, err), (1, "", self.MAILBOX), argv)
+
+    def test_hook(self):
+        """`hook '<name>' not found` from the listing, the fallback and the daemon's delete."""
+        code, _, err, _ = self.run_verb(hooks.delete, ["hooks", "delete", "ghost", "-y"],
+                                        replies={commands.HookList: {"hooks": []}})
+        self.assertEqual((code, err), (1, self.HOOK))
+        self.write_config()
+        code, _, err, _ = self.run_verb(hooks.delete, ["hooks", "delete", "ghost", "-y"],
+                                        down=True)
+        self.assertEqual((code, err), (1, self.HOOK))
+        # Deleted by someone else between the listing and the delete.
+        rows = [{"name": "ghost", "mailbox": "alice", "event": "on_receive",
+                 "cmd": ["/bin/true"], "fire_on_untrusted": False, "timeout_secs": 60}]
+        code, _, err, _ = self.run_verb(
+            hooks.delete, ["hooks", "delete", "ghost", "-y"],
+            replies={commands.HookList: {"hooks": rows},
+                     commands.HookDelete: NoEntry("hook 'ghost' not found")})
+        self.assertEqual((code, err), (1, self.HOOK))
+
+    def test_other_refusals_keep_their_code(self):
+        """Any other daemon refusal is still `[CODE] reason`."""
+        reason = "mailbox 'catchall' is the catchall; hooks on the catchall are forbidden"
+        code, _, err, _ = self.run_verb(
+            hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]'],
+            replies={commands.HookCreate: MailboxError(reason)})
+        self.assertEqual((code, err), (1, f"Error: [MAILBOX] {reason}\n"))
+
+
+class StartAdviceTests(SynchronousTestCase):
+    """How the daemon-down message says to start the daemon, case by case."""
+
+    def host(self, *files):
+        root = os.path.abspath(self.mktemp())
+        for path in files:
+            os.makedirs(os.path.dirname(os.path.join(root, path.lstrip("/"))), exist_ok=True)
+            open(os.path.join(root, path.lstrip("/")), "w").close()
+        os.makedirs(root, exist_ok=True)
+        return services.System(root=root)
+
+    def test_systemd(self):
+        """An installed systemd unit: systemctl."""
+        host = self.host("/run/systemd/system/x", units.SYSTEMD_UNIT)
+        self.assertEqual(session.start_advice({}, host),
+                         "Start it with `sudo systemctl start aimx`.")
+
+    def test_openrc(self):
+        """An installed OpenRC script: rc-service."""
+        host = self.host("/sbin/openrc", units.OPENRC_SCRIPT)
+        self.assertEqual(session.start_advice({}, host),
+                         "Start it with `sudo rc-service aimx start`.")
+
+    def test_not_installed(self):
+        """No service installed (systemd or not): aimx serve, or setup to install it."""
+        for host in (self.host(), self.host("/run/systemd/system/x")):
+            self.assertEqual(session.start_advice({}, host), START)
+        self.assertEqual(session.start_advice({"AIMX_RUNTIME_DIR": "/run/aimx/"}, self.host()),
+                         START)
+
+    def test_own_runtime_dir(self):
+        """Another runtime dir (the demo's, a test's): serve with it, or run the demo again."""
+        host = self.host("/run/systemd/system/x", units.SYSTEMD_UNIT)
+        self.assertEqual(
+            session.start_advice({"AIMX_RUNTIME_DIR": "/tmp/demo/run"}, host),
+            "Start the aimx that uses /tmp/demo/run (`aimx serve --runtime-dir /tmp/demo/run` "
+            "with its --config-dir); if it was `make demo`, run that again and use the "
+            "AIMX_RUNTIME_DIR it prints.")

@@ -29,7 +29,14 @@ from aimx.errors import AccessDenied, DomainError
 USER = 1000
 FROM = "alice@agent.example.com"
 ARGV = ["send", "--from", FROM, "--to", "r@example.com", "--subject", "x", "--body", "y"]
-NOT_RUNNING = "Error: aimx daemon not running. Check 'systemctl status aimx'\n"
+
+
+def not_running(runtime_dir, why):
+    """The daemon-down error for a daemon with its own runtime dir (L{session.start_advice})."""
+    return (f"Error: aimx daemon not running ({why} at {runtime_dir}/aimx.sock). Start the aimx "
+            f"that uses {runtime_dir} (`aimx serve --runtime-dir {runtime_dir}` with its "
+            "--config-dir); if it was `make demo`, run that again and use the AIMX_RUNTIME_DIR "
+            "it prints.\n")
 
 
 class TTY(io.StringIO):
@@ -112,7 +119,8 @@ class SendVerbTests(TestCase):
         session = Session(
             args,
             connect=lambda: defer.Deferred.fromCoroutine(client.connect(reactor, self.path)),
-            euid=euid, term=Terminal(out, err, io.StringIO(), {}), environ={})
+            euid=euid, term=Terminal(out, err, io.StringIO(), {}),
+            environ={"AIMX_RUNTIME_DIR": self.dir})
         code = await execute(send.send, args, session)
         return code, out.getvalue(), err.getvalue()
 
@@ -230,7 +238,7 @@ class SendVerbTests(TestCase):
     def test_no_socket(self):
         """No socket: `aimx daemon not running`, exit 2 (case 6)."""
         result = yield defer.Deferred.fromCoroutine(self.aimx_send())
-        self.assertEqual(result, (2, "", NOT_RUNNING))
+        self.assertEqual(result, (2, "", not_running(self.dir, "no socket")))
 
     @defer.inlineCallbacks
     def test_refused(self):
@@ -239,7 +247,7 @@ class SendVerbTests(TestCase):
         stale.bind(self.path)
         stale.close()
         result = yield defer.Deferred.fromCoroutine(self.aimx_send())
-        self.assertEqual(result, (2, "", NOT_RUNNING))
+        self.assertEqual(result, (2, "", not_running(self.dir, "connection refused")))
 
     @defer.inlineCallbacks
     def test_connect_failure(self):

@@ -10,21 +10,18 @@ import json
 import re
 
 from aimx.cli import session
-from aimx.cli.session import CliError
+from aimx.cli.session import CliError, hook_missing, mailbox_missing
 from aimx.cli.term import clip, cmd_text
-from aimx.control.commands import HookCreate, HookDelete, HookList
+from aimx.control.commands import HookCreate, HookDelete, HookList, MailboxShow
 from aimx.core import configedit
 from aimx.core.config import DEFAULT_HOOK_TIMEOUT, EVENTS
 from aimx.errors import DaemonNotRunning
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
-_NOT_ROOT = (
-    "not authorized: aimx hooks {verb} requires root (run with sudo)\n"
-    "hint: if the daemon is running, hook CRUD over UDS would handle this without sudo."
-)
-_NOTE = (
-    "Note: aimx serve is not running. The change will take effect on the next start "
-    "(`sudo systemctl start aimx`)."
+#: The last sentence of the daemon-down error for non-root callers.
+WITHOUT_DAEMON = (
+    "The daemon must be running for non-root hook commands; with sudo, aimx uses "
+    "config.toml directly instead."
 )
 
 
@@ -56,16 +53,25 @@ def main(args) -> int:
     return session.run(VERBS[args.action], args)
 
 
+def _down(s: session.Session, error) -> str:
+    return s.not_running(error, WITHOUT_DAEMON)
+
+
 async def list_(args, s: session.Session) -> int:
     try:
         rows = (await s.call(HookList))["hooks"]
-    except DaemonNotRunning:
-        config = s.root_config(_NOT_ROOT.format(verb="list"))
+        live = True
+    except DaemonNotRunning as e:
+        config = s.root_config(_down(s, e))
         if args.mailbox is not None and config.mailbox(args.mailbox) is None:
-            raise CliError(f"Mailbox '{args.mailbox}' does not exist") from None
+            raise mailbox_missing(args.mailbox) from None
         rows = configedit.hook_rows(config, lambda mb: True)
+        live = False
     if args.mailbox is not None:
         rows = [row for row in rows if row["mailbox"] == args.mailbox]
+        if not rows and live:
+            # No hooks, or no such mailbox (for this caller)? MAILBOX-SHOW tells.
+            await s.call(MailboxShow, name=args.mailbox)
     if not rows:
         s.term.say("No hooks configured.")
         return 0
@@ -87,7 +93,7 @@ async def create(args, s: session.Session) -> int:
     if config is not None:
         mailbox = config.mailbox(args.mailbox)
         if mailbox is None:
-            raise CliError(f"Mailbox '{args.mailbox}' does not exist")
+            raise mailbox_missing(args.mailbox)
         if not s.root and s.passwd.owner(mailbox.owner).uid != s.euid:
             raise CliError(f"not authorized: caller does not own mailbox '{args.mailbox}'")
     if args.event == "after_send" and args.fire_on_untrusted:
@@ -102,16 +108,16 @@ async def create(args, s: session.Session) -> int:
         reply = await s.call(
             HookCreate, mailbox=args.mailbox, event=args.event, name=args.name, body=body
         )
-    except DaemonNotRunning:
-        config = s.root_config(_NOT_ROOT.format(verb="create"))
+    except DaemonNotRunning as e:
+        config = s.root_config(_down(s, e))
         target = config.mailbox(args.mailbox)
         if target is None:
-            raise CliError(f"Mailbox '{args.mailbox}' does not exist") from None
+            raise mailbox_missing(args.mailbox) from None
         configedit.check_hook_target(config, target)
         hook = configedit.parse_hook_request(args.event, args.name, body)
         s.write_config(configedit.add_hook(config, args.mailbox, hook))
         s.term.success(f"Hook created: {hook.name}")
-        s.term.say(_NOTE)
+        s.term.say(s.pending_note())
         return 0
     s.term.success(f"Hook created: {reply['name']} (live via daemon)")
     return 0
@@ -141,27 +147,29 @@ async def delete(args, s: session.Session) -> int:
     config = None
     try:
         rows = (await s.call(HookList))["hooks"]
-    except DaemonNotRunning:
-        config = s.root_config(_NOT_ROOT.format(verb="delete"))
+    except DaemonNotRunning as e:
+        config = s.root_config(_down(s, e))
         rows = configedit.hook_rows(config, lambda mb: True)
     row = next((row for row in rows if row["name"] == name), None)
     if row is None:
-        raise CliError(f"Hook '{name}' not found")
+        raise hook_missing(name)
     if not args.yes:
         term = s.term
-        term.say("About to delete hook:")
-        term.say(f"  name:    {row['name']}")
-        term.say(f"  mailbox: {row['mailbox']}")
-        term.say(f"  event:   {row['event']}")
-        term.say(f"  timeout: {row['timeout_secs']}s")
-        term.say(f"  cmd:     {cmd_text(row['cmd'])}")
-        if not term.confirm("Continue? [y/N] "):
-            term.say("Cancelled.")
+
+        def show():
+            term.say("About to delete hook:")
+            term.say(f"  name:    {row['name']}")
+            term.say(f"  mailbox: {row['mailbox']}")
+            term.say(f"  event:   {row['event']}")
+            term.say(f"  timeout: {row['timeout_secs']}s")
+            term.say(f"  cmd:     {cmd_text(row['cmd'])}")
+
+        if not s.confirm_delete("Continue? [y/N] ", show):
             return 0
     if config is not None:
         s.write_config(configedit.remove_hook(config, row["mailbox"], name))
         s.term.success(f"Hook deleted: {name}")
-        s.term.say(_NOTE)
+        s.term.say(s.pending_note())
         return 0
     await s.call(HookDelete, name=name)
     s.term.success(f"Hook deleted: {name} (live via daemon)")

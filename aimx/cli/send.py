@@ -19,7 +19,6 @@ from aimx.control.commands import ERRORS, MESSAGE_CAP, Send
 from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
 from aimx.errors import DaemonNotRunning
 
-NOT_RUNNING = "aimx daemon not running. Check 'systemctl status aimx'"
 _RED, _BOLD, _GREEN = "31", "1", "32"
 
 
@@ -114,8 +113,8 @@ async def _submit(s: session.Session, **arguments) -> dict:
     """
     try:
         connection = await s.connect()
-    except DaemonNotRunning:
-        raise CliError(NOT_RUNNING, exit_code=2) from None
+    except DaemonNotRunning as e:
+        raise CliError(s.not_running(e), exit_code=2) from None
     except client.ConnectFailed as e:
         raise CliError(str(e), exit_code=2) from None
     try:
