@@ -3,6 +3,9 @@
 import argparse
 import io
 import os
+import shutil
+import stat
+import tempfile
 
 import attrs
 from twisted.internet import defer
@@ -24,6 +27,12 @@ SOCKET = "/run/aimx/aimx.sock"
 START = "Start it with `sudo aimx serve`, or install it as a service with `sudo aimx setup`."
 DOWN = f"aimx daemon not running (no socket at {SOCKET}). {START}"
 REFUSED = "Error: refusing to delete without --yes (stdin is not a terminal)\n"
+NOTE_NONE = (
+    "Note: mailbox 'alice' has trust = \"none\", so no mail to it is trusted and this hook "
+    "will not fire. To run it, set trust = \"verified\" and trusted_senders for the mailbox "
+    "in config.toml (as root), or re-create the hook with --fire-on-untrusted to run it for "
+    "all mail.\n"
+)
 
 
 class FakePasswd:
@@ -510,20 +519,45 @@ class HookVerbTests(VerbTestCase):
 
     def test_create_checks(self):
         """Client-side checks in the spec's order, before the daemon is asked."""
+        example = "e.g. --cmd '[\"/bin/echo\", \"hello\"]'"
         cases = [
-            (CREATE + ["on_receive", "--cmd", "[]", "--name", "bad name!"], "invalid hook name"),
+            (CREATE + ["on_receive", "--cmd", "[]", "--name", "bad name!"],
+             "invalid hook name 'bad name!': must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}"),
             (CREATE + ["after_send", "--cmd", '["/x"]', "--fire-on-untrusted"],
              "--fire-on-untrusted is only valid on --event on_receive"),
             (CREATE + ["on_receive", "--cmd", "  "], "--cmd must not be empty"),
-            (CREATE + ["on_receive", "--cmd", "echo hi"],
-             "--cmd must be a JSON array of strings"),
-            (CREATE + ["on_receive", "--cmd", "[]"], "the array is empty"),
-            (CREATE + ["on_receive", "--cmd", "[1]"], "not an array of strings"),
+            (CREATE + ["on_receive", "--cmd", "echo"],
+             "--cmd 'echo' is not an absolute path: a program given alone must be an "
+             "absolute path (e.g. --cmd /usr/local/bin/triage); give arguments as a JSON "
+             f"array, {example}"),
+            (CREATE + ["on_receive", "--cmd", "bin/triage --fast"],
+             "--cmd 'bin/triage --fast' is not an absolute path"),
+            (CREATE + ["on_receive", "--cmd", '["/bin/echo", hi]'],
+             "--cmd starts with [ but is not valid JSON (Expecting value at column 15); give "
+             f"a JSON array of strings, {example}, or a single absolute program path"),
+            (CREATE + ["on_receive", "--cmd", "[]"],
+             f"--cmd must be a JSON array of strings, {example}; the array is empty"),
+            (CREATE + ["on_receive", "--cmd", "[1]"],
+             f"--cmd must be a JSON array of strings, {example}; not an array of strings"),
         ]
         for argv, text in cases:
             code, _, err, fake = self.run_verb(hooks.create, argv)
-            self.assertEqual((code, fake.calls), (1, []))
-            self.assertIn(text, err)
+            self.assertEqual((code, fake.calls), (1, []), argv)
+            self.assertTrue(err.startswith(f"Error: {text}"), err)
+
+    def test_cmd_single_path(self):
+        """--cmd without a leading [ is one argv element: the program's absolute path."""
+        for text in ("/bin/true", "  /bin/true  "):
+            code, _, err, fake = self.run_verb(
+                hooks.create, CREATE + ["on_receive", "--cmd", text],
+                replies={commands.HookCreate: {"name": "abc"},
+                         commands.MailboxShow: show_reply()})
+            self.assertEqual((code, err), (0, ""))
+            self.assertIn('"cmd": ["/bin/true"]', fake.calls[0][1]["body"])
+        code, _, _, fake = self.run_verb(
+            hooks.create, CREATE + ["on_receive", "--cmd", ' ["/bin/echo", "x"]'],
+            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+        self.assertIn('"cmd": ["/bin/echo", "x"]', fake.calls[0][1]["body"])
 
     def test_create_config_checks(self):
         """With a readable config, unknown and foreign mailboxes are caught locally."""
@@ -560,7 +594,7 @@ class HookVerbTests(VerbTestCase):
             down=True)
         self.assertEqual(code, 0)
         pending = f"Note: aimx daemon not running; the change takes effect when it starts. {START}"
-        self.assertEqual(out, f"Hook created: h1\n{pending}\n")
+        self.assertEqual(out, f"Hook created: h1\n{pending}\n{NOTE_NONE}")
         code, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list", "--mailbox", "alice"],
                                         down=True)
         self.assertIn("h1", out)
@@ -710,3 +744,175 @@ class StartAdviceTests(SynchronousTestCase):
             "Start the aimx that uses /tmp/demo/run (`aimx serve --runtime-dir /tmp/demo/run` "
             "with its --config-dir); if it was `make demo`, run that again and use the "
             "AIMX_RUNTIME_DIR it prints.")
+
+
+class TrustNoteTests(VerbTestCase):
+    """`hooks create` says whether the mailbox's trust policy lets the hook fire."""
+
+    def create(self, *extra, show=None, event="on_receive", down=False):
+        replies = {commands.HookCreate: {"name": "abc"},
+                   commands.MailboxShow: show or show_reply()}
+        code, out, err, _ = self.run_verb(
+            hooks.create, CREATE + [event, "--cmd", "/bin/true", *extra], replies=replies,
+            down=down)
+        self.assertEqual((code, err), (0, ""))
+        return out
+
+    def test_none(self):
+        """trust = "none": the hook never fires unless it is for untrusted mail too."""
+        self.assertEqual(self.create(), f"Hook created: abc (live via daemon)\n{NOTE_NONE}")
+
+    def test_verified(self):
+        """trust = "verified": it fires for the trusted senders with a valid DKIM signature."""
+        out = self.create(show=show_reply("verified", ["*@example.org", "boss@gmail.com"]))
+        self.assertEqual(out.splitlines()[1], (
+            "Note: mailbox 'alice' has trust = \"verified\": this hook fires only for mail "
+            "from trusted_senders (*@example.org, boss@gmail.com) with a valid DKIM signature "
+            "of the sender's domain."))
+
+    def test_verified_without_senders(self):
+        """trust = "verified" with no trusted_senders: nothing is trusted."""
+        out = self.create(show=show_reply("verified"))
+        self.assertEqual(out.splitlines()[1], (
+            "Note: mailbox 'alice' has trust = \"verified\" but no trusted_senders, so no mail "
+            "to it is trusted and this hook will not fire. To run it, add trusted_senders for "
+            "the mailbox in config.toml (as root), or re-create the hook with "
+            "--fire-on-untrusted to run it for all mail."))
+
+    def test_fire_on_untrusted(self):
+        """--fire-on-untrusted: it fires for everyone's mail, whatever the policy."""
+        for policy in ("none", "verified"):
+            out = self.create("--fire-on-untrusted", show=show_reply(policy, ["*@x.org"]))
+            self.assertEqual(out.splitlines()[1], (
+                "Note: this hook fires for all mail to mailbox 'alice', trusted or not "
+                "(--fire-on-untrusted): anyone who can send mail to it can start the program."))
+
+    def test_after_send(self):
+        """after_send hooks have no trust gate: no note."""
+        self.assertEqual(self.create(event="after_send"), "Hook created: abc (live via daemon)\n")
+
+    def test_policy_unreadable(self):
+        """A failed MAILBOX-SHOW after the create: the hook is still created, exit 0;
+        the program's existence is still checked."""
+        out = self.create(show=MailboxError("mailbox 'alice' does not exist"))
+        self.assertEqual(out, "Hook created: abc (live via daemon)\n")
+        code, _, err, _ = self.run_verb(
+            hooks.create, CREATE + ["on_receive", "--cmd", "/nonexistent/x"],
+            replies={commands.HookCreate: {"name": "abc"},
+                     commands.MailboxShow: MailboxError("mailbox 'alice' does not exist")})
+        self.assertEqual(code, 0)
+        self.assertEqual(err, "Warning: hook program /nonexistent/x does not exist; the hook is "
+                              "created but fails until the program is installed.\n")
+
+    def test_fallback_reads_config(self):
+        """Root's direct edit reads the effective policy from config.toml (global trust)."""
+        data_dir = os.path.join(self.config_dir, "data")
+        self.write_config(
+            f'domain = "test.local"\ndata_dir = "{data_dir}"\ntrust = "verified"\n'
+            'trusted_senders = ["*@example.org"]\n'
+            '[mailboxes.alice]\naddress = "alice@test.local"\nowner = "alice"\n')
+        out = self.create(down=True)
+        self.assertIn("Note: mailbox 'alice' has trust = \"verified\": this hook fires only for "
+                      "mail from trusted_senders (*@example.org) with a valid DKIM signature",
+                      out)
+
+
+class ProgramCheckTests(VerbTestCase):
+    """`hooks create` warns when the mailbox owner cannot run the program; it still creates it."""
+
+    def setUp(self):
+        super().setUp()
+        # Under /tmp: every parent is searchable by anyone.
+        self.dir = tempfile.mkdtemp(prefix="aimx-hookprog-")
+        self.addCleanup(shutil.rmtree, self.dir)
+        os.chmod(self.dir, 0o755)
+
+    def program(self, name="prog", mode=0o755, uid=None, gid=None, parent=None):
+        path = os.path.join(parent or self.dir, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(path, mode)
+        if uid is not None or gid is not None:
+            os.chown(path, -1 if uid is None else uid, -1 if gid is None else gid)
+        return path
+
+    def create(self, cmd, euid=0):
+        code, _, err, fake = self.run_verb(
+            hooks.create, CREATE + ["after_send", "--cmd", cmd], euid=euid,
+            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+        self.assertEqual(code, 0)
+        self.assertEqual([c for c, _ in fake.calls], [commands.HookCreate, commands.MailboxShow])
+        return err
+
+    def test_runnable(self):
+        """A program the owner may execute: no warning."""
+        self.assertEqual(self.create(self.program()), "")
+
+    def test_missing(self):
+        """A program that does not exist (yet): a warning, and the hook is created."""
+        path = os.path.join(self.dir, "later")
+        self.assertEqual(self.create(path), (
+            f"Warning: hook program {path} does not exist; the hook is created but fails "
+            "until the program is installed.\n"))
+
+    def test_missing_with_spaces(self):
+        """A missing single path with spaces probably meant arguments: say how to pass them."""
+        self.assertEqual(self.create("/bin/echo hi"), (
+            "Warning: hook program /bin/echo hi does not exist; the hook is created but fails "
+            "until the program is installed. A --cmd that does not start with [ is a single "
+            "program path; give arguments as a JSON array, e.g. --cmd '[\"/bin/echo\", "
+            "\"hello\"]'.\n"))
+
+    def test_json_argv_checked(self):
+        """In the JSON form the program is cmd[0]."""
+        path = os.path.join(self.dir, "nope")
+        self.assertIn(f"hook program {path} does not exist", self.create(f'["{path}", "x"]'))
+
+    def test_not_executable(self):
+        """No execute bit for the owner's class: a warning with the mode and file owner."""
+        path = self.program(mode=0o744)
+        owner = FakePasswd().username(os.getuid()) or str(os.getuid())
+        self.assertEqual(self.create(path), (
+            f"Warning: hook program {path} is not executable by alice, who runs the hook "
+            f"(mode 0744, owned by {owner}); the hook is created but fails until that is "
+            "fixed.\n"))
+
+    def test_not_a_file(self):
+        """A directory is not a program."""
+        self.assertEqual(self.create(self.dir), (
+            f"Warning: hook program {self.dir} is not a regular file; the hook is created but "
+            "fails until that is fixed.\n"))
+
+    def test_directory_not_searchable(self):
+        """A directory on the way the owner may not search: the program is out of reach."""
+        locked = os.path.join(self.dir, "locked")
+        os.mkdir(locked, 0o700)
+        os.chmod(locked, 0o700)
+        path = self.program(parent=locked)
+        owner = FakePasswd().username(os.getuid()) or str(os.getuid())
+        self.assertEqual(self.create(path), (
+            f"Warning: hook program {path} is not reachable by alice, who runs the hook: "
+            f"directory {locked} is not searchable by them (mode 0700, owned by {owner}); the "
+            "hook is created but fails until that is fixed.\n"))
+
+    def test_owner_class_decides(self):
+        """The owner's own class of bits decides, as the kernel does: uid, then group."""
+        if os.geteuid() != 0:
+            raise self.skipTest("needs root to chown to the test users")
+        alice = USERS["alice"]
+        # Owned by alice without u+x: not runnable by her, though others may run it.
+        self.assertIn("is not executable by alice", self.create(self.program(
+            "mine", mode=0o075, uid=alice)))
+        # Group alice (her primary group, which hooks keep) with g+x: runnable.
+        self.assertEqual(self.create(self.program("group", mode=0o750, gid=alice)), "")
+        # Owned by alice with u+x only: runnable.
+        self.assertEqual(self.create(self.program("own", mode=0o700, uid=alice)), "")
+
+    def test_root_owned_mailbox(self):
+        """A root-owned mailbox (set by hand): any execute bit will do."""
+        code, _, err, _ = self.run_verb(
+            hooks.create, CREATE + ["after_send", "--cmd", self.program(mode=0o610)],
+            replies={commands.HookCreate: {"name": "abc"},
+                     commands.MailboxShow: show_reply(owner="root")})
+        self.assertEqual((code, err), (0, ""))
+

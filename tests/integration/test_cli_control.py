@@ -210,9 +210,24 @@ class HookCliTests(CliTestCase):
         self.assertIn("(live via daemon)", result.stdout)
         self.assertNotIn("Hint:", result.stdout)
         self.assertEqual(result.stderr, "")
+        # alice has the default policy (trust = "none"): say that it will not fire.
+        self.assertIn("Note: mailbox 'alice' has trust = \"none\", so no mail to it is trusted "
+                      "and this hook will not fire.", result.stdout)
         [hook] = load_toml(self.config_path)["mailboxes"]["alice"]["hooks"]
         self.assertNotIn("name", hook)
         self.assertEqual(hook["cmd"], ["/bin/echo", "hi"])
+
+    @defer.inlineCallbacks
+    def test_create_missing_program(self):
+        """A single program path that does not exist yet: created, with a warning."""
+        result = yield self.aimx("hooks", "create", "--mailbox", "alice", "--event",
+                                 "after_send", "--cmd", "/nonexistent/aimx-hook")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, (
+            "Warning: hook program /nonexistent/aimx-hook does not exist; the hook is created "
+            "but fails until the program is installed.\n"))
+        [hook] = load_toml(self.config_path)["mailboxes"]["alice"]["hooks"]
+        self.assertEqual(hook["cmd"], ["/nonexistent/aimx-hook"])
 
     @defer.inlineCallbacks
     def test_timeout(self):
