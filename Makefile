@@ -9,9 +9,13 @@ SOURCES := setup.cfg pyproject.toml $(shell find aimx twisted -name '*.py' 2>/de
 .PHONY: install demo test clean
 
 $(VENV)/.installed: $(SOURCES)
+	@echo "Creating the virtualenv $(VENV)..."
 	@$(PY) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q .
+	@echo "Updating pip in $(VENV)..."
+	@$(BIN)/pip install -q --upgrade pip
+	@echo "Installing aimx and its dependencies into $(VENV) (about 30 s the first time)..."
+	@$(BIN)/pip install -q .
+	@echo "Installed: $$($(BIN)/aimx --version)"
 	@touch $@
 
 install: $(VENV)/.installed

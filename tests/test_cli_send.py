@@ -29,7 +29,14 @@ from aimx.errors import AccessDenied, DomainError
 USER = 1000
 FROM = "alice@agent.example.com"
 ARGV = ["send", "--from", FROM, "--to", "r@example.com", "--subject", "x", "--body", "y"]
-NOT_RUNNING = "Error: aimx daemon not running. Check 'systemctl status aimx'\n"
+
+
+def not_running(runtime_dir, why):
+    """The daemon-down error for a daemon with its own runtime dir (L{session.start_advice})."""
+    return (f"Error: aimx daemon not running ({why} at {runtime_dir}/aimx.sock). Start the aimx "
+            f"that uses {runtime_dir} (`aimx serve --runtime-dir {runtime_dir}` with its "
+            "--config-dir); if it was `make demo`, run that again and use the AIMX_RUNTIME_DIR "
+            "it prints.\n")
 
 
 class TTY(io.StringIO):
@@ -112,7 +119,8 @@ class SendVerbTests(TestCase):
         session = Session(
             args,
             connect=lambda: defer.Deferred.fromCoroutine(client.connect(reactor, self.path)),
-            euid=euid, term=Terminal(out, err, io.StringIO(), {}), environ={})
+            euid=euid, term=Terminal(out, err, io.StringIO(), {}),
+            environ={"AIMX_RUNTIME_DIR": self.dir})
         code = await execute(send.send, args, session)
         return code, out.getvalue(), err.getvalue()
 
@@ -156,7 +164,7 @@ class SendVerbTests(TestCase):
         daemon = self.serve(answer={"message_id": "<abc@d>"})
         code, _, err = yield defer.Deferred.fromCoroutine(self.aimx_send(
             "--to", "b@y.com, c@z.com", "--cc", "d@x.com", "--bcc", "e@x.com",
-            "--reply-to", "orig@x.com", "--html-body", "<p>a\nb</p>"))
+            "--in-reply-to", "orig@x.com", "--html-body", "<p>a\nb</p>"))
         self.assertEqual(code, 0, err)
         [(message, text_only, html_body)] = daemon.requests
         parsed = email.message_from_bytes(message)
@@ -164,6 +172,17 @@ class SendVerbTests(TestCase):
                          ("r@example.com, b@y.com, c@z.com", "d@x.com", "e@x.com",
                           "<orig@x.com>"))
         self.assertEqual((text_only, html_body), (False, b"<p>a\r\nb</p>"))
+
+    @defer.inlineCallbacks
+    def test_reply_to_alias(self):
+        """The old --reply-to still sets In-Reply-To (and References), as --in-reply-to does."""
+        daemon = self.serve(answer={"message_id": "<abc@d>"})
+        code, _, err = yield defer.Deferred.fromCoroutine(self.aimx_send(
+            "--reply-to", "orig@x.com", "--references", "<root@x.com> <orig@x.com>"))
+        self.assertEqual(code, 0, err)
+        parsed = email.message_from_bytes(daemon.requests[0][0])
+        self.assertEqual((parsed["In-Reply-To"], parsed["References"]),
+                         ("<orig@x.com>", "<root@x.com> <orig@x.com>"))
 
     @defer.inlineCallbacks
     def test_text_only_and_attachment(self):
@@ -219,7 +238,7 @@ class SendVerbTests(TestCase):
     def test_no_socket(self):
         """No socket: `aimx daemon not running`, exit 2 (case 6)."""
         result = yield defer.Deferred.fromCoroutine(self.aimx_send())
-        self.assertEqual(result, (2, "", NOT_RUNNING))
+        self.assertEqual(result, (2, "", not_running(self.dir, "no socket")))
 
     @defer.inlineCallbacks
     def test_refused(self):
@@ -228,7 +247,7 @@ class SendVerbTests(TestCase):
         stale.bind(self.path)
         stale.close()
         result = yield defer.Deferred.fromCoroutine(self.aimx_send())
-        self.assertEqual(result, (2, "", NOT_RUNNING))
+        self.assertEqual(result, (2, "", not_running(self.dir, "connection refused")))
 
     @defer.inlineCallbacks
     def test_connect_failure(self):
@@ -305,6 +324,19 @@ class SendParserTests(SynchronousTestCase):
         self.assertIn("--text-only", self.err.getvalue())
         self.assertIn("--html-body", self.err.getvalue())
         self.assertEqual(self.runs, [])
+
+    def test_in_reply_to_help(self):
+        """`send --help` shows --in-reply-to; the old --reply-to is accepted but not shown."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        e = self.assertRaises(SystemExit, aimx.cli.main, ["send", "--help"])
+        self.assertEqual(e.code, 0)
+        self.assertIn("--in-reply-to MSG_ID", out.getvalue())
+        self.assertNotIn("--reply-to", out.getvalue())
+        self.assertIn("(used with --in-reply-to)", out.getvalue())
+        for flag in ("--in-reply-to", "--reply-to"):
+            args = parse(ARGV + [flag, "<x@y>"])
+            self.assertEqual(args.in_reply_to, "<x@y>")
 
     def test_required_flags(self):
         """--to is required."""

@@ -5,8 +5,7 @@ import importlib
 import os
 import sys
 
-from aimx import __version__
-from aimx.core.version import version_fields
+from aimx.core.version import version_line
 from aimx.errors import AimxError
 
 HELP_GROUPS = """\
@@ -16,6 +15,7 @@ Operations (as current user):
   hooks         Create, list and delete hooks
   agents        Wire aimx into an AI agent harness
   mcp           Run the MCP server on stdio
+  completion    Print a shell completion script (bash or zsh)
 
 Server administration:
   setup         Guided setup: domain, DNS, DKIM, TLS, service
@@ -42,8 +42,11 @@ VERBS = {
     "portcheck": "portcheck",
     "doctor": "doctor",
     "setup": "setup",
+    "completion": "completion",
 }
 ALIASES = {"mailbox": "mailboxes", "hook": "hooks"}
+#: Verbs that are dispatched but not offered (spec/cli.md §1, "Hidden").
+HIDDEN = ("ingest",)
 
 
 def _verb_modules():
@@ -51,19 +54,11 @@ def _verb_modules():
     return [importlib.import_module(f"aimx.cli.{name}") for name in VERBS.values()]
 
 
-def version_line() -> str:
-    v = version_fields()
-    return (
-        f"AIMX (AI Mail Exchange) version {v['tag']} ({v['git_hash']}) "
-        f"{v['target']} built {v['build_date']}"
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aimx",
         usage="aimx [--data-dir DIR] <command> [args]",
-        description=f"AIMX (AI Mail Exchange) version {__version__} (unknown)",
+        description=f"{version_line()}: a self-hosted mail server for AI agents",
         epilog=HELP_GROUPS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

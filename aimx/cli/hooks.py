@@ -3,29 +3,35 @@
 Every verb asks the daemon over the control socket.  When no daemon answers,
 root (with a readable config) edits config.toml directly; the change then takes
 effect on the next start.
+
+After a create, the verb says what it can see from here: whether the mailbox's
+trust policy lets an C{on_receive} hook fire at all, and whether the mailbox
+owner, who runs the hook, can execute its program.  Both are advice: the hook
+is created either way (the owner may install the program later).
 """
 
 import argparse
 import json
+import os
 import re
+import stat
 
 from aimx.cli import session
-from aimx.cli.session import CliError
+from aimx.cli.session import CliError, hook_missing, mailbox_missing
 from aimx.cli.term import clip, cmd_text
-from aimx.control.commands import HookCreate, HookDelete, HookList
+from aimx.control.commands import HookCreate, HookDelete, HookList, MailboxShow
 from aimx.core import configedit
 from aimx.core.config import DEFAULT_HOOK_TIMEOUT, EVENTS
-from aimx.errors import DaemonNotRunning
+from aimx.errors import AimxError, DaemonNotRunning
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
-_NOT_ROOT = (
-    "not authorized: aimx hooks {verb} requires root (run with sudo)\n"
-    "hint: if the daemon is running, hook CRUD over UDS would handle this without sudo."
+#: The last sentence of the daemon-down error for non-root callers.
+WITHOUT_DAEMON = (
+    "The daemon must be running for non-root hook commands; with sudo, aimx uses "
+    "config.toml directly instead."
 )
-_NOTE = (
-    "Note: aimx serve is not running. The change will take effect on the next start "
-    "(`sudo systemctl start aimx`)."
-)
+_EXAMPLE = "e.g. --cmd '[\"/bin/echo\", \"hello\"]'"
+_STILL_CREATED = "the hook is created but fails until that is fixed."
 
 
 def add_parser(sub, common) -> None:
@@ -41,7 +47,12 @@ def add_parser(sub, common) -> None:
     create = actions.add_parser("create", parents=[common], help="add a hook")
     create.add_argument("--mailbox", required=True)
     create.add_argument("--event", required=True, choices=EVENTS)
-    create.add_argument("--cmd", required=True, help="argv as a JSON array of strings")
+    create.add_argument(
+        "--cmd",
+        required=True,
+        metavar="CMD",
+        help="the program's absolute path, or its argv as a JSON array of strings",
+    )
     create.add_argument("--name", help="explicit hook name (default: derived)")
     create.add_argument("--timeout-secs", type=int, help="1..600 (default 60)")
     create.add_argument(
@@ -56,16 +67,25 @@ def main(args) -> int:
     return session.run(VERBS[args.action], args)
 
 
+def _down(s: session.Session, error) -> str:
+    return s.not_running(error, WITHOUT_DAEMON)
+
+
 async def list_(args, s: session.Session) -> int:
     try:
         rows = (await s.call(HookList))["hooks"]
-    except DaemonNotRunning:
-        config = s.root_config(_NOT_ROOT.format(verb="list"))
+        live = True
+    except DaemonNotRunning as e:
+        config = s.root_config(_down(s, e))
         if args.mailbox is not None and config.mailbox(args.mailbox) is None:
-            raise CliError(f"Mailbox '{args.mailbox}' does not exist") from None
+            raise mailbox_missing(args.mailbox) from None
         rows = configedit.hook_rows(config, lambda mb: True)
+        live = False
     if args.mailbox is not None:
         rows = [row for row in rows if row["mailbox"] == args.mailbox]
+        if not rows and live:
+            # No hooks, or no such mailbox (for this caller)? MAILBOX-SHOW tells.
+            await s.call(MailboxShow, name=args.mailbox)
     if not rows:
         s.term.say("No hooks configured.")
         return 0
@@ -87,14 +107,15 @@ async def create(args, s: session.Session) -> int:
     if config is not None:
         mailbox = config.mailbox(args.mailbox)
         if mailbox is None:
-            raise CliError(f"Mailbox '{args.mailbox}' does not exist")
+            raise mailbox_missing(args.mailbox)
         if not s.root and s.passwd.owner(mailbox.owner).uid != s.euid:
             raise CliError(f"not authorized: caller does not own mailbox '{args.mailbox}'")
     if args.event == "after_send" and args.fire_on_untrusted:
         raise CliError("--fire-on-untrusted is only valid on --event on_receive")
     if not args.cmd.strip():
         raise CliError("--cmd must not be empty")
-    fields = {"cmd": _argv(args.cmd), "fire_on_untrusted": args.fire_on_untrusted, "type": "cmd"}
+    cmd = parse_cmd(args.cmd)
+    fields = {"cmd": cmd, "fire_on_untrusted": args.fire_on_untrusted, "type": "cmd"}
     if args.timeout_secs not in (None, DEFAULT_HOOK_TIMEOUT):
         fields["timeout_secs"] = args.timeout_secs
     body = json.dumps(fields)
@@ -102,38 +123,203 @@ async def create(args, s: session.Session) -> int:
         reply = await s.call(
             HookCreate, mailbox=args.mailbox, event=args.event, name=args.name, body=body
         )
-    except DaemonNotRunning:
-        config = s.root_config(_NOT_ROOT.format(verb="create"))
+    except DaemonNotRunning as e:
+        config = s.root_config(_down(s, e))
         target = config.mailbox(args.mailbox)
         if target is None:
-            raise CliError(f"Mailbox '{args.mailbox}' does not exist") from None
+            raise mailbox_missing(args.mailbox) from None
         configedit.check_hook_target(config, target)
         hook = configedit.parse_hook_request(args.event, args.name, body)
         s.write_config(configedit.add_hook(config, args.mailbox, hook))
         s.term.success(f"Hook created: {hook.name}")
-        s.term.say(_NOTE)
-        return 0
-    s.term.success(f"Hook created: {reply['name']} (live via daemon)")
+        s.term.say(s.pending_note())
+        facts = _facts_from_config(config, args.mailbox)
+    else:
+        s.term.success(f"Hook created: {reply['name']} (live via daemon)")
+        facts = await _mailbox_facts(s, args.mailbox)
+    uid = gid = None
+    owner = "the mailbox owner"
+    if facts is not None:
+        note = trust_note(args.mailbox, args.event, args.fire_on_untrusted, facts)
+        if note:
+            s.term.say(note)
+        owner = facts["owner"]
+        ids = s.passwd.owner(owner)
+        uid, gid = ids.uid, ids.gid
+    problem = program_problem(cmd[0], owner, uid, gid, s.passwd)
+    if problem:
+        s.term.warn(f"Warning: hook program {problem}")
     return 0
 
 
-def _argv(text: str) -> list[str]:
-    """C{--cmd}: a non-empty JSON array of strings."""
+async def _mailbox_facts(s: session.Session, name: str) -> dict | None:
+    """The mailbox's owner and effective trust settings, from MAILBOX-SHOW (else the config).
+
+    The hook exists by now: a failure here only costs the advice, never the exit code.
+    """
+    try:
+        return (await s.call(MailboxShow, name=name))["mailbox"]
+    except AimxError:
+        config = s.config()
+        return None if config is None else _facts_from_config(config, name)
+
+
+def _facts_from_config(config, name: str) -> dict | None:
+    mailbox = config.mailbox(name)
+    if mailbox is None:
+        return None
+    return {
+        "owner": mailbox.owner,
+        "trust": config.effective_trust(mailbox),
+        "trusted_senders": list(config.effective_trusted_senders(mailbox)),
+    }
+
+
+def trust_note(mailbox: str, event: str, fire_on_untrusted: bool, facts: dict) -> str | None:
+    """Whether the mailbox's trust policy lets an C{on_receive} hook fire (trust-and-auth §5.2).
+
+    @param facts: C{trust} and C{trusted_senders}, the effective ones.
+    @return: a C{Note:} line, or C{None} (C{after_send} hooks have no gate).
+    """
+    if event != "on_receive":
+        return None
+    if fire_on_untrusted:
+        return (
+            f"Note: this hook fires for all mail to mailbox '{mailbox}', trusted or not "
+            "(--fire-on-untrusted): anyone who can send mail to it can start the program."
+        )
+    senders = facts["trusted_senders"]
+    if facts["trust"] == "verified" and senders:
+        return (
+            f"Note: mailbox '{mailbox}' has trust = \"verified\": this hook fires only for "
+            f"mail from trusted_senders ({clip(', '.join(senders), 60)}) with a valid DKIM "
+            "signature of the sender's domain."
+        )
+    if facts["trust"] == "verified":
+        policy, fix = 'trust = "verified" but no trusted_senders', "add trusted_senders"
+    else:
+        policy = f"trust = \"{facts['trust']}\""
+        fix = 'set trust = "verified" and trusted_senders'
+    return (
+        f"Note: mailbox '{mailbox}' has {policy}, so no mail to it is trusted and this hook "
+        f"will not fire. To run it, {fix} for the mailbox in config.toml (as root), or "
+        "re-create the hook with --fire-on-untrusted to run it for all mail."
+    )
+
+
+def parse_cmd(text: str) -> list[str]:
+    """C{--cmd}: a JSON array of strings, or (not starting with C{[}) one program path.
+
+    @param text: the option's value, not blank.
+    @raise CliError: a relative program path, JSON that does not parse, or an
+        array that is empty or holds something other than strings.
+    """
+    text = text.strip()
+    if not text.startswith("["):
+        if not text.startswith("/"):
+            raise CliError(
+                f"--cmd '{text}' is not an absolute path: a program given alone must be an "
+                "absolute path (e.g. --cmd /usr/local/bin/triage); give arguments as a JSON "
+                f"array, {_EXAMPLE}"
+            )
+        return [text]
     try:
         cmd = json.loads(text)
-        problem = None
-    except ValueError as e:
-        cmd, problem = None, str(e)
-    if problem is None and not (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)):
+    except json.JSONDecodeError as e:
+        raise CliError(
+            f"--cmd starts with [ but is not valid JSON ({e.msg} at column {e.colno}); give a "
+            f"JSON array of strings, {_EXAMPLE}, or a single absolute program path"
+        ) from None
+    problem = None
+    if not (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)):
         problem = "not an array of strings"
-    if problem is None and not cmd:
+    elif not cmd:
         problem = "the array is empty"
     if problem is not None:
-        raise CliError(
-            "--cmd must be a JSON array of strings, e.g. --cmd '[\"/bin/echo\", \"hello\"]'; "
-            + problem
-        )
+        raise CliError(f"--cmd must be a JSON array of strings, {_EXAMPLE}; {problem}")
     return cmd
+
+
+def program_problem(path: str, owner: str, uid, gid, passwd) -> str | None:
+    """Why the mailbox owner could not run C{path}, as the rest of a warning; C{None} if fine.
+
+    The hook runs as the owner's uid and primary gid only (no supplementary
+    groups, spec/security.md §5), so the check reads the mode bits against
+    those ids the way the kernel does: the file owner's bits if the uid owns
+    it, else the group's if the gid does, else the others'.  Every directory
+    on the way needs search permission, for the path as given and as resolved.
+    ACLs are not read.  When the owner's ids are unknown only existence is checked.
+
+    @param path: the program (C{cmd[0]}), an absolute path.
+    @param owner: the mailbox owner's name, for the message.
+    @param passwd: names the file owners in the message.
+    """
+    tail = "the hook is created but fails until the program is installed."
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        text = f"{path} does not exist; {tail}"
+        if any(c.isspace() for c in path):
+            text += (
+                " A --cmd that does not start with [ is a single program path; give "
+                f"arguments as a JSON array, {_EXAMPLE}."
+            )
+        return text
+    except OSError as e:
+        return f"{path} is not reachable by {owner}: {e.strerror}; {_STILL_CREATED}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file; {_STILL_CREATED}"
+    if uid is None:
+        return None
+    for directory in _directories(path):
+        try:
+            dst = os.stat(directory)
+        except OSError:
+            continue
+        if not _may_execute(dst, uid, gid, directory=True):
+            return (
+                f"{path} is not reachable by {owner}, who runs the hook: directory "
+                f"{directory} is not searchable by them ({_mode_text(dst, passwd)}); "
+                f"{_STILL_CREATED}"
+            )
+    if not _may_execute(st, uid, gid):
+        return (
+            f"{path} is not executable by {owner}, who runs the hook "
+            f"({_mode_text(st, passwd)}); {_STILL_CREATED}"
+        )
+    return None
+
+
+def _directories(path: str) -> list[str]:
+    """The directories searched to reach C{path}: its parents as given and as resolved."""
+    found = []
+    for candidate in (os.path.normpath(path), os.path.realpath(path)):
+        parent = os.path.dirname(candidate)
+        chain = []
+        while True:
+            chain.append(parent)
+            if parent == os.path.dirname(parent):
+                break
+            parent = os.path.dirname(parent)
+        found += [d for d in reversed(chain) if d not in found]
+    return found
+
+
+def _may_execute(st: os.stat_result, uid: int, gid, directory: bool = False) -> bool:
+    """Execute (search, for a directory) permission for C{uid}:C{gid} under C{st}'s mode."""
+    mode = st.st_mode
+    if uid == 0:  # root may search any directory, and run a file with any x bit
+        return directory or bool(mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
+    if st.st_uid == uid:
+        return bool(mode & stat.S_IXUSR)
+    if gid is not None and st.st_gid == gid:
+        return bool(mode & stat.S_IXGRP)
+    return bool(mode & stat.S_IXOTH)
+
+
+def _mode_text(st: os.stat_result, passwd) -> str:
+    owner = passwd.username(st.st_uid) or str(st.st_uid)
+    return f"mode {stat.S_IMODE(st.st_mode):04o}, owned by {owner}"
 
 
 async def delete(args, s: session.Session) -> int:
@@ -141,27 +327,29 @@ async def delete(args, s: session.Session) -> int:
     config = None
     try:
         rows = (await s.call(HookList))["hooks"]
-    except DaemonNotRunning:
-        config = s.root_config(_NOT_ROOT.format(verb="delete"))
+    except DaemonNotRunning as e:
+        config = s.root_config(_down(s, e))
         rows = configedit.hook_rows(config, lambda mb: True)
     row = next((row for row in rows if row["name"] == name), None)
     if row is None:
-        raise CliError(f"Hook '{name}' not found")
+        raise hook_missing(name)
     if not args.yes:
         term = s.term
-        term.say("About to delete hook:")
-        term.say(f"  name:    {row['name']}")
-        term.say(f"  mailbox: {row['mailbox']}")
-        term.say(f"  event:   {row['event']}")
-        term.say(f"  timeout: {row['timeout_secs']}s")
-        term.say(f"  cmd:     {cmd_text(row['cmd'])}")
-        if not term.confirm("Continue? [y/N] "):
-            term.say("Cancelled.")
+
+        def show():
+            term.say("About to delete hook:")
+            term.say(f"  name:    {row['name']}")
+            term.say(f"  mailbox: {row['mailbox']}")
+            term.say(f"  event:   {row['event']}")
+            term.say(f"  timeout: {row['timeout_secs']}s")
+            term.say(f"  cmd:     {cmd_text(row['cmd'])}")
+
+        if not s.confirm_delete("Continue? [y/N] ", show):
             return 0
     if config is not None:
         s.write_config(configedit.remove_hook(config, row["mailbox"], name))
         s.term.success(f"Hook deleted: {name}")
-        s.term.say(_NOTE)
+        s.term.say(s.pending_note())
         return 0
     await s.call(HookDelete, name=name)
     s.term.success(f"Hook deleted: {name} (live via daemon)")

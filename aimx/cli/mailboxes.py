@@ -2,13 +2,14 @@
 
 Every verb asks the daemon over the control socket.  When no daemon answers,
 root falls back to editing config.toml and the mailbox directories directly
-(then a restart is needed); anyone else gets a hint and exit code 2.
+(the change takes effect when the daemon starts); anyone else is told the
+daemon is not running and how to start it, with exit code 2.
 """
 
 import argparse
 
 from aimx.cli import session
-from aimx.cli.session import CliError, restart_hint
+from aimx.cli.session import CliError, mailbox_missing
 from aimx.cli.term import cmd_text
 from aimx.control.commands import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
 from aimx.core import configedit
@@ -23,9 +24,10 @@ from aimx.store.mailboxes import (
     wipe,
 )
 
-DAEMON_HINT = (
-    "daemon must be running for non-root mailbox CRUD; start `aimx serve` or run with "
-    "sudo to fall back to direct config edit."
+#: The last sentence of the daemon-down error for non-root callers (exit code 2).
+WITHOUT_DAEMON = (
+    "The daemon must be running for non-root mailbox commands; with sudo, aimx uses "
+    "config.toml directly instead."
 )
 _YES = ("1", "true", "yes")
 
@@ -83,15 +85,20 @@ async def create(args, s: session.Session) -> int:
         owner = caller or args.owner
     try:
         await s.call(MailboxCreate, name=name, owner=args.owner if not s.root else owner)
-    except DaemonNotRunning:
+    except DaemonNotRunning as e:
         if not s.root:
-            raise CliError(DAEMON_HINT, exit_code=2) from None
+            raise _down(s, e) from None
         _create_directly(s, name, owner)
         s.term.success(f"Mailbox '{name}' created (owner: {owner}).")
-        restart_hint(s.term)
+        s.term.say(s.pending_note())
         return 0
     s.term.success(f"Mailbox '{name}' created (owner: {owner}).")
     return 0
+
+
+def _down(s: session.Session, error) -> CliError:
+    """A non-root caller without a daemon: not running, how to start it; exit 2."""
+    return CliError(s.not_running(error, WITHOUT_DAEMON), exit_code=2)
 
 
 def _ask_owner(name: str, s: session.Session) -> str:
@@ -152,10 +159,10 @@ async def list_(args, s: session.Session) -> int:
         raise CliError("not authorized: --all requires root (run with sudo)")
     try:
         rows = (await s.call(MailboxList))["mailboxes"]
-    except DaemonNotRunning:
+    except DaemonNotRunning as e:
         config = s.config()
         if config is None:
-            raise CliError(DAEMON_HINT, exit_code=2) from None
+            raise _down(s, e) from None
         rows = mailbox_rows(config, config.data_dir, s.euid, s.passwd)
     if not rows:
         s.term.say("No mailboxes configured.")
@@ -172,16 +179,13 @@ async def list_(args, s: session.Session) -> int:
 async def show(args, s: session.Session) -> int:
     try:
         details = (await s.call(MailboxShow, name=args.name))["mailbox"]
-    except DaemonNotRunning:
+    except DaemonNotRunning as e:
         config = s.config()
         if config is None:
-            raise CliError(
-                f"this command needs to read {s.config_path} (root-owned). Re-run with "
-                "sudo, or use a UDS-backed alternative."
-            ) from None
+            raise _down(s, e) from None
         mailbox = config.mailbox(args.name)
         if mailbox is None:
-            raise CliError(f"Mailbox '{args.name}' does not exist") from None
+            raise mailbox_missing(args.name) from None
         details = mailbox_details(config, mailbox, config.data_dir)
     term = s.term
     term.say(f"Mailbox: {term.bold(details['name'])}")
@@ -220,24 +224,19 @@ async def delete(args, s: session.Session) -> int:
         raise CliError("Cannot delete the catchall mailbox")
     if not args.yes:
         if args.force:
-            inbox, sent = _file_counts(s, name)
-            s.term.say(f"DESTRUCTIVE: About to permanently delete mailbox '{name}':")
-            s.term.say(f"  inbox/{name}/: {inbox}")
-            s.term.say(f"  sent/{name}/:  {sent}")
-            prompt = "Continue? [y/N] "
+            confirmed = s.confirm_delete("Continue? [y/N] ", lambda: _show_files(s, name))
         else:
-            prompt = f"Delete mailbox '{name}' and all its emails? [y/N] "
-        if not s.term.confirm(prompt):
-            s.term.say("Cancelled.")
+            confirmed = s.confirm_delete(f"Delete mailbox '{name}' and all its emails? [y/N] ")
+        if not confirmed:
             return 0
     try:
         await s.call(MailboxDelete, name=name, force=args.force)
-    except DaemonNotRunning:
+    except DaemonNotRunning as e:
         if not s.root:
-            raise CliError(DAEMON_HINT, exit_code=2) from None
+            raise _down(s, e) from None
         _delete_directly(s, name, args.force)
         s.term.success(f"Mailbox '{name}' deleted.")
-        restart_hint(s.term)
+        s.term.say(s.pending_note())
         return 0
     s.term.success(f"Mailbox '{name}' deleted.")
     s.term.say(
@@ -245,6 +244,14 @@ async def delete(args, s: session.Session) -> int:
         "with `rmdir` if you no longer need them."
     )
     return 0
+
+
+def _show_files(s: session.Session, name: str) -> None:
+    """What a forced delete removes, before its prompt."""
+    inbox, sent = _file_counts(s, name)
+    s.term.say(f"DESTRUCTIVE: About to permanently delete mailbox '{name}':")
+    s.term.say(f"  inbox/{name}/: {inbox}")
+    s.term.say(f"  sent/{name}/:  {sent}")
 
 
 def _file_counts(s: session.Session, name: str) -> tuple[str, str]:
@@ -271,7 +278,7 @@ def _delete_directly(s: session.Session, name: str, force: bool) -> None:
     ):
         raise CliError("Cannot delete the catchall mailbox")
     if mailbox is None:
-        raise CliError(f"Mailbox '{name}' does not exist")
+        raise mailbox_missing(name)
     inbox, sent = mailbox_dirs(config.data_dir, name)
     try:
         if force:

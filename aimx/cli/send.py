@@ -19,7 +19,6 @@ from aimx.control.commands import ERRORS, MESSAGE_CAP, Send
 from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
 from aimx.errors import DaemonNotRunning
 
-NOT_RUNNING = "aimx daemon not running. Check 'systemctl status aimx'"
 _RED, _BOLD, _GREEN = "31", "1", "32"
 
 
@@ -39,9 +38,12 @@ def add_parser(sub, common) -> None:
                         help="Bcc recipient, delivered but not shown (repeatable)")
     parser.add_argument("--subject", required=True)
     parser.add_argument("--body", required=True, help="Markdown (default) or plain text")
-    parser.add_argument("--reply-to", metavar="MSG_ID", help="Message-ID being replied to")
+    parser.add_argument("--in-reply-to", metavar="MSG_ID",
+                        help="Message-ID being replied to (sets In-Reply-To and References)")
+    # The old name, kept working but not shown: it read as the Reply-To header.
+    parser.add_argument("--reply-to", dest="in_reply_to", help=argparse.SUPPRESS)
     parser.add_argument("--references", metavar="CHAIN",
-                        help="References chain (used with --reply-to)")
+                        help="References chain (used with --in-reply-to)")
     parser.add_argument("--attachment", action="append", default=[], metavar="PATH",
                         help="file to attach (repeatable)")
     body = parser.add_mutually_exclusive_group()
@@ -67,7 +69,7 @@ async def send(args, s: session.Session) -> int:
             bcc=args.bcc,
             subject=args.subject,
             body=args.body,
-            reply_to=args.reply_to,
+            reply_to=args.in_reply_to,
             references=args.references,
             attachments=[read_attachment(path) for path in args.attachment],
             now=datetime.now(timezone.utc),
@@ -111,8 +113,8 @@ async def _submit(s: session.Session, **arguments) -> dict:
     """
     try:
         connection = await s.connect()
-    except DaemonNotRunning:
-        raise CliError(NOT_RUNNING, exit_code=2) from None
+    except DaemonNotRunning as e:
+        raise CliError(s.not_running(e), exit_code=2) from None
     except client.ConnectFailed as e:
         raise CliError(str(e), exit_code=2) from None
     try:

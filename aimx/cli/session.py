@@ -2,9 +2,15 @@
 
 A verb is C{async def verb(args, session) -> int}.  L{run} executes it with the
 reactor; tests call L{execute} with a L{Session} whose C{connect} is a fake.
+
+The wording every verb shares lives here too: what to say when the daemon is
+not running (L{start_advice}), that a mailbox or hook is missing (the same words
+whether the daemon or the direct edit found out), and the refusal to delete
+without C{--yes} when nobody is at a terminal to confirm.
 """
 
 import os
+import re
 import shutil
 import sys
 
@@ -15,8 +21,15 @@ from aimx.cli.term import Terminal
 from aimx.control import client
 from aimx.control.commands import ERRORS, socket_path
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile
+from aimx.store import configfile, services
 from aimx.store.mailboxes import Passwd
+
+DEFAULT_RUNTIME_DIR = "/run/aimx"
+
+#: The daemon's reasons that mean "no such mailbox/hook (for you)" (spec/control-socket.md
+#: §6): the CLI prints them without their code, as it does when it finds out itself.
+_MISSING = re.compile(r"mailbox '.*' does not exist|hook '.*' not found", re.DOTALL)
+_MISSING_CODES = ("MAILBOX", "ENOENT")
 
 
 class CliError(AimxError):
@@ -36,22 +49,61 @@ class DaemonError(AimxError):
         self.reason = reason
 
 
+def mailbox_missing(name: str) -> CliError:
+    """C{mailbox '<name>' does not exist}: absent, or (for non-root) not the caller's."""
+    return CliError(f"mailbox '{name}' does not exist")
+
+
+def hook_missing(name: str) -> CliError:
+    """C{hook '<name>' not found}."""
+    return CliError(f"hook '{name}' not found")
+
+
+def start_advice(environ, system: services.System) -> str:
+    """How to start the daemon this CLI would talk to: one or two sentences.
+
+    A runtime dir of its own (C{AIMX_RUNTIME_DIR}, as the demo and tests use)
+    belongs to a daemon started by hand; otherwise the installed service, if
+    any, is started by its init system.
+
+    @param environ: the environment (C{AIMX_RUNTIME_DIR}).
+    @param system: the host, to find the init system and the service file.
+    """
+    runtime = environ.get("AIMX_RUNTIME_DIR")
+    if runtime and os.path.normpath(runtime) != DEFAULT_RUNTIME_DIR:
+        return (
+            f"Start the aimx that uses {runtime} (`aimx serve --runtime-dir {runtime}` with "
+            "its --config-dir); if it was `make demo`, run that again and use the "
+            "AIMX_RUNTIME_DIR it prints."
+        )
+    init = services.detect_init(system)
+    service_file = services.service_file(init)
+    if service_file is not None and os.path.exists(system.path(service_file)):
+        if init == services.OPENRC:
+            return "Start it with `sudo rc-service aimx start`."
+        return "Start it with `sudo systemctl start aimx`."
+    return "Start it with `sudo aimx serve`, or install it as a service with `sudo aimx setup`."
+
+
 class Session:
     """One CLI invocation's view of the world.
 
     @param connect: C{() -> Deferred[ControlClient]}; may fail with
         L{DaemonNotRunning} or L{client.ConnectFailed}.
     @param euid: the caller's effective uid.
-    @param environ: the process environment (C{AIMX_NONINTERACTIVE}).
+    @param environ: the process environment (C{AIMX_NONINTERACTIVE}, C{AIMX_RUNTIME_DIR}).
+    @param system: the host (init system, service files) for L{start_advice}.
     """
 
-    def __init__(self, args, *, connect, euid: int, term: Terminal, environ, passwd=None):
+    def __init__(self, args, *, connect, euid: int, term: Terminal, environ, passwd=None,
+                 system=None):
         self.args = args
         self.connect = connect
         self.euid = euid
         self.term = term
         self.environ = environ
         self.passwd = passwd or Passwd()
+        self.system = system or services.System()
         self._client = None
         self._config = False
         self._config_error = None
@@ -72,7 +124,8 @@ class Session:
         """Send one command to the daemon, connecting on first use.
 
         @raise aimx.errors.DaemonNotRunning: nothing answers on the socket.
-        @raise DaemonError: the daemon answered with an error code.
+        @raise CliError: a missing mailbox or hook (L{mailbox_missing}, L{hook_missing}).
+        @raise DaemonError: the daemon answered with another error code.
         """
         if self._client is None:
             try:
@@ -82,6 +135,8 @@ class Session:
         try:
             return await self._client.call(command, **arguments)
         except tuple(ERRORS) as e:
+            if e.code in _MISSING_CODES and _MISSING.fullmatch(str(e)):
+                raise CliError(str(e)) from None
             raise DaemonError(e.code, str(e)) from None
         except (amp.RemoteAmpError, amp.UnknownRemoteError, amp.UnhandledCommand) as e:
             raise CliError(f"malformed response from aimx daemon: {e}") from None
@@ -98,6 +153,43 @@ class Session:
             except AimxError as e:
                 self._config, self._config_error = None, e
         return self._config
+
+    def not_running(self, error, without: str = "") -> str:
+        """The daemon-down message: that it is not running, and how to start it.
+
+        @param error: the L{aimx.errors.DaemonNotRunning} (it names the socket).
+        @param without: a last sentence on what works without the daemon.
+        """
+        text = f"{error}. {start_advice(self.environ, self.system)}"
+        return f"{text} {without}" if without else text
+
+    def pending_note(self) -> str:
+        """After a direct edit (daemon down): when the change takes effect."""
+        return (
+            "Note: aimx daemon not running; the change takes effect when it starts. "
+            + start_advice(self.environ, self.system)
+        )
+
+    def confirm_delete(self, prompt: str, show=None) -> bool:
+        """Ask before a delete (no C{--yes}): C{show()} prints what goes, then the prompt.
+
+        Nobody can answer without a terminal on stdin, so the delete is refused
+        then (exit 2) rather than cancelled as if someone had said no.  A no at
+        the terminal prints C{Cancelled.}.
+
+        @param prompt: a C{[y/N]} question.
+        @return: whether the answer was yes.
+        @raise CliError: stdin is not a terminal.
+        """
+        if not self.term.interactive:
+            raise CliError("refusing to delete without --yes (stdin is not a terminal)",
+                           exit_code=2)
+        if show is not None:
+            show()
+        if self.term.confirm(prompt):
+            return True
+        self.term.say("Cancelled.")
+        return False
 
     def root_config(self, problem: str):
         """The config for a root direct edit (daemon down).

@@ -72,6 +72,14 @@ class Terminal:
     def yellow(self, text: str) -> str:
         return self.style(text, _YELLOW)
 
+    @property
+    def interactive(self) -> bool:
+        """Whether stdin is a terminal, so that someone can answer a prompt."""
+        try:
+            return self.stdin.isatty()
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            return False
+
     def ask(self, prompt: str) -> str | None:
         """Print C{prompt} and read one line; C{None} at end of input."""
         self.out.write(prompt)

@@ -6,6 +6,7 @@ Output is piped, so it must carry no colour escapes.
 """
 
 import os
+import pty
 import subprocess
 import sys
 import tempfile
@@ -34,16 +35,39 @@ cmd = ["/usr/local/bin/notify", "sent"]
 """
 
 
+REFUSED = "Error: refusing to delete without --yes (stdin is not a terminal)\n"
+
+
+def run_at_terminal(argv, typed: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run C{argv} with a pseudo-terminal as stdin, C{typed} already typed on it.
+
+    stdout and stderr stay pipes, so the output is still plain text.
+    """
+    master, slave = pty.openpty()
+    try:
+        os.write(master, typed.encode())
+        return subprocess.run(argv, stdin=slave, capture_output=True, text=True, **kwargs)
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
 class CliTestCase(ControlTestCase):
-    def aimx(self, *args, stdin="", runtime_dir=None):
-        """Run `python -m aimx ARGS` in a thread; fires with the CompletedProcess."""
+    def aimx(self, *args, stdin="", runtime_dir=None, tty=False):
+        """Run `python -m aimx ARGS` in a thread; fires with the CompletedProcess.
+
+        @param tty: stdin is a terminal on which C{stdin} is typed (else a pipe).
+        """
         env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
                    AIMX_RUNTIME_DIR=runtime_dir or self.runtime_dir)
         env.pop("NO_COLOR", None)
-        d = threads.deferToThread(
-            subprocess.run, [sys.executable, "-m", "aimx", *args], input=stdin, env=env,
-            cwd=REPO, capture_output=True, text=True, timeout=60,
-        )
+        argv = [sys.executable, "-m", "aimx", *args]
+        options = dict(env=env, cwd=REPO, timeout=60)
+        if tty:
+            d = threads.deferToThread(run_at_terminal, argv, stdin, **options)
+        else:
+            d = threads.deferToThread(subprocess.run, argv, input=stdin, capture_output=True,
+                                      text=True, **options)
         return d.addCallback(self.plain)
 
     def as_nobody_cli(self, *args, runtime_dir=None):
@@ -118,10 +142,10 @@ class MailboxCliTests(CliTestCase):
 
     @defer.inlineCallbacks
     def test_force_delete_declined(self):
-        """--force asks with counts; `n` cancels with exit 0 (cli case 17)."""
+        """At a terminal --force asks with counts; `n` cancels with exit 0 (cli case 17)."""
         yield self.aimx("mailboxes", "create", "yon", "--owner", OWNER)
         yield self.smtp(b"Subject: x\r\nFrom: a@example.com\r\n\r\nhi\r\n", ["yon@test.local"])
-        result = yield self.aimx("mailboxes", "delete", "--force", "yon", stdin="n\n")
+        result = yield self.aimx("mailboxes", "delete", "--force", "yon", stdin="n\n", tty=True)
         self.assertEqual(result.returncode, 0)
         self.assertIn("inbox/yon/: 1 file\n", result.stdout)
         self.assertIn("sent/yon/:  0 files", result.stdout)
@@ -129,11 +153,20 @@ class MailboxCliTests(CliTestCase):
         self.assertIn("yon", self.configured())
 
     @defer.inlineCallbacks
+    def test_delete_not_a_terminal(self):
+        """Piped stdin and no --yes: refused with exit 2 whatever is piped; nothing deleted."""
+        yield self.aimx("mailboxes", "create", "yon", "--owner", OWNER)
+        for extra in ([], ["--force"]):
+            result = yield self.aimx("mailboxes", "delete", *extra, "yon", stdin="y\n")
+            self.assertEqual((result.returncode, result.stdout, result.stderr), (2, "", REFUSED))
+        self.assertIn("yon", self.configured())
+
+    @defer.inlineCallbacks
     def test_force_delete_confirmed(self):
-        """--force with `y` wipes and unregisters."""
+        """--force with `y` at a terminal wipes and unregisters."""
         yield self.aimx("mailboxes", "create", "yon", "--owner", OWNER)
         yield self.smtp(b"Subject: x\r\nFrom: a@example.com\r\n\r\nhi\r\n", ["yon@test.local"])
-        result = yield self.aimx("mailboxes", "delete", "--force", "yon", stdin="y\n")
+        result = yield self.aimx("mailboxes", "delete", "--force", "yon", stdin="y\n", tty=True)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(self.inbox("yon"), [])
         self.assertNotIn("yon", self.configured())
@@ -158,8 +191,8 @@ class MailboxCliTests(CliTestCase):
                      "inbox: 0 (0 unread)", "sent:  0"):
             self.assertIn(text, result.stdout)
         ghost = yield self.aimx("mailboxes", "show", "ghost")
-        self.assertEqual(ghost.returncode, 1)
-        self.assertIn("does not exist", ghost.stderr)
+        self.assertEqual((ghost.returncode, ghost.stderr),
+                         (1, "Error: mailbox 'ghost' does not exist\n"))
 
 
 class HookCliTests(CliTestCase):
@@ -176,9 +209,25 @@ class HookCliTests(CliTestCase):
         self.assertIn("Hook created", result.stdout)
         self.assertIn("(live via daemon)", result.stdout)
         self.assertNotIn("Hint:", result.stdout)
+        self.assertEqual(result.stderr, "")
+        # alice has the default policy (trust = "none"): say that it will not fire.
+        self.assertIn("Note: mailbox 'alice' has trust = \"none\", so no mail to it is trusted "
+                      "and this hook will not fire.", result.stdout)
         [hook] = load_toml(self.config_path)["mailboxes"]["alice"]["hooks"]
         self.assertNotIn("name", hook)
         self.assertEqual(hook["cmd"], ["/bin/echo", "hi"])
+
+    @defer.inlineCallbacks
+    def test_create_missing_program(self):
+        """A single program path that does not exist yet: created, with a warning."""
+        result = yield self.aimx("hooks", "create", "--mailbox", "alice", "--event",
+                                 "after_send", "--cmd", "/nonexistent/aimx-hook")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, (
+            "Warning: hook program /nonexistent/aimx-hook does not exist; the hook is created "
+            "but fails until the program is installed.\n"))
+        [hook] = load_toml(self.config_path)["mailboxes"]["alice"]["hooks"]
+        self.assertEqual(hook["cmd"], ["/nonexistent/aimx-hook"])
 
     @defer.inlineCallbacks
     def test_timeout(self):
@@ -212,15 +261,18 @@ class HookCliTests(CliTestCase):
     def test_delete(self):
         """Unknown hooks are `not found`; `hook list` works; a hook is deleted live (case 25)."""
         result = yield self.aimx("hooks", "delete", "does_not_exist", "--yes")
-        self.assertEqual(result.returncode, 1)
-        self.assertIn("not found", result.stderr)
+        self.assertEqual((result.returncode, result.stderr),
+                         (1, "Error: hook 'does_not_exist' not found\n"))
         yield self.aimx("hooks", "create", "--mailbox", "alice", "--event", "on_receive",
                         "--cmd", '["/bin/true"]', "--name", "gone")
         listing = yield self.aimx("hook", "list")
         self.assertIn("gone", listing.stdout)
-        declined = yield self.aimx("hooks", "delete", "gone", stdin="\n")
+        declined = yield self.aimx("hooks", "delete", "gone", stdin="\n", tty=True)
+        self.assertEqual(declined.returncode, 0)
         self.assertIn("About to delete hook:", declined.stdout)
         self.assertIn("Cancelled.", declined.stdout)
+        piped = yield self.aimx("hooks", "delete", "gone", stdin="y\n")
+        self.assertEqual((piped.returncode, piped.stdout, piped.stderr), (2, "", REFUSED))
         result = yield self.aimx("hooks", "delete", "gone", "--yes")
         self.assertEqual(result.stdout, "Hook deleted: gone (live via daemon)\n")
         listing = yield self.aimx("hook", "list")
@@ -253,7 +305,8 @@ class DaemonDownTests(CliTestCase):
         os.makedirs(os.path.join(self.data_dir, "sent"))
         result = yield self.aimx("mailboxes", "create", "eve", "--owner", "nobody")
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertIn("Hint: Restart the daemon for the change to take effect:", result.stdout)
+        self.assertIn("Note: aimx daemon not running; the change takes effect when it starts.",
+                      result.stdout)
         self.assertEqual(os.stat(os.path.join(self.data_dir, "inbox", "eve")).st_uid, 65534)
         self.assertIn("eve", self.configured())
         result = yield self.aimx("mailboxes", "delete", "eve", "--yes")
@@ -271,10 +324,28 @@ class DaemonDownTests(CliTestCase):
         else:
             result = yield self.aimx(*args)
         self.assertEqual(result.returncode, 2)
+        self.assertIn("aimx daemon not running (no socket at ", result.stderr)
         self.assertIn("daemon must be running", result.stderr)
         self.assertIn("aimx serve", result.stderr)
         self.assertIn("sudo", result.stderr)
         self.assertEqual(open(self.config_path).read(), before)
+
+    @defer.inlineCallbacks
+    def test_non_root_hooks_told_to_start_daemon(self):
+        """A non-root `hooks list` without a daemon: not running, how to start it; no authz."""
+        if IS_ROOT:
+            runtime_dir = self.no_daemon_dir()
+            result = yield self.as_nobody_cli("hooks", "list", runtime_dir=runtime_dir)
+        else:
+            runtime_dir = self.runtime_dir
+            result = yield self.aimx("hooks", "list")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, (
+            f"Error: aimx daemon not running (no socket at {runtime_dir}/aimx.sock). Start the "
+            f"aimx that uses {runtime_dir} (`aimx serve --runtime-dir {runtime_dir}` with its "
+            "--config-dir); if it was `make demo`, run that again and use the "
+            "AIMX_RUNTIME_DIR it prints. The daemon must be running for non-root hook "
+            "commands; with sudo, aimx uses config.toml directly instead.\n"))
 
 
 class NonRootCliTests(CliTestCase):
@@ -314,5 +385,5 @@ class NonRootCliTests(CliTestCase):
         self.assertIn("not authorized", hook.stderr)
         delete = yield self.as_nobody_cli("mailboxes", "delete", "alice", "--yes")
         self.assertEqual(delete.returncode, 1)
-        self.assertIn("[MAILBOX] mailbox 'alice' does not exist", delete.stderr)
+        self.assertEqual(delete.stderr, "Error: mailbox 'alice' does not exist\n")
         self.assertIn("alice", self.configured())
