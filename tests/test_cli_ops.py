@@ -21,7 +21,7 @@ import aimx.cli
 from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
 from aimx.core import units, version
-from aimx.store import configfile, keys, services
+from aimx.store import configfile, demo, keys, services
 from aimx.store.services import Completed
 from tests.test_services import HostTestCase
 
@@ -292,6 +292,67 @@ class LogsTests(CliTestCase, HostTestCase):
         self.assertEqual(e.code, 0)
         for flag in ("-n", "--lines", "--follow"):
             self.assertIn(flag, out.getvalue())
+
+
+class DemoLogsTests(CliTestCase, HostTestCase):
+    """`aimx logs` with AIMX_RUNTIME_DIR naming a running demo: the demo's log file,
+    whatever the init system."""
+
+    config_dir = "/nonexistent"
+
+    def setUp(self):
+        self.run_dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.run_dir)
+        self.log = os.path.join(self.run_dir, "aimx.log")
+        with open(self.log, "w") as f:
+            f.write("".join(f"event {i}\n" for i in range(60)))
+        demo.write(self.run_dir, demo.DemoState(
+            domain="demo.localhost", host="127.0.0.1", port=2525, dns_port=5353, mx_port=2526,
+            sender_domain="sender.localhost", selector="demo", sender_key="/d/sender.key",
+            config_dir="/d/etc", data_dir="/d/data", log=self.log, directory="/d",
+        ))
+        self.environ = {"AIMX_RUNTIME_DIR": self.run_dir}
+
+    def logs(self, system, *argv):
+        return logs.run(self.parse(["logs", *argv]), self.terminal(), system, self.environ)
+
+    def test_tail(self):
+        """The last 50 lines of the demo's log (journald not asked), and where it is."""
+        system = self.host(services.SYSTEMD)
+        self.assertEqual(self.logs(system), 0)
+        self.assertEqual(self.out.getvalue(), "".join(f"event {i}\n" for i in range(10, 60)))
+        self.assertEqual(self.err.getvalue(), f"(the log of the aimx demo in /d: {self.log})\n")
+        self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.logs(system, "-n", "1"), 0)
+        self.assertTrue(self.out.getvalue().endswith("event 59\n"))
+
+    def test_follow(self):
+        """--follow: `tail -n N -F` on the demo's log, on any init system."""
+        system = self.host(None)
+        self.assertEqual(self.logs(system, "--follow", "-n", "5"), 0)
+        self.assertEqual(self.runner.calls, [["tail", "-n", "5", "-F", self.log]])
+
+    def test_log_gone(self):
+        """A demo whose log cannot be read: an error naming it, exit 1."""
+        os.unlink(self.log)
+        self.assertEqual(self.logs(self.host(services.SYSTEMD)), 1)
+        self.assertIn(f"Error: cannot read the log {self.log}: ", self.err.getvalue())
+
+    def test_bad_state(self):
+        """A demo.json that is not a demo's: said, exit 1, no other log shown."""
+        with open(os.path.join(self.run_dir, "demo.json"), "w") as f:
+            f.write("{}")
+        self.assertEqual(self.logs(self.host(services.SYSTEMD)), 1)
+        self.assertIn("is not an aimx demo state file", self.err.getvalue())
+        self.assertEqual(self.runner.calls, [])
+
+    def test_no_demo(self):
+        """A runtime dir without demo.json: the init system's log, as ever."""
+        os.unlink(os.path.join(self.run_dir, "demo.json"))
+        system = self.host(services.SYSTEMD)
+        self.assertEqual(self.logs(system), 0)
+        self.assertEqual(self.runner.calls,
+                         [["journalctl", "-u", "aimx", "-n", "50", "--no-pager"]])
 
 
 # -- uninstall -------------------------------------------------------------------

@@ -260,13 +260,12 @@ class SendVerbTests(TestCase):
                                          f"{self.path}: Not a directory\n")))
 
     @defer.inlineCallbacks
-    def test_root_refused(self):
-        """euid 0 is refused with exit 2 before anything is submitted (case 7)."""
+    def test_root_submits(self):
+        """euid 0 submits like anyone else; the daemon decides (spec README, "Root and send")."""
         daemon = self.serve(answer={"message_id": "<abc@d>"})
         result = yield defer.Deferred.fromCoroutine(self.aimx_send(euid=0))
-        self.assertEqual(result, (2, "", ("Error: send is a per-user operation, run without "
-                                         "sudo\n")))
-        self.assertEqual(daemon.closed, [])
+        self.assertEqual(result, (0, "<abc@d>\n", "Email sent.\nMessage-ID: <abc@d>\n"))
+        self.assertEqual(len(daemon.requests), 1)
 
     @defer.inlineCallbacks
     def test_header_injection(self):

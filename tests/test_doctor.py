@@ -25,6 +25,7 @@ from aimx.core.dnscheck import FAIL, MISSING, PASS, WARN, Check, DnsRecord
 from aimx.core.doctor import ABSENT, DIR, NOT_DIR, DirState, Facts, MailboxFacts
 from aimx.core.portcheck import INBOUND_UNCHECKED, OUTBOUND_BLOCKED, ProbeResult
 from aimx.errors import DaemonNotRunning
+from aimx.store import demo as demo_state
 from aimx.store import keys, services
 from aimx.store.mailstore import Owner, resolve_owner
 from aimx.store.services import Completed
@@ -327,14 +328,16 @@ class VerbTests(StoreMixin, HostTestCase):
         self.connects += 1
         return defer.succeed(self.control)
 
-    def start(self, *, running=True, clock=None, connect=None, resolve=resolve_owner):
+    def start(self, *, running=True, clock=None, connect=None, resolve=resolve_owner,
+              euid=None):
         """Start the verb; fires with (exit code, stdout, stderr)."""
         system = self.host(services.SYSTEMD, {IS_ACTIVE: Completed(0 if running else 3)})
         args = aimx.cli._parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         out, err = io.StringIO(), io.StringIO()
         term = Terminal(out, err, io.StringIO(), self.environ)
-        s = Session(args, connect=connect or self.connect, euid=os.geteuid(), term=term,
+        s = Session(args, connect=connect or self.connect,
+                    euid=os.geteuid() if euid is None else euid, term=term,
                     environ=self.environ)
         verb = functools.partial(cli.doctor, clock=clock or task.Clock(), system=system,
                                  run_in_thread=defer.maybeDeferred, resolve=resolve,
@@ -437,6 +440,48 @@ class VerbTests(StoreMixin, HostTestCase):
         self.assertIn("Server version:   (daemon not running)\n", out)
         self.assertEqual((code, self.connects), (0, 0))
 
+    def test_daemon_without_service(self):
+        """No service, but the daemon answers the probe: running, with where it answers."""
+        path = os.path.join(self.runtime_dir, "aimx.sock")
+        open(path, "w").close()
+        code, out, _ = self.doctor(running=False)
+        self.assertIn(f"SMTP server:      running (not as the aimx service; answers on "
+                      f"{path})\n", out)
+        self.assertIn("Server version:   9.8.7 (abc1234)\n", out)
+        self.assertEqual(code, 0)
+
+    def test_stopped_demo(self):
+        """A demo's state file but no demo answering: said so, and its DNS server and MX
+        (gone with it) are not asked anything."""
+        demo_state.write(self.runtime_dir, demo_state.DemoState(
+            domain=DOMAIN, host="127.0.0.1", port=2525, dns_port=5353, mx_port=2526,
+            sender_domain="sender.localhost", selector="demo", sender_key="/d/sender.key",
+            config_dir=self.config_dir, data_dir=self.data_dir, log="/d/aimx.log",
+            directory="/d",
+        ))
+        code, out, _ = self.doctor(running=False)
+        self.assertEqual(code, 0)
+        self.assertIn("SMTP server:      not running (the aimx demo in /d has stopped; "
+                      "`aimx demo` starts a new one)\n", out)
+        self.assertIn("DNS\n  skipped - the demo is not running (its DNS server stopped with "
+                      "it)\n\nPort 25\n  skipped - the demo is not running\n\nLogs\n", out)
+        self.assertEqual((self.probed, self.runner.calls), ([], [list(IS_ACTIVE)]))
+
+    def test_config_only_root_reads(self):
+        """A config this (non-root) user cannot read: one line saying to re-run as root."""
+        real_access = os.access
+        config = os.path.join(self.config_dir, "config.toml")
+
+        def unreadable(*args, **kwargs):
+            raise cli.ConfigError(f"{config}: cannot read: Permission denied")
+
+        self.patch(cli.os, "access", lambda p, mode: p != config and real_access(p, mode))
+        self.patch(cli.configfile, "load", unreadable)
+        code, out, err = self.doctor(euid=1000)
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, f"Error: aimx doctor needs to read {config}, which this user "
+                              "cannot read; re-run it as root (sudo aimx doctor)\n")
+
     def test_socket_without_daemon(self):
         """A socket path but nobody answering: `(daemon not reachable on <socket>)`."""
         path = os.path.join(self.runtime_dir, "aimx.sock")
@@ -483,8 +528,8 @@ class VerbTests(StoreMixin, HostTestCase):
         code, out, err = self.doctor()
         self.assertEqual(code, 1)
         self.assertIn("  alice     owner=nosuchuser123  [FAIL]  user not found\n", out)
-        self.assertIn("[[WARN]] mailbox 'alice' owner 'nosuchuser123' does not resolve", out)
-        self.assertIn("[[WARN]] config load: mailbox 'alice' owner 'nosuchuser123'", out)
+        self.assertIn("[WARN] mailbox 'alice' owner 'nosuchuser123' does not resolve", out)
+        self.assertIn("[WARN] config load: mailbox 'alice' owner 'nosuchuser123'", out)
         self.assertIn(f"Error: {core.ORPHANS}", err)
 
     def test_mode_drift_only_warns(self):
@@ -495,7 +540,7 @@ class VerbTests(StoreMixin, HostTestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertIn(
             "Checks\n"
-            "  [[WARN]] mailbox 'alice' inbox dir mode is 0755, expected 0700\n"
+            "  [WARN] mailbox 'alice' inbox dir mode is 0755, expected 0700\n"
             f"        → tighten permissions: `sudo chmod 0700 {inbox}`\n"
             "\n  Summary: 0 fail, 1 warn, 0 info\n", out)
 
@@ -504,7 +549,7 @@ class VerbTests(StoreMixin, HostTestCase):
         os.rmdir(os.path.join(self.data_dir, "sent", "alice"))
         code, out, err = self.doctor()
         self.assertEqual(code, 1)
-        self.assertIn("  [[FAIL]] mailbox 'alice' sent directory is missing:", out)
+        self.assertIn("  [FAIL] mailbox 'alice' sent directory is missing:", out)
         self.assertIn(f"Error: {core.FAILING}", err)
 
     def test_info_finding(self):
@@ -534,7 +579,7 @@ class VerbTests(StoreMixin, HostTestCase):
         self.write_config(config_text(self.data_dir).split("[mailboxes.alice]")[0])
         code, out, _ = self.doctor()
         self.assertIn("Ownership\n  (no non-catchall mailboxes)\n", out)
-        self.assertIn("[[WARN]] storage directory `inbox/alice/`", out)
+        self.assertIn("[WARN] storage directory `inbox/alice/`", out)
         self.assertEqual(code, 0)
 
     def test_no_colour(self):
@@ -544,7 +589,8 @@ class VerbTests(StoreMixin, HostTestCase):
         _, out, _ = self.doctor()
         self.assertNotIn("\x1b", out)
         self.assertIn("[OK]", out)
-        self.assertIn("[[WARN]]", out)
+        self.assertIn("\n  [WARN] mailbox 'alice' inbox dir mode is 0755", out)
+        self.assertNotIn("[[", out)
 
     def test_colour(self):
         """With colour forced: glyph marks and escapes (the contrast to NO_COLOR)."""
@@ -555,6 +601,7 @@ class VerbTests(StoreMixin, HostTestCase):
         self.assertIn("✓", out)
         self.assertIn("⚠", out)
         self.assertNotIn("[OK]", out)
+        self.assertIn("\n  [\x1b[33m⚠\x1b[0m] mailbox 'alice' inbox dir mode is 0755", out)
 
 
 class DnsLinesTests(SynchronousTestCase):

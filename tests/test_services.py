@@ -248,6 +248,59 @@ class TailTests(HostTestCase):
         self.assertIn("could not detect init system", str(e))
 
 
+class TailFileTests(SynchronousTestCase):
+    """A log file of its own (the demo's), read from its end."""
+
+    def write(self, data: bytes) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_last_lines(self):
+        """The last N lines; all of a shorter file; none for 0; a last line without LF."""
+        path = self.write(b"1\n2\n3\n4\n5")
+        self.assertEqual(services.tail_file(path, 2), "4\n5\n")
+        self.assertEqual(services.tail_file(path, 100), "1\n2\n3\n4\n5\n")
+        self.assertEqual(services.tail_file(path, 0), "")
+        self.assertEqual(services.tail_file(self.write(b""), 5), "")
+
+    def test_many_blocks(self):
+        """A log longer than one read block: the lines asked for, whole, none cut by a
+        block boundary."""
+        lines = [f"line {i:07d} " + "x" * 50 + "\n" for i in range(20000)]
+        path = self.write("".join(lines).encode())
+        self.assertGreater(os.path.getsize(path), 10 * services._TAIL_BLOCK)
+        self.assertEqual(services.tail_file(path, 3), "".join(lines[-3:]))
+        self.assertEqual(services.tail_file(path, 2000), "".join(lines[-2000:]))
+        self.assertEqual(services.tail_file(path, 20000), "".join(lines))
+
+    def test_undecodable(self):
+        """Bytes that are not UTF-8 are replaced, not an error."""
+        self.assertEqual(services.tail_file(self.write(b"a\xff\n"), 1), "a\ufffd\n")
+
+    def test_missing(self):
+        """A log that cannot be read is an error naming it."""
+        path = os.path.abspath(self.mktemp())
+        e = self.assertRaises(services.ServiceError, services.tail_file, path, 5)
+        self.assertEqual(str(e), f"cannot read the log {path}: No such file or directory")
+
+
+class FollowFileTests(HostTestCase):
+    def test_tail_f(self):
+        """`tail -n N -F <file>` on the terminal."""
+        system = self.host(None)
+        services.follow_file(system, "/d/aimx.log", 50)
+        self.assertEqual(self.runner.calls, [["tail", "-n", "50", "-F", "/d/aimx.log"]])
+        self.assertEqual(self.runner.captured, [False])
+
+    def test_failure(self):
+        """tail failing (or missing: 127) is an error."""
+        system = self.host(None, {("tail", "-n", "5", "-F", "/x"): Completed(127)})
+        e = self.assertRaises(services.ServiceError, services.follow_file, system, "/x", 5)
+        self.assertEqual(str(e), "tail -F /x exited non-zero (127)")
+
+
 class FollowTests(HostTestCase):
     def test_systemd(self):
         """systemd: `journalctl -f -u aimx` on the terminal (not captured)."""

@@ -81,12 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", parents=[common])
     ingest.add_argument("rcpt", help="recipient address to route the message to")
 
-    demo = sub.add_parser("demo", parents=[common], help=argparse.SUPPRESS)
-    demo.add_argument("--port", type=int, default=2525, help="SMTP port on 127.0.0.1")
-    demo.add_argument("--dir", default=None, help="demo directory (default: a temp dir)")
-    demo.add_argument(
-        "--no-wait", action="store_true", help="stop the daemon after the deliveries"
-    )
+    from aimx.cli import demo
+
+    demo.add_parser(sub, common)
 
     for module in _verb_modules():
         module.add_parser(sub, common)

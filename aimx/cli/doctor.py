@@ -10,6 +10,12 @@ The Port 25 section runs the checks of C{aimx portcheck} without binding anythin
 outbound to a well-known domain's MX (banner and QUIT), inbound only through the
 operator's own verifier (C{verify_host}); without one it says how to set one up.
 Like the DNS section it informs and never changes the exit code.
+
+A demo (C{$AIMX_RUNTIME_DIR} holds the state file of C{aimx demo},
+L{aimx.store.demo}) is checked as its daemon runs: DNS through the demo's DNS
+server against its loopback address, the outbound check against the sender
+domain's MX, and no inbound check (nothing outside can reach 127.0.0.1); it has no
+service unit, so the daemon answering is what says it runs.
 """
 
 import argparse
@@ -40,8 +46,9 @@ from aimx.core.portcheck import (
     settings_from_environ,
 )
 from aimx.core.version import version_fields
-from aimx.errors import DaemonNotRunning
+from aimx.errors import ConfigError, DaemonNotRunning
 from aimx.store import configfile, keys, services
+from aimx.store import demo as demo_state
 from aimx.store.mailboxes import count_messages, mailbox_dirs
 from aimx.store.mailstore import resolve_owner
 from aimx.verifier.client import inbound_probe, outbound_probe
@@ -84,32 +91,53 @@ async def doctor(args, s: session.Session, *, clock, system: services.System, ru
     @param reactor: for the port-25 checks; default C{clock}.
     @param probes: C{(outbound, inbound)} probe functions of L{aimx.verifier.client}.
     """
-    config, warnings = configfile.load(args.config_dir, data_dir_override=args.data_dir)
+    config, warnings = _load(args, s)
+    demo = demo_state.read(os.path.dirname(socket_path(s.environ)))
+    # A demo is checked with the settings its daemon runs with (its DNS, its MX port).
+    environ = s.environ if demo is None else {**s.environ, **demo.environment()}
     if resolver is None:
-        resolver = Resolver.public(s.environ)
+        resolver = Resolver.public(environ)
     facts = collect(config, warnings, resolve)
     running = services.is_running(system)
-    dns = run_in_thread(_verify_dns, config, args.config_dir, system, resolver)
-    ports = defer.Deferred.fromCoroutine(_port25(
-        config, s.environ, clock if reactor is None else reactor, run_in_thread, probes
-    ))
-    server = await _server_version(s, clock, running)
+    stopped = False
+    if demo is not None:
+        # A demo's DNS server and MX stop with it: ask them nothing when it is gone.
+        server = await _server_version(s, clock, running)
+        stopped = server[1]
+    if stopped:
+        dns, ports = defer.succeed(None), defer.succeed(None)
+    else:
+        dns = run_in_thread(_verify_dns, config, args.config_dir, system, resolver, demo)
+        ports = defer.Deferred.fromCoroutine(_port25(
+            config, environ, clock if reactor is None else reactor, run_in_thread, probes, demo
+        ))
+    if demo is None:
+        server = await _server_version(s, clock, running)
     checks = await dns
-    outbound, inbound = await ports
+    port_results = await ports
 
     term = s.term
     _configuration(term, config, args.config_dir)
-    _service(term, running, server)
+    _service(term, running, server, socket_path(s.environ), demo)
     _mailboxes(term, facts)
     _ownership(term, facts)
     _heading(term, "DNS")
-    if checks is None:
+    if stopped:
+        term.say(f"  {term.yellow('skipped')} - the demo is not running (its DNS server "
+                 "stopped with it)")
+    elif demo is not None:
+        term.say("  " + term.dim(f"(the demo's DNS server, {demo.host}:{demo.dns_port}, "
+                                 f"for a server at {demo.host})"))
+    if checks is None and not stopped:
         term.say(f"  {term.yellow('skipped')} - could not determine server IP")
     for line in dns_lines(term, checks or []):
         term.say(line)
     _heading(term, "Port 25")
-    for line in port_lines(term, outbound, inbound):
-        term.say(line)
+    if stopped:
+        term.say(f"  {term.yellow('skipped')} - the demo is not running")
+    else:
+        for line in port_lines(term, *port_results, demo):
+            term.say(line)
     _heading(term, "Logs")
     term.say("  " + term.dim(LOGS_HINT))
     found = core.findings(facts)
@@ -118,6 +146,20 @@ async def doctor(args, s: session.Session, *, clock, system: services.System, ru
     if error is not None:
         raise CliError(error)
     return 0
+
+
+def _load(args, s: session.Session) -> tuple[Config, list[str]]:
+    """config.toml and its load warnings; a config only root may read says so."""
+    try:
+        return configfile.load(args.config_dir, data_dir_override=args.data_dir)
+    except ConfigError:
+        path = s.config_path
+        if not s.root and os.path.exists(path) and not os.access(path, os.R_OK):
+            raise CliError(
+                f"aimx doctor needs to read {path}, which this user cannot read; re-run "
+                "it as root (sudo aimx doctor)"
+            ) from None
+        raise
 
 
 def collect(config: Config, warnings: list[str], resolve=resolve_owner) -> core.Facts:
@@ -172,9 +214,16 @@ def _subdirs(directory: str) -> list[str]:
     return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
 
 
-def _verify_dns(config: Config, config_dir: str, system, resolver) -> list[Check] | None:
-    """The DNS checks (blocking); C{None} when the server has no IPv4 address."""
-    ipv4, ipv6 = dnsverify.server_addresses(system)
+def _verify_dns(config: Config, config_dir: str, system, resolver,
+                demo: demo_state.DemoState | None = None) -> list[Check] | None:
+    """The DNS checks (blocking); C{None} when the server has no IPv4 address.
+
+    A demo's server address is the loopback address it listens on.
+    """
+    if demo is not None:
+        ipv4, ipv6 = demo.host, None
+    else:
+        ipv4, ipv6 = dnsverify.server_addresses(system)
     if ipv4 is None:
         return None
     expected = ExpectedDns(
@@ -187,16 +236,19 @@ def _verify_dns(config: Config, config_dir: str, system, resolver) -> list[Check
     return dnsverify.verify(expected, resolver)
 
 
-async def _port25(config: Config, environ, reactor, run_in_thread, probes):
+async def _port25(config: Config, environ, reactor, run_in_thread, probes,
+                  demo: demo_state.DemoState | None = None):
     """The outbound and inbound checks: C{(outbound, inbound)}, C{inbound} C{None}
-    when no verifier is configured.  A config value that cannot be used is that
-    check's failure, not doctor's."""
+    when no verifier is configured or for a demo.  A config value that cannot be used
+    is that check's failure, not doctor's.  A demo's outbound check goes to the MX of
+    its sender domain, the only mail server a demo can reach."""
     outbound_probe, inbound_probe = probes
     settings = settings_from_environ(environ)
 
     async def outbound() -> ProbeResult:
         try:
-            domain = resolve_check_domain(None, config.outbound_check_domain)
+            domain = (demo.sender_domain if demo is not None
+                      else resolve_check_domain(None, config.outbound_check_domain))
         except CheckDomainError as e:
             return ProbeResult(False, error=str(e))
         return await outbound_probe(reactor, domain, settings,
@@ -204,6 +256,8 @@ async def _port25(config: Config, environ, reactor, run_in_thread, probes):
                                     run_in_thread=run_in_thread)
 
     async def inbound() -> ProbeResult | None:
+        if demo is not None:
+            return None
         try:
             verify_host = resolve_verify_host(None, config.verify_host)
         except VerifyHostError as e:
@@ -217,12 +271,17 @@ async def _port25(config: Config, environ, reactor, run_in_thread, probes):
     return tuple(await both)
 
 
-def port_lines(term, outbound: ProbeResult, inbound: ProbeResult | None) -> list[str]:
+def port_lines(term, outbound: ProbeResult, inbound: ProbeResult | None,
+               demo: demo_state.DemoState | None = None) -> list[str]:
     """The Port 25 section: a line per check, the advice under a failed one, and how
-    to get an inbound check when no verifier is configured."""
+    to get an inbound check when no verifier is configured (a demo cannot have one)."""
     lines = []
     for label, result, advice in (("Outbound", outbound, outbound_message),
                                   ("Inbound", inbound, inbound_message)):
+        if result is None and demo is not None:
+            lines.append(f"  {label}: {term.mark('warn')} - not checked: the demo listens on "
+                         f"{demo.smtp} only, where nothing outside can connect")
+            continue
         if result is None:
             lines.append(f"  {label}: {term.mark('warn')} - {INBOUND_NOT_CHECKED}")
             lines.extend("    " + term.dim(line) for line in NO_VERIFIER)
@@ -312,15 +371,28 @@ def _configuration(term, config: Config, config_dir: str) -> None:
     _field(term, "Trusted senders", ", ".join(config.trusted_senders) or "(none)")
 
 
-def _service(term, running: bool, server: tuple[str, bool]) -> None:
+def _service(term, running: bool, server: tuple[str, bool], socket: str,
+             demo: demo_state.DemoState | None = None) -> None:
+    """The Service section.  The daemon runs when the service does or when it answered
+    the version probe (a demo, or C{aimx serve} started by hand, has no service)."""
     _heading(term, "Service")
-    if running:
+    text, remark = server
+    if demo is not None and not remark:
+        _field(term, "SMTP server", term.style("running", _GREEN)
+               + f" (aimx demo on {demo.smtp}, {demo.directory})")
+    elif demo is not None:
+        _field(term, "SMTP server", term.yellow("not running")
+               + f" (the aimx demo in {demo.directory} has stopped; `aimx demo` starts a "
+               "new one)")
+    elif running:
         _field(term, "SMTP server", term.style("running", _GREEN))
+    elif not remark:
+        _field(term, "SMTP server", term.style("running", _GREEN)
+               + f" (not as the aimx service; answers on {socket})")
     else:
         _field(term, "SMTP server", term.yellow("not running"))
     client = version_fields()
     _field(term, "Client version", f"{client['tag']} ({client['git_hash']})")
-    text, remark = server
     _field(term, "Server version", term.dim(text) if remark else text)
 
 
@@ -361,8 +433,12 @@ def _checks(term, found: list[core.Finding]) -> None:
         return
     for finding in found:
         kind = _BADGES.get(finding.severity)
-        badge = term.mark(kind) if kind else term.style("INFO", _CYAN)
-        term.say(f"  [{badge}] {finding.message}")
+        if kind is None:
+            badge = f"[{term.style('INFO', _CYAN)}]"
+        else:
+            # Without colour the mark is already `[FAIL]`/`[WARN]`: no second brackets.
+            badge = f"[{term.mark(kind)}]" if term.colour else term.mark(kind)
+        term.say(f"  {badge} {finding.message}")
         if finding.fix:
             term.say("        " + term.dim(f"→ {finding.fix}"))
     count = {severity: sum(f.severity == severity for f in found)

@@ -1,7 +1,9 @@
 """``aimx logs``: show or follow the daemon's log (L3; spec/setup-and-ops.md §4).
 
 No config and no root needed: the log source is the init system's
-(L{aimx.store.services.tail_log}, L{aimx.store.services.follow_log}).
+(L{aimx.store.services.tail_log}, L{aimx.store.services.follow_log}), except for
+a demo: when C{$AIMX_RUNTIME_DIR} holds the state file of C{aimx demo}
+(L{aimx.store.demo}), the log is the demo daemon's log file.
 """
 
 import argparse
@@ -9,7 +11,8 @@ import os
 import sys
 
 from aimx.cli.term import Terminal
-from aimx.store import services
+from aimx.control.commands import socket_path
+from aimx.store import demo, services
 
 DEFAULT_LINES = 50
 _DIM = "2"
@@ -29,7 +32,8 @@ def add_parser(sub, common) -> None:
     """Register C{logs} on the top-level subparsers."""
     parser = sub.add_parser(
         "logs", parents=[common], help=argparse.SUPPRESS, prog="aimx logs",
-        description="Show the aimx service log (journald, or the OpenRC log files).",
+        description="Show the aimx service log (journald, or the OpenRC log files; "
+        "for `aimx demo`, its log file, found through AIMX_RUNTIME_DIR).",
     )
     parser.add_argument(
         "-n", "--lines", type=_count, default=DEFAULT_LINES, metavar="N",
@@ -41,11 +45,23 @@ def add_parser(sub, common) -> None:
 
 
 def main(args) -> int:
-    return run(args, Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ), services.System())
+    return run(args, Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ), services.System(),
+               os.environ)
 
 
-def run(args, term: Terminal, system: services.System) -> int:
-    """Print the last C{args.lines} lines, or follow the log; the exit code."""
+def run(args, term: Terminal, system: services.System, environ=None) -> int:
+    """Print the last C{args.lines} lines, or follow the log; the exit code.
+
+    @param environ: where C{AIMX_RUNTIME_DIR} is read (a demo's log); none: the
+        init system's log.
+    """
+    try:
+        state = None if environ is None else demo.read(os.path.dirname(socket_path(environ)))
+    except demo.DemoStateError as e:
+        term.error(str(e))
+        return 1
+    if state is not None:
+        return _demo_log(args, term, system, state)
     if args.follow:
         try:
             services.follow_log(system)
@@ -66,4 +82,22 @@ def run(args, term: Terminal, system: services.System) -> int:
     term.out.write(text)
     if text and not text.endswith("\n"):
         term.out.write("\n")
+    return 0
+
+
+def _demo_log(args, term: Terminal, system: services.System, state: demo.DemoState) -> int:
+    """The demo daemon's log file: its tail, or followed with C{tail -F}."""
+    print(term.dim(f"(the log of the aimx demo in {state.directory}: {state.log})"),
+          file=term.err)
+    try:
+        if args.follow:
+            services.follow_file(system, state.log, args.lines)
+            return 0
+        text = services.tail_file(state.log, args.lines)
+    except services.ServiceError as e:
+        term.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    term.out.write(text)
     return 0

@@ -2,8 +2,9 @@
 
 Attachments are read here, with the caller's permissions; the daemon never
 opens a path on a client's behalf.  Outcomes and exit codes are those of
-spec/outbound.md §2.1: 0 sent, 1 refused, 2 no daemon (or run as root),
-3 a reply that is not a valid answer.
+spec/outbound.md §2.1: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
+valid answer.  Root is not refused: the daemon authorises root (the operator) for
+any mailbox, as it does for the MCP tools (spec README, "Root and send").
 """
 
 import argparse
@@ -58,9 +59,7 @@ def main(args) -> int:
 
 
 async def send(args, s: session.Session) -> int:
-    """Refuse root, compose, submit, and report the daemon's answer."""
-    if s.root:
-        raise CliError("send is a per-user operation, run without sudo", exit_code=2)
+    """Compose, submit, and report the daemon's answer (which says who may send)."""
     try:
         message = compose(
             from_=args.sender,

@@ -234,6 +234,48 @@ def tail_log(system: System, lines: int) -> str:
     return _last_lines(text, lines)
 
 
+#: How much of a log file L{tail_file} reads from its end at a time.
+_TAIL_BLOCK = 64 * 1024
+
+
+def tail_file(path: str, lines: int) -> str:
+    """The last C{lines} lines of the log file C{path} (the demo's), read from its end.
+
+    Reads back only as far as the lines asked for, so a long log costs no more than
+    its tail.
+
+    @raise ServiceError: the file cannot be read.
+    """
+    if lines == 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            data, start = b"", end
+            # One newline more than the lines wanted: the first line read may be partial.
+            while start > 0 and data.count(b"\n") <= lines:
+                step = min(_TAIL_BLOCK, start)
+                start -= step
+                f.seek(start)
+                data = f.read(step) + data
+    except OSError as e:
+        raise ServiceError(f"cannot read the log {path}: {e.strerror or e}") from None
+    text = data.decode("utf-8", "replace")
+    if start > 0:
+        text = text.split("\n", 1)[1]
+    return _last_lines(text, lines)
+
+
+def follow_file(system: System, path: str, lines: int) -> None:
+    """Show the last C{lines} lines of C{path}, then stream what is added (C{tail -F}).
+
+    @raise ServiceError: C{tail} failed or is missing.
+    """
+    done = system.run("tail", "-n", str(lines), "-F", path, capture=False)
+    if done.returncode != 0:
+        raise ServiceError(f"tail -F {path} exited non-zero ({done.returncode})")
+
+
 def follow_log(system: System) -> None:
     """Stream the log with C{journalctl -f -u aimx} until it ends (systemd only).
 

@@ -28,7 +28,7 @@ from aimx.control.commands import SOCKET_NAME
 from aimx.core import doctor as core
 from aimx.core import portcheck
 from aimx.core.version import version_fields
-from aimx.store import keys
+from aimx.store import demo, keys
 from aimx.store.services import Completed, System
 from aimx.verifier.service import Verifier
 from tests.integration.base import DaemonTestCase
@@ -176,9 +176,9 @@ class DoctorTests(DaemonTestCase):
             ("  DMARC: [WARN] - DMARC record uses p=none (no enforcement). Consider "
              "p=quarantine or p=reject for production."),
         ])
-        self.assertIn("  [[WARN]] mailbox 'alice' inbox dir mode is 0755, expected 0700\n", out)
-        self.assertIn("  [[WARN]] mailbox 'alice' sent dir mode is 0755, expected 0700\n", out)
-        self.assertIn("  [[WARN]] storage directory `inbox/old/` has no matching mailbox", out)
+        self.assertIn("  [WARN] mailbox 'alice' inbox dir mode is 0755, expected 0700\n", out)
+        self.assertIn("  [WARN] mailbox 'alice' sent dir mode is 0755, expected 0700\n", out)
+        self.assertIn("  [WARN] storage directory `inbox/old/` has no matching mailbox", out)
         self.assertIn("  Summary: 0 fail, 3 warn, 0 info\n", out)
         # No MX for gmail.com in this DNS, no verifier configured: said, not failed.
         self.assertIn("Port 25\n  Outbound: [FAIL] - gmail.com has no MX record\n"
@@ -207,11 +207,70 @@ class DoctorTests(DaemonTestCase):
         self.assertIn(f"  A: [FAIL] - A record lookup failed: {DOMAIN} A: ", out)
         self.assertIn(f"  MX: [FAIL] - MX lookup failed: {DOMAIN} MX: ", out)
         self.assertIn("  DMARC: [FAIL] - No DMARC record found\n", out)
-        self.assertIn("  [[FAIL]] mailbox 'bob' sent directory is missing: ", out)
-        self.assertIn("  [[WARN]] mailbox 'alice' owner 'nosuchuser123' does not resolve", out)
-        self.assertIn("  [[WARN]] mailbox 'alice' has a config entry but no storage", out)
-        self.assertIn("  [[WARN]] config load: mailbox 'alice' owner 'nosuchuser123'", out)
+        self.assertIn("  [FAIL] mailbox 'bob' sent directory is missing: ", out)
+        self.assertIn("  [WARN] mailbox 'alice' owner 'nosuchuser123' does not resolve", out)
+        self.assertIn("  [WARN] mailbox 'alice' has a config entry but no storage", out)
+        self.assertIn("  [WARN] config load: mailbox 'alice' owner 'nosuchuser123'", out)
         self.assertIn("  Summary: 1 fail, 3 warn, 0 info\n", out)
+
+    async def test_demo(self):
+        """A demo (its state file in the runtime dir): checked as its daemon runs, with
+        its DNS server, its loopback address and its sender domain's MX, so a healthy
+        demo has no failure; no service unit, yet the answering daemon is running."""
+        self.write_config(config_text(self.data_dir))
+        self.make_dirs("alice", "catchall")
+        # As `aimx demo` publishes its own records: the server is at 127.0.0.1 (not at
+        # the address `hostname -I` gives).
+        self.publish_loopback()
+        self.start_daemon()
+        # The sender domain's MX: the daemon itself answers the banner.
+        self.dns.add_mx("sender.test", 10, MX_HOST)
+        self.dns.add_a(MX_HOST, "127.0.0.1")
+        demo.write(self.runtime_dir, demo.DemoState(
+            domain=DOMAIN, host="127.0.0.1", port=self.port,
+            dns_port=int(self.dns.nameservers.rsplit(":", 1)[1]), mx_port=self.port,
+            sender_domain="sender.test", selector="demo", sender_key="/nonexistent",
+            config_dir=self.config_dir, data_dir=self.data_dir, log="/nonexistent",
+            directory=os.path.dirname(self.config_dir),
+        ))
+        # Neither the environment's DNS nor its MX port: the demo's state says.
+        self.environ = {"AIMX_NAMESERVERS": "127.0.0.1:9"}
+
+        code, out, err = await self.doctor(running=False)
+        self.assertEqual((code, err), (0, ""))
+        self.assertNotIn("FAIL", out)
+        self.assertIn(f"SMTP server:      running (aimx demo on 127.0.0.1:{self.port}, "
+                      f"{os.path.dirname(self.config_dir)})\n", out)
+        self.assertIn(
+            f"DNS\n  (the demo's DNS server, {self.dns.nameservers}, for a server at "
+            "127.0.0.1)\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n  DMARC: [OK]\n"
+            "\nPort 25\n"
+            f"  Outbound: [OK] - {MX_HOST} [127.0.0.1]:{self.port} (MX of sender.test) sent "
+            "its 220 banner\n"
+            f"  Inbound: [WARN] - not checked: the demo listens on 127.0.0.1:{self.port} only, "
+            "where nothing outside can connect\n\nLogs\n", out)
+        self.assertIn("Checks\n  All checks passed.\n", out)
+
+    def publish_loopback(self):
+        self.dns.add_a(DOMAIN, "127.0.0.1")
+        self.dns.add_mx(DOMAIN, 10, DOMAIN)
+        self.dns.add_txt(DOMAIN, "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt(f"aimx._domainkey.{DOMAIN}",
+                         "v=DKIM1; k=rsa; p=" + keys.local_public_key_b64(self.config_dir))
+        self.dns.add_txt(f"_dmarc.{DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+
+    async def test_daemon_without_service(self):
+        """A daemon that answers with no service unit (`aimx serve` by hand) is running,
+        never "not running" beside its own version."""
+        self.write_config(config_text(self.data_dir))
+        self.make_dirs("alice", "catchall")
+        self.start_daemon()
+        _, out, _ = await self.doctor(running=False)
+        sock = os.path.join(self.runtime_dir, SOCKET_NAME)
+        version = version_fields()
+        self.assertIn(f"SMTP server:      running (not as the aimx service; answers on "
+                      f"{sock})\nClient version:   {version['tag']} ({version['git_hash']})\n"
+                      f"Server version:   {version['tag']} ({version['git_hash']})\n", out)
 
     async def test_no_server_ip(self):
         """`hostname -I` without an IPv4 address: the DNS section is skipped."""

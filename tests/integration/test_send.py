@@ -656,6 +656,26 @@ class CliSendTests(SendTestCase):
         self.assertEqual(fields["message_id"], message_id.strip("<>"))
         self.assertEqual(fields["bcc"], ["hidden@example.net"])
 
+    async def test_root_sends_from_another_users_mailbox(self):
+        """Root (the operator) sends from nobody's mailbox with `aimx send`, as MCP can
+        (spec README, "Root and send"); the sent copy still belongs to the owner."""
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=self.runtime_dir, NO_COLOR="1")
+        result = await threads.deferToThread(
+            subprocess.run,
+            [sys.executable, "-m", "aimx", "send", "--from", "nb@test.local", "--to",
+             "r@example.com", "--subject", "From root", "--body", "Hello."],
+            env=env, cwd="/", capture_output=True, timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"Email sent.", result.stderr)
+        eml, envelope = self.only_dropped()
+        self.assertEqual(envelope["rcpt_to"], ["r@example.com"])
+        self.assertIn(b"From: nb@test.local", eml)
+        [path] = self.sent("nb")
+        self.assertEqual(os.stat(path).st_uid, NOBODY)
+        fields, _ = self.read_mail(path)
+        self.assertEqual(f"<{fields['message_id']}>", result.stdout.decode().strip())
+
     async def test_send_as_someone_else(self):
         """nobody may not send as root's alice: `Error: not authorized: <from>`, exit 1."""
         result = await self.aimx_as_nobody(
