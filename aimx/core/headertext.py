@@ -65,34 +65,47 @@ def _word_bytes(encoding: str, text: str) -> bytes:
     return binascii.a2b_base64(data + b"==")
 
 
+_WORD = re.compile(r"[^ \t\r\n]+")
+_ENCODED_RUN = re.compile(f"(?:{ENCODED_WORD.pattern})+")
+
+
 def decode_words(text: str) -> str:
     """Decode RFC 2047 encoded words in unstructured text.
 
-    Whitespace between adjacent encoded words is dropped (RFC 2047 §6.2) and
-    adjacent words in one charset are decoded together, so a character split
-    across two words survives.
+    Only a whole whitespace-delimited word is an encoded word (RFC 2047 §5):
+    C{foo=?utf-8?q?bar?=} stays as written.  A word made of several encoded
+    words written without a space between them is decoded too, as mail
+    clients do.  Whitespace between adjacent encoded words is dropped (RFC 2047
+    §6.2) and adjacent words in one charset are decoded together, so a
+    character split across two words survives.
     """
     if "=?" not in text:
         return text
     pieces: list[str] = []
-    charset: str | None = None
+    charset: str | None = None  # the pending encoded words' charset
     data = b""
     end = 0
-    for match in ENCODED_WORD.finditer(text):
-        gap = text[end : match.start()]
-        # RFC 2231 §5 allows a language suffix: charset*lang.
-        word_charset = match[1].partition("*")[0].lower()
-        word = _word_bytes(match[2], match[3])
-        end = match.end()
-        if charset is not None and not gap.strip():
+    for word in _WORD.finditer(text):
+        gap = text[end : word.start()]
+        end = word.end()
+        if "=?" not in word[0] or _ENCODED_RUN.fullmatch(word[0]) is None:
+            if charset is not None:
+                pieces.append(decode_bytes(data, charset))
+                charset = None
+            pieces += (gap, word[0])
+            continue
+        if charset is None:
+            pieces.append(gap)
+        for match in ENCODED_WORD.finditer(word[0]):
+            # RFC 2231 §5 allows a language suffix: charset*lang.
+            word_charset = match[1].partition("*")[0].lower()
+            octets = _word_bytes(match[2], match[3])
             if word_charset == charset:
-                data += word
+                data += octets
                 continue
-            gap = ""
-        if charset is not None:
-            pieces.append(decode_bytes(data, charset))
-        pieces.append(gap)
-        charset, data = word_charset, word
+            if charset is not None:
+                pieces.append(decode_bytes(data, charset))
+            charset, data = word_charset, octets
     if charset is not None:
         pieces.append(decode_bytes(data, charset))
     pieces.append(text[end:])
