@@ -443,6 +443,99 @@ class AttachmentTests(SynchronousTestCase):
         parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
         self.assertEqual(parsed.attachments[0].filename_raw, "é.pdf")
 
+    def raw_name(self, fields: bytes) -> str:
+        """The raw name of a part with these header fields (bytes, 8-bit allowed)."""
+        raw = (
+            b'From: a@b\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n'
+            b"--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n--B\r\n"
+            + fields + b"\r\n\r\nx\r\n--B--\r\n"
+        )
+        (attachment,) = parse_message(raw).attachments
+        return attachment.filename_raw
+
+    def test_utf8_name(self) -> None:
+        """Raw UTF-8 in filename= and name= (RFC 6532) is read as UTF-8, not as
+        replacement characters."""
+        utf8 = "naïve café.txt".encode()
+        self.assertEqual(
+            self.raw_name(b'Content-Type: text/csv\r\nContent-Disposition: attachment; '
+                          b'filename="' + utf8 + b'"'),
+            "naïve café.txt",
+        )
+        self.assertEqual(self.raw_name(b'Content-Type: application/pdf; name="' + utf8 + b'"'),
+                         "naïve café.txt")
+        self.assertEqual(self.raw_name(b"Content-Type: application/pdf; name=" + "日本語.pdf".encode()),
+                         "日本語.pdf")
+
+    def test_rfc2231_with_language(self) -> None:
+        """C{charset'lang'value} is decoded in its charset; the language is ignored."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b"filename*=utf-8'fr'r%C3%A9sum%C3%A9.pdf"),
+            "résumé.pdf",
+        )
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf; name*=iso-8859-1'de'Gr%FC%DFe.pdf"),
+            "Grüße.pdf",
+        )
+
+    def test_rfc2231_without_language(self) -> None:
+        """C{charset''value}, and continuations mixing encoded and plain segments."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b"filename*=UTF-8''%E2%82%AC%20rates.pdf"),
+            "€ rates.pdf",
+        )
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+                          b" filename*0*=utf-8''na%C3%AF;\r\n filename*1=\"ve caf\";\r\n"
+                          b" filename*2*=%C3%A9.txt"),
+            "naïve café.txt",
+        )
+
+    def test_rfc2231_preferred(self) -> None:
+        """The RFC 2231 form wins over the plain fallback sent beside it (RFC 6266 §4.3)."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b'filename="fallback.pdf"; filename*=utf-8\'\'%C3%A9t%C3%A9.pdf'),
+            "été.pdf",
+        )
+
+    def test_rfc2047_in_name(self) -> None:
+        """An RFC 2047 encoded name= (what many clients send) is decoded."""
+        self.assertEqual(
+            self.raw_name(b'Content-Type: application/pdf; name="=?UTF-8?B?w6l0w6kucGRm?="'),
+            "été.pdf",
+        )
+        self.assertEqual(
+            self.raw_name(b'Content-Type: application/pdf; name="=?utf-8?q?na=C3=AFve?= '
+                          b'=?utf-8?q?caf=C3=A9.txt?="'),
+            "naïvecafé.txt",
+        )
+
+    def test_name_with_quoted_semicolon(self) -> None:
+        """A quoted value may hold ';' and an escaped quote."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b'filename="a;b \\"c\\".pdf"; size=3'),
+            'a;b "c".pdf',
+        )
+
+    def test_undecodable_name(self) -> None:
+        """Bytes that are not UTF-8 fall back to a readable form (Windows-1252),
+        never to U+FFFD runs."""
+        self.assertEqual(
+            self.raw_name(b'Content-Type: application/pdf; name="caf\xe9 \x93q\x94.txt"'),
+            "café \u201cq\u201d.txt",
+        )
+        for fields in (b"Content-Type: application/pdf; name*=utf-8''%FF%FE%81.txt",
+                       b'Content-Type: application/pdf; name="\xff\xfe\x81.txt"',
+                       b"Content-Type: application/pdf; name*=x-unknown''%C3%A9%FF.txt"):
+            name = self.raw_name(fields)
+            self.assertNotIn("\ufffd", name, fields)
+            self.assertTrue(name.endswith(".txt"), name)
+            self.assertEqual(len(name), 7, name)
+
     def test_hostile_name_passed_raw(self) -> None:
         """Names are not sanitised here (the store does that)."""
         part = self.attachment("../../../etc/cron.d/evil")
@@ -622,11 +715,12 @@ class PartFailureTests(SynchronousTestCase):
     """A part that cannot be decoded is kept as received; the message is still stored."""
 
     def test_lone_surrogate_names(self) -> None:
-        """RFC 2231 names whose charset yields a lone surrogate are stored,
-        without the surrogate."""
-        for param in ("filename*=utf-7''+2AA-.pdf", "filename*=unicode-escape''%5Cud800.pdf",
-                      "filename*=raw-unicode-escape''%5Cudfff.pdf",
-                      "filename*0*=utf-7''+2AA;\r\n filename*1*=-.pdf"):
+        """RFC 2231 names whose charset yields a lone surrogate are stored as
+        their bytes read as UTF-8: no surrogate, no replacement character."""
+        for param, name in (("filename*=utf-7''+2AA-.pdf", "+2AA-.pdf"),
+                            ("filename*=unicode-escape''%5Cud800.pdf", "\\ud800.pdf"),
+                            ("filename*=raw-unicode-escape''%5Cudfff.pdf", "\\udfff.pdf"),
+                            ("filename*0*=utf-7''+2AA;\r\n filename*1*=-.pdf", "+2AA-.pdf")):
             for header in ("Content-Disposition: attachment; ",
                            "Content-Type: application/pdf; "):
                 part = (
@@ -635,7 +729,7 @@ class PartFailureTests(SynchronousTestCase):
                                            "filename") + "\r\n\r\nx"
                 parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
                 (attachment,) = parsed.attachments
-                self.assertEqual(attachment.filename_raw, "\ufffd.pdf", param)
+                self.assertEqual(attachment.filename_raw, name, param)
                 self.assertEqual(attachment.data, b"x")
                 stored_fields(parsed)
 

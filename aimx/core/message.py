@@ -32,7 +32,7 @@ from io import BytesIO
 import attrs
 
 from aimx.core import headerblock, identity, mimesplit
-from aimx.core.headertext import clean, decode_bytes, decode_words, scrub
+from aimx.core.headertext import clean, decode_bytes, parameter, scrub
 from aimx.core.htmltext import html_to_markdown
 from aimx.core.identity import Identity
 
@@ -327,15 +327,33 @@ def _walk(
 
 
 def _filename(part: Message) -> str:
-    """The part's C{filename}/C{name} parameter, RFC 2231 and 2047 decoded;
-    C{""} when it has none or it cannot be read."""
+    """The part's C{filename} (Content-Disposition) or C{name} (Content-Type)
+    parameter, read from the raw field: RFC 2231, RFC 2047 and raw UTF-8 decoded
+    (L{aimx.core.headertext.parameter}); C{""} when it has none or it cannot be
+    read.  A field longer than L{mimesplit.MAX_PARAM_FIELD} has no parameters,
+    as for the stdlib's reading of it."""
     try:
-        name = part.get_filename()
-        return scrub(decode_words(clean(name))) if name else ""
-    except Exception:
-        # RFC 2231 values name their own charset; a hostile one can make
-        # the codec machinery fail in many ways.  Treat it as unnamed.
+        for field, param in (("content-disposition", "filename"), ("content-type", "name")):
+            value = _raw_field(part, field)
+            if value is None or len(value) > mimesplit.MAX_PARAM_FIELD:
+                continue
+            name = parameter(value, param)
+            if name:
+                return name
         return ""
+    except Exception:
+        # Hostile values must never take the message down.  Treat it as unnamed.
+        return ""
+
+
+def _raw_field(part: Message, name: str) -> str | None:
+    """The first C{name} field of a part as received (8-bit bytes as surrogate
+    escapes), or L{None}.  C{get()} would give a C{Header} whose 8-bit bytes are
+    already replacement characters."""
+    for key, value in part.raw_items():
+        if key.lower() == name:
+            return value if isinstance(value, str) else str(value)
+    return None
 
 
 _HTML_LIMIT = 2 * 1024 * 1024

@@ -227,8 +227,9 @@ class RoutingTests(DaemonTestCase):
 
     @defer.inlineCallbacks
     def test_poisoned_parts_stored(self):
-        """A part whose name decodes to a lone surrogate and a forwarded message
-        too deep to write back: 250, and one bundle with both kept."""
+        """A part whose name decodes to a lone surrogate (kept as its bytes read as
+        UTF-8) and a forwarded message too deep to write back: 250, and one bundle
+        with both kept."""
         deep = b"Content-Type: message/rfc822\r\n\r\n" * 400 + b"innermost\r\n"
         body = (
             b"--B\r\nContent-Type: text/plain\r\n\r\nStill here.\r\n"
@@ -248,7 +249,7 @@ class RoutingTests(DaemonTestCase):
         self.assertIn(b"Still here.", stored_body)
         self.assertEqual(
             [(a["filename"], a["content_type"]) for a in fields["attachments"]],
-            [("\ufffd.pdf", "application/pdf"), ("attachment-1", "message/rfc822")],
+            [("+2AA-.pdf", "application/pdf"), ("attachment-1", "message/rfc822")],
         )
         with open(os.path.join(os.path.dirname(path), "attachment-1"), "rb") as f:
             self.assertTrue(f.read().endswith(b"innermost"))
