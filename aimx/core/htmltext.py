@@ -11,6 +11,8 @@ newsletter it is about ten times faster (see bench/README.md).
 import html
 import re
 
+import attrs
+
 # One token per match: text (with any '<' that cannot start a tag), a comment, a
 # tag (quoted attribute values may hold '>'; lengths are bounded so hostile input
 # stays linear), a declaration, processing instruction or end tag fragment, or a
@@ -205,3 +207,43 @@ def html_to_markdown(source: str) -> str:
     text = _TRAILING.sub("\n", "".join(emit.out))
     text = _BLANKS.sub("\n\n", text).strip("\n ")
     return text + "\n" if text else ""
+
+
+@attrs.frozen
+class HtmlText:
+    """An HTML body as the agent reads it.
+
+    @ivar markdown: the visible text as Markdown.
+    @ivar hidden: characters of text left out because a reader never sees them.
+    """
+
+    markdown: str
+    hidden: int = 0
+
+
+def convert(source: str) -> HtmlText:
+    """Convert an HTML document to Markdown, reporting what was hidden."""
+    text, removed = strip_invisible(html_to_markdown(source))
+    return HtmlText(text, removed)
+
+
+# Invisible characters an LLM reads but a person never sees: zero-width space,
+# word joiner, zero-width no-break space (BOM), bidi embeddings, overrides and
+# isolates.  ZWJ and ZWNJ stay: emoji sequences, Persian and Indic scripts need them.
+_INVISIBLE = re.compile("[\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_invisible(text: str) -> tuple[str, int]:
+    """C{text} without its invisible characters, and how many were removed.
+
+    A BOM at the very start is a byte-order mark, not hidden text: it goes
+    uncounted.
+
+    @param text: body text.
+    @return: the cleaned text and the count of characters removed.
+    """
+    if text.isascii():
+        return text, 0
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return _INVISIBLE.subn("", text)

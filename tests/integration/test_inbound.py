@@ -257,6 +257,26 @@ class RoutingTests(DaemonTestCase):
         self.assertEqual(problems, ["part 1 kept raw (RecursionError)"])
 
     @defer.inlineCallbacks
+    def test_hidden_text_flagged_and_logged(self):
+        """Text a reader never sees is left out of the stored body, the file says
+        hidden_text = true and the log gives how much was removed."""
+        raw = message(
+            subject="Hidden", msgid="hidden@x",
+            body="Pay the invoice.\u200b\u200b\r\nThanks\u202e\r\n",
+            extra="Content-Type: text/plain; charset=utf-8\r\n",
+        )
+        with capturedLogs() as events:
+            reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        [path] = self.inbox("alice")
+        fields, stored_body = self.read_mail(path)
+        self.assertIs(fields["hidden_text"], True)
+        self.assertEqual(stored_body, b"Pay the invoice.\nThanks\n")
+        hidden = [e for e in events if "hidden_chars" in e]
+        self.assertEqual([e["hidden_chars"] for e in hidden], [3])
+        self.assertEqual(hidden[0]["message_id"], "hidden@x")
+
+    @defer.inlineCallbacks
     def test_empty_data_stored(self):
         """An empty DATA (and one blank line) is stored with no body: 250, not a
         451 the client would retry for ever."""
