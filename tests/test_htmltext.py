@@ -302,6 +302,12 @@ class BoundsTests(SynchronousTestCase):
         for source in (span_div, formatting, sections, "<ul><li>" * 20_000,
                        "<dl><dd>" * 20_000, "<i>" * 20_000 + "</p>" * 20_000):
             self.assertIsNotNone(htmltext._depth_cut(source), source[:30])
+        # Shapes where a simpler model undercounted the builder (found by
+        # comparing with html5lib's stack of open elements on random tag soups).
+        for unit in ("<option><span>", "<li><dd>", "<dd><li>", "<tr><svg>", "<svg><tr>",
+                     "<th><div>", "<div><b id=1></div>x", "<table><td>",
+                     "<p><table><tr><td>", "<table><tr><td>x<table>", "<span><option>"):
+            self.assertIsNotNone(htmltext._depth_cut(unit * 2000, limit=500, cheap=0), unit)
 
     def test_depth_model_lets_benign_html_through(self):
         """Long documents whose tags close implicitly are not cut: unclosed p, li,
@@ -311,7 +317,9 @@ class BoundsTests(SynchronousTestCase):
                        "<table>" + "<tr><td>a<td>b" * 10_000 + "</table>",
                        "<div><span>x</div>" * 20_000,
                        "<table>" + "<tr><td><font face=a>x</td></tr>" * 10_000 + "</table>",
-                       "<p><font>a</p>" * 20_000):
+                       "<table><tr><td><font face=a>x</td></tr>" * 10_000,
+                       "<p><font>a</p>" * 20_000, "<svg><path></path></svg>" * 10_000,
+                       "<select><option>a<option>b</select>" * 5_000):
             self.assertIsNone(htmltext._depth_cut(source), source[:30])
 
     def test_hidden_after_the_cut_not_shown(self):
