@@ -754,6 +754,7 @@ _URL_ESCAPES = str.maketrans({" ": "%20", "(": "%28", ")": "%29", "<": "%3C", ">
 _BRACKETS = re.compile(r"([\[\]])")
 _BACKTICKS = re.compile(r"`+")
 _BREAK = "  \n"  # a hard line break
+_UNDERLINE = re.compile(r"\n([-=]+ *(?:\n|\Z))")
 _LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]{1,32})")
 
 
@@ -1028,6 +1029,9 @@ class _Walk:
             frame.inline.pop()
             self._flush()  # two breaks in a row: a new paragraph
         elif frame.inline:
+            last = frame.inline[-1]
+            if last[-1:] == " ":
+                frame.inline[-1] = last.rstrip(" ")
             frame.inline.append(_BREAK)
             frame.space = True
 
@@ -1088,6 +1092,9 @@ class _Walk:
             if text:
                 if frame.heading:
                     text = "#" * frame.heading + " " + text.replace(_BREAK, " ")
+                elif "\n-" in text or "\n=" in text:
+                    # A line of only - or = would make the line above a heading.
+                    text = _UNDERLINE.sub(r"\n\\\1", text)
                 frame.blocks.append((text, False))
         for entry in frame.marks:
             entry[1] = 0
@@ -1122,7 +1129,7 @@ class _Walk:
                 parent.blocks.append(("\n\n".join(frame.items) if loose
                                       else "\n".join(frame.items), True))
         elif kind == "item":
-            text = _join_blocks(frame.blocks)
+            text = _join_blocks(frame.blocks, item=True)
             if text:
                 number = parent.start + len(parent.items)
                 marker = f"{number}. " if parent.ordered else "- "
@@ -1212,14 +1219,14 @@ def _pixel(value) -> bool:
     return value in ("0", "1", "0px", "1px")
 
 
-def _join_blocks(blocks: list[tuple[str, bool]]) -> str:
-    """Blocks one blank line apart; a list right after a paragraph follows it on
-    the next line (a tight nested list)."""
+def _join_blocks(blocks: list[tuple[str, bool]], item: bool = False) -> str:
+    """Blocks one blank line apart; in a list item, a list right after a
+    paragraph follows it on the next line (a tight nested list)."""
     out: list[str] = []
     previous_list = True
     for text, is_list in blocks:
         if out:
-            out.append("\n" if is_list and not previous_list else "\n\n")
+            out.append("\n" if item and is_list and not previous_list else "\n\n")
         out.append(text)
         previous_list = is_list
     return "".join(out)
