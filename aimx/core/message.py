@@ -1,7 +1,9 @@
 """Raw message bytes to a L{ParsedMessage}: header values, body text, attachments (L0, pure).
 
-Rules from spec inbound.md §7.2 (header values), §7.3 (body selection, RFC 8621
-§4.1.4) and §7.4 (attachments).  The MIME tree is the stdlib's C{compat32}
+Rules from spec inbound.md §7.2 (header values), §7.3 (which leaves are inline,
+RFC 8621 §4.1.4) and §7.4 (attachments), with the spec README's "Body" decision:
+the body is every inline text part in order, HTML converted to Markdown without
+its hidden content (L{aimx.core.htmltext}), with LF line ends.  The MIME tree is the stdlib's C{compat32}
 one (several times faster than C{email.policy.default}), built over the raw
 bytes by L{aimx.core.mimesplit} so that big bodies are neither copied whole nor
 decoded in one piece.  The identity fields (From, To, Subject, ...) are parsed
@@ -389,7 +391,7 @@ def _body_text(part: Message) -> tuple[str, int]:
     converted = htmltext.convert(decode_bytes(data[:_HTML_LIMIT], charset))
     markdown = converted.markdown
     if len(data) > _HTML_LIMIT:
-        markdown += _HTML_TRUNCATED
+        markdown = markdown.rstrip("\n") + _HTML_TRUNCATED
     return markdown, converted.hidden
 
 
