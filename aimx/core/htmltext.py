@@ -9,14 +9,17 @@ data tables (empty cells kept) while layout tables become their cells' blocks,
 fenced code whose fence is longer than any backtick run inside, C{[text](url)}
 links (C{javascript:}-like links and tracking pixels dropped), images as their
 alt text, C{<br>} as a hard break (two spaces, newline); head, script, style,
-template and comments are dropped.  Text is not escaped (the agent reads the
-Markdown as text), except C{|} inside table cells.
+template, SVG and comments are dropped.  Text is not escaped (the agent reads
+the Markdown as text), except C{|} inside table cells, C{[]} inside link text
+and a line of only C{-} or C{=} after a hard break (it would make the line
+above a heading).
 
-Hidden content (L{_Style}): elements hidden by C{display:none},
-C{visibility:hidden} (a descendant may show itself again), the C{hidden}
-attribute, C{mso-hide:all}, C{opacity:0}, a zero height or width with
-C{overflow:hidden}, or off-screen positioning are left out with everything in
-them; text whose font size is zero (or at most 1px/1pt) or whose colour is that
+Hidden content (L{_Effect}, L{_Style}): elements hidden by C{display:none},
+the C{hidden} attribute (unless a style sets another display), C{mso-hide:all},
+C{opacity:0}, a zero height or width with C{overflow:hidden}, or off-screen
+positioning (-500px or more) are left out with everything in them; text under
+C{visibility:hidden} (a descendant may show itself again), text whose font
+size is zero (or at most 1px/1pt) and text whose colour is that
 of its background (each channel within 8/255, or transparent; the background
 is the nearest one set by C{bgcolor} or a C{background} style, white when none
 is, unknown under a background image) is left out too.  Declarations come from
@@ -40,8 +43,8 @@ from selectolax.lexbor import LexborHTMLParser
 #: The deepest element nesting given to the tree builder; a document that may
 #: go deeper is cut at the tag that would (L{_depth_cut}).
 MAX_DEPTH = 512
-#: Documents with fewer tags than this are parsed as they are: even nested all
-#: the way, they cost the tree builder well under a second.
+#: Documents with fewer tags than this are parsed as they are: even in the worst
+#: shapes found they cost the tree builder about half a second.
 _CHEAP_TAGS = 10_000
 TRUNCATED = "\n\n[...HTML body truncated: elements nested too deeply...]"
 
@@ -1099,9 +1102,6 @@ class _Walk:
         for entry in frame.marks:
             entry[1] = 0
         frame.space = True
-
-    def _room(self) -> bool:
-        return len(self.frames) < _MAX_FRAMES
 
     def _push(self, kind: str) -> _Frame:
         self._flush()
