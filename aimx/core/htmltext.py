@@ -766,22 +766,22 @@ class _Frame:
     quote, a table, a table cell or a pre."""
 
     __slots__ = ("kind", "blocks", "inline", "marks", "heading", "space", "items",
-                 "ordered", "start", "rows", "header", "layout", "level", "code", "info")
+                 "ordered", "start", "rows", "header", "span", "layout", "code", "info")
 
-    def __init__(self, kind: str, level: int = 0):
+    def __init__(self, kind: str):
         self.kind = kind
         self.blocks: list[tuple[str, bool]] = []  # (text, is a list)
         self.inline: list[str] = []
         self.marks: list[list] = []  # [mark, start index in inline, url]
         self.heading = 0
         self.space = True  # the inline text ends in a space (or is empty)
-        self.level = level  # list or quote nesting
         self.code = 0  # open inline code elements
         self.items: list[str] = []
         self.ordered = False
-        self.start = 1
-        self.rows: list[list[tuple[str, bool, int]]] = []  # (text, is header, colspan)
+        self.start = 1  # an ordered list's first number
+        self.rows: list[list[tuple[_Frame, bool, int]]] = []  # (cell, is header, colspan)
         self.header = False
+        self.span = 1
         self.layout = False
         self.info = ""
 
@@ -884,7 +884,7 @@ class _Walk:
             if frame.kind == "table" and room:
                 cell = self._push("cell")
                 cell.header = tag == "th"
-                cell.start = min(_start(attrs.get("colspan")), _MAX_COLSPAN)
+                cell.span = max(1, min(_start(attrs.get("colspan")), _MAX_COLSPAN))
                 return ("cell", previous)
         elif tag == "tr":
             if frame.kind == "table":
@@ -1148,7 +1148,7 @@ class _Walk:
             table = parent
             if not table.rows:
                 table.rows.append([])
-            table.rows[-1].append((frame, frame.header, frame.start))
+            table.rows[-1].append((frame, frame.header, frame.span))
         elif kind == "table":
             self._emit_table(frame, parent)
 
