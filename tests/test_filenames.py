@@ -72,6 +72,32 @@ class SlugifyTests(SynchronousTestCase):
         """Underscore is not alphanumeric."""
         self.assertEqual(slugify("a_b"), "a-b")
 
+    def test_combining_marks_continue_the_word(self) -> None:
+        """Marks (category M) stay in the word they follow: Indic words are not
+        split at a virama or vowel sign (a departure from AIMX's slugs)."""
+        self.assertEqual(slugify("नमस्ते दुनिया"), "नमस्ते-दुनिया")
+        self.assertEqual(slugify("தமிழ் மொழி"), "தமிழ்-மொழி")
+        self.assertEqual(slugify("İstanbul"), "i̇stanbul")  # lower() gives i + U+0307
+
+    def test_leading_mark_is_a_separator(self) -> None:
+        """A mark that follows no letter starts no word."""
+        self.assertEqual(slugify("\u0301abc"), "abc")
+        self.assertEqual(slugify("x \u0301 y"), "x-y")
+
+    def test_cut_keeps_marks_with_their_base(self) -> None:
+        """The 20-code-point cut never separates a base character from its marks."""
+        # 19 letters, then a letter with two marks (no precomposed form): 22 code points.
+        self.assertEqual(slugify("a" * 19 + "q\u0302\u0303"), "a" * 19)
+        self.assertEqual(slugify("a" * 17 + "q\u0302\u0303"), "a" * 17 + "q\u0302\u0303")
+        # Code point 21 is a virama: its base (code point 20) goes with it.
+        slug = slugify("ab नमस्ते दुनिया नमस्ते")
+        self.assertEqual(slug, "ab-नमस्ते-दुनिया-नम")
+        self.assertEqual(len(slug), 19)
+
+    def test_cluster_longer_than_the_cut(self) -> None:
+        """A first letter carrying more than 19 marks leaves nothing: no-subject."""
+        self.assertEqual(slugify("a" + "\u0301" * 30), "no-subject")
+
 
 class StemTests(SynchronousTestCase):
     """Stem allocation (inbound.md §7.6, acceptance case 27)."""

@@ -174,6 +174,26 @@ class RenderTests(SynchronousTestCase):
                     "references", "labels", "attachments", "read_at", "received_from_ip"):
             self.assertNotIn(key, fields)  # fmt: skip
 
+    def test_hidden_text(self) -> None:
+        """hidden_text = true when anything hidden was removed from the body,
+        after trusted, trust_reason and unsigned_headers; absent otherwise."""
+        raw = b"From: a@b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHi\xe2\x80\x8b there"
+        parsed = parse_message(raw)
+        self.assertGreater(parsed.hidden_chars, 0)
+        fields = inbound_fields(
+            id="x", parsed=parsed, delivered_to="a@b", date=None, received_at="t",
+            received_from_ip=None, size_bytes=1, dkim="none", spf="none", dmarc="none",
+            trusted="false", trust_reason="no signature", unsigned_headers=["Reply-To"],
+            mailbox="m", attachments=(),
+        )  # fmt: skip
+        order = keys(render(fields, parsed.body))
+        self.assertEqual(
+            order[order.index("trusted"):order.index("mailbox") + 1],
+            ["trusted", "trust_reason", "unsigned_headers", "hidden_text", "mailbox"],
+        )
+        self.assertIs(parse(render(fields, parsed.body))[0]["hidden_text"], True)
+        self.assertNotIn("hidden_text", keys(ingest(b"From: a@b\r\n\r\nx")))
+
     def test_unspecified_peer(self) -> None:
         """The unspecified address (C{aimx ingest}) leaves out received_from_ip."""
         for address in ("0.0.0.0", "::"):

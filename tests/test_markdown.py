@@ -140,14 +140,31 @@ class InlineTests(SynchronousTestCase):
         self.assertNotIn("<a", html)
         self.assertNotIn("href", html)
 
-    def test_raw_html_is_not_live(self):
-        """Raw HTML is escaped: no live script, no bold from <b>."""
-        html = render("<script>alert(1)</script>\n\nsay <b>x</b> and <img src=x onerror=y>")
+    def test_raw_html_is_dropped(self):
+        """Raw HTML is dropped, as CommonMark renderers do in safe mode: no live
+        script, no bold from <b>, and no tag shown as text either."""
+        html = render("<script>alert(1)</script>\n\nsay <b>x</b> and <img src=x onerror=y> ok")
         self.assertNotIn("<script", html)
-        self.assertIn("&lt;script&gt;", html)
+        self.assertNotIn("script&gt;", html)
+        self.assertNotIn("alert", html)
         self.assertNotIn("<b>", html)
-        self.assertIn("&lt;b&gt;x&lt;/b&gt;", html)
+        self.assertNotIn("&lt;b&gt;", html)
         self.assertNotIn("<img", html)
+        self.assertNotIn("onerror", html)
+        self.assertIn(f"{styled('p', P)}>say x and  ok</p>", html)
+
+    def test_raw_html_block_dropped(self):
+        """An HTML block (comment, div) is dropped whole; the text after it stays."""
+        html = render("<!-- note -->\n\n<div onclick=x>\nin\n</div>\n\nafter")
+        self.assertNotIn("note", html)
+        self.assertNotIn("onclick", html)
+        self.assertNotIn("&lt;", html)
+        self.assertIn(">after</p>", html)
+
+    def test_less_than_text_kept(self):
+        """A '<' that starts no tag stays text, escaped."""
+        html = render("a < b and 1<2")
+        self.assertIn("a &lt; b and 1&lt;2", html)
 
     def test_strikethrough(self):
         """Double and single tildes strike through."""

@@ -2,6 +2,7 @@
 
 import base64
 import email
+import hashlib
 import os
 import random
 
@@ -228,10 +229,38 @@ class BodyTests(SynchronousTestCase):
     """Body selection (inbound.md §7.3, acceptance cases 29-31)."""
 
     def test_plain(self) -> None:
-        """A plain message's body is its text; no attachments."""
-        parsed = parse_message(message(body="Just text.\r\n"))
-        self.assertEqual(parsed.body, "Just text.\r\n")
+        """A plain message's body is its text, with LF line ends; no attachments."""
+        parsed = parse_message(message(body="Just text.\r\nLine two.\r\n"))
+        self.assertEqual(parsed.body, "Just text.\nLine two.\n")
         self.assertEqual(parsed.attachments, ())
+        self.assertEqual(parsed.hidden_chars, 0)
+
+    def test_line_ends(self) -> None:
+        """CRLF and lone CR become LF in the body; the raw bytes are untouched."""
+        raw = message(body="a\r\nb\rc\nd\r\n")
+        parsed = parse_message(raw)
+        self.assertEqual(parsed.body, "a\nb\nc\nd\n")
+        self.assertEqual(parsed.body_sha256, hashlib.sha256(b"a\r\nb\rc\nd\r\n").hexdigest())
+
+    def test_invisible_characters_removed(self) -> None:
+        """Zero-width spaces, word joiners, BOMs inside text and bidi controls are
+        removed and counted; ZWJ and ZWNJ stay (emoji, Persian, Indic scripts need
+        them); a leading BOM is dropped without counting."""
+        text = "\ufeffig\u200bnore\u2060 \u202eevil\u202c \u2066x\u2069 \U0001f469\u200d\U0001f4bb " \
+               "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 in\ufeffside"
+        entity = "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text
+        parsed = parse_message(split_entity(entity))
+        self.assertEqual(
+            parsed.body,
+            "ignore evil x \U0001f469\u200d\U0001f4bb \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 inside",
+        )
+        self.assertEqual(parsed.hidden_chars, 7)
+
+    def test_plain_text_otherwise_untouched(self) -> None:
+        """A plain part keeps its whitespace, markup-like text and trailing spaces."""
+        text = "  <b>not html</b>  \n\n\n*x*\t\u00a0end  "
+        parsed = parse_message(split_entity("Content-Type: text/plain\r\n\r\n" + text))
+        self.assertEqual(parsed.body, text)
 
     def test_alternative_prefers_plain(self) -> None:
         """In multipart/alternative the plain part is the body."""
@@ -328,12 +357,93 @@ class BodyTests(SynchronousTestCase):
         """8-bit text without a charset is read as UTF-8."""
         self.assertEqual(parse_message(b"Subject: x\r\n\r\nna\xc3\xafve").body, "naïve")
 
-    def test_first_text_part_only(self) -> None:
-        """Later inline text parts are neither body nor attachment."""
-        second = "Content-Type: text/plain\r\n\r\nsecond"
+    def test_every_inline_text_part(self) -> None:
+        """Later inline text parts are body too, in order, one blank line apart
+        (inbound.md §7.3 overridden: nothing that is text is dropped)."""
+        second = "Content-Type: text/plain\r\n\r\nsecond\r\n"
         parsed = parse_message(split_entity(multipart("mixed", PLAIN, second)))
-        self.assertEqual(parsed.body, "plain text body")
+        self.assertEqual(parsed.body, "plain text body\n\nsecond\n")
         self.assertEqual(parsed.attachments, ())
+
+    def test_text_image_text(self) -> None:
+        """Apple Mail's text, image, text: both texts in the body, the image an
+        attachment."""
+        image = "Content-Type: image/jpeg\r\nContent-Disposition: inline\r\n\r\nJFIF"
+        tail = "Content-Type: text/plain; charset=utf-8\r\n\r\nafter the image"
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, image, tail)))
+        self.assertEqual(parsed.body, "plain text body\n\nafter the image\n")
+        self.assertEqual([a.content_type for a in parsed.attachments], ["image/jpeg"])
+
+    def test_apple_alternative_of_mixed(self) -> None:
+        """alternative(mixed(text, image, text), mixed(html, image, html)): the plain
+        side whole; the images once each as attachments."""
+        image = "Content-Type: image/png\r\n\r\nPNG"
+        plain2 = "Content-Type: text/plain\r\n\r\nsecond plain"
+        html2 = "Content-Type: text/html\r\n\r\n<p>second html</p>"
+        plain_side = multipart("mixed", PLAIN, image, plain2, boundary="P")
+        html_side = multipart("mixed", HTML, image, html2, boundary="H")
+        parsed = parse_message(split_entity(multipart("alternative", plain_side, html_side)))
+        self.assertEqual(parsed.body, "plain text body\n\nsecond plain\n")
+        self.assertEqual([a.content_type for a in parsed.attachments], ["image/png"] * 2)
+
+    def test_list_footer(self) -> None:
+        """A mailing list's footer after an alternative is kept after the body."""
+        footer = "Content-Type: text/plain\r\n\r\n--\r\nlist footer\r\n"
+        alternative = multipart("alternative", PLAIN, HTML, boundary="ALT")
+        parsed = parse_message(split_entity(multipart("mixed", alternative, footer)))
+        self.assertEqual(parsed.body, "plain text body\n\n--\nlist footer\n")
+
+    def test_html_part_after_plain(self) -> None:
+        """A plain part then an HTML part in a mixed: both, the HTML converted."""
+        parsed = parse_message(split_entity(multipart("mixed", PLAIN, HTML)))
+        self.assertEqual(parsed.body, "plain text body\n\n# Hello\n\nWorld\n")
+
+    def test_signed(self) -> None:
+        """multipart/signed is walked like mixed: its text parts are the body,
+        the signature an attachment."""
+        signature = "Content-Type: application/pgp-signature\r\n\r\n-----BEGIN PGP-----"
+        content = multipart("mixed", PLAIN, "Content-Type: text/plain\r\n\r\nmore",
+                            boundary="IN")
+        parsed = parse_message(split_entity(multipart("signed", content, signature)))
+        self.assertEqual(parsed.body, "plain text body\n\nmore\n")
+        self.assertEqual([a.content_type for a in parsed.attachments],
+                         ["application/pgp-signature"])
+
+    def test_digest_table_of_contents(self) -> None:
+        """A digest's table of contents is the body; its messages are attachments."""
+        toc = "Content-Type: text/plain\r\n\r\nToday's topics: 1. a 2. b"
+        inner = "Content-Type: message/rfc822\r\n\r\nSubject: a\r\n\r\nmessage a\r\n"
+        mixed = multipart("mixed", toc, multipart("digest", inner, inner, boundary="D"))
+        parsed = parse_message(split_entity(mixed))
+        self.assertEqual(parsed.body, "Today's topics: 1. a 2. b")
+        self.assertEqual([a.content_type for a in parsed.attachments], ["message/rfc822"] * 2)
+
+    def test_alternative_with_plain_and_html_in_one_child(self) -> None:
+        """An alternative whose only child mixes plain and HTML keeps both."""
+        parsed = parse_message(
+            split_entity(multipart("alternative", multipart("mixed", PLAIN, HTML, boundary="M")))
+        )
+        self.assertEqual(parsed.body, "plain text body\n\n# Hello\n\nWorld\n")
+
+    def test_empty_text_parts_skipped(self) -> None:
+        """Blank text parts add no blank lines."""
+        blank = "Content-Type: text/plain\r\n\r\n \r\n"
+        parsed = parse_message(split_entity(multipart("mixed", blank, PLAIN, blank)))
+        self.assertEqual(parsed.body, "plain text body")
+
+    def test_every_text_part_once(self) -> None:
+        """A corpus of random multipart trees (mixed, signed, related, digest,
+        alternatives whose children carry the same words): every text part's
+        words appear in the body exactly once, and every other leaf is an
+        attachment."""
+        rnd = random.Random(8621)
+        for _ in range(300):
+            counter = iter(range(10**6))
+            entity, words, others = _random_entity(rnd, counter, 0)
+            parsed = parse_message(split_entity(entity))
+            for word in words:
+                self.assertEqual(parsed.body.count(word), 1, (word, entity))
+            self.assertEqual(len(parsed.attachments), others, entity)
 
     def test_named_text_part_is_attachment(self) -> None:
         """A later text part with a name is an attachment."""
@@ -374,6 +484,38 @@ class BodyTests(SynchronousTestCase):
         parsed = parse_message(split_entity(entity))
         self.assertEqual(parsed.body, "")
         self.assertEqual(parsed.attachments, (Attachment("a.txt", "text/plain", b"x"),))
+
+
+def _random_entity(rnd: random.Random, counter, depth: int) -> tuple[str, list[str], int]:
+    """A random MIME entity: its text, the words its text parts carry (each
+    must be in the body once) and how many attachments it holds."""
+    kind = rnd.choice(["plain", "html", "image", "pdf"] + (
+        ["mixed", "signed", "alternative", "related"] * 2 if depth < 3 else []))
+    word = f"w{next(counter)}x"
+    if kind == "plain":
+        return f"Content-Type: text/plain\r\n\r\nText {word}.", [word], 0
+    if kind == "html":
+        return f"Content-Type: text/html\r\n\r\n<p>Html <b>{word}</b>.</p>", [word], 0
+    if kind == "image":
+        return "Content-Type: image/gif\r\n\r\nGIF89a", [], 1
+    if kind == "pdf":
+        return 'Content-Type: application/pdf; name="a.pdf"\r\n\r\n%PDF', [], 1
+    boundary = f"b{next(counter)}"
+    if kind == "alternative":
+        # The same words in a plain and an HTML rendering, as real alternatives are.
+        plain = f"Content-Type: text/plain\r\n\r\nText {word}."
+        html = f"Content-Type: text/html\r\n\r\n<p>{word}</p>"
+        return multipart("alternative", plain, html, boundary=boundary), [word], 0
+    if kind == "related":
+        html = f"Content-Type: text/html\r\n\r\n<p>{word}</p>"
+        return (multipart("related", html, "Content-Type: image/png\r\n\r\nPNG",
+                          boundary=boundary), [word], 1)
+    children = [_random_entity(rnd, counter, depth + 1) for _ in range(rnd.randint(1, 4))]
+    if kind == "signed":
+        children = children[:1] + [("Content-Type: application/pgp-signature\r\n\r\nsig",
+                                    [], 1)]
+    entity = multipart(kind, *(c[0] for c in children), boundary=boundary)
+    return entity, [w for c in children for w in c[1]], sum(c[2] for c in children)
 
 
 class AttachmentTests(SynchronousTestCase):
@@ -442,6 +584,99 @@ class AttachmentTests(SynchronousTestCase):
         part = self.attachment("=?utf-8?b?w6kucGRm?=", "application/pdf")
         parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
         self.assertEqual(parsed.attachments[0].filename_raw, "é.pdf")
+
+    def raw_name(self, fields: bytes) -> str:
+        """The raw name of a part with these header fields (bytes, 8-bit allowed)."""
+        raw = (
+            b'From: a@b\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n'
+            b"--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n--B\r\n"
+            + fields + b"\r\n\r\nx\r\n--B--\r\n"
+        )
+        (attachment,) = parse_message(raw).attachments
+        return attachment.filename_raw
+
+    def test_utf8_name(self) -> None:
+        """Raw UTF-8 in filename= and name= (RFC 6532) is read as UTF-8, not as
+        replacement characters."""
+        utf8 = "naïve café.txt".encode()
+        self.assertEqual(
+            self.raw_name(b'Content-Type: text/csv\r\nContent-Disposition: attachment; '
+                          b'filename="' + utf8 + b'"'),
+            "naïve café.txt",
+        )
+        self.assertEqual(self.raw_name(b'Content-Type: application/pdf; name="' + utf8 + b'"'),
+                         "naïve café.txt")
+        self.assertEqual(self.raw_name(b"Content-Type: application/pdf; name=" + "日本語.pdf".encode()),
+                         "日本語.pdf")
+
+    def test_rfc2231_with_language(self) -> None:
+        """C{charset'lang'value} is decoded in its charset; the language is ignored."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b"filename*=utf-8'fr'r%C3%A9sum%C3%A9.pdf"),
+            "résumé.pdf",
+        )
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf; name*=iso-8859-1'de'Gr%FC%DFe.pdf"),
+            "Grüße.pdf",
+        )
+
+    def test_rfc2231_without_language(self) -> None:
+        """C{charset''value}, and continuations mixing encoded and plain segments."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b"filename*=UTF-8''%E2%82%AC%20rates.pdf"),
+            "€ rates.pdf",
+        )
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+                          b" filename*0*=utf-8''na%C3%AF;\r\n filename*1=\"ve caf\";\r\n"
+                          b" filename*2*=%C3%A9.txt"),
+            "naïve café.txt",
+        )
+
+    def test_rfc2231_preferred(self) -> None:
+        """The RFC 2231 form wins over the plain fallback sent beside it (RFC 6266 §4.3)."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b'filename="fallback.pdf"; filename*=utf-8\'\'%C3%A9t%C3%A9.pdf'),
+            "été.pdf",
+        )
+
+    def test_rfc2047_in_name(self) -> None:
+        """An RFC 2047 encoded name= (what many clients send) is decoded."""
+        self.assertEqual(
+            self.raw_name(b'Content-Type: application/pdf; name="=?UTF-8?B?w6l0w6kucGRm?="'),
+            "été.pdf",
+        )
+        self.assertEqual(
+            self.raw_name(b'Content-Type: application/pdf; name="=?utf-8?q?na=C3=AFve?= '
+                          b'=?utf-8?q?caf=C3=A9.txt?="'),
+            "naïvecafé.txt",
+        )
+
+    def test_name_with_quoted_semicolon(self) -> None:
+        """A quoted value may hold ';' and an escaped quote."""
+        self.assertEqual(
+            self.raw_name(b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+                          b'filename="a;b \\"c\\".pdf"; size=3'),
+            'a;b "c".pdf',
+        )
+
+    def test_undecodable_name(self) -> None:
+        """Bytes that are not UTF-8 fall back to a readable form (Windows-1252),
+        never to U+FFFD runs."""
+        self.assertEqual(
+            self.raw_name(b'Content-Type: application/pdf; name="caf\xe9 \x93q\x94.txt"'),
+            "café \u201cq\u201d.txt",
+        )
+        for fields in (b"Content-Type: application/pdf; name*=utf-8''%FF%FE%81.txt",
+                       b'Content-Type: application/pdf; name="\xff\xfe\x81.txt"',
+                       b"Content-Type: application/pdf; name*=x-unknown''%C3%A9%FF.txt"):
+            name = self.raw_name(fields)
+            self.assertNotIn("\ufffd", name, fields)
+            self.assertTrue(name.endswith(".txt"), name)
+            self.assertEqual(len(name), 7, name)
 
     def test_hostile_name_passed_raw(self) -> None:
         """Names are not sanitised here (the store does that)."""
@@ -622,11 +857,12 @@ class PartFailureTests(SynchronousTestCase):
     """A part that cannot be decoded is kept as received; the message is still stored."""
 
     def test_lone_surrogate_names(self) -> None:
-        """RFC 2231 names whose charset yields a lone surrogate are stored,
-        without the surrogate."""
-        for param in ("filename*=utf-7''+2AA-.pdf", "filename*=unicode-escape''%5Cud800.pdf",
-                      "filename*=raw-unicode-escape''%5Cudfff.pdf",
-                      "filename*0*=utf-7''+2AA;\r\n filename*1*=-.pdf"):
+        """RFC 2231 names whose charset yields a lone surrogate are stored as
+        their bytes read as UTF-8: no surrogate, no replacement character."""
+        for param, name in (("filename*=utf-7''+2AA-.pdf", "+2AA-.pdf"),
+                            ("filename*=unicode-escape''%5Cud800.pdf", "\\ud800.pdf"),
+                            ("filename*=raw-unicode-escape''%5Cudfff.pdf", "\\udfff.pdf"),
+                            ("filename*0*=utf-7''+2AA;\r\n filename*1*=-.pdf", "+2AA-.pdf")):
             for header in ("Content-Disposition: attachment; ",
                            "Content-Type: application/pdf; "):
                 part = (
@@ -635,7 +871,7 @@ class PartFailureTests(SynchronousTestCase):
                                            "filename") + "\r\n\r\nx"
                 parsed = parse_message(split_entity(multipart("mixed", PLAIN, part)))
                 (attachment,) = parsed.attachments
-                self.assertEqual(attachment.filename_raw, "\ufffd.pdf", param)
+                self.assertEqual(attachment.filename_raw, name, param)
                 self.assertEqual(attachment.data, b"x")
                 stored_fields(parsed)
 
@@ -689,17 +925,17 @@ class PartFailureTests(SynchronousTestCase):
         self.assertEqual(parsed.attachments, (Attachment("t.csv", "text/csv", b"a,b"),))
 
     def test_body_part_fails(self) -> None:
-        """A body part whose decoding raises leaves the body empty and is kept
-        raw, in MIME order."""
+        """A body part whose decoding raises is left out of the body and kept
+        raw, in MIME order; the other body parts stay."""
 
         def broken(text):
             raise ValueError("converter failure")
 
-        self.patch(message_module, "html_to_markdown", broken)
+        self.patch(message_module.htmltext, "convert", broken)
         parsed = parse_message(
-            split_entity(multipart("mixed", HTML, attachment_part("a.bin")))
+            split_entity(multipart("mixed", HTML, attachment_part("a.bin"), PLAIN))
         )
-        self.assertEqual(parsed.body, "")
+        self.assertEqual(parsed.body, "plain text body")
         self.assertEqual(parsed.attachments, (
             Attachment("", "text/html",
                        b"<html><body><h1>Hello</h1><p>World</p></body></html>"),
@@ -778,7 +1014,7 @@ class WholeMessageTests(SynchronousTestCase):
         def broken(*args):
             raise RecursionError("walk")
 
-        self.patch(message_module, "_walk", broken)
+        self.patch(message_module, "_entity", broken)
         self.assertWhole(parse_message(self.RAW), self.RAW)
 
     def test_stdlib_recursion(self) -> None:

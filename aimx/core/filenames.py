@@ -10,8 +10,6 @@ import unicodedata
 from collections.abc import Callable, Iterator, Set
 from datetime import datetime, timezone
 
-# isalnum() runs: Python's \w is isalnum() plus "_" (re module docs).
-_ALNUM_RUN = re.compile(r"[^\W_]+")
 _SLUG_MAX = 20
 
 # Path separators, NUL, every Unicode Cc (C0, DEL, C1), zero-width and
@@ -28,15 +26,34 @@ _NAME_MAX_BYTES = 200
 def slugify(subject: str) -> str:
     """The filename slug of a subject.
 
-    Lowercased runs of Unicode letters and digits joined by C{-}, cut to 20
-    code points; C{no-subject} when nothing is left.
+    Lowercased words of Unicode letters and digits, with the combining marks
+    that follow them, joined by C{-} and cut to 20 code points without
+    separating a base character from its marks; C{no-subject} when nothing is
+    left.  (AIMX splits words at marks; aimx keeps them, on purpose.)
 
     @param subject: the decoded subject.
     @return: the slug.
     """
     text = unicodedata.normalize("NFC", subject).lower()
-    slug = "-".join(_ALNUM_RUN.findall(text))[:_SLUG_MAX].rstrip("-")
-    return slug or "no-subject"
+    out: list[str] = []
+    in_word = False
+    for ch in text:
+        # A word starts at an isalnum() character; a combining mark continues
+        # the word it follows (a virama or vowel sign does not split an Indic
+        # word) and starts none.
+        if ch.isalnum() or in_word and unicodedata.category(ch)[0] == "M":
+            out.append(ch)
+            in_word = True
+        elif in_word:
+            out.append("-")
+            in_word = False
+    slug = "".join(out).strip("-")
+    if len(slug) > _SLUG_MAX:
+        cut = _SLUG_MAX
+        while cut and unicodedata.category(slug[cut])[0] == "M":
+            cut -= 1  # back to the base character, which goes too
+        slug = slug[:cut]
+    return slug.rstrip("-") or "no-subject"
 
 
 def base_stem(timestamp: datetime, subject: str) -> str:

@@ -44,6 +44,7 @@ INBOUND_ORDER = (
     "trusted",
     "trust_reason",
     "unsigned_headers",
+    "hidden_text",
     "mailbox",
     "read",
     "read_at",
@@ -163,7 +164,8 @@ def inbound_fields(
     """The fields of a newly received message, in the golden order (§2).
 
     @param id: the file stem.
-    @param parsed: the parsed message (its thread id and body hash included).
+    @param parsed: the parsed message (its thread id, body hash and hidden-text
+        count included: C{hidden_text = true} when it removed anything).
     @param delivered_to: the envelope recipient as given.
     @param date: C{parsed.date}, or the ingest time when that is L{None}
         (L{rfc3339_utc}); L{None} only if the caller fills it in later.
@@ -208,6 +210,8 @@ def inbound_fields(
         "trusted": trusted,
         "trust_reason": trust_reason,
         "unsigned_headers": list(unsigned_headers) or None,
+        # Text a reader never sees was removed from the body (spec README, "Body").
+        "hidden_text": True if parsed.hidden_chars else None,
         "mailbox": mailbox,
         "read": False,
         "attachments": [

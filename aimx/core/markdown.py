@@ -2,8 +2,9 @@
 
 CommonMark plus the GFM extensions of spec outbound.md §7.4 (tables,
 strikethrough, autolinks, task lists, footnotes, heading ids), rendered by
-markdown-it-py with raw HTML disabled, so tags in the source come out as
-escaped text.  Mail clients drop C{<style>} blocks, so every element of the
+markdown-it-py.  Raw HTML in the source is dropped, as CommonMark renderers do
+in safe mode (cmark, comrak): parsed as HTML, so that it neither runs nor shows
+up as escaped tags in the text, and rendered as nothing.  Mail clients drop C{<style>} blocks, so every element of the
 spec's table carries its own C{style} attribute and the fragment is wrapped in
 one styled C{<div>} standing in for C{<body>}.  Heading ids and bare-URL
 autolinks are our own linear core rules, and task lists are markdown-it's own:
@@ -153,6 +154,11 @@ def _code_block(self, tokens, idx, options, env) -> str:
     return f'<pre style="{STYLES["pre"]}"' + self.fence(tokens, idx, options, env)[4:]
 
 
+def _omitted(self, tokens, idx, options, env) -> str:
+    # Raw HTML: dropped, never emitted live and never shown escaped.
+    return ""
+
+
 def _restyled(rule, tags):
     # Footnote markup is fixed strings, not attributed tokens: style it there.
     def render(self, tokens, idx, options, env) -> str:
@@ -167,11 +173,14 @@ def _restyled(rule, tags):
 def _build() -> MarkdownIt:
     # Task lists and single-tilde strikethrough are markdown-it-py >= 4.1 options;
     # mdit's tasklists plugin is quadratic in the items of one list.
-    options = {"html": False, "tasklists": True, "strikethrough_single_tilde": True}
+    # Raw HTML is parsed (html=True), then rendered as nothing (_omitted).
+    options = {"html": True, "tasklists": True, "strikethrough_single_tilde": True}
     md = MarkdownIt("commonmark", options).enable(["table", "strikethrough"])
     md.use(footnote_plugin, inline=False)
     for name, rule in (("ids", _heading_ids), ("autolink", _autolink), ("style", _style_tokens)):
         md.core.ruler.push("aimx_" + name, rule)
+    md.add_render_rule("html_block", _omitted)
+    md.add_render_rule("html_inline", _omitted)
     md.add_render_rule("fence", _code_block)
     md.add_render_rule("code_block", _code_block)
     for name, tags in (("footnote_ref", ("a",)), ("footnote_block_open", ("hr", "ol")),

@@ -1,7 +1,9 @@
 """Raw message bytes to a L{ParsedMessage}: header values, body text, attachments (L0, pure).
 
-Rules from spec inbound.md §7.2 (header values), §7.3 (body selection, RFC 8621
-§4.1.4) and §7.4 (attachments).  The MIME tree is the stdlib's C{compat32}
+Rules from spec inbound.md §7.2 (header values), §7.3 (which leaves are inline,
+RFC 8621 §4.1.4) and §7.4 (attachments), with the spec README's "Body" decision:
+the body is every inline text part in order, HTML converted to Markdown without
+its hidden content (L{aimx.core.htmltext}), with LF line ends.  The MIME tree is the stdlib's C{compat32}
 one (several times faster than C{email.policy.default}), built over the raw
 bytes by L{aimx.core.mimesplit} so that big bodies are neither copied whole nor
 decoded in one piece.  The identity fields (From, To, Subject, ...) are parsed
@@ -31,9 +33,8 @@ from io import BytesIO
 
 import attrs
 
-from aimx.core import headerblock, identity, mimesplit
-from aimx.core.headertext import clean, decode_bytes, decode_words, scrub
-from aimx.core.htmltext import html_to_markdown
+from aimx.core import headerblock, htmltext, identity, mimesplit
+from aimx.core.headertext import clean, decode_bytes, parameter, scrub
 from aimx.core.identity import Identity
 
 #: The most attachments one message yields: the MIME splitter's part cap, the
@@ -75,6 +76,9 @@ class ParsedMessage:
     @ivar body_sha256: hex SHA-256 of the bytes after the header block, as received.
     @ivar problems: what could not be read and was kept raw instead, one line
         each (no message content), for the log.
+    @ivar hidden_chars: how many characters of text were left out of the body
+        because a reader never sees them (hidden HTML, invisible characters;
+        L{aimx.core.htmltext}); 0 when nothing was removed.
     """
 
     identity: Identity
@@ -84,6 +88,7 @@ class ParsedMessage:
     attachments: tuple[Attachment, ...] = ()
     body_sha256: str = hashlib.sha256(b"").hexdigest()
     problems: tuple[str, ...] = ()
+    hidden_chars: int = 0
 
     @property
     def from_(self) -> str:
@@ -147,6 +152,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if raw.isspace() or not raw:
         return ParsedMessage(identity=identity.from_headers(()), body_sha256=body_sha256)
     problems: list[str] = []
+    hidden = 0
     failure = None
     try:
         msg = mimesplit.parse(raw)
@@ -157,7 +163,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         try:
             if any(name in identity.MIME_FIELDS for name, _ in ident.repeated):
                 msg = mimesplit.parse(_bottom_mime_fields(raw))
-            body, attachments = _content(msg, problems)
+            body, attachments, hidden = _content(msg, problems)
         except Exception as e:
             failure = e
     if failure is not None:
@@ -165,7 +171,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
             f"MIME structure unreadable ({type(failure).__name__}): "
             f"the whole message kept as {WHOLE_MESSAGE_NAME}"
         ]
-        body, attachments = "", (Attachment(WHOLE_MESSAGE_NAME, "message/rfc822", raw),)
+        body, attachments, hidden = "", (Attachment(WHOLE_MESSAGE_NAME, "message/rfc822", raw),), 0
     fields = {name.lower(): value for name, value in head}  # bottom instances
     return ParsedMessage(
         identity=ident,
@@ -175,6 +181,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         attachments=attachments,
         body_sha256=body_sha256,
         problems=tuple(problems),
+        hidden_chars=hidden,
     )
 
 
@@ -221,22 +228,28 @@ _BODY_TYPES = ("text/plain", "text/html")
 _MEDIA = ("image", "audio", "video")
 
 
-def _content(msg: Message, problems: list[str]) -> tuple[str, tuple[Attachment, ...]]:
-    """The body text and the attachments of a parsed message; a part that fails
-    to decode is kept as received."""
-    text: list[Message] = []
+def _content(
+    msg: Message, problems: list[str]
+) -> tuple[str, tuple[Attachment, ...], int]:
+    """The body text, the attachments and the count of hidden characters left
+    out of the body; a part that fails to decode is kept as received."""
+    body_parts: list[Message] = []
     attachments: list[Message] = []
     leaves: list[Message] = []
-    _walk([msg], "mixed", False, text, [], attachments, leaves)
-    body_part = next((p for p in text if p.get_content_type() in _BODY_TYPES), None)
-    body = ""
+    _entity(msg, 0, "mixed", body_parts, attachments, leaves)
+    texts: list[str] = []
+    hidden = 0
     failed = set()
-    if body_part is not None:
+    for part in body_parts:
         try:
-            body = _body_text(body_part)
+            text, removed = _body_text(part)
         except Exception as e:
             problems.append(f"body part kept raw ({type(e).__name__})")
-            failed.add(id(body_part))
+            failed.add(id(part))
+            continue
+        hidden += removed
+        if text.strip():
+            texts.append(text)
     wanted = {id(part) for part in attachments}
     result: list[Attachment] = []
     for part in leaves:
@@ -244,7 +257,14 @@ def _content(msg: Message, problems: list[str]) -> tuple[str, tuple[Attachment, 
             result.append(_raw_attachment(part))
         elif id(part) in wanted:
             result.append(_decoded_or_raw(part, len(result), problems))
-    return body, tuple(result)
+    return _joined(texts), tuple(result), hidden
+
+
+def _joined(texts: list[str]) -> str:
+    """Body texts one blank line apart; a single text as it is."""
+    if len(texts) == 1:
+        return texts[0]
+    return "".join(text.strip("\n") + "\n\n" for text in texts)[:-1]
 
 
 def _decoded_or_raw(part: Message, index: int, problems: list[str]) -> Attachment:
@@ -261,95 +281,118 @@ def _decoded_or_raw(part: Message, index: int, problems: list[str]) -> Attachmen
         return _raw_attachment(part)
 
 
-def _walk(
-    parts: list[Message],
+def _entity(
+    part: Message,
+    index: int,
     multipart_type: str,
-    in_alternative: bool,
-    text: list[Message] | None,
-    html: list[Message] | None,
+    body: list[Message],
     attachments: list[Message],
     leaves: list[Message],
 ) -> None:
-    """RFC 8621 §4.1.4 parseStructure, with the attachment rule of
-    inbound.md §7.4: every leaf but an inline text/plain or text/html one.
-    C{leaves} gets every leaf, in MIME order."""
-    text_length = -1 if text is None else len(text)
-    html_length = -1 if html is None else len(html)
-    for index, part in enumerate(parts):
-        ctype = part.get_content_type()
-        maintype, _, subtype = ctype.partition("/")
-        if maintype == "multipart" and part.is_multipart():
-            _walk(
-                part.get_payload(),
-                subtype,
-                in_alternative or subtype == "alternative",
-                text,
-                html,
-                attachments,
-                leaves,
-            )
-            continue
-        leaves.append(part)
-        media = maintype in _MEDIA
-        inline = (
-            (media or ctype in _BODY_TYPES)
-            and part.get_content_disposition() != "attachment"
-            and (
-                index == 0
-                or (multipart_type != "related" and (media or not _filename(part)))
-            )
-        )
-        if not (inline and ctype in _BODY_TYPES):
-            attachments.append(part)
-        if not inline:
-            continue
-        if multipart_type == "alternative":
-            if ctype == "text/plain" and text is not None:
-                text.append(part)
-            elif ctype == "text/html" and html is not None:
-                html.append(part)
-            continue
-        if in_alternative:
-            if ctype == "text/plain":
-                html = None
-            elif ctype == "text/html":
-                text = None
-        if text is not None:
-            text.append(part)
-        if html is not None:
-            html.append(part)
-    if multipart_type == "alternative" and text is not None and html is not None:
-        # An alternative without a plain part: its html part is the text body.
-        if text_length == len(text) and html_length != len(html):
-            text.extend(html[html_length:])
-        if html_length == len(html) and text_length != len(text):
-            html.extend(text[text_length:])
+    """Sort one entity's leaves: inline text parts to C{body}, every other leaf
+    to C{attachments} (inbound.md §7.4), every leaf to C{leaves}, in MIME order.
+
+    A leaf is inline by RFC 8621 §4.1.4 (inbound.md §7.3): no C{attachment}
+    disposition, a text/plain, text/html or media type, and either first in its
+    multipart or, outside C{multipart/related}, media or unnamed.  Every inline
+    text/plain or text/html leaf is body (the spec README's "Body" decision),
+    whatever multipart holds it (mixed, signed, related, digest...), except that
+    of a C{multipart/alternative} only one child is: L{_alternative}.
+    @param index: the entity's position in its multipart (0 for the message).
+    @param multipart_type: the subtype of the multipart holding it.
+    """
+    ctype = part.get_content_type()
+    maintype, _, subtype = ctype.partition("/")
+    if maintype == "multipart" and part.is_multipart():
+        children = part.get_payload()
+        if subtype != "alternative":
+            for i, child in enumerate(children):
+                _entity(child, i, subtype, body, attachments, leaves)
+            return
+        options: list[list[Message]] = []
+        for i, child in enumerate(children):
+            options.append([])
+            _entity(child, i, subtype, options[-1], attachments, leaves)
+        body.extend(_alternative(options))
+        return
+    leaves.append(part)
+    media = maintype in _MEDIA
+    inline = (
+        (media or ctype in _BODY_TYPES)
+        and part.get_content_disposition() != "attachment"
+        and (index == 0 or (multipart_type != "related" and (media or not _filename(part))))
+    )
+    if inline and ctype in _BODY_TYPES:
+        body.append(part)
+    else:
+        attachments.append(part)
+
+
+def _alternative(options: list[list[Message]]) -> list[Message]:
+    """The body parts of the child of a C{multipart/alternative} that is read:
+    the first whose text is all plain, else the last that has any (RFC 2046
+    §5.1.4: the last is the richest).  The others' text parts are renderings
+    of the same content, neither body nor attachments."""
+    for parts in options:
+        if parts and all(p.get_content_type() == "text/plain" for p in parts):
+            return parts
+    for parts in reversed(options):
+        if parts:
+            return parts
+    return []
 
 
 def _filename(part: Message) -> str:
-    """The part's C{filename}/C{name} parameter, RFC 2231 and 2047 decoded;
-    C{""} when it has none or it cannot be read."""
+    """The part's C{filename} (Content-Disposition) or C{name} (Content-Type)
+    parameter, read from the raw field: RFC 2231, RFC 2047 and raw UTF-8 decoded
+    (L{aimx.core.headertext.parameter}); C{""} when it has none or it cannot be
+    read.  A field longer than L{mimesplit.MAX_PARAM_FIELD} has no parameters,
+    as for the stdlib's reading of it."""
     try:
-        name = part.get_filename()
-        return scrub(decode_words(clean(name))) if name else ""
-    except Exception:
-        # RFC 2231 values name their own charset; a hostile one can make
-        # the codec machinery fail in many ways.  Treat it as unnamed.
+        for field, param in (("content-disposition", "filename"), ("content-type", "name")):
+            value = _raw_field(part, field)
+            if value is None or len(value) > mimesplit.MAX_PARAM_FIELD:
+                continue
+            name = parameter(value, param)
+            if name:
+                return name
         return ""
+    except Exception:
+        # Hostile values must never take the message down.  Treat it as unnamed.
+        return ""
+
+
+def _raw_field(part: Message, name: str) -> str | None:
+    """The first C{name} field of a part as received (8-bit bytes as surrogate
+    escapes), or L{None}.  C{get()} would give a C{Header} whose 8-bit bytes are
+    already replacement characters."""
+    for key, value in part.raw_items():
+        if key.lower() == name:
+            return value if isinstance(value, str) else str(value)
+    return None
 
 
 _HTML_LIMIT = 2 * 1024 * 1024
 _HTML_TRUNCATED = "\n\n[...HTML body truncated at 2 MB for rendering...]"
 
 
-def _body_text(part: Message) -> str:
-    """A body part's text; HTML (at most 2 MiB of it) as Markdown."""
+def _body_text(part: Message) -> tuple[str, int]:
+    """A body part's text with LF line ends, and the count of hidden characters
+    removed: plain text loses only invisible characters
+    (L{htmltext.strip_invisible}); HTML (at most 2 MiB of it) becomes Markdown
+    without its hidden content (L{htmltext.convert})."""
     data = mimesplit.payload(part)
     charset = part.get_content_charset()
     if part.get_content_type() != "text/html":
-        return decode_bytes(data, charset)
-    markdown = html_to_markdown(decode_bytes(data[:_HTML_LIMIT], charset))
-    return markdown + _HTML_TRUNCATED if len(data) > _HTML_LIMIT else markdown
+        text = decode_bytes(data, charset)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return htmltext.strip_invisible(text)
+    converted = htmltext.convert(decode_bytes(data[:_HTML_LIMIT], charset))
+    markdown = converted.markdown
+    if len(data) > _HTML_LIMIT:
+        markdown = markdown.rstrip("\n") + _HTML_TRUNCATED
+    return markdown, converted.hidden
 
 
 def _attachment(part: Message) -> Attachment:

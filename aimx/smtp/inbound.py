@@ -192,6 +192,13 @@ class Inbound:
                 "message_id={message_id}",
                 problem=problem, rcpts=list(envelope.rcpts), message_id=parsed.message_id,
             )
+        if parsed.hidden_chars:
+            log.info(
+                "hidden text removed from the body hidden_chars={hidden_chars} "
+                "rcpts={rcpts} message_id={message_id}",
+                hidden_chars=parsed.hidden_chars, rcpts=list(envelope.rcpts),
+                message_id=parsed.message_id,
+            )
         config = self.config()
         routed = [resolve_mailbox(config, rcpt) for rcpt in envelope.rcpts]
         if trust.must_retry(auth, parsed.identity, [

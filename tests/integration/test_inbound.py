@@ -227,8 +227,9 @@ class RoutingTests(DaemonTestCase):
 
     @defer.inlineCallbacks
     def test_poisoned_parts_stored(self):
-        """A part whose name decodes to a lone surrogate and a forwarded message
-        too deep to write back: 250, and one bundle with both kept."""
+        """A part whose name decodes to a lone surrogate (kept as its bytes read as
+        UTF-8) and a forwarded message too deep to write back: 250, and one bundle
+        with both kept."""
         deep = b"Content-Type: message/rfc822\r\n\r\n" * 400 + b"innermost\r\n"
         body = (
             b"--B\r\nContent-Type: text/plain\r\n\r\nStill here.\r\n"
@@ -248,12 +249,32 @@ class RoutingTests(DaemonTestCase):
         self.assertIn(b"Still here.", stored_body)
         self.assertEqual(
             [(a["filename"], a["content_type"]) for a in fields["attachments"]],
-            [("\ufffd.pdf", "application/pdf"), ("attachment-1", "message/rfc822")],
+            [("+2AA-.pdf", "application/pdf"), ("attachment-1", "message/rfc822")],
         )
         with open(os.path.join(os.path.dirname(path), "attachment-1"), "rb") as f:
             self.assertTrue(f.read().endswith(b"innermost"))
         problems = [e["problem"] for e in events if "problem" in e]
         self.assertEqual(problems, ["part 1 kept raw (RecursionError)"])
+
+    @defer.inlineCallbacks
+    def test_hidden_text_flagged_and_logged(self):
+        """Text a reader never sees is left out of the stored body, the file says
+        hidden_text = true and the log gives how much was removed."""
+        raw = message(
+            subject="Hidden", msgid="hidden@x",
+            body="Pay the invoice.\u200b\u200b\r\nThanks\u202e\r\n",
+            extra="Content-Type: text/plain; charset=utf-8\r\n",
+        )
+        with capturedLogs() as events:
+            reply = yield self.smtp(raw, ["alice@test.local"])
+        self.assertEqual(reply[0], 250)
+        [path] = self.inbox("alice")
+        fields, stored_body = self.read_mail(path)
+        self.assertIs(fields["hidden_text"], True)
+        self.assertEqual(stored_body, b"Pay the invoice.\nThanks\n")
+        hidden = [e for e in events if "hidden_chars" in e]
+        self.assertEqual([e["hidden_chars"] for e in hidden], [3])
+        self.assertEqual(hidden[0]["message_id"], "hidden@x")
 
     @defer.inlineCallbacks
     def test_empty_data_stored(self):
