@@ -5,13 +5,15 @@ import tracemalloc
 import attrs
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from aimx.core.config import load_text
 from aimx.errors import SmtpStatus
-from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
+from aimx.smtp.server import AimxESMTP, AimxSMTPFactory, SmtpLimits
 
 CONFIG = """
 domain = "test.local"
@@ -31,13 +33,24 @@ PER_IP_REFUSAL = b"421 4.7.0 Too many connections from your address, try again l
 GLOBAL_REFUSAL = b"421 4.3.2 Too many connections, try again later"
 
 
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    """A StringTransport that can start TLS: it records the options and marks the spot."""
+
+    tls = None
+
+    def startTLS(self, contextFactory, normal=True):
+        self.tls = contextFactory
+        self.write(b"<TLS>")
+
+
 class Session:
     """One protocol instance on a StringTransport, with helpers to talk to it."""
 
-    def __init__(self, factory, peer="203.0.113.9"):
+    def __init__(self, factory, peer="203.0.113.9", transport=StringTransport):
         self.proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 25))
         address = IPv6Address if ":" in peer else IPv4Address
-        self.transport = StringTransport(peerAddress=address("TCP", peer, 40000))
+        self.transport = transport(peerAddress=address("TCP", peer, 40000))
         self.proto.makeConnection(self.transport)
 
     def read(self) -> list[bytes]:
@@ -828,3 +841,49 @@ class DataBufferTests(ServerTestCase):
         size = len(self.delivered[0].raw)
         self.assertEqual(size, len(chunk) * count)
         self.assertLess(peak, 1.5 * size)
+
+
+class StartTlsTests(ServerTestCase):
+    """STARTTLS on a transport that can start TLS (the handshake itself is not run)."""
+
+    def tls_session(self) -> Session:
+        self.factory.tls_options = options = object()
+        s = Session(self.factory, transport=TLSStringTransport)
+        self.assertEqual(s.read(), [b"220 test.local ESMTP aimx"])
+        self.assertIn(b"250-STARTTLS", s.send(b"EHLO x\r\n"))
+        s.options = options
+        return s
+
+    def test_starttls_discards_pipelined_plaintext(self):
+        """Lines pipelined after STARTTLS in its packet are dropped, not run (RFC 3207 §4.2)."""
+        s = self.tls_session()
+        s.proto.dataReceived(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\nNOOP\r\n")
+        self.assertEqual(s.transport.value(), b"220 2.0.0 Ready to start TLS\r\n<TLS>")
+        self.assertIs(s.transport.tls, s.options)
+
+    def test_session_reset_after_starttls(self):
+        """After STARTTLS, MAIL needs a new EHLO, which no longer offers STARTTLS."""
+        s = self.tls_session()
+        s.send(b"MAIL FROM:<a@b>\r\nSTARTTLS\r\n")
+        self.assertEqual(s.send(b"MAIL FROM:<a@b>\r\n"), [b"503 5.5.1 Send EHLO/HELO first"])
+        self.assertNotIn(b"250-STARTTLS", s.send(b"EHLO x\r\n"))
+        self.assertEqual(s.send(b"STARTTLS\r\n"), [b"503 5.5.1 TLS already active"])
+
+
+class AdapterTests(ServerTestCase):
+    def test_no_twisted_mail_base(self):
+        """The protocol is a plain Protocol with TimeoutMixin: no twisted.mail class under it."""
+        self.assertEqual(
+            [c for c in AimxESMTP.__mro__ if c.__module__.startswith("twisted.mail")], []
+        )
+
+    def test_outcome_after_disconnect_writes_nothing(self):
+        """A delivery answered after the peer left writes nothing and runs no pipelined input."""
+        self.pending = defer.Deferred()
+        s = self.greeted()
+        s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")
+        s.close()
+        self.pending.callback(ACCEPTED)
+        self.assertEqual(s.read(), [])
+        self.assertFalse(s.transport.disconnecting)
+        self.assertEqual(len(self.delivered), 1)
