@@ -101,7 +101,7 @@ class DaemonTestCase(TestCase):
         daemon.startService()
         self.addCleanup(daemon.stopService)
         self.daemon = daemon
-        self.port = daemon.smtp.listening.getHost().port
+        self.port = daemon.smtp.ports[0].getHost().port
         return daemon
 
     # -- clients ---------------------------------------------------------------
