@@ -33,7 +33,7 @@ from aimx.store.mailstore import MailStore
 log = Logger(namespace="aimx.daemon")
 
 DRAIN_SECONDS = 30
-PID_NAME = "aimx.pid"
+PID_NAME = bind.PID_NAME
 #: Threads for DNS and authentication, apart from the reactor's pool (storage,
 #: control commands): slow name servers can only slow other lookups.
 DNS_THREADS = 16

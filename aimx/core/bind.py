@@ -29,6 +29,8 @@ import attrs
 from aimx.errors import AimxError
 
 DEFAULT = "0.0.0.0:25"
+#: C{<runtime_dir>/aimx.pid}: written once every listener is bound (readiness).
+PID_NAME = "aimx.pid"
 #: The endpoint types C{--bind} takes.
 PREFIXES = ("tcp", "tcp6", "systemd")
 #: Endpoint types Twisted knows that cannot carry inbound SMTP, and why.
