@@ -10,7 +10,6 @@ import sys
 
 from twisted.application import service
 from twisted.internet import defer, threads
-from twisted.internet.error import CannotListenError
 from twisted.python import threadpool, usage
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
@@ -18,9 +17,10 @@ from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.control.commands import SOCKET_NAME
 from aimx.control.ops import Control
-from aimx.core import dkimcheck
+from aimx.core import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
+from aimx.listening import ListenError, endpoint, listen
 from aimx.logs import Logger
 from aimx.outbox import Outbox, Signer
 from aimx.smtp.outbound import MxTransport
@@ -33,22 +33,38 @@ from aimx.store.mailstore import MailStore
 log = Logger(namespace="aimx.daemon")
 
 DRAIN_SECONDS = 30
+PID_NAME = bind.PID_NAME
 #: Threads for DNS and authentication, apart from the reactor's pool (storage,
 #: control commands): slow name servers can only slow other lookups.
 DNS_THREADS = 16
 
 
 class Options(usage.Options):
-    """Options shared by C{twistd aimx} and C{aimx serve} (flag > env > default)."""
+    """Options shared by C{twistd aimx} and C{aimx serve} (flag > env > default).
+
+    @ivar binds: the parsed C{--bind} values, in order (L{aimx.core.bind.Bind}).
+    """
 
     optParameters = [
-        ["bind", None, "0.0.0.0:25", "SMTP listen address HOST:PORT"],
         ["config-dir", None, None, "config directory [AIMX_CONFIG_DIR, /etc/aimx]"],
         ["data-dir", None, None, "data directory [AIMX_DATA_DIR, config, /var/lib/aimx]"],
         ["runtime-dir", None, None, "runtime directory [AIMX_RUNTIME_DIR, /run/aimx]"],
         ["tls-cert", None, None, f"STARTTLS certificate [{keys.DEFAULT_TLS_CERT}]"],
         ["tls-key", None, None, f"STARTTLS private key [{keys.DEFAULT_TLS_KEY}]"],
     ]
+
+    def __init__(self):
+        super().__init__()
+        self["bind"] = []
+
+    def opt_bind(self, value):
+        self["bind"].append(value)
+
+    # usage.Options prints a docstring as it is: one line, wrapped by it.
+    opt_bind.__doc__ = (
+        "SMTP listen address, repeatable: HOST:PORT ([::1]:25 for IPv6) or an endpoint: "
+        "tcp:25:interface=HOST, tcp6:25, systemd:domain=INET6:index=0 [0.0.0.0:25]"
+    )
 
     def postOptions(self):
         env = os.environ
@@ -57,10 +73,11 @@ class Options(usage.Options):
         self["runtime-dir"] = self["runtime-dir"] or env.get(
             "AIMX_RUNTIME_DIR", "/run/aimx"
         )
-        host, sep, port = self["bind"].rpartition(":")
-        if not sep or not port.isdigit():
-            raise usage.UsageError(f"--bind must be HOST:PORT, not {self['bind']!r}")
-        self.host, self.port = host.strip("[]"), int(port)
+        try:
+            self.binds = bind.parse_all(self["bind"])
+        except bind.BindError as e:
+            raise usage.UsageError(str(e)) from None
+        self["bind"] = [b.text for b in self.binds]
 
 
 class LiveConfig:
@@ -78,48 +95,69 @@ class LiveConfig:
 
 
 class SmtpListener(service.Service):
-    """Listens for SMTP and drains open sessions on stop."""
+    """Listens for SMTP on every C{--bind} endpoint and drains open sessions on stop.
 
-    def __init__(self, reactor, factory: AimxSMTPFactory, host: str, port: int):
+    @ivar ports: the listening ports, in C{--bind} order, once started.
+    """
+
+    def __init__(self, reactor, factory: AimxSMTPFactory, binds: tuple[bind.Bind, ...]):
         self.reactor = reactor
         self.factory = factory
-        self.host, self.port = host, port
-        self.listening = None
+        self.binds = binds
+        self.ports: list = []
+        self._unbound: defer.Deferred | None = None  # after a failed start
 
     def startService(self):
-        """Bind, or raise C{CannotListenError} to the caller (a failed bind is fatal)."""
-        try:
-            self.listening = self.reactor.listenTCP(
-                self.port, self.factory, interface=self.host or "0.0.0.0"
-            )
-        except CannotListenError as e:
-            log.error("Failed to bind to {host}:{port}: {err}", host=self.host,
-                      port=self.port, err=e.socketError)
-            raise
+        """Bind every endpoint in order; the first failure is fatal and unbinds the rest.
+
+        @raise ConfigError: C{Failed to bind to <--bind value>: <reason>}.
+        """
+        for value in self.binds:
+            try:
+                self.ports.append(listen(endpoint(self.reactor, value), self.factory))
+            except ListenError as e:
+                ports, self.ports = self.ports, []
+                self._unbound = defer.gatherResults(
+                    [defer.maybeDeferred(port.stopListening) for port in ports]
+                )
+                raise ConfigError(f"Failed to bind to {value.text}: {e}") from None
         super().startService()
-        address = self.listening.getHost()
-        log.info(
-            "aimx SMTP listener\n  bind:  {host}:{port}\n  tls:   {tls}",
-            host=address.host,
-            port=address.port,
-            tls="enabled" if self.factory.tls_options else "disabled",
-        )
+        tls = "enabled" if self.factory.tls_options else "disabled"
+        log.info("aimx SMTP listener", tls=tls)
+        for port in self.ports:
+            address = port.getHost()
+            log.info(
+                bind.BIND_LINE,
+                address=bind.address_text(address.host, address.port),
+                host=address.host,
+                port=address.port,
+            )
+        log.info("  tls:   {tls}", tls=tls)
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
-        if self.listening is not None:
+        if self._unbound is not None:
+            yield self._unbound
+        ports, self.ports = self.ports, []
+        if ports:
             log.info(
                 "aimx SMTP listener shutting down ({n} connections in-flight)",
                 n=len(self.factory.sessions),
             )
-            yield self.listening.stopListening()
+            yield defer.gatherResults(
+                [defer.maybeDeferred(port.stopListening) for port in ports]
+            )
             yield self.factory.drain(DRAIN_SECONDS)
             log.info("aimx SMTP listener shut down")
 
 
 class PidFile(service.Service):
-    """Writes C{<runtime_dir>/aimx.pid} while running."""
+    """Writes C{<runtime_dir>/aimx.pid} while running: the daemon's readiness signal.
+
+    L{build} adds it after every listener, so the file appears only once each
+    C{--bind} endpoint and the control socket are bound and their addresses logged.
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -332,7 +370,7 @@ def build(
     daemon.inbound = inbound
     daemon.hooks = HookRunner(reactor, config=live, environ=environ)
     inbound.listeners.append(daemon.hooks.on_received)
-    daemon.smtp = SmtpListener(reactor, factory, options.host, options.port)
+    daemon.smtp = SmtpListener(reactor, factory, options.binds)
     daemon.smtp.setServiceParent(daemon)
     drop_dir = environ.get("AIMX_TEST_MAIL_DROP") or None
     if drop_dir is not None:
@@ -370,7 +408,9 @@ def build(
         grace=DRAIN_SECONDS,
     )
     daemon.control.setServiceParent(daemon)
-    PidFile(os.path.join(options["runtime-dir"], "aimx.pid")).setServiceParent(daemon)
+    # Services start in the order they are added: the pid file says "ready", so it
+    # comes after every listener (and the SIGHUP handler is installed before all).
+    PidFile(os.path.join(options["runtime-dir"], PID_NAME)).setServiceParent(daemon)
     daemon.dkim_check = DkimDnsCheck(
         run_dns, lambda: dkim_dns_check(config, options["config-dir"], resolver)
     )

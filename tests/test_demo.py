@@ -89,6 +89,13 @@ class WhatToTryTests(SynchronousTestCase):
             self.assertEqual(words[:2], ["AIMX_CONFIG_DIR=/a b/etc", "AIMX_RUNTIME_DIR=/a b/run"])
 
 
+class DaemonEnvironmentTests(SynchronousTestCase):
+    def test_same_as_the_state_gives(self):
+        """The daemon starts with the variables its state file later gives other commands."""
+        self.assertEqual(demo._daemon_environment(STATE.dns_port, STATE.mx_port),
+                         STATE.environment())
+
+
 class OwnerTests(SynchronousTestCase):
     def test_caller(self):
         """Anyone but root owns the demo's mailboxes themselves."""
@@ -147,9 +154,12 @@ class DemoSendTests(SynchronousTestCase):
         key = os.path.join(self.run_dir, "sender.key")
         with open(key, "wb") as f:
             f.write(dkimkeys.generate_key()[0])
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        # Bound but not listening, and held: connecting is refused, and no other
+        # program can take the port while the test runs (a closed one could be).
+        dead = socket.socket()
+        self.addCleanup(dead.close)
+        dead.bind(("127.0.0.1", 0))
+        port = dead.getsockname()[1]
         self.with_state(sender_key=key, port=port)
         e = self.assertRaises(AimxError, self.send)
         self.assertIn(f"the demo is not answering on 127.0.0.1:{port}", str(e))

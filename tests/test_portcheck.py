@@ -199,6 +199,14 @@ class OccupancyTests(SynchronousTestCase):
         out = SS_HEADER + ss_line('users:(("twistd",pid=8,fd=7))')
         self.assertEqual(core.parse_occupancy(out, argvs.get), held_by("twistd"))
 
+    def test_aimx_on_a_socket_from_systemd(self):
+        """Socket activation: systemd holds aimx's socket too; the port is still aimx's."""
+        argvs = {5: ["/usr/bin/python3", "/usr/bin/twistd", "-n", "--pidfile=", "aimx"]}
+        out = SS_HEADER + ss_line('users:(("systemd",pid=1,fd=52),("twistd",pid=5,fd=7))')
+        self.assertEqual(core.parse_occupancy(out, argvs.get), AIMX)
+        out = SS_HEADER + ss_line('users:(("systemd",pid=1,fd=52))')
+        self.assertEqual(core.parse_occupancy(out, argvs.get), held_by("systemd"))
+
     def test_detect_runs_ss(self):
         """detect_occupancy runs `ss -tlnp sport = :<port>` and parses its output."""
         calls = []

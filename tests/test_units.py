@@ -4,7 +4,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import units
+from aimx.core import bind, units
 
 CONTRIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "contrib")
 VENV_TWISTD = "/opt/aimx/venv/bin/twistd"
@@ -100,6 +100,36 @@ class OpenrcScriptTests(SynchronousTestCase):
         self.assertIn("checkpath -d -m 0755 -o root:root /run/aimx-2 ||", script)
 
 
+class SocketActivationTests(SynchronousTestCase):
+    def test_socket(self):
+        """aimx.socket listens on port 25 as one IPv6 socket that takes IPv4 too."""
+        socket_unit = units.systemd_socket()
+        self.assertEqual(
+            _directives(socket_unit),
+            {"Description": "aimx SMTP socket", "ListenStream": "25", "BindIPv6Only": "both",
+             "WantedBy": "sockets.target"},
+        )
+        self.assertEqual([line for line in socket_unit.splitlines() if line.startswith("[")],
+                         ["[Unit]", "[Socket]", "[Install]"])
+
+    def test_dropin(self):
+        """The drop-in needs the socket and reruns the unit's command adopting it (INET6)."""
+        params = units.UnitParams(twistd=VENV_TWISTD, data_dir="/srv/mail",
+                                  runtime_dir="/run/aimx-2")
+        dropin = units.systemd_socket_dropin(params)
+        lines = dropin.splitlines()
+        self.assertIn("Requires=aimx.socket", lines)
+        self.assertIn("After=aimx.socket", lines)
+        # An empty ExecStart= first: a drop-in otherwise adds a second command.
+        [clear, command] = [line for line in lines if line.startswith("ExecStart=")]
+        self.assertEqual(clear, "ExecStart=")
+        unit_command = _directives(units.systemd_unit(params))["ExecStart"]
+        self.assertEqual(command, f"ExecStart={unit_command} --bind {units.SOCKET_BIND}")
+        self.assertEqual(bind.parse(units.SOCKET_BIND).description, "systemd:domain=INET6:index=0")
+        self.assertRaises(units.UnitError, units.systemd_socket_dropin,
+                          units.UnitParams(twistd="twistd"))
+
+
 class ContribTests(SynchronousTestCase):
     def assertContrib(self, name, text):
         with open(os.path.join(CONTRIB, name)) as f:
@@ -115,4 +145,12 @@ class ContribTests(SynchronousTestCase):
         """contrib/aimx.openrc is exactly the rendered script for the default paths."""
         self.assertContrib(
             "aimx.openrc", units.openrc_script(units.UnitParams(twistd=units.DEFAULT_TWISTD))
+        )
+
+    def test_contrib_socket(self):
+        """contrib/aimx.socket and its drop-in are exactly the rendered files."""
+        self.assertContrib("aimx.socket", units.systemd_socket())
+        self.assertContrib(
+            os.path.join("aimx.service.d", "socket.conf"),
+            units.systemd_socket_dropin(units.UnitParams(twistd=units.DEFAULT_TWISTD)),
         )

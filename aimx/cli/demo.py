@@ -7,13 +7,14 @@ asks for, pointing at 127.0.0.1) and of a sender domain, ``sender.localhost``
 (DKIM, SPF, DMARC, an MX that is a loopback receiver), so the stored mail shows real
 verification results without touching real DNS.  No root needed.
 
-Once the daemon answers, the demo writes its state file (L{aimx.store.demo}) into
-its runtime directory.  The commands it prints carry that directory in
-C{AIMX_RUNTIME_DIR} (and the config directory in C{AIMX_CONFIG_DIR}), so each one
-works on its own when pasted into another shell: C{aimx demo send} finds the demo
-there and delivers a message DKIM-signed by the sender domain (trusted, so hooks
-fire), C{aimx doctor} checks the demo as its daemon runs and C{aimx logs} shows the
-demo's log.
+Once the daemon is ready (its pid file is written, after every listener is bound;
+the port it bound, the real one for C{--port 0}, is read from its log), the demo
+writes its state file (L{aimx.store.demo}) into its runtime directory.  The
+commands it prints carry that directory in C{AIMX_RUNTIME_DIR} (and the config
+directory in C{AIMX_CONFIG_DIR}), so each one works on its own when pasted into
+another shell: C{aimx demo send} finds the demo there and delivers a message
+DKIM-signed by the sender domain (trusted, so hooks fire), C{aimx doctor} checks
+the demo as its daemon runs and C{aimx logs} shows the demo's log.
 
 The demo's mailboxes belong to the user who runs it.  Run as root, they go to the
 user behind C{sudo} or else to C{nobody}: never to root, whose hooks would run as
@@ -38,6 +39,7 @@ from email import policy
 from email.message import EmailMessage
 
 from aimx.agents import mcpcommand
+from aimx.core import bind
 from aimx.core.dnscheck import MX, ExpectedDns
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
@@ -65,7 +67,8 @@ def add_parser(sub, common) -> None:
         description="Run a throwaway aimx for demo.localhost on 127.0.0.1 (no root, no "
         "real DNS); it prints commands to try from another shell.",
     )
-    parser.add_argument("--port", type=int, default=2525, help="SMTP port on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=2525,
+                        help="SMTP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--dir", default=None, help="demo directory (default: a temp dir)")
     parser.add_argument(
         "--no-wait", action="store_true", help="stop the daemon after the deliveries"
@@ -176,6 +179,38 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log: str | None
         except OSError:
             time.sleep(0.1)
     raise AimxError(f"{what} did not start listening on {HOST}:{port}")
+
+
+def _wait_until_ready(proc: subprocess.Popen, run_dir: str, log: str) -> int:
+    """Wait until the daemon C{proc} is ready: its pid in C{aimx.pid}, written once every
+    listener is bound; the SMTP port its log says it bound (the real one for port 0)."""
+    pid_file = os.path.join(run_dir, bind.PID_NAME)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AimxError(f"aimx (log: {log}) exited early ({_last_line(log, proc)})")
+        if _pid_in(pid_file) == proc.pid:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                addresses = bind.logged_addresses(f.read())
+            if not addresses:
+                raise AimxError(f"aimx (log: {log}) logged no SMTP address")
+            return bind.split_address(addresses[0])[1]
+        time.sleep(0.05)
+    raise AimxError(f"aimx (log: {log}) was not ready within 20 s")
+
+
+def _pid_in(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _daemon_environment(dns_port: int, mx_port: int) -> dict[str, str]:
+    """What the demo daemon runs with: L{state_file.DemoState.environment}, which the
+    state file gives later commands, before the state exists (it needs the bound port)."""
+    return {"AIMX_NAMESERVERS": f"{HOST}:{dns_port}", "AIMX_SMTP_OUT_PORT": str(mx_port)}
 
 
 def _check_free(port: int):
@@ -309,7 +344,8 @@ def _write(path: str, data: bytes, mode: int) -> None:
 def serve(args) -> int:
     """Set the demo up, deliver and reply, print what to try, serve until Ctrl-C."""
     signal.signal(signal.SIGTERM, _interrupt)
-    _check_free(args.port)
+    if args.port:
+        _check_free(args.port)
     owner = _owner(os.environ)
     ids = resolve_owner(owner)
     shared = ids.uid != os.geteuid()
@@ -349,34 +385,34 @@ def serve(args) -> int:
     mx = subprocess.Popen(
         [sys.executable, "-m", "aimx.testing.smtpsink", "--port", str(mx_port), "--dir", remote]
     )
-    state = state_file.DemoState(
-        domain=DOMAIN, host=HOST, port=args.port, dns_port=dns_port, mx_port=mx_port,
-        sender_domain=SENDER_DOMAIN, selector=SELECTOR, sender_key=sender_key_path,
-        config_dir=etc, data_dir=data, log=log, directory=base,
-    )
     with open(log, "ab") as log_file:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "aimx", "serve", "--bind", f"{HOST}:{args.port}",
              "--config-dir", etc, "--data-dir", data, "--runtime-dir", run_dir,
              "--tls-cert", cert, "--tls-key", key],
-            env=dict(os.environ, **state.environment()),
+            env=dict(os.environ, **_daemon_environment(dns_port, mx_port)),
             stderr=log_file,
         )
     try:
         _wait_for_port(dns_port, dns, "the demo DNS server")
         _wait_for_port(mx_port, mx, "the demo's remote mail server")
-        _wait_for_port(args.port, daemon, f"aimx (log: {log})", log)
+        port = _wait_until_ready(daemon, run_dir, log)
+        state = state_file.DemoState(
+            domain=DOMAIN, host=HOST, port=port, dns_port=dns_port, mx_port=mx_port,
+            sender_domain=SENDER_DOMAIN, selector=SELECTOR, sender_key=sender_key_path,
+            config_dir=etc, data_dir=data, log=log, directory=base,
+        )
         state_file.write(run_dir, state)
         rcpts = [f"agent@{DOMAIN}", f"agent@{DOMAIN}", f"agent+reports@{DOMAIN}"]
         for raw, rcpt in zip(_messages(sender_key), rcpts):
             try:
-                _smtp(args.port, raw, f"alice@{SENDER_DOMAIN}", [rcpt])
+                _smtp(port, raw, f"alice@{SENDER_DOMAIN}", [rcpt])
             except (OSError, smtplib.SMTPException) as e:
                 raise AimxError(
                     f"demo delivery failed: {e}{_why_exited(daemon, log)} (log: {log})"
                 ) from None
         inbox = os.path.join(data, "inbox", "agent")
-        print(f"Delivered 3 messages over SMTP+STARTTLS to {HOST}:{args.port}.\n")
+        print(f"Delivered 3 messages over SMTP+STARTTLS to {state.smtp}.\n")
         print("\n".join(_tree(os.path.join(data, "inbox"))))
         first = sorted(n for n in os.listdir(inbox) if n.endswith(".md"))[0]
         print(f"\n--- {os.path.join(inbox, first)} ---")

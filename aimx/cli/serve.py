@@ -16,7 +16,6 @@ def run(argv: list[str]) -> int:
         return 2
 
     from twisted.internet import reactor
-    from twisted.internet.error import CannotListenError
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo(
@@ -25,10 +24,8 @@ def run(argv: list[str]) -> int:
     try:
         daemon = service.build(options, reactor)
         daemon.startService()
-    except service.ConfigError as e:
+    except service.ConfigError as e:  # e.g. "Failed to bind to <--bind value>: <err>"
         print(str(e), file=sys.stderr)
-        return 1
-    except CannotListenError:  # already logged: "Failed to bind to <addr>: <err>"
         return 1
     reactor.addSystemEventTrigger("before", "shutdown", daemon.stopService)
     reactor.run()

@@ -36,12 +36,13 @@ import stat
 import struct
 
 from twisted.application import service
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, endpoints, protocol
 from twisted.protocols import amp
 
 from aimx.control import commands
 from aimx.control.ops import Caller, Control
 from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure, TempError
+from aimx.listening import ListenError, listen
 from aimx.logs import Logger
 
 log = Logger(namespace="aimx::uds")
@@ -522,19 +523,22 @@ class ControlSocket(service.Service):
         super().startService()
 
     def _listen(self):
-        # Access control is per command by peer uid, so the socket is 0666:
-        # Twisted chmods it to `mode` right after bind (spec §1).
-        listen = functools.partial(self.reactor.listenUNIX, self.path, self.factory, mode=0o666)
+        # Access control is per command by peer uid, so the socket is 0666: the
+        # endpoint chmods it to `mode` right after bind (spec §1).  No lock file
+        # (wantPID): a stale socket is found by the probe below, as AIMX does.
+        endpoint = endpoints.UNIXServerEndpoint(
+            self.reactor, self.path, mode=0o666, wantPID=False
+        )
         try:
-            return listen()
-        except error.CannotListenError as e:
+            return listen(endpoint, self.factory)
+        except ListenError as e:
             if not self._stale():
-                raise self._fatal(e.socketError) from None
+                raise self._fatal(e) from None
         os.unlink(self.path)
         try:
-            return listen()
-        except error.CannotListenError as e:
-            raise self._fatal(e.socketError) from None
+            return listen(endpoint, self.factory)
+        except ListenError as e:
+            raise self._fatal(e) from None
 
     def _stale(self) -> bool:
         """Whether the path holds a file no daemon answers on (probe-connect)."""

@@ -273,7 +273,8 @@ def held_by(name: str) -> Occupancy:
     return Occupancy("other", name)
 
 
-_USERS = re.compile(r'users:\(\("([^"]*)"(?:,pid=(\d+))?')
+_USERS = re.compile(r"users:\((.*)\)")
+_USER = re.compile(r'\("([^"]*)"(?:,pid=(\d+))?')
 _AIMX_ENTRY_POINTS = ("aimx", "aimx.tac")
 _HOSTING_PROCESSES = ("twistd",)
 
@@ -301,8 +302,10 @@ def is_aimx_process(name: str, argv) -> bool:
 def parse_occupancy(ss_output: str, argv_of=lambda pid: None) -> Occupancy:
     """Classify C{ss -tlnp sport = :25} output.
 
-    No data line -> free; the first C{users:(("<name>"} -> aimx or other(name);
-    data lines without a process -> other(C{unknown}).
+    No data line -> free; the first line with C{users:(...)} -> aimx when one of its
+    processes is aimx (under socket activation systemd holds aimx's socket too),
+    else other(the first process's name); data lines without a process ->
+    other(C{unknown}).
 
     @param argv_of: C{pid -> argv | None}, to recognise aimx under twistd/python.
     """
@@ -311,10 +314,12 @@ def parse_occupancy(ss_output: str, argv_of=lambda pid: None) -> Occupancy:
         return FREE
     for line in lines:
         match = _USERS.search(line)
-        if match:
-            name, pid = match.group(1), match.group(2)
-            argv = argv_of(int(pid)) if pid else None
-            return AIMX if is_aimx_process(name, argv) else held_by(name)
+        holders = _USER.findall(match.group(1)) if match else []
+        if holders:
+            if any(is_aimx_process(name, argv_of(int(pid)) if pid else None)
+                   for name, pid in holders):
+                return AIMX
+            return held_by(holders[0][0])
     return held_by("unknown")
 
 

@@ -4,6 +4,12 @@ Both run C{twistd --nodaemon --pidfile= aimx --data-dir <data_dir>} as root
 (spec/setup-and-ops.md §7): the empty C{--pidfile=} keeps twistd from writing a
 pid file of its own; the daemon writes C{<runtime_dir>/aimx.pid} itself.
 L{aimx.store.services} installs what these functions render.
+
+The systemd socket activation option is rendered here too but installed by hand
+(README, "Socket activation"): L{systemd_socket} is C{aimx.socket}, where systemd
+listens on port 25, and L{systemd_socket_dropin} the C{aimx.service.d/socket.conf}
+drop-in that makes the daemon take that socket (C{--bind} L{SOCKET_BIND}) instead
+of binding port 25 itself.
 """
 
 import re
@@ -16,6 +22,11 @@ from aimx.errors import AimxError
 SERVICE = "aimx"
 SYSTEMD_UNIT = "/etc/systemd/system/aimx.service"
 OPENRC_SCRIPT = "/etc/init.d/aimx"
+SYSTEMD_SOCKET = "/etc/systemd/system/aimx.socket"
+SYSTEMD_SOCKET_DROPIN = "/etc/systemd/system/aimx.service.d/socket.conf"
+#: The --bind of the socket aimx.socket passes: C{ListenStream=25} with
+#: C{BindIPv6Only=both} is one IPv6 socket that takes IPv4 clients too.
+SOCKET_BIND = "systemd:domain=INET6:index=0"
 DEFAULT_CONFIG_DIR = "/etc/aimx"
 DEFAULT_RUNTIME_DIR = "/run/aimx"
 # Where `pip install .` as root puts console scripts; only the contrib/ files use it.
@@ -73,13 +84,20 @@ class UnitParams:
             args += ["--runtime-dir", _checked("runtime dir", self.runtime_dir)]
         return args
 
+    def command(self) -> str:
+        """The ExecStart= command line: twistd and L{arguments}.
+
+        @raise UnitError: a path is relative or needs quoting.
+        """
+        return " ".join([_checked("twistd", self.twistd), *self.arguments()])
+
 
 def systemd_unit(params: UnitParams) -> str:
     """The text of C{/etc/systemd/system/aimx.service}.
 
     @raise UnitError: a path is relative or needs quoting.
     """
-    command = " ".join([_checked("twistd", params.twistd), *params.arguments()])
+    command = params.command()
     return (
         _HEADER
         + "[Unit]\n"
@@ -134,4 +152,50 @@ def openrc_script(params: UnitParams) -> str:
         f"\tcheckpath -d -m 0755 -o root:root {runtime_dir} || return 1\n"
         f"\tcheckpath -d -m 0755 -o root:root {log_dir} || return 1\n"
         "}\n"
+    )
+
+
+def systemd_socket() -> str:
+    """The text of C{/etc/systemd/system/aimx.socket}: systemd listens on port 25.
+
+    With L{systemd_socket_dropin} the daemon adopts this socket, so a restart never
+    refuses a client (connections wait in the backlog) and port 25 stays bound while
+    aimx is down.
+    """
+    return (
+        "# aimx SMTP socket (socket activation): systemd listens on port 25 and hands\n"
+        "# the socket to aimx.service, which takes it with the drop-in\n"
+        f"# {SYSTEMD_SOCKET_DROPIN} (--bind {SOCKET_BIND}).\n"
+        "# Installed by hand, not by `aimx setup`; see the README, \"Socket activation\".\n"
+        "[Unit]\n"
+        "Description=aimx SMTP socket\n"
+        "\n"
+        "[Socket]\n"
+        "# One IPv6 socket that also takes IPv4 clients: the daemon's domain=INET6.\n"
+        "ListenStream=25\n"
+        "BindIPv6Only=both\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=sockets.target\n"
+    )
+
+
+def systemd_socket_dropin(params: UnitParams) -> str:
+    """The text of C{/etc/systemd/system/aimx.service.d/socket.conf}.
+
+    It replaces the unit's ExecStart= with the same command plus C{--bind}
+    L{SOCKET_BIND}, so the daemon adopts aimx.socket's port 25 instead of binding it.
+
+    @raise UnitError: a path is relative or needs quoting.
+    """
+    return (
+        "# aimx.service takes port 25 from aimx.socket (socket activation) instead of\n"
+        "# binding it.  Installed by hand next to aimx.socket; see the README.\n"
+        "[Unit]\n"
+        "Requires=aimx.socket\n"
+        "After=aimx.socket\n"
+        "\n"
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart={params.command()} --bind {SOCKET_BIND}\n"
     )

@@ -4,6 +4,11 @@ Each test gets scratch config/data/runtime dirs, a DKIM key, a L{FixtureDNS} on
 127.0.0.1, and the daemon's service tree started in-process on 127.0.0.1:0.  SMTP
 clients are real (C{smtplib} or raw sockets) and run in threads, so the reactor
 keeps serving while they block.
+
+L{DaemonTestCase.serve} runs C{aimx serve} as a process instead.  No port is
+guessed: the daemon binds port 0 and the test waits for its readiness signal, the
+pid file (written once every listener is bound), then reads the bound addresses
+from the C{bind:} lines logged before it (L{aimx.core.bind.logged_addresses}).
 """
 
 import os
@@ -11,20 +16,25 @@ import pwd
 import shutil
 import smtplib
 import socket
+import subprocess
+import sys
 import tempfile
 import tomllib
 
-from twisted.internet import reactor, threads
+from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from aimx import service
-from aimx.core import frontmatter
+from aimx.core import bind, frontmatter
 from aimx.smtp.server import SmtpLimits
 from aimx.store import keys
 from aimx.testing import dkimkeys
 from aimx.testing.dns import FixtureDNS
 
 DOMAIN = "test.local"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+#: Seconds a started `aimx serve` may take to become ready.
+READY_TIMEOUT = 30
 
 
 def current_user() -> str:
@@ -101,16 +111,77 @@ class DaemonTestCase(TestCase):
         daemon.startService()
         self.addCleanup(daemon.stopService)
         self.daemon = daemon
-        self.port = daemon.smtp.listening.getHost().port
+        self.port = daemon.smtp.ports[0].getHost().port
         return daemon
+
+    # -- the daemon as a process -------------------------------------------------
+
+    async def serve(self, *args: str, env=None, command=(), pass_fds=()) -> subprocess.Popen:
+        """Start C{aimx serve} with this test's directories and wait until it is ready.
+
+        Its log goes to C{self.serve_log}; C{self.addresses} are the bound SMTP
+        addresses (C{host:port}, IPv6 in brackets) and C{self.port} the first one's.
+
+        @param args: more C{aimx serve} arguments (C{--bind ...}).
+        @param command: words to run C{python -m aimx serve ...} under (a wrapper that
+            execs it, so the pid stays the one the pid file must hold).
+        """
+        self.serve_log = os.path.join(os.path.abspath(self.mktemp()) + ".log")
+        env = dict(os.environ, PYTHONPATH=REPO, **self.environ, **(env or {}))
+        with open(self.serve_log, "wb") as log:
+            proc = subprocess.Popen(
+                [*command, sys.executable, "-m", "aimx", "serve", "--config-dir",
+                 self.config_dir, "--runtime-dir", self.runtime_dir, *args],
+                env=env, cwd=REPO, stderr=log, pass_fds=pass_fds,
+            )
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        self.addresses = await self.ready(proc)
+        self.port = bind.split_address(self.addresses[0])[1]
+        return proc
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.runtime_dir, service.PID_NAME)
+
+    async def ready(self, proc: subprocess.Popen) -> list[str]:
+        """Wait for C{proc}'s pid file; the addresses its log had bound by then.
+
+        @raise AssertionError: it exited first, or was not ready within
+            L{READY_TIMEOUT} seconds (with the end of its log).
+        """
+        deadline = reactor.seconds() + READY_TIMEOUT
+        while self._pid_in_file() != proc.pid:
+            if proc.poll() is not None or reactor.seconds() > deadline:
+                what = (f"exited with {proc.returncode}" if proc.returncode is not None
+                        else f"not ready within {READY_TIMEOUT} s")
+                raise AssertionError(f"aimx serve {what}:\n{self.served_log()[-3000:]}")
+            await task.deferLater(reactor, 0.02, lambda: None)
+        return bind.logged_addresses(self.served_log())
+
+    def _pid_in_file(self) -> int | None:
+        try:
+            with open(self.pid_file) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def served_log(self) -> str:
+        with open(self.serve_log, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     # -- clients ---------------------------------------------------------------
 
-    def smtp(self, raw: bytes, rcpts, mail_from="sender@example.com", helo="client.example.com"):
-        """Send one message with smtplib in a thread; fires with the final reply."""
+    def smtp(self, raw: bytes, rcpts, mail_from="sender@example.com", helo="client.example.com",
+             address: str | None = None):
+        """Send one message with smtplib in a thread; fires with the final reply.
+
+        @param address: C{host:port} to connect to (IPv6 in brackets); default
+            127.0.0.1 and L{port}.
+        """
+        host, port = bind.split_address(address) if address else ("127.0.0.1", self.port)
 
         def send():
-            with smtplib.SMTP("127.0.0.1", self.port, local_hostname=helo, timeout=30) as c:
+            with smtplib.SMTP(host, port, local_hostname=helo, timeout=30) as c:
                 c.ehlo(helo)
                 c.mail(mail_from)
                 for rcpt in rcpts:

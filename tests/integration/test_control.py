@@ -14,7 +14,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 
 from mcp.server.mcpserver.exceptions import ToolError
 from twisted.internet import defer, reactor, threads
@@ -510,22 +509,7 @@ class SigtermTests(ControlTestCase):
     @defer.inlineCallbacks
     def test_sigterm_with_50_in_flight(self):
         """SIGTERM mid-burst: exit 0, socket gone, config.toml valid with every answered create."""
-        env = dict(os.environ, PYTHONPATH=REPO, **self.environ)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aimx", "serve", "--bind", "127.0.0.1:0",
-             "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir],
-            env=env, cwd=REPO, stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
-
-        def wait_for_socket():
-            deadline = time.monotonic() + 30
-            while not os.path.exists(self.socket_path):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("daemon did not start")
-                time.sleep(0.05)
-
-        yield threads.deferToThread(wait_for_socket)
+        proc = yield defer.Deferred.fromCoroutine(self.serve("--bind", "127.0.0.1:0"))
         connections = []
         for _ in range(5):
             connections.append((yield defer.Deferred.fromCoroutine(self.connect())))

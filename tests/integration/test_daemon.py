@@ -6,20 +6,19 @@ import smtplib
 import socket
 import subprocess
 import sys
-import time
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SkipTest
 
 from aimx import service
-from aimx.core import datadir_readme
+from aimx.control.amp import ControlSocket
+from aimx.core import bind, datadir_readme
 from aimx.errors import ConfigError
 from aimx.store import keys
-from tests.integration.base import DaemonTestCase, base_config, current_user
+from tests.integration.base import REPO, DaemonTestCase, base_config, current_user
 from tests.integration.test_inbound import PLAIN, message
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class LoggedTestCase(DaemonTestCase):
@@ -306,41 +305,161 @@ class ProcessTests(DaemonTestCase):
 class SignalTests(DaemonTestCase):
     """`aimx serve` as a real process: SIGHUP reloads, SIGTERM drains and exits 0."""
 
-    @defer.inlineCallbacks
-    def test_sighup_then_sigterm(self):
+    async def test_sighup_then_sigterm(self):
         """A hand-added mailbox routes after SIGHUP; SIGTERM exits 0 and removes the pid file."""
-        env = dict(os.environ, PYTHONPATH=REPO, **self.environ)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aimx", "serve", "--bind", f"127.0.0.1:{self.port}",
-             "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir],
-            env=env, cwd=REPO, stderr=subprocess.PIPE,
-        )
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
-        pid_file = os.path.join(self.runtime_dir, "aimx.pid")
-
-        def wait_for(predicate):
-            deadline = time.monotonic() + 30
-            while not predicate():
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("daemon did not get there")
-                time.sleep(0.05)
-
-        yield threads.deferToThread(wait_for, lambda: os.path.exists(pid_file))
+        proc = await self.serve("--bind", "127.0.0.1:0")
         self.write_config(
             base_config(self.data_dir)
             + f'\n[mailboxes.dave]\naddress = "dave@test.local"\nowner = "{current_user()}"\n'
         )
         proc.send_signal(signal.SIGHUP)
         for attempt in range(50):  # the reload is asynchronous to the signal
-            yield self.smtp(message(msgid=f"d{attempt}@x"), ["dave@test.local"])
+            await self.smtp(message(msgid=f"d{attempt}@x"), ["dave@test.local"])
             if self.inbox("dave"):
                 break
         self.assertNotEqual(self.inbox("dave"), [])
         proc.send_signal(signal.SIGTERM)
-        code = yield threads.deferToThread(proc.wait, 40)
+        code = await threads.deferToThread(proc.wait, 40)
         self.assertEqual(code, 0)
-        self.assertFalse(os.path.exists(pid_file))
-        self.assertIn(b"SIGHUP: config reloaded", proc.stderr.read())
+        self.assertFalse(os.path.exists(self.pid_file))
+        self.assertIn("SIGHUP: config reloaded", self.served_log())
+
+
+def ipv6_loopback() -> bool:
+    """Whether this host can bind ::1 (containers often have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class ListenerTests(LoggedTestCase):
+    """Several --bind values, IPv6, and the pid file as the readiness signal (in-process)."""
+
+    def bound(self) -> list[str]:
+        return bind.logged_addresses(self.logged())
+
+    @defer.inlineCallbacks
+    def test_two_binds_both_answer(self):
+        """HOST:PORT and a tcp: endpoint both listen; mail sent to either is stored."""
+        daemon = self.start_daemon(self.options("--bind", "tcp:0:interface=127.0.0.1"))
+        ports = [p.getHost().port for p in daemon.smtp.ports]
+        self.assertEqual(len(set(ports)), 2)
+        self.assertEqual(self.bound(), [f"127.0.0.1:{p}" for p in ports])
+        for n, address in enumerate(self.bound()):
+            reply = yield self.smtp(message(msgid=f"two{n}@x"), ["alice@test.local"],
+                                    address=address)
+            self.assertEqual(reply[0], 250)
+        self.assertEqual(len(self.inbox("alice")), 2)
+
+    @defer.inlineCallbacks
+    def test_ipv6_loopback(self):
+        """[::1]:0 listens on IPv6; the log brackets the address; a client there is stored."""
+        if not ipv6_loopback():
+            raise SkipTest("no IPv6 loopback (::1) on this host")
+        daemon = self.start_daemon(self.options("--bind", "[::1]:0"))
+        port = daemon.smtp.ports[1].getHost().port
+        self.assertEqual(self.bound()[1], f"[::1]:{port}")
+        reply = yield self.smtp(message(msgid="v6@x"), ["alice@test.local"],
+                                address=f"[::1]:{port}")
+        self.assertEqual(reply[0], 250)
+        fields, _ = self.only_mail("alice")
+        self.assertEqual(fields["received_from_ip"], "::1")
+
+    def test_pid_file_comes_last(self):
+        """The pid file is started after every listener, the DKIM check after it."""
+        daemon = self.start_daemon()
+        self.assertEqual(
+            [type(child) for child in daemon],
+            [service.SmtpListener, ControlSocket, service.PidFile, service.DkimDnsCheck],
+        )
+        with open(self.pid_file) as f:
+            self.assertEqual(f.read(), f"{os.getpid()}\n")
+
+    @defer.inlineCallbacks
+    def test_failed_bind_leaves_no_pid_file(self):
+        """A --bind that fails after another bound: fatal, that one unbound, no pid file."""
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        daemon = service.build(self.options("--bind", f"127.0.0.1:{port}"), reactor,
+                               environ=self.environ)
+        e = self.assertRaises(ConfigError, daemon.startService)
+        yield daemon.stopService()
+        self.assertEqual(str(e), f"Failed to bind to 127.0.0.1:{port}: [Errno 98] "
+                                 "Address already in use")
+        self.assertEqual(daemon.smtp.ports, [])
+        self.assertNotIn("bind:", self.logged())
+        self.assertFalse(os.path.exists(self.pid_file))
+        self.assertFalse(os.path.lexists(os.path.join(self.runtime_dir, "aimx.sock")))
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.runtime_dir, service.PID_NAME)
+
+
+class SocketActivationTests(DaemonTestCase):
+    """`aimx serve --bind systemd:...` with a listening socket passed as systemd does."""
+
+    def inherited(self) -> socket.socket:
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        return s
+
+    async def activated(self, sock: socket.socket, *args: str):
+        command = [sys.executable, "-m", "tests.integration.socketactivate",
+                   str(sock.fileno()), "aimx.socket"]
+        return await self.serve(*args, command=command, pass_fds=(sock.fileno(),))
+
+    async def test_activated_and_bound(self):
+        """The inherited socket and a --bind of its own both answer; SIGTERM exits 0."""
+        sock = self.inherited()
+        proc = await self.activated(sock, "--bind", "systemd:domain=INET:index=0",
+                                    "--bind", "127.0.0.1:0")
+        address = "127.0.0.1:%d" % sock.getsockname()[1]
+        sock.close()  # only the daemon holds it now
+        self.assertEqual(self.addresses[0], address)
+        self.assertEqual(len(self.addresses), 2)
+        for n, each in enumerate(self.addresses):
+            reply = await self.smtp(message(msgid=f"sd{n}@x"), ["alice@test.local"],
+                                    address=each)
+            self.assertEqual(reply[0], 250)
+        self.assertEqual(len(self.inbox("alice")), 2)
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(await threads.deferToThread(proc.wait, 40), 0)
+
+    async def test_wrong_domain(self):
+        """An IPv4 socket claimed as INET6 is refused at start-up with the domain to use."""
+        sock = self.inherited()
+        command = [sys.executable, "-m", "tests.integration.socketactivate",
+                   str(sock.fileno()), "aimx.socket", sys.executable, "-m", "aimx", "serve",
+                   "--bind", "systemd:domain=INET6:index=0", "--config-dir", self.config_dir,
+                   "--runtime-dir", self.runtime_dir]
+        result = await threads.deferToThread(
+            subprocess.run, command, pass_fds=(sock.fileno(),), capture_output=True,
+            env=dict(os.environ, PYTHONPATH=REPO, **self.environ), cwd=REPO, timeout=60,
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn(b"Failed to bind to systemd:domain=INET6:index=0: the socket systemd "
+                      b"passed (descriptor 3) is AF_INET, not AF_INET6: say domain=INET",
+                      result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.runtime_dir, service.PID_NAME)))
+
+    def test_not_activated(self):
+        """--bind systemd:... without a socket from systemd exits 1 saying so."""
+        result = subprocess.run(
+            [sys.executable, "-m", "aimx", "serve", "--bind", "systemd:domain=INET:index=0",
+             "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir],
+            capture_output=True, env=dict(os.environ, PYTHONPATH=REPO, **self.environ),
+            cwd=REPO, timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"Failed to bind to systemd:domain=INET:index=0: systemd passed no "
+                      b"socket at that index", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr)

@@ -1,6 +1,7 @@
 """`aimx demo`, the README's main command, run as a process, and the commands it prints.
 
-The demo runs as a child process on a free loopback port, in a scratch directory.
+The demo runs as a child process on loopback port 0 (its daemon picks a free port
+and the demo reads it back), in a scratch directory.
 The commands it prints are parsed from its output and pasted: each runs in a
 shell of its own (C{bash -c}) as the current user, with none of the test's aimx
 variables, as in another terminal.  When the tests run as root they are pasted
@@ -16,7 +17,6 @@ import select
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,12 +34,6 @@ TRY = "Try it from another shell"
 AS_ROOT = "# as root:"
 #: Bound on any one wait for a child process.
 TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_until(stream, *needles: str, timeout: float = TIMEOUT) -> str:
@@ -92,7 +86,7 @@ class DemoTests(TestCase):
         self.addCleanup(shutil.rmtree, base, True)
         result = await threads.deferToThread(
             subprocess.run,
-            [sys.executable, "-m", "aimx", "demo", "--port", str(free_port()), "--no-wait",
+            [sys.executable, "-m", "aimx", "demo", "--port", "0", "--no-wait",
              "--dir", base],
             cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=120,
         )
@@ -112,7 +106,7 @@ class DemoTests(TestCase):
         self.addCleanup(shutil.rmtree, os.path.dirname(base), True)
         result = await threads.deferToThread(
             subprocess.run,
-            [sys.executable, "-m", "aimx", "demo", "--port", str(free_port()), "--no-wait",
+            [sys.executable, "-m", "aimx", "demo", "--port", "0", "--no-wait",
              "--dir", base],
             cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, timeout=120,
         )
@@ -149,7 +143,7 @@ class RunningDemoTests(TestCase):
         log = open(os.path.join(self.scratch, "demo.stderr"), "wb")
         self.addCleanup(log.close)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "aimx", "demo", "--port", str(free_port()),
+            [sys.executable, "-m", "aimx", "demo", "--port", "0",
              "--dir", self.base],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log,
         )

@@ -142,7 +142,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
                                     environ={"AIMX_NAMESERVERS": self.dns.nameservers})
         self.daemon.startService()
         self.addCleanup(self.daemon.stopService)
-        self.daemon_port = self.daemon.smtp.listening.getHost().port
+        self.daemon_port = self.daemon.smtp.ports[0].getHost().port
 
     def publish(self, *, a=True):
         """The records the wizard asks for."""
