@@ -107,7 +107,9 @@ def _serve_options(node: Node) -> None:
     """C{aimx serve} takes the options of C{twistd aimx} (L{aimx.service.Options})."""
     from aimx.service import Options
 
-    for long, _short, _default, _doc in Options.optParameters:
+    # --bind is an opt_ method (it may be given several times); the rest are parameters.
+    longs = [long for long, _short, _default, _doc in Options.optParameters] + ["bind"]
+    for long in longs:
         option = f"--{long}"
         node.options.append(option)
         dest = long.replace("-", "_")

@@ -64,7 +64,7 @@ class IdentityTestCase(DaemonTestCase):
         daemon.startService()
         self.addCleanup(daemon.stopService)
         self.daemon = daemon
-        self.port = daemon.smtp.listening.getHost().port
+        self.port = daemon.smtp.ports[0].getHost().port
         return daemon
 
     def fired(self) -> list[str]:
