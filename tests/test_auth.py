@@ -1,6 +1,6 @@
 """Tests for aimx.auth (resolver, DKIM, SPF, verify_inbound) against a real loopback DNS.
 
-Every lookup goes from dnspython (in a thread) to aimx.testing.dns.FixtureDNS on 127.0.0.1,
+Every lookup goes from dnspython (in a thread) to aimx.loopback.dns.FixtureDNS on 127.0.0.1,
 selected with an AIMX_NAMESERVERS value; nothing is patched. Acceptance cases of
 spec/trust-and-auth.md §7 are named in the docstrings.
 """
@@ -24,8 +24,8 @@ from aimx.core.authresults import UNAUTHENTICATED, AuthResults, DkimResult
 from aimx.core.config import Config, MailboxConfig
 from aimx.core.identity import from_headers
 from aimx.errors import ConfigError
-from aimx.testing.dkimkeys import generate_key, sign_message
-from aimx.testing.dns import FixtureDNS, from_args
+from aimx.loopback.keys import generate_key, sign_message
+from aimx.loopback.dns import FixtureDNS, from_args
 
 PRIVATE_PEM, KEY_TXT = generate_key()
 

@@ -163,7 +163,7 @@ class DkimpyEquivalenceTests(SynchronousTestCase):
 class PrivateKeyCacheTests(SynchronousTestCase):
     def test_signing_key_parsed_once(self):
         """Signing twice with one PEM parses it once; the signatures still verify."""
-        from aimx.testing.dkimkeys import generate_key
+        from aimx.loopback.keys import generate_key
 
         private, txt = generate_key()
         dkim.parse_pem_private_key.cache_clear()
@@ -179,7 +179,7 @@ class PrivateKeyCacheTests(SynchronousTestCase):
 class PublicKeyCacheTests(SynchronousTestCase):
     def test_same_as_dkimpy_and_parsed_once(self):
         """A key record gives dkimpy's result, and is parsed only the first time."""
-        from aimx.testing.dkimkeys import generate_key
+        from aimx.loopback.keys import generate_key
 
         _, txt = generate_key()
         record = txt.encode("ascii")

@@ -19,8 +19,8 @@ from twisted.web.test.requesthelper import DummyRequest
 from aimx.cli import portcheck as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import portcheck as core
-from aimx.core.portcheck import (
+from aimx.ops import portcheck as core
+from aimx.ops.portcheck import (
     AIMX,
     FREE,
     PASSED,

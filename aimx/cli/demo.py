@@ -39,15 +39,15 @@ from email import policy
 from email.message import EmailMessage
 
 from aimx.agents import mcpcommand
-from aimx.core import bind
-from aimx.core.dnscheck import MX, ExpectedDns
+from aimx.ops import bind
+from aimx.ops.dnscheck import MX, ExpectedDns
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
 from aimx.store import keys
 from aimx.store.mailboxes import create_dirs
 from aimx.store.mailstore import resolve_owner
-from aimx.testing import dkimkeys
+from aimx.loopback import keys as dkimkeys
 
 DOMAIN = "demo.localhost"
 SENDER_DOMAIN = "sender.localhost"
@@ -376,14 +376,14 @@ def serve(args) -> int:
 
     dns_port, mx_port = _free_port(), _free_port()
     dns = subprocess.Popen(
-        [sys.executable, "-m", "aimx.testing.dns", "--port", str(dns_port),
+        [sys.executable, "-m", "aimx.loopback.dns", "--port", str(dns_port),
          *_dns_records(etc, sender_txt, f"mx.{SENDER_DOMAIN}")],
         stdout=subprocess.DEVNULL,
     )
     # The sender's mail server: a loopback receiver that keeps what it is given.
     remote = os.path.join(base, "remote-mx")
     mx = subprocess.Popen(
-        [sys.executable, "-m", "aimx.testing.smtpsink", "--port", str(mx_port), "--dir", remote]
+        [sys.executable, "-m", "aimx.loopback.smtpsink", "--port", str(mx_port), "--dir", remote]
     )
     with open(log, "ab") as log_file:
         daemon = subprocess.Popen(

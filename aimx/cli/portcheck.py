@@ -22,7 +22,7 @@ import functools
 from aimx.auth.resolver import Resolver
 from aimx.cli import session
 from aimx.cli.session import CliError
-from aimx.core.portcheck import (
+from aimx.ops.portcheck import (
     DEFAULT_OUTBOUND_CHECK_DOMAIN,
     INBOUND_NOT_CHECKED,
     NO_VERIFIER,

@@ -31,7 +31,7 @@ from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.web import resource, server
 
-from aimx.core.portcheck import (
+from aimx.ops.portcheck import (
     CLIENT_IP_HEADER,
     PROBE_BACK_BUDGET,
     ProbeTarget,

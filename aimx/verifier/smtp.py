@@ -23,7 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import TimeoutMixin, WrappingFactory
 
-from aimx.core.portcheck import (
+from aimx.ops.portcheck import (
     MAX_SMTP_LINE,
     PASSED,
     RESPONDER_BANNER,

@@ -29,9 +29,9 @@ from aimx.auth.resolver import Resolver
 from aimx.cli import portcheck as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import portcheck as core
-from aimx.core.portcheck import AIMX, ProbeSettings
-from aimx.testing.dns import FixtureDNS
+from aimx.ops import portcheck as core
+from aimx.ops.portcheck import AIMX, ProbeSettings
+from aimx.loopback.dns import FixtureDNS
 from aimx.verifier import client
 from aimx.verifier.service import Verifier
 from aimx.verifier.smtp import Responder, ResponderFactory

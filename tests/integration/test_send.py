@@ -35,7 +35,7 @@ from aimx.errors import (
     TempError,
 )
 from aimx.store import keys
-from aimx.testing.smtpsink import SmtpSink, listen_all
+from aimx.loopback.smtpsink import SmtpSink, listen_all
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config, current_user
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 

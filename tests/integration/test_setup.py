@@ -41,11 +41,11 @@ from aimx import service
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import portcheck as core
-from aimx.core.portcheck import AIMX
+from aimx.ops import portcheck as core
+from aimx.ops.portcheck import AIMX
 from aimx.store import configfile, keys
-from aimx.store.services import System
-from aimx.testing.dns import FixtureDNS
+from aimx.host.initsystem import System
+from aimx.loopback.dns import FixtureDNS
 from aimx.verifier import client
 from tests.integration.test_portcheck import (
     PortcheckMixin,

@@ -29,7 +29,7 @@ import re
 
 import attrs
 
-from aimx.core.setupflow import DomainError, validate_domain
+from aimx.ops.setupflow import DomainError, validate_domain
 from aimx.errors import AimxError
 
 SMTP_PORT = 25

@@ -6,7 +6,7 @@ are 0. Unknown names get NXDOMAIN, known names without the asked type an empty a
 dnspython blocks: query it from a thread (C{deferToThread}) while the reactor serves, never
 on the reactor thread.
 
-As a program (C{aimx demo} uses it): C{python -m aimx.testing.dns --port N --txt NAME=VALUE ...}.
+As a program (C{aimx demo} uses it): C{python -m aimx.loopback.dns --port N --txt NAME=VALUE ...}.
 """
 
 import argparse
@@ -225,7 +225,7 @@ class FixtureDNS:
 
 def from_args(reactor, argv: list[str]) -> FixtureDNS:
     """A started L{FixtureDNS} from command-line arguments (C{--port}, C{--txt}, C{--mx}, C{--a})."""
-    parser = argparse.ArgumentParser(prog="python -m aimx.testing.dns",
+    parser = argparse.ArgumentParser(prog="python -m aimx.loopback.dns",
                                      description="Serve fixed DNS records on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="UDP and TCP port (0: any)")
     parser.add_argument("--txt", action="append", default=[], metavar="NAME=VALUE",
