@@ -258,7 +258,7 @@ class ResolverTests(FixtureTestCase):
         self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
         self.dns.add_servfail("bad._domainkey.example.com")
         f = dkim.KeyLookup(self.resolver.txt_bytes)
-        self.assertEqual(await self.call(f, b"sel._domainkey.example.com.", timeout=5),
+        self.assertEqual(await self.call(f, b"sel._domainkey.example.com."),
                          KEY_TXT.encode("ascii"))
         self.assertIsNone(await self.call(f, b"nokey._domainkey.example.com."))
         self.assertIsNone(await self.call(f, b"bad._domainkey.example.com."))
