@@ -1,9 +1,9 @@
 """SEND on a real daemon with the test mail drop (spec/outbound.md §17, control-socket.md §10).
 
 The daemon runs in-process with C{AIMX_TEST_MAIL_DROP}; SEND goes over the real
-control socket.  Signatures are checked by stock dkimpy in a child process that
-never imports aimx (so none of aimx's dkimpy speed-ups take part), against the
-key the fixture DNS serves.
+control socket.  Signatures (made by aimx's own signer) are checked by stock dkimpy
+in a child process that never imports aimx, against the key the fixture DNS
+serves.
 """
 
 import asyncio
