@@ -34,15 +34,13 @@ from aimx.ops import setupflow as flow
 from aimx.core.config import Config, MailboxConfig, load_text, make_hook
 from aimx.ops.dnscheck import ExpectedDns, Lookup, table_lines
 from aimx.ops.portcheck import (
-    AIMX,
-    FREE,
     INBOUND_UNCHECKED,
     OUTBOUND_BLOCKED,
     OUTBOUND_UNCHECKED,
     PASSED,
     ProbeResult,
-    held_by,
 )
+from aimx.ops.portholder import AIMX, FREE, held_by
 from aimx.store import configfile, keys
 from aimx.host import initsystem
 from aimx.store.mailstore import Owner, resolve_owner

@@ -26,7 +26,6 @@ from aimx.ops.portcheck import (
     DEFAULT_OUTBOUND_CHECK_DOMAIN,
     INBOUND_NOT_CHECKED,
     NO_VERIFIER,
-    Occupancy,
     ProbeResult,
     inbound_message,
     outbound_message,
@@ -34,6 +33,7 @@ from aimx.ops.portcheck import (
     resolve_verify_host,
     settings_from_environ,
 )
+from aimx.ops.portholder import Occupancy
 from aimx.verifier.client import (
     TemporaryResponder,
     detect_occupancy,

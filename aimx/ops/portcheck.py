@@ -1,4 +1,6 @@
-"""The port-25 check, pure parts (L0): spec/setup-and-ops.md §3 and "Common facts".
+"""The port-25 check's settings and results (L0, pure): spec/setup-and-ops.md §3 and
+"Common facts".  Who holds the port is L{aimx.ops.portholder}, the SMTP dialogues
+L{aimx.ops.probedialogue}, the verifier's answers L{aimx.ops.verifierwire}.
 
 Shared by C{aimx portcheck}, C{aimx setup}'s preflight, C{aimx doctor} and the
 verifier service (C{twistd aimx-verifier}):
@@ -9,11 +11,8 @@ verifier service (C{twistd aimx-verifier}):
   - the verifier base URL (precedence, validation; there is no default: the
     inbound check runs only against a verifier the operator runs elsewhere) and
     its C{<url>/probe};
-  - who holds port 25, from C{ss -tlnp} output;
-  - the SMTP dialogues: the temporary responder's replies and the prober's
-    banner[/EHLO]/QUIT exchange, as sans-IO state;
-  - the verifier's answers and how the caller reads them;
-  - which caller addresses the verifier may probe back.
+  - the settings the test hooks change, and a probe's result with the
+    operator's advice.
 
 Test hooks (environment, read by L{settings_from_environ}):
 C{AIMX_PORTCHECK_BIND=HOST:PORT} is where the temporary responder listens and whose
@@ -22,10 +21,6 @@ C{AIMX_SMTP_OUT_PORT=N} is the MX port the outbound check connects to (default 2
 the same hook redirects outbound MX delivery).  Its DNS goes through
 L{aimx.auth.resolver.Resolver}, so C{AIMX_NAMESERVERS} redirects that too.
 """
-
-import ipaddress
-import json
-import re
 
 import attrs
 
@@ -45,11 +40,7 @@ OUTBOUND_IO_TIMEOUT = 5
 OUTBOUND_BUDGET = 30
 INBOUND_HTTP_TIMEOUT = 60
 PROBE_BACK_BUDGET = 45
-RESPONDER_READ_TIMEOUT = 30
 
-CLIENT_IP_HEADER = "X-AIMX-Client-IP"
-RESPONDER_BANNER = "220 localhost ESMTP aimx"
-MAX_SMTP_LINE = 1024
 
 OUTBOUND_BLOCKED = "Outbound port 25 is blocked. Your VPS provider may restrict SMTP traffic."
 OUTBOUND_UNCHECKED = (
@@ -242,198 +233,7 @@ def settings_from_environ(environ) -> ProbeSettings:
     return ProbeSettings(bind_host=host, port=port, out_port=out_port)
 
 
-# -- who holds port 25 ----------------------------------------------------------
-
-
-@attrs.frozen
-class Occupancy:
-    """Who listens on port 25: C{free}, C{aimx} or C{other} (then C{name})."""
-
-    kind: str = attrs.field(validator=attrs.validators.in_(("free", "aimx", "other")))
-    name: str | None = None
-
-    @property
-    def free(self) -> bool:
-        return self.kind == "free"
-
-    @property
-    def aimx(self) -> bool:
-        return self.kind == "aimx"
-
-    @property
-    def other(self) -> bool:
-        return self.kind == "other"
-
-
-FREE = Occupancy("free")
-AIMX = Occupancy("aimx")
-
-
-def held_by(name: str) -> Occupancy:
-    return Occupancy("other", name)
-
-
-_USERS = re.compile(r"users:\((.*)\)")
-_USER = re.compile(r'\("([^"]*)"(?:,pid=(\d+))?')
-_AIMX_ENTRY_POINTS = ("aimx", "aimx.tac")
-_HOSTING_PROCESSES = ("twistd",)
-
-
-def ss_command(port: int = SMTP_PORT) -> list[str]:
-    """The occupancy probe: listening TCP sockets on C{port}, with their processes."""
-    return ["ss", "-tlnp", "sport", "=", f":{port}"]
-
-
-def is_aimx_process(name: str, argv) -> bool:
-    """Whether a listener named C{name} (comm) running C{argv} is aimx itself.
-
-    [py] the Python daemon runs as C{aimx serve} (comm C{aimx}), C{twistd -n aimx}
-    (comm C{twistd}) or under an interpreter (comm C{python3}, argv naming aimx).
-
-    @param argv: the process's command line, C{None} when unreadable.
-    """
-    if name == "aimx":
-        return True
-    if name not in _HOSTING_PROCESSES and not name.startswith("python"):
-        return False
-    return any(arg.rsplit("/", 1)[-1] in _AIMX_ENTRY_POINTS for arg in (argv or ())[1:])
-
-
-def parse_occupancy(ss_output: str, argv_of=lambda pid: None) -> Occupancy:
-    """Classify C{ss -tlnp sport = :25} output.
-
-    No data line -> free; the first line with C{users:(...)} -> aimx when one of its
-    processes is aimx (under socket activation systemd holds aimx's socket too),
-    else other(the first process's name); data lines without a process ->
-    other(C{unknown}).
-
-    @param argv_of: C{pid -> argv | None}, to recognise aimx under twistd/python.
-    """
-    lines = [line for line in ss_output.splitlines()[1:] if line.strip()]
-    if not lines:
-        return FREE
-    for line in lines:
-        match = _USERS.search(line)
-        holders = _USER.findall(match.group(1)) if match else []
-        if holders:
-            if any(is_aimx_process(name, argv_of(int(pid)) if pid else None)
-                   for name, pid in holders):
-                return AIMX
-            return held_by(holders[0][0])
-    return held_by("unknown")
-
-
-# -- the SMTP dialogues ---------------------------------------------------------
-
-
-def responder_reply(line: str, hostname: str = "localhost",
-                    unknown: str = "502 Not implemented") -> tuple[str, bool]:
-    """The temporary responder's reply to one command line (spec §3.1).
-
-    @return: C{(reply, close_after)}.
-    """
-    verb = line.strip().upper()
-    if verb.startswith(("EHLO", "HELO")):
-        return f"250 {hostname}", False
-    if verb.startswith("QUIT"):
-        return "221 Bye", True
-    return unknown, False
-
-
-class ProbeDialogue:
-    """The prober's side of banner -> EHLO -> QUIT (or banner -> QUIT), without I/O.
-
-    Feed each received line (without its line end) to L{received}; send what it
-    returns.  When L{finished}, close the connection; L{ok} tells the verdict and
-    L{reason} why it failed.  The success point is a C{250} to EHLO, or with no
-    EHLO name the C{220} banner itself: QUIT's reply is read best-effort and never
-    changes the verdict.
-
-    @ivar answered: the peer sent at least one line (it speaks, if not our way).
-    """
-
-    def __init__(self, ehlo_name: str | None):
-        """
-        @param ehlo_name: the EHLO argument; C{None} to send nothing but QUIT after
-            the banner (the outbound check to a third party's MX).
-        """
-        self.ehlo_name = ehlo_name
-        self.state = "banner"
-        self.ok = False
-        self.answered = False
-        self.reason = "connection closed before the banner"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("failed", "done")
-
-    def _fail(self, reason: str) -> None:
-        self.state = "failed"
-        self.reason = reason
-
-    def received(self, line: str) -> str | None:
-        """Advance on one reply line; return the command to send, if any."""
-        self.answered = True
-        if self.state == "banner":
-            if line.startswith("220-"):
-                return None
-            if line.startswith("220"):
-                if self.ehlo_name is None:
-                    self.state = "quit"
-                    self.ok = True
-                    self.reason = None
-                    return "QUIT"
-                self.state = "ehlo"
-                self.reason = "connection closed after EHLO"
-                return f"EHLO {self.ehlo_name}"
-            self._fail(f"answered {line[:100]!r} instead of a 220 banner")
-        elif self.state == "ehlo":
-            if line.startswith("250-"):
-                return None
-            if line.startswith("250 ") or line == "250":
-                self.state = "quit"
-                self.ok = True
-                self.reason = None
-                return "QUIT"
-            self._fail(f"unexpected EHLO reply: {line[:100]!r}")
-        elif self.state == "quit":
-            self.state = "done"
-        return None
-
-    def timed_out(self, seconds: float) -> str:
-        """Why the wait for the next line failed, for L{lost}."""
-        waiting = "banner" if self.state == "banner" else "reply"
-        return f"no {waiting} within {seconds:g} s"
-
-    def lost(self, reason: str | None = None) -> None:
-        """The connection ended (or timed out) before L{finished}."""
-        if not self.finished:
-            if not self.ok:
-                self._fail(reason or self.reason)
-            else:
-                self.state = "done"
-
-
-# -- the verifier's answers -----------------------------------------------------
-
-
-def health_body() -> bytes:
-    """C{GET /health}: C{{"status":"ok","service":"aimx-verifier"}}."""
-    return _compact({"status": "ok", "service": "aimx-verifier"})
-
-
-def probe_body(reachable: bool, ip: str) -> bytes:
-    """C{GET /probe}: C{{"reachable":<bool>,"ip":"<caller ip>"}}."""
-    return _compact({"reachable": reachable, "ip": ip})
-
-
-def _compact(value) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def probe_passed(body: bytes) -> bool:
-    """AIMX's pass rule: the body contains C{"reachable":true} (or with a space)."""
-    return b'"reachable":true' in body or b'"reachable": true' in body
+# -- results and advice ----------------------------------------------------------
 
 
 @attrs.frozen
@@ -461,23 +261,6 @@ class ProbeResult:
 PASSED = ProbeResult(True)
 
 
-def read_probe_response(status: int, body: bytes) -> ProbeResult:
-    """Interpret the verifier's C{/probe} answer (a non-2xx status is a failure)."""
-    if not 200 <= status < 300:
-        return ProbeResult(False, error=f"the verifier answered HTTP {status}")
-    try:
-        ip = str(canonical_ip(json.loads(body).get("ip")))
-    except (ValueError, AttributeError, TypeError):
-        ip = None  # only an address parsed as one is shown to the operator
-    if probe_passed(body):
-        if ip is not None:
-            return ProbeResult(True, detail=f"the verifier reached {ip} on port 25")
-        return PASSED
-    if ip is not None:
-        return ProbeResult(False, detail=f"the verifier could not reach {ip} on port 25")
-    return ProbeResult(False, detail="the verifier did not report the port reachable")
-
-
 def outbound_message(result: ProbeResult) -> str:
     """The operator's advice for a failed outbound check (the reason is on its line)."""
     if result.error is not None:
@@ -500,62 +283,3 @@ def inbound_message(result: ProbeResult) -> str:
     if result.error is not None:
         return INBOUND_UNCHECKED
     return INBOUND_UNREACHABLE
-
-
-# -- whom the verifier probes ---------------------------------------------------
-
-
-def canonical_ip(text: str):
-    """Parse an address; an IPv4-mapped IPv6 address becomes its IPv4 form.
-
-    Otherwise C{::ffff:127.0.0.1} would slip past the loopback check.
-
-    @raise ValueError: not an IP address.
-    """
-    ip = ipaddress.ip_address(text.strip().split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_ULA = ipaddress.ip_network("fc00::/7")
-
-
-def is_blocked_target(ip) -> bool:
-    """Addresses a public verifier never probes: loopback, unspecified, link-local,
-    private (RFC 1918 and the other special IPv4 blocks, RFC 4193), CGNAT (RFC 6598),
-    multicast, broadcast."""
-    ip = canonical_ip(str(ip))
-    return (
-        ip.is_loopback
-        or ip.is_unspecified
-        or ip.is_link_local
-        or ip.is_multicast
-        or (ip.version == 4 and (ip.is_private or ip in _CGNAT))
-        or (ip.version == 6 and ip in _ULA)
-    )
-
-
-def caller_ip(peer: str, header: str | None, allow_private: bool = False):
-    """The address C{/probe} connects back to, or C{None} (answer 400).
-
-    A non-loopback TCP peer is authoritative (the service is exposed directly; the
-    header is ignored so a client cannot pick its target).  A loopback peer is a
-    reverse proxy, which must name the client in C{X-AIMX-Client-IP}; a private or
-    loopback value there is refused.  With C{allow_private} (tests, private
-    networks) private values are accepted and a loopback peer without the header is
-    probed itself.
-    """
-    peer_ip = canonical_ip(peer)
-    if not peer_ip.is_loopback:
-        return peer_ip
-    if header is None:
-        return peer_ip if allow_private else None
-    try:
-        ip = canonical_ip(header)
-    except ValueError:
-        return None
-    if is_blocked_target(ip) and not allow_private:
-        return None
-    return ip

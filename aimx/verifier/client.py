@@ -35,23 +35,20 @@ from twisted.web.http_headers import Headers
 from aimx import __version__
 from aimx.auth.resolver import DnsNoRecord, DnsTempError
 from aimx.ops.portcheck import (
-    FREE,
     INBOUND_HTTP_TIMEOUT,
     OUTBOUND_BUDGET,
     OUTBOUND_CONNECT_TIMEOUT,
     OUTBOUND_IO_TIMEOUT,
-    Occupancy,
     ProbeResult,
     ProbeSettings,
     ProbeTarget,
     lowest_mx,
     mx_label,
     outbound_passed,
-    parse_occupancy,
     probe_url,
-    read_probe_response,
-    ss_command,
 )
+from aimx.ops.portholder import FREE, Occupancy, parse_occupancy, ss_command
+from aimx.ops.verifierwire import read_probe_response
 from aimx.errors import AimxError
 from aimx.verifier.smtp import TrackedPort, smtp_handshake, temporary_responder_factory
 
