@@ -127,33 +127,27 @@ def _owner(environ) -> str:
     return "root"
 
 
-def _messages(sender_key: bytes) -> list[bytes]:
-    plain = EmailMessage()
-    plain["From"] = f"Alice <alice@{SENDER_DOMAIN}>"
-    plain["To"] = f"agent@{DOMAIN}"
-    plain["Subject"] = "Hello from the demo"
-    plain["Date"] = email.utils.formatdate(localtime=True)
-    plain["Message-ID"] = f"<plain-{time.time_ns()}@{SENDER_DOMAIN}>"
-    plain.set_content("Hi agent,\n\nthis is a plain text message, DKIM-signed.\n")
+def _message(tag: str, name: str, local: str, to: str, subject: str) -> EmailMessage:
+    """A demo message's header: from C{name <local@>} the demo's sender domain, dated now."""
+    message = EmailMessage()
+    message["From"] = f"{name} <{local}@{SENDER_DOMAIN}>"
+    message["To"] = f"{to}@{DOMAIN}"
+    message["Subject"] = subject
+    message["Date"] = email.utils.formatdate(localtime=True)
+    message["Message-ID"] = f"<{tag}-{time.time_ns()}@{SENDER_DOMAIN}>"
+    return message
 
-    html = EmailMessage()
-    html["From"] = f"Newsletter <news@{SENDER_DOMAIN}>"
-    html["To"] = f"agent@{DOMAIN}"
-    html["Subject"] = "Weekly digest"
-    html["Date"] = email.utils.formatdate(localtime=True)
-    html["Message-ID"] = f"<html-{time.time_ns()}@{SENDER_DOMAIN}>"
+
+def _messages(sender_key: bytes) -> list[bytes]:
+    plain = _message("plain", "Alice", "alice", "agent", "Hello from the demo")
+    plain.set_content("Hi agent,\n\nthis is a plain text message, DKIM-signed.\n")
+    html = _message("html", "Newsletter", "news", "agent", "Weekly digest")
     html.set_content(
         "<html><body><h1>Digest</h1><p>Three <b>things</b> happened.</p>"
         "<ul><li>one</li><li>two</li><li>three</li></ul></body></html>",
         subtype="html",
     )
-
-    attach = EmailMessage()
-    attach["From"] = f"Bob <bob@{SENDER_DOMAIN}>"
-    attach["To"] = f"agent+reports@{DOMAIN}"
-    attach["Subject"] = "Report attached"
-    attach["Date"] = email.utils.formatdate(localtime=True)
-    attach["Message-ID"] = f"<attach-{time.time_ns()}@{SENDER_DOMAIN}>"
+    attach = _message("attach", "Bob", "bob", "agent+reports", "Report attached")
     attach.set_content("The numbers are in the attached file.\n")
     attach.add_attachment(
         b"quarter,revenue\nQ1,10\nQ2,12\n", maintype="text", subtype="csv",
