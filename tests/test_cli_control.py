@@ -19,7 +19,7 @@ from aimx.control import client, commands
 from aimx.core import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.store import configfile, services
-from aimx.store.mailstore import Owner
+from aimx.store.passwd import Owner
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
 SOCKET = "/run/aimx/aimx.sock"

@@ -43,8 +43,8 @@ from aimx.core.portcheck import (
     ProbeResult,
     held_by,
 )
-from aimx.store import configfile, keys, services
-from aimx.store.mailstore import Owner, resolve_owner
+from aimx.store import configfile, keys, passwd, services
+from aimx.store.passwd import Owner
 from aimx.store.services import Completed, System
 
 DOMAIN = "agent.example.com"
@@ -103,7 +103,7 @@ class FakeHost:
     def resolve(self, name: str) -> Owner:
         if name in self.users:
             return Owner(name, CATCHALL.pw_uid, CATCHALL.pw_gid)
-        return resolve_owner(name)
+        return passwd.owner(name)
 
     def service_calls(self) -> list[list[str]]:
         """The calls that install or start the service."""

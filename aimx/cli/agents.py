@@ -21,7 +21,6 @@ fakes.
 
 import argparse
 import os
-import pwd
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ import attrs
 from aimx.agents import bundle, install, mcpcommand, picker, probe, registry
 from aimx.agents.registry import AGENTS, Agent, AgentError, McpCommand
 from aimx.cli.term import Terminal
+from aimx.store import passwd
 
 ROOT_REFUSAL = """\
 `aimx agents` is per-user and refuses to run as root by default: it writes into
@@ -47,17 +47,7 @@ _YES = ("y", "Y", "yes", "YES")
 
 
 def _root_home() -> str:
-    try:
-        return pwd.getpwnam("root").pw_dir or "/root"
-    except KeyError:
-        return "/root"
-
-
-def _username(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
+    return passwd.home("root") or "/root"
 
 
 @attrs.define
@@ -81,7 +71,7 @@ class World:
     stdin: object
     runner: Callable | None = None
     root_home: Callable[[], str] = _root_home
-    username: Callable[[int], str | None] = _username
+    username: Callable[[int], str | None] = passwd.username
     open_keys: Callable = picker.open_keys
     argv0: str = attrs.field(factory=lambda: sys.argv[0])
     executable: str = attrs.field(factory=lambda: sys.executable)

@@ -24,7 +24,6 @@ import argparse
 import email.utils
 import json
 import os
-import pwd
 import shlex
 import signal
 import smtplib
@@ -42,9 +41,8 @@ from aimx.core.dnscheck import MX, ExpectedDns
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
-from aimx.store import keys
+from aimx.store import keys, passwd
 from aimx.store.mailboxes import create_dirs
-from aimx.store.mailstore import resolve_owner
 from aimx.testing import dkimkeys
 
 DOMAIN = "demo.localhost"
@@ -114,12 +112,12 @@ def _owner(environ) -> str:
     user behind sudo, else C{nobody} (root only when neither exists)."""
     euid = os.geteuid()
     if euid != 0:
-        try:
-            return pwd.getpwuid(euid).pw_name
-        except KeyError:
+        name = passwd.username(euid)
+        if name is None:
             raise AimxError(f"uid {euid} has no passwd entry to own the demo's mailboxes")
+        return name
     for name in (environ.get("SUDO_USER"), "nobody"):
-        if name and name != "root" and resolve_owner(name).uid is not None:
+        if name and name != "root" and passwd.owner(name).uid is not None:
             return name
     return "root"
 
@@ -311,7 +309,7 @@ def serve(args) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     _check_free(args.port)
     owner = _owner(os.environ)
-    ids = resolve_owner(owner)
+    ids = passwd.owner(owner)
     shared = ids.uid != os.geteuid()
     base = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="aimx-demo-"))
     etc, data, run_dir = (os.path.join(base, d) for d in ("etc", "data", "run"))
@@ -414,10 +412,7 @@ def _program() -> str:
 
 
 def _me() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
+    return passwd.username(os.geteuid()) or f"uid {os.geteuid()}"
 
 
 def what_to_try(state: state_file.DemoState, run_dir: str, owner: str, program: str,

@@ -54,9 +54,8 @@ from aimx.core.portcheck import (
     settings_from_environ,
 )
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile, datadir, keys, services
+from aimx.store import configfile, datadir, keys, passwd, services
 from aimx.store.mailboxes import create_dirs
-from aimx.store.mailstore import resolve_owner
 from aimx.verifier.client import (
     TemporaryResponder,
     detect_occupancy,
@@ -391,7 +390,7 @@ async def dns_loop(term: Terminal, verify) -> bool:
 
 async def setup(args, s: Session, *, reactor, system: services.System, run_in_thread,
                 detect=detect_occupancy, probes=(outbound_probe, inbound_probe),
-                resolve=resolve_owner, ready=None, resolver: Resolver | None = None,
+                resolve=passwd.owner, ready=None, resolver: Resolver | None = None,
                 executable: str = sys.executable) -> int:
     """The verb.
 
@@ -404,7 +403,7 @@ async def setup(args, s: Session, *, reactor, system: services.System, run_in_th
     @param resolver: for the DNS checks; default L{Resolver.public} of the session's
         environment.  The outbound port-25 check resolves its MX with
         L{Resolver.from_env} (the daemon's resolver, C{AIMX_NAMESERVERS} honoured).
-    @param resolve: owner name -> L{aimx.store.mailstore.Owner} (the passwd database).
+    @param resolve: owner name -> L{aimx.store.passwd.Owner} (the passwd database).
     @param ready: C{() -> awaitable bool}, the readiness poll after the service
         starts; default L{port_ready} on 127.0.0.1:25.
     @param executable: the Python whose C{twistd} the service runs.

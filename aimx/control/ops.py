@@ -32,7 +32,6 @@ from aimx.errors import (
 from aimx.logs import Logger
 from aimx.store import configfile
 from aimx.store.mailboxes import (
-    Passwd,
     count_entries,
     create_dirs,
     mailbox_details,
@@ -43,6 +42,7 @@ from aimx.store.mailboxes import (
     valid_id,
     wipe,
 )
+from aimx.store.passwd import Passwd
 
 uds_log = Logger(namespace="aimx::uds")
 hook_log = Logger(namespace="aimx::hook")

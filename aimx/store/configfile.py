@@ -1,4 +1,4 @@
-"""Read and atomically edit C{<config_dir>/config.toml} (L1: disk and C{pwd}, no Twisted).
+"""Read and atomically edit C{<config_dir>/config.toml} (L1: disk and passwd, no Twisted).
 
 The schema and every validation live in L{aimx.core.config}, the in-place edit of
 the text in L{aimx.core.configedit}; this module supplies the bytes, the passwd
@@ -7,13 +7,13 @@ lookups and the crash-safe write of spec/config.md §5.
 
 import contextlib
 import os
-import pwd
 
 import tomli_w
 
 from aimx.core.config import Config, load_text, to_toml
 from aimx.core.configedit import rewrite_text
 from aimx.errors import ConfigError
+from aimx.store import passwd
 
 CONFIG_FILE = "config.toml"
 CONFIG_MODE = 0o640
@@ -25,11 +25,7 @@ def config_path(config_dir: str) -> str:
 
 
 def _owner_exists(owner: str) -> bool:
-    try:
-        pwd.getpwnam(owner)
-    except KeyError:
-        return False
-    return True
+    return passwd.owner(owner).uid is not None
 
 
 def load(config_dir: str, *, data_dir_override: str | None = None) -> tuple[Config, list[str]]:

@@ -7,7 +7,6 @@ CLI's root fallback.  Rules: spec/control-socket.md ยง6.2-6.5, spec/inbound.md ย
 
 import errno
 import os
-import pwd
 import shutil
 import stat
 import tomllib
@@ -19,7 +18,7 @@ from aimx.core.authz import visible
 from aimx.core.config import Config, MailboxConfig
 from aimx.core.configedit import hook_rows
 from aimx.errors import ConflictError, IOFailure
-from aimx.store.mailstore import Owner, resolve_owner
+from aimx.store.passwd import Owner, Passwd
 
 _BAD_ID = ("..", "/", "\\", "\0")
 
@@ -27,23 +26,6 @@ _BAD_ID = ("..", "/", "\\", "\0")
 READ_STATE_BYTES = 64 * 1024
 #: The largest message file L{mark_id} reads and rewrites.
 MAX_MARK_BYTES = 64 * 1024 * 1024
-
-
-class Passwd:
-    """The passwd database: owner names to ids and back (C{root} needs no lookup)."""
-
-    def owner(self, name: str) -> Owner:
-        """The uid and primary gid of C{name}; both C{None} when unknown."""
-        return resolve_owner(name)
-
-    def username(self, uid: int) -> str | None:
-        """The name of C{uid}, or C{None} when it has no passwd entry."""
-        if uid == 0:
-            return "root"
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return None
 
 
 def mailbox_dirs(data_dir: str, name: str) -> tuple[str, str]:

@@ -15,27 +15,17 @@ import contextlib
 import datetime
 import itertools
 import os
-import pwd
 import shutil
 import stat
 
-import attrs
-
 from aimx.core import filenames, frontmatter
 from aimx.core.received import Stored
+from aimx.store import passwd
+from aimx.store.passwd import Owner
 
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 DEDUP_CAP = 100_000
 _FRONTMATTER_PEEK = 16384
-
-
-@attrs.frozen
-class Owner:
-    """A mailbox owner resolved through the passwd database."""
-
-    name: str
-    uid: int | None
-    gid: int | None
 
 
 class OwnerConflict(OSError):
@@ -45,17 +35,6 @@ class OwnerConflict(OSError):
 def _rank(trusted) -> int:
     """How far a copy is trusted, for dedup: a trusted copy outranks any other."""
     return 1 if trusted == "true" else 0
-
-
-def resolve_owner(name: str) -> Owner:
-    """Look an owner up; C{root} is uid/gid 0, an unknown user has no ids."""
-    if name == "root":
-        return Owner(name, 0, 0)
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return Owner(name, None, None)
-    return Owner(name, entry.pw_uid, entry.pw_gid)
 
 
 def utcnow() -> datetime.datetime:
@@ -85,7 +64,7 @@ class MailStore:
     def owner(self, name: str) -> Owner:
         """Resolve an owner now: a user removed and their uid given to another must
         not keep receiving mail as the old one."""
-        return resolve_owner(name)
+        return passwd.owner(name)
 
     # -- dedup -----------------------------------------------------------------
 
