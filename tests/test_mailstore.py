@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core import frontmatter
 from aimx.core.message import Attachment
+from aimx.store import safefs
 from aimx.store.mailstore import MailStore
 
 UTC = datetime.timezone.utc
@@ -292,15 +293,15 @@ class HostileOwnerTests(StoreTestCase):
         secret = os.path.abspath(self.mktemp())
         with open(secret, "w") as f:
             f.write("secret")
-        real_write = MailStore._write_file
+        real_create = safefs.create_file
 
-        def write_then_swap(store, dir_fd, name, data, owner):
-            warnings = real_write(store, dir_fd, name, data, owner)
+        def create_then_swap(dir_fd, name, data, **kwargs):
+            warnings = real_create(dir_fd, name, data, **kwargs)
             os.unlink(name, dir_fd=dir_fd)
             os.symlink(secret, name, dir_fd=dir_fd)
             return warnings
 
-        self.patch(MailStore, "_write_file", write_then_swap)
+        self.patch(safefs, "create_file", create_then_swap)
         self.put()
         self.assertEqual(os.stat(secret).st_nlink, 1)
 

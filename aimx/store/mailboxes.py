@@ -5,7 +5,6 @@ CLI's root fallback.  Rules: spec/control-socket.md §6.2-6.5, spec/inbound.md �
 ("Resolving an id inside a mailbox dir"), spec/frontmatter.md §5.
 """
 
-import errno
 import os
 import shutil
 import stat
@@ -18,6 +17,7 @@ from aimx.core.authz import visible
 from aimx.core.config import Config, MailboxConfig
 from aimx.core.configedit import hook_rows
 from aimx.errors import ConflictError, IOFailure
+from aimx.store import safefs
 from aimx.store.passwd import Owner, Passwd
 
 _BAD_ID = ("..", "/", "\\", "\0")
@@ -192,7 +192,7 @@ def count_messages(directory: str, read_state: bool = True) -> tuple[int, int]:
     @return: C{(total, unread)}; C{(0, 0)} when the directory is missing.
     """
     try:
-        dir_fd = os.open(directory, _DIR_FLAGS)
+        dir_fd = safefs.open_dir(directory)
     except OSError:
         return 0, 0
     total = unread = 0
@@ -204,7 +204,7 @@ def count_messages(directory: str, read_state: bool = True) -> tuple[int, int]:
                 state = _read_state(dir_fd, entry.name, read_state)
             elif entry.is_dir(follow_symlinks=False):
                 try:
-                    bundle_fd = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+                    bundle_fd = safefs.open_dir(entry.name, dir_fd)
                 except OSError:
                     continue
                 try:
@@ -229,8 +229,8 @@ def _read_state(dir_fd: int, name: str, read_state: bool) -> str | None:
         C{read_state}, C{"read"} for any message (nothing is read).
     """
     try:
-        opened = _open_file(dir_fd, name)
-    except (_Refused, OSError):
+        opened = safefs.open_regular(dir_fd, name)
+    except (safefs.Refused, OSError):
         return None
     if opened is None:
         return None
@@ -239,7 +239,7 @@ def _read_state(dir_fd: int, name: str, read_state: bool) -> str | None:
         if not read_state:
             return "read"
         try:
-            head = _read_up_to(fd, READ_STATE_BYTES)
+            head = safefs.read_up_to(fd, READ_STATE_BYTES)
         except OSError:
             return "unread"
     finally:
@@ -259,29 +259,9 @@ def _marked_read(head: bytes) -> bool:
     return fields.get("read") is True
 
 
-def _read_up_to(fd: int, size: int) -> bytes:
-    """At most C{size} bytes from C{fd}'s position, fewer only at end of file."""
-    chunks = []
-    while size > 0:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
 def valid_id(email_id: str) -> bool:
     """An email id is non-empty and has no C{..}, C{/}, C{\\} or NUL."""
     return bool(email_id) and not any(bad in email_id for bad in _BAD_ID)
-
-
-class _Refused(Exception):
-    """A candidate exists but is not an acceptable message file (logged, answered as absent)."""
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 @attrs.define
@@ -299,29 +279,6 @@ class _Email:
         os.close(self.dir_fd)
 
 
-def _open_file(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
-    """Open C{name} inside C{dir_fd} without following links; C{None} when absent.
-
-    @raise _Refused: a symlink, not a regular file, or a file with other hard links.
-    """
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise _Refused() from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise _Refused()
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
 def _open_email(directory: str, email_id: str) -> _Email | None:
     """Resolve an id (inbound.md §8) through directory fds; C{None} when absent.
 
@@ -331,36 +288,28 @@ def _open_email(directory: str, email_id: str) -> _Email | None:
     The mailbox directory itself is opened by path: its parent (C{inbox/}) is
     root's.
 
-    @raise _Refused: a candidate is a symlink, not a regular file / directory,
+    @raise safefs.Refused: a candidate is a symlink, not a regular file / directory,
         or a hard-linked file.
     @raise OSError: any other failure (an entry vanished, permissions...).
     """
-    mbfd = os.open(directory, _DIR_FLAGS)
+    name = email_id + ".md"
+    mbfd = safefs.open_dir(directory)
     try:
-        found = _open_file(mbfd, email_id + ".md")
+        found = safefs.open_regular(mbfd, name)
         if found is not None:
-            fd, st = found
-            path = os.path.join(directory, email_id + ".md")
-            return _Email(os.dup(mbfd), email_id + ".md", fd, st, path)
-        try:
-            bfd = os.open(email_id, _DIR_FLAGS, dir_fd=mbfd)
-        except FileNotFoundError:
+            return _Email(os.dup(mbfd), name, *found, os.path.join(directory, name))
+        bfd = safefs.open_subdir(mbfd, email_id)
+        if bfd is None:
             return None
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise _Refused() from None
-            raise
         try:
-            found = _open_file(bfd, email_id + ".md")
+            found = safefs.open_regular(bfd, name)
         except BaseException:
             os.close(bfd)
             raise
         if found is None:
             os.close(bfd)
             return None
-        fd, st = found
-        path = os.path.join(directory, email_id, email_id + ".md")
-        return _Email(bfd, email_id + ".md", fd, st, path)
+        return _Email(bfd, name, *found, os.path.join(directory, email_id, name))
     finally:
         os.close(mbfd)
 
@@ -369,7 +318,7 @@ def _find(directory: str, email_id: str) -> tuple["_Email | None", bool]:
     """L{_open_email}, with a refusal and any error while resolving as "not found"."""
     try:
         return _open_email(directory, email_id), False
-    except _Refused:
+    except safefs.Refused:
         return None, True
     except OSError:
         return None, False
@@ -413,11 +362,10 @@ def mark_id(
     """Resolve an id and rewrite its C{read}/C{read_at} (frontmatter.md §5).
 
     The file is read through the fd L{_open_email} opened, at most fstat's
-    size and never above L{MAX_MARK_BYTES}; the new content goes
-    to C{.<filename>.tmp.<pid>} created (C{O_EXCL|O_NOFOLLOW}) in the same
-    directory fd, given the owner's ids (the current file's when the owner does
-    not resolve) and mode 0600, fsynced, then renamed over the original within
-    that directory fd.  Body bytes are unchanged.
+    size and never above L{MAX_MARK_BYTES}; the new content replaces it
+    atomically within that directory fd (L{safefs.replace_file}: mode 0600,
+    the owner's ids, or the current file's when the owner does not resolve,
+    fsynced).  Body bytes are unchanged.
 
     @param now: an aware datetime for C{read_at}.
     @return: like L{resolve_id}: C{(path, False)} once rewritten, C{(None, refused)}
@@ -443,7 +391,7 @@ def _rewrite(email: _Email, read: bool, now, owner: Owner) -> None:
             f"refusing to mark {path}: {st.st_size} bytes, over the {MAX_MARK_BYTES}-byte limit"
         )
     try:
-        data = _read_up_to(email.fd, st.st_size)
+        data = safefs.read_up_to(email.fd, st.st_size)
         after = os.fstat(email.fd)
     except OSError as e:
         raise IOFailure(f"failed to read {path}: {e.strerror}") from None
@@ -456,35 +404,9 @@ def _rewrite(email: _Email, read: bool, now, owner: Owner) -> None:
         raise IOFailure(f"failed to parse frontmatter in {path}: {e}") from None
     except ValueError:
         raise IOFailure(f"malformed frontmatter in {path}") from None
-    uid, gid = (owner.uid, owner.gid) if owner.uid is not None else (st.st_uid, st.st_gid)
-    dfd = email.dir_fd
-    tmp = f".{email.name}.tmp.{os.getpid()}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    created = False
+    if owner.uid is None:
+        owner = Owner(owner.name, st.st_uid, st.st_gid)
     try:
-        fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
-        created = True
-        try:
-            if (uid, gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(fd, uid, gid)
-                except PermissionError:
-                    if os.geteuid() == 0:
-                        raise
-                    # A daemon that is not root cannot give files away (the demo, a
-                    # test run): the rewritten file stays its own, like a new one.
-            os.fchmod(fd, 0o600)
-            view = memoryview(new)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, email.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        safefs.replace_file(email.dir_fd, email.name, new, mode=0o600, owner=owner)
     except OSError as e:
-        if created:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
         raise IOFailure(f"failed to write {path}: {e.strerror or e}") from None

@@ -11,7 +11,6 @@ Message-ID I{and} body hash was stored in the mailbox within 24 h and the new on
 is not more trusted than it, so a forged copy never suppresses the genuine one.
 """
 
-import contextlib
 import datetime
 import itertools
 import os
@@ -20,7 +19,7 @@ import stat
 
 from aimx.core import filenames, frontmatter
 from aimx.core.received import Stored
-from aimx.store import passwd
+from aimx.store import passwd, safefs
 from aimx.store.passwd import Owner
 
 DEDUP_WINDOW = datetime.timedelta(hours=24)
@@ -162,7 +161,7 @@ class MailStore:
                     f"{directory} belongs to uid {st.st_uid}, not to the mailbox owner "
                     f"'{owner.name}'; not changing its ownership"
                 )
-        return _set_owner(directory, owner, 0o700)
+        return safefs.set_owner(directory, owner, 0o700)
 
     def store_inbound(
         self,
@@ -255,42 +254,41 @@ class MailStore:
             yield stem
 
     def _publish_flat(self, directory, base, owner, render):
-        with _DirFd(directory) as dfd:
+        with safefs.directory(directory) as dfd:
             for stem in self._candidates(directory, base):
                 if os.path.lexists(os.path.join(directory, stem)):
-                    continue  # a bundle has this stem (a flat name is caught by link)
-                data = render(stem)
-                tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
-                warnings = self._write_file(dfd, tmp, data, owner)
+                    continue  # a bundle has this stem (a flat name is caught by the link)
+                final = stem + ".md"
+                tmp = f".{final}.tmp.{os.getpid()}"
+                warnings = safefs.create_file(
+                    dfd, tmp, render(stem), mode=0o600, owner=owner, durable=self.durable
+                )
                 try:
-                    # The owner may swap the temp name for a symlink: never follow it.
-                    os.link(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    safefs.publish_link(dfd, tmp, final)
                 except FileExistsError:
                     continue
-                finally:
-                    with contextlib.suppress(FileNotFoundError):  # the owner may remove it
-                        os.unlink(tmp, dir_fd=dfd)
                 self._sync(dfd)
                 return stem, os.path.join(directory, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
 
     def _publish_bundle(self, directory, base, owner, render, parts):
-        with _DirFd(directory) as dfd:
+        with safefs.directory(directory) as dfd:
             for stem in self._candidates(directory, base):
                 try:
-                    os.mkdir(stem, 0o700, dir_fd=dfd)
+                    safefs.claim_dir(dfd, stem, 0o700)
                 except FileExistsError:
                     continue
+                final = stem + ".md"
                 try:
                     # From here on only through this descriptor: the owner can rename
                     # or replace the bundle name, but not what we hold open.
-                    with _DirFd(stem, dir_fd=dfd) as bfd:
-                        warnings = _set_owner(bfd, owner, 0o700)
+                    with safefs.directory(stem, dfd) as bfd:
+                        warnings = safefs.set_owner(bfd, owner, 0o700)
                         entries = self._write_attachments(bfd, stem, parts, owner, warnings)
-                        data = render(stem, entries)
-                        tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
-                        warnings += self._write_file(bfd, tmp, data, owner)
-                        os.rename(tmp, final, src_dir_fd=bfd, dst_dir_fd=bfd)
+                        warnings += safefs.replace_file(
+                            bfd, final, render(stem, entries), mode=0o600, owner=owner,
+                            strict=False, durable=self.durable,
+                        )
                         self._sync(bfd)
                     self._sync(dfd)
                 except BaseException:
@@ -306,7 +304,9 @@ class MailStore:
             name = filenames.sanitize_attachment_name(part.filename_raw, index)
             name = filenames.dedupe_attachment_name(name, taken, tried)
             taken.add(name)
-            warnings += self._write_file(bfd, name, part.data, owner)
+            warnings += safefs.create_file(
+                bfd, name, part.data, mode=0o600, owner=owner, durable=self.durable
+            )
             entries.append(
                 {
                     "filename": name,
@@ -317,58 +317,9 @@ class MailStore:
             )
         return entries
 
-    def _write_file(self, dir_fd: int, name: str, data: bytes, owner: Owner) -> list[str]:
-        """Create C{name} in C{dir_fd} exclusively, mode 0600, with the owner's ids."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
-        try:
-            warnings = _set_owner(fd, owner, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self.durable:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(name, dir_fd=dir_fd)
-            raise
-        os.close(fd)
-        return warnings
-
     def _sync(self, dir_fd: int):
         if self.durable:
             os.fsync(dir_fd)
-
-
-class _DirFd:
-    """An open directory descriptor (never through a symlink), closed on exit."""
-
-    def __init__(self, path: str, dir_fd: int | None = None):
-        self.path, self.dir_fd = path, dir_fd
-
-    def __enter__(self) -> int:
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        self.fd = os.open(self.path, flags, dir_fd=self.dir_fd)
-        return self.fd
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
-
-
-def _set_owner(target, owner: Owner, mode: int) -> list[str]:
-    """chown/chmod a path or fd; failures are warnings, never fatal."""
-    warnings = []
-    chown = os.fchown if isinstance(target, int) else os.chown
-    chmod = os.fchmod if isinstance(target, int) else os.chmod
-    if owner.uid is None:
-        warnings.append(f"owner '{owner.name}' does not resolve; not changing ownership")
-    elif (owner.uid, owner.gid) != (os.geteuid(), os.getegid()):
-        try:
-            chown(target, owner.uid, owner.gid)
-        except OSError as e:
-            warnings.append(f"chown to '{owner.name}' failed: {e.strerror}")
-    chmod(target, mode)
-    return warnings
 
 
 def _peek_frontmatter(path: str) -> dict | None:
