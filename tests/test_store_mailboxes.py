@@ -8,7 +8,6 @@ import threading
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from aimx.core import frontmatter
-from aimx.core.config import load_text
 from aimx.errors import ConflictError, IOFailure
 from aimx.store import mailboxes
 from aimx.store.mailstore import Owner
@@ -193,29 +192,6 @@ class CountTests(SynchronousTestCase):
         asked = record_reads(self)
         self.assertEqual(mailboxes.count_messages(d), (1, 0))
         self.assertLessEqual(sum(asked), mailboxes.READ_STATE_BYTES)
-
-    def test_rows(self):
-        """Listing rows: configured and stray dirs, visibility by uid, the spec's keys."""
-        data = os.path.abspath(self.mktemp())
-        me = os.geteuid() or 5000  # as root, act as an unprivileged uid
-        config = load_text(
-            'domain = "d"\n[mailboxes.mine]\naddress = "mine@d"\nowner = "me"\n'
-            '[mailboxes.theirs]\naddress = "theirs@d"\nowner = "other"\n', "c"
-        )[0]
-        stray = os.path.join(data, "inbox", "stray")
-        os.makedirs(stray)
-        os.chown(stray, me, -1)
-
-        class Passwd:
-            def owner(self, name):
-                return Owner(name, {"me": me, "other": me + 1}.get(name), 0)
-
-        rows = mailboxes.mailbox_rows(config, data, me, Passwd())
-        self.assertEqual([r["name"] for r in rows], ["mine", "stray"])
-        self.assertEqual(list(rows[0]), ["name", "address", "inbox_path", "sent_path", "total",
-                                         "unread", "sent_count", "registered"])
-        self.assertEqual((rows[1]["address"], rows[1]["registered"]), (None, False))
-        self.assertEqual(len(mailboxes.mailbox_rows(config, data, 0, Passwd())), 3)
 
 
 class ResolveTests(SynchronousTestCase):

@@ -13,6 +13,7 @@ import datetime
 import attrs
 
 from aimx.control.commands import EXCLUSIVE
+from aimx.control.listing import mailbox_details, mailbox_rows
 from aimx.core import configedit, submission
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
@@ -34,9 +35,7 @@ from aimx.store import configfile
 from aimx.store.mailboxes import (
     count_entries,
     create_dirs,
-    mailbox_details,
     mailbox_dirs,
-    mailbox_rows,
     mark_id,
     remove_dirs,
     valid_id,

@@ -13,12 +13,9 @@ import tomllib
 import attrs
 
 from aimx.core import frontmatter
-from aimx.core.authz import visible
-from aimx.core.config import Config, MailboxConfig
-from aimx.core.configedit import hook_rows
 from aimx.errors import ConflictError, IOFailure
 from aimx.store import safefs
-from aimx.store.passwd import Owner, Passwd
+from aimx.store.passwd import Owner
 
 _BAD_ID = ("..", "/", "\\", "\0")
 
@@ -124,54 +121,6 @@ def inbox_dirs(data_dir: str) -> dict[str, int]:
         entry.name: entry.stat(follow_symlinks=False).st_uid
         for entry in entries
         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
-    }
-
-
-def mailbox_rows(config: Config, data_dir: str, caller_uid: int, passwd: Passwd) -> list[dict]:
-    """MAILBOX-LIST rows (spec/control-socket.md §6.5), sorted by name.
-
-    Rows are the configured mailboxes and the directories under C{inbox/}; a
-    non-root caller sees configured rows whose owner is its uid and unregistered
-    rows whose inbox directory it owns.
-    """
-    dirs = inbox_dirs(data_dir)
-    rows = []
-    for name in sorted({mb.name for mb in config.mailboxes} | set(dirs)):
-        mailbox = config.mailbox(name)
-        owner_uid = dirs[name] if mailbox is None else passwd.owner(mailbox.owner).uid
-        if not visible(caller_uid, owner_uid):
-            continue
-        inbox, sent = mailbox_dirs(data_dir, name)
-        total, unread = count_messages(inbox)
-        rows.append(
-            {
-                "name": name,
-                "address": None if mailbox is None else mailbox.address,
-                "inbox_path": inbox,
-                "sent_path": sent,
-                "total": total,
-                "unread": unread,
-                "sent_count": count_messages(sent, False)[0],
-                "registered": mailbox is not None,
-            }
-        )
-    return rows
-
-
-def mailbox_details(config: Config, mailbox: MailboxConfig, data_dir: str) -> dict:
-    """The MAILBOX-SHOW object: effective settings, hooks and message counts."""
-    inbox, sent = mailbox_dirs(data_dir, mailbox.name)
-    total, unread = count_messages(inbox)
-    return {
-        "name": mailbox.name,
-        "address": mailbox.address,
-        "owner": mailbox.owner,
-        "trust": config.effective_trust(mailbox),
-        "trusted_senders": list(config.effective_trusted_senders(mailbox)),
-        "hooks": hook_rows(config, lambda mb: mb.name == mailbox.name),
-        "inbox_total": total,
-        "inbox_unread": unread,
-        "sent_total": count_messages(sent, False)[0],
     }
 
 
