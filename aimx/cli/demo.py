@@ -42,7 +42,7 @@ from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
 from aimx.store import keys, passwd
-from aimx.store.mailboxes import create_dirs
+from aimx.store.mailboxdirs import create_dirs
 from aimx.testing import dkimkeys
 
 DOMAIN = "demo.localhost"

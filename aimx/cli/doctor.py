@@ -49,7 +49,8 @@ from aimx.core.version import version_fields
 from aimx.errors import ConfigError, DaemonNotRunning
 from aimx.store import configfile, keys, passwd, services
 from aimx.store import demo as demo_state
-from aimx.store.mailboxes import count_messages, mailbox_dirs
+from aimx.store.mailboxdirs import mailbox_dirs
+from aimx.store.mailstore import count_messages
 from aimx.verifier.client import inbound_probe, outbound_probe
 
 #: Seconds the daemon has to answer the VERSION probe.

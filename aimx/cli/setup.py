@@ -55,7 +55,7 @@ from aimx.core.portcheck import (
 )
 from aimx.errors import AimxError, ConfigError
 from aimx.store import configfile, datadir, keys, passwd, services
-from aimx.store.mailboxes import create_dirs
+from aimx.store.mailboxdirs import create_dirs
 from aimx.verifier.client import (
     TemporaryResponder,
     detect_occupancy,

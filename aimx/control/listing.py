@@ -1,15 +1,17 @@
 """The MAILBOX-LIST and MAILBOX-SHOW reply rows (L2 side, blocking: run in a thread).
 
 The rows of spec/control-socket.md §6.5-6.6, built from the configuration, the
-mailbox directories and the message counts (L{aimx.store.mailboxes}); a
-non-root caller sees only its own rows (L{aimx.core.authz.visible}).  The daemon's commands (L{aimx.control.ops})
+mailbox directories (L{aimx.store.mailboxdirs}) and the message counts
+(L{aimx.store.mailstore.count_messages}); a non-root caller sees only its own
+rows (L{aimx.core.authz.visible}).  The daemon's commands (L{aimx.control.ops})
 and the CLI's root fallback build them here alike.
 """
 
 from aimx.core.authz import visible
 from aimx.core.config import Config, MailboxConfig
 from aimx.core.configedit import hook_rows
-from aimx.store.mailboxes import count_messages, inbox_dirs, mailbox_dirs
+from aimx.store.mailboxdirs import inbox_dirs, mailbox_dirs
+from aimx.store.mailstore import count_messages
 
 
 def mailbox_rows(config: Config, data_dir: str, caller_uid: int, passwd) -> list[dict]:
