@@ -264,10 +264,11 @@ class BurstTests(StoreTestCase):
         ids = [self.put(f"{i}@x").id for i in range(5)]
         self.assertEqual(ids[-1], "2025-03-14-150926-hello-5")
         probed = []
-        real = os.path.lexists
-        self.patch(os.path, "lexists", lambda p: probed.append(p) or real(p))
+        real = safefs.exists
+        self.patch(safefs, "exists", lambda fd, name: probed.append(name) or real(fd, name))
         self.assertEqual(self.put("6@x").id, "2025-03-14-150926-hello-6")
-        self.assertEqual(len(probed), 1)  # the bundle dir of -6 only; link checks the name
+        # The bundle directory's name only: the link checks the .md name.
+        self.assertEqual(probed, ["2025-03-14-150926-hello-6"])
 
     def test_names_taken_by_others_are_skipped(self):
         """A name created behind the store's back is still never overwritten."""

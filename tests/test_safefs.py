@@ -299,3 +299,48 @@ class ReplaceFileTests(DirTestCase):
         safefs.replace_file(self.fd, "a", b"new", mode=0o600)
         self.assertEqual(names, [".mine", f".a.tmp.{os.getpid()}"])
 
+
+
+class ScanTests(DirTestCase):
+    def test_kinds(self):
+        """Entries are reported by their own kind: links, FIFOs and dangling links never followed."""
+        os.makedirs(self.path("d"))
+        self.write("f")
+        os.symlink(self.outside, self.path("to-dir"))
+        os.symlink(self.victim, self.path("to-file"))
+        os.symlink(self.path("gone"), self.path("dangling"))
+        os.mkfifo(self.path("fifo"))
+        self.assertEqual(sorted(safefs.scan(self.fd)), [
+            ("d", safefs.DIR), ("dangling", safefs.OTHER), ("f", safefs.FILE),
+            ("fifo", safefs.OTHER), ("to-dir", safefs.OTHER), ("to-file", safefs.OTHER),
+        ])
+
+    def test_exists(self):
+        """Any entry exists, a dangling symlink too; a missing name does not."""
+        os.symlink(self.path("gone"), self.path("dangling"))
+        self.write("f")
+        self.assertTrue(safefs.exists(self.fd, "dangling"))
+        self.assertTrue(safefs.exists(self.fd, "f"))
+        self.assertFalse(safefs.exists(self.fd, "gone"))
+
+
+class RemoveTests(DirTestCase):
+    def test_tree_and_links(self):
+        """A directory goes with its content; links go as links, their targets stay."""
+        os.makedirs(self.path("b/c"))
+        os.symlink(self.outside, self.path("b/c/out"))
+        os.symlink(self.outside, self.path("to-dir"))
+        os.symlink(self.victim, self.path("to-file"))
+        for name in ("b", "to-dir", "to-file", "missing"):
+            safefs.remove(self.fd, name)
+        self.assertEqual(os.listdir(self.dir), [])
+        self.assertEqual(os.listdir(self.outside), ["victim"])
+        self.assertVictimUntouched()
+
+    def test_ignore_errors(self):
+        """Best effort raises nothing; without it a failure is an OSError."""
+        self.patch(os, "unlink", lambda *a, **kw: (_ for _ in ()).throw(PermissionError()))
+        self.write("f")
+        safefs.remove(self.fd, "f", ignore_errors=True)
+        self.assertRaises(PermissionError, safefs.remove, self.fd, "f")
+

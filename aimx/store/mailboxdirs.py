@@ -8,7 +8,6 @@ spec/inbound.md §7.1 and §8, spec/control-socket.md §6.3-6.4, spec/security.m
 """
 
 import os
-import shutil
 import stat
 
 from aimx.errors import ConflictError, IOFailure
@@ -123,8 +122,8 @@ def count_entries(directory: str) -> int:
 def wipe(directory: str) -> None:
     """Remove every entry inside C{directory}, keeping it: files, bundles, links as links.
 
-    Entries are removed through the directory's descriptor (bundles with
-    C{shutil.rmtree}, which does not follow links either).
+    Entries are removed through the directory's descriptor (L{safefs.remove}),
+    so no link inside is followed.
 
     @raise OSError: an entry could not be removed.
     """
@@ -133,11 +132,8 @@ def wipe(directory: str) -> None:
     except FileNotFoundError:
         return
     try:
-        for entry in list(os.scandir(dir_fd)):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.name, dir_fd=dir_fd)
-            else:
-                os.unlink(entry.name, dir_fd=dir_fd)
+        for name, _ in list(safefs.scan(dir_fd)):
+            safefs.remove(dir_fd, name)
     finally:
         os.close(dir_fd)
 

@@ -21,7 +21,6 @@ is not more trusted than it, so a forged copy never suppresses the genuine one.
 import datetime
 import itertools
 import os
-import shutil
 import tomllib
 from collections.abc import Iterator
 
@@ -245,7 +244,7 @@ class MailStore:
     def _publish_flat(self, directory, base, owner, render):
         with safefs.directory(directory) as dfd:
             for stem in self._candidates(directory, base):
-                if os.path.lexists(os.path.join(directory, stem)):
+                if safefs.exists(dfd, stem):
                     continue  # a bundle has this stem (a flat name is caught by the link)
                 final = stem + ".md"
                 tmp = f".{final}.tmp.{os.getpid()}"
@@ -281,7 +280,7 @@ class MailStore:
                         self._sync(bfd)
                     self._sync(dfd)
                 except BaseException:
-                    shutil.rmtree(stem, dir_fd=dfd, ignore_errors=True)
+                    safefs.remove(dfd, stem, ignore_errors=True)
                     raise
                 return stem, os.path.join(directory, stem, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
@@ -321,15 +320,13 @@ def _entries(dir_fd: int) -> Iterator[tuple[str, bool]]:
         true) and each regular C{*.md} file; dotfiles (temp files), symlinks and
         anything else are skipped.
     """
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                yield name, True
-            elif name.endswith(".md") and entry.is_file(follow_symlinks=False):
-                yield name, False
+    for name, kind in safefs.scan(dir_fd):
+        if name.startswith("."):
+            continue
+        if kind == safefs.DIR:
+            yield name, True
+        elif kind == safefs.FILE and name.endswith(".md"):
+            yield name, False
 
 
 def _open_entry(dir_fd: int, name: str, bundle: bool) -> int | None:

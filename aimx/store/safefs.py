@@ -21,6 +21,7 @@ file (spec/inbound.md §7.8, spec/frontmatter.md §5, spec/config.md §5).
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 
@@ -115,6 +116,57 @@ def read_up_to(fd: int, size: int) -> bytes:
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
+
+
+#: What L{scan} reports for an entry, never following a link.
+DIR, FILE, OTHER = "dir", "file", "other"
+
+
+def scan(dir_fd: int) -> Iterator[tuple[str, str]]:
+    """The entries of an open directory, nothing opened and no link followed.
+
+    @return: C{(name, kind)} for each entry: L{DIR} for a real directory,
+        L{FILE} for a regular file, L{OTHER} for anything else (a symlink, a
+        FIFO, a device, a socket).
+    """
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield entry.name, DIR
+            elif entry.is_file(follow_symlinks=False):
+                yield entry.name, FILE
+            else:
+                yield entry.name, OTHER
+
+
+def exists(dir_fd: int, name: str) -> bool:
+    """Whether C{dir_fd} has an entry C{name} of any kind (a dangling symlink too)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def remove(dir_fd: int, name: str, *, ignore_errors: bool = False) -> None:
+    """Remove the entry C{name} of C{dir_fd}: a real directory with everything in
+    it, anything else (a symlink included) as itself; no link is followed.
+
+    @param ignore_errors: best effort: remove what can be removed, raise nothing.
+    @raise OSError: it could not be removed.
+    """
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            # rmtree with dir_fd walks by descriptor and never follows a link.
+            shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=ignore_errors)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 def write_all(fd: int, data: bytes) -> None:
