@@ -344,3 +344,43 @@ class RemoveTests(DirTestCase):
         safefs.remove(self.fd, "f", ignore_errors=True)
         self.assertRaises(PermissionError, safefs.remove, self.fd, "f")
 
+
+class ByPathTests(SynchronousTestCase):
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def test_replace_through_a_linked_directory(self):
+        """By path, the parent may be a symlink (a configured directory): it is followed."""
+        link = os.path.abspath(self.mktemp())
+        os.symlink(self.dir, link)
+        safefs.replace_path(os.path.join(link, "a"), b"new", mode=0o644)
+        self.assertEqual(self.read(os.path.join(self.dir, "a")), b"new")
+        self.assertEqual(os.listdir(self.dir), ["a"])
+        self.assertEqual(os.stat(os.path.join(self.dir, "a")).st_mode & 0o777, 0o644)
+
+    def test_replace_keeps_old_file_on_failure(self):
+        """A failed write leaves the old file and no temp."""
+        path = os.path.join(self.dir, "a")
+        with open(path, "wb") as f:
+            f.write(b"old")
+        self.patch(safefs, "write_all", lambda fd, data: (_ for _ in ()).throw(OSError(28, "full")))
+        self.assertRaises(OSError, safefs.replace_path, path, b"new", mode=0o600)
+        self.assertEqual(os.listdir(self.dir), ["a"])
+        self.assertEqual(self.read(path), b"old")
+
+    def test_create(self):
+        """A new file is created with its mode; an existing name or a symlink is refused."""
+        path = os.path.join(self.dir, "k")
+        safefs.create_path(path, b"key", mode=0o600)
+        self.assertEqual((self.read(path), os.stat(path).st_mode & 0o777), (b"key", 0o600))
+        self.assertRaises(FileExistsError, safefs.create_path, path, b"other", mode=0o600)
+        target = os.path.join(self.dir, "target")
+        os.symlink(target, os.path.join(self.dir, "l"))
+        self.assertRaises(FileExistsError, safefs.create_path,
+                          os.path.join(self.dir, "l"), b"x", mode=0o600)
+        self.assertFalse(os.path.exists(target))

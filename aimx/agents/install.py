@@ -19,6 +19,7 @@ import attrs
 from aimx.agents import registry
 from aimx.agents.bundle import BundleFile
 from aimx.agents.registry import Agent, AgentError, McpCommand, Places
+from aimx.store import safefs
 
 _DIR_MODE = 0o755
 _FILE_MODE = 0o644
@@ -101,25 +102,8 @@ def write_files(dest: str, files: Iterable[BundleFile]) -> None:
 
 def _replace(path: str, text: str) -> None:
     """Write C{text} to a new exclusive temp file beside C{path}, mode 0644, and rename it."""
-    tmp = os.path.join(os.path.dirname(path),
-                       f".{os.path.basename(path)}.{uuid.uuid4().hex}.aimx-tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), _FILE_MODE)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    tmp = f".{os.path.basename(path)}.{uuid.uuid4().hex}.aimx-tmp"
+    safefs.replace_path(path, text.encode("utf-8"), mode=_FILE_MODE, tmp=tmp, durable=False)
 
 
 def remove_path(path: str) -> bool:

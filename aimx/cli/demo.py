@@ -41,7 +41,7 @@ from aimx.core.dnscheck import MX, ExpectedDns
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
-from aimx.store import keys, passwd
+from aimx.store import keys, passwd, safefs
 from aimx.store.mailboxdirs import create_dirs
 from aimx.testing import dkimkeys
 
@@ -297,11 +297,8 @@ def _dns_records(etc: str, sender_txt: str, mx_host: str) -> list[str]:
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
-    """Create or replace C{path} with C{data}, mode C{mode} whatever the umask."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(data)
+    """Create or replace C{path} atomically with C{data}, mode C{mode} whatever the umask."""
+    safefs.replace_path(path, data, mode=mode, durable=False)
 
 
 def serve(args) -> int:

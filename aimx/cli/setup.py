@@ -54,7 +54,7 @@ from aimx.core.portcheck import (
     settings_from_environ,
 )
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile, datadir, keys, passwd, services
+from aimx.store import configfile, datadir, keys, passwd, safefs, services
 from aimx.store.mailboxdirs import create_dirs
 from aimx.verifier.client import (
     TemporaryResponder,
@@ -648,7 +648,7 @@ class Wizard:
             os.makedirs(self.config_dir, mode=0o755, exist_ok=True)
             os.chmod(self.config_dir, 0o755)
             probe = os.path.join(self.config_dir, f".aimx-setup.{os.getpid()}")
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            safefs.create_path(probe, b"", mode=0o600, durable=False)
             os.unlink(probe)
         except OSError as e:
             raise CliError(

@@ -16,6 +16,12 @@ given its owner and mode on the descriptor, written (and fsynced when durable)
 and only then published, by a no-replace link (L{publish_link}) or a rename
 over the old file (L{replace_file}), so no reader sees a partial or root-owned
 file (spec/inbound.md §7.8, spec/frontmatter.md §5, spec/config.md §5).
+
+Files in directories only root (or the caller) writes -- config.toml, keys,
+the service file, the data directory's README, agent bundles, the test mail
+drop -- are written the same way through L{replace_path} and L{create_path},
+which open the parent directory by path (following links: a configured
+directory may be one) and then work relative to it.
 """
 
 import contextlib
@@ -28,6 +34,8 @@ from collections.abc import Iterator
 from aimx.store.passwd import Owner
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A parent directory named by configuration (L{replace_path}): links followed.
+_PARENT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOCTTY: a tty planted
 # under a message name must not become root's controlling terminal.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -295,3 +303,41 @@ def replace_file(dir_fd: int, name: str, data: bytes, *, mode: int,
         raise
     return warnings
 
+
+@contextlib.contextmanager
+def _parent(path: str) -> Iterator[tuple[int, str]]:
+    """The parent directory of C{path} opened by path (links followed), and the name."""
+    parent, name = os.path.split(path)
+    fd = os.open(parent or ".", _PARENT_FLAGS)
+    try:
+        yield fd, name
+    finally:
+        os.close(fd)
+
+
+def replace_path(path: str, data: bytes, *, mode: int, owner: Owner | None = None,
+                 tmp: str | None = None, durable: bool = True) -> list[str]:
+    """L{replace_file} by path, for a file in a directory only root (or the caller) writes.
+
+    The parent directory is opened by path, following links (a configured
+    directory may be a symlink); from there on it is L{replace_file}.
+
+    @param tmp: the temporary name, in the same directory.
+    @return: the warnings of L{set_owner}.
+    @raise OSError: the directory cannot be opened, or the write failed; the
+        old file is unchanged.
+    """
+    with _parent(path) as (fd, name):
+        return replace_file(fd, name, data, mode=mode, owner=owner, tmp=tmp, durable=durable)
+
+
+def create_path(path: str, data: bytes, *, mode: int, durable: bool = True) -> None:
+    """L{create_file} by path: C{path} is created exclusively (never through a link),
+    with C{mode} from the moment it exists, in a directory opened as L{replace_path} does.
+
+    @raise FileExistsError: C{path} exists (a symlink included).
+    @raise OSError: the directory cannot be opened, or the write failed (then
+        the new file is removed).
+    """
+    with _parent(path) as (fd, name):
+        create_file(fd, name, data, mode=mode, durable=durable)

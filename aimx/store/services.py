@@ -15,6 +15,7 @@ import attrs
 
 from aimx.core import units
 from aimx.errors import AimxError
+from aimx.store import safefs
 
 SYSTEMD, OPENRC, UNKNOWN = "systemd", "openrc", "unknown"
 LOG_DIR = os.path.dirname(units.OPENRC_LOG)
@@ -116,16 +117,7 @@ def find_twistd(executable: str, which=shutil.which) -> str:
 def _write(path: str, text: str, mode: int) -> None:
     """Replace C{path} atomically with a file of C{mode}."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", opener=lambda p, flags: os.open(p, flags, mode)) as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    safefs.replace_path(path, text.encode("utf-8"), mode=mode, durable=False)
 
 
 def install(system: System, params: units.UnitParams) -> str:
