@@ -22,7 +22,7 @@ from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
 from aimx.core import units, version
 from aimx.store import configfile, demo, keys, services
-from aimx.store.services import Completed
+from aimx.store.programs import Completed
 from tests.test_services import HostTestCase
 
 DOMAIN = "agent.example.com"

@@ -24,7 +24,8 @@ from aimx.core.dnscheck import (
 )
 from aimx.errors import ConfigError
 from aimx.store import keys
-from aimx.store.services import Completed, System
+from aimx.store.programs import Completed
+from aimx.store.services import System
 from aimx.testing.dns import FixtureDNS
 
 DOMAIN = "agent.example.com"

@@ -28,7 +28,7 @@ from aimx.errors import DaemonNotRunning
 from aimx.store import demo as demo_state
 from aimx.store import keys, passwd, services
 from aimx.store.passwd import Owner
-from aimx.store.services import Completed
+from aimx.store.programs import Completed
 from tests.test_services import HostTestCase
 
 DOMAIN = "agent.example.com"

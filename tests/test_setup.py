@@ -45,7 +45,8 @@ from aimx.core.portcheck import (
 )
 from aimx.store import configfile, keys, passwd, services
 from aimx.store.passwd import Owner
-from aimx.store.services import Completed, System
+from aimx.store.programs import Completed
+from aimx.store.services import System
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"

@@ -20,6 +20,7 @@ fakes.
 """
 
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -30,7 +31,7 @@ import attrs
 from aimx.agents import bundle, install, mcpcommand, picker, probe, registry
 from aimx.agents.registry import AGENTS, Agent, AgentError, McpCommand
 from aimx.cli.term import Terminal
-from aimx.store import passwd
+from aimx.store import passwd, programs
 
 ROOT_REFUSAL = """\
 `aimx agents` is per-user and refuses to run as root by default: it writes into
@@ -44,6 +45,8 @@ Or, on a single-user root-login VPS with no other account, pass
   aimx agents setup --dangerously-allow-root"""
 
 _YES = ("y", "Y", "yes", "YES")
+#: Seconds an agent CLI (C{claude mcp add}, ...) may run.
+CLI_TIMEOUT = 120.0
 
 
 def _root_home() -> str:
@@ -54,8 +57,10 @@ def _root_home() -> str:
 class World:
     """What one invocation sees of the machine.
 
-    @ivar runner: runs an agent CLI (C{argv -> RunResult}); default: a
-        subprocess runner over C{environ["PATH"]}.
+    @ivar runner: runs an agent CLI (L{aimx.store.programs}: C{argv ->
+        Completed}); default: L{programs.run_program} with C{environ} as the
+        program's whole environment (its C{PATH} finds it), stdin closed, and
+        a L{CLI_TIMEOUT}.
     @ivar root_home: C{() -> str}, root's C{pw_dir} (C{--dangerously-allow-root}).
     @ivar username: C{uid -> str | None} for the picker's title.
     @ivar open_keys: C{stdin -> context manager yielding a key source}.
@@ -79,7 +84,9 @@ class World:
 
     def __attrs_post_init__(self):
         if self.runner is None:
-            self.runner = install.subprocess_runner(self.environ)
+            self.runner = functools.partial(
+                programs.run_program, environ=self.environ, timeout=CLI_TIMEOUT
+            )
 
 
 def default_world() -> World:

@@ -54,7 +54,7 @@ from aimx.core.portcheck import (
     settings_from_environ,
 )
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile, datadir, keys, passwd, safefs, services
+from aimx.store import configfile, datadir, keys, passwd, programs, safefs, services
 from aimx.store.mailboxdirs import create_dirs
 from aimx.verifier.client import (
     TemporaryResponder,
@@ -809,7 +809,7 @@ class Wizard:
                 "useradd", "--system", "--no-create-home", "--home-dir", flow.CATCHALL_HOME,
                 "--shell", "/usr/sbin/nologin", "--user-group", user,
             )
-            if done.returncode == 127:  # no useradd (Alpine/BusyBox)
+            if done.returncode == programs.NOT_RUN:  # no useradd (Alpine/BusyBox)
                 done = system.run(
                     "adduser", "-S", "-H", "-h", flow.CATCHALL_HOME, "-s", "/sbin/nologin", user
                 )

@@ -29,7 +29,8 @@ from aimx.core import doctor as core
 from aimx.core import portcheck
 from aimx.core.version import version_fields
 from aimx.store import demo, keys
-from aimx.store.services import Completed, System
+from aimx.store.programs import Completed
+from aimx.store.services import System
 from aimx.verifier.service import Verifier
 from tests.integration.base import DaemonTestCase
 from tests.integration.test_portcheck import MX_HOST, free_port
