@@ -34,7 +34,7 @@ from aimx.core import hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
 from aimx.logs import Logger
-from aimx.store.mailstore import resolve_owner
+from aimx.store import passwd
 
 log = Logger(namespace="aimx.hook")
 
@@ -244,7 +244,7 @@ class HookRunner:
     @param environ: the daemon's environment; only C{PATH} and C{HOME} reach hooks.
     @param clock: times fires and timeouts; the reactor by default.
     @param max_processes: hook processes running at once; further hooks queue.
-    @param resolve_owner: owner name -> L{aimx.store.mailstore.Owner}, per fire.
+    @param resolve_owner: owner name -> L{aimx.store.passwd.Owner}, per fire.
     @param euid: the daemon's effective uid; only root drops to the owner.
     @param groups: signals hook process groups.
     """
@@ -257,7 +257,7 @@ class HookRunner:
         environ,
         clock=None,
         max_processes: int = MAX_PROCESSES,
-        resolve_owner=resolve_owner,
+        resolve_owner=passwd.owner,
         euid: int | None = None,
         groups: ProcessGroups = ProcessGroups(),
     ):

@@ -20,7 +20,7 @@ from aimx.ops import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.store import configfile
 from aimx.host import initsystem
-from aimx.store.mailstore import Owner
+from aimx.store.passwd import Owner
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
 SOCKET = "/run/aimx/aimx.sock"

@@ -23,7 +23,7 @@ from aimx.cli.term import Terminal
 from aimx.ops import units, version
 from aimx.store import configfile, demo, keys
 from aimx.host import initsystem
-from aimx.host.initsystem import Completed
+from aimx.host.programs import Completed
 from tests.test_initsystem import HostTestCase
 
 DOMAIN = "agent.example.com"

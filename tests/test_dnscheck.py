@@ -24,7 +24,8 @@ from aimx.ops.dnscheck import (
 )
 from aimx.errors import ConfigError
 from aimx.store import keys
-from aimx.host.initsystem import Completed, System
+from aimx.host.programs import Completed
+from aimx.host.initsystem import System
 from aimx.loopback.dns import FixtureDNS
 
 DOMAIN = "agent.example.com"

@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.ops import units
 from aimx.host import initsystem
-from aimx.host.initsystem import Completed, System
+from aimx.host.programs import Completed
+from aimx.host.initsystem import System
 
 PARAMS = units.UnitParams(twistd="/opt/aimx/bin/twistd")
 
@@ -355,15 +356,3 @@ class FindTwistdTests(SynchronousTestCase):
         )
         self.assertIn("cannot find twistd", str(e))
 
-
-class RunProgramTests(SynchronousTestCase):
-    def test_missing_program(self):
-        """A program that does not exist is exit status 127, not an exception."""
-        done = initsystem.run_program(["/nonexistent/aimx-test-program"])
-        self.assertEqual(done.returncode, 127)
-        self.assertIn("aimx-test-program", done.stderr)
-
-    def test_captures(self):
-        """Output and exit status of a real (harmless) program are captured."""
-        done = initsystem.run_program(["sh", "-c", "echo out; echo err >&2; exit 3"])
-        self.assertEqual((done.returncode, done.stdout, done.stderr), (3, "out\n", "err\n"))

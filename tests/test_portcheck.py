@@ -7,7 +7,6 @@ import argparse
 import io
 import json
 import os
-import subprocess
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
@@ -33,6 +32,7 @@ from aimx.ops.portcheck import (
 from aimx.ops.portholder import AIMX, FREE, held_by
 from aimx.ops.probedialogue import ProbeDialogue
 from aimx.store import configfile
+from aimx.host.programs import NOT_RUN, Completed
 from aimx.verifier import client, service
 from aimx.verifier.smtp import (
     ResponderFactory,
@@ -211,11 +211,9 @@ class OccupancyTests(SynchronousTestCase):
         """detect_occupancy runs `ss -tlnp sport = :<port>` and parses its output."""
         calls = []
 
-        def run(argv, **kw):
+        def run(argv, capture=True):
             calls.append(argv)
-            return subprocess.CompletedProcess(
-                argv, 0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))'), ""
-            )
+            return Completed(0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))'))
 
         self.assertEqual(client.detect_occupancy(2525, run=run), held_by("exim4"))
         self.assertEqual(calls, [["ss", "-tlnp", "sport", "=", ":2525"]])
@@ -223,11 +221,11 @@ class OccupancyTests(SynchronousTestCase):
     def test_detect_failure_is_free(self):
         """When ss is missing or fails, the port counts as free."""
 
-        def missing(argv, **kw):
-            raise FileNotFoundError("ss")
+        def missing(argv, capture=True):
+            return Completed(NOT_RUN, "", "ss: No such file or directory")
 
-        def failing(argv, **kw):
-            return subprocess.CompletedProcess(argv, 1, "", "boom")
+        def failing(argv, capture=True):
+            return Completed(1, "", "boom")
 
         self.assertEqual(client.detect_occupancy(25, run=missing), FREE)
         self.assertEqual(client.detect_occupancy(25, run=failing), FREE)

@@ -21,6 +21,7 @@ from twisted.mail import smtp
 from zope.interface import implementer
 
 from aimx.smtp.tls import server_options
+from aimx.store import safefs
 
 _TEXT = {2: "2.0.0 sink ok", 4: "4.3.0 sink says try later", 5: "5.7.1 sink says no"}
 
@@ -223,9 +224,7 @@ class SmtpSink(protocol.ServerFactory):
         if self.directory is None:
             return
         name = os.path.join(self.directory, f"{len(self.transactions):04d}.eml")
-        with open(name + ".tmp", "wb") as f:
-            f.write(transaction.data)
-        os.rename(name + ".tmp", name)
+        safefs.replace_path(name, transaction.data, mode=0o644, durable=False)
 
     def opened(self, proto) -> None:
         """Called by each connection when it is made."""
