@@ -30,6 +30,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.protocol import ProcessProtocol
 
+from aimx.idle import IdleWaiters
 from aimx.core import hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
@@ -270,7 +271,7 @@ class HookRunner:
         self.euid = os.geteuid() if euid is None else euid
         self.groups = groups
         self._busy: set[defer.Deferred] = set()
-        self._idle: list[defer.Deferred] = []
+        self._idle = IdleWaiters()
 
     def on_received(self, ingested) -> defer.Deferred:
         """Fire the routed mailbox's on_receive hooks for one published message.
@@ -344,11 +345,7 @@ class HookRunner:
 
     def idle(self) -> defer.Deferred:
         """Fires once no hook is queued or running and no hook process is left."""
-        if not self._busy:
-            return defer.succeed(None)
-        waiter = defer.Deferred()
-        self._idle.append(waiter)
-        return waiter
+        return self._idle.wait(not self._busy)
 
     async def _dispatch(self, event: HookEvent) -> list[HookResult]:
         config, mailbox = self.config(), event.mailbox
@@ -514,7 +511,5 @@ class HookRunner:
     def _untrack(self, result, work):
         self._busy.discard(work)
         if not self._busy:
-            waiters, self._idle = self._idle, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._idle.idle()
         return result

@@ -165,12 +165,9 @@ def merge_mcp_json(fork: str, command: McpCommand, force: bool) -> tuple[MergeOu
 
 def _read_json_object(path: str) -> dict:
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        text = safefs.read_text(path)
     except OSError as e:
         raise AgentError(f"{path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise AgentError(f"{path}: not valid UTF-8: {e}") from None
     if not text.strip():

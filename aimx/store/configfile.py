@@ -36,14 +36,11 @@ def load(config_dir: str, *, data_dir_override: str | None = None) -> tuple[Conf
     """
     path = config_path(config_dir)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        text = safefs.read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found at {path}. Run 'sudo aimx setup' first") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid UTF-8: {e}") from None
     config, warnings = load_text(text, path, owner_exists=_owner_exists)

@@ -341,3 +341,13 @@ def create_path(path: str, data: bytes, *, mode: int, durable: bool = True) -> N
     """
     with _parent(path) as (fd, name):
         create_file(fd, name, data, mode=mode, durable=durable)
+
+
+def read_text(path: str) -> str:
+    """The UTF-8 text of the file at C{path} (links followed, as for L{replace_path}).
+
+    @raise OSError: the file cannot be read.
+    @raise UnicodeDecodeError: it is not UTF-8.
+    """
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8")
