@@ -313,7 +313,7 @@ class MailStore:
 # -- reading -------------------------------------------------------------------
 
 
-def _entries(dir_fd: int) -> Iterator[tuple[str, bool]]:
+def message_entries(dir_fd: int) -> Iterator[tuple[str, bool]]:
     """The message candidates in a mailbox directory, nothing opened (spec/inbound.md §8).
 
     @return: C{(name, bundle)} for each real directory C{<stem>/} (C{bundle}
@@ -330,7 +330,7 @@ def _entries(dir_fd: int) -> Iterator[tuple[str, bool]]:
 
 
 def _open_entry(dir_fd: int, name: str, bundle: bool) -> int | None:
-    """The message file of a candidate of L{_entries}: C{name}, or C{name/name.md}.
+    """The message file of a candidate of L{message_entries}: C{name}, or C{name/name.md}.
 
     @return: a descriptor the caller closes; C{None} when it is missing or
         refused (L{safefs.open_regular}), or on any error.
@@ -354,7 +354,7 @@ def _open_entry(dir_fd: int, name: str, bundle: bool) -> int | None:
 def _message_files(dir_fd: int, wanted=lambda name: True) -> Iterator[int]:
     """A descriptor of every message file in a mailbox directory whose entry name is
     C{wanted}, each closed when the next is asked for."""
-    for name, bundle in _entries(dir_fd):
+    for name, bundle in message_entries(dir_fd):
         if not wanted(name):
             continue
         fd = _open_entry(dir_fd, name, bundle)
@@ -399,11 +399,33 @@ def read_fields(fd: int, limit: int | None = None) -> dict:
                 raise
 
 
+def read_head(fd: int, limit: int, fields_limit: int = READ_STATE_BYTES) -> tuple[dict, bytes]:
+    """The frontmatter fields of an open message file and its body, from the file's
+    first C{limit} bytes (the index reads a message this way).
+
+    The frontmatter must close within the first C{fields_limit} bytes, as for the
+    read-state count (L{count_messages}); the body is what follows it within
+    C{limit}, cut after its last line end when the file is longer.
+
+    @return: the fields and the body bytes (after the blank separator line).
+    @raise ValueError: no frontmatter closing within C{fields_limit} bytes,
+        invalid TOML or UTF-8.
+    @raise OSError: reading failed.
+    """
+    data = safefs.read_up_to(fd, limit)
+    if len(data) == limit and os.fstat(fd).st_size > limit:
+        data = data[: data.rfind(b"\n") + 1]
+    fields, body = frontmatter.parse(data)
+    if len(data) - len(body) > fields_limit:
+        raise ValueError(f"the frontmatter does not end within {fields_limit} bytes")
+    return fields, body
+
+
 def list_ids(directory: str) -> list[str]:
     """The message ids in a mailbox folder, newest first (descending byte order).
 
     A message is a regular file C{<id>.md} or a real directory C{<id>/}
-    (L{_entries}); nothing is opened.
+    (L{message_entries}); nothing is opened.
 
     @return: the ids; C{[]} when the directory is missing.
     @raise OSError: the directory cannot be opened (a symlink, not a directory,
@@ -414,7 +436,7 @@ def list_ids(directory: str) -> list[str]:
     except FileNotFoundError:
         return []
     try:
-        ids = {name if bundle else name[:-3] for name, bundle in _entries(dir_fd)}
+        ids = {name if bundle else name[:-3] for name, bundle in message_entries(dir_fd)}
     finally:
         os.close(dir_fd)
     return sorted(ids, key=os.fsencode, reverse=True)
