@@ -20,6 +20,7 @@ from aimx.control.ops import Control
 from aimx.ops import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
+from aimx.indexer import Indexer
 from aimx.listening import ListenError, endpoint, listen
 from aimx.logs import Logger
 from aimx.outbox import Outbox, Signer
@@ -28,6 +29,7 @@ from aimx.smtp.inbound import Inbound
 from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
 from aimx.smtp.tls import server_options
 from aimx.store import configfile, datadir, keys
+from aimx.store.mailboxdirs import mailbox_names
 from aimx.store.mailstore import MailStore
 
 log = Logger(namespace="aimx.daemon")
@@ -368,6 +370,13 @@ def build(
         tls_options=tls_options,
     )
     daemon.inbound = inbound
+    daemon.index = Indexer(
+        reactor, config.data_dir, run_in_thread,
+        names=lambda: mailbox_names(live.current, config.data_dir),
+    )
+    inbound.listeners.append(daemon.index.on_received)
+    # Started first, stopped last: the SMTP drain and control commands still use it.
+    daemon.index.setServiceParent(daemon)
     daemon.hooks = HookRunner(reactor, config=live, environ=environ)
     inbound.listeners.append(daemon.hooks.on_received)
     daemon.smtp = SmtpListener(reactor, factory, options.binds)
@@ -400,6 +409,7 @@ def build(
         mailbox_lock=inbound.lock,
         run_in_thread=run_in_thread,
         outbox=outbox,
+        index=daemon.index,
     )
     daemon.control = ControlSocket(
         reactor,

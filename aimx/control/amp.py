@@ -358,6 +358,35 @@ class ControlProtocol(amp.AMP):
     async def hook_list(self):
         return {"hooks": self.control.hook_list(self.caller)}
 
+    @commands.MailList.responder
+    @_guarded
+    async def mail_list(self, mailbox, folder, limit, offset, unread):
+        return {"emails": await self.control.mail_list(
+            self.caller, mailbox, folder, limit, offset, unread)}
+
+    @commands.MailSearch.responder
+    @_guarded
+    async def mail_search(self, mailbox, query, folder, sender, since, until, unread, trusted,
+                          limit):
+        return {"emails": await self.control.mail_search(
+            self.caller, mailbox, query, folder, sender, since, until, unread, trusted, limit)}
+
+    @commands.MailThread.responder
+    @_guarded
+    async def mail_thread(self, mailbox, id, thread_id, limit):
+        return {"emails": await self.control.mail_thread(
+            self.caller, mailbox, id, thread_id, limit)}
+
+    @commands.IndexRebuild.responder
+    @_guarded
+    async def index_rebuild(self, mailbox):
+        return {"mailboxes": await self.control.index_rebuild(self.caller, mailbox)}
+
+    @commands.IndexStatus.responder
+    @_guarded
+    async def index_status(self, mailbox):
+        return {"indexes": await self.control.index_status(self.caller, mailbox)}
+
     @commands.Version.responder
     @_guarded
     async def version(self):

@@ -168,6 +168,27 @@ class Flag(_Value):
         return {name: b"True" if value else b"False"}
 
 
+class Number(_Value):
+    """A non-negative integer of at most C{most}, C{default} when absent."""
+
+    def __init__(self, default: int, most: int = 2**32 - 1):
+        super().__init__(optional=True)
+        self.default = default
+        self.most = most
+
+    def decode(self, name, box):
+        raw = box.get(name)
+        if raw is None:
+            return self.default
+        if not (raw.isdigit() and len(raw) <= 10 and int(raw) <= self.most):
+            raise malformed(f"invalid {name.decode('ascii')}: expected a whole number "
+                            f"from 0 to {self.most}")
+        return int(raw)
+
+    def encode(self, name, value):
+        return {name: str(int(value)).encode("ascii")}
+
+
 class BigBytes(_Value):
     """Bytes of any length up to C{limit}, chunked past 65,535 bytes."""
 
@@ -354,6 +375,67 @@ class HookList(_Command):
 
     commandName = b"HOOK-LIST"
     response = [(b"hooks", Json())]
+
+
+class MailList(_Command):
+    """A page of a mailbox folder from the index, newest first: C{emails} rows."""
+
+    commandName = b"MAIL-LIST"
+    arguments = [
+        (b"mailbox", Text()),
+        (b"folder", Text(optional=True)),
+        (b"limit", Number(50)),
+        (b"offset", Number(0)),
+        (b"unread", Flag()),
+    ]
+    response = [(b"emails", Json())]
+
+
+class MailSearch(_Command):
+    """Full-text search of a mailbox (both folders by default), newest first."""
+
+    commandName = b"MAIL-SEARCH"
+    arguments = [
+        (b"mailbox", Text()),
+        (b"query", Text(allow_empty=True)),
+        (b"folder", Text(optional=True)),
+        (b"sender", Text(optional=True, allow_empty=True)),
+        (b"since", Text(optional=True)),
+        (b"until", Text(optional=True)),
+        (b"unread", Flag(None)),
+        (b"trusted", Flag(None)),
+        (b"limit", Number(20)),
+    ]
+    response = [(b"emails", Json())]
+
+
+class MailThread(_Command):
+    """The conversation of a message (C{id}) or a C{thread_id}, oldest first."""
+
+    commandName = b"MAIL-THREAD"
+    arguments = [
+        (b"mailbox", Text()),
+        (b"id", Text(optional=True)),
+        (b"thread_id", Text(optional=True)),
+        (b"limit", Number(50)),
+    ]
+    response = [(b"emails", Json())]
+
+
+class IndexRebuild(_Command):
+    """Rebuild the index of one mailbox (or of every mailbox the caller may see)."""
+
+    commandName = b"INDEX-REBUILD"
+    arguments = [(b"mailbox", Text(optional=True))]
+    response = [(b"mailboxes", Json())]
+
+
+class IndexStatus(_Command):
+    """Each named (or visible) mailbox's index: C{ready}, C{building} (done/total) or C{none}."""
+
+    commandName = b"INDEX-STATUS"
+    arguments = [(b"mailbox", Text(optional=True))]
+    response = [(b"indexes", Json())]
 
 
 class Version(_Command):

@@ -9,12 +9,20 @@ Blocking disk work goes through C{run_in_thread}.
 """
 
 import datetime
+import os
+import stat
 
 import attrs
+from twisted.internet import defer
 
 from aimx.control.commands import EXCLUSIVE
-from aimx.control.listing import mailbox_details, mailbox_rows
-from aimx.core import configedit, submission
+from aimx.control.listing import (
+    email_row,
+    mailbox_details,
+    mailbox_rows,
+    visible_mailboxes,
+)
+from aimx.core import configedit, mailquery, submission
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
 from aimx.core.filenames import is_valid_id
@@ -35,6 +43,7 @@ from aimx.logs import Logger
 from aimx.store import configfile
 from aimx.store.mailboxdirs import count_entries, create_dirs, mailbox_dirs, remove_dirs, wipe
 from aimx.store.mailstore import mark_id
+from aimx.store.mailindex import FOLDERS
 from aimx.store.passwd import Passwd
 
 uds_log = Logger(namespace="aimx::uds")
@@ -42,6 +51,8 @@ hook_log = Logger(namespace="aimx::hook")
 state_log = Logger(namespace="aimx::state")
 
 NOT_AUTHORIZED = "not authorized"
+#: The most rows one MAIL-LIST, MAIL-SEARCH or MAIL-THREAD answers.
+ROWS_MAX = 200
 
 
 @attrs.frozen
@@ -71,6 +82,8 @@ class Control:
     @param passwd: owner and username lookups.
     @param now: the current time (aware UTC) for C{read_at}.
     @param outbox: sends mail (L{aimx.outbox.Outbox}); None where SEND is not served.
+    @param index: the mail indexes (L{aimx.indexer.Indexer}); None: counts are read
+        from the files and the MAIL-* commands are not served.
     """
 
     def __init__(
@@ -84,6 +97,7 @@ class Control:
         passwd: Passwd = Passwd(),
         now=_utcnow,
         outbox=None,
+        index=None,
     ):
         self.live = live
         self.config_dir = config_dir
@@ -93,6 +107,7 @@ class Control:
         self.passwd = passwd
         self.now = now
         self.outbox = outbox
+        self.index = index
 
     # -- helpers ---------------------------------------------------------------
 
@@ -239,13 +254,37 @@ class Control:
                     f"{in_sent} in sent); archive or remove them first"
                 )
             await self._commit(configedit.remove_mailbox(config, name))
+        if self.index is not None:
+            await self.index.forget(name)
+
+    async def _index_counts(self, names) -> dict:
+        """The index's counts of these mailboxes (those it has; the rest: none)."""
+        if self.index is None:
+            return {}
+        found = await defer.gatherResults(
+            [defer.Deferred.fromCoroutine(self._counts(name)) for name in names])
+        return {name: (c.total, c.unread, c.sent)
+                for name, c in zip(names, found) if c is not None}
+
+    async def _counts(self, name: str):
+        """One mailbox's counts from the index; C{None} (read the files) when it has none."""
+        try:
+            return await self.index.counts(name)
+        except Exception:
+            uds_log.failure("index counts of {mailbox} failed", mailbox=name)
+            return None
 
     async def mailbox_list(self, caller: Caller) -> list[dict]:
         """MAILBOX-LIST (§6.5): configured mailboxes and inbox dirs the caller may see."""
         config = self.live.current
         try:
+            counts = {}
+            if self.index is not None:
+                names = [name for name, _ in await self.run_in_thread(
+                    visible_mailboxes, config, self.data_dir, caller.uid, self.passwd)]
+                counts = await self._index_counts(names)
             return await self.run_in_thread(
-                mailbox_rows, config, self.data_dir, caller.uid, self.passwd
+                mailbox_rows, config, self.data_dir, caller.uid, self.passwd, counts
             )
         except OSError as e:
             raise IOFailure(f"failed to serialize mailbox list: {e}") from None
@@ -257,7 +296,8 @@ class Control:
         decision = self._authorize("MAILBOX-SHOW", caller, mailbox)
         if mailbox is None or not decision.allowed:
             raise MailboxError(f"mailbox '{name}' does not exist")
-        return await self.run_in_thread(mailbox_details, config, mailbox, self.data_dir)
+        counts = (await self._index_counts([name])).get(name)
+        return await self.run_in_thread(mailbox_details, config, mailbox, self.data_dir, counts)
 
     # -- hooks -----------------------------------------------------------------
 
@@ -355,9 +395,119 @@ class Control:
                 )
             if path is None:
                 raise NotFoundError(f"email '{email_id}' not found in inbox/{mailbox}")
+        if self.index is not None:
+            self.index.note(mailbox, "inbox", email_id)
+
+    # -- reading mail (the index) ----------------------------------------------
+
+    async def _readable(self, verb: str, caller: Caller, name: str) -> None:
+        """The caller may read mailbox C{name}: its owner (or root), or, for a directory
+        no mailbox is configured for, the directory's owner (as MAILBOX-LIST shows).
+
+        @raise MailboxError: C{mailbox '<name>' does not exist}, absent and not the
+            caller's alike.
+        """
+        if self.index is None:
+            raise IOFailure("the mail index is not available")
+        mailbox = self.live.current.mailbox(name)
+        if mailbox is not None:
+            if self._authorize(verb, caller, mailbox).allowed:
+                return
+        elif is_valid_id(name) and not name.startswith("."):
+            owner = await self.run_in_thread(_dir_owner, self.data_dir, name)
+            if owner is not None and visible(caller.uid, owner):
+                return
+        raise MailboxError(f"mailbox '{name}' does not exist")
+
+    async def mail_list(self, caller: Caller, mailbox: str, folder: str | None, limit: int,
+                        offset: int, unread: bool) -> list[dict]:
+        """MAIL-LIST: a page of a folder, newest first, from the index."""
+        folder = _folder(folder, all_=False)
+        await self._readable("MAIL-LIST", caller, mailbox)
+        limit = min(limit, ROWS_MAX)
+        entries = await self.index.query(
+            mailbox, lambda index: index.page(folder, limit, offset, unread))
+        return [email_row(entry) for entry in entries]
+
+    async def mail_search(self, caller: Caller, mailbox: str, query: str, folder: str | None,
+                          sender: str | None, since: str | None, until: str | None,
+                          unread: bool | None, trusted: bool | None, limit: int) -> list[dict]:
+        """MAIL-SEARCH: messages matching a query and filters, newest first, with snippets."""
+        folder = _folder(folder, all_=True)
+        try:
+            terms = mailquery.parse_query(query)
+            low = None if since is None else mailquery.parse_bound("since", since, False)
+            high = None if until is None else mailquery.parse_bound("until", until, True)
+        except mailquery.QueryError as e:
+            raise MalformedError(str(e)) from None
+        await self._readable("MAIL-SEARCH", caller, mailbox)
+        limit = min(limit, ROWS_MAX)
+        entries = await self.index.query(mailbox, lambda index: index.search(
+            terms, folder=folder, sender=sender, since=low, until=high, unread=unread,
+            trusted=trusted, limit=limit))
+        return [email_row(entry, snippet=True) for entry in entries]
+
+    async def mail_thread(self, caller: Caller, mailbox: str, email_id: str | None,
+                          thread_id: str | None, limit: int) -> list[dict]:
+        """MAIL-THREAD: a conversation across inbox and sent, oldest first."""
+        if (email_id is None) == (thread_id is None):
+            raise MalformedError("give exactly one of id and thread_id")
+        if email_id is not None and not is_valid_id(email_id):
+            raise NotFoundError(f"email id '{email_id}' contains invalid characters")
+        await self._readable("MAIL-THREAD", caller, mailbox)
+        limit = min(limit, ROWS_MAX)
+        entries = await self.index.query(mailbox, lambda index: index.thread(
+            email_id=email_id, thread_id=thread_id, limit=limit))
+        if entries is None:
+            if email_id is not None:
+                raise NotFoundError(f"email '{email_id}' not found in mailbox '{mailbox}'")
+            raise NotFoundError(f"thread '{thread_id}' not found in mailbox '{mailbox}'")
+        return [email_row(entry) for entry in entries]
+
+    async def _indexed_names(self, verb: str, caller: Caller, mailbox: str | None) -> list[str]:
+        if mailbox is not None:
+            await self._readable(verb, caller, mailbox)
+            return [mailbox]
+        if self.index is None:
+            raise IOFailure("the mail index is not available")
+        return [name for name, _ in await self.run_in_thread(
+            visible_mailboxes, self.live.current, self.data_dir, caller.uid, self.passwd)]
+
+    async def index_rebuild(self, caller: Caller, mailbox: str | None) -> list[str]:
+        """INDEX-REBUILD: start rebuilding one (or every visible) mailbox's index."""
+        names = await self._indexed_names("INDEX-REBUILD", caller, mailbox)
+        for name in names:
+            self.index.rebuild(name)
+        return names
+
+    async def index_status(self, caller: Caller, mailbox: str | None) -> list[dict]:
+        """INDEX-STATUS: each (or every visible) mailbox's index state and build progress."""
+        names = await self._indexed_names("INDEX-STATUS", caller, mailbox)
+        return [self.index.status(name) for name in names]
 
     # -- misc ------------------------------------------------------------------
 
     def version(self) -> dict[str, str]:
         """VERSION (§6.10)."""
         return version_fields()
+
+
+def _folder(folder: str | None, all_: bool) -> str | None:
+    """C{inbox} (the default), C{sent}, or with C{all_} C{all} (the default then: C{None})."""
+    if folder is None:
+        return None if all_ else "inbox"
+    if folder in FOLDERS:
+        return folder
+    if all_ and folder == "all":
+        return None
+    choices = '"inbox", "sent" or "all"' if all_ else '"inbox" or "sent"'
+    raise MalformedError(f"invalid folder '{folder}': expected {choices}")
+
+
+def _dir_owner(data_dir: str, name: str) -> int | None:
+    """The uid owning C{inbox/<name>} when it is a real directory (blocking)."""
+    try:
+        st = os.lstat(os.path.join(data_dir, "inbox", name))
+    except OSError:
+        return None
+    return st.st_uid if stat.S_ISDIR(st.st_mode) else None

@@ -149,3 +149,15 @@ def inbox_dirs(data_dir: str) -> dict[str, int]:
         for entry in entries
         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
     }
+
+
+def mailbox_names(config, data_dir: str) -> set[str]:
+    """Every mailbox there is: configured, or a directory under C{inbox/} or C{sent/}."""
+    names = {mb.name for mb in config.mailboxes} | set(inbox_dirs(data_dir))
+    try:
+        entries = list(os.scandir(os.path.join(data_dir, "sent")))
+    except FileNotFoundError:
+        entries = []
+    names |= {e.name for e in entries
+              if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+    return names
