@@ -166,24 +166,31 @@ class OpenrcScriptTests(SynchronousTestCase):
         self.assertEqual(directives["error_log"], '"/var/log/aimx/aimx.log"')
 
     def test_sandbox(self):
-        """What OpenRC can sandbox: umask 077, a bounding set of the used capabilities
-        (every other one dropped), and no new privileges where supervise-daemon knows
-        the flag (asked directly: OpenRC 0.45 to 0.51 misspell no_new_privs=yes)."""
-        script = units.openrc_script(units.UnitParams(twistd=VENV_TWISTD))
-        directives = _directives(script)
+        """What OpenRC can sandbox: umask 077 and a bounding set of the used capabilities
+        (every other one dropped)."""
+        directives = _directives(units.openrc_script(units.UnitParams(twistd=VENV_TWISTD)))
         self.assertEqual(directives["umask"], "077")
         dropped = directives["capabilities"].strip('"').split(",")
         self.assertTrue(all(cap.startswith("!cap_") for cap in dropped))
         kept = {cap.upper() for cap in units.ALL_CAPABILITIES} - {
             cap[1:].upper() for cap in dropped}
         self.assertEqual(kept, set(units.CAPABILITIES))
-        self.assertNotIn("no_new_privs", directives)
+
+    def test_sandbox_asked_of_supervise_daemon(self):
+        """start_pre keeps capabilities and adds --no-new-privs only when supervise-daemon
+        accepts them (OpenRC before 0.45, or built without libcap, would refuse to start
+        the service); no_new_privs=yes is never used (misspelt by OpenRC 0.45 to 0.51)."""
+        script = units.openrc_script(units.UnitParams(twistd=VENV_TWISTD))
+        self.assertNotIn("no_new_privs", _directives(script))
+        start_pre = script[script.index("start_pre() {"):]
         self.assertIn(
-            "\tif supervise-daemon --help 2>&1 | grep -q -e --no-new-privs; then\n"
-            '\t\tsupervise_daemon_args="${supervise_daemon_args} --no-new-privs"\n'
-            "\tfi\n}\n",
-            script,
-        )
+            '\tif ! supervise-daemon "${RC_SVCNAME}" --capabilities "${capabilities}" --help '
+            "\\\n\t\t\t>/dev/null 2>&1; then\n", start_pre)
+        self.assertIn("\t\tunset capabilities\n", start_pre)
+        self.assertIn(
+            '\tif supervise-daemon "${RC_SVCNAME}" --no-new-privs --help >/dev/null 2>&1; then\n'
+            '\t\tsupervise_daemon_args="${supervise_daemon_args-${start_stop_daemon_args}}'
+            ' --no-new-privs"\n', start_pre)
 
     def test_runtime_dir_override(self):
         """A non-default runtime dir is both passed to the daemon and created by checkpath."""

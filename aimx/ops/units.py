@@ -225,10 +225,11 @@ def openrc_script(params: UnitParams) -> str:
     """The text of C{/etc/init.d/aimx} (mode 0755), with what OpenRC can sandbox.
 
     C{umask} always; the capability bounding set (C{capabilities}, every
-    capability but L{CAPABILITIES} dropped) from OpenRC 0.45, where older releases
-    ignore the variable.  No new privileges is asked of supervise-daemon directly
-    when it knows the flag: OpenRC 0.45 to 0.51 pass C{no_new_privs=yes} on as a
-    misspelt option, which would stop the service from starting.
+    capability but L{CAPABILITIES} dropped) and no new privileges when
+    supervise-daemon can set them, which C{start_pre} asks it (C{--help} after the
+    option): OpenRC before 0.45, or 0.45 to 0.51 built without libcap (Debian 12),
+    would refuse to start the service otherwise.  No new privileges goes to
+    supervise-daemon directly: 0.45 to 0.51 misspell C{no_new_privs=yes}.
 
     @raise UnitError: a path is relative or needs quoting.
     """
@@ -260,8 +261,18 @@ def openrc_script(params: UnitParams) -> str:
         "start_pre() {\n"
         f"\tcheckpath -d -m 0755 -o root:root {runtime_dir} || return 1\n"
         f"\tcheckpath -d -m 0755 -o root:root {log_dir} || return 1\n"
-        "\tif supervise-daemon --help 2>&1 | grep -q -e --no-new-privs; then\n"
-        '\t\tsupervise_daemon_args="${supervise_daemon_args} --no-new-privs"\n'
+        "\t# Ask supervise-daemon what it can do: capabilities need OpenRC 0.45 built\n"
+        "\t# with libcap, --no-new-privs OpenRC 0.45 (no_new_privs=yes is misspelt\n"
+        "\t# on its way to supervise-daemon before 0.52).\n"
+        '\tif ! supervise-daemon "${RC_SVCNAME}" --capabilities "${capabilities}" --help \\\n'
+        "\t\t\t>/dev/null 2>&1; then\n"
+        '\t\tewarn "supervise-daemon cannot limit capabilities here; aimx keeps all of root\'s"\n'
+        "\t\tunset capabilities\n"
+        "\tfi\n"
+        '\tif supervise-daemon "${RC_SVCNAME}" --no-new-privs --help >/dev/null 2>&1; then\n'
+        '\t\tsupervise_daemon_args="${supervise_daemon_args-${start_stop_daemon_args}} --no-new-privs"\n'
+        "\telse\n"
+        '\t\tewarn "supervise-daemon cannot set no_new_privs here"\n'
         "\tfi\n"
         "}\n"
     )
