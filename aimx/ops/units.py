@@ -270,7 +270,8 @@ def openrc_script(params: UnitParams) -> str:
         "\t\tunset capabilities\n"
         "\tfi\n"
         '\tif supervise-daemon "${RC_SVCNAME}" --no-new-privs --help >/dev/null 2>&1; then\n'
-        '\t\tsupervise_daemon_args="${supervise_daemon_args-${start_stop_daemon_args}} --no-new-privs"\n'
+        '\t\tsupervise_daemon_args="${supervise_daemon_args-${start_stop_daemon_args}}'
+        ' --no-new-privs"\n'
         "\telse\n"
         '\t\tewarn "supervise-daemon cannot set no_new_privs here"\n'
         "\tfi\n"
