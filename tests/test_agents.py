@@ -22,6 +22,7 @@ from aimx.agents.probe import CheckResult
 from aimx.agents.registry import AGENTS, AgentError, McpCommand
 from aimx.cli import agents as agents_cli
 from aimx.cli.term import Terminal
+from aimx.testing.fakes import FakeRunner
 
 try:
     import yaml
@@ -47,19 +48,13 @@ class TTY(io.StringIO):
         return True
 
 
-class FakeRunner:
-    """Records argv; answers per program with a RunResult, or 'missing'."""
+def not_found(argv):
+    raise install.ProgramNotFound(argv[0])
 
-    def __init__(self, **answers):
-        self.answers = answers
-        self.calls = []
 
-    def __call__(self, argv):
-        self.calls.append(list(argv))
-        answer = self.answers.get(argv[0], "missing")
-        if answer == "missing":
-            raise install.ProgramNotFound(argv[0])
-        return answer
+def cli_runner(**answers) -> FakeRunner:
+    """A CLI runner answering per program with a RunResult; other programs are missing."""
+    return FakeRunner(answers, default=not_found)
 
 
 #: A program path for the pure registry and bundle tests.
@@ -99,7 +94,7 @@ class AgentsTestCase(SynchronousTestCase):
         self.home = os.path.abspath(self.mktemp())
         os.makedirs(self.home)
         self.environ = {"HOME": self.home, "PATH": "/nonexistent"}
-        self.runner = FakeRunner()
+        self.runner = cli_runner()
         self.check = FakeCheck()
         self.stdin = io.StringIO()
         self.err = io.StringIO()
@@ -269,7 +264,7 @@ class ClaudeCodeTests(AgentsTestCase):
 
     def test_registers_through_claude(self):
         """remove then add through `claude`; the success line replaces the hint (case 5)."""
-        self.runner = FakeRunner(claude=RunResult(0, ""))
+        self.runner = cli_runner(claude=RunResult(0, ""))
         code, out, _ = self.aimx("agents", "setup", "claude-code")
         self.assertEqual(code, 0)
         self.assertEqual(
@@ -299,7 +294,7 @@ class ClaudeCodeTests(AgentsTestCase):
             (("agents", "setup", "claude-code", "--force", "--data-dir", "/custom/path"), None),
             (("agents", "setup", "claude-code", "--force"), "/custom/path"),
         ):
-            self.runner = FakeRunner(claude=RunResult(0, ""))
+            self.runner = cli_runner(claude=RunResult(0, ""))
             if env:
                 self.environ["AIMX_DATA_DIR"] = env
             self.assertEqual(self.aimx(*argv)[0], 0)
@@ -307,7 +302,7 @@ class ClaudeCodeTests(AgentsTestCase):
 
     def test_registration_failure(self):
         """A failing `claude` prints its first stderr line and exit code, then the hint (case 5)."""
-        self.runner = FakeRunner(claude=RunResult(1, "boom\nmore detail\n"))
+        self.runner = cli_runner(claude=RunResult(1, "boom\nmore detail\n"))
         code, out, _ = self.aimx("agents", "setup", "claude-code", "--data-dir", "/it's")
         self.assertEqual(code, 0)
         self.assertIn("MCP auto-registration failed: boom (exit 1)", out)
@@ -319,7 +314,7 @@ class ClaudeCodeTests(AgentsTestCase):
 
     def test_registration_failure_without_output(self):
         """No stderr says so; a killed process has no exit code."""
-        self.runner = FakeRunner(claude=RunResult(None, ""))
+        self.runner = cli_runner(claude=RunResult(None, ""))
         out = self.aimx("agents", "setup", "claude-code")[1]
         self.assertIn("MCP auto-registration failed: (no error output)\n", out)
 
@@ -434,7 +429,7 @@ class SubprocessRunnerTests(AgentsTestCase):
 class CodexTests(AgentsTestCase):
     def test_registers_through_codex(self):
         """Codex argv: `mcp remove aimx`, `mcp add aimx -- … mcp` (case 6)."""
-        self.runner = FakeRunner(codex=RunResult(0, ""))
+        self.runner = cli_runner(codex=RunResult(0, ""))
         code, out, _ = self.aimx("agents", "setup", "codex")
         self.assertEqual(code, 0)
         self.assertEqual(
@@ -1295,7 +1290,7 @@ class CheckFirstTests(AgentsTestCase):
 
     def test_ok_line_then_install(self):
         """The check passes: its line, then the install and the registration."""
-        self.runner = FakeRunner(claude=RunResult(0, ""))
+        self.runner = cli_runner(claude=RunResult(0, ""))
         code, out, _ = self.aimx("agents", "setup", "claude-code")
         self.assertEqual(code, 0)
         lines = out.splitlines()
@@ -1310,7 +1305,7 @@ class CheckFirstTests(AgentsTestCase):
     def test_failure_installs_nothing(self):
         """A failing check: exit 1, no file, no CLI run, no legacy plugin removed."""
         os.makedirs(self.path(".claude/plugins/aimx"))
-        self.runner = FakeRunner(claude=RunResult(0, ""))
+        self.runner = cli_runner(claude=RunResult(0, ""))
         self.check = FakeCheck(CheckResult(False, "command not found: /x"))
         code, out, err = self.aimx("agents", "setup", "claude-code", "--command", "/x")
         self.assertEqual(code, 1)
@@ -1370,7 +1365,7 @@ class DirectoryEnvTests(AgentsTestCase):
 
     def test_claude_and_codex(self):
         """claude: -e after the server name (before it, -e swallows the name); codex: --env."""
-        self.runner = FakeRunner(claude=RunResult(0, ""), codex=RunResult(0, ""))
+        self.runner = cli_runner(claude=RunResult(0, ""), codex=RunResult(0, ""))
         self.aimx("agents", "setup", "claude-code")
         self.aimx("agents", "setup", "codex")
         self.assertEqual(

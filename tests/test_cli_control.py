@@ -19,7 +19,7 @@ from aimx.control import client, commands
 from aimx.core import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.store import configfile, services
-from aimx.store.mailstore import Owner
+from aimx.testing.fakes import FakeControlClient, FakePasswd
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
 SOCKET = "/run/aimx/aimx.sock"
@@ -33,31 +33,6 @@ NOTE_NONE = (
     "in config.toml (as root), or re-create the hook with --fire-on-untrusted to run it for "
     "all mail.\n"
 )
-
-
-class FakePasswd:
-    def owner(self, name):
-        uid = USERS.get(name)
-        return Owner(name, uid, uid)
-
-    def username(self, uid):
-        return next((n for n, u in USERS.items() if u == uid), None)
-
-
-class FakeClient:
-    """Answers from a dict command -> reply (a dict, or an exception to raise)."""
-
-    def __init__(self, replies):
-        self.replies = replies
-        self.calls = []
-
-    def call(self, command, **arguments):
-        self.calls.append((command, arguments))
-        reply = self.replies[command]
-        return defer.fail(reply) if isinstance(reply, Exception) else defer.succeed(reply)
-
-    def close(self):
-        pass
 
 
 class TTY(io.StringIO):
@@ -107,7 +82,7 @@ class VerbTestCase(SynchronousTestCase):
         hooks.add_parser(sub, common)
         args = parser.parse_args(argv)
         args.config_dir, args.data_dir = self.config_dir, data_dir
-        fake = FakeClient(replies or {})
+        fake = FakeControlClient(replies or {})
         out, err = io.StringIO(), io.StringIO()
         if down:
             connect = lambda: defer.fail(  # noqa: E731
@@ -117,7 +92,7 @@ class VerbTestCase(SynchronousTestCase):
         stdin = (TTY if tty else io.StringIO)(stdin)
         session = Session(args, connect=connect, euid=euid,
                           term=Terminal(out, err, stdin, {}),
-                          environ=environ or {}, passwd=FakePasswd(), system=self.host)
+                          environ=environ or {}, passwd=FakePasswd(USERS), system=self.host)
         code = self.successResultOf(defer.Deferred.fromCoroutine(execute(verb, args, session)))
         return code, out.getvalue(), err.getvalue(), fake
 
@@ -217,7 +192,7 @@ class MailboxVerbTests(VerbTestCase):
         args = argparse.Namespace(config_dir=self.config_dir, data_dir=None)
         session = Session(args, connect=None, euid=0,
                           term=Terminal(io.StringIO(), io.StringIO(), io.StringIO(), {}),
-                          environ={}, passwd=FakePasswd())
+                          environ={}, passwd=FakePasswd(USERS))
         e = self.assertRaises(CliError, session.write_config, bad)
         self.assertIn("refusing to write an invalid config", str(e))
         with open(path) as f:
@@ -328,7 +303,7 @@ class MailboxVerbTests(VerbTestCase):
             args, connect=lambda: defer.fail(client.ConnectFailed("Failed to connect to aimx "
                                                                   "daemon at /x: denied")),
             euid=0, term=Terminal(io.StringIO(), err, None, {}), environ={},
-            passwd=FakePasswd())
+            passwd=FakePasswd(USERS))
         code = self.successResultOf(defer.Deferred.fromCoroutine(
             execute(mailboxes.list_, args, session)))
         self.assertEqual((code, err.getvalue()),
@@ -871,7 +846,7 @@ class ProgramCheckTests(VerbTestCase):
     def test_not_executable(self):
         """No execute bit for the owner's class: a warning with the mode and file owner."""
         path = self.program(mode=0o744)
-        owner = FakePasswd().username(os.getuid()) or str(os.getuid())
+        owner = FakePasswd(USERS).username(os.getuid()) or str(os.getuid())
         self.assertEqual(self.create(path), (
             f"Warning: hook program {path} is not executable by alice, who runs the hook "
             f"(mode 0744, owned by {owner}); the hook is created but fails until that is "
@@ -889,7 +864,7 @@ class ProgramCheckTests(VerbTestCase):
         os.mkdir(locked, 0o700)
         os.chmod(locked, 0o700)
         path = self.program(parent=locked)
-        owner = FakePasswd().username(os.getuid()) or str(os.getuid())
+        owner = FakePasswd(USERS).username(os.getuid()) or str(os.getuid())
         self.assertEqual(self.create(path), (
             f"Warning: hook program {path} is not reachable by alice, who runs the hook: "
             f"directory {locked} is not searchable by them (mode 0700, owned by {owner}); the "

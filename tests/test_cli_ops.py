@@ -1,7 +1,7 @@
 """The operator verbs dkim-keygen, logs and uninstall (spec/setup-and-ops.md §4-§6).
 
 Service and log access go through aimx.store.services with a temporary root and
-the fake runner of tests.test_services: no real init system is touched.
+L{aimx.testing.fakes.FakeRunner}: no real init system is touched.
 """
 
 import base64
@@ -23,7 +23,7 @@ from aimx.cli.term import Terminal
 from aimx.core import units, version
 from aimx.store import configfile, demo, keys, services
 from aimx.store.services import Completed
-from tests.test_services import HostTestCase
+from tests.test_services import HostTestCase, captured
 
 DOMAIN = "agent.example.com"
 
@@ -254,7 +254,7 @@ class LogsTests(CliTestCase, HostTestCase):
         system = self.host(services.SYSTEMD)
         self.assertEqual(self.logs(system, "--follow"), 0)
         self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
-        self.assertEqual(self.runner.captured, [False])
+        self.assertEqual(captured(self.runner), [False])
 
     def test_follow_interrupted(self):
         """Ctrl-C while following ends quietly with 130."""

@@ -49,7 +49,7 @@ from aimx.errors import (
 from aimx.service import LiveConfig
 from aimx.smtp.inbound import Inbound
 from aimx.store import configfile
-from aimx.store.mailstore import Owner
+from aimx.testing.fakes import FakePasswd
 
 ROOT, ALICE, BOB = 0, 2001, 2002
 JOHN = 2003
@@ -79,15 +79,6 @@ def root_only(f):
     if not IS_ROOT:
         f.skip = "needs root to chown to the test users"
     return f
-
-
-class FakePasswd:
-    def owner(self, name):
-        uid = USERS.get(name)
-        return Owner(name, uid, uid)
-
-    def username(self, uid):
-        return next((name for name, u in USERS.items() if u == uid), None)
 
 
 class RawClient(protocol.Protocol):
@@ -180,7 +171,7 @@ class ControlTestCase(TestCase):
             data_dir=self.data_dir,
             mailbox_lock=lambda name: self.locks.setdefault(name, defer.DeferredLock()),
             run_in_thread=self.run_in_thread,
-            passwd=FakePasswd(),
+            passwd=FakePasswd(USERS),
             now=lambda: NOW,
         )
         self.factory = ControlFactory(self.control, clock=self.clock)

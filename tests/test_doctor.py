@@ -1,6 +1,6 @@
 """`aimx doctor`: findings, verdict, collected facts and the rendered report (setup-and-ops.md §2).
 
-The verb runs in-process with a fake host (tests.test_services.FakeRunner: no real
+The verb runs in-process with a fake host (L{aimx.testing.fakes.FakeRunner}: no real
 systemctl or hostname), a fake control client and a task.Clock; DNS is covered by
 tests.test_dnscheck and tests.integration.test_doctor. Acceptance cases are named
 in the docstrings.
@@ -19,6 +19,7 @@ import aimx.cli
 from aimx.cli import doctor as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
+from aimx.control import commands
 from aimx.core import doctor as core
 from aimx.core.config import load_text
 from aimx.core.dnscheck import FAIL, MISSING, PASS, WARN, Check, DnsRecord
@@ -29,6 +30,7 @@ from aimx.store import demo as demo_state
 from aimx.store import keys, services
 from aimx.store.mailstore import Owner, resolve_owner
 from aimx.store.services import Completed
+from aimx.testing.fakes import FakeControlClient
 from tests.test_services import HostTestCase
 
 DOMAIN = "agent.example.com"
@@ -286,22 +288,6 @@ class CollectTests(StoreMixin, SynchronousTestCase):
         self.assertEqual({mb.inbox.kind for mb in facts.mailboxes}, {ABSENT})
 
 
-class FakeControl:
-    """A control client that answers VERSION with C{answer} (a Deferred)."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls = []
-        self.closed = False
-
-    def call(self, command, **arguments):
-        self.calls.append(command.commandName)
-        return self.answer
-
-    def close(self):
-        self.closed = True
-
-
 VERSION = {"tag": "9.8.7", "git_hash": "abc1234", "target": "x", "build_date": "2025-01-01"}
 
 
@@ -311,7 +297,7 @@ class VerbTests(StoreMixin, HostTestCase):
         keys.generate_dkim_key(self.config_dir, bits=1024)
         self.environ = {"AIMX_RUNTIME_DIR": self.runtime_dir}
         self.connects = 0
-        self.control = FakeControl(defer.succeed(VERSION))
+        self.control = FakeControlClient({commands.Version: VERSION})
         self.outbound = ProbeResult(True, detail=f"{MX} sent its 220 banner")
         self.inbound = ProbeResult(True, detail="the verifier reached 192.0.2.9 on port 25")
         self.probed = []
@@ -374,7 +360,7 @@ class VerbTests(StoreMixin, HostTestCase):
         self.assertIn(f"Ownership\n  alice     owner={USER}  [OK]  uid={OWNER.pw_uid}\n", out)
         ownership = out.split("Ownership\n")[1].split("\n\n")[0]
         self.assertEqual(ownership.count("owner="), 1, "the catchall is not listed")
-        self.assertEqual(self.control.calls, [b"VERSION"])
+        self.assertEqual(self.control.calls, [(commands.Version, {})])
         self.assertTrue(self.control.closed)
 
     def test_port25_without_verifier(self):
@@ -497,7 +483,7 @@ class VerbTests(StoreMixin, HostTestCase):
     def test_probe_timeout(self):
         """The daemon gets 500 ms to answer; then the probe is reported failed."""
         clock = task.Clock()
-        self.control = FakeControl(defer.Deferred())
+        self.control = FakeControlClient({commands.Version: defer.Deferred()})
         d = self.start(clock=clock)
         self.assertNoResult(d)
         clock.advance(0.49)
@@ -510,7 +496,7 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_probe_error(self):
         """Any other probe failure is shown, never fatal."""
-        self.control = FakeControl(defer.fail(RuntimeError("bad frame")))
+        self.control = FakeControlClient({commands.Version: RuntimeError("bad frame")})
         code, out, _ = self.doctor()
         self.assertIn("Server version:   (daemon probe failed: bad frame)\n", out)
         self.assertEqual(code, 0)

@@ -33,6 +33,7 @@ from aimx.core.portcheck import (
     held_by,
 )
 from aimx.store import configfile
+from aimx.testing.fakes import FakeRunner
 from aimx.verifier import client, service
 from aimx.verifier.smtp import (
     ResponderFactory,
@@ -209,26 +210,15 @@ class OccupancyTests(SynchronousTestCase):
 
     def test_detect_runs_ss(self):
         """detect_occupancy runs `ss -tlnp sport = :<port>` and parses its output."""
-        calls = []
-
-        def run(argv, **kw):
-            calls.append(argv)
-            return subprocess.CompletedProcess(
-                argv, 0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))'), ""
-            )
-
+        run = FakeRunner(default=lambda argv: subprocess.CompletedProcess(
+            argv, 0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))'), ""))
         self.assertEqual(client.detect_occupancy(2525, run=run), held_by("exim4"))
-        self.assertEqual(calls, [["ss", "-tlnp", "sport", "=", ":2525"]])
+        self.assertEqual(run.calls, [["ss", "-tlnp", "sport", "=", ":2525"]])
 
     def test_detect_failure_is_free(self):
         """When ss is missing or fails, the port counts as free."""
-
-        def missing(argv, **kw):
-            raise FileNotFoundError("ss")
-
-        def failing(argv, **kw):
-            return subprocess.CompletedProcess(argv, 1, "", "boom")
-
+        missing = FakeRunner(default=FileNotFoundError("ss"))
+        failing = FakeRunner(default=lambda argv: subprocess.CompletedProcess(argv, 1, "", "boom"))
         self.assertEqual(client.detect_occupancy(25, run=missing), FREE)
         self.assertEqual(client.detect_occupancy(25, run=failing), FREE)
 

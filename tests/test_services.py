@@ -1,7 +1,8 @@
 """Init detection, service install/removal and log reading (aimx.store.services).
 
-Every test runs against a temporary root and a fake program runner: no real
-systemctl, rc-service or journalctl is ever started.
+Every test runs against a temporary root and a fake program runner
+(L{aimx.testing.fakes.FakeRunner}): no real systemctl, rc-service or journalctl is
+ever started.
 """
 
 import os
@@ -12,22 +13,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx.core import units
 from aimx.store import services
 from aimx.store.services import Completed, System
+from aimx.testing.fakes import FakeRunner
+
+def captured(runner: FakeRunner) -> list[bool]:
+    """Whether each run captured its output."""
+    return [options.get("capture", True) for options in runner.options]
+
 
 PARAMS = units.UnitParams(twistd="/opt/aimx/bin/twistd")
-
-
-class FakeRunner:
-    """Records every argv; answers from C{results} (exact argv tuple) or with exit 0."""
-
-    def __init__(self, results=None):
-        self.results = results or {}
-        self.calls = []
-        self.captured = []
-
-    def __call__(self, argv, capture=True):
-        self.calls.append(argv)
-        self.captured.append(capture)
-        return self.results.get(tuple(argv), Completed(0))
 
 
 class HostTestCase(SynchronousTestCase):
@@ -40,7 +33,7 @@ class HostTestCase(SynchronousTestCase):
         elif init == services.OPENRC:
             os.makedirs(os.path.join(self.root, "sbin"))
             open(os.path.join(self.root, "sbin/openrc"), "w").close()
-        self.runner = FakeRunner(results)
+        self.runner = FakeRunner(results or {}, default=Completed(0))
         return System(root=self.root, runner=self.runner)
 
     def under_root(self, path, text=None, mode=None):
@@ -204,7 +197,7 @@ class TailTests(HostTestCase):
         system = self.host(services.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "200", "--no-pager"): Completed(0, "a\nb")})
         self.assertEqual(services.tail_log(system, 200), "a\nb")
-        self.assertEqual(self.runner.captured, [True])
+        self.assertEqual(captured(self.runner), [True])
 
     def test_journalctl_failure(self):
         """A failing journalctl is an error carrying its stderr."""
@@ -292,7 +285,7 @@ class FollowFileTests(HostTestCase):
         system = self.host(None)
         services.follow_file(system, "/d/aimx.log", 50)
         self.assertEqual(self.runner.calls, [["tail", "-n", "50", "-F", "/d/aimx.log"]])
-        self.assertEqual(self.runner.captured, [False])
+        self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """tail failing (or missing: 127) is an error."""
@@ -307,7 +300,7 @@ class FollowTests(HostTestCase):
         system = self.host(services.SYSTEMD)
         services.follow_log(system)
         self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
-        self.assertEqual(self.runner.captured, [False])
+        self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """journalctl exiting non-zero is an error."""

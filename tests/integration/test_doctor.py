@@ -30,10 +30,10 @@ from aimx.core import portcheck
 from aimx.core.version import version_fields
 from aimx.store import demo, keys
 from aimx.store.services import Completed, System
+from aimx.testing.fakes import FakeRunner
 from aimx.verifier.service import Verifier
 from tests.integration.base import DaemonTestCase
 from tests.integration.test_portcheck import MX_HOST, free_port
-from tests.test_services import FakeRunner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAIN = "agent.example.com"
@@ -90,7 +90,7 @@ class DoctorTests(DaemonTestCase):
         root = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(root, "run/systemd/system"))
         runner = FakeRunner({IS_ACTIVE: Completed(0 if running else 3),
-                             HOSTNAME_I: Completed(0, hostname)})
+                             HOSTNAME_I: Completed(0, hostname)}, default=Completed(0))
         args = aimx.cli._parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir,
