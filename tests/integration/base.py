@@ -21,7 +21,7 @@ import sys
 import tempfile
 import tomllib
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from aimx import service
@@ -108,10 +108,15 @@ class DaemonTestCase(TestCase):
         daemon = service.build(
             options, reactor, limits=limits or self.limits, environ=self.environ
         )
-        daemon.startService()
-        self.addCleanup(daemon.stopService)
+        self.run_daemon(daemon)
         self.daemon = daemon
         self.port = daemon.smtp.ports[0].getHost().port
+        return daemon
+
+    def run_daemon(self, daemon: service.Daemon) -> service.Daemon:
+        """Start C{daemon}; L{stop_daemon} it at clean-up."""
+        daemon.startService()
+        self.addCleanup(stop_daemon, daemon)
         return daemon
 
     # -- the daemon as a process -------------------------------------------------
@@ -243,6 +248,20 @@ class DaemonTestCase(TestCase):
 
     def sign(self, raw: bytes, private: bytes, domain: str, selector: str = "sel") -> bytes:
         return dkimkeys.sign_message(raw, private_pem=private, selector=selector, domain=domain)
+
+
+@defer.inlineCallbacks
+def stop_daemon(daemon: service.Daemon):
+    """Stop C{daemon} once its start-up DKIM check has answered.
+
+    The check asks the fixture DNS from a pool thread, and stopping joins that
+    thread on the reactor the fixture answers from: stopping first would wait
+    out the resolver's timeout.
+    """
+    check = getattr(daemon.dkim_check, "done", None)
+    if check is not None:
+        yield check
+    yield daemon.stopService()
 
 
 def load_toml(path: str) -> dict:

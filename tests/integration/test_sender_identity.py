@@ -61,8 +61,7 @@ class IdentityTestCase(DaemonTestCase):
         daemon = service.build(options or self.options(), reactor, limits=limits or self.limits,
                                environ=self.environ, resolver=resolver,
                                auth_budget=self.budget)
-        daemon.startService()
-        self.addCleanup(daemon.stopService)
+        self.run_daemon(daemon)
         self.daemon = daemon
         self.port = daemon.smtp.ports[0].getHost().port
         return daemon

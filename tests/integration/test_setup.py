@@ -54,6 +54,7 @@ from tests.integration.test_portcheck import (
     mx_label,
     own_process,
 )
+from tests.integration.base import stop_daemon
 from tests.test_setup import CATCHALL, FakeHost, make_read_only
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -141,7 +142,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.daemon = service.build(options, reactor,
                                     environ={"AIMX_NAMESERVERS": self.dns.nameservers})
         self.daemon.startService()
-        self.addCleanup(self.daemon.stopService)
+        self.addCleanup(stop_daemon, self.daemon)
         self.daemon_port = self.daemon.smtp.ports[0].getHost().port
 
     def publish(self, *, a=True):
