@@ -2,7 +2,7 @@
 
 Everything else is in setup.cfg.  The build step writes C{aimx/_build.py}
 (C{COMMIT}, C{BUILD_DATE}) next to the built modules, never into the source
-tree; L{aimx.core.version} reads it for C{aimx --version} and the VERSION
+tree; L{aimx.ops.version} reads it for C{aimx --version} and the VERSION
 command.  Outside a git checkout, or without git, the commit is C{None}.
 """
 

@@ -18,7 +18,7 @@ import socket
 from twisted.internet import endpoints, error
 from twisted.python.failure import Failure
 
-from aimx.core.bind import Bind
+from aimx.ops.bind import Bind
 
 
 class ListenError(Exception):

@@ -17,7 +17,7 @@ from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.control.commands import SOCKET_NAME
 from aimx.control.ops import Control
-from aimx.core import bind, dkimcheck
+from aimx.ops import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
 from aimx.listening import ListenError, endpoint, listen
@@ -42,7 +42,7 @@ DNS_THREADS = 16
 class Options(usage.Options):
     """Options shared by C{twistd aimx} and C{aimx serve} (flag > env > default).
 
-    @ivar binds: the parsed C{--bind} values, in order (L{aimx.core.bind.Bind}).
+    @ivar binds: the parsed C{--bind} values, in order (L{aimx.ops.bind.Bind}).
     """
 
     optParameters = [

@@ -84,7 +84,7 @@ def prepare(env, resolver):
 
 
 def dkim_with(raw, dnsfunc):
-    """aimx's DKIM verification with the key from memory (dkimpy's dnsfunc)."""
+    """aimx's DKIM verification with the key from memory (C{dnsfunc(name) -> record})."""
     return aimx_dkim.verify(raw, aimx_dkim.KeyLookup(lambda name: [dnsfunc(name)]),
                             lambda domain: True)
 

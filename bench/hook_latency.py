@@ -38,7 +38,7 @@ from aimx.core.config import Config, MailboxConfig, make_hook
 from aimx.hooks import HookRunner
 from aimx.smtp.inbound import Inbound
 from aimx.store.mailstore import MailStore
-from aimx.testing.dns import FixtureDNS
+from aimx.loopback.dns import FixtureDNS
 
 DATE = ["/usr/bin/date", "+%s.%N"]
 

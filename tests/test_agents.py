@@ -16,7 +16,8 @@ import unittest
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import cli
-from aimx.agents import bundle, install, mcpcommand, picker, probe, registry
+from aimx.agents import bundle, install, mcpcommand, probe, registry
+from aimx.cli import agentpicker as picker
 from aimx.agents.install import InstallState, RunResult
 from aimx.agents.probe import CheckResult
 from aimx.agents.registry import AGENTS, AgentError, McpCommand

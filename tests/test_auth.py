@@ -1,6 +1,6 @@
 """Tests for aimx.auth (resolver, DKIM, SPF, verify_inbound) against a real loopback DNS.
 
-Every lookup goes from dnspython (in a thread) to aimx.testing.dns.FixtureDNS on 127.0.0.1,
+Every lookup goes from dnspython (in a thread) to aimx.loopback.dns.FixtureDNS on 127.0.0.1,
 selected with an AIMX_NAMESERVERS value; nothing is patched. Acceptance cases of
 spec/trust-and-auth.md §7 are named in the docstrings.
 """
@@ -10,6 +10,7 @@ import socket
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import spf as pyspf
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -24,8 +25,8 @@ from aimx.core.authresults import UNAUTHENTICATED, AuthResults, DkimResult
 from aimx.core.config import Config, MailboxConfig
 from aimx.core.identity import from_headers
 from aimx.errors import ConfigError
-from aimx.testing.dkimkeys import generate_key, sign_message
-from aimx.testing.dns import FixtureDNS, from_args
+from aimx.loopback.keys import generate_key, sign_message
+from aimx.loopback.dns import FixtureDNS, from_args
 
 PRIVATE_PEM, KEY_TXT = generate_key()
 
@@ -145,6 +146,24 @@ class FixtureDNSTests(FixtureTestCase):
         failing = await self.query("host.example.com", "A")
         self.assertEqual(failing.rcode(), dns.rcode.SERVFAIL)
 
+    async def test_cname_chain(self):
+        """An alias is answered with its CNAMEs and its target's records; a loop or
+        a chain of more than 8 is SERVFAIL; a chain to an unknown name is NXDOMAIN."""
+        self.dns.add_cname("alias.example.com", "mid.example.net")
+        self.dns.add_cname("mid.example.net", "host.example.org")
+        self.dns.add_a("host.example.org", "192.0.2.1")
+        answer = (await self.query("alias.example.com", "A")).answer
+        self.assertEqual([(r.name.to_text(), r.rdtype) for r in answer],
+                         [("alias.example.com.", dns.rdatatype.CNAME),
+                          ("mid.example.net.", dns.rdatatype.CNAME),
+                          ("host.example.org.", dns.rdatatype.A)])
+        self.dns.add_cname("loop.example.com", "loop.example.com")
+        self.assertEqual((await self.query("loop.example.com", "A")).rcode(),
+                         dns.rcode.SERVFAIL)
+        self.dns.add_cname("dangling.example.com", "nowhere.example.com")
+        self.assertEqual((await self.query("dangling.example.com", "A")).rcode(),
+                         dns.rcode.NXDOMAIN)
+
     async def test_stop_closes_tcp(self):
         """stop() closes open TCP connections and fires once they are gone."""
         fixture = FixtureDNS(reactor)
@@ -210,6 +229,24 @@ class ResolverTests(FixtureTestCase):
         """A name DNS cannot express has no record."""
         await self.assertFailure(self.call(self.resolver.txt, "a..example.com"), DnsNoRecord)
 
+    async def test_cname(self):
+        """The records at the end of a CNAME chain come back for the alias (dnspython
+        follows the chain inside the answer); a chain that ends nowhere has no record,
+        a looping one is a temporary error."""
+        self.dns.add_cname("alias.example.com", "target.example.net")
+        self.dns.add_txt("target.example.net", "v=spf1 -all")
+        self.dns.add_a("target.example.net", "192.0.2.7")
+        self.assertEqual(await self.call(self.resolver.txt, "alias.example.com"),
+                         ["v=spf1 -all"])
+        self.assertEqual(await self.call(self.resolver.addresses, "alias.example.com"),
+                         ["192.0.2.7"])
+        self.dns.add_cname("dangling.example.com", "nowhere.example.com")
+        await self.assertFailure(self.call(self.resolver.txt, "dangling.example.com"),
+                                 DnsNoRecord)
+        self.dns.add_cname("loop.example.com", "loop.example.com")
+        await self.assertFailure(self.call(self.resolver.txt, "loop.example.com"),
+                                 DnsTempError)
+
     async def test_servfail(self):
         """SERVFAIL is DnsTempError."""
         self.dns.add_servfail("broken.example.com")
@@ -258,7 +295,7 @@ class ResolverTests(FixtureTestCase):
         self.dns.add_txt("sel._domainkey.example.com", KEY_TXT)
         self.dns.add_servfail("bad._domainkey.example.com")
         f = dkim.KeyLookup(self.resolver.txt_bytes)
-        self.assertEqual(await self.call(f, b"sel._domainkey.example.com.", timeout=5),
+        self.assertEqual(await self.call(f, b"sel._domainkey.example.com."),
                          KEY_TXT.encode("ascii"))
         self.assertIsNone(await self.call(f, b"nokey._domainkey.example.com."))
         self.assertIsNone(await self.call(f, b"bad._domainkey.example.com."))
@@ -442,10 +479,114 @@ class SpfTests(FixtureTestCase):
         """An IP pyspf cannot parse is none, not an exception."""
         self.assertEqual(await self.check("not-an-ip"), "none")
 
-    def test_unbound_lookup(self):
-        """The installed DNSLookup outside check() is a temperror, not a system DNS query."""
-        self.assertIs(pyspf.DNSLookup, spf._lookup)
-        self.assertRaises(pyspf.TempError, pyspf.DNSLookup, "example.com", "TXT")
+    def query(self, ip="127.0.0.1", mail_from="a@example.com", helo="mx.example.com"):
+        """A query as check() makes it."""
+        return spf._Query(i=ip, s=mail_from, h=helo, querytime=spf.QUERY_TIME,
+                          resolver=self.resolver)
+
+    async def test_pyspf_global_untouched(self):
+        """A check uses our resolver through the query, never pyspf's DNSLookup."""
+        self.assertIs(pyspf.DNSLookup, pyspf.DNSLookup_dnspython)
+        self.patch(pyspf, "DNSLookup", lambda *args, **kwargs: self.fail("DNSLookup called"))
+        self.dns.add_txt("example.com", "v=spf1 a mx ptr -all")
+        self.dns.add_a("example.com", "192.0.2.1")
+        self.dns.add_mx("example.com", 10, "mx.example.com")
+        self.dns.add_a("mx.example.com", "192.0.2.2")
+        self.assertEqual(await self.check("192.0.2.2"), "pass")
+        self.assertEqual(await self.check(), "fail")
+
+    async def test_answer_shapes(self):
+        """dns() answers as pyspf's dnspython driver: TXT 1-tuples of bytes (the strings
+        of a record joined), address strings, MX (preference, host), PTR host names."""
+        self.dns.add_txt("example.com", "v=spf1 ", "-all")
+        self.dns.add_a("example.com", "192.0.2.1")
+        self.dns.add_aaaa("example.com", "2001:db8::1")
+        self.dns.add_mx("example.com", 10, "mx.example.com")
+        self.dns.add_ptr("1.2.0.192.in-addr.arpa", "host.example.com")
+        q = self.query()
+        answers = await self.call(lambda: [q.dns("Example.COM.", t)
+                                           for t in ("TXT", "A", "AAAA", "MX", "SPF")])
+        self.assertEqual(answers, [[(b"v=spf1 -all",)], ["192.0.2.1"], ["2001:db8::1"],
+                                   [(10, "mx.example.com")], []])
+        self.assertEqual(await self.call(q.dns, "1.2.0.192.in-addr.arpa", "PTR"),
+                         ["host.example.com"])
+
+    async def test_cached_per_query(self):
+        """Each (name, type) is asked once per check, whatever its spelling; a new
+        check asks again."""
+        self.dns.add_txt("example.com", "v=spf1 -all")
+        q = self.query()
+        for name in ("example.com", "EXAMPLE.com.", "example.COM"):
+            await self.call(q.dns, name, "TXT")
+        await self.call(self.query().dns, "example.com", "TXT")
+        self.assertEqual(self.dns.queries, [("example.com", 16)] * 2)
+
+    async def test_invalid_names(self):
+        """A name with an empty label or a label over 63 octets has no data and sends
+        no query (RFC 7208 §4.3), nor counts as a void lookup."""
+        q = self.query()
+        for name in ("", ".", "a..example.com", "x" * 64 + ".example.com", "é" * 32 + ".com"):
+            self.assertEqual(await self.call(q.dns, name, "TXT"), [], name)
+        self.assertEqual((self.dns.queries, q.void_lookups), ([], 0))
+        self.dns.add_txt("x" * 63 + ".example.com", "v=spf1 -all")
+        self.assertEqual(await self.call(q.dns, "x" * 63 + ".example.com", "TXT"),
+                         [(b"v=spf1 -all",)])
+
+    async def test_void_lookup_limit(self):
+        """RFC 7208 §4.6.4: two void lookups (NXDOMAIN or no data) are allowed, the
+        third is a permerror (recorded as none); lookups told not to count do not."""
+        self.dns.add_a("empty.example.com", "192.0.2.9")
+        two = "v=spf1 a:nx1.example.com mx:empty.example.com ip4:127.0.0.1 -all"
+        three = "v=spf1 a:nx1.example.com a:nx2.example.com a:nx3.example.com ip4:127.0.0.1 -all"
+        self.dns.add_txt("example.com", two)
+        self.assertEqual(await self.check(), "pass")
+        self.dns.clear()
+        self.dns.add_txt("example.com", three)
+        result, _, why = await self.call(self.query().check)
+        self.assertEqual(result, "permerror")
+        self.assertIn("Void lookup limit of 2 exceeded", why)
+        self.assertEqual(await self.check(), "none")
+        q = self.query()
+        for i in range(5):
+            self.assertEqual(await self.call(q.dns, f"nx{i}.example.com", "A", None, True), [])
+        self.assertEqual(q.void_lookups, 0)
+
+    async def test_cname(self):
+        """A record, an include target and an a: host reached through CNAMEs are
+        followed (by the resolver): the check passes as if they were direct."""
+        self.dns.add_cname("example.com", "spf.provider.net")
+        self.dns.add_txt("spf.provider.net", "v=spf1 include:_spf.example.org -all")
+        self.dns.add_cname("_spf.example.org", "_spf2.example.org")
+        self.dns.add_txt("_spf2.example.org", "v=spf1 a:relay.example.org -all")
+        self.dns.add_cname("relay.example.org", "host.example.org")
+        self.dns.add_a("host.example.org", "192.0.2.8")
+        self.assertEqual(await self.check("192.0.2.8"), "pass")
+        self.assertEqual(await self.check("192.0.2.9"), "fail")
+
+    async def test_cname_loop(self):
+        """A CNAME loop is a temperror (the resolver reports it), recorded as none."""
+        self.dns.add_cname("example.com", "example.com")
+        result, _, _ = await self.call(self.query().check)
+        self.assertEqual((result, await self.check()), ("temperror", "none"))
+
+    async def test_temperror_result(self):
+        """A temporary failure of any lookup of the check (here an include target's
+        record) makes it a temperror, recorded as none."""
+        self.dns.add_txt("example.com", "v=spf1 include:_spf.example.net -all")
+        self.dns.add_servfail("_spf.example.net")
+        q = self.query()
+        result, _, why = await self.call(q.check)
+        self.assertEqual(result, "temperror")
+        self.assertIn("_spf.example.net", why)
+        self.assertEqual(await self.check(), "none")
+
+    async def test_time_spent(self):
+        """Once the check's time is spent, a lookup not yet made is a temperror."""
+        self.dns.add_txt("example.com", "v=spf1 -all")
+        q = self.query()
+        q.querytime = -1
+        await self.assertFailure(self.call(q.dns, "example.com", "TXT"), pyspf.TempError)
+        self.assertEqual(self.dns.queries, [])
 
     async def test_concurrent_resolvers(self):
         """Concurrent checks in threads each use their own resolver."""

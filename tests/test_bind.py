@@ -1,9 +1,9 @@
-"""The --bind grammar and the readiness log line (aimx.core.bind)."""
+"""The --bind grammar and the readiness log line (aimx.ops.bind)."""
 
 from twisted.internet import endpoints
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import bind
+from aimx.ops import bind
 
 
 class HostPortTests(SynchronousTestCase):

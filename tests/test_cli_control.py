@@ -16,9 +16,10 @@ from aimx.cli import hooks, mailboxes, session
 from aimx.cli.session import CliError, Session, execute
 from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
 from aimx.control import client, commands
-from aimx.core import units
+from aimx.ops import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
-from aimx.store import configfile, services
+from aimx.host import initsystem
+from aimx.store import configfile
 from aimx.testing.fakes import FakeControlClient, FakePasswd
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
@@ -56,7 +57,7 @@ class VerbTestCase(SynchronousTestCase):
         # A host without an init system or an installed service (deterministic advice).
         host = os.path.abspath(self.mktemp())
         os.makedirs(host)
-        self.host = services.System(root=host)
+        self.host = initsystem.System(root=host)
 
     def write_config(self, text=None):
         data_dir = os.path.join(self.config_dir, "data")
@@ -690,7 +691,7 @@ class StartAdviceTests(SynchronousTestCase):
             os.makedirs(os.path.dirname(os.path.join(root, path.lstrip("/"))), exist_ok=True)
             open(os.path.join(root, path.lstrip("/")), "w").close()
         os.makedirs(root, exist_ok=True)
-        return services.System(root=root)
+        return initsystem.System(root=root)
 
     def test_systemd(self):
         """An installed systemd unit: systemctl."""

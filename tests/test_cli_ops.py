@@ -1,6 +1,6 @@
 """The operator verbs dkim-keygen, logs and uninstall (spec/setup-and-ops.md §4-§6).
 
-Service and log access go through aimx.store.services with a temporary root and
+Service and log access go through aimx.host.initsystem with a temporary root and
 L{aimx.testing.fakes.FakeRunner}: no real init system is touched.
 """
 
@@ -20,10 +20,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import aimx.cli
 from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
-from aimx.core import units, version
-from aimx.store import configfile, demo, keys, services
-from aimx.store.services import Completed
-from tests.test_services import HostTestCase, captured
+from aimx.host import initsystem
+from aimx.host.initsystem import Completed
+from aimx.ops import units, version
+from aimx.store import configfile, demo, keys
+from tests.test_initsystem import HostTestCase, captured
 
 DOMAIN = "agent.example.com"
 
@@ -205,7 +206,7 @@ class LogsTests(CliTestCase, HostTestCase):
 
     def test_default(self):
         """systemd: `journalctl -u aimx -n 50 --no-pager`, printed verbatim (acceptance 19)."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"): Completed(0, "l1\nl2\n")})
         self.assertEqual(self.logs(system), 0)
         self.assertEqual(
@@ -215,7 +216,7 @@ class LogsTests(CliTestCase, HostTestCase):
 
     def test_lines(self):
         """-n 200 and --lines 7 reach journalctl."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         self.logs(system, "-n", "200")
         self.logs(system, "--lines", "7")
         self.assertEqual([call[4] for call in self.runner.calls], ["200", "7"])
@@ -228,19 +229,19 @@ class LogsTests(CliTestCase, HostTestCase):
 
     def test_missing_final_newline(self):
         """Output without a final newline gets one."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"): Completed(0, "last")})
         self.logs(system)
         self.assertEqual(self.out.getvalue(), "last\n")
 
     def test_empty(self):
         """Empty output prints nothing at all."""
-        self.assertEqual(self.logs(self.host(services.SYSTEMD)), 0)
+        self.assertEqual(self.logs(self.host(initsystem.SYSTEMD)), 0)
         self.assertEqual(self.out.getvalue(), "")
 
     def test_tail_failure(self):
         """journalctl failing: a hint then `Error:` on stderr, exit 1."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"): Completed(1, "", "denied")})
         self.assertEqual(self.logs(system), 1)
         self.assertEqual(self.out.getvalue(), "")
@@ -251,30 +252,30 @@ class LogsTests(CliTestCase, HostTestCase):
 
     def test_follow(self):
         """--follow runs `journalctl -f -u aimx` on the terminal."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.logs(system, "--follow"), 0)
         self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
         self.assertEqual(captured(self.runner), [False])
 
     def test_follow_interrupted(self):
         """Ctrl-C while following ends quietly with 130."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
 
         def interrupted(argv, capture=True):
             raise KeyboardInterrupt
 
-        system = services.System(root=system.root, runner=interrupted)
+        system = initsystem.System(root=system.root, runner=interrupted)
         self.assertEqual(self.logs(system, "-f"), 130)
         self.assertEqual(self.err.getvalue(), "")
 
     def test_follow_openrc(self):
         """OpenRC cannot follow: error, exit 1."""
-        self.assertEqual(self.logs(self.host(services.OPENRC), "-f"), 1)
+        self.assertEqual(self.logs(self.host(initsystem.OPENRC), "-f"), 1)
         self.assertIn("Error: log follow is only supported on systemd", self.err.getvalue())
 
     def test_openrc_file(self):
         """OpenRC: the last N lines of /var/log/aimx/aimx.log."""
-        system = self.host(services.OPENRC)
+        system = self.host(initsystem.OPENRC)
         self.under_root(units.OPENRC_LOG, "".join(f"line {i}\n" for i in range(100)))
         self.assertEqual(self.logs(system, "-n", "2"), 0)
         self.assertEqual(self.out.getvalue(), "line 98\nline 99\n")
@@ -318,7 +319,7 @@ class DemoLogsTests(CliTestCase, HostTestCase):
 
     def test_tail(self):
         """The last 50 lines of the demo's log (journald not asked), and where it is."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.logs(system), 0)
         self.assertEqual(self.out.getvalue(), "".join(f"event {i}\n" for i in range(10, 60)))
         self.assertEqual(self.err.getvalue(), f"(the log of the aimx demo in /d: {self.log})\n")
@@ -335,21 +336,21 @@ class DemoLogsTests(CliTestCase, HostTestCase):
     def test_log_gone(self):
         """A demo whose log cannot be read: an error naming it, exit 1."""
         os.unlink(self.log)
-        self.assertEqual(self.logs(self.host(services.SYSTEMD)), 1)
+        self.assertEqual(self.logs(self.host(initsystem.SYSTEMD)), 1)
         self.assertIn(f"Error: cannot read the log {self.log}: ", self.err.getvalue())
 
     def test_bad_state(self):
         """A demo.json that is not a demo's: said, exit 1, no other log shown."""
         with open(os.path.join(self.run_dir, "demo.json"), "w") as f:
             f.write("{}")
-        self.assertEqual(self.logs(self.host(services.SYSTEMD)), 1)
+        self.assertEqual(self.logs(self.host(initsystem.SYSTEMD)), 1)
         self.assertIn("is not an aimx demo state file", self.err.getvalue())
         self.assertEqual(self.runner.calls, [])
 
     def test_no_demo(self):
         """A runtime dir without demo.json: the init system's log, as ever."""
         os.unlink(os.path.join(self.run_dir, "demo.json"))
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.logs(system), 0)
         self.assertEqual(self.runner.calls,
                          [["journalctl", "-u", "aimx", "-n", "50", "--no-pager"]])
@@ -379,7 +380,7 @@ class UninstallTests(CliTestCase, HostTestCase):
         )
 
     def systemd_host(self, results=None):
-        system = self.host(services.SYSTEMD, results)
+        system = self.host(initsystem.SYSTEMD, results)
         self.unit = self.under_root(units.SYSTEMD_UNIT, "unit")
         return system
 
@@ -445,7 +446,7 @@ class UninstallTests(CliTestCase, HostTestCase):
 
     def test_openrc(self):
         """OpenRC: rc-service stop, rc-update del, script removed."""
-        system = self.host(services.OPENRC)
+        system = self.host(initsystem.OPENRC)
         script = self.under_root(units.OPENRC_SCRIPT, "script")
         self.assertEqual(self.uninstall(system, "--yes"), 0)
         self.assertFalse(os.path.exists(script))
@@ -453,7 +454,7 @@ class UninstallTests(CliTestCase, HostTestCase):
 
     def test_unit_absent(self):
         """No unit: the skip line, the program still removed, exit 0."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.uninstall(system, "--yes"), 0)
         self.assertIn("aimx.service is not installed; skipping service teardown.\n",
                       self.out.getvalue())
@@ -586,7 +587,7 @@ class VersionTests(SynchronousTestCase):
                          ("0123456789ab", "2026-01-02"))
 
     def test_build_stamp(self):
-        """setup.py's build step writes the commit and date that aimx.core.version reads."""
+        """setup.py's build step writes the commit and date that aimx.ops.version reads."""
         build = runpy.run_path(os.path.join(REPO, "setup.py"), run_name="aimx_setup")
         namespace = {}
         exec(build["stamp_text"]("0123456789ab", "2026-01-02"), namespace)

@@ -3,7 +3,6 @@
 import base64
 import email
 import email.header
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -15,7 +14,6 @@ from aimx.core.compose import (
     compose,
     guess_type,
     normalize_crlf,
-    read_attachment,
 )
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -238,22 +236,7 @@ class AttachmentPackagingTests(SynchronousTestCase):
         self.assertIn(b'filename="a\\\\b c"', raw)
 
 
-class ReadAttachmentTests(SynchronousTestCase):
-    def setUp(self):
-        self.dir = os.path.abspath(self.mktemp())
-        os.makedirs(self.dir)
-
-    def write(self, name: str, data: bytes = b"attached payload") -> str:
-        path = os.path.join(self.dir, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
-
-    def test_reads_file(self):
-        """The basename, a type guessed from the extension, and the bytes."""
-        self.assertEqual(read_attachment(self.write('file"name.txt')),
-                         Attachment('file"name.txt', "text/plain", b"attached payload"))
-
+class GuessTypeTests(SynchronousTestCase):
     def test_guess_type(self):
         """Unknown or compressed extensions are application/octet-stream."""
         self.assertEqual(guess_type("report.pdf"), "application/pdf")
@@ -261,30 +244,3 @@ class ReadAttachmentTests(SynchronousTestCase):
         self.assertEqual(guess_type("noext"), "application/octet-stream")
         self.assertEqual(guess_type("x.unknownext"), "application/octet-stream")
         self.assertEqual(guess_type("logs.tar.gz"), "application/octet-stream")
-
-    def test_missing(self):
-        """A missing path is refused with the spec's text (case 37)."""
-        path = os.path.join(self.dir, "nope.txt")
-        e = self.assertRaises(ComposeError, read_attachment, path)
-        self.assertEqual(str(e), f"Attachment file not found: {path}")
-
-    def test_directory(self):
-        """A directory is not a file."""
-        e = self.assertRaises(ComposeError, read_attachment, self.dir)
-        self.assertEqual(str(e), f"Attachment path is not a file: {self.dir}")
-
-    def test_symlink_to_file(self):
-        """A symlink is followed to the regular file; the link's name is used."""
-        link = os.path.join(self.dir, "link.md")
-        os.symlink(self.write("target.bin"), link)
-        self.assertEqual(read_attachment(link).filename, "link.md")
-
-    def test_unreadable(self):
-        """An unreadable file is refused with the OS reason."""
-        if os.geteuid() == 0:
-            raise self.skipTest("root reads any file")
-        path = self.write("secret.txt")
-        os.chmod(path, 0)
-        e = self.assertRaises(ComposeError, read_attachment, path)
-        self.assertEqual(str(e), f"Cannot read attachment {path}: Permission denied")
-

@@ -5,7 +5,7 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import datadir_readme
+from aimx.ops import datadir_readme
 from aimx.store import datadir
 
 

@@ -16,7 +16,7 @@ import aimx.cli
 from aimx.cli import demo
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
-from aimx.testing import dkimkeys
+from aimx.loopback import keys as dkimkeys
 
 STATE = state_file.DemoState(
     domain="demo.localhost", host="127.0.0.1", port=2525, dns_port=5353, mx_port=2526,

@@ -1,6 +1,6 @@
 """DNS records and verification shared by setup and doctor (spec/setup-and-ops.md §1.3, §1.4).
 
-aimx.core.dnscheck is tested on Lookup values; aimx.auth.dnsverify against a real
+aimx.ops.dnscheck is tested on Lookup values; aimx.auth.dnsverify against a real
 loopback FixtureDNS (lookups in a thread while the reactor serves). Acceptance
 cases of setup-and-ops.md are named in the docstrings.
 """
@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aimx.auth import dnsverify
 from aimx.auth.resolver import PUBLIC_RESOLVERS, Resolver
-from aimx.core.dnscheck import (
+from aimx.ops.dnscheck import (
     FAIL,
     MISSING,
     PASS,
@@ -24,8 +24,8 @@ from aimx.core.dnscheck import (
 )
 from aimx.errors import ConfigError
 from aimx.store import keys
-from aimx.store.services import Completed, System
-from aimx.testing.dns import FixtureDNS
+from aimx.host.initsystem import Completed, System
+from aimx.loopback.dns import FixtureDNS
 
 DOMAIN = "agent.example.com"
 V4, V6 = "1.2.3.4", "2001:db8::1"

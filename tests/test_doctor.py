@@ -20,18 +20,19 @@ from aimx.cli import doctor as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
 from aimx.control import commands
-from aimx.core import doctor as core
+from aimx.ops import doctor as core
 from aimx.core.config import load_text
-from aimx.core.dnscheck import FAIL, MISSING, PASS, WARN, Check, DnsRecord
-from aimx.core.doctor import ABSENT, DIR, NOT_DIR, DirState, Facts, MailboxFacts
-from aimx.core.portcheck import INBOUND_UNCHECKED, OUTBOUND_BLOCKED, ProbeResult
+from aimx.ops.dnscheck import FAIL, MISSING, PASS, WARN, Check, DnsRecord
+from aimx.ops.doctor import ABSENT, DIR, NOT_DIR, DirState, Facts, MailboxFacts
+from aimx.ops.portcheck import INBOUND_UNCHECKED, OUTBOUND_BLOCKED, ProbeResult
 from aimx.errors import DaemonNotRunning
 from aimx.store import demo as demo_state
-from aimx.store import keys, services
+from aimx.store import keys
+from aimx.host import initsystem
 from aimx.store.mailstore import Owner, resolve_owner
-from aimx.store.services import Completed
+from aimx.host.initsystem import Completed
 from aimx.testing.fakes import FakeControlClient
-from tests.test_services import HostTestCase
+from tests.test_initsystem import HostTestCase
 
 DOMAIN = "agent.example.com"
 MX = "gmail-smtp-in.l.google.com [192.0.2.25]:25 (MX of gmail.com)"
@@ -317,7 +318,7 @@ class VerbTests(StoreMixin, HostTestCase):
     def start(self, *, running=True, clock=None, connect=None, resolve=resolve_owner,
               euid=None):
         """Start the verb; fires with (exit code, stdout, stderr)."""
-        system = self.host(services.SYSTEMD, {IS_ACTIVE: Completed(0 if running else 3)})
+        system = self.host(initsystem.SYSTEMD, {IS_ACTIVE: Completed(0 if running else 3)})
         args = aimx.cli._parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         out, err = io.StringIO(), io.StringIO()

@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from aimx import listening
-from aimx.core import bind
+from aimx.ops import bind
 
 FACTORY = Factory.forProtocol(Protocol)
 

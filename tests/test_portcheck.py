@@ -19,19 +19,19 @@ from twisted.web.test.requesthelper import DummyRequest
 from aimx.cli import portcheck as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import portcheck as core
-from aimx.core.portcheck import (
-    AIMX,
-    FREE,
+from aimx.ops import portcheck as core
+from aimx.ops import portholder
+from aimx.ops import verifierwire
+from aimx.ops.portcheck import (
     PASSED,
-    ProbeDialogue,
     ProbeResult,
     ProbeSettings,
     ProbeTarget,
     SettingsError,
     VerifyHostError,
-    held_by,
 )
+from aimx.ops.portholder import AIMX, FREE, held_by
+from aimx.ops.probedialogue import ProbeDialogue
 from aimx.store import configfile
 from aimx.testing.fakes import FakeRunner
 from aimx.verifier import client, service
@@ -164,25 +164,25 @@ class SettingsTests(SynchronousTestCase):
 class OccupancyTests(SynchronousTestCase):
     def test_free(self):
         """No data line under ss's header means the port is free."""
-        self.assertEqual(core.parse_occupancy(""), FREE)
-        self.assertEqual(core.parse_occupancy(SS_HEADER), FREE)
-        self.assertEqual(core.parse_occupancy(SS_HEADER + "\n  \n"), FREE)
+        self.assertEqual(portholder.parse_occupancy(""), FREE)
+        self.assertEqual(portholder.parse_occupancy(SS_HEADER), FREE)
+        self.assertEqual(portholder.parse_occupancy(SS_HEADER + "\n  \n"), FREE)
 
     def test_other_process(self):
         """The first users:(("<name>" names the holder."""
         out = SS_HEADER + ss_line('users:(("master",pid=812,fd=13))')
-        self.assertEqual(core.parse_occupancy(out), held_by("master"))
+        self.assertEqual(portholder.parse_occupancy(out), held_by("master"))
         out = SS_HEADER + ss_line('users:(("postfix",pid=9,fd=3),("postfix",pid=10,fd=3))')
-        self.assertEqual(core.parse_occupancy(out), held_by("postfix"))
+        self.assertEqual(portholder.parse_occupancy(out), held_by("postfix"))
 
     def test_unknown(self):
         """A listener without process information is held by 'unknown'."""
-        self.assertEqual(core.parse_occupancy(SS_HEADER + ss_line()), held_by("unknown"))
+        self.assertEqual(portholder.parse_occupancy(SS_HEADER + ss_line()), held_by("unknown"))
 
     def test_aimx_by_name(self):
         """A process named aimx (the console script) is aimx."""
         out = SS_HEADER + ss_line('users:(("aimx",pid=5,fd=7))')
-        self.assertEqual(core.parse_occupancy(out), AIMX)
+        self.assertEqual(portholder.parse_occupancy(out), AIMX)
 
     def test_aimx_under_twistd_or_python(self):
         """[py] twistd or python running aimx is aimx; judged from its command line."""
@@ -192,21 +192,21 @@ class OccupancyTests(SynchronousTestCase):
             7: ["/usr/bin/python3", "/usr/bin/twistd", "-n", "web"],
         }
         out = SS_HEADER + ss_line('users:(("twistd",pid=5,fd=7))')
-        self.assertEqual(core.parse_occupancy(out, argvs.get), AIMX)
+        self.assertEqual(portholder.parse_occupancy(out, argvs.get), AIMX)
         out = SS_HEADER + ss_line('users:(("python3",pid=6,fd=7))')
-        self.assertEqual(core.parse_occupancy(out, argvs.get), AIMX)
+        self.assertEqual(portholder.parse_occupancy(out, argvs.get), AIMX)
         out = SS_HEADER + ss_line('users:(("twistd",pid=7,fd=7))')
-        self.assertEqual(core.parse_occupancy(out, argvs.get), held_by("twistd"))
+        self.assertEqual(portholder.parse_occupancy(out, argvs.get), held_by("twistd"))
         out = SS_HEADER + ss_line('users:(("twistd",pid=8,fd=7))')
-        self.assertEqual(core.parse_occupancy(out, argvs.get), held_by("twistd"))
+        self.assertEqual(portholder.parse_occupancy(out, argvs.get), held_by("twistd"))
 
     def test_aimx_on_a_socket_from_systemd(self):
         """Socket activation: systemd holds aimx's socket too; the port is still aimx's."""
         argvs = {5: ["/usr/bin/python3", "/usr/bin/twistd", "-n", "--pidfile=", "aimx"]}
         out = SS_HEADER + ss_line('users:(("systemd",pid=1,fd=52),("twistd",pid=5,fd=7))')
-        self.assertEqual(core.parse_occupancy(out, argvs.get), AIMX)
+        self.assertEqual(portholder.parse_occupancy(out, argvs.get), AIMX)
         out = SS_HEADER + ss_line('users:(("systemd",pid=1,fd=52))')
-        self.assertEqual(core.parse_occupancy(out, argvs.get), held_by("systemd"))
+        self.assertEqual(portholder.parse_occupancy(out, argvs.get), held_by("systemd"))
 
     def test_detect_runs_ss(self):
         """detect_occupancy runs `ss -tlnp sport = :<port>` and parses its output."""
@@ -453,31 +453,31 @@ class ProberTests(SynchronousTestCase):
 class AnswerTests(SynchronousTestCase):
     def test_bodies(self):
         """/health and /probe answer compact JSON with AIMX's fields."""
-        self.assertEqual(core.health_body(), b'{"status":"ok","service":"aimx-verifier"}')
+        self.assertEqual(verifierwire.health_body(), b'{"status":"ok","service":"aimx-verifier"}')
         self.assertEqual(
-            core.probe_body(True, "1.2.3.4"), b'{"reachable":true,"ip":"1.2.3.4"}'
+            verifierwire.probe_body(True, "1.2.3.4"), b'{"reachable":true,"ip":"1.2.3.4"}'
         )
 
     def test_read_probe_response(self):
         """Acceptance 22: reachable true passes; false or an HTTP error fails."""
         reached = ProbeResult(True, detail="the verifier reached 1.2.3.4 on port 25")
         self.assertEqual(
-            core.read_probe_response(200, b'{"reachable":true,"ip":"1.2.3.4"}'), reached
+            verifierwire.read_probe_response(200, b'{"reachable":true,"ip":"1.2.3.4"}'), reached
         )
         self.assertEqual(
-            core.read_probe_response(200, b'{"reachable": true, "ip": "1.2.3.4"}'), reached
+            verifierwire.read_probe_response(200, b'{"reachable": true, "ip": "1.2.3.4"}'), reached
         )
-        self.assertEqual(core.read_probe_response(200, b'{"reachable":true}'), PASSED)
+        self.assertEqual(verifierwire.read_probe_response(200, b'{"reachable":true}'), PASSED)
         # Only an address parsed as one is repeated to the operator.
         self.assertEqual(
-            core.read_probe_response(200, b'{"reachable":true,"ip":"\\u001b[2J"}'), PASSED
+            verifierwire.read_probe_response(200, b'{"reachable":true,"ip":"\\u001b[2J"}'), PASSED
         )
-        result = core.read_probe_response(200, b'{"reachable":false,"ip":"1.2.3.4"}')
+        result = verifierwire.read_probe_response(200, b'{"reachable":false,"ip":"1.2.3.4"}')
         self.assertFalse(result.ok)
         self.assertIsNone(result.error)
         self.assertIn("1.2.3.4", result.detail)
-        self.assertFalse(core.read_probe_response(200, b"<html>oops</html>").ok)
-        result = core.read_probe_response(502, b'{"reachable":true}')
+        self.assertFalse(verifierwire.read_probe_response(200, b"<html>oops</html>").ok)
+        result = verifierwire.read_probe_response(502, b'{"reachable":true}')
         self.assertFalse(result.ok)
         self.assertIn("HTTP 502", result.error)
 
@@ -500,27 +500,27 @@ class CallerTests(SynchronousTestCase):
         for ip in ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1",
                    "169.254.1.1", "0.0.0.0", "255.255.255.255", "224.0.0.1", "::1",
                    "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "::"):
-            self.assertTrue(core.is_blocked_target(ip), ip)
+            self.assertTrue(verifierwire.is_blocked_target(ip), ip)
         for ip in ("1.2.3.4", "8.8.8.8", "2a00:1450:4001::1"):
-            self.assertFalse(core.is_blocked_target(ip), ip)
+            self.assertFalse(verifierwire.is_blocked_target(ip), ip)
 
     def test_direct_peer(self):
         """A non-loopback peer is the target; its header is ignored."""
-        self.assertEqual(str(core.caller_ip("1.2.3.4", "5.6.7.8")), "1.2.3.4")
-        self.assertEqual(str(core.caller_ip("::ffff:1.2.3.4", None)), "1.2.3.4")
+        self.assertEqual(str(verifierwire.caller_ip("1.2.3.4", "5.6.7.8")), "1.2.3.4")
+        self.assertEqual(str(verifierwire.caller_ip("::ffff:1.2.3.4", None)), "1.2.3.4")
 
     def test_behind_proxy(self):
         """A loopback peer must name a public client in the header."""
-        self.assertEqual(str(core.caller_ip("127.0.0.1", " 5.6.7.8 ")), "5.6.7.8")
-        self.assertIsNone(core.caller_ip("127.0.0.1", None))
-        self.assertIsNone(core.caller_ip("127.0.0.1", "garbage"))
-        self.assertIsNone(core.caller_ip("127.0.0.1", "10.0.0.1"))
-        self.assertIsNone(core.caller_ip("::1", "::ffff:127.0.0.1"))
+        self.assertEqual(str(verifierwire.caller_ip("127.0.0.1", " 5.6.7.8 ")), "5.6.7.8")
+        self.assertIsNone(verifierwire.caller_ip("127.0.0.1", None))
+        self.assertIsNone(verifierwire.caller_ip("127.0.0.1", "garbage"))
+        self.assertIsNone(verifierwire.caller_ip("127.0.0.1", "10.0.0.1"))
+        self.assertIsNone(verifierwire.caller_ip("::1", "::ffff:127.0.0.1"))
 
     def test_allow_private(self):
         """--allow-private: private header values and a bare loopback peer are probed."""
-        self.assertEqual(str(core.caller_ip("127.0.0.1", None, True)), "127.0.0.1")
-        self.assertEqual(str(core.caller_ip("127.0.0.1", "10.0.0.1", True)), "10.0.0.1")
+        self.assertEqual(str(verifierwire.caller_ip("127.0.0.1", None, True)), "127.0.0.1")
+        self.assertEqual(str(verifierwire.caller_ip("127.0.0.1", "10.0.0.1", True)), "10.0.0.1")
 
 
 class FakeVerifier(service.Verifier):

@@ -30,22 +30,21 @@ from aimx.auth.resolver import DnsNoRecord
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import setupflow as flow
+from aimx.ops import setupflow as flow
 from aimx.core.config import Config, MailboxConfig, load_text, make_hook
-from aimx.core.dnscheck import ExpectedDns, Lookup, table_lines
-from aimx.core.portcheck import (
-    AIMX,
-    FREE,
+from aimx.ops.dnscheck import ExpectedDns, Lookup, table_lines
+from aimx.ops.portcheck import (
     INBOUND_UNCHECKED,
     OUTBOUND_BLOCKED,
     OUTBOUND_UNCHECKED,
     PASSED,
     ProbeResult,
-    held_by,
 )
-from aimx.store import configfile, keys, services
+from aimx.ops.portholder import AIMX, FREE, held_by
+from aimx.store import configfile, keys
+from aimx.host import initsystem
 from aimx.store.mailstore import Owner, resolve_owner
-from aimx.store.services import Completed, System
+from aimx.host.initsystem import Completed, System
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
@@ -957,7 +956,7 @@ class FreshInstallTests(WizardTestCase):
         # The service: unit written, enabled, restarted, readiness awaited (acceptance 13).
         with open(self.path("/etc/systemd/system/aimx.service")) as f:
             unit = f.read()
-        twistd = services.find_twistd(sys.executable)
+        twistd = initsystem.find_twistd(sys.executable)
         self.assertIn(
             f"ExecStart={twistd} --nodaemon --pidfile= aimx --data-dir {self.data_dir} "
             f"--config-dir {self.config_dir} --runtime-dir {self.runtime_dir}\n", unit)

@@ -14,8 +14,8 @@ from aimx.auth.resolver import Resolver
 from aimx.core.delivery import DEFERRED, DELIVERED, FAILED, RcptResult
 from aimx.smtp.outbound import MxTransport
 from aimx.store import keys
-from aimx.testing.dns import FixtureDNS
-from aimx.testing.smtpsink import SmtpSink, listen_all
+from aimx.loopback.dns import FixtureDNS
+from aimx.loopback.smtpsink import SmtpSink, listen_all
 
 HELO = "agent.example.com"
 SENDER = "alice@agent.example.com"

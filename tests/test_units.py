@@ -1,10 +1,10 @@
-"""The systemd unit and OpenRC script renderers (aimx.core.units; spec/setup-and-ops.md §7)."""
+"""The systemd unit and OpenRC script renderers (aimx.ops.units; spec/setup-and-ops.md §7)."""
 
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import bind, units
+from aimx.ops import bind, units
 
 CONTRIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "contrib")
 VENV_TWISTD = "/opt/aimx/venv/bin/twistd"
@@ -133,7 +133,7 @@ class SocketActivationTests(SynchronousTestCase):
 class ContribTests(SynchronousTestCase):
     def assertContrib(self, name, text):
         with open(os.path.join(CONTRIB, name)) as f:
-            self.assertEqual(f.read(), text, f"contrib/{name} drifted from aimx.core.units")
+            self.assertEqual(f.read(), text, f"contrib/{name} drifted from aimx.ops.units")
 
     def test_contrib_service(self):
         """contrib/aimx.service is exactly the rendered unit for the default paths."""

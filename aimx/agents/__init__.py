@@ -1,4 +1,5 @@
-"""Agent integration: the registry of supported harnesses, their bundles, installs.
+"""Agent integration (L1: files and processes): the registry of supported harnesses,
+their bundles, installs.
 
 The public surface (spec/agents.md):
 
@@ -10,7 +11,8 @@ The public surface (spec/agents.md):
   C{aimx/agents_data/}).
 - L{install}: writing, removal, NanoClaw's C{.mcp.json}, CLI registration.
 
-C{aimx agents setup|list|remove} itself lives in L{aimx.cli.agents}.
+C{aimx agents setup|list|remove} itself lives in L{aimx.cli.agents}, its picker in
+L{aimx.cli.agentpicker}.
 """
 
 from aimx.agents.bundle import BundleFile, assemble

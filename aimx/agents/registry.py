@@ -365,27 +365,24 @@ def _codex_hint(command):
     )
 
 
+def _json_hint(before: list[str], snippet: dict, after: tuple[str, ...] = ()) -> str:
+    """Lines of advice around a pretty-printed JSON C{snippet}."""
+    return "\n".join([*before, "", _pretty(snippet), *([""] + list(after) if after else [])])
+
+
 def _opencode_hint(command):
-    snippet = {"mcp": {"aimx": opencode_entry(command)}}
-    return "\n".join(
-        [
-            "Skill installed. Add this to the `mcp` object of your OpenCode config",
-            "(~/.config/opencode/opencode.json, or <repo>/opencode.json), then restart OpenCode:",
-            "",
-            _pretty(snippet),
-        ]
+    return _json_hint(
+        ["Skill installed. Add this to the `mcp` object of your OpenCode config",
+         "(~/.config/opencode/opencode.json, or <repo>/opencode.json), then restart OpenCode:"],
+        {"mcp": {"aimx": opencode_entry(command)}},
     )
 
 
 def _gemini_hint(command):
-    snippet = {"mcpServers": {"aimx": mcp_servers_entry(command)}}
-    return "\n".join(
-        [
-            "Skill installed. Merge this into ~/.gemini/settings.json (create the file",
-            "if it does not exist), then restart Gemini CLI:",
-            "",
-            _pretty(snippet),
-        ]
+    return _json_hint(
+        ["Skill installed. Merge this into ~/.gemini/settings.json (create the file",
+         "if it does not exist), then restart Gemini CLI:"],
+        {"mcpServers": {"aimx": mcp_servers_entry(command)}},
     )
 
 
@@ -465,18 +462,13 @@ _YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "~",
 
 
 def _nanoclaw_hint(command):
-    snippet = {"mcpServers": {"aimx": mcp_servers_entry(command)}}
-    return "\n".join(
-        [
-            "Skill installed, and the MCP server was merged into <fork>/.mcp.json",
-            "under mcpServers.aimx (<fork> is $NANOCLAW_HOME, default ~/nanoclaw):",
-            "",
-            _pretty(snippet),
-            "",
-            "If the merge was skipped, add that entry to the `mcpServers` object of",
-            "<fork>/.mcp.json by hand. Restart NanoClaw so it loads the server, then add",
-            "a NanoClaw scheduled job that calls email_list through the aimx MCP server.",
-        ]
+    return _json_hint(
+        ["Skill installed, and the MCP server was merged into <fork>/.mcp.json",
+         "under mcpServers.aimx (<fork> is $NANOCLAW_HOME, default ~/nanoclaw):"],
+        {"mcpServers": {"aimx": mcp_servers_entry(command)}},
+        ("If the merge was skipped, add that entry to the `mcpServers` object of",
+         "<fork>/.mcp.json by hand. Restart NanoClaw so it loads the server, then add",
+         "a NanoClaw scheduled job that calls email_list through the aimx MCP server."),
     )
 
 

@@ -1,234 +1,49 @@
-"""DKIM verification and signing over dkimpy (L1, blocking, no Twisted).
+"""DKIM verification and signing (L1, blocking, no Twisted): RFC 6376 and RFC 8463
+on C{cryptography}.
 
-Verification reports every C{DKIM-Signature} header separately (dkimpy's module-level
-C{verify} only checks the first one), at most L{MAX_SIGNATURES} per message with key
-lookups de-duplicated and temporary DNS failures told apart (spec README, "DKIM").
-Signing is rsa-sha256, relaxed/relaxed.
+L{aimx.core.dkim} reads signatures and key records and canonicalises; this module
+looks keys up, does the RSA-SHA256 (PKCS#1 v1.5) and Ed25519 operations through
+C{cryptography} (OpenSSL), and applies the per-message policy of the spec README
+("DKIM"): every C{DKIM-Signature} field is reported separately, at most
+L{MAX_SIGNATURES} are evaluated (those aligned with the author first), key
+lookups are made once per message with temporary DNS failures told apart,
+rsa-sha1 fails (RFC 8301) and so do RSA keys under 1024 bits.  Signing is
+relaxed/relaxed, rsa-sha256 (or ed25519-sha256 with an Ed25519 key).
 
-Importing this module replaces three of dkimpy's internals with equivalents that
-give the same results faster and without long GIL holds on big messages (each is
-checked against the original in tests/test_dkim.py):
-  - RSA signature checks: OpenSSL (through cryptography) instead of pure-Python
-    big-integer arithmetic (about half of dkimpy's verify time);
-  - splitting the message: only the header block is split into lines, instead of
-    every body line (a 25 MiB message was 330 000 objects in one C call);
-  - relaxed body canonicalisation: only whitespace that changes is rewritten, in
-    1 MiB slices at line boundaries so other threads get the GIL in between;
-  - the body is a memoryview of the message, not a copy: both body
-    canonicalisations return it as it is unless whitespace or trailing lines change;
-  - a DKIM key record is parsed once (C{evaluate_pk} remembered per record), and so
-    is our own signing key (C{parse_pem_private_key}).
-dkimpy's parsing of signatures, its header canonicalisation and its policy stay.
+No dependency is patched.  dkimpy, which did this work until the verifier was our
+own, is the oracle of tests/test_dkim.py (run unmodified), and stock dkimpy checks
+our signatures in tests/integration/test_send.py.  Parsed key records and our own
+signing key are remembered (a repeat sender's key is not parsed again).
 """
 
 import functools
-import logging
+import hashlib
 import re
+import time
 
 import attrs
-import dkim
-import dkim.canonicalization
-import dkim.crypto
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
-from dkim.util import parse_tag_value
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError
+from aimx.core import dkim as core
 from aimx.core import headerblock
 from aimx.core.authresults import FAIL, PASS, SKIPPED, TEMPERROR, DkimResult
 
-_PURE_PYTHON_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
-_PURE_PYTHON_SIGN = dkim.crypto.RSASSA_PKCS1_v1_5_sign
-_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
-
-
-@functools.lru_cache(maxsize=256)
-def _rsa_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
-    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
-
-
-def rsa_pkcs1_verify(hash_obj, signature: bytes, public_key: dict) -> bool:
-    """dkimpy's C{RSASSA_PKCS1_v1_5_verify}, computed by OpenSSL.
-
-    Falls back to dkimpy's own arithmetic for anything OpenSSL declines (odd key
-    sizes or digests), so the verdict never differs.
-    """
-    try:
-        key = _rsa_key(public_key["modulus"], public_key["publicExponent"])
-        algorithm = _HASHES[hash_obj.name]()
-        key.verify(signature, hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
-        return True
-    except InvalidSignature:
-        return False
-    except (KeyError, ValueError, TypeError, UnsupportedAlgorithm):
-        return _PURE_PYTHON_VERIFY(hash_obj, signature, public_key)
-
-
-@functools.lru_cache(maxsize=4)
-def _rsa_private(n: int, e: int, d: int, p: int, q: int, dp: int, dq: int, qinv: int):
-    public = rsa.RSAPublicNumbers(e, n)
-    return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qinv, public).private_key()
-
-
-def rsa_pkcs1_sign(hash_obj, private_key: dict) -> bytes:
-    """dkimpy's C{RSASSA_PKCS1_v1_5_sign}, computed by OpenSSL (about 8x faster).
-
-    RSASSA-PKCS1-v1_5 is deterministic, so the bytes equal dkimpy's own; anything
-    OpenSSL declines falls back to dkimpy's arithmetic.
-    """
-    try:
-        key = _rsa_private(*(private_key[k] for k in (
-            "modulus", "publicExponent", "privateExponent", "prime1", "prime2",
-            "exponent1", "exponent2", "coefficient")))
-        algorithm = _HASHES[hash_obj.name]()
-        return key.sign(hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
-    except (KeyError, ValueError, TypeError, UnsupportedAlgorithm):
-        return _PURE_PYTHON_SIGN(hash_obj, private_key)
-
-
-_SLICE = 1 << 20
-_WSP_TO_COMPRESS = re.compile(rb"\t[\t ]*| [\t ]+")
-_LINE_BREAK = re.compile(rb"\r?\n")
-
-
-def _slices(data):
-    """C{data} (bytes or a memoryview) as bytes of about 1 MiB, each ending at a line break."""
-    start, size = 0, len(data)
-    while start < size:
-        length = _SLICE
-        while True:
-            piece = bytes(data[start : start + length])
-            cut = piece.rfind(b"\n") + 1
-            if cut or start + length >= size:
-                break
-            length *= 2  # a line longer than the slice
-        if start + length < size:
-            piece = piece[:cut]
-        yield piece
-        start += len(piece)
-
-
-def compress_whitespace(content: bytes) -> bytes:
-    """dkimpy's C{compress_whitespace}: every run of WSP becomes one space."""
-    if b"\t" not in content and b"  " not in content:
-        return content
-    return b"".join(_WSP_TO_COMPRESS.sub(b" ", piece) for piece in _slices(content))
-
-
-def _strip_lines(piece: bytes) -> bytes:
-    lines = piece.split(b"\r\n")
-    last = lines.pop()  # not followed by CRLF: left as it is
-    lines = [line.rstrip(b" \t") for line in lines]
-    lines.append(last)
-    return b"\r\n".join(lines)
-
-
-def strip_trailing_whitespace(content: bytes) -> bytes:
-    """dkimpy's C{strip_trailing_whitespace}: WSP before a CRLF is removed."""
-    if b" \r\n" not in content and b"\t\r\n" not in content:
-        return content
-    return b"".join(_strip_lines(piece) for piece in _slices(content))
-
-
-def _strip_trailing_lines(body):
-    """dkimpy's C{strip_trailing_lines}: trailing CRLFs become one, one is added
-    when there is none."""
-    end = len(body)
-    while end >= 2 and body[end - 2 : end] == b"\r\n":
-        end -= 2
-    if end == len(body):
-        return bytes(body) + b"\r\n"
-    return body if end + 2 == len(body) else body[: end + 2]
-
-
-def simple_body(body):
-    """dkimpy's C{Simple.canonicalize_body}, for bytes or a memoryview."""
-    return _strip_trailing_lines(body)
-
-
-def relaxed_body(body):
-    """dkimpy's C{Relaxed.canonicalize_body}, for bytes or a memoryview: the
-    body is copied only when some whitespace changes."""
-    if any(b"\t" in piece or b"  " in piece or b" \r\n" in piece for piece in _slices(body)):
-        body = b"".join(
-            compress_whitespace(strip_trailing_whitespace(piece)) for piece in _slices(body)
-        )
-    body = _strip_trailing_lines(body)
-    return b"" if body == b"\r\n" else body
-
-
-def rfc822_parse(message: bytes):
-    """dkimpy's C{rfc822_parse} over the one header split of L{aimx.core.headerblock}:
-    C{([name, value + CRLF], ...), body with CRLF}; the body is a memoryview of
-    C{message} when its line ends are all CRLF.  A header block that split refuses
-    (a misplaced C{From } line, too many fields, ...) fails every signature."""
-    try:
-        headers, after = headerblock.split(message)
-    except headerblock.HeaderBlockError as e:
-        raise dkim.MessageFormatError(str(e)) from None
-    if _has_bare_lf(message, after):
-        return headers, _LINE_BREAK.sub(b"\r\n", message[after:])
-    return headers, memoryview(message)[after:]
-
-
-def _has_bare_lf(data: bytes, start: int) -> bool:
-    """Whether an LF after C{start} lacks its CR, counted a slice at a time."""
-    lfs = crlfs = 0
-    for piece in range(start, len(data), _SLICE):
-        lfs += data.count(b"\n", piece, piece + _SLICE)
-        crlfs += data.count(b"\r\n", piece, piece + _SLICE + 1)
-    return lfs != crlfs
-
-
-_EVALUATE_PK = dkim.evaluate_pk
-
-
-@functools.lru_cache(maxsize=256)
-def _public_key(record):
-    return _EVALUATE_PK(b"", record)
-
-
-def evaluate_pk(name, record):
-    """dkimpy's C{evaluate_pk} (key record -> C{(pk, keysize, ktag, seqtlsrpt)}),
-    remembered per record: a repeat sender's key is not parsed (tag list, base64,
-    ASN.1 in Python) again.  Records that fail are not remembered and fail as before,
-    with their own name in the error."""
-    try:
-        return _public_key(record)
-    except Exception:
-        return _EVALUATE_PK(name, record)
-
-
-dkim.evaluate_pk = evaluate_pk
-# Our own signing key, PEM -> key dict: parsed (ASN.1 in Python) once, not per send.
-dkim.parse_pem_private_key = functools.lru_cache(maxsize=4)(dkim.parse_pem_private_key)
-dkim.RSASSA_PKCS1_v1_5_verify = rsa_pkcs1_verify
-dkim.RSASSA_PKCS1_v1_5_sign = rsa_pkcs1_sign
-dkim.rfc822_parse = rfc822_parse
-dkim.canonicalization.compress_whitespace = compress_whitespace
-dkim.canonicalization.strip_trailing_whitespace = strip_trailing_whitespace
-dkim.canonicalization.Simple.canonicalize_body = staticmethod(simple_body)
-dkim.canonicalization.Relaxed.canonicalize_body = staticmethod(relaxed_body)
-
-
-# dkimpy reports every failed verification through a logger; the verdict is what counts.
-_QUIET = logging.getLogger("aimx.auth.dkimpy")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
-
 #: At most this many signatures are evaluated per message, aligned ones first.
 MAX_SIGNATURES = 5
-#: A signature listing more fields than this in h= is not evaluated: checking it costs
-#: its fields times the message's (dkimpy looks every name up in every field).
+#: A signature listing more fields than this in h= is not evaluated.
 MAX_SIGNED_FIELDS = 64
+#: RFC 8301 §3.2: RSA keys shorter than this are not accepted.
+MIN_RSA_BITS = 1024
 #: RFC 8301 §3.1: rsa-sha1 signatures must not be considered valid.
 _ACCEPTED_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256"})
 
 
 class KeyLookup:
-    """dkimpy's C{dnsfunc} over a resolver, for one message: every key name is looked
-    up once, and temporary failures are remembered so a failed verification can be
+    """Key records for one message, from a resolver: every key name is looked up
+    once, and temporary failures are remembered so a failed verification can be
     told apart from one that could not be done.
 
     @param txt: C{name -> [bytes]} (L{aimx.auth.resolver.Resolver.txt_bytes}); raises
@@ -240,7 +55,8 @@ class KeyLookup:
         self._answers: dict[bytes, bytes | None] = {}
         self.temporary: set[bytes] = set()
 
-    def __call__(self, name: bytes, timeout: float = 5) -> bytes | None:
+    def __call__(self, name: bytes) -> bytes | None:
+        """The first TXT record at C{name}, or None (none, or a failure)."""
         key = name.lower().rstrip(b".")
         if key not in self._answers:
             self._answers[key] = self._lookup(key)
@@ -259,48 +75,99 @@ class KeyLookup:
         return records[0] if records else None
 
 
+@functools.lru_cache(maxsize=256)
+def _public_key(record: bytes):
+    """C{(KeyRecord, cryptography key)} for a key record, remembered per record.
+
+    @raise core.KeyRecordError: the record or its key cannot be used.
+    """
+    key = core.parse_key_record(record)
+    try:
+        if key.key_type == "ed25519":
+            return key, ed25519.Ed25519PublicKey.from_public_bytes(key.public_key)
+        public = serialization.load_der_public_key(key.public_key)
+    except ValueError:
+        raise core.KeyRecordError("key p= is not a key") from None
+    except Exception:  # an unsupported key in a well-formed encoding
+        raise core.KeyRecordError("key p= is not a usable key") from None
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise core.KeyRecordError("key p= is not an RSA key")
+    return key, public
+
+
+def _signature_valid(public, signature: bytes, digest: bytes) -> bool:
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, digest)  # RFC 8463 §3: Ed25519 over the SHA-256
+        else:
+            public.verify(signature, digest, padding.PKCS1v15(),
+                          utils.Prehashed(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    except Exception:  # a signature OpenSSL will not even try: not valid either
+        return False
+    return True
+
+
 def _tag(tags: dict, name: bytes) -> str:
     return re.sub(rb"\s+", b"", tags.get(name, b"")).decode("ascii", "replace")
 
 
-def _covers_part(tags: dict, body_length: int | None) -> bool:
-    """Whether an C{l=} tag leaves part of the (canonical) body unsigned."""
-    length = _tag(tags, b"l")
-    return bool(length) and (not length.isdigit() or body_length is None
-                             or int(length) < body_length)
+class _Bodies:
+    """Body hashes of one message, one pass per canonicalisation and length."""
+
+    def __init__(self, message: core.Message):
+        self._message = message
+        self._done: dict = {}
+
+    def hash(self, canon: str, length: int | None) -> tuple[bytes, int]:
+        key = (canon, length)
+        if key not in self._done:
+            self._done[key] = core.body_hash(self._message.body(), canon, length)
+        return self._done[key]
 
 
-def _canonical_body_length(message: dkim.DKIM, tags: dict) -> int | None:
-    try:
-        policy = dkim.canonicalization.CanonicalizationPolicy.from_c_value(
-            tags.get(b"c", b"simple/simple"))
-        return len(policy.canonicalize_body(message.body))
-    except Exception:
-        return None
-
-
-def _evaluate(message: dkim.DKIM, idx: int, tags: dict, result: DkimResult,
-              lookup: KeyLookup) -> DkimResult:
-    if result.algorithm not in _ACCEPTED_ALGORITHMS:
-        why = "rsa-sha1 (RFC 8301)" if result.algorithm == "rsa-sha1" else "unknown a="
+def _evaluate(message: core.Message, position: int, tags: dict | None, result: DkimResult,
+              lookup: KeyLookup, bodies: _Bodies, now: float) -> DkimResult:
+    def fail(why: str) -> DkimResult:
         return attrs.evolve(result, result=FAIL, why=why)
+
+    if tags is None:
+        return fail("not a tag list")
+    if result.algorithm not in _ACCEPTED_ALGORITHMS:
+        return fail("rsa-sha1 (RFC 8301)" if result.algorithm == "rsa-sha1" else "unknown a=")
     if len(_tag(tags, b"h").split(":")) > MAX_SIGNED_FIELDS:
-        return attrs.evolve(result, result=FAIL, why=f"h= lists over {MAX_SIGNED_FIELDS} fields")
+        return fail(f"h= lists over {MAX_SIGNED_FIELDS} fields")
     try:
-        passed = bool(message.verify(idx=idx, dnsfunc=lookup))
-    except Exception:  # dkimpy raises assorted errors on hostile input: all are "fail"
-        passed = False
-    if passed:
-        partial = b"l" in tags and _covers_part(tags, _canonical_body_length(message, tags))
-        return attrs.evolve(result, result=PASS, partial_body=partial)
-    name = f"{result.selector}._domainkey.{result.domain}".lower().rstrip(".")
-    if name.encode("ascii", "replace") in lookup.temporary:
+        signature = core.parse_signature(tags, now=now)
+    except core.SignatureError as e:
+        return fail(str(e))
+    name = signature.key_name.encode("ascii")
+    record = lookup(name)
+    if record is None and name.lower().rstrip(b".") in lookup.temporary:
         return attrs.evolve(result, result=TEMPERROR, why="key lookup failed temporarily")
-    return attrs.evolve(result, result=FAIL, why="did not verify")
+    try:
+        key, public = _public_key(record or b"")
+    except core.KeyRecordError as e:
+        return fail(str(e))
+    problem = core.key_problem(signature, key)
+    if problem is not None:
+        return fail(problem)
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
+        return fail(f"RSA key under {MIN_RSA_BITS} bits")
+    body_hash, body_length = bodies.hash(signature.body_canon, signature.length)
+    if body_hash != signature.body_hash:
+        return fail("body hash mismatch")
+    data = core.header_input(message, core.verified_names(signature),
+                             message.fields[position], signature.header_canon)
+    if not _signature_valid(public, signature.signature, hashlib.sha256(data).digest()):
+        return fail("did not verify")
+    partial = signature.length is not None and signature.length < body_length
+    return attrs.evolve(result, result=PASS, partial_body=partial)
 
 
-def verify(raw: bytes, lookup: KeyLookup, aligned, *,
-           max_signatures: int = MAX_SIGNATURES) -> tuple[DkimResult, ...]:
+def verify(raw: bytes, lookup: KeyLookup, aligned, *, max_signatures: int = MAX_SIGNATURES,
+           now=time.time) -> tuple[DkimResult, ...]:
     """Verify the DKIM-Signature fields of C{raw}; never raises.
 
     At most C{max_signatures} are evaluated, those whose C{d=} is aligned with the
@@ -309,46 +176,81 @@ def verify(raw: bytes, lookup: KeyLookup, aligned, *,
     @param raw: the message bytes as received.
     @param lookup: the message's L{KeyLookup}.
     @param aligned: C{d= domain -> bool}, alignment with the author's domain.
+    @param now: the clock C{t=} and C{x=} are checked against.
     @return: one result per signature field, in header order; empty when there is
-        none or the message cannot be parsed at all.
+        none or the header block cannot be read.
     """
     try:
-        message = dkim.DKIM(raw, logger=_QUIET)
-    except Exception:
+        message = core.read_message(raw)
+    except headerblock.HeaderBlockError:
         return ()
-    values = [v for k, v in message.headers if k.lower() == b"dkim-signature"]
     found = []
-    for value in values:
+    for position, (name, value) in enumerate(message.fields):
+        if name.lower() != b"dkim-signature":
+            continue
         try:
-            tags = parse_tag_value(value)
-        except Exception:  # a malformed field still counts as a (failing) signature
-            tags = {}
-        domain = _tag(tags, b"d").lower().rstrip(".")
-        headers = frozenset(h.strip().lower() for h in _tag(tags, b"h").split(":") if h)
-        found.append((tags, DkimResult(
-            domain=domain, selector=_tag(tags, b"s"), algorithm=_tag(tags, b"a").lower(),
+            tags = core.parse_tag_list(value)
+        except core.TagListError:  # a malformed field still counts as a (failing) signature
+            tags = None
+        read = tags or {}
+        domain = _tag(read, b"d").lower().rstrip(".")
+        headers = frozenset(h.strip().lower() for h in _tag(read, b"h").split(":") if h)
+        found.append((position, tags, DkimResult(
+            domain=domain, selector=_tag(read, b"s"), algorithm=_tag(read, b"a").lower(),
             aligned=bool(domain) and aligned(domain), signed_headers=headers)))
-    order = sorted(range(len(found)), key=lambda i: (not found[i][1].aligned, i))
-    results = [attrs.evolve(r, result=SKIPPED, why="over the signature cap") for _, r in found]
-    for idx in order[:max_signatures]:
-        tags, result = found[idx]
-        results[idx] = _evaluate(message, idx, tags, result, lookup)
+    order = sorted(range(len(found)), key=lambda i: (not found[i][2].aligned, i))
+    results = [attrs.evolve(r, result=SKIPPED, why="over the signature cap") for *_, r in found]
+    bodies = _Bodies(message)
+    when = now()
+    for i in order[:max_signatures]:
+        position, tags, result = found[i]
+        try:
+            results[i] = _evaluate(message, position, tags, result, lookup, bodies, when)
+        except Exception:  # hostile input must never take verification down: fail
+            results[i] = attrs.evolve(result, result=FAIL, why="could not be checked")
     return tuple(results)
 
 
-def sign(raw: bytes, *, private_key_pem: bytes, selector: str, domain: str,
-         headers=None, linesep: bytes = b"\r\n") -> bytes:
-    """The DKIM-Signature header field for C{raw} (rsa-sha256, relaxed/relaxed).
+@functools.lru_cache(maxsize=4)
+def _private_key(pem: bytes):
+    """Our signing key, parsed once."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError("not an RSA or Ed25519 key")
+    return key
 
-    @param private_key_pem: PKCS#1 (C{BEGIN RSA PRIVATE KEY}) PEM.
-    @param headers: header names to sign; None for dkimpy's RFC 6376 default set.
+
+def sign(raw: bytes, *, private_key_pem: bytes, selector: str, domain: str,
+         headers=None, linesep: bytes = b"\r\n", now=time.time) -> bytes:
+    """The DKIM-Signature header field for C{raw} (relaxed/relaxed; rsa-sha256, or
+    ed25519-sha256 for an Ed25519 key).
+
+    @param private_key_pem: the private key, PEM (PKCS#1 or PKCS#8).
+    @param headers: header names to sign, in order (a name absent from C{raw} is
+        signed all the same: nobody can add that field later); None for the RFC 6376
+        §5.4.1 set present in C{raw}, From twice.
     @param linesep: line ending used to fold the header (C{b"\\n"} for LF-only messages).
+    @param now: the clock for C{t=}.
     @return: the header, folded, ending in C{linesep}; prepend it to C{raw}.
     @raise ValueError: the key or message cannot be signed.
     """
     try:
-        return dkim.sign(raw, selector.encode("ascii"), domain.encode("ascii"),
-                         private_key_pem, canonicalize=(b"relaxed", b"relaxed"),
-                         include_headers=headers, linesep=linesep)
-    except dkim.DKIMException as e:
+        key = _private_key(bytes(private_key_pem))
+        message = core.read_message(raw)
+        fields = dict(
+            algorithm="ed25519-sha256" if isinstance(key, ed25519.Ed25519PrivateKey)
+            else "rsa-sha256",
+            domain=domain.encode("ascii").decode(), selector=selector.encode("ascii").decode(),
+            timestamp=int(now()), names=core.signed_names(message, headers),
+            body_hash=core.body_hash(message.body(), "relaxed")[0])
+    except Exception as e:
         raise ValueError(f"DKIM signing failed: {e}") from e
+    unsigned = (b"DKIM-Signature", core.signature_value(**fields))
+    digest = hashlib.sha256(core.header_input(message, fields["names"], unsigned,
+                                              "relaxed")).digest()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        signature = key.sign(digest)  # RFC 8463 §3: Ed25519 over the SHA-256
+    else:
+        signature = key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    value = core.signature_value(**fields, signature=signature)
+    return (b"DKIM-Signature:" + value + b"\r\n").replace(b"\r\n", linesep)

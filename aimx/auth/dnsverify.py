@@ -1,6 +1,6 @@
 """DNS verification for C{aimx setup} and C{aimx doctor} (L1: blocking, no Twisted).
 
-Performs the lookups L{aimx.core.dnscheck.ExpectedDns} asks for through a
+Performs the lookups L{aimx.ops.dnscheck.ExpectedDns} asks for through a
 L{Resolver} (normally L{Resolver.public}), finds the server's own addresses with
 C{hostname -I}, and reads the local DKIM public key. Callers on a reactor run
 these functions in a thread.
@@ -9,7 +9,7 @@ these functions in a thread.
 from concurrent.futures import ThreadPoolExecutor
 
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
-from aimx.core.dnscheck import (
+from aimx.ops.dnscheck import (
     AAAA,
     MX,
     TXT,
@@ -19,7 +19,7 @@ from aimx.core.dnscheck import (
     parse_hostname_i,
 )
 from aimx.store import keys
-from aimx.store.services import System
+from aimx.host.initsystem import System
 
 
 def lookup(resolver: Resolver, rdtype: str, name: str) -> Lookup:

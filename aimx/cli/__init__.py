@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-from aimx.core.version import version_line
+from aimx.ops.version import version_line
 from aimx.errors import AimxError
 
 HELP_GROUPS = """\

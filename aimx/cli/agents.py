@@ -28,7 +28,8 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from aimx.agents import bundle, install, mcpcommand, picker, probe, registry
+from aimx.agents import bundle, install, mcpcommand, probe, registry
+from aimx.cli import agentpicker as picker
 from aimx.agents.registry import AGENTS, Agent, AgentError, McpCommand
 from aimx.cli.term import Terminal
 

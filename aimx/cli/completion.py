@@ -123,7 +123,7 @@ def _serve_options(node: Node) -> None:
 
 def script(shell: str, tree: dict[tuple, Node]) -> str:
     """The completion script for C{shell} (C{bash} or C{zsh})."""
-    from aimx.core.version import version_line
+    from aimx.ops.version import version_line
 
     lookups = _lookups(tree)
     header = (

@@ -39,15 +39,15 @@ from email import policy
 from email.message import EmailMessage
 
 from aimx.agents import mcpcommand
-from aimx.core import bind
-from aimx.core.dnscheck import MX, ExpectedDns
+from aimx.ops import bind
+from aimx.ops.dnscheck import MX, ExpectedDns
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
 from aimx.store import keys
 from aimx.store.mailboxes import create_dirs
 from aimx.store.mailstore import resolve_owner
-from aimx.testing import dkimkeys
+from aimx.loopback import keys as dkimkeys
 
 DOMAIN = "demo.localhost"
 SENDER_DOMAIN = "sender.localhost"
@@ -127,33 +127,27 @@ def _owner(environ) -> str:
     return "root"
 
 
-def _messages(sender_key: bytes) -> list[bytes]:
-    plain = EmailMessage()
-    plain["From"] = f"Alice <alice@{SENDER_DOMAIN}>"
-    plain["To"] = f"agent@{DOMAIN}"
-    plain["Subject"] = "Hello from the demo"
-    plain["Date"] = email.utils.formatdate(localtime=True)
-    plain["Message-ID"] = f"<plain-{time.time_ns()}@{SENDER_DOMAIN}>"
-    plain.set_content("Hi agent,\n\nthis is a plain text message, DKIM-signed.\n")
+def _message(tag: str, name: str, local: str, to: str, subject: str) -> EmailMessage:
+    """A demo message's header: from C{name <local@>} the demo's sender domain, dated now."""
+    message = EmailMessage()
+    message["From"] = f"{name} <{local}@{SENDER_DOMAIN}>"
+    message["To"] = f"{to}@{DOMAIN}"
+    message["Subject"] = subject
+    message["Date"] = email.utils.formatdate(localtime=True)
+    message["Message-ID"] = f"<{tag}-{time.time_ns()}@{SENDER_DOMAIN}>"
+    return message
 
-    html = EmailMessage()
-    html["From"] = f"Newsletter <news@{SENDER_DOMAIN}>"
-    html["To"] = f"agent@{DOMAIN}"
-    html["Subject"] = "Weekly digest"
-    html["Date"] = email.utils.formatdate(localtime=True)
-    html["Message-ID"] = f"<html-{time.time_ns()}@{SENDER_DOMAIN}>"
+
+def _messages(sender_key: bytes) -> list[bytes]:
+    plain = _message("plain", "Alice", "alice", "agent", "Hello from the demo")
+    plain.set_content("Hi agent,\n\nthis is a plain text message, DKIM-signed.\n")
+    html = _message("html", "Newsletter", "news", "agent", "Weekly digest")
     html.set_content(
         "<html><body><h1>Digest</h1><p>Three <b>things</b> happened.</p>"
         "<ul><li>one</li><li>two</li><li>three</li></ul></body></html>",
         subtype="html",
     )
-
-    attach = EmailMessage()
-    attach["From"] = f"Bob <bob@{SENDER_DOMAIN}>"
-    attach["To"] = f"agent+reports@{DOMAIN}"
-    attach["Subject"] = "Report attached"
-    attach["Date"] = email.utils.formatdate(localtime=True)
-    attach["Message-ID"] = f"<attach-{time.time_ns()}@{SENDER_DOMAIN}>"
+    attach = _message("attach", "Bob", "bob", "agent+reports", "Report attached")
     attach.set_content("The numbers are in the attached file.\n")
     attach.add_attachment(
         b"quarter,revenue\nQ1,10\nQ2,12\n", maintype="text", subtype="csv",
@@ -376,14 +370,14 @@ def serve(args) -> int:
 
     dns_port, mx_port = _free_port(), _free_port()
     dns = subprocess.Popen(
-        [sys.executable, "-m", "aimx.testing.dns", "--port", str(dns_port),
+        [sys.executable, "-m", "aimx.loopback.dns", "--port", str(dns_port),
          *_dns_records(etc, sender_txt, f"mx.{SENDER_DOMAIN}")],
         stdout=subprocess.DEVNULL,
     )
     # The sender's mail server: a loopback receiver that keeps what it is given.
     remote = os.path.join(base, "remote-mx")
     mx = subprocess.Popen(
-        [sys.executable, "-m", "aimx.testing.smtpsink", "--port", str(mx_port), "--dir", remote]
+        [sys.executable, "-m", "aimx.loopback.smtpsink", "--port", str(mx_port), "--dir", remote]
     )
     with open(log, "ab") as log_file:
         daemon = subprocess.Popen(

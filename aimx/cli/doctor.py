@@ -2,8 +2,8 @@
 
 spec/setup-and-ops.md §2. This module collects the facts (config, keys, service
 state, the daemon's version, mailbox directories, DNS, port 25) and prints the
-sections; the conclusions are L{aimx.core.doctor}'s and the DNS verdicts
-L{aimx.core.dnscheck}'s. The setup wizard prints its DNS verification with
+sections; the conclusions are L{aimx.ops.doctor}'s and the DNS verdicts
+L{aimx.ops.dnscheck}'s. The setup wizard prints its DNS verification with
 L{dns_lines}.
 
 The Port 25 section runs the checks of C{aimx portcheck} without binding anything:
@@ -30,10 +30,10 @@ from aimx.auth.resolver import Resolver
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.control.commands import Version, socket_path
-from aimx.core import doctor as core
+from aimx.ops import doctor as core
 from aimx.core.config import Config
-from aimx.core.dnscheck import PASS, WARN, Check, ExpectedDns
-from aimx.core.portcheck import (
+from aimx.ops.dnscheck import PASS, WARN, Check, ExpectedDns
+from aimx.ops.portcheck import (
     INBOUND_NOT_CHECKED,
     NO_VERIFIER,
     CheckDomainError,
@@ -45,9 +45,10 @@ from aimx.core.portcheck import (
     resolve_verify_host,
     settings_from_environ,
 )
-from aimx.core.version import version_fields
+from aimx.ops.version import version_fields
 from aimx.errors import ConfigError, DaemonNotRunning
-from aimx.store import configfile, keys, services
+from aimx.store import configfile, keys
+from aimx.host import initsystem
 from aimx.store import demo as demo_state
 from aimx.store.mailboxes import count_messages, mailbox_dirs
 from aimx.store.mailstore import resolve_owner
@@ -73,12 +74,12 @@ def main(args) -> int:
     from twisted.internet import reactor, threads
 
     verb = functools.partial(
-        doctor, clock=reactor, system=services.System(), run_in_thread=threads.deferToThread
+        doctor, clock=reactor, system=initsystem.System(), run_in_thread=threads.deferToThread
     )
     return session.run(verb, args)
 
 
-async def doctor(args, s: session.Session, *, clock, system: services.System, run_in_thread,
+async def doctor(args, s: session.Session, *, clock, system: initsystem.System, run_in_thread,
                  resolver: Resolver | None = None, resolve=resolve_owner, reactor=None,
                  probes=(outbound_probe, inbound_probe)) -> int:
     """The verb.
@@ -98,7 +99,7 @@ async def doctor(args, s: session.Session, *, clock, system: services.System, ru
     if resolver is None:
         resolver = Resolver.public(environ)
     facts = collect(config, warnings, resolve)
-    running = services.is_running(system)
+    running = initsystem.is_running(system)
     stopped = False
     if demo is not None:
         # A demo's DNS server and MX stop with it: ask them nothing when it is gone.

@@ -1,7 +1,7 @@
 """``aimx logs``: show or follow the daemon's log (L3; spec/setup-and-ops.md §4).
 
 No config and no root needed: the log source is the init system's
-(L{aimx.store.services.tail_log}, L{aimx.store.services.follow_log}), except for
+(L{aimx.host.initsystem.tail_log}, L{aimx.host.initsystem.follow_log}), except for
 a demo: when C{$AIMX_RUNTIME_DIR} holds the state file of C{aimx demo}
 (L{aimx.store.demo}), the log is the demo daemon's log file.
 """
@@ -12,7 +12,8 @@ import sys
 
 from aimx.cli.term import Terminal
 from aimx.control.commands import socket_path
-from aimx.store import demo, services
+from aimx.store import demo
+from aimx.host import initsystem
 
 DEFAULT_LINES = 50
 _DIM = "2"
@@ -45,11 +46,11 @@ def add_parser(sub, common) -> None:
 
 
 def main(args) -> int:
-    return run(args, Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ), services.System(),
+    return run(args, Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ), initsystem.System(),
                os.environ)
 
 
-def run(args, term: Terminal, system: services.System, environ=None) -> int:
+def run(args, term: Terminal, system: initsystem.System, environ=None) -> int:
     """Print the last C{args.lines} lines, or follow the log; the exit code.
 
     @param environ: where C{AIMX_RUNTIME_DIR} is read (a demo's log); none: the
@@ -64,16 +65,16 @@ def run(args, term: Terminal, system: services.System, environ=None) -> int:
         return _demo_log(args, term, system, state)
     if args.follow:
         try:
-            services.follow_log(system)
-        except services.ServiceError as e:
+            initsystem.follow_log(system)
+        except initsystem.ServiceError as e:
             term.error(str(e))
             return 1
         except KeyboardInterrupt:
             return 130
         return 0
     try:
-        text = services.tail_log(system, args.lines)
-    except services.ServiceError as e:
+        text = initsystem.tail_log(system, args.lines)
+    except initsystem.ServiceError as e:
         hint = ("If you are on systemd, run `journalctl -u aimx` directly. "
                 "On OpenRC, check /var/log/messages or your syslog config.")
         print("  " + term.style(hint, _DIM), file=term.err)
@@ -85,16 +86,16 @@ def run(args, term: Terminal, system: services.System, environ=None) -> int:
     return 0
 
 
-def _demo_log(args, term: Terminal, system: services.System, state: demo.DemoState) -> int:
+def _demo_log(args, term: Terminal, system: initsystem.System, state: demo.DemoState) -> int:
     """The demo daemon's log file: its tail, or followed with C{tail -F}."""
     print(term.dim(f"(the log of the aimx demo in {state.directory}: {state.log})"),
           file=term.err)
     try:
         if args.follow:
-            services.follow_file(system, state.log, args.lines)
+            initsystem.follow_file(system, state.log, args.lines)
             return 0
-        text = services.tail_file(state.log, args.lines)
-    except services.ServiceError as e:
+        text = initsystem.tail_file(state.log, args.lines)
+    except initsystem.ServiceError as e:
         term.error(str(e))
         return 1
     except KeyboardInterrupt:

@@ -22,11 +22,10 @@ import functools
 from aimx.auth.resolver import Resolver
 from aimx.cli import session
 from aimx.cli.session import CliError
-from aimx.core.portcheck import (
+from aimx.ops.portcheck import (
     DEFAULT_OUTBOUND_CHECK_DOMAIN,
     INBOUND_NOT_CHECKED,
     NO_VERIFIER,
-    Occupancy,
     ProbeResult,
     inbound_message,
     outbound_message,
@@ -34,6 +33,7 @@ from aimx.core.portcheck import (
     resolve_verify_host,
     settings_from_environ,
 )
+from aimx.ops.portholder import Occupancy
 from aimx.verifier.client import (
     TemporaryResponder,
     detect_occupancy,

@@ -17,7 +17,8 @@ from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.control import client
 from aimx.control.commands import ERRORS, MESSAGE_CAP, Send
-from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
+from aimx.core.compose import ComposeError, compose, normalize_crlf
+from aimx.store.attachments import read_attachment
 from aimx.errors import DaemonNotRunning
 
 _RED, _BOLD, _GREEN = "31", "1", "32"

@@ -21,7 +21,8 @@ from aimx.cli.term import Terminal
 from aimx.control import client
 from aimx.control.commands import ERRORS, socket_path
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile, services
+from aimx.store import configfile
+from aimx.host import initsystem
 from aimx.store.mailboxes import Passwd
 
 DEFAULT_RUNTIME_DIR = "/run/aimx"
@@ -59,7 +60,7 @@ def hook_missing(name: str) -> CliError:
     return CliError(f"hook '{name}' not found")
 
 
-def start_advice(environ, system: services.System) -> str:
+def start_advice(environ, system: initsystem.System) -> str:
     """How to start the daemon this CLI would talk to: one or two sentences.
 
     A runtime dir of its own (C{AIMX_RUNTIME_DIR}, as the demo and tests use)
@@ -76,10 +77,10 @@ def start_advice(environ, system: services.System) -> str:
             "its --config-dir); if it was `make demo`, run that again and use the "
             "AIMX_RUNTIME_DIR it prints."
         )
-    init = services.detect_init(system)
-    service_file = services.service_file(init)
+    init = initsystem.detect_init(system)
+    service_file = initsystem.service_file(init)
     if service_file is not None and os.path.exists(system.path(service_file)):
-        if init == services.OPENRC:
+        if init == initsystem.OPENRC:
             return "Start it with `sudo rc-service aimx start`."
         return "Start it with `sudo systemctl start aimx`."
     return "Start it with `sudo aimx serve`, or install it as a service with `sudo aimx setup`."
@@ -103,7 +104,7 @@ class Session:
         self.term = term
         self.environ = environ
         self.passwd = passwd or Passwd()
-        self.system = system or services.System()
+        self.system = system or initsystem.System()
         self._client = None
         self._config = False
         self._config_error = None

@@ -7,11 +7,11 @@ operator's own verifier, else skipped with an explanation),
 Step 2 domain, DKIM key and DNS records (verified through our resolver in a loop),
 Step 3 the self-signed STARTTLS certificate, Step 4 the trust policy, Step 5 the
 catchall user, config.toml, mailbox directories, README and the service, Step 6 the
-hand-off to C{aimx agents setup}.  The decisions are L{aimx.core.setupflow}'s; this
+hand-off to C{aimx agents setup}.  The decisions are L{aimx.ops.setupflow}'s; this
 module prompts, prints and writes.
 
 Everything outside the process is injected into L{setup}: stdin/stdout/stderr, euid
-and environment through the L{Session}, the host (L{services.System}: every host
+and environment through the L{Session}, the host (L{initsystem.System}: every host
 path and every program, C{useradd} and C{id} included), the reactor, the thread
 runner for DNS, the passwd lookup and the readiness poll.
 
@@ -41,11 +41,11 @@ from aimx.cli.doctor import dns_lines
 from aimx.cli.portcheck import add_check_options, checked, not_checked
 from aimx.cli.session import CliError, Session, execute, restart_hint
 from aimx.cli.term import Terminal
-from aimx.core import setupflow as flow
-from aimx.core import units
+from aimx.ops import setupflow as flow
+from aimx.ops import units
 from aimx.core.config import DEFAULT_DATA_DIR, to_toml
-from aimx.core.dnscheck import ExpectedDns, passed, table_lines
-from aimx.core.portcheck import (
+from aimx.ops.dnscheck import ExpectedDns, passed, table_lines
+from aimx.ops.portcheck import (
     COMPATIBLE_PROVIDERS,
     inbound_message,
     outbound_message,
@@ -54,7 +54,8 @@ from aimx.core.portcheck import (
     settings_from_environ,
 )
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile, datadir, keys, services
+from aimx.store import configfile, datadir, keys
+from aimx.host import initsystem
 from aimx.store.mailboxes import create_dirs
 from aimx.store.mailstore import resolve_owner
 from aimx.verifier.client import (
@@ -118,7 +119,7 @@ def main(args) -> int:
     term = Terminal(sys.stdout, sys.stderr, console, os.environ)
     s = Session(args, connect=None, euid=os.geteuid(), term=term, environ=os.environ)
     verb = functools.partial(
-        setup, reactor=reactor, system=services.System(), run_in_thread=threads.deferToThread
+        setup, reactor=reactor, system=initsystem.System(), run_in_thread=threads.deferToThread
     )
     return run(reactor, verb, args, s, console)
 
@@ -389,7 +390,7 @@ async def dns_loop(term: Terminal, verify) -> bool:
 # -- the verb -------------------------------------------------------------------
 
 
-async def setup(args, s: Session, *, reactor, system: services.System, run_in_thread,
+async def setup(args, s: Session, *, reactor, system: initsystem.System, run_in_thread,
                 detect=detect_occupancy, probes=(outbound_probe, inbound_probe),
                 resolve=resolve_owner, ready=None, resolver: Resolver | None = None,
                 executable: str = sys.executable) -> int:
@@ -593,7 +594,7 @@ class Wizard:
         selector = self.existing.dkim_selector if self.existing is not None else "aimx"
         ipv6_enabled = self.existing is not None and self.existing.enable_ipv6
 
-        running = services.is_running(self.system)
+        running = initsystem.is_running(self.system)
         self.reentry = flow.already_configured(
             running, os.path.exists(self.cert), os.path.exists(self.private_key)
         )
@@ -779,13 +780,13 @@ class Wizard:
         term.say()
         term.say("Starting aimx serve...")
         params = units.UnitParams(
-            twistd=services.find_twistd(self.executable),
+            twistd=initsystem.find_twistd(self.executable),
             data_dir=self.data_dir,
             config_dir=self.config_dir,
             runtime_dir=self.runtime_dir,
         )
         try:
-            services.install(self.system, params)
+            initsystem.install(self.system, params)
         except OSError as e:
             raise CliError(f"cannot write the service file: {e}") from None
         term.out.write("  Waiting for aimx serve to bind port 25... ")

@@ -13,7 +13,8 @@ import sys
 from aimx.cli.term import Terminal
 from aimx.core.config import DEFAULT_DATA_DIR
 from aimx.errors import AimxError
-from aimx.store import configfile, services
+from aimx.store import configfile
+from aimx.host import initsystem
 
 _GREEN, _BOLD, _DIM = "32", "1", "2"
 
@@ -48,13 +49,13 @@ def main(args) -> int:
     return run(
         args,
         Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ),
-        services.System(),
+        initsystem.System(),
         euid=os.geteuid(),
         program=program_path(sys.argv[0], sys.executable),
     )
 
 
-def run(args, term: Terminal, system: services.System, *, euid: int, program: str | None) -> int:
+def run(args, term: Terminal, system: initsystem.System, *, euid: int, program: str | None) -> int:
     """Tear down the service, delete C{program}; the exit code.
 
     @param program: the path to delete (L{program_path}), or C{None}.
@@ -73,7 +74,7 @@ def run(args, term: Terminal, system: services.System, *, euid: int, program: st
         term.error("Uninstall cancelled.")
         return 1
     try:
-        if not services.remove(system):
+        if not initsystem.remove(system):
             term.say(term.style("aimx.service is not installed; skipping service teardown.", _DIM))
     except AimxError as e:
         term.error(str(e))

@@ -16,7 +16,7 @@ from aimx.control.commands import EXCLUSIVE
 from aimx.core import configedit, submission
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
-from aimx.core.version import version_fields
+from aimx.ops.version import version_fields
 from aimx.errors import (
     AccessDenied,
     ConfigError,

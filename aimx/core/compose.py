@@ -17,9 +17,6 @@ them and re-encodes the parts it emits (§7.3).
 
 import base64
 import mimetypes
-import os
-import re
-import stat
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -51,28 +48,6 @@ class Attachment:
     filename: str
     content_type: str
     data: bytes
-
-
-def read_attachment(path: str) -> Attachment:
-    """Read the file at C{path} as an L{Attachment}.
-
-    @raise ComposeError: C{path} is missing, not a regular file, or unreadable.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise ComposeError(f"Attachment file not found: {path}") from None
-    except OSError as e:
-        raise ComposeError(f"Cannot read attachment {path}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise ComposeError(f"Attachment path is not a file: {path}")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ComposeError(f"Cannot read attachment {path}: {e.strerror}") from None
-    filename = os.path.basename(path)
-    return Attachment(filename, guess_type(filename), data)
 
 
 def guess_type(filename: str) -> str:

@@ -150,7 +150,7 @@ class Config:
         aimx-verifier} on another host) for the inbound port-25 check; C{None}: no
         inbound check (there is no hosted default).
     @ivar outbound_check_domain: whose MX the outbound port-25 check connects to;
-        C{None}: C{gmail.com} (L{aimx.core.portcheck.DEFAULT_OUTBOUND_CHECK_DOMAIN}).
+        C{None}: C{gmail.com} (L{aimx.ops.portcheck.DEFAULT_OUTBOUND_CHECK_DOMAIN}).
         Checked when used, not at load: the daemon does not use it.
     @ivar mailboxes: in file order.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be

@@ -1,14 +1,13 @@
 """The header block of a message as DKIM reads it (L0, pure).
 
 RFC 6376 §5.4.2: a verifier hashes header fields as they occur, bottom-up per name.
-This is the one split of the header block both DKIM verification (through dkimpy's
-C{rfc822_parse}, see L{aimx.auth.dkim}) and the identity parse read, so that what
-aimx stores for a trusted message is what its signature covered.  Lines end at LF
-(a CR before it is dropped); the block ends at the first empty line.  Stricter than
-dkimpy's own split where a difference could be used to show one thing and sign
-another: an mbox C{From } line is allowed only as the very first line, and a
-continuation line needs a field before it.  Linear in the block: continuations are
-collected and joined once.
+This is the one split of the header block both DKIM (L{aimx.core.dkim}) and the
+identity parse read, so that what aimx stores for a trusted message is what its
+signature covered.  Lines end at LF (a CR before it is dropped); the block ends at
+the first empty line.  Stricter than dkimpy's split where a difference could be
+used to show one thing and sign another: an mbox C{From } line is allowed only as
+the very first line, and a continuation line needs a field before it.  Linear in the
+block: continuations are collected and joined once.
 """
 
 import re

@@ -27,7 +27,8 @@ from aimx.control.commands import (
     MarkUnread,
     Send,
 )
-from aimx.core.compose import ComposeError, compose, normalize_crlf, read_attachment
+from aimx.core.compose import ComposeError, compose, normalize_crlf
+from aimx.store.attachments import read_attachment
 from aimx.core.identity import parse_address_list
 from aimx.errors import DaemonNotRunning
 from aimx.mcp import files

@@ -2,12 +2,12 @@
 
 C{README.md} tells agents browsing the directory what the files are; it is rewritten
 at start-up whenever its first line (the version line) differs (spec/daemon.md §2)
-and on every C{aimx setup}; its text is L{aimx.core.datadir_readme}.
+and on every C{aimx setup}; its text is L{aimx.ops.datadir_readme}.
 """
 
 import os
 
-from aimx.core import datadir_readme
+from aimx.ops import datadir_readme
 from aimx.errors import ConfigError
 
 README = datadir_readme.render()

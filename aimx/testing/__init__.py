@@ -1,1 +1,1 @@
-"""Test support shipped with the package: loopback DNS fixture, DKIM helpers."""
+"""Test support shipped with the package: the fakes the test suite shares."""

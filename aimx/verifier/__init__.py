@@ -7,5 +7,5 @@
   - L{aimx.verifier.smtp}: the minimal SMTP responder and the prober both use.
 
 The pure parts (verify host, targets, answers, occupancy parsing) are in
-L{aimx.core.portcheck}.
+L{aimx.ops.portcheck}.
 """

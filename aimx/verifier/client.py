@@ -13,7 +13,7 @@ Two checks, neither using a hosted service:
 
 Usage, inside a reactor (e.g. a coroutine run with C{Deferred.fromCoroutine})::
 
-    settings = portcheck.settings_from_environ(environ)       # aimx.core.portcheck
+    settings = portcheck.settings_from_environ(environ)       # aimx.ops.portcheck
     outbound = await outbound_probe(reactor, "gmail.com", settings,
                                     resolver=Resolver.from_env(environ),
                                     run_in_thread=threads.deferToThread)
@@ -23,7 +23,7 @@ Usage, inside a reactor (e.g. a coroutine run with C{Deferred.fromCoroutine})::
             inbound = await inbound_probe(reactor, verify_host)
 
 Each probe returns a L{ProbeResult} and never raises; the caller words the outcome
-(C{aimx.core.portcheck.outbound_message}/C{inbound_message}).
+(C{aimx.ops.portcheck.outbound_message}/C{inbound_message}).
 """
 
 import subprocess
@@ -34,24 +34,21 @@ from twisted.web.http_headers import Headers
 
 from aimx import __version__
 from aimx.auth.resolver import DnsNoRecord, DnsTempError
-from aimx.core.portcheck import (
-    FREE,
+from aimx.ops.portcheck import (
     INBOUND_HTTP_TIMEOUT,
     OUTBOUND_BUDGET,
     OUTBOUND_CONNECT_TIMEOUT,
     OUTBOUND_IO_TIMEOUT,
-    Occupancy,
     ProbeResult,
     ProbeSettings,
     ProbeTarget,
     lowest_mx,
     mx_label,
     outbound_passed,
-    parse_occupancy,
     probe_url,
-    read_probe_response,
-    ss_command,
 )
+from aimx.ops.portholder import FREE, Occupancy, parse_occupancy, ss_command
+from aimx.ops.verifierwire import read_probe_response
 from aimx.errors import AimxError
 from aimx.verifier.smtp import TrackedPort, smtp_handshake, temporary_responder_factory
 

@@ -31,16 +31,18 @@ from twisted.internet.error import CannotListenError
 from twisted.python import usage
 from twisted.web import resource, server
 
-from aimx.core.portcheck import (
-    CLIENT_IP_HEADER,
+from aimx.ops.portcheck import (
     PROBE_BACK_BUDGET,
     ProbeTarget,
     SettingsError,
+    parse_hostport,
+    parse_port,
+)
+from aimx.ops.verifierwire import (
+    CLIENT_IP_HEADER,
     caller_ip,
     health_body,
     is_blocked_target,
-    parse_hostport,
-    parse_port,
     probe_body,
 )
 from aimx.logs import Logger

@@ -23,14 +23,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import TimeoutMixin, WrappingFactory
 
-from aimx.core.portcheck import (
+from aimx.ops.portcheck import PASSED, ProbeResult, ProbeTarget
+from aimx.ops.probedialogue import (
     MAX_SMTP_LINE,
-    PASSED,
     RESPONDER_BANNER,
     RESPONDER_READ_TIMEOUT,
     ProbeDialogue,
-    ProbeResult,
-    ProbeTarget,
     responder_reply,
 )
 from aimx.logs import Logger

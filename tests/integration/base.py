@@ -8,7 +8,7 @@ keeps serving while they block.
 L{DaemonTestCase.serve} runs C{aimx serve} as a process instead.  No port is
 guessed: the daemon binds port 0 and the test waits for its readiness signal, the
 pid file (written once every listener is bound), then reads the bound addresses
-from the C{bind:} lines logged before it (L{aimx.core.bind.logged_addresses}).
+from the C{bind:} lines logged before it (L{aimx.ops.bind.logged_addresses}).
 """
 
 import os
@@ -25,11 +25,12 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from aimx import service
-from aimx.core import bind, frontmatter
+from aimx.core import frontmatter
+from aimx.ops import bind
 from aimx.smtp.server import SmtpLimits
 from aimx.store import keys
-from aimx.testing import dkimkeys
-from aimx.testing.dns import FixtureDNS
+from aimx.loopback import keys as dkimkeys
+from aimx.loopback.dns import FixtureDNS
 
 DOMAIN = "test.local"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SkipTest
 
 from aimx import service
 from aimx.control.amp import ControlSocket
-from aimx.core import bind, datadir_readme
+from aimx.ops import bind, datadir_readme
 from aimx.errors import ConfigError
 from aimx.store import keys
 from tests.integration.base import REPO, DaemonTestCase, base_config, current_user, stop_daemon

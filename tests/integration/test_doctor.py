@@ -25,11 +25,11 @@ from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
 from aimx.control import client
 from aimx.control.commands import SOCKET_NAME
-from aimx.core import doctor as core
-from aimx.core import portcheck
-from aimx.core.version import version_fields
+from aimx.ops import doctor as core
+from aimx.ops import portcheck
+from aimx.ops.version import version_fields
 from aimx.store import demo, keys
-from aimx.store.services import Completed, System
+from aimx.host.initsystem import Completed, System
 from aimx.testing.fakes import FakeRunner
 from aimx.verifier.service import Verifier
 from tests.integration.base import DaemonTestCase

@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx.control.aioclient import ControlClient
 from aimx.core import frontmatter
 from aimx.mcp import server, tools
-from aimx.testing.smtpsink import SmtpSink, listen_all
+from aimx.loopback.smtpsink import SmtpSink, listen_all
 from tests.integration.base import DOMAIN, DaemonTestCase, load_toml
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 from tests.integration.test_send import SendTestCase

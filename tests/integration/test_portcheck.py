@@ -29,9 +29,11 @@ from aimx.auth.resolver import Resolver
 from aimx.cli import portcheck as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import portcheck as core
-from aimx.core.portcheck import AIMX, ProbeSettings
-from aimx.testing.dns import FixtureDNS
+from aimx.ops import portcheck as core
+from aimx.ops import portholder
+from aimx.ops.portcheck import ProbeSettings
+from aimx.ops.portholder import AIMX
+from aimx.loopback.dns import FixtureDNS
 from aimx.verifier import client
 from aimx.verifier.service import Verifier
 from aimx.verifier.smtp import Responder, ResponderFactory
@@ -343,14 +345,14 @@ class PortcheckTests(PortcheckMixin, TestCase):
     def test_port_held_by_other_program(self):
         """A program holds the port: outbound checked, no responder, exit 1 naming it."""
         name, argv = own_process()
-        if core.is_aimx_process(name, argv):
+        if portholder.is_aimx_process(name, argv):
             raise self.skipTest("this test process looks like aimx to ss")
         held = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         self.addCleanup(held.stopListening)
         port = held.getHost().port
         self.start_verifier(port)
         occupancy = client.detect_occupancy(port)
-        if occupancy == core.FREE:
+        if occupancy == portholder.FREE:
             raise self.skipTest("ss is not available")
         code, out, err = yield defer.Deferred.fromCoroutine(
             self.portcheck("--verify-host", self.verify_host, port=port)
@@ -370,7 +372,7 @@ class PortcheckTests(PortcheckMixin, TestCase):
         self.start_verifier(port)
         code, _out, err = yield defer.Deferred.fromCoroutine(
             self.portcheck("--verify-host", self.verify_host, port=port,
-                           detect=lambda p: core.FREE)
+                           detect=lambda p: portholder.FREE)
         )
         self.assertEqual(code, 1)
         self.assertIn("Error: Cannot bind port 25 for preflight:", err)

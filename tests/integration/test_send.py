@@ -1,9 +1,9 @@
 """SEND on a real daemon with the test mail drop (spec/outbound.md §17, control-socket.md §10).
 
 The daemon runs in-process with C{AIMX_TEST_MAIL_DROP}; SEND goes over the real
-control socket.  Signatures are checked by stock dkimpy in a child process that
-never imports aimx (so none of aimx's dkimpy speed-ups take part), against the
-key the fixture DNS serves.
+control socket.  Signatures (made by aimx's own signer) are checked by stock dkimpy
+in a child process that never imports aimx, against the key the fixture DNS
+serves.
 """
 
 import asyncio
@@ -35,7 +35,7 @@ from aimx.errors import (
     TempError,
 )
 from aimx.store import keys
-from aimx.testing.smtpsink import SmtpSink, listen_all
+from aimx.loopback.smtpsink import SmtpSink, listen_all
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config, current_user
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 

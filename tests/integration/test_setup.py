@@ -41,11 +41,12 @@ from aimx import service
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.core import portcheck as core
-from aimx.core.portcheck import AIMX
+from aimx.ops import portcheck as core
+from aimx.ops import portholder
+from aimx.ops.portholder import AIMX
 from aimx.store import configfile, keys
-from aimx.store.services import System
-from aimx.testing.dns import FixtureDNS
+from aimx.host.initsystem import System
+from aimx.loopback.dns import FixtureDNS
 from aimx.verifier import client
 from tests.integration.test_portcheck import (
     PortcheckMixin,
@@ -282,13 +283,13 @@ class BadInputTests(SetupTestCase):
     async def test_port_held_by_another_program(self):
         """Another program listens on port 25: exit 1 naming it, nothing on disk."""
         name, argv = own_process()
-        if core.is_aimx_process(name, argv):
+        if portholder.is_aimx_process(name, argv):
             raise self.skipTest("this test process looks like aimx to ss")
         held = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         self.addCleanup(held.stopListening)
         self.responder_port = held.getHost().port
         occupancy = client.detect_occupancy(self.responder_port)
-        if occupancy == core.FREE:
+        if occupancy == portholder.FREE:
             raise self.skipTest("ss is not available")
         code, out, err = await self.wizard(DOMAIN, stdin="")
         self.assertEqual(code, 1)

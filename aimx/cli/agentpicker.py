@@ -1,4 +1,4 @@
-"""The interactive agent picker of C{aimx agents setup} (spec/agents.md §6).
+"""The interactive agent picker of C{aimx agents setup} (L3; spec/agents.md §6).
 
 A checkbox list drawn on stderr: arrows or C{j}/C{k} move, Space toggles,
 Enter confirms, C{q}/Esc/Ctrl-C cancel.  With colour on (a capable terminal,

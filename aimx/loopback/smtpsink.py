@@ -280,10 +280,10 @@ def listen_all(sinks: dict[str, SmtpSink], attempts: int = 10) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """C{python -m aimx.testing.smtpsink --port P --dir D}: accept mail into D until killed."""
+    """C{python -m aimx.loopback.smtpsink --port P --dir D}: accept mail into D until killed."""
     from twisted.internet import reactor
 
-    parser = argparse.ArgumentParser(prog="python -m aimx.testing.smtpsink",
+    parser = argparse.ArgumentParser(prog="python -m aimx.loopback.smtpsink",
                                      description="Accept SMTP on 127.0.0.1 into a directory.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", required=True)

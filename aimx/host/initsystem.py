@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import attrs
 
-from aimx.core import units
+from aimx.ops import units
 from aimx.errors import AimxError
 
 SYSTEMD, OPENRC, UNKNOWN = "systemd", "openrc", "unknown"
@@ -137,7 +137,7 @@ def install(system: System, params: units.UnitParams) -> str:
 
     @return: the path of the service file written.
     @raise ServiceError: unknown init system (nothing written) or the restart failed.
-    @raise aimx.core.units.UnitError: a path cannot go into a service file.
+    @raise aimx.ops.units.UnitError: a path cannot go into a service file.
     @raise OSError: the file could not be written.
     """
     init = detect_init(system)

@@ -3,7 +3,7 @@
 Both run C{twistd --nodaemon --pidfile= aimx --data-dir <data_dir>} as root
 (spec/setup-and-ops.md §7): the empty C{--pidfile=} keeps twistd from writing a
 pid file of its own; the daemon writes C{<runtime_dir>/aimx.pid} itself.
-L{aimx.store.services} installs what these functions render.
+L{aimx.host.initsystem} installs what these functions render.
 
 The systemd socket activation option is rendered here too but installed by hand
 (README, "Socket activation"): L{systemd_socket} is C{aimx.socket}, where systemd

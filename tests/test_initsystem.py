@@ -1,4 +1,4 @@
-"""Init detection, service install/removal and log reading (aimx.store.services).
+"""Init detection, service install/removal and log reading (aimx.host.initsystem).
 
 Every test runs against a temporary root and a fake program runner
 (L{aimx.testing.fakes.FakeRunner}): no real systemctl, rc-service or journalctl is
@@ -10,10 +10,11 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import units
-from aimx.store import services
-from aimx.store.services import Completed, System
+from aimx.host import initsystem
+from aimx.host.initsystem import Completed, System
+from aimx.ops import units
 from aimx.testing.fakes import FakeRunner
+
 
 def captured(runner: FakeRunner) -> list[bool]:
     """Whether each run captured its output."""
@@ -28,9 +29,9 @@ class HostTestCase(SynchronousTestCase):
         """A temporary root that looks like a host running C{init}."""
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
-        if init == services.SYSTEMD:
+        if init == initsystem.SYSTEMD:
             os.makedirs(os.path.join(self.root, "run/systemd/system"))
-        elif init == services.OPENRC:
+        elif init == initsystem.OPENRC:
             os.makedirs(os.path.join(self.root, "sbin"))
             open(os.path.join(self.root, "sbin/openrc"), "w").close()
         self.runner = FakeRunner(results or {}, default=Completed(0))
@@ -50,47 +51,47 @@ class HostTestCase(SynchronousTestCase):
 class DetectTests(HostTestCase):
     def test_systemd_wins(self):
         """/run/systemd/system means systemd even when /sbin/openrc exists too."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         self.under_root("/sbin/openrc", "")
-        self.assertEqual(services.detect_init(system), services.SYSTEMD)
+        self.assertEqual(initsystem.detect_init(system), initsystem.SYSTEMD)
 
     def test_openrc(self):
         """/sbin/openrc without /run/systemd/system means OpenRC."""
-        self.assertEqual(services.detect_init(self.host(services.OPENRC)), services.OPENRC)
+        self.assertEqual(initsystem.detect_init(self.host(initsystem.OPENRC)), initsystem.OPENRC)
 
     def test_unknown(self):
         """Neither marker: unknown."""
-        self.assertEqual(services.detect_init(self.host(None)), services.UNKNOWN)
+        self.assertEqual(initsystem.detect_init(self.host(None)), initsystem.UNKNOWN)
 
 
 class RunningTests(HostTestCase):
     def test_systemd(self):
         """systemd: `systemctl is-active --quiet aimx` exit status decides."""
-        system = self.host(services.SYSTEMD)
-        self.assertTrue(services.is_running(system))
+        system = self.host(initsystem.SYSTEMD)
+        self.assertTrue(initsystem.is_running(system))
         self.assertEqual(self.runner.calls, [["systemctl", "is-active", "--quiet", "aimx"]])
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("systemctl", "is-active", "--quiet", "aimx"): Completed(3)})
-        self.assertFalse(services.is_running(system))
+        self.assertFalse(initsystem.is_running(system))
 
     def test_openrc(self):
         """OpenRC: `rc-service aimx status` exit status decides."""
-        system = self.host(services.OPENRC, {("rc-service", "aimx", "status"): Completed(3)})
-        self.assertFalse(services.is_running(system))
+        system = self.host(initsystem.OPENRC, {("rc-service", "aimx", "status"): Completed(3)})
+        self.assertFalse(initsystem.is_running(system))
         self.assertEqual(self.runner.calls, [["rc-service", "aimx", "status"]])
 
     def test_unknown(self):
         """Unknown init: not running, and nothing is run."""
         system = self.host(None)
-        self.assertFalse(services.is_running(system))
+        self.assertFalse(initsystem.is_running(system))
         self.assertEqual(self.runner.calls, [])
 
 
 class InstallTests(HostTestCase):
     def test_systemd(self):
         """The unit is written 0644, then daemon-reload, enable, reset-failed, restart."""
-        system = self.host(services.SYSTEMD)
-        self.assertEqual(services.install(system, PARAMS), units.SYSTEMD_UNIT)
+        system = self.host(initsystem.SYSTEMD)
+        self.assertEqual(initsystem.install(system, PARAMS), units.SYSTEMD_UNIT)
         path = self.under_root(units.SYSTEMD_UNIT)
         with open(path) as f:
             self.assertEqual(f.read(), units.systemd_unit(PARAMS))
@@ -104,11 +105,11 @@ class InstallTests(HostTestCase):
 
     def test_systemd_ignores_enable_failure(self):
         """Failures before the restart are ignored; a reinstall replaces the unit."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("systemctl", "enable", "aimx"): Completed(1, "", "boom"),
             ("systemctl", "reset-failed", "aimx"): Completed(1)})
         self.under_root(units.SYSTEMD_UNIT, "old")
-        services.install(system, PARAMS)
+        initsystem.install(system, PARAMS)
         with open(self.under_root(units.SYSTEMD_UNIT)) as f:
             self.assertEqual(f.read(), units.systemd_unit(PARAMS))
         self.assertEqual(os.listdir(os.path.dirname(self.under_root(units.SYSTEMD_UNIT))),
@@ -116,15 +117,15 @@ class InstallTests(HostTestCase):
 
     def test_restart_failure(self):
         """A failed restart is the error `Failed to restart aimx`."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("systemctl", "restart", "aimx"): Completed(1, "", "Unit failed.\n")})
-        e = self.assertRaises(services.ServiceError, services.install, system, PARAMS)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.install, system, PARAMS)
         self.assertEqual(str(e), "Failed to restart aimx: Unit failed.")
 
     def test_openrc(self):
         """The script is written executable, added to the default runlevel, restarted."""
-        system = self.host(services.OPENRC)
-        self.assertEqual(services.install(system, PARAMS), units.OPENRC_SCRIPT)
+        system = self.host(initsystem.OPENRC)
+        self.assertEqual(initsystem.install(system, PARAMS), units.OPENRC_SCRIPT)
         path = self.under_root(units.OPENRC_SCRIPT)
         with open(path) as f:
             self.assertEqual(f.read(), units.openrc_script(PARAMS))
@@ -137,7 +138,7 @@ class InstallTests(HostTestCase):
     def test_unknown(self):
         """Unknown init: the spec's error, nothing written or run."""
         system = self.host(None)
-        e = self.assertRaises(services.ServiceError, services.install, system, PARAMS)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.install, system, PARAMS)
         self.assertEqual(
             str(e),
             "Could not detect init system (systemd or OpenRC). Start aimx serve manually.",
@@ -147,9 +148,9 @@ class InstallTests(HostTestCase):
 
     def test_unit_error_writes_nothing(self):
         """A path that cannot go into a unit fails before any file or command."""
-        system = self.host(services.SYSTEMD)
+        system = self.host(initsystem.SYSTEMD)
         params = units.UnitParams(twistd="/opt/aimx/bin/twistd", data_dir="relative")
-        self.assertRaises(units.UnitError, services.install, system, params)
+        self.assertRaises(units.UnitError, initsystem.install, system, params)
         self.assertFalse(os.path.exists(self.under_root("/etc")))
         self.assertEqual(self.runner.calls, [])
 
@@ -157,9 +158,9 @@ class InstallTests(HostTestCase):
 class RemoveTests(HostTestCase):
     def test_systemd(self):
         """stop, disable, delete the unit, daemon-reload, reset-failed."""
-        system = self.host(services.SYSTEMD, {("systemctl", "stop", "aimx"): Completed(5)})
+        system = self.host(initsystem.SYSTEMD, {("systemctl", "stop", "aimx"): Completed(5)})
         path = self.under_root(units.SYSTEMD_UNIT, "unit")
-        self.assertTrue(services.remove(system))
+        self.assertTrue(initsystem.remove(system))
         self.assertFalse(os.path.exists(path))
         self.assertEqual(self.runner.calls, [
             ["systemctl", "stop", "aimx"],
@@ -170,9 +171,9 @@ class RemoveTests(HostTestCase):
 
     def test_openrc(self):
         """rc-service stop, rc-update del, delete the script."""
-        system = self.host(services.OPENRC)
+        system = self.host(initsystem.OPENRC)
         path = self.under_root(units.OPENRC_SCRIPT, "script")
-        self.assertTrue(services.remove(system))
+        self.assertTrue(initsystem.remove(system))
         self.assertFalse(os.path.exists(path))
         self.assertEqual(self.runner.calls, [
             ["rc-service", "aimx", "stop"],
@@ -181,54 +182,54 @@ class RemoveTests(HostTestCase):
 
     def test_absent(self):
         """No service file: nothing is run."""
-        system = self.host(services.SYSTEMD)
-        self.assertFalse(services.remove(system))
+        system = self.host(initsystem.SYSTEMD)
+        self.assertFalse(initsystem.remove(system))
         self.assertEqual(self.runner.calls, [])
 
     def test_unknown(self):
         """Unknown init: an error naming both files to remove by hand."""
-        e = self.assertRaises(services.ServiceError, services.remove, self.host(None))
+        e = self.assertRaises(initsystem.ServiceError, initsystem.remove, self.host(None))
         self.assertIn("/etc/systemd/system/aimx.service or /etc/init.d/aimx manually", str(e))
 
 
 class TailTests(HostTestCase):
     def test_journalctl(self):
         """systemd: `journalctl -u aimx -n N --no-pager`, output returned as is."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "200", "--no-pager"): Completed(0, "a\nb")})
-        self.assertEqual(services.tail_log(system, 200), "a\nb")
+        self.assertEqual(initsystem.tail_log(system, 200), "a\nb")
         self.assertEqual(captured(self.runner), [True])
 
     def test_journalctl_failure(self):
         """A failing journalctl is an error carrying its stderr."""
-        system = self.host(services.SYSTEMD, {
+        system = self.host(initsystem.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "50", "--no-pager"):
                 Completed(1, "", "No journal files were found.\n")})
-        e = self.assertRaises(services.ServiceError, services.tail_log, system, 50)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.tail_log, system, 50)
         self.assertEqual(str(e), "journalctl exited non-zero: No journal files were found.")
 
     def test_openrc_log_files(self):
         """OpenRC: the /var/log/aimx/*.log files in name order, last N lines."""
-        system = self.host(services.OPENRC)
+        system = self.host(initsystem.OPENRC)
         self.under_root("/var/log/aimx/aimx.log", "1\n2\n3\n")
         self.under_root("/var/log/aimx/b.log", "4\n5")
         self.under_root("/var/log/aimx/other.txt", "ignored\n")
         self.under_root("/var/log/messages", "syslog\n")
-        self.assertEqual(services.tail_log(system, 3), "3\n4\n5\n")
-        self.assertEqual(services.tail_log(system, 0), "")
-        self.assertEqual(services.tail_log(system, 100), "1\n2\n3\n4\n5\n")
+        self.assertEqual(initsystem.tail_log(system, 3), "3\n4\n5\n")
+        self.assertEqual(initsystem.tail_log(system, 0), "")
+        self.assertEqual(initsystem.tail_log(system, 100), "1\n2\n3\n4\n5\n")
         self.assertEqual(self.runner.calls, [])
 
     def test_openrc_messages(self):
         """OpenRC without aimx log files: /var/log/messages."""
-        system = self.host(services.OPENRC)
+        system = self.host(initsystem.OPENRC)
         self.under_root("/var/log/messages", "x\ny\nz\n")
-        self.assertEqual(services.tail_log(system, 2), "y\nz\n")
+        self.assertEqual(initsystem.tail_log(system, 2), "y\nz\n")
 
     def test_openrc_no_source(self):
         """OpenRC with neither source: `no log source found`."""
         e = self.assertRaises(
-            services.ServiceError, services.tail_log, self.host(services.OPENRC), 5
+            initsystem.ServiceError, initsystem.tail_log, self.host(initsystem.OPENRC), 5
         )
         self.assertEqual(
             str(e),
@@ -237,7 +238,7 @@ class TailTests(HostTestCase):
 
     def test_unknown(self):
         """Unknown init: no log source."""
-        e = self.assertRaises(services.ServiceError, services.tail_log, self.host(None), 5)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.tail_log, self.host(None), 5)
         self.assertIn("could not detect init system", str(e))
 
 
@@ -253,29 +254,29 @@ class TailFileTests(SynchronousTestCase):
     def test_last_lines(self):
         """The last N lines; all of a shorter file; none for 0; a last line without LF."""
         path = self.write(b"1\n2\n3\n4\n5")
-        self.assertEqual(services.tail_file(path, 2), "4\n5\n")
-        self.assertEqual(services.tail_file(path, 100), "1\n2\n3\n4\n5\n")
-        self.assertEqual(services.tail_file(path, 0), "")
-        self.assertEqual(services.tail_file(self.write(b""), 5), "")
+        self.assertEqual(initsystem.tail_file(path, 2), "4\n5\n")
+        self.assertEqual(initsystem.tail_file(path, 100), "1\n2\n3\n4\n5\n")
+        self.assertEqual(initsystem.tail_file(path, 0), "")
+        self.assertEqual(initsystem.tail_file(self.write(b""), 5), "")
 
     def test_many_blocks(self):
         """A log longer than one read block: the lines asked for, whole, none cut by a
         block boundary."""
         lines = [f"line {i:07d} " + "x" * 50 + "\n" for i in range(20000)]
         path = self.write("".join(lines).encode())
-        self.assertGreater(os.path.getsize(path), 10 * services._TAIL_BLOCK)
-        self.assertEqual(services.tail_file(path, 3), "".join(lines[-3:]))
-        self.assertEqual(services.tail_file(path, 2000), "".join(lines[-2000:]))
-        self.assertEqual(services.tail_file(path, 20000), "".join(lines))
+        self.assertGreater(os.path.getsize(path), 10 * initsystem._TAIL_BLOCK)
+        self.assertEqual(initsystem.tail_file(path, 3), "".join(lines[-3:]))
+        self.assertEqual(initsystem.tail_file(path, 2000), "".join(lines[-2000:]))
+        self.assertEqual(initsystem.tail_file(path, 20000), "".join(lines))
 
     def test_undecodable(self):
         """Bytes that are not UTF-8 are replaced, not an error."""
-        self.assertEqual(services.tail_file(self.write(b"a\xff\n"), 1), "a\ufffd\n")
+        self.assertEqual(initsystem.tail_file(self.write(b"a\xff\n"), 1), "a\ufffd\n")
 
     def test_missing(self):
         """A log that cannot be read is an error naming it."""
         path = os.path.abspath(self.mktemp())
-        e = self.assertRaises(services.ServiceError, services.tail_file, path, 5)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.tail_file, path, 5)
         self.assertEqual(str(e), f"cannot read the log {path}: No such file or directory")
 
 
@@ -283,34 +284,34 @@ class FollowFileTests(HostTestCase):
     def test_tail_f(self):
         """`tail -n N -F <file>` on the terminal."""
         system = self.host(None)
-        services.follow_file(system, "/d/aimx.log", 50)
+        initsystem.follow_file(system, "/d/aimx.log", 50)
         self.assertEqual(self.runner.calls, [["tail", "-n", "50", "-F", "/d/aimx.log"]])
         self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """tail failing (or missing: 127) is an error."""
         system = self.host(None, {("tail", "-n", "5", "-F", "/x"): Completed(127)})
-        e = self.assertRaises(services.ServiceError, services.follow_file, system, "/x", 5)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.follow_file, system, "/x", 5)
         self.assertEqual(str(e), "tail -F /x exited non-zero (127)")
 
 
 class FollowTests(HostTestCase):
     def test_systemd(self):
         """systemd: `journalctl -f -u aimx` on the terminal (not captured)."""
-        system = self.host(services.SYSTEMD)
-        services.follow_log(system)
+        system = self.host(initsystem.SYSTEMD)
+        initsystem.follow_log(system)
         self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
         self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """journalctl exiting non-zero is an error."""
-        system = self.host(services.SYSTEMD, {("journalctl", "-f", "-u", "aimx"): Completed(1)})
-        self.assertRaises(services.ServiceError, services.follow_log, system)
+        system = self.host(initsystem.SYSTEMD, {("journalctl", "-f", "-u", "aimx"): Completed(1)})
+        self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system)
 
     def test_openrc(self):
         """OpenRC cannot follow: the error points at tail -F."""
-        system = self.host(services.OPENRC)
-        e = self.assertRaises(services.ServiceError, services.follow_log, system)
+        system = self.host(initsystem.OPENRC)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system)
         self.assertIn("log follow is only supported on systemd", str(e))
         self.assertIn("tail -F /var/log/messages", str(e))
         self.assertEqual(self.runner.calls, [])
@@ -333,18 +334,18 @@ class FindTwistdTests(SynchronousTestCase):
         """twistd next to the interpreter wins over PATH, canonicalised."""
         real = self.executable("twistd-real")
         os.symlink(real, os.path.join(self.bin, "twistd"))
-        found = services.find_twistd(self.python, which=lambda name: "/usr/bin/twistd")
+        found = initsystem.find_twistd(self.python, which=lambda name: "/usr/bin/twistd")
         self.assertEqual(found, real)
 
     def test_path(self):
         """Otherwise the twistd on PATH."""
         other = self.executable("elsewhere")
-        self.assertEqual(services.find_twistd(self.python, which=lambda name: other), other)
+        self.assertEqual(initsystem.find_twistd(self.python, which=lambda name: other), other)
 
     def test_none(self):
         """No twistd anywhere: an error, so no unit points at a missing program."""
         e = self.assertRaises(
-            services.ServiceError, services.find_twistd, self.python, which=lambda name: None
+            initsystem.ServiceError, initsystem.find_twistd, self.python, which=lambda name: None
         )
         self.assertIn("cannot find twistd", str(e))
 
@@ -352,11 +353,11 @@ class FindTwistdTests(SynchronousTestCase):
 class RunProgramTests(SynchronousTestCase):
     def test_missing_program(self):
         """A program that does not exist is exit status 127, not an exception."""
-        done = services.run_program(["/nonexistent/aimx-test-program"])
+        done = initsystem.run_program(["/nonexistent/aimx-test-program"])
         self.assertEqual(done.returncode, 127)
         self.assertIn("aimx-test-program", done.stderr)
 
     def test_captures(self):
         """Output and exit status of a real (harmless) program are captured."""
-        done = services.run_program(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        done = initsystem.run_program(["sh", "-c", "echo out; echo err >&2; exit 3"])
         self.assertEqual((done.returncode, done.stdout, done.stderr), (3, "out\n", "err\n"))

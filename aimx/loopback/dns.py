@@ -2,11 +2,12 @@
 
 L{FixtureDNS} answers from an in-memory table on 127.0.0.1, UDP and TCP on one port; point
 C{AIMX_NAMESERVERS} at L{FixtureDNS.nameservers}. Records can change while it runs; TTLs
-are 0. Unknown names get NXDOMAIN, known names without the asked type an empty answer.
+are 0. Unknown names get NXDOMAIN, known names without the asked type an empty answer;
+an alias (L{FixtureDNS.add_cname}) is answered with its chain, as a recursive resolver would.
 dnspython blocks: query it from a thread (C{deferToThread}) while the reactor serves, never
 on the reactor thread.
 
-As a program (C{aimx demo} uses it): C{python -m aimx.testing.dns --port N --txt NAME=VALUE ...}.
+As a program (C{aimx demo} uses it): C{python -m aimx.loopback.dns --port N --txt NAME=VALUE ...}.
 """
 
 import argparse
@@ -14,6 +15,10 @@ import argparse
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.names import common, dns, error, server
+
+
+#: CNAMEs followed within the table for one query.
+_MAX_CHAIN = 8
 
 
 class _ServerFailure(Exception):
@@ -48,13 +53,24 @@ class _Zone(common.ResolverBase):
             for listener in list(self.on_query):
                 listener()
             return waiting
-        if key in self.failing:
-            return defer.fail(_ServerFailure(name))
-        if key not in self.records:
-            return defer.fail(error.AuthoritativeDomainError(name))
-        answers = [dns.RRHeader(name, type, dns.IN, payload.ttl, payload, auth=True)
-                   for payload in self.records[key].get(type, [])]
-        return defer.succeed((answers, [] if answers else [_NEGATIVE_SOA], []))
+        answers = []
+        # RFC 1034 §4.3.2 step 3a: a CNAME is copied into the answer and the query
+        # goes on at its target, as far as the table reaches (a loop or an overlong
+        # chain is SERVFAIL, as a recursive resolver answers).
+        for _ in range(_MAX_CHAIN + 1):
+            if key in self.failing:
+                return defer.fail(_ServerFailure(name))
+            if key not in self.records:
+                return defer.fail(error.AuthoritativeDomainError(name))
+            aliases = self.records[key].get(dns.CNAME, [])
+            if type == dns.CNAME or not aliases:
+                answers += [dns.RRHeader(key, type, dns.IN, payload.ttl, payload, auth=True)
+                            for payload in self.records[key].get(type, [])]
+                return defer.succeed((answers, [] if answers else [_NEGATIVE_SOA], []))
+            answers.append(dns.RRHeader(key, dns.CNAME, dns.IN, aliases[0].ttl, aliases[0],
+                                        auth=True))
+            key = _key(aliases[0].name.name)
+        return defer.fail(_ServerFailure(name))
 
 
 # Negative answers carry an SOA with minimum 0, as an authoritative server's would,
@@ -174,6 +190,12 @@ class FixtureDNS:
         """Add an AAAA record."""
         self._add(name, dns.AAAA, dns.Record_AAAA(ip, ttl=0))
 
+    def add_cname(self, name: str, target: str) -> None:
+        """Make C{name} an alias of C{target}: queries for it are answered with the
+        CNAME followed by C{target}'s records (of that type), as far as the table
+        reaches; a loop or a chain of more than 8 is SERVFAIL."""
+        self._add(name, dns.CNAME, dns.Record_CNAME(target.rstrip(".").encode("ascii"), ttl=0))
+
     def add_ptr(self, name: str, host: str) -> None:
         """Add a PTR record at a reverse name (C{4.3.2.1.in-addr.arpa})."""
         self._add(name, dns.PTR, dns.Record_PTR(host.encode("ascii"), ttl=0))
@@ -225,7 +247,7 @@ class FixtureDNS:
 
 def from_args(reactor, argv: list[str]) -> FixtureDNS:
     """A started L{FixtureDNS} from command-line arguments (C{--port}, C{--txt}, C{--mx}, C{--a})."""
-    parser = argparse.ArgumentParser(prog="python -m aimx.testing.dns",
+    parser = argparse.ArgumentParser(prog="python -m aimx.loopback.dns",
                                      description="Serve fixed DNS records on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="UDP and TCP port (0: any)")
     parser.add_argument("--txt", action="append", default=[], metavar="NAME=VALUE",
