@@ -21,7 +21,7 @@ from aimx.agents.probe import CheckResult
 from aimx.agents.registry import AGENTS, AgentError, McpCommand
 from aimx.cli import agents as agents_cli
 from aimx.cli.term import Terminal
-from aimx.testing.fakes import FakeRunner
+from aimx.testing.fakes import TTY, FakeRunner
 
 try:
     import yaml
@@ -35,11 +35,6 @@ NAMES_12 = frozenset({
 })
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "hermes", "nanoclaw"]
-
-
-class TTY(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def not_found(argv):

@@ -4,7 +4,6 @@ import argparse
 import io
 import os
 import shutil
-import stat
 import tempfile
 
 import attrs
@@ -20,7 +19,7 @@ from aimx.ops import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.host import initsystem
 from aimx.store import configfile
-from aimx.testing.fakes import FakeControlClient, FakePasswd
+from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
 SOCKET = "/run/aimx/aimx.sock"
@@ -34,11 +33,6 @@ NOTE_NONE = (
     "in config.toml (as root), or re-create the hook with --fire-on-untrusted to run it for "
     "all mail.\n"
 )
-
-
-class TTY(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def show_reply(trust="none", senders=(), owner="alice", name="alice"):

@@ -8,7 +8,8 @@ inputs tests build over and over (config.toml text, raw messages).
 """
 
 import datetime
-from collections.abc import Callable, Iterable, Mapping
+import io
+from collections.abc import Iterable, Mapping
 
 import tomli_w
 from twisted.internet import defer
@@ -18,7 +19,7 @@ from aimx.core.config import Config, load_text
 from aimx.store.mailstore import Owner
 
 __all__ = [
-    "DOMAIN", "Clock", "FakeNow", "FakePasswd", "FakeRunner", "FakeControlClient",
+    "DOMAIN", "Clock", "FakeNow", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
     "FakeAsyncControlClient", "mailbox_table", "hook_table", "config_text", "config",
     "message", "multipart", "part",
 ]
@@ -78,6 +79,16 @@ class FakeNow:
 
     def advance(self, seconds: float) -> None:
         self.now += datetime.timedelta(seconds=seconds)
+
+
+# -- terminals -------------------------------------------------------------------
+
+
+class TTY(io.StringIO):
+    """A text stream that says it is a terminal (colour, prompts)."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 # -- programs ----------------------------------------------------------------------

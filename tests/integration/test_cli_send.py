@@ -22,6 +22,7 @@ from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
 from aimx.control import client, commands
 from aimx.errors import AccessDenied, DomainError
+from aimx.testing.fakes import TTY
 from tests.test_cli_send import ARGV, parse
 
 
@@ -34,11 +35,6 @@ def not_running(runtime_dir, why):
             f"that uses {runtime_dir} (`aimx serve --runtime-dir {runtime_dir}` with its "
             "--config-dir); if it was `make demo`, run that again and use the AIMX_RUNTIME_DIR "
             "it prints.\n")
-
-
-class TTY(io.StringIO):
-    def isatty(self):
-        return True
 
 
 class CannedDaemon(amp.AMP):
