@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import defer, error, task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 import aimx.cli
 from aimx.agents import AGENTS
@@ -1321,34 +1321,6 @@ class InterruptionTests(WizardTestCase):
         self.assertIn(f"checkpath -d -m 0755 -o root:root {self.runtime_dir}", script)
         self.assertEqual(self.host.service_calls(), [
             ["rc-update", "add", "aimx", "default"], ["rc-service", "aimx", "restart"]])
-
-    def test_read_only_config_dir(self):
-        """A config dir nobody may write: a clear message naming it, nothing written."""
-        os.makedirs(self.config_dir)
-        make_read_only(self, self.config_dir)
-        code, _, err = self.wizard(DOMAIN)
-        self.assertEqual(code, 1)
-        self.assertIn(f"Error: cannot write to the config directory {self.config_dir}:", err)
-        self.assertIn("AIMX_CONFIG_DIR", err)
-        self.assertEqual(os.listdir(self.config_dir), [])
-        self.assertFalse(os.path.exists(self.data_dir))
-        self.assertFalse(os.path.exists(self.path("/etc/ssl/aimx")))
-
-
-def make_read_only(case: SynchronousTestCase, path: str) -> None:
-    """Make C{path} unwritable even for root (C{chattr +i}), else skip the test."""
-    import subprocess
-
-    if os.geteuid() != 0:
-        # Its owner can always chmod it back (the wizard does): only root can pin it.
-        raise SkipTest("needs root to make a directory read-only for its owner (chattr +i)")
-    try:
-        done = subprocess.run(["chattr", "+i", path], capture_output=True, check=False)
-    except OSError:
-        done = None
-    if done is None or done.returncode != 0:
-        raise SkipTest("cannot make a directory read-only for root here (chattr +i)")
-    case.addCleanup(subprocess.run, ["chattr", "-i", path], check=False)
 
 
 class RegistrationTests(SynchronousTestCase):

@@ -34,7 +34,7 @@ import threading
 
 from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import aimx.cli
 from aimx import service
@@ -56,7 +56,7 @@ from tests.integration.test_portcheck import (
     own_process,
 )
 from tests.integration.base import stop_daemon
-from tests.test_setup import CATCHALL, FakeHost, make_read_only
+from tests.test_setup import CATCHALL, FakeHost, WizardTestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAIN = "agent.example.com"
@@ -72,6 +72,20 @@ async def _ready():
 def read_text(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def make_read_only(case: SynchronousTestCase, path: str) -> None:
+    """Make C{path} unwritable even for root (C{chattr +i}), else skip the test."""
+    if os.geteuid() != 0:
+        # Its owner can always chmod it back (the wizard does): only root can pin it.
+        raise SkipTest("needs root to make a directory read-only for its owner (chattr +i)")
+    try:
+        done = subprocess.run(["chattr", "+i", path], capture_output=True, check=False)
+    except OSError:
+        done = None
+    if done is None or done.returncode != 0:
+        raise SkipTest("cannot make a directory read-only for root here (chattr +i)")
+    case.addCleanup(subprocess.run, ["chattr", "-i", path], check=False)
 
 
 class SetupTestCase(PortcheckMixin, TestCase):
@@ -457,3 +471,19 @@ class ProcessTests(PortcheckMixin, TestCase):
         self.assertNotIn("blocked", err)
         self.assertNotIn("Traceback", err)
         self.assertFalse(os.path.exists(self.config_dir))
+
+
+class ReadOnlyConfigDirTests(WizardTestCase):
+    """The in-process wizard against a config dir pinned with chattr (root only)."""
+
+    def test_read_only_config_dir(self):
+        """A config dir nobody may write: a clear message naming it, nothing written."""
+        os.makedirs(self.config_dir)
+        make_read_only(self, self.config_dir)
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: cannot write to the config directory {self.config_dir}:", err)
+        self.assertIn("AIMX_CONFIG_DIR", err)
+        self.assertEqual(os.listdir(self.config_dir), [])
+        self.assertFalse(os.path.exists(self.data_dir))
+        self.assertFalse(os.path.exists(self.path("/etc/ssl/aimx")))
