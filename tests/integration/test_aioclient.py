@@ -17,7 +17,7 @@ from aimx.control import aioclient, commands
 from aimx.errors import DaemonNotRunning, MailboxError
 
 
-class FakeDaemon:
+class ScriptedDaemon:
     """Answers each request box with C{reply(request) -> dict | None} (None: hang up)."""
 
     def __init__(self, path: str, reply):
@@ -66,7 +66,7 @@ class ClientTestCase(SynchronousTestCase):
         """Run one L{aioclient.ControlClient.call} against a fake daemon; return (result, daemon)."""
 
         async def go():
-            async with FakeDaemon(self.path, reply) as daemon:
+            async with ScriptedDaemon(self.path, reply) as daemon:
                 try:
                     return await aioclient.ControlClient(self.path).call(command, **arguments)
                 finally:
@@ -170,7 +170,7 @@ class CallTests(ClientTestCase):
             return answer(request, hooks=b"1", **{"hooks.0": request[b"_ask"]})
 
         async def go():
-            async with FakeDaemon(self.path, reply):
+            async with ScriptedDaemon(self.path, reply):
                 connection = await aioclient.connect(self.path)
                 try:
                     return [await connection.call(commands.HookList) for _ in range(3)]
