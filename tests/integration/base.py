@@ -38,6 +38,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 READY_TIMEOUT = 30
 
 
+def reserve_port(case: TestCase) -> int:
+    """A loopback TCP port kept for C{case}: bound, not listening, until clean-up.
+
+    Connecting to it is refused, no other program and no port-0 bind gets it, yet a
+    listener of the code under test can still take it (Twisted binds with
+    C{SO_REUSEADDR}, as this socket does). Unlike bind-then-close, nothing can take
+    the port between the pick and its use.
+    """
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    case.addCleanup(held.close)
+    return held.getsockname()[1]
+
+
 def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 

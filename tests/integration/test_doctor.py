@@ -32,8 +32,8 @@ from aimx.store import demo, keys
 from aimx.host.initsystem import Completed, System
 from aimx.testing.fakes import FakeRunner
 from aimx.verifier.service import Verifier
-from tests.integration.base import DaemonTestCase
-from tests.integration.test_portcheck import MX_HOST, free_port
+from tests.integration.base import DaemonTestCase, reserve_port
+from tests.integration.test_portcheck import MX_HOST
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAIN = "agent.example.com"
@@ -85,7 +85,7 @@ class DoctorTests(DaemonTestCase):
         """Run the verb in-process; returns (exit code, stdout, stderr).
 
         @param mx_port: the port of gmail.com's MX (C{AIMX_SMTP_OUT_PORT}); default a
-            free port, so nothing answers there.
+            reserved port nothing listens on, so the connection is refused.
         """
         root = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(root, "run/systemd/system"))
@@ -94,7 +94,7 @@ class DoctorTests(DaemonTestCase):
         args = aimx.cli._parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir,
-                   "AIMX_SMTP_OUT_PORT": str(mx_port or free_port())}
+                   "AIMX_SMTP_OUT_PORT": str(mx_port or reserve_port(self))}
         out, err = io.StringIO(), io.StringIO()
         path = os.path.join(self.runtime_dir, SOCKET_NAME)
         session = Session(

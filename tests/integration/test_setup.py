@@ -51,11 +51,10 @@ from aimx.verifier import client
 from tests.integration.test_portcheck import (
     PortcheckMixin,
     bindable,
-    free_port,
     mx_label,
     own_process,
 )
-from tests.integration.base import stop_daemon
+from tests.integration.base import reserve_port, stop_daemon
 from tests.test_setup import CATCHALL, FakeHost, WizardTestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,7 +104,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.dns.start()
         self.addCleanup(self.dns.stop)
         self.start_mx(self.dns)
-        self.responder_port = free_port()
+        self.responder_port = reserve_port(self)
         self.start_verifier(self.responder_port)
         self.daemon = None
 
@@ -284,7 +283,7 @@ class BadInputTests(SetupTestCase):
     async def test_outbound_blocked(self):
         """Preflight fails (nothing answers outbound): exit 1, nothing on disk (acceptance 7)."""
         code, out, err = await self.wizard(
-            DOMAIN, stdin="", environ={"AIMX_SMTP_OUT_PORT": str(free_port())})
+            DOMAIN, stdin="", environ={"AIMX_SMTP_OUT_PORT": str(reserve_port(self))})
         self.assertEqual(code, 1)
         self.assertIn("  Outbound port 25... [FAIL] - cannot connect to ", out)
         self.assertIn(": connection refused\n  Inbound port 25... [OK]", out)
@@ -435,7 +434,7 @@ class ProcessTests(PortcheckMixin, TestCase):
 
     async def test_ctrl_c_at_a_prompt(self):
         """Ctrl-C at the domain prompt: `Setup interrupted`, exit 1, nothing written."""
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         env = self.interrupt_env(port)
         code, out, err = await threads.deferToThread(
@@ -457,7 +456,7 @@ class ProcessTests(PortcheckMixin, TestCase):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         self.addCleanup(silent.close)
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         self.mx_port = silent.getsockname()[1]
         env = self.interrupt_env(port)
