@@ -31,6 +31,7 @@ from aimx.store import keys
 from aimx.host import initsystem
 from aimx.store.mailstore import Owner, resolve_owner
 from aimx.host.initsystem import Completed
+from aimx.testing import fakes
 from aimx.testing.fakes import FakeControlClient
 from tests.test_initsystem import HostTestCase
 
@@ -181,19 +182,14 @@ class FindingsTests(SynchronousTestCase):
         ])
 
 
-def config_text(data_dir: str, *, owner=USER, extra="") -> str:
-    return f"""domain = "{DOMAIN}"
-data_dir = "{data_dir}"
-trusted_senders = ["*@example.org", "boss@example.com"]
-
-[mailboxes.catchall]
-address = "*@{DOMAIN}"
-owner = "{USER}"
-
-[mailboxes.alice]
-address = "alice@{DOMAIN}"
-owner = "{owner}"
-{extra}"""
+def config_text(data_dir: str, *, owner=USER, alice=(), catchall_only=False, **top) -> str:
+    """The catchall and alice (owned by C{owner}; C{alice}: more of her table's keys);
+    C{top}: more top-level keys."""
+    top.setdefault("trusted_senders", ["*@example.org", "boss@example.com"])
+    mailboxes = {"catchall": {"address": f"*@{DOMAIN}"}}
+    if not catchall_only:
+        mailboxes["alice"] = {"owner": owner, **dict(alice)}
+    return fakes.config_text(DOMAIN, data_dir=data_dir, owner=USER, mailboxes=mailboxes, **top)
 
 
 MESSAGE = b'+++\nid = "x"\nread = %s\n+++\n\nHello\n'
@@ -229,10 +225,9 @@ class StoreMixin:
 
 class CollectTests(StoreMixin, SynchronousTestCase):
     def collect(self, resolve=resolve_owner):
-        config, warnings = load_text(config_text(self.data_dir, extra=(
-            'trust = "verified"\ntrusted_senders = []\n'
-            '[[mailboxes.alice.hooks]]\nevent = "on_receive"\ncmd = ["/bin/true"]\n'
-        )), "config.toml")
+        alice = {"trust": "verified", "trusted_senders": [],
+                 "hooks": [fakes.hook_table("on_receive", ["/bin/true"])]}
+        config, warnings = load_text(config_text(self.data_dir, alice=alice), "config.toml")
         return cli.collect(config, warnings, resolve)
 
     def test_mailboxes(self):
@@ -384,9 +379,8 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_port25_configured(self):
         """outbound_check_domain and verify_host from config.toml; AIMX_SMTP_OUT_PORT."""
-        self.write_config('verify_host = "https://v.example/"\n'
-                          'outbound_check_domain = "example.net"\n'
-                          + config_text(self.data_dir))
+        self.write_config(config_text(self.data_dir, verify_host="https://v.example/",
+                                      outbound_check_domain="example.net"))
         self.environ["AIMX_SMTP_OUT_PORT"] = "2525"
         code, out, _ = self.doctor()
         self.assertEqual(code, 0)
@@ -397,7 +391,7 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_port25_failures_inform(self):
         """Failed checks show the reason and the advice, and (like DNS) keep exit 0."""
-        self.write_config('verify_host = "https://v.example"\n' + config_text(self.data_dir))
+        self.write_config(config_text(self.data_dir, verify_host="https://v.example"))
         self.outbound = ProbeResult(False, detail=f"cannot connect to {MX}: connection refused")
         self.inbound = ProbeResult(False, error="https://v.example/probe: connection refused")
         code, out, _ = self.doctor()
@@ -410,8 +404,8 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_port25_unusable_config(self):
         """A verify_host or check domain that cannot be used fails that check only."""
-        self.write_config('verify_host = "ftp://v.example"\noutbound_check_domain = "x"\n'
-                          + config_text(self.data_dir))
+        self.write_config(config_text(self.data_dir, verify_host="ftp://v.example",
+                                      outbound_check_domain="x"))
         code, out, _ = self.doctor()
         self.assertEqual(code, 0)
         self.assertIn("  Outbound: [FAIL] - invalid outbound check domain 'x': 'x' needs at "
@@ -563,7 +557,7 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_only_catchall(self):
         """No non-catchall mailbox: the Ownership section says so."""
-        self.write_config(config_text(self.data_dir).split("[mailboxes.alice]")[0])
+        self.write_config(config_text(self.data_dir, catchall_only=True))
         code, out, _ = self.doctor()
         self.assertIn("Ownership\n  (no non-catchall mailboxes)\n", out)
         self.assertIn("[WARN] storage directory `inbox/alice/`", out)

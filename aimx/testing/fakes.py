@@ -213,7 +213,7 @@ def config_text(domain: str = DOMAIN, *, data_dir: str = "/var/lib/aimx",
 
     @param mailboxes: name to L{mailbox_table} (or a dict of its fields, where
         C{address} defaults to C{<name>@<domain>} and C{owner} to C{owner});
-        default: C{alice} and C{bob}.
+        default: C{alice} and C{bob}; none: C{{}}.
     @param catchall: add a C{catchall} mailbox for C{*@<domain>}.
     @param extra: text appended as is (for what the schema cannot say: legacy
         or malformed keys).
@@ -229,7 +229,9 @@ def config_text(domain: str = DOMAIN, *, data_dir: str = "/var/lib/aimx",
         tables[name] = mailbox_table(**fields)
     if catchall:
         tables["catchall"] = mailbox_table(f"*@{domain}", owner)
-    document = {"domain": domain, "data_dir": data_dir, **top, "mailboxes": tables}
+    document = {"domain": domain, "data_dir": data_dir, **top}
+    if tables:
+        document["mailboxes"] = tables
     return tomli_w.dumps(document) + extra
 
 

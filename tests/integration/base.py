@@ -29,6 +29,7 @@ from aimx.core import frontmatter
 from aimx.ops import bind
 from aimx.smtp.server import SmtpLimits
 from aimx.store import keys
+from aimx.testing import fakes
 from aimx.loopback import keys as dkimkeys
 from aimx.loopback.dns import FixtureDNS
 
@@ -57,28 +58,24 @@ def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def base_config(data_dir: str, extra: str = "", catchall: bool = True, top: str = "") -> str:
-    """A config with alice, bob and the catchall; C{top} holds top-level key lines."""
-    user = current_user()
-    text = f"""domain = "{DOMAIN}"
-data_dir = "{data_dir}"
-{top}
+def base_config(data_dir: str, *, catchall: bool = True, mailboxes=(), hooks=(),
+                **top) -> str:
+    """alice, bob (and the catchall), owned by the current user, then C{mailboxes}.
 
-[mailboxes.alice]
-address = "alice@{DOMAIN}"
-owner = "{user}"
-
-[mailboxes.bob]
-address = "bob@{DOMAIN}"
-owner = "{user}"
-"""
+    @param mailboxes: more mailboxes (or more keys of these): name to table fields.
+    @param hooks: C{(mailbox, hook table)} pairs (L{aimx.testing.fakes.hook_table}).
+    @param top: top-level keys (C{trust}, C{max_sessions_per_ip}, ...).
+    """
+    tables = {"alice": {}, "bob": {}}
     if catchall:
-        text += f"""
-[mailboxes.catchall]
-address = "*@{DOMAIN}"
-owner = "{user}"
-"""
-    return text + extra
+        tables["catchall"] = {"address": f"*@{DOMAIN}"}
+    for name, fields in dict(mailboxes).items():
+        tables[name] = {**tables.get(name, {}), **fields}
+    for name, table in hooks:
+        box = tables.setdefault(name, {})
+        box["hooks"] = [*box.get("hooks", []), table]
+    return fakes.config_text(DOMAIN, data_dir=data_dir, owner=current_user(),
+                             mailboxes=tables, **top)
 
 
 class DaemonTestCase(TestCase):

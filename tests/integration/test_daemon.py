@@ -17,7 +17,7 @@ from aimx.control.amp import ControlSocket
 from aimx.ops import bind, datadir_readme
 from aimx.errors import ConfigError
 from aimx.store import keys
-from tests.integration.base import REPO, DaemonTestCase, base_config, current_user, stop_daemon
+from tests.integration.base import REPO, DaemonTestCase, base_config, stop_daemon
 from tests.integration.test_inbound import PLAIN, message
 
 
@@ -81,10 +81,8 @@ class StartupTests(LoggedTestCase):
 
     def test_orphan_owner(self):
         """An owner missing from passwd is a warning, not an error (case 15)."""
-        self.write_config(
-            base_config(self.data_dir)
-            + '\n[mailboxes.ghost]\naddress = "ghost@test.local"\nowner = "nosuchuser123"\n'
-        )
+        self.write_config(base_config(self.data_dir,
+                                      mailboxes={"ghost": {"owner": "nosuchuser123"}}))
         self.start_daemon()
         self.assertIn("does not resolve via getpwnam; mailbox marked inactive", self.logged())
 
@@ -134,10 +132,7 @@ class ReloadTests(LoggedTestCase):
     def test_sighup_adds_mailbox(self):
         """A hand-added mailbox routes after a reload, no restart (case 12)."""
         self.start_daemon()
-        self.write_config(
-            base_config(self.data_dir, catchall=False)
-            + f'\n[mailboxes.carol]\naddress = "carol@test.local"\nowner = "{current_user()}"\n'
-        )
+        self.write_config(base_config(self.data_dir, catchall=False, mailboxes={"carol": {}}))
         self.daemon.reload()
         self.assertIn("SIGHUP: config reloaded from", self.logged())
         self.assertIn("3 mailboxes", self.logged())
@@ -312,10 +307,7 @@ class SignalTests(DaemonTestCase):
     async def test_sighup_then_sigterm(self):
         """A hand-added mailbox routes after SIGHUP; SIGTERM exits 0 and removes the pid file."""
         proc = await self.serve("--bind", "127.0.0.1:0")
-        self.write_config(
-            base_config(self.data_dir)
-            + f'\n[mailboxes.dave]\naddress = "dave@test.local"\nowner = "{current_user()}"\n'
-        )
+        self.write_config(base_config(self.data_dir, mailboxes={"dave": {}}))
         proc.send_signal(signal.SIGHUP)
         for attempt in range(50):  # the reload is asynchronous to the signal
             await self.smtp(message(msgid=f"d{attempt}@x"), ["dave@test.local"])

@@ -11,7 +11,7 @@ from twisted.logger import capturedLogs
 
 from aimx.core.address import Envelope
 from aimx.store import keys
-from tests.integration.base import DOMAIN, DaemonTestCase, base_config
+from tests.integration.base import DaemonTestCase, base_config
 
 PLAIN = (
     b"From: Alice <alice@example.com>\r\n"
@@ -416,7 +416,7 @@ class ConnectionCapTests(DaemonTestCase):
     def setUp(self):
         super().setUp()
         # Every client here is 127.0.0.1: lift the per-address cap out of the way.
-        self.write_config(base_config(self.data_dir, top="max_sessions_per_ip = 100"))
+        self.write_config(base_config(self.data_dir, max_sessions_per_ip=100))
         self.start_daemon()
 
     @defer.inlineCallbacks
@@ -446,7 +446,7 @@ class PerAddressCapTests(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.write_config(base_config(self.data_dir, top="max_sessions_per_ip = 3"))
+        self.write_config(base_config(self.data_dir, max_sessions_per_ip=3))
         self.start_daemon()
 
     def connect(self):
@@ -575,12 +575,8 @@ class AuthenticationTests(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.write_config(
-            base_config(self.data_dir).replace(
-                f'domain = "{DOMAIN}"',
-                f'domain = "{DOMAIN}"\ntrust = "verified"\ntrusted_senders = ["*@company.com"]',
-            )
-        )
+        self.write_config(base_config(self.data_dir, trust="verified",
+                                      trusted_senders=["*@company.com"]))
         self.start_daemon()
         self.dns.add_txt("company.com", "v=spf1 ip4:127.0.0.1 -all")
         self.dns.add_txt("_dmarc.company.com", "v=DMARC1; p=reject")

@@ -36,7 +36,8 @@ from aimx.errors import (
 )
 from aimx.store import keys
 from aimx.loopback.smtpsink import SmtpSink, listen_all
-from tests.integration.base import DOMAIN, DaemonTestCase, base_config, current_user
+from aimx.testing.fakes import hook_table
+from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 
 _VERIFY = """
@@ -67,14 +68,17 @@ def submission(body="Hello from the end-to-end test.", *, sender=f"alice@{DOMAIN
 
 
 class SendTestCase(DaemonTestCase):
-    top_config = ""
-    extra_config = ""
+    #: More top-level config keys, more mailboxes and hooks (L{base_config}'s arguments).
+    config_top: dict = {}
+    config_mailboxes: dict = {}
+    config_hooks: list = []
 
     def setUp(self):
         super().setUp()
         self.drop = os.path.join(self.config_dir, "..", "drop")
         self.environ["AIMX_TEST_MAIL_DROP"] = self.drop
-        self.write_config(self.top_config + base_config(self.data_dir) + self.extra_config)
+        self.write_config(base_config(self.data_dir, mailboxes=self.config_mailboxes,
+                                      hooks=self.config_hooks, **self.config_top))
         self.start_daemon()
 
     async def send(self, message: bytes, **kw) -> dict:
@@ -402,7 +406,7 @@ class StartupTests(DaemonTestCase):
 
 
 class SignatureConfigTests(SendTestCase):
-    top_config = 'signature = "-- daemon-sig-marker"\n'
+    config_top = {"signature": "-- daemon-sig-marker"}
 
     async def test_custom_signature(self):
         """Case 9: the configured signature in the wire and the sent copy."""
@@ -414,7 +418,7 @@ class SignatureConfigTests(SendTestCase):
 
     async def test_signature_edit_applies_next_send(self):
         """The signature comes from the live config: edit + reload, no restart."""
-        self.write_config('signature = ""\n' + base_config(self.data_dir))
+        self.write_config(base_config(self.data_dir, signature=""))
         await self.daemon.reload()
         await self.send(submission("x"))
         eml, _ = self.only_dropped()
@@ -426,10 +430,7 @@ class AfterSendTests(SendTestCase):
     def setUp(self):
         self.sentinel = os.path.abspath(self.mktemp())
         script = 'printf "status=%s to=%s file=%s\\n" "$AIMX_SEND_STATUS" "$AIMX_TO" "$AIMX_FILEPATH" > ' + self.sentinel
-        self.extra_config = "\n".join([
-            "[[mailboxes.alice.hooks]]", 'event = "after_send"',
-            f"cmd = {json.dumps(['/bin/sh', '-c', script])}", "",
-        ])
+        self.config_hooks = [("alice", hook_table("after_send", ["/bin/sh", "-c", script]))]
         super().setUp()
 
     async def test_hook_done_before_reply(self):
@@ -480,11 +481,11 @@ class AuthorizationTests(SendTestCase):
 class MxSendTestCase(DaemonTestCase):
     """A daemon that delivers to loopback MX hosts found through the fixture DNS."""
 
-    extra_config = ""
+    config_mailboxes: dict = {}
 
     def setUp(self):
         super().setUp()
-        self.write_config(base_config(self.data_dir) + self.extra_config)
+        self.write_config(base_config(self.data_dir, mailboxes=self.config_mailboxes))
         directory = self.mktemp()
         cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
         keys.generate_self_signed(cert, key, "mx.ok.example")
@@ -620,7 +621,7 @@ class CliSendTests(SendTestCase):
     """`aimx send` as a real second uid against the daemon (cli.md cases 6–10)."""
 
     skip = None if IS_ROOT else "needs root to act as a second uid"
-    extra_config = '\n[mailboxes.nb]\naddress = "nb@test.local"\nowner = "nobody"\n'
+    config_mailboxes = {"nb": {"owner": "nobody"}}
 
     def setUp(self):
         super().setUp()
@@ -695,17 +696,10 @@ class LocalSendTests(MxSendTestCase):
         self.out = tempfile.mkdtemp(prefix="aimx-local-")
         self.addCleanup(shutil.rmtree, self.out, True)
         script = 'printf "%s|%s" "$AIMX_FROM" "$AIMX_SUBJECT" > "$0/fired"'
-        self.extra_config = f"""
-[mailboxes.trusting]
-address = "trusting@{DOMAIN}"
-owner = "{current_user()}"
-trust = "verified"
-trusted_senders = ["*@{DOMAIN}"]
-
-[[mailboxes.trusting.hooks]]
-event = "on_receive"
-cmd = {json.dumps(["/bin/sh", "-c", script, self.out])}
-"""
+        self.config_mailboxes = {"trusting": {
+            "trust": "verified", "trusted_senders": [f"*@{DOMAIN}"],
+            "hooks": [hook_table("on_receive", ["/bin/sh", "-c", script, self.out])],
+        }}
         super().setUp()
         self.addCleanup(self.daemon.hooks.idle)
         with open(keys.dkim_paths(self.config_dir)[1], "rb") as f:
@@ -829,7 +823,7 @@ class CliFailureTests(MxSendTestCase):
     """`aimx send` (as a real second uid) when every recipient failed or was deferred."""
 
     skip = None if IS_ROOT else "needs root to act as a second uid"
-    extra_config = f'\n[mailboxes.nb]\naddress = "nb@{DOMAIN}"\nowner = "nobody"\n'
+    config_mailboxes = {"nb": {"owner": "nobody"}}
 
     def setUp(self):
         super().setUp()

@@ -18,7 +18,7 @@ from aimx.control import client, commands
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 from tests.integration.test_hooks import PATH, ROOT as REPO_ROOT, hook
 
-ALLOWLIST = 'trust = "verified"\ntrusted_senders = ["boss@company.com"]'
+ALLOWLIST = {"trust": "verified", "trusted_senders": ["boss@company.com"]}
 IS_ROOT = os.geteuid() == 0
 
 
@@ -42,11 +42,9 @@ class IdentityTestCase(DaemonTestCase):
         os.chmod(self.out, 0o777)
         self.addCleanup(shutil.rmtree, self.out, True)
         self.environ.update(PATH=PATH)
-        top = ALLOWLIST
-        extra = hook("alice", 'echo "$AIMX_SUBJECT" >> "$0/trusted"', self.out,
+        hooks = hook("alice", 'echo "$AIMX_SUBJECT" >> "$0/trusted"', self.out,
                      name="trusted-only", untrusted=False)
-        self.write_config(base_config(self.data_dir, extra=extra).replace(
-            f'domain = "{DOMAIN}"', f'domain = "{DOMAIN}"\n{top}'))
+        self.write_config(base_config(self.data_dir, hooks=hooks, **ALLOWLIST))
         self.company = self.publish_dkim("company.com")
         self.evil = self.publish_dkim("evil.com")
 
