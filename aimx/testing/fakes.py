@@ -245,12 +245,11 @@ def config(domain: str = DOMAIN, **kwargs) -> Config:
 
 def message(body: str | bytes = "Hi\r\n", *, sender: str | None = "Alice <alice@example.com>",
             to: str | None = f"alice@{DOMAIN}", subject: str | None = "Test",
-            message_id: str | None = "m1@example.com",
-            date: str | None = "Mon, 01 Jan 2024 00:00:00 +0000",
+            message_id: str | None = "m1@example.com", date: str | None = None,
             headers: Iterable[str] = (), top: Iterable[str] = (), nl: str = "\r\n") -> bytes:
     """A raw message: header lines, a blank line, C{body}; ready to sign or send.
 
-    A standard header whose value is C{None} is left out.
+    A standard header whose value is C{None} is left out (C{Date} by default).
 
     @param headers: more C{"Name: value"} lines after the standard ones (a
         C{Content-Type} for L{multipart} bodies, ...).

@@ -164,7 +164,7 @@ class CrudTests(ControlTestCase):
         self.start_daemon()
         connection = yield defer.Deferred.fromCoroutine(self.connect())
         yield connection.call(commands.MailboxCreate, name="qux", owner=OWNER)
-        yield self.smtp(message(msgid="q1@x"), ["qux@test.local"])
+        yield self.smtp(message(message_id="q1@x"), ["qux@test.local"])
         [path] = self.inbox("qux")
         e = yield self.assertFailure(connection.call(commands.MailboxDelete, name="qux"),
                                      NonEmptyError)
@@ -175,7 +175,7 @@ class CrudTests(ControlTestCase):
         yield connection.call(commands.MailboxDelete, name="qux")
         self.assertNotIn("qux", self.configured())
         self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox", "qux")))
-        yield self.smtp(message(msgid="q2@x"), ["qux@test.local"])
+        yield self.smtp(message(message_id="q2@x"), ["qux@test.local"])
         self.assertEqual(len(self.inbox("catchall")), 1)
         self.assertEqual(self.inbox("qux"), [])
 

@@ -174,7 +174,7 @@ class ShutdownTests(LoggedTestCase):
         stopped = stop_daemon(daemon)
         self.assertNoResult(stopped)
         reply = yield threads.deferToThread(
-            client.sendmail, "a@example.com", ["alice@test.local"], message(msgid="late@x")
+            client.sendmail, "a@example.com", ["alice@test.local"], message(message_id="late@x")
         )
         self.assertEqual(reply, {})
         yield threads.deferToThread(client.quit)
@@ -310,7 +310,7 @@ class SignalTests(DaemonTestCase):
         self.write_config(base_config(self.data_dir, mailboxes={"dave": {}}))
         proc.send_signal(signal.SIGHUP)
         for attempt in range(50):  # the reload is asynchronous to the signal
-            await self.smtp(message(msgid=f"d{attempt}@x"), ["dave@test.local"])
+            await self.smtp(message(message_id=f"d{attempt}@x"), ["dave@test.local"])
             if self.inbox("dave"):
                 break
         self.assertNotEqual(self.inbox("dave"), [])
@@ -345,7 +345,7 @@ class ListenerTests(LoggedTestCase):
         self.assertEqual(len(set(ports)), 2)
         self.assertEqual(self.bound(), [f"127.0.0.1:{p}" for p in ports])
         for n, address in enumerate(self.bound()):
-            reply = yield self.smtp(message(msgid=f"two{n}@x"), ["alice@test.local"],
+            reply = yield self.smtp(message(message_id=f"two{n}@x"), ["alice@test.local"],
                                     address=address)
             self.assertEqual(reply[0], 250)
         self.assertEqual(len(self.inbox("alice")), 2)
@@ -358,7 +358,7 @@ class ListenerTests(LoggedTestCase):
         daemon = self.start_daemon(self.options("--bind", "[::1]:0"))
         port = daemon.smtp.ports[1].getHost().port
         self.assertEqual(self.bound()[1], f"[::1]:{port}")
-        reply = yield self.smtp(message(msgid="v6@x"), ["alice@test.local"],
+        reply = yield self.smtp(message(message_id="v6@x"), ["alice@test.local"],
                                 address=f"[::1]:{port}")
         self.assertEqual(reply[0], 250)
         fields, _ = self.only_mail("alice")
@@ -423,7 +423,7 @@ class SocketActivationTests(DaemonTestCase):
         self.assertEqual(self.addresses[0], address)
         self.assertEqual(len(self.addresses), 2)
         for n, each in enumerate(self.addresses):
-            reply = await self.smtp(message(msgid=f"sd{n}@x"), ["alice@test.local"],
+            reply = await self.smtp(message(message_id=f"sd{n}@x"), ["alice@test.local"],
                                     address=each)
             self.assertEqual(reply[0], 250)
         self.assertEqual(len(self.inbox("alice")), 2)

@@ -9,19 +9,11 @@ from twisted.internet import defer, reactor, utils
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from aimx.testing.fakes import hook_table
+from aimx.testing.fakes import hook_table, message
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def message(subject="Test", to=f"alice@{DOMAIN}", msgid="m1@example.com",
-            sender="Alice <alice@example.com>") -> bytes:
-    return (
-        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n"
-        "\r\nHi\r\n"
-    ).encode()
 
 
 def hook(mailbox: str, script: str, *args: str, name=None, untrusted=True) -> list:

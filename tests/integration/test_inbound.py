@@ -11,6 +11,7 @@ from twisted.logger import capturedLogs
 
 from aimx.core.address import Envelope
 from aimx.store import keys
+from aimx.testing.fakes import message
 from tests.integration.base import DaemonTestCase, base_config
 
 PLAIN = (
@@ -22,14 +23,6 @@ PLAIN = (
     b"\r\n"
     b"Hello from the test.\r\n"
 )
-
-
-def message(subject="Test", to="alice@test.local", msgid="m1@example.com", body="Hi\r\n",
-            sender="Alice <alice@example.com>", extra=""):
-    return (
-        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n"
-        f"{extra}\r\n{body}"
-    ).encode()
 
 
 class RoutingTests(DaemonTestCase):
@@ -74,8 +67,8 @@ class RoutingTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_case_and_tag(self):
         """Alice@ and alice+tag@ route to alice; the tag stays in to/delivered_to (case 9)."""
-        yield self.smtp(message(msgid="a@x"), ["Alice@test.local"])
-        yield self.smtp(message(to="alice+tag@test.local", msgid="b@x"), ["alice+tag@test.local"])
+        yield self.smtp(message(message_id="a@x"), ["Alice@test.local"])
+        yield self.smtp(message(to="alice+tag@test.local", message_id="b@x"), ["alice+tag@test.local"])
         paths = self.inbox("alice")
         self.assertEqual(len(paths), 2)
         tagged = [self.read_mail(p)[0] for p in paths if "alice+tag" in open(p).read()]
@@ -85,7 +78,7 @@ class RoutingTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_two_rcpts(self):
         """One copy per recipient, each with its own delivered_to (cases 11, 12)."""
-        raw = message(to="alice@test.local", extra="Bcc: bob@test.local\r\n")
+        raw = message(to="alice@test.local", headers=["Bcc: bob@test.local"])
         yield self.smtp(raw, ["alice@test.local", "bob@test.local"])
         alice, _ = self.only_mail("alice")
         bob, bob_body = self.only_mail("bob")
@@ -116,8 +109,8 @@ class RoutingTests(DaemonTestCase):
 
         def send():
             with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
-                c.sendmail("a@example.com", ["alice@test.local"], message(msgid="one@x"))
-                c.sendmail("a@example.com", ["alice@test.local"], message(msgid="two@x"))
+                c.sendmail("a@example.com", ["alice@test.local"], message(message_id="one@x"))
+                c.sendmail("a@example.com", ["alice@test.local"], message(message_id="two@x"))
 
         yield threads.deferToThread(send)
         self.assertEqual(len(self.inbox("alice")), 2)
@@ -175,7 +168,7 @@ class RoutingTests(DaemonTestCase):
         body += f"--{boundary}--\r\n"
         raw = message(
             subject="Files", body=body,
-            extra=f'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n',
+            headers=['MIME-Version: 1.0', f'Content-Type: multipart/mixed; boundary="{boundary}"'],
         )
         yield self.smtp(raw, ["alice@test.local"])
         [path] = self.inbox("alice")
@@ -200,7 +193,7 @@ class RoutingTests(DaemonTestCase):
         """HTML-only mail is stored as Markdown without tags (case 31)."""
         raw = message(
             body="<html><body><h1>Hello</h1><p>World</p></body></html>\r\n",
-            extra="MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",
+            headers=["MIME-Version: 1.0", "Content-Type: text/html; charset=utf-8"],
         )
         yield self.smtp(raw, ["alice@test.local"])
         _, body = self.only_mail("alice")
@@ -238,8 +231,8 @@ class RoutingTests(DaemonTestCase):
             b"--B\r\n" + deep + b"--B--\r\n"
         )
         raw = message(
-            subject="Poisoned", msgid="poisoned@x", body=body.decode(),
-            extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
+            subject="Poisoned", message_id="poisoned@x", body=body.decode(),
+            headers=['MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="B"'],
         )
         with capturedLogs() as events:
             reply = yield self.smtp(raw, ["alice@test.local"])
@@ -261,9 +254,9 @@ class RoutingTests(DaemonTestCase):
         """Text a reader never sees is left out of the stored body, the file says
         hidden_text = true and the log gives how much was removed."""
         raw = message(
-            subject="Hidden", msgid="hidden@x",
+            subject="Hidden", message_id="hidden@x",
             body="Pay the invoice.\u200b\u200b\r\nThanks\u202e\r\n",
-            extra="Content-Type: text/plain; charset=utf-8\r\n",
+            headers=["Content-Type: text/plain; charset=utf-8"],
         )
         with capturedLogs() as events:
             reply = yield self.smtp(raw, ["alice@test.local"])
@@ -305,8 +298,8 @@ class RoutingTests(DaemonTestCase):
     def test_unreadable_structure_stored(self):
         """Forwarded messages nested too deep for the parser: 250, the whole
         message stored as message.eml, its headers read."""
-        raw = message(subject="Deep", msgid="deep@x",
-                      extra="Content-Type: message/rfc822\r\n",
+        raw = message(subject="Deep", message_id="deep@x",
+                      headers=["Content-Type: message/rfc822"],
                       body="Content-Type: message/rfc822\r\n\r\n" * 5000 + "x\r\n")
         reply = yield self.smtp(raw, ["alice@test.local"])
         self.assertEqual(reply[0], 250)
@@ -324,8 +317,8 @@ class RoutingTests(DaemonTestCase):
             f'--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; '
             f'filename="{i}.txt"\r\n\r\n{i}\r\n' for i in range(1500)
         )
-        raw = message(subject="Many", msgid="many@x", body=parts + "--B--\r\n",
-                      extra='Content-Type: multipart/mixed; boundary="B"\r\n')
+        raw = message(subject="Many", message_id="many@x", body=parts + "--B--\r\n",
+                      headers=['Content-Type: multipart/mixed; boundary="B"'])
         reply = yield self.smtp(raw, ["alice@test.local"])
         self.assertEqual(reply[0], 250)
         [path] = self.inbox("alice")
@@ -651,8 +644,8 @@ class ConcurrencyTests(DaemonTestCase):
                 f"--{boundary}--\r\n"
             )
             raws.append(message(
-                subject="Same", msgid=f"c{i}@x", body=body,
-                extra=f'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n',
+                subject="Same", message_id=f"c{i}@x", body=body,
+                headers=['MIME-Version: 1.0', f'Content-Type: multipart/mixed; boundary="{boundary}"'],
             ))
         replies = yield defer.gatherResults([self.smtp(r, ["alice@test.local"]) for r in raws])
         self.assertEqual([r[0] for r in replies], [250] * 8)

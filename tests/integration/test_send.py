@@ -36,7 +36,7 @@ from aimx.errors import (
 )
 from aimx.store import keys
 from aimx.loopback.smtpsink import SmtpSink, listen_all
-from aimx.testing.fakes import hook_table
+from aimx.testing.fakes import hook_table, message
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 
@@ -60,11 +60,10 @@ def stock_dkim(message: bytes, txt: str) -> tuple[str, list[str]]:
 
 
 def submission(body="Hello from the end-to-end test.", *, sender=f"alice@{DOMAIN}",
-               to="recipient@example.com", subject="Hi", extra="") -> bytes:
-    head = f"From: {sender}\r\n" if sender is not None else ""
-    head += f"To: {to}\r\n" if to is not None else ""
-    return (f"{head}Subject: {subject}\r\nDate: Thu, 01 Jan 2026 12:00:00 +0000\r\n{extra}"
-            f"\r\n{body}\r\n").encode()
+               to="recipient@example.com", subject="Hi", headers=()) -> bytes:
+    """A message as an agent submits it: no Message-ID (the daemon adds one)."""
+    return message(body + "\r\n", sender=sender, to=to, subject=subject, message_id=None,
+                   date="Thu, 01 Jan 2026 12:00:00 +0000", headers=headers)
 
 
 class SendTestCase(DaemonTestCase):
@@ -276,7 +275,7 @@ class SendTests(SendTestCase):
         ]
         for from_, reason in cases:
             self.assertIn(reason, await self.refused(MalformedError, submission(sender=from_)))
-        sender = submission(extra=f"Sender: ceo@{DOMAIN}\r\n")
+        sender = submission(headers=[f"Sender: ceo@{DOMAIN}"])
         self.assertIn("Sender header is not allowed",
                       await self.refused(MalformedError, sender))
         self.assertEqual(self.dropped(), [])
@@ -301,7 +300,7 @@ class SendTests(SendTestCase):
         """Cases 11, 12, 18: case-insensitive domain, display name, a given Message-ID."""
         await self.send(submission(sender=f"alice@{DOMAIN.upper()}"))
         await self.send(submission(sender=f"Alice <alice@{DOMAIN}>"))
-        reply = await self.send(submission(extra="Message-ID: <abc@example.com>\r\n"))
+        reply = await self.send(submission(headers=["Message-ID: <abc@example.com>"]))
         self.assertEqual(reply["message_id"], "<abc@example.com>")
         self.assertEqual(len(self.dropped()), 3)
 
@@ -309,7 +308,7 @@ class SendTests(SendTestCase):
         """Cases 19, 20: display names stripped; To, Cc, Bcc all delivered; Bcc hidden."""
         await self.send(submission(to="Bob <bob@gmail.com>"))
         await self.send(submission(to="a@x.com, b@y.com",
-                                   extra="Cc: Cee <c@w.com>\r\nBcc: c@z.com\r\n"))
+                                   headers=["Cc: Cee <c@w.com>", "Bcc: c@z.com"]))
         (_, first), (eml, second) = self.dropped()
         self.assertEqual(first["rcpt_to"], ["bob@gmail.com"])
         self.assertEqual(second["rcpt_to"], ["a@x.com", "b@y.com", "c@w.com", "c@z.com"])
@@ -355,8 +354,9 @@ class SendTests(SendTestCase):
 
     async def test_threading(self):
         """Case 35: the sent copy's thread_id hashes the root of References."""
-        await self.send(submission(extra="In-Reply-To: <orig@example.com>\r\n"
-                                         "References: <first@example.com> <orig@example.com>\r\n"))
+        await self.send(submission(headers=[
+            "In-Reply-To: <orig@example.com>",
+            "References: <first@example.com> <orig@example.com>"]))
         eml, _ = self.only_dropped()
         _, signed = stock_dkim(eml, self.dkim_txt())
         self.assertIn("in-reply-to", signed)
