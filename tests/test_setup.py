@@ -45,6 +45,7 @@ from aimx.store import configfile, keys
 from aimx.host import initsystem
 from aimx.store.mailstore import Owner, resolve_owner
 from aimx.host.initsystem import Completed, System
+from aimx.testing.fakes import FakeReactor
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
@@ -145,29 +146,6 @@ class FakeResolver:
         key = keys.local_public_key_b64(config_dir)
         self.add("TXT", f"aimx._domainkey.{DOMAIN}", dkim or f"v=DKIM1; k=rsa; p={key}")
         self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
-
-
-class _Port:
-    def __init__(self, port):
-        self.port = port
-        self.stopped = False
-
-    def stopListening(self):
-        self.stopped = True
-        return defer.succeed(None)
-
-
-class FakeReactor(MemoryReactorClock):
-    """Listening "succeeds" (or raises C{bind_error}); the port stops at once."""
-
-    bind_error = None
-
-    def listenTCP(self, port, factory, backlog=50, interface=""):
-        if self.bind_error is not None:
-            raise self.bind_error
-        super().listenTCP(port, factory, backlog, interface)
-        self.port = _Port(port)
-        return self.port
 
 
 class _Interrupting(io.StringIO):
@@ -805,7 +783,7 @@ class RefusalTests(WizardTestCase):
         self.assertIn("    On that other host run:  twistd -n aimx-verifier\n", out)
         self.assertIn("[OK] Step 1 complete.", out)
         self.assertEqual(self.probed, [("outbound", "gmail.com")])
-        self.assertFalse(hasattr(self.reactor, "port"), "no temporary responder")
+        self.assertEqual(self.reactor.ports, [], "no temporary responder")
         self.assertNotIn("Port 25 checks failed", err)
 
     def test_invalid_domain(self):
@@ -841,7 +819,7 @@ class RefusalTests(WizardTestCase):
         self.assertIn("Error: Port 25 checks failed. Your VPS provider may block SMTP traffic.\n"
                       "Fix the issues above and run `sudo aimx setup` again.", err)
         self.assertIn("  [!] Preflight checks on port 25\n", out)
-        self.assertTrue(self.reactor.port.stopped, "the temporary responder was released")
+        self.assertTrue(self.reactor.ports[-1].stopped, "the temporary responder was released")
         self.assertNothingWritten()
 
     def test_inbound_failure_reason(self):
@@ -866,7 +844,7 @@ class RefusalTests(WizardTestCase):
 
     def test_bind_failure(self):
         """Port 25 cannot be bound for the responder: the bind error, nothing written."""
-        self.reactor.bind_error = error.CannotListenError("0.0.0.0", 25, OSError(13, "denied"))
+        self.reactor.refused[25] = error.CannotListenError("0.0.0.0", 25, OSError(13, "denied"))
         code, _, err = self.wizard(DOMAIN, "--verify-host", "https://v.example", occupancy=FREE)
         self.assertEqual(code, 1)
         self.assertIn("Error: Cannot bind port 25 for preflight:", err)
@@ -878,7 +856,7 @@ class RefusalTests(WizardTestCase):
         _, out, _ = self.wizard(DOMAIN, "--verify-host", "https://v.example", occupancy=AIMX)
         self.assertIn("`aimx serve` is already running on port 25; probing the live daemon.\n"
                       "  Inbound port 25... [OK]\n", out)
-        self.assertFalse(hasattr(self.reactor, "port"))
+        self.assertEqual(self.reactor.ports, [])
         self.assertEqual([p[0] for p in self.probed], ["outbound", "inbound"])
 
     def test_domain_cancelled(self):
@@ -991,7 +969,7 @@ class FreshInstallTests(WizardTestCase):
             + "\n  [*] Set up MCP for agent(s)\n\nStep 6: Set up MCP for agent(s)\n", out)
         self.assertIn("\n".join(flow.handoff_lines(a.display for a in AGENTS)), out)
         self.assertTrue(out.endswith("\n".join(flow.closing_lines(DOMAIN, "[x]")) + "\n"))
-        self.assertTrue(self.reactor.port.stopped)
+        self.assertTrue(self.reactor.ports[-1].stopped)
 
     def assertCertificate(self):
         cert_path, key_path = self.path("/etc/ssl/aimx/cert.pem"), self.path("/etc/ssl/aimx/key.pem")

@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping
 
 import tomli_w
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
 from aimx.core.config import Config, load_text
 from aimx.store.mailstore import Owner
 
 __all__ = [
-    "DOMAIN", "Clock", "FakeNow", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
+    "DOMAIN", "Clock", "FakeNow", "FakeReactor", "ListeningPort", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
     "FakeAsyncControlClient", "mailbox_table", "hook_table", "config_text", "config",
     "message", "multipart", "part",
 ]
@@ -79,6 +81,48 @@ class FakeNow:
 
     def advance(self, seconds: float) -> None:
         self.now += datetime.timedelta(seconds=seconds)
+
+
+# -- listening -------------------------------------------------------------------
+
+
+class ListeningPort:
+    """A port L{FakeReactor} listens on: its address, and whether it was stopped."""
+
+    def __init__(self, address):
+        self.address = address
+        self.stopped = False
+
+    def getHost(self):
+        return self.address
+
+    def stopListening(self) -> defer.Deferred:
+        self.stopped = True
+        return defer.succeed(None)
+
+
+class FakeReactor(MemoryReactorClock):
+    """A memory reactor and clock whose C{listenTCP} hands out L{ListeningPort}s.
+
+    Listening on port C{n} binds C{40000 + n} (a stand-in for the port the kernel
+    picks) and records the call in C{tcpServers} as L{MemoryReactorClock} does.
+
+    @ivar ports: the ports handed out, in order.
+    @ivar refused: port number to the exception its C{listenTCP} raises.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.ports: list[ListeningPort] = []
+        self.refused: dict[int, Exception] = {}
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        if port in self.refused:
+            raise self.refused[port]
+        super().listenTCP(port, factory, backlog, interface)
+        kind = IPv6Address if ":" in interface else IPv4Address
+        self.ports.append(ListeningPort(kind("TCP", interface or "0.0.0.0", 40000 + port)))
+        return self.ports[-1]
 
 
 # -- terminals -------------------------------------------------------------------
