@@ -26,7 +26,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import aimx.cli
 from aimx.agents import AGENTS
-from aimx.auth.resolver import DnsNoRecord
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
@@ -45,7 +44,7 @@ from aimx.store import configfile, keys
 from aimx.host import initsystem
 from aimx.store.mailstore import Owner, resolve_owner
 from aimx.host.initsystem import Completed, System
-from aimx.testing.fakes import FakeReactor
+from aimx.testing.fakes import FakeReactor, FakeResolver
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
@@ -112,28 +111,8 @@ class FakeHost:
                 and tuple(c) not in probes]
 
 
-class FakeResolver:
-    """DNS answers from a dict; absent names have no record."""
-
-    def __init__(self):
-        self.records: dict[tuple[str, str], list] = {}
-
-    def add(self, rdtype: str, name: str, *answers) -> None:
-        self.records.setdefault((rdtype, name), []).extend(answers)
-
-    def _get(self, rdtype, name):
-        if (rdtype, name) not in self.records:
-            raise DnsNoRecord(name)
-        return list(self.records[(rdtype, name)])
-
-    def txt(self, name):
-        return self._get("TXT", name)
-
-    def mx(self, name):
-        return self._get("MX", name)
-
-    def addresses(self, name, ipv6=False):
-        return self._get("AAAA" if ipv6 else "A", name)
+class SetupResolver(FakeResolver):
+    """The DNS the wizard checks."""
 
     def publish(self, config_dir, *, ipv6=False, spf=None, dkim=None, dmarc=None):
         """The records setup asks for (each overridable)."""
@@ -652,7 +631,7 @@ class WizardTestCase(SynchronousTestCase):
         self.data_dir = os.path.join(self.root, "var/lib/aimx")
         self.runtime_dir = os.path.join(self.root, "run/aimx")
         self.host = FakeHost()
-        self.resolver = FakeResolver()
+        self.resolver = SetupResolver()
         self.reactor = FakeReactor()
         self.results = {"outbound": PASSED, "inbound": PASSED}
         self.probed = []

@@ -17,11 +17,12 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
+from aimx.auth.resolver import DnsNoRecord
 from aimx.core.config import Config, load_text
 from aimx.store.mailstore import Owner
 
 __all__ = [
-    "DOMAIN", "Clock", "FakeNow", "FakeReactor", "ListeningPort", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
+    "DOMAIN", "Clock", "FakeNow", "FakeReactor", "FakeResolver", "ListeningPort", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
     "FakeAsyncControlClient", "mailbox_table", "hook_table", "config_text", "config",
     "message", "multipart", "part",
 ]
@@ -81,6 +82,42 @@ class FakeNow:
 
     def advance(self, seconds: float) -> None:
         self.now += datetime.timedelta(seconds=seconds)
+
+
+# -- DNS -------------------------------------------------------------------------
+
+
+class FakeResolver:
+    """DNS answers from a table, in the shape of L{aimx.auth.resolver.Resolver}.
+
+    A name without records of the type asked for raises L{DnsNoRecord}; an
+    exception added as an answer is raised instead.
+    """
+
+    def __init__(self):
+        self.records: dict[tuple[str, str], list] = {}
+
+    def add(self, rdtype: str, name: str, *answers) -> None:
+        """More answers for C{(rdtype, name)}: TXT strings, C{(preference, host)}, IPs."""
+        self.records.setdefault((rdtype, name), []).extend(answers)
+
+    def _get(self, rdtype: str, name: str) -> list:
+        answers = self.records.get((rdtype, name))
+        if not answers:
+            raise DnsNoRecord(name)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return list(answers)
+
+    def txt(self, name: str) -> list[str]:
+        return self._get("TXT", name)
+
+    def mx(self, name: str) -> list[tuple[int, str]]:
+        return self._get("MX", name)
+
+    def addresses(self, name: str, ipv6: bool = False) -> list[str]:
+        return self._get("AAAA" if ipv6 else "A", name)
 
 
 # -- listening -------------------------------------------------------------------
