@@ -30,11 +30,12 @@ import attrs
 from twisted.internet import defer, task
 from twisted.internet.protocol import ProcessProtocol
 
+from aimx.idle import IdleWaiters
 from aimx.core import hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
 from aimx.logs import Logger
-from aimx.store.mailstore import resolve_owner
+from aimx.store import passwd
 
 log = Logger(namespace="aimx.hook")
 
@@ -244,7 +245,7 @@ class HookRunner:
     @param environ: the daemon's environment; only C{PATH} and C{HOME} reach hooks.
     @param clock: times fires and timeouts; the reactor by default.
     @param max_processes: hook processes running at once; further hooks queue.
-    @param resolve_owner: owner name -> L{aimx.store.mailstore.Owner}, per fire.
+    @param resolve_owner: owner name -> L{aimx.store.passwd.Owner}, per fire.
     @param euid: the daemon's effective uid; only root drops to the owner.
     @param groups: signals hook process groups.
     """
@@ -257,7 +258,7 @@ class HookRunner:
         environ,
         clock=None,
         max_processes: int = MAX_PROCESSES,
-        resolve_owner=resolve_owner,
+        resolve_owner=passwd.owner,
         euid: int | None = None,
         groups: ProcessGroups = ProcessGroups(),
     ):
@@ -270,7 +271,7 @@ class HookRunner:
         self.euid = os.geteuid() if euid is None else euid
         self.groups = groups
         self._busy: set[defer.Deferred] = set()
-        self._idle: list[defer.Deferred] = []
+        self._idle = IdleWaiters()
 
     def on_received(self, ingested) -> defer.Deferred:
         """Fire the routed mailbox's on_receive hooks for one published message.
@@ -344,11 +345,7 @@ class HookRunner:
 
     def idle(self) -> defer.Deferred:
         """Fires once no hook is queued or running and no hook process is left."""
-        if not self._busy:
-            return defer.succeed(None)
-        waiter = defer.Deferred()
-        self._idle.append(waiter)
-        return waiter
+        return self._idle.wait(not self._busy)
 
     async def _dispatch(self, event: HookEvent) -> list[HookResult]:
         config, mailbox = self.config(), event.mailbox
@@ -514,7 +511,5 @@ class HookRunner:
     def _untrack(self, result, work):
         self._busy.discard(work)
         if not self._busy:
-            waiters, self._idle = self._idle, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._idle.idle()
         return result

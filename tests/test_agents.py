@@ -16,11 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx import cli
 from aimx.agents import bundle, install, mcpcommand, probe, registry
 from aimx.cli import agentpicker as picker
-from aimx.agents.install import InstallState, RunResult
+from aimx.agents.install import InstallState
 from aimx.agents.probe import CheckResult
 from aimx.agents.registry import AGENTS, AgentError, McpCommand
 from aimx.cli import agents as agents_cli
 from aimx.cli.term import Terminal
+from aimx.host.programs import NOT_RUN, Completed
 from aimx.testing.fakes import TTY, FakeRunner
 
 try:
@@ -38,11 +39,11 @@ NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "her
 
 
 def not_found(argv):
-    raise install.ProgramNotFound(argv[0])
+    return Completed(NOT_RUN, "", f"{argv[0]}: not found")
 
 
 def cli_runner(**answers) -> FakeRunner:
-    """A CLI runner answering per program with a RunResult; other programs are missing."""
+    """A CLI runner answering per program with a Completed; other programs are missing."""
     return FakeRunner(answers, default=not_found)
 
 
@@ -261,7 +262,7 @@ class ClaudeCodeTests(AgentsTestCase):
 
     def test_registers_through_claude(self):
         """remove then add through `claude`; the success line replaces the hint (case 5)."""
-        self.runner = cli_runner(claude=RunResult(0, ""))
+        self.runner = cli_runner(claude=Completed(0))
         code, out, _ = self.aimx("agents", "setup", "claude-code")
         self.assertEqual(code, 0)
         self.assertEqual(
@@ -291,7 +292,7 @@ class ClaudeCodeTests(AgentsTestCase):
             (("agents", "setup", "claude-code", "--force", "--data-dir", "/custom/path"), None),
             (("agents", "setup", "claude-code", "--force"), "/custom/path"),
         ):
-            self.runner = cli_runner(claude=RunResult(0, ""))
+            self.runner = cli_runner(claude=Completed(0))
             if env:
                 self.environ["AIMX_DATA_DIR"] = env
             self.assertEqual(self.aimx(*argv)[0], 0)
@@ -299,7 +300,7 @@ class ClaudeCodeTests(AgentsTestCase):
 
     def test_registration_failure(self):
         """A failing `claude` prints its first stderr line and exit code, then the hint (case 5)."""
-        self.runner = cli_runner(claude=RunResult(1, "boom\nmore detail\n"))
+        self.runner = cli_runner(claude=Completed(1, "", "boom\nmore detail\n"))
         code, out, _ = self.aimx("agents", "setup", "claude-code", "--data-dir", "/it's")
         self.assertEqual(code, 0)
         self.assertIn("MCP auto-registration failed: boom (exit 1)", out)
@@ -311,7 +312,7 @@ class ClaudeCodeTests(AgentsTestCase):
 
     def test_registration_failure_without_output(self):
         """No stderr says so; a killed process has no exit code."""
-        self.runner = cli_runner(claude=RunResult(None, ""))
+        self.runner = cli_runner(claude=Completed(-9))
         out = self.aimx("agents", "setup", "claude-code")[1]
         self.assertIn("MCP auto-registration failed: (no error output)\n", out)
 
@@ -384,15 +385,17 @@ class SubprocessRunnerLookupTests(AgentsTestCase):
     """The default runner looks the program up on the given PATH (no process starts)."""
 
     def test_missing_program(self):
-        """Not on PATH → ProgramNotFound."""
-        runner = install.subprocess_runner({"PATH": self.path("empty")})
-        self.assertRaises(install.ProgramNotFound, runner, ["claude", "mcp"])
+        """Not on the PATH of the environment it was given → exit status 127 (not run)."""
+        self.environ["PATH"] = self.path("empty")
+        self.runner = None
+        done = self.world().runner(["claude", "mcp"])
+        self.assertEqual((done.returncode, done.stderr), (NOT_RUN, "claude: not found"))
 
 
 class CodexTests(AgentsTestCase):
     def test_registers_through_codex(self):
         """Codex argv: `mcp remove aimx`, `mcp add aimx -- … mcp` (case 6)."""
-        self.runner = cli_runner(codex=RunResult(0, ""))
+        self.runner = cli_runner(codex=Completed(0))
         code, out, _ = self.aimx("agents", "setup", "codex")
         self.assertEqual(code, 0)
         self.assertEqual(
@@ -1253,7 +1256,7 @@ class CheckFirstTests(AgentsTestCase):
 
     def test_ok_line_then_install(self):
         """The check passes: its line, then the install and the registration."""
-        self.runner = cli_runner(claude=RunResult(0, ""))
+        self.runner = cli_runner(claude=Completed(0))
         code, out, _ = self.aimx("agents", "setup", "claude-code")
         self.assertEqual(code, 0)
         lines = out.splitlines()
@@ -1268,7 +1271,7 @@ class CheckFirstTests(AgentsTestCase):
     def test_failure_installs_nothing(self):
         """A failing check: exit 1, no file, no CLI run, no legacy plugin removed."""
         os.makedirs(self.path(".claude/plugins/aimx"))
-        self.runner = cli_runner(claude=RunResult(0, ""))
+        self.runner = cli_runner(claude=Completed(0))
         self.check = FakeCheck(CheckResult(False, "command not found: /x"))
         code, out, err = self.aimx("agents", "setup", "claude-code", "--command", "/x")
         self.assertEqual(code, 1)
@@ -1328,7 +1331,7 @@ class DirectoryEnvTests(AgentsTestCase):
 
     def test_claude_and_codex(self):
         """claude: -e after the server name (before it, -e swallows the name); codex: --env."""
-        self.runner = cli_runner(claude=RunResult(0, ""), codex=RunResult(0, ""))
+        self.runner = cli_runner(claude=Completed(0), codex=Completed(0))
         self.aimx("agents", "setup", "claude-code")
         self.aimx("agents", "setup", "codex")
         self.assertEqual(

@@ -18,7 +18,7 @@ import aimx.cli
 from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
 from aimx.host import initsystem
-from aimx.host.initsystem import Completed
+from aimx.host.programs import Completed
 from aimx.ops import units, version
 from aimx.store import configfile, demo, keys
 from tests.test_initsystem import HostTestCase, captured

@@ -8,13 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core.compose import (
-    Attachment,
-    ComposeError,
-    compose,
-    guess_type,
-    normalize_crlf,
-)
+from aimx.core.compose import Attachment, ComposeError, compose, guess_type, normalize_crlf
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 ID1 = uuid.UUID("0b3c7a52-51a4-4d8e-9c1f-2f1e0f6b9a01")

@@ -1026,7 +1026,7 @@ class ConfigFileTests(SynchronousTestCase):
         config, _ = configfile.load(self.dir)
         edited = configedit.add_mailbox(config, "carol", "carol")
 
-        def fail(*args):
+        def fail(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
         for name in ("fsync", "replace"):

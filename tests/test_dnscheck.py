@@ -23,7 +23,8 @@ from aimx.ops.dnscheck import (
 )
 from aimx.errors import ConfigError
 from aimx.store import keys
-from aimx.host.initsystem import Completed, System
+from aimx.host.initsystem import System
+from aimx.host.programs import Completed
 from aimx.testing.fakes import FakeRunner
 
 DOMAIN = "agent.example.com"

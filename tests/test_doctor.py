@@ -27,10 +27,10 @@ from aimx.ops.doctor import ABSENT, DIR, NOT_DIR, DirState, Facts, MailboxFacts
 from aimx.ops.portcheck import INBOUND_UNCHECKED, OUTBOUND_BLOCKED, ProbeResult
 from aimx.errors import DaemonNotRunning
 from aimx.store import demo as demo_state
-from aimx.store import keys
+from aimx.store import keys, passwd
 from aimx.host import initsystem
-from aimx.store.mailstore import Owner, resolve_owner
-from aimx.host.initsystem import Completed
+from aimx.store.passwd import Owner
+from aimx.host.programs import Completed
 from aimx.testing import fakes
 from aimx.testing.fakes import FakeControlClient
 from tests.test_initsystem import HostTestCase
@@ -224,7 +224,7 @@ class StoreMixin:
 
 
 class CollectTests(StoreMixin, SynchronousTestCase):
-    def collect(self, resolve=resolve_owner):
+    def collect(self, resolve=passwd.owner):
         alice = {"trust": "verified", "trusted_senders": [],
                  "hooks": [fakes.hook_table("on_receive", ["/bin/true"])]}
         config, warnings = load_text(config_text(self.data_dir, alice=alice), "config.toml")
@@ -269,7 +269,7 @@ class CollectTests(StoreMixin, SynchronousTestCase):
 
         def resolve(name):
             looked_up.append(name)
-            return Owner(name, 7, 7) if name == "aimx-hook" else resolve_owner(name)
+            return Owner(name, 7, 7) if name == "aimx-hook" else passwd.owner(name)
 
         facts = self.collect(resolve)
         self.assertEqual(facts.stray, ("inbox/old", "sent/gone"))
@@ -310,7 +310,7 @@ class VerbTests(StoreMixin, HostTestCase):
         self.connects += 1
         return defer.succeed(self.control)
 
-    def start(self, *, running=True, clock=None, connect=None, resolve=resolve_owner,
+    def start(self, *, running=True, clock=None, connect=None, resolve=passwd.owner,
               euid=None):
         """Start the verb; fires with (exit code, stdout, stderr)."""
         system = self.host(initsystem.SYSTEMD, {IS_ACTIVE: Completed(0 if running else 3)})
@@ -536,7 +536,7 @@ class VerbTests(StoreMixin, HostTestCase):
     def test_info_finding(self):
         """An info finding is badged [INFO] and does not fail."""
         def resolve(name):
-            return Owner(name, 7, 7) if name == "aimx-hook" else resolve_owner(name)
+            return Owner(name, 7, 7) if name == "aimx-hook" else passwd.owner(name)
 
         code, out, _ = self.doctor(resolve=resolve)
         self.assertIn("  [INFO] stale 'aimx-hook' system user is still present", out)

@@ -20,7 +20,7 @@ from aimx.core.message import parse_message
 from aimx.hooks import HookProtocol, HookRunner, ProcessGroups
 from aimx.core.received import Ingested, Prepared, Stored
 from aimx.core.trust import Verdict
-from aimx.store.mailstore import Owner
+from aimx.store.passwd import Owner
 
 DOMAIN = "test.com"
 

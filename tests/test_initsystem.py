@@ -11,7 +11,8 @@ import stat
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.host import initsystem
-from aimx.host.initsystem import Completed, System
+from aimx.host.initsystem import System
+from aimx.host.programs import Completed
 from aimx.ops import units
 from aimx.testing.fakes import FakeRunner
 

@@ -14,9 +14,9 @@ ROOT = os.path.dirname(aimx.__file__)
 #: import each other (a unit imports only units listed before it, and itself).
 STACK = (
     (0, ("aimx.errors", "aimx.core", "aimx.ops")),
-    (1, ("aimx.host", "aimx.store", "aimx.auth", "aimx.agents")),
-    (2, ("aimx.logs", "aimx.listening", "aimx.smtp", "aimx.control", "aimx.hooks",
-         "aimx.outbox", "aimx.verifier", "aimx.loopback", "aimx.service")),
+    (1, ("aimx.store", "aimx.host", "aimx.auth", "aimx.agents")),
+    (2, ("aimx.logs", "aimx.idle", "aimx.listening", "aimx.smtp", "aimx.control",
+         "aimx.hooks", "aimx.outbox", "aimx.verifier", "aimx.loopback", "aimx.service")),
     (3, ("aimx.mcp", "aimx.cli", "aimx.__main__")),
 )
 RANK = {unit: rank for rank, unit in enumerate(u for _, units in STACK for u in units)}

@@ -7,7 +7,6 @@ import argparse
 import io
 import json
 import os
-import subprocess
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
@@ -33,6 +32,7 @@ from aimx.ops.portcheck import (
 from aimx.ops.portholder import AIMX, FREE, held_by
 from aimx.ops.probedialogue import ProbeDialogue
 from aimx.store import configfile
+from aimx.host.programs import NOT_RUN, Completed
 from aimx.testing.fakes import FakeRunner
 from aimx.verifier import client, service
 from aimx.verifier.smtp import (
@@ -210,15 +210,14 @@ class OccupancyTests(SynchronousTestCase):
 
     def test_detect_runs_ss(self):
         """detect_occupancy runs `ss -tlnp sport = :<port>` and parses its output."""
-        run = FakeRunner(default=lambda argv: subprocess.CompletedProcess(
-            argv, 0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))'), ""))
+        run = FakeRunner(default=Completed(0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))')))
         self.assertEqual(client.detect_occupancy(2525, run=run), held_by("exim4"))
         self.assertEqual(run.calls, [["ss", "-tlnp", "sport", "=", ":2525"]])
 
     def test_detect_failure_is_free(self):
         """When ss is missing or fails, the port counts as free."""
-        missing = FakeRunner(default=FileNotFoundError("ss"))
-        failing = FakeRunner(default=lambda argv: subprocess.CompletedProcess(argv, 1, "", "boom"))
+        missing = FakeRunner(default=Completed(NOT_RUN, "", "ss: No such file or directory"))
+        failing = FakeRunner(default=Completed(1, "", "boom"))
         self.assertEqual(client.detect_occupancy(25, run=missing), FREE)
         self.assertEqual(client.detect_occupancy(25, run=failing), FREE)
 

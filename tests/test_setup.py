@@ -40,10 +40,11 @@ from aimx.ops.portcheck import (
     ProbeResult,
 )
 from aimx.ops.portholder import AIMX, FREE, held_by
-from aimx.store import configfile, keys
+from aimx.store import configfile, keys, passwd
 from aimx.host import initsystem
-from aimx.store.mailstore import Owner, resolve_owner
-from aimx.host.initsystem import Completed, System
+from aimx.store.passwd import Owner
+from aimx.host.programs import Completed
+from aimx.host.initsystem import System
 from aimx.testing.fakes import FakeReactor, FakeResolver
 
 DOMAIN = "agent.example.com"
@@ -102,7 +103,7 @@ class FakeHost:
     def resolve(self, name: str) -> Owner:
         if name in self.users:
             return Owner(name, CATCHALL.pw_uid, CATCHALL.pw_gid)
-        return resolve_owner(name)
+        return passwd.owner(name)
 
     def service_calls(self) -> list[list[str]]:
         """The calls that install or start the service."""

@@ -2,23 +2,23 @@
 
 spec/agents.md §2.2 steps 6–10, §2.3, §3, §4.3, §5, §6 (install state).  Every
 function takes the paths it works on; the agent CLIs are run through an injected
-I{runner} (C{argv -> RunResult}, raising L{ProgramNotFound}), so tests never
-start a real C{claude} or C{codex}.
+runner (L{aimx.host.programs}: C{argv -> Completed}, exit status
+L{NOT_RUN} when the CLI is not there), so tests never start a real C{claude}
+or C{codex}.
 """
 
 import enum
 import json
 import os
 import shutil
-import subprocess
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-
-import attrs
+from collections.abc import Iterable
 
 from aimx.agents import registry
 from aimx.agents.bundle import BundleFile
 from aimx.agents.registry import Agent, AgentError, McpCommand, Places
+from aimx.store import safefs
+from aimx.host.programs import NOT_RUN, Runner
 
 _DIR_MODE = 0o755
 _FILE_MODE = 0o644
@@ -101,25 +101,8 @@ def write_files(dest: str, files: Iterable[BundleFile]) -> None:
 
 def _replace(path: str, text: str) -> None:
     """Write C{text} to a new exclusive temp file beside C{path}, mode 0644, and rename it."""
-    tmp = os.path.join(os.path.dirname(path),
-                       f".{os.path.basename(path)}.{uuid.uuid4().hex}.aimx-tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), _FILE_MODE)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    tmp = f".{os.path.basename(path)}.{uuid.uuid4().hex}.aimx-tmp"
+    safefs.replace_path(path, text.encode("utf-8"), mode=_FILE_MODE, tmp=tmp, durable=False)
 
 
 def remove_path(path: str) -> bool:
@@ -182,12 +165,9 @@ def merge_mcp_json(fork: str, command: McpCommand, force: bool) -> tuple[MergeOu
 
 def _read_json_object(path: str) -> dict:
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        text = safefs.read_text(path)
     except OSError as e:
         raise AgentError(f"{path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise AgentError(f"{path}: not valid UTF-8: {e}") from None
     if not text.strip():
@@ -209,52 +189,6 @@ def _no_constant(name):
 # -- MCP registration through the agent's CLI (agents.md §3) ---------------------------
 
 
-class ProgramNotFound(Exception):
-    """The agent's CLI is not on C{PATH}."""
-
-
-@attrs.frozen
-class RunResult:
-    """The outcome of one CLI run.
-
-    @ivar exit_code: the exit status, or C{None} when the program was killed or
-        could not be started.
-    @ivar stderr: what it wrote to stderr (or why it could not start).
-    """
-
-    exit_code: int | None
-    stderr: str
-
-
-Runner = Callable[[list[str]], RunResult]
-
-
-def subprocess_runner(environ: Mapping[str, str], timeout: float = 120.0) -> Runner:
-    """A runner that finds C{argv[0]} on C{environ["PATH"]} and runs it, stdin closed."""
-
-    def run(argv: list[str]) -> RunResult:
-        program = shutil.which(argv[0], path=environ.get("PATH", os.defpath))
-        if program is None:
-            raise ProgramNotFound(argv[0])
-        try:
-            done = subprocess.run(
-                [program, *argv[1:]],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                check=False,
-                env=dict(environ),
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            return RunResult(None, f"timed out after {int(timeout)}s")
-        except OSError as e:
-            return RunResult(None, str(e))
-        stderr = done.stderr.decode("utf-8", "replace")
-        return RunResult(done.returncode if done.returncode >= 0 else None, stderr)
-
-    return run
-
-
 class Registration(enum.Enum):
     REGISTERED = "registered"
     NOT_FOUND = "not-found"
@@ -271,15 +205,15 @@ def register_mcp(agent: Agent, command: McpCommand, runner: Runner) -> tuple[Reg
     if steps is None:
         return Registration.NOT_FOUND, ""
     remove, add = steps
-    try:
-        runner(remove)
-        result = runner(add)
-    except ProgramNotFound:
+    if runner(remove).returncode == NOT_RUN:
         return Registration.NOT_FOUND, ""
-    if result.exit_code == 0:
+    result = runner(add)
+    if result.returncode == NOT_RUN:
+        return Registration.NOT_FOUND, ""
+    if result.returncode == 0:
         return Registration.REGISTERED, ""
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
     reason = lines[0] if lines else "(no error output)"
-    if result.exit_code is not None:
-        reason += f" (exit {result.exit_code})"
+    if result.returncode > 0:  # not when a signal (or the timeout) ended it
+        reason += f" (exit {result.returncode})"
     return Registration.FAILED, reason

@@ -20,8 +20,8 @@ fakes.
 """
 
 import argparse
+import functools
 import os
-import pwd
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -32,6 +32,8 @@ from aimx.agents import bundle, install, mcpcommand, probe, registry
 from aimx.cli import agentpicker as picker
 from aimx.agents.registry import AGENTS, Agent, AgentError, McpCommand
 from aimx.cli.term import Terminal
+from aimx.store import passwd
+from aimx.host import programs
 
 ROOT_REFUSAL = """\
 `aimx agents` is per-user and refuses to run as root by default: it writes into
@@ -45,28 +47,22 @@ Or, on a single-user root-login VPS with no other account, pass
   aimx agents setup --dangerously-allow-root"""
 
 _YES = ("y", "Y", "yes", "YES")
+#: Seconds an agent CLI (C{claude mcp add}, ...) may run.
+CLI_TIMEOUT = 120.0
 
 
 def _root_home() -> str:
-    try:
-        return pwd.getpwnam("root").pw_dir or "/root"
-    except KeyError:
-        return "/root"
-
-
-def _username(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
+    return passwd.home("root") or "/root"
 
 
 @attrs.define
 class World:
     """What one invocation sees of the machine.
 
-    @ivar runner: runs an agent CLI (C{argv -> RunResult}); default: a
-        subprocess runner over C{environ["PATH"]}.
+    @ivar runner: runs an agent CLI (L{aimx.host.programs}: C{argv ->
+        Completed}); default: L{programs.run_program} with C{environ} as the
+        program's whole environment (its C{PATH} finds it), stdin closed, and
+        a L{CLI_TIMEOUT}.
     @ivar root_home: C{() -> str}, root's C{pw_dir} (C{--dangerously-allow-root}).
     @ivar username: C{uid -> str | None} for the picker's title.
     @ivar open_keys: C{stdin -> context manager yielding a key source}.
@@ -82,7 +78,7 @@ class World:
     stdin: object
     runner: Callable | None = None
     root_home: Callable[[], str] = _root_home
-    username: Callable[[int], str | None] = _username
+    username: Callable[[int], str | None] = passwd.username
     open_keys: Callable = picker.open_keys
     argv0: str = attrs.field(factory=lambda: sys.argv[0])
     executable: str = attrs.field(factory=lambda: sys.executable)
@@ -90,7 +86,9 @@ class World:
 
     def __attrs_post_init__(self):
         if self.runner is None:
-            self.runner = install.subprocess_runner(self.environ)
+            self.runner = functools.partial(
+                programs.run_program, environ=self.environ, timeout=CLI_TIMEOUT
+            )
 
 
 def default_world() -> World:

@@ -25,7 +25,6 @@ import argparse
 import email.utils
 import json
 import os
-import pwd
 import shlex
 import signal
 import smtplib
@@ -44,9 +43,8 @@ from aimx.ops.dnscheck import MX, ExpectedDns
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
-from aimx.store import keys
-from aimx.store.mailboxes import create_dirs
-from aimx.store.mailstore import resolve_owner
+from aimx.store import keys, passwd, safefs
+from aimx.store.mailboxdirs import create_dirs
 from aimx.loopback import keys as dkimkeys
 
 DOMAIN = "demo.localhost"
@@ -117,12 +115,12 @@ def _owner(environ) -> str:
     user behind sudo, else C{nobody} (root only when neither exists)."""
     euid = os.geteuid()
     if euid != 0:
-        try:
-            return pwd.getpwuid(euid).pw_name
-        except KeyError:
+        name = passwd.username(euid)
+        if name is None:
             raise AimxError(f"uid {euid} has no passwd entry to own the demo's mailboxes")
+        return name
     for name in (environ.get("SUDO_USER"), "nobody"):
-        if name and name != "root" and resolve_owner(name).uid is not None:
+        if name and name != "root" and passwd.owner(name).uid is not None:
             return name
     return "root"
 
@@ -328,11 +326,8 @@ def _dns_records(etc: str, sender_txt: str, mx_host: str) -> list[str]:
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
-    """Create or replace C{path} with C{data}, mode C{mode} whatever the umask."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(data)
+    """Create or replace C{path} atomically with C{data}, mode C{mode} whatever the umask."""
+    safefs.replace_path(path, data, mode=mode, durable=False)
 
 
 def serve(args) -> int:
@@ -341,7 +336,7 @@ def serve(args) -> int:
     if args.port:
         _check_free(args.port)
     owner = _owner(os.environ)
-    ids = resolve_owner(owner)
+    ids = passwd.owner(owner)
     shared = ids.uid != os.geteuid()
     base = os.path.abspath(args.dir or tempfile.mkdtemp(prefix="aimx-demo-"))
     etc, data, run_dir = (os.path.join(base, d) for d in ("etc", "data", "run"))
@@ -444,10 +439,7 @@ def _program() -> str:
 
 
 def _me() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
+    return passwd.username(os.geteuid()) or f"uid {os.geteuid()}"
 
 
 def what_to_try(state: state_file.DemoState, run_dir: str, owner: str, program: str,

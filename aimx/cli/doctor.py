@@ -47,11 +47,11 @@ from aimx.ops.portcheck import (
 )
 from aimx.ops.version import version_fields
 from aimx.errors import ConfigError, DaemonNotRunning
-from aimx.store import configfile, keys
+from aimx.store import configfile, keys, passwd
 from aimx.host import initsystem
 from aimx.store import demo as demo_state
-from aimx.store.mailboxes import count_messages, mailbox_dirs
-from aimx.store.mailstore import resolve_owner
+from aimx.store.mailboxdirs import mailbox_dirs
+from aimx.store.mailstore import count_messages
 from aimx.verifier.client import inbound_probe, outbound_probe
 
 #: Seconds the daemon has to answer the VERSION probe.
@@ -80,7 +80,7 @@ def main(args) -> int:
 
 
 async def doctor(args, s: session.Session, *, clock, system: initsystem.System, run_in_thread,
-                 resolver: Resolver | None = None, resolve=resolve_owner, reactor=None,
+                 resolver: Resolver | None = None, resolve=passwd.owner, reactor=None,
                  probes=(outbound_probe, inbound_probe)) -> int:
     """The verb.
 
@@ -88,7 +88,7 @@ async def doctor(args, s: session.Session, *, clock, system: initsystem.System, 
     @param system: the host (service state, C{hostname -I}).
     @param run_in_thread: runs the blocking DNS verification off the reactor.
     @param resolver: for the DNS checks; default L{Resolver.public}.
-    @param resolve: owner name -> L{aimx.store.mailstore.Owner} (the passwd database).
+    @param resolve: owner name -> L{aimx.store.passwd.Owner} (the passwd database).
     @param reactor: for the port-25 checks; default C{clock}.
     @param probes: C{(outbound, inbound)} probe functions of L{aimx.verifier.client}.
     """
@@ -163,11 +163,11 @@ def _load(args, s: session.Session) -> tuple[Config, list[str]]:
         raise
 
 
-def collect(config: Config, warnings: list[str], resolve=resolve_owner) -> core.Facts:
+def collect(config: Config, warnings: list[str], resolve=passwd.owner) -> core.Facts:
     """The facts doctor's findings are made of: owners, mailbox directories, counts.
 
     @param warnings: the config load warnings.
-    @param resolve: owner name -> L{aimx.store.mailstore.Owner}.
+    @param resolve: owner name -> L{aimx.store.passwd.Owner}.
     """
     mailboxes = []
     for mb in sorted(config.mailboxes, key=lambda mb: mb.name):

@@ -12,17 +12,10 @@ from aimx.cli import session
 from aimx.cli.session import CliError, mailbox_missing
 from aimx.cli.term import cmd_text
 from aimx.control.commands import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
+from aimx.control.listing import mailbox_details, mailbox_rows
 from aimx.core import configedit
 from aimx.errors import DaemonNotRunning
-from aimx.store.mailboxes import (
-    count_entries,
-    create_dirs,
-    mailbox_details,
-    mailbox_dirs,
-    mailbox_rows,
-    remove_dirs,
-    wipe,
-)
+from aimx.store.mailboxdirs import count_entries, create_dirs, mailbox_dirs, remove_dirs, wipe
 
 #: The last sentence of the daemon-down error for non-root callers (exit code 2).
 WITHOUT_DAEMON = (

@@ -23,7 +23,7 @@ from aimx.control.commands import ERRORS, socket_path
 from aimx.errors import AimxError, ConfigError
 from aimx.store import configfile
 from aimx.host import initsystem
-from aimx.store.mailboxes import Passwd
+from aimx.store.passwd import Passwd
 
 DEFAULT_RUNTIME_DIR = "/run/aimx"
 

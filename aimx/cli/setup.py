@@ -54,10 +54,9 @@ from aimx.ops.portcheck import (
     settings_from_environ,
 )
 from aimx.errors import AimxError, ConfigError
-from aimx.store import configfile, datadir, keys
-from aimx.host import initsystem
-from aimx.store.mailboxes import create_dirs
-from aimx.store.mailstore import resolve_owner
+from aimx.store import configfile, datadir, keys, passwd, safefs
+from aimx.host import initsystem, programs
+from aimx.store.mailboxdirs import create_dirs
 from aimx.verifier.client import (
     TemporaryResponder,
     detect_occupancy,
@@ -392,7 +391,7 @@ async def dns_loop(term: Terminal, verify) -> bool:
 
 async def setup(args, s: Session, *, reactor, system: initsystem.System, run_in_thread,
                 detect=detect_occupancy, probes=(outbound_probe, inbound_probe),
-                resolve=resolve_owner, ready=None, resolver: Resolver | None = None,
+                resolve=passwd.owner, ready=None, resolver: Resolver | None = None,
                 executable: str = sys.executable) -> int:
     """The verb.
 
@@ -405,7 +404,7 @@ async def setup(args, s: Session, *, reactor, system: initsystem.System, run_in_
     @param resolver: for the DNS checks; default L{Resolver.public} of the session's
         environment.  The outbound port-25 check resolves its MX with
         L{Resolver.from_env} (the daemon's resolver, C{AIMX_NAMESERVERS} honoured).
-    @param resolve: owner name -> L{aimx.store.mailstore.Owner} (the passwd database).
+    @param resolve: owner name -> L{aimx.store.passwd.Owner} (the passwd database).
     @param ready: C{() -> awaitable bool}, the readiness poll after the service
         starts; default L{port_ready} on 127.0.0.1:25.
     @param executable: the Python whose C{twistd} the service runs.
@@ -650,7 +649,7 @@ class Wizard:
             os.makedirs(self.config_dir, mode=0o755, exist_ok=True)
             os.chmod(self.config_dir, 0o755)
             probe = os.path.join(self.config_dir, f".aimx-setup.{os.getpid()}")
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            safefs.create_path(probe, b"", mode=0o600, durable=False)
             os.unlink(probe)
         except OSError as e:
             raise CliError(
@@ -811,7 +810,7 @@ class Wizard:
                 "useradd", "--system", "--no-create-home", "--home-dir", flow.CATCHALL_HOME,
                 "--shell", "/usr/sbin/nologin", "--user-group", user,
             )
-            if done.returncode == 127:  # no useradd (Alpine/BusyBox)
+            if done.returncode == programs.NOT_RUN:  # no useradd (Alpine/BusyBox)
                 done = system.run(
                     "adduser", "-S", "-H", "-h", flow.CATCHALL_HOME, "-s", "/sbin/nologin", user
                 )

@@ -13,9 +13,11 @@ import datetime
 import attrs
 
 from aimx.control.commands import EXCLUSIVE
+from aimx.control.listing import mailbox_details, mailbox_rows
 from aimx.core import configedit, submission
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
+from aimx.core.filenames import is_valid_id
 from aimx.ops.version import version_fields
 from aimx.errors import (
     AccessDenied,
@@ -31,18 +33,9 @@ from aimx.errors import (
 )
 from aimx.logs import Logger
 from aimx.store import configfile
-from aimx.store.mailboxes import (
-    Passwd,
-    count_entries,
-    create_dirs,
-    mailbox_details,
-    mailbox_dirs,
-    mailbox_rows,
-    mark_id,
-    remove_dirs,
-    valid_id,
-    wipe,
-)
+from aimx.store.mailboxdirs import count_entries, create_dirs, mailbox_dirs, remove_dirs, wipe
+from aimx.store.mailstore import mark_id
+from aimx.store.passwd import Passwd
 
 uds_log = Logger(namespace="aimx::uds")
 hook_log = Logger(namespace="aimx::hook")
@@ -333,7 +326,7 @@ class Control:
     async def mark(self, caller: Caller, mailbox: str, email_id: str, read: bool) -> None:
         """MARK-READ / MARK-UNREAD (§6.2) on an inbox email."""
         verb = "MARK-READ" if read else "MARK-UNREAD"
-        if not valid_id(email_id):
+        if not is_valid_id(email_id):
             raise NotFoundError(f"email id '{email_id}' contains invalid characters")
         target = self.live.current.mailbox(mailbox)
         if target is None:

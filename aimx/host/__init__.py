@@ -1,1 +1,2 @@
-"""The host around the daemon (L1, blocking): its init system and the commands it runs."""
+"""The host around the daemon (L1, blocking): its init system (L{initsystem}) and the
+one runner of the programs aimx starts and waits for (L{programs})."""

@@ -8,13 +8,13 @@ import contextlib
 import glob
 import os
 import shutil
-import subprocess
-from collections.abc import Callable
 
 import attrs
 
 from aimx.ops import units
 from aimx.errors import AimxError
+from aimx.store import safefs
+from aimx.host.programs import Completed, Runner, run_program
 
 SYSTEMD, OPENRC, UNKNOWN = "systemd", "openrc", "unknown"
 LOG_DIR = os.path.dirname(units.OPENRC_LOG)
@@ -26,38 +26,15 @@ class ServiceError(AimxError):
 
 
 @attrs.frozen
-class Completed:
-    """A finished program: exit status and captured output (empty when not captured)."""
-
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-def run_program(argv: list[str], capture: bool = True) -> Completed:
-    """Run C{argv}; a missing program counts as exit status 127.
-
-    @param capture: collect stdout/stderr; otherwise they stay the terminal's.
-    """
-    try:
-        done = subprocess.run(
-            argv, capture_output=capture, text=True, errors="replace", check=False
-        )
-    except OSError as e:
-        return Completed(127, "", f"{argv[0]}: {e.strerror or e}")
-    return Completed(done.returncode, done.stdout or "", done.stderr or "")
-
-
-@attrs.frozen
 class System:
     """The host as seen by this module.
 
     @ivar root: prefix of every absolute path (C{/} on a real host).
-    @ivar runner: C{(argv, capture=True) -> Completed}.
+    @ivar runner: C{(argv, capture=True) -> Completed} (L{aimx.host.programs}).
     """
 
     root: str = "/"
-    runner: Callable[..., Completed] = run_program
+    runner: Runner = run_program
 
     def path(self, absolute: str) -> str:
         """C{absolute} under L{root}."""
@@ -116,16 +93,7 @@ def find_twistd(executable: str, which=shutil.which) -> str:
 def _write(path: str, text: str, mode: int) -> None:
     """Replace C{path} atomically with a file of C{mode}."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", opener=lambda p, flags: os.open(p, flags, mode)) as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    safefs.replace_path(path, text.encode("utf-8"), mode=mode, durable=False)
 
 
 def install(system: System, params: units.UnitParams) -> str:

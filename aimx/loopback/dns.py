@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.names import common, dns, error, server
 
+from aimx.idle import IdleWaiters
 
 #: CNAMEs followed within the table for one query.
 _MAX_CHAIN = 8
@@ -87,7 +88,7 @@ class _Server(server.DNSServerFactory):
 
     def __init__(self, zone):
         super().__init__(authorities=[zone])
-        self._idle: list[defer.Deferred] = []
+        self._idle = IdleWaiters()
 
     def gotResolverError(self, failure, protocol, message, address):
         if failure.check(error.AuthoritativeDomainError):
@@ -103,17 +104,11 @@ class _Server(server.DNSServerFactory):
     def connectionLost(self, protocol):
         super().connectionLost(protocol)
         if not self.connections:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
+            self._idle.idle()
 
     def idle(self) -> defer.Deferred:
         """Fires when no TCP connection is open."""
-        if not self.connections:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._idle.append(d)
-        return d
+        return self._idle.wait(not self.connections)
 
 
 class FixtureDNS:

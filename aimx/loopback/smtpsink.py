@@ -20,7 +20,9 @@ from twisted.internet.error import CannotListenError
 from twisted.mail import smtp
 from zope.interface import implementer
 
+from aimx.idle import IdleWaiters
 from aimx.smtp.tls import server_options
+from aimx.store import safefs
 
 _TEXT = {2: "2.0.0 sink ok", 4: "4.3.0 sink says try later", 5: "5.7.1 sink says no"}
 
@@ -212,7 +214,7 @@ class SmtpSink(protocol.ServerFactory):
         self.connections = 0
         self.server_names: list[bytes | None] = []
         self._open: set = set()
-        self._idle: list[defer.Deferred] = []
+        self._idle = IdleWaiters()
         self._ports: list = []
 
     def buildProtocol(self, addr):
@@ -223,9 +225,7 @@ class SmtpSink(protocol.ServerFactory):
         if self.directory is None:
             return
         name = os.path.join(self.directory, f"{len(self.transactions):04d}.eml")
-        with open(name + ".tmp", "wb") as f:
-            f.write(transaction.data)
-        os.rename(name + ".tmp", name)
+        safefs.replace_path(name, transaction.data, mode=0o644, durable=False)
 
     def opened(self, proto) -> None:
         """Called by each connection when it is made."""
@@ -236,9 +236,7 @@ class SmtpSink(protocol.ServerFactory):
         """Called by each connection when it is lost."""
         self._open.discard(proto)
         if not self._open:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
+            self._idle.idle()
 
     def listen(self, interface: str, port: int = 0) -> int:
         """Listen on C{interface}:C{port} (0: any free port); return the port number.
@@ -254,9 +252,7 @@ class SmtpSink(protocol.ServerFactory):
         ports, self._ports = self._ports, []
         waits = [defer.maybeDeferred(port.stopListening) for port in ports]
         if self._open:
-            idle = defer.Deferred()
-            self._idle.append(idle)
-            waits.append(idle)
+            waits.append(self._idle.wait(False))
             for proto in list(self._open):
                 proto.transport.abortConnection()
         return defer.gatherResults(waits, consumeErrors=True)

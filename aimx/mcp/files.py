@@ -1,62 +1,35 @@
 """The caller's mail files, read directly with the MCP process's own uid (L3 helper).
 
-Every path is opened one component at a time relative to a directory fd with
-C{O_NOFOLLOW}, and only singly-linked regular files are read: whoever can write
-inside a mailbox directory cannot point a read (by a root MCP, say) outside it
-with a symlink, a hard link or a swapped directory.  The rules are those of the
-daemon's resolver (spec/mcp.md §1 "Strict path resolver", spec/inbound.md §8).
+Listing, resolving and reading go through the daemon's own functions
+(L{aimx.store.mailstore}, over L{aimx.store.safefs}): every path is opened one
+component at a time relative to a directory fd with C{O_NOFOLLOW}, and only
+singly-linked regular files are read, so whoever can write inside a mailbox
+directory cannot point a read (by a root MCP, say) outside it with a symlink, a
+hard link or a swapped directory (spec/mcp.md §1 "Strict path resolver",
+spec/inbound.md §8).  Unlike the daemon, the MCP reads a frontmatter to its end,
+however long: it reads as the caller, files the caller could read anyway.
 """
 
 import os
 import tomllib
 
-from aimx.core import frontmatter
-from aimx.store import mailboxes
+from aimx.store import mailstore
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_CHUNK = 1 << 16
+list_ids = mailstore.list_ids
 
 
 class NotFound(Exception):
     """The id names no acceptable message file."""
 
 
-def list_ids(directory: str) -> list[str]:
-    """The message ids in a mailbox folder, newest first (descending byte order).
-
-    A message is a regular file C{<id>.md} or a real directory C{<id>/}; dotfiles,
-    symlinks and anything else are skipped, nothing is opened.
-
-    @return: the ids; C{[]} when the directory is missing.
-    @raise OSError: the directory cannot be opened (not a directory, no access...).
-    """
-    try:
-        fd = os.open(directory, _DIR_FLAGS)
-    except FileNotFoundError:
-        return []
-    ids = set()
-    try:
-        for entry in os.scandir(fd):
-            name = entry.name
-            if name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                ids.add(name)
-            elif name.endswith(".md") and entry.is_file(follow_symlinks=False):
-                ids.add(name[:-3])
-    finally:
-        os.close(fd)
-    return sorted(ids, key=os.fsencode, reverse=True)
-
-
 def open_message(directory: str, email_id: str) -> int:
-    """Open the C{.md} of an id (L{aimx.store.mailboxes.open_email}'s rules).
+    """Open the C{.md} of an id (L{aimx.store.mailstore.open_email}'s rules).
 
     @param email_id: an id without C{/}, C{..}, C{\\} or NUL.
     @return: a file descriptor the caller closes.
     @raise NotFound: nothing acceptable by that id, or any error on the way.
     """
-    fd = mailboxes.open_email(directory, email_id)
+    fd = mailstore.open_email(directory, email_id)
     if fd is None:
         raise NotFound()
     return fd
@@ -79,17 +52,11 @@ def read_frontmatter(fd: int) -> dict | None:
     @raise ValueError: the frontmatter is not TOML (or not UTF-8).
     @raise OSError: reading failed.
     """
-    data = b""
-    with open(fd, "rb") as f:
-        while True:
-            chunk = f.read(max(_CHUNK, len(data)))
-            data += chunk
-            try:
-                return frontmatter.parse(data)[0]
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-                if not chunk:
-                    raise
-            except ValueError:
-                if not chunk or not data.startswith(b"+++"):
-                    return None
-            # Not closed yet, or a +++ line inside a string: the rest may close it.
+    try:
+        return mailstore.read_fields(fd)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError:
+        return None
+    finally:
+        os.close(fd)

@@ -29,10 +29,10 @@ from aimx.control.commands import (
 )
 from aimx.core.compose import ComposeError, compose, normalize_crlf
 from aimx.store.attachments import read_attachment
+from aimx.core.filenames import is_valid_id
 from aimx.core.identity import parse_address_list
 from aimx.errors import DaemonNotRunning
 from aimx.mcp import files
-from aimx.store.mailboxes import valid_id
 
 NOT_RUNNING = "aimx daemon not running. Start with 'sudo systemctl start aimx'"
 LIMIT_MAX = 200
@@ -50,7 +50,7 @@ def _json(value) -> str:
 def _check_id(email_id: str) -> None:
     if not email_id:
         raise ToolError("Email ID cannot be empty.")
-    if not valid_id(email_id):
+    if not is_valid_id(email_id):
         raise ToolError("Email ID contains invalid characters.")
 
 

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.protocols.policies import TimeoutMixin
 
+from aimx.idle import IdleWaiters
 from aimx.core.address import client_address
 from aimx.core.smtpsession import (
     COMMAND_STATES,
@@ -341,7 +342,7 @@ class AimxSMTPFactory(ServerFactory):
     # Sessions whose QUIT was answered but whose socket is still open, oldest first
     # (a dict as an ordered set): they no longer count, but the drain waits for them.
     _quitting: dict = attrs.field(factory=dict)
-    _idle_waiters: list = attrs.field(factory=list)
+    _idle_waiters: IdleWaiters = attrs.field(factory=IdleWaiters)
     noisy = False
 
     def buildProtocol(self, addr):
@@ -399,9 +400,7 @@ class AimxSMTPFactory(ServerFactory):
                 return  # refused at connect, or already dropped by session_quit
             del self._quitting[proto]
         if not self.sessions and not self._quitting:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._idle_waiters.idle()
 
     def _uncount(self, proto) -> bool:
         if proto not in self.sessions:
@@ -419,8 +418,7 @@ class AimxSMTPFactory(ServerFactory):
         """
         if not self.sessions and not self._quitting:
             return defer.succeed(None)
-        done = defer.Deferred()
-        self._idle_waiters.append(done)
+        done = self._idle_waiters.wait(False)
 
         def expire():
             left = [*self.sessions, *self._quitting]

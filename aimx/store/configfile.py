@@ -1,19 +1,18 @@
-"""Read and atomically edit C{<config_dir>/config.toml} (L1: disk and C{pwd}, no Twisted).
+"""Read and atomically edit C{<config_dir>/config.toml} (L1: disk and passwd, no Twisted).
 
 The schema and every validation live in L{aimx.core.config}, the in-place edit of
 the text in L{aimx.core.configedit}; this module supplies the bytes, the passwd
 lookups and the crash-safe write of spec/config.md §5.
 """
 
-import contextlib
 import os
-import pwd
 
 import tomli_w
 
 from aimx.core.config import Config, load_text, to_toml
 from aimx.core.configedit import rewrite_text
 from aimx.errors import ConfigError
+from aimx.store import passwd, safefs
 
 CONFIG_FILE = "config.toml"
 CONFIG_MODE = 0o640
@@ -25,11 +24,7 @@ def config_path(config_dir: str) -> str:
 
 
 def _owner_exists(owner: str) -> bool:
-    try:
-        pwd.getpwnam(owner)
-    except KeyError:
-        return False
-    return True
+    return passwd.owner(owner).uid is not None
 
 
 def load(config_dir: str, *, data_dir_override: str | None = None) -> tuple[Config, list[str]]:
@@ -41,14 +36,11 @@ def load(config_dir: str, *, data_dir_override: str | None = None) -> tuple[Conf
     """
     path = config_path(config_dir)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        text = safefs.read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found at {path}. Run 'sudo aimx setup' first") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid UTF-8: {e}") from None
     config, warnings = load_text(text, path, owner_exists=_owner_exists)
@@ -121,8 +113,8 @@ def write_atomic(config_dir: str, config: Config) -> None:
     full validation, as exactly C{config} (its in-memory C{data_dir} override
     aside), so a write never leaves a file the daemon refuses or reads otherwise.
     It goes to C{.config.toml.tmp.<pid>} in the same directory with mode 0640
-    (root:root when running as root), is fsynced, then renamed over config.toml;
-    on any failure the temp file is removed.
+    (root:root when running as root), is fsynced, then renamed over config.toml
+    (L{safefs.replace_path}); on any failure the temp file is removed.
 
     @raise ConfigError: the current file does not load or cannot be edited in
         place, or the new config would not load; nothing was written.
@@ -134,19 +126,6 @@ def write_atomic(config_dir: str, config: Config) -> None:
         data = render(config, path)
     else:
         data = _checked(rewrite_text(current, path, config), path, config)
-    tmp = os.path.join(config_dir, f".{CONFIG_FILE}.tmp.{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        with open(os.open(tmp, flags, CONFIG_MODE), "wb") as f:
-            # Explicit: the creation mode is filtered by the umask (AIMX ends up 0600).
-            os.fchmod(f.fileno(), CONFIG_MODE)
-            if os.geteuid() == 0:
-                os.fchown(f.fileno(), 0, 0)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # The mode is set explicitly: the creation mode is filtered by the umask.
+    owner = passwd.owner("root") if os.geteuid() == 0 else None
+    safefs.replace_path(path, data, mode=CONFIG_MODE, owner=owner)

@@ -9,6 +9,7 @@ import os
 
 from aimx.ops import datadir_readme
 from aimx.errors import ConfigError
+from aimx.store import safefs
 
 README = datadir_readme.render()
 
@@ -26,19 +27,8 @@ def write_readme(data_dir: str) -> None:
 
     @raise OSError: the file cannot be written.
     """
-    path = readme_path(data_dir)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(README)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    safefs.replace_path(readme_path(data_dir), README.encode("utf-8"), mode=0o644,
+                        durable=False)
 
 
 def refresh_readme(data_dir: str) -> bool:

@@ -14,13 +14,13 @@ sender key it names is a file of its own, readable only by the demo's mailbox ow
 and root).
 """
 
-import contextlib
 import json
 import os
 
 import attrs
 
 from aimx.errors import AimxError
+from aimx.store import safefs
 
 STATE_FILE = "demo.json"
 #: The largest state file read (the real one is well under 1 KiB).
@@ -92,18 +92,8 @@ def write(runtime_dir: str, state: DemoState) -> str:
     """Write the state file atomically (mode 0644); its path."""
     path = state_path(runtime_dir)
     data = dict(attrs.asdict(state), version=_VERSION)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8",
-                  opener=lambda p, flags: os.open(p, flags, 0o644)) as f:
-            os.fchmod(f.fileno(), 0o644)
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=2) + "\n"
+    safefs.replace_path(path, text.encode("utf-8"), mode=0o644, durable=False)
     return path
 
 

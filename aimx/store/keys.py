@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from aimx.errors import ConfigError
+from aimx.store import safefs
 
 DEFAULT_TLS_CERT = "/etc/ssl/aimx/cert.pem"
 DEFAULT_TLS_KEY = "/etc/ssl/aimx/key.pem"
@@ -47,23 +48,13 @@ def load_dkim_private_key(config_dir: str) -> bytes:
 
 
 def _write(path: str, data: bytes, mode: int):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Replace C{path} atomically with C{data}, mode C{mode} whatever the umask."""
+    safefs.replace_path(path, data, mode=mode, durable=False)
 
 
 def _create(path: str, data: bytes, mode: int):
     """Create C{path} exclusively, with C{mode} from the moment it exists."""
-    with open(path, "xb", opener=lambda p, flags: os.open(p, flags, mode)) as f:
-        os.fchmod(f.fileno(), mode)
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    safefs.create_path(path, data, mode=mode)
 
 
 def generate_dkim_key(config_dir: str, bits: int = 2048, *, force: bool = False) -> str:

@@ -3,13 +3,16 @@
 C{AIMX_TEST_MAIL_DROP=DIR} (spec/outbound.md §14, an aimx decision): per
 message C{<20-digit time_ns>-<uuid4 hex>.eml} holding exactly the signed bytes
 and a sibling C{.json} envelope, each written under a dot-name and renamed
-(the JSON first, so a reader that sees an C{.eml} also finds its envelope).
+(the JSON first, so a reader that sees an C{.eml} also finds its envelope)
+by L{aimx.store.safefs.replace_path}.
 """
 
 import json
 import os
 import time
 import uuid
+
+from aimx.store import safefs
 
 
 def drop(directory: str, message: bytes, *, mail_from: str, rcpt_to: list[str],
@@ -22,22 +25,8 @@ def drop(directory: str, message: bytes, *, mail_from: str, rcpt_to: list[str],
     os.makedirs(directory, mode=0o700, exist_ok=True)
     stem = f"{now_ns():020d}-{uuid.uuid4().hex}"
     envelope = {"mail_from": mail_from, "rcpt_to": list(rcpt_to), "message_id": message_id}
-    _publish(directory, stem + ".json", json.dumps(envelope).encode("utf-8"))
-    return _publish(directory, stem + ".eml", message)
-
-
-def _publish(directory: str, name: str, data: bytes) -> str:
-    tmp = os.path.join(directory, f".{name}.tmp")
-    final = os.path.join(directory, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.rename(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return final
+    for name, data in ((stem + ".json", json.dumps(envelope).encode("utf-8")),
+                       (stem + ".eml", message)):
+        safefs.replace_path(os.path.join(directory, name), data, mode=0o600,
+                            tmp=f".{name}.tmp", durable=False)
+    return os.path.join(directory, stem + ".eml")

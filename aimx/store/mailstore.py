@@ -1,61 +1,52 @@
-"""The mail store on disk (L1): mailbox directories, atomic publish, dedup.
+"""Message files (L1): store, dedup, enumerate, count, resolve ids, read, mark read.
 
-Layout and rules: spec/inbound.md §7.6–7.8 and §8.  Every new file is written to a
-dot-named temp file in the mailbox directory, given its owner and mode, and then
-published under its final name with a no-replace link, so readers never see a
-partial or root-owned file.  Callers serialise writes per mailbox (the daemon with a
-DeferredLock, ``aimx ingest`` by being one process).
+Layout and rules: spec/inbound.md §7.6–7.8 and §8, spec/frontmatter.md §5.  Every
+new file is written to a dot-named temp file in the mailbox directory, given its
+owner and mode, and then published under its final name with a no-replace link,
+so readers never see a partial or root-owned file.  Callers serialise writes per
+mailbox (the daemon with a DeferredLock, ``aimx ingest`` by being one process).
+
+Everything inside a mailbox directory goes through L{aimx.store.safefs}: the
+owner controls the directory, root must never be redirected by a link, a FIFO
+or a hard link.  What root reads there is capped: the dedup scan and the
+read/unread count parse the frontmatter of a file's head (L{read_fields}), MARK
+reads at most fstat's size and never more than L{MAX_MARK_BYTES}.  The MCP
+process lists and reads through the same functions, as the caller.
 
 Dedup (spec README, "Dedup"): a copy is skipped only when a copy with the same
 Message-ID I{and} body hash was stored in the mailbox within 24 h and the new one
 is not more trusted than it, so a forged copy never suppresses the genuine one.
 """
 
-import contextlib
 import datetime
 import itertools
 import os
-import pwd
-import shutil
-import stat
+import tomllib
+from collections.abc import Iterator
 
 import attrs
 
 from aimx.core import filenames, frontmatter
 from aimx.core.received import Stored
+from aimx.errors import IOFailure
+from aimx.store import mailboxdirs, passwd, safefs
+from aimx.store.passwd import Owner
 
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 DEDUP_CAP = 100_000
-_FRONTMATTER_PEEK = 16384
-
-
-@attrs.frozen
-class Owner:
-    """A mailbox owner resolved through the passwd database."""
-
-    name: str
-    uid: int | None
-    gid: int | None
-
-
-class OwnerConflict(OSError):
-    """A mailbox directory belongs to a user other than its owner."""
+#: How much of a file the dedup scan reads for its frontmatter (spec/inbound.md §7.7).
+DEDUP_HEAD_BYTES = 16384
+#: How much of a message file the read-state check of L{count_messages} reads.
+READ_STATE_BYTES = 64 * 1024
+#: The largest message file L{mark_id} reads and rewrites.
+MAX_MARK_BYTES = 64 * 1024 * 1024
+#: The first read of L{read_fields} without a limit; each later one doubles the head.
+_FIRST_READ = 1 << 16
 
 
 def _rank(trusted) -> int:
     """How far a copy is trusted, for dedup: a trusted copy outranks any other."""
     return 1 if trusted == "true" else 0
-
-
-def resolve_owner(name: str) -> Owner:
-    """Look an owner up; C{root} is uid/gid 0, an unknown user has no ids."""
-    if name == "root":
-        return Owner(name, 0, 0)
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return Owner(name, None, None)
-    return Owner(name, entry.pw_uid, entry.pw_gid)
 
 
 def utcnow() -> datetime.datetime:
@@ -85,7 +76,7 @@ class MailStore:
     def owner(self, name: str) -> Owner:
         """Resolve an owner now: a user removed and their uid given to another must
         not keep receiving mail as the old one."""
-        return resolve_owner(name)
+        return passwd.owner(name)
 
     # -- dedup -----------------------------------------------------------------
 
@@ -135,55 +126,29 @@ class MailStore:
         oldest = (now - DEDUP_WINDOW).strftime("%Y-%m-%d")
         seen: dict = {}
         try:
-            names = os.listdir(directory)
+            dir_fd = safefs.open_dir(directory)
         except OSError:
             return seen
-        for name in names:
-            if name.startswith(".") or name[:10] < oldest:
-                continue
-            path = os.path.join(directory, name)
-            if not name.endswith(".md"):
-                path = os.path.join(path, name + ".md")
-            fields = _peek_frontmatter(path)
-            if not fields:
-                continue
-            message_id, body = fields.get("message_id"), fields.get("body_sha256")
-            received = _parse_time(fields.get("received_at", ""))
-            if not (isinstance(message_id, str) and message_id and isinstance(body, str)):
-                continue
-            if received is None or received + DEDUP_WINDOW <= now:
-                continue
-            key = (message_id, body)
-            rank = max(_rank(fields.get("trusted")), seen.get(key, (None, 0))[1])
-            seen[key] = (received + DEDUP_WINDOW, rank)
+        try:
+            for fd in _message_files(dir_fd, lambda name: name[:10] >= oldest):
+                try:
+                    fields = read_fields(fd, DEDUP_HEAD_BYTES)
+                except (ValueError, OSError):
+                    continue
+                message_id, body = fields.get("message_id"), fields.get("body_sha256")
+                received = _parse_time(fields.get("received_at", ""))
+                if not (isinstance(message_id, str) and message_id and isinstance(body, str)):
+                    continue
+                if received is None or received + DEDUP_WINDOW <= now:
+                    continue
+                key = (message_id, body)
+                rank = max(_rank(fields.get("trusted")), seen.get(key, (None, 0))[1])
+                seen[key] = (received + DEDUP_WINDOW, rank)
+        finally:
+            os.close(dir_fd)
         return seen
 
     # -- writing ---------------------------------------------------------------
-
-    def prepare_dir(self, directory: str, owner: Owner) -> list[str]:
-        """Create a mailbox directory if needed; heal its owner and mode 0700.
-
-        @raise OwnerConflict: it belongs to another user (not root, not the owner):
-            it is never handed from one user to another.
-        """
-        try:
-            st = os.lstat(directory)
-        except FileNotFoundError:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        else:
-            if not stat.S_ISDIR(st.st_mode):
-                raise OwnerConflict(f"{directory} is not a directory")
-            if stat.S_IMODE(st.st_mode) == 0o700 and (st.st_uid, st.st_gid) == (
-                owner.uid,
-                owner.gid,
-            ):
-                return []
-            if st.st_uid not in (0, os.geteuid(), owner.uid) and owner.uid is not None:
-                raise OwnerConflict(
-                    f"{directory} belongs to uid {st.st_uid}, not to the mailbox owner "
-                    f"'{owner.name}'; not changing its ownership"
-                )
-        return _set_owner(directory, owner, 0o700)
 
     def store_inbound(
         self,
@@ -201,7 +166,8 @@ class MailStore:
             a missing C{date} are filled in here.
         @param attachments: L{aimx.core.message.Attachment} values.
         @return: the outcome; C{Stored.duplicate} when skipped.
-        @raise OwnerConflict: the mailbox directory belongs to another user.
+        @raise aimx.store.mailboxdirs.OwnerConflict: the mailbox directory belongs to
+            another user.
         """
         message_id, body_sha256 = fields.get("message_id", ""), fields.get("body_sha256", "")
         trusted = fields.get("trusted", "none")
@@ -209,7 +175,7 @@ class MailStore:
             return Stored(None, None)
         owner = self.owner(owner_name)
         directory = self.inbox_dir(mailbox)
-        warnings = self.prepare_dir(directory, owner)
+        warnings = mailboxdirs.prepare(directory, owner)
         received = self.now()
         base = filenames.base_stem(received, subject)
         def render(stem, entries=None):
@@ -258,7 +224,7 @@ class MailStore:
         @return: the directory and any warnings.
         """
         directory = os.path.join(self.data_dir, "sent", mailbox)
-        return directory, self.prepare_dir(directory, self.owner(owner_name))
+        return directory, mailboxdirs.prepare(directory, self.owner(owner_name))
 
     def _publish(self, directory, base, owner, render, attachments):
         if attachments:
@@ -276,46 +242,45 @@ class MailStore:
             yield stem
 
     def _publish_flat(self, directory, base, owner, render):
-        with _DirFd(directory) as dfd:
+        with safefs.directory(directory) as dfd:
             for stem in self._candidates(directory, base):
-                if os.path.lexists(os.path.join(directory, stem)):
-                    continue  # a bundle has this stem (a flat name is caught by link)
-                data = render(stem)
-                tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
-                warnings = self._write_file(dfd, tmp, data, owner)
+                if safefs.exists(dfd, stem):
+                    continue  # a bundle has this stem (a flat name is caught by the link)
+                final = stem + ".md"
+                tmp = f".{final}.tmp.{os.getpid()}"
+                warnings = safefs.create_file(
+                    dfd, tmp, render(stem), mode=0o600, owner=owner, durable=self.durable
+                )
                 try:
-                    # The owner may swap the temp name for a symlink: never follow it.
-                    os.link(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    safefs.publish_link(dfd, tmp, final)
                 except FileExistsError:
                     continue
-                finally:
-                    with contextlib.suppress(FileNotFoundError):  # the owner may remove it
-                        os.unlink(tmp, dir_fd=dfd)
                 self._sync(dfd)
                 return stem, os.path.join(directory, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
 
     def _publish_bundle(self, directory, base, owner, render, parts):
-        with _DirFd(directory) as dfd:
+        with safefs.directory(directory) as dfd:
             for stem in self._candidates(directory, base):
                 try:
-                    os.mkdir(stem, 0o700, dir_fd=dfd)
+                    safefs.claim_dir(dfd, stem, 0o700)
                 except FileExistsError:
                     continue
+                final = stem + ".md"
                 try:
                     # From here on only through this descriptor: the owner can rename
                     # or replace the bundle name, but not what we hold open.
-                    with _DirFd(stem, dir_fd=dfd) as bfd:
-                        warnings = _set_owner(bfd, owner, 0o700)
+                    with safefs.directory(stem, dfd) as bfd:
+                        warnings = safefs.set_owner(bfd, owner, 0o700)
                         entries = self._write_attachments(bfd, stem, parts, owner, warnings)
-                        data = render(stem, entries)
-                        tmp, final = f".{stem}.md.tmp.{os.getpid()}", stem + ".md"
-                        warnings += self._write_file(bfd, tmp, data, owner)
-                        os.rename(tmp, final, src_dir_fd=bfd, dst_dir_fd=bfd)
+                        warnings += safefs.replace_file(
+                            bfd, final, render(stem, entries), mode=0o600, owner=owner,
+                            strict=False, durable=self.durable,
+                        )
                         self._sync(bfd)
                     self._sync(dfd)
                 except BaseException:
-                    shutil.rmtree(stem, dir_fd=dfd, ignore_errors=True)
+                    safefs.remove(dfd, stem, ignore_errors=True)
                     raise
                 return stem, os.path.join(directory, stem, final), warnings
         raise AssertionError("unreachable: stem candidates are endless")
@@ -327,7 +292,9 @@ class MailStore:
             name = filenames.sanitize_attachment_name(part.filename_raw, index)
             name = filenames.dedupe_attachment_name(name, taken, tried)
             taken.add(name)
-            warnings += self._write_file(bfd, name, part.data, owner)
+            warnings += safefs.create_file(
+                bfd, name, part.data, mode=0o600, owner=owner, durable=self.durable
+            )
             entries.append(
                 {
                     "filename": name,
@@ -338,75 +305,309 @@ class MailStore:
             )
         return entries
 
-    def _write_file(self, dir_fd: int, name: str, data: bytes, owner: Owner) -> list[str]:
-        """Create C{name} in C{dir_fd} exclusively, mode 0600, with the owner's ids."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
-        try:
-            warnings = _set_owner(fd, owner, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self.durable:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(name, dir_fd=dir_fd)
-            raise
-        os.close(fd)
-        return warnings
-
     def _sync(self, dir_fd: int):
         if self.durable:
             os.fsync(dir_fd)
 
 
-class _DirFd:
-    """An open directory descriptor (never through a symlink), closed on exit."""
-
-    def __init__(self, path: str, dir_fd: int | None = None):
-        self.path, self.dir_fd = path, dir_fd
-
-    def __enter__(self) -> int:
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        self.fd = os.open(self.path, flags, dir_fd=self.dir_fd)
-        return self.fd
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
+# -- reading -------------------------------------------------------------------
 
 
-def _set_owner(target, owner: Owner, mode: int) -> list[str]:
-    """chown/chmod a path or fd; failures are warnings, never fatal."""
-    warnings = []
-    chown = os.fchown if isinstance(target, int) else os.chown
-    chmod = os.fchmod if isinstance(target, int) else os.chmod
-    if owner.uid is None:
-        warnings.append(f"owner '{owner.name}' does not resolve; not changing ownership")
-    elif (owner.uid, owner.gid) != (os.geteuid(), os.getegid()):
+def _entries(dir_fd: int) -> Iterator[tuple[str, bool]]:
+    """The message candidates in a mailbox directory, nothing opened (spec/inbound.md §8).
+
+    @return: C{(name, bundle)} for each real directory C{<stem>/} (C{bundle}
+        true) and each regular C{*.md} file; dotfiles (temp files), symlinks and
+        anything else are skipped.
+    """
+    for name, kind in safefs.scan(dir_fd):
+        if name.startswith("."):
+            continue
+        if kind == safefs.DIR:
+            yield name, True
+        elif kind == safefs.FILE and name.endswith(".md"):
+            yield name, False
+
+
+def _open_entry(dir_fd: int, name: str, bundle: bool) -> int | None:
+    """The message file of a candidate of L{_entries}: C{name}, or C{name/name.md}.
+
+    @return: a descriptor the caller closes; C{None} when it is missing or
+        refused (L{safefs.open_regular}), or on any error.
+    """
+    try:
+        if not bundle:
+            opened = safefs.open_regular(dir_fd, name)
+        else:
+            bundle_fd = safefs.open_subdir(dir_fd, name)
+            if bundle_fd is None:
+                return None
+            try:
+                opened = safefs.open_regular(bundle_fd, name + ".md")
+            finally:
+                os.close(bundle_fd)
+    except (safefs.Refused, OSError):
+        return None
+    return None if opened is None else opened[0]
+
+
+def _message_files(dir_fd: int, wanted=lambda name: True) -> Iterator[int]:
+    """A descriptor of every message file in a mailbox directory whose entry name is
+    C{wanted}, each closed when the next is asked for."""
+    for name, bundle in _entries(dir_fd):
+        if not wanted(name):
+            continue
+        fd = _open_entry(dir_fd, name, bundle)
+        if fd is None:
+            continue
         try:
-            chown(target, owner.uid, owner.gid)
-        except OSError as e:
-            warnings.append(f"chown to '{owner.name}' failed: {e.strerror}")
-    chmod(target, mode)
-    return warnings
+            yield fd
+        finally:
+            os.close(fd)
 
 
-def _peek_frontmatter(path: str) -> dict | None:
-    """The frontmatter at the start of a regular file; symlinks, FIFOs and devices
-    the mailbox owner may have planted are never followed or read."""
+def read_fields(fd: int, limit: int | None = None) -> dict:
+    """The frontmatter fields of an open message file, reading only as far as needed.
+
+    Reads from the start of the file, a head at a time (the first 64 KiB, then
+    doubling), until the frontmatter parses (L{frontmatter.parse}); a head that
+    is not the whole file is cut after its last line end, so a C{+++x} line cut
+    after its C{+++} is no delimiter.
+
+    @param limit: read no more than this many bytes (root reading a file its
+        owner controls); C{None}: as far as the frontmatter goes.
+    @raise ValueError: no C{+++} opening line, no closing line within what may
+        be read, invalid TOML (C{tomllib.TOMLDecodeError}) or UTF-8
+        (C{UnicodeDecodeError}).
+    @raise OSError: reading failed.
+    """
+    size = os.fstat(fd).st_size
+    data = b""
+    while True:
+        want = max(_FIRST_READ, len(data))
+        if limit is not None:
+            want = min(want, limit - len(data))
+        chunk = safefs.read_up_to(fd, want)
+        data += chunk
+        whole = len(chunk) < want or len(data) >= size
+        head = data if whole else data[: data.rfind(b"\n") + 1]
+        try:
+            return frontmatter.parse(head)[0]
+        except ValueError:
+            # Not closed yet, or a +++ line inside a string: more may close it.
+            if whole or len(data) == limit or not data.startswith(b"+++"):
+                raise
+
+
+def list_ids(directory: str) -> list[str]:
+    """The message ids in a mailbox folder, newest first (descending byte order).
+
+    A message is a regular file C{<id>.md} or a real directory C{<id>/}
+    (L{_entries}); nothing is opened.
+
+    @return: the ids; C{[]} when the directory is missing.
+    @raise OSError: the directory cannot be opened (a symlink, not a directory,
+        no access...).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
+        dir_fd = safefs.open_dir(directory)
+    except FileNotFoundError:
+        return []
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return frontmatter.parse(os.read(fd, _FRONTMATTER_PEEK))[0]
-    except (OSError, ValueError):
-        return None
+        ids = {name if bundle else name[:-3] for name, bundle in _entries(dir_fd)}
     finally:
-        os.close(fd)
+        os.close(dir_fd)
+    return sorted(ids, key=os.fsencode, reverse=True)
+
+
+def count_messages(directory: str, read_state: bool = True) -> tuple[int, int]:
+    """Messages in a mailbox directory and how many of them are unread.
+
+    A message is a regular, singly-linked C{*.md} file, or a directory
+    C{<stem>/} holding one as C{<stem>.md}; dotfiles and anything else
+    (symlinks, FIFOs, devices, hard links) are ignored and never read.  A
+    message is read when its frontmatter, parsed from the first
+    L{READ_STATE_BYTES} of the file, has the top-level key C{read = true}; a
+    message whose frontmatter does not end within them or is not valid TOML
+    still counts, as unread (the owner controls these files, the daemon that
+    counts them is root).
+
+    @param read_state: read each frontmatter to count unread messages (else the
+        unread count is 0).
+    @return: C{(total, unread)}; C{(0, 0)} when the directory is missing.
+    """
+    try:
+        dir_fd = safefs.open_dir(directory)
+    except OSError:
+        return 0, 0
+    total = unread = 0
+    try:
+        for fd in _message_files(dir_fd):
+            total += 1
+            if read_state and not _marked_read(fd):
+                unread += 1
+    finally:
+        os.close(dir_fd)
+    return total, unread
+
+
+def _marked_read(fd: int) -> bool:
+    """Whether the frontmatter in the file's head has the top-level C{read = true}."""
+    try:
+        return read_fields(fd, READ_STATE_BYTES).get("read") is True
+    except (ValueError, OSError):  # not closed within the head, bad TOML or UTF-8
+        return False
+
+
+# -- one message by id -----------------------------------------------------------
+
+
+@attrs.define
+class _Email:
+    """An opened message file: its directory fd, its name there, its fd and stat."""
+
+    dir_fd: int
+    name: str
+    fd: int
+    st: os.stat_result
+    path: str
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.dir_fd)
+
+
+def _open_email(directory: str, email_id: str) -> _Email | None:
+    """Resolve an id (inbound.md §8) through directory fds; C{None} when absent.
+
+    Every step opens one component relative to the previous directory fd with
+    C{O_NOFOLLOW}, so the owner of the mailbox directory cannot redirect the
+    lookup (or the later rewrite) out of it by swapping entries for symlinks.
+    The mailbox directory itself is opened by path: its parent (C{inbox/}) is
+    root's.
+
+    @raise safefs.Refused: a candidate is a symlink, not a regular file /
+        directory, or a hard-linked file.
+    @raise OSError: any other failure (an entry vanished, permissions...).
+    """
+    name = email_id + ".md"
+    mbfd = safefs.open_dir(directory)
+    try:
+        found = safefs.open_regular(mbfd, name)
+        if found is not None:
+            return _Email(os.dup(mbfd), name, *found, os.path.join(directory, name))
+        bfd = safefs.open_subdir(mbfd, email_id)
+        if bfd is None:
+            return None
+        try:
+            found = safefs.open_regular(bfd, name)
+        except BaseException:
+            os.close(bfd)
+            raise
+        if found is None:
+            os.close(bfd)
+            return None
+        return _Email(bfd, name, *found, os.path.join(directory, email_id, name))
+    finally:
+        os.close(mbfd)
+
+
+def _find(directory: str, email_id: str) -> tuple["_Email | None", bool]:
+    """L{_open_email}, with a refusal and any error while resolving as "not found"."""
+    try:
+        return _open_email(directory, email_id), False
+    except safefs.Refused:
+        return None, True
+    except OSError:
+        return None, False
+
+
+def open_email(directory: str, email_id: str) -> int | None:
+    """Open the C{.md} of an email id for reading, resolved as L{resolve_id} does.
+
+    @return: a file descriptor the caller closes; C{None} when the id is absent,
+        a candidate was refused, or resolving failed.
+    """
+    email, _ = _find(directory, email_id)
+    if email is None:
+        return None
+    os.close(email.dir_fd)
+    return email.fd
+
+
+def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
+    """Find the C{.md} of an email id inside a mailbox directory.
+
+    C{<id>.md} first: if it exists it must be a regular, singly-linked file (not
+    a symlink), with no fallback to the bundle; else C{<id>/<id>.md} under a real
+    directory C{<id>/}.  Resolution goes through directory fds (L{_open_email});
+    the returned path is informational — use L{mark_id} to act on the file.
+
+    @param email_id: an id that passed L{aimx.core.filenames.is_valid_id}.
+    @return: C{(path, False)}; C{(None, False)} when absent (or any error while
+        resolving); C{(None, True)} when a candidate was refused.
+    """
+    email, refused = _find(directory, email_id)
+    if email is None:
+        return None, refused
+    email.close()
+    return email.path, False
+
+
+def mark_id(
+    directory: str, email_id: str, read: bool, now, owner: Owner
+) -> tuple[str | None, bool]:
+    """Resolve an id and rewrite its C{read}/C{read_at} (frontmatter.md §5).
+
+    The file is read through the fd L{_open_email} opened, at most fstat's
+    size and never above L{MAX_MARK_BYTES}; the new content replaces it
+    atomically within that directory fd (L{safefs.replace_file}: mode 0600,
+    the owner's ids, or the current file's when the owner does not resolve,
+    fsynced).  Body bytes are unchanged.
+
+    @param now: an aware datetime for C{read_at}.
+    @return: like L{resolve_id}: C{(path, False)} once rewritten, C{(None, refused)}
+        when nothing was found (then nothing was written).
+    @raise IOFailure: unreadable or too large file, a file that changed while
+        being read, bad frontmatter, or a failed write.
+    """
+    email, refused = _find(directory, email_id)
+    if email is None:
+        return None, refused
+    try:
+        _rewrite(email, read, now, owner)
+    finally:
+        email.close()
+    return email.path, False
+
+
+def _rewrite(email: _Email, read: bool, now, owner: Owner) -> None:
+    path = email.path
+    st = email.st
+    if st.st_size > MAX_MARK_BYTES:
+        raise IOFailure(
+            f"refusing to mark {path}: {st.st_size} bytes, over the {MAX_MARK_BYTES}-byte limit"
+        )
+    try:
+        data = safefs.read_up_to(email.fd, st.st_size)
+        after = os.fstat(email.fd)
+    except OSError as e:
+        raise IOFailure(f"failed to read {path}: {e.strerror}") from None
+    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        # Rewriting what was read would cut what the owner appended meanwhile.
+        raise IOFailure(f"{path} changed while being read; try again")
+    try:
+        new = frontmatter.mark_read(data, now) if read else frontmatter.mark_unread(data)
+    except tomllib.TOMLDecodeError as e:
+        raise IOFailure(f"failed to parse frontmatter in {path}: {e}") from None
+    except ValueError:
+        raise IOFailure(f"malformed frontmatter in {path}") from None
+    if owner.uid is None:
+        owner = Owner(owner.name, st.st_uid, st.st_gid)
+    try:
+        safefs.replace_file(email.dir_fd, email.name, new, mode=0o600, owner=owner)
+    except OSError as e:
+        raise IOFailure(f"failed to write {path}: {e.strerror or e}") from None
 
 
 def _parse_time(text: str) -> datetime.datetime | None:

@@ -19,7 +19,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from aimx.auth.resolver import DnsNoRecord
 from aimx.core.config import Config, load_text
-from aimx.store.mailstore import Owner
+from aimx.store.passwd import Owner
 
 __all__ = [
     "DOMAIN", "Clock", "FakeNow", "FakeReactor", "FakeResolver", "ListeningPort", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
@@ -37,7 +37,7 @@ DOMAIN = "test.local"
 class FakePasswd:
     """A passwd database from a table of user names to ids.
 
-    Has the shape of L{aimx.store.mailboxes.Passwd}: C{owner(name)} and
+    Has the shape of L{aimx.store.passwd.Passwd}: C{owner(name)} and
     C{username(uid)}; C{exists} fits C{owner_exists=} and C{owner} fits
     C{resolve_owner=}.
 

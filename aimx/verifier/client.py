@@ -26,7 +26,7 @@ Each probe returns a L{ProbeResult} and never raises; the caller words the outco
 (C{aimx.ops.portcheck.outbound_message}/C{inbound_message}).
 """
 
-import subprocess
+import functools
 
 from twisted.internet import defer, error
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, readBody
@@ -50,6 +50,7 @@ from aimx.ops.portcheck import (
 from aimx.ops.portholder import FREE, Occupancy, parse_occupancy, ss_command
 from aimx.ops.verifierwire import read_probe_response
 from aimx.errors import AimxError
+from aimx.host.programs import Runner, run_program
 from aimx.verifier.smtp import TrackedPort, smtp_handshake, temporary_responder_factory
 
 DEFAULT_SETTINGS = ProbeSettings()
@@ -61,6 +62,11 @@ class ResponderBindError(AimxError):
     code = "IO"
 
 
+#: Seconds C{ss} may take.
+SS_TIMEOUT = 10
+_run_ss = functools.partial(run_program, timeout=SS_TIMEOUT)
+
+
 def _proc_argv(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -70,20 +76,17 @@ def _proc_argv(pid: int) -> list[str] | None:
     return [arg.decode("utf-8", "replace") for arg in raw.split(b"\0") if arg]
 
 
-def detect_occupancy(port: int = 25, run=subprocess.run, argv_of=_proc_argv) -> Occupancy:
+def detect_occupancy(port: int = 25, run: Runner = _run_ss, argv_of=_proc_argv) -> Occupancy:
     """Who listens on TCP C{port}, from C{ss -tlnp} (blocking, quick).
 
     A failure to run C{ss} counts as free (spec §3 step 3): binding the temporary
     responder then tells the truth.
 
-    @param run: C{subprocess.run}-like, for tests.
+    @param run: the program runner (L{aimx.host.programs}), for tests.
     @param argv_of: C{pid -> argv | None}, for tests.
     """
-    try:
-        done = run(ss_command(port), capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return FREE
-    if done.returncode != 0:
+    done = run(ss_command(port))
+    if done.returncode != 0:  # missing, failed, or killed after SS_TIMEOUT
         return FREE
     return parse_occupancy(done.stdout, argv_of)
 

@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import TimeoutMixin, WrappingFactory
 
+from aimx.idle import IdleWaiters
 from aimx.ops.portcheck import PASSED, ProbeResult, ProbeTarget
 from aimx.ops.probedialogue import (
     MAX_SMTP_LINE,
@@ -154,21 +155,16 @@ class _Tracking(WrappingFactory):
 
     def __init__(self, wrapped):
         super().__init__(wrapped)
-        self._idle = []
+        self._idle = IdleWaiters()
 
     def unregisterProtocol(self, p):
         super().unregisterProtocol(p)
         if not self.protocols:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
+            self._idle.idle()
 
     def close_all(self) -> defer.Deferred:
         """Abort every open connection; fire when all are lost."""
-        if not self.protocols:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._idle.append(d)
+        d = self._idle.wait(not self.protocols)
         for p in list(self.protocols):
             p.transport.abortConnection()
         return d

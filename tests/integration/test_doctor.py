@@ -29,7 +29,8 @@ from aimx.ops import doctor as core
 from aimx.ops import portcheck
 from aimx.ops.version import version_fields
 from aimx.store import demo, keys
-from aimx.host.initsystem import Completed, System
+from aimx.host.initsystem import System
+from aimx.host.programs import Completed
 from aimx.testing import fakes
 from aimx.testing.fakes import FakeRunner
 from aimx.verifier.service import Verifier
