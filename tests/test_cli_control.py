@@ -19,6 +19,7 @@ from aimx.ops import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.host import initsystem
 from aimx.store import configfile
+from aimx.testing import fakes
 from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
@@ -53,15 +54,14 @@ class VerbTestCase(SynchronousTestCase):
         os.makedirs(host)
         self.host = initsystem.System(root=host)
 
-    def write_config(self, text=None):
+    def write_config(self, text=None, **top):
+        """config.toml: C{text}, else alice (owned by alice) and the C{top} keys."""
         data_dir = os.path.join(self.config_dir, "data")
         for sub in ("inbox", "sent"):
             os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
         with open(configfile.config_path(self.config_dir), "w") as f:
-            f.write(text or (
-                f'domain = "test.local"\ndata_dir = "{data_dir}"\n'
-                '[mailboxes.alice]\naddress = "alice@test.local"\nowner = "alice"\n'
-            ))
+            f.write(text or fakes.config_text(
+                data_dir=data_dir, mailboxes={"alice": {"owner": "alice"}}, **top))
 
     def run_verb(self, verb, argv, *, euid=0, replies=None, stdin="", environ=None,
                  down=False, data_dir=None, tty=False):
@@ -776,11 +776,7 @@ class TrustNoteTests(VerbTestCase):
 
     def test_fallback_reads_config(self):
         """Root's direct edit reads the effective policy from config.toml (global trust)."""
-        data_dir = os.path.join(self.config_dir, "data")
-        self.write_config(
-            f'domain = "test.local"\ndata_dir = "{data_dir}"\ntrust = "verified"\n'
-            'trusted_senders = ["*@example.org"]\n'
-            '[mailboxes.alice]\naddress = "alice@test.local"\nowner = "alice"\n')
+        self.write_config(trust="verified", trusted_senders=["*@example.org"])
         out = self.create(down=True)
         self.assertIn("Note: mailbox 'alice' has trust = \"verified\": this hook fires only for "
                       "mail from trusted_senders (*@example.org) with a valid DKIM signature",

@@ -287,7 +287,7 @@ def mailbox_table(address: str, owner: str = "root", **fields) -> dict:
     return {"address": address, "owner": owner, **fields}
 
 
-def config_text(domain: str = DOMAIN, *, data_dir: str = "/var/lib/aimx",
+def config_text(domain: str = DOMAIN, *, data_dir: str | None = None,
                 mailboxes: Mapping[str, dict] | None = None, owner: str = "root",
                 catchall: bool = False, extra: str = "", **top) -> str:
     """config.toml text built from keyword arguments.
@@ -295,6 +295,7 @@ def config_text(domain: str = DOMAIN, *, data_dir: str = "/var/lib/aimx",
     @param mailboxes: name to L{mailbox_table} (or a dict of its fields, where
         C{address} defaults to C{<name>@<domain>} and C{owner} to C{owner});
         default: C{alice} and C{bob}; none: C{{}}.
+    @param data_dir: C{None}: no C{data_dir} key (the default).
     @param catchall: add a C{catchall} mailbox for C{*@<domain>}.
     @param extra: text appended as is (for what the schema cannot say: legacy
         or malformed keys).
@@ -310,7 +311,7 @@ def config_text(domain: str = DOMAIN, *, data_dir: str = "/var/lib/aimx",
         tables[name] = mailbox_table(**fields)
     if catchall:
         tables["catchall"] = mailbox_table(f"*@{domain}", owner)
-    document = {"domain": domain, "data_dir": data_dir, **top}
+    document = {"domain": domain, **({} if data_dir is None else {"data_dir": data_dir}), **top}
     if tables:
         document["mailboxes"] = tables
     return tomli_w.dumps(document) + extra
