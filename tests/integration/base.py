@@ -167,14 +167,26 @@ class DaemonTestCase(TestCase):
         @raise AssertionError: it exited first, or was not ready within
             L{READY_TIMEOUT} seconds (with the end of its log).
         """
-        deadline = reactor.seconds() + READY_TIMEOUT
-        while self._pid_in_file() != proc.pid:
-            if proc.poll() is not None or reactor.seconds() > deadline:
-                what = (f"exited with {proc.returncode}" if proc.returncode is not None
-                        else f"not ready within {READY_TIMEOUT} s")
-                raise AssertionError(f"aimx serve {what}:\n{self.served_log()[-3000:]}")
-            await task.deferLater(reactor, 0.02, lambda: None)
+        await self.until(proc, lambda: self._pid_in_file() == proc.pid, "ready")
         return bind.logged_addresses(self.served_log())
+
+    async def log_says(self, proc: subprocess.Popen, text: str) -> None:
+        """Wait until C{proc}'s log says C{text} (a line it logs once something is done)."""
+        await self.until(proc, lambda: text in self.served_log(), f"logging {text!r}")
+
+    async def until(self, proc: subprocess.Popen, done, what: str) -> None:
+        """Look at C{done()} every reactor tick or so until it holds.
+
+        @raise AssertionError: C{proc} exited first, or C{what} took more than
+            L{READY_TIMEOUT} seconds (with the end of its log).
+        """
+        deadline = reactor.seconds() + READY_TIMEOUT
+        while not done():
+            if proc.poll() is not None or reactor.seconds() > deadline:
+                why = (f"exited with {proc.returncode}" if proc.returncode is not None
+                       else f"not {what} within {READY_TIMEOUT} s")
+                raise AssertionError(f"aimx serve {why}:\n{self.served_log()[-3000:]}")
+            await task.deferLater(reactor, 0.02, lambda: None)
 
     def _pid_in_file(self) -> int | None:
         try:
