@@ -2,9 +2,11 @@
 imports this module).
 
 Each fake stands in for one seam the code already injects: the passwd database
-(C{passwd=}, C{resolve_owner=}, C{owner_exists=}), the reactor clock, a program
-runner (C{runner=}/C{run=}), the control client (C{connect=} answers one), and the
-inputs tests build over and over (config.toml text, raw messages).
+(C{passwd=}, C{resolve_owner=}, C{owner_exists=}), the clocks (C{clock=}, C{now=}),
+the resolver, a reactor that listens in memory, a terminal, the program runner
+(C{runner=}, C{run=}) and the control client (C{connect=} answers one).  The
+builders make the inputs tests need over and over: config.toml text from keyword
+arguments, and raw messages.
 """
 
 import datetime
@@ -22,9 +24,10 @@ from aimx.core.config import Config, load_text
 from aimx.store.passwd import Owner
 
 __all__ = [
-    "DOMAIN", "Clock", "FakeNow", "FakeReactor", "FakeResolver", "ListeningPort", "TTY", "FakePasswd", "FakeRunner", "FakeControlClient",
-    "FakeAsyncControlClient", "mailbox_table", "hook_table", "config_text", "config",
-    "message", "multipart", "part",
+    "DOMAIN", "FakePasswd", "Clock", "FakeNow", "FakeResolver", "FakeReactor",
+    "ListeningPort", "TTY", "FakeRunner", "FakeControlClient", "FakeAsyncControlClient",
+    "hook_table", "mailbox_table", "config_text", "config",
+    "message", "part", "multipart", "multipart_message",
 ]
 
 #: The domain the builders default to.
@@ -176,10 +179,8 @@ class TTY(io.StringIO):
 
 
 class FakeRunner:
-    """A program runner for the subprocess seams: records each argv, starts nothing.
-
-    Whatever result type the seam expects (C{Completed}, C{RunResult},
-    C{CompletedProcess}) is what the table holds.
+    """A program runner (L{aimx.host.programs}: C{(argv, capture=True) -> Completed})
+    that records each argv and starts nothing.
 
     @param answers: an argv tuple, or a program name (C{argv[0]}), to its answer.
     @param default: the answer for any other argv.
@@ -359,3 +360,12 @@ def multipart(*parts: str, boundary: str = "BOUND") -> str:
     """The body of a multipart entity holding C{parts} (use with the header
     C{Content-Type: multipart/<subtype>; boundary="<boundary>"})."""
     return "".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n"
+
+
+def multipart_message(*parts: str, subtype: str = "mixed", boundary: str = "BOUND",
+                      headers: Iterable[str] = (), **fields) -> bytes:
+    """A L{message} whose body is a multipart of C{parts} (L{part}); C{fields} as
+    L{message}'s."""
+    return message(multipart(*parts, boundary=boundary), headers=[
+        "MIME-Version: 1.0", f'Content-Type: multipart/{subtype}; boundary="{boundary}"',
+        *headers], **fields)

@@ -11,7 +11,7 @@ from twisted.logger import capturedLogs
 
 from aimx.core.address import Envelope
 from aimx.store import keys
-from aimx.testing.fakes import message
+from aimx.testing.fakes import message, multipart_message, part
 from tests.integration.base import DaemonTestCase, base_config
 
 PLAIN = (
@@ -146,29 +146,20 @@ class RoutingTests(DaemonTestCase):
     def test_attachments_bundle(self):
         """Attachments make a bundle with sanitised, de-duplicated names (cases 32-35)."""
         png = bytes(range(256)) * 40
-        boundary = "XYZ"
-        parts = [
-            ("text/plain", None, b"See attached.\r\n", None),
-            ("text/plain", "notes.txt", b"note body\r\n", None),
-            ("image/png", "../../../etc/cron.d/evil", png, "base64"),
-            ("application/pdf", "report.pdf", b"%PDF-1", None),
-            ("application/pdf", "report.pdf", b"%PDF-2", None),
-        ]
-        body = ""
-        for ctype, name, data, enc in parts:
-            body += f"--{boundary}\r\nContent-Type: {ctype}\r\n"
-            if name:
-                body += f'Content-Disposition: attachment; filename="{name}"\r\n'
-            if enc:
-                body += "Content-Transfer-Encoding: base64\r\n\r\n"
-                body += base64.encodebytes(data).decode().replace("\n", "\r\n")
-            else:
-                body += "\r\n" + data.decode()
-            body += "\r\n"
-        body += f"--{boundary}--\r\n"
-        raw = message(
-            subject="Files", body=body,
-            headers=['MIME-Version: 1.0', f'Content-Type: multipart/mixed; boundary="{boundary}"'],
+
+        def attached(ctype, name, body, *headers):
+            return part(body, ctype, [f'Content-Disposition: attachment; filename="{name}"',
+                                      *headers])
+
+        raw = multipart_message(
+            part("See attached.\r\n", "text/plain"),
+            attached("text/plain", "notes.txt", "note body\r\n"),
+            attached("image/png", "../../../etc/cron.d/evil",
+                     base64.encodebytes(png).decode().replace("\n", "\r\n"),
+                     "Content-Transfer-Encoding: base64"),
+            attached("application/pdf", "report.pdf", "%PDF-1"),
+            attached("application/pdf", "report.pdf", "%PDF-2"),
+            boundary="XYZ", subject="Files",
         )
         yield self.smtp(raw, ["alice@test.local"])
         [path] = self.inbox("alice")
@@ -634,19 +625,12 @@ class ConcurrencyTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_eight_concurrent_bundles(self):
         """Eight concurrent same-subject messages with attachments: 8 intact bundles (case 36)."""
-        boundary = "B"
-        raws = []
-        for i in range(8):
-            body = (
-                f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nmessage {i}\r\n"
-                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-                f'Content-Disposition: attachment; filename="data.bin"\r\n\r\npayload-{i}\r\n'
-                f"--{boundary}--\r\n"
-            )
-            raws.append(message(
-                subject="Same", message_id=f"c{i}@x", body=body,
-                headers=['MIME-Version: 1.0', f'Content-Type: multipart/mixed; boundary="{boundary}"'],
-            ))
+        raws = [multipart_message(
+            part(f"message {i}", "text/plain"),
+            part(f"payload-{i}", "application/octet-stream",
+                 headers=['Content-Disposition: attachment; filename="data.bin"']),
+            subject="Same", message_id=f"c{i}@x",
+        ) for i in range(8)]
         replies = yield defer.gatherResults([self.smtp(r, ["alice@test.local"]) for r in raws])
         self.assertEqual([r[0] for r in replies], [250] * 8)
         paths = self.inbox("alice")
