@@ -4,7 +4,6 @@ fixture, real hook processes.  Each test is one attack class of the identity iss
 import os
 import pwd
 import shutil
-import smtplib
 import subprocess
 import sys
 import tempfile
