@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PY ?= python3
 PORT ?= 2525
+# Test processes: one per CPU, at least 2 (the suite waits on sockets and processes).
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; echo $$n)
 VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := setup.cfg pyproject.toml $(shell find aimx twisted -name '*.py' 2>/dev/null)
@@ -25,7 +27,7 @@ demo: install
 
 test: install
 	@rm -rf _trial_temp
-	@set -o pipefail; $(BIN)/python -m twisted.trial tests 2>&1 | tee .trial.log; status=$$?; \
+	@set -o pipefail; $(BIN)/python -m twisted.trial -j$(JOBS) tests 2>&1 | tee .trial.log; status=$$?; \
 	$(BIN)/python .ci/summary.py .trial.log && exit $$status
 
 clean:

@@ -1,17 +1,14 @@
 """The operator verbs dkim-keygen, logs and uninstall (spec/setup-and-ops.md §4-§6).
 
 Service and log access go through aimx.host.initsystem with a temporary root and
-the fake runner of tests.test_initsystem: no real init system is touched.
+L{aimx.testing.fakes.FakeRunner}: no real init system is touched.
 """
 
 import base64
 import io
 import os
 import runpy
-import shlex
-import shutil
 import stat
-import subprocess
 import sys
 
 from cryptography.hazmat.primitives import serialization
@@ -20,11 +17,11 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import aimx.cli
 from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
+from aimx.host import initsystem, package
+from aimx.host.programs import Completed
 from aimx.ops import units, version
 from aimx.store import configfile, demo, keys
-from aimx.host import initsystem
-from aimx.host.programs import Completed
-from tests.test_initsystem import HostTestCase
+from tests.test_initsystem import HostTestCase, captured
 
 DOMAIN = "agent.example.com"
 
@@ -255,7 +252,7 @@ class LogsTests(CliTestCase, HostTestCase):
         system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.logs(system, "--follow"), 0)
         self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
-        self.assertEqual(self.runner.captured, [False])
+        self.assertEqual(captured(self.runner), [False])
 
     def test_follow_interrupted(self):
         """Ctrl-C while following ends quietly with 130."""
@@ -359,6 +356,11 @@ class DemoLogsTests(CliTestCase, HostTestCase):
 # -- uninstall -------------------------------------------------------------------
 
 
+PIP = package.Removal(package.VENV_PIP, "sudo /opt/aimx/bin/pip uninstall aimx",
+                      note="The virtual environment /opt/aimx stays; delete it if nothing "
+                      "else uses it.")
+
+
 class UninstallTests(CliTestCase, HostTestCase):
     def setUp(self):
         base = os.path.abspath(self.mktemp())
@@ -372,11 +374,19 @@ class UninstallTests(CliTestCase, HostTestCase):
         os.makedirs(os.path.dirname(self.program))
         with open(self.program, "w") as f:
             f.write("#!/usr/bin/python3\n")
+        self.package_asked = 0
 
-    def uninstall(self, system, *argv, euid=0, stdin="", program=True):
+    def find_package(self, removal=PIP):
+        def find():
+            self.package_asked += 1
+            return removal
+        return find
+
+    def uninstall(self, system, *argv, euid=0, stdin="", removal=PIP,
+                  runtime_dir=units.DEFAULT_RUNTIME_DIR):
         return uninstall.run(
             self.parse(["uninstall", *argv]), self.terminal(stdin), system,
-            euid=euid, program=self.program if program else None,
+            euid=euid, runtime_dir=runtime_dir, find_package=self.find_package(removal),
         )
 
     def systemd_host(self, results=None):
@@ -393,17 +403,16 @@ class UninstallTests(CliTestCase, HostTestCase):
             "Error: `aimx uninstall` requires root. Run with: sudo aimx uninstall\n",
         )
         self.assertTrue(os.path.exists(self.unit))
-        self.assertTrue(os.path.exists(self.program))
         self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.package_asked, 0)
 
     def test_declined(self):
-        """Answer `n`: `Uninstall cancelled.`, exit 1, unit and program still there."""
+        """Answer `n`: `Uninstall cancelled.`, exit 1, unit still there."""
         system = self.systemd_host()
         self.assertEqual(self.uninstall(system, stdin="n\n"), 1)
         self.assertIn("Proceed with uninstall? (y/N) ", self.out.getvalue())
         self.assertEqual(self.err.getvalue(), "Error: Uninstall cancelled.\n")
         self.assertTrue(os.path.exists(self.unit))
-        self.assertTrue(os.path.exists(self.program))
         self.assertEqual(self.runner.calls, [])
 
     def test_yes_word_is_not_yes(self):
@@ -420,11 +429,13 @@ class UninstallTests(CliTestCase, HostTestCase):
         self.assertFalse(os.path.exists(self.unit))
 
     def test_yes(self):
-        """--yes on systemd: unit and program removed, config and data kept (acceptance 23)."""
+        """--yes on systemd: unit removed; config, data and the package (its console
+        script) kept, and the command that removes the package printed (acceptance 23,
+        as issue 16 changes it)."""
         system = self.systemd_host()
         self.assertEqual(self.uninstall(system, "-y"), 0)
         self.assertFalse(os.path.exists(self.unit))
-        self.assertFalse(os.path.exists(self.program))
+        self.assertTrue(os.path.exists(self.program))
         self.assertTrue(os.path.exists(configfile.config_path(self.config_dir)))
         self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox")))
         self.assertEqual(self.runner.calls, [
@@ -436,56 +447,91 @@ class UninstallTests(CliTestCase, HostTestCase):
         self.assertEqual(
             self.out.getvalue(),
             "\nUninstall\n"
-            "This will stop the aimx daemon, remove its service file, and delete "
-            f"{self.program}.\n"
-            f"Config ({self.config_dir}) and mailbox data ({self.data_dir}) will be kept.\n"
+            "This will stop the aimx daemon and remove its service file and runtime files.\n"
+            f"Config ({self.config_dir}) and mailbox data ({self.data_dir}) will be kept, "
+            "and so will the aimx package: the command that removes it is shown at the end.\n"
             "\nUninstall complete.\n\n"
-            f"Removed binary: {self.program}\n"
+            "Removed: /etc/systemd/system/aimx.service\n"
+            "The aimx package stays installed (pip, in a virtual environment). To remove it:\n"
+            "  sudo /opt/aimx/bin/pip uninstall aimx\n"
+            "The virtual environment /opt/aimx stays; delete it if nothing else uses it.\n"
             f"To wipe config and data manually: sudo rm -rf {self.config_dir} {self.data_dir}\n",
         )
+        self.assertEqual(self.err.getvalue(), "")
 
     def test_openrc(self):
-        """OpenRC: rc-service stop, rc-update del, script removed."""
+        """OpenRC: rc-service stop, rc-update del, script removed, and the runtime files
+        the daemon left (OpenRC's checkpath made the directory) removed with it."""
         system = self.host(initsystem.OPENRC)
         script = self.under_root(units.OPENRC_SCRIPT, "script")
+        pid = self.under_root("/run/aimx/aimx.pid", "123\n")
         self.assertEqual(self.uninstall(system, "--yes"), 0)
         self.assertFalse(os.path.exists(script))
+        self.assertFalse(os.path.exists(os.path.dirname(pid)))
         self.assertEqual(self.runner.calls[0], ["rc-service", "aimx", "stop"])
+        out = self.out.getvalue()
+        self.assertIn("Removed: /etc/init.d/aimx\nRemoved: /run/aimx/aimx.pid\n"
+                      "Removed: /run/aimx\n", out)
+
+    def test_socket_activation_files_kept(self):
+        """The socket-activation files were copied by hand: the socket is stopped and
+        disabled first, the files stay, and the exact `rm` is printed."""
+        system = self.systemd_host()
+        socket_unit = self.under_root(units.SYSTEMD_SOCKET, "socket")
+        dropin = self.under_root(units.SYSTEMD_SOCKET_DROPIN, "dropin")
+        self.assertEqual(self.uninstall(system, "--yes"), 0)
+        self.assertTrue(os.path.exists(socket_unit))
+        self.assertTrue(os.path.exists(dropin))
+        self.assertEqual(self.runner.calls[:3], [
+            ["systemctl", "stop", "aimx.socket"],
+            ["systemctl", "disable", "aimx.socket"],
+            ["systemctl", "stop", "aimx"],
+        ])
+        self.assertIn(
+            "Socket activation (aimx.socket) is stopped and disabled; its files were "
+            "installed by hand and stay. Remove them with:\n"
+            "  sudo rm /etc/systemd/system/aimx.socket "
+            "/etc/systemd/system/aimx.service.d/socket.conf\n",
+            self.out.getvalue(),
+        )
 
     def test_unit_absent(self):
-        """No unit: the skip line, the program still removed, exit 0."""
+        """No unit: the skip line, the package command still printed, exit 0."""
         system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.uninstall(system, "--yes"), 0)
-        self.assertIn("aimx.service is not installed; skipping service teardown.\n",
-                      self.out.getvalue())
-        self.assertFalse(os.path.exists(self.program))
-        self.assertIn("Uninstall complete.", self.out.getvalue())
+        out = self.out.getvalue()
+        self.assertIn("aimx.service is not installed; skipping service teardown.\n", out)
+        self.assertNotIn("Removed:", out)
+        self.assertIn("Uninstall complete.", out)
+        self.assertIn("  sudo /opt/aimx/bin/pip uninstall aimx\n", out)
 
     def test_unknown_init(self):
-        """Unknown init: exit 1 with the manual-removal error; the program is kept."""
+        """Unknown init: exit 1 with the manual-removal error; nothing else happens."""
         self.assertEqual(self.uninstall(self.host(None), "--yes"), 1)
         self.assertIn("/etc/systemd/system/aimx.service or /etc/init.d/aimx manually",
                       self.err.getvalue())
-        self.assertTrue(os.path.exists(self.program))
         self.assertNotIn("Uninstall complete.", self.out.getvalue())
+        self.assertEqual(self.package_asked, 0)
 
-    def test_program_not_removable(self):
-        """A program that cannot be removed: warning and `sudo rm` advice, still exit 0."""
-        os.unlink(self.program)
-        self.assertEqual(self.uninstall(self.systemd_host(), "--yes"), 0)
-        out = self.out.getvalue()
-        self.assertIn(f"[WARN] could not remove binary at {self.program}: ", out)
-        self.assertIn(f"Remove it manually with: sudo rm {self.program}\n", out)
-        self.assertNotIn("Removed binary", out)
-        self.assertIn("Uninstall complete.", out)
-
-    def test_program_unresolved(self):
-        """No program path: the prompt says `the installed aimx binary` and a warning follows."""
-        self.assertEqual(self.uninstall(self.systemd_host(), "--yes", program=False), 0)
-        out = self.out.getvalue()
-        self.assertIn("and delete the installed aimx binary.", out)
-        self.assertIn("could not resolve the aimx binary path", out)
-        self.assertTrue(os.path.exists(self.program))
+    def test_packages(self):
+        """Each installer's command is shown as detected; a user's install says who runs
+        it; a source checkout has nothing to run."""
+        cases = [
+            (package.Removal(package.APT, "sudo apt remove python3-aimx"),
+             "The aimx package stays installed (a Debian package). To remove it:\n"
+             "  sudo apt remove python3-aimx\n"),
+            (package.Removal(package.PIPX, "PIPX_HOME=/home/al/.local/share/pipx pipx "
+                             "uninstall aimx", user="al"),
+             "The aimx package stays installed (pipx; run it as al). To remove it:\n"
+             "  PIPX_HOME=/home/al/.local/share/pipx pipx uninstall aimx\n"),
+            (package.Removal(package.SOURCE, None, note="aimx runs from /src/aimx and is "
+                             "not an installed package; nothing to uninstall there."),
+             "Removed: /etc/systemd/system/aimx.service\naimx runs from /src/aimx and is "
+             "not an installed package; nothing to uninstall there.\nTo wipe"),
+        ]
+        for removal, expected in cases:
+            self.uninstall(self.systemd_host(), "--yes", removal=removal)
+            self.assertIn(expected, self.out.getvalue())
 
     def test_no_config(self):
         """Without a readable config the data dir shown is --data-dir, else /var/lib/aimx."""
@@ -506,12 +552,13 @@ class ProgramPathTests(SynchronousTestCase):
             open(path, "w").close()
 
     def test_console_script(self):
-        """argv[0] naming the aimx script: its canonical path."""
+        """argv[0] naming the aimx script: that path as run (pipx's link stays a link,
+        so the uninstall command can name pipx's bin directory)."""
         link = os.path.join(self.bin, "link")
         os.makedirs(link)
         os.symlink(self.script, os.path.join(link, "aimx"))
         found = uninstall.program_path(os.path.join(link, "aimx"), self.python, lambda n: None)
-        self.assertEqual(found, self.script)
+        self.assertEqual(found, os.path.join(link, "aimx"))
 
     def test_module_run_uses_path(self):
         """`python -m aimx` (argv[0] a module file): the aimx on PATH."""
@@ -596,128 +643,12 @@ class VersionTests(SynchronousTestCase):
         namespace = {}
         exec(build["stamp_text"](None, "2026-01-02"), namespace)
         self.assertIsNone(namespace["COMMIT"])
-        # Outside a git checkout nothing is known.
-        self.assertIsNone(build["git_commit"](os.path.abspath(self.mktemp())))
-        # In this checkout: what git says, when git can say it (installed, and the
-        # checkout's owner acceptable to it).
-        if shutil.which("git") and os.path.exists(os.path.join(REPO, ".git")):
-            head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"],
-                                  capture_output=True, text=True, timeout=30)
-            expected = head.stdout.strip() if head.returncode == 0 else None
-            self.assertEqual(build["git_commit"](REPO), expected)
-            if expected is not None:
-                self.assertRegex(expected, r"^[0-9a-f]{12}$")
 
 
 # -- completion ------------------------------------------------------------------
 
 
 class CompletionTests(SynchronousTestCase):
-    def script(self, shell):
-        out = io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.assertEqual(aimx.cli.main(["completion", shell]), 0)
-        return out.getvalue()
-
-    def complete(self, line):
-        """The words bash offers for the last word of C{line} (empty when it ends in a space)."""
-        if shutil.which("bash") is None:
-            raise SkipTest("no bash")
-        words = line.split(" ")
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write(self.script("bash"))
-        array = " ".join(shlex.quote(w) for w in words)
-        probe = (f"source {shlex.quote(path)}; COMP_WORDS=({array}); "
-                 f"COMP_CWORD={len(words) - 1}; COMP_LINE={shlex.quote(line)}; "
-                 f"COMP_POINT={len(line)}; _aimx; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
-        result = subprocess.run(["bash", "--norc", "--noprofile", "-c", probe],
-                                capture_output=True, text=True, timeout=30)
-        self.assertEqual(result.stderr, "")
-        return sorted(w for w in result.stdout.split("\n") if w)
-
-    def test_bash_syntax(self):
-        """`aimx completion bash` is a script bash accepts, registering _aimx for aimx."""
-        if shutil.which("bash") is None:
-            raise SkipTest("no bash")
-        text = self.script("bash")
-        result = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True,
-                                timeout=30)
-        self.assertEqual((result.returncode, result.stderr), (0, ""))
-        self.assertIn("complete -F _aimx aimx", text)
-
-    def test_zsh_syntax(self):
-        """`aimx completion zsh` is a #compdef script zsh accepts."""
-        text = self.script("zsh")
-        self.assertTrue(text.startswith("#compdef aimx\n"))
-        if shutil.which("zsh") is None:
-            raise SkipTest("no zsh")
-        result = subprocess.run(["zsh", "-n"], input=text, capture_output=True, text=True,
-                                timeout=30)
-        self.assertEqual((result.returncode, result.stderr), (0, ""))
-
-    def test_zsh_completes(self):
-        """Under zsh the same lookups feed compadd (stubbed here: it prints its words)."""
-        if shutil.which("zsh") is None:
-            raise SkipTest("no zsh")
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write(self.script("zsh"))
-
-        def offered(*words):
-            array = " ".join(shlex.quote(w) for w in words)
-            probe = ("compdef() { print -r -- \"compdef $*\"; }; "
-                     "compadd() { [[ $1 == -- ]] && shift; print -l -- \"$@\"; }; "
-                     f"source {shlex.quote(path)}; words=({array}); CURRENT={len(words)}; _aimx")
-            result = subprocess.run(["zsh", "-f", "-c", probe], capture_output=True, text=True,
-                                    timeout=30)
-            self.assertEqual(result.stderr, "")
-            lines = result.stdout.splitlines()
-            self.assertEqual(lines[0], "compdef _aimx aimx")  # sourced: registers itself
-            return lines[1:]
-
-        self.assertEqual(offered("aimx", "hook", ""), ["list", "create", "delete"])
-        self.assertEqual(offered("aimx", "hooks", "create", "--event", ""),
-                         ["on_receive", "after_send"])
-        self.assertIn("send", offered("aimx", "--config-dir", "mailboxes", ""))
-
-    def test_verbs(self):
-        """The verbs of `aimx --help` are offered; the hidden `ingest` and the aliases are not."""
-        verbs = self.complete("aimx ")
-        for verb in ("send", "mailboxes", "hooks", "agents", "mcp", "setup", "serve", "doctor",
-                     "logs", "dkim-keygen", "portcheck", "uninstall", "demo", "completion"):
-            self.assertIn(verb, verbs)
-        for hidden in ("ingest", "mailbox", "hook"):
-            self.assertNotIn(hidden, verbs)
-        self.assertEqual(self.complete("aimx --data-dir /x ho"), ["hooks"])
-
-    def test_actions_and_options(self):
-        """Actions, their options, option values and aliases come from the parser."""
-        self.assertEqual(self.complete("aimx hooks "), ["create", "delete", "list"])
-        self.assertEqual(self.complete("aimx hook cr"), ["create"])
-        self.assertEqual(self.complete("aimx hooks create --ev"), ["--event"])
-        self.assertEqual(self.complete("aimx hooks create --mailbox support --event "),
-                         ["after_send", "on_receive"])
-        self.assertEqual(self.complete("aimx mailboxes delete eve --f"), ["--force"])
-        self.assertEqual(self.complete("aimx completion "), ["bash", "zsh"])
-        send = self.complete("aimx send --")
-        self.assertIn("--in-reply-to", send)
-        self.assertNotIn("--reply-to", send)
-        self.assertIn("--bind", self.complete("aimx serve --"))
-
-    def test_option_values(self):
-        """An option's value is never read as a verb; paths complete as files or dirs."""
-        # `mailboxes` here is the --config-dir value: the verbs are offered next.
-        self.assertIn("send", self.complete("aimx --config-dir mailboxes "))
-        self.assertEqual(self.complete("aimx hooks create --name "), [])
-        self.assertEqual(self.complete("aimx send --reply-to hooks --in"), ["--in-reply-to"])
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(os.path.join(base, "sub"))
-        open(os.path.join(base, "note.txt"), "w").close()
-        self.assertEqual(self.complete(f"aimx send --attachment {base}/"),
-                         [f"{base}/note.txt", f"{base}/sub"])
-        self.assertEqual(self.complete(f"aimx --data-dir {base}/"), [f"{base}/sub"])
-
     def test_unknown_shell(self):
         """Another shell is a usage error."""
         err = io.StringIO()
@@ -725,23 +656,3 @@ class CompletionTests(SynchronousTestCase):
         e = self.assertRaises(SystemExit, aimx.cli.main, ["completion", "fish"])
         self.assertEqual(e.code, 2)
         self.assertIn("fish", err.getvalue())
-
-
-# -- make demo -------------------------------------------------------------------
-
-
-class MakefileTests(SynchronousTestCase):
-    def test_install_says_what_it_does(self):
-        """Each silent (pip -q) install step is announced on a line of its own first."""
-        if shutil.which("make") is None:
-            raise SkipTest("no make")
-        venv = os.path.abspath(self.mktemp())
-        result = subprocess.run(["make", "-n", "-B", "install", f"VENV={venv}"], cwd=REPO,
-                                capture_output=True, text=True, timeout=60)
-        self.assertEqual(result.returncode, 0, result.stderr)
-        lines = result.stdout.splitlines()
-        pips = [i for i, line in enumerate(lines) if "pip install" in line]
-        self.assertEqual(len(pips), 2, lines)
-        for i in pips:
-            self.assertRegex(lines[i - 1], r"^echo ")
-        self.assertIn("Installing aimx and its dependencies", result.stdout)
