@@ -12,7 +12,7 @@ from aimx.errors import MailboxError, MalformedError, NotFoundError
 from aimx.store import mailindex
 from tests.integration.base import DOMAIN
 from tests.integration.test_control import IS_ROOT, ControlTestCase
-from tests.integration.test_inbound import message
+from aimx.testing.fakes import message
 from tests.integration.test_send import SendTestCase, submission
 from tests.test_mailindex import message as md_file
 
@@ -36,9 +36,9 @@ class IndexTestCase(SendTestCase):
         return next(r for r in rows if r["name"] == name)
 
     async def receive(self, subject="Test", msgid="m1@example.com", body="Hi\r\n",
-                      date="Thu, 01 Jan 2026 10:00:00 +0000", extra="", to="alice"):
-        reply = await self.smtp(message(subject=subject, msgid=msgid, body=body,
-                                        to=f"{to}@{DOMAIN}", extra=f"Date: {date}\r\n{extra}"),
+                      date="Thu, 01 Jan 2026 10:00:00 +0000", headers=(), to="alice"):
+        reply = await self.smtp(message(body, subject=subject, message_id=msgid, date=date,
+                                        to=f"{to}@{DOMAIN}", headers=headers),
                                 [f"{to}@{DOMAIN}"])
         self.assertEqual(reply[0], 250)
 
@@ -213,8 +213,7 @@ class SearchTests(IndexTestCase):
         await self.receive(subject="Lunch", msgid="l@example.com",
                            body="Lunch on Friday? The report can wait.\r\n",
                            date="Tue, 02 Jun 2026 10:00:00 +0000")
-        await self.send(submission(subject="Re: Quarterly report",
-                                   body="Numbers look fine.", extra=""))
+        await self.send(submission(subject="Re: Quarterly report", body="Numbers look fine."))
         rows = await self.emails(commands.MailSearch, mailbox="alice", query="report")
         self.assertEqual([r["folder"] for r in rows], ["sent", "inbox", "inbox"])
         [row] = await self.emails(commands.MailSearch, mailbox="alice", query="friday lunch")
@@ -245,20 +244,21 @@ class ThreadTests(IndexTestCase):
                            date="Mon, 01 Jun 2026 08:00:00 +0000")
         await self.send(submission(
             subject="Re: Plan", to="alice@example.com",
-            extra="Message-ID: <b@test.local>\r\nIn-Reply-To: <a@example.com>\r\n"
-                  "References: <a@example.com>\r\n").replace(
+            headers=["Message-ID: <b@test.local>", "In-Reply-To: <a@example.com>",
+                     "References: <a@example.com>"]).replace(
             b"Thu, 01 Jan 2026 12:00:00", b"Mon, 01 Jun 2026 09:00:00"))
         await self.receive(subject="Re: Plan", msgid="c@example.com",
                            date="Mon, 01 Jun 2026 10:00:00 +0000",
-                           extra="In-Reply-To: <b@test.local>\r\n")
+                           headers=["In-Reply-To: <b@test.local>"])
         await self.send(submission(
             subject="Re: Plan", to="alice@example.com",
-            extra="Message-ID: <d@test.local>\r\nIn-Reply-To: <c@example.com>\r\n").replace(
+            headers=["Message-ID: <d@test.local>", "In-Reply-To: <c@example.com>"]).replace(
             b"Thu, 01 Jan 2026 12:00:00", b"Mon, 01 Jun 2026 11:00:00"))
         await self.receive(subject="Re: Plan", msgid="e@example.com",
                            date="Mon, 01 Jun 2026 12:00:00 +0000",
-                           extra="In-Reply-To: <d@test.local>\r\nReferences: <a@example.com> "
-                                 "<b@test.local> <c@example.com> <d@test.local>\r\n")
+                           headers=["In-Reply-To: <d@test.local>",
+                                    "References: <a@example.com> <b@test.local> "
+                                    "<c@example.com> <d@test.local>"])
         await self.receive(subject="Other", msgid="z@example.com",
                            date="Mon, 01 Jun 2026 13:00:00 +0000")
         everything = await self.emails(mailbox="alice") + await self.emails(
@@ -289,7 +289,7 @@ class SecondUidTests(ControlTestCase):
 
     async def test_nothing_of_another_mailbox(self):
         """Every MAIL-* and INDEX-* command on alice answers as if it did not exist."""
-        await self.smtp(message(subject="secret words", msgid="s@example.com"),
+        await self.smtp(message(subject="secret words", message_id="s@example.com"),
                         [f"alice@{DOMAIN}"])
         [path] = self.inbox("alice")
         stem = os.path.basename(path)[:-3]
@@ -313,7 +313,7 @@ class SecondUidTests(ControlTestCase):
         """nobody reads its own mailbox's index (and only that)."""
         [created] = await self.nobody_commands(("MailboxCreate", {"name": "nobox"}))
         self.assertIn("ok", created)
-        await self.smtp(message(subject="mine", to=f"nobox@{DOMAIN}", msgid="n@example.com"),
+        await self.smtp(message(subject="mine", to=f"nobox@{DOMAIN}", message_id="n@example.com"),
                         [f"nobox@{DOMAIN}"])
         results = await self.nobody_commands(
             ("MailList", {"mailbox": "nobox"}),
