@@ -326,3 +326,15 @@ class ThreadTests(IndexTestCase):
         self.assertIsNone(index.thread(email_id="nope"))
         self.assertEqual(self.ids(index.thread(email_id="2025-06-01-000006-z")),
                          ["2025-06-01-000006-z"])
+
+    def test_new_text(self):
+        """A thread gives each message's new text: a reply's without the quoted history
+        and signature (stored), any other message's whole body (from its file)."""
+        self.put("2025-06-01-000001-a", message_id="a@x", body="Shall we meet?\n\n-- \nAlice\n")
+        self.put("2025-06-01-000002-b", folder="sent", message_id="b@x", in_reply_to="a@x",
+                 date="2025-06-01T11:00:00Z",
+                 body="Yes, at noon.\n\n-- \nAgent\n\nOn Sun, 1 Jun 2025, Alice "
+                      "<alice@example.com> wrote:\n> Shall we meet?\n")
+        [first, second] = self.build().thread(email_id="2025-06-01-000002-b")
+        self.assertEqual(first.text, "Shall we meet?\n\n-- \nAlice")
+        self.assertEqual(second.text, "Yes, at noon.")

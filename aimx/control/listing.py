@@ -94,11 +94,12 @@ def mailbox_details(config: Config, mailbox: MailboxConfig, data_dir: str,
     }
 
 
-def email_row(entry, snippet: bool = False) -> dict:
+def email_row(entry, snippet: bool = False, text: bool = False) -> dict:
     """The wire row of an index entry (L{aimx.store.mailindex.Entry}): frontmatter
     key names, C{read} a boolean, C{has_attachments} whether it lists any.
 
     @param snippet: add the entry's C{snippet} (search results).
+    @param text: add the entry's new C{text} (threads).
     """
     row = {
         "id": entry.id,
@@ -116,4 +117,6 @@ def email_row(entry, snippet: bool = False) -> dict:
     }
     if snippet:
         row["snippet"] = entry.snippet
+    if text:
+        row["text"] = entry.text
     return row

@@ -462,7 +462,7 @@ class Control:
             if email_id is not None:
                 raise NotFoundError(f"email '{email_id}' not found in mailbox '{mailbox}'")
             raise NotFoundError(f"thread '{thread_id}' not found in mailbox '{mailbox}'")
-        return [email_row(entry) for entry in entries]
+        return [email_row(entry, text=True) for entry in entries]
 
     async def _indexed_names(self, verb: str, caller: Caller, mailbox: str | None) -> list[str]:
         if mailbox is not None:

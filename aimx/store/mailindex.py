@@ -3,8 +3,9 @@
 The Markdown files stay the only source of truth.  The index holds, per
 message of C{inbox/<name>} and C{sent/<name>}, what listings, counts, search
 and threads need: a row of frontmatter values (L{Entry}), the message ids it
-names (for threads) and its subject, addresses and the start of its body in
-a contentless FTS5 table (tokens only: 1.4 bytes per byte of text, against 3
+names (for threads), the new text of a reply (L{aimx.core.replytext}: without
+quoted history and signature) and its subject, addresses and the start of its
+body in a contentless FTS5 table (tokens only: 1.4 bytes per byte of text, against 3
 with the text kept).  It lives in C{<data_dir>/index/<name>.sqlite}, in a
 directory only the daemon's user can enter; it may be deleted at any time
 and is rebuilt from the files (L{build}).
@@ -44,7 +45,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from aimx.core import mailquery
+from aimx.core import mailquery, replytext
 from aimx.store import mailstore, safefs
 
 SCHEMA = "aimx-mailindex-1"
@@ -54,6 +55,8 @@ INDEX_DIR = "index"
 HEAD_BYTES = 1 << 20
 #: How much of a body (characters) is searchable.
 BODY_CHARS = 64 * 1024
+#: The longest new text (characters) a thread returns per message.
+TEXT_CHARS = 64 * 1024
 #: How much of a file a snippet is cut from.
 SNIPPET_BYTES = 64 * 1024
 #: Message ids of one message kept for threads (its own, In-Reply-To, References).
@@ -91,6 +94,7 @@ CREATE TABLE msg(
 CREATE UNIQUE INDEX msg_name ON msg(folder, name);
 CREATE INDEX msg_read ON msg(folder, read);
 CREATE INDEX msg_thread ON msg(thread_id);
+CREATE TABLE newtext(row INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE link(msgid TEXT NOT NULL, row INTEGER NOT NULL);
 CREATE INDEX link_msgid ON link(msgid);
 CREATE INDEX link_row ON link(row);
@@ -124,6 +128,7 @@ class Entry:
     @ivar read: the frontmatter has C{read = true}.
     @ivar attachments: the frontmatter lists attachments.
     @ivar snippet: search results only: a piece of the body around a match.
+    @ivar text: threads only: the message's new text (L{aimx.core.replytext}).
     """
 
     folder: str
@@ -139,6 +144,7 @@ class Entry:
     delivery_status: str
     attachments: bool
     snippet: str = ""
+    text: str | None = None
     rowid: int = attrs.field(default=0, eq=False, repr=False)
     bundle: bool = attrs.field(default=False, eq=False, repr=False)
     sig: str = attrs.field(default="", eq=False, repr=False)
@@ -290,16 +296,21 @@ class _Record:
     attachments: bool
     links: tuple[str, ...]
     body: str
-
-    @property
-    def text_hash(self) -> int:
-        digest = hashlib.blake2b(
-            "\0".join((self.subject, self.sender, self.recipients, self.body)).encode(
-                "utf-8", "surrogatepass"), digest_size=8)
-        return int.from_bytes(digest.digest(), "big", signed=True)
+    #: A reply's new text; C{None} for a message that is not a reply (its body).
+    new_text: str | None
+    text_hash: int
 
 
-_BROKEN = _Record(False, False, None, "", "", "", "", "", "", "none", "", False, (), "")
+_BROKEN = _Record(False, False, None, "", "", "", "", "", "", "none", "", False, (), "", None, 0)
+
+
+def _hash(*parts) -> int:
+    digest = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else str(part).encode(
+            "utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 def _record(fields: dict, body: bytes) -> _Record:
@@ -313,6 +324,8 @@ def _record(fields: dict, body: bytes) -> _Record:
         # The root (the first) and the nearest parents matter for threads.
         references = references[:1] + references[-(MAX_LINKS - 3):]
     links = dict.fromkeys([*_ids(text("message_id")), *_ids(text("in_reply_to")), *references])
+    reply = bool(_ids(text("in_reply_to")) or references)
+    whole = body.decode("utf-8", "replace")
     return _Record(
         ok=True,
         read=fields.get("read") is True,
@@ -327,7 +340,9 @@ def _record(fields: dict, body: bytes) -> _Record:
         delivery_status=text("delivery_status"),
         attachments=bool(fields.get("attachments")),
         links=tuple(links)[:MAX_LINKS],
-        body=body[: BODY_CHARS * 4].decode("utf-8", "replace")[:BODY_CHARS],
+        body=whole[:BODY_CHARS],
+        new_text=replytext.new_text(whole)[:TEXT_CHARS] if reply else None,
+        text_hash=_hash(text("subject"), text("from"), recipients, reply, body),
     )
 
 
@@ -532,6 +547,8 @@ class MailIndex:
         rowid = cur.lastrowid
         self.con.executemany("INSERT INTO link VALUES (?, ?)",
                              [(msgid, rowid) for msgid in record.links])
+        if record.new_text is not None:
+            self.con.execute("INSERT INTO newtext VALUES (?, ?)", (rowid, record.new_text))
         self.con.execute(
             "INSERT INTO fts(rowid, subject, sender, recipients, body) VALUES (?, ?, ?, ?, ?)",
             (rowid, record.subject, record.sender, record.recipients, record.body),
@@ -540,6 +557,7 @@ class MailIndex:
     def _delete(self, rowid: int) -> None:
         self.con.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
         self.con.execute("DELETE FROM link WHERE row=?", (rowid,))
+        self.con.execute("DELETE FROM newtext WHERE row=?", (rowid,))
         self.con.execute("UPDATE meta SET value=value+1 WHERE key='garbage'")
 
     def _refresh(self, dir_fd, folder: int, name: str, known) -> str | None:
@@ -786,15 +804,15 @@ class MailIndex:
         return [attrs.evolve(e, snippet=mailquery.snippet(self.body(e), terms))
                 for e in entries]
 
-    def body(self, entry: Entry) -> str:
-        """The start of a message's body (L{SNIPPET_BYTES}), from its file; C{""} if gone."""
+    def body(self, entry: Entry, limit: int = SNIPPET_BYTES) -> str:
+        """The start of a message's body (C{limit} bytes of its file); C{""} if gone."""
         with self._folder_fd(entry.folder) as dir_fd:
             opened = None if dir_fd is None else _open(dir_fd, entry.id, entry.bundle)
         if opened is None:
             return ""
         fd, _ = opened
         try:
-            _, body = mailstore.read_head(fd, SNIPPET_BYTES)
+            _, body = mailstore.read_head(fd, limit)
         except (ValueError, OSError):
             return ""
         finally:
@@ -841,7 +859,16 @@ class MailIndex:
             entries.sort(key=lambda pair: (pair[0] is None, pair[0] or 0, pair[1].id))
             return [entry for _, entry in entries[-limit:]] if limit else []
 
-        return self.verify(query())[0]
+        return [attrs.evolve(entry, text=self.new_text(entry))
+                for entry in self.verify(query())[0]]
+
+    def new_text(self, entry: Entry) -> str:
+        """A message's new text: a reply's as stored, else its body (from its file),
+        at most L{TEXT_CHARS} characters."""
+        row = self.con.execute("SELECT text FROM newtext WHERE row=?", (entry.rowid,)).fetchone()
+        if row is not None:
+            return row[0]
+        return replytext.new_text(self.body(entry, HEAD_BYTES), reply=False)[:TEXT_CHARS]
 
     def _column(self, sql: str, values: set) -> set:
         out: set = set()

@@ -256,6 +256,9 @@ class ThreadTests(IndexTestCase):
             b"Thu, 01 Jan 2026 12:00:00", b"Mon, 01 Jun 2026 11:00:00"))
         await self.receive(subject="Re: Plan", msgid="e@example.com",
                            date="Mon, 01 Jun 2026 12:00:00 +0000",
+                           body="Agreed.\r\n\r\nOn Mon, 1 Jun 2026 at 11:00, Alice "
+                                "<alice@test.local> wrote:\r\n> Hello from the end-to-end "
+                                "test.\r\n",
                            headers=["In-Reply-To: <d@test.local>",
                                     "References: <a@example.com> <b@test.local> "
                                     "<c@example.com> <d@test.local>"])
@@ -270,6 +273,9 @@ class ThreadTests(IndexTestCase):
             rows = await self.emails(commands.MailThread, mailbox="alice", id=start)
             self.assertEqual([r["id"] for r in rows], chain)
         self.assertEqual([r["folder"] for r in rows], ["inbox", "sent", "inbox", "sent", "inbox"])
+        self.assertEqual([r["text"] for r in rows], ["Hi", "Hello from the end-to-end test.",
+                                                     "Hi", "Hello from the end-to-end test.",
+                                                     "Agreed."])
         thread = next(r["thread_id"] for r in everything if r["message_id"] == "c@example.com")
         self.assertEqual(await self.ids(commands.MailThread, mailbox="alice", thread_id=thread),
                          chain)
