@@ -29,10 +29,10 @@ try:
 except ImportError:  # not a dependency; the structural checks below always run
     yaml = None
 
-NAMES_12 = frozenset({
+TOOL_NAMES = frozenset({
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
-    "hook_list", "hook_delete",
+    "hook_list", "hook_delete", "email_search", "email_thread",
 })
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "hermes", "nanoclaw"]
@@ -56,7 +56,7 @@ class FakeCheck:
     """The MCP check: records (argv, env), answers OK with 12 tools or a given result."""
 
     def __init__(self, result=None):
-        self.result = result or CheckResult(True, tools=12)
+        self.result = result or CheckResult(True, tools=14)
         self.calls = []
 
     def __call__(self, argv, env):
@@ -449,7 +449,7 @@ class PrintTests(AgentsTestCase):
                 "register: codex mcp remove aimx",
                 f"register: codex mcp add aimx -- {self.prog} mcp",
                 f"check:    [OK] MCP check passed: `{self.prog} mcp` answers initialize and "
-                "tools/list (12 tools).",
+                "tools/list (14 tools).",
             ],
         )
         self.assertEqual(self.check.calls, [([self.prog, "mcp"], self.environ)])
@@ -1119,7 +1119,7 @@ class BundleTests(SynchronousTestCase):
         self.assertNotIn("unread_only", bundle.header(registry.find("nanoclaw")))
 
     def test_primer_facts(self):
-        """The primer names all twelve tools and aimx's own behaviour."""
+        """The primer names all fourteen tools and aimx's own behaviour."""
         text = bundle.primer(COMMAND)
         for tool in (
             "mailbox_list",
@@ -1134,10 +1134,12 @@ class BundleTests(SynchronousTestCase):
             "hook_create",
             "hook_list",
             "hook_delete",
+            "email_search",
+            "email_thread",
         ):
             self.assertIn(f"`{tool}(", text)
         for fact in (
-            "twelve tools",
+            "fourteen tools",
             "0700",
             "aimx-catchall",
             "fire_on_untrusted",
@@ -1263,7 +1265,7 @@ class CheckFirstTests(AgentsTestCase):
         self.assertEqual(
             lines[0],
             f"[OK] MCP check passed: `{self.prog} mcp` answers initialize and tools/list "
-            "(12 tools).",
+            "(14 tools).",
         )
         self.assertTrue(lines[1].startswith("Installed "))
         self.assertEqual(len(self.check.calls), 1)
@@ -1528,8 +1530,8 @@ class ProgramTests(SynchronousTestCase):
 
 class ProbeNamesTests(SynchronousTestCase):
     def test_tool_names_are_the_servers(self):
-        """AIMX_TOOLS is the twelve tools `aimx mcp` registers (tests.test_mcp checks those)."""
+        """AIMX_TOOLS is the fourteen tools `aimx mcp` registers (tests.test_mcp checks those)."""
         from tests.test_mcp import NAMES
 
         self.assertEqual(probe.AIMX_TOOLS, NAMES)
-        self.assertEqual(NAMES_12, NAMES)
+        self.assertEqual(TOOL_NAMES, NAMES)

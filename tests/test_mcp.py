@@ -21,7 +21,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.control import aioclient, commands
 from aimx.core import configedit, frontmatter
-from aimx.errors import BodyTooLarge, DaemonNotRunning, MailboxError, NoEntry, ValidationError
+from aimx.errors import (
+    BodyTooLarge,
+    DaemonNotRunning,
+    IOFailure,
+    MailboxError,
+    MalformedError,
+    NoEntry,
+    NotFoundError,
+    ValidationError,
+)
 from aimx.mcp import server, tools
 from aimx.testing.fakes import FakeAsyncControlClient
 
@@ -29,7 +38,7 @@ DOMAIN = "test.local"
 NAMES = {
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
-    "hook_list", "hook_delete",
+    "hook_list", "hook_delete", "email_search", "email_thread",
 }
 
 
@@ -45,10 +54,17 @@ class FakeDaemon(FakeAsyncControlClient):
             commands.HookCreate: {"name": "derived"},
             commands.Send: lambda a: {"message_id": "<new@test.local>",
                                       "deliveries": self.deliveries},
+            commands.MailList: lambda a: {"emails": copy.deepcopy(
+                self.emails[a["folder"]][a["offset"] : a["offset"] + a["limit"]])},
+            commands.MailSearch: lambda a: {"emails": copy.deepcopy(self.found)},
+            commands.MailThread: lambda a: {"emails": copy.deepcopy(self.found)},
         }, default={})
         self.rows = list(rows)
         self.hooks = list(hooks)
         self.deliveries = None
+        #: The index's rows per folder (MAIL-LIST), and what MAIL-SEARCH/THREAD answer.
+        self.emails = {"inbox": [], "sent": []}
+        self.found = []
 
     def sent(self) -> tuple[email.message.EmailMessage, dict]:
         """The one SEND: the parsed message and the arguments."""
@@ -68,6 +84,17 @@ def row(root: str, name: str, address: str | None = "") -> dict:
         "unread": 0,
         "sent_count": 0,
         "registered": address is not None,
+    }
+
+
+def email_row(email_id: str, folder: str = "inbox", **fields) -> dict:
+    """A row as the daemon's index answers it (L{aimx.control.listing.email_row})."""
+    return {
+        "id": email_id, "folder": folder, "from": "sender@example.com",
+        "to": f"alice@{DOMAIN}", "subject": "Hi", "date": "2025-06-01T12:00:00Z",
+        "read": False, "trusted": "none", "thread_id": "0" * 16, "message_id": "m@x",
+        "delivery_status": "delivered" if folder == "sent" else "",
+        "has_attachments": False, **fields,
     }
 
 
@@ -155,52 +182,37 @@ class MailboxToolTests(ToolsTestCase):
 
 
 class EmailListTests(ToolsTestCase):
+    """email_list asks the daemon's index (MAIL-LIST) for the page; the rows are its
+    rows, cut to the spec's keys (what the index does with the files: test_mailindex)."""
+
     def test_two_rows(self):
-        """Case 5: newest first; fields from the frontmatter; read defaults to false."""
-        write_email(self.inbox, "2025-06-01-001")
-        write_email(self.inbox, "2025-06-01-002", read=True, subject="Second")
+        """Case 5: the daemon's rows, newest first, with the inbox keys."""
+        self.daemon.emails["inbox"] = [email_row("2025-06-01-002", read=True, subject="Second"),
+                                       email_row("2025-06-01-001")]
         rows = json.loads(run(self.tools.email_list("alice")))
-        self.assertEqual(len(rows), 2)
         self.assertEqual(rows[0], {"id": "2025-06-01-002", "from": "sender@example.com",
                                    "to": f"alice@{DOMAIN}", "subject": "Second",
                                    "date": "2025-06-01T12:00:00Z", "read": True})
         self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
+        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailList]
+        self.assertEqual(arguments, {"mailbox": "alice", "folder": "inbox", "limit": 50,
+                                     "offset": 0})
 
-    def test_paging(self):
-        """Case 6: limit 2 offset 1 of five → the 4th and 3rd newest."""
-        for day in range(1, 6):
-            write_email(self.inbox, f"2025-06-0{day}-001", bundle=day == 3)
-        rows = json.loads(run(self.tools.email_list("alice", limit=2, offset=1)))
-        self.assertEqual([r["id"] for r in rows], ["2025-06-04-001", "2025-06-03-001"])
-
-    def test_empty_and_clamped(self):
-        """Case 7: an empty mailbox is exactly `[]`; limit 500 acts as 200; 0 gives `[]`."""
+    def test_paging_and_clamp(self):
+        """Cases 6, 7: limit and offset go to the daemon, limit at most 200; `[]` when empty."""
         self.assertEqual(run(self.tools.email_list("alice")), "[]")
-        for n in range(205):
-            write_email(self.inbox, f"2025-06-01-{n:03}")
+        self.daemon.emails["inbox"] = [email_row(f"2025-06-01-{n:03}") for n in range(205)]
         self.assertEqual(len(json.loads(run(self.tools.email_list("alice", limit=500)))), 200)
         self.assertEqual(run(self.tools.email_list("alice", limit=0)), "[]")
-        self.assertEqual(run(self.tools.email_list("alice", offset=205)), "[]")
+        rows = json.loads(run(self.tools.email_list("alice", limit=2, offset=1)))
+        self.assertEqual([r["id"] for r in rows], ["2025-06-01-001", "2025-06-01-002"])
 
     def test_sent_rows(self):
-        """The sent folder: delivery_status instead of read ("" when missing)."""
-        write_email(self.sent_dir, "2025-06-01-001", delivery_status="delivered")
-        write_email(self.sent_dir, "2025-06-01-002")
+        """The sent folder: delivery_status instead of read."""
+        self.daemon.emails["sent"] = [email_row("2025-06-01-002", "sent", delivery_status="")]
         rows = json.loads(run(self.tools.email_list("alice", "sent")))
-        self.assertEqual(list(rows[1]), ["id", "from", "to", "subject", "date", "delivery_status"])
-        self.assertEqual([r["delivery_status"] for r in rows], ["", "delivered"])
-
-    def test_missing_folder_dir(self):
-        """A mailbox without a sent directory lists as `[]`."""
-        self.assertEqual(run(self.tools.email_list("alice", "sent")), "[]")
-
-    def test_unreadable_folder(self):
-        """A folder that cannot be opened is an error, not an empty list."""
-        os.makedirs(os.path.join(self.root, "sent"))
-        with open(self.sent_dir, "w"):
-            pass
-        self.assertEqual(self.fails(self.tools.email_list("alice", "sent")),
-                         f"Failed to list emails in '{self.sent_dir}': Not a directory")
+        self.assertEqual(list(rows[0]), ["id", "from", "to", "subject", "date", "delivery_status"])
+        self.assertEqual(rows[0]["delivery_status"], "")
 
     def test_bad_folder(self):
         """Any folder but inbox/sent is refused with the spec's text."""
@@ -211,31 +223,72 @@ class EmailListTests(ToolsTestCase):
         """Case 9: a mailbox the listing lacks (missing or someone else's) does not exist."""
         self.assertEqual(self.fails(self.tools.email_list("nonexistent")),
                          "Mailbox 'nonexistent' does not exist.")
+        self.assertNotIn("MAIL-LIST", self.daemon.names())
 
-    def test_dropped_without_backfill(self):
-        """Entries without +++ frontmatter or without their .md are dropped; the page is short."""
-        write_email(self.inbox, "2025-06-01-001")
-        with open(os.path.join(self.inbox, "2025-06-02-001.md"), "w") as f:
-            f.write("no frontmatter\n")
-        os.mkdir(os.path.join(self.inbox, "2025-06-03-001"))
-        rows = json.loads(run(self.tools.email_list("alice", limit=2)))
-        self.assertEqual(rows, [])
-        self.assertEqual(len(json.loads(run(self.tools.email_list("alice")))), 1)
+    def test_daemon_error(self):
+        """A daemon error is its code and reason."""
+        self.daemon.answers[commands.MailList] = IOFailure("the mail index is not available")
+        self.assertEqual(self.fails(self.tools.email_list("alice")),
+                         "[IO] the mail index is not available")
 
-    def test_bad_toml(self):
-        """A frontmatter that is not TOML is a tool error."""
-        with open(os.path.join(self.inbox, "2025-06-01-001.md"), "w") as f:
-            f.write("+++\nfrom = \n+++\n\nbody\n")
-        self.assertIn("2025-06-01-001", self.fails(self.tools.email_list("alice")))
 
-    def test_links_ignored(self):
-        """Symlinked files and bundles are neither listed nor followed."""
-        outside = write_email(os.path.join(self.root, "elsewhere"), "2025-06-09-001")
-        os.symlink(outside, os.path.join(self.inbox, "2025-06-09-001.md"))
-        os.symlink(os.path.dirname(outside), os.path.join(self.inbox, "2025-06-08-001"))
-        write_email(self.inbox, "2025-06-01-001")
-        rows = json.loads(run(self.tools.email_list("alice")))
-        self.assertEqual([r["id"] for r in rows], ["2025-06-01-001"])
+class EmailSearchTests(ToolsTestCase):
+    def test_rows_and_arguments(self):
+        """Rows are email_list's for their folder, with folder and snippet; every filter
+        goes to MAIL-SEARCH, `from` as `sender`, limit at most 200."""
+        self.daemon.found = [email_row("2025-06-02-001", "sent", snippet="…the report…"),
+                             email_row("2025-06-01-001", snippet="report")]
+        rows = json.loads(run(self.tools.email_search(
+            "alice", "report", "all", "bob", "2025-06-01", "2025-06-30", True, False, 500)))
+        self.assertEqual(rows[0], {"id": "2025-06-02-001", "folder": "sent",
+                                   "from": "sender@example.com", "to": f"alice@{DOMAIN}",
+                                   "subject": "Hi", "date": "2025-06-01T12:00:00Z",
+                                   "delivery_status": "delivered", "snippet": "…the report…"})
+        self.assertEqual(list(rows[1]), ["id", "folder", "from", "to", "subject", "date", "read",
+                                         "snippet"])
+        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailSearch]
+        self.assertEqual(arguments, {"mailbox": "alice", "query": "report", "folder": "all",
+                                     "sender": "bob", "since": "2025-06-01",
+                                     "until": "2025-06-30", "unread": True, "trusted": False,
+                                     "limit": 200})
+
+    def test_checks(self):
+        """A bad folder and an unknown mailbox are refused before any search."""
+        self.assertEqual(self.fails(self.tools.email_search("alice", "x", "drafts")),
+                         'Invalid folder \'drafts\': expected "inbox", "sent" or "all".')
+        self.assertEqual(self.fails(self.tools.email_search("nope", "x")),
+                         "Mailbox 'nope' does not exist.")
+        self.daemon.answers[commands.MailSearch] = MalformedError("since: 'x' is not an RFC "
+                                                                  "3339 date")
+        self.assertIn("since: 'x'", self.fails(self.tools.email_search("alice", "x")))
+
+
+class EmailThreadTests(ToolsTestCase):
+    def test_rows(self):
+        """Each message: id, folder, from, to, date, subject, trusted, read, text."""
+        self.daemon.found = [email_row("2025-06-01-001", text="Shall we?"),
+                             email_row("2025-06-01-002", "sent", text="Yes.")]
+        rows = json.loads(run(self.tools.email_thread("alice", id="2025-06-01-002")))
+        self.assertEqual([list(r) for r in rows], [list(tools._THREAD_KEYS)] * 2)
+        self.assertEqual([(r["folder"], r["text"]) for r in rows],
+                         [("inbox", "Shall we?"), ("sent", "Yes.")])
+        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailThread]
+        self.assertEqual(arguments, {"mailbox": "alice", "id": "2025-06-01-002",
+                                     "thread_id": None, "limit": 50})
+
+    def test_checks(self):
+        """Exactly one of id and thread_id; ids are checked; not found says which."""
+        self.assertEqual(self.fails(self.tools.email_thread("alice")),
+                         "Give exactly one of id and thread_id.")
+        self.assertEqual(self.fails(self.tools.email_thread("alice", "a", "b")),
+                         "Give exactly one of id and thread_id.")
+        self.assertEqual(self.fails(self.tools.email_thread("alice", "../x")),
+                         "Email ID contains invalid characters.")
+        self.daemon.answers[commands.MailThread] = NotFoundError("email 'x' not found")
+        self.assertEqual(self.fails(self.tools.email_thread("alice", "x")),
+                         "Email 'x' not found in mailbox 'alice'.")
+        self.assertEqual(self.fails(self.tools.email_thread("alice", thread_id="ab")),
+                         "Thread 'ab' not found in mailbox 'alice'.")
 
 
 class EmailReadTests(ToolsTestCase):
@@ -571,7 +624,8 @@ class ServerTests(SynchronousTestCase):
         return self.session(body)
 
     def test_surface(self):
-        """Cases 1, 2: exactly the twelve tools; capabilities are tools only; serverInfo."""
+        """Cases 1, 2: the twelve tools and email_search, email_thread; capabilities are
+        tools only; serverInfo."""
 
         async def body(client):
             listed = (await client.list_tools()).tools
@@ -579,7 +633,7 @@ class ServerTests(SynchronousTestCase):
 
         capabilities, info, instructions, listed = self.session(body)
         self.assertEqual({t.name for t in listed}, NAMES)
-        self.assertEqual(len(listed), 12)
+        self.assertEqual(len(listed), 14)
         self.assertIsNotNone(capabilities.tools)
         self.assertEqual((capabilities.prompts, capabilities.resources, capabilities.logging),
                          (None, None, None))

@@ -1,6 +1,6 @@
 """The caller's mail files, read directly with the MCP process's own uid (L3 helper).
 
-Listing, resolving and reading go through the daemon's own functions
+Resolving and reading go through the daemon's own functions
 (L{aimx.store.mailstore}, over L{aimx.store.safefs}): every path is opened one
 component at a time relative to a directory fd with C{O_NOFOLLOW}, and only
 singly-linked regular files are read, so whoever can write inside a mailbox
@@ -14,9 +14,6 @@ import os
 import tomllib
 
 from aimx.store import mailstore
-
-list_ids = mailstore.list_ids
-
 
 class NotFound(Exception):
     """The id names no acceptable message file."""

@@ -1,4 +1,7 @@
-"""The ``aimx`` MCP server (L3): exactly twelve tools, their schemas and wording (spec/mcp.md).
+"""The ``aimx`` MCP server (L3): fourteen tools, their schemas and wording (spec/mcp.md).
+
+The twelve of spec/mcp.md, and C{email_search} and C{email_thread}, which read the
+daemon's index.
 
 L{build} registers the tools of L{aimx.mcp.tools.Tools} on an C{MCPServer}.  A
 tool's C{ToolError} reaches the agent as an C{isError} result whose text is the
@@ -11,7 +14,7 @@ wrong type or range (a negative limit, say) is a tool error.
 import functools
 import inspect
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -44,6 +47,19 @@ _HTML = (
     "Your own HTML for the text/html part; body then becomes the plain-text alternative. "
     "Cannot be combined with text_only."
 )
+
+
+def _keyword_names(fn):
+    """A tool whose parameter C{from_} is C{from} on the wire (a Python keyword: the
+    schema names it through the field's alias, and the call arrives by that name)."""
+
+    @functools.wraps(fn)
+    async def tool(**arguments):
+        if "from" in arguments:
+            arguments["from_"] = arguments.pop("from")
+        return await fn(**arguments)
+
+    return tool
 
 
 def _agent_errors(fn):
@@ -117,7 +133,8 @@ def build(client) -> MCPServer:
     def register(description: str):
         def decorator(fn):
             signatures[fn.__name__] = inspect.signature(fn)
-            server.add_tool(_agent_errors(fn), description=description, structured_output=False)
+            server.add_tool(_agent_errors(_keyword_names(fn)), name=fn.__name__,
+                            description=description, structured_output=False)
             return fn
 
         return decorator
@@ -210,6 +227,58 @@ def build(client) -> MCPServer:
         html_body: Annotated[str | None, Field(description=_HTML)] = None,
     ) -> str:
         return await tools.email_reply(mailbox, id, body, text_only, html_body)
+
+    @register(
+        "Search one mailbox's emails (inbox and sent unless folder says otherwise), newest "
+        "first. The query's words must all match, in the subject, from, to or body; word* "
+        "matches words starting with it; \"two words\" matches them next to each other. "
+        "Filters narrow it further (an empty query lists by filters alone). Rows are "
+        "email_list's, with folder and a short snippet of the body around the match; read "
+        "a whole email with email_read. JSON array."
+    )
+    async def email_search(
+        mailbox: Annotated[str, Field(description=_MAILBOX)],
+        query: Annotated[str, Field(description="Words to find, e.g. 'invoice march' or "
+                                    "'\"quarterly report\" budg*'")],
+        folder: Annotated[
+            Literal["inbox", "sent", "all"], Field(description="inbox, sent or all (default)")
+        ] = "all",
+        from_: Annotated[str | None, Field(
+            alias="from", description="Only emails whose From contains this text (any case), "
+            "e.g. 'alice@example.com' or 'example.com'")] = None,
+        since: Annotated[str | None, Field(
+            description="Only emails dated on or after this RFC 3339 date or date-time "
+            "(2025-06-01, 2025-06-01T09:00:00Z)")] = None,
+        until: Annotated[str | None, Field(
+            description="Only emails dated on or before this RFC 3339 date (the whole day) "
+            "or date-time")] = None,
+        unread: Annotated[bool | None, Field(
+            description="true: only inbox emails not marked read; false: only the others")
+        ] = None,
+        trusted: Annotated[bool | None, Field(
+            description='true: only emails with trusted = "true" (an allowed sender, '
+            "DKIM-verified); false: only the others")] = None,
+        limit: Annotated[int, Field(ge=0, le=200, description="Most rows (0-200)")] = 20,
+    ) -> str:
+        return await tools.email_search(mailbox, query, folder, from_, since, until, unread,
+                                        trusted, limit)
+
+    @register(
+        "Get a conversation: every email of a thread in the mailbox, received (inbox) and "
+        "sent, oldest first (the newest limit of them). Give id (any email of the thread, "
+        "as email_list shows it) or thread_id. Each row: id, folder, from, to, date, "
+        "subject, trusted, read, text; text is what that email's sender wrote, without the "
+        "quoted history and signature (read the whole body with email_read). JSON array."
+    )
+    async def email_thread(
+        mailbox: Annotated[str, Field(description=_MAILBOX)],
+        id: Annotated[str | None, Field(description="Any email of the thread: " + _ID)] = None,
+        thread_id: Annotated[str | None, Field(
+            description="The thread_id of its emails (as email_list shows it)")] = None,
+        limit: Annotated[int, Field(ge=0, le=200, description="Most emails (0-200), the "
+                                    "newest of the thread")] = 50,
+    ) -> str:
+        return await tools.email_thread(mailbox, id, thread_id, limit)
 
     @register("Mark an inbox email as read.")
     async def email_mark_read(

@@ -1,9 +1,11 @@
-"""The bodies of the twelve MCP tools (L3), behind a control client (spec/mcp.md §2).
+"""The bodies of the MCP tools (L3), behind a control client (spec/mcp.md §2).
 
 L{Tools} takes any object with C{async call(command, **arguments) -> dict}
 (L{aimx.control.aioclient.ControlClient} in production, a fake in tests).  What
-the daemon decides (visibility, ownership, validation) it decides; mailbox
-contents are read here with the caller's own uid through L{aimx.mcp.files}.
+the daemon decides (visibility, ownership, validation) it decides; listings,
+searches and threads come from the daemon's index (MAIL-LIST, MAIL-SEARCH,
+MAIL-THREAD), a message's file is read here with the caller's own uid through
+L{aimx.mcp.files}.
 Each method returns the tool's text or raises C{ToolError} with the text the
 agent sees.
 """
@@ -23,6 +25,9 @@ from aimx.control.commands import (
     MailboxCreate,
     MailboxDelete,
     MailboxList,
+    MailList,
+    MailSearch,
+    MailThread,
     MarkRead,
     MarkUnread,
     Send,
@@ -31,7 +36,7 @@ from aimx.core.compose import ComposeError, compose, normalize_crlf
 from aimx.store.attachments import read_attachment
 from aimx.core.filenames import is_valid_id
 from aimx.core.identity import parse_address_list
-from aimx.errors import DaemonNotRunning
+from aimx.errors import DaemonNotRunning, NotFoundError
 from aimx.mcp import files
 
 NOT_RUNNING = "aimx daemon not running. Start with 'sudo systemctl start aimx'"
@@ -62,17 +67,15 @@ def _folder_key(folder: str | None) -> str:
     raise ToolError(f'Invalid folder \'{folder}\': expected "inbox" or "sent".')
 
 
-def _list_row(email_id: str, fields: dict, keys) -> dict:
-    row = {}
-    for key in keys:
-        value = fields.get(key)
-        if key == "id":
-            row[key] = email_id
-        elif key == "read":
-            row[key] = value is True
-        else:
-            row[key] = value if isinstance(value, str) else ""
-    return row
+#: The fields of an C{email_thread} row, in order.
+_THREAD_KEYS = ("id", "folder", "from", "to", "date", "subject", "trusted", "read", "text")
+_FOLDERS_ALL = ("inbox", "sent", "all")
+
+
+def _daemon_row(email: dict, keys) -> dict:
+    """A row of the daemon's index rows (spec names, typed) with these keys."""
+    return {key: email.get(key, False if key in ("read", "has_attachments") else "")
+            for key in keys}
 
 
 def _reply_recipients(fields: dict) -> list[str]:
@@ -103,10 +106,15 @@ class Tools:
         self.client = client
         self.now = now
 
-    async def _call(self, command, **arguments) -> dict:
-        """One daemon command; every failure becomes the agent-visible text."""
+    async def _call(self, command, missing: str | None = None, **arguments) -> dict:
+        """One daemon command; every failure becomes the agent-visible text.
+
+        @param missing: the text for a C{NOTFOUND} answer (default: the daemon's).
+        """
         try:
             return await self.client.call(command, **arguments)
+        except NotFoundError as e:
+            raise ToolError(missing or f"[{e.code}] {e}") from None
         except DaemonNotRunning:
             raise ToolError(NOT_RUNNING) from None
         except tuple(ERRORS) as e:
@@ -167,26 +175,54 @@ class Tools:
     async def email_list(
         self, mailbox: str, folder: str | None = None, limit: int = 50, offset: int = 0
     ) -> str:
-        """§2.4: a page of a folder's rows, newest first; only that page is read."""
+        """§2.4: a page of a folder's rows, newest first, from the daemon's index (rows
+        of files without a readable frontmatter are left out; each row checked
+        against its file before it is answered)."""
         row = await self._row(mailbox)
         key = _folder_key(folder)
         limit = min(limit, LIMIT_MAX)
-        directory = row[f"{key}_path"]
-        try:
-            ids = files.list_ids(directory)
-        except OSError as e:
-            raise ToolError(f"Failed to list emails in '{directory}': {e.strerror}") from None
-        rows = []
-        for email_id in ids[offset : offset + limit]:
-            try:
-                fields = files.read_frontmatter(files.open_message(directory, email_id))
-            except (files.NotFound, OSError):
-                continue
-            except ValueError as e:
-                raise ToolError(f"Failed to parse frontmatter of '{email_id}': {e}") from None
-            if fields is not None:
-                rows.append(_list_row(email_id, fields, _LIST_KEYS[key]))
-        return _json(rows)
+        emails = (await self._call(MailList, mailbox=row["name"], folder=key, limit=limit,
+                                   offset=offset))["emails"]
+        return _json([_daemon_row(email, _LIST_KEYS[key]) for email in emails])
+
+    async def email_search(
+        self, mailbox: str, query: str, folder: str | None = "all", from_: str | None = None,
+        since: str | None = None, until: str | None = None, unread: bool | None = None,
+        trusted: bool | None = None, limit: int = 20,
+    ) -> str:
+        """Full-text search of a mailbox: rows like C{email_list}'s with C{folder} and a
+        C{snippet}, newest first."""
+        row = await self._row(mailbox)
+        folder = "all" if folder is None else folder
+        if folder not in _FOLDERS_ALL:
+            raise ToolError(f'Invalid folder \'{folder}\': expected "inbox", "sent" or "all".')
+        emails = (await self._call(
+            MailSearch, mailbox=row["name"], query=query, folder=folder, sender=from_,
+            since=since, until=until, unread=unread, trusted=trusted,
+            limit=min(limit, LIMIT_MAX)))["emails"]
+        return _json([
+            {"id": email["id"], "folder": email["folder"],
+             **_daemon_row(email, _LIST_KEYS[email["folder"]][1:]),
+             "snippet": email.get("snippet", "")}
+            for email in emails
+        ])
+
+    async def email_thread(
+        self, mailbox: str, id: str | None = None, thread_id: str | None = None,
+        limit: int = 50,
+    ) -> str:
+        """A conversation across inbox and sent, oldest first, each message with its new
+        text (without quoted history and signature)."""
+        if (id is None) == (thread_id is None):
+            raise ToolError("Give exactly one of id and thread_id.")
+        if id is not None:
+            _check_id(id)
+        row = await self._row(mailbox)
+        missing = (f"Email '{id}' not found in mailbox '{row['name']}'." if id is not None
+                   else f"Thread '{thread_id}' not found in mailbox '{row['name']}'.")
+        emails = (await self._call(MailThread, missing, mailbox=row["name"], id=id,
+                                   thread_id=thread_id, limit=min(limit, LIMIT_MAX)))["emails"]
+        return _json([_daemon_row(email, _THREAD_KEYS) for email in emails])
 
     async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
         """§2.5: the message file verbatim, resolved strictly inside the folder."""

@@ -9,7 +9,7 @@ is not the current marker).  Bump L{VERSION} on every change of the text.
 
 # AIMX's template is at 7; aimx's own text starts above it so an AIMX README
 # left in a data dir is always replaced.
-VERSION = 8
+VERSION = 9
 VERSION_LINE = f"<!-- aimx-readme-version: {VERSION} -->"
 
 MCP_TOOLS = (
@@ -22,6 +22,8 @@ MCP_TOOLS = (
     "email_reply",
     "email_mark_read",
     "email_mark_unread",
+    "email_search",
+    "email_thread",
     "hook_create",
     "hook_list",
     "hook_delete",
@@ -157,7 +159,7 @@ on stdin and its path in `AIMX_FILEPATH`.
 
 ## MCP server
 
-`aimx mcp` (registered as `/usr/local/bin/aimx mcp`) offers twelve tools:
+`aimx mcp` (registered as `/usr/local/bin/aimx mcp`) offers fourteen tools:
 
 """
 

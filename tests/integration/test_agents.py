@@ -20,7 +20,7 @@ from aimx import cli
 from aimx.agents import probe
 from aimx.agents.probe import CheckResult
 from aimx.cli import agents as agents_cli
-from tests.test_agents import NAMES_12, AgentsTestCase, section
+from tests.test_agents import TOOL_NAMES, AgentsTestCase, section
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,7 +63,7 @@ for line in sys.stdin:
     else:
         reply["result"] = {"tools": tools}
     print(json.dumps(reply), flush=True)
-""" % (sorted(NAMES_12),)
+""" % (sorted(TOOL_NAMES),)
 
 
 class ProbeTests(SynchronousTestCase):
@@ -89,22 +89,22 @@ class ProbeTests(SynchronousTestCase):
     def test_answers(self):
         """initialize (a notification before the answer is skipped), tools/list: ok, from /."""
         cwd = os.path.join(self.base, "cwd")
-        self.assertEqual(self.fake("ok", cwd), CheckResult(True, tools=12))
+        self.assertEqual(self.fake("ok", cwd), CheckResult(True, tools=14))
         with open(cwd) as f:
             self.assertEqual(f.read(), "/")
 
     def test_pages(self):
         """tools/list pages are followed through nextCursor."""
-        self.assertEqual(self.fake("pages"), CheckResult(True, tools=12))
+        self.assertEqual(self.fake("pages"), CheckResult(True, tools=14))
 
     def test_missing_tools(self):
         """A server that is not aimx's: the missing tools are named."""
         result = self.fake("few")
         self.assertFalse(result.ok)
-        missing = sorted(NAMES_12)[2:]
+        missing = sorted(TOOL_NAMES)[2:]
         self.assertEqual(
             result.reason,
-            f"answered, but its tools/list lacks 10 of aimx's 12 tools: {', '.join(missing)}",
+            f"answered, but its tools/list lacks 12 of aimx's 14 tools: {', '.join(missing)}",
         )
 
     def test_not_json(self):
@@ -155,7 +155,7 @@ class ProbeTests(SynchronousTestCase):
         """`python -m aimx mcp` of this checkout answers, from / with PYTHONPATH."""
         result = probe.check([sys.executable, "-m", "aimx", "mcp"],
                              dict(self.env, PYTHONPATH=REPO), timeout=CHILD_TIMEOUT)
-        self.assertEqual(result, CheckResult(True, tools=12))
+        self.assertEqual(result, CheckResult(True, tools=14))
 
 
 # -- the registered command, for real ------------------------------------------------
@@ -263,7 +263,7 @@ class RealCommandTests(SynchronousTestCase):
         self.assertTrue(field(server, "check")[0].startswith("[OK] "), server)
         env = dict(self.environ, AIMX_RUNTIME_DIR="unused")
         env.update(dict([add[7].split("=", 1)]))
-        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(NAMES_12))
+        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(TOOL_NAMES))
         self.assertEqual(self.home_tree(), [])
         self.assertEqual(self.claude_calls(), [])
 
@@ -278,7 +278,7 @@ class RealCommandTests(SynchronousTestCase):
         add = shlex.split(field(server, "register")[1])
         self.assertEqual(add[add.index("--") + 1 :], [sys.executable, "-m", "aimx", "mcp"])
         self.assertEqual(listed_tools(sys.executable, ["-m", "aimx", "mcp"], self.environ),
-                         sorted(NAMES_12))
+                         sorted(TOOL_NAMES))
 
     def test_wrong_command(self):
         """--command naming a missing program or a failing one: a clear reason, exit 1."""
@@ -339,7 +339,7 @@ class RealCommandTests(SynchronousTestCase):
         env = dict(self.environ)
         del env["AIMX_RUNTIME_DIR"]
         env.update(dict([add[6].split("=", 1)]))
-        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(NAMES_12))
+        self.assertEqual(listed_tools(add[-2], add[-1:], env), sorted(TOOL_NAMES))
         self.assertTrue(os.path.isfile(os.path.join(self.home, ".claude/skills/aimx/SKILL.md")))
 
 

@@ -425,6 +425,12 @@ class EndToEndTests(DaemonTestCase):
             out["reply"] = await ok("email_reply", dict(ref, body="Here is **the** answer."))
             out["sent"] = json.loads(await ok("email_list", {"mailbox": "agent",
                                                              "folder": "sent"}))
+            out["thread"] = json.loads(await ok("email_thread", ref))
+            out["search"] = json.loads(await ok("email_search", {"mailbox": "agent",
+                                                                 "query": "answer*"}))
+            out["search_inbox"] = json.loads(await ok(
+                "email_search", {"mailbox": "agent", "query": "answer", "folder": "inbox",
+                                 "from": "SENDER@example.NET", "unread": False}))
             out["unmark"] = await ok("email_mark_unread", ref), read_state()
             out["send"] = await ok("email_send", {"from_mailbox": "agent", "subject": "News",
                                                   "to": "friend@example.net", "body": "Hi"})
@@ -459,6 +465,17 @@ class EndToEndTests(DaemonTestCase):
             ("Re: Hello agent", "<orig@example.net>", "<root@example.net> <orig@example.net>",
              "sender@example.net"))
         self.assertEqual([r["delivery_status"] for r in out["sent"]], ["delivered"])
+        # The conversation, oldest first: the mail received, then the reply sent.
+        self.assertEqual([(r["id"], r["folder"]) for r in out["thread"]],
+                         [(row["id"], "inbox"), (out["sent"][0]["id"], "sent")])
+        self.assertEqual([r["text"] for r in out["thread"]],
+                         ["Please answer.", "Here is **the** answer."])
+        self.assertEqual(list(out["thread"][0]), ["id", "folder", "from", "to", "date",
+                                                  "subject", "trusted", "read", "text"])
+        self.assertEqual([(r["folder"], r["id"]) for r in out["search"]],
+                         [("sent", out["sent"][0]["id"]), ("inbox", row["id"])])
+        self.assertIn("answer", out["search"][0]["snippet"])
+        self.assertEqual([r["id"] for r in out["search_inbox"]], [row["id"]])
         self.assertTrue(out["send"].startswith("Email sent to friend@example.net. "))
         self.assertEqual(news.rcpts, ["friend@example.net"])
         self.assertIs(out["big"][0], True)
@@ -500,6 +517,8 @@ class EndToEndTests(DaemonTestCase):
             ("hook_create", {"mailbox": "agent", "event": "on_receive", "cmd": ["/bin/true"]}),
             ("hook_list", {"mailbox": "agent"}),
             ("email_list", {"mailbox": "alice"}),
+            ("email_search", {"mailbox": "agent", "query": "hi"}),
+            ("email_thread", {"mailbox": "agent", "id": email_id}),
         ]
 
         async def intrude(call):
