@@ -2,6 +2,7 @@
 
 import argparse
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -305,16 +306,20 @@ class MailboxVerbTests(VerbTestCase):
                          (2, "Error: Failed to connect to aimx daemon at /x: denied\n"))
 
     def test_list(self):
-        """The table: MAILBOX padded to 20, counts, unregistered rows marked; empty message."""
+        """The table: aligned columns with the unread counts, unregistered rows marked;
+        an empty listing says so; --json prints the rows as one document."""
         rows = [
-            {"name": "alice", "total": 3, "sent_count": 1, "registered": True},
-            {"name": "stray", "total": 0, "sent_count": 0, "registered": False},
+            {"name": "alice", "total": 1234, "unread": 5, "sent_count": 1, "registered": True},
+            {"name": "stray", "total": 0, "unread": 0, "sent_count": 0, "registered": False},
         ]
         _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"],
                                      replies={commands.MailboxList: {"mailboxes": rows}})
-        self.assertEqual(out, "MAILBOX              INBOX    SENT\n"
-                              "alice                3        1\n"
-                              "stray                0        0 (unregistered)\n")
+        self.assertEqual(out, "MAILBOX  INBOX  UNREAD  SENT\n"
+                              "alice     1234       5     1\n"
+                              "stray        0       0     0  (unregistered)\n")
+        _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list", "--json"],
+                                     replies={commands.MailboxList: {"mailboxes": rows}})
+        self.assertEqual(json.loads(out), rows)
         _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"],
                                      replies={commands.MailboxList: {"mailboxes": []}})
         self.assertEqual(out, "No mailboxes configured.\n")
@@ -334,7 +339,7 @@ class MailboxVerbTests(VerbTestCase):
         self.assertEqual(code, 2)
         self.write_config()
         code, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"], down=True)
-        self.assertEqual((code, out.splitlines()[1].split()), (0, ["alice", "0", "0"]))
+        self.assertEqual((code, out.splitlines()[1].split()), (0, ["alice", "0", "0", "0"]))
 
     def test_show(self):
         """show renders settings, hooks grouped by event, and counts."""

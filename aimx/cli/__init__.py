@@ -11,6 +11,7 @@ from aimx.errors import AimxError
 HELP_GROUPS = """\
 Operations (as current user):
   send          Send an email from one of your mailboxes
+  mail          List, read, search and mark mail; whole threads
   mailboxes     Create, list, show and delete mailboxes
   hooks         Create, list and delete hooks
   agents        Wire aimx into an AI agent harness
@@ -23,6 +24,7 @@ Server administration:
   doctor        Check the installation
   logs          Show the daemon log
   dkim-keygen   Generate the DKIM key pair
+  reindex       Rebuild the mail index from the message files
   portcheck     Check that port 25 is reachable
   uninstall     Remove what setup installed
 
@@ -33,10 +35,12 @@ Try it:
 #: Verb -> module in aimx/cli with C{add_parser(sub, common)} and C{main(args)}.
 VERBS = {
     "send": "send",
+    "mail": "mail",
     "mailboxes": "mailboxes",
     "hooks": "hooks",
     "agents": "agents",
     "dkim-keygen": "dkimkeygen",
+    "reindex": "reindex",
     "logs": "logs",
     "uninstall": "uninstall",
     "portcheck": "portcheck",

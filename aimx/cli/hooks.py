@@ -18,7 +18,7 @@ import stat
 
 from aimx.cli import session
 from aimx.cli.session import CliError, hook_missing, mailbox_missing
-from aimx.cli.term import clip, cmd_text
+from aimx.cli.term import clip, cmd_text, print_json
 from aimx.control.commands import HookCreate, HookDelete, HookList, MailboxShow
 from aimx.core import configedit
 from aimx.core.config import DEFAULT_HOOK_TIMEOUT, EVENTS
@@ -44,6 +44,7 @@ def add_parser(sub, common) -> None:
     )
     listing = actions.add_parser("list", parents=[common], help="list hooks")
     listing.add_argument("--mailbox", help="only this mailbox's hooks")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
     create = actions.add_parser("create", parents=[common], help="add a hook")
     create.add_argument("--mailbox", required=True)
     create.add_argument("--event", required=True, choices=EVENTS)
@@ -86,6 +87,9 @@ async def list_(args, s: session.Session) -> int:
         if not rows and live:
             # No hooks, or no such mailbox (for this caller)? MAILBOX-SHOW tells.
             await s.call(MailboxShow, name=args.mailbox)
+    if args.json:
+        print_json(s.term, rows)
+        return 0
     if not rows:
         s.term.say("No hooks configured.")
         return 0

@@ -10,7 +10,7 @@ import argparse
 
 from aimx.cli import session
 from aimx.cli.session import CliError, mailbox_missing
-from aimx.cli.term import cmd_text
+from aimx.cli.term import cmd_text, print_json, table
 from aimx.control.commands import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
 from aimx.control.listing import mailbox_details, mailbox_rows
 from aimx.core import configedit
@@ -42,6 +42,7 @@ def add_parser(sub, common) -> None:
     create.add_argument("--owner", help="Linux user owning the mailbox (root only)")
     listing = actions.add_parser("list", parents=[common], help="list mailboxes")
     listing.add_argument("--all", action="store_true", help="every mailbox (root only)")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
     show = actions.add_parser("show", parents=[common], help="show one mailbox")
     show.add_argument("name")
     delete = actions.add_parser("delete", parents=[common], help="delete a mailbox")
@@ -157,14 +158,19 @@ async def list_(args, s: session.Session) -> int:
         if config is None:
             raise _down(s, e) from None
         rows = mailbox_rows(config, config.data_dir, s.euid, s.passwd)
+    if args.json:
+        print_json(s.term, rows)
+        return 0
     if not rows:
         s.term.say("No mailboxes configured.")
         return 0
-    s.term.say(s.term.bold(f"{'MAILBOX':<20} INBOX    SENT"))
-    for row in rows:
-        line = f"{row['name']:<20} {row['total']:<8} {row['sent_count']}"
+    lines = table(["MAILBOX", "INBOX", "UNREAD", "SENT", ""], [
+        [row["name"], row["total"], row["unread"], row["sent_count"],
+         "" if row["registered"] else "(unregistered)"] for row in rows], right=(1, 2, 3))
+    s.term.say(s.term.bold(lines[0]))
+    for row, line in zip(rows, lines[1:]):
         if not row["registered"]:
-            line += " " + s.term.yellow("(unregistered)")
+            line = line.removesuffix("(unregistered)") + s.term.yellow("(unregistered)")
         s.term.say(line)
     return 0
 

@@ -94,10 +94,12 @@ class Session:
     @param euid: the caller's effective uid.
     @param environ: the process environment (C{AIMX_NONINTERACTIVE}, C{AIMX_RUNTIME_DIR}).
     @param system: the host (init system, service files) for L{start_advice}.
+    @param sleep: C{seconds -> Deferred} firing that much later (polling verbs);
+        by default it fires at once.
     """
 
     def __init__(self, args, *, connect, euid: int, term: Terminal, environ, passwd=None,
-                 system=None):
+                 system=None, sleep=None):
         self.args = args
         self.connect = connect
         self.euid = euid
@@ -105,6 +107,7 @@ class Session:
         self.environ = environ
         self.passwd = passwd or Passwd()
         self.system = system or initsystem.System()
+        self.sleep = sleep or (lambda seconds: defer.succeed(None))
         self._client = None
         self._config = False
         self._config_error = None
@@ -257,6 +260,7 @@ def run(verb, args) -> int:
         euid=os.geteuid(),
         term=term,
         environ=os.environ,
+        sleep=lambda seconds: task.deferLater(reactor, seconds, lambda: None),
     )
     outcome = []
 

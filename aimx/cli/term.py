@@ -73,6 +73,19 @@ class Terminal:
         return self.style(text, _YELLOW)
 
     @property
+    def tty(self) -> bool:
+        """Whether stdout is a terminal (progress bars are drawn only there)."""
+        try:
+            return self.out.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def progress(self, line: str) -> None:
+        """Redraw the current line of a terminal with C{line} (no newline)."""
+        self.out.write("\r\x1b[2K" + line)
+        self.out.flush()
+
+    @property
     def interactive(self) -> bool:
         """Whether stdin is a terminal, so that someone can answer a prompt."""
         try:
@@ -101,3 +114,43 @@ def clip(text: str, width: int) -> str:
 def cmd_text(cmd) -> str:
     """A hook argv as compact JSON, clipped to 60 characters."""
     return clip(json.dumps(list(cmd), ensure_ascii=False, separators=(",", ":")), 60)
+
+
+def table(headers, rows, *, right=(), limits=None) -> list[str]:
+    """An aligned table: the header line, then one line per row.
+
+    Columns are as wide as their widest cell and two spaces apart; the last one
+    is not padded, no line ends in spaces.
+
+    @param right: indexes of columns aligned right (numbers).
+    @param limits: column index to the most characters a cell shows (L{clip}).
+    """
+    limits = limits or {}
+    cells = [[clip(str(value), limits.get(i, 1 << 30)) for i, value in enumerate(row)]
+             for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+
+    def line(values):
+        parts = []
+        for i, value in enumerate(values):
+            if i in right:
+                parts.append(value.rjust(widths[i]))
+            elif i == len(values) - 1:
+                parts.append(value)
+            else:
+                parts.append(value.ljust(widths[i]))
+        return "  ".join(parts).rstrip()
+
+    return [line(headers)] + [line(row) for row in cells]
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """C{[#########.....]  45%  45000/100000}."""
+    share = done / total if total else 0.0
+    filled = int(share * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}  {done}/{total}"
+
+
+def print_json(term: Terminal, value) -> None:
+    """One JSON document on stdout (the C{--json} of every listing verb)."""
+    term.say(json.dumps(value, ensure_ascii=False, indent=2))

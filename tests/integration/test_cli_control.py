@@ -109,8 +109,8 @@ class MailboxCliTests(CliTestCase):
         alias = yield self.aimx("mailbox", "list")
         self.assertEqual(long_form.stdout, alias.stdout)
         lines = long_form.stdout.splitlines()
-        self.assertEqual(lines[0], "MAILBOX              INBOX    SENT")
-        self.assertIn("alice                1        0", lines)
+        self.assertEqual(lines[0].split(), ["MAILBOX", "INBOX", "UNREAD", "SENT"])
+        self.assertIn(["alice", "1", "1", "0"], [line.split() for line in lines])
 
     @defer.inlineCallbacks
     def test_delete_nonempty(self):

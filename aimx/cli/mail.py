@@ -1,0 +1,273 @@
+"""``aimx mail``, L3: list, read, thread, search, mark-read, mark-unread.
+
+Listing, search and threads ask the daemon, which answers from its index of the
+mailbox (MAIL-LIST, MAIL-SEARCH, MAIL-THREAD) after checking that the caller
+owns it; marking is MARK-READ/MARK-UNREAD.  C{read} opens the message file
+itself, as the caller (through the daemon's own functions, L{aimx.store.mailstore}),
+in the directory the daemon's mailbox listing names (root without a daemon: the
+configuration's).  Every listing verb takes C{--json} and then prints one JSON
+document, the daemon's rows; otherwise an aligned table.
+"""
+
+import argparse
+import os
+
+from aimx.cli import session
+from aimx.cli.session import CliError
+from aimx.cli.term import print_json, table
+from aimx.control.commands import (
+    MailboxList,
+    MailList,
+    MailSearch,
+    MailThread,
+    MarkRead,
+    MarkUnread,
+)
+from aimx.core import frontmatter, replytext
+from aimx.core.filenames import is_valid_id
+from aimx.errors import DaemonNotRunning
+from aimx.store import mailstore, safefs
+from aimx.store.mailboxdirs import mailbox_dirs
+
+#: The most rows one listing asks for.
+LIMIT_MAX = 200
+#: The largest message file C{read} shows.
+READ_MAX = mailstore.MAX_MARK_BYTES
+WITHOUT_DAEMON = (
+    "Listing, searching and marking mail need the daemon (it keeps the mailbox index); "
+    "`aimx mail read` works without it for root."
+)
+
+
+def _count(most: int | None = None):
+    def parse(text: str) -> int:
+        if not text.isdigit() or (most is not None and int(text) > most):
+            bound = f" from 0 to {most}" if most is not None else ""
+            raise argparse.ArgumentTypeError(f"expected a whole number{bound}, not '{text}'")
+        return int(text)
+
+    return parse
+
+
+def add_parser(sub, common) -> None:
+    """Register C{mail} on the top-level subparsers."""
+    parser = sub.add_parser("mail", parents=[common], help=argparse.SUPPRESS, prog="aimx mail")
+    actions = parser.add_subparsers(dest="action", metavar="<action>", required=True,
+                                    prog="aimx mail")
+    listing = actions.add_parser("list", parents=[common],
+                                 help="list a mailbox folder, newest first")
+    listing.add_argument("mailbox")
+    listing.add_argument("--folder", choices=("inbox", "sent"), default="inbox")
+    listing.add_argument("--limit", type=_count(LIMIT_MAX), default=50,
+                         help="most messages (0-200, default 50)")
+    listing.add_argument("--offset", type=_count(), default=0, help="messages to skip")
+    listing.add_argument("--unread", action="store_true", help="only unread messages")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
+    read = actions.add_parser("read", parents=[common], help="print one message")
+    read.add_argument("mailbox")
+    read.add_argument("id")
+    read.add_argument("--folder", choices=("inbox", "sent"), default="inbox")
+    read.add_argument("--extracted", action="store_true",
+                      help="only what the sender wrote: no quoted history or signature")
+    thread = actions.add_parser("thread", parents=[common],
+                                help="a whole conversation, inbox and sent, oldest first")
+    thread.add_argument("mailbox")
+    thread.add_argument("message", metavar="ID|THREAD_ID",
+                        help="any message of the thread, or its thread_id")
+    thread.add_argument("--limit", type=_count(LIMIT_MAX), default=50,
+                        help="the newest this many messages (0-200, default 50)")
+    thread.add_argument("--json", action="store_true", help="print one JSON document")
+    search = actions.add_parser("search", parents=[common],
+                                help="find messages by words and filters, newest first")
+    search.add_argument("mailbox")
+    search.add_argument("query", help='words (all must match), word*, "a phrase"; "" for '
+                                      "filters only")
+    search.add_argument("--folder", choices=("inbox", "sent", "all"), default="all")
+    search.add_argument("--from", dest="sender", metavar="TEXT",
+                        help="From contains TEXT (any case)")
+    search.add_argument("--since", metavar="DATE", help="dated on or after (RFC 3339)")
+    search.add_argument("--until", metavar="DATE", help="dated on or before (RFC 3339)")
+    search.add_argument("--unread", action="store_true", help="only unread inbox messages")
+    search.add_argument("--trusted", action="store_true", help='only trusted = "true"')
+    search.add_argument("--limit", type=_count(LIMIT_MAX), default=20,
+                        help="most messages (0-200, default 20)")
+    search.add_argument("--json", action="store_true", help="print one JSON document")
+    for name, verb in (("mark-read", "read"), ("mark-unread", "unread")):
+        mark = actions.add_parser(name, parents=[common], help=f"mark an inbox message {verb}")
+        mark.add_argument("mailbox")
+        mark.add_argument("id")
+
+
+def main(args) -> int:
+    return session.run(VERBS[args.action], args)
+
+
+async def _call(s: session.Session, command, **arguments) -> dict:
+    """A command only the daemon answers: down is exit 2 with how to start it."""
+    try:
+        return await s.call(command, **arguments)
+    except DaemonNotRunning as e:
+        raise CliError(s.not_running(e, WITHOUT_DAEMON), exit_code=2) from None
+
+
+def _when(date: str) -> str:
+    """A frontmatter date for a table: C{2025-06-01 10:00}."""
+    return date[:16].replace("T", " ")
+
+
+# -- list ------------------------------------------------------------------------
+
+
+async def list_(args, s: session.Session) -> int:
+    rows = (await _call(s, MailList, mailbox=args.mailbox, folder=args.folder,
+                        limit=args.limit, offset=args.offset, unread=args.unread))["emails"]
+    if args.json:
+        print_json(s.term, rows)
+        return 0
+    if not rows:
+        s.term.say(f"No {'unread ' if args.unread else ''}mail in {args.folder}/{args.mailbox}.")
+        return 0
+    if args.folder == "inbox":
+        lines = table(["", "ID", "DATE", "FROM", "SUBJECT"], [
+            ["" if row["read"] else "*", row["id"], _when(row["date"]), row["from"],
+             row["subject"]] for row in rows], limits={3: 32, 4: 60})
+    else:
+        lines = table(["ID", "DATE", "TO", "SUBJECT", "STATUS"], [
+            [row["id"], _when(row["date"]), row["to"], row["subject"], row["delivery_status"]]
+            for row in rows], limits={2: 32, 3: 50})
+    s.term.say(s.term.bold(lines[0]))
+    for line in lines[1:]:
+        s.term.say(line)
+    return 0
+
+
+# -- read ------------------------------------------------------------------------
+
+
+async def _folder_dir(s: session.Session, mailbox: str, folder: str) -> str:
+    """The folder's directory: from the daemon's row for the caller, else (root, no
+    daemon) from config.toml."""
+    try:
+        rows = (await s.call(MailboxList))["mailboxes"]
+    except DaemonNotRunning as e:
+        config = s.config()
+        if config is None or not s.root:
+            raise CliError(s.not_running(e, WITHOUT_DAEMON), exit_code=2) from None
+        inbox, sent = mailbox_dirs(config.data_dir, mailbox)
+        if config.mailbox(mailbox) is None and not os.path.isdir(inbox):
+            raise session.mailbox_missing(mailbox) from None
+        return inbox if folder == "inbox" else sent
+    for row in rows:
+        if row["name"] == mailbox:
+            return row[f"{folder}_path"]
+    raise session.mailbox_missing(mailbox)
+
+
+async def read(args, s: session.Session) -> int:
+    if not is_valid_id(args.id):
+        raise CliError(f"email id '{args.id}' contains invalid characters")
+    directory = await _folder_dir(s, args.mailbox, args.folder)
+    fd = mailstore.open_email(directory, args.id)
+    if fd is None:
+        raise CliError(f"email '{args.id}' not found in {args.folder}/{args.mailbox}")
+    try:
+        size = os.fstat(fd).st_size
+        if size > READ_MAX:
+            raise CliError(f"email '{args.id}' is {size} bytes, more than {READ_MAX}")
+        data = safefs.read_up_to(fd, size)
+    except OSError as e:
+        raise CliError(f"failed to read email '{args.id}': {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if not args.extracted:
+        s.term.out.write(data.decode("utf-8", "replace"))
+        return 0
+    try:
+        fields, body = frontmatter.parse(data)
+    except ValueError:
+        raise CliError(f"email '{args.id}' has no readable frontmatter") from None
+    reply = bool(fields.get("in_reply_to") or fields.get("references"))
+    s.term.say(replytext.new_text(body.decode("utf-8", "replace"), reply=reply))
+    return 0
+
+
+# -- thread ----------------------------------------------------------------------
+
+
+def _looks_like_thread_id(text: str) -> bool:
+    return len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+
+
+async def thread(args, s: session.Session) -> int:
+    message = args.message
+    by = "id" if is_valid_id(message) else "thread_id"
+    try:
+        rows = (await _call(s, MailThread, mailbox=args.mailbox, limit=args.limit,
+                            **{by: message}))["emails"]
+    except session.DaemonError as e:
+        # Not a message id: a thread id, if it looks like one.
+        if e.code != "NOTFOUND" or by != "id" or not _looks_like_thread_id(message):
+            raise
+        rows = (await _call(s, MailThread, mailbox=args.mailbox, limit=args.limit,
+                            thread_id=message))["emails"]
+    if args.json:
+        print_json(s.term, rows)
+        return 0
+    term = s.term
+    for number, row in enumerate(rows):
+        if number:
+            term.say()
+        who = row["from"] if row["folder"] == "inbox" else f"to {row['to']}"
+        mark = "" if row["read"] or row["folder"] == "sent" else "  *unread*"
+        term.say(term.bold(f"{_when(row['date'])}  {row['folder']:<5}  {who}") + mark)
+        term.say(term.dim(f"{row['subject']}  [{row['id']}]"))
+        for line in (row.get("text") or "").splitlines() or [""]:
+            term.say(f"  {line}".rstrip())
+    return 0
+
+
+# -- search ----------------------------------------------------------------------
+
+
+async def search(args, s: session.Session) -> int:
+    rows = (await _call(
+        s, MailSearch, mailbox=args.mailbox, query=args.query, folder=args.folder,
+        sender=args.sender, since=args.since, until=args.until,
+        unread=True if args.unread else None, trusted=True if args.trusted else None,
+        limit=args.limit))["emails"]
+    if args.json:
+        print_json(s.term, rows)
+        return 0
+    if not rows:
+        s.term.say("No matching mail.")
+        return 0
+    lines = table(["ID", "FOLDER", "DATE", "FROM", "SUBJECT", "MATCH"], [
+        [row["id"], row["folder"], _when(row["date"]), row["from"], row["subject"],
+         row.get("snippet", "")] for row in rows], limits={3: 28, 4: 40, 5: 60})
+    s.term.say(s.term.bold(lines[0]))
+    for line in lines[1:]:
+        s.term.say(line)
+    return 0
+
+
+# -- mark ------------------------------------------------------------------------
+
+
+async def mark_read(args, s: session.Session) -> int:
+    return await _mark(args, s, MarkRead, "read")
+
+
+async def mark_unread(args, s: session.Session) -> int:
+    return await _mark(args, s, MarkUnread, "unread")
+
+
+async def _mark(args, s, command, state: str) -> int:
+    if not is_valid_id(args.id):
+        raise CliError(f"email id '{args.id}' contains invalid characters")
+    await _call(s, command, mailbox=args.mailbox, id=args.id)
+    s.term.success(f"Email '{args.id}' marked as {state}.")
+    return 0
+
+
+VERBS = {"list": list_, "read": read, "thread": thread, "search": search,
+         "mark-read": mark_read, "mark-unread": mark_unread}

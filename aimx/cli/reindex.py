@@ -1,0 +1,99 @@
+"""``aimx reindex [mailbox]``, L3: rebuild the mail index from the message files.
+
+The daemon rebuilds (INDEX-REBUILD) each named mailbox's index, or every one the
+caller may see, beside the current one, which keeps answering until the new one
+is in place; this verb follows the builds (INDEX-STATUS) with a progress bar on
+a terminal.  With no daemon, root builds the index files directly.
+"""
+
+import argparse
+import os
+
+from aimx.cli import session
+from aimx.cli.session import CliError
+from aimx.cli.term import progress_bar
+from aimx.control.commands import IndexRebuild, IndexStatus
+from aimx.errors import DaemonNotRunning
+from aimx.store import mailindex
+from aimx.store.mailboxdirs import mailbox_names
+from aimx.store.mailindex import MailIndex
+
+#: Seconds between two looks at the builds.
+POLL = 0.2
+WITHOUT_DAEMON = "With sudo, aimx rebuilds the index files itself instead."
+
+
+def add_parser(sub, common) -> None:
+    """Register C{reindex} on the top-level subparsers."""
+    parser = sub.add_parser(
+        "reindex", parents=[common], help=argparse.SUPPRESS, prog="aimx reindex",
+        description="Rebuild the mail index of MAILBOX (default: every mailbox you own) "
+                    "from its message files.",
+    )
+    parser.add_argument("mailbox", nargs="?", help="one mailbox (default: all of yours)")
+
+
+def main(args) -> int:
+    return session.run(run, args)
+
+
+async def run(args, s: session.Session) -> int:
+    try:
+        names = (await s.call(IndexRebuild, mailbox=args.mailbox))["mailboxes"]
+    except DaemonNotRunning as e:
+        if not s.root:
+            raise CliError(s.not_running(e, WITHOUT_DAEMON), exit_code=2) from None
+        return _directly(args, s)
+    if not names:
+        s.term.say("No mailboxes to index.")
+        return 0
+    seen: dict[str, tuple[int, int]] = {}
+    while True:
+        statuses = (await s.call(IndexStatus, mailbox=args.mailbox))["indexes"]
+        building = [st for st in statuses if st["state"] == "building"]
+        for st in statuses:
+            if st["state"] == "building":
+                seen[st["mailbox"]] = (st["done"], st["total"])
+        if s.term.tty and building:
+            st = building[0]
+            left = len(building)
+            s.term.progress(f"{st['mailbox']}  {progress_bar(st['done'], st['total'])}"
+                            + (f"  ({left} mailboxes left)" if left > 1 else ""))
+        if not building:
+            break
+        await s.sleep(POLL)
+    if s.term.tty:
+        s.term.progress("")
+    for name in names:
+        done, total = seen.get(name, (0, 0))
+        s.term.success(f"Rebuilt the index of {name}"
+                       + (f" ({total} messages)." if total else "."))
+    return 0
+
+
+def _directly(args, s: session.Session) -> int:
+    """Root, no daemon: build the index files here."""
+    config = s.root_config(f"cannot read {s.config_path}")
+    names = [args.mailbox] if args.mailbox else sorted(mailbox_names(config, config.data_dir))
+    try:
+        mailindex.prepare_dir(config.data_dir)
+    except OSError as e:
+        raise CliError(f"cannot use {mailindex.index_dir(config.data_dir)}: {e}") from None
+    for name in names:
+        if not (config.mailbox(name) or any(
+                os.path.isdir(d) for d in mailindex.folder_dirs(config.data_dir, name).values())):
+            raise session.mailbox_missing(name)
+        path = mailindex.index_path(config.data_dir, name)
+        counted = [0]
+
+        def progress(done, total, name=name):
+            counted[0] = total
+            if s.term.tty:
+                s.term.progress(f"{name}  {progress_bar(done, total)}")
+
+        built = MailIndex.build(path, mailindex.folder_dirs(config.data_dir, name), progress)
+        MailIndex.install(built, path)
+        if s.term.tty:
+            s.term.progress("")
+        s.term.success(f"Rebuilt the index of {name} ({counted[0]} messages).")
+    return 0

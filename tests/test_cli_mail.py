@@ -1,0 +1,177 @@
+"""`aimx mail` and `aimx reindex` against a fake daemon connection: what is asked, what
+is printed (tables, --json), thread ids, progress, the daemon down."""
+
+import argparse
+import io
+import json
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from aimx.cli import mail, reindex
+from aimx.cli.session import Session, execute
+from aimx.cli.term import Terminal, progress_bar, table
+from aimx.control import commands
+from aimx.errors import DaemonNotRunning, MailboxError, NotFoundError
+from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
+
+
+def row(email_id, folder="inbox", **fields):
+    return {"id": email_id, "folder": folder, "from": "Alice <alice@example.com>",
+            "to": "agent@test.local", "subject": "Hello", "date": "2026-06-01T10:00:00Z",
+            "read": False, "trusted": "none", "thread_id": "0123456789abcdef",
+            "message_id": "m@x", "delivery_status": "delivered" if folder == "sent" else "",
+            "has_attachments": False, **fields}
+
+
+class VerbTestCase(SynchronousTestCase):
+    def run_verb(self, verb, argv, replies=None, down=False, tty=False, euid=1000):
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers(dest="verb")
+        common = argparse.ArgumentParser(add_help=False)
+        mail.add_parser(sub, common)
+        reindex.add_parser(sub, common)
+        args = parser.parse_args(argv)
+        args.config_dir, args.data_dir = self.mktemp(), None
+        fake = FakeControlClient(replies or {})
+        out, err = (TTY() if tty else io.StringIO()), io.StringIO()
+        if down:
+            connect = lambda: defer.fail(DaemonNotRunning("aimx daemon not running"))  # noqa
+        else:
+            connect = lambda: defer.succeed(fake)  # noqa: E731
+        session = Session(args, connect=connect, euid=euid, term=Terminal(out, err, None, {}),
+                          environ={"AIMX_RUNTIME_DIR": "/tmp/x"}, passwd=FakePasswd({}))
+        code = self.successResultOf(defer.Deferred.fromCoroutine(execute(verb, args, session)))
+        return code, out.getvalue(), err.getvalue(), fake
+
+
+class MailVerbTests(VerbTestCase):
+    def test_list_table_and_json(self):
+        """The inbox table marks unread rows; sent shows TO and STATUS; --json the rows."""
+        rows = [row("2026-06-02-100000-b", read=True, subject="Second"),
+                row("2026-06-01-100000-a")]
+        code, out, _, fake = self.run_verb(mail.list_, ["mail", "list", "alice", "--limit", "2"],
+                                           {commands.MailList: {"emails": rows}})
+        self.assertEqual(out.splitlines(), [
+            "   ID                   DATE              FROM                       SUBJECT",
+            "   2026-06-02-100000-b  2026-06-01 10:00  Alice <alice@example.com>  Second",
+            "*  2026-06-01-100000-a  2026-06-01 10:00  Alice <alice@example.com>  Hello",
+        ])
+        self.assertEqual(fake.calls, [(commands.MailList, {
+            "mailbox": "alice", "folder": "inbox", "limit": 2, "offset": 0, "unread": False})])
+        _, out, _, _ = self.run_verb(mail.list_, ["mail", "list", "alice", "--folder", "sent"],
+                                     {commands.MailList: {"emails": [row("x", "sent")]}})
+        self.assertEqual(out.splitlines()[0].split(), ["ID", "DATE", "TO", "SUBJECT", "STATUS"])
+        _, out, _, _ = self.run_verb(mail.list_, ["mail", "list", "alice", "--json"],
+                                     {commands.MailList: {"emails": rows}})
+        self.assertEqual(json.loads(out), rows)
+        _, out, _, _ = self.run_verb(mail.list_, ["mail", "list", "alice", "--unread"],
+                                     {commands.MailList: {"emails": []}})
+        self.assertEqual(out, "No unread mail in inbox/alice.\n")
+
+    def test_bad_numbers(self):
+        """--limit is 0-200, --offset a whole number."""
+        for argv in (["--limit", "500"], ["--limit", "-1"], ["--offset", "x"]):
+            self.assertRaises(SystemExit, self.run_verb, mail.list_,
+                              ["mail", "list", "alice", *argv])
+
+    def test_thread_id_fallback(self):
+        """A thread id given where a message id goes is asked for as a thread id."""
+        answers = iter([NotFoundError("email '0123456789abcdef' not found in mailbox 'a'"),
+                        {"emails": [row("a", text="Hi there.\nBye.")]}])
+        code, out, _, fake = self.run_verb(
+            mail.thread, ["mail", "thread", "alice", "0123456789abcdef"],
+            {commands.MailThread: lambda arguments: next(answers)})
+        self.assertEqual(code, 0)
+        self.assertEqual([c[1].get("thread_id") for c in fake.calls],
+                         [None, "0123456789abcdef"])
+        self.assertEqual(out.splitlines(), [
+            "2026-06-01 10:00  inbox  Alice <alice@example.com>  *unread*",
+            "Hello  [a]",
+            "  Hi there.",
+            "  Bye.",
+        ])
+
+    def test_thread_not_found(self):
+        """A message id that is no thread id stays not found."""
+        code, _, err, _ = self.run_verb(
+            mail.thread, ["mail", "thread", "alice", "nope"],
+            {commands.MailThread: NotFoundError("email 'nope' not found in mailbox 'alice'")})
+        self.assertEqual((code, err),
+                         (1, "Error: [NOTFOUND] email 'nope' not found in mailbox 'alice'\n"))
+
+    def test_search_arguments(self):
+        """Every option goes to MAIL-SEARCH; flags not given are no filter."""
+        code, out, _, fake = self.run_verb(
+            mail.search, ["mail", "search", "alice", "report q*", "--from", "bob",
+                          "--since", "2026-06-01", "--unread", "--folder", "inbox"],
+            {commands.MailSearch: {"emails": []}})
+        self.assertEqual(out, "No matching mail.\n")
+        self.assertEqual(fake.calls[0][1], {
+            "mailbox": "alice", "query": "report q*", "folder": "inbox", "sender": "bob",
+            "since": "2026-06-01", "until": None, "unread": True, "trusted": None, "limit": 20})
+
+    def test_mark(self):
+        """mark-read and mark-unread say what they did; a bad id is refused first."""
+        code, out, _, _ = self.run_verb(mail.mark_read, ["mail", "mark-read", "alice", "x"],
+                                        {commands.MarkRead: {}})
+        self.assertEqual((code, out), (0, "Email 'x' marked as read.\n"))
+        code, _, err, fake = self.run_verb(mail.mark_unread,
+                                           ["mail", "mark-unread", "alice", "../x"])
+        self.assertEqual((code, err, fake.calls),
+                         (1, "Error: email id '../x' contains invalid characters\n", []))
+
+    def test_missing_mailbox(self):
+        """The daemon's "does not exist" is printed without its code."""
+        code, _, err, _ = self.run_verb(
+            mail.search, ["mail", "search", "ghost", "x"],
+            {commands.MailSearch: MailboxError("mailbox 'ghost' does not exist")})
+        self.assertEqual((code, err), (1, "Error: mailbox 'ghost' does not exist\n"))
+
+    def test_daemon_down(self):
+        """Listing without a daemon: not running, how to start it, exit 2."""
+        code, _, err, _ = self.run_verb(mail.list_, ["mail", "list", "alice"], down=True)
+        self.assertEqual(code, 2)
+        self.assertTrue(err.startswith("Error: aimx daemon not running. Start the aimx"), err)
+        code, _, err, _ = self.run_verb(mail.read, ["mail", "read", "alice", "x"], down=True)
+        self.assertEqual(code, 2)
+        code, _, err, _ = self.run_verb(reindex.run, ["reindex"], down=True)
+        self.assertEqual(code, 2)
+
+
+class ReindexTests(VerbTestCase):
+    def test_progress_on_a_terminal(self):
+        """The builds are followed until none is left; a terminal gets a bar."""
+        states = iter([
+            [{"mailbox": "alice", "state": "building", "done": 500, "total": 1000}],
+            [{"mailbox": "alice", "state": "building", "done": 1000, "total": 1000}],
+            [{"mailbox": "alice", "state": "ready", "done": 0, "total": 0}],
+        ])
+        code, out, _, fake = self.run_verb(
+            reindex.run, ["reindex", "alice"],
+            {commands.IndexRebuild: {"mailboxes": ["alice"]},
+             commands.IndexStatus: lambda arguments: {"indexes": next(states)}}, tty=True)
+        self.assertEqual(code, 0)
+        self.assertIn("alice  " + progress_bar(500, 1000), out)
+        self.assertIn("Rebuilt the index of alice (1000 messages).", out)
+        self.assertEqual([c[0] for c in fake.calls],
+                         [commands.IndexRebuild] + [commands.IndexStatus] * 3)
+
+    def test_plain_output(self):
+        """Without a terminal: no bar, one line per mailbox."""
+        code, out, _, _ = self.run_verb(
+            reindex.run, ["reindex"],
+            {commands.IndexRebuild: {"mailboxes": ["a", "b"]},
+             commands.IndexStatus: {"indexes": [{"mailbox": "a", "state": "ready"},
+                                                {"mailbox": "b", "state": "ready"}]}})
+        self.assertEqual(out, "Rebuilt the index of a.\nRebuilt the index of b.\n")
+
+
+class TableTests(SynchronousTestCase):
+    def test_aligned(self):
+        """Columns as wide as their widest cell, two spaces apart, numbers right, long
+        cells clipped, no trailing spaces."""
+        self.assertEqual(table(["A", "NUM", "LAST"], [["x", 5, "tail"], ["longer", 1234, ""]],
+                               right=(1,)), ["A        NUM  LAST", "x          5  tail",
+                                             "longer  1234"])
+        self.assertEqual(table(["T"], [["abcdefgh"]], limits={0: 4}), ["T", "abc…"])
