@@ -292,6 +292,18 @@ class SearchTests(IndexTestCase):
         self.assertEqual(self.search(trusted=False), ["2025-06-03-000001-c", "2025-06-02-000001-b"])
         self.assertEqual(self.search(limit=1), ["2025-06-03-000001-c"])
 
+    def test_newest_first_whatever_the_insert_order(self):
+        """Messages indexed after older-named ones (added by hand with older ids) do not
+        push the newest out of the answer: the window of recent rowids is checked."""
+        self.patch(mailindex, "SEARCH_WINDOW", 2)
+        for n in range(15):
+            self.put(f"2024-01-01-0000{n:02}-old", body="report from the archive")
+        self.index.update("inbox", [f"2024-01-01-0000{n:02}-old.md" for n in range(15)])
+        self.assertEqual(self.search("report", limit=1), ["2025-06-03-000001-c"])
+        self.assertEqual(self.search("report", limit=2),
+                         ["2025-06-03-000001-c", "2025-06-02-000001-b"])
+        self.assertEqual(self.search("archive", limit=1), ["2024-01-01-000014-old"])
+
     def test_snippet_from_the_file(self):
         """A result carries a short piece of its body around the match."""
         [entry] = self.index.search(parse_query("friday"))

@@ -61,6 +61,8 @@ TEXT_CHARS = 64 * 1024
 SNIPPET_BYTES = 64 * 1024
 #: Message ids of one message kept for threads (its own, In-Reply-To, References).
 MAX_LINKS = 64
+#: Matches of the highest rowids a search sorts first (L{MailIndex._matching}).
+SEARCH_WINDOW = 2000
 #: The most messages one thread walk visits.
 THREAD_ROWS = 5000
 #: A file's row is re-read at most this many times while answering one query.
@@ -778,9 +780,6 @@ class MailIndex:
         """
         where, args = ["ok"], []
         expression = mailquery.match_expression(terms)
-        if expression:
-            where.append("rowid IN (SELECT rowid FROM fts WHERE fts MATCH ?)")
-            args.append(expression)
         if folder is not None:
             where.append("folder=?")
             args.append(FOLDERS.index(folder))
@@ -797,12 +796,45 @@ class MailIndex:
             where.append(("" if unread else "NOT ") + "(folder=0 AND read=0)")
         if trusted is not None:
             where.append("trusted " + ("=" if trusted else "!=") + " 'true'")
-        sql = (f"SELECT {_COLUMNS} FROM msg WHERE {' AND '.join(where)} "
-               "ORDER BY name DESC LIMIT ?")
-        entries = self._checked(
-            lambda: [_entry(row) for row in self.con.execute(sql, (*args, limit))])
+        entries = self._checked(lambda: self._matching(expression, where, args, limit))
         return [attrs.evolve(e, snippet=mailquery.snippet(self.body(e), terms))
                 for e in entries]
+
+    def _matching(self, expression: str, where: list[str], args: list, limit: int
+                  ) -> list[Entry]:
+        """The newest C{limit} rows matching C{expression} (if any) and C{where}.
+
+        Sorting every match by id costs ~70 ms when the words are in nearly
+        every message (100 000 rows looked up).  Rows are inserted in id order
+        (a build goes by id, new mail has newer ids), so the newest matches are
+        almost always among those of the highest rowids: the matches of the
+        L{SEARCH_WINDOW} highest rowids are sorted first.  That answer is exact
+        unless a row below the window's lowest rowid has an id above the last
+        one answered (a file added by hand with a future id, say): then, or
+        when the window was too small for C{limit} rows, everything is sorted.
+        """
+        conditions = " AND ".join(where)
+        if not expression:
+            return [_entry(row) for row in self.con.execute(
+                f"SELECT {_COLUMNS} FROM msg WHERE {conditions} ORDER BY name DESC LIMIT ?",
+                (*args, limit))]
+        window = max(SEARCH_WINDOW, limit * 10)
+        lowest, found = self.con.execute(
+            "SELECT min(rowid), count(*) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?)", (expression, window)).fetchone()
+        if found == window:
+            rows = [_entry(row) for row in self.con.execute(
+                f"SELECT {_COLUMNS} FROM msg WHERE {conditions} AND rowid IN (SELECT rowid "
+                "FROM fts WHERE fts MATCH ? ORDER BY rowid DESC LIMIT ?) "
+                "ORDER BY name DESC LIMIT ?", (*args, expression, window, limit))]
+            if len(rows) == limit and not self.con.execute(
+                    "SELECT 1 FROM msg WHERE folder IN (0, 1) AND name > ? AND rowid < ? LIMIT 1",
+                    (rows[-1].id, lowest)).fetchone():
+                return rows
+        return [_entry(row) for row in self.con.execute(
+            f"SELECT {_COLUMNS} FROM msg WHERE {conditions} AND rowid IN (SELECT rowid "
+            "FROM fts WHERE fts MATCH ?) ORDER BY name DESC LIMIT ?",
+            (*args, expression, limit))]
 
     def body(self, entry: Entry, limit: int = SNIPPET_BYTES) -> str:
         """The start of a message's body (C{limit} bytes of its file); C{""} if gone."""
