@@ -437,23 +437,20 @@ class MailIndex:
             con.execute("PRAGMA synchronous=OFF")
             con.executescript(_SCHEMA_SQL)
             index = cls(con, tmp, dirs)
-            plan = []
-            for number, folder in enumerate(FOLDERS):
-                sig = _dir_sig(dirs[folder])
-                plan.append((number, sig, index._scan_names(folder)))
-            total = sum(len(names) for _, _, names in plan)
-            done = 0
+            sigs = [_dir_sig(dirs[folder]) for folder in FOLDERS]
+            # Both folders in id order, so rowids follow ids (see _matching).
+            plan = sorted((name, number, bundle) for number, folder in enumerate(FOLDERS)
+                          for name, bundle in index._scan_names(folder))
+            total = len(plan)
             if progress is not None:
                 progress(0, total)
             con.execute("BEGIN")
-            for number, sig, names in plan:
-                with index._folder_fd(FOLDERS[number]) as dir_fd:
-                    for name, bundle in names:
-                        index._add(dir_fd, number, name, bundle)
-                        done += 1
-                        if progress is not None and done % 500 == 0:
-                            progress(done, total)
-                con.execute("INSERT INTO dir VALUES (?, ?)", (number, sig))
+            with index._folder_fd("inbox") as inbox_fd, index._folder_fd("sent") as sent_fd:
+                for done, (name, number, bundle) in enumerate(plan, 1):
+                    index._add((inbox_fd, sent_fd)[number], number, name, bundle)
+                    if progress is not None and done % 500 == 0:
+                        progress(done, total)
+            con.executemany("INSERT INTO dir VALUES (?, ?)", enumerate(sigs))
             con.execute("INSERT INTO meta VALUES ('schema', ?), ('garbage', '0')", (SCHEMA,))
             con.execute("COMMIT")
             if progress is not None:
