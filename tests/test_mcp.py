@@ -696,3 +696,25 @@ class LayeringTests(SynchronousTestCase):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=REPO), check=True, timeout=60)
         self.assertEqual(out.stdout, "[]\n")
+
+    def test_lean_start(self):
+        """Up to a first listing the MCP process imports no MIME parser, HTML converter
+        or composer: those are for sending and replying (cold start, bench/mcp_coldstart.py)."""
+        code = (
+            "import sys, asyncio, aimx.cli, aimx.cli.mcp, aimx.mcp.server\n"
+            "from aimx.mcp import tools\n"
+            "aimx.mcp.server.build(None)\n"
+            "class Daemon:\n"
+            "    async def call(self, command, **arguments):\n"
+            "        return {'mailboxes': [{'name': 'a', 'inbox_path': sys.argv[1]}]}\n"
+            "asyncio.run(tools.Tools(Daemon()).email_list('a'))\n"
+            "heavy = {'aimx.core.message', 'aimx.core.htmltext', 'aimx.core.compose',\n"
+            "         'aimx.core.identity', 'aimx.core.config', 'selectolax', 'markdown_it'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n"
+        )
+        inbox = self.mktemp()
+        write_email(inbox, "2025-06-01-001")
+        out = subprocess.run([sys.executable, "-c", code, inbox], capture_output=True,
+                             text=True, env=dict(os.environ, PYTHONPATH=REPO), check=True,
+                             timeout=60)
+        self.assertEqual(out.stdout, "[]\n")

@@ -12,11 +12,12 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from aimx.core.message import ParsedMessage
+if TYPE_CHECKING:  # readers of mail files (the MCP process) need no MIME parser
+    from aimx.core.message import ParsedMessage
 
 #: Keys of an inbound file in their written order (frontmatter.md §2).
 INBOUND_ORDER = (
@@ -146,7 +147,7 @@ def mark_unread(data: bytes) -> bytes:
 def inbound_fields(
     *,
     id: str,
-    parsed: ParsedMessage,
+    parsed: "ParsedMessage",
     delivered_to: str,
     date: str | None,
     received_at: str,
@@ -224,7 +225,7 @@ def inbound_fields(
 
 def sent_fields(
     *,
-    parsed: ParsedMessage,
+    parsed: "ParsedMessage",
     delivered_to: str,
     date: str,
     size_bytes: int,

@@ -5,7 +5,9 @@ L{Tools} takes any object with C{async call(command, **arguments) -> dict}
 the daemon decides (visibility, ownership, validation) it decides; mailbox
 contents are read here with the caller's own uid through L{aimx.mcp.files}.
 Each method returns the tool's text or raises C{ToolError} with the text the
-agent sees.
+agent sees.  What only sending and replying need (composing, attachments, the
+address parser) is imported by those tools: an agent's first call, usually a
+listing, does not wait for it (bench/mcp_coldstart.py).
 """
 
 import json
@@ -27,10 +29,7 @@ from aimx.control.commands import (
     MarkUnread,
     Send,
 )
-from aimx.core.compose import ComposeError, compose, normalize_crlf
-from aimx.store.attachments import read_attachment
 from aimx.core.filenames import is_valid_id
-from aimx.core.identity import parse_address_list
 from aimx.errors import DaemonNotRunning
 from aimx.mcp import files
 
@@ -82,6 +81,8 @@ def _reply_recipients(fields: dict) -> list[str]:
 
     @raise ToolError: neither names an address to answer.
     """
+    from aimx.core.identity import parse_address_list
+
     reply_to = parse_address_list(str(fields.get("reply_to") or ""))
     if reply_to.mailboxes and not reply_to.problems:
         return [m.addr_spec for m in reply_to.mailboxes]
@@ -231,6 +232,9 @@ class Tools:
         """§2.6: compose from the mailbox's address as C{aimx send} does, then SEND."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
+        from aimx.core.compose import ComposeError
+        from aimx.store.attachments import read_attachment
+
         sender = self._sender(await self._row(from_mailbox), "send")
         try:
             attached = [read_attachment(path) for path in attachments or ()]
@@ -270,7 +274,9 @@ class Tools:
         )
 
     async def _send(self, text_only: bool, html_body: str | None, **fields) -> str:
-        """Compose as C{aimx send} does (L{compose} C{fields}) and submit."""
+        """Compose as C{aimx send} does (L{aimx.core.compose.compose} C{fields}) and submit."""
+        from aimx.core.compose import ComposeError, compose, normalize_crlf
+
         try:
             message = compose(now=self.now(), **fields)
         except ComposeError as e:
