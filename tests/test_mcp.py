@@ -182,7 +182,9 @@ class EmailListTests(ToolsTestCase):
         self.assertEqual(len(rows), 2)
         self.assertEqual(rows[0], {"id": "2025-06-01-002", "from": "sender@example.com",
                                    "to": f"alice@{DOMAIN}", "subject": "Second",
-                                   "date": "2025-06-01T12:00:00Z", "read": True})
+                                   "date": "2025-06-01T12:00:00Z", "read": True,
+                                   "trusted": "none", "thread_id": "",
+                                   "has_attachments": False})
         self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
 
     def test_paging(self):
@@ -206,8 +208,25 @@ class EmailListTests(ToolsTestCase):
         write_email(self.sent_dir, "2025-06-01-001", delivery_status="delivered")
         write_email(self.sent_dir, "2025-06-01-002")
         rows = json.loads(run(self.tools.email_list("alice", "sent")))
-        self.assertEqual(list(rows[1]), ["id", "from", "to", "subject", "date", "delivery_status"])
+        self.assertEqual(list(rows[1]), ["id", "from", "to", "subject", "date", "delivery_status",
+                                         "thread_id", "has_attachments"])
         self.assertEqual([r["delivery_status"] for r in rows], ["", "delivered"])
+
+    def test_trust_thread_attachments(self):
+        """Rows carry trusted and thread_id as stored and whether the mail has attachments."""
+        attachment = [{"filename": "a.pdf", "content_type": "application/pdf", "size": 3,
+                       "path": "a.pdf"}]
+        write_email(self.inbox, "2025-06-01-001", trusted="true", thread_id="t1")
+        write_email(self.inbox, "2025-06-02-001", bundle=True, trusted="false", thread_id="t1",
+                    attachments=attachment)
+        write_email(self.sent_dir, "2025-06-03-001", bundle=True, thread_id="t1",
+                    attachments=attachment, trusted="none", delivery_status="delivered")
+        rows = json.loads(run(self.tools.email_list("alice")))
+        self.assertEqual([(r["trusted"], r["thread_id"], r["has_attachments"]) for r in rows],
+                         [("false", "t1", True), ("true", "t1", False)])
+        [sent] = json.loads(run(self.tools.email_list("alice", "sent")))
+        self.assertEqual((sent["thread_id"], sent["has_attachments"]), ("t1", True))
+        self.assertNotIn("trusted", sent)
 
     def test_missing_folder_dir(self):
         """A mailbox without a sent directory lists as `[]`."""
@@ -267,6 +286,31 @@ class EmailReadTests(ToolsTestCase):
         self.assertIn("In a bundle", run(self.tools.email_read("alice", "2025-06-02-001")))
         write_email(self.sent_dir, "2025-06-03-001", body="Sent one")
         self.assertIn("Sent one", run(self.tools.email_read("alice", "2025-06-03-001", "sent")))
+
+    def test_attachment_paths(self):
+        """Attachment paths are absolute, in the bundle; the rest of the file is as stored."""
+        attachments = [
+            {"filename": "report.pdf", "content_type": "application/pdf", "size": 3,
+             "path": "report.pdf"},
+            {"filename": "x", "content_type": "text/plain", "size": 1, "path": "../../etc/x"},
+        ]
+        path = write_email(self.inbox, "2025-06-02-001", bundle=True, body="Body é",
+                           attachments=attachments)
+        text = run(self.tools.email_read("alice", "2025-06-02-001"))
+        fields, body = frontmatter.parse(text.encode("utf-8"))
+        bundle = os.path.join(self.inbox, "2025-06-02-001")
+        self.assertEqual([a["path"] for a in fields["attachments"]],
+                         [os.path.join(bundle, "report.pdf"), "../../etc/x"])
+        with open(path, "rb") as f:
+            stored, stored_body = frontmatter.parse(f.read())
+        self.assertEqual(body, stored_body)
+        stored["attachments"][0]["path"] = os.path.join(bundle, "report.pdf")
+        self.assertEqual(fields, stored)
+        sent = write_email(self.sent_dir, "2025-06-03-001", bundle=True, attachments=attachments)
+        fields, _ = frontmatter.parse(
+            run(self.tools.email_read("alice", "2025-06-03-001", "sent")).encode())
+        self.assertEqual(fields["attachments"][0]["path"],
+                         os.path.join(os.path.dirname(sent), "report.pdf"))
 
     def test_not_found(self):
         """Case 8: an unknown id is not found, naming the id and the mailbox."""

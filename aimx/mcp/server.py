@@ -150,7 +150,10 @@ def build(client) -> MCPServer:
 
     @register(
         "List emails in a mailbox folder, newest first, without bodies. Inbox rows: id, from, "
-        "to, subject, date, read; sent rows: id, from, to, subject, date, delivery_status."
+        "to, subject, date, read, trusted, thread_id, has_attachments; sent rows: id, from, "
+        "to, subject, date, delivery_status, thread_id, has_attachments. trusted: \"true\" "
+        "(an allowed sender, DKIM-verified), \"false\" (checked, not verified) or \"none\" "
+        "(the mailbox checks no senders)."
     )
     async def email_list(
         mailbox: Annotated[str, Field(description=_MAILBOX)],
@@ -160,7 +163,10 @@ def build(client) -> MCPServer:
     ) -> str:
         return await tools.email_list(mailbox, folder, limit, offset)
 
-    @register("Read one email: its TOML frontmatter (metadata) followed by the body.")
+    @register(
+        "Read one email: its TOML frontmatter (metadata) followed by the body. Attachment "
+        "paths in the frontmatter are absolute."
+    )
     async def email_read(
         mailbox: Annotated[str, Field(description=_MAILBOX)],
         id: Annotated[str, Field(description=_ID)],

@@ -11,6 +11,7 @@ listing, does not wait for it (bench/mcp_coldstart.py).
 """
 
 import json
+import os
 from datetime import UTC, datetime
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -29,6 +30,7 @@ from aimx.control.commands import (
     MarkUnread,
     Send,
 )
+from aimx.core import frontmatter
 from aimx.core.filenames import is_valid_id
 from aimx.errors import DaemonNotRunning
 from aimx.mcp import files
@@ -36,8 +38,10 @@ from aimx.mcp import files
 NOT_RUNNING = "aimx daemon not running. Start with 'sudo systemctl start aimx'"
 LIMIT_MAX = 200
 _LIST_KEYS = {
-    "inbox": ("id", "from", "to", "subject", "date", "read"),
-    "sent": ("id", "from", "to", "subject", "date", "delivery_status"),
+    "inbox": ("id", "from", "to", "subject", "date", "read", "trusted", "thread_id",
+              "has_attachments"),
+    "sent": ("id", "from", "to", "subject", "date", "delivery_status", "thread_id",
+             "has_attachments"),
 }
 
 
@@ -62,6 +66,10 @@ def _folder_key(folder: str | None) -> str:
 
 
 def _list_row(email_id: str, fields: dict, keys) -> dict:
+    """One C{email_list} row: strings (missing: C{""}, or the defaults of
+    frontmatter.md §2.2, e.g. C{trusted = "none"}), C{read} and
+    C{has_attachments} as booleans."""
+    fields = frontmatter.with_defaults(fields)
     row = {}
     for key in keys:
         value = fields.get(key)
@@ -69,6 +77,9 @@ def _list_row(email_id: str, fields: dict, keys) -> dict:
             row[key] = email_id
         elif key == "read":
             row[key] = value is True
+        elif key == "has_attachments":
+            attachments = fields.get("attachments")
+            row[key] = isinstance(attachments, list) and bool(attachments)
         else:
             row[key] = value if isinstance(value, str) else ""
     return row
@@ -140,11 +151,15 @@ class Tools:
         return address
 
     @staticmethod
-    def _open(row: dict, folder: str, email_id: str) -> int:
+    def _open_at(row: dict, folder: str, email_id: str) -> tuple[int, str]:
         try:
-            return files.open_message(row[f"{folder}_path"], email_id)
+            return files.open_message_at(row[f"{folder}_path"], email_id)
         except files.NotFound:
             raise ToolError(f"Email '{email_id}' not found in mailbox '{row['name']}'.") from None
+
+    @classmethod
+    def _open(cls, row: dict, folder: str, email_id: str) -> int:
+        return cls._open_at(row, folder, email_id)[0]
 
     # -- mailboxes -------------------------------------------------------------
 
@@ -190,14 +205,17 @@ class Tools:
         return _json(rows)
 
     async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
-        """§2.5: the message file verbatim, resolved strictly inside the folder."""
+        """§2.5: the message file, resolved strictly inside the folder; verbatim but for
+        its attachment paths, made absolute (L{frontmatter.with_attachment_dir})."""
         _check_id(id)
         row = await self._row(mailbox)
-        fd = self._open(row, _folder_key(folder), id)
+        fd, path = self._open_at(row, _folder_key(folder), id)
         try:
-            return files.read_message(fd).decode("utf-8", "replace")
+            data = files.read_message(fd)
         except OSError as e:
             raise ToolError(f"Failed to read email: {e}") from None
+        return frontmatter.with_attachment_dir(data, os.path.dirname(path)).decode(
+            "utf-8", "replace")
 
     async def email_mark_read(self, mailbox: str, id: str) -> str:
         """§2.8: MARK-READ after the id check and the row lookup."""
