@@ -672,8 +672,8 @@ class ServerTests(SynchronousTestCase):
         tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
         schema = tools_["email_list"].input_schema
         self.assertEqual(schema["required"], ["mailbox"])
-        self.assertEqual((schema["properties"]["limit"]["default"],
-                          schema["properties"]["limit"]["minimum"]), (50, 0))
+        limit = schema["properties"]["limit"]
+        self.assertEqual((limit["default"], limit["minimum"], limit["maximum"]), (50, 0, 200))
         self.assertEqual(tools_["email_send"].input_schema["required"],
                          ["from_mailbox", "to", "subject", "body"])
         self.assertEqual(list(tools_["hook_create"].input_schema["properties"]),
@@ -684,6 +684,35 @@ class ServerTests(SynchronousTestCase):
         untrusted = tools_["hook_create"].input_schema["properties"]["fire_on_untrusted"]
         self.assertIn("Leave false unless the user explicitly asks", untrusted["description"])
         self.assertIn("tell the user", tools_["hook_create"].description)
+
+    def test_enums_and_bounds(self):
+        """folder and event are enums; timeout_secs is 1-600; offset a u32."""
+        tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
+        for name in ("email_list", "email_read"):
+            folder = tools_[name].input_schema["properties"]["folder"]
+            self.assertEqual((folder["type"], folder["enum"], folder["default"]),
+                             ("string", ["inbox", "sent"], "inbox"))
+        properties = tools_["hook_create"].input_schema["properties"]
+        self.assertEqual(properties["event"]["enum"], ["on_receive", "after_send"])
+        [timeout] = [s for s in properties["timeout_secs"]["anyOf"] if s["type"] == "integer"]
+        self.assertEqual((timeout["minimum"], timeout["maximum"]), (1, 600))
+        offset = tools_["email_list"].input_schema["properties"]["offset"]
+        self.assertEqual((offset["minimum"], offset["maximum"]), (0, 2**32 - 1))
+
+    def test_annotations(self):
+        """Read-only tools say so; the deletes are destructive; nothing else is."""
+        tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
+        hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint)
+                 for name, t in tools_.items()}
+        self.assertEqual({n for n, (ro, _) in hints.items() if ro},
+                         {"mailbox_list", "email_list", "email_read", "hook_list"})
+        self.assertEqual({n for n, (ro, d) in hints.items() if not ro and d},
+                         {"mailbox_delete", "hook_delete"})
+        self.assertEqual({n for n, (ro, d) in hints.items() if not ro and d is False},
+                         NAMES - {"mailbox_list", "email_list", "email_read", "hook_list",
+                                  "mailbox_delete", "hook_delete"})
+        self.assertIs(tools_["email_send"].annotations.open_world_hint, True)
+        self.assertIs(tools_["email_list"].annotations.open_world_hint, False)
 
     def test_result_text(self):
         """Success is one text block; a tool error is isError with the spec's text exactly."""
@@ -696,14 +725,55 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(result.content[0].text, tools.EXCLUSIVE)
 
     def test_bad_values(self):
-        """Negative or huge limits and wrong types are tool errors naming the argument."""
-        for limit in (-1, 2**40, "ten"):
-            result = self.call("email_list", {"mailbox": "alice", "limit": limit})
-            self.assertTrue(result.is_error)
-            self.assertIn("limit", result.content[0].text)
-        result = self.call("email_list", {"mailbox": "alice", "offset": -5})
-        self.assertTrue(result.is_error)
-        self.assertNotIn("MAILBOX-LIST", self.daemon.names())
+        """A value the schema refuses is a tool error: one sentence naming the parameter and
+        what it takes, no library text; the tool does not run."""
+        alice, hook = {"mailbox": "alice"}, {"mailbox": "alice", "event": "on_receive",
+                                             "cmd": ["/bin/true"]}
+        mail = {"from_mailbox": "alice", "to": "b@c", "subject": "s", "body": "b"}
+        cases = [
+            ("email_list", dict(alice, limit=500),
+             "Invalid limit 500: expected an integer from 0 to 200."),
+            ("email_list", dict(alice, limit=-1),
+             "Invalid limit -1: expected an integer from 0 to 200."),
+            ("email_list", dict(alice, limit="ten"),
+             "Invalid limit 'ten': expected an integer from 0 to 200."),
+            ("email_list", dict(alice, limit=2.5),
+             "Invalid limit 2.5: expected an integer from 0 to 200."),
+            ("email_list", dict(alice, offset=-5),
+             "Invalid offset -5: expected an integer from 0 to 4294967295."),
+            ("email_list", dict(alice, folder="drafts"),
+             'Invalid folder \'drafts\': expected "inbox" or "sent".'),
+            ("email_read", dict(alice, id="x", folder=3),
+             'Invalid folder 3: expected "inbox" or "sent".'),
+            ("email_list", {"mailbox": ["alice"]}, "Invalid mailbox: expected a string."),
+            ("hook_create", dict(hook, event="on_send"),
+             'Invalid event \'on_send\': expected "on_receive" or "after_send".'),
+            ("hook_create", dict(hook, timeout_secs=0),
+             "Invalid timeout_secs 0: expected an integer from 1 to 600."),
+            ("hook_create", dict(hook, timeout_secs=601),
+             "Invalid timeout_secs 601: expected an integer from 1 to 600."),
+            ("hook_create", dict(hook, cmd=["/bin/true", 5]),
+             "Invalid cmd: expected an array of strings."),
+            ("mailbox_delete", {"name": "x", "force": "maybe"},
+             "Invalid force 'maybe': expected true or false."),
+            ("email_send", dict(mail, body=1), "Invalid body 1: expected a string."),
+            ("email_send", dict(mail, cc=7), "Invalid cc 7: expected a string."),
+            ("email_send", dict(mail, attachments="/tmp/a"),
+             "Invalid attachments '/tmp/a': expected an array of strings."),
+        ]
+        for name, arguments, text in cases:
+            result = self.call(name, arguments)
+            self.assertTrue(result.is_error, (name, arguments))
+            self.assertEqual(result.content[0].text, text)
+        result = self.call("email_list", {"mailbox": "alice", "folder": "x" * 100})
+        self.assertEqual(result.content[0].text,
+                         f"Invalid folder '{'x' * 40}…': expected \"inbox\" or \"sent\".")
+        self.assertEqual(self.daemon.calls, [])
+
+    def test_null_folder(self):
+        """An explicit null folder is the default, as when absent."""
+        result = self.call("email_list", {"mailbox": "alice", "folder": None})
+        self.assertEqual((result.is_error, result.content[0].text), (False, "[]"))
 
     def test_argument_names(self):
         """Missing required args, and unknown ones on the four strict tools, are invalid params."""

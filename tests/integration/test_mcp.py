@@ -191,7 +191,8 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual(alice["address"], f"alice@{DOMAIN}")
 
     async def test_list(self):
-        """Cases 5, 7: two emails newest first; an empty mailbox is `[]`; limit 500 is 200."""
+        """Cases 5, 7: two emails newest first; an empty mailbox is `[]`; limit 200 is the
+        most, and 500 a parameter error (issue 15 overrides "500 behaves as 200")."""
         self.assertEqual(await self.ok("email_list", {"mailbox": "bob"}), "[]")
         self.store("2025-06-01-001")
         self.store("2025-06-01-002", read=True)
@@ -201,8 +202,10 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
         for n in range(3, 206):
             self.store(f"2025-06-01-{n:03}")
-        rows = json.loads(await self.ok("email_list", {"mailbox": "alice", "limit": 500}))
+        rows = json.loads(await self.ok("email_list", {"mailbox": "alice", "limit": 200}))
         self.assertEqual(len(rows), 200)
+        self.assertEqual(await self.error("email_list", {"mailbox": "alice", "limit": 500}),
+                         "Invalid limit 500: expected an integer from 0 to 200.")
 
     async def test_paging(self):
         """Case 6: five emails, limit 2 offset 1 → the 4th and 3rd of June."""
@@ -252,8 +255,11 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual(await self.ok("hook_delete", {"name": "h1"}), "Hook 'h1' deleted.")
         text = await self.error("hook_delete", {"name": "no_such_hook"})
         self.assertEqual(text, "[ENOENT] hook 'no_such_hook' not found")
+        self.assertEqual(await self.error(
+            "hook_create", {"mailbox": "alice", "event": "on_send", "cmd": ["/bin/true"]}),
+            'Invalid event \'on_send\': expected "on_receive" or "after_send".')
         self.assertIn("[VALIDATION]", await self.error(
-            "hook_create", {"mailbox": "alice", "event": "on_send", "cmd": ["/bin/true"]}))
+            "hook_create", {"mailbox": "alice", "event": "on_receive", "cmd": ["bin/true"]}))
 
 
 class SendingTests(InProcessTestCase):
