@@ -349,6 +349,64 @@ class EmailReadTests(ToolsTestCase):
         self.assertIn("not found", self.fails(self.tools.email_read("alice", "fifo")))
 
 
+class AddressAsMailboxTests(ToolsTestCase):
+    """A full address where a mailbox name is expected (issue 15, point 7)."""
+
+    HINT = ("Mailbox 'bob@test.local' does not exist. None of your mailboxes has that "
+            "address; give a mailbox name as listed by mailbox_list (the part before the '@').")
+
+    def test_resolved(self):
+        """The address of one of the caller's mailboxes names it, in any case, with a name."""
+        write_email(self.inbox, "2025-06-01-001")
+        for given in (f"alice@{DOMAIN}", f"ALICE@{DOMAIN.upper()}", f"Alice <alice@{DOMAIN}>"):
+            rows = json.loads(run(self.tools.email_list(given)))
+            self.assertEqual([r["id"] for r in rows], ["2025-06-01-001"])
+        self.assertIn("Hello body", run(self.tools.email_read(f"alice@{DOMAIN}",
+                                                              "2025-06-01-001")))
+
+    def test_daemon_gets_the_name(self):
+        """Commands that name the mailbox to the daemon send its name, not the address."""
+        run(self.tools.email_mark_read(f"alice@{DOMAIN}", "x1"))
+        run(self.tools.email_mark_unread(f"alice@{DOMAIN}", "x1"))
+        self.assertEqual(run(self.tools.hook_create(f"alice@{DOMAIN}", "on_receive",
+                                                    ["/bin/true"])),
+                         "Hook created on mailbox 'alice'.")
+        self.assertEqual(run(self.tools.mailbox_delete(f"alice@{DOMAIN}")),
+                         "Mailbox 'alice' deleted.")
+        sent = {name: a for name, a in self.daemon.calls if name != "MAILBOX-LIST"}
+        self.assertEqual(sent["MARK-READ"]["mailbox"], "alice")
+        self.assertEqual(sent["MARK-UNREAD"]["mailbox"], "alice")
+        self.assertEqual(sent["HOOK-CREATE"]["mailbox"], "alice")
+        self.assertEqual(sent["MAILBOX-DELETE"], {"name": "alice", "force": False})
+
+    def test_hook_list_and_send(self):
+        """hook_list filters by the resolved name; email_send sends from its address."""
+        self.daemon.hooks = [{"name": "h", "mailbox": "alice", "event": "on_receive",
+                              "cmd": ["/bin/true"], "fire_on_untrusted": False,
+                              "timeout_secs": 60}]
+        self.assertEqual(len(json.loads(run(self.tools.hook_list(f"alice@{DOMAIN}")))), 1)
+        run(self.tools.email_send(f"alice@{DOMAIN}", "bob@example.com", "s", "b"))
+        self.assertEqual(self.daemon.sent()[0]["From"], f"alice@{DOMAIN}")
+
+    def test_unresolved_hint(self):
+        """An address that is none of the caller's mailboxes (missing or someone else's,
+        alike) says which form is wanted; a plain unknown name keeps the spec's text."""
+        self.assertEqual(self.fails(self.tools.email_list("bob@test.local")), self.HINT)
+        self.assertEqual(self.fails(self.tools.email_mark_read("bob@test.local", "x")),
+                         self.HINT)
+        self.assertEqual(self.fails(self.tools.mailbox_delete("bob@test.local", True)),
+                         self.HINT)
+        self.assertEqual(self.fails(self.tools.email_list("bob")), "Mailbox 'bob' does not exist.")
+        self.assertNotIn("MARK-READ", self.daemon.names())
+        self.assertNotIn("MAILBOX-DELETE", self.daemon.names())
+
+    def test_catchall_by_address(self):
+        """The catchall's wildcard address names it; forcing its deletion is still refused."""
+        self.assertEqual(self.fails(self.tools.mailbox_delete("*@t", True)),
+                         "Cannot delete the catchall mailbox")
+        self.assertNotIn("MAILBOX-DELETE", self.daemon.names())
+
+
 class MarkTests(ToolsTestCase):
     def test_mark(self):
         """Case 10 (wording): MARK-READ / MARK-UNREAD after the row lookup."""

@@ -46,7 +46,10 @@ DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True)
 
 _HIDDEN = ("prompts/", "resources/", "completion/", "logging/")
-_MAILBOX = "Mailbox name, as in mailbox_list (e.g. 'support')"
+_MAILBOX = (
+    "Mailbox name, as in mailbox_list (e.g. 'support'); its full address (e.g. "
+    "'support@agent.example.com') also works"
+)
 _ID = "Email ID: the filename stem shown by email_list (e.g. '2025-06-01-120000-hello')"
 #: A folder: the enum of the schema; an explicit null means the default, as absent.
 Folder = Annotated[
@@ -280,7 +283,9 @@ def build(client) -> MCPServer:
         SEND,
     )
     async def email_send(
-        from_mailbox: Annotated[str, Field(description="Your mailbox name to send from")],
+        from_mailbox: Annotated[
+            str, Field(description="Your mailbox to send from: its name or its address")
+        ],
         to: Annotated[str, Field(description="Recipient address(es), comma-separated")],
         subject: Annotated[str, Field(description="Subject line")],
         body: Annotated[str, Field(description=_BODY)],

@@ -85,6 +85,14 @@ def _list_row(email_id: str, fields: dict, keys) -> dict:
     return row
 
 
+def _address(text: str) -> str | None:
+    """The one address C{text} is (lower-cased, for comparing), or C{None}."""
+    from aimx.core.identity import parse_address_list
+
+    mailbox = parse_address_list(text).single
+    return None if mailbox is None else mailbox.address
+
+
 def _reply_recipients(fields: dict) -> list[str]:
     """Where a reply goes (mcp.md §2.7 step 7, RFC 5322 §3.6.2): every mailbox of the
     stored C{reply_to}, else the one mailbox of C{from}; both parsed as written
@@ -132,11 +140,26 @@ class Tools:
         return (await self._call(MailboxList))["mailboxes"]
 
     async def _row(self, name: str) -> dict:
-        """The caller's MAILBOX-LIST row of C{name} (missing and foreign look alike)."""
-        for row in await self._rows():
+        """The caller's MAILBOX-LIST row of C{name} (missing and foreign look alike).
+
+        C{name} may also be the full address of one of the caller's mailboxes;
+        an address that is none of theirs is answered with the name form.
+        Callers name the mailbox by the row's C{name} from then on.
+        """
+        rows = await self._rows()
+        for row in rows:
             if row.get("name") == name:
                 return row
-        raise ToolError(f"Mailbox '{name}' does not exist.")
+        address = _address(name)
+        if address is None:
+            raise ToolError(f"Mailbox '{name}' does not exist.")
+        for row in rows:
+            if row.get("address") and _address(row["address"]) == address:
+                return row
+        raise ToolError(
+            f"Mailbox '{name}' does not exist. None of your mailboxes has that address; "
+            "give a mailbox name as listed by mailbox_list (the part before the '@')."
+        )
 
     @staticmethod
     def _sender(row: dict, verb: str) -> str:
@@ -173,6 +196,8 @@ class Tools:
 
     async def mailbox_delete(self, name: str, force: bool = False) -> str:
         """§2.3: MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
+        if _address(name) is not None:  # an address: only one of the caller's mailboxes
+            name = (await self._row(name))["name"]
         if force and name == "catchall":
             raise ToolError("Cannot delete the catchall mailbox")
         await self._call(MailboxDelete, name=name, force=force)
@@ -220,15 +245,15 @@ class Tools:
     async def email_mark_read(self, mailbox: str, id: str) -> str:
         """§2.8: MARK-READ after the id check and the row lookup."""
         _check_id(id)
-        await self._row(mailbox)
-        await self._call(MarkRead, mailbox=mailbox, id=id)
+        row = await self._row(mailbox)
+        await self._call(MarkRead, mailbox=row["name"], id=id)
         return f"Email '{id}' marked as read."
 
     async def email_mark_unread(self, mailbox: str, id: str) -> str:
         """§2.8: MARK-UNREAD after the id check and the row lookup."""
         _check_id(id)
-        await self._row(mailbox)
-        await self._call(MarkUnread, mailbox=mailbox, id=id)
+        row = await self._row(mailbox)
+        await self._call(MarkUnread, mailbox=row["name"], id=id)
         return f"Email '{id}' marked as unread."
 
     # -- sending -----------------------------------------------------------------
@@ -321,7 +346,7 @@ class Tools:
         fire_on_untrusted: bool = False,
     ) -> str:
         """§2.9: HOOK-CREATE with the JSON body of spec/control-socket.md §6.7."""
-        await self._row(mailbox)
+        mailbox = (await self._row(mailbox))["name"]
         if not cmd:
             raise ToolError("cmd must not be empty")
         body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
@@ -333,7 +358,7 @@ class Tools:
     async def hook_list(self, mailbox: str | None = None) -> str:
         """§2.10: the visible hooks (of C{mailbox} only, when given) as compact JSON."""
         if mailbox is not None:
-            await self._row(mailbox)
+            mailbox = (await self._row(mailbox))["name"]
         hooks = (await self._call(HookList))["hooks"]
         if mailbox is not None:
             hooks = [hook for hook in hooks if hook.get("mailbox") == mailbox]
