@@ -340,7 +340,7 @@ class EndToEndTests(DaemonTestCase):
         """Start `aimx mcp` as C{uid} and run C{flow(call)} in a thread.
 
         C{call(name, arguments)} returns C{(isError, text)}.
-        @return: a Deferred firing with C{(tool names, flow's result)}.
+        @return: a Deferred firing with C{(tools as listed, flow's result)}.
         """
         parameters = StdioServerParameters(
             command=mcp_argv(uid)[0], args=mcp_argv(uid)[1:], cwd="/",
@@ -353,13 +353,13 @@ class EndToEndTests(DaemonTestCase):
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()
-                names = [t.name for t in (await session.list_tools()).tools]
+                listed = (await session.list_tools()).tools
 
                 async def call(name, arguments=None):
                     result = await session.call_tool(name, arguments or {})
                     return bool(result.is_error), result.content[0].text
 
-                return names, await flow(call)
+                return listed, await flow(call)
 
         def run_flow():
             try:
@@ -421,8 +421,8 @@ class EndToEndTests(DaemonTestCase):
             out["delete"] = await ok("mailbox_delete", {"name": "agent", "force": True})
             return out
 
-        names, out = await self.drive(self.agent, flow)
-        self.assertEqual(sorted(names), sorted(NAMES))
+        listed, out = await self.drive(self.agent, flow)
+        self.assertEqual(sorted(t.name for t in listed), sorted(NAMES))
         self.assertEqual(out["address"], f"agent@{DOMAIN}")
         self.assertEqual(out["role"], (True, "[VALIDATION] mailbox name 'postmaster' is a role "
                                              "address (RFC 2142); only root can create it"))
@@ -457,6 +457,91 @@ class EndToEndTests(DaemonTestCase):
         for text in texts:
             self.assertNotIn("Permission denied", text)
             self.assertNotIn("EACCES", text)
+
+    async def test_polish(self):
+        """Issue 15 point 7 through the official client: row fields, absolute attachment
+        paths, enums and bounds in the schemas, plain parameter errors, annotations, and a
+        full address where a mailbox name is expected."""
+        raw = (b"From: Sender <sender@example.net>\r\nTo: agent@test.local\r\n"
+               b"Subject: Report\r\nMessage-ID: <rep@example.net>\r\n"
+               b"Date: Thu, 01 Jan 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+               b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+               b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+               b"--b\r\nContent-Type: text/plain\r\n"
+               b'Content-Disposition: attachment; filename="notes.txt"\r\n\r\n'
+               b"attached text\r\n--b--\r\n")
+        address = f"agent@{DOMAIN}"
+
+        async def flow(call):
+            out = {"address": await call("mailbox_create", {"name": "agent"})}
+            await asyncio.to_thread(self.deliver, raw, "agent@test.local")
+            out["rows"] = await call("email_list", {"mailbox": address.upper()})
+            [row] = json.loads(out["rows"][1])
+            out["read"] = await call("email_read", {"mailbox": address, "id": row["id"]})
+            [attachment] = frontmatter.parse(out["read"][1].encode("utf-8"))[0]["attachments"]
+            with open(attachment["path"], "rb") as f:  # before the mailbox is deleted
+                out["attached"] = f.read()
+            out["mark"] = await call("email_mark_read", {"mailbox": address, "id": row["id"]})
+            out["hook"] = await call("hook_create", {"mailbox": address, "event": "on_receive",
+                                                     "cmd": ["/bin/true"], "name": "h1"})
+            out["hooks"] = await call("hook_list", {"mailbox": address})
+            out["errors"] = [
+                await call("email_list", {"mailbox": "agent", "limit": 500}),
+                await call("email_list", {"mailbox": "agent", "folder": "drafts"}),
+                await call("hook_create", {"mailbox": "agent", "event": "on_send",
+                                           "cmd": ["/bin/true"]}),
+                await call("hook_create", {"mailbox": "agent", "event": "on_receive",
+                                           "cmd": ["/bin/true"], "timeout_secs": 0}),
+                await call("email_list", {"mailbox": "nobody-here@test.local"}),
+            ]
+            await call("hook_delete", {"name": "h1"})
+            out["delete"] = await call("mailbox_delete", {"name": address, "force": True})
+            return out
+
+        listed, out = await self.drive(self.agent, flow)
+        self.assertEqual(out["address"], (False, address))
+        failed, rows = out["rows"]
+        self.assertFalse(failed, rows)
+        [row] = json.loads(rows)
+        self.assertEqual(list(row), ["id", "from", "to", "subject", "date", "read", "trusted",
+                                     "thread_id", "has_attachments"])
+        self.assertEqual((row["trusted"], row["has_attachments"]), ("none", True))
+        self.assertTrue(row["thread_id"])
+        failed, text = out["read"]
+        self.assertFalse(failed, text)
+        [attachment] = frontmatter.parse(text.encode("utf-8"))[0]["attachments"]
+        self.assertTrue(os.path.isabs(attachment["path"]), attachment)
+        self.assertEqual(attachment["path"], os.path.join(
+            self.data_dir, "inbox", "agent", row["id"], attachment["filename"]))
+        self.assertEqual(out["attached"].rstrip(b"\r\n"), b"attached text")
+        self.assertEqual(out["mark"], (False, f"Email '{row['id']}' marked as read."))
+        self.assertEqual(out["hook"], (False, "Hook created on mailbox 'agent'."))
+        self.assertEqual([h["mailbox"] for h in json.loads(out["hooks"][1])], ["agent"])
+        self.assertEqual(out["errors"], [
+            (True, "Invalid limit 500: expected an integer from 0 to 200."),
+            (True, 'Invalid folder \'drafts\': expected "inbox" or "sent".'),
+            (True, 'Invalid event \'on_send\': expected "on_receive" or "after_send".'),
+            (True, "Invalid timeout_secs 0: expected an integer from 1 to 600."),
+            (True, "Mailbox 'nobody-here@test.local' does not exist. None of your mailboxes has "
+                   "that address; give a mailbox name as listed by mailbox_list (the part "
+                   "before the '@')."),
+        ])
+        self.assertEqual(out["delete"], (False, "Mailbox 'agent' deleted."))
+        tools_ = {t.name: t for t in listed}
+        email_list = tools_["email_list"].input_schema["properties"]
+        self.assertEqual(email_list["folder"]["enum"], ["inbox", "sent"])
+        self.assertEqual((email_list["limit"]["minimum"], email_list["limit"]["maximum"]),
+                         (0, 200))
+        hook = tools_["hook_create"].input_schema["properties"]
+        self.assertEqual(hook["event"]["enum"], ["on_receive", "after_send"])
+        [timeout] = [s for s in hook["timeout_secs"]["anyOf"] if s["type"] == "integer"]
+        self.assertEqual((timeout["minimum"], timeout["maximum"]), (1, 600))
+        self.assertEqual(
+            {name for name, t in tools_.items() if t.annotations.read_only_hint},
+            {"mailbox_list", "email_list", "email_read", "hook_list"})
+        self.assertEqual(
+            {name for name, t in tools_.items() if t.annotations.destructive_hint},
+            {"mailbox_delete", "hook_delete"})
 
     async def test_other_uid_isolated(self):
         """Cases 9, 14: a second uid can neither see nor touch the agent's mailbox or hook."""
