@@ -22,7 +22,7 @@ from aimx.cli import dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
 from aimx.ops import units, version
 from aimx.store import configfile, demo, keys
-from aimx.host import initsystem
+from aimx.host import initsystem, package
 from aimx.host.programs import Completed
 from tests.test_initsystem import HostTestCase
 
@@ -359,6 +359,11 @@ class DemoLogsTests(CliTestCase, HostTestCase):
 # -- uninstall -------------------------------------------------------------------
 
 
+PIP = package.Removal(package.VENV_PIP, "sudo /opt/aimx/bin/pip uninstall aimx",
+                      note="The virtual environment /opt/aimx stays; delete it if nothing "
+                      "else uses it.")
+
+
 class UninstallTests(CliTestCase, HostTestCase):
     def setUp(self):
         base = os.path.abspath(self.mktemp())
@@ -372,11 +377,19 @@ class UninstallTests(CliTestCase, HostTestCase):
         os.makedirs(os.path.dirname(self.program))
         with open(self.program, "w") as f:
             f.write("#!/usr/bin/python3\n")
+        self.package_asked = 0
 
-    def uninstall(self, system, *argv, euid=0, stdin="", program=True):
+    def find_package(self, removal=PIP):
+        def find():
+            self.package_asked += 1
+            return removal
+        return find
+
+    def uninstall(self, system, *argv, euid=0, stdin="", removal=PIP,
+                  runtime_dir=units.DEFAULT_RUNTIME_DIR):
         return uninstall.run(
             self.parse(["uninstall", *argv]), self.terminal(stdin), system,
-            euid=euid, program=self.program if program else None,
+            euid=euid, runtime_dir=runtime_dir, find_package=self.find_package(removal),
         )
 
     def systemd_host(self, results=None):
@@ -393,17 +406,16 @@ class UninstallTests(CliTestCase, HostTestCase):
             "Error: `aimx uninstall` requires root. Run with: sudo aimx uninstall\n",
         )
         self.assertTrue(os.path.exists(self.unit))
-        self.assertTrue(os.path.exists(self.program))
         self.assertEqual(self.runner.calls, [])
+        self.assertEqual(self.package_asked, 0)
 
     def test_declined(self):
-        """Answer `n`: `Uninstall cancelled.`, exit 1, unit and program still there."""
+        """Answer `n`: `Uninstall cancelled.`, exit 1, unit still there."""
         system = self.systemd_host()
         self.assertEqual(self.uninstall(system, stdin="n\n"), 1)
         self.assertIn("Proceed with uninstall? (y/N) ", self.out.getvalue())
         self.assertEqual(self.err.getvalue(), "Error: Uninstall cancelled.\n")
         self.assertTrue(os.path.exists(self.unit))
-        self.assertTrue(os.path.exists(self.program))
         self.assertEqual(self.runner.calls, [])
 
     def test_yes_word_is_not_yes(self):
@@ -420,11 +432,13 @@ class UninstallTests(CliTestCase, HostTestCase):
         self.assertFalse(os.path.exists(self.unit))
 
     def test_yes(self):
-        """--yes on systemd: unit and program removed, config and data kept (acceptance 23)."""
+        """--yes on systemd: unit removed; config, data and the package (its console
+        script) kept, and the command that removes the package printed (acceptance 23,
+        as issue 16 changes it)."""
         system = self.systemd_host()
         self.assertEqual(self.uninstall(system, "-y"), 0)
         self.assertFalse(os.path.exists(self.unit))
-        self.assertFalse(os.path.exists(self.program))
+        self.assertTrue(os.path.exists(self.program))
         self.assertTrue(os.path.exists(configfile.config_path(self.config_dir)))
         self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox")))
         self.assertEqual(self.runner.calls, [
@@ -436,56 +450,91 @@ class UninstallTests(CliTestCase, HostTestCase):
         self.assertEqual(
             self.out.getvalue(),
             "\nUninstall\n"
-            "This will stop the aimx daemon, remove its service file, and delete "
-            f"{self.program}.\n"
-            f"Config ({self.config_dir}) and mailbox data ({self.data_dir}) will be kept.\n"
+            "This will stop the aimx daemon and remove its service file and runtime files.\n"
+            f"Config ({self.config_dir}) and mailbox data ({self.data_dir}) will be kept, "
+            "and so will the aimx package: the command that removes it is shown at the end.\n"
             "\nUninstall complete.\n\n"
-            f"Removed binary: {self.program}\n"
+            "Removed: /etc/systemd/system/aimx.service\n"
+            "The aimx package stays installed (pip, in a virtual environment). To remove it:\n"
+            "  sudo /opt/aimx/bin/pip uninstall aimx\n"
+            "The virtual environment /opt/aimx stays; delete it if nothing else uses it.\n"
             f"To wipe config and data manually: sudo rm -rf {self.config_dir} {self.data_dir}\n",
         )
+        self.assertEqual(self.err.getvalue(), "")
 
     def test_openrc(self):
-        """OpenRC: rc-service stop, rc-update del, script removed."""
+        """OpenRC: rc-service stop, rc-update del, script removed, and the runtime files
+        the daemon left (OpenRC's checkpath made the directory) removed with it."""
         system = self.host(initsystem.OPENRC)
         script = self.under_root(units.OPENRC_SCRIPT, "script")
+        pid = self.under_root("/run/aimx/aimx.pid", "123\n")
         self.assertEqual(self.uninstall(system, "--yes"), 0)
         self.assertFalse(os.path.exists(script))
+        self.assertFalse(os.path.exists(os.path.dirname(pid)))
         self.assertEqual(self.runner.calls[0], ["rc-service", "aimx", "stop"])
+        out = self.out.getvalue()
+        self.assertIn("Removed: /etc/init.d/aimx\nRemoved: /run/aimx/aimx.pid\n"
+                      "Removed: /run/aimx\n", out)
+
+    def test_socket_activation_files_kept(self):
+        """The socket-activation files were copied by hand: the socket is stopped and
+        disabled first, the files stay, and the exact `rm` is printed."""
+        system = self.systemd_host()
+        socket_unit = self.under_root(units.SYSTEMD_SOCKET, "socket")
+        dropin = self.under_root(units.SYSTEMD_SOCKET_DROPIN, "dropin")
+        self.assertEqual(self.uninstall(system, "--yes"), 0)
+        self.assertTrue(os.path.exists(socket_unit))
+        self.assertTrue(os.path.exists(dropin))
+        self.assertEqual(self.runner.calls[:3], [
+            ["systemctl", "stop", "aimx.socket"],
+            ["systemctl", "disable", "aimx.socket"],
+            ["systemctl", "stop", "aimx"],
+        ])
+        self.assertIn(
+            "Socket activation (aimx.socket) is stopped and disabled; its files were "
+            "installed by hand and stay. Remove them with:\n"
+            "  sudo rm /etc/systemd/system/aimx.socket "
+            "/etc/systemd/system/aimx.service.d/socket.conf\n",
+            self.out.getvalue(),
+        )
 
     def test_unit_absent(self):
-        """No unit: the skip line, the program still removed, exit 0."""
+        """No unit: the skip line, the package command still printed, exit 0."""
         system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.uninstall(system, "--yes"), 0)
-        self.assertIn("aimx.service is not installed; skipping service teardown.\n",
-                      self.out.getvalue())
-        self.assertFalse(os.path.exists(self.program))
-        self.assertIn("Uninstall complete.", self.out.getvalue())
+        out = self.out.getvalue()
+        self.assertIn("aimx.service is not installed; skipping service teardown.\n", out)
+        self.assertNotIn("Removed:", out)
+        self.assertIn("Uninstall complete.", out)
+        self.assertIn("  sudo /opt/aimx/bin/pip uninstall aimx\n", out)
 
     def test_unknown_init(self):
-        """Unknown init: exit 1 with the manual-removal error; the program is kept."""
+        """Unknown init: exit 1 with the manual-removal error; nothing else happens."""
         self.assertEqual(self.uninstall(self.host(None), "--yes"), 1)
         self.assertIn("/etc/systemd/system/aimx.service or /etc/init.d/aimx manually",
                       self.err.getvalue())
-        self.assertTrue(os.path.exists(self.program))
         self.assertNotIn("Uninstall complete.", self.out.getvalue())
+        self.assertEqual(self.package_asked, 0)
 
-    def test_program_not_removable(self):
-        """A program that cannot be removed: warning and `sudo rm` advice, still exit 0."""
-        os.unlink(self.program)
-        self.assertEqual(self.uninstall(self.systemd_host(), "--yes"), 0)
-        out = self.out.getvalue()
-        self.assertIn(f"[WARN] could not remove binary at {self.program}: ", out)
-        self.assertIn(f"Remove it manually with: sudo rm {self.program}\n", out)
-        self.assertNotIn("Removed binary", out)
-        self.assertIn("Uninstall complete.", out)
-
-    def test_program_unresolved(self):
-        """No program path: the prompt says `the installed aimx binary` and a warning follows."""
-        self.assertEqual(self.uninstall(self.systemd_host(), "--yes", program=False), 0)
-        out = self.out.getvalue()
-        self.assertIn("and delete the installed aimx binary.", out)
-        self.assertIn("could not resolve the aimx binary path", out)
-        self.assertTrue(os.path.exists(self.program))
+    def test_packages(self):
+        """Each installer's command is shown as detected; a user's install says who runs
+        it; a source checkout has nothing to run."""
+        cases = [
+            (package.Removal(package.APT, "sudo apt remove python3-aimx"),
+             "The aimx package stays installed (a Debian package). To remove it:\n"
+             "  sudo apt remove python3-aimx\n"),
+            (package.Removal(package.PIPX, "PIPX_HOME=/home/al/.local/share/pipx pipx "
+                             "uninstall aimx", user="al"),
+             "The aimx package stays installed (pipx; run it as al). To remove it:\n"
+             "  PIPX_HOME=/home/al/.local/share/pipx pipx uninstall aimx\n"),
+            (package.Removal(package.SOURCE, None, note="aimx runs from /src/aimx and is "
+                             "not an installed package; nothing to uninstall there."),
+             "Removed: /etc/systemd/system/aimx.service\naimx runs from /src/aimx and is "
+             "not an installed package; nothing to uninstall there.\nTo wipe"),
+        ]
+        for removal, expected in cases:
+            self.uninstall(self.systemd_host(), "--yes", removal=removal)
+            self.assertIn(expected, self.out.getvalue())
 
     def test_no_config(self):
         """Without a readable config the data dir shown is --data-dir, else /var/lib/aimx."""
@@ -506,12 +555,13 @@ class ProgramPathTests(SynchronousTestCase):
             open(path, "w").close()
 
     def test_console_script(self):
-        """argv[0] naming the aimx script: its canonical path."""
+        """argv[0] naming the aimx script: that path as run (pipx's link stays a link,
+        so the uninstall command can name pipx's bin directory)."""
         link = os.path.join(self.bin, "link")
         os.makedirs(link)
         os.symlink(self.script, os.path.join(link, "aimx"))
         found = uninstall.program_path(os.path.join(link, "aimx"), self.python, lambda n: None)
-        self.assertEqual(found, self.script)
+        self.assertEqual(found, os.path.join(link, "aimx"))
 
     def test_module_run_uses_path(self):
         """`python -m aimx` (argv[0] a module file): the aimx on PATH."""

@@ -262,6 +262,58 @@ class HiddenTests(SynchronousTestCase):
         self.assertEqual(htmltext.strip_invisible("plain"), ("plain", 0))
 
 
+_OUTLOOK_HEADER = ("<b>From:</b> Alice &lt;alice@example.com&gt;<br><b>Sent:</b> Monday<br>"
+                   "<b>To:</b> Bob<br><b>Subject:</b> Tuesday")
+_WORD_STYLE = "border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0in 0in 0in"
+
+
+class HistoryTests(SynchronousTestCase):
+    """Outlook's header div and everything after it become a quote (the history
+    aimx.core.replytext leaves out of a reply's new text)."""
+
+    def test_outlook_web_header(self):
+        """divRplyFwdMsg: the header and the history after it, to the end, are quoted."""
+        source = (f'<div>New.</div><hr><div id="divRplyFwdMsg">{_OUTLOOK_HEADER}</div>'
+                  "<div><p>Old.</p><blockquote>Older.</blockquote></div>")
+        self.assertEqual(html_to_markdown(source),
+                         "New.\n\n---\n\n> **From:** Alice <alice@example.com>  \n"
+                         "> **Sent:** Monday  \n> **To:** Bob  \n> **Subject:** Tuesday\n>\n"
+                         "> Old.\n>\n> > Older.\n")
+
+    def test_outlook_desktop_header(self):
+        """Outlook for Windows' top-bordered header div opens the quote too."""
+        source = (f"<p>New.</p><div><div style='{_WORD_STYLE}'><p>{_OUTLOOK_HEADER}</p></div>"
+                  "</div><p>Old.</p>")
+        out = html_to_markdown(source)
+        self.assertTrue(out.startswith("New.\n\n> **From:**"), out)
+        self.assertTrue(out.endswith("\n>\n> Old.\n"), out)
+
+    def test_bordered_box_is_not_a_header(self):
+        """The same border without two label texts, or another padding, is no header."""
+        for source in (f"<p>a</p><div style='{_WORD_STYLE}'><p>Note: read this.</p></div><p>b</p>",
+                       f"<p>a</p><div style='border-top:solid red 1px;padding:3px 0'>"
+                       f"{_OUTLOOK_HEADER}</div><p>b</p>"):
+            self.assertNotIn(">", html_to_markdown(source).replace("<alice@example.com>", ""),
+                             source)
+
+    def test_header_inside_a_container(self):
+        """A header inside a quote, table cell, list or emphasis is left as it is."""
+        header = f'<div id="divRplyFwdMsg">{_OUTLOOK_HEADER}</div><div>Old.</div>'
+        self.assertEqual(html_to_markdown(f"<blockquote>{header}</blockquote>"),
+                         "> **From:** Alice <alice@example.com>  \n> **Sent:** Monday  \n"
+                         "> **To:** Bob  \n> **Subject:** Tuesday\n>\n> Old.\n")
+        for source in (f"<table><tr><td>{header}</td><td>x</td></tr></table>",
+                       f"<ul><li>{header}</li></ul>", f"<b>{header}</b>"):
+            self.assertFalse(html_to_markdown(source).startswith(">"), source)
+
+    def test_one_history_quote(self):
+        """A second header inside the history is not quoted again."""
+        header = f'<div id="divRplyFwdMsg">{_OUTLOOK_HEADER}</div>'
+        out = html_to_markdown(f"<p>New.</p>{header}<p>Old.</p>{header}<p>Older.</p>")
+        self.assertNotIn("> >", out)
+        self.assertTrue(out.endswith("> Older.\n"), out)
+
+
 class BoundsTests(SynchronousTestCase):
     """Everything an attacker controls is bounded (tested at the limits, not timed)."""
 

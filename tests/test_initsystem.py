@@ -198,6 +198,95 @@ class RemoveTests(HostTestCase):
         e = self.assertRaises(initsystem.ServiceError, initsystem.remove, self.host(None))
         self.assertIn("/etc/systemd/system/aimx.service or /etc/init.d/aimx manually", str(e))
 
+    def test_socket_stopped_files_kept(self):
+        """Socket activation: aimx.socket is stopped and disabled before the service (it
+        would start aimx again), its hand-installed files stay and are listed."""
+        system = self.host(initsystem.SYSTEMD)
+        self.under_root(units.SYSTEMD_UNIT, "unit")
+        socket_unit = self.under_root(units.SYSTEMD_SOCKET, "socket")
+        dropin = self.under_root(units.SYSTEMD_SOCKET_DROPIN, "dropin")
+        self.assertTrue(initsystem.remove(system))
+        self.assertEqual(self.runner.calls[:3], [
+            ["systemctl", "stop", "aimx.socket"],
+            ["systemctl", "disable", "aimx.socket"],
+            ["systemctl", "stop", "aimx"],
+        ])
+        self.assertTrue(os.path.exists(socket_unit) and os.path.exists(dropin))
+        self.assertEqual(initsystem.socket_files(system),
+                         [units.SYSTEMD_SOCKET, units.SYSTEMD_SOCKET_DROPIN])
+
+    def test_socket_without_unit(self):
+        """A socket left without its unit is still stopped, so port 25 is freed."""
+        system = self.host(initsystem.SYSTEMD)
+        self.under_root(units.SYSTEMD_SOCKET, "socket")
+        self.assertFalse(initsystem.remove(system))
+        self.assertEqual(self.runner.calls, [
+            ["systemctl", "stop", "aimx.socket"], ["systemctl", "disable", "aimx.socket"]])
+
+    def test_no_socket_files(self):
+        """Without socket activation there is nothing left by hand."""
+        self.assertEqual(initsystem.socket_files(self.host(initsystem.SYSTEMD)), [])
+
+
+def _quiet(directory, name):
+    """No daemon answers (remove_runtime's probe, faked)."""
+    return False
+
+
+class RemoveRuntimeTests(HostTestCase):
+    def test_stale_files_and_directory(self):
+        """A crashed daemon's socket and pid file go, then the empty /run/aimx."""
+        system = self.host(initsystem.OPENRC)
+        pid = self.under_root("/run/aimx/aimx.pid", "42\n")
+        os.mknod(os.path.join(os.path.dirname(pid), "aimx.sock"), stat.S_IFSOCK | 0o666)
+        self.assertEqual(initsystem.remove_runtime(system, "/run/aimx", _quiet),
+                         ["/run/aimx/aimx.sock", "/run/aimx/aimx.pid", "/run/aimx"])
+        self.assertFalse(os.path.exists(os.path.dirname(pid)))
+
+    def test_other_files_stay(self):
+        """Anything aimx did not make stays, and so does the directory holding it; an
+        aimx.pid that is a symlink, or an aimx.sock that is a file, is not aimx's either."""
+        system = self.host(initsystem.OPENRC)
+        other = self.under_root("/run/aimx/notes.txt", "mine")
+        target = self.under_root("/etc/important", "x")
+        os.symlink(target, self.under_root("/run/aimx/aimx.pid"))
+        self.under_root("/run/aimx/aimx.sock", "a file")
+        self.assertEqual(initsystem.remove_runtime(system, "/run/aimx", _quiet), [])
+        self.assertTrue(os.path.exists(other))
+        self.assertTrue(os.path.islink(self.under_root("/run/aimx/aimx.pid")))
+        self.assertTrue(os.path.isfile(self.under_root("/run/aimx/aimx.sock")))
+        self.assertTrue(os.path.exists(target))
+
+    def test_directory_outside_run_stays(self):
+        """A runtime dir outside /run was the operator's: emptied of aimx's files only."""
+        system = self.host(initsystem.SYSTEMD)
+        pid = self.under_root("/srv/aimx-run/aimx.pid", "42\n")
+        self.assertEqual(initsystem.remove_runtime(system, "/srv/aimx-run", _quiet),
+                         ["/srv/aimx-run/aimx.pid"])
+        self.assertTrue(os.path.isdir(os.path.dirname(pid)))
+
+    def test_nothing_there(self):
+        """No runtime dir (systemd removed it when the service stopped): nothing to do."""
+        self.assertEqual(
+            initsystem.remove_runtime(self.host(initsystem.SYSTEMD), "/run/aimx", _quiet), [])
+
+    def test_running_daemon(self):
+        """A daemon still answering on the socket: an error, nothing deleted."""
+        system = self.host(initsystem.OPENRC)
+        pid = self.under_root("/run/aimx/aimx.pid", "42\n")
+        asked = []
+
+        def answers(directory, name):
+            asked.append((directory, name))
+            return True
+
+        e = self.assertRaises(initsystem.ServiceError, initsystem.remove_runtime, system,
+                              "/run/aimx", answers)
+        self.assertEqual(str(e), "aimx still answers on /run/aimx/aimx.sock (not started by "
+                                 "the service); stop it, then remove /run/aimx")
+        self.assertEqual(asked, [(os.path.dirname(pid), "aimx.sock")])
+        self.assertTrue(os.path.exists(pid))
+
 
 class TailTests(HostTestCase):
     def test_journalctl(self):

@@ -961,9 +961,13 @@ class FreshInstallTests(WizardTestCase):
         self.assertIn(
             f"ExecStart={twistd} --nodaemon --pidfile= aimx --data-dir {self.data_dir} "
             f"--config-dir {self.config_dir} --runtime-dir {self.runtime_dir}\n", unit)
-        for line in ("RuntimeDirectory=aimx", "Restart=on-failure", "StartLimitBurst=5",
-                     f"ReadWritePaths={self.data_dir}", "User=root"):
+        # This runtime dir lies outside /run, so it is writable rather than systemd's
+        # RuntimeDirectory= (tests/test_units.py has the default unit).
+        writable = f"{self.data_dir} {self.config_dir} {self.runtime_dir} -/home -/root"
+        for line in ("Restart=on-failure", "StartLimitBurst=5", f"ReadWritePaths={writable}",
+                     "User=root", "ProtectSystem=strict"):
             self.assertIn(line + "\n", unit)
+        self.assertNotIn("RuntimeDirectory=", unit)
         self.assertTrue(os.path.isabs(twistd))
         self.assertEqual(self.host.service_calls(), [
             ["systemctl", "daemon-reload"], ["systemctl", "enable", "aimx"],

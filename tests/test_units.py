@@ -15,9 +15,40 @@ def _directives(text: str) -> dict[str, str]:
     return dict(pairs)
 
 
+#: The sandbox of the default unit (README, "The service sandbox").
+SANDBOX = {
+    "UMask": "0077",
+    "ProtectSystem": "strict",
+    "ReadWritePaths": "/var/lib/aimx /etc/aimx -/home -/root",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "PrivateMounts": "yes",
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE "
+                             "CAP_SETUID CAP_SETGID CAP_KILL",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "ProtectProc": "invisible",
+    "RestrictNamespaces": "yes",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "SystemCallArchitectures": "native",
+    "SystemCallFilter": "@system-service seccomp landlock_create_ruleset landlock_add_rule "
+                        "landlock_restrict_self",
+    "SystemCallErrorNumber": "EPERM",
+}
+
+
 class SystemdUnitTests(SynchronousTestCase):
     def test_directives(self):
-        """The unit carries the AIMX directives, with ExecStart running twistd (acceptance 13)."""
+        """The unit carries the AIMX directives, with ExecStart running twistd (acceptance 13),
+        and the sandbox."""
         unit = units.systemd_unit(units.UnitParams(twistd=VENV_TWISTD))
         self.assertEqual(
             _directives(unit),
@@ -34,10 +65,11 @@ class SystemdUnitTests(SynchronousTestCase):
                 "RestartSec": "5s",
                 "LimitNOFILE": "65536",
                 "TasksMax": "4096",
-                "ReadWritePaths": "/var/lib/aimx",
                 "RuntimeDirectory": "aimx",
+                "RuntimeDirectoryMode": "0755",
                 "StandardOutput": "journal",
                 "StandardError": "journal",
+                **SANDBOX,
                 "WantedBy": "multi-user.target",
             },
         )
@@ -46,8 +78,36 @@ class SystemdUnitTests(SynchronousTestCase):
             ["[Unit]", "[Service]", "[Install]"],
         )
 
+    def test_capabilities_are_the_used_ones(self):
+        """The bounding set is exactly the capabilities the daemon uses: port 25, giving
+        files to owners and setting their modes, writing into owners' directories,
+        running hooks as the owner and killing them at their timeout."""
+        unit = _directives(units.systemd_unit(units.UnitParams(twistd=VENV_TWISTD)))
+        self.assertEqual(
+            set(unit["CapabilityBoundingSet"].split()),
+            {"CAP_NET_BIND_SERVICE", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE",
+             "CAP_SETUID", "CAP_SETGID", "CAP_KILL"},
+        )
+        self.assertNotIn("AmbientCapabilities", unit)
+        self.assertLessEqual(set(units.CAPABILITIES), set(units.ALL_CAPABILITIES))
+        self.assertEqual(len(set(units.ALL_CAPABILITIES)), 41)
+
+    def test_hooks_keep_what_agent_recipes_need(self):
+        """Hooks run in the daemon's sandbox: homes stay writable, the network open,
+        and memory writable and executable (node, Python)."""
+        unit = _directives(units.systemd_unit(units.UnitParams(twistd=VENV_TWISTD)))
+        for absent in ("ProtectHome", "MemoryDenyWriteExecute", "PrivateNetwork",
+                       "IPAddressDeny", "PrivateUsers", "ProcSubset"):
+            self.assertNotIn(absent, unit)
+        self.assertIn("-/home", unit["ReadWritePaths"].split())
+        self.assertIn("-/root", unit["ReadWritePaths"].split())
+        self.assertIn("AF_INET6", unit["RestrictAddressFamilies"].split())
+        # A refused system call fails with EPERM instead of killing the hook.
+        self.assertEqual(unit["SystemCallErrorNumber"], "EPERM")
+
     def test_custom_dirs(self):
-        """A custom data dir is used verbatim; non-default config/runtime dirs become flags."""
+        """A custom data dir is used verbatim; non-default config/runtime dirs become flags;
+        the data and config dirs are the writable ones, the runtime dir is systemd's."""
         unit = units.systemd_unit(units.UnitParams(
             twistd=VENV_TWISTD, data_dir="/srv/mail", config_dir="/srv/etc",
             runtime_dir="/run/aimx-test",
@@ -58,7 +118,20 @@ class SystemdUnitTests(SynchronousTestCase):
             f"{VENV_TWISTD} --nodaemon --pidfile= aimx --data-dir /srv/mail "
             "--config-dir /srv/etc --runtime-dir /run/aimx-test",
         )
-        self.assertEqual(directives["ReadWritePaths"], "/srv/mail")
+        self.assertEqual(directives["ReadWritePaths"], "/srv/mail /srv/etc -/home -/root")
+        self.assertEqual(directives["RuntimeDirectory"], "aimx-test")
+
+    def test_runtime_dir_outside_run(self):
+        """A runtime dir outside /run is no RuntimeDirectory= but a writable path."""
+        directives = _directives(units.systemd_unit(units.UnitParams(
+            twistd=VENV_TWISTD, runtime_dir="/var/run-aimx",
+        )))
+        self.assertNotIn("RuntimeDirectory", directives)
+        self.assertNotIn("RuntimeDirectoryMode", directives)
+        self.assertEqual(directives["ReadWritePaths"],
+                         "/var/lib/aimx /etc/aimx /var/run-aimx -/home -/root")
+        nested = units.UnitParams(twistd=VENV_TWISTD, runtime_dir="/run/aimx/test/")
+        self.assertEqual(nested.runtime_directory(), "aimx/test")
 
     def test_unsafe_paths_refused(self):
         """A relative path, or one needing quotes or a % escape, never reaches a service file."""
@@ -67,6 +140,7 @@ class SystemdUnitTests(SynchronousTestCase):
             units.UnitParams(twistd=VENV_TWISTD, data_dir="/var/lib/my mail"),
             units.UnitParams(twistd=VENV_TWISTD, config_dir="/etc/a%i"),
             units.UnitParams(twistd='/opt/"x"/twistd'),
+            units.UnitParams(twistd=VENV_TWISTD, runtime_dir="run/aimx"),
         ):
             self.assertRaises(units.UnitError, units.systemd_unit, params)
             self.assertRaises(units.UnitError, units.openrc_script, params)
@@ -90,6 +164,33 @@ class OpenrcScriptTests(SynchronousTestCase):
         directives = _directives(units.openrc_script(units.UnitParams(twistd=VENV_TWISTD)))
         self.assertEqual(directives["output_log"], '"/var/log/aimx/aimx.log"')
         self.assertEqual(directives["error_log"], '"/var/log/aimx/aimx.log"')
+
+    def test_sandbox(self):
+        """What OpenRC can sandbox: umask 077 and a bounding set of the used capabilities
+        (every other one dropped)."""
+        directives = _directives(units.openrc_script(units.UnitParams(twistd=VENV_TWISTD)))
+        self.assertEqual(directives["umask"], "077")
+        dropped = directives["capabilities"].strip('"').split(",")
+        self.assertTrue(all(cap.startswith("!cap_") for cap in dropped))
+        kept = {cap.upper() for cap in units.ALL_CAPABILITIES} - {
+            cap[1:].upper() for cap in dropped}
+        self.assertEqual(kept, set(units.CAPABILITIES))
+
+    def test_sandbox_asked_of_supervise_daemon(self):
+        """start_pre keeps capabilities and adds --no-new-privs only when supervise-daemon
+        accepts them (OpenRC before 0.45, or built without libcap, would refuse to start
+        the service); no_new_privs=yes is never used (misspelt by OpenRC 0.45 to 0.51)."""
+        script = units.openrc_script(units.UnitParams(twistd=VENV_TWISTD))
+        self.assertNotIn("no_new_privs", _directives(script))
+        start_pre = script[script.index("start_pre() {"):]
+        self.assertIn(
+            '\tif ! supervise-daemon "${RC_SVCNAME}" --capabilities "${capabilities}" --help '
+            "\\\n\t\t\t>/dev/null 2>&1; then\n", start_pre)
+        self.assertIn("\t\tunset capabilities\n", start_pre)
+        self.assertIn(
+            '\tif supervise-daemon "${RC_SVCNAME}" --no-new-privs --help >/dev/null 2>&1; then\n'
+            '\t\tsupervise_daemon_args="${supervise_daemon_args-${start_stop_daemon_args}}'
+            ' --no-new-privs"\n', start_pre)
 
     def test_runtime_dir_override(self):
         """A non-default runtime dir is both passed to the daemon and created by checkpath."""

@@ -27,6 +27,15 @@ C{style} attributes and from simple top-level stylesheet rules (C{tag},
 C{.class}, C{#id}, C{tag.class}).  Invisible characters (L{strip_invisible})
 are removed from the text.  How much was removed is reported (L{HtmlText}).
 
+Quoted history (L{_opens_history}): Outlook writes the message it answers
+unquoted below a header C{<div>} (C{id="divRplyFwdMsg"}, the new Outlook's
+reference-message container, or Outlook for Windows' and Mac's top-bordered
+header with its "From:"/"Sent:" labels, in any language).  From that div to the
+end of the document the walk writes a Markdown quote, so the body shows the
+history as the quote it is and L{aimx.core.replytext} finds it without the
+HTML; only a header outside lists, quotes, tables and emphasis counts, and only
+the first.
+
 Bounds (STYLE.md, "Bound everything an outsider controls"): the tree builder
 takes time quadratic in the depth of open elements, so a document whose
 elements could nest deeper than L{MAX_DEPTH} is cut there (L{_depth_cut});
@@ -761,6 +770,43 @@ _UNDERLINE = re.compile(r"\n([-=]+ *(?:\n|\Z))")
 _LANGUAGE = re.compile(r"(?:^|\s)(?:language|lang)-([\w+#.-]{1,32})")
 
 
+#: Ids of the element that starts the history in Outlook's replies and forwards:
+#: the header (Outlook on the web and mobile), or the container of header and
+#: history (the new Outlook).
+_HISTORY_IDS = frozenset({"divRplyFwdMsg", "mail-editor-reference-message-container"})
+# Outlook for Windows and Mac: a header div with a top border and this padding.
+_OUTLOOK_PADDING = re.compile(r"3(?:\.0+)?pt 0(?:in|cm)\b")
+_MAX_HEADER_NODES = 64
+
+
+def _opens_history(node, attrs: dict) -> bool:
+    """Whether a div is the header Outlook writes above the quoted history: its id
+    (L{_HISTORY_IDS}), or Outlook's top-bordered header style over at least two
+    label texts ("From:", "Sent:", in any language) among its first nodes."""
+    if attrs.get("id") in _HISTORY_IDS:
+        return True
+    style = attrs.get("style")
+    if not style or "pt 0" not in style or "solid" not in style.lower():
+        return False
+    declarations = _declarations(style)
+    if not _OUTLOOK_PADDING.match(declarations.get("padding", "")):
+        return False
+    if "solid" not in declarations.get("border-top", "") and not declarations.get(
+            "border-style", "").startswith("solid none"):
+        return False
+    labels = 0
+    for count, child in enumerate(node.traverse(include_text=True)):
+        if count >= _MAX_HEADER_NODES:
+            break
+        if child.tag == "-text":
+            text = (child.text_content or "").strip()
+            if 0 < len(text) <= 30 and text[-1] in ":：":
+                labels += 1
+                if labels == 2:
+                    return True
+    return False
+
+
 class _Frame:
     """A container with its own blocks: the document, a list, a list item, a
     quote, a table, a table cell or a pre."""
@@ -800,6 +846,7 @@ class _Walk:
         self.styles: dict[tuple, _Style] = {}
         self.lists = 0
         self.quotes = 0
+        self.history = False  # a quote opened for Outlook's history (L{_opens_history})
 
     # ---- tree traversal
 
@@ -845,6 +892,14 @@ class _Walk:
         if effect is not None or "bgcolor" in attrs or "background" in attrs or (
                 tag == "font" and "color" in attrs) or (tag == "a" and attrs.get("href")):
             style = self._style(tag, attrs, effect, style)
+        if tag == "div" and not self.history and len(self.frames) == 1 and not (
+                self.frames[0].marks) and _opens_history(node, attrs):
+            # Outlook writes the quoted history unquoted below this header: from
+            # here to the end of the document the walk writes a quote (closed by
+            # markdown()), so the body shows it as history (aimx.core.replytext).
+            self.history = True
+            self.quotes += 1
+            self._push("quote")
         kind = _KINDS.get(tag)
         if kind is None:  # an inline element without Markdown of its own
             if effect is not None and effect.display in _DISPLAY_BLOCKS:

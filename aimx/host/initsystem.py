@@ -1,4 +1,5 @@
-"""The init system on the host (L1): detect it, install and remove aimx's service, read its log.
+"""The init system on the host (L1): detect it, install and remove aimx's service and
+runtime files, read its log.
 
 Every path goes through L{System.path} and every program through L{System.runner},
 so tests use a temporary root and a fake runner (spec/setup-and-ops.md §4, §5, §7).
@@ -8,6 +9,8 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
+import stat
 
 import attrs
 
@@ -129,10 +132,26 @@ def install(system: System, params: units.UnitParams) -> str:
     return service_file(init)
 
 
+def socket_files(system: System) -> list[str]:
+    """The socket-activation files installed by hand (README, "Socket activation")
+    that exist: C{aimx.socket} and its C{aimx.service.d/socket.conf} drop-in.
+
+    aimx did not install them, so L{remove} stops the socket but never deletes them.
+    """
+    return [
+        path for path in (units.SYSTEMD_SOCKET, units.SYSTEMD_SOCKET_DROPIN)
+        if os.path.lexists(system.path(path))
+    ]
+
+
 def remove(system: System) -> bool:
     """Stop, disable and delete the service; control-command failures are ignored.
 
-    @return: C{False} when no service file was installed (nothing done).
+    Under systemd an C{aimx.socket} (socket activation) is stopped and disabled
+    first, whether or not the unit is still there: it would otherwise keep port 25
+    and start aimx again.  Its files stay (L{socket_files}).
+
+    @return: C{False} when no service file was installed (nothing else done).
     @raise ServiceError: unknown init system.
     @raise OSError: the service file could not be deleted.
     """
@@ -142,6 +161,10 @@ def remove(system: System) -> bool:
             "Could not detect init system (systemd or OpenRC). Remove "
             f"{units.SYSTEMD_UNIT} or {units.OPENRC_SCRIPT} manually."
         )
+    socket = f"{units.SERVICE}.socket"
+    if init == SYSTEMD and os.path.lexists(system.path(units.SYSTEMD_SOCKET)):
+        system.run("systemctl", "stop", socket)
+        system.run("systemctl", "disable", socket)
     path = system.path(service_file(init))
     if not os.path.lexists(path):
         return False
@@ -156,6 +179,72 @@ def remove(system: System) -> bool:
         system.run("rc-update", "del", units.SERVICE, "default")
         os.unlink(path)
     return True
+
+
+def _answers(directory: str, name: str) -> bool:
+    """Whether something accepts connections on the UNIX socket C{name} in C{directory}.
+
+    The socket is reached through the directory's descriptor, so a path longer
+    than a socket address may be (108 bytes) is still probed.
+    """
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(f"/proc/self/fd/{dir_fd}/{name}")
+    except OSError:
+        return False
+    finally:
+        probe.close()
+        os.close(dir_fd)
+    return True
+
+
+#: The files the daemon makes in its runtime dir, and what each must be.
+_RUNTIME_FILES = (("aimx.sock", stat.S_ISSOCK), ("aimx.pid", stat.S_ISREG))
+
+
+def remove_runtime(system: System, runtime_dir: str, answers=None) -> list[str]:
+    """Delete what a stopped daemon may leave in C{runtime_dir}: its control socket
+    and pid file (after a crash), and the directory itself when it is then empty
+    and lies under C{/run} (systemd's C{RuntimeDirectory=}, OpenRC's C{checkpath}).
+
+    Nothing else is touched: a name of another type (a symlink, a directory) stays.
+
+    @param answers: C{(directory, name) -> bool}, whether a daemon answers on that
+        socket (by default it is connected to).
+
+    @return: the paths deleted (as the host names them).
+    @raise ServiceError: a daemon still answers on the socket (one started by
+        hand): nothing is deleted.
+    @raise OSError: a file or the directory could not be deleted.
+    """
+    removed = []
+    directory = system.path(runtime_dir)
+    if (answers or _answers)(directory, "aimx.sock"):
+        raise ServiceError(
+            f"aimx still answers on {os.path.join(runtime_dir, 'aimx.sock')} (not started "
+            f"by the service); stop it, then remove {runtime_dir}"
+        )
+    for name, is_kind in _RUNTIME_FILES:
+        path = os.path.join(directory, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        if is_kind(mode):
+            os.unlink(path)
+            removed.append(os.path.join(runtime_dir, name))
+    under_run = os.path.normpath(runtime_dir).startswith("/run/")
+    if under_run and os.path.isdir(directory) and not os.path.islink(directory):
+        with contextlib.suppress(FileNotFoundError):
+            if not os.listdir(directory):
+                os.rmdir(directory)
+                removed.append(runtime_dir)
+    return removed
 
 
 def _last_lines(text: str, n: int) -> str:
