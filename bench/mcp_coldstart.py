@@ -17,7 +17,10 @@ daemon listening (C{call, no daemon}: the answer is "daemon not running").  The 
 run in an order rotated every round; the figures are the median [min-max] of rounds,
 and the ratio to the first tree is taken round by round.  The children may write
 bytecode (C{PYTHONDONTWRITEBYTECODE} is dropped), and a first unmeasured start of each
-tree leaves it cached, as an installed aimx has it.  Everything started here is
+tree leaves it cached, as an installed aimx has it.  With C{--source} the trees' own
+C{aimx/**/__pycache__} are removed first and the children write none, so aimx's
+modules are compiled at every start, as when a checkout runs with
+C{PYTHONDONTWRITEBYTECODE=1} (the dependencies keep their bytecode).  Everything started here is
 stopped by PID at the end.  Not a test: nothing here asserts a time.
 """
 
@@ -89,7 +92,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def first_call(tree: str, runtime_dir: str) -> tuple[float, float, float]:
+def first_call(tree: str, runtime_dir: str, source: bool = False) -> tuple[float, float, float]:
     """One cold `aimx mcp` from C{tree}: seconds to the initialize answer, to the
     answer of the first tool call, and the child's CPU seconds (user + system, to
     its exit after stdin closes)."""
@@ -104,6 +107,8 @@ def first_call(tree: str, runtime_dir: str) -> tuple[float, float, float]:
     ]
     env = dict(os.environ, PYTHONPATH=tree, AIMX_RUNTIME_DIR=runtime_dir)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: modules come from bytecode
+    if source:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     cpu = _children_cpu()
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "aimx", "mcp"], cwd=tree, env=env,
@@ -138,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--rounds", type=int, default=10)
     parser.add_argument("--tree", action="append", help="a checkout to run `aimx mcp` from")
+    parser.add_argument("--source", action="store_true",
+                        help="compile aimx's modules at every start (no bytecode of the trees)")
     args = parser.parse_args()
     trees = [os.path.abspath(t) for t in args.tree or [REPO]]
     scratch = tempfile.mkdtemp(prefix="aimx-mcpbench-")
@@ -146,16 +153,20 @@ def main() -> None:
     results = {(t, kind): [] for t in trees for kind in ("init", "call", "cpu", "down")}
     try:
         for tree in trees:  # warm the page cache and the bytecode of every tree once
-            first_call(tree, runtime_dir)
+            if args.source:
+                for folder, dirs, _ in os.walk(os.path.join(tree, "aimx")):
+                    if "__pycache__" in dirs:
+                        shutil.rmtree(os.path.join(folder, "__pycache__"))
+            first_call(tree, runtime_dir, args.source)
         for r in range(args.rounds):
             order = trees[r % len(trees):] + trees[:r % len(trees)]
             for tree in order:
-                init, call, cpu = first_call(tree, runtime_dir)
+                init, call, cpu = first_call(tree, runtime_dir, args.source)
                 results[tree, "init"].append(init)
                 results[tree, "call"].append(call)
                 results[tree, "cpu"].append(cpu)
             for tree in order:
-                results[tree, "down"].append(first_call(tree, nodaemon)[1])
+                results[tree, "down"].append(first_call(tree, nodaemon, args.source)[1])
     finally:
         daemon.terminate()
         daemon.wait(30)
@@ -163,7 +174,8 @@ def main() -> None:
         shutil.rmtree(nodaemon, ignore_errors=True)
     load = os.getloadavg()
     print(f"{args.rounds} rounds, {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f}, "
-          f"{sys.executable}; seconds, median [min-max]")
+          f"{sys.executable}{', aimx from source' if args.source else ''}; "
+          "seconds, median [min-max]")
     print(f"{'tree':32} {'init':>20} {'call':>20} {'call/first':>10} {'CPU':>20} "
           f"{'call, no daemon':>20}")
     base = results[trees[0], "call"]
