@@ -306,6 +306,9 @@ class EmailReadTests(ToolsTestCase):
         self.assertEqual(body, stored_body)
         stored["attachments"][0]["path"] = os.path.join(bundle, "report.pdf")
         self.assertEqual(fields, stored)
+        flat = write_email(self.inbox, "2025-06-04-001", attachments=attachments)
+        with open(flat, encoding="utf-8") as f:  # no bundle: nothing to point at
+            self.assertEqual(run(self.tools.email_read("alice", "2025-06-04-001")), f.read())
         sent = write_email(self.sent_dir, "2025-06-03-001", bundle=True, attachments=attachments)
         fields, _ = frontmatter.parse(
             run(self.tools.email_read("alice", "2025-06-03-001", "sent")).encode())
@@ -801,6 +804,8 @@ class ServerTests(SynchronousTestCase):
              "Invalid offset -5: expected an integer from 0 to 4294967295."),
             ("email_list", dict(alice, folder="drafts"),
              'Invalid folder \'drafts\': expected "inbox" or "sent".'),
+            ("email_list", dict(alice, folder="in\nbox\t"),
+             'Invalid folder \'in\\nbox\\t\': expected "inbox" or "sent".'),
             ("email_read", dict(alice, id="x", folder=3),
              'Invalid folder 3: expected "inbox" or "sent".'),
             ("email_list", {"mailbox": ["alice"]}, "Invalid mailbox: expected a string."),

@@ -94,10 +94,12 @@ def _expected(schema: Mapping) -> str:
 
 
 def _shown(value) -> str:
-    """A rejected scalar as the agent wrote it (a string quoted and cut short), after a
-    space; C{""} for anything else."""
+    """A rejected scalar as the agent wrote it (a string quoted, cut short, control
+    characters escaped so the sentence stays one line), after a space; C{""} for
+    anything else."""
     if isinstance(value, str):
-        return " '" + (value if len(value) <= _SHOWN else value[:_SHOWN] + "…") + "'"
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value[:_SHOWN])
+        return f" '{text}{'…' if len(value) > _SHOWN else ''}'"
     if value is None or isinstance(value, (bool, int, float)):
         return " " + json.dumps(value)
     return ""

@@ -231,16 +231,18 @@ class Tools:
 
     async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
         """§2.5: the message file, resolved strictly inside the folder; verbatim but for
-        its attachment paths, made absolute (L{frontmatter.with_attachment_dir})."""
+        a bundle's attachment paths, made absolute (L{frontmatter.with_attachment_dir})."""
         _check_id(id)
         row = await self._row(mailbox)
+        directory = row[f"{_folder_key(folder)}_path"]
         fd, path = self._open_at(row, _folder_key(folder), id)
         try:
             data = files.read_message(fd)
         except OSError as e:
             raise ToolError(f"Failed to read email: {e}") from None
-        return frontmatter.with_attachment_dir(data, os.path.dirname(path)).decode(
-            "utf-8", "replace")
+        if os.path.dirname(path) != directory:  # in its bundle, where attachments are
+            data = frontmatter.with_attachment_dir(data, os.path.dirname(path))
+        return data.decode("utf-8", "replace")
 
     async def email_mark_read(self, mailbox: str, id: str) -> str:
         """§2.8: MARK-READ after the id check and the row lookup."""
