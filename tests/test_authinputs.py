@@ -7,10 +7,13 @@ from aimx.core.authinputs import (
     received_ip,
     spf_identity,
 )
+from aimx.testing import fakes
 
 
 def message(*headers: str) -> bytes:
-    return ("\r\n".join(headers) + "\r\n\r\nbody [198.51.100.99]\r\n").encode("utf-8")
+    """Only C{headers}, and a body naming an address (never read as one)."""
+    return fakes.message("body [198.51.100.99]\r\n", sender=None, to=None, subject=None,
+                         message_id=None, headers=headers)
 
 
 class ReceivedIpTests(SynchronousTestCase):

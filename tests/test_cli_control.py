@@ -4,7 +4,6 @@ import argparse
 import io
 import os
 import shutil
-import stat
 import tempfile
 
 import attrs
@@ -18,9 +17,10 @@ from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
 from aimx.control import client, commands
 from aimx.ops import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
-from aimx.store import configfile
 from aimx.host import initsystem
-from aimx.store.passwd import Owner
+from aimx.store import configfile
+from aimx.testing import fakes
+from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
 
 USERS = {"root": 0, "alice": 2001, "bob": 2002}
 SOCKET = "/run/aimx/aimx.sock"
@@ -34,36 +34,6 @@ NOTE_NONE = (
     "in config.toml (as root), or re-create the hook with --fire-on-untrusted to run it for "
     "all mail.\n"
 )
-
-
-class FakePasswd:
-    def owner(self, name):
-        uid = USERS.get(name)
-        return Owner(name, uid, uid)
-
-    def username(self, uid):
-        return next((n for n, u in USERS.items() if u == uid), None)
-
-
-class FakeClient:
-    """Answers from a dict command -> reply (a dict, or an exception to raise)."""
-
-    def __init__(self, replies):
-        self.replies = replies
-        self.calls = []
-
-    def call(self, command, **arguments):
-        self.calls.append((command, arguments))
-        reply = self.replies[command]
-        return defer.fail(reply) if isinstance(reply, Exception) else defer.succeed(reply)
-
-    def close(self):
-        pass
-
-
-class TTY(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def show_reply(trust="none", senders=(), owner="alice", name="alice"):
@@ -84,15 +54,14 @@ class VerbTestCase(SynchronousTestCase):
         os.makedirs(host)
         self.host = initsystem.System(root=host)
 
-    def write_config(self, text=None):
+    def write_config(self, text=None, **top):
+        """config.toml: C{text}, else alice (owned by alice) and the C{top} keys."""
         data_dir = os.path.join(self.config_dir, "data")
         for sub in ("inbox", "sent"):
             os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
         with open(configfile.config_path(self.config_dir), "w") as f:
-            f.write(text or (
-                f'domain = "test.local"\ndata_dir = "{data_dir}"\n'
-                '[mailboxes.alice]\naddress = "alice@test.local"\nowner = "alice"\n'
-            ))
+            f.write(text or fakes.config_text(
+                data_dir=data_dir, mailboxes={"alice": {"owner": "alice"}}, **top))
 
     def run_verb(self, verb, argv, *, euid=0, replies=None, stdin="", environ=None,
                  down=False, data_dir=None, tty=False):
@@ -108,7 +77,7 @@ class VerbTestCase(SynchronousTestCase):
         hooks.add_parser(sub, common)
         args = parser.parse_args(argv)
         args.config_dir, args.data_dir = self.config_dir, data_dir
-        fake = FakeClient(replies or {})
+        fake = FakeControlClient(replies or {})
         out, err = io.StringIO(), io.StringIO()
         if down:
             connect = lambda: defer.fail(  # noqa: E731
@@ -118,7 +87,7 @@ class VerbTestCase(SynchronousTestCase):
         stdin = (TTY if tty else io.StringIO)(stdin)
         session = Session(args, connect=connect, euid=euid,
                           term=Terminal(out, err, stdin, {}),
-                          environ=environ or {}, passwd=FakePasswd(), system=self.host)
+                          environ=environ or {}, passwd=FakePasswd(USERS), system=self.host)
         code = self.successResultOf(defer.Deferred.fromCoroutine(execute(verb, args, session)))
         return code, out.getvalue(), err.getvalue(), fake
 
@@ -218,7 +187,7 @@ class MailboxVerbTests(VerbTestCase):
         args = argparse.Namespace(config_dir=self.config_dir, data_dir=None)
         session = Session(args, connect=None, euid=0,
                           term=Terminal(io.StringIO(), io.StringIO(), io.StringIO(), {}),
-                          environ={}, passwd=FakePasswd())
+                          environ={}, passwd=FakePasswd(USERS))
         e = self.assertRaises(CliError, session.write_config, bad)
         self.assertIn("refusing to write an invalid config", str(e))
         with open(path) as f:
@@ -329,7 +298,7 @@ class MailboxVerbTests(VerbTestCase):
             args, connect=lambda: defer.fail(client.ConnectFailed("Failed to connect to aimx "
                                                                   "daemon at /x: denied")),
             euid=0, term=Terminal(io.StringIO(), err, None, {}), environ={},
-            passwd=FakePasswd())
+            passwd=FakePasswd(USERS))
         code = self.successResultOf(defer.Deferred.fromCoroutine(
             execute(mailboxes.list_, args, session)))
         self.assertEqual((code, err.getvalue()),
@@ -807,11 +776,7 @@ class TrustNoteTests(VerbTestCase):
 
     def test_fallback_reads_config(self):
         """Root's direct edit reads the effective policy from config.toml (global trust)."""
-        data_dir = os.path.join(self.config_dir, "data")
-        self.write_config(
-            f'domain = "test.local"\ndata_dir = "{data_dir}"\ntrust = "verified"\n'
-            'trusted_senders = ["*@example.org"]\n'
-            '[mailboxes.alice]\naddress = "alice@test.local"\nowner = "alice"\n')
+        self.write_config(trust="verified", trusted_senders=["*@example.org"])
         out = self.create(down=True)
         self.assertIn("Note: mailbox 'alice' has trust = \"verified\": this hook fires only for "
                       "mail from trusted_senders (*@example.org) with a valid DKIM signature",
@@ -872,7 +837,7 @@ class ProgramCheckTests(VerbTestCase):
     def test_not_executable(self):
         """No execute bit for the owner's class: a warning with the mode and file owner."""
         path = self.program(mode=0o744)
-        owner = FakePasswd().username(os.getuid()) or str(os.getuid())
+        owner = FakePasswd(USERS).username(os.getuid()) or str(os.getuid())
         self.assertEqual(self.create(path), (
             f"Warning: hook program {path} is not executable by alice, who runs the hook "
             f"(mode 0744, owned by {owner}); the hook is created but fails until that is "
@@ -890,7 +855,7 @@ class ProgramCheckTests(VerbTestCase):
         os.mkdir(locked, 0o700)
         os.chmod(locked, 0o700)
         path = self.program(parent=locked)
-        owner = FakePasswd().username(os.getuid()) or str(os.getuid())
+        owner = FakePasswd(USERS).username(os.getuid()) or str(os.getuid())
         self.assertEqual(self.create(path), (
             f"Warning: hook program {path} is not reachable by alice, who runs the hook: "
             f"directory {locked} is not searchable by them (mode 0700, owned by {owner}); the "

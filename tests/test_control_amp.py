@@ -49,7 +49,8 @@ from aimx.errors import (
 from aimx.service import LiveConfig
 from aimx.smtp.inbound import Inbound
 from aimx.store import configfile
-from aimx.store.mailstore import Owner
+from aimx.testing import fakes
+from aimx.testing.fakes import FakePasswd
 
 ROOT, ALICE, BOB = 0, 2001, 2002
 JOHN = 2003
@@ -57,21 +58,8 @@ USERS = {"root": 0, "alice": ALICE, "bob": BOB, "aimx-catchall": 999, "John.Doe"
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 IS_ROOT = os.geteuid() == 0
 
-CONFIG = """domain = "test.local"
-data_dir = "{data}"
-
-[mailboxes.alice]
-address = "alice@test.local"
-owner = "alice"
-
-[mailboxes.bob]
-address = "bob@test.local"
-owner = "bob"
-
-[mailboxes.catchall]
-address = "*@test.local"
-owner = "aimx-catchall"
-"""
+#: alice and bob own their mailboxes; the catchall is aimx-catchall's.
+MAILBOXES = {"alice": {"owner": "alice"}, "bob": {"owner": "bob"}}
 
 
 def root_only(f):
@@ -79,15 +67,6 @@ def root_only(f):
     if not IS_ROOT:
         f.skip = "needs root to chown to the test users"
     return f
-
-
-class FakePasswd:
-    def owner(self, name):
-        uid = USERS.get(name)
-        return Owner(name, uid, uid)
-
-    def username(self, uid):
-        return next((name for name, u in USERS.items() if u == uid), None)
 
 
 class RawClient(protocol.Protocol):
@@ -162,7 +141,8 @@ class ControlTestCase(TestCase):
         for sub in ("inbox", "sent"):
             os.makedirs(os.path.join(self.data_dir, sub))
         with open(self.config_path, "w") as f:
-            f.write(CONFIG.format(data=self.data_dir))
+            f.write(fakes.config_text(data_dir=self.data_dir, mailboxes=MAILBOXES,
+                                      catchall=True, owner="aimx-catchall"))
         config, _ = configfile.load(self.config_dir)
         for mb in ("alice", "bob", "catchall"):
             for sub in ("inbox", "sent"):
@@ -180,7 +160,7 @@ class ControlTestCase(TestCase):
             data_dir=self.data_dir,
             mailbox_lock=lambda name: self.locks.setdefault(name, defer.DeferredLock()),
             run_in_thread=self.run_in_thread,
-            passwd=FakePasswd(),
+            passwd=FakePasswd(USERS),
             now=lambda: NOW,
         )
         self.factory = ControlFactory(self.control, clock=self.clock)

@@ -5,8 +5,7 @@ loopback FixtureDNS (lookups in a thread while the reactor serves). Acceptance
 cases of setup-and-ops.md are named in the docstrings.
 """
 
-from twisted.internet import reactor, threads
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.auth import dnsverify
 from aimx.auth.resolver import PUBLIC_RESOLVERS, Resolver
@@ -24,9 +23,9 @@ from aimx.ops.dnscheck import (
 )
 from aimx.errors import ConfigError
 from aimx.store import keys
-from aimx.host.programs import Completed
 from aimx.host.initsystem import System
-from aimx.loopback.dns import FixtureDNS
+from aimx.host.programs import Completed
+from aimx.testing.fakes import FakeRunner
 
 DOMAIN = "agent.example.com"
 V4, V6 = "1.2.3.4", "2001:db8::1"
@@ -249,24 +248,14 @@ class EvaluateTests(SynchronousTestCase):
         self.assertEqual(messages["DMARC"], "DMARC lookup failed: z")
 
 
-class FakeHostname:
-    def __init__(self, result: Completed):
-        self.result = result
-        self.calls = []
-
-    def __call__(self, argv, capture=True):
-        self.calls.append(argv)
-        return self.result
-
-
 class HostTests(SynchronousTestCase):
     def test_server_addresses(self):
         """`hostname -I` is run and parsed; a failing hostname gives no addresses."""
-        runner = FakeHostname(Completed(0, "192.0.2.7 2001:db8::7\n"))
+        runner = FakeRunner(default=Completed(0, "192.0.2.7 2001:db8::7\n"))
         self.assertEqual(dnsverify.server_addresses(System(runner=runner)),
                          ("192.0.2.7", "2001:db8::7"))
         self.assertEqual(runner.calls, [["hostname", "-I"]])
-        failing = FakeHostname(Completed(127, "", "hostname: not found"))
+        failing = FakeRunner(default=Completed(127, "", "hostname: not found"))
         self.assertEqual(dnsverify.server_addresses(System(runner=failing)), (None, None))
 
     def test_local_dkim_key(self):
@@ -294,63 +283,3 @@ class PublicResolverTests(SynchronousTestCase):
         self.assertEqual([(ns.address, ns.port) for ns in r._dns.nameservers],
                          [("127.0.0.1", 5353)])
         self.assertRaises(ConfigError, Resolver.public, {"AIMX_NAMESERVERS": "localhost"})
-
-
-class LookupTests(TestCase):
-    """dnsverify against a loopback FixtureDNS."""
-
-    def setUp(self):
-        self.dns = FixtureDNS(reactor)
-        self.dns.start()
-        self.addCleanup(self.dns.stop)
-        self.resolver = Resolver.public({"AIMX_NAMESERVERS": self.dns.nameservers})
-
-    def lookup(self, rdtype, name):
-        return threads.deferToThread(dnsverify.lookup, self.resolver, rdtype, name)
-
-    async def test_lookup_types(self):
-        """A, AAAA, MX (as "<pref> <host>.") and TXT (strings joined)."""
-        self.dns.add_a(DOMAIN, V4)
-        self.dns.add_aaaa(DOMAIN, V6)
-        self.dns.add_mx(DOMAIN, 10, DOMAIN)
-        self.dns.add_txt(DOMAIN, "v=spf1 ", "ip4:1.2.3.4 -all")
-        self.assertEqual(await self.lookup("A", DOMAIN), Lookup([V4]))
-        self.assertEqual(await self.lookup("AAAA", DOMAIN), Lookup([V6]))
-        self.assertEqual(await self.lookup("MX", DOMAIN), Lookup([f"10 {DOMAIN}."]))
-        self.assertEqual(await self.lookup("TXT", DOMAIN), Lookup(["v=spf1 ip4:1.2.3.4 -all"]))
-
-    async def test_no_record_is_empty(self):
-        """NXDOMAIN and a name without that type are empty answers, not errors."""
-        self.dns.add_a(DOMAIN, V4)
-        self.assertEqual(await self.lookup("TXT", "nothing.example.com"), Lookup())
-        self.assertEqual(await self.lookup("MX", DOMAIN), Lookup())
-
-    async def test_servfail_is_error(self):
-        """SERVFAIL is a lookup error naming the query, in one short clause."""
-        self.dns.add_servfail(DOMAIN)
-        result = await self.lookup("A", DOMAIN)
-        self.assertEqual(result.answers, ())
-        self.assertIn(f"{DOMAIN} A", result.error)
-        self.assertIn("SERVFAIL", result.error)
-        self.assertNotIn("; ", result.error)
-
-    async def test_not_cached(self):
-        """The setup resolver sees a change at once, even for records with a TTL."""
-        self.dns.add_txt(DOMAIN, "first", ttl=300)
-        self.assertEqual(await self.lookup("TXT", DOMAIN), Lookup(["first"]))
-        self.dns.clear()
-        self.dns.add_txt(DOMAIN, "second", ttl=300)
-        self.assertEqual(await self.lookup("TXT", DOMAIN), Lookup(["second"]))
-
-    async def test_verify(self):
-        """verify() looks everything up and judges it: a published zone passes."""
-        self.dns.add_a(DOMAIN, V4)
-        self.dns.add_mx(DOMAIN, 10, DOMAIN)
-        self.dns.add_txt(DOMAIN, f"v=spf1 ip4:{V4} -all")
-        self.dns.add_txt(f"aimx._domainkey.{DOMAIN}", f"v=DKIM1; k=rsa; p={KEY}")
-        self.dns.add_txt(f"_dmarc.{DOMAIN}", "v=DMARC1; p=none")
-        checks = await threads.deferToThread(dnsverify.verify, expected(), self.resolver)
-        self.assertEqual([(c.name, c.status) for c in checks], [
-            ("A", PASS), ("MX", PASS), ("SPF", PASS), ("DKIM", PASS), ("DMARC", WARN),
-        ])
-

@@ -1,6 +1,6 @@
 """`aimx doctor`: findings, verdict, collected facts and the rendered report (setup-and-ops.md §2).
 
-The verb runs in-process with a fake host (tests.test_initsystem.FakeRunner: no real
+The verb runs in-process with a fake host (L{aimx.testing.fakes.FakeRunner}: no real
 systemctl or hostname), a fake control client and a task.Clock; DNS is covered by
 tests.test_dnscheck and tests.integration.test_doctor. Acceptance cases are named
 in the docstrings.
@@ -19,6 +19,7 @@ import aimx.cli
 from aimx.cli import doctor as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
+from aimx.control import commands
 from aimx.ops import doctor as core
 from aimx.core.config import load_text
 from aimx.ops.dnscheck import FAIL, MISSING, PASS, WARN, Check, DnsRecord
@@ -30,6 +31,8 @@ from aimx.store import keys, passwd
 from aimx.host import initsystem
 from aimx.store.passwd import Owner
 from aimx.host.programs import Completed
+from aimx.testing import fakes
+from aimx.testing.fakes import FakeControlClient
 from tests.test_initsystem import HostTestCase
 
 DOMAIN = "agent.example.com"
@@ -179,19 +182,14 @@ class FindingsTests(SynchronousTestCase):
         ])
 
 
-def config_text(data_dir: str, *, owner=USER, extra="") -> str:
-    return f"""domain = "{DOMAIN}"
-data_dir = "{data_dir}"
-trusted_senders = ["*@example.org", "boss@example.com"]
-
-[mailboxes.catchall]
-address = "*@{DOMAIN}"
-owner = "{USER}"
-
-[mailboxes.alice]
-address = "alice@{DOMAIN}"
-owner = "{owner}"
-{extra}"""
+def config_text(data_dir: str, *, owner=USER, alice=(), catchall_only=False, **top) -> str:
+    """The catchall and alice (owned by C{owner}; C{alice}: more of her table's keys);
+    C{top}: more top-level keys."""
+    top.setdefault("trusted_senders", ["*@example.org", "boss@example.com"])
+    mailboxes = {"catchall": {"address": f"*@{DOMAIN}"}}
+    if not catchall_only:
+        mailboxes["alice"] = {"owner": owner, **dict(alice)}
+    return fakes.config_text(DOMAIN, data_dir=data_dir, owner=USER, mailboxes=mailboxes, **top)
 
 
 MESSAGE = b'+++\nid = "x"\nread = %s\n+++\n\nHello\n'
@@ -227,10 +225,9 @@ class StoreMixin:
 
 class CollectTests(StoreMixin, SynchronousTestCase):
     def collect(self, resolve=passwd.owner):
-        config, warnings = load_text(config_text(self.data_dir, extra=(
-            'trust = "verified"\ntrusted_senders = []\n'
-            '[[mailboxes.alice.hooks]]\nevent = "on_receive"\ncmd = ["/bin/true"]\n'
-        )), "config.toml")
+        alice = {"trust": "verified", "trusted_senders": [],
+                 "hooks": [fakes.hook_table("on_receive", ["/bin/true"])]}
+        config, warnings = load_text(config_text(self.data_dir, alice=alice), "config.toml")
         return cli.collect(config, warnings, resolve)
 
     def test_mailboxes(self):
@@ -287,22 +284,6 @@ class CollectTests(StoreMixin, SynchronousTestCase):
         self.assertEqual({mb.inbox.kind for mb in facts.mailboxes}, {ABSENT})
 
 
-class FakeControl:
-    """A control client that answers VERSION with C{answer} (a Deferred)."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls = []
-        self.closed = False
-
-    def call(self, command, **arguments):
-        self.calls.append(command.commandName)
-        return self.answer
-
-    def close(self):
-        self.closed = True
-
-
 VERSION = {"tag": "9.8.7", "git_hash": "abc1234", "target": "x", "build_date": "2025-01-01"}
 
 
@@ -312,7 +293,7 @@ class VerbTests(StoreMixin, HostTestCase):
         keys.generate_dkim_key(self.config_dir, bits=1024)
         self.environ = {"AIMX_RUNTIME_DIR": self.runtime_dir}
         self.connects = 0
-        self.control = FakeControl(defer.succeed(VERSION))
+        self.control = FakeControlClient({commands.Version: VERSION})
         self.outbound = ProbeResult(True, detail=f"{MX} sent its 220 banner")
         self.inbound = ProbeResult(True, detail="the verifier reached 192.0.2.9 on port 25")
         self.probed = []
@@ -375,7 +356,7 @@ class VerbTests(StoreMixin, HostTestCase):
         self.assertIn(f"Ownership\n  alice     owner={USER}  [OK]  uid={OWNER.pw_uid}\n", out)
         ownership = out.split("Ownership\n")[1].split("\n\n")[0]
         self.assertEqual(ownership.count("owner="), 1, "the catchall is not listed")
-        self.assertEqual(self.control.calls, [b"VERSION"])
+        self.assertEqual(self.control.calls, [(commands.Version, {})])
         self.assertTrue(self.control.closed)
 
     def test_port25_without_verifier(self):
@@ -398,9 +379,8 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_port25_configured(self):
         """outbound_check_domain and verify_host from config.toml; AIMX_SMTP_OUT_PORT."""
-        self.write_config('verify_host = "https://v.example/"\n'
-                          'outbound_check_domain = "example.net"\n'
-                          + config_text(self.data_dir))
+        self.write_config(config_text(self.data_dir, verify_host="https://v.example/",
+                                      outbound_check_domain="example.net"))
         self.environ["AIMX_SMTP_OUT_PORT"] = "2525"
         code, out, _ = self.doctor()
         self.assertEqual(code, 0)
@@ -411,7 +391,7 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_port25_failures_inform(self):
         """Failed checks show the reason and the advice, and (like DNS) keep exit 0."""
-        self.write_config('verify_host = "https://v.example"\n' + config_text(self.data_dir))
+        self.write_config(config_text(self.data_dir, verify_host="https://v.example"))
         self.outbound = ProbeResult(False, detail=f"cannot connect to {MX}: connection refused")
         self.inbound = ProbeResult(False, error="https://v.example/probe: connection refused")
         code, out, _ = self.doctor()
@@ -424,8 +404,8 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_port25_unusable_config(self):
         """A verify_host or check domain that cannot be used fails that check only."""
-        self.write_config('verify_host = "ftp://v.example"\noutbound_check_domain = "x"\n'
-                          + config_text(self.data_dir))
+        self.write_config(config_text(self.data_dir, verify_host="ftp://v.example",
+                                      outbound_check_domain="x"))
         code, out, _ = self.doctor()
         self.assertEqual(code, 0)
         self.assertIn("  Outbound: [FAIL] - invalid outbound check domain 'x': 'x' needs at "
@@ -498,7 +478,7 @@ class VerbTests(StoreMixin, HostTestCase):
     def test_probe_timeout(self):
         """The daemon gets 500 ms to answer; then the probe is reported failed."""
         clock = task.Clock()
-        self.control = FakeControl(defer.Deferred())
+        self.control = FakeControlClient({commands.Version: defer.Deferred()})
         d = self.start(clock=clock)
         self.assertNoResult(d)
         clock.advance(0.49)
@@ -511,7 +491,7 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_probe_error(self):
         """Any other probe failure is shown, never fatal."""
-        self.control = FakeControl(defer.fail(RuntimeError("bad frame")))
+        self.control = FakeControlClient({commands.Version: RuntimeError("bad frame")})
         code, out, _ = self.doctor()
         self.assertIn("Server version:   (daemon probe failed: bad frame)\n", out)
         self.assertEqual(code, 0)
@@ -577,7 +557,7 @@ class VerbTests(StoreMixin, HostTestCase):
 
     def test_only_catchall(self):
         """No non-catchall mailbox: the Ownership section says so."""
-        self.write_config(config_text(self.data_dir).split("[mailboxes.alice]")[0])
+        self.write_config(config_text(self.data_dir, catchall_only=True))
         code, out, _ = self.doctor()
         self.assertIn("Ownership\n  (no non-catchall mailboxes)\n", out)
         self.assertIn("[WARN] storage directory `inbox/alice/`", out)

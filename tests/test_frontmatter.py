@@ -22,7 +22,7 @@ from aimx.core.frontmatter import (
     split,
     with_defaults,
 )
-from aimx.core.message import ParsedMessage, parse_message
+from aimx.core.message import parse_message
 
 RECEIVED = datetime(2025, 4, 15, 12, 30, 23, 512345, tzinfo=timezone.utc)
 

@@ -2,7 +2,6 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import headerblock
 from aimx.core.headerblock import HeaderBlockError, MAX_FIELDS, as_text, same_fields, split
 
 

@@ -1,7 +1,8 @@
 """Init detection, service install/removal and log reading (aimx.host.initsystem).
 
-Every test runs against a temporary root and a fake program runner: no real
-systemctl, rc-service or journalctl is ever started.
+Every test runs against a temporary root and a fake program runner
+(L{aimx.testing.fakes.FakeRunner}): no real systemctl, rc-service or journalctl is
+ever started.
 """
 
 import os
@@ -9,26 +10,19 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.ops import units
 from aimx.host import initsystem
-from aimx.host.programs import Completed
 from aimx.host.initsystem import System
+from aimx.host.programs import Completed
+from aimx.ops import units
+from aimx.testing.fakes import FakeRunner
+
+
+def captured(runner: FakeRunner) -> list[bool]:
+    """Whether each run captured its output."""
+    return [options.get("capture", True) for options in runner.options]
+
 
 PARAMS = units.UnitParams(twistd="/opt/aimx/bin/twistd")
-
-
-class FakeRunner:
-    """Records every argv; answers from C{results} (exact argv tuple) or with exit 0."""
-
-    def __init__(self, results=None):
-        self.results = results or {}
-        self.calls = []
-        self.captured = []
-
-    def __call__(self, argv, capture=True):
-        self.calls.append(argv)
-        self.captured.append(capture)
-        return self.results.get(tuple(argv), Completed(0))
 
 
 class HostTestCase(SynchronousTestCase):
@@ -41,7 +35,7 @@ class HostTestCase(SynchronousTestCase):
         elif init == initsystem.OPENRC:
             os.makedirs(os.path.join(self.root, "sbin"))
             open(os.path.join(self.root, "sbin/openrc"), "w").close()
-        self.runner = FakeRunner(results)
+        self.runner = FakeRunner(results or {}, default=Completed(0))
         return System(root=self.root, runner=self.runner)
 
     def under_root(self, path, text=None, mode=None):
@@ -294,7 +288,7 @@ class TailTests(HostTestCase):
         system = self.host(initsystem.SYSTEMD, {
             ("journalctl", "-u", "aimx", "-n", "200", "--no-pager"): Completed(0, "a\nb")})
         self.assertEqual(initsystem.tail_log(system, 200), "a\nb")
-        self.assertEqual(self.runner.captured, [True])
+        self.assertEqual(captured(self.runner), [True])
 
     def test_journalctl_failure(self):
         """A failing journalctl is an error carrying its stderr."""
@@ -382,7 +376,7 @@ class FollowFileTests(HostTestCase):
         system = self.host(None)
         initsystem.follow_file(system, "/d/aimx.log", 50)
         self.assertEqual(self.runner.calls, [["tail", "-n", "50", "-F", "/d/aimx.log"]])
-        self.assertEqual(self.runner.captured, [False])
+        self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """tail failing (or missing: 127) is an error."""
@@ -397,7 +391,7 @@ class FollowTests(HostTestCase):
         system = self.host(initsystem.SYSTEMD)
         initsystem.follow_log(system)
         self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
-        self.assertEqual(self.runner.captured, [False])
+        self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """journalctl exiting non-zero is an error."""
@@ -444,4 +438,3 @@ class FindTwistdTests(SynchronousTestCase):
             initsystem.ServiceError, initsystem.find_twistd, self.python, which=lambda name: None
         )
         self.assertIn("cannot find twistd", str(e))
-

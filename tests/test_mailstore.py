@@ -15,6 +15,7 @@ from aimx.store import mailstore, safefs
 from aimx.store.mailboxdirs import OwnerConflict
 from aimx.store.mailstore import MailStore
 from aimx.store.passwd import Owner
+from aimx.testing.fakes import FakeNow
 from tests.test_safefs import record_reads
 
 UTC = datetime.timezone.utc
@@ -36,18 +37,10 @@ def email(read=False) -> bytes:
     return frontmatter.render({"id": "x", "read": read}, "Hello\n")
 
 
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 class StoreTestCase(SynchronousTestCase):
     def setUp(self):
         self.root = self.mktemp()
-        self.clock = Clock(T0)
+        self.clock = FakeNow(T0)
         self.store = MailStore(self.root, now=self.clock)
         self.owner = pwd.getpwuid(os.geteuid()).pw_name
 

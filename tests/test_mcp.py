@@ -12,9 +12,6 @@ import email
 import email.policy
 import json
 import os
-import subprocess
-import sys
-import tempfile
 
 from mcp import Client
 from mcp.server.mcpserver.exceptions import ToolError
@@ -26,6 +23,7 @@ from aimx.control import aioclient, commands
 from aimx.core import configedit, frontmatter
 from aimx.errors import BodyTooLarge, DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.mcp import server, tools
+from aimx.testing.fakes import FakeAsyncControlClient
 
 DOMAIN = "test.local"
 NAMES = {
@@ -33,45 +31,28 @@ NAMES = {
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
     "hook_list", "hook_delete",
 }
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class FakeDaemon:
-    """A control client with canned answers; records every command as (name, arguments).
-
-    @ivar errors: command class to the exception its call raises.
-    """
+class FakeDaemon(FakeAsyncControlClient):
+    """The daemon as the tools see it: C{rows} and C{hooks} listed, SEND answered with
+    C{deliveries}; set C{answers[Command]} to an error to make that command fail."""
 
     def __init__(self, rows=(), hooks=()):
+        super().__init__({
+            commands.MailboxList: lambda a: {"mailboxes": copy.deepcopy(self.rows)},
+            commands.HookList: lambda a: {"hooks": copy.deepcopy(self.hooks)},
+            commands.MailboxCreate: lambda a: {"address": f"{a['name']}@{DOMAIN}"},
+            commands.HookCreate: {"name": "derived"},
+            commands.Send: lambda a: {"message_id": "<new@test.local>",
+                                      "deliveries": self.deliveries},
+        }, default={})
         self.rows = list(rows)
         self.hooks = list(hooks)
-        self.calls = []
-        self.errors = {}
         self.deliveries = None
-
-    async def call(self, command, **arguments):
-        command.makeArguments(arguments, None)  # the wire accepts these arguments
-        self.calls.append((command.commandName.decode(), arguments))
-        if command in self.errors:
-            raise self.errors[command]
-        if command is commands.MailboxList:
-            return {"mailboxes": copy.deepcopy(self.rows)}
-        if command is commands.HookList:
-            return {"hooks": copy.deepcopy(self.hooks)}
-        if command is commands.MailboxCreate:
-            return {"address": f"{arguments['name']}@{DOMAIN}"}
-        if command is commands.HookCreate:
-            return {"name": "derived"}
-        if command is commands.Send:
-            return {"message_id": "<new@test.local>", "deliveries": self.deliveries}
-        return {}
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
 
     def sent(self) -> tuple[email.message.EmailMessage, dict]:
         """The one SEND: the parsed message and the arguments."""
-        [arguments] = [a for name, a in self.calls if name == "SEND"]
+        [arguments] = [a for command, a in self.calls if command is commands.Send]
         return email.message_from_bytes(arguments["message"], policy=email.policy.default), \
             arguments
 
@@ -143,11 +124,11 @@ class MailboxToolTests(ToolsTestCase):
     def test_create(self):
         """MAILBOX-CREATE without an owner; the answer is the new address."""
         self.assertEqual(run(self.tools.mailbox_create("task-42")), f"task-42@{DOMAIN}")
-        self.assertEqual(self.daemon.calls, [("MAILBOX-CREATE", {"name": "task-42"})])
+        self.assertEqual(self.daemon.calls, [(commands.MailboxCreate, {"name": "task-42"})])
 
     def test_create_refused(self):
         """Daemon errors surface as `[CODE] reason`."""
-        self.daemon.errors[commands.MailboxCreate] = MailboxError("mailbox 'x' already exists")
+        self.daemon.answers[commands.MailboxCreate] = MailboxError("mailbox 'x' already exists")
         self.assertEqual(self.fails(self.tools.mailbox_create("x")),
                          "[MAILBOX] mailbox 'x' already exists")
 
@@ -155,16 +136,16 @@ class MailboxToolTests(ToolsTestCase):
         """The daemon's role-address refusal reaches the agent as `[VALIDATION] <reason>`."""
         refusal = self.assertRaises(ValidationError, configedit.check_role_name, "postmaster",
                                     by_root=False)
-        self.daemon.errors[commands.MailboxCreate] = refusal
+        self.daemon.answers[commands.MailboxCreate] = refusal
         self.assertEqual(self.fails(self.tools.mailbox_create("postmaster")),
                          "[VALIDATION] mailbox name 'postmaster' is a role address (RFC 2142); "
                          "only root can create it")
-        self.assertEqual(self.daemon.calls, [("MAILBOX-CREATE", {"name": "postmaster"})])
+        self.assertEqual(self.daemon.calls, [(commands.MailboxCreate, {"name": "postmaster"})])
 
     def test_delete(self):
         """MAILBOX-DELETE with force as given; `Mailbox '<name>' deleted.`"""
         self.assertEqual(run(self.tools.mailbox_delete("alice", True)), "Mailbox 'alice' deleted.")
-        self.assertEqual(self.daemon.calls, [("MAILBOX-DELETE", {"name": "alice", "force": True})])
+        self.assertEqual(self.daemon.calls, [(commands.MailboxDelete, {"name": "alice", "force": True})])
 
     def test_delete_catchall_forced(self):
         """Forcing the catchall is refused before any I/O."""
@@ -376,11 +357,11 @@ class AddressAsMailboxTests(ToolsTestCase):
                          "Hook created on mailbox 'alice'.")
         self.assertEqual(run(self.tools.mailbox_delete(f"alice@{DOMAIN}")),
                          "Mailbox 'alice' deleted.")
-        sent = {name: a for name, a in self.daemon.calls if name != "MAILBOX-LIST"}
-        self.assertEqual(sent["MARK-READ"]["mailbox"], "alice")
-        self.assertEqual(sent["MARK-UNREAD"]["mailbox"], "alice")
-        self.assertEqual(sent["HOOK-CREATE"]["mailbox"], "alice")
-        self.assertEqual(sent["MAILBOX-DELETE"], {"name": "alice", "force": False})
+        sent = dict(self.daemon.calls)
+        self.assertEqual(sent[commands.MarkRead]["mailbox"], "alice")
+        self.assertEqual(sent[commands.MarkUnread]["mailbox"], "alice")
+        self.assertEqual(sent[commands.HookCreate]["mailbox"], "alice")
+        self.assertEqual(sent[commands.MailboxDelete], {"name": "alice", "force": False})
 
     def test_hook_list_and_send(self):
         """hook_list filters by the resolved name; email_send sends from its address."""
@@ -416,7 +397,7 @@ class MarkTests(ToolsTestCase):
         self.assertEqual(run(self.tools.email_mark_read("alice", "x1")), "Email 'x1' marked as read.")
         self.assertEqual(run(self.tools.email_mark_unread("alice", "x1")),
                          "Email 'x1' marked as unread.")
-        self.assertEqual(self.daemon.calls[1], ("MARK-READ", {"mailbox": "alice", "id": "x1"}))
+        self.assertEqual(self.daemon.calls[1], (commands.MarkRead, {"mailbox": "alice", "id": "x1"}))
         self.assertEqual(self.daemon.names(),
                          ["MAILBOX-LIST", "MARK-READ", "MAILBOX-LIST", "MARK-UNREAD"])
 
@@ -427,7 +408,7 @@ class MarkTests(ToolsTestCase):
         self.assertEqual(self.fails(self.tools.email_mark_unread("bob", "x")),
                          "Mailbox 'bob' does not exist.")
         self.assertNotIn("MARK-READ", self.daemon.names())
-        self.daemon.errors[commands.MarkRead] = NoEntry("mailbox 'alice' does not exist")
+        self.daemon.answers[commands.MarkRead] = NoEntry("mailbox 'alice' does not exist")
         self.assertEqual(self.fails(self.tools.email_mark_read("alice", "x")),
                          "[ENOENT] mailbox 'alice' does not exist")
 
@@ -513,7 +494,7 @@ class SendTests(ToolsTestCase):
 
     def test_daemon_errors(self):
         """`[CODE] reason`, e.g. a Markdown body over 5 MiB."""
-        self.daemon.errors[commands.Send] = BodyTooLarge("markdown body exceeds 5 MiB")
+        self.daemon.answers[commands.Send] = BodyTooLarge("markdown body exceeds 5 MiB")
         self.assertEqual(self.fails(self.send()), "[BODY_TOO_LARGE] markdown body exceeds 5 MiB")
 
     def test_partial(self):
@@ -557,7 +538,7 @@ class ReplyTests(ToolsTestCase):
             with self.assertRaises(ToolError) as caught:
                 run(self.tools.email_reply("alice", f"d{i}", "x"))
             self.assertIn("no single sender address", str(caught.exception))
-            self.assertNotIn("SEND", [name for name, _ in self.daemon.calls])
+            self.assertNotIn("SEND", self.daemon.names())
 
     def test_reply_to_wins(self):
         """A reply goes to every Reply-To mailbox when there is one, else to From."""
@@ -609,7 +590,7 @@ class HookToolTests(ToolsTestCase):
         text = run(self.tools.hook_create("alice", "on_receive", ["/bin/true"], "h1"))
         self.assertEqual(text, "Hook created on mailbox 'alice'.")
         run(self.tools.hook_create("alice", "after_send", ["/bin/echo", "x"], timeout_secs=5))
-        creates = [a for name, a in self.daemon.calls if name == "HOOK-CREATE"]
+        creates = [a for c, a in self.daemon.calls if c is commands.HookCreate]
         self.assertEqual(creates[0], {"mailbox": "alice", "event": "on_receive", "name": "h1",
                                       "body": '{"cmd":["/bin/true"],"fire_on_untrusted":false,'
                                               '"type":"cmd"}'})
@@ -641,32 +622,15 @@ class HookToolTests(ToolsTestCase):
     def test_delete(self):
         """Case 14: straight to the daemon; not-found is the daemon's text."""
         self.assertEqual(run(self.tools.hook_delete("h1")), "Hook 'h1' deleted.")
-        self.assertEqual(self.daemon.calls, [("HOOK-DELETE", {"name": "h1"})])
-        self.daemon.errors[commands.HookDelete] = NoEntry("hook 'no_such_hook' not found")
+        self.assertEqual(self.daemon.calls, [(commands.HookDelete, {"name": "h1"})])
+        self.daemon.answers[commands.HookDelete] = NoEntry("hook 'no_such_hook' not found")
         self.assertEqual(self.fails(self.tools.hook_delete("no_such_hook")),
                          "[ENOENT] hook 'no_such_hook' not found")
 
 
 class DaemonDownTests(SynchronousTestCase):
-    """Cases 3, 14: every tool that needs the daemon says it is not running."""
-
-    def setUp(self):
-        directory = tempfile.mkdtemp(prefix="aimx-mcp-")
-        self.addCleanup(os.rmdir, directory)
-        self.tools = tools.Tools(aioclient.ControlClient(os.path.join(directory, "aimx.sock")))
-
-    def test_every_tool(self):
-        """A missing socket → `aimx daemon not running. Start with 'sudo systemctl start aimx'`."""
-        t = self.tools
-        calls = [
-            t.mailbox_list(), t.mailbox_create("support"), t.mailbox_delete("support"),
-            t.email_list("a"), t.email_read("a", "x"), t.email_send("a", "b@c", "s", "b"),
-            t.email_reply("a", "x", "b"), t.email_mark_read("a", "x"),
-            t.email_mark_unread("a", "x"), t.hook_create("a", "on_receive", ["/bin/true"]),
-            t.hook_list(), t.hook_delete("h"),
-        ]
-        for call in calls:
-            self.assertEqual(str(self.assertRaises(ToolError, run, call)), tools.NOT_RUNNING)
+    """Case 14: the client's failures become the texts the agent sees (case 3, every tool
+    against a missing socket, is in tests.integration.test_mcp)."""
 
     def test_other_failures(self):
         """Undecodable replies and other connect failures have their own texts."""
@@ -678,7 +642,7 @@ class DaemonDownTests(SynchronousTestCase):
             (DaemonNotRunning("down"), tools.NOT_RUNNING),
         ):
             daemon = FakeDaemon()
-            daemon.errors[commands.MailboxList] = error
+            daemon.answers[commands.MailboxList] = error
             e = self.assertRaises(ToolError, run, tools.Tools(daemon).mailbox_list())
             self.assertEqual(str(e), text)
 
@@ -859,39 +823,3 @@ class ServerTests(SynchronousTestCase):
         error = self.call("hook_list_templates", {})
         self.assertIsInstance(error, MCPError)
         self.assertEqual(error.code, INVALID_PARAMS)
-
-
-class LayeringTests(SynchronousTestCase):
-    def test_no_reactor(self):
-        """The MCP process imports neither the reactor, aimx.smtp nor aimx.service."""
-        code = (
-            "import sys, aimx.cli, aimx.cli.mcp, aimx.mcp.server, aimx.control.aioclient\n"
-            "aimx.mcp.server.build(None)\n"
-            "bad = {'twisted.internet.reactor', 'aimx.smtp', 'aimx.service', 'aimx.cli.send'}\n"
-            "print(sorted(bad & set(sys.modules)))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=dict(os.environ, PYTHONPATH=REPO), check=True, timeout=60)
-        self.assertEqual(out.stdout, "[]\n")
-
-    def test_lean_start(self):
-        """Up to a first listing the MCP process imports no MIME parser, HTML converter
-        or composer: those are for sending and replying (cold start, bench/mcp_coldstart.py)."""
-        code = (
-            "import sys, asyncio, aimx.cli, aimx.cli.mcp, aimx.mcp.server\n"
-            "from aimx.mcp import tools\n"
-            "aimx.mcp.server.build(None)\n"
-            "class Daemon:\n"
-            "    async def call(self, command, **arguments):\n"
-            "        return {'mailboxes': [{'name': 'a', 'inbox_path': sys.argv[1]}]}\n"
-            "asyncio.run(tools.Tools(Daemon()).email_list('a'))\n"
-            "heavy = {'aimx.core.message', 'aimx.core.htmltext', 'aimx.core.compose',\n"
-            "         'aimx.core.identity', 'aimx.core.config', 'selectolax', 'markdown_it'}\n"
-            "print(sorted(heavy & set(sys.modules)))\n"
-        )
-        inbox = self.mktemp()
-        write_email(inbox, "2025-06-01-001")
-        out = subprocess.run([sys.executable, "-c", code, inbox], capture_output=True,
-                             text=True, env=dict(os.environ, PYTHONPATH=REPO), check=True,
-                             timeout=60)
-        self.assertEqual(out.stdout, "[]\n")

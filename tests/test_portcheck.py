@@ -33,6 +33,7 @@ from aimx.ops.portholder import AIMX, FREE, held_by
 from aimx.ops.probedialogue import ProbeDialogue
 from aimx.store import configfile
 from aimx.host.programs import NOT_RUN, Completed
+from aimx.testing.fakes import FakeRunner
 from aimx.verifier import client, service
 from aimx.verifier.smtp import (
     ResponderFactory,
@@ -209,24 +210,14 @@ class OccupancyTests(SynchronousTestCase):
 
     def test_detect_runs_ss(self):
         """detect_occupancy runs `ss -tlnp sport = :<port>` and parses its output."""
-        calls = []
-
-        def run(argv, capture=True):
-            calls.append(argv)
-            return Completed(0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))'))
-
+        run = FakeRunner(default=Completed(0, SS_HEADER + ss_line('users:(("exim4",pid=3,fd=4))')))
         self.assertEqual(client.detect_occupancy(2525, run=run), held_by("exim4"))
-        self.assertEqual(calls, [["ss", "-tlnp", "sport", "=", ":2525"]])
+        self.assertEqual(run.calls, [["ss", "-tlnp", "sport", "=", ":2525"]])
 
     def test_detect_failure_is_free(self):
         """When ss is missing or fails, the port counts as free."""
-
-        def missing(argv, capture=True):
-            return Completed(NOT_RUN, "", "ss: No such file or directory")
-
-        def failing(argv, capture=True):
-            return Completed(1, "", "boom")
-
+        missing = FakeRunner(default=Completed(NOT_RUN, "", "ss: No such file or directory"))
+        failing = FakeRunner(default=Completed(1, "", "boom"))
         self.assertEqual(client.detect_occupancy(25, run=missing), FREE)
         self.assertEqual(client.detect_occupancy(25, run=failing), FREE)
 

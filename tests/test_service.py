@@ -1,16 +1,15 @@
 """The daemon's options and its SMTP listener service (aimx.service), on a memory reactor."""
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import service
 from aimx.errors import ConfigError
+from aimx.testing.fakes import FakeReactor
 
 
 class OptionsTests(SynchronousTestCase):
@@ -51,37 +50,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("[0.0.0.0:25]", text)
 
 
-class _Port:
-    def __init__(self, address):
-        self.address = address
-        self.stopped = False
-
-    def getHost(self):
-        return self.address
-
-    def stopListening(self):
-        self.stopped = True
-        return defer.succeed(None)
-
-
-class _Reactor(MemoryReactor):
-    """Listens on every port but C{refused}, which is in use."""
-
-    refused = 2
-
-    def __init__(self):
-        super().__init__()
-        self.ports = []
-
-    def listenTCP(self, port, factory, backlog=50, interface=""):
-        if port == self.refused:
-            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
-        super().listenTCP(port, factory, backlog, interface)
-        kind = IPv6Address if ":" in interface else IPv4Address
-        self.ports.append(_Port(kind("TCP", interface, 40000 + port)))
-        return self.ports[-1]
-
-
 class _Sessions(Factory):
     protocol = Protocol
     tls_options = None
@@ -99,7 +67,9 @@ class SmtpListenerTests(SynchronousTestCase):
     def listener(self, *binds: str):
         options = service.Options()
         options.parseOptions([arg for value in binds for arg in ("--bind", value)])
-        self.reactor = _Reactor()
+        self.reactor = FakeReactor()
+        # Port 2 is in use.
+        self.reactor.refused[2] = CannotListenError("", 2, OSError(98, "Address already in use"))
         self.factory = _Sessions()
         return service.SmtpListener(self.reactor, self.factory, options.binds)
 

@@ -22,11 +22,10 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import defer, error, task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 import aimx.cli
 from aimx.agents import AGENTS
-from aimx.auth.resolver import DnsNoRecord
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
@@ -46,6 +45,7 @@ from aimx.host import initsystem
 from aimx.store.passwd import Owner
 from aimx.host.programs import Completed
 from aimx.host.initsystem import System
+from aimx.testing.fakes import FakeReactor, FakeResolver
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
@@ -112,28 +112,8 @@ class FakeHost:
                 and tuple(c) not in probes]
 
 
-class FakeResolver:
-    """DNS answers from a dict; absent names have no record."""
-
-    def __init__(self):
-        self.records: dict[tuple[str, str], list] = {}
-
-    def add(self, rdtype: str, name: str, *answers) -> None:
-        self.records.setdefault((rdtype, name), []).extend(answers)
-
-    def _get(self, rdtype, name):
-        if (rdtype, name) not in self.records:
-            raise DnsNoRecord(name)
-        return list(self.records[(rdtype, name)])
-
-    def txt(self, name):
-        return self._get("TXT", name)
-
-    def mx(self, name):
-        return self._get("MX", name)
-
-    def addresses(self, name, ipv6=False):
-        return self._get("AAAA" if ipv6 else "A", name)
+class SetupResolver(FakeResolver):
+    """The DNS the wizard checks."""
 
     def publish(self, config_dir, *, ipv6=False, spf=None, dkim=None, dmarc=None):
         """The records setup asks for (each overridable)."""
@@ -146,29 +126,6 @@ class FakeResolver:
         key = keys.local_public_key_b64(config_dir)
         self.add("TXT", f"aimx._domainkey.{DOMAIN}", dkim or f"v=DKIM1; k=rsa; p={key}")
         self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
-
-
-class _Port:
-    def __init__(self, port):
-        self.port = port
-        self.stopped = False
-
-    def stopListening(self):
-        self.stopped = True
-        return defer.succeed(None)
-
-
-class FakeReactor(MemoryReactorClock):
-    """Listening "succeeds" (or raises C{bind_error}); the port stops at once."""
-
-    bind_error = None
-
-    def listenTCP(self, port, factory, backlog=50, interface=""):
-        if self.bind_error is not None:
-            raise self.bind_error
-        super().listenTCP(port, factory, backlog, interface)
-        self.port = _Port(port)
-        return self.port
 
 
 class _Interrupting(io.StringIO):
@@ -675,7 +632,7 @@ class WizardTestCase(SynchronousTestCase):
         self.data_dir = os.path.join(self.root, "var/lib/aimx")
         self.runtime_dir = os.path.join(self.root, "run/aimx")
         self.host = FakeHost()
-        self.resolver = FakeResolver()
+        self.resolver = SetupResolver()
         self.reactor = FakeReactor()
         self.results = {"outbound": PASSED, "inbound": PASSED}
         self.probed = []
@@ -806,7 +763,7 @@ class RefusalTests(WizardTestCase):
         self.assertIn("    On that other host run:  twistd -n aimx-verifier\n", out)
         self.assertIn("[OK] Step 1 complete.", out)
         self.assertEqual(self.probed, [("outbound", "gmail.com")])
-        self.assertFalse(hasattr(self.reactor, "port"), "no temporary responder")
+        self.assertEqual(self.reactor.ports, [], "no temporary responder")
         self.assertNotIn("Port 25 checks failed", err)
 
     def test_invalid_domain(self):
@@ -842,7 +799,7 @@ class RefusalTests(WizardTestCase):
         self.assertIn("Error: Port 25 checks failed. Your VPS provider may block SMTP traffic.\n"
                       "Fix the issues above and run `sudo aimx setup` again.", err)
         self.assertIn("  [!] Preflight checks on port 25\n", out)
-        self.assertTrue(self.reactor.port.stopped, "the temporary responder was released")
+        self.assertTrue(self.reactor.ports[-1].stopped, "the temporary responder was released")
         self.assertNothingWritten()
 
     def test_inbound_failure_reason(self):
@@ -867,7 +824,7 @@ class RefusalTests(WizardTestCase):
 
     def test_bind_failure(self):
         """Port 25 cannot be bound for the responder: the bind error, nothing written."""
-        self.reactor.bind_error = error.CannotListenError("0.0.0.0", 25, OSError(13, "denied"))
+        self.reactor.refused[25] = error.CannotListenError("0.0.0.0", 25, OSError(13, "denied"))
         code, _, err = self.wizard(DOMAIN, "--verify-host", "https://v.example", occupancy=FREE)
         self.assertEqual(code, 1)
         self.assertIn("Error: Cannot bind port 25 for preflight:", err)
@@ -879,7 +836,7 @@ class RefusalTests(WizardTestCase):
         _, out, _ = self.wizard(DOMAIN, "--verify-host", "https://v.example", occupancy=AIMX)
         self.assertIn("`aimx serve` is already running on port 25; probing the live daemon.\n"
                       "  Inbound port 25... [OK]\n", out)
-        self.assertFalse(hasattr(self.reactor, "port"))
+        self.assertEqual(self.reactor.ports, [])
         self.assertEqual([p[0] for p in self.probed], ["outbound", "inbound"])
 
     def test_domain_cancelled(self):
@@ -996,7 +953,7 @@ class FreshInstallTests(WizardTestCase):
             + "\n  [*] Set up MCP for agent(s)\n\nStep 6: Set up MCP for agent(s)\n", out)
         self.assertIn("\n".join(flow.handoff_lines(a.display for a in AGENTS)), out)
         self.assertTrue(out.endswith("\n".join(flow.closing_lines(DOMAIN, "[x]")) + "\n"))
-        self.assertTrue(self.reactor.port.stopped)
+        self.assertTrue(self.reactor.ports[-1].stopped)
 
     def assertCertificate(self):
         cert_path, key_path = self.path("/etc/ssl/aimx/cert.pem"), self.path("/etc/ssl/aimx/key.pem")
@@ -1326,34 +1283,6 @@ class InterruptionTests(WizardTestCase):
         self.assertIn(f"checkpath -d -m 0755 -o root:root {self.runtime_dir}", script)
         self.assertEqual(self.host.service_calls(), [
             ["rc-update", "add", "aimx", "default"], ["rc-service", "aimx", "restart"]])
-
-    def test_read_only_config_dir(self):
-        """A config dir nobody may write: a clear message naming it, nothing written."""
-        os.makedirs(self.config_dir)
-        make_read_only(self, self.config_dir)
-        code, _, err = self.wizard(DOMAIN)
-        self.assertEqual(code, 1)
-        self.assertIn(f"Error: cannot write to the config directory {self.config_dir}:", err)
-        self.assertIn("AIMX_CONFIG_DIR", err)
-        self.assertEqual(os.listdir(self.config_dir), [])
-        self.assertFalse(os.path.exists(self.data_dir))
-        self.assertFalse(os.path.exists(self.path("/etc/ssl/aimx")))
-
-
-def make_read_only(case: SynchronousTestCase, path: str) -> None:
-    """Make C{path} unwritable even for root (C{chattr +i}), else skip the test."""
-    import subprocess
-
-    if os.geteuid() != 0:
-        # Its owner can always chmod it back (the wizard does): only root can pin it.
-        raise SkipTest("needs root to make a directory read-only for its owner (chattr +i)")
-    try:
-        done = subprocess.run(["chattr", "+i", path], capture_output=True, check=False)
-    except OSError:
-        done = None
-    if done is None or done.returncode != 0:
-        raise SkipTest("cannot make a directory read-only for root here (chattr +i)")
-    case.addCleanup(subprocess.run, ["chattr", "-i", path], check=False)
 
 
 class RegistrationTests(SynchronousTestCase):

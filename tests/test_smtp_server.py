@@ -14,19 +14,10 @@ from zope.interface import implementer
 from aimx.core.config import load_text
 from aimx.errors import SmtpStatus
 from aimx.smtp.server import AimxESMTP, AimxSMTPFactory, SmtpLimits
+from aimx.testing import fakes
 
-CONFIG = """
-domain = "test.local"
-[mailboxes.alice]
-address = "alice@test.local"
-owner = "root"
-"""
-
-CATCHALL = CONFIG + """
-[mailboxes.catchall]
-address = "*@test.local"
-owner = "root"
-"""
+CONFIG = fakes.config_text(mailboxes={"alice": {}})
+CATCHALL = fakes.config_text(mailboxes={"alice": {}}, catchall=True)
 
 ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")
 PER_IP_REFUSAL = b"421 4.7.0 Too many connections from your address, try again later"

@@ -4,7 +4,6 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core.address import Envelope
-from aimx.core.config import load_text
 from aimx.core.smtpsession import (
     COMMAND_STATES,
     DATA_TIMEOUT,
@@ -24,25 +23,10 @@ from aimx.core.smtpsession import (
     Transition,
 )
 from aimx.errors import SmtpStatus
+from aimx.testing import fakes
 
-CONFIG, _ = load_text(
-    """
-domain = "test.local"
-[mailboxes.alice]
-address = "alice@test.local"
-owner = "root"
-""",
-    "test.toml",
-)
-CATCHALL, _ = load_text(
-    """
-domain = "test.local"
-[mailboxes.catchall]
-address = "*@test.local"
-owner = "root"
-""",
-    "test.toml",
-)
+CONFIG = fakes.config(mailboxes={"alice": {}})
+CATCHALL = fakes.config(mailboxes={}, catchall=True)
 
 C, G, M, R = State.CONNECTED, State.GREETED, State.MAIL, State.RCPT
 EHLO_LINES = (

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import tomllib
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from aimx import service
@@ -29,6 +29,7 @@ from aimx.core import frontmatter
 from aimx.ops import bind
 from aimx.smtp.server import SmtpLimits
 from aimx.store import keys
+from aimx.testing import fakes
 from aimx.loopback import keys as dkimkeys
 from aimx.loopback.dns import FixtureDNS
 
@@ -38,32 +39,43 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 READY_TIMEOUT = 30
 
 
+def reserve_port(case: TestCase) -> int:
+    """A loopback TCP port kept for C{case}: bound, not listening, until clean-up.
+
+    Connecting to it is refused, no other program and no port-0 bind gets it, yet a
+    listener of the code under test can still take it (Twisted binds with
+    C{SO_REUSEADDR}, as this socket does). Unlike bind-then-close, nothing can take
+    the port between the pick and its use.
+    """
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    case.addCleanup(held.close)
+    return held.getsockname()[1]
+
+
 def current_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def base_config(data_dir: str, extra: str = "", catchall: bool = True, top: str = "") -> str:
-    """A config with alice, bob and the catchall; C{top} holds top-level key lines."""
-    user = current_user()
-    text = f"""domain = "{DOMAIN}"
-data_dir = "{data_dir}"
-{top}
+def base_config(data_dir: str, *, catchall: bool = True, mailboxes=(), hooks=(),
+                **top) -> str:
+    """alice, bob (and the catchall), owned by the current user, then C{mailboxes}.
 
-[mailboxes.alice]
-address = "alice@{DOMAIN}"
-owner = "{user}"
-
-[mailboxes.bob]
-address = "bob@{DOMAIN}"
-owner = "{user}"
-"""
+    @param mailboxes: more mailboxes (or more keys of these): name to table fields.
+    @param hooks: C{(mailbox, hook table)} pairs (L{aimx.testing.fakes.hook_table}).
+    @param top: top-level keys (C{trust}, C{max_sessions_per_ip}, ...).
+    """
+    tables = {"alice": {}, "bob": {}}
     if catchall:
-        text += f"""
-[mailboxes.catchall]
-address = "*@{DOMAIN}"
-owner = "{user}"
-"""
-    return text + extra
+        tables["catchall"] = {"address": f"*@{DOMAIN}"}
+    for name, fields in dict(mailboxes).items():
+        tables[name] = {**tables.get(name, {}), **fields}
+    for name, table in hooks:
+        box = tables.setdefault(name, {})
+        box["hooks"] = [*box.get("hooks", []), table]
+    return fakes.config_text(DOMAIN, data_dir=data_dir, owner=current_user(),
+                             mailboxes=tables, **top)
 
 
 class DaemonTestCase(TestCase):
@@ -109,10 +121,15 @@ class DaemonTestCase(TestCase):
         daemon = service.build(
             options, reactor, limits=limits or self.limits, environ=self.environ
         )
-        daemon.startService()
-        self.addCleanup(daemon.stopService)
+        self.run_daemon(daemon)
         self.daemon = daemon
         self.port = daemon.smtp.ports[0].getHost().port
+        return daemon
+
+    def run_daemon(self, daemon: service.Daemon) -> service.Daemon:
+        """Start C{daemon}; L{stop_daemon} it at clean-up."""
+        daemon.startService()
+        self.addCleanup(stop_daemon, daemon)
         return daemon
 
     # -- the daemon as a process -------------------------------------------------
@@ -150,14 +167,26 @@ class DaemonTestCase(TestCase):
         @raise AssertionError: it exited first, or was not ready within
             L{READY_TIMEOUT} seconds (with the end of its log).
         """
-        deadline = reactor.seconds() + READY_TIMEOUT
-        while self._pid_in_file() != proc.pid:
-            if proc.poll() is not None or reactor.seconds() > deadline:
-                what = (f"exited with {proc.returncode}" if proc.returncode is not None
-                        else f"not ready within {READY_TIMEOUT} s")
-                raise AssertionError(f"aimx serve {what}:\n{self.served_log()[-3000:]}")
-            await task.deferLater(reactor, 0.02, lambda: None)
+        await self.until(proc, lambda: self._pid_in_file() == proc.pid, "ready")
         return bind.logged_addresses(self.served_log())
+
+    async def log_says(self, proc: subprocess.Popen, text: str) -> None:
+        """Wait until C{proc}'s log says C{text} (a line it logs once something is done)."""
+        await self.until(proc, lambda: text in self.served_log(), f"logging {text!r}")
+
+    async def until(self, proc: subprocess.Popen, done, what: str) -> None:
+        """Look at C{done()} every reactor tick or so until it holds.
+
+        @raise AssertionError: C{proc} exited first, or C{what} took more than
+            L{READY_TIMEOUT} seconds (with the end of its log).
+        """
+        deadline = reactor.seconds() + READY_TIMEOUT
+        while not done():
+            if proc.poll() is not None or reactor.seconds() > deadline:
+                why = (f"exited with {proc.returncode}" if proc.returncode is not None
+                       else f"not {what} within {READY_TIMEOUT} s")
+                raise AssertionError(f"aimx serve {why}:\n{self.served_log()[-3000:]}")
+            await task.deferLater(reactor, 0.02, lambda: None)
 
     def _pid_in_file(self) -> int | None:
         try:
@@ -244,6 +273,20 @@ class DaemonTestCase(TestCase):
 
     def sign(self, raw: bytes, private: bytes, domain: str, selector: str = "sel") -> bytes:
         return dkimkeys.sign_message(raw, private_pem=private, selector=selector, domain=domain)
+
+
+@defer.inlineCallbacks
+def stop_daemon(daemon: service.Daemon):
+    """Stop C{daemon} once its start-up DKIM check has answered.
+
+    The check asks the fixture DNS from a pool thread, and stopping joins that
+    thread on the reactor the fixture answers from: stopping first would wait
+    out the resolver's timeout.
+    """
+    check = getattr(daemon.dkim_check, "done", None)
+    if check is not None:
+        yield check
+    yield daemon.stopService()
 
 
 def load_toml(path: str) -> dict:

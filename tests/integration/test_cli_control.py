@@ -13,27 +13,16 @@ import tempfile
 
 from twisted.internet import defer, threads
 
+from aimx.testing.fakes import hook_table
 from tests.integration.base import base_config, load_toml
 from tests.integration.test_control import IS_ROOT, OWNER, REPO, ControlTestCase
 
-SUPPORT = f"""
-[mailboxes.support]
-address = "support@test.local"
-owner = "{OWNER}"
-trust = "verified"
-trusted_senders = ["*@example.org", "boss@gmail.com"]
-
-[[mailboxes.support.hooks]]
-name = "inbound_urgent"
-event = "on_receive"
-cmd = ["/bin/echo", "urgent"]
-
-[[mailboxes.support.hooks]]
-name = "outbound_notify"
-event = "after_send"
-cmd = ["/usr/local/bin/notify", "sent"]
-"""
-
+SUPPORT = {"support": {
+    "owner": OWNER, "trust": "verified", "trusted_senders": ["*@example.org", "boss@gmail.com"],
+    "hooks": [hook_table("on_receive", ["/bin/echo", "urgent"], name="inbound_urgent"),
+              hook_table("after_send", ["/usr/local/bin/notify", "sent"],
+                         name="outbound_notify")],
+}}
 
 REFUSED = "Error: refusing to delete without --yes (stdin is not a terminal)\n"
 
@@ -90,7 +79,7 @@ class CliTestCase(ControlTestCase):
 class MailboxCliTests(CliTestCase):
     def setUp(self):
         super().setUp()
-        self.write_config(base_config(self.data_dir) + SUPPORT)
+        self.write_config(base_config(self.data_dir, mailboxes=SUPPORT))
         self.start_daemon()
 
     @defer.inlineCallbacks

@@ -25,7 +25,7 @@ from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.errors import ConfigError, MailboxError, NonEmptyError, TempError
 from aimx.mcp import tools
 from aimx.store import configfile
-from tests.integration.base import DaemonTestCase, current_user, load_toml
+from tests.integration.base import DaemonTestCase, current_user, load_toml, stop_daemon
 from tests.integration.test_inbound import PLAIN, message
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,7 +88,7 @@ class SocketTests(ControlTestCase):
         self.assertTrue(stat.S_ISSOCK(st.st_mode))
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
         self.assertIn(f"  send:  {self.socket_path} (mode 0o666, world-writable)", self.logged())
-        yield daemon.stopService()
+        yield stop_daemon(daemon)
         self.assertFalse(os.path.lexists(self.socket_path))
         self.assertIn("[send] UDS accept loop drained", self.logged())
 
@@ -164,7 +164,7 @@ class CrudTests(ControlTestCase):
         self.start_daemon()
         connection = yield defer.Deferred.fromCoroutine(self.connect())
         yield connection.call(commands.MailboxCreate, name="qux", owner=OWNER)
-        yield self.smtp(message(msgid="q1@x"), ["qux@test.local"])
+        yield self.smtp(message(message_id="q1@x"), ["qux@test.local"])
         [path] = self.inbox("qux")
         e = yield self.assertFailure(connection.call(commands.MailboxDelete, name="qux"),
                                      NonEmptyError)
@@ -175,7 +175,7 @@ class CrudTests(ControlTestCase):
         yield connection.call(commands.MailboxDelete, name="qux")
         self.assertNotIn("qux", self.configured())
         self.assertTrue(os.path.isdir(os.path.join(self.data_dir, "inbox", "qux")))
-        yield self.smtp(message(msgid="q2@x"), ["qux@test.local"])
+        yield self.smtp(message(message_id="q2@x"), ["qux@test.local"])
         self.assertEqual(len(self.inbox("catchall")), 1)
         self.assertEqual(self.inbox("qux"), [])
 
@@ -215,7 +215,7 @@ class CrudTests(ControlTestCase):
             calls.append(d.addBoth(record, name))
         yield first  # the daemon is working through the other 49 now
         self.assertGreater(daemon.control.factory.inflight, 0)
-        yield daemon.stopService()
+        yield stop_daemon(daemon)
         yield defer.gatherResults(calls)
         created = {name for name, result in outcomes.items() if result == {
             "address": f"{name}@test.local"}}
@@ -247,7 +247,7 @@ class CrudTests(ControlTestCase):
                  'type = "cmd"\ncmd = ["/bin/true"]\ntimeout_secs = 5\n\n')
         self.assertEqual(after.replace(added, ""), before)
         self.assertEqual([n for n in os.listdir(self.config_dir) if ".tmp." in n], [])
-        yield daemon.stopService()
+        yield stop_daemon(daemon)
         restarted = self.start_daemon()
         [hook] = restarted.live.current.mailbox("alice").hooks
         self.assertEqual((hook.name, hook.timeout_secs), ("kept", 5))

@@ -17,12 +17,17 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 
 from twisted.internet import threads
 from twisted.trial.unittest import SkipTest, TestCase
+
+from aimx.errors import AimxError
+from aimx.loopback import keys as dkimkeys
+from tests.test_demo import DemoSendTestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
@@ -295,3 +300,22 @@ class RunningDemoTests(TestCase):
         self.assertIn('trusted = "true"', stored)
         self.assertIn('dkim = "pass"', stored)
         self.assertEqual(os.stat(marker).st_uid, NOBODY if IS_ROOT else os.geteuid())
+
+
+class DemoSendRefusedTests(DemoSendTestCase):
+    """`aimx demo send` to a demo that stopped (a real connect to loopback)."""
+
+    def test_not_answering(self):
+        """A demo that stopped: nothing answers on its port, and that is said."""
+        key = os.path.join(self.run_dir, "sender.key")
+        with open(key, "wb") as f:
+            f.write(dkimkeys.generate_key()[0])
+        # Bound but not listening, and held: connecting is refused, and no other
+        # program can take the port while the test runs (a closed one could be).
+        dead = socket.socket()
+        self.addCleanup(dead.close)
+        dead.bind(("127.0.0.1", 0))
+        port = dead.getsockname()[1]
+        self.with_state(sender_key=key, port=port)
+        e = self.assertRaises(AimxError, self.send)
+        self.assertIn(f"the demo is not answering on 127.0.0.1:{port}", str(e))

@@ -29,12 +29,13 @@ from aimx.ops import doctor as core
 from aimx.ops import portcheck
 from aimx.ops.version import version_fields
 from aimx.store import demo, keys
-from aimx.host.programs import Completed
 from aimx.host.initsystem import System
+from aimx.host.programs import Completed
+from aimx.testing import fakes
+from aimx.testing.fakes import FakeRunner
 from aimx.verifier.service import Verifier
-from tests.integration.base import DaemonTestCase
-from tests.integration.test_portcheck import MX_HOST, free_port
-from tests.test_initsystem import FakeRunner
+from tests.integration.base import DaemonTestCase, reserve_port
+from tests.integration.test_portcheck import MX_HOST
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAIN = "agent.example.com"
@@ -45,18 +46,11 @@ HOSTNAME_I = ("hostname", "-I")
 OWNER = pwd.getpwuid(os.geteuid()) if os.geteuid() else pwd.getpwnam("nobody")
 
 
-def config_text(data_dir: str, *, alice_owner=OWNER.pw_name, extra="") -> str:
-    return f"""domain = "{DOMAIN}"
-data_dir = "{data_dir}"
-{extra}
-[mailboxes.alice]
-address = "alice@{DOMAIN}"
-owner = "{alice_owner}"
-
-[mailboxes.catchall]
-address = "*@{DOMAIN}"
-owner = "{OWNER.pw_name}"
-"""
+def config_text(data_dir: str, *, alice_owner=OWNER.pw_name, mailboxes=(), **top) -> str:
+    """alice (owned by C{alice_owner}), the catchall and C{mailboxes}; C{top}: more keys."""
+    return fakes.config_text(DOMAIN, data_dir=data_dir, owner=OWNER.pw_name, **top, mailboxes={
+        "alice": {"owner": alice_owner}, "catchall": {"address": f"*@{DOMAIN}"},
+        **dict(mailboxes)})
 
 
 class DoctorTests(DaemonTestCase):
@@ -86,16 +80,16 @@ class DoctorTests(DaemonTestCase):
         """Run the verb in-process; returns (exit code, stdout, stderr).
 
         @param mx_port: the port of gmail.com's MX (C{AIMX_SMTP_OUT_PORT}); default a
-            free port, so nothing answers there.
+            reserved port nothing listens on, so the connection is refused.
         """
         root = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(root, "run/systemd/system"))
         runner = FakeRunner({IS_ACTIVE: Completed(0 if running else 3),
-                             HOSTNAME_I: Completed(0, hostname)})
+                             HOSTNAME_I: Completed(0, hostname)}, default=Completed(0))
         args = aimx.cli._parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir,
-                   "AIMX_SMTP_OUT_PORT": str(mx_port or free_port())}
+                   "AIMX_SMTP_OUT_PORT": str(mx_port or reserve_port(self))}
         out, err = io.StringIO(), io.StringIO()
         path = os.path.join(self.runtime_dir, SOCKET_NAME)
         session = Session(
@@ -110,7 +104,7 @@ class DoctorTests(DaemonTestCase):
     async def test_healthy(self):
         """Everything right, daemon up, one mail: every DNS and port-25 check passes,
         exit 0 (acceptance 14)."""
-        self.write_config(config_text(self.data_dir, extra="enable_ipv6 = true\n"))
+        self.write_config(config_text(self.data_dir, enable_ipv6=True))
         self.make_dirs("alice", "catchall")
         self.publish(ipv6=True)
         self.start_daemon()
@@ -124,8 +118,7 @@ class DoctorTests(DaemonTestCase):
         verifier.startService()
         self.addCleanup(verifier.stopService)
         verify_host = f"http://127.0.0.1:{verifier.http_port.address.port}"
-        self.write_config(config_text(
-            self.data_dir, extra=f'enable_ipv6 = true\nverify_host = "{verify_host}"\n'))
+        self.write_config(config_text(self.data_dir, enable_ipv6=True, verify_host=verify_host))
 
         code, out, err = await self.doctor(running=True, mx_port=self.port)
         self.assertEqual((code, err), (0, ""))
@@ -188,9 +181,8 @@ class DoctorTests(DaemonTestCase):
 
     async def test_broken(self):
         """Unknown owner, missing storage, failing DNS, stale socket: [FAIL]s, exit 1."""
-        self.write_config(config_text(self.data_dir, alice_owner="nosuchuser123")
-                          + f'\n[mailboxes.bob]\naddress = "bob@{DOMAIN}"\n'
-                            f'owner = "{OWNER.pw_name}"\n')
+        self.write_config(config_text(self.data_dir, alice_owner="nosuchuser123",
+                                      mailboxes={"bob": {}}))
         self.make_dirs("catchall", "bob")
         os.rmdir(os.path.join(self.data_dir, "sent", "bob"))
         stale = socket.socket(socket.AF_UNIX)

@@ -11,7 +11,8 @@ from twisted.logger import capturedLogs
 
 from aimx.core.address import Envelope
 from aimx.store import keys
-from tests.integration.base import DOMAIN, DaemonTestCase, base_config
+from aimx.testing.fakes import message, multipart_message, part
+from tests.integration.base import DaemonTestCase, base_config
 
 PLAIN = (
     b"From: Alice <alice@example.com>\r\n"
@@ -22,14 +23,6 @@ PLAIN = (
     b"\r\n"
     b"Hello from the test.\r\n"
 )
-
-
-def message(subject="Test", to="alice@test.local", msgid="m1@example.com", body="Hi\r\n",
-            sender="Alice <alice@example.com>", extra=""):
-    return (
-        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{msgid}>\r\n"
-        f"{extra}\r\n{body}"
-    ).encode()
 
 
 class RoutingTests(DaemonTestCase):
@@ -74,8 +67,8 @@ class RoutingTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_case_and_tag(self):
         """Alice@ and alice+tag@ route to alice; the tag stays in to/delivered_to (case 9)."""
-        yield self.smtp(message(msgid="a@x"), ["Alice@test.local"])
-        yield self.smtp(message(to="alice+tag@test.local", msgid="b@x"), ["alice+tag@test.local"])
+        yield self.smtp(message(message_id="a@x"), ["Alice@test.local"])
+        yield self.smtp(message(to="alice+tag@test.local", message_id="b@x"), ["alice+tag@test.local"])
         paths = self.inbox("alice")
         self.assertEqual(len(paths), 2)
         tagged = [self.read_mail(p)[0] for p in paths if "alice+tag" in open(p).read()]
@@ -85,7 +78,7 @@ class RoutingTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_two_rcpts(self):
         """One copy per recipient, each with its own delivered_to (cases 11, 12)."""
-        raw = message(to="alice@test.local", extra="Bcc: bob@test.local\r\n")
+        raw = message(to="alice@test.local", headers=["Bcc: bob@test.local"])
         yield self.smtp(raw, ["alice@test.local", "bob@test.local"])
         alice, _ = self.only_mail("alice")
         bob, bob_body = self.only_mail("bob")
@@ -116,8 +109,8 @@ class RoutingTests(DaemonTestCase):
 
         def send():
             with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
-                c.sendmail("a@example.com", ["alice@test.local"], message(msgid="one@x"))
-                c.sendmail("a@example.com", ["alice@test.local"], message(msgid="two@x"))
+                c.sendmail("a@example.com", ["alice@test.local"], message(message_id="one@x"))
+                c.sendmail("a@example.com", ["alice@test.local"], message(message_id="two@x"))
 
         yield threads.deferToThread(send)
         self.assertEqual(len(self.inbox("alice")), 2)
@@ -153,29 +146,20 @@ class RoutingTests(DaemonTestCase):
     def test_attachments_bundle(self):
         """Attachments make a bundle with sanitised, de-duplicated names (cases 32-35)."""
         png = bytes(range(256)) * 40
-        boundary = "XYZ"
-        parts = [
-            ("text/plain", None, b"See attached.\r\n", None),
-            ("text/plain", "notes.txt", b"note body\r\n", None),
-            ("image/png", "../../../etc/cron.d/evil", png, "base64"),
-            ("application/pdf", "report.pdf", b"%PDF-1", None),
-            ("application/pdf", "report.pdf", b"%PDF-2", None),
-        ]
-        body = ""
-        for ctype, name, data, enc in parts:
-            body += f"--{boundary}\r\nContent-Type: {ctype}\r\n"
-            if name:
-                body += f'Content-Disposition: attachment; filename="{name}"\r\n'
-            if enc:
-                body += "Content-Transfer-Encoding: base64\r\n\r\n"
-                body += base64.encodebytes(data).decode().replace("\n", "\r\n")
-            else:
-                body += "\r\n" + data.decode()
-            body += "\r\n"
-        body += f"--{boundary}--\r\n"
-        raw = message(
-            subject="Files", body=body,
-            extra=f'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n',
+
+        def attached(ctype, name, body, *headers):
+            return part(body, ctype, [f'Content-Disposition: attachment; filename="{name}"',
+                                      *headers])
+
+        raw = multipart_message(
+            part("See attached.\r\n", "text/plain"),
+            attached("text/plain", "notes.txt", "note body\r\n"),
+            attached("image/png", "../../../etc/cron.d/evil",
+                     base64.encodebytes(png).decode().replace("\n", "\r\n"),
+                     "Content-Transfer-Encoding: base64"),
+            attached("application/pdf", "report.pdf", "%PDF-1"),
+            attached("application/pdf", "report.pdf", "%PDF-2"),
+            boundary="XYZ", subject="Files",
         )
         yield self.smtp(raw, ["alice@test.local"])
         [path] = self.inbox("alice")
@@ -200,7 +184,7 @@ class RoutingTests(DaemonTestCase):
         """HTML-only mail is stored as Markdown without tags (case 31)."""
         raw = message(
             body="<html><body><h1>Hello</h1><p>World</p></body></html>\r\n",
-            extra="MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",
+            headers=["MIME-Version: 1.0", "Content-Type: text/html; charset=utf-8"],
         )
         yield self.smtp(raw, ["alice@test.local"])
         _, body = self.only_mail("alice")
@@ -238,8 +222,8 @@ class RoutingTests(DaemonTestCase):
             b"--B\r\n" + deep + b"--B--\r\n"
         )
         raw = message(
-            subject="Poisoned", msgid="poisoned@x", body=body.decode(),
-            extra='MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n',
+            subject="Poisoned", message_id="poisoned@x", body=body.decode(),
+            headers=['MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="B"'],
         )
         with capturedLogs() as events:
             reply = yield self.smtp(raw, ["alice@test.local"])
@@ -261,9 +245,9 @@ class RoutingTests(DaemonTestCase):
         """Text a reader never sees is left out of the stored body, the file says
         hidden_text = true and the log gives how much was removed."""
         raw = message(
-            subject="Hidden", msgid="hidden@x",
+            subject="Hidden", message_id="hidden@x",
             body="Pay the invoice.\u200b\u200b\r\nThanks\u202e\r\n",
-            extra="Content-Type: text/plain; charset=utf-8\r\n",
+            headers=["Content-Type: text/plain; charset=utf-8"],
         )
         with capturedLogs() as events:
             reply = yield self.smtp(raw, ["alice@test.local"])
@@ -305,8 +289,8 @@ class RoutingTests(DaemonTestCase):
     def test_unreadable_structure_stored(self):
         """Forwarded messages nested too deep for the parser: 250, the whole
         message stored as message.eml, its headers read."""
-        raw = message(subject="Deep", msgid="deep@x",
-                      extra="Content-Type: message/rfc822\r\n",
+        raw = message(subject="Deep", message_id="deep@x",
+                      headers=["Content-Type: message/rfc822"],
                       body="Content-Type: message/rfc822\r\n\r\n" * 5000 + "x\r\n")
         reply = yield self.smtp(raw, ["alice@test.local"])
         self.assertEqual(reply[0], 250)
@@ -324,8 +308,8 @@ class RoutingTests(DaemonTestCase):
             f'--B\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; '
             f'filename="{i}.txt"\r\n\r\n{i}\r\n' for i in range(1500)
         )
-        raw = message(subject="Many", msgid="many@x", body=parts + "--B--\r\n",
-                      extra='Content-Type: multipart/mixed; boundary="B"\r\n')
+        raw = message(subject="Many", message_id="many@x", body=parts + "--B--\r\n",
+                      headers=['Content-Type: multipart/mixed; boundary="B"'])
         reply = yield self.smtp(raw, ["alice@test.local"])
         self.assertEqual(reply[0], 250)
         [path] = self.inbox("alice")
@@ -416,7 +400,7 @@ class ConnectionCapTests(DaemonTestCase):
     def setUp(self):
         super().setUp()
         # Every client here is 127.0.0.1: lift the per-address cap out of the way.
-        self.write_config(base_config(self.data_dir, top="max_sessions_per_ip = 100"))
+        self.write_config(base_config(self.data_dir, max_sessions_per_ip=100))
         self.start_daemon()
 
     @defer.inlineCallbacks
@@ -446,7 +430,7 @@ class PerAddressCapTests(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.write_config(base_config(self.data_dir, top="max_sessions_per_ip = 3"))
+        self.write_config(base_config(self.data_dir, max_sessions_per_ip=3))
         self.start_daemon()
 
     def connect(self):
@@ -575,12 +559,8 @@ class AuthenticationTests(DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        self.write_config(
-            base_config(self.data_dir).replace(
-                f'domain = "{DOMAIN}"',
-                f'domain = "{DOMAIN}"\ntrust = "verified"\ntrusted_senders = ["*@company.com"]',
-            )
-        )
+        self.write_config(base_config(self.data_dir, trust="verified",
+                                      trusted_senders=["*@company.com"]))
         self.start_daemon()
         self.dns.add_txt("company.com", "v=spf1 ip4:127.0.0.1 -all")
         self.dns.add_txt("_dmarc.company.com", "v=DMARC1; p=reject")
@@ -645,19 +625,12 @@ class ConcurrencyTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_eight_concurrent_bundles(self):
         """Eight concurrent same-subject messages with attachments: 8 intact bundles (case 36)."""
-        boundary = "B"
-        raws = []
-        for i in range(8):
-            body = (
-                f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nmessage {i}\r\n"
-                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-                f'Content-Disposition: attachment; filename="data.bin"\r\n\r\npayload-{i}\r\n'
-                f"--{boundary}--\r\n"
-            )
-            raws.append(message(
-                subject="Same", msgid=f"c{i}@x", body=body,
-                extra=f'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n',
-            ))
+        raws = [multipart_message(
+            part(f"message {i}", "text/plain"),
+            part(f"payload-{i}", "application/octet-stream",
+                 headers=['Content-Disposition: attachment; filename="data.bin"']),
+            subject="Same", message_id=f"c{i}@x",
+        ) for i in range(8)]
         replies = yield defer.gatherResults([self.smtp(r, ["alice@test.local"]) for r in raws])
         self.assertEqual([r[0] for r in replies], [250] * 8)
         paths = self.inbox("alice")

@@ -21,6 +21,7 @@ import sys
 import tempfile
 
 from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp.server.mcpserver.exceptions import ToolError
 from twisted.internet import reactor, threads
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -56,6 +57,28 @@ def mcp_argv(uid: int | None) -> list[str]:
     if uid is None:
         return [sys.executable, "-m", "aimx", "mcp"]
     return [sys.executable, "-c", _AS_UID, str(uid), str(uid)]
+
+
+class DaemonDownTests(SynchronousTestCase):
+    """Case 3: every tool that needs the daemon says it is not running."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp(prefix="aimx-mcp-")
+        self.addCleanup(os.rmdir, directory)
+        self.tools = tools.Tools(ControlClient(os.path.join(directory, "aimx.sock")))
+
+    def test_every_tool(self):
+        """A missing socket → `aimx daemon not running. Start with 'sudo systemctl start aimx'`."""
+        t = self.tools
+        calls = [
+            t.mailbox_list(), t.mailbox_create("support"), t.mailbox_delete("support"),
+            t.email_list("a"), t.email_read("a", "x"), t.email_send("a", "b@c", "s", "b"),
+            t.email_reply("a", "x", "b"), t.email_mark_read("a", "x"),
+            t.email_mark_unread("a", "x"), t.hook_create("a", "on_receive", ["/bin/true"]),
+            t.hook_list(), t.hook_delete("h"),
+        ]
+        for call in calls:
+            self.assertEqual(str(self.assertRaises(ToolError, asyncio.run, call)), tools.NOT_RUNNING)
 
 
 class RawStdioTests(SynchronousTestCase):
@@ -591,3 +614,40 @@ class EndToEndTests(DaemonTestCase):
         self.assertEqual([h["name"] for h in mailbox["hooks"]], ["notify1"])
         self.assertEqual(self.sink.transactions, [])
 
+
+class LayeringTests(SynchronousTestCase):
+    def test_no_reactor(self):
+        """The MCP process imports neither the reactor, aimx.smtp nor aimx.service."""
+        code = (
+            "import sys, aimx.cli, aimx.cli.mcp, aimx.mcp.server, aimx.control.aioclient\n"
+            "aimx.mcp.server.build(None)\n"
+            "bad = {'twisted.internet.reactor', 'aimx.smtp', 'aimx.service', 'aimx.cli.send'}\n"
+            "print(sorted(bad & set(sys.modules)))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=REPO), check=True, timeout=60)
+        self.assertEqual(out.stdout, "[]\n")
+
+    def test_lean_start(self):
+        """Up to a first listing the MCP process imports no MIME parser, HTML converter
+        or composer: those are for sending and replying (cold start, bench/mcp_coldstart.py)."""
+        code = (
+            "import sys, asyncio, aimx.cli, aimx.cli.mcp, aimx.mcp.server\n"
+            "from aimx.mcp import tools\n"
+            "aimx.mcp.server.build(None)\n"
+            "class Daemon:\n"
+            "    async def call(self, command, **arguments):\n"
+            "        return {'mailboxes': [{'name': 'a', 'inbox_path': sys.argv[1]}]}\n"
+            "print(asyncio.run(tools.Tools(Daemon()).email_list('a'))[:9])\n"
+            "heavy = {'aimx.core.message', 'aimx.core.htmltext', 'aimx.core.compose',\n"
+            "         'aimx.core.identity', 'aimx.core.config', 'selectolax', 'markdown_it'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n"
+        )
+        inbox = self.mktemp()
+        os.makedirs(inbox)
+        with open(os.path.join(inbox, "2025-06-01-001.md"), "wb") as f:
+            f.write(frontmatter.render({"id": "2025-06-01-001", "read": False}, "Body"))
+        out = subprocess.run([sys.executable, "-c", code, inbox], capture_output=True,
+                             text=True, env=dict(os.environ, PYTHONPATH=REPO), check=True,
+                             timeout=60)
+        self.assertEqual(out.stdout, '[{"id":"2\n[]\n')

@@ -4,10 +4,11 @@
 The outbound check resolves the well-known domain's MX through aimx's resolver, so a
 L{FixtureDNS} (C{AIMX_NAMESERVERS}) says C{gmail.com} is handled by
 C{gmail-smtp-in.l.google.com} at 127.0.0.1, and C{AIMX_SMTP_OUT_PORT} points at a
-recording responder on a free loopback port: the tests see every byte the check sent.
+recording responder listening on 127.0.0.1:0: the tests see every byte the check sent.
 The verifier (L{aimx.verifier.service.Verifier}) listens on 127.0.0.1:0 for HTTP,
 with C{allow_private} so it probes loopback callers, and its probe-back port set to
-the port the check treats as "port 25" (C{AIMX_PORTCHECK_BIND=127.0.0.1:<that port>}).
+the port the check treats as "port 25" (C{AIMX_PORTCHECK_BIND=127.0.0.1:<that port>}),
+a port the test holds bound (L{reserve_port}) so that only the check can listen there.
 Nothing touches the real port 25 or leaves loopback.
 """
 
@@ -37,17 +38,10 @@ from aimx.loopback.dns import FixtureDNS
 from aimx.verifier import client
 from aimx.verifier.service import Verifier
 from aimx.verifier.smtp import Responder, ResponderFactory
-from tests.integration.base import DaemonTestCase
+from tests.integration.base import DaemonTestCase, reserve_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IS_ROOT = os.geteuid() == 0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bindable(port: int) -> bool:
@@ -187,7 +181,7 @@ class OutboundCheckTests(PortcheckMixin, TestCase):
     def test_refused(self):
         """Nothing listens on the MX's port: fails with "connection refused" (blocked)."""
         self.start_mx(self.dns)
-        port = free_port()
+        port = reserve_port(self)
         result = yield self.check(port)
         self.assertFalse(result.ok)
         self.assertIsNone(result.error)
@@ -202,7 +196,7 @@ class OutboundCheckTests(PortcheckMixin, TestCase):
         self.dns.add_a("nomx.example", "127.0.0.1")
         self.dns.add_mx("null.example", 0, "")  # the root name: RFC 7505 null MX
         for domain in ("gmail.com", "nomx.example", "null.example"):
-            result = yield self.check(free_port(), domain)
+            result = yield self.check(reserve_port(self), domain)
             self.assertEqual(result, core.ProbeResult(False, error=f"{domain} has no MX record"))
             self.assertEqual(core.outbound_message(result), core.OUTBOUND_UNCHECKED)
 
@@ -212,9 +206,9 @@ class OutboundCheckTests(PortcheckMixin, TestCase):
         self.dns.add_mx("gmail.com", 5, MX_HOST)
         self.dns.add_mx("broken.example", 5, "mx.broken.example")
         self.dns.add_servfail("mx.broken.example")
-        result = yield self.check(free_port())
+        result = yield self.check(reserve_port(self))
         self.assertEqual(result.error, f"{MX_HOST} (MX of gmail.com) has no A record")
-        result = yield self.check(free_port(), "broken.example")
+        result = yield self.check(reserve_port(self), "broken.example")
         self.assertTrue(result.error.startswith(
             "cannot look up mx.broken.example (MX of broken.example): "), result.error)
 
@@ -253,7 +247,7 @@ class OutboundCheckTests(PortcheckMixin, TestCase):
         """`aimx portcheck` with nothing configured: the outbound check passes against the
         loopback gmail.com MX; the inbound check is explained and skipped; exit 0."""
         mx = self.start_mx(self.dns)
-        port = free_port()
+        port = reserve_port(self)
         code, out, err = yield defer.Deferred.fromCoroutine(self.portcheck(port=port))
         self.assertEqual((code, err), (0, ""))
         self.assertIn(f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 "
@@ -268,7 +262,7 @@ class OutboundCheckTests(PortcheckMixin, TestCase):
         """--outbound-check-domain picks another domain's MX; its failure is explained."""
         self.start_mx(self.dns)
         code, out, err = yield defer.Deferred.fromCoroutine(self.portcheck(
-            "--outbound-check-domain", "example.net", port=free_port()))
+            "--outbound-check-domain", "example.net", port=reserve_port(self)))
         self.assertEqual(code, 1)
         self.assertIn("  Outbound port 25... [FAIL] - example.net has no MX record\n", out)
         self.assertIn(core.OUTBOUND_UNCHECKED, err)
@@ -285,7 +279,7 @@ class PortcheckTests(PortcheckMixin, TestCase):
     @defer.inlineCallbacks
     def test_all_pass_with_temporary_responder(self):
         """Port free: the responder answers the verifier's probe back; exit 0; port freed."""
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         code, out, err = yield defer.Deferred.fromCoroutine(
             self.portcheck("--verify-host", self.verify_host + "/", port=port)
@@ -301,7 +295,7 @@ class PortcheckTests(PortcheckMixin, TestCase):
     @defer.inlineCallbacks
     def test_nothing_answers_probe_back(self):
         """The verifier's probe back finds nothing listening: inbound fails, exit 1."""
-        responder_port, silent_port = free_port(), free_port()
+        responder_port, silent_port = reserve_port(self), reserve_port(self)
         self.start_verifier(silent_port)
         code, out, err = yield defer.Deferred.fromCoroutine(
             self.portcheck("--verify-host", self.verify_host, port=responder_port)
@@ -316,9 +310,9 @@ class PortcheckTests(PortcheckMixin, TestCase):
     @defer.inlineCallbacks
     def test_outbound_blocked(self):
         """Nothing answers on the MX's port: outbound fails with the reason."""
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
-        dead = free_port()
+        dead = reserve_port(self)
         code, out, err = yield defer.Deferred.fromCoroutine(
             self.portcheck("--verify-host", self.verify_host, port=port, out_port=dead)
         )
@@ -331,9 +325,9 @@ class PortcheckTests(PortcheckMixin, TestCase):
     @defer.inlineCallbacks
     def test_verifier_unreachable(self):
         """No verifier at the URL: the inbound check failed, naming the URL."""
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
-        dead = f"http://127.0.0.1:{free_port()}"
+        dead = f"http://127.0.0.1:{reserve_port(self)}"
         code, out, err = yield defer.Deferred.fromCoroutine(
             self.portcheck("--verify-host", dead, port=port)
         )
@@ -381,7 +375,7 @@ class PortcheckTests(PortcheckMixin, TestCase):
     @defer.inlineCallbacks
     def test_verifier_http(self):
         """/health over HTTP; /probe behind a loopback proxy names the client's address."""
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         pool = HTTPConnectionPool(reactor)
         self.addCleanup(pool.closeCachedConnections)
@@ -424,7 +418,7 @@ class PortcheckTests(PortcheckMixin, TestCase):
         """`python -m aimx portcheck` as a process (as root) against the verifier."""
         if not IS_ROOT:
             raise self.skipTest("aimx portcheck requires root")
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=os.path.abspath(self.mktemp()),
                    AIMX_NAMESERVERS=self.dns.nameservers,

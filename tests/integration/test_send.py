@@ -36,7 +36,8 @@ from aimx.errors import (
 )
 from aimx.store import keys
 from aimx.loopback.smtpsink import SmtpSink, listen_all
-from tests.integration.base import DOMAIN, DaemonTestCase, base_config, current_user
+from aimx.testing.fakes import hook_table, message
+from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 
 _VERIFY = """
@@ -59,22 +60,24 @@ def stock_dkim(message: bytes, txt: str) -> tuple[str, list[str]]:
 
 
 def submission(body="Hello from the end-to-end test.", *, sender=f"alice@{DOMAIN}",
-               to="recipient@example.com", subject="Hi", extra="") -> bytes:
-    head = f"From: {sender}\r\n" if sender is not None else ""
-    head += f"To: {to}\r\n" if to is not None else ""
-    return (f"{head}Subject: {subject}\r\nDate: Thu, 01 Jan 2026 12:00:00 +0000\r\n{extra}"
-            f"\r\n{body}\r\n").encode()
+               to="recipient@example.com", subject="Hi", headers=()) -> bytes:
+    """A message as an agent submits it: no Message-ID (the daemon adds one)."""
+    return message(body + "\r\n", sender=sender, to=to, subject=subject, message_id=None,
+                   date="Thu, 01 Jan 2026 12:00:00 +0000", headers=headers)
 
 
 class SendTestCase(DaemonTestCase):
-    top_config = ""
-    extra_config = ""
+    #: More top-level config keys, more mailboxes and hooks (L{base_config}'s arguments).
+    config_top: dict = {}
+    config_mailboxes: dict = {}
+    config_hooks: list = []
 
     def setUp(self):
         super().setUp()
         self.drop = os.path.join(self.config_dir, "..", "drop")
         self.environ["AIMX_TEST_MAIL_DROP"] = self.drop
-        self.write_config(self.top_config + base_config(self.data_dir) + self.extra_config)
+        self.write_config(base_config(self.data_dir, mailboxes=self.config_mailboxes,
+                                      hooks=self.config_hooks, **self.config_top))
         self.start_daemon()
 
     async def send(self, message: bytes, **kw) -> dict:
@@ -272,7 +275,7 @@ class SendTests(SendTestCase):
         ]
         for from_, reason in cases:
             self.assertIn(reason, await self.refused(MalformedError, submission(sender=from_)))
-        sender = submission(extra=f"Sender: ceo@{DOMAIN}\r\n")
+        sender = submission(headers=[f"Sender: ceo@{DOMAIN}"])
         self.assertIn("Sender header is not allowed",
                       await self.refused(MalformedError, sender))
         self.assertEqual(self.dropped(), [])
@@ -297,7 +300,7 @@ class SendTests(SendTestCase):
         """Cases 11, 12, 18: case-insensitive domain, display name, a given Message-ID."""
         await self.send(submission(sender=f"alice@{DOMAIN.upper()}"))
         await self.send(submission(sender=f"Alice <alice@{DOMAIN}>"))
-        reply = await self.send(submission(extra="Message-ID: <abc@example.com>\r\n"))
+        reply = await self.send(submission(headers=["Message-ID: <abc@example.com>"]))
         self.assertEqual(reply["message_id"], "<abc@example.com>")
         self.assertEqual(len(self.dropped()), 3)
 
@@ -305,7 +308,7 @@ class SendTests(SendTestCase):
         """Cases 19, 20: display names stripped; To, Cc, Bcc all delivered; Bcc hidden."""
         await self.send(submission(to="Bob <bob@gmail.com>"))
         await self.send(submission(to="a@x.com, b@y.com",
-                                   extra="Cc: Cee <c@w.com>\r\nBcc: c@z.com\r\n"))
+                                   headers=["Cc: Cee <c@w.com>", "Bcc: c@z.com"]))
         (_, first), (eml, second) = self.dropped()
         self.assertEqual(first["rcpt_to"], ["bob@gmail.com"])
         self.assertEqual(second["rcpt_to"], ["a@x.com", "b@y.com", "c@w.com", "c@z.com"])
@@ -351,8 +354,9 @@ class SendTests(SendTestCase):
 
     async def test_threading(self):
         """Case 35: the sent copy's thread_id hashes the root of References."""
-        await self.send(submission(extra="In-Reply-To: <orig@example.com>\r\n"
-                                         "References: <first@example.com> <orig@example.com>\r\n"))
+        await self.send(submission(headers=[
+            "In-Reply-To: <orig@example.com>",
+            "References: <first@example.com> <orig@example.com>"]))
         eml, _ = self.only_dropped()
         _, signed = stock_dkim(eml, self.dkim_txt())
         self.assertIn("in-reply-to", signed)
@@ -402,7 +406,7 @@ class StartupTests(DaemonTestCase):
 
 
 class SignatureConfigTests(SendTestCase):
-    top_config = 'signature = "-- daemon-sig-marker"\n'
+    config_top = {"signature": "-- daemon-sig-marker"}
 
     async def test_custom_signature(self):
         """Case 9: the configured signature in the wire and the sent copy."""
@@ -414,7 +418,7 @@ class SignatureConfigTests(SendTestCase):
 
     async def test_signature_edit_applies_next_send(self):
         """The signature comes from the live config: edit + reload, no restart."""
-        self.write_config('signature = ""\n' + base_config(self.data_dir))
+        self.write_config(base_config(self.data_dir, signature=""))
         await self.daemon.reload()
         await self.send(submission("x"))
         eml, _ = self.only_dropped()
@@ -426,10 +430,7 @@ class AfterSendTests(SendTestCase):
     def setUp(self):
         self.sentinel = os.path.abspath(self.mktemp())
         script = 'printf "status=%s to=%s file=%s\\n" "$AIMX_SEND_STATUS" "$AIMX_TO" "$AIMX_FILEPATH" > ' + self.sentinel
-        self.extra_config = "\n".join([
-            "[[mailboxes.alice.hooks]]", 'event = "after_send"',
-            f"cmd = {json.dumps(['/bin/sh', '-c', script])}", "",
-        ])
+        self.config_hooks = [("alice", hook_table("after_send", ["/bin/sh", "-c", script]))]
         super().setUp()
 
     async def test_hook_done_before_reply(self):
@@ -480,11 +481,11 @@ class AuthorizationTests(SendTestCase):
 class MxSendTestCase(DaemonTestCase):
     """A daemon that delivers to loopback MX hosts found through the fixture DNS."""
 
-    extra_config = ""
+    config_mailboxes: dict = {}
 
     def setUp(self):
         super().setUp()
-        self.write_config(base_config(self.data_dir) + self.extra_config)
+        self.write_config(base_config(self.data_dir, mailboxes=self.config_mailboxes))
         directory = self.mktemp()
         cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
         keys.generate_self_signed(cert, key, "mx.ok.example")
@@ -620,7 +621,7 @@ class CliSendTests(SendTestCase):
     """`aimx send` as a real second uid against the daemon (cli.md cases 6–10)."""
 
     skip = None if IS_ROOT else "needs root to act as a second uid"
-    extra_config = '\n[mailboxes.nb]\naddress = "nb@test.local"\nowner = "nobody"\n'
+    config_mailboxes = {"nb": {"owner": "nobody"}}
 
     def setUp(self):
         super().setUp()
@@ -695,17 +696,10 @@ class LocalSendTests(MxSendTestCase):
         self.out = tempfile.mkdtemp(prefix="aimx-local-")
         self.addCleanup(shutil.rmtree, self.out, True)
         script = 'printf "%s|%s" "$AIMX_FROM" "$AIMX_SUBJECT" > "$0/fired"'
-        self.extra_config = f"""
-[mailboxes.trusting]
-address = "trusting@{DOMAIN}"
-owner = "{current_user()}"
-trust = "verified"
-trusted_senders = ["*@{DOMAIN}"]
-
-[[mailboxes.trusting.hooks]]
-event = "on_receive"
-cmd = {json.dumps(["/bin/sh", "-c", script, self.out])}
-"""
+        self.config_mailboxes = {"trusting": {
+            "trust": "verified", "trusted_senders": [f"*@{DOMAIN}"],
+            "hooks": [hook_table("on_receive", ["/bin/sh", "-c", script, self.out])],
+        }}
         super().setUp()
         self.addCleanup(self.daemon.hooks.idle)
         with open(keys.dkim_paths(self.config_dir)[1], "rb") as f:
@@ -829,7 +823,7 @@ class CliFailureTests(MxSendTestCase):
     """`aimx send` (as a real second uid) when every recipient failed or was deferred."""
 
     skip = None if IS_ROOT else "needs root to act as a second uid"
-    extra_config = f'\n[mailboxes.nb]\naddress = "nb@{DOMAIN}"\nowner = "nobody"\n'
+    config_mailboxes = {"nb": {"owner": "nobody"}}
 
     def setUp(self):
         super().setUp()

@@ -4,7 +4,6 @@ fixture, real hook processes.  Each test is one attack class of the identity iss
 import os
 import pwd
 import shutil
-import smtplib
 import subprocess
 import sys
 import tempfile
@@ -15,20 +14,20 @@ from twisted.internet import defer, reactor, threads
 
 from aimx.auth.resolver import Resolver
 from aimx.control import client, commands
+from aimx.testing.fakes import message
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 from tests.integration.test_hooks import PATH, ROOT as REPO_ROOT, hook
 
-ALLOWLIST = 'trust = "verified"\ntrusted_senders = ["boss@company.com"]'
+ALLOWLIST = {"trust": "verified", "trusted_senders": ["boss@company.com"]}
 IS_ROOT = os.geteuid() == 0
 
 
-def mail(sender="Boss <boss@company.com>", subject="Quarterly numbers", msgid="q1@company.com",
-         body="Please review the attached numbers.\r\n", extra="") -> bytes:
-    return (
-        f"From: {sender}\r\nTo: alice@{DOMAIN}\r\nSubject: {subject}\r\n"
-        f"Date: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <{msgid}>\r\n{extra}"
-        f"\r\n{body}"
-    ).encode()
+def mail(sender="Boss <boss@company.com>", **fields) -> bytes:
+    """The boss's message to alice that each attack starts from (L{message} fields)."""
+    fields = {"to": f"alice@{DOMAIN}", "subject": "Quarterly numbers",
+              "message_id": "q1@company.com", "date": "Mon, 07 Dec 2026 09:00:00 +0000",
+              "body": "Please review the attached numbers.\r\n", **fields}
+    return message(sender=sender, **fields)
 
 
 class IdentityTestCase(DaemonTestCase):
@@ -42,11 +41,9 @@ class IdentityTestCase(DaemonTestCase):
         os.chmod(self.out, 0o777)
         self.addCleanup(shutil.rmtree, self.out, True)
         self.environ.update(PATH=PATH)
-        top = ALLOWLIST
-        extra = hook("alice", 'echo "$AIMX_SUBJECT" >> "$0/trusted"', self.out,
+        hooks = hook("alice", 'echo "$AIMX_SUBJECT" >> "$0/trusted"', self.out,
                      name="trusted-only", untrusted=False)
-        self.write_config(base_config(self.data_dir, extra=extra).replace(
-            f'domain = "{DOMAIN}"', f'domain = "{DOMAIN}"\n{top}'))
+        self.write_config(base_config(self.data_dir, hooks=hooks, **ALLOWLIST))
         self.company = self.publish_dkim("company.com")
         self.evil = self.publish_dkim("evil.com")
 
@@ -61,8 +58,7 @@ class IdentityTestCase(DaemonTestCase):
         daemon = service.build(options or self.options(), reactor, limits=limits or self.limits,
                                environ=self.environ, resolver=resolver,
                                auth_budget=self.budget)
-        daemon.startService()
-        self.addCleanup(daemon.stopService)
+        self.run_daemon(daemon)
         self.daemon = daemon
         self.port = daemon.smtp.ports[0].getHost().port
         return daemon
@@ -108,7 +104,7 @@ class TrustBypassTests(IdentityTestCase):
                                     "=?utf-8?b?PGJvc3NAY29tcGFueS5jb20+?= <eve@evil.com>",
                                     '"boss@company.com" <eve@evil.com>',
                                     ", <boss@company.com>, eve@evil.com"]):
-            raw = self.sign(mail(sender, msgid=f"a{n}@evil.com"), self.evil, "evil.com")
+            raw = self.sign(mail(sender, message_id=f"a{n}@evil.com"), self.evil, "evil.com")
             self.assertEqual((await self.deliver(raw))[0], 250, sender)
         reasons = [f.get("trust_reason") for f in self.mails()]
         self.assertEqual([f["trusted"] for f in self.mails()], ["false"] * 5)
@@ -137,9 +133,9 @@ class ReplayTests(IdentityTestCase):
         """A genuine message re-sent with a header on top: stored (never lost), untrusted,
         and what is stored is the signed (bottom) instance."""
         def genuine(n):
-            return self.sign(mail(msgid=f"r{n}@company.com",
-                                  extra="In-Reply-To: <thread@company.com>\r\n"
-                                        "Content-Type: text/plain; charset=utf-8\r\n"),
+            return self.sign(mail(message_id=f"r{n}@company.com",
+                                  headers=["In-Reply-To: <thread@company.com>",
+                                           "Content-Type: text/plain; charset=utf-8"]),
                              self.company, "company.com")
 
         tops = [
@@ -167,7 +163,7 @@ class ReplayTests(IdentityTestCase):
     async def test_partial_body_signature(self):
         """A signature with l=: appending to the body keeps DKIM pass but not trust."""
         await self.deliver(self.dkimpy_sign(mail(), self.company, "company.com", length=True))
-        signed = self.dkimpy_sign(mail(msgid="q2@company.com"), self.company, "company.com",
+        signed = self.dkimpy_sign(mail(message_id="q2@company.com"), self.company, "company.com",
                                   length=True)
         await self.deliver(signed + b"P.S. Also send me the payroll file.\r\n")
         whole, partial = sorted(self.mails(), key=lambda f: f["message_id"])
@@ -195,7 +191,7 @@ class SplitTests(IdentityTestCase):
 
     async def test_bare_cr_header_split(self):
         """A bare CR hides forged Subject/Content-Type from DKIM but not from MIME."""
-        genuine = mail(extra="MIME-Version: 1.0\r\nContent-Type: text/plain\r\n")
+        genuine = mail(headers=["MIME-Version: 1.0", "Content-Type: text/plain"])
         signed = self.dkimpy_sign(genuine, self.company, "company.com", include_headers=[
             b"mime-version", b"from", b"date", b"message-id", b"subject", b"to",
             b"content-type"])
@@ -256,7 +252,7 @@ class SplitTests(IdentityTestCase):
 
     async def test_repeated_mime_field_with_8bit(self):
         """A repeated top-level MIME field with 8-bit text is stored, not a 451 loop."""
-        raw = mail(extra='Content-Type: text/plain\r\nContent-Type: text/plain; name="\u00e9"\r\n')
+        raw = mail(headers=['Content-Type: text/plain', 'Content-Type: text/plain; name="\u00e9"'])
         self.assertEqual((await self.deliver(raw))[0], 250)
         [fields] = self.mails()
         self.assertEqual(fields["trust_reason"], "two Content-Type headers")
@@ -345,7 +341,7 @@ class SlowDnsTests(IdentityTestCase):
         self.start(resolver=resolver)
 
     def many_signatures(self, n: int, count: int) -> bytes:
-        raw = mail("someone@slow.example", msgid=f"s{n}@slow.example")
+        raw = mail("someone@slow.example", message_id=f"s{n}@slow.example")
         for i in range(count):
             self.dns.add_silent(f"s{i}._domainkey.slow.example")
             raw = dkimpy.sign(raw, f"s{i}".encode(), b"slow.example", self.evil) + raw
@@ -361,7 +357,7 @@ class SlowDnsTests(IdentityTestCase):
         self.addCleanup(conn.close)
         rows = (await conn.call(commands.MailboxList))["mailboxes"]
         self.assertIn("bob", [r["name"] for r in rows])
-        quick = mail("friend@quick.example", subject="Lunch", msgid="l@quick.example")
+        quick = mail("friend@quick.example", subject="Lunch", message_id="l@quick.example")
         reply = await self.smtp(quick.replace(f"alice@{DOMAIN}".encode(), f"bob@{DOMAIN}".encode()),
                                 [f"bob@{DOMAIN}"])
         self.assertEqual(reply[0], 250)
@@ -399,7 +395,7 @@ class LiveOwnerTests(IdentityTestCase):
         self.dns.add_silent("sel._domainkey.slow.example")
 
     def slow_mail(self, n: int) -> bytes:
-        raw = mail("someone@slow.example", msgid=f"o{n}@slow.example")
+        raw = mail("someone@slow.example", message_id=f"o{n}@slow.example")
         return dkimpy.sign(raw, b"sel", b"slow.example", self.evil) + raw
 
     def set_owner(self, name: str, owner: str):
@@ -413,7 +409,7 @@ class LiveOwnerTests(IdentityTestCase):
         written as the new owner's and the directory stays theirs."""
         self.set_owner("alice", "nobody")
         os.makedirs(os.path.join(self.data_dir, "inbox", "alice"), exist_ok=True)
-        first = await self.smtp(mail(msgid="pre@x"), [f"alice@{DOMAIN}"])
+        first = await self.smtp(mail(message_id="pre@x"), [f"alice@{DOMAIN}"])
         self.assertEqual(first[0], 250)
         waiting = self.smtp(self.slow_mail(1), [f"alice@{DOMAIN}"])
         await self.dns.until_pending(1)
@@ -436,7 +432,7 @@ class LiveOwnerTests(IdentityTestCase):
         os.makedirs(inbox, exist_ok=True)
         nobody = pwd.getpwnam("nobody")
         os.chown(inbox, nobody.pw_uid, nobody.pw_gid)
-        reply = await self.smtp(mail(msgid="h@x"), [f"alice@{DOMAIN}"])
+        reply = await self.smtp(mail(message_id="h@x"), [f"alice@{DOMAIN}"])
         self.assertEqual(reply[0], 451)
         self.assertEqual(os.stat(inbox).st_uid, nobody.pw_uid)
         self.assertEqual(os.listdir(inbox), [])

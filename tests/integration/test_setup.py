@@ -34,7 +34,7 @@ import threading
 
 from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import aimx.cli
 from aimx import service
@@ -51,11 +51,11 @@ from aimx.verifier import client
 from tests.integration.test_portcheck import (
     PortcheckMixin,
     bindable,
-    free_port,
     mx_label,
     own_process,
 )
-from tests.test_setup import CATCHALL, FakeHost, make_read_only
+from tests.integration.base import reserve_port, stop_daemon
+from tests.test_setup import CATCHALL, FakeHost, WizardTestCase
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAIN = "agent.example.com"
@@ -71,6 +71,20 @@ async def _ready():
 def read_text(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def make_read_only(case: SynchronousTestCase, path: str) -> None:
+    """Make C{path} unwritable even for root (C{chattr +i}), else skip the test."""
+    if os.geteuid() != 0:
+        # Its owner can always chmod it back (the wizard does): only root can pin it.
+        raise SkipTest("needs root to make a directory read-only for its owner (chattr +i)")
+    try:
+        done = subprocess.run(["chattr", "+i", path], capture_output=True, check=False)
+    except OSError:
+        done = None
+    if done is None or done.returncode != 0:
+        raise SkipTest("cannot make a directory read-only for root here (chattr +i)")
+    case.addCleanup(subprocess.run, ["chattr", "-i", path], check=False)
 
 
 class SetupTestCase(PortcheckMixin, TestCase):
@@ -90,7 +104,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.dns.start()
         self.addCleanup(self.dns.stop)
         self.start_mx(self.dns)
-        self.responder_port = free_port()
+        self.responder_port = reserve_port(self)
         self.start_verifier(self.responder_port)
         self.daemon = None
 
@@ -142,7 +156,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.daemon = service.build(options, reactor,
                                     environ={"AIMX_NAMESERVERS": self.dns.nameservers})
         self.daemon.startService()
-        self.addCleanup(self.daemon.stopService)
+        self.addCleanup(stop_daemon, self.daemon)
         self.daemon_port = self.daemon.smtp.ports[0].getHost().port
 
     def publish(self, *, a=True):
@@ -269,7 +283,7 @@ class BadInputTests(SetupTestCase):
     async def test_outbound_blocked(self):
         """Preflight fails (nothing answers outbound): exit 1, nothing on disk (acceptance 7)."""
         code, out, err = await self.wizard(
-            DOMAIN, stdin="", environ={"AIMX_SMTP_OUT_PORT": str(free_port())})
+            DOMAIN, stdin="", environ={"AIMX_SMTP_OUT_PORT": str(reserve_port(self))})
         self.assertEqual(code, 1)
         self.assertIn("  Outbound port 25... [FAIL] - cannot connect to ", out)
         self.assertIn(": connection refused\n  Inbound port 25... [OK]", out)
@@ -420,7 +434,7 @@ class ProcessTests(PortcheckMixin, TestCase):
 
     async def test_ctrl_c_at_a_prompt(self):
         """Ctrl-C at the domain prompt: `Setup interrupted`, exit 1, nothing written."""
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         env = self.interrupt_env(port)
         code, out, err = await threads.deferToThread(
@@ -442,7 +456,7 @@ class ProcessTests(PortcheckMixin, TestCase):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         self.addCleanup(silent.close)
-        port = free_port()
+        port = reserve_port(self)
         self.start_verifier(port)
         self.mx_port = silent.getsockname()[1]
         env = self.interrupt_env(port)
@@ -456,3 +470,19 @@ class ProcessTests(PortcheckMixin, TestCase):
         self.assertNotIn("blocked", err)
         self.assertNotIn("Traceback", err)
         self.assertFalse(os.path.exists(self.config_dir))
+
+
+class ReadOnlyConfigDirTests(WizardTestCase):
+    """The in-process wizard against a config dir pinned with chattr (root only)."""
+
+    def test_read_only_config_dir(self):
+        """A config dir nobody may write: a clear message naming it, nothing written."""
+        os.makedirs(self.config_dir)
+        make_read_only(self, self.config_dir)
+        code, _, err = self.wizard(DOMAIN)
+        self.assertEqual(code, 1)
+        self.assertIn(f"Error: cannot write to the config directory {self.config_dir}:", err)
+        self.assertIn("AIMX_CONFIG_DIR", err)
+        self.assertEqual(os.listdir(self.config_dir), [])
+        self.assertFalse(os.path.exists(self.data_dir))
+        self.assertFalse(os.path.exists(self.path("/etc/ssl/aimx")))
