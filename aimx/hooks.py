@@ -242,10 +242,12 @@ class HookRunner:
 
     @param reactor: spawns the processes.
     @param config: returns the live configuration (data dir, catchall domain).
-    @param environ: the daemon's environment; only C{PATH} and C{HOME} reach hooks.
+    @param environ: the daemon's environment; only C{PATH} and C{HOME} reach hooks
+        (C{HOME} is the owner's own when the hook drops to the owner).
     @param clock: times fires and timeouts; the reactor by default.
     @param max_processes: hook processes running at once; further hooks queue.
     @param resolve_owner: owner name -> L{aimx.store.passwd.Owner}, per fire.
+    @param resolve_home: owner name -> home directory or C{None}, per fire.
     @param euid: the daemon's effective uid; only root drops to the owner.
     @param groups: signals hook process groups.
     """
@@ -259,6 +261,7 @@ class HookRunner:
         clock=None,
         max_processes: int = MAX_PROCESSES,
         resolve_owner=passwd.owner,
+        resolve_home=passwd.home,
         euid: int | None = None,
         groups: ProcessGroups = ProcessGroups(),
     ):
@@ -268,6 +271,7 @@ class HookRunner:
         self.clock = reactor if clock is None else clock
         self.slots = defer.DeferredSemaphore(max_processes)
         self.resolve_owner = resolve_owner
+        self.resolve_home = resolve_home
         self.euid = os.geteuid() if euid is None else euid
         self.groups = groups
         self._busy: set[defer.Deferred] = set()
@@ -407,6 +411,7 @@ class HookRunner:
         )
         owner = self.resolve_owner(owner_name)
         uid = gid = -1
+        home = None
         if owner.uid is None:
             if self.euid == 0:
                 error = ("user-not-found", f"user '{owner_name}' not found on this host")
@@ -418,6 +423,7 @@ class HookRunner:
             )
         elif self.euid == 0 and owner.uid != 0:
             uid, gid = owner.uid, owner.gid
+            home = self.resolve_home(owner_name)
         box = "inbox" if event.event == hookspec.ON_RECEIVE else "sent"
         cwd = os.path.join(data_dir, box, event.mailbox.name)
         protocol = HookProtocol(hook.timeout_secs, self.clock, self.groups)
@@ -429,7 +435,7 @@ class HookRunner:
                 protocol,
                 sys.executable,
                 argv + [event.filepath] + list(hook.cmd),
-                env=hookspec.environment(event, hook, self.environ),
+                env=hookspec.environment(event, hook, self.environ, home=home),
                 childFDs={1: "r", 2: "r", _REPORT_FD: "r"},
             )
         except (OSError, ValueError) as e:

@@ -490,6 +490,32 @@ class MarkReadTests(SynchronousTestCase):
         self.assertRaises(ValueError, mark_unread, b"+++\nread = \n+++\n")
 
 
+class AttachmentDirTests(SynchronousTestCase):
+    """Attachment paths made absolute for readers (with_attachment_dir)."""
+
+    def test_absolute(self) -> None:
+        """Plain names gain the bundle directory; the body and the other keys stay."""
+        data = MarkReadTests().stored()
+        out = frontmatter.with_attachment_dir(data, "/data/inbox/m/x")
+        self.assertEqual(split(out)[1], MarkReadTests.BODY)
+        fields = parse(out)[0]
+        self.assertEqual(fields["attachments"][0]["path"], "/data/inbox/m/x/f")
+        self.assertEqual(fields["from"], "a +++ b")
+        # Absolute paths are not plain names: a second pass changes nothing.
+        self.assertIs(frontmatter.with_attachment_dir(out, "/data/inbox/m/x"), out)
+
+    def test_unchanged(self) -> None:
+        """No attachments, no frontmatter, or paths that are not plain names: the bytes as given."""
+        plain = render({"id": "x", "read": False}, "body")
+        self.assertIs(frontmatter.with_attachment_dir(plain, "/d"), plain)
+        for text in (b"just text", b"+++\nread = \n+++\n", b"+++\n\xff = 1\n+++\n"):
+            self.assertIs(frontmatter.with_attachment_dir(text, "/d"), text)
+        for name in ("../../etc/passwd", "a/b", "..", ".", "", "/etc/passwd"):
+            data = render({"id": "x", "attachments": [
+                {"filename": "f", "content_type": "t", "size": 1, "path": name}]}, "body")
+            self.assertIs(frontmatter.with_attachment_dir(data, "/d"), data, name)
+
+
 class TimestampTests(SynchronousTestCase):
     """Timestamp formats (frontmatter.md §3)."""
 

@@ -251,6 +251,24 @@ class QueueTests(SynchronousTestCase):
         processes.finish_oldest()
         self.assertEqual([r.exit_code for r in self.successResultOf(done)], [0])
 
+    def test_owner_home(self):
+        """As root, a hook dropping to its owner gets the owner's HOME; as the owner
+        itself (no drop) the daemon's HOME stays."""
+        mailbox = MailboxConfig("alice", "alice@test.com", "alice",
+                                hooks=[make_hook("on_receive", ["/bin/true"])])
+        for euid, expected in ((0, "/home/alice"), (1000, "/daemon-home")):
+            processes = FakeProcesses()
+            config = Config(DOMAIN, data_dir="/nonexistent", mailboxes=[mailbox])
+            runner = HookRunner(
+                processes, config=lambda: config, environ={"HOME": "/daemon-home"},
+                clock=task.Clock(), resolve_owner=lambda name: Owner(name, 1000, 1000),
+                resolve_home=lambda name: f"/home/{name}", euid=euid,
+                groups=FakeGroups(live=False),
+            )
+            runner.dispatch(self.event(mailbox))
+            self.assertEqual(processes.env["HOME"], expected)
+            processes.finish_oldest()
+
     def test_delivery_in_order(self):
         """The hooks of one delivery start one after another, in config order."""
         mailbox = MailboxConfig("alice", "alice@test.com", "alice", hooks=[

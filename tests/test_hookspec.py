@@ -132,6 +132,15 @@ class EnvironmentTests(SynchronousTestCase):
         env = hookspec.environment(received(mailbox(hook)), hook, {"USER": "root"})
         self.assertEqual({k for k in env if not k.startswith("AIMX_")}, set())
 
+    def test_owner_home(self):
+        """A hook run as the owner gets the owner's HOME instead of the daemon's."""
+        hook = make_hook("on_receive", ["/bin/true"])
+        env = hookspec.environment(received(mailbox(hook)), hook,
+                                   {"PATH": "/bin", "HOME": "/root"}, home="/home/alice")
+        self.assertEqual((env["PATH"], env["HOME"]), ("/bin", "/home/alice"))
+        env = hookspec.environment(received(mailbox(hook)), hook, {}, home="/home/alice")
+        self.assertEqual(env["HOME"], "/home/alice")
+
     def test_hostile_values_verbatim(self):
         """$(), backticks, quotes and newlines pass verbatim; NUL is dropped."""
         hook = make_hook("on_receive", ["/bin/true"])

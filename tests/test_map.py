@@ -87,3 +87,51 @@ class MapTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write("def f():\n    from aimx.smtp import server\n")
         self.assertIn("aimx.smtp.server", list(imports(path)))
+
+
+#: Concerns with one home (docs/design.md): what may be used, and only where.
+ONE_HOME = {
+    "pwd": {"aimx.store.passwd"},
+    "subprocess.run": {"aimx.host.programs"},
+    "os.link": {"aimx.store.safefs"},
+    "os.replace": {"aimx.store.safefs", "aimx.service"},  # the pid file, see design.md
+}
+
+
+def uses(path: str):
+    """The one-home names C{path} imports or calls (C{import pwd}, C{subprocess.run}, ...)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name in ONE_HOME)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module in ONE_HOME:
+                yield node.module
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in ONE_HOME:
+                    yield f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            name = f"{node.value.id}.{node.attr}"
+            if name in ONE_HOME:
+                yield name
+
+
+class OneHomeTests(SynchronousTestCase):
+    def test_one_home(self):
+        """The owner lookup, the program runner and links/renames each have one module."""
+        strays = sorted(
+            f"{name} uses {used}"
+            for name, path in modules()
+            for used in uses(path)
+            if name not in ONE_HOME[used]
+        )
+        self.assertEqual(strays, [])
+
+    def test_check_sees_a_stray(self):
+        """The walk finds an import and a call (the check can fail)."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("import pwd\nimport subprocess\nsubprocess.run(['x'])\n"
+                    "from os import link\n")
+        self.assertEqual(sorted(uses(path)), ["os.link", "pwd", "subprocess.run"])

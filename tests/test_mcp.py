@@ -192,7 +192,9 @@ class EmailListTests(ToolsTestCase):
         rows = json.loads(run(self.tools.email_list("alice")))
         self.assertEqual(rows[0], {"id": "2025-06-01-002", "from": "sender@example.com",
                                    "to": f"alice@{DOMAIN}", "subject": "Second",
-                                   "date": "2025-06-01T12:00:00Z", "read": True})
+                                   "date": "2025-06-01T12:00:00Z", "read": True,
+                                   "trusted": "none", "thread_id": "0" * 16,
+                                   "has_attachments": False})
         self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
         [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailList]
         self.assertEqual(arguments, {"mailbox": "alice", "folder": "inbox", "limit": 50,
@@ -211,8 +213,24 @@ class EmailListTests(ToolsTestCase):
         """The sent folder: delivery_status instead of read."""
         self.daemon.emails["sent"] = [email_row("2025-06-01-002", "sent", delivery_status="")]
         rows = json.loads(run(self.tools.email_list("alice", "sent")))
-        self.assertEqual(list(rows[0]), ["id", "from", "to", "subject", "date", "delivery_status"])
+        self.assertEqual(list(rows[0]), ["id", "from", "to", "subject", "date", "delivery_status",
+                                         "thread_id", "has_attachments"])
         self.assertEqual(rows[0]["delivery_status"], "")
+
+    def test_trust_thread_attachments(self):
+        """Rows carry the index's trusted, thread_id and has_attachments (sent rows no
+        trusted)."""
+        self.daemon.emails["inbox"] = [
+            email_row("2025-06-02-001", trusted="false", thread_id="t1", has_attachments=True),
+            email_row("2025-06-01-001", trusted="true", thread_id="t1")]
+        self.daemon.emails["sent"] = [email_row("2025-06-03-001", "sent", thread_id="t1",
+                                                has_attachments=True)]
+        rows = json.loads(run(self.tools.email_list("alice")))
+        self.assertEqual([(r["trusted"], r["thread_id"], r["has_attachments"]) for r in rows],
+                         [("false", "t1", True), ("true", "t1", False)])
+        [sent] = json.loads(run(self.tools.email_list("alice", "sent")))
+        self.assertEqual((sent["thread_id"], sent["has_attachments"]), ("t1", True))
+        self.assertNotIn("trusted", sent)
 
     def test_bad_folder(self):
         """Any folder but inbox/sent is refused with the spec's text."""
@@ -243,9 +261,10 @@ class EmailSearchTests(ToolsTestCase):
         self.assertEqual(rows[0], {"id": "2025-06-02-001", "folder": "sent",
                                    "from": "sender@example.com", "to": f"alice@{DOMAIN}",
                                    "subject": "Hi", "date": "2025-06-01T12:00:00Z",
-                                   "delivery_status": "delivered", "snippet": "…the report…"})
+                                   "delivery_status": "delivered", "thread_id": "0" * 16,
+                                   "has_attachments": False, "snippet": "…the report…"})
         self.assertEqual(list(rows[1]), ["id", "folder", "from", "to", "subject", "date", "read",
-                                         "snippet"])
+                                         "trusted", "thread_id", "has_attachments", "snippet"])
         [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailSearch]
         self.assertEqual(arguments, {"mailbox": "alice", "query": "report", "folder": "all",
                                      "sender": "bob", "since": "2025-06-01",
@@ -302,6 +321,34 @@ class EmailReadTests(ToolsTestCase):
         write_email(self.sent_dir, "2025-06-03-001", body="Sent one")
         self.assertIn("Sent one", run(self.tools.email_read("alice", "2025-06-03-001", "sent")))
 
+    def test_attachment_paths(self):
+        """Attachment paths are absolute, in the bundle; the rest of the file is as stored."""
+        attachments = [
+            {"filename": "report.pdf", "content_type": "application/pdf", "size": 3,
+             "path": "report.pdf"},
+            {"filename": "x", "content_type": "text/plain", "size": 1, "path": "../../etc/x"},
+        ]
+        path = write_email(self.inbox, "2025-06-02-001", bundle=True, body="Body é",
+                           attachments=attachments)
+        text = run(self.tools.email_read("alice", "2025-06-02-001"))
+        fields, body = frontmatter.parse(text.encode("utf-8"))
+        bundle = os.path.join(self.inbox, "2025-06-02-001")
+        self.assertEqual([a["path"] for a in fields["attachments"]],
+                         [os.path.join(bundle, "report.pdf"), "../../etc/x"])
+        with open(path, "rb") as f:
+            stored, stored_body = frontmatter.parse(f.read())
+        self.assertEqual(body, stored_body)
+        stored["attachments"][0]["path"] = os.path.join(bundle, "report.pdf")
+        self.assertEqual(fields, stored)
+        flat = write_email(self.inbox, "2025-06-04-001", attachments=attachments)
+        with open(flat, encoding="utf-8") as f:  # no bundle: nothing to point at
+            self.assertEqual(run(self.tools.email_read("alice", "2025-06-04-001")), f.read())
+        sent = write_email(self.sent_dir, "2025-06-03-001", bundle=True, attachments=attachments)
+        fields, _ = frontmatter.parse(
+            run(self.tools.email_read("alice", "2025-06-03-001", "sent")).encode())
+        self.assertEqual(fields["attachments"][0]["path"],
+                         os.path.join(os.path.dirname(sent), "report.pdf"))
+
     def test_not_found(self):
         """Case 8: an unknown id is not found, naming the id and the mailbox."""
         self.assertEqual(self.fails(self.tools.email_read("alice", "nonexistent")),
@@ -337,6 +384,67 @@ class EmailReadTests(ToolsTestCase):
         """A FIFO named like a message is not found (and the read does not block)."""
         os.mkfifo(os.path.join(self.inbox, "fifo.md"))
         self.assertIn("not found", self.fails(self.tools.email_read("alice", "fifo")))
+
+
+class AddressAsMailboxTests(ToolsTestCase):
+    """A full address where a mailbox name is expected (issue 15, point 7)."""
+
+    HINT = ("Mailbox 'bob@test.local' does not exist. None of your mailboxes has that "
+            "address; give a mailbox name as listed by mailbox_list (the part before the '@').")
+
+    def test_resolved(self):
+        """The address of one of the caller's mailboxes names it, in any case, with a name."""
+        write_email(self.inbox, "2025-06-01-001")
+        self.daemon.emails["inbox"] = [email_row("2025-06-01-001")]
+        for given in (f"alice@{DOMAIN}", f"ALICE@{DOMAIN.upper()}", f"Alice <alice@{DOMAIN}>"):
+            rows = json.loads(run(self.tools.email_list(given)))
+            self.assertEqual([r["id"] for r in rows], ["2025-06-01-001"])
+        self.assertEqual({a["mailbox"] for c, a in self.daemon.calls if c is commands.MailList},
+                         {"alice"})
+        self.assertIn("Hello body", run(self.tools.email_read(f"alice@{DOMAIN}",
+                                                              "2025-06-01-001")))
+
+    def test_daemon_gets_the_name(self):
+        """Commands that name the mailbox to the daemon send its name, not the address."""
+        run(self.tools.email_mark_read(f"alice@{DOMAIN}", "x1"))
+        run(self.tools.email_mark_unread(f"alice@{DOMAIN}", "x1"))
+        self.assertEqual(run(self.tools.hook_create(f"alice@{DOMAIN}", "on_receive",
+                                                    ["/bin/true"])),
+                         "Hook created on mailbox 'alice'.")
+        self.assertEqual(run(self.tools.mailbox_delete(f"alice@{DOMAIN}")),
+                         "Mailbox 'alice' deleted.")
+        sent = dict(self.daemon.calls)
+        self.assertEqual(sent[commands.MarkRead]["mailbox"], "alice")
+        self.assertEqual(sent[commands.MarkUnread]["mailbox"], "alice")
+        self.assertEqual(sent[commands.HookCreate]["mailbox"], "alice")
+        self.assertEqual(sent[commands.MailboxDelete], {"name": "alice", "force": False})
+
+    def test_hook_list_and_send(self):
+        """hook_list filters by the resolved name; email_send sends from its address."""
+        self.daemon.hooks = [{"name": "h", "mailbox": "alice", "event": "on_receive",
+                              "cmd": ["/bin/true"], "fire_on_untrusted": False,
+                              "timeout_secs": 60}]
+        self.assertEqual(len(json.loads(run(self.tools.hook_list(f"alice@{DOMAIN}")))), 1)
+        run(self.tools.email_send(f"alice@{DOMAIN}", "bob@example.com", "s", "b"))
+        self.assertEqual(self.daemon.sent()[0]["From"], f"alice@{DOMAIN}")
+
+    def test_unresolved_hint(self):
+        """An address that is none of the caller's mailboxes (missing or someone else's,
+        alike) says which form is wanted; a plain unknown name keeps the spec's text."""
+        self.assertEqual(self.fails(self.tools.email_list("bob@test.local")), self.HINT)
+        self.assertEqual(self.fails(self.tools.email_mark_read("bob@test.local", "x")),
+                         self.HINT)
+        self.assertEqual(self.fails(self.tools.mailbox_delete("bob@test.local", True)),
+                         self.HINT)
+        self.assertEqual(self.fails(self.tools.email_list("bob")), "Mailbox 'bob' does not exist.")
+        self.assertNotIn("MARK-READ", self.daemon.names())
+        self.assertNotIn("MAILBOX-DELETE", self.daemon.names())
+
+    def test_catchall_by_address(self):
+        """The catchall's wildcard address names it; forcing its deletion is still refused."""
+        self.assertEqual(self.fails(self.tools.mailbox_delete("*@t", True)),
+                         "Cannot delete the catchall mailbox")
+        self.assertNotIn("MAILBOX-DELETE", self.daemon.names())
 
 
 class MarkTests(ToolsTestCase):
@@ -646,8 +754,8 @@ class ServerTests(SynchronousTestCase):
         tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
         schema = tools_["email_list"].input_schema
         self.assertEqual(schema["required"], ["mailbox"])
-        self.assertEqual((schema["properties"]["limit"]["default"],
-                          schema["properties"]["limit"]["minimum"]), (50, 0))
+        limit = schema["properties"]["limit"]
+        self.assertEqual((limit["default"], limit["minimum"], limit["maximum"]), (50, 0, 200))
         self.assertEqual(tools_["email_send"].input_schema["required"],
                          ["from_mailbox", "to", "subject", "body"])
         self.assertEqual(list(tools_["hook_create"].input_schema["properties"]),
@@ -658,6 +766,35 @@ class ServerTests(SynchronousTestCase):
         untrusted = tools_["hook_create"].input_schema["properties"]["fire_on_untrusted"]
         self.assertIn("Leave false unless the user explicitly asks", untrusted["description"])
         self.assertIn("tell the user", tools_["hook_create"].description)
+
+    def test_enums_and_bounds(self):
+        """folder and event are enums; timeout_secs is 1-600; offset a u32."""
+        tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
+        for name in ("email_list", "email_read"):
+            folder = tools_[name].input_schema["properties"]["folder"]
+            self.assertEqual((folder["type"], folder["enum"], folder["default"]),
+                             ("string", ["inbox", "sent"], "inbox"))
+        properties = tools_["hook_create"].input_schema["properties"]
+        self.assertEqual(properties["event"]["enum"], ["on_receive", "after_send"])
+        [timeout] = [s for s in properties["timeout_secs"]["anyOf"] if s["type"] == "integer"]
+        self.assertEqual((timeout["minimum"], timeout["maximum"]), (1, 600))
+        offset = tools_["email_list"].input_schema["properties"]["offset"]
+        self.assertEqual((offset["minimum"], offset["maximum"]), (0, 2**32 - 1))
+
+    def test_annotations(self):
+        """Read-only tools say so; the deletes are destructive; nothing else is."""
+        tools_ = {t.name: t for t in self.session(lambda c: c.list_tools()).tools}
+        hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint)
+                 for name, t in tools_.items()}
+        reading = {"mailbox_list", "email_list", "email_read", "hook_list", "email_search",
+                   "email_thread"}
+        self.assertEqual({n for n, (ro, _) in hints.items() if ro}, reading)
+        self.assertEqual({n for n, (ro, d) in hints.items() if not ro and d},
+                         {"mailbox_delete", "hook_delete"})
+        self.assertEqual({n for n, (ro, d) in hints.items() if not ro and d is False},
+                         NAMES - reading - {"mailbox_delete", "hook_delete"})
+        self.assertIs(tools_["email_send"].annotations.open_world_hint, True)
+        self.assertIs(tools_["email_list"].annotations.open_world_hint, False)
 
     def test_result_text(self):
         """Success is one text block; a tool error is isError with the spec's text exactly."""
@@ -670,14 +807,57 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(result.content[0].text, tools.EXCLUSIVE)
 
     def test_bad_values(self):
-        """Negative or huge limits and wrong types are tool errors naming the argument."""
-        for limit in (-1, 2**40, "ten"):
-            result = self.call("email_list", {"mailbox": "alice", "limit": limit})
-            self.assertTrue(result.is_error)
-            self.assertIn("limit", result.content[0].text)
-        result = self.call("email_list", {"mailbox": "alice", "offset": -5})
-        self.assertTrue(result.is_error)
-        self.assertNotIn("MAILBOX-LIST", self.daemon.names())
+        """A value the schema refuses is a tool error: one sentence naming the parameter and
+        what it takes, no library text; the tool does not run."""
+        alice, hook = {"mailbox": "alice"}, {"mailbox": "alice", "event": "on_receive",
+                                             "cmd": ["/bin/true"]}
+        mail = {"from_mailbox": "alice", "to": "b@c", "subject": "s", "body": "b"}
+        cases = [
+            ("email_list", dict(alice, limit=500),
+             "Invalid limit 500: expected an integer from 0 to 200."),
+            ("email_list", dict(alice, limit=-1),
+             "Invalid limit -1: expected an integer from 0 to 200."),
+            ("email_list", dict(alice, limit="ten"),
+             "Invalid limit 'ten': expected an integer from 0 to 200."),
+            ("email_list", dict(alice, limit=2.5),
+             "Invalid limit 2.5: expected an integer from 0 to 200."),
+            ("email_list", dict(alice, offset=-5),
+             "Invalid offset -5: expected an integer from 0 to 4294967295."),
+            ("email_list", dict(alice, folder="drafts"),
+             'Invalid folder \'drafts\': expected "inbox" or "sent".'),
+            ("email_list", dict(alice, folder="in\nbox\t"),
+             'Invalid folder \'in\\nbox\\t\': expected "inbox" or "sent".'),
+            ("email_read", dict(alice, id="x", folder=3),
+             'Invalid folder 3: expected "inbox" or "sent".'),
+            ("email_list", {"mailbox": ["alice"]}, "Invalid mailbox: expected a string."),
+            ("hook_create", dict(hook, event="on_send"),
+             'Invalid event \'on_send\': expected "on_receive" or "after_send".'),
+            ("hook_create", dict(hook, timeout_secs=0),
+             "Invalid timeout_secs 0: expected an integer from 1 to 600."),
+            ("hook_create", dict(hook, timeout_secs=601),
+             "Invalid timeout_secs 601: expected an integer from 1 to 600."),
+            ("hook_create", dict(hook, cmd=["/bin/true", 5]),
+             "Invalid cmd: expected an array of strings."),
+            ("mailbox_delete", {"name": "x", "force": "maybe"},
+             "Invalid force 'maybe': expected true or false."),
+            ("email_send", dict(mail, body=1), "Invalid body 1: expected a string."),
+            ("email_send", dict(mail, cc=7), "Invalid cc 7: expected a string."),
+            ("email_send", dict(mail, attachments="/tmp/a"),
+             "Invalid attachments '/tmp/a': expected an array of strings."),
+        ]
+        for name, arguments, text in cases:
+            result = self.call(name, arguments)
+            self.assertTrue(result.is_error, (name, arguments))
+            self.assertEqual(result.content[0].text, text)
+        result = self.call("email_list", {"mailbox": "alice", "folder": "x" * 100})
+        self.assertEqual(result.content[0].text,
+                         f"Invalid folder '{'x' * 40}…': expected \"inbox\" or \"sent\".")
+        self.assertEqual(self.daemon.calls, [])
+
+    def test_null_folder(self):
+        """An explicit null folder is the default, as when absent."""
+        result = self.call("email_list", {"mailbox": "alice", "folder": None})
+        self.assertEqual((result.is_error, result.content[0].text), (False, "[]"))
 
     def test_argument_names(self):
         """Missing required args, and unknown ones on the four strict tools, are invalid params."""

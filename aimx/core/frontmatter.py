@@ -8,15 +8,17 @@ keys, and arrays of tables are written last.
 
 import ipaddress
 import itertools
+import posixpath
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from aimx.core.message import ParsedMessage
+if TYPE_CHECKING:  # readers of mail files (the MCP process) need no MIME parser
+    from aimx.core.message import ParsedMessage
 
 #: Keys of an inbound file in their written order (frontmatter.md §2).
 INBOUND_ORDER = (
@@ -143,10 +145,41 @@ def mark_unread(data: bytes) -> bytes:
     return _frontmatter(fields) + data[end:]
 
 
+def with_attachment_dir(data: bytes, bundle_dir: str) -> bytes:
+    """The file with each C{[[attachments]]} C{path} made absolute under C{bundle_dir}.
+
+    Stored paths are relative to the bundle directory and are plain file names
+    (§2.1); a C{path} that is not one (a C{/}, C{.} or C{..}, not a string) is
+    left as written, so a hand-edited file cannot make it name a file outside the
+    bundle.  What an agent reads then names files it can open as they are.
+
+    @param data: the file's bytes.
+    @param bundle_dir: the absolute directory the message file is in.
+    @return: the new bytes (frontmatter re-serialised as by L{mark_read}, the body
+        unchanged); C{data} itself when no path changes or there is no valid
+        frontmatter.
+    """
+    try:
+        fields, _, end = _locate(data)
+    except (ValueError, UnicodeDecodeError):
+        return data
+    attachments = fields.get("attachments")
+    if not isinstance(attachments, list):
+        return data
+    changed = False
+    for entry in attachments:
+        name = entry.get("path") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name \
+                and "\0" not in name:
+            entry["path"] = posixpath.join(bundle_dir, name)
+            changed = True
+    return _frontmatter(fields) + data[end:] if changed else data
+
+
 def inbound_fields(
     *,
     id: str,
-    parsed: ParsedMessage,
+    parsed: "ParsedMessage",
     delivered_to: str,
     date: str | None,
     received_at: str,
@@ -224,7 +257,7 @@ def inbound_fields(
 
 def sent_fields(
     *,
-    parsed: ParsedMessage,
+    parsed: "ParsedMessage",
     delivered_to: str,
     date: str,
     size_bytes: int,

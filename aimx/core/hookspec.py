@@ -105,15 +105,21 @@ def argv_error(hook: HookConfig) -> str | None:
     return None
 
 
-def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str]) -> dict:
+def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str],
+                home: str | None = None) -> dict:
     """The child's whole environment (§5): C{PATH}, C{HOME}, then the C{AIMX_*} values.
 
     Values are passed verbatim, except that NUL (which an environment cannot carry)
     is dropped; the stored file on stdin keeps it, escaped.
 
     @param daemon_env: the daemon's environment; only C{PATH} and C{HOME} are copied.
+    @param home: the owner's home when the hook runs as an owner other than the
+        daemon's user: it replaces the daemon's C{HOME} (root's, under systemd), so
+        an agent started by the hook finds its own configuration.
     """
     env = {key: daemon_env[key] for key in ("PATH", "HOME") if key in daemon_env}
+    if home:
+        env["HOME"] = home
     values = {
         "AIMX_HOOK_NAME": hook.name,
         "AIMX_EVENT": event.event,

@@ -4,13 +4,18 @@ The ingest chain (L{aimx.smtp.inbound}) builds them; hooks, logs and C{aimx inge
 read them.  Nothing here does I/O.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import attrs
 
-from aimx.core.address import Envelope
-from aimx.core.authresults import AuthResults
-from aimx.core.config import MailboxConfig
-from aimx.core.message import ParsedMessage
-from aimx.core.trust import Verdict
+if TYPE_CHECKING:  # types only: the mail store imports L{Stored} without the parsers
+    from aimx.core.address import Envelope
+    from aimx.core.authresults import AuthResults
+    from aimx.core.config import MailboxConfig
+    from aimx.core.message import ParsedMessage
+    from aimx.core.trust import Verdict
 
 
 @attrs.frozen

@@ -13,13 +13,13 @@ distribution's).  The facts come from L{current}; L{removal} decides.
 
 import importlib.metadata
 import os
-import pwd
 import shlex
 import sys
 import sysconfig
 
 import attrs
 
+from aimx.store import passwd
 from aimx.host.programs import Runner, run_program
 
 #: The distribution name of aimx.
@@ -149,12 +149,7 @@ def _owner(path: str) -> str:
         uid = os.stat(path).st_uid
     except OSError:
         return "root"
-    if uid == 0:
-        return "root"
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
+    return passwd.username(uid) or str(uid)
 
 
 def current(console_script: str | None = None) -> Facts:

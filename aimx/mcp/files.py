@@ -26,10 +26,19 @@ def open_message(directory: str, email_id: str) -> int:
     @return: a file descriptor the caller closes.
     @raise NotFound: nothing acceptable by that id, or any error on the way.
     """
-    fd = mailstore.open_email(directory, email_id)
-    if fd is None:
+    return open_message_at(directory, email_id)[0]
+
+
+def open_message_at(directory: str, email_id: str) -> tuple[int, str]:
+    """L{open_message}, with the path of the file opened (in its bundle or not).
+
+    @return: a file descriptor the caller closes, and the path.
+    @raise NotFound: as L{open_message}.
+    """
+    opened = mailstore.open_email_at(directory, email_id)
+    if opened is None:
         raise NotFound()
-    return fd
+    return opened
 
 
 def read_message(fd: int) -> bytes:

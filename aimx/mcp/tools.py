@@ -7,10 +7,13 @@ searches and threads come from the daemon's index (MAIL-LIST, MAIL-SEARCH,
 MAIL-THREAD), a message's file is read here with the caller's own uid through
 L{aimx.mcp.files}.
 Each method returns the tool's text or raises C{ToolError} with the text the
-agent sees.
+agent sees.  What only sending and replying need (composing, attachments, the
+address parser) is imported by those tools: an agent's first call, usually a
+listing, does not wait for it (bench/mcp_coldstart.py).
 """
 
 import json
+import os
 from datetime import UTC, datetime
 
 from mcp.server.mcpserver.exceptions import ToolError
@@ -32,18 +35,18 @@ from aimx.control.commands import (
     MarkUnread,
     Send,
 )
-from aimx.core.compose import ComposeError, compose, normalize_crlf
-from aimx.store.attachments import read_attachment
+from aimx.core import frontmatter
 from aimx.core.filenames import is_valid_id
-from aimx.core.identity import parse_address_list
 from aimx.errors import DaemonNotRunning, NotFoundError
 from aimx.mcp import files
 
 NOT_RUNNING = "aimx daemon not running. Start with 'sudo systemctl start aimx'"
 LIMIT_MAX = 200
 _LIST_KEYS = {
-    "inbox": ("id", "from", "to", "subject", "date", "read"),
-    "sent": ("id", "from", "to", "subject", "date", "delivery_status"),
+    "inbox": ("id", "from", "to", "subject", "date", "read", "trusted", "thread_id",
+              "has_attachments"),
+    "sent": ("id", "from", "to", "subject", "date", "delivery_status", "thread_id",
+             "has_attachments"),
 }
 
 
@@ -78,6 +81,14 @@ def _daemon_row(email: dict, keys) -> dict:
             for key in keys}
 
 
+def _address(text: str) -> str | None:
+    """The one address C{text} is (lower-cased, for comparing), or C{None}."""
+    from aimx.core.identity import parse_address_list
+
+    mailbox = parse_address_list(text).single
+    return None if mailbox is None else mailbox.address
+
+
 def _reply_recipients(fields: dict) -> list[str]:
     """Where a reply goes (mcp.md §2.7 step 7, RFC 5322 §3.6.2): every mailbox of the
     stored C{reply_to}, else the one mailbox of C{from}; both parsed as written
@@ -85,6 +96,8 @@ def _reply_recipients(fields: dict) -> list[str]:
 
     @raise ToolError: neither names an address to answer.
     """
+    from aimx.core.identity import parse_address_list
+
     reply_to = parse_address_list(str(fields.get("reply_to") or ""))
     if reply_to.mailboxes and not reply_to.problems:
         return [m.addr_spec for m in reply_to.mailboxes]
@@ -128,11 +141,26 @@ class Tools:
         return (await self._call(MailboxList))["mailboxes"]
 
     async def _row(self, name: str) -> dict:
-        """The caller's MAILBOX-LIST row of C{name} (missing and foreign look alike)."""
-        for row in await self._rows():
+        """The caller's MAILBOX-LIST row of C{name} (missing and foreign look alike).
+
+        C{name} may also be the full address of one of the caller's mailboxes;
+        an address that is none of theirs is answered with the name form.
+        Callers name the mailbox by the row's C{name} from then on.
+        """
+        rows = await self._rows()
+        for row in rows:
             if row.get("name") == name:
                 return row
-        raise ToolError(f"Mailbox '{name}' does not exist.")
+        address = _address(name)
+        if address is None:
+            raise ToolError(f"Mailbox '{name}' does not exist.")
+        for row in rows:
+            if row.get("address") and _address(row["address"]) == address:
+                return row
+        raise ToolError(
+            f"Mailbox '{name}' does not exist. None of your mailboxes has that address; "
+            "give a mailbox name as listed by mailbox_list (the part before the '@')."
+        )
 
     @staticmethod
     def _sender(row: dict, verb: str) -> str:
@@ -147,11 +175,15 @@ class Tools:
         return address
 
     @staticmethod
-    def _open(row: dict, folder: str, email_id: str) -> int:
+    def _open_at(row: dict, folder: str, email_id: str) -> tuple[int, str]:
         try:
-            return files.open_message(row[f"{folder}_path"], email_id)
+            return files.open_message_at(row[f"{folder}_path"], email_id)
         except files.NotFound:
             raise ToolError(f"Email '{email_id}' not found in mailbox '{row['name']}'.") from None
+
+    @classmethod
+    def _open(cls, row: dict, folder: str, email_id: str) -> int:
+        return cls._open_at(row, folder, email_id)[0]
 
     # -- mailboxes -------------------------------------------------------------
 
@@ -165,6 +197,8 @@ class Tools:
 
     async def mailbox_delete(self, name: str, force: bool = False) -> str:
         """§2.3: MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
+        if _address(name) is not None:  # an address: only one of the caller's mailboxes
+            name = (await self._row(name))["name"]
         if force and name == "catchall":
             raise ToolError("Cannot delete the catchall mailbox")
         await self._call(MailboxDelete, name=name, force=force)
@@ -225,27 +259,32 @@ class Tools:
         return _json([_daemon_row(email, _THREAD_KEYS) for email in emails])
 
     async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
-        """§2.5: the message file verbatim, resolved strictly inside the folder."""
+        """§2.5: the message file, resolved strictly inside the folder; verbatim but for
+        a bundle's attachment paths, made absolute (L{frontmatter.with_attachment_dir})."""
         _check_id(id)
         row = await self._row(mailbox)
-        fd = self._open(row, _folder_key(folder), id)
+        directory = row[f"{_folder_key(folder)}_path"]
+        fd, path = self._open_at(row, _folder_key(folder), id)
         try:
-            return files.read_message(fd).decode("utf-8", "replace")
+            data = files.read_message(fd)
         except OSError as e:
             raise ToolError(f"Failed to read email: {e}") from None
+        if os.path.dirname(path) != directory:  # in its bundle, where attachments are
+            data = frontmatter.with_attachment_dir(data, os.path.dirname(path))
+        return data.decode("utf-8", "replace")
 
     async def email_mark_read(self, mailbox: str, id: str) -> str:
         """§2.8: MARK-READ after the id check and the row lookup."""
         _check_id(id)
-        await self._row(mailbox)
-        await self._call(MarkRead, mailbox=mailbox, id=id)
+        row = await self._row(mailbox)
+        await self._call(MarkRead, mailbox=row["name"], id=id)
         return f"Email '{id}' marked as read."
 
     async def email_mark_unread(self, mailbox: str, id: str) -> str:
         """§2.8: MARK-UNREAD after the id check and the row lookup."""
         _check_id(id)
-        await self._row(mailbox)
-        await self._call(MarkUnread, mailbox=mailbox, id=id)
+        row = await self._row(mailbox)
+        await self._call(MarkUnread, mailbox=row["name"], id=id)
         return f"Email '{id}' marked as unread."
 
     # -- sending -----------------------------------------------------------------
@@ -267,6 +306,9 @@ class Tools:
         """§2.6: compose from the mailbox's address as C{aimx send} does, then SEND."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
+        from aimx.core.compose import ComposeError
+        from aimx.store.attachments import read_attachment
+
         sender = self._sender(await self._row(from_mailbox), "send")
         try:
             attached = [read_attachment(path) for path in attachments or ()]
@@ -306,7 +348,9 @@ class Tools:
         )
 
     async def _send(self, text_only: bool, html_body: str | None, **fields) -> str:
-        """Compose as C{aimx send} does (L{compose} C{fields}) and submit."""
+        """Compose as C{aimx send} does (L{aimx.core.compose.compose} C{fields}) and submit."""
+        from aimx.core.compose import ComposeError, compose, normalize_crlf
+
         try:
             message = compose(now=self.now(), **fields)
         except ComposeError as e:
@@ -333,7 +377,7 @@ class Tools:
         fire_on_untrusted: bool = False,
     ) -> str:
         """§2.9: HOOK-CREATE with the JSON body of spec/control-socket.md §6.7."""
-        await self._row(mailbox)
+        mailbox = (await self._row(mailbox))["name"]
         if not cmd:
             raise ToolError("cmd must not be empty")
         body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
@@ -345,7 +389,7 @@ class Tools:
     async def hook_list(self, mailbox: str | None = None) -> str:
         """§2.10: the visible hooks (of C{mailbox} only, when given) as compact JSON."""
         if mailbox is not None:
-            await self._row(mailbox)
+            mailbox = (await self._row(mailbox))["name"]
         hooks = (await self._call(HookList))["hooks"]
         if mailbox is not None:
             hooks = [hook for hook in hooks if hook.get("mailbox") == mailbox]

@@ -470,8 +470,10 @@ class MailIndex:
         No connection may be open on the old file (its WAL would be applied to
         the new one): close it first.
         """
+        if os.path.dirname(built) != os.path.dirname(path):
+            raise ValueError(f"{built} is not beside {path}")
         remove(path)
-        os.replace(built, path)
+        safefs.rename_path(built, os.path.basename(path))
 
     def close(self) -> None:
         self.con.close()

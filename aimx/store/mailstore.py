@@ -550,11 +550,22 @@ def open_email(directory: str, email_id: str) -> int | None:
     @return: a file descriptor the caller closes; C{None} when the id is absent,
         a candidate was refused, or resolving failed.
     """
+    opened = open_email_at(directory, email_id)
+    return None if opened is None else opened[0]
+
+
+def open_email_at(directory: str, email_id: str) -> tuple[int, str] | None:
+    """L{open_email}, also saying where the file was found.
+
+    @return: a file descriptor the caller closes and the path it was opened at
+        (C{<directory>/<id>.md}, or C{<directory>/<id>/<id>.md} in a bundle; for
+        showing, as in L{resolve_id}); C{None} as for L{open_email}.
+    """
     email, _ = _find(directory, email_id)
     if email is None:
         return None
     os.close(email.dir_fd)
-    return email.fd
+    return email.fd, email.path
 
 
 def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:

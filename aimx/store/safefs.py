@@ -343,6 +343,17 @@ def create_path(path: str, data: bytes, *, mode: int, durable: bool = True) -> N
         create_file(fd, name, data, mode=mode, durable=durable)
 
 
+def rename_path(path: str, name: str) -> None:
+    """Rename the file at C{path} to C{name} in the same directory, replacing what is
+    there (the directory opened as L{replace_path} does: a file made whole elsewhere,
+    such as a new index, put in place at once).
+
+    @raise OSError: the directory cannot be opened, or the rename failed.
+    """
+    with _parent(path) as (fd, old):
+        os.replace(old, name, src_dir_fd=fd, dst_dir_fd=fd)
+
+
 def read_text(path: str) -> str:
     """The UTF-8 text of the file at C{path} (links followed, as for L{replace_path}).
 

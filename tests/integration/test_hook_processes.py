@@ -526,7 +526,8 @@ class IdentityTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_privilege_drop(self):
-        """As root: owner uid, primary gid only, daemon's groups gone (security.md case 9)."""
+        """As root: owner uid, primary gid only, daemon's groups gone (security.md case 9),
+        and the owner's HOME, not the daemon's."""
         if os.geteuid() != 0:
             raise SkipTest("the uid/gid drop needs the suite to run as root")
         user = hook_user()
@@ -545,7 +546,7 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual(self.read("groups").split(), [str(user.pw_gid).encode()])
         self.assertEqual(self.read("cwd").strip(), os.path.dirname(self.stored).encode())
         self.assertEqual(self.read("stdin"), STORED)
-        self.assertEqual(self.read("home"), b"/daemon-home")
+        self.assertEqual(self.read("home"), user.pw_dir.encode())
         self.assertEqual(os.stat(self.path("uid")).st_uid, user.pw_uid)
 
 

@@ -214,7 +214,8 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual(alice["address"], f"alice@{DOMAIN}")
 
     async def test_list(self):
-        """Cases 5, 7: two emails newest first; an empty mailbox is `[]`; limit 500 is 200."""
+        """Cases 5, 7: two emails newest first; an empty mailbox is `[]`; limit 200 is the
+        most, and 500 a parameter error (issue 15 overrides "500 behaves as 200")."""
         self.assertEqual(await self.ok("email_list", {"mailbox": "bob"}), "[]")
         self.store("2025-06-01-001")
         self.store("2025-06-01-002", read=True)
@@ -224,8 +225,10 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
         for n in range(3, 206):
             self.store(f"2025-06-01-{n:03}")
-        rows = json.loads(await self.ok("email_list", {"mailbox": "alice", "limit": 500}))
+        rows = json.loads(await self.ok("email_list", {"mailbox": "alice", "limit": 200}))
         self.assertEqual(len(rows), 200)
+        self.assertEqual(await self.error("email_list", {"mailbox": "alice", "limit": 500}),
+                         "Invalid limit 500: expected an integer from 0 to 200.")
 
     async def test_paging(self):
         """Case 6: five emails, limit 2 offset 1 → the 4th and 3rd of June."""
@@ -275,8 +278,11 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual(await self.ok("hook_delete", {"name": "h1"}), "Hook 'h1' deleted.")
         text = await self.error("hook_delete", {"name": "no_such_hook"})
         self.assertEqual(text, "[ENOENT] hook 'no_such_hook' not found")
+        self.assertEqual(await self.error(
+            "hook_create", {"mailbox": "alice", "event": "on_send", "cmd": ["/bin/true"]}),
+            'Invalid event \'on_send\': expected "on_receive" or "after_send".')
         self.assertIn("[VALIDATION]", await self.error(
-            "hook_create", {"mailbox": "alice", "event": "on_send", "cmd": ["/bin/true"]}))
+            "hook_create", {"mailbox": "alice", "event": "on_receive", "cmd": ["bin/true"]}))
 
 
 class SendingTests(InProcessTestCase):
@@ -357,7 +363,7 @@ class EndToEndTests(DaemonTestCase):
         """Start `aimx mcp` as C{uid} and run C{flow(call)} in a thread.
 
         C{call(name, arguments)} returns C{(isError, text)}.
-        @return: a Deferred firing with C{(tool names, flow's result)}.
+        @return: a Deferred firing with C{(tools as listed, flow's result)}.
         """
         parameters = StdioServerParameters(
             command=mcp_argv(uid)[0], args=mcp_argv(uid)[1:], cwd="/",
@@ -370,13 +376,13 @@ class EndToEndTests(DaemonTestCase):
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()
-                names = [t.name for t in (await session.list_tools()).tools]
+                listed = (await session.list_tools()).tools
 
                 async def call(name, arguments=None):
                     result = await session.call_tool(name, arguments or {})
                     return bool(result.is_error), result.content[0].text
 
-                return names, await flow(call)
+                return listed, await flow(call)
 
         def run_flow():
             try:
@@ -444,8 +450,8 @@ class EndToEndTests(DaemonTestCase):
             out["delete"] = await ok("mailbox_delete", {"name": "agent", "force": True})
             return out
 
-        names, out = await self.drive(self.agent, flow)
-        self.assertEqual(sorted(names), sorted(NAMES))
+        listed, out = await self.drive(self.agent, flow)
+        self.assertEqual(sorted(t.name for t in listed), sorted(NAMES))
         self.assertEqual(out["address"], f"agent@{DOMAIN}")
         self.assertEqual(out["role"], (True, "[VALIDATION] mailbox name 'postmaster' is a role "
                                              "address (RFC 2142); only root can create it"))
@@ -491,6 +497,92 @@ class EndToEndTests(DaemonTestCase):
         for text in texts:
             self.assertNotIn("Permission denied", text)
             self.assertNotIn("EACCES", text)
+
+    async def test_polish(self):
+        """Issue 15 point 7 through the official client: row fields, absolute attachment
+        paths, enums and bounds in the schemas, plain parameter errors, annotations, and a
+        full address where a mailbox name is expected."""
+        raw = (b"From: Sender <sender@example.net>\r\nTo: agent@test.local\r\n"
+               b"Subject: Report\r\nMessage-ID: <rep@example.net>\r\n"
+               b"Date: Thu, 01 Jan 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+               b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+               b"--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+               b"--b\r\nContent-Type: text/plain\r\n"
+               b'Content-Disposition: attachment; filename="notes.txt"\r\n\r\n'
+               b"attached text\r\n--b--\r\n")
+        address = f"agent@{DOMAIN}"
+
+        async def flow(call):
+            out = {"address": await call("mailbox_create", {"name": "agent"})}
+            await asyncio.to_thread(self.deliver, raw, "agent@test.local")
+            out["rows"] = await call("email_list", {"mailbox": address.upper()})
+            [row] = json.loads(out["rows"][1])
+            out["read"] = await call("email_read", {"mailbox": address, "id": row["id"]})
+            [attachment] = frontmatter.parse(out["read"][1].encode("utf-8"))[0]["attachments"]
+            with open(attachment["path"], "rb") as f:  # before the mailbox is deleted
+                out["attached"] = f.read()
+            out["mark"] = await call("email_mark_read", {"mailbox": address, "id": row["id"]})
+            out["hook"] = await call("hook_create", {"mailbox": address, "event": "on_receive",
+                                                     "cmd": ["/bin/true"], "name": "h1"})
+            out["hooks"] = await call("hook_list", {"mailbox": address})
+            out["errors"] = [
+                await call("email_list", {"mailbox": "agent", "limit": 500}),
+                await call("email_list", {"mailbox": "agent", "folder": "drafts"}),
+                await call("hook_create", {"mailbox": "agent", "event": "on_send",
+                                           "cmd": ["/bin/true"]}),
+                await call("hook_create", {"mailbox": "agent", "event": "on_receive",
+                                           "cmd": ["/bin/true"], "timeout_secs": 0}),
+                await call("email_list", {"mailbox": "nobody-here@test.local"}),
+            ]
+            await call("hook_delete", {"name": "h1"})
+            out["delete"] = await call("mailbox_delete", {"name": address, "force": True})
+            return out
+
+        listed, out = await self.drive(self.agent, flow)
+        self.assertEqual(out["address"], (False, address))
+        failed, rows = out["rows"]
+        self.assertFalse(failed, rows)
+        [row] = json.loads(rows)
+        self.assertEqual(list(row), ["id", "from", "to", "subject", "date", "read", "trusted",
+                                     "thread_id", "has_attachments"])
+        self.assertEqual((row["trusted"], row["has_attachments"]), ("none", True))
+        self.assertTrue(row["thread_id"])
+        failed, text = out["read"]
+        self.assertFalse(failed, text)
+        [attachment] = frontmatter.parse(text.encode("utf-8"))[0]["attachments"]
+        self.assertTrue(os.path.isabs(attachment["path"]), attachment)
+        self.assertEqual(attachment["path"], os.path.join(
+            self.data_dir, "inbox", "agent", row["id"], attachment["filename"]))
+        self.assertEqual(out["attached"].rstrip(b"\r\n"), b"attached text")
+        self.assertEqual(out["mark"], (False, f"Email '{row['id']}' marked as read."))
+        self.assertEqual(out["hook"], (False, "Hook created on mailbox 'agent'."))
+        self.assertEqual([h["mailbox"] for h in json.loads(out["hooks"][1])], ["agent"])
+        self.assertEqual(out["errors"], [
+            (True, "Invalid limit 500: expected an integer from 0 to 200."),
+            (True, 'Invalid folder \'drafts\': expected "inbox" or "sent".'),
+            (True, 'Invalid event \'on_send\': expected "on_receive" or "after_send".'),
+            (True, "Invalid timeout_secs 0: expected an integer from 1 to 600."),
+            (True, "Mailbox 'nobody-here@test.local' does not exist. None of your mailboxes has "
+                   "that address; give a mailbox name as listed by mailbox_list (the part "
+                   "before the '@')."),
+        ])
+        self.assertEqual(out["delete"], (False, "Mailbox 'agent' deleted."))
+        tools_ = {t.name: t for t in listed}
+        email_list = tools_["email_list"].input_schema["properties"]
+        self.assertEqual(email_list["folder"]["enum"], ["inbox", "sent"])
+        self.assertEqual((email_list["limit"]["minimum"], email_list["limit"]["maximum"]),
+                         (0, 200))
+        hook = tools_["hook_create"].input_schema["properties"]
+        self.assertEqual(hook["event"]["enum"], ["on_receive", "after_send"])
+        [timeout] = [s for s in hook["timeout_secs"]["anyOf"] if s["type"] == "integer"]
+        self.assertEqual((timeout["minimum"], timeout["maximum"]), (1, 600))
+        self.assertEqual(
+            {name for name, t in tools_.items() if t.annotations.read_only_hint},
+            {"mailbox_list", "email_list", "email_read", "hook_list", "email_search",
+             "email_thread"})
+        self.assertEqual(
+            {name for name, t in tools_.items() if t.annotations.destructive_hint},
+            {"mailbox_delete", "hook_delete"})
 
     async def test_other_uid_isolated(self):
         """Cases 9, 14: a second uid can neither see nor touch the agent's mailbox or hook."""
@@ -555,3 +647,29 @@ class LayeringTests(SynchronousTestCase):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=REPO), check=True, timeout=60)
         self.assertEqual(out.stdout, "[]\n")
+
+    def test_lean_start(self):
+        """Up to a first listing the MCP process imports no MIME parser, HTML converter
+        or composer: those are for sending and replying (cold start, bench/mcp_coldstart.py).
+        The listing is the daemon's (MAIL-LIST)."""
+        code = (
+            "import sys, asyncio, aimx.cli, aimx.cli.mcp, aimx.mcp.server\n"
+            "from aimx.mcp import tools\n"
+            "aimx.mcp.server.build(None)\n"
+            "class Daemon:\n"
+            "    async def call(self, command, **arguments):\n"
+            "        return {'mailboxes': [{'name': 'a', 'inbox_path': sys.argv[1]}],\n"
+            "                'emails': [{'id': '2025-06-01-001'}]}\n"
+            "print(asyncio.run(tools.Tools(Daemon()).email_list('a'))[:9])\n"
+            "heavy = {'aimx.core.message', 'aimx.core.htmltext', 'aimx.core.compose',\n"
+            "         'aimx.core.identity', 'aimx.core.config', 'selectolax', 'markdown_it'}\n"
+            "print(sorted(heavy & set(sys.modules)))\n"
+        )
+        inbox = self.mktemp()
+        os.makedirs(inbox)
+        with open(os.path.join(inbox, "2025-06-01-001.md"), "wb") as f:
+            f.write(frontmatter.render({"id": "2025-06-01-001", "read": False}, "Body"))
+        out = subprocess.run([sys.executable, "-c", code, inbox], capture_output=True,
+                             text=True, env=dict(os.environ, PYTHONPATH=REPO), check=True,
+                             timeout=60)
+        self.assertEqual(out.stdout, '[{"id":"2\n[]\n')
