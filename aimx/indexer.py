@@ -216,6 +216,8 @@ class Indexer(service.Service):
         self._watcher: _Watcher | None = None
         self._builds = defer.DeferredSemaphore(1)
         self.warmed: defer.Deferred = defer.succeed(None)
+        #: Why there is no index at all (its directory is unusable), or C{None}.
+        self.unavailable: str | None = None
 
     # -- service ---------------------------------------------------------------
 
@@ -224,8 +226,12 @@ class Indexer(service.Service):
         self.stopping = False
         try:
             mailindex.prepare_dir(self.data_dir)
+            self.unavailable = None
         except OSError as e:
-            log.error("mail index directory unusable: {error}", error=e)
+            self.unavailable = f"{mailindex.index_dir(self.data_dir)}: {e.strerror or e}"
+            log.error("mail index directory unusable ({error}); mailbox counts are read "
+                      "from the files, listings and searches fail", error=self.unavailable)
+            return
         if self.watch is not None:
             try:
                 self._watcher = self.watch(self.reactor, self._events)
@@ -516,13 +522,15 @@ class Indexer(service.Service):
 
         @raise IOFailure: the index cannot be had.
         """
+        if self.unavailable is not None:
+            raise IOFailure(f"the mail index is unavailable: {self.unavailable}")
         if not valid_name(mailbox):
             raise IOFailure(f"no index for mailbox name '{mailbox}'")
         return await self._run(self._box(mailbox), fn)
 
     async def counts(self, mailbox: str) -> mailindex.Counts | None:
         """The mailbox's message counts, or C{None} while it has no index (being built)."""
-        if not valid_name(mailbox):
+        if self.unavailable is not None or not valid_name(mailbox):
             return None
         box = self._box(mailbox)
         if box.building is not None and box.index is None:

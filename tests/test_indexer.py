@@ -4,7 +4,7 @@ up with events and directory changes, builds, counts while building, forgetting.
 import os
 
 from twisted.internet import defer, task
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aimx import indexer
 from aimx.indexer import Indexer
@@ -194,3 +194,25 @@ class BuildTests(IndexerTestCase):
         self.put("2025-06-01-000002-b")
         self.gate.callback(None)
         self.assertEqual(self.page(), ["2025-06-01-000002-b", "2025-06-01-000001-a"])
+
+
+class UnavailableTests(SynchronousTestCase):
+    def test_unusable_directory(self):
+        """An index directory that cannot be used: counts come from the files (None here),
+        queries fail with the reason, nothing is built."""
+        data = os.path.abspath(self.mktemp())
+        os.makedirs(data)
+        with open(os.path.join(data, "index"), "w"):
+            pass  # a file where the directory goes
+        calls = []
+        index = Indexer(task.Clock(), data, lambda f, *a: calls.append(f) or defer.maybeDeferred(
+            f, *a), names=lambda: ["box"], watch=None)
+        index.startService()
+        self.addCleanup(index.stopService)
+        self.assertIn("index", index.unavailable)
+        self.assertIsNone(self.successResultOf(defer.Deferred.fromCoroutine(
+            index.counts("box"))))
+        failure = self.failureResultOf(defer.Deferred.fromCoroutine(
+            index.query("box", lambda i: i.counts())))
+        self.assertIn("the mail index is unavailable", str(failure.value))
+        self.assertNotIn(mailindex.MailIndex.build, calls)
