@@ -86,6 +86,8 @@ class _Box:
     progress: tuple = (0, 0)
     used: float = 0.0
     scheduled: object = None
+    #: The counts last answered (what a rebuild answers meanwhile).
+    counts: object = None
 
     def take(self) -> tuple[dict, dict]:
         dirty, self.dirty = self.dirty, {f: set() for f in FOLDERS}
@@ -472,6 +474,8 @@ class Indexer(service.Service):
                 if self.stopping:
                     raise Cancelled()
 
+            # The whole index directory may have been deleted too.
+            await self.run_in_thread(mailindex.prepare_dir, self.data_dir)
             built = await self.run_in_thread(MailIndex.build, box.path, box.dirs, progress)
             async with box.lock:
                 old, box.index = box.index, None
@@ -529,11 +533,18 @@ class Indexer(service.Service):
         return await self._run(self._box(mailbox), fn)
 
     async def counts(self, mailbox: str) -> mailindex.Counts | None:
-        """The mailbox's message counts, or C{None} while it has no index (being built)."""
+        """The mailbox's message counts.
+
+        While its index is being built from nothing, the counts answered last (an
+        index deleted underneath), or C{None} (none yet: the caller reads the files).
+        """
         if self.unavailable is not None or not valid_name(mailbox):
             return None
         box = self._box(mailbox)
         if box.building is not None and box.index is None:
-            return None
+            return box.counts
         value = await self._run(box, lambda index: index.counts(), build=False)
-        return None if value is _NEED_BUILD else value
+        if value is _NEED_BUILD:
+            return box.counts
+        box.counts = value
+        return value

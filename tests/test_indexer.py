@@ -2,6 +2,7 @@
 up with events and directory changes, builds, counts while building, forgetting."""
 
 import os
+import shutil
 
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -130,6 +131,16 @@ class CatchUpTests(IndexerTestCase):
         self.put("2025-06-01-000002-b")
         self.assertEqual(self.page(), ["2025-06-01-000002-b", "2025-06-01-000001-a"])
 
+    def test_index_directory_deleted(self):
+        """The whole index directory deleted underneath: made again, the index rebuilt."""
+        self.put("2025-06-01-000001-a")
+        self.indexer.note("box", "inbox", "2025-06-01-000001-a")
+        self.assertEqual(self.page(), ["2025-06-01-000001-a"])
+        shutil.rmtree(mailindex.index_dir(self.data))
+        self.put("2025-06-01-000002-b")
+        self.assertEqual(self.page(), ["2025-06-01-000002-b", "2025-06-01-000001-a"])
+        self.assertEqual(os.stat(mailindex.index_dir(self.data)).st_mode & 0o777, 0o700)
+
     def test_forget(self):
         """A deleted mailbox's index file goes."""
         self.result(self.indexer.forget("box"))
@@ -171,10 +182,14 @@ class BuildTests(IndexerTestCase):
         return defer.maybeDeferred(f, *args)
 
     def test_counts_while_building(self):
-        """While a missing index is built, counts say so (None) and queries wait."""
+        """While a missing index is built, counts are the last answered or None (the files
+        are read), and queries wait."""
+        self.assertEqual(self.counts(), Counts(0, 0, 0))
         self.gated()
         mailindex.remove(mailindex.index_path(self.data, "box"))
         self.put("2025-06-01-000001-a")
+        self.assertEqual(self.counts(), Counts(0, 0, 0))  # the last answered, meanwhile
+        self.indexer._boxes["box"].counts = None
         self.assertIsNone(self.counts())
         self.assertEqual(self.indexer.status("box")["state"], "building")
         waiting = defer.Deferred.fromCoroutine(self.indexer.query(

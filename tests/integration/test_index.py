@@ -3,6 +3,7 @@ MAIL-THREAD, the MAILBOX-LIST/SHOW counts, consistency with the files after stor
 delete and changes made by hand, a deleted index, and a second uid."""
 
 import os
+import shutil
 import stat
 
 from twisted.internet import defer, reactor, task
@@ -162,6 +163,9 @@ class ConsistencyTests(IndexTestCase):
         self.assertEqual(len(await self.ids(mailbox="alice")), 2)
         self.assertTrue(os.path.exists(path))
         self.assertEqual((await self.row())["total"], 2)
+        shutil.rmtree(mailindex.index_dir(self.data_dir))  # the whole directory, too
+        self.assertEqual(len(await self.ids(mailbox="alice")), 2)
+        self.assertTrue(os.path.exists(path))
 
     def test_index_directory(self):
         """The index directory is the daemon's alone (0700)."""
