@@ -18,7 +18,7 @@ import stat
 
 from aimx.cli import session
 from aimx.cli.session import CliError, hook_missing, mailbox_missing
-from aimx.cli.term import clip, cmd_text, print_json
+from aimx.cli.term import clip, cmd_text, printed_plainly
 from aimx.control.commands import HookCreate, HookDelete, HookList, MailboxShow
 from aimx.core import configedit
 from aimx.core.config import DEFAULT_HOOK_TIMEOUT, EVENTS
@@ -87,11 +87,7 @@ async def list_(args, s: session.Session) -> int:
         if not rows and live:
             # No hooks, or no such mailbox (for this caller)? MAILBOX-SHOW tells.
             await s.call(MailboxShow, name=args.mailbox)
-    if args.json:
-        print_json(s.term, rows)
-        return 0
-    if not rows:
-        s.term.say("No hooks configured.")
+    if printed_plainly(s.term, rows, as_json=args.json, empty="No hooks configured."):
         return 0
     s.term.say(s.term.bold(f"{'NAME':<28} {'MAILBOX':<20} {'EVENT':<12}TIMEOUT CMD"))
     for row in rows:

@@ -14,7 +14,7 @@ import os
 
 from aimx.cli import session
 from aimx.cli.session import CliError
-from aimx.cli.term import print_json, table
+from aimx.cli.term import print_json, printed_plainly, table
 from aimx.control.commands import (
     MailboxList,
     MailList,
@@ -121,11 +121,8 @@ def _when(date: str) -> str:
 async def list_(args, s: session.Session) -> int:
     rows = (await _call(s, MailList, mailbox=args.mailbox, folder=args.folder,
                         limit=args.limit, offset=args.offset, unread=args.unread))["emails"]
-    if args.json:
-        print_json(s.term, rows)
-        return 0
-    if not rows:
-        s.term.say(f"No {'unread ' if args.unread else ''}mail in {args.folder}/{args.mailbox}.")
+    empty = f"No {'unread ' if args.unread else ''}mail in {args.folder}/{args.mailbox}."
+    if printed_plainly(s.term, rows, as_json=args.json, empty=empty):
         return 0
     if args.folder == "inbox":
         lines = table(["", "ID", "DATE", "FROM", "SUBJECT"], [
@@ -235,11 +232,7 @@ async def search(args, s: session.Session) -> int:
         sender=args.sender, since=args.since, until=args.until,
         unread=True if args.unread else None, trusted=True if args.trusted else None,
         limit=args.limit))["emails"]
-    if args.json:
-        print_json(s.term, rows)
-        return 0
-    if not rows:
-        s.term.say("No matching mail.")
+    if printed_plainly(s.term, rows, as_json=args.json, empty="No matching mail."):
         return 0
     lines = table(["ID", "FOLDER", "DATE", "FROM", "SUBJECT", "MATCH"], [
         [row["id"], row["folder"], _when(row["date"]), row["from"], row["subject"],

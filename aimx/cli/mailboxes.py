@@ -10,7 +10,7 @@ import argparse
 
 from aimx.cli import session
 from aimx.cli.session import CliError, mailbox_missing
-from aimx.cli.term import cmd_text, print_json, table
+from aimx.cli.term import cmd_text, printed_plainly, table
 from aimx.control.commands import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
 from aimx.control.listing import mailbox_details, mailbox_rows
 from aimx.core import configedit
@@ -158,11 +158,7 @@ async def list_(args, s: session.Session) -> int:
         if config is None:
             raise _down(s, e) from None
         rows = mailbox_rows(config, config.data_dir, s.euid, s.passwd)
-    if args.json:
-        print_json(s.term, rows)
-        return 0
-    if not rows:
-        s.term.say("No mailboxes configured.")
+    if printed_plainly(s.term, rows, as_json=args.json, empty="No mailboxes configured."):
         return 0
     lines = table(["MAILBOX", "INBOX", "UNREAD", "SENT", ""], [
         [row["name"], row["total"], row["unread"], row["sent_count"],

@@ -154,3 +154,17 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
 def print_json(term: Terminal, value) -> None:
     """One JSON document on stdout (the C{--json} of every listing verb)."""
     term.say(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def printed_plainly(term: Terminal, rows: list, *, as_json: bool, empty: str) -> bool:
+    """A listing's two plain answers: C{--json} prints the rows, no rows says C{empty}.
+
+    @return: whether one of them was printed (else the caller prints its table).
+    """
+    if as_json:
+        print_json(term, rows)
+        return True
+    if not rows:
+        term.say(empty)
+        return True
+    return False
