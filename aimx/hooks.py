@@ -354,47 +354,35 @@ class HookRunner:
     async def _dispatch(self, event: HookEvent) -> list[HookResult]:
         config, mailbox = self.config(), event.mailbox
         if hookspec.refuses_catchall(event, config.domain):
-            log.warn(
-                "catchall mailbox '{mailbox}' has {n} configured hook(s) but catchall "
-                "hooks are forbidden; refusing to fire",
-                mailbox=mailbox.name,
-                n=len(mailbox.hooks),
-            )
+            log.warn("hooks on the catchall are forbidden, not fired",
+                     mailbox=mailbox.name, hooks=len(mailbox.hooks))
             return []
         hooks = hookspec.hooks_for(event)
         if not hooks:
-            log.info(
-                "No hooks found for event={event} mailbox={mailbox}",
-                event=event.event,
-                mailbox=mailbox.name,
-            )
+            log.info("no hooks", event=event.event, mailbox=mailbox.name)
         results = []
         for hook in hooks:
             if hookspec.gated(event, hook):
                 log.info(
-                    "hook_name={hook_name} event={event} mailbox={mailbox} skipped: "
-                    "trusted={trusted} fire_on_untrusted=false {ident}",
+                    "hook skipped",
                     hook_name=hook.name,
                     event=event.event,
                     mailbox=mailbox.name,
                     trusted=event.trusted,
-                    ident=hookspec.log_id(event),
+                    fire_on_untrusted=False,
                     email_id=event.id,
                 )
                 continue
             why = hookspec.argv_error(hook)
             if why is not None:
-                log.warn(
-                    "hook_name={hook_name} resolve_argv error: {why}",
-                    hook_name=hook.name,
-                    why=why,
-                )
+                log.warn("hook not fired", hook_name=hook.name, mailbox=mailbox.name,
+                         reason=why)
                 continue
             await self.slots.acquire()
             try:
                 results.append(await self._fire(event, hook, config.data_dir))
             except Exception:
-                log.failure("hook_name={hook_name} fire crashed", hook_name=hook.name)
+                log.failure("hook fire crashed", hook_name=hook.name, mailbox=mailbox.name)
             finally:
                 self.slots.release()
         return results
@@ -403,7 +391,7 @@ class HookRunner:
         start = self.clock.seconds()
         owner_name = event.mailbox.owner
         log.info(
-            "firing hook_name={hook_name} event={event} mailbox={mailbox} owner={owner}",
+            "firing",
             hook_name=hook.name,
             event=event.event,
             mailbox=event.mailbox.name,
@@ -416,11 +404,8 @@ class HookRunner:
             if self.euid == 0:
                 error = ("user-not-found", f"user '{owner_name}' not found on this host")
                 return self._report(event, hook, start, error=error)
-            log.warn(
-                "run_as '{owner}' not found and caller is non-root: running hook as "
-                "current user",
-                owner=owner_name,
-            )
+            log.warn("hook owner not found, running the hook as the daemon's user",
+                     hook_name=hook.name, mailbox=event.mailbox.name, owner=owner_name)
         elif self.euid == 0 and owner.uid != 0:
             uid, gid = owner.uid, owner.gid
             home = self.resolve_home(owner_name)
@@ -444,13 +429,9 @@ class HookRunner:
         await protocol.ended
         warnings, failure = protocol.reports()
         for why in warnings:
-            log.warn(
-                "hook_name={hook_name} hook stdin: open {path} failed: {error}; "
-                "piping empty payload",
-                hook_name=hook.name,
-                path=event.filepath,
-                error=why,
-            )
+            log.warn("hook stdin not opened, piping an empty payload",
+                     hook_name=hook.name, mailbox=event.mailbox.name,
+                     path=event.filepath, error=why)
         if failure is not None:
             return self._report(event, hook, start, error=("spawn-failed", failure))
         return self._report(event, hook, start, protocol)
@@ -470,44 +451,24 @@ class HookRunner:
                 bytes(protocol.output[1]),
                 bytes(protocol.output[2]),
             )
-        log.info(
-            hookspec.RESULT_FORMAT,
-            **hookspec.result_fields(
-                event,
-                hook,
-                sandbox=result.sandbox,
-                exit_code=result.exit_code,
-                duration_ms=duration_ms,
-                timed_out=result.timed_out,
-                stderr=result.stderr,
-            ),
+        fields = hookspec.result_fields(
+            event,
+            hook,
+            sandbox=result.sandbox,
+            exit_code=result.exit_code,
+            duration_ms=duration_ms,
+            timed_out=result.timed_out,
+            stderr=result.stderr,
         )
+        # One event per fire; what went wrong raises it to a warning (§6's warn lines).
         if error is not None:
-            log.warn(
-                "hook_name={hook_name} exec error ({kind}): {detail}",
-                hook_name=hook.name,
-                kind=error[0],
-                detail=error[1],
-            )
-        elif result.exit_code != 0:
-            log.warn(
-                "hook_name={hook_name} exited with code {exit_code}: {stderr}",
-                hook_name=hook.name,
-                exit_code=result.exit_code,
-                stderr=result.stderr.decode("utf-8", "replace").strip(),
-            )
+            fields.update(exec_error=error[0], error=error[1])
         if result.timed_out:
-            log.warn(
-                "hook_name={hook_name} timed out after {timeout_ms}ms",
-                hook_name=hook.name,
-                timeout_ms=hook.timeout_secs * 1000,
-            )
+            fields["timeout_ms"] = hook.timeout_secs * 1000
         elif duration_ms > SLOW_MS:
-            log.warn(
-                "hook_name={hook_name} slow: duration_ms={duration_ms} (>5s)",
-                hook_name=hook.name,
-                duration_ms=duration_ms,
-            )
+            fields["slow"] = True
+        wrong = error is not None or result.exit_code != 0 or "timeout_ms" in fields
+        (log.warn if wrong or "slow" in fields else log.info)("hook result", **fields)
         return result
 
     def _track(self, work: defer.Deferred):

@@ -46,9 +46,8 @@ from aimx.store.mailstore import mark_id
 from aimx.store.mailindex import FOLDERS
 from aimx.store.passwd import Passwd
 
-uds_log = Logger(namespace="aimx::uds")
-hook_log = Logger(namespace="aimx::hook")
-state_log = Logger(namespace="aimx::state")
+log = Logger(namespace="aimx.control")
+hook_log = Logger(namespace="aimx.hook")
 
 NOT_AUTHORIZED = "not authorized"
 #: The most rows one MAIL-LIST, MAIL-SEARCH or MAIL-THREAD answers.
@@ -119,19 +118,16 @@ class Control:
         return decision
 
     def _log_decision(self, verb, caller, username, mailbox, decision: Decision):
-        emit = {ACCEPT: uds_log.debug, ROOT_BYPASS: uds_log.info}.get(
-            decision.decision, uds_log.warn
-        )
+        emit = {ACCEPT: log.debug, ROOT_BYPASS: log.info}.get(decision.decision, log.notice)
+        why = {"reason": decision.reason} if decision.reason else {}
         emit(
-            "verb={verb} caller_uid={caller_uid} caller_username={caller_username} "
-            "mailbox={mailbox} decision={decision}{why}",
+            "authorization",
             verb=verb,
             caller_uid=caller.uid,
             caller_username=username,
             mailbox=mailbox,
             decision=decision.decision,
-            why=f" reason={decision.reason}" if decision.reason else "",
-            reason=decision.reason,
+            **why,
         )
 
     def _recheck(self, verb: str, caller: Caller, name: str) -> MailboxConfig | None:
@@ -271,7 +267,7 @@ class Control:
         try:
             return await self.index.counts(name)
         except Exception:
-            uds_log.failure("index counts of {mailbox} failed", mailbox=name)
+            log.failure("index counts failed", mailbox=name)
             return None
 
     async def mailbox_list(self, caller: Caller) -> list[dict]:
@@ -326,8 +322,8 @@ class Control:
             configedit.check_hook_target(self.live.current, current)
             await self._commit(configedit.add_hook(self.live.current, mailbox, hook))
         hook_log.info(
-            "hook created verb=HOOK-CREATE mailbox={mailbox} hook_name={hook_name} "
-            "caller_uid={caller_uid}",
+            "hook created",
+            verb="HOOK-CREATE",
             mailbox=mailbox,
             hook_name=hook.name,
             caller_uid=caller.uid,
@@ -347,8 +343,8 @@ class Control:
                 raise NoEntry(f"hook '{name}' not found")
             await self._commit(configedit.remove_hook(self.live.current, mailbox.name, name))
         hook_log.info(
-            "hook deleted verb=HOOK-DELETE mailbox={mailbox} hook_name={hook_name} "
-            "caller_uid={caller_uid}",
+            "hook deleted",
+            verb="HOOK-DELETE",
             mailbox=mailbox.name,
             hook_name=name,
             caller_uid=caller.uid,
@@ -386,13 +382,8 @@ class Control:
                 mark_id, inbox, email_id, read, self.now(), owner
             )
             if refused:
-                state_log.info(
-                    "refused email path verb={verb} mailbox={mailbox} id={id} "
-                    "reason=symlink_or_escape",
-                    verb=verb,
-                    mailbox=mailbox,
-                    id=email_id,
-                )
+                log.notice("email path refused", verb=verb, mailbox=mailbox, id=email_id,
+                           reason="symlink_or_escape")
             if path is None:
                 raise NotFoundError(f"email '{email_id}' not found in inbox/{mailbox}")
         if self.index is not None:

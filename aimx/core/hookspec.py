@@ -1,12 +1,11 @@
-"""What a hook fire is made of (L0, pure): selection, gate, environment, log text.
+"""What a hook fire is made of (L0, pure): selection, gate, environment, log fields.
 
 spec/hooks.md: the hooks of a mailbox that run for an event and why the others do
 not (§3, the trust gate of trust-and-auth.md §5.2, the fire-time argv check of §4,
-the catchall refusal of §1), the child's environment (§5) and the parts of the
-structured log line (§6).  Spawning the process is L{aimx.hooks}' job.
+the catchall refusal of §1), the child's environment (§5) and the fields of the
+event logged after a fire (§6).  Spawning the process is L{aimx.hooks}' job.
 """
 
-import json
 import os.path
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,11 +18,6 @@ from aimx.core.trust import hook_fires
 
 ON_RECEIVE = "on_receive"
 AFTER_SEND = "after_send"
-
-#: Escaped C{stderr_tail} text longer than this is elided in the middle (§6).
-TAIL_INLINE_MAX = 1024
-_TAIL_HEAD = TAIL_INLINE_MAX // 2
-_TAIL_END = TAIL_INLINE_MAX // 2 - 8
 
 
 @attrs.frozen
@@ -138,14 +132,6 @@ def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str
     return env
 
 
-#: The structured line logged after every fire (§6), with L{result_fields}.
-RESULT_FORMAT = (
-    "hook_name={hook_name} event={event} mailbox={mailbox} owner={owner} "
-    "sandbox={sandbox} {ident} exit_code={exit_code} duration_ms={duration_ms} "
-    "timed_out={timed_out} stderr_tail={stderr_tail}"
-)
-
-
 def result_fields(
     event: HookEvent,
     hook: HookConfig,
@@ -156,41 +142,27 @@ def result_fields(
     timed_out: bool,
     stderr: bytes,
 ) -> dict:
-    """The fields of L{RESULT_FORMAT}; C{ident} is C{email_id=} or C{message_id=}.
+    """The fields of the event logged after every fire (§6), in order.
+
+    The message is identified by C{email_id}, or by C{message_id} when nothing was
+    persisted (a deferred send); C{stderr_tail} is the captured stderr, lossily
+    decoded (the log line quotes it and cuts a long one in the middle).
 
     @param sandbox: C{setuid}, or C{-} when nothing was spawned.
     """
+    if not event.id and event.message_id:
+        ident = {"message_id": event.message_id}
+    else:
+        ident = {"email_id": event.id}
     return {
         "hook_name": hook.name,
         "event": event.event,
         "mailbox": event.mailbox.name,
         "owner": event.mailbox.owner,
         "sandbox": sandbox,
-        "ident": log_id(event),
-        "email_id": event.id,
-        "message_id": event.message_id,
+        **ident,
         "exit_code": exit_code,
         "duration_ms": duration_ms,
-        "timed_out": "true" if timed_out else "false",
-        "stderr_tail": stderr_tail(stderr),
+        "timed_out": timed_out,
+        "stderr_tail": stderr.decode("utf-8", "replace"),
     }
-
-
-def log_id(event: HookEvent) -> str:
-    """C{email_id=<id>}, or C{message_id=<id>} when nothing was persisted (§6)."""
-    if not event.id and event.message_id:
-        return f"message_id={event.message_id}"
-    return f"email_id={event.id}"
-
-
-def stderr_tail(data: bytes) -> str:
-    """The captured stderr as one JSON string, elided in the middle when long (§6).
-
-    @return: C{""} (two quotes) when empty; C{"<first 512>...<last 504>"} when the
-        escaped text exceeds L{TAIL_INLINE_MAX} characters.
-    """
-    escaped = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)
-    if len(escaped) <= TAIL_INLINE_MAX:
-        return escaped
-    inner = escaped[1:-1]
-    return f'"{inner[:_TAIL_HEAD]}...{inner[-_TAIL_END:]}"'

@@ -17,12 +17,14 @@ from datetime import datetime
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from aimx import hooks
 from aimx.core import hookspec
 from aimx.core.config import Config, MailboxConfig, derive_hook_name, make_hook
+from aimx.logs import event_line
+from aimx.ops import logline
 from aimx.core.hookspec import HookEvent
 from aimx.hooks import HookRunner, ProcessGroups
 from tests.test_hooks import DOMAIN, sh
@@ -107,9 +109,8 @@ class ProcessTestCase(TestCase):
             return f.read()
 
     def lines(self) -> list[str]:
-        return [
-            formatEvent(e) for e in self.events if e.get("log_namespace") == "aimx.hook"
-        ]
+        return [event_line(e, journal=True) for e in self.events
+                if e.get("log_namespace") == "aimx.hook"]
 
     def line(self, needle: str) -> str:
         [found] = [line for line in self.lines() if needle in line]
@@ -137,15 +138,15 @@ class GateAndEnvironmentTests(ProcessTestCase):
         yield self.fire(self.mailbox(hook), "none")
         self.assertEqual(
             self.line("skipped"),
-            f"hook_name=quiet event=on_receive mailbox=alice skipped: trusted=none "
-            f"fire_on_untrusted=false email_id={STEM}",
+            f"<6>aimx.hook: hook skipped hook_name=quiet event=on_receive mailbox=alice "
+            f"trusted=none fire_on_untrusted=false email_id={STEM}",
         )
 
     @defer.inlineCallbacks
     def test_no_hooks_logged(self):
         """A mailbox without on_receive hooks says so."""
         yield self.fire(self.mailbox(make_hook("after_send", ["/bin/true"])), "true")
-        self.assertIn("No hooks found for event=on_receive mailbox=alice", self.lines())
+        self.assertIn("<6>aimx.hook: no hooks event=on_receive mailbox=alice", self.lines())
 
     @defer.inlineCallbacks
     def test_environment(self):
@@ -270,17 +271,18 @@ class OutcomeTests(ProcessTestCase):
         line = self.line("exit_code=")
         self.assertRegex(
             line,
-            f"^hook_name=ok event=on_receive mailbox=alice owner={self.owner} sandbox=setuid "
-            f"email_id={STEM} exit_code=0 duration_ms=[0-9]+ timed_out=false "
-            'stderr_tail=""$',
+            f"^<6>aimx.hook: hook result hook_name=ok event=on_receive mailbox=alice "
+            f"owner={self.owner} sandbox=setuid email_id={STEM} exit_code=0 "
+            'duration_ms=[0-9]+ timed_out=false stderr_tail=""$',
         )
-        self.assertIn("firing hook_name=ok event=on_receive mailbox=alice", self.lines()[0])
+        self.assertIn("<6>aimx.hook: firing hook_name=ok event=on_receive mailbox=alice",
+                      self.lines()[0])
         [event] = [e for e in self.events if "duration_ms" in e]
         self.assertEqual(
-            {k: event[k] for k in ("hook_name", "mailbox", "event", "email_id", "message_id",
-                                   "exit_code", "timed_out")},
+            {k: event[k] for k in ("hook_name", "mailbox", "event", "email_id", "exit_code",
+                                   "timed_out")},
             {"hook_name": "ok", "mailbox": "alice", "event": "on_receive", "email_id": STEM,
-             "message_id": "m1@gmail.com", "exit_code": 0, "timed_out": "false"},
+             "exit_code": 0, "timed_out": False},
         )
 
     @defer.inlineCallbacks
@@ -289,9 +291,10 @@ class OutcomeTests(ProcessTestCase):
         hook = make_hook("on_receive", sh("echo boom >&2; exit 3"), name="b", fire_on_untrusted=True)
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual((result.exit_code, result.stderr), (3, b"boom\n"))
-        self.assertIn('exit_code=3 duration_ms=', self.line("stderr_tail="))
-        self.assertTrue(self.line("stderr_tail=").endswith('stderr_tail="boom\\n"'))
-        self.assertEqual(self.line("exited with code"), "hook_name=b exited with code 3: boom")
+        line = self.line("stderr_tail=")
+        self.assertTrue(line.startswith("<4>aimx.hook: hook result hook_name=b "), line)
+        self.assertIn('exit_code=3 duration_ms=', line)
+        self.assertTrue(line.endswith('stderr_tail="boom\\n"'), line)
 
     @defer.inlineCallbacks
     def test_large_output(self):
@@ -314,8 +317,10 @@ class OutcomeTests(ProcessTestCase):
                          name="slow", fire_on_untrusted=True, timeout_secs=1)
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual((result.timed_out, result.exit_code), (True, -1))
-        self.assertIn("timed_out=true", self.line("stderr_tail="))
-        self.assertEqual(self.line("timed out after"), "hook_name=slow timed out after 1000ms")
+        line = self.line("stderr_tail=")
+        self.assertTrue(line.startswith("<4>aimx.hook: hook result hook_name=slow "), line)
+        self.assertIn("timed_out=true", line)
+        self.assertTrue(line.endswith(" timeout_ms=1000"), line)
         self.assertFalse(os.path.exists(self.path("M")))
 
     @defer.inlineCallbacks
@@ -367,14 +372,13 @@ class OutcomeTests(ProcessTestCase):
         )
         results = yield self.fire(mailbox)
         self.assertEqual(results[0].error[0], "spawn-failed")
-        line = self.line("hook_name=gone event=on_receive mailbox=alice owner=" + self.owner + " sandbox")
+        line = self.line("hook result hook_name=gone")
+        self.assertTrue(line.startswith("<4>aimx.hook: hook result "), line)
         self.assertIn("sandbox=- email_id=", line)
         self.assertIn("exit_code=-1", line)
-        self.assertEqual(
-            self.line("exec error"),
-            "hook_name=gone exec error (spawn-failed): exec /nonexistent/hook: "
-            "No such file or directory",
-        )
+        self.assertTrue(line.endswith(
+            'exec_error=spawn-failed error="exec /nonexistent/hook: No such file or directory"'
+        ), line)
         self.assertTrue(os.path.exists(self.path("NEXT")))
 
     @defer.inlineCallbacks
@@ -383,7 +387,8 @@ class OutcomeTests(ProcessTestCase):
         hook = make_hook("on_receive", ["true"], name="rel", fire_on_untrusted=True)
         results = yield self.fire(self.mailbox(hook))
         self.assertEqual(results, [])
-        self.assertIn("hook_name=rel resolve_argv error: cmd[0] 'true'", self.line("resolve_argv"))
+        self.assertIn("<4>aimx.hook: hook not fired hook_name=rel mailbox=alice "
+                      "reason=\"cmd[0] 'true'", self.line("not fired"))
 
     @defer.inlineCallbacks
     def test_catchall_refused(self):
@@ -394,8 +399,8 @@ class OutcomeTests(ProcessTestCase):
         self.assertFalse(os.path.exists(self.path("M")))
         self.assertEqual(
             self.line("catchall"),
-            "catchall mailbox 'catchall' has 1 configured hook(s) but catchall hooks are "
-            "forbidden; refusing to fire",
+            "<4>aimx.hook: hooks on the catchall are forbidden, not fired mailbox=catchall "
+            "hooks=1",
         )
 
 
@@ -503,12 +508,11 @@ class IdentityTests(ProcessTestCase):
         [result] = yield runner.dispatch(self.received(mailbox))
         self.assertEqual((result.exit_code, result.sandbox), (-1, "-"))
         self.assertFalse(os.path.exists(self.path("M")))
-        self.assertIn("sandbox=- email_id=", self.line("stderr_tail="))
-        self.assertEqual(
-            self.line("exec error"),
-            "hook_name=h exec error (user-not-found): user 'aimx-no-such-user' not found "
-            "on this host",
-        )
+        line = self.line("stderr_tail=")
+        self.assertIn("sandbox=- email_id=", line)
+        self.assertTrue(line.endswith(
+            "exec_error=user-not-found error=\"user 'aimx-no-such-user' not found on this "
+            "host\""), line)
 
     @defer.inlineCallbacks
     def test_owner_missing_not_root(self):
@@ -519,8 +523,8 @@ class IdentityTests(ProcessTestCase):
         [result] = yield runner.dispatch(self.received(mailbox))
         self.assertEqual(result.stdout.strip(), str(os.geteuid()).encode())
         self.assertIn(
-            "run_as 'aimx-no-such-user' not found and caller is non-root: running hook as "
-            "current user",
+            f"<4>aimx.hook: hook owner not found, running the hook as the daemon's user "
+            f"hook_name={hook.name} mailbox=alice owner=aimx-no-such-user",
             self.lines(),
         )
 
@@ -585,9 +589,8 @@ class StdinSourceTests(ProcessTestCase):
         self.assertEqual(results[-1].exit_code, 0, (results[-1].error, results[-1].stderr))
         self.assertEqual(self.read(name), b"")
         self.assertEqual(
-            self.line("hook stdin"),
-            f"hook_name={name} hook stdin: open {self.stored} failed: {why}; "
-            "piping empty payload",
+            logline.read(self.line("hook stdin")).fields,
+            {"hook_name": name, "mailbox": "alice", "path": self.stored, "error": why},
         )
 
     @defer.inlineCallbacks
