@@ -1,19 +1,24 @@
-"""``aimx logs``: show or follow the daemon's log (L3; spec/setup-and-ops.md §4).
+"""``aimx logs``: show or follow the daemon's log (L3; spec/setup-and-ops.md §4,
+docs/logging.md).
 
 No config and no root needed: the log source is the init system's
 (L{aimx.host.initsystem.tail_log}, L{aimx.host.initsystem.follow_log}), except for
 a demo: when C{$AIMX_RUNTIME_DIR} holds the state file of C{aimx demo}
-(L{aimx.store.demo}), the log is the demo daemon's log file.
+(L{aimx.store.demo}), the log is the demo daemon's log file.  C{--priority},
+C{--since} and C{--mailbox} select lines (L{aimx.ops.logline.Filter}): journalctl
+applies the first two, aimx the mailbox, and aimx all three to a log file.
 """
 
 import argparse
+import datetime
 import os
 import sys
 
 from aimx.cli.term import Terminal
 from aimx.control.commands import socket_path
-from aimx.store import demo
 from aimx.host import initsystem
+from aimx.ops import logline
+from aimx.store import demo
 
 DEFAULT_LINES = 50
 _DIM = "2"
@@ -29,6 +34,20 @@ def _count(text: str) -> int:
     return value
 
 
+def _priority(text: str) -> int:
+    try:
+        return logline.priority(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _since(text: str) -> datetime.datetime:
+    try:
+        return logline.since(text, datetime.datetime.now().astimezone())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_parser(sub, common) -> None:
     """Register C{logs} on the top-level subparsers."""
     parser = sub.add_parser(
@@ -42,6 +61,19 @@ def add_parser(sub, common) -> None:
     )
     parser.add_argument(
         "-f", "--follow", action="store_true", help="stream the log live (journalctl -f)"
+    )
+    parser.add_argument(
+        "-p", "--priority", type=_priority, metavar="P",
+        help="lines of priority P or more urgent, as journalctl -p: "
+        "emerg alert crit err warning notice info debug, or 0-7",
+    )
+    parser.add_argument(
+        "-S", "--since", type=_since, metavar="TIME",
+        help="lines logged at or after TIME: YYYY-MM-DD[ HH:MM[:SS]], today, yesterday, "
+        "now, -1h, '30min ago'",
+    )
+    parser.add_argument(
+        "--mailbox", metavar="NAME", help="lines about mailbox NAME (their mailbox=NAME)"
     )
 
 
@@ -61,44 +93,41 @@ def run(args, term: Terminal, system: initsystem.System, environ=None) -> int:
     except demo.DemoStateError as e:
         term.error(str(e))
         return 1
+    chosen = logline.Filter(args.priority, args.since, args.mailbox)
     if state is not None:
-        return _demo_log(args, term, system, state)
-    if args.follow:
-        try:
-            initsystem.follow_log(system)
-        except initsystem.ServiceError as e:
-            term.error(str(e))
-            return 1
-        except KeyboardInterrupt:
-            return 130
-        return 0
+        print(term.dim(f"(the log of the aimx demo in {state.directory}: {state.log})"),
+              file=term.err)
     try:
-        text = initsystem.tail_log(system, args.lines)
+        if args.follow:
+            if state is not None:
+                initsystem.follow_file(state.log, args.lines, _writer(term), chosen)
+            else:
+                initsystem.follow_log(system, args.lines, _writer(term), chosen)
+            return 0
+        if state is not None:
+            text = initsystem.tail_file(state.log, args.lines, chosen)
+        else:
+            text = initsystem.tail_log(system, args.lines, chosen)
     except initsystem.ServiceError as e:
-        hint = ("If you are on systemd, run `journalctl -u aimx` directly. "
-                "On OpenRC, check /var/log/messages or your syslog config.")
-        print("  " + term.style(hint, _DIM), file=term.err)
+        if state is None and not args.follow:
+            hint = ("If you are on systemd, run `journalctl -u aimx` directly. "
+                    "On OpenRC, check /var/log/messages or your syslog config.")
+            print("  " + term.style(hint, _DIM), file=term.err)
         term.error(str(e))
         return 1
+    except KeyboardInterrupt:
+        return 130
     term.out.write(text)
     if text and not text.endswith("\n"):
         term.out.write("\n")
     return 0
 
 
-def _demo_log(args, term: Terminal, system: initsystem.System, state: demo.DemoState) -> int:
-    """The demo daemon's log file: its tail, or followed with C{tail -F}."""
-    print(term.dim(f"(the log of the aimx demo in {state.directory}: {state.log})"),
-          file=term.err)
-    try:
-        if args.follow:
-            initsystem.follow_file(system, state.log, args.lines)
-            return 0
-        text = initsystem.tail_file(state.log, args.lines)
-    except initsystem.ServiceError as e:
-        term.error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    term.out.write(text)
-    return 0
+def _writer(term: Terminal):
+    """Write to the terminal at once (a followed line must show when it comes)."""
+
+    def write(text: str) -> None:
+        term.out.write(text)
+        term.out.flush()
+
+    return write

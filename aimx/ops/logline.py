@@ -28,7 +28,7 @@ C{--since} forms.
 
 import datetime
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
@@ -280,19 +280,29 @@ class Filter:
         return not (self.priority is None and self.since is None and self.mailbox is None)
 
     def select(self, lines: Iterable[str]) -> Iterator[str]:
-        """The lines that pass, in order.
+        """The lines that pass, in order (L{selector})."""
+        keep = self.selector()
+        return (text for text in lines if keep(text))
 
-        A line that is not one of ours (a continuation, something written to the
-        log by another program) is judged as the last line that was, and as an
-        I{info} line of unknown time before any.
+    def selector(self) -> Callable[[str], bool]:
+        """A judge of consecutive lines: whether each passes.
+
+        A line not in one of our forms (a continuation, another program's text,
+        journalctl's own form) has the time and priority of the last line that was
+        (I{info} and unknown before any), and that line's fields unless it has some.
         """
         current = Line("", None, INFO, "", "", {})
-        for text in lines:
+
+        def keep(text: str) -> bool:
+            nonlocal current
             line = read(text)
             if line.priority is not None:
                 current = line
-            if self.passes(current):
-                yield text
+            elif line.fields:
+                current = attrs.evolve(line, time=current.time, priority=current.priority)
+            return self.passes(current)
+
+        return keep
 
     def passes(self, line: Line) -> bool:
         """Whether C{line} passes (its time unknown: only when C{since} is unset)."""
