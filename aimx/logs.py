@@ -95,6 +95,8 @@ def event_line(event: dict, journal: bool, tz: datetime.tzinfo | None = None) ->
     @param tz: the zone of the time; C{None}: the local one.
     """
     namespace = event.get("log_namespace") or "-"
+    if namespace == "log_legacy":  # twisted.python.log.msg: Twisted's own old calls
+        namespace = "twisted"
     time = None
     if not journal:
         stamp = event.get("log_time")

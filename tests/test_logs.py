@@ -107,6 +107,13 @@ class EventLineTests(_Events):
         log.info("{text}", text="x=1\ny")
         self.assertEqual(self.line(), '<6>twisted.internet.tcp: "x=1\\ny"')
 
+    def test_legacy_event(self):
+        """An event of twisted.python.log.msg is in namespace twisted."""
+        event = {"log_namespace": "log_legacy", "log_level": LogLevel.info,
+                 "log_format": "{log_text}", "log_text": "Port starting on 25",
+                 "log_time": 0.0, "system": "-"}
+        self.assertEqual(logs.event_line(event, True), "<6>twisted: Port starting on 25")
+
     def test_legacy_keys_left_out(self):
         """Keys a legacy observer adds to the shared event are not fields."""
         self.log.info("m", mailbox="a")
