@@ -469,6 +469,19 @@ class MarkTests(ToolsTestCase):
                          "[ENOENT] mailbox 'alice' does not exist")
 
 
+def open_on(paths) -> list[str]:
+    """Which of C{paths} a descriptor of this process is open on."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target in paths:
+            found.append(target)
+    return found
+
+
 class SendTests(ToolsTestCase):
     def send(self, **kw):
         arguments = {"from_mailbox": "alice", "to": "bob@example.com", "subject": "Hi",
@@ -532,13 +545,15 @@ class SendTests(ToolsTestCase):
                          ("<m1@x>", "<r0@x> <m1@x>"))
 
     def test_attachments(self):
-        """Files are read by the tool; a missing one is the compose error."""
+        """Files are opened by the tool and passed as descriptors (the message carries
+        none); a missing one is the compose error."""
         path = os.path.join(self.root, "notes.txt")
         with open(path, "w") as f:
             f.write("attached")
         run(self.send(attachments=[path]))
-        [part] = list(self.daemon.sent()[0].iter_attachments())
-        self.assertEqual((part.get_filename(), part.get_content()), ("notes.txt", "attached"))
+        self.assertEqual(open_on([path]), [])  # closed once answered
+        self.assertEqual(list(self.daemon.sent()[0].iter_attachments()), [])
+        self.assertEqual(self.daemon.attached, [(path, b"attached")])
         missing = os.path.join(self.root, "missing.pdf")
         self.assertEqual(self.fails(self.send(attachments=[missing])),
                          f"Attachment file not found: {missing}")

@@ -53,8 +53,10 @@ def home(name: str) -> str | None:
 
 
 class Passwd:
-    """L{owner} and L{username} as an object, for the code that takes them injected
-    (the control commands, the CLI session); tests pass a fake with these two methods."""
+    """L{owner}, L{username} and L{home} as an object, for the code that takes them
+    injected (the control commands, the CLI session); tests pass a fake with these
+    methods."""
 
     owner = staticmethod(owner)
     username = staticmethod(username)
+    home = staticmethod(home)

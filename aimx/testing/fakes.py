@@ -11,6 +11,7 @@ arguments, and raw messages.
 
 import datetime
 import io
+import os
 from collections.abc import Iterable, Mapping
 
 import tomli_w
@@ -46,9 +47,12 @@ class FakePasswd:
 
     @param users: name to uid, or to C{(uid, gid)}; a bare uid is its own gid.
         C{root} (0) is always known.
+    @param homes: name to home directory (others have none).
     """
 
-    def __init__(self, users: Mapping[str, int | tuple[int, int]] = ()):
+    def __init__(self, users: Mapping[str, int | tuple[int, int]] = (),
+                 homes: Mapping[str, str] = ()):
+        self.homes = dict(homes)
         self.users: dict[str, tuple[int, int]] = {"root": (0, 0)}
         for name, ids in dict(users).items():
             self.users[name] = (ids, ids) if isinstance(ids, int) else tuple(ids)
@@ -65,6 +69,10 @@ class FakePasswd:
     def exists(self, name: str) -> bool:
         """Whether C{name} is a known user."""
         return name in self.users
+
+    def home(self, name: str) -> str | None:
+        """The home directory of C{name}, or C{None}."""
+        return self.homes.get(name)
 
 
 # -- time --------------------------------------------------------------------------
@@ -222,6 +230,8 @@ class FakeControlClient:
     @param default: the answer for commands not in C{answers}; by default such a
         call fails the test.
     @ivar calls: C{(command class, arguments)} per call, in order.
+    @ivar attached: C{(path, content)} of every descriptor passed (SEND's
+        C{attachments}), read while the call runs.
     @ivar closed: whether C{close()} was called.
     """
 
@@ -231,10 +241,13 @@ class FakeControlClient:
         self.answers = dict(answers)
         self.default = default
         self.calls: list[tuple[type, dict]] = []
+        self.attached: list[tuple[str, bytes]] = []
         self.closed = False
 
     def _answer(self, command, arguments: dict):
-        command.makeArguments(arguments, None)  # the wire must accept them
+        command.makeArguments(arguments, _Descriptors())  # the wire must accept them
+        for fd, path in arguments.get("attachments") or ():
+            self.attached.append((path, os.pread(fd, 1 << 20, 0)))
         self.calls.append((command, arguments))
         answer = self.answers.get(command, self.default)
         if answer is self._NONE:
@@ -261,6 +274,17 @@ class FakeControlClient:
 
     def close(self) -> None:
         self.closed = True
+
+
+class _Descriptors:
+    """A protocol as far as L{amp.Descriptor} is concerned: takes descriptors to send."""
+
+    def __init__(self):
+        self.count = 0
+
+    def _sendFileDescriptor(self, fd: int) -> int:
+        self.count += 1
+        return self.count - 1
 
 
 class FakeAsyncControlClient(FakeControlClient):
