@@ -38,7 +38,7 @@ DOMAIN = "test.local"
 NAMES = {
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
-    "hook_list", "hook_delete", "email_search", "email_thread",
+    "hook_list", "hook_delete", "email_search", "email_thread", "held_list",
 }
 
 
@@ -581,6 +581,26 @@ class SendTests(ToolsTestCase):
         ])
 
 
+class HeldTests(ToolsTestCase):
+    def test_held_send(self):
+        """A send the policy holds says so with its id (a success, not an error)."""
+        self.daemon.answers[commands.Send] = {"message_id": "<m@test.local>",
+                                              "held": "20260301-120000-0a1b2c3d"}
+        self.assertEqual(run(self.send_one()), "held for approval: 20260301-120000-0a1b2c3d")
+
+    def test_held_list(self):
+        """held_list asks HELD-LIST for the mailbox's name (an address works too)."""
+        holds = [{"hold_id": "20260301-120000-0a1b2c3d", "mailbox": "alice"}]
+        self.daemon.answers[commands.HeldList] = {"holds": holds}
+        self.assertEqual(json.loads(run(self.tools.held_list(f"alice@{DOMAIN}"))), holds)
+        self.assertEqual(self.daemon.calls[-1], (commands.HeldList, {"mailbox": "alice"}))
+        self.assertEqual(self.fails(self.tools.held_list("nobody")),
+                         "Mailbox 'nobody' does not exist.")
+
+    def send_one(self):
+        return self.tools.email_send("alice", "bob@example.com", "Hi", "b")
+
+
 class ReplyTests(ToolsTestCase):
     def test_threaded_reply(self):
         """Case 13: Re: subject, bare To, In-Reply-To and References from the original."""
@@ -747,8 +767,8 @@ class ServerTests(SynchronousTestCase):
         return self.session(body)
 
     def test_surface(self):
-        """Cases 1, 2: the twelve tools and email_search, email_thread; capabilities are
-        tools only; serverInfo."""
+        """Cases 1, 2: the twelve tools and email_search, email_thread, held_list;
+        capabilities are tools only; serverInfo."""
 
         async def body(client):
             listed = (await client.list_tools()).tools
@@ -756,7 +776,7 @@ class ServerTests(SynchronousTestCase):
 
         capabilities, info, instructions, listed = self.session(body)
         self.assertEqual({t.name for t in listed}, NAMES)
-        self.assertEqual(len(listed), 14)
+        self.assertEqual(len(listed), 15)
         self.assertIsNotNone(capabilities.tools)
         self.assertEqual((capabilities.prompts, capabilities.resources, capabilities.logging),
                          (None, None, None))
@@ -802,7 +822,7 @@ class ServerTests(SynchronousTestCase):
         hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint)
                  for name, t in tools_.items()}
         reading = {"mailbox_list", "email_list", "email_read", "hook_list", "email_search",
-                   "email_thread"}
+                   "email_thread", "held_list"}
         self.assertEqual({n for n, (ro, _) in hints.items() if ro}, reading)
         self.assertEqual({n for n, (ro, d) in hints.items() if not ro and d},
                          {"mailbox_delete", "hook_delete"})

@@ -13,48 +13,10 @@ from aimx.control.ops import Caller, Control
 from aimx.errors import BodyTooLarge, PolicyError, TempError
 from aimx.service import LiveConfig
 from aimx.testing import fakes
-from aimx.testing.fakes import FakeNow, FakePasswd
+from aimx.testing.fakes import FakeIndex, FakeNow, FakeOutbox, FakePasswd
 
 ALICE = 2001
 START = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
-
-
-class RecordingOutbox:
-    """Sends nothing; records each draft; C{answer} may be an exception or a Deferred."""
-
-    def __init__(self):
-        self.drafts = []
-        self.answer = None
-
-    async def send(self, config, sub, draft):
-        self.drafts.append(draft)
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        if isinstance(self.answer, defer.Deferred):
-            await self.answer
-        return {"message_id": "<m@test.local>", "deliveries": []}
-
-
-class FakeIndex:
-    """The two questions the guard asks, answered from lists (or failing)."""
-
-    def __init__(self, stems=(), known=()):
-        self.stems = list(stems)
-        self.known_addresses = set(known)
-        self.error = None
-        self.asked = []
-
-    async def query(self, mailbox, fn):
-        self.asked.append(mailbox)
-        if self.error is not None:
-            raise self.error
-        return fn(self)
-
-    def sent_stems(self, since, limit):
-        return sorted((s for s in self.stems if s >= since), reverse=True)[:limit]
-
-    def known(self, addresses):
-        return set(addresses) & self.known_addresses
 
 
 class SendPolicyTests(TestCase):
@@ -62,7 +24,7 @@ class SendPolicyTests(TestCase):
         self.home = os.path.realpath(self.mktemp())
         os.makedirs(self.home)
         self.now = FakeNow(START)
-        self.outbox = RecordingOutbox()
+        self.outbox = FakeOutbox()
         self.index = FakeIndex()
         self.configure({"max_per_hour": 2})
 

@@ -340,6 +340,27 @@ class ControlProtocol(amp.AMP):
     async def _send(self, message, text_only, html_body, attachments):
         return await self.control.send(self.caller, message, text_only, html_body, attachments)
 
+    @commands.HeldList.responder
+    @_guarded
+    async def held_list(self, mailbox):
+        return {"holds": await self.control.held_list(self.caller, mailbox)}
+
+    @commands.HeldShow.responder
+    @_guarded
+    async def held_show(self, id):
+        return {"hold": await self.control.held_show(self.caller, id)}
+
+    @commands.HeldApprove.responder
+    @_guarded
+    async def held_approve(self, id):
+        return await self.control.held_approve(self.caller, id)
+
+    @commands.HeldReject.responder
+    @_guarded
+    async def held_reject(self, id, reason):
+        await self.control.held_reject(self.caller, id, reason)
+        return {}
+
     @commands.MarkRead.responder
     @_guarded
     async def mark_read(self, mailbox, id):

@@ -370,6 +370,37 @@ class Send(_Command):
     ]
 
 
+class HeldList(_Command):
+    """Messages held for approval that the caller may see (of C{mailbox} only, when given)."""
+
+    commandName = b"HELD-LIST"
+    arguments = [(b"mailbox", Text(optional=True))]
+    response = [(b"holds", Json())]
+
+
+class HeldShow(_Command):
+    """One held message: C{{"hold": row, "file": its Markdown file}}."""
+
+    commandName = b"HELD-SHOW"
+    arguments = [(b"id", Text())]
+    response = [(b"hold", Json())]
+
+
+class HeldApprove(_Command):
+    """Deliver a held message; answers as SEND does."""
+
+    commandName = b"HELD-APPROVE"
+    arguments = [(b"id", Text())]
+    response = [(b"message_id", Text()), (b"deliveries", Json(optional=True))]
+
+
+class HeldReject(_Command):
+    """Reject a held message (C{reason} is kept with it)."""
+
+    commandName = b"HELD-REJECT"
+    arguments = [(b"id", Text()), (b"reason", Text(optional=True, allow_empty=True))]
+
+
 class MarkRead(_Command):
     """Set C{read = true} and C{read_at} on an inbox email."""
 

@@ -15,6 +15,7 @@ import stat
 import attrs
 from twisted.internet import defer
 
+from aimx.control.approvals import Approvals
 from aimx.control.commands import EXCLUSIVE, MESSAGE_CAP
 from aimx.control.listing import (
     email_row,
@@ -28,6 +29,7 @@ from aimx.core.assemble import (
     ATTACHMENT_LINE,
     ATTACHMENT_LINE_BYTES,
     attachment_wire_size,
+    check_size,
     read_draft,
 )
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
@@ -119,6 +121,9 @@ class Control:
         self.outbox = outbox
         self.index = index
         self.guard = SendGuard(index)
+        self.approvals = Approvals(
+            live=live, data_dir=data_dir, outbox=outbox, guard=self.guard, passwd=passwd,
+            run_in_thread=run_in_thread, now=now)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -224,7 +229,9 @@ class Control:
         if decision.verdict == outpolicy.REFUSE:
             raise PolicyError(decision.reason)
         if decision.verdict == outpolicy.HOLD:
-            raise TempError("holding mail for approval is not available yet")
+            draft = await self._attach(draft, attachments, len(message))
+            check_size(draft, config.effective_signature)  # refused now, not at approval
+            return await self.approvals.hold(config, sub, draft, decision.reason, caller.uid)
         self.guard.record(mailbox.name, now)
         try:
             draft = await self._attach(draft, attachments, len(message))
@@ -263,6 +270,24 @@ class Control:
         if not read:
             return draft
         return attrs.evolve(draft, attachments=draft.attachments + tuple(read))
+
+    # -- held mail (docs/guardrails.md) -----------------------------------------
+
+    async def held_list(self, caller: Caller, mailbox: str | None) -> list[dict]:
+        """HELD-LIST: pending holds of the mailboxes the caller may see."""
+        return await self.approvals.rows(caller.uid, mailbox)
+
+    async def held_show(self, caller: Caller, hold_id: str) -> dict:
+        """HELD-SHOW: one hold's row and file."""
+        return await self.approvals.show(caller.uid, hold_id)
+
+    async def held_approve(self, caller: Caller, hold_id: str) -> dict:
+        """HELD-APPROVE: deliver a held message (root or an approver, never its owner)."""
+        return await self.approvals.approve(caller.uid, hold_id)
+
+    async def held_reject(self, caller: Caller, hold_id: str, reason: str | None) -> None:
+        """HELD-REJECT: move a held message to C{rejected/} (same rule as approving)."""
+        await self.approvals.reject(caller.uid, hold_id, reason)
 
     # -- mailboxes -------------------------------------------------------------
 

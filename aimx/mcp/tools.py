@@ -22,6 +22,7 @@ from aimx.control import aioclient
 from aimx.control.commands import (
     ERRORS,
     EXCLUSIVE,
+    HeldList,
     HookCreate,
     HookDelete,
     HookList,
@@ -374,6 +375,14 @@ class Tools:
                 f"\n  {d.get('status')}: {d.get('rcpt')}: {d.get('details')}" for d in missed
             )
         return text
+
+    # -- held mail ---------------------------------------------------------------
+
+    async def held_list(self, mailbox: str) -> str:
+        """The mailbox's messages held for approval, oldest first (read-only: deciding on
+        them is a person's, never the agent's)."""
+        row = await self._row(mailbox)
+        return _json((await self._call(HeldList, mailbox=row["name"]))["holds"])
 
     # -- hooks -------------------------------------------------------------------
 

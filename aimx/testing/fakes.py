@@ -4,9 +4,9 @@ imports this module).
 Each fake stands in for one seam the code already injects: the passwd database
 (C{passwd=}, C{resolve_owner=}, C{owner_exists=}), the clocks (C{clock=}, C{now=}),
 the resolver, a reactor that listens in memory, a terminal, the program runner
-(C{runner=}, C{run=}) and the control client (C{connect=} answers one).  The
-builders make the inputs tests need over and over: config.toml text from keyword
-arguments, and raw messages.
+(C{runner=}, C{run=}), the control client (C{connect=} answers one), and the outbox
+and indexes SEND asks (C{outbox=}, C{index=}).  The builders make the inputs tests
+need over and over: config.toml text from keyword arguments, and raw messages.
 """
 
 import datetime
@@ -27,6 +27,7 @@ from aimx.store.passwd import Owner
 __all__ = [
     "DOMAIN", "FakePasswd", "Clock", "FakeNow", "FakeResolver", "FakeReactor",
     "ListeningPort", "TTY", "FakeRunner", "FakeControlClient", "FakeAsyncControlClient",
+    "FakeOutbox", "FakeIndex",
     "hook_table", "mailbox_table", "config_text", "config",
     "message", "part", "multipart", "multipart_message",
 ]
@@ -48,11 +49,13 @@ class FakePasswd:
     @param users: name to uid, or to C{(uid, gid)}; a bare uid is its own gid.
         C{root} (0) is always known.
     @param homes: name to home directory (others have none).
+    @param groups: group name to its members' names.
     """
 
     def __init__(self, users: Mapping[str, int | tuple[int, int]] = (),
-                 homes: Mapping[str, str] = ()):
+                 homes: Mapping[str, str] = (), groups: Mapping[str, Iterable[str]] = ()):
         self.homes = dict(homes)
+        self.groups = {name: set(members) for name, members in dict(groups).items()}
         self.users: dict[str, tuple[int, int]] = {"root": (0, 0)}
         for name, ids in dict(users).items():
             self.users[name] = (ids, ids) if isinstance(ids, int) else tuple(ids)
@@ -73,6 +76,10 @@ class FakePasswd:
     def home(self, name: str) -> str | None:
         """The home directory of C{name}, or C{None}."""
         return self.homes.get(name)
+
+    def in_group(self, uid: int, group: str) -> bool:
+        """Whether the user with C{uid} is a member of C{group}."""
+        return self.username(uid) in self.groups.get(group, ())
 
 
 # -- time --------------------------------------------------------------------------
@@ -296,6 +303,50 @@ class FakeAsyncControlClient(FakeControlClient):
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+
+# -- what SEND talks to ------------------------------------------------------------
+
+
+class FakeOutbox:
+    """The outbox (L{aimx.outbox.Outbox}) as the control commands see it: sends nothing,
+    records each draft; C{answer} may be an exception to raise or a Deferred to wait for."""
+
+    def __init__(self):
+        self.drafts = []
+        self.answer = None
+
+    async def send(self, config, sub, draft):
+        self.drafts.append(draft)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if isinstance(self.answer, defer.Deferred):
+            await self.answer
+        return {"message_id": "<m@test.local>", "deliveries": []}
+
+
+class FakeIndex:
+    """The mail indexes (L{aimx.indexer.Indexer}) for the two questions the send guard
+    asks, answered from lists (or failing with C{error}); C{asked} names each query's
+    mailbox."""
+
+    def __init__(self, stems=(), known=()):
+        self.stems = list(stems)
+        self.known_addresses = set(known)
+        self.error = None
+        self.asked = []
+
+    async def query(self, mailbox, fn):
+        self.asked.append(mailbox)
+        if self.error is not None:
+            raise self.error
+        return fn(self)
+
+    def sent_stems(self, since, limit):
+        return sorted((s for s in self.stems if s >= since), reverse=True)[:limit]
+
+    def known(self, addresses):
+        return set(addresses) & self.known_addresses
 
 
 # -- config ------------------------------------------------------------------------

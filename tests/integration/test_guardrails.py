@@ -10,6 +10,7 @@ on the drop directory and the sent folder.
 import asyncio
 import email
 import email.policy
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from aimx.control import aioclient, commands
 from aimx.errors import MalformedError, PolicyError
+from aimx.testing import fakes
 from tests.integration.base import DOMAIN, stop_daemon
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
 from tests.integration.test_mcp import drive
@@ -301,3 +303,119 @@ class McpTests(SecondUidTestCase):
         self.assertEqual(meta["rcpt_to"], ["eve@y.example"])
         self.assertIn(b'filename="notes.txt"', eml)
 
+
+
+class ApprovalTests(SendTestCase):
+    """support is nobody's, approval = "new-recipients"; root and the CLI decide."""
+
+    skip = None if IS_ROOT else "needs root to act as a second uid"
+
+    def setUp(self):
+        self.home = agent_home(self, NOBODY)
+        self.flag = os.path.join(self.home, "after_send.flag")
+        self.config_mailboxes = {"support": {
+            "owner": "nobody", "trust": "verified", "trusted_senders": ["*@trusted.example"],
+            "outbound": {"approval": "new-recipients", "attachment_roots": [self.home]},
+            "hooks": [{"event": "after_send", "cmd": ["/usr/bin/touch", self.flag]}]}}
+        super().setUp()
+        os.chmod(self.runtime_dir, 0o755)
+        path = self.data_dir  # trial's temp dirs are 0700: the hook starts in sent/support
+        while path.startswith(os.getcwd() + os.sep):
+            os.chmod(path, os.stat(path).st_mode | 0o011)
+            path = os.path.dirname(path)
+
+    def aimx(self, uid, *argv: str):
+        """`aimx` as C{uid} (C{None}: as root) in a child process."""
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
+                   AIMX_RUNTIME_DIR=self.runtime_dir)
+        prefix = ([sys.executable, "-m", "aimx"] if uid is None else
+                  [sys.executable, "-m", "tests.integration.asuser", str(uid), str(uid), "cli"])
+        return threads.deferToThread(subprocess.run, [*prefix, *argv], env=env, cwd=REPO,
+                                     capture_output=True, text=True, timeout=60)
+
+    def send_as_agent(self, to: str, *extra: str):
+        return self.aimx(NOBODY, "send", "--from", SUPPORT, "--to", to, "--subject", "Offer",
+                         "--body", "Hello **there**", *extra)
+
+    async def test_hold_approve_reject(self):
+        """The agent's mail to new recipients waits (CLI and MCP); the agent may list but
+        not approve; root approves through the CLI (delivered, sent copy, after_send
+        hook) and rejects with a reason; a recipient mailed once is known from then on."""
+        notes = put(self.home, "notes.txt", uid=NOBODY)
+        result = await self.send_as_agent("new@customer.example", "--attachment", notes)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        [line] = result.stdout.splitlines()
+        self.assertRegex(line, r"^held for approval: \d{8}-\d{6}-[0-9a-f]{8}$")
+        first = line.split(": ")[1]
+
+        async def flow(call):
+            sent = await call("email_send", {"from_mailbox": "support", "to": "x@other.example",
+                                             "subject": "s", "body": "b"})
+            return sent, await call("held_list", {"mailbox": "support"})
+
+        _, (sent, listed) = await drive(self.runtime_dir, NOBODY, flow)
+        self.assertFalse(sent[0], sent)
+        self.assertRegex(sent[1], r"^held for approval: \d{8}-\d{6}-[0-9a-f]{8}$")
+        second = sent[1].split(": ")[1]
+        rows = json.loads(listed[1])
+        self.assertEqual([(r["hold_id"], r["to"], r["attachments"]) for r in rows],
+                         [(first, "new@customer.example", 1), (second, "x@other.example", 0)])
+        self.assertEqual(self.dropped(), [])
+
+        refused = await self.aimx(NOBODY, "held", "approve", first)
+        self.assertEqual((refused.returncode, refused.stderr), (1, (
+            "Error: [EACCES] not authorized: the mailbox's owner never approves or rejects "
+            "its own mail\n")))
+        listing = await self.aimx(NOBODY, "held", "list")
+        self.assertIn(first, listing.stdout)
+
+        approved = await self.aimx(None, "held", "approve", first)
+        self.assertEqual(approved.returncode, 0, approved.stderr)
+        self.assertIn("Approved and sent: <", approved.stdout)
+        [(eml, meta)] = self.dropped()
+        self.assertEqual(meta["rcpt_to"], ["new@customer.example"])
+        self.assertIn(b'filename="notes.txt"', eml)
+        [copy] = self.sent("support")
+        self.assertEqual(self.read_mail(copy)[0]["to"], "new@customer.example")
+        await self.daemon.hooks.idle()
+        self.assertTrue(os.path.exists(self.flag))
+
+        rejected = await self.aimx(None, "held", "reject", second, "--reason", "not ours")
+        self.assertEqual(rejected.returncode, 0, rejected.stderr)
+        path = os.path.join(self.data_dir, "held", "support", "rejected", second + ".md")
+        fields, _ = self.read_mail(path)
+        self.assertEqual((fields["state"], fields["decided_by"], fields["decision_reason"]),
+                         ("rejected", "root", "not ours"))
+        self.assertEqual((await self.aimx(None, "held", "list")).stdout,
+                         "No messages held for approval.\n")
+
+        again = await self.send_as_agent("new@customer.example")
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertNotIn("held", again.stdout)
+        self.assertEqual(len(self.dropped()), 2)
+
+    async def test_trusted_sender_is_known(self):
+        """A sender whose mail was stored trusted may be answered without approval; an
+        untrusted one's may not."""
+        self.dns.add_txt("trusted.example", "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt("_dmarc.trusted.example", "v=DMARC1; p=reject")
+        private = self.publish_dkim("trusted.example")
+        raw = self.sign(message_from("boss@trusted.example"), private, "trusted.example")
+        await self.smtp(raw, [SUPPORT], mail_from="boss@trusted.example")
+        self.dns.add_txt("elsewhere.example", "v=spf1 ip4:127.0.0.1 -all")
+        await self.smtp(message_from("eve@elsewhere.example"), [SUPPORT],
+                        mail_from="eve@elsewhere.example")
+        trusted = {self.read_mail(p)[0]["from"]: self.read_mail(p)[0]["trusted"]
+                   for p in self.inbox("support")}
+        self.assertEqual(trusted, {"boss@trusted.example": "true",
+                                   "eve@elsewhere.example": "false"})
+        answer = await self.send_as_agent("boss@trusted.example")
+        self.assertEqual((answer.returncode, answer.stdout.startswith("<")), (0, True),
+                         answer.stderr)
+        held = await self.send_as_agent("eve@elsewhere.example")
+        self.assertTrue(held.stdout.startswith("held for approval: "), held.stdout)
+
+
+def message_from(sender: str) -> bytes:
+    return fakes.message(sender=sender, to=SUPPORT, subject="Question",
+                         message_id=f"q.{sender}")
