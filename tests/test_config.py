@@ -705,6 +705,29 @@ class SessionsPerIpTests(_Case):
         self.assertEqual(config.max_sessions_per_ip, 20)
 
 
+    def test_contrib_guard_examples_load(self):
+        """The commented [outbound], [approval] and per-mailbox examples are valid once
+        uncommented."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            lines = f.read().split("\n")
+        out, inside = [], False
+        for line in lines:
+            if line in ("# [outbound]", "# [approval]", "# [mailboxes.support.outbound]"):
+                inside = True
+            elif not line.startswith("# "):
+                inside = False
+            out.append(line[2:] if inside else line)
+        config, _ = load("\n".join(out))
+        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 7))
+        policy = config.effective_outbound(config.mailbox("support"))
+        self.assertEqual((policy.deny, policy.allow, policy.max_per_hour, policy.approval,
+                          policy.attachment_roots),
+                         (("*@competitor.example",), ("*@customer.example",
+                                                      "alice@partner.example"), 20,
+                          "new-recipients", ("/srv/support/outbox",)))
+
+
 class ValidationOrderTests(_Case):
     def test_empty_owner_before_trust(self):
         """Step 6 (empty owner) is reported before step 7 (trust)."""
