@@ -133,6 +133,7 @@ class DecideTests(ApprovalTestCase):
         for method in ("held_show", "held_approve"):
             self.failureResultOf(self.call(method, BOB, self.hold_id), NotFoundError)
         self.failureResultOf(self.call("held_show", ROOT, "../../etc"), NotFoundError)
+        self.failureResultOf(self.call("held_list", ROOT, "../inbox"), MailboxError)
 
     def test_root_approves(self):
         """Root approves: the outbox gets the draft as held; the hold is gone; it counts

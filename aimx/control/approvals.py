@@ -129,7 +129,7 @@ class Approvals:
 
         @raise MailboxError: C{mailbox} is given and not the caller's to see.
         """
-        if mailbox is not None and not self._sees(uid, mailbox):
+        if mailbox is not None and not (held.valid_name(mailbox) and self._sees(uid, mailbox)):
             raise MailboxError(f"mailbox '{mailbox}' does not exist")
         names = [mailbox] if mailbox is not None else await self.run_in_thread(
             held.mailboxes, self.data_dir)

@@ -32,10 +32,15 @@ def held_dir(data_dir: str) -> str:
     return os.path.join(data_dir, HELD_DIR)
 
 
+def valid_name(mailbox: str) -> bool:
+    """Whether C{mailbox} may name a directory under C{held/}."""
+    return is_valid_id(mailbox) and not mailbox.startswith(".")
+
+
 @contextlib.contextmanager
 def _mailbox_dir(data_dir: str, mailbox: str, *, create: bool):
     """C{held/<mailbox>} opened (made first with C{create}); C{None} when absent."""
-    if not is_valid_id(mailbox) or mailbox.startswith("."):
+    if not valid_name(mailbox):
         raise ValueError(f"no held directory for mailbox name '{mailbox}'")
     if create:
         with contextlib.suppress(FileExistsError):
@@ -80,8 +85,7 @@ def mailboxes(data_dir: str) -> list[str]:
     try:
         with safefs.directory(held_dir(data_dir)) as fd:
             return sorted(name for name, kind in safefs.scan(fd)
-                          if kind == safefs.DIR and is_valid_id(name)
-                          and not name.startswith("."))
+                          if kind == safefs.DIR and valid_name(name))
     except FileNotFoundError:
         return []
 
