@@ -705,6 +705,52 @@ class SessionsPerIpTests(_Case):
         self.assertEqual(config.max_sessions_per_ip, 20)
 
 
+class BackupMxTests(_Case):
+    def test_loads_and_round_trips(self):
+        """backup_mx: a host name, kept as written, written back by to_toml and by an
+        in-place edit; absent is None and not written."""
+        config, _ = load('backup_mx = "MX2.example.net"\n' + BASE + CATCHALL)
+        self.assertEqual(config.backup_mx, "MX2.example.net")
+        self.assertEqual(to_toml(config)["backup_mx"], "MX2.example.net")
+        self.assertEqual(load(tomli_w.dumps(to_toml(config)))[0], config)
+        plain, _ = load(BASE + CATCHALL)
+        self.assertIsNone(plain.backup_mx)
+        self.assertNotIn("backup_mx", to_toml(plain))
+        text = BASE + "# keep me\n" + CATCHALL
+        edited = configedit.rewrite_text(text, PATH, attrs.evolve(plain, backup_mx="mx3.b.org"))
+        self.assertIn("# keep me", edited)
+        self.assertEqual(load(edited)[0].backup_mx, "mx3.b.org")
+        self.assertEqual(load(configedit.rewrite_text(edited, PATH, plain))[0].backup_mx, None)
+
+    def test_refused(self):
+        """Not a string, not a host name, or the domain itself: an error naming the key
+        and the file."""
+        cases = (
+            ("backup_mx = 5\n", "backup_mx: expected a string"),
+            ('backup_mx = ""\n', "backup_mx: '' is not a host name: backup_mx cannot be empty"),
+            ('backup_mx = "mx2"\n', "backup_mx: 'mx2' is not a host name: 'mx2' needs at least "
+                                    "two labels"),
+            ('backup_mx = "mx2.example.net."\n', "has an empty label"),
+            ('backup_mx = "mx 2.example.net"\n', "invalid character ' '"),
+            ('backup_mx = "TEST.com"\n', "backup_mx: 'TEST.com' is the domain itself; a backup "
+                                         "MX is another server"),
+        )
+        for line, message in cases:
+            error = self.error(line + BASE)
+            self.assertTrue(error.startswith(f"{PATH}: backup_mx: "), error)
+            self.assertIn(message, error)
+
+    def test_contrib_documents_it(self):
+        """contrib/config.toml describes the key (commented out: most setups have none)."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            text = f.read()
+        self.assertIn('# backup_mx = "mx2.example.net"', text)
+        self.assertIsNone(load(text)[0].backup_mx)
+        self.assertEqual(load(text.replace("# backup_mx", "backup_mx"))[0].backup_mx,
+                         "mx2.example.net")
+
+
 class ValidationOrderTests(_Case):
     def test_empty_owner_before_trust(self):
         """Step 6 (empty owner) is reported before step 7 (trust)."""

@@ -29,6 +29,7 @@ TRUST_VALUES = ("none", "verified")
 RESERVED_OWNERS = ("root", "aimx-catchall")
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -41,6 +42,38 @@ def ascii_lower(text: str) -> str:
     # Only ASCII letters fold: Unicode case mapping would let look-alikes
     # (e.g. KELVIN SIGN -> "k") reach another mailbox.
     return text.translate(_ASCII_LOWER)
+
+
+def host_name_problem(name: str, what: str = "domain") -> str | None:
+    """Why C{name} is not a mail host name aimx accepts, or C{None}.
+
+    The rules: non-empty, at most 253 characters, two labels or more, each label
+    1-63 ASCII letters, digits or C{-}, not starting or ending with C{-} (RFC 1123
+    §2.1 host names, without a final dot).  Case is not folded.
+
+    @param what: what the name is, for the empty case (C{"domain cannot be empty"}).
+    """
+    if not name:
+        return f"{what} cannot be empty"
+    if len(name) > 253:
+        return f"{what} is {len(name)} characters long; the maximum is 253"
+    labels = name.split(".")
+    if len(labels) < 2:
+        return f"'{name}' needs at least two labels (e.g. agent.example.com)"
+    for label in labels:
+        if not label:
+            return f"'{name}' has an empty label"
+        if len(label) > 63:
+            return f"label '{label}' is {len(label)} characters long; the maximum is 63"
+        bad = next((c for c in label if c not in _LABEL_CHARS), None)
+        if bad is not None:
+            return (
+                f"label '{label}' contains invalid character '{bad}' "
+                "(allowed: ASCII letters, digits and '-')"
+            )
+        if label.startswith("-") or label.endswith("-"):
+            return f"label '{label}' cannot start or end with '-'"
+    return None
 
 
 def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) -> str:
@@ -152,6 +185,9 @@ class Config:
     @ivar outbound_check_domain: whose MX the outbound port-25 check connects to;
         C{None}: C{gmail.com} (L{aimx.ops.portcheck.DEFAULT_OUTBOUND_CHECK_DOMAIN}).
         Checked when used, not at load: the daemon does not use it.
+    @ivar backup_mx: the host name of a backup MX (another server that queues mail
+        for the domain while aimx is down), or C{None}.  Setup proposes its MX
+        record and doctor checks it; the daemon does not use it.
     @ivar mailboxes: in file order.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
@@ -167,6 +203,7 @@ class Config:
     trusted_senders: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     verify_host: str | None = None
     outbound_check_domain: str | None = None
+    backup_mx: str | None = None
     enable_ipv6: bool = False
     signature: str | None = None
     release_manifest_url: str | None = None
@@ -490,6 +527,7 @@ def _decode(raw: dict) -> Config:
         trusted_senders=_strings(raw, "trusted_senders", "", ()),
         verify_host=_field(raw, "verify_host", str, "", None),
         outbound_check_domain=_field(raw, "outbound_check_domain", str, "", None),
+        backup_mx=_field(raw, "backup_mx", str, "", None),
         enable_ipv6=_field(raw, "enable_ipv6", bool, "", False),
         signature=_field(raw, "signature", str, "", None),
         release_manifest_url=_field(
@@ -548,6 +586,8 @@ def _decode_hook(table: object, where: str) -> HookConfig:
 
 def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     """Steps 6-10 on the decoded config; returns the warnings of step 9."""
+    if config.backup_mx is not None:
+        _check_backup_mx(config.backup_mx, config.domain)
     for mb in config.mailboxes:
         if not mb.owner.strip():
             raise ConfigError(
@@ -610,6 +650,16 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     return warnings
 
 
+def _check_backup_mx(host: str, domain: str) -> None:
+    problem = host_name_problem(host, "backup_mx")
+    if problem is not None:
+        raise ConfigError(f"backup_mx: '{host}' is not a host name: {problem}")
+    if ascii_lower(host) == ascii_lower(domain):
+        raise ConfigError(
+            f"backup_mx: '{host}' is the domain itself; a backup MX is another server"
+        )
+
+
 def to_toml(config: Config) -> dict:
     """The config as a TOML document, for a file written from scratch (config.md §5).
 
@@ -631,6 +681,8 @@ def to_toml(config: Config) -> dict:
         doc["verify_host"] = config.verify_host
     if config.outbound_check_domain is not None:
         doc["outbound_check_domain"] = config.outbound_check_domain
+    if config.backup_mx is not None:
+        doc["backup_mx"] = config.backup_mx
     if config.signature is not None:
         doc["signature"] = config.signature
     if config.max_sessions_per_ip != DEFAULT_MAX_SESSIONS_PER_IP:

@@ -364,6 +364,7 @@ _TOP_KEYS = (
     "trust",
     "trusted_senders",
     "verify_host",
+    "backup_mx",
     "enable_ipv6",
     "signature",
     "max_sessions_per_ip",

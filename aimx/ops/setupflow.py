@@ -8,7 +8,7 @@ screens.  L{aimx.cli.setup} does the I/O and the sequencing.
 
 import attrs
 
-from aimx.core.config import Config, MailboxConfig, ascii_lower
+from aimx.core.config import Config, MailboxConfig, ascii_lower, host_name_problem
 from aimx.errors import AimxError
 
 CATCHALL_NAME = "catchall"
@@ -45,7 +45,6 @@ COMPLETE_BANNER = "🐦‍⬛ AIMX setup — complete"
 HANDOFF_COMMAND = "  → aimx agents setup"
 BOX_WIDTH = 29
 
-_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _SENDER_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+*?"
 )
@@ -73,35 +72,15 @@ class SenderError(AimxError):
 
 
 def validate_domain(domain: str) -> None:
-    """Check a mail domain: non-empty, at most 253 characters, two labels or more,
-    each label 1-63 ASCII letters, digits or C{-}, not starting or ending with C{-}.
+    """Check a mail domain (L{aimx.core.config.host_name_problem}'s rules).
 
     Case is not folded: the domain is used as given.
 
     @raise DomainError: the first rule broken.
     """
-    if not domain:
-        raise DomainError("domain cannot be empty")
-    if len(domain) > 253:
-        raise DomainError(f"domain is {len(domain)} characters long; the maximum is 253")
-    labels = domain.split(".")
-    if len(labels) < 2:
-        raise DomainError(
-            f"'{domain}' needs at least two labels (e.g. agent.example.com)"
-        )
-    for label in labels:
-        if not label:
-            raise DomainError(f"'{domain}' has an empty label")
-        if len(label) > 63:
-            raise DomainError(f"label '{label}' is {len(label)} characters long; the maximum is 63")
-        bad = next((c for c in label if c not in _LABEL_CHARS), None)
-        if bad is not None:
-            raise DomainError(
-                f"label '{label}' contains invalid character '{bad}' "
-                "(allowed: ASCII letters, digits and '-')"
-            )
-        if label.startswith("-") or label.endswith("-"):
-            raise DomainError(f"label '{label}' cannot start or end with '-'")
+    problem = host_name_problem(domain)
+    if problem is not None:
+        raise DomainError(problem)
 
 
 def validate_sender(entry: str) -> None:
