@@ -12,6 +12,7 @@ cases of setup-and-ops.md are named in the docstrings.
 import datetime
 import functools
 import io
+import ipaddress
 import os
 import pwd
 import sys
@@ -49,6 +50,7 @@ from aimx.testing.fakes import FakeReactor, FakeResolver
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
+PTR4 = "10.2.0.192.in-addr.arpa"
 IS_ACTIVE = ("systemctl", "is-active", "--quiet", "aimx")
 #: Who "aimx-catchall" is in these tests: a real account chown can use.
 CATCHALL = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
@@ -116,7 +118,7 @@ class SetupResolver(FakeResolver):
     """The DNS the wizard checks."""
 
     def publish(self, config_dir, *, ipv6=False, spf=None, dkim=None, dmarc=None):
-        """The records setup asks for (each overridable)."""
+        """The records setup asks for (each overridable), and reverse DNS for IPV4."""
         self.add("A", DOMAIN, IPV4)
         if ipv6:
             self.add("AAAA", DOMAIN, IPV6)
@@ -125,7 +127,8 @@ class SetupResolver(FakeResolver):
         self.add("TXT", DOMAIN, spf or f"v=spf1 {ips} -all")
         key = keys.local_public_key_b64(config_dir)
         self.add("TXT", f"aimx._domainkey.{DOMAIN}", dkim or f"v=DKIM1; k=rsa; p={key}")
-        self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+        self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or "v=DMARC1; p=none")
+        self.add("PTR", PTR4, DOMAIN)
 
 
 class _Interrupting(io.StringIO):
@@ -441,18 +444,20 @@ def expected_dns(ipv6=None, key="KEY") -> ExpectedDns:
     return ExpectedDns(domain=DOMAIN, ipv4=IPV4, ipv6=ipv6, selector="aimx", dkim_key=key)
 
 
-def answers(**override) -> dict:
-    """Lookups for which every check of L{expected_dns} passes, some overridden."""
+def answers(ip=IPV4, **override) -> dict:
+    """Lookups for which every check of L{expected_dns} (at C{ip}) passes, some overridden."""
     found = {
-        ("A", DOMAIN): Lookup([IPV4]),
+        ("A", DOMAIN): Lookup([ip]),
         ("MX", DOMAIN): Lookup([f"10 {DOMAIN}."]),
-        ("TXT", DOMAIN): Lookup([f"v=spf1 ip4:{IPV4} -all"]),
+        ("TXT", DOMAIN): Lookup([f"v=spf1 ip4:{ip} -all"]),
         ("TXT", f"aimx._domainkey.{DOMAIN}"): Lookup(["v=DKIM1; k=rsa; p=KEY"]),
         ("TXT", f"_dmarc.{DOMAIN}"): Lookup(["v=DMARC1; p=reject"]),
+        ("PTR", ipaddress.ip_address(ip).reverse_pointer): Lookup([DOMAIN]),
     }
     for name, lookup in override.items():
         key = {"spf": ("TXT", DOMAIN), "dkim": ("TXT", f"aimx._domainkey.{DOMAIN}"),
-               "dmarc": ("TXT", f"_dmarc.{DOMAIN}"), "a": ("A", DOMAIN)}[name]
+               "dmarc": ("TXT", f"_dmarc.{DOMAIN}"), "a": ("A", DOMAIN),
+               "ptr": ("PTR", ipaddress.ip_address(ip).reverse_pointer)}[name]
         found[key] = lookup
     return found
 
@@ -501,20 +506,19 @@ class DnsLoopTests(SynchronousTestCase):
         """ip4:1.2.3.45-style lookalikes fail "does not include"; /32 passes (acceptance 4)."""
         expected = ExpectedDns(DOMAIN, "1.2.3.4", None, "aimx", "KEY")
         for spf in ("v=spf1 ip4:1.2.3.45 -all", "v=spf1 ip4:11.2.3.4 -all"):
-            checks = expected.evaluate(answers(a=Lookup(["1.2.3.4"]), spf=Lookup([spf])))
+            checks = expected.evaluate(answers("1.2.3.4", spf=Lookup([spf])))
             ok, out, _ = self.loop("\nq\n", checks)
             self.assertFalse(ok)
             self.assertIn("  SPF: [FAIL] - SPF record found but does not include 1.2.3.4", out)
-        checks = expected.evaluate(
-            answers(a=Lookup(["1.2.3.4"]), spf=Lookup(["v=spf1 ip4:1.2.3.4/32 -all"])))
+        checks = expected.evaluate(answers("1.2.3.4", spf=Lookup(["v=spf1 ip4:1.2.3.4/32 -all"])))
         self.assertTrue(self.loop("\n", checks)[0])
 
-    def test_dmarc_none_warns(self):
-        """DMARC p=none is a warning and verification still passes (acceptance 5)."""
+    def test_dmarc_none_monitoring(self):
+        """DMARC p=none, the start setup proposes, passes as monitoring (issue 16)."""
         checks = expected_dns().evaluate(answers(dmarc=Lookup(["v=DMARC1; p=none"])))
         ok, out, _ = self.loop("\n", checks)
         self.assertTrue(ok)
-        self.assertIn("  DMARC: [WARN] - DMARC record uses p=none", out)
+        self.assertIn("  DMARC: [OK] - p=none: monitoring, no policy applied yet\n", out)
 
     def test_dkim_lines(self):
         """Mismatched key: fail and the !! line; missing: the → Add line (acceptance 6)."""
@@ -979,8 +983,8 @@ class FreshInstallTests(WizardTestCase):
                       + "\n".join(table) + "\n\n", out)
         self.assertEqual([line.split()[0] for line in table[2:]], ["A", "MX", "TXT", "TXT", "TXT"])
         self.assertIn(f"  TXT  {DOMAIN:<45} v=spf1 ip4:{IPV4} -all\n", out)
-        self.assertIn(f"_dmarc.{DOMAIN}", out)
-        self.assertIn("v=DMARC1; p=reject", out)
+        self.assertIn(f"  TXT  {'_dmarc.' + DOMAIN:<45} v=DMARC1; p=none\n", out)
+        self.assertNotIn("rua=", out)
         self.assertNotIn("PTR", out)
 
     def test_dns_table_ipv6(self):
@@ -1002,7 +1006,8 @@ class FreshInstallTests(WizardTestCase):
         code, out, _ = self.wizard(DOMAIN, stdin="\n\nY\n")
         self.assertEqual(code, 0)
         self.assertIn("\nDNS Verification:\n\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
-                      "  DMARC: [OK]\n\nAll DNS records verified. Your email server is ready!\n", out)
+                      "  DMARC: [OK] - p=none: monitoring, no policy applied yet\n"
+                      f"  PTR: [OK] - {IPV4} → {DOMAIN}\n\n", out)
 
     def test_noninteractive(self):
         """AIMX_NONINTERACTIVE=1: no trust prompt, trust none, the warning on stderr (acceptance 10)."""

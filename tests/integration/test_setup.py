@@ -167,8 +167,8 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.dns.add_txt(DOMAIN, f"v=spf1 ip4:{IPV4} -all")
         self.dns.add_txt(f"aimx._domainkey.{DOMAIN}",
                          "v=DKIM1; k=rsa; p=" + keys.local_public_key_b64(self.config_dir))
-        self.dns.add_txt(f"_dmarc.{DOMAIN}",
-                         f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+        self.dns.add_txt(f"_dmarc.{DOMAIN}", "v=DMARC1; p=none")
+        self.dns.add_ptr("10.2.0.192.in-addr.arpa", DOMAIN)
 
     def send_with_starttls(self, rcpt: str):
         def send():
@@ -240,8 +240,8 @@ class EndToEndTests(SetupTestCase):
                       "port 25\n", out)
         self.assertIn("Existing aimx configuration detected.", out)
         self.assertIn("\nDNS Verification:\n\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
-                      "  DMARC: [OK]\n\nAll DNS records verified. Your email server is ready!\n",
-                      out)
+                      "  DMARC: [OK] - p=none: monitoring, no policy applied yet\n"
+                      f"  PTR: [OK] - {IPV4} → {DOMAIN}\n\n", out)
         for n, reason in ((3, "TLS certificate already exists"),
                           (4, "existing trust policy preserved"),
                           (5, "aimx already installed")):
@@ -321,8 +321,11 @@ class BadInputTests(SetupTestCase):
         self.assertEqual(code, 0)
         self.assertIn("\nDNS Verification:\n\n  A: [FAIL] - No A record found\n"
                       f"         → Add: A  {DOMAIN}  {IPV4}\n"
-                      "  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n  DMARC: [OK]\n\n"
-                      "Some DNS records are not yet correct.\n", out)
+                      "  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
+                      "  DMARC: [OK] - p=none: monitoring, no policy applied yet\n"
+                      f"  PTR: [WARN] - PTR for {IPV4} is {DOMAIN}, but {DOMAIN} has no A "
+                      f"record: ask your hosting provider to set reverse DNS to {DOMAIN}\n", out)
+        self.assertIn("Some DNS records are not yet correct.\n", out)
         self.assertIn("No trusted senders configured", err)
         self.assertEqual(configfile.load(self.config_dir)[0].trust, "none")
 
