@@ -301,8 +301,8 @@ def dns_notes(expected: ExpectedDns) -> list[str]:
     if expected.backup_mx:
         notes.append(
             f"The backup MX {expected.backup_mx} must accept mail for {expected.domain} "
-            "and pass it on to this server (a Postfix example is in aimx's "
-            "contrib/postfix-backup-mx/)."
+            "and pass it on to this server (a stock Postfix does: aimx's "
+            "docs/backup-mx.md and contrib/postfix-backup-mx/)."
         )
     return ["Notes:", *(f"  • {note}" for note in notes)]
 
