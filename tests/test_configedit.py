@@ -203,7 +203,7 @@ class HookRequestTests(SynchronousTestCase):
 
     def test_legacy_keys(self):
         """Removed keys are PROTOCOL with their migration texts."""
-        self.assertRefused(ProtocolError, "book/hooks.md", data=body(template="x"))
+        self.assertRefused(ProtocolError, "docs/hooks.md", data=body(template="x"))
         e = self.assertRefused(ProtocolError, "`template`", data=body(template="x"))
         self.assertIn("template hooks were removed", str(e))
         self.assertRefused(ProtocolError, "`params`", data=body(params={}))

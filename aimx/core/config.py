@@ -376,7 +376,7 @@ def _scan_legacy(text: str) -> None:
             if inner == "hook_template" or inner.startswith("hook_template."):
                 raise ConfigError(
                     "[[hook_template]] blocks are not supported; template hooks were "
-                    "removed. See book/hooks.md for the supported raw-cmd schema"
+                    "removed. See docs/hooks.md for the supported raw-cmd schema"
                 )
             if inner.startswith("mailboxes."):
                 rest = inner.removeprefix("mailboxes.")
@@ -405,7 +405,7 @@ def _scan_legacy(text: str) -> None:
                 )
             if key in ("template", "params"):
                 raise ConfigError(
-                    f"hook sets `{key}`; template hooks were removed. See book/hooks.md "
+                    f"hook sets `{key}`; template hooks were removed. See docs/hooks.md "
                     "for the supported raw-cmd schema"
                 )
 

@@ -48,7 +48,7 @@ from aimx.errors import (
 _OWNER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
 _BODY_KEYS = ("cmd", "fire_on_untrusted", "type", "timeout_secs")
-_TEMPLATE = "template hooks were removed. See book/hooks.md for the supported raw-cmd schema"
+_TEMPLATE = "template hooks were removed. See docs/hooks.md for the supported raw-cmd schema"
 _LEGACY_KEYS = {
     "template": f"hook sets `template`; {_TEMPLATE}",
     "params": f"hook sets `params`; {_TEMPLATE}",
