@@ -1,4 +1,4 @@
-"""Tests for aimx.core.config and aimx.store.configfile (spec/config.md §8)."""
+"""Tests for aimx.core.config and aimx.store.configfile (docs/configuration.md)."""
 
 import os
 
@@ -50,7 +50,7 @@ class _Case(SynchronousTestCase):
 
 class DeriveHookNameTests(SynchronousTestCase):
     def test_vectors(self):
-        """The derived names match the vectors of hooks.md §2."""
+        """The derived names match known vectors (docs/hooks.md)."""
         vectors = [
             ("on_receive", ["/bin/true"], False, "9d0373b47d73"),
             ("on_receive", ["/bin/true"], True, "4315591c7fd4"),

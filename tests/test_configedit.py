@@ -165,7 +165,7 @@ class HookRequestTests(SynchronousTestCase):
                          ("9d0373b47d73", False, "cmd", 60))
 
     def test_derived_name(self):
-        """An anonymous hook's name is the 12-hex derivation of hooks.md §2."""
+        """An anonymous hook's name is the 12-hex derivation of docs/hooks.md."""
         hook = configedit.parse_hook_request(
             "on_receive", None, json.dumps({"cmd": ["/bin/echo", "via-daemon"]})
         )

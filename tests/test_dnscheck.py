@@ -1,4 +1,4 @@
-"""DNS records and verification shared by setup and doctor (spec/setup-and-ops.md §1.3, §1.4).
+"""DNS records and verification shared by setup and doctor (docs/install.md, "DNS records").
 
 aimx.ops.dnscheck is tested on Lookup values; aimx.auth.dnsverify against a real
 loopback FixtureDNS (lookups in a thread while the reactor serves). Acceptance

@@ -213,3 +213,66 @@ class ConfigDocTests(SynchronousTestCase):
         for block in examples:
             loaded, _ = config.load_text(block, "docs/configuration.md")
             self.assertTrue(loaded.mailboxes)
+
+
+#: Where code comments and docstrings live, relative to the repository.
+CODE = ("aimx", "twisted", "contrib", "tests", "setup.cfg", "aimx.tac")
+REPO = os.path.dirname(DOCS)
+#: A citation of the functional spec the code was first written from; it is not in
+#: the repository, so a reader cannot follow it (the pattern is built so that this
+#: file does not match itself).
+SPEC = re.compile(
+    "spec" + r"/|\bspec (?:README|§|[a-z-]+\.md)"
+    r"|(?<![\w/-])(?:inbound|outbound|frontmatter|trust-and-auth|control-socket|daemon"
+    r"|setup-and-ops|agents|security|config|cli|mcp|hooks)(?:\.md)? §"
+)
+CITED = re.compile(r"\bdocs/([\w.-]+\.md)")
+
+
+def code_lines():
+    """C{(path, line number, line)} of every text file under L{CODE} but this one."""
+    for top in CODE:
+        path = os.path.join(REPO, top)
+        files = [path] if os.path.isfile(path) else (
+            os.path.join(folder, name)
+            for folder, dirs, names in os.walk(path)
+            if "__pycache__" not in folder and "_trial_temp" not in folder
+            for name in names
+        )
+        for name in files:
+            if os.path.abspath(name) == os.path.abspath(__file__):
+                continue  # the patterns below are written out in this file
+            try:
+                with open(name, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except (UnicodeDecodeError, OSError):
+                continue
+            for number, line in enumerate(lines, 1):
+                yield os.path.relpath(name, REPO), number, line
+
+
+class CitationTests(SynchronousTestCase):
+    """Code comments cite docs/ pages (or RFCs) that exist, never the spec folder."""
+
+    def test_no_spec_citation(self):
+        """Nothing under aimx/, twisted/, contrib/ or tests/ cites the spec folder."""
+        found = [f"{path}:{number}: {line.strip()}" for path, number, line in code_lines()
+                 if SPEC.search(line)]
+        self.assertEqual(found, [])
+
+    def test_cited_pages_exist(self):
+        """Every docs/<page>.md the code names is in docs/."""
+        cited = {(path, page) for path, _, line in code_lines() for page in CITED.findall(line)}
+        self.assertTrue(cited)
+        missing = sorted(f"{path}: docs/{page}" for path, page in cited
+                         if not os.path.exists(os.path.join(DOCS, page)))
+        self.assertEqual(missing, [])
+
+    def test_patterns(self):
+        """The patterns catch the citation forms the spec folder was cited with."""
+        for text in ("(" + "spec" + "/hooks.md §3)", "config.md §3 step 10",
+                     "spec README, \"Body\"", "spec §9", "trust-and-auth §5.2"):
+            self.assertTrue(SPEC.search(text), text)
+        for text in ("docs/hooks.md", "RFC 5321 §4.5.3.2", "addr_spec", "HTML §13.2.6"):
+            self.assertFalse(SPEC.search(text), text)
+        self.assertEqual(CITED.findall("see docs/x-y.md, \"A\""), ["x-y.md"])

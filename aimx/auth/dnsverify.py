@@ -46,7 +46,7 @@ def lookup(resolver: Resolver, rdtype: str, name: str) -> Lookup:
 
 
 def verify(expected: ExpectedDns, resolver: Resolver) -> list[Check]:
-    """Look up everything C{expected} needs and judge it (spec/setup-and-ops.md §1.4).
+    """Look up everything C{expected} needs and judge it (docs/install.md, "aimx setup", "DNS records").
 
     The queries run concurrently, so an unreachable resolver costs one lookup's
     time, not one per record.

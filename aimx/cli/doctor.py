@@ -1,6 +1,6 @@
 """``aimx doctor`` (L3): report on the installation, exit 1 when a check fails.
 
-spec/setup-and-ops.md §2. This module collects the facts (config, keys, service
+docs/cli.md, "aimx doctor". This module collects the facts (config, keys, service
 state, the daemon's version, mailbox directories, DNS, port 25) and prints the
 sections; the conclusions are L{aimx.ops.doctor}'s and the DNS verdicts
 L{aimx.ops.dnscheck}'s. The setup wizard prints its DNS verification with
@@ -325,7 +325,7 @@ async def _server_version(s: session.Session, clock, running: bool) -> tuple[str
 
 
 def dns_lines(term, checks: list[Check]) -> list[str]:
-    """The verification lines of spec/setup-and-ops.md §1.4, without a heading.
+    """The DNS verification lines, without a heading.
 
     A failed check is followed by the record to add (when known) and, for DKIM,
     a red warning line.

@@ -1,8 +1,8 @@
 """The DNS records aimx needs and the verdict of each DNS check (L0, pure).
 
 Shared by C{aimx setup} and C{aimx doctor}: L{ExpectedDns.records} is the record
-table of spec/setup-and-ops.md §1.3, L{ExpectedDns.evaluate} the verification of
-§1.4. The lookups themselves are L{aimx.auth.dnsverify}'s; this module only names
+table of docs/install.md, "aimx setup" ("DNS records"), L{ExpectedDns.evaluate} their
+verification. The lookups themselves are L{aimx.auth.dnsverify}'s; this module only names
 the queries (L{ExpectedDns.queries}) and judges their answers.
 """
 
