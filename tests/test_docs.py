@@ -276,3 +276,31 @@ class CitationTests(SynchronousTestCase):
         for text in ("docs/hooks.md", "RFC 5321 §4.5.3.2", "addr_spec", "HTML §13.2.6"):
             self.assertFalse(SPEC.search(text), text)
         self.assertEqual(CITED.findall("see docs/x-y.md, \"A\""), ["x-y.md"])
+
+
+class DesignDocTests(SynchronousTestCase):
+    """docs/design.md names modules that exist and the layers tests/test_map.py enforces."""
+
+    def setUp(self):
+        self.text = page("design.md")
+
+    def test_layer_table_is_the_stack(self):
+        """Each layer row of the table lists exactly the aimx units of that layer."""
+        from tests.test_map import STACK
+
+        for layer, units in STACK:
+            row = re.search(rf"^\| L{layer} [^|]*\|([^|]*)\|", self.text, re.M)
+            self.assertIsNotNone(row, f"L{layer}")
+            named = re.findall(r"`(aimx/[\w/]+?)(?:\.py)?`", row.group(1))
+            self.assertEqual(sorted(n.replace("/", ".") for n in named), sorted(units))
+
+    def test_named_files_exist(self):
+        """Every C{.py} file the page names exists (a bare name somewhere in the package)."""
+        every = {os.path.relpath(os.path.join(folder, name), REPO)
+                 for top in ("aimx", "tests", "bench", "twisted")
+                 for folder, _, names in os.walk(os.path.join(REPO, top)) for name in names}
+        missing = []
+        for name in set(re.findall(r"`([\w/]+\.py)`", self.text)):
+            if not any(path == name or path.endswith("/" + name) for path in every):
+                missing.append(name)
+        self.assertEqual(sorted(missing), [])
