@@ -1,4 +1,4 @@
-"""Tests for aimx.core.config and aimx.store.configfile (spec/config.md §8)."""
+"""Tests for aimx.core.config and aimx.store.configfile (docs/configuration.md)."""
 
 import os
 
@@ -50,7 +50,7 @@ class _Case(SynchronousTestCase):
 
 class DeriveHookNameTests(SynchronousTestCase):
     def test_vectors(self):
-        """The derived names match the vectors of hooks.md §2."""
+        """The derived names match known vectors (docs/hooks.md)."""
         vectors = [
             ("on_receive", ["/bin/true"], False, "9d0373b47d73"),
             ("on_receive", ["/bin/true"], True, "4315591c7fd4"),
@@ -158,7 +158,7 @@ class LegacySchemaTests(_Case):
         message = self.error(BASE + '[[hook_template]]\nname = "x"\nrun_as = "root"\n')
         self.assertIn(
             "[[hook_template]] blocks are not supported; template hooks were removed. "
-            "See book/hooks.md for the supported raw-cmd schema",
+            "See docs/hooks.md for the supported raw-cmd schema",
             message,
         )
 
@@ -168,7 +168,7 @@ class LegacySchemaTests(_Case):
 
     def test_scan_precedes_toml_parse(self):
         """The legacy scan runs on text that is not even valid TOML."""
-        self.assertIn("book/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
+        self.assertIn("docs/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
 
     def test_legacy_on_receive_array(self):
         """C{[[mailboxes.<n>.on_receive]]} asks for a migration to hooks."""
@@ -223,7 +223,7 @@ class LegacySchemaTests(_Case):
         """Acceptance 4: a hook with C{template} is refused."""
         message = self.error(BASE + ALICE + hook('event = "on_receive"\ntemplate = "x"'))
         self.assertIn(
-            "hook sets `template`; template hooks were removed. See book/hooks.md for the "
+            "hook sets `template`; template hooks were removed. See docs/hooks.md for the "
             "supported raw-cmd schema",
             message,
         )

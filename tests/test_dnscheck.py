@@ -1,9 +1,8 @@
-"""DNS records and verification shared by setup and doctor (spec/setup-and-ops.md §1.3, §1.4;
+"""DNS records and verification shared by setup and doctor (docs/install.md, "DNS records";
 issue 16: reverse DNS, split TXT strings, DMARC p=none, the backup MX).
 
 aimx.ops.dnscheck is tested on Lookup values; aimx.auth.dnsverify against a real
-loopback FixtureDNS (tests.integration.test_dnscheck). Acceptance cases of
-setup-and-ops.md are named in the docstrings.
+loopback FixtureDNS (tests.integration.test_dnscheck). The acceptance cases are named in the docstrings.
 """
 
 from twisted.trial.unittest import SynchronousTestCase

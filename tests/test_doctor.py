@@ -1,4 +1,4 @@
-"""`aimx doctor`: findings, verdict, collected facts and the rendered report (setup-and-ops.md §2).
+"""`aimx doctor`: findings, verdict, collected facts and the rendered report (docs/cli.md, "aimx doctor").
 
 The verb runs in-process with a fake host (L{aimx.testing.fakes.FakeRunner}: no real
 systemctl or hostname), a fake control client and a task.Clock; DNS is covered by

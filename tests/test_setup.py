@@ -1,5 +1,5 @@
 """`aimx setup`: the pure decisions, the prompts, and the wizard in a fake world
-(spec/setup-and-ops.md §1, §7, §8).
+(docs/install.md, "aimx setup").
 
 The wizard runs in-process without a real reactor: the temporary responder "binds"
 on a memory reactor, the port-25 probes are canned, the host is a temporary root
@@ -235,7 +235,7 @@ class AnswerTests(SynchronousTestCase):
 
 class ChecklistTests(SynchronousTestCase):
     def test_ascii(self):
-        """Without colour the glyphs are [ ] [~] [x] [-] [*] [!] (cli.md §2)."""
+        """Without colour the glyphs are [ ] [~] [x] [-] [*] [!]."""
         states = [flow.DONE, flow.SKIPPED, flow.RUNNING, flow.PENDING, flow.ERROR, flow.HANDOFF]
         self.assertEqual(flow.checklist_lines(states, colour=False), [
             "  [x] Preflight checks on port 25",
@@ -1682,7 +1682,7 @@ class RegistrationTests(SynchronousTestCase):
         self.assertIsNone(aimx.cli._parser().parse_args(["setup"]).domain)
 
     def test_help_hides_domain(self):
-        """`aimx setup --help` lists its options and never the positional domain (cli.md §1)."""
+        """`aimx setup --help` lists its options and never the positional domain."""
         out = io.StringIO()
         self.patch(sys, "stdout", out)
         self.assertRaises(SystemExit, aimx.cli.main, ["setup", "--help"])

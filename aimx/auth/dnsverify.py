@@ -49,7 +49,7 @@ def lookup(resolver: Resolver, rdtype: str, name: str) -> Lookup:
 
 
 def verify(expected: ExpectedDns, resolver: Resolver) -> list[Check]:
-    """Look up everything C{expected} needs and judge it.
+    """Look up everything C{expected} needs and judge it (docs/install.md, "aimx setup", "DNS records").
 
     Two rounds: L{ExpectedDns.queries}, then the L{ExpectedDns.followups} their
     answers call for (the addresses of the PTR names).  The queries of a round run

@@ -1,6 +1,6 @@
 """``aimx doctor`` (L3): report on the installation, exit 1 when a check fails.
 
-spec/setup-and-ops.md §2. This module collects the facts (config, keys, service
+docs/cli.md, "aimx doctor". This module collects the facts (config, keys, service
 state, the daemon's version, mailbox directories, DNS, port 25) and prints the
 sections; the conclusions are L{aimx.ops.doctor}'s and the DNS verdicts
 L{aimx.ops.dnscheck}'s. The setup wizard prints its DNS verification with

@@ -2,7 +2,7 @@
 [--backup-mx HOST] [--mailbox NAME [--owner USER] | --no-mailbox]`` (L3): the guided
 install wizard.
 
-spec/setup-and-ops.md §1, in order: port-25 occupancy, Step 1 preflight probes (the
+docs/install.md, "aimx setup", in order: port-25 occupancy, Step 1 preflight probes (the
 outbound check against a well-known domain's MX; the inbound one only against the
 operator's own verifier, else skipped with an explanation),
 Step 2 domain, optional backup MX, DKIM key and DNS records (verified through our
@@ -351,7 +351,7 @@ def _ask(term: Terminal, prompt: str) -> str:
 
 
 def ask_domain(term: Terminal) -> str:
-    """The domain prompt, its confirmation and the DNS-access question (spec §1.3 step 2.1).
+    """The domain prompt, its confirmation and the DNS-access question.
 
     @raise CliError: nothing entered (or end of input), or no DNS access.
     """
@@ -382,7 +382,7 @@ def ask_domain(term: Terminal) -> str:
 
 
 def ask_trust(term: Terminal, config_path: str) -> tuple[str, tuple[str, ...]]:
-    """The trusted-senders prompt (spec §1.3 step 4).
+    """The trusted-senders prompt.
 
     @return: C{(trust, trusted_senders)}.
     @raise CliError: five invalid answers in a row, or end of input.
@@ -424,7 +424,7 @@ def _arrow(term: Terminal) -> str:
 
 
 async def dns_loop(term: Terminal, verify) -> bool:
-    """Verify DNS on Enter until it passes or the operator skips (spec §1.3 step 2.8).
+    """Verify DNS on Enter until it passes or the operator skips.
 
     @param verify: C{() -> awaitable list of Check}.
     @return: whether every record verified; C{False} when skipped with C{q} or at

@@ -1,6 +1,6 @@
 """The config.toml model: load, validate, serialise, route (L0, pure: stdlib + attrs).
 
-L{load_text} runs the whole pipeline of spec/config.md §3 on the file's text and
+L{load_text} runs the whole pipeline (docs/configuration.md) on the file's text and
 returns a frozen L{Config} plus the load warnings; L{to_toml} is its inverse, used
 for a file written from scratch (setup) and, table by table (L{mailbox_toml},
 L{hook_toml}), for the tables an in-place edit adds (L{aimx.core.configedit}).
@@ -77,7 +77,7 @@ def host_name_problem(name: str, what: str = "domain") -> str | None:
 
 
 def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) -> str:
-    """The stable name of a hook without an explicit C{name} (spec/hooks.md §2).
+    """The stable name of a hook without an explicit C{name} (docs/hooks.md).
 
     @param event: C{"on_receive"} or C{"after_send"}.
     @param cmd: the hook's argv.
@@ -98,7 +98,7 @@ class HookConfig:
     """One C{[[mailboxes.<name>.hooks]]} entry.
 
     Field values are not validated here: L{load_text} and L{validate_hooks} check
-    them in the order the spec fixes, so that the right message wins.
+    them in a fixed order (docs/configuration.md), so that the right message wins.
 
     @ivar name: the effective name (explicit, else derived).
     @ivar explicit_name: whether C{name} came from the file (only then is it written back).
@@ -264,13 +264,13 @@ class Config:
 
 
 def resolve_mailbox(config: Config, addr: str) -> MailboxConfig | None:
-    """Route a recipient address to a mailbox (spec/README.md decision table).
+    """Route a recipient address to a mailbox (docs/concepts.md, "Mailboxes").
 
     The local part (before the last C{@}, minus any C{+tag}) is compared ASCII
     case-insensitively with the local part of each mailbox's C{address}; the first
     concrete match wins, else the catchall, else C{None}. Domains are not compared:
     the SMTP layer accepts only C{config.domain}, and addresses are not validated
-    against it (config.md §2.2).
+    against it.
 
     @param addr: the address as given (case and tag preserved by the caller).
     """
@@ -291,9 +291,9 @@ def resolve_sender(config: Config, sender: str) -> MailboxConfig | None:
 
 
 def validate_mailbox_name(name: str) -> None:
-    """Check a name for a new mailbox (config.md §6); C{"already exists"} is the caller's.
+    """Check a name for a new mailbox; C{"already exists"} is the caller's.
 
-    @raise ConfigError: with the spec's text.
+    @raise ConfigError: naming the rule.
     """
     if not name:
         raise ConfigError("Mailbox name cannot be empty")
@@ -311,11 +311,11 @@ def validate_mailbox_name(name: str) -> None:
 
 
 def validate_hooks(config: Config) -> None:
-    """Per-hook checks, then global uniqueness of effective names (config.md §3 step 10).
+    """Per-hook checks, then global uniqueness of effective names.
 
     The control socket runs this on the modified config before a rewrite.
 
-    @raise ConfigError: the first violation, with the spec's text.
+    @raise ConfigError: the first violation.
     """
     seen: dict[str, tuple[str, bool]] = {}
     for mb in config.mailboxes:
@@ -381,13 +381,13 @@ def _check_hook(hook: HookConfig, mailbox: str) -> None:
 def load_text(
     text: str, path: str, *, owner_exists: Callable[[str], bool] = lambda owner: True
 ) -> tuple[Config, list[str]]:
-    """Load and fully validate config.toml text (config.md §3, steps 2-11).
+    """Load and fully validate config.toml text (docs/configuration.md, the order of checks).
 
     @param path: the file's path, put in front of every error message.
     @param owner_exists: whether a (syntactically valid, non-reserved) owner is a
         known user; C{False} gives the orphan-owner warning.
     @return: the config and the warning texts, in mailbox order.
-    @raise ConfigError: C{"<path>: <spec message>"} for the first error found.
+    @raise ConfigError: C{"<path>: <problem>"} for the first error found.
     """
     try:
         _scan_legacy(text)
@@ -413,7 +413,7 @@ def _scan_legacy(text: str) -> None:
             if inner == "hook_template" or inner.startswith("hook_template."):
                 raise ConfigError(
                     "[[hook_template]] blocks are not supported; template hooks were "
-                    "removed. See book/hooks.md for the supported raw-cmd schema"
+                    "removed. See docs/hooks.md for the supported raw-cmd schema"
                 )
             if inner.startswith("mailboxes."):
                 rest = inner.removeprefix("mailboxes.")
@@ -442,7 +442,7 @@ def _scan_legacy(text: str) -> None:
                 )
             if key in ("template", "params"):
                 raise ConfigError(
-                    f"hook sets `{key}`; template hooks were removed. See book/hooks.md "
+                    f"hook sets `{key}`; template hooks were removed. See docs/hooks.md "
                     "for the supported raw-cmd schema"
                 )
 
@@ -661,7 +661,7 @@ def _check_backup_mx(host: str, domain: str) -> None:
 
 
 def to_toml(config: Config) -> dict:
-    """The config as a TOML document, for a file written from scratch (config.md §5).
+    """The config as a TOML document, for a file written from scratch.
 
     Defaults and unset values are omitted; an in-memory C{data_dir} override is not
     written (the file's value is).  Edits of an existing file go through

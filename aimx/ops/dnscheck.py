@@ -1,7 +1,7 @@
 """The DNS records aimx needs and the verdict of each DNS check (L0, pure).
 
 Shared by C{aimx setup} and C{aimx doctor}: L{ExpectedDns.records} is the record
-table setup prints, L{ExpectedDns.evaluate} the verification both run.  The lookups
+table setup prints (docs/install.md, "aimx setup", "DNS records"), L{ExpectedDns.evaluate} the verification both run.  The lookups
 themselves are L{aimx.auth.dnsverify}'s; this module only names the queries
 (L{ExpectedDns.queries}, then L{ExpectedDns.followups} for what the first answers
 name) and judges their answers.

@@ -1,6 +1,6 @@
 """What C{aimx doctor} concludes from the state it collected (L0, pure).
 
-spec/setup-and-ops.md §2: the findings of the Checks section, the exit verdict and
+docs/cli.md, "aimx doctor": the findings of the Checks section, the exit verdict and
 the Mailboxes table. Collecting the facts (stat, passwd, message counts) is
 L{aimx.cli.doctor}'s job.
 """
@@ -69,7 +69,7 @@ class Facts:
     @ivar stray: directories under C{inbox/} or C{sent/} with no configured mailbox,
         as C{"inbox/<name>"}.
     @ivar legacy_hook_user: whether the user C{aimx-hook} exists.
-    @ivar load_warnings: the config load warnings (spec/config.md §3 step 9).
+    @ivar load_warnings: the config load warnings (docs/configuration.md).
     """
 
     mailboxes: tuple[MailboxFacts, ...] = attrs.field(converter=tuple)

@@ -1,6 +1,6 @@
 """What the setup wizard decides, without doing it (L0, pure).
 
-spec/setup-and-ops.md §1: the domain rules, the backup MX answer, the
+docs/install.md, "aimx setup": the domain rules, the backup MX answer, the
 trusted-senders prompt's parsing, the checklist and its glyphs, the re-entry
 decision, the config setup writes (fresh, or an existing one moved to a new
 domain), the notes beside the DNS records, the first mailbox's owner rules and
@@ -23,7 +23,7 @@ MAX_SENDER_ATTEMPTS = 5
 NO_BACKUP_MX = "none"
 CREATE_LATER = "Create one later with `sudo aimx mailboxes create NAME --owner USER`."
 
-#: The six checklist titles, in step order (spec §1.2).
+#: The six checklist titles, in step order.
 TITLES = (
     "Preflight checks on port 25",
     "Set up domain and DNS",
@@ -36,7 +36,7 @@ TITLES = (
 PENDING, RUNNING, DONE, SKIPPED, HANDOFF, ERROR = (
     "pending", "running", "done", "skipped", "handoff", "error",
 )
-#: Each state's glyph on a colour terminal and its ASCII form (spec/cli.md §2).
+#: Each state's glyph on a colour terminal and its ASCII form.
 GLYPHS = {
     PENDING: ("☐", "[ ]"),
     RUNNING: ("◐", "[~]"),
@@ -59,7 +59,7 @@ _YES = ("1", "true", "yes")
 
 
 class DomainError(AimxError):
-    """The domain breaks a rule of spec §1.3 step 2; the message is the reason."""
+    """The domain breaks a rule of L{validate_domain}; the message is the reason."""
 
     code = "VALIDATION"
 
@@ -233,7 +233,7 @@ def _moved(address: str, old: str, new: str) -> str:
 
 def update_config(config: Config, domain: str, data_dir: str | None = None, *,
                   backup_mx: str | None) -> Config:
-    """An existing config brought in line with this setup (spec §1.3 step 5.2).
+    """An existing config brought in line with this setup (docs/install.md, "aimx setup": a re-run).
 
     A different domain replaces the old one, also in every mailbox address ending
     C{@<old domain>}; a missing catchall is added; C{data_dir}, when given, replaces

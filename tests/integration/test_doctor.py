@@ -1,4 +1,4 @@
-"""`aimx doctor` on a healthy, a half-configured and a broken install (issue 7, setup-and-ops.md §2).
+"""`aimx doctor` on a healthy, a half-configured and a broken install (issue 7; docs/cli.md, "aimx doctor").
 
 Each test builds a real install in scratch dirs: config.toml, mailbox directories,
 DKIM keys, a loopback FixtureDNS with (or without) the right records and, for the

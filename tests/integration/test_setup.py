@@ -1,4 +1,4 @@
-"""`aimx setup` end to end on loopback (issue 7; spec/setup-and-ops.md §1, §7, §8).
+"""`aimx setup` end to end on loopback (issue 7; docs/install.md, "aimx setup").
 
 The wizard runs in-process on the reactor against a temporary root: config, data
 and runtime dirs, the service directory and /etc/ssl/aimx are all inside it.  What
