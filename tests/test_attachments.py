@@ -1,5 +1,5 @@
 """Files attached as descriptors: opened by the client, inspected and read by the daemon
-(spec/outbound.md §2.1 case 37; docs/guardrails.md)."""
+(docs/security.md, "Sending identity"; docs/guardrails.md)."""
 
 import os
 

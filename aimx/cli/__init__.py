@@ -51,7 +51,7 @@ VERBS = {
     "completion": "completion",
 }
 ALIASES = {"mailbox": "mailboxes", "hook": "hooks"}
-#: Verbs that are dispatched but not offered (spec/cli.md §1, "Hidden").
+#: Verbs that are dispatched but not offered (docs/cli.md, "aimx ingest").
 HIDDEN = ("ingest",)
 
 

@@ -1,13 +1,12 @@
-"""``aimx send``, L3: compose a message as the caller and submit it (spec/cli.md §4.3).
+"""``aimx send``, L3: compose a message as the caller and submit it (docs/cli.md, "aimx send").
 
 Attachments are opened here, with the caller's permissions, and passed to the
 daemon as descriptors (docs/guardrails.md): the daemon never opens a path on a
 client's behalf, and it checks where each descriptor really points before it
 reads it.  A message the outbound policy holds says C{held for approval:
-<hold-id>} (exit 0).  Outcomes and exit codes are those of
-spec/outbound.md §2.1: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
+<hold-id>} (exit 0).  Exit codes: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
 valid answer.  Root is not refused: the daemon authorises root (the operator) for
-any mailbox, as it does for the MCP tools (spec README, "Root and send").
+any mailbox, as it does for the MCP tools (docs/security.md, "Sending identity").
 """
 
 import argparse

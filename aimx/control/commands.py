@@ -4,7 +4,7 @@ Imported by the daemon, the CLI and the MCP process, so it imports only
 C{twisted.protocols.amp} and L{aimx.errors}.  Every argument type decodes
 without a protocol object (C{proto} may be C{None}) and turns a bad value into an
 C{MALFORMED} error answer: a plain exception while parsing arguments would make
-AMP answer C{UNKNOWN} and drop the connection (spec/control-socket.md §2.1).
+AMP answer C{UNKNOWN} and drop the connection.
 
 Values longer than AMP's 65,535-byte limit travel chunked: C{name} holds the
 chunk count and C{name.0}, C{name.1}, ... the chunks (L{encode_chunks},
@@ -446,7 +446,7 @@ class MailboxShow(_Command):
 
 
 class HookCreate(_Command):
-    """Add a hook; C{body} is the JSON object of spec/control-socket.md §6.7."""
+    """Add a hook; C{body} is a JSON object of the hook's fields (docs/configuration.md, "Hooks")."""
 
     commandName = b"HOOK-CREATE"
     arguments = [

@@ -2,8 +2,8 @@
 
 L{Control} is independent of AMP: each method takes the L{Caller} (the peer's
 credentials) and the command's arguments and returns the reply values or raises
-the wire errors of spec/control-socket.md §6, checking in the order the spec
-fixes.  Mutations follow §5: the per-mailbox lock (shared with ingest), then the
+the wire errors (docs/troubleshooting.md, "Error codes"), checking in a fixed
+order.  Mutations: the per-mailbox lock (shared with ingest), then the
 config lock, re-read the live config, write config.toml atomically, swap.
 Blocking disk work goes through C{run_in_thread}.
 """
@@ -185,8 +185,8 @@ class Control:
 
     async def send(self, caller: Caller, message: bytes, text_only: bool,
                    html_body: bytes | None, attachments=()) -> dict:
-        """SEND (§6.1, outbound.md §3): check in the spec's order, let the outbound
-        policy decide (docs/guardrails.md), then hand to the outbox.
+        """SEND: check in L{aimx.core.submission}'s order, let the outbound policy decide
+        (docs/guardrails.md), then hand to the outbox.
 
         @param attachments: C{(fd, path)} of the files the client opened; read
             here only once the policy allows them, never closed here (the
@@ -292,7 +292,7 @@ class Control:
     # -- mailboxes -------------------------------------------------------------
 
     async def mailbox_create(self, caller: Caller, name: str, owner: str | None) -> str:
-        """MAILBOX-CREATE (§6.3); root names the owner, anyone else owns it.
+        """MAILBOX-CREATE; root names the owner, anyone else owns it.
 
         Role names (L{configedit.ROLE_NAMES}) are root's alone; the check runs
         right after the name rule, before the owner is resolved.
@@ -333,7 +333,7 @@ class Control:
         return new.mailbox(name).address
 
     async def mailbox_delete(self, caller: Caller, name: str, force: bool) -> None:
-        """MAILBOX-DELETE (§6.4); absent and not-owned answer alike."""
+        """MAILBOX-DELETE; absent and not-owned answer alike."""
         configedit.check_mailbox_name(name)
         async with self.mailbox_lock(name), self.live.lock:
             config = self.live.current
@@ -379,7 +379,7 @@ class Control:
             return None
 
     async def mailbox_list(self, caller: Caller) -> list[dict]:
-        """MAILBOX-LIST (§6.5): configured mailboxes and inbox dirs the caller may see."""
+        """MAILBOX-LIST: configured mailboxes and inbox dirs the caller may see."""
         config = self.live.current
         try:
             counts = {}
@@ -394,7 +394,7 @@ class Control:
             raise IOFailure(f"failed to serialize mailbox list: {e}") from None
 
     async def mailbox_show(self, caller: Caller, name: str) -> dict:
-        """MAILBOX-SHOW (§6.6): settings, hooks and counts of one owned mailbox."""
+        """MAILBOX-SHOW: settings, hooks and counts of one owned mailbox."""
         config = self.live.current
         mailbox = config.mailbox(name)
         decision = self._authorize("MAILBOX-SHOW", caller, mailbox)
@@ -408,7 +408,7 @@ class Control:
     async def hook_create(
         self, caller: Caller, mailbox: str, event: str, name: str | None, body: str
     ) -> str:
-        """HOOK-CREATE (§6.7).
+        """HOOK-CREATE.
 
         @return: the hook's effective name.
         """
@@ -439,7 +439,7 @@ class Control:
         return hook.name
 
     async def hook_delete(self, caller: Caller, name: str) -> None:
-        """HOOK-DELETE (§6.8); a hook the caller may not touch is "not found"."""
+        """HOOK-DELETE; a hook the caller may not touch is "not found"."""
         mailbox = configedit.find_hook(self.live.current, name)
         if mailbox is None or not self._authorize("HOOK-DELETE", caller, mailbox).allowed:
             raise NoEntry(f"hook '{name}' not found")
@@ -459,7 +459,7 @@ class Control:
         )
 
     def hook_list(self, caller: Caller) -> list[dict]:
-        """HOOK-LIST (§6.9): hooks of the mailboxes the caller owns (all for root)."""
+        """HOOK-LIST: hooks of the mailboxes the caller owns (all for root)."""
         return configedit.hook_rows(
             self.live.current,
             lambda mb: visible(caller.uid, self.passwd.owner(mb.owner).uid),
@@ -468,7 +468,7 @@ class Control:
     # -- read state ------------------------------------------------------------
 
     async def mark(self, caller: Caller, mailbox: str, email_id: str, read: bool) -> None:
-        """MARK-READ / MARK-UNREAD (§6.2) on an inbox email."""
+        """MARK-READ / MARK-UNREAD on an inbox email."""
         verb = "MARK-READ" if read else "MARK-UNREAD"
         if not is_valid_id(email_id):
             raise NotFoundError(f"email id '{email_id}' contains invalid characters")
@@ -592,12 +592,12 @@ class Control:
     # -- misc ------------------------------------------------------------------
 
     def version(self) -> dict[str, str]:
-        """VERSION (§6.10)."""
+        """VERSION."""
         return version_fields()
 
 
 def _read_draft(message: bytes, text_only: bool, html_body: bytes | None):
-    """The header block checked (§7.1) and the body read (blocking: a thread's work)."""
+    """The header block checked and the body read (blocking: a thread's work)."""
     lines, body = submission.check_header_block(message)
     return read_draft(lines, body, text_only=text_only, html_body=html_body)
 

@@ -2,7 +2,7 @@
 names, group membership.
 
 The one place aimx asks C{pwd} and C{grp}.  C{root} is uid/gid 0 without a lookup
-(spec/security.md §4, "Ownership helper semantics").  Nothing is cached: a user
+(docs/security.md, "Files and ownership").  Nothing is cached: a user
 removed and their uid given to another must not keep receiving mail as the old one.
 """
 
