@@ -199,3 +199,18 @@ class ExpiryTests(ApprovalTestCase):
         clock.advance(3600)
         self.assertEqual(len(os.listdir(self.held_dir("rejected"))), 4)
         self.assertIn(young + ".md", os.listdir(self.held_dir("rejected")))
+
+    def test_stop_waits_for_a_look(self):
+        """Stopping waits for a look in progress (its thread work must not outlive it)."""
+        running = defer.Deferred()
+
+        class Slow:
+            async def expire(self):
+                await running
+
+        expiry = Expiry(Slow(), task.Clock())
+        expiry.startService()
+        stopped = expiry.stopService()
+        self.assertNoResult(stopped)
+        running.callback(None)
+        self.successResultOf(stopped)

@@ -278,18 +278,21 @@ class Expiry(service.Service):
 
     def __init__(self, approvals: Approvals, clock, interval: float = EXPIRY_INTERVAL):
         self.approvals = approvals
+        self._stopped = defer.succeed(None)
         self.loop = task.LoopingCall(self._expire)
         self.loop.clock = clock
         self.interval = interval
 
     def startService(self):
         super().startService()
-        self.loop.start(self.interval, now=True)
+        self._stopped = self.loop.start(self.interval, now=True)
 
     def stopService(self):
+        """Stop looking; fires once a look in progress is done."""
         super().stopService()
         if self.loop.running:
             self.loop.stop()
+        return self._stopped
 
     async def _expire_now(self):
         try:

@@ -584,7 +584,7 @@ class EndToEndTests(DaemonTestCase):
         self.assertEqual(
             {name for name, t in tools_.items() if t.annotations.read_only_hint},
             {"mailbox_list", "email_list", "email_read", "hook_list", "email_search",
-             "email_thread"})
+             "email_thread", "held_list"})
         self.assertEqual(
             {name for name, t in tools_.items() if t.annotations.destructive_hint},
             {"mailbox_delete", "hook_delete"})
