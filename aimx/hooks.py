@@ -3,7 +3,7 @@
 L{HookRunner.on_received} is the L{aimx.smtp.inbound.Inbound} listener: it starts
 the hooks and returns at once, so the SMTP reply never waits for them.
 L{HookRunner.after_send} is what the outbound path awaits.  The hooks of one event
-run one after another (spec/hooks.md §3); at most C{max_processes} hook processes
+run one after another (docs/hooks.md); at most C{max_processes} hook processes
 run at once and the others wait their turn in arrival order.
 
 No interpreter starts per hook (docs/design.md, "Hooks").  The child is started by
@@ -11,9 +11,9 @@ the standard library's C spawn (L{subprocess.Popen}: vfork, then chdir to the
 mailbox directory, a new session, every descriptor but 0-2 closed, exec), with
 the environment exactly L{hookspec.environment}.  A root daemon runs C{cmd}
 through util-linux C{unshare --setgid --setuid}, which clears the supplementary
-groups, sets the owner's primary gid, then uid, and only then execs C{cmd}, so
-the program is looked up and checked with the owner's rights alone
-(L{hookspec.argv}).  C{Popen(user=...)} would make the same calls but must fork
+groups, sets the owner's primary gid, then uid (docs/security.md), and only then
+execs C{cmd}, so the program is looked up and checked with the owner's rights
+alone (L{hookspec.argv}).  C{Popen(user=...)} would make the same calls but must fork
 the whole daemon (its page tables: milliseconds per 100 MB, on the reactor);
 C{setpriv} keeps root's capabilities until its exec; C{spawnProcess(uid=...)}
 calls initgroups.  Twisted reaps the child and reads its output as for any
@@ -473,7 +473,7 @@ class HookRunner:
         return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def _report(self, event, hook, start, protocol=None, error=None) -> HookResult:
-        """Build the result and log the structured line and its warnings (§6)."""
+        """Build the result and log the structured line and its warnings."""
         duration_ms = int((self.clock.seconds() - start) * 1000)
         if protocol is None:
             result = HookResult(hook.name, -1, duration_ms, error=error)
