@@ -1,6 +1,6 @@
 """The aimx error hierarchy (L0) and the SMTP status value used at the SMTP edge.
 
-Every error carries a short wire code (the codes of spec/control-socket.md) so the
+Every error carries a short wire code (docs/troubleshooting.md, "Error codes") so the
 control socket, the CLI and the MCP server can map them in one place.
 """
 
@@ -31,7 +31,7 @@ class NoMailboxError(IngestError):
     code = "MAILBOX"
 
 
-# The control-socket error codes (spec/control-socket.md §3), one class per code.
+# The control-socket error codes, one class per code.
 
 
 class MailboxError(AimxError):
@@ -122,6 +122,12 @@ class BodyTooLarge(AimxError):
     """The Markdown body of a SEND is larger than 5 MiB."""
 
     code = "BODY_TOO_LARGE"
+
+
+class PolicyError(AimxError):
+    """The mailbox's outbound policy refuses the send; the reason names the rule."""
+
+    code = "POLICY"
 
 
 class DaemonNotRunning(AimxError):

@@ -1,7 +1,7 @@
 """The daemon's composition root (L2): options, start-up checks and the service tree.
 
 C{twistd -n aimx} and C{aimx serve} both call L{makeService}.  Start-up follows
-spec/daemon.md §2: a fatal problem raises C{SystemExit} with one clear line.
+docs/cli.md, "aimx serve": a fatal problem raises C{SystemExit} with one clear line.
 """
 
 import os
@@ -15,6 +15,7 @@ from twisted.python import threadpool, usage
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
 from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
+from aimx.control.approvals import Expiry
 from aimx.control.commands import SOCKET_NAME
 from aimx.control.ops import Control
 from aimx.ops import bind, dkimcheck
@@ -419,6 +420,8 @@ def build(
         run_dns, lambda: dkim_dns_check(config, options["config-dir"], resolver)
     )
     daemon.dkim_check.setServiceParent(daemon)
+    # Held messages past their expires_at move to rejected/ (at start, then hourly).
+    Expiry(control.approvals, reactor).setServiceParent(daemon)
     return daemon
 
 

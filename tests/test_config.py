@@ -1,4 +1,4 @@
-"""Tests for aimx.core.config and aimx.store.configfile (spec/config.md §8)."""
+"""Tests for aimx.core.config and aimx.store.configfile (docs/configuration.md)."""
 
 import os
 
@@ -50,7 +50,7 @@ class _Case(SynchronousTestCase):
 
 class DeriveHookNameTests(SynchronousTestCase):
     def test_vectors(self):
-        """The derived names match the vectors of hooks.md §2."""
+        """The derived names match known vectors (docs/hooks.md)."""
         vectors = [
             ("on_receive", ["/bin/true"], False, "9d0373b47d73"),
             ("on_receive", ["/bin/true"], True, "4315591c7fd4"),
@@ -158,7 +158,7 @@ class LegacySchemaTests(_Case):
         message = self.error(BASE + '[[hook_template]]\nname = "x"\nrun_as = "root"\n')
         self.assertIn(
             "[[hook_template]] blocks are not supported; template hooks were removed. "
-            "See book/hooks.md for the supported raw-cmd schema",
+            "See docs/hooks.md for the supported raw-cmd schema",
             message,
         )
 
@@ -168,7 +168,7 @@ class LegacySchemaTests(_Case):
 
     def test_scan_precedes_toml_parse(self):
         """The legacy scan runs on text that is not even valid TOML."""
-        self.assertIn("book/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
+        self.assertIn("docs/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
 
     def test_legacy_on_receive_array(self):
         """C{[[mailboxes.<n>.on_receive]]} asks for a migration to hooks."""
@@ -223,7 +223,7 @@ class LegacySchemaTests(_Case):
         """Acceptance 4: a hook with C{template} is refused."""
         message = self.error(BASE + ALICE + hook('event = "on_receive"\ntemplate = "x"'))
         self.assertIn(
-            "hook sets `template`; template hooks were removed. See book/hooks.md for the "
+            "hook sets `template`; template hooks were removed. See docs/hooks.md for the "
             "supported raw-cmd schema",
             message,
         )
@@ -704,6 +704,74 @@ class SessionsPerIpTests(_Case):
         self.assertIn("max_sessions_per_ip = 20", text)
         self.assertEqual(config.max_sessions_per_ip, 20)
 
+    def test_contrib_guard_examples_load(self):
+        """The commented [outbound], [approval] and per-mailbox examples are valid once
+        uncommented."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            lines = f.read().split("\n")
+        out, inside = [], False
+        for line in lines:
+            if line in ("# [outbound]", "# [approval]", "# [mailboxes.support.outbound]"):
+                inside = True
+            elif not line.startswith("# "):
+                inside = False
+            out.append(line[2:] if inside else line)
+        config, _ = load("\n".join(out))
+        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 7))
+        policy = config.effective_outbound(config.mailbox("support"))
+        self.assertEqual((policy.deny, policy.allow, policy.max_per_hour, policy.approval,
+                          policy.attachment_roots),
+                         (("*@competitor.example",), ("*@customer.example",
+                                                      "alice@partner.example"), 20,
+                          "new-recipients", ("/srv/support/outbox",)))
+
+
+class BackupMxTests(_Case):
+    def test_loads_and_round_trips(self):
+        """backup_mx: a host name, kept as written, written back by to_toml and by an
+        in-place edit; absent is None and not written."""
+        config, _ = load('backup_mx = "MX2.example.net"\n' + BASE + CATCHALL)
+        self.assertEqual(config.backup_mx, "MX2.example.net")
+        self.assertEqual(to_toml(config)["backup_mx"], "MX2.example.net")
+        self.assertEqual(load(tomli_w.dumps(to_toml(config)))[0], config)
+        plain, _ = load(BASE + CATCHALL)
+        self.assertIsNone(plain.backup_mx)
+        self.assertNotIn("backup_mx", to_toml(plain))
+        text = BASE + "# keep me\n" + CATCHALL
+        edited = configedit.rewrite_text(text, PATH, attrs.evolve(plain, backup_mx="mx3.b.org"))
+        self.assertIn("# keep me", edited)
+        self.assertEqual(load(edited)[0].backup_mx, "mx3.b.org")
+        self.assertEqual(load(configedit.rewrite_text(edited, PATH, plain))[0].backup_mx, None)
+
+    def test_refused(self):
+        """Not a string, not a host name, or the domain itself: an error naming the key
+        and the file."""
+        cases = (
+            ("backup_mx = 5\n", "backup_mx: expected a string"),
+            ('backup_mx = ""\n', "backup_mx: '' is not a host name: backup_mx cannot be empty"),
+            ('backup_mx = "mx2"\n', "backup_mx: 'mx2' is not a host name: 'mx2' needs at least "
+                                    "two labels"),
+            ('backup_mx = "mx2.example.net."\n', "has an empty label"),
+            ('backup_mx = "mx 2.example.net"\n', "invalid character ' '"),
+            ('backup_mx = "TEST.com"\n', "backup_mx: 'TEST.com' is the domain itself; a backup "
+                                         "MX is another server"),
+        )
+        for line, message in cases:
+            error = self.error(line + BASE)
+            self.assertTrue(error.startswith(f"{PATH}: backup_mx: "), error)
+            self.assertIn(message, error)
+
+    def test_contrib_documents_it(self):
+        """contrib/config.toml describes the key (commented out: most setups have none)."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            text = f.read()
+        self.assertIn('# backup_mx = "mx2.example.net"', text)
+        self.assertIsNone(load(text)[0].backup_mx)
+        self.assertEqual(load(text.replace("# backup_mx", "backup_mx"))[0].backup_mx,
+                         "mx2.example.net")
+
 
 class ValidationOrderTests(_Case):
     def test_empty_owner_before_trust(self):
@@ -1109,3 +1177,101 @@ class SenderPatternTests(SynchronousTestCase):
         """Valid glob patterns load."""
         text = 'domain = "t.com"\ntrusted_senders = ["*@x.com", "{a,b}@y.com", "!*@spam.com"]\n'
         load_text(text, "c.toml")
+
+
+OUTBOUND = """[outbound]
+allow = ["*@customer.example"]
+max_per_hour = 20
+approval = "new-recipients"
+
+[approval]
+approvers = "aimx-approvers"
+expire_days = 3
+
+[mailboxes.support]
+address = "support@test.com"
+owner = "alice"
+
+[mailboxes.support.outbound]
+allow = ["alice@partner.example"]
+deny = ["*@competitor.example"]
+max_recipients = 10
+max_per_day = 100
+attachment_roots = ["/srv/support/outbox"]
+allow_raw_attachments = true
+"""
+
+
+class OutboundTableTests(_Case):
+    def test_tables_decoded(self):
+        """[outbound], [approval] and a mailbox's outbound table load as written."""
+        config, _ = load(BASE + OUTBOUND)
+        self.assertEqual(config.outbound, cfg.OutboundPolicy(
+            allow=["*@customer.example"], max_per_hour=20, approval="new-recipients"))
+        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 3))
+        self.assertEqual(config.mailbox("support").outbound, cfg.OutboundPolicy(
+            allow=["alice@partner.example"], deny=["*@competitor.example"], max_recipients=10,
+            max_per_day=100, attachment_roots=["/srv/support/outbox"],
+            allow_raw_attachments=True))
+
+    def test_mailbox_key_replaces_default_key(self):
+        """A mailbox's key replaces the default's (lists too); unset keys inherit."""
+        config, _ = load(BASE + OUTBOUND)
+        policy = config.effective_outbound(config.mailbox("support"))
+        self.assertEqual(policy.allow, ("alice@partner.example",))
+        self.assertEqual((policy.max_per_hour, policy.approval), (20, "new-recipients"))
+        bare, _ = load(BASE + ALICE)
+        self.assertIsNone(bare.effective_outbound(bare.mailbox("alice")))
+        self.assertEqual(bare.approval, cfg.ApprovalConfig(None, 7))
+
+    def test_unknown_keys_refused(self):
+        """A typo in a guard's table is refused, naming the field and the file."""
+        self.assertIn(
+            "outbound: unknown field `alow`, expected one of `allow`, `deny`",
+            self.error(BASE + '[outbound]\nalow = ["*@x.example"]\n'))
+        self.assertIn(
+            "mailboxes.alice.outbound: unknown field `max_per_hours`",
+            self.error(BASE + ALICE + '[mailboxes.alice.outbound]\nmax_per_hours = 3\n'))
+        self.assertIn("approval: unknown field `notify`",
+                      self.error(BASE + '[approval]\nnotify = "ops@x.example"\n'))
+
+    def test_values_checked(self):
+        """Counts >= 1, the approval mode, absolute roots, patterns and group names."""
+        box = BASE + ALICE + "[mailboxes.alice.outbound]\n"
+        for line, text in (
+            ("max_recipients = 0", "mailboxes.alice.outbound.max_recipients: expected an "
+                                   "integer >= 1, got 0"),
+            ("max_per_day = true", "mailboxes.alice.outbound.max_per_day: expected an integer"),
+            ('approval = "sometimes"', "mailboxes.alice.outbound.approval: unknown value "
+                                       "'sometimes', expected one of \"never\", "
+                                       "\"new-recipients\", \"always\""),
+            ('attachment_roots = ["srv"]', "attachment_roots: 'srv' is not an absolute path"),
+            ('deny = ["[z-a]"]', "mailboxes.alice.outbound.deny: invalid recipient pattern"),
+            ("allow = 3", "mailboxes.alice.outbound.allow: expected an array of strings"),
+        ):
+            self.assertIn(text, self.error(box + line + "\n"))
+        self.assertIn("approval.expire_days: expected an integer >= 1, got 0",
+                      self.error(BASE + "[approval]\nexpire_days = 0\n"))
+        self.assertIn("approval.approvers: 'Bad Group' is not a valid group name",
+                      self.error(BASE + '[approval]\napprovers = "Bad Group"\n'))
+        self.assertIn("outbound: expected a table", self.error(BASE + "outbound = 3\n"))
+
+    def test_round_trip(self):
+        """to_toml writes the tables back and they load as the same config."""
+        config, _ = load(BASE + OUTBOUND)
+        doc = to_toml(config)
+        self.assertEqual(doc["approval"], {"approvers": "aimx-approvers", "expire_days": 3})
+        self.assertEqual(doc["mailboxes"]["support"]["outbound"]["deny"],
+                         ["*@competitor.example"])
+        again, _ = load(tomli_w.dumps(doc))
+        self.assertEqual(again, config)
+
+    def test_edit_keeps_tables(self):
+        """A mailbox added beside outbound tables keeps them; deleting one removes its table."""
+        text = BASE + OUTBOUND
+        config, _ = load(text)
+        added = configedit.rewrite_text(text, PATH, configedit.add_mailbox(config, "bob", "bob"))
+        self.assertIn(OUTBOUND, added)
+        gone = configedit.rewrite_text(text, PATH, configedit.remove_mailbox(config, "support"))
+        self.assertNotIn("[mailboxes.support.outbound]", gone)
+        self.assertIn("[outbound]", gone)

@@ -1,6 +1,8 @@
 """The control socket's wire API: chunked values and argument decoding (no protocol)."""
 
 import ast
+import json
+import os
 
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
@@ -193,10 +195,10 @@ class ArgumentTests(SynchronousTestCase):
         )
 
     def test_error_map(self):
-        """Every command declares the spec's fifteen error codes."""
+        """Every command declares the spec's fifteen error codes and POLICY (issue 18)."""
         codes = {b"MAILBOX", b"DOMAIN", b"SIGN", b"DELIVERY", b"TEMP", b"MALFORMED",
                  b"PROTOCOL", b"NOTFOUND", b"IO", b"VALIDATION", b"NONEMPTY", b"ECONFLICT",
-                 b"EACCES", b"ENOENT", b"BODY_TOO_LARGE"}
+                 b"EACCES", b"ENOENT", b"BODY_TOO_LARGE", b"POLICY"}
         self.assertEqual(set(commands.ERRORS.values()), codes)
         self.assertEqual(set(commands.MailboxCreate.allErrors.values()), codes)
 
@@ -219,3 +221,65 @@ class ArgumentTests(SynchronousTestCase):
         """The socket lives in AIMX_RUNTIME_DIR, default /run/aimx."""
         self.assertEqual(socket_path({}), "/run/aimx/aimx.sock")
         self.assertEqual(socket_path({"AIMX_RUNTIME_DIR": "/x"}), "/x/aimx.sock")
+
+
+class _Peer:
+    """Both ends of L{amp.Descriptor} in one object: descriptors sent are received."""
+
+    def __init__(self):
+        self._descriptors = {}
+        self._getDescriptor = self._descriptors.pop
+
+    def _sendFileDescriptor(self, fd):
+        self._descriptors[len(self._descriptors)] = fd
+        return len(self._descriptors) - 1
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+class AttachmentsArgumentTests(SynchronousTestCase):
+    def setUp(self):
+        self.fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(2)]
+
+    def tearDown(self):
+        for fd in self.fds:
+            if is_open(fd):
+                os.close(fd)
+
+    def test_round_trip(self):
+        """Descriptors and their paths come back in order; absent is an empty list."""
+        peer, strings = _Peer(), {}
+        commands.Attachments().toBox(b"attachments", strings,
+                                     {"attachments": list(zip(self.fds, ["/a", "/b"]))}, peer)
+        self.assertEqual(strings, {b"attachments": b'[[0, "/a"], [1, "/b"]]'})
+        objects = {}
+        commands.Attachments().fromBox(b"attachments", strings, objects, peer)
+        self.assertEqual(objects, {"attachments": list(zip(self.fds, ["/a", "/b"]))})
+        objects = {}
+        commands.Attachments().fromBox(b"attachments", {}, objects, peer)
+        self.assertEqual(objects, {"attachments": []})
+
+    def test_missing_descriptor(self):
+        """An ordinal whose descriptor never came is MALFORMED; those claimed are closed."""
+        peer = _Peer()
+        peer._sendFileDescriptor(self.fds[0])
+        e = self.assertRaises(
+            amp.RemoteAmpError, commands.Attachments().fromBox, b"attachments",
+            {b"attachments": b'[[0, "/a"], [1, "/b"]]'}, {}, peer)
+        self.assertEqual((e.errorCode, e.description),
+                         (b"MALFORMED", "the descriptor of attachment /b did not arrive"))
+        self.assertFalse(is_open(self.fds[0]))
+
+    def test_shape(self):
+        """Not JSON, not pairs, or more than MAX_ATTACHMENTS: MALFORMED, nothing claimed."""
+        many = json.dumps([[i, "/x"] for i in range(commands.MAX_ATTACHMENTS + 1)]).encode()
+        for raw in (b"{", b'[[0]]', b'[["0", "/a"]]', b'[[0, ""]]', many):
+            e = self.assertRaises(amp.RemoteAmpError, commands.Attachments().fromBox,
+                                  b"attachments", {b"attachments": raw}, {}, _Peer())
+            self.assertEqual(e.errorCode, b"MALFORMED")

@@ -14,6 +14,8 @@ from aimx.core.filenames import (
     sanitize_attachment_name,
     slugify,
     stem_candidates,
+    stem_time,
+    stem_time_prefix,
 )
 
 WHEN = datetime(2025, 3, 14, 15, 9, 26, tzinfo=timezone.utc)
@@ -21,7 +23,7 @@ BASE = "2025-03-14-150926-hello"
 
 
 class SlugifyTests(SynchronousTestCase):
-    """L{slugify} (inbound.md §7.6, acceptance case 28)."""
+    """L{slugify}."""
 
     def test_words(self) -> None:
         """Words are lowercased and joined by single dashes."""
@@ -100,7 +102,7 @@ class SlugifyTests(SynchronousTestCase):
 
 
 class StemTests(SynchronousTestCase):
-    """Stem allocation (inbound.md §7.6, acceptance case 27)."""
+    """Stem allocation."""
 
     def test_base_stem(self) -> None:
         """The base stem is the UTC time and the slug."""
@@ -147,8 +149,18 @@ class StemTests(SynchronousTestCase):
         self.assertEqual(pick_stem(BASE, names.__contains__, bundle=True), BASE + "-2")
 
 
+class StemTimeTests(SynchronousTestCase):
+    def test_round_trip(self):
+        """A stem's time prefix is the UTC second it was stored; other names have none."""
+        when = datetime(2026, 3, 1, 13, 5, 9, tzinfo=timezone(timedelta(hours=1)))
+        self.assertEqual(stem_time_prefix(when), "2026-03-01-120509")
+        self.assertEqual(stem_time(base_stem(when, "Hello there")), when)
+        for name in ("notes", "2026-13-01-120509-x", "2026-03-01"):
+            self.assertIsNone(stem_time(name))
+
+
 class SanitizeAttachmentNameTests(SynchronousTestCase):
-    """L{sanitize_attachment_name} (inbound.md §7.4, acceptance case 34)."""
+    """L{sanitize_attachment_name}."""
 
     def test_plain(self) -> None:
         """An ordinary name is kept."""
@@ -243,7 +255,7 @@ class SanitizeAttachmentNameTests(SynchronousTestCase):
 
 
 class DedupeAttachmentNameTests(SynchronousTestCase):
-    """L{dedupe_attachment_name} (inbound.md §7.4, acceptance case 33)."""
+    """L{dedupe_attachment_name}."""
 
     def test_free(self) -> None:
         """A free name is kept."""
@@ -283,7 +295,7 @@ class DedupeAttachmentNameTests(SynchronousTestCase):
 
 
 class IsValidIdTests(SynchronousTestCase):
-    """L{is_valid_id} (inbound.md §8)."""
+    """L{is_valid_id}."""
 
     def test_valid(self) -> None:
         """A normal stem is valid."""

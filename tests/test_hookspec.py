@@ -73,7 +73,7 @@ class SelectionTests(SynchronousTestCase):
 
 
 class GateTests(SynchronousTestCase):
-    """The trust gate (trust-and-auth §5.2)."""
+    """The trust gate (docs/hooks.md)."""
 
     def test_table(self):
         """Default hooks fire only for trusted == "true"; fire_on_untrusted always."""
@@ -88,6 +88,22 @@ class GateTests(SynchronousTestCase):
         """Nothing gates after_send hooks."""
         hook = make_hook("after_send", ["/bin/true"])
         self.assertFalse(hookspec.gated(sent(mailbox(hook)), hook))
+
+
+class ArgvTests(SynchronousTestCase):
+    """What the daemon execs for a hook."""
+
+    def test_own_ids(self):
+        """Without a drop, cmd itself."""
+        self.assertEqual(hookspec.argv(("/bin/echo", "a b"), None, None), ["/bin/echo", "a b"])
+
+    def test_drop(self):
+        """With a drop, unshare with the numeric gid then uid, and cmd after C{--}."""
+        self.assertEqual(
+            hookspec.argv(("/bin/echo", "--setuid=0"), (1000, 100), "/usr/bin/unshare"),
+            ["/usr/bin/unshare", "--setgid=100", "--setuid=1000", "--", "/bin/echo",
+             "--setuid=0"],
+        )
 
 
 class EnvironmentTests(SynchronousTestCase):

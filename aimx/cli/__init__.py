@@ -14,6 +14,7 @@ Operations (as current user):
   mail          List, read, search and mark mail; whole threads
   mailboxes     Create, list, show and delete mailboxes
   hooks         Create, list and delete hooks
+  held          List, show, approve and reject mail held for approval
   agents        Wire aimx into an AI agent harness
   mcp           Run the MCP server on stdio
   completion    Print a shell completion script (bash or zsh)
@@ -38,6 +39,7 @@ VERBS = {
     "mail": "mail",
     "mailboxes": "mailboxes",
     "hooks": "hooks",
+    "held": "held",
     "agents": "agents",
     "dkim-keygen": "dkimkeygen",
     "reindex": "reindex",
@@ -49,7 +51,7 @@ VERBS = {
     "completion": "completion",
 }
 ALIASES = {"mailbox": "mailboxes", "hook": "hooks"}
-#: Verbs that are dispatched but not offered (spec/cli.md §1, "Hidden").
+#: Verbs that are dispatched but not offered (docs/cli.md, "aimx ingest").
 HIDDEN = ("ingest",)
 
 

@@ -1,4 +1,4 @@
-"""The control socket (L2): AMP over a UNIX socket (spec/control-socket.md).
+"""The control socket (L2): AMP over a UNIX socket (docs/security.md, "The control socket").
 
 L{aimx.control.commands} is the shared wire API (CLI, daemon, MCP);
 L{aimx.control.ops} holds the command bodies (L{aimx.control.listing} the

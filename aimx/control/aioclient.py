@@ -5,10 +5,16 @@ answers go through the shared C{Command} definitions of L{aimx.control.commands}
 (C{makeArguments}/C{parseResponse} with no protocol object), so the wire API has
 one definition.  A daemon error arrives as the matching L{aimx.errors} class
 carrying the daemon's reason.
+
+Descriptors (SEND's attachments) go as Twisted's AMP sends them: each with one
+byte of the box's stream in its own C{sendmsg} (C{SCM_RIGHTS}), numbered by the
+connection's count of descriptors sent (L{amp.Descriptor}'s ordinal).
 """
 
 import asyncio
 import errno
+import itertools
+import socket
 
 from twisted.protocols import amp
 
@@ -62,14 +68,33 @@ async def read_box(reader: asyncio.StreamReader, cap: int = BOX_CAP) -> dict[byt
         raise MalformedResponse("connection closed without a reply") from None
 
 
-class Connection:
-    """One open connection; commands are answered in order."""
+class _Descriptors:
+    """What L{amp.Descriptor} needs of a protocol to send: collects the descriptors of a
+    box and numbers them with the connection's running count."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, counter):
+        self._counter = counter
+        self.fds: list[int] = []
+
+    def _sendFileDescriptor(self, fd: int) -> int:
+        self.fds.append(fd)
+        return next(self._counter)
+
+
+class Connection:
+    """One open connection; commands are answered in order.
+
+    @param sock: the connected socket, for the descriptors (the streams carry the rest).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 sock: socket.socket | None = None):
         self._reader = reader
         self._writer = writer
+        self._sock = sock
         self._tag = 0
         self._lock = asyncio.Lock()
+        self._sent_fds = itertools.count()
 
     async def call(self, command: type[amp.Command], **arguments) -> dict:
         """Send C{command} and wait for its answer.
@@ -78,13 +103,19 @@ class Connection:
         @raise aimx.errors.AimxError: the daemon's error, as its L{ERRORS} class.
         @raise MalformedResponse: the reply is not an answer to this command.
         """
-        box = command.makeArguments(arguments, None)
         async with self._lock:
+            descriptors = _Descriptors(self._sent_fds)
+            box = command.makeArguments(arguments, descriptors)
             self._tag += 1
             tag = str(self._tag).encode("ascii")
             box[b"_command"], box[b"_ask"] = command.commandName, tag
+            data = encode_box(box)
             try:
-                self._writer.write(encode_box(box))
+                # The previous answer has been read, so nothing of ours is still
+                # buffered: each descriptor goes with the next byte, in order.
+                for i, fd in enumerate(descriptors.fds):
+                    socket.send_fds(self._sock, [data[i:i + 1]], [fd])
+                self._writer.write(data[len(descriptors.fds):])
                 await self._writer.drain()
                 answer = await read_box(self._reader)
             except ConnectionError as e:
@@ -117,13 +148,17 @@ async def connect(path: str) -> Connection:
     @raise DaemonNotRunning: no socket, nobody listening, or no access to it.
     @raise ConnectFailed: any other connection failure.
     """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.open_unix_connection(path)
+        await asyncio.get_running_loop().sock_connect(sock, path)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
     except OSError as e:
+        sock.close()
         if e.errno in _DOWN:
             raise DaemonNotRunning(f"aimx daemon not running ({e.strerror} at {path})") from None
         raise ConnectFailed(f"Failed to connect to aimx daemon at {path}: {e}") from None
-    return Connection(reader, writer)
+    return Connection(reader, writer, sock)
 
 
 class ControlClient:

@@ -3,7 +3,7 @@
 L{ControlProtocol} answers the commands of L{aimx.control.commands} by calling
 L{aimx.control.ops.Control} with the peer's kernel credentials (C{SO_PEERCRED},
 read once per connection).  It also enforces the socket's limits
-(spec/control-socket.md §2.2): a complete box must arrive within the request
+(docs/security.md, "The control socket"): a complete box must arrive within the request
 timeout (not reset by partial data, suspended while a command runs), and a box
 larger than 64 MiB closes the connection.  L{ControlSocket} listens on
 C{<runtime_dir>/aimx.sock} (mode 0666, a stale socket replaced) and on stop
@@ -26,6 +26,11 @@ is bounded (STYLE.md, "Bound everything an outsider controls"):
    whose C{_command} has not arrived by then, drops the connection (our
    clients send C{_command} first: L{aimx.control.commands.RequestBox}).  No
    box may pass L{MAX_BOX}.
+ - descriptors (SEND's attachments, C{SCM_RIGHTS}): at most
+   L{MAX_DESCRIPTORS} held per connection, unclaimed or in use; one more drops
+   the connection.  Each is made close-on-exec as it arrives (hooks must never
+   inherit a caller's file), a command's own are closed when it answers, and
+   any left unclaimed when the connection goes.
 """
 
 import collections
@@ -59,6 +64,9 @@ MAX_REFUSED = 64
 #: Bytes of all boxes being received or being worked on, across connections.
 BUFFER_BUDGET = 256 * 1024 * 1024
 
+#: Descriptors one connection may hold: a SEND's attachments, with room for one more.
+MAX_DESCRIPTORS = commands.MAX_ATTACHMENTS + 1
+
 _BUSY = "control socket busy: too many request bytes buffered; retry later"
 #: In a refused box, every key but these is replaced by this one, every value emptied.
 _KEPT = (amp.COMMAND, amp.ASK)
@@ -81,7 +89,7 @@ def _guarded(responder):
     """Refuse callers without credentials; answer every failure with a declared code.
 
     An exception AMP does not know would be answered C{UNKNOWN} and close the
-    connection, so anything unexpected becomes C{IO} (spec §3).
+    connection, so anything unexpected becomes C{IO}.
     """
 
     @functools.wraps(responder)
@@ -157,8 +165,21 @@ class ControlProtocol(amp.AMP):
     def connectionLost(self, reason):
         self._disarm()
         self._release_box()
+        for fd in self._descriptors.values():
+            os.close(fd)
+        self._descriptors.clear()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
+
+    def fileDescriptorReceived(self, descriptor):
+        # Received without MSG_CMSG_CLOEXEC: a hook spawned now must not inherit it.
+        os.set_inheritable(descriptor, False)
+        if self._closing or len(self._descriptors) >= MAX_DESCRIPTORS:
+            os.close(descriptor)
+            if not self._closing:
+                self._drop("too many descriptors held", limit=MAX_DESCRIPTORS)
+            return
+        super().fileDescriptorReceived(descriptor)
 
     def _arm(self):
         if self._timer is None and not self._inflight and self.transport is not None:
@@ -291,9 +312,39 @@ class ControlProtocol(amp.AMP):
     # -- commands ----------------------------------------------------------------
 
     @commands.Send.responder
+    async def send(self, message, text_only, html_body, attachments):
+        # The responder owns the descriptors it was given: closed whatever happens.
+        try:
+            return await self._send(message=message, text_only=text_only, html_body=html_body,
+                                    attachments=attachments)
+        finally:
+            for fd, _ in attachments:
+                os.close(fd)
+
     @_guarded
-    async def send(self, message, text_only, html_body):
-        return await self.control.send(self.caller, message, text_only, html_body)
+    async def _send(self, message, text_only, html_body, attachments):
+        return await self.control.send(self.caller, message, text_only, html_body, attachments)
+
+    @commands.HeldList.responder
+    @_guarded
+    async def held_list(self, mailbox):
+        return {"holds": await self.control.held_list(self.caller, mailbox)}
+
+    @commands.HeldShow.responder
+    @_guarded
+    async def held_show(self, id):
+        return {"hold": await self.control.held_show(self.caller, id)}
+
+    @commands.HeldApprove.responder
+    @_guarded
+    async def held_approve(self, id):
+        return await self.control.held_approve(self.caller, id)
+
+    @commands.HeldReject.responder
+    @_guarded
+    async def held_reject(self, id, reason):
+        await self.control.held_reject(self.caller, id, reason)
+        return {}
 
     @commands.MarkRead.responder
     @_guarded
@@ -536,7 +587,7 @@ class ControlSocket(service.Service):
 
     def _listen(self):
         # Access control is per command by peer uid, so the socket is 0666: the
-        # endpoint chmods it to `mode` right after bind (spec §1).  No lock file
+        # endpoint chmods it to `mode` right after bind.  No lock file
         # (wantPID): a stale socket is found by the probe below, as AIMX does.
         endpoint = endpoints.UNIXServerEndpoint(
             self.reactor, self.path, mode=0o666, wantPID=False

@@ -4,7 +4,7 @@ Imported by the daemon, the CLI and the MCP process, so it imports only
 C{twisted.protocols.amp} and L{aimx.errors}.  Every argument type decodes
 without a protocol object (C{proto} may be C{None}) and turns a bad value into an
 C{MALFORMED} error answer: a plain exception while parsing arguments would make
-AMP answer C{UNKNOWN} and drop the connection (spec/control-socket.md §2.1).
+AMP answer C{UNKNOWN} and drop the connection.
 
 Values longer than AMP's 65,535-byte limit travel chunked: C{name} holds the
 chunk count and C{name.0}, C{name.1}, ... the chunks (L{encode_chunks},
@@ -24,6 +24,8 @@ CHUNK = amp.MAX_VALUE_LENGTH
 MESSAGE_CAP = 25 * 1024 * 1024
 HOOK_BODY_CAP = 1024 * 1024
 RESPONSE_CAP = 64 * 1024 * 1024
+#: Files one SEND may attach (each a descriptor the daemon holds while it runs).
+MAX_ATTACHMENTS = 64
 
 ERRORS = {
     cls: cls.code.encode("ascii")
@@ -43,6 +45,7 @@ ERRORS = {
         errors.AccessDenied,
         errors.NoEntry,
         errors.BodyTooLarge,
+        errors.PolicyError,
     )
 }
 
@@ -239,6 +242,58 @@ class Json(BigUnicode):
         return super().encode(name, json.dumps(value, ensure_ascii=False))
 
 
+class Attachments(amp.Argument):
+    """Open files passed with the box, as C{[(fd, path), ...]} (empty when absent).
+
+    Each descriptor travels as C{SCM_RIGHTS} ancillary data over the UNIX socket
+    through AMP's own L{amp.Descriptor} (the box carries its ordinal, the
+    connection's count of descriptors sent), so the sender needs a protocol with
+    C{_sendFileDescriptor} and the receiver one that collected them
+    (C{fileDescriptorReceived}).  On the wire: a JSON array of C{[ordinal, path]}.
+    A decode that fails closes the descriptors it had claimed.
+    """
+
+    def __init__(self):
+        super().__init__(optional=True)
+        self.descriptor = amp.Descriptor()
+
+    def toBox(self, name, strings, objects, proto):
+        items = objects.get(name.decode("ascii")) or ()
+        if items:
+            strings[name] = json.dumps([
+                [int(self.descriptor.toStringProto(fd, proto)), path] for fd, path in items
+            ], ensure_ascii=False).encode("utf-8")
+
+    def fromBox(self, name, strings, objects, proto):
+        key = name.decode("ascii")
+        objects[key] = []
+        raw = strings.get(name)
+        if raw is None:
+            return
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            raise malformed(f"invalid JSON in {key}") from None
+        if not (isinstance(entries, list) and len(entries) <= MAX_ATTACHMENTS and all(
+                isinstance(e, list) and len(e) == 2 and type(e[0]) is int
+                and isinstance(e[1], str) and e[1] for e in entries)):
+            raise malformed(f"invalid {key}: expected at most {MAX_ATTACHMENTS} "
+                            "[descriptor, path] pairs")
+        claimed = []
+        try:
+            for ordinal, path in entries:
+                try:
+                    fd = self.descriptor.fromStringProto(str(ordinal).encode("ascii"), proto)
+                except (KeyError, AttributeError):
+                    raise malformed(f"the descriptor of attachment {path} did not arrive")
+                claimed.append((fd, path))
+        except BaseException:
+            for fd, _ in claimed:
+                os.close(fd)
+            raise
+        objects[key] = claimed
+
+
 #: The keys a request box starts with, in this order.
 _FIRST = (amp.COMMAND, amp.ASK)
 
@@ -292,6 +347,10 @@ class Send(_Command):
 
     C{deliveries} lists C{{"rcpt", "status", "details"}} per envelope recipient
     (an aimx extension: a partial send answers OK and names who is deferred).
+    C{attachments} are files the client opened (L{Attachments}, decoded last so
+    that no other argument can fail after its descriptors are claimed).  A
+    message the outbound policy holds for approval answers C{held} (its hold
+    id) and no C{deliveries}.
     """
 
     commandName = b"SEND"
@@ -302,8 +361,44 @@ class Send(_Command):
             b"html_body",
             BigBytes(MESSAGE_CAP, "Html-Body-Length {n} exceeds cap {cap}", optional=True),
         ),
+        (b"attachments", Attachments()),
     ]
+    response = [
+        (b"message_id", Text()),
+        (b"deliveries", Json(optional=True)),
+        (b"held", Text(optional=True)),
+    ]
+
+
+class HeldList(_Command):
+    """Messages held for approval that the caller may see (of C{mailbox} only, when given)."""
+
+    commandName = b"HELD-LIST"
+    arguments = [(b"mailbox", Text(optional=True))]
+    response = [(b"holds", Json())]
+
+
+class HeldShow(_Command):
+    """One held message: C{{"hold": row, "file": its Markdown file}}."""
+
+    commandName = b"HELD-SHOW"
+    arguments = [(b"id", Text())]
+    response = [(b"hold", Json())]
+
+
+class HeldApprove(_Command):
+    """Deliver a held message; answers as SEND does."""
+
+    commandName = b"HELD-APPROVE"
+    arguments = [(b"id", Text())]
     response = [(b"message_id", Text()), (b"deliveries", Json(optional=True))]
+
+
+class HeldReject(_Command):
+    """Reject a held message (C{reason} is kept with it)."""
+
+    commandName = b"HELD-REJECT"
+    arguments = [(b"id", Text()), (b"reason", Text(optional=True, allow_empty=True))]
 
 
 class MarkRead(_Command):
@@ -351,7 +446,7 @@ class MailboxShow(_Command):
 
 
 class HookCreate(_Command):
-    """Add a hook; C{body} is the JSON object of spec/control-socket.md §6.7."""
+    """Add a hook; C{body} is a JSON object of the hook's fields (docs/configuration.md, "Hooks")."""
 
     commandName = b"HOOK-CREATE"
     arguments = [

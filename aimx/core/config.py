@@ -1,6 +1,6 @@
 """The config.toml model: load, validate, serialise, route (L0, pure: stdlib + attrs).
 
-L{load_text} runs the whole pipeline of spec/config.md §3 on the file's text and
+L{load_text} runs the whole pipeline (docs/configuration.md) on the file's text and
 returns a frozen L{Config} plus the load warnings; L{to_toml} is its inverse, used
 for a file written from scratch (setup) and, table by table (L{mailbox_toml},
 L{hook_toml}), for the tables an in-place edit adds (L{aimx.core.configedit}).
@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from aimx.core import outpolicy
+from aimx.core.outpolicy import OutboundPolicy
 from aimx.core.trust import glob_match
 from aimx.errors import ConfigError
 
@@ -29,10 +31,13 @@ TRUST_VALUES = ("none", "verified")
 RESERVED_OWNERS = ("root", "aimx-catchall")
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "timeout_secs")
+_APPROVAL_KEYS = ("approvers", "expire_days")
+DEFAULT_EXPIRE_DAYS = 7
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MISSING = object()
 
@@ -43,8 +48,40 @@ def ascii_lower(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
+def host_name_problem(name: str, what: str = "domain") -> str | None:
+    """Why C{name} is not a mail host name aimx accepts, or C{None}.
+
+    The rules: non-empty, at most 253 characters, two labels or more, each label
+    1-63 ASCII letters, digits or C{-}, not starting or ending with C{-} (RFC 1123
+    §2.1 host names, without a final dot).  Case is not folded.
+
+    @param what: what the name is, for the empty case (C{"domain cannot be empty"}).
+    """
+    if not name:
+        return f"{what} cannot be empty"
+    if len(name) > 253:
+        return f"{what} is {len(name)} characters long; the maximum is 253"
+    labels = name.split(".")
+    if len(labels) < 2:
+        return f"'{name}' needs at least two labels (e.g. agent.example.com)"
+    for label in labels:
+        if not label:
+            return f"'{name}' has an empty label"
+        if len(label) > 63:
+            return f"label '{label}' is {len(label)} characters long; the maximum is 63"
+        bad = next((c for c in label if c not in _LABEL_CHARS), None)
+        if bad is not None:
+            return (
+                f"label '{label}' contains invalid character '{bad}' "
+                "(allowed: ASCII letters, digits and '-')"
+            )
+        if label.startswith("-") or label.endswith("-"):
+            return f"label '{label}' cannot start or end with '-'"
+    return None
+
+
 def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) -> str:
-    """The stable name of a hook without an explicit C{name} (spec/hooks.md §2).
+    """The stable name of a hook without an explicit C{name} (docs/hooks.md).
 
     @param event: C{"on_receive"} or C{"after_send"}.
     @param cmd: the hook's argv.
@@ -65,7 +102,7 @@ class HookConfig:
     """One C{[[mailboxes.<name>.hooks]]} entry.
 
     Field values are not validated here: L{load_text} and L{validate_hooks} check
-    them in the order the spec fixes, so that the right message wins.
+    them in a fixed order (docs/configuration.md), so that the right message wins.
 
     @ivar name: the effective name (explicit, else derived).
     @ivar explicit_name: whether C{name} came from the file (only then is it written back).
@@ -129,6 +166,7 @@ class MailboxConfig:
         default=None, converter=attrs.converters.optional(tuple)
     )
     hooks: tuple[HookConfig, ...] = attrs.field(default=(), converter=tuple)
+    outbound: OutboundPolicy | None = None
 
     @property
     def local_part(self) -> str:
@@ -138,6 +176,19 @@ class MailboxConfig:
     def is_catchall(self, domain: str) -> bool:
         """Whether C{address} is C{*@<domain>}, compared ASCII case-insensitively."""
         return ascii_lower(self.address) == ascii_lower("*@" + domain)
+
+
+@attrs.frozen
+class ApprovalConfig:
+    """The C{[approval]} table: who decides on held messages, and for how long they wait.
+
+    @ivar approvers: the group whose members (and root) may approve or reject;
+        C{None}: root alone.  Never the mailbox's owner (docs/guardrails.md).
+    @ivar expire_days: days a held message waits before it is rejected (>= 1).
+    """
+
+    approvers: str | None = None
+    expire_days: int = DEFAULT_EXPIRE_DAYS
 
 
 @attrs.frozen
@@ -152,7 +203,12 @@ class Config:
     @ivar outbound_check_domain: whose MX the outbound port-25 check connects to;
         C{None}: C{gmail.com} (L{aimx.ops.portcheck.DEFAULT_OUTBOUND_CHECK_DOMAIN}).
         Checked when used, not at load: the daemon does not use it.
+    @ivar backup_mx: the host name of a backup MX (another server that queues mail
+        for the domain while aimx is down), or C{None}.  Setup proposes its MX
+        record and doctor checks it; the daemon does not use it.
     @ivar mailboxes: in file order.
+    @ivar outbound: the top-level C{[outbound]} table, the default of every mailbox's.
+    @ivar approval: the C{[approval]} table.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
     @ivar file_data_dir: the file's C{data_dir} when L{with_data_dir} overrode it in
@@ -167,11 +223,14 @@ class Config:
     trusted_senders: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     verify_host: str | None = None
     outbound_check_domain: str | None = None
+    backup_mx: str | None = None
     enable_ipv6: bool = False
     signature: str | None = None
     release_manifest_url: str | None = None
     max_sessions_per_ip: int = DEFAULT_MAX_SESSIONS_PER_IP
     mailboxes: tuple[MailboxConfig, ...] = attrs.field(default=(), converter=tuple)
+    outbound: OutboundPolicy | None = None
+    approval: ApprovalConfig = ApprovalConfig()
     file_data_dir: str | None = None
     _by_name: dict = attrs.field(init=False, eq=False, repr=False)
     _by_local: dict = attrs.field(init=False, eq=False, repr=False)
@@ -206,6 +265,10 @@ class Config:
         """The mailbox's sender patterns (replacing, not merging), else the top-level ones."""
         return self.trusted_senders if mailbox.trusted_senders is None else mailbox.trusted_senders
 
+    def effective_outbound(self, mailbox: MailboxConfig) -> OutboundPolicy | None:
+        """The mailbox's outbound policy: its keys over the top-level ones (no merging)."""
+        return outpolicy.effective(self.outbound, mailbox.outbound)
+
     @property
     def effective_signature(self) -> str:
         """The outbound signature; C{""} (the default: no C{signature} key) means none."""
@@ -227,13 +290,13 @@ class Config:
 
 
 def resolve_mailbox(config: Config, addr: str) -> MailboxConfig | None:
-    """Route a recipient address to a mailbox (spec/README.md decision table).
+    """Route a recipient address to a mailbox (docs/concepts.md, "Mailboxes").
 
     The local part (before the last C{@}, minus any C{+tag}) is compared ASCII
     case-insensitively with the local part of each mailbox's C{address}; the first
     concrete match wins, else the catchall, else C{None}. Domains are not compared:
     the SMTP layer accepts only C{config.domain}, and addresses are not validated
-    against it (config.md §2.2).
+    against it.
 
     @param addr: the address as given (case and tag preserved by the caller).
     """
@@ -254,9 +317,9 @@ def resolve_sender(config: Config, sender: str) -> MailboxConfig | None:
 
 
 def validate_mailbox_name(name: str) -> None:
-    """Check a name for a new mailbox (config.md §6); C{"already exists"} is the caller's.
+    """Check a name for a new mailbox; C{"already exists"} is the caller's.
 
-    @raise ConfigError: with the spec's text.
+    @raise ConfigError: naming the rule.
     """
     if not name:
         raise ConfigError("Mailbox name cannot be empty")
@@ -274,11 +337,11 @@ def validate_mailbox_name(name: str) -> None:
 
 
 def validate_hooks(config: Config) -> None:
-    """Per-hook checks, then global uniqueness of effective names (config.md §3 step 10).
+    """Per-hook checks, then global uniqueness of effective names.
 
     The control socket runs this on the modified config before a rewrite.
 
-    @raise ConfigError: the first violation, with the spec's text.
+    @raise ConfigError: the first violation.
     """
     seen: dict[str, tuple[str, bool]] = {}
     for mb in config.mailboxes:
@@ -344,13 +407,13 @@ def _check_hook(hook: HookConfig, mailbox: str) -> None:
 def load_text(
     text: str, path: str, *, owner_exists: Callable[[str], bool] = lambda owner: True
 ) -> tuple[Config, list[str]]:
-    """Load and fully validate config.toml text (config.md §3, steps 2-11).
+    """Load and fully validate config.toml text (docs/configuration.md, the order of checks).
 
     @param path: the file's path, put in front of every error message.
     @param owner_exists: whether a (syntactically valid, non-reserved) owner is a
         known user; C{False} gives the orphan-owner warning.
     @return: the config and the warning texts, in mailbox order.
-    @raise ConfigError: C{"<path>: <spec message>"} for the first error found.
+    @raise ConfigError: C{"<path>: <problem>"} for the first error found.
     """
     try:
         _scan_legacy(text)
@@ -376,7 +439,7 @@ def _scan_legacy(text: str) -> None:
             if inner == "hook_template" or inner.startswith("hook_template."):
                 raise ConfigError(
                     "[[hook_template]] blocks are not supported; template hooks were "
-                    "removed. See book/hooks.md for the supported raw-cmd schema"
+                    "removed. See docs/hooks.md for the supported raw-cmd schema"
                 )
             if inner.startswith("mailboxes."):
                 rest = inner.removeprefix("mailboxes.")
@@ -405,7 +468,7 @@ def _scan_legacy(text: str) -> None:
                 )
             if key in ("template", "params"):
                 raise ConfigError(
-                    f"hook sets `{key}`; template hooks were removed. See book/hooks.md "
+                    f"hook sets `{key}`; template hooks were removed. See docs/hooks.md "
                     "for the supported raw-cmd schema"
                 )
 
@@ -481,7 +544,8 @@ def _key(where: str, key: str) -> str:
 
 
 def _decode(raw: dict) -> Config:
-    """Step 5: typed decode; unknown keys are ignored except in hook tables."""
+    """Step 5: typed decode; unknown keys are ignored except in hook, outbound and approval
+    tables."""
     return Config(
         domain=_field(raw, "domain", str, ""),
         data_dir=_field(raw, "data_dir", str, "", DEFAULT_DATA_DIR),
@@ -490,6 +554,7 @@ def _decode(raw: dict) -> Config:
         trusted_senders=_strings(raw, "trusted_senders", "", ()),
         verify_host=_field(raw, "verify_host", str, "", None),
         outbound_check_domain=_field(raw, "outbound_check_domain", str, "", None),
+        backup_mx=_field(raw, "backup_mx", str, "", None),
         enable_ipv6=_field(raw, "enable_ipv6", bool, "", False),
         signature=_field(raw, "signature", str, "", None),
         release_manifest_url=_field(
@@ -502,6 +567,8 @@ def _decode(raw: dict) -> Config:
             _decode_mailbox(name, table)
             for name, table in _field(raw, "mailboxes", dict, "", {}).items()
         ],
+        outbound=_decode_outbound(raw, ""),
+        approval=_decode_approval(_field(raw, "approval", dict, "", {})),
     )
 
 
@@ -519,16 +586,67 @@ def _decode_mailbox(name: str, table: object) -> MailboxConfig:
             _decode_hook(hook, f"{where}.hooks[{i}]")
             for i, hook in enumerate(_field(table, "hooks", list, where, []))
         ],
+        outbound=_decode_outbound(table, where),
     )
+
+
+def _known_keys(table: dict, keys: tuple[str, ...], where: str) -> None:
+    """New tables refuse unknown keys: a typo must not silently switch a guard off."""
+    for key in table:
+        if key not in keys:
+            expected = ", ".join(f"`{k}`" for k in keys)
+            raise ConfigError(f"{where}: unknown field `{key}`, expected one of {expected}")
+
+
+def _decode_outbound(parent: dict, where: str) -> OutboundPolicy | None:
+    """The C{outbound} table of C{parent} (the top level or a mailbox), or C{None}."""
+    where = _key(where, "outbound")
+    table = parent.get("outbound")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _known_keys(table, outpolicy.KEYS, where)
+    counts = {}
+    for key in ("max_recipients", "max_per_hour", "max_per_day"):
+        value = _field(table, key, int, where, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value}")
+        counts[key] = value
+    approval = _field(table, "approval", str, where, None)
+    if approval is not None and approval not in outpolicy.APPROVAL_MODES:
+        expected = ", ".join(f'"{mode}"' for mode in outpolicy.APPROVAL_MODES)
+        raise ConfigError(f"{where}.approval: unknown value '{approval}', expected one of "
+                          f"{expected}")
+    roots = _strings(table, "attachment_roots", where, None)
+    for root in roots or ():
+        if not root.startswith("/"):
+            raise ConfigError(f"{where}.attachment_roots: '{root}' is not an absolute path")
+    return OutboundPolicy(
+        allow=_strings(table, "allow", where, None),
+        deny=_strings(table, "deny", where, None),
+        approval=approval,
+        attachment_roots=roots,
+        allow_raw_attachments=_field(table, "allow_raw_attachments", bool, where, None),
+        **counts,
+    )
+
+
+def _decode_approval(table: dict) -> ApprovalConfig:
+    _known_keys(table, _APPROVAL_KEYS, "approval")
+    expire = _field(table, "expire_days", int, "approval", DEFAULT_EXPIRE_DAYS)
+    if expire < 1:
+        raise ConfigError(f"approval.expire_days: expected an integer >= 1, got {expire}")
+    approvers = _field(table, "approvers", str, "approval", None)
+    if approvers is not None and not _USERNAME.fullmatch(approvers):
+        raise ConfigError(f"approval.approvers: '{approvers}' is not a valid group name")
+    return ApprovalConfig(approvers=approvers, expire_days=expire)
 
 
 def _decode_hook(table: object, where: str) -> HookConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    for key in table:
-        if key not in _HOOK_KEYS:
-            expected = ", ".join(f"`{k}`" for k in _HOOK_KEYS)
-            raise ConfigError(f"{where}: unknown field `{key}`, expected one of {expected}")
+    _known_keys(table, _HOOK_KEYS, where)
     name = _field(table, "name", str, where, None)
     event = _field(table, "event", str, where)
     if event not in EVENTS:
@@ -548,6 +666,8 @@ def _decode_hook(table: object, where: str) -> HookConfig:
 
 def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     """Steps 6-10 on the decoded config; returns the warnings of step 9."""
+    if config.backup_mx is not None:
+        _check_backup_mx(config.backup_mx, config.domain)
     for mb in config.mailboxes:
         if not mb.owner.strip():
             raise ConfigError(
@@ -573,6 +693,16 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
             glob_match(pattern, "")
         except ValueError as e:
             raise ConfigError(f"{key}: invalid sender pattern '{pattern}': {e}") from None
+    tables = [("outbound", config.outbound)]
+    tables += [(f"mailboxes.{mb.name}.outbound", mb.outbound) for mb in config.mailboxes]
+    for where, table in tables:
+        for key in ("allow", "deny"):
+            for pattern in getattr(table, key, None) or ():
+                try:
+                    glob_match(pattern, "")
+                except ValueError as e:
+                    raise ConfigError(
+                        f"{where}.{key}: invalid recipient pattern '{pattern}': {e}") from None
     for mb in config.mailboxes:
         if mb.hooks and mb.is_catchall(config.domain):
             raise ConfigError(
@@ -610,8 +740,18 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     return warnings
 
 
+def _check_backup_mx(host: str, domain: str) -> None:
+    problem = host_name_problem(host, "backup_mx")
+    if problem is not None:
+        raise ConfigError(f"backup_mx: '{host}' is not a host name: {problem}")
+    if ascii_lower(host) == ascii_lower(domain):
+        raise ConfigError(
+            f"backup_mx: '{host}' is the domain itself; a backup MX is another server"
+        )
+
+
 def to_toml(config: Config) -> dict:
-    """The config as a TOML document, for a file written from scratch (config.md §5).
+    """The config as a TOML document, for a file written from scratch.
 
     Defaults and unset values are omitted; an in-memory C{data_dir} override is not
     written (the file's value is).  Edits of an existing file go through
@@ -631,12 +771,23 @@ def to_toml(config: Config) -> dict:
         doc["verify_host"] = config.verify_host
     if config.outbound_check_domain is not None:
         doc["outbound_check_domain"] = config.outbound_check_domain
+    if config.backup_mx is not None:
+        doc["backup_mx"] = config.backup_mx
     if config.signature is not None:
         doc["signature"] = config.signature
     if config.max_sessions_per_ip != DEFAULT_MAX_SESSIONS_PER_IP:
         doc["max_sessions_per_ip"] = config.max_sessions_per_ip
     if config.release_manifest_url is not None:
         doc["upgrade"] = {"release_manifest_url": config.release_manifest_url}
+    if config.outbound is not None:
+        doc["outbound"] = outbound_toml(config.outbound)
+    approval = {}
+    if config.approval.approvers is not None:
+        approval["approvers"] = config.approval.approvers
+    if config.approval.expire_days != DEFAULT_EXPIRE_DAYS:
+        approval["expire_days"] = config.approval.expire_days
+    if approval:
+        doc["approval"] = approval
     doc["mailboxes"] = {mb.name: mailbox_toml(mb) for mb in config.mailboxes}
     return doc
 
@@ -648,8 +799,20 @@ def mailbox_toml(mb: MailboxConfig) -> dict:
         table["trust"] = mb.trust
     if mb.trusted_senders is not None:
         table["trusted_senders"] = list(mb.trusted_senders)
+    if mb.outbound is not None:
+        table["outbound"] = outbound_toml(mb.outbound)
     if mb.hooks:
         table["hooks"] = [hook_toml(hook) for hook in mb.hooks]
+    return table
+
+
+def outbound_toml(policy: OutboundPolicy) -> dict:
+    """An C{[outbound]} table: the keys it sets, in L{outpolicy.KEYS} order."""
+    table = {}
+    for key in outpolicy.KEYS:
+        value = getattr(policy, key)
+        if value is not None:
+            table[key] = list(value) if isinstance(value, tuple) else value
     return table
 
 

@@ -1,9 +1,9 @@
 """What a hook fire is made of (L0, pure): selection, gate, environment, log fields.
 
-spec/hooks.md: the hooks of a mailbox that run for an event and why the others do
-not (§3, the trust gate of trust-and-auth.md §5.2, the fire-time argv check of §4,
-the catchall refusal of §1), the child's environment (§5) and the fields of the
-event logged after a fire (§6).  Spawning the process is L{aimx.hooks}' job.
+docs/hooks.md: the hooks of a mailbox that run for an event and why the others do
+not (the order, the trust gate, the fire-time argv check, the catchall refusal),
+the child's environment ("Environment") and the fields of the event logged after a
+fire ("What the log says").  Spawning the process is L{aimx.hooks}' job.
 """
 
 import os.path
@@ -22,7 +22,7 @@ AFTER_SEND = "after_send"
 
 @attrs.frozen
 class HookEvent:
-    """One event the hooks of a mailbox fire for: what each of them is told (§5).
+    """One event the hooks of a mailbox fire for: what each of them is told.
 
     @ivar event: L{ON_RECEIVE} or L{AFTER_SEND}.
     @ivar mailbox: the routed (on_receive) or sending (after_send) mailbox.
@@ -81,17 +81,17 @@ def hooks_for(event: HookEvent) -> tuple[HookConfig, ...]:
 
 
 def refuses_catchall(event: HookEvent, domain: str) -> bool:
-    """Whether the mailbox is the catchall yet has hooks: fire none of them (§1)."""
+    """Whether the mailbox is the catchall yet has hooks: fire none of them."""
     return bool(event.mailbox.hooks) and event.mailbox.is_catchall(domain)
 
 
 def gated(event: HookEvent, hook: HookConfig) -> bool:
-    """Whether the trust gate holds this hook back (§3.1; after_send has no gate)."""
+    """Whether the trust gate holds this hook back (after_send has no gate)."""
     return event.trusted is not None and not hook_fires(event.trusted, hook.fire_on_untrusted)
 
 
 def argv_error(hook: HookConfig) -> str | None:
-    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time, §4)."""
+    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time)."""
     if not hook.cmd or not hook.cmd[0].strip():
         return "empty cmd"
     if not hook.cmd[0].startswith("/"):
@@ -99,9 +99,24 @@ def argv_error(hook: HookConfig) -> str | None:
     return None
 
 
+def argv(cmd: tuple[str, ...], drop: tuple[int, int] | None, unshare: str | None) -> list[str]:
+    """What the daemon execs for C{cmd}: C{cmd} itself, or, to run it as another user,
+    util-linux unshare, which (creating no namespace) clears the supplementary
+    groups, sets the gid, then the uid, and only then execs C{cmd} (docs/design.md,
+    "Hooks").
+
+    @param drop: the uid and primary gid to run as; L{None} keeps the daemon's ids.
+    @param unshare: the path of unshare; only read with C{drop}.
+    """
+    if drop is None:
+        return list(cmd)
+    uid, gid = drop
+    return [unshare, f"--setgid={gid}", f"--setuid={uid}", "--", *cmd]
+
+
 def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str],
                 home: str | None = None) -> dict:
-    """The child's whole environment (§5): C{PATH}, C{HOME}, then the C{AIMX_*} values.
+    """The child's whole environment: C{PATH}, C{HOME}, then the C{AIMX_*} values.
 
     Values are passed verbatim, except that NUL (which an environment cannot carry)
     is dropped; the stored file on stdin keeps it, escaped.
@@ -142,7 +157,7 @@ def result_fields(
     timed_out: bool,
     stderr: bytes,
 ) -> dict:
-    """The fields of the event logged after every fire (§6), in order.
+    """The fields of the event logged after every fire, in order.
 
     The message is identified by C{email_id}, or by C{message_id} when nothing was
     persisted (a deferred send); C{stderr_tail} is the captured stderr, lossily

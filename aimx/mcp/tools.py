@@ -1,4 +1,4 @@
-"""The bodies of the MCP tools (L3), behind a control client (spec/mcp.md §2).
+"""The bodies of the MCP tools (L3), behind a control client (docs/mcp.md).
 
 L{Tools} takes any object with C{async call(command, **arguments) -> dict}
 (L{aimx.control.aioclient.ControlClient} in production, a fake in tests).  What
@@ -22,6 +22,7 @@ from aimx.control import aioclient
 from aimx.control.commands import (
     ERRORS,
     EXCLUSIVE,
+    HeldList,
     HookCreate,
     HookDelete,
     HookList,
@@ -76,7 +77,7 @@ _FOLDERS_ALL = ("inbox", "sent", "all")
 
 
 def _daemon_row(email: dict, keys) -> dict:
-    """A row of the daemon's index rows (spec names, typed) with these keys."""
+    """A row of the daemon's index rows (the documented names, typed) with these keys."""
     return {key: email.get(key, False if key in ("read", "has_attachments") else "")
             for key in keys}
 
@@ -90,7 +91,7 @@ def _address(text: str) -> str | None:
 
 
 def _reply_recipients(fields: dict) -> list[str]:
-    """Where a reply goes (mcp.md §2.7 step 7, RFC 5322 §3.6.2): every mailbox of the
+    """Where a reply goes (docs/mcp.md, email_reply; RFC 5322 §3.6.2): every mailbox of the
     stored C{reply_to}, else the one mailbox of C{from}; both parsed as written
     (the store formats them to parse back), never scanned for brackets.
 
@@ -188,15 +189,15 @@ class Tools:
     # -- mailboxes -------------------------------------------------------------
 
     async def mailbox_list(self) -> str:
-        """§2.1: the visible MAILBOX-LIST rows as compact JSON, sorted by name."""
+        """The visible MAILBOX-LIST rows as compact JSON, sorted by name."""
         return _json(sorted(await self._rows(), key=lambda row: row["name"]))
 
     async def mailbox_create(self, name: str) -> str:
-        """§2.2: MAILBOX-CREATE owned by the caller; the new address."""
+        """MAILBOX-CREATE owned by the caller; the new address."""
         return (await self._call(MailboxCreate, name=name))["address"]
 
     async def mailbox_delete(self, name: str, force: bool = False) -> str:
-        """§2.3: MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
+        """MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
         if _address(name) is not None:  # an address: only one of the caller's mailboxes
             name = (await self._row(name))["name"]
         if force and name == "catchall":
@@ -209,7 +210,7 @@ class Tools:
     async def email_list(
         self, mailbox: str, folder: str | None = None, limit: int = 50, offset: int = 0
     ) -> str:
-        """§2.4: a page of a folder's rows, newest first, from the daemon's index (rows
+        """A page of a folder's rows, newest first, from the daemon's index (rows
         of files without a readable frontmatter are left out; each row checked
         against its file before it is answered)."""
         row = await self._row(mailbox)
@@ -259,7 +260,7 @@ class Tools:
         return _json([_daemon_row(email, _THREAD_KEYS) for email in emails])
 
     async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
-        """§2.5: the message file, resolved strictly inside the folder; verbatim but for
+        """The message file, resolved strictly inside the folder; verbatim but for
         a bundle's attachment paths, made absolute (L{frontmatter.with_attachment_dir})."""
         _check_id(id)
         row = await self._row(mailbox)
@@ -274,14 +275,14 @@ class Tools:
         return data.decode("utf-8", "replace")
 
     async def email_mark_read(self, mailbox: str, id: str) -> str:
-        """§2.8: MARK-READ after the id check and the row lookup."""
+        """MARK-READ after the id check and the row lookup."""
         _check_id(id)
         row = await self._row(mailbox)
         await self._call(MarkRead, mailbox=row["name"], id=id)
         return f"Email '{id}' marked as read."
 
     async def email_mark_unread(self, mailbox: str, id: str) -> str:
-        """§2.8: MARK-UNREAD after the id check and the row lookup."""
+        """MARK-UNREAD after the id check and the row lookup."""
         _check_id(id)
         row = await self._row(mailbox)
         await self._call(MarkUnread, mailbox=row["name"], id=id)
@@ -303,28 +304,34 @@ class Tools:
         attachments: list[str] | None = None,
         text_only: bool = False,
     ) -> str:
-        """§2.6: compose from the mailbox's address as C{aimx send} does, then SEND."""
+        """Compose from the mailbox's address as C{aimx send} does, then SEND; the
+        attachments go as descriptors this process opened (docs/guardrails.md)."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
         from aimx.core.compose import ComposeError
-        from aimx.store.attachments import read_attachment
+        from aimx.store.attachments import open_attachment
 
         sender = self._sender(await self._row(from_mailbox), "send")
+        opened = []
         try:
-            attached = [read_attachment(path) for path in attachments or ()]
+            for path in attachments or ():
+                opened.append((open_attachment(path), os.path.abspath(path)))
+            return await self._send(
+                text_only, html_body, from_=sender, to=to, cc=cc or (), bcc=bcc or (),
+                subject=subject, body=body, reply_to=reply_to, references=references,
+                attached=opened,
+            )
         except ComposeError as e:
             raise ToolError(str(e)) from None
-        return await self._send(
-            text_only, html_body, from_=sender, to=to, cc=cc or (), bcc=bcc or (),
-            subject=subject, body=body, reply_to=reply_to, references=references,
-            attachments=attached,
-        )
+        finally:
+            for fd, _ in opened:
+                os.close(fd)
 
     async def email_reply(
         self, mailbox: str, id: str, body: str, text_only: bool = False,
         html_body: str | None = None,
     ) -> str:
-        """§2.7: reply to an inbox email's sender, threaded, from the mailbox's address."""
+        """Reply to an inbox email's sender, threaded, from the mailbox's address."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
         _check_id(id)
@@ -347,8 +354,9 @@ class Tools:
             references=" ".join([*chain, f"<{message_id}>"]),
         )
 
-    async def _send(self, text_only: bool, html_body: str | None, **fields) -> str:
-        """Compose as C{aimx send} does (L{aimx.core.compose.compose} C{fields}) and submit."""
+    async def _send(self, text_only: bool, html_body: str | None, attached=(), **fields) -> str:
+        """Compose as C{aimx send} does (L{aimx.core.compose.compose} C{fields}) and submit,
+        with C{attached}, the C{(fd, path)} of opened files."""
         from aimx.core.compose import ComposeError, compose, normalize_crlf
 
         try:
@@ -356,7 +364,10 @@ class Tools:
         except ComposeError as e:
             raise ToolError(str(e)) from None
         html = None if html_body is None else normalize_crlf(html_body).encode("utf-8")
-        reply = await self._call(Send, message=message, text_only=text_only, html_body=html)
+        reply = await self._call(Send, message=message, text_only=text_only, html_body=html,
+                                 attachments=list(attached))
+        if reply.get("held"):
+            return f"held for approval: {reply['held']}"
         text = f"Email sent to {fields['to']}. Message-ID: {reply['message_id']}"
         missed = [d for d in reply.get("deliveries") or () if d.get("status") != "delivered"]
         if missed:
@@ -364,6 +375,14 @@ class Tools:
                 f"\n  {d.get('status')}: {d.get('rcpt')}: {d.get('details')}" for d in missed
             )
         return text
+
+    # -- held mail ---------------------------------------------------------------
+
+    async def held_list(self, mailbox: str) -> str:
+        """The mailbox's messages held for approval, oldest first (read-only: deciding on
+        them is a person's, never the agent's)."""
+        row = await self._row(mailbox)
+        return _json((await self._call(HeldList, mailbox=row["name"]))["holds"])
 
     # -- hooks -------------------------------------------------------------------
 
@@ -376,7 +395,7 @@ class Tools:
         timeout_secs: int | None = None,
         fire_on_untrusted: bool = False,
     ) -> str:
-        """§2.9: HOOK-CREATE with the JSON body of spec/control-socket.md §6.7."""
+        """HOOK-CREATE with the hook's fields as its JSON body."""
         mailbox = (await self._row(mailbox))["name"]
         if not cmd:
             raise ToolError("cmd must not be empty")
@@ -387,7 +406,7 @@ class Tools:
         return f"Hook created on mailbox '{mailbox}'."
 
     async def hook_list(self, mailbox: str | None = None) -> str:
-        """§2.10: the visible hooks (of C{mailbox} only, when given) as compact JSON."""
+        """The visible hooks (of C{mailbox} only, when given) as compact JSON."""
         if mailbox is not None:
             mailbox = (await self._row(mailbox))["name"]
         hooks = (await self._call(HookList))["hooks"]
@@ -397,7 +416,7 @@ class Tools:
         return _json(hooks)
 
     async def hook_delete(self, name: str) -> str:
-        """§2.11: HOOK-DELETE, no pre-flight (foreign hooks are not found)."""
+        """HOOK-DELETE, no pre-flight (foreign hooks are not found)."""
         await self._call(HookDelete, name=name)
         return f"Hook '{name}' deleted."
 

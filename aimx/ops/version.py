@@ -25,7 +25,7 @@ def version_line() -> str:
 
 
 def version_fields() -> dict[str, str]:
-    """C{tag}, C{git_hash}, C{target} and C{build_date} (spec/control-socket.md §6.10)."""
+    """C{tag}, C{git_hash}, C{target} and C{build_date} (the VERSION command's answer)."""
     return {
         "tag": __version__ or "dev",
         "git_hash": COMMIT or "unknown",

@@ -121,7 +121,7 @@ class CallTests(ClientTestCase):
             return answer(request, **{k.decode(): v for k, v in box.items()})
 
         result = self.call(reply, commands.Send, message=message, text_only=True)
-        self.assertEqual(result, {"message_id": "<id@x>",
+        self.assertEqual(result, {"message_id": "<id@x>", "held": None,
                                   "deliveries": [{"rcpt": "a@b", "status": "delivered"}]})
         [request] = self.daemon.requests
         self.assertEqual((request[b"_command"], request[b"message"]), (b"SEND", b"4"))
