@@ -116,6 +116,12 @@ class ProcessTestCase(TestCase):
         [found] = [line for line in self.lines() if needle in line]
         return found
 
+    def result(self, hook_name: str) -> logline.Line:
+        """The logged result of the hook C{hook_name}'s run, read back."""
+        [found] = [line for line in map(logline.read, self.lines())
+                   if line.message == "hook result" and line.fields["hook_name"] == hook_name]
+        return found
+
 
 class GateAndEnvironmentTests(ProcessTestCase):
     """Which hooks run, and what they are given (hooks.md cases 1-5)."""
@@ -401,8 +407,8 @@ class OutcomeTests(ProcessTestCase):
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual(result.error[0], "spawn-failed")
         self.assertEqual(
-            self.line("exec error"),
-            f"hook_name=nodir exec error (spawn-failed): chdir {box}: No such file or directory",
+            (self.result("nodir").fields["exec_error"], self.result("nodir").fields["error"]),
+            ("spawn-failed", f"chdir {box}: No such file or directory"),
         )
 
     @defer.inlineCallbacks
@@ -631,11 +637,13 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual([(r.exit_code, r.sandbox, r.error[0]) for r in results],
                          3 * [(-1, "-", "spawn-failed")])
         self.assertEqual(
-            [line for line in self.lines() if "exec error" in line],
-            ["hook_name=gone exec error (spawn-failed): exec /nonexistent/hook: "
-             "No such file or directory",
-             f"hook_name=plain exec error (spawn-failed): exec {plain}: Permission denied",
-             f"hook_name=dir exec error (spawn-failed): exec {self.out}: Permission denied"],
+            [(line.fields["hook_name"], line.priority, line.fields["exec_error"],
+              line.fields["error"])
+             for line in map(logline.read, self.lines()) if "exec_error" in line.fields],
+            [("gone", logline.WARNING, "spawn-failed",
+              "exec /nonexistent/hook: No such file or directory"),
+             ("plain", logline.WARNING, "spawn-failed", f"exec {plain}: Permission denied"),
+             ("dir", logline.WARNING, "spawn-failed", f"exec {self.out}: Permission denied")],
         )
 
     @defer.inlineCallbacks
@@ -650,11 +658,10 @@ class IdentityTests(ProcessTestCase):
         hook = make_hook("on_receive", [program], name="hidden", fire_on_untrusted=True)
         [result] = yield self.fire(self.mailbox(hook, owner=user.pw_name))
         self.assertEqual(result.exit_code, 126)
-        self.assertEqual(
-            self.line("exited with code"),
-            f"hook_name=hidden exited with code 126: unshare: failed to execute {program}: "
-            "Permission denied",
-        )
+        line = self.result("hidden")
+        self.assertEqual((line.priority, line.fields["exit_code"], line.fields["stderr_tail"]),
+                         (logline.WARNING, "126",
+                          f"unshare: failed to execute {program}: Permission denied\n"))
 
     @defer.inlineCallbacks
     def test_no_unshare(self):
@@ -668,9 +675,9 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual((result.exit_code, result.error[0]), (-1, "spawn-failed"))
         self.assertFalse(os.path.exists(self.path("M")))
         self.assertEqual(
-            self.line("exec error"),
-            f"hook_name=h exec error (spawn-failed): unshare (util-linux) not found in "
-            f"{self.out}: cannot run as nobody",
+            (self.result("h").fields["exec_error"], self.result("h").fields["error"]),
+            ("spawn-failed", f"unshare (util-linux) not found in {self.out}: cannot run as "
+                             "nobody"),
         )
 
 
