@@ -5,12 +5,15 @@ event: C{<N>}, a namespace, a message, C{key=value} fields; and each event has i
 priority."""
 
 import os
+import signal
+import subprocess
+import sys
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from aimx.ops import logline
 from aimx.testing.fakes import hook_table, message
-from tests.integration.base import DOMAIN, DaemonTestCase, base_config
+from tests.integration.base import DOMAIN, REPO, DaemonTestCase, base_config
 from tests.test_logs import NAMESPACES
 
 _LINE = r"<[0-7]>[A-Za-z0-9_.-]+: \S"
@@ -103,3 +106,33 @@ class JournalLogTests(DaemonTestCase):
         self.assertNotIn("\x1b", text)
         self.assertEqual([line for line in self.lines() if line.fields.get("mailbox") == "root"],
                          [])
+
+
+class TwistdTests(DaemonTestCase):
+    async def test_twistd_writes_the_journal_form(self):
+        """`twistd -n aimx`, as the service runs it, writes aimx's lines to stdout: its
+        own start-up lines and stray prints included, each one <N>-prefixed line."""
+        self.serve_log = os.path.abspath(self.mktemp()) + ".log"
+        with open(self.serve_log, "wb") as log:
+            st = os.fstat(log.fileno())
+            env = dict(os.environ, PYTHONPATH=REPO, **self.environ,
+                       JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                 "--nodaemon", "--pidfile=", "aimx", "--bind", "127.0.0.1:0",
+                 "--config-dir", self.config_dir, "--runtime-dir", self.runtime_dir],
+                env=env, cwd=REPO, stdout=log, stderr=log)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        [address] = await self.ready(proc)
+        await self.log_says(proc, "aimx.dkim: DKIM DNS check")  # the reactor runs
+        proc.send_signal(signal.SIGTERM)
+        # twistd ends by the signal it stopped for, once shut down.
+        self.assertEqual(await threads.deferToThread(proc.wait, 40), -signal.SIGTERM)
+        lines = self.served_log().splitlines()
+        for text in lines:
+            self.assertRegex(text, _LINE)
+        self.assertIn(f"<6>aimx.smtp: listening address={address} tls=disabled", lines)
+        self.assertTrue(any(t.startswith("<6>twisted.") and ": twistd " in t
+                            and t.endswith(" starting up.") for t in lines), lines)
+        self.assertEqual(lines[-1], "<6>twisted.scripts._twistd_unix.UnixAppLogger: "
+                                    "Server Shut Down.")
