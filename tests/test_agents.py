@@ -14,6 +14,7 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import cli
+from aimx.cli import arguments
 from aimx.agents import bundle, install, mcpcommand, probe, registry
 from aimx.cli import agentpicker as picker
 from aimx.agents.install import InstallState
@@ -121,7 +122,7 @@ class AgentsTestCase(SynchronousTestCase):
 
     def aimx(self, *argv):
         """Parse like `aimx` and run the agents verb; returns (exit, stdout, stderr)."""
-        args = cli._parser().parse_args(list(argv))
+        args = arguments.parser().parse_args(list(argv))
         if args.data_dir is None:  # as aimx.cli.main does
             args.data_dir = self.environ.get("AIMX_DATA_DIR")
         if args.config_dir is None:

@@ -122,7 +122,7 @@ class DemoSendTestCase(SynchronousTestCase):
         self.environ = {"AIMX_RUNTIME_DIR": self.run_dir}
 
     def send(self, *argv):
-        args = aimx.cli._parser().parse_args(["demo", "send", *argv])
+        args = aimx.cli.arguments.parser().parse_args(["demo", "send", *argv])
         return demo.send_main(args, self.environ)
 
     def with_state(self, **changes):

@@ -21,7 +21,6 @@ user behind C{sudo} or else to C{nobody}: never to root, whose hooks would run a
 root and whose mailboxes the CLI itself never creates.
 """
 
-import argparse
 import email.utils
 import json
 import os
@@ -45,10 +44,10 @@ from aimx.errors import AimxError
 from aimx.store import demo as state_file
 from aimx.store import keys, passwd, safefs
 from aimx.store.mailboxdirs import create_dirs
+from aimx.loopback import DEMO_DOMAIN as DOMAIN
+from aimx.loopback import SENDER_DOMAIN
 from aimx.loopback import keys as dkimkeys
 
-DOMAIN = "demo.localhost"
-SENDER_DOMAIN = "sender.localhost"
 SELECTOR = "demo"
 #: The demo's own DKIM selector (config.toml's default).
 DKIM_SELECTOR = "aimx"
@@ -56,35 +55,6 @@ HOST = "127.0.0.1"
 MAILBOXES = ("agent", "catchall")
 #: The hook the demo suggests: its stderr lands in the daemon's log.
 HOOK_CMD = ["/bin/sh", "-c", 'echo "hook fired: $AIMX_SUBJECT" >&2']
-
-
-def add_parser(sub, common) -> None:
-    """Register C{demo} (and C{demo send}) on the top-level subparsers."""
-    parser = sub.add_parser(
-        "demo", parents=[common], help=argparse.SUPPRESS, prog="aimx demo",
-        description="Run a throwaway aimx for demo.localhost on 127.0.0.1 (no root, no "
-        "real DNS); it prints commands to try from another shell.",
-    )
-    parser.add_argument("--port", type=int, default=2525,
-                        help="SMTP port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--dir", default=None, help="demo directory (default: a temp dir)")
-    parser.add_argument(
-        "--no-wait", action="store_true", help="stop the daemon after the deliveries"
-    )
-    verbs = parser.add_subparsers(dest="demo_verb", metavar="<command>")
-    send = verbs.add_parser(
-        "send", prog="aimx demo send", help="send the running demo a DKIM-signed message",
-        description=f"Send the running demo a message DKIM-signed by {SENDER_DOMAIN} (which "
-        "the demo trusts, so its hooks fire), over SMTP with STARTTLS.  The demo is "
-        "found through AIMX_RUNTIME_DIR, as the demo's printed commands set it.",
-    )
-    send.add_argument("--from", dest="sender", default=f"Alice <alice@{SENDER_DOMAIN}>",
-                      metavar="ADDR", help=f"an address at {SENDER_DOMAIN} "
-                      f"(default: alice@{SENDER_DOMAIN})")
-    send.add_argument("--to", action="append", metavar="ADDR",
-                      help=f"recipient, repeatable (default: agent@{DOMAIN})")
-    send.add_argument("--subject", default="Hello again")
-    send.add_argument("--body", default="One more message from the demo's sender.\n")
 
 
 def run(args) -> int:
@@ -236,10 +206,9 @@ def _smtp(port: int, raw: bytes, mail_from: str, rcpts: list[str]) -> dict:
 
 def _reply(run_dir: str, data: str, remote: str):
     """The agent answers Alice: SEND over the control socket, as `aimx send` does."""
-    import asyncio
     import datetime
 
-    from aimx.control import aioclient, commands
+    from aimx.control import blockingclient, wire
     from aimx.core.compose import compose
 
     message = compose(
@@ -247,9 +216,12 @@ def _reply(run_dir: str, data: str, remote: str):
         body="Thanks Alice, **got it**.\n\n- read\n- answered\n",
         now=datetime.datetime.now(datetime.timezone.utc),
     )
-    client = aioclient.ControlClient(os.path.join(run_dir, "aimx.sock"))
     try:
-        reply = asyncio.run(client.call(commands.Send, message=message))
+        connection = blockingclient.connect(os.path.join(run_dir, wire.SOCKET_NAME))
+        try:
+            reply = connection.call(wire.Send, message=message)
+        finally:
+            connection.close()
     except AimxError as e:
         raise AimxError(f"demo send failed: [{e.code}] {e}") from None
     print(f"The agent replied (same as `aimx send --from agent@{DOMAIN} "
@@ -528,7 +500,7 @@ def _sender(text: str, domain: str):
 
 def send_main(args, environ) -> int:
     """C{aimx demo send}: sign a message as the sender domain, deliver it to the demo."""
-    from aimx.control.commands import socket_path
+    from aimx.control.wire import socket_path
 
     run_dir = os.path.dirname(socket_path(environ))
     state = state_file.read(run_dir)

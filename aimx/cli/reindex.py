@@ -6,13 +6,12 @@ is in place; this verb follows the builds (INDEX-STATUS) with a progress bar on
 a terminal.  With no daemon, root builds the index files directly.
 """
 
-import argparse
 import os
 
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.cli.term import progress_bar
-from aimx.control.commands import IndexRebuild, IndexStatus
+from aimx.control.wire import IndexRebuild, IndexStatus
 from aimx.errors import DaemonNotRunning
 from aimx.store import mailindex
 from aimx.store.mailboxdirs import mailbox_names
@@ -23,18 +22,8 @@ POLL = 0.2
 WITHOUT_DAEMON = "With sudo, aimx rebuilds the index files itself instead."
 
 
-def add_parser(sub, common) -> None:
-    """Register C{reindex} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "reindex", parents=[common], help=argparse.SUPPRESS, prog="aimx reindex",
-        description="Rebuild the mail index of MAILBOX (default: every mailbox you own) "
-                    "from its message files.",
-    )
-    parser.add_argument("mailbox", nargs="?", help="one mailbox (default: all of yours)")
-
-
 def main(args) -> int:
-    return session.run(run, args)
+    return session.run_blocking(run, args)
 
 
 async def run(args, s: session.Session) -> int:

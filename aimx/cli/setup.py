@@ -22,7 +22,6 @@ DKIM key and certificate it finds, and keeps an existing config's trust policy.
 End of input at a prompt means quit; at the DNS prompt it means "skip" (C{q}).
 """
 
-import argparse
 import contextlib
 import functools
 import os
@@ -38,7 +37,7 @@ from aimx.agents import AGENTS
 from aimx.auth import dnsverify
 from aimx.auth.resolver import Resolver
 from aimx.cli.doctor import dns_lines
-from aimx.cli.portcheck import add_check_options, checked, not_checked
+from aimx.cli.portcheck import checked, not_checked
 from aimx.cli.session import CliError, Session, execute, restart_hint
 from aimx.cli.term import Terminal
 from aimx.ops import setupflow as flow
@@ -91,24 +90,6 @@ READY_TIMEOUT = 5.0
 
 _GREEN, _YELLOW, _RED, _ACCENT = "32", "33", "31", "38;2;185;83;28"
 _PAINT = {flow.DONE: _GREEN, flow.SKIPPED: _YELLOW, flow.ERROR: _RED, flow.HANDOFF: _ACCENT}
-
-
-def add_parser(sub, common) -> None:
-    """Register C{setup}; its positional domain is accepted but not shown in help."""
-    parser = sub.add_parser(
-        "setup",
-        parents=[common],
-        help=argparse.SUPPRESS,
-        prog="aimx setup",
-        usage="aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN]",
-        description=(
-            "Guided setup: port 25 preflight, mail domain and DNS records, DKIM key, "
-            "TLS certificate, trust policy, then install and start the aimx service. "
-            "Requires root."
-        ),
-    )
-    parser.add_argument("domain", nargs="?", help=argparse.SUPPRESS)
-    add_check_options(parser)
 
 
 def main(args) -> int:

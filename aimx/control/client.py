@@ -1,9 +1,11 @@
-"""The Twisted client of the control socket (L2), used by the CLI.
+"""The Twisted client of the control socket (L2), for code running on a reactor.
 
 L{connect} opens one AMP connection to C{<runtime_dir>/aimx.sock}; a missing
-socket or a refused connection is L{DaemonNotRunning}.  Replies and errors are
-those of L{aimx.control.commands}: a daemon error arrives as the matching
-L{aimx.errors} class carrying the daemon's reason.
+socket or a refused connection is L{DaemonNotRunning}.  Commands are those of
+L{aimx.control.commands} (the AMP form); a daemon error arrives as the matching
+L{aimx.errors} class carrying the daemon's reason.  C{aimx doctor} asks the
+daemon's version through it; the other CLI verbs use
+L{aimx.control.blockingclient}.
 """
 
 import errno

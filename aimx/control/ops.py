@@ -15,7 +15,7 @@ import stat
 import attrs
 from twisted.internet import defer
 
-from aimx.control.commands import EXCLUSIVE
+from aimx.control.wire import EXCLUSIVE
 from aimx.control.listing import (
     email_row,
     mailbox_details,

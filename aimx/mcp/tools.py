@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from mcp.server.mcpserver.exceptions import ToolError
 
 from aimx.control import aioclient
-from aimx.control.commands import (
+from aimx.control.wire import (
     ERRORS,
     EXCLUSIVE,
     HookCreate,

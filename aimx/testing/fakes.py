@@ -20,6 +20,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
 from aimx.auth.resolver import DnsNoRecord
+from aimx.control import wire
 from aimx.core.config import Config, load_text
 from aimx.store.passwd import Owner
 
@@ -234,7 +235,11 @@ class FakeControlClient:
         self.closed = False
 
     def _answer(self, command, arguments: dict):
-        command.makeArguments(arguments, None)  # the wire must accept them
+        # The wire must accept them: a wire command, or its AMP form (aimx doctor's).
+        if issubclass(command, wire.Command):
+            command.request(arguments)
+        else:
+            command.makeArguments(arguments, None)
         self.calls.append((command, arguments))
         answer = self.answers.get(command, self.default)
         if answer is self._NONE:

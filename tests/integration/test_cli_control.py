@@ -42,15 +42,16 @@ def run_at_terminal(argv, typed: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 class CliTestCase(ControlTestCase):
-    def aimx(self, *args, stdin="", runtime_dir=None, tty=False):
+    def aimx(self, *args, stdin="", runtime_dir=None, tty=False, program=("-m", "aimx")):
         """Run `python -m aimx ARGS` in a thread; fires with the CompletedProcess.
 
         @param tty: stdin is a terminal on which C{stdin} is typed (else a pipe).
+        @param program: what the interpreter runs instead of C{-m aimx}.
         """
         env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
                    AIMX_RUNTIME_DIR=runtime_dir or self.runtime_dir)
         env.pop("NO_COLOR", None)
-        argv = [sys.executable, "-m", "aimx", *args]
+        argv = [sys.executable, *program, *args]
         options = dict(env=env, cwd=REPO, timeout=60)
         if tty:
             d = threads.deferToThread(run_at_terminal, argv, stdin, **options)

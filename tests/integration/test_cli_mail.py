@@ -13,6 +13,11 @@ from tests.integration.test_cli_control import CliTestCase
 from tests.integration.test_control import IS_ROOT
 
 
+#: The `aimx` console script, then the modules it loaded, on stderr.
+LOADED = ("import json, sys\nfrom aimx.cli import main\ncode = main(sys.argv[1:])\n"
+          "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\nsys.exit(code)")
+
+
 class MailCliTests(CliTestCase):
     def setUp(self):
         super().setUp()
@@ -102,6 +107,25 @@ class MailCliTests(CliTestCase):
         alice = next(r for r in rows if r["name"] == "alice")
         self.assertEqual((alice["total"], alice["unread"]), (1, 1))
         self.assertEqual(json.loads(await self.ok("hooks", "list", "--json")), [])
+
+    async def test_listings_load_no_twisted(self):
+        """The listing verbs answer from the daemon without importing Twisted, attrs or
+        another verb's module (the parser has the running verb's arguments only)."""
+        await self.receive("Plan", "a@example.com")
+        [row] = json.loads(await self.ok("mail", "list", "alice", "--json"))
+        mine = {"aimx.cli", "aimx.cli.arguments", "aimx.cli.session", "aimx.cli.term"}
+        for args in (("mailboxes", "list"), ("mailboxes", "show", "alice"),
+                     ("mail", "list", "alice"), ("mail", "search", "alice", "plan"),
+                     ("mail", "thread", "alice", row["id"]), ("hooks", "list")):
+            result = await self.aimx(*args, program=("-c", LOADED))
+            self.assertEqual(result.returncode, 0, result.stderr)
+            loaded = set(json.loads(result.stderr))
+            self.assertIn("aimx.control.blockingclient", loaded)
+            self.assertEqual({m for m in loaded if m.startswith("twisted")}, set(), args)
+            verbs = {m for m in loaded if m.startswith("aimx.cli.")} - mine
+            self.assertEqual(verbs, {f"aimx.cli.{args[0]}"}, args)
+            if args[0] != "hooks":  # whose --event choices are the config model's
+                self.assertNotIn("attr", loaded, args)
 
     async def test_reindex(self):
         """reindex rebuilds through the daemon and says so; the index answers after."""

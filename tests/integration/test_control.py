@@ -20,7 +20,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from aimx.control import aioclient, client, commands
+from aimx.control import aioclient, client, commands, wire
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.errors import ConfigError, MailboxError, NonEmptyError, TempError
 from aimx.mcp import tools
@@ -316,7 +316,7 @@ class LimitTests(ControlTestCase):
 
         async def aio():
             try:
-                await aioclient.ControlClient(path).call(commands.MailboxList)
+                await aioclient.ControlClient(path).call(wire.MailboxList)
             except TempError as e:
                 return str(e)
 
@@ -363,7 +363,7 @@ class LimitTests(ControlTestCase):
         """A 2 MiB MAILBOX-CREATE box on the real socket is dropped without a reply."""
         box = {b"_command": b"MAILBOX-CREATE", b"_ask": b"1", b"name": b"eve"}
         box.update({f"pad{i:02d}".encode(): b"p" * 65535 for i in range(33)})
-        data = commands.serialize_box(box)
+        data = wire.serialize_box(box)
         path = self.socket_path
 
         def raw():

@@ -115,7 +115,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
                      environ=None, verifier=True):
         """Run `aimx setup ARGV [--verify-host <verifier>/]`: (exit code, stdout, stderr)."""
         verify = ["--verify-host", self.verify_host + "/"] if verifier else []
-        args = aimx.cli._parser().parse_args(["setup", *argv, *verify])
+        args = aimx.cli.arguments.parser().parse_args(["setup", *argv, *verify])
         args.config_dir, args.data_dir = self.config_dir, self.data_dir
         env = {
             "AIMX_NAMESERVERS": self.dns.nameservers,
