@@ -321,6 +321,27 @@ class EmailReadTests(ToolsTestCase):
         write_email(self.sent_dir, "2025-06-03-001", body="Sent one")
         self.assertIn("Sent one", run(self.tools.email_read("alice", "2025-06-03-001", "sent")))
 
+    def test_extracted(self):
+        """extracted: a reply's new text (References alone makes a reply), a sent one's too,
+        a message that is not a reply whole; a file without frontmatter is refused."""
+        quote = "\n\nOn Mon, 1 Jun 2025, Alice <a@example.com> wrote:\n> Earlier words\n"
+        write_email(self.inbox, "2025-06-01-001", body="Fine." + quote,
+                    references="root@example.com")
+        write_email(self.sent_dir, "2025-06-02-001", bundle=True, body="Sent." + quote,
+                    in_reply_to="x@example.com")
+        write_email(self.inbox, "2025-06-03-001", body="Not a reply." + quote)
+        self.assertEqual(run(self.tools.email_read("alice", "2025-06-01-001", extracted=True)),
+                         "Fine.")
+        self.assertEqual(run(self.tools.email_read("alice", "2025-06-02-001", "sent", True)),
+                         "Sent.")
+        self.assertEqual(run(self.tools.email_read("alice", "2025-06-03-001", extracted=True)),
+                         "Not a reply." + quote.rstrip("\n"))
+        with open(os.path.join(self.inbox, "2025-06-04-001.md"), "w") as f:
+            f.write("no frontmatter\n")
+        self.assertEqual(self.fails(self.tools.email_read("alice", "2025-06-04-001",
+                                                          extracted=True)),
+                         "Email '2025-06-04-001' has no readable frontmatter.")
+
     def test_attachment_paths(self):
         """Attachment paths are absolute, in the bundle; the rest of the file is as stored."""
         attachments = [

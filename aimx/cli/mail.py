@@ -118,8 +118,7 @@ async def read(args, s: session.Session) -> int:
         fields, body = frontmatter.parse(data)
     except ValueError:
         raise CliError(f"email '{args.id}' has no readable frontmatter") from None
-    reply = bool(fields.get("in_reply_to") or fields.get("references"))
-    s.term.say(replytext.new_text(body.decode("utf-8", "replace"), reply=reply))
+    s.term.say(replytext.stored_new_text(fields, body.decode("utf-8", "replace")))
     return 0
 
 

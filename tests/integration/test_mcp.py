@@ -248,6 +248,37 @@ class ReadingTests(InProcessTestCase):
         self.assertEqual(await self.error("email_read", {"mailbox": "alice", "id": "../x"}),
                          "Email ID contains invalid characters.")
 
+    async def test_read_extracted(self):
+        """extracted: only the new text, as `aimx mail read --extracted` prints it: a reply
+        without its quoted history and signature, another message whole, no frontmatter;
+        the schema says so, and a value that is not a boolean is a plain refusal."""
+        path = self.store("2025-06-02-001", in_reply_to="2025-06-01-001@example.com")
+        with open(path, "wb") as f:
+            f.write(frontmatter.render(
+                {"id": "2025-06-02-001", "in_reply_to": "2025-06-01-001@example.com",
+                 "read": False},
+                "Yes, noon works.\n\n-- \nBob\n\nOn Mon, 1 Jun 2025, Alice "
+                "<alice@example.com> wrote:\n> Shall we meet?\n"))
+        self.store("2025-06-03-001")
+        ref = {"mailbox": "alice", "id": "2025-06-02-001"}
+        self.assertEqual(await self.ok("email_read", dict(ref, extracted=True)),
+                         "Yes, noon works.")
+        whole = await self.ok("email_read", dict(ref, extracted=False))
+        self.assertIn("> Shall we meet?", whole)
+        self.assertEqual(whole, await self.ok("email_read", ref))
+        self.assertEqual(await self.ok("email_read", {"mailbox": "alice", "id": "2025-06-03-001",
+                                                      "extracted": True}),
+                         "Body of 2025-06-03-001")
+        self.assertEqual(await self.error("email_read", dict(ref, extracted="maybe")),
+                         "Invalid extracted 'maybe': expected true or false.")
+        listed = await self.session(lambda c: c.list_tools())
+        [read] = [t for t in listed.tools if t.name == "email_read"]
+        schema = read.input_schema["properties"]["extracted"]
+        self.assertEqual((schema["type"], schema["default"]), ("boolean", False))
+        self.assertIn("quoted history", schema["description"])
+        self.assertIn("With extracted", read.description)
+        self.assertNotIn("extracted", read.input_schema.get("required", []))
+
     async def test_unknown_mailbox(self):
         """Case 9: a mailbox nobody has does not exist."""
         self.assertIn("does not exist", await self.error("email_list",
