@@ -686,6 +686,47 @@ class MissingTextTests(VerbTestCase):
         self.assertEqual((code, err), (1, f"Error: [MAILBOX] {reason}\n"))
 
 
+class BlockingRunTests(SynchronousTestCase):
+    """A verb that only talks to the daemon runs without an event loop."""
+
+    def args(self):
+        return argparse.Namespace(config_dir="/nonexistent", data_dir=None, all=False,
+                                  json=True)
+
+    def test_to_the_end(self):
+        """A verb whose calls are answered before they return runs to its exit code in one
+        step, its output written, its connection closed."""
+        fake = fakes.FakeAsyncControlClient({wire.MailboxList: {"mailboxes": []}})
+
+        async def connect():
+            return fake
+
+        out = io.StringIO()
+        args = self.args()
+        s = Session(args, connect=connect, euid=0, term=Terminal(out, io.StringIO(), None, {}),
+                    environ={})
+        self.assertEqual(session.to_the_end(execute(mailboxes.list_, args, s)), 0)
+        self.assertEqual((out.getvalue(), fake.names()), ("[]\n", ["MAILBOX-LIST"]))
+
+    def test_suspending_verb(self):
+        """A verb that waits for something that is not blocking I/O is an error, not a
+        silent exit."""
+        async def waits(args, s):
+            await defer.Deferred()
+
+        steps = waits(None, None)
+        e = self.assertRaises(RuntimeError, session.to_the_end, steps)
+        self.assertTrue(str(e).endswith(".waits awaited something that is not blocking"), e)
+        self.assertIsNone(steps.cr_frame)  # closed
+
+    def test_interrupted(self):
+        """Ctrl-C ends the verb with exit code 130."""
+        async def interrupted(args, s):
+            raise KeyboardInterrupt
+
+        self.assertEqual(session.run_blocking(interrupted, self.args()), 130)
+
+
 class StartAdviceTests(SynchronousTestCase):
     """How the daemon-down message says to start the daemon, case by case."""
 

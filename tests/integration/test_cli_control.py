@@ -15,7 +15,8 @@ from twisted.internet import defer, threads
 
 from aimx.testing.fakes import hook_table
 from tests.integration.base import base_config, load_toml
-from tests.integration.test_control import IS_ROOT, OWNER, REPO, ControlTestCase
+from tests.integration.base import IS_ROOT, REPO, SecondUid
+from tests.integration.test_control import OWNER, ControlTestCase
 
 SUPPORT = {"support": {
     "owner": OWNER, "trust": "verified", "trusted_senders": ["*@example.org", "boss@gmail.com"],
@@ -338,15 +339,8 @@ class DaemonDownTests(CliTestCase):
             "commands; with sudo, aimx uses config.toml directly instead.\n"))
 
 
-class NonRootCliTests(CliTestCase):
+class NonRootCliTests(SecondUid, CliTestCase):
     """The CLI as nobody against the running daemon (root only)."""
-
-    skip = None if IS_ROOT else "needs root to run the CLI as a second uid"
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        self.start_daemon()
 
     @defer.inlineCallbacks
     def test_owner_ignored(self):

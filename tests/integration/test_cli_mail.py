@@ -10,7 +10,7 @@ from aimx.store import mailindex
 from aimx.testing.fakes import message
 from tests.integration.base import DOMAIN
 from tests.integration.test_cli_control import CliTestCase
-from tests.integration.test_control import IS_ROOT
+from tests.integration.base import IS_ROOT, SecondUid
 
 
 #: The `aimx` console script, then the modules it loaded, on stderr.
@@ -158,23 +158,21 @@ class MailCliTests(CliTestCase):
         self.assertTrue(os.path.exists(path))
 
 
-class SecondUidCliTests(CliTestCase):
+class SecondUidCliTests(SecondUid, CliTestCase):
     """nobody's `aimx mail` never shows root's mailbox."""
-
-    skip = None if IS_ROOT else "needs root to act as a second uid"
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        self.start_daemon()
 
     @defer.inlineCallbacks
     def test_nothing_of_alice(self):
-        """list, search, thread, mark and reindex on alice: does not exist, or nothing."""
+        """list, read, search, thread, mark and reindex on alice, by its real message's id:
+        does not exist, or nothing, and the message stays unread."""
         yield self.smtp(message(subject="secret"), [f"alice@{DOMAIN}"])
+        [path] = self.inbox("alice")
+        stem = os.path.basename(path)[:-3]
         for args in (("mail", "list", "alice"), ("mail", "search", "alice", "secret"),
-                     ("mail", "thread", "alice", "x"), ("mail", "mark-read", "alice", "x"),
-                     ("reindex", "alice")):
+                     ("mail", "read", "alice", stem), ("mail", "read", "alice", stem,
+                                                       "--extracted"),
+                     ("mail", "thread", "alice", stem), ("mail", "mark-unread", "alice", stem),
+                     ("mail", "mark-read", "alice", stem), ("reindex", "alice")):
             result = yield self.as_nobody_cli(*args)
             self.assertEqual(result.returncode, 1, args)
             self.assertIn(result.stderr, ("Error: mailbox 'alice' does not exist\n",
@@ -182,3 +180,4 @@ class SecondUidCliTests(CliTestCase):
             self.assertNotIn("secret", result.stdout)
         result = yield self.as_nobody_cli("mailboxes", "list", "--json")
         self.assertEqual(json.loads(result.stdout), [])
+        self.assertIs(self.read_mail(path)[0]["read"], False)

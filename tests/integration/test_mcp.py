@@ -30,7 +30,7 @@ from aimx.core import frontmatter
 from aimx.mcp import server, tools
 from aimx.loopback.smtpsink import SmtpSink, listen_all
 from tests.integration.base import DOMAIN, DaemonTestCase, load_toml
-from tests.integration.test_control import IS_ROOT, NOBODY, REPO
+from tests.integration.base import IS_ROOT, NOBODY, REPO
 from tests.integration.test_send import SendTestCase
 from tests.test_mcp import NAMES
 
@@ -157,6 +157,18 @@ class RawStdioTests(SynchronousTestCase):
                              [{"type": "text", "text": tools.NOT_RUNNING}])
 
 
+def mcp_session(runtime_dir: str, body):
+    """Run C{body(client)} with the official MCP client on an in-process server over the
+    daemon of C{runtime_dir}, in a thread with its own event loop; fires with its result."""
+
+    async def go():
+        client = ControlClient(os.path.join(runtime_dir, "aimx.sock"))
+        async with Client(server.build(client)) as session:
+            return await body(session)
+
+    return threads.deferToThread(asyncio.run, go())
+
+
 class InProcessTestCase(SendTestCase):
     """A real daemon with the mail drop; the MCP server in-process, as this test's uid."""
 
@@ -165,14 +177,8 @@ class InProcessTestCase(SendTestCase):
         self.inbox = os.path.join(self.data_dir, "inbox", "alice")
 
     def session(self, body):
-        """Run C{body(client)} in a thread with its own event loop; fires with its result."""
-
-        async def go():
-            client = ControlClient(os.path.join(self.runtime_dir, "aimx.sock"))
-            async with Client(server.build(client)) as session:
-                return await body(session)
-
-        return threads.deferToThread(asyncio.run, go())
+        """Run C{body(client)} (L{mcp_session}); fires with its result."""
+        return mcp_session(self.runtime_dir, body)
 
     async def tool(self, name: str, arguments: dict | None = None) -> tuple[bool, str]:
         """(isError, text) of one call."""
@@ -552,6 +558,10 @@ class EndToEndTests(DaemonTestCase):
             [attachment] = frontmatter.parse(out["read"][1].encode("utf-8"))[0]["attachments"]
             with open(attachment["path"], "rb") as f:  # before the mailbox is deleted
                 out["attached"] = f.read()
+            out["search"] = await call("email_search", {"mailbox": address, "query": "attached"})
+            out["thread"] = await call("email_thread", {"mailbox": address, "id": row["id"]})
+            out["extracted"] = await call("email_read", {"mailbox": address, "id": row["id"],
+                                                         "extracted": True})
             out["mark"] = await call("email_mark_read", {"mailbox": address, "id": row["id"]})
             out["hook"] = await call("hook_create", {"mailbox": address, "event": "on_receive",
                                                      "cmd": ["/bin/true"], "name": "h1"})
@@ -585,6 +595,17 @@ class EndToEndTests(DaemonTestCase):
         self.assertEqual(attachment["path"], os.path.join(
             self.data_dir, "inbox", "agent", row["id"], attachment["filename"]))
         self.assertEqual(out["attached"].rstrip(b"\r\n"), b"attached text")
+        failed, text = out["search"]
+        self.assertFalse(failed, text)
+        [found] = json.loads(text)
+        self.assertEqual(list(found), ["id", "folder", "from", "to", "subject", "date", "read",
+                                       "trusted", "thread_id", "has_attachments", "snippet"])
+        self.assertEqual({k: found[k] for k in row}, row)
+        failed, text = out["thread"]
+        self.assertFalse(failed, text)
+        self.assertEqual([(r["id"], r["text"]) for r in json.loads(text)],
+                         [(row["id"], "See attached.")])
+        self.assertEqual(out["extracted"], (False, "See attached."))
         self.assertEqual(out["mark"], (False, f"Email '{row['id']}' marked as read."))
         self.assertEqual(out["hook"], (False, "Hook created on mailbox 'agent'."))
         self.assertEqual([h["mailbox"] for h in json.loads(out["hooks"][1])], ["agent"])

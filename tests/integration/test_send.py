@@ -38,7 +38,7 @@ from aimx.store import keys
 from aimx.loopback.smtpsink import SmtpSink, listen_all
 from aimx.testing.fakes import hook_table, message
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
-from tests.integration.test_control import IS_ROOT, NOBODY, REPO
+from tests.integration.base import IS_ROOT, NOBODY, REPO
 
 _VERIFY = """
 import sys, dkim
