@@ -4,6 +4,7 @@ is printed (tables, --json), thread ids, progress, the daemon down."""
 import argparse
 import io
 import json
+import os
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx.cli import arguments, mail, reindex
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal, progress_bar, table
+from aimx.core import frontmatter
 from aimx.control import wire
 from aimx.errors import DaemonNotRunning, MailboxError, NotFoundError
 from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
@@ -128,6 +130,32 @@ class MailVerbTests(VerbTestCase):
             {wire.MailSearch: MailboxError("mailbox 'ghost' does not exist")})
         self.assertEqual((code, err), (1, "Error: mailbox 'ghost' does not exist\n"))
 
+    def test_read_in_the_other_folder(self):
+        """An id that is in the other folder is not just "not found": the error says which
+        folder it is in and the option that reads it."""
+        root = self.mktemp()
+        mailboxes = {"mailboxes": [{"name": "alice", "inbox_path": os.path.join(root, "inbox"),
+                                    "sent_path": os.path.join(root, "sent")}]}
+        for folder, stem in (("inbox", "2026-06-01-in"), ("sent", "2026-06-02-out")):
+            os.makedirs(os.path.join(root, folder))
+            with open(os.path.join(root, folder, stem + ".md"), "wb") as f:
+                f.write(frontmatter.render({"id": stem, "read": False}, "Text\n"))
+        replies = {wire.MailboxList: mailboxes}
+        code, out, _, _ = self.run_verb(mail.read, ["mail", "read", "alice", "2026-06-02-out",
+                                                    "--folder", "sent"], replies)
+        self.assertEqual(code, 0)
+        self.assertTrue(out.endswith("+++\n\nText\n"), out)
+        for argv, err in (
+            (["2026-06-02-out"], "Error: email '2026-06-02-out' is in sent/alice, not "
+                                 "inbox/alice: add --folder sent\n"),
+            (["2026-06-01-in", "--folder", "sent"], "Error: email '2026-06-01-in' is in "
+             "inbox/alice, not sent/alice: add --folder inbox\n"),
+            (["2026-06-03-none"], "Error: email '2026-06-03-none' not found in inbox/alice\n"),
+        ):
+            code, out, got, _ = self.run_verb(mail.read, ["mail", "read", "alice", *argv],
+                                              replies)
+            self.assertEqual((code, out, got), (1, "", err))
+
     def test_daemon_down(self):
         """Listing without a daemon: not running, how to start it, exit 2."""
         code, _, err, _ = self.run_verb(mail.list_, ["mail", "list", "alice"], down=True)
@@ -150,21 +178,27 @@ class ReindexTests(VerbTestCase):
         code, out, _, fake = self.run_verb(
             reindex.run, ["reindex", "alice"],
             {wire.IndexRebuild: {"mailboxes": ["alice"]},
-             wire.IndexStatus: lambda arguments: {"indexes": next(states)}}, tty=True)
+             wire.IndexStatus: lambda arguments: {"indexes": next(states)},
+             wire.MailboxList: {"mailboxes": [{"name": "alice", "total": 950,
+                                               "sent_count": 50}]}}, tty=True)
         self.assertEqual(code, 0)
         self.assertIn("alice  " + progress_bar(500, 1000), out)
         self.assertIn("Rebuilt the index of alice (1000 messages).", out)
         self.assertEqual([c[0] for c in fake.calls],
-                         [wire.IndexRebuild] + [wire.IndexStatus] * 3)
+                         [wire.IndexRebuild] + [wire.IndexStatus] * 3 + [wire.MailboxList])
 
     def test_plain_output(self):
-        """Without a terminal: no bar, one line per mailbox."""
+        """Without a terminal: no bar, one line per mailbox with its messages (inbox and
+        sent), however quickly the build was done."""
         code, out, _, _ = self.run_verb(
             reindex.run, ["reindex"],
-            {wire.IndexRebuild: {"mailboxes": ["a", "b"]},
+            {wire.IndexRebuild: {"mailboxes": ["a", "b", "c"]},
              wire.IndexStatus: {"indexes": [{"mailbox": "a", "state": "ready"},
-                                                {"mailbox": "b", "state": "ready"}]}})
-        self.assertEqual(out, "Rebuilt the index of a.\nRebuilt the index of b.\n")
+                                            {"mailbox": "b", "state": "ready"}]},
+             wire.MailboxList: {"mailboxes": [{"name": "a", "total": 3, "sent_count": 1},
+                                              {"name": "b", "total": 1, "sent_count": 0}]}})
+        self.assertEqual(out, "Rebuilt the index of a (4 messages).\n"
+                              "Rebuilt the index of b (1 message).\nRebuilt the index of c.\n")
 
 
 class TableTests(SynchronousTestCase):

@@ -39,6 +39,7 @@ from email.message import EmailMessage
 from aimx.agents import mcpcommand
 from aimx.ops import bind
 from aimx.ops.dnscheck import MX, ExpectedDns
+from aimx.core import frontmatter
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
@@ -204,8 +205,9 @@ def _smtp(port: int, raw: bytes, mail_from: str, rcpts: list[str]) -> dict:
         return client.sendmail(mail_from, rcpts, raw)
 
 
-def _reply(run_dir: str, data: str, remote: str):
-    """The agent answers Alice: SEND over the control socket, as `aimx send` does."""
+def _reply(run_dir: str, data: str, remote: str, message_id: str):
+    """The agent answers Alice's message C{message_id}: SEND over the control socket, as
+    `aimx send --in-reply-to` does, so `aimx mail thread` shows the two together."""
     import datetime
 
     from aimx.control import blockingclient, wire
@@ -213,7 +215,7 @@ def _reply(run_dir: str, data: str, remote: str):
 
     message = compose(
         from_=f"agent@{DOMAIN}", to=[f"alice@{SENDER_DOMAIN}"], subject="Re: Hello from the demo",
-        body="Thanks Alice, **got it**.\n\n- read\n- answered\n",
+        body="Thanks Alice, **got it**.\n\n- read\n- answered\n", reply_to=message_id,
         now=datetime.datetime.now(datetime.timezone.utc),
     )
     try:
@@ -225,7 +227,7 @@ def _reply(run_dir: str, data: str, remote: str):
     except AimxError as e:
         raise AimxError(f"demo send failed: [{e.code}] {e}") from None
     print(f"The agent replied (same as `aimx send --from agent@{DOMAIN} "
-          f"--to alice@{SENDER_DOMAIN} --subject ... --body ...`):")
+          f"--to alice@{SENDER_DOMAIN} --in-reply-to {message_id} --subject ... --body ...`):")
     print(f"  {reply['message_id']} delivered to mx.{SENDER_DOMAIN}, DKIM-signed, "
           "Markdown sent as text + HTML.\n")
     [received] = sorted(os.listdir(remote))
@@ -378,8 +380,9 @@ def serve(args) -> int:
         first = sorted(n for n in os.listdir(inbox) if n.endswith(".md"))[0]
         print(f"\n--- {os.path.join(inbox, first)} ---")
         with open(os.path.join(inbox, first), encoding="utf-8") as f:
-            print(f.read())
-        _reply(run_dir, data, remote)
+            text = f.read()
+        print(text)
+        _reply(run_dir, data, remote, frontmatter.parse(text.encode())[0]["message_id"])
         if args.no_wait:
             return 0
         print(what_to_try(state, run_dir, owner, _program(), os.geteuid() == 0), flush=True)
@@ -446,6 +449,13 @@ def what_to_try(state: state_file.DemoState, run_dir: str, owner: str, program: 
         "",
         "  # your mailboxes and their mail",
         f"  {aimx} mailboxes list",
+        "",
+        "  # agent's inbox, newest first; then `mail read agent ID` (--extracted: the new",
+        "  # text only) and `mail thread agent ID` (the conversation, with the reply sent)",
+        f"  {aimx} mail list agent",
+        "",
+        "  # every message of agent, received or sent, with these words",
+        f"  {aimx} mail search agent hello",
         "",
         f"  # a hook: each trusted message to agent@{DOMAIN} puts its subject in the log",
         f"  {aimx} hooks create --mailbox agent --event on_receive --cmd "

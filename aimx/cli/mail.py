@@ -70,9 +70,9 @@ async def list_(args, s: session.Session) -> int:
 # -- read ------------------------------------------------------------------------
 
 
-async def _folder_dir(s: session.Session, mailbox: str, folder: str) -> str:
-    """The folder's directory: from the daemon's row for the caller, else (root, no
-    daemon) from config.toml."""
+async def _folder_dirs(s: session.Session, mailbox: str) -> dict[str, str]:
+    """C{inbox} and C{sent} -> the folder's directory: from the daemon's row for the
+    caller, else (root, no daemon) from config.toml."""
     try:
         rows = (await s.call(MailboxList))["mailboxes"]
     except DaemonNotRunning as e:
@@ -84,10 +84,10 @@ async def _folder_dir(s: session.Session, mailbox: str, folder: str) -> str:
         inbox, sent = mailbox_dirs(config.data_dir, mailbox)
         if config.mailbox(mailbox) is None and not os.path.isdir(inbox):
             raise session.mailbox_missing(mailbox) from None
-        return inbox if folder == "inbox" else sent
+        return {"inbox": inbox, "sent": sent}
     for row in rows:
         if row["name"] == mailbox:
-            return row[f"{folder}_path"]
+            return {folder: row[f"{folder}_path"] for folder in ("inbox", "sent")}
     raise session.mailbox_missing(mailbox)
 
 
@@ -97,9 +97,15 @@ async def read(args, s: session.Session) -> int:
 
     if not is_valid_id(args.id):
         raise CliError(f"email id '{args.id}' contains invalid characters")
-    directory = await _folder_dir(s, args.mailbox, args.folder)
-    fd = mailstore.open_email(directory, args.id)
+    directories = await _folder_dirs(s, args.mailbox)
+    fd = mailstore.open_email(directories[args.folder], args.id)
     if fd is None:
+        other = "sent" if args.folder == "inbox" else "inbox"
+        elsewhere = mailstore.open_email(directories[other], args.id)
+        if elsewhere is not None:
+            os.close(elsewhere)
+            raise CliError(f"email '{args.id}' is in {other}/{args.mailbox}, not "
+                           f"{args.folder}/{args.mailbox}: add --folder {other}")
         raise CliError(f"email '{args.id}' not found in {args.folder}/{args.mailbox}")
     try:
         size = os.fstat(fd).st_size
