@@ -1,6 +1,6 @@
 """The aimx error hierarchy (L0) and the SMTP status value used at the SMTP edge.
 
-Every error carries a short wire code (the codes of spec/control-socket.md) so the
+Every error carries a short wire code (docs/troubleshooting.md, "Error codes") so the
 control socket, the CLI and the MCP server can map them in one place.  Every aimx
 process imports this module, the CLI's quickest verbs too, so it imports nothing
 (not even attrs: about 20 ms of a 50 ms C{aimx mailboxes list}, bench/cli_start.py).
@@ -31,7 +31,7 @@ class NoMailboxError(IngestError):
     code = "MAILBOX"
 
 
-# The control-socket error codes (spec/control-socket.md §3), one class per code.
+# The control-socket error codes, one class per code.
 
 
 class MailboxError(AimxError):

@@ -3,12 +3,12 @@
 L{HookRunner.on_received} is the L{aimx.smtp.inbound.Inbound} listener: it starts
 the hooks and returns at once, so the SMTP reply never waits for them.
 L{HookRunner.after_send} is what the outbound path awaits.  The hooks of one event
-run one after another (spec/hooks.md §3); at most C{max_processes} hook processes
+run one after another (docs/hooks.md); at most C{max_processes} hook processes
 run at once and the others wait their turn in arrival order.
 
 Each process is a small exec helper (L{_HELPER}) started by the daemon: it starts a
 new session, clears the supplementary groups, sets the owner's primary gid and uid
-(in that order, spec/security.md §5.2 -- C{spawnProcess(uid=...)} would call
+(in that order, docs/security.md -- C{spawnProcess(uid=...)} would call
 initgroups instead), opens the stored file as stdin, changes to the mailbox
 directory and execs C{cmd} directly.  The environment is exactly
 L{hookspec.environment}.
@@ -456,7 +456,7 @@ class HookRunner:
         return self._report(event, hook, start, protocol)
 
     def _report(self, event, hook, start, protocol=None, error=None) -> HookResult:
-        """Build the result and log the structured line and its warnings (§6)."""
+        """Build the result and log the structured line and its warnings."""
         duration_ms = int((self.clock.seconds() - start) * 1000)
         if protocol is None:
             result = HookResult(hook.name, -1, duration_ms, error=error)

@@ -1,7 +1,7 @@
 """Listening on Twisted endpoints at start-up (L2): the SMTP C{--bind} endpoints and
 the control socket.
 
-Start-up is synchronous (spec/daemon.md §2: a failed bind is fatal and nothing
+Start-up is synchronous (docs/cli.md, "aimx serve": a failed bind is fatal and nothing
 after it runs), and every endpoint aimx builds listens synchronously: TCP and UNIX
 endpoints call the reactor's C{listenTCP}/C{listenUNIX} inside C{defer.execute},
 and a socket adopted from systemd is wrapped at once.  L{listen} therefore takes

@@ -1,8 +1,8 @@
 """The send path (L2): a checked submission -> MIME -> DKIM -> delivery -> sent copy -> hooks.
 
-spec/outbound.md §1: no queue and no retry; the caller learns the result of
-every recipient at once.  Recipients of our own domain are delivered locally,
-through the daemon's inbound chain (spec README, "Local recipients on send");
+No queue and no retry (docs/concepts.md, "Sending"): the caller learns the result
+of every recipient at once.  Recipients of our own domain are delivered locally,
+through the daemon's inbound chain;
 the others through the MX transport.  A send whose recipients were all deferred
 leaves no sent copy (the caller retries); any other outcome is recorded under
 C{sent/<mailbox>/}.  The after_send hooks run before the answer goes back.
@@ -93,7 +93,7 @@ class Outbox:
 
     async def send(self, config: Config, sub: Submission, message: bytes, *,
                    text_only: bool, html_body: bytes | None) -> dict:
-        """Steps 8–11 of §3 and everything after: the SEND answer.
+        """Everything after the submission checks: the SEND answer.
 
         @param sub: a submission whose sender, caller and recipients are checked.
         @return: C{message_id} and the C{deliveries}.

@@ -1,7 +1,7 @@
 """The daemon's composition root (L2): options, start-up checks and the service tree.
 
 C{twistd -n aimx} and C{aimx serve} both call L{makeService}.  Start-up follows
-spec/daemon.md §2: a fatal problem raises C{SystemExit} with one clear line.
+docs/cli.md, "aimx serve": a fatal problem raises C{SystemExit} with one clear line.
 """
 
 import os

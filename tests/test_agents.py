@@ -1,4 +1,4 @@
-"""`aimx agents setup|list|remove`, the registry, bundles and the picker (spec/agents.md).
+"""`aimx agents setup|list|remove`, the registry, bundles and the picker (docs/cli.md).
 
 Every test runs with a temporary HOME, an injected euid and a fake CLI runner:
 no real `claude`/`codex` is ever started and the real home is never touched.

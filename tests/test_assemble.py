@@ -1,4 +1,4 @@
-"""MIME assembly of outbound mail (spec/outbound.md §7)."""
+"""MIME assembly of outbound mail."""
 
 import email
 import email.policy

@@ -1,4 +1,4 @@
-"""Files a client attaches (spec/outbound.md §2.1, case 37)."""
+"""Files a client attaches (docs/security.md, "Sending identity")."""
 
 import os
 

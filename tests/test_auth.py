@@ -1,6 +1,5 @@
 """The resolver's configuration (aimx.auth.resolver) without any DNS; aimx.auth against
-a real loopback DNS is tested in tests.integration.test_auth. Acceptance cases of
-spec/trust-and-auth.md §7 are named in the docstrings.
+a real loopback DNS is tested in tests.integration.test_auth.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -64,7 +63,7 @@ class ResolverConfigTests(SynchronousTestCase):
         self.assertRaises(DnsTempError, r.txt, "example.com")
 
     def test_unusable_all_none(self):
-        """With no resolver at all every result is none (spec §1)."""
+        """With no resolver at all every result is none."""
         r = Resolver.from_env({}, resolv_conf="/nonexistent")
         raw = signed(mail(), "example.com")
         self.assertEqual(

@@ -1,4 +1,4 @@
-"""The mailbox and hook verbs of the CLI against a fake daemon connection (spec/cli.md)."""
+"""The mailbox and hook verbs of the CLI against a fake daemon connection (docs/cli.md)."""
 
 import argparse
 import io

@@ -1,4 +1,4 @@
-"""The operator verbs dkim-keygen, logs and uninstall (spec/setup-and-ops.md §4-§6).
+"""The operator verbs dkim-keygen, logs and uninstall (docs/cli.md).
 
 Service and log access go through aimx.host.initsystem with a temporary root and
 L{aimx.testing.fakes.FakeRunner}: no real init system is touched.

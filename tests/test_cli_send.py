@@ -1,4 +1,4 @@
-"""`aimx send`'s parser and dispatch (spec/cli.md §4.3); the verb against canned daemons
+"""`aimx send`'s parser and dispatch (docs/cli.md); the verb against canned daemons
 on a real UNIX socket is tested in tests.integration.test_cli_send.
 """
 

@@ -1,4 +1,4 @@
-"""Client-side composition of outbound mail (spec/outbound.md §2.1, cases 36–37)."""
+"""Client-side composition of outbound mail."""
 
 import base64
 import email

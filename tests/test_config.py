@@ -1,4 +1,4 @@
-"""Tests for aimx.core.config and aimx.store.configfile (spec/config.md §8)."""
+"""Tests for aimx.core.config and aimx.store.configfile (docs/configuration.md)."""
 
 import os
 
@@ -50,7 +50,7 @@ class _Case(SynchronousTestCase):
 
 class DeriveHookNameTests(SynchronousTestCase):
     def test_vectors(self):
-        """The derived names match the vectors of hooks.md §2."""
+        """The derived names match known vectors (docs/hooks.md)."""
         vectors = [
             ("on_receive", ["/bin/true"], False, "9d0373b47d73"),
             ("on_receive", ["/bin/true"], True, "4315591c7fd4"),
@@ -158,7 +158,7 @@ class LegacySchemaTests(_Case):
         message = self.error(BASE + '[[hook_template]]\nname = "x"\nrun_as = "root"\n')
         self.assertIn(
             "[[hook_template]] blocks are not supported; template hooks were removed. "
-            "See book/hooks.md for the supported raw-cmd schema",
+            "See docs/hooks.md for the supported raw-cmd schema",
             message,
         )
 
@@ -168,7 +168,7 @@ class LegacySchemaTests(_Case):
 
     def test_scan_precedes_toml_parse(self):
         """The legacy scan runs on text that is not even valid TOML."""
-        self.assertIn("book/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
+        self.assertIn("docs/hooks.md", self.error("[[hook_template]]\nthis is = = broken\n"))
 
     def test_legacy_on_receive_array(self):
         """C{[[mailboxes.<n>.on_receive]]} asks for a migration to hooks."""
@@ -223,7 +223,7 @@ class LegacySchemaTests(_Case):
         """Acceptance 4: a hook with C{template} is refused."""
         message = self.error(BASE + ALICE + hook('event = "on_receive"\ntemplate = "x"'))
         self.assertIn(
-            "hook sets `template`; template hooks were removed. See book/hooks.md for the "
+            "hook sets `template`; template hooks were removed. See docs/hooks.md for the "
             "supported raw-cmd schema",
             message,
         )
@@ -703,6 +703,52 @@ class SessionsPerIpTests(_Case):
         config, _ = load(text)
         self.assertIn("max_sessions_per_ip = 20", text)
         self.assertEqual(config.max_sessions_per_ip, 20)
+
+
+class BackupMxTests(_Case):
+    def test_loads_and_round_trips(self):
+        """backup_mx: a host name, kept as written, written back by to_toml and by an
+        in-place edit; absent is None and not written."""
+        config, _ = load('backup_mx = "MX2.example.net"\n' + BASE + CATCHALL)
+        self.assertEqual(config.backup_mx, "MX2.example.net")
+        self.assertEqual(to_toml(config)["backup_mx"], "MX2.example.net")
+        self.assertEqual(load(tomli_w.dumps(to_toml(config)))[0], config)
+        plain, _ = load(BASE + CATCHALL)
+        self.assertIsNone(plain.backup_mx)
+        self.assertNotIn("backup_mx", to_toml(plain))
+        text = BASE + "# keep me\n" + CATCHALL
+        edited = configedit.rewrite_text(text, PATH, attrs.evolve(plain, backup_mx="mx3.b.org"))
+        self.assertIn("# keep me", edited)
+        self.assertEqual(load(edited)[0].backup_mx, "mx3.b.org")
+        self.assertEqual(load(configedit.rewrite_text(edited, PATH, plain))[0].backup_mx, None)
+
+    def test_refused(self):
+        """Not a string, not a host name, or the domain itself: an error naming the key
+        and the file."""
+        cases = (
+            ("backup_mx = 5\n", "backup_mx: expected a string"),
+            ('backup_mx = ""\n', "backup_mx: '' is not a host name: backup_mx cannot be empty"),
+            ('backup_mx = "mx2"\n', "backup_mx: 'mx2' is not a host name: 'mx2' needs at least "
+                                    "two labels"),
+            ('backup_mx = "mx2.example.net."\n', "has an empty label"),
+            ('backup_mx = "mx 2.example.net"\n', "invalid character ' '"),
+            ('backup_mx = "TEST.com"\n', "backup_mx: 'TEST.com' is the domain itself; a backup "
+                                         "MX is another server"),
+        )
+        for line, message in cases:
+            error = self.error(line + BASE)
+            self.assertTrue(error.startswith(f"{PATH}: backup_mx: "), error)
+            self.assertIn(message, error)
+
+    def test_contrib_documents_it(self):
+        """contrib/config.toml describes the key (commented out: most setups have none)."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            text = f.read()
+        self.assertIn('# backup_mx = "mx2.example.net"', text)
+        self.assertIsNone(load(text)[0].backup_mx)
+        self.assertEqual(load(text.replace("# backup_mx", "backup_mx"))[0].backup_mx,
+                         "mx2.example.net")
 
 
 class ValidationOrderTests(_Case):

@@ -165,7 +165,7 @@ class HookRequestTests(SynchronousTestCase):
                          ("9d0373b47d73", False, "cmd", 60))
 
     def test_derived_name(self):
-        """An anonymous hook's name is the 12-hex derivation of hooks.md §2."""
+        """An anonymous hook's name is the 12-hex derivation of docs/hooks.md."""
         hook = configedit.parse_hook_request(
             "on_receive", None, json.dumps({"cmd": ["/bin/echo", "via-daemon"]})
         )
@@ -203,7 +203,7 @@ class HookRequestTests(SynchronousTestCase):
 
     def test_legacy_keys(self):
         """Removed keys are PROTOCOL with their migration texts."""
-        self.assertRefused(ProtocolError, "book/hooks.md", data=body(template="x"))
+        self.assertRefused(ProtocolError, "docs/hooks.md", data=body(template="x"))
         e = self.assertRefused(ProtocolError, "`template`", data=body(template="x"))
         self.assertIn("template hooks were removed", str(e))
         self.assertRefused(ProtocolError, "`params`", data=body(params={}))

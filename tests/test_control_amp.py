@@ -874,7 +874,7 @@ class HookTests(ControlTestCase):
             event="after_send"))
         reason = refused(ProtocolError, '{"cmd": ["/bin/true"], "template": "x"}')
         self.assertIn("template", reason)
-        self.assertIn("book/hooks.md", reason)
+        self.assertIn("docs/hooks.md", reason)
         self.assertIn("stdin", refused(ProtocolError, '{"cmd": ["/bin/true"], "stdin": "email"}'))
         self.assertIn("invalid HOOK-CREATE body",
                       refused(ProtocolError, '{"cmd": ["/bin/true"], "foo": 1}'))

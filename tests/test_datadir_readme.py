@@ -1,4 +1,4 @@
-"""The data directory README: the pure renderer and its two writers (spec/agents.md §7)."""
+"""The data directory README: the pure renderer and its two writers."""
 
 import os
 import stat

@@ -151,8 +151,7 @@ RCPTS = ("a@x.example", "b@x.example")
 
 
 class RouteTests(SynchronousTestCase):
-    """The route of one domain from its MX and address lookups (spec §9, RFC 5321 §5.1,
-    RFC 7505)."""
+    """The route of one domain from its MX and address lookups (RFC 5321 §5.1, RFC 7505)."""
 
     def test_mx_hosts_in_preference_order(self):
         """MX records give their hosts, lowest preference first, final dots dropped."""

@@ -1,4 +1,4 @@
-"""`aimx doctor`: findings, verdict, collected facts and the rendered report (setup-and-ops.md §2).
+"""`aimx doctor`: findings, verdict, collected facts and the rendered report (docs/cli.md, "aimx doctor").
 
 The verb runs in-process with a fake host (L{aimx.testing.fakes.FakeRunner}: no real
 systemctl or hostname), a fake control client and a task.Clock; DNS is covered by
@@ -195,6 +195,36 @@ def config_text(data_dir: str, *, owner=USER, alice=(), catchall_only=False, **t
 MESSAGE = b'+++\nid = "x"\nread = %s\n+++\n\nHello\n'
 
 
+def dns_checks(dmarc="none", dkim=PASS, spf=PASS) -> list[Check]:
+    """DNS checks with the DMARC policy found and the DKIM and SPF verdicts."""
+    return [Check("A", PASS), Check("SPF", spf), Check("SPF (IPv6)", PASS), Check("DKIM", dkim),
+            Check("DMARC", PASS, found=dmarc), Check("PTR", WARN, "no PTR record")]
+
+
+class DmarcNextStepTests(SynchronousTestCase):
+    def test_next_step(self):
+        """Mail sent and DKIM and SPF verifying: from none the next step is quarantine
+        (then reject), from quarantine it is reject (issue 16)."""
+        first = core.dmarc_next_step(dns_checks("none"), 3, DOMAIN)
+        self.assertEqual((first.id, first.severity), ("DMARC-NEXT-STEP", core.INFO))
+        self.assertIn("DMARC is at p=none and mail has gone out (3 sent)", first.message)
+        self.assertIn(f"publish `v=DMARC1; p=quarantine` at _dmarc.{DOMAIN} (later p=reject)",
+                      first.fix)
+        self.assertIn("dkim=pass and spf=pass", first.fix)
+        second = core.dmarc_next_step(dns_checks("quarantine"), 1, DOMAIN)
+        self.assertTrue(second.fix.endswith(f"publish `v=DMARC1; p=reject` at _dmarc.{DOMAIN}"))
+
+    def test_not_yet(self):
+        """Nothing sent, DKIM or SPF not verifying, already reject, or no valid DMARC
+        record: no suggestion."""
+        for checks, sent in ((dns_checks(), 0), (dns_checks(dkim=FAIL), 5),
+                             (dns_checks(spf=MISSING), 5), (dns_checks("reject"), 5),
+                             ([Check("DKIM", PASS), Check("SPF", PASS),
+                               Check("DMARC", MISSING, "No DMARC record found")], 5),
+                             ([Check("DMARC", PASS, found="none")], 5), ([], 5)):
+            self.assertIsNone(core.dmarc_next_step(checks, sent, DOMAIN), (checks, sent))
+
+
 class StoreMixin:
     def make_store(self, mailboxes=("alice", "catchall")):
         root = os.path.abspath(self.mktemp())
@@ -241,6 +271,7 @@ class CollectTests(StoreMixin, SynchronousTestCase):
         alice, catchall = facts.mailboxes
         self.assertEqual((alice.name, alice.trust, alice.senders, alice.hooks, alice.total,
                           alice.unread, alice.catchall), ("alice", "verified", 0, 1, 3, 2, False))
+        self.assertEqual(alice.sent_messages, 1)
         self.assertEqual((catchall.name, catchall.trust, catchall.senders, catchall.catchall),
                          ("catchall", "none", 2, True))
         self.assertEqual((alice.uid, alice.gid), (OWNER.pw_uid, OWNER.pw_gid))
@@ -346,6 +377,7 @@ class VerbTests(StoreMixin, HostTestCase):
             f"Config file:      {config_path}\n"
             f"Data directory:   {self.data_dir}\n"
             "DKIM selector:    aimx\n"
+            "Backup MX:        (none)\n"
             "DKIM key:         present\n"
             "Global trust:     none\n"
             "Trusted senders:  *@example.org, boss@example.com\n"
@@ -590,14 +622,16 @@ class DnsLinesTests(SynchronousTestCase):
         return cli.dns_lines(Terminal(io.StringIO(), io.StringIO(), None, environ or {}), checks)
 
     def test_lines(self):
-        """Pass, warn, fail with the record to add, DKIM with the red warning line."""
+        """Pass (with its message, if any), warn with its advice, fail with the record
+        to add, DKIM with the red warning line."""
         spf = DnsRecord("TXT", DOMAIN, "v=spf1 ip4:1.2.3.4 -all")
         dkim = DnsRecord("TXT", f"aimx._domainkey.{DOMAIN}", "v=DKIM1; k=rsa; p=K")
         lines = self.lines([
             Check("A", PASS),
             Check("SPF", MISSING, "No SPF record found", spf),
             Check("DKIM", FAIL, "DKIM record found but public key does not match local key", dkim),
-            Check("DMARC", WARN, "DMARC record uses p=none (no enforcement)."),
+            Check("DMARC", PASS, "p=none: monitoring, no policy applied yet"),
+            Check("PTR", WARN, "no PTR record for 1.2.3.4", advice="Set by your provider."),
         ])
         self.assertEqual(lines, [
             "  A: [OK]",
@@ -607,8 +641,17 @@ class DnsLinesTests(SynchronousTestCase):
             f"         → Add: TXT  aimx._domainkey.{DOMAIN}  v=DKIM1; k=rsa; p=K",
             ("         !! Outbound DKIM signatures will FAIL verification at receivers until "
              "DNS matches."),
-            "  DMARC: [WARN] - DMARC record uses p=none (no enforcement).",
+            "  DMARC: [OK] - p=none: monitoring, no policy applied yet",
+            "  PTR: [WARN] - no PTR record for 1.2.3.4",
+            "         → Set by your provider.",
         ])
+
+    def test_long_record_as_strings(self):
+        """A record to add whose TXT value is over 255 bytes is shown as quoted strings."""
+        value = "v=DKIM1; k=rsa; p=" + "K" * 400
+        lines = self.lines([Check("DKIM", MISSING, "No DKIM record found",
+                                  DnsRecord("TXT", "n", value))])
+        self.assertEqual(lines[1], f'         → Add: TXT  n  "{value[:255]}" "{value[255:]}"')
 
     def test_no_record_no_add(self):
         """A failed check without a known record has no `→ Add:` line."""

@@ -21,7 +21,7 @@ BASE = "2025-03-14-150926-hello"
 
 
 class SlugifyTests(SynchronousTestCase):
-    """L{slugify} (inbound.md §7.6, acceptance case 28)."""
+    """L{slugify}."""
 
     def test_words(self) -> None:
         """Words are lowercased and joined by single dashes."""
@@ -100,7 +100,7 @@ class SlugifyTests(SynchronousTestCase):
 
 
 class StemTests(SynchronousTestCase):
-    """Stem allocation (inbound.md §7.6, acceptance case 27)."""
+    """Stem allocation."""
 
     def test_base_stem(self) -> None:
         """The base stem is the UTC time and the slug."""
@@ -148,7 +148,7 @@ class StemTests(SynchronousTestCase):
 
 
 class SanitizeAttachmentNameTests(SynchronousTestCase):
-    """L{sanitize_attachment_name} (inbound.md §7.4, acceptance case 34)."""
+    """L{sanitize_attachment_name}."""
 
     def test_plain(self) -> None:
         """An ordinary name is kept."""
@@ -243,7 +243,7 @@ class SanitizeAttachmentNameTests(SynchronousTestCase):
 
 
 class DedupeAttachmentNameTests(SynchronousTestCase):
-    """L{dedupe_attachment_name} (inbound.md §7.4, acceptance case 33)."""
+    """L{dedupe_attachment_name}."""
 
     def test_free(self) -> None:
         """A free name is kept."""
@@ -283,7 +283,7 @@ class DedupeAttachmentNameTests(SynchronousTestCase):
 
 
 class IsValidIdTests(SynchronousTestCase):
-    """L{is_valid_id} (inbound.md §8)."""
+    """L{is_valid_id}."""
 
     def test_valid(self) -> None:
         """A normal stem is valid."""

@@ -116,7 +116,7 @@ def parse_rfc3339(value: str) -> datetime:
 
 
 class RenderTests(SynchronousTestCase):
-    """Rendering inbound files (frontmatter.md §1, §2, §8 cases 1-10)."""
+    """Rendering inbound files (docs/concepts.md, "Message files")."""
 
     def test_complete_example(self) -> None:
         """The §7 example renders byte for byte."""
@@ -323,7 +323,7 @@ class RenderTests(SynchronousTestCase):
 
 
 class SplitTests(SynchronousTestCase):
-    """Reading files back (frontmatter.md §1)."""
+    """Reading files back."""
 
     def test_split_exact_rest(self) -> None:
         """split returns the TOML text and every byte after the closing line."""
@@ -427,7 +427,7 @@ class SplitTests(SynchronousTestCase):
 
 
 class MarkReadTests(SynchronousTestCase):
-    """Mark-read and mark-unread rewrites (frontmatter.md §5, §8 case 11)."""
+    """Mark-read and mark-unread rewrites."""
 
     BODY = b"\nBody with\r\nCRLF and a\n+++\nline, kept exactly.\n\n"
 
@@ -517,7 +517,7 @@ class AttachmentDirTests(SynchronousTestCase):
 
 
 class TimestampTests(SynchronousTestCase):
-    """Timestamp formats (frontmatter.md §3)."""
+    """Timestamp formats."""
 
     def test_rfc3339_utc(self) -> None:
         """UTC with C{+00:00}, microseconds only when non-zero."""

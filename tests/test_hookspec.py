@@ -74,7 +74,7 @@ class SelectionTests(SynchronousTestCase):
 
 
 class GateTests(SynchronousTestCase):
-    """The trust gate (trust-and-auth §5.2)."""
+    """The trust gate (docs/hooks.md)."""
 
     def test_table(self):
         """Default hooks fire only for trusted == "true"; fire_on_untrusted always."""

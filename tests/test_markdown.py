@@ -1,11 +1,11 @@
-"""Markdown to inline-styled HTML (spec outbound.md §7.4); the cost of hostile input is
+"""Markdown to inline-styled HTML; the cost of hostile input is
 measured in tests.integration.test_markdown_cost."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core.markdown import MARKDOWN_CAP, merge_style, render
 
-# The spec's table, copied again here so a typo in the module shows up.
+# The module's style table, copied again here so a typo in the module shows up.
 BODY = (
     "font-family: -apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, 'Helvetica Neue', "
     "Arial, sans-serif; line-height: 1.55; max-width: 720px; margin: 0 auto; padding: 16px; "

@@ -1,6 +1,6 @@
 """The MCP tools against a fake daemon, and the server through the SDK's in-process client.
 
-spec/mcp.md.  Tool bodies (L{aimx.mcp.tools.Tools}) get a L{FakeDaemon}: canned
+docs/mcp.md.  Tool bodies (L{aimx.mcp.tools.Tools}) get a L{FakeDaemon}: canned
 MAILBOX-LIST rows pointing at real directories under the test's temp dir, so
 listing and reading go through the real files.  The server (L{aimx.mcp.server})
 is driven with C{mcp.Client(server)} inside C{asyncio.run}.

@@ -42,7 +42,7 @@ HTML = (
 
 
 class HeaderTests(SynchronousTestCase):
-    """Header values (inbound.md §7.2)."""
+    """Header values."""
 
     def test_from_with_name(self) -> None:
         """From is C{Name <addr>}."""
@@ -183,7 +183,7 @@ class HeaderTests(SynchronousTestCase):
 
 
 class DateTests(SynchronousTestCase):
-    """Date rendering (inbound.md §7.2, frontmatter.md §8.6)."""
+    """Date rendering."""
 
     def date(self, value: str) -> str | None:
         """The C{date} parsed from a Date header of C{value}."""
@@ -226,7 +226,7 @@ class DateTests(SynchronousTestCase):
 
 
 class BodyTests(SynchronousTestCase):
-    """Body selection (inbound.md §7.3, acceptance cases 29-31)."""
+    """Body selection."""
 
     def test_plain(self) -> None:
         """A plain message's body is its text, with LF line ends; no attachments."""
@@ -359,7 +359,7 @@ class BodyTests(SynchronousTestCase):
 
     def test_every_inline_text_part(self) -> None:
         """Later inline text parts are body too, in order, one blank line apart
-        (inbound.md §7.3 overridden: nothing that is text is dropped)."""
+        (nothing that is text is dropped)."""
         second = "Content-Type: text/plain\r\n\r\nsecond\r\n"
         parsed = parse_message(split_entity(multipart("mixed", PLAIN, second)))
         self.assertEqual(parsed.body, "plain text body\n\nsecond\n")
@@ -519,7 +519,7 @@ def _random_entity(rnd: random.Random, counter, depth: int) -> tuple[str, list[s
 
 
 class AttachmentTests(SynchronousTestCase):
-    """Attachments (inbound.md §7.4, acceptance cases 32-35)."""
+    """Attachments."""
 
     def attachment(self, name: str, ctype: str = "text/plain", body: str = "notes") -> str:
         """A part with C{Content-Disposition: attachment}."""
@@ -753,7 +753,7 @@ MALFORMED = [
 
 
 class MalformedTests(SynchronousTestCase):
-    """Malformed input never crashes the parser (inbound.md §7.2)."""
+    """Malformed input never crashes the parser."""
 
     def assertStorable(self, raw: bytes) -> None:
         """C{raw} parses and renders to a file that reads back."""

@@ -1,7 +1,7 @@
 """The port-25 check without the network: verify host, the outbound check's domain
 and MX choice, occupancy, the SMTP dialogues, the verifier's resources and the `aimx
-portcheck` verb with fake probes (spec/setup-and-ops.md §3, acceptance cases 20, 21,
-22; no hosted service: no default verifier)."""
+portcheck` verb with fake probes (docs/cli.md, "aimx portcheck"; no hosted service: no
+default verifier)."""
 
 import argparse
 import io

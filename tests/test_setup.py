@@ -1,5 +1,5 @@
 """`aimx setup`: the pure decisions, the prompts, and the wizard in a fake world
-(spec/setup-and-ops.md §1, §7, §8).
+(docs/install.md, "aimx setup").
 
 The wizard runs in-process without a real reactor: the temporary responder "binds"
 on a memory reactor, the port-25 probes are canned, the host is a temporary root
@@ -12,6 +12,7 @@ cases of setup-and-ops.md are named in the docstrings.
 import datetime
 import functools
 import io
+import ipaddress
 import os
 import pwd
 import sys
@@ -30,6 +31,7 @@ from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
 from aimx.ops import setupflow as flow
+from aimx.core import configedit
 from aimx.core.config import Config, MailboxConfig, load_text, make_hook
 from aimx.ops.dnscheck import ExpectedDns, Lookup, table_lines
 from aimx.ops.portcheck import (
@@ -45,15 +47,19 @@ from aimx.host import initsystem
 from aimx.store.passwd import Owner
 from aimx.host.programs import Completed
 from aimx.host.initsystem import System
-from aimx.testing.fakes import FakeReactor, FakeResolver
+from aimx.control.commands import MailboxCreate
+from aimx.errors import DaemonNotRunning, MailboxError
+from aimx.testing.fakes import FakeControlClient, FakeReactor, FakeResolver
 
 DOMAIN = "agent.example.com"
 IPV4, IPV6 = "192.0.2.10", "2001:db8::10"
+PTR4 = "10.2.0.192.in-addr.arpa"
 IS_ACTIVE = ("systemctl", "is-active", "--quiet", "aimx")
 #: Who "aimx-catchall" is in these tests: a real account chown can use.
 CATCHALL = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
-#: Interactive answers after a positional domain: skip DNS, no senders, keep hooks off.
-SKIP_ALL = "q\n\nY\n"
+#: Interactive answers after a positional domain: no backup MX, skip DNS, no senders,
+#: keep hooks off (then end of input: no first mailbox).
+SKIP_ALL = "\nq\n\nY\n"
 USERADD = [
     "useradd", "--system", "--no-create-home", "--home-dir", "/var/lib/aimx-catchall",
     "--shell", "/usr/sbin/nologin", "--user-group", "aimx-catchall",
@@ -116,7 +122,7 @@ class SetupResolver(FakeResolver):
     """The DNS the wizard checks."""
 
     def publish(self, config_dir, *, ipv6=False, spf=None, dkim=None, dmarc=None):
-        """The records setup asks for (each overridable)."""
+        """The records setup asks for (each overridable), and reverse DNS for IPV4."""
         self.add("A", DOMAIN, IPV4)
         if ipv6:
             self.add("AAAA", DOMAIN, IPV6)
@@ -125,7 +131,8 @@ class SetupResolver(FakeResolver):
         self.add("TXT", DOMAIN, spf or f"v=spf1 {ips} -all")
         key = keys.local_public_key_b64(config_dir)
         self.add("TXT", f"aimx._domainkey.{DOMAIN}", dkim or f"v=DKIM1; k=rsa; p={key}")
-        self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+        self.add("TXT", f"_dmarc.{DOMAIN}", dmarc or "v=DMARC1; p=none")
+        self.add("PTR", PTR4, DOMAIN)
 
 
 class _Interrupting(io.StringIO):
@@ -228,7 +235,7 @@ class AnswerTests(SynchronousTestCase):
 
 class ChecklistTests(SynchronousTestCase):
     def test_ascii(self):
-        """Without colour the glyphs are [ ] [~] [x] [-] [*] [!] (cli.md §2)."""
+        """Without colour the glyphs are [ ] [~] [x] [-] [*] [!]."""
         states = [flow.DONE, flow.SKIPPED, flow.RUNNING, flow.PENDING, flow.ERROR, flow.HANDOFF]
         self.assertEqual(flow.checklist_lines(states, colour=False), [
             "  [x] Preflight checks on port 25",
@@ -283,7 +290,7 @@ class ConfigTests(SynchronousTestCase):
                 MailboxConfig("catchall", "*@old.example.com", "aimx-catchall"),
             ],
         )
-        new = self.load(flow.update_config(old, DOMAIN))
+        new = self.load(flow.update_config(old, DOMAIN, backup_mx=None))
         self.assertEqual(new.domain, DOMAIN)
         self.assertEqual([mb.address for mb in new.mailboxes],
                          [f"alice@{DOMAIN}", "ext@elsewhere.org", f"*@{DOMAIN}"])
@@ -295,17 +302,26 @@ class ConfigTests(SynchronousTestCase):
         """A config without a catchall gets one; data_dir is replaced only when given."""
         old = Config(domain=DOMAIN, data_dir="/a",
                      mailboxes=[MailboxConfig("bob", f"bob@{DOMAIN}", "bob")])
-        new = flow.update_config(old, DOMAIN)
+        new = flow.update_config(old, DOMAIN, backup_mx=None)
         self.assertEqual([mb.name for mb in new.mailboxes], ["bob", "catchall"])
         self.assertEqual(new.data_dir, "/a")
-        self.assertEqual(flow.update_config(old, DOMAIN, "/b").data_dir, "/b")
-        self.assertEqual(flow.update_config(new, DOMAIN), new)
+        self.assertEqual(flow.update_config(old, DOMAIN, "/b", backup_mx=None).data_dir, "/b")
+        self.assertEqual(flow.update_config(new, DOMAIN, backup_mx=None), new)
+
+    def test_backup_mx(self):
+        """The backup MX answer is written, fresh or into an existing config, and loads."""
+        fresh = self.load(flow.fresh_config(DOMAIN, "/srv", backup_mx="mx2.example.net"))
+        self.assertEqual(fresh.backup_mx, "mx2.example.net")
+        self.assertIsNone(self.load(flow.fresh_config(DOMAIN, "/srv")).backup_mx)
+        moved = flow.update_config(fresh, DOMAIN, backup_mx="mx3.example.net")
+        self.assertEqual(self.load(moved).backup_mx, "mx3.example.net")
+        self.assertIsNone(self.load(flow.update_config(fresh, DOMAIN, backup_mx=None)).backup_mx)
 
     def test_update_catchall_name_taken(self):
         """A mailbox named catchall that is not the catchall is an error, not overwritten."""
         old = Config(domain=DOMAIN, mailboxes=[MailboxConfig("catchall", f"c@{DOMAIN}", "c")])
         with self.assertRaises(flow.DomainError) as caught:
-            flow.update_config(old, DOMAIN)
+            flow.update_config(old, DOMAIN, backup_mx=None)
         self.assertIn(f"mailbox 'catchall' has address 'c@{DOMAIN}'", str(caught.exception))
 
 
@@ -328,9 +344,96 @@ class ScreenTests(SynchronousTestCase):
         """The success line with the done glyph, the domain, the claude example."""
         lines = flow.closing_lines(DOMAIN, "[x]")
         self.assertEqual(lines[0], "[x] AIMX has been set up successfully.")
-        self.assertIn(f"@{DOMAIN}", lines[1])
+        self.assertEqual(lines[1], f"AIMX is now running at @{DOMAIN} and ready to send and "
+                                   "receive email.")
         self.assertIn(f'claude -p "Set up agent@{DOMAIN} and respond to me via email', lines[3])
         self.assertNotIn("Your agents now have access", "\n".join(lines))
+
+    def test_closing_says_what_is_missing(self):
+        """Unverified DNS or a pending restart: never "ready"; a created mailbox is used."""
+        unverified = flow.closing_lines(DOMAIN, "[x]", dns_verified=False)
+        self.assertEqual(unverified[1], f"AIMX is now running at @{DOMAIN}; mail flows once the "
+                                        "DNS records above verify (`aimx doctor` checks them).")
+        restart = flow.closing_lines(DOMAIN, "[x]", restart_pending=True)
+        self.assertIn("Restart aimx", restart[1])
+        for lines in (unverified, restart):
+            self.assertNotIn("ready", "\n".join(lines))
+        mailbox = flow.closing_lines(DOMAIN, "[x]", mailbox="bot")
+        self.assertIn(f'claude -p "Use bot@{DOMAIN} and respond', mailbox[3])
+
+
+class BackupMxAnswerTests(SynchronousTestCase):
+    def test_answers(self):
+        """Blank keeps the current one, `none` (any case) removes it, a host name sets it."""
+        self.assertIsNone(flow.backup_mx_answer("", None, DOMAIN))
+        self.assertEqual(flow.backup_mx_answer("  ", "mx2.example.net", DOMAIN), "mx2.example.net")
+        self.assertIsNone(flow.backup_mx_answer(" None ", "mx2.example.net", DOMAIN))
+        self.assertEqual(flow.backup_mx_answer(" mx3.Example.net ", None, DOMAIN),
+                         "mx3.Example.net")
+
+    def test_refused(self):
+        """Not a host name, or the domain itself (any case): the reason."""
+        for answer, reason in (("mx2", "at least two labels"),
+                               ("mx_2.example.net", "invalid character '_'"),
+                               ("mx2.example.net.", "empty label"),
+                               (DOMAIN.upper(), f"another server than {DOMAIN}")):
+            with self.assertRaises(flow.DomainError, msg=answer) as caught:
+                flow.backup_mx_answer(answer, None, DOMAIN)
+            self.assertIn(reason, str(caught.exception))
+        self.assertEqual(flow.backup_mx_answer(DOMAIN, None, None), DOMAIN)  # domain unknown yet
+
+
+class DnsNotesTests(SynchronousTestCase):
+    def test_notes(self):
+        """DMARC's path, reverse DNS at the provider for each address; nothing on splits
+        or a backup when there is none."""
+        notes = "\n".join(flow.dns_notes(expected_dns(ipv6=IPV6)))
+        self.assertIn('DMARC starts at "p=none" with no reports', notes)
+        self.assertIn('"v=DMARC1; p=quarantine", then "v=DMARC1; p=reject"; `aimx doctor` tells '
+                      "you when", notes)
+        self.assertIn(f"point {IPV4} and {IPV6} to {DOMAIN}", notes)
+        self.assertIn("not in your DNS zone", notes)
+        self.assertNotIn("255 bytes", notes)
+        self.assertNotIn("backup", notes)
+
+    def test_split_and_backup(self):
+        """A DKIM value over 255 bytes and a backup MX each get their note."""
+        key = "A" * 392
+        notes = "\n".join(flow.dns_notes(ExpectedDns(DOMAIN, IPV4, None, "aimx", key,
+                                                     backup_mx="mx2.example.net")))
+        self.assertIn(f"The value for aimx._domainkey.{DOMAIN} is longer than 255 bytes", notes)
+        self.assertIn(f"The backup MX mx2.example.net must accept mail for {DOMAIN}", notes)
+
+    def test_loopback_has_no_reverse_note(self):
+        """A loopback address (a demo) gets no reverse DNS note."""
+        notes = "\n".join(flow.dns_notes(ExpectedDns(DOMAIN, "127.0.0.1", None, "aimx", "K")))
+        self.assertNotIn("PTR", notes)
+
+
+class OwnerRuleTests(SynchronousTestCase):
+    def test_default_owner(self):
+        """The user behind sudo, never root."""
+        self.assertEqual(flow.default_owner("alice"), "alice")
+        for value in (None, "", "root"):
+            self.assertIsNone(flow.default_owner(value))
+
+    def test_problems(self):
+        """root, aimx-catchall, a bad name and an unknown user are refused, with the reason;
+        existence is asked only about a valid name."""
+        asked = []
+
+        def exists(name):
+            asked.append(name)
+            return name == "alice"
+
+        self.assertIsNone(flow.owner_problem("alice", exists))
+        self.assertIn("root-owned mailboxes can only be configured by hand",
+                      flow.owner_problem("root", exists))
+        self.assertIn("catchall's service user", flow.owner_problem("aimx-catchall", exists))
+        self.assertIn("not a valid user name", flow.owner_problem("../x", exists))
+        self.assertIn("user 'bob' does not exist; create it first",
+                      flow.owner_problem("bob", exists))
+        self.assertEqual(asked, ["alice", "bob"])
 
 
 # -- the prompts --------------------------------------------------------------------
@@ -441,18 +544,20 @@ def expected_dns(ipv6=None, key="KEY") -> ExpectedDns:
     return ExpectedDns(domain=DOMAIN, ipv4=IPV4, ipv6=ipv6, selector="aimx", dkim_key=key)
 
 
-def answers(**override) -> dict:
-    """Lookups for which every check of L{expected_dns} passes, some overridden."""
+def answers(ip=IPV4, **override) -> dict:
+    """Lookups for which every check of L{expected_dns} (at C{ip}) passes, some overridden."""
     found = {
-        ("A", DOMAIN): Lookup([IPV4]),
+        ("A", DOMAIN): Lookup([ip]),
         ("MX", DOMAIN): Lookup([f"10 {DOMAIN}."]),
-        ("TXT", DOMAIN): Lookup([f"v=spf1 ip4:{IPV4} -all"]),
+        ("TXT", DOMAIN): Lookup([f"v=spf1 ip4:{ip} -all"]),
         ("TXT", f"aimx._domainkey.{DOMAIN}"): Lookup(["v=DKIM1; k=rsa; p=KEY"]),
         ("TXT", f"_dmarc.{DOMAIN}"): Lookup(["v=DMARC1; p=reject"]),
+        ("PTR", ipaddress.ip_address(ip).reverse_pointer): Lookup([DOMAIN]),
     }
     for name, lookup in override.items():
         key = {"spf": ("TXT", DOMAIN), "dkim": ("TXT", f"aimx._domainkey.{DOMAIN}"),
-               "dmarc": ("TXT", f"_dmarc.{DOMAIN}"), "a": ("A", DOMAIN)}[name]
+               "dmarc": ("TXT", f"_dmarc.{DOMAIN}"), "a": ("A", DOMAIN),
+               "ptr": ("PTR", ipaddress.ip_address(ip).reverse_pointer)}[name]
         found[key] = lookup
     return found
 
@@ -495,26 +600,39 @@ class DnsLoopTests(SynchronousTestCase):
                       f"         → Add: A  {DOMAIN}  {IPV4}\n", out)
         self.assertIn("Some DNS records are not yet correct.\n"
                       "DNS propagation can take up to 48 hours.\n", out)
-        self.assertIn("All DNS records verified. Your email server is ready!", out)
+        self.assertIn("\n  PTR: [OK] - 192.0.2.10 → agent.example.com\n\n"
+                      "All DNS records verified.\n", out)
+        self.assertNotIn("ready", out)
+
+    def test_warnings_noted(self):
+        """Verification passes with a warning (no PTR): the closing line points at it."""
+        checks = expected_dns().evaluate(answers(ptr=Lookup()))
+        ok, out, _ = self.loop("\n", checks)
+        self.assertTrue(ok)
+        self.assertIn("  PTR: [WARN] - no PTR record for 192.0.2.10: ask your hosting provider "
+                      f"to set reverse DNS to {DOMAIN}; many receivers reject or spam-folder "
+                      "mail from IPs without one\n"
+                      "         → Reverse DNS is set by whoever gave you 192.0.2.10 (your "
+                      "hosting provider's panel or support), not in the DNS zone of "
+                      f"{DOMAIN}.\n\nAll DNS records verified; see the warnings above.\n", out)
 
     def test_spf_lookalikes(self):
         """ip4:1.2.3.45-style lookalikes fail "does not include"; /32 passes (acceptance 4)."""
         expected = ExpectedDns(DOMAIN, "1.2.3.4", None, "aimx", "KEY")
         for spf in ("v=spf1 ip4:1.2.3.45 -all", "v=spf1 ip4:11.2.3.4 -all"):
-            checks = expected.evaluate(answers(a=Lookup(["1.2.3.4"]), spf=Lookup([spf])))
+            checks = expected.evaluate(answers("1.2.3.4", spf=Lookup([spf])))
             ok, out, _ = self.loop("\nq\n", checks)
             self.assertFalse(ok)
             self.assertIn("  SPF: [FAIL] - SPF record found but does not include 1.2.3.4", out)
-        checks = expected.evaluate(
-            answers(a=Lookup(["1.2.3.4"]), spf=Lookup(["v=spf1 ip4:1.2.3.4/32 -all"])))
+        checks = expected.evaluate(answers("1.2.3.4", spf=Lookup(["v=spf1 ip4:1.2.3.4/32 -all"])))
         self.assertTrue(self.loop("\n", checks)[0])
 
-    def test_dmarc_none_warns(self):
-        """DMARC p=none is a warning and verification still passes (acceptance 5)."""
+    def test_dmarc_none_monitoring(self):
+        """DMARC p=none, the start setup proposes, passes as monitoring (issue 16)."""
         checks = expected_dns().evaluate(answers(dmarc=Lookup(["v=DMARC1; p=none"])))
         ok, out, _ = self.loop("\n", checks)
         self.assertTrue(ok)
-        self.assertIn("  DMARC: [WARN] - DMARC record uses p=none", out)
+        self.assertIn("  DMARC: [OK] - p=none: monitoring, no policy applied yet\n", out)
 
     def test_dkim_lines(self):
         """Mismatched key: fail and the !! line; missing: the → Add line (acceptance 6)."""
@@ -529,41 +647,72 @@ class DnsLoopTests(SynchronousTestCase):
         self.assertIn("  DKIM: [FAIL] - No DKIM record found\n"
                       f"         → Add: TXT  aimx._domainkey.{DOMAIN}  v=DKIM1; k=rsa; p=KEY\n", out)
 
+    def test_long_dkim_added_as_strings(self):
+        """A 2048-bit key's missing record is shown as quoted strings of <= 255 bytes."""
+        key = keys.local_public_key_b64(self.key_dir(2048))
+        expected = expected_dns(key=key)
+        _, out, _ = self.loop("\nq\n", expected.evaluate(answers(dkim=Lookup())))
+        [line] = [li for li in out.splitlines() if "→ Add: TXT  aimx._domainkey" in li]
+        shown = line.split(f"aimx._domainkey.{DOMAIN}  ", 1)[1]
+        strings = shown[1:-1].split('" "')
+        self.assertEqual(len(strings), 2)
+        self.assertTrue(all(len(s.encode()) <= 255 for s in strings))
+        self.assertEqual("".join(strings), f"v=DKIM1; k=rsa; p={key}")
+
+    def key_dir(self, bits: int) -> str:
+        directory = self.mktemp()
+        keys.generate_dkim_key(directory, bits=bits)
+        return directory
+
 
 class ReadinessPollTests(SynchronousTestCase):
-    def poll(self, succeed_on: int | None):
+    def poll(self, *succeed_on: int | None):
+        """Run L{cli.wait_for} over attempts that answer on their Nth try (None: never)."""
         clock = task.Clock()
-        attempts = []
+        tries = []
 
-        def connect():
-            attempts.append(clock.seconds())
-            if succeed_on is not None and len(attempts) >= succeed_on:
-                return defer.succeed(None)
-            return defer.fail(error.ConnectionRefusedError())
+        def attempt(index, succeed):
+            async def once():
+                tries.append((index, clock.seconds()))
+                if succeed is None or sum(i == index for i, _ in tries) < succeed:
+                    raise cli.NotAnswering(f"attempt {index} not answering")
+            return once
 
-        d = defer.Deferred.fromCoroutine(cli.wait_for_port(clock, connect))
-        clock.pump([cli.READY_INTERVAL] * 20)
-        return self.successResultOf(d), attempts
+        attempts = [attempt(i, n) for i, n in enumerate(succeed_on)]
+        d = defer.Deferred.fromCoroutine(cli.wait_for(clock, attempts))
+        clock.pump([cli.READY_INTERVAL] * 40)
+        return self.successResultOf(d), tries
 
     def test_ready(self):
-        """A port that starts accepting on the third try: ready after 1 s."""
-        self.assertEqual(self.poll(3), (True, [0.0, 0.5, 1.0]))
+        """Each attempt in turn, every 500 ms: the greeting on the third try, then the
+        control socket on its second: ready after 1.5 s."""
+        self.assertEqual(self.poll(3, 2),
+                         (None, [(0, 0.0), (0, 0.5), (0, 1.0), (1, 1.0), (1, 1.5)]))
 
     def test_timeout(self):
-        """Every 500 ms for up to 5 s, then not ready."""
-        ok, attempts = self.poll(None)
-        self.assertFalse(ok)
-        self.assertEqual(attempts, [i * 0.5 for i in range(11)])
+        """Every 500 ms for up to 15 s, then the last failure; later attempts never run."""
+        reason, tries = self.poll(None, 1)
+        self.assertEqual(reason, "attempt 0 not answering")
+        self.assertEqual(tries, [(0, i * 0.5) for i in range(31)])
 
-    def test_connect_timeout(self):
-        """Each attempt connects to 127.0.0.1:<port> with a 200 ms timeout."""
+    def test_one_budget(self):
+        """The second attempt has what the first left of the 15 s."""
+        reason, tries = self.poll(25, None)
+        self.assertEqual(reason, "attempt 1 not answering")
+        self.assertEqual(tries[-1], (1, 15.0))
+
+    def test_greeting_attempt(self):
+        """The SMTP attempt connects to 127.0.0.1:<port> within 1 s; a refusal is
+        "not answering", with the reason."""
         reactor = MemoryReactorClock()
-        d = defer.Deferred.fromCoroutine(cli.connect_once(reactor, "127.0.0.1", 25))
+        d = defer.Deferred.fromCoroutine(cli.smtp_greets(reactor, 25))
         [(host, port, factory, timeout, _bind)] = reactor.tcpClients
-        self.assertEqual((host, port, timeout), ("127.0.0.1", 25, 0.2))
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 25, cli.READY_ATTEMPT))
         factory.clientConnectionFailed(reactor.connectors[0],
                                        Failure(error.ConnectionRefusedError()))
-        self.failureResultOf(d, error.ConnectionRefusedError)
+        failure = self.failureResultOf(d, cli.NotAnswering)
+        self.assertEqual(str(failure.value), "no SMTP greeting on port 25: cannot connect to "
+                                             "127.0.0.1:25: connection refused")
 
 
 class ConsoleTests(SynchronousTestCase):
@@ -636,9 +785,11 @@ class WizardTestCase(SynchronousTestCase):
         self.reactor = FakeReactor()
         self.results = {"outbound": PASSED, "inbound": PASSED}
         self.probed = []
-        self.ready_result = True
+        self.ready_result = None
         self.ready_calls = 0
         self.environ = {"AIMX_RUNTIME_DIR": self.runtime_dir}
+        self.control = FakeControlClient(
+            {MailboxCreate: lambda args: {"address": f"{args['name']}@{DOMAIN}"}})
 
     def path(self, absolute: str) -> str:
         return os.path.join(self.root, absolute.lstrip("/"))
@@ -669,8 +820,8 @@ class WizardTestCase(SynchronousTestCase):
         env = {**self.environ, **(environ or {})}
         out, err = io.StringIO(), io.StringIO()
         stream = stdin if hasattr(stdin, "readline") else io.StringIO(stdin)
-        session = Session(args, connect=None, euid=euid, term=Terminal(out, err, stream, env),
-                          environ=env)
+        session = Session(args, connect=lambda: defer.succeed(self.control), euid=euid,
+                          term=Terminal(out, err, stream, env), environ=env)
         verb = functools.partial(
             cli.setup, reactor=self.reactor, system=System(self.root, self.host),
             run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
@@ -871,7 +1022,7 @@ class FreshInstallTests(WizardTestCase):
         """A pristine host: every step done, everything written as the spec says (acceptance 9, 12, 13)."""
         code, out, err = self.wizard(
             DOMAIN, "--verify-host", "https://v.example", occupancy=FREE,
-            stdin="q\nyou@example.com, *@company.com\nY\n")
+            stdin="\nq\nyou@example.com, *@company.com\nY\n")
         self.assertEqual((code, err), (0, ""))
         self.assertEqual(self.probed, [("outbound", "gmail.com"),
                                        ("inbound", "https://v.example")])
@@ -937,23 +1088,49 @@ class FreshInstallTests(WizardTestCase):
                       out)
         for n in range(1, 6):
             self.assertIn(f"\nStep {n}: {flow.TITLES[n - 1]}\n", out)
+        for n in (1, 3, 4, 5):
             self.assertIn(f"\n[OK] Step {n} complete.\n", out)
+        # q at the DNS prompt: the domain is set up, its records are not verified yet.
+        self.assertIn("\n[WARN] Step 2 skipped (DNS records not verified yet).\n", out)
         self.assertIn(f"aimx setup for {DOMAIN}\n", out)
-        self.assertIn("Generating DKIM keypair...\nDKIM keypair generated.\n", out)
+        self.assertIn("Backup MX host (Enter for none): ", out)
+        # The key is generated once, in Step 2, and said so once (issue 16).
+        self.assertIn(f"Generating a DKIM key (RSA, 2048 bits)...\nGenerated a DKIM key: "
+                      f"{private} (public half {public}).\n", out)
+        self.assertEqual(out.count("DKIM key"), 2)
+        self.assertNotIn("already exists", out)
         self.assertIn("Generating self-signed TLS certificate...\nTLS certificate generated in "
                       f"{self.path('/etc/ssl/aimx')}/\n", out)
-        self.assertIn("DKIM keypair already exists.\n", out)
         self.assertIn("Catchall\nCreated system user aimx-catchall\n"
                       f"Home directory {home} (0700)\n", out)
-        self.assertIn("Starting aimx serve...\n  Waiting for aimx serve to bind port 25... [OK]\n"
-                      "`aimx serve` is running.\n", out)
+        self.assertIn("Installing and starting the aimx service...\n  Waiting for aimx to "
+                      "answer on port 25 and its "
+                      "control socket... [OK]\naimx is running and answering.\n", out)
+        # "ready" is said once, at the end, after the service answered and the DNS
+        # records were checked; here they were skipped, so it is not said at all.
+        self.assertNotIn("ready to", out)
+        self.assertNotIn("is ready", out)
+        self.assertIn("\nFirst mailbox\n", out)
+        self.assertIn("No mailbox created. Create one later with `sudo aimx mailboxes create "
+                      "NAME --owner USER`.\n", out)
+        self.assertEqual(self.control.calls, [])
         self.assertIn(
             "\n🐦‍⬛ AIMX setup — complete\n\n"
-            + "\n".join(f"  [x] {t}" for t in flow.TITLES[:5])
+            + "\n".join(f"  [{'-' if n == 1 else 'x'}] {t}" for n, t in enumerate(flow.TITLES[:5]))
             + "\n  [*] Set up MCP for agent(s)\n\nStep 6: Set up MCP for agent(s)\n", out)
         self.assertIn("\n".join(flow.handoff_lines(a.display for a in AGENTS)), out)
-        self.assertTrue(out.endswith("\n".join(flow.closing_lines(DOMAIN, "[x]")) + "\n"))
+        closing = flow.closing_lines(DOMAIN, "[x]", dns_verified=False)
+        self.assertTrue(out.endswith("\n".join(closing) + "\n"))
         self.assertTrue(self.reactor.ports[-1].stopped)
+
+        # The 2048-bit key's TXT value, as the quoted strings to publish.
+        key = keys.local_public_key_b64(self.config_dir)
+        [row] = [line for line in out.splitlines() if line.startswith("  TXT  aimx._domainkey")]
+        strings = row.split(None, 2)[2][1:-1].split('" "')
+        self.assertEqual(len(strings), 2)
+        self.assertTrue(all(len(s.encode()) <= 255 for s in strings))
+        self.assertEqual("".join(strings), f"v=DKIM1; k=rsa; p={key}")
+        self.assertIn(f"  • The value for aimx._domainkey.{DOMAIN} is longer than 255 bytes", out)
 
     def assertCertificate(self):
         cert_path, key_path = self.path("/etc/ssl/aimx/cert.pem"), self.path("/etc/ssl/aimx/key.pem")
@@ -979,16 +1156,18 @@ class FreshInstallTests(WizardTestCase):
                       + "\n".join(table) + "\n\n", out)
         self.assertEqual([line.split()[0] for line in table[2:]], ["A", "MX", "TXT", "TXT", "TXT"])
         self.assertIn(f"  TXT  {DOMAIN:<45} v=spf1 ip4:{IPV4} -all\n", out)
-        self.assertIn(f"_dmarc.{DOMAIN}", out)
-        self.assertIn("v=DMARC1; p=reject", out)
-        self.assertNotIn("PTR", out)
+        self.assertIn(f"  TXT  {'_dmarc.' + DOMAIN:<45} v=DMARC1; p=none\n", out)
+        self.assertNotIn("rua=", out)
+        self.assertNotIn("PTR ", out)  # no record row: reverse DNS is the provider's
+        self.assertIn("\n".join(table) + "\n\n" + "\n".join(flow.dns_notes(
+            ExpectedDns(DOMAIN, IPV4, None, "aimx", key))) + "\n\n", out)
 
     def test_dns_table_ipv6(self):
         """enable_ipv6 in the existing config: AAAA second and ip6 in SPF (acceptance 3)."""
         self.fast_dkim_key()
         with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
             f.write(f'domain = "{DOMAIN}"\nenable_ipv6 = true\n')
-        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 0)
         rows = [line for line in out.splitlines() if line.startswith(("  A ", "  AAAA", "  MX ",
                                                                       "  TXT "))]
@@ -999,10 +1178,14 @@ class FreshInstallTests(WizardTestCase):
         """Published records verify on Enter: every check passes."""
         self.fast_dkim_key()
         self.resolver.publish(self.config_dir)
-        code, out, _ = self.wizard(DOMAIN, stdin="\n\nY\n")
+        code, out, _ = self.wizard(DOMAIN, stdin="\n\n\nY\n")
         self.assertEqual(code, 0)
         self.assertIn("\nDNS Verification:\n\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
-                      "  DMARC: [OK]\n\nAll DNS records verified. Your email server is ready!\n", out)
+                      "  DMARC: [OK] - p=none: monitoring, no policy applied yet\n"
+                      f"  PTR: [OK] - {IPV4} → {DOMAIN}\n\nAll DNS records verified.\n", out)
+        self.assertTrue(out.endswith("\n".join(flow.closing_lines(DOMAIN, "[x]")) + "\n"))
+        self.assertEqual(out.count("ready to"), 1)
+        self.assertNotIn("is ready", out)
 
     def test_noninteractive(self):
         """AIMX_NONINTERACTIVE=1: no trust prompt, trust none, the warning on stderr (acceptance 10)."""
@@ -1047,7 +1230,7 @@ class FreshInstallTests(WizardTestCase):
         other = os.path.join(self.root, "srv/mail")
         with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
             f.write(f'domain = "{DOMAIN}"\ndata_dir = "{other}"\n')
-        code, _, _ = self.wizard(DOMAIN, stdin="q\n", data_dir=False)
+        code, _, _ = self.wizard(DOMAIN, stdin="\nq\n", data_dir=False)
         self.assertEqual(code, 0)
         self.assertEqual(self.config().data_dir, other)
         self.assertTrue(os.path.isdir(os.path.join(other, "inbox", "catchall")))
@@ -1089,7 +1272,7 @@ class CatchallUserTests(WizardTestCase):
         with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
             f.write(f'domain = "{DOMAIN}"\n[mailboxes.bot]\naddress = "bot@{DOMAIN}"\n'
                     'owner = "nosuchuser123"\n')
-        code, _, err = self.wizard(DOMAIN, stdin="q\n")
+        code, _, err = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 1)
         self.assertIn("mailbox 'bot' is owned by 'nosuchuser123', which does not exist", err)
         self.assertIn("useradd --system --no-create-home --shell /usr/sbin/nologin "
@@ -1103,7 +1286,7 @@ class ReentryTests(WizardTestCase):
 
     def test_reentry(self):
         """Service running, cert and key present: steps 3-5 skipped, no reinstall (acceptance 8)."""
-        code, _, _ = self.wizard(DOMAIN, stdin="q\na@b.c\nY\n")
+        code, _, _ = self.wizard(DOMAIN, stdin="\nq\na@b.c\nY\n")
         self.assertEqual(code, 0)
         self.assertTrue(self.host.running)
         unit = self.path("/etc/systemd/system/aimx.service")
@@ -1111,7 +1294,7 @@ class ReentryTests(WizardTestCase):
         before = self.config()
         self.host.calls.clear()
 
-        code, out, err = self.wizard(DOMAIN, stdin="q\n")
+        code, out, err = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual((code, err), (0, ""))
         self.assertIn("Existing aimx configuration detected. Skipping install, proceeding to "
                       "verification.\n", out)
@@ -1121,9 +1304,15 @@ class ReentryTests(WizardTestCase):
         self.assertIn("  [-] Set up TLS certificate\n  [-] Set up trust policy\n"
                       "  [-] Install AIMX\n", out)
         self.assertIn("Existing trust policy preserved.", out)
-        self.assertNotIn("Waiting for aimx serve", out)
+        self.assertNotIn("Waiting for aimx", out)
+        # Nothing is installed again, but the running service must still answer.
+        self.assertIn("aimx is already installed and running; refreshing its configuration and "
+                      "directories.\n", out)
+        self.assertEqual(out.count("already installed and running"), 1)
+        self.assertIn("(0700): catchall\n  Checking that aimx answers on port 25 and its "
+                      "control socket... [OK]\n", out)
         self.assertEqual(self.host.service_calls(), [])
-        self.assertEqual(self.ready_calls, 1)
+        self.assertEqual(self.ready_calls, 2)
         self.assertEqual(os.stat(unit).st_mtime, 0)
         self.assertEqual(self.config(), before)
         self.assertEqual((before.trust, before.trusted_senders), ("verified", ("a@b.c",)))
@@ -1134,7 +1323,7 @@ class ReentryTests(WizardTestCase):
         with open(os.path.join(self.config_dir, "config.toml"), "w") as f:
             f.write(f'domain = "{DOMAIN}"\ntrust = "verified"\ntrusted_senders = ["x@y.z"]\n'
                     '# a comment\n')
-        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 0)
         self.assertIn("Existing trust policy preserved.", out)
         config = self.config()
@@ -1148,7 +1337,7 @@ class ReentryTests(WizardTestCase):
             f.write('domain = "old.example.com"\n[mailboxes.catchall]\n'
                     'address = "*@old.example.com"\nowner = "aimx-catchall"\n'
                     f'[mailboxes.ops]\naddress = "ops@old.example.com"\nowner = "{CATCHALL.pw_name}"\n')
-        code, _, _ = self.wizard(DOMAIN, stdin="q\n")
+        code, _, _ = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 0)
         config = self.config()
         self.assertEqual(config.domain, DOMAIN)
@@ -1169,7 +1358,7 @@ class ReentryTests(WizardTestCase):
         path = os.path.join(self.config_dir, "config.toml")
         with open(path, "w") as f:
             f.write(original)
-        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 0)
         self.assertIn(f"Configuration saved to {path}", out)
         with open(path) as f:
@@ -1187,7 +1376,7 @@ class ReentryTests(WizardTestCase):
                     '"*@old.example.com", owner = "aimx-catchall" } }\n')
         with open(path, "w") as f:
             f.write(original)
-        code, _, err = self.wizard(DOMAIN, stdin="q\n")
+        code, _, err = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 1)
         self.assertIn(f"Error: refusing to write an invalid config: {path}: cannot edit in "
                       "place: `mailboxes` is an inline table", err)
@@ -1195,10 +1384,188 @@ class ReentryTests(WizardTestCase):
             self.assertEqual(f.read(), original)
 
 
+class BackupMxTests(WizardTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fast_dkim_key()
+
+    def test_asked(self):
+        """An invalid answer is refused with its reason; a host is written to the config
+        and its MX record proposed at 20, after aimx's 10 (issue 16)."""
+        code, out, _ = self.wizard(DOMAIN, stdin="mx2\nmx2.example.net\n" + SKIP_ALL[1:])
+        self.assertEqual(code, 0)
+        self.assertIn("Backup MX host (Enter for none): [FAIL] 'mx2' needs at least two labels",
+                      out)
+        self.assertEqual(self.config().backup_mx, "mx2.example.net")
+        self.assertIn(f"  MX   {DOMAIN:<45} 10 {DOMAIN}.\n  MX   {DOMAIN:<45} 20 "
+                      "mx2.example.net.\n", out)
+        self.assertIn("The backup MX mx2.example.net must accept mail for", out)
+
+    def test_verified(self):
+        """The backup's MX record and address verify with the others."""
+        self.resolver.publish(self.config_dir)
+        self.resolver.add("MX", DOMAIN, (20, "mx2.example.net"))
+        self.resolver.add("A", "mx2.example.net", "198.51.100.7")
+        code, out, _ = self.wizard(DOMAIN, "--backup-mx", "mx2.example.net",
+                                   stdin="\n\nY\n")
+        self.assertEqual(code, 0)
+        self.assertIn("  MX: [OK]\n  MX (backup): [OK]\n  SPF: [OK]\n", out)
+        self.assertIn("All DNS records verified.\n", out)
+
+    def test_rerun_keeps_or_removes(self):
+        """On a re-run Enter keeps the configured backup and `none` removes it."""
+        self.assertEqual(self.wizard(DOMAIN, "--backup-mx", "mx2.example.net")[0], 0)
+        self.host.running = False  # a partial re-run: the prompts are the same
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n")
+        self.assertEqual(code, 0)
+        self.assertIn("Backup MX host [mx2.example.net] (Enter keeps it, `none` removes it): ",
+                      out)
+        self.assertEqual(self.config().backup_mx, "mx2.example.net")
+        code, _, _ = self.wizard(DOMAIN, stdin="none\nq\n")
+        self.assertEqual(code, 0)
+        self.assertIsNone(self.config().backup_mx)
+        with open(os.path.join(self.config_dir, "config.toml")) as f:
+            self.assertNotIn("backup_mx", f.read())
+
+    def test_flag_refused_before_anything(self):
+        """A --backup-mx that is not a host name, or is the domain: exit 1, nothing done."""
+        for value in ("mx2", DOMAIN):
+            code, _, err = self.wizard(DOMAIN, "--backup-mx", value)
+            self.assertEqual(code, 1)
+            self.assertIn(f"Error: invalid --backup-mx '{value}': ", err)
+        self.assertEqual(self.probed, [])
+        self.assertFalse(os.path.exists(os.path.join(self.config_dir, "config.toml")))
+
+    def test_noninteractive_not_asked(self):
+        """AIMX_NONINTERACTIVE: no backup MX question."""
+        code, out, _ = self.wizard(DOMAIN, stdin="", environ={"AIMX_NONINTERACTIVE": "1"})
+        self.assertEqual(code, 0)
+        self.assertNotIn("Backup MX host", out)
+        self.assertIsNone(self.config().backup_mx)
+
+
+class FirstMailboxTests(WizardTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fast_dkim_key()
+        self.host.users.add("alice")
+
+    def created(self) -> list[dict]:
+        return [args for command, args in self.control.calls if command is MailboxCreate]
+
+    def test_asked_with_sudo_user(self):
+        """Name, then the owner (Enter: the user behind sudo): MAILBOX-CREATE to the
+        running service, and the closing example uses it."""
+        code, out, err = self.wizard(DOMAIN, stdin=SKIP_ALL + "bot\n\n",
+                                     environ={"SUDO_USER": "alice"})
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(self.created(), [{"name": "bot", "owner": "alice"}])
+        self.assertIn(f"Mailbox name (e.g. agent; Enter to skip): Owner of bot@{DOMAIN} "
+                      "[alice]: Mailbox 'bot' created: bot@agent.example.com "
+                      "(owner: alice).\n", out)
+        self.assertIn(f'claude -p "Use bot@{DOMAIN} and respond', out)
+        self.assertLess(out.index("aimx is running and answering."), out.index("First mailbox"))
+
+    def test_bad_answers_asked_again(self):
+        """A bad name, root, an unknown user, then a refusal by the service: each says
+        why and asks again."""
+        self.control.answers[MailboxCreate] = lambda args: (
+            MailboxError("mailbox 'taken' already exists") if args["name"] == "taken"
+            else {"address": f"{args['name']}@{DOMAIN}"})
+        stdin = SKIP_ALL + "Bad/Name\nbot\nroot\nnobody123\n\nalice\n"
+        code, out, _ = self.wizard(DOMAIN, stdin=stdin.replace("bot", "taken", 1) + "bot\nalice\n")
+        self.assertEqual(code, 0)
+        self.assertIn("[FAIL] Mailbox name contains invalid character", out)
+        self.assertIn("[FAIL] root cannot own it", out)
+        self.assertIn("[FAIL] user 'nobody123' does not exist", out)
+        self.assertIn("[FAIL] [MAILBOX] mailbox 'taken' already exists", out)
+        self.assertEqual(self.created(), [{"name": "taken", "owner": "alice"},
+                                          {"name": "bot", "owner": "alice"}])
+
+    def test_skipped(self):
+        """Enter at the name, end of input at the owner: nothing created, the hint."""
+        for stdin in (SKIP_ALL + "\n", SKIP_ALL + "bot\n"):
+            code, out, _ = self.wizard(DOMAIN, stdin=stdin)
+            self.assertEqual(code, 0)
+            self.assertIn("No mailbox created. Create one later with `sudo aimx mailboxes "
+                          "create NAME --owner USER`.", out)
+        self.assertEqual(self.created(), [])
+
+    def test_flags(self):
+        """--mailbox and --owner: created without a question; a re-run finds it."""
+        code, out, _ = self.wizard(DOMAIN, "--mailbox", "bot", "--owner", "alice")
+        self.assertEqual(code, 0)
+        self.assertNotIn("Mailbox name", out)
+        self.assertEqual(self.created(), [{"name": "bot", "owner": "alice"}])
+        # What the service would have written: the mailbox in config.toml.
+        configfile.write_atomic(self.config_dir, configedit.add_mailbox(self.config(), "bot",
+                                                                        "alice"))
+        self.control.calls.clear()
+        code, out, _ = self.wizard(DOMAIN, "--mailbox", "bot", stdin="\nq\n",
+                                   environ={"SUDO_USER": "alice"})
+        self.assertEqual(code, 0)
+        self.assertIn(f"Mailbox 'bot' (bot@{DOMAIN}, owner alice) already exists.", out)
+        self.assertEqual(self.created(), [])
+
+    def test_flags_refused_before_anything(self):
+        """Bad --mailbox/--owner combinations fail before any probe or write."""
+        cases = (
+            (("--owner", "alice"), "--owner goes with --mailbox NAME"),
+            (("--mailbox", "bot"), "--mailbox needs --owner USER"),
+            (("--mailbox", "a..b", "--owner", "alice"), "invalid --mailbox 'a..b'"),
+            (("--mailbox", "bot", "--owner", "root"), "invalid --owner: root cannot own it"),
+            (("--mailbox", "bot", "--owner", "nobody123"), "user 'nobody123' does not exist"),
+        )
+        for argv, message in cases:
+            code, _, err = self.wizard(DOMAIN, *argv)
+            self.assertEqual(code, 1, argv)
+            self.assertIn(message, err)
+        self.assertEqual(self.probed, [])
+        self.assertRaises(SystemExit, aimx.cli.arguments.parser().parse_args,
+                          ["setup", "--mailbox", "x", "--no-mailbox"])
+
+    def test_not_offered(self):
+        """--no-mailbox, AIMX_NONINTERACTIVE, or a mailbox besides the catchall: no offer."""
+        code, out, _ = self.wizard(DOMAIN, "--no-mailbox")
+        self.assertEqual(code, 0)
+        self.assertIn("Not offered (--no-mailbox).", out)
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n", environ={"AIMX_NONINTERACTIVE": "1"})
+        self.assertIn("No mailbox created (AIMX_NONINTERACTIVE).", out)
+        configfile.write_atomic(self.config_dir, configedit.add_mailbox(self.config(), "ops",
+                                                                        "alice"))
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n")
+        self.assertEqual(code, 0)
+        self.assertIn("Mailboxes already configured: ops.", out)
+        self.assertNotIn("Mailbox name", out)
+        self.assertEqual(self.created(), [])
+
+    def test_not_under_a_stale_daemon(self):
+        """A re-run that changed config.toml under the running daemon creates nothing
+        (the daemon's write would undo the change); with --mailbox that is an error."""
+        self.assertEqual(self.wizard(DOMAIN, "--no-mailbox")[0], 0)
+        code, out, _ = self.wizard(DOMAIN, stdin="mx2.example.net\nq\n")
+        self.assertEqual(code, 0)
+        self.assertIn("aimx still runs with the previous configuration", out)
+        self.assertIn("Restart aimx (as shown above)", out)
+        code, _, err = self.wizard(DOMAIN, "--mailbox", "bot", "--owner", "alice",
+                                   stdin="none\nq\n")
+        self.assertEqual(code, 1)
+        self.assertIn("aimx still runs with the previous configuration", err)
+        self.assertEqual(self.created(), [])
+
+    def test_service_gone(self):
+        """The service stopped answering before the mailbox: a clear error, exit 1."""
+        self.control.answers[MailboxCreate] = DaemonNotRunning(
+            "aimx daemon not running (no socket at /run/aimx/aimx.sock)")
+        code, _, err = self.wizard(DOMAIN, "--mailbox", "bot", "--owner", "alice")
+        self.assertEqual(code, 1)
+        self.assertIn("Error: cannot create mailbox 'bot': aimx daemon not running", err)
+
+
 class InterruptionTests(WizardTestCase):
     def test_end_of_input_then_rerun(self):
         """End of input at the trust prompt: no config; the re-run reuses key and cert."""
-        code, _, err = self.wizard(DOMAIN, stdin="q\n")
+        code, _, err = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 1)
         self.assertIn(f"Error: {cli.END_OF_INPUT}", err)
         self.assertFalse(os.path.exists(os.path.join(self.config_dir, "config.toml")))
@@ -1218,7 +1585,7 @@ class InterruptionTests(WizardTestCase):
 
     def test_ctrl_c_at_a_prompt(self):
         """Ctrl-C at the trust prompt: `Setup interrupted`, no config written."""
-        code, out, err = self.wizard(DOMAIN, stdin=_Interrupting("q\n"))
+        code, out, err = self.wizard(DOMAIN, stdin=_Interrupting("\nq\n"))
         self.assertEqual(code, 1)
         self.assertIn(f"Error: {cli.INTERRUPTED}", err)
         self.assertIn("  [!] Set up trust policy\n", out)
@@ -1235,28 +1602,50 @@ class InterruptionTests(WizardTestCase):
         self.assertIn(f"Error: {cli.INTERRUPTED}", err.getvalue())
 
     def test_readiness_timeout(self):
-        """The service never binds: ✗ and the journalctl advice; config complete."""
+        """The service never answers: ✗, what did not answer and where to look, exit 1,
+        no "ready" and no mailbox offer; the config is complete."""
         self.fast_dkim_key()
-        self.ready_result = False
+        self.ready_result = "no SMTP greeting on port 25: connection refused"
         code, out, err = self.wizard(DOMAIN)
         self.assertEqual(code, 1)
-        self.assertIn("  Waiting for aimx serve to bind port 25... [FAIL]\n", out)
-        self.assertIn("aimx.service did not bind port 25 within 5 seconds", err)
-        self.assertIn("sudo journalctl -u aimx", err)
+        self.assertIn("  Waiting for aimx to answer on port 25 and its control socket... "
+                      "[FAIL]\n", out)
+        self.assertEqual(err, "Error: aimx was started but does not answer: no SMTP greeting "
+                              "on port 25: connection refused.\nLook at `aimx logs` and "
+                              "`systemctl status aimx`, fix what they show, then run `sudo "
+                              "aimx setup` again.\n")
+        self.assertNotIn("ready to", out)
+        self.assertNotIn("First mailbox", out)
         self.assertEqual(self.config().domain, DOMAIN)
+
+    def test_reentry_not_answering(self):
+        """A re-run finds the service running but not answering: it fails the same way
+        (OpenRC's status command)."""
+        self.fast_dkim_key()
+        os.rmdir(self.path("/run/systemd/system"))
+        os.makedirs(self.path("/sbin"))
+        open(self.path("/sbin/openrc"), "w").close()
+        self.assertEqual(self.wizard(DOMAIN)[0], 0)
+        self.ready_result = "no answer on the control socket: aimx daemon not running"
+        code, out, err = self.wizard(DOMAIN, stdin="\nq\n")
+        self.assertEqual(code, 1)
+        self.assertIn("  Checking that aimx answers on port 25 and its control socket... "
+                      "[FAIL]\n", out)
+        self.assertIn("no answer on the control socket: aimx daemon not running.\n"
+                      "Look at `aimx logs` and `rc-service aimx status`", err)
 
     def test_restart_fails_then_rerun(self):
         """The service fails to restart; the re-run keeps the trust answer and installs it."""
         self.fast_dkim_key()
         self.host.restart_result = Completed(1, "", "Job for aimx.service failed.")
-        code, _, err = self.wizard(DOMAIN, stdin="q\na@b.c\nY\n")
+        code, _, err = self.wizard(DOMAIN, stdin="\nq\na@b.c\nY\n")
         self.assertEqual(code, 1)
         self.assertIn("Error: Failed to restart aimx: Job for aimx.service failed.", err)
         self.host.restart_result = Completed(0)
-        code, out, _ = self.wizard(DOMAIN, stdin="q\n")
+        code, out, _ = self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 0)
         self.assertIn("[WARN] Step 4 skipped (existing trust policy preserved).", out)
-        self.assertIn("`aimx serve` is running.", out)
+        self.assertIn("aimx is running and answering.", out)
         self.assertEqual(self.config().trusted_senders, ("a@b.c",))
 
     def test_unknown_init(self):
@@ -1293,12 +1682,13 @@ class RegistrationTests(SynchronousTestCase):
         self.assertIsNone(aimx.cli.arguments.parser().parse_args(["setup"]).domain)
 
     def test_help_hides_domain(self):
-        """`aimx setup --help` lists its options and never the positional domain (cli.md §1)."""
+        """`aimx setup --help` lists its options and never the positional domain."""
         out = io.StringIO()
         self.patch(sys, "stdout", out)
         self.assertRaises(SystemExit, aimx.cli.main, ["setup", "--help"])
         self.assertIn(
-            "usage: aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN]\n",
+            "usage: aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN] "
+            "[--backup-mx HOST] [--mailbox NAME [--owner USER] | --no-mailbox]\n",
             out.getvalue(),
         )
         self.assertNotIn("positional arguments", out.getvalue())

@@ -210,7 +210,7 @@ class TableTests(SynchronousTestCase):
 
 class CommandParsingTests(SynchronousTestCase):
     def test_verbs_case_insensitive(self):
-        """Verbs are case-insensitive (spec/inbound.md §3)."""
+        """Verbs are case-insensitive (RFC 5321 §2.4)."""
         self.assertEqual(run(fresh(), b"ehlo client").replies, EHLO_LINES)
         self.assertEqual(run(fresh(), b"nOoP").replies, (OK,))
 
@@ -343,7 +343,7 @@ class RecipientTests(SynchronousTestCase):
         self.assertEqual((step.replies, step.session.rcpts), ((RCPT_OK,), ("carol@test.local",)))
 
     def test_rejection_keeps_state(self):
-        """A refused RCPT leaves MAIL in MAIL and RCPT in RCPT (spec/inbound.md §4)."""
+        """A refused RCPT leaves MAIL in MAIL and RCPT in RCPT."""
         self.assertEqual(run(at(State.MAIL), b"RCPT TO:<bob@test.local>").session.state, State.MAIL)
         self.assertEqual(run(at(State.RCPT), b"RCPT TO:<bob@test.local>").session.state, State.RCPT)
 

@@ -1,4 +1,4 @@
-"""The checks of a SEND submission (spec/outbound.md §3–§5)."""
+"""The checks of a SEND submission (docs/security.md, "Sending identity")."""
 
 from twisted.trial.unittest import TestCase
 

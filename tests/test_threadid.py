@@ -33,7 +33,7 @@ class MessageIdsTests(SynchronousTestCase):
 
 
 class ThreadIdTests(SynchronousTestCase):
-    """L{thread_id} hashes the thread root (frontmatter.md §4 vectors)."""
+    """L{thread_id} hashes the thread root (docs/concepts.md, "Threads")."""
 
     def test_own_message_id(self) -> None:
         """A lone message hashes its own Message-ID."""

@@ -1,4 +1,4 @@
-"""The systemd unit and OpenRC script renderers (aimx.ops.units; spec/setup-and-ops.md §7)."""
+"""The systemd unit and OpenRC script renderers (aimx.ops.units; docs/install.md, "The service")."""
 
 import os
 

@@ -1,7 +1,7 @@
 """Agent integration (L1: files and processes): the registry of supported harnesses,
 their bundles, installs.
 
-The public surface (spec/agents.md):
+The public surface (docs/cli.md, "aimx agents"):
 
 - L{AGENTS}, L{Agent}, L{find}: the eight harnesses in registry order (the setup
   wizard lists C{agent.display} for each).

@@ -1,4 +1,4 @@
-"""Assembly of the files an agent gets (L0 over package data): spec/agents.md §4.2.
+"""Assembly of the files an agent gets (L0 over package data; docs/cli.md, "aimx agents").
 
 The texts ship as package data under C{aimx/agents_data/}: the common primer,
 the five references, and one header per agent.  A skill agent's C{SKILL.md} is
@@ -45,7 +45,7 @@ def data_text(*parts: str) -> str:
 
 
 def primer(command: McpCommand) -> str:
-    """The common primer appended to every agent's entry file (agents.md §8), with the
+    """The common primer appended to every agent's entry file, with the
     manual registration line for C{command}."""
     return data_text("primer.md").replace(_CLAUDE_ADD, registry.claude_add_line(command))
 

@@ -1,6 +1,6 @@
 """Writing and removing agent bundles, NanoClaw's C{.mcp.json}, CLI registration (L1).
 
-spec/agents.md §2.2 steps 6–10, §2.3, §3, §4.3, §5, §6 (install state).  Every
+docs/cli.md, "aimx agents": setup, remove, the install state.  Every
 function takes the paths it works on; the agent CLIs are run through an injected
 runner (L{aimx.host.programs}: C{argv -> Completed}, exit status
 L{NOT_RUN} when the CLI is not there), so tests never start a real C{claude}
@@ -25,7 +25,7 @@ _FILE_MODE = 0o644
 
 
 class InstallState(enum.Enum):
-    """How far an agent is wired on this user's filesystem (agents.md §6)."""
+    """How far an agent is wired on this user's filesystem."""
 
     WIRED = "wired"
     NOT_WIRED = "not-wired"
@@ -123,7 +123,7 @@ def remove_path(path: str) -> bool:
     return True
 
 
-# -- NanoClaw .mcp.json (agents.md §5) -------------------------------------------------
+# -- NanoClaw .mcp.json ---------------------------------------------------------------
 
 
 class MergeOutcome(enum.Enum):
@@ -186,7 +186,7 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a JSON value")
 
 
-# -- MCP registration through the agent's CLI (agents.md §3) ---------------------------
+# -- MCP registration through the agent's CLI -----------------------------------------
 
 
 class Registration(enum.Enum):

@@ -136,7 +136,7 @@ def directories(config_dir: str | None, data_dir: str | None,
 
 def mcp_command(prog: tuple[str, ...], config_dir: str | None, data_dir: str | None,
                 environ: Mapping[str, str]) -> McpCommand:
-    """The full command: C{prog}, C{--data-dir} (agents.md §1) and the directory environment."""
+    """The full command: C{prog}, C{--data-dir} and the directory environment."""
     return McpCommand(
         prog,
         data_dir=os.path.abspath(data_dir) if data_dir else None,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import attrs
 
-#: The tools `aimx mcp` registers (spec/mcp.md §2; tests tie this to the server).
+#: The tools `aimx mcp` registers (docs/mcp.md; tests tie this to the server).
 AIMX_TOOLS = frozenset({
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",

@@ -1,4 +1,4 @@
-"""The agent harnesses aimx can be wired into (L0, pure): spec/agents.md §4.1, §4.4, §2.3.
+"""The agent harnesses aimx can be wired into (L0, pure; docs/cli.md, "aimx agents").
 
 Each L{Agent} names where its bundle goes (a path template over C{$HOME},
 C{$XDG_CONFIG_HOME} and C{$NANOCLAW_HOME}), which directory proves the agent is
@@ -30,7 +30,7 @@ import attrs
 
 from aimx.errors import AimxError
 
-# The progressive-disclosure references shipped beside SKILL.md (agents.md §4.1).
+# The progressive-disclosure references shipped beside SKILL.md.
 REFERENCES = ("frontmatter.md", "hooks.md", "mcp-tools.md", "troubleshooting.md", "workflows.md")
 
 HOME_NOT_SET = "HOME is not set; agents setup writes to the user's home directory"
@@ -172,7 +172,7 @@ def places(environ: Mapping[str, str], home: str | None = None) -> Places:
 
     @param home: an explicit home (C{--dangerously-allow-root}: root's C{pw_dir}).
         When given, C{$HOME} and C{$XDG_CONFIG_HOME} are ignored; C{$NANOCLAW_HOME}
-        is still honoured (agents.md §2.2 step 2).
+        is still honoured.
     @raise AgentError: no home: C{HOME} unset or empty and none given.
     """
     xdg = None
@@ -216,7 +216,7 @@ class McpCommand:
     @ivar program: the words that start aimx: the absolute path of its console
         script (C{("/srv/venv/bin/aimx",)}), or an interpreter running the package
         (C{("/usr/bin/python3", "-m", "aimx")}).
-    @ivar data_dir: passed as C{--data-dir P} before C{mcp} (agents.md §1).
+    @ivar data_dir: passed as C{--data-dir P} before C{mcp}.
     @ivar env: C{(name, value)} pairs, sorted by name, that the server must run
         with: the aimx directories that are not the defaults.
     """
@@ -249,7 +249,7 @@ class McpCommand:
         return dict(self.env)
 
     def shell(self) -> str:
-        """The command as POSIX shell words (the data dir always single-quoted, §4.4)."""
+        """The command as POSIX shell words (the data dir always single-quoted)."""
         extra = f" --data-dir {posix_quote(self.data_dir)}" if self.data_dir else ""
         return f"{shlex.join(self.program)}{extra} mcp"
 
@@ -269,7 +269,7 @@ def registration(agent: Agent, command: McpCommand) -> tuple[list[str], list[str
 
     The first removes a previous registration (its result is ignored); the
     second adds the current one.  The C{--} separator keeps the agent's own
-    option parser away from aimx's flags (agents.md §3).
+    option parser away from aimx's flags.
 
     @return: C{(remove_argv, add_argv)}, or C{None} for agents without a CLI step.
     """
@@ -329,7 +329,7 @@ def opencode_entry(command: McpCommand) -> dict:
 
 
 def activation_hint(agent: Agent, command: McpCommand) -> str:
-    """What the user still has to do to activate the MCP server (agents.md §4.4).
+    """What the user still has to do to activate the MCP server.
 
     JSON snippets come from a real serializer (2-space indent) so any path is
     escaped correctly; shell commands quote for POSIX shells.
@@ -435,7 +435,7 @@ def _hermes_hint(command):
 
 
 def _hermes_args(command: McpCommand) -> list[str]:
-    # The data dir is always double-quoted, as agents.md §4.4 shows it.
+    # The data dir is always double-quoted.
     words = [_yaml_scalar(word) for word in command.program[1:]]
     if command.data_dir:
         words += ["--data-dir", json.dumps(command.data_dir, ensure_ascii=False)]
@@ -501,7 +501,7 @@ _REMOVAL_HINTS = {
 
 
 def removal_hint(agent: Agent) -> str:
-    """The external step C{aimx agents remove} leaves to the user (agents.md §2.3)."""
+    """The external step C{aimx agents remove} leaves to the user."""
     return _REMOVAL_HINTS[agent.name]
 
 

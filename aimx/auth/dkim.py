@@ -3,8 +3,8 @@ on C{cryptography}.
 
 L{aimx.core.dkim} reads signatures and key records and canonicalises; this module
 looks keys up, does the RSA-SHA256 (PKCS#1 v1.5) and Ed25519 operations through
-C{cryptography} (OpenSSL), and applies the per-message policy of the spec README
-("DKIM"): every C{DKIM-Signature} field is reported separately, at most
+C{cryptography} (OpenSSL), and applies the per-message policy of docs/concepts.md
+("Trust"): every C{DKIM-Signature} field is reported separately, at most
 L{MAX_SIGNATURES} are evaluated (those aligned with the author first), key
 lookups are made once per message with temporary DNS failures told apart,
 rsa-sha1 fails (RFC 8301) and so do RSA keys under 1024 bits.  Signing is

@@ -12,6 +12,7 @@ from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
 from aimx.ops.dnscheck import (
     AAAA,
     MX,
+    PTR,
     TXT,
     Check,
     ExpectedDns,
@@ -28,13 +29,15 @@ def lookup(resolver: Resolver, rdtype: str, name: str) -> Lookup:
     NXDOMAIN and "no record of that type" are an empty answer (the name's
     authoritative answer); every other failure is the lookup's error.
 
-    @param rdtype: C{A}, C{AAAA}, C{MX} or C{TXT}.
+    @param rdtype: C{A}, C{AAAA}, C{MX}, C{TXT} or C{PTR}.
     """
     try:
         if rdtype == MX:
             answers = [f"{pref} {host}." for pref, host in resolver.mx(name)]
         elif rdtype == TXT:
             answers = resolver.txt(name)
+        elif rdtype == PTR:
+            answers = resolver.ptr(name)
         else:
             answers = resolver.addresses(name, ipv6=rdtype == AAAA)
     except DnsNoRecord:
@@ -46,15 +49,24 @@ def lookup(resolver: Resolver, rdtype: str, name: str) -> Lookup:
 
 
 def verify(expected: ExpectedDns, resolver: Resolver) -> list[Check]:
-    """Look up everything C{expected} needs and judge it (spec/setup-and-ops.md §1.4).
+    """Look up everything C{expected} needs and judge it (docs/install.md, "aimx setup", "DNS records").
 
-    The queries run concurrently, so an unreachable resolver costs one lookup's
-    time, not one per record.
+    Two rounds: L{ExpectedDns.queries}, then the L{ExpectedDns.followups} their
+    answers call for (the addresses of the PTR names).  The queries of a round run
+    concurrently, so an unreachable resolver costs one lookup's time per round,
+    not one per record.
     """
-    queries = expected.queries()
+    answers = _all(resolver, expected.queries())
+    answers.update(_all(resolver, expected.followups(answers)))
+    return expected.evaluate(answers)
+
+
+def _all(resolver: Resolver, queries: list[tuple[str, str]]) -> dict:
+    if not queries:
+        return {}
     with ThreadPoolExecutor(max_workers=len(queries)) as pool:
         lookups = list(pool.map(lambda query: lookup(resolver, *query), queries))
-    return expected.evaluate(dict(zip(queries, lookups)))
+    return dict(zip(queries, lookups))
 
 
 def server_addresses(system: System) -> tuple[str | None, str | None]:

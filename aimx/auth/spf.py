@@ -109,7 +109,7 @@ class _Query(spf.query):
 
 
 def check(ip: str, mail_from: str, helo: str, resolver) -> str:
-    """RFC 7208 check_host for C{ip} and the sender C{mail_from}, mapped as spec §3.2.
+    """RFC 7208 check_host for C{ip} and the sender C{mail_from}, mapped to the recorded C{spf}.
 
     @param helo: the HELO name (used in macros), or C{""}.
     @param resolver: an L{aimx.auth.resolver.Resolver}.

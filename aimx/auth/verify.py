@@ -1,6 +1,6 @@
 """DKIM + SPF + DMARC for one inbound message (L1, blocking; run it in a thread).
 
-Spec trust-and-auth §1-4 with the later decisions of the spec README: the inputs are
+docs/concepts.md, "Trust" (RFC 6376, RFC 7208, RFC 7489): the inputs are
 chosen by L{aimx.core.authinputs}, alignment and DMARC verdicts by L{aimx.core.dmarc};
 this module only does the lookups, all of them within one time budget.  Nothing here
 raises or rejects: every DNS failure maps to a recorded value, and the failures that
@@ -20,7 +20,7 @@ BUDGET = 20.0
 
 
 def _dmarc_record(from_domain: str, resolver) -> tuple[dict | None, bool]:
-    # The tree walk (§4): (record or None, a DNS error other than "no record" occurred).
+    # The tree walk: (record or None, a DNS error other than "no record" occurred).
     # The first name holding any DMARC record ends the walk; several there mean no record
     # (RFC 7489 §6.6.3).
     for name in dmarc.lookup_names(from_domain):
@@ -48,7 +48,7 @@ def verify_inbound(raw: bytes, *, peer_ip: str | None, mail_from: str | None,
     @param identity: the message's parsed identity fields (its author's domain is
         the one DKIM and DMARC align with).
     @param resolver: an L{aimx.auth.resolver.Resolver}; when it has no nameserver every
-        result is C{none} (spec §1).
+        result is C{none}.
     @param budget: seconds for all lookups together.
     """
     from_domain = dmarc.normalize(identity.author_domain) or None

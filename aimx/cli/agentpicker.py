@@ -1,4 +1,4 @@
-"""The interactive agent picker of C{aimx agents setup} (L3; spec/agents.md §6).
+"""The interactive agent picker of C{aimx agents setup} (L3; docs/cli.md, "aimx agents").
 
 A checkbox list drawn on stderr: arrows or C{j}/C{k} move, Space toggles,
 Enter confirms, C{q}/Esc/Ctrl-C cancel.  With colour on (a capable terminal,
@@ -23,7 +23,7 @@ from aimx.agents.install import InstallState
 from aimx.agents.registry import Agent
 
 BOLD, DIM, GREEN = "1", "2", "32"
-ACCENT = "38;2;185;83;28"  # copper #B9531C (cli.md §2)
+ACCENT = "38;2;185;83;28"  # copper #B9531C
 VERY_DIM = "38;2;88;88;88"  # grey #585858
 
 UP, DOWN, TOGGLE, ENTER, CANCEL = "up", "down", "toggle", "enter", "cancel"

@@ -1,6 +1,6 @@
 """``aimx agents setup|list|remove`` (L3): wire aimx into AI agent harnesses.
 
-spec/agents.md §2–§6.  Per-user and offline: everything is written under the
+docs/cli.md, "aimx agents".  Per-user and offline: everything is written under the
 caller's home (or C{$XDG_CONFIG_HOME}, C{$NANOCLAW_HOME}); nothing touches
 C{/etc} or C{/var}, nothing talks to the daemon.  Claude Code and Codex are
 registered through their own CLIs; NanoClaw's C{.mcp.json} is merged; every
@@ -113,7 +113,7 @@ def main(args, world: World | None = None) -> int:
 
 
 def list_agents(world: World, term: Terminal) -> int:
-    """Print every agent with its destination, install command and activation (§2.1)."""
+    """Print every agent with its destination, install command and activation."""
     term.say(term.bold("Supported agents:"))
     term.say()
     try:
@@ -138,7 +138,7 @@ def list_agents(world: World, term: Terminal) -> int:
 
 
 def _home_override(flag: bool, world: World) -> str | None:
-    """Refuse root without the flag; with it, root's own home (§2.2 step 2)."""
+    """Refuse root without the flag; with it, root's own home."""
     if world.euid != 0:
         return None
     if not flag:
@@ -154,7 +154,7 @@ def _find(name: str) -> Agent:
 
 
 def setup(args, world: World, term: Terminal) -> int:
-    """C{aimx agents setup [agent]} in the order of agents.md §2.2."""
+    """C{aimx agents setup [agent]}: probe, then write, then register."""
     if args.list:
         return list_agents(world, term)
     home = _home_override(args.dangerously_allow_root, world)
@@ -276,7 +276,7 @@ def preview(agent: Agent, command: McpCommand, world: World, term: Terminal) -> 
 
 def install_agent(agent: Agent, command: McpCommand, args, world: World, term: Terminal,
                   where) -> str:
-    """Install one agent (§2.2 steps 5–10) and return its destination.
+    """Install one agent and return its destination.
 
     @param command: the MCP server command, already checked.
     @raise AgentError: a step failed (the picker reports it and moves on).
@@ -353,7 +353,7 @@ def _merge_nanoclaw(fork: str, command: McpCommand, force: bool, term: Terminal,
         )
 
 
-# -- the picker (§6) --------------------------------------------------------------------
+# -- the picker -------------------------------------------------------------------------
 
 
 def choose(args, world: World, term: Terminal, where) -> int:
@@ -411,7 +411,7 @@ def choose(args, world: World, term: Terminal, where) -> int:
     return 0
 
 
-# -- remove (§2.3) ---------------------------------------------------------------------
+# -- remove -----------------------------------------------------------------------------
 
 
 def remove(args, world: World, term: Terminal) -> int:

@@ -351,17 +351,34 @@ def doctor(sub, common) -> None:
 
 def setup(sub, common) -> None:
     """C{setup}; its positional domain is accepted but not shown in help."""
+    from aimx.ops.setupflow import NO_BACKUP_MX
+
     parser = _verb(
         sub, "setup", common,
-        usage="aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN]",
+        usage=(
+            "aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN] "
+            "[--backup-mx HOST] [--mailbox NAME [--owner USER] | --no-mailbox]"
+        ),
         description=(
             "Guided setup: port 25 preflight, mail domain and DNS records, DKIM key, "
-            "TLS certificate, trust policy, then install and start the aimx service. "
-            "Requires root."
+            "TLS certificate, trust policy, then install and start the aimx service "
+            "and offer a first mailbox. Requires root."
         ),
     )
     parser.add_argument("domain", nargs="?", help=argparse.SUPPRESS)
     check_options(parser)
+    parser.add_argument(
+        "--backup-mx", metavar="HOST",
+        help="a backup MX for the domain (its MX record is proposed after aimx's); "
+        f"`{NO_BACKUP_MX}` removes a configured one",
+    )
+    first = parser.add_mutually_exclusive_group()
+    first.add_argument("--mailbox", metavar="NAME",
+                       help="create the first mailbox, NAME@<domain>, without asking")
+    first.add_argument("--no-mailbox", action="store_true",
+                       help="do not offer to create a first mailbox")
+    parser.add_argument("--owner", metavar="USER",
+                        help="the Linux user owning --mailbox (default: the user behind sudo)")
 
 
 def completion(sub, common) -> None:
@@ -399,7 +416,7 @@ VERBS = {
     "completion": (completion, ()),
 }
 ALIASES = {alias: verb for verb, (_, aliases) in VERBS.items() for alias in aliases}
-#: Verbs that are dispatched but not offered (spec/cli.md §1, "Hidden").
+#: Verbs that are dispatched but not offered (docs/cli.md, "aimx ingest").
 HIDDEN = ("ingest",)
 
 

@@ -322,7 +322,7 @@ def serve(args) -> int:
             os.chmod(d, 0o755)
     if shared:
         os.chmod(data, 0o755)
-    # Mode 0640, as the daemon writes it on every edit (spec/config.md §5).
+    # Mode 0640, as the daemon writes it on every edit (docs/security.md).
     _write(os.path.join(etc, "config.toml"), _config(data, owner).encode(), 0o640)
     for name in MAILBOXES:
         create_dirs(data, name, ids)

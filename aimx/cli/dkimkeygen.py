@@ -1,7 +1,7 @@
 """``aimx dkim-keygen``: create the DKIM key pair and print its DNS record (L3).
 
 Keys go to C{<config_dir>/dkim/}; an existing pair is kept unless C{--force}
-(spec/setup-and-ops.md §6). C{--selector} only names the printed record.
+(docs/cli.md, "aimx dkim-keygen"). C{--selector} only names the printed record.
 """
 
 import os

@@ -1,4 +1,4 @@
-"""``aimx hooks`` (alias ``hook``), L3: list, create, delete (spec/cli.md §4.6).
+"""``aimx hooks`` (alias ``hook``), L3: list, create, delete (docs/cli.md, "aimx hooks").
 
 Every verb asks the daemon over the control socket.  When no daemon answers,
 root (with a readable config) edits config.toml directly; the change then takes
@@ -151,7 +151,7 @@ def _facts_from_config(config, name: str) -> dict | None:
 
 
 def trust_note(mailbox: str, event: str, fire_on_untrusted: bool, facts: dict) -> str | None:
-    """Whether the mailbox's trust policy lets an C{on_receive} hook fire (trust-and-auth §5.2).
+    """Whether the mailbox's trust policy lets an C{on_receive} hook fire (docs/hooks.md).
 
     @param facts: C{trust} and C{trusted_senders}, the effective ones.
     @return: a C{Note:} line, or C{None} (C{after_send} hooks have no gate).
@@ -219,7 +219,7 @@ def program_problem(path: str, owner: str, uid, gid, passwd) -> str | None:
     """Why the mailbox owner could not run C{path}, as the rest of a warning; C{None} if fine.
 
     The hook runs as the owner's uid and primary gid only (no supplementary
-    groups, spec/security.md §5), so the check reads the mode bits against
+    groups, docs/hooks.md), so the check reads the mode bits against
     those ids the way the kernel does: the file owner's bits if the uid owns
     it, else the group's if the gid does, else the others'.  Every directory
     on the way needs search permission, for the path as given and as resolved.

@@ -1,8 +1,8 @@
 """``aimx ingest <rcpt>`` (hidden): store one message read from stdin, as the daemon would.
 
 It runs the daemon's own ingest chain (L{aimx.smtp.inbound.Inbound}) and its
-L{HookRunner}, and exits once the on_receive hooks have finished (spec/hooks.md
-§3.1): 0 when the message is stored (or was a duplicate), 75 (EX_TEMPFAIL) when the
+L{HookRunner}, and exits once the on_receive hooks have finished (docs/cli.md,
+"aimx ingest"): 0 when the message is stored (or was a duplicate), 75 (EX_TEMPFAIL) when the
 daemon would have answered 4xx, so a caller such as a fetchmail or procmail
 pipeline retries later.
 """

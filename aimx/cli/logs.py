@@ -1,4 +1,4 @@
-"""``aimx logs``: show or follow the daemon's log (L3; spec/setup-and-ops.md §4).
+"""``aimx logs``: show or follow the daemon's log (L3; docs/cli.md, "aimx logs").
 
 No config and no root needed: the log source is the init system's
 (L{aimx.host.initsystem.tail_log}, L{aimx.host.initsystem.follow_log}), except for

@@ -1,4 +1,4 @@
-"""``aimx mailboxes`` (alias ``mailbox``), L3: create, list, show, delete (spec/cli.md §4.5).
+"""``aimx mailboxes`` (alias ``mailbox``), L3: create, list, show, delete (docs/cli.md).
 
 Every verb asks the daemon over the control socket.  When no daemon answers,
 root falls back to editing config.toml and the mailbox directories directly

@@ -1,4 +1,4 @@
-"""``aimx mcp`` (L3): the stdio MCP server (spec/mcp.md, spec/cli.md §4.7).
+"""``aimx mcp`` (L3): the stdio MCP server (docs/mcp.md).
 
 Runs as whoever started it, with no reactor: tools reach the daemon through
 L{aimx.control.aioclient}.  stdout carries the protocol only; logging goes to

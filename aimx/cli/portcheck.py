@@ -1,7 +1,7 @@
 """``aimx portcheck [--verify-host URL] [--outbound-check-domain DOMAIN]`` (L3): is port
 25 reachable both ways?
 
-spec/setup-and-ops.md §3, with no hosted service.  Root only.  Outbound: this host
+docs/cli.md, "aimx portcheck", with no hosted service.  Root only.  Outbound: this host
 connects to port 25 of the lowest-preference MX of a well-known domain
 (C{outbound_check_domain}, default C{gmail.com}), reads the 220 banner and says
 QUIT.  Inbound: only with a C{verify_host} (the operator's own C{twistd -n

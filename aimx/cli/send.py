@@ -1,10 +1,9 @@
-"""``aimx send``, L3: compose a message as the caller and submit it (spec/cli.md §4.3).
+"""``aimx send``, L3: compose a message as the caller and submit it (docs/cli.md, "aimx send").
 
 Attachments are read here, with the caller's permissions; the daemon never
-opens a path on a client's behalf.  Outcomes and exit codes are those of
-spec/outbound.md §2.1: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
+opens a path on a client's behalf.  Exit codes: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
 valid answer.  Root is not refused: the daemon authorises root (the operator) for
-any mailbox, as it does for the MCP tools (spec README, "Root and send").
+any mailbox, as it does for the MCP tools (docs/security.md, "Sending identity").
 """
 
 from datetime import datetime, timezone

@@ -26,8 +26,8 @@ from aimx.errors import AimxError, ConfigError, ConnectFailed
 
 DEFAULT_RUNTIME_DIR = "/run/aimx"
 
-#: The daemon's reasons that mean "no such mailbox/hook (for you)" (spec/control-socket.md
-#: §6): the CLI prints them without their code, as it does when it finds out itself.
+#: The daemon's reasons that mean "no such mailbox/hook (for you)" (docs/security.md,
+#: "The control socket"): the CLI prints them without their code, as it does when it finds out itself.
 _MISSING = re.compile(r"mailbox '.*' does not exist|hook '.*' not found", re.DOTALL)
 _MISSING_CODES = ("MAILBOX", "ENOENT")
 

@@ -1,25 +1,31 @@
-"""``aimx setup [domain] [--verify-host URL] [--outbound-check-domain DOMAIN]`` (L3): the
-guided install wizard.
+"""``aimx setup [domain] [--verify-host URL] [--outbound-check-domain DOMAIN]
+[--backup-mx HOST] [--mailbox NAME [--owner USER] | --no-mailbox]`` (L3): the guided
+install wizard.
 
-spec/setup-and-ops.md §1, in order: port-25 occupancy, Step 1 preflight probes (the
+docs/install.md, "aimx setup", in order: port-25 occupancy, Step 1 preflight probes (the
 outbound check against a well-known domain's MX; the inbound one only against the
 operator's own verifier, else skipped with an explanation),
-Step 2 domain, DKIM key and DNS records (verified through our resolver in a loop),
-Step 3 the self-signed STARTTLS certificate, Step 4 the trust policy, Step 5 the
-catchall user, config.toml, mailbox directories, README and the service, Step 6 the
-hand-off to C{aimx agents setup}.  The decisions are L{aimx.ops.setupflow}'s; this
-module prompts, prints and writes.
+Step 2 domain, optional backup MX, DKIM key and DNS records (verified through our
+resolver in a loop, reverse DNS included), Step 3 the self-signed STARTTLS
+certificate, Step 4 the trust policy, Step 5 the catchall user, config.toml, mailbox
+directories, README and the service, which must then answer (an SMTP greeting on
+port 25, VERSION on its control socket) before anything is called ready; then the
+offer of a first mailbox (MAILBOX-CREATE to that service) and Step 6, the hand-off
+to C{aimx agents setup}.  The decisions are L{aimx.ops.setupflow}'s; this module
+prompts, prints and writes.
 
-Everything outside the process is injected into L{setup}: stdin/stdout/stderr, euid
-and environment through the L{Session}, the host (L{initsystem.System}: every host
-path and every program, C{useradd} and C{id} included), the reactor, the thread
-runner for DNS, the passwd lookup and the readiness poll.
+Everything outside the process is injected into L{setup}: stdin/stdout/stderr, euid,
+environment and the control-socket connection through the L{Session}, the host
+(L{initsystem.System}: every host path and every program, C{useradd} and C{id}
+included), the reactor, the thread runner for DNS, the passwd lookup and the
+readiness poll.
 
 Files are written whole or not at all (temporary name + rename, or exclusive
 create), and a step that fails removes what it half made, so an interrupted
 wizard (Ctrl-C, end of input, an error) can simply be run again: it reuses the
 DKIM key and certificate it finds, and keeps an existing config's trust policy.
-End of input at a prompt means quit; at the DNS prompt it means "skip" (C{q}).
+End of input at a prompt means quit; at the DNS prompt it means "skip" (C{q}), and
+at the first-mailbox prompts (the service already runs) "no mailbox".
 """
 
 import contextlib
@@ -28,9 +34,7 @@ import os
 import signal
 import sys
 
-from twisted.internet import defer, error, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
 from aimx.agents import AGENTS
@@ -38,21 +42,26 @@ from aimx.auth import dnsverify
 from aimx.auth.resolver import Resolver
 from aimx.cli.doctor import dns_lines
 from aimx.cli.portcheck import checked, not_checked
-from aimx.cli.session import CliError, Session, execute, restart_hint
+from aimx.cli.session import CliError, DaemonError, Session, execute, restart_hint
 from aimx.cli.term import Terminal
+from aimx.control import client
+from aimx.control.commands import MailboxCreate, Version
+from aimx.control.wire import socket_path
+from aimx.core import configedit
 from aimx.ops import setupflow as flow
 from aimx.ops import units
 from aimx.core.config import DEFAULT_DATA_DIR, to_toml
-from aimx.ops.dnscheck import ExpectedDns, passed, table_lines
+from aimx.ops.dnscheck import WARN, ExpectedDns, passed, table_lines
 from aimx.ops.portcheck import (
     COMPATIBLE_PROVIDERS,
+    ProbeTarget,
     inbound_message,
     outbound_message,
     resolve_check_domain,
     resolve_verify_host,
     settings_from_environ,
 )
-from aimx.errors import AimxError, ConfigError
+from aimx.errors import AimxError, ConfigError, DaemonNotRunning
 from aimx.store import configfile, datadir, keys, passwd, safefs
 from aimx.host import initsystem, programs
 from aimx.store.mailboxdirs import create_dirs
@@ -62,6 +71,7 @@ from aimx.verifier.client import (
     inbound_probe,
     outbound_probe,
 )
+from aimx.verifier.smtp import smtp_handshake
 
 NOT_ROOT = (
     "`aimx setup` requires root. Run with: sudo aimx setup\n"
@@ -78,15 +88,16 @@ NO_DNS_ACCESS = "Setup cancelled. You need DNS access to proceed."
 RESUME = "Files written so far are complete; run `sudo aimx setup` again to continue."
 END_OF_INPUT = f"End of input: setup cancelled. {RESUME}"
 INTERRUPTED = f"Setup interrupted. {RESUME}"
-READINESS_TIMEOUT = (
-    "aimx.service did not bind port 25 within {seconds:g} seconds. "
-    "Check `sudo journalctl -u aimx`, then re-run `sudo aimx setup`."
+NOT_READY = (
+    "aimx was started but does not answer: {reason}.\n"
+    "Look at `aimx logs` and `{status}`, fix what they show, then run `sudo aimx setup` "
+    "again."
 )
-
-#: The readiness poll (spec §1.3 step 5.7): every 500 ms, 200 ms per attempt, 5 s.
+#: The readiness poll: every 500 ms, 1 s per attempt, 15 s in all (a small
+#: machine's first start of the daemon, Python and Twisted imported cold).
 READY_INTERVAL = 0.5
-READY_CONNECT_TIMEOUT = 0.2
-READY_TIMEOUT = 5.0
+READY_ATTEMPT = 1.0
+READY_TIMEOUT = 15.0
 
 _GREEN, _YELLOW, _RED, _ACCENT = "32", "33", "31", "38;2;185;83;28"
 _PAINT = {flow.DONE: _GREEN, flow.SKIPPED: _YELLOW, flow.ERROR: _RED, flow.HANDOFF: _ACCENT}
@@ -97,7 +108,12 @@ def main(args) -> int:
 
     console = Console(sys.stdin)
     term = Terminal(sys.stdout, sys.stderr, console, os.environ)
-    s = Session(args, connect=None, euid=os.geteuid(), term=term, environ=os.environ)
+    s = Session(
+        args, euid=os.geteuid(), term=term, environ=os.environ,
+        connect=lambda: defer.Deferred.fromCoroutine(
+            client.connect(reactor, socket_path(os.environ))
+        ),
+    )
     verb = functools.partial(
         setup, reactor=reactor, system=initsystem.System(), run_in_thread=threads.deferToThread
     )
@@ -214,34 +230,72 @@ def outbound_advice(result) -> str:
 # -- the readiness poll ---------------------------------------------------------
 
 
-async def connect_once(reactor, host: str, port: int, timeout: float = READY_CONNECT_TIMEOUT):
-    """Open and close one TCP connection; fails when nothing accepts in C{timeout}."""
-    endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    protocol = await endpoint.connect(Factory.forProtocol(Protocol))
-    protocol.transport.loseConnection()
+class NotAnswering(Exception):
+    """One readiness attempt found the service not answering (yet); the message says how."""
 
 
-async def wait_for_port(clock, connect, *, interval: float = READY_INTERVAL,
-                        timeout: float = READY_TIMEOUT) -> bool:
-    """Try C{connect()} every C{interval} seconds until it succeeds or C{timeout} passes.
+async def wait_for(clock, attempts, *, interval: float = READY_INTERVAL,
+                   timeout: float = READY_TIMEOUT) -> str | None:
+    """Run each attempt in turn, retrying it every C{interval} seconds until it succeeds.
 
-    @param connect: C{() -> awaitable}; success means the port accepts connections.
-    @return: whether a connection succeeded in time.
+    @param attempts: C{() -> awaitable}s that fail with L{NotAnswering} until
+        the service answers them.
+    @param timeout: seconds for all of them together.
+    @return: C{None} when every attempt succeeded in time, else the last failure's
+        reason.
     """
     deadline = clock.seconds() + timeout
-    while True:
-        try:
-            await connect()
-            return True
-        except (error.ConnectError, error.TimeoutError):  # not listening yet
-            if clock.seconds() + interval > deadline:
-                return False
-        await task.deferLater(clock, interval, lambda: None)
+    for attempt in attempts:
+        while True:
+            try:
+                await attempt()
+                break
+            except NotAnswering as e:
+                if clock.seconds() + interval > deadline:
+                    return str(e)
+            await task.deferLater(clock, interval, lambda: None)
+    return None
 
 
-def port_ready(reactor, host: str = "127.0.0.1", port: int = 25):
-    """The production readiness poll: C{127.0.0.1:25} accepts connections."""
-    return lambda: wait_for_port(reactor, functools.partial(connect_once, reactor, host, port))
+async def smtp_greets(reactor, port: int, host: str = "127.0.0.1") -> None:
+    """One attempt: the listener sends a C{220} greeting (then QUIT).
+
+    @raise NotAnswering: no connection, or no 220 in time.
+    """
+    result = await smtp_handshake(
+        reactor, ProbeTarget(host, port), ehlo_name=None, connect_timeout=READY_ATTEMPT,
+        io_timeout=READY_ATTEMPT, budget=2 * READY_ATTEMPT,
+    )
+    if not result.ok:
+        raise NotAnswering(f"no SMTP greeting on port {port}: {result.reason}")
+
+
+async def control_answers(reactor, path: str) -> None:
+    """One attempt: the daemon answers VERSION on its control socket.
+
+    @raise NotAnswering: nothing listens there, or no answer in time.
+    """
+    try:
+        control = await client.connect(reactor, path)
+    except (DaemonNotRunning, client.ConnectFailed) as e:
+        raise NotAnswering(f"no answer on the control socket: {e}") from None
+    try:
+        call = control.call(Version)
+        call.addTimeout(READY_ATTEMPT, reactor)
+        await call
+    except Exception as e:  # a timeout, a closed connection: not answering yet
+        raise NotAnswering(f"no answer on the control socket {path}: {e}") from None
+    finally:
+        control.close()
+
+
+def service_ready(reactor, socket: str, port: int = 25):
+    """The production readiness poll: aimx greets on C{127.0.0.1:<port>}, then
+    answers on its control socket C{socket}; C{() -> awaitable (reason or None)}."""
+    return lambda: wait_for(reactor, [
+        functools.partial(smtp_greets, reactor, port),
+        functools.partial(control_answers, reactor, socket),
+    ])
 
 
 # -- the prompts ----------------------------------------------------------------
@@ -264,7 +318,7 @@ def _ask(term: Terminal, prompt: str) -> str:
 
 
 def ask_domain(term: Terminal) -> str:
-    """The domain prompt, its confirmation and the DNS-access question (spec §1.3 step 2.1).
+    """The domain prompt, its confirmation and the DNS-access question.
 
     @raise CliError: nothing entered (or end of input), or no DNS access.
     """
@@ -295,7 +349,7 @@ def ask_domain(term: Terminal) -> str:
 
 
 def ask_trust(term: Terminal, config_path: str) -> tuple[str, tuple[str, ...]]:
-    """The trusted-senders prompt (spec §1.3 step 4).
+    """The trusted-senders prompt.
 
     @return: C{(trust, trusted_senders)}.
     @raise CliError: five invalid answers in a row, or end of input.
@@ -337,7 +391,7 @@ def _arrow(term: Terminal) -> str:
 
 
 async def dns_loop(term: Terminal, verify) -> bool:
-    """Verify DNS on Enter until it passes or the operator skips (spec §1.3 step 2.8).
+    """Verify DNS on Enter until it passes or the operator skips.
 
     @param verify: C{() -> awaitable list of Check}.
     @return: whether every record verified; C{False} when skipped with C{q} or at
@@ -360,7 +414,9 @@ async def dns_loop(term: Terminal, verify) -> bool:
             term.say(line)
         term.say()
         if passed(checks):
-            term.success("All DNS records verified. Your email server is ready!")
+            warned = any(check.status == WARN for check in checks)
+            term.success("All DNS records verified" + ("; see the warnings above." if warned
+                                                       else "."))
             return True
         term.say("Some DNS records are not yet correct.")
         term.say("DNS propagation can take up to 48 hours.")
@@ -386,13 +442,15 @@ async def setup(args, s: Session, *, reactor, system: initsystem.System, run_in_
         environment.  The outbound port-25 check resolves its MX with
         L{Resolver.from_env} (the daemon's resolver, C{AIMX_NAMESERVERS} honoured).
     @param resolve: owner name -> L{aimx.store.passwd.Owner} (the passwd database).
-    @param ready: C{() -> awaitable bool}, the readiness poll after the service
-        starts; default L{port_ready} on 127.0.0.1:25.
+    @param ready: C{() -> awaitable (str | None)}, the readiness poll once the
+        service runs: C{None} when it answers, else what did not; default
+        L{service_ready} (127.0.0.1:25 and the session's control socket).
     @param executable: the Python whose C{twistd} the service runs.
     """
     wizard = Wizard(
         args, s, reactor=reactor, system=system, run_in_thread=run_in_thread, detect=detect,
-        probes=probes, resolve=resolve, ready=ready or port_ready(reactor),
+        probes=probes, resolve=resolve,
+        ready=ready or service_ready(reactor, socket_path(s.environ)),
         resolver=resolver, executable=executable,
     )
     try:
@@ -434,6 +492,11 @@ class Wizard:
         self.data_dir = None
         self.reentry = False
         self.trust = flow.trust_policy(())
+        self.backup_mx = None
+        self.config = None
+        self.first_mailbox = None
+        self.dns_verified = False
+        self.restart_pending = False
 
     # -- output ----------------------------------------------------------------
 
@@ -489,6 +552,8 @@ class Wizard:
                 flow.validate_domain(self.domain)
             except flow.DomainError as e:
                 raise CliError(f"invalid domain '{self.domain}': {e}") from None
+        self._backup_mx_flag()
+        self.first_mailbox = self._mailbox_flags()
         settings = settings_from_environ(self.environ)
 
         term.say()
@@ -511,6 +576,9 @@ class Wizard:
         await self._step(3, self._tls)
         await self._step(4, self._trust)
         await self._step(5, self._install)
+        term.say(term.bold("First mailbox"))
+        mailbox = await self._first_mailbox()
+        term.say()
 
         self.states[5] = flow.HANDOFF
         term.say()
@@ -522,9 +590,45 @@ class Wizard:
         for line in flow.handoff_lines(agent.display for agent in AGENTS):
             term.say(line)
         done = self._paint(flow.DONE, flow.glyph(flow.DONE, term.colour))
-        for line in flow.closing_lines(self.domain, done):
+        closing = flow.closing_lines(self.domain, done, dns_verified=self.dns_verified,
+                                     restart_pending=self.restart_pending, mailbox=mailbox)
+        for line in closing:
             term.say(line)
         return 0
+
+    # -- the flags -------------------------------------------------------------
+
+    def _backup_mx_flag(self) -> None:
+        """Check C{--backup-mx} before anything is probed or written."""
+        if self.args.backup_mx is None:
+            return
+        try:
+            flow.backup_mx_answer(self.args.backup_mx, None, self.domain)
+        except flow.DomainError as e:
+            raise CliError(f"invalid --backup-mx '{self.args.backup_mx}': {e}") from None
+
+    def _mailbox_flags(self) -> tuple[str, str] | None:
+        """C{(name, owner)} of C{--mailbox} (the owner from C{--owner}, else the user
+        behind sudo), checked before anything is probed or written."""
+        name, owner = self.args.mailbox, self.args.owner
+        if name is None:
+            if owner is not None:
+                raise CliError("--owner goes with --mailbox NAME")
+            return None
+        try:
+            configedit.check_mailbox_name(name)
+        except AimxError as e:
+            raise CliError(f"invalid --mailbox '{name}': {e}") from None
+        owner = owner or flow.default_owner(self.environ.get("SUDO_USER"))
+        if owner is None:
+            raise CliError("--mailbox needs --owner USER (setup was not run through sudo)")
+        problem = flow.owner_problem(owner, self._user_exists)
+        if problem is not None:
+            raise CliError(f"invalid --owner: {problem}")
+        return name, owner
+
+    def _user_exists(self, name: str) -> bool:
+        return self.resolve(name).uid is not None
 
     # -- step 1 ----------------------------------------------------------------
 
@@ -586,7 +690,10 @@ class Wizard:
         ipv4, ipv6 = dnsverify.server_addresses(self.system)
         if ipv4 is None:
             raise CliError("Could not determine server IPv4 address")
-        if not os.path.exists(self.private_key):
+        self.backup_mx = self._ask_backup_mx()
+        if os.path.exists(self.private_key):
+            term.say(f"Using the existing DKIM key {self.private_key}.")
+        else:
             self._generate_dkim()
         expected = ExpectedDns(
             domain=self.domain,
@@ -594,6 +701,7 @@ class Wizard:
             ipv6=ipv6 if ipv6_enabled else None,
             selector=selector,
             dkim_key=dnsverify.local_dkim_key(self.config_dir),
+            backup_mx=self.backup_mx,
         )
         resolver = self.resolver or Resolver.public(self.environ)
 
@@ -604,9 +712,41 @@ class Wizard:
         for line in table_lines(expected.records()):
             term.say(line)
         term.say()
-        await dns_loop(
+        for line in flow.dns_notes(expected):
+            term.say(line)
+        term.say()
+        self.dns_verified = await dns_loop(
             term, lambda: self.run_in_thread(dnsverify.verify, expected, resolver)
         )
+        # The domain is set up either way; the checklist shows the records are not (yet).
+        return None if self.dns_verified else "DNS records not verified yet"
+
+    def _ask_backup_mx(self) -> str | None:
+        """The backup MX: C{--backup-mx}, else asked (the configured one is kept on
+        Enter), else (C{AIMX_NONINTERACTIVE}) the configured one."""
+        current = self.existing.backup_mx if self.existing is not None else None
+        term = self.term
+        if self.args.backup_mx is not None:
+            try:
+                return flow.backup_mx_answer(self.args.backup_mx, current, self.domain)
+            except flow.DomainError as e:
+                raise CliError(f"invalid --backup-mx '{self.args.backup_mx}': {e}") from None
+        if flow.noninteractive(self.environ):
+            return current
+        term.say()
+        term.say(f"A backup MX is another mail server that accepts mail for {self.domain} "
+                 "while this one is down and passes it on when it is back. Most setups "
+                 "have none.")
+        if current is None:
+            prompt = "Backup MX host (Enter for none): "
+        else:
+            prompt = (f"Backup MX host [{current}] (Enter keeps it, "
+                      f"`{flow.NO_BACKUP_MX}` removes it): ")
+        while True:
+            try:
+                return flow.backup_mx_answer(_ask(term, prompt), current, self.domain)
+            except flow.DomainError as e:
+                term.say(f"{term.mark('fail')} {e}")
 
     def _load_existing(self):
         """The existing config.toml, C{None} when there is none.
@@ -650,7 +790,7 @@ class Wizard:
         private, public = keys.dkim_paths(self.config_dir)
         directory = os.path.dirname(private)
         had_directory = os.path.isdir(directory)
-        self.term.say("Generating DKIM keypair...")
+        self.term.say("Generating a DKIM key (RSA, 2048 bits)...")
         try:
             keys.generate_dkim_key(self.config_dir)
         except OSError as e:
@@ -663,7 +803,113 @@ class Wizard:
             raise CliError(
                 f"cannot write the DKIM key pair in {directory}: {e.strerror or e}"
             ) from None
-        self.term.say("DKIM keypair generated.")
+        self.term.say(f"Generated a DKIM key: {private} (public half {public}).")
+
+    # -- the first mailbox ------------------------------------------------------
+
+    async def _first_mailbox(self) -> str | None:
+        """Offer the first mailbox, once the service answers.
+
+        It is created through the service (MAILBOX-CREATE on its control socket), as
+        C{aimx mailboxes create} does, so it takes mail at once.  Not offered when a
+        mailbox besides the catchall exists, with C{--no-mailbox}, under
+        C{AIMX_NONINTERACTIVE} without C{--mailbox}, or when a re-run changed
+        config.toml under the running daemon (its write would undo the change).
+
+        @return: the name of the mailbox created (or found, as C{--mailbox} asked).
+        """
+        term, config = self.term, self.config
+        wanted = self.first_mailbox
+        if self.args.no_mailbox:
+            term.say(f"Not offered (--no-mailbox). {flow.CREATE_LATER}")
+            return None
+        if self.restart_pending:
+            message = ("aimx still runs with the previous configuration, so no mailbox is "
+                       f"created now: restart it first (see above). {flow.CREATE_LATER}")
+            if wanted is not None:
+                raise CliError(message)
+            term.say(message)
+            return None
+        if wanted is not None:
+            name, owner = wanted
+            present = config.mailbox(name)
+            if present is None:
+                await self._create(name, owner)
+            elif present.owner == owner:
+                term.say(f"Mailbox '{name}' ({present.address}, owner {owner}) already exists.")
+            else:
+                raise CliError(f"mailbox '{name}' already exists, owned by {present.owner}")
+            return name
+        others = [mb.name for mb in config.mailboxes if not mb.is_catchall(config.domain)]
+        if others:
+            term.say(f"Mailboxes already configured: {', '.join(others)}. To add one: "
+                     "`sudo aimx mailboxes create NAME --owner USER`.")
+            return None
+        if flow.noninteractive(self.environ):
+            term.say(f"No mailbox created (AIMX_NONINTERACTIVE). {flow.CREATE_LATER}")
+            return None
+        return await self._ask_first_mailbox()
+
+    async def _ask_first_mailbox(self) -> str | None:
+        """The prompts: a name (Enter or end of input: none), then its owner."""
+        term, domain = self.term, self.domain
+        term.say(f"Mail to any address at {domain} lands in the catchall mailbox until you "
+                 "create others.")
+        term.say("A mailbox is NAME@" + domain + ", owned by the Linux user who runs your "
+                 "agent: the mail files and the hooks are that user's.")
+        default = flow.default_owner(self.environ.get("SUDO_USER"))
+        if default is not None and not self._user_exists(default):
+            default = None
+        while True:
+            answer = _read(term, "Mailbox name (e.g. agent; Enter to skip): ")
+            name = (answer or "").strip()
+            owner = None
+            if name:
+                try:
+                    configedit.check_mailbox_name(name)
+                except AimxError as e:
+                    term.say(f"{term.mark('fail')} {e}")
+                    continue
+                owner = self._ask_owner(f"{name}@{domain}", default)
+            if owner is None:
+                if answer is None or name:
+                    term.say()
+                term.say(f"No mailbox created. {flow.CREATE_LATER}")
+                return None
+            try:
+                await self._create(name, owner)
+            except (CliError, DaemonError) as e:  # the service refused: say why, ask again
+                term.say(f"{term.mark('fail')} {e}")
+                continue
+            return name
+
+    def _ask_owner(self, address: str, default: str | None) -> str | None:
+        """The owner prompt; C{None} at end of input."""
+        term = self.term
+        prompt = (f"Owner of {address} [{default}]: " if default is not None
+                  else f"Owner of {address} (a Linux user): ")
+        while True:
+            answer = _read(term, prompt)
+            if answer is None:
+                return None
+            owner = answer.strip() or default
+            if not owner:
+                continue
+            problem = flow.owner_problem(owner, self._user_exists)
+            if problem is None:
+                return owner
+            term.say(f"{term.mark('fail')} {problem}")
+
+    async def _create(self, name: str, owner: str) -> None:
+        """MAILBOX-CREATE through the running service.
+
+        @raise CliError: no service answers, or (as L{DaemonError}) it refused.
+        """
+        try:
+            reply = await self.session.call(MailboxCreate, name=name, owner=owner)
+        except DaemonNotRunning as e:
+            raise CliError(f"cannot create mailbox '{name}': {e}") from None
+        self.term.success(f"Mailbox '{name}' created: {reply['address']} (owner: {owner}).")
 
     # -- step 3 ----------------------------------------------------------------
 
@@ -710,11 +956,13 @@ class Wizard:
         """The config to save, validated as the daemon would load it."""
         if self.existing is None:
             trust, senders = self.trust
-            config = flow.fresh_config(self.domain, self.data_dir, trust, senders)
+            config = flow.fresh_config(self.domain, self.data_dir, trust, senders,
+                                       backup_mx=self.backup_mx)
         else:
             data_dir = self.data_dir if self.data_dir != self.existing.data_dir else None
             try:
-                config = flow.update_config(self.existing, self.domain, data_dir)
+                config = flow.update_config(self.existing, self.domain, data_dir,
+                                            backup_mx=self.backup_mx)
             except flow.DomainError as e:
                 raise CliError(str(e)) from None
         try:
@@ -729,6 +977,7 @@ class Wizard:
             term.say("aimx is already installed and running; refreshing its configuration "
                      "and directories.")
         config = self._new_config()
+        self.config = config
         self._catchall_user()
         owners = self._owners(config)
         changed = self.existing is None or to_toml(config) != to_toml(self.existing)
@@ -743,22 +992,20 @@ class Wizard:
         else:
             term.say(f"Configuration unchanged: {self.config_path}")
         self._mailbox_dirs(config, owners)
-        if os.path.exists(self.private_key):
-            term.say("DKIM keypair already exists.")
-        else:
-            self._generate_dkim()
         try:
             datadir.write_readme(self.data_dir)
         except OSError as e:
             raise CliError(f"cannot write {datadir.readme_path(self.data_dir)}: {e}") from None
 
         if self.reentry:
-            term.say("aimx is already installed and running.")
+            self.restart_pending = changed
             if changed:
                 restart_hint(term)
+            await self._wait_ready("  Checking that aimx answers on port 25 and its control "
+                                   "socket... ")
             return "aimx already installed"
         term.say()
-        term.say("Starting aimx serve...")
+        term.say("Installing and starting the aimx service...")
         params = units.UnitParams(
             twistd=initsystem.find_twistd(self.executable),
             data_dir=self.data_dir,
@@ -769,14 +1016,24 @@ class Wizard:
             initsystem.install(self.system, params)
         except OSError as e:
             raise CliError(f"cannot write the service file: {e}") from None
-        term.out.write("  Waiting for aimx serve to bind port 25... ")
-        term.out.flush()
-        if not await self.ready():
-            term.say(term.mark("fail"))
-            raise CliError(READINESS_TIMEOUT.format(seconds=READY_TIMEOUT))
-        term.say(term.mark("ok"))
-        term.say("`aimx serve` is running.")
+        await self._wait_ready("  Waiting for aimx to answer on port 25 and its control "
+                               "socket... ")
+        term.say("aimx is running and answering.")
         return None
+
+    async def _wait_ready(self, label: str) -> None:
+        """Print C{label}, then ✓ once the service answers, or ✗ and fail saying
+        what did not answer and where to look."""
+        term = self.term
+        term.out.write(label)
+        term.out.flush()
+        reason = await self.ready()
+        if reason is not None:
+            term.say(term.mark("fail"))
+            status = ("rc-service aimx status" if initsystem.detect_init(self.system)
+                      == initsystem.OPENRC else "systemctl status aimx")
+            raise CliError(NOT_READY.format(reason=reason, status=status))
+        term.say(term.mark("ok"))
 
     def _catchall_user(self) -> None:
         """Create C{aimx-catchall} if needed, before anything is chowned to it;

@@ -1,4 +1,4 @@
-"""Terminal output of the CLI (L3): the colour rules of spec/cli.md §2.
+"""Terminal output of the CLI (L3): the colour rules of docs/configuration.md.
 
 Colour is on only when stdout is a terminal and C{NO_COLOR} is unset
 (C{CLICOLOR=0} and C{TERM=dumb} turn it off, C{CLICOLOR_FORCE} turns it on);
@@ -10,7 +10,7 @@ import sys
 
 _GREEN, _YELLOW, _BOLD, _RED, _DIM = "32", "33", "1", "31", "2"
 
-#: Status marks (spec/cli.md §2): the glyph and its colour, or the ASCII form without colour.
+#: Status marks: the glyph and its colour, or the ASCII form without colour.
 _MARKS = {
     "ok": ("✓", _GREEN, "[OK]"),
     "fail": ("✗", _RED, "[FAIL]"),

@@ -1,4 +1,4 @@
-"""``aimx uninstall``: remove what aimx installed on the host (L3; spec/setup-and-ops.md §5).
+"""``aimx uninstall``: remove what aimx installed on the host (L3; docs/cli.md).
 
 It stops the service and deletes its service file and runtime files (a stale
 control socket and pid file, an empty runtime dir under /run).  It deletes

@@ -1,4 +1,4 @@
-"""The control socket (L2): AMP over a UNIX socket (spec/control-socket.md).
+"""The control socket (L2): AMP over a UNIX socket (docs/security.md, "The control socket").
 
 L{aimx.control.wire} is the one description of the commands (CLI, daemon, MCP),
 L{aimx.control.commands} their AMP form; L{aimx.control.ops} holds the command

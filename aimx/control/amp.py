@@ -3,7 +3,7 @@
 L{ControlProtocol} answers the commands of L{aimx.control.commands} by calling
 L{aimx.control.ops.Control} with the peer's kernel credentials (C{SO_PEERCRED},
 read once per connection).  It also enforces the socket's limits
-(spec/control-socket.md §2.2): a complete box must arrive within the request
+(docs/security.md, "The control socket"): a complete box must arrive within the request
 timeout (not reset by partial data, suspended while a command runs), and a box
 larger than 64 MiB closes the connection.  L{ControlSocket} listens on
 C{<runtime_dir>/aimx.sock} (mode 0666, a stale socket replaced) and on stop
@@ -81,7 +81,7 @@ def _guarded(responder):
     """Refuse callers without credentials; answer every failure with a declared code.
 
     An exception AMP does not know would be answered C{UNKNOWN} and close the
-    connection, so anything unexpected becomes C{IO} (spec §3).
+    connection, so anything unexpected becomes C{IO}.
     """
 
     @functools.wraps(responder)
@@ -553,7 +553,7 @@ class ControlSocket(service.Service):
 
     def _listen(self):
         # Access control is per command by peer uid, so the socket is 0666: the
-        # endpoint chmods it to `mode` right after bind (spec §1).  No lock file
+        # endpoint chmods it to `mode` right after bind.  No lock file
         # (wantPID): a stale socket is found by the probe below, as AIMX does.
         endpoint = endpoints.UNIXServerEndpoint(
             self.reactor, self.path, mode=0o666, wantPID=False

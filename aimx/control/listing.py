@@ -1,6 +1,6 @@
 """The reply rows of the listing commands (L2 side, blocking parts run in a thread).
 
-The MAILBOX-LIST and MAILBOX-SHOW rows of spec/control-socket.md §6.5-6.6, built
+The MAILBOX-LIST and MAILBOX-SHOW rows (docs/mcp.md, mailbox_list), built
 from the configuration, the mailbox directories (L{aimx.store.mailboxdirs}) and
 message counts (from the daemon's index, else L{aimx.store.mailstore.count_messages});
 a non-root caller sees only its own rows (L{aimx.core.authz.visible}).  The
@@ -48,7 +48,7 @@ def file_counts(data_dir: str, name: str) -> tuple[int, int, int]:
 
 def mailbox_rows(config: Config, data_dir: str, caller_uid: int, passwd,
                  counts: Counts | None = None) -> list[dict]:
-    """MAILBOX-LIST rows (spec/control-socket.md §6.5) of L{visible_mailboxes}.
+    """MAILBOX-LIST rows of L{visible_mailboxes}.
 
     @param counts: counts known already (the index's); the others are read
         from the files.

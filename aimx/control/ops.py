@@ -2,8 +2,8 @@
 
 L{Control} is independent of AMP: each method takes the L{Caller} (the peer's
 credentials) and the command's arguments and returns the reply values or raises
-the wire errors of spec/control-socket.md §6, checking in the order the spec
-fixes.  Mutations follow §5: the per-mailbox lock (shared with ingest), then the
+the wire errors (docs/troubleshooting.md, "Error codes"), checking in a fixed
+order.  Mutations: the per-mailbox lock (shared with ingest), then the
 config lock, re-read the live config, write config.toml atomically, swap.
 Blocking disk work goes through C{run_in_thread}.
 """
@@ -169,7 +169,7 @@ class Control:
 
     async def send(self, caller: Caller, message: bytes, text_only: bool,
                    html_body: bytes | None) -> dict:
-        """SEND (§6.1, outbound.md §3): check in the spec's order, then hand to the outbox."""
+        """SEND: check in L{aimx.core.submission}'s order, then hand to the outbox."""
         if text_only and html_body is not None:
             raise MalformedError(EXCLUSIVE)
         if self.outbox is None:
@@ -188,7 +188,7 @@ class Control:
     # -- mailboxes -------------------------------------------------------------
 
     async def mailbox_create(self, caller: Caller, name: str, owner: str | None) -> str:
-        """MAILBOX-CREATE (§6.3); root names the owner, anyone else owns it.
+        """MAILBOX-CREATE; root names the owner, anyone else owns it.
 
         Role names (L{configedit.ROLE_NAMES}) are root's alone; the check runs
         right after the name rule, before the owner is resolved.
@@ -229,7 +229,7 @@ class Control:
         return new.mailbox(name).address
 
     async def mailbox_delete(self, caller: Caller, name: str, force: bool) -> None:
-        """MAILBOX-DELETE (§6.4); absent and not-owned answer alike."""
+        """MAILBOX-DELETE; absent and not-owned answer alike."""
         configedit.check_mailbox_name(name)
         async with self.mailbox_lock(name), self.live.lock:
             config = self.live.current
@@ -275,7 +275,7 @@ class Control:
             return None
 
     async def mailbox_list(self, caller: Caller) -> list[dict]:
-        """MAILBOX-LIST (§6.5): configured mailboxes and inbox dirs the caller may see."""
+        """MAILBOX-LIST: configured mailboxes and inbox dirs the caller may see."""
         config = self.live.current
         try:
             counts = {}
@@ -290,7 +290,7 @@ class Control:
             raise IOFailure(f"failed to serialize mailbox list: {e}") from None
 
     async def mailbox_show(self, caller: Caller, name: str) -> dict:
-        """MAILBOX-SHOW (§6.6): settings, hooks and counts of one owned mailbox."""
+        """MAILBOX-SHOW: settings, hooks and counts of one owned mailbox."""
         config = self.live.current
         mailbox = config.mailbox(name)
         decision = self._authorize("MAILBOX-SHOW", caller, mailbox)
@@ -304,7 +304,7 @@ class Control:
     async def hook_create(
         self, caller: Caller, mailbox: str, event: str, name: str | None, body: str
     ) -> str:
-        """HOOK-CREATE (§6.7).
+        """HOOK-CREATE.
 
         @return: the hook's effective name.
         """
@@ -335,7 +335,7 @@ class Control:
         return hook.name
 
     async def hook_delete(self, caller: Caller, name: str) -> None:
-        """HOOK-DELETE (§6.8); a hook the caller may not touch is "not found"."""
+        """HOOK-DELETE; a hook the caller may not touch is "not found"."""
         mailbox = configedit.find_hook(self.live.current, name)
         if mailbox is None or not self._authorize("HOOK-DELETE", caller, mailbox).allowed:
             raise NoEntry(f"hook '{name}' not found")
@@ -355,7 +355,7 @@ class Control:
         )
 
     def hook_list(self, caller: Caller) -> list[dict]:
-        """HOOK-LIST (§6.9): hooks of the mailboxes the caller owns (all for root)."""
+        """HOOK-LIST: hooks of the mailboxes the caller owns (all for root)."""
         return configedit.hook_rows(
             self.live.current,
             lambda mb: visible(caller.uid, self.passwd.owner(mb.owner).uid),
@@ -364,7 +364,7 @@ class Control:
     # -- read state ------------------------------------------------------------
 
     async def mark(self, caller: Caller, mailbox: str, email_id: str, read: bool) -> None:
-        """MARK-READ / MARK-UNREAD (§6.2) on an inbox email."""
+        """MARK-READ / MARK-UNREAD on an inbox email."""
         verb = "MARK-READ" if read else "MARK-UNREAD"
         if not is_valid_id(email_id):
             raise NotFoundError(f"email id '{email_id}' contains invalid characters")
@@ -488,7 +488,7 @@ class Control:
     # -- misc ------------------------------------------------------------------
 
     def version(self) -> dict[str, str]:
-        """VERSION (§6.10)."""
+        """VERSION."""
         return version_fields()
 
 

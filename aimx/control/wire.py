@@ -9,8 +9,7 @@ Nothing here imports more than the standard library's C{json} and L{aimx.errors}
 
 A value type decodes without any protocol object and turns a bad value into
 L{MalformedError}: the daemon answers it C{MALFORMED} (a plain exception while
-parsing arguments would make AMP answer C{UNKNOWN} and drop the connection,
-spec/control-socket.md §2.1).  Values longer than AMP's 65,535-byte limit travel
+parsing arguments would make AMP answer C{UNKNOWN} and drop the connection).  Values longer than AMP's 65,535-byte limit travel
 chunked: C{name} holds the chunk count and C{name.0}, C{name.1}, ... the chunks
 (L{encode_chunks}, L{decode_chunks}).
 
@@ -467,7 +466,7 @@ class MailboxShow(Command):
 
 
 class HookCreate(Command):
-    """Add a hook; C{body} is the JSON object of spec/control-socket.md §6.7."""
+    """Add a hook; C{body} is a JSON object of the hook's fields (docs/configuration.md, "Hooks")."""
 
     commandName = b"HOOK-CREATE"
     arguments = [

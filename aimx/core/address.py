@@ -1,7 +1,7 @@
 """SMTP envelope values and the RCPT decision (L0, pure).
 
-The address rules are those of spec/inbound.md §3–4 with the routing decision of the
-spec README (route by each mailbox's configured address, case-insensitive local part,
+The address rules of RFC 5321 §4.1.2 with the routing of docs/concepts.md,
+"Mailboxes" (route by each mailbox's configured address, case-insensitive local part,
 ``+tag`` dropped, catchall fallback).
 """
 

@@ -1,4 +1,4 @@
-"""The outgoing MIME message, built from a submission (L0, pure): spec/outbound.md §7.
+"""The outgoing MIME message, built from a submission (L0, pure; docs/concepts.md, "Sending").
 
 The client sends headers plus a Markdown or plain body (a C{multipart/mixed}
 when it attaches files); the daemon appends the signature, renders Markdown to
@@ -91,7 +91,7 @@ def _lf(text: str) -> str:
 
 
 def parse_body(header_lines: list[str], body: bytes) -> tuple[str, tuple[Attachment, ...]]:
-    """§7.1: the body text (LF) and the attachments of a submission."""
+    """The body text (LF) and the attachments of a submission."""
     headers = unfold(header_lines)
     ctype, params = content_params(headers.get("content-type", ""))
     boundary = params.get("boundary")
@@ -148,7 +148,7 @@ def _part_payload(fields: dict[str, str], payload: bytes) -> bytes:
 
 
 def with_signature(body: str, signature: str) -> str:
-    """§7.2: the body, then a blank line and the signature (none when it is C{""})."""
+    """The body, then a blank line and the signature (none when it is C{""})."""
     if not signature:
         return body
     return body.rstrip("\r\n") + "\n\n" + _lf(signature)
@@ -195,7 +195,7 @@ _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9
 
 
 def _param(key: str, filename: str) -> str:
-    """C{key="name"} (spec §2.1 escaping), or RFC 2231 C{key*=utf-8''…} for non-ASCII."""
+    """C{key="name"} (an RFC 2045 quoted string), or RFC 2231 C{key*=utf-8''…} for non-ASCII."""
     name = filename.replace("\r", "").replace("\n", " ")
     if not name.isascii():
         return f"{key}*=utf-8''{urllib.parse.quote(name, safe='')}"
@@ -234,10 +234,10 @@ def assemble(
     from_: str | None = None,
     boundary=new_boundary,
 ) -> Assembled:
-    """§7: the submission as a signed-ready MIME message.
+    """The submission as a signed-ready MIME message.
 
     @param header_lines: the submitted header block's physical lines.
-    @param message_id: a synthesized id to insert as the first header (§6).
+    @param message_id: a synthesized id to insert as the first header.
     @param from_: the From value to write in place of the submitted one: the
         authorised identity, re-written from its parsed values.
     @raise BodyTooLarge: the Markdown source with the signature is over 5 MiB.

@@ -1,6 +1,6 @@
 """Inputs of the SPF check chosen from the envelope and the raw header (L0, pure).
 
-Spec trust-and-auth §3.1: the client IP (peer, else the first non-loopback bracketed IP of
+RFC 7208 §2.4 and §4.1: the client IP (peer, else the first non-loopback bracketed IP of
 a Received header), the sender identity (MAIL FROM, else C{postmaster@<helo>}, else the
 author's address from the one identity parse for C{aimx ingest}) and its domain.
 """
@@ -72,7 +72,7 @@ def _client_ip(peer_ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Add
 
 def spf_identity(raw: bytes, *, peer_ip: str | None, mail_from: str | None,
                  helo: str | None, header_from: str | None = None) -> SpfIdentity:
-    """Choose the SPF inputs (§3.1).
+    """Choose the SPF inputs (RFC 7208 §2.4).
 
     @param peer_ip: the TCP peer; None, unparsable or unspecified (C{0.0.0.0}, C{::})
         falls back to the Received headers. IPv4-mapped IPv6 becomes IPv4.

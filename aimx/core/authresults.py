@@ -1,9 +1,8 @@
 """What authentication found for one inbound message (L0, pure values).
 
 Filled in by L{aimx.auth.verify}; read by the trust verdict (L{aimx.core.trust}), the
-stored frontmatter and the retry decision.  Spec trust-and-auth §2-4 with the later
-decisions of the spec README (RFC 8301 rsa-sha1, C{l=}, a signature cap, an
-authentication time budget).
+stored frontmatter and the retry decision (docs/concepts.md, "Trust": RFC 8301
+rsa-sha1, C{l=}, a signature cap, an authentication time budget).
 """
 
 import attrs
@@ -46,10 +45,10 @@ class DkimResult:
 class AuthResults:
     """The recorded authentication results of a message.
 
-    @ivar dkim: C{pass|fail|none} (§2; a signature passing with partial body
+    @ivar dkim: C{pass|fail|none} (a signature passing with partial body
         coverage still counts as C{pass} here, never for trust).
-    @ivar spf: C{pass|fail|softfail|neutral|none} (§3).
-    @ivar dmarc: C{pass|fail|none} (§4).
+    @ivar spf: C{pass|fail|softfail|neutral|none} (RFC 7208).
+    @ivar dmarc: C{pass|fail|none} (RFC 7489).
     @ivar from_domain: the author's domain, or None.
     @ivar signatures: the per-signature results, in header order.
     @ivar dmarc_temperror: looking up the author domain's DMARC record failed
@@ -75,7 +74,7 @@ class AuthResults:
 
     @property
     def temporary(self) -> bool:
-        """A lookup that decides trust failed temporarily (spec README, "DKIM")."""
+        """A lookup that decides trust failed temporarily (docs/concepts.md, "Trust")."""
         return self.aligned_temperror or self.dmarc_temperror
 
 

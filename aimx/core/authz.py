@@ -1,9 +1,9 @@
-"""Who may act on a mailbox (L0, pure): the predicate of spec/control-socket.md §4.
+"""Who may act on a mailbox (L0, pure; docs/security.md, "The control socket").
 
 Root passes everything; anyone else must be the mailbox owner, compared by uid
 (an owner that does not resolve makes the mailbox inactive, i.e. absent).  The
 decision carries the rich reason for the log; callers answer the wire with the
-opaque texts of the spec.
+opaque texts (C{not authorized}, "does not exist").
 """
 
 import attrs

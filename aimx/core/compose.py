@@ -1,4 +1,4 @@
-"""Client-side composition of outbound mail (L0, pure): spec/outbound.md §2.1.
+"""Client-side composition of outbound mail (L0, pure; docs/concepts.md, "Sending").
 
 C{aimx send} and the MCP tools C{email_send}/C{email_reply} build the unsigned
 RFC 5322 bytes they submit with SEND here; the daemon validates, renders,
@@ -12,7 +12,7 @@ parsed with L{aimx.core.identity} and re-written mailbox by mailbox; a value
 that does not parse cleanly is submitted as given, so the daemon, which alone
 decides, names what is wrong with it.  The body and the
 submitted part headers (attachment file names) stay UTF-8: the daemon decodes
-them and re-encodes the parts it emits (§7.3).
+them and re-encodes the parts it emits.
 """
 
 import base64
@@ -34,7 +34,7 @@ _BASE64_LINE = 57  # input bytes per 76-character base64 line (RFC 2045 §6.8)
 
 
 class ComposeError(ValueError):
-    """A message the client refuses to submit; the text is the spec's wording."""
+    """A message the client refuses to submit; the text says why."""
 
 
 @attrs.frozen

@@ -1,6 +1,6 @@
 """The config.toml model: load, validate, serialise, route (L0, pure: stdlib + attrs).
 
-L{load_text} runs the whole pipeline of spec/config.md §3 on the file's text and
+L{load_text} runs the whole pipeline (docs/configuration.md) on the file's text and
 returns a frozen L{Config} plus the load warnings; L{to_toml} is its inverse, used
 for a file written from scratch (setup) and, table by table (L{mailbox_toml},
 L{hook_toml}), for the tables an in-place edit adds (L{aimx.core.configedit}).
@@ -29,6 +29,7 @@ TRUST_VALUES = ("none", "verified")
 RESERVED_OWNERS = ("root", "aimx-catchall")
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -43,8 +44,40 @@ def ascii_lower(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
+def host_name_problem(name: str, what: str = "domain") -> str | None:
+    """Why C{name} is not a mail host name aimx accepts, or C{None}.
+
+    The rules: non-empty, at most 253 characters, two labels or more, each label
+    1-63 ASCII letters, digits or C{-}, not starting or ending with C{-} (RFC 1123
+    §2.1 host names, without a final dot).  Case is not folded.
+
+    @param what: what the name is, for the empty case (C{"domain cannot be empty"}).
+    """
+    if not name:
+        return f"{what} cannot be empty"
+    if len(name) > 253:
+        return f"{what} is {len(name)} characters long; the maximum is 253"
+    labels = name.split(".")
+    if len(labels) < 2:
+        return f"'{name}' needs at least two labels (e.g. agent.example.com)"
+    for label in labels:
+        if not label:
+            return f"'{name}' has an empty label"
+        if len(label) > 63:
+            return f"label '{label}' is {len(label)} characters long; the maximum is 63"
+        bad = next((c for c in label if c not in _LABEL_CHARS), None)
+        if bad is not None:
+            return (
+                f"label '{label}' contains invalid character '{bad}' "
+                "(allowed: ASCII letters, digits and '-')"
+            )
+        if label.startswith("-") or label.endswith("-"):
+            return f"label '{label}' cannot start or end with '-'"
+    return None
+
+
 def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) -> str:
-    """The stable name of a hook without an explicit C{name} (spec/hooks.md §2).
+    """The stable name of a hook without an explicit C{name} (docs/hooks.md).
 
     @param event: C{"on_receive"} or C{"after_send"}.
     @param cmd: the hook's argv.
@@ -65,7 +98,7 @@ class HookConfig:
     """One C{[[mailboxes.<name>.hooks]]} entry.
 
     Field values are not validated here: L{load_text} and L{validate_hooks} check
-    them in the order the spec fixes, so that the right message wins.
+    them in a fixed order (docs/configuration.md), so that the right message wins.
 
     @ivar name: the effective name (explicit, else derived).
     @ivar explicit_name: whether C{name} came from the file (only then is it written back).
@@ -152,6 +185,9 @@ class Config:
     @ivar outbound_check_domain: whose MX the outbound port-25 check connects to;
         C{None}: C{gmail.com} (L{aimx.ops.portcheck.DEFAULT_OUTBOUND_CHECK_DOMAIN}).
         Checked when used, not at load: the daemon does not use it.
+    @ivar backup_mx: the host name of a backup MX (another server that queues mail
+        for the domain while aimx is down), or C{None}.  Setup proposes its MX
+        record and doctor checks it; the daemon does not use it.
     @ivar mailboxes: in file order.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
@@ -167,6 +203,7 @@ class Config:
     trusted_senders: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     verify_host: str | None = None
     outbound_check_domain: str | None = None
+    backup_mx: str | None = None
     enable_ipv6: bool = False
     signature: str | None = None
     release_manifest_url: str | None = None
@@ -227,13 +264,13 @@ class Config:
 
 
 def resolve_mailbox(config: Config, addr: str) -> MailboxConfig | None:
-    """Route a recipient address to a mailbox (spec/README.md decision table).
+    """Route a recipient address to a mailbox (docs/concepts.md, "Mailboxes").
 
     The local part (before the last C{@}, minus any C{+tag}) is compared ASCII
     case-insensitively with the local part of each mailbox's C{address}; the first
     concrete match wins, else the catchall, else C{None}. Domains are not compared:
     the SMTP layer accepts only C{config.domain}, and addresses are not validated
-    against it (config.md §2.2).
+    against it.
 
     @param addr: the address as given (case and tag preserved by the caller).
     """
@@ -254,9 +291,9 @@ def resolve_sender(config: Config, sender: str) -> MailboxConfig | None:
 
 
 def validate_mailbox_name(name: str) -> None:
-    """Check a name for a new mailbox (config.md §6); C{"already exists"} is the caller's.
+    """Check a name for a new mailbox; C{"already exists"} is the caller's.
 
-    @raise ConfigError: with the spec's text.
+    @raise ConfigError: naming the rule.
     """
     if not name:
         raise ConfigError("Mailbox name cannot be empty")
@@ -274,11 +311,11 @@ def validate_mailbox_name(name: str) -> None:
 
 
 def validate_hooks(config: Config) -> None:
-    """Per-hook checks, then global uniqueness of effective names (config.md §3 step 10).
+    """Per-hook checks, then global uniqueness of effective names.
 
     The control socket runs this on the modified config before a rewrite.
 
-    @raise ConfigError: the first violation, with the spec's text.
+    @raise ConfigError: the first violation.
     """
     seen: dict[str, tuple[str, bool]] = {}
     for mb in config.mailboxes:
@@ -344,13 +381,13 @@ def _check_hook(hook: HookConfig, mailbox: str) -> None:
 def load_text(
     text: str, path: str, *, owner_exists: Callable[[str], bool] = lambda owner: True
 ) -> tuple[Config, list[str]]:
-    """Load and fully validate config.toml text (config.md §3, steps 2-11).
+    """Load and fully validate config.toml text (docs/configuration.md, the order of checks).
 
     @param path: the file's path, put in front of every error message.
     @param owner_exists: whether a (syntactically valid, non-reserved) owner is a
         known user; C{False} gives the orphan-owner warning.
     @return: the config and the warning texts, in mailbox order.
-    @raise ConfigError: C{"<path>: <spec message>"} for the first error found.
+    @raise ConfigError: C{"<path>: <problem>"} for the first error found.
     """
     try:
         _scan_legacy(text)
@@ -376,7 +413,7 @@ def _scan_legacy(text: str) -> None:
             if inner == "hook_template" or inner.startswith("hook_template."):
                 raise ConfigError(
                     "[[hook_template]] blocks are not supported; template hooks were "
-                    "removed. See book/hooks.md for the supported raw-cmd schema"
+                    "removed. See docs/hooks.md for the supported raw-cmd schema"
                 )
             if inner.startswith("mailboxes."):
                 rest = inner.removeprefix("mailboxes.")
@@ -405,7 +442,7 @@ def _scan_legacy(text: str) -> None:
                 )
             if key in ("template", "params"):
                 raise ConfigError(
-                    f"hook sets `{key}`; template hooks were removed. See book/hooks.md "
+                    f"hook sets `{key}`; template hooks were removed. See docs/hooks.md "
                     "for the supported raw-cmd schema"
                 )
 
@@ -490,6 +527,7 @@ def _decode(raw: dict) -> Config:
         trusted_senders=_strings(raw, "trusted_senders", "", ()),
         verify_host=_field(raw, "verify_host", str, "", None),
         outbound_check_domain=_field(raw, "outbound_check_domain", str, "", None),
+        backup_mx=_field(raw, "backup_mx", str, "", None),
         enable_ipv6=_field(raw, "enable_ipv6", bool, "", False),
         signature=_field(raw, "signature", str, "", None),
         release_manifest_url=_field(
@@ -548,6 +586,8 @@ def _decode_hook(table: object, where: str) -> HookConfig:
 
 def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     """Steps 6-10 on the decoded config; returns the warnings of step 9."""
+    if config.backup_mx is not None:
+        _check_backup_mx(config.backup_mx, config.domain)
     for mb in config.mailboxes:
         if not mb.owner.strip():
             raise ConfigError(
@@ -610,8 +650,18 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     return warnings
 
 
+def _check_backup_mx(host: str, domain: str) -> None:
+    problem = host_name_problem(host, "backup_mx")
+    if problem is not None:
+        raise ConfigError(f"backup_mx: '{host}' is not a host name: {problem}")
+    if ascii_lower(host) == ascii_lower(domain):
+        raise ConfigError(
+            f"backup_mx: '{host}' is the domain itself; a backup MX is another server"
+        )
+
+
 def to_toml(config: Config) -> dict:
-    """The config as a TOML document, for a file written from scratch (config.md §5).
+    """The config as a TOML document, for a file written from scratch.
 
     Defaults and unset values are omitted; an in-memory C{data_dir} override is not
     written (the file's value is).  Edits of an existing file go through
@@ -631,6 +681,8 @@ def to_toml(config: Config) -> dict:
         doc["verify_host"] = config.verify_host
     if config.outbound_check_domain is not None:
         doc["outbound_check_domain"] = config.outbound_check_domain
+    if config.backup_mx is not None:
+        doc["backup_mx"] = config.backup_mx
     if config.signature is not None:
         doc["signature"] = config.signature
     if config.max_sessions_per_ip != DEFAULT_MAX_SESSIONS_PER_IP:

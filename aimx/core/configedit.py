@@ -1,12 +1,12 @@
 """Edits of the configuration (L0, pure: stdlib, attrs and tomlkit's document model).
 
 Two halves.  The control-command edits check one request against a frozen
-L{Config} and return the new snapshot, raising the wire errors of
-spec/control-socket.md §6 with their exact texts; the daemon (under its locks),
+L{Config} and return the new snapshot, raising the control socket's wire
+errors (docs/troubleshooting.md, "Error codes"); the daemon (under its locks),
 the CLI's root fallback (daemon down) and the setup wizard share them.
 L{rewrite_text} then turns config.toml's current text into text that loads as
 the new snapshot, changing only what differs: comments, key order and layout are
-kept (spec README, "Later decisions": config writes are format-preserving).
+kept (docs/configuration.md, "How the file changes").
 L{aimx.store.configfile} reads, checks and atomically writes the file around it.
 """
 
@@ -48,7 +48,7 @@ from aimx.errors import (
 _OWNER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
 _BODY_KEYS = ("cmd", "fire_on_untrusted", "type", "timeout_secs")
-_TEMPLATE = "template hooks were removed. See book/hooks.md for the supported raw-cmd schema"
+_TEMPLATE = "template hooks were removed. See docs/hooks.md for the supported raw-cmd schema"
 _LEGACY_KEYS = {
     "template": f"hook sets `template`; {_TEMPLATE}",
     "params": f"hook sets `params`; {_TEMPLATE}",
@@ -95,9 +95,9 @@ def check_caller_owner(owner: str) -> None:
 
 
 def check_mailbox_name(name: str) -> None:
-    """The create/delete name rule of config.md §6.
+    """The create/delete name rule (docs/concepts.md, "Mailboxes").
 
-    @raise ValidationError: with the spec's reason.
+    @raise ValidationError: naming the rule.
     """
     try:
         validate_mailbox_name(name)
@@ -182,7 +182,7 @@ def remove_mailbox(config: Config, name: str) -> Config:
 
 
 def parse_hook_request(event: str, name: str | None, body: str) -> HookConfig:
-    """Checks 4-8 of HOOK-CREATE (spec/hooks.md §8): event, name, body, the hook.
+    """The checks of HOOK-CREATE (docs/hooks.md): event, name, body, the hook.
 
     @param name: the explicit name, or C{None} to derive it.
     @param body: the JSON object C{{"cmd": [...], "fire_on_untrusted", "type",
@@ -283,7 +283,7 @@ def add_hook(config: Config, mailbox: str, hook: HookConfig) -> Config:
     """The config with C{hook} appended to C{mailbox}, names still globally unique.
 
     @raise NoEntry: the mailbox is gone.
-    @raise ValidationError: the effective name collides (config.md §3 texts).
+    @raise ValidationError: the effective name collides (the config loader's texts).
     """
     current = config.mailbox(mailbox)
     if current is None:
@@ -364,6 +364,7 @@ _TOP_KEYS = (
     "trust",
     "trusted_senders",
     "verify_host",
+    "backup_mx",
     "enable_ipv6",
     "signature",
     "max_sessions_per_ip",

@@ -1,7 +1,6 @@
 """Outbound delivery: routes, per-recipient classification and aggregation (L0, pure).
 
-spec/outbound.md §5, §9 and §10 with the later decision "Local recipients on send":
-recipients of our own domain are delivered locally (L{split_local}, L{local_result});
+docs/concepts.md, "Sending": recipients of our own domain are delivered locally (L{split_local}, L{local_result});
 every other domain is routed from its MX and address lookups (L{route_for}): NXDOMAIN, a
 Null MX (RFC 7505) and a name with neither MX nor address (RFC 5321 §5.1) are permanent,
 a temporary DNS failure defers. One SMTP transaction per remote domain, MX hosts in
@@ -130,7 +129,7 @@ def needs_addresses(mx: Lookup) -> bool:
 
 def route_for(domain: str, rcpts: tuple[str, ...], mx: Lookup,
           addresses: Sequence[Lookup] = ()) -> Route:
-    """Where the mail of C{domain} goes (spec §9, RFC 5321 §5.1, RFC 7505).
+    """Where the mail of C{domain} goes (RFC 5321 §5.1, RFC 7505).
 
     - MX records: their hosts by preference. MX records that all point at the root
       (RFC 7505's single C{0 .}, or any such set) are a Null MX: the domain accepts no
@@ -245,7 +244,7 @@ def group_by_domain(rcpts: Iterable[str]) -> dict[str, list[str]]:
 
 
 def reply_outcome(host: str, code: int, text: str) -> tuple[str, str]:
-    """Classify one SMTP reply from C{host} (spec §10).
+    """Classify one SMTP reply from C{host} (RFC 5321 §4.2.1: 2xx, 4xx, 5xx).
 
     @return: C{(status, details)}: 2xx delivered, 5xx failed (C{Rejected by <host>: ...}),
         anything else deferred (C{<host>: <code> <text>}).
@@ -296,7 +295,7 @@ def settle(domain: str, rcpt: str, tries: Sequence[RcptResult]) -> RcptResult:
 
 
 def overall(results: Iterable[RcptResult]) -> str:
-    """The status of a whole send (spec §5, README "Partial sends").
+    """The status of a whole send (docs/concepts.md, "Message files": C{delivery_status}).
 
     @return: C{"delivered"} when every recipient was delivered, C{"deferred"} when every
         one was deferred, C{"failed"} when every one failed, else C{"partial"}.

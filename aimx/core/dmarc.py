@@ -1,4 +1,4 @@
-"""DMARC record parsing, alignment and the recorded verdict (L0, pure; spec trust-and-auth §4).
+"""DMARC record parsing, alignment and the recorded verdict (L0, pure; RFC 7489).
 
 The DNS tree walk itself is done by the caller (C{aimx.auth.verify}) over L{lookup_names}.
 Organisational domains come from the Public Suffix List (C{publicsuffixlist}).
@@ -77,7 +77,7 @@ def aligned(a: str | None, b: str | None, mode: str = "r") -> bool:
 
 
 def lookup_names(from_domain: str) -> list[str]:
-    """The C{_dmarc} names to query, in tree-walk order (§4).
+    """The C{_dmarc} names to query, in tree-walk order.
 
     The From domain first; then drop the leftmost label each step, except that a name of
     five or more labels jumps straight to its last four; the TLD is the last step.
@@ -101,7 +101,7 @@ def evaluate(record: dict[str, str] | None, *, error: bool, from_domain: str | N
     @param error: the walk hit a DNS error other than "no record".
     @param from_domain: the single From domain (L{author_domain}), or None.
     @param spf: the recorded SPF result.
-    @param mail_from_domain: domain of the SPF identity (§3.1), or None.
+    @param mail_from_domain: domain of the SPF identity (RFC 7208 §2.4), or None.
     @param dkim_pass_domains: C{d=} domains of the DKIM signatures that verified.
     @return: C{"none"} without a From domain, a record, or a usable policy in it
         (RFC 7489 §6.6.3); C{"fail"} on a DNS error or when neither SPF nor DKIM

@@ -1,6 +1,6 @@
 """File naming for stored mail: slugs, stems, attachment names, id checks (L0, pure).
 
-Rules from spec inbound.md §7.4 (attachment names), §7.6 (stems) and §8 (ids).
+Attachment names, stems and ids (docs/concepts.md, "Message files").
 Nothing here touches the disk: existence is asked through a callable.
 """
 
@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 _SLUG_MAX = 20
 
 # Path separators, NUL, every Unicode Cc (C0, DEL, C1), zero-width and
-# bidirectional controls, BOM (inbound.md §7.4 step 3); and lone surrogates,
+# bidirectional controls, BOM; and lone surrogates,
 # which neither UTF-8 (the frontmatter) nor os.fsencode can write.
 _UNSAFE_RUN = re.compile(
     "[/\\\\\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff"
@@ -102,7 +102,7 @@ def _trim(name: str) -> str:
 
 
 def sanitize_attachment_name(raw: str, index: int) -> str:
-    """A safe file name for an attachment (inbound.md §7.4).
+    """A safe file name for an attachment.
 
     @param raw: the name the sender gave, already MIME-decoded; may be hostile.
     @param index: the attachment's position in MIME order, for the fallback
@@ -151,7 +151,7 @@ def dedupe_attachment_name(
 
 
 def is_valid_id(message_id: str) -> bool:
-    """Whether a message id may be used to build a path (inbound.md §8).
+    """Whether a message id may be used to build a path (docs/security.md).
 
     @param message_id: an id (file stem) from a caller.
     @return: C{False} for an empty id or one containing C{..}, C{/}, C{\\}

@@ -1,7 +1,7 @@
 """The stored mail file: TOML frontmatter between C{+++} lines, then the body (L0, pure).
 
-Spec frontmatter.md: layout (§1), inbound keys and order (§2), timestamps
-(§3), mark-read (§5), sent-copy keys (§6).  One canonical key order serves
+docs/concepts.md, "Message files": layout, inbound keys and order, timestamps,
+mark-read, sent-copy keys.  One canonical key order serves
 inbound files and sent copies; unknown keys are kept after the known scalar
 keys, and arrays of tables are written last.
 """
@@ -20,7 +20,7 @@ import tomli_w
 if TYPE_CHECKING:  # readers of mail files (the MCP process) need no MIME parser
     from aimx.core.message import ParsedMessage
 
-#: Keys of an inbound file in their written order (frontmatter.md §2).
+#: Keys of an inbound file in their written order.
 INBOUND_ORDER = (
     "id",
     "message_id",
@@ -55,7 +55,7 @@ INBOUND_ORDER = (
 )
 
 #: Every known key in canonical order: the inbound keys, with the keys only
-#: sent copies carry (frontmatter.md §6) after C{labels}.
+#: sent copies carry after C{labels}.
 KEY_ORDER = INBOUND_ORDER[:-1] + (
     "outbound",
     "outbound_format",
@@ -118,7 +118,7 @@ def parse(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 def mark_read(data: bytes, now: datetime) -> bytes:
-    """The file with C{read = true} and C{read_at = now} (frontmatter.md §5).
+    """The file with C{read = true} and C{read_at = now}.
 
     @param data: the file's bytes.
     @param now: the time of marking.
@@ -149,7 +149,7 @@ def with_attachment_dir(data: bytes, bundle_dir: str) -> bytes:
     """The file with each C{[[attachments]]} C{path} made absolute under C{bundle_dir}.
 
     Stored paths are relative to the bundle directory and are plain file names
-    (§2.1); a C{path} that is not one (a C{/}, C{.} or C{..}, not a string) is
+    (docs/concepts.md); a C{path} that is not one (a C{/}, C{.} or C{..}, not a string) is
     left as written, so a hand-edited file cannot make it name a file outside the
     bundle.  What an agent reads then names files it can open as they are.
 
@@ -194,7 +194,7 @@ def inbound_fields(
     mailbox: str,
     attachments: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The fields of a newly received message, in the golden order (§2).
+    """The fields of a newly received message, in the canonical order.
 
     @param id: the file stem.
     @param parsed: the parsed message (its thread id, body hash and hidden-text
@@ -243,7 +243,7 @@ def inbound_fields(
         "trusted": trusted,
         "trust_reason": trust_reason,
         "unsigned_headers": list(unsigned_headers) or None,
-        # Text a reader never sees was removed from the body (spec README, "Body").
+        # Text a reader never sees was removed from the body (docs/concepts.md).
         "hidden_text": True if parsed.hidden_chars else None,
         "mailbox": mailbox,
         "read": False,
@@ -269,7 +269,7 @@ def sent_fields(
     delivered_at: str | None,
     delivery_details: str | None,
 ) -> dict[str, Any]:
-    """The fields of a sent copy (§6); C{id} and C{attachments} come at publishing.
+    """The fields of a sent copy; C{id} and C{attachments} come at publishing.
 
     @param parsed: the headers of the message as it went out.
     @param date: its C{Date}, else the send time (L{rfc3339_utc}).
@@ -320,7 +320,7 @@ _READ_DEFAULTS = {
 def with_defaults(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Parsed fields with the defaults for keys older or foreign files lack.
 
-    frontmatter.md §2.2, and C{outbound_format = "text"} on a sent copy (§6).
+    L{_READ_DEFAULTS} for every file, and C{outbound_format = "text"} on a sent copy.
 
     @param fields: fields from L{parse}.
     @return: a new dict with the missing keys filled in.

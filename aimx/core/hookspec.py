@@ -1,9 +1,9 @@
 """What a hook fire is made of (L0, pure): selection, gate, environment, log text.
 
-spec/hooks.md: the hooks of a mailbox that run for an event and why the others do
-not (§3, the trust gate of trust-and-auth.md §5.2, the fire-time argv check of §4,
-the catchall refusal of §1), the child's environment (§5) and the parts of the
-structured log line (§6).  Spawning the process is L{aimx.hooks}' job.
+docs/hooks.md: the hooks of a mailbox that run for an event and why the others do
+not (the order, the trust gate, the fire-time argv check, the catchall refusal),
+the child's environment ("Environment") and the parts of the structured log line
+("What the log says").  Spawning the process is L{aimx.hooks}' job.
 """
 
 import json
@@ -20,7 +20,7 @@ from aimx.core.trust import hook_fires
 ON_RECEIVE = "on_receive"
 AFTER_SEND = "after_send"
 
-#: Escaped C{stderr_tail} text longer than this is elided in the middle (§6).
+#: Escaped C{stderr_tail} text longer than this is elided in the middle.
 TAIL_INLINE_MAX = 1024
 _TAIL_HEAD = TAIL_INLINE_MAX // 2
 _TAIL_END = TAIL_INLINE_MAX // 2 - 8
@@ -28,7 +28,7 @@ _TAIL_END = TAIL_INLINE_MAX // 2 - 8
 
 @attrs.frozen
 class HookEvent:
-    """One event the hooks of a mailbox fire for: what each of them is told (§5).
+    """One event the hooks of a mailbox fire for: what each of them is told.
 
     @ivar event: L{ON_RECEIVE} or L{AFTER_SEND}.
     @ivar mailbox: the routed (on_receive) or sending (after_send) mailbox.
@@ -87,17 +87,17 @@ def hooks_for(event: HookEvent) -> tuple[HookConfig, ...]:
 
 
 def refuses_catchall(event: HookEvent, domain: str) -> bool:
-    """Whether the mailbox is the catchall yet has hooks: fire none of them (§1)."""
+    """Whether the mailbox is the catchall yet has hooks: fire none of them."""
     return bool(event.mailbox.hooks) and event.mailbox.is_catchall(domain)
 
 
 def gated(event: HookEvent, hook: HookConfig) -> bool:
-    """Whether the trust gate holds this hook back (§3.1; after_send has no gate)."""
+    """Whether the trust gate holds this hook back (after_send has no gate)."""
     return event.trusted is not None and not hook_fires(event.trusted, hook.fire_on_untrusted)
 
 
 def argv_error(hook: HookConfig) -> str | None:
-    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time, §4)."""
+    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time)."""
     if not hook.cmd or not hook.cmd[0].strip():
         return "empty cmd"
     if not hook.cmd[0].startswith("/"):
@@ -107,7 +107,7 @@ def argv_error(hook: HookConfig) -> str | None:
 
 def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str],
                 home: str | None = None) -> dict:
-    """The child's whole environment (§5): C{PATH}, C{HOME}, then the C{AIMX_*} values.
+    """The child's whole environment: C{PATH}, C{HOME}, then the C{AIMX_*} values.
 
     Values are passed verbatim, except that NUL (which an environment cannot carry)
     is dropped; the stored file on stdin keeps it, escaped.
@@ -138,7 +138,7 @@ def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str
     return env
 
 
-#: The structured line logged after every fire (§6), with L{result_fields}.
+#: The structured line logged after every fire, with L{result_fields}.
 RESULT_FORMAT = (
     "hook_name={hook_name} event={event} mailbox={mailbox} owner={owner} "
     "sandbox={sandbox} {ident} exit_code={exit_code} duration_ms={duration_ms} "
@@ -177,14 +177,14 @@ def result_fields(
 
 
 def log_id(event: HookEvent) -> str:
-    """C{email_id=<id>}, or C{message_id=<id>} when nothing was persisted (§6)."""
+    """C{email_id=<id>}, or C{message_id=<id>} when nothing was persisted."""
     if not event.id and event.message_id:
         return f"message_id={event.message_id}"
     return f"email_id={event.id}"
 
 
 def stderr_tail(data: bytes) -> str:
-    """The captured stderr as one JSON string, elided in the middle when long (§6).
+    """The captured stderr as one JSON string, elided in the middle when long.
 
     @return: C{""} (two quotes) when empty; C{"<first 512>...<last 504>"} when the
         escaped text exceeds L{TAIL_INLINE_MAX} characters.

@@ -1,11 +1,11 @@
 """Markdown bodies to inline-styled HTML for outbound mail (L0, pure).
 
-CommonMark plus the GFM extensions of spec outbound.md §7.4 (tables,
+CommonMark plus the GFM extensions (tables,
 strikethrough, autolinks, task lists, footnotes, heading ids), rendered by
 markdown-it-py.  Raw HTML in the source is dropped, as CommonMark renderers do
 in safe mode (cmark, comrak): parsed as HTML, so that it neither runs nor shows
 up as escaped tags in the text, and rendered as nothing.  Mail clients drop C{<style>} blocks, so every element of the
-spec's table carries its own C{style} attribute and the fragment is wrapped in
+table below carries its own C{style} attribute and the fragment is wrapped in
 one styled C{<div>} standing in for C{<body>}.  Heading ids and bare-URL
 autolinks are our own linear core rules, and task lists are markdown-it's own:
 the mdit plugins for all three are quadratic on hostile input.  Pure and
@@ -19,13 +19,13 @@ from markdown_it.token import Token
 from mdit_py_plugins.anchors.index import slugify
 from mdit_py_plugins.footnote import footnote_plugin
 
-MARKDOWN_CAP = 5 * 1024 * 1024  # bytes of source after the signature (§7.4)
+MARKDOWN_CAP = 5 * 1024 * 1024  # bytes of source after the signature (docs/mcp.md)
 
 _MONO = "font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; "
 _LIST = "margin: 0.6em 0; padding-left: 1.4em;"
 _CELL = "border: 1px solid #d0d7de; padding: 6px 10px;"
 
-# spec outbound.md §7.4, byte for byte
+# The inline styles of every element aimx renders.
 BODY_STYLE = (
     "font-family: -apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, "
     "'Helvetica Neue', Arial, sans-serif; line-height: 1.55; max-width: 720px; "
@@ -67,7 +67,7 @@ def merge_style(existing: str | None, default: str) -> str:
     """The C{style} value of an element: its own declarations, then the defaults.
 
     @param existing: the element's current C{style} value, if any.
-    @param default: the spec's inline style for the element's tag.
+    @param default: our inline style for the element's tag.
     @return: C{default} alone, or C{existing} and C{default} joined by C{"; "}.
     """
     existing = (existing or "").rstrip("; \t")

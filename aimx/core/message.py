@@ -1,7 +1,7 @@
 """Raw message bytes to a L{ParsedMessage}: header values, body text, attachments (L0, pure).
 
-Rules from spec inbound.md §7.2 (header values), §7.3 (which leaves are inline,
-RFC 8621 §4.1.4) and §7.4 (attachments), with the spec README's "Body" decision:
+Header values, which leaves are inline (RFC 8621 §4.1.4) and attachments, as
+docs/concepts.md ("Message files") says:
 the body is every inline text part in order, HTML converted to Markdown without
 its hidden content (L{aimx.core.htmltext}), with LF line ends.  The MIME tree is the stdlib's C{compat32}
 one (several times faster than C{email.policy.default}), built over the raw
@@ -290,12 +290,12 @@ def _entity(
     leaves: list[Message],
 ) -> None:
     """Sort one entity's leaves: inline text parts to C{body}, every other leaf
-    to C{attachments} (inbound.md §7.4), every leaf to C{leaves}, in MIME order.
+    to C{attachments}, every leaf to C{leaves}, in MIME order.
 
-    A leaf is inline by RFC 8621 §4.1.4 (inbound.md §7.3): no C{attachment}
+    A leaf is inline by RFC 8621 §4.1.4: no C{attachment}
     disposition, a text/plain, text/html or media type, and either first in its
     multipart or, outside C{multipart/related}, media or unnamed.  Every inline
-    text/plain or text/html leaf is body (the spec README's "Body" decision),
+    text/plain or text/html leaf is body (docs/concepts.md),
     whatever multipart holds it (mixed, signed, related, digest...), except that
     of a C{multipart/alternative} only one child is: L{_alternative}.
     @param index: the entity's position in its multipart (0 for the message).

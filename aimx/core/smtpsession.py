@@ -1,6 +1,6 @@
 """The inbound SMTP dialogue as a pure state machine (L0, sans-IO).
 
-spec/inbound.md §1–6 as data: the states of a session, the verbs and what each one
+RFC 5321's server side as data: the states of a session, the verbs and what each one
 answers in each state, the limits (errors, recipients, declared and received size)
 and the resets (EHLO, RSET, STARTTLS).  A L{Session} is frozen; every event is a
 method that returns a L{Transition}: the next session, the reply lines to write (in
@@ -34,7 +34,7 @@ from aimx.errors import SmtpStatus
 
 @attrs.frozen
 class SmtpLimits:
-    """Session limits (spec/inbound.md §1–2); tests lower them."""
+    """Session limits (docs/security.md, "Limits"); tests lower them."""
 
     max_message_size: int = 26214400
     max_recipients: int = 100
@@ -48,7 +48,7 @@ class SmtpLimits:
     close_grace: float = 30
 
 
-# -- replies (texts are spec/inbound.md's, verbatim) ------------------------------
+# -- replies ---------------------------------------------------------------------
 
 OK = SmtpStatus(250, "2.0.0", "OK")
 MAIL_OK = SmtpStatus(250, "2.1.0", "OK")
@@ -113,7 +113,7 @@ COMMAND_STATES = frozenset({State.CONNECTED, State.GREETED, State.MAIL, State.RC
 
 
 class Timeout(enum.Enum):
-    """Which timer ran out (the adapter owns both; spec/inbound.md §2)."""
+    """Which timer ran out (the adapter owns both)."""
 
     IDLE = "idle"  # no input for idle_timeout (or the close grace, when CLOSING)
     SESSION = "session"  # session_timeout since the connection was accepted
@@ -157,7 +157,7 @@ class Abort:
 
 @attrs.frozen
 class RcptRejected:
-    """A RCPT was refused (for the log, spec/inbound.md §4).
+    """A RCPT was refused (for the log).
 
     @ivar relay: refused as relaying (550 5.7.1), else as an unknown user (5.1.1).
     """
@@ -232,7 +232,7 @@ class Session:
         return Transition(attrs.evolve(self, state=State.CLOSING))
 
     def timeout(self, timer: Timeout) -> Transition:
-        """A timer ran out (spec/inbound.md §2; Python decision: close inside DATA too).
+        """A timer ran out (RFC 5321 §4.5.3.2: 421 and close, inside DATA too).
 
         While closing, the peer is not taking our last reply: abort.
         """
@@ -251,7 +251,7 @@ class Session:
     def command(self, line: bytes, config: Config) -> Transition:
         """One command line, with its line end, at most C{max_command_line} bytes.
 
-        spec/inbound.md §3: surrounding whitespace stripped, the verb is the text
+        Surrounding whitespace stripped, the verb is the text
         before the first space (case-insensitive), the rest trimmed is the argument;
         a blank line is ignored.
 
@@ -379,7 +379,7 @@ class Session:
         """
         self._expect(State.DATA)
         if size > self.limits.max_message_size:
-            # spec/inbound.md §5.5: read to the end, then refuse; nothing stored.
+            # Read to the end, then refuse (552); nothing stored.
             return self._error(TOO_BIG, state=State.GREETED, **_NO_TRANSACTION)
         envelope = Envelope(
             peer_ip=self.peer,
@@ -400,7 +400,7 @@ class Session:
     def bare_lf(self) -> Transition:
         """A bare LF in DATA: 500 at once, then skip the payload to its terminator.
 
-        aimx decision (spec/inbound.md §5.1): nothing of the payload is ever read
+        An aimx decision: nothing of the payload is ever read
         as commands.
         """
         self._expect(State.DATA)
@@ -438,7 +438,7 @@ class Session:
 
     def _error(self, status: SmtpStatus, note=None, **changes) -> Transition:
         """An error reply; the C{max_errors}th in a session also closes it with 421
-        (Postfix C{smtpd_hard_error_limit} model, spec/inbound.md §2)."""
+        (Postfix C{smtpd_hard_error_limit} model)."""
         errors = self.errors + 1
         notes = () if note is None else (note,)
         if errors >= self.limits.max_errors:

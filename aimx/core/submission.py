@@ -1,10 +1,10 @@
-"""A submitted outbound message, read and checked (L0, pure): spec/outbound.md §3–§6.
+"""A submitted outbound message, read and checked (L0, pure; docs/security.md, "Sending identity").
 
 The daemon never trusts the client for who sends: the sender is the one mailbox of
 the C{From:} field as L{aimx.core.identity} parses it, written as a plain address
 (no comment, group, second mailbox, quoted local part or route), and must resolve to
 a concrete mailbox of the configured domain; a C{Sender:} field is refused, and the
-daemon re-writes the From it signs from the parsed values (spec README, "SEND From").
+daemon re-writes the From it signs from the parsed values.
 Every To, Cc and Bcc address is an envelope recipient (an aimx decision).
 """
 
@@ -116,7 +116,7 @@ class Submission:
 
 
 def check_sender(config: Config, headers: dict[str, str]) -> Submission:
-    """Steps 1–4 of §3: From present, one plain address, our domain, a concrete mailbox.
+    """The sender: From present, one plain address, our domain, a concrete mailbox.
 
     @raise MalformedError, DomainError, MailboxError: with the reason named.
     """
@@ -156,7 +156,7 @@ def check_sender(config: Config, headers: dict[str, str]) -> Submission:
 
 
 def check_recipients(submission: Submission) -> Submission:
-    """Steps 6–7 of §3: To present; every To, Cc and Bcc entry an address."""
+    """The recipients: To present; every To, Cc and Bcc entry an address."""
     if submission.header("to") is None:
         raise MalformedError("missing required header: To")
     lists = {}
@@ -179,7 +179,7 @@ def check_recipients(submission: Submission) -> Submission:
 
 
 def check_header_block(message: bytes) -> tuple[list[str], bytes]:
-    """§7.1: the header lines and the body, or MALFORMED.
+    """The header lines and the body, or MALFORMED.
 
     @raise MalformedError: no blank line, a header block over 64 KiB, or one
         that is not UTF-8.

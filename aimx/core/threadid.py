@@ -1,6 +1,6 @@
 """Message ids and the thread id of a message (L0, pure).
 
-aimx hashes the thread I{root} (spec frontmatter.md §4, an aimx decision), so
+aimx hashes the thread I{root} (docs/concepts.md, "Threads"), so
 every message of a conversation shares one C{thread_id}.
 """
 

@@ -1,7 +1,7 @@
 """The trust verdict for an inbound message and the on_receive hook gate (L0, pure).
 
-Spec trust-and-auth §5 with the spec README's later decisions: the glob patterns of
-§5.1 (glob-match semantics, compared lower-cased) and C{trusted} = "none" | "true" |
+docs/concepts.md, "Trust": the sender patterns (glob-match semantics, compared
+lower-cased; docs/configuration.md) and C{trusted} = "none" | "true" |
 "false" from the effective policy and sender list (C{Config.effective_trust} /
 C{effective_trusted_senders}), the parsed identity (L{aimx.core.identity}) and the
 DKIM results; a C{"false"} verdict carries its reason.
@@ -82,7 +82,7 @@ def _compile(pattern: str) -> tuple[re.Pattern, bool]:
 
 
 def glob_match(pattern: str, text: str) -> bool:
-    """Whole-string, case-insensitive glob match with the syntax of spec §5.1.
+    """Whole-string, case-insensitive glob match (docs/configuration.md, sender patterns).
 
     C{*} (not C{/}), C{**}, C{?}, C{[a-z]}/C{[!a]}/C{[^a]}, nestable C{{a,b}}, leading
     C{!} (each one negates), C{\\} escapes.
@@ -131,7 +131,7 @@ def allowlisted(senders: tuple[str, ...], identity: Identity) -> bool:
 
 def evaluate(policy: str, senders: tuple[str, ...], identity: Identity,
              auth: AuthResults) -> Verdict:
-    """The C{trusted} value of a message (spec README, "Trust sender").
+    """The C{trusted} value of a message (docs/concepts.md, "Trust").
 
     C{"true"} needs: the identity fields read cleanly (one From mailbox with a plain
     dot-atom address, no repeated field, no Sender in another domain), that address
@@ -196,7 +196,7 @@ def _why_not(auth, domain, present, aligned, passed) -> str:
 
 
 def must_retry(auth: AuthResults, identity: Identity, mailboxes) -> bool:
-    """Whether to answer C{451 4.4.3} and store nothing (spec README, "DKIM").
+    """Whether to answer C{451 4.4.3} and store nothing (docs/concepts.md, "Trust").
 
     True when a temporary DNS failure (or the time budget) hit a lookup that decides
     trust (an aligned signature's key, the author domain's DMARC record) and the
@@ -219,5 +219,5 @@ def _safe_match(pattern: str, sender: str) -> bool:
 
 
 def hook_fires(trusted: str, fire_on_untrusted: bool) -> bool:
-    """Whether an on_receive hook runs for a message (§5.2)."""
+    """Whether an on_receive hook runs for a message (docs/hooks.md, "The trust gate")."""
     return trusted == "true" or fire_on_untrusted

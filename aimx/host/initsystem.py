@@ -2,7 +2,7 @@
 runtime files, read its log.
 
 Every path goes through L{System.path} and every program through L{System.runner},
-so tests use a temporary root and a fake runner (spec/setup-and-ops.md §4, §5, §7).
+so tests use a temporary root and a fake runner (docs/install.md, "The service").
 """
 
 import contextlib

@@ -5,8 +5,8 @@ Resolving and reading go through the daemon's own functions
 component at a time relative to a directory fd with C{O_NOFOLLOW}, and only
 singly-linked regular files are read, so whoever can write inside a mailbox
 directory cannot point a read (by a root MCP, say) outside it with a symlink, a
-hard link or a swapped directory (spec/mcp.md §1 "Strict path resolver",
-spec/inbound.md §8).  Unlike the daemon, the MCP reads a frontmatter to its end,
+hard link or a swapped directory (docs/security.md, "Files and ownership").
+Unlike the daemon, the MCP reads a frontmatter to its end,
 however long: it reads as the caller, files the caller could read anyway.
 """
 

@@ -1,11 +1,10 @@
-"""The ``aimx`` MCP server (L3): fourteen tools, their schemas and wording (spec/mcp.md).
+"""The ``aimx`` MCP server (L3): fourteen tools, their schemas and wording (docs/mcp.md).
 
-The twelve of spec/mcp.md, and C{email_search} and C{email_thread}, which read the
-daemon's index.
+C{email_list}, C{email_search} and C{email_thread} read the daemon's index.
 
 L{build} registers the tools of L{aimx.mcp.tools.Tools} on an C{MCPServer}.  A
 tool's C{ToolError} reaches the agent as an C{isError} result whose text is the
-spec's string exactly (the SDK would prefix it with "Error executing tool").
+tool's text exactly (the SDK would prefix it with "Error executing tool").
 Call problems: an unknown tool, a missing required argument, or an unknown one
 on the four strict tools, is a JSON-RPC invalid-params error; a value of the
 wrong type or outside the schema (a limit of 500, a folder "drafts") is a tool
@@ -36,7 +35,7 @@ from aimx import __version__
 from aimx.mcp.tools import LIMIT_MAX, Tools
 
 INSTRUCTIONS = "aimx email server. Manage mailboxes and emails for AI agents"
-#: Tools that refuse unknown argument keys (spec/mcp.md §1).
+#: Tools that refuse unknown argument keys (docs/mcp.md, "Conventions").
 STRICT = frozenset({"email_mark_read", "email_mark_unread", "mailbox_create", "mailbox_delete"})
 
 U32 = Field(ge=0, le=2**32 - 1)
@@ -120,7 +119,7 @@ def parameter_error(error: ValidationError, schema: Mapping) -> str:
     C{Invalid <parameter> <value>: expected <what the schema takes>.}, e.g.
     C{Invalid limit 500: expected an integer from 0 to 200.} (the value is left
     out when it is not a scalar); the same form as the folder error of
-    spec/mcp.md §1.  No library text or link reaches the agent.
+    docs/mcp.md.  No library text or link reaches the agent.
 
     @param error: what validating the arguments raised.
     @param schema: the tool's input schema.

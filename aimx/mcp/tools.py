@@ -1,4 +1,4 @@
-"""The bodies of the MCP tools (L3), behind a control client (spec/mcp.md §2).
+"""The bodies of the MCP tools (L3), behind a control client (docs/mcp.md).
 
 L{Tools} takes any object with C{async call(command, **arguments) -> dict}
 (L{aimx.control.aioclient.ControlClient} in production, a fake in tests).  What
@@ -76,7 +76,7 @@ _FOLDERS_ALL = ("inbox", "sent", "all")
 
 
 def _daemon_row(email: dict, keys) -> dict:
-    """A row of the daemon's index rows (spec names, typed) with these keys."""
+    """A row of the daemon's index rows (the documented names, typed) with these keys."""
     return {key: email.get(key, False if key in ("read", "has_attachments") else "")
             for key in keys}
 
@@ -90,7 +90,7 @@ def _address(text: str) -> str | None:
 
 
 def _reply_recipients(fields: dict) -> list[str]:
-    """Where a reply goes (mcp.md §2.7 step 7, RFC 5322 §3.6.2): every mailbox of the
+    """Where a reply goes (docs/mcp.md, email_reply; RFC 5322 §3.6.2): every mailbox of the
     stored C{reply_to}, else the one mailbox of C{from}; both parsed as written
     (the store formats them to parse back), never scanned for brackets.
 
@@ -188,15 +188,15 @@ class Tools:
     # -- mailboxes -------------------------------------------------------------
 
     async def mailbox_list(self) -> str:
-        """§2.1: the visible MAILBOX-LIST rows as compact JSON, sorted by name."""
+        """The visible MAILBOX-LIST rows as compact JSON, sorted by name."""
         return _json(sorted(await self._rows(), key=lambda row: row["name"]))
 
     async def mailbox_create(self, name: str) -> str:
-        """§2.2: MAILBOX-CREATE owned by the caller; the new address."""
+        """MAILBOX-CREATE owned by the caller; the new address."""
         return (await self._call(MailboxCreate, name=name))["address"]
 
     async def mailbox_delete(self, name: str, force: bool = False) -> str:
-        """§2.3: MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
+        """MAILBOX-DELETE (C{force} empties it first, daemon-side)."""
         if _address(name) is not None:  # an address: only one of the caller's mailboxes
             name = (await self._row(name))["name"]
         if force and name == "catchall":
@@ -209,7 +209,7 @@ class Tools:
     async def email_list(
         self, mailbox: str, folder: str | None = None, limit: int = 50, offset: int = 0
     ) -> str:
-        """§2.4: a page of a folder's rows, newest first, from the daemon's index (rows
+        """A page of a folder's rows, newest first, from the daemon's index (rows
         of files without a readable frontmatter are left out; each row checked
         against its file before it is answered)."""
         row = await self._row(mailbox)
@@ -260,7 +260,7 @@ class Tools:
 
     async def email_read(self, mailbox: str, id: str, folder: str | None = None,
                          extracted: bool = False) -> str:
-        """§2.5: the message file, resolved strictly inside the folder; verbatim but for
+        """The message file, resolved strictly inside the folder; verbatim but for
         a bundle's attachment paths, made absolute (L{frontmatter.with_attachment_dir}).
         C{extracted}: only its new text (L{replytext.stored_new_text}), as C{aimx mail
         read --extracted} prints it."""
@@ -283,14 +283,14 @@ class Tools:
         return data.decode("utf-8", "replace")
 
     async def email_mark_read(self, mailbox: str, id: str) -> str:
-        """§2.8: MARK-READ after the id check and the row lookup."""
+        """MARK-READ after the id check and the row lookup."""
         _check_id(id)
         row = await self._row(mailbox)
         await self._call(MarkRead, mailbox=row["name"], id=id)
         return f"Email '{id}' marked as read."
 
     async def email_mark_unread(self, mailbox: str, id: str) -> str:
-        """§2.8: MARK-UNREAD after the id check and the row lookup."""
+        """MARK-UNREAD after the id check and the row lookup."""
         _check_id(id)
         row = await self._row(mailbox)
         await self._call(MarkUnread, mailbox=row["name"], id=id)
@@ -312,7 +312,7 @@ class Tools:
         attachments: list[str] | None = None,
         text_only: bool = False,
     ) -> str:
-        """§2.6: compose from the mailbox's address as C{aimx send} does, then SEND."""
+        """Compose from the mailbox's address as C{aimx send} does, then SEND."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
         from aimx.core.compose import ComposeError
@@ -333,7 +333,7 @@ class Tools:
         self, mailbox: str, id: str, body: str, text_only: bool = False,
         html_body: str | None = None,
     ) -> str:
-        """§2.7: reply to an inbox email's sender, threaded, from the mailbox's address."""
+        """Reply to an inbox email's sender, threaded, from the mailbox's address."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
         _check_id(id)
@@ -385,7 +385,7 @@ class Tools:
         timeout_secs: int | None = None,
         fire_on_untrusted: bool = False,
     ) -> str:
-        """§2.9: HOOK-CREATE with the JSON body of spec/control-socket.md §6.7."""
+        """HOOK-CREATE with the hook's fields as its JSON body."""
         mailbox = (await self._row(mailbox))["name"]
         if not cmd:
             raise ToolError("cmd must not be empty")
@@ -396,7 +396,7 @@ class Tools:
         return f"Hook created on mailbox '{mailbox}'."
 
     async def hook_list(self, mailbox: str | None = None) -> str:
-        """§2.10: the visible hooks (of C{mailbox} only, when given) as compact JSON."""
+        """The visible hooks (of C{mailbox} only, when given) as compact JSON."""
         if mailbox is not None:
             mailbox = (await self._row(mailbox))["name"]
         hooks = (await self._call(HookList))["hooks"]
@@ -406,7 +406,7 @@ class Tools:
         return _json(hooks)
 
     async def hook_delete(self, name: str) -> str:
-        """§2.11: HOOK-DELETE, no pre-flight (foreign hooks are not found)."""
+        """HOOK-DELETE, no pre-flight (foreign hooks are not found)."""
         await self._call(HookDelete, name=name)
         return f"Hook '{name}' deleted."
 

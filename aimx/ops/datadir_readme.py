@@ -1,6 +1,6 @@
 """The data directory's C{README.md} for agents and people browsing it (L0, pure).
 
-spec/agents.md §7.  L{render} returns the whole file; its first line is the
+docs/concepts.md, "Storage layout".  L{render} returns the whole file; its first line is the
 version marker L{VERSION_LINE}.  The writers live in L{aimx.store.datadir}
 (C{write_readme} for C{aimx setup}, which always overwrites, and
 C{refresh_readme} for daemon start-up, which rewrites only when the first line

@@ -1,4 +1,4 @@
-"""The start-up DKIM DNS sanity check's decision (L0, pure; spec/daemon.md §2.1)."""
+"""The start-up DKIM DNS sanity check's decision (L0, pure; docs/install.md, "DNS records")."""
 
 
 def p_value(record: str) -> str | None:

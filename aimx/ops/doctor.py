@@ -1,11 +1,13 @@
 """What C{aimx doctor} concludes from the state it collected (L0, pure).
 
-spec/setup-and-ops.md §2: the findings of the Checks section, the exit verdict and
+docs/cli.md, "aimx doctor": the findings of the Checks section, the exit verdict and
 the Mailboxes table. Collecting the facts (stat, passwd, message counts) is
 L{aimx.cli.doctor}'s job.
 """
 
 import attrs
+
+from aimx.ops.dnscheck import DMARC_POLICIES, PASS, Check
 
 FAIL, WARN, INFO = "fail", "warn", "info"
 DIR, NOT_DIR, ABSENT = "dir", "not-dir", "absent"
@@ -40,6 +42,7 @@ class MailboxFacts:
     @ivar trust: the effective trust policy.
     @ivar senders: how many effective trusted-sender patterns it has.
     @ivar total: messages in its inbox; C{unread} of them unread.
+    @ivar sent_messages: messages in its sent folder.
     """
 
     name: str
@@ -55,6 +58,7 @@ class MailboxFacts:
     hooks: int
     total: int
     unread: int
+    sent_messages: int = 0
 
 
 @attrs.frozen
@@ -65,7 +69,7 @@ class Facts:
     @ivar stray: directories under C{inbox/} or C{sent/} with no configured mailbox,
         as C{"inbox/<name>"}.
     @ivar legacy_hook_user: whether the user C{aimx-hook} exists.
-    @ivar load_warnings: the config load warnings (spec/config.md §3 step 9).
+    @ivar load_warnings: the config load warnings (docs/configuration.md).
     """
 
     mailboxes: tuple[MailboxFacts, ...] = attrs.field(converter=tuple)
@@ -172,6 +176,37 @@ def _mailbox(mb: MailboxFacts) -> list[Finding]:
                 f"tighten permissions: `sudo chmod 0700 {state.path}`",
             ))
     return out
+
+
+def dmarc_next_step(checks: list[Check], sent: int, domain: str) -> Finding | None:
+    """The next DMARC policy to publish, once mail has flowed (an Info finding).
+
+    Setup proposes C{p=none}: receivers then apply no policy, and a mistake in
+    DKIM or SPF costs no mail.  The rule to tighten is simple: the policy is not
+    yet C{reject}, the DKIM and SPF records verify, and at least one message has
+    been sent (some C{sent/} folder holds one).  The operator confirms on a
+    received copy that DKIM and SPF pass, then moves one step: C{none} to
+    C{quarantine}, C{quarantine} to C{reject}.
+
+    @param checks: the DNS checks (L{aimx.ops.dnscheck.ExpectedDns.evaluate}).
+    @param sent: messages in every mailbox's sent folder.
+    """
+    dmarc = next((c for c in checks if c.name == "DMARC"), None)
+    if dmarc is None or dmarc.status != PASS or dmarc.found not in DMARC_POLICIES[:-1]:
+        return None
+    auth = [c for c in checks if c.name.startswith(("DKIM", "SPF"))]
+    if sent == 0 or not auth or any(c.status != PASS for c in auth):
+        return None
+    following = DMARC_POLICIES[DMARC_POLICIES.index(dmarc.found) + 1]
+    later = " (later p=reject)" if following != DMARC_POLICIES[-1] else ""
+    return Finding(
+        "DMARC-NEXT-STEP", INFO,
+        f"DMARC is at p={dmarc.found} and mail has gone out ({sent} sent) with the DKIM "
+        "and SPF records in place: time to tighten it",
+        "once a message you sent shows dkim=pass and spf=pass in the receiver's "
+        f"Authentication-Results header, publish `v=DMARC1; p={following}` at "
+        f"_dmarc.{domain}{later}",
+    )
 
 
 def verdict(facts: Facts, found: list[Finding]) -> str | None:

@@ -1,5 +1,5 @@
-"""The port-25 check's settings and results (L0, pure): spec/setup-and-ops.md §3 and
-"Common facts".  Who holds the port is L{aimx.ops.portholder}, the SMTP dialogues
+"""The port-25 check's settings and results (L0, pure; docs/cli.md, "aimx portcheck").
+Who holds the port is L{aimx.ops.portholder}, the SMTP dialogues
 L{aimx.ops.probedialogue}, the verifier's answers L{aimx.ops.verifierwire}.
 
 Shared by C{aimx portcheck}, C{aimx setup}'s preflight, C{aimx doctor} and the
@@ -34,7 +34,7 @@ SMTP_PORT = 25
 #: banner and QUIT: no EHLO, no mail, nothing about this host is sent.
 DEFAULT_OUTBOUND_CHECK_DOMAIN = "gmail.com"
 
-# Timeouts in seconds (spec §3.1, §3.2).
+# Timeouts in seconds.
 OUTBOUND_CONNECT_TIMEOUT = 10
 OUTBOUND_IO_TIMEOUT = 5
 OUTBOUND_BUDGET = 30

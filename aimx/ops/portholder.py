@@ -1,4 +1,4 @@
-"""Who holds port 25 (L0, pure): C{ss -tlnp} output read (spec/setup-and-ops.md §3).
+"""Who holds port 25 (L0, pure): C{ss -tlnp} output read (docs/cli.md, "aimx portcheck").
 
 Shared by C{aimx portcheck}, C{aimx setup}'s preflight and C{aimx doctor}.
 """

@@ -1,5 +1,5 @@
-"""Both SMTP dialogues of the port-25 check, without I/O (L0, pure; spec/setup-and-ops.md
-§3.1): the temporary responder's replies and the prober's banner[/EHLO]/QUIT exchange.
+"""Both SMTP dialogues of the port-25 check, without I/O (L0, pure; docs/cli.md,
+"aimx portcheck"): the temporary responder's replies and the prober's banner[/EHLO]/QUIT exchange.
 """
 
 MAX_SMTP_LINE = 1024
@@ -9,7 +9,7 @@ RESPONDER_BANNER = "220 localhost ESMTP aimx"
 
 def responder_reply(line: str, hostname: str = "localhost",
                     unknown: str = "502 Not implemented") -> tuple[str, bool]:
-    """The temporary responder's reply to one command line (spec §3.1).
+    """The temporary responder's reply to one command line.
 
     @return: C{(reply, close_after)}.
     """

@@ -1,7 +1,7 @@
 """The service files that run the daemon under systemd or OpenRC (L0, pure text).
 
 Both run C{twistd --nodaemon --pidfile= aimx --data-dir <data_dir>} as root
-(spec/setup-and-ops.md §7): the empty C{--pidfile=} keeps twistd from writing a
+(docs/install.md, "The service"): the empty C{--pidfile=} keeps twistd from writing a
 pid file of its own; the daemon writes C{<runtime_dir>/aimx.pid} itself.
 L{aimx.host.initsystem} installs what these functions render.
 

@@ -1,4 +1,4 @@
-"""The verifier service's HTTP answers and whom it probes (L0, pure; spec/setup-and-ops.md §3).
+"""The verifier service's HTTP answers and whom it probes (L0, pure; docs/cli.md, "The verifier").
 
 C{twistd aimx-verifier} writes the answers; L{read_probe_response} is how the
 callers (C{aimx portcheck}, setup, doctor) read them.

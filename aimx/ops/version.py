@@ -24,7 +24,7 @@ def version_line() -> str:
 
 
 def version_fields() -> dict[str, str]:
-    """C{tag}, C{git_hash}, C{target} and C{build_date} (spec/control-socket.md §6.10)."""
+    """C{tag}, C{git_hash}, C{target} and C{build_date} (the VERSION command's answer)."""
     import platform  # not for version_line: every CLI run builds its help from that
 
     return {

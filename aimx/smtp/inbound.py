@@ -2,9 +2,9 @@
 
 One chain for the SMTP server and C{aimx ingest}.  Parsing and storage run through
 C{run_in_thread}; DNS and authentication through C{run_dns}, a separate bounded pool,
-so slow name servers never hold up storage or control commands (spec README, "DKIM";
-STYLE.md "Bound everything an outsider controls").  The reply rules are those of
-spec/inbound.md §5.1 (all stored -> 250, some -> 451 4.3.0, none -> 451), plus
+so slow name servers never hold up storage or control commands (STYLE.md "Bound
+everything an outsider controls").  The reply rules (docs/troubleshooting.md, "Mail
+does not arrive"): all stored -> 250, some -> 451 4.3.0, none -> 451, plus
 C{451 4.4.3} with nothing stored when a temporary DNS failure hit a lookup that decides
 trust for an allow-listed author.  Listeners (hooks) hear of the stored copies once the
 reply is decided.
@@ -147,7 +147,7 @@ class Inbound:
     def deliver_each(self, envelope: Envelope) -> defer.Deferred:
         """Ingest as L{deliver} does; fires with each recipient's own reply.
 
-        For SEND's local recipients (spec README, "Local recipients on send"), which
+        For SEND's local recipients (docs/concepts.md, "Sending"), which
         need to know who was stored when only some were: C{250} for a stored copy (or
         a duplicate of one), C{451 4.3.0} where storing failed, and the whole
         message's reply to everyone when it was not stored at all.

@@ -1,8 +1,8 @@
 """Outbound delivery straight to the recipients' MX hosts (L2).
 
-L{MxTransport.plan} resolves every recipient domain (spec/outbound.md §9);
+L{MxTransport.plan} resolves every recipient domain (RFC 5321 §5.1);
 L{MxTransport.deliver} then runs one SMTP transaction per domain, all domains at once,
-trying the MX hosts in preference order until each recipient is delivered (§10). No
+trying the MX hosts in preference order until each recipient is delivered. No
 queue and no retries: the caller retries deferred recipients. L{AimxSender} is Twisted's
 ESMTPSender fixed for MX delivery (STYLE.md §5, client gotchas 11-15).
 """
@@ -55,7 +55,7 @@ def _lookup(query, *args) -> Lookup:
 
 
 def _route(resolver, domain: str, rcpts: tuple[str, ...]) -> Route:
-    """Blocking: where mail for C{domain} goes (spec §9; the rules are L{route_for}).
+    """Blocking: where mail for C{domain} goes (RFC 5321 §5.1; the rules are L{route_for}).
 
     The MX query; when it gives no records (and the domain exists), the A query and,
     unless that answered or said NXDOMAIN, the AAAA query (implicit MX, RFC 5321 §5.1).
@@ -111,7 +111,7 @@ def _lost_outcome(host: str, reason) -> tuple[str, str]:
 
 @implementer(IOpenSSLClientConnectionCreator)
 class _OpportunisticTLS:
-    """STARTTLS client side: any certificate is accepted (spec §10); SNI = the MX host."""
+    """STARTTLS client side: any certificate is accepted (docs/security.md); SNI = the MX host."""
 
     def __init__(self, options: ssl.CertificateOptions, host: str):
         self._options = options

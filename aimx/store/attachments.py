@@ -1,7 +1,7 @@
 """Files a client attaches to outbound mail (L1: reads the caller's files).
 
 C{aimx send --attach} and the MCP tools C{email_send}/C{email_reply} read them in
-their own process, with the caller's uid (spec/outbound.md §2.1).
+their own process, with the caller's uid (docs/security.md, "Sending identity").
 """
 
 import os

@@ -2,7 +2,7 @@
 
 The schema and every validation live in L{aimx.core.config}, the in-place edit of
 the text in L{aimx.core.configedit}; this module supplies the bytes, the passwd
-lookups and the crash-safe write of spec/config.md §5.
+lookups and the crash-safe write (docs/configuration.md, "How the file changes").
 """
 
 import os
@@ -105,7 +105,7 @@ def _current_text(path: str) -> str | None:
 
 
 def write_atomic(config_dir: str, config: Config) -> None:
-    """Make config.toml hold C{config}, atomically (spec/config.md §5).
+    """Make config.toml hold C{config}, atomically.
 
     An existing file is edited in place (L{rewrite_text}): only what differs
     changes, its comments, key order and layout are kept.  Without a file, one is

@@ -1,7 +1,7 @@
 """The data directory skeleton (L1): C{inbox/}, C{sent/} and the agent README.
 
 C{README.md} tells agents browsing the directory what the files are; it is rewritten
-at start-up whenever its first line (the version line) differs (spec/daemon.md §2)
+at start-up whenever its first line (the version line) differs
 and on every C{aimx setup}; its text is L{aimx.ops.datadir_readme}.
 """
 
@@ -22,7 +22,7 @@ def readme_path(data_dir: str) -> str:
 def write_readme(data_dir: str) -> None:
     """Write the current README into C{data_dir}, replacing any other (mode 0644).
 
-    C{aimx setup} calls this on every run (spec/agents.md §7); the file is
+    C{aimx setup} calls this on every run; the file is
     written to a temporary name and renamed, so a reader never sees half of it.
 
     @raise OSError: the file cannot be written.

@@ -1,7 +1,7 @@
 """DKIM keys and the STARTTLS certificate on disk (L1, cryptography).
 
 Paths: C{<config_dir>/dkim/private.key} (0600) and C{public.key} (0644); the TLS
-pair defaults to C{/etc/ssl/aimx/cert.pem} and C{key.pem} (spec/inbound.md §1).
+pair defaults to C{/etc/ssl/aimx/cert.pem} and C{key.pem} (docs/security.md, "Files and ownership").
 """
 
 import base64
@@ -30,7 +30,7 @@ def dkim_paths(config_dir: str) -> tuple[str, str]:
 def load_dkim_private_key(config_dir: str) -> bytes:
     """Read and check the DKIM private key; return its PEM bytes.
 
-    @raise ConfigError: with the daemon's start-up message (spec/daemon.md §2).
+    @raise ConfigError: with the daemon's start-up message.
     """
     path = dkim_paths(config_dir)[0]
     try:
@@ -61,7 +61,7 @@ def generate_dkim_key(config_dir: str, bits: int = 2048, *, force: bool = False)
     """Create a new RSA DKIM key pair; return the DNS TXT value for it.
 
     C{private.key} is PKCS#1 PEM (0600), C{public.key} SubjectPublicKeyInfo PEM
-    (0644), each created exclusively (spec/setup-and-ops.md §6). A C{public.key}
+    (0644), each created exclusively. A C{public.key}
     left without its private half is replaced.
 
     @param force: delete existing keys first.

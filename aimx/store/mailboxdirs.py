@@ -4,7 +4,7 @@ C{<data_dir>/inbox/<name>/} and C{<data_dir>/sent/<name>/} are 0700 and belong
 to the mailbox owner (uid and primary gid); their parents C{inbox/} and
 C{sent/} are root's, so a mailbox directory itself is reached by path, and what
 is inside it only through its descriptor (L{aimx.store.safefs}).  Rules:
-spec/inbound.md §7.1 and §8, spec/control-socket.md §6.3-6.4, spec/security.md §4.
+docs/security.md, "Files and ownership".
 """
 
 import os

@@ -1,6 +1,6 @@
 """The test mail drop (L1): outbound messages written to a directory, not delivered.
 
-C{AIMX_TEST_MAIL_DROP=DIR} (spec/outbound.md §14, an aimx decision): per
+C{AIMX_TEST_MAIL_DROP=DIR} (docs/configuration.md, "Environment variables"): per
 message C{<20-digit time_ns>-<uuid4 hex>.eml} holding exactly the signed bytes
 and a sibling C{.json} envelope, each written under a dot-name and renamed
 (the JSON first, so a reader that sees an C{.eml} also finds its envelope)

@@ -1,6 +1,6 @@
 """Message files (L1): store, dedup, enumerate, count, resolve ids, read, mark read.
 
-Layout and rules: spec/inbound.md §7.6–7.8 and §8, spec/frontmatter.md §5.  Every
+Layout and rules: docs/concepts.md, "Message files" and "Storage layout".  Every
 new file is written to a dot-named temp file in the mailbox directory, given its
 owner and mode, and then published under its final name with a no-replace link,
 so readers never see a partial or root-owned file.  Callers serialise writes per
@@ -13,7 +13,7 @@ read/unread count parse the frontmatter of a file's head (L{read_fields}), MARK
 reads at most fstat's size and never more than L{MAX_MARK_BYTES}.  The MCP
 process lists and reads through the same functions, as the caller.
 
-Dedup (spec README, "Dedup"): a copy is skipped only when a copy with the same
+Dedup (docs/concepts.md): a copy is skipped only when a copy with the same
 Message-ID I{and} body hash was stored in the mailbox within 24 h and the new one
 is not more trusted than it, so a forged copy never suppresses the genuine one.
 """
@@ -34,7 +34,7 @@ from aimx.store.passwd import Owner
 
 DEDUP_WINDOW = datetime.timedelta(hours=24)
 DEDUP_CAP = 100_000
-#: How much of a file the dedup scan reads for its frontmatter (spec/inbound.md §7.7).
+#: How much of a file the dedup scan reads for its frontmatter.
 DEDUP_HEAD_BYTES = 16384
 #: How much of a message file the read-state check of L{count_messages} reads.
 READ_STATE_BYTES = 64 * 1024
@@ -314,7 +314,7 @@ class MailStore:
 
 
 def message_entries(dir_fd: int) -> Iterator[tuple[str, bool]]:
-    """The message candidates in a mailbox directory, nothing opened (spec/inbound.md §8).
+    """The message candidates in a mailbox directory, nothing opened.
 
     @return: C{(name, bundle)} for each real directory C{<stem>/} (C{bundle}
         true) and each regular C{*.md} file; dotfiles (temp files), symlinks and
@@ -500,7 +500,7 @@ class _Email:
 
 
 def _open_email(directory: str, email_id: str) -> _Email | None:
-    """Resolve an id (inbound.md §8) through directory fds; C{None} when absent.
+    """Resolve an id through directory fds; C{None} when absent.
 
     Every step opens one component relative to the previous directory fd with
     C{O_NOFOLLOW}, so the owner of the mailbox directory cannot redirect the
@@ -590,7 +590,7 @@ def resolve_id(directory: str, email_id: str) -> tuple[str | None, bool]:
 def mark_id(
     directory: str, email_id: str, read: bool, now, owner: Owner
 ) -> tuple[str | None, bool]:
-    """Resolve an id and rewrite its C{read}/C{read_at} (frontmatter.md §5).
+    """Resolve an id and rewrite its C{read}/C{read_at}.
 
     The file is read through the fd L{_open_email} opened, at most fstat's
     size and never above L{MAX_MARK_BYTES}; the new content replaces it

@@ -1,7 +1,7 @@
 """The passwd database (L1): owner names to uid and primary gid, uids to names.
 
 The one place aimx asks C{pwd}.  C{root} is uid/gid 0 without a lookup
-(spec/security.md §4, "Ownership helper semantics").  Nothing is cached: a user
+(docs/security.md, "Files and ownership").  Nothing is cached: a user
 removed and their uid given to another must not keep receiving mail as the old one.
 """
 

@@ -15,7 +15,7 @@ Writes are atomic: a new file is created exclusively under a temporary name,
 given its owner and mode on the descriptor, written (and fsynced when durable)
 and only then published, by a no-replace link (L{publish_link}) or a rename
 over the old file (L{replace_file}), so no reader sees a partial or root-owned
-file (spec/inbound.md §7.8, spec/frontmatter.md §5, spec/config.md §5).
+file (docs/security.md, "Files and ownership").
 
 Files in directories only root (or the caller) writes -- config.toml, keys,
 the service file, the data directory's README, agent bundles, the test mail
@@ -187,8 +187,7 @@ def write_all(fd: int, data: bytes) -> None:
 def set_owner(target: int | str, owner: Owner, mode: int, *, strict: bool = False) -> list[str]:
     """Give C{target} to C{owner}'s uid and primary gid, then set C{mode}.
 
-    chown comes first because it clears the setuid/setgid bits (spec/security.md
-    §4).  Ids that are this process's own are not chowned.  A failed chown is a
+    chown comes first because it clears the setuid/setgid bits (chown(2)).  Ids that are this process's own are not chowned.  A failed chown is a
     warning (ingest and send: the 0700 mailbox directory still protects the
     file); with C{strict} it raises, except C{EPERM} in a process that is not
     root, which cannot give files away (the demo, a test run): then the file

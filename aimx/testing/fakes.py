@@ -123,6 +123,9 @@ class FakeResolver:
     def addresses(self, name: str, ipv6: bool = False) -> list[str]:
         return self._get("AAAA" if ipv6 else "A", name)
 
+    def ptr(self, name: str) -> list[str]:
+        return self._get("PTR", name)
+
 
 # -- listening -------------------------------------------------------------------
 

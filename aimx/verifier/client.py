@@ -1,5 +1,5 @@
 """The caller's side of the port-25 check (L2), shared by C{aimx portcheck},
-C{aimx setup}'s preflight and C{aimx doctor} (spec/setup-and-ops.md §1.3 step 1, §3).
+C{aimx setup}'s preflight and C{aimx doctor} (docs/cli.md, "aimx portcheck").
 
 Two checks, neither using a hosted service:
 
@@ -79,7 +79,7 @@ def _proc_argv(pid: int) -> list[str] | None:
 def detect_occupancy(port: int = 25, run: Runner = _run_ss, argv_of=_proc_argv) -> Occupancy:
     """Who listens on TCP C{port}, from C{ss -tlnp} (blocking, quick).
 
-    A failure to run C{ss} counts as free (spec §3 step 3): binding the temporary
+    A failure to run C{ss} counts as free: binding the temporary
     responder then tells the truth.
 
     @param run: the program runner (L{aimx.host.programs}), for tests.
@@ -92,7 +92,7 @@ def detect_occupancy(port: int = 25, run: Runner = _run_ss, argv_of=_proc_argv) 
 
 
 class TemporaryResponder:
-    """An async context manager: the spec §3.1 responder listens while inside.
+    """An async context manager: the temporary port-25 responder listens while inside.
 
     Leaving stops the listener and ends its connections, and waits for both.
 

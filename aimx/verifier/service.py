@@ -1,7 +1,7 @@
 """The verifier service (L2): C{twistd -n aimx-verifier}.
 
 The far end of the inbound port-25 check of C{aimx portcheck}, C{aimx setup} and
-C{aimx doctor} (spec/setup-and-ops.md §3.2).  aimx uses no hosted verifier: an
+C{aimx doctor} (docs/cli.md, "The verifier").  aimx uses no hosted verifier: an
 operator who wants the inbound check runs this on another host, outside the mail
 host's network, and sets C{verify_host} to its URL.
 

@@ -2,7 +2,7 @@
 
 The responder answers just enough SMTP for a reachability probe (banner, EHLO/HELO,
 QUIT) and nothing else: it is the temporary listener of C{aimx portcheck} / C{aimx
-setup} (spec/setup-and-ops.md §3.1) and the verifier's own port-25 listener.  The
+setup} and the verifier's own port-25 listener.  The
 prober (L{smtp_handshake}) connects and expects a 220 banner; then either sends
 EHLO, accepts a C{250} reply and says QUIT (the verifier's probe back to its
 caller), or says QUIT at once (the outbound check, to a well-known domain's MX:
@@ -125,7 +125,7 @@ class ResponderFactory(Factory):
 
 
 def temporary_responder_factory(clock) -> ResponderFactory:
-    """The responder of spec §3.1: C{220 localhost ESMTP aimx}, C{502} otherwise."""
+    """The temporary responder: C{220 localhost ESMTP aimx}, C{502} otherwise."""
     return ResponderFactory(clock)
 
 

@@ -1,4 +1,4 @@
-"""`aimx agents` with real child processes (spec/agents.md): the default CLI runner with
+"""`aimx agents` with real child processes (docs/cli.md): the default CLI runner with
 fake programs on a private PATH, the MCP probe against fake servers, and `aimx agents
 setup` run as the user runs it, the command it registers started for real.
 

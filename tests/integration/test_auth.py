@@ -1,8 +1,7 @@
 """Tests for aimx.auth (resolver, DKIM, SPF, verify_inbound) against a real loopback DNS.
 
 Every lookup goes from dnspython (in a thread) to aimx.loopback.dns.FixtureDNS on 127.0.0.1,
-selected with an AIMX_NAMESERVERS value; nothing is patched. Acceptance cases of
-spec/trust-and-auth.md §7 are named in the docstrings. The resolver's configuration is
+selected with an AIMX_NAMESERVERS value; nothing is patched. The resolver's configuration is
 tested without DNS in tests.test_auth.
 """
 

@@ -1,4 +1,4 @@
-"""`aimx mailboxes` / `aimx hooks` as processes against a real daemon (spec/cli.md).
+"""`aimx mailboxes` / `aimx hooks` as processes against a real daemon (docs/cli.md).
 
 The daemon runs in-process; the CLI runs as a subprocess (as the test user, or
 as nobody through L{tests.integration.asuser} when the tests run as root).

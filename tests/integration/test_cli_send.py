@@ -1,4 +1,4 @@
-"""`aimx send` against canned daemons on a real UNIX socket (spec/cli.md §4.3, cases 6–10).
+"""`aimx send` against canned daemons on a real UNIX socket (docs/cli.md, "aimx send").
 
 Each test listens on a socket in a fresh temp dir (a UNIX socket path must fit
 in 108 bytes, so not under _trial_temp) with an AMP server whose SEND answer is
@@ -246,7 +246,7 @@ class SendVerbTests(TestCase):
 
     @defer.inlineCallbacks
     def test_root_submits(self):
-        """euid 0 submits like anyone else; the daemon decides (spec README, "Root and send")."""
+        """euid 0 submits like anyone else; the daemon decides (docs/security.md)."""
         daemon = self.serve(answer={"message_id": "<abc@d>"})
         result = yield defer.Deferred.fromCoroutine(self.aimx_send(euid=0))
         self.assertEqual(result, (0, "<abc@d>\n", "Email sent.\nMessage-ID: <abc@d>\n"))

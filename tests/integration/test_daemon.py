@@ -1,4 +1,4 @@
-"""Daemon start-up, reload and shutdown (spec/daemon.md §8), in-process and as a process."""
+"""Daemon start-up, reload and shutdown (docs/cli.md, "aimx serve"), in-process and as a process."""
 
 import os
 import signal

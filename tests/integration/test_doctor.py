@@ -1,4 +1,4 @@
-"""`aimx doctor` on a healthy, a half-configured and a broken install (issue 7, setup-and-ops.md §2).
+"""`aimx doctor` on a healthy, a half-configured and a broken install (issue 7; docs/cli.md, "aimx doctor").
 
 Each test builds a real install in scratch dirs: config.toml, mailbox directories,
 DKIM keys, a loopback FixtureDNS with (or without) the right records and, for the
@@ -11,6 +11,7 @@ runs in-process on the reactor with its DNS lookups in threads; only the host is
 
 import functools
 import io
+import ipaddress
 import os
 import pwd
 import socket
@@ -62,18 +63,21 @@ class DoctorTests(DaemonTestCase):
                 os.chown(path, OWNER.pw_uid, OWNER.pw_gid)
                 os.chmod(path, mode)
 
-    def publish(self, *, ipv6=False, key=True):
-        """The records setup tells the operator to add."""
+    def publish(self, *, ipv6=False, key=True, dmarc="v=DMARC1; p=reject"):
+        """The records setup tells the operator to add, and reverse DNS for the server's
+        addresses (which the hosting provider sets)."""
         spf = f"v=spf1 ip4:{IPV4}" + (f" ip6:{IPV6}" if ipv6 else "") + " -all"
         self.dns.add_a(DOMAIN, IPV4)
+        self.dns.add_ptr(ipaddress.ip_address(IPV4).reverse_pointer, DOMAIN)
         if ipv6:
             self.dns.add_aaaa(DOMAIN, IPV6)
+            self.dns.add_ptr(ipaddress.ip_address(IPV6).reverse_pointer, DOMAIN)
         self.dns.add_mx(DOMAIN, 10, DOMAIN)
         self.dns.add_txt(DOMAIN, spf)
         if key:
             self.dns.add_txt(f"aimx._domainkey.{DOMAIN}",
                              "v=DKIM1; k=rsa; p=" + keys.local_public_key_b64(self.config_dir))
-        self.dns.add_txt(f"_dmarc.{DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+        self.dns.add_txt(f"_dmarc.{DOMAIN}", dmarc)
 
     async def doctor(self, *, running: bool, hostname="192.0.2.10 fe80::1 2001:db8::10\n",
                      mx_port: int | None = None):
@@ -133,7 +137,8 @@ class DoctorTests(DaemonTestCase):
         self.assertIn(f"  alice     owner={OWNER.pw_name}  [OK]  uid={OWNER.pw_uid}\n", out)
         self.assertIn(
             "DNS\n  A: [OK]\n  AAAA: [OK]\n  MX: [OK]\n  SPF: [OK]\n  SPF (IPv6): [OK]\n"
-            "  DKIM: [OK]\n  DMARC: [OK]\n\nPort 25\n"
+            f"  DKIM: [OK]\n  DMARC: [OK]\n  PTR: [OK] - {IPV4} → {DOMAIN}\n"
+            f"  PTR (IPv6): [OK] - {IPV6} → {DOMAIN}\n\nPort 25\n"
             f"  Outbound: [OK] - {MX_HOST} [127.0.0.1]:{self.port} (MX of gmail.com) sent its "
             "220 banner\n"
             "  Inbound: [OK] - the verifier reached 127.0.0.1 on port 25\n\nLogs\n", out)
@@ -167,8 +172,12 @@ class DoctorTests(DaemonTestCase):
             "  DKIM: [FAIL] - No DKIM record found",
             ("         !! Outbound DKIM signatures will FAIL verification at receivers until "
              "DNS matches."),
-            ("  DMARC: [WARN] - DMARC record uses p=none (no enforcement). Consider "
-             "p=quarantine or p=reject for production."),
+            "  DMARC: [OK] - p=none: monitoring, no policy applied yet",
+            (f"  PTR: [WARN] - no PTR record for {IPV4}: ask your hosting provider to set "
+             f"reverse DNS to {DOMAIN}; many receivers reject or spam-folder mail from IPs "
+             "without one"),
+            (f"         → Reverse DNS is set by whoever gave you {IPV4} (your hosting "
+             f"provider's panel or support), not in the DNS zone of {DOMAIN}."),
         ])
         self.assertIn("  [WARN] mailbox 'alice' inbox dir mode is 0755, expected 0700\n", out)
         self.assertIn("  [WARN] mailbox 'alice' sent dir mode is 0755, expected 0700\n", out)
@@ -178,6 +187,45 @@ class DoctorTests(DaemonTestCase):
         self.assertIn("Port 25\n  Outbound: [FAIL] - gmail.com has no MX record\n"
                       f"         → {portcheck.OUTBOUND_UNCHECKED}\n"
                       f"  Inbound: [WARN] - {portcheck.INBOUND_NOT_CHECKED}\n", out)
+
+    async def test_dmarc_next_step(self):
+        """DMARC at p=none, DKIM and SPF verifying: no suggestion before mail has gone
+        out, then an Info finding to move to quarantine (exit 0 either way)."""
+        self.write_config(config_text(self.data_dir))
+        self.make_dirs("alice", "catchall")
+        self.publish(dmarc="v=DMARC1; p=none")
+        code, out, _ = await self.doctor(running=False)
+        self.assertEqual(code, 0)
+        self.assertIn("  DMARC: [OK] - p=none: monitoring, no policy applied yet\n", out)
+        self.assertIn("Checks\n  All checks passed.\n", out)
+
+        with open(os.path.join(self.data_dir, "sent", "alice", "s.md"), "w") as f:
+            f.write('+++\nsubject = "x"\n+++\nHello.\n')
+        code, out, _ = await self.doctor(running=False)
+        self.assertEqual(code, 0)
+        self.assertIn("  [INFO] DMARC is at p=none and mail has gone out (1 sent) with the DKIM "
+                      "and SPF records in place: time to tighten it\n"
+                      "        → once a message you sent shows dkim=pass and spf=pass in the "
+                      "receiver's Authentication-Results header, publish `v=DMARC1; "
+                      f"p=quarantine` at _dmarc.{DOMAIN} (later p=reject)\n", out)
+        self.assertIn("  Summary: 0 fail, 0 warn, 1 info\n", out)
+
+    async def test_backup_mx(self):
+        """A configured backup MX is shown and checked: missing, then at a preference
+        above aimx's with an address."""
+        backup = "mx2.example.net"
+        self.write_config(config_text(self.data_dir, backup_mx=backup))
+        self.make_dirs("alice", "catchall")
+        self.publish()
+        code, out, _ = await self.doctor(running=False)
+        self.assertEqual(code, 0)
+        self.assertIn(f"Backup MX:        {backup}\n", out)
+        self.assertIn(f"  MX: [OK]\n  MX (backup): [FAIL] - {backup} is not among the MX "
+                      f"records of {DOMAIN}\n         → Add: MX  {DOMAIN}  20 {backup}.\n", out)
+        self.dns.add_mx(DOMAIN, 20, backup)
+        self.dns.add_a(backup, "198.51.100.7")
+        _, out, _ = await self.doctor(running=False)
+        self.assertIn("  MX: [OK]\n  MX (backup): [OK]\n", out)
 
     async def test_broken(self):
         """Unknown owner, missing storage, failing DNS, stale socket: [FAIL]s, exit 1."""

@@ -491,7 +491,7 @@ class AfterSendTests(ProcessTestCase):
 
 
 class IdentityTests(ProcessTestCase):
-    """Who the hook runs as (hooks.md §4, case 16; security.md case 9)."""
+    """Who the hook runs as (docs/hooks.md, "How a hook runs")."""
 
     @defer.inlineCallbacks
     def test_owner_missing_as_root(self):

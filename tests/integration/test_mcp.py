@@ -1,4 +1,4 @@
-"""`aimx mcp` against a real daemon (spec/mcp.md acceptance cases).
+"""`aimx mcp` against a real daemon (docs/mcp.md).
 
 Three ways in: raw JSON-RPC lines to an `aimx mcp` child (the wire, no daemon);
 the server in-process through the SDK's C{mcp.Client}, in a thread so the

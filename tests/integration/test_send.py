@@ -1,4 +1,4 @@
-"""SEND on a real daemon with the test mail drop (spec/outbound.md §17, control-socket.md §10).
+"""SEND on a real daemon with the test mail drop (docs/concepts.md, "Sending").
 
 The daemon runs in-process with C{AIMX_TEST_MAIL_DROP}; SEND goes over the real
 control socket.  Signatures (made by aimx's own signer) are checked by stock dkimpy
@@ -659,7 +659,7 @@ class CliSendTests(SendTestCase):
 
     async def test_root_sends_from_another_users_mailbox(self):
         """Root (the operator) sends from nobody's mailbox with `aimx send`, as MCP can
-        (spec README, "Root and send"); the sent copy still belongs to the owner."""
+        (docs/security.md, "Sending identity"); the sent copy still belongs to the owner."""
         env = dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=self.runtime_dir, NO_COLOR="1")
         result = await threads.deferToThread(
             subprocess.run,

@@ -1,4 +1,4 @@
-"""`aimx setup` end to end on loopback (issue 7; spec/setup-and-ops.md §1, §7, §8).
+"""`aimx setup` end to end on loopback (issue 7; docs/install.md, "aimx setup").
 
 The wizard runs in-process on the reactor against a temporary root: config, data
 and runtime dirs, the service directory and /etc/ssl/aimx are all inside it.  What
@@ -12,9 +12,11 @@ is real:
     (C{AIMX_NAMESERVERS}), first without, then with the records;
   - the daemon: the fake host's C{systemctl restart aimx} builds it in-process from
     the unit file the wizard wrote (its ExecStart arguments plus a loopback
-    C{--bind}), and the readiness poll watches that daemon's port;
+    C{--bind}), and the production readiness poll waits for its SMTP greeting and
+    its control socket's VERSION answer;
+  - the first mailbox, created over that control socket (MAILBOX-CREATE);
   - SMTP: a message sent with STARTTLS on the generated certificate lands in the
-    catchall.
+    catchall, and one to the first mailbox in it.
 
 Only the host's programs are fake (tests.test_setup.FakeHost: systemctl,
 hostname -I, id, useradd).  Stdin is scripted.
@@ -32,7 +34,7 @@ import sys
 import tempfile
 import threading
 
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -41,12 +43,14 @@ from aimx import service
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
+from aimx.control.commands import SOCKET_NAME
 from aimx.ops import portcheck as core
 from aimx.ops import portholder
 from aimx.ops.portholder import AIMX
 from aimx.store import configfile, keys
 from aimx.host.initsystem import System
 from aimx.loopback.dns import FixtureDNS
+from aimx.control.client import connect as client_connect
 from aimx.verifier import client
 from tests.integration.test_portcheck import (
     PortcheckMixin,
@@ -65,7 +69,7 @@ NOBODY = 65534
 
 
 async def _ready():
-    return True
+    return None
 
 
 def read_text(path: str) -> str:
@@ -125,8 +129,11 @@ class SetupTestCase(PortcheckMixin, TestCase):
             **(environ or {}),
         }
         out, err = io.StringIO(), io.StringIO()
-        session = Session(args, connect=None, euid=0,
-                          term=Terminal(out, err, io.StringIO(stdin), env), environ=env)
+        session = Session(
+            args, euid=0, term=Terminal(out, err, io.StringIO(stdin), env), environ=env,
+            connect=lambda: defer.Deferred.fromCoroutine(
+                client_connect(reactor, os.path.join(self.runtime_dir, SOCKET_NAME))),
+        )
         verb = functools.partial(
             cli.setup, reactor=reactor, system=System(self.root, self.host),
             run_in_thread=threads.deferToThread, detect=detect, resolve=self.host.resolve,
@@ -137,8 +144,8 @@ class SetupTestCase(PortcheckMixin, TestCase):
 
     def daemon_ready(self):
         """The production poll, aimed at the in-process daemon instead of 127.0.0.1:25."""
-        connect = functools.partial(cli.connect_once, reactor, "127.0.0.1", self.daemon_port)
-        return cli.wait_for_port(reactor, connect)
+        socket_path = os.path.join(self.runtime_dir, SOCKET_NAME)
+        return cli.service_ready(reactor, socket_path, self.daemon_port)()
 
     def start_daemon_from_unit(self):
         """What systemd would do: run the unit's twistd arguments (bound to loopback)."""
@@ -167,8 +174,8 @@ class SetupTestCase(PortcheckMixin, TestCase):
         self.dns.add_txt(DOMAIN, f"v=spf1 ip4:{IPV4} -all")
         self.dns.add_txt(f"aimx._domainkey.{DOMAIN}",
                          "v=DKIM1; k=rsa; p=" + keys.local_public_key_b64(self.config_dir))
-        self.dns.add_txt(f"_dmarc.{DOMAIN}",
-                         f"v=DMARC1; p=reject; rua=mailto:postmaster@{DOMAIN}")
+        self.dns.add_txt(f"_dmarc.{DOMAIN}", "v=DMARC1; p=none")
+        self.dns.add_ptr("10.2.0.192.in-addr.arpa", DOMAIN)
 
     def send_with_starttls(self, rcpt: str):
         def send():
@@ -194,9 +201,10 @@ class SetupTestCase(PortcheckMixin, TestCase):
 class EndToEndTests(SetupTestCase):
     async def test_end_to_end(self):
         """Fresh install without DNS, re-run with DNS, then mail lands (acceptance 8, 12, 13)."""
-        # 1. A pristine host, no records published: Enter verifies (not yet), q skips.
+        # 1. A pristine host, no records published: no backup MX, Enter verifies (not
+        #    yet), q skips; then trusted senders, and the first mailbox once aimx answers.
         code, out, err = await self.wizard(
-            DOMAIN, stdin="\nq\nyou@example.com, *@company.com\nY\n")
+            DOMAIN, stdin=f"\n\nq\nyou@example.com, *@company.com\nY\nagent\n{CATCHALL.pw_name}\n")
         self.assertEqual((code, err), (0, ""))
         self.assertIn(f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 "
                       "banner\n  Inbound port 25... [OK] - the verifier reached 127.0.0.1 on "
@@ -209,14 +217,17 @@ class EndToEndTests(SetupTestCase):
         self.assertIn("Some DNS records are not yet correct.\n"
                       "DNS propagation can take up to 48 hours.\n", out)
         self.assertIn("Update your DNS records, then run `aimx doctor`", out)
-        self.assertIn("  Waiting for aimx serve to bind port 25... [OK]\n"
-                      "`aimx serve` is running.\n", out)
+        self.assertIn("  Waiting for aimx to answer on port 25 and its control socket... [OK]\n"
+                      "aimx is running and answering.\n", out)
+        self.assertIn(f"Mailbox 'agent' created: agent@{DOMAIN} (owner: {CATCHALL.pw_name}).",
+                      out)
         self.assertIn("[x] AIMX has been set up successfully.", out)
 
         config, _ = configfile.load(self.config_dir)
         self.assertEqual((config.domain, config.data_dir, config.trust, config.trusted_senders),
                          (DOMAIN, self.data_dir, "verified", ("you@example.com", "*@company.com")))
         self.assertEqual(config.catchall().owner, "aimx-catchall")
+        self.assertEqual(config.mailbox("agent").owner, CATCHALL.pw_name)  # the daemon wrote it
         self.assertIn(["systemctl", "restart", "aimx"], self.host.calls)
         for part in ("inbox", "sent"):
             st = os.stat(os.path.join(self.data_dir, part, "catchall"))
@@ -230,8 +241,8 @@ class EndToEndTests(SetupTestCase):
         self.host.calls.clear()
         polls = []
         code, out, err = await self.wizard(
-            DOMAIN, stdin="\n", detect=lambda port: AIMX,
-            ready=lambda: polls.append(1) or _ready())
+            DOMAIN, stdin="\n\n", detect=lambda port: AIMX,
+            ready=lambda: polls.append(1) or self.daemon_ready())
         self.assertEqual((code, err), (0, ""))
         self.assertIn(f"  Outbound port 25... [OK] - {mx_label(self.mx_port)} sent its 220 "
                       "banner\n"
@@ -240,14 +251,17 @@ class EndToEndTests(SetupTestCase):
                       "port 25\n", out)
         self.assertIn("Existing aimx configuration detected.", out)
         self.assertIn("\nDNS Verification:\n\n  A: [OK]\n  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
-                      "  DMARC: [OK]\n\nAll DNS records verified. Your email server is ready!\n",
+                      "  DMARC: [OK] - p=none: monitoring, no policy applied yet\n"
+                      f"  PTR: [OK] - {IPV4} → {DOMAIN}\n\nAll DNS records verified.\n", out)
+        self.assertIn("Mailboxes already configured: agent.", out)
+        self.assertIn(f"AIMX is now running at @{DOMAIN} and ready to send and receive email.",
                       out)
         for n, reason in ((3, "TLS certificate already exists"),
                           (4, "existing trust policy preserved"),
                           (5, "aimx already installed")):
             self.assertIn(f"[WARN] Step {n} skipped ({reason}).", out)
         self.assertEqual(self.host.service_calls(), [])
-        self.assertEqual(polls, [])
+        self.assertEqual(polls, [1])  # nothing restarted, but the running aimx must answer
         self.assertEqual(configfile.load(self.config_dir)[0], config)
 
         # 3. The daemon the unit started accepts mail for the domain, over STARTTLS.
@@ -258,6 +272,9 @@ class EndToEndTests(SetupTestCase):
         text = read_text(os.path.join(inbox, stored))
         self.assertIn("Hello from the end-to-end test.", text)
         self.assertIn('subject = "first mail"', text)
+        reply = await self.send_with_starttls(f"agent@{DOMAIN}")
+        self.assertEqual(reply[0], 250)
+        self.assertEqual(len(os.listdir(os.path.join(self.data_dir, "inbox", "agent"))), 1)
 
 
 class NoVerifierTests(SetupTestCase):
@@ -321,8 +338,11 @@ class BadInputTests(SetupTestCase):
         self.assertEqual(code, 0)
         self.assertIn("\nDNS Verification:\n\n  A: [FAIL] - No A record found\n"
                       f"         → Add: A  {DOMAIN}  {IPV4}\n"
-                      "  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n  DMARC: [OK]\n\n"
-                      "Some DNS records are not yet correct.\n", out)
+                      "  MX: [OK]\n  SPF: [OK]\n  DKIM: [OK]\n"
+                      "  DMARC: [OK] - p=none: monitoring, no policy applied yet\n"
+                      f"  PTR: [WARN] - PTR for {IPV4} is {DOMAIN}, but {DOMAIN} has no A "
+                      f"record: ask your hosting provider to set reverse DNS to {DOMAIN}\n", out)
+        self.assertIn("Some DNS records are not yet correct.\n", out)
         self.assertIn("No trusted senders configured", err)
         self.assertEqual(configfile.load(self.config_dir)[0].trust, "none")
 
@@ -339,19 +359,51 @@ class BadInputTests(SetupTestCase):
 
     async def test_interrupted_then_rerun(self):
         """Quit at the trust prompt, then run again: the second run completes."""
-        code, _, err = await self.wizard(DOMAIN, stdin="q\n")
+        code, _, err = await self.wizard(DOMAIN, stdin="\nq\n")
         self.assertEqual(code, 1)
         self.assertIn(f"Error: {cli.END_OF_INPUT}", err)
         self.assertFalse(os.path.exists(os.path.join(self.config_dir, "config.toml")))
         self.assertFalse(os.path.exists(self.path("/etc/systemd/system/aimx.service")))
         self.assertTrue(bindable(self.responder_port))
 
-        code, out, err = await self.wizard(DOMAIN, stdin="q\n\nY\n")
+        code, out, err = await self.wizard(DOMAIN, stdin="\nq\n\nY\n")
         self.assertEqual((code, err), (0, ""))
         self.assertIn("Existing TLS certificate kept:", out)
-        self.assertIn("DKIM keypair already exists.", out)
+        self.assertIn("Using the existing DKIM key", out)
         self.assertIsNotNone(self.daemon)
         self.assertEqual(configfile.load(self.config_dir)[0].domain, DOMAIN)
+
+
+class _Refuses(Protocol):
+    """An SMTP server that is up but refuses service (RFC 5321 §3.1, 554)."""
+
+    def connectionMade(self):
+        self.transport.write(b"554 not now\r\n")
+        self.transport.loseConnection()
+
+
+class ReadinessTests(TestCase):
+    """The readiness attempts against real loopback sockets (the daemon that answers
+    both is tests above; the poll's timing is tests.test_setup.ReadinessPollTests)."""
+
+    async def test_no_greeting(self):
+        """A listener that answers 554 is not aimx ready: not answering, with the reply."""
+        port = reactor.listenTCP(0, Factory.forProtocol(_Refuses), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        with self.assertRaises(cli.NotAnswering) as caught:
+            await cli.smtp_greets(reactor, number)
+        self.assertIn(f"no SMTP greeting on port {number}: ", str(caught.exception))
+        self.assertIn("554 not now", str(caught.exception))
+
+    async def test_no_control_socket(self):
+        """No control socket: not answering, naming it."""
+        path = os.path.join(tempfile.mkdtemp(prefix="aimx-run-"), SOCKET_NAME)
+        self.addCleanup(shutil.rmtree, os.path.dirname(path), True)
+        with self.assertRaises(cli.NotAnswering) as caught:
+            await cli.control_answers(reactor, path)
+        self.assertEqual(str(caught.exception), "no answer on the control socket: aimx daemon "
+                                                f"not running (no socket at {path})")
 
 
 def interrupt_at(command, env, marker: bytes):
