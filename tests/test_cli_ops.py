@@ -618,8 +618,9 @@ class ParserTests(SynchronousTestCase):
     """The parser is built with the running verb's arguments only, and says the same."""
 
     def test_top_level_help(self):
-        """`aimx --help` is the same without any verb's arguments."""
-        self.assertEqual(arguments.parser(()).format_help(), arguments.parser().format_help())
+        """`aimx --help` (no verb) is the same without any verb's arguments."""
+        self.assertEqual(arguments.parser_for(None).format_help(),
+                         arguments.parser().format_help())
 
     def test_each_verb_alone(self):
         """Built for one verb (or an alias), every help text of that verb and its actions is
@@ -627,18 +628,18 @@ class ParserTests(SynchronousTestCase):
         whole = _helps(arguments.parser())
         for verb, (_, aliases) in arguments.VERBS.items():
             for word in (verb, *aliases):
-                alone = _helps(arguments.parser({arguments.ALIASES.get(word, word)}))
+                alone = _helps(arguments.parser_for(word))
                 mine = {path: text for path, text in alone.items() if path[:1] == (word,)}
                 self.assertTrue(mine, word)
                 self.assertEqual(mine, {path: whole[path] for path in mine}, word)
-        args = arguments.parser({"mail"}).parse_args(["mail", "list", "box", "--limit", "7"])
+        args = arguments.parser_for("mail").parse_args(["mail", "list", "box", "--limit", "7"])
         self.assertEqual((args.verb, args.action, args.mailbox, args.limit),
                          ("mail", "list", "box", 7))
 
     def test_typo(self):
         """A mistyped verb is compared with every verb, as by the whole parser."""
         errors = []
-        for parser in (arguments.parser(), arguments.parser({"mailboxs"})):
+        for parser in (arguments.parser(), arguments.parser_for("mailboxs")):
             err = io.StringIO()
             self.patch(sys, "stderr", err)
             self.assertRaises(SystemExit, parser.parse_args, ["mailboxs", "list"])
@@ -647,11 +648,26 @@ class ParserTests(SynchronousTestCase):
         self.assertIn("invalid choice: 'mailboxs' (choose from 'serve', 'mcp'", errors[0])
 
     def test_other_verbs_not_built(self):
-        """Only the verb that runs has its arguments (the others are names)."""
-        parser = arguments.parser({"mailboxes"})
-        [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        self.assertEqual(len(sub.choices["mailboxes"]._actions), 4)
+        """Only the verb that runs is built, with its aliases; no verb, every verb by name."""
+        for word in ("mailboxes", "mailbox"):
+            [sub] = [a for a in arguments.parser_for(word)._actions
+                     if isinstance(a, argparse._SubParsersAction)]
+            self.assertEqual(sorted(sub.choices), ["mailbox", "mailboxes"])
+            self.assertEqual(len(sub.choices["mailboxes"]._actions), 4)
+        [sub] = [a for a in arguments.parser_for(None)._actions
+                 if isinstance(a, argparse._SubParsersAction)]
+        self.assertEqual(list(sub.choices)[:4], ["serve", "mcp", "ingest", "demo"])
         self.assertEqual(len(sub.choices["mail"]._actions), 1)  # --help alone
+
+    def test_global_errors(self):
+        """A top-level error with a verb named is the whole parser's (its usage line)."""
+        errors = []
+        for parser in (arguments.parser(), arguments.parser_for("mail")):
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            self.assertRaises(SystemExit, parser.parse_args, ["--bogus", "mail", "list", "x"])
+            errors.append(err.getvalue())
+        self.assertEqual(errors[0], errors[1])
 
 
 # -- --version -------------------------------------------------------------------

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         from aimx.cli import serve
 
         return serve.run(head + tail)
-    parser = arguments.parser({arguments.ALIASES.get(verb, verb)})
+    parser = arguments.parser_for(verb)
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_usage(sys.stderr)

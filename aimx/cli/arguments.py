@@ -3,9 +3,10 @@
 Each verb's arguments are described here, not in the verb's module, so the
 parser is built without importing any verb: a verb's module (and Twisted, the
 DNS and DKIM code some of them load) is imported only when that verb runs
-(L{aimx.cli.main}).  The parser holds the arguments of the verb about to run
-only; the other verbs are there by name, so a typo is still reported against
-them all.  Built whole (L{parser}'s default) it is what C{aimx completion} reads.
+(L{aimx.cli.main}).  L{parser_for} builds the parser of the verb about to run:
+that verb alone, since no error of the top level then names the others; with no
+verb or an unknown word, every verb by name only, for the help and for the typo
+error that lists them.  L{parser} builds it whole (C{aimx completion}).
 """
 
 import argparse
@@ -420,11 +421,23 @@ ALIASES = {alias: verb for verb, (_, aliases) in VERBS.items() for alias in alia
 HIDDEN = ("ingest",)
 
 
-def parser(verbs=VERBS) -> argparse.ArgumentParser:
+def parser_for(word: str | None) -> argparse.ArgumentParser:
+    """The parser for a command line whose command word is C{word}.
+
+    @param word: a verb or one of its aliases (that verb alone is built), or
+        C{None} or anything else (every verb by name).
+    """
+    verb = ALIASES.get(word, word)
+    if verb in VERBS:
+        return parser({verb}, others=False)
+    return parser(())
+
+
+def parser(verbs=VERBS, others: bool = True) -> argparse.ArgumentParser:
     """The top-level parser with the arguments of C{verbs} (all by default).
 
-    @param verbs: the names of the verbs whose arguments are built; every other
-        verb is there by name only.
+    @param verbs: the names of the verbs whose arguments are built.
+    @param others: whether every other verb is there by name.
     """
     top = argparse.ArgumentParser(
         prog="aimx",
@@ -449,7 +462,7 @@ def parser(verbs=VERBS) -> argparse.ArgumentParser:
     for name, (add, aliases) in VERBS.items():
         if name in verbs:
             add(sub, common)
-        else:  # there by name: a choice, and what a typo is compared with
+        elif others:  # there by name: a choice, and what a typo is compared with
             sub.add_parser(name, aliases=list(aliases), help=argparse.SUPPRESS)
     # Keep `ingest` (hidden) and the per-verb entries out of the top-level help.
     sub._choices_actions = []
