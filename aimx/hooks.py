@@ -31,7 +31,7 @@ from twisted.internet import defer, task
 from twisted.internet.protocol import ProcessProtocol
 
 from aimx.idle import IdleWaiters
-from aimx.core import hookspec
+from aimx.core import events, hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
 from aimx.logs import Logger
@@ -293,7 +293,7 @@ class HookRunner:
             0,
             self.dispatch,
             HookEvent(
-                hookspec.ON_RECEIVE,
+                events.ON_RECEIVE,
                 ingested.mailbox,
                 filepath=stored.path,
                 id=stored.id,
@@ -424,7 +424,7 @@ class HookRunner:
         elif self.euid == 0 and owner.uid != 0:
             uid, gid = owner.uid, owner.gid
             home = self.resolve_home(owner_name)
-        box = "inbox" if event.event == hookspec.ON_RECEIVE else "sent"
+        box = "inbox" if event.event == events.ON_RECEIVE else "sent"
         cwd = os.path.join(data_dir, box, event.mailbox.name)
         protocol = HookProtocol(hook.timeout_secs, self.clock, self.groups)
         argv = [sys.executable, "-I", "-S", "-c", _HELPER, cwd, str(uid), str(gid)]

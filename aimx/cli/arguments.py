@@ -214,7 +214,7 @@ def mailboxes(sub, common) -> None:
 
 
 def hooks(sub, common) -> None:
-    from aimx.core.config import EVENTS
+    from aimx.core.events import EVENTS
 
     actions = _actions(_verb(sub, "hooks", common, aliases=["hook"]), "hooks")
     listing = actions.add_parser("list", parents=[common], help="list hooks")

@@ -15,6 +15,7 @@ from aimx.cli import session
 from aimx.cli.session import CliError, mailbox_missing
 from aimx.cli.term import cmd_text, printed_plainly, table
 from aimx.control.wire import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
+from aimx.core.events import EVENTS
 from aimx.errors import DaemonNotRunning
 
 #: The last sentence of the daemon-down error for non-root callers (exit code 2).
@@ -179,7 +180,7 @@ async def show(args, s: session.Session) -> int:
     term.say(term.bold("Hooks"))
     if not details["hooks"]:
         term.say("  (none)")
-    for event in ("on_receive", "after_send"):
+    for event in EVENTS:
         hooks = [h for h in details["hooks"] if h["event"] == event]
         if hooks:
             term.say(f"  {event}")
