@@ -124,6 +124,12 @@ class BodyTooLarge(AimxError):
     code = "BODY_TOO_LARGE"
 
 
+class PolicyError(AimxError):
+    """The mailbox's outbound policy refuses the send; the reason names the rule."""
+
+    code = "POLICY"
+
+
 class DaemonNotRunning(AimxError):
     """No daemon answers on the control socket (missing, or connection refused)."""
 

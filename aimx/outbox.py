@@ -19,11 +19,11 @@ from twisted.internet import defer
 from aimx.auth import dkim
 from aimx.core import delivery, frontmatter
 from aimx.core.address import Envelope, rcpt_verdict
-from aimx.core.assemble import Assembled, assemble
+from aimx.core.assemble import Assembled, Draft, assemble_draft
 from aimx.core.config import Config
 from aimx.core.delivery import DELIVERED, DEFERRED, FAILED, RcptResult
 from aimx.core.message import parse_message
-from aimx.core.submission import Submission, check_header_block
+from aimx.core.submission import Submission
 from aimx.errors import DeliveryError, SignError, SmtpStatus, TempError
 from aimx.logs import Logger
 from aimx.store import maildrop
@@ -91,24 +91,23 @@ class Outbox:
         self.drop_dir = drop_dir
         self.now = now
 
-    async def send(self, config: Config, sub: Submission, message: bytes, *,
-                   text_only: bool, html_body: bytes | None) -> dict:
-        """Everything after the submission checks: the SEND answer.
+    async def send(self, config: Config, sub: Submission, draft: Draft) -> dict:
+        """Everything after the submission checks and the outbound policy: the SEND answer.
 
-        @param sub: a submission whose sender, caller and recipients are checked.
+        @param sub: a submission whose sender, caller and recipients are checked
+            (and whose outbound policy let it go).
+        @param draft: what to assemble (L{aimx.core.assemble.read_draft}).
         @return: C{message_id} and the C{deliveries}.
-        @raise MalformedError, BodyTooLarge, SignError: nothing was sent.
+        @raise BodyTooLarge, SignError: nothing was sent.
         @raise DeliveryError, TempError: nobody got it (failed / all deferred).
         """
-        lines, body = check_header_block(message)
         message_id = sub.header("message-id") or ""
         synthesized = None
         if not message_id:
             message_id = synthesized = f"<{uuid.uuid4()}@{config.domain}>"
         assembled = await self.run_in_thread(functools.partial(
-            assemble, lines, body, text_only=text_only, html_body=html_body,
-            signature=config.effective_signature, message_id=synthesized,
-            from_=sub.author.wire(),
+            assemble_draft, draft, signature=config.effective_signature,
+            message_id=synthesized, from_=sub.author.wire(),
         ))
         signed = await self.run_in_thread(self.signer.sign, assembled.wire, config.domain)
         started = time.monotonic()

@@ -15,6 +15,7 @@ from twisted.python import threadpool, usage
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
 from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
+from aimx.control.approvals import Expiry
 from aimx.control.wire import SOCKET_NAME
 from aimx.control.ops import Control
 from aimx.ops import bind, dkimcheck
@@ -425,6 +426,8 @@ def build(
         run_dns, lambda: dkim_dns_check(config, options["config-dir"], resolver)
     )
     daemon.dkim_check.setServiceParent(daemon)
+    # Held messages past their expires_at move to rejected/ (at start, then hourly).
+    Expiry(control.approvals, reactor).setServiceParent(daemon)
     return daemon
 
 

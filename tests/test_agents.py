@@ -33,7 +33,7 @@ except ImportError:  # not a dependency; the structural checks below always run
 TOOL_NAMES = frozenset({
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
-    "hook_list", "hook_delete", "email_search", "email_thread",
+    "hook_list", "hook_delete", "email_search", "email_thread", "held_list",
 })
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ["claude-code", "codex", "opencode", "gemini", "goose", "openclaw", "hermes", "nanoclaw"]
@@ -57,7 +57,7 @@ class FakeCheck:
     """The MCP check: records (argv, env), answers OK with 12 tools or a given result."""
 
     def __init__(self, result=None):
-        self.result = result or CheckResult(True, tools=14)
+        self.result = result or CheckResult(True, tools=15)
         self.calls = []
 
     def __call__(self, argv, env):
@@ -450,7 +450,7 @@ class PrintTests(AgentsTestCase):
                 "register: codex mcp remove aimx",
                 f"register: codex mcp add aimx -- {self.prog} mcp",
                 f"check:    [OK] MCP check passed: `{self.prog} mcp` answers initialize and "
-                "tools/list (14 tools).",
+                "tools/list (15 tools).",
             ],
         )
         self.assertEqual(self.check.calls, [([self.prog, "mcp"], self.environ)])
@@ -1109,7 +1109,7 @@ class BundleTests(SynchronousTestCase):
         self.assertNotIn("unread_only", bundle.header(registry.find("nanoclaw")))
 
     def test_primer_facts(self):
-        """The primer names all fourteen tools and aimx's own behaviour."""
+        """The primer names all fifteen tools and aimx's own behaviour."""
         text = bundle.primer(COMMAND)
         for tool in (
             "mailbox_list",
@@ -1126,10 +1126,12 @@ class BundleTests(SynchronousTestCase):
             "hook_delete",
             "email_search",
             "email_thread",
+            "held_list",
         ):
             self.assertIn(f"`{tool}(", text)
         for fact in (
-            "fourteen tools",
+            "fifteen tools",
+            "held for approval",
             "0700",
             "aimx-catchall",
             "fire_on_untrusted",
@@ -1255,7 +1257,7 @@ class CheckFirstTests(AgentsTestCase):
         self.assertEqual(
             lines[0],
             f"[OK] MCP check passed: `{self.prog} mcp` answers initialize and tools/list "
-            "(14 tools).",
+            "(15 tools).",
         )
         self.assertTrue(lines[1].startswith("Installed "))
         self.assertEqual(len(self.check.calls), 1)
@@ -1520,7 +1522,7 @@ class ProgramTests(SynchronousTestCase):
 
 class ProbeNamesTests(SynchronousTestCase):
     def test_tool_names_are_the_servers(self):
-        """AIMX_TOOLS is the fourteen tools `aimx mcp` registers (tests.test_mcp checks those)."""
+        """AIMX_TOOLS is the fifteen tools `aimx mcp` registers (tests.test_mcp checks those)."""
         from tests.test_mcp import NAMES
 
         self.assertEqual(probe.AIMX_TOOLS, NAMES)

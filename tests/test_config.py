@@ -704,6 +704,28 @@ class SessionsPerIpTests(_Case):
         self.assertIn("max_sessions_per_ip = 20", text)
         self.assertEqual(config.max_sessions_per_ip, 20)
 
+    def test_contrib_guard_examples_load(self):
+        """The commented [outbound], [approval] and per-mailbox examples are valid once
+        uncommented."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            lines = f.read().split("\n")
+        out, inside = [], False
+        for line in lines:
+            if line in ("# [outbound]", "# [approval]", "# [mailboxes.support.outbound]"):
+                inside = True
+            elif not line.startswith("# "):
+                inside = False
+            out.append(line[2:] if inside else line)
+        config, _ = load("\n".join(out))
+        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 7))
+        policy = config.effective_outbound(config.mailbox("support"))
+        self.assertEqual((policy.deny, policy.allow, policy.max_per_hour, policy.approval,
+                          policy.attachment_roots),
+                         (("*@competitor.example",), ("*@customer.example",
+                                                      "alice@partner.example"), 20,
+                          "new-recipients", ("/srv/support/outbox",)))
+
 
 class BackupMxTests(_Case):
     def test_loads_and_round_trips(self):
@@ -1155,3 +1177,101 @@ class SenderPatternTests(SynchronousTestCase):
         """Valid glob patterns load."""
         text = 'domain = "t.com"\ntrusted_senders = ["*@x.com", "{a,b}@y.com", "!*@spam.com"]\n'
         load_text(text, "c.toml")
+
+
+OUTBOUND = """[outbound]
+allow = ["*@customer.example"]
+max_per_hour = 20
+approval = "new-recipients"
+
+[approval]
+approvers = "aimx-approvers"
+expire_days = 3
+
+[mailboxes.support]
+address = "support@test.com"
+owner = "alice"
+
+[mailboxes.support.outbound]
+allow = ["alice@partner.example"]
+deny = ["*@competitor.example"]
+max_recipients = 10
+max_per_day = 100
+attachment_roots = ["/srv/support/outbox"]
+allow_raw_attachments = true
+"""
+
+
+class OutboundTableTests(_Case):
+    def test_tables_decoded(self):
+        """[outbound], [approval] and a mailbox's outbound table load as written."""
+        config, _ = load(BASE + OUTBOUND)
+        self.assertEqual(config.outbound, cfg.OutboundPolicy(
+            allow=["*@customer.example"], max_per_hour=20, approval="new-recipients"))
+        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 3))
+        self.assertEqual(config.mailbox("support").outbound, cfg.OutboundPolicy(
+            allow=["alice@partner.example"], deny=["*@competitor.example"], max_recipients=10,
+            max_per_day=100, attachment_roots=["/srv/support/outbox"],
+            allow_raw_attachments=True))
+
+    def test_mailbox_key_replaces_default_key(self):
+        """A mailbox's key replaces the default's (lists too); unset keys inherit."""
+        config, _ = load(BASE + OUTBOUND)
+        policy = config.effective_outbound(config.mailbox("support"))
+        self.assertEqual(policy.allow, ("alice@partner.example",))
+        self.assertEqual((policy.max_per_hour, policy.approval), (20, "new-recipients"))
+        bare, _ = load(BASE + ALICE)
+        self.assertIsNone(bare.effective_outbound(bare.mailbox("alice")))
+        self.assertEqual(bare.approval, cfg.ApprovalConfig(None, 7))
+
+    def test_unknown_keys_refused(self):
+        """A typo in a guard's table is refused, naming the field and the file."""
+        self.assertIn(
+            "outbound: unknown field `alow`, expected one of `allow`, `deny`",
+            self.error(BASE + '[outbound]\nalow = ["*@x.example"]\n'))
+        self.assertIn(
+            "mailboxes.alice.outbound: unknown field `max_per_hours`",
+            self.error(BASE + ALICE + '[mailboxes.alice.outbound]\nmax_per_hours = 3\n'))
+        self.assertIn("approval: unknown field `notify`",
+                      self.error(BASE + '[approval]\nnotify = "ops@x.example"\n'))
+
+    def test_values_checked(self):
+        """Counts >= 1, the approval mode, absolute roots, patterns and group names."""
+        box = BASE + ALICE + "[mailboxes.alice.outbound]\n"
+        for line, text in (
+            ("max_recipients = 0", "mailboxes.alice.outbound.max_recipients: expected an "
+                                   "integer >= 1, got 0"),
+            ("max_per_day = true", "mailboxes.alice.outbound.max_per_day: expected an integer"),
+            ('approval = "sometimes"', "mailboxes.alice.outbound.approval: unknown value "
+                                       "'sometimes', expected one of \"never\", "
+                                       "\"new-recipients\", \"always\""),
+            ('attachment_roots = ["srv"]', "attachment_roots: 'srv' is not an absolute path"),
+            ('deny = ["[z-a]"]', "mailboxes.alice.outbound.deny: invalid recipient pattern"),
+            ("allow = 3", "mailboxes.alice.outbound.allow: expected an array of strings"),
+        ):
+            self.assertIn(text, self.error(box + line + "\n"))
+        self.assertIn("approval.expire_days: expected an integer >= 1, got 0",
+                      self.error(BASE + "[approval]\nexpire_days = 0\n"))
+        self.assertIn("approval.approvers: 'Bad Group' is not a valid group name",
+                      self.error(BASE + '[approval]\napprovers = "Bad Group"\n'))
+        self.assertIn("outbound: expected a table", self.error(BASE + "outbound = 3\n"))
+
+    def test_round_trip(self):
+        """to_toml writes the tables back and they load as the same config."""
+        config, _ = load(BASE + OUTBOUND)
+        doc = to_toml(config)
+        self.assertEqual(doc["approval"], {"approvers": "aimx-approvers", "expire_days": 3})
+        self.assertEqual(doc["mailboxes"]["support"]["outbound"]["deny"],
+                         ["*@competitor.example"])
+        again, _ = load(tomli_w.dumps(doc))
+        self.assertEqual(again, config)
+
+    def test_edit_keeps_tables(self):
+        """A mailbox added beside outbound tables keeps them; deleting one removes its table."""
+        text = BASE + OUTBOUND
+        config, _ = load(text)
+        added = configedit.rewrite_text(text, PATH, configedit.add_mailbox(config, "bob", "bob"))
+        self.assertIn(OUTBOUND, added)
+        gone = configedit.rewrite_text(text, PATH, configedit.remove_mailbox(config, "support"))
+        self.assertNotIn("[mailboxes.support.outbound]", gone)
+        self.assertIn("[outbound]", gone)

@@ -26,6 +26,7 @@ from aimx.control.amp import (
     BUFFER_BUDGET,
     MAX_CONNECTIONS,
     MAX_CONNECTIONS_PER_UID,
+    MAX_DESCRIPTORS,
     MAX_OTHER_BOX,
     MAX_REFUSED,
     ControlFactory,
@@ -1276,7 +1277,7 @@ class BudgetTests(ControlTestCase):
         super().setUp()
         self.running = []
 
-        def send(caller, message, text_only, html_body):
+        def send(caller, message, text_only, html_body, attachments):
             d = defer.Deferred()
             self.running.append(d)
             return d
@@ -1299,7 +1300,7 @@ class BudgetTests(ControlTestCase):
         conn.pump.flush()
         self.assertEqual(self.factory.buffered, send_box_size(message))
         self.assertEqual(self.finish(conn, outcome), {"message_id": "<x@test.local>",
-                                                      "deliveries": None})
+                                                      "deliveries": None, "held": None})
         self.assertEqual(self.factory.buffered, 0)
 
     def test_partial_box_released_on_close(self):
@@ -1420,7 +1421,7 @@ class BoxSizeTests(ControlTestCase):
 
     def test_send_25_mib(self):
         """A SEND of a full 25 MiB message through the Twisted client is served."""
-        self.control.send = lambda caller, message, text_only, html_body: defer.succeed(
+        self.control.send = lambda caller, message, *rest: defer.succeed(
             {"message_id": f"<{len(message)}@test.local>"})
         conn = self.connect(ALICE)
         reply = conn.call(commands.Send, message=b"m" * wire.MESSAGE_CAP)
@@ -1436,3 +1437,62 @@ class BoxSizeTests(ControlTestCase):
             self.assertTrue(conn.closed)
         self.assertIn("[send] malformed box (not a command), dropping connection",
                       self.logged())
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+class DescriptorTests(ControlTestCase):
+    """SEND's attachments arrive as descriptors; what a peer can make the daemon hold."""
+
+    def received(self, conn, n: int) -> list[int]:
+        fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(n)]
+        for fd in fds:
+            os.set_inheritable(fd, True)
+            conn.server.fileDescriptorReceived(fd)
+        return fds
+
+    def test_cap(self):
+        """MAX_DESCRIPTORS are held (close-on-exec); one more drops the connection and
+        closes them all."""
+        conn = self.connect(ALICE)
+        held = self.received(conn, MAX_DESCRIPTORS)
+        self.assertTrue(all(is_open(fd) and not os.get_inheritable(fd) for fd in held))
+        [extra] = self.received(conn, 1)
+        conn.pump.flush()
+        self.assertTrue(conn.closed)
+        self.assertFalse(any(map(is_open, held + [extra])))
+        self.assertIn(f"[send] more than {MAX_DESCRIPTORS} descriptors held, dropping "
+                      "connection of peer_uid=2001", self.logged())
+
+    def test_unclaimed_closed_with_the_connection(self):
+        """Descriptors no command claimed are closed when the peer goes."""
+        conn = self.connect(ALICE)
+        fds = self.received(conn, 3)
+        conn.close()
+        self.assertFalse(any(map(is_open, fds)))
+
+    def test_claimed_closed_when_answered(self):
+        """The SEND responder closes the descriptors it was given, whatever the answer."""
+        conn = self.connect(ALICE)
+        seen = []
+
+        def send(caller, message, text_only, html_body, attachments):
+            seen.extend(fd for fd, _ in attachments)
+            self.assertTrue(all(map(is_open, seen)))
+            return defer.fail(MalformedError("no"))
+
+        self.control.send = send
+        fds = self.received(conn, 2)
+        box = {b"message": b"1", b"message.0": b"x",
+               b"attachments": b'[[0, "/a"], [1, "/b"]]'}
+        result = conn.result(conn.send_raw(b"SEND", {k.decode(): v for k, v in box.items()}))
+        self.assertEqual(result.value.errorCode, b"MALFORMED")
+        self.assertEqual(seen, fds)
+        self.assertFalse(any(map(is_open, fds)))
+        self.assertFalse(conn.closed)

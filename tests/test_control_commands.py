@@ -3,6 +3,9 @@ from it (no protocol)."""
 
 import ast
 import inspect
+import itertools
+import json
+import os
 
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
@@ -308,20 +311,90 @@ class AmpCommandTests(SynchronousTestCase):
         """Command names are the AIMX verbs."""
         self.assertEqual(
             sorted(c.commandName for c in wire.COMMANDS),
-            sorted([b"SEND", b"MARK-READ", b"MARK-UNREAD", b"MAILBOX-CREATE",
+            sorted([b"SEND", b"HELD-LIST", b"HELD-SHOW", b"HELD-APPROVE", b"HELD-REJECT",
+                    b"MARK-READ", b"MARK-UNREAD", b"MAILBOX-CREATE",
                     b"MAILBOX-DELETE", b"MAILBOX-LIST", b"MAILBOX-SHOW", b"HOOK-CREATE",
                     b"HOOK-DELETE", b"HOOK-LIST", b"MAIL-LIST", b"MAIL-SEARCH", b"MAIL-THREAD",
                     b"INDEX-REBUILD", b"INDEX-STATUS", b"VERSION"]),
         )
 
     def test_error_map(self):
-        """Every command declares the spec's fifteen error codes."""
+        """Every command declares the fifteen error codes of the control socket and POLICY."""
         codes = {b"MAILBOX", b"DOMAIN", b"SIGN", b"DELIVERY", b"TEMP", b"MALFORMED",
                  b"PROTOCOL", b"NOTFOUND", b"IO", b"VALIDATION", b"NONEMPTY", b"ECONFLICT",
-                 b"EACCES", b"ENOENT", b"BODY_TOO_LARGE"}
+                 b"EACCES", b"ENOENT", b"BODY_TOO_LARGE", b"POLICY"}
         self.assertEqual(set(wire.ERRORS.values()), codes)
         for command in wire.COMMANDS:
             self.assertEqual(set(getattr(commands, command.__name__).allErrors.values()), codes)
+
+
+class _Peer:
+    """Both ends of L{amp.Descriptor} in one object: descriptors sent are received."""
+
+    def __init__(self):
+        self._descriptors = {}
+        self._getDescriptor = self._descriptors.pop
+
+    def _sendFileDescriptor(self, fd):
+        self._descriptors[len(self._descriptors)] = fd
+        return len(self._descriptors) - 1
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+class AttachmentsTests(SynchronousTestCase):
+    """SEND's open files: the box carries ordinals and paths, AMP the descriptors."""
+
+    def setUp(self):
+        self.fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(2)]
+
+    def tearDown(self):
+        for fd in self.fds:
+            if is_open(fd):
+                os.close(fd)
+
+    def test_round_trip(self):
+        """A client numbers the descriptors with its connection's count; the daemon's AMP
+        command takes them back in order with their paths; absent is an empty list."""
+        files = list(zip(self.fds, ["/a", "/b"]))
+        sent = wire.SentDescriptors(itertools.count(5))
+        box = wire.Send.request({"message": b"m", "attachments": files}, sent)
+        self.assertEqual(box[b"attachments"], b'[[5, "/a"], [6, "/b"]]')
+        self.assertEqual(sent.fds, self.fds)
+        peer, amp_box = _Peer(), {}
+        commands.Field(wire.Attachments()).toBox(b"attachments", amp_box,
+                                                 {"attachments": files}, peer)
+        self.assertEqual(amp_box, {b"attachments": b'[[0, "/a"], [1, "/b"]]'})
+        message = {b"message": b"1", b"message.0": b"m"}
+        self.assertEqual(commands.Send.parseArguments({**message, **amp_box}, peer)
+                         ["attachments"], files)
+        self.assertEqual(commands.Send.parseArguments(message, peer)["attachments"], [])
+        self.assertEqual(wire.Send.request({"message": b"m", "attachments": []}), message)
+
+    def test_missing_descriptor(self):
+        """An ordinal whose descriptor never came is MALFORMED; those claimed are closed."""
+        peer = _Peer()
+        peer._sendFileDescriptor(self.fds[0])
+        e = self.assertRaises(
+            amp.RemoteAmpError, commands.Field(wire.Attachments()).fromBox, b"attachments",
+            {b"attachments": b'[[0, "/a"], [1, "/b"]]'}, {}, peer)
+        self.assertEqual((e.errorCode, e.description),
+                         (b"MALFORMED", "the descriptor of attachment /b did not arrive"))
+        self.assertFalse(is_open(self.fds[0]))
+
+    def test_shape(self):
+        """Not JSON, not pairs, or more than MAX_ATTACHMENTS: MALFORMED, nothing claimed."""
+        many = json.dumps([[i, "/x"] for i in range(wire.MAX_ATTACHMENTS + 1)]).encode()
+        for raw in (b"{", b'[[0]]', b'[["0", "/a"]]', b'[[0, ""]]', many):
+            e = self.assertRaises(MalformedError, wire.decode_value, b"attachments",
+                                  wire.Attachments(), {b"attachments": raw}, None)
+            self.assertIn("attachments", str(e))
 
 
 class ImportTests(SynchronousTestCase):

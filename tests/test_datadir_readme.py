@@ -13,7 +13,7 @@ class RenderTests(SynchronousTestCase):
     def test_version_line_first(self):
         """The first line is the version marker; the text ends with a newline."""
         text = datadir_readme.render()
-        self.assertEqual(text.split("\n", 1)[0], "<!-- aimx-readme-version: 9 -->")
+        self.assertEqual(text.split("\n", 1)[0], "<!-- aimx-readme-version: 10 -->")
         self.assertEqual(
             datadir_readme.VERSION_LINE, f"<!-- aimx-readme-version: {datadir_readme.VERSION} -->"
         )
@@ -21,13 +21,13 @@ class RenderTests(SynchronousTestCase):
         self.assertEqual(text, datadir_readme.render())
 
     def test_content(self):
-        """aimx's facts: fourteen tools, 0700 mailboxes, AMP socket, hooks by name."""
+        """aimx's facts: fifteen tools, 0700 mailboxes, AMP socket, hooks by name."""
         text = datadir_readme.render()
-        self.assertEqual(len(datadir_readme.MCP_TOOLS), 14)
+        self.assertEqual(len(datadir_readme.MCP_TOOLS), 15)
         for tool in datadir_readme.MCP_TOOLS:
             self.assertIn(f"- `{tool}`\n", text)
         for fact in (
-            "fourteen tools",
+            "fifteen tools",
             "mode `0700`",
             "AMP on the UNIX socket",
             "/run/aimx/aimx.sock",

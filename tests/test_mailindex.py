@@ -350,3 +350,49 @@ class ThreadTests(IndexTestCase):
         [first, second] = self.build().thread(email_id="2025-06-01-000002-b")
         self.assertEqual(first.text, "Shall we meet?\n\n-- \nAlice")
         self.assertEqual(second.text, "Yes, at noon.")
+
+
+class GuardQueryTests(IndexTestCase):
+    """What the outbound policy asks: recent sends and known recipients."""
+
+    def test_sent_stems(self):
+        """The newest sent copies stored since a time (by id, not by the message's own
+        Date), newest first and bounded; inbox mail not."""
+        for stem in ["2025-06-01-100000-a", "2025-06-01-110000-b", "2025-06-01-120000-c",
+                     "2025-05-31-090000-d", "notes"]:
+            self.put(stem, folder="sent", date="2030-01-01T00:00:00Z")
+        self.put("2025-06-01-123000-in")
+        index = self.build()
+        self.assertEqual(index.sent_stems("2025-06-01-100000", 10),
+                         ["2025-06-01-120000-c", "2025-06-01-110000-b", "2025-06-01-100000-a"])
+        self.assertEqual(len(index.sent_stems("2025-06-01-100000", 2)), 2)
+
+    def test_known(self):
+        """Known: any To/Cc/Bcc of a sent copy, the From of trusted inbox mail only."""
+        self.put("2025-06-01-s1", folder="sent", sender="box@test.local",
+                 to='"Bob" <Bob@B.example>, carol@c.example', cc="dan@d.example",
+                 bcc=["Eve@e.example"])
+        self.put("2025-06-01-i1", sender="Trusty <trusty@t.example>", trusted="true")
+        self.put("2025-06-01-i2", sender="stranger@s.example", trusted="false")
+        self.put("2025-06-01-i3", sender="nobody@n.example", to="bob2@b.example")
+        index = self.build()
+        asked = ["bob@b.example", "carol@c.example", "dan@d.example", "eve@e.example",
+                 "trusty@t.example", "stranger@s.example", "bob2@b.example", "box@test.local"]
+        self.assertEqual(index.known(asked), {"bob@b.example", "carol@c.example",
+                                              "dan@d.example", "eve@e.example",
+                                              "trusty@t.example"})
+
+    def test_known_follows_the_files(self):
+        """A trusted message removed, or a copy rewritten untrusted, is known no more."""
+        path = self.put("2025-06-01-i1", sender="trusty@t.example", trusted="true")
+        self.put("2025-06-01-s1", folder="sent", to="x@x.example", bcc=["old@o.example"])
+        index = self.build()
+        self.assertEqual(index.known(["trusty@t.example", "old@o.example"]),
+                         {"trusty@t.example", "old@o.example"})
+        with open(path, "wb") as f:
+            f.write(message("2025-06-01-i1", sender="trusty@t.example", trusted="false"))
+        self.put("2025-06-01-s1", folder="sent", to="x@x.example", bcc=["new@n.example"])
+        index.update("inbox", ["2025-06-01-i1"])
+        index.update("sent", ["2025-06-01-s1"])
+        self.assertEqual(index.known(["trusty@t.example", "old@o.example", "new@n.example"]),
+                         {"new@n.example"})

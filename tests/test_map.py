@@ -92,6 +92,7 @@ class MapTests(SynchronousTestCase):
 #: Concerns with one home (docs/design.md): what may be used, and only where.
 ONE_HOME = {
     "pwd": {"aimx.store.passwd"},
+    "grp": {"aimx.store.passwd"},
     "subprocess.run": {"aimx.host.programs"},
     "os.link": {"aimx.store.safefs"},
     "os.replace": {"aimx.store.safefs", "aimx.service"},  # the pid file, see design.md
@@ -119,7 +120,8 @@ def uses(path: str):
 
 class OneHomeTests(SynchronousTestCase):
     def test_one_home(self):
-        """The owner lookup, the program runner and links/renames each have one module."""
+        """The owner and group lookups, the program runner and links/renames each have one
+        module."""
         strays = sorted(
             f"{name} uses {used}"
             for name, path in modules()

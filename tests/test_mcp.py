@@ -38,7 +38,7 @@ DOMAIN = "test.local"
 NAMES = {
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
-    "hook_list", "hook_delete", "email_search", "email_thread",
+    "hook_list", "hook_delete", "email_search", "email_thread", "held_list",
 }
 
 
@@ -490,6 +490,19 @@ class MarkTests(ToolsTestCase):
                          "[ENOENT] mailbox 'alice' does not exist")
 
 
+def open_on(paths) -> list[str]:
+    """Which of C{paths} a descriptor of this process is open on."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target in paths:
+            found.append(target)
+    return found
+
+
 class SendTests(ToolsTestCase):
     def send(self, **kw):
         arguments = {"from_mailbox": "alice", "to": "bob@example.com", "subject": "Hi",
@@ -553,13 +566,15 @@ class SendTests(ToolsTestCase):
                          ("<m1@x>", "<r0@x> <m1@x>"))
 
     def test_attachments(self):
-        """Files are read by the tool; a missing one is the compose error."""
+        """Files are opened by the tool and passed as descriptors (the message carries
+        none); a missing one is the compose error."""
         path = os.path.join(self.root, "notes.txt")
         with open(path, "w") as f:
             f.write("attached")
         run(self.send(attachments=[path]))
-        [part] = list(self.daemon.sent()[0].iter_attachments())
-        self.assertEqual((part.get_filename(), part.get_content()), ("notes.txt", "attached"))
+        self.assertEqual(open_on([path]), [])  # closed once answered
+        self.assertEqual(list(self.daemon.sent()[0].iter_attachments()), [])
+        self.assertEqual(self.daemon.attached, [(path, b"attached")])
         missing = os.path.join(self.root, "missing.pdf")
         self.assertEqual(self.fails(self.send(attachments=[missing])),
                          f"Attachment file not found: {missing}")
@@ -585,6 +600,26 @@ class SendTests(ToolsTestCase):
             "Not delivered to every recipient:",
             "  deferred: eve@later.example: 451 try later",
         ])
+
+
+class HeldTests(ToolsTestCase):
+    def test_held_send(self):
+        """A send the policy holds says so with its id (a success, not an error)."""
+        self.daemon.answers[wire.Send] = {"message_id": "<m@test.local>",
+                                              "held": "20260301-120000-0a1b2c3d"}
+        self.assertEqual(run(self.send_one()), "held for approval: 20260301-120000-0a1b2c3d")
+
+    def test_held_list(self):
+        """held_list asks HELD-LIST for the mailbox's name (an address works too)."""
+        holds = [{"hold_id": "20260301-120000-0a1b2c3d", "mailbox": "alice"}]
+        self.daemon.answers[wire.HeldList] = {"holds": holds}
+        self.assertEqual(json.loads(run(self.tools.held_list(f"alice@{DOMAIN}"))), holds)
+        self.assertEqual(self.daemon.calls[-1], (wire.HeldList, {"mailbox": "alice"}))
+        self.assertEqual(self.fails(self.tools.held_list("nobody")),
+                         "Mailbox 'nobody' does not exist.")
+
+    def send_one(self):
+        return self.tools.email_send("alice", "bob@example.com", "Hi", "b")
 
 
 class ReplyTests(ToolsTestCase):
@@ -753,8 +788,8 @@ class ServerTests(SynchronousTestCase):
         return self.session(body)
 
     def test_surface(self):
-        """Cases 1, 2: the twelve tools and email_search, email_thread; capabilities are
-        tools only; serverInfo."""
+        """Cases 1, 2: the twelve tools and email_search, email_thread, held_list;
+        capabilities are tools only; serverInfo."""
 
         async def body(client):
             listed = (await client.list_tools()).tools
@@ -762,7 +797,7 @@ class ServerTests(SynchronousTestCase):
 
         capabilities, info, instructions, listed = self.session(body)
         self.assertEqual({t.name for t in listed}, NAMES)
-        self.assertEqual(len(listed), 14)
+        self.assertEqual(len(listed), 15)
         self.assertIsNotNone(capabilities.tools)
         self.assertEqual((capabilities.prompts, capabilities.resources, capabilities.logging),
                          (None, None, None))
@@ -808,7 +843,7 @@ class ServerTests(SynchronousTestCase):
         hints = {name: (t.annotations.read_only_hint, t.annotations.destructive_hint)
                  for name, t in tools_.items()}
         reading = {"mailbox_list", "email_list", "email_read", "hook_list", "email_search",
-                   "email_thread"}
+                   "email_thread", "held_list"}
         self.assertEqual({n for n, (ro, _) in hints.items() if ro}, reading)
         self.assertEqual({n for n, (ro, d) in hints.items() if not ro and d},
                          {"mailbox_delete", "hook_delete"})

@@ -1,5 +1,6 @@
 """The passwd lookups: owner names to ids, uids to names."""
 
+import grp
 import os
 import pwd
 
@@ -36,6 +37,23 @@ class PasswdTests(SynchronousTestCase):
     def test_home(self):
         """home() is the passwd entry's directory."""
         self.assertEqual(passwd.home("root"), pwd.getpwnam("root").pw_dir)
+
+    def test_in_group(self):
+        """A user is in a group it is listed in, or whose gid is its primary gid; an
+        unknown group or uid has nobody."""
+        me = pwd.getpwuid(os.geteuid())
+        primary = grp.getgrgid(me.pw_gid).gr_name
+        self.assertTrue(passwd.in_group(me.pw_uid, primary))
+        users = {entry.pw_name: entry for entry in pwd.getpwall()}
+        listed = [(g.gr_name, users[name]) for g in grp.getgrall() for name in g.gr_mem
+                  if name in users and users[name].pw_gid != g.gr_gid]
+        for group, member in listed[:1]:
+            self.assertTrue(passwd.in_group(member.pw_uid, group))
+        outsider = next(g.gr_name for g in grp.getgrall()
+                        if g.gr_gid != me.pw_gid and me.pw_name not in g.gr_mem)
+        self.assertFalse(passwd.in_group(me.pw_uid, outsider))
+        self.assertFalse(passwd.in_group(me.pw_uid, "nosuchgroup123"))
+        self.assertFalse(passwd.in_group(2**31 - 2, primary))
 
     def test_injectable(self):
         """Passwd offers the same two lookups as methods (the injected seam)."""

@@ -3,7 +3,7 @@
 C{aimx agents setup} runs this before it installs or registers anything: the
 exact command and environment it is about to register, started the way an agent
 starts it (stdio, from C{/}, the registered environment in place of this
-process's aimx directories), must answer C{initialize} and list aimx's fourteen
+process's aimx directories), must answer C{initialize} and list aimx's fifteen
 tools.  A minimal JSON-RPC exchange, not the mcp SDK's client: no event loop, no
 SDK import in the CLI, and each way of failing gets its own plain reason.
 
@@ -26,7 +26,7 @@ import attrs
 AIMX_TOOLS = frozenset({
     "mailbox_list", "mailbox_create", "mailbox_delete", "email_list", "email_read",
     "email_send", "email_reply", "email_mark_read", "email_mark_unread", "hook_create",
-    "hook_list", "hook_delete", "email_search", "email_thread",
+    "hook_list", "hook_delete", "email_search", "email_thread", "held_list",
 })
 #: Seconds for the whole exchange; `aimx mcp` answers in about one.
 TIMEOUT = 20.0

@@ -19,6 +19,7 @@ VERBS = {
     "mail": "mail",
     "mailboxes": "mailboxes",
     "hooks": "hooks",
+    "held": "held",
     "agents": "agents",
     "dkim-keygen": "dkimkeygen",
     "reindex": "reindex",

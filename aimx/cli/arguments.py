@@ -19,6 +19,7 @@ Operations (as current user):
   mail          List, read, search and mark mail; whole threads
   mailboxes     Create, list, show and delete mailboxes
   hooks         Create, list and delete hooks
+  held          List, show, approve and reject mail held for approval
   agents        Wire aimx into an AI agent harness
   mcp           Run the MCP server on stdio
   completion    Print a shell completion script (bash or zsh)
@@ -239,6 +240,20 @@ def hooks(sub, common) -> None:
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
 
+def held(sub, common) -> None:
+    actions = _actions(_verb(sub, "held", common), "held")
+    listing = actions.add_parser("list", parents=[common], help="list held messages")
+    listing.add_argument("--mailbox", help="only this mailbox's")
+    listing.add_argument("--json", action="store_true", help="print one JSON document")
+    show = actions.add_parser("show", parents=[common], help="print a held message")
+    show.add_argument("id")
+    approve = actions.add_parser("approve", parents=[common], help="send a held message")
+    approve.add_argument("id")
+    reject = actions.add_parser("reject", parents=[common], help="reject a held message")
+    reject.add_argument("id")
+    reject.add_argument("--reason", help="kept with the rejected message")
+
+
 def agents(sub, common) -> None:
     actions = _actions(_verb(sub, "agents", common), "agents")
     setup = actions.add_parser(
@@ -406,6 +421,7 @@ VERBS = {
     "mail": (mail, ()),
     "mailboxes": (mailboxes, ("mailbox",)),
     "hooks": (hooks, ("hook",)),
+    "held": (held, ()),
     "agents": (agents, ()),
     "dkim-keygen": (dkim_keygen, ()),
     "reindex": (reindex, ()),

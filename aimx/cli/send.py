@@ -1,18 +1,22 @@
 """``aimx send``, L3: compose a message as the caller and submit it (docs/cli.md, "aimx send").
 
-Attachments are read here, with the caller's permissions; the daemon never
-opens a path on a client's behalf.  Exit codes: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
+Attachments are opened here, with the caller's permissions, and passed to the
+daemon as descriptors (docs/guardrails.md): the daemon never opens a path on a
+client's behalf, and it checks where each descriptor really points before it
+reads it.  A message the outbound policy holds says C{held for approval:
+<hold-id>} (exit 0).  Exit codes: 0 sent, 1 refused, 2 no daemon, 3 a reply that is not a
 valid answer.  Root is not refused: the daemon authorises root (the operator) for
 any mailbox, as it does for the MCP tools (docs/security.md, "Sending identity").
 """
 
+import os
 from datetime import datetime, timezone
 
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.control.wire import ERRORS, MESSAGE_CAP, MalformedResponse, Send
 from aimx.core.compose import ComposeError, compose, normalize_crlf
-from aimx.store.attachments import read_attachment
+from aimx.store.attachments import open_attachment
 from aimx.errors import ConnectFailed, DaemonNotRunning
 
 _RED, _BOLD, _GREEN = "31", "1", "32"
@@ -24,6 +28,19 @@ def main(args) -> int:
 
 async def send(args, s: session.Session) -> int:
     """Compose, submit, and report the daemon's answer (which says who may send)."""
+    opened = []
+    try:
+        for path in args.attachment:
+            opened.append((open_attachment(path), os.path.abspath(path)))
+        return await _send(args, s, opened)
+    except ComposeError as e:
+        raise CliError(str(e)) from None
+    finally:
+        for fd, _ in opened:
+            os.close(fd)
+
+
+async def _send(args, s: session.Session, attachments: list) -> int:
     try:
         message = compose(
             from_=args.sender,
@@ -34,7 +51,6 @@ async def send(args, s: session.Session) -> int:
             body=args.body,
             reply_to=args.in_reply_to,
             references=args.references,
-            attachments=[read_attachment(path) for path in args.attachment],
             now=datetime.now(timezone.utc),
         )
     except ComposeError as e:
@@ -46,13 +62,17 @@ async def send(args, s: session.Session) -> int:
         )
     html = None if args.html_body is None else normalize_crlf(args.html_body).encode("utf-8")
     try:
-        reply = await _submit(s, message=message, text_only=args.text_only, html_body=html)
+        reply = await _submit(s, message=message, text_only=args.text_only, html_body=html,
+                              attachments=attachments)
     except tuple(ERRORS) as e:
         if e.code == "EACCES":
             raise CliError(f"not authorized: {args.sender}") from None
         label = s.term.style(f"Error [{e.code}]:", _RED, _BOLD)
         print(f"{label} {e}", file=s.term.err)
         return 1
+    if reply.get("held"):
+        s.term.say(f"held for approval: {reply['held']}")
+        return 0
     message_id = reply["message_id"]
     s.term.say(message_id)
     undelivered = [d for d in reply.get("deliveries") or () if d.get("status") != "delivered"]

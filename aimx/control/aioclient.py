@@ -4,10 +4,16 @@ Commands are those of L{aimx.control.wire}, whose boxes this module reads and
 writes over an asyncio UNIX connection; nothing here imports Twisted (the MCP
 process never loads AMP's TLS dependencies).  A daemon error arrives as the
 matching L{aimx.errors} class carrying the daemon's reason.
+
+Descriptors (SEND's attachments) go as Twisted's AMP sends them: each with one
+byte of the box's stream in its own C{sendmsg} (C{SCM_RIGHTS}), numbered by the
+connection's count of descriptors sent (L{wire.Attachments}).
 """
 
 import asyncio
 import errno
+import itertools
+import socket
 
 from aimx.control import wire
 from aimx.control.wire import MalformedResponse
@@ -35,13 +41,19 @@ async def read_box(reader: asyncio.StreamReader, cap: int = wire.ANSWER_CAP) -> 
 
 
 class Connection:
-    """One open connection; commands are answered in order."""
+    """One open connection; commands are answered in order.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    @param sock: the connected socket, for the descriptors (the streams carry the rest).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 sock: socket.socket | None = None):
         self._reader = reader
         self._writer = writer
+        self._sock = sock
         self._tag = 0
         self._lock = asyncio.Lock()
+        self._sent_fds = itertools.count()
 
     async def call(self, command: type[wire.Command], **arguments) -> dict:
         """Send C{command} and wait for its answer.
@@ -53,8 +65,14 @@ class Connection:
         async with self._lock:
             self._tag += 1
             tag = str(self._tag).encode("ascii")
+            descriptors = wire.SentDescriptors(self._sent_fds)
+            data = wire.request_bytes(command, arguments, tag, descriptors)
             try:
-                self._writer.write(wire.request_bytes(command, arguments, tag))
+                # The previous answer has been read, so nothing of ours is still
+                # buffered: each descriptor goes with the next byte, in order.
+                for i, fd in enumerate(descriptors.fds):
+                    socket.send_fds(self._sock, [data[i:i + 1]], [fd])
+                self._writer.write(data[len(descriptors.fds):])
                 await self._writer.drain()
                 answer = await read_box(self._reader)
             except ConnectionError as e:
@@ -76,13 +94,17 @@ async def connect(path: str) -> Connection:
     @raise DaemonNotRunning: no socket, nobody listening, or no access to it.
     @raise ConnectFailed: any other connection failure.
     """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     try:
-        reader, writer = await asyncio.open_unix_connection(path)
+        await asyncio.get_running_loop().sock_connect(sock, path)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
     except OSError as e:
+        sock.close()
         if e.errno in _DOWN:
             raise DaemonNotRunning(f"aimx daemon not running ({e.strerror} at {path})") from None
         raise ConnectFailed(f"Failed to connect to aimx daemon at {path}: {e}") from None
-    return Connection(reader, writer)
+    return Connection(reader, writer, sock)
 
 
 class ControlClient:

@@ -26,6 +26,11 @@ is bounded (STYLE.md, "Bound everything an outsider controls"):
    whose C{_command} has not arrived by then, drops the connection (our
    clients send C{_command} first: L{aimx.control.wire.serialize_box}).  No
    box may pass L{MAX_BOX}.
+ - descriptors (SEND's attachments, C{SCM_RIGHTS}): at most
+   L{MAX_DESCRIPTORS} held per connection, unclaimed or in use; one more drops
+   the connection.  Each is made close-on-exec as it arrives (hooks must never
+   inherit a caller's file), a command's own are closed when it answers, and
+   any left unclaimed when the connection goes.
 """
 
 import collections
@@ -58,6 +63,9 @@ MAX_CONNECTIONS_PER_UID = 16
 MAX_REFUSED = 64
 #: Bytes of all boxes being received or being worked on, across connections.
 BUFFER_BUDGET = 256 * 1024 * 1024
+
+#: Descriptors one connection may hold: a SEND's attachments, with room for one more.
+MAX_DESCRIPTORS = wire.MAX_ATTACHMENTS + 1
 
 _BUSY = "control socket busy: too many request bytes buffered; retry later"
 #: In a refused box, every key but these is replaced by this one, every value emptied.
@@ -157,8 +165,22 @@ class ControlProtocol(amp.AMP):
     def connectionLost(self, reason):
         self._disarm()
         self._release_box()
+        for fd in self._descriptors.values():
+            os.close(fd)
+        self._descriptors.clear()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
+
+    def fileDescriptorReceived(self, descriptor):
+        # Received without MSG_CMSG_CLOEXEC: a hook spawned now must not inherit it.
+        os.set_inheritable(descriptor, False)
+        if self._closing or len(self._descriptors) >= MAX_DESCRIPTORS:
+            os.close(descriptor)
+            if not self._closing:
+                self._drop("[send] more than {limit} descriptors held, dropping connection "
+                           "of peer_uid={peer_uid}", limit=MAX_DESCRIPTORS)
+            return
+        super().fileDescriptorReceived(descriptor)
 
     def _arm(self):
         if self._timer is None and not self._inflight and self.transport is not None:
@@ -305,9 +327,39 @@ class ControlProtocol(amp.AMP):
     # -- commands ----------------------------------------------------------------
 
     @commands.Send.responder
+    async def send(self, message, text_only, html_body, attachments):
+        # The responder owns the descriptors it was given: closed whatever happens.
+        try:
+            return await self._send(message=message, text_only=text_only, html_body=html_body,
+                                    attachments=attachments)
+        finally:
+            for fd, _ in attachments:
+                os.close(fd)
+
     @_guarded
-    async def send(self, message, text_only, html_body):
-        return await self.control.send(self.caller, message, text_only, html_body)
+    async def _send(self, message, text_only, html_body, attachments):
+        return await self.control.send(self.caller, message, text_only, html_body, attachments)
+
+    @commands.HeldList.responder
+    @_guarded
+    async def held_list(self, mailbox):
+        return {"holds": await self.control.held_list(self.caller, mailbox)}
+
+    @commands.HeldShow.responder
+    @_guarded
+    async def held_show(self, id):
+        return {"hold": await self.control.held_show(self.caller, id)}
+
+    @commands.HeldApprove.responder
+    @_guarded
+    async def held_approve(self, id):
+        return await self.control.held_approve(self.caller, id)
+
+    @commands.HeldReject.responder
+    @_guarded
+    async def held_reject(self, id, reason):
+        await self.control.held_reject(self.caller, id, reason)
+        return {}
 
     @commands.MarkRead.responder
     @_guarded

@@ -6,9 +6,12 @@ on it (L{aimx.cli.session.run_blocking}) and so never import Twisted: its
 reactor, AMP and AMP's TLS dependencies are most of what made C{aimx mailboxes
 list} take 20 times C{python -c pass} (bench/cli_start.py).  A daemon error
 arrives as the matching L{aimx.errors} class carrying the daemon's reason.
+Descriptors (SEND's attachments) go as Twisted's AMP sends them: each with one
+byte of the box in its own C{sendmsg} (C{SCM_RIGHTS}, L{wire.Attachments}).
 """
 
 import errno
+import itertools
 import socket
 
 from aimx.control import wire
@@ -26,6 +29,7 @@ class Connection:
         self._sock = sock
         self._file = sock.makefile("rb")
         self._tag = 0
+        self._sent_fds = itertools.count()
 
     def call(self, command: type[wire.Command], **arguments) -> dict:
         """Send C{command} and wait for its answer.
@@ -37,9 +41,12 @@ class Connection:
         """
         self._tag += 1
         tag = str(self._tag).encode("ascii")
-        data = wire.request_bytes(command, arguments, tag)
+        descriptors = wire.SentDescriptors(self._sent_fds)
+        data = wire.request_bytes(command, arguments, tag, descriptors)
         try:
-            self._sock.sendall(data)
+            for i, fd in enumerate(descriptors.fds):
+                socket.send_fds(self._sock, [data[i:i + 1]], [fd])
+            self._sock.sendall(data[len(descriptors.fds):])
             answer = self._read_box()
         except OSError as e:
             raise MalformedResponse(f"connection lost: {e}") from None

@@ -23,6 +23,22 @@ class RequestBox(amp.AmpBox):
         return wire.serialize_box(self)
 
 
+class Descriptors:
+    """An AMP protocol's file descriptors as L{wire.Attachments} numbers them: AMP's
+    own L{amp.Descriptor} (C{SCM_RIGHTS}, counted per connection)."""
+
+    _descriptor = amp.Descriptor()
+
+    def __init__(self, proto):
+        self.proto = proto
+
+    def send(self, fd: int) -> int:
+        return int(self._descriptor.toStringProto(fd, self.proto))
+
+    def take(self, ordinal: int) -> int:
+        return self._descriptor.fromStringProto(str(ordinal).encode("ascii"), self.proto)
+
+
 class Field(amp.Argument):
     """A L{wire.Value} as an AMP argument; a value that does not decode is C{MALFORMED}."""
 
@@ -32,12 +48,14 @@ class Field(amp.Argument):
 
     def fromBox(self, name, strings, objects, proto):
         try:
-            objects[name.decode("ascii")] = wire.decode_value(name, self.kind, strings)
+            objects[name.decode("ascii")] = wire.decode_value(name, self.kind, strings,
+                                                              Descriptors(proto))
         except MalformedError as e:
             raise amp.RemoteAmpError(b"MALFORMED", str(e)) from None
 
     def toBox(self, name, strings, objects, proto):
-        strings.update(wire.encode_value(name, self.kind, objects.get(name.decode("ascii"))))
+        strings.update(wire.encode_value(name, self.kind, objects.get(name.decode("ascii")),
+                                         Descriptors(proto)))
 
 
 class _Command(amp.Command):
@@ -58,6 +76,10 @@ def _amp(command: type[wire.Command]) -> type[amp.Command]:
 
 
 Send = _amp(wire.Send)
+HeldList = _amp(wire.HeldList)
+HeldShow = _amp(wire.HeldShow)
+HeldApprove = _amp(wire.HeldApprove)
+HeldReject = _amp(wire.HeldReject)
 MarkRead = _amp(wire.MarkRead)
 MarkUnread = _amp(wire.MarkUnread)
 MailboxCreate = _amp(wire.MailboxCreate)

@@ -15,20 +15,30 @@ import stat
 import attrs
 from twisted.internet import defer
 
-from aimx.control.wire import EXCLUSIVE
+from aimx.control.approvals import Approvals
+from aimx.control.wire import EXCLUSIVE, MESSAGE_CAP
 from aimx.control.listing import (
     email_row,
     mailbox_details,
     mailbox_rows,
     visible_mailboxes,
 )
-from aimx.core import configedit, mailquery, submission
+from aimx.control.sendguard import SendGuard
+from aimx.core import configedit, mailquery, outpolicy, submission
+from aimx.core.assemble import (
+    ATTACHMENT_LINE,
+    ATTACHMENT_LINE_BYTES,
+    attachment_wire_size,
+    check_size,
+    read_draft,
+)
 from aimx.core.authz import ACCEPT, REJECT, ROOT_BYPASS, Decision, authorize, visible
 from aimx.core.config import MailboxConfig
 from aimx.core.filenames import is_valid_id
 from aimx.ops.version import version_fields
 from aimx.errors import (
     AccessDenied,
+    BodyTooLarge,
     ConfigError,
     IOFailure,
     MailboxError,
@@ -36,11 +46,13 @@ from aimx.errors import (
     NoEntry,
     NonEmptyError,
     NotFoundError,
+    PolicyError,
+    SignError,
     TempError,
     ValidationError,
 )
 from aimx.logs import Logger
-from aimx.store import configfile
+from aimx.store import configfile, descriptors
 from aimx.store.mailboxdirs import count_entries, create_dirs, mailbox_dirs, remove_dirs, wipe
 from aimx.store.mailstore import mark_id
 from aimx.store.mailindex import FOLDERS
@@ -108,6 +120,10 @@ class Control:
         self.now = now
         self.outbox = outbox
         self.index = index
+        self.guard = SendGuard(index)
+        self.approvals = Approvals(
+            live=live, data_dir=data_dir, outbox=outbox, guard=self.guard, passwd=passwd,
+            run_in_thread=run_in_thread, now=now)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -168,8 +184,14 @@ class Control:
     # -- send ------------------------------------------------------------------
 
     async def send(self, caller: Caller, message: bytes, text_only: bool,
-                   html_body: bytes | None) -> dict:
-        """SEND: check in L{aimx.core.submission}'s order, then hand to the outbox."""
+                   html_body: bytes | None, attachments=()) -> dict:
+        """SEND: check in L{aimx.core.submission}'s order, let the outbound policy decide
+        (docs/guardrails.md), then hand to the outbox.
+
+        @param attachments: C{(fd, path)} of the files the client opened; read
+            here only once the policy allows them, never closed here (the
+            responder owns them).
+        """
         if text_only and html_body is not None:
             raise MalformedError(EXCLUSIVE)
         if self.outbox is None:
@@ -181,9 +203,91 @@ class Control:
         if not self._authorize("SEND", caller, sub.mailbox).allowed:
             raise AccessDenied(NOT_AUTHORIZED)
         sub = submission.check_recipients(sub)
-        return await self.outbox.send(
-            config, sub, message, text_only=text_only, html_body=html_body
-        )
+        draft = await self.run_in_thread(_read_draft, message, text_only, html_body)
+        mailbox = sub.mailbox
+        policy = config.effective_outbound(mailbox)
+        files = roots = ()
+        if attachments:
+            files = await self.run_in_thread(
+                lambda: [descriptors.inspect(fd, given) for fd, given in attachments])
+            roots = await self.run_in_thread(descriptors.real_roots, (
+                policy.attachment_roots if policy is not None
+                and policy.attachment_roots is not None
+                else outpolicy.default_roots(self.passwd.home(mailbox.owner))))
+        if outpolicy.window_start(self.now(), policy) is not None:
+            await self.guard.prepare(mailbox.name, self.now())
+        known = ()
+        if policy is not None and policy.approval == outpolicy.NEW_RECIPIENTS:
+            known = await self.guard.known(mailbox.name, sub.recipients)
+        # From here to the record, no wait: two SENDs cannot both take the last place.
+        now = self.now()
+        decision = outpolicy.decide(
+            mailbox.name, policy, sub.recipients, now=now,
+            recent=self.guard.recent(mailbox.name, now), known=known, files=files,
+            roots=roots, raw_attachments=draft.raw_attachments > 0)
+        self._log_send(caller, mailbox.name, decision)
+        if decision.verdict == outpolicy.REFUSE:
+            raise PolicyError(decision.reason)
+        if decision.verdict == outpolicy.HOLD:
+            draft = await self._attach(draft, attachments, len(message))
+            check_size(draft, config.effective_signature)  # refused now, not at approval
+            return await self.approvals.hold(config, sub, draft, decision.reason, caller.uid)
+        self.guard.record(mailbox.name, now)
+        try:
+            draft = await self._attach(draft, attachments, len(message))
+            return await self.outbox.send(config, sub, draft)
+        except (MalformedError, BodyTooLarge, SignError, IOFailure):
+            self.guard.cancel(mailbox.name, now)  # nothing left: it does not count
+            raise
+
+    def _log_send(self, caller: Caller, mailbox: str, decision) -> None:
+        emit = uds_log.info if decision.verdict == outpolicy.SEND else uds_log.warn
+        emit("[send] policy mailbox={mailbox} caller_uid={caller_uid} verdict={verdict}"
+             "{why}", mailbox=mailbox, caller_uid=caller.uid, verdict=decision.verdict,
+             rule=decision.rule, why=f" rule={decision.rule}: {decision.reason}"
+             if decision.rule else "")
+
+    async def _attach(self, draft, attachments, used: int):
+        """The draft with the attached files read in, all of it within SEND's cap.
+
+        @param used: the submitted message's size, counted against the cap.
+        @raise MalformedError: the files would make the message larger than the cap.
+        """
+        read = []
+        left = MESSAGE_CAP - used
+        for fd, given in attachments:
+            limit = max(0, left // ATTACHMENT_LINE * ATTACHMENT_LINE_BYTES)
+            try:
+                part = await self.run_in_thread(descriptors.read_attached, fd, given, limit)
+            except ValueError:
+                raise MalformedError(
+                    f"attachment {given} makes the message larger than {MESSAGE_CAP} bytes "
+                    "once encoded; attach less or link to the files instead") from None
+            except OSError as e:
+                raise IOFailure(f"cannot read attachment {given}: {e.strerror}") from None
+            left -= attachment_wire_size(len(part.data))
+            read.append(part)
+        if not read:
+            return draft
+        return attrs.evolve(draft, attachments=draft.attachments + tuple(read))
+
+    # -- held mail (docs/guardrails.md) -----------------------------------------
+
+    async def held_list(self, caller: Caller, mailbox: str | None) -> list[dict]:
+        """HELD-LIST: pending holds of the mailboxes the caller may see."""
+        return await self.approvals.rows(caller.uid, mailbox)
+
+    async def held_show(self, caller: Caller, hold_id: str) -> dict:
+        """HELD-SHOW: one hold's row and file."""
+        return await self.approvals.show(caller.uid, hold_id)
+
+    async def held_approve(self, caller: Caller, hold_id: str) -> dict:
+        """HELD-APPROVE: deliver a held message (root or an approver, never its owner)."""
+        return await self.approvals.approve(caller.uid, hold_id)
+
+    async def held_reject(self, caller: Caller, hold_id: str, reason: str | None) -> None:
+        """HELD-REJECT: move a held message to C{rejected/} (same rule as approving)."""
+        await self.approvals.reject(caller.uid, hold_id, reason)
 
     # -- mailboxes -------------------------------------------------------------
 
@@ -490,6 +594,12 @@ class Control:
     def version(self) -> dict[str, str]:
         """VERSION."""
         return version_fields()
+
+
+def _read_draft(message: bytes, text_only: bool, html_body: bytes | None):
+    """The header block checked and the body read (blocking: a thread's work)."""
+    lines, body = submission.check_header_block(message)
+    return read_draft(lines, body, text_only=text_only, html_body=html_body)
 
 
 def _folder(folder: str | None, all_: bool) -> str | None:

@@ -9,7 +9,11 @@ Nothing here imports more than the standard library's C{json} and L{aimx.errors}
 
 A value type decodes without any protocol object and turns a bad value into
 L{MalformedError}: the daemon answers it C{MALFORMED} (a plain exception while
-parsing arguments would make AMP answer C{UNKNOWN} and drop the connection).  Values longer than AMP's 65,535-byte limit travel
+parsing arguments would make AMP answer C{UNKNOWN} and drop the connection).
+Open files travel beside the bytes (L{Attachments}): a value type that carries
+them is given the connection's descriptors (C{fds}: C{send(fd) -> ordinal} on
+the sending side, C{take(ordinal) -> fd} on the receiving one, AMP's own
+numbering); the others ignore it.  Values longer than AMP's 65,535-byte limit travel
 chunked: C{name} holds the chunk count and C{name.0}, C{name.1}, ... the chunks
 (L{encode_chunks}, L{decode_chunks}).
 
@@ -32,6 +36,8 @@ CHUNK = 0xFFFF
 MESSAGE_CAP = 25 * 1024 * 1024
 HOOK_BODY_CAP = 1024 * 1024
 RESPONSE_CAP = 64 * 1024 * 1024
+#: Files one SEND may attach (each a descriptor the daemon holds while it runs).
+MAX_ATTACHMENTS = 64
 #: The most bytes a client reads for one answer: the largest value plus its chunk
 #: keys and length prefixes.
 ANSWER_CAP = RESPONSE_CAP + (1 << 20)
@@ -54,6 +60,7 @@ ERRORS = {
         errors.AccessDenied,
         errors.NoEntry,
         errors.BodyTooLarge,
+        errors.PolicyError,
     )
 }
 _CODES = {code: cls for cls, code in ERRORS.items()}
@@ -131,32 +138,36 @@ class Value:
 
     optional = False
 
-    def decode(self, name: bytes, box):
+    def decode(self, name: bytes, box, fds=None):
         """The Python value under C{name}, or C{None} when absent.
 
+        @param fds: the connection's descriptors received (L{Attachments}).
         @raise MalformedError: the value does not decode.
         """
         raise NotImplementedError
 
-    def encode(self, name: bytes, value) -> dict[bytes, bytes]:
-        """The box entries for C{value}."""
+    def encode(self, name: bytes, value, fds=None) -> dict[bytes, bytes]:
+        """The box entries for C{value}.
+
+        @param fds: the connection's descriptors to send (L{Attachments}).
+        """
         raise NotImplementedError
 
 
-def decode_value(name: bytes, kind: Value, box):
+def decode_value(name: bytes, kind: Value, box, fds=None):
     """The value of field C{name} in C{box}.
 
     @raise MalformedError: a required field is absent or the value does not decode.
     """
-    value = kind.decode(name, box)
+    value = kind.decode(name, box, fds)
     if value is None and not kind.optional:
         raise MalformedError(f"missing required argument: {name.decode('ascii')}")
     return value
 
 
-def encode_value(name: bytes, kind: Value, value) -> dict[bytes, bytes]:
+def encode_value(name: bytes, kind: Value, value, fds=None) -> dict[bytes, bytes]:
     """The box entries of field C{name}; none for C{None} (an absent optional field)."""
-    return {} if value is None else kind.encode(name, value)
+    return {} if value is None else kind.encode(name, value, fds)
 
 
 def _utf8(name: bytes, data: bytes) -> str:
@@ -176,7 +187,7 @@ class Text(Value):
         self.optional = optional
         self.allow_empty = allow_empty
 
-    def decode(self, name, box):
+    def decode(self, name, box, fds=None):
         raw = box.get(name)
         if raw is None:
             return None
@@ -184,7 +195,7 @@ class Text(Value):
             raise MalformedError(f"empty {name.decode('ascii').capitalize()} value")
         return _utf8(name, raw)
 
-    def encode(self, name, value):
+    def encode(self, name, value, fds=None):
         return {name: value.encode("utf-8")}
 
 
@@ -196,7 +207,7 @@ class Flag(Value):
     def __init__(self, default: bool | None = False):
         self.default = default
 
-    def decode(self, name, box):
+    def decode(self, name, box, fds=None):
         raw = box.get(name)
         if raw is None:
             return self.default
@@ -204,7 +215,7 @@ class Flag(Value):
             raise MalformedError(f"invalid boolean for {name.decode('ascii')}")
         return raw == b"True"
 
-    def encode(self, name, value):
+    def encode(self, name, value, fds=None):
         return {name: b"True" if value else b"False"}
 
 
@@ -217,7 +228,7 @@ class Number(Value):
         self.default = default
         self.most = most
 
-    def decode(self, name, box):
+    def decode(self, name, box, fds=None):
         raw = box.get(name)
         if raw is None:
             return self.default
@@ -226,7 +237,7 @@ class Number(Value):
                                  f"from 0 to {self.most}")
         return int(raw)
 
-    def encode(self, name, value):
+    def encode(self, name, value, fds=None):
         return {name: str(int(value)).encode("ascii")}
 
 
@@ -238,7 +249,7 @@ class BigBytes(Value):
         self.limit = limit
         self.too_long = too_long or "{name} length {n} exceeds cap {cap}"
 
-    def decode(self, name, box):
+    def decode(self, name, box, fds=None):
         return decode_chunks(
             name,
             box,
@@ -246,19 +257,19 @@ class BigBytes(Value):
             too_long=self.too_long.replace("{name}", name.decode("ascii")),
         )
 
-    def encode(self, name, value):
+    def encode(self, name, value, fds=None):
         return encode_chunks(name, value)
 
 
 class BigUnicode(BigBytes):
     """L{BigBytes} carrying UTF-8 text."""
 
-    def decode(self, name, box):
-        raw = super().decode(name, box)
+    def decode(self, name, box, fds=None):
+        raw = super().decode(name, box, fds)
         return None if raw is None else _utf8(name, raw)
 
-    def encode(self, name, value):
-        return super().encode(name, value.encode("utf-8"))
+    def encode(self, name, value, fds=None):
+        return super().encode(name, value.encode("utf-8"), fds)
 
 
 class Json(BigUnicode):
@@ -267,8 +278,8 @@ class Json(BigUnicode):
     def __init__(self, limit: int = RESPONSE_CAP, optional: bool = False):
         super().__init__(limit, optional=optional)
 
-    def decode(self, name, box):
-        text = super().decode(name, box)
+    def decode(self, name, box, fds=None):
+        text = super().decode(name, box, fds)
         if text is None:
             return None
         try:
@@ -276,8 +287,69 @@ class Json(BigUnicode):
         except ValueError as e:
             raise MalformedError(f"invalid JSON in {name.decode('ascii')}: {e}") from None
 
-    def encode(self, name, value):
-        return super().encode(name, json.dumps(value, ensure_ascii=False))
+    def encode(self, name, value, fds=None):
+        return super().encode(name, json.dumps(value, ensure_ascii=False), fds)
+
+
+class Attachments(Value):
+    """Open files passed with the box, as C{[(fd, path), ...]} (empty when absent).
+
+    Each descriptor travels as C{SCM_RIGHTS} ancillary data over the UNIX socket,
+    one with each of the first bytes of the box (as Twisted's AMP sends them);
+    the box carries its ordinal, the connection's count of descriptors sent.  On
+    the wire: a JSON array of C{[ordinal, path]}.  A decode that fails closes the
+    descriptors it had claimed.
+    """
+
+    optional = True
+
+    def decode(self, name, box, fds=None):
+        label = name.decode("ascii")
+        raw = box.get(name)
+        if raw is None:
+            return []
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            raise MalformedError(f"invalid JSON in {label}") from None
+        if not (isinstance(entries, list) and len(entries) <= MAX_ATTACHMENTS and all(
+                isinstance(e, list) and len(e) == 2 and type(e[0]) is int
+                and isinstance(e[1], str) and e[1] for e in entries)):
+            raise MalformedError(f"invalid {label}: expected at most {MAX_ATTACHMENTS} "
+                                 "[descriptor, path] pairs")
+        claimed = []
+        try:
+            for ordinal, path in entries:
+                try:
+                    fd = fds.take(ordinal)
+                except (KeyError, AttributeError):
+                    raise MalformedError(
+                        f"the descriptor of attachment {path} did not arrive") from None
+                claimed.append((fd, path))
+        except BaseException:
+            for fd, _ in claimed:
+                os.close(fd)
+            raise
+        return claimed
+
+    def encode(self, name, value, fds=None):
+        if not value:
+            return {}
+        return {name: json.dumps([[fds.send(fd), path] for fd, path in value],
+                                 ensure_ascii=False).encode("utf-8")}
+
+
+class SentDescriptors:
+    """The descriptors of one request, as a client sends them: numbered by the
+    connection's running count (C{counter}), kept in C{fds} in that order."""
+
+    def __init__(self, counter):
+        self._counter = counter
+        self.fds: list[int] = []
+
+    def send(self, fd: int) -> int:
+        self.fds.append(fd)
+        return next(self._counter)
 
 
 # -- boxes --------------------------------------------------------------------------
@@ -347,9 +419,10 @@ class Command:
     response: list[tuple[bytes, Value]] = []
 
     @classmethod
-    def request(cls, arguments: dict) -> dict[bytes, bytes]:
+    def request(cls, arguments: dict, fds: SentDescriptors | None = None) -> dict[bytes, bytes]:
         """The box entries of these arguments (no C{_command}, no C{_ask}).
 
+        @param fds: where the descriptors of the arguments go (L{Attachments}).
         @raise TypeError: an argument the command does not take.
         """
         known = {name.decode("ascii") for name, _ in cls.arguments}
@@ -358,7 +431,7 @@ class Command:
             raise TypeError(f"{cls.__name__} takes no argument {unknown[0]!r}")
         box = {}
         for name, kind in cls.arguments:
-            box.update(encode_value(name, kind, arguments.get(name.decode("ascii"))))
+            box.update(encode_value(name, kind, arguments.get(name.decode("ascii")), fds))
         return box
 
     @classmethod
@@ -371,10 +444,14 @@ class Command:
                 for name, kind in cls.response}
 
 
-def request_bytes(command: type[Command], arguments: dict, tag: bytes) -> bytes:
-    """The wire bytes of one request: C{_command} first, then C{_ask}, the arguments."""
+def request_bytes(command: type[Command], arguments: dict, tag: bytes,
+                  fds: SentDescriptors | None = None) -> bytes:
+    """The wire bytes of one request: C{_command} first, then C{_ask}, the arguments.
+
+    @param fds: collects the descriptors to send with the first bytes, in order.
+    """
     box = {COMMAND: command.commandName, ASK: tag}
-    box.update(command.request(arguments))
+    box.update(command.request(arguments, fds))
     return serialize_box(box)
 
 
@@ -407,6 +484,10 @@ class Send(Command):
 
     C{deliveries} lists C{{"rcpt", "status", "details"}} per envelope recipient
     (an aimx extension: a partial send answers OK and names who is deferred).
+    C{attachments} are files the client opened (L{Attachments}, decoded last so
+    that no other argument can fail after its descriptors are claimed).  A
+    message the outbound policy holds for approval answers C{held} (its hold
+    id) and no C{deliveries}.
     """
 
     commandName = b"SEND"
@@ -417,8 +498,44 @@ class Send(Command):
             b"html_body",
             BigBytes(MESSAGE_CAP, "Html-Body-Length {n} exceeds cap {cap}", optional=True),
         ),
+        (b"attachments", Attachments()),
     ]
+    response = [
+        (b"message_id", Text()),
+        (b"deliveries", Json(optional=True)),
+        (b"held", Text(optional=True)),
+    ]
+
+
+class HeldList(Command):
+    """Messages held for approval that the caller may see (of C{mailbox} only, when given)."""
+
+    commandName = b"HELD-LIST"
+    arguments = [(b"mailbox", Text(optional=True))]
+    response = [(b"holds", Json())]
+
+
+class HeldShow(Command):
+    """One held message: C{{"hold": row, "file": its Markdown file}}."""
+
+    commandName = b"HELD-SHOW"
+    arguments = [(b"id", Text())]
+    response = [(b"hold", Json())]
+
+
+class HeldApprove(Command):
+    """Deliver a held message; answers as SEND does."""
+
+    commandName = b"HELD-APPROVE"
+    arguments = [(b"id", Text())]
     response = [(b"message_id", Text()), (b"deliveries", Json(optional=True))]
+
+
+class HeldReject(Command):
+    """Reject a held message (C{reason} is kept with it)."""
+
+    commandName = b"HELD-REJECT"
+    arguments = [(b"id", Text()), (b"reason", Text(optional=True, allow_empty=True))]
 
 
 class MarkRead(Command):
@@ -566,6 +683,6 @@ class Version(Command):
 
 
 #: Every command, in the order above.
-COMMANDS = (Send, MarkRead, MarkUnread, MailboxCreate, MailboxDelete, MailboxList,
-            MailboxShow, HookCreate, HookDelete, HookList, MailList, MailSearch, MailThread,
-            IndexRebuild, IndexStatus, Version)
+COMMANDS = (Send, HeldList, HeldShow, HeldApprove, HeldReject, MarkRead, MarkUnread,
+            MailboxCreate, MailboxDelete, MailboxList, MailboxShow, HookCreate, HookDelete,
+            HookList, MailList, MailSearch, MailThread, IndexRebuild, IndexStatus, Version)

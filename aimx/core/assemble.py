@@ -202,6 +202,15 @@ def _param(key: str, filename: str) -> str:
     return f'{key}="' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: Base64 as L{attachment_entity} writes it: lines of 76 characters (57 bytes) and CRLF.
+ATTACHMENT_LINE_BYTES, ATTACHMENT_LINE = 57, 78
+
+
+def attachment_wire_size(size: int) -> int:
+    """About how many bytes an attachment of C{size} bytes takes in the message."""
+    return -(-size // ATTACHMENT_LINE_BYTES) * ATTACHMENT_LINE
+
+
 def attachment_entity(part: Attachment) -> tuple[bytes, bytes]:
     """A base64 attachment part whose headers are 7-bit whatever its name and type."""
     ctype = part.content_type if _MIME_TYPE.fullmatch(part.content_type) else (
@@ -223,45 +232,82 @@ def multipart(subtype: str, entities, boundary: str) -> tuple[bytes, bytes]:
     return head, body + b"--" + b + b"--\r\n"
 
 
-def assemble(
-    header_lines: list[str],
-    body: bytes,
+@attrs.frozen
+class Draft:
+    """A submission read into what assembling it needs (and what a hold keeps).
+
+    @ivar header_lines: the submitted header block's physical lines.
+    @ivar text: the body text (LF), before the signature.
+    @ivar attachments: the submitted MIME's own attachment parts, then the files
+        the client passed as descriptors.
+    @ivar text_only: send C{text} verbatim, no Markdown.
+    @ivar html_body: the HTML alternative, when the client gave one.
+    @ivar raw_attachments: how many of C{attachments} came inside the MIME.
+    """
+
+    header_lines: tuple[str, ...] = attrs.field(converter=tuple)
+    text: str
+    attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=tuple)
+    text_only: bool = False
+    html_body: bytes | None = None
+    raw_attachments: int = 0
+
+
+def read_draft(header_lines: list[str], body: bytes, *, text_only: bool,
+               html_body: bytes | None) -> Draft:
+    """A submission's body text and its own attachment parts, as a L{Draft}."""
+    text, attachments = parse_body(header_lines, body)
+    return Draft(header_lines, text, attachments, text_only, html_body, len(attachments))
+
+
+def check_size(draft: Draft, signature: str) -> None:
+    """@raise BodyTooLarge: a Markdown body with the signature over 5 MiB."""
+    if draft.html_body is None and not draft.text_only:
+        if len(with_signature(draft.text, signature).encode("utf-8")) > markdown.MARKDOWN_CAP:
+            raise BodyTooLarge(TOO_LARGE)
+
+
+def assemble(header_lines: list[str], body: bytes, *, text_only: bool,
+             html_body: bytes | None, **kw) -> Assembled:
+    """A submission (header lines and raw body) as a signed-ready MIME message;
+    L{assemble_draft} with its keywords."""
+    return assemble_draft(
+        read_draft(header_lines, body, text_only=text_only, html_body=html_body), **kw)
+
+
+def assemble_draft(
+    draft: Draft,
     *,
-    text_only: bool,
-    html_body: bytes | None,
     signature: str,
     message_id: str | None = None,
     from_: str | None = None,
     boundary=new_boundary,
 ) -> Assembled:
-    """The submission as a signed-ready MIME message.
+    """A L{Draft} as a signed-ready MIME message.
 
-    @param header_lines: the submitted header block's physical lines.
     @param message_id: a synthesized id to insert as the first header.
     @param from_: the From value to write in place of the submitted one: the
         authorised identity, re-written from its parsed values.
     @raise BodyTooLarge: the Markdown source with the signature is over 5 MiB.
     """
-    source, attachments = parse_body(header_lines, body)
-    text = with_signature(source, signature)
-    if html_body is not None:
-        mode, html = HTML, html_body.decode("utf-8", "replace")
-    elif text_only:
+    check_size(draft, signature)
+    text = with_signature(draft.text, signature)
+    if draft.html_body is not None:
+        mode, html = HTML, draft.html_body.decode("utf-8", "replace")
+    elif draft.text_only:
         mode, html = TEXT, None
     else:
-        if len(text.encode("utf-8")) > markdown.MARKDOWN_CAP:
-            raise BodyTooLarge(TOO_LARGE)
         mode, html = MARKDOWN, markdown.render(text)
     entity = text_entity(text, "plain")
     if html is not None:
         entity = multipart("alternative", [entity, text_entity(html, "html")], boundary())
-    if attachments:
+    if draft.attachments:
         entity = multipart(
-            "mixed", [entity, *map(attachment_entity, attachments)], boundary()
+            "mixed", [entity, *map(attachment_entity, draft.attachments)], boundary()
         )
-    head = _headers(header_lines, message_id, from_) + b"MIME-Version: 1.0\r\n" + entity[0]
+    head = _headers(draft.header_lines, message_id, from_) + b"MIME-Version: 1.0\r\n" + entity[0]
     payload = entity[1] if entity[1].endswith(b"\r\n") else entity[1] + b"\r\n"
-    return Assembled(head + b"\r\n" + payload, text, mode, attachments)
+    return Assembled(head + b"\r\n" + payload, text, mode, draft.attachments)
 
 
 def _headers(lines: list[str], message_id: str | None, from_: str | None) -> bytes:

@@ -1,4 +1,5 @@
-"""Who may act on a mailbox (L0, pure; docs/security.md, "The control socket").
+"""Who may act on a mailbox (L0, pure; docs/security.md, "The control socket"), and
+who may decide on its held mail (L{may_decide}; docs/guardrails.md).
 
 Root passes everything; anyone else must be the mailbox owner, compared by uid
 (an owner that does not resolve makes the mailbox inactive, i.e. absent).  The
@@ -72,3 +73,21 @@ def authorize(
 def visible(caller_uid: int, owner_uid: int | None) -> bool:
     """Whether a listing row owned by C{owner_uid} is shown to C{caller_uid}."""
     return caller_uid == 0 or (owner_uid is not None and owner_uid == caller_uid)
+
+
+def may_decide(caller_uid: int, owner_uid: int | None, approver: bool) -> Decision:
+    """May C{caller_uid} approve or reject a held message of a mailbox (docs/guardrails.md)?
+
+    Root and the members of the C{[approval] approvers} group may, but never the
+    mailbox's owner, root included: the agent runs as the owner.
+
+    @param owner_uid: the uid of the mailbox's owner, or C{None} when it does not resolve.
+    @param approver: the caller is in the approvers group.
+    """
+    if owner_uid is not None and caller_uid == owner_uid:
+        return Decision(REJECT, "the mailbox's owner never approves or rejects its own mail")
+    if caller_uid == 0:
+        return Decision(ROOT_BYPASS)
+    if approver:
+        return Decision(ACCEPT)
+    return Decision(REJECT, "neither root nor in the approvers group")

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from aimx.core import outpolicy
 from aimx.core.events import EVENTS
+from aimx.core.outpolicy import OutboundPolicy
 from aimx.core.trust import glob_match
 from aimx.errors import ConfigError
 
@@ -34,6 +36,8 @@ _USERNAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "timeout_secs")
+_APPROVAL_KEYS = ("approvers", "expire_days")
+DEFAULT_EXPIRE_DAYS = 7
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MISSING = object()
 
@@ -162,6 +166,7 @@ class MailboxConfig:
         default=None, converter=attrs.converters.optional(tuple)
     )
     hooks: tuple[HookConfig, ...] = attrs.field(default=(), converter=tuple)
+    outbound: OutboundPolicy | None = None
 
     @property
     def local_part(self) -> str:
@@ -171,6 +176,19 @@ class MailboxConfig:
     def is_catchall(self, domain: str) -> bool:
         """Whether C{address} is C{*@<domain>}, compared ASCII case-insensitively."""
         return ascii_lower(self.address) == ascii_lower("*@" + domain)
+
+
+@attrs.frozen
+class ApprovalConfig:
+    """The C{[approval]} table: who decides on held messages, and for how long they wait.
+
+    @ivar approvers: the group whose members (and root) may approve or reject;
+        C{None}: root alone.  Never the mailbox's owner (docs/guardrails.md).
+    @ivar expire_days: days a held message waits before it is rejected (>= 1).
+    """
+
+    approvers: str | None = None
+    expire_days: int = DEFAULT_EXPIRE_DAYS
 
 
 @attrs.frozen
@@ -189,6 +207,8 @@ class Config:
         for the domain while aimx is down), or C{None}.  Setup proposes its MX
         record and doctor checks it; the daemon does not use it.
     @ivar mailboxes: in file order.
+    @ivar outbound: the top-level C{[outbound]} table, the default of every mailbox's.
+    @ivar approval: the C{[approval]} table.
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
     @ivar file_data_dir: the file's C{data_dir} when L{with_data_dir} overrode it in
@@ -209,6 +229,8 @@ class Config:
     release_manifest_url: str | None = None
     max_sessions_per_ip: int = DEFAULT_MAX_SESSIONS_PER_IP
     mailboxes: tuple[MailboxConfig, ...] = attrs.field(default=(), converter=tuple)
+    outbound: OutboundPolicy | None = None
+    approval: ApprovalConfig = ApprovalConfig()
     file_data_dir: str | None = None
     _by_name: dict = attrs.field(init=False, eq=False, repr=False)
     _by_local: dict = attrs.field(init=False, eq=False, repr=False)
@@ -242,6 +264,10 @@ class Config:
     def effective_trusted_senders(self, mailbox: MailboxConfig) -> tuple[str, ...]:
         """The mailbox's sender patterns (replacing, not merging), else the top-level ones."""
         return self.trusted_senders if mailbox.trusted_senders is None else mailbox.trusted_senders
+
+    def effective_outbound(self, mailbox: MailboxConfig) -> OutboundPolicy | None:
+        """The mailbox's outbound policy: its keys over the top-level ones (no merging)."""
+        return outpolicy.effective(self.outbound, mailbox.outbound)
 
     @property
     def effective_signature(self) -> str:
@@ -518,7 +544,8 @@ def _key(where: str, key: str) -> str:
 
 
 def _decode(raw: dict) -> Config:
-    """Step 5: typed decode; unknown keys are ignored except in hook tables."""
+    """Step 5: typed decode; unknown keys are ignored except in hook, outbound and approval
+    tables."""
     return Config(
         domain=_field(raw, "domain", str, ""),
         data_dir=_field(raw, "data_dir", str, "", DEFAULT_DATA_DIR),
@@ -540,6 +567,8 @@ def _decode(raw: dict) -> Config:
             _decode_mailbox(name, table)
             for name, table in _field(raw, "mailboxes", dict, "", {}).items()
         ],
+        outbound=_decode_outbound(raw, ""),
+        approval=_decode_approval(_field(raw, "approval", dict, "", {})),
     )
 
 
@@ -557,16 +586,67 @@ def _decode_mailbox(name: str, table: object) -> MailboxConfig:
             _decode_hook(hook, f"{where}.hooks[{i}]")
             for i, hook in enumerate(_field(table, "hooks", list, where, []))
         ],
+        outbound=_decode_outbound(table, where),
     )
+
+
+def _known_keys(table: dict, keys: tuple[str, ...], where: str) -> None:
+    """New tables refuse unknown keys: a typo must not silently switch a guard off."""
+    for key in table:
+        if key not in keys:
+            expected = ", ".join(f"`{k}`" for k in keys)
+            raise ConfigError(f"{where}: unknown field `{key}`, expected one of {expected}")
+
+
+def _decode_outbound(parent: dict, where: str) -> OutboundPolicy | None:
+    """The C{outbound} table of C{parent} (the top level or a mailbox), or C{None}."""
+    where = _key(where, "outbound")
+    table = parent.get("outbound")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _known_keys(table, outpolicy.KEYS, where)
+    counts = {}
+    for key in ("max_recipients", "max_per_hour", "max_per_day"):
+        value = _field(table, key, int, where, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value}")
+        counts[key] = value
+    approval = _field(table, "approval", str, where, None)
+    if approval is not None and approval not in outpolicy.APPROVAL_MODES:
+        expected = ", ".join(f'"{mode}"' for mode in outpolicy.APPROVAL_MODES)
+        raise ConfigError(f"{where}.approval: unknown value '{approval}', expected one of "
+                          f"{expected}")
+    roots = _strings(table, "attachment_roots", where, None)
+    for root in roots or ():
+        if not root.startswith("/"):
+            raise ConfigError(f"{where}.attachment_roots: '{root}' is not an absolute path")
+    return OutboundPolicy(
+        allow=_strings(table, "allow", where, None),
+        deny=_strings(table, "deny", where, None),
+        approval=approval,
+        attachment_roots=roots,
+        allow_raw_attachments=_field(table, "allow_raw_attachments", bool, where, None),
+        **counts,
+    )
+
+
+def _decode_approval(table: dict) -> ApprovalConfig:
+    _known_keys(table, _APPROVAL_KEYS, "approval")
+    expire = _field(table, "expire_days", int, "approval", DEFAULT_EXPIRE_DAYS)
+    if expire < 1:
+        raise ConfigError(f"approval.expire_days: expected an integer >= 1, got {expire}")
+    approvers = _field(table, "approvers", str, "approval", None)
+    if approvers is not None and not _USERNAME.fullmatch(approvers):
+        raise ConfigError(f"approval.approvers: '{approvers}' is not a valid group name")
+    return ApprovalConfig(approvers=approvers, expire_days=expire)
 
 
 def _decode_hook(table: object, where: str) -> HookConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    for key in table:
-        if key not in _HOOK_KEYS:
-            expected = ", ".join(f"`{k}`" for k in _HOOK_KEYS)
-            raise ConfigError(f"{where}: unknown field `{key}`, expected one of {expected}")
+    _known_keys(table, _HOOK_KEYS, where)
     name = _field(table, "name", str, where, None)
     event = _field(table, "event", str, where)
     if event not in EVENTS:
@@ -613,6 +693,16 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
             glob_match(pattern, "")
         except ValueError as e:
             raise ConfigError(f"{key}: invalid sender pattern '{pattern}': {e}") from None
+    tables = [("outbound", config.outbound)]
+    tables += [(f"mailboxes.{mb.name}.outbound", mb.outbound) for mb in config.mailboxes]
+    for where, table in tables:
+        for key in ("allow", "deny"):
+            for pattern in getattr(table, key, None) or ():
+                try:
+                    glob_match(pattern, "")
+                except ValueError as e:
+                    raise ConfigError(
+                        f"{where}.{key}: invalid recipient pattern '{pattern}': {e}") from None
     for mb in config.mailboxes:
         if mb.hooks and mb.is_catchall(config.domain):
             raise ConfigError(
@@ -689,6 +779,15 @@ def to_toml(config: Config) -> dict:
         doc["max_sessions_per_ip"] = config.max_sessions_per_ip
     if config.release_manifest_url is not None:
         doc["upgrade"] = {"release_manifest_url": config.release_manifest_url}
+    if config.outbound is not None:
+        doc["outbound"] = outbound_toml(config.outbound)
+    approval = {}
+    if config.approval.approvers is not None:
+        approval["approvers"] = config.approval.approvers
+    if config.approval.expire_days != DEFAULT_EXPIRE_DAYS:
+        approval["expire_days"] = config.approval.expire_days
+    if approval:
+        doc["approval"] = approval
     doc["mailboxes"] = {mb.name: mailbox_toml(mb) for mb in config.mailboxes}
     return doc
 
@@ -700,8 +799,20 @@ def mailbox_toml(mb: MailboxConfig) -> dict:
         table["trust"] = mb.trust
     if mb.trusted_senders is not None:
         table["trusted_senders"] = list(mb.trusted_senders)
+    if mb.outbound is not None:
+        table["outbound"] = outbound_toml(mb.outbound)
     if mb.hooks:
         table["hooks"] = [hook_toml(hook) for hook in mb.hooks]
+    return table
+
+
+def outbound_toml(policy: OutboundPolicy) -> dict:
+    """An C{[outbound]} table: the keys it sets, in L{outpolicy.KEYS} order."""
+    table = {}
+    for key in outpolicy.KEYS:
+        value = getattr(policy, key)
+        if value is not None:
+            table[key] = list(value) if isinstance(value, tuple) else value
     return table
 
 

@@ -1,6 +1,8 @@
-"""The ``aimx`` MCP server (L3): fourteen tools, their schemas and wording (docs/mcp.md).
+"""The ``aimx`` MCP server (L3): fifteen tools, their schemas and wording (docs/mcp.md).
 
-C{email_list}, C{email_search} and C{email_thread} read the daemon's index.
+C{email_list}, C{email_search} and C{email_thread} read the daemon's index;
+C{held_list} lists the mail the outbound policy holds for a person's approval
+(docs/guardrails.md; approving is never the agent's).
 
 L{build} registers the tools of L{aimx.mcp.tools.Tools} on an C{MCPServer}.  A
 tool's C{ToolError} reaches the agent as an C{isError} result whose text is the
@@ -12,7 +14,7 @@ error of one plain sentence naming the parameter and what it takes
 (L{parameter_error}), checked before the tool runs.
 
 The schemas carry what the tools accept: C{folder} and C{event} are enums,
-C{limit} is 0-200, C{timeout_secs} 1-600.  Each tool is annotated: the six
+C{limit} is 0-200, C{timeout_secs} 1-600.  Each tool is annotated: the seven
 that only read are C{readOnlyHint}, the two deletes C{destructiveHint}, the rest
 say they destroy nothing (the MCP default for a tool that writes is
 destructive); sending and replying reach the outside world (C{openWorldHint}).
@@ -461,6 +463,18 @@ def build(client) -> MCPServer:
         mailbox: Annotated[str | None, Field(description="Only this mailbox's hooks")] = None,
     ) -> str:
         return await tools.hook_list(mailbox)
+
+    @register(
+        "List the messages of a mailbox that wait for a person's approval before they are "
+        "sent (the outbound policy held them; email_send said \"held for approval: <id>\"): "
+        "hold_id, mailbox, state, from, to, cc, bcc, subject, held_reason, held_at, "
+        "expires_at, attachments. Only a person can approve or reject them. JSON array.",
+        READ_ONLY,
+    )
+    async def held_list(
+        mailbox: Annotated[str, Field(description=_MAILBOX)],
+    ) -> str:
+        return await tools.held_list(mailbox)
 
     @register("Delete a hook by its name (as shown by hook_list).", DELETE)
     async def hook_delete(

@@ -22,6 +22,7 @@ from aimx.control import aioclient
 from aimx.control.wire import (
     ERRORS,
     EXCLUSIVE,
+    HeldList,
     HookCreate,
     HookDelete,
     HookList,
@@ -312,22 +313,28 @@ class Tools:
         attachments: list[str] | None = None,
         text_only: bool = False,
     ) -> str:
-        """Compose from the mailbox's address as C{aimx send} does, then SEND."""
+        """Compose from the mailbox's address as C{aimx send} does, then SEND; the
+        attachments go as descriptors this process opened (docs/guardrails.md)."""
         if text_only and html_body is not None:
             raise ToolError(EXCLUSIVE)
         from aimx.core.compose import ComposeError
-        from aimx.store.attachments import read_attachment
+        from aimx.store.attachments import open_attachment
 
         sender = self._sender(await self._row(from_mailbox), "send")
+        opened = []
         try:
-            attached = [read_attachment(path) for path in attachments or ()]
+            for path in attachments or ():
+                opened.append((open_attachment(path), os.path.abspath(path)))
+            return await self._send(
+                text_only, html_body, from_=sender, to=to, cc=cc or (), bcc=bcc or (),
+                subject=subject, body=body, reply_to=reply_to, references=references,
+                attached=opened,
+            )
         except ComposeError as e:
             raise ToolError(str(e)) from None
-        return await self._send(
-            text_only, html_body, from_=sender, to=to, cc=cc or (), bcc=bcc or (),
-            subject=subject, body=body, reply_to=reply_to, references=references,
-            attachments=attached,
-        )
+        finally:
+            for fd, _ in opened:
+                os.close(fd)
 
     async def email_reply(
         self, mailbox: str, id: str, body: str, text_only: bool = False,
@@ -356,8 +363,9 @@ class Tools:
             references=" ".join([*chain, f"<{message_id}>"]),
         )
 
-    async def _send(self, text_only: bool, html_body: str | None, **fields) -> str:
-        """Compose as C{aimx send} does (L{aimx.core.compose.compose} C{fields}) and submit."""
+    async def _send(self, text_only: bool, html_body: str | None, attached=(), **fields) -> str:
+        """Compose as C{aimx send} does (L{aimx.core.compose.compose} C{fields}) and submit,
+        with C{attached}, the C{(fd, path)} of opened files."""
         from aimx.core.compose import ComposeError, compose, normalize_crlf
 
         try:
@@ -365,7 +373,10 @@ class Tools:
         except ComposeError as e:
             raise ToolError(str(e)) from None
         html = None if html_body is None else normalize_crlf(html_body).encode("utf-8")
-        reply = await self._call(Send, message=message, text_only=text_only, html_body=html)
+        reply = await self._call(Send, message=message, text_only=text_only, html_body=html,
+                                 attachments=list(attached))
+        if reply.get("held"):
+            return f"held for approval: {reply['held']}"
         text = f"Email sent to {fields['to']}. Message-ID: {reply['message_id']}"
         missed = [d for d in reply.get("deliveries") or () if d.get("status") != "delivered"]
         if missed:
@@ -373,6 +384,14 @@ class Tools:
                 f"\n  {d.get('status')}: {d.get('rcpt')}: {d.get('details')}" for d in missed
             )
         return text
+
+    # -- held mail ---------------------------------------------------------------
+
+    async def held_list(self, mailbox: str) -> str:
+        """The mailbox's messages held for approval, oldest first (read-only: deciding on
+        them is a person's, never the agent's)."""
+        row = await self._row(mailbox)
+        return _json((await self._call(HeldList, mailbox=row["name"]))["holds"])
 
     # -- hooks -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ is not the current marker).  Bump L{VERSION} on every change of the text.
 
 # AIMX's template is at 7; aimx's own text starts above it so an AIMX README
 # left in a data dir is always replaced.
-VERSION = 9
+VERSION = 10
 VERSION_LINE = f"<!-- aimx-readme-version: {VERSION} -->"
 
 MCP_TOOLS = (
@@ -24,6 +24,7 @@ MCP_TOOLS = (
     "email_mark_unread",
     "email_search",
     "email_thread",
+    "held_list",
     "hook_create",
     "hook_list",
     "hook_delete",
@@ -57,6 +58,7 @@ README.md                this file
 inbox/<mailbox>/         mail received for the mailbox
 sent/<mailbox>/          copies of mail sent from the mailbox
 inbox/catchall/          mail for addresses that match no mailbox
+held/<mailbox>/          mail waiting for a person's approval (root's only)
 ```
 
 - Each mailbox belongs to one Linux user. Its `inbox/<mailbox>/` and
@@ -150,6 +152,14 @@ DKIM and delivers to every To, Cc and Bcc recipient. The result comes back
 synchronously; there is no queue and no retry. A copy is written to
 `sent/<mailbox>/` unless every recipient was deferred.
 
+The operator's outbound policy (config.toml `[outbound]`) may refuse a message
+(`[POLICY] <reason>`, naming the rule) or hold it for a person's approval
+(`held for approval: <hold-id>`): it then waits in `held/<mailbox>/`, which only
+root reads, until root or an approver runs `aimx held approve` or `reject`.
+Attachments are passed to the daemon as open files, and only files under the
+allowed directories (by default the owner's home, never a dot-file or anything
+in a dot-directory) may be attached.
+
 ## Hooks
 
 A mailbox can run commands on `on_receive` and `after_send`. Hooks are
@@ -159,7 +169,7 @@ on stdin and its path in `AIMX_FILEPATH`.
 
 ## MCP server
 
-`aimx mcp` (registered as `/usr/local/bin/aimx mcp`) offers fourteen tools:
+`aimx mcp` (registered as `/usr/local/bin/aimx mcp`) offers fifteen tools:
 
 """
 

@@ -1,32 +1,30 @@
-"""Files a client attaches to outbound mail (L1: reads the caller's files).
+"""Files a client attaches to outbound mail (L1: opens the caller's files).
 
-C{aimx send --attach} and the MCP tools C{email_send}/C{email_reply} read them in
-their own process, with the caller's uid (docs/security.md, "Sending identity").
+C{aimx send --attachment} and the MCP tools C{email_send}/C{email_reply} open each
+file with the caller's own uid and pass the descriptor over the control socket
+(docs/guardrails.md); the daemon never opens a path a client names
+(L{aimx.store.descriptors} is its side).  Nothing here imports the MIME parser:
+the MCP process stays lean.
 """
 
 import os
-import stat
 
-from aimx.core.compose import Attachment, ComposeError, guess_type
+from aimx.core.compose import ComposeError
+
+# O_NONBLOCK: a FIFO must not hang the client (the daemon refuses it); O_NOCTTY: a
+# tty named as an attachment must not become the client's terminal.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def read_attachment(path: str) -> Attachment:
-    """Read the file at C{path} as an L{Attachment}.
+def open_attachment(path: str) -> int:
+    """Open C{path} for reading as the caller (links followed: the daemon sees the target).
 
-    @raise ComposeError: C{path} is missing, not a regular file, or unreadable.
+    @return: the descriptor; the caller closes it once SEND has answered.
+    @raise ComposeError: C{path} is missing or cannot be opened.
     """
     try:
-        mode = os.stat(path).st_mode
+        return os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         raise ComposeError(f"Attachment file not found: {path}") from None
     except OSError as e:
         raise ComposeError(f"Cannot read attachment {path}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise ComposeError(f"Attachment path is not a file: {path}")
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ComposeError(f"Cannot read attachment {path}: {e.strerror}") from None
-    filename = os.path.basename(path)
-    return Attachment(filename, guess_type(filename), data)

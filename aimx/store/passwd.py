@@ -1,10 +1,12 @@
-"""The passwd database (L1): owner names to uid and primary gid, uids to names.
+"""The passwd and group databases (L1): owner names to uid and primary gid, uids to
+names, group membership.
 
-The one place aimx asks C{pwd}.  C{root} is uid/gid 0 without a lookup
+The one place aimx asks C{pwd} and C{grp}.  C{root} is uid/gid 0 without a lookup
 (docs/security.md, "Files and ownership").  Nothing is cached: a user
 removed and their uid given to another must not keep receiving mail as the old one.
 """
 
+import grp
 import pwd
 
 import attrs
@@ -52,9 +54,25 @@ def home(name: str) -> str | None:
         return None
 
 
+def in_group(uid: int, group: str) -> bool:
+    """Whether C{uid}'s user is in C{group}: listed as a member, or its primary group."""
+    try:
+        entry = grp.getgrnam(group)
+    except KeyError:
+        return False
+    try:
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return user.pw_gid == entry.gr_gid or user.pw_name in entry.gr_mem
+
+
 class Passwd:
-    """L{owner} and L{username} as an object, for the code that takes them injected
-    (the control commands, the CLI session); tests pass a fake with these two methods."""
+    """L{owner}, L{username}, L{home} and L{in_group} as an object, for the code that takes them
+    injected (the control commands, the CLI session); tests pass a fake with these
+    methods."""
 
     owner = staticmethod(owner)
     username = staticmethod(username)
+    home = staticmethod(home)
+    in_group = staticmethod(in_group)

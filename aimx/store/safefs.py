@@ -266,6 +266,16 @@ def publish_link(dir_fd: int, tmp: str, final: str) -> None:
             os.unlink(tmp, dir_fd=dir_fd)
 
 
+def move(dir_fd: int, name: str, to_fd: int) -> None:
+    """Move the entry C{name} of C{dir_fd} to the same name in C{to_fd} (one file
+    system), replacing what is there; the entry itself moves, never what a link
+    points to.
+
+    @raise OSError: it could not be moved.
+    """
+    os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=to_fd)
+
+
 def claim_dir(dir_fd: int, name: str, mode: int) -> None:
     """Create the directory C{name} in C{dir_fd}: the name is ours once this returns.
 

@@ -4,13 +4,15 @@ imports this module).
 Each fake stands in for one seam the code already injects: the passwd database
 (C{passwd=}, C{resolve_owner=}, C{owner_exists=}), the clocks (C{clock=}, C{now=}),
 the resolver, a reactor that listens in memory, a terminal, the program runner
-(C{runner=}, C{run=}) and the control client (C{connect=} answers one).  The
-builders make the inputs tests need over and over: config.toml text from keyword
-arguments, and raw messages.
+(C{runner=}, C{run=}), the control client (C{connect=} answers one), and the outbox
+and indexes SEND asks (C{outbox=}, C{index=}).  The builders make the inputs tests
+need over and over: config.toml text from keyword arguments, and raw messages.
 """
 
 import datetime
 import io
+import itertools
+import os
 from collections.abc import Iterable, Mapping
 
 import tomli_w
@@ -27,6 +29,7 @@ from aimx.store.passwd import Owner
 __all__ = [
     "DOMAIN", "FakePasswd", "Clock", "FakeNow", "FakeResolver", "FakeReactor",
     "ListeningPort", "TTY", "FakeRunner", "FakeControlClient", "FakeAsyncControlClient",
+    "FakeOutbox", "FakeIndex",
     "hook_table", "mailbox_table", "config_text", "config",
     "message", "part", "multipart", "multipart_message",
 ]
@@ -47,9 +50,14 @@ class FakePasswd:
 
     @param users: name to uid, or to C{(uid, gid)}; a bare uid is its own gid.
         C{root} (0) is always known.
+    @param homes: name to home directory (others have none).
+    @param groups: group name to its members' names.
     """
 
-    def __init__(self, users: Mapping[str, int | tuple[int, int]] = ()):
+    def __init__(self, users: Mapping[str, int | tuple[int, int]] = (),
+                 homes: Mapping[str, str] = (), groups: Mapping[str, Iterable[str]] = ()):
+        self.homes = dict(homes)
+        self.groups = {name: set(members) for name, members in dict(groups).items()}
         self.users: dict[str, tuple[int, int]] = {"root": (0, 0)}
         for name, ids in dict(users).items():
             self.users[name] = (ids, ids) if isinstance(ids, int) else tuple(ids)
@@ -66,6 +74,14 @@ class FakePasswd:
     def exists(self, name: str) -> bool:
         """Whether C{name} is a known user."""
         return name in self.users
+
+    def home(self, name: str) -> str | None:
+        """The home directory of C{name}, or C{None}."""
+        return self.homes.get(name)
+
+    def in_group(self, uid: int, group: str) -> bool:
+        """Whether the user with C{uid} is a member of C{group}."""
+        return self.username(uid) in self.groups.get(group, ())
 
 
 # -- time --------------------------------------------------------------------------
@@ -226,6 +242,8 @@ class FakeControlClient:
     @param default: the answer for commands not in C{answers}; by default such a
         call fails the test.
     @ivar calls: C{(command class, arguments)} per call, in order.
+    @ivar attached: C{(path, content)} of every descriptor passed (SEND's
+        C{attachments}), read while the call runs.
     @ivar closed: whether C{close()} was called.
     """
 
@@ -235,14 +253,17 @@ class FakeControlClient:
         self.answers = dict(answers)
         self.default = default
         self.calls: list[tuple[type, dict]] = []
+        self.attached: list[tuple[str, bytes]] = []
         self.closed = False
 
     def _answer(self, command, arguments: dict):
         # The wire must accept them: a wire command, or its AMP form (aimx doctor's).
         if issubclass(command, wire.Command):
-            command.request(arguments)
+            command.request(arguments, wire.SentDescriptors(itertools.count()))
         else:
             command.makeArguments(arguments, None)
+        for fd, path in arguments.get("attachments") or ():
+            self.attached.append((path, os.pread(fd, 1 << 20, 0)))
         self.calls.append((command, arguments))
         answer = self.answers.get(command, self.default)
         if answer is self._NONE:
@@ -280,6 +301,50 @@ class FakeAsyncControlClient(FakeControlClient):
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+
+# -- what SEND talks to ------------------------------------------------------------
+
+
+class FakeOutbox:
+    """The outbox (L{aimx.outbox.Outbox}) as the control commands see it: sends nothing,
+    records each draft; C{answer} may be an exception to raise or a Deferred to wait for."""
+
+    def __init__(self):
+        self.drafts = []
+        self.answer = None
+
+    async def send(self, config, sub, draft):
+        self.drafts.append(draft)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if isinstance(self.answer, defer.Deferred):
+            await self.answer
+        return {"message_id": "<m@test.local>", "deliveries": []}
+
+
+class FakeIndex:
+    """The mail indexes (L{aimx.indexer.Indexer}) for the two questions the send guard
+    asks, answered from lists (or failing with C{error}); C{asked} names each query's
+    mailbox."""
+
+    def __init__(self, stems=(), known=()):
+        self.stems = list(stems)
+        self.known_addresses = set(known)
+        self.error = None
+        self.asked = []
+
+    async def query(self, mailbox, fn):
+        self.asked.append(mailbox)
+        if self.error is not None:
+            raise self.error
+        return fn(self)
+
+    def sent_stems(self, since, limit):
+        return sorted((s for s in self.stems if s >= since), reverse=True)[:limit]
+
+    def known(self, addresses):
+        return set(addresses) & self.known_addresses
 
 
 # -- config ------------------------------------------------------------------------

@@ -89,13 +89,13 @@ class ProbeTests(SynchronousTestCase):
     def test_answers(self):
         """initialize (a notification before the answer is skipped), tools/list: ok, from /."""
         cwd = os.path.join(self.base, "cwd")
-        self.assertEqual(self.fake("ok", cwd), CheckResult(True, tools=14))
+        self.assertEqual(self.fake("ok", cwd), CheckResult(True, tools=15))
         with open(cwd) as f:
             self.assertEqual(f.read(), "/")
 
     def test_pages(self):
         """tools/list pages are followed through nextCursor."""
-        self.assertEqual(self.fake("pages"), CheckResult(True, tools=14))
+        self.assertEqual(self.fake("pages"), CheckResult(True, tools=15))
 
     def test_missing_tools(self):
         """A server that is not aimx's: the missing tools are named."""
@@ -104,7 +104,7 @@ class ProbeTests(SynchronousTestCase):
         missing = sorted(TOOL_NAMES)[2:]
         self.assertEqual(
             result.reason,
-            f"answered, but its tools/list lacks 12 of aimx's 14 tools: {', '.join(missing)}",
+            f"answered, but its tools/list lacks 13 of aimx's 15 tools: {', '.join(missing)}",
         )
 
     def test_not_json(self):
@@ -155,7 +155,7 @@ class ProbeTests(SynchronousTestCase):
         """`python -m aimx mcp` of this checkout answers, from / with PYTHONPATH."""
         result = probe.check([sys.executable, "-m", "aimx", "mcp"],
                              dict(self.env, PYTHONPATH=REPO), timeout=CHILD_TIMEOUT)
-        self.assertEqual(result, CheckResult(True, tools=14))
+        self.assertEqual(result, CheckResult(True, tools=15))
 
 
 # -- the registered command, for real ------------------------------------------------

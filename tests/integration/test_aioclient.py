@@ -137,7 +137,7 @@ class CallTests(ClientTestCase):
             return {b"_answer": request[b"_ask"], **box}
 
         result = self.call(reply, wire.Send, message=message, text_only=True)
-        self.assertEqual(result, {"message_id": "<id@x>",
+        self.assertEqual(result, {"message_id": "<id@x>", "held": None,
                                   "deliveries": [{"rcpt": "a@b", "status": "delivered"}]})
         [request] = self.daemon.requests
         self.assertEqual((request[b"_command"], request[b"message"]), (b"SEND", b"4"))

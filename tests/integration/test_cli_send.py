@@ -38,12 +38,33 @@ def not_running(runtime_dir, why):
             "it prints.\n")
 
 
+def open_on(paths) -> list[str]:
+    """Which of C{paths} a descriptor of this process is open on."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target in paths:
+            found.append(target)
+    return found
+
+
 class CannedDaemon(amp.AMP):
-    """Answers SEND with the factory's C{answer}: a response dict or an error to raise."""
+    """Answers SEND with the factory's C{answer}: a response dict or an error to raise.
+
+    Attached descriptors are read (as the daemon would, through the path they
+    really have) into the factory's C{attached} and closed.
+    """
 
     @commands.Send.responder
-    def send(self, message, text_only, html_body):
+    def send(self, message, text_only, html_body, attachments):
         self.factory.requests.append((message, text_only, html_body))
+        for fd, path in attachments:
+            self.factory.attached.append(
+                (path, os.readlink(f"/proc/self/fd/{fd}"), os.pread(fd, 1 << 20, 0)))
+            os.close(fd)
         if isinstance(self.factory.answer, Exception):
             raise self.factory.answer
         return self.factory.answer
@@ -70,6 +91,7 @@ class Tracking(protocol.Factory):
         self.protocol = proto
         self.answer = answer
         self.requests = []
+        self.attached = []
         self.closed = []
 
     def buildProtocol(self, addr):
@@ -171,19 +193,33 @@ class SendVerbTests(TestCase):
 
     @defer.inlineCallbacks
     def test_text_only_and_attachment(self):
-        """--text-only travels as the flag; an attachment is read and packaged."""
-        path = os.path.join(self.dir, 'file"name.txt')
-        with open(path, "wb") as f:
-            f.write(b"attached payload")
+        """--text-only travels as the flag; attachments travel as open descriptors (the
+        message carries none), named by their absolute path, closed once answered."""
+        paths = []
+        for name, data in (('file"name.txt', b"attached payload"), ("b.bin", b"\0\1")):
+            paths.append(os.path.join(self.dir, name))
+            with open(paths[-1], "wb") as f:
+                f.write(data)
         daemon = self.serve(answer={"message_id": "<abc@d>"})
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.dir)
         code, _, err = yield defer.Deferred.fromCoroutine(
-            self.aimx_send("--text-only", "--attachment", path))
+            self.aimx_send("--text-only", "--attachment", 'file"name.txt',
+                           "--attachment", paths[1]))
         self.assertEqual(code, 0, err)
         [(message, text_only, html_body)] = daemon.requests
         self.assertEqual((text_only, html_body), (True, None))
-        self.assertIn(b'filename="file\\"name.txt"', message)
-        part = email.message_from_bytes(message).get_payload()[1]
-        self.assertEqual(part.get_payload(decode=True), b"attached payload")
+        self.assertFalse(email.message_from_bytes(message).is_multipart())
+        self.assertEqual(daemon.attached, [(paths[0], paths[0], b"attached payload"),
+                                           (paths[1], paths[1], b"\0\1")])
+        self.assertEqual(open_on(paths), [])
+
+    @defer.inlineCallbacks
+    def test_held(self):
+        """A message held for approval says so with its id on stdout, exit 0."""
+        self.serve(answer={"message_id": "<abc@d>", "held": "20260301-120000-ab12cd34"})
+        result = yield defer.Deferred.fromCoroutine(self.aimx_send())
+        self.assertEqual(result, (0, "held for approval: 20260301-120000-ab12cd34\n", ""))
 
     @defer.inlineCallbacks
     def test_daemon_error(self):
@@ -270,17 +306,3 @@ class SendVerbTests(TestCase):
         result = yield defer.Deferred.fromCoroutine(self.aimx_send("--attachment", path))
         self.assertEqual(result, (1, "", f"Error: Attachment file not found: {path}\n"))
         self.assertEqual(daemon.closed, [])
-
-
-    @defer.inlineCallbacks
-    def test_huge_attachment(self):
-        """A 30 MiB attachment is refused before anything is submitted."""
-        daemon = self.serve(answer={"message_id": "<abc@d>"})
-        path = os.path.join(self.dir, "big.bin")
-        with open(path, "wb") as f:
-            f.truncate(30 * 1024 * 1024)
-        code, out, err = yield defer.Deferred.fromCoroutine(
-            self.aimx_send("--attachment", path))
-        self.assertEqual((code, out), (1, ""))
-        self.assertIn("over the 26214400-byte (25 MiB) limit", err)
-        self.assertEqual(daemon.requests, [])

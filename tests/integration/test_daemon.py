@@ -14,6 +14,7 @@ from twisted.trial.unittest import SkipTest
 
 from aimx import service
 from aimx.control.amp import ControlSocket
+from aimx.control.approvals import Expiry
 from aimx.indexer import Indexer
 from aimx.ops import bind, datadir_readme
 from aimx.errors import ConfigError
@@ -363,13 +364,14 @@ class ListenerTests(LoggedTestCase):
         self.assertEqual(fields["received_from_ip"], "::1")
 
     def test_pid_file_comes_last(self):
-        """The pid file is started after every listener, the DKIM check after it; the
-        mail index before them all (so it stops after the SMTP and control drains)."""
+        """The pid file is started after every listener, the DKIM check and the held
+        mail's expiry after it; the mail index before them all (so it stops after the SMTP
+        and control drains)."""
         daemon = self.start_daemon()
         self.assertEqual(
             [type(child) for child in daemon],
             [Indexer, service.SmtpListener, ControlSocket, service.PidFile,
-             service.DkimDnsCheck],
+             service.DkimDnsCheck, Expiry],
         )
         with open(self.pid_file) as f:
             self.assertEqual(f.read(), f"{os.getpid()}\n")

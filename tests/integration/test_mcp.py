@@ -375,6 +375,43 @@ class SendingTests(InProcessTestCase):
         self.assertEqual(self.dropped(), [])
 
 
+def drive(runtime_dir: str, uid, flow):
+    """Start `aimx mcp` as C{uid} (C{None}: as us) and run C{flow(call)} in a thread.
+
+    C{call(name, arguments)} returns C{(isError, text)}.
+    @return: a Deferred firing with C{(tools as listed, flow's result)}.
+    """
+    parameters = StdioServerParameters(
+        command=mcp_argv(uid)[0], args=mcp_argv(uid)[1:], cwd="/",
+        env=dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=runtime_dir),
+    )
+
+    async def go():
+        async with (
+            stdio_client(parameters) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            listed = (await session.list_tools()).tools
+
+            async def call(name, arguments=None):
+                result = await session.call_tool(name, arguments or {})
+                return bool(result.is_error), result.content[0].text
+
+            return listed, await flow(call)
+
+    def run_flow():
+        try:
+            return asyncio.run(go())
+        except BaseExceptionGroup as group:  # the task groups wrap a failed assertion
+            error = group
+            while isinstance(error, BaseExceptionGroup):
+                error = error.exceptions[0]
+            raise error from None
+
+    return threads.deferToThread(run_flow)
+
+
 class EndToEndTests(DaemonTestCase):
     """The official stdio client drives `aimx mcp` children (cases 9, 14, 16 and the flow)."""
 
@@ -397,40 +434,8 @@ class EndToEndTests(DaemonTestCase):
             path = os.path.dirname(path)
 
     def drive(self, uid, flow):
-        """Start `aimx mcp` as C{uid} and run C{flow(call)} in a thread.
-
-        C{call(name, arguments)} returns C{(isError, text)}.
-        @return: a Deferred firing with C{(tools as listed, flow's result)}.
-        """
-        parameters = StdioServerParameters(
-            command=mcp_argv(uid)[0], args=mcp_argv(uid)[1:], cwd="/",
-            env=dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=self.runtime_dir),
-        )
-
-        async def go():
-            async with (
-                stdio_client(parameters) as (read, write),
-                ClientSession(read, write) as session,
-            ):
-                await session.initialize()
-                listed = (await session.list_tools()).tools
-
-                async def call(name, arguments=None):
-                    result = await session.call_tool(name, arguments or {})
-                    return bool(result.is_error), result.content[0].text
-
-                return listed, await flow(call)
-
-        def run_flow():
-            try:
-                return asyncio.run(go())
-            except BaseExceptionGroup as group:  # the task groups wrap a failed assertion
-                error = group
-                while isinstance(error, BaseExceptionGroup):
-                    error = error.exceptions[0]
-                raise error from None
-
-        return threads.deferToThread(run_flow)
+        """Start `aimx mcp` as C{uid} and run C{flow(call)} in a thread (L{drive})."""
+        return drive(self.runtime_dir, uid, flow)
 
     def deliver(self, raw: bytes, rcpt: str):
         """Blocking SMTP delivery to the daemon (called from the flow's thread)."""
@@ -631,7 +636,7 @@ class EndToEndTests(DaemonTestCase):
         self.assertEqual(
             {name for name, t in tools_.items() if t.annotations.read_only_hint},
             {"mailbox_list", "email_list", "email_read", "hook_list", "email_search",
-             "email_thread"})
+             "email_thread", "held_list"})
         self.assertEqual(
             {name for name, t in tools_.items() if t.annotations.destructive_hint},
             {"mailbox_delete", "hook_delete"})

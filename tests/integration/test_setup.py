@@ -43,7 +43,7 @@ from aimx import service
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.control.commands import SOCKET_NAME
+from aimx.control.wire import SOCKET_NAME
 from aimx.ops import portcheck as core
 from aimx.ops import portholder
 from aimx.ops.portholder import AIMX

@@ -1,0 +1,57 @@
+"""``aimx held``, L3: messages the outbound policy holds for approval (docs/guardrails.md).
+
+C{list}, C{show}, C{approve}, C{reject}: every verb asks the daemon, which decides
+who may do what (root and the C{[approval] approvers} group approve or reject,
+never the mailbox's owner; owners list and read their own).
+"""
+
+from aimx.cli import session
+from aimx.cli.session import CliError
+from aimx.cli.term import clip, printed_plainly
+from aimx.control.wire import HeldApprove, HeldList, HeldReject, HeldShow
+from aimx.errors import DaemonNotRunning
+
+
+def main(args) -> int:
+    return session.run_blocking(VERBS[args.action], args)
+
+
+async def _call(s: session.Session, command, **arguments) -> dict:
+    try:
+        return await s.call(command, **arguments)
+    except DaemonNotRunning as e:
+        raise CliError(s.not_running(e), exit_code=2) from None
+
+
+async def list_(args, s: session.Session) -> int:
+    rows = (await _call(s, HeldList, mailbox=args.mailbox))["holds"]
+    if printed_plainly(s.term, rows, as_json=args.json, empty="No messages held for approval."):
+        return 0
+    s.term.say(s.term.bold(f"{'HOLD ID':<24} {'MAILBOX':<16} {'EXPIRES':<21} {'TO':<30} SUBJECT"))
+    for row in rows:
+        s.term.say(f"{row['hold_id']:<24} {clip(row['mailbox'], 16):<16} "
+                   f"{row['expires_at']:<21} {clip(row['to'], 30):<30} {row['subject']}")
+    return 0
+
+
+async def show(args, s: session.Session) -> int:
+    s.term.out.write((await _call(s, HeldShow, id=args.id))["hold"]["file"])
+    return 0
+
+
+async def approve(args, s: session.Session) -> int:
+    reply = await _call(s, HeldApprove, id=args.id)
+    s.term.success(f"Approved and sent: {reply['message_id']}")
+    for d in reply.get("deliveries") or ():
+        if d.get("status") != "delivered":
+            s.term.say(f"  {d.get('status')}: {d.get('rcpt')}: {d.get('details')}")
+    return 0
+
+
+async def reject(args, s: session.Session) -> int:
+    await _call(s, HeldReject, id=args.id, reason=args.reason)
+    s.term.success(f"Rejected: {args.id}")
+    return 0
+
+
+VERBS = {"list": list_, "show": show, "approve": approve, "reject": reject}

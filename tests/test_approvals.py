@@ -1,0 +1,216 @@
+"""Held mail in the daemon (L{aimx.control.approvals} through L{aimx.control.ops.Control}):
+holding, who may list, approve and reject, and expiry on the reactor clock; with a
+recording outbox, a fake index, fake passwd entries and a real data directory."""
+
+import datetime
+import os
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import TestCase
+
+from aimx.control.approvals import MAX_PENDING, Expiry
+from aimx.control.ops import Caller, Control
+from aimx.core import frontmatter
+from aimx.errors import (
+    AccessDenied,
+    BodyTooLarge,
+    MailboxError,
+    NotFoundError,
+    PolicyError,
+    TempError,
+)
+from aimx.service import LiveConfig
+from aimx.testing import fakes
+from aimx.testing.fakes import FakeIndex, FakeNow, FakeOutbox, FakePasswd
+
+ROOT, ALICE, BOB, OPS = 0, 2001, 2002, 2003
+START = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+class ApprovalTestCase(TestCase):
+    def setUp(self):
+        self.data = os.path.realpath(self.mktemp())
+        os.makedirs(self.data)
+        self.now = FakeNow(START)
+        self.outbox = FakeOutbox()
+        self.index = FakeIndex(known={"friend@x.example"})
+        self.configure()
+
+    def configure(self, approval="new-recipients", **top):
+        config = fakes.config(data_dir=self.data, approval={"approvers": "ops", **top},
+                              mailboxes={"alice": {"owner": "alice", "outbound": {
+                                  "approval": approval, "max_per_hour": 3}},
+                                  "bob": {"owner": "bob"}})
+        self.live = LiveConfig(config)
+        tokens = iter(f"{n:08x}" for n in range(1, 10_000))
+        self.control = Control(
+            live=self.live, config_dir=self.data, data_dir=self.data,
+            mailbox_lock=lambda name: defer.DeferredLock(),
+            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+            passwd=FakePasswd({"alice": ALICE, "bob": BOB, "ops": OPS},
+                              groups={"ops": ["ops", "alice"]}),
+            now=self.now, outbox=self.outbox, index=self.index)
+        self.control.approvals.token = lambda: next(tokens)
+
+    def send(self, to="new@y.example", uid=ALICE, **kw):
+        message = fakes.message(sender="alice@test.local", to=to, message_id=None, **kw)
+        return self.successResultOf(defer.Deferred.fromCoroutine(
+            self.control.send(Caller(uid=uid), message, False, None, [])))
+
+    def call(self, method, uid, *args):
+        return defer.Deferred.fromCoroutine(getattr(self.control, method)(Caller(uid=uid), *args))
+
+    def held_dir(self, *parts):
+        return os.path.join(self.data, "held", "alice", *parts)
+
+
+class HoldTests(ApprovalTestCase):
+    def test_new_recipient_held(self):
+        """A new recipient holds the message: nothing sent, its id and message id answered."""
+        reply = self.send()
+        self.assertEqual(reply["held"], "20260301-120000-00000001")
+        self.assertTrue(reply["message_id"].endswith("@test.local>"))
+        self.assertEqual(self.outbox.drafts, [])
+        self.assertEqual(sorted(os.listdir(self.held_dir())),
+                         ["20260301-120000-00000001.md", "20260301-120000-00000001.parts"])
+        with open(self.held_dir("20260301-120000-00000001.md"), "rb") as f:
+            fields, _ = frontmatter.parse(f.read())
+        self.assertEqual((fields["held_reason"], fields["message_id"], fields["caller_uid"]),
+                         ("new recipients: new@y.example", reply["message_id"], ALICE))
+
+    def test_known_recipient_sent(self):
+        """A recipient the index knows goes at once."""
+        self.assertNotIn("held", self.send(to="Friend@x.example"))
+        self.assertEqual(len(self.outbox.drafts), 1)
+
+    def test_always(self):
+        """approval = always holds even known recipients."""
+        self.configure(approval="always")
+        self.assertIn("held", self.send(to="friend@x.example"))
+
+    def test_too_large_refused_not_held(self):
+        """A message that could never be sent is refused now, not at approval."""
+        message = fakes.message("a" * (5 * 1024 * 1024 + 1), sender="alice@test.local",
+                                to="new@y.example")
+        d = defer.Deferred.fromCoroutine(
+            self.control.send(Caller(uid=ALICE), message, False, None, []))
+        self.failureResultOf(d, BodyTooLarge)
+        self.assertFalse(os.path.exists(self.held_dir()))
+
+    def test_pending_cap(self):
+        """A mailbox has at most MAX_PENDING holds waiting; then POLICY."""
+        for _ in range(MAX_PENDING):
+            self.send()
+        d = defer.Deferred.fromCoroutine(self.control.send(
+            Caller(uid=ALICE), fakes.message(sender="alice@test.local", to="new@y.example"),
+            False, None, []))
+        self.assertIn("already has 100 messages waiting", self.failureResultOf(
+            d, PolicyError).getErrorMessage())
+
+
+class DecideTests(ApprovalTestCase):
+    def setUp(self):
+        super().setUp()
+        self.hold_id = self.send()["held"]
+
+    def test_owner_never_decides(self):
+        """The owner (an approver too here) may list and show, never approve or reject."""
+        [row] = self.successResultOf(self.call("held_list", ALICE, None))
+        self.assertEqual((row["hold_id"], row["to"]), (self.hold_id, "new@y.example"))
+        shown = self.successResultOf(self.call("held_show", ALICE, self.hold_id))
+        self.assertIn("held_reason = ", shown["file"])
+        for method, args in (("held_approve", ()), ("held_reject", ("no",))):
+            failure = self.failureResultOf(self.call(method, ALICE, self.hold_id, *args),
+                                           AccessDenied)
+            self.assertEqual(failure.getErrorMessage(), "not authorized: the mailbox's owner "
+                             "never approves or rejects its own mail")
+        self.assertEqual(self.outbox.drafts, [])
+
+    def test_strangers(self):
+        """Another owner sees nothing: the hold is not found, the mailbox does not exist."""
+        self.assertEqual(self.successResultOf(self.call("held_list", BOB, None)), [])
+        self.failureResultOf(self.call("held_list", BOB, "alice"), MailboxError)
+        for method in ("held_show", "held_approve"):
+            self.failureResultOf(self.call(method, BOB, self.hold_id), NotFoundError)
+        self.failureResultOf(self.call("held_show", ROOT, "../../etc"), NotFoundError)
+        self.failureResultOf(self.call("held_list", ROOT, "../inbox"), MailboxError)
+
+    def test_root_approves(self):
+        """Root approves: the outbox gets the draft as held; the hold is gone; it counts
+        in the rate window."""
+        reply = self.successResultOf(self.call("held_approve", ROOT, self.hold_id))
+        self.assertEqual(reply["message_id"], "<m@test.local>")
+        [draft] = self.outbox.drafts
+        self.assertIn("To: new@y.example", draft.header_lines)
+        self.assertEqual(draft.text, "Hi\n")
+        self.assertEqual(os.listdir(self.held_dir()), [])
+        self.failureResultOf(self.call("held_approve", ROOT, self.hold_id), NotFoundError)
+        self.assertEqual(len(self.control.guard.recent("alice", self.now())), 1)
+
+    def test_approver_rejects(self):
+        """A member of the approvers group rejects, with a reason; it moves to rejected/."""
+        self.successResultOf(self.call("held_reject", OPS, self.hold_id, "wrong customer"))
+        self.assertEqual(self.outbox.drafts, [])
+        with open(self.held_dir("rejected", self.hold_id + ".md"), "rb") as f:
+            fields, _ = frontmatter.parse(f.read())
+        self.assertEqual((fields["state"], fields["decided_by"], fields["decision_reason"]),
+                         ("rejected", "ops", "wrong customer"))
+        self.assertEqual(self.successResultOf(self.call("held_list", ROOT, None)), [])
+
+    def test_temporary_failure_keeps_it(self):
+        """A delivery that cannot happen now leaves the hold pending, to approve again."""
+        self.outbox.answer = TempError("all deferred")
+        self.failureResultOf(self.call("held_approve", ROOT, self.hold_id), TempError)
+        self.assertEqual(len(os.listdir(self.held_dir())), 2)
+        self.assertEqual(self.control.guard.recent("alice", self.now()), [])
+        self.outbox.answer = None
+        self.successResultOf(self.call("held_approve", ROOT, self.hold_id))
+
+    def test_one_decision_at_a_time(self):
+        """While an approval delivers, a second approval or a rejection waits its turn."""
+        self.outbox.answer = defer.Deferred()
+        first = self.call("held_approve", ROOT, self.hold_id)
+        self.assertNoResult(first)
+        self.failureResultOf(self.call("held_reject", OPS, self.hold_id, None), TempError)
+        self.outbox.answer.callback(None)
+        self.successResultOf(first)
+
+
+class ExpiryTests(ApprovalTestCase):
+    def test_expired_on_the_reactor_clock(self):
+        """Holds past expire_days move to rejected/ when the hourly look comes round."""
+        self.configure(expire_days=1)
+        old = self.send()["held"]
+        self.now.advance(3600)
+        young = self.send()["held"]
+        clock = task.Clock()
+        expiry = Expiry(self.control.approvals, clock)
+        expiry.startService()
+        self.addCleanup(expiry.stopService)
+        self.assertEqual(len(os.listdir(self.held_dir())), 4)
+        self.now.advance(86400 - 3600)
+        clock.advance(3600)
+        self.assertEqual(sorted(os.listdir(self.held_dir("rejected"))),
+                         [old + ".md", old + ".parts"])
+        with open(self.held_dir("rejected", old + ".md"), "rb") as f:
+            fields, _ = frontmatter.parse(f.read())
+        self.assertEqual((fields["state"], fields["decided_by"]), ("expired", "aimx"))
+        self.now.advance(3600)
+        clock.advance(3600)
+        self.assertEqual(len(os.listdir(self.held_dir("rejected"))), 4)
+        self.assertIn(young + ".md", os.listdir(self.held_dir("rejected")))
+
+    def test_stop_waits_for_a_look(self):
+        """Stopping waits for a look in progress (its thread work must not outlive it)."""
+        running = defer.Deferred()
+
+        class Slow:
+            async def expire(self):
+                await running
+
+        expiry = Expiry(Slow(), task.Clock())
+        expiry.startService()
+        stopped = expiry.stopService()
+        self.assertNoResult(stopped)
+        running.callback(None)
+        self.successResultOf(stopped)
