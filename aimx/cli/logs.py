@@ -9,72 +9,16 @@ C{--since} and C{--mailbox} select lines (L{aimx.ops.logline.Filter}): journalct
 applies the first two, aimx the mailbox, and aimx all three to a log file.
 """
 
-import argparse
-import datetime
 import os
 import sys
 
 from aimx.cli.term import Terminal
-from aimx.control.commands import socket_path
+from aimx.control.wire import socket_path
 from aimx.host import initsystem
 from aimx.ops import logline
 from aimx.store import demo
 
-DEFAULT_LINES = 50
 _DIM = "2"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid line count: {text!r}")
-    return value
-
-
-def _priority(text: str) -> int:
-    try:
-        return logline.priority(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _since(text: str) -> datetime.datetime:
-    try:
-        return logline.since(text, datetime.datetime.now().astimezone())
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def add_parser(sub, common) -> None:
-    """Register C{logs} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "logs", parents=[common], help=argparse.SUPPRESS, prog="aimx logs",
-        description="Show the aimx service log (journald, or the OpenRC log files; "
-        "for `aimx demo`, its log file, found through AIMX_RUNTIME_DIR).",
-    )
-    parser.add_argument(
-        "-n", "--lines", type=_count, default=DEFAULT_LINES, metavar="N",
-        help=f"number of lines to show (default: {DEFAULT_LINES})",
-    )
-    parser.add_argument(
-        "-f", "--follow", action="store_true", help="stream the log live (journalctl -f)"
-    )
-    parser.add_argument(
-        "-p", "--priority", type=_priority, metavar="P",
-        help="lines of priority P or more urgent, as journalctl -p: "
-        "emerg alert crit err warning notice info debug, or 0-7",
-    )
-    parser.add_argument(
-        "-S", "--since", type=_since, metavar="TIME",
-        help="lines logged at or after TIME: YYYY-MM-DD[ HH:MM[:SS]], today, yesterday, "
-        "now, -1h, '30min ago'",
-    )
-    parser.add_argument(
-        "--mailbox", metavar="NAME", help="lines about mailbox NAME (their mailbox=NAME)"
-    )
 
 
 def main(args) -> int:
