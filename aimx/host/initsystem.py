@@ -297,6 +297,10 @@ def journal_command(lines: int | None, chosen: logline.Filter = logline.Filter()
     return argv
 
 
+#: How journalctl's --show-cursor ends its output.
+_CURSOR = "-- cursor: "
+
+
 def _journal(system: System, lines: int, chosen: logline.Filter,
              cursor: bool = False) -> tuple[str, str | None]:
     """The last C{lines} lines journalctl shows that C{chosen} passes, and the cursor
@@ -315,8 +319,6 @@ def _journal(system: System, lines: int, chosen: logline.Filter,
         text = _last_lines(text, lines, logline.Filter(mailbox=chosen.mailbox))
     return text, last
 
-
-_CURSOR = "-- cursor: "
 
 
 def tail_log(system: System, lines: int, chosen: logline.Filter = logline.Filter()) -> str:
