@@ -978,7 +978,8 @@ class HookTests(ControlTestCase):
         rows = self.connect(ALICE).call(commands.HookList)["hooks"]
         self.assertEqual([r["name"] for r in rows], ["a9", "a2"])
         self.assertEqual(sorted(rows[0]), sorted(["name", "mailbox", "event", "cmd",
-                                                  "fire_on_untrusted", "timeout_secs"]))
+                                                  "fire_on_untrusted", "fire_on_review",
+                                                  "timeout_secs"]))
         self.assertEqual(len(root.call(commands.HookList)["hooks"]), 3)
         self.assertEqual(self.connect(12345).call(commands.HookList), {"hooks": []})
 
