@@ -491,6 +491,11 @@ class HookVerbTests(VerbTestCase):
                                     "--timeout-secs", "60"],
             replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
         self.assertNotIn("timeout_secs", fake.calls[0][1]["body"])
+        self.assertNotIn("fire_on_review", fake.calls[0][1]["body"])
+        _, _, _, fake = self.run_verb(
+            hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]', "--fire-on-review"],
+            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+        self.assertIn('"fire_on_review": true', fake.calls[0][1]["body"])
 
     def test_create_checks(self):
         """Client-side checks in the spec's order, before the daemon is asked."""
@@ -500,6 +505,8 @@ class HookVerbTests(VerbTestCase):
              "invalid hook name 'bad name!': must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}"),
             (CREATE + ["after_send", "--cmd", '["/x"]', "--fire-on-untrusted"],
              "--fire-on-untrusted is only valid on --event on_receive"),
+            (CREATE + ["after_send", "--cmd", '["/x"]', "--fire-on-review"],
+             "--fire-on-review is only valid on --event on_receive"),
             (CREATE + ["on_receive", "--cmd", "  "], "--cmd must not be empty"),
             (CREATE + ["on_receive", "--cmd", "echo"],
              "--cmd 'echo' is not an absolute path: a program given alone must be an "

@@ -15,6 +15,7 @@ Operations (as current user):
   mailboxes     Create, list, show and delete mailboxes
   hooks         Create, list and delete hooks
   held          List, show, approve and reject mail held for approval
+  audit         Read the audit log (inbound verdicts, sends, changes)
   agents        Wire aimx into an AI agent harness
   mcp           Run the MCP server on stdio
   completion    Print a shell completion script (bash or zsh)
@@ -40,6 +41,7 @@ VERBS = {
     "mailboxes": "mailboxes",
     "hooks": "hooks",
     "held": "held",
+    "audit": "audit",
     "agents": "agents",
     "dkim-keygen": "dkimkeygen",
     "reindex": "reindex",
