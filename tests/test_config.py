@@ -727,6 +727,23 @@ class SessionsPerIpTests(_Case):
                           "new-recipients", ("/srv/support/outbox",)))
 
 
+    def test_contrib_inbound_and_audit_examples_load(self):
+        """The commented guards, hook rate and audit keys are valid once uncommented."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            lines = f.read().split("\n")
+        keys = ("# guards = ", "# hook_rate_per_sender = ", "# audit_dir = ",
+                "# audit_retention_days = ")
+        out = [line[2:] if line.startswith(keys) else line for line in lines]
+        self.assertEqual(sum(1 for line in lines if line.startswith(keys)), len(keys))
+        config, _ = load("\n".join(out))
+        support = config.mailbox("support")
+        self.assertEqual((support.guards, support.hook_rate_per_sender),
+                         ("default", cfg.HookRate(30)))
+        self.assertEqual((config.effective_audit_dir, config.audit_retention_days),
+                         ("/var/lib/aimx/audit", 90))
+
+
 class BackupMxTests(_Case):
     def test_loads_and_round_trips(self):
         """backup_mx: a host name, kept as written, written back by to_toml and by an
