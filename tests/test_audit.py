@@ -133,6 +133,9 @@ class FileTests(SynchronousTestCase):
         self.assertEqual(times(files.read(self.dir, lambda r: True, 10, "2026-03-02.jsonl")),
                          ["2-0", "2-1", "2-2"])
         self.assertEqual(files.read(self.dir, lambda r: True, 0), [])
+        size = len(audit.line({"time": "2-2", "n": 2}))
+        self.assertEqual(times(files.read(self.dir, lambda r: True, 10, max_bytes=2 * size)),
+                         ["2-1", "2-2"])
         self.assertEqual(files.read(self.dir + "-none", lambda r: True, 5), [])
 
     def test_prune(self):

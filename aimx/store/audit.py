@@ -15,6 +15,8 @@ from aimx.core import audit
 from aimx.store import safefs
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
+#: The most bytes of records one read returns (an AMP answer stays far below its cap).
+READ_BYTES = 32 * 1024 * 1024
 _DAY_FILE = re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl")
 _CHUNK = 1 << 20
 
@@ -74,35 +76,43 @@ def prune(directory: str, oldest_kept: str) -> list[str]:
     return old
 
 
-def read(directory: str, keep, limit: int, first_day: str | None = None) -> list[dict]:
-    """The last C{limit} records that C{keep} accepts, oldest first.
+def read(directory: str, keep, limit: int, first_day: str | None = None,
+         max_bytes: int = READ_BYTES) -> list[dict]:
+    """The last C{limit} records that C{keep} accepts, oldest first, at most
+    C{max_bytes} of them (as written).
 
     Files are read newest first, each line by line, and reading stops once
-    C{limit} records are found in the files read so far.
+    C{limit} records (or C{max_bytes}) are found in the files read so far.
 
     @param keep: C{record -> bool} (the caller's filters and who it is).
     @param first_day: skip the day files before this one.
     """
     found: collections.deque = collections.deque()
     fd = _open(directory, create=False)
-    if fd is None:
+    if fd is None or limit <= 0:
+        if fd is not None:
+            os.close(fd)
         return []
+    used = 0
     try:
         names = [n for n in sorted((name for name, kind in safefs.scan(fd)
                                     if kind == safefs.FILE and _DAY_FILE.fullmatch(name)),
                                    reverse=True) if first_day is None or n >= first_day]
         for name in names:
-            kept = [r for r in _records(fd, name) if keep(r)]
-            found.extendleft(reversed(kept[-limit:] if limit else []))
-            if len(found) >= limit:
-                break
+            kept = [(r, size) for r, size in _records(fd, name) if keep(r)]
+            for record, size in reversed(kept):
+                if len(found) >= limit or used + size > max_bytes:
+                    return list(found)
+                found.appendleft(record)
+                used += size
     finally:
         os.close(fd)
-    return list(found)[-limit:] if limit else []
+    return list(found)
 
 
 def _records(dir_fd: int, name: str):
-    """The records of one day file, in order; lines that do not read are skipped."""
+    """C{(record, its line's length)} of one day file, in order; lines that do not
+    read are skipped."""
     try:
         opened = safefs.open_regular(dir_fd, name)
     except (safefs.Refused, OSError):
@@ -123,6 +133,6 @@ def _records(dir_fd: int, name: str):
             for raw in lines:
                 record = audit.parse_line(raw)
                 if record is not None:
-                    yield record
+                    yield record, len(raw) + 1
     finally:
         os.close(fd)
