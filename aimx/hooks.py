@@ -8,28 +8,37 @@ L{HookRunner.after_send} is what the outbound path awaits.  The hooks of one eve
 run one after another (docs/hooks.md); at most C{max_processes} hook processes
 run at once and the others wait their turn in arrival order.
 
-Each process is a small exec helper (L{_HELPER}) started by the daemon: it starts a
-new session, clears the supplementary groups, sets the owner's primary gid and uid
-(in that order, docs/security.md -- C{spawnProcess(uid=...)} would call
-initgroups instead), opens the stored file as stdin, changes to the mailbox
-directory and execs C{cmd} directly.  The environment is exactly
-L{hookspec.environment}.
+No interpreter starts per hook (docs/design.md, "Hooks").  The child is started by
+the standard library's C spawn (L{subprocess.Popen}: vfork, then chdir to the
+mailbox directory, a new session, every descriptor but 0-2 closed, exec), with
+the environment exactly L{hookspec.environment}.  A root daemon runs C{cmd}
+through util-linux C{unshare --setgid --setuid}, which clears the supplementary
+groups, sets the owner's primary gid, then uid (docs/security.md), and only then
+execs C{cmd}, so the program is looked up and checked with the owner's rights
+alone (L{hookspec.argv}).  C{Popen(user=...)} would make the same calls but must fork
+the whole daemon (its page tables: milliseconds per 100 MB, on the reactor);
+C{setpriv} keeps root's capabilities until its exec; C{spawnProcess(uid=...)}
+calls initgroups.  Twisted reaps the child and reads its output as for any
+process it spawned (L{_PopenProcess}).
 
-stdin is the stored file itself, opened by the helper after the privilege drop,
-never read by the daemon: the mailbox owner can replace the file (a symlink to a
-root-only file, a FIFO, a device), so it is opened with the owner's rights,
-without following a final symlink and without blocking, and anything but a
-regular file gives empty stdin (C{/dev/null}), as does a missing file.  The
-reactor never touches it.
+stdin is the stored file, opened by the daemon with L{safefs.open_owned}: no
+symlink followed below the mailbox directory, no blocking on a FIFO, and only a
+regular file of the user the hook runs as; anything else gives empty stdin
+(C{/dev/null}) and a warning, a missing file gives it silently.  The reactor
+never reads it.
 """
 
+import errno
+import functools
 import os
+import shutil
 import signal
-import sys
+import stat
+import subprocess
 from datetime import datetime, timezone
 
 import attrs
-from twisted.internet import defer, task
+from twisted.internet import defer, process, task
 from twisted.internet.protocol import ProcessProtocol
 
 from aimx.idle import IdleWaiters
@@ -37,7 +46,7 @@ from aimx.core import audit, hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
 from aimx.logs import Logger
-from aimx.store import passwd
+from aimx.store import passwd, safefs
 
 log = Logger(namespace="aimx.hook")
 
@@ -51,63 +60,49 @@ SLOW_MS = 5000
 MAX_PROCESSES = 16
 #: Senders whose fires are remembered before the ones with none left in the hour go.
 RATE_SWEEP = 10_000
+#: Where a root daemon looks for unshare (not in the daemon's PATH).
+UNSHARE_PATH = "/usr/bin:/bin"
 
-# The helper reports on this descriptor, as NUL-terminated records: C{W<text>}
-# is a warning (stdin could not be opened), C{E<text>} the failure that stopped
-# it before exec.  It is close-on-exec, so the hook itself has only stdin,
-# stdout and stderr.
-_REPORT_FD = 3
 
-# Run as `python -I -S -c _HELPER <cwd> <uid> <gid> <stdin> <cmd...>`; uid -1
-# keeps the daemon's ids, stdin "" means none.  The daemon maps no descriptor 0:
-# the helper puts the opened file (or /dev/null) there.  Python's start-up
-# leaves traces exec would hand on to the hook: SIGPIPE and SIGXFSZ ignored, and
-# LC_CTYPE set by locale coercion (PEP 538; the environment we pass never has it).
-_HELPER = """\
-import os, signal, stat, sys
-cwd, uid, gid, source, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
-step = "setup"
-def stdin():
-    if source:
-        try:
-            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            os.write(3, ("W" + e.strerror + "\\0").encode())
-        else:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                os.set_blocking(fd, True)
-                return fd
-            os.close(fd)
-            os.write(3, b"Wnot a regular file\\0")
-    return os.open("/dev/null", os.O_RDONLY)
-try:
-    os.environ.pop("LC_CTYPE", None)
-    os.set_inheritable(3, False)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    os.setsid()
-    if uid >= 0:
-        step = "privilege drop"
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-    step = "stdin"
-    fd = stdin()
-    if fd == 0:
-        os.set_inheritable(0, True)
-    else:
-        os.dup2(fd, 0)
-        os.close(fd)
-    step = "chdir " + cwd
-    os.chdir(cwd)
-    step = "exec " + argv[0]
-    os.execv(argv[0], argv)
-except OSError as e:
-    os.write(3, ("E" + step + ": " + e.strerror + "\\0").encode())
-os._exit(127)
-"""
+class _PopenProcess(process.Process):
+    """A Twisted process transport whose child L{subprocess.Popen} starts.
+
+    Twisted makes the output pipes, reads them, reaps the child on SIGCHLD and
+    calls C{processEnded} once both are done, as for C{spawnProcess}; only the
+    start is Popen's: chdir, setsid and closing the other descriptors happen in C
+    between vfork and exec, where Twisted's posix_spawn path can do neither chdir
+    nor setsid and its fork path runs Python in a forked copy of the daemon.
+    An exec or chdir failure raises here, from the child's error pipe.
+    """
+
+    def __init__(self, reactor, argv, env, cwd, proto, stdin: int):
+        super().__init__(reactor, argv[0], argv, env, cwd, proto,
+                         childFDs={0: stdin, 1: "r", 2: "r"})
+
+    def _fork(self, path, uid, gid, executable, args, environment, fdmap):
+        # Process.__init__ starts the child here, between making the pipes and
+        # registering the pid for reaping.
+        self._popen = subprocess.Popen(
+            args, stdin=fdmap[0], stdout=fdmap[1], stderr=fdmap[2], cwd=path,
+            env=environment, close_fds=True, start_new_session=True,
+        )
+        self.pid = self._popen.pid
+
+    def processEnded(self, status):
+        # Reaped by Twisted: Popen must never wait for this pid (it may be reused).
+        self._popen.returncode = os.waitstatus_to_exitcode(status)
+        super().processEnded(status)
+
+
+def spawn_process(reactor, protocol, argv: list[str], *, env: dict, cwd: str,
+                  stdin: int) -> None:
+    """Start C{argv} in C{cwd} in a new session, connected to C{protocol}.
+
+    @param stdin: the child's descriptor 0 (the caller still closes its own).
+    @raise OSError: the chdir or the exec failed (C{filename} says which).
+    @raise ValueError: a NUL in C{argv}.
+    """
+    _PopenProcess(reactor, argv, env, cwd, protocol, stdin)
 
 
 @attrs.frozen
@@ -178,14 +173,14 @@ class HookProtocol(ProcessProtocol):
     @ivar ended: fires with this protocol once the process has exited and its
         pipes are closed.
     @ivar gone: fires once nothing of the process group is left to signal.
-    @ivar output: the kept bytes per child descriptor (1, 2 and the helper's 3).
+    @ivar output: the kept bytes of stdout (1) and stderr (2).
     """
 
     def __init__(self, timeout: float, clock, groups: ProcessGroups):
         self.timeout = timeout
         self.clock = clock
         self.groups = groups
-        self.output = {1: bytearray(), 2: bytearray(), _REPORT_FD: bytearray()}
+        self.output = {1: bytearray(), 2: bytearray()}
         self.exit_code = -1
         self.timed_out = False
         self.ended = defer.Deferred()
@@ -200,21 +195,7 @@ class HookProtocol(ProcessProtocol):
         kept = self.output[childFD]
         kept += data
         if len(kept) > OUTPUT_CAP:
-            if childFD == _REPORT_FD:
-                del kept[OUTPUT_CAP:]  # the records come first
-            else:
-                del kept[:-OUTPUT_CAP]
-
-    def reports(self) -> tuple[list[str], str | None]:
-        """The helper's warnings and its failure before exec (L{None}: it exec'd)."""
-        warnings, failure = [], None
-        for record in bytes(self.output[_REPORT_FD]).split(b"\0"):
-            text = record[1:].decode("utf-8", "replace")
-            if record[:1] == b"W":
-                warnings.append(text)
-            elif record:
-                failure = text
-        return warnings, failure
+            del kept[:-OUTPUT_CAP]
 
     def processEnded(self, reason):
         if reason.value.exitCode is not None:  # None: killed by a signal
@@ -271,7 +252,7 @@ class SenderRates:
 class HookRunner:
     """Fires the hooks of mailbox events; see the module docstring.
 
-    @param reactor: spawns the processes.
+    @param reactor: runs the processes (L{spawn_process}).
     @param config: returns the live configuration (data dir, catchall domain).
     @param environ: the daemon's environment; only C{PATH} and C{HOME} reach hooks
         (C{HOME} is the owner's own when the hook drops to the owner).
@@ -283,6 +264,9 @@ class HookRunner:
     @param groups: signals hook process groups.
     @param audit: C{record -> None} for each inbound verdict (L{aimx.auditlog}),
         or C{None}.
+    @param spawn: L{spawn_process} without its reactor.
+    @param unshare_path: where to find C{unshare}, which a root daemon drops
+        privileges with; without it a root daemon runs no hook of another owner.
     """
 
     def __init__(
@@ -298,6 +282,8 @@ class HookRunner:
         euid: int | None = None,
         groups: ProcessGroups = ProcessGroups(),
         audit=None,
+        spawn=None,
+        unshare_path: str = UNSHARE_PATH,
     ):
         self.reactor = reactor
         self.config = config
@@ -310,6 +296,9 @@ class HookRunner:
         self.groups = groups
         self.audit = audit
         self.rates = SenderRates()
+        self.spawn = functools.partial(spawn_process, reactor) if spawn is None else spawn
+        self.unshare = shutil.which("unshare", path=unshare_path)
+        self.unshare_path = unshare_path
         self._busy: set[defer.Deferred] = set()
         self._idle = IdleWaiters()
 
@@ -464,8 +453,7 @@ class HookRunner:
             owner=owner_name,
         )
         owner = self.resolve_owner(owner_name)
-        uid = gid = -1
-        home = None
+        drop = home = None
         if owner.uid is None:
             if self.euid == 0:
                 error = ("user-not-found", f"user '{owner_name}' not found on this host")
@@ -476,38 +464,67 @@ class HookRunner:
                 owner=owner_name,
             )
         elif self.euid == 0 and owner.uid != 0:
-            uid, gid = owner.uid, owner.gid
+            drop = (owner.uid, owner.gid)
             home = self.resolve_home(owner_name)
+            why = self._unrunnable(hook.cmd[0], owner_name)
+            if why is not None:
+                return self._report(event, hook, start, error=("spawn-failed", why))
         box = "inbox" if event.event == hookspec.ON_RECEIVE else "sent"
         cwd = os.path.join(data_dir, box, event.mailbox.name)
         protocol = HookProtocol(hook.timeout_secs, self.clock, self.groups)
-        argv = [sys.executable, "-I", "-S", "-c", _HELPER, cwd, str(uid), str(gid)]
+        stdin = self._stdin(event, hook, cwd, self.euid if drop is None else drop[0])
         try:
-            # No descriptor 0: the helper opens the stored file there itself,
-            # as the owner (see the module docstring).
-            self.reactor.spawnProcess(
+            self.spawn(
                 protocol,
-                sys.executable,
-                argv + [event.filepath] + list(hook.cmd),
+                hookspec.argv(hook.cmd, drop, self.unshare),
                 env=hookspec.environment(event, hook, self.environ, home=home),
-                childFDs={1: "r", 2: "r", _REPORT_FD: "r"},
+                cwd=cwd,
+                stdin=stdin,
             )
-        except (OSError, ValueError) as e:
-            return self._report(event, hook, start, error=("spawn-failed", str(e)))
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            return self._report(event, hook, start, error=("spawn-failed", _failure(e, cwd)))
+        finally:
+            os.close(stdin)
         self._track(protocol.gone)
         await protocol.ended
-        warnings, failure = protocol.reports()
-        for why in warnings:
-            log.warn(
-                "hook_name={hook_name} hook stdin: open {path} failed: {error}; "
-                "piping empty payload",
-                hook_name=hook.name,
-                path=event.filepath,
-                error=why,
-            )
-        if failure is not None:
-            return self._report(event, hook, start, error=("spawn-failed", failure))
         return self._report(event, hook, start, protocol)
+
+    def _unrunnable(self, program: str, owner: str) -> str | None:
+        """Why a hook cannot be started through unshare, checked before it is.
+
+        unshare's failure to exec would only be its exit status (126/127) and a
+        line on the hook's stderr, so a missing or non-executable program is
+        reported here as an exec error, as a direct spawn's is.  What only the
+        owner's rights reveal (a directory they cannot search) still ends as
+        unshare's exit status and message.
+        """
+        if self.unshare is None:
+            return f"unshare (util-linux) not found in {self.unshare_path}: cannot run as {owner}"
+        try:
+            st = os.stat(program)
+        except OSError as e:
+            return f"exec {program}: {e.strerror}"
+        if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+            return f"exec {program}: {os.strerror(errno.EACCES)}"
+        return None
+
+    def _stdin(self, event: HookEvent, hook, cwd: str, uid: int) -> int:
+        """A descriptor for the hook's stdin: the stored file when it is C{uid}'s own
+        regular file (L{safefs.open_owned}), else C{/dev/null}."""
+        if event.filepath:
+            try:
+                return safefs.open_owned(cwd, os.path.relpath(event.filepath, cwd), uid)
+            except FileNotFoundError:
+                pass
+            except (safefs.Refused, OSError) as e:
+                log.warn(
+                    "hook_name={hook_name} hook stdin: open {path} failed: {error}; "
+                    "piping empty payload",
+                    hook_name=hook.name,
+                    path=event.filepath,
+                    error=str(e) if isinstance(e, safefs.Refused) else e.strerror,
+                )
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def _report(self, event, hook, start, protocol=None, error=None) -> HookResult:
         """Build the result and log the structured line and its warnings."""
@@ -573,3 +590,11 @@ class HookRunner:
         if not self._busy:
             self._idle.idle()
         return result
+
+
+def _failure(error: Exception, cwd: str) -> str:
+    """The text of a failed spawn: which step (Popen names the path) and why."""
+    if isinstance(error, OSError) and error.filename is not None:
+        step = "chdir" if error.filename == cwd else "exec"
+        return f"{step} {error.filename}: {error.strerror}"
+    return str(error)

@@ -3,6 +3,7 @@
 
   PYTHONPATH=. python bench/hook_latency.py [--messages 200] [--burst 1000]
                                            [--max-processes 16] [--owner USER]
+                                           [--ballast MB]
 
 In one process, with the real reactor: Inbound (durable MailStore, fixture DNS
 on loopback) stores each message, the daemon's listener hands it to a
@@ -10,16 +11,22 @@ HookRunner, and the hook is C{/usr/bin/date +%s.%N}, so its stdout is the
 moment it started running.  "Published" is the moment MailStore.store_inbound
 returned in its worker thread (the file is linked and fsynced), so the figure
 covers everything aimx adds: the hop back to the reactor, the queue, the owner
-lookup, spawning the exec helper (Python, -I -S; it opens the file for stdin),
-its setsid/privilege drop/chdir, and the exec.
+lookup, the guarded open of the file for stdin, the spawn (chdir, setsid), the
+privilege drop when root runs the hook as --owner, and the exec.
 
   sequential   one message at a time, each hook finished before the next
-  burst        --burst messages delivered at once; hooks queue behind
+  burst        --burst messages delivered at once (started as fast as a
+               Cooperator allows, not in one reactor turn); hooks queue behind
                --max-processes (the latency then includes the wait in line)
   direct       for comparison: /usr/bin/date spawned straight from the
-               reactor (posix_spawn, no helper, no cwd)
+               reactor (posix_spawn, no cwd, no session, no drop)
 
-Root may pass --owner USER to include the uid/gid drop.
+"stall" is the longest gap between two turns of a 5 ms LoopingCall during the
+phase: how long the reactor was held (the fixture DNS server runs in a process
+of its own, so its answers are not counted).  --ballast touches that many MiB first,
+to stand for a big daemon (a fork copies its page tables; vfork does not).
+Root may pass --owner USER to include the uid/gid drop.  The script only uses
+HookRunner's public API, so PYTHONPATH=<another checkout> measures that one.
 """
 
 import argparse
@@ -27,6 +34,8 @@ import os
 import pwd
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -38,7 +47,6 @@ from aimx.core.config import Config, MailboxConfig, make_hook
 from aimx.hooks import HookRunner
 from aimx.smtp.inbound import Inbound
 from aimx.store.mailstore import MailStore
-from aimx.loopback.dns import FixtureDNS
 
 DATE = ["/usr/bin/date", "+%s.%N"]
 
@@ -94,11 +102,34 @@ async def direct(reactor, n: int) -> list[float]:
     return latencies
 
 
+class StallProbe:
+    """The longest gap between turns of a 5 ms LoopingCall since the last reset."""
+
+    def __init__(self, reactor):
+        self.worst = 0.0
+        self.last = reactor.seconds()
+        self.loop = task.LoopingCall(self.tick)
+        self.loop.clock = reactor
+        self.loop.start(0.005)
+
+    def tick(self):
+        now = self.loop.clock.seconds()
+        self.worst = max(self.worst, now - self.last)
+        self.last = now
+
+    def take(self) -> str:
+        worst, self.worst = self.worst, 0.0
+        return f"  stall={worst * 1000:.0f} ms"
+
+
 async def main(reactor, args):
+    ballast = bytearray(args.ballast << 20)
+    for page in range(0, len(ballast), 4096):
+        ballast[page] = 1
     root = tempfile.mkdtemp(prefix="aimx-hook-bench-")
     os.chmod(root, 0o755)
-    dns = FixtureDNS(reactor)
-    dns.start()
+    dns = subprocess.Popen([sys.executable, "-m", "aimx.loopback.dns"], stdout=subprocess.PIPE)
+    nameservers = dns.stdout.readline().split()[-1].decode()
     try:
         hook = make_hook("on_receive", DATE, fire_on_untrusted=True)
         box = MailboxConfig("box", "box@bench.test", args.owner, hooks=[hook])
@@ -107,7 +138,7 @@ async def main(reactor, args):
         inbound = Inbound(
             config=lambda: config,
             store=store,
-            resolver=Resolver.from_env({"AIMX_NAMESERVERS": dns.nameservers}),
+            resolver=Resolver.from_env({"AIMX_NAMESERVERS": nameservers}),
             run_in_thread=lambda f, *a: threads.deferToThreadPool(
                 reactor, reactor.getThreadPool(), f, *a
             ),
@@ -130,24 +161,35 @@ async def main(reactor, args):
 
         inbound.listeners.append(listener)
 
+        probe = StallProbe(reactor)
         for n in range(args.messages):
             await inbound.deliver(envelope(n))
             await fired.pop()
-        print(summary("sequential", latencies))
+        print(summary("sequential", latencies, probe.take()))
 
         latencies.clear()
         start = time.time()
-        await defer.gatherResults(
-            [inbound.deliver(envelope(args.messages + n)) for n in range(args.burst)]
-        )
+        deliveries = []
+
+        def arrive():
+            # As SMTP sessions would: not all in one turn of the reactor.
+            for n in range(args.burst):
+                deliveries.append(inbound.deliver(envelope(args.messages + n)))
+                yield
+
+        await task.cooperate(arrive()).whenDone()
+        await defer.gatherResults(deliveries)
         await defer.gatherResults(fired)
         wall = time.time() - start
         print(summary("burst", latencies,
-                      f"  ({args.burst} msgs, max_processes={args.max_processes}, {wall:.1f} s)"))
+                      f"  ({args.burst} msgs, max_processes={args.max_processes}, {wall:.1f} s)"
+                      + probe.take()))
 
-        print(summary("direct", await direct(reactor, args.messages)))
+        print(summary("direct", await direct(reactor, args.messages), probe.take()))
+        probe.loop.stop()
     finally:
-        dns.stop()
+        dns.terminate()
+        dns.wait()
         shutil.rmtree(root, True)
 
 
@@ -157,5 +199,6 @@ if __name__ == "__main__":
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--max-processes", type=int, default=16)
     parser.add_argument("--owner", default=pwd.getpwuid(os.geteuid()).pw_name)
+    parser.add_argument("--ballast", type=int, default=0, metavar="MB")
     args = parser.parse_args()
     task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, args)))

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import tomllib
 
 import attrs
 from twisted.internet import defer
@@ -582,7 +583,8 @@ class HookVerbTests(VerbTestCase):
         self.assertIn("h1", out)
         code, out, _, _ = self.run_verb(hooks.delete, ["hooks", "delete", "h1", "-y"], down=True)
         self.assertEqual(out, f"Hook deleted: h1\n{pending}\n")
-        self.assertNotIn("hooks", open(configfile.config_path(self.config_dir)).read())
+        with open(configfile.config_path(self.config_dir), "rb") as f:
+            self.assertNotIn("hooks", tomllib.load(f)["mailboxes"]["alice"])
 
     def test_list(self):
         """The hook table: columns, clipping, --mailbox filter, empty message."""

@@ -70,7 +70,7 @@ class FakeGroups:
 
 
 class HookProtocolTests(SynchronousTestCase):
-    """Output tails, helper reports and the timeout of one process, on a clock."""
+    """Output tails and the timeout of one process, on a clock."""
 
     def setUp(self):
         self.clock = task.Clock()
@@ -81,18 +81,8 @@ class HookProtocolTests(SynchronousTestCase):
         self.protocol.makeConnection(self.transport)
 
     def test_nothing_written_to_stdin(self):
-        """The daemon writes nothing to the child: the helper opens stdin itself."""
+        """The daemon writes nothing to the child: stdin is the stored file itself."""
         self.assertEqual(self.transport.written, b"")
-
-    def test_helper_reports(self):
-        """The helper's descriptor 3 holds warnings, then maybe the failure."""
-        self.assertEqual(self.protocol.reports(), ([], None))
-        self.protocol.childDataReceived(3, b"Wnot a regular file\0Wano")
-        self.protocol.childDataReceived(3, b"ther\0Eexec /x: No such file or directory\0")
-        self.assertEqual(
-            self.protocol.reports(),
-            (["not a regular file", "another"], "exec /x: No such file or directory"),
-        )
 
     def test_exit_before_deadline(self):
         """A hook that exits in time leaves no timer and is not timed out."""
@@ -166,18 +156,18 @@ class ProcessGroupsTests(SynchronousTestCase):
 
 
 class FakeProcesses:
-    """A reactor whose spawnProcess only connects the protocol to a fake transport."""
+    """A spawner that only connects the protocol to a fake transport."""
 
     def __init__(self):
         self.running: list[tuple[HookProtocol, list[str]]] = []
         self.spawned = 0
         self.peak = 0
 
-    def spawnProcess(self, protocol, executable, args, env, childFDs):
+    def spawn(self, protocol, argv, *, env, cwd, stdin):
         self.spawned += 1
         self.env = env
         protocol.makeConnection(FakeTransport(self.spawned))
-        self.running.append((protocol, args))
+        self.running.append((protocol, argv))
         self.peak = max(self.peak, len(self.running))
 
     def finish_oldest(self):
@@ -192,7 +182,7 @@ class QueueTests(SynchronousTestCase):
     def runner(self, processes, mailbox, max_processes=16) -> HookRunner:
         config = Config(DOMAIN, data_dir="/nonexistent", mailboxes=[mailbox])
         return HookRunner(
-            processes,
+            None,
             config=lambda: config,
             environ={},
             clock=task.Clock(),
@@ -200,6 +190,7 @@ class QueueTests(SynchronousTestCase):
             resolve_owner=lambda name: Owner(name, 1000, 1000),
             euid=1000,
             groups=FakeGroups(live=False),
+            spawn=processes.spawn,
         )
 
     def event(self, mailbox, n=0) -> HookEvent:
@@ -252,6 +243,23 @@ class QueueTests(SynchronousTestCase):
         processes.finish_oldest()
         self.assertEqual([r.exit_code for r in self.successResultOf(done)], [0])
 
+    def test_privilege_change_only_as_root(self):
+        """Only a root daemon runs cmd through unshare, and not for a root owner; a
+        daemon that is not root asks for no uid change at all."""
+        hook = make_hook("on_receive", ["/bin/true", "x"])
+        unshare = ["/usr/bin/unshare", "--setgid=2001", "--setuid=2000", "--"]
+        for euid, uid, argv in ((1000, 2000, []), (0, 0, []), (0, 2000, unshare)):
+            mailbox = MailboxConfig("alice", "alice@test.com", "alice", hooks=[hook])
+            config = Config(DOMAIN, data_dir="/nonexistent", mailboxes=[mailbox])
+            processes = FakeProcesses()
+            runner = HookRunner(
+                None, config=lambda: config, environ={}, clock=task.Clock(),
+                resolve_owner=lambda name: Owner(name, uid, uid + 1), euid=euid,
+                groups=FakeGroups(live=False), spawn=processes.spawn, unshare_path="/usr/bin",
+            )
+            runner.dispatch(self.event(mailbox))
+            self.assertEqual(processes.finish_oldest(), argv + ["/bin/true", "x"], (euid, uid))
+
     def test_owner_home(self):
         """As root, a hook dropping to its owner gets the owner's HOME; as the owner
         itself (no drop) the daemon's HOME stays."""
@@ -261,10 +269,10 @@ class QueueTests(SynchronousTestCase):
             processes = FakeProcesses()
             config = Config(DOMAIN, data_dir="/nonexistent", mailboxes=[mailbox])
             runner = HookRunner(
-                processes, config=lambda: config, environ={"HOME": "/daemon-home"},
+                None, config=lambda: config, environ={"HOME": "/daemon-home"},
                 clock=task.Clock(), resolve_owner=lambda name: Owner(name, 1000, 1000),
                 resolve_home=lambda name: f"/home/{name}", euid=euid,
-                groups=FakeGroups(live=False),
+                groups=FakeGroups(live=False), spawn=processes.spawn,
             )
             runner.dispatch(self.event(mailbox))
             self.assertEqual(processes.env["HOME"], expected)
@@ -314,9 +322,10 @@ class PlanAuditTests(SynchronousTestCase):
         self.records = []
         config = Config(DOMAIN, data_dir="/nonexistent", mailboxes=[self.mailbox])
         self.runner = HookRunner(
-            self.processes, config=lambda: config, environ={}, clock=self.clock,
+            None, config=lambda: config, environ={}, clock=self.clock,
             resolve_owner=lambda name: Owner(name, 1000, 1000), euid=1000,
-            groups=FakeGroups(live=False), audit=self.records.append)
+            groups=FakeGroups(live=False), audit=self.records.append,
+            spawn=self.processes.spawn)
 
     def receive(self, sender: str, risk_reasons=(), trusted="true") -> list:
         """Deliver one message from C{sender}; the audited (hook, fired, skipped) rows."""

@@ -142,6 +142,22 @@ class PlanTests(SynchronousTestCase):
         self.assertTrue(hookspec.rate_allows([1500.0, 2000.0], 5100.0, 2))
 
 
+class ArgvTests(SynchronousTestCase):
+    """What the daemon execs for a hook."""
+
+    def test_own_ids(self):
+        """Without a drop, cmd itself."""
+        self.assertEqual(hookspec.argv(("/bin/echo", "a b"), None, None), ["/bin/echo", "a b"])
+
+    def test_drop(self):
+        """With a drop, unshare with the numeric gid then uid, and cmd after C{--}."""
+        self.assertEqual(
+            hookspec.argv(("/bin/echo", "--setuid=0"), (1000, 100), "/usr/bin/unshare"),
+            ["/usr/bin/unshare", "--setgid=100", "--setuid=1000", "--", "/bin/echo",
+             "--setuid=0"],
+        )
+
+
 class EnvironmentTests(SynchronousTestCase):
     """The child's environment (§5)."""
 

@@ -4,6 +4,7 @@ The directory's owner may swap any entry for a symlink, a FIFO, a device or a ha
 link to a file of someone else's; nothing here may read, write or chown through one.
 """
 
+import errno
 import os
 import stat
 import threading
@@ -124,6 +125,73 @@ class OpenRegularTests(DirTestCase):
         except PermissionError:
             raise SkipTest("mknod needs CAP_MKNOD")
         self.assertRaises(safefs.Refused, safefs.open_regular, self.fd, "a")
+
+
+class OpenOwnedTests(DirTestCase):
+    """The guarded open of a hook's stdin: root opens it for the mailbox owner."""
+
+    def open(self, name: str, uid: int = ME.uid) -> int:
+        fd = safefs.open_owned(self.dir, name, uid)
+        self.addCleanup(os.close, fd)
+        return fd
+
+    def test_own_file(self):
+        """The owner's regular file opens blocking and close-on-exec, flat or in a bundle."""
+        self.write("a.md", b"hello")
+        os.mkdir(self.path("b"))
+        self.write("b/b.md", b"bundle")
+        fd = self.open("a.md")
+        self.assertEqual(os.read(fd, 10), b"hello")
+        self.assertTrue(os.get_blocking(fd))
+        self.assertFalse(os.get_inheritable(fd))
+        self.assertEqual(os.read(self.open("b/b.md"), 10), b"bundle")
+
+    def test_other_owner_refused(self):
+        """A file whose owner is not the given uid is refused, saying whose it is."""
+        self.write("a.md")
+        with self.assertRaises(safefs.Refused) as caught:
+            safefs.open_owned(self.dir, "a.md", ME.uid + 1)
+        self.assertEqual(str(caught.exception), f"owned by uid {ME.uid}, not {ME.uid + 1}")
+
+    def test_symlink_not_followed(self):
+        """A symlink swapped in for the file is not followed (ELOOP)."""
+        os.symlink(self.victim, self.path("a.md"))
+        with self.assertRaises(OSError) as caught:
+            safefs.open_owned(self.dir, "a.md", ME.uid)
+        self.assertEqual(caught.exception.errno, errno.ELOOP)
+
+    def test_symlinked_bundle_not_followed(self):
+        """A bundle directory swapped for a symlink is not followed."""
+        os.symlink(self.outside, self.path("victim"))
+        self.assertRaises(OSError, safefs.open_owned, self.dir, "victim/victim", ME.uid)
+
+    def test_symlinked_directory_not_followed(self):
+        """The directory itself is not opened through a symlink."""
+        os.symlink(self.dir, self.path("link"))
+        self.write("a.md")
+        self.assertRaises(OSError, safefs.open_owned, self.path("link"), "a.md", ME.uid)
+
+    def test_fifo_refused_without_blocking(self):
+        """A FIFO is refused as not a regular file, and opening it does not wait."""
+        os.mkfifo(self.path("a.md"))
+        with self.assertRaises(safefs.Refused) as caught:
+            safefs.open_owned(self.dir, "a.md", ME.uid)
+        self.assertEqual(str(caught.exception), "not a regular file")
+
+    def test_directory_refused(self):
+        """A directory at the name is not a regular file."""
+        os.mkdir(self.path("a.md"))
+        self.assertRaises(safefs.Refused, safefs.open_owned, self.dir, "a.md", ME.uid)
+
+    def test_missing(self):
+        """A missing file is FileNotFoundError."""
+        self.assertRaises(FileNotFoundError, safefs.open_owned, self.dir, "a.md", ME.uid)
+
+    def test_names_outside_refused(self):
+        """C{..}, C{.} and empty components are refused before anything is opened."""
+        self.write("a.md")
+        for name in ("../outside/victim", "./a.md", "b//a.md", "", "a.md/."):
+            self.assertRaises(safefs.Refused, safefs.open_owned, self.dir, name, ME.uid)
 
 
 class ReadUpToTests(DirTestCase):

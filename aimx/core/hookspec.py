@@ -165,6 +165,21 @@ def argv_error(hook: HookConfig) -> str | None:
     return None
 
 
+def argv(cmd: tuple[str, ...], drop: tuple[int, int] | None, unshare: str | None) -> list[str]:
+    """What the daemon execs for C{cmd}: C{cmd} itself, or, to run it as another user,
+    util-linux unshare, which (creating no namespace) clears the supplementary
+    groups, sets the gid, then the uid, and only then execs C{cmd} (docs/design.md,
+    "Hooks").
+
+    @param drop: the uid and primary gid to run as; L{None} keeps the daemon's ids.
+    @param unshare: the path of unshare; only read with C{drop}.
+    """
+    if drop is None:
+        return list(cmd)
+    uid, gid = drop
+    return [unshare, f"--setgid={gid}", f"--setuid={uid}", "--", *cmd]
+
+
 def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str],
                 home: str | None = None) -> dict:
     """The child's whole environment: C{PATH}, C{HOME}, then the C{AIMX_*} values.

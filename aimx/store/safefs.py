@@ -45,7 +45,8 @@ _CHUNK = 1 << 20
 
 class Refused(Exception):
     """An entry exists but is not acceptable: a symlink, not a regular file (or not
-    a directory where one was asked for), or a file with other hard links."""
+    a directory where one was asked for), a file with other hard links, or (for
+    L{open_owned}, which gives the reason as the text) someone else's file."""
 
 
 def open_dir(name: str, dir_fd: int | None = None) -> int:
@@ -112,6 +113,49 @@ def open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
         os.close(fd)
         raise
     return fd, st
+
+
+def open_owned(directory: str, name: str, uid: int) -> int:
+    """Open C{name} under C{directory} for another process to read: a regular file of
+    C{uid}'s only (a hook's stdin, opened by root for the mailbox owner).
+
+    C{directory} is opened by path (its parent must be root's, as C{inbox/} is),
+    then each component of C{name} relative to the previous descriptor with
+    C{O_NOFOLLOW}, so no symlink the owner swaps in anywhere below it is followed;
+    the file is opened without blocking (a FIFO has no writer) and kept only if
+    fstat shows a regular file owned by C{uid}, so root never hands on what is not
+    the owner's own.  Other links are allowed: a link the owner made to a file is
+    still theirs.
+
+    @param name: a relative path below C{directory} (C{<id>.md}, C{<id>/<id>.md}).
+    @return: a blocking, close-on-exec descriptor the caller closes.
+    @raise FileNotFoundError: an entry is missing.
+    @raise Refused: a component is C{..}, C{.} or empty, or the file is not a
+        regular file, or not C{uid}'s (the reason is the exception's text).
+    @raise OSError: any other failure; C{ELOOP} for a symlink.
+    """
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise Refused("not a path inside the mailbox directory")
+    dir_fd = open_dir(directory)
+    try:
+        for part in parts[:-1]:
+            parent, dir_fd = dir_fd, open_dir(part, dir_fd)
+            os.close(parent)
+        fd = os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("not a regular file")
+        if st.st_uid != uid:
+            raise Refused(f"owned by uid {st.st_uid}, not {uid}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_up_to(fd: int, size: int) -> bytes:

@@ -213,14 +213,25 @@ class GateAndEnvironmentTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_only_standard_descriptors(self):
-        """The hook inherits stdin, stdout and stderr only."""
+        """The hook inherits stdin, stdout and stderr only, not even a descriptor the
+        daemon left inheritable."""
+        leaked = os.open(os.devnull, os.O_RDONLY)
+        self.addCleanup(os.close, leaked)
+        os.set_inheritable(leaked, True)
         hook = make_hook("on_receive", sh("ls /proc/$$/fd"), fire_on_untrusted=True)
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual(result.stdout.split(), [b"0", b"1", b"2"])
 
     @defer.inlineCallbacks
+    def test_new_session(self):
+        """The hook leads a new session and its own process group (sid == pgid == pid)."""
+        hook = make_hook("on_receive", sh("cat /proc/$$/stat"), fire_on_untrusted=True)
+        [result] = yield self.fire(self.mailbox(hook))
+        self.assertEqual(session(result.stdout), 3 * [int(result.stdout.split()[0])])
+
+    @defer.inlineCallbacks
     def test_default_signal_dispositions(self):
-        """SIGPIPE and SIGXFSZ are not left ignored by the Python exec helper."""
+        """SIGPIPE and SIGXFSZ, which Python ignores in the daemon, are not ignored in the hook."""
         hook = make_hook("on_receive", sh("grep SigIgn /proc/$$/status"), fire_on_untrusted=True)
         [result] = yield self.fire(self.mailbox(hook))
         ignored = int(result.stdout.split()[1], 16)
@@ -376,6 +387,19 @@ class OutcomeTests(ProcessTestCase):
             "No such file or directory",
         )
         self.assertTrue(os.path.exists(self.path("NEXT")))
+
+    @defer.inlineCallbacks
+    def test_missing_directory(self):
+        """A mailbox directory that has gone is an exec error naming the chdir."""
+        box = os.path.dirname(self.stored)
+        shutil.rmtree(box)
+        hook = make_hook("on_receive", ["/bin/true"], name="nodir", fire_on_untrusted=True)
+        [result] = yield self.fire(self.mailbox(hook))
+        self.assertEqual(result.error[0], "spawn-failed")
+        self.assertEqual(
+            self.line("exec error"),
+            f"hook_name=nodir exec error (spawn-failed): chdir {box}: No such file or directory",
+        )
 
     @defer.inlineCallbacks
     def test_relative_cmd_at_fire_time(self):
@@ -549,13 +573,109 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual(self.read("home"), user.pw_dir.encode())
         self.assertEqual(os.stat(self.path("uid")).st_uid, user.pw_uid)
 
+    def as_root(self) -> pwd.struct_passwd:
+        """A non-root owner for the drop, with the mailbox directory theirs (root only)."""
+        if os.geteuid() != 0:
+            raise SkipTest("the uid/gid drop needs the suite to run as root")
+        user = pwd.getpwnam("nobody")
+        os.chown(os.path.dirname(self.stored), user.pw_uid, user.pw_gid)
+        os.chown(self.stored, user.pw_uid, user.pw_gid)
+        return user
+
+    @defer.inlineCallbacks
+    def test_all_ids_dropped(self):
+        """Real, effective, saved and filesystem uid and gid are the owner's, with no
+        supplementary group: nothing lets the hook get root back."""
+        user = self.as_root()
+        hook = make_hook("on_receive", sh("grep -E '^(Uid|Gid|Groups):' /proc/$$/status"),
+                         fire_on_untrusted=True)
+        [result] = yield self.fire(self.mailbox(hook, owner=user.pw_name))
+        lines = result.stdout.decode().splitlines()
+        ids = {line.split(":")[0]: line.split()[1:] for line in lines}
+        self.assertEqual(ids, {"Uid": 4 * [str(user.pw_uid)], "Gid": 4 * [str(user.pw_gid)],
+                               "Groups": []})
+
+    @defer.inlineCallbacks
+    def test_dropped_session_and_descriptors(self):
+        """Through the drop too: a new session, descriptors 0-2 only, stdin the file."""
+        user = self.as_root()
+        leaked = os.open(os.devnull, os.O_RDONLY)
+        self.addCleanup(os.close, leaked)
+        os.set_inheritable(leaked, True)
+        hook = make_hook("on_receive", sh("cat /proc/$$/stat; ls /proc/$$/fd; cat"),
+                         fire_on_untrusted=True)
+        [result] = yield self.fire(self.mailbox(hook, owner=user.pw_name))
+        stat_line, rest = result.stdout.split(b"\n", 1)
+        self.assertEqual(session(stat_line), 3 * [int(stat_line.split()[0])])
+        self.assertEqual(rest, b"0\n1\n2\n" + STORED)
+
+    @defer.inlineCallbacks
+    def test_dropped_exec_errors(self):
+        """Through the drop, a missing or non-executable program is an exec error, as
+        in a direct spawn, and nothing is started."""
+        user = self.as_root()
+        plain = self.path("plain")
+        with open(plain, "w") as f:
+            f.write("#!/bin/sh\n")
+        mailbox = self.mailbox(
+            make_hook("on_receive", ["/nonexistent/hook"], name="gone", fire_on_untrusted=True),
+            make_hook("on_receive", [plain], name="plain", fire_on_untrusted=True),
+            make_hook("on_receive", [self.out], name="dir", fire_on_untrusted=True),
+            owner=user.pw_name,
+        )
+        results = yield self.fire(mailbox)
+        self.assertEqual([(r.exit_code, r.sandbox, r.error[0]) for r in results],
+                         3 * [(-1, "-", "spawn-failed")])
+        self.assertEqual(
+            [line for line in self.lines() if "exec error" in line],
+            ["hook_name=gone exec error (spawn-failed): exec /nonexistent/hook: "
+             "No such file or directory",
+             f"hook_name=plain exec error (spawn-failed): exec {plain}: Permission denied",
+             f"hook_name=dir exec error (spawn-failed): exec {self.out}: Permission denied"],
+        )
+
+    @defer.inlineCallbacks
+    def test_dropped_exec_denied_to_owner(self):
+        """A program only root may reach is not run: the exec as the owner fails in
+        unshare, exit 126 with its reason in the log."""
+        user = self.as_root()
+        private = os.path.join(self.root, "private")
+        os.mkdir(private, 0o700)
+        program = os.path.join(private, "hook")
+        shutil.copy("/bin/true", program)
+        hook = make_hook("on_receive", [program], name="hidden", fire_on_untrusted=True)
+        [result] = yield self.fire(self.mailbox(hook, owner=user.pw_name))
+        self.assertEqual(result.exit_code, 126)
+        self.assertEqual(
+            self.line("exited with code"),
+            f"hook_name=hidden exited with code 126: unshare: failed to execute {program}: "
+            "Permission denied",
+        )
+
+    @defer.inlineCallbacks
+    def test_no_unshare(self):
+        """A root daemon without unshare runs no hook of another owner, and says why."""
+        user = self.as_root()
+        hook = make_hook("on_receive", sh('touch "$0"', self.path("M")), name="h",
+                         fire_on_untrusted=True)
+        mailbox = self.mailbox(hook, owner=user.pw_name)
+        runner = self.runner(mailbox, unshare_path=self.out)
+        [result] = yield runner.dispatch(self.received(mailbox))
+        self.assertEqual((result.exit_code, result.error[0]), (-1, "spawn-failed"))
+        self.assertFalse(os.path.exists(self.path("M")))
+        self.assertEqual(
+            self.line("exec error"),
+            f"hook_name=h exec error (spawn-failed): unshare (util-linux) not found in "
+            f"{self.out}: cannot run as nobody",
+        )
+
 
 class StdinSourceTests(ProcessTestCase):
     """stdin when the owner has swapped the stored file (security review).
 
-    The exec helper opens the file after the privilege drop, without following a
-    final symlink and without blocking; anything but a regular file gives empty
-    stdin, and the daemon itself never opens it.
+    The daemon opens the file below the mailbox directory's descriptor without
+    following a symlink and without blocking; anything but a regular file of the
+    user the hook runs as gives empty stdin, and the daemon never reads it.
     """
 
     def as_nobody(self) -> str:
@@ -600,6 +720,15 @@ class StdinSourceTests(ProcessTestCase):
         self.assertEqual([line for line in self.lines() if "hook stdin" in line], [])
 
     @defer.inlineCallbacks
+    def test_file_of_another_owner(self):
+        """As root, a file in the owner's mailbox that is not the owner's is not handed on."""
+        owner = self.as_nobody()
+        os.chown(self.stored, 0, 0)
+        [result] = yield self.fire(self.mailbox(self.cat(), owner=owner))
+        self.assertEqual(self.read("cat"), b"")
+        self.assert_empty_stdin([result], f"owned by uid 0, not {pwd.getpwnam(owner).pw_uid}")
+
+    @defer.inlineCallbacks
     def test_symlink_swapped_by_earlier_hook(self):
         """A hook replacing the file by a symlink to a root-only file leaks nothing.
 
@@ -621,7 +750,7 @@ class StdinSourceTests(ProcessTestCase):
 
     @defer.inlineCallbacks
     def test_bundle_directory_swapped(self):
-        """A bundle directory swapped for a symlink to a root-only one: opened as the owner."""
+        """A bundle directory swapped for a symlink to a root-only one is not followed."""
         owner = self.as_nobody()
         private = os.path.join(self.root, "private")
         os.mkdir(private, 0o700)
@@ -632,7 +761,7 @@ class StdinSourceTests(ProcessTestCase):
         self.stored = os.path.join(box, STEM, STEM + ".md")
         results = yield self.fire(self.mailbox(self.cat(), owner=owner))
         self.assertNotIn(SECRET.strip(), self.read("cat"))
-        self.assert_empty_stdin(results, "Permission denied")
+        self.assert_empty_stdin(results, "Not a directory")
 
     @defer.inlineCallbacks
     def test_symlink_not_followed(self):
@@ -728,6 +857,12 @@ def hook_user() -> pwd.struct_passwd:
     members = {name for group in grp.getgrall() for name in group.gr_mem}
     users = [u for u in pwd.getpwall() if u.pw_uid != 0]
     return next((u for u in users if u.pw_name in members), None) or pwd.getpwnam("nobody")
+
+
+def session(stat: bytes) -> list[int]:
+    """The process group and session ids in a C{/proc/<pid>/stat} line, and the pid."""
+    fields = stat.rsplit(b")", 1)[1].split()
+    return [int(stat.split()[0]), int(fields[2]), int(fields[3])]
 
 
 def running(pid: int) -> bool:
