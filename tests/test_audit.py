@@ -66,6 +66,21 @@ class RecordTests(SynchronousTestCase):
         self.assertEqual(audit.outcome([{"status": "delivered"}, {"status": "failed"}]),
                          "partial")
 
+    def test_changes(self):
+        """Between two configs: mailboxes created and deleted, then hooks."""
+        from aimx.core.config import MailboxConfig, make_hook
+        hook = make_hook("on_receive", ["/bin/true"], name="h")
+        old = Config("a.example", mailboxes=[MailboxConfig("a", "a@a.example", "u", hooks=[hook]),
+                                             MailboxConfig("b", "b@a.example", "u")])
+        new = Config("a.example", mailboxes=[MailboxConfig("a", "a@a.example", "u"),
+                                             MailboxConfig("c", "c@a.example", "v",
+                                                           hooks=[hook])])
+        self.assertEqual([(r["event"], r["action"], r["mailbox"], r.get("hook"))
+                          for r in audit.changes(old, new, 0)],
+                         [("mailbox", "created", "c", None), ("mailbox", "deleted", "b", None),
+                          ("hook", "created", "c", "h"), ("hook", "deleted", "a", "h")])
+        self.assertEqual(audit.changes(old, old, 0), [])
+
     def test_summary(self):
         """Each kind of record reads as one line of text."""
         refused = audit.stamped(audit.send(

@@ -20,6 +20,7 @@ from aimx.control import client, commands
 from aimx.ops import units
 from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
 from aimx.host import initsystem
+from aimx.store import audit as auditfiles
 from aimx.store import configfile
 from aimx.testing import fakes
 from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
@@ -585,6 +586,12 @@ class HookVerbTests(VerbTestCase):
         self.assertEqual(out, f"Hook deleted: h1\n{pending}\n")
         with open(configfile.config_path(self.config_dir), "rb") as f:
             self.assertNotIn("hooks", tomllib.load(f)["mailboxes"]["alice"])
+        audit_dir = os.path.join(self.config_dir, "data", "audit")
+        records = auditfiles.read(audit_dir, lambda record: True, 10)
+        self.assertEqual([(r["event"], r["action"], r["mailbox"], r["hook"], r["caller_uid"])
+                          for r in records],
+                         [("hook", "created", "alice", "h1", 0), ("hook", "deleted", "alice",
+                                                                 "h1", 0)])
 
     def test_list(self):
         """The hook table: columns, clipping, --mailbox filter, empty message."""

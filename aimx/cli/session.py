@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+from datetime import datetime, timezone
 
 from twisted.internet import defer, error
 from twisted.protocols import amp
@@ -21,6 +22,8 @@ from aimx.cli.term import Terminal
 from aimx.control import client
 from aimx.control.commands import ERRORS, socket_path
 from aimx.errors import AimxError, ConfigError
+from aimx.core import audit
+from aimx.store import audit as auditfiles
 from aimx.store import configfile
 from aimx.host import initsystem
 from aimx.store.passwd import Passwd
@@ -210,16 +213,34 @@ class Session:
         return config
 
     def write_config(self, config) -> None:
-        """Rewrite config.toml directly (root, daemon down).
+        """Rewrite config.toml directly (root, daemon down), and record the mailboxes and
+        hooks it creates or deletes in the audit log, as the daemon would.
 
         @raise CliError: the write failed.
         """
+        try:
+            old, _ = configfile.load(self.args.config_dir)
+        except ConfigError:
+            old = None
         try:
             configfile.write_atomic(self.args.config_dir, config)
         except ConfigError as e:
             raise CliError(f"refusing to write an invalid config: {e}") from None
         except OSError as e:
             raise CliError(f"failed to write {self.config_path}: {e}") from None
+        if old is not None:
+            self._audit(config.effective_audit_dir, audit.changes(old, config, self.euid))
+
+    def _audit(self, directory: str, records: list[dict]) -> None:
+        """Append records to the audit log directly (no daemon runs to write them)."""
+        if not records:
+            return
+        now = datetime.now(timezone.utc)
+        try:
+            auditfiles.append(directory, [(audit.day(now), audit.line(audit.stamped(r, now)))
+                                          for r in records])
+        except OSError as e:
+            self.term.warn(f"Warning: could not write the audit log in {directory}: {e}")
 
     def close(self) -> None:
         if self._client is not None:

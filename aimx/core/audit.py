@@ -2,8 +2,9 @@
 
 docs/guardrails.md, "Audit": one JSON object per line in C{<audit_dir>/YYYY-MM-DD.jsonl}
 for every inbound verdict (L{inbound}), every SEND decision (L{send}), every
-change to a held message (L{held}) and every mailbox or hook change (L{change}),
-plus configuration reloads (L{reloaded}).  The builders here take the values the
+change to a held message (L{held}) and every mailbox or hook change (L{change};
+L{changes} for root's direct edit of config.toml while no daemon runs), plus
+configuration reloads (L{reloaded}).  The builders here take the values the
 daemon decided with; L{aimx.auditlog} stamps the time (L{stamped}) and writes
 the line (L{line}); readers filter with L{matches} and L{visible}.
 """
@@ -101,6 +102,35 @@ def change(what: str, action: str, *, mailbox: str, caller_uid: int | None,
     """
     return {"event": what, "action": action, "mailbox": mailbox, "caller_uid": caller_uid,
             **details}
+
+
+def changes(old, new, caller_uid: int | None) -> list[dict]:
+    """The L{change} records between two configs (root's direct edit, no daemon up):
+    mailboxes created or deleted, then hooks created or deleted."""
+    out = []
+    for mb in new.mailboxes:
+        if old.mailbox(mb.name) is None:
+            out.append(change(MAILBOX, "created", mailbox=mb.name, caller_uid=caller_uid,
+                              owner=mb.owner, address=mb.address))
+    for mb in old.mailboxes:
+        if new.mailbox(mb.name) is None:
+            out.append(change(MAILBOX, "deleted", mailbox=mb.name, caller_uid=caller_uid,
+                              owner=mb.owner))
+    for mb in new.mailboxes:
+        before = old.mailbox(mb.name)
+        names = {h.name for h in before.hooks} if before is not None else set()
+        out += [change(HOOK, "created", mailbox=mb.name, caller_uid=caller_uid, hook=h.name,
+                       hook_event=h.event, cmd=list(h.cmd),
+                       fire_on_untrusted=h.fire_on_untrusted, fire_on_review=h.fire_on_review)
+                for h in mb.hooks if h.name not in names]
+    for mb in old.mailboxes:
+        after = new.mailbox(mb.name)
+        if after is None:
+            continue
+        names = {h.name for h in after.hooks}
+        out += [change(HOOK, "deleted", mailbox=mb.name, caller_uid=caller_uid, hook=h.name)
+                for h in mb.hooks if h.name not in names]
+    return out
 
 
 def reloaded(mailboxes: int, hooks: int) -> dict:
