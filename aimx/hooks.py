@@ -42,7 +42,7 @@ from twisted.internet import defer, process, task
 from twisted.internet.protocol import ProcessProtocol
 
 from aimx.idle import IdleWaiters
-from aimx.core import audit, hookspec
+from aimx.core import audit, events, hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
 from aimx.logs import Logger
@@ -316,7 +316,7 @@ class HookRunner:
         """
         parsed, stored, mailbox = ingested.parsed, ingested.stored, ingested.mailbox
         event = HookEvent(
-            hookspec.ON_RECEIVE,
+            events.ON_RECEIVE,
             mailbox,
             filepath=stored.path,
             id=stored.id,
@@ -469,7 +469,7 @@ class HookRunner:
             why = self._unrunnable(hook.cmd[0], owner_name)
             if why is not None:
                 return self._report(event, hook, start, error=("spawn-failed", why))
-        box = "inbox" if event.event == hookspec.ON_RECEIVE else "sent"
+        box = "inbox" if event.event == events.ON_RECEIVE else "sent"
         cwd = os.path.join(data_dir, box, event.mailbox.name)
         protocol = HookProtocol(hook.timeout_secs, self.clock, self.groups)
         stdin = self._stdin(event, hook, cwd, self.euid if drop is None else drop[0])

@@ -362,8 +362,9 @@ class Indexer(service.Service):
     def _drain(self, box: _Box) -> None:
         box.scheduled = None
         d = defer.Deferred.fromCoroutine(self._run(box, None))
-        d.addErrback(lambda f: log.failure("index update of {mailbox} failed", f,
-                                           mailbox=box.name))
+        # Cancelled: the daemon stopped while the update waited for a build.
+        d.addErrback(lambda f: f.check(Cancelled) or log.failure(
+            "index update of {mailbox} failed", f, mailbox=box.name))
 
     def note(self, mailbox: str, folder: str, email_id: str) -> None:
         """The daemon changed (stored, marked) the message C{email_id}."""

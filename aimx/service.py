@@ -17,7 +17,7 @@ from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
 from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.control.approvals import Expiry
-from aimx.control.commands import SOCKET_NAME
+from aimx.control.wire import SOCKET_NAME
 from aimx.control.ops import Control
 from aimx.core import audit
 from aimx.ops import bind, dkimcheck

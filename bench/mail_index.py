@@ -51,7 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from aimx.control import aioclient, commands  # noqa: E402
+from aimx.control import aioclient, wire  # noqa: E402
 from aimx.core import frontmatter  # noqa: E402
 from aimx.core.threadid import thread_id  # noqa: E402
 from aimx.store import keys, mailindex  # noqa: E402
@@ -235,10 +235,10 @@ def main(argv=None):
         client = aioclient.ControlClient(daemon.socket)
 
         async def status():
-            return (await client.call(commands.IndexStatus, mailbox="box"))["indexes"][0]
+            return (await client.call(wire.IndexStatus, mailbox="box"))["indexes"][0]
 
         if not rebuilt:
-            loop.run_until_complete(client.call(commands.IndexRebuild, mailbox="box"))
+            loop.run_until_complete(client.call(wire.IndexRebuild, mailbox="box"))
             t0 = time.monotonic()
         last = None
         while True:
@@ -287,23 +287,23 @@ def main(argv=None):
             t = timed(lambda: tools.email_list("box"), loop)
             samples["email_list"].append(t)
             ratio_list.append(t / bare)
-            t = timed(lambda: client.call(commands.MailList, mailbox="box", limit=50), loop)
+            t = timed(lambda: client.call(wire.MailList, mailbox="box", limit=50), loop)
             samples["mail_list"].append(t)
             ratio_mail.append(t / bare)
-            samples["mailbox_list"].append(timed(lambda: client.call(commands.MailboxList), loop))
+            samples["mailbox_list"].append(timed(lambda: client.call(wire.MailboxList), loop))
             for name, query in queries.items():
                 samples[f"search_{name}"].append(timed(
-                    lambda: client.call(commands.MailSearch, mailbox="box", query=query), loop))
+                    lambda: client.call(wire.MailSearch, mailbox="box", query=query), loop))
             samples["thread"].append(timed(
-                lambda: client.call(commands.MailThread, mailbox="box", id=facts["reply"]), loop))
+                lambda: client.call(wire.MailThread, mailbox="box", id=facts["reply"]), loop))
         for key, values in samples.items():
             results[f"{key}_ms"] = median_ms(values)
         results["email_list_over_scandir"] = statistics.median(ratio_list)
         results["mail_list_over_scandir"] = statistics.median(ratio_mail)
-        counts = loop.run_until_complete(client.call(commands.MailboxList))["mailboxes"][0]
+        counts = loop.run_until_complete(client.call(wire.MailboxList))["mailboxes"][0]
         results["counts"] = {k: counts[k] for k in ("total", "unread", "sent_count")}
         hits = {name: len(loop.run_until_complete(client.call(
-            commands.MailSearch, mailbox="box", query=query, limit=200))["emails"])
+            wire.MailSearch, mailbox="box", query=query, limit=200))["emails"])
             for name, query in queries.items()}
         results["queries"] = {name: [queries[name], hits[name]] for name in queries}
 

@@ -14,6 +14,7 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import cli
+from aimx.cli import arguments
 from aimx.agents import bundle, install, mcpcommand, probe, registry
 from aimx.cli import agentpicker as picker
 from aimx.agents.install import InstallState
@@ -121,7 +122,7 @@ class AgentsTestCase(SynchronousTestCase):
 
     def aimx(self, *argv):
         """Parse like `aimx` and run the agents verb; returns (exit, stdout, stderr)."""
-        args = cli._parser().parse_args(list(argv))
+        args = arguments.parser().parse_args(list(argv))
         if args.data_dir is None:  # as aimx.cli.main does
             args.data_dir = self.environ.get("AIMX_DATA_DIR")
         if args.config_dir is None:
@@ -820,7 +821,7 @@ class PickerFlowTests(AgentsTestCase):
 
     def open_keys(self, stdin):
         keys = picker.StreamKeys(io.StringIO(self.keys.pop(0)))
-        return _Context(keys)
+        return picker._NullContext(keys)
 
     def test_install_detected_agents(self):
         """Detected agents are pre-selected; Enter, confirm, install, summary."""
@@ -925,17 +926,6 @@ class PickerFlowTests(AgentsTestCase):
         self.assertIn("No AI agents detected on this user's filesystem.", out)
         for agent in AGENTS:
             self.assertIn(agent.display, out)
-
-
-class _Context:
-    def __init__(self, keys):
-        self.keys = keys
-
-    def __enter__(self):
-        return self.keys
-
-    def __exit__(self, *exc):
-        return False
 
 
 class PickerTests(SynchronousTestCase):
@@ -1290,7 +1280,7 @@ class CheckFirstTests(AgentsTestCase):
         self.err = TTY()
         os.makedirs(self.path(".claude"))
         os.makedirs(self.path(".gemini"))
-        self.open_keys = lambda stdin: _Context(picker.StreamKeys(io.StringIO("\n")))
+        self.open_keys = lambda stdin: picker._NullContext(picker.StreamKeys(io.StringIO("\n")))
         self.stdin = TTY("\n")
         self.check = FakeCheck(CheckResult(False, "gave no answer to initialize within 20 s"))
         code, out, err = self.aimx("agents", "setup")

@@ -1,20 +1,16 @@
-"""The asyncio control-socket client's box codec (round trips over a real UNIX socket
-are in tests.integration.test_aioclient)."""
+"""The asyncio control-socket client's box reading (the format is tested in
+tests.test_control_commands; round trips over a real UNIX socket are in
+tests.integration.test_aioclient)."""
 
 import asyncio
 
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.control import aioclient
+from aimx.control import aioclient, wire
 
 
 class CodecTests(SynchronousTestCase):
-    def test_encode_matches_twisted(self):
-        """encode_box writes what Twisted's AMP parser reads back."""
-        box = {b"_ask": b"1", b"_command": b"VERSION", b"name": "é".encode(), b"empty": b""}
-        self.assertEqual(amp.parseString(aioclient.encode_box(box)), [box])
-
     def test_read_twisted_box(self):
         """read_box reads a box Twisted serialised, value of the maximum length included."""
         box = amp.AmpBox({b"a": b"x" * 65535, b"b": b""})
@@ -27,7 +23,7 @@ class CodecTests(SynchronousTestCase):
 
         self.assertEqual(asyncio.run(go()), [dict(box), {b"c": b"2"}])
 
-    def feed(self, data: bytes, cap: int = aioclient.BOX_CAP):
+    def feed(self, data: bytes, cap: int = wire.ANSWER_CAP):
         async def go():
             reader = asyncio.StreamReader()
             reader.feed_data(data)

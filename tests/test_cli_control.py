@@ -10,15 +10,20 @@ import tomllib
 
 import attrs
 from twisted.internet import defer
-from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.cli import hooks, mailboxes, session
+from aimx.cli import arguments, hooks, mailboxes, session
 from aimx.cli.session import CliError, Session, execute
 from aimx.cli.term import Terminal, clip, cmd_text, colour_enabled
-from aimx.control import client, commands
+from aimx.control import wire
 from aimx.ops import units
-from aimx.errors import DaemonNotRunning, MailboxError, NoEntry, ValidationError
+from aimx.errors import (
+    ConnectFailed,
+    DaemonNotRunning,
+    MailboxError,
+    NoEntry,
+    ValidationError,
+)
 from aimx.host import initsystem
 from aimx.store import audit as auditfiles
 from aimx.store import configfile
@@ -76,8 +81,8 @@ class VerbTestCase(SynchronousTestCase):
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
         common = argparse.ArgumentParser(add_help=False)
-        mailboxes.add_parser(sub, common)
-        hooks.add_parser(sub, common)
+        arguments.mailboxes(sub, common)
+        arguments.hooks(sub, common)
         args = parser.parse_args(argv)
         args.config_dir, args.data_dir = self.config_dir, data_dir
         fake = FakeControlClient(replies or {})
@@ -143,15 +148,15 @@ class MailboxVerbTests(VerbTestCase):
         """Root names the owner; success is one line."""
         code, out, err, fake = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "eve", "--owner", "bob"],
-            replies={commands.MailboxCreate: {"address": "eve@test.local"}})
+            replies={wire.MailboxCreate: {"address": "eve@test.local"}})
         self.assertEqual((code, out, err), (0, "Mailbox 'eve' created (owner: bob).\n", ""))
-        self.assertEqual(fake.calls, [(commands.MailboxCreate, {"name": "eve", "owner": "bob"})])
+        self.assertEqual(fake.calls, [(wire.MailboxCreate, {"name": "eve", "owner": "bob"})])
 
     def test_create_non_root_owner_ignored(self):
         """A non-root --owner of someone else warns; the caller owns it (cli case 15)."""
         code, out, err, _ = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "x", "--owner", "bob"], euid=2001,
-            replies={commands.MailboxCreate: {"address": "x@test.local"}})
+            replies={wire.MailboxCreate: {"address": "x@test.local"}})
         self.assertEqual(code, 0)
         self.assertEqual(err, "Warning: --owner ignored for non-root callers; mailbox will be "
                               "owned by `alice`\n")
@@ -212,7 +217,7 @@ class MailboxVerbTests(VerbTestCase):
         for down in (False, True):
             code, out, err, fake = self.run_verb(
                 mailboxes.create, ["mailboxes", "create", "postmaster"], euid=2001, down=down,
-                replies={commands.MailboxCreate: {"address": "postmaster@test.local"}})
+                replies={wire.MailboxCreate: {"address": "postmaster@test.local"}})
             self.assertEqual((code, out, err), (
                 1, "", "Error: mailbox name 'postmaster' is a role address (RFC 2142); only "
                 "root can create it\n"))
@@ -223,16 +228,16 @@ class MailboxVerbTests(VerbTestCase):
         reason = "mailbox name 'abuse' is a role address (RFC 2142); only root can create it"
         code, _, err, _ = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "abuse", "--owner", "bob"],
-            replies={commands.MailboxCreate: ValidationError(reason)})
+            replies={wire.MailboxCreate: ValidationError(reason)})
         self.assertEqual((code, err), (1, f"Error: [VALIDATION] {reason}\n"))
 
     def test_create_role_name_root(self):
         """Root sends a role name to the daemon like any other name."""
         code, out, _, fake = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "postmaster", "--owner", "bob"],
-            replies={commands.MailboxCreate: {"address": "postmaster@test.local"}})
+            replies={wire.MailboxCreate: {"address": "postmaster@test.local"}})
         self.assertEqual((code, out), (0, "Mailbox 'postmaster' created (owner: bob).\n"))
-        self.assertEqual(fake.calls, [(commands.MailboxCreate,
+        self.assertEqual(fake.calls, [(wire.MailboxCreate,
                                        {"name": "postmaster", "owner": "bob"})])
 
     def test_create_role_name_root_direct(self):
@@ -253,7 +258,7 @@ class MailboxVerbTests(VerbTestCase):
         self.write_config()
         code, out, err, fake = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "alice2"], stdin="nosuch\nbob\n",
-            replies={commands.MailboxCreate: {"address": "alice2@test.local"}})
+            replies={wire.MailboxCreate: {"address": "alice2@test.local"}})
         self.assertEqual(code, 0)
         self.assertIn("Which Linux user should own `alice2@test.local`? "
                       "[(no default, explicit input required)]: ", out)
@@ -261,7 +266,7 @@ class MailboxVerbTests(VerbTestCase):
         self.assertEqual(fake.calls[0][1]["owner"], "bob")
         code, out, _, fake = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "bob"], stdin="\n",
-            replies={commands.MailboxCreate: {"address": "bob@test.local"}})
+            replies={wire.MailboxCreate: {"address": "bob@test.local"}})
         self.assertIn("[bob]: ", out)
         self.assertEqual(fake.calls[0][1]["owner"], "bob")
 
@@ -270,7 +275,7 @@ class MailboxVerbTests(VerbTestCase):
         self.write_config()
         code, out, _, fake = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "bob"], environ={"AIMX_NONINTERACTIVE": "1"},
-            replies={commands.MailboxCreate: {"address": "bob@test.local"}})
+            replies={wire.MailboxCreate: {"address": "bob@test.local"}})
         self.assertEqual((code, fake.calls[0][1]["owner"]), (0, "bob"))
         self.assertNotIn("Which", out)
         code, _, err, _ = self.run_verb(mailboxes.create, ["mailboxes", "create", "zed"],
@@ -282,14 +287,14 @@ class MailboxVerbTests(VerbTestCase):
         """A daemon refusal prints `Error: [CODE] reason` and exits 1."""
         code, _, err, _ = self.run_verb(
             mailboxes.create, ["mailboxes", "create", "eve", "--owner", "bob"],
-            replies={commands.MailboxCreate: MailboxError("mailbox 'eve' already exists")})
+            replies={wire.MailboxCreate: MailboxError("mailbox 'eve' already exists")})
         self.assertEqual((code, err), (1, "Error: [MAILBOX] mailbox 'eve' already exists\n"))
 
     def test_bad_reply(self):
         """An answer the CLI does not understand is a malformed-response error."""
         code, _, err, _ = self.run_verb(
             mailboxes.list_, ["mailboxes", "list"],
-            replies={commands.MailboxList: amp.UnknownRemoteError("garbage")})
+            replies={wire.MailboxList: wire.MalformedResponse("garbage")})
         self.assertEqual(code, 1)
         self.assertIn("malformed response from aimx daemon", err)
 
@@ -298,7 +303,7 @@ class MailboxVerbTests(VerbTestCase):
         args = argparse.Namespace(config_dir=self.config_dir, data_dir=None, all=False)
         err = io.StringIO()
         session = Session(
-            args, connect=lambda: defer.fail(client.ConnectFailed("Failed to connect to aimx "
+            args, connect=lambda: defer.fail(ConnectFailed("Failed to connect to aimx "
                                                                   "daemon at /x: denied")),
             euid=0, term=Terminal(io.StringIO(), err, None, {}), environ={},
             passwd=FakePasswd(USERS))
@@ -315,15 +320,15 @@ class MailboxVerbTests(VerbTestCase):
             {"name": "stray", "total": 0, "unread": 0, "sent_count": 0, "registered": False},
         ]
         _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"],
-                                     replies={commands.MailboxList: {"mailboxes": rows}})
+                                     replies={wire.MailboxList: {"mailboxes": rows}})
         self.assertEqual(out, "MAILBOX  INBOX  UNREAD  SENT\n"
                               "alice     1234       5     1\n"
                               "stray        0       0     0  (unregistered)\n")
         _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list", "--json"],
-                                     replies={commands.MailboxList: {"mailboxes": rows}})
+                                     replies={wire.MailboxList: {"mailboxes": rows}})
         self.assertEqual(json.loads(out), rows)
         _, out, _, _ = self.run_verb(mailboxes.list_, ["mailboxes", "list"],
-                                     replies={commands.MailboxList: {"mailboxes": []}})
+                                     replies={wire.MailboxList: {"mailboxes": []}})
         self.assertEqual(out, "No mailboxes configured.\n")
 
     def test_list_all_non_root(self):
@@ -357,7 +362,7 @@ class MailboxVerbTests(VerbTestCase):
             "inbox_total": 2, "inbox_unread": 1, "sent_total": 4,
         }
         _, out, _, _ = self.run_verb(mailboxes.show, ["mailboxes", "show", "support"],
-                                     replies={commands.MailboxShow: {"mailbox": details}})
+                                     replies={wire.MailboxShow: {"mailbox": details}})
         self.assertEqual(out, (
             "Mailbox: support\n  Address: support@test.local\n  Trust:   verified\n"
             "  Trusted senders:\n    - *@example.org\n\nHooks\n  on_receive\n"
@@ -377,16 +382,16 @@ class MailboxVerbTests(VerbTestCase):
         for extra in ([], ["--force"]):
             code, out, err, fake = self.run_verb(
                 mailboxes.delete, ["mailboxes", "delete", "eve", *extra], stdin="y\n",
-                replies={commands.MailboxDelete: {}})
+                replies={wire.MailboxDelete: {}})
             self.assertEqual((code, out, err, fake.calls), (2, "", REFUSED, []))
 
     def test_delete_not_a_terminal_yes(self):
         """--yes needs no terminal."""
         code, out, _, fake = self.run_verb(
             mailboxes.delete, ["mailboxes", "delete", "eve", "--yes"],
-            replies={commands.MailboxDelete: {}})
+            replies={wire.MailboxDelete: {}})
         self.assertEqual(code, 0)
-        self.assertEqual(fake.calls, [(commands.MailboxDelete, {"name": "eve", "force": False})])
+        self.assertEqual(fake.calls, [(wire.MailboxDelete, {"name": "eve", "force": False})])
 
     def test_delete_force_counts(self):
         """--force lists the files to go: `1 file`, not `1 files` (cli case 17); `n` cancels."""
@@ -413,8 +418,8 @@ class MailboxVerbTests(VerbTestCase):
         """A confirmed delete sends force and notes the remaining directories."""
         code, out, _, fake = self.run_verb(
             mailboxes.delete, ["mailboxes", "delete", "eve", "-y", "--force"],
-            replies={commands.MailboxDelete: {}})
-        self.assertEqual(fake.calls, [(commands.MailboxDelete, {"name": "eve", "force": True})])
+            replies={wire.MailboxDelete: {}})
+        self.assertEqual(fake.calls, [(wire.MailboxDelete, {"name": "eve", "force": True})])
         self.assertTrue(out.startswith("Mailbox 'eve' deleted.\nNote: the empty inbox/eve/"))
 
 
@@ -482,7 +487,7 @@ class HookVerbTests(VerbTestCase):
         code, out, _, fake = self.run_verb(
             hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/echo","hi"]',
                                     "--timeout-secs", "5", "--fire-on-untrusted"],
-            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+            replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
         self.assertTrue(out.startswith("Hook created: abc (live via daemon)\n"), out)
         arguments = fake.calls[0][1]
         self.assertEqual(arguments["body"], '{"cmd": ["/bin/echo", "hi"], "fire_on_untrusted": '
@@ -491,12 +496,12 @@ class HookVerbTests(VerbTestCase):
         _, _, _, fake = self.run_verb(
             hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]',
                                     "--timeout-secs", "60"],
-            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+            replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
         self.assertNotIn("timeout_secs", fake.calls[0][1]["body"])
         self.assertNotIn("fire_on_review", fake.calls[0][1]["body"])
         _, _, _, fake = self.run_verb(
             hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]', "--fire-on-review"],
-            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+            replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
         self.assertIn('"fire_on_review": true', fake.calls[0][1]["body"])
 
     def test_create_checks(self):
@@ -534,13 +539,13 @@ class HookVerbTests(VerbTestCase):
         for text in ("/bin/true", "  /bin/true  "):
             code, _, err, fake = self.run_verb(
                 hooks.create, CREATE + ["on_receive", "--cmd", text],
-                replies={commands.HookCreate: {"name": "abc"},
-                         commands.MailboxShow: show_reply()})
+                replies={wire.HookCreate: {"name": "abc"},
+                         wire.MailboxShow: show_reply()})
             self.assertEqual((code, err), (0, ""))
             self.assertIn('"cmd": ["/bin/true"]', fake.calls[0][1]["body"])
         code, _, _, fake = self.run_verb(
             hooks.create, CREATE + ["on_receive", "--cmd", ' ["/bin/echo", "x"]'],
-            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+            replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
         self.assertIn('"cmd": ["/bin/echo", "x"]', fake.calls[0][1]["body"])
 
     def test_create_config_checks(self):
@@ -598,17 +603,17 @@ class HookVerbTests(VerbTestCase):
         rows = [{"name": "n" * 40, "mailbox": "alice", "event": "on_receive",
                  "cmd": ["/bin/true"], "fire_on_untrusted": False, "timeout_secs": 60}]
         _, out, _, _ = self.run_verb(hooks.list_, ["hooks", "list"],
-                                     replies={commands.HookList: {"hooks": rows}})
+                                     replies={wire.HookList: {"hooks": rows}})
         header, row = out.splitlines()
         self.assertEqual(header, f"{'NAME':<28} {'MAILBOX':<20} {'EVENT':<12}TIMEOUT CMD")
         self.assertEqual(row, "n" * 27 + "… alice                on_receive       60 "
                               '["/bin/true"]')
         _, out, _, fake = self.run_verb(
             hooks.list_, ["hooks", "list", "--mailbox", "bob"],
-            replies={commands.HookList: {"hooks": rows},
-                     commands.MailboxShow: show_reply(name="bob", owner="bob")})
+            replies={wire.HookList: {"hooks": rows},
+                     wire.MailboxShow: show_reply(name="bob", owner="bob")})
         self.assertEqual(out, "No hooks configured.\n")
-        self.assertEqual(fake.calls[1], (commands.MailboxShow, {"name": "bob"}))
+        self.assertEqual(fake.calls[1], (wire.MailboxShow, {"name": "bob"}))
 
     def test_delete_prompt(self):
         """At a terminal a delete without --yes shows the hook and asks; `n` cancels, exit 0."""
@@ -616,22 +621,22 @@ class HookVerbTests(VerbTestCase):
                  "fire_on_untrusted": False, "timeout_secs": 60}]
         code, out, _, fake = self.run_verb(
             hooks.delete, ["hooks", "delete", "h1"], stdin="n\n", tty=True,
-            replies={commands.HookList: {"hooks": rows}})
+            replies={wire.HookList: {"hooks": rows}})
         self.assertEqual(code, 0)
         self.assertEqual(out, "About to delete hook:\n  name:    h1\n  mailbox: alice\n"
                               "  event:   on_receive\n  timeout: 60s\n"
                               '  cmd:     ["/bin/true"]\nContinue? [y/N] Cancelled.\n')
-        self.assertEqual([c for c, _ in fake.calls], [commands.HookList])
+        self.assertEqual([c for c, _ in fake.calls], [wire.HookList])
 
     def test_delete_not_a_terminal(self):
         """Without --yes and without a terminal a hook delete is refused, exit 2; --yes works."""
         rows = [{"name": "h1", "mailbox": "alice", "event": "on_receive", "cmd": ["/bin/true"],
                  "fire_on_untrusted": False, "timeout_secs": 60}]
-        replies = {commands.HookList: {"hooks": rows}, commands.HookDelete: {}}
+        replies = {wire.HookList: {"hooks": rows}, wire.HookDelete: {}}
         code, out, err, fake = self.run_verb(hooks.delete, ["hooks", "delete", "h1"],
                                              stdin="y\n", replies=replies)
         self.assertEqual((code, out, err), (2, "", REFUSED))
-        self.assertEqual([c for c, _ in fake.calls], [commands.HookList])
+        self.assertEqual([c for c, _ in fake.calls], [wire.HookList])
         code, out, _, fake = self.run_verb(hooks.delete, ["hooks", "delete", "h1", "--yes"],
                                            replies=replies)
         self.assertEqual((code, out), (0, "Hook deleted: h1 (live via daemon)\n"))
@@ -656,9 +661,9 @@ class MissingTextTests(VerbTestCase):
     def test_mailbox_daemon(self):
         """The daemon's `[MAILBOX]`/`[ENOENT] mailbox '<m>' does not exist` loses its code."""
         gone = MailboxError("mailbox 'ghost' does not exist")
-        replies = {commands.MailboxShow: gone, commands.MailboxDelete: gone,
-                   commands.HookCreate: NoEntry("mailbox 'ghost' does not exist"),
-                   commands.HookList: {"hooks": []}}
+        replies = {wire.MailboxShow: gone, wire.MailboxDelete: gone,
+                   wire.HookCreate: NoEntry("mailbox 'ghost' does not exist"),
+                   wire.HookList: {"hooks": []}}
         for verb, argv in self.cases():
             code, out, err, _ = self.run_verb(verb, argv, euid=2001, replies=replies)
             self.assertEqual((code, out, err), (1, "", self.MAILBOX), argv)
@@ -673,7 +678,7 @@ class MissingTextTests(VerbTestCase):
     def test_hook(self):
         """`hook '<name>' not found` from the listing, the fallback and the daemon's delete."""
         code, _, err, _ = self.run_verb(hooks.delete, ["hooks", "delete", "ghost", "-y"],
-                                        replies={commands.HookList: {"hooks": []}})
+                                        replies={wire.HookList: {"hooks": []}})
         self.assertEqual((code, err), (1, self.HOOK))
         self.write_config()
         code, _, err, _ = self.run_verb(hooks.delete, ["hooks", "delete", "ghost", "-y"],
@@ -684,8 +689,8 @@ class MissingTextTests(VerbTestCase):
                  "cmd": ["/bin/true"], "fire_on_untrusted": False, "timeout_secs": 60}]
         code, _, err, _ = self.run_verb(
             hooks.delete, ["hooks", "delete", "ghost", "-y"],
-            replies={commands.HookList: {"hooks": rows},
-                     commands.HookDelete: NoEntry("hook 'ghost' not found")})
+            replies={wire.HookList: {"hooks": rows},
+                     wire.HookDelete: NoEntry("hook 'ghost' not found")})
         self.assertEqual((code, err), (1, self.HOOK))
 
     def test_other_refusals_keep_their_code(self):
@@ -693,8 +698,49 @@ class MissingTextTests(VerbTestCase):
         reason = "mailbox 'catchall' is the catchall; hooks on the catchall are forbidden"
         code, _, err, _ = self.run_verb(
             hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]'],
-            replies={commands.HookCreate: MailboxError(reason)})
+            replies={wire.HookCreate: MailboxError(reason)})
         self.assertEqual((code, err), (1, f"Error: [MAILBOX] {reason}\n"))
+
+
+class BlockingRunTests(SynchronousTestCase):
+    """A verb that only talks to the daemon runs without an event loop."""
+
+    def args(self):
+        return argparse.Namespace(config_dir="/nonexistent", data_dir=None, all=False,
+                                  json=True)
+
+    def test_to_the_end(self):
+        """A verb whose calls are answered before they return runs to its exit code in one
+        step, its output written, its connection closed."""
+        fake = fakes.FakeAsyncControlClient({wire.MailboxList: {"mailboxes": []}})
+
+        async def connect():
+            return fake
+
+        out = io.StringIO()
+        args = self.args()
+        s = Session(args, connect=connect, euid=0, term=Terminal(out, io.StringIO(), None, {}),
+                    environ={})
+        self.assertEqual(session.to_the_end(execute(mailboxes.list_, args, s)), 0)
+        self.assertEqual((out.getvalue(), fake.names()), ("[]\n", ["MAILBOX-LIST"]))
+
+    def test_suspending_verb(self):
+        """A verb that waits for something that is not blocking I/O is an error, not a
+        silent exit."""
+        async def waits(args, s):
+            await defer.Deferred()
+
+        steps = waits(None, None)
+        e = self.assertRaises(RuntimeError, session.to_the_end, steps)
+        self.assertTrue(str(e).endswith(".waits awaited something that is not blocking"), e)
+        self.assertIsNone(steps.cr_frame)  # closed
+
+    def test_interrupted(self):
+        """Ctrl-C ends the verb with exit code 130."""
+        async def interrupted(args, s):
+            raise KeyboardInterrupt
+
+        self.assertEqual(session.run_blocking(interrupted, self.args()), 130)
 
 
 class StartAdviceTests(SynchronousTestCase):
@@ -741,8 +787,8 @@ class TrustNoteTests(VerbTestCase):
     """`hooks create` says whether the mailbox's trust policy lets the hook fire."""
 
     def create(self, *extra, show=None, event="on_receive", down=False):
-        replies = {commands.HookCreate: {"name": "abc"},
-                   commands.MailboxShow: show or show_reply()}
+        replies = {wire.HookCreate: {"name": "abc"},
+                   wire.MailboxShow: show or show_reply()}
         code, out, err, _ = self.run_verb(
             hooks.create, CREATE + [event, "--cmd", "/bin/true", *extra], replies=replies,
             down=down)
@@ -789,8 +835,8 @@ class TrustNoteTests(VerbTestCase):
         self.assertEqual(out, "Hook created: abc (live via daemon)\n")
         code, _, err, _ = self.run_verb(
             hooks.create, CREATE + ["on_receive", "--cmd", "/nonexistent/x"],
-            replies={commands.HookCreate: {"name": "abc"},
-                     commands.MailboxShow: MailboxError("mailbox 'alice' does not exist")})
+            replies={wire.HookCreate: {"name": "abc"},
+                     wire.MailboxShow: MailboxError("mailbox 'alice' does not exist")})
         self.assertEqual(code, 0)
         self.assertEqual(err, "Warning: hook program /nonexistent/x does not exist; the hook is "
                               "created but fails until the program is installed.\n")
@@ -826,9 +872,9 @@ class ProgramCheckTests(VerbTestCase):
     def create(self, cmd, euid=0):
         code, _, err, fake = self.run_verb(
             hooks.create, CREATE + ["after_send", "--cmd", cmd], euid=euid,
-            replies={commands.HookCreate: {"name": "abc"}, commands.MailboxShow: show_reply()})
+            replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
         self.assertEqual(code, 0)
-        self.assertEqual([c for c, _ in fake.calls], [commands.HookCreate, commands.MailboxShow])
+        self.assertEqual([c for c, _ in fake.calls], [wire.HookCreate, wire.MailboxShow])
         return err
 
     def test_runnable(self):
@@ -899,7 +945,7 @@ class ProgramCheckTests(VerbTestCase):
         """A root-owned mailbox (set by hand): any execute bit will do."""
         code, _, err, _ = self.run_verb(
             hooks.create, CREATE + ["after_send", "--cmd", self.program(mode=0o610)],
-            replies={commands.HookCreate: {"name": "abc"},
-                     commands.MailboxShow: show_reply(owner="root")})
+            replies={wire.HookCreate: {"name": "abc"},
+                     wire.MailboxShow: show_reply(owner="root")})
         self.assertEqual((code, err), (0, ""))
 

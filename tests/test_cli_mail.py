@@ -4,14 +4,16 @@ is printed (tables, --json), thread ids, progress, the daemon down."""
 import argparse
 import io
 import json
+import os
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.cli import mail, reindex
+from aimx.cli import arguments, mail, reindex
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal, progress_bar, table
-from aimx.control import commands
+from aimx.core import frontmatter
+from aimx.control import wire
 from aimx.errors import DaemonNotRunning, MailboxError, NotFoundError
 from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
 
@@ -29,8 +31,8 @@ class VerbTestCase(SynchronousTestCase):
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
         common = argparse.ArgumentParser(add_help=False)
-        mail.add_parser(sub, common)
-        reindex.add_parser(sub, common)
+        arguments.mail(sub, common)
+        arguments.reindex(sub, common)
         args = parser.parse_args(argv)
         args.config_dir, args.data_dir = self.mktemp(), None
         fake = FakeControlClient(replies or {})
@@ -51,22 +53,22 @@ class MailVerbTests(VerbTestCase):
         rows = [row("2026-06-02-100000-b", read=True, subject="Second"),
                 row("2026-06-01-100000-a")]
         code, out, _, fake = self.run_verb(mail.list_, ["mail", "list", "alice", "--limit", "2"],
-                                           {commands.MailList: {"emails": rows}})
+                                           {wire.MailList: {"emails": rows}})
         self.assertEqual(out.splitlines(), [
             "   ID                   DATE              FROM                       SUBJECT",
             "   2026-06-02-100000-b  2026-06-01 10:00  Alice <alice@example.com>  Second",
             "*  2026-06-01-100000-a  2026-06-01 10:00  Alice <alice@example.com>  Hello",
         ])
-        self.assertEqual(fake.calls, [(commands.MailList, {
+        self.assertEqual(fake.calls, [(wire.MailList, {
             "mailbox": "alice", "folder": "inbox", "limit": 2, "offset": 0, "unread": False})])
         _, out, _, _ = self.run_verb(mail.list_, ["mail", "list", "alice", "--folder", "sent"],
-                                     {commands.MailList: {"emails": [row("x", "sent")]}})
+                                     {wire.MailList: {"emails": [row("x", "sent")]}})
         self.assertEqual(out.splitlines()[0].split(), ["ID", "DATE", "TO", "SUBJECT", "STATUS"])
         _, out, _, _ = self.run_verb(mail.list_, ["mail", "list", "alice", "--json"],
-                                     {commands.MailList: {"emails": rows}})
+                                     {wire.MailList: {"emails": rows}})
         self.assertEqual(json.loads(out), rows)
         _, out, _, _ = self.run_verb(mail.list_, ["mail", "list", "alice", "--unread"],
-                                     {commands.MailList: {"emails": []}})
+                                     {wire.MailList: {"emails": []}})
         self.assertEqual(out, "No unread mail in inbox/alice.\n")
 
     def test_bad_numbers(self):
@@ -81,7 +83,7 @@ class MailVerbTests(VerbTestCase):
                         {"emails": [row("a", text="Hi there.\nBye.")]}])
         code, out, _, fake = self.run_verb(
             mail.thread, ["mail", "thread", "alice", "0123456789abcdef"],
-            {commands.MailThread: lambda arguments: next(answers)})
+            {wire.MailThread: lambda arguments: next(answers)})
         self.assertEqual(code, 0)
         self.assertEqual([c[1].get("thread_id") for c in fake.calls],
                          [None, "0123456789abcdef"])
@@ -96,7 +98,7 @@ class MailVerbTests(VerbTestCase):
         """A message id that is no thread id stays not found."""
         code, _, err, _ = self.run_verb(
             mail.thread, ["mail", "thread", "alice", "nope"],
-            {commands.MailThread: NotFoundError("email 'nope' not found in mailbox 'alice'")})
+            {wire.MailThread: NotFoundError("email 'nope' not found in mailbox 'alice'")})
         self.assertEqual((code, err),
                          (1, "Error: [NOTFOUND] email 'nope' not found in mailbox 'alice'\n"))
 
@@ -105,7 +107,7 @@ class MailVerbTests(VerbTestCase):
         code, out, _, fake = self.run_verb(
             mail.search, ["mail", "search", "alice", "report q*", "--from", "bob",
                           "--since", "2026-06-01", "--unread", "--folder", "inbox"],
-            {commands.MailSearch: {"emails": []}})
+            {wire.MailSearch: {"emails": []}})
         self.assertEqual(out, "No matching mail.\n")
         self.assertEqual(fake.calls[0][1], {
             "mailbox": "alice", "query": "report q*", "folder": "inbox", "sender": "bob",
@@ -114,7 +116,7 @@ class MailVerbTests(VerbTestCase):
     def test_mark(self):
         """mark-read and mark-unread say what they did; a bad id is refused first."""
         code, out, _, _ = self.run_verb(mail.mark_read, ["mail", "mark-read", "alice", "x"],
-                                        {commands.MarkRead: {}})
+                                        {wire.MarkRead: {}})
         self.assertEqual((code, out), (0, "Email 'x' marked as read.\n"))
         code, _, err, fake = self.run_verb(mail.mark_unread,
                                            ["mail", "mark-unread", "alice", "../x"])
@@ -125,8 +127,34 @@ class MailVerbTests(VerbTestCase):
         """The daemon's "does not exist" is printed without its code."""
         code, _, err, _ = self.run_verb(
             mail.search, ["mail", "search", "ghost", "x"],
-            {commands.MailSearch: MailboxError("mailbox 'ghost' does not exist")})
+            {wire.MailSearch: MailboxError("mailbox 'ghost' does not exist")})
         self.assertEqual((code, err), (1, "Error: mailbox 'ghost' does not exist\n"))
+
+    def test_read_in_the_other_folder(self):
+        """An id that is in the other folder is not just "not found": the error says which
+        folder it is in and the option that reads it."""
+        root = self.mktemp()
+        mailboxes = {"mailboxes": [{"name": "alice", "inbox_path": os.path.join(root, "inbox"),
+                                    "sent_path": os.path.join(root, "sent")}]}
+        for folder, stem in (("inbox", "2026-06-01-in"), ("sent", "2026-06-02-out")):
+            os.makedirs(os.path.join(root, folder))
+            with open(os.path.join(root, folder, stem + ".md"), "wb") as f:
+                f.write(frontmatter.render({"id": stem, "read": False}, "Text\n"))
+        replies = {wire.MailboxList: mailboxes}
+        code, out, _, _ = self.run_verb(mail.read, ["mail", "read", "alice", "2026-06-02-out",
+                                                    "--folder", "sent"], replies)
+        self.assertEqual(code, 0)
+        self.assertTrue(out.endswith("+++\n\nText\n"), out)
+        for argv, err in (
+            (["2026-06-02-out"], "Error: email '2026-06-02-out' is in sent/alice, not "
+                                 "inbox/alice: add --folder sent\n"),
+            (["2026-06-01-in", "--folder", "sent"], "Error: email '2026-06-01-in' is in "
+             "inbox/alice, not sent/alice: add --folder inbox\n"),
+            (["2026-06-03-none"], "Error: email '2026-06-03-none' not found in inbox/alice\n"),
+        ):
+            code, out, got, _ = self.run_verb(mail.read, ["mail", "read", "alice", *argv],
+                                              replies)
+            self.assertEqual((code, out, got), (1, "", err))
 
     def test_daemon_down(self):
         """Listing without a daemon: not running, how to start it, exit 2."""
@@ -149,22 +177,28 @@ class ReindexTests(VerbTestCase):
         ])
         code, out, _, fake = self.run_verb(
             reindex.run, ["reindex", "alice"],
-            {commands.IndexRebuild: {"mailboxes": ["alice"]},
-             commands.IndexStatus: lambda arguments: {"indexes": next(states)}}, tty=True)
+            {wire.IndexRebuild: {"mailboxes": ["alice"]},
+             wire.IndexStatus: lambda arguments: {"indexes": next(states)},
+             wire.MailboxList: {"mailboxes": [{"name": "alice", "total": 950,
+                                               "sent_count": 50}]}}, tty=True)
         self.assertEqual(code, 0)
         self.assertIn("alice  " + progress_bar(500, 1000), out)
         self.assertIn("Rebuilt the index of alice (1000 messages).", out)
         self.assertEqual([c[0] for c in fake.calls],
-                         [commands.IndexRebuild] + [commands.IndexStatus] * 3)
+                         [wire.IndexRebuild] + [wire.IndexStatus] * 3 + [wire.MailboxList])
 
     def test_plain_output(self):
-        """Without a terminal: no bar, one line per mailbox."""
+        """Without a terminal: no bar, one line per mailbox with its messages (inbox and
+        sent), however quickly the build was done."""
         code, out, _, _ = self.run_verb(
             reindex.run, ["reindex"],
-            {commands.IndexRebuild: {"mailboxes": ["a", "b"]},
-             commands.IndexStatus: {"indexes": [{"mailbox": "a", "state": "ready"},
-                                                {"mailbox": "b", "state": "ready"}]}})
-        self.assertEqual(out, "Rebuilt the index of a.\nRebuilt the index of b.\n")
+            {wire.IndexRebuild: {"mailboxes": ["a", "b", "c"]},
+             wire.IndexStatus: {"indexes": [{"mailbox": "a", "state": "ready"},
+                                            {"mailbox": "b", "state": "ready"}]},
+             wire.MailboxList: {"mailboxes": [{"name": "a", "total": 3, "sent_count": 1},
+                                              {"name": "b", "total": 1, "sent_count": 0}]}})
+        self.assertEqual(out, "Rebuilt the index of a (4 messages).\n"
+                              "Rebuilt the index of b (1 message).\nRebuilt the index of c.\n")
 
 
 class TableTests(SynchronousTestCase):

@@ -4,7 +4,9 @@ Service and log access go through aimx.host.initsystem with a temporary root and
 L{aimx.testing.fakes.FakeRunner}: no real init system is touched.
 """
 
+import argparse
 import base64
+import importlib
 import io
 import os
 import runpy
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import aimx.cli
-from aimx.cli import dkimkeygen, logs, uninstall
+from aimx.cli import arguments, dkimkeygen, logs, uninstall
 from aimx.cli.term import Terminal
 from aimx.host import initsystem, package
 from aimx.host.programs import Completed
@@ -33,7 +35,7 @@ def _config_text(data_dir="/srv/aimx-data"):
 class CliTestCase(SynchronousTestCase):
     def parse(self, argv):
         """Parse with the real top-level parser (as aimx.cli.main does)."""
-        args = aimx.cli._parser().parse_args(argv)
+        args = aimx.cli.arguments.parser().parse_args(argv)
         args.config_dir = args.config_dir or self.config_dir
         return args
 
@@ -590,11 +592,82 @@ class RegistrationTests(SynchronousTestCase):
             self.assertIn(f"  {verb} ", admin)
 
     def test_built(self):
-        """They parse as real verbs, and every verb of the table has a module that runs it."""
+        """They parse as real verbs, and every verb of the table has a module that runs it
+        and arguments in the grammar; every verb of the grammar is dispatched."""
         for verb in ("logs", "dkim-keygen", "uninstall"):
-            self.assertEqual(aimx.cli._parser().parse_args([verb]).verb, verb)
-        for module in aimx.cli._verb_modules():
-            self.assertTrue(callable(module.main) and callable(module.add_parser), module)
+            self.assertEqual(aimx.cli.arguments.parser().parse_args([verb]).verb, verb)
+        for verb, name in aimx.cli.VERBS.items():
+            module = importlib.import_module(f"aimx.cli.{name}")
+            self.assertTrue(callable(module.main), module)
+            self.assertIn(verb, arguments.VERBS)
+        self.assertEqual(set(arguments.VERBS) - set(aimx.cli.VERBS),
+                         {"serve", "mcp", "ingest", "demo"})
+
+
+def _helps(parser, path=()):
+    """C{path -> help text} of a parser and of every subcommand below it."""
+    helps = {path: parser.format_help()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                helps.update(_helps(sub, path + (name,)))
+    return helps
+
+
+class ParserTests(SynchronousTestCase):
+    """The parser is built with the running verb's arguments only, and says the same."""
+
+    def test_top_level_help(self):
+        """`aimx --help` (no verb) is the same without any verb's arguments."""
+        self.assertEqual(arguments.parser_for(None).format_help(),
+                         arguments.parser().format_help())
+
+    def test_each_verb_alone(self):
+        """Built for one verb (or an alias), every help text of that verb and its actions is
+        the whole parser's, and the verb parses as in the whole parser."""
+        whole = _helps(arguments.parser())
+        for verb, (_, aliases) in arguments.VERBS.items():
+            for word in (verb, *aliases):
+                alone = _helps(arguments.parser_for(word))
+                mine = {path: text for path, text in alone.items() if path[:1] == (word,)}
+                self.assertTrue(mine, word)
+                self.assertEqual(mine, {path: whole[path] for path in mine}, word)
+        args = arguments.parser_for("mail").parse_args(["mail", "list", "box", "--limit", "7"])
+        self.assertEqual((args.verb, args.action, args.mailbox, args.limit),
+                         ("mail", "list", "box", 7))
+
+    def test_typo(self):
+        """A mistyped verb is compared with every verb, as by the whole parser."""
+        errors = []
+        for parser in (arguments.parser(), arguments.parser_for("mailboxs")):
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            self.assertRaises(SystemExit, parser.parse_args, ["mailboxs", "list"])
+            errors.append(err.getvalue())
+        self.assertEqual(errors[0], errors[1])
+        self.assertIn("invalid choice: 'mailboxs' (choose from 'serve', 'mcp'", errors[0])
+
+    def test_other_verbs_not_built(self):
+        """Only the verb that runs is built, with its aliases; no verb, every verb by name."""
+        for word in ("mailboxes", "mailbox"):
+            [sub] = [a for a in arguments.parser_for(word)._actions
+                     if isinstance(a, argparse._SubParsersAction)]
+            self.assertEqual(sorted(sub.choices), ["mailbox", "mailboxes"])
+            self.assertEqual(len(sub.choices["mailboxes"]._actions), 4)
+        [sub] = [a for a in arguments.parser_for(None)._actions
+                 if isinstance(a, argparse._SubParsersAction)]
+        self.assertEqual(list(sub.choices)[:4], ["serve", "mcp", "ingest", "demo"])
+        self.assertEqual(len(sub.choices["mail"]._actions), 1)  # --help alone
+
+    def test_global_errors(self):
+        """A top-level error with a verb named is the whole parser's (its usage line)."""
+        errors = []
+        for parser in (arguments.parser(), arguments.parser_for("mail")):
+            err = io.StringIO()
+            self.patch(sys, "stderr", err)
+            self.assertRaises(SystemExit, parser.parse_args, ["--bogus", "mail", "list", "x"])
+            errors.append(err.getvalue())
+        self.assertEqual(errors[0], errors[1])
 
 
 # -- --version -------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 import aimx.cli
-from aimx.cli import send
+from aimx.cli import arguments, send
 
 FROM = "alice@agent.example.com"
 ARGV = ["send", "--from", FROM, "--to", "r@example.com", "--subject", "x", "--body", "y"]
@@ -18,16 +18,17 @@ ARGV = ["send", "--from", FROM, "--to", "r@example.com", "--subject", "x", "--bo
 def parse(argv):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="verb")
-    send.add_parser(sub, argparse.ArgumentParser(add_help=False))
+    arguments.send(sub, argparse.ArgumentParser(add_help=False))
     return parser.parse_args(argv)
 
 
 class SendParserTests(SynchronousTestCase):
-    """Through L{aimx.cli.main}, with L{aimx.cli.session.run} replaced by a recorder."""
+    """Through L{aimx.cli.main}, with L{aimx.cli.session.run_blocking} replaced by a recorder."""
 
     def setUp(self):
         self.runs = []
-        self.patch(aimx.cli.session, "run", lambda verb, args: self.runs.append(verb) or 0)
+        self.patch(aimx.cli.session, "run_blocking",
+                   lambda verb, args: self.runs.append(verb) or 0)
         self.err = io.StringIO()
         self.patch(sys, "stderr", self.err)
 

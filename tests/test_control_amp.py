@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 
 import aimx
 from aimx.auditlog import AuditLog
-from aimx.control import commands
+from aimx.control import commands, wire
 from aimx.control.amp import (
     BUFFER_BUDGET,
     MAX_CONNECTIONS,
@@ -247,7 +247,7 @@ class ConnectionTests(ControlTestCase):
         """25 MiB + 1 is MALFORMED, a missing chunk too; the connection survives (case 33)."""
         conn = self.connect(ALICE)
         reason = conn.refused(MalformedError, commands.Send,
-                              message=b"a" * (commands.MESSAGE_CAP + 1))
+                              message=b"a" * (wire.MESSAGE_CAP + 1))
         self.assertIn("exceeds cap 26214400", reason)
         result = conn.result(conn.send_raw(b"SEND", {"message": b"2", "message.0": b"x"}))
         self.assertIn("missing chunk message.1", str(result.value))
@@ -1183,12 +1183,12 @@ def padded(box: dict, size: int) -> bytes:
     box = dict(box)
     i = 0
     while True:
-        room = size - len(commands.serialize_box(box)) - 4 - len(f"pad{i:04d}")
+        room = size - len(wire.serialize_box(box)) - 4 - len(f"pad{i:04d}")
         if room < 0:
             raise ValueError("box already larger than size")
         box[f"pad{i:04d}".encode()] = b"p" * min(room, amp.MAX_VALUE_LENGTH)
         if room <= amp.MAX_VALUE_LENGTH:
-            data = commands.serialize_box(box)
+            data = wire.serialize_box(box)
             assert len(data) == size, (len(data), size)
             return data
         i += 1
@@ -1253,12 +1253,12 @@ class ConnectionLimitTests(ControlTestCase):
         extra = self.connect(ALICE, raw=True)
         data = amp.AmpBox(commands.Send.makeArguments({"message": b"m" * 3_000_000}, None))
         data.update(request(b"SEND", ask=b"7"))
-        wire = commands.serialize_box(data)
-        extra.write(wire[:-100])
+        data = wire.serialize_box(data)
+        extra.write(data[:-100])
         self.assertEqual(self.factory.buffered, 0)
         kept = extra.server._currentBox
         self.assertLess(sum(len(k) + len(v) for k, v in kept.items()), 100)
-        extra.write(wire[-100:])
+        extra.write(data[-100:])
         self.assertEqual(extra.client.replies(), [{
             b"_error": b"7", b"_error_code": b"TEMP",
             b"_error_description": b"too many control connections (1 per user); retry later",
@@ -1284,7 +1284,7 @@ class ConnectionLimitTests(ControlTestCase):
         self.factory.max_per_uid = 1
         self.connect(ALICE)
         extra = self.connect(ALICE, raw=True)
-        extra.write(commands.serialize_box(request(b"VERSION", ask=None)))
+        extra.write(wire.serialize_box(request(b"VERSION", ask=None)))
         self.assertTrue(extra.closed)
         self.assertIn("[send] no answer possible (no _ask) to peer_uid=2001: too many control "
                       "connections (1 per user); retry later; dropping connection", self.logged())
@@ -1361,7 +1361,7 @@ class BudgetTests(ControlTestCase):
     def test_partial_box_released_on_close(self):
         """The bytes of an unfinished box are released when its connection closes."""
         conn = self.connect(ALICE, raw=True)
-        conn.write(commands.serialize_box(request(b"SEND", message=b"1",
+        conn.write(wire.serialize_box(request(b"SEND", message=b"1",
                                                   **{"message.0": b"m" * 50_000}))[:-2])
         self.assertGreater(self.factory.buffered, 50_000)
         conn.close()
@@ -1430,7 +1430,7 @@ class BoxSizeTests(ControlTestCase):
 
     def test_other_box_limit(self):
         """A non-SEND box of exactly the limit is served; one byte more drops the connection."""
-        self.assertEqual(MAX_OTHER_BOX, commands.HOOK_BODY_CAP + 256 * 1024)
+        self.assertEqual(MAX_OTHER_BOX, wire.HOOK_BODY_CAP + 256 * 1024)
         conn = self.connect(ALICE, raw=True)
         conn.write(padded(request(b"VERSION"), MAX_OTHER_BOX))
         [answer] = conn.client.replies()
@@ -1448,7 +1448,7 @@ class BoxSizeTests(ControlTestCase):
         """The largest valid HOOK-CREATE box fits under the limit."""
         box = commands.HookCreate.makeArguments(
             {"mailbox": "m" * 65535, "event": "e" * 65535, "name": "n" * 65535,
-             "body": "b" * commands.HOOK_BODY_CAP}, None)
+             "body": "b" * wire.HOOK_BODY_CAP}, None)
         box.update(request(b"HOOK-CREATE", ask=b"ffffffff"))
         self.assertLess(len(box.serialize()), MAX_OTHER_BOX)
 
@@ -1479,8 +1479,8 @@ class BoxSizeTests(ControlTestCase):
         self.control.send = lambda caller, message, *rest: defer.succeed(
             {"message_id": f"<{len(message)}@test.local>"})
         conn = self.connect(ALICE)
-        reply = conn.call(commands.Send, message=b"m" * commands.MESSAGE_CAP)
-        self.assertEqual(reply["message_id"], f"<{commands.MESSAGE_CAP}@test.local>")
+        reply = conn.call(commands.Send, message=b"m" * wire.MESSAGE_CAP)
+        self.assertEqual(reply["message_id"], f"<{wire.MESSAGE_CAP}@test.local>")
         self.assertEqual(self.factory.buffered, 0)
 
     def test_not_a_command(self):
@@ -1488,7 +1488,7 @@ class BoxSizeTests(ControlTestCase):
         for box in ({b"_answer": b"1", b"_command": b"VERSION", b"_ask": b"1"},
                     {b"_error": b"1", b"_command": b"VERSION", b"_ask": b"1"}):
             conn = self.connect(ALICE, raw=True)
-            conn.write(commands.serialize_box(box))
+            conn.write(wire.serialize_box(box))
             self.assertTrue(conn.closed)
         self.assertIn("[send] malformed box (not a command), dropping connection",
                       self.logged())

@@ -47,8 +47,8 @@ class WhatToTryTests(SynchronousTestCase):
         self.assertIn("  mailbox owner:  alice (hooks run as alice)", text)
         pairs = commands(text)
         self.assertEqual([c.split(PROGRAM + " ")[1].split(" --")[0] for _, c in pairs], [
-            "mailboxes list", "hooks create", "demo send", "send", "doctor", "logs",
-            "agents setup claude-code"])
+            "mailboxes list", "mail list agent", "mail search agent hello", "hooks create",
+            "demo send", "send", "doctor", "logs", "agents setup claude-code"])
         for comment, command in pairs:
             self.assertTrue(command.startswith(PREFIX + " "), command)
             self.assertFalse(comment.startswith("# as root:"), comment)
@@ -122,7 +122,7 @@ class DemoSendTestCase(SynchronousTestCase):
         self.environ = {"AIMX_RUNTIME_DIR": self.run_dir}
 
     def send(self, *argv):
-        args = aimx.cli._parser().parse_args(["demo", "send", *argv])
+        args = aimx.cli.arguments.parser().parse_args(["demo", "send", *argv])
         return demo.send_main(args, self.environ)
 
     def with_state(self, **changes):

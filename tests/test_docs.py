@@ -18,8 +18,8 @@ from mcp import Client
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import service
-from aimx.cli import _parser
-from aimx.core import config, hookspec
+from aimx.cli.arguments import parser as _parser
+from aimx.core import config, events, hookspec
 from aimx.mcp import server
 from aimx.testing.fakes import FakeAsyncControlClient
 from aimx.verifier import service as verifier
@@ -127,8 +127,8 @@ def _event(event: str) -> hookspec.HookEvent:
     mailbox = config.MailboxConfig(name="support", address="support@a.example", owner="bot")
     return hookspec.HookEvent(
         event, mailbox, "/d/x.md", "x", "a@b.example", "c@a.example", "s", "<m@b>",
-        "2025-01-01T00:00:00Z", trusted="true" if event == hookspec.ON_RECEIVE else None,
-        send_status=None if event == hookspec.ON_RECEIVE else "delivered",
+        "2025-01-01T00:00:00Z", trusted="true" if event == events.ON_RECEIVE else None,
+        send_status=None if event == events.ON_RECEIVE else "delivered",
     )
 
 
@@ -138,7 +138,7 @@ class HookDocTests(SynchronousTestCase):
     def setUp(self):
         hook = config.make_hook("on_receive", ["/bin/true"])
         self.variables = set()
-        for event in (hookspec.ON_RECEIVE, hookspec.AFTER_SEND):
+        for event in (events.ON_RECEIVE, events.AFTER_SEND):
             env = hookspec.environment(_event(event), hook, {"PATH": "/bin", "HOME": "/"})
             self.variables |= {key for key in env if key.startswith("AIMX_")}
         self.table = section(page("hooks.md"), "Environment")

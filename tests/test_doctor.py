@@ -345,7 +345,7 @@ class VerbTests(StoreMixin, HostTestCase):
               euid=None):
         """Start the verb; fires with (exit code, stdout, stderr)."""
         system = self.host(initsystem.SYSTEMD, {IS_ACTIVE: Completed(0 if running else 3)})
-        args = aimx.cli._parser().parse_args(["doctor"])
+        args = aimx.cli.arguments.parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         out, err = io.StringIO(), io.StringIO()
         term = Terminal(out, err, io.StringIO(), self.environ)

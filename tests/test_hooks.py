@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import hooks
-from aimx.core import hookspec
+from aimx.core import events
 from aimx.core.address import Envelope
 from aimx.core.authresults import AuthResults
 from aimx.core.config import Config, HookRate, MailboxConfig, make_hook
@@ -195,7 +195,7 @@ class QueueTests(SynchronousTestCase):
 
     def event(self, mailbox, n=0) -> HookEvent:
         return HookEvent(
-            hookspec.ON_RECEIVE, mailbox, filepath="", id=f"m{n}", from_="", to="",
+            events.ON_RECEIVE, mailbox, filepath="", id=f"m{n}", from_="", to="",
             subject="", message_id="", date="", trusted="true",
         )
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.core import hookspec
+from aimx.core import events, hookspec
 from aimx.core.config import MailboxConfig, derive_hook_name, make_hook
 from aimx.core.hookspec import HookEvent
 
@@ -28,7 +28,7 @@ def received(box: MailboxConfig, trusted: str = "none", **values) -> HookEvent:
         trusted=trusted,
     )
     fields.update(values)
-    return HookEvent(hookspec.ON_RECEIVE, box, **fields)
+    return HookEvent(events.ON_RECEIVE, box, **fields)
 
 
 def sent(box: MailboxConfig, status: str = "delivered", filepath: str = "") -> HookEvent:

@@ -199,6 +199,20 @@ class BuildTests(IndexerTestCase):
         self.assertEqual(self.successResultOf(waiting), Counts(1, 1, 0))
         self.assertEqual(self.indexer.status("box")["state"], "ready")
 
+    def test_update_stopped_quietly(self):
+        """An update still waiting for a build when the daemon stops ends without a logged
+        failure: stopping is not an error."""
+        self.gated()
+        mailindex.remove(mailindex.index_path(self.data, "box"))
+        self.put("2025-06-01-000001-a")
+        self.indexer.note("box", "inbox", "2025-06-01-000001-a")
+        self.clock.advance(indexer.SETTLE)
+        self.assertEqual(self.indexer.status("box")["state"], "building")
+        stopped = self.indexer.stopService()
+        self.gate.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_rebuild_keeps_answering(self):
         """An explicit rebuild builds beside the index, which answers meanwhile."""
         self.put("2025-06-01-000001-a")

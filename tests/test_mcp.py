@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.control import aioclient, commands
+from aimx.control import aioclient, wire
 from aimx.core import configedit, frontmatter
 from aimx.errors import (
     BodyTooLarge,
@@ -48,16 +48,16 @@ class FakeDaemon(FakeAsyncControlClient):
 
     def __init__(self, rows=(), hooks=()):
         super().__init__({
-            commands.MailboxList: lambda a: {"mailboxes": copy.deepcopy(self.rows)},
-            commands.HookList: lambda a: {"hooks": copy.deepcopy(self.hooks)},
-            commands.MailboxCreate: lambda a: {"address": f"{a['name']}@{DOMAIN}"},
-            commands.HookCreate: {"name": "derived"},
-            commands.Send: lambda a: {"message_id": "<new@test.local>",
+            wire.MailboxList: lambda a: {"mailboxes": copy.deepcopy(self.rows)},
+            wire.HookList: lambda a: {"hooks": copy.deepcopy(self.hooks)},
+            wire.MailboxCreate: lambda a: {"address": f"{a['name']}@{DOMAIN}"},
+            wire.HookCreate: {"name": "derived"},
+            wire.Send: lambda a: {"message_id": "<new@test.local>",
                                       "deliveries": self.deliveries},
-            commands.MailList: lambda a: {"emails": copy.deepcopy(
+            wire.MailList: lambda a: {"emails": copy.deepcopy(
                 self.emails[a["folder"]][a["offset"] : a["offset"] + a["limit"]])},
-            commands.MailSearch: lambda a: {"emails": copy.deepcopy(self.found)},
-            commands.MailThread: lambda a: {"emails": copy.deepcopy(self.found)},
+            wire.MailSearch: lambda a: {"emails": copy.deepcopy(self.found)},
+            wire.MailThread: lambda a: {"emails": copy.deepcopy(self.found)},
         }, default={})
         self.rows = list(rows)
         self.hooks = list(hooks)
@@ -68,7 +68,7 @@ class FakeDaemon(FakeAsyncControlClient):
 
     def sent(self) -> tuple[email.message.EmailMessage, dict]:
         """The one SEND: the parsed message and the arguments."""
-        [arguments] = [a for command, a in self.calls if command is commands.Send]
+        [arguments] = [a for command, a in self.calls if command is wire.Send]
         return email.message_from_bytes(arguments["message"], policy=email.policy.default), \
             arguments
 
@@ -151,11 +151,11 @@ class MailboxToolTests(ToolsTestCase):
     def test_create(self):
         """MAILBOX-CREATE without an owner; the answer is the new address."""
         self.assertEqual(run(self.tools.mailbox_create("task-42")), f"task-42@{DOMAIN}")
-        self.assertEqual(self.daemon.calls, [(commands.MailboxCreate, {"name": "task-42"})])
+        self.assertEqual(self.daemon.calls, [(wire.MailboxCreate, {"name": "task-42"})])
 
     def test_create_refused(self):
         """Daemon errors surface as `[CODE] reason`."""
-        self.daemon.answers[commands.MailboxCreate] = MailboxError("mailbox 'x' already exists")
+        self.daemon.answers[wire.MailboxCreate] = MailboxError("mailbox 'x' already exists")
         self.assertEqual(self.fails(self.tools.mailbox_create("x")),
                          "[MAILBOX] mailbox 'x' already exists")
 
@@ -163,16 +163,16 @@ class MailboxToolTests(ToolsTestCase):
         """The daemon's role-address refusal reaches the agent as `[VALIDATION] <reason>`."""
         refusal = self.assertRaises(ValidationError, configedit.check_role_name, "postmaster",
                                     by_root=False)
-        self.daemon.answers[commands.MailboxCreate] = refusal
+        self.daemon.answers[wire.MailboxCreate] = refusal
         self.assertEqual(self.fails(self.tools.mailbox_create("postmaster")),
                          "[VALIDATION] mailbox name 'postmaster' is a role address (RFC 2142); "
                          "only root can create it")
-        self.assertEqual(self.daemon.calls, [(commands.MailboxCreate, {"name": "postmaster"})])
+        self.assertEqual(self.daemon.calls, [(wire.MailboxCreate, {"name": "postmaster"})])
 
     def test_delete(self):
         """MAILBOX-DELETE with force as given; `Mailbox '<name>' deleted.`"""
         self.assertEqual(run(self.tools.mailbox_delete("alice", True)), "Mailbox 'alice' deleted.")
-        self.assertEqual(self.daemon.calls, [(commands.MailboxDelete, {"name": "alice", "force": True})])
+        self.assertEqual(self.daemon.calls, [(wire.MailboxDelete, {"name": "alice", "force": True})])
 
     def test_delete_catchall_forced(self):
         """Forcing the catchall is refused before any I/O."""
@@ -196,7 +196,7 @@ class EmailListTests(ToolsTestCase):
                                    "trusted": "none", "thread_id": "0" * 16,
                                    "has_attachments": False})
         self.assertEqual((rows[1]["read"], rows[1]["from"]), (False, "sender@example.com"))
-        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailList]
+        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is wire.MailList]
         self.assertEqual(arguments, {"mailbox": "alice", "folder": "inbox", "limit": 50,
                                      "offset": 0})
 
@@ -245,7 +245,7 @@ class EmailListTests(ToolsTestCase):
 
     def test_daemon_error(self):
         """A daemon error is its code and reason."""
-        self.daemon.answers[commands.MailList] = IOFailure("the mail index is not available")
+        self.daemon.answers[wire.MailList] = IOFailure("the mail index is not available")
         self.assertEqual(self.fails(self.tools.email_list("alice")),
                          "[IO] the mail index is not available")
 
@@ -265,7 +265,7 @@ class EmailSearchTests(ToolsTestCase):
                                    "has_attachments": False, "snippet": "…the report…"})
         self.assertEqual(list(rows[1]), ["id", "folder", "from", "to", "subject", "date", "read",
                                          "trusted", "thread_id", "has_attachments", "snippet"])
-        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailSearch]
+        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is wire.MailSearch]
         self.assertEqual(arguments, {"mailbox": "alice", "query": "report", "folder": "all",
                                      "sender": "bob", "since": "2025-06-01",
                                      "until": "2025-06-30", "unread": True, "trusted": False,
@@ -277,7 +277,7 @@ class EmailSearchTests(ToolsTestCase):
                          'Invalid folder \'drafts\': expected "inbox", "sent" or "all".')
         self.assertEqual(self.fails(self.tools.email_search("nope", "x")),
                          "Mailbox 'nope' does not exist.")
-        self.daemon.answers[commands.MailSearch] = MalformedError("since: 'x' is not an RFC "
+        self.daemon.answers[wire.MailSearch] = MalformedError("since: 'x' is not an RFC "
                                                                   "3339 date")
         self.assertIn("since: 'x'", self.fails(self.tools.email_search("alice", "x")))
 
@@ -291,7 +291,7 @@ class EmailThreadTests(ToolsTestCase):
         self.assertEqual([list(r) for r in rows], [list(tools._THREAD_KEYS)] * 2)
         self.assertEqual([(r["folder"], r["text"]) for r in rows],
                          [("inbox", "Shall we?"), ("sent", "Yes.")])
-        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is commands.MailThread]
+        [(_, arguments)] = [c for c in self.daemon.calls if c[0] is wire.MailThread]
         self.assertEqual(arguments, {"mailbox": "alice", "id": "2025-06-01-002",
                                      "thread_id": None, "limit": 50})
 
@@ -303,7 +303,7 @@ class EmailThreadTests(ToolsTestCase):
                          "Give exactly one of id and thread_id.")
         self.assertEqual(self.fails(self.tools.email_thread("alice", "../x")),
                          "Email ID contains invalid characters.")
-        self.daemon.answers[commands.MailThread] = NotFoundError("email 'x' not found")
+        self.daemon.answers[wire.MailThread] = NotFoundError("email 'x' not found")
         self.assertEqual(self.fails(self.tools.email_thread("alice", "x")),
                          "Email 'x' not found in mailbox 'alice'.")
         self.assertEqual(self.fails(self.tools.email_thread("alice", thread_id="ab")),
@@ -320,6 +320,27 @@ class EmailReadTests(ToolsTestCase):
         self.assertIn("In a bundle", run(self.tools.email_read("alice", "2025-06-02-001")))
         write_email(self.sent_dir, "2025-06-03-001", body="Sent one")
         self.assertIn("Sent one", run(self.tools.email_read("alice", "2025-06-03-001", "sent")))
+
+    def test_extracted(self):
+        """extracted: a reply's new text (References alone makes a reply), a sent one's too,
+        a message that is not a reply whole; a file without frontmatter is refused."""
+        quote = "\n\nOn Mon, 1 Jun 2025, Alice <a@example.com> wrote:\n> Earlier words\n"
+        write_email(self.inbox, "2025-06-01-001", body="Fine." + quote,
+                    references="root@example.com")
+        write_email(self.sent_dir, "2025-06-02-001", bundle=True, body="Sent." + quote,
+                    in_reply_to="x@example.com")
+        write_email(self.inbox, "2025-06-03-001", body="Not a reply." + quote)
+        self.assertEqual(run(self.tools.email_read("alice", "2025-06-01-001", extracted=True)),
+                         "Fine.")
+        self.assertEqual(run(self.tools.email_read("alice", "2025-06-02-001", "sent", True)),
+                         "Sent.")
+        self.assertEqual(run(self.tools.email_read("alice", "2025-06-03-001", extracted=True)),
+                         "Not a reply." + quote.rstrip("\n"))
+        with open(os.path.join(self.inbox, "2025-06-04-001.md"), "w") as f:
+            f.write("no frontmatter\n")
+        self.assertEqual(self.fails(self.tools.email_read("alice", "2025-06-04-001",
+                                                          extracted=True)),
+                         "Email '2025-06-04-001' has no readable frontmatter.")
 
     def test_attachment_paths(self):
         """Attachment paths are absolute, in the bundle; the rest of the file is as stored."""
@@ -399,7 +420,7 @@ class AddressAsMailboxTests(ToolsTestCase):
         for given in (f"alice@{DOMAIN}", f"ALICE@{DOMAIN.upper()}", f"Alice <alice@{DOMAIN}>"):
             rows = json.loads(run(self.tools.email_list(given)))
             self.assertEqual([r["id"] for r in rows], ["2025-06-01-001"])
-        self.assertEqual({a["mailbox"] for c, a in self.daemon.calls if c is commands.MailList},
+        self.assertEqual({a["mailbox"] for c, a in self.daemon.calls if c is wire.MailList},
                          {"alice"})
         self.assertIn("Hello body", run(self.tools.email_read(f"alice@{DOMAIN}",
                                                               "2025-06-01-001")))
@@ -414,10 +435,10 @@ class AddressAsMailboxTests(ToolsTestCase):
         self.assertEqual(run(self.tools.mailbox_delete(f"alice@{DOMAIN}")),
                          "Mailbox 'alice' deleted.")
         sent = dict(self.daemon.calls)
-        self.assertEqual(sent[commands.MarkRead]["mailbox"], "alice")
-        self.assertEqual(sent[commands.MarkUnread]["mailbox"], "alice")
-        self.assertEqual(sent[commands.HookCreate]["mailbox"], "alice")
-        self.assertEqual(sent[commands.MailboxDelete], {"name": "alice", "force": False})
+        self.assertEqual(sent[wire.MarkRead]["mailbox"], "alice")
+        self.assertEqual(sent[wire.MarkUnread]["mailbox"], "alice")
+        self.assertEqual(sent[wire.HookCreate]["mailbox"], "alice")
+        self.assertEqual(sent[wire.MailboxDelete], {"name": "alice", "force": False})
 
     def test_hook_list_and_send(self):
         """hook_list filters by the resolved name; email_send sends from its address."""
@@ -453,7 +474,7 @@ class MarkTests(ToolsTestCase):
         self.assertEqual(run(self.tools.email_mark_read("alice", "x1")), "Email 'x1' marked as read.")
         self.assertEqual(run(self.tools.email_mark_unread("alice", "x1")),
                          "Email 'x1' marked as unread.")
-        self.assertEqual(self.daemon.calls[1], (commands.MarkRead, {"mailbox": "alice", "id": "x1"}))
+        self.assertEqual(self.daemon.calls[1], (wire.MarkRead, {"mailbox": "alice", "id": "x1"}))
         self.assertEqual(self.daemon.names(),
                          ["MAILBOX-LIST", "MARK-READ", "MAILBOX-LIST", "MARK-UNREAD"])
 
@@ -464,7 +485,7 @@ class MarkTests(ToolsTestCase):
         self.assertEqual(self.fails(self.tools.email_mark_unread("bob", "x")),
                          "Mailbox 'bob' does not exist.")
         self.assertNotIn("MARK-READ", self.daemon.names())
-        self.daemon.answers[commands.MarkRead] = NoEntry("mailbox 'alice' does not exist")
+        self.daemon.answers[wire.MarkRead] = NoEntry("mailbox 'alice' does not exist")
         self.assertEqual(self.fails(self.tools.email_mark_read("alice", "x")),
                          "[ENOENT] mailbox 'alice' does not exist")
 
@@ -565,7 +586,7 @@ class SendTests(ToolsTestCase):
 
     def test_daemon_errors(self):
         """`[CODE] reason`, e.g. a Markdown body over 5 MiB."""
-        self.daemon.answers[commands.Send] = BodyTooLarge("markdown body exceeds 5 MiB")
+        self.daemon.answers[wire.Send] = BodyTooLarge("markdown body exceeds 5 MiB")
         self.assertEqual(self.fails(self.send()), "[BODY_TOO_LARGE] markdown body exceeds 5 MiB")
 
     def test_partial(self):
@@ -584,16 +605,16 @@ class SendTests(ToolsTestCase):
 class HeldTests(ToolsTestCase):
     def test_held_send(self):
         """A send the policy holds says so with its id (a success, not an error)."""
-        self.daemon.answers[commands.Send] = {"message_id": "<m@test.local>",
+        self.daemon.answers[wire.Send] = {"message_id": "<m@test.local>",
                                               "held": "20260301-120000-0a1b2c3d"}
         self.assertEqual(run(self.send_one()), "held for approval: 20260301-120000-0a1b2c3d")
 
     def test_held_list(self):
         """held_list asks HELD-LIST for the mailbox's name (an address works too)."""
         holds = [{"hold_id": "20260301-120000-0a1b2c3d", "mailbox": "alice"}]
-        self.daemon.answers[commands.HeldList] = {"holds": holds}
+        self.daemon.answers[wire.HeldList] = {"holds": holds}
         self.assertEqual(json.loads(run(self.tools.held_list(f"alice@{DOMAIN}"))), holds)
-        self.assertEqual(self.daemon.calls[-1], (commands.HeldList, {"mailbox": "alice"}))
+        self.assertEqual(self.daemon.calls[-1], (wire.HeldList, {"mailbox": "alice"}))
         self.assertEqual(self.fails(self.tools.held_list("nobody")),
                          "Mailbox 'nobody' does not exist.")
 
@@ -681,14 +702,14 @@ class HookToolTests(ToolsTestCase):
         text = run(self.tools.hook_create("alice", "on_receive", ["/bin/true"], "h1"))
         self.assertEqual(text, "Hook created on mailbox 'alice'.")
         run(self.tools.hook_create("alice", "after_send", ["/bin/echo", "x"], timeout_secs=5))
-        creates = [a for c, a in self.daemon.calls if c is commands.HookCreate]
+        creates = [a for c, a in self.daemon.calls if c is wire.HookCreate]
         self.assertEqual(creates[0], {"mailbox": "alice", "event": "on_receive", "name": "h1",
                                       "body": '{"cmd":["/bin/true"],"fire_on_untrusted":false,'
                                               '"type":"cmd"}'})
         self.assertEqual(json.loads(creates[1]["body"])["timeout_secs"], 5)
         self.assertIsNone(creates[1]["name"])
         run(self.tools.hook_create("alice", "on_receive", ["/bin/true"], fire_on_review=True))
-        creates = [a for c, a in self.daemon.calls if c is commands.HookCreate]
+        creates = [a for c, a in self.daemon.calls if c is wire.HookCreate]
         self.assertIs(json.loads(creates[2]["body"])["fire_on_review"], True)
 
     def test_create_checks(self):
@@ -716,8 +737,8 @@ class HookToolTests(ToolsTestCase):
     def test_delete(self):
         """Case 14: straight to the daemon; not-found is the daemon's text."""
         self.assertEqual(run(self.tools.hook_delete("h1")), "Hook 'h1' deleted.")
-        self.assertEqual(self.daemon.calls, [(commands.HookDelete, {"name": "h1"})])
-        self.daemon.answers[commands.HookDelete] = NoEntry("hook 'no_such_hook' not found")
+        self.assertEqual(self.daemon.calls, [(wire.HookDelete, {"name": "h1"})])
+        self.daemon.answers[wire.HookDelete] = NoEntry("hook 'no_such_hook' not found")
         self.assertEqual(self.fails(self.tools.hook_delete("no_such_hook")),
                          "[ENOENT] hook 'no_such_hook' not found")
 
@@ -736,7 +757,7 @@ class DaemonDownTests(SynchronousTestCase):
             (DaemonNotRunning("down"), tools.NOT_RUNNING),
         ):
             daemon = FakeDaemon()
-            daemon.answers[commands.MailboxList] = error
+            daemon.answers[wire.MailboxList] = error
             e = self.assertRaises(ToolError, run, tools.Tools(daemon).mailbox_list())
             self.assertEqual(str(e), text)
 

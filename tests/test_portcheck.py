@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
+from aimx.cli import arguments
 from aimx.cli import portcheck as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
@@ -703,7 +704,7 @@ class PortcheckVerbTests(SynchronousTestCase):
     def portcheck(self, argv=(), *, euid=0, occupancy=FREE, environ=None, tty=False):
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
-        cli.add_parser(sub, argparse.ArgumentParser(add_help=False))
+        arguments.portcheck(sub, argparse.ArgumentParser(add_help=False))
         args = parser.parse_args(["portcheck", *argv])
         args.config_dir, args.data_dir = self.config_dir, None
         out, err = io.StringIO(), io.StringIO()
@@ -910,7 +911,7 @@ class PortcheckVerbTests(SynchronousTestCase):
         --outbound-check-domain with its default (cli.md case 3)."""
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
-        cli.add_parser(sub, argparse.ArgumentParser(add_help=False))
+        arguments.portcheck(sub, argparse.ArgumentParser(add_help=False))
         text = " ".join(sub.choices["portcheck"].format_help().split())
         self.assertIn("port 25", text)
         self.assertIn("--verify-host", text)

@@ -300,3 +300,15 @@ class BoundsTests(SynchronousTestCase):
             count = 20_000 // len(unit) + 1
             small, large = cpu(unit * count), cpu(unit * 4 * count)
             self.assertLess(large / max(small, 1e-6), 9, unit)
+
+
+class StoredTests(SynchronousTestCase):
+    def test_reply_by_its_frontmatter(self):
+        """A stored message is a reply when its frontmatter has in_reply_to or references;
+        any other keeps its whole body."""
+        body = "Fine.\n\nOn Mon, 1 Jun 2025, Alice <a@example.com> wrote:\n> Earlier\n"
+        for fields in ({"in_reply_to": "a@x"}, {"references": "a@x b@x"},
+                       {"in_reply_to": "a@x", "references": ""}):
+            self.assertEqual(replytext.stored_new_text(fields, body), "Fine.", fields)
+        for fields in ({}, {"in_reply_to": "", "references": None}):
+            self.assertEqual(replytext.stored_new_text(fields, body), body.rstrip("\n"), fields)

@@ -814,7 +814,7 @@ class WizardTestCase(SynchronousTestCase):
     def start(self, *argv, stdin=SKIP_ALL, euid=0, environ=None, occupancy=AIMX,
               data_dir=True):
         """Start the verb; return its Deferred and the output streams."""
-        args = aimx.cli._parser().parse_args(["setup", *argv])
+        args = aimx.cli.arguments.parser().parse_args(["setup", *argv])
         args.config_dir = self.config_dir
         args.data_dir = self.data_dir if data_dir else None
         env = {**self.environ, **(environ or {})}
@@ -1521,7 +1521,7 @@ class FirstMailboxTests(WizardTestCase):
             self.assertEqual(code, 1, argv)
             self.assertIn(message, err)
         self.assertEqual(self.probed, [])
-        self.assertRaises(SystemExit, aimx.cli._parser().parse_args,
+        self.assertRaises(SystemExit, aimx.cli.arguments.parser().parse_args,
                           ["setup", "--mailbox", "x", "--no-mailbox"])
 
     def test_not_offered(self):
@@ -1677,9 +1677,9 @@ class InterruptionTests(WizardTestCase):
 class RegistrationTests(SynchronousTestCase):
     def test_parsed(self):
         """`aimx setup [domain] --verify-host URL` parses; the domain is optional."""
-        args = aimx.cli._parser().parse_args(["setup", DOMAIN, "--verify-host", "https://v"])
+        args = aimx.cli.arguments.parser().parse_args(["setup", DOMAIN, "--verify-host", "https://v"])
         self.assertEqual((args.verb, args.domain, args.verify_host), ("setup", DOMAIN, "https://v"))
-        self.assertIsNone(aimx.cli._parser().parse_args(["setup"]).domain)
+        self.assertIsNone(aimx.cli.arguments.parser().parse_args(["setup"]).domain)
 
     def test_help_hides_domain(self):
         """`aimx setup --help` lists its options and never the positional domain."""

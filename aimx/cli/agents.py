@@ -19,7 +19,6 @@ check) comes in a L{World}, so tests run every path with a temporary HOME and
 fakes.
 """
 
-import argparse
 import functools
 import os
 import shlex
@@ -93,42 +92,6 @@ class World:
 
 def default_world() -> World:
     return World(dict(os.environ), os.geteuid(), sys.stdout, sys.stderr, sys.stdin)
-
-
-def add_parser(sub, common) -> None:
-    """Register C{agents} with its three actions on the top-level subparsers."""
-    parser = sub.add_parser("agents", parents=[common], help=argparse.SUPPRESS, prog="aimx agents")
-    actions = parser.add_subparsers(
-        dest="action", metavar="<action>", required=True, prog="aimx agents"
-    )
-    setup = actions.add_parser(
-        "setup", parents=[common], help="install aimx's skill and MCP wiring for an agent"
-    )
-    setup.add_argument("agent", nargs="?", help="agent name (see `aimx agents list`)")
-    setup.add_argument("--list", action="store_true", help="list the supported agents")
-    setup.add_argument("--force", action="store_true", help="overwrite existing files")
-    setup.add_argument(
-        "--print", action="store_true", help="print the files and activation step, write nothing"
-    )
-    setup.add_argument("--no-interactive", action="store_true", help="never open the picker")
-    setup.add_argument(
-        "--command",
-        metavar="PATH",
-        help="the aimx program to register (default: the aimx running this command)",
-    )
-    setup.add_argument(
-        "--dangerously-allow-root",
-        action="store_true",
-        help="run as root and write into root's home",
-    )
-    actions.add_parser("list", parents=[common], help="list the supported agents")
-    remove = actions.add_parser("remove", parents=[common], help="remove an agent's aimx files")
-    remove.add_argument("agent", help="agent name")
-    remove.add_argument(
-        "--dangerously-allow-root",
-        action="store_true",
-        help="run as root and remove from root's home",
-    )
 
 
 def main(args, world: World | None = None) -> int:

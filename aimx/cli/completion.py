@@ -1,7 +1,7 @@
 """``aimx completion bash|zsh``, L3: a shell completion script, generated from the parser.
 
 The script is written from the same argparse parser that parses the command
-line (L{aimx.cli._parser}), so it offers exactly the verbs, actions, options and
+line (L{aimx.cli.arguments.parser}), so it offers exactly the verbs, actions, options and
 option values that exist; nothing is listed by hand.  Hidden verbs (C{ingest}),
 aliases (C{hook}, C{mailbox}) and hidden options (C{send --reply-to}) are
 understood but not offered.  C{serve} is parsed by L{aimx.service.Options}, so
@@ -20,25 +20,11 @@ _FILES = {"attachment", "cmd", "command", "tls_cert", "tls_key"}
 _WORD = re.compile(r"[A-Za-z0-9_.:/+-]+")
 
 
-def add_parser(sub, common) -> None:
-    """Register C{completion} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "completion",
-        help=argparse.SUPPRESS,
-        prog="aimx completion",
-        description=(
-            "Print a completion script for SHELL. Load it with "
-            "`source <(aimx completion bash)` (bash) or `source <(aimx completion zsh)` "
-            "(zsh), e.g. from ~/.bashrc or ~/.zshrc."
-        ),
-    )
-    parser.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
-
-
 def main(args) -> int:
-    from aimx.cli import HIDDEN, _parser
+    from aimx.cli import arguments
 
-    print(script(args.shell, command_tree(_parser(), hidden=HIDDEN)), end="")
+    print(script(args.shell, command_tree(arguments.parser(), hidden=arguments.HIDDEN)),
+          end="")
     return 0
 
 

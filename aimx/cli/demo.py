@@ -21,7 +21,6 @@ user behind C{sudo} or else to C{nobody}: never to root, whose hooks would run a
 root and whose mailboxes the CLI itself never creates.
 """
 
-import argparse
 import email.utils
 import json
 import os
@@ -40,15 +39,16 @@ from email.message import EmailMessage
 from aimx.agents import mcpcommand
 from aimx.ops import bind
 from aimx.ops.dnscheck import MX, ExpectedDns
+from aimx.core import frontmatter
 from aimx.core.identity import parse_address_list
 from aimx.errors import AimxError
 from aimx.store import demo as state_file
 from aimx.store import keys, passwd, safefs
 from aimx.store.mailboxdirs import create_dirs
+from aimx.loopback import DEMO_DOMAIN as DOMAIN
+from aimx.loopback import SENDER_DOMAIN
 from aimx.loopback import keys as dkimkeys
 
-DOMAIN = "demo.localhost"
-SENDER_DOMAIN = "sender.localhost"
 SELECTOR = "demo"
 #: The demo's own DKIM selector (config.toml's default).
 DKIM_SELECTOR = "aimx"
@@ -56,35 +56,6 @@ HOST = "127.0.0.1"
 MAILBOXES = ("agent", "catchall")
 #: The hook the demo suggests: its stderr lands in the daemon's log.
 HOOK_CMD = ["/bin/sh", "-c", 'echo "hook fired: $AIMX_SUBJECT" >&2']
-
-
-def add_parser(sub, common) -> None:
-    """Register C{demo} (and C{demo send}) on the top-level subparsers."""
-    parser = sub.add_parser(
-        "demo", parents=[common], help=argparse.SUPPRESS, prog="aimx demo",
-        description="Run a throwaway aimx for demo.localhost on 127.0.0.1 (no root, no "
-        "real DNS); it prints commands to try from another shell.",
-    )
-    parser.add_argument("--port", type=int, default=2525,
-                        help="SMTP port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--dir", default=None, help="demo directory (default: a temp dir)")
-    parser.add_argument(
-        "--no-wait", action="store_true", help="stop the daemon after the deliveries"
-    )
-    verbs = parser.add_subparsers(dest="demo_verb", metavar="<command>")
-    send = verbs.add_parser(
-        "send", prog="aimx demo send", help="send the running demo a DKIM-signed message",
-        description=f"Send the running demo a message DKIM-signed by {SENDER_DOMAIN} (which "
-        "the demo trusts, so its hooks fire), over SMTP with STARTTLS.  The demo is "
-        "found through AIMX_RUNTIME_DIR, as the demo's printed commands set it.",
-    )
-    send.add_argument("--from", dest="sender", default=f"Alice <alice@{SENDER_DOMAIN}>",
-                      metavar="ADDR", help=f"an address at {SENDER_DOMAIN} "
-                      f"(default: alice@{SENDER_DOMAIN})")
-    send.add_argument("--to", action="append", metavar="ADDR",
-                      help=f"recipient, repeatable (default: agent@{DOMAIN})")
-    send.add_argument("--subject", default="Hello again")
-    send.add_argument("--body", default="One more message from the demo's sender.\n")
 
 
 def run(args) -> int:
@@ -234,26 +205,29 @@ def _smtp(port: int, raw: bytes, mail_from: str, rcpts: list[str]) -> dict:
         return client.sendmail(mail_from, rcpts, raw)
 
 
-def _reply(run_dir: str, data: str, remote: str):
-    """The agent answers Alice: SEND over the control socket, as `aimx send` does."""
-    import asyncio
+def _reply(run_dir: str, data: str, remote: str, message_id: str):
+    """The agent answers Alice's message C{message_id}: SEND over the control socket, as
+    `aimx send --in-reply-to` does, so `aimx mail thread` shows the two together."""
     import datetime
 
-    from aimx.control import aioclient, commands
+    from aimx.control import blockingclient, wire
     from aimx.core.compose import compose
 
     message = compose(
         from_=f"agent@{DOMAIN}", to=[f"alice@{SENDER_DOMAIN}"], subject="Re: Hello from the demo",
-        body="Thanks Alice, **got it**.\n\n- read\n- answered\n",
+        body="Thanks Alice, **got it**.\n\n- read\n- answered\n", reply_to=message_id,
         now=datetime.datetime.now(datetime.timezone.utc),
     )
-    client = aioclient.ControlClient(os.path.join(run_dir, "aimx.sock"))
     try:
-        reply = asyncio.run(client.call(commands.Send, message=message))
+        connection = blockingclient.connect(os.path.join(run_dir, wire.SOCKET_NAME))
+        try:
+            reply = connection.call(wire.Send, message=message)
+        finally:
+            connection.close()
     except AimxError as e:
         raise AimxError(f"demo send failed: [{e.code}] {e}") from None
     print(f"The agent replied (same as `aimx send --from agent@{DOMAIN} "
-          f"--to alice@{SENDER_DOMAIN} --subject ... --body ...`):")
+          f"--to alice@{SENDER_DOMAIN} --in-reply-to {message_id} --subject ... --body ...`):")
     print(f"  {reply['message_id']} delivered to mx.{SENDER_DOMAIN}, DKIM-signed, "
           "Markdown sent as text + HTML.\n")
     [received] = sorted(os.listdir(remote))
@@ -406,8 +380,9 @@ def serve(args) -> int:
         first = sorted(n for n in os.listdir(inbox) if n.endswith(".md"))[0]
         print(f"\n--- {os.path.join(inbox, first)} ---")
         with open(os.path.join(inbox, first), encoding="utf-8") as f:
-            print(f.read())
-        _reply(run_dir, data, remote)
+            text = f.read()
+        print(text)
+        _reply(run_dir, data, remote, frontmatter.parse(text.encode())[0]["message_id"])
         if args.no_wait:
             return 0
         print(what_to_try(state, run_dir, owner, _program(), os.geteuid() == 0), flush=True)
@@ -475,6 +450,13 @@ def what_to_try(state: state_file.DemoState, run_dir: str, owner: str, program: 
         "  # your mailboxes and their mail",
         f"  {aimx} mailboxes list",
         "",
+        "  # agent's inbox, newest first; then `mail read agent ID` (--extracted: the new",
+        "  # text only) and `mail thread agent ID` (the conversation, with the reply sent)",
+        f"  {aimx} mail list agent",
+        "",
+        "  # every message of agent, received or sent, with these words",
+        f"  {aimx} mail search agent hello",
+        "",
         f"  # a hook: each trusted message to agent@{DOMAIN} puts its subject in the log",
         f"  {aimx} hooks create --mailbox agent --event on_receive --cmd "
         + shlex.quote(json.dumps(HOOK_CMD)),
@@ -528,7 +510,7 @@ def _sender(text: str, domain: str):
 
 def send_main(args, environ) -> int:
     """C{aimx demo send}: sign a message as the sender domain, deliver it to the demo."""
-    from aimx.control.commands import socket_path
+    from aimx.control.wire import socket_path
 
     run_dir = os.path.dirname(socket_path(environ))
     state = state_file.read(run_dir)

@@ -4,7 +4,6 @@ Keys go to C{<config_dir>/dkim/}; an existing pair is kept unless C{--force}
 (docs/cli.md, "aimx dkim-keygen"). C{--selector} only names the printed record.
 """
 
-import argparse
 import os
 import sys
 
@@ -13,16 +12,6 @@ from aimx.errors import AimxError
 from aimx.store import configfile, keys
 
 _YELLOW, _BOLD = "33", "1"
-
-
-def add_parser(sub, common) -> None:
-    """Register C{dkim-keygen} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "dkim-keygen", parents=[common], help=argparse.SUPPRESS, prog="aimx dkim-keygen",
-        description="Generate the DKIM key pair and print its DNS TXT record.",
-    )
-    parser.add_argument("--selector", default="aimx", help="DKIM selector name (default: aimx)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing keys")
 
 
 def main(args) -> int:

@@ -18,7 +18,6 @@ domain's MX, and no inbound check (nothing outside can reach 127.0.0.1); it has 
 service unit, so the daemon answering is what says it runs.
 """
 
-import argparse
 import functools
 import os
 import stat
@@ -29,7 +28,8 @@ from aimx.auth import dnsverify
 from aimx.auth.resolver import Resolver
 from aimx.cli import session
 from aimx.cli.session import CliError
-from aimx.control.commands import Version, socket_path
+from aimx.control.commands import Version
+from aimx.control.wire import socket_path
 from aimx.ops import doctor as core
 from aimx.core.config import Config
 from aimx.ops.dnscheck import PASS, WARN, Check, ExpectedDns
@@ -59,15 +59,6 @@ PROBE_TIMEOUT = 0.5
 DKIM_WARNING = "Outbound DKIM signatures will FAIL verification at receivers until DNS matches."
 LOGS_HINT = "Run `aimx logs` to view recent logs, or `aimx logs --follow` to tail."
 _GREEN, _YELLOW, _RED, _BOLD, _CYAN = "32", "33", "31", "1", "36"
-
-
-def add_parser(sub, common) -> None:
-    """Register C{doctor} on the top-level subparsers."""
-    sub.add_parser(
-        "doctor", parents=[common], help=argparse.SUPPRESS, prog="aimx doctor",
-        description="Check the installation: configuration, service, mailboxes, "
-        "ownership and DNS records.",
-    )
 
 
 def main(args) -> int:

@@ -5,34 +5,15 @@ who may do what (root and the C{[approval] approvers} group approve or reject,
 never the mailbox's owner; owners list and read their own).
 """
 
-import argparse
-
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.cli.term import clip, printed_plainly
-from aimx.control.commands import HeldApprove, HeldList, HeldReject, HeldShow
+from aimx.control.wire import HeldApprove, HeldList, HeldReject, HeldShow
 from aimx.errors import DaemonNotRunning
 
 
-def add_parser(sub, common) -> None:
-    """Register C{held} on the top-level subparsers."""
-    parser = sub.add_parser("held", parents=[common], help=argparse.SUPPRESS, prog="aimx held")
-    actions = parser.add_subparsers(dest="action", metavar="<action>", required=True,
-                                    prog="aimx held")
-    listing = actions.add_parser("list", parents=[common], help="list held messages")
-    listing.add_argument("--mailbox", help="only this mailbox's")
-    listing.add_argument("--json", action="store_true", help="print one JSON document")
-    show = actions.add_parser("show", parents=[common], help="print a held message")
-    show.add_argument("id")
-    approve = actions.add_parser("approve", parents=[common], help="send a held message")
-    approve.add_argument("id")
-    reject = actions.add_parser("reject", parents=[common], help="reject a held message")
-    reject.add_argument("id")
-    reject.add_argument("--reason", help="kept with the rejected message")
-
-
 def main(args) -> int:
-    return session.run(VERBS[args.action], args)
+    return session.run_blocking(VERBS[args.action], args)
 
 
 async def _call(s: session.Session, command, **arguments) -> dict:

@@ -8,9 +8,11 @@ After a create, the verb says what it can see from here: whether the mailbox's
 trust policy lets an C{on_receive} hook fire at all, and whether the mailbox
 owner, who runs the hook, can execute its program.  Both are advice: the hook
 is created either way (the owner may install the program later).
+
+C{hooks list} over a running daemon imports neither Twisted nor the config
+model: the config editor is imported where a verb edits or reads config.toml.
 """
 
-import argparse
 import json
 import os
 import re
@@ -19,9 +21,7 @@ import stat
 from aimx.cli import session
 from aimx.cli.session import CliError, hook_missing, mailbox_missing
 from aimx.cli.term import clip, cmd_text, printed_plainly
-from aimx.control.commands import HookCreate, HookDelete, HookList, MailboxShow
-from aimx.core import configedit
-from aimx.core.config import DEFAULT_HOOK_TIMEOUT, EVENTS
+from aimx.control.wire import HookCreate, HookDelete, HookList, MailboxShow
 from aimx.errors import AimxError, DaemonNotRunning
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
@@ -34,42 +34,8 @@ _EXAMPLE = "e.g. --cmd '[\"/bin/echo\", \"hello\"]'"
 _STILL_CREATED = "the hook is created but fails until that is fixed."
 
 
-def add_parser(sub, common) -> None:
-    """Register C{hooks} (and its alias C{hook}) on the top-level subparsers."""
-    parser = sub.add_parser(
-        "hooks", aliases=["hook"], parents=[common], help=argparse.SUPPRESS, prog="aimx hooks"
-    )
-    actions = parser.add_subparsers(
-        dest="action", metavar="<action>", required=True, prog="aimx hooks"
-    )
-    listing = actions.add_parser("list", parents=[common], help="list hooks")
-    listing.add_argument("--mailbox", help="only this mailbox's hooks")
-    listing.add_argument("--json", action="store_true", help="print one JSON document")
-    create = actions.add_parser("create", parents=[common], help="add a hook")
-    create.add_argument("--mailbox", required=True)
-    create.add_argument("--event", required=True, choices=EVENTS)
-    create.add_argument(
-        "--cmd",
-        required=True,
-        metavar="CMD",
-        help="the program's absolute path, or its argv as a JSON array of strings",
-    )
-    create.add_argument("--name", help="explicit hook name (default: derived)")
-    create.add_argument("--timeout-secs", type=int, help="1..600 (default 60)")
-    create.add_argument(
-        "--fire-on-untrusted", action="store_true", help="also fire for untrusted mail"
-    )
-    create.add_argument(
-        "--fire-on-review", action="store_true",
-        help='also fire for mail stored with risk = "review" (docs/guardrails.md)'
-    )
-    delete = actions.add_parser("delete", parents=[common], help="remove a hook")
-    delete.add_argument("name")
-    delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
-
-
 def main(args) -> int:
-    return session.run(VERBS[args.action], args)
+    return session.run_blocking(VERBS[args.action], args)
 
 
 def _down(s: session.Session, error) -> str:
@@ -81,6 +47,8 @@ async def list_(args, s: session.Session) -> int:
         rows = (await s.call(HookList))["hooks"]
         live = True
     except DaemonNotRunning as e:
+        from aimx.core import configedit
+
         config = s.root_config(_down(s, e))
         if args.mailbox is not None and config.mailbox(args.mailbox) is None:
             raise mailbox_missing(args.mailbox) from None
@@ -103,6 +71,9 @@ async def list_(args, s: session.Session) -> int:
 
 
 async def create(args, s: session.Session) -> int:
+    from aimx.core import configedit
+    from aimx.core.config import DEFAULT_HOOK_TIMEOUT
+
     if args.name is not None and not _HOOK_NAME.fullmatch(args.name):
         raise CliError(
             f"invalid hook name '{args.name}': must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{{0,127}}"
@@ -331,6 +302,8 @@ def _mode_text(st: os.stat_result, passwd) -> str:
 
 
 async def delete(args, s: session.Session) -> int:
+    from aimx.core import configedit
+
     name = args.name
     config = None
     try:

@@ -6,43 +6,15 @@ a demo: when C{$AIMX_RUNTIME_DIR} holds the state file of C{aimx demo}
 (L{aimx.store.demo}), the log is the demo daemon's log file.
 """
 
-import argparse
 import os
 import sys
 
 from aimx.cli.term import Terminal
-from aimx.control.commands import socket_path
+from aimx.control.wire import socket_path
 from aimx.store import demo
 from aimx.host import initsystem
 
-DEFAULT_LINES = 50
 _DIM = "2"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid line count: {text!r}")
-    return value
-
-
-def add_parser(sub, common) -> None:
-    """Register C{logs} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "logs", parents=[common], help=argparse.SUPPRESS, prog="aimx logs",
-        description="Show the aimx service log (journald, or the OpenRC log files; "
-        "for `aimx demo`, its log file, found through AIMX_RUNTIME_DIR).",
-    )
-    parser.add_argument(
-        "-n", "--lines", type=_count, default=DEFAULT_LINES, metavar="N",
-        help=f"number of lines to show (default: {DEFAULT_LINES})",
-    )
-    parser.add_argument(
-        "-f", "--follow", action="store_true", help="stream the log live (journalctl -f)"
-    )
 
 
 def main(args) -> int:

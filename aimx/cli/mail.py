@@ -7,99 +7,28 @@ itself, as the caller (through the daemon's own functions, L{aimx.store.mailstor
 in the directory the daemon's mailbox listing names (root without a daemon: the
 configuration's).  Every listing verb takes C{--json} and then prints one JSON
 document, the daemon's rows; otherwise an aligned table.
+
+Every verb runs on the blocking client without Twisted; C{read} imports the
+store and the frontmatter parser when it runs, so the listings need neither.
 """
 
-import argparse
 import os
 
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.cli.term import print_json, printed_plainly, table
-from aimx.control.commands import (
-    MailboxList,
-    MailList,
-    MailSearch,
-    MailThread,
-    MarkRead,
-    MarkUnread,
-)
-from aimx.core import frontmatter, replytext
+from aimx.control.wire import MailboxList, MailList, MailSearch, MailThread, MarkRead, MarkUnread
 from aimx.core.filenames import is_valid_id
 from aimx.errors import DaemonNotRunning
-from aimx.store import mailstore, safefs
-from aimx.store.mailboxdirs import mailbox_dirs
 
-#: The most rows one listing asks for.
-LIMIT_MAX = 200
-#: The largest message file C{read} shows.
-READ_MAX = mailstore.MAX_MARK_BYTES
 WITHOUT_DAEMON = (
     "Listing, searching and marking mail need the daemon (it keeps the mailbox index); "
     "`aimx mail read` works without it for root."
 )
 
 
-def _count(most: int | None = None):
-    def parse(text: str) -> int:
-        if not text.isdigit() or (most is not None and int(text) > most):
-            bound = f" from 0 to {most}" if most is not None else ""
-            raise argparse.ArgumentTypeError(f"expected a whole number{bound}, not '{text}'")
-        return int(text)
-
-    return parse
-
-
-def add_parser(sub, common) -> None:
-    """Register C{mail} on the top-level subparsers."""
-    parser = sub.add_parser("mail", parents=[common], help=argparse.SUPPRESS, prog="aimx mail")
-    actions = parser.add_subparsers(dest="action", metavar="<action>", required=True,
-                                    prog="aimx mail")
-    listing = actions.add_parser("list", parents=[common],
-                                 help="list a mailbox folder, newest first")
-    listing.add_argument("mailbox")
-    listing.add_argument("--folder", choices=("inbox", "sent"), default="inbox")
-    listing.add_argument("--limit", type=_count(LIMIT_MAX), default=50,
-                         help="most messages (0-200, default 50)")
-    listing.add_argument("--offset", type=_count(), default=0, help="messages to skip")
-    listing.add_argument("--unread", action="store_true", help="only unread messages")
-    listing.add_argument("--json", action="store_true", help="print one JSON document")
-    read = actions.add_parser("read", parents=[common], help="print one message")
-    read.add_argument("mailbox")
-    read.add_argument("id")
-    read.add_argument("--folder", choices=("inbox", "sent"), default="inbox")
-    read.add_argument("--extracted", action="store_true",
-                      help="only what the sender wrote: no quoted history or signature")
-    thread = actions.add_parser("thread", parents=[common],
-                                help="a whole conversation, inbox and sent, oldest first")
-    thread.add_argument("mailbox")
-    thread.add_argument("message", metavar="ID|THREAD_ID",
-                        help="any message of the thread, or its thread_id")
-    thread.add_argument("--limit", type=_count(LIMIT_MAX), default=50,
-                        help="the newest this many messages (0-200, default 50)")
-    thread.add_argument("--json", action="store_true", help="print one JSON document")
-    search = actions.add_parser("search", parents=[common],
-                                help="find messages by words and filters, newest first")
-    search.add_argument("mailbox")
-    search.add_argument("query", help='words (all must match), word*, "a phrase"; "" for '
-                                      "filters only")
-    search.add_argument("--folder", choices=("inbox", "sent", "all"), default="all")
-    search.add_argument("--from", dest="sender", metavar="TEXT",
-                        help="From contains TEXT (any case)")
-    search.add_argument("--since", metavar="DATE", help="dated on or after (RFC 3339)")
-    search.add_argument("--until", metavar="DATE", help="dated on or before (RFC 3339)")
-    search.add_argument("--unread", action="store_true", help="only unread inbox messages")
-    search.add_argument("--trusted", action="store_true", help='only trusted = "true"')
-    search.add_argument("--limit", type=_count(LIMIT_MAX), default=20,
-                        help="most messages (0-200, default 20)")
-    search.add_argument("--json", action="store_true", help="print one JSON document")
-    for name, verb in (("mark-read", "read"), ("mark-unread", "unread")):
-        mark = actions.add_parser(name, parents=[common], help=f"mark an inbox message {verb}")
-        mark.add_argument("mailbox")
-        mark.add_argument("id")
-
-
 def main(args) -> int:
-    return session.run(VERBS[args.action], args)
+    return session.run_blocking(VERBS[args.action], args)
 
 
 async def _call(s: session.Session, command, **arguments) -> dict:
@@ -141,36 +70,48 @@ async def list_(args, s: session.Session) -> int:
 # -- read ------------------------------------------------------------------------
 
 
-async def _folder_dir(s: session.Session, mailbox: str, folder: str) -> str:
-    """The folder's directory: from the daemon's row for the caller, else (root, no
-    daemon) from config.toml."""
+async def _folder_dirs(s: session.Session, mailbox: str) -> dict[str, str]:
+    """C{inbox} and C{sent} -> the folder's directory: from the daemon's row for the
+    caller, else (root, no daemon) from config.toml."""
     try:
         rows = (await s.call(MailboxList))["mailboxes"]
     except DaemonNotRunning as e:
+        from aimx.store.mailboxdirs import mailbox_dirs
+
         config = s.config()
         if config is None or not s.root:
             raise CliError(s.not_running(e, WITHOUT_DAEMON), exit_code=2) from None
         inbox, sent = mailbox_dirs(config.data_dir, mailbox)
         if config.mailbox(mailbox) is None and not os.path.isdir(inbox):
             raise session.mailbox_missing(mailbox) from None
-        return inbox if folder == "inbox" else sent
+        return {"inbox": inbox, "sent": sent}
     for row in rows:
         if row["name"] == mailbox:
-            return row[f"{folder}_path"]
+            return {folder: row[f"{folder}_path"] for folder in ("inbox", "sent")}
     raise session.mailbox_missing(mailbox)
 
 
 async def read(args, s: session.Session) -> int:
+    from aimx.core import frontmatter, replytext
+    from aimx.store import mailstore, safefs
+
     if not is_valid_id(args.id):
         raise CliError(f"email id '{args.id}' contains invalid characters")
-    directory = await _folder_dir(s, args.mailbox, args.folder)
-    fd = mailstore.open_email(directory, args.id)
+    directories = await _folder_dirs(s, args.mailbox)
+    fd = mailstore.open_email(directories[args.folder], args.id)
     if fd is None:
+        other = "sent" if args.folder == "inbox" else "inbox"
+        elsewhere = mailstore.open_email(directories[other], args.id)
+        if elsewhere is not None:
+            os.close(elsewhere)
+            raise CliError(f"email '{args.id}' is in {other}/{args.mailbox}, not "
+                           f"{args.folder}/{args.mailbox}: add --folder {other}")
         raise CliError(f"email '{args.id}' not found in {args.folder}/{args.mailbox}")
     try:
         size = os.fstat(fd).st_size
-        if size > READ_MAX:
-            raise CliError(f"email '{args.id}' is {size} bytes, more than {READ_MAX}")
+        if size > mailstore.MAX_MARK_BYTES:
+            raise CliError(
+                f"email '{args.id}' is {size} bytes, more than {mailstore.MAX_MARK_BYTES}")
         data = safefs.read_up_to(fd, size)
     except OSError as e:
         raise CliError(f"failed to read email '{args.id}': {e.strerror}") from None
@@ -183,8 +124,7 @@ async def read(args, s: session.Session) -> int:
         fields, body = frontmatter.parse(data)
     except ValueError:
         raise CliError(f"email '{args.id}' has no readable frontmatter") from None
-    reply = bool(fields.get("in_reply_to") or fields.get("references"))
-    s.term.say(replytext.new_text(body.decode("utf-8", "replace"), reply=reply))
+    s.term.say(replytext.stored_new_text(fields, body.decode("utf-8", "replace")))
     return 0
 
 

@@ -4,18 +4,19 @@ Every verb asks the daemon over the control socket.  When no daemon answers,
 root falls back to editing config.toml and the mailbox directories directly
 (the change takes effect when the daemon starts); anyone else is told the
 daemon is not running and how to start it, with exit code 2.
+
+C{list} and C{show} over a running daemon import neither Twisted nor the
+config model (bench/cli_start.py): what the other paths need is imported where
+they need it.
 """
 
-import argparse
 
 from aimx.cli import session
 from aimx.cli.session import CliError, mailbox_missing
 from aimx.cli.term import cmd_text, printed_plainly, table
-from aimx.control.commands import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
-from aimx.control.listing import mailbox_details, mailbox_rows
-from aimx.core import configedit
+from aimx.control.wire import MailboxCreate, MailboxDelete, MailboxList, MailboxShow
+from aimx.core.events import EVENTS
 from aimx.errors import DaemonNotRunning
-from aimx.store.mailboxdirs import count_entries, create_dirs, mailbox_dirs, remove_dirs, wipe
 
 #: The last sentence of the daemon-down error for non-root callers (exit code 2).
 WITHOUT_DAEMON = (
@@ -25,40 +26,16 @@ WITHOUT_DAEMON = (
 _YES = ("1", "true", "yes")
 
 
-def add_parser(sub, common) -> None:
-    """Register C{mailboxes} (and its alias C{mailbox}) on the top-level subparsers."""
-    parser = sub.add_parser(
-        "mailboxes",
-        aliases=["mailbox"],
-        parents=[common],
-        help=argparse.SUPPRESS,
-        prog="aimx mailboxes",
-    )
-    actions = parser.add_subparsers(
-        dest="action", metavar="<action>", required=True, prog="aimx mailboxes"
-    )
-    create = actions.add_parser("create", parents=[common], help="create a mailbox")
-    create.add_argument("name")
-    create.add_argument("--owner", help="Linux user owning the mailbox (root only)")
-    listing = actions.add_parser("list", parents=[common], help="list mailboxes")
-    listing.add_argument("--all", action="store_true", help="every mailbox (root only)")
-    listing.add_argument("--json", action="store_true", help="print one JSON document")
-    show = actions.add_parser("show", parents=[common], help="show one mailbox")
-    show.add_argument("name")
-    delete = actions.add_parser("delete", parents=[common], help="delete a mailbox")
-    delete.add_argument("name")
-    delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    delete.add_argument("--force", action="store_true", help="also delete its emails")
-
-
 def main(args) -> int:
-    return session.run(VERBS[args.action], args)
+    return session.run_blocking(VERBS[args.action], args)
 
 
 # -- create ----------------------------------------------------------------------
 
 
 async def create(args, s: session.Session) -> int:
+    from aimx.core import configedit
+
     name = args.name
     configedit.check_mailbox_name(name)
     # The daemon refuses this too; checking here says why even when it is down.
@@ -126,6 +103,9 @@ def _ask_owner(name: str, s: session.Session) -> str:
 
 def _create_directly(s: session.Session, name: str, owner: str) -> None:
     """Root's create with the daemon down (so role names are allowed, as over the socket)."""
+    from aimx.core import configedit
+    from aimx.store.mailboxdirs import create_dirs, remove_dirs
+
     config = s.root_config(f"cannot read {s.config_path}")
     if config.mailbox(name) is not None:
         raise CliError(f"Mailbox '{name}' already exists")
@@ -154,6 +134,8 @@ async def list_(args, s: session.Session) -> int:
     try:
         rows = (await s.call(MailboxList))["mailboxes"]
     except DaemonNotRunning as e:
+        from aimx.control.listing import mailbox_rows
+
         config = s.config()
         if config is None:
             raise _down(s, e) from None
@@ -175,6 +157,8 @@ async def show(args, s: session.Session) -> int:
     try:
         details = (await s.call(MailboxShow, name=args.name))["mailbox"]
     except DaemonNotRunning as e:
+        from aimx.control.listing import mailbox_details
+
         config = s.config()
         if config is None:
             raise _down(s, e) from None
@@ -196,7 +180,7 @@ async def show(args, s: session.Session) -> int:
     term.say(term.bold("Hooks"))
     if not details["hooks"]:
         term.say("  (none)")
-    for event in ("on_receive", "after_send"):
+    for event in EVENTS:
         hooks = [h for h in details["hooks"] if h["event"] == event]
         if hooks:
             term.say(f"  {event}")
@@ -252,6 +236,8 @@ def _show_files(s: session.Session, name: str) -> None:
 
 def _file_counts(s: session.Session, name: str) -> tuple[str, str]:
     """C{"N files"} for both directories (C{"? files"} without a readable config)."""
+    from aimx.store.mailboxdirs import count_entries, mailbox_dirs
+
     config = s.config()
     if config is None:
         return "? files", "? files"
@@ -267,6 +253,9 @@ def _file_counts(s: session.Session, name: str) -> tuple[str, str]:
 
 
 def _delete_directly(s: session.Session, name: str, force: bool) -> None:
+    from aimx.core import configedit
+    from aimx.store.mailboxdirs import count_entries, mailbox_dirs, remove_dirs, wipe
+
     config = s.root_config(f"cannot read {s.config_path}")
     mailbox = config.mailbox(name)
     if name in ("catchall", "aimx-catchall") or (

@@ -22,7 +22,7 @@ def run(argv: list[str]) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
 
     from aimx.control.aioclient import ControlClient
-    from aimx.control.commands import socket_path
+    from aimx.control.wire import socket_path
     from aimx.mcp.server import build
 
     build(ControlClient(socket_path())).run("stdio")

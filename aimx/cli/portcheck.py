@@ -16,14 +16,12 @@ default C{0.0.0.0:25}), C{AIMX_SMTP_OUT_PORT} (the MX port of the outbound check
 and C{AIMX_NAMESERVERS} (its DNS).
 """
 
-import argparse
 import functools
 
 from aimx.auth.resolver import Resolver
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.ops.portcheck import (
-    DEFAULT_OUTBOUND_CHECK_DOMAIN,
     INBOUND_NOT_CHECKED,
     NO_VERIFIER,
     ProbeResult,
@@ -48,41 +46,6 @@ OUTBOUND_ONLY = (
     "Outbound port 25 works. Inbound port 25 was not checked (no verifier configured)."
 )
 SOME_FAILED = "Some checks failed. See details above."
-
-
-def add_check_options(parser) -> None:
-    """C{--verify-host} and C{--outbound-check-domain}, shared with C{aimx setup}."""
-    parser.add_argument(
-        "--verify-host",
-        metavar="URL",
-        help="base URL of your own verifier (`twistd -n aimx-verifier` on another host) "
-        "for the inbound check (default: verify_host in config.toml; without one the "
-        "inbound check is skipped)",
-    )
-    parser.add_argument(
-        "--outbound-check-domain",
-        metavar="DOMAIN",
-        help="domain whose MX the outbound check connects to, port 25, banner and QUIT "
-        "only (default: outbound_check_domain in config.toml, else "
-        f"{DEFAULT_OUTBOUND_CHECK_DOMAIN})",
-    )
-
-
-def add_parser(sub, common) -> None:
-    """Register C{portcheck} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "portcheck",
-        parents=[common],
-        help=argparse.SUPPRESS,
-        prog="aimx portcheck",
-        description=(
-            "Check that port 25 is reachable. Outbound: connect to port 25 of a "
-            "well-known domain's mail server, read its banner and say QUIT. Inbound: "
-            "ask your own verifier (verify_host) to connect back to this host's port 25. "
-            "Requires root (it may bind port 25 for the duration of the check)."
-        ),
-    )
-    add_check_options(parser)
 
 
 def main(args) -> int:

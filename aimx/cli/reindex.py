@@ -6,13 +6,12 @@ is in place; this verb follows the builds (INDEX-STATUS) with a progress bar on
 a terminal.  With no daemon, root builds the index files directly.
 """
 
-import argparse
 import os
 
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.cli.term import progress_bar
-from aimx.control.commands import IndexRebuild, IndexStatus
+from aimx.control.wire import IndexRebuild, IndexStatus, MailboxList
 from aimx.errors import DaemonNotRunning
 from aimx.store import mailindex
 from aimx.store.mailboxdirs import mailbox_names
@@ -23,18 +22,8 @@ POLL = 0.2
 WITHOUT_DAEMON = "With sudo, aimx rebuilds the index files itself instead."
 
 
-def add_parser(sub, common) -> None:
-    """Register C{reindex} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "reindex", parents=[common], help=argparse.SUPPRESS, prog="aimx reindex",
-        description="Rebuild the mail index of MAILBOX (default: every mailbox you own) "
-                    "from its message files.",
-    )
-    parser.add_argument("mailbox", nargs="?", help="one mailbox (default: all of yours)")
-
-
 def main(args) -> int:
-    return session.run(run, args)
+    return session.run_blocking(run, args)
 
 
 async def run(args, s: session.Session) -> int:
@@ -47,13 +36,9 @@ async def run(args, s: session.Session) -> int:
     if not names:
         s.term.say("No mailboxes to index.")
         return 0
-    seen: dict[str, tuple[int, int]] = {}
     while True:
         statuses = (await s.call(IndexStatus, mailbox=args.mailbox))["indexes"]
         building = [st for st in statuses if st["state"] == "building"]
-        for st in statuses:
-            if st["state"] == "building":
-                seen[st["mailbox"]] = (st["done"], st["total"])
         if s.term.tty and building:
             st = building[0]
             left = len(building)
@@ -64,11 +49,18 @@ async def run(args, s: session.Session) -> int:
         await s.sleep(POLL)
     if s.term.tty:
         s.term.progress("")
+    rows = {row["name"]: row for row in (await s.call(MailboxList))["mailboxes"]}
     for name in names:
-        done, total = seen.get(name, (0, 0))
-        s.term.success(f"Rebuilt the index of {name}"
-                       + (f" ({total} messages)." if total else "."))
+        row = rows.get(name)
+        s.term.success(_rebuilt(name, None if row is None else row["total"] + row["sent_count"]))
     return 0
+
+
+def _rebuilt(name: str, messages: int | None) -> str:
+    """C{Rebuilt the index of <name> (<n> messages).}"""
+    if messages is None:
+        return f"Rebuilt the index of {name}."
+    return f"Rebuilt the index of {name} ({messages} message{'' if messages == 1 else 's'})."
 
 
 def _directly(args, s: session.Session) -> int:
@@ -95,5 +87,5 @@ def _directly(args, s: session.Session) -> int:
         MailIndex.install(built, path)
         if s.term.tty:
             s.term.progress("")
-        s.term.success(f"Rebuilt the index of {name} ({counted[0]} messages).")
+        s.term.success(_rebuilt(name, counted[0]))
     return 0

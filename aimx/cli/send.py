@@ -9,57 +9,21 @@ valid answer.  Root is not refused: the daemon authorises root (the operator) fo
 any mailbox, as it does for the MCP tools (docs/security.md, "Sending identity").
 """
 
-import argparse
 import os
 from datetime import datetime, timezone
 
-from twisted.internet import error
-from twisted.protocols import amp
-
 from aimx.cli import session
 from aimx.cli.session import CliError
-from aimx.control import client
-from aimx.control.commands import ERRORS, MESSAGE_CAP, Send
+from aimx.control.wire import ERRORS, MESSAGE_CAP, MalformedResponse, Send
 from aimx.core.compose import ComposeError, compose, normalize_crlf
 from aimx.store.attachments import open_attachment
-from aimx.errors import DaemonNotRunning
+from aimx.errors import ConnectFailed, DaemonNotRunning
 
 _RED, _BOLD, _GREEN = "31", "1", "32"
 
 
-def add_parser(sub, common) -> None:
-    """Register C{send} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "send", parents=[common], help=argparse.SUPPRESS, prog="aimx send",
-        description="Send an email from one of your mailboxes.",
-    )
-    parser.add_argument("--from", dest="sender", required=True, metavar="ADDR",
-                        help="sender address (one of your mailboxes)")
-    parser.add_argument("--to", action="append", required=True, metavar="ADDR",
-                        help="recipient (repeatable or comma-separated)")
-    parser.add_argument("--cc", action="append", default=[], metavar="ADDR",
-                        help="Cc recipient (repeatable or comma-separated)")
-    parser.add_argument("--bcc", action="append", default=[], metavar="ADDR",
-                        help="Bcc recipient, delivered but not shown (repeatable)")
-    parser.add_argument("--subject", required=True)
-    parser.add_argument("--body", required=True, help="Markdown (default) or plain text")
-    parser.add_argument("--in-reply-to", metavar="MSG_ID",
-                        help="Message-ID being replied to (sets In-Reply-To and References)")
-    # The old name, kept working but not shown: it read as the Reply-To header.
-    parser.add_argument("--reply-to", dest="in_reply_to", help=argparse.SUPPRESS)
-    parser.add_argument("--references", metavar="CHAIN",
-                        help="References chain (used with --in-reply-to)")
-    parser.add_argument("--attachment", action="append", default=[], metavar="PATH",
-                        help="file to attach (repeatable)")
-    body = parser.add_mutually_exclusive_group()
-    body.add_argument("--text-only", action="store_true",
-                      help="send the body verbatim as text/plain (no Markdown render)")
-    body.add_argument("--html-body", metavar="HTML",
-                      help="HTML part to send; --body becomes the text alternative")
-
-
 def main(args) -> int:
-    return session.run(send, args)
+    return session.run_blocking(send, args)
 
 
 async def send(args, s: session.Session) -> int:
@@ -134,15 +98,11 @@ async def _submit(s: session.Session, **arguments) -> dict:
         connection = await s.connect()
     except DaemonNotRunning as e:
         raise CliError(s.not_running(e), exit_code=2) from None
-    except client.ConnectFailed as e:
+    except ConnectFailed as e:
         raise CliError(str(e), exit_code=2) from None
     try:
         return await connection.call(Send, **arguments)
-    except amp.TooLong:
-        raise _malformed("not an AMP reply") from None
-    except error.ConnectionClosed:
-        raise _malformed("connection closed without a reply") from None
-    except amp.AmpError as e:
+    except MalformedResponse as e:
         raise _malformed(str(e)) from None
     finally:
         connection.close()

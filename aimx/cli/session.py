@@ -1,7 +1,12 @@
-"""What the mailbox and hook verbs share (L3): the daemon on demand, the config, output.
+"""What the verbs that talk to the daemon share (L3): the daemon on demand, the config, output.
 
-A verb is C{async def verb(args, session) -> int}.  L{run} executes it with the
-reactor; tests call L{execute} with a L{Session} whose C{connect} is a fake.
+A verb is C{async def verb(args, session) -> int}.  L{run_blocking} executes one
+that only talks to the daemon, over the blocking client and without Twisted (the
+listings start in about twice C{python -c pass}, bench/cli_start.py); L{run}
+executes one that needs the reactor for more.  Tests call L{execute} with a
+L{Session} whose C{connect} is a fake.  This module imports what those quick
+verbs need and nothing else: the config, the init system and the passwd
+database are imported where they are used.
 
 The wording every verb shares lives here too: what to say when the daemon is
 not running (L{start_advice}), that a mailbox or hook is missing (the same words
@@ -13,20 +18,12 @@ import os
 import re
 import shutil
 import sys
+import time
 from datetime import datetime, timezone
 
-from twisted.internet import defer, error
-from twisted.protocols import amp
-
 from aimx.cli.term import Terminal
-from aimx.control import client
-from aimx.control.commands import ERRORS, socket_path
-from aimx.errors import AimxError, ConfigError
-from aimx.core import audit
-from aimx.store import audit as auditfiles
-from aimx.store import configfile
-from aimx.host import initsystem
-from aimx.store.passwd import Passwd
+from aimx.control.wire import ERRORS, MalformedResponse, socket_path
+from aimx.errors import AimxError, ConfigError, ConnectFailed
 
 DEFAULT_RUNTIME_DIR = "/run/aimx"
 
@@ -63,7 +60,7 @@ def hook_missing(name: str) -> CliError:
     return CliError(f"hook '{name}' not found")
 
 
-def start_advice(environ, system: initsystem.System) -> str:
+def start_advice(environ, system) -> str:
     """How to start the daemon this CLI would talk to: one or two sentences.
 
     A runtime dir of its own (C{AIMX_RUNTIME_DIR}, as the demo and tests use)
@@ -71,8 +68,11 @@ def start_advice(environ, system: initsystem.System) -> str:
     any, is started by its init system.
 
     @param environ: the environment (C{AIMX_RUNTIME_DIR}).
-    @param system: the host, to find the init system and the service file.
+    @param system: the host (L{aimx.host.initsystem.System}), to find the init
+        system and the service file.
     """
+    from aimx.host import initsystem
+
     runtime = environ.get("AIMX_RUNTIME_DIR")
     if runtime and os.path.normpath(runtime) != DEFAULT_RUNTIME_DIR:
         return (
@@ -92,13 +92,16 @@ def start_advice(environ, system: initsystem.System) -> str:
 class Session:
     """One CLI invocation's view of the world.
 
-    @param connect: C{() -> Deferred[ControlClient]}; may fail with
-        L{DaemonNotRunning} or L{client.ConnectFailed}.
+    @param connect: C{() -> awaitable client}, the client having an awaitable
+        C{call(command, **arguments)} and C{close()}; may fail with
+        L{DaemonNotRunning} or L{ConnectFailed}.
     @param euid: the caller's effective uid.
     @param environ: the process environment (C{AIMX_NONINTERACTIVE}, C{AIMX_RUNTIME_DIR}).
-    @param system: the host (init system, service files) for L{start_advice}.
-    @param sleep: C{seconds -> Deferred} firing that much later (polling verbs);
-        by default it fires at once.
+    @param passwd: the passwd database (default L{aimx.store.passwd.Passwd}).
+    @param system: the host (init system, service files) for L{start_advice}
+        (default L{aimx.host.initsystem.System}).
+    @param sleep: C{seconds -> awaitable} done that much later (polling verbs);
+        by default it is done at once.
     """
 
     def __init__(self, args, *, connect, euid: int, term: Terminal, environ, passwd=None,
@@ -108,12 +111,28 @@ class Session:
         self.euid = euid
         self.term = term
         self.environ = environ
-        self.passwd = passwd or Passwd()
-        self.system = system or initsystem.System()
-        self.sleep = sleep or (lambda seconds: defer.succeed(None))
+        self._passwd = passwd
+        self._system = system
+        self.sleep = sleep or _at_once
         self._client = None
         self._config = False
         self._config_error = None
+
+    @property
+    def passwd(self):
+        if self._passwd is None:
+            from aimx.store.passwd import Passwd
+
+            self._passwd = Passwd()
+        return self._passwd
+
+    @property
+    def system(self):
+        if self._system is None:
+            from aimx.host import initsystem
+
+            self._system = initsystem.System()
+        return self._system
 
     @property
     def root(self) -> bool:
@@ -125,19 +144,22 @@ class Session:
 
     @property
     def config_path(self) -> str:
+        from aimx.store import configfile
+
         return configfile.config_path(self.args.config_dir)
 
     async def call(self, command, **arguments) -> dict:
         """Send one command to the daemon, connecting on first use.
 
         @raise aimx.errors.DaemonNotRunning: nothing answers on the socket.
-        @raise CliError: a missing mailbox or hook (L{mailbox_missing}, L{hook_missing}).
+        @raise CliError: a missing mailbox or hook (L{mailbox_missing}, L{hook_missing}),
+            a reply that is not an answer, a lost connection.
         @raise DaemonError: the daemon answered with another error code.
         """
         if self._client is None:
             try:
                 self._client = await self.connect()
-            except client.ConnectFailed as e:
+            except ConnectFailed as e:
                 raise CliError(str(e), exit_code=2) from None
         try:
             return await self._client.call(command, **arguments)
@@ -145,14 +167,14 @@ class Session:
             if e.code in _MISSING_CODES and _MISSING.fullmatch(str(e)):
                 raise CliError(str(e)) from None
             raise DaemonError(e.code, str(e)) from None
-        except (amp.RemoteAmpError, amp.UnknownRemoteError, amp.UnhandledCommand) as e:
+        except MalformedResponse as e:
             raise CliError(f"malformed response from aimx daemon: {e}") from None
-        except (error.ConnectionDone, error.ConnectionLost):
-            raise CliError("lost the connection to the aimx daemon") from None
 
     def config(self):
         """config.toml with the C{--data-dir} override, or C{None} when unreadable."""
         if self._config is False:
+            from aimx.store import configfile
+
             try:
                 self._config, _ = configfile.load(
                     self.args.config_dir, data_dir_override=self.args.data_dir
@@ -218,6 +240,8 @@ class Session:
 
         @raise CliError: the write failed.
         """
+        from aimx.store import configfile
+
         try:
             old, _ = configfile.load(self.args.config_dir)
         except ConfigError:
@@ -229,13 +253,19 @@ class Session:
         except OSError as e:
             raise CliError(f"failed to write {self.config_path}: {e}") from None
         if old is not None:
-            self._audit(config.effective_audit_dir, audit.changes(old, config, self.euid))
+            self._audit(old, config)
 
-    def _audit(self, directory: str, records: list[dict]) -> None:
-        """Append records to the audit log directly (no daemon runs to write them)."""
+    def _audit(self, old, new) -> None:
+        """Append the changes from C{old} to C{new} to the audit log directly (no daemon
+        runs to record them); a failure is a warning."""
+        from aimx.core import audit
+        from aimx.store import audit as auditfiles
+
+        records = audit.changes(old, new, self.euid)
         if not records:
             return
         now = datetime.now(timezone.utc)
+        directory = new.effective_audit_dir
         try:
             auditfiles.append(directory, [(audit.day(now), audit.line(audit.stamped(r, now)))
                                           for r in records])
@@ -270,7 +300,9 @@ async def execute(verb, args, session: Session) -> int:
 
 def run(verb, args) -> int:
     """Execute a verb with the global reactor and return its exit code."""
-    from twisted.internet import reactor, task
+    from twisted.internet import defer, reactor, task
+
+    from aimx.control import client
 
     term = Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ)
     session = Session(
@@ -298,3 +330,70 @@ def run(verb, args) -> int:
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     return outcome[0]
+
+
+async def _at_once(seconds: float) -> None:
+    """The default L{Session.sleep}: no wait."""
+
+
+class _Answered:
+    """A blocking connection behind the awaitable C{call} the verbs use: a call has
+    its answer when it returns, so awaiting it never suspends."""
+
+    def __init__(self, connection):
+        self._connection = connection
+
+    async def call(self, command, **arguments) -> dict:
+        return self._connection.call(command, **arguments)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def blocking_connect(path: str):
+    """A L{Session}'s C{connect} over L{aimx.control.blockingclient} (L{aimx.control.wire} commands)."""
+    from aimx.control import blockingclient
+
+    async def connect():
+        return _Answered(blockingclient.connect(path))
+
+    return connect
+
+
+async def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def to_the_end(steps):
+    """The result of a coroutine whose every await completes before it returns (it never
+    suspends), run without an event loop.
+
+    @raise RuntimeError: it suspended after all.
+    """
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return done.value
+    steps.close()
+    raise RuntimeError(f"{steps.__qualname__} awaited something that is not blocking")
+
+
+def run_blocking(verb, args) -> int:
+    """Execute a verb that only talks to the daemon and return its exit code.
+
+    Its commands (those of L{aimx.control.wire}) go through the blocking client
+    and its sleeps are C{time.sleep}, so it runs to its end with no event loop
+    and no Twisted (L{to_the_end}).  Ctrl-C ends it with exit code 130.
+    """
+    session = Session(
+        args,
+        connect=blocking_connect(socket_path(os.environ)),
+        euid=os.geteuid(),
+        term=Terminal(sys.stdout, sys.stderr, sys.stdin, os.environ),
+        environ=os.environ,
+        sleep=_sleep,
+    )
+    try:
+        return to_the_end(execute(verb, args, session))
+    except KeyboardInterrupt:
+        return 130

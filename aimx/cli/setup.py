@@ -28,7 +28,6 @@ End of input at a prompt means quit; at the DNS prompt it means "skip" (C{q}), a
 at the first-mailbox prompts (the service already runs) "no mailbox".
 """
 
-import argparse
 import contextlib
 import functools
 import os
@@ -42,11 +41,12 @@ from aimx.agents import AGENTS
 from aimx.auth import dnsverify
 from aimx.auth.resolver import Resolver
 from aimx.cli.doctor import dns_lines
-from aimx.cli.portcheck import add_check_options, checked, not_checked
+from aimx.cli.portcheck import checked, not_checked
 from aimx.cli.session import CliError, DaemonError, Session, execute, restart_hint
 from aimx.cli.term import Terminal
 from aimx.control import client
-from aimx.control.commands import MailboxCreate, Version, socket_path
+from aimx.control.commands import MailboxCreate, Version
+from aimx.control.wire import socket_path
 from aimx.core import configedit
 from aimx.ops import setupflow as flow
 from aimx.ops import units
@@ -101,39 +101,6 @@ READY_TIMEOUT = 15.0
 
 _GREEN, _YELLOW, _RED, _ACCENT = "32", "33", "31", "38;2;185;83;28"
 _PAINT = {flow.DONE: _GREEN, flow.SKIPPED: _YELLOW, flow.ERROR: _RED, flow.HANDOFF: _ACCENT}
-
-
-def add_parser(sub, common) -> None:
-    """Register C{setup}; its positional domain is accepted but not shown in help."""
-    parser = sub.add_parser(
-        "setup",
-        parents=[common],
-        help=argparse.SUPPRESS,
-        prog="aimx setup",
-        usage=(
-            "aimx setup [--verify-host URL] [--outbound-check-domain DOMAIN] "
-            "[--backup-mx HOST] [--mailbox NAME [--owner USER] | --no-mailbox]"
-        ),
-        description=(
-            "Guided setup: port 25 preflight, mail domain and DNS records, DKIM key, "
-            "TLS certificate, trust policy, then install and start the aimx service "
-            "and offer a first mailbox. Requires root."
-        ),
-    )
-    parser.add_argument("domain", nargs="?", help=argparse.SUPPRESS)
-    add_check_options(parser)
-    parser.add_argument(
-        "--backup-mx", metavar="HOST",
-        help="a backup MX for the domain (its MX record is proposed after aimx's); "
-        f"`{flow.NO_BACKUP_MX}` removes a configured one",
-    )
-    first = parser.add_mutually_exclusive_group()
-    first.add_argument("--mailbox", metavar="NAME",
-                       help="create the first mailbox, NAME@<domain>, without asking")
-    first.add_argument("--no-mailbox", action="store_true",
-                       help="do not offer to create a first mailbox")
-    parser.add_argument("--owner", metavar="USER",
-                        help="the Linux user owning --mailbox (default: the user behind sudo)")
 
 
 def main(args) -> int:

@@ -10,7 +10,6 @@ command that removes it (apt, pipx, uv or pip, detected by L{aimx.host.package})
 is printed at the end.
 """
 
-import argparse
 import os
 import shlex
 import shutil
@@ -33,17 +32,6 @@ _INSTALLERS = {
     package.VENV_PIP: "pip, in a virtual environment",
     package.SYSTEM_PIP: "pip",
 }
-
-
-def add_parser(sub, common) -> None:
-    """Register C{uninstall} on the top-level subparsers."""
-    parser = sub.add_parser(
-        "uninstall", parents=[common], help=argparse.SUPPRESS, prog="aimx uninstall",
-        description="Stop aimx and remove its service file and runtime files (config, "
-        "mail and the aimx package are kept; the command that removes the package is "
-        "printed).",
-    )
-    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
 
 
 def program_path(argv0: str, executable: str, which=shutil.which) -> str | None:

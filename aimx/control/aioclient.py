@@ -1,14 +1,13 @@
 """An asyncio client of the control socket (L2, no reactor), used by the MCP process.
 
-AMP boxes are read and written here (L{encode_box}, L{read_box}); arguments and
-answers go through the shared C{Command} definitions of L{aimx.control.commands}
-(C{makeArguments}/C{parseResponse} with no protocol object), so the wire API has
-one definition.  A daemon error arrives as the matching L{aimx.errors} class
-carrying the daemon's reason.
+Commands are those of L{aimx.control.wire}, whose boxes this module reads and
+writes over an asyncio UNIX connection; nothing here imports Twisted (the MCP
+process never loads AMP's TLS dependencies).  A daemon error arrives as the
+matching L{aimx.errors} class carrying the daemon's reason.
 
 Descriptors (SEND's attachments) go as Twisted's AMP sends them: each with one
 byte of the box's stream in its own C{sendmsg} (C{SCM_RIGHTS}), numbered by the
-connection's count of descriptors sent (L{amp.Descriptor}'s ordinal).
+connection's count of descriptors sent (L{wire.Attachments}).
 """
 
 import asyncio
@@ -16,69 +15,29 @@ import errno
 import itertools
 import socket
 
-from twisted.protocols import amp
+from aimx.control import wire
+from aimx.control.wire import MalformedResponse
+from aimx.errors import ConnectFailed, DaemonNotRunning
 
-from aimx.control.commands import ERRORS, RESPONSE_CAP, serialize_box
-from aimx.errors import AimxError, ConnectFailed, DaemonNotRunning
-
-#: Reading stops past this many buffered bytes: the largest answer value plus its
-#: chunk keys and length prefixes.
-BOX_CAP = RESPONSE_CAP + (1 << 20)
-_CODES = {code: cls for cls, code in ERRORS.items()}
 _DOWN = (errno.ENOENT, errno.ECONNREFUSED, errno.EACCES)
 
 
-class MalformedResponse(AimxError):
-    """The daemon's reply is not a valid answer to the command."""
-
-
-def encode_box(box) -> bytes:
-    """The wire bytes of a box: C{(2-byte length, key, 2-byte length, value)*}, then 0.
-
-    C{_command} goes first, then C{_ask} (L{serialize_box}): the daemon sizes a
-    box by its command.
-
-    @raise amp.TooLong: a key over 255 bytes or a value over 65,535 bytes.
-    """
-    return serialize_box(amp.AmpBox(box))
-
-
-async def read_box(reader: asyncio.StreamReader, cap: int = BOX_CAP) -> dict[bytes, bytes]:
-    """Read one box.
+async def read_box(reader: asyncio.StreamReader, cap: int = wire.ANSWER_CAP) -> dict:
+    """Read one box (L{wire.box_reader}).
 
     @param cap: the most bytes one box may take on the wire.
     @raise MalformedResponse: a key over 255 bytes, a box over C{cap}, or the
         connection closed before the box was complete.
     """
-    box, size = {}, 0
+    steps = wire.box_reader(cap)
     try:
+        wanted = next(steps)
         while True:
-            length = int.from_bytes(await reader.readexactly(2))
-            if length > amp.MAX_KEY_LENGTH:  # checked first: garbage must not make us wait
-                raise MalformedResponse(f"not an AMP box (key of {length} bytes)")
-            if not length:
-                return box
-            key = await reader.readexactly(length)
-            length = int.from_bytes(await reader.readexactly(2))
-            size += 4 + len(key) + length
-            if size > cap:
-                raise MalformedResponse(f"box larger than {cap} bytes")
-            box[key] = await reader.readexactly(length)
+            wanted = steps.send(await reader.readexactly(wanted))
+    except StopIteration as done:
+        return done.value
     except asyncio.IncompleteReadError:
         raise MalformedResponse("connection closed without a reply") from None
-
-
-class _Descriptors:
-    """What L{amp.Descriptor} needs of a protocol to send: collects the descriptors of a
-    box and numbers them with the connection's running count."""
-
-    def __init__(self, counter):
-        self._counter = counter
-        self.fds: list[int] = []
-
-    def _sendFileDescriptor(self, fd: int) -> int:
-        self.fds.append(fd)
-        return next(self._counter)
 
 
 class Connection:
@@ -96,20 +55,18 @@ class Connection:
         self._lock = asyncio.Lock()
         self._sent_fds = itertools.count()
 
-    async def call(self, command: type[amp.Command], **arguments) -> dict:
+    async def call(self, command: type[wire.Command], **arguments) -> dict:
         """Send C{command} and wait for its answer.
 
         @return: the parsed response.
-        @raise aimx.errors.AimxError: the daemon's error, as its L{ERRORS} class.
+        @raise aimx.errors.AimxError: the daemon's error, as its L{wire.ERRORS} class.
         @raise MalformedResponse: the reply is not an answer to this command.
         """
         async with self._lock:
-            descriptors = _Descriptors(self._sent_fds)
-            box = command.makeArguments(arguments, descriptors)
             self._tag += 1
             tag = str(self._tag).encode("ascii")
-            box[b"_command"], box[b"_ask"] = command.commandName, tag
-            data = encode_box(box)
+            descriptors = wire.SentDescriptors(self._sent_fds)
+            data = wire.request_bytes(command, arguments, tag, descriptors)
             try:
                 # The previous answer has been read, so nothing of ours is still
                 # buffered: each descriptor goes with the next byte, in order.
@@ -120,18 +77,7 @@ class Connection:
                 answer = await read_box(self._reader)
             except ConnectionError as e:
                 raise MalformedResponse(f"connection lost: {e}") from None
-        if answer.get(b"_answer") == tag:
-            try:
-                return command.parseResponse(answer, None)
-            except amp.RemoteAmpError as e:  # our argument types raise MALFORMED
-                raise MalformedResponse(e.description) from None
-        if answer.get(b"_error") != tag:
-            raise MalformedResponse("the reply does not answer the command")
-        code = answer.get(b"_error_code", b"")
-        reason = answer.get(b"_error_description", b"").decode("utf-8", "replace")
-        if code not in _CODES:
-            raise MalformedResponse(f"{code.decode('ascii', 'replace')} {reason}")
-        raise _CODES[code](reason)
+        return wire.read_answer(command, answer, tag)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -167,7 +113,7 @@ class ControlClient:
     def __init__(self, path: str):
         self.path = path
 
-    async def call(self, command: type[amp.Command], **arguments) -> dict:
+    async def call(self, command: type[wire.Command], **arguments) -> dict:
         """Connect, send C{command}, return its response, disconnect (see L{Connection.call})."""
         connection = await connect(self.path)
         try:

@@ -24,7 +24,7 @@ is bounded (STYLE.md, "Bound everything an outsider controls"):
    without being kept and answered C{TEMP}; the connection is then closed.
  - box size: only a SEND box may pass L{MAX_OTHER_BOX}; any other box, or one
    whose C{_command} has not arrived by then, drops the connection (our
-   clients send C{_command} first: L{aimx.control.commands.RequestBox}).  No
+   clients send C{_command} first: L{aimx.control.wire.serialize_box}).  No
    box may pass L{MAX_BOX}.
  - descriptors (SEND's attachments, C{SCM_RIGHTS}): at most
    L{MAX_DESCRIPTORS} held per connection, unclaimed or in use; one more drops
@@ -44,7 +44,7 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, protocol
 from twisted.protocols import amp
 
-from aimx.control import commands
+from aimx.control import commands, wire
 from aimx.control.ops import Caller, Control
 from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure, TempError
 from aimx.listening import ListenError, listen
@@ -56,7 +56,7 @@ REQUEST_TIMEOUT = 30
 MAX_BOX = 64 * 1024 * 1024
 #: The largest box but SEND's: room for the largest valid one, a HOOK-CREATE
 #: with a 1 MiB body (chunked) and three 64 KiB text arguments.
-MAX_OTHER_BOX = commands.HOOK_BODY_CAP + 256 * 1024
+MAX_OTHER_BOX = wire.HOOK_BODY_CAP + 256 * 1024
 MAX_CONNECTIONS = 64
 MAX_CONNECTIONS_PER_UID = 16
 #: Refused connections waiting for the box their TEMP answers.
@@ -65,7 +65,7 @@ MAX_REFUSED = 64
 BUFFER_BUDGET = 256 * 1024 * 1024
 
 #: Descriptors one connection may hold: a SEND's attachments, with room for one more.
-MAX_DESCRIPTORS = commands.MAX_ATTACHMENTS + 1
+MAX_DESCRIPTORS = wire.MAX_ATTACHMENTS + 1
 
 _BUSY = "control socket busy: too many request bytes buffered; retry later"
 #: In a refused box, every key but these is replaced by this one, every value emptied.
@@ -99,7 +99,7 @@ def _guarded(responder):
         try:
             return await responder(self, **kwargs)
         except AimxError as e:
-            if type(e) not in commands.ERRORS:
+            if type(e) not in wire.ERRORS:
                 raise IOFailure(str(e)) from None
             text = str(e).encode("utf-8")
             if len(text) > amp.MAX_VALUE_LENGTH:
@@ -305,7 +305,7 @@ class ControlProtocol(amp.AMP):
         # A QuitBox closes the connection once it is written.
         self._safeEmit(amp.QuitBox({
             amp.ERROR: tag,
-            amp.ERROR_CODE: commands.ERRORS[TempError],
+            amp.ERROR_CODE: wire.ERRORS[TempError],
             amp.ERROR_DESCRIPTION: reason.encode("utf-8"),
         }))
 

@@ -1,9 +1,11 @@
-"""The Twisted client of the control socket (L2), used by the CLI.
+"""The Twisted client of the control socket (L2), for code running on a reactor.
 
 L{connect} opens one AMP connection to C{<runtime_dir>/aimx.sock}; a missing
-socket or a refused connection is L{DaemonNotRunning}.  Replies and errors are
-those of L{aimx.control.commands}: a daemon error arrives as the matching
-L{aimx.errors} class carrying the daemon's reason.
+socket or a refused connection is L{DaemonNotRunning}.  Commands are those of
+L{aimx.control.commands} (the AMP form); a daemon error arrives as the matching
+L{aimx.errors} class carrying the daemon's reason.  C{aimx doctor} asks the
+daemon's version through it; the other CLI verbs use
+L{aimx.control.blockingclient}.
 """
 
 import errno
@@ -11,7 +13,12 @@ import errno
 from twisted.internet import endpoints, error, protocol
 from twisted.protocols import amp
 
+from aimx.control.wire import MalformedResponse
 from aimx.errors import ConnectFailed, DaemonNotRunning
+
+#: What AMP raises for a reply that is not an answer, or none.
+_NOT_AN_ANSWER = (amp.RemoteAmpError, amp.UnknownRemoteError, amp.UnhandledCommand,
+                  amp.TooLong, error.ConnectionDone, error.ConnectionLost)
 
 
 class ControlClient:
@@ -21,13 +28,25 @@ class ControlClient:
         self.protocol = proto
 
     def call(self, command, **arguments):
-        """Send C{command}; fires with its response dict or fails with its error."""
-        return self.protocol.callRemote(command, **arguments)
+        """Send C{command}; fires with its response dict or fails with its error.
+
+        A daemon error arrives as its L{aimx.errors} class; a reply that is not an
+        answer, or the connection closing first, as L{MalformedResponse} (as with
+        the other clients).
+        """
+        return self.protocol.callRemote(command, **arguments).addErrback(_not_an_answer)
 
     def close(self) -> None:
         """Close the connection (a no-op when the daemon already closed it)."""
         if self.protocol.transport is not None:
             self.protocol.transport.loseConnection()
+
+
+def _not_an_answer(failure):
+    e = failure.trap(*_NOT_AN_ANSWER)
+    if e in (error.ConnectionDone, error.ConnectionLost):
+        raise MalformedResponse("connection closed without a reply")
+    raise MalformedResponse(str(failure.value))
 
 
 async def connect(reactor, path: str) -> ControlClient:

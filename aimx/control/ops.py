@@ -18,7 +18,7 @@ import attrs
 from twisted.internet import defer
 
 from aimx.control.approvals import Approvals
-from aimx.control.commands import EXCLUSIVE, MESSAGE_CAP
+from aimx.control.wire import EXCLUSIVE, MESSAGE_CAP
 from aimx.control.listing import (
     email_row,
     mailbox_details,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from aimx.core import guards, outpolicy
+from aimx.core.events import EVENTS
 from aimx.core.guards import Guard
 from aimx.core.outpolicy import OutboundPolicy
 from aimx.core.trust import glob_match
@@ -28,7 +29,6 @@ MAX_HOOK_TIMEOUT = 600
 # Postfix's smtpd_client_connection_count_limit is 50 of its 100 processes; ours is
 # 20 of the listener's 100 sessions, so one address cannot take the whole listener.
 DEFAULT_MAX_SESSIONS_PER_IP = 20
-EVENTS = ("on_receive", "after_send")
 TRUST_VALUES = ("none", "verified")
 RESERVED_OWNERS = ("root", "aimx-catchall")
 

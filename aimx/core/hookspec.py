@@ -15,12 +15,11 @@ from datetime import datetime
 import attrs
 
 from aimx.core.config import HookConfig, MailboxConfig
+from aimx.core.events import AFTER_SEND
 from aimx.core.frontmatter import rfc3339_utc
 from aimx.core.risk import REVIEW
 from aimx.core.trust import hook_fires
 
-ON_RECEIVE = "on_receive"
-AFTER_SEND = "after_send"
 
 #: Why a hook of an event does not fire (L{Planned.skipped}, the audit's words).
 TRUST = "trust"
@@ -40,7 +39,7 @@ _TAIL_END = TAIL_INLINE_MAX // 2 - 8
 class HookEvent:
     """One event the hooks of a mailbox fire for: what each of them is told.
 
-    @ivar event: L{ON_RECEIVE} or L{AFTER_SEND}.
+    @ivar event: L{aimx.core.events.ON_RECEIVE} or L{AFTER_SEND}.
     @ivar mailbox: the routed (on_receive) or sending (after_send) mailbox.
     @ivar filepath: the stored C{.md}, also the stdin source; C{""} when nothing was
         persisted (a deferred send).

@@ -145,6 +145,17 @@ def new_text(body: str, *, reply: bool = True) -> str:
         return _whole(body)
 
 
+def stored_new_text(fields, body: str) -> str:
+    """The new text of a stored message (C{aimx mail read --extracted}, MCP
+    C{email_read} with C{extracted}): a reply is one whose frontmatter has an
+    C{in_reply_to} or C{references}.
+
+    @param fields: its frontmatter.
+    @param body: its body.
+    """
+    return new_text(body, reply=bool(fields.get("in_reply_to") or fields.get("references")))
+
+
 def _lines(body: str) -> list[str]:
     if "\r" in body:
         body = body.replace("\r\n", "\n").replace("\r", "\n")

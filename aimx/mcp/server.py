@@ -291,15 +291,19 @@ def build(client) -> MCPServer:
 
     @register(
         "Read one email: its TOML frontmatter (metadata) followed by the body. Attachment "
-        "paths in the frontmatter are absolute.",
+        "paths in the frontmatter are absolute. With extracted, only what its sender wrote "
+        "in it: the body without quoted history and signature, and no frontmatter.",
         READ_ONLY,
     )
     async def email_read(
         mailbox: Annotated[str, Field(description=_MAILBOX)],
         id: Annotated[str, Field(description=_ID)],
         folder: Folder = "inbox",
+        extracted: Annotated[bool, Field(
+            description="true: only the new text of the email (a reply without the quoted "
+            "history and signature), as email_thread shows it")] = False,
     ) -> str:
-        return await tools.email_read(mailbox, id, folder)
+        return await tools.email_read(mailbox, id, folder, extracted)
 
     @register(
         "Send an email from one of your mailboxes. The body is Markdown and is sent as HTML "

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from mcp.server.mcpserver.exceptions import ToolError
 
 from aimx.control import aioclient
-from aimx.control.commands import (
+from aimx.control.wire import (
     ERRORS,
     EXCLUSIVE,
     HeldList,
@@ -36,7 +36,7 @@ from aimx.control.commands import (
     MarkUnread,
     Send,
 )
-from aimx.core import frontmatter
+from aimx.core import frontmatter, replytext
 from aimx.core.filenames import is_valid_id
 from aimx.errors import DaemonNotRunning, NotFoundError
 from aimx.mcp import files
@@ -259,9 +259,12 @@ class Tools:
                                    thread_id=thread_id, limit=min(limit, LIMIT_MAX)))["emails"]
         return _json([_daemon_row(email, _THREAD_KEYS) for email in emails])
 
-    async def email_read(self, mailbox: str, id: str, folder: str | None = None) -> str:
+    async def email_read(self, mailbox: str, id: str, folder: str | None = None,
+                         extracted: bool = False) -> str:
         """The message file, resolved strictly inside the folder; verbatim but for
-        a bundle's attachment paths, made absolute (L{frontmatter.with_attachment_dir})."""
+        a bundle's attachment paths, made absolute (L{frontmatter.with_attachment_dir}).
+        C{extracted}: only its new text (L{replytext.stored_new_text}), as C{aimx mail
+        read --extracted} prints it."""
         _check_id(id)
         row = await self._row(mailbox)
         directory = row[f"{_folder_key(folder)}_path"]
@@ -270,6 +273,12 @@ class Tools:
             data = files.read_message(fd)
         except OSError as e:
             raise ToolError(f"Failed to read email: {e}") from None
+        if extracted:
+            try:
+                fields, body = frontmatter.parse(data)
+            except ValueError:
+                raise ToolError(f"Email '{id}' has no readable frontmatter.") from None
+            return replytext.stored_new_text(fields, body.decode("utf-8", "replace"))
         if os.path.dirname(path) != directory:  # in its bundle, where attachments are
             data = frontmatter.with_attachment_dir(data, os.path.dirname(path))
         return data.decode("utf-8", "replace")

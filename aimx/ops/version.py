@@ -7,7 +7,6 @@ What is not known is not guessed: no commit is shown, the fields say
 C{unknown}.
 """
 
-import platform
 import sys
 
 from aimx import __version__
@@ -26,6 +25,8 @@ def version_line() -> str:
 
 def version_fields() -> dict[str, str]:
     """C{tag}, C{git_hash}, C{target} and C{build_date} (the VERSION command's answer)."""
+    import platform  # not for version_line: every CLI run builds its help from that
+
     return {
         "tag": __version__ or "dev",
         "git_hash": COMMIT or "unknown",

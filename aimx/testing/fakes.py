@@ -11,6 +11,7 @@ need over and over: config.toml text from keyword arguments, and raw messages.
 
 import datetime
 import io
+import itertools
 import os
 from collections.abc import Iterable, Mapping
 
@@ -21,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
 from aimx.auth.resolver import DnsNoRecord
+from aimx.control import wire
 from aimx.core.config import Config, load_text
 from aimx.store.passwd import Owner
 
@@ -255,7 +257,11 @@ class FakeControlClient:
         self.closed = False
 
     def _answer(self, command, arguments: dict):
-        command.makeArguments(arguments, _Descriptors())  # the wire must accept them
+        # The wire must accept them: a wire command, or its AMP form (aimx doctor's).
+        if issubclass(command, wire.Command):
+            command.request(arguments, wire.SentDescriptors(itertools.count()))
+        else:
+            command.makeArguments(arguments, None)
         for fd, path in arguments.get("attachments") or ():
             self.attached.append((path, os.pread(fd, 1 << 20, 0)))
         self.calls.append((command, arguments))
@@ -284,17 +290,6 @@ class FakeControlClient:
 
     def close(self) -> None:
         self.closed = True
-
-
-class _Descriptors:
-    """A protocol as far as L{amp.Descriptor} is concerned: takes descriptors to send."""
-
-    def __init__(self):
-        self.count = 0
-
-    def _sendFileDescriptor(self, fd: int) -> int:
-        self.count += 1
-        return self.count - 1
 
 
 class FakeAsyncControlClient(FakeControlClient):

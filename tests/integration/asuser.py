@@ -10,6 +10,7 @@ prints a JSON list with one C{{"ok": reply}} or C{{"error": code, "reason": text
 per command.
 """
 
+import importlib
 import json
 import os
 import sys
@@ -17,16 +18,22 @@ import sys
 from twisted.internet import defer, reactor, task  # noqa: F401 (import before the drop)
 
 import aimx.cli
-import aimx.cli.hooks
-import aimx.cli.mailboxes
-import aimx.cli.send
-import aimx.cli.session
-from aimx.control import client, commands
+import aimx.control.blockingclient
+import aimx.control.listing
+import aimx.core.configedit
+import aimx.core.frontmatter
+import aimx.core.replytext
+import aimx.host.initsystem
+import aimx.store.configfile
+import aimx.store.mailboxdirs
+import aimx.store.mailstore
+import aimx.store.passwd
+from aimx.control import client, commands, wire
 from aimx.errors import AimxError
 
 
 async def _commands(clock, calls):
-    connection = await client.connect(clock, commands.socket_path())
+    connection = await client.connect(clock, wire.socket_path())
     results = []
     for name, arguments in calls:
         for key in ("message", "html_body"):  # bytes arguments travel as JSON text
@@ -42,7 +49,11 @@ async def _commands(clock, calls):
 
 def main(argv):
     uid, gid, mode, *rest = argv
-    aimx.cli._parser()  # imports every verb module while the files are still readable
+    # Every verb module and everything they import when they run, while the files
+    # are still readable.
+    aimx.cli.arguments.parser()
+    for verb in aimx.cli.arguments.VERBS:
+        importlib.import_module(f"aimx.cli.{aimx.cli.VERBS.get(verb, verb)}")
     os.setgroups([])
     os.setgid(int(gid))
     os.setuid(int(uid))

@@ -9,8 +9,14 @@ L{DaemonTestCase.serve} runs C{aimx serve} as a process instead.  No port is
 guessed: the daemon binds port 0 and the test waits for its readiness signal, the
 pid file (written once every listener is bound), then reads the bound addresses
 from the C{bind:} lines logged before it (L{aimx.ops.bind.logged_addresses}).
+
+A second uid (C{nobody}) talks to the daemon from a child process that drops
+privileges before connecting (L{tests.integration.asuser}), so C{SO_PEERCRED}
+is real: L{DaemonTestCase.as_nobody}, and L{SecondUid} for the tests built on it
+(root only).
 """
 
+import json
 import os
 import pwd
 import shutil
@@ -35,6 +41,9 @@ from aimx.loopback.dns import FixtureDNS
 
 DOMAIN = "test.local"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IS_ROOT = os.geteuid() == 0
+#: The second uid.
+NOBODY = 65534
 #: Seconds a started `aimx serve` may take to become ready.
 READY_TIMEOUT = 30
 
@@ -131,6 +140,25 @@ class DaemonTestCase(TestCase):
         daemon.startService()
         self.addCleanup(stop_daemon, daemon)
         return daemon
+
+    # -- a second uid --------------------------------------------------------------
+
+    def as_nobody(self, mode: str, *args: str, runtime_dir=None):
+        """Run tests.integration.asuser as nobody in a thread; fires with the result."""
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
+                   AIMX_RUNTIME_DIR=runtime_dir or self.runtime_dir)
+        argv = [sys.executable, "-m", "tests.integration.asuser", str(NOBODY), str(NOBODY),
+                mode, *args]
+        return threads.deferToThread(
+            subprocess.run, argv, env=env, cwd=REPO, capture_output=True, timeout=60
+        )
+
+    async def nobody_commands(self, *calls) -> list:
+        """Control commands C{(name in aimx.control.commands, arguments)} as nobody: one
+        C{{"ok": reply}} or C{{"error": code, "reason": text}} per command."""
+        result = await self.as_nobody("amp", json.dumps([list(c) for c in calls]))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return json.loads(result.stdout)
 
     # -- the daemon as a process -------------------------------------------------
 
@@ -273,6 +301,19 @@ class DaemonTestCase(TestCase):
 
     def sign(self, raw: bytes, private: bytes, domain: str, selector: str = "sel") -> bytes:
         return dkimkeys.sign_message(raw, private_pem=private, selector=selector, domain=domain)
+
+
+class SecondUid(DaemonTestCase):
+    """The daemon runs, and its socket is reachable by nobody, whose commands and CLI
+    runs are tried against this uid's mailboxes.  Listed first among the bases of a
+    test case built on another L{DaemonTestCase} (C{class T(SecondUid, CliTestCase)})."""
+
+    skip = None if IS_ROOT else "needs root to act as a second uid"
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.runtime_dir, 0o755)
+        self.start_daemon()
 
 
 @defer.inlineCallbacks

@@ -16,7 +16,7 @@ import unittest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx import cli
+from aimx.cli import arguments
 from aimx.agents import probe
 from aimx.agents.probe import CheckResult
 from aimx.cli import agents as agents_cli
@@ -324,7 +324,7 @@ class RealCommandTests(SynchronousTestCase):
             self.environ, 1000, io.StringIO(), io.StringIO(), io.StringIO(),
             argv0=VENV_AIMX, executable=sys.executable,
         )
-        args = cli._parser().parse_args(["agents", "setup", "claude-code"])
+        args = arguments.parser().parse_args(["agents", "setup", "claude-code"])
         self.assertEqual(agents_cli.main(args, world), 0, world.err.getvalue())
         out = world.out.getvalue()
         self.assertIn("[OK] MCP check passed", out)

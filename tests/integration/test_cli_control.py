@@ -15,7 +15,8 @@ from twisted.internet import defer, threads
 
 from aimx.testing.fakes import hook_table
 from tests.integration.base import base_config, load_toml
-from tests.integration.test_control import IS_ROOT, OWNER, REPO, ControlTestCase
+from tests.integration.base import IS_ROOT, REPO, SecondUid
+from tests.integration.test_control import OWNER, ControlTestCase
 
 SUPPORT = {"support": {
     "owner": OWNER, "trust": "verified", "trusted_senders": ["*@example.org", "boss@gmail.com"],
@@ -42,15 +43,16 @@ def run_at_terminal(argv, typed: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 class CliTestCase(ControlTestCase):
-    def aimx(self, *args, stdin="", runtime_dir=None, tty=False):
+    def aimx(self, *args, stdin="", runtime_dir=None, tty=False, program=("-m", "aimx")):
         """Run `python -m aimx ARGS` in a thread; fires with the CompletedProcess.
 
         @param tty: stdin is a terminal on which C{stdin} is typed (else a pipe).
+        @param program: what the interpreter runs instead of C{-m aimx}.
         """
         env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
                    AIMX_RUNTIME_DIR=runtime_dir or self.runtime_dir)
         env.pop("NO_COLOR", None)
-        argv = [sys.executable, "-m", "aimx", *args]
+        argv = [sys.executable, *program, *args]
         options = dict(env=env, cwd=REPO, timeout=60)
         if tty:
             d = threads.deferToThread(run_at_terminal, argv, stdin, **options)
@@ -337,15 +339,8 @@ class DaemonDownTests(CliTestCase):
             "commands; with sudo, aimx uses config.toml directly instead.\n"))
 
 
-class NonRootCliTests(CliTestCase):
+class NonRootCliTests(SecondUid, CliTestCase):
     """The CLI as nobody against the running daemon (root only)."""
-
-    skip = None if IS_ROOT else "needs root to run the CLI as a second uid"
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        self.start_daemon()
 
     @defer.inlineCallbacks
     def test_owner_ignored(self):

@@ -2,8 +2,9 @@
 
 Each test listens on a socket in a fresh temp dir (a UNIX socket path must fit
 in 108 bytes, so not under _trial_temp) with an AMP server whose SEND answer is
-fixed, or with a protocol that answers garbage; the verb connects through the
-production L{aimx.control.client.connect}. The parser is tested in tests.test_cli_send.
+fixed, or with a protocol that answers garbage; the verb runs in a thread, as
+C{aimx send} runs it (L{aimx.cli.session.run_blocking}), through the production
+blocking client. The parser is tested in tests.test_cli_send.
 """
 
 import email
@@ -13,14 +14,14 @@ import shutil
 import socket
 import tempfile
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, threads
 from twisted.protocols import amp
 from twisted.trial.unittest import TestCase
 
 from aimx.cli import send
-from aimx.cli.session import Session, execute
+from aimx.cli.session import Session, blocking_connect, execute, to_the_end
 from aimx.cli.term import Terminal
-from aimx.control import client, commands
+from aimx.control import commands
 from aimx.errors import AccessDenied, DomainError
 from aimx.testing.fakes import TTY
 from tests.test_cli_send import ARGV, parse
@@ -125,11 +126,9 @@ class SendVerbTests(TestCase):
         args = parse(argv + list(extra))
         out, err = (TTY(), TTY()) if colour else (io.StringIO(), io.StringIO())
         session = Session(
-            args,
-            connect=lambda: defer.Deferred.fromCoroutine(client.connect(reactor, self.path)),
-            euid=euid, term=Terminal(out, err, io.StringIO(), {}),
-            environ={"AIMX_RUNTIME_DIR": self.dir})
-        code = await execute(send.send, args, session)
+            args, connect=blocking_connect(self.path), euid=euid,
+            term=Terminal(out, err, io.StringIO(), {}), environ={"AIMX_RUNTIME_DIR": self.dir})
+        code = await threads.deferToThread(to_the_end, execute(send.send, args, session))
         return code, out.getvalue(), err.getvalue()
 
     @defer.inlineCallbacks
@@ -246,7 +245,7 @@ class SendVerbTests(TestCase):
         self.serve(Garbage)
         result = yield defer.Deferred.fromCoroutine(self.aimx_send())
         self.assertEqual(result, (3, "", ("Error: malformed response from aimx daemon: "
-                                         "not an AMP reply\n")))
+                                         "not an AMP box (key of 18516 bytes)\n")))
 
     @defer.inlineCallbacks
     def test_hangup(self):

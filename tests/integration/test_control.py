@@ -2,12 +2,11 @@
 
 The daemon runs in-process; root's commands go through L{aimx.control.client}
 on the real socket.  Commands of another uid (C{nobody}) come from a child
-process that drops privileges before connecting (L{tests.integration.asuser}),
+process that drops privileges before connecting (L{tests.integration.base.SecondUid}),
 so C{SO_PEERCRED} is real; those tests need root.
 """
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -20,17 +19,23 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from aimx.control import aioclient, client, commands
+from aimx.control import aioclient, client, commands, wire
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.errors import ConfigError, MailboxError, NonEmptyError, TempError
 from aimx.mcp import tools
 from aimx.store import configfile
-from tests.integration.base import DaemonTestCase, current_user, load_toml, stop_daemon
+from tests.integration.base import (
+    IS_ROOT,
+    NOBODY,
+    REPO,
+    DaemonTestCase,
+    SecondUid,
+    current_user,
+    load_toml,
+    stop_daemon,
+)
 from tests.integration.test_inbound import PLAIN, message
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IS_ROOT = os.geteuid() == 0
-NOBODY = 65534
 # Root may not create root-owned mailboxes through the socket (aimx decision).
 OWNER = "nobody" if IS_ROOT else current_user()
 
@@ -63,20 +68,6 @@ class ControlTestCase(DaemonTestCase):
     def configured(self) -> set:
         return set(load_toml(self.config_path)["mailboxes"])
 
-    def as_nobody(self, mode: str, *args: str, runtime_dir=None):
-        """Run tests.integration.asuser as nobody in a thread; fires with the result."""
-        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
-                   AIMX_RUNTIME_DIR=runtime_dir or self.runtime_dir)
-        argv = [sys.executable, "-m", "tests.integration.asuser", str(NOBODY), str(NOBODY),
-                mode, *args]
-        return threads.deferToThread(
-            subprocess.run, argv, env=env, cwd=REPO, capture_output=True, timeout=60
-        )
-
-    async def nobody_commands(self, *calls) -> list:
-        result = await self.as_nobody("amp", json.dumps([list(c) for c in calls]))
-        self.assertEqual(result.returncode, 0, result.stderr)
-        return json.loads(result.stdout)
 
 
 class SocketTests(ControlTestCase):
@@ -316,7 +307,7 @@ class LimitTests(ControlTestCase):
 
         async def aio():
             try:
-                await aioclient.ControlClient(path).call(commands.MailboxList)
+                await aioclient.ControlClient(path).call(wire.MailboxList)
             except TempError as e:
                 return str(e)
 
@@ -363,7 +354,7 @@ class LimitTests(ControlTestCase):
         """A 2 MiB MAILBOX-CREATE box on the real socket is dropped without a reply."""
         box = {b"_command": b"MAILBOX-CREATE", b"_ask": b"1", b"name": b"eve"}
         box.update({f"pad{i:02d}".encode(): b"p" * 65535 for i in range(33)})
-        data = commands.serialize_box(box)
+        data = wire.serialize_box(box)
         path = self.socket_path
 
         def raw():
@@ -382,15 +373,8 @@ class LimitTests(ControlTestCase):
         self.assertIn("tag", await self.call(commands.Version))
 
 
-class SecondUidTests(ControlTestCase):
+class SecondUidTests(SecondUid, ControlTestCase):
     """nobody against root's mailboxes, with the kernel's peer credentials."""
-
-    skip = None if IS_ROOT else "needs root to act as a second uid"
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        self.start_daemon()
 
     async def root_hook(self):
         await self.call(commands.HookCreate, mailbox="alice", event="on_receive",

@@ -13,6 +13,7 @@ output is read until the line that signals readiness, each wait bounded.
 """
 
 import os
+import re
 import select
 import shlex
 import shutil
@@ -86,7 +87,8 @@ def shell_env(home: str) -> dict:
 
 class DemoTests(TestCase):
     async def test_demo_receives_and_replies(self):
-        """Three messages in over SMTP+STARTTLS, one signed reply out to the sender's MX."""
+        """Three messages in over SMTP+STARTTLS, one signed reply to the first out to the
+        sender's MX."""
         base = tempfile.mkdtemp(prefix="aimx-demo-test-")  # short: the socket path must fit
         self.addCleanup(shutil.rmtree, base, True)
         result = await threads.deferToThread(
@@ -103,7 +105,12 @@ class DemoTests(TestCase):
         self.assertIn('delivery_status = "delivered"', out)
         [received] = os.listdir(os.path.join(base, "remote-mx"))
         with open(os.path.join(base, "remote-mx", received), "rb") as f:
-            self.assertTrue(f.read().startswith(b"DKIM-Signature:"))
+            raw = f.read()
+        self.assertTrue(raw.startswith(b"DKIM-Signature:"))
+        # The reply answers Alice's message: one thread for `aimx mail thread`.
+        alice = re.search(r'message_id = "(plain-\d+@sender\.localhost)"', out)[1]
+        self.assertIn(f"\r\nIn-Reply-To: <{alice}>\r\n".encode(), raw)
+        self.assertIn(f'in_reply_to = "{alice}"', out)
 
     async def test_daemon_failure_reason_shown(self):
         """A daemon that dies (its socket path too long) is reported with its own reason."""
@@ -216,13 +223,14 @@ class RunningDemoTests(TestCase):
         return [" ".join(shlex.split(line[len(prefix):])[:2]) for line, _ in commands]
 
     async def test_printed_commands_work(self):
-        """Every command the demo prints succeeds pasted into another shell: the hook it
-        suggests fires on `aimx demo send`, doctor finds no failure, logs shows the demo's
-        log, send reaches the sender's mail server."""
+        """Every command the demo prints succeeds pasted into another shell: the listing
+        shows the three messages and the search finds Alice's, the hook it suggests fires
+        on `aimx demo send`, doctor finds no failure, logs shows the demo's log, send
+        reaches the sender's mail server."""
         output = await self.start_demo()
         commands = printed_commands(output)
-        expected = ["mailboxes list", "hooks create", "demo send", "send --from", "doctor",
-                    "logs"]
+        expected = ["mailboxes list", "mail list", "mail search", "hooks create", "demo send",
+                    "send --from", "doctor", "logs"]
         if not IS_ROOT:
             expected.append("agents setup")
         self.assertEqual(self.verbs(commands), expected)
@@ -234,6 +242,14 @@ class RunningDemoTests(TestCase):
                              f"stderr:\n{result.stderr.decode()}")
             results[verb] = result
         prefix = self.prefix(commands)
+
+        listed = results["mail list"].stdout.decode().splitlines()
+        self.assertEqual(listed[0].split("  ")[-1], "SUBJECT")
+        self.assertEqual(sorted(line.split("  ")[-1] for line in listed[1:]),
+                         ["Hello from the demo", "Report attached", "Weekly digest"])
+        found = results["mail search"].stdout.decode()
+        self.assertIn("Hello from the demo", found)
+        self.assertIn("Re: Hello from the demo", found)
 
         doctor = results["doctor"].stdout.decode()
         self.assertNotIn("FAIL", doctor)

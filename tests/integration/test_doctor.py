@@ -25,7 +25,7 @@ from aimx.cli import doctor as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
 from aimx.control import client
-from aimx.control.commands import SOCKET_NAME
+from aimx.control.wire import SOCKET_NAME
 from aimx.ops import doctor as core
 from aimx.ops import portcheck
 from aimx.ops.version import version_fields
@@ -90,7 +90,7 @@ class DoctorTests(DaemonTestCase):
         os.makedirs(os.path.join(root, "run/systemd/system"))
         runner = FakeRunner({IS_ACTIVE: Completed(0 if running else 3),
                              HOSTNAME_I: Completed(0, hostname)}, default=Completed(0))
-        args = aimx.cli._parser().parse_args(["doctor"])
+        args = aimx.cli.arguments.parser().parse_args(["doctor"])
         args.config_dir, args.data_dir = self.config_dir, None
         environ = {**self.environ, "AIMX_RUNTIME_DIR": self.runtime_dir,
                    "AIMX_SMTP_OUT_PORT": str(mx_port or reserve_port(self))}

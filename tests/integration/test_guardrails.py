@@ -21,7 +21,7 @@ from twisted.internet import defer, threads
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from aimx.control import aioclient, commands
+from aimx.control import aioclient, wire
 from aimx.errors import MalformedError, PolicyError
 from aimx.testing import fakes
 from tests.integration.base import DOMAIN, stop_daemon
@@ -182,7 +182,7 @@ class DescriptorTests(GuardTestCase):
             fds = [os.open(p, os.O_RDONLY) for p in paths]
             try:
                 return await aioclient.ControlClient(path).call(
-                    commands.Send, message=submission(sender=SUPPORT),
+                    wire.Send, message=submission(sender=SUPPORT),
                     attachments=list(zip(fds, paths)))
             except PolicyError as e:
                 return str(e)

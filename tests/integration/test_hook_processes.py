@@ -21,7 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from aimx import hooks
-from aimx.core import hookspec
+from aimx.core import events
 from aimx.core.config import Config, MailboxConfig, derive_hook_name, make_hook
 from aimx.core.hookspec import HookEvent
 from aimx.hooks import HookRunner, ProcessGroups
@@ -93,7 +93,7 @@ class ProcessTestCase(TestCase):
             subject="Hello World", message_id="m1@gmail.com", date="2025-01-01T00:00:00Z",
         )
         fields.update(values)
-        return HookEvent(hookspec.ON_RECEIVE, mailbox, trusted=trusted, **fields)
+        return HookEvent(events.ON_RECEIVE, mailbox, trusted=trusted, **fields)
 
     def fire(self, mailbox: MailboxConfig, trusted="none", **values) -> defer.Deferred:
         """Fire the mailbox's on_receive hooks for the stored message."""

@@ -1,19 +1,24 @@
 """The mail index on a real daemon, over the control socket: MAIL-LIST, MAIL-SEARCH,
 MAIL-THREAD, the MAILBOX-LIST/SHOW counts, consistency with the files after store, mark,
-delete and changes made by hand, a deleted index, and a second uid."""
+delete and changes made by hand, a deleted index, and a second uid; a thread through
+the MCP tool and the CLI too."""
 
+import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 
 from aimx.control import client, commands
 from aimx.errors import MailboxError, MalformedError, NotFoundError
 from aimx.store import mailindex
-from tests.integration.base import DOMAIN
-from tests.integration.test_control import IS_ROOT, ControlTestCase
+from tests.integration.base import DOMAIN, REPO, SecondUid
+from tests.integration.test_control import ControlTestCase
 from aimx.testing.fakes import message
+from tests.integration.test_mcp import mcp_session
 from tests.integration.test_send import SendTestCase, submission
 from tests.test_mailindex import message as md_file
 
@@ -241,9 +246,13 @@ class SearchTests(IndexTestCase):
 
 
 class ThreadTests(IndexTestCase):
-    async def test_five_message_chain(self):
-        """Five messages across inbox and sent, joined by References or In-Reply-To alone,
-        come back as one conversation, oldest first, from any of them."""
+    #: The new text of each message of the chain, oldest first.
+    TEXTS = ["Hi", "Hello from the end-to-end test.", "Hi", "Hello from the end-to-end test.",
+             "Agreed."]
+
+    async def chain(self) -> tuple[list[str], str]:
+        """Five messages across inbox and sent, joined by References or In-Reply-To alone
+        (and one more of another thread): their ids, oldest first, and their thread_id."""
         await self.receive(subject="Plan", msgid="a@example.com",
                            date="Mon, 01 Jun 2026 08:00:00 +0000")
         await self.send(submission(
@@ -273,29 +282,78 @@ class ThreadTests(IndexTestCase):
         by_msgid = {r["message_id"]: r["id"] for r in everything}
         chain = [by_msgid[m] for m in ("a@example.com", "b@test.local", "c@example.com",
                                        "d@test.local", "e@example.com")]
+        thread = next(r["thread_id"] for r in everything if r["message_id"] == "c@example.com")
+        return chain, thread
+
+    async def test_five_message_chain(self):
+        """The chain comes back over MAIL-THREAD as one conversation, oldest first, from
+        any of its messages or by a thread_id."""
+        chain, thread = await self.chain()
         for start in chain:
             rows = await self.emails(commands.MailThread, mailbox="alice", id=start)
             self.assertEqual([r["id"] for r in rows], chain)
         self.assertEqual([r["folder"] for r in rows], ["inbox", "sent", "inbox", "sent", "inbox"])
-        self.assertEqual([r["text"] for r in rows], ["Hi", "Hello from the end-to-end test.",
-                                                     "Hi", "Hello from the end-to-end test.",
-                                                     "Agreed."])
-        thread = next(r["thread_id"] for r in everything if r["message_id"] == "c@example.com")
+        self.assertEqual([r["text"] for r in rows], self.TEXTS)
         self.assertEqual(await self.ids(commands.MailThread, mailbox="alice", thread_id=thread),
                          chain)
         self.assertEqual(await self.ids(commands.MailThread, mailbox="alice", id=chain[0],
                                         limit=2), chain[3:])
 
+    async def test_through_email_thread(self):
+        """The MCP tool email_thread (the official client) gives the chain from its last
+        message, its first, or its thread_id."""
+        chain, thread = await self.chain()
 
-class SecondUidTests(ControlTestCase):
+        async def calls(client):
+            out = []
+            for arguments in ({"id": chain[-1]}, {"id": chain[0]}, {"thread_id": thread},
+                              {"id": chain[0], "limit": 2}):
+                result = await client.call_tool("email_thread", {"mailbox": "alice",
+                                                                 **arguments})
+                out.append((result.is_error, result.content[0].text))
+            return out
+
+        answers = await mcp_session(self.runtime_dir, calls)
+        for failed, text in answers:
+            self.assertFalse(failed, text)
+        rows = [json.loads(text) for _, text in answers]
+        for got in rows[:3]:
+            self.assertEqual([r["id"] for r in got], chain)
+        self.assertEqual([(r["folder"], r["text"]) for r in rows[0]],
+                         list(zip(["inbox", "sent", "inbox", "sent", "inbox"], self.TEXTS)))
+        self.assertEqual([r["id"] for r in rows[3]], chain[3:])
+
+    async def test_through_aimx_mail_thread(self):
+        """`aimx mail thread` (a process) gives the chain from any message or the thread_id,
+        as JSON and as text."""
+        chain, thread = await self.chain()
+
+        def aimx(*args):
+            env = dict(os.environ, PYTHONPATH=REPO, AIMX_RUNTIME_DIR=self.runtime_dir,
+                       AIMX_CONFIG_DIR=self.config_dir, NO_COLOR="1")
+            return subprocess.run([sys.executable, "-m", "aimx", "mail", "thread", "alice",
+                                   *args], env=env, cwd=REPO, capture_output=True, text=True,
+                                  timeout=60)
+
+        for start in (chain[2], thread):
+            result = await threads.deferToThread(aimx, start, "--json")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            self.assertEqual([r["id"] for r in json.loads(result.stdout)], chain)
+        result = await threads.deferToThread(aimx, chain[-1])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        blocks = result.stdout.split("\n\n")
+        self.assertEqual(len(blocks), 5)
+        for block, message_id, text, folder in zip(blocks, chain, self.TEXTS,
+                                                   ["inbox", "sent"] * 2 + ["inbox"]):
+            head, subject, body = block.rstrip("\n").split("\n")
+            self.assertIn(f"  {folder}  ", head)
+            self.assertEqual(subject, f"Re: Plan  [{message_id}]" if message_id != chain[0]
+                             else f"Plan  [{message_id}]")
+            self.assertEqual(body, f"  {text}")
+
+
+class SecondUidTests(SecondUid, ControlTestCase):
     """nobody against root's mailboxes: nothing of them through the index commands."""
-
-    skip = None if IS_ROOT else "needs root to act as a second uid"
-
-    def setUp(self):
-        super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        self.start_daemon()
 
     async def test_nothing_of_another_mailbox(self):
         """Every MAIL-* and INDEX-* command on alice answers as if it did not exist."""

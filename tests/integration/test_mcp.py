@@ -30,7 +30,7 @@ from aimx.core import frontmatter
 from aimx.mcp import server, tools
 from aimx.loopback.smtpsink import SmtpSink, listen_all
 from tests.integration.base import DOMAIN, DaemonTestCase, load_toml
-from tests.integration.test_control import IS_ROOT, NOBODY, REPO
+from tests.integration.base import IS_ROOT, NOBODY, REPO
 from tests.integration.test_send import SendTestCase
 from tests.test_mcp import NAMES
 
@@ -157,6 +157,18 @@ class RawStdioTests(SynchronousTestCase):
                              [{"type": "text", "text": tools.NOT_RUNNING}])
 
 
+def mcp_session(runtime_dir: str, body):
+    """Run C{body(client)} with the official MCP client on an in-process server over the
+    daemon of C{runtime_dir}, in a thread with its own event loop; fires with its result."""
+
+    async def go():
+        client = ControlClient(os.path.join(runtime_dir, "aimx.sock"))
+        async with Client(server.build(client)) as session:
+            return await body(session)
+
+    return threads.deferToThread(asyncio.run, go())
+
+
 class InProcessTestCase(SendTestCase):
     """A real daemon with the mail drop; the MCP server in-process, as this test's uid."""
 
@@ -165,14 +177,8 @@ class InProcessTestCase(SendTestCase):
         self.inbox = os.path.join(self.data_dir, "inbox", "alice")
 
     def session(self, body):
-        """Run C{body(client)} in a thread with its own event loop; fires with its result."""
-
-        async def go():
-            client = ControlClient(os.path.join(self.runtime_dir, "aimx.sock"))
-            async with Client(server.build(client)) as session:
-                return await body(session)
-
-        return threads.deferToThread(asyncio.run, go())
+        """Run C{body(client)} (L{mcp_session}); fires with its result."""
+        return mcp_session(self.runtime_dir, body)
 
     async def tool(self, name: str, arguments: dict | None = None) -> tuple[bool, str]:
         """(isError, text) of one call."""
@@ -247,6 +253,37 @@ class ReadingTests(InProcessTestCase):
                                                                   "id": "nonexistent"}))
         self.assertEqual(await self.error("email_read", {"mailbox": "alice", "id": "../x"}),
                          "Email ID contains invalid characters.")
+
+    async def test_read_extracted(self):
+        """extracted: only the new text, as `aimx mail read --extracted` prints it: a reply
+        without its quoted history and signature, another message whole, no frontmatter;
+        the schema says so, and a value that is not a boolean is a plain refusal."""
+        path = self.store("2025-06-02-001", in_reply_to="2025-06-01-001@example.com")
+        with open(path, "wb") as f:
+            f.write(frontmatter.render(
+                {"id": "2025-06-02-001", "in_reply_to": "2025-06-01-001@example.com",
+                 "read": False},
+                "Yes, noon works.\n\n-- \nBob\n\nOn Mon, 1 Jun 2025, Alice "
+                "<alice@example.com> wrote:\n> Shall we meet?\n"))
+        self.store("2025-06-03-001")
+        ref = {"mailbox": "alice", "id": "2025-06-02-001"}
+        self.assertEqual(await self.ok("email_read", dict(ref, extracted=True)),
+                         "Yes, noon works.")
+        whole = await self.ok("email_read", dict(ref, extracted=False))
+        self.assertIn("> Shall we meet?", whole)
+        self.assertEqual(whole, await self.ok("email_read", ref))
+        self.assertEqual(await self.ok("email_read", {"mailbox": "alice", "id": "2025-06-03-001",
+                                                      "extracted": True}),
+                         "Body of 2025-06-03-001")
+        self.assertEqual(await self.error("email_read", dict(ref, extracted="maybe")),
+                         "Invalid extracted 'maybe': expected true or false.")
+        listed = await self.session(lambda c: c.list_tools())
+        [read] = [t for t in listed.tools if t.name == "email_read"]
+        schema = read.input_schema["properties"]["extracted"]
+        self.assertEqual((schema["type"], schema["default"]), ("boolean", False))
+        self.assertIn("quoted history", schema["description"])
+        self.assertIn("With extracted", read.description)
+        self.assertNotIn("extracted", read.input_schema.get("required", []))
 
     async def test_unknown_mailbox(self):
         """Case 9: a mailbox nobody has does not exist."""
@@ -526,6 +563,10 @@ class EndToEndTests(DaemonTestCase):
             [attachment] = frontmatter.parse(out["read"][1].encode("utf-8"))[0]["attachments"]
             with open(attachment["path"], "rb") as f:  # before the mailbox is deleted
                 out["attached"] = f.read()
+            out["search"] = await call("email_search", {"mailbox": address, "query": "attached"})
+            out["thread"] = await call("email_thread", {"mailbox": address, "id": row["id"]})
+            out["extracted"] = await call("email_read", {"mailbox": address, "id": row["id"],
+                                                         "extracted": True})
             out["mark"] = await call("email_mark_read", {"mailbox": address, "id": row["id"]})
             out["hook"] = await call("hook_create", {"mailbox": address, "event": "on_receive",
                                                      "cmd": ["/bin/true"], "name": "h1"})
@@ -559,6 +600,17 @@ class EndToEndTests(DaemonTestCase):
         self.assertEqual(attachment["path"], os.path.join(
             self.data_dir, "inbox", "agent", row["id"], attachment["filename"]))
         self.assertEqual(out["attached"].rstrip(b"\r\n"), b"attached text")
+        failed, text = out["search"]
+        self.assertFalse(failed, text)
+        [found] = json.loads(text)
+        self.assertEqual(list(found), ["id", "folder", "from", "to", "subject", "date", "read",
+                                       "trusted", "thread_id", "has_attachments", "snippet"])
+        self.assertEqual({k: found[k] for k in row}, row)
+        failed, text = out["thread"]
+        self.assertFalse(failed, text)
+        self.assertEqual([(r["id"], r["text"]) for r in json.loads(text)],
+                         [(row["id"], "See attached.")])
+        self.assertEqual(out["extracted"], (False, "See attached."))
         self.assertEqual(out["mark"], (False, f"Email '{row['id']}' marked as read."))
         self.assertEqual(out["hook"], (False, "Hook created on mailbox 'agent'."))
         self.assertEqual([h["mailbox"] for h in json.loads(out["hooks"][1])], ["agent"])
@@ -642,12 +694,13 @@ class EndToEndTests(DaemonTestCase):
 
 class LayeringTests(SynchronousTestCase):
     def test_no_reactor(self):
-        """The MCP process imports neither the reactor, aimx.smtp nor aimx.service."""
+        """The MCP process imports no Twisted at all (its control client is asyncio's, on
+        the wire commands), nor aimx.smtp, aimx.service or a CLI verb."""
         code = (
             "import sys, aimx.cli, aimx.cli.mcp, aimx.mcp.server, aimx.control.aioclient\n"
             "aimx.mcp.server.build(None)\n"
-            "bad = {'twisted.internet.reactor', 'aimx.smtp', 'aimx.service', 'aimx.cli.send'}\n"
-            "print(sorted(bad & set(sys.modules)))\n"
+            "bad = {'aimx.smtp', 'aimx.service', 'aimx.cli.send', 'aimx.control.commands'}\n"
+            "print(sorted(m for m in sys.modules if m in bad or m.startswith('twisted')))\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=REPO), check=True, timeout=60)

@@ -27,6 +27,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from aimx.auth.resolver import Resolver
+from aimx.cli import arguments
 from aimx.cli import portcheck as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
@@ -130,7 +131,7 @@ class PortcheckMixin:
     async def portcheck(self, *argv, port: int, out_port=None, detect=client.detect_occupancy):
         parser = argparse.ArgumentParser()
         sub = parser.add_subparsers(dest="verb")
-        cli.add_parser(sub, argparse.ArgumentParser(add_help=False))
+        arguments.portcheck(sub, argparse.ArgumentParser(add_help=False))
         args = parser.parse_args(["portcheck", *argv])
         args.config_dir, args.data_dir = os.path.abspath(self.mktemp()), None
         environ = {

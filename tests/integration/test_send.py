@@ -24,7 +24,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
 from aimx.auth.resolver import Resolver
-from aimx.control import aioclient, client, commands
+from aimx.control import aioclient, client, commands, wire
 from aimx.errors import (
     BodyTooLarge,
     ConfigError,
@@ -38,7 +38,7 @@ from aimx.store import keys
 from aimx.loopback.smtpsink import SmtpSink, listen_all
 from aimx.testing.fakes import hook_table, message
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
-from tests.integration.test_control import IS_ROOT, NOBODY, REPO
+from tests.integration.base import IS_ROOT, NOBODY, REPO
 
 _VERIFY = """
 import sys, dkim
@@ -324,14 +324,14 @@ class SendTests(SendTestCase):
         """A full 25 MiB message is signed and sent through the Twisted and asyncio clients."""
         head = submission("", subject="big")[:-2]  # headers and the empty line
         line = b"a" * 998 + b"\r\n"
-        room = commands.MESSAGE_CAP - len(head)
+        room = wire.MESSAGE_CAP - len(head)
         message = head + line * (room // len(line)) + b"b" * (room % len(line))
-        self.assertEqual(len(message), commands.MESSAGE_CAP)
+        self.assertEqual(len(message), wire.MESSAGE_CAP)
         first = await self.send(message, text_only=True)
         path = os.path.join(self.runtime_dir, "aimx.sock")
 
         async def aio():
-            return await aioclient.ControlClient(path).call(commands.Send, message=message,
+            return await aioclient.ControlClient(path).call(wire.Send, message=message,
                                                             text_only=True)
 
         second = await threads.deferToThread(asyncio.run, aio())

@@ -43,7 +43,7 @@ from aimx import service
 from aimx.cli import setup as cli
 from aimx.cli.session import Session, execute
 from aimx.cli.term import Terminal
-from aimx.control.commands import SOCKET_NAME
+from aimx.control.wire import SOCKET_NAME
 from aimx.ops import portcheck as core
 from aimx.ops import portholder
 from aimx.ops.portholder import AIMX
@@ -119,7 +119,7 @@ class SetupTestCase(PortcheckMixin, TestCase):
                      environ=None, verifier=True):
         """Run `aimx setup ARGV [--verify-host <verifier>/]`: (exit code, stdout, stderr)."""
         verify = ["--verify-host", self.verify_host + "/"] if verifier else []
-        args = aimx.cli._parser().parse_args(["setup", *argv, *verify])
+        args = aimx.cli.arguments.parser().parse_args(["setup", *argv, *verify])
         args.config_dir, args.data_dir = self.config_dir, self.data_dir
         env = {
             "AIMX_NAMESERVERS": self.dns.nameservers,
