@@ -18,7 +18,7 @@ UTC = datetime.timezone.utc
 #: The namespaces docs/logging.md lists.
 NAMESPACES = {"aimx.daemon", "aimx.config", "aimx.smtp", "aimx.inbound", "aimx.trust",
               "aimx.hook", "aimx.send", "aimx.held", "aimx.control", "aimx.index",
-              "aimx.dkim", "aimx.verifier"}
+              "aimx.dkim", "aimx.verifier", "aimx.audit"}
 
 
 class _Events(SynchronousTestCase):

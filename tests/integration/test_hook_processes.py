@@ -145,7 +145,7 @@ class GateAndEnvironmentTests(ProcessTestCase):
         self.assertEqual(
             self.line("skipped"),
             f"<6>aimx.hook: hook skipped hook_name=quiet event=on_receive mailbox=alice "
-            f"trusted=none fire_on_untrusted=false email_id={STEM}",
+            f"skipped=trust trusted=none fire_on_untrusted=false email_id={STEM}",
         )
 
     @defer.inlineCallbacks

@@ -96,7 +96,7 @@ class TrustGateTests(HookDaemonTestCase):
         [skip] = [line for line in self.hook_lines() if "skipped" in line]
         self.assertTrue(skip.startswith(
             "<6>aimx.hook: hook skipped hook_name=notify event=on_receive mailbox=alice "
-            "trusted=false fire_on_untrusted=false email_id="
+            "skipped=trust trusted=false fire_on_untrusted=false email_id="
         ), skip)
 
     @defer.inlineCallbacks
