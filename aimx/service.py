@@ -12,12 +12,14 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python import threadpool, usage
 
+from aimx.auditlog import AuditLog
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
 from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.control.approvals import Expiry
 from aimx.control.wire import SOCKET_NAME
 from aimx.control.ops import Control
+from aimx.core import audit
 from aimx.ops import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
@@ -197,6 +199,7 @@ class Daemon(service.MultiService):
         self.options = options
         self.live = live
         self.pools: list[threadpool.ThreadPool] = []
+        self.audit: AuditLog | None = None
 
     def startService(self):
         # The handler comes first: a SIGHUP right after the pid file appears (a
@@ -245,12 +248,15 @@ class Daemon(service.MultiService):
         for warning in warnings:
             log.warn("{problem}", problem=warning)
         self.live.current = config
+        hooks = sum(len(mb.hooks) for mb in config.mailboxes)
         log.info(
             "SIGHUP: config reloaded from {path}: {m} mailboxes, {h} hooks, 0 templates",
             path=path,
             m=len(config.mailboxes),
-            h=sum(len(mb.hooks) for mb in config.mailboxes),
+            h=hooks,
         )
+        if self.audit is not None:
+            self.audit.record(audit.reloaded(len(config.mailboxes), hooks))
 
 
 def dkim_dns_check(config, config_dir: str, resolver):
@@ -378,7 +384,11 @@ def build(
     inbound.listeners.append(daemon.index.on_received)
     # Started first, stopped last: the SMTP drain and control commands still use it.
     daemon.index.setServiceParent(daemon)
-    daemon.hooks = HookRunner(reactor, config=live, environ=environ)
+    # Stopped after every service that records (its stop writes what is queued).
+    daemon.audit = AuditLog(config=live, clock=reactor, run_in_thread=run_in_thread)
+    daemon.audit.setServiceParent(daemon)
+    daemon.hooks = HookRunner(reactor, config=live, environ=environ,
+                              audit=daemon.audit.record)
     inbound.listeners.append(daemon.hooks.on_received)
     daemon.smtp = SmtpListener(reactor, factory, options.binds)
     daemon.smtp.setServiceParent(daemon)
@@ -411,6 +421,7 @@ def build(
         run_in_thread=run_in_thread,
         outbox=outbox,
         index=daemon.index,
+        audit=daemon.audit,
     )
     # Mail to the approval address that is an approval reply (docs/guardrails.md).
     inbound.approval_replies = control.approvals.on_reply

@@ -8,7 +8,9 @@ as the owner: L{aimx.core.authz.may_decide}); the owner may list and read its
 own.  An approved message is delivered exactly as a normal send (the outbox:
 sent copy, after_send hooks) and counts in the mailbox's rate window; one
 rejected, or not decided within C{[approval] expire_days} (L{Expiry}, on the
-reactor clock), moves to C{rejected/}.  Each change is logged with who made it.
+reactor clock), moves to C{rejected/}.  Each change is logged with who made it,
+and recorded in the audit log (docs/guardrails.md, "Audit"), as is a decision
+refused to someone who may not make it.
 
 With C{[approval] notify} set, each hold is announced to that address and a
 reply from it decides the hold (L{aimx.core.approvalmail}; docs/guardrails.md,
@@ -23,6 +25,7 @@ import uuid
 from twisted.application import service
 from twisted.internet import defer, task
 
+from aimx.core import audit as records
 from aimx.core import approvalmail, frontmatter, heldmail, submission
 from aimx.core.assemble import Draft
 from aimx.core.authz import may_decide, visible
@@ -60,11 +63,13 @@ class Approvals:
     @param now: the wall clock (aware UTC), for C{held_at} and C{expires_at}.
     @param token: C{() -> 8 hex digits}, the random end of a hold id.
     @param secret: C{() -> 32 hex digits}, the secret of a mail-approval token.
+    @param audit: C{record -> None}, given each decision (L{aimx.core.audit.held}).
     """
 
     def __init__(self, *, live, data_dir: str, outbox, guard, passwd, run_in_thread, now,
                  token=lambda: secrets.token_hex(4),
-                 secret=lambda: secrets.token_hex(approvalmail.SECRET_BYTES)):
+                 secret=lambda: secrets.token_hex(approvalmail.SECRET_BYTES),
+                 audit=lambda record: None):
         self.live = live
         self.data_dir = data_dir
         self.outbox = outbox
@@ -74,6 +79,7 @@ class Approvals:
         self.now = now
         self.token = token
         self.secret = secret
+        self.audit = audit
         self._busy: set[str] = set()
         self._locks: dict[str, defer.DeferredLock] = {}
         self._work: set[defer.Deferred] = set()
@@ -205,6 +211,9 @@ class Approvals:
             log.warn("[held] refused {verb} hold_id={hold_id} mailbox={mailbox} "
                      "caller_uid={caller_uid}: {reason}", verb=verb, hold_id=hold_id,
                      mailbox=mailbox, caller_uid=uid, reason=decision.reason)
+            self.audit(records.held(action=records.DECISION_REFUSED, mailbox=mailbox,
+                                    hold_id=hold_id, by=self._who(uid), caller_uid=uid,
+                                    reason=f"{verb}: {decision.reason}"))
             raise AccessDenied(f"not authorized: {decision.reason}")
         if hold_id in self._busy:
             raise TempError(f"held message '{hold_id}' is being decided on; retry later")
@@ -246,13 +255,17 @@ class Approvals:
         self.guard.record(mailbox, now)
         try:
             answer = await self.outbox.send(config, sub, draft)
-        except DeliveryError:
-            await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid)
+        except DeliveryError as e:
+            await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid,
+                               message_id=sub.header("message-id"),
+                               outcome=f"[{e.code}] {e}")
             raise
         except BaseException:
             self.guard.cancel(mailbox, now)
             raise
-        await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid)
+        await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid,
+                           message_id=answer.get("message_id"),
+                           outcome=records.outcome(answer.get("deliveries")))
         return answer
 
     async def reject(self, uid: int, hold_id: str, reason: str | None) -> None:
@@ -269,7 +282,8 @@ class Approvals:
         md, _ = await self._read(mailbox, hold_id)
         decided = heldmail.decided(md, heldmail.REJECTED, by=by, at=self.now(),
                                    reason=reason or None)
-        await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, by, uid)
+        await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, by, uid,
+                           reason=reason or None)
 
     async def expire(self) -> int:
         """Move every pending hold past its C{expires_at} to C{rejected/}.
@@ -291,15 +305,23 @@ class Approvals:
                                                reason="not decided in time")
                 except ValueError:
                     decided = files[0]
-                await self._settle(mailbox, hold_id, decided, heldmail.EXPIRED, "aimx", None)
+                await self._settle(mailbox, hold_id, decided, heldmail.EXPIRED, "aimx", None,
+                                   reason="not decided in time")
                 expired += 1
         return expired
 
     async def _settle(self, mailbox: str, hold_id: str, decided: bytes | None, state: str,
-                      by: str, uid: int | None) -> None:
+                      by: str, uid: int | None, **outcome) -> None:
+        """The one place a hold stops being pending: the files, the log, the audit.
+
+        @param by: who decided (a user name, C{aimx}, C{mail from <notify>}).
+        @param outcome: C{reason}, C{message_id}, C{outcome} for the audit record.
+        """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
         log.info("[held] {state} hold_id={hold_id} mailbox={mailbox} by={by}", state=state,
                  hold_id=hold_id, mailbox=mailbox, by=by, caller_uid=uid)
+        self.audit(records.held(action=state, mailbox=mailbox, hold_id=hold_id, by=by,
+                                caller_uid=uid, **outcome))
 
 
     # -- by mail (docs/guardrails.md, "Approving by mail") ---------------------
@@ -356,12 +378,21 @@ class Approvals:
         problem = reply.problem
         if problem is None:
             problem = await self._by_mail(config, reply)
-        if problem is not None:
-            # A reply from the notify address itself that fails is worth a warning.
-            emit = log.warn if reply.author == (notify or "").lower() else log.info
-            emit("[held] mail reply ignored from={author} hold_id={hold_id} "
-                 "message_id={message_id}: {problem}", author=reply.author or "?",
-                 hold_id=reply.hold_id or "?", message_id=parsed.message_id, problem=problem)
+        if problem is None:
+            return
+        # A reply from the notify address itself that fails is worth a warning.
+        emit = log.warn if reply.author == (notify or "").lower() else log.info
+        emit("[held] mail reply ignored from={author} hold_id={hold_id} "
+             "message_id={message_id}: {problem}", author=reply.author or "?",
+             hold_id=reply.hold_id or "?", message_id=parsed.message_id, problem=problem)
+        mailbox = None
+        if reply.hold_id:
+            mailbox = await self.run_in_thread(held.find, self.data_dir, reply.hold_id)
+        if mailbox is not None:
+            self.audit(records.held(action=records.DECISION_REFUSED, mailbox=mailbox,
+                                    hold_id=reply.hold_id,
+                                    by=f"mail from {reply.author or '?'}", caller_uid=None,
+                                    reason=f"mail reply ignored: {problem}"))
 
     async def _by_mail(self, config, reply: approvalmail.Reply) -> str | None:
         """Decide a hold as a reply L{approvalmail.read_reply} accepted says.

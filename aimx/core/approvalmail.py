@@ -149,6 +149,8 @@ class Reply:
     @ivar action: L{APPROVE} or L{REJECT}; C{None} when it decides nothing.
     @ivar problem: why it decides nothing (for the log), else C{None}.
     @ivar author: its From address as parsed (lower-cased), or C{""}.
+    @ivar hold_id: the hold its one token names (also when it decides nothing), or C{""}.
+    @ivar secret: its token's secret, only when it decides.
     @ivar reason: the reason a rejecting reply gives, or C{None}.
     """
 
@@ -168,9 +170,11 @@ def read_reply(notify: str, parsed: ParsedMessage, auth: AuthResults) -> Reply:
     """
     identity = parsed.identity
     author = identity.author.address if identity.author is not None else ""
+    found = set(_TOKEN.findall(identity.subject)) or set(_TOKEN.findall(parsed.body))
+    hold_id, secret = next(iter(found)) if len(found) == 1 else ("", "")
 
     def ignored(problem: str) -> Reply:
-        return Reply(None, problem, author)
+        return Reply(None, problem, author, hold_id)
 
     if parsed.auto_submitted and parsed.auto_submitted.lower() != "no":
         return ignored(f"an automatic message (Auto-Submitted: {parsed.auto_submitted})")
@@ -179,10 +183,8 @@ def read_reply(notify: str, parsed: ParsedMessage, auth: AuthResults) -> Reply:
     verdict = trust.evaluate("verified", (trust.literal(notify),), identity, auth)
     if verdict.trusted != "true":
         return ignored(f"not authenticated as {notify}: {verdict.reason}")
-    found = set(_TOKEN.findall(identity.subject)) or set(_TOKEN.findall(parsed.body))
     if len(found) != 1:
         return ignored("no token" if not found else "more than one token")
-    [(hold_id, secret)] = found
     reply = bool(identity.in_reply_to or identity.references)
     first = next((line.strip() for line in replytext.new_text(parsed.body, reply=reply)
                   .split("\n") if line.strip()), "")

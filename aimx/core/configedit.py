@@ -47,7 +47,7 @@ from aimx.errors import (
 
 _OWNER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
-_BODY_KEYS = ("cmd", "fire_on_untrusted", "type", "timeout_secs")
+_BODY_KEYS = ("cmd", "fire_on_untrusted", "fire_on_review", "type", "timeout_secs")
 _TEMPLATE = "template hooks were removed. See docs/hooks.md for the supported raw-cmd schema"
 _LEGACY_KEYS = {
     "template": f"hook sets `template`; {_TEMPLATE}",
@@ -185,8 +185,8 @@ def parse_hook_request(event: str, name: str | None, body: str) -> HookConfig:
     """The checks of HOOK-CREATE (docs/hooks.md): event, name, body, the hook.
 
     @param name: the explicit name, or C{None} to derive it.
-    @param body: the JSON object C{{"cmd": [...], "fire_on_untrusted", "type",
-        "timeout_secs"}}.
+    @param body: the JSON object C{{"cmd": [...], "fire_on_untrusted",
+        "fire_on_review", "type", "timeout_secs"}}.
     @return: the hook, not yet checked against the other hooks (L{add_hook}).
     @raise ValidationError: bad event, name or hook field.
     @raise ProtocolError: legacy keys, or a body that does not decode.
@@ -229,6 +229,9 @@ def _decode_body(body: str) -> dict:
     fire = data.get("fire_on_untrusted", False)
     if not isinstance(fire, bool):
         raise _body_error("`fire_on_untrusted`: expected a boolean")
+    review = data.get("fire_on_review", False)
+    if not isinstance(review, bool):
+        raise _body_error("`fire_on_review`: expected a boolean")
     hook_type = data.get("type", "cmd")
     if not isinstance(hook_type, str):
         raise _body_error("`type`: expected a string")
@@ -238,6 +241,7 @@ def _decode_body(body: str) -> dict:
     return {
         "cmd": cmd,
         "fire_on_untrusted": fire,
+        "fire_on_review": review,
         "hook_type": hook_type,
         "timeout_secs": timeout,
     }
@@ -258,8 +262,9 @@ def _check_single_hook(hook: HookConfig) -> None:
         )
     if hook.type != "cmd":
         raise ValidationError(f"hook has unsupported type '{hook.type}': only `cmd` is supported")
-    if hook.fire_on_untrusted and hook.event != "on_receive":
-        raise ValidationError("`fire_on_untrusted = true` is `on_receive` only")
+    for flag in ("fire_on_untrusted", "fire_on_review"):
+        if getattr(hook, flag) and hook.event != "on_receive":
+            raise ValidationError(f"`{flag} = true` is `on_receive` only")
     if hook.timeout_secs == 0:
         raise ValidationError("`timeout_secs = 0`: must be > 0")
     if hook.timeout_secs > MAX_HOOK_TIMEOUT:
@@ -332,6 +337,7 @@ def hook_rows(config: Config, shown: Callable[[MailboxConfig], bool]) -> list[di
             "event": hook.event,
             "cmd": list(hook.cmd),
             "fire_on_untrusted": hook.fire_on_untrusted,
+            "fire_on_review": hook.fire_on_review,
             "timeout_secs": hook.timeout_secs,
         }
         for mb in config.mailboxes

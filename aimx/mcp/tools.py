@@ -403,12 +403,15 @@ class Tools:
         name: str | None = None,
         timeout_secs: int | None = None,
         fire_on_untrusted: bool = False,
+        fire_on_review: bool = False,
     ) -> str:
         """HOOK-CREATE with the hook's fields as its JSON body."""
         mailbox = (await self._row(mailbox))["name"]
         if not cmd:
             raise ToolError("cmd must not be empty")
         body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
+        if fire_on_review:
+            body["fire_on_review"] = True
         if timeout_secs is not None:
             body["timeout_secs"] = timeout_secs
         await self._call(HookCreate, mailbox=mailbox, event=event, name=name, body=_json(body))
