@@ -718,7 +718,8 @@ class SessionsPerIpTests(_Case):
                 inside = False
             out.append(line[2:] if inside else line)
         config, _ = load("\n".join(out))
-        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 7))
+        self.assertEqual(config.approval,
+                         cfg.ApprovalConfig("aimx-approvers", 7, "ops@owner.example"))
         policy = config.effective_outbound(config.mailbox("support"))
         self.assertEqual((policy.deny, policy.allow, policy.max_per_hour, policy.approval,
                           policy.attachment_roots),
