@@ -162,6 +162,9 @@ class ReadReplyTests(SynchronousTestCase):
         self.assertIgnored(reply(f"approve\r\n{TOKEN}\r\n{other}\r\n", subject="Re"),
                            "more than one token")
         self.assertIgnored(reply(subject=f"Re: [aimx hold {HOLD} {SECRET[:-1]}]"), "no token")
+        late = "x" * approvalmail.BODY_SEARCH_CAP + TOKEN
+        self.assertIgnored(reply(f"approve\r\n{late}\r\n", subject="Re"), "no token")
+        self.assertFalse(approvalmail.carries_token(reply(late, subject="Re")))
 
     def test_author(self):
         """Only the notify address itself (case aside), as one plain From mailbox."""

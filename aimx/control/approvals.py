@@ -323,7 +323,6 @@ class Approvals:
         self.audit(records.held(action=state, mailbox=mailbox, hold_id=hold_id, by=by,
                                 caller_uid=uid, **outcome))
 
-
     # -- by mail (docs/guardrails.md, "Approving by mail") ---------------------
 
     def idle(self) -> defer.Deferred:

@@ -36,6 +36,9 @@ TEXT_CAP = 64 * 1024
 SUBJECT_CAP = 200
 #: The longest reason a rejecting reply gives (characters).
 REASON_CAP = 500
+#: How much of a body is searched for a token (characters): the quoted
+#: notification's comes early, and the search runs on the reactor.
+BODY_SEARCH_CAP = 1024 * 1024
 _TOKEN = re.compile(r"\[aimx hold (\d{8}-\d{6}-[0-9a-f]{8}) ([0-9a-f]{32})\]")
 _APPROVE = re.compile(r"approve[.!]?", re.ASCII | re.IGNORECASE)
 _REJECT = re.compile(r"reject(?:[.!]?|[.!]?[\s:,;-]+(?P<reason>.*))", re.ASCII | re.IGNORECASE)
@@ -57,8 +60,10 @@ def token(hold_id: str, secret: str) -> str:
 
 
 def carries_token(parsed: ParsedMessage) -> bool:
-    """Whether a message's subject or body holds something shaped like a token."""
-    return bool(_TOKEN.search(parsed.identity.subject) or _TOKEN.search(parsed.body))
+    """Whether a message's subject or body (its first L{BODY_SEARCH_CAP} characters)
+    holds something shaped like a token."""
+    return bool(_TOKEN.search(parsed.identity.subject)
+                or _TOKEN.search(parsed.body, 0, BODY_SEARCH_CAP))
 
 
 def claims(config: Config, rcpt: str, parsed: ParsedMessage) -> bool:
@@ -170,7 +175,8 @@ def read_reply(notify: str, parsed: ParsedMessage, auth: AuthResults) -> Reply:
     """
     identity = parsed.identity
     author = identity.author.address if identity.author is not None else ""
-    found = set(_TOKEN.findall(identity.subject)) or set(_TOKEN.findall(parsed.body))
+    found = (set(_TOKEN.findall(identity.subject))
+             or set(_TOKEN.findall(parsed.body, 0, BODY_SEARCH_CAP)))
     hold_id, secret = next(iter(found)) if len(found) == 1 else ("", "")
 
     def ignored(problem: str) -> Reply:
