@@ -111,7 +111,8 @@ class Outbox:
         ))
         signed = await self.run_in_thread(self.signer.sign, assembled.wire, config.domain)
         started = time.monotonic()
-        results = await self._deliver(config, sub, signed, message_id)
+        results = await self._deliver(config, sub.sender, list(sub.recipients), signed,
+                                      message_id)
         status = delivery.overall(results)
         log.info(
             "sent",
@@ -133,15 +134,29 @@ class Outbox:
             raise DeliveryError(reason)
         return {"message_id": message_id, "deliveries": [attrs.asdict(r) for r in results]}
 
-    async def _deliver(self, config: Config, sub: Submission, signed: bytes,
+    async def send_notice(self, config: Config, draft: Draft, *, sender: str,
+                          rcpts: list[str], message_id: str) -> list[RcptResult]:
+        """A message of the daemon's own (an approval notification): assembled, signed
+        and delivered as a send is, with no sent copy and no hooks (it is no mailbox's).
+
+        @param draft: its headers (From, Message-ID included) and plain text.
+        @param sender: the envelope sender.
+        @return: one result per recipient, in their order.
+        @raise BodyTooLarge, SignError: nothing was sent.
+        """
+        assembled = await self.run_in_thread(functools.partial(
+            assemble_draft, draft, signature=""))
+        signed = await self.run_in_thread(self.signer.sign, assembled.wire, config.domain)
+        return await self._deliver(config, sender, rcpts, signed, message_id)
+
+    async def _deliver(self, config: Config, sender: str, rcpts: list[str], signed: bytes,
                        message_id: str) -> list[RcptResult]:
-        """One result per recipient, in the submission's order."""
-        rcpts = list(sub.recipients)
+        """One result per recipient, in the order given."""
         if self.drop_dir is not None:
             # The mail drop stands in for every delivery, local ones included.
             try:
                 path = await self.run_in_thread(functools.partial(
-                    maildrop.drop, self.drop_dir, signed, mail_from=sub.sender,
+                    maildrop.drop, self.drop_dir, signed, mail_from=sender,
                     rcpt_to=rcpts, message_id=message_id,
                 ))
             except OSError as e:
@@ -153,24 +168,24 @@ class Outbox:
         parts = []
         if local:
             parts.append(defer.Deferred.fromCoroutine(
-                self._deliver_local(config, sub, local, signed)))
+                self._deliver_local(config, sender, local, signed)))
         if remote:
             parts.append(defer.Deferred.fromCoroutine(
-                self._deliver_remote(sub, remote, signed)))
+                self._deliver_remote(sender, remote, signed)))
         results = {}
         for part in await defer.gatherResults(parts, consumeErrors=True):
             results.update((result.rcpt, result) for result in part)
         return [results[rcpt] for rcpt in rcpts]
 
-    async def _deliver_remote(self, sub: Submission, rcpts: list[str],
+    async def _deliver_remote(self, sender: str, rcpts: list[str],
                               signed: bytes) -> list[RcptResult]:
         plan = await self.transport.plan(rcpts)
         if plan.missing:
             # A domain that cannot receive mail: nothing leaves (nothing half-sent).
             return delivery.held_back(plan)
-        return await self.transport.deliver(sub.sender, plan, signed)
+        return await self.transport.deliver(sender, plan, signed)
 
-    async def _deliver_local(self, config: Config, sub: Submission, rcpts: list[str],
+    async def _deliver_local(self, config: Config, sender: str, rcpts: list[str],
                              signed: bytes) -> list[RcptResult]:
         """Our own domain's recipients, through the inbound chain (no MX lookup).
 
@@ -189,7 +204,7 @@ class Outbox:
             else:
                 results.append(delivery.local_result(rcpt, refusal))
         if routable:
-            envelope = Envelope(peer_ip=None, helo=config.domain, mail_from=sub.sender,
+            envelope = Envelope(peer_ip=None, helo=config.domain, mail_from=sender,
                                 rcpts=tuple(routable), raw=signed)
             try:
                 replies = await self.local(envelope)

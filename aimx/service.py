@@ -413,6 +413,9 @@ def build(
         index=daemon.index,
         audit=daemon.audit,
     )
+    # Mail to the approval address that is an approval reply (docs/guardrails.md).
+    inbound.approval_replies = control.approvals.on_reply
+    daemon.approvals = control.approvals
     daemon.control = ControlSocket(
         reactor,
         os.path.join(options["runtime-dir"], SOCKET_NAME),

@@ -6,22 +6,30 @@ import datetime
 import os
 
 from twisted.internet import defer, task
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from aimx.control.approvals import MAX_PENDING, Expiry
 from aimx.control.ops import Caller, Control
-from aimx.core import frontmatter
+from aimx.core import approvalmail, frontmatter
+from aimx.core.address import Envelope
+from aimx.core.authresults import AuthResults
+from aimx.core.message import parse_message
+from aimx.core.received import Prepared
 from aimx.errors import (
     AccessDenied,
     BodyTooLarge,
     MailboxError,
     NotFoundError,
     PolicyError,
+    SignError,
     TempError,
 )
 from aimx.service import LiveConfig
 from aimx.testing import fakes
 from aimx.testing.fakes import FakeIndex, FakeNow, FakeOutbox, FakePasswd
+from tests.test_approvalmail import signed
 
 ROOT, ALICE, BOB, OPS = 0, 2001, 2002, 2003
 START = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -272,3 +280,141 @@ class AuditTests(ApprovalTestCase):
         self.assertIn("(outbound.max_per_hour)", self.records[7]["reason"])
         self.assertEqual(len(self.records[0]["sha256"]), 64)
         self.assertEqual(self.records[0]["recipients"], ["new@y.example"])
+
+
+NOTIFY = "ops@owner.example"
+
+
+class ByMailTests(ApprovalTestCase):
+    """[approval] notify: each hold is announced; a reply the core accepts decides it."""
+
+    def setUp(self):
+        super().setUp()
+        self.configure(notify=NOTIFY)
+        secrets = iter(f"{n:032x}" for n in range(1, 10_000))
+        self.control.approvals.secret = lambda: next(secrets)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.hold_id = self.send()["held"]
+
+    def logged(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+    def reply(self, body="approve", secret=f"{1:032x}", sender=NOTIFY, auth=None):
+        """Hand the daemon a reply as the inbound chain would; fires when it is done."""
+        raw = fakes.message(body + "\r\n", sender=sender, to="postmaster@test.local",
+                            subject=f"Re: [aimx hold {self.hold_id} {secret}] Test")
+        prepared = Prepared(Envelope(None, None, sender, ("postmaster@test.local",), raw),
+                            parse_message(raw), signed() if auth is None else auth)
+        self.control.approvals.on_reply(prepared)
+        return self.successResultOf(self.control.approvals.idle())
+
+    def kept_digest(self):
+        with open(self.held_dir(self.hold_id + ".md"), "rb") as f:
+            return frontmatter.parse(f.read())[0].get("token_sha256")
+
+    def test_notified(self):
+        """The hold is announced to notify from postmaster with the token; the hold keeps
+        only the token's digest."""
+        [(draft, sender, rcpts)] = self.outbox.notices
+        self.assertEqual((sender, rcpts), ("postmaster@test.local", [NOTIFY]))
+        token = f"[aimx hold {self.hold_id} {1:032x}]"
+        self.assertIn(f"Subject: {token}", draft.header_lines)
+        self.assertEqual(self.kept_digest(), approvalmail.digest(f"{1:032x}"))
+        self.assertIn("notification of hold_id=20260301-120000-00000001 to "
+                      "ops@owner.example delivered", self.logged())
+
+    def test_notice_failure_keeps_the_hold(self):
+        """A notification that cannot go is logged; the hold waits as any other."""
+        self.outbox.notice_answer = SignError("no key")
+        other = self.send()["held"]
+        self.assertIn(f"notification of hold_id={other} to ops@owner.example not sent: "
+                      "no key", self.logged())
+        self.outbox.notice_answer, self.outbox.notice_status = None, "failed"
+        self.send()
+        self.assertIn("to ops@owner.example failed: fake", self.logged())
+        self.assertEqual(len(self.successResultOf(self.call("held_list", ROOT, None))), 3)
+
+    def test_approve(self):
+        """approve delivers the held message and the hold is gone, decided by mail."""
+        self.reply("approve")
+        [draft] = self.outbox.drafts
+        self.assertIn("To: new@y.example", draft.header_lines)
+        self.assertEqual(os.listdir(self.held_dir()), [])
+        self.assertIn(f"[held] approved hold_id={self.hold_id} mailbox=alice "
+                      f"by=mail from {NOTIFY}", self.logged())
+
+    def test_reject(self):
+        """reject with a reason moves it to rejected/, by mail from notify."""
+        self.reply("reject: not a customer")
+        self.assertEqual(self.outbox.drafts, [])
+        with open(self.held_dir("rejected", self.hold_id + ".md"), "rb") as f:
+            fields, _ = frontmatter.parse(f.read())
+        self.assertEqual((fields["state"], fields["decided_by"], fields["decision_reason"]),
+                         ("rejected", f"mail from {NOTIFY}", "not a customer"))
+        self.assertNotIn("token_sha256", fields)
+
+    def test_ignored(self):
+        """A wrong secret, another author or an unsigned reply decides nothing, and says
+        why in the log (a warning when it claims to be from notify)."""
+        self.reply(secret="f" * 32)
+        self.reply(sender="eve@owner.example")
+        self.reply(auth=AuthResults(dkim="none", spf="pass", dmarc="pass"))
+        self.assertEqual(self.outbox.drafts, [])
+        self.assertEqual(len(os.listdir(self.held_dir())), 2)
+        logged = self.logged()
+        self.assertIn(f"mail reply ignored from={NOTIFY} hold_id={self.hold_id} "
+                      "message_id=m1@example.com: the token is not the hold's (wrong, spent "
+                      "or renewed)", logged)
+        self.assertIn("from eve@owner.example, not ops@owner.example", logged)
+        self.assertIn("not authenticated as ops@owner.example: no valid DKIM signature",
+                      logged)
+        self.assertNotIn("f" * 32, logged)
+        self.assertNotIn(f"{1:032x}", logged)
+        levels = {e["log_level"].name for e in self.events if "ignored" in formatEvent(e)}
+        self.assertEqual(levels, {"info", "warn"})
+
+    def test_no_such_hold(self):
+        """A token of a hold no longer pending decides nothing."""
+        self.successResultOf(self.call("held_reject", ROOT, self.hold_id, None))
+        self.reply("approve")
+        self.assertIn("no such hold is pending", self.logged())
+
+    def test_deferred_approval_renews_the_token(self):
+        """An approval that can only be deferred spends the token and announces the hold
+        again with a new one: the old reply is refused, the new token approves."""
+        self.outbox.answer = TempError("all deferred")
+        self.reply("approve")
+        self.assertEqual(len(os.listdir(self.held_dir())), 2)
+        [_, (again, _, _)] = self.outbox.notices
+        self.assertIn(f"Subject: [aimx hold {self.hold_id} {2:032x}]", again.header_lines)
+        self.assertTrue(again.text.startswith("Approved, but not sent: all deferred\n"))
+        self.assertEqual(self.kept_digest(), approvalmail.digest(f"{2:032x}"))
+        self.outbox.answer = None
+        self.reply("approve")
+        self.assertEqual(len(os.listdir(self.held_dir())), 2)
+        self.assertIn("the token is not the hold's", self.logged())
+        self.reply("approve", secret=f"{2:032x}")
+        self.assertEqual(os.listdir(self.held_dir()), [])
+
+    def test_busy(self):
+        """A reply while the hold is being decided on waits for nothing and acts not."""
+        self.outbox.answer = defer.Deferred()
+        first = self.call("held_approve", ROOT, self.hold_id)
+        self.reply("reject")
+        self.assertIn("the hold is being decided on", self.logged())
+        self.outbox.answer.callback(None)
+        self.successResultOf(first)
+
+    def test_audited(self):
+        """An approval by mail is audited with who (the notify address), and so is a
+        reply that names a pending hold but decides nothing (a forged one)."""
+        records = []
+        self.control.approvals.audit = records.append
+        self.reply(auth=AuthResults(dkim="none", spf="pass", dmarc="pass"))
+        self.reply("approve")
+        self.assertEqual(
+            [(r["action"], r["hold_id"], r["by"], r["caller_uid"], r["reason"])
+             for r in records],
+            [("refused", self.hold_id, f"mail from {NOTIFY}", None,
+              f"mail reply ignored: not authenticated as {NOTIFY}: no valid DKIM signature"),
+             ("approved", self.hold_id, f"mail from {NOTIFY}", None, None)])

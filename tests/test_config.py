@@ -718,7 +718,8 @@ class SessionsPerIpTests(_Case):
                 inside = False
             out.append(line[2:] if inside else line)
         config, _ = load("\n".join(out))
-        self.assertEqual(config.approval, cfg.ApprovalConfig("aimx-approvers", 7))
+        self.assertEqual(config.approval,
+                         cfg.ApprovalConfig("aimx-approvers", 7, "ops@owner.example"))
         policy = config.effective_outbound(config.mailbox("support"))
         self.assertEqual((policy.deny, policy.allow, policy.max_per_hour, policy.approval,
                           policy.attachment_roots),
@@ -1249,8 +1250,8 @@ class OutboundTableTests(_Case):
         self.assertIn(
             "mailboxes.alice.outbound: unknown field `max_per_hours`",
             self.error(BASE + ALICE + '[mailboxes.alice.outbound]\nmax_per_hours = 3\n'))
-        self.assertIn("approval: unknown field `notify`",
-                      self.error(BASE + '[approval]\nnotify = "ops@x.example"\n'))
+        self.assertIn("approval: unknown field `notfy`",
+                      self.error(BASE + '[approval]\nnotfy = "ops@x.example"\n'))
 
     def test_values_checked(self):
         """Counts >= 1, the approval mode, absolute roots, patterns and group names."""
@@ -1272,6 +1273,36 @@ class OutboundTableTests(_Case):
         self.assertIn("approval.approvers: 'Bad Group' is not a valid group name",
                       self.error(BASE + '[approval]\napprovers = "Bad Group"\n'))
         self.assertIn("outbound: expected a table", self.error(BASE + "outbound = 3\n"))
+
+    def test_notify(self):
+        """[approval] notify is one plain address of another domain than ours."""
+        config, _ = load(BASE + '[approval]\nnotify = "ops@owner.example"\n')
+        self.assertEqual(config.approval.notify, "ops@owner.example")
+        self.assertEqual(to_toml(config)["approval"], {"notify": "ops@owner.example"})
+        for value, text in (
+            ("Ops <ops@owner.example>", "is not one plain address"),
+            ("<ops@owner.example>", "is not one plain address"),
+            ("ops@owner.example, eve@x.example", "is not one plain address"),
+            ('\\"o p\\"@owner.example', "is not one plain address"),
+            ("opé@owner.example", "is not one plain address"),
+            ("ops", "is not one plain address"),
+            ("ops@localhost", "approval.notify: 'localhost' needs at least two labels"),
+            ("ops@TEST.com", "'ops@TEST.com' is in test.com, whose mail aimx itself signs"),
+            ("ops@mail.test.com", "is in test.com, whose mail aimx itself signs"),
+        ):
+            self.assertIn(text, self.error(BASE + f'[approval]\nnotify = "{value}"\n'))
+        self.assertIn("approval.notify: expected a string",
+                      self.error(BASE + "[approval]\nnotify = 1\n"))
+
+    def test_approval_address(self):
+        """postmaster@<domain> is the approval address only while notify is set."""
+        config, _ = load(BASE + '[approval]\nnotify = "ops@owner.example"\n')
+        for addr, expected in (("postmaster@test.com", True), ("PostMaster@TEST.COM", True),
+                               ("postmaster+x@test.com", False), ("postmaster@x.com", False),
+                               ("ops@test.com", False), ("postmaster", False)):
+            self.assertEqual(cfg.is_approval_address(config, addr), expected, addr)
+        bare, _ = load(BASE)
+        self.assertFalse(cfg.is_approval_address(bare, "postmaster@test.com"))
 
     def test_round_trip(self):
         """to_toml writes the tables back and they load as the same config."""

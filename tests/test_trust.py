@@ -59,6 +59,13 @@ class GlobMatchTests(SynchronousTestCase):
         self.assertMatches("\\*@x", ["*@x"], ["a@x"])
         self.assertMatches("\\{a\\}", ["{a}"])
 
+    def test_literal(self):
+        """literal() matches its address alone, case aside, glob characters and all."""
+        for address in ("ops@x.example", "!a*b?{c,d}[e]\\f@x.example"):
+            self.assertMatches(trust.literal(address), [address, address.upper()],
+                               ["x" + address, address + "x", "ops@y.example"])
+        self.assertMatches(trust.literal("a*@x.example"), ["a*@x.example"], ["ab@x.example"])
+
     def test_case_insensitive(self):
         """Pattern and text are compared lower-cased (aimx decision)."""
         self.assertMatches("*@Company.COM", ["boss@company.com", "BOSS@company.com"])

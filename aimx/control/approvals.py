@@ -11,6 +11,12 @@ rejected, or not decided within C{[approval] expire_days} (L{Expiry}, on the
 reactor clock), moves to C{rejected/}.  Each change is logged with who made it,
 and recorded in the audit log (docs/guardrails.md, "Audit"), as is a decision
 refused to someone who may not make it.
+
+With C{[approval] notify} set, each hold is announced to that address and a
+reply from it decides the hold (L{aimx.core.approvalmail}; docs/guardrails.md,
+"Approving by mail"): the inbound chain hands such mail to L{Approvals.on_reply}.
+Notifications and replies are worked on in the background (L{Approvals.idle}):
+neither holds up the SEND answer nor the SMTP reply.
 """
 
 import secrets
@@ -20,12 +26,14 @@ from twisted.application import service
 from twisted.internet import defer, task
 
 from aimx.core import audit as records
-from aimx.core import frontmatter, heldmail, submission
+from aimx.core import approvalmail, frontmatter, heldmail, submission
 from aimx.core.assemble import Draft
 from aimx.core.authz import may_decide, visible
 from aimx.core.config import MailboxConfig
+from aimx.core.delivery import DELIVERED
 from aimx.errors import (
     AccessDenied,
+    AimxError,
     DeliveryError,
     IOFailure,
     MailboxError,
@@ -33,6 +41,7 @@ from aimx.errors import (
     PolicyError,
     TempError,
 )
+from aimx.idle import IdleWaiters
 from aimx.logs import Logger
 from aimx.store import held
 
@@ -53,11 +62,14 @@ class Approvals:
     @param passwd: owner, user name and group lookups.
     @param now: the wall clock (aware UTC), for C{held_at} and C{expires_at}.
     @param token: C{() -> 8 hex digits}, the random end of a hold id.
+    @param secret: C{() -> 32 hex digits}, the secret of a mail-approval token.
     @param audit: C{record -> None}, given each decision (L{aimx.core.audit.held}).
     """
 
     def __init__(self, *, live, data_dir: str, outbox, guard, passwd, run_in_thread, now,
-                 token=lambda: secrets.token_hex(4), audit=lambda record: None):
+                 token=lambda: secrets.token_hex(4),
+                 secret=lambda: secrets.token_hex(approvalmail.SECRET_BYTES),
+                 audit=lambda record: None):
         self.live = live
         self.data_dir = data_dir
         self.outbox = outbox
@@ -66,9 +78,12 @@ class Approvals:
         self.run_in_thread = run_in_thread
         self.now = now
         self.token = token
+        self.secret = secret
         self.audit = audit
         self._busy: set[str] = set()
         self._locks: dict[str, defer.DeferredLock] = {}
+        self._work: set[defer.Deferred] = set()
+        self._idle = IdleWaiters()
 
     # -- who -------------------------------------------------------------------
 
@@ -110,9 +125,11 @@ class Approvals:
                 to=sub.to, cc=sub.cc, bcc=sub.bcc)
         now = self.now()
         hold_id = heldmail.new_hold_id(now, self.token())
+        secret = None if config.approval.notify is None else self.secret()
         md, parts = heldmail.render(draft, sub, hold_id=hold_id, reason=reason, now=now,
                                     expire_days=config.approval.expire_days,
-                                    caller_uid=caller_uid)
+                                    caller_uid=caller_uid, token_sha256=None if secret is None
+                                    else approvalmail.digest(secret))
         async with self._locks.setdefault(mailbox, defer.DeferredLock()):
             if await self.run_in_thread(held.count, self.data_dir, mailbox) >= MAX_PENDING:
                 raise PolicyError(
@@ -124,6 +141,8 @@ class Approvals:
                 raise IOFailure(f"cannot keep the message for approval: {e}") from None
         log.info("held", hold_id=hold_id, mailbox=mailbox, caller_uid=caller_uid,
                  reason=reason)
+        if secret is not None:
+            self._background(self._notify(config, hold_id, md, secret), "a notification")
         return {"message_id": message_id, "held": hold_id}
 
     # -- reading ---------------------------------------------------------------
@@ -209,48 +228,60 @@ class Approvals:
         """
         mailbox = await self._deciding(uid, hold_id, "approve")
         try:
-            md, parts = await self._read(mailbox, hold_id)
-            try:
-                fields, body = frontmatter.parse(md)
-                draft = heldmail.draft(fields, body, parts)
-            except ValueError as e:
-                raise IOFailure(f"held message '{hold_id}' is damaged: {e}") from None
-            config = self.live.current
-            sub = submission.check_recipients(submission.check_sender(
-                config, submission.unfold(list(draft.header_lines))))
-            if sub.mailbox.name != mailbox:
-                raise MailboxError(f"held message '{hold_id}' is no longer from mailbox "
-                                   f"'{mailbox}'")
-            now = self.now()
-            self.guard.record(mailbox, now)
-            try:
-                answer = await self.outbox.send(config, sub, draft)
-            except DeliveryError as e:
-                await self._settle(mailbox, hold_id, None, heldmail.APPROVED, uid,
-                                   message_id=sub.header("message-id"),
-                                   outcome=f"[{e.code}] {e}")
-                raise
-            except BaseException:
-                self.guard.cancel(mailbox, now)
-                raise
-            await self._settle(mailbox, hold_id, None, heldmail.APPROVED, uid,
-                               message_id=answer.get("message_id"),
-                               outcome=records.outcome(answer.get("deliveries")))
-            return answer
+            return await self._approve(mailbox, hold_id, self._who(uid), uid)
         finally:
             self._busy.discard(hold_id)
+
+    async def _approve(self, mailbox: str, hold_id: str, by: str, uid: int | None) -> dict:
+        """L{approve} once the decision is allowed and the hold marked busy.
+
+        @param by: who approves, as the log and the audit say it.
+        """
+        md, parts = await self._read(mailbox, hold_id)
+        try:
+            fields, body = frontmatter.parse(md)
+            draft = heldmail.draft(fields, body, parts)
+        except ValueError as e:
+            raise IOFailure(f"held message '{hold_id}' is damaged: {e}") from None
+        config = self.live.current
+        sub = submission.check_recipients(submission.check_sender(
+            config, submission.unfold(list(draft.header_lines))))
+        if sub.mailbox.name != mailbox:
+            raise MailboxError(f"held message '{hold_id}' is no longer from mailbox "
+                               f"'{mailbox}'")
+        now = self.now()
+        self.guard.record(mailbox, now)
+        try:
+            answer = await self.outbox.send(config, sub, draft)
+        except DeliveryError as e:
+            await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid,
+                               message_id=sub.header("message-id"),
+                               outcome=f"[{e.code}] {e}")
+            raise
+        except BaseException:
+            self.guard.cancel(mailbox, now)
+            raise
+        await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid,
+                           message_id=answer.get("message_id"),
+                           outcome=records.outcome(answer.get("deliveries")))
+        return answer
 
     async def reject(self, uid: int, hold_id: str, reason: str | None) -> None:
         """Move a held message to C{rejected/}, saying who rejected it and why."""
         mailbox = await self._deciding(uid, hold_id, "reject")
         try:
-            md, _ = await self._read(mailbox, hold_id)
-            decided = heldmail.decided(md, heldmail.REJECTED, by=self._who(uid),
-                                       at=self.now(), reason=reason or None)
-            await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, uid,
-                               reason=reason or None)
+            await self._reject(mailbox, hold_id, self._who(uid), uid, reason)
         finally:
             self._busy.discard(hold_id)
+
+    async def _reject(self, mailbox: str, hold_id: str, by: str, uid: int | None,
+                      reason: str | None) -> None:
+        """L{reject} once the decision is allowed and the hold marked busy."""
+        md, _ = await self._read(mailbox, hold_id)
+        decided = heldmail.decided(md, heldmail.REJECTED, by=by, at=self.now(),
+                                   reason=reason or None)
+        await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, by, uid,
+                           reason=reason or None)
 
     async def expire(self) -> int:
         """Move every pending hold past its C{expires_at} to C{rejected/}.
@@ -272,15 +303,16 @@ class Approvals:
                                                reason="not decided in time")
                 except ValueError:
                     decided = files[0]
-                await self._settle(mailbox, hold_id, decided, heldmail.EXPIRED, None,
+                await self._settle(mailbox, hold_id, decided, heldmail.EXPIRED, "aimx", None,
                                    reason="not decided in time")
                 expired += 1
         return expired
 
     async def _settle(self, mailbox: str, hold_id: str, decided: bytes | None, state: str,
-                      uid: int | None, **outcome) -> None:
+                      by: str, uid: int | None, **outcome) -> None:
         """The one place a hold stops being pending: the files, the log, the audit.
 
+        @param by: who decided (a user name, C{aimx}, C{mail from <notify>}).
         @param outcome: C{reason}, C{message_id}, C{outcome} for the audit record.
         """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
@@ -289,6 +321,125 @@ class Approvals:
                  caller_uid=uid)
         self.audit(records.held(action=state, mailbox=mailbox, hold_id=hold_id, by=by,
                                 caller_uid=uid, **outcome))
+
+    # -- by mail (docs/guardrails.md, "Approving by mail") ---------------------
+
+    def idle(self) -> defer.Deferred:
+        """Fires once no notification or reply is being worked on."""
+        return self._idle.wait(not self._work)
+
+    def _background(self, work, what: str) -> None:
+        done = defer.Deferred.fromCoroutine(work)
+        self._work.add(done)
+        done.addErrback(lambda failure: log.failure("background work failed", failure,
+                                                    what=what))
+        done.addBoth(self._finished, done)
+
+    def _finished(self, result, done: defer.Deferred):
+        self._work.discard(done)
+        if not self._work:
+            self._idle.idle()
+        return result
+
+    async def _notify(self, config, hold_id: str, md: bytes, secret: str,
+                      note: str | None = None) -> None:
+        """Announce a hold to C{[approval] notify}; a failure is logged, the hold stays."""
+        notify = config.approval.notify
+        fields, body = frontmatter.parse(md)
+        message_id = f"<{uuid.uuid4()}@{config.domain}>"
+        draft = approvalmail.notification(
+            fields, body.decode("utf-8"), hold_id=hold_id, secret=secret, notify=notify,
+            domain=config.domain, now=self.now(), message_id=message_id, note=note)
+        try:
+            [result] = await self.outbox.send_notice(
+                config, draft, sender=approvalmail.sender(config.domain), rcpts=[notify],
+                message_id=message_id)
+        except AimxError as e:
+            log.error("notification not sent", hold_id=hold_id, notify=notify, error=str(e))
+            return
+        emit = log.info if result.status == DELIVERED else log.warn
+        emit("notification", hold_id=hold_id, notify=notify, status=result.status,
+             details=result.details)
+
+    def on_reply(self, prepared) -> None:
+        """A message to the approval address that carries a token: the inbound chain
+        hands it here (it is stored nowhere) once its SMTP reply is decided."""
+        self._background(self._on_reply(prepared), "an approval reply")
+
+    async def _on_reply(self, prepared) -> None:
+        config = self.live.current
+        notify = config.approval.notify
+        parsed = prepared.parsed
+        reply = (approvalmail.read_reply(notify, parsed, prepared.auth) if notify is not None
+                 else approvalmail.Reply(None, "no [approval] notify is set"))
+        problem = reply.problem
+        if problem is None:
+            problem = await self._by_mail(config, reply)
+        if problem is None:
+            return
+        # A reply from the notify address itself that fails is worth a warning.
+        emit = log.warn if reply.author == (notify or "").lower() else log.info
+        emit("mail reply ignored", sender=reply.author or "?", hold_id=reply.hold_id or "?",
+             message_id=parsed.message_id, problem=problem)
+        mailbox = None
+        if reply.hold_id:
+            mailbox = await self.run_in_thread(held.find, self.data_dir, reply.hold_id)
+        if mailbox is not None:
+            self.audit(records.held(action=records.DECISION_REFUSED, mailbox=mailbox,
+                                    hold_id=reply.hold_id,
+                                    by=f"mail from {reply.author or '?'}", caller_uid=None,
+                                    reason=f"mail reply ignored: {problem}"))
+
+    async def _by_mail(self, config, reply: approvalmail.Reply) -> str | None:
+        """Decide a hold as a reply L{approvalmail.read_reply} accepted says.
+
+        The token is spent before anything is done, so no copy of the reply acts
+        twice; an approval that could only be deferred announces the hold again
+        with a new token.
+
+        @return: why nothing was decided, or C{None}.
+        """
+        hold_id = reply.hold_id
+        mailbox = await self.run_in_thread(held.find, self.data_dir, hold_id)
+        if mailbox is None:
+            return "no such hold is pending"
+        if hold_id in self._busy:
+            return "the hold is being decided on"
+        self._busy.add(hold_id)
+        by = f"mail from {config.approval.notify}"
+        try:
+            md, _ = await self._read(mailbox, hold_id)
+            try:
+                fields, _ = frontmatter.parse(md)
+            except ValueError:
+                fields = {}
+            if not approvalmail.matches(fields.get("token_sha256"), reply.secret):
+                return "the token is not the hold's (wrong, spent or renewed)"
+            await self.run_in_thread(held.rewrite, self.data_dir, mailbox, hold_id,
+                                     heldmail.with_token(md, None))
+            if reply.action == approvalmail.REJECT:
+                await self._reject(mailbox, hold_id, by, None, reply.reason)
+                return None
+            try:
+                await self._approve(mailbox, hold_id, by, None)
+            except TempError as e:
+                await self._renew(config, mailbox, hold_id, f"Approved, but not sent: {e}")
+                return f"approved, not sent: {e}"
+            except DeliveryError as e:
+                log.warn("approved, not delivered", hold_id=hold_id, by=by, error=str(e))
+            return None
+        except AimxError as e:
+            return f"[{e.code}] {e}"
+        finally:
+            self._busy.discard(hold_id)
+
+    async def _renew(self, config, mailbox: str, hold_id: str, note: str) -> None:
+        """A new token for a hold still pending, announced with C{note}."""
+        md, _ = await self._read(mailbox, hold_id)
+        secret = self.secret()
+        md = heldmail.with_token(md, approvalmail.digest(secret))
+        if await self.run_in_thread(held.rewrite, self.data_dir, mailbox, hold_id, md):
+            self._background(self._notify(config, hold_id, md, secret, note), "a notification")
 
 
 class Expiry(service.Service):

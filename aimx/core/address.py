@@ -9,7 +9,7 @@ import ipaddress
 
 import attrs
 
-from aimx.core.config import Config, resolve_mailbox
+from aimx.core.config import Config, is_approval_address, resolve_mailbox
 from aimx.errors import SmtpStatus
 
 
@@ -95,13 +95,16 @@ RELAY_DENIED = SmtpStatus(550, "5.7.1", "relay not permitted")
 def rcpt_verdict(config: Config, addr: str) -> SmtpStatus | None:
     """Decide a RCPT: C{None} to accept, else the rejection to send.
 
+    An address some mailbox routes is accepted, and so is the approval address
+    (L{is_approval_address}) with no mailbox behind it.
+
     @param config: the live configuration snapshot.
     @param addr: the extracted recipient address, case preserved.
     """
     local, at, domain = addr.rpartition("@")
     if not at or not local or domain.lower() != config.domain.lower():
         return RELAY_DENIED
-    if resolve_mailbox(config, addr) is None:
+    if resolve_mailbox(config, addr) is None and not is_approval_address(config, addr):
         return SmtpStatus(
             550, "5.1.1", f"<{addr}>: Recipient address rejected: User unknown"
         )

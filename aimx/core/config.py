@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from aimx.core import guards, outpolicy
+from aimx.core.identity import parse_address_list
 from aimx.core.events import EVENTS
 from aimx.core.guards import Guard
 from aimx.core.outpolicy import OutboundPolicy
@@ -39,7 +40,9 @@ _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "fire_on_review",
               "timeout_secs")
-_APPROVAL_KEYS = ("approvers", "expire_days")
+_APPROVAL_KEYS = ("approvers", "expire_days", "notify")
+#: The local part approval replies come to, on our domain (docs/guardrails.md).
+APPROVAL_LOCAL = "postmaster"
 _GUARD_KEYS = ("name", "pattern", "fields")
 _HOOK_RATE_KEYS = ("per_hour",)
 DEFAULT_EXPIRE_DAYS = 7
@@ -221,10 +224,13 @@ class ApprovalConfig:
     @ivar approvers: the group whose members (and root) may approve or reject;
         C{None}: root alone.  Never the mailbox's owner (docs/guardrails.md).
     @ivar expire_days: days a held message waits before it is rejected (>= 1).
+    @ivar notify: the address each hold is announced to, whose DKIM-signed replies
+        approve or reject it (docs/guardrails.md, "Approving by mail"); C{None}: none.
     """
 
     approvers: str | None = None
     expire_days: int = DEFAULT_EXPIRE_DAYS
+    notify: str | None = None
 
 
 @attrs.frozen
@@ -360,6 +366,17 @@ def resolve_sender(config: Config, sender: str) -> MailboxConfig | None:
     if "+" in local or local.startswith("*"):
         return None
     return config._by_local.get(ascii_lower(local))
+
+
+def is_approval_address(config: Config, addr: str) -> bool:
+    """Whether C{addr} is where approval replies come: C{postmaster@<domain>} (no
+    C{+tag}, ASCII case aside) while C{[approval] notify} is set, whether or not a
+    mailbox routes it (docs/guardrails.md, "Approving by mail").
+    """
+    local, at, domain = addr.rpartition("@")
+    return (config.approval.notify is not None and bool(at)
+            and ascii_lower(local) == APPROVAL_LOCAL
+            and ascii_lower(domain) == ascii_lower(config.domain))
 
 
 def validate_mailbox_name(name: str) -> None:
@@ -763,7 +780,8 @@ def _decode_approval(table: dict) -> ApprovalConfig:
     approvers = _field(table, "approvers", str, "approval", None)
     if approvers is not None and not _USERNAME.fullmatch(approvers):
         raise ConfigError(f"approval.approvers: '{approvers}' is not a valid group name")
-    return ApprovalConfig(approvers=approvers, expire_days=expire)
+    notify = _field(table, "notify", str, "approval", None)
+    return ApprovalConfig(approvers=approvers, expire_days=expire, notify=notify)
 
 
 def _decode_hook(table: object, where: str) -> HookConfig:
@@ -793,6 +811,8 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     """Steps 6-10 on the decoded config; returns the warnings of step 9."""
     if config.backup_mx is not None:
         _check_backup_mx(config.backup_mx, config.domain)
+    if config.approval.notify is not None:
+        _check_notify(config.approval.notify, config.domain)
     for mb in config.mailboxes:
         if not mb.owner.strip():
             raise ConfigError(
@@ -866,6 +886,25 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
     return warnings
 
 
+def _check_notify(notify: str, domain: str) -> None:
+    """C{[approval] notify}: one plain ASCII address (no name, no brackets) of a
+    domain that is not ours: mail aimx signs for its own domain (any agent's SEND)
+    must never pass for the approver's."""
+    mailbox = parse_address_list(notify).single
+    if (mailbox is None or not mailbox.plain or mailbox.display_name
+            or mailbox.addr_spec != notify or not notify.isascii()):
+        raise ConfigError(f"approval.notify: '{notify}' is not one plain address "
+                          "(local@domain, ASCII, no name or brackets)")
+    problem = host_name_problem(mailbox.domain, "approval.notify's domain")
+    if problem is not None:
+        raise ConfigError(f"approval.notify: {problem}")
+    theirs, ours = ascii_lower(mailbox.domain), ascii_lower(domain)
+    if theirs == ours or theirs.endswith("." + ours):
+        raise ConfigError(
+            f"approval.notify: '{notify}' is in {domain}, whose mail aimx itself signs; "
+            "an agent could approve its own mail: use an address of another domain")
+
+
 def _check_backup_mx(host: str, domain: str) -> None:
     problem = host_name_problem(host, "backup_mx")
     if problem is not None:
@@ -912,6 +951,8 @@ def to_toml(config: Config) -> dict:
         approval["approvers"] = config.approval.approvers
     if config.approval.expire_days != DEFAULT_EXPIRE_DAYS:
         approval["expire_days"] = config.approval.expire_days
+    if config.approval.notify is not None:
+        approval["notify"] = config.approval.notify
     if approval:
         doc["approval"] = approval
     if config.audit_dir is not None:

@@ -38,11 +38,14 @@ def new_hold_id(now: datetime, token: str) -> str:
 
 
 def render(draft: Draft, sub: Submission, *, hold_id: str, reason: str, now: datetime,
-           expire_days: int, caller_uid: int | None) -> tuple[bytes, bytes]:
+           expire_days: int, caller_uid: int | None,
+           token_sha256: str | None = None) -> tuple[bytes, bytes]:
     """The two files of a new hold.
 
     @param draft: the message as it would have been assembled (its files read in).
     @param reason: why it waits (L{aimx.core.outpolicy.SendDecision.reason}).
+    @param token_sha256: the digest of its mail-approval token
+        (L{aimx.core.approvalmail.digest}), when it is announced by mail.
     @return: the C{.md} file and the C{.parts} file.
     """
     parts = [] if draft.html_body is None else [draft.html_body]
@@ -61,6 +64,7 @@ def render(draft: Draft, sub: Submission, *, hold_id: str, reason: str, now: dat
         "held_at": frontmatter.rfc3339_utc(now),
         "expires_at": frontmatter.rfc3339_utc(now + timedelta(days=expire_days)),
         "caller_uid": caller_uid,
+        "token_sha256": token_sha256,
         "message_id": sub.header("message-id"),
         "from": sub.author.formatted(),
         "to": ", ".join(sub.to),
@@ -118,6 +122,14 @@ def decided(data: bytes, state: str, *, by: str, at: datetime, reason: str | Non
     fields, body = frontmatter.parse(data)
     fields.update(state=state, decided_by=by, decided_at=frontmatter.rfc3339_utc(at),
                   decision_reason=reason)
+    return frontmatter.render(fields, body.decode("utf-8"))
+
+
+def with_token(data: bytes, token_sha256: str | None) -> bytes:
+    """The C{.md} file of a pending hold with its mail-approval token replaced
+    (C{None}: spent, none left)."""
+    fields, body = frontmatter.parse(data)
+    fields["token_sha256"] = token_sha256
     return frontmatter.render(fields, body.decode("utf-8"))
 
 

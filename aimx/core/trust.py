@@ -210,6 +210,15 @@ def must_retry(auth: AuthResults, identity: Identity, mailboxes) -> bool:
                for policy, senders in mailboxes)
 
 
+_GLOB_SPECIAL = frozenset("\\*?[]{},!")
+
+
+def literal(address: str) -> str:
+    """The sender pattern matching C{address} alone (case aside): its glob
+    characters escaped."""
+    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in address)
+
+
 def _safe_match(pattern: str, sender: str) -> bool:
     # Config load rejects invalid patterns; one that slips through matches nothing.
     try:

@@ -7,7 +7,8 @@ everything an outsider controls").  The reply rules (docs/troubleshooting.md, "M
 does not arrive"): all stored -> 250, some -> 451 4.3.0, none -> 451, plus
 C{451 4.4.3} with nothing stored when a temporary DNS failure hit a lookup that decides
 trust for an allow-listed author.  Listeners (hooks) hear of the stored copies once the
-reply is decided.
+reply is decided.  A copy for the approval address that is an approval reply
+(L{aimx.core.approvalmail.claims}) is stored nowhere: it goes to C{approval_replies}.
 """
 
 import hashlib
@@ -16,7 +17,7 @@ import attrs
 from twisted.internet import defer
 
 from aimx.auth.verify import BUDGET, verify_inbound
-from aimx.core import frontmatter, guards, identity, risk, trust
+from aimx.core import approvalmail, frontmatter, guards, identity, risk, trust
 from aimx.core.address import Envelope
 from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_mailbox
 from aimx.core.message import parse_message
@@ -123,6 +124,9 @@ class Inbound:
     @param budget: seconds one message's authentication may take.
     @ivar listeners: callables given each stored L{Ingested} once the reply is
         decided (hooks attach here); they must not block and their errors are logged.
+    @ivar approval_replies: C{Prepared -> None}, given a message once its reply is
+        decided when some recipient's copy is an approval reply (those copies are
+        not stored); must not block.  C{None}: every copy goes to its mailbox.
     """
 
     def __init__(self, *, config, store: MailStore, resolver, run_in_thread, run_dns=None,
@@ -134,6 +138,7 @@ class Inbound:
         self.run_dns = run_dns or run_in_thread
         self.budget = budget
         self.listeners = []
+        self.approval_replies = None
         self._locks: dict[str, _MailboxLock] = {}
 
     def lock(self, mailbox: str) -> defer.DeferredLock:
@@ -199,10 +204,13 @@ class Inbound:
                      rcpts=envelope.rcpts, message_id=parsed.message_id)
         config = self.config()
         routed = [resolve_mailbox(config, rcpt) for rcpt in envelope.rcpts]
+        claimed = {ascii_lower(rcpt) for rcpt in envelope.rcpts
+                   if self.approval_replies is not None
+                   and approvalmail.claims(config, rcpt, parsed)}
         if trust.must_retry(auth, parsed.identity, [
             (config.effective_trust(mb), config.effective_trusted_senders(mb))
             for mb in routed if mb is not None
-        ]):
+        ] + ([approvalmail.retry_policy(config)] if claimed else [])):
             log.warn(
                 "temporary DNS failure authenticating an allow-listed sender, answering 451",
                 peer=envelope.peer_ip, sender=parsed.from_, message_id=parsed.message_id,
@@ -216,6 +224,8 @@ class Inbound:
             if ascii_lower(rcpt) in replies:
                 continue  # the same recipient twice is one delivery
             replies[ascii_lower(rcpt)] = ACCEPTED
+            if ascii_lower(rcpt) in claimed:
+                continue
             try:
                 stored.append(await self._store(prepared, rcpt))
             except Exception as e:
@@ -233,6 +243,11 @@ class Inbound:
             size_bytes=len(envelope.raw),
         )
         status = ACCEPTED if not failed else PARTIAL if stored else FAILED
+        if claimed:
+            try:
+                self.approval_replies(prepared)
+            except Exception:
+                log.failure("approval reply hand-over failed")
         for ingested in stored:
             self._announce(ingested)
         return status, [(rcpt, replies[ascii_lower(rcpt)]) for rcpt in envelope.rcpts]

@@ -3,8 +3,9 @@
 C{<data_dir>/held/} is root's (0700), with a directory per mailbox (0700) holding
 C{<hold-id>.md} and C{<hold-id>.parts} (0600, L{aimx.core.heldmail}) and a
 C{rejected/} directory for the holds rejected or expired.  Every state change
--- held (L{hold}), approved and sent (L{settle} without a file), rejected or
-expired (L{settle} with the decided C{.md}) -- goes through this module, so the
+-- held (L{hold}), its mail-approval token spent or renewed (L{rewrite}),
+approved and sent (L{settle} without a file), rejected or expired (L{settle}
+with the decided C{.md}) -- goes through this module, so the
 audit (issue 18 point 8) has one place to record them.  Files are reached
 through L{aimx.store.safefs}: directory descriptors, no link followed, only
 singly-linked regular files read, and reads capped.
@@ -152,6 +153,20 @@ def read(data_dir: str, mailbox: str, hold_id: str) -> tuple[bytes, bytes] | Non
         if parts is None:
             raise heldmail.Damaged(f"hold {hold_id} has no parts file")
         return md, parts
+
+
+def rewrite(data_dir: str, mailbox: str, hold_id: str, md: bytes) -> bool:
+    """Replace a pending hold's C{.md} (its mail-approval token spent or renewed).
+
+    The caller keeps the hold from being decided meanwhile.
+
+    @return: whether it was pending (nothing is written when not).
+    """
+    with _mailbox_dir(data_dir, mailbox, create=False) as fd:
+        if fd is None or not safefs.exists(fd, hold_id + MD):
+            return False
+        safefs.replace_file(fd, hold_id + MD, md, mode=_FILE_MODE)
+        return True
 
 
 def settle(data_dir: str, mailbox: str, hold_id: str, decided: bytes | None) -> None:

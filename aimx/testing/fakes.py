@@ -24,6 +24,7 @@ from twisted.internet.testing import MemoryReactorClock
 from aimx.auth.resolver import DnsNoRecord
 from aimx.control import wire
 from aimx.core.config import Config, load_text
+from aimx.core.delivery import RcptResult
 from aimx.store.passwd import Owner
 
 __all__ = [
@@ -327,11 +328,22 @@ class FakeAsyncControlClient(FakeControlClient):
 
 class FakeOutbox:
     """The outbox (L{aimx.outbox.Outbox}) as the control commands see it: sends nothing,
-    records each draft; C{answer} may be an exception to raise or a Deferred to wait for."""
+    records each draft; C{answer} may be an exception to raise or a Deferred to wait for.
+    Notices (L{aimx.outbox.Outbox.send_notice}) are recorded in C{notices} as C{(draft,
+    sender, rcpts)} and answered C{notice_status} (or C{notice_answer} raised)."""
 
     def __init__(self):
         self.drafts = []
         self.answer = None
+        self.notices = []
+        self.notice_status = "delivered"
+        self.notice_answer = None
+
+    async def send_notice(self, config, draft, *, sender, rcpts, message_id):
+        self.notices.append((draft, sender, list(rcpts)))
+        if self.notice_answer is not None:
+            raise self.notice_answer
+        return [RcptResult(rcpt, self.notice_status, "fake") for rcpt in rcpts]
 
     async def send(self, config, sub, draft):
         self.drafts.append(draft)
