@@ -316,7 +316,6 @@ class Approvals:
         @param outcome: C{reason}, C{message_id}, C{outcome} for the audit record.
         """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
-        by = "aimx" if uid is None else self._who(uid)
         log.info("settled", state=state, hold_id=hold_id, mailbox=mailbox, by=by,
                  caller_uid=uid)
         self.audit(records.held(action=state, mailbox=mailbox, hold_id=hold_id, by=by,
