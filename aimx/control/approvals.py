@@ -263,7 +263,8 @@ class Approvals:
             raise
         await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid,
                            message_id=answer.get("message_id"),
-                           outcome=records.outcome(answer.get("deliveries")))
+                           outcome=records.outcome(answer.get("deliveries")),
+                           delivered=records.delivered(answer.get("deliveries")))
         return answer
 
     async def reject(self, uid: int, hold_id: str, reason: str | None) -> None:
@@ -313,7 +314,8 @@ class Approvals:
         """The one place a hold stops being pending: the files, the log, the audit.
 
         @param by: who decided (a user name, C{aimx}, C{mail from <notify>}).
-        @param outcome: C{reason}, C{message_id}, C{outcome} for the audit record.
+        @param outcome: C{reason}, C{message_id}, C{outcome}, C{delivered} for the audit
+            record.
         """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
         log.info("settled", state=state, hold_id=hold_id, mailbox=mailbox, by=by,
