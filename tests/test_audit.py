@@ -192,7 +192,6 @@ class LogTestCase(SynchronousTestCase):
         return self.successResultOf(d)
 
 
-
 class AuditLogTests(LogTestCase):
     """The writer on a task.Clock, its disk work run at once or held back."""
 
