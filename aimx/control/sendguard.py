@@ -15,9 +15,6 @@ from datetime import datetime, timedelta
 
 from aimx.core import outpolicy
 from aimx.errors import TempError
-from aimx.logs import Logger
-
-log = Logger(namespace="aimx.send")
 
 
 class SendGuard:
