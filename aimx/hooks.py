@@ -234,6 +234,8 @@ class HookRunner:
     @param spawn: L{spawn_process} without its reactor.
     @param unshare_path: where to find C{unshare}, which a root daemon drops
         privileges with; without it a root daemon runs no hook of another owner.
+    @param webhooks: spools the C{type = "webhook"} hooks' events
+        (L{aimx.webhooks.Webhooks}); C{None}: they are skipped.
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class HookRunner:
         groups: ProcessGroups = ProcessGroups(),
         spawn=None,
         unshare_path: str = UNSHARE_PATH,
+        webhooks=None,
     ):
         self.reactor = reactor
         self.config = config
@@ -263,6 +266,7 @@ class HookRunner:
         self.spawn = functools.partial(spawn_process, reactor) if spawn is None else spawn
         self.unshare = shutil.which("unshare", path=unshare_path)
         self.unshare_path = unshare_path
+        self.webhooks = webhooks
         self._busy: set[defer.Deferred] = set()
         self._idle = IdleWaiters()
 
@@ -371,6 +375,9 @@ class HookRunner:
                     email_id=event.id,
                 )
                 continue
+            if hook.disabled or hook.type == "webhook":
+                await self._spool(event, hook)
+                continue
             why = hookspec.argv_error(hook)
             if why is not None:
                 log.warn(
@@ -387,6 +394,19 @@ class HookRunner:
             finally:
                 self.slots.release()
         return results
+
+    async def _spool(self, event: HookEvent, hook) -> None:
+        """A webhook's event goes to its spool (docs/hooks.md, "Webhooks"); a disabled
+        hook's goes nowhere."""
+        if hook.disabled or self.webhooks is None:
+            log.info("hook_name={hook_name} event={event} mailbox={mailbox} skipped: {why}",
+                     hook_name=hook.name, event=event.event, mailbox=event.mailbox.name,
+                     why="disabled" if hook.disabled else "no webhook delivery")
+            return
+        try:
+            await self.webhooks.enqueue(event, hook)
+        except Exception:
+            log.failure("hook_name={hook_name} webhook not queued", hook_name=hook.name)
 
     async def _fire(self, event: HookEvent, hook, data_dir: str) -> HookResult:
         start = self.clock.seconds()
