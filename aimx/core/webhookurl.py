@@ -91,13 +91,13 @@ def refusal(address: str, own: frozenset[str] | tuple[str, ...]) -> str | None:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if str(ip) in {str(ipaddress.ip_address(a)) for a in own}:
-        return f"one of this server's own addresses ({ip})"
     for kind, test in (("a loopback", ip.is_loopback), ("a link-local", ip.is_link_local),
                        ("an unspecified", ip.is_unspecified),
                        ("a multicast", ip.is_multicast), ("a private", ip.is_private)):
         if test:
             return f"{kind} address ({ip})"
+    if str(ip) in {str(ipaddress.ip_address(a)) for a in own}:
+        return f"one of this server's own addresses ({ip})"
     if not ip.is_global:
         return f"a non-public address ({ip})"
     return None
