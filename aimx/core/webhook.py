@@ -1,7 +1,7 @@
 """What a webhook sends and when (L0, pure): secret, payload, signature, retry plan.
 
 docs/hooks.md, "Webhooks".  Signing follows the Standard Webhooks specification
-(standard-webhooks/standard-webhooks, C{spec/standard-webhooks.md}): the key is
+(standardwebhooks.com): the key is
 the base64-decoded part of C{whsec_<base64>}; C{webhook-signature} is C{v1,}
 and the base64 HMAC-SHA256 of C{"<webhook-id>.<webhook-timestamp>.<body>"}.
 The C{webhook-id} is fixed when the event is queued and kept through every
