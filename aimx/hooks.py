@@ -1,7 +1,9 @@
 """Hook processes (L2): run a mailbox's hooks for an event, as the mailbox owner.
 
-L{HookRunner.on_received} is the L{aimx.smtp.inbound.Inbound} listener: it starts
-the hooks and returns at once, so the SMTP reply never waits for them.
+L{HookRunner.on_received} is the L{aimx.smtp.inbound.Inbound} listener: it decides
+which hooks fire (L{hookspec.plan}: the trust and review gates, the sender's
+hook rate), records that verdict in the audit log, starts the hooks and returns
+at once, so the SMTP reply never waits for them.
 L{HookRunner.after_send} is what the outbound path awaits.  The hooks of one event
 run one after another (docs/hooks.md); at most C{max_processes} hook processes
 run at once and the others wait their turn in arrival order.
@@ -40,7 +42,7 @@ from twisted.internet import defer, process, task
 from twisted.internet.protocol import ProcessProtocol
 
 from aimx.idle import IdleWaiters
-from aimx.core import events, hookspec
+from aimx.core import audit, events, hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
 from aimx.logs import Logger
@@ -56,6 +58,8 @@ KILL_GRACE = 5
 SLOW_MS = 5000
 #: Default number of hook processes running at once.
 MAX_PROCESSES = 16
+#: Senders whose fires are remembered before the ones with none left in the hour go.
+RATE_SWEEP = 10_000
 #: Where a root daemon looks for unshare (not in the daemon's PATH).
 UNSHARE_PATH = "/usr/bin:/bin"
 
@@ -218,6 +222,33 @@ class HookProtocol(ProcessProtocol):
             self.gone.callback(None)
 
 
+class SenderRates:
+    """When each sender's mail last fired a mailbox's hooks, for C{hook_rate_per_sender}.
+
+    In memory only (docs/guardrails.md, "Hook rate"): a restart starts every
+    window afresh.  A sender with no fire in the last hour is forgotten (all of
+    them once more than L{RATE_SWEEP} are remembered).
+    """
+
+    def __init__(self):
+        self._fired: dict[tuple[str, str], list[float]] = {}
+
+    def admit(self, mailbox: str, sender: str, now: float, per_hour: int) -> bool:
+        """Whether C{sender}'s mail may fire C{mailbox}'s hooks at C{now}; counts it if so."""
+        key = (mailbox, sender)
+        fired = [t for t in self._fired.get(key, ()) if t > now - hookspec.HOUR]
+        allowed = hookspec.rate_allows(fired, now, per_hour)
+        if allowed:
+            fired.append(now)
+        if fired:
+            self._fired[key] = fired
+        else:
+            self._fired.pop(key, None)
+        if len(self._fired) > RATE_SWEEP:
+            self._fired = {k: v for k, v in self._fired.items() if v[-1] > now - hookspec.HOUR}
+        return allowed
+
+
 class HookRunner:
     """Fires the hooks of mailbox events; see the module docstring.
 
@@ -231,6 +262,8 @@ class HookRunner:
     @param resolve_home: owner name -> home directory or C{None}, per fire.
     @param euid: the daemon's effective uid; only root drops to the owner.
     @param groups: signals hook process groups.
+    @param audit: C{record -> None} for each inbound verdict (L{aimx.auditlog}),
+        or C{None}.
     @param spawn: L{spawn_process} without its reactor.
     @param unshare_path: where to find C{unshare}, which a root daemon drops
         privileges with; without it a root daemon runs no hook of another owner.
@@ -250,6 +283,7 @@ class HookRunner:
         resolve_home=passwd.home,
         euid: int | None = None,
         groups: ProcessGroups = ProcessGroups(),
+        audit=None,
         spawn=None,
         unshare_path: str = UNSHARE_PATH,
         webhooks=None,
@@ -263,6 +297,8 @@ class HookRunner:
         self.resolve_home = resolve_home
         self.euid = os.geteuid() if euid is None else euid
         self.groups = groups
+        self.audit = audit
+        self.rates = SenderRates()
         self.spawn = functools.partial(spawn_process, reactor) if spawn is None else spawn
         self.unshare = shutil.which("unshare", path=unshare_path)
         self.unshare_path = unshare_path
@@ -271,33 +307,46 @@ class HookRunner:
         self._idle = IdleWaiters()
 
     def on_received(self, ingested) -> defer.Deferred:
-        """Fire the routed mailbox's on_receive hooks for one published message.
+        """Decide and record which on_receive hooks fire for one published message,
+        then fire them.
 
         The hooks start on the next turn of the reactor, so not even their spawn
-        comes before the SMTP reply of this delivery.
+        comes before the SMTP reply of this delivery.  A sender past the mailbox's
+        C{hook_rate_per_sender} fires none (its mail is stored all the same).
 
         @param ingested: an L{aimx.smtp.inbound.Ingested}, not a duplicate.
         @return: fires with the L{HookResult}s when all are done (C{aimx ingest}
             waits for it; the daemon does not).
         """
-        parsed, stored = ingested.parsed, ingested.stored
-        started = task.deferLater(
-            self.clock,
-            0,
-            self.dispatch,
-            HookEvent(
-                events.ON_RECEIVE,
-                ingested.mailbox,
-                filepath=stored.path,
-                id=stored.id,
-                from_=parsed.from_,
-                to=parsed.to,
-                subject=parsed.subject,
-                message_id=parsed.message_id,
-                date=parsed.date or stored.received_at,
-                trusted=ingested.trusted,
-            ),
+        parsed, stored, mailbox = ingested.parsed, ingested.stored, ingested.mailbox
+        event = HookEvent(
+            events.ON_RECEIVE,
+            mailbox,
+            filepath=stored.path,
+            id=stored.id,
+            from_=parsed.from_,
+            to=parsed.to,
+            subject=parsed.subject,
+            message_id=parsed.message_id,
+            date=parsed.date or stored.received_at,
+            trusted=ingested.trusted,
+            risk="review" if ingested.risk_reasons else None,
         )
+        author = parsed.identity.author
+        sender = author.address if author is not None else (
+            ingested.prepared.envelope.mail_from or "").lower()
+        planned = hookspec.plan(event, self.config().domain)
+        rate = mailbox.hook_rate_per_sender
+        if rate is not None and hookspec.fires(planned) and not self.rates.admit(
+                mailbox.name, sender, self.clock.seconds(), rate.per_hour):
+            planned = hookspec.over_rate(planned)
+            log.warn("hooks not fired: sender={sender} is past hook_rate_per_sender "
+                     "({per_hour} an hour) mailbox={mailbox} email_id={email_id}",
+                     sender=sender, per_hour=rate.per_hour, mailbox=mailbox.name,
+                     email_id=stored.id)
+        if self.audit is not None:
+            self.audit(audit.inbound(ingested, planned, sender))
+        started = task.deferLater(self.clock, 0, self.dispatch, event, planned)
         self._track(started)
         return started
 
@@ -331,12 +380,13 @@ class HookRunner:
             )
         )
 
-    def dispatch(self, event: HookEvent) -> defer.Deferred:
+    def dispatch(self, event: HookEvent, planned=None) -> defer.Deferred:
         """Fire the hooks of one event one after another; never fails.
 
+        @param planned: which hooks fire (L{hookspec.plan}); planned here when C{None}.
         @return: fires with the L{HookResult} of each hook that was run.
         """
-        done = defer.Deferred.fromCoroutine(self._dispatch(event))
+        done = defer.Deferred.fromCoroutine(self._dispatch(event, planned))
         self._track(done)
         return done
 
@@ -344,9 +394,11 @@ class HookRunner:
         """Fires once no hook is queued or running and no hook process is left."""
         return self._idle.wait(not self._busy)
 
-    async def _dispatch(self, event: HookEvent) -> list[HookResult]:
+    async def _dispatch(self, event: HookEvent, planned) -> list[HookResult]:
         config, mailbox = self.config(), event.mailbox
-        if hookspec.refuses_catchall(event, config.domain):
+        if planned is None:
+            planned = hookspec.plan(event, config.domain)
+        if planned and planned[0].skipped == hookspec.CATCHALL:
             log.warn(
                 "catchall mailbox '{mailbox}' has {n} configured hook(s) but catchall "
                 "hooks are forbidden; refusing to fire",
@@ -354,37 +406,39 @@ class HookRunner:
                 n=len(mailbox.hooks),
             )
             return []
-        hooks = hookspec.hooks_for(event)
-        if not hooks:
+        if not planned:
             log.info(
                 "No hooks found for event={event} mailbox={mailbox}",
                 event=event.event,
                 mailbox=mailbox.name,
             )
         results = []
-        for hook in hooks:
-            if hookspec.gated(event, hook):
+        for hook, skipped in ((p.hook, p.skipped) for p in planned):
+            if skipped in (hookspec.TRUST, hookspec.RISK):
                 log.info(
-                    "hook_name={hook_name} event={event} mailbox={mailbox} skipped: "
-                    "trusted={trusted} fire_on_untrusted=false {ident}",
+                    "hook_name={hook_name} event={event} mailbox={mailbox} skipped: {gate} "
+                    "{ident}",
                     hook_name=hook.name,
                     event=event.event,
                     mailbox=mailbox.name,
-                    trusted=event.trusted,
+                    gate=f"trusted={event.trusted} fire_on_untrusted=false"
+                    if skipped == hookspec.TRUST else "risk=review fire_on_review=false",
                     ident=hookspec.log_id(event),
                     email_id=event.id,
+                    trusted=event.trusted,
                 )
                 continue
-            if hook.disabled or hook.type == "webhook":
-                await self._spool(event, hook)
-                continue
-            why = hookspec.argv_error(hook)
-            if why is not None:
+            if skipped == hookspec.ARGV:
                 log.warn(
                     "hook_name={hook_name} resolve_argv error: {why}",
                     hook_name=hook.name,
-                    why=why,
+                    why=hookspec.argv_error(hook),
                 )
+                continue
+            if skipped is not None:
+                continue  # the sender's rate: logged once, when planned
+            if hook.disabled or hook.type == "webhook":
+                await self._spool(event, hook)
                 continue
             await self.slots.acquire()
             try:

@@ -13,12 +13,14 @@ from twisted.application import service
 from twisted.internet import defer, ssl, threads
 from twisted.python import threadpool, usage
 
+from aimx.auditlog import AuditLog
 from aimx.auth.resolver import DnsNoRecord, DnsTempError, Resolver
 from aimx.auth.verify import BUDGET
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.control.approvals import Expiry
 from aimx.control.wire import SOCKET_NAME
 from aimx.control.ops import Control
+from aimx.core import audit
 from aimx.ops import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
@@ -199,6 +201,7 @@ class Daemon(service.MultiService):
         self.options = options
         self.live = live
         self.pools: list[threadpool.ThreadPool] = []
+        self.audit: AuditLog | None = None
 
     def startService(self):
         # The handler comes first: a SIGHUP right after the pid file appears (a
@@ -247,12 +250,15 @@ class Daemon(service.MultiService):
         for warning in warnings:
             log.warn("{problem}", problem=warning)
         self.live.current = config
+        hooks = sum(len(mb.hooks) for mb in config.mailboxes)
         log.info(
             "SIGHUP: config reloaded from {path}: {m} mailboxes, {h} hooks, 0 templates",
             path=path,
             m=len(config.mailboxes),
-            h=sum(len(mb.hooks) for mb in config.mailboxes),
+            h=hooks,
         )
+        if self.audit is not None:
+            self.audit.record(audit.reloaded(len(config.mailboxes), hooks))
 
 
 def dkim_dns_check(config, config_dir: str, resolver):
@@ -400,6 +406,9 @@ def build(
     inbound.listeners.append(daemon.index.on_received)
     # Started first, stopped last: the SMTP drain and control commands still use it.
     daemon.index.setServiceParent(daemon)
+    # Stopped after every service that records (its stop writes what is queued).
+    daemon.audit = AuditLog(config=live, clock=reactor, run_in_thread=run_in_thread)
+    daemon.audit.setServiceParent(daemon)
     daemon.webhooks = Webhooks(
         reactor, config=lambda: live.current, config_dir=options["config-dir"],
         data_dir=config.data_dir, resolver=resolver, run_in_thread=run_in_thread,
@@ -407,7 +416,8 @@ def build(
         trust_root=_trust_root(environ),
     )
     daemon.webhooks.setServiceParent(daemon)
-    daemon.hooks = HookRunner(reactor, config=live, environ=environ, webhooks=daemon.webhooks)
+    daemon.hooks = HookRunner(reactor, config=live, environ=environ,
+                              audit=daemon.audit.record, webhooks=daemon.webhooks)
     inbound.listeners.append(daemon.hooks.on_received)
     daemon.smtp = SmtpListener(reactor, factory, options.binds)
     daemon.smtp.setServiceParent(daemon)
@@ -441,6 +451,7 @@ def build(
         outbox=outbox,
         index=daemon.index,
         webhooks=daemon.webhooks,
+        audit=daemon.audit,
     )
     daemon.webhooks.disable = control.hook_disable
     daemon.control = ControlSocket(

@@ -214,3 +214,61 @@ class ExpiryTests(ApprovalTestCase):
         self.assertNoResult(stopped)
         running.callback(None)
         self.successResultOf(stopped)
+
+
+class AuditTests(ApprovalTestCase):
+    """Each SEND decision and each decision on a hold is an audit record, with who."""
+
+    def setUp(self):
+        super().setUp()
+        self.records = []
+        self.control.audit = self  # the audit log's one method: record
+
+    def record(self, record):
+        self.records.append(record)
+
+    def test_decisions_recorded(self):
+        """Held, sent, refused by a rule and by authorisation; the owner's refused approval,
+        root's approval with its outcome, an approver's rejection with its reason, expiry."""
+        first = self.send()["held"]
+        self.send(to="friend@x.example")
+        self.failureResultOf(self.call("held_approve", ALICE, first), AccessDenied)
+        self.successResultOf(self.call("held_approve", ROOT, first))
+        second = self.send()["held"]
+        self.successResultOf(self.call("held_reject", OPS, second, "wrong customer"))
+        self.send(to="friend@x.example")
+        self.failureResultOf(defer.Deferred.fromCoroutine(self.control.send(
+            Caller(uid=ALICE), fakes.message(sender="alice@test.local", to="friend@x.example"),
+            False, None, [])), PolicyError)
+        self.failureResultOf(defer.Deferred.fromCoroutine(self.control.send(
+            Caller(uid=BOB), fakes.message(sender="alice@test.local", to="friend@x.example"),
+            False, None, [])), AccessDenied)
+        self.configure(expire_days=1)
+        self.control.audit = self
+        third = self.send()["held"]
+        self.now.advance(86400)
+        self.successResultOf(defer.Deferred.fromCoroutine(self.control.approvals.expire()))
+        rows = [(r["event"], r.get("decision") or r.get("action"), r.get("rule"),
+                 r.get("hold_id"), r["caller_uid"], r.get("by"), r.get("outcome"),
+                 r.get("reason")) for r in self.records]
+        self.assertEqual(rows, [
+            ("send", "held", "outbound.approval", first, ALICE, None, None,
+             "new recipients: new@y.example"),
+            ("send", "sent", None, None, ALICE, None, "delivered", None),
+            ("held", "refused", None, first, ALICE, "alice", None,
+             "approve: the mailbox's owner never approves or rejects its own mail"),
+            ("held", "approved", None, first, ROOT, "root", "delivered", None),
+            ("send", "held", "outbound.approval", second, ALICE, None, None,
+             "new recipients: new@y.example"),
+            ("held", "rejected", None, second, OPS, "ops", None, "wrong customer"),
+            ("send", "sent", None, None, ALICE, None, "delivered", None),
+            ("send", "refused", "outbound.max_per_hour", None, ALICE, None, None,
+             self.records[7]["reason"]),
+            ("send", "refused", "authorization", None, BOB, None, None, "not authorized"),
+            ("send", "held", "outbound.approval", third, ALICE, None, None,
+             "new recipients: new@y.example"),
+            ("held", "expired", None, third, None, "aimx", None, "not decided in time"),
+        ])
+        self.assertIn("(outbound.max_per_hour)", self.records[7]["reason"])
+        self.assertEqual(len(self.records[0]["sha256"]), 64)
+        self.assertEqual(self.records[0]["recipients"], ["new@y.example"])

@@ -25,6 +25,7 @@ from aimx.errors import (
     ValidationError,
 )
 from aimx.host import initsystem
+from aimx.store import audit as auditfiles
 from aimx.store import configfile
 from aimx.testing import fakes
 from aimx.testing.fakes import TTY, FakeControlClient, FakePasswd
@@ -497,6 +498,11 @@ class HookVerbTests(VerbTestCase):
                                     "--timeout-secs", "60"],
             replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
         self.assertNotIn("timeout_secs", fake.calls[0][1]["body"])
+        self.assertNotIn("fire_on_review", fake.calls[0][1]["body"])
+        _, _, _, fake = self.run_verb(
+            hooks.create, CREATE + ["on_receive", "--cmd", '["/bin/true"]', "--fire-on-review"],
+            replies={wire.HookCreate: {"name": "abc"}, wire.MailboxShow: show_reply()})
+        self.assertIn('"fire_on_review": true', fake.calls[0][1]["body"])
 
     def test_create_checks(self):
         """Client-side checks in the spec's order, before the daemon is asked."""
@@ -506,6 +512,8 @@ class HookVerbTests(VerbTestCase):
              "invalid hook name 'bad name!': must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}"),
             (CREATE + ["after_send", "--cmd", '["/x"]', "--fire-on-untrusted"],
              "--fire-on-untrusted is only valid on --event on_receive"),
+            (CREATE + ["after_send", "--cmd", '["/x"]', "--fire-on-review"],
+             "--fire-on-review is only valid on --event on_receive"),
             (CREATE + ["on_receive", "--cmd", "  "], "--cmd must not be empty"),
             (CREATE + ["on_receive", "--cmd", "echo"],
              "--cmd 'echo' is not an absolute path: a program given alone must be an "
@@ -583,6 +591,12 @@ class HookVerbTests(VerbTestCase):
         self.assertEqual(out, f"Hook deleted: h1\n{pending}\n")
         with open(configfile.config_path(self.config_dir), "rb") as f:
             self.assertNotIn("hooks", tomllib.load(f)["mailboxes"]["alice"])
+        audit_dir = os.path.join(self.config_dir, "data", "audit")
+        records = auditfiles.read(audit_dir, lambda record: True, 10)
+        self.assertEqual([(r["event"], r["action"], r["mailbox"], r["hook"], r["caller_uid"])
+                          for r in records],
+                         [("hook", "created", "alice", "h1", 0), ("hook", "deleted", "alice",
+                                                                 "h1", 0)])
 
     def test_list(self):
         """The hook table: columns, clipping, --mailbox filter, empty message."""

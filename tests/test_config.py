@@ -727,6 +727,23 @@ class SessionsPerIpTests(_Case):
                           "new-recipients", ("/srv/support/outbox",)))
 
 
+    def test_contrib_inbound_and_audit_examples_load(self):
+        """The commented guards, hook rate and audit keys are valid once uncommented."""
+        path = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.toml")
+        with open(path) as f:
+            lines = f.read().split("\n")
+        keys = ("# guards = ", "# hook_rate_per_sender = ", "# audit_dir = ",
+                "# audit_retention_days = ")
+        out = [line[2:] if line.startswith(keys) else line for line in lines]
+        self.assertEqual(sum(1 for line in lines if line.startswith(keys)), len(keys))
+        config, _ = load("\n".join(out))
+        support = config.mailbox("support")
+        self.assertEqual((support.guards, support.hook_rate_per_sender),
+                         ("default", cfg.HookRate(30)))
+        self.assertEqual((config.effective_audit_dir, config.audit_retention_days),
+                         ("/var/lib/aimx/audit", 90))
+
+
 class BackupMxTests(_Case):
     def test_loads_and_round_trips(self):
         """backup_mx: a host name, kept as written, written back by to_toml and by an
@@ -1275,3 +1292,100 @@ class OutboundTableTests(_Case):
         gone = configedit.rewrite_text(text, PATH, configedit.remove_mailbox(config, "support"))
         self.assertNotIn("[mailboxes.support.outbound]", gone)
         self.assertIn("[outbound]", gone)
+
+
+GUARDED = BASE + ALICE + '''hook_rate_per_sender = { per_hour = 30 }
+
+[[mailboxes.alice.guards]]
+name = "wire-transfer"
+pattern = 'wire\\s+\\$?\\d+'
+fields = ["subject", "body", "from"]
+
+[[mailboxes.alice.guards]]
+use = "default"
+
+[[mailboxes.alice.hooks]]
+event = "on_receive"
+cmd = ["/bin/true"]
+fire_on_review = true
+''' + BOB + 'guards = "default"\n'
+
+
+class InboundGuardTableTests(_Case):
+    def test_decoded(self):
+        """Guard tables, the default set by entry or by value, and the hook rate load."""
+        config, _ = load(GUARDED)
+        alice, bob = config.mailbox("alice"), config.mailbox("bob")
+        own = cfg.Guard("wire-transfer", r"wire\s+\$?\d+", ["subject", "body", "from"])
+        self.assertEqual(alice.guards, (own, "default"))
+        self.assertEqual(alice.effective_guards, (own, *cfg.guards.DEFAULT_GUARDS))
+        self.assertEqual(alice.hook_rate_per_sender, cfg.HookRate(30))
+        self.assertEqual(bob.guards, "default")
+        self.assertEqual(bob.effective_guards, cfg.guards.DEFAULT_GUARDS)
+        self.assertIsNone(bob.hook_rate_per_sender)
+        self.assertTrue(alice.hooks[0].fire_on_review)
+        self.assertEqual(load(BASE + ALICE)[0].mailbox("alice").effective_guards, ())
+
+    def test_refused(self):
+        """Typos, unknown fields, bad patterns, duplicate names and a bad rate name the key."""
+        box = BASE + ALICE + "[[mailboxes.alice.guards]]\n"
+        for body, text in (
+            ('name = "x"\npatern = "y"', "mailboxes.alice.guards[0]: unknown field `patern`, "
+                                         "expected one of `name`, `pattern`, `fields`"),
+            ('name = "x"\npattern = "(a)\\\\1"',
+             "mailboxes.alice.guards[0].pattern: not an RE2 pattern: invalid escape "
+             "sequence: \\1"),
+            ('name = "x"\npattern = "y"\nfields = ["headers"]',
+             'mailboxes.alice.guards[0].fields: expected some of "subject", "body", "from"'),
+            ('name = "bad name"\npattern = "y"', "mailboxes.alice.guards[0].name: 'bad name'"),
+            ('pattern = "y"', "mailboxes.alice.guards[0]: missing field `name`"),
+            ('use = "mine"', 'mailboxes.alice.guards[0].use: expected "default"'),
+            ('use = "default"\nname = "x"', "mailboxes.alice.guards[0]: unknown field `name`"),
+            ('name = "tool-call"\npattern = "y"\n[[mailboxes.alice.guards]]\nuse = "default"',
+             "mailboxes.alice.guards: two guards are named 'tool-call'"),
+        ):
+            self.assertIn(text, self.error(box + body + "\n"))
+        self.assertIn("mailboxes.alice.guards: unknown value 'defaults'",
+                      self.error(BASE + ALICE + 'guards = "defaults"\n'))
+        self.assertIn("mailboxes.alice.hook_rate_per_sender: unknown field `per_hours`",
+                      self.error(BASE + ALICE + "hook_rate_per_sender = { per_hours = 3 }\n"))
+        self.assertIn("mailboxes.alice.hook_rate_per_sender.per_hour: expected an integer >= 1",
+                      self.error(BASE + ALICE + "hook_rate_per_sender = { per_hour = 0 }\n"))
+        self.assertIn("`fire_on_review = true` on event 'after_send'", self.error(
+            BASE + ALICE + hook('event = "after_send"\ncmd = ["/bin/true"]\n'
+                                'fire_on_review = true')))
+
+    def test_round_trip_and_edits(self):
+        """to_toml writes the tables back; a hook added beside them keeps them."""
+        config, _ = load(GUARDED)
+        again, _ = load(tomli_w.dumps(to_toml(config)))
+        self.assertEqual(again, config)
+        hook_ = make_hook("on_receive", ["/bin/echo"])
+        edited = configedit.rewrite_text(GUARDED, PATH, configedit.add_hook(config, "alice", hook_))
+        self.assertEqual(load(edited)[0].mailbox("alice").guards, config.mailbox("alice").guards)
+        self.assertEqual(len(load(edited)[0].mailbox("alice").hooks), 2)
+
+    def test_fire_on_review_name(self):
+        """fire_on_review changes a derived name only when set: existing names stay."""
+        self.assertEqual(derive_hook_name("on_receive", ["/bin/true"], False, False),
+                         "9d0373b47d73")
+        review = make_hook("on_receive", ["/bin/true"], fire_on_review=True)
+        self.assertNotIn(review.name, ("9d0373b47d73", "4315591c7fd4"))
+        self.assertEqual(load(GUARDED)[0].mailbox("alice").hooks[0].name, review.name)
+
+
+class AuditConfigTests(_Case):
+    def test_defaults_and_values(self):
+        """audit_dir defaults to <data_dir>/audit; retention to 90 days; both written back."""
+        config, _ = load(BASE + 'data_dir = "/srv/aimx"\n')
+        self.assertEqual((config.effective_audit_dir, config.audit_retention_days),
+                         ("/srv/aimx/audit", 90))
+        self.assertNotIn("audit_dir", to_toml(config))
+        config, _ = load(BASE + 'audit_dir = "/var/log/aimx-audit"\naudit_retention_days = 7\n')
+        self.assertEqual((config.effective_audit_dir, config.audit_retention_days),
+                         ("/var/log/aimx-audit", 7))
+        self.assertEqual(load(tomli_w.dumps(to_toml(config)))[0], config)
+        self.assertIn("audit_dir: 'audit' is not an absolute path",
+                      self.error(BASE + 'audit_dir = "audit"\n'))
+        self.assertIn("audit_retention_days: expected an integer >= 1, got 0",
+                      self.error(BASE + "audit_retention_days = 0\n"))

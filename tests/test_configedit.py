@@ -281,7 +281,7 @@ class HookEditTests(SynchronousTestCase):
         rows = configedit.hook_rows(c, lambda mb: True)
         self.assertEqual([r["name"] for r in rows], ["a", "b", "c", "z"])
         self.assertEqual(list(rows[0]), ["name", "mailbox", "event", "cmd", "fire_on_untrusted",
-                                         "timeout_secs"])
+                                         "fire_on_review", "timeout_secs"])
         self.assertEqual(configedit.hook_rows(c, lambda mb: mb.name == "bob")[0]["name"], "z")
         self.assertEqual(configedit.hook_rows(c, lambda mb: False), [])
 

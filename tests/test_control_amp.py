@@ -21,6 +21,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
 import aimx
+from aimx.auditlog import AuditLog
 from aimx.control import commands, wire
 from aimx.control.amp import (
     BUFFER_BUDGET,
@@ -978,7 +979,8 @@ class HookTests(ControlTestCase):
         rows = self.connect(ALICE).call(commands.HookList)["hooks"]
         self.assertEqual([r["name"] for r in rows], ["a9", "a2"])
         self.assertEqual(sorted(rows[0]), sorted(["name", "mailbox", "event", "cmd",
-                                                  "fire_on_untrusted", "timeout_secs"]))
+                                                  "fire_on_untrusted", "fire_on_review",
+                                                  "timeout_secs"]))
         self.assertEqual(len(root.call(commands.HookList)["hooks"]), 3)
         self.assertEqual(self.connect(12345).call(commands.HookList), {"hooks": []})
 
@@ -989,6 +991,59 @@ CONTRIB = os.path.join(os.path.dirname(__file__), os.pardir, "contrib", "config.
 def comment_lines(text: str) -> list[str]:
     """Every line holding a comment (no value in contrib/config.toml has a C{#})."""
     return [line for line in text.splitlines() if "#" in line]
+
+
+class AuditReadTests(ControlTestCase):
+    """Changes are recorded; AUDIT-READ answers root everything, an owner its own."""
+
+    BODY = '{"cmd": ["/bin/true"], "fire_on_review": true}'
+
+    def setUp(self):
+        super().setUp()
+        self.clock.advance(NOW.timestamp())
+        self.control.audit = AuditLog(config=self.live, clock=self.clock,
+                                      run_in_thread=self.run_in_thread)
+
+    def read(self, uid, **arguments) -> list[dict]:
+        return self.connect(uid).call(commands.AuditRead, **arguments)["records"]
+
+    def test_changes_and_visibility(self):
+        """Hook changes record who made them; root reads all, alice only alice's (even
+        when she names bob's mailbox), bob only bob's; event and since filter."""
+        self.connect(ALICE).call(commands.HookCreate, mailbox="alice", event="on_receive",
+                                 name="a1", body=self.BODY)
+        self.clock.advance(3600)
+        self.connect(ROOT).call(commands.HookCreate, mailbox="bob", event="on_receive",
+                                name="b1", body=self.BODY)
+        self.connect(ROOT).call(commands.HookDelete, name="a1")
+        everything = self.read(ROOT)
+        self.assertEqual(
+            [(r["event"], r["action"], r["mailbox"], r.get("hook"), r["caller_uid"])
+             for r in everything],
+            [("hook", "created", "alice", "a1", ALICE), ("hook", "created", "bob", "b1", ROOT),
+             ("hook", "deleted", "alice", "a1", ROOT)])
+        self.assertEqual(everything[0]["time"], "2026-01-02T03:04:05.000000Z")
+        self.assertEqual((everything[0]["fire_on_review"], everything[0]["cmd"]),
+                         (True, ["/bin/true"]))
+        self.assertEqual([r["mailbox"] for r in self.read(ALICE)], ["alice", "alice"])
+        self.assertEqual(self.read(ALICE, mailbox="bob"), [])
+        self.assertEqual([r["hook"] for r in self.read(BOB)], ["b1"])
+        self.assertEqual(len(self.read(12345)), 0)
+        self.assertEqual(len(self.read(ROOT, event="hook", since="2026-01-02T04:00:00Z")), 2)
+        self.assertEqual(len(self.read(ROOT, limit=1)), 1)
+        self.assertEqual(self.read(ROOT, event="mailbox"), [])
+
+    def test_bad_arguments(self):
+        """An unknown event or a since that is not RFC 3339 is MALFORMED; without an audit
+        log the command says so."""
+        conn = self.connect(ROOT)
+        self.assertIn("invalid event 'sends'", conn.refused(
+            MalformedError, commands.AuditRead, event="sends"))
+        self.assertIn("since: 'yesterday' is not an RFC 3339 date",
+                      conn.refused(MalformedError, commands.AuditRead, since="yesterday"))
+        self.control.audit = None
+        self.assertEqual(conn.refused(IOFailure, commands.AuditRead),
+                         "this daemon keeps no audit log")
 
 
 class FormatPreservingTests(ControlTestCase):

@@ -312,7 +312,7 @@ class AmpCommandTests(SynchronousTestCase):
         self.assertEqual(
             sorted(c.commandName for c in wire.COMMANDS),
             sorted([b"SEND", b"HELD-LIST", b"HELD-SHOW", b"HELD-APPROVE", b"HELD-REJECT",
-                    b"MARK-READ", b"MARK-UNREAD", b"MAILBOX-CREATE",
+                    b"AUDIT-READ", b"MARK-READ", b"MARK-UNREAD", b"MAILBOX-CREATE",
                     b"MAILBOX-DELETE", b"MAILBOX-LIST", b"MAILBOX-SHOW", b"HOOK-CREATE",
                     b"HOOK-DELETE", b"HOOK-LIST", b"HOOK-ENABLE", b"HOOK-STATUS", b"HOOK-RETRY",
                     b"MAIL-LIST", b"MAIL-SEARCH", b"MAIL-THREAD",

@@ -13,7 +13,7 @@ class RenderTests(SynchronousTestCase):
     def test_version_line_first(self):
         """The first line is the version marker; the text ends with a newline."""
         text = datadir_readme.render()
-        self.assertEqual(text.split("\n", 1)[0], "<!-- aimx-readme-version: 10 -->")
+        self.assertEqual(text.split("\n", 1)[0], "<!-- aimx-readme-version: 11 -->")
         self.assertEqual(
             datadir_readme.VERSION_LINE, f"<!-- aimx-readme-version: {datadir_readme.VERSION} -->"
         )

@@ -176,7 +176,8 @@ class RenderTests(SynchronousTestCase):
 
     def test_hidden_text(self) -> None:
         """hidden_text = true when anything hidden was removed from the body,
-        after trusted, trust_reason and unsigned_headers; absent otherwise."""
+        after trusted, trust_reason and unsigned_headers, then risk and risk_reasons;
+        all absent otherwise."""
         raw = b"From: a@b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHi\xe2\x80\x8b there"
         parsed = parse_message(raw)
         self.assertGreater(parsed.hidden_chars, 0)
@@ -184,15 +185,20 @@ class RenderTests(SynchronousTestCase):
             id="x", parsed=parsed, delivered_to="a@b", date=None, received_at="t",
             received_from_ip=None, size_bytes=1, dkim="none", spf="none", dmarc="none",
             trusted="false", trust_reason="no signature", unsigned_headers=["Reply-To"],
-            mailbox="m", attachments=(),
+            risk_reasons=["guard:tool-call", "hidden_text"], mailbox="m", attachments=(),
         )  # fmt: skip
         order = keys(render(fields, parsed.body))
         self.assertEqual(
             order[order.index("trusted"):order.index("mailbox") + 1],
-            ["trusted", "trust_reason", "unsigned_headers", "hidden_text", "mailbox"],
+            ["trusted", "trust_reason", "unsigned_headers", "hidden_text", "risk",
+             "risk_reasons", "mailbox"],
         )
-        self.assertIs(parse(render(fields, parsed.body))[0]["hidden_text"], True)
-        self.assertNotIn("hidden_text", keys(ingest(b"From: a@b\r\n\r\nx")))
+        written = parse(render(fields, parsed.body))[0]
+        self.assertIs(written["hidden_text"], True)
+        self.assertEqual((written["risk"], written["risk_reasons"]),
+                         ("review", ["guard:tool-call", "hidden_text"]))
+        for key in ("hidden_text", "risk", "risk_reasons"):
+            self.assertNotIn(key, keys(ingest(b"From: a@b\r\n\r\nx")))
 
     def test_unspecified_peer(self) -> None:
         """The unspecified address (C{aimx ingest}) leaves out received_from_ip."""

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from aimx import hooks
 from aimx.core import events
 from aimx.core.address import Envelope
-from aimx.core.config import Config, MailboxConfig, make_hook
+from aimx.core.authresults import AuthResults
+from aimx.core.config import Config, HookRate, MailboxConfig, make_hook
 from aimx.core.hookspec import HookEvent
 from aimx.core.message import parse_message
 from aimx.hooks import HookProtocol, HookRunner, ProcessGroups
@@ -305,3 +306,83 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual((len(processes.running), processes.spawned), (2, 3))
         processes.finish_oldest()
         processes.finish_oldest()
+
+
+class PlanAuditTests(SynchronousTestCase):
+    """on_received decides, records and fires: the review gate and the sender's rate,
+    on a clock, with fake processes."""
+
+    def setUp(self):
+        self.mailbox = MailboxConfig(
+            "alice", "alice@test.com", "alice", hook_rate_per_sender=HookRate(2),
+            hooks=[make_hook("on_receive", ["/bin/true"], name="notify"),
+                   make_hook("on_receive", ["/bin/true"], name="triage", fire_on_review=True)])
+        self.processes = FakeProcesses()
+        self.clock = task.Clock()
+        self.records = []
+        config = Config(DOMAIN, data_dir="/nonexistent", mailboxes=[self.mailbox])
+        self.runner = HookRunner(
+            None, config=lambda: config, environ={}, clock=self.clock,
+            resolve_owner=lambda name: Owner(name, 1000, 1000), euid=1000,
+            groups=FakeGroups(live=False), audit=self.records.append,
+            spawn=self.processes.spawn)
+
+    def receive(self, sender: str, risk_reasons=(), trusted="true") -> list:
+        """Deliver one message from C{sender}; the audited (hook, fired, skipped) rows."""
+        raw = f"From: {sender}\r\nSubject: Hi\r\n\r\nbody\r\n".encode()
+        parsed = parse_message(raw)
+        ingested = Ingested(
+            rcpt="alice@test.com", mailbox=self.mailbox,
+            stored=Stored("2025-01-01-000000-hi", "/d/hi.md"), policy="verified",
+            verdict=Verdict(trusted, True, sender.lower()),
+            prepared=Prepared(Envelope("203.0.113.9", "mx.x.com", sender,
+                                       ("alice@test.com",), raw),
+                              parsed, AuthResults("pass", "pass", "pass"), "f00d"),
+            parsed=parsed, risk_reasons=tuple(risk_reasons))
+        self.runner.on_received(ingested)
+        self.clock.advance(0)
+        while self.processes.running:
+            self.processes.finish_oldest()
+        return [(h["name"], h["fired"], h.get("skipped")) for h in self.records[-1]["hooks"]]
+
+    def test_review_gate(self):
+        """A copy stored for review fires only the fire_on_review hook; the audit record
+        carries the verdict, the reasons and the raw message's hash."""
+        self.assertEqual(self.receive("bob@x.com", ["guard:tool-call"]),
+                         [("notify", False, "review"), ("triage", True, None)])
+        self.assertEqual(self.processes.spawned, 1)
+        record = self.records[-1]
+        self.assertEqual(
+            {k: record[k] for k in ("event", "mailbox", "sender", "trusted", "risk",
+                                    "risk_reasons", "sha256", "peer")},
+            {"event": "inbound", "mailbox": "alice", "sender": "bob@x.com", "trusted": "true",
+             "risk": "review", "risk_reasons": ["guard:tool-call"], "sha256": "f00d",
+             "peer": "203.0.113.9"})
+
+    def test_rate_per_sender(self):
+        """Two messages an hour per sender fire hooks; the third is stored but fires none
+        (audited as "rate") until the first falls out of the rolling hour; another
+        sender is counted apart."""
+        fired = [("notify", True, None), ("triage", True, None)]
+        held = [("notify", False, "rate"), ("triage", False, "rate")]
+        self.assertEqual(self.receive("Bob@x.com"), fired)
+        self.clock.advance(600)
+        self.assertEqual(self.receive("bob@x.com"), fired)
+        self.clock.advance(600)
+        self.assertEqual(self.receive("bob@x.com"), held)
+        self.assertEqual(self.receive("carol@x.com"), fired)
+        self.assertEqual(self.processes.spawned, 6)
+        self.clock.advance(3600 - 1200 - 1)
+        self.assertEqual(self.receive("bob@x.com"), held)
+        self.clock.advance(1)  # the first fire is an hour old: out of the window
+        self.assertEqual(self.receive("bob@x.com"), fired)
+        self.assertEqual(self.receive("bob@x.com"), held)
+
+    def test_gated_mail_not_counted(self):
+        """Mail whose hooks the trust gate holds back does not use up the sender's rate."""
+        gated = [("notify", False, "trust"), ("triage", False, "trust")]
+        for _ in range(3):
+            self.assertEqual(self.receive("bob@x.com", trusted="none"), gated)
+        for _ in range(2):
+            self.assertEqual([f for _, f, _ in self.receive("bob@x.com")], [True, True])
+        self.assertEqual(self.processes.spawned, 4)

@@ -82,13 +82,64 @@ class GateTests(SynchronousTestCase):
         flagged = make_hook("on_receive", ["/bin/true"], fire_on_untrusted=True)
         for trusted, default_fires in (("none", False), ("true", True), ("false", False)):
             event = received(mailbox(default, flagged), trusted)
-            self.assertEqual(hookspec.gated(event, default), not default_fires, trusted)
-            self.assertFalse(hookspec.gated(event, flagged), trusted)
+            self.assertEqual(hookspec.gated(event, default),
+                             None if default_fires else hookspec.TRUST, trusted)
+            self.assertIsNone(hookspec.gated(event, flagged), trusted)
 
     def test_after_send_ungated(self):
         """Nothing gates after_send hooks."""
         hook = make_hook("after_send", ["/bin/true"])
-        self.assertFalse(hookspec.gated(sent(mailbox(hook)), hook))
+        self.assertIsNone(hookspec.gated(sent(mailbox(hook)), hook))
+
+    def test_review_gate(self):
+        """risk = "review" holds back a hook without fire_on_review; the trust gate
+        comes first; fire_on_review alone does not pass untrusted mail."""
+        default = make_hook("on_receive", ["/bin/true"])
+        review = make_hook("on_receive", ["/bin/true"], fire_on_review=True)
+        both = make_hook("on_receive", ["/bin/true"], fire_on_untrusted=True,
+                         fire_on_review=True)
+        box = mailbox(default, review, both)
+        for trusted, risk, expected in (
+            ("true", "review", (hookspec.RISK, None, None)),
+            ("true", None, (None, None, None)),
+            ("none", "review", (hookspec.TRUST, hookspec.TRUST, None)),
+        ):
+            event = received(box, trusted, risk=risk)
+            self.assertEqual(tuple(hookspec.gated(event, h) for h in box.hooks), expected)
+
+
+class PlanTests(SynchronousTestCase):
+    """Which hooks of an event fire, and why the others do not."""
+
+    def test_plan(self):
+        """Config order; each gate, a bad argv and the catchall named; the rate holds
+        back only the hooks that would fire."""
+        good = make_hook("on_receive", ["/bin/true"], name="good")
+        gated_ = make_hook("on_receive", ["/bin/true"], name="gated")
+        relative = make_hook("on_receive", ["true"], name="relative", fire_on_review=True)
+        sending = make_hook("after_send", ["/bin/true"], name="sending")
+        box = mailbox(good, gated_, relative, sending)
+        planned = hookspec.plan(received(box, "true", risk="review"), DOMAIN)
+        self.assertEqual([(p.hook.name, p.skipped) for p in planned],
+                         [("good", hookspec.RISK), ("gated", hookspec.RISK),
+                          ("relative", hookspec.ARGV)])
+        self.assertFalse(hookspec.fires(planned))
+        planned = hookspec.plan(received(box, "true"), DOMAIN)
+        self.assertTrue(hookspec.fires(planned))
+        self.assertEqual([p.skipped for p in hookspec.over_rate(planned)],
+                         [hookspec.RATE, hookspec.RATE, hookspec.ARGV])
+        catchall = mailbox(good, name="catchall", address=f"*@{DOMAIN}")
+        self.assertEqual([p.skipped for p in hookspec.plan(received(catchall, "true"), DOMAIN)],
+                         [hookspec.CATCHALL])
+        self.assertEqual([p.skipped for p in hookspec.plan(sent(box), DOMAIN)], [None])
+
+    def test_rate_window(self):
+        """Fewer than per_hour fires in the hour before now let the next fire; a fire
+        exactly an hour old no longer counts."""
+        self.assertTrue(hookspec.rate_allows([], 5000.0, 1))
+        self.assertFalse(hookspec.rate_allows([1500.0, 2000.0], 5000.0, 2))
+        self.assertTrue(hookspec.rate_allows([1500.0, 2000.0], 5000.0, 3))
+        self.assertTrue(hookspec.rate_allows([1500.0, 2000.0], 5100.0, 2))
 
 
 class ArgvTests(SynchronousTestCase):

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(aimx.__file__)
 STACK = (
     (0, ("aimx.errors", "aimx.core", "aimx.ops")),
     (1, ("aimx.store", "aimx.host", "aimx.auth", "aimx.agents")),
-    (2, ("aimx.logs", "aimx.idle", "aimx.listening", "aimx.indexer", "aimx.smtp", "aimx.control",
+    (2, ("aimx.logs", "aimx.idle", "aimx.auditlog", "aimx.listening", "aimx.indexer", "aimx.smtp", "aimx.control",
          "aimx.webhooks", "aimx.hooks", "aimx.outbox", "aimx.verifier", "aimx.loopback", "aimx.service")),
     (3, ("aimx.mcp", "aimx.cli", "aimx.__main__")),
 )

@@ -708,6 +708,9 @@ class HookToolTests(ToolsTestCase):
                                               '"type":"cmd"}'})
         self.assertEqual(json.loads(creates[1]["body"])["timeout_secs"], 5)
         self.assertIsNone(creates[1]["name"])
+        run(self.tools.hook_create("alice", "on_receive", ["/bin/true"], fire_on_review=True))
+        creates = [a for c, a in self.daemon.calls if c is wire.HookCreate]
+        self.assertIs(json.loads(creates[2]["body"])["fire_on_review"], True)
 
     def test_create_checks(self):
         """Case 14: a foreign mailbox does not exist; empty cmd; daemon reasons verbatim."""
@@ -816,7 +819,7 @@ class ServerTests(SynchronousTestCase):
                          ["from_mailbox", "to", "subject", "body"])
         self.assertEqual(list(tools_["hook_create"].input_schema["properties"]),
                          ["mailbox", "event", "cmd", "name", "timeout_secs", "fire_on_untrusted",
-                          "url"])
+                          "fire_on_review", "url"])
         self.assertNotIn("required", tools_["hook_list"].input_schema)
         text_only = tools_["email_send"].input_schema["properties"]["text_only"]["description"]
         self.assertIn("do NOT use it for formatted prose", text_only)

@@ -20,6 +20,8 @@ VERBS = {
     "mailboxes": "mailboxes",
     "hooks": "hooks",
     "held": "held",
+    "audit": "audit",
+    "audit": "audit",
     "agents": "agents",
     "dkim-keygen": "dkimkeygen",
     "reindex": "reindex",

@@ -20,6 +20,7 @@ Operations (as current user):
   mailboxes     Create, list, show and delete mailboxes
   hooks         Create, list and delete hooks
   held          List, show, approve and reject mail held for approval
+  audit         Read the audit log (inbound verdicts, sends, changes)
   agents        Wire aimx into an AI agent harness
   mcp           Run the MCP server on stdio
   completion    Print a shell completion script (bash or zsh)
@@ -243,6 +244,10 @@ def hooks(sub, common) -> None:
     create.add_argument(
         "--fire-on-untrusted", action="store_true", help="also fire for untrusted mail"
     )
+    create.add_argument(
+        "--fire-on-review", action="store_true",
+        help='also fire for mail stored with risk = "review" (docs/guardrails.md)'
+    )
     delete = actions.add_parser("delete", parents=[common], help="remove a hook")
     delete.add_argument("name")
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
@@ -270,6 +275,18 @@ def held(sub, common) -> None:
     reject = actions.add_parser("reject", parents=[common], help="reject a held message")
     reject.add_argument("id")
     reject.add_argument("--reason", help="kept with the rejected message")
+
+
+def audit(sub, common) -> None:
+    from aimx.core.audit import EVENTS
+
+    parser = _verb(sub, "audit", common)
+    parser.add_argument("--mailbox", help="only this mailbox's records")
+    parser.add_argument("--since", help="from this RFC 3339 date or date-time on")
+    parser.add_argument("--event", choices=EVENTS, help="only records of this kind")
+    parser.add_argument("--limit", type=_count(10_000), default=1000,
+                        help="the newest this many records (default 1000, at most 10000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def agents(sub, common) -> None:
@@ -440,6 +457,7 @@ VERBS = {
     "mailboxes": (mailboxes, ("mailbox",)),
     "hooks": (hooks, ("hook",)),
     "held": (held, ()),
+    "audit": (audit, ()),
     "agents": (agents, ()),
     "dkim-keygen": (dkim_keygen, ()),
     "reindex": (reindex, ()),

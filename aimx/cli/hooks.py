@@ -94,8 +94,10 @@ async def create(args, s: session.Session) -> int:
             raise mailbox_missing(args.mailbox)
         if not s.root and s.passwd.owner(mailbox.owner).uid != s.euid:
             raise CliError(f"not authorized: caller does not own mailbox '{args.mailbox}'")
-    if args.event == "after_send" and args.fire_on_untrusted:
-        raise CliError("--fire-on-untrusted is only valid on --event on_receive")
+    for flag, on in (("--fire-on-untrusted", args.fire_on_untrusted),
+                     ("--fire-on-review", args.fire_on_review)):
+        if args.event == "after_send" and on:
+            raise CliError(f"{flag} is only valid on --event on_receive")
     if args.webhook is not None:
         fields = webhook_fields(args)
         cmd = None
@@ -107,6 +109,8 @@ async def create(args, s: session.Session) -> int:
             raise CliError("--cmd must not be empty")
         cmd = parse_cmd(args.cmd)
         fields = {"cmd": cmd, "fire_on_untrusted": args.fire_on_untrusted, "type": "cmd"}
+    if args.fire_on_review:
+        fields["fire_on_review"] = True
     if args.timeout_secs not in (None, DEFAULT_HOOK_TIMEOUT):
         fields["timeout_secs"] = args.timeout_secs
     body = json.dumps(fields)

@@ -1,7 +1,8 @@
 """``aimx ingest <rcpt>`` (hidden): store one message read from stdin, as the daemon would.
 
-It runs the daemon's own ingest chain (L{aimx.smtp.inbound.Inbound}) and its
-L{HookRunner}, and exits once the on_receive hooks have finished (docs/cli.md,
+It runs the daemon's own ingest chain (L{aimx.smtp.inbound.Inbound}), its
+L{HookRunner} and its audit log, and exits once the on_receive hooks have finished
+and the verdict is written to the audit log (docs/cli.md,
 "aimx ingest"): 0 when the message is stored (or was a duplicate), 75 (EX_TEMPFAIL) when the
 daemon would have answered 4xx, so a caller such as a fetchmail or procmail
 pipeline retries later.
@@ -13,6 +14,7 @@ import sys
 from twisted.internet import threads
 from twisted.logger import formatEvent, globalLogBeginner
 
+from aimx.auditlog import AuditLog
 from aimx.auth.resolver import Resolver
 from aimx.core.address import Envelope
 from aimx.hooks import HookRunner
@@ -52,7 +54,8 @@ def _deliver(config, envelope):
         resolver=Resolver.from_env(),
         run_in_thread=threads.deferToThread,
     )
-    runner = HookRunner(reactor, config=lambda: config, environ=os.environ)
+    audit = AuditLog(config=lambda: config, clock=reactor, run_in_thread=threads.deferToThread)
+    runner = HookRunner(reactor, config=lambda: config, environ=os.environ, audit=audit.record)
     inbound.listeners.append(runner.on_received)
     outcome = []
 
@@ -60,6 +63,7 @@ def _deliver(config, envelope):
         done = inbound.deliver(envelope)
         done.addCallback(outcome.append)
         done.addCallback(lambda _: runner.idle())
+        done.addCallback(lambda _: audit.flushed())
         done.addErrback(lambda f: _log(f"aimx::ingest error: {escape(f.getErrorMessage())}"))
         done.addBoth(lambda _: reactor.stop())
 

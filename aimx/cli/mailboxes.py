@@ -185,7 +185,8 @@ async def show(args, s: session.Session) -> int:
         if hooks:
             term.say(f"  {event}")
         for hook in hooks:
-            flag = "   [fire_on_untrusted=true]" if hook["fire_on_untrusted"] else ""
+            flag = "".join(f"   [{key}=true]" for key in ("fire_on_untrusted", "fire_on_review")
+                           if hook.get(key))
             term.say(f"    - {hook['name']}  cmd: {cmd_text(hook['cmd'])}{flag}")
     term.say()
     term.say(term.bold("Messages"))

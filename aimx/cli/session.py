@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import time
+from datetime import datetime, timezone
 
 from aimx.cli.term import Terminal
 from aimx.control.wire import ERRORS, MalformedResponse, socket_path
@@ -234,18 +235,42 @@ class Session:
         return config
 
     def write_config(self, config) -> None:
-        """Rewrite config.toml directly (root, daemon down).
+        """Rewrite config.toml directly (root, daemon down), and record the mailboxes and
+        hooks it creates or deletes in the audit log, as the daemon would.
 
         @raise CliError: the write failed.
         """
         from aimx.store import configfile
 
         try:
+            old, _ = configfile.load(self.args.config_dir)
+        except ConfigError:
+            old = None
+        try:
             configfile.write_atomic(self.args.config_dir, config)
         except ConfigError as e:
             raise CliError(f"refusing to write an invalid config: {e}") from None
         except OSError as e:
             raise CliError(f"failed to write {self.config_path}: {e}") from None
+        if old is not None:
+            self._audit(old, config)
+
+    def _audit(self, old, new) -> None:
+        """Append the changes from C{old} to C{new} to the audit log directly (no daemon
+        runs to record them); a failure is a warning."""
+        from aimx.core import audit
+        from aimx.store import audit as auditfiles
+
+        records = audit.changes(old, new, self.euid)
+        if not records:
+            return
+        now = datetime.now(timezone.utc)
+        directory = new.effective_audit_dir
+        try:
+            auditfiles.append(directory, [(audit.day(now), audit.line(audit.stamped(r, now)))
+                                          for r in records])
+        except OSError as e:
+            self.term.warn(f"Warning: could not write the audit log in {directory}: {e}")
 
     def close(self) -> None:
         if self._client is not None:

@@ -340,6 +340,12 @@ class ControlProtocol(amp.AMP):
     async def _send(self, message, text_only, html_body, attachments):
         return await self.control.send(self.caller, message, text_only, html_body, attachments)
 
+    @commands.AuditRead.responder
+    @_guarded
+    async def audit_read(self, mailbox, since, event, limit):
+        return {"records": await self.control.audit_read(self.caller, mailbox, since, event,
+                                                         limit)}
+
     @commands.HeldList.responder
     @_guarded
     async def held_list(self, mailbox):

@@ -8,7 +8,9 @@ as the owner: L{aimx.core.authz.may_decide}); the owner may list and read its
 own.  An approved message is delivered exactly as a normal send (the outbox:
 sent copy, after_send hooks) and counts in the mailbox's rate window; one
 rejected, or not decided within C{[approval] expire_days} (L{Expiry}, on the
-reactor clock), moves to C{rejected/}.  Each change is logged with who made it.
+reactor clock), moves to C{rejected/}.  Each change is logged with who made it,
+and recorded in the audit log (docs/guardrails.md, "Audit"), as is a decision
+refused to someone who may not make it.
 """
 
 import secrets
@@ -17,6 +19,7 @@ import uuid
 from twisted.application import service
 from twisted.internet import defer, task
 
+from aimx.core import audit as records
 from aimx.core import frontmatter, heldmail, submission
 from aimx.core.assemble import Draft
 from aimx.core.authz import may_decide, visible
@@ -50,10 +53,11 @@ class Approvals:
     @param passwd: owner, user name and group lookups.
     @param now: the wall clock (aware UTC), for C{held_at} and C{expires_at}.
     @param token: C{() -> 8 hex digits}, the random end of a hold id.
+    @param audit: C{record -> None}, given each decision (L{aimx.core.audit.held}).
     """
 
     def __init__(self, *, live, data_dir: str, outbox, guard, passwd, run_in_thread, now,
-                 token=lambda: secrets.token_hex(4)):
+                 token=lambda: secrets.token_hex(4), audit=lambda record: None):
         self.live = live
         self.data_dir = data_dir
         self.outbox = outbox
@@ -62,6 +66,7 @@ class Approvals:
         self.run_in_thread = run_in_thread
         self.now = now
         self.token = token
+        self.audit = audit
         self._busy: set[str] = set()
         self._locks: dict[str, defer.DeferredLock] = {}
 
@@ -187,6 +192,9 @@ class Approvals:
             log.warn("[held] refused {verb} hold_id={hold_id} mailbox={mailbox} "
                      "caller_uid={caller_uid}: {reason}", verb=verb, hold_id=hold_id,
                      mailbox=mailbox, caller_uid=uid, reason=decision.reason)
+            self.audit(records.held(action=records.DECISION_REFUSED, mailbox=mailbox,
+                                    hold_id=hold_id, by=self._who(uid), caller_uid=uid,
+                                    reason=f"{verb}: {decision.reason}"))
             raise AccessDenied(f"not authorized: {decision.reason}")
         if hold_id in self._busy:
             raise TempError(f"held message '{hold_id}' is being decided on; retry later")
@@ -219,13 +227,17 @@ class Approvals:
             self.guard.record(mailbox, now)
             try:
                 answer = await self.outbox.send(config, sub, draft)
-            except DeliveryError:
-                await self._settle(mailbox, hold_id, None, heldmail.APPROVED, uid)
+            except DeliveryError as e:
+                await self._settle(mailbox, hold_id, None, heldmail.APPROVED, uid,
+                                   message_id=sub.header("message-id"),
+                                   outcome=f"[{e.code}] {e}")
                 raise
             except BaseException:
                 self.guard.cancel(mailbox, now)
                 raise
-            await self._settle(mailbox, hold_id, None, heldmail.APPROVED, uid)
+            await self._settle(mailbox, hold_id, None, heldmail.APPROVED, uid,
+                               message_id=answer.get("message_id"),
+                               outcome=records.outcome(answer.get("deliveries")))
             return answer
         finally:
             self._busy.discard(hold_id)
@@ -237,7 +249,8 @@ class Approvals:
             md, _ = await self._read(mailbox, hold_id)
             decided = heldmail.decided(md, heldmail.REJECTED, by=self._who(uid),
                                        at=self.now(), reason=reason or None)
-            await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, uid)
+            await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, uid,
+                               reason=reason or None)
         finally:
             self._busy.discard(hold_id)
 
@@ -261,16 +274,23 @@ class Approvals:
                                                reason="not decided in time")
                 except ValueError:
                     decided = files[0]
-                await self._settle(mailbox, hold_id, decided, heldmail.EXPIRED, None)
+                await self._settle(mailbox, hold_id, decided, heldmail.EXPIRED, None,
+                                   reason="not decided in time")
                 expired += 1
         return expired
 
     async def _settle(self, mailbox: str, hold_id: str, decided: bytes | None, state: str,
-                      uid: int | None) -> None:
+                      uid: int | None, **outcome) -> None:
+        """The one place a hold stops being pending: the files, the log, the audit.
+
+        @param outcome: C{reason}, C{message_id}, C{outcome} for the audit record.
+        """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
+        by = "aimx" if uid is None else self._who(uid)
         log.info("[held] {state} hold_id={hold_id} mailbox={mailbox} by={by}", state=state,
-                 hold_id=hold_id, mailbox=mailbox, by="aimx" if uid is None else self._who(uid),
-                 caller_uid=uid)
+                 hold_id=hold_id, mailbox=mailbox, by=by, caller_uid=uid)
+        self.audit(records.held(action=state, mailbox=mailbox, hold_id=hold_id, by=by,
+                                caller_uid=uid, **outcome))
 
 
 class Expiry(service.Service):

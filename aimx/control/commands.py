@@ -76,6 +76,7 @@ def _amp(command: type[wire.Command]) -> type[amp.Command]:
 
 
 Send = _amp(wire.Send)
+AuditRead = _amp(wire.AuditRead)
 HeldList = _amp(wire.HeldList)
 HeldShow = _amp(wire.HeldShow)
 HeldApprove = _amp(wire.HeldApprove)

@@ -5,10 +5,12 @@ credentials) and the command's arguments and returns the reply values or raises
 the wire errors (docs/troubleshooting.md, "Error codes"), checking in a fixed
 order.  Mutations: the per-mailbox lock (shared with ingest), then the
 config lock, re-read the live config, write config.toml atomically, swap.
-Blocking disk work goes through C{run_in_thread}.
+Blocking disk work goes through C{run_in_thread}.  Every SEND decision and every
+mailbox or hook change is recorded in the audit log (docs/guardrails.md, "Audit").
 """
 
 import datetime
+import hashlib
 import os
 import stat
 
@@ -24,7 +26,7 @@ from aimx.control.listing import (
     visible_mailboxes,
 )
 from aimx.control.sendguard import SendGuard
-from aimx.core import configedit, mailquery, outpolicy, submission, webhook
+from aimx.core import audit, configedit, mailquery, outpolicy, submission, webhook
 from aimx.core.assemble import (
     ATTACHMENT_LINE,
     ATTACHMENT_LINE_BYTES,
@@ -38,6 +40,7 @@ from aimx.core.filenames import is_valid_id
 from aimx.ops.version import version_fields
 from aimx.errors import (
     AccessDenied,
+    AimxError,
     BodyTooLarge,
     ConfigError,
     IOFailure,
@@ -65,6 +68,8 @@ state_log = Logger(namespace="aimx::state")
 NOT_AUTHORIZED = "not authorized"
 #: The most rows one MAIL-LIST, MAIL-SEARCH or MAIL-THREAD answers.
 ROWS_MAX = 200
+#: The most records one AUDIT-READ answers.
+AUDIT_ROWS_MAX = 10_000
 
 
 @attrs.frozen
@@ -99,6 +104,8 @@ class Control:
     @param webhooks: the webhook deliveries (L{aimx.webhooks.Webhooks}); None:
         HOOK-STATUS and HOOK-RETRY are not served.
     @param random: C{n -> n random bytes}, for generated webhook secrets.
+    @param audit: the audit log (L{aimx.auditlog.AuditLog}); None: nothing is
+        recorded and AUDIT-READ is not served.
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class Control:
         index=None,
         webhooks=None,
         random=os.urandom,
+        audit=None,
     ):
         self.live = live
         self.config_dir = config_dir
@@ -127,10 +135,16 @@ class Control:
         self.index = index
         self.webhooks = webhooks
         self.random = random
+        self.audit = audit
         self.guard = SendGuard(index)
         self.approvals = Approvals(
             live=live, data_dir=data_dir, outbox=outbox, guard=self.guard, passwd=passwd,
-            run_in_thread=run_in_thread, now=now)
+            run_in_thread=run_in_thread, now=now, audit=self._record)
+
+    def _record(self, record: dict) -> None:
+        """Hand one record to the audit log, when there is one."""
+        if self.audit is not None:
+            self.audit.record(record)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -205,9 +219,17 @@ class Control:
             raise TempError("this daemon was started without outbound mail")
         config = self.live.current
         # Parsing a (64 KiB at most) header block is linear but not free: not on the reactor.
-        sub = await self.run_in_thread(
-            lambda: submission.check_sender(config, submission.scan_headers(message)))
+        sub, digest = await self.run_in_thread(lambda: (
+            submission.check_sender(config, submission.scan_headers(message)),
+            hashlib.sha256(message).hexdigest()))
+
+        def record(decision: str, **values) -> None:
+            self._record(audit.send(
+                mailbox=sub.mailbox.name, caller_uid=caller.uid, author=sub.sender,
+                recipients=sub.recipients, sha256=digest, decision=decision, **values))
+
         if not self._authorize("SEND", caller, sub.mailbox).allowed:
+            record(audit.REFUSED, rule="authorization", reason=NOT_AUTHORIZED)
             raise AccessDenied(NOT_AUTHORIZED)
         sub = submission.check_recipients(sub)
         draft = await self.run_in_thread(_read_draft, message, text_only, html_body)
@@ -234,18 +256,32 @@ class Control:
             roots=roots, raw_attachments=draft.raw_attachments > 0)
         self._log_send(caller, mailbox.name, decision)
         if decision.verdict == outpolicy.REFUSE:
+            record(audit.REFUSED, rule=decision.rule, reason=decision.reason)
             raise PolicyError(decision.reason)
         if decision.verdict == outpolicy.HOLD:
-            draft = await self._attach(draft, attachments, len(message))
-            check_size(draft, config.effective_signature)  # refused now, not at approval
-            return await self.approvals.hold(config, sub, draft, decision.reason, caller.uid)
+            try:
+                draft = await self._attach(draft, attachments, len(message))
+                check_size(draft, config.effective_signature)  # refused now, not at approval
+                answer = await self.approvals.hold(config, sub, draft, decision.reason,
+                                                   caller.uid)
+            except AimxError as e:
+                record(audit.REFUSED, rule=decision.rule, reason=f"[{e.code}] {e}")
+                raise
+            record(audit.HELD_BACK, rule=decision.rule, reason=decision.reason,
+                   hold_id=answer["held"], message_id=answer["message_id"])
+            return answer
         self.guard.record(mailbox.name, now)
         try:
             draft = await self._attach(draft, attachments, len(message))
-            return await self.outbox.send(config, sub, draft)
-        except (MalformedError, BodyTooLarge, SignError, IOFailure):
-            self.guard.cancel(mailbox.name, now)  # nothing left: it does not count
+            answer = await self.outbox.send(config, sub, draft)
+        except AimxError as e:
+            if isinstance(e, (MalformedError, BodyTooLarge, SignError, IOFailure)):
+                self.guard.cancel(mailbox.name, now)  # nothing left: it does not count
+            record(audit.SENT, outcome=f"[{e.code}] {e}")
             raise
+        record(audit.SENT, message_id=answer.get("message_id"),
+               outcome=audit.outcome(answer.get("deliveries")))
+        return answer
 
     def _log_send(self, caller: Caller, mailbox: str, decision) -> None:
         emit = uds_log.info if decision.verdict == outpolicy.SEND else uds_log.warn
@@ -337,7 +373,10 @@ class Control:
             except IOFailure:
                 await self.run_in_thread(remove_dirs, created)
                 raise
-        return new.mailbox(name).address
+        address = new.mailbox(name).address
+        self._record(audit.change(audit.MAILBOX, "created", mailbox=name, caller_uid=caller.uid,
+                                  owner=owner, address=address))
+        return address
 
     async def mailbox_delete(self, caller: Caller, name: str, force: bool) -> None:
         """MAILBOX-DELETE; absent and not-owned answer alike."""
@@ -365,6 +404,8 @@ class Control:
                     f"{in_sent} in sent); archive or remove them first"
                 )
             await self._commit(configedit.remove_mailbox(config, name))
+        self._record(audit.change(audit.MAILBOX, "deleted", mailbox=name, caller_uid=caller.uid,
+                                  owner=mailbox.owner, force=force))
         if self.index is not None:
             await self.index.forget(name)
 
@@ -465,6 +506,10 @@ class Control:
             hook_name=hook.name,
             caller_uid=caller.uid,
         )
+        self._record(audit.change(
+            audit.HOOK, "created", mailbox=mailbox, caller_uid=caller.uid, hook=hook.name,
+            hook_event=hook.event, cmd=list(hook.cmd), fire_on_untrusted=hook.fire_on_untrusted,
+            fire_on_review=hook.fire_on_review))
         return answer
 
     async def hook_delete(self, caller: Caller, name: str) -> None:
@@ -489,6 +534,8 @@ class Control:
             hook_name=name,
             caller_uid=caller.uid,
         )
+        self._record(audit.change(audit.HOOK, "deleted", mailbox=mailbox.name,
+                                  caller_uid=caller.uid, hook=name))
 
     async def hook_enable(self, caller: Caller, name: str) -> None:
         """HOOK-ENABLE: clear C{disabled}; a hook the caller may not touch is "not found"."""
@@ -664,6 +711,37 @@ class Control:
         """INDEX-STATUS: each (or every visible) mailbox's index state and build progress."""
         names = await self._indexed_names("INDEX-STATUS", caller, mailbox)
         return [self.index.status(name) for name in names]
+
+    # -- the audit log (docs/guardrails.md) -------------------------------------
+
+    async def audit_read(self, caller: Caller, mailbox: str | None, since: str | None,
+                         event: str | None, limit: int) -> list[dict]:
+        """AUDIT-READ: the last C{limit} records the caller may read, oldest first.
+
+        Root reads every record; anyone else the records of the mailboxes it owns
+        (in the live config), whatever C{mailbox} names.
+        """
+        if self.audit is None:
+            raise IOFailure("this daemon keeps no audit log")
+        if event is not None and event not in audit.EVENTS:
+            raise MalformedError(f"invalid event '{event}': expected one of "
+                                 + ", ".join(audit.EVENTS))
+        start = None
+        if since is not None:
+            try:
+                micros = mailquery.parse_bound("since", since, False)
+            except mailquery.QueryError as e:
+                raise MalformedError(str(e)) from None
+            start = datetime.datetime.fromtimestamp(micros / 1e6, datetime.timezone.utc)
+        config, uid = self.live.current, caller.uid
+        owned = {mb.name for mb in config.mailboxes
+                 if visible(uid, self.passwd.owner(mb.owner).uid)}
+
+        def keep(record: dict) -> bool:
+            return (audit.visible(record, uid, owned.__contains__)
+                    and audit.matches(record, mailbox=mailbox, since=start, event=event))
+
+        return await self.audit.read(keep, min(limit, AUDIT_ROWS_MAX), start)
 
     # -- misc ------------------------------------------------------------------
 

@@ -538,6 +538,21 @@ class HeldReject(Command):
     arguments = [(b"id", Text()), (b"reason", Text(optional=True, allow_empty=True))]
 
 
+class AuditRead(Command):
+    """The last C{limit} audit records the caller may read, oldest first (docs/guardrails.md):
+    root all, anyone else those of the mailboxes it owns.  C{since} is an RFC 3339 date or
+    date-time; C{event} one of inbound, send, held, mailbox, hook, config."""
+
+    commandName = b"AUDIT-READ"
+    arguments = [
+        (b"mailbox", Text(optional=True)),
+        (b"since", Text(optional=True)),
+        (b"event", Text(optional=True)),
+        (b"limit", Number(1000, most=10_000)),
+    ]
+    response = [(b"records", Json())]
+
+
 class MarkRead(Command):
     """Set C{read = true} and C{read_at} on an inbox email."""
 
@@ -707,6 +722,6 @@ class Version(Command):
 
 
 #: Every command, in the order above.
-COMMANDS = (Send, HeldList, HeldShow, HeldApprove, HeldReject, MarkRead, MarkUnread,
+COMMANDS = (Send, HeldList, HeldShow, HeldApprove, HeldReject, AuditRead, MarkRead, MarkUnread,
             MailboxCreate, MailboxDelete, MailboxList, MailboxShow, HookCreate, HookDelete,
             HookList, HookEnable, HookStatus, HookRetry, MailList, MailSearch, MailThread, IndexRebuild, IndexStatus, Version)

@@ -9,14 +9,16 @@ injected (C{owner_exists}) so this module never touches C{pwd}.
 """
 
 import hashlib
+import posixpath
 import re
 import tomllib
 from collections.abc import Callable, Iterable
 
 import attrs
 
-from aimx.core import outpolicy, webhookurl
+from aimx.core import guards, outpolicy, webhookurl
 from aimx.core.events import EVENTS
+from aimx.core.guards import Guard
 from aimx.core.outpolicy import OutboundPolicy
 from aimx.core.trust import glob_match
 from aimx.errors import ConfigError
@@ -35,12 +37,17 @@ _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
-_HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "timeout_secs")
+_HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "fire_on_review",
+              "timeout_secs")
 #: The keys of a C{type = "webhook"} hook beyond the common ones (docs/hooks.md).
 _WEBHOOK_KEYS = ("url", "secret_file", "allow_insecure", "allow_private")
 HOOK_TYPES = ("cmd", "webhook")
 _APPROVAL_KEYS = ("approvers", "expire_days")
+_GUARD_KEYS = ("name", "pattern", "fields")
+_HOOK_RATE_KEYS = ("per_hour",)
 DEFAULT_EXPIRE_DAYS = 7
+DEFAULT_AUDIT_RETENTION_DAYS = 90
+AUDIT_DIR = "audit"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MISSING = object()
 
@@ -83,12 +90,15 @@ def host_name_problem(name: str, what: str = "domain") -> str | None:
     return None
 
 
-def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) -> str:
+def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool,
+                     fire_on_review: bool = False) -> str:
     """The stable name of a hook without an explicit C{name} (docs/hooks.md).
 
     @param event: C{"on_receive"} or C{"after_send"}.
     @param cmd: the hook's argv.
     @param fire_on_untrusted: the hook's flag (hashed as one raw byte).
+    @param fire_on_review: the hook's flag; hashed only when set (as C{0x1f 0x01}
+        after the other), so a hook without it keeps the name it always had.
     @return: 12 lowercase hex characters.
     """
     digest = hashlib.sha256()
@@ -97,6 +107,8 @@ def derive_hook_name(event: str, cmd: Iterable[str], fire_on_untrusted: bool) ->
     digest.update(b"\x1f".join(arg.encode("utf-8") for arg in cmd))
     digest.update(b"\x1f")
     digest.update(b"\x01" if fire_on_untrusted else b"\x00")
+    if fire_on_review:
+        digest.update(b"\x1f\x01")
     return digest.hexdigest()[:12]
 
 
@@ -127,6 +139,7 @@ class HookConfig:
     allow_insecure: bool = False
     allow_private: bool = False
     disabled: bool = False
+    fire_on_review: bool = False
 
     @property
     def label(self) -> str:
@@ -142,6 +155,7 @@ def make_hook(
     hook_type: str = "cmd",
     fire_on_untrusted: bool = False,
     timeout_secs: int = DEFAULT_HOOK_TIMEOUT,
+    fire_on_review: bool = False,
     **webhook,
 ) -> HookConfig:
     """Build a L{HookConfig}, deriving its name when C{name} is C{None}.
@@ -158,15 +172,27 @@ def make_hook(
     url = webhook.get("url")
     hashed = (url,) if url is not None else cmd
     return HookConfig(
-        name=name if explicit else derive_hook_name(event, hashed, fire_on_untrusted),
+        name=name if explicit else derive_hook_name(event, hashed, fire_on_untrusted,
+                                                    fire_on_review),
         explicit_name=explicit,
         event=event,
         type=hook_type,
         cmd=cmd,
         fire_on_untrusted=fire_on_untrusted,
         timeout_secs=timeout_secs,
+        fire_on_review=fire_on_review,
         **webhook,
     )
+
+
+@attrs.frozen
+class HookRate:
+    """A mailbox's C{hook_rate_per_sender} table (docs/guardrails.md, "Hook rate").
+
+    @ivar per_hour: messages of one sender that may fire hooks in any rolling hour.
+    """
+
+    per_hour: int
 
 
 @attrs.frozen
@@ -177,6 +203,9 @@ class MailboxConfig:
     @ivar address: C{<local>@<domain>}, or C{*@<domain>} for the catchall.
     @ivar trust: C{None} inherits the top-level value.
     @ivar trusted_senders: C{None} inherits; C{()} means nobody.
+    @ivar hook_rate_per_sender: C{None}: no limit.
+    @ivar guards: as written: C{None} (none), C{"default"}, or a tuple of
+        L{Guard}s and C{"default"} entries (L{guards.effective} expands it).
     """
 
     name: str
@@ -188,6 +217,13 @@ class MailboxConfig:
     )
     hooks: tuple[HookConfig, ...] = attrs.field(default=(), converter=tuple)
     outbound: OutboundPolicy | None = None
+    hook_rate_per_sender: HookRate | None = None
+    guards: str | tuple[Guard | str, ...] | None = None
+
+    @property
+    def effective_guards(self) -> tuple[Guard, ...]:
+        """The guards this mailbox's mail is read with, the default set expanded."""
+        return guards.effective(self.guards)
 
     @property
     def local_part(self) -> str:
@@ -230,6 +266,9 @@ class Config:
     @ivar mailboxes: in file order.
     @ivar outbound: the top-level C{[outbound]} table, the default of every mailbox's.
     @ivar approval: the C{[approval]} table.
+    @ivar audit_dir: where the audit log's daily files go; C{None}:
+        C{<data_dir>/audit} (L{effective_audit_dir}).
+    @ivar audit_retention_days: days of audit files kept (>= 1).
     @ivar release_manifest_url: C{[upgrade] release_manifest_url}; kept only to be
         written back (AIMX's self-updater; aimx ignores it).
     @ivar file_data_dir: the file's C{data_dir} when L{with_data_dir} overrode it in
@@ -252,6 +291,8 @@ class Config:
     mailboxes: tuple[MailboxConfig, ...] = attrs.field(default=(), converter=tuple)
     outbound: OutboundPolicy | None = None
     approval: ApprovalConfig = ApprovalConfig()
+    audit_dir: str | None = None
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
     file_data_dir: str | None = None
     _by_name: dict = attrs.field(init=False, eq=False, repr=False)
     _by_local: dict = attrs.field(init=False, eq=False, repr=False)
@@ -289,6 +330,11 @@ class Config:
     def effective_outbound(self, mailbox: MailboxConfig) -> OutboundPolicy | None:
         """The mailbox's outbound policy: its keys over the top-level ones (no merging)."""
         return outpolicy.effective(self.outbound, mailbox.outbound)
+
+    @property
+    def effective_audit_dir(self) -> str:
+        """C{audit_dir}, else C{<data_dir>/audit}."""
+        return self.audit_dir or posixpath.join(self.data_dir, AUDIT_DIR)
 
     @property
     def effective_signature(self) -> str:
@@ -533,11 +579,11 @@ def _reject_stdin(raw: dict) -> None:
             if not isinstance(name, str):
                 # Best effort, as AIMX: wrong or missing values fall back to defaults.
                 cmd = hook.get("cmd")
-                fire = hook.get("fire_on_untrusted")
                 name = derive_hook_name(
                     "after_send" if hook.get("event") == "after_send" else "on_receive",
                     [a for a in cmd if isinstance(a, str)] if isinstance(cmd, list) else (),
-                    fire is True,
+                    hook.get("fire_on_untrusted") is True,
+                    hook.get("fire_on_review") is True,
                 )
             raise ConfigError(
                 f"hook '{name}' carries removed field 'stdin' — remove this line and "
@@ -583,8 +629,8 @@ def _key(where: str, key: str) -> str:
 
 
 def _decode(raw: dict) -> Config:
-    """Step 5: typed decode; unknown keys are ignored except in hook, outbound and approval
-    tables."""
+    """Step 5: typed decode; unknown keys are ignored except in hook, outbound, approval,
+    guard and hook-rate tables."""
     return Config(
         domain=_field(raw, "domain", str, ""),
         data_dir=_field(raw, "data_dir", str, "", DEFAULT_DATA_DIR),
@@ -608,6 +654,9 @@ def _decode(raw: dict) -> Config:
         ],
         outbound=_decode_outbound(raw, ""),
         approval=_decode_approval(_field(raw, "approval", dict, "", {})),
+        audit_dir=_absolute(_field(raw, "audit_dir", str, "", None), "audit_dir"),
+        audit_retention_days=_at_least_one(
+            raw, "audit_retention_days", DEFAULT_AUDIT_RETENTION_DAYS),
     )
 
 
@@ -626,7 +675,81 @@ def _decode_mailbox(name: str, table: object) -> MailboxConfig:
             for i, hook in enumerate(_field(table, "hooks", list, where, []))
         ],
         outbound=_decode_outbound(table, where),
+        hook_rate_per_sender=_decode_hook_rate(table, where),
+        guards=_decode_guards(table, where),
     )
+
+
+def _absolute(path: str | None, key: str) -> str | None:
+    if path is not None and not path.startswith("/"):
+        raise ConfigError(f"{key}: '{path}' is not an absolute path")
+    return path
+
+
+def _decode_hook_rate(parent: dict, where: str) -> HookRate | None:
+    where = _key(where, "hook_rate_per_sender")
+    table = parent.get("hook_rate_per_sender")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, e.g. {{ per_hour = 30 }}")
+    _known_keys(table, _HOOK_RATE_KEYS, where)
+    per_hour = _field(table, "per_hour", int, where)
+    if per_hour < 1:
+        raise ConfigError(f"{where}.per_hour: expected an integer >= 1, got {per_hour}")
+    return HookRate(per_hour)
+
+
+def _decode_guards(parent: dict, where: str):
+    """C{guards}: C{"default"}, or guard tables (each a guard or C{use = "default"})."""
+    where = _key(where, "guards")
+    value = parent.get("guards")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != guards.DEFAULT:
+            raise ConfigError(f"{where}: unknown value '{value}', expected \"default\" or "
+                              "[[guards]] tables")
+        return guards.DEFAULT
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected \"default\" or an array of tables")
+    entries: list = []
+    for i, table in enumerate(value):
+        entries.append(_decode_guard(table, f"{where}[{i}]"))
+    found = guards.effective(tuple(entries))
+    if len(found) > guards.MAX_GUARDS:
+        raise ConfigError(f"{where}: {len(found)} guards; the maximum is {guards.MAX_GUARDS}")
+    if entries.count(guards.DEFAULT) > 1:
+        raise ConfigError(f"{where}: `use = \"default\"` appears more than once")
+    names = [guard.name for guard in found]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:
+        raise ConfigError(f"{where}: two guards are named '{twice}'")
+    return tuple(entries)
+
+
+def _decode_guard(table: object, where: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    if "use" in table:
+        _known_keys(table, ("use",), where)
+        if table["use"] != guards.DEFAULT:
+            raise ConfigError(f"{where}.use: expected \"default\", the shipped guards")
+        return guards.DEFAULT
+    _known_keys(table, _GUARD_KEYS, where)
+    name = _field(table, "name", str, where)
+    if not guards.NAME.fullmatch(name):
+        raise ConfigError(f"{where}.name: '{name}' must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{{0,127}}")
+    pattern = _field(table, "pattern", str, where)
+    fields = _strings(table, "fields", where, guards.DEFAULT_FIELDS)
+    unknown = next((f for f in fields if f not in guards.FIELDS), None)
+    if unknown is not None or not fields or len(set(fields)) != len(fields):
+        expected = ", ".join(f'"{f}"' for f in guards.FIELDS)
+        raise ConfigError(f"{where}.fields: expected some of {expected}, each once")
+    try:
+        return Guard(name, pattern, fields)
+    except ValueError as e:
+        raise ConfigError(f"{where}.pattern: {e}") from None
 
 
 def _known_keys(table: dict, keys: tuple[str, ...], where: str) -> None:
@@ -710,6 +833,7 @@ def _decode_hook(table: object, where: str) -> HookConfig:
         if extra is not None:
             raise ConfigError(f"{where}.{extra}: only for `type = \"webhook\"`")
     fire = _field(table, "fire_on_untrusted", bool, where, False)
+    review = _field(table, "fire_on_review", bool, where, False)
     timeout = _field(table, "timeout_secs", int, where, DEFAULT_HOOK_TIMEOUT)
     if timeout < 0:
         raise ConfigError(f"{where}.timeout_secs: expected a non-negative integer")
@@ -717,6 +841,7 @@ def _decode_hook(table: object, where: str) -> HookConfig:
         webhook["disabled"] = True
     return make_hook(
         event, cmd, name=name, hook_type=hook_type, fire_on_untrusted=fire, timeout_secs=timeout,
+        fire_on_review=review,
         **webhook,
     )
 
@@ -767,12 +892,13 @@ def _validate(config: Config, owner_exists: Callable[[str], bool]) -> list[str]:
                 "catchall does not support hooks"
             )
         for hook in mb.hooks:
-            if hook.fire_on_untrusted and hook.event != "on_receive":
-                raise ConfigError(
-                    f"hook '{hook.label}' on mailbox '{mb.name}' sets "
-                    f"`fire_on_untrusted = true` on event '{hook.event}': "
-                    "fire_on_untrusted is on_receive only"
-                )
+            for flag in ("fire_on_untrusted", "fire_on_review"):
+                if getattr(hook, flag) and hook.event != "on_receive":
+                    raise ConfigError(
+                        f"hook '{hook.label}' on mailbox '{mb.name}' sets "
+                        f"`{flag} = true` on event '{hook.event}': "
+                        f"{flag} is on_receive only"
+                    )
     warnings = []
     for mb in config.mailboxes:
         owner = mb.owner
@@ -845,6 +971,10 @@ def to_toml(config: Config) -> dict:
         approval["expire_days"] = config.approval.expire_days
     if approval:
         doc["approval"] = approval
+    if config.audit_dir is not None:
+        doc["audit_dir"] = config.audit_dir
+    if config.audit_retention_days != DEFAULT_AUDIT_RETENTION_DAYS:
+        doc["audit_retention_days"] = config.audit_retention_days
     doc["mailboxes"] = {mb.name: mailbox_toml(mb) for mb in config.mailboxes}
     return doc
 
@@ -858,6 +988,13 @@ def mailbox_toml(mb: MailboxConfig) -> dict:
         table["trusted_senders"] = list(mb.trusted_senders)
     if mb.outbound is not None:
         table["outbound"] = outbound_toml(mb.outbound)
+    if mb.hook_rate_per_sender is not None:
+        table["hook_rate_per_sender"] = {"per_hour": mb.hook_rate_per_sender.per_hour}
+    if mb.guards is not None:
+        table["guards"] = mb.guards if isinstance(mb.guards, str) else [
+            {"use": entry} if isinstance(entry, str) else
+            {"name": entry.name, "pattern": entry.pattern, "fields": list(entry.fields)}
+            for entry in mb.guards]
     if mb.hooks:
         table["hooks"] = [hook_toml(hook) for hook in mb.hooks]
     return table
@@ -890,6 +1027,8 @@ def hook_toml(hook: HookConfig) -> dict:
         table["disabled"] = True
     if hook.fire_on_untrusted:
         table["fire_on_untrusted"] = True
+    if hook.fire_on_review:
+        table["fire_on_review"] = True
     if hook.timeout_secs != DEFAULT_HOOK_TIMEOUT:
         table["timeout_secs"] = hook.timeout_secs
     return table

@@ -49,7 +49,7 @@ from aimx.errors import (
 
 _OWNER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
-_BODY_KEYS = ("cmd", "fire_on_untrusted", "type", "timeout_secs")
+_BODY_KEYS = ("cmd", "fire_on_untrusted", "fire_on_review", "type", "timeout_secs")
 #: A webhook's body: C{url} instead of C{cmd}, and its own keys.
 _WEBHOOK_BODY_KEYS = ("url", "secret", "allow_insecure", "allow_private")
 _TEMPLATE = "template hooks were removed. See docs/hooks.md for the supported raw-cmd schema"
@@ -189,8 +189,8 @@ def parse_hook_request(event: str, name: str | None, body: str) -> HookConfig:
     """The checks of HOOK-CREATE (docs/hooks.md): event, name, body, the hook.
 
     @param name: the explicit name, or C{None} to derive it.
-    @param body: the JSON object C{{"cmd": [...], "fire_on_untrusted", "type",
-        "timeout_secs"}}.
+    @param body: the JSON object C{{"cmd": [...], "fire_on_untrusted",
+        "fire_on_review", "type", "timeout_secs"}}.
     @return: the hook, not yet checked against the other hooks (L{add_hook}).
     @raise ValidationError: bad event, name or hook field.
     @raise ProtocolError: legacy keys, or a body that does not decode.
@@ -256,12 +256,16 @@ def _decode_body(body: str) -> dict:
     fire = data.get("fire_on_untrusted", False)
     if not isinstance(fire, bool):
         raise _body_error("`fire_on_untrusted`: expected a boolean")
+    review = data.get("fire_on_review", False)
+    if not isinstance(review, bool):
+        raise _body_error("`fire_on_review`: expected a boolean")
     timeout = data.get("timeout_secs", DEFAULT_HOOK_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
         raise _body_error("`timeout_secs`: expected a non-negative integer")
     return {
         "cmd": cmd,
         "fire_on_untrusted": fire,
+        "fire_on_review": review,
         "hook_type": hook_type,
         "timeout_secs": timeout,
         **webhook_fields,
@@ -294,8 +298,9 @@ def _check_single_hook(hook: HookConfig) -> None:
             raise ValidationError(f"hook {problem}")
     else:
         _check_command(hook)
-    if hook.fire_on_untrusted and hook.event != "on_receive":
-        raise ValidationError("`fire_on_untrusted = true` is `on_receive` only")
+    for flag in ("fire_on_untrusted", "fire_on_review"):
+        if getattr(hook, flag) and hook.event != "on_receive":
+            raise ValidationError(f"`{flag} = true` is `on_receive` only")
     if hook.timeout_secs == 0:
         raise ValidationError("`timeout_secs = 0`: must be > 0")
     if hook.timeout_secs > MAX_HOOK_TIMEOUT:
@@ -405,6 +410,7 @@ def hook_rows(config: Config, shown: Callable[[MailboxConfig], bool]) -> list[di
                 "event": hook.event,
                 "cmd": list(hook.cmd),
                 "fire_on_untrusted": hook.fire_on_untrusted,
+                "fire_on_review": hook.fire_on_review,
                 "timeout_secs": hook.timeout_secs,
             }
             if hook.type == "webhook":

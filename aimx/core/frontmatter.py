@@ -47,6 +47,8 @@ INBOUND_ORDER = (
     "trust_reason",
     "unsigned_headers",
     "hidden_text",
+    "risk",
+    "risk_reasons",
     "mailbox",
     "read",
     "read_at",
@@ -191,6 +193,7 @@ def inbound_fields(
     trusted: str,
     trust_reason: str | None = None,
     unsigned_headers: Sequence[str] = (),
+    risk_reasons: Sequence[str] = (),
     mailbox: str,
     attachments: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
@@ -213,6 +216,8 @@ def inbound_fields(
     @param trust_reason: why a message is not trusted (C{trusted = "false"}).
     @param unsigned_headers: fields a trusted copy leaves out because its
         signature does not cover them (L{aimx.core.trust.WITHHELD_UNLESS_SIGNED}).
+    @param risk_reasons: why the copy needs review (L{aimx.core.risk}); when
+        there are any, C{risk = "review"} is written before them.
     @param mailbox: the mailbox name.
     @param attachments: one mapping per stored attachment with
         C{filename}, C{content_type}, C{size} and C{path}.
@@ -245,6 +250,9 @@ def inbound_fields(
         "unsigned_headers": list(unsigned_headers) or None,
         # Text a reader never sees was removed from the body (docs/concepts.md).
         "hidden_text": True if parsed.hidden_chars else None,
+        # docs/guardrails.md, "Risk": hooks wait for a person unless fire_on_review.
+        "risk": "review" if risk_reasons else None,
+        "risk_reasons": list(risk_reasons) or None,
         "mailbox": mailbox,
         "read": False,
         "attachments": [

@@ -1,14 +1,15 @@
-"""What a hook fire is made of (L0, pure): selection, gate, environment, log text.
+"""What a hook fire is made of (L0, pure): selection, gates, environment, log text.
 
 docs/hooks.md: the hooks of a mailbox that run for an event and why the others do
-not (the order, the trust gate, the fire-time argv check, the catchall refusal),
-the child's environment ("Environment") and the parts of the structured log line
+not (the order, the trust gate, the review gate of docs/guardrails.md, the
+per-sender rate, the fire-time argv check, the catchall refusal: L{plan}), the
+child's environment ("Environment") and the parts of the structured log line
 ("What the log says").  Spawning the process is L{aimx.hooks}' job.
 """
 
 import json
 import os.path
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import attrs
@@ -16,8 +17,17 @@ import attrs
 from aimx.core.config import HookConfig, MailboxConfig
 from aimx.core.events import AFTER_SEND
 from aimx.core.frontmatter import rfc3339_utc
+from aimx.core.risk import REVIEW
 from aimx.core.trust import hook_fires
 
+
+#: Why a hook of an event does not fire (L{Planned.skipped}, the audit's words).
+TRUST = "trust"
+RISK = "review"
+RATE = "rate"
+CATCHALL = "catchall"
+ARGV = "argv"
+HOUR = 3600
 
 #: Escaped C{stderr_tail} text longer than this is elided in the middle.
 TAIL_INLINE_MAX = 1024
@@ -38,6 +48,7 @@ class HookEvent:
     @ivar date: RFC 3339: the message's date (on_receive), the fire time (after_send).
     @ivar trusted: the stored C{trusted} value; L{None} for after_send (no gate).
     @ivar send_status: the overall send result; L{None} for on_receive.
+    @ivar risk: the stored C{risk} value (C{"review"}) or L{None}.
     """
 
     event: str
@@ -51,6 +62,7 @@ class HookEvent:
     date: str
     trusted: str | None = None
     send_status: str | None = None
+    risk: str | None = None
 
 
 def sent(
@@ -90,13 +102,64 @@ def refuses_catchall(event: HookEvent, domain: str) -> bool:
     return bool(event.mailbox.hooks) and event.mailbox.is_catchall(domain)
 
 
-def gated(event: HookEvent, hook: HookConfig) -> bool:
-    """Whether the trust gate holds this hook back (after_send has no gate)."""
-    return event.trusted is not None and not hook_fires(event.trusted, hook.fire_on_untrusted)
+def gated(event: HookEvent, hook: HookConfig) -> str | None:
+    """The gate that holds this hook back, L{TRUST} or L{RISK}, else C{None}.
+
+    after_send has no gate; on_receive needs C{trusted = "true"} unless the hook
+    sets C{fire_on_untrusted}, and no C{risk = "review"} unless it sets
+    C{fire_on_review} (docs/guardrails.md, "Risk").
+    """
+    if event.trusted is None:
+        return None
+    if not hook_fires(event.trusted, hook.fire_on_untrusted):
+        return TRUST
+    if event.risk == REVIEW and not hook.fire_on_review:
+        return RISK
+    return None
+
+
+@attrs.frozen
+class Planned:
+    """One hook of an event and whether it fires.
+
+    @ivar skipped: why not (L{TRUST}, L{RISK}, L{RATE}, L{CATCHALL}, L{ARGV}), or
+        C{None}: it fires.
+    """
+
+    hook: HookConfig
+    skipped: str | None = None
+
+
+def plan(event: HookEvent, domain: str) -> tuple[Planned, ...]:
+    """The event's hooks in config order, each with why it does not fire (if so)."""
+    hooks = hooks_for(event)
+    if refuses_catchall(event, domain):
+        return tuple(Planned(hook, CATCHALL) for hook in hooks)
+    return tuple(Planned(hook, gated(event, hook) or (ARGV if argv_error(hook) else None))
+                 for hook in hooks)
+
+
+def fires(planned: Sequence[Planned]) -> bool:
+    """Whether any hook of the plan would fire."""
+    return any(p.skipped is None for p in planned)
+
+
+def over_rate(planned: Sequence[Planned]) -> tuple[Planned, ...]:
+    """The plan with every hook that would fire held back by the sender's rate."""
+    return tuple(attrs.evolve(p, skipped=RATE) if p.skipped is None else p for p in planned)
+
+
+def rate_allows(fired: Sequence[float], now: float, per_hour: int) -> bool:
+    """Whether a sender whose mail fired hooks at C{fired} may fire them again at C{now}:
+    fewer than C{per_hour} in the rolling hour before it (docs/guardrails.md, "Hook rate")."""
+    return sum(1 for t in fired if t > now - HOUR) < per_hour
 
 
 def argv_error(hook: HookConfig) -> str | None:
-    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time)."""
+    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time); a webhook
+    has no C{cmd}."""
+    if hook.type == "webhook":
+        return None
     if not hook.cmd or not hook.cmd[0].strip():
         return "empty cmd"
     if not hook.cmd[0].startswith("/"):

@@ -20,11 +20,15 @@ if TYPE_CHECKING:  # types only: the mail store imports L{Stored} without the pa
 
 @attrs.frozen
 class Prepared:
-    """A message parsed and authenticated once, shared by all its recipients."""
+    """A message parsed and authenticated once, shared by all its recipients.
+
+    @ivar raw_sha256: hex SHA-256 of the message as received (the audit's).
+    """
 
     envelope: Envelope
     parsed: ParsedMessage
     auth: AuthResults
+    raw_sha256: str = ""
 
 
 @attrs.frozen
@@ -60,6 +64,8 @@ class Ingested:
     @ivar verdict: the trust verdict for that mailbox.
     @ivar parsed: the message as stored for it: a trusted copy without the fields
         its signature does not cover (L{Verdict.unsigned}).
+    @ivar risk_reasons: why the copy was stored C{risk = "review"}
+        (L{aimx.core.risk}); empty when it was not.
     """
 
     rcpt: str
@@ -69,6 +75,7 @@ class Ingested:
     verdict: Verdict
     prepared: Prepared
     parsed: ParsedMessage
+    risk_reasons: tuple[str, ...] = ()
 
     @property
     def trusted(self) -> str:

@@ -403,6 +403,7 @@ class Tools:
         name: str | None = None,
         timeout_secs: int | None = None,
         fire_on_untrusted: bool = False,
+        fire_on_review: bool = False,
         url: str | None = None,
     ) -> str:
         """HOOK-CREATE with the hook's fields as its JSON body; C{url} makes a webhook,
@@ -416,6 +417,8 @@ class Tools:
             raise ToolError("cmd must not be empty")
         else:
             body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
+        if fire_on_review:
+            body["fire_on_review"] = True
         if timeout_secs is not None:
             body["timeout_secs"] = timeout_secs
         reply = await self._call(HookCreate, mailbox=mailbox, event=event, name=name,

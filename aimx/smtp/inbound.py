@@ -10,11 +10,13 @@ trust for an allow-listed author.  Listeners (hooks) hear of the stored copies o
 reply is decided.
 """
 
+import hashlib
+
 import attrs
 from twisted.internet import defer
 
 from aimx.auth.verify import BUDGET, verify_inbound
-from aimx.core import frontmatter, identity, trust
+from aimx.core import frontmatter, guards, identity, risk, trust
 from aimx.core.address import Envelope
 from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_mailbox
 from aimx.core.message import parse_message
@@ -50,7 +52,8 @@ def route(config: Config, rcpt: str) -> MailboxConfig:
 def store_for_rcpt(
     config: Config, store: MailStore, prepared: Prepared, rcpt: str, mailbox: MailboxConfig
 ) -> Ingested:
-    """Decide trust and store one recipient's copy in its routed mailbox (blocking: disk).
+    """Decide trust and risk and store one recipient's copy in its routed mailbox
+    (blocking: disk, and the mailbox's content guards run here, in the worker thread).
 
     @param config: the live configuration, read under the mailbox lock.
     @param mailbox: C{rcpt}'s mailbox in that configuration (its owner is used).
@@ -62,6 +65,10 @@ def store_for_rcpt(
     )
     if verdict.unsigned:
         parsed = attrs.evolve(parsed, identity=parsed.identity.without(verdict.unsigned))
+    hits = guards.evaluate(mailbox.effective_guards, {
+        "subject": parsed.subject, "body": parsed.body, "from": parsed.from_})
+    reasons = risk.reasons(hits=hits, hidden_chars=parsed.hidden_chars,
+                           identity=parsed.identity, trusted=verdict.trusted)
     peer_ip = envelope.peer_ip
     fields = frontmatter.inbound_fields(
         id="",
@@ -77,13 +84,14 @@ def store_for_rcpt(
         trusted=verdict.trusted,
         trust_reason=verdict.reason if verdict.trusted == "false" else None,
         unsigned_headers=[identity.display_name(n) for n in verdict.unsigned],
+        risk_reasons=reasons,
         mailbox=mailbox.name,
         attachments=(),
     )
     stored = store.store_inbound(
         mailbox.name, mailbox.owner, parsed.subject, fields, parsed.body, parsed.attachments
     )
-    return Ingested(rcpt, mailbox, stored, policy, verdict, prepared, parsed)
+    return Ingested(rcpt, mailbox, stored, policy, verdict, prepared, parsed, reasons)
 
 
 class _MailboxLock(defer.DeferredLock):
@@ -158,7 +166,8 @@ class Inbound:
         return d.addCallback(lambda outcome: outcome[1])
 
     async def _prepare(self, envelope: Envelope) -> Prepared:
-        parsed = await self.run_in_thread(parse_message, envelope.raw)
+        parsed, digest = await self.run_in_thread(
+            lambda: (parse_message(envelope.raw), hashlib.sha256(envelope.raw).hexdigest()))
         auth = await self.run_dns(
             lambda: verify_inbound(
                 envelope.raw, peer_ip=envelope.peer_ip, mail_from=envelope.mail_from,
@@ -166,7 +175,7 @@ class Inbound:
                 budget=self.budget,
             )
         )
-        return Prepared(envelope, parsed, auth)
+        return Prepared(envelope, parsed, auth, digest)
 
     async def _deliver(self, envelope: Envelope) -> tuple[SmtpStatus, list]:
         """The message's reply and each recipient's, in envelope order."""
@@ -300,6 +309,11 @@ class Inbound:
             mailbox=mailbox.name,
             n=stored.attachments,
         )
+        if ingested.risk_reasons:
+            log.info(
+                "stored for review id={id} mailbox={mailbox} risk_reasons={reasons}",
+                id=stored.id, mailbox=mailbox.name, reasons=",".join(ingested.risk_reasons),
+            )
         for listener in self.listeners:
             try:
                 listener(ingested)

@@ -293,6 +293,40 @@ def create_file(dir_fd: int, name: str, data: bytes, *, mode: int,
     return warnings
 
 
+def append_file(dir_fd: int, name: str, data: bytes, *, mode: int) -> bool:
+    """Append C{data} to C{name} in C{dir_fd} (created with C{mode} when absent), durably.
+
+    C{O_APPEND} puts each write at the end, never over what is there; the file
+    is made C{mode} on its descriptor and must be a singly-linked regular file.
+    It is fdatasynced before returning, and the directory too when the file is new.
+
+    @return: whether the file was created.
+    @raise Refused: a symlink, not a regular file, or a file with other links.
+    @raise OSError: a failed open or write.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise Refused() from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise Refused()
+        created = st.st_size == 0
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+        write_all(fd, data)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        os.fsync(dir_fd)
+    return created
+
+
 def publish_link(dir_fd: int, tmp: str, final: str) -> None:
     """Publish the file C{tmp} as C{final} without replacing anything, then drop C{tmp}.
 

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SkipTest
 from aimx import service
 from aimx.control.amp import ControlSocket
 from aimx.control.approvals import Expiry
+from aimx.auditlog import AuditLog
 from aimx.indexer import Indexer
 from aimx.ops import bind, datadir_readme
 from aimx.errors import ConfigError
@@ -365,12 +366,12 @@ class ListenerTests(LoggedTestCase):
 
     def test_pid_file_comes_last(self):
         """The pid file is started after every listener, the DKIM check and the held
-        mail's expiry after it; the mail index before them all (so it stops after the SMTP
-        and control drains)."""
+        mail's expiry after it; the mail index and the audit log before them all (so they
+        stop after the SMTP and control drains, and the log writes what they recorded)."""
         daemon = self.start_daemon()
         self.assertEqual(
             [type(child) for child in daemon],
-            [Indexer, service.SmtpListener, ControlSocket, service.PidFile,
+            [Indexer, AuditLog, service.SmtpListener, ControlSocket, service.PidFile,
              service.DkimDnsCheck, Expiry],
         )
         with open(self.pid_file) as f:

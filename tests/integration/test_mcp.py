@@ -311,7 +311,7 @@ class ReadingTests(InProcessTestCase):
         [hook] = json.loads(await self.ok("hook_list", {"mailbox": "alice"}))
         self.assertEqual(hook, {"name": "h1", "mailbox": "alice", "event": "on_receive",
                                 "cmd": ["/bin/true"], "fire_on_untrusted": False,
-                                "timeout_secs": 60})
+                                "fire_on_review": False, "timeout_secs": 60})
         self.assertEqual(await self.ok("hook_delete", {"name": "h1"}), "Hook 'h1' deleted.")
         text = await self.error("hook_delete", {"name": "no_such_hook"})
         self.assertEqual(text, "[ENOENT] hook 'no_such_hook' not found")
