@@ -8,7 +8,7 @@ import attrs
 
 from aimx.control import commands
 from aimx.core import configedit, webhook
-from aimx.errors import NoEntry, ValidationError
+from aimx.errors import AccessDenied, NoEntry, ValidationError
 from tests.test_control_amp import ALICE, BOB, ROOT, ControlTestCase
 
 URL = "https://agents.example/mail"
@@ -75,6 +75,14 @@ class WebhookControlTests(ControlTestCase):
         self.assertNotIn("AAAA", e)
         self.assertFalse(os.path.exists(self.secret_file("w")))
         self.assertNotIn("hooks", self.config_toml()["mailboxes"]["alice"])
+
+    def test_allow_private_root_only(self):
+        """Only root may point a webhook at the host's own network."""
+        e = self.connect(ALICE).refused(
+            AccessDenied, commands.HookCreate, mailbox="alice", event="on_receive", name=None,
+            body=json.dumps({"type": "webhook", "url": URL, "allow_private": True}))
+        self.assertEqual(e, "allow_private is for root only")
+        self.assertTrue(self.create(ROOT, allow_private=True)["name"])
 
     def test_delete_removes_secret(self):
         """Deleting a webhook removes the secret aimx kept for it."""

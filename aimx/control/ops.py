@@ -473,6 +473,9 @@ class Control:
             raise AccessDenied(NOT_AUTHORIZED)
         configedit.check_hook_target(config, target)
         hook = configedit.parse_hook_request(event, name, body)
+        if hook.allow_private and caller.uid != 0:
+            # The daemon reaches what its owner may not (a firewall's uid rules).
+            raise AccessDenied("allow_private is for root only")
         answer = {"name": hook.name}
         key = None
         if hook.type == "webhook":
