@@ -22,7 +22,7 @@ from aimx.idle import IdleWaiters
 from aimx.logs import Logger
 from aimx.store import audit as files
 
-log = Logger(namespace="aimx::audit")
+log = Logger(namespace="aimx.audit")
 
 DAY = 86400
 
@@ -60,8 +60,10 @@ class AuditLog(service.Service):
     def _write(self) -> None:
         batch, self._queue = self._queue, []
         self._writing = True
-        d = self.run_in_thread(files.append, self.config().effective_audit_dir, batch)
-        d.addErrback(lambda f: log.failure("[audit] writing {n} lines failed", f, n=len(batch)))
+        directory = self.config().effective_audit_dir
+        d = self.run_in_thread(files.append, directory, batch)
+        d.addErrback(lambda f: log.failure("audit lines not written", f, path=directory,
+                                           lines=len(batch)))
         d.addBoth(self._written)
 
     def _written(self, _):
@@ -91,11 +93,12 @@ class AuditLog(service.Service):
 
         def done(removed):
             if removed:
-                log.info("[audit] removed {n} day files older than {days} days",
-                         n=len(removed), days=config.audit_retention_days)
+                log.info("old audit days removed", path=config.effective_audit_dir,
+                         files=len(removed), retention_days=config.audit_retention_days)
 
         d.addCallback(done)
-        d.addErrback(lambda f: log.failure("[audit] pruning failed", f))
+        d.addErrback(lambda f: log.failure("old audit days not removed", f,
+                                           path=config.effective_audit_dir))
         return d
 
     def startService(self):

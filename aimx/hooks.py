@@ -340,10 +340,11 @@ class HookRunner:
         if rate is not None and hookspec.fires(planned) and not self.rates.admit(
                 mailbox.name, sender, self.clock.seconds(), rate.per_hour):
             planned = hookspec.over_rate(planned)
-            log.warn("hooks not fired: sender={sender} is past hook_rate_per_sender "
-                     "({per_hour} an hour) mailbox={mailbox} email_id={email_id}",
-                     sender=sender, per_hour=rate.per_hour, mailbox=mailbox.name,
-                     email_id=stored.id)
+            for p in planned:
+                if p.skipped == hookspec.RATE:
+                    log.info("hook skipped", hook_name=p.hook.name, event=event.event,
+                             mailbox=mailbox.name, skipped=hookspec.RATE, sender=sender,
+                             per_hour=rate.per_hour, email_id=stored.id)
         if self.audit is not None:
             self.audit(audit.inbound(ingested, planned, sender))
         started = task.deferLater(self.clock, 0, self.dispatch, event, planned)
@@ -399,44 +400,26 @@ class HookRunner:
         if planned is None:
             planned = hookspec.plan(event, config.domain)
         if planned and planned[0].skipped == hookspec.CATCHALL:
-            log.warn(
-                "catchall mailbox '{mailbox}' has {n} configured hook(s) but catchall "
-                "hooks are forbidden; refusing to fire",
-                mailbox=mailbox.name,
-                n=len(mailbox.hooks),
-            )
+            log.warn("hooks on the catchall are forbidden, not fired",
+                     mailbox=mailbox.name, hooks=len(mailbox.hooks))
             return []
         if not planned:
-            log.info(
-                "No hooks found for event={event} mailbox={mailbox}",
-                event=event.event,
-                mailbox=mailbox.name,
-            )
+            log.info("no hooks", event=event.event, mailbox=mailbox.name)
         results = []
         for hook, skipped in ((p.hook, p.skipped) for p in planned):
             if skipped in (hookspec.TRUST, hookspec.RISK):
-                log.info(
-                    "hook_name={hook_name} event={event} mailbox={mailbox} skipped: {gate} "
-                    "{ident}",
-                    hook_name=hook.name,
-                    event=event.event,
-                    mailbox=mailbox.name,
-                    gate=f"trusted={event.trusted} fire_on_untrusted=false"
-                    if skipped == hookspec.TRUST else "risk=review fire_on_review=false",
-                    ident=hookspec.log_id(event),
-                    email_id=event.id,
-                    trusted=event.trusted,
-                )
+                gate = ({"trusted": event.trusted, "fire_on_untrusted": False}
+                        if skipped == hookspec.TRUST
+                        else {"risk": event.risk, "fire_on_review": False})
+                log.info("hook skipped", hook_name=hook.name, event=event.event,
+                         mailbox=mailbox.name, skipped=skipped, **gate, email_id=event.id)
                 continue
             if skipped == hookspec.ARGV:
-                log.warn(
-                    "hook_name={hook_name} resolve_argv error: {why}",
-                    hook_name=hook.name,
-                    why=hookspec.argv_error(hook),
-                )
+                log.warn("hook not fired", hook_name=hook.name, mailbox=mailbox.name,
+                         reason=hookspec.argv_error(hook))
                 continue
             if skipped is not None:
-                continue  # the sender's rate: logged once, when planned
+                continue  # the sender's rate: logged when planned (on_received)
             if hook.disabled or hook.type == "webhook":
                 await self._spool(event, hook)
                 continue
@@ -444,7 +427,7 @@ class HookRunner:
             try:
                 results.append(await self._fire(event, hook, config.data_dir))
             except Exception:
-                log.failure("hook_name={hook_name} fire crashed", hook_name=hook.name)
+                log.failure("hook fire crashed", hook_name=hook.name, mailbox=mailbox.name)
             finally:
                 self.slots.release()
         return results
@@ -453,20 +436,21 @@ class HookRunner:
         """A webhook's event goes to its spool (docs/hooks.md, "Webhooks"); a disabled
         hook's goes nowhere."""
         if hook.disabled or self.webhooks is None:
-            log.info("hook_name={hook_name} event={event} mailbox={mailbox} skipped: {why}",
-                     hook_name=hook.name, event=event.event, mailbox=event.mailbox.name,
-                     why="disabled" if hook.disabled else "no webhook delivery")
+            log.info("hook skipped", hook_name=hook.name, event=event.event,
+                     mailbox=event.mailbox.name,
+                     skipped="disabled" if hook.disabled else "no webhook delivery",
+                     email_id=event.id)
             return
         try:
             await self.webhooks.enqueue(event, hook)
         except Exception:
-            log.failure("hook_name={hook_name} webhook not queued", hook_name=hook.name)
+            log.failure("webhook not queued", hook_name=hook.name, mailbox=event.mailbox.name)
 
     async def _fire(self, event: HookEvent, hook, data_dir: str) -> HookResult:
         start = self.clock.seconds()
         owner_name = event.mailbox.owner
         log.info(
-            "firing hook_name={hook_name} event={event} mailbox={mailbox} owner={owner}",
+            "firing",
             hook_name=hook.name,
             event=event.event,
             mailbox=event.mailbox.name,
@@ -478,11 +462,8 @@ class HookRunner:
             if self.euid == 0:
                 error = ("user-not-found", f"user '{owner_name}' not found on this host")
                 return self._report(event, hook, start, error=error)
-            log.warn(
-                "run_as '{owner}' not found and caller is non-root: running hook as "
-                "current user",
-                owner=owner_name,
-            )
+            log.warn("hook owner not found, running the hook as the daemon's user",
+                     hook_name=hook.name, mailbox=event.mailbox.name, owner=owner_name)
         elif self.euid == 0 and owner.uid != 0:
             drop = (owner.uid, owner.gid)
             home = self.resolve_home(owner_name)
@@ -538,16 +519,16 @@ class HookRunner:
                 pass
             except (safefs.Refused, OSError) as e:
                 log.warn(
-                    "hook_name={hook_name} hook stdin: open {path} failed: {error}; "
-                    "piping empty payload",
+                    "hook stdin not opened, piping an empty payload",
                     hook_name=hook.name,
+                    mailbox=event.mailbox.name,
                     path=event.filepath,
                     error=str(e) if isinstance(e, safefs.Refused) else e.strerror,
                 )
         return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def _report(self, event, hook, start, protocol=None, error=None) -> HookResult:
-        """Build the result and log the structured line and its warnings."""
+        """Build the result and log it (one event, docs/hooks.md "What the log says")."""
         duration_ms = int((self.clock.seconds() - start) * 1000)
         if protocol is None:
             result = HookResult(hook.name, -1, duration_ms, error=error)
@@ -561,44 +542,24 @@ class HookRunner:
                 bytes(protocol.output[1]),
                 bytes(protocol.output[2]),
             )
-        log.info(
-            hookspec.RESULT_FORMAT,
-            **hookspec.result_fields(
-                event,
-                hook,
-                sandbox=result.sandbox,
-                exit_code=result.exit_code,
-                duration_ms=duration_ms,
-                timed_out=result.timed_out,
-                stderr=result.stderr,
-            ),
+        fields = hookspec.result_fields(
+            event,
+            hook,
+            sandbox=result.sandbox,
+            exit_code=result.exit_code,
+            duration_ms=duration_ms,
+            timed_out=result.timed_out,
+            stderr=result.stderr,
         )
+        # One event per fire; what went wrong raises it to a warning.
         if error is not None:
-            log.warn(
-                "hook_name={hook_name} exec error ({kind}): {detail}",
-                hook_name=hook.name,
-                kind=error[0],
-                detail=error[1],
-            )
-        elif result.exit_code != 0:
-            log.warn(
-                "hook_name={hook_name} exited with code {exit_code}: {stderr}",
-                hook_name=hook.name,
-                exit_code=result.exit_code,
-                stderr=result.stderr.decode("utf-8", "replace").strip(),
-            )
+            fields.update(exec_error=error[0], error=error[1])
         if result.timed_out:
-            log.warn(
-                "hook_name={hook_name} timed out after {timeout_ms}ms",
-                hook_name=hook.name,
-                timeout_ms=hook.timeout_secs * 1000,
-            )
+            fields["timeout_ms"] = hook.timeout_secs * 1000
         elif duration_ms > SLOW_MS:
-            log.warn(
-                "hook_name={hook_name} slow: duration_ms={duration_ms} (>5s)",
-                hook_name=hook.name,
-                duration_ms=duration_ms,
-            )
+            fields["slow"] = True
+        wrong = error is not None or result.exit_code != 0 or "timeout_ms" in fields
+        (log.warn if wrong or "slow" in fields else log.info)("hook result", **fields)
         return result
 
     def _track(self, work: defer.Deferred):

@@ -136,7 +136,7 @@ def _catch_up(index, path, dirs, dirty, incomplete, rescan, fn) -> _Synced:
         value = None if fn is None else fn(index)
         garbage = index.garbage_limit()
     except sqlite3.DatabaseError as e:
-        log.warn("index of {path} is damaged ({error}); rebuilding it", path=path, error=e)
+        log.warn("index damaged, rebuilding it", path=path, error=e)
         index.close()
         mailindex.remove(path)
         return _Synced(None, incomplete, need_build=True)
@@ -231,17 +231,17 @@ class Indexer(service.Service):
             self.unavailable = None
         except OSError as e:
             self.unavailable = f"{mailindex.index_dir(self.data_dir)}: {e.strerror or e}"
-            log.error("mail index directory unusable ({error}); mailbox counts are read "
-                      "from the files, listings and searches fail", error=self.unavailable)
+            log.error("mail index directory unusable: mailbox counts are read from the "
+                      "files, listings and searches fail", error=self.unavailable)
             return
         if self.watch is not None:
             try:
                 self._watcher = self.watch(self.reactor, self._events)
             except OSError as e:
-                log.warn("inotify unavailable ({error}); the index compares directory "
-                         "times instead", error=e)
+                log.warn("inotify unavailable, the index compares directory times instead",
+                         error=e)
         self.warmed = defer.Deferred.fromCoroutine(self._warm())
-        self.warmed.addErrback(lambda f: log.failure("indexing at start-up failed", f))
+        self.warmed.addErrback(lambda f: log.failure("indexing at start-up crashed", f))
 
     def stopService(self):
         super().stopService()
@@ -284,7 +284,7 @@ class Indexer(service.Service):
             except Cancelled:
                 return
             except Exception:
-                log.failure("indexing mailbox {mailbox} at start-up failed", mailbox=name)
+                log.failure("indexing at start-up failed", mailbox=name)
             self._trim()
 
     # -- boxes, watches --------------------------------------------------------
@@ -317,7 +317,7 @@ class Indexer(service.Service):
     def _events(self, events) -> None:
         for event in events:
             if event.mask & inotify.IN_Q_OVERFLOW:
-                log.warn("inotify queue overflow; rescanning the mailboxes")
+                log.warn("inotify queue overflow, rescanning the mailboxes")
                 for box, folder in list(self._by_wd.values()):
                     box.rescan[folder] = True
                     self._schedule(box)
@@ -364,7 +364,7 @@ class Indexer(service.Service):
         d = defer.Deferred.fromCoroutine(self._run(box, None))
         # Cancelled: the daemon stopped while the update waited for a build.
         d.addErrback(lambda f: f.check(Cancelled) or log.failure(
-            "index update of {mailbox} failed", f, mailbox=box.name))
+            "index update failed", f, mailbox=box.name))
 
     def note(self, mailbox: str, folder: str, email_id: str) -> None:
         """The daemon changed (stored, marked) the message C{email_id}."""
@@ -449,7 +449,7 @@ class Indexer(service.Service):
             else:
                 waiter.callback(None)
         if isinstance(result, Failure) and not result.check(Cancelled):
-            log.failure("building the index of {mailbox} failed", result, mailbox=box.name)
+            log.failure("index build failed", result, mailbox=box.name)
         return None
 
     def _observe(self, box: _Box) -> defer.Deferred:
@@ -467,7 +467,7 @@ class Indexer(service.Service):
                 raise Cancelled()
             started = time.monotonic()
             box.progress = (0, 0)
-            log.info("building the mail index of {mailbox}", mailbox=box.name)
+            log.info("building the index", mailbox=box.name)
             self._ensure_watches(box)
 
             def progress(done, total):
@@ -484,8 +484,8 @@ class Indexer(service.Service):
                 # Anything changed since the build read a folder shows in its directory.
                 box.rescan = {folder: True for folder in FOLDERS}
             done, _ = box.progress
-            log.info("built the mail index of {mailbox}: {n} messages in {seconds:.1f} s",
-                     mailbox=box.name, n=done, seconds=time.monotonic() - started)
+            log.info("index built", mailbox=box.name, messages=done,
+                     seconds=round(time.monotonic() - started, 1))
 
     def rebuild(self, mailbox: str) -> None:
         """Build C{mailbox}'s index again from its files, in the background (the

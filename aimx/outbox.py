@@ -28,7 +28,7 @@ from aimx.errors import DeliveryError, SignError, SmtpStatus, TempError
 from aimx.logs import Logger
 from aimx.store import maildrop
 
-log = Logger(namespace="aimx::send")
+log = Logger(namespace="aimx.send")
 
 #: A local recipient the inbound chain could not take for an unexpected reason.
 LOCAL_FAILED = SmtpStatus(451, "4.3.0", "Temporary failure, please retry")
@@ -114,10 +114,9 @@ class Outbox:
         results = await self._deliver(config, sub, signed, message_id)
         status = delivery.overall(results)
         log.info(
-            "[send] message_id={message_id} mailbox={mailbox} status={status} "
-            "rcpts={rcpts} duration_ms={ms}",
+            "sent",
             message_id=message_id, mailbox=sub.mailbox.name, status=status,
-            rcpts=len(results), ms=int((time.monotonic() - started) * 1000),
+            rcpts=len(results), duration_ms=int((time.monotonic() - started) * 1000),
         )
         if status == DEFERRED:
             path = await self._prepare_sent(sub)
@@ -196,12 +195,12 @@ class Outbox:
                 replies = await self.local(envelope)
             except Exception:
                 # As over SMTP, where any other failure of the chain is a 451.
-                log.failure("[send] local delivery failed rcpts={rcpts}",
-                            rcpts=list(routable))
+                log.failure("local delivery crashed", mailbox=sub.mailbox.name,
+                            rcpts=routable)
                 replies = [(rcpt, LOCAL_FAILED) for rcpt in routable]
             results.extend(delivery.local_result(rcpt, status) for rcpt, status in replies)
         for result in results:
-            log.info("[send] local {rcpt} {status}: {details}", rcpt=result.rcpt,
+            log.info("local delivery", mailbox=sub.mailbox.name, rcpt=result.rcpt,
                      status=result.status, details=result.details)
         return results
 
@@ -214,7 +213,7 @@ class Outbox:
         except OSError as e:
             warnings = [f"failed to prepare the sent directory: {e}"]
         for warning in warnings:
-            log.warn("[send] {problem}", problem=warning)
+            log.warn("sent copy warning", mailbox=sub.mailbox.name, problem=warning)
         return ""
 
     async def _record(self, config, sub, assembled: Assembled, signed, status, results) -> str:
@@ -244,9 +243,8 @@ class Outbox:
                 parsed.subject, fields, assembled.text, assembled.attachments,
             )
         except Exception as e:
-            log.error("[send] failed to write the sent copy for {mailbox}: {error}",
-                      mailbox=sub.mailbox.name, error=e)
+            log.error("sent copy not written", mailbox=sub.mailbox.name, error=e)
             return ""
         for warning in stored.warnings:
-            log.warn("[send] {problem}", problem=warning)
+            log.warn("sent copy warning", mailbox=sub.mailbox.name, problem=warning)
         return stored.path

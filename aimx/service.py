@@ -27,6 +27,7 @@ from aimx.hooks import HookRunner
 from aimx.webhooks import Webhooks
 from aimx.indexer import Indexer
 from aimx.listening import ListenError, endpoint, listen
+from aimx import logs
 from aimx.logs import Logger
 from aimx.outbox import Outbox, Signer
 from aimx.smtp.outbound import MxTransport
@@ -38,6 +39,9 @@ from aimx.store.mailboxdirs import mailbox_names
 from aimx.store.mailstore import MailStore
 
 log = Logger(namespace="aimx.daemon")
+config_log = Logger(namespace="aimx.config")
+dkim_log = Logger(namespace="aimx.dkim")
+smtp_log = Logger(namespace="aimx.smtp")
 
 DRAIN_SECONDS = 30
 PID_NAME = bind.PID_NAME
@@ -85,6 +89,8 @@ class Options(usage.Options):
         except bind.BindError as e:
             raise usage.UsageError(str(e)) from None
         self["bind"] = [b.text for b in self.binds]
+        if self.parent is not None:  # under twistd
+            logs.use_for_twistd(self.parent)
 
 
 class LiveConfig:
@@ -130,16 +136,13 @@ class SmtpListener(service.Service):
                 raise ConfigError(f"Failed to bind to {value.text}: {e}") from None
         super().startService()
         tls = "enabled" if self.factory.tls_options else "disabled"
-        log.info("aimx SMTP listener", tls=tls)
         for port in self.ports:
             address = port.getHost()
-            log.info(
-                bind.BIND_LINE,
+            smtp_log.info(
+                bind.LISTENING,
                 address=bind.address_text(address.host, address.port),
-                host=address.host,
-                port=address.port,
+                tls=tls,
             )
-        log.info("  tls:   {tls}", tls=tls)
 
     @defer.inlineCallbacks
     def stopService(self):
@@ -148,15 +151,12 @@ class SmtpListener(service.Service):
             yield self._unbound
         ports, self.ports = self.ports, []
         if ports:
-            log.info(
-                "aimx SMTP listener shutting down ({n} connections in-flight)",
-                n=len(self.factory.sessions),
-            )
+            smtp_log.info("listener shutting down", connections=len(self.factory.sessions))
             yield defer.gatherResults(
                 [defer.maybeDeferred(port.stopListening) for port in ports]
             )
             yield self.factory.drain(DRAIN_SECONDS)
-            log.info("aimx SMTP listener shut down")
+            smtp_log.info("listener shut down")
 
 
 class PidFile(service.Service):
@@ -178,7 +178,7 @@ class PidFile(service.Service):
                 f.write(f"{os.getpid()}\n")
             os.replace(tmp, self.path)
         except OSError as e:
-            log.warn("Failed to write pid file {path}: {e}", path=self.path, e=e)
+            log.warn("pid file not written", path=self.path, error=e)
 
     def stopService(self):
         super().stopService()
@@ -231,7 +231,7 @@ class Daemon(service.MultiService):
         Runs under the config lock so it never interleaves with a control mutation.
         """
         d = self.live.lock.run(self._reload)
-        d.addErrback(lambda f: log.failure("SIGHUP: config reload crashed", f))
+        d.addErrback(lambda f: config_log.failure("config reload crashed", f))
         return d
 
     def _reload(self):
@@ -241,22 +241,15 @@ class Daemon(service.MultiService):
                 self.options["config-dir"], data_dir_override=self.options["data-dir"]
             )
         except ConfigError as e:
-            log.error(
-                "SIGHUP: config reload failed for {path}: {err}. Keeping previous config.",
-                path=path,
-                err=e,
-            )
+            config_log.error("config reload failed, keeping the previous config",
+                             path=path, error=e)
             return
         for warning in warnings:
-            log.warn("{problem}", problem=warning)
+            config_log.warn("config warning", problem=warning)
         self.live.current = config
         hooks = sum(len(mb.hooks) for mb in config.mailboxes)
-        log.info(
-            "SIGHUP: config reloaded from {path}: {m} mailboxes, {h} hooks, 0 templates",
-            path=path,
-            m=len(config.mailboxes),
-            h=hooks,
-        )
+        config_log.info("config reloaded", path=path, mailboxes=len(config.mailboxes),
+                        hooks=hooks)
         if self.audit is not None:
             self.audit.record(audit.reloaded(len(config.mailboxes), hooks))
 
@@ -291,12 +284,13 @@ class DkimDnsCheck(service.Service):
         super().startService()
         self.done = self.run_in_thread(self.check)
         self.done.addCallback(self._report)
-        self.done.addErrback(lambda f: log.failure("DKIM DNS sanity check crashed", f))
+        self.done.addErrback(lambda f: dkim_log.failure("DKIM DNS check crashed", f))
 
     def _report(self, result):
         if result is not None:
             level, text = result
-            (log.error if level == "error" else log.warn)("{text}", text=text)
+            (dkim_log.error if level == "error" else dkim_log.warn)(
+                "DKIM DNS check", problem=text)
 
 
 def _tls(options: Options):
@@ -304,11 +298,8 @@ def _tls(options: Options):
     key = options["tls-key"] or keys.DEFAULT_TLS_KEY
     explicit = options["tls-cert"] or options["tls-key"]
     if not explicit and not (os.access(cert, os.R_OK) and os.access(key, os.R_OK)):
-        log.warn(
-            "TLS cert/key not found at {cert} / {key}, running without STARTTLS",
-            cert=cert,
-            key=key,
-        )
+        log.warn("TLS certificate or key not found, running without STARTTLS",
+                 cert=cert, key=key)
         return None
     return server_options(*keys.load_tls_pair(cert, key))
 
@@ -361,10 +352,10 @@ def build(
         options["config-dir"], data_dir_override=options["data-dir"]
     )
     for warning in warnings:
-        log.warn("{problem}", problem=warning)
+        config_log.warn("config warning", problem=warning)
     os.umask(0o077)
     for warning in datadir.prepare(config.data_dir):
-        log.warn("{problem}", problem=warning)
+        log.warn("data directory warning", problem=warning)
     tls_options = _tls(options)
     signer = Signer(keys.load_dkim_private_key(options["config-dir"]), config.dkim_selector)
     out_port = _out_port(environ)
@@ -424,9 +415,8 @@ def build(
     drop_dir = environ.get("AIMX_TEST_MAIL_DROP") or None
     if drop_dir is not None:
         log.warn(
-            "Warning: AIMX_TEST_MAIL_DROP is set. Outbound mail will be written to {path} "
-            "and NOT delivered to recipients. This must only be used in tests. Unset the "
-            "env var on production hosts.",
+            "AIMX_TEST_MAIL_DROP is set: outbound mail is written to a directory and NOT "
+            "delivered, for tests only; unset it on production hosts",
             path=drop_dir,
         )
     outbox = Outbox(

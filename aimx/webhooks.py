@@ -170,8 +170,7 @@ class Webhooks(service.Service):
                 wait = min(max(delivery.get("next_at", now) - now, 0), RESTART_DELAY)
                 self._schedule(delivery, wait)
         if deliveries:
-            log.info("webhook spool: {pending} pending, {dead} dead-lettered",
-                     pending=pending, dead=len(deliveries) - pending)
+            log.info("webhook spool read", pending=pending, dead=len(deliveries) - pending)
 
     def stopService(self):
         for timer in self._timers.values():
@@ -208,10 +207,8 @@ class Webhooks(service.Service):
         except BaseException:
             del self.deliveries[webhook_id]
             raise
-        log.info("webhook queued hook_name={hook_name} webhook_id={webhook_id} event={event} "
-                 "mailbox={mailbox} email_id={email_id}", hook_name=hook.name,
-                 webhook_id=webhook_id, event=event.event, mailbox=event.mailbox.name,
-                 email_id=event.id)
+        log.info("webhook queued", hook_name=hook.name, webhook_id=webhook_id,
+                 event=event.event, mailbox=event.mailbox.name, email_id=event.id)
         self._schedule(delivery, 0)
         return webhook_id
 
@@ -225,8 +222,8 @@ class Webhooks(service.Service):
         try:
             fd = safefs.open_owned(directory, name, uid)
         except (OSError, safefs.Refused) as e:
-            log.warn("webhook payload: cannot read {path}: {error}", path=event.filepath,
-                     error=getattr(e, "strerror", None) or "refused")
+            log.warn("webhook payload file not read, sending the event's fields",
+                     path=event.filepath, error=getattr(e, "strerror", None) or "refused")
             return None, b""
         try:
             data = safefs.read_up_to(fd, _READ_CAP)
@@ -284,8 +281,8 @@ class Webhooks(service.Service):
             return
         hook = self._hook(delivery["hook"])
         if hook is None:
-            log.warn("webhook {webhook_id} dropped: hook_name={hook_name} no longer exists",
-                     webhook_id=webhook_id, hook_name=delivery["hook"])
+            log.warn("webhook dropped, its hook no longer exists", webhook_id=webhook_id,
+                     hook_name=delivery["hook"])
             del self.deliveries[webhook_id]
             await self.run_in_thread(webhookfiles.discard, self.data_dir, webhook_id)
             return
@@ -312,15 +309,13 @@ class Webhooks(service.Service):
         if result == webhook.DELIVERED:
             del self.deliveries[webhook_id]
             await self.run_in_thread(webhookfiles.discard, self.data_dir, webhook_id)
-            log.info("webhook delivered hook_name={hook_name} webhook_id={webhook_id} "
-                     "status={status} attempt={attempt} duration_ms={duration_ms}",
-                     hook_name=hook.name, webhook_id=webhook_id, status=code,
-                     attempt=attempt, duration_ms=duration_ms)
+            log.info("webhook delivered", hook_name=hook.name, mailbox=delivery["mailbox"],
+                     webhook_id=webhook_id, status=code, attempt=attempt,
+                     duration_ms=duration_ms)
         elif result == webhook.GONE:
-            log.warn("webhook hook_name={hook_name} disabled: the receiver at {host} answered "
-                     "410 Gone; once it is fixed, run `aimx hooks enable {hook_name}` and "
-                     "`aimx hooks retry {hook_name}`", hook_name=hook.name,
-                     host=webhookurl.parse(hook.url).host)
+            log.warn("webhook receiver answered 410 Gone, hook disabled", hook_name=hook.name,
+                     mailbox=delivery["mailbox"], host=webhookurl.parse(hook.url).host,
+                     advice=f"aimx hooks enable {hook.name}; aimx hooks retry {hook.name}")
             if self.disable is not None:
                 await self.disable(hook.name)
             for other in [d for d in self.deliveries.values() if d["hook"] == hook.name]:
@@ -334,10 +329,9 @@ class Webhooks(service.Service):
                 return
             delivery["next_at"] = self.clock.seconds() + wait
             await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
-            log.warn("webhook attempt {attempt} failed hook_name={hook_name} "
-                     "webhook_id={webhook_id}: {error}; next in {wait}s", attempt=attempt,
-                     hook_name=hook.name, webhook_id=webhook_id, error=delivery["last_error"],
-                     wait=wait)
+            log.warn("webhook attempt failed", hook_name=hook.name, mailbox=delivery["mailbox"],
+                     webhook_id=webhook_id, attempt=attempt, error=delivery["last_error"],
+                     retry_in_s=wait)
             self._schedule(delivery, wait)
 
     async def _dead(self, delivery: dict, why: str) -> None:
@@ -346,9 +340,8 @@ class Webhooks(service.Service):
             timer.cancel()
         delivery.update(dead=True, last_error=why)
         await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
-        log.warn("webhook dead-lettered hook_name={hook_name} webhook_id={webhook_id} "
-                 "after {attempts} attempt(s): {error}; `aimx hooks retry {hook_name}` "
-                 "queues it again", hook_name=delivery["hook"], webhook_id=delivery["id"],
+        log.warn("webhook dead-lettered", hook_name=delivery["hook"],
+                 mailbox=delivery["mailbox"], webhook_id=delivery["id"],
                  attempts=delivery["attempts"], error=why)
 
     async def _post(self, hook, delivery: dict) -> int:

@@ -7,11 +7,13 @@ import stat
 from datetime import datetime, timedelta, timezone
 
 from twisted.internet import defer, task
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.auditlog import DAY, AuditLog
 from aimx.core import audit
 from aimx.core.config import Config
+from aimx.logs import event_line
 from aimx.store import audit as files
 
 T0 = datetime(2026, 3, 1, 23, 59, 59, 500000, tzinfo=timezone.utc)
@@ -209,8 +211,12 @@ class AuditLogTests(SynchronousTestCase):
         """A write that fails is logged; the next records are written."""
         self.config = Config("a.example", audit_dir="/proc/no-such-dir/audit")
         self.log.record(audit.reloaded(1, 0))
-        self.finish()
+        with capturedLogs() as events:
+            self.finish()
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        [line] = [event_line(e, journal=True) for e in events]
+        self.assertTrue(line.startswith("<3>aimx.audit: audit lines not written "
+                                        "path=/proc/no-such-dir/audit lines=1 exception="), line)
         self.config = Config("a.example", audit_dir=self.dir)
         self.log.record(audit.reloaded(2, 0))
         self.finish()
@@ -221,8 +227,11 @@ class AuditLogTests(SynchronousTestCase):
         for day in ("2026-02-27", "2026-02-28", "2026-03-01"):
             files.append(self.dir, [(f"{day}.jsonl", audit.line({"time": day}))])
         self.log.startService()
-        self.finish()
+        with capturedLogs() as events:
+            self.finish()
         self.assertEqual(files.days(self.dir), ["2026-02-28.jsonl", "2026-03-01.jsonl"])
+        self.assertEqual([event_line(e, journal=True) for e in events], [
+            f"<6>aimx.audit: old audit days removed path={self.dir} files=1 retention_days=2"])
         self.clock.advance(DAY)
         self.finish()
         self.assertEqual(files.days(self.dir), ["2026-03-01.jsonl"])

@@ -129,14 +129,13 @@ class LoggedAddressTests(SynchronousTestCase):
         self.assertEqual(bind.split_address("127.0.0.1:25"), ("127.0.0.1", 25))
 
     def test_read_back(self):
-        """The bind lines of a text log, in order; other lines are ignored."""
+        """The listening lines of a log, either form, in order; other lines are ignored."""
         log = (
-            "2026-01-01T00:00:00+0000 [aimx.daemon#info] aimx SMTP listener\n"
-            "2026-01-01T00:00:00+0000 [aimx.daemon#info]   bind:  127.0.0.1:40001\n"
-            "2026-01-01T00:00:00+0000 [aimx.daemon#info]   bind:  [::1]:40002\n"
-            "2026-01-01T00:00:00+0000 [aimx.daemon#info]   tls:   disabled\n"
-            "2026-01-01T00:00:00+0000 [aimx::uds#info]   send:  /run/aimx/aimx.sock (mode 0o666)\n"
-            "a bind:  line that is not one\n"
+            "2026-01-01T00:00:00.000+00:00 info aimx.smtp: listening address=127.0.0.1:40001 "
+            "tls=disabled\n"
+            "<6>aimx.smtp: listening address=[::1]:40002 tls=disabled\n"
+            "<6>aimx.control: listening path=/run/aimx/aimx.sock mode=0666\n"
+            '<5>aimx.smtp: RCPT refused rcpt="x listening address=1.2.3.4:5"\n'
+            "listening address=1.2.3.4:6\n"
         )
         self.assertEqual(bind.logged_addresses(log), ["127.0.0.1:40001", "[::1]:40002"])
-        self.assertEqual(bind.BIND_LINE.format(address="[::1]:40002"), "  bind:  [::1]:40002")

@@ -250,11 +250,44 @@ class LogsTests(CliTestCase, HostTestCase):
         self.assertEqual(error, "Error: journalctl exited non-zero: denied")
 
     def test_follow(self):
-        """--follow runs `journalctl -f -u aimx` on the terminal."""
+        """--follow runs `journalctl ... -f` on the terminal."""
         system = self.host(initsystem.SYSTEMD)
         self.assertEqual(self.logs(system, "--follow"), 0)
-        self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
+        self.assertEqual(self.runner.calls,
+                         [["journalctl", "-u", "aimx", "-n", "50", "--no-pager", "-f"]])
         self.assertEqual(captured(self.runner), [False])
+
+    def test_priority_since(self):
+        """--priority (a name or 0-7) and --since reach journalctl as -p N and
+        --since @<epoch>."""
+        system = self.host(initsystem.SYSTEMD)
+        self.logs(system, "-p", "warning", "--since", "2026-06-01T12:00:00Z")
+        self.logs(system, "--priority", "5", "-S", "2026-06-01 12:00:00+02:00")
+        self.assertEqual(self.runner.calls, [
+            ["journalctl", "-u", "aimx", "-n", "50", "--no-pager", "-p", "4",
+             "--since", "@1780315200"],
+            ["journalctl", "-u", "aimx", "-n", "50", "--no-pager", "-p", "5",
+             "--since", "@1780308000"],
+        ])
+
+    def test_bad_priority_or_since(self):
+        """An unknown priority or time is a usage error (exit 2) naming the forms."""
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        for argv in (["-p", "warn"], ["--since", "last week"]):
+            e = self.assertRaises(SystemExit, self.parse, ["logs", *argv])
+            self.assertEqual(e.code, 2)
+        self.assertIn("emerg, alert, crit, err, warning, notice, info, debug", err.getvalue())
+        self.assertIn("YYYY-MM-DD", err.getvalue())
+
+    def test_mailbox(self):
+        """--mailbox: journalctl's lines, the ones with mailbox=NAME kept by aimx."""
+        system = self.host(initsystem.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "--no-pager"): Completed(
+                0, "t h twistd[1]: aimx.hook: firing mailbox=alice\n"
+                   't h twistd[1]: aimx.smtp: RCPT refused rcpt="mailbox=alice"\n')})
+        self.assertEqual(self.logs(system, "--mailbox", "alice"), 0)
+        self.assertEqual(self.out.getvalue(), "t h twistd[1]: aimx.hook: firing mailbox=alice\n")
 
     def test_follow_interrupted(self):
         """Ctrl-C while following ends quietly with 130."""
@@ -267,10 +300,11 @@ class LogsTests(CliTestCase, HostTestCase):
         self.assertEqual(self.logs(system, "-f"), 130)
         self.assertEqual(self.err.getvalue(), "")
 
-    def test_follow_openrc(self):
-        """OpenRC cannot follow: error, exit 1."""
+    def test_follow_openrc_without_file(self):
+        """OpenRC follows aimx's log file; without one: error, exit 1."""
         self.assertEqual(self.logs(self.host(initsystem.OPENRC), "-f"), 1)
-        self.assertIn("Error: log follow is only supported on systemd", self.err.getvalue())
+        self.assertIn("Error: cannot read the log ", self.err.getvalue())
+        self.assertIn("/var/log/aimx/aimx.log", self.err.getvalue())
 
     def test_openrc_file(self):
         """OpenRC: the last N lines of /var/log/aimx/aimx.log."""
@@ -285,12 +319,13 @@ class LogsTests(CliTestCase, HostTestCase):
         self.assertIn("Error: could not detect init system", self.err.getvalue())
 
     def test_help(self):
-        """`aimx logs --help` lists -n, --lines and --follow (cli.md acceptance 3)."""
+        """`aimx logs --help` lists -n, --lines and --follow (cli.md acceptance 3) and the
+        filters."""
         out = io.StringIO()
         self.patch(sys, "stdout", out)
         e = self.assertRaises(SystemExit, aimx.cli.main, ["logs", "--help"])
         self.assertEqual(e.code, 0)
-        for flag in ("-n", "--lines", "--follow"):
+        for flag in ("-n", "--lines", "--follow", "--priority", "--since", "--mailbox"):
             self.assertIn(flag, out.getvalue())
 
 
@@ -327,10 +362,41 @@ class DemoLogsTests(CliTestCase, HostTestCase):
         self.assertTrue(self.out.getvalue().endswith("event 59\n"))
 
     def test_follow(self):
-        """--follow: `tail -n N -F` on the demo's log, on any init system."""
+        """--follow: the demo log's last N lines, then each line added (on any init
+        system), until Ctrl-C (exit 130)."""
+        log = self.log
+
+        class Screen(io.StringIO):
+            def write(self, text):
+                super().write(text)
+                if "event 60" in text:
+                    raise KeyboardInterrupt
+                with open(log, "a") as f:  # the daemon logs on
+                    f.write("event 60\n")
+
         system = self.host(None)
-        self.assertEqual(self.logs(system, "--follow", "-n", "5"), 0)
-        self.assertEqual(self.runner.calls, [["tail", "-n", "5", "-F", self.log]])
+        self.terminal()
+        self.out = Screen()
+        term = Terminal(self.out, self.err, io.StringIO(), {})
+        code = logs.run(self.parse(["logs", "--follow", "-n", "2"]), term, system, self.environ)
+        self.assertEqual(code, 130)
+        self.assertEqual(self.out.getvalue(), "event 58\nevent 59\nevent 60\n")
+        self.assertEqual(self.runner.calls, [])
+
+    def test_filtered(self):
+        """--priority, --since and --mailbox filter the demo's log file."""
+        lines = [
+            "2026-06-01T12:00:00.000+00:00 info aimx.hook: firing mailbox=alice\n",
+            "2026-06-01T12:00:01.000+00:00 err aimx.inbound: not stored mailbox=bob\n",
+            "2026-06-01T12:00:02.000+00:00 notice aimx.trust: trust eval mailbox=alice\n",
+        ]
+        with open(self.log, "w") as f:
+            f.write("".join(lines))
+        system = self.host(None)
+        self.assertEqual(self.logs(system, "--priority", "notice"), 0)
+        self.assertEqual(self.out.getvalue(), lines[1] + lines[2])
+        self.logs(system, "--mailbox", "alice", "--since", "2026-06-01T12:00:01Z")
+        self.assertEqual(self.out.getvalue(), lines[2])
 
     def test_log_gone(self):
         """A demo whose log cannot be read: an error naming it, exit 1."""

@@ -14,7 +14,7 @@ import tomllib
 import attrs
 from twisted.internet import defer, protocol, task
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -48,6 +48,7 @@ from aimx.errors import (
     TempError,
     ValidationError,
 )
+from aimx.logs import event_line
 from aimx.service import LiveConfig
 from aimx.smtp.inbound import Inbound
 from aimx.store import configfile
@@ -191,7 +192,7 @@ class ControlTestCase(TestCase):
         return tomllib.loads(self.config_text())
 
     def logged(self) -> str:
-        return "\n".join(formatEvent(e) for e in self.events)
+        return "\n".join(event_line(e, journal=True) for e in self.events)
 
     def inbox_file(self, mailbox, stem, body="Hi\n"):
         path = os.path.join(self.data_dir, "inbox", mailbox, stem + ".md")
@@ -204,7 +205,7 @@ class ConnectionTests(ControlTestCase):
     def test_accept_logged(self):
         """Each connection logs its peer uid and pid (case 4)."""
         self.connect(ALICE, pid=4242)
-        self.assertIn("[send] accepted: peer_uid=2001 peer_pid=4242", self.logged())
+        self.assertIn("<6>aimx.control: connection accepted peer_uid=2001 peer_pid=4242", self.logged())
 
     def test_version_any_uid(self):
         """VERSION answers every uid with its four fields (case 31)."""
@@ -223,7 +224,7 @@ class ConnectionTests(ControlTestCase):
         reason = conn.refused(AccessDenied, commands.Version)
         self.assertTrue(reason.startswith("peer cred unavailable: "))
         conn.refused(AccessDenied, commands.MailboxList)
-        self.assertIn("[send] peer_cred unavailable:", self.logged())
+        self.assertIn("<4>aimx.control: peer credentials unavailable reason=", self.logged())
 
     def test_unknown_command(self):
         """An unknown command is UNHANDLED; the connection stays usable (case 32)."""
@@ -274,7 +275,8 @@ class ConnectionTests(ControlTestCase):
         conn.pump.flush()
         self.assertTrue(conn.closed)
         self.assertEqual(self.config_text(), before)
-        self.assertIn("malformed box", self.logged())
+        self.assertIn('<5>aimx.control: connection dropped peer_uid=0 '
+                      'reason="malformed box (not a command)"', self.logged())
 
     def test_box_too_large(self):
         """A box buffering more than the cap is dropped with its connection."""
@@ -283,7 +285,7 @@ class ConnectionTests(ControlTestCase):
         result = conn.result(conn.send(commands.Send, message=b"a" * 300_000))
         self.assertIsInstance(result, Failure)
         self.assertTrue(conn.closed)
-        self.assertIn("box larger than 200000 bytes", self.logged())
+        self.assertIn('reason="box too large" limit=200000', self.logged())
 
     def test_request_timeout(self):
         """No complete box within the timeout: closed without a reply (case 3)."""
@@ -296,7 +298,7 @@ class ConnectionTests(ControlTestCase):
         self.clock.advance(1)
         conn.pump.flush()
         self.assertTrue(conn.closed)
-        self.assertIn("[send] request timed out after 30s, dropping connection", self.logged())
+        self.assertIn("<6>aimx.control: request timed out, connection dropped peer_uid=2001 timeout_s=30", self.logged())
 
     def test_timeout_restarts_after_answer(self):
         """Each answer restarts the timer."""
@@ -416,7 +418,8 @@ class MarkTests(ControlTestCase):
         self.connect(ALICE).refused(NotFoundError, commands.MarkRead, mailbox="alice", id="evil")
         with open(outside, "rb") as f:
             self.assertEqual(f.read(), b"+++\nread = false\n+++\nsecret\n")
-        self.assertIn("reason=symlink_or_escape", self.logged())
+        self.assertIn("<5>aimx.control: email path refused verb=MARK-READ mailbox=alice "
+                      "id=evil reason=symlink_or_escape", self.logged())
 
     def test_symlinked_bundle_dir(self):
         """<id>/ replaced by a symlink to a directory outside: NOTFOUND, nothing outside changes."""
@@ -434,7 +437,8 @@ class MarkTests(ControlTestCase):
             self.assertEqual(f.read(), b"+++\nread = false\n+++\nsecret\n")
         self.assertEqual(os.listdir(outside), ["evil.md"])
         self.assertEqual(os.stat(secret).st_uid, os.geteuid())
-        self.assertIn("reason=symlink_or_escape", self.logged())
+        self.assertIn("<5>aimx.control: email path refused verb=MARK-READ mailbox=alice "
+                      "id=evil reason=symlink_or_escape", self.logged())
 
     def test_hard_link(self):
         """A hard-linked <id>.md (st_nlink 2) is NOTFOUND and both names keep their bytes."""
@@ -565,9 +569,9 @@ class MailboxCreateTests(ControlTestCase):
         self.assertEqual(self.config_text(), before)
         self.assertEqual(sorted(os.listdir(os.path.join(self.data_dir, "inbox"))), listing)
         self.assertIsNone(self.live.current.mailbox("postmaster"))
-        self.assertIn("verb=MAILBOX-CREATE caller_uid=2001 caller_username=alice "
-                      "mailbox=postmaster decision=reject reason=mailbox name 'postmaster' "
-                      "is a role address", self.logged())
+        self.assertIn("<5>aimx.control: authorization verb=MAILBOX-CREATE caller_uid=2001 "
+                      "caller_username=alice mailbox=postmaster decision=reject "
+                      "reason=\"mailbox name 'postmaster' is a role address", self.logged())
 
     @root_only
     def test_role_name_root(self):
@@ -742,7 +746,8 @@ class MailboxDeleteTests(ControlTestCase):
         self.assertEqual(missing, "mailbox 'definitely-not-a-mailbox' does not exist")
         self.assertEqual(os.listdir(os.path.join(self.data_dir, "inbox", "alice")), ["m1.md"])
         self.assertIn("alice", self.config_toml()["mailboxes"])
-        self.assertIn("caller 'bob' is not the owner of mailbox 'alice'", self.logged())
+        self.assertIn("decision=reject reason=\"caller 'bob' is not the owner of mailbox "
+                      "'alice'", self.logged())
 
     def test_catchall(self):
         """The catchall cannot be deleted, with or without force (case 21)."""
@@ -840,8 +845,8 @@ class HookTests(ControlTestCase):
                                 name="root_ok", body=self.BODY)
         names = [h["name"] for h in self.config_toml()["mailboxes"]["alice"]["hooks"]]
         self.assertEqual(names, ["alice_owner_ok", "root_ok"])
-        self.assertIn("hook created verb=HOOK-CREATE mailbox=alice hook_name=alice_owner_ok "
-                      "caller_uid=2001", self.logged())
+        self.assertIn("<6>aimx.hook: hook created verb=HOOK-CREATE mailbox=alice "
+                      "hook_name=alice_owner_ok caller_uid=2001", self.logged())
         self.assertEqual([h.name for h in self.live.current.mailbox("alice").hooks],
                          ["alice_owner_ok", "root_ok"])
 
@@ -1219,8 +1224,8 @@ class ConnectionLimitTests(ControlTestCase):
         reason = extra.refused(TempError, commands.MailboxList)
         self.assertEqual(reason, "too many control connections (16 per user); retry later")
         self.assertTrue(extra.closed)
-        self.assertIn("[send] refusing connection of peer_uid=2001: too many control "
-                      "connections (16 per user); retry later", self.logged())
+        self.assertIn('<5>aimx.control: connection refused peer_uid=2001 reason="too many '
+                      'control connections (16 per user); retry later"', self.logged())
         self.assertIn("tag", alice[-1].call(commands.Version))
         self.assertIn("tag", self.connect(BOB).call(commands.Version))
         alice[0].close()
@@ -1241,8 +1246,8 @@ class ConnectionLimitTests(ControlTestCase):
         reason = extra.refused(TempError, commands.Version)
         self.assertEqual(reason, "too many control connections (64 in total); retry later")
         self.assertTrue(extra.closed)
-        self.assertIn("[send] refusing connection of peer_uid=12345: too many control "
-                      "connections (64 in total)", self.logged())
+        self.assertIn('<5>aimx.control: connection refused peer_uid=12345 reason="too many '
+                      'control connections (64 in total)', self.logged())
         held[0].close()
         self.assertIn("tag", self.connect(12345).call(commands.Version))
 
@@ -1286,8 +1291,9 @@ class ConnectionLimitTests(ControlTestCase):
         extra = self.connect(ALICE, raw=True)
         extra.write(wire.serialize_box(request(b"VERSION", ask=None)))
         self.assertTrue(extra.closed)
-        self.assertIn("[send] no answer possible (no _ask) to peer_uid=2001: too many control "
-                      "connections (1 per user); retry later; dropping connection", self.logged())
+        self.assertIn('<5>aimx.control: connection dropped peer_uid=2001 reason="refused box '
+                      'asks no answer" refusal="too many control connections (1 per user); '
+                      'retry later"', self.logged())
 
     def test_refused_waiting_bounded(self):
         """Past the bound of refused connections waiting for a box, one is closed at once."""
@@ -1298,9 +1304,9 @@ class ConnectionLimitTests(ControlTestCase):
         extra.pump.flush()
         self.assertTrue(extra.closed)
         self.assertFalse(any(conn.closed for conn in waiting))
-        self.assertIn("[send] closing connection of peer_uid=2001 at once: too many control "
-                      "connections (1 per user); retry later (2 refused connections waiting)",
-                      self.logged())
+        self.assertIn('<5>aimx.control: connection refused and closed at once peer_uid=2001 '
+                      'reason="too many control connections (1 per user); retry later" '
+                      'refused_waiting=2', self.logged())
         waiting[0].refused(TempError, commands.Version)
         self.connect(ALICE).refused(TempError, commands.Version)
 
@@ -1393,8 +1399,8 @@ class BudgetTests(ControlTestCase):
         self.assertEqual(reason, "control socket busy: too many request bytes buffered; "
                                  "retry later")
         self.assertTrue(c.closed)
-        self.assertIn(f"[send] refusing a box of peer_uid=0: request bytes over the "
-                      f"{2 * size}-byte budget", self.logged())
+        self.assertIn(f"<5>aimx.control: box refused, request bytes over the budget "
+                      f"peer_uid=0 budget={2 * size}", self.logged())
         self.assertEqual(self.factory.buffered, 2 * size)
         self.assertFalse(a.closed or b.closed)
         self.assertIn("message_id", self.finish(a, first))
@@ -1420,8 +1426,8 @@ class BudgetTests(ControlTestCase):
         conn = self.connect(ALICE, raw=True)
         conn.write(padded(request(b"VERSION", ask=None), 2000))
         self.assertTrue(conn.closed)
-        self.assertIn("[send] no answer possible (no _ask) to peer_uid=2001: control socket "
-                      "busy", self.logged())
+        self.assertIn('reason="refused box asks no answer" refusal="control socket busy',
+                      self.logged())
         self.assertEqual(self.factory.buffered, 0)
 
 
@@ -1440,8 +1446,9 @@ class BoxSizeTests(ControlTestCase):
         conn.write(padded(request(b"VERSION"), MAX_OTHER_BOX + 1))
         self.assertTrue(conn.closed)
         self.assertEqual(conn.client.received, b"")
-        self.assertIn(f"[send] VERSION box larger than {MAX_OTHER_BOX} bytes (only SEND may be),"
-                      " dropping connection of peer_uid=2001", self.logged())
+        self.assertIn(f'<5>aimx.control: connection dropped peer_uid=2001 reason="box too '
+                      f'large for its command (only SEND may be)" command=VERSION '
+                      f'limit={MAX_OTHER_BOX}', self.logged())
         self.assertEqual(self.factory.buffered, 0)
 
     def test_largest_hook_create_fits(self):
@@ -1459,7 +1466,7 @@ class BoxSizeTests(ControlTestCase):
         result = conn.result(conn.send_raw(b"MAILBOX-CREATE", {"name": b"eve", **pads}))
         self.assertIsInstance(result, Failure)
         self.assertTrue(conn.closed)
-        self.assertIn("[send] MAILBOX-CREATE box larger than", self.logged())
+        self.assertIn("command=MAILBOX-CREATE limit=", self.logged())
         self.assertEqual(len(self.config_toml()["mailboxes"]), 3)
         self.assertEqual(self.factory.buffered, 0)
 
@@ -1471,8 +1478,9 @@ class BoxSizeTests(ControlTestCase):
         box.update(request(b"SEND", message=b"1", **{"message.0": b"x"}))
         conn.write(box.serialize())
         self.assertTrue(conn.closed)
-        self.assertIn(f"[send] box larger than {MAX_OTHER_BOX} bytes before its _command "
-                      "(only SEND may be), dropping connection of peer_uid=2001", self.logged())
+        self.assertIn(f'<5>aimx.control: connection dropped peer_uid=2001 reason="box too '
+                      f'large before its _command (only SEND may be)" limit={MAX_OTHER_BOX}',
+                      self.logged())
 
     def test_send_25_mib(self):
         """A SEND of a full 25 MiB message through the Twisted client is served."""
@@ -1490,8 +1498,7 @@ class BoxSizeTests(ControlTestCase):
             conn = self.connect(ALICE, raw=True)
             conn.write(wire.serialize_box(box))
             self.assertTrue(conn.closed)
-        self.assertIn("[send] malformed box (not a command), dropping connection",
-                      self.logged())
+        self.assertIn('reason="malformed box (not a command)"', self.logged())
 
 
 def is_open(fd: int) -> bool:
@@ -1522,8 +1529,8 @@ class DescriptorTests(ControlTestCase):
         conn.pump.flush()
         self.assertTrue(conn.closed)
         self.assertFalse(any(map(is_open, held + [extra])))
-        self.assertIn(f"[send] more than {MAX_DESCRIPTORS} descriptors held, dropping "
-                      "connection of peer_uid=2001", self.logged())
+        self.assertIn(f'<5>aimx.control: connection dropped peer_uid=2001 reason="too many '
+                      f'descriptors held" limit={MAX_DESCRIPTORS}', self.logged())
 
     def test_unclaimed_closed_with_the_connection(self):
         """Descriptors no command claimed are closed when the peer goes."""

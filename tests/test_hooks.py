@@ -8,6 +8,7 @@ import signal
 
 from twisted.internet import task
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,6 +20,7 @@ from aimx.core.config import Config, HookRate, MailboxConfig, make_hook
 from aimx.core.hookspec import HookEvent
 from aimx.core.message import parse_message
 from aimx.hooks import HookProtocol, HookRunner, ProcessGroups
+from aimx.logs import event_line
 from aimx.core.received import Ingested, Prepared, Stored
 from aimx.core.trust import Verdict
 from aimx.store.passwd import Owner
@@ -339,10 +341,13 @@ class PlanAuditTests(SynchronousTestCase):
                                        ("alice@test.com",), raw),
                               parsed, AuthResults("pass", "pass", "pass"), "f00d"),
             parsed=parsed, risk_reasons=tuple(risk_reasons))
-        self.runner.on_received(ingested)
-        self.clock.advance(0)
-        while self.processes.running:
-            self.processes.finish_oldest()
+        with capturedLogs() as events:
+            self.runner.on_received(ingested)
+            self.clock.advance(0)
+            while self.processes.running:
+                self.processes.finish_oldest()
+        self.skips = [line for line in (event_line(e, journal=True) for e in events)
+                      if "hook skipped" in line]
         return [(h["name"], h["fired"], h.get("skipped")) for h in self.records[-1]["hooks"]]
 
     def test_review_gate(self):
@@ -351,6 +356,9 @@ class PlanAuditTests(SynchronousTestCase):
         self.assertEqual(self.receive("bob@x.com", ["guard:tool-call"]),
                          [("notify", False, "review"), ("triage", True, None)])
         self.assertEqual(self.processes.spawned, 1)
+        self.assertEqual(self.skips, [
+            "<6>aimx.hook: hook skipped hook_name=notify event=on_receive mailbox=alice "
+            "skipped=review risk=review fire_on_review=false email_id=2025-01-01-000000-hi"])
         record = self.records[-1]
         self.assertEqual(
             {k: record[k] for k in ("event", "mailbox", "sender", "trusted", "risk",
@@ -370,7 +378,12 @@ class PlanAuditTests(SynchronousTestCase):
         self.assertEqual(self.receive("bob@x.com"), fired)
         self.clock.advance(600)
         self.assertEqual(self.receive("bob@x.com"), held)
+        self.assertEqual(self.skips, [
+            f"<6>aimx.hook: hook skipped hook_name={name} event=on_receive mailbox=alice "
+            "skipped=rate sender=bob@x.com per_hour=2 email_id=2025-01-01-000000-hi"
+            for name in ("notify", "triage")])
         self.assertEqual(self.receive("carol@x.com"), fired)
+        self.assertEqual(self.skips, [])
         self.assertEqual(self.processes.spawned, 6)
         self.clock.advance(3600 - 1200 - 1)
         self.assertEqual(self.receive("bob@x.com"), held)
@@ -383,6 +396,8 @@ class PlanAuditTests(SynchronousTestCase):
         gated = [("notify", False, "trust"), ("triage", False, "trust")]
         for _ in range(3):
             self.assertEqual(self.receive("bob@x.com", trusted="none"), gated)
+            self.assertEqual([line.split(" skipped=")[1].split()[:2] for line in self.skips],
+                             [["trust", "trusted=none"]] * 2)
         for _ in range(2):
             self.assertEqual([f for _, f, _ in self.receive("bob@x.com")], [True, True])
         self.assertEqual(self.processes.spawned, 4)

@@ -5,16 +5,18 @@ Every test runs against a temporary root and a fake program runner
 ever started.
 """
 
+import datetime
 import os
 import stat
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.host import initsystem
+from aimx.host import initsystem, logfile
 from aimx.host.initsystem import System
 from aimx.host.programs import Completed
-from aimx.ops import units
-from aimx.testing.fakes import FakeRunner
+from aimx.ops import logline, units
+from aimx.testing.fakes import FakeRunner, FakeStreamer
 
 
 def captured(runner: FakeRunner) -> list[bool]:
@@ -282,6 +284,50 @@ class RemoveRuntimeTests(HostTestCase):
         self.assertTrue(os.path.exists(pid))
 
 
+SINCE = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.timezone.utc)
+LOG = (
+    "2026-06-01T11:00:00.000+00:00 info aimx.inbound: stored email mailbox=alice\n"
+    "2026-06-01T12:00:00.000+00:00 err aimx.inbound: not stored mailbox=bob\n"
+    "2026-06-01T12:00:01.000+00:00 notice aimx.trust: trust eval mailbox=alice "
+    'sender="x mailbox=bob"\n'
+    "2026-06-01T12:00:02.000+00:00 info aimx.hook: firing mailbox=alice\n"
+)
+JOURNAL = [
+    "Jun 01 11:00:00 host twistd[7]: aimx.inbound: stored email mailbox=alice\n",
+    "Jun 01 12:00:00 host twistd[7]: aimx.inbound: not stored mailbox=bob\n",
+    'Jun 01 12:00:01 host twistd[7]: aimx.trust: trust eval mailbox=alice sender="x '
+    'mailbox=bob"\n',
+    "Jun 01 12:00:02 host twistd[7]: aimx.hook: firing mailbox=alice\n",
+]
+
+
+class Enough(Exception):
+    """Raised by a test's writer to end a follow."""
+
+
+class JournalCommandTests(SynchronousTestCase):
+    def test_default(self):
+        """The last N lines (spec acceptance 19's argv)."""
+        self.assertEqual(initsystem.journal_command(50),
+                         ["journalctl", "-u", "aimx", "-n", "50", "--no-pager"])
+
+    def test_priority_since_follow(self):
+        """-p as a number, --since as @<epoch>, -f last."""
+        chosen = logline.Filter(priority=logline.NOTICE, since=SINCE, mailbox="alice")
+        self.assertEqual(
+            initsystem.journal_command(7, chosen, follow=True),
+            ["journalctl", "-u", "aimx", "-n", "7", "--no-pager", "-p", "5",
+             "--since", f"@{int(SINCE.timestamp())}", "-f"])
+
+    def test_all_and_cursor(self):
+        """No count: every line (-n all when following); after a cursor."""
+        self.assertEqual(initsystem.journal_command(None),
+                         ["journalctl", "-u", "aimx", "--no-pager"])
+        self.assertEqual(initsystem.journal_command(None, follow=True, cursor="s=1;i=2"),
+                         ["journalctl", "-u", "aimx", "-n", "all", "--no-pager",
+                          "--after-cursor", "s=1;i=2", "-f"])
+
+
 class TailTests(HostTestCase):
     def test_journalctl(self):
         """systemd: `journalctl -u aimx -n N --no-pager`, output returned as is."""
@@ -289,6 +335,25 @@ class TailTests(HostTestCase):
             ("journalctl", "-u", "aimx", "-n", "200", "--no-pager"): Completed(0, "a\nb")})
         self.assertEqual(initsystem.tail_log(system, 200), "a\nb")
         self.assertEqual(captured(self.runner), [True])
+
+    def test_journalctl_priority_since(self):
+        """--priority and --since are journalctl's -p and --since."""
+        system = self.host(initsystem.SYSTEMD)
+        initsystem.tail_log(system, 5, logline.Filter(priority=3, since=SINCE))
+        self.assertEqual(self.runner.calls, [[
+            "journalctl", "-u", "aimx", "-n", "5", "--no-pager", "-p", "3",
+            "--since", f"@{int(SINCE.timestamp())}"]])
+
+    def test_journalctl_mailbox(self):
+        """--mailbox: every line journalctl shows, aimx keeps the last N with the field
+        (a quoted mailbox= inside a value is not one)."""
+        system = self.host(initsystem.SYSTEMD, {
+            ("journalctl", "-u", "aimx", "--no-pager", "-p", "6"): Completed(0, "".join(JOURNAL))})
+        chosen = logline.Filter(priority=6, mailbox="alice")
+        self.assertEqual(initsystem.tail_log(system, 2, chosen), "".join(JOURNAL[2:]))
+        self.assertEqual(initsystem.tail_log(system, 9, logline.Filter(priority=6,
+                                                                       mailbox="bob")),
+                         JOURNAL[1])
 
     def test_journalctl_failure(self):
         """A failing journalctl is an error carrying its stderr."""
@@ -309,6 +374,15 @@ class TailTests(HostTestCase):
         self.assertEqual(initsystem.tail_log(system, 0), "")
         self.assertEqual(initsystem.tail_log(system, 100), "1\n2\n3\n4\n5\n")
         self.assertEqual(self.runner.calls, [])
+
+    def test_openrc_filtered(self):
+        """OpenRC: the file's lines filtered by aimx, then the last N."""
+        system = self.host(initsystem.OPENRC)
+        self.under_root("/var/log/aimx/aimx.log", LOG)
+        lines = LOG.splitlines(keepends=True)
+        chosen = logline.Filter(priority=logline.NOTICE, mailbox="alice")
+        self.assertEqual(initsystem.tail_log(system, 5, chosen), lines[2])
+        self.assertEqual(initsystem.tail_log(system, 1, logline.Filter(since=SINCE)), lines[3])
 
     def test_openrc_messages(self):
         """OpenRC without aimx log files: /var/log/messages."""
@@ -354,10 +428,22 @@ class TailFileTests(SynchronousTestCase):
         block boundary."""
         lines = [f"line {i:07d} " + "x" * 50 + "\n" for i in range(20000)]
         path = self.write("".join(lines).encode())
-        self.assertGreater(os.path.getsize(path), 10 * initsystem._TAIL_BLOCK)
+        self.assertGreater(os.path.getsize(path), 10 * logfile._TAIL_BLOCK)
         self.assertEqual(initsystem.tail_file(path, 3), "".join(lines[-3:]))
         self.assertEqual(initsystem.tail_file(path, 2000), "".join(lines[-2000:]))
         self.assertEqual(initsystem.tail_file(path, 20000), "".join(lines))
+
+    def test_filtered(self):
+        """--priority, --since and --mailbox on the file's lines, then the last N."""
+        path = self.write(LOG.encode())
+        lines = LOG.splitlines(keepends=True)
+        self.assertEqual(initsystem.tail_file(path, 9, logline.Filter(mailbox="alice")),
+                         lines[0] + lines[2] + lines[3])
+        self.assertEqual(initsystem.tail_file(path, 1, logline.Filter(mailbox="alice")),
+                         lines[3])
+        self.assertEqual(initsystem.tail_file(path, 9, logline.Filter(priority=3)), lines[1])
+        self.assertEqual(initsystem.tail_file(path, 9, logline.Filter(since=SINCE)),
+                         "".join(lines[1:]))
 
     def test_undecodable(self):
         """Bytes that are not UTF-8 are replaced, not an error."""
@@ -370,41 +456,89 @@ class TailFileTests(SynchronousTestCase):
         self.assertEqual(str(e), f"cannot read the log {path}: No such file or directory")
 
 
-class FollowFileTests(HostTestCase):
-    def test_tail_f(self):
-        """`tail -n N -F <file>` on the terminal."""
-        system = self.host(None)
-        initsystem.follow_file(system, "/d/aimx.log", 50)
-        self.assertEqual(self.runner.calls, [["tail", "-n", "50", "-F", "/d/aimx.log"]])
-        self.assertEqual(captured(self.runner), [False])
-
-    def test_failure(self):
-        """tail failing (or missing: 127) is an error."""
-        system = self.host(None, {("tail", "-n", "5", "-F", "/x"): Completed(127)})
-        e = self.assertRaises(initsystem.ServiceError, initsystem.follow_file, system, "/x", 5)
-        self.assertEqual(str(e), "tail -F /x exited non-zero (127)")
-
-
 class FollowTests(HostTestCase):
-    def test_systemd(self):
-        """systemd: `journalctl -f -u aimx` on the terminal (not captured)."""
+    def streamed(self, lines=(), status=0) -> System:
         system = self.host(initsystem.SYSTEMD)
-        initsystem.follow_log(system)
-        self.assertEqual(self.runner.calls, [["journalctl", "-f", "-u", "aimx"]])
+        self.streamer = FakeStreamer(lines, status)
+        return attrs.evolve(system, streamer=self.streamer)
+
+    def test_systemd(self):
+        """systemd: `journalctl ... -f` on the terminal (not captured), -n, -p and
+        --since passed."""
+        system = self.host(initsystem.SYSTEMD)
+        initsystem.follow_log(system, 10, self.fail, logline.Filter(priority=4, since=SINCE))
+        self.assertEqual(self.runner.calls, [[
+            "journalctl", "-u", "aimx", "-n", "10", "--no-pager", "-p", "4",
+            "--since", f"@{int(SINCE.timestamp())}", "-f"]])
         self.assertEqual(captured(self.runner), [False])
 
     def test_failure(self):
         """journalctl exiting non-zero is an error."""
-        system = self.host(initsystem.SYSTEMD, {("journalctl", "-f", "-u", "aimx"): Completed(1)})
-        self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system)
+        system = self.host(initsystem.SYSTEMD, {"journalctl": Completed(1)})
+        self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system, 5, self.fail)
 
-    def test_openrc(self):
-        """OpenRC cannot follow: the error points at tail -F."""
+    def test_systemd_mailbox(self):
+        """--mailbox: the last N lines with the field, then journalctl -f after the last
+        entry's cursor, each line it writes filtered by aimx."""
+        system = self.streamed(JOURNAL)
+        self.runner.answers[("journalctl", "-u", "aimx", "--no-pager", "-p", "6",
+                             "--show-cursor")] = Completed(0, "".join(JOURNAL)
+                                                           + "-- cursor: s=ab;i=12\n")
+        written = []
+        initsystem.follow_log(system, 1, written.append,
+                              logline.Filter(priority=6, mailbox="alice"))
+        self.assertEqual(self.streamer.calls, [[
+            "journalctl", "-u", "aimx", "-n", "all", "--no-pager", "-p", "6",
+            "--after-cursor", "s=ab;i=12", "-f"]])
+        self.assertEqual(written, [JOURNAL[3], JOURNAL[0], JOURNAL[2], JOURNAL[3]])
+
+    def test_systemd_mailbox_empty_journal(self):
+        """No entry yet (no cursor): follow from now on."""
+        system = self.streamed()
+        initsystem.follow_log(system, 5, lambda text: None, logline.Filter(mailbox="a"))
+        self.assertEqual(self.streamer.calls, [[
+            "journalctl", "-u", "aimx", "-n", "0", "--no-pager", "-f"]])
+
+    def test_systemd_mailbox_failure(self):
+        """The followed journalctl exiting non-zero is an error."""
+        system = self.streamed(status=1)
+        self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system, 5,
+                          lambda text: None, logline.Filter(mailbox="a"))
+
+    def test_openrc_file(self):
+        """OpenRC: aimx's own log file, its last lines, then each one added."""
         system = self.host(initsystem.OPENRC)
-        e = self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system)
-        self.assertIn("log follow is only supported on systemd", str(e))
-        self.assertIn("tail -F /var/log/messages", str(e))
-        self.assertEqual(self.runner.calls, [])
+        path = self.under_root(units.OPENRC_LOG, LOG)
+        written = []
+
+        def write(text):
+            written.append(text)
+            if len(written) == 1:  # the tail: now the daemon logs two more lines
+                with open(path, "a") as f:
+                    f.write("2026-06-01T13:00:00.000+00:00 info aimx.hook: firing mailbox=bob\n"
+                            "2026-06-01T13:00:01.000+00:00 info aimx.hook: firing mailbox=alice\n")
+            else:
+                raise Enough()
+
+        self.assertRaises(Enough, initsystem.follow_log, system, 1, write,
+                          logline.Filter(mailbox="alice"))
+        self.assertEqual(written, [LOG.splitlines(keepends=True)[3],
+                                   "2026-06-01T13:00:01.000+00:00 info aimx.hook: firing "
+                                   "mailbox=alice\n"])
+
+    def test_openrc_no_file(self):
+        """OpenRC without aimx's log file: an error naming it."""
+        system = self.host(initsystem.OPENRC)
+        e = self.assertRaises(initsystem.ServiceError, initsystem.follow_log, system, 5,
+                              self.fail)
+        self.assertIn("cannot read the log", str(e))
+        self.assertIn("/var/log/aimx/aimx.log", str(e))
+
+    def test_unknown(self):
+        """Unknown init: nothing to follow."""
+        e = self.assertRaises(initsystem.ServiceError, initsystem.follow_log, self.host(None),
+                              5, self.fail)
+        self.assertIn("could not detect init system", str(e))
 
 
 class FindTwistdTests(SynchronousTestCase):

@@ -3,12 +3,13 @@
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import service
 from aimx.errors import ConfigError
+from aimx.logs import event_line
 from aimx.testing.fakes import FakeReactor
 
 
@@ -82,12 +83,11 @@ class SmtpListenerTests(SynchronousTestCase):
                          [(0, "127.0.0.1"), (1, "127.0.0.1"), (3, "::1")])
         self.assertEqual(listener.ports, self.reactor.ports)
         self.assertEqual(
-            [formatEvent(e) for e in events],
-            ["aimx SMTP listener", "  bind:  127.0.0.1:40000", "  bind:  127.0.0.1:40001",
-             "  bind:  [::1]:40003", "  tls:   disabled"],
+            [event_line(e, journal=True) for e in events],
+            ["<6>aimx.smtp: listening address=127.0.0.1:40000 tls=disabled",
+             "<6>aimx.smtp: listening address=127.0.0.1:40001 tls=disabled",
+             "<6>aimx.smtp: listening address=[::1]:40003 tls=disabled"],
         )
-        self.assertEqual([(e.get("host"), e.get("port")) for e in events[1:3]],
-                         [("127.0.0.1", 40000), ("127.0.0.1", 40001)])
 
     def test_first_failure_is_fatal(self):
         """The first bind that fails is fatal with its --bind value, and unbinds the others."""
@@ -116,7 +116,7 @@ class SmtpListenerTests(SynchronousTestCase):
             self.successResultOf(listener.stopService())
         self.assertTrue(all(p.stopped for p in self.reactor.ports))
         self.assertEqual(self.factory.drained, [service.DRAIN_SECONDS])
-        self.assertEqual([formatEvent(e) for e in events],
-                         ["aimx SMTP listener shutting down (0 connections in-flight)",
-                          "aimx SMTP listener shut down"])
+        self.assertEqual([event_line(e, journal=True) for e in events],
+                         ["<6>aimx.smtp: listener shutting down connections=0",
+                          "<6>aimx.smtp: listener shut down"])
 

@@ -7,12 +7,13 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import EventLoggingObserver, StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from aimx.core.config import load_text
 from aimx.errors import SmtpStatus
+from aimx.logs import event_line
 from aimx.smtp.server import AimxESMTP, AimxSMTPFactory, SmtpLimits
 from aimx.testing import fakes
 
@@ -101,7 +102,7 @@ class ServerTestCase(SynchronousTestCase):
         self.config = attrs.evolve(self.config, max_sessions_per_ip=cap)
 
     def logged(self) -> list[str]:
-        return [formatEvent(e) for e in self.events]
+        return [event_line(e, journal=True) for e in self.events]
 
     def watch_log(self):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -650,10 +651,11 @@ class PerIpLimitTests(ServerTestCase):
         self.per_ip(1)
         self.session(peer="::ffff:198.51.100.7")
         self.refused(peer="198.51.100.7")
-        [line] = [e for e in self.logged() if "Rejected" in e]
-        self.assertIn("198.51.100.7", line)
+        [line] = [e for e in self.logged() if "connection refused" in e]
+        self.assertTrue(line.startswith("<5>aimx.smtp: connection refused"), line)
+        self.assertIn("client=198.51.100.7", line)
         self.assertIn("max_sessions_per_ip=1", line)
-        self.assertFalse([e for e in self.logged() if "Connection closed" in e])
+        self.assertFalse([e for e in self.logged() if "connection ended" in e])
 
     def test_global_cap_still_applies(self):
         """The global cap refuses with its own 421 whatever the per-IP room."""
@@ -723,10 +725,10 @@ class QuitReleaseTests(ServerTestCase):
         self.watch_log()
         s = self.session()
         self.quit(s)
-        self.assertEqual([e for e in self.logged() if "Connection closed" in e], [])
+        self.assertEqual([e for e in self.logged() if "connection ended" in e], [])
         s.close()
-        [line] = [e for e in self.logged() if "Connection closed" in e]
-        self.assertIn("result=ok", line)
+        [line] = [e for e in self.logged() if "connection ended" in e]
+        self.assertIn("outcome=closed result=ok", line)
 
     def test_drain_waits_for_quitting_socket(self):
         """A drain is not done while a QUIT'd socket is still open; its close ends it."""

@@ -67,6 +67,26 @@ def _lines(text: str) -> int:
     return value
 
 
+def _priority(text: str) -> int:
+    from aimx.ops import logline
+
+    try:
+        return logline.priority(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _since(text: str):
+    import datetime
+
+    from aimx.ops import logline
+
+    try:
+        return logline.since(text, datetime.datetime.now().astimezone())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _verb(sub, name: str, common, **kwargs) -> argparse.ArgumentParser:
     """A verb's parser, kept out of the top-level help (L{HELP_GROUPS} lists the verbs)."""
     return sub.add_parser(name, parents=[common], help=argparse.SUPPRESS, prog=f"aimx {name}",
@@ -349,6 +369,19 @@ def logs(sub, common) -> None:
     )
     parser.add_argument(
         "-f", "--follow", action="store_true", help="stream the log live (journalctl -f)"
+    )
+    parser.add_argument(
+        "-p", "--priority", type=_priority, metavar="P",
+        help="lines of priority P or more urgent, as journalctl -p: "
+        "emerg alert crit err warning notice info debug, or 0-7",
+    )
+    parser.add_argument(
+        "-S", "--since", type=_since, metavar="TIME",
+        help="lines logged at or after TIME: YYYY-MM-DD[ HH:MM[:SS]], today, yesterday, "
+        "now, -1h, '30min ago'",
+    )
+    parser.add_argument(
+        "--mailbox", metavar="NAME", help="lines about mailbox NAME (their mailbox=NAME)"
     )
 
 

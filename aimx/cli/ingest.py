@@ -12,28 +12,31 @@ import os
 import sys
 
 from twisted.internet import threads
-from twisted.logger import formatEvent, globalLogBeginner
+from twisted.logger import globalLogBeginner
 
 from aimx.auditlog import AuditLog
 from aimx.auth.resolver import Resolver
 from aimx.core.address import Envelope
 from aimx.hooks import HookRunner
-from aimx.logs import escape
+from aimx import logs
 from aimx.smtp.inbound import FAILED, Inbound, route
 from aimx.store import configfile
 from aimx.store.mailstore import MailStore
 
 EX_TEMPFAIL = 75
 
-
-def _log(message: str):
-    print(message, file=sys.stderr)
+log = logs.Logger(namespace="aimx.inbound")
+config_log = logs.Logger(namespace="aimx.config")
 
 
 def run(args) -> int:
+    # aimx's own events, one line each, on stderr (the journal form when it is the
+    # journal); Twisted's own chatter is left out.
+    globalLogBeginner.beginLoggingTo([_ours(logs.observer(sys.stderr))],
+                                     redirectStandardIO=False)
     config, warnings = configfile.load(args.config_dir, data_dir_override=args.data_dir)
     for warning in warnings:
-        _log(f"aimx::config warning: {warning}")
+        config_log.warn("config warning", problem=warning)
     route(config, args.rcpt)  # NoMailboxError: "no mailbox routes recipient …"
     raw = sys.stdin.buffer.read()
     envelope = Envelope(peer_ip=None, helo=None, mail_from=None, rcpts=(args.rcpt,), raw=raw)
@@ -47,7 +50,6 @@ def _deliver(config, envelope):
     """Run the chain and the hooks under a reactor; the SMTP reply it decided."""
     from twisted.internet import reactor
 
-    globalLogBeginner.beginLoggingTo([_print_event], redirectStandardIO=False)
     inbound = Inbound(
         config=lambda: config,
         store=MailStore(config.data_dir),
@@ -64,7 +66,7 @@ def _deliver(config, envelope):
         done.addCallback(outcome.append)
         done.addCallback(lambda _: runner.idle())
         done.addCallback(lambda _: audit.flushed())
-        done.addErrback(lambda f: _log(f"aimx::ingest error: {escape(f.getErrorMessage())}"))
+        done.addErrback(lambda f: log.failure("ingest crashed", f))
         done.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(go)
@@ -72,8 +74,11 @@ def _deliver(config, envelope):
     return outcome[0] if outcome else FAILED
 
 
-def _print_event(event):
-    """Print aimx log events the way the verb prints its own (C{aimx::hook ...})."""
-    namespace = event.get("log_namespace", "")
-    if namespace.startswith("aimx."):
-        _log(f"{namespace.replace('.', '::')} {formatEvent(event)}")
+def _ours(observer):
+    """C{observer}, given aimx's events only."""
+
+    def observe(event):
+        if str(event.get("log_namespace", "")).startswith("aimx."):
+            observer(event)
+
+    return observe

@@ -1,4 +1,6 @@
-"""``aimx serve``: run the daemon in the foreground, logging to stderr."""
+"""``aimx serve``: run the daemon in the foreground, logging to stderr (L3).
+
+One line per event (L{aimx.logs}); in the journal form when stderr is the journal."""
 
 import sys
 
@@ -16,11 +18,11 @@ def run(argv: list[str]) -> int:
         return 2
 
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
+    from aimx import logs
+
+    globalLogBeginner.beginLoggingTo([logs.observer(sys.stderr)], redirectStandardIO=False)
     try:
         daemon = service.build(options, reactor)
         daemon.startService()

@@ -50,7 +50,7 @@ from aimx.errors import AccessDenied, AimxError, ConfigError, IOFailure, TempErr
 from aimx.listening import ListenError, listen
 from aimx.logs import Logger
 
-log = Logger(namespace="aimx::uds")
+log = Logger(namespace="aimx.control")
 
 REQUEST_TIMEOUT = 30
 MAX_BOX = 64 * 1024 * 1024
@@ -106,7 +106,8 @@ def _guarded(responder):
                 raise type(e)(text[: amp.MAX_VALUE_LENGTH].decode("utf-8", "ignore")) from None
             raise
         except Exception as e:
-            log.failure("control command {verb} failed", verb=responder.__name__)
+            log.failure("control command failed", verb=responder.__name__,
+                        peer_uid=self.caller.uid)
             raise IOFailure(f"internal error: {e}") from None
 
     return wrapper
@@ -136,10 +137,10 @@ class ControlProtocol(amp.AMP):
         super().connectionMade()
         self.caller = self.factory.credentials(self.transport)
         if self.caller.error is not None:
-            log.warn("[send] peer_cred unavailable: {reason}", reason=self.caller.error)
+            log.warn("peer credentials unavailable", reason=self.caller.error)
         else:
             log.info(
-                "[send] accepted: peer_uid={peer_uid} peer_pid={peer_pid}",
+                "connection accepted",
                 peer_uid=self.caller.uid,
                 peer_pid="?" if self.caller.pid is None else self.caller.pid,
             )
@@ -147,16 +148,15 @@ class ControlProtocol(amp.AMP):
         refusal = self.factory.admit(self)
         if refusal is not None:
             if self.factory.refused >= self.factory.max_refused:
-                log.warn(
-                    "[send] closing connection of peer_uid={peer_uid} at once: {reason} "
-                    "({n} refused connections waiting)",
-                    peer_uid=self.caller.uid, reason=refusal, n=self.factory.refused,
+                log.notice(
+                    "connection refused and closed at once",
+                    peer_uid=self.caller.uid, reason=refusal,
+                    refused_waiting=self.factory.refused,
                 )
                 self._closing = True
                 self.transport.abortConnection()
                 return
-            log.warn("[send] refusing connection of peer_uid={peer_uid}: {reason}",
-                     peer_uid=self.caller.uid, reason=refusal)
+            log.notice("connection refused", peer_uid=self.caller.uid, reason=refusal)
             self.factory.refused += 1
             self.waiting_refused = True
             self._refusal = refusal
@@ -177,8 +177,7 @@ class ControlProtocol(amp.AMP):
         if self._closing or len(self._descriptors) >= MAX_DESCRIPTORS:
             os.close(descriptor)
             if not self._closing:
-                self._drop("[send] more than {limit} descriptors held, dropping connection "
-                           "of peer_uid={peer_uid}", limit=MAX_DESCRIPTORS)
+                self._drop("too many descriptors held", limit=MAX_DESCRIPTORS)
             return
         super().fileDescriptorReceived(descriptor)
 
@@ -193,10 +192,8 @@ class ControlProtocol(amp.AMP):
 
     def _timed_out(self):
         self._timer = None
-        log.info(
-            "[send] request timed out after {timeout}s, dropping connection",
-            timeout=self.factory.timeout,
-        )
+        log.info("request timed out, connection dropped", peer_uid=self.caller.uid,
+                 timeout_s=self.factory.timeout)
         self._closing = True
         self.transport.loseConnection()
 
@@ -204,9 +201,9 @@ class ControlProtocol(amp.AMP):
         self.factory.release(self._box_held)
         self._box_held = 0
 
-    def _drop(self, format, **fields):
-        """Log a warning and abort the connection without an answer."""
-        log.warn(format, peer_uid=self.caller.uid, **fields)
+    def _drop(self, reason: str, **fields):
+        """Log the refusal and abort the connection without an answer."""
+        log.notice("connection dropped", peer_uid=self.caller.uid, reason=reason, **fields)
         self._closing = True
         self._release_box()
         self.transport.abortConnection()
@@ -218,22 +215,15 @@ class ControlProtocol(amp.AMP):
         size = len(string) + 2
         self._box_bytes += size
         if self._box_bytes > self.factory.max_box:
-            return self._drop(
-                "[send] box larger than {limit} bytes, dropping connection of peer_uid={peer_uid}",
-                limit=self.factory.max_box,
-            )
+            return self._drop("box too large", limit=self.factory.max_box)
         if self._box_bytes > self.factory.max_other_box:
             command = self._currentBox.get(amp.COMMAND) if self._currentBox else None
             if command is None:
-                return self._drop(
-                    "[send] box larger than {limit} bytes before its _command (only SEND may "
-                    "be), dropping connection of peer_uid={peer_uid}",
-                    limit=self.factory.max_other_box,
-                )
+                return self._drop("box too large before its _command (only SEND may be)",
+                                  limit=self.factory.max_other_box)
             if command != commands.Send.commandName:
                 return self._drop(
-                    "[send] {command} box larger than {limit} bytes (only SEND may be), "
-                    "dropping connection of peer_uid={peer_uid}",
+                    "box too large for its command (only SEND may be)",
                     command=command.decode("ascii", "replace")[:64],
                     limit=self.factory.max_other_box,
                 )
@@ -241,11 +231,8 @@ class ControlProtocol(amp.AMP):
             if self.factory.reserve(size):
                 self._box_held += size
             else:
-                log.warn(
-                    "[send] refusing a box of peer_uid={peer_uid}: request bytes over the "
-                    "{budget}-byte budget",
-                    peer_uid=self.caller.uid, budget=self.factory.budget,
-                )
+                log.notice("box refused, request bytes over the budget",
+                           peer_uid=self.caller.uid, budget=self.factory.budget)
                 self._refuse_box(_BUSY)
         if self._refusal is not None:
             string = self._discarded(string)
@@ -276,7 +263,8 @@ class ControlProtocol(amp.AMP):
         if amp.COMMAND not in box or amp.ANSWER in box or amp.ERROR in box:
             # Clients only ask; an answer or an empty box is a protocol violation.
             self.factory.release(held)
-            log.warn("[send] malformed box (not a command), dropping connection")
+            log.notice("connection dropped", peer_uid=self.caller.uid,
+                       reason="malformed box (not a command)")
             self._closing = True
             self.transport.loseConnection()
             return
@@ -295,11 +283,8 @@ class ControlProtocol(amp.AMP):
         self._closing = True
         tag = box.get(amp.ASK)
         if tag is None:
-            log.warn(
-                "[send] no answer possible (no _ask) to peer_uid={peer_uid}: {reason}; "
-                "dropping connection",
-                peer_uid=self.caller.uid, reason=reason,
-            )
+            log.notice("connection dropped", peer_uid=self.caller.uid,
+                       reason="refused box asks no answer", refusal=reason)
             self.transport.loseConnection()
             return
         # A QuitBox closes the connection once it is written.
@@ -589,11 +574,8 @@ class ControlFactory(protocol.Factory):
             self._drained.callback(None)
 
     def _expire(self):
-        log.warn(
-            "[send] drain grace expired, closing {n} connections ({inflight} commands running)",
-            n=len(self.connections),
-            inflight=self.inflight,
-        )
+        log.warn("drain grace expired, closing connections",
+                 connections=len(self.connections), commands=self.inflight)
         for proto in list(self.connections):
             proto.transport.abortConnection()
 
@@ -622,7 +604,7 @@ class ControlSocket(service.Service):
             except OSError as e:
                 raise self._fatal(e) from None
         self.port = self._listen()
-        log.info("  send:  {path} (mode 0o666, world-writable)", path=self.path)
+        log.info("listening", path=self.path, mode="0666")
         super().startService()
 
     def _listen(self):
@@ -673,4 +655,4 @@ class ControlSocket(service.Service):
         if port is not None:
             await defer.maybeDeferred(port.stopListening)
             await self.factory.drain(self.grace)
-            log.info("[send] UDS accept loop drained")
+            log.info("drained")

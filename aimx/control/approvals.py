@@ -36,7 +36,7 @@ from aimx.errors import (
 from aimx.logs import Logger
 from aimx.store import held
 
-log = Logger(namespace="aimx::held")
+log = Logger(namespace="aimx.held")
 
 #: Holds one mailbox may have waiting; past it a SEND that would be held is refused.
 MAX_PENDING = 100
@@ -122,8 +122,7 @@ class Approvals:
                 await self.run_in_thread(held.hold, self.data_dir, mailbox, hold_id, md, parts)
             except OSError as e:
                 raise IOFailure(f"cannot keep the message for approval: {e}") from None
-        log.info("[held] held hold_id={hold_id} mailbox={mailbox} caller_uid={caller_uid} "
-                 "reason={reason}", hold_id=hold_id, mailbox=mailbox, caller_uid=caller_uid,
+        log.info("held", hold_id=hold_id, mailbox=mailbox, caller_uid=caller_uid,
                  reason=reason)
         return {"message_id": message_id, "held": hold_id}
 
@@ -189,9 +188,8 @@ class Approvals:
         owner = self._owner_uid(self.live.current.mailbox(mailbox))
         decision = may_decide(uid, owner, self._approver(uid))
         if not decision.allowed:
-            log.warn("[held] refused {verb} hold_id={hold_id} mailbox={mailbox} "
-                     "caller_uid={caller_uid}: {reason}", verb=verb, hold_id=hold_id,
-                     mailbox=mailbox, caller_uid=uid, reason=decision.reason)
+            log.notice("decision refused", verb=verb, hold_id=hold_id, mailbox=mailbox,
+                       caller_uid=uid, reason=decision.reason)
             self.audit(records.held(action=records.DECISION_REFUSED, mailbox=mailbox,
                                     hold_id=hold_id, by=self._who(uid), caller_uid=uid,
                                     reason=f"{verb}: {decision.reason}"))
@@ -287,8 +285,8 @@ class Approvals:
         """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
         by = "aimx" if uid is None else self._who(uid)
-        log.info("[held] {state} hold_id={hold_id} mailbox={mailbox} by={by}", state=state,
-                 hold_id=hold_id, mailbox=mailbox, by=by, caller_uid=uid)
+        log.info("settled", state=state, hold_id=hold_id, mailbox=mailbox, by=by,
+                 caller_uid=uid)
         self.audit(records.held(action=state, mailbox=mailbox, hold_id=hold_id, by=by,
                                 caller_uid=uid, **outcome))
 
@@ -318,7 +316,7 @@ class Expiry(service.Service):
         try:
             await self.approvals.expire()
         except Exception:
-            log.failure("[held] looking for expired holds failed")
+            log.failure("looking for expired holds failed")
 
     def _expire(self):
         return defer.Deferred.fromCoroutine(self._expire_now())

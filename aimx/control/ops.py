@@ -61,9 +61,9 @@ from aimx.store.mailstore import mark_id
 from aimx.store.mailindex import FOLDERS
 from aimx.store.passwd import Passwd
 
-uds_log = Logger(namespace="aimx::uds")
-hook_log = Logger(namespace="aimx::hook")
-state_log = Logger(namespace="aimx::state")
+log = Logger(namespace="aimx.control")
+hook_log = Logger(namespace="aimx.hook")
+send_log = Logger(namespace="aimx.send")
 
 NOT_AUTHORIZED = "not authorized"
 #: The most rows one MAIL-LIST, MAIL-SEARCH or MAIL-THREAD answers.
@@ -156,19 +156,16 @@ class Control:
         return decision
 
     def _log_decision(self, verb, caller, username, mailbox, decision: Decision):
-        emit = {ACCEPT: uds_log.debug, ROOT_BYPASS: uds_log.info}.get(
-            decision.decision, uds_log.warn
-        )
+        emit = {ACCEPT: log.debug, ROOT_BYPASS: log.info}.get(decision.decision, log.notice)
+        why = {"reason": decision.reason} if decision.reason else {}
         emit(
-            "verb={verb} caller_uid={caller_uid} caller_username={caller_username} "
-            "mailbox={mailbox} decision={decision}{why}",
+            "authorization",
             verb=verb,
             caller_uid=caller.uid,
             caller_username=username,
             mailbox=mailbox,
             decision=decision.decision,
-            why=f" reason={decision.reason}" if decision.reason else "",
-            reason=decision.reason,
+            **why,
         )
 
     def _recheck(self, verb: str, caller: Caller, name: str) -> MailboxConfig | None:
@@ -284,11 +281,10 @@ class Control:
         return answer
 
     def _log_send(self, caller: Caller, mailbox: str, decision) -> None:
-        emit = uds_log.info if decision.verdict == outpolicy.SEND else uds_log.warn
-        emit("[send] policy mailbox={mailbox} caller_uid={caller_uid} verdict={verdict}"
-             "{why}", mailbox=mailbox, caller_uid=caller.uid, verdict=decision.verdict,
-             rule=decision.rule, why=f" rule={decision.rule}: {decision.reason}"
-             if decision.rule else "")
+        # A refusal (a rate, a recipient or attachment rule) is a notice.
+        emit = send_log.notice if decision.verdict == outpolicy.REFUSE else send_log.info
+        why = {"rule": decision.rule, "reason": decision.reason} if decision.rule else {}
+        emit("policy", mailbox=mailbox, caller_uid=caller.uid, verdict=decision.verdict, **why)
 
     async def _attach(self, draft, attachments, used: int):
         """The draft with the attached files read in, all of it within SEND's cap.
@@ -423,7 +419,7 @@ class Control:
         try:
             return await self.index.counts(name)
         except Exception:
-            uds_log.failure("index counts of {mailbox} failed", mailbox=name)
+            log.failure("index counts failed", mailbox=name)
             return None
 
     async def mailbox_list(self, caller: Caller) -> list[dict]:
@@ -503,8 +499,8 @@ class Control:
                         webhookfiles.remove_secret, self.config_dir, hook.name)
                 raise
         hook_log.info(
-            "hook created verb=HOOK-CREATE mailbox={mailbox} hook_name={hook_name} "
-            "caller_uid={caller_uid}",
+            "hook created",
+            verb="HOOK-CREATE",
             mailbox=mailbox,
             hook_name=hook.name,
             caller_uid=caller.uid,
@@ -531,8 +527,8 @@ class Control:
             if gone.type == "webhook" and gone.secret_file is None:
                 await self.run_in_thread(webhookfiles.remove_secret, self.config_dir, name)
         hook_log.info(
-            "hook deleted verb=HOOK-DELETE mailbox={mailbox} hook_name={hook_name} "
-            "caller_uid={caller_uid}",
+            "hook deleted",
+            verb="HOOK-DELETE",
             mailbox=mailbox.name,
             hook_name=name,
             caller_uid=caller.uid,
@@ -547,8 +543,8 @@ class Control:
             raise NoEntry(f"hook '{name}' not found")
         async with self.mailbox_lock(mailbox.name), self.live.lock:
             await self._commit(configedit.set_disabled(self.live.current, name, False))
-        hook_log.info("hook enabled verb=HOOK-ENABLE hook_name={hook_name} "
-                      "caller_uid={caller_uid}", hook_name=name, caller_uid=caller.uid)
+        hook_log.info("hook enabled", verb="HOOK-ENABLE", hook_name=name,
+                      caller_uid=caller.uid)
 
     async def hook_disable(self, name: str) -> None:
         """Set C{disabled} on a hook (a webhook whose receiver answered 410)."""
@@ -580,8 +576,8 @@ class Control:
             raise TempError("this daemon was started without webhook delivery")
         self._webhook_names(caller, name)
         count = await self.webhooks.retry(name)
-        hook_log.info("hook retried verb=HOOK-RETRY hook_name={hook_name} requeued={n} "
-                      "caller_uid={caller_uid}", hook_name=name, n=count, caller_uid=caller.uid)
+        hook_log.info("hook retried", verb="HOOK-RETRY", hook_name=name, requeued=count,
+                      caller_uid=caller.uid)
         return count
 
     def hook_list(self, caller: Caller) -> list[dict]:
@@ -616,13 +612,8 @@ class Control:
                 mark_id, inbox, email_id, read, self.now(), owner
             )
             if refused:
-                state_log.info(
-                    "refused email path verb={verb} mailbox={mailbox} id={id} "
-                    "reason=symlink_or_escape",
-                    verb=verb,
-                    mailbox=mailbox,
-                    id=email_id,
-                )
+                log.notice("email path refused", verb=verb, mailbox=mailbox, id=email_id,
+                           reason="symlink_or_escape")
             if path is None:
                 raise NotFoundError(f"email '{email_id}' not found in inbox/{mailbox}")
         if self.index is not None:

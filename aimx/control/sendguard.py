@@ -18,7 +18,7 @@ from aimx.core import filenames, outpolicy
 from aimx.errors import TempError
 from aimx.logs import Logger
 
-log = Logger(namespace="aimx::send")
+log = Logger(namespace="aimx.send")
 
 #: The most sent copies read to start a mailbox's window (a day's worth).
 SEED_MAX = 100_000
@@ -55,8 +55,7 @@ class SendGuard:
             found = await self.index.query(
                 mailbox, lambda index: index.sent_stems(since, SEED_MAX))
         except Exception as e:
-            log.warn("[send] reading the recent sends of {mailbox} failed: {error}",
-                     mailbox=mailbox, error=e)
+            log.warn("recent sends not counted", mailbox=mailbox, error=e)
             raise TempError(
                 f"cannot count the recent sends of mailbox {mailbox}: {e}; retry later"
             ) from None
@@ -93,7 +92,7 @@ class SendGuard:
         try:
             return await self.index.query(mailbox, lambda index: index.known(wanted))
         except Exception as e:
-            log.warn("[send] looking up the known recipients of {mailbox} failed ({error}); "
-                     "every recipient counts as new", mailbox=mailbox, error=e)
+            log.warn("known recipients not read, every recipient counts as new",
+                     mailbox=mailbox, error=e)
             return set()
 

@@ -1,13 +1,12 @@
-"""What a hook fire is made of (L0, pure): selection, gates, environment, log text.
+"""What a hook fire is made of (L0, pure): selection, gates, environment, log fields.
 
 docs/hooks.md: the hooks of a mailbox that run for an event and why the others do
 not (the order, the trust gate, the review gate of docs/guardrails.md, the
 per-sender rate, the fire-time argv check, the catchall refusal: L{plan}), the
-child's environment ("Environment") and the parts of the structured log line
-("What the log says").  Spawning the process is L{aimx.hooks}' job.
+child's environment ("Environment") and the fields of the event logged after a
+fire ("What the log says").  Spawning the process is L{aimx.hooks}' job.
 """
 
-import json
 import os.path
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -28,11 +27,6 @@ RATE = "rate"
 CATCHALL = "catchall"
 ARGV = "argv"
 HOUR = 3600
-
-#: Escaped C{stderr_tail} text longer than this is elided in the middle.
-TAIL_INLINE_MAX = 1024
-_TAIL_HEAD = TAIL_INLINE_MAX // 2
-_TAIL_END = TAIL_INLINE_MAX // 2 - 8
 
 
 @attrs.frozen
@@ -215,14 +209,6 @@ def environment(event: HookEvent, hook: HookConfig, daemon_env: Mapping[str, str
     return env
 
 
-#: The structured line logged after every fire, with L{result_fields}.
-RESULT_FORMAT = (
-    "hook_name={hook_name} event={event} mailbox={mailbox} owner={owner} "
-    "sandbox={sandbox} {ident} exit_code={exit_code} duration_ms={duration_ms} "
-    "timed_out={timed_out} stderr_tail={stderr_tail}"
-)
-
-
 def result_fields(
     event: HookEvent,
     hook: HookConfig,
@@ -233,41 +219,27 @@ def result_fields(
     timed_out: bool,
     stderr: bytes,
 ) -> dict:
-    """The fields of L{RESULT_FORMAT}; C{ident} is C{email_id=} or C{message_id=}.
+    """The fields of the event logged after every fire, in order.
+
+    The message is identified by C{email_id}, or by C{message_id} when nothing was
+    persisted (a deferred send); C{stderr_tail} is the captured stderr, lossily
+    decoded (the log line quotes it and cuts a long one in the middle).
 
     @param sandbox: C{setuid}, or C{-} when nothing was spawned.
     """
+    if not event.id and event.message_id:
+        ident = {"message_id": event.message_id}
+    else:
+        ident = {"email_id": event.id}
     return {
         "hook_name": hook.name,
         "event": event.event,
         "mailbox": event.mailbox.name,
         "owner": event.mailbox.owner,
         "sandbox": sandbox,
-        "ident": log_id(event),
-        "email_id": event.id,
-        "message_id": event.message_id,
+        **ident,
         "exit_code": exit_code,
         "duration_ms": duration_ms,
-        "timed_out": "true" if timed_out else "false",
-        "stderr_tail": stderr_tail(stderr),
+        "timed_out": timed_out,
+        "stderr_tail": stderr.decode("utf-8", "replace"),
     }
-
-
-def log_id(event: HookEvent) -> str:
-    """C{email_id=<id>}, or C{message_id=<id>} when nothing was persisted."""
-    if not event.id and event.message_id:
-        return f"message_id={event.message_id}"
-    return f"email_id={event.id}"
-
-
-def stderr_tail(data: bytes) -> str:
-    """The captured stderr as one JSON string, elided in the middle when long.
-
-    @return: C{""} (two quotes) when empty; C{"<first 512>...<last 504>"} when the
-        escaped text exceeds L{TAIL_INLINE_MAX} characters.
-    """
-    escaped = json.dumps(data.decode("utf-8", "replace"), ensure_ascii=False)
-    if len(escaped) <= TAIL_INLINE_MAX:
-        return escaped
-    inner = escaped[1:-1]
-    return f'"{inner[:_TAIL_HEAD]}...{inner[-_TAIL_END:]}"'

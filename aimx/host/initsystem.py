@@ -11,13 +11,15 @@ import os
 import shutil
 import socket
 import stat
+from collections.abc import Callable
 
 import attrs
 
-from aimx.ops import units
+from aimx.ops import logline, units
 from aimx.errors import AimxError
 from aimx.store import safefs
-from aimx.host.programs import Completed, Runner, run_program
+from aimx.host import logfile
+from aimx.host.programs import Completed, Runner, Streamer, run_program, stream_program
 
 SYSTEMD, OPENRC, UNKNOWN = "systemd", "openrc", "unknown"
 LOG_DIR = os.path.dirname(units.OPENRC_LOG)
@@ -34,10 +36,13 @@ class System:
 
     @ivar root: prefix of every absolute path (C{/} on a real host).
     @ivar runner: C{(argv, capture=True) -> Completed} (L{aimx.host.programs}).
+    @ivar streamer: C{(argv, on_line) -> exit status}: a program whose output is read
+        as it comes (L{aimx.host.programs.stream_program}).
     """
 
     root: str = "/"
     runner: Runner = run_program
+    streamer: Streamer = stream_program
 
     def path(self, absolute: str) -> str:
         """C{absolute} under L{root}."""
@@ -46,6 +51,10 @@ class System:
     def run(self, *argv: str, capture: bool = True) -> Completed:
         """Run a program through L{runner}."""
         return self.runner(list(argv), capture=capture)
+
+    def stream(self, argv: list[str], on_line: Callable[[str], None]) -> int:
+        """Run a program through L{streamer}, giving C{on_line} each line it writes."""
+        return self.streamer(list(argv), on_line)
 
 
 def detect_init(system: System) -> str:
@@ -247,10 +256,12 @@ def remove_runtime(system: System, runtime_dir: str, answers=None) -> list[str]:
     return removed
 
 
-def _last_lines(text: str, n: int) -> str:
+def _last_lines(text: str, n: int, chosen: logline.Filter) -> str:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
+    if chosen:
+        lines = list(chosen.select(lines))
     if n == 0 or not lines:
         return ""
     return "\n".join(lines[-n:]) + "\n"
@@ -262,20 +273,65 @@ def _read(path: str) -> str | None:
     return None
 
 
-def tail_log(system: System, lines: int) -> str:
-    """The last C{lines} lines of the daemon's log.
+def journal_command(lines: int | None, chosen: logline.Filter = logline.Filter(), *,
+                    follow: bool = False, cursor: str | None = None) -> list[str]:
+    """The C{journalctl} command that shows the service's log.
 
-    systemd: C{journalctl -u aimx -n <lines> --no-pager}. OpenRC: the files
-    C{/var/log/aimx/*.log} (in name order), else C{/var/log/messages}.
+    @param lines: how many of the last lines; C{None}: all (C{-n all} when following).
+    @param chosen: its priority and time go to journalctl (C{-p}, C{--since @<epoch>});
+        a mailbox is aimx's own field, the caller filters on it.
+    @param cursor: show only what comes after this journal cursor.
+    """
+    argv = ["journalctl", "-u", units.SERVICE]
+    if lines is not None or follow:
+        argv += ["-n", "all" if lines is None else str(lines)]
+    argv.append("--no-pager")
+    if chosen.priority is not None:
+        argv += ["-p", str(chosen.priority)]
+    if chosen.since is not None:
+        argv += ["--since", f"@{int(chosen.since.timestamp())}"]
+    if cursor is not None:
+        argv += ["--after-cursor", cursor]
+    if follow:
+        argv.append("-f")
+    return argv
+
+
+#: How journalctl's --show-cursor ends its output.
+_CURSOR = "-- cursor: "
+
+
+def _journal(system: System, lines: int, chosen: logline.Filter,
+             cursor: bool = False) -> tuple[str, str | None]:
+    """The last C{lines} lines journalctl shows that C{chosen} passes, and the cursor
+    of the journal's last entry (when asked)."""
+    mailbox = chosen.mailbox is not None
+    argv = journal_command(None if mailbox else lines, chosen)
+    done = system.run(*argv, *(["--show-cursor"] if cursor else []))
+    if done.returncode != 0:
+        raise ServiceError(f"journalctl exited non-zero: {done.stderr.strip()}")
+    text, last = done.stdout, None
+    if cursor:
+        head, _, tail = text.rstrip("\n").rpartition("\n")
+        if tail.startswith(_CURSOR):
+            text, last = head + "\n" if head else "", tail[len(_CURSOR):]
+    if mailbox:  # journalctl applied the rest
+        text = _last_lines(text, lines, logline.Filter(mailbox=chosen.mailbox))
+    return text, last
+
+
+
+def tail_log(system: System, lines: int, chosen: logline.Filter = logline.Filter()) -> str:
+    """The last C{lines} lines of the daemon's log that C{chosen} passes.
+
+    systemd: C{journalctl -u aimx -n <lines> --no-pager} (L{journal_command}). OpenRC:
+    the files C{/var/log/aimx/*.log} (in name order), else C{/var/log/messages}.
 
     @raise ServiceError: no log source, or journalctl failed.
     """
     init = detect_init(system)
     if init == SYSTEMD:
-        done = system.run("journalctl", "-u", units.SERVICE, "-n", str(lines), "--no-pager")
-        if done.returncode != 0:
-            raise ServiceError(f"journalctl exited non-zero: {done.stderr.strip()}")
-        return done.stdout
+        return _journal(system, lines, chosen)[0]
     if init == UNKNOWN:
         raise ServiceError(
             "could not detect init system (systemd or OpenRC); no log source available"
@@ -288,60 +344,69 @@ def tail_log(system: System, lines: int) -> str:
         raise ServiceError(
             f"no log source found for unit '{units.SERVICE}': checked {LOG_DIR} and {MESSAGES}"
         )
-    return _last_lines(text, lines)
+    return _last_lines(text, lines, chosen)
 
 
-#: How much of a log file L{tail_file} reads from its end at a time.
-_TAIL_BLOCK = 64 * 1024
+def follow_log(system: System, lines: int, write: Callable[[str], None],
+               chosen: logline.Filter = logline.Filter()) -> None:
+    """Show the last C{lines} lines that C{chosen} passes, then each one added, until
+    the log ends or Ctrl-C.
+
+    systemd: C{journalctl ... -f} on the terminal; with a mailbox, the lines journalctl
+    shows are filtered here, the follow starting after the cursor of the last one.
+    OpenRC: C{/var/log/aimx/aimx.log} (L{aimx.host.logfile}).
+
+    @param write: given each line (with its end) when aimx reads them.
+    @raise ServiceError: no log to follow, or journalctl exited non-zero.
+    """
+    init = detect_init(system)
+    if init == SYSTEMD:
+        if chosen.mailbox is None:
+            done = system.run(*journal_command(lines, chosen, follow=True), capture=False)
+        else:
+            text, cursor = _journal(system, lines, chosen, cursor=True)
+            write(text)
+            keep = logline.Filter(mailbox=chosen.mailbox).selector()
+
+            def shown(line: str) -> None:
+                if keep(line.rstrip("\n")):
+                    write(line)
+
+            argv = journal_command(None if cursor else 0, chosen, follow=True, cursor=cursor)
+            done = Completed(system.stream(argv, shown))
+        if done.returncode != 0:
+            raise ServiceError("journalctl exited non-zero")
+        return
+    if init != OPENRC:
+        raise ServiceError(
+            "could not detect init system (systemd or OpenRC); no log source available"
+        )
+    follow_file(system.path(units.OPENRC_LOG), lines, write, chosen)
 
 
-def tail_file(path: str, lines: int) -> str:
-    """The last C{lines} lines of the log file C{path} (the demo's), read from its end.
-
-    Reads back only as far as the lines asked for, so a long log costs no more than
-    its tail.
+def follow_file(path: str, lines: int, write: Callable[[str], None],
+                chosen: logline.Filter = logline.Filter()) -> None:
+    """The last C{lines} lines of the log file C{path} that C{chosen} passes, then each
+    one added (L{aimx.host.logfile}).
 
     @raise ServiceError: the file cannot be read.
     """
-    if lines == 0:
-        return ""
+    keep = chosen.selector() if chosen else None
     try:
-        with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            data, start = b"", end
-            # One newline more than the lines wanted: the first line read may be partial.
-            while start > 0 and data.count(b"\n") <= lines:
-                step = min(_TAIL_BLOCK, start)
-                start -= step
-                f.seek(start)
-                data = f.read(step) + data
+        found, offset = logfile.tail(path, lines, keep)
+        write("".join(line + "\n" for line in found))
+        logfile.follow(path, offset, write, keep)
     except OSError as e:
         raise ServiceError(f"cannot read the log {path}: {e.strerror or e}") from None
-    text = data.decode("utf-8", "replace")
-    if start > 0:
-        text = text.split("\n", 1)[1]
-    return _last_lines(text, lines)
 
 
-def follow_file(system: System, path: str, lines: int) -> None:
-    """Show the last C{lines} lines of C{path}, then stream what is added (C{tail -F}).
+def tail_file(path: str, lines: int, chosen: logline.Filter = logline.Filter()) -> str:
+    """The last C{lines} lines of the log file C{path} (the demo's) that C{chosen} passes.
 
-    @raise ServiceError: C{tail} failed or is missing.
+    @raise ServiceError: the file cannot be read.
     """
-    done = system.run("tail", "-n", str(lines), "-F", path, capture=False)
-    if done.returncode != 0:
-        raise ServiceError(f"tail -F {path} exited non-zero ({done.returncode})")
-
-
-def follow_log(system: System) -> None:
-    """Stream the log with C{journalctl -f -u aimx} until it ends (systemd only).
-
-    @raise ServiceError: not systemd, or journalctl exited non-zero.
-    """
-    if detect_init(system) != SYSTEMD:
-        raise ServiceError(
-            "log follow is only supported on systemd; on OpenRC tail your syslog file "
-            "directly (e.g. `tail -F /var/log/messages`)"
-        )
-    if system.run("journalctl", "-f", "-u", units.SERVICE, capture=False).returncode != 0:
-        raise ServiceError("journalctl exited non-zero")
+    try:
+        found, _ = logfile.tail(path, lines, chosen.selector() if chosen else None)
+    except OSError as e:
+        raise ServiceError(f"cannot read the log {path}: {e.strerror or e}") from None
+    return "".join(line + "\n" for line in found)

@@ -2,9 +2,12 @@
 
 A runner is C{(argv, capture=True) -> Completed}.  Code that runs a program
 takes one injected -- L{aimx.host.initsystem.System.runner} (systemctl,
-journalctl, tail, useradd, hostname), the agents CLI's C{World.runner}
+journalctl, useradd, hostname), the agents CLI's C{World.runner}
 (C{claude}, C{codex}), L{aimx.verifier.client.detect_occupancy} (C{ss}) -- and
 tests pass a fake with the same signature.  L{run_program} is the real one.
+A program whose output is read as it comes (C{journalctl -f} filtered by
+C{aimx logs}) goes through a streamer, C{(argv, on_line) -> exit status}:
+L{stream_program}.
 """
 
 import os
@@ -36,6 +39,7 @@ class Completed:
 
 
 Runner = Callable[..., Completed]
+Streamer = Callable[[list[str], Callable[[str], None]], int]
 
 
 def run_program(argv: list[str], capture: bool = True, *,
@@ -71,3 +75,26 @@ def run_program(argv: list[str], capture: bool = True, *,
     except OSError as e:
         return Completed(NOT_RUN, "", f"{argv[0]}: {e.strerror or e}")
     return Completed(done.returncode, done.stdout or "", done.stderr or "")
+
+
+def stream_program(argv: list[str], on_line: Callable[[str], None]) -> int:
+    """Run C{argv}, giving C{on_line} each line of its output (with its end) as it
+    comes; its stderr stays the terminal's.
+
+    @return: its exit status (L{NOT_RUN} when it could not be started).  Ctrl-C
+        (C{KeyboardInterrupt}) stops it and is raised again.
+    """
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+                                errors="replace")
+    except OSError:
+        return NOT_RUN
+    try:
+        with proc.stdout:
+            for line in proc.stdout:
+                on_line(line)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.wait()

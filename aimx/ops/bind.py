@@ -18,8 +18,9 @@ checked here so a typo is a usage error before anything starts, not a traceback
 at bind time.
 
 Readiness (docs/design.md, "Listeners and readiness"): the daemon logs one
-L{BIND_LINE} per bound address, then the control socket's line, and only then
-writes C{aimx.pid}; L{logged_addresses} reads those lines back.
+L{LISTENING} event per bound address (C{aimx.smtp: listening address=...}), then
+the control socket's, and only then writes C{aimx.pid}; L{logged_addresses} reads
+those lines back.
 """
 
 import re
@@ -27,6 +28,7 @@ import re
 import attrs
 
 from aimx.errors import AimxError
+from aimx.ops import logline
 
 DEFAULT = "0.0.0.0:25"
 #: C{<runtime_dir>/aimx.pid}: written once every listener is bound (readiness).
@@ -40,10 +42,9 @@ _REFUSED = {
 }
 _TCP_KEYWORDS = ("interface", "backlog")
 _SYSTEMD_DOMAINS = ("INET", "INET6")
-#: The log line (a format string with the field C{address}) naming one bound
-#: address, as L{address_text} writes it.
-BIND_LINE = "  bind:  {address}"
-_LOGGED = re.compile(r"(?:^|\s)bind: {2}(\S+)$")
+#: The message of the C{aimx.smtp} event naming one bound address (its field
+#: C{address}, as L{address_text} writes it).
+LISTENING = "listening"
 
 
 class BindError(AimxError):
@@ -203,11 +204,14 @@ def address_text(host: str, port: int) -> str:
 
 
 def logged_addresses(log_text: str) -> list[str]:
-    """The addresses the daemon's L{BIND_LINE}s in C{log_text} name, in order.
+    """The addresses the daemon's L{LISTENING} lines in C{log_text} name, in order.
 
     @return: C{host:port} strings as L{address_text} wrote them.
     """
-    return [m.group(1) for m in map(_LOGGED.search, log_text.splitlines()) if m]
+    lines = map(logline.read, log_text.splitlines())
+    return [line.fields["address"] for line in lines
+            if line.namespace == "aimx.smtp" and line.message == LISTENING
+            and "address" in line.fields]
 
 
 def split_address(address: str) -> tuple[str, int]:

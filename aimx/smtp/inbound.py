@@ -34,7 +34,7 @@ AUTH_TEMPFAIL = SmtpStatus(451, "4.4.3", "Temporary DNS failure verifying the se
 #: Times a recipient is routed again when its mailbox changed while waiting for the lock.
 _REROUTES = 3
 
-log = Logger(namespace="aimx.ingest")
+log = Logger(namespace="aimx.inbound")
 trust_log = Logger(namespace="aimx.trust")
 
 
@@ -182,32 +182,21 @@ class Inbound:
         try:
             prepared = await self._prepare(envelope)
         except Exception:
-            log.failure(
-                "Failed to parse email rcpts={rcpts} size_bytes={size}",
-                rcpts=list(envelope.rcpts),
-                size=len(envelope.raw),
-            )
+            log.failure("message not parsed or authenticated", peer=envelope.peer_ip,
+                        rcpts=envelope.rcpts, size_bytes=len(envelope.raw))
             return FAILED, [(rcpt, FAILED) for rcpt in envelope.rcpts]
         parsed, auth = prepared.parsed, prepared.auth
         log.info(
-            "received email rcpts={rcpts} size_bytes={size} from={sender} "
-            "auth result dkim={dkim} spf={spf} dmarc={dmarc}",
-            rcpts=list(envelope.rcpts), size=len(envelope.raw), sender=parsed.from_,
+            "received email", peer=envelope.peer_ip, rcpts=envelope.rcpts,
+            size_bytes=len(envelope.raw), sender=parsed.from_, message_id=parsed.message_id,
             dkim=auth.dkim, spf=auth.spf, dmarc=auth.dmarc,
         )
         for problem in parsed.problems:
-            log.warn(
-                "message content kept as received: {problem} rcpts={rcpts} "
-                "message_id={message_id}",
-                problem=problem, rcpts=list(envelope.rcpts), message_id=parsed.message_id,
-            )
+            log.warn("message content kept as received", problem=problem,
+                     rcpts=envelope.rcpts, message_id=parsed.message_id)
         if parsed.hidden_chars:
-            log.info(
-                "hidden text removed from the body hidden_chars={hidden_chars} "
-                "rcpts={rcpts} message_id={message_id}",
-                hidden_chars=parsed.hidden_chars, rcpts=list(envelope.rcpts),
-                message_id=parsed.message_id,
-            )
+            log.info("hidden text removed from the body", hidden_chars=parsed.hidden_chars,
+                     rcpts=envelope.rcpts, message_id=parsed.message_id)
         config = self.config()
         routed = [resolve_mailbox(config, rcpt) for rcpt in envelope.rcpts]
         if trust.must_retry(auth, parsed.identity, [
@@ -215,9 +204,9 @@ class Inbound:
             for mb in routed if mb is not None
         ]):
             log.warn(
-                "temporary DNS failure authenticating an allow-listed sender, "
-                "answering 451 4.4.3 peer={peer} from={sender} message_id={message_id}",
+                "temporary DNS failure authenticating an allow-listed sender, answering 451",
                 peer=envelope.peer_ip, sender=parsed.from_, message_id=parsed.message_id,
+                reply="451 4.4.3",
             )
             return AUTH_TEMPFAIL, [(rcpt, AUTH_TEMPFAIL) for rcpt in envelope.rcpts]
         stored: list[Ingested] = []
@@ -232,21 +221,16 @@ class Inbound:
             except Exception as e:
                 replies[ascii_lower(rcpt)] = FAILED
                 failed += 1
-                log.error(
-                    "[{peer}] Ingest failed for {rcpt}: {error}",
-                    peer=envelope.peer_ip,
-                    rcpt=rcpt,
-                    error=e,
-                )
+                log.error("not stored", peer=envelope.peer_ip, rcpt=rcpt,
+                          message_id=parsed.message_id, error=e)
         log.info(
-            "data delivery outcome peer={peer} from={mail_from} rcpts={rcpts} "
-            "succeeded={succeeded} failed={failed} size={size}",
+            "data delivery outcome",
             peer=envelope.peer_ip,
             mail_from=envelope.mail_from,
-            rcpts=list(envelope.rcpts),
+            rcpts=envelope.rcpts,
             succeeded=len(stored),
             failed=failed,
-            size=len(envelope.raw),
+            size_bytes=len(envelope.raw),
         )
         status = ACCEPTED if not failed else PARTIAL if stored else FAILED
         for ingested in stored:
@@ -276,46 +260,41 @@ class Inbound:
         """Log one line per stored copy (with its trust evaluation), then notify."""
         stored, mailbox, verdict = ingested.stored, ingested.mailbox, ingested.verdict
         for warning in stored.warnings:
-            log.warn(
-                "{problem} mailbox={mailbox}",
-                problem=warning,
-                mailbox=mailbox.name,
-            )
+            log.warn("storage warning", problem=warning, mailbox=mailbox.name)
         if stored.duplicate:
             log.info(
-                "duplicate message_id, skipping rcpt={rcpt} mailbox={mailbox} "
-                "message_id={message_id}",
+                "duplicate message skipped",
                 rcpt=ingested.rcpt,
                 mailbox=mailbox.name,
                 message_id=ingested.prepared.parsed.message_id,
             )
             return
-        trust_log.info(
-            "trust eval mailbox={mailbox} policy={policy} sender={sender} dkim={dkim} "
-            "sender_allowlisted={allowlisted} result={trusted}{why}",
+        why = {} if verdict.reason is None else {"reason": verdict.reason}
+        # A message that failed its mailbox's trust check is worth a notice.
+        (trust_log.notice if verdict.trusted == "false" else trust_log.info)(
+            "trust eval",
             mailbox=mailbox.name,
             policy=ingested.policy,
             sender=verdict.sender,
             dkim=ingested.prepared.auth.dkim,
-            allowlisted=str(verdict.allowlisted).lower(),
-            trusted=verdict.trusted,
-            why="" if verdict.reason is None else f" reason={verdict.reason}",
-            trust_reason=verdict.reason,
+            sender_allowlisted=verdict.allowlisted,
+            result=verdict.trusted,
+            **why,
         )
         log.info(
-            "stored email id={id} path={path} mailbox={mailbox} attachments={n}",
+            "stored email",
             id=stored.id,
             path=stored.path,
             mailbox=mailbox.name,
-            n=stored.attachments,
+            attachments=stored.attachments,
         )
         if ingested.risk_reasons:
-            log.info(
-                "stored for review id={id} mailbox={mailbox} risk_reasons={reasons}",
-                id=stored.id, mailbox=mailbox.name, reasons=",".join(ingested.risk_reasons),
-            )
+            # A guard's match or another sign of mail built to steer an agent
+            # (docs/guardrails.md, "Risk"): worth a notice, as a failed trust check.
+            log.notice("stored for review", id=stored.id, mailbox=mailbox.name,
+                       risk_reasons=ingested.risk_reasons)
         for listener in self.listeners:
             try:
                 listener(ingested)
             except Exception:
-                log.failure("ingest listener failed for {id}", id=stored.id)
+                log.failure("ingest listener failed", id=stored.id, mailbox=mailbox.name)

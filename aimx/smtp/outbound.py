@@ -35,7 +35,13 @@ from aimx.core.delivery import (
 )
 from aimx.logs import Logger
 
-_log = Logger()
+_log = Logger(namespace="aimx.send")
+
+
+def _level(status: str):
+    """How a recipient's outcome is logged: delivered at info, deferred at notice,
+    failed (refused for good) at warning."""
+    return {DELIVERED: _log.info, DEFERRED: _log.notice}.get(status, _log.warn)
 
 
 class _HostSkipped(Exception):
@@ -368,6 +374,6 @@ class MxTransport:
             self._reactor.connectTCP(ip, self._port, factory, timeout=self._timeout)
             results = await factory.done
         for result in results:
-            _log.info("MX {host}: {rcpt} {status}: {details}", host=host, rcpt=result.rcpt,
-                      status=result.status, details=result.details)
+            _level(result.status)("MX delivery", host=host, rcpt=result.rcpt,
+                                  status=result.status, details=result.details)
         return results

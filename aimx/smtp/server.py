@@ -126,15 +126,14 @@ class AimxESMTP(Protocol, TimeoutMixin):
         else:
             outcome, result = "closed", "ok"
         log.info(
-            "[{peer}] Connection {outcome} ehlo={helo} messages={messages} "
-            "bytes={bytes} duration={duration:.1f}s result={result}",
+            "connection ended",
             peer=self.peer,
             outcome=outcome,
             result=result,
             helo=self.session.helo,
             messages=self.session.messages,
             bytes=self.session.received,
-            duration=self.factory.clock.seconds() - self._started,
+            duration_s=round(self.factory.clock.seconds() - self._started, 1),
         )
 
     def timeoutConnection(self):
@@ -152,6 +151,10 @@ class AimxESMTP(Protocol, TimeoutMixin):
         self.session = step.session
         if step.replies:
             self.transport.write(b"".join(line + b"\r\n" for line in step.replies))
+            refused = [line for line in step.replies if line.startswith(b"5")]
+            if refused and not any(isinstance(a, RcptRejected) for a in step.actions):
+                log.notice("refused", peer=self.peer,
+                           reply=refused[-1].decode("ascii", "replace"))
         for action in step.actions:
             match action:
                 case BeginData():
@@ -182,19 +185,11 @@ class AimxESMTP(Protocol, TimeoutMixin):
                 case Abort():
                     self.transport.abortConnection()
                 case RcptRejected(rcpt=rcpt, relay=True):
-                    log.info(
-                        "[{peer}] RCPT rejected (relay): recipient={rcpt} "
-                        "configured_domain={domain}",
-                        peer=self.peer,
-                        rcpt=rcpt,
-                        domain=self.session.domain,
-                    )
+                    log.notice("RCPT refused", peer=self.peer, rcpt=rcpt, reason="relay",
+                               domain=self.session.domain)
                 case RcptRejected(rcpt=rcpt):
-                    log.info(
-                        "[{peer}] RCPT rejected (no mailbox): recipient={rcpt}",
-                        peer=self.peer,
-                        rcpt=rcpt,
-                    )
+                    log.notice("RCPT refused", peer=self.peer, rcpt=rcpt,
+                               reason="no mailbox")
 
     # -- input -----------------------------------------------------------------
 
@@ -309,7 +304,7 @@ class AimxESMTP(Protocol, TimeoutMixin):
     # -- the hand-off ------------------------------------------------------------
 
     def _delivery_crashed(self, failure):
-        log.failure("[{peer}] delivery failed", failure, peer=self.peer)
+        log.failure("delivery crashed", failure, peer=self.peer)
         return STORE_FAILED
 
     def _delivered(self, status: SmtpStatus):
@@ -359,18 +354,19 @@ class AimxSMTPFactory(ServerFactory):
         @return: C{None} when admitted, else the 421 to send before closing.
         """
         if len(self.sessions) >= self.limits.max_sessions:
-            log.info("[{peer}] Rejected: connection limit reached", peer=proto.peer)
+            log.notice("connection refused", peer=proto.peer, reason="connection limit",
+                       max_sessions=self.limits.max_sessions)
             return TOO_MANY_SESSIONS
         cap = self.config().max_sessions_per_ip
         held = self._per_client.get(proto.client, 0)
         if held >= cap:
-            log.info(
-                "[{peer}] Rejected: {held} sessions already open from {client} "
-                "(max_sessions_per_ip={cap})",
+            log.notice(
+                "connection refused",
                 peer=proto.peer,
+                reason="per-client limit",
                 client=proto.client,
-                held=held,
-                cap=cap,
+                sessions=held,
+                max_sessions_per_ip=cap,
             )
             return TOO_MANY_FROM_CLIENT
         self.sessions.add(proto)
@@ -389,8 +385,8 @@ class AimxSMTPFactory(ServerFactory):
         if len(self._quitting) > self.limits.max_sessions:
             oldest = next(iter(self._quitting))
             del self._quitting[oldest]
-            log.info("[{peer}] Dropped: closing connection not taking its 221",
-                     peer=oldest.peer)
+            log.info("connection dropped", peer=oldest.peer,
+                     reason="closing connection not taking its 221")
             oldest.transport.abortConnection()
 
     def session_ended(self, proto) -> None:
@@ -423,10 +419,7 @@ class AimxSMTPFactory(ServerFactory):
         def expire():
             left = [*self.sessions, *self._quitting]
             if left:
-                log.info(
-                    "Grace period expired, forcefully closing {n} connections",
-                    n=len(left),
-                )
+                log.info("drain grace expired, closing connections", connections=len(left))
                 for proto in left:
                     proto.transport.abortConnection()
 

@@ -226,6 +226,25 @@ class FakeRunner:
         return answer(argv) if callable(answer) else answer
 
 
+class FakeStreamer:
+    """A streamer (L{aimx.host.programs}: C{(argv, on_line) -> exit status}) that
+    records each argv and gives C{on_line} the lines it was made with.
+
+    @ivar calls: each argv, as a list.
+    """
+
+    def __init__(self, lines=(), status: int = 0):
+        self.lines = list(lines)
+        self.status = status
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv, on_line) -> int:
+        self.calls.append(list(argv))
+        for line in self.lines:
+            on_line(line)
+        return self.status
+
+
 # -- the control client ------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from aimx.ops.verifierwire import (
     is_blocked_target,
     probe_body,
 )
+from aimx import logs
 from aimx.logs import Logger
 from aimx.verifier.smtp import TrackedPort, smtp_handshake, verifier_responder_factory
 
@@ -90,6 +91,8 @@ class Options(usage.Options):
         except SettingsError as e:
             raise usage.UsageError(str(e))
         self["hostname"] = self["hostname"] or socket.getfqdn()
+        if self.parent is not None:  # under twistd
+            logs.use_for_twistd(self.parent)
 
 
 def _positive(raw: str, name: str) -> int:
@@ -133,11 +136,11 @@ class Probe(resource.Resource):
         except ValueError:
             ip = None
         if ip is None:
-            log.warn("probe refused: peer {peer} gave no usable {header} header",
-                     peer=peer, header=verifier.client_ip_header)
+            log.notice("probe refused, no usable client address header",
+                       peer=peer, header=verifier.client_ip_header)
             return _json(request, _error("cannot tell the caller's address"), 400)
         if is_blocked_target(ip) and not verifier.allow_private:
-            log.info("probe {peer}: not probed (private address)", peer=str(ip))
+            log.info("not probed, private address", peer=str(ip))
             return _json(request, probe_body(False, str(ip)))
         if self.running >= verifier.max_probes:
             return _json(request, _error("too many probes in progress"), 503)
@@ -154,7 +157,7 @@ class Probe(resource.Resource):
 
         def crashed(failure):
             self.running -= 1
-            log.failure("probe {peer} crashed", failure, peer=str(ip))
+            log.failure("probe crashed", failure, peer=str(ip))
             if not gone:
                 request.write(_json(request, _error("internal error"), 500))
                 request.finish()
@@ -229,20 +232,16 @@ class Verifier(service.Service):
                     interface=host,
                 )
         except CannotListenError as e:
-            log.error("aimx-verifier cannot bind {host}:{port}: {err}",
-                      host=host, port=port, err=e.socketError)
+            log.error("cannot listen", host=host, port=port, error=e.socketError)
             if self.http_port is not None:
                 self.http_port.port.stopListening()
                 self.http_port = None
             raise
         super().startService()
-        log.info(
-            "aimx-verifier listening\n  http:  {http}\n  smtp:  {smtp}\n"
-            "  probe-back port: {probe_port}",
-            http=_address(self.http_port),
-            smtp=_address(self.smtp_port) if self.smtp_port else "disabled",
-            probe_port=self.probe_port,
-        )
+        log.info("listening", service="http", address=_address(self.http_port))
+        log.info("listening", service="smtp",
+                 address=_address(self.smtp_port) if self.smtp_port else "disabled")
+        log.info("probing back", port=self.probe_port)
 
     async def _stop(self):
         for port in (self.http_port, self.smtp_port):
@@ -264,12 +263,13 @@ class Verifier(service.Service):
             io_timeout=self.probe_budget,
             budget=self.probe_budget,
         )
+        why = {} if result.ok else {"reason": result.detail or result.error}
         log.info(
-            "probe {peer}: reachable={reachable} in {duration} ms{why}",
+            "probe",
             peer=str(ip),
             reachable=result.ok,
-            duration=int((self.reactor.seconds() - started) * 1000),
-            why="" if result.ok else f" ({result.detail or result.error})",
+            duration_ms=int((self.reactor.seconds() - started) * 1000),
+            **why,
         )
         return result.ok
 

@@ -34,7 +34,7 @@ from aimx.ops.probedialogue import (
 )
 from aimx.logs import Logger
 
-log = Logger(namespace="aimx.portcheck")
+log = Logger(namespace="aimx.verifier")
 
 
 # -- the responder --------------------------------------------------------------
@@ -51,8 +51,8 @@ class Responder(LineOnlyReceiver, TimeoutMixin):
     def connectionMade(self):
         factory = self.factory
         if len(factory.sessions) >= factory.max_sessions:
-            log.warn("SMTP probe connection dropped: {n} sessions open",
-                     n=len(factory.sessions))
+            log.notice("connection refused", reason="session limit",
+                       sessions=len(factory.sessions))
             self._closing = True
             self.transport.loseConnection()
             return

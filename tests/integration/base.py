@@ -162,7 +162,8 @@ class DaemonTestCase(TestCase):
 
     # -- the daemon as a process -------------------------------------------------
 
-    async def serve(self, *args: str, env=None, command=(), pass_fds=()) -> subprocess.Popen:
+    async def serve(self, *args: str, env=None, command=(), pass_fds=(),
+                    journal: bool = False) -> subprocess.Popen:
         """Start C{aimx serve} with this test's directories and wait until it is ready.
 
         Its log goes to C{self.serve_log}; C{self.addresses} are the bound SMTP
@@ -171,10 +172,16 @@ class DaemonTestCase(TestCase):
         @param args: more C{aimx serve} arguments (C{--bind ...}).
         @param command: words to run C{python -m aimx serve ...} under (a wrapper that
             execs it, so the pid stays the one the pid file must hold).
+        @param journal: the log is "the journal": C{JOURNAL_STREAM} names it, as
+            systemd does for a service whose output goes to journald.
         """
         self.serve_log = os.path.join(os.path.abspath(self.mktemp()) + ".log")
         env = dict(os.environ, PYTHONPATH=REPO, **self.environ, **(env or {}))
+        env.pop("JOURNAL_STREAM", None)
         with open(self.serve_log, "wb") as log:
+            if journal:
+                st = os.fstat(log.fileno())
+                env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
             proc = subprocess.Popen(
                 [*command, sys.executable, "-m", "aimx", "serve", "--config-dir",
                  self.config_dir, "--runtime-dir", self.runtime_dir, *args],

@@ -17,11 +17,12 @@ import sys
 from mcp.server.mcpserver.exceptions import ToolError
 from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 
 from aimx.control import aioclient, client, commands, wire
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.errors import ConfigError, MailboxError, NonEmptyError, TempError
+from aimx.logs import event_line
 from aimx.mcp import tools
 from aimx.store import configfile
 from tests.integration.base import (
@@ -54,7 +55,7 @@ class ControlTestCase(DaemonTestCase):
         return os.path.join(self.config_dir, "config.toml")
 
     def logged(self) -> str:
-        return "\n".join(formatEvent(e) for e in self.events)
+        return "\n".join(event_line(e, journal=True) for e in self.events)
 
     async def connect(self) -> client.ControlClient:
         connection = await client.connect(reactor, self.socket_path)
@@ -78,10 +79,11 @@ class SocketTests(ControlTestCase):
         st = os.lstat(self.socket_path)
         self.assertTrue(stat.S_ISSOCK(st.st_mode))
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
-        self.assertIn(f"  send:  {self.socket_path} (mode 0o666, world-writable)", self.logged())
+        self.assertIn(f"<6>aimx.control: listening path={self.socket_path} mode=0666",
+                      self.logged())
         yield stop_daemon(daemon)
         self.assertFalse(os.path.lexists(self.socket_path))
-        self.assertIn("[send] UDS accept loop drained", self.logged())
+        self.assertIn("<6>aimx.control: drained", self.logged())
 
     @defer.inlineCallbacks
     def test_stale_regular_file(self):
@@ -123,7 +125,7 @@ class SocketTests(ControlTestCase):
         """Each connection logs the real peer uid and pid (case 4)."""
         self.start_daemon()
         yield defer.Deferred.fromCoroutine(self.call(commands.Version))
-        self.assertIn(f"[send] accepted: peer_uid={os.getuid()} peer_pid={os.getpid()}",
+        self.assertIn(f"connection accepted peer_uid={os.getuid()} peer_pid={os.getpid()}",
                       self.logged())
 
     @defer.inlineCallbacks
@@ -250,10 +252,10 @@ class CrudTests(ControlTestCase):
         yield daemon.live.lock.acquire()
         reloaded = daemon.reload()
         self.assertNoResult(reloaded)
-        self.assertNotIn("SIGHUP: config reloaded", self.logged())
+        self.assertNotIn("config reloaded", self.logged())
         daemon.live.lock.release()
         yield reloaded
-        self.assertIn("SIGHUP: config reloaded", self.logged())
+        self.assertIn("<6>aimx.config: config reloaded", self.logged())
 
     @defer.inlineCallbacks
     def test_reload_after_mutation(self):
@@ -269,7 +271,8 @@ class CrudTests(ControlTestCase):
         with open(self.config_path, "a") as f:
             f.write("not = = toml\n")
         yield daemon.reload()
-        self.assertIn("Keeping previous config.", self.logged())
+        self.assertIn("<3>aimx.config: config reload failed, keeping the previous config",
+                      self.logged())
         self.assertIsNotNone(daemon.live.current.mailbox("hand"))
         e = yield self.assertFailure(defer.Deferred.fromCoroutine(
             self.call(commands.MailboxCreate, name="made", owner=OWNER)), MailboxError)
@@ -328,8 +331,8 @@ class LimitTests(ControlTestCase):
             env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
         self.assertEqual((result.returncode, result.stderr), (1, f"Error: [TEMP] {reason}\n"))
         self.assertNotIn("eve", self.configured())
-        self.assertIn(f"[send] refusing connection of peer_uid={os.getuid()}: {reason}",
-                      self.logged())
+        self.assertIn(f'<5>aimx.control: connection refused peer_uid={os.getuid()} '
+                      f'reason="{reason}"', self.logged())
         factory = self.daemon.control.factory
         closed = self.closed_until(lambda: factory.admitted == 15)
         held[0].close()
@@ -368,7 +371,7 @@ class LimitTests(ControlTestCase):
                     return b""
 
         self.assertEqual(await threads.deferToThread(raw), b"")
-        self.assertIn("[send] MAILBOX-CREATE box larger than", self.logged())
+        self.assertIn("command=MAILBOX-CREATE limit=", self.logged())
         self.assertNotIn("eve", self.configured())
         self.assertIn("tag", await self.call(commands.Version))
 
@@ -407,7 +410,7 @@ class SecondUidTests(SecondUid, ControlTestCase):
             {"ok": {"hooks": []}},
         ])
         self.assertEqual(open(self.config_path).read(), before)
-        self.assertIn(f"[send] accepted: peer_uid={NOBODY}", self.logged())
+        self.assertIn(f"connection accepted peer_uid={NOBODY}", self.logged())
 
     @defer.inlineCallbacks
     def test_can_on_own_mailbox(self):

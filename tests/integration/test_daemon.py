@@ -9,7 +9,7 @@ import sys
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest
 
 from aimx import service
@@ -18,6 +18,7 @@ from aimx.control.approvals import Expiry
 from aimx.auditlog import AuditLog
 from aimx.indexer import Indexer
 from aimx.webhooks import Webhooks
+from aimx.logs import event_line
 from aimx.ops import bind, datadir_readme
 from aimx.errors import ConfigError
 from aimx.store import keys
@@ -31,7 +32,7 @@ class LoggedTestCase(DaemonTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def logged(self) -> str:
-        return "\n".join(formatEvent(e) for e in self.events)
+        return "\n".join(event_line(e, journal=True) for e in self.events)
 
 
 class StartupTests(LoggedTestCase):
@@ -40,9 +41,8 @@ class StartupTests(LoggedTestCase):
         self.start_daemon()
         socket.create_connection(("127.0.0.1", self.port)).close()
         text = self.logged()
-        self.assertIn("aimx SMTP listener", text)
-        self.assertIn("bind:  127.0.0.1:", text)
-        self.assertIn("tls:   disabled", text)
+        self.assertIn(f"<6>aimx.smtp: listening address=127.0.0.1:{self.port} tls=disabled",
+                      text)
         with open(os.path.join(self.runtime_dir, "aimx.pid")) as f:
             self.assertEqual(f.read(), f"{os.getpid()}\n")
 
@@ -57,7 +57,7 @@ class StartupTests(LoggedTestCase):
         cert, key = (os.path.join(self.config_dir, n) for n in ("c.pem", "k.pem"))
         keys.generate_self_signed(cert, key, "localhost")
         self.start_daemon(self.options("--tls-cert", cert, "--tls-key", key))
-        self.assertIn("tls:   enabled", self.logged())
+        self.assertIn(f"listening address=127.0.0.1:{self.port} tls=enabled", self.logged())
 
     def test_dkim_key_missing(self):
         """A missing DKIM private key is fatal and binds nothing (case 3)."""
@@ -138,8 +138,8 @@ class ReloadTests(LoggedTestCase):
         self.start_daemon()
         self.write_config(base_config(self.data_dir, catchall=False, mailboxes={"carol": {}}))
         self.daemon.reload()
-        self.assertIn("SIGHUP: config reloaded from", self.logged())
-        self.assertIn("3 mailboxes", self.logged())
+        self.assertIn("<6>aimx.config: config reloaded path=", self.logged())
+        self.assertIn("mailboxes=3", self.logged())
         reply = yield self.smtp(PLAIN, ["carol@test.local"])
         self.assertEqual(reply[0], 250)
         self.assertEqual(len(self.inbox("carol")), 1)
@@ -150,12 +150,12 @@ class ReloadTests(LoggedTestCase):
         self.start_daemon()
         self.write_config("this is = = not toml")
         self.daemon.reload()
-        self.assertIn("Keeping previous config.", self.logged())
+        self.assertIn("config reload failed, keeping the previous config", self.logged())
         reply = yield self.smtp(PLAIN, ["alice@test.local"])
         self.assertEqual(reply[0], 250)
         self.write_config(base_config(self.data_dir, catchall=False))
         self.daemon.reload()
-        self.assertIn("2 mailboxes", self.logged())
+        self.assertIn("mailboxes=2", self.logged())
 
 
 class ShutdownTests(LoggedTestCase):
@@ -184,7 +184,7 @@ class ShutdownTests(LoggedTestCase):
         yield threads.deferToThread(client.quit)
         yield stopped
         self.assertEqual(len(self.inbox("alice")), 1)
-        self.assertIn("connections in-flight", self.logged())
+        self.assertIn("<6>aimx.smtp: listener shutting down connections=1", self.logged())
 
 
 class ProcessTests(DaemonTestCase):
@@ -313,7 +313,7 @@ class SignalTests(DaemonTestCase):
         proc = await self.serve("--bind", "127.0.0.1:0")
         self.write_config(base_config(self.data_dir, mailboxes={"dave": {}}))
         proc.send_signal(signal.SIGHUP)
-        await self.log_says(proc, "SIGHUP: config reloaded")  # the reload is asynchronous
+        await self.log_says(proc, "config reloaded")  # the reload is asynchronous
         await self.smtp(message(message_id="d@x"), ["dave@test.local"])
         self.assertEqual(len(self.inbox("dave")), 1)
         proc.send_signal(signal.SIGTERM)
@@ -394,7 +394,7 @@ class ListenerTests(LoggedTestCase):
         self.assertEqual(str(e), f"Failed to bind to 127.0.0.1:{port}: [Errno 98] "
                                  "Address already in use")
         self.assertEqual(daemon.smtp.ports, [])
-        self.assertNotIn("bind:", self.logged())
+        self.assertNotIn("listening", self.logged())
         self.assertFalse(os.path.exists(self.pid_file))
         self.assertFalse(os.path.lexists(os.path.join(self.runtime_dir, "aimx.sock")))
 

@@ -19,10 +19,11 @@ import tempfile
 
 from twisted.internet import defer, threads
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 
 from aimx.control import aioclient, wire
 from aimx.errors import MalformedError, PolicyError
+from aimx.logs import event_line
 from aimx.testing import fakes
 from tests.integration.base import DOMAIN, stop_daemon
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
@@ -110,8 +111,9 @@ class RefusalTests(GuardTestCase):
         self.assertNothingLeft()
         await self.send(submission(sender=SUPPORT, to="alice@partner.example, x@customer.example"))
         self.assertEqual(len(self.dropped()), 1)
-        logged = "\n".join(formatEvent(e) for e in self.events)
-        self.assertIn("verdict=refuse rule=outbound.deny", logged)
+        logged = "\n".join(event_line(e, journal=True) for e in self.events)
+        self.assertIn("<5>aimx.send: policy mailbox=", logged)
+        self.assertIn(" verdict=refuse rule=outbound.deny reason=", logged)
 
     async def test_raw_attachments(self):
         """MIME attachment parts are refused under a policy; alice's own policy says the

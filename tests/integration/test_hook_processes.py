@@ -17,12 +17,14 @@ from datetime import datetime
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from aimx import hooks
 from aimx.core import events
 from aimx.core.config import Config, MailboxConfig, derive_hook_name, make_hook
+from aimx.logs import event_line
+from aimx.ops import logline
 from aimx.core.hookspec import HookEvent
 from aimx.hooks import HookRunner, ProcessGroups
 from tests.test_hooks import DOMAIN, sh
@@ -107,12 +109,17 @@ class ProcessTestCase(TestCase):
             return f.read()
 
     def lines(self) -> list[str]:
-        return [
-            formatEvent(e) for e in self.events if e.get("log_namespace") == "aimx.hook"
-        ]
+        return [event_line(e, journal=True) for e in self.events
+                if e.get("log_namespace") == "aimx.hook"]
 
     def line(self, needle: str) -> str:
         [found] = [line for line in self.lines() if needle in line]
+        return found
+
+    def result(self, hook_name: str) -> logline.Line:
+        """The logged result of the hook C{hook_name}'s run, read back."""
+        [found] = [line for line in map(logline.read, self.lines())
+                   if line.message == "hook result" and line.fields["hook_name"] == hook_name]
         return found
 
 
@@ -137,15 +144,15 @@ class GateAndEnvironmentTests(ProcessTestCase):
         yield self.fire(self.mailbox(hook), "none")
         self.assertEqual(
             self.line("skipped"),
-            f"hook_name=quiet event=on_receive mailbox=alice skipped: trusted=none "
-            f"fire_on_untrusted=false email_id={STEM}",
+            f"<6>aimx.hook: hook skipped hook_name=quiet event=on_receive mailbox=alice "
+            f"skipped=trust trusted=none fire_on_untrusted=false email_id={STEM}",
         )
 
     @defer.inlineCallbacks
     def test_no_hooks_logged(self):
         """A mailbox without on_receive hooks says so."""
         yield self.fire(self.mailbox(make_hook("after_send", ["/bin/true"])), "true")
-        self.assertIn("No hooks found for event=on_receive mailbox=alice", self.lines())
+        self.assertIn("<6>aimx.hook: no hooks event=on_receive mailbox=alice", self.lines())
 
     @defer.inlineCallbacks
     def test_environment(self):
@@ -281,17 +288,18 @@ class OutcomeTests(ProcessTestCase):
         line = self.line("exit_code=")
         self.assertRegex(
             line,
-            f"^hook_name=ok event=on_receive mailbox=alice owner={self.owner} sandbox=setuid "
-            f"email_id={STEM} exit_code=0 duration_ms=[0-9]+ timed_out=false "
-            'stderr_tail=""$',
+            f"^<6>aimx.hook: hook result hook_name=ok event=on_receive mailbox=alice "
+            f"owner={self.owner} sandbox=setuid email_id={STEM} exit_code=0 "
+            'duration_ms=[0-9]+ timed_out=false stderr_tail=""$',
         )
-        self.assertIn("firing hook_name=ok event=on_receive mailbox=alice", self.lines()[0])
+        self.assertIn("<6>aimx.hook: firing hook_name=ok event=on_receive mailbox=alice",
+                      self.lines()[0])
         [event] = [e for e in self.events if "duration_ms" in e]
         self.assertEqual(
-            {k: event[k] for k in ("hook_name", "mailbox", "event", "email_id", "message_id",
-                                   "exit_code", "timed_out")},
+            {k: event[k] for k in ("hook_name", "mailbox", "event", "email_id", "exit_code",
+                                   "timed_out")},
             {"hook_name": "ok", "mailbox": "alice", "event": "on_receive", "email_id": STEM,
-             "message_id": "m1@gmail.com", "exit_code": 0, "timed_out": "false"},
+             "exit_code": 0, "timed_out": False},
         )
 
     @defer.inlineCallbacks
@@ -300,9 +308,10 @@ class OutcomeTests(ProcessTestCase):
         hook = make_hook("on_receive", sh("echo boom >&2; exit 3"), name="b", fire_on_untrusted=True)
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual((result.exit_code, result.stderr), (3, b"boom\n"))
-        self.assertIn('exit_code=3 duration_ms=', self.line("stderr_tail="))
-        self.assertTrue(self.line("stderr_tail=").endswith('stderr_tail="boom\\n"'))
-        self.assertEqual(self.line("exited with code"), "hook_name=b exited with code 3: boom")
+        line = self.line("stderr_tail=")
+        self.assertTrue(line.startswith("<4>aimx.hook: hook result hook_name=b "), line)
+        self.assertIn('exit_code=3 duration_ms=', line)
+        self.assertTrue(line.endswith('stderr_tail="boom\\n"'), line)
 
     @defer.inlineCallbacks
     def test_large_output(self):
@@ -325,8 +334,10 @@ class OutcomeTests(ProcessTestCase):
                          name="slow", fire_on_untrusted=True, timeout_secs=1)
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual((result.timed_out, result.exit_code), (True, -1))
-        self.assertIn("timed_out=true", self.line("stderr_tail="))
-        self.assertEqual(self.line("timed out after"), "hook_name=slow timed out after 1000ms")
+        line = self.line("stderr_tail=")
+        self.assertTrue(line.startswith("<4>aimx.hook: hook result hook_name=slow "), line)
+        self.assertIn("timed_out=true", line)
+        self.assertTrue(line.endswith(" timeout_ms=1000"), line)
         self.assertFalse(os.path.exists(self.path("M")))
 
     @defer.inlineCallbacks
@@ -378,14 +389,13 @@ class OutcomeTests(ProcessTestCase):
         )
         results = yield self.fire(mailbox)
         self.assertEqual(results[0].error[0], "spawn-failed")
-        line = self.line("hook_name=gone event=on_receive mailbox=alice owner=" + self.owner + " sandbox")
+        line = self.line("hook result hook_name=gone")
+        self.assertTrue(line.startswith("<4>aimx.hook: hook result "), line)
         self.assertIn("sandbox=- email_id=", line)
         self.assertIn("exit_code=-1", line)
-        self.assertEqual(
-            self.line("exec error"),
-            "hook_name=gone exec error (spawn-failed): exec /nonexistent/hook: "
-            "No such file or directory",
-        )
+        self.assertTrue(line.endswith(
+            'exec_error=spawn-failed error="exec /nonexistent/hook: No such file or directory"'
+        ), line)
         self.assertTrue(os.path.exists(self.path("NEXT")))
 
     @defer.inlineCallbacks
@@ -397,8 +407,8 @@ class OutcomeTests(ProcessTestCase):
         [result] = yield self.fire(self.mailbox(hook))
         self.assertEqual(result.error[0], "spawn-failed")
         self.assertEqual(
-            self.line("exec error"),
-            f"hook_name=nodir exec error (spawn-failed): chdir {box}: No such file or directory",
+            (self.result("nodir").fields["exec_error"], self.result("nodir").fields["error"]),
+            ("spawn-failed", f"chdir {box}: No such file or directory"),
         )
 
     @defer.inlineCallbacks
@@ -407,7 +417,8 @@ class OutcomeTests(ProcessTestCase):
         hook = make_hook("on_receive", ["true"], name="rel", fire_on_untrusted=True)
         results = yield self.fire(self.mailbox(hook))
         self.assertEqual(results, [])
-        self.assertIn("hook_name=rel resolve_argv error: cmd[0] 'true'", self.line("resolve_argv"))
+        self.assertIn("<4>aimx.hook: hook not fired hook_name=rel mailbox=alice "
+                      "reason=\"cmd[0] 'true'", self.line("not fired"))
 
     @defer.inlineCallbacks
     def test_catchall_refused(self):
@@ -418,8 +429,8 @@ class OutcomeTests(ProcessTestCase):
         self.assertFalse(os.path.exists(self.path("M")))
         self.assertEqual(
             self.line("catchall"),
-            "catchall mailbox 'catchall' has 1 configured hook(s) but catchall hooks are "
-            "forbidden; refusing to fire",
+            "<4>aimx.hook: hooks on the catchall are forbidden, not fired mailbox=catchall "
+            "hooks=1",
         )
 
 
@@ -527,12 +538,11 @@ class IdentityTests(ProcessTestCase):
         [result] = yield runner.dispatch(self.received(mailbox))
         self.assertEqual((result.exit_code, result.sandbox), (-1, "-"))
         self.assertFalse(os.path.exists(self.path("M")))
-        self.assertIn("sandbox=- email_id=", self.line("stderr_tail="))
-        self.assertEqual(
-            self.line("exec error"),
-            "hook_name=h exec error (user-not-found): user 'aimx-no-such-user' not found "
-            "on this host",
-        )
+        line = self.line("stderr_tail=")
+        self.assertIn("sandbox=- email_id=", line)
+        self.assertTrue(line.endswith(
+            "exec_error=user-not-found error=\"user 'aimx-no-such-user' not found on this "
+            "host\""), line)
 
     @defer.inlineCallbacks
     def test_owner_missing_not_root(self):
@@ -543,8 +553,8 @@ class IdentityTests(ProcessTestCase):
         [result] = yield runner.dispatch(self.received(mailbox))
         self.assertEqual(result.stdout.strip(), str(os.geteuid()).encode())
         self.assertIn(
-            "run_as 'aimx-no-such-user' not found and caller is non-root: running hook as "
-            "current user",
+            f"<4>aimx.hook: hook owner not found, running the hook as the daemon's user "
+            f"hook_name={hook.name} mailbox=alice owner=aimx-no-such-user",
             self.lines(),
         )
 
@@ -627,11 +637,13 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual([(r.exit_code, r.sandbox, r.error[0]) for r in results],
                          3 * [(-1, "-", "spawn-failed")])
         self.assertEqual(
-            [line for line in self.lines() if "exec error" in line],
-            ["hook_name=gone exec error (spawn-failed): exec /nonexistent/hook: "
-             "No such file or directory",
-             f"hook_name=plain exec error (spawn-failed): exec {plain}: Permission denied",
-             f"hook_name=dir exec error (spawn-failed): exec {self.out}: Permission denied"],
+            [(line.fields["hook_name"], line.priority, line.fields["exec_error"],
+              line.fields["error"])
+             for line in map(logline.read, self.lines()) if "exec_error" in line.fields],
+            [("gone", logline.WARNING, "spawn-failed",
+              "exec /nonexistent/hook: No such file or directory"),
+             ("plain", logline.WARNING, "spawn-failed", f"exec {plain}: Permission denied"),
+             ("dir", logline.WARNING, "spawn-failed", f"exec {self.out}: Permission denied")],
         )
 
     @defer.inlineCallbacks
@@ -646,11 +658,10 @@ class IdentityTests(ProcessTestCase):
         hook = make_hook("on_receive", [program], name="hidden", fire_on_untrusted=True)
         [result] = yield self.fire(self.mailbox(hook, owner=user.pw_name))
         self.assertEqual(result.exit_code, 126)
-        self.assertEqual(
-            self.line("exited with code"),
-            f"hook_name=hidden exited with code 126: unshare: failed to execute {program}: "
-            "Permission denied",
-        )
+        line = self.result("hidden")
+        self.assertEqual((line.priority, line.fields["exit_code"], line.fields["stderr_tail"]),
+                         (logline.WARNING, "126",
+                          f"unshare: failed to execute {program}: Permission denied\n"))
 
     @defer.inlineCallbacks
     def test_no_unshare(self):
@@ -664,9 +675,9 @@ class IdentityTests(ProcessTestCase):
         self.assertEqual((result.exit_code, result.error[0]), (-1, "spawn-failed"))
         self.assertFalse(os.path.exists(self.path("M")))
         self.assertEqual(
-            self.line("exec error"),
-            f"hook_name=h exec error (spawn-failed): unshare (util-linux) not found in "
-            f"{self.out}: cannot run as nobody",
+            (self.result("h").fields["exec_error"], self.result("h").fields["error"]),
+            ("spawn-failed", f"unshare (util-linux) not found in {self.out}: cannot run as "
+                             "nobody"),
         )
 
 
@@ -705,9 +716,8 @@ class StdinSourceTests(ProcessTestCase):
         self.assertEqual(results[-1].exit_code, 0, (results[-1].error, results[-1].stderr))
         self.assertEqual(self.read(name), b"")
         self.assertEqual(
-            self.line("hook stdin"),
-            f"hook_name={name} hook stdin: open {self.stored} failed: {why}; "
-            "piping empty payload",
+            logline.read(self.line("hook stdin")).fields,
+            {"hook_name": name, "mailbox": "alice", "path": self.stored, "error": why},
         )
 
     @defer.inlineCallbacks

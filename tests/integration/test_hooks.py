@@ -7,8 +7,9 @@ import tempfile
 
 from twisted.internet import defer, threads, utils
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 
+from aimx.logs import event_line
 from aimx.testing.fakes import hook_table, message
 from tests.integration.base import DOMAIN, DaemonTestCase, base_config
 
@@ -56,7 +57,8 @@ class HookDaemonTestCase(DaemonTestCase):
             return f.read()
 
     def hook_lines(self) -> list[str]:
-        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "aimx.hook"]
+        return [event_line(e, journal=True) for e in self.events
+                if e.get("log_namespace") == "aimx.hook"]
 
 
 class TrustGateTests(HookDaemonTestCase):
@@ -93,9 +95,9 @@ class TrustGateTests(HookDaemonTestCase):
         self.assertFalse(os.path.exists(self.path("fired")))
         [skip] = [line for line in self.hook_lines() if "skipped" in line]
         self.assertTrue(skip.startswith(
-            "hook_name=notify event=on_receive mailbox=alice skipped: trusted=false "
-            "fire_on_untrusted=false email_id="
-        ))
+            "<6>aimx.hook: hook skipped hook_name=notify event=on_receive mailbox=alice "
+            "skipped=trust trusted=false fire_on_untrusted=false email_id="
+        ), skip)
 
     @defer.inlineCallbacks
     def test_unaligned_signature(self):
@@ -155,7 +157,10 @@ class DeliveryTests(HookDaemonTestCase):
         yield self.daemon.hooks.idle()
         self.assertEqual(reply[0], 250)
         self.assertEqual(len(self.inbox("alice")), 1)
-        self.assertIn("hook_name=boom exited with code 3: boom", self.hook_lines())
+        [result] = [line for line in self.hook_lines() if "hook result" in line]
+        self.assertTrue(result.startswith("<4>aimx.hook: hook result hook_name=boom "), result)
+        self.assertIn(' exit_code=3 ', result)
+        self.assertTrue(result.endswith(' stderr_tail="boom\\n"'), result)
 
     @defer.inlineCallbacks
     def test_environment(self):
@@ -224,5 +229,6 @@ class IngestTests(HookDaemonTestCase):
         [path] = self.inbox("alice")
         with open(path) as f:
             self.assertEqual(self.read("stdin"), f.read())
-        self.assertIn(b"aimx::hook hook_name=sync event=on_receive mailbox=alice", err)
+        self.assertRegex(err, rb"(?m)^\S+ info aimx.hook: hook result hook_name=sync "
+                              rb"event=on_receive mailbox=alice ")
         self.assertIn(b"exit_code=0", err)

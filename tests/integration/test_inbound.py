@@ -237,7 +237,8 @@ class RoutingTests(DaemonTestCase):
         )
         with open(os.path.join(os.path.dirname(path), "attachment-1"), "rb") as f:
             self.assertTrue(f.read().endswith(b"innermost"))
-        problems = [e["problem"] for e in events if "problem" in e]
+        problems = [e["problem"] for e in events
+                    if e.get("log_namespace") == "aimx.inbound" and "problem" in e]
         self.assertEqual(problems, ["part 1 kept raw (RecursionError)"])
 
     @defer.inlineCallbacks
@@ -670,9 +671,9 @@ class LogInjectionTests(DaemonTestCase):
         self.start_daemon()
 
     def lines(self) -> list[str]:
-        from twisted.logger import formatEvent
+        from aimx.logs import event_line
 
-        return [formatEvent(e) for e in self.events
+        return [event_line(e, journal=True) for e in self.events
                 if str(e.get("log_namespace", "")).startswith("aimx")]
 
     @defer.inlineCallbacks

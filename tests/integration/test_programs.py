@@ -21,6 +21,28 @@ class RunProgramTests(SynchronousTestCase):
         self.assertEqual((done.returncode, done.stdout, done.stderr), (3, "out\n", "err\n"))
 
 
+class StreamProgramTests(SynchronousTestCase):
+    def test_lines_as_they_come(self):
+        """Each line of its output, with its end, then its exit status."""
+        lines = []
+        status = programs.stream_program(["sh", "-c", "echo a; printf 'b\\nc'; exit 4"],
+                                         lines.append)
+        self.assertEqual((status, lines), (4, ["a\n", "b\n", "c"]))
+
+    def test_missing_program(self):
+        """A program that does not exist is exit status 127, not an exception."""
+        self.assertEqual(programs.stream_program(["/nonexistent/aimx-x"], self.fail), 127)
+
+    def test_interrupted(self):
+        """An exception from the reader (Ctrl-C) kills the program and is raised."""
+
+        def interrupt(line):
+            raise KeyboardInterrupt
+
+        self.assertRaises(KeyboardInterrupt, programs.stream_program,
+                          ["sh", "-c", "echo a; exec sleep 60"], interrupt)
+
+
 class OwnEnvironmentTests(SynchronousTestCase):
     """With an environment of its own: its PATH, its variables, no stdin."""
 

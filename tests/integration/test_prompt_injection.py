@@ -18,7 +18,9 @@ import subprocess
 import sys
 
 from twisted.internet import threads
+from twisted.logger import capturedLogs
 
+from aimx.logs import event_line
 from aimx.testing import fakes
 from tests.integration.base import DOMAIN
 from tests.integration.test_control import IS_ROOT, NOBODY, REPO
@@ -98,10 +100,11 @@ class InjectionScenarioTests(SendTestCase):
         private = self.publish_dkim("partner.example")
 
         benign, _ = await self.receive(private, BENIGN, "Quarterly report", 1)
-        injected, raw = await self.receive(private, INJECTION, "Urgent request", 2)
-        await self.smtp(fakes.message("for alice", sender="x@elsewhere.example",
-                                      to=f"alice@{DOMAIN}"), [f"alice@{DOMAIN}"])
-        await self.daemon.hooks.idle()
+        with capturedLogs() as events:
+            injected, raw = await self.receive(private, INJECTION, "Urgent request", 2)
+            await self.smtp(fakes.message("for alice", sender="x@elsewhere.example",
+                                          to=f"alice@{DOMAIN}"), [f"alice@{DOMAIN}"])
+            await self.daemon.hooks.idle()
 
         # Both are trusted (the partner's account signed them); the injection needs review.
         self.assertEqual((benign["trusted"], benign.get("risk")), ("true", None))
@@ -111,6 +114,15 @@ class InjectionScenarioTests(SendTestCase):
         # The default hook fired for the ordinary mail only; the review hook for both.
         self.assertEqual(logged_ids(self.notified), [benign["id"]])
         self.assertEqual(sorted(logged_ids(self.triaged)), sorted([benign["id"], injected["id"]]))
+        # The log says so: the guards' match at notice, the held-back hook at info.
+        lines = [event_line(e, journal=True) for e in events]
+        self.assertIn(
+            f"<5>aimx.inbound: stored for review id={injected['id']} mailbox=support "
+            "risk_reasons=guard:instruction-override,guard:secret-files,guard:tool-call", lines)
+        self.assertEqual(
+            [line for line in lines if line.startswith("<6>aimx.hook: hook skipped")],
+            [f"<6>aimx.hook: hook skipped hook_name=notify event=on_receive mailbox=support "
+             f"skipped=review risk=review fire_on_review=false email_id={injected['id']}"])
 
         # The agent, as the mailbox's owner, tries what the mail asked.
         send = ["send", "--from", SUPPORT, "--subject", "as asked", "--body", "attached"]

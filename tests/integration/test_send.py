@@ -21,7 +21,7 @@ import tempfile
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 
 from aimx.auth.resolver import Resolver
 from aimx.control import aioclient, client, commands, wire
@@ -34,6 +34,7 @@ from aimx.errors import (
     MalformedError,
     TempError,
 )
+from aimx.logs import event_line
 from aimx.store import keys
 from aimx.loopback.smtpsink import SmtpSink, listen_all
 from aimx.testing.fakes import hook_table, message
@@ -394,9 +395,10 @@ class StartupTests(DaemonTestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.environ["AIMX_TEST_MAIL_DROP"] = "/tmp/some-drop"
         self.start_daemon()
-        logged = "\n".join(formatEvent(e) for e in events)
-        self.assertIn("AIMX_TEST_MAIL_DROP is set. Outbound mail will be written to "
-                      "/tmp/some-drop and NOT delivered", logged)
+        logged = "\n".join(event_line(e, journal=True) for e in events)
+        self.assertIn("<4>aimx.daemon: AIMX_TEST_MAIL_DROP is set: outbound mail is written to "
+                      "a directory and NOT delivered, for tests only; unset it on production "
+                      "hosts path=/tmp/some-drop", logged)
 
     def test_bad_out_port(self):
         """A bad AIMX_SMTP_OUT_PORT stops start-up and names the variable."""

@@ -12,10 +12,11 @@ import os
 from standardwebhooks import Webhook
 from twisted.internet import defer, reactor, ssl, task
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.web import resource, server
 
 from aimx.core import webhook
+from aimx.logs import event_line
 from aimx.store import keys, webhookfiles
 from aimx.testing.fakes import message
 from tests.integration.base import (
@@ -106,7 +107,7 @@ class WebhookTestCase(DaemonTestCase):
         return webhookfiles.load(self.data_dir)
 
     def logged(self) -> str:
-        return "\n".join(formatEvent(e) for e in self.events)
+        return "\n".join(event_line(e, journal=True) for e in self.events)
 
 
 class DeliveryTests(WebhookTestCase):
@@ -170,7 +171,8 @@ class DeliveryTests(WebhookTestCase):
         yield defer.Deferred.fromCoroutine(self.until(
             lambda: load_toml(config)["mailboxes"]["alice"]["hooks"][0].get("disabled"),
             "the hook disabled"))
-        self.assertIn("answered 410 Gone", self.logged())
+        self.assertIn("webhook receiver answered 410 Gone, hook disabled hook_name=agent",
+                      self.logged())
         self.assertTrue(self.daemon.live.current.mailbox("alice").hooks[0].disabled)
         yield self.mail("second")
         yield self.daemon.hooks.idle()
