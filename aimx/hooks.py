@@ -267,6 +267,8 @@ class HookRunner:
     @param spawn: L{spawn_process} without its reactor.
     @param unshare_path: where to find C{unshare}, which a root daemon drops
         privileges with; without it a root daemon runs no hook of another owner.
+    @param webhooks: spools the C{type = "webhook"} hooks' events
+        (L{aimx.webhooks.Webhooks}); C{None}: they are skipped.
     """
 
     def __init__(
@@ -284,6 +286,7 @@ class HookRunner:
         audit=None,
         spawn=None,
         unshare_path: str = UNSHARE_PATH,
+        webhooks=None,
     ):
         self.reactor = reactor
         self.config = config
@@ -299,6 +302,7 @@ class HookRunner:
         self.spawn = functools.partial(spawn_process, reactor) if spawn is None else spawn
         self.unshare = shutil.which("unshare", path=unshare_path)
         self.unshare_path = unshare_path
+        self.webhooks = webhooks
         self._busy: set[defer.Deferred] = set()
         self._idle = IdleWaiters()
 
@@ -416,6 +420,9 @@ class HookRunner:
                 continue
             if skipped is not None:
                 continue  # the sender's rate: logged when planned (on_received)
+            if hook.disabled or hook.type == "webhook":
+                await self._spool(event, hook)
+                continue
             await self.slots.acquire()
             try:
                 results.append(await self._fire(event, hook, config.data_dir))
@@ -424,6 +431,20 @@ class HookRunner:
             finally:
                 self.slots.release()
         return results
+
+    async def _spool(self, event: HookEvent, hook) -> None:
+        """A webhook's event goes to its spool (docs/hooks.md, "Webhooks"); a disabled
+        hook's goes nowhere."""
+        if hook.disabled or self.webhooks is None:
+            log.info("hook skipped", hook_name=hook.name, event=event.event,
+                     mailbox=event.mailbox.name,
+                     skipped="disabled" if hook.disabled else "no webhook delivery",
+                     email_id=event.id)
+            return
+        try:
+            await self.webhooks.enqueue(event, hook)
+        except Exception:
+            log.failure("webhook not queued", hook_name=hook.name, mailbox=event.mailbox.name)
 
     async def _fire(self, event: HookEvent, hook, data_dir: str) -> HookResult:
         start = self.clock.seconds()

@@ -210,12 +210,11 @@ class Outbox:
                 replies = await self.local(envelope)
             except Exception:
                 # As over SMTP, where any other failure of the chain is a 451.
-                log.failure("local delivery crashed", mailbox=sub.mailbox.name,
-                            rcpts=routable)
+                log.failure("local delivery crashed", sender=sender, rcpts=routable)
                 replies = [(rcpt, LOCAL_FAILED) for rcpt in routable]
             results.extend(delivery.local_result(rcpt, status) for rcpt, status in replies)
         for result in results:
-            log.info("local delivery", mailbox=sub.mailbox.name, rcpt=result.rcpt,
+            log.info("local delivery", sender=sender, rcpt=result.rcpt,
                      status=result.status, details=result.details)
         return results
 

@@ -4,12 +4,13 @@ C{twistd -n aimx} and C{aimx serve} both call L{makeService}.  Start-up follows
 docs/cli.md, "aimx serve": a fatal problem raises C{SystemExit} with one clear line.
 """
 
+import ipaddress
 import os
 import signal
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer, ssl, threads
 from twisted.python import threadpool, usage
 
 from aimx.auditlog import AuditLog
@@ -23,6 +24,7 @@ from aimx.core import audit
 from aimx.ops import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
+from aimx.webhooks import Webhooks
 from aimx.indexer import Indexer
 from aimx.listening import ListenError, endpoint, listen
 from aimx import logs
@@ -310,6 +312,26 @@ def _out_port(environ) -> int:
     return int(raw)
 
 
+def _own_addresses(ports) -> tuple[str, ...]:
+    """The addresses the SMTP listener is bound to by name (a wildcard is no address)."""
+    found = []
+    for port in ports:
+        host = getattr(port.getHost(), "host", None)
+        if host and not ipaddress.ip_address(host.split("%")[0]).is_unspecified:
+            found.append(host)
+    return tuple(found)
+
+
+def _trust_root(environ):
+    """The webhooks' TLS trust root: C{SSL_CERT_FILE}'s certificates when it is set
+    (as OpenSSL reads it), else the platform's."""
+    path = environ.get("SSL_CERT_FILE")
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(f.read())])
+
+
 def build(
     options: Options, reactor=None, limits: SmtpLimits = SmtpLimits(), environ=os.environ,
     resolver: Resolver | None = None, auth_budget: float = BUDGET,
@@ -378,8 +400,15 @@ def build(
     # Stopped after every service that records (its stop writes what is queued).
     daemon.audit = AuditLog(config=live, clock=reactor, run_in_thread=run_in_thread)
     daemon.audit.setServiceParent(daemon)
+    daemon.webhooks = Webhooks(
+        reactor, config=lambda: live.current, config_dir=options["config-dir"],
+        data_dir=config.data_dir, resolver=resolver, run_in_thread=run_in_thread,
+        run_dns=run_dns, own_addresses=lambda: _own_addresses(daemon.smtp.ports),
+        trust_root=_trust_root(environ),
+    )
+    daemon.webhooks.setServiceParent(daemon)
     daemon.hooks = HookRunner(reactor, config=live, environ=environ,
-                              audit=daemon.audit.record)
+                              audit=daemon.audit.record, webhooks=daemon.webhooks)
     inbound.listeners.append(daemon.hooks.on_received)
     daemon.smtp = SmtpListener(reactor, factory, options.binds)
     daemon.smtp.setServiceParent(daemon)
@@ -411,11 +440,13 @@ def build(
         run_in_thread=run_in_thread,
         outbox=outbox,
         index=daemon.index,
+        webhooks=daemon.webhooks,
         audit=daemon.audit,
     )
     # Mail to the approval address that is an approval reply (docs/guardrails.md).
     inbound.approval_replies = control.approvals.on_reply
     daemon.approvals = control.approvals
+    daemon.webhooks.disable = control.hook_disable
     daemon.control = ControlSocket(
         reactor,
         os.path.join(options["runtime-dir"], SOCKET_NAME),

@@ -392,10 +392,10 @@ class HookValidationTests(_Case):
 
     def test_bad_type(self):
         """Acceptance 11: a non-cmd type is refused."""
-        message = self.hook_error('event = "on_receive"\ntype = "webhook"\ncmd = ["/bin/true"]')
+        message = self.hook_error('event = "on_receive"\ntype = "fax"\ncmd = ["/bin/true"]')
         self.assertIn(
-            "hook '<anonymous>' on mailbox 'alice' has unsupported type 'webhook': only `cmd` "
-            "is supported",
+            "hook '<anonymous>' on mailbox 'alice' has unsupported type 'fax': only `cmd` "
+            "and `webhook` are supported",
             message,
         )
 

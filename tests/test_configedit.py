@@ -191,7 +191,7 @@ class HookRequestTests(SynchronousTestCase):
         self.assertRefused(ValidationError, "hook has empty `cmd`", data=json.dumps({"cmd": []}))
         self.assertRefused(ValidationError, "hook has blank `cmd[0]`",
                            data=json.dumps({"cmd": [" "]}))
-        self.assertRefused(ValidationError, "unsupported type 'webhook'", data=body(type="webhook"))
+        self.assertRefused(ValidationError, "unsupported type 'fax'", data=body(type="fax"))
         self.assertRefused(ValidationError, "exceeds the max of 600", data=body(timeout_secs=601))
         self.assertRefused(ValidationError, "`timeout_secs = 0`: must be > 0",
                            data=body(timeout_secs=0))

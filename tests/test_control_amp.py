@@ -837,7 +837,7 @@ class HookTests(ControlTestCase):
         reply = self.connect(ALICE).call(commands.HookCreate, mailbox="alice",
                                          event="on_receive", name="alice_owner_ok",
                                          body=self.BODY)
-        self.assertEqual(reply, {"name": "alice_owner_ok"})
+        self.assertEqual(reply, {"name": "alice_owner_ok", "secret": None})
         self.assertEqual(self.connect(BOB).refused(
             AccessDenied, commands.HookCreate, mailbox="alice", event="on_receive",
             name="bob_try", body=self.BODY), "not authorized")

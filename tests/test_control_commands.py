@@ -314,7 +314,8 @@ class AmpCommandTests(SynchronousTestCase):
             sorted([b"SEND", b"HELD-LIST", b"HELD-SHOW", b"HELD-APPROVE", b"HELD-REJECT",
                     b"AUDIT-READ", b"MARK-READ", b"MARK-UNREAD", b"MAILBOX-CREATE",
                     b"MAILBOX-DELETE", b"MAILBOX-LIST", b"MAILBOX-SHOW", b"HOOK-CREATE",
-                    b"HOOK-DELETE", b"HOOK-LIST", b"MAIL-LIST", b"MAIL-SEARCH", b"MAIL-THREAD",
+                    b"HOOK-DELETE", b"HOOK-LIST", b"HOOK-ENABLE", b"HOOK-STATUS", b"HOOK-RETRY",
+                    b"MAIL-LIST", b"MAIL-SEARCH", b"MAIL-THREAD",
                     b"INDEX-REBUILD", b"INDEX-STATUS", b"VERSION"]),
         )
 

@@ -16,7 +16,7 @@ from aimx.ops import logline
 
 UTC = datetime.timezone.utc
 #: The namespaces docs/logging.md lists.
-NAMESPACES = {"aimx.daemon", "aimx.config", "aimx.smtp", "aimx.inbound", "aimx.trust",
+NAMESPACES = {"aimx.webhook", "aimx.daemon", "aimx.config", "aimx.smtp", "aimx.inbound", "aimx.trust",
               "aimx.hook", "aimx.send", "aimx.held", "aimx.control", "aimx.index",
               "aimx.dkim", "aimx.verifier", "aimx.audit"}
 

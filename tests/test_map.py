@@ -16,7 +16,7 @@ STACK = (
     (0, ("aimx.errors", "aimx.core", "aimx.ops")),
     (1, ("aimx.store", "aimx.host", "aimx.auth", "aimx.agents")),
     (2, ("aimx.logs", "aimx.idle", "aimx.auditlog", "aimx.listening", "aimx.indexer", "aimx.smtp", "aimx.control",
-         "aimx.hooks", "aimx.outbox", "aimx.verifier", "aimx.loopback", "aimx.service")),
+         "aimx.webhooks", "aimx.hooks", "aimx.outbox", "aimx.verifier", "aimx.loopback", "aimx.service")),
     (3, ("aimx.mcp", "aimx.cli", "aimx.__main__")),
 )
 RANK = {unit: rank for rank, unit in enumerate(u for _, units in STACK for u in units)}

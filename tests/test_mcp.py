@@ -819,7 +819,7 @@ class ServerTests(SynchronousTestCase):
                          ["from_mailbox", "to", "subject", "body"])
         self.assertEqual(list(tools_["hook_create"].input_schema["properties"]),
                          ["mailbox", "event", "cmd", "name", "timeout_secs", "fire_on_untrusted",
-                          "fire_on_review"])
+                          "fire_on_review", "url"])
         self.assertNotIn("required", tools_["hook_list"].input_schema)
         text_only = tools_["email_send"].input_schema["properties"]["text_only"]["description"]
         self.assertIn("do NOT use it for formatted prose", text_only)

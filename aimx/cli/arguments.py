@@ -245,12 +245,20 @@ def hooks(sub, common) -> None:
     create = actions.add_parser("create", parents=[common], help="add a hook")
     create.add_argument("--mailbox", required=True)
     create.add_argument("--event", required=True, choices=EVENTS)
-    create.add_argument(
+    what = create.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--cmd",
-        required=True,
         metavar="CMD",
         help="the program's absolute path, or its argv as a JSON array of strings",
     )
+    what.add_argument("--webhook", metavar="URL",
+                      help="POST signed events to this URL instead (docs/hooks.md)")
+    create.add_argument("--secret-file", metavar="FILE",
+                        help="the webhook's whsec_ secret, read as you (default: generated)")
+    create.add_argument("--allow-insecure", action="store_true",
+                        help="let a webhook use plain http://")
+    create.add_argument("--allow-private", action="store_true",
+                        help="let a webhook reach private, loopback or own addresses")
     create.add_argument("--name", help="explicit hook name (default: derived)")
     create.add_argument("--timeout-secs", type=int, help="1..600 (default 60)")
     create.add_argument(
@@ -263,6 +271,16 @@ def hooks(sub, common) -> None:
     delete = actions.add_parser("delete", parents=[common], help="remove a hook")
     delete.add_argument("name")
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    enable = actions.add_parser("enable", parents=[common],
+                                help="enable a hook disabled by its receiver's 410")
+    enable.add_argument("name")
+    status = actions.add_parser("status", parents=[common],
+                                help="webhook deliveries pending, failing or dead-lettered")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    retry = actions.add_parser("retry", parents=[common],
+                               help="queue a webhook's dead-lettered deliveries again")
+    retry.add_argument("name")
 
 
 def held(sub, common) -> None:

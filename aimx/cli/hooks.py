@@ -1,4 +1,5 @@
-"""``aimx hooks`` (alias ``hook``), L3: list, create, delete (docs/cli.md, "aimx hooks").
+"""``aimx hooks`` (alias ``hook``), L3: list, create, delete, and for webhooks enable,
+status, retry (docs/cli.md, "aimx hooks").
 
 Every verb asks the daemon over the control socket.  When no daemon answers,
 root (with a readable config) edits config.toml directly; the change then takes
@@ -21,7 +22,15 @@ import stat
 from aimx.cli import session
 from aimx.cli.session import CliError, hook_missing, mailbox_missing
 from aimx.cli.term import clip, cmd_text, printed_plainly
-from aimx.control.wire import HookCreate, HookDelete, HookList, MailboxShow
+from aimx.control.wire import (
+    HookCreate,
+    HookDelete,
+    HookEnable,
+    HookList,
+    HookRetry,
+    HookStatus,
+    MailboxShow,
+)
 from aimx.errors import AimxError, DaemonNotRunning
 
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
@@ -65,7 +74,7 @@ async def list_(args, s: session.Session) -> int:
     for row in rows:
         s.term.say(
             f"{clip(row['name'], 28):<28} {clip(row['mailbox'], 20):<20} {row['event']:<11} "
-            f"{row['timeout_secs']:>7} {cmd_text(row['cmd'])}"
+            f"{row['timeout_secs']:>7} {row.get('url') or cmd_text(row['cmd'])}"
         )
     return 0
 
@@ -89,10 +98,17 @@ async def create(args, s: session.Session) -> int:
                      ("--fire-on-review", args.fire_on_review)):
         if args.event == "after_send" and on:
             raise CliError(f"{flag} is only valid on --event on_receive")
-    if not args.cmd.strip():
-        raise CliError("--cmd must not be empty")
-    cmd = parse_cmd(args.cmd)
-    fields = {"cmd": cmd, "fire_on_untrusted": args.fire_on_untrusted, "type": "cmd"}
+    if args.webhook is not None:
+        fields = webhook_fields(args)
+        cmd = None
+    else:
+        for flag in ("secret_file", "allow_insecure", "allow_private"):
+            if getattr(args, flag):
+                raise CliError(f"--{flag.replace('_', '-')} is only valid with --webhook")
+        if not args.cmd.strip():
+            raise CliError("--cmd must not be empty")
+        cmd = parse_cmd(args.cmd)
+        fields = {"cmd": cmd, "fire_on_untrusted": args.fire_on_untrusted, "type": "cmd"}
     if args.fire_on_review:
         fields["fire_on_review"] = True
     if args.timeout_secs not in (None, DEFAULT_HOOK_TIMEOUT):
@@ -109,13 +125,18 @@ async def create(args, s: session.Session) -> int:
             raise mailbox_missing(args.mailbox) from None
         configedit.check_hook_target(config, target)
         hook = configedit.parse_hook_request(args.event, args.name, body)
-        s.write_config(configedit.add_hook(config, args.mailbox, hook))
+        new = configedit.add_hook(config, args.mailbox, hook)
+        secret = _store_secret(s, hook, body) if cmd is None else None
+        s.write_config(new)
         s.term.success(f"Hook created: {hook.name}")
         s.term.say(s.pending_note())
         facts = _facts_from_config(config, args.mailbox)
     else:
         s.term.success(f"Hook created: {reply['name']} (live via daemon)")
+        secret = reply.get("secret")
         facts = await _mailbox_facts(s, args.mailbox)
+    if secret is not None:
+        s.term.say(f"Webhook secret (shown once; your receiver verifies with it): {secret}")
     uid = gid = None
     owner = "the mailbox owner"
     if facts is not None:
@@ -125,10 +146,51 @@ async def create(args, s: session.Session) -> int:
         owner = facts["owner"]
         ids = s.passwd.owner(owner)
         uid, gid = ids.uid, ids.gid
-    problem = program_problem(cmd[0], owner, uid, gid, s.passwd)
+    problem = None if cmd is None else program_problem(cmd[0], owner, uid, gid, s.passwd)
     if problem:
         s.term.warn(f"Warning: hook program {problem}")
     return 0
+
+
+def webhook_fields(args) -> dict:
+    """The HOOK-CREATE body of C{--webhook}: the secret file is read here, as the caller.
+
+    @raise CliError: the secret file cannot be read.
+    """
+    fields = {"type": "webhook", "url": args.webhook, "fire_on_untrusted": args.fire_on_untrusted}
+    for flag in ("allow_insecure", "allow_private"):
+        if getattr(args, flag):
+            fields[flag] = True
+    if args.secret_file is not None:
+        from aimx.core.webhook import SECRET_FILE_CAP
+
+        try:
+            with open(args.secret_file, "rb") as f:
+                data = f.read(SECRET_FILE_CAP + 1)
+        except OSError as e:
+            raise CliError(f"cannot read --secret-file {args.secret_file}: {e.strerror}") from None
+        if len(data) > SECRET_FILE_CAP:
+            raise CliError(f"--secret-file {args.secret_file} is not a webhook secret "
+                           "(longer than 1 KiB)")
+        fields["secret"] = data.decode("ascii", "replace").strip()
+    return fields
+
+
+def _store_secret(s: session.Session, hook, body: str) -> str | None:
+    """Root, daemon down: store the webhook's secret as the daemon would.
+
+    @return: the secret when it was generated (to be shown once), else C{None}.
+    """
+    from aimx.core import configedit, webhook
+    from aimx.store import webhookfiles
+
+    key = configedit.request_secret(body)
+    generated = None
+    if key is None:
+        generated = webhook.make_secret(os.urandom(webhook.SECRET_BYTES))
+        key = webhook.parse_secret(generated)
+    webhookfiles.write_secret(s.args.config_dir, hook.name, key)
+    return generated
 
 
 async def _mailbox_facts(s: session.Session, name: str) -> dict | None:
@@ -323,7 +385,8 @@ async def delete(args, s: session.Session) -> int:
             term.say(f"  mailbox: {row['mailbox']}")
             term.say(f"  event:   {row['event']}")
             term.say(f"  timeout: {row['timeout_secs']}s")
-            term.say(f"  cmd:     {cmd_text(row['cmd'])}")
+            term.say(f"  {'url: ' if row.get('url') else 'cmd: '}    "
+                     f"{row.get('url') or cmd_text(row['cmd'])}")
 
         if not s.confirm_delete("Continue? [y/N] ", show):
             return 0
@@ -337,4 +400,29 @@ async def delete(args, s: session.Session) -> int:
     return 0
 
 
-VERBS = {"list": list_, "create": create, "delete": delete}
+async def enable(args, s: session.Session) -> int:
+    await s.call(HookEnable, name=args.name)
+    s.term.success(f"Hook enabled: {args.name}")
+    return 0
+
+
+async def status(args, s: session.Session) -> int:
+    rows = (await s.call(HookStatus, name=args.name))["hooks"]
+    if printed_plainly(s.term, rows, as_json=args.json, empty="No webhooks configured."):
+        return 0
+    s.term.say(s.term.bold(f"{'NAME':<28} {'PENDING':>7} {'FAILING':>7} {'DEAD':>5} LAST ERROR"))
+    for row in rows:
+        s.term.say(f"{clip(row['name'], 28):<28} {row['pending']:>7} {row['failing']:>7} "
+                   f"{row['dead']:>5} {clip(row.get('last_error') or '-', 60)}")
+    return 0
+
+
+async def retry(args, s: session.Session) -> int:
+    count = (await s.call(HookRetry, name=args.name))["requeued"]
+    s.term.success(f"Re-queued {count} dead-lettered deliver{'y' if count == 1 else 'ies'} "
+                   f"of {args.name}")
+    return 0
+
+
+VERBS = {"list": list_, "create": create, "delete": delete, "enable": enable,
+         "status": status, "retry": retry}

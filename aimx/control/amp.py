@@ -388,7 +388,7 @@ class ControlProtocol(amp.AMP):
     @commands.HookCreate.responder
     @_guarded
     async def hook_create(self, mailbox, event, name, body):
-        return {"name": await self.control.hook_create(self.caller, mailbox, event, name, body)}
+        return await self.control.hook_create(self.caller, mailbox, event, name, body)
 
     @commands.HookDelete.responder
     @_guarded
@@ -400,6 +400,22 @@ class ControlProtocol(amp.AMP):
     @_guarded
     async def hook_list(self):
         return {"hooks": self.control.hook_list(self.caller)}
+
+    @commands.HookEnable.responder
+    @_guarded
+    async def hook_enable(self, name):
+        await self.control.hook_enable(self.caller, name)
+        return {}
+
+    @commands.HookStatus.responder
+    @_guarded
+    async def hook_status(self, name):
+        return {"hooks": self.control.hook_status(self.caller, name)}
+
+    @commands.HookRetry.responder
+    @_guarded
+    async def hook_retry(self, name):
+        return {"requeued": await self.control.hook_retry(self.caller, name)}
 
     @commands.MailList.responder
     @_guarded

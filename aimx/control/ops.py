@@ -26,7 +26,7 @@ from aimx.control.listing import (
     visible_mailboxes,
 )
 from aimx.control.sendguard import SendGuard
-from aimx.core import audit, configedit, mailquery, outpolicy, submission
+from aimx.core import audit, configedit, mailquery, outpolicy, submission, webhook
 from aimx.core.assemble import (
     ATTACHMENT_LINE,
     ATTACHMENT_LINE_BYTES,
@@ -55,7 +55,7 @@ from aimx.errors import (
     ValidationError,
 )
 from aimx.logs import Logger
-from aimx.store import configfile, descriptors
+from aimx.store import configfile, descriptors, webhookfiles
 from aimx.store.mailboxdirs import count_entries, create_dirs, mailbox_dirs, remove_dirs, wipe
 from aimx.store.mailstore import mark_id
 from aimx.store.mailindex import FOLDERS
@@ -101,6 +101,9 @@ class Control:
     @param outbox: sends mail (L{aimx.outbox.Outbox}); None where SEND is not served.
     @param index: the mail indexes (L{aimx.indexer.Indexer}); None: counts are read
         from the files and the MAIL-* commands are not served.
+    @param webhooks: the webhook deliveries (L{aimx.webhooks.Webhooks}); None:
+        HOOK-STATUS and HOOK-RETRY are not served.
+    @param random: C{n -> n random bytes}, for generated webhook secrets.
     @param audit: the audit log (L{aimx.auditlog.AuditLog}); None: nothing is
         recorded and AUDIT-READ is not served.
     """
@@ -117,6 +120,8 @@ class Control:
         now=_utcnow,
         outbox=None,
         index=None,
+        webhooks=None,
+        random=os.urandom,
         audit=None,
     ):
         self.live = live
@@ -128,6 +133,8 @@ class Control:
         self.now = now
         self.outbox = outbox
         self.index = index
+        self.webhooks = webhooks
+        self.random = random
         self.audit = audit
         self.guard = SendGuard(audit)
         self.approvals = Approvals(
@@ -447,10 +454,12 @@ class Control:
 
     async def hook_create(
         self, caller: Caller, mailbox: str, event: str, name: str | None, body: str
-    ) -> str:
-        """HOOK-CREATE.
+    ) -> dict:
+        """HOOK-CREATE.  A webhook's secret (given, else generated) is stored root-only
+        before config.toml names the hook (docs/hooks.md, "Webhooks").
 
-        @return: the hook's effective name.
+        @return: C{name}, the hook's effective name, and C{secret} when one was
+            generated (the only time it is shown).
         """
         config = self.live.current
         target = config.mailbox(mailbox)
@@ -463,12 +472,35 @@ class Control:
             raise AccessDenied(NOT_AUTHORIZED)
         configedit.check_hook_target(config, target)
         hook = configedit.parse_hook_request(event, name, body)
+        if hook.allow_private and caller.uid != 0:
+            # The daemon reaches what its owner may not (a firewall's uid rules).
+            raise AccessDenied("allow_private is for root only")
+        answer = {"name": hook.name}
+        key = None
+        if hook.type == "webhook":
+            key = configedit.request_secret(body)
+            if key is None:
+                key = self.random(webhook.SECRET_BYTES)
+                answer["secret"] = webhook.make_secret(key)
         async with self.mailbox_lock(mailbox), self.live.lock:
             current = self._recheck("HOOK-CREATE", caller, mailbox)
             if current is None:
                 raise NoEntry(f"mailbox '{mailbox}' does not exist")
             configedit.check_hook_target(self.live.current, current)
-            await self._commit(configedit.add_hook(self.live.current, mailbox, hook))
+            new = configedit.add_hook(self.live.current, mailbox, hook)
+            if key is not None:
+                try:
+                    await self.run_in_thread(
+                        webhookfiles.write_secret, self.config_dir, hook.name, key)
+                except OSError as e:
+                    raise IOFailure(f"failed to store the webhook secret: {e.strerror}") from None
+            try:
+                await self._commit(new)
+            except (IOFailure, ValidationError):
+                if key is not None:
+                    await self.run_in_thread(
+                        webhookfiles.remove_secret, self.config_dir, hook.name)
+                raise
         hook_log.info(
             "hook created",
             verb="HOOK-CREATE",
@@ -480,7 +512,7 @@ class Control:
             audit.HOOK, "created", mailbox=mailbox, caller_uid=caller.uid, hook=hook.name,
             hook_event=hook.event, cmd=list(hook.cmd), fire_on_untrusted=hook.fire_on_untrusted,
             fire_on_review=hook.fire_on_review))
-        return hook.name
+        return answer
 
     async def hook_delete(self, caller: Caller, name: str) -> None:
         """HOOK-DELETE; a hook the caller may not touch is "not found"."""
@@ -493,7 +525,10 @@ class Control:
                 raise NoEntry(f"hook '{name}' not found")
             if self._recheck("HOOK-DELETE", caller, mailbox.name) is None:
                 raise NoEntry(f"hook '{name}' not found")
+            gone = next(h for h in current.hooks if h.name == name)
             await self._commit(configedit.remove_hook(self.live.current, mailbox.name, name))
+            if gone.type == "webhook" and gone.secret_file is None:
+                await self.run_in_thread(webhookfiles.remove_secret, self.config_dir, name)
         hook_log.info(
             "hook deleted",
             verb="HOOK-DELETE",
@@ -503,6 +538,50 @@ class Control:
         )
         self._record(audit.change(audit.HOOK, "deleted", mailbox=mailbox.name,
                                   caller_uid=caller.uid, hook=name))
+
+    async def hook_enable(self, caller: Caller, name: str) -> None:
+        """HOOK-ENABLE: clear C{disabled}; a hook the caller may not touch is "not found"."""
+        mailbox = configedit.find_hook(self.live.current, name)
+        if mailbox is None or not self._authorize("HOOK-ENABLE", caller, mailbox).allowed:
+            raise NoEntry(f"hook '{name}' not found")
+        async with self.mailbox_lock(mailbox.name), self.live.lock:
+            await self._commit(configedit.set_disabled(self.live.current, name, False))
+        hook_log.info("hook enabled", verb="HOOK-ENABLE", hook_name=name,
+                      caller_uid=caller.uid)
+
+    async def hook_disable(self, name: str) -> None:
+        """Set C{disabled} on a hook (a webhook whose receiver answered 410)."""
+        mailbox = configedit.find_hook(self.live.current, name)
+        if mailbox is None:
+            return
+        async with self.mailbox_lock(mailbox.name), self.live.lock:
+            if configedit.find_hook(self.live.current, name) is not None:
+                await self._commit(configedit.set_disabled(self.live.current, name, True))
+
+    def _webhook_names(self, caller: Caller, name: str | None) -> set[str]:
+        """The webhooks the caller may see (C{name} only, when given)."""
+        names = {row["name"] for row in self.hook_list(caller) if row.get("type") == "webhook"}
+        if name is not None:
+            if name not in names:
+                raise NoEntry(f"hook '{name}' not found")
+            names = {name}
+        return names
+
+    def hook_status(self, caller: Caller, name: str | None) -> list[dict]:
+        """HOOK-STATUS: per visible webhook, its pending, failing and dead deliveries."""
+        if self.webhooks is None:
+            raise TempError("this daemon was started without webhook delivery")
+        return self.webhooks.status(self._webhook_names(caller, name))
+
+    async def hook_retry(self, caller: Caller, name: str) -> int:
+        """HOOK-RETRY: queue the hook's dead-lettered deliveries again."""
+        if self.webhooks is None:
+            raise TempError("this daemon was started without webhook delivery")
+        self._webhook_names(caller, name)
+        count = await self.webhooks.retry(name)
+        hook_log.info("hook retried", verb="HOOK-RETRY", hook_name=name, requeued=count,
+                      caller_uid=caller.uid)
+        return count
 
     def hook_list(self, caller: Caller) -> list[dict]:
         """HOOK-LIST: hooks of the mailboxes the caller owns (all for root)."""

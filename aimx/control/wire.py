@@ -607,7 +607,8 @@ class HookCreate(Command):
         (b"name", Text(optional=True, allow_empty=True)),
         (b"body", BigUnicode(HOOK_BODY_CAP)),
     ]
-    response = [(b"name", Text())]
+    # A webhook made without a secret: the one generated, answered this once.
+    response = [(b"name", Text()), (b"secret", Text(optional=True))]
 
 
 class HookDelete(Command):
@@ -622,6 +623,29 @@ class HookList(Command):
 
     commandName = b"HOOK-LIST"
     response = [(b"hooks", Json())]
+
+
+class HookEnable(Command):
+    """Clear a hook's C{disabled} flag (set when its webhook receiver answered 410)."""
+
+    commandName = b"HOOK-ENABLE"
+    arguments = [(b"name", Text())]
+
+
+class HookStatus(Command):
+    """The webhook deliveries not yet made (pending, failing, dead-lettered), per hook."""
+
+    commandName = b"HOOK-STATUS"
+    arguments = [(b"name", Text(optional=True))]
+    response = [(b"hooks", Json())]
+
+
+class HookRetry(Command):
+    """Queue a webhook's dead-lettered deliveries again; answers how many."""
+
+    commandName = b"HOOK-RETRY"
+    arguments = [(b"name", Text())]
+    response = [(b"requeued", Number(0))]
 
 
 class MailList(Command):
@@ -700,4 +724,4 @@ class Version(Command):
 #: Every command, in the order above.
 COMMANDS = (Send, HeldList, HeldShow, HeldApprove, HeldReject, AuditRead, MarkRead, MarkUnread,
             MailboxCreate, MailboxDelete, MailboxList, MailboxShow, HookCreate, HookDelete,
-            HookList, MailList, MailSearch, MailThread, IndexRebuild, IndexStatus, Version)
+            HookList, HookEnable, HookStatus, HookRetry, MailList, MailSearch, MailThread, IndexRebuild, IndexStatus, Version)

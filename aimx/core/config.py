@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from aimx.core import guards, outpolicy
+from aimx.core import guards, outpolicy, webhookurl
 from aimx.core.identity import parse_address_list
 from aimx.core.events import EVENTS
 from aimx.core.guards import Guard
@@ -40,6 +40,9 @@ _USERNAME_MAX = 32
 _MAILBOX_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _HOOK_KEYS = ("name", "event", "type", "cmd", "fire_on_untrusted", "fire_on_review",
               "timeout_secs")
+#: The keys of a C{type = "webhook"} hook beyond the common ones (docs/hooks.md).
+_WEBHOOK_KEYS = ("url", "secret_file", "allow_insecure", "allow_private")
+HOOK_TYPES = ("cmd", "webhook")
 _APPROVAL_KEYS = ("approvers", "expire_days", "notify")
 #: The local part approval replies come to, on our domain (docs/guardrails.md).
 APPROVAL_LOCAL = "postmaster"
@@ -121,6 +124,10 @@ class HookConfig:
 
     @ivar name: the effective name (explicit, else derived).
     @ivar explicit_name: whether C{name} came from the file (only then is it written back).
+    @ivar url: a webhook's URL (C{type = "webhook"}, whose C{cmd} is empty).
+    @ivar secret_file: a webhook's secret file; C{None}: the one aimx keeps
+        (L{aimx.core.webhook.secret_path}).
+    @ivar disabled: set when a webhook's receiver answered 410; such a hook does not fire.
     """
 
     name: str
@@ -130,6 +137,11 @@ class HookConfig:
     cmd: tuple[str, ...] = attrs.field(converter=tuple)
     fire_on_untrusted: bool = False
     timeout_secs: int = DEFAULT_HOOK_TIMEOUT
+    url: str | None = None
+    secret_file: str | None = None
+    allow_insecure: bool = False
+    allow_private: bool = False
+    disabled: bool = False
     fire_on_review: bool = False
 
     @property
@@ -147,15 +159,23 @@ def make_hook(
     fire_on_untrusted: bool = False,
     timeout_secs: int = DEFAULT_HOOK_TIMEOUT,
     fire_on_review: bool = False,
+    **webhook,
 ) -> HookConfig:
     """Build a L{HookConfig}, deriving its name when C{name} is C{None}.
 
+    A webhook's name hashes its C{url} where a command hook's hashes C{cmd}
+    (a C{cmd[0]} is an absolute path, so the two never meet).
+
+    @param webhook: C{url}, C{secret_file}, C{allow_insecure}, C{allow_private},
+        C{disabled}.
     @return: the hook (not validated; see L{validate_hooks}).
     """
     cmd = tuple(cmd)
     explicit = name is not None
+    url = webhook.get("url")
+    hashed = (url,) if url is not None else cmd
     return HookConfig(
-        name=name if explicit else derive_hook_name(event, cmd, fire_on_untrusted,
+        name=name if explicit else derive_hook_name(event, hashed, fire_on_untrusted,
                                                     fire_on_review),
         explicit_name=explicit,
         event=event,
@@ -164,6 +184,7 @@ def make_hook(
         fire_on_untrusted=fire_on_untrusted,
         timeout_secs=timeout_secs,
         fire_on_review=fire_on_review,
+        **webhook,
     )
 
 
@@ -443,6 +464,9 @@ def _check_hook(hook: HookConfig, mailbox: str) -> None:
             f"invalid hook name '{hook.name}' on mailbox '{mailbox}': "
             "must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}"
         )
+    if hook.type == "webhook":
+        _check_webhook(hook, where)
+        return
     if not hook.cmd:
         raise ConfigError(
             f"{where} has empty `cmd`: `cmd` must be a non-empty argv array, "
@@ -457,7 +481,22 @@ def _check_hook(hook: HookConfig, mailbox: str) -> None:
             "(e.g. `/bin/echo` instead of `echo`)"
         )
     if hook.type != "cmd":
-        raise ConfigError(f"{where} has unsupported type '{hook.type}': only `cmd` is supported")
+        raise ConfigError(
+            f"{where} has unsupported type '{hook.type}': only `cmd` and `webhook` are supported")
+    _check_timeout(hook, where)
+
+
+def _check_webhook(hook: HookConfig, where: str) -> None:
+    problem = webhookurl.problem(hook.url or "", allow_insecure=hook.allow_insecure,
+                                 allow_private=hook.allow_private)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
+    if hook.secret_file is not None and not hook.secret_file.startswith("/"):
+        raise ConfigError(f"{where} has a relative `secret_file` '{hook.secret_file}'")
+    _check_timeout(hook, where)
+
+
+def _check_timeout(hook: HookConfig, where: str) -> None:
     if hook.timeout_secs == 0:
         raise ConfigError(f"{where} has `timeout_secs = 0`: must be > 0")
     if hook.timeout_secs > MAX_HOOK_TIMEOUT:
@@ -787,7 +826,7 @@ def _decode_approval(table: dict) -> ApprovalConfig:
 def _decode_hook(table: object, where: str) -> HookConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table")
-    _known_keys(table, _HOOK_KEYS, where)
+    _known_keys(table, _HOOK_KEYS + _WEBHOOK_KEYS + ("disabled",), where)
     name = _field(table, "name", str, where, None)
     event = _field(table, "event", str, where)
     if event not in EVENTS:
@@ -795,15 +834,33 @@ def _decode_hook(table: object, where: str) -> HookConfig:
             f"{where}.event: unknown variant `{event}`, expected on_receive or after_send"
         )
     hook_type = _field(table, "type", str, where, "cmd")
-    cmd = _strings(table, "cmd", where)
+    webhook = {}
+    if hook_type == "webhook":
+        if "cmd" in table:
+            raise ConfigError(f"{where}: a webhook has `url`, not `cmd`")
+        cmd = ()
+        webhook = {
+            "url": _field(table, "url", str, where),
+            "secret_file": _field(table, "secret_file", str, where, None),
+            "allow_insecure": _field(table, "allow_insecure", bool, where, False),
+            "allow_private": _field(table, "allow_private", bool, where, False),
+        }
+    else:
+        cmd = _strings(table, "cmd", where)
+        extra = next((key for key in _WEBHOOK_KEYS if key in table), None)
+        if extra is not None:
+            raise ConfigError(f"{where}.{extra}: only for `type = \"webhook\"`")
     fire = _field(table, "fire_on_untrusted", bool, where, False)
     review = _field(table, "fire_on_review", bool, where, False)
     timeout = _field(table, "timeout_secs", int, where, DEFAULT_HOOK_TIMEOUT)
     if timeout < 0:
         raise ConfigError(f"{where}.timeout_secs: expected a non-negative integer")
+    if _field(table, "disabled", bool, where, False):
+        webhook["disabled"] = True
     return make_hook(
         event, cmd, name=name, hook_type=hook_type, fire_on_untrusted=fire, timeout_secs=timeout,
         fire_on_review=review,
+        **webhook,
     )
 
 
@@ -997,7 +1054,18 @@ def outbound_toml(policy: OutboundPolicy) -> dict:
 def hook_toml(hook: HookConfig) -> dict:
     """One C{[[mailboxes.<name>.hooks]]} table: C{name} only when explicit, defaults omitted."""
     table: dict = {"name": hook.name} if hook.explicit_name else {}
-    table.update(event=hook.event, type=hook.type, cmd=list(hook.cmd))
+    table.update(event=hook.event, type=hook.type)
+    if hook.type == "webhook":
+        table["url"] = hook.url
+        if hook.secret_file is not None:
+            table["secret_file"] = hook.secret_file
+        for flag in ("allow_insecure", "allow_private"):
+            if getattr(hook, flag):
+                table[flag] = True
+    else:
+        table["cmd"] = list(hook.cmd)
+    if hook.disabled:
+        table["disabled"] = True
     if hook.fire_on_untrusted:
         table["fire_on_untrusted"] = True
     if hook.fire_on_review:

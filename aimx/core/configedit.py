@@ -21,9 +21,11 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Table
 
+from aimx.core import webhook, webhookurl
 from aimx.core.config import (
     DEFAULT_HOOK_TIMEOUT,
     EVENTS,
+    HOOK_TYPES,
     MAX_HOOK_TIMEOUT,
     Config,
     HookConfig,
@@ -48,6 +50,8 @@ from aimx.errors import (
 _OWNER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
 _HOOK_NAME = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}")
 _BODY_KEYS = ("cmd", "fire_on_untrusted", "fire_on_review", "type", "timeout_secs")
+#: A webhook's body: C{url} instead of C{cmd}, and its own keys.
+_WEBHOOK_BODY_KEYS = ("url", "secret", "allow_insecure", "allow_private")
 _TEMPLATE = "template hooks were removed. See docs/hooks.md for the supported raw-cmd schema"
 _LEGACY_KEYS = {
     "template": f"hook sets `template`; {_TEMPLATE}",
@@ -198,9 +202,24 @@ def parse_hook_request(event: str, name: str | None, body: str) -> HookConfig:
             f"invalid hook name '{name}': must match [a-zA-Z0-9_][a-zA-Z0-9_.-]{{0,127}}"
         )
     fields = _decode_body(body)
+    fields.pop("secret", None)
     hook = make_hook(event, fields.pop("cmd"), name=name, **fields)
     _check_single_hook(hook)
     return hook
+
+
+def request_secret(body: str) -> bytes | None:
+    """The C{secret} of a webhook's HOOK-CREATE body, as its HMAC key; C{None}: none given.
+
+    @raise ValidationError: not a C{whsec_} secret (the text never quotes it).
+    """
+    secret = _decode_body(body).get("secret")
+    if secret is None:
+        return None
+    try:
+        return webhook.parse_secret(secret)
+    except webhook.SecretError as e:
+        raise ValidationError(f"`secret`: {e}") from None
 
 
 def _body_error(detail: str) -> ProtocolError:
@@ -217,10 +236,18 @@ def _decode_body(body: str) -> dict:
     for key, reason in _LEGACY_KEYS.items():
         if key in data:
             raise ProtocolError(reason)
+    hook_type = data.get("type", "cmd")
+    if not isinstance(hook_type, str):
+        raise _body_error("`type`: expected a string")
+    keys = _BODY_KEYS + _WEBHOOK_BODY_KEYS if hook_type == "webhook" else _BODY_KEYS
     for key in data:
-        if key not in _BODY_KEYS:
-            expected = ", ".join(f"`{k}`" for k in _BODY_KEYS)
+        if key not in keys:
+            expected = ", ".join(f"`{k}`" for k in keys)
             raise _body_error(f"unknown field `{key}`, expected one of {expected}")
+    webhook_fields = {}
+    if hook_type == "webhook":
+        webhook_fields = _decode_webhook(data)
+        data.setdefault("cmd", [])
     if "cmd" not in data:
         raise _body_error("missing field `cmd`")
     cmd = data["cmd"]
@@ -232,9 +259,6 @@ def _decode_body(body: str) -> dict:
     review = data.get("fire_on_review", False)
     if not isinstance(review, bool):
         raise _body_error("`fire_on_review`: expected a boolean")
-    hook_type = data.get("type", "cmd")
-    if not isinstance(hook_type, str):
-        raise _body_error("`type`: expected a string")
     timeout = data.get("timeout_secs", DEFAULT_HOOK_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
         raise _body_error("`timeout_secs`: expected a non-negative integer")
@@ -244,11 +268,48 @@ def _decode_body(body: str) -> dict:
         "fire_on_review": review,
         "hook_type": hook_type,
         "timeout_secs": timeout,
+        **webhook_fields,
     }
+
+
+def _decode_webhook(data: dict) -> dict:
+    """A webhook body's C{url}, C{secret} and flags, typed."""
+    if "url" not in data:
+        raise _body_error("missing field `url`")
+    fields = {}
+    for key in _WEBHOOK_BODY_KEYS:
+        if key not in data:
+            continue
+        kind = str if key in ("url", "secret") else bool
+        if not isinstance(data[key], kind):
+            raise _body_error(f"`{key}`: expected a {'string' if kind is str else 'boolean'}")
+        fields[key] = data[key]
+    return fields
 
 
 def _check_single_hook(hook: HookConfig) -> None:
     """The single-hook texts of HOOK-CREATE (they differ from the load-time ones)."""
+    if hook.type == "webhook":
+        if hook.cmd:
+            raise ValidationError("a webhook has `url`, not `cmd`")
+        problem = webhookurl.problem(hook.url, allow_insecure=hook.allow_insecure,
+                                     allow_private=hook.allow_private)
+        if problem is not None:
+            raise ValidationError(f"hook {problem}")
+    else:
+        _check_command(hook)
+    for flag in ("fire_on_untrusted", "fire_on_review"):
+        if getattr(hook, flag) and hook.event != "on_receive":
+            raise ValidationError(f"`{flag} = true` is `on_receive` only")
+    if hook.timeout_secs == 0:
+        raise ValidationError("`timeout_secs = 0`: must be > 0")
+    if hook.timeout_secs > MAX_HOOK_TIMEOUT:
+        raise ValidationError(
+            f"`timeout_secs = {hook.timeout_secs}` exceeds the max of {MAX_HOOK_TIMEOUT}"
+        )
+
+
+def _check_command(hook: HookConfig) -> None:
     if not hook.cmd:
         raise ValidationError(
             'hook has empty `cmd`: must be a non-empty argv array, e.g. `["/bin/echo", "hi"]`'
@@ -260,17 +321,9 @@ def _check_single_hook(hook: HookConfig) -> None:
             f"hook has non-absolute `cmd[0]` '{hook.cmd[0]}': hooks fire from "
             "/var/lib/aimx/... so PATH lookup is brittle; use an absolute path"
         )
-    if hook.type != "cmd":
-        raise ValidationError(f"hook has unsupported type '{hook.type}': only `cmd` is supported")
-    for flag in ("fire_on_untrusted", "fire_on_review"):
-        if getattr(hook, flag) and hook.event != "on_receive":
-            raise ValidationError(f"`{flag} = true` is `on_receive` only")
-    if hook.timeout_secs == 0:
-        raise ValidationError("`timeout_secs = 0`: must be > 0")
-    if hook.timeout_secs > MAX_HOOK_TIMEOUT:
+    if hook.type not in HOOK_TYPES:
         raise ValidationError(
-            f"`timeout_secs = {hook.timeout_secs}` exceeds the max of {MAX_HOOK_TIMEOUT}"
-        )
+            f"hook has unsupported type '{hook.type}': only `cmd` and `webhook` are supported")
 
 
 def check_hook_target(config: Config, mailbox: MailboxConfig) -> None:
@@ -321,6 +374,19 @@ def remove_hook(config: Config, mailbox: str, name: str) -> Config:
     return _replace(config, attrs.evolve(current, hooks=hooks))
 
 
+def set_disabled(config: Config, name: str, disabled: bool) -> Config:
+    """The config with the hook C{name}'s C{disabled} flag set to C{disabled}.
+
+    @raise NoEntry: no such hook.
+    """
+    mailbox = find_hook(config, name)
+    if mailbox is None:
+        raise NoEntry(f"hook '{name}' not found")
+    hooks = tuple(attrs.evolve(h, disabled=disabled) if h.name == name else h
+                  for h in mailbox.hooks)
+    return _replace(config, attrs.evolve(mailbox, hooks=hooks))
+
+
 def _replace(config: Config, mailbox: MailboxConfig) -> Config:
     return attrs.evolve(
         config,
@@ -329,21 +395,29 @@ def _replace(config: Config, mailbox: MailboxConfig) -> Config:
 
 
 def hook_rows(config: Config, shown: Callable[[MailboxConfig], bool]) -> list[dict]:
-    """HOOK-LIST rows of the mailboxes C{shown} accepts, sorted by mailbox, event, name."""
-    rows = [
-        {
-            "name": hook.name,
-            "mailbox": mb.name,
-            "event": hook.event,
-            "cmd": list(hook.cmd),
-            "fire_on_untrusted": hook.fire_on_untrusted,
-            "fire_on_review": hook.fire_on_review,
-            "timeout_secs": hook.timeout_secs,
-        }
-        for mb in config.mailboxes
-        if shown(mb)
-        for hook in mb.hooks
-    ]
+    """HOOK-LIST rows of the mailboxes C{shown} accepts, sorted by mailbox, event, name.
+
+    A webhook's row adds C{type}, C{url}; a disabled hook's, C{disabled}.
+    """
+    rows = []
+    for mb in config.mailboxes:
+        if not shown(mb):
+            continue
+        for hook in mb.hooks:
+            row = {
+                "name": hook.name,
+                "mailbox": mb.name,
+                "event": hook.event,
+                "cmd": list(hook.cmd),
+                "fire_on_untrusted": hook.fire_on_untrusted,
+                "fire_on_review": hook.fire_on_review,
+                "timeout_secs": hook.timeout_secs,
+            }
+            if hook.type == "webhook":
+                row.update(type=hook.type, url=hook.url)
+            if hook.disabled:
+                row["disabled"] = True
+            rows.append(row)
     return sorted(rows, key=lambda row: (row["mailbox"], row["event"], row["name"]))
 
 
@@ -724,6 +798,13 @@ class _Document:
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag == "equal":
                 continue
+            if tag == "replace" and all(
+                attrs.evolve(a, disabled=b.disabled) == b
+                for a, b in zip(old[i1:i2], new[j1:j2], strict=False)
+            ) and i2 - i1 == j2 - j1:
+                for section, hook in zip(sections[i1:i2], new[j1:j2]):
+                    self._set_disabled(section, hook.disabled)
+                continue
             for section in sections[i1:i2]:
                 self._replace(section.start, section.end, "")
             if j1 == j2:
@@ -735,6 +816,16 @@ class _Document:
             self._insert(position, 1, [
                 _table_text(table, hook_toml(hook), aot=True) for hook in new[j1:j2]
             ])
+
+    def _set_disabled(self, section: _Section, disabled: bool) -> None:
+        """A hook table's C{disabled} line added or removed, the rest of it kept."""
+        number = self.sections.index(section)
+        keys = [t for t in self.tokens if t.kind == _KEY and t.section == number]
+        line = next((t for t in keys if t.path[-1] == "disabled"), None)
+        if line is not None:
+            self._replace(line.start, line.line_end, "")
+        if disabled:
+            self._insert(keys[-1].line_end, 0, f"disabled = true{self.newline}")
 
     def add_mailboxes(self, mailboxes: list[MailboxConfig]) -> None:
         """New C{[mailboxes.<name>]} tables (with their hooks) after the last mailbox."""

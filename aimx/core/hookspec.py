@@ -150,7 +150,10 @@ def rate_allows(fired: Sequence[float], now: float, per_hour: int) -> bool:
 
 
 def argv_error(hook: HookConfig) -> str | None:
-    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time)."""
+    """Why C{cmd} cannot be exec'd as it stands (re-checked at fire time); a webhook
+    has no C{cmd}."""
+    if hook.type == "webhook":
+        return None
     if not hook.cmd or not hook.cmd[0].strip():
         return "empty cmd"
     if not hook.cmd[0].startswith("/"):

@@ -433,8 +433,9 @@ def build(client) -> MCPServer:
             Field(description="on_receive (mail arrives) or after_send (mail was sent)"),
         ],
         cmd: Annotated[
-            list[str], Field(description="argv, no shell; cmd[0] an absolute path")
-        ],
+            list[str] | None,
+            Field(description="argv, no shell; cmd[0] an absolute path (or give url)"),
+        ] = None,
         name: Annotated[
             str | None, Field(description="Hook name (default: derived from event and cmd)")
         ] = None,
@@ -460,9 +461,14 @@ def build(client) -> MCPServer:
                 "meant for you."
             ),
         ] = False,
+        url: Annotated[
+            str | None,
+            Field(description="Instead of cmd: POST each event, signed (Standard Webhooks), "
+                  "to this https:// URL; the answer holds the generated secret, once"),
+        ] = None,
     ) -> str:
         return await tools.hook_create(mailbox, event, cmd, name, timeout_secs, fire_on_untrusted,
-                                       fire_on_review)
+                                       fire_on_review, url)
 
     @register(
         "List the hooks on your mailboxes (or on one mailbox): name, mailbox, event, cmd, "

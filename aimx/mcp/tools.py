@@ -399,22 +399,33 @@ class Tools:
         self,
         mailbox: str,
         event: str,
-        cmd: list[str],
+        cmd: list[str] | None = None,
         name: str | None = None,
         timeout_secs: int | None = None,
         fire_on_untrusted: bool = False,
         fire_on_review: bool = False,
+        url: str | None = None,
     ) -> str:
-        """HOOK-CREATE with the hook's fields as its JSON body."""
+        """HOOK-CREATE with the hook's fields as its JSON body; C{url} makes a webhook,
+        whose generated secret is answered this once."""
         mailbox = (await self._row(mailbox))["name"]
-        if not cmd:
+        if (cmd is None) == (url is None):
+            raise ToolError("give either cmd or url")
+        if url is not None:
+            body = {"url": url, "fire_on_untrusted": fire_on_untrusted, "type": "webhook"}
+        elif not cmd:
             raise ToolError("cmd must not be empty")
-        body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
+        else:
+            body = {"cmd": cmd, "fire_on_untrusted": fire_on_untrusted, "type": "cmd"}
         if fire_on_review:
             body["fire_on_review"] = True
         if timeout_secs is not None:
             body["timeout_secs"] = timeout_secs
-        await self._call(HookCreate, mailbox=mailbox, event=event, name=name, body=_json(body))
+        reply = await self._call(HookCreate, mailbox=mailbox, event=event, name=name,
+                                 body=_json(body))
+        if reply.get("secret"):
+            return (f"Webhook created on mailbox '{mailbox}'. Its signing secret, shown only "
+                    f"now (give it to the receiver): {reply['secret']}")
         return f"Hook created on mailbox '{mailbox}'."
 
     async def hook_list(self, mailbox: str | None = None) -> str:

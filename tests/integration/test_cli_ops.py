@@ -102,7 +102,8 @@ class CompletionScriptTests(SynchronousTestCase):
             self.assertEqual(lines[0], "compdef _aimx aimx")  # sourced: registers itself
             return lines[1:]
 
-        self.assertEqual(offered("aimx", "hook", ""), ["list", "create", "delete"])
+        self.assertEqual(offered("aimx", "hook", ""),
+                         ["list", "create", "delete", "enable", "status", "retry"])
         self.assertEqual(offered("aimx", "hooks", "create", "--event", ""),
                          ["on_receive", "after_send"])
         self.assertIn("send", offered("aimx", "--config-dir", "mailboxes", ""))
@@ -119,7 +120,8 @@ class CompletionScriptTests(SynchronousTestCase):
 
     def test_actions_and_options(self):
         """Actions, their options, option values and aliases come from the parser."""
-        self.assertEqual(self.complete("aimx hooks "), ["create", "delete", "list"])
+        self.assertEqual(self.complete("aimx hooks "),
+                         ["create", "delete", "enable", "list", "retry", "status"])
         self.assertEqual(self.complete("aimx hook cr"), ["create"])
         self.assertEqual(self.complete("aimx hooks create --ev"), ["--event"])
         self.assertEqual(self.complete("aimx hooks create --mailbox support --event "),

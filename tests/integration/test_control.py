@@ -230,7 +230,7 @@ class CrudTests(ControlTestCase):
         reply = yield defer.Deferred.fromCoroutine(self.call(
             commands.HookCreate, mailbox="alice", event="on_receive", name="kept",
             body='{"cmd": ["/bin/true"], "timeout_secs": 5}'))
-        self.assertEqual(reply, {"name": "kept"})
+        self.assertEqual(reply, {"name": "kept", "secret": None})
         st = os.stat(self.config_path)
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
         self.assertEqual(st.st_uid, os.geteuid())
@@ -434,7 +434,7 @@ class SecondUidTests(SecondUid, ControlTestCase):
             ("HookDelete", {"name": "mine"}),
             ("MailboxDelete", {"name": "nobox", "force": True}),
         ))
-        self.assertEqual(results[0], {"ok": {"name": "mine"}})
+        self.assertEqual(results[0], {"ok": {"name": "mine", "secret": None}})
         self.assertEqual(results[1], {"ok": {}})
         self.assertEqual([r["name"] for r in results[2]["ok"]["mailboxes"]], ["nobox"])
         self.assertEqual([r["name"] for r in results[3]["ok"]["hooks"]], ["mine"])

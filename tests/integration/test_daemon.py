@@ -17,6 +17,7 @@ from aimx.control.amp import ControlSocket
 from aimx.control.approvals import Expiry
 from aimx.auditlog import AuditLog
 from aimx.indexer import Indexer
+from aimx.webhooks import Webhooks
 from aimx.logs import event_line
 from aimx.ops import bind, datadir_readme
 from aimx.errors import ConfigError
@@ -366,12 +367,13 @@ class ListenerTests(LoggedTestCase):
 
     def test_pid_file_comes_last(self):
         """The pid file is started after every listener, the DKIM check and the held
-        mail's expiry after it; the mail index and the audit log before them all (so they
-        stop after the SMTP and control drains, and the log writes what they recorded)."""
+        mail's expiry after it; the mail index, the audit log and the webhook deliveries
+        before them all (so they stop after the SMTP and control drains, and the log
+        writes what they recorded)."""
         daemon = self.start_daemon()
         self.assertEqual(
             [type(child) for child in daemon],
-            [Indexer, AuditLog, service.SmtpListener, ControlSocket, service.PidFile,
+            [Indexer, AuditLog, Webhooks, service.SmtpListener, ControlSocket, service.PidFile,
              service.DkimDnsCheck, Expiry],
         )
         with open(self.pid_file) as f:

@@ -1,0 +1,89 @@
+"""Webhook secrets and the delivery spool on disk (L1, blocking; run in a thread).
+
+Secrets: C{<config_dir>/webhooks/<hook-name>.secret}, 0600 in a 0700 directory,
+written atomically (L{safefs.replace_path}); read back at each attempt, at most
+L{webhook.SECRET_FILE_CAP} bytes.  The spool: C{<data_dir>/webhooks/}, 0700,
+one 0600 JSON file per pending or dead-lettered delivery, named by its
+C{webhook-id}, replaced atomically at every change (docs/hooks.md, "Webhooks").
+"""
+
+import json
+import os
+
+from aimx.core import webhook
+from aimx.store import safefs
+
+
+def _directory(parent: str) -> str:
+    path = os.path.join(parent, webhook.DIRECTORY)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_secret(config_dir: str, hook_name: str, key: bytes) -> str:
+    """Store a webhook's key as C{whsec_<base64>} where aimx keeps it; return the path."""
+    path = os.path.join(_directory(config_dir), f"{hook_name}.secret")
+    safefs.replace_path(path, (webhook.make_secret(key) + "\n").encode("ascii"), mode=0o600)
+    return path
+
+
+def remove_secret(config_dir: str, hook_name: str) -> None:
+    """Remove the secret aimx keeps for a hook, if any."""
+    try:
+        os.unlink(webhook.secret_path(config_dir, hook_name, None))
+    except FileNotFoundError:
+        pass
+
+
+def read_secret(path: str) -> bytes:
+    """The HMAC key in the secret file at C{path}.
+
+    @raise OSError: the file cannot be read.
+    @raise webhook.SecretError: it does not hold a C{whsec_} secret.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        data = safefs.read_up_to(fd, webhook.SECRET_FILE_CAP)
+    finally:
+        os.close(fd)
+    return webhook.parse_secret(data.decode("ascii", "replace"))
+
+
+def save(data_dir: str, delivery: dict) -> None:
+    """Write (or replace) one delivery's spool file, durably."""
+    path = os.path.join(_directory(data_dir), f"{delivery['id']}.json")
+    safefs.replace_path(path, json.dumps(delivery).encode("utf-8"), mode=0o600)
+
+
+def discard(data_dir: str, webhook_id: str) -> None:
+    """Remove one delivery's spool file (gone already is fine)."""
+    try:
+        os.unlink(os.path.join(data_dir, webhook.DIRECTORY, f"{webhook_id}.json"))
+    except FileNotFoundError:
+        pass
+
+
+def load(data_dir: str) -> list[dict]:
+    """Every delivery in the spool; unreadable or foreign entries are skipped.
+
+    @return: the deliveries, oldest first.
+    """
+    found = []
+    with safefs.directory(_directory(data_dir)) as fd:
+        for name, kind in safefs.scan(fd):
+            if kind != safefs.FILE or not name.endswith(".json") or name.startswith("."):
+                continue
+            opened = safefs.open_regular(fd, name)
+            if opened is None:
+                continue
+            entry, _ = opened
+            try:
+                delivery = json.loads(safefs.read_up_to(entry, 4 * webhook.BODY_CAP))
+            except ValueError:
+                continue
+            finally:
+                os.close(entry)
+            if isinstance(delivery, dict) and delivery.get("id") == name[:-5]:
+                found.append(delivery)
+    return sorted(found, key=lambda d: d.get("created", 0))
