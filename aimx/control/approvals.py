@@ -41,7 +41,7 @@ from aimx.errors import (
     PolicyError,
     TempError,
 )
-from aimx.idle import IdleWaiters
+from aimx.idle import Pending
 from aimx.logs import Logger
 from aimx.store import held
 
@@ -82,8 +82,7 @@ class Approvals:
         self.audit = audit
         self._busy: set[str] = set()
         self._locks: dict[str, defer.DeferredLock] = {}
-        self._work: set[defer.Deferred] = set()
-        self._idle = IdleWaiters()
+        self._work = Pending()
 
     # -- who -------------------------------------------------------------------
 
@@ -327,20 +326,13 @@ class Approvals:
 
     def idle(self) -> defer.Deferred:
         """Fires once no notification or reply is being worked on."""
-        return self._idle.wait(not self._work)
+        return self._work.idle()
 
     def _background(self, work, what: str) -> None:
         done = defer.Deferred.fromCoroutine(work)
-        self._work.add(done)
         done.addErrback(lambda failure: log.failure("background work failed", failure,
                                                     what=what))
-        done.addBoth(self._finished, done)
-
-    def _finished(self, result, done: defer.Deferred):
-        self._work.discard(done)
-        if not self._work:
-            self._idle.idle()
-        return result
+        self._work.track(done)
 
     async def _notify(self, config, hold_id: str, md: bytes, secret: str,
                       note: str | None = None) -> None:
