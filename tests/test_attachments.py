@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core.compose import ComposeError
 from aimx.core.message import Attachment
-from aimx.core.outpolicy import AttachedFile, attachment_refusal
+from aimx.core.outpolicy import AttachedFile, Root, attachment_refusal
 from aimx.store.attachments import open_attachment
 from aimx.store.descriptors import inspect, read_attached, real_roots
 
@@ -33,7 +33,7 @@ class AttachmentTestCase(SynchronousTestCase):
         """What the daemon would say of C{path} opened by the client, with the test
         directory as the only root."""
         found = inspect(self.opened(path), path)
-        return attachment_refusal("box", found, real_roots([self.dir]))
+        return attachment_refusal("box", found, real_roots([self.dir]), self.dir)
 
 
 class OpenTests(AttachmentTestCase):
@@ -105,13 +105,24 @@ class InspectTests(AttachmentTestCase):
         fd = self.opened(gone)
         os.unlink(gone)
         self.assertIn("moved or deleted", attachment_refusal(
-            "box", inspect(fd, gone), [self.dir]))
+            "box", inspect(fd, gone), real_roots([self.dir])))
 
     def test_real_roots(self):
-        """A root that is a link counts as its target."""
+        """Each root comes with its real path: a link's is its target."""
         link = os.path.join(os.path.realpath(self.mktemp()))
         os.symlink(self.dir, link)
-        self.assertEqual(real_roots([link]), (self.dir,))
+        self.assertEqual(real_roots([link, self.dir]),
+                         (Root(link, self.dir), Root(self.dir, self.dir)))
+
+    def test_root_swapped_for_a_link(self):
+        """A root the client replaced with a link to its dot-dir no longer passes a file
+        there, and the refusal names the root."""
+        secret = self.write(".ssh/id_rsa")
+        outbox = os.path.join(self.dir, "outbox")
+        os.symlink(os.path.dirname(secret), outbox)
+        found = inspect(self.opened(os.path.join(outbox, "id_rsa")), outbox + "/id_rsa")
+        reason = attachment_refusal("box", found, real_roots([outbox]), self.dir)
+        self.assertIn(f"attachment root {outbox} is not a real path", reason)
 
 
 class ReadTests(AttachmentTestCase):

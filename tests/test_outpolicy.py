@@ -10,11 +10,13 @@ from aimx.core.outpolicy import (
     SEND,
     AttachedFile,
     OutboundPolicy,
+    Root,
     SendDecision,
     attachment_refusal,
     decide,
     default_roots,
     effective,
+    root_refusal,
     window_start,
 )
 
@@ -125,7 +127,7 @@ class DecideTests(SynchronousTestCase):
         """Attached files are checked against the roots with or without a policy."""
         file = AttachedFile("/etc/passwd", "/etc/passwd", True)
         for policy in (None, OutboundPolicy()):
-            decision = self.decide(policy, files=[file], roots=["/home/u"])
+            decision = self.decide(policy, files=[file], roots=[Root("/home/u", "/home/u")])
             self.assertEqual((decision.verdict, decision.rule),
                              (REFUSE, "outbound.attachment_roots"))
 
@@ -139,8 +141,10 @@ class DecideTests(SynchronousTestCase):
 
 
 class AttachmentTests(SynchronousTestCase):
-    def refusal(self, given, real, regular=True, roots=("/home/u",)):
-        return attachment_refusal("support", AttachedFile(given, real, regular), roots)
+    def refusal(self, given, real, regular=True, roots=("/home/u",), home="/home/u"):
+        """Each root given as a path is its own real path; a pair is C{(path, real)}."""
+        roots = [Root(*r) if isinstance(r, tuple) else Root(r, r) for r in roots]
+        return attachment_refusal("support", AttachedFile(given, real, regular), roots, home)
 
     def test_inside_root(self):
         """A regular file anywhere below a root passes."""
@@ -173,3 +177,32 @@ class AttachmentTests(SynchronousTestCase):
             self.refusal("/dev/zero", "/dev/zero", regular=False),
             "attachment /dev/zero is not a regular file (outbound.attachment_roots)")
         self.assertIn("moved or deleted", self.refusal("/home/u/x", None))
+
+    def test_root_through_a_symlink(self):
+        """A root the agent re-pointed with a symlink (~/outbox -> ~/.ssh) is no root:
+        a file there is refused naming the root, and so is one where the link used to lead."""
+        swapped = [("/home/u/outbox", "/home/u/.ssh")]
+        self.assertEqual(
+            self.refusal("/home/u/outbox/id_rsa", "/home/u/.ssh/id_rsa", roots=swapped),
+            "attachment /home/u/outbox/id_rsa (really /home/u/.ssh/id_rsa) is refused: "
+            "attachment root /home/u/outbox is not a real path (it leads to /home/u/.ssh: a "
+            "symbolic link is on the way), so it is no root (outbound.attachment_roots)")
+        self.assertIn("attachment root /etc",
+                      self.refusal("/etc/passwd", "/etc/passwd", roots=[("/etc", "/srv/etc")]))
+        self.assertIn("outside", self.refusal("/srv/x", "/srv/x", roots=swapped))
+
+    def test_root_in_a_dot_dir(self):
+        """A root in a dot-directory below the owner's home is no root; elsewhere it is."""
+        self.assertIn("attachment root /home/u/.ssh is in a dot-directory (.ssh) of the "
+                      "owner's home", self.refusal("/home/u/.ssh/k", "/home/u/.ssh/k",
+                                                   roots=("/home/u/.ssh",)))
+        self.assertIn("(.config)", self.refusal("/home/u/.config/a/f", "/home/u/.config/a/f",
+                                                roots=("/home/u/.config/a",)))
+        self.assertIsNone(self.refusal("/srv/.out/f", "/srv/.out/f", roots=("/srv/.out",)))
+        self.assertIsNone(self.refusal("/home/u/f", "/home/u/f", home=None))
+
+    def test_root_refusal(self):
+        """A root equal to its real path (trailing slash aside) outside dot-dirs is a root."""
+        self.assertIsNone(root_refusal(Root("/home/u", "/home/u"), "/home/u"))
+        self.assertIsNone(root_refusal(Root("/srv/out/", "/srv/out"), "/home/u"))
+        self.assertIn("symbolic link", root_refusal(Root("/home/u", "/usr/home/u"), "/home/u"))

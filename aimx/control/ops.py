@@ -233,13 +233,20 @@ class Control:
         mailbox = sub.mailbox
         policy = config.effective_outbound(mailbox)
         files = roots = ()
+        home = None
         if attachments:
             files = await self.run_in_thread(
                 lambda: [descriptors.inspect(fd, given) for fd, given in attachments])
+            home = self.passwd.home(mailbox.owner)
             roots = await self.run_in_thread(descriptors.real_roots, (
                 policy.attachment_roots if policy is not None
                 and policy.attachment_roots is not None
-                else outpolicy.default_roots(self.passwd.home(mailbox.owner))))
+                else outpolicy.default_roots(home)))
+            for root in roots:
+                why = outpolicy.root_refusal(root, home)
+                if why is not None:
+                    send_log.warn("attachment root refused", mailbox=mailbox.name,
+                                  root=root.path, reason=why)
         if outpolicy.window_start(self.now(), policy) is not None:
             await self.guard.prepare(mailbox.name, self.now())
         known = ()
@@ -250,7 +257,7 @@ class Control:
         decision = outpolicy.decide(
             mailbox.name, policy, sub.recipients, now=now,
             recent=self.guard.recent(mailbox.name, now), known=known, files=files,
-            roots=roots, raw_attachments=draft.raw_attachments > 0)
+            roots=roots, home=home, raw_attachments=draft.raw_attachments > 0)
         self._log_send(caller, mailbox.name, decision)
         if decision.verdict == outpolicy.REFUSE:
             record(audit.REFUSED, rule=decision.rule, reason=decision.reason)

@@ -101,11 +101,47 @@ def default_roots(home: str | None) -> tuple[str, ...]:
     return () if home is None else (home,)
 
 
-def attachment_refusal(mailbox: str, file: AttachedFile, roots: Sequence[str]) -> str | None:
+@attrs.frozen
+class Root:
+    """One attachment root as configured, and its real path (resolved by root).
+
+    @ivar path: the configured path.
+    @ivar real: C{os.path.realpath} of it when the SEND was checked.
+    """
+
+    path: str
+    real: str
+
+
+def root_refusal(root: Root, home: str | None) -> str | None:
+    """Why a configured root is no root, or C{None}.
+
+    A root whose path holds a symbolic link is none: whoever can write where the
+    link is (the agent, in its own home) could point the root anywhere it reads
+    (docs/guardrails.md, "Attachments").  Nor is a root in a dot-directory of the
+    owner's home (C{~/.ssh}): the dot rule holds for the root's own path too.
+    """
+    path = posixpath.normpath(root.path)
+    if posixpath.normpath(root.real) != path:
+        return (f"attachment root {root.path} is not a real path (it leads to "
+                f"{root.real}: a symbolic link is on the way), so it is no root")
+    below = _below(home, path) if home is not None else None
+    hidden = next((part for part in below or () if part.startswith(".")), None)
+    if hidden is not None:
+        return (f"attachment root {root.path} is in a dot-directory ({hidden}) of the "
+                "owner's home, so it is no root")
+    return None
+
+
+def attachment_refusal(mailbox: str, file: AttachedFile, roots: Sequence[Root],
+                       home: str | None = None) -> str | None:
     """Why C{file} may not be attached, or C{None}.
 
-    It must be a regular file, its real path strictly inside one of C{roots}
-    (real paths too), and no component below that root may start with a dot.
+    It must be a regular file, its real path strictly inside one of C{roots} that
+    L{root_refusal} accepts (compared with the configured path, which is then its
+    real path), and no component below that root may start with a dot.
+
+    @param home: the owner's home (L{root_refusal}).
     """
     rule = "(outbound.attachment_roots)"
     if not file.regular:
@@ -113,8 +149,9 @@ def attachment_refusal(mailbox: str, file: AttachedFile, roots: Sequence[str]) -
     if file.real is None:
         return f"attachment {file.given} was moved or deleted after it was opened {rule}"
     shown = file.given if file.real == file.given else f"{file.given} (really {file.real})"
-    for root in roots:
-        below = _below(root, file.real)
+    refused = [(root, root_refusal(root, home)) for root in roots]
+    for root, why in refused:
+        below = None if why is not None else _below(root.path, file.real)
         if below is None:
             continue
         hidden = next((part for part in below if part.startswith(".")), None)
@@ -122,7 +159,11 @@ def attachment_refusal(mailbox: str, file: AttachedFile, roots: Sequence[str]) -
             return (f"attachment {shown} is a dot-file or in a dot-directory ({hidden}), "
                     f"which mailbox {mailbox} never attaches {rule}")
         return None
-    where = ", ".join(roots) if roots else "none"
+    for root, why in refused:
+        if why is not None and (_below(root.real, file.real) is not None
+                                or _below(root.path, file.real) is not None):
+            return f"attachment {shown} is refused: {why} {rule}"
+    where = ", ".join(root.path for root in roots) if roots else "none"
     return (f"attachment {shown} is outside the attachment roots of mailbox {mailbox} "
             f"({where}) {rule}")
 
@@ -147,7 +188,8 @@ def decide(
     recent: Sequence[datetime] = (),
     known: Collection[str] = (),
     files: Sequence[AttachedFile] = (),
-    roots: Sequence[str] = (),
+    roots: Sequence[Root] = (),
+    home: str | None = None,
     raw_attachments: bool = False,
 ) -> SendDecision:
     """The fate of one SEND from C{mailbox}, after authorisation, before anything leaves.
@@ -161,8 +203,9 @@ def decide(
     @param known: recipients (lower-cased) this mailbox has sent to or has had
         trusted mail from; read only with C{approval = "new-recipients"}.
     @param files: the attached descriptors; checked with or without a policy.
-    @param roots: real paths of the attachment roots (L{default_roots} when the
-        policy sets none).
+    @param roots: the attachment roots (L{default_roots} when the policy sets none),
+        with their real paths.
+    @param home: the owner's home (L{root_refusal}).
     @param raw_attachments: the submitted MIME already holds attachment parts.
     """
     if policy is not None:
@@ -174,7 +217,7 @@ def decide(
                 f"the message holds attachment parts of its own; mailbox {mailbox} takes "
                 "attachments only as files (outbound.allow_raw_attachments)"))
     for file in files:
-        reason = attachment_refusal(mailbox, file, roots)
+        reason = attachment_refusal(mailbox, file, roots, home)
         if reason is not None:
             return SendDecision(REFUSE, "outbound.attachment_roots", reason)
     if policy is None:

@@ -13,7 +13,7 @@ import stat
 
 from aimx.core.compose import guess_type
 from aimx.core.message import Attachment
-from aimx.core.outpolicy import AttachedFile
+from aimx.core.outpolicy import AttachedFile, Root
 
 _CHUNK = 1 << 20
 
@@ -40,9 +40,10 @@ def inspect(fd: int, given: str) -> AttachedFile:
     return AttachedFile(given, real, True)
 
 
-def real_roots(roots) -> tuple[str, ...]:
-    """The attachment roots with their links resolved (a root may itself be a link)."""
-    return tuple(os.path.realpath(root) for root in roots)
+def real_roots(roots) -> tuple[Root, ...]:
+    """The attachment roots, each with its real path (L{outpolicy.root_refusal}
+    refuses a root that differs from it)."""
+    return tuple(Root(root, os.path.realpath(root)) for root in roots)
 
 
 def read_attached(fd: int, given: str, limit: int) -> Attachment:

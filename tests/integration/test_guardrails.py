@@ -65,12 +65,12 @@ class GuardTestCase(SendTestCase):
 
     def setUp(self):
         self.home = agent_home(self)
-        roots = {"attachment_roots": [self.home]}
-        self.config_mailboxes = {
-            "alice": {"outbound": roots},
-            "support": {"outbound": {**roots, **self.policy}},
-        }
+        self.config_mailboxes = self.mailboxes()
         super().setUp()
+
+    def mailboxes(self) -> dict:
+        roots = {"attachment_roots": [self.home]}
+        return {"alice": {"outbound": roots}, "support": {"outbound": {**roots, **self.policy}}}
 
     async def attach(self, sender: str, paths, **kw) -> dict:
         """SEND with C{paths} opened here and passed as descriptors."""
@@ -251,6 +251,38 @@ class DescriptorTests(GuardTestCase):
             defer.Deferred.fromCoroutine(self.attach(SUPPORT, [big])), MalformedError)
         self.assertIn(f"attachment {big} makes the message larger than", str(failure))
         self.assertNothingLeft()
+
+
+class RootPathTests(GuardTestCase):
+    """support's root is C{~/outbox}, a path the agent owns."""
+
+    def setUp(self):
+        super().setUp()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def mailboxes(self) -> dict:
+        return {"support": {"outbound": {
+            "attachment_roots": [os.path.join(self.home, "outbox")]}}}
+
+    async def refusal(self, sender: str, path: str) -> str:
+        d = defer.Deferred.fromCoroutine(self.attach(sender, [path]))
+        return str(await self.assertFailure(d, PolicyError))
+
+    async def test_root_swapped_for_a_link(self):
+        """A file in the root attaches; once the agent swaps the root for a link to
+        ~/.ssh, a key reached through it is refused naming the root, and logged."""
+        await self.attach(SUPPORT, [put(self.home, "outbox/report.txt")])
+        self.assertEqual(len(self.dropped()), 1)
+        outbox = os.path.join(self.home, "outbox")
+        shutil.rmtree(outbox)
+        key = put(self.home, ".ssh/id_rsa", b"key")
+        os.symlink(os.path.dirname(key), outbox)
+        reason = await self.refusal(SUPPORT, os.path.join(outbox, "id_rsa"))
+        self.assertIn(f"is refused: attachment root {outbox} is not a real path (it leads "
+                      f"to {os.path.dirname(key)}: a symbolic link is on the way)", reason)
+        self.assertEqual(len(self.dropped()), 1)
+        logged = "\n".join(event_line(e, journal=True) for e in self.events)
+        self.assertIn("aimx.send: attachment root refused mailbox=support", logged)
 
 
 class SecondUidTestCase(SendTestCase):
