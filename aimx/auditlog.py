@@ -38,7 +38,8 @@ MAX_KNOWN = 100_000
 
 
 class Correspondents:
-    """Per mailbox, whom the audit records say it knows and when it sent.
+    """Per mailbox, whom the audit records say it knows, when it sent, and when it was
+    last created.
 
     @param sends: C{(start, end)}: the send times kept are those in this range
         (the start-up read: the last day before the daemon started; the sends after
@@ -52,6 +53,8 @@ class Correspondents:
         self.sends: dict[str, list[datetime]] = {}
         #: mailboxes created or deleted since this began (what came before is void).
         self.reset: set[str] = set()
+        #: mailbox -> the time of the latest record of its creation.
+        self.created: dict[str, datetime] = {}
         self._range = sends
 
     def add(self, record: dict) -> None:
@@ -59,6 +62,9 @@ class Correspondents:
         at = audit.when(record)
         if at is None:
             return
+        made = audit.created(record)
+        if made is not None:
+            self.created[made] = max(at, self.created.get(made, at))
         gone = audit.forgets(record)
         if gone is not None:
             self.known.pop(gone, None)
@@ -81,6 +87,8 @@ class Correspondents:
         read) knows: its resets first, then its addresses."""
         for mailbox in later.reset:
             self.known.pop(mailbox, None)
+        for mailbox, at in later.created.items():
+            self.created[mailbox] = max(at, self.created.get(mailbox, at))
         for mailbox, table in later.known.items():
             mine = self.known.setdefault(mailbox, {})
             for address, at in table.items():
@@ -121,6 +129,8 @@ class AuditLog(service.Service):
         self.correspondents = Correspondents()
         #: C{None} until the start-up read ends, then whether it read the files.
         self.loaded: bool | None = None
+        #: When the start-up read failed: when it began (L{created}).
+        self._unread_until: datetime | None = None
         self._ready = IdleWaiters()
 
     def now(self) -> datetime:
@@ -175,6 +185,16 @@ class AuditLog(service.Service):
             return set()
         return self.correspondents.knows(mailbox, addresses, self._retained())
 
+    def created(self, mailbox: str) -> datetime | None:
+        """When C{mailbox} was last created, as the records say (after L{ready}); its
+        owner reads its records from then on (L{audit.visible}).  When the start-up
+        read failed, no later than this daemon's start: the records before it may be
+        an earlier owner's."""
+        at = self.correspondents.created.get(mailbox)
+        if self._unread_until is not None:
+            at = max(at or self._unread_until, self._unread_until)
+        return at
+
     def sent_before_start(self) -> dict[str, list[datetime]]:
         """Each mailbox's sends of the day before the daemon started (after L{ready})."""
         return {name: list(times) for name, times in self.correspondents.sends.items()}
@@ -201,6 +221,7 @@ class AuditLog(service.Service):
             log.failure("audit log not read: no recipient is known from before this start, "
                         "and sends with a rate limit are refused", f,
                         path=config.effective_audit_dir)
+            self._unread_until = now
             self.loaded = False
 
         d.addCallbacks(done, failed)

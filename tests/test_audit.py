@@ -57,9 +57,38 @@ class RecordTests(SynchronousTestCase):
         self.assertFalse(audit.matches(a, event="mailbox"))
         self.assertFalse(audit.matches(a, since=T0 + timedelta(seconds=1)))
         self.assertTrue(audit.matches(b, since=T0 + timedelta(seconds=1)))
-        owns = {"a"}.__contains__
+        owns = {"a": None}
         self.assertEqual([audit.visible(r, 5, owns) for r in (a, b, c)], [True, False, False])
         self.assertEqual([audit.visible(r, 0, owns) for r in (a, b, c)], [True, True, True])
+
+    def test_visible_from_creation(self):
+        """An owner reads a mailbox's records from its latest creation on (the creation
+        itself included, nothing else of that moment); earlier ones are an earlier
+        owner's, root reads them all."""
+        def at(record, hours):
+            return audit.stamped(record, T0 + timedelta(hours=hours))
+
+        old_hook = at(audit.change(audit.HOOK, "created", mailbox="a", caller_uid=5), 0)
+        deleted = at(audit.change(audit.MAILBOX, "deleted", mailbox="a", caller_uid=5), 1)
+        made = at(audit.change(audit.MAILBOX, "created", mailbox="a", caller_uid=6), 2)
+        same_moment = at(audit.change(audit.HOOK, "deleted", mailbox="a", caller_uid=5), 2)
+        new_hook = at(audit.change(audit.HOOK, "created", mailbox="a", caller_uid=6), 3)
+        records = (old_hook, deleted, made, same_moment, new_hook)
+        owns = {"a": T0 + timedelta(hours=2)}
+        self.assertEqual([audit.visible(r, 6, owns) for r in records],
+                         [False, False, True, False, True])
+        self.assertEqual([audit.visible(r, 0, owns) for r in records], [True] * 5)
+        self.assertEqual([audit.created(r) for r in records], [None, None, "a", None, None])
+        self.assertFalse(audit.visible({"mailbox": "a"}, 6, owns))  # no time: not after
+
+    def test_correspondents_creation(self):
+        """The log keeps each mailbox's latest creation, from its files and its records."""
+        read, later = Correspondents(), Correspondents()
+        for hours, who in ((0, read), (5, read), (3, later)):
+            who.add(audit.stamped(audit.change(audit.MAILBOX, "created", mailbox="a",
+                                               caller_uid=5), T0 + timedelta(hours=hours)))
+        read.update(later)
+        self.assertEqual(read.created, {"a": T0 + timedelta(hours=5)})
 
     def test_outcome(self):
         """All alike give their status; a mix is partial."""

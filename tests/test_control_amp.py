@@ -1008,6 +1008,8 @@ class AuditReadTests(ControlTestCase):
         self.clock.advance(NOW.timestamp())
         self.control.audit = AuditLog(config=self.live, clock=self.clock,
                                       run_in_thread=self.run_in_thread)
+        self.control.audit.startService()
+        self.addCleanup(self.control.audit.stopService)
 
     def read(self, uid, **arguments) -> list[dict]:
         return self.connect(uid).call(commands.AuditRead, **arguments)["records"]
@@ -1037,6 +1039,20 @@ class AuditReadTests(ControlTestCase):
         self.assertEqual(len(self.read(ROOT, event="hook", since="2026-01-02T04:00:00Z")), 2)
         self.assertEqual(len(self.read(ROOT, limit=1)), 1)
         self.assertEqual(self.read(ROOT, event="mailbox"), [])
+
+    def test_name_created_again(self):
+        """bob, owning a name alice's mailbox had, reads its records from his creation on."""
+        self.connect(ALICE).call(commands.HookCreate, mailbox="alice", event="on_receive",
+                                 name="a1", body=self.BODY)
+        self.clock.advance(1)
+        self.connect(ALICE).call(commands.MailboxDelete, name="alice", force=False)
+        for sub in ("inbox", "sent"):  # the directories alice's files were in go too
+            os.rmdir(os.path.join(self.data_dir, sub, "alice"))
+        self.clock.advance(1)
+        self.connect(BOB).call(commands.MailboxCreate, name="alice", owner=None)
+        self.assertEqual([(r["event"], r["action"], r["caller_uid"]) for r in self.read(BOB)
+                          if r["mailbox"] == "alice"], [("mailbox", "created", BOB)])
+        self.assertEqual(len([r for r in self.read(ROOT) if r["mailbox"] == "alice"]), 3)
 
     def test_bad_arguments(self):
         """An unknown event or a since that is not RFC 3339 is MALFORMED; without an audit

@@ -51,6 +51,8 @@ log = Logger(namespace="aimx.held")
 MAX_PENDING = 100
 #: Seconds between two looks for expired holds.
 EXPIRY_INTERVAL = 3600
+#: The reason of a hold rejected because its mailbox was deleted (L{Approvals.retire}).
+MAILBOX_DELETED = "mailbox deleted"
 
 
 class Approvals:
@@ -282,6 +284,40 @@ class Approvals:
                                    reason=reason or None)
         await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, by, uid,
                            reason=reason or None)
+
+    async def retire(self, mailbox: str, by: str, uid: int | None) -> list[str]:
+        """Reject every pending hold of a mailbox deleted, so none passes to whoever
+        next owns the name (docs/guardrails.md, "Approval").
+
+        Run when a mailbox is deleted and again before its name is created anew (a
+        hold being decided on at the deletion, or a mailbox root removed from
+        config.toml by hand, leaves some behind).
+
+        @param by: who deleted or creates the mailbox, as the audit says it.
+        @return: the holds left pending because they are being decided on.
+        """
+        if not held.valid_name(mailbox):
+            return []
+        left = []
+        for hold_id, _ in await self.run_in_thread(held.pending, self.data_dir, mailbox):
+            if hold_id in self._busy:
+                left.append(hold_id)
+                continue
+            self._busy.add(hold_id)
+            try:
+                md = await self.run_in_thread(held.read_md, self.data_dir, mailbox, hold_id)
+                if md is None:
+                    continue
+                try:
+                    decided = heldmail.decided(md, heldmail.REJECTED, by=by, at=self.now(),
+                                               reason=MAILBOX_DELETED)
+                except ValueError:
+                    decided = md
+                await self._settle(mailbox, hold_id, decided, heldmail.REJECTED, by, uid,
+                                   reason=MAILBOX_DELETED)
+            finally:
+                self._busy.discard(hold_id)
+        return left
 
     async def expire(self) -> int:
         """Move every pending hold past its C{expires_at} to C{rejected/}.

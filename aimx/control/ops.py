@@ -370,6 +370,10 @@ class Control:
         self._log_decision("MAILBOX-CREATE", caller, username, name, decision)
         async with self.mailbox_lock(name), self.live.lock:
             new = configedit.add_mailbox(self.live.current, name, owner)
+            # Holds an earlier mailbox of this name left never pass to the new owner.
+            if await self.approvals.retire(name, username or f"uid {caller.uid}", caller.uid):
+                raise TempError(f"a held message of an earlier mailbox '{name}' is being "
+                                "decided on; retry later")
             ids = self.passwd.owner(owner)
             if ids.uid is None:
                 raise ValidationError(f"unknown owner '{owner}'")
@@ -412,6 +416,12 @@ class Control:
             await self._commit(configedit.remove_mailbox(config, name))
         self._record(audit.change(audit.MAILBOX, "deleted", mailbox=name, caller_uid=caller.uid,
                                   owner=mailbox.owner, force=force))
+        # Its pending holds are rejected (one being decided on is, at the latest, when
+        # the name is created again: mailbox_create).
+        left = await self.approvals.retire(name, self.passwd.username(caller.uid)
+                                           or f"uid {caller.uid}", caller.uid)
+        if left:
+            log.info("holds left pending", mailbox=name, hold_ids=left)
         if self.index is not None:
             await self.index.forget(name)
 
@@ -723,7 +733,7 @@ class Control:
         """AUDIT-READ: the last C{limit} records the caller may read, oldest first.
 
         Root reads every record; anyone else the records of the mailboxes it owns
-        (in the live config), whatever C{mailbox} names.
+        (in the live config) since each was last created, whatever C{mailbox} names.
         """
         if self.audit is None:
             raise IOFailure("this daemon keeps no audit log")
@@ -737,12 +747,14 @@ class Control:
             except mailquery.QueryError as e:
                 raise MalformedError(str(e)) from None
             start = datetime.datetime.fromtimestamp(micros / 1e6, datetime.timezone.utc)
-        config, uid = self.live.current, caller.uid
-        owned = {mb.name for mb in config.mailboxes
+        uid = caller.uid
+        if uid != 0:
+            await self.audit.ready()
+        owned = {mb.name: self.audit.created(mb.name) for mb in self.live.current.mailboxes
                  if visible(uid, self.passwd.owner(mb.owner).uid)}
 
         def keep(record: dict) -> bool:
-            return (audit.visible(record, uid, owned.__contains__)
+            return (audit.visible(record, uid, owned)
                     and audit.matches(record, mailbox=mailbox, since=start, event=event))
 
         return await self.audit.read(keep, min(limit, AUDIT_ROWS_MAX), start)

@@ -6,7 +6,8 @@ change to a held message (L{held}) and every mailbox or hook change (L{change};
 L{changes} for root's direct edit of config.toml while no daemon runs), plus
 configuration reloads (L{reloaded}).  The builders here take the values the
 daemon decided with; L{aimx.auditlog} stamps the time (L{stamped}) and writes
-the line (L{line}); readers filter with L{matches} and L{visible}.  What a record
+the line (L{line}); readers filter with L{matches} and L{visible} (which starts a
+mailbox's history at its L{created} record).  What a record
 says about a mailbox's correspondents (the recipients it delivered to, the
 trusted senders it stored) and its sends is L{known_from}, L{counts_send} and
 L{forgets}: the outbound policy's facts rest on these root-only records, never
@@ -279,12 +280,35 @@ def matches(record: Mapping[str, Any], *, mailbox: str | None = None,
     return True
 
 
-def visible(record: Mapping[str, Any], uid: int, owns: Callable[[str], bool]) -> bool:
-    """Root reads every record; anyone else those of the mailboxes it owns now."""
+def created(record: Mapping[str, Any]) -> str | None:
+    """The mailbox a record says was created: its owner's records start there."""
+    mailbox = record.get("mailbox")
+    if record.get("event") == MAILBOX and record.get("action") == "created" and (
+            isinstance(mailbox, str)):
+        return mailbox
+    return None
+
+
+def visible(record: Mapping[str, Any], uid: int,
+            owned: Mapping[str, datetime | None]) -> bool:
+    """Root reads every record; anyone else those of the mailboxes it owns now, from
+    the latest record of the mailbox's creation on: the records before it are an
+    earlier owner's of the same name (a deleted mailbox's history never passes on).
+
+    @param owned: each mailbox the reader owns now, with when it was last created
+        (C{None}: no record says, every record of it is the reader's).
+    """
     if uid == 0:
         return True
     mailbox = record.get("mailbox")
-    return isinstance(mailbox, str) and owns(mailbox)
+    if not isinstance(mailbox, str) or mailbox not in owned:
+        return False
+    start = owned[mailbox]
+    if start is None:
+        return True
+    at = when(record)
+    # At the very moment of the creation only the creation itself is the owner's.
+    return at is not None and (at > start or (at == start and created(record) == mailbox))
 
 
 def summary(record: Mapping[str, Any]) -> str:

@@ -155,6 +155,12 @@ def read(data_dir: str, mailbox: str, hold_id: str) -> tuple[bytes, bytes] | Non
         return md, parts
 
 
+def read_md(data_dir: str, mailbox: str, hold_id: str) -> bytes | None:
+    """A pending hold's C{.md} file alone (its C{.parts} may be damaged), or C{None}."""
+    with _mailbox_dir(data_dir, mailbox, create=False) as fd:
+        return None if fd is None else _read(fd, hold_id + MD)
+
+
 def rewrite(data_dir: str, mailbox: str, hold_id: str, md: bytes) -> bool:
     """Replace a pending hold's C{.md} (its mail-approval token spent or renewed).
 

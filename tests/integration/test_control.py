@@ -23,8 +23,9 @@ from aimx.control import aioclient, client, commands, wire
 from aimx.control.amp import ControlFactory, ControlSocket
 from aimx.errors import ConfigError, MailboxError, NonEmptyError, TempError
 from aimx.logs import event_line
+from aimx.core import frontmatter
 from aimx.mcp import tools
-from aimx.store import configfile
+from aimx.store import configfile, held
 from tests.integration.base import (
     IS_ROOT,
     NOBODY,
@@ -524,3 +525,46 @@ class SigtermTests(ControlTestCase):
         config, _ = configfile.load(self.config_dir)
         self.assertEqual({mb.name for mb in config.mailboxes} - {"alice", "bob", "catchall"},
                          created)
+
+
+class ReusedNameTests(SecondUid, ControlTestCase):
+    """A name deleted and created again by another uid (issue 18 review): nothing of
+    the earlier mailbox passes to the new owner."""
+
+    @defer.inlineCallbacks
+    def test_holds_and_history_stay_behind(self):
+        """root's alice, with a pending hold and a hook, is deleted; nobody creates alice:
+        its HELD-LIST is empty, the old hold NOT-FOUND, its audit starts at its creation."""
+        hold_id = "20260101-000000-deadbeef"
+        md = frontmatter.render({"hold_id": hold_id, "mailbox": "alice", "state": "pending",
+                                 "subject": "root's draft", "to": "x@example.com",
+                                 "expires_at": "2999-01-01T00:00:00+00:00",
+                                 "headers": []}, "ROOT-PRIVATE-DRAFT\n")
+        held.hold(self.data_dir, "alice", hold_id, md, b"")
+        yield defer.Deferred.fromCoroutine(self.call(
+            commands.HookCreate, mailbox="alice", event="on_receive", name="old",
+            body='{"cmd": ["/bin/true"]}'))
+        yield defer.Deferred.fromCoroutine(self.call(commands.HookDelete, name="old"))
+        yield defer.Deferred.fromCoroutine(self.call(
+            commands.MailboxDelete, name="alice", force=True))
+        self.assertEqual(held.pending(self.data_dir, "alice"), [])
+        with open(os.path.join(self.data_dir, "held", "alice", "rejected",
+                               hold_id + ".md")) as f:
+            self.assertIn('reason = "mailbox deleted"', f.read())
+        results = yield defer.Deferred.fromCoroutine(self.nobody_commands(
+            ("MailboxCreate", {"name": "alice"}),
+            ("HeldList", {}),
+            ("HeldShow", {"id": hold_id}),
+            ("AuditRead", {}),
+        ))
+        self.assertIn("ok", results[0])
+        self.assertEqual(results[1:3], [
+            {"ok": {"holds": []}},
+            {"error": "NOTFOUND", "reason": f"held message '{hold_id}' not found"}])
+        records = results[3]["ok"]["records"]
+        self.assertEqual([(r["event"], r.get("action"), r["mailbox"]) for r in records],
+                         [("mailbox", "created", "alice")])
+        everything = yield defer.Deferred.fromCoroutine(self.call(commands.AuditRead))
+        self.assertIn(("held", "rejected", "mailbox deleted"),
+                      [(r["event"], r.get("action"), r.get("reason"))
+                       for r in everything["records"]])
