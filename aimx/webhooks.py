@@ -195,7 +195,7 @@ class Webhooks(service.Service):
             return self.own
 
         def unreadable(failure):
-            log.warn("the host's addresses could not be read, keeping the previous ones",
+            log.warn("webhook own addresses not read, keeping the previous ones",
                      error=str(failure.value))
             self.own = _UNSPECIFIED if self.own is None else self.own
             return self.own
