@@ -41,7 +41,7 @@ import attrs
 from twisted.internet import defer, process, task
 from twisted.internet.protocol import ProcessProtocol
 
-from aimx.idle import IdleWaiters
+from aimx.idle import Pending
 from aimx.core import audit, events, hookspec
 from aimx.core.config import MailboxConfig
 from aimx.core.hookspec import HookEvent
@@ -303,8 +303,7 @@ class HookRunner:
         self.unshare = shutil.which("unshare", path=unshare_path)
         self.unshare_path = unshare_path
         self.webhooks = webhooks
-        self._busy: set[defer.Deferred] = set()
-        self._idle = IdleWaiters()
+        self._pending = Pending()
 
     def on_received(self, ingested) -> defer.Deferred:
         """Decide and record which on_receive hooks fire for one published message,
@@ -348,7 +347,7 @@ class HookRunner:
         if self.audit is not None:
             self.audit(audit.inbound(ingested, planned, sender))
         started = task.deferLater(self.clock, 0, self.dispatch, event, planned)
-        self._track(started)
+        self._pending.track(started)
         return started
 
     def after_send(
@@ -388,12 +387,12 @@ class HookRunner:
         @return: fires with the L{HookResult} of each hook that was run.
         """
         done = defer.Deferred.fromCoroutine(self._dispatch(event, planned))
-        self._track(done)
+        self._pending.track(done)
         return done
 
     def idle(self) -> defer.Deferred:
         """Fires once no hook is queued or running and no hook process is left."""
-        return self._idle.wait(not self._busy)
+        return self._pending.idle()
 
     async def _dispatch(self, event: HookEvent, planned) -> list[HookResult]:
         config, mailbox = self.config(), event.mailbox
@@ -486,7 +485,7 @@ class HookRunner:
             return self._report(event, hook, start, error=("spawn-failed", _failure(e, cwd)))
         finally:
             os.close(stdin)
-        self._track(protocol.gone)
+        self._pending.track(protocol.gone)
         await protocol.ended
         return self._report(event, hook, start, protocol)
 
@@ -562,15 +561,6 @@ class HookRunner:
         (log.warn if wrong or "slow" in fields else log.info)("hook result", **fields)
         return result
 
-    def _track(self, work: defer.Deferred):
-        self._busy.add(work)
-        work.addBoth(self._untrack, work)
-
-    def _untrack(self, result, work):
-        self._busy.discard(work)
-        if not self._busy:
-            self._idle.idle()
-        return result
 
 
 def _failure(error: Exception, cwd: str) -> str:

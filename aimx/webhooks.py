@@ -40,7 +40,7 @@ from aimx import __version__
 from aimx.auth.resolver import DnsNoRecord
 from aimx.core import frontmatter, webhook, webhookurl
 from aimx.core.hookspec import HookEvent
-from aimx.idle import IdleWaiters
+from aimx.idle import Pending
 from aimx.logs import Logger
 from aimx.store import passwd, safefs, webhookfiles
 
@@ -154,18 +154,17 @@ class Webhooks(service.Service):
         self.deliveries: dict[str, dict] = {}
         self._timers: dict = {}
         self._slots: dict[str, defer.DeferredSemaphore] = {}
-        self._busy: set[defer.Deferred] = set()
-        self._idle = IdleWaiters()
+        self._pending = Pending()
 
     # -- the service -------------------------------------------------------------
 
     def startService(self):
         super().startService()
-        self._track(self.read_addresses())
+        self._pending.track(self.read_addresses())
         loaded = self.run_in_thread(webhookfiles.load, self.data_dir)
         loaded.addCallback(self._resume)
         loaded.addErrback(lambda f: log.failure("webhook spool could not be read", f))
-        self._track(loaded)
+        self._pending.track(loaded)
 
     def _resume(self, deliveries: list[dict]) -> None:
         now = self.clock.seconds()
@@ -211,7 +210,7 @@ class Webhooks(service.Service):
 
     def idle(self) -> defer.Deferred:
         """Fires once no spool write, lookup or request is under way."""
-        return self._idle.wait(not self._busy)
+        return self._pending.idle()
 
     # -- queueing ----------------------------------------------------------------
 
@@ -296,7 +295,7 @@ class Webhooks(service.Service):
         self._timers.pop(webhook_id, None)
         attempt = defer.Deferred.fromCoroutine(self._attempt(webhook_id))
         attempt.addErrback(lambda f: log.failure("webhook attempt crashed", f))
-        self._track(attempt)
+        self._pending.track(attempt)
 
     def _hook(self, name: str):
         for mailbox in self.config().mailboxes:
@@ -414,15 +413,6 @@ class Webhooks(service.Service):
                 continue
         return []
 
-    def _track(self, work: defer.Deferred) -> None:
-        self._busy.add(work)
-        work.addBoth(self._untrack, work)
-
-    def _untrack(self, result, work):
-        self._busy.discard(work)
-        if not self._busy:
-            self._idle.idle()
-        return result
 
 
 async def _exchange(agent, url: bytes, headers: Headers, body: bytes) -> int:

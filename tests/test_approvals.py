@@ -1,6 +1,6 @@
 """Held mail in the daemon (L{aimx.control.approvals} through L{aimx.control.ops.Control}):
 holding, who may list, approve and reject, and expiry on the reactor clock; with a
-recording outbox, a fake index, fake passwd entries and a real data directory."""
+recording outbox, an audit log, fake passwd entries and a real data directory."""
 
 import datetime
 import os
@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from aimx.control.approvals import MAX_PENDING, Expiry
 from aimx.control.ops import Caller, Control
-from aimx.core import approvalmail, frontmatter
+from aimx.core import approvalmail, audit, frontmatter
 from aimx.core.address import Envelope
 from aimx.core.authresults import AuthResults
 from aimx.core.message import parse_message
@@ -30,7 +30,7 @@ from aimx.errors import (
 )
 from aimx.service import LiveConfig
 from aimx.testing import fakes
-from aimx.testing.fakes import FakeIndex, FakeNow, FakeOutbox, FakePasswd
+from aimx.testing.fakes import FakeNow, FakeOutbox, FakePasswd
 from tests.test_approvalmail import signed
 
 ROOT, ALICE, BOB, OPS = 0, 2001, 2002, 2003
@@ -43,7 +43,6 @@ class ApprovalTestCase(TestCase):
         os.makedirs(self.data)
         self.now = FakeNow(START)
         self.outbox = FakeOutbox()
-        self.index = FakeIndex(known={"friend@x.example"})
         self.configure()
 
     def configure(self, approval="new-recipients", **top):
@@ -52,6 +51,12 @@ class ApprovalTestCase(TestCase):
                                   "approval": approval, "max_per_hour": 3}},
                                   "bob": {"owner": "bob"}})
         self.live = LiveConfig(config)
+        # The audit log knows friend@x.example: alice delivered to it a week ago.
+        self.audit = fakes.audit_log(self, self.live, fakes.clock_at(START), [(
+            START - datetime.timedelta(days=7), audit.send(
+                mailbox="alice", caller_uid=ALICE, author="alice@test.local",
+                recipients=["friend@x.example"], sha256="0" * 64, decision=audit.SENT,
+                delivered=["friend@x.example"]))])
         tokens = iter(f"{n:08x}" for n in range(1, 10_000))
         self.control = Control(
             live=self.live, config_dir=self.data, data_dir=self.data,
@@ -59,7 +64,7 @@ class ApprovalTestCase(TestCase):
             run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
             passwd=FakePasswd({"alice": ALICE, "bob": BOB, "ops": OPS},
                               groups={"ops": ["ops", "alice"]}),
-            now=self.now, outbox=self.outbox, index=self.index)
+            now=self.now, outbox=self.outbox, audit=self.audit)
         self.control.approvals.token = lambda: next(tokens)
 
     def send(self, to="new@y.example", uid=ALICE, **kw):
@@ -89,7 +94,7 @@ class HoldTests(ApprovalTestCase):
                          ("new recipients: new@y.example", reply["message_id"], ALICE))
 
     def test_known_recipient_sent(self):
-        """A recipient the index knows goes at once."""
+        """A recipient the audit log knows goes at once."""
         self.assertNotIn("held", self.send(to="Friend@x.example"))
         self.assertEqual(len(self.outbox.drafts), 1)
 

@@ -10,7 +10,7 @@ from twisted.internet import defer, task
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from aimx.auditlog import DAY, AuditLog
+from aimx.auditlog import DAY, AuditLog, Correspondents
 from aimx.core import audit
 from aimx.core.config import Config
 from aimx.logs import event_line
@@ -163,8 +163,8 @@ class FileTests(SynchronousTestCase):
         self.assertEqual(files.days(self.dir), ["2026-02-28.jsonl", "2026-03-01.jsonl"])
 
 
-class AuditLogTests(SynchronousTestCase):
-    """The writer on a task.Clock, its disk work run at once or held back."""
+class LogTestCase(SynchronousTestCase):
+    """An audit log on a task.Clock, its disk work held back until L{finish}."""
 
     def setUp(self):
         self.dir = os.path.join(os.path.abspath(self.mktemp()), "audit")
@@ -190,6 +190,10 @@ class AuditLogTests(SynchronousTestCase):
         d = defer.Deferred.fromCoroutine(self.log.read(lambda r: True, 100, None))
         self.finish()
         return self.successResultOf(d)
+
+
+class AuditLogTests(LogTestCase):
+    """The writer on a task.Clock, its disk work run at once or held back."""
 
     def test_one_writer_batches(self):
         """Records queued while a write runs go in the next one, in order, each stamped
@@ -238,3 +242,152 @@ class AuditLogTests(SynchronousTestCase):
         stopped = self.log.stopService()
         self.finish()
         self.successResultOf(stopped)
+
+
+def sent(decision=audit.SENT, mailbox="support", **kw) -> dict:
+    return audit.send(mailbox=mailbox, caller_uid=65534, author=f"{mailbox}@a.example",
+                      recipients=["a@x.example", "b@x.example"], sha256="ab",
+                      decision=decision, **kw)
+
+
+def inbound(trusted: str, address: str = "Boss@T.example", mailbox="support") -> dict:
+    return {"event": audit.INBOUND, "mailbox": mailbox, "from": f"Boss <{address}>",
+            "from_address": address.lower(), "trusted": trusted}
+
+
+class CorrespondenceTests(SynchronousTestCase):
+    """What a record says a mailbox knows and sent (pure), and L{Correspondents}."""
+
+    def test_known_from(self):
+        """Known: the recipients a sent SEND or an approved hold reached, the From of
+        trusted inbound mail; nothing from refused or held SENDs, untrusted mail,
+        rejected holds or a cut list's tail."""
+        self.assertEqual(audit.known_from(sent(delivered=["A@x.example"])),
+                         ("support", ["a@x.example"]))
+        self.assertIsNone(audit.known_from(sent()))
+        self.assertIsNone(audit.known_from(sent(audit.REFUSED, delivered=["a@x.example"])))
+        self.assertIsNone(audit.known_from(sent(audit.HELD_BACK, hold_id="h")))
+        approved = audit.held(action=audit.APPROVED, mailbox="support", hold_id="h", by="root",
+                              caller_uid=0, delivered=["c@x.example", "… 3 more"])
+        self.assertEqual(audit.known_from(approved), ("support", ["c@x.example"]))
+        rejected = audit.held(action=audit.REJECTED, mailbox="support", hold_id="h",
+                              by="root", caller_uid=0)
+        self.assertIsNone(audit.known_from(rejected))
+        self.assertEqual(audit.known_from(inbound("true")), ("support", ["boss@t.example"]))
+        for trust in ("false", "none"):
+            self.assertIsNone(audit.known_from(inbound(trust)))
+        self.assertIsNone(audit.known_from({"event": audit.INBOUND, "trusted": "true",
+                                            "from_address": "x@y.example"}))
+
+    def test_delivered(self):
+        """Only the recipients whose status is delivered."""
+        self.assertEqual(audit.delivered([
+            {"rcpt": "a@x.example", "status": "delivered"},
+            {"rcpt": "b@x.example", "status": "deferred"},
+            {"rcpt": "c@x.example", "status": "failed"}]), ["a@x.example"])
+        self.assertEqual(audit.delivered(None), [])
+
+    def test_counts_send(self):
+        """A sent SEND counts unless it never left; an approved hold counts; nothing else."""
+        self.assertEqual(audit.counts_send(sent(outcome="delivered")), "support")
+        self.assertEqual(audit.counts_send(sent(outcome="[TEMP] later")), "support")
+        self.assertIsNone(audit.counts_send(json.loads(audit.line(audit.stamped(
+            sent(outcome="[SIZE] too big", counted=False), T0)))))
+        self.assertNotIn("counted", json.loads(audit.line(audit.stamped(sent(), T0))))
+        self.assertIsNone(audit.counts_send(sent(audit.REFUSED)))
+        self.assertEqual(audit.counts_send(audit.held(
+            action=audit.APPROVED, mailbox="support", hold_id="h", by="root", caller_uid=0)),
+            "support")
+
+    def fold(self, *records, sends=None):
+        c = Correspondents(sends)
+        for at, record in records:
+            c.add(json.loads(audit.line(audit.stamped(record, at))))
+        return c
+
+    def test_correspondents(self):
+        """Addresses with their last time, a mailbox created anew knows nobody, sends
+        kept only within the range given; what is older than the retention is not known."""
+        day = timedelta(days=1)
+        c = self.fold((T0 - 10 * day, sent(delivered=["a@x.example"])),
+                      (T0 - 9 * day, inbound("true", "old@o.example", mailbox="gone")),
+                      (T0 - 8 * day, audit.change(audit.MAILBOX, "created", mailbox="gone",
+                                                  caller_uid=0)),
+                      (T0 - 2 * day, sent(delivered=["b@x.example"])),
+                      (T0 - day / 2, sent(outcome="delivered")),
+                      (T0, inbound("true")),
+                      sends=(T0 - day, T0))
+        self.assertEqual(c.knows("support", {"a@x.example", "b@x.example", "boss@t.example",
+                                             "z@x.example"}, T0 - 30 * day),
+                         {"a@x.example", "b@x.example", "boss@t.example"})
+        self.assertEqual(c.knows("support", {"a@x.example", "b@x.example"}, T0 - 5 * day),
+                         {"b@x.example"})
+        self.assertEqual(c.knows("gone", {"old@o.example"}, T0 - 30 * day), set())
+        self.assertEqual(c.sends, {"support": [T0 - day / 2]})
+        c.forget(T0 - 5 * day)
+        self.assertEqual(set(c.known["support"]), {"b@x.example", "boss@t.example"})
+
+    def test_update_keeps_later_resets(self):
+        """What the daemon recorded while the files were read is taken in, after its
+        resets (a mailbox created meanwhile forgets what the files said)."""
+        read = self.fold((T0, sent(delivered=["a@x.example"])),
+                         (T0, sent(mailbox="new", delivered=["n@x.example"])))
+        live = self.fold((T0, audit.change(audit.MAILBOX, "created", mailbox="new",
+                                                 caller_uid=0)),
+                         (T0, inbound("true")))
+        read.update(live)
+        self.assertEqual({m: set(t) for m, t in read.known.items()},
+                         {"support": {"a@x.example", "boss@t.example"}})
+
+
+class AuditLogMemoryTests(LogTestCase):
+    """The log's start-up read and what it answers before, during and after it."""
+
+    def setUp(self):
+        super().setUp()
+        self.config = Config("a.example", audit_dir=self.dir, audit_retention_days=3)
+
+    def write(self, at, record):
+        files.append(self.dir, [(audit.day(at), audit.line(audit.stamped(record, at)))])
+
+    def test_start_up_read(self):
+        """Known recipients come from the day files within the retention (read in the
+        thread; nobody known until then) and from each record as it is made; the sends
+        of the day before the start are kept for the rate windows."""
+        day = timedelta(days=1)
+        self.write(T0 - 3 * day, sent(delivered=["old@x.example"]))
+        self.write(T0 - 2 * day, sent(delivered=["a@x.example"]))
+        self.write(T0 - day / 2, sent(delivered=["b@x.example"]))
+        self.log.startService()
+        ready = self.log.ready()
+        self.assertNoResult(ready)
+        self.log.record(inbound("true"))
+        asked = {"old@x.example", "a@x.example", "b@x.example", "boss@t.example"}
+        self.assertEqual(self.log.knows("support", asked), set())
+        self.finish()
+        self.successResultOf(ready)
+        self.assertTrue(self.log.loaded)
+        self.assertEqual(self.log.knows("support", asked),
+                         {"a@x.example", "b@x.example", "boss@t.example"})
+        self.assertEqual(self.log.sent_before_start(), {"support": [
+            (T0 - day / 2).replace(microsecond=T0.microsecond)]})
+        self.clock.advance(DAY)  # a@x.example's day passes out of the retention
+        self.finish()
+        self.assertEqual(self.log.knows("support", asked), {"b@x.example", "boss@t.example"})
+        stopped = self.log.stopService()
+        self.finish()
+        self.successResultOf(stopped)
+
+    def test_failed_read(self):
+        """A read that fails is logged; only this run's records are known then."""
+        os.makedirs(os.path.dirname(self.dir), exist_ok=True)
+        with open(self.dir, "w") as f:
+            f.write("not a directory")
+        self.log.startService()
+        with capturedLogs() as events:
+            self.finish()
+        self.flushLoggedErrors(OSError)
+        self.assertIs(self.log.loaded, False)
+        self.assertTrue(any("audit log not read" in event_line(e, journal=False) for e in events))
+        self.log.record(inbound("true"))
+        self.assertEqual(self.log.knows("support", {"boss@t.example"}), {"boss@t.example"})

@@ -14,8 +14,6 @@ from aimx.core.filenames import (
     sanitize_attachment_name,
     slugify,
     stem_candidates,
-    stem_time,
-    stem_time_prefix,
 )
 
 WHEN = datetime(2025, 3, 14, 15, 9, 26, tzinfo=timezone.utc)
@@ -147,16 +145,6 @@ class StemTests(SynchronousTestCase):
         """An existing bundle directory moves a bundle to -2."""
         names = {BASE, BASE + "-2.md"}
         self.assertEqual(pick_stem(BASE, names.__contains__, bundle=True), BASE + "-2")
-
-
-class StemTimeTests(SynchronousTestCase):
-    def test_round_trip(self):
-        """A stem's time prefix is the UTC second it was stored; other names have none."""
-        when = datetime(2026, 3, 1, 13, 5, 9, tzinfo=timezone(timedelta(hours=1)))
-        self.assertEqual(stem_time_prefix(when), "2026-03-01-120509")
-        self.assertEqual(stem_time(base_stem(when, "Hello there")), when)
-        for name in ("notes", "2026-13-01-120509-x", "2026-03-01"):
-            self.assertIsNone(stem_time(name))
 
 
 class SanitizeAttachmentNameTests(SynchronousTestCase):

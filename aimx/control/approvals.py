@@ -41,7 +41,7 @@ from aimx.errors import (
     PolicyError,
     TempError,
 )
-from aimx.idle import IdleWaiters
+from aimx.idle import Pending
 from aimx.logs import Logger
 from aimx.store import held
 
@@ -82,8 +82,7 @@ class Approvals:
         self.audit = audit
         self._busy: set[str] = set()
         self._locks: dict[str, defer.DeferredLock] = {}
-        self._work: set[defer.Deferred] = set()
-        self._idle = IdleWaiters()
+        self._work = Pending()
 
     # -- who -------------------------------------------------------------------
 
@@ -263,7 +262,8 @@ class Approvals:
             raise
         await self._settle(mailbox, hold_id, None, heldmail.APPROVED, by, uid,
                            message_id=answer.get("message_id"),
-                           outcome=records.outcome(answer.get("deliveries")))
+                           outcome=records.outcome(answer.get("deliveries")),
+                           delivered=records.delivered(answer.get("deliveries")))
         return answer
 
     async def reject(self, uid: int, hold_id: str, reason: str | None) -> None:
@@ -313,7 +313,8 @@ class Approvals:
         """The one place a hold stops being pending: the files, the log, the audit.
 
         @param by: who decided (a user name, C{aimx}, C{mail from <notify>}).
-        @param outcome: C{reason}, C{message_id}, C{outcome} for the audit record.
+        @param outcome: C{reason}, C{message_id}, C{outcome}, C{delivered} for the audit
+            record.
         """
         await self.run_in_thread(held.settle, self.data_dir, mailbox, hold_id, decided)
         log.info("settled", state=state, hold_id=hold_id, mailbox=mailbox, by=by,
@@ -325,20 +326,13 @@ class Approvals:
 
     def idle(self) -> defer.Deferred:
         """Fires once no notification or reply is being worked on."""
-        return self._idle.wait(not self._work)
+        return self._work.idle()
 
     def _background(self, work, what: str) -> None:
         done = defer.Deferred.fromCoroutine(work)
-        self._work.add(done)
         done.addErrback(lambda failure: log.failure("background work failed", failure,
                                                     what=what))
-        done.addBoth(self._finished, done)
-
-    def _finished(self, result, done: defer.Deferred):
-        self._work.discard(done)
-        if not self._work:
-            self._idle.idle()
-        return result
+        self._work.track(done)
 
     async def _notify(self, config, hold_id: str, md: bytes, secret: str,
                       note: str | None = None) -> None:

@@ -136,7 +136,7 @@ class Control:
         self.webhooks = webhooks
         self.random = random
         self.audit = audit
-        self.guard = SendGuard(index)
+        self.guard = SendGuard(audit)
         self.approvals = Approvals(
             live=live, data_dir=data_dir, outbox=outbox, guard=self.guard, passwd=passwd,
             run_in_thread=run_in_thread, now=now, audit=self._record)
@@ -244,7 +244,7 @@ class Control:
             await self.guard.prepare(mailbox.name, self.now())
         known = ()
         if policy is not None and policy.approval == outpolicy.NEW_RECIPIENTS:
-            known = await self.guard.known(mailbox.name, sub.recipients)
+            known = self.guard.known(mailbox.name, sub.recipients)
         # From here to the record, no wait: two SENDs cannot both take the last place.
         now = self.now()
         decision = outpolicy.decide(
@@ -272,12 +272,15 @@ class Control:
             draft = await self._attach(draft, attachments, len(message))
             answer = await self.outbox.send(config, sub, draft)
         except AimxError as e:
-            if isinstance(e, (MalformedError, BodyTooLarge, SignError, IOFailure)):
+            left = not isinstance(e, (MalformedError, BodyTooLarge, SignError, IOFailure))
+            if not left:
                 self.guard.cancel(mailbox.name, now)  # nothing left: it does not count
-            record(audit.SENT, outcome=f"[{e.code}] {e}")
+            record(audit.SENT, outcome=f"[{e.code}] {e}", counted=left)
             raise
+        # The recipients delivered to are known from now on (docs/guardrails.md).
         record(audit.SENT, message_id=answer.get("message_id"),
-               outcome=audit.outcome(answer.get("deliveries")))
+               outcome=audit.outcome(answer.get("deliveries")),
+               delivered=audit.delivered(answer.get("deliveries")))
         return answer
 
     def _log_send(self, caller: Caller, mailbox: str, decision) -> None:

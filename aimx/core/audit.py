@@ -6,7 +6,11 @@ change to a held message (L{held}) and every mailbox or hook change (L{change};
 L{changes} for root's direct edit of config.toml while no daemon runs), plus
 configuration reloads (L{reloaded}).  The builders here take the values the
 daemon decided with; L{aimx.auditlog} stamps the time (L{stamped}) and writes
-the line (L{line}); readers filter with L{matches} and L{visible}.
+the line (L{line}); readers filter with L{matches} and L{visible}.  What a record
+says about a mailbox's correspondents (the recipients it delivered to, the
+trusted senders it stored) and its sends is L{known_from}, L{counts_send} and
+L{forgets}: the outbound policy's facts rest on these root-only records, never
+on the mailbox's files, which its owner can write (docs/guardrails.md).
 """
 
 import json
@@ -38,6 +42,7 @@ def inbound(ingested: "Ingested", planned: Sequence["Planned"], sender: str) -> 
     """
     envelope, verdict = ingested.prepared.envelope, ingested.verdict
     auth = ingested.prepared.auth
+    author = ingested.parsed.identity.author
     return {
         "event": INBOUND,
         "mailbox": ingested.mailbox.name,
@@ -45,6 +50,7 @@ def inbound(ingested: "Ingested", planned: Sequence["Planned"], sender: str) -> 
         "message_id": ingested.parsed.message_id,
         "sha256": ingested.prepared.raw_sha256,
         "from": ingested.parsed.from_,
+        "from_address": author.address if author is not None else None,
         "sender": sender,
         "mail_from": envelope.mail_from,
         "rcpt": ingested.rcpt,
@@ -64,33 +70,39 @@ def inbound(ingested: "Ingested", planned: Sequence["Planned"], sender: str) -> 
 def send(*, mailbox: str, caller_uid: int | None, author: str, recipients: Sequence[str],
          sha256: str, decision: str, rule: str = "", reason: str = "",
          hold_id: str | None = None, message_id: str | None = None,
-         outcome: str | None = None) -> dict:
+         outcome: str | None = None, delivered: Sequence[str] = (),
+         counted: bool = True) -> dict:
     """One SEND's fate: L{SENT} (with its C{outcome}), L{REFUSED} (the rule and the
     reason the caller was told) or L{HELD_BACK} (the hold id).
 
     @param sha256: of the submitted message, as the client sent it.
+    @param delivered: the recipients it reached (L{delivered}).
+    @param counted: C{False} for a send that never left (it gives its place in the
+        rate windows back; written as C{"counted": false}).
     """
     return {
         "event": SEND, "mailbox": mailbox, "caller_uid": caller_uid, "from": author,
         "recipients": list(recipients), "sha256": sha256, "decision": decision,
         "rule": rule or None, "reason": reason or None, "hold_id": hold_id,
-        "message_id": message_id, "outcome": outcome,
+        "message_id": message_id, "outcome": outcome, "delivered": list(delivered) or None,
+        "counted": None if counted else False,
     }
 
 
 def held(*, action: str, mailbox: str, hold_id: str, by: str, caller_uid: int | None,
          reason: str | None = None, message_id: str | None = None,
-         outcome: str | None = None) -> dict:
+         outcome: str | None = None, delivered: Sequence[str] = ()) -> dict:
     """A held message approved (and its delivery's C{outcome}), rejected, expired, or a
     decision refused (the caller may not decide: C{reason} says why).
 
     @param by: who decided (a user name, C{aimx} for expiry, or what an approval by
         mail names).
+    @param delivered: the recipients an approved message reached (L{delivered}).
     """
     return {
         "event": HELD, "mailbox": mailbox, "hold_id": hold_id, "action": action, "by": by,
         "caller_uid": caller_uid, "reason": reason, "message_id": message_id,
-        "outcome": outcome,
+        "outcome": outcome, "delivered": list(delivered) or None,
     }
 
 
@@ -158,6 +170,57 @@ def outcome(deliveries: Sequence[Mapping[str, Any]] | None) -> str:
     if len(statuses) == 1:
         return str(statuses.pop())
     return "partial" if statuses else "delivered"
+
+
+def delivered(deliveries: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The recipients a send's per-recipient statuses say were delivered to."""
+    return [d["rcpt"] for d in deliveries or ()
+            if d.get("status") == "delivered" and isinstance(d.get("rcpt"), str)]
+
+
+def known_from(record: Mapping[str, Any]) -> tuple[str, list[str]] | None:
+    """The mailbox a record makes addresses known to, and those addresses (lower-cased).
+
+    Known: the recipients a SEND let go (L{SENT}) or an approved hold was delivered
+    to, and the From address of mail stored with C{trusted = "true"}.
+    """
+    mailbox, event = record.get("mailbox"), record.get("event")
+    if not isinstance(mailbox, str):
+        return None
+    if event == INBOUND and record.get("trusted") == "true":
+        found = [record.get("from_address")]
+    elif (event == SEND and record.get("decision") == SENT) or (
+            event == HELD and record.get("action") == APPROVED):
+        found = record.get("delivered")
+        if not isinstance(found, list):
+            return None
+    else:
+        return None
+    # A list cut by L{line} ends in "… N more", which is no address.
+    return mailbox, [a.lower() for a in found if isinstance(a, str) and "@" in a]
+
+
+def counts_send(record: Mapping[str, Any]) -> str | None:
+    """The mailbox whose rate windows a record counts a message for, or C{None}: a
+    SEND let go (unless it never left) or a held message approved."""
+    mailbox, event = record.get("mailbox"), record.get("event")
+    if not isinstance(mailbox, str):
+        return None
+    if event == SEND and record.get("decision") == SENT and record.get("counted") is not False:
+        return mailbox
+    if event == HELD and record.get("action") == APPROVED:
+        return mailbox
+    return None
+
+
+def forgets(record: Mapping[str, Any]) -> str | None:
+    """The mailbox whose correspondents a record forgets (created or deleted: a new
+    mailbox of an old name knows nobody)."""
+    mailbox = record.get("mailbox")
+    if record.get("event") == MAILBOX and record.get("action") in ("created", "deleted") and (
+            isinstance(mailbox, str)):
+        return mailbox
+    return None
 
 
 def stamped(record: Mapping[str, Any], when: datetime) -> dict:

@@ -68,22 +68,6 @@ def base_stem(timestamp: datetime, subject: str) -> str:
     return timestamp.strftime("%Y-%m-%d-%H%M%S-") + slugify(subject)
 
 
-_STEM_TIME = "%Y-%m-%d-%H%M%S"
-
-
-def stem_time_prefix(timestamp: datetime) -> str:
-    """The C{YYYY-MM-DD-HHMMSS} a stem of C{timestamp} starts with (UTC), for ranges."""
-    return timestamp.astimezone(timezone.utc).strftime(_STEM_TIME)
-
-
-def stem_time(stem: str) -> datetime | None:
-    """When a message was stored, from its stem (L{base_stem}); C{None} for another name."""
-    try:
-        return datetime.strptime(stem[:17], _STEM_TIME).replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
 def stem_candidates(base: str) -> Iterator[str]:
     """Yield C{base}, C{base-2}, C{base-3}, ... without end.
 

@@ -110,6 +110,29 @@ def read(directory: str, keep, limit: int, first_day: str | None = None,
     return list(found)
 
 
+def replay(directory: str, first_day: str, visit) -> int:
+    """Hand every record of the day files from C{first_day} on to C{visit}, oldest
+    file first and in file order.
+
+    @return: how many records were visited.
+    """
+    fd = _open(directory, create=False)
+    if fd is None:
+        return 0
+    seen = 0
+    try:
+        names = sorted(name for name, kind in safefs.scan(fd)
+                       if kind == safefs.FILE and _DAY_FILE.fullmatch(name)
+                       and name >= first_day)
+        for name in names:
+            for record, _ in _records(fd, name):
+                visit(record)
+                seen += 1
+    finally:
+        os.close(fd)
+    return seen
+
+
 def _records(dir_fd: int, name: str):
     """C{(record, its line's length)} of one day file, in order; lines that do not
     read are skipped."""

@@ -46,10 +46,9 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from aimx.core import mailquery, replytext
-from aimx.core.identity import parse_address_list
 from aimx.store import mailstore, safefs
 
-SCHEMA = "aimx-mailindex-2"
+SCHEMA = "aimx-mailindex-3"
 FOLDERS = ("inbox", "sent")
 INDEX_DIR = "index"
 #: How much of a message file indexing reads: frontmatter and body start.
@@ -66,10 +65,6 @@ MAX_LINKS = 64
 SEARCH_WINDOW = 2000
 #: The most messages one thread walk visits.
 THREAD_ROWS = 5000
-#: Addresses of one message kept for L{MailIndex.known} (its From, or its recipients).
-MAX_ADDRESSES = 256
-#: The kinds of address rows: who a message is from, whom it went to.
-_FROM, _TO = 0, 1
 #: A file's row is re-read at most this many times while answering one query.
 _PASSES = 3
 _INCOMPLETE = "incomplete"
@@ -105,9 +100,6 @@ CREATE TABLE newtext(row INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE link(msgid TEXT NOT NULL, row INTEGER NOT NULL);
 CREATE INDEX link_msgid ON link(msgid);
 CREATE INDEX link_row ON link(row);
-CREATE TABLE addr(address TEXT NOT NULL, row INTEGER NOT NULL, kind INTEGER NOT NULL);
-CREATE INDEX addr_address ON addr(address);
-CREATE INDEX addr_row ON addr(row);
 CREATE VIRTUAL TABLE fts USING fts5(
     subject, sender, recipients, body,
     content='', tokenize='unicode61 remove_diacritics 2'
@@ -305,16 +297,13 @@ class _Record:
     delivery_status: str
     attachments: bool
     links: tuple[str, ...]
-    #: (kind, lower-cased address): its From, and its To, Cc and Bcc.
-    addresses: tuple[tuple[int, str], ...]
     body: str
     #: A reply's new text; C{None} for a message that is not a reply (its body).
     new_text: str | None
     text_hash: int
 
 
-_BROKEN = _Record(False, False, None, "", "", "", "", "", "", "none", "", False, (), (), "", None,
-                  0)
+_BROKEN = _Record(False, False, None, "", "", "", "", "", "", "none", "", False, (), "", None, 0)
 
 
 def _hash(*parts) -> int:
@@ -339,12 +328,6 @@ def _record(fields: dict, body: bytes) -> _Record:
     links = dict.fromkeys([*_ids(text("message_id")), *_ids(text("in_reply_to")), *references])
     reply = bool(_ids(text("in_reply_to")) or references)
     whole = body.decode("utf-8", "replace")
-    bcc = fields.get("bcc")
-    to = [text("to"), text("cc"), *(b for b in bcc if isinstance(b, str))] if isinstance(
-        bcc, list) else [text("to"), text("cc")]
-    addresses = dict.fromkeys(
-        [(_FROM, a) for a in _addresses(text("from"))]
-        + [(_TO, a) for value in to for a in _addresses(value)])
     return _Record(
         ok=True,
         read=fields.get("read") is True,
@@ -359,17 +342,10 @@ def _record(fields: dict, body: bytes) -> _Record:
         delivery_status=text("delivery_status"),
         attachments=bool(fields.get("attachments")),
         links=tuple(links)[:MAX_LINKS],
-        addresses=tuple(addresses)[:MAX_ADDRESSES],
         body=whole[:BODY_CHARS],
         new_text=replytext.new_text(whole)[:TEXT_CHARS] if reply else None,
         text_hash=_hash(text("subject"), text("from"), recipients, reply, body),
     )
-
-
-def _addresses(value: str) -> list[str]:
-    """The bare addresses of an address-list field, lower-cased (none when it does not parse)."""
-    parsed = parse_address_list(value)
-    return [] if parsed.problems else [m.addr_spec.lower() for m in parsed.mailboxes]
 
 
 def _read(fd: int) -> _Record:
@@ -572,7 +548,6 @@ class MailIndex:
         rowid = cur.lastrowid
         self.con.executemany("INSERT INTO link VALUES (?, ?)",
                              [(msgid, rowid) for msgid in record.links])
-        self._addresses(rowid, record)
         if record.new_text is not None:
             self.con.execute("INSERT INTO newtext VALUES (?, ?)", (rowid, record.new_text))
         self.con.execute(
@@ -580,14 +555,9 @@ class MailIndex:
             (rowid, record.subject, record.sender, record.recipients, record.body),
         )
 
-    def _addresses(self, rowid: int, record: _Record) -> None:
-        self.con.executemany("INSERT INTO addr VALUES (?, ?, ?)",
-                             [(address, rowid, kind) for kind, address in record.addresses])
-
     def _delete(self, rowid: int) -> None:
         self.con.execute("DELETE FROM msg WHERE rowid=?", (rowid,))
         self.con.execute("DELETE FROM link WHERE row=?", (rowid,))
-        self.con.execute("DELETE FROM addr WHERE row=?", (rowid,))
         self.con.execute("DELETE FROM newtext WHERE row=?", (rowid,))
         self.con.execute("UPDATE meta SET value=value+1 WHERE key='garbage'")
 
@@ -626,9 +596,6 @@ class MailIndex:
             self.con.execute("DELETE FROM link WHERE row=?", (known[0],))
             self.con.executemany("INSERT INTO link VALUES (?, ?)",
                                  [(msgid, known[0]) for msgid in record.links])
-            # Bcc is not part of the text: a sent copy's may change in place.
-            self.con.execute("DELETE FROM addr WHERE row=?", (known[0],))
-            self._addresses(known[0], record)
             return None
         if known is not None:
             self._delete(known[0])
@@ -781,31 +748,6 @@ class MailIndex:
             else:
                 sent += n
         return Counts(total, unread, sent)
-
-    def sent_stems(self, since: str, limit: int) -> list[str]:
-        """The ids of the newest sent copies whose id sorts at or after C{since} (a
-        stem's time prefix: L{aimx.core.filenames.stem_time_prefix}), newest first,
-        at most C{limit}.  An id starts with the time the daemon stored the copy,
-        which the message's own C{Date} (the sender's word) does not."""
-        return [row[0] for row in self.con.execute(
-            # ":" sorts right after "9": names that start with a digit only.
-            "SELECT name FROM msg WHERE folder=1 AND name >= ? AND name < ':' "
-            "ORDER BY name DESC LIMIT ?",
-            (since, limit))]
-
-    def known(self, addresses: Iterable[str]) -> set[str]:
-        """Which of C{addresses} (lower-cased) this mailbox has sent a copy to (To,
-        Cc, Bcc of a sent copy), or has stored a message from with C{trusted = "true"}."""
-        wanted = sorted(set(addresses))
-        found = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            found.update(row[0] for row in self.con.execute(
-                "SELECT DISTINCT a.address FROM addr a JOIN msg m ON m.rowid = a.row "
-                f"WHERE a.address IN ({', '.join('?' * len(chunk))}) AND m.ok AND "
-                "((m.folder = 1 AND a.kind = 1) OR "
-                "(m.folder = 0 AND a.kind = 0 AND m.trusted = 'true'))", chunk))
-        return found
 
     def page(self, folder: str, limit: int, offset: int = 0, unread: bool = False
              ) -> list[Entry]:

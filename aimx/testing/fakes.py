@@ -21,16 +21,19 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
+from aimx.auditlog import AuditLog
 from aimx.auth.resolver import DnsNoRecord
 from aimx.control import wire
+from aimx.core import audit
 from aimx.core.config import Config, load_text
 from aimx.core.delivery import RcptResult
+from aimx.store import audit as audit_files
 from aimx.store.passwd import Owner
 
 __all__ = [
     "DOMAIN", "FakePasswd", "Clock", "FakeNow", "FakeResolver", "FakeReactor",
     "ListeningPort", "TTY", "FakeRunner", "FakeControlClient", "FakeAsyncControlClient",
-    "FakeOutbox", "FakeIndex",
+    "FakeOutbox", "audit_log", "clock_at",
     "hook_table", "mailbox_table", "config_text", "config",
     "message", "part", "multipart", "multipart_message",
 ]
@@ -354,28 +357,28 @@ class FakeOutbox:
         return {"message_id": "<m@test.local>", "deliveries": []}
 
 
-class FakeIndex:
-    """The mail indexes (L{aimx.indexer.Indexer}) for the two questions the send guard
-    asks, answered from lists (or failing with C{error}); C{asked} names each query's
-    mailbox."""
+def audit_log(case, live, clock: Clock, records: Iterable[tuple[datetime.datetime, dict]] = ()):
+    """A started L{aimx.auditlog.AuditLog} of C{live}'s config on C{clock}, its disk
+    work run at once, whose day files first hold C{records} (C{(time, a builder's
+    value)}); stopped at the test's end.
 
-    def __init__(self, stems=(), known=()):
-        self.stems = list(stems)
-        self.known_addresses = set(known)
-        self.error = None
-        self.asked = []
+    @param case: the test case (for its cleanup).
+    """
+    lines = [(audit.day(at), audit.line(audit.stamped(record, at))) for at, record in records]
+    if lines:
+        audit_files.append(live.current.effective_audit_dir, lines)
+    log = AuditLog(config=lambda: live.current, clock=clock,
+                   run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a))
+    log.startService()
+    case.addCleanup(log.stopService)
+    return log
 
-    async def query(self, mailbox, fn):
-        self.asked.append(mailbox)
-        if self.error is not None:
-            raise self.error
-        return fn(self)
 
-    def sent_stems(self, since, limit):
-        return sorted((s for s in self.stems if s >= since), reverse=True)[:limit]
-
-    def known(self, addresses):
-        return set(addresses) & self.known_addresses
+def clock_at(when: datetime.datetime) -> Clock:
+    """A L{Clock} whose time is C{when}."""
+    clock = Clock()
+    clock.advance(when.timestamp())
+    return clock
 
 
 # -- config ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
 from aimx.control import aioclient, wire
+from aimx.core import frontmatter
 from aimx.errors import MalformedError, PolicyError
 from aimx.logs import event_line
 from aimx.testing import fakes
@@ -147,7 +148,7 @@ class RateTests(GuardTestCase):
 
     async def test_limit_survives_a_restart(self):
         """Two sends an hour: the third is refused, and still after a restart (the window
-        starts again from the sent copies)."""
+        starts again from the audit log)."""
         await self.send(submission(sender=SUPPORT))
         await self.send(submission(sender=SUPPORT))
         reason = await self.refused(PolicyError, submission(sender=SUPPORT))
@@ -159,6 +160,19 @@ class RateTests(GuardTestCase):
                       await self.refused(PolicyError, submission(sender=SUPPORT)))
         self.assertEqual(len(self.dropped()), 2)
         await self.send(submission())  # alice has no rate
+
+    async def test_deleting_sent_copies_resets_nothing(self):
+        """The sent copies deleted (as their owner may) and the daemon restarted, the
+        window still holds the sends: it is read from the audit log."""
+        await self.send(submission(sender=SUPPORT))
+        await self.send(submission(sender=SUPPORT))
+        for path in self.sent("support"):
+            os.remove(path)
+        await stop_daemon(self.daemon)
+        self.start_daemon()
+        self.assertIn("(outbound.max_per_hour)",
+                      await self.refused(PolicyError, submission(sender=SUPPORT)))
+        self.assertEqual(len(self.dropped()), 2)
 
 
 class DescriptorTests(GuardTestCase):
@@ -307,7 +321,7 @@ class McpTests(SecondUidTestCase):
 
 
 
-class ApprovalTests(SendTestCase):
+class ApprovalTestCase(SendTestCase):
     """support is nobody's, approval = "new-recipients"; root and the CLI decide."""
 
     skip = None if IS_ROOT else "needs root to act as a second uid"
@@ -339,6 +353,8 @@ class ApprovalTests(SendTestCase):
         return self.aimx(NOBODY, "send", "--from", SUPPORT, "--to", to, "--subject", "Offer",
                          "--body", "Hello **there**", *extra)
 
+
+class ApprovalTests(ApprovalTestCase):
     async def test_hold_approve_reject(self):
         """The agent's mail to new recipients waits (CLI and MCP); the agent may list but
         not approve; root approves through the CLI (delivered, sent copy, after_send
@@ -416,6 +432,72 @@ class ApprovalTests(SendTestCase):
                          answer.stderr)
         held = await self.send_as_agent("eve@elsewhere.example")
         self.assertTrue(held.stdout.startswith("held for approval: "), held.stdout)
+
+
+class KnownFromAuditTests(ApprovalTestCase):
+    """What makes a recipient known rests on the audit log (root's), never on the
+    mailbox's files, which the agent (its owner) can write; it survives a restart."""
+
+    def write_as_owner(self, folder: str, name: str, fields: dict) -> None:
+        """Write a message file in C{<folder>/support/} as the owner (nobody), as an
+        agent with a shell could."""
+        directory = os.path.join(self.data_dir, folder, "support")
+        if not os.path.isdir(directory):  # as a delivery would have made it
+            os.makedirs(directory)
+            os.chown(directory, NOBODY, NOBODY)
+        path = os.path.join(directory, name)
+        code = ("import os, sys; os.setgroups([]); os.setgid(%d); os.setuid(%d); "
+                "open(sys.argv[1], 'xb').write(sys.stdin.buffer.read())" % (NOBODY, NOBODY))
+        subprocess.run([sys.executable, "-c", code, path], check=True, timeout=60,
+                       input=frontmatter.render(fields, "Hello\n"))
+        self.assertEqual(os.stat(path).st_uid, NOBODY)
+
+    async def restart(self):
+        await stop_daemon(self.daemon)
+        self.start_daemon()
+        await self.daemon.audit.ready()
+
+    async def test_forged_files_known_nobody(self):
+        """A trusted inbox file from the attacker and a sent copy to it, both forged by
+        the owner, do not make the attacker known: the SEND is held, before and after
+        a restart (the index would have read both)."""
+        await self.daemon.audit.ready()
+        self.write_as_owner("inbox", "2026-01-01-000000-hi.md", {
+            "id": "2026-01-01-000000-hi", "message_id": "<f1@evil.example>",
+            "from": "attacker@evil.example", "to": SUPPORT, "subject": "hi",
+            "date": "2026-01-01T00:00:00Z", "trusted": "true"})
+        self.write_as_owner("sent", "2026-01-01-000001-re.md", {
+            "id": "2026-01-01-000001-re", "message_id": "<f2@test.local>",
+            "from": SUPPORT, "to": "attacker@evil.example", "subject": "re",
+            "date": "2026-01-01T00:00:01Z", "delivery_status": "delivered"})
+        held = await self.send_as_agent("attacker@evil.example")
+        self.assertTrue(held.stdout.startswith("held for approval: "), held.stdout)
+        await self.restart()
+        held = await self.send_as_agent("attacker@evil.example")
+        self.assertTrue(held.stdout.startswith("held for approval: "), held.stdout)
+        self.assertEqual(self.dropped(), [])
+
+    async def test_known_survives_a_restart(self):
+        """A trusted sender's mail over SMTP and a delivered (approved) SEND make their
+        addresses known at once and after a restart, read back from the audit log."""
+        await self.daemon.audit.ready()
+        self.dns.add_txt("trusted.example", "v=spf1 ip4:127.0.0.1 -all")
+        self.dns.add_txt("_dmarc.trusted.example", "v=DMARC1; p=reject")
+        private = self.publish_dkim("trusted.example")
+        raw = self.sign(message_from("boss@trusted.example"), private, "trusted.example")
+        await self.smtp(raw, [SUPPORT], mail_from="boss@trusted.example")
+        first = await self.send_as_agent("new@customer.example")
+        hold_id = first.stdout.strip().split(": ")[1]
+        approved = await self.aimx(None, "held", "approve", hold_id)
+        self.assertEqual(approved.returncode, 0, approved.stderr)
+        for _ in range(2):
+            for to in ("boss@trusted.example", "New@Customer.example"):
+                answer = await self.send_as_agent(to)
+                self.assertEqual((answer.returncode, answer.stdout.startswith("<")), (0, True),
+                                 (to, answer.stdout, answer.stderr))
+            held = await self.send_as_agent("stranger@customer.example")
+            self.assertTrue(held.stdout.startswith("held for approval: "), held.stdout)
+            await self.restart()
 
 
 def message_from(sender: str) -> bytes:

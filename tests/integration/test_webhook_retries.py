@@ -51,11 +51,8 @@ class WebhooksCase(TestCase):
                          "s", "m@x", "2026-01-01T00:00:00Z", trusted="true")
 
     async def settle(self):
-        """Let the reactor answer the pending connection attempts."""
-        for _ in range(50):
-            await task.deferLater(reactor, 0.01, lambda: None)
-            if not self.webhooks._busy:
-                return
+        """Wait until the reactor has answered every attempt in flight."""
+        await self.webhooks.idle()
 
 
 class RetryTests(WebhooksCase):
