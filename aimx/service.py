@@ -4,7 +4,6 @@ C{twistd -n aimx} and C{aimx serve} both call L{makeService}.  Start-up follows
 docs/cli.md, "aimx serve": a fatal problem raises C{SystemExit} with one clear line.
 """
 
-import ipaddress
 import os
 import signal
 import sys
@@ -24,6 +23,7 @@ from aimx.core import audit
 from aimx.ops import bind, dkimcheck
 from aimx.errors import ConfigError
 from aimx.hooks import HookRunner
+from aimx.host import addresses
 from aimx.webhooks import Webhooks
 from aimx.indexer import Indexer
 from aimx.listening import ListenError, endpoint, listen
@@ -202,6 +202,7 @@ class Daemon(service.MultiService):
         self.live = live
         self.pools: list[threadpool.ThreadPool] = []
         self.audit: AuditLog | None = None
+        self.webhooks: Webhooks | None = None
 
     def startService(self):
         # The handler comes first: a SIGHUP right after the pid file appears (a
@@ -227,11 +228,14 @@ class Daemon(service.MultiService):
 
     def reload(self) -> defer.Deferred:
         """Re-read config.toml; keep the old snapshot if the new one is invalid.
+        Then read the host's addresses again (the webhooks' own addresses).
 
         Runs under the config lock so it never interleaves with a control mutation.
         """
         d = self.live.lock.run(self._reload)
         d.addErrback(lambda f: config_log.failure("config reload crashed", f))
+        if self.webhooks is not None:
+            d.addCallback(lambda _: self.webhooks.read_addresses())
         return d
 
     def _reload(self):
@@ -310,16 +314,6 @@ def _out_port(environ) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"AIMX_SMTP_OUT_PORT must be a port number (1-65535), not {raw!r}")
     return int(raw)
-
-
-def _own_addresses(ports) -> tuple[str, ...]:
-    """The addresses the SMTP listener is bound to by name (a wildcard is no address)."""
-    found = []
-    for port in ports:
-        host = getattr(port.getHost(), "host", None)
-        if host and not ipaddress.ip_address(host.split("%")[0]).is_unspecified:
-            found.append(host)
-    return tuple(found)
 
 
 def _trust_root(environ):
@@ -403,7 +397,7 @@ def build(
     daemon.webhooks = Webhooks(
         reactor, config=lambda: live.current, config_dir=options["config-dir"],
         data_dir=config.data_dir, resolver=resolver, run_in_thread=run_in_thread,
-        run_dns=run_dns, own_addresses=lambda: _own_addresses(daemon.smtp.ports),
+        run_dns=run_dns, interface_addresses=addresses.interface_addresses,
         trust_root=_trust_root(environ),
     )
     daemon.webhooks.setServiceParent(daemon)

@@ -9,7 +9,9 @@ delivery within L{RESTART_DELAY} seconds.
 
 An attempt resolves the URL's host with aimx's resolver (the C{aimx-dns} pool,
 so C{AIMX_NAMESERVERS} applies), refuses an address on the host's own network
-unless C{allow_private} (L{webhookurl.refusal}), and connects to that very
+unless C{allow_private} (L{webhookurl.refusal}; the server's own addresses are
+those on the host's interfaces, read at start and on SIGHUP,
+L{Webhooks.read_addresses}), and connects to that very
 address (L{_Pinned}) -- a second lookup by the HTTP client could answer
 otherwise (DNS rebinding).  TLS names the URL's host (SNI) and verifies the
 certificate against it.  Twisted's L{Agent} follows no redirects; the
@@ -50,6 +52,8 @@ PER_URL = 4
 RESPONSE_CAP = 64 * 1024
 #: Seconds after start-up by which every pending delivery is attempted.
 RESTART_DELAY = 1.0
+#: Always this server's own: a connection to them reaches the host itself.
+_UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 #: Bytes of a stored file read for a payload: the body cap and room for the frontmatter.
 _READ_CAP = webhook.BODY_CAP + (256 << 10)
 
@@ -121,14 +125,16 @@ class Webhooks(service.Service):
     @param resolver: aimx's L{aimx.auth.resolver.Resolver}, used in C{run_dns}.
     @param run_in_thread: disk work.
     @param run_dns: lookups (the C{aimx-dns} pool).
-    @param own_addresses: returns the server's own addresses (refused as private).
+    @param interface_addresses: returns the addresses on the host's interfaces
+        (blocking; L{aimx.host.addresses.interface_addresses}), refused as the
+        server's own.
     @param trust_root: the TLS trust root; C{None}: the platform's.
     @param disable: C{name -> Deferred}: set C{disabled = true} on a hook
         (L{aimx.control.ops.Control.hook_disable}).
     """
 
     def __init__(self, reactor, *, config, config_dir: str, data_dir: str, resolver,
-                 run_in_thread, run_dns, clock=None, own_addresses=tuple, trust_root=None,
+                 run_in_thread, run_dns, clock=None, interface_addresses=tuple, trust_root=None,
                  disable=None, resolve_owner=passwd.owner, euid: int | None = None):
         self.reactor = reactor
         self.clock = reactor if clock is None else clock
@@ -138,7 +144,9 @@ class Webhooks(service.Service):
         self.resolver = resolver
         self.run_in_thread = run_in_thread
         self.run_dns = run_dns
-        self.own_addresses = own_addresses
+        self.interface_addresses = interface_addresses
+        #: The server's own addresses; C{None} until first read.
+        self.own: frozenset[str] | None = None
         self.trust_root = ssl.platformTrust() if trust_root is None else trust_root
         self.disable = disable
         self.resolve_owner = resolve_owner
@@ -152,6 +160,7 @@ class Webhooks(service.Service):
 
     def startService(self):
         super().startService()
+        self._pending.track(self.read_addresses())
         loaded = self.run_in_thread(webhookfiles.load, self.data_dir)
         loaded.addCallback(self._resume)
         loaded.addErrback(lambda f: log.failure("webhook spool could not be read", f))
@@ -170,6 +179,27 @@ class Webhooks(service.Service):
                 self._schedule(delivery, wait)
         if deliveries:
             log.info("webhook spool read", pending=pending, dead=len(deliveries) - pending)
+
+    def read_addresses(self) -> defer.Deferred:
+        """Read the host's interface addresses again (at start and on SIGHUP).
+
+        Fires with the new set of own addresses; when they cannot be read, the
+        previous set is kept (at first: the unspecified addresses only).
+        """
+        reading = self.run_in_thread(self.interface_addresses)
+
+        def read(found):
+            self.own = _UNSPECIFIED | frozenset(found)
+            log.info("webhook own addresses read", count=len(self.own))
+            return self.own
+
+        def unreadable(failure):
+            log.warn("webhook own addresses not read, keeping the previous ones",
+                     error=str(failure.value))
+            self.own = _UNSPECIFIED if self.own is None else self.own
+            return self.own
+
+        return reading.addCallbacks(read, unreadable)
 
     def stopService(self):
         for timer in self._timers.values():
@@ -350,7 +380,7 @@ class Webhooks(service.Service):
             candidates = [target.host]
         else:
             candidates = await self.run_dns(self._addresses, target.host)
-        own = tuple(self.own_addresses())
+        own = self.own if self.own is not None else await self.read_addresses()
         refusals = []
         for candidate in candidates:
             why = None if hook.allow_private else webhookurl.refusal(candidate, own)

@@ -6,10 +6,11 @@ import stat
 
 import attrs
 
+from aimx.auditlog import AuditLog
 from aimx.control import commands
 from aimx.core import configedit, webhook
 from aimx.errors import AccessDenied, NoEntry, ValidationError
-from tests.test_control_amp import ALICE, BOB, ROOT, ControlTestCase
+from tests.test_control_amp import ALICE, BOB, NOW, ROOT, ControlTestCase
 
 URL = "https://agents.example/mail"
 
@@ -117,3 +118,37 @@ class WebhookControlTests(ControlTestCase):
         self.assertEqual(self.connect(ROOT).call(commands.HookRetry, name=name),
                          {"requeued": 1})
         self.assertEqual(self.webhooks.retried, [name])
+
+
+class WebhookAuditTests(ControlTestCase):
+    """A webhook's creation, enabling, disabling by a 410 and retry are audited."""
+
+    def setUp(self):
+        super().setUp()
+        self.clock.advance(NOW.timestamp())
+        self.control.audit = AuditLog(config=self.live, clock=self.clock,
+                                      run_in_thread=self.run_in_thread)
+        self.control.webhooks = FakeWebhooks()
+
+    def test_recorded(self):
+        """HOOK-CREATE carries the url and never the secret; a 410's disable has no
+        caller; HOOK-ENABLE and HOOK-RETRY name theirs; the owner reads them all."""
+        secret = "whsec_" + "QUJD" * 8
+        name = self.connect(ALICE).call(
+            commands.HookCreate, mailbox="alice", event="on_receive", name=None,
+            body=json.dumps({"type": "webhook", "url": URL, "secret": secret}))["name"]
+        self.successResultOf(self.control.hook_disable(name))
+        self.connect(ALICE).call(commands.HookEnable, name=name)
+        self.connect(ROOT).call(commands.HookRetry, name=name)
+        records = self.connect(ALICE).call(commands.AuditRead)["records"]
+        self.assertEqual(
+            [(r["event"], r["action"], r["mailbox"], r["hook"], r.get("caller_uid"))
+             for r in records],
+            [("hook", "created", "alice", name, ALICE), ("hook", "disabled", "alice", name, None),
+             ("hook", "enabled", "alice", name, ALICE), ("hook", "retried", "alice", name, ROOT)])
+        created, disabled, _, retried = records
+        self.assertEqual((created["type"], created["url"], created["allow_private"]),
+                         ("webhook", URL, False))
+        self.assertNotIn("cmd", created)
+        self.assertEqual((disabled["reason"], retried["requeued"]), ("410 Gone", 1))
+        self.assertNotIn("QUJD", json.dumps(records))

@@ -525,10 +525,7 @@ class Control:
             hook_name=hook.name,
             caller_uid=caller.uid,
         )
-        self._record(audit.change(
-            audit.HOOK, "created", mailbox=mailbox, caller_uid=caller.uid, hook=hook.name,
-            hook_event=hook.event, cmd=list(hook.cmd), fire_on_untrusted=hook.fire_on_untrusted,
-            fire_on_review=hook.fire_on_review))
+        self._record(audit.hook_created(hook, mailbox=mailbox, caller_uid=caller.uid))
         return answer
 
     async def hook_delete(self, caller: Caller, name: str) -> None:
@@ -565,6 +562,8 @@ class Control:
             await self._commit(configedit.set_disabled(self.live.current, name, False))
         hook_log.info("hook enabled", verb="HOOK-ENABLE", hook_name=name,
                       caller_uid=caller.uid)
+        self._record(audit.change(audit.HOOK, "enabled", mailbox=mailbox.name,
+                                  caller_uid=caller.uid, hook=name))
 
     async def hook_disable(self, name: str) -> None:
         """Set C{disabled} on a hook (a webhook whose receiver answered 410)."""
@@ -572,8 +571,11 @@ class Control:
         if mailbox is None:
             return
         async with self.mailbox_lock(mailbox.name), self.live.lock:
-            if configedit.find_hook(self.live.current, name) is not None:
-                await self._commit(configedit.set_disabled(self.live.current, name, True))
+            if configedit.find_hook(self.live.current, name) is None:
+                return
+            await self._commit(configedit.set_disabled(self.live.current, name, True))
+        self._record(audit.change(audit.HOOK, "disabled", mailbox=mailbox.name,
+                                  caller_uid=None, hook=name, reason="410 Gone"))
 
     def _webhook_names(self, caller: Caller, name: str | None) -> set[str]:
         """The webhooks the caller may see (C{name} only, when given)."""
@@ -598,6 +600,10 @@ class Control:
         count = await self.webhooks.retry(name)
         hook_log.info("hook retried", verb="HOOK-RETRY", hook_name=name, requeued=count,
                       caller_uid=caller.uid)
+        mailbox = configedit.find_hook(self.live.current, name)
+        self._record(audit.change(audit.HOOK, "retried", caller_uid=caller.uid, hook=name,
+                                  requeued=count,
+                                  mailbox=mailbox.name if mailbox is not None else None))
         return count
 
     def hook_list(self, caller: Caller) -> list[dict]:

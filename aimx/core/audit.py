@@ -109,12 +109,27 @@ def held(*, action: str, mailbox: str, hold_id: str, by: str, caller_uid: int | 
 
 def change(what: str, action: str, *, mailbox: str, caller_uid: int | None,
            **details: Any) -> dict:
-    """A mailbox (C{what} = L{MAILBOX}) or hook (L{HOOK}) created or deleted, by whom.
+    """A mailbox (C{what} = L{MAILBOX}) or hook (L{HOOK}) created or deleted, a hook
+    enabled, disabled (a webhook's 410, C{caller_uid} C{None}) or its dead letters
+    retried, by whom.
 
     @param details: what changed (the owner, the hook's name, event and argv, ...).
     """
     return {"event": what, "action": action, "mailbox": mailbox, "caller_uid": caller_uid,
             **details}
+
+
+def hook_created(hook, *, mailbox: str, caller_uid: int | None) -> dict:
+    """A hook created: its name, event and flags, and its argv or (a webhook) its URL
+    and URL flags; never a webhook's secret nor where it is kept."""
+    if hook.type == "webhook":
+        what = {"type": "webhook", "url": hook.url, "allow_insecure": hook.allow_insecure,
+                "allow_private": hook.allow_private}
+    else:
+        what = {"cmd": list(hook.cmd)}
+    return change(HOOK, "created", mailbox=mailbox, caller_uid=caller_uid, hook=hook.name,
+                  hook_event=hook.event, **what, fire_on_untrusted=hook.fire_on_untrusted,
+                  fire_on_review=hook.fire_on_review)
 
 
 def changes(old, new, caller_uid: int | None) -> list[dict]:
@@ -132,9 +147,7 @@ def changes(old, new, caller_uid: int | None) -> list[dict]:
     for mb in new.mailboxes:
         before = old.mailbox(mb.name)
         names = {h.name for h in before.hooks} if before is not None else set()
-        out += [change(HOOK, "created", mailbox=mb.name, caller_uid=caller_uid, hook=h.name,
-                       hook_event=h.event, cmd=list(h.cmd),
-                       fire_on_untrusted=h.fire_on_untrusted, fire_on_review=h.fire_on_review)
+        out += [hook_created(h, mailbox=mb.name, caller_uid=caller_uid)
                 for h in mb.hooks if h.name not in names]
     for mb in old.mailboxes:
         after = new.mailbox(mb.name)

@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from aimx.core import webhook
 from aimx.core.config import MailboxConfig, make_hook
 from aimx.core.hookspec import HookEvent
+from aimx.host import addresses
 from aimx.store import webhookfiles
 from aimx.webhooks import PER_URL, Webhooks
 from tests.integration.base import reserve_port
@@ -22,7 +23,9 @@ class Config:
         self.mailboxes = (mailbox,)
 
 
-class RetryTests(TestCase):
+class WebhooksCase(TestCase):
+    """A Webhooks on a task.Clock with one hook, C{agent}, to a refusing loopback port."""
+
     def setUp(self):
         self.port = reserve_port(self)
         self.hook = make_hook("on_receive", (), name="agent", hook_type="webhook",
@@ -51,6 +54,8 @@ class RetryTests(TestCase):
         """Wait until the reactor has answered every attempt in flight."""
         await self.webhooks.idle()
 
+
+class RetryTests(WebhooksCase):
     @defer.inlineCallbacks
     def test_backoff_then_dead(self):
         """8 attempts, the delays of RETRY_DELAYS between them, then dead-lettered."""
@@ -102,3 +107,54 @@ class RetryTests(TestCase):
         self.assertEqual((slots.tokens, len(slots.waiting)), (0, 3))
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(slots.tokens, PER_URL)
+
+
+class OwnAddressTests(WebhooksCase):
+    """The server's own addresses are those on the host's interfaces, read at start
+    and again on request (the daemon's SIGHUP)."""
+
+    #: A public address, standing for one configured on this host (never connected to).
+    PUBLIC = "93.184.215.14"
+
+    def setUp(self):
+        self.interfaces = [(self.PUBLIC, "2001:db8::1")]
+        super().setUp()
+        self.hook = make_hook("on_receive", (), name="agent", hook_type="webhook",
+                              url=f"https://{self.PUBLIC}/h", timeout_secs=5)
+        self.mailbox = MailboxConfig("alice", "alice@test.com", "alice", hooks=[self.hook])
+
+    def make(self) -> Webhooks:
+        return Webhooks(reactor, config=lambda: Config(self.mailbox),
+                        config_dir=self.config_dir, data_dir=self.data_dir, resolver=None,
+                        run_in_thread=defer.maybeDeferred, run_dns=defer.maybeDeferred,
+                        clock=self.clock, interface_addresses=self.read)
+
+    def read(self):
+        if isinstance(self.interfaces[-1], Exception):
+            raise self.interfaces[-1]
+        return self.interfaces[-1]
+
+    @defer.inlineCallbacks
+    def test_own_refused_before_start(self):
+        """An attempt before the addresses were ever read reads them first, and an
+        address on the host's interfaces is refused as the server's own."""
+        self.assertIsNone(self.webhooks.own)
+        yield defer.Deferred.fromCoroutine(self.webhooks.enqueue(self.event(), self.hook))
+        self.clock.advance(0)
+        yield defer.Deferred.fromCoroutine(self.settle())
+        (spooled,) = webhookfiles.load(self.data_dir)
+        self.assertEqual(spooled["last_error"], f"refused: {self.PUBLIC} resolves only to "
+                         f"one of this server's own addresses ({self.PUBLIC})")
+
+    @defer.inlineCallbacks
+    def test_read_again(self):
+        """Reading again replaces the set; the unspecified addresses are always in it;
+        a failed read keeps the previous set."""
+        own = yield self.webhooks.read_addresses()
+        self.assertEqual(own, {"0.0.0.0", "::", self.PUBLIC, "2001:db8::1"})
+        self.interfaces.append(("192.0.2.9",))
+        own = yield self.webhooks.read_addresses()
+        self.assertEqual(own, {"0.0.0.0", "::", "192.0.2.9"})
+        self.interfaces.append(addresses.Unreadable("ip: not found"))
+        own = yield self.webhooks.read_addresses()
+        self.assertEqual(own, {"0.0.0.0", "::", "192.0.2.9"})
