@@ -172,6 +172,13 @@ class ControlTestCase(TestCase):
     def run_in_thread(self, f, *args):
         return defer.maybeDeferred(f, *args)
 
+    def start_audit(self) -> None:
+        """Give the daemon a running audit log (its start-up read done: owners read it)."""
+        self.control.audit = AuditLog(config=self.live, clock=self.clock,
+                                      run_in_thread=self.run_in_thread)
+        self.control.audit.startService()
+        self.addCleanup(self.control.audit.stopService)
+
     @property
     def config_path(self):
         return os.path.join(self.config_dir, "config.toml")
@@ -1006,10 +1013,7 @@ class AuditReadTests(ControlTestCase):
     def setUp(self):
         super().setUp()
         self.clock.advance(NOW.timestamp())
-        self.control.audit = AuditLog(config=self.live, clock=self.clock,
-                                      run_in_thread=self.run_in_thread)
-        self.control.audit.startService()
-        self.addCleanup(self.control.audit.stopService)
+        self.start_audit()
 
     def read(self, uid, **arguments) -> list[dict]:
         return self.connect(uid).call(commands.AuditRead, **arguments)["records"]

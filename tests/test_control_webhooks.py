@@ -6,7 +6,6 @@ import stat
 
 import attrs
 
-from aimx.auditlog import AuditLog
 from aimx.control import commands
 from aimx.core import configedit, webhook
 from aimx.errors import AccessDenied, NoEntry, ValidationError
@@ -126,8 +125,7 @@ class WebhookAuditTests(ControlTestCase):
     def setUp(self):
         super().setUp()
         self.clock.advance(NOW.timestamp())
-        self.control.audit = AuditLog(config=self.live, clock=self.clock,
-                                      run_in_thread=self.run_in_thread)
+        self.start_audit()
         self.control.webhooks = FakeWebhooks()
 
     def test_recorded(self):
