@@ -21,7 +21,6 @@ from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
 import aimx
-from aimx.auditlog import AuditLog
 from aimx.control import commands, wire
 from aimx.control.amp import (
     BUFFER_BUDGET,
@@ -174,10 +173,7 @@ class ControlTestCase(TestCase):
 
     def start_audit(self) -> None:
         """Give the daemon a running audit log (its start-up read done: owners read it)."""
-        self.control.audit = AuditLog(config=self.live, clock=self.clock,
-                                      run_in_thread=self.run_in_thread)
-        self.control.audit.startService()
-        self.addCleanup(self.control.audit.stopService)
+        self.control.audit = fakes.audit_log(self, self.live, self.clock)
 
     @property
     def config_path(self):
