@@ -225,7 +225,7 @@ class Webhooks(service.Service):
         fields, body = await self.run_in_thread(self._stored, event)
         now = self.clock.seconds()
         delivery = {
-            "id": webhook_id, "hook": hook.name, "mailbox": event.mailbox.name,
+            "id": webhook_id, "hook": hook.name, "mailbox": event.mailbox.name, "url": hook.url,
             "event": event.event, "email_id": event.id,
             "body": webhook.payload(event, fields, body).decode("utf-8"),
             "attempts": 0, "created": now, "next_at": now, "last_error": None, "dead": False,
@@ -264,12 +264,15 @@ class Webhooks(service.Service):
             return None, data
 
     def status(self, names) -> list[dict]:
-        """Per named webhook: deliveries pending (not yet tried), failing, dead-lettered."""
+        """Per named webhook: deliveries pending (not yet tried), failing, dead-lettered.
+
+        Only deliveries queued for the hook as it is now (its mailbox and URL) count.
+        """
         rows = {name: {"name": name, "pending": 0, "failing": 0, "dead": 0, "last_error": None}
                 for name in names}
         for delivery in sorted(self.deliveries.values(), key=lambda d: d["created"]):
             row = rows.get(delivery["hook"])
-            if row is None:
+            if row is None or self._hook(delivery) is None:
                 continue
             kind = "dead" if delivery["dead"] else "failing" if delivery["attempts"] else "pending"
             row[kind] += 1
@@ -278,13 +281,27 @@ class Webhooks(service.Service):
 
     async def retry(self, name: str) -> int:
         """Queue the hook's dead-lettered deliveries again, from attempt 1."""
-        dead = [d for d in self.deliveries.values() if d["hook"] == name and d["dead"]]
+        dead = [d for d in self.deliveries.values()
+                if d["hook"] == name and d["dead"] and self._hook(d) is not None]
         for delivery in dead:
             delivery.update(dead=False, attempts=0, last_error=None,
                             next_at=self.clock.seconds())
             await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
             self._schedule(delivery, 0)
         return len(dead)
+
+    async def purge(self, name: str) -> int:
+        """Drop every delivery of the hook C{name}, pending or dead, from memory and
+        the spool (its HOOK-DELETE: a later hook of that name gets none of them).
+
+        @return: how many were dropped.
+        """
+        dropped = {webhook_id for webhook_id, d in self.deliveries.items() if d["hook"] == name}
+        for webhook_id in dropped:
+            self._cancel(webhook_id)
+            del self.deliveries[webhook_id]
+        removed = await self.run_in_thread(webhookfiles.discard_hook, self.data_dir, name)
+        return len(dropped | set(removed))
 
     # -- attempts ----------------------------------------------------------------
 
@@ -297,21 +314,36 @@ class Webhooks(service.Service):
         attempt.addErrback(lambda f: log.failure("webhook attempt crashed", f))
         self._pending.track(attempt)
 
-    def _hook(self, name: str):
+    def _cancel(self, webhook_id: str) -> None:
+        timer = self._timers.pop(webhook_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _hook(self, delivery: dict):
+        """The webhook a delivery was queued for, if it is still configured as it was
+        then: same name, same mailbox, same URL; else C{None} (a hook deleted, and its
+        name perhaps reused by another owner, never receives it)."""
         for mailbox in self.config().mailboxes:
+            if mailbox.name != delivery["mailbox"]:
+                continue
             for hook in mailbox.hooks:
-                if hook.name == name and hook.type == "webhook":
+                if (hook.name == delivery["hook"] and hook.type == "webhook"
+                        and hook.url == delivery.get("url")):
                     return hook
         return None
+
+    def _current(self, delivery: dict) -> bool:
+        """Whether the delivery is still spooled (not purged, delivered or dropped)."""
+        return self.deliveries.get(delivery["id"]) is delivery
 
     async def _attempt(self, webhook_id: str) -> None:
         delivery = self.deliveries.get(webhook_id)
         if delivery is None or delivery["dead"]:
             return
-        hook = self._hook(delivery["hook"])
+        hook = self._hook(delivery)
         if hook is None:
             log.warn("webhook dropped, its hook no longer exists", webhook_id=webhook_id,
-                     hook_name=delivery["hook"])
+                     hook_name=delivery["hook"], mailbox=delivery["mailbox"])
             del self.deliveries[webhook_id]
             await self.run_in_thread(webhookfiles.discard, self.data_dir, webhook_id)
             return
@@ -333,6 +365,8 @@ class Webhooks(service.Service):
         finally:
             slots.release()
         duration_ms = int((self.clock.seconds() - started) * 1000)
+        if not self._current(delivery):
+            return  # purged (HOOK-DELETE) while the attempt ran
         result = webhook.RETRY if code is None else webhook.outcome(code)
         attempt = delivery["attempts"] + 1
         if result == webhook.DELIVERED:
@@ -347,7 +381,8 @@ class Webhooks(service.Service):
                      advice=f"aimx hooks enable {hook.name}; aimx hooks retry {hook.name}")
             if self.disable is not None:
                 await self.disable(hook.name)
-            for other in [d for d in self.deliveries.values() if d["hook"] == hook.name]:
+            for other in [d for d in self.deliveries.values()
+                          if d["hook"] == hook.name and self._hook(d) is hook]:
                 await self._dead(other, "410 Gone: the hook is disabled")
         else:
             delivery["attempts"] = attempt
@@ -364,9 +399,9 @@ class Webhooks(service.Service):
             self._schedule(delivery, wait)
 
     async def _dead(self, delivery: dict, why: str) -> None:
-        timer = self._timers.pop(delivery["id"], None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        if not self._current(delivery):
+            return
+        self._cancel(delivery["id"])
         delivery.update(dead=True, last_error=why)
         await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
         log.warn("webhook dead-lettered", hook_name=delivery["hook"],

@@ -87,3 +87,16 @@ def load(data_dir: str) -> list[dict]:
             if isinstance(delivery, dict) and delivery.get("id") == name[:-5]:
                 found.append(delivery)
     return sorted(found, key=lambda d: d.get("created", 0))
+
+
+def discard_hook(data_dir: str, hook_name: str) -> list[str]:
+    """Remove every spool file of the hook C{hook_name}, pending or dead.
+
+    @return: the removed deliveries' C{webhook-id}s.
+    """
+    removed = []
+    for delivery in load(data_dir):
+        if delivery.get("hook") == hook_name:
+            discard(data_dir, delivery["id"])
+            removed.append(delivery["id"])
+    return removed

@@ -7,7 +7,10 @@ reactor answers at once); the backoff between them runs on the test's clock.
 import os
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
+from twisted.web import resource, server
 
 from aimx.core import webhook
 from aimx.core.config import MailboxConfig, make_hook
@@ -19,8 +22,23 @@ from tests.integration.base import reserve_port
 
 
 class Config:
-    def __init__(self, mailbox):
-        self.mailboxes = (mailbox,)
+    def __init__(self, *mailboxes):
+        self.mailboxes = mailboxes
+
+
+class Recorder(resource.Resource):
+    """A receiver that records each POST's body and answers 204."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.bodies = []
+
+    def render_POST(self, request):
+        self.bodies.append(request.content.read())
+        request.setResponseCode(204)
+        return b""
 
 
 class WebhooksCase(TestCase):
@@ -32,6 +50,7 @@ class WebhooksCase(TestCase):
                               url=f"http://127.0.0.1:{self.port}/h", allow_insecure=True,
                               allow_private=True, timeout_secs=5)
         self.mailbox = MailboxConfig("alice", "alice@test.com", "alice", hooks=[self.hook])
+        self.mailboxes = None
         root = os.path.abspath(self.mktemp())
         self.config_dir, self.data_dir = os.path.join(root, "etc"), os.path.join(root, "data")
         os.makedirs(self.config_dir)
@@ -41,7 +60,7 @@ class WebhooksCase(TestCase):
         self.webhooks = self.make()
 
     def make(self) -> Webhooks:
-        return Webhooks(reactor, config=lambda: Config(self.mailbox),
+        return Webhooks(reactor, config=lambda: Config(*(self.mailboxes or (self.mailbox,))),
                         config_dir=self.config_dir, data_dir=self.data_dir, resolver=None,
                         run_in_thread=defer.maybeDeferred, run_dns=defer.maybeDeferred,
                         clock=self.clock)
@@ -107,6 +126,93 @@ class RetryTests(WebhooksCase):
         self.assertEqual((slots.tokens, len(slots.waiting)), (0, 3))
         yield defer.Deferred.fromCoroutine(self.settle())
         self.assertEqual(slots.tokens, PER_URL)
+
+
+class NameReuseTests(WebhooksCase):
+    """Alice's webhook C{agent} is deleted and Bob creates one of that name, his URL:
+    none of Alice's deliveries reaches him (docs/hooks.md, "Webhooks")."""
+
+    def setUp(self):
+        super().setUp()
+        self.receiver = Recorder()
+        listening = reactor.listenTCP(0, server.Site(self.receiver), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.bob_hook = make_hook(
+            "on_receive", (), name="agent", hook_type="webhook",
+            url=f"http://127.0.0.1:{listening.getHost().port}/bob", allow_insecure=True,
+            allow_private=True, timeout_secs=5)
+
+    def reuse(self):
+        """Alice's hook gone, Bob's of the same name in its place."""
+        self.mailboxes = (MailboxConfig("alice", "alice@test.com", "alice"),
+                          MailboxConfig("bob", "bob@test.com", "bob", hooks=[self.bob_hook]))
+
+    async def dead_letter(self):
+        await self.webhooks.enqueue(self.event(), self.hook)
+        self.clock.advance(0)
+        await self.settle()
+        for delay in webhook.RETRY_DELAYS:
+            self.clock.advance(delay)
+            await self.settle()
+        self.assertEqual(self.webhooks.status(["agent"])[0]["dead"], 1)
+
+    @defer.inlineCallbacks
+    def test_dead_letters_not_retried(self):
+        """Bob's HOOK-STATUS counts none of Alice's dead letters and HOOK-RETRY requeues
+        none: nothing is posted to his receiver."""
+        yield defer.Deferred.fromCoroutine(self.dead_letter())
+        self.reuse()
+        self.assertEqual(self.webhooks.status(["agent"])[0]["dead"], 0)
+        requeued = yield defer.Deferred.fromCoroutine(self.webhooks.retry("agent"))
+        self.assertEqual(requeued, 0)
+        self.clock.advance(0)
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.receiver.bodies, [])
+
+    @defer.inlineCallbacks
+    def test_pending_dropped(self):
+        """A pending delivery whose hook now belongs to another mailbox is dropped at its
+        next attempt, spool file too, and the log says so; nothing reaches Bob."""
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        yield defer.Deferred.fromCoroutine(self.webhooks.enqueue(self.event(), self.hook))
+        self.clock.advance(0)
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.reuse()
+        self.clock.advance(webhook.RETRY_DELAYS[0])
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.receiver.bodies, [])
+        self.assertEqual((webhookfiles.load(self.data_dir), self.webhooks.deliveries), ([], {}))
+        self.assertIn("webhook dropped, its hook no longer exists",
+                      [e["log_format"] for e in logged])
+
+    @defer.inlineCallbacks
+    def test_changed_url_dropped(self):
+        """The same mailbox's hook of that name with another URL gets nothing either."""
+        yield defer.Deferred.fromCoroutine(self.webhooks.enqueue(self.event(), self.hook))
+        self.mailboxes = (MailboxConfig("alice", "alice@test.com", "alice",
+                                        hooks=[self.bob_hook]),)
+        self.clock.advance(0)
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual((self.receiver.bodies, webhookfiles.load(self.data_dir)), ([], []))
+
+    @defer.inlineCallbacks
+    def test_purge(self):
+        """purge (HOOK-DELETE) drops the hook's pending and dead deliveries, memory and
+        spool files, and cancels their timers; another hook's stay."""
+        yield defer.Deferred.fromCoroutine(self.dead_letter())
+        yield defer.Deferred.fromCoroutine(self.webhooks.enqueue(self.event(1), self.hook))
+        self.clock.advance(0)
+        yield defer.Deferred.fromCoroutine(self.settle())
+        other = webhookfiles.load(self.data_dir)[0] | {"id": "msg_other", "hook": "other"}
+        webhookfiles.save(self.data_dir, other)
+        dropped = yield defer.Deferred.fromCoroutine(self.webhooks.purge("agent"))
+        self.assertEqual(dropped, 2)
+        self.assertEqual([d["id"] for d in webhookfiles.load(self.data_dir)], ["msg_other"])
+        self.assertEqual((self.webhooks.deliveries, self.clock.getDelayedCalls()), ({}, []))
+        self.reuse()
+        self.clock.advance(webhook.RETRY_DELAYS[-1])
+        yield defer.Deferred.fromCoroutine(self.settle())
+        self.assertEqual(self.receiver.bodies, [])
 
 
 class OwnAddressTests(WebhooksCase):
