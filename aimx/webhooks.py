@@ -5,7 +5,12 @@ hook: the payload is built from the stored file (read in a thread, as the
 mailbox owner's file, L{safefs.open_owned}), written to the spool
 (C{<data_dir>/webhooks/<webhook-id>.json}, root-only) and only then attempted,
 so a restart or a crash loses nothing; a restarted daemon tries every pending
-delivery within L{RESTART_DELAY} seconds.
+delivery within L{RESTART_DELAY} seconds.  Memory holds each delivery's state,
+never its payload (read from the spool at each attempt).  A delivery belongs to
+its hook's name, mailbox and URL: one whose hook is no longer so is dropped.  A
+hook has at most L{webhook.SPOOL_CAP} deliveries spooled (past it its oldest dead
+letter goes, else the new event is not queued); dead letters expire after
+L{webhook.DEAD_TTL} seconds on the clock.
 
 An attempt resolves the URL's host with aimx's resolver (the C{aimx-dns} pool,
 so C{AIMX_NAMESERVERS} applies), refuses an address on the host's own network
@@ -54,8 +59,6 @@ RESPONSE_CAP = 64 * 1024
 RESTART_DELAY = 1.0
 #: Always this server's own: a connection to them reaches the host itself.
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
-#: Bytes of a stored file read for a payload: the body cap and room for the frontmatter.
-_READ_CAP = webhook.BODY_CAP + (256 << 10)
 
 
 class Refused(Exception):
@@ -135,7 +138,8 @@ class Webhooks(service.Service):
 
     def __init__(self, reactor, *, config, config_dir: str, data_dir: str, resolver,
                  run_in_thread, run_dns, clock=None, interface_addresses=tuple, trust_root=None,
-                 disable=None, resolve_owner=passwd.owner, euid: int | None = None):
+                 disable=None, resolve_owner=passwd.owner, euid: int | None = None,
+                 spool_cap: int = webhook.SPOOL_CAP):
         self.reactor = reactor
         self.clock = reactor if clock is None else clock
         self.config = config
@@ -151,6 +155,7 @@ class Webhooks(service.Service):
         self.disable = disable
         self.resolve_owner = resolve_owner
         self.euid = os.geteuid() if euid is None else euid
+        self.spool_cap = spool_cap
         self.deliveries: dict[str, dict] = {}
         self._timers: dict = {}
         self._slots: dict[str, defer.DeferredSemaphore] = {}
@@ -166,14 +171,19 @@ class Webhooks(service.Service):
         loaded.addErrback(lambda f: log.failure("webhook spool could not be read", f))
         self._pending.track(loaded)
 
-    def _resume(self, deliveries: list[dict]) -> None:
+    def _resume(self, loaded: tuple[list[dict], list[str]]) -> None:
+        deliveries, skipped = loaded
+        for name in skipped:
+            log.warn("webhook spool file not read, left in place", file=name)
         now = self.clock.seconds()
         pending = 0
         for delivery in deliveries:
             if delivery["id"] in self.deliveries:
                 continue
             self.deliveries[delivery["id"]] = delivery
-            if not delivery.get("dead"):
+            if delivery.get("dead"):
+                self._expire_later(delivery)
+            else:
                 pending += 1
                 wait = min(max(delivery.get("next_at", now) - now, 0), RESTART_DELAY)
                 self._schedule(delivery, wait)
@@ -214,32 +224,53 @@ class Webhooks(service.Service):
 
     # -- queueing ----------------------------------------------------------------
 
-    async def enqueue(self, event: HookEvent, hook) -> str:
+    async def enqueue(self, event: HookEvent, hook) -> str | None:
         """Spool one event for one webhook and start its first attempt.
 
-        @return: its C{webhook-id}.
+        @return: its C{webhook-id}; C{None}: the hook's spool is full of
+            pending deliveries and the event was not queued.
         """
         webhook_id = webhook.webhook_id(event, hook.name)
         if webhook_id in self.deliveries:
             return webhook_id
-        fields, body = await self.run_in_thread(self._stored, event)
+        payload = await self.run_in_thread(self._payload, event)
+        if webhook_id in self.deliveries:
+            return webhook_id
+        spooled = sorted((d for d in self.deliveries.values() if d["hook"] == hook.name),
+                         key=lambda d: d["created"])
+        evicted = None
+        if len(spooled) >= self.spool_cap:
+            evicted = next((d for d in spooled if d["dead"]), None)
+            if evicted is None:
+                log.warn("webhook not queued, its spool is full", hook_name=hook.name,
+                         mailbox=event.mailbox.name, email_id=event.id, cap=self.spool_cap)
+                return None
+            self._forget(evicted)
+            log.warn("webhook dead letter dropped, its spool is full", hook_name=hook.name,
+                     mailbox=evicted["mailbox"], webhook_id=evicted["id"], cap=self.spool_cap)
         now = self.clock.seconds()
         delivery = {
-            "id": webhook_id, "hook": hook.name, "mailbox": event.mailbox.name,
+            "id": webhook_id, "hook": hook.name, "mailbox": event.mailbox.name, "url": hook.url,
             "event": event.event, "email_id": event.id,
-            "body": webhook.payload(event, fields, body).decode("utf-8"),
             "attempts": 0, "created": now, "next_at": now, "last_error": None, "dead": False,
         }
         self.deliveries[webhook_id] = delivery
         try:
-            await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
+            if evicted is not None:
+                await self.run_in_thread(webhookfiles.discard, self.data_dir, evicted["id"])
+            await self.run_in_thread(webhookfiles.save, self.data_dir, delivery, payload)
         except BaseException:
-            del self.deliveries[webhook_id]
+            self.deliveries.pop(webhook_id, None)
             raise
         log.info("webhook queued", hook_name=hook.name, webhook_id=webhook_id,
                  event=event.event, mailbox=event.mailbox.name, email_id=event.id)
         self._schedule(delivery, 0)
         return webhook_id
+
+    def _payload(self, event: HookEvent) -> bytes:
+        """The event's payload, from its stored file (blocking)."""
+        fields, body = self._stored(event)
+        return webhook.payload(event, fields, body)
 
     def _stored(self, event: HookEvent):
         """The stored file's frontmatter and body; C{(None, b"")} when there is none."""
@@ -255,7 +286,7 @@ class Webhooks(service.Service):
                      path=event.filepath, error=getattr(e, "strerror", None) or "refused")
             return None, b""
         try:
-            data = safefs.read_up_to(fd, _READ_CAP)
+            data = safefs.read_up_to(fd, webhook.FILE_CAP)
         finally:
             os.close(fd)
         try:
@@ -264,12 +295,15 @@ class Webhooks(service.Service):
             return None, data
 
     def status(self, names) -> list[dict]:
-        """Per named webhook: deliveries pending (not yet tried), failing, dead-lettered."""
+        """Per named webhook: deliveries pending (not yet tried), failing, dead-lettered.
+
+        Only deliveries queued for the hook as it is now (its mailbox and URL) count.
+        """
         rows = {name: {"name": name, "pending": 0, "failing": 0, "dead": 0, "last_error": None}
                 for name in names}
         for delivery in sorted(self.deliveries.values(), key=lambda d: d["created"]):
             row = rows.get(delivery["hook"])
-            if row is None:
+            if row is None or self._hook(delivery) is None:
                 continue
             kind = "dead" if delivery["dead"] else "failing" if delivery["attempts"] else "pending"
             row[kind] += 1
@@ -278,13 +312,28 @@ class Webhooks(service.Service):
 
     async def retry(self, name: str) -> int:
         """Queue the hook's dead-lettered deliveries again, from attempt 1."""
-        dead = [d for d in self.deliveries.values() if d["hook"] == name and d["dead"]]
+        dead = [d for d in self.deliveries.values()
+                if d["hook"] == name and d["dead"] and self._hook(d) is not None]
         for delivery in dead:
+            self._cancel(delivery["id"])
             delivery.update(dead=False, attempts=0, last_error=None,
                             next_at=self.clock.seconds())
+            delivery.pop("dead_at", None)
             await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
             self._schedule(delivery, 0)
         return len(dead)
+
+    async def purge(self, name: str) -> int:
+        """Drop every delivery of the hook C{name}, pending or dead, from memory and
+        the spool (its HOOK-DELETE: a later hook of that name gets none of them).
+
+        @return: how many were dropped.
+        """
+        dropped = [d for d in self.deliveries.values() if d["hook"] == name]
+        for delivery in dropped:
+            self._forget(delivery)
+        removed = await self.run_in_thread(webhookfiles.discard_hook, self.data_dir, name)
+        return len({d["id"] for d in dropped} | set(removed))
 
     # -- attempts ----------------------------------------------------------------
 
@@ -297,21 +346,58 @@ class Webhooks(service.Service):
         attempt.addErrback(lambda f: log.failure("webhook attempt crashed", f))
         self._pending.track(attempt)
 
-    def _hook(self, name: str):
+    def _cancel(self, webhook_id: str) -> None:
+        timer = self._timers.pop(webhook_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _forget(self, delivery: dict) -> None:
+        """Drop a delivery from memory (its spool file is the caller's to remove)."""
+        self._cancel(delivery["id"])
+        del self.deliveries[delivery["id"]]
+
+    def _expire_later(self, delivery: dict) -> None:
+        """Expire a dead letter L{webhook.DEAD_TTL} seconds after it died."""
+        now = self.clock.seconds()
+        left = max(delivery.get("dead_at", now) + webhook.DEAD_TTL - now, 0)
+        self._timers[delivery["id"]] = self.clock.callLater(left, self._expire, delivery)
+
+    def _expire(self, delivery: dict) -> None:
+        self._timers.pop(delivery["id"], None)
+        if not self._current(delivery) or not delivery["dead"]:
+            return
+        del self.deliveries[delivery["id"]]
+        log.info("webhook dead letter expired", hook_name=delivery["hook"],
+                 mailbox=delivery["mailbox"], webhook_id=delivery["id"])
+        removing = self.run_in_thread(webhookfiles.discard, self.data_dir, delivery["id"])
+        removing.addErrback(lambda f: log.failure("webhook spool file not removed", f))
+        self._pending.track(removing)
+
+    def _hook(self, delivery: dict):
+        """The webhook a delivery was queued for, if it is still configured as it was
+        then: same name, same mailbox, same URL; else C{None} (a hook deleted, and its
+        name perhaps reused by another owner, never receives it)."""
         for mailbox in self.config().mailboxes:
+            if mailbox.name != delivery["mailbox"]:
+                continue
             for hook in mailbox.hooks:
-                if hook.name == name and hook.type == "webhook":
+                if (hook.name == delivery["hook"] and hook.type == "webhook"
+                        and hook.url == delivery.get("url")):
                     return hook
         return None
+
+    def _current(self, delivery: dict) -> bool:
+        """Whether the delivery is still spooled (not purged, delivered or dropped)."""
+        return self.deliveries.get(delivery["id"]) is delivery
 
     async def _attempt(self, webhook_id: str) -> None:
         delivery = self.deliveries.get(webhook_id)
         if delivery is None or delivery["dead"]:
             return
-        hook = self._hook(delivery["hook"])
+        hook = self._hook(delivery)
         if hook is None:
             log.warn("webhook dropped, its hook no longer exists", webhook_id=webhook_id,
-                     hook_name=delivery["hook"])
+                     hook_name=delivery["hook"], mailbox=delivery["mailbox"])
             del self.deliveries[webhook_id]
             await self.run_in_thread(webhookfiles.discard, self.data_dir, webhook_id)
             return
@@ -319,11 +405,22 @@ class Webhooks(service.Service):
             await self._dead(delivery, "the hook is disabled")
             return
         slots = self._slots.setdefault(hook.url, defer.DeferredSemaphore(PER_URL))
+        await slots.acquire()
+        try:  # the payload is in memory only while its attempt runs
+            body = await self.run_in_thread(webhookfiles.read_payload, self.data_dir, webhook_id)
+        except (OSError, ValueError) as e:
+            slots.release()
+            if self._current(delivery):
+                log.warn("webhook dropped, its spool file is unreadable", webhook_id=webhook_id,
+                         hook_name=hook.name, mailbox=delivery["mailbox"],
+                         error=getattr(e, "strerror", None) or str(e))
+                del self.deliveries[webhook_id]
+                await self.run_in_thread(webhookfiles.discard, self.data_dir, webhook_id)
+            return
         started = self.clock.seconds()
         code = error = None
-        await slots.acquire()
         try:
-            code = await self._post(hook, delivery)
+            code = await self._post(hook, delivery, body)
         except Refused as e:
             error = f"refused: {e}"
         except defer.TimeoutError:
@@ -333,6 +430,8 @@ class Webhooks(service.Service):
         finally:
             slots.release()
         duration_ms = int((self.clock.seconds() - started) * 1000)
+        if not self._current(delivery):
+            return  # purged (HOOK-DELETE) while the attempt ran
         result = webhook.RETRY if code is None else webhook.outcome(code)
         attempt = delivery["attempts"] + 1
         if result == webhook.DELIVERED:
@@ -347,7 +446,8 @@ class Webhooks(service.Service):
                      advice=f"aimx hooks enable {hook.name}; aimx hooks retry {hook.name}")
             if self.disable is not None:
                 await self.disable(hook.name)
-            for other in [d for d in self.deliveries.values() if d["hook"] == hook.name]:
+            for other in [d for d in self.deliveries.values()
+                          if d["hook"] == hook.name and self._hook(d) is hook]:
                 await self._dead(other, "410 Gone: the hook is disabled")
         else:
             delivery["attempts"] = attempt
@@ -364,16 +464,17 @@ class Webhooks(service.Service):
             self._schedule(delivery, wait)
 
     async def _dead(self, delivery: dict, why: str) -> None:
-        timer = self._timers.pop(delivery["id"], None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        delivery.update(dead=True, last_error=why)
+        if not self._current(delivery):
+            return
+        self._cancel(delivery["id"])
+        delivery.update(dead=True, last_error=why, dead_at=self.clock.seconds())
+        self._expire_later(delivery)
         await self.run_in_thread(webhookfiles.save, self.data_dir, delivery)
         log.warn("webhook dead-lettered", hook_name=delivery["hook"],
                  mailbox=delivery["mailbox"], webhook_id=delivery["id"],
                  attempts=delivery["attempts"], error=why)
 
-    async def _post(self, hook, delivery: dict) -> int:
+    async def _post(self, hook, delivery: dict, body: bytes) -> int:
         """One signed POST to the first allowed address; the answer's status code."""
         target = webhookurl.parse(hook.url)
         if target.literal:
@@ -392,7 +493,6 @@ class Webhooks(service.Service):
                           else f"{target.host} has no address")
         path = webhook.secret_path(self.config_dir, hook.name, hook.secret_file)
         key = await self.run_in_thread(webhookfiles.read_secret, path)
-        body = delivery["body"].encode("utf-8")
         values = webhook.headers(key, delivery["id"], int(self.clock.seconds()), body)
         headers = Headers({name: [value] for name, value in values.items()})
         headers.addRawHeader("user-agent", f"aimx/{__version__}")

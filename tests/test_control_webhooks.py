@@ -19,6 +19,7 @@ class FakeWebhooks:
 
     def __init__(self):
         self.retried = []
+        self.purged = []
 
     def status(self, names):
         return [{"name": name, "pending": 0, "failing": 0, "dead": 1} for name in sorted(names)]
@@ -26,6 +27,10 @@ class FakeWebhooks:
     async def retry(self, name):
         self.retried.append(name)
         return 1
+
+    async def purge(self, name):
+        self.purged.append(name)
+        return 2
 
 
 class WebhookControlTests(ControlTestCase):
@@ -85,10 +90,13 @@ class WebhookControlTests(ControlTestCase):
         self.assertTrue(self.create(ROOT, allow_private=True)["name"])
 
     def test_delete_removes_secret(self):
-        """Deleting a webhook removes the secret aimx kept for it."""
+        """Deleting a webhook removes the secret aimx kept for it and its queued
+        deliveries; the log says how many."""
         name = self.create()["name"]
         self.connect(ALICE).call(commands.HookDelete, name=name)
         self.assertFalse(os.path.exists(self.secret_file(name)))
+        self.assertEqual(self.webhooks.purged, [name])
+        self.assertIn("dropped=2", self.logged())
 
     def test_enable(self):
         """HOOK-ENABLE clears C{disabled}; another owner's hook is not found."""
@@ -150,3 +158,13 @@ class WebhookAuditTests(ControlTestCase):
         self.assertNotIn("cmd", created)
         self.assertEqual((disabled["reason"], retried["requeued"]), ("410 Gone", 1))
         self.assertNotIn("QUJD", json.dumps(records))
+
+    def test_delete_recorded(self):
+        """HOOK-DELETE of a webhook records how many queued deliveries it dropped."""
+        name = self.connect(ALICE).call(
+            commands.HookCreate, mailbox="alice", event="on_receive", name=None,
+            body=json.dumps({"type": "webhook", "url": URL}))["name"]
+        self.connect(ALICE).call(commands.HookDelete, name=name)
+        deleted = self.connect(ALICE).call(commands.AuditRead)["records"][-1]
+        self.assertEqual((deleted["action"], deleted["hook"], deleted["dropped"]),
+                         ("deleted", name, 2))

@@ -78,6 +78,20 @@ class PayloadTests(SynchronousTestCase):
         at_cap = json.loads(webhook.payload(received(), {}, b"x" * webhook.BODY_CAP))
         self.assertNotIn("body_truncated", at_cap)
 
+    def test_payload_cap(self):
+        """A body of control characters at the cap fits PAYLOAD_CAP with its frontmatter;
+        a frontmatter that would pass the cap is left out."""
+        body = b"\x01" * webhook.BODY_CAP
+        fields = {"note": "\x01" * (webhook.FILE_CAP - webhook.BODY_CAP)}
+        whole = webhook.payload(received(), fields, body)
+        self.assertLessEqual(len(whole), webhook.PAYLOAD_CAP)
+        self.assertEqual(json.loads(whole)["frontmatter"], fields)
+        fields["attachments"] = [{}] * (webhook.PAYLOAD_CAP // 50)
+        cut = webhook.payload(received(), fields, body)
+        self.assertLessEqual(len(cut), webhook.PAYLOAD_CAP)
+        self.assertEqual((json.loads(cut)["frontmatter"], json.loads(cut)["body"]),
+                         ({}, "\x01" * webhook.BODY_CAP))
+
     def test_sent_without_copy(self):
         """email.sent with nothing stored: the event's values and its status."""
         event = hookspec.sent(MAILBOX, "deferred", from_="support@test.com", to="b@y",

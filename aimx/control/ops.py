@@ -543,15 +543,21 @@ class Control:
             await self._commit(configedit.remove_hook(self.live.current, mailbox.name, name))
             if gone.type == "webhook" and gone.secret_file is None:
                 await self.run_in_thread(webhookfiles.remove_secret, self.config_dir, name)
+            dropped = {}
+            if gone.type == "webhook" and self.webhooks is not None:
+                # Its queued deliveries go with it: a later hook of that name, perhaps
+                # another owner's, gets none of them (docs/hooks.md, "Webhooks").
+                dropped["dropped"] = await self.webhooks.purge(name)
         hook_log.info(
             "hook deleted",
             verb="HOOK-DELETE",
             mailbox=mailbox.name,
             hook_name=name,
             caller_uid=caller.uid,
+            **dropped,
         )
         self._record(audit.change(audit.HOOK, "deleted", mailbox=mailbox.name,
-                                  caller_uid=caller.uid, hook=name))
+                                  caller_uid=caller.uid, hook=name, **dropped))
 
     async def hook_enable(self, caller: Caller, name: str) -> None:
         """HOOK-ENABLE: clear C{disabled}; a hook the caller may not touch is "not found"."""

@@ -30,6 +30,16 @@ SECRET_BYTES = 32
 SECRET_FILE_CAP = 1024
 #: Bodies longer than this many UTF-8 bytes are cut (C{body_truncated}).
 BODY_CAP = 1 << 20
+#: Bytes of a stored file read for a payload: the body cap and room for the frontmatter.
+FILE_CAP = BODY_CAP + (256 << 10)
+#: The largest payload: JSON may write each byte read as 6 (a control character
+#: becomes C{\u0001}), plus room for the event's own fields.  A payload past it
+#: is sent without the frontmatter (L{payload}).
+PAYLOAD_CAP = 6 * FILE_CAP + (64 << 10)
+#: Deliveries one webhook may have spooled, pending and dead (docs/hooks.md).
+SPOOL_CAP = 10_000
+#: Seconds a dead letter is kept before it expires: 7 days.
+DEAD_TTL = 7 * 24 * 3600
 #: The directory under the config dir (secrets) and under the data dir (the spool).
 DIRECTORY = "webhooks"
 #: Seconds to wait before attempt 2, 3, ... 8: about 5 s to 6 h, about 8.7 h in all.
@@ -102,12 +112,24 @@ def webhook_id(event: HookEvent, hook_name: str) -> str:
 
 
 def payload(event: HookEvent, fields: Mapping[str, Any] | None, body: bytes) -> bytes:
-    """The JSON body of an event (docs/hooks.md, "Payload").
+    """The JSON body of an event (docs/hooks.md, "Payload"), at most L{PAYLOAD_CAP}
+    bytes: a frontmatter that would make it longer (only its owner can write one
+    so) is left out, as if nothing was stored.
 
     @param fields: the stored file's frontmatter, or C{None} when nothing was stored
         (a deferred send): then the event's own values are sent.
     @param body: the stored Markdown body (cut here at L{BODY_CAP}).
+    @raise ValueError: even without the frontmatter it is too long.
     """
+    data = _payload(event, fields, body)
+    if len(data) > PAYLOAD_CAP and fields is not None:
+        data = _payload(event, None, body)
+    if len(data) > PAYLOAD_CAP:
+        raise ValueError(f"the payload is over {PAYLOAD_CAP} bytes")
+    return data
+
+
+def _payload(event: HookEvent, fields: Mapping[str, Any] | None, body: bytes) -> bytes:
     fields = dict(fields or {})
     data: dict[str, Any] = {"type": _TYPES[event.event], "mailbox": event.mailbox.name,
                             "id": event.id}

@@ -51,14 +51,14 @@ class WebhookStatusTests(CliTestCase):
         secret = os.path.join(self.config_dir, "agent.secret")
         with open(secret, "w") as f:
             f.write(webhook.make_secret(bytes(32)) + "\n")
-        hook = {"name": "agent", "event": "on_receive", "type": "webhook",
-                "url": f"http://127.0.0.1:{reserve_port(self)}/h", "allow_insecure": True,
-                "allow_private": True, "secret_file": secret}
+        url = f"http://127.0.0.1:{reserve_port(self)}/h"
+        hook = {"name": "agent", "event": "on_receive", "type": "webhook", "url": url,
+                "allow_insecure": True, "allow_private": True, "secret_file": secret}
         self.write_config(base_config(self.data_dir, hooks=[("alice", hook)]))
         webhookfiles.save(self.data_dir, {
-            "id": "msg_dead", "hook": "agent", "mailbox": "alice", "event": "on_receive",
-            "email_id": "x", "body": "{}", "attempts": webhook.ATTEMPTS, "created": 0,
-            "next_at": 0, "last_error": "HTTP 500", "dead": True})
+            "id": "msg_dead", "hook": "agent", "mailbox": "alice", "url": url,
+            "event": "on_receive", "email_id": "x", "attempts": webhook.ATTEMPTS, "created": 0,
+            "next_at": 0, "last_error": "HTTP 500", "dead": True}, b"{}")
         self.start_daemon()
 
     @defer.inlineCallbacks
@@ -76,7 +76,7 @@ class WebhookStatusTests(CliTestCase):
         self.assertEqual((retried.returncode, retried.stdout),
                          (0, "Re-queued 1 dead-lettered delivery of agent\n"))
         for _ in range(400):  # the attempt is started by the daemon's reactor
-            if webhookfiles.load(self.data_dir)[0]["attempts"]:
+            if webhookfiles.load(self.data_dir)[0][0]["attempts"]:
                 break
             yield task.deferLater(reactor, 0.05, lambda: None)
         yield self.daemon.webhooks.idle()

@@ -104,7 +104,7 @@ class WebhookTestCase(DaemonTestCase):
         self.fail(f"timed out waiting for {what}")
 
     def spool(self) -> list[dict]:
-        return webhookfiles.load(self.data_dir)
+        return webhookfiles.load(self.data_dir)[0]
 
     def logged(self) -> str:
         return "\n".join(event_line(e, journal=True) for e in self.events)
