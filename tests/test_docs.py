@@ -218,11 +218,11 @@ class ConfigDocTests(SynchronousTestCase):
 #: Where code comments and docstrings live, relative to the repository.
 CODE = ("aimx", "twisted", "contrib", "tests", "setup.cfg", "aimx.tac")
 REPO = os.path.dirname(DOCS)
-#: A citation of the functional spec the code was first written from; it is not in
-#: the repository, so a reader cannot follow it (the pattern is built so that this
+#: A citation of the functional spec or the style guide the code was first written
+#: from; neither is in the repository, so a reader cannot follow it (the pattern is built so that this
 #: file does not match itself).
 SPEC = re.compile(
-    "spec" + r"/|\bspec (?:README|§|[a-z-]+\.md)"
+    "spec" + r"/|\bspec (?:README|§|[a-z-]+\.md)|\b" + "STY" + r"LE\.md"
     r"|(?<![\w/-])(?:inbound|outbound|frontmatter|trust-and-auth|control-socket|daemon"
     r"|setup-and-ops|agents|security|config|cli|mcp|hooks)(?:\.md)? §"
 )
@@ -271,7 +271,8 @@ class CitationTests(SynchronousTestCase):
     def test_patterns(self):
         """The patterns catch the citation forms the spec folder was cited with."""
         for text in ("(" + "spec" + "/hooks.md §3)", "config.md §3 step 10",
-                     "spec README, \"Body\"", "spec §9", "trust-and-auth §5.2"):
+                     "spec README, \"Body\"", "spec §9", "trust-and-auth §5.2",
+                     "(" + "STY" + "LE.md, \"Bound everything\")"):
             self.assertTrue(SPEC.search(text), text)
         for text in ("docs/hooks.md", "RFC 5321 §4.5.3.2", "addr_spec", "HTML §13.2.6"):
             self.assertFalse(SPEC.search(text), text)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 from aimx.agents.registry import McpCommand
 
-#: The directory variables and their defaults (STYLE.md "Config": flag > env > default).
+#: The directory variables and their defaults (docs/design.md, "House rules": flag > env > default).
 DIRECTORIES = (
     ("AIMX_CONFIG_DIR", "/etc/aimx"),
     ("AIMX_DATA_DIR", "/var/lib/aimx"),

@@ -10,7 +10,7 @@ C{<runtime_dir>/aimx.sock} (mode 0666, a stale socket replaced) and on stop
 lets in-flight commands finish within the drain grace.
 
 Every local uid may connect, so what one caller can make the root daemon hold
-is bounded (STYLE.md, "Bound everything an outsider controls"):
+is bounded (docs/design.md, "Bound everything an outsider controls"):
 
  - connections: L{MAX_CONNECTIONS} served at once, L{MAX_CONNECTIONS_PER_UID}
    per peer uid (root included).  One past either cap is still accepted: its

@@ -36,7 +36,7 @@ history as the quote it is and L{aimx.core.replytext} finds it without the
 HTML; only a header outside lists, quotes, tables and emphasis counts, and only
 the first.
 
-Bounds (STYLE.md, "Bound everything an outsider controls"): the tree builder
+Bounds (docs/design.md, "Bound everything an outsider controls"): the tree builder
 takes time quadratic in the depth of open elements, so a document whose
 elements could nest deeper than L{MAX_DEPTH} is cut there (L{_depth_cut});
 the walk is iterative; list and quote nesting, inherited emphasis, table

@@ -3,7 +3,7 @@
 One strict RFC 5322 §3.4 address parser (with the RFC 6532 UTF-8 extension)
 serves every reader: the inbound trust verdict and DMARC alignment, the stored
 frontmatter, the hook environment, SEND authorisation and MCP replies.  Nothing
-else derives an address from header text (STYLE.md, "Parse, never scan").
+else derives an address from header text (docs/design.md, "Parse, never scan").
 
 The parser is linear in its input: the standard library's C{email.headerregistry}
 gives the same mailboxes on well-formed input (tests/test_identity.py compares

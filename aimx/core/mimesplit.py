@@ -12,7 +12,7 @@ C{From } lines among the headers, nesting deeper than L{_MAX_DEPTH}) is given
 to the stdlib alone, and so is the whole message when its line endings are mixed.
 
 A tree holds at most L{MAX_PARTS} parts, so that the work, not only the output,
-is bounded (STYLE.md, "Bound everything an outsider controls"): the cursor counts
+is bounded (docs/design.md, "Bound everything an outsider controls"): the cursor counts
 every delimiter line that opens a part (consecutive ones included: each costs a
 line match), and once L{MAX_PARTS} - 1 are counted, everything from the next
 delimiter line to the end of the message becomes one last leaf, the remainder

@@ -43,7 +43,7 @@ the history unquoted below a header C{<div>} (C{divRplyFwdMsg}, the
 C{border-top} header of Outlook for Windows and Mac), which
 L{aimx.core.htmltext} renders, with everything after it, as a Markdown quote.
 
-Bounds (STYLE.md, "Bound everything an outsider controls"): the work is linear
+Bounds (docs/design.md, "Bound everything an outsider controls"): the work is linear
 in the body; only lines of at most L{MAX_LINE} characters can be markers; of a
 body longer than L{MAX_SCAN} characters only the first L{MAX_SCAN} are read: it
 is cut at a history header found there (rule 1) or, when the reading stops

@@ -2,7 +2,7 @@
 
 One chain for the SMTP server and C{aimx ingest}.  Parsing and storage run through
 C{run_in_thread}; DNS and authentication through C{run_dns}, a separate bounded pool,
-so slow name servers never hold up storage or control commands (STYLE.md "Bound
+so slow name servers never hold up storage or control commands (docs/design.md, "Bound
 everything an outsider controls").  The reply rules (docs/troubleshooting.md, "Mail
 does not arrive"): all stored -> 250, some -> 451 4.3.0, none -> 451, plus
 C{451 4.4.3} with nothing stored when a temporary DNS failure hit a lookup that decides

@@ -4,7 +4,7 @@ L{MxTransport.plan} resolves every recipient domain (RFC 5321 §5.1);
 L{MxTransport.deliver} then runs one SMTP transaction per domain, all domains at once,
 trying the MX hosts in preference order until each recipient is delivered. No
 queue and no retries: the caller retries deferred recipients. L{AimxSender} is Twisted's
-ESMTPSender fixed for MX delivery (STYLE.md §5, client gotchas 11-15).
+ESMTPSender fixed for MX delivery (docs/design.md, "House rules").
 """
 
 import io
