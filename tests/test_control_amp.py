@@ -1040,6 +1040,7 @@ class AuditReadTests(ControlTestCase):
         self.assertEqual(len(self.read(ROOT, limit=1)), 1)
         self.assertEqual(self.read(ROOT, event="mailbox"), [])
 
+    @root_only
     def test_name_created_again(self):
         """bob, owning a name alice's mailbox had, reads its records from his creation on."""
         self.connect(ALICE).call(commands.HookCreate, mailbox="alice", event="on_receive",
