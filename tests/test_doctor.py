@@ -143,6 +143,18 @@ class FindingsTests(SynchronousTestCase):
                                       ("CATCHALL-USER-MISSING", core.FAIL)])
         self.assertEqual(core.verdict(facts, found), core.FAILING)
 
+    def test_hook_drop_missing(self):
+        """Without unshare, a mailbox of another owner with hooks fails; root's own
+        hooks, or no hooks, need no drop."""
+        facts = Facts([box(hooks=1), box("r", owner="root", uid=0, gid=0, hooks=1),
+                       box("quiet")], hook_drop=False)
+        found = core.findings(facts)
+        self.assertEqual(ids(found), [("HOOK-DROP-MISSING", core.FAIL)])
+        self.assertIn("(alice)", found[0].message)
+        self.assertEqual(core.verdict(facts, found), core.FAILING)
+        self.assertEqual(core.findings(Facts([box("quiet")], hook_drop=False)), [])
+        self.assertEqual(core.findings(Facts([box(hooks=1)])), [])
+
     def test_legacy_hook_user(self):
         """A leftover aimx-hook user is information only."""
         facts = Facts([box()], legacy_hook_user=True)
@@ -254,11 +266,16 @@ class StoreMixin:
 
 
 class CollectTests(StoreMixin, SynchronousTestCase):
-    def collect(self, resolve=passwd.owner):
+    def collect(self, resolve=passwd.owner, **kw):
         alice = {"trust": "verified", "trusted_senders": [],
                  "hooks": [fakes.hook_table("on_receive", ["/bin/true"])]}
         config, warnings = load_text(config_text(self.data_dir, alice=alice), "config.toml")
-        return cli.collect(config, warnings, resolve)
+        return cli.collect(config, warnings, resolve, **kw)
+
+    def test_no_unshare(self):
+        """unshare looked for where the daemon looks: absent there, no hook drop."""
+        self.make_store()
+        self.assertFalse(self.collect(unshare_path=self.mktemp()).hook_drop)
 
     def test_mailboxes(self):
         """Sorted by name, with effective trust, sender and hook counts and inbox counts."""
@@ -303,6 +320,7 @@ class CollectTests(StoreMixin, SynchronousTestCase):
             return Owner(name, 7, 7) if name == "aimx-hook" else passwd.owner(name)
 
         facts = self.collect(resolve)
+        self.assertTrue(facts.hook_drop)  # util-linux is on every test machine
         self.assertEqual(facts.stray, ("inbox/old", "sent/gone"))
         self.assertTrue(facts.legacy_hook_user)
         self.assertIn("aimx-hook", looked_up)

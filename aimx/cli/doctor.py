@@ -20,6 +20,7 @@ service unit, so the daemon answering is what says it runs.
 
 import functools
 import os
+import shutil
 import stat
 
 from twisted.internet import defer
@@ -47,6 +48,7 @@ from aimx.ops.portcheck import (
 )
 from aimx.ops.version import version_fields
 from aimx.errors import ConfigError, DaemonNotRunning
+from aimx.hooks import UNSHARE_PATH
 from aimx.store import configfile, keys, passwd
 from aimx.host import initsystem
 from aimx.store import demo as demo_state
@@ -159,11 +161,13 @@ def _load(args, s: session.Session) -> tuple[Config, list[str]]:
         raise
 
 
-def collect(config: Config, warnings: list[str], resolve=passwd.owner) -> core.Facts:
+def collect(config: Config, warnings: list[str], resolve=passwd.owner,
+            unshare_path: str = UNSHARE_PATH) -> core.Facts:
     """The facts doctor's findings are made of: owners, mailbox directories, counts.
 
     @param warnings: the config load warnings.
     @param resolve: owner name -> L{aimx.store.passwd.Owner}.
+    @param unshare_path: where the daemon looks for C{unshare}.
     """
     mailboxes = []
     for mb in sorted(config.mailboxes, key=lambda mb: mb.name):
@@ -190,6 +194,7 @@ def collect(config: Config, warnings: list[str], resolve=passwd.owner) -> core.F
         mailboxes=mailboxes,
         stray=stray,
         legacy_hook_user=resolve(core.LEGACY_HOOK_USER).uid is not None,
+        hook_drop=shutil.which("unshare", path=unshare_path) is not None,
         load_warnings=warnings,
     )
 

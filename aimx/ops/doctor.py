@@ -69,12 +69,15 @@ class Facts:
     @ivar stray: directories under C{inbox/} or C{sent/} with no configured mailbox,
         as C{"inbox/<name>"}.
     @ivar legacy_hook_user: whether the user C{aimx-hook} exists.
+    @ivar hook_drop: whether util-linux C{unshare}, through which a root daemon runs a
+        hook as its mailbox's owner (docs/hooks.md), is installed.
     @ivar load_warnings: the config load warnings (docs/configuration.md).
     """
 
     mailboxes: tuple[MailboxFacts, ...] = attrs.field(converter=tuple)
     stray: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     legacy_hook_user: bool = False
+    hook_drop: bool = True
     load_warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
@@ -90,7 +93,8 @@ class Finding:
 
 def findings(facts: Facts) -> list[Finding]:
     """Every finding, in order: mailbox directories, stray storage, mailboxes without
-    storage, the catchall user, the legacy hook user, then the config load warnings."""
+    storage, the catchall user, the hook drop, the legacy hook user, then the config
+    load warnings."""
     out = []
     for mb in facts.mailboxes:
         out += _mailbox(mb)
@@ -118,6 +122,14 @@ def findings(facts: Facts) -> list[Finding]:
             f"catchall mailbox is configured with owner '{CATCHALL_USER}' but that system "
             "user does not resolve",
             "re-run `sudo aimx setup` to create the catchall service user",
+        ))
+    owners = sorted({mb.owner for mb in facts.mailboxes if mb.hooks and mb.owner != "root"})
+    if owners and not facts.hook_drop:
+        out.append(Finding(
+            "HOOK-DROP-MISSING", FAIL,
+            "util-linux `unshare` is not in /usr/bin or /bin, so the daemon runs no hook "
+            f"as its mailbox's owner ({', '.join(owners)}): those hooks do not run",
+            "install util-linux 2.32 or later (`apt-get install util-linux`)",
         ))
     if facts.legacy_hook_user:
         out.append(Finding(
