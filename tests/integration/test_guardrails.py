@@ -285,24 +285,44 @@ class RootPathTests(GuardTestCase):
         self.assertIn("aimx.send: attachment root refused mailbox=support", logged)
 
 
-class SecondUidTestCase(SendTestCase):
-    """support is nobody's, with a deny rule; its agent's home is a directory of nobody's."""
+class AgentTestCase(SendTestCase):
+    """A daemon whose mailboxes are nobody's, the agent's uid: its socket open to nobody,
+    and C{aimx} run as nobody or as root."""
 
     skip = None if IS_ROOT else "needs root to act as a second uid"
+
+    def setUp(self):
+        super().setUp()
+        os.chmod(self.runtime_dir, 0o755)
+
+    def open_to_hooks(self):
+        """trial's temp dirs are 0700; a hook of nobody's starts in a mailbox below them."""
+        path = self.data_dir
+        while path.startswith(os.getcwd() + os.sep):
+            os.chmod(path, os.stat(path).st_mode | 0o011)
+            path = os.path.dirname(path)
+
+    def aimx(self, uid, *argv: str):
+        """`aimx` as C{uid} (C{None}: as root) in a child process."""
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
+                   AIMX_RUNTIME_DIR=self.runtime_dir)
+        prefix = ([sys.executable, "-m", "aimx"] if uid is None else
+                  [sys.executable, "-m", "tests.integration.asuser", str(uid), str(uid), "cli"])
+        return threads.deferToThread(subprocess.run, [*prefix, *argv], env=env, cwd=REPO,
+                                     capture_output=True, text=True, timeout=60)
+
+
+class SecondUidTestCase(AgentTestCase):
+    """support is nobody's, with a deny rule; its agent's home is a directory of nobody's."""
 
     def setUp(self):
         self.home = agent_home(self, NOBODY)
         self.config_mailboxes = {"support": {"owner": "nobody", "outbound": {
             "deny": ["bob@x.example"], "attachment_roots": [self.home]}}}
         super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
 
     def as_nobody(self, *argv: str):
-        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
-                   AIMX_RUNTIME_DIR=self.runtime_dir)
-        return threads.deferToThread(subprocess.run, [
-            sys.executable, "-m", "tests.integration.asuser", str(NOBODY), str(NOBODY), "cli",
-            *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        return self.aimx(NOBODY, *argv)
 
 
 class CliTests(SecondUidTestCase):
@@ -353,10 +373,8 @@ class McpTests(SecondUidTestCase):
 
 
 
-class ApprovalTestCase(SendTestCase):
+class ApprovalTestCase(AgentTestCase):
     """support is nobody's, approval = "new-recipients"; root and the CLI decide."""
-
-    skip = None if IS_ROOT else "needs root to act as a second uid"
 
     def setUp(self):
         self.home = agent_home(self, NOBODY)
@@ -366,20 +384,7 @@ class ApprovalTestCase(SendTestCase):
             "outbound": {"approval": "new-recipients", "attachment_roots": [self.home]},
             "hooks": [{"event": "after_send", "cmd": ["/usr/bin/touch", self.flag]}]}}
         super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        path = self.data_dir  # trial's temp dirs are 0700: the hook starts in sent/support
-        while path.startswith(os.getcwd() + os.sep):
-            os.chmod(path, os.stat(path).st_mode | 0o011)
-            path = os.path.dirname(path)
-
-    def aimx(self, uid, *argv: str):
-        """`aimx` as C{uid} (C{None}: as root) in a child process."""
-        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
-                   AIMX_RUNTIME_DIR=self.runtime_dir)
-        prefix = ([sys.executable, "-m", "aimx"] if uid is None else
-                  [sys.executable, "-m", "tests.integration.asuser", str(uid), str(uid), "cli"])
-        return threads.deferToThread(subprocess.run, [*prefix, *argv], env=env, cwd=REPO,
-                                     capture_output=True, text=True, timeout=60)
+        self.open_to_hooks()  # the after_send hook starts in sent/support
 
     def send_as_agent(self, to: str, *extra: str):
         return self.aimx(NOBODY, "send", "--from", SUPPORT, "--to", to, "--subject", "Offer",

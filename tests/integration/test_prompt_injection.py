@@ -14,19 +14,15 @@ of it, and as the owner only its own mailbox's records.
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
-from twisted.internet import threads
 from twisted.logger import capturedLogs
 
 from aimx.logs import event_line
 from aimx.testing import fakes
 from tests.integration.base import DOMAIN
-from tests.integration.test_control import IS_ROOT, NOBODY, REPO
-from tests.integration.test_guardrails import agent_home, put
+from tests.integration.test_control import NOBODY
+from tests.integration.test_guardrails import AgentTestCase, agent_home, put
 from tests.integration.test_mcp import drive
-from tests.integration.test_send import SendTestCase
 
 SUPPORT = f"support@{DOMAIN}"
 ATTACKER = "collect@evil.example"
@@ -46,8 +42,7 @@ def logged_ids(path: str) -> list[str]:
         return f.read().split()
 
 
-class InjectionScenarioTests(SendTestCase):
-    skip = None if IS_ROOT else "needs root to act as a second uid"
+class InjectionScenarioTests(AgentTestCase):
 
     def setUp(self):
         self.home = agent_home(self, NOBODY)
@@ -67,20 +62,7 @@ class InjectionScenarioTests(SendTestCase):
                  "cmd": ["/bin/sh", "-c", record, self.triaged]},
             ]}}
         super().setUp()
-        os.chmod(self.runtime_dir, 0o755)
-        path = self.data_dir  # trial's temp dirs are 0700: the hooks start in inbox/support
-        while path.startswith(os.getcwd() + os.sep):
-            os.chmod(path, os.stat(path).st_mode | 0o011)
-            path = os.path.dirname(path)
-
-    def aimx(self, uid, *argv: str):
-        """`aimx` as C{uid} (C{None}: as root) in a child process."""
-        env = dict(os.environ, PYTHONPATH=REPO, AIMX_CONFIG_DIR=self.config_dir,
-                   AIMX_RUNTIME_DIR=self.runtime_dir)
-        prefix = ([sys.executable, "-m", "aimx"] if uid is None else
-                  [sys.executable, "-m", "tests.integration.asuser", str(uid), str(uid), "cli"])
-        return threads.deferToThread(subprocess.run, [*prefix, *argv], env=env, cwd=REPO,
-                                     capture_output=True, text=True, timeout=60)
+        self.open_to_hooks()  # the hooks start in inbox/support
 
     async def receive(self, private: bytes, body: str, subject: str, n: int) -> tuple[str, bytes]:
         """A mail from the partner, DKIM-signed, over SMTP; its stored id and raw bytes."""
