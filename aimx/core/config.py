@@ -633,12 +633,31 @@ def _strings(table: dict, key: str, where: str, default=_MISSING):
     return tuple(value)
 
 
-def _at_least_one(table: dict, key: str, default: int) -> int:
-    """A top-level count: an integer >= 1 (a cap of 0 would refuse everyone)."""
-    value = _field(table, key, int, "", default)
-    if value < 1:
-        raise ConfigError(f"{key}: expected an integer >= 1, got {value}")
+_REQUIRED = object()
+
+
+def _at_least_one(table: dict, key: str, default=_REQUIRED, where: str = "") -> int | None:
+    """A count: an integer >= 1 (a cap of 0 would refuse everyone); C{default} when
+    absent (C{None} allowed), required when no default is given."""
+    value = (_field(table, key, int, where) if default is _REQUIRED
+             else _field(table, key, int, where, default))
+    if value is not None and value < 1:
+        raise ConfigError(f"{_key(where, key)}: expected an integer >= 1, got {value}")
     return value
+
+
+def _subtable(parent: dict, key: str, where: str, keys: tuple[str, ...],
+              example: str = "") -> tuple[dict, str] | None:
+    """C{parent[key]} as a table of only C{keys}, with its own C{where}; C{None} when
+    absent."""
+    where = _key(where, key)
+    table = parent.get(key)
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table{example}")
+    _known_keys(table, keys, where)
+    return table, where
 
 
 def _key(where: str, key: str) -> str:
@@ -704,17 +723,12 @@ def _absolute(path: str | None, key: str) -> str | None:
 
 
 def _decode_hook_rate(parent: dict, where: str) -> HookRate | None:
-    where = _key(where, "hook_rate_per_sender")
-    table = parent.get("hook_rate_per_sender")
-    if table is None:
+    found = _subtable(parent, "hook_rate_per_sender", where, _HOOK_RATE_KEYS,
+                      ", e.g. { per_hour = 30 }")
+    if found is None:
         return None
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table, e.g. {{ per_hour = 30 }}")
-    _known_keys(table, _HOOK_RATE_KEYS, where)
-    per_hour = _field(table, "per_hour", int, where)
-    if per_hour < 1:
-        raise ConfigError(f"{where}.per_hour: expected an integer >= 1, got {per_hour}")
-    return HookRate(per_hour)
+    table, where = found
+    return HookRate(_at_least_one(table, "per_hour", where=where))
 
 
 def _decode_guards(parent: dict, where: str):
@@ -779,19 +793,12 @@ def _known_keys(table: dict, keys: tuple[str, ...], where: str) -> None:
 
 def _decode_outbound(parent: dict, where: str) -> OutboundPolicy | None:
     """The C{outbound} table of C{parent} (the top level or a mailbox), or C{None}."""
-    where = _key(where, "outbound")
-    table = parent.get("outbound")
-    if table is None:
+    found = _subtable(parent, "outbound", where, outpolicy.KEYS)
+    if found is None:
         return None
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    _known_keys(table, outpolicy.KEYS, where)
-    counts = {}
-    for key in ("max_recipients", "max_per_hour", "max_per_day"):
-        value = _field(table, key, int, where, None)
-        if value is not None and value < 1:
-            raise ConfigError(f"{where}.{key}: expected an integer >= 1, got {value}")
-        counts[key] = value
+    table, where = found
+    counts = {key: _at_least_one(table, key, None, where)
+              for key in ("max_recipients", "max_per_hour", "max_per_day")}
     approval = _field(table, "approval", str, where, None)
     if approval is not None and approval not in outpolicy.APPROVAL_MODES:
         expected = ", ".join(f'"{mode}"' for mode in outpolicy.APPROVAL_MODES)
@@ -799,8 +806,7 @@ def _decode_outbound(parent: dict, where: str) -> OutboundPolicy | None:
                           f"{expected}")
     roots = _strings(table, "attachment_roots", where, None)
     for root in roots or ():
-        if not root.startswith("/"):
-            raise ConfigError(f"{where}.attachment_roots: '{root}' is not an absolute path")
+        _absolute(root, f"{where}.attachment_roots")
     return OutboundPolicy(
         allow=_strings(table, "allow", where, None),
         deny=_strings(table, "deny", where, None),
@@ -813,9 +819,7 @@ def _decode_outbound(parent: dict, where: str) -> OutboundPolicy | None:
 
 def _decode_approval(table: dict) -> ApprovalConfig:
     _known_keys(table, _APPROVAL_KEYS, "approval")
-    expire = _field(table, "expire_days", int, "approval", DEFAULT_EXPIRE_DAYS)
-    if expire < 1:
-        raise ConfigError(f"approval.expire_days: expected an integer >= 1, got {expire}")
+    expire = _at_least_one(table, "expire_days", DEFAULT_EXPIRE_DAYS, "approval")
     approvers = _field(table, "approvers", str, "approval", None)
     if approvers is not None and not _USERNAME.fullmatch(approvers):
         raise ConfigError(f"approval.approvers: '{approvers}' is not a valid group name")
