@@ -5,6 +5,8 @@ who may do what (root and the C{[approval] approvers} group approve or reject,
 never the mailbox's owner; owners list and read their own).
 """
 
+import datetime
+
 from aimx.cli import session
 from aimx.cli.session import CliError
 from aimx.cli.term import clip, printed_plainly
@@ -27,11 +29,19 @@ async def list_(args, s: session.Session) -> int:
     rows = (await _call(s, HeldList, mailbox=args.mailbox))["holds"]
     if printed_plainly(s.term, rows, as_json=args.json, empty="No messages held for approval."):
         return 0
-    s.term.say(s.term.bold(f"{'HOLD ID':<24} {'MAILBOX':<16} {'EXPIRES':<21} {'TO':<30} SUBJECT"))
+    s.term.say(s.term.bold(f"{'HOLD ID':<24} {'MAILBOX':<16} {'EXPIRES (UTC)':<16} "
+                           f"{'TO':<30} SUBJECT"))
     for row in rows:
         s.term.say(f"{row['hold_id']:<24} {clip(row['mailbox'], 16):<16} "
-                   f"{row['expires_at']:<21} {clip(row['to'], 30):<30} {row['subject']}")
+                   f"{_minute(row['expires_at']):<16} {clip(row['to'], 30):<30} "
+                   f"{row['subject']}")
     return 0
+
+
+def _minute(stamp: str) -> str:
+    """The daemon's RFC 3339 C{expires_at} as C{YYYY-MM-DD HH:MM} in UTC."""
+    when = datetime.datetime.fromisoformat(stamp).astimezone(datetime.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M")
 
 
 async def show(args, s: session.Session) -> int:

@@ -424,7 +424,10 @@ class ApprovalTests(ApprovalTestCase):
             "Error: [EACCES] not authorized: the mailbox's owner never approves or rejects "
             "its own mail\n")))
         listing = await self.aimx(NOBODY, "held", "list")
-        self.assertIn(first, listing.stdout)
+        header, *lines = listing.stdout.splitlines()
+        [row] = [line for line in lines if line.startswith(first)]
+        self.assertRegex(row, r"^\S+ +support +\d{4}-\d\d-\d\d \d\d:\d\d +new@")
+        self.assertEqual(row.index("new@customer.example"), header.index("TO"))
 
         approved = await self.aimx(None, "held", "approve", first)
         self.assertEqual(approved.returncode, 0, approved.stderr)
