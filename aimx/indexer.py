@@ -55,6 +55,8 @@ SETTLE = 0.5
 MAX_OPEN = 32
 #: Dirty names kept per folder; past that the folder is scanned instead.
 MAX_DIRTY = 20_000
+#: Builds tried in a row when the index directory is deleted underneath them.
+BUILD_ATTEMPTS = 3
 _NEED_BUILD = object()
 
 
@@ -475,14 +477,23 @@ class Indexer(service.Service):
                 if self.stopping:
                     raise Cancelled()
 
-            # The whole index directory may have been deleted too.
-            await self.run_in_thread(mailindex.prepare_dir, self.data_dir)
-            built = await self.run_in_thread(MailIndex.build, box.path, box.dirs, progress)
-            async with box.lock:
-                old, box.index = box.index, None
-                await self.run_in_thread(_install, old, built, box.path)
-                # Anything changed since the build read a folder shows in its directory.
-                box.rescan = {folder: True for folder in FOLDERS}
+            for attempt in range(BUILD_ATTEMPTS):
+                # The whole index directory may have been deleted, before or during a build.
+                await self.run_in_thread(mailindex.prepare_dir, self.data_dir)
+                built = await self.run_in_thread(MailIndex.build, box.path, box.dirs, progress)
+                async with box.lock:
+                    old, box.index = box.index, None
+                    try:
+                        await self.run_in_thread(_install, old, built, box.path)
+                    except FileNotFoundError:
+                        if attempt + 1 == BUILD_ATTEMPTS:
+                            raise
+                        log.warn("index directory deleted during a build, building again",
+                                 mailbox=box.name)
+                        continue
+                    # Anything changed since the build read a folder shows in its directory.
+                    box.rescan = {folder: True for folder in FOLDERS}
+                    break
             done, _ = box.progress
             log.info("index built", mailbox=box.name, messages=done,
                      seconds=round(time.monotonic() - started, 1))

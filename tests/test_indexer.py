@@ -141,6 +141,25 @@ class CatchUpTests(IndexerTestCase):
         self.assertEqual(self.page(), ["2025-06-01-000002-b", "2025-06-01-000001-a"])
         self.assertEqual(os.stat(mailindex.index_dir(self.data)).st_mode & 0o777, 0o700)
 
+    def test_index_directory_deleted_during_a_build(self):
+        """The index directory deleted while a build runs: the build starts again, the
+        answer waiting for it comes, and nothing is logged as a failure."""
+        self.put("2025-06-01-000001-a")
+        mailindex.remove(mailindex.index_path(self.data, "box"))
+        deletions = []
+
+        def run_in_thread(f, *args):
+            if f is indexer._install and not deletions:
+                deletions.append(f)
+                shutil.rmtree(mailindex.index_dir(self.data))
+            return defer.maybeDeferred(f, *args)
+
+        self.indexer.run_in_thread = run_in_thread
+        self.assertEqual(self.page(), ["2025-06-01-000001-a"])
+        self.assertEqual(deletions, [indexer._install])
+        self.assertTrue(os.path.exists(mailindex.index_path(self.data, "box")))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_forget(self):
         """A deleted mailbox's index file goes."""
         self.result(self.indexer.forget("box"))
