@@ -31,7 +31,9 @@ from aimx import logs
 from aimx.logs import Logger
 from aimx.outbox import Outbox, Signer
 from aimx.smtp.outbound import MxTransport
+from aimx.smtp import preppool
 from aimx.smtp.inbound import Inbound
+from aimx.smtp.preppool import PreparePool
 from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
 from aimx.smtp.tls import server_options
 from aimx.store import configfile, datadir, keys
@@ -203,6 +205,7 @@ class Daemon(service.MultiService):
         self.pools: list[threadpool.ThreadPool] = []
         self.audit: AuditLog | None = None
         self.webhooks: Webhooks | None = None
+        self.workers: PreparePool | None = None
 
     def startService(self):
         # The handler comes first: a SIGHUP right after the pid file appears (a
@@ -328,7 +331,7 @@ def _trust_root(environ):
 
 def build(
     options: Options, reactor=None, limits: SmtpLimits = SmtpLimits(), environ=os.environ,
-    resolver: Resolver | None = None, auth_budget: float = BUDGET,
+    resolver: Resolver | None = None, auth_budget: float = BUDGET, workers: int = 0,
 ) -> Daemon:
     """Run the start-up checks and build the service tree.
 
@@ -337,6 +340,8 @@ def build(
         C{PATH} and C{HOME}.
     @param resolver: the DNS resolver; by default built from C{environ}.
     @param auth_budget: seconds one inbound message's authentication may take.
+    @param workers: worker processes parsing and authenticating inbound mail
+        (L{aimx.smtp.preppool}); 0: the daemon's threads do it.
 
     @raise ConfigError: a fatal start-up problem (the message says which).
     """
@@ -376,6 +381,10 @@ def build(
         run_dns=run_dns,
         budget=auth_budget,
     )
+    if workers:
+        daemon.workers = PreparePool(reactor, size=workers, threads=DNS_THREADS,
+                                     environ=environ, fallback=inbound.prepare_here)
+        inbound.prepare = daemon.workers.prepare
     factory = AimxSMTPFactory(
         config=live,
         deliver=inbound.deliver,
@@ -401,6 +410,9 @@ def build(
         trust_root=_trust_root(environ),
     )
     daemon.webhooks.setServiceParent(daemon)
+    if workers:
+        # Stopped after the SMTP drain, whose messages it may be preparing.
+        daemon.workers.setServiceParent(daemon)
     daemon.hooks = HookRunner(reactor, config=live, environ=environ,
                               audit=daemon.audit.record, webhooks=daemon.webhooks)
     inbound.listeners.append(daemon.hooks.on_received)
@@ -463,7 +475,7 @@ def build(
 def makeService(options: Options) -> Daemon:
     """twistd's entry point; a fatal start-up problem exits with its message."""
     try:
-        return build(options)
+        return build(options, workers=preppool.default_size(os.cpu_count()))
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(1)

@@ -122,6 +122,9 @@ class Inbound:
     @param run_dns: likewise for authentication (DNS); the daemon gives it a pool
         of its own.  Defaults to C{run_in_thread}.
     @param budget: seconds one message's authentication may take.
+    @param prepare: C{(raw, peer_ip, mail_from, helo, budget) -> Deferred} firing with
+        C{(parsed, auth, raw_sha256)}: the worker processes
+        (L{aimx.smtp.preppool.PreparePool.prepare}); by default L{prepare_here}.
     @ivar listeners: callables given each stored L{Ingested} once the reply is
         decided (hooks attach here); they must not block and their errors are logged.
     @ivar approval_replies: C{Prepared -> None}, given a message once its reply is
@@ -130,13 +133,14 @@ class Inbound:
     """
 
     def __init__(self, *, config, store: MailStore, resolver, run_in_thread, run_dns=None,
-                 budget: float = BUDGET):
+                 budget: float = BUDGET, prepare=None):
         self.config = config
         self.store = store
         self.resolver = resolver
         self.run_in_thread = run_in_thread
         self.run_dns = run_dns or run_in_thread
         self.budget = budget
+        self.prepare = prepare or self.prepare_here
         self.listeners = []
         self.approval_replies = None
         self._locks: dict[str, _MailboxLock] = {}
@@ -170,16 +174,25 @@ class Inbound:
         d = defer.Deferred.fromCoroutine(self._deliver(envelope))
         return d.addCallback(lambda outcome: outcome[1])
 
-    async def _prepare(self, envelope: Envelope) -> Prepared:
+    def prepare_here(self, raw: bytes, peer_ip, mail_from, helo, budget: float):
+        """L{aimx.smtp.prepare.prepare} in the daemon: parsing in the thread pool,
+        authentication in the DNS pool."""
+        return defer.Deferred.fromCoroutine(self._prepare_here(raw, peer_ip, mail_from, helo,
+                                                                budget))
+
+    async def _prepare_here(self, raw, peer_ip, mail_from, helo, budget):
         parsed, digest = await self.run_in_thread(
-            lambda: (parse_message(envelope.raw), hashlib.sha256(envelope.raw).hexdigest()))
+            lambda: (parse_message(raw), hashlib.sha256(raw).hexdigest()))
         auth = await self.run_dns(
-            lambda: verify_inbound(
-                envelope.raw, peer_ip=envelope.peer_ip, mail_from=envelope.mail_from,
-                helo=envelope.helo, identity=parsed.identity, resolver=self.resolver,
-                budget=self.budget,
-            )
-        )
+            lambda: verify_inbound(raw, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
+                                   identity=parsed.identity, resolver=self.resolver,
+                                   budget=budget))
+        return parsed, auth, digest
+
+    async def _prepare(self, envelope: Envelope) -> Prepared:
+        parsed, auth, digest = await self.prepare(
+            envelope.raw, peer_ip=envelope.peer_ip, mail_from=envelope.mail_from,
+            helo=envelope.helo, budget=self.budget)
         return Prepared(envelope, parsed, auth, digest)
 
     async def _deliver(self, envelope: Envelope) -> tuple[SmtpStatus, list]:
