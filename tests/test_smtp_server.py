@@ -1,5 +1,6 @@
 """Protocol tests for the inbound SMTP server on StringTransport with a Clock."""
 
+import random
 import tracemalloc
 
 import attrs
@@ -369,6 +370,35 @@ class DataTests(ServerTestCase):
         s = self.greeted()
         self.transaction(s, b"S: x\r\n\r\n..leading dot\r\n.x\r\n.\r\n")
         self.assertEqual(self.delivered[0].raw, b"S: x\r\n\r\n.leading dot\r\n.x\r\n")
+
+    def test_dot_lines_in_any_chunks(self):
+        """Random dot-heavy messages cut at random points: what is delivered is the rule
+        applied line by line (a line of one dot, blanks allowed, ends DATA; a line's
+        leading dot goes when another follows it), and what follows is read as commands."""
+        rng = random.Random(17)
+        pieces = [b".", b"..", b"...", b"x", b" ", b"\t", b".x", b"\r\n", b"\r\n", b"\r\n"]
+        for _ in range(300):
+            lines = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+            lines = lines.replace(b"\r", b"").replace(b"\n", b"\r\n") + b"\r\n.\r\n"
+            expected = []
+            for line in lines.split(b"\r\n"):
+                if line.rstrip(b" \t") == b".":
+                    break
+                expected.append(line[1:] if line.startswith(b"..") else line)
+            self.delivered.clear()
+            s = self.greeted()
+            self.assertEqual(s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@test.local>\r\n"
+                                    b"DATA\r\n")[-1][:3], b"354")
+            stream, at = lines + b"NOOP\r\n", 0
+            while at < len(stream):
+                step = rng.randint(1, 12)
+                s.proto.dataReceived(stream[at:at + step])
+                at += step
+            self.assertEqual(self.delivered[0].raw, b"".join(l + b"\r\n" for l in expected),
+                             lines)
+            replies = [r[:3] for r in s.read()]
+            self.assertEqual((replies[0], replies[-1]), (b"250", b"250"), lines)  # DATA's, NOOP's
+            s.close()
 
     def test_terminator_with_trailing_space(self):
         """A dot line with trailing whitespace still ends DATA."""
