@@ -55,6 +55,8 @@ SETTLE = 0.5
 MAX_OPEN = 32
 #: Dirty names kept per folder; past that the folder is scanned instead.
 MAX_DIRTY = 20_000
+#: Bodies of files the daemon wrote kept for the index to take their rows from.
+MAX_WRITTEN_BYTES = 16 << 20
 #: Builds tried in a row when the index directory is deleted underneath them.
 BUILD_ATTEMPTS = 3
 _NEED_BUILD = object()
@@ -90,14 +92,19 @@ class _Box:
     scheduled: object = None
     #: The counts last answered (what a rebuild answers meanwhile).
     counts: object = None
+    #: Files the daemon wrote and not yet indexed: id -> L{aimx.core.received.Written}, per folder.
+    written: dict = attrs.Factory(lambda: {f: {} for f in FOLDERS})
+    written_bytes: int = 0
 
-    def take(self) -> tuple[dict, dict]:
+    def take(self) -> tuple[dict, dict, dict]:
         dirty, self.dirty = self.dirty, {f: set() for f in FOLDERS}
+        written, self.written = self.written, {f: {} for f in FOLDERS}
+        self.written_bytes = 0
         rescan = dict(self.rescan)
         for folder in FOLDERS:
             if folder in self.wds:
                 self.rescan[folder] = False
-        return dirty, rescan
+        return dirty, rescan, written
 
     def give_back(self, dirty: dict, rescan: dict) -> None:
         for folder in FOLDERS:
@@ -116,7 +123,7 @@ class _Synced:
     garbage: bool = False
 
 
-def _catch_up(index, path, dirs, dirty, incomplete, rescan, fn) -> _Synced:
+def _catch_up(index, path, dirs, dirty, incomplete, rescan, fn, written=None) -> _Synced:
     """In a thread, under the mailbox lock: open the index if needed, bring it up to
     date with the files, then run C{fn(index)}."""
     if index is not None and not index.current():
@@ -134,7 +141,8 @@ def _catch_up(index, path, dirs, dirty, incomplete, rescan, fn) -> _Synced:
             if rescan[folder] and index.stale(folder):
                 index.scan(folder)
             names = dirty[folder] | incomplete[folder]
-            left[folder] = index.update(folder, names) if names else set()
+            left[folder] = index.update(folder, names, written and written[folder]) \
+                if names else set()
         value = None if fn is None else fn(index)
         garbage = index.garbage_limit()
     except sqlite3.DatabaseError as e:
@@ -368,18 +376,27 @@ class Indexer(service.Service):
         d.addErrback(lambda f: f.check(Cancelled) or log.failure(
             "index update failed", f, mailbox=box.name))
 
-    def note(self, mailbox: str, folder: str, email_id: str) -> None:
-        """The daemon changed (stored, marked) the message C{email_id}."""
+    def note(self, mailbox: str, folder: str, email_id: str, written=None) -> None:
+        """The daemon changed (stored, marked) the message C{email_id}.
+
+        @param written: the file as the store wrote it (L{aimx.core.received.Written}):
+            its row is taken from there, not read back, while the file is unchanged
+            (at most L{MAX_WRITTEN_BYTES} of bodies are kept so).
+        """
         if not valid_name(mailbox) or folder not in FOLDERS:
             return
         box = self._box(mailbox)
         box.dirty[folder].add(email_id)
+        if written is not None and box.written_bytes + len(written.body) <= MAX_WRITTEN_BYTES:
+            box.written[folder][email_id] = written
+            box.written_bytes += len(written.body)
         self._schedule(box)
 
     def on_received(self, ingested) -> None:
         """Inbound listener: a copy was stored (L{aimx.smtp.inbound.Inbound.listeners})."""
-        if not ingested.stored.duplicate:
-            self.note(ingested.mailbox.name, "inbox", ingested.stored.id)
+        stored = ingested.stored
+        if not stored.duplicate:
+            self.note(ingested.mailbox.name, "inbox", stored.id, stored.written)
 
     # -- running work ----------------------------------------------------------
 
@@ -396,11 +413,11 @@ class Indexer(service.Service):
                 box.used = time.monotonic()
                 self._read_events()
                 self._ensure_watches(box)
-                dirty, rescan = box.take()
+                dirty, rescan, written = box.take()
                 try:
                     synced = await self.run_in_thread(
                         _catch_up, box.index, box.path, box.dirs, dirty, box.incomplete,
-                        rescan, fn)
+                        rescan, fn, written)
                 except BaseException:
                     box.give_back(dirty, rescan)
                     raise

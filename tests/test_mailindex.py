@@ -2,15 +2,18 @@
 list, count, search and thread, and never say more than a file does."""
 
 import os
+import pwd
 import sqlite3
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx.core import frontmatter
 from aimx.core.mailquery import parse_query
+from aimx.core.received import Written
 from aimx.core.threadid import thread_id
 from aimx.store import mailindex, mailstore
 from aimx.store.mailindex import Counts, IndexBroken, IndexMissing, MailIndex
+from aimx.store.mailstore import MailStore
 
 
 def message(stem: str, *, subject="Hello", sender="Alice <alice@example.com>",
@@ -164,6 +167,46 @@ class FreshnessTests(IndexTestCase):
         os.unlink(os.path.join(self.dirs["inbox"], "2025-06-01-000002-b.md"))
         index.update("inbox", ["2025-06-01-000002-b.md", ".tmp"])
         self.assertEqual(index.counts(), Counts(1, 0, 0))
+
+    def test_written_taken_while_unchanged(self):
+        """A file the store describes (Written) is indexed from that description while
+        it keeps the stat it had; once changed, from the file."""
+        index = self.build()
+        path = self.put("2025-06-01-000001-a", subject="On disk")
+        said = Written(os.stat(path), {"subject": "As written", "read": True}, b"Body\n")
+        index.update("inbox", ["2025-06-01-000001-a.md"], {"2025-06-01-000001-a": said})
+        [entry] = index.page("inbox", 10)
+        self.assertEqual((entry.subject, entry.read), ("As written", True))
+        self.put("2025-06-01-000001-a", subject="Edited")
+        index.update("inbox", ["2025-06-01-000001-a.md"], {"2025-06-01-000001-a": said})
+        [entry] = index.page("inbox", 10)
+        self.assertEqual((entry.subject, entry.read), ("Edited", False))
+
+    def test_store_describes_what_it_wrote(self):
+        """What the store says it wrote indexes to the same row as the file read back,
+        for the shapes an inbound message takes."""
+        store = MailStore(self.data)
+        owner = pwd.getpwuid(os.geteuid()).pw_name
+        cases = [
+            ({}, "Plain body.\n"),
+            ({"cc": "Carol <c@x>", "in_reply_to": "<p@x>", "references": "<r@x> <p@x>"},
+             "Re: text\n\n> quoted\n"),
+            ({"subject": "Ünïcödé \u200b \"quotes\" \\ back", "to": "a@x, b@y",
+              "references": " ".join(f"<r{i}@x>" for i in range(200))}, "No final newline"),
+            ({"risk_reasons": ("guard:x",), "unsigned_headers": [], "date": None},
+             "line\r\nwith CR\n" * 50),
+            ({"subject": "+++", "trusted": "true"}, "+++\nbody after a delimiter\n+++\n"),
+        ]
+        for number, (extra, body) in enumerate(cases):
+            fields = {"message_id": f"m{number}@x", "thread_id": "0" * 16, "from": "a@x", "to": "b@y",
+                      "subject": "Hello", "date": "Thu, 01 Jan 2026 10:00:00 +0000",
+                      "trusted": "none", "mailbox": "box", "read": False, **extra}
+            stored = store.store_inbound("box", owner, fields["subject"], fields, body, ())
+            with open(stored.path, "rb") as f:
+                fd = os.dup(f.fileno())
+            self.assertEqual(mailindex._record(stored.written.fields, stored.written.body),
+                             mailindex._read(fd), (extra, body))
+            self.assertEqual(stored.written.stat.st_ino, os.stat(stored.path).st_ino)
 
     def test_incomplete_bundle(self):
         """A bundle directory without its .md yet is reported, then indexed once it has one."""

@@ -41,6 +41,8 @@ class Stored:
     @ivar warnings: non-fatal problems (ownership could not be set, ...).
     @ivar received_at: the frontmatter C{received_at} (also its C{date} when the
         message has none).
+    @ivar written: a flat file's L{Written} (the index takes its row from it), or
+        C{None}.
     """
 
     id: str | None
@@ -48,10 +50,26 @@ class Stored:
     attachments: int = 0
     warnings: tuple[str, ...] = ()
     received_at: str = ""
+    written: Written | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def duplicate(self) -> bool:
         return self.id is None
+
+
+@attrs.frozen
+class Written:
+    """A message file as the store wrote it: what the index would read back from it.
+
+    @ivar stat: the file's stat once published (the index trusts the rest while the
+        file still has this signature).
+    @ivar fields: the frontmatter values rendered (C{None} for a key left out).
+    @ivar body: the body bytes after the frontmatter's blank line.
+    """
+
+    stat: object
+    fields: dict
+    body: bytes
 
 
 @attrs.frozen

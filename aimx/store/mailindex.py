@@ -561,10 +561,13 @@ class MailIndex:
         self.con.execute("DELETE FROM newtext WHERE row=?", (rowid,))
         self.con.execute("UPDATE meta SET value=value+1 WHERE key='garbage'")
 
-    def _refresh(self, dir_fd, folder: int, name: str, known) -> str | None:
+    def _refresh(self, dir_fd, folder: int, name: str, known, written=None) -> str | None:
         """Bring one message's row in line with its file.
 
         @param known: its current C{(rowid, sig, text_hash)}, or C{None}.
+        @param written: the file as the store wrote it (L{aimx.core.received.Written}),
+            or C{None}: trusted instead of reading the file while the file keeps the
+            signature it had then.
         @return: L{_INCOMPLETE} for a bundle still without its C{.md}, else C{None}.
         """
         found = None if dir_fd is None else _lookup(dir_fd, name)
@@ -573,16 +576,21 @@ class MailIndex:
                 self._delete(known[0])
             return found
         bundle, st = found
-        if known is not None and known[1] == _sig(st):
-            return None
-        opened = _open(dir_fd, name, bundle)
-        if opened is None:
-            if known is not None:
-                self._delete(known[0])
-            return None
-        fd, st = opened
-        record = _read(fd)
         sig = _sig(st)
+        if known is not None and known[1] == sig:
+            return None
+        if (written is not None and not bundle and st.st_size <= HEAD_BYTES
+                and _sig(written.stat) == sig):
+            record = _record(written.fields, written.body)
+        else:
+            opened = _open(dir_fd, name, bundle)
+            if opened is None:
+                if known is not None:
+                    self._delete(known[0])
+                return None
+            fd, st = opened
+            record = _read(fd)
+            sig = _sig(st)
         if known is not None and known[2] == record.text_hash:
             # Same text (a mark, say): no new tokens, update the row in place.
             self.con.execute(
@@ -607,12 +615,13 @@ class MailIndex:
             "SELECT rowid, sig, text_hash FROM msg WHERE folder=? AND name=?", (folder, name)
         ).fetchone()
 
-    def update(self, folder: str, names: Iterable[str]) -> set[str]:
+    def update(self, folder: str, names: Iterable[str], written=None) -> set[str]:
         """Re-check the messages behind directory entry names (from inotify, say).
 
         C{X.md} stands for the message C{X}, any other name for itself (a
         bundle); dot names are skipped.  A message whose file is unchanged
-        costs a stat.
+        costs a stat, one in C{written} (id -> L{aimx.core.received.Written})
+        whose file is as written a stat and no read.
 
         @return: the ids that are bundle directories still without their C{.md}.
         """
@@ -629,7 +638,8 @@ class MailIndex:
             return incomplete
         with self._folder_fd(folder) as dir_fd, self._transaction():
             for email_id in sorted(ids):
-                if self._refresh(dir_fd, number, email_id, self._known(number, email_id)):
+                if self._refresh(dir_fd, number, email_id, self._known(number, email_id),
+                                 None if written is None else written.get(email_id)):
                     incomplete.add(email_id)
         return incomplete
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import attrs
 
 from aimx.core import filenames, frontmatter
-from aimx.core.received import Stored
+from aimx.core.received import Stored, Written
 from aimx.errors import IOFailure
 from aimx.store import mailboxdirs, passwd, safefs
 from aimx.store.passwd import Owner
@@ -178,19 +178,24 @@ class MailStore:
         warnings = mailboxdirs.prepare(directory, owner)
         received = self.now()
         base = filenames.base_stem(received, subject)
+        rendered = []
+
         def render(stem, entries=None):
             full = dict(fields, id=stem, received_at=frontmatter.rfc3339_utc(received))
             if full.get("date") is None:
                 full["date"] = full["received_at"]
             if entries:
                 full["attachments"] = entries
+            rendered.append(full)
             return frontmatter.render(full, body)
 
-        stem, path, more = self._publish(directory, base, owner, render, attachments)
+        stem, path, more, stat = self._publish(directory, base, owner, render, attachments)
         self._remember(mailbox, message_id, body_sha256, trusted, received)
+        written = None if stat is None else Written(
+            stat, rendered[-1], (body if body.endswith("\n") else body + "\n").encode("utf-8"))
         return Stored(
             stem, path, len(attachments), tuple(warnings + more),
-            frontmatter.rfc3339_utc(received),
+            frontmatter.rfc3339_utc(received), written,
         )
 
     def store_sent(
@@ -213,7 +218,7 @@ class MailStore:
             return frontmatter.render(full, body)
 
         base = filenames.base_stem(sent, subject)
-        stem, path, more = self._publish(directory, base, owner, render, attachments)
+        stem, path, more, _ = self._publish(directory, base, owner, render, attachments)
         return Stored(
             stem, path, len(attachments), tuple(warnings + more), frontmatter.rfc3339_utc(sent)
         )
@@ -256,7 +261,8 @@ class MailStore:
                 except FileExistsError:
                     continue
                 self._sync(dfd)
-                return stem, os.path.join(directory, final), warnings
+                stat = os.stat(final, dir_fd=dfd, follow_symlinks=False)
+                return stem, os.path.join(directory, final), warnings, stat
         raise AssertionError("unreachable: stem candidates are endless")
 
     def _publish_bundle(self, directory, base, owner, render, parts):
@@ -282,7 +288,7 @@ class MailStore:
                 except BaseException:
                     safefs.remove(dfd, stem, ignore_errors=True)
                     raise
-                return stem, os.path.join(directory, stem, final), warnings
+                return stem, os.path.join(directory, stem, final), warnings, None
         raise AssertionError("unreachable: stem candidates are endless")
 
     def _write_attachments(self, bfd, stem, parts, owner, warnings) -> list[dict]:
