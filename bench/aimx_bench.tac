@@ -24,6 +24,11 @@ bench-only switches read from the environment:
       published; nothing is formatted or written).  For A/B runs that price aimx's
       per-message logging; never for the recorded figures.
 
+  AIMX_BENCH_WORKERS=N
+      N worker processes instead of the default for this machine
+      (L{aimx.smtp.preppool.default_size}); 0: prepared in the daemon's threads.
+      For A/B runs.
+
   AIMX_BENCH_THREADS=N
       reactor.suggestThreadPoolSize(N): the size of the thread pool that runs
       prepare/store (Twisted's default is 10).  For A/B runs only.
@@ -42,7 +47,7 @@ from twisted.internet import reactor
 from twisted.logger import ILogObserver
 
 from aimx import logs
-from aimx.service import Options, makeService
+from aimx.service import Options, build, makeService
 from aimx.store import mailstore
 
 if os.environ.get("AIMX_BENCH_NODEDUP") == "1":
@@ -107,7 +112,10 @@ class StallProbe:
 options = Options()
 options.parseOptions(shlex.split(os.environ.get("AIMX_ARGS", "")))
 application = service.Application("aimx-bench")
-makeService(options).setServiceParent(application)
+if os.environ.get("AIMX_BENCH_WORKERS"):
+    build(options, workers=int(os.environ["AIMX_BENCH_WORKERS"])).setServiceParent(application)
+else:
+    makeService(options).setServiceParent(application)
 if os.environ.get("AIMX_BENCH_THREADS"):
     reactor.suggestThreadPoolSize(int(os.environ["AIMX_BENCH_THREADS"]))
 application.setComponent(ILogObserver, (lambda event: None)

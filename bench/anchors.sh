@@ -9,17 +9,22 @@
 #   start       DNS stub, both Twisted floors, Postfix, Postfix + milters, aimx (this
 #               checkout) and, with BEFORE=DIR, a second aimx from the checkout DIR
 #               (e.g. a `git worktree` of the commit before the work): before and after
-#               then run in the same interleaved rounds
+#               then run in the same interleaved rounds; BEFORE_WORKERS=N gives that
+#               second aimx N worker processes (an A/B of the pool's size when DIR is
+#               this checkout)
 #   throughput  compare.py, 4 KiB signed and 60 KiB newsletter, then ratios.py
 #   latency     latency.py, final "." -> file, 4 KiB signed, LAT_ROUNDS rounds
+#   big         a fresh aimx with the stall probe: 8 sessions of 60 KiB mail and, meanwhile,
+#               one ~25 MiB message (stall_probe.py): the worst reactor stall and the
+#               daemon's peak RSS growth against the big message's size
 #   stop        everything started here, by PID
-#   restart     (not in the default run) aimx only: stopped and started again from this
-#               checkout, the anchors left running
+#   restart     (not in the default run) aimx (and BEFORE's) only: stopped and started
+#               again, the anchors left running
 #
 # Environment (defaults): W=/tmp/aimx-anchors, KIT=<repo>/../shared/bench,
 # PY=<repo>/.venv/bin/python (aimx's dependencies), ROUNDS=3, M4K=1000, M60K=500,
 # LAT_ROUNDS=2, LAT_COUNT=200. Ports: DNS 5353, Postfix 2525, Twisted 2527, Twisted with
-# fsync 2529, Postfix + milters 2535, aimx 2540, aimx BEFORE 2546; 127.0.0.1 only.
+# fsync 2529, Postfix + milters 2535, aimx 2540, aimx BEFORE 2546, big 2541; 127.0.0.1 only.
 # Needs root: apt-get install postfix opendkim opendmarc postfix-policyd-spf-python.
 # Results: $W/results/. Run it on a quiet machine (no test suite beside it).
 set -euo pipefail
@@ -32,7 +37,7 @@ PY=${PY:-$REPO/.venv/bin/python}
 ROUNDS=${ROUNDS:-3} M4K=${M4K:-1000} M60K=${M60K:-500}
 LAT_ROUNDS=${LAT_ROUNDS:-2} LAT_COUNT=${LAT_COUNT:-200}
 BEFORE=${BEFORE:-}
-P_DNS=5353 P_PF=2525 P_TW=2527 P_TWF=2529 P_PFM=2535 P_AIMX=2540 P_BEFORE=2546
+P_DNS=5353 P_PF=2525 P_TW=2527 P_TWF=2529 P_PFM=2535 P_AIMX=2540 P_BEFORE=2546 P_BIG=2541
 R=$W/results PIDS=$W/pids
 
 log() { printf '\n=== %s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -67,11 +72,11 @@ aimx_conf() {  # aimx_conf BASE: BASE-etc (config, DKIM key), BASE-data, BASE-ru
   install -d -m 700 "$base-data/inbox/box"
 }
 
-start_aimx() {  # start_aimx NAME TREE BASE PORT
+start_aimx() {  # start_aimx NAME TREE BASE PORT [WORKERS [PROBE_FILE]]
   local name=$1 tree=$2 base=$3 port=$4
   # stored mail from an earlier run would be remembered as seen (dedup) at start-up
   find "$base-data/inbox/box" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-  ( cd "$base-run" && PYTHONPATH=$tree AIMX_BENCH_NODEDUP=1 AIMX_NAMESERVERS=127.0.0.1:$P_DNS \
+  ( cd "$base-run" && PYTHONPATH=$tree AIMX_BENCH_NODEDUP=1 AIMX_BENCH_WORKERS=${5:-} AIMX_BENCH_PROBE=${6:-} AIMX_NAMESERVERS=127.0.0.1:$P_DNS \
       AIMX_ARGS="--bind 127.0.0.1:$port --config-dir $base-etc --data-dir $base-data --runtime-dir $base-run" \
       exec "$PY" -c 'import sys; from twisted.scripts.twistd import run; sys.argv[0] = "twistd"; sys.exit(run())' \
         -n --pidfile= -y "$HERE/aimx_bench.tac" >"$W/logs/$name.log" 2>&1 ) &
@@ -125,7 +130,7 @@ phase_start() {
   "$KIT/postfix_milter_anchor.sh" start "$W/pfm"
   for p in $P_DNS $P_TW $P_TWF $P_PF $P_PFM; do wait_port "$p"; done
   start_aimx aimx "$REPO" "$W/aimx" "$P_AIMX"
-  [ -z "$BEFORE" ] || start_aimx before "$(realpath "$BEFORE")" "$W/before" "$P_BEFORE"
+  [ -z "$BEFORE" ] || start_aimx before "$(realpath "$BEFORE")" "$W/before" "$P_BEFORE" "${BEFORE_WORKERS:-}"
   (cd "$REPO" && echo "aimx $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- aimx || echo +dirty)"
    [ -z "$BEFORE" ] || (cd "$BEFORE" && echo "before $(git rev-parse --short HEAD)")) | tee "$R/version.txt"
 }
@@ -171,14 +176,37 @@ phase_latency() {
   "$PY" "$HERE/ratios.py" --latency "$out" | tee "$R/latency-summary.txt"
 }
 
+phase_big() {
+  local msg=$W/corpus-big/dkim-big-24.6m.eml base=$W/big out=$R/big.txt
+  [ -f "$msg" ] || "$PY" "$KIT/make_corpus.py" "$W/corpus-big" --big-mib 24.6 \
+    --dkim-key "$W/corpus/dkim-private.pem"
+  log "big: 8 sessions of 60 KiB mail and one $(du -h "$msg" | cut -f1) message"
+  aimx_conf "$base"
+  start_aimx big "$REPO" "$base" "$P_BIG" "" "$base-run/probe.json"
+  "$KIT/smtp_load.sh" -p "$P_BIG" -s 8 -m "$M60K" -F "$W/corpus/dkim-newsletter-60k.eml" \
+    -w "$base-data/inbox/box" >"$R/big-load.txt" 2>&1 &
+  local load=$!
+  sleep 1
+  "$PY" "$HERE/stall_probe.py" --port "$P_BIG" --pid "$(pid_of big)" --watch "$base-data/inbox/box" \
+    --message "$msg" --probe-file "$base-run/probe.json" --timeout 300 | tee "$out"
+  wait "$load" || true
+  tail -1 "$R/big-load.txt" | tee -a "$out"
+  stop_one big
+  rm -rf "$base-data"
+}
+
 phase_restart() {
   stop_one aimx
   start_aimx aimx "$REPO" "$W/aimx" "$P_AIMX"
+  if [ -n "$BEFORE" ]; then
+    stop_one before
+    start_aimx before "$(realpath "$BEFORE")" "$W/before" "$P_BEFORE" "${BEFORE_WORKERS:-}"
+  fi
 }
 
 phase_stop() {
   log "stop"
-  for n in before aimx twisted twisted-fsync dns; do stop_one "$n"; done
+  for n in big before aimx twisted twisted-fsync dns; do stop_one "$n"; done
   "$KIT/postfix_milter_anchor.sh" stop "$W/pfm" || true
   "$KIT/postfix_anchor.sh" stop || true
 }
