@@ -14,7 +14,8 @@
 #               this checkout)
 #   throughput  compare.py, 4 KiB signed and 60 KiB newsletter, then ratios.py
 #   latency     latency.py, final "." -> file, 4 KiB signed, LAT_ROUNDS rounds
-#   big         a fresh aimx with the stall probe: 8 sessions of 60 KiB mail and, meanwhile,
+#   big         a fresh aimx (BIG_TREE=DIR: from that checkout) with the stall probe: 8
+#               sessions of 60 KiB mail and, meanwhile,
 #               one ~25 MiB message (stall_probe.py): the worst reactor stall and the
 #               daemon's peak RSS growth against the big message's size
 #   stop        everything started here, by PID
@@ -182,7 +183,7 @@ phase_big() {
     --dkim-key "$W/corpus/dkim-private.pem"
   log "big: 8 sessions of 60 KiB mail and one $(du -h "$msg" | cut -f1) message"
   aimx_conf "$base"
-  start_aimx big "$REPO" "$base" "$P_BIG" "" "$base-run/probe.json"
+  start_aimx big "$(realpath "${BIG_TREE:-$REPO}")" "$base" "$P_BIG" "" "$base-run/probe.json"
   "$KIT/smtp_load.sh" -p "$P_BIG" -s 8 -m "$M60K" -F "$W/corpus/dkim-newsletter-60k.eml" \
     -w "$base-data/inbox/box" >"$R/big-load.txt" 2>&1 &
   local load=$!
