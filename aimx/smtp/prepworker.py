@@ -9,9 +9,13 @@ a request is C{(seq, raw, peer_ip, mail_from, helo, budget)}, its answer C{(seq,
 are worked on at once (DNS waits overlap); answers go out as they are ready.  The
 resolver is built from the environment, as the daemon's is (C{AIMX_NAMESERVERS}).
 End of stdin: the work in hand is finished and answered, then the process exits.
+SIGTERM and SIGINT are ignored: a service manager's stop or a Ctrl-C reaches the
+whole process group, and the daemon ends its workers itself, after its SMTP drain,
+by closing their input (docs/design.md, "Worker processes").
 """
 
 import pickle
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +52,8 @@ def serve(stdin, stdout, threads: int, resolver) -> None:
 
 
 def main(argv=None) -> int:
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)
     argv = sys.argv[1:] if argv is None else argv
     threads = int(argv[0]) if argv else 8
     serve(sys.stdin.buffer, sys.stdout.buffer, threads, Resolver.from_env())

@@ -8,6 +8,8 @@ daemon ends the workers."""
 
 import os
 import pickle
+import signal
+import subprocess
 import sys
 
 from twisted.internet import reactor, task
@@ -15,7 +17,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from aimx import service
-from aimx.smtp import preppool
+from aimx.smtp import prepare, preppool
 from aimx.testing.fakes import message
 from tests.integration.base import DOMAIN, REPO, DaemonTestCase, stop_daemon
 
@@ -147,6 +149,36 @@ class WorkerTests(DaemonTestCase):
         with self.assertRaises(ProcessLookupError):
             os.kill(pid, 0)
         self.assertEqual((self.logged(EXITED), pool.workers), ([], []))
+
+
+class ProcessTests(SynchronousTestCase):
+    def test_stopped_by_its_input_only(self):
+        """A worker outlives SIGTERM and SIGINT (sent to a whole service or terminal
+        process group) and exits once its input ends, answering what it holds."""
+        env = dict(os.environ, PYTHONPATH=REPO, AIMX_NAMESERVERS="127.0.0.1:9")
+        proc = subprocess.Popen([sys.executable, "-m", "aimx.smtp.prepworker", "2"], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        reader = prepare.FrameReader()
+
+        def ask(seq: int):
+            raw = message("Hi\r\n")
+            proc.stdin.write(prepare.frame((seq, raw, None, None, None, 1.0)))
+            proc.stdin.flush()
+            payloads = []
+            while not payloads:
+                data = os.read(proc.stdout.fileno(), 65536)
+                if not data:
+                    self.fail(f"the worker ended, status {proc.wait(timeout=30)}")
+                payloads = reader.feed(data)
+            return prepare.load_answer(payloads[0])
+
+        self.assertEqual(ask(1)[0], 1)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(ask(2)[0], 2)
+        proc.stdin.close()
+        self.assertEqual(proc.wait(timeout=30), 0)
 
 
 class SizeTests(SynchronousTestCase):
