@@ -472,10 +472,15 @@ def build(
     return daemon
 
 
+def default_workers() -> int:
+    """The worker processes of C{twistd -n aimx} and C{aimx serve} on this machine."""
+    return preppool.default_size(os.cpu_count())
+
+
 def makeService(options: Options) -> Daemon:
     """twistd's entry point; a fatal start-up problem exits with its message."""
     try:
-        return build(options, workers=preppool.default_size(os.cpu_count()))
+        return build(options, workers=default_workers())
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(1)

@@ -24,7 +24,7 @@ def run(argv: list[str]) -> int:
 
     globalLogBeginner.beginLoggingTo([logs.observer(sys.stderr)], redirectStandardIO=False)
     try:
-        daemon = service.build(options, reactor)
+        daemon = service.build(options, reactor, workers=service.default_workers())
         daemon.startService()
     except service.ConfigError as e:  # e.g. "Failed to bind to <--bind value>: <err>"
         print(str(e), file=sys.stderr)
