@@ -57,11 +57,13 @@ def frame(value) -> bytes:
 
 
 class FrameReader:
-    """Splits a byte stream into frame payloads (still pickled)."""
+    """Splits a byte stream into frame payloads (still pickled); a frame's bytes are
+    joined once, when the last of them arrives."""
 
     def __init__(self):
         self._chunks: list[bytes] = []
         self._size = 0
+        self._needed = _LENGTH.size  # bytes that complete the frame under way
 
     def feed(self, data: bytes) -> list[bytes]:
         """The payloads C{data} completes.
@@ -70,7 +72,7 @@ class FrameReader:
         """
         self._chunks.append(data)
         self._size += len(data)
-        if self._size < _LENGTH.size:
+        if self._size < self._needed:
             return []
         buf = b"".join(self._chunks)
         payloads, at = [], 0
@@ -85,6 +87,9 @@ class FrameReader:
             at += length
         rest = buf[at:]
         self._chunks, self._size = ([rest] if rest else []), len(rest)
+        self._needed = _LENGTH.size
+        if len(rest) >= _LENGTH.size:
+            self._needed += _LENGTH.unpack_from(rest)[0]
         return payloads
 
 
