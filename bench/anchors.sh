@@ -132,6 +132,10 @@ phase_start() {
   for p in $P_DNS $P_TW $P_TWF $P_PF $P_PFM; do wait_port "$p"; done
   start_aimx aimx "$REPO" "$W/aimx" "$P_AIMX"
   [ -z "$BEFORE" ] || start_aimx before "$(realpath "$BEFORE")" "$W/before" "$P_BEFORE" "${BEFORE_WORKERS:-}"
+  versions
+}
+
+versions() {  # what the aimx servers run, in $R/version.txt
   (cd "$REPO" && echo "aimx $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- aimx || echo +dirty)"
    [ -z "$BEFORE" ] || (cd "$BEFORE" && echo "before $(git rev-parse --short HEAD)")) | tee "$R/version.txt"
 }
@@ -203,6 +207,7 @@ phase_restart() {
     stop_one before
     start_aimx before "$(realpath "$BEFORE")" "$W/before" "$P_BEFORE" "${BEFORE_WORKERS:-}"
   fi
+  versions
 }
 
 phase_stop() {
