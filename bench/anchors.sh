@@ -14,6 +14,9 @@
 #               this checkout)
 #   throughput  compare.py, 4 KiB signed and 60 KiB newsletter, then ratios.py
 #   latency     latency.py, final "." -> file, 4 KiB signed, LAT_ROUNDS rounds
+#   profile     (not in the default run; needs py-spy, PYSPY=path) py-spy of the daemon and
+#               of its worker process while aimx takes a 4 KiB, then a 60 KiB load:
+#               profile_top.py summaries in $R/profile-{4k,60k}-{daemon,worker}.txt
 #   big         a fresh aimx (BIG_TREE=DIR: from that checkout) with the stall probe: 8
 #               sessions of 60 KiB mail and, meanwhile,
 #               one ~25 MiB message (stall_probe.py): the worst reactor stall and the
@@ -198,6 +201,31 @@ phase_big() {
   tail -1 "$R/big-load.txt" | tee -a "$out"
   stop_one big
   rm -rf "$base-data"
+}
+
+phase_profile() {
+  local spy=${PYSPY:-$(command -v py-spy || true)} pid worker name file n
+  [ -n "$spy" ] || { echo "no py-spy (pip install py-spy; PYSPY=path): no profile"; return 0; }
+  pid=$(pid_of aimx) worker=$(pgrep -P "$pid" | head -1)
+  for spec in "4k dkim-plain-4k 4000" "60k dkim-newsletter-60k 2000"; do
+    set -- $spec; name=$1 file=$2 n=$3
+    log "profile: $file.eml, daemon $pid and worker $worker"
+    "$KIT/smtp_load.sh" -p "$P_AIMX" -m "$n" -F "$W/corpus/$file.eml" -w "$W/aimx-data/inbox/box" \
+      -P "$(pids_of aimx | tr + ,)" >"$R/profile-$name-load.txt" 2>&1 &
+    local load=$!
+    sleep 2
+    "$spy" record -p "$pid" -r 200 -d 8 --gil --function --nonblocking -f raw \
+      -o "$R/profile-$name-daemon.raw" >/dev/null 2>&1 &
+    "$spy" record -p "$worker" -r 200 -d 8 --gil --function --nonblocking -f raw \
+      -o "$R/profile-$name-worker.raw" >/dev/null 2>&1
+    wait "$load" || true
+    tail -1 "$R/profile-$name-load.txt"
+    for proc in daemon worker; do
+      "$PY" "$HERE/profile_top.py" "$R/profile-$name-$proc.raw" --top 25 >"$R/profile-$name-$proc.txt" || true
+      sed -n '1,14p' "$R/profile-$name-$proc.txt"
+    done
+    find "$W/aimx-data/inbox/box" -mindepth 1 -maxdepth 1 ! -name '.*' -exec rm -rf {} +
+  done
 }
 
 phase_restart() {

@@ -27,9 +27,14 @@ STAGES = [
     ("verify: DMARC lookup", r"^_dmarc_record \(aimx/auth/verify"),
     ("verify: other", r"^verify_inbound \(aimx/auth/verify"),
     ("store: store_for_rcpt (route, trust, frontmatter, write)", r"^store_for_rcpt \(aimx/smtp/inbound"),
+    ("index: catching up with stored mail (indexer._catch_up)", r"^_catch_up \(aimx/indexer"),
+    ("audit log (record, append)", r"\(aimx/auditlog\.py|\(aimx/store/audit\.py"),
+    ("hooks: deciding which fire (HookRunner.on_received)", r"^HookRunner\.on_received"),
+    ("worker pipe: requests and answers (smtp/preppool.py)", r"\(aimx/smtp/preppool\.py"),
     # twisted/python/log.py's callWithLogger/callWithContext wrap every reactor I/O
     # callback: they are not logging, so only twisted/logger/ frames count here
-    ("logging (twisted.logger: emit, format, write)", r"\(twisted/logger/"),
+    ("logging (twisted.logger, aimx.logs: emit, format, write)",
+     r"\(twisted/logger/|\(aimx/logs\.py|\(aimx/ops/logline\.py"),
     ("SMTP protocol (AimxESMTP, reactor thread)", r"\(aimx/smtp/server\.py"),
     ("ingest chain on the reactor (Inbound, Deferreds)", r"\(aimx/smtp/inbound\.py"),
     ("thread pool hand-off (twisted threads, queue)", r"\(twisted/_threads/|\(twisted/python/threadpool|\(threading\.py|\(queue\.py"),
