@@ -11,7 +11,10 @@ once; the SMTP connection caps bound how many are in flight).
 Nothing is lost to a worker: a message above L{IN_PROCESS_ABOVE} bytes, one that
 arrives while no worker runs, and every request a worker had in hand when it
 exited or broke its framing are prepared in the daemon instead (C{fallback}).  A
-worker that exits is started again after a back-off.
+worker that exits is started again after a back-off.  A message a worker has not
+answered L{OVERDUE_AFTER_BUDGET} seconds past its authentication budget fails (the
+sender is answered 451) and the worker is stopped: what holds a worker up cannot
+hold up the daemon's threads.
 """
 
 import sys
@@ -31,6 +34,9 @@ IN_PROCESS_ABOVE = 1 << 20
 RESTART_DELAYS = (1, 2, 4, 8, 16, 30)
 #: Seconds a stopping worker is given to finish before it is killed.
 STOP_GRACE = 5
+#: Seconds a worker may take over one message beyond its authentication budget; past
+#: them the message is answered 451 and the worker, stuck on it, is stopped.
+OVERDUE_AFTER_BUDGET = 60
 
 
 class PrepareFailed(Exception):
@@ -55,9 +61,18 @@ class _Worker(protocol.ProcessProtocol):
     def connectionMade(self):
         self.running = True
 
-    def send(self, seq: int, request: tuple, d: defer.Deferred) -> None:
-        self.pending[seq] = (request, d)
+    def send(self, seq: int, request: tuple, d: defer.Deferred, overdue) -> None:
+        self.pending[seq] = (request, d, overdue)
         self.transport.write(frame((seq, *request)))
+
+    def overdue(self, seq: int) -> None:
+        """No answer for C{seq} in time: it fails, and the worker is stopped (its
+        other messages are then prepared in the daemon)."""
+        request, d, _ = self.pending.pop(seq)
+        log.error("worker process did not answer in time, stopping it",
+                  pid=self.transport.pid, size_bytes=len(request[0]))
+        self._kill()
+        d.errback(PrepareFailed("the worker process did not answer in time"))
 
     def outReceived(self, data: bytes):
         if self.broken:
@@ -65,7 +80,8 @@ class _Worker(protocol.ProcessProtocol):
         try:
             for payload in self.reader.feed(data):
                 seq, result, problem = load_answer(payload)
-                request, d = self.pending.pop(seq)
+                request, d, overdue = self.pending.pop(seq)
+                overdue.cancel()
                 self.pool.answered()
                 if problem is None:
                     d.callback(result)
@@ -86,7 +102,9 @@ class _Worker(protocol.ProcessProtocol):
     def processEnded(self, reason):
         self.running = False
         pending, self.pending = self.pending, {}
-        self.pool.worker_ended(self, reason, list(pending.values()))
+        for _, _, overdue in pending.values():
+            overdue.cancel()
+        self.pool.worker_ended(self, reason, [(r, d) for r, d, _ in pending.values()])
         self.ended.callback(None)
 
 
@@ -138,7 +156,8 @@ class PreparePool(service.Service):
         worker = min(ready, key=lambda w: len(w.pending))
         self._seq += 1
         d = defer.Deferred()
-        worker.send(self._seq, request, d)
+        overdue = self.reactor.callLater(budget + OVERDUE_AFTER_BUDGET, worker.overdue, self._seq)
+        worker.send(self._seq, request, d, overdue)
         return d
 
     def answered(self):
