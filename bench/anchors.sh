@@ -34,6 +34,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 REPO=$(dirname "$HERE")
 KIT=$(realpath "${KIT:-$REPO/../shared/bench}")
 W=${W:-/tmp/aimx-anchors}
@@ -44,26 +46,9 @@ BEFORE=${BEFORE:-}
 P_DNS=5353 P_PF=2525 P_TW=2527 P_TWF=2529 P_PFM=2535 P_AIMX=2540 P_BEFORE=2546 P_BIG=2541
 R=$W/results PIDS=$W/pids
 
-log() { printf '\n=== %s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
-pid_of() { cat "$PIDS/$1.pid"; }
 pids_of() {  # the server and its worker processes, as compare.py's pid=A+B+...
   local p; p=$(pid_of "$1")
   echo "$p$(pgrep -P "$p" | sed 's/^/+/' | tr -d '\n')"
-}
-
-wait_port() {
-  local i
-  for i in $(seq 1 100); do
-    "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2; return 1
-}
-
-spawn() {  # spawn NAME CMD...: in the background, output to $W/logs/NAME.log, PID noted
-  local name=$1; shift
-  ( exec "$@" >"$W/logs/$name.log" 2>&1 ) &
-  echo $! >"$PIDS/$name.pid"
 }
 
 aimx_conf() {  # aimx_conf BASE: BASE-etc (config, DKIM key), BASE-data, BASE-run
@@ -90,18 +75,6 @@ start_aimx() {  # start_aimx NAME TREE BASE PORT [WORKERS [PROBE_FILE]]
   "$PY" "$KIT/latency.py" --port "$port" --watch "$base-data/inbox/box" --count 3 --warmup 4 \
     --message "$W/corpus/dkim-plain-4k.eml" >/dev/null
   find "$base-data/inbox/box" -mindepth 1 -maxdepth 1 ! -name '.*' -exec rm -rf {} +
-}
-
-stop_one() {
-  local f=$PIDS/$1.pid p
-  [ -f "$f" ] || return 0
-  p=$(cat "$f")
-  if kill -0 "$p" 2>/dev/null; then
-    kill "$p" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  fi
-  rm -f "$f"
 }
 
 phase_setup() {

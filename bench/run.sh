@@ -32,6 +32,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 REPO=$(dirname "$HERE")
 KIT=$(realpath "${KIT:-$REPO/../shared/bench}")
 W=${W:-/tmp/aimx-bench}
@@ -53,27 +55,10 @@ P_AIMX_HEAD=${P_AIMX_HEAD:-2545}
 NS=127.0.0.1:$P_DNS
 INBOX=$W/aimx-data/inbox/box
 
-log() { printf '\n=== %s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
-pid_of() { cat "$PIDS/$1.pid"; }
-
-wait_port() {  # wait until 127.0.0.1:$1 accepts connections
-  local i
-  for i in $(seq 1 100); do
-    "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2; return 1
-}
 
 port_free() {
   ! "$PY" -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$1" 2>/dev/null \
     || { echo "127.0.0.1:$1 is already in use; stop it first (bench/run.sh stop)" >&2; exit 1; }
-}
-
-spawn() {  # spawn NAME CMD...: background process, stdout+stderr to $W/logs/NAME.log, PID noted
-  local name=$1; shift
-  ( exec "$@" >"$W/logs/$name.log" 2>&1 ) &
-  echo $! >"$PIDS/$name.pid"
 }
 
 aimx_conf() {  # aimx_conf DIR: config + DKIM key + empty data dirs under DIR-{etc,data,run}
@@ -101,18 +86,6 @@ start_aimx() {  # start_aimx NAME BASE PORT [PROBE_FILE]
         -n --pidfile= -y "$HERE/aimx_bench.tac" >"$W/logs/$name.log" 2>&1 ) &
   echo $! >"$PIDS/$name.pid"
   wait_port "$port"
-}
-
-stop_one() {
-  local f=$PIDS/$1.pid
-  [ -f "$f" ] || return 0
-  local p; p=$(cat "$f")
-  if kill -0 "$p" 2>/dev/null; then
-    kill "$p" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$p" 2>/dev/null && kill -9 "$p" 2>/dev/null || true
-  fi
-  rm -f "$f"
 }
 
 # ------------------------------------------------------------------ phases
