@@ -42,6 +42,11 @@ class FakeReactor(task.Clock):
         return proto.transport
 
 
+class NoForkReactor(FakeReactor):
+    def spawnProcess(self, *args, **kw):
+        raise OSError(11, "Resource temporarily unavailable")
+
+
 class PoolTests(SynchronousTestCase):
     def setUp(self):
         self.reactor = FakeReactor()
@@ -148,3 +153,20 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual((self.reactor.getDelayedCalls(), len(self.reactor.spawned)), ([], 2))
         self.prepare(b"late")
         self.assertEqual(self.prepared_here[-1][0], b"late")
+
+    def test_no_fork(self):
+        """A worker that cannot be started leaves the daemon preparing, logs why and is
+        tried again after the back-off; the service starts all the same."""
+        reactor = NoForkReactor()
+        pool = preppool.PreparePool(reactor, size=1, threads=4, environ={},
+                                    fallback=self.fallback)
+        pool.startService()
+        self.assertEqual(self.successResultOf(pool.prepare(
+            b"m", peer_ip=None, mail_from=None, helo=None, budget=1.0)), ("here", b"m"))
+        [call] = reactor.getDelayedCalls()
+        self.assertEqual(call.getTime(), preppool.RESTART_DELAYS[0])
+        reactor.advance(preppool.RESTART_DELAYS[0])
+        [call] = reactor.getDelayedCalls()
+        self.assertEqual(call.getTime() - reactor.seconds(), preppool.RESTART_DELAYS[1])
+        self.successResultOf(pool.stopService())
+        self.assertEqual(reactor.getDelayedCalls(), [])

@@ -52,7 +52,8 @@ def default_size(cpus: int | None) -> int:
 class _Worker(protocol.ProcessProtocol):
     def __init__(self, pool: "PreparePool"):
         self.pool = pool
-        self.pending: dict[int, tuple[tuple, defer.Deferred]] = {}
+        #: seq -> (request, its Deferred, its deadline's call)
+        self.pending: dict[int, tuple[tuple, defer.Deferred, object]] = {}
         self.reader = FrameReader()
         self.running = False
         self.broken = False
@@ -142,8 +143,13 @@ class PreparePool(service.Service):
 
     def _spawn(self):
         worker = _Worker(self)
-        self.reactor.spawnProcess(worker, self.argv[0], self.argv, env=self.environ,
-                                  childFDs={0: "w", 1: "r", 2: 2})
+        try:
+            self.reactor.spawnProcess(worker, self.argv[0], self.argv, env=self.environ,
+                                      childFDs={0: "w", 1: "r", 2: 2})
+        except OSError as e:  # no fork (memory, process limits): the daemon prepares
+            log.error("worker process not started", error=e)
+            self._later()
+            return
         self.workers.append(worker)
         log.info("worker process started", pid=worker.transport.pid)
 
@@ -171,12 +177,16 @@ class PreparePool(service.Service):
             self.fallback(*request).chainDeferred(d)
         if self.stopping:
             return
+        log.warn("worker process exited, starting another", pid=worker.transport.pid,
+                 status=reason.value, pending=len(pending),
+                 restart_seconds=self._later())
+
+    def _later(self) -> int:
+        """Start a worker after the back-off; return its seconds."""
         delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
         self._failures += 1
-        log.warn("worker process exited, starting another", pid=worker.transport.pid,
-                 status=reason.value, pending=len(pending), restart_seconds=delay)
-        call = self.reactor.callLater(delay, self._restart)
-        self._restarts.append(call)
+        self._restarts.append(self.reactor.callLater(delay, self._restart))
+        return delay
 
     def _restart(self):
         self._restarts = [c for c in self._restarts if c.active()]
