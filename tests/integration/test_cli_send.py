@@ -25,6 +25,7 @@ from aimx.control import commands
 from aimx.errors import AccessDenied, DomainError
 from aimx.testing.fakes import TTY
 from tests.test_cli_send import ARGV, parse
+from tests.test_mcp import open_on
 
 
 USER = 1000
@@ -36,19 +37,6 @@ def not_running(runtime_dir, why):
             f"that uses {runtime_dir} (`aimx serve --runtime-dir {runtime_dir}` with its "
             "--config-dir); if it was `make demo`, run that again and use the AIMX_RUNTIME_DIR "
             "it prints.\n")
-
-
-def open_on(paths) -> list[str]:
-    """Which of C{paths} a descriptor of this process is open on."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target in paths:
-            found.append(target)
-    return found
 
 
 class CannedDaemon(amp.AMP):
