@@ -98,9 +98,20 @@ def open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result] | None:
     @raise OSError: any other failure (permissions, ...).
     """
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        return _open_single(dir_fd, name, _READ_FLAGS)
     except FileNotFoundError:
         return None
+
+
+def _open_single(dir_fd: int, name: str, flags: int, mode: int = 0o600):
+    """C{(fd, fstat)} of C{name} opened with C{flags}: a singly-linked regular file
+    only (a hard link would let a mailbox owner point root at someone else's file).
+
+    @raise Refused: a symlink (C{flags} hold C{O_NOFOLLOW}), not a regular file, or
+        a file with other links.
+    """
+    try:
+        fd = os.open(name, flags, mode, dir_fd=dir_fd)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise Refused() from None
@@ -305,16 +316,8 @@ def append_file(dir_fd: int, name: str, data: bytes, *, mode: int) -> bool:
     @raise OSError: a failed open or write.
     """
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd, st = _open_single(dir_fd, name, flags, mode)
     try:
-        fd = os.open(name, flags, mode, dir_fd=dir_fd)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise Refused() from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise Refused()
         created = st.st_size == 0
         if stat.S_IMODE(st.st_mode) != mode:
             os.fchmod(fd, mode)
