@@ -5,11 +5,9 @@ line per record, oldest first (C{--json}: the records as one JSON array).
 """
 
 from aimx.cli import session
-from aimx.cli.session import CliError
 from aimx.cli.term import printed_plainly
 from aimx.control.wire import AuditRead
 from aimx.core import audit
-from aimx.errors import DaemonNotRunning
 
 
 def main(args) -> int:
@@ -17,11 +15,8 @@ def main(args) -> int:
 
 
 async def show(args, s: session.Session) -> int:
-    try:
-        reply = await s.call(AuditRead, mailbox=args.mailbox, since=args.since,
-                             event=args.event, limit=args.limit)
-    except DaemonNotRunning as e:
-        raise CliError(s.not_running(e), exit_code=2) from None
+    reply = await s.call_running(AuditRead, mailbox=args.mailbox, since=args.since,
+                                 event=args.event, limit=args.limit)
     records = reply["records"]
     if not printed_plainly(s.term, records, as_json=args.json, empty="No audit records."):
         for record in records:

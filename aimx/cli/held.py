@@ -8,25 +8,17 @@ never the mailbox's owner; owners list and read their own).
 import datetime
 
 from aimx.cli import session
-from aimx.cli.session import CliError
 from aimx.cli.term import clip, printed_plainly
 from aimx.control.wire import HeldApprove, HeldList, HeldReject, HeldShow
-from aimx.errors import DaemonNotRunning
 
 
 def main(args) -> int:
     return session.run_blocking(VERBS[args.action], args)
 
 
-async def _call(s: session.Session, command, **arguments) -> dict:
-    try:
-        return await s.call(command, **arguments)
-    except DaemonNotRunning as e:
-        raise CliError(s.not_running(e), exit_code=2) from None
-
 
 async def list_(args, s: session.Session) -> int:
-    rows = (await _call(s, HeldList, mailbox=args.mailbox))["holds"]
+    rows = (await s.call_running(HeldList, mailbox=args.mailbox))["holds"]
     if printed_plainly(s.term, rows, as_json=args.json, empty="No messages held for approval."):
         return 0
     s.term.say(s.term.bold(f"{'HOLD ID':<24} {'MAILBOX':<16} {'EXPIRES (UTC)':<16} "
@@ -45,12 +37,12 @@ def _minute(stamp: str) -> str:
 
 
 async def show(args, s: session.Session) -> int:
-    s.term.out.write((await _call(s, HeldShow, id=args.id))["hold"]["file"])
+    s.term.out.write((await s.call_running(HeldShow, id=args.id))["hold"]["file"])
     return 0
 
 
 async def approve(args, s: session.Session) -> int:
-    reply = await _call(s, HeldApprove, id=args.id)
+    reply = await s.call_running(HeldApprove, id=args.id)
     s.term.success(f"Approved and sent: {reply['message_id']}")
     for d in reply.get("deliveries") or ():
         if d.get("status") != "delivered":
@@ -59,7 +51,7 @@ async def approve(args, s: session.Session) -> int:
 
 
 async def reject(args, s: session.Session) -> int:
-    await _call(s, HeldReject, id=args.id, reason=args.reason)
+    await s.call_running(HeldReject, id=args.id, reason=args.reason)
     s.term.success(f"Rejected: {args.id}")
     return 0
 

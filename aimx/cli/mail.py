@@ -31,13 +31,6 @@ def main(args) -> int:
     return session.run_blocking(VERBS[args.action], args)
 
 
-async def _call(s: session.Session, command, **arguments) -> dict:
-    """A command only the daemon answers: down is exit 2 with how to start it."""
-    try:
-        return await s.call(command, **arguments)
-    except DaemonNotRunning as e:
-        raise CliError(s.not_running(e, WITHOUT_DAEMON), exit_code=2) from None
-
 
 def _when(date: str) -> str:
     """A frontmatter date for a table: C{2025-06-01 10:00}."""
@@ -48,8 +41,9 @@ def _when(date: str) -> str:
 
 
 async def list_(args, s: session.Session) -> int:
-    rows = (await _call(s, MailList, mailbox=args.mailbox, folder=args.folder,
-                        limit=args.limit, offset=args.offset, unread=args.unread))["emails"]
+    rows = (await s.call_running(
+        MailList, WITHOUT_DAEMON, mailbox=args.mailbox, folder=args.folder, limit=args.limit,
+        offset=args.offset, unread=args.unread))["emails"]
     empty = f"No {'unread ' if args.unread else ''}mail in {args.folder}/{args.mailbox}."
     if printed_plainly(s.term, rows, as_json=args.json, empty=empty):
         return 0
@@ -139,14 +133,14 @@ async def thread(args, s: session.Session) -> int:
     message = args.message
     by = "id" if is_valid_id(message) else "thread_id"
     try:
-        rows = (await _call(s, MailThread, mailbox=args.mailbox, limit=args.limit,
-                            **{by: message}))["emails"]
+        rows = (await s.call_running(MailThread, WITHOUT_DAEMON, mailbox=args.mailbox,
+                                     limit=args.limit, **{by: message}))["emails"]
     except session.DaemonError as e:
         # Not a message id: a thread id, if it looks like one.
         if e.code != "NOTFOUND" or by != "id" or not _looks_like_thread_id(message):
             raise
-        rows = (await _call(s, MailThread, mailbox=args.mailbox, limit=args.limit,
-                            thread_id=message))["emails"]
+        rows = (await s.call_running(MailThread, WITHOUT_DAEMON, mailbox=args.mailbox,
+                                     limit=args.limit, thread_id=message))["emails"]
     if args.json:
         print_json(s.term, rows)
         return 0
@@ -167,8 +161,8 @@ async def thread(args, s: session.Session) -> int:
 
 
 async def search(args, s: session.Session) -> int:
-    rows = (await _call(
-        s, MailSearch, mailbox=args.mailbox, query=args.query, folder=args.folder,
+    rows = (await s.call_running(
+        MailSearch, WITHOUT_DAEMON, mailbox=args.mailbox, query=args.query, folder=args.folder,
         sender=args.sender, since=args.since, until=args.until,
         unread=True if args.unread else None, trusted=True if args.trusted else None,
         limit=args.limit))["emails"]
@@ -197,7 +191,7 @@ async def mark_unread(args, s: session.Session) -> int:
 async def _mark(args, s, command, state: str) -> int:
     if not is_valid_id(args.id):
         raise CliError(f"email id '{args.id}' contains invalid characters")
-    await _call(s, command, mailbox=args.mailbox, id=args.id)
+    await s.call_running(command, WITHOUT_DAEMON, mailbox=args.mailbox, id=args.id)
     s.term.success(f"Email '{args.id}' marked as {state}.")
     return 0
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from aimx.cli.term import Terminal
 from aimx.control.wire import ERRORS, MalformedResponse, socket_path
-from aimx.errors import AimxError, ConfigError, ConnectFailed
+from aimx.errors import AimxError, ConfigError, ConnectFailed, DaemonNotRunning
 
 DEFAULT_RUNTIME_DIR = "/run/aimx"
 
@@ -182,6 +182,14 @@ class Session:
             except AimxError as e:
                 self._config, self._config_error = None, e
         return self._config
+
+    async def call_running(self, command, without: str = "", **arguments) -> dict:
+        """L{call} for a command only the daemon answers: the daemon down is a
+        L{CliError} (exit 2) saying how to start it, then C{without}."""
+        try:
+            return await self.call(command, **arguments)
+        except DaemonNotRunning as e:
+            raise CliError(self.not_running(e, without), exit_code=2) from None
 
     def not_running(self, error, without: str = "") -> str:
         """The daemon-down message: that it is not running, and how to start it.
