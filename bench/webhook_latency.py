@@ -34,7 +34,6 @@ import pwd
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,9 +45,9 @@ from aimx import service
 from aimx.control import client, commands
 from aimx.control.wire import SOCKET_NAME
 from aimx.core import webhook
-from aimx.core.address import Envelope
 from aimx.store import keys
 from aimx.testing.fakes import config_text
+from hook_latency import envelope, summary  # bench/, beside this script
 
 HOST = "hooks.bench.test"
 
@@ -112,18 +111,6 @@ def start_receiver(port, cert, key, arrivals) -> Receiver:
 
 # -- the daemon side ---------------------------------------------------------------------------
 
-def envelope(n: int):
-    raw = (
-        f"From: Bench <bench@example.org>\r\nTo: box@bench.test\r\nSubject: bench {n}\r\n"
-        f"Message-ID: <bench-{n}-{time.time_ns()}@example.org>\r\n\r\nHello {n}\r\n"
-    ).encode()
-    return Envelope("127.0.0.1", "bench.test", "bench@example.org", ("box@bench.test",), raw)
-
-
-def summary(name: str, latencies_ms: list[float], extra: str = "") -> str:
-    cuts = statistics.quantiles(latencies_ms, n=100, method="inclusive")
-    return (f"{name:<11} n={len(latencies_ms):<5} p50={cuts[49]:8.2f} ms  "
-            f"p99={cuts[98]:8.2f} ms  max={max(latencies_ms):8.2f} ms{extra}")
 
 
 def rss_mib() -> float:

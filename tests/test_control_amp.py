@@ -53,6 +53,7 @@ from aimx.smtp.inbound import Inbound
 from aimx.store import configfile
 from aimx.testing import fakes
 from aimx.testing.fakes import FakePasswd
+from tests.test_control_commands import is_open
 
 ROOT, ALICE, BOB = 0, 2001, 2002
 JOHN = 2003
@@ -1516,14 +1517,6 @@ class BoxSizeTests(ControlTestCase):
             conn.write(wire.serialize_box(box))
             self.assertTrue(conn.closed)
         self.assertIn('reason="malformed box (not a command)"', self.logged())
-
-
-def is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 class DescriptorTests(ControlTestCase):
