@@ -84,9 +84,12 @@ def render(fields: Mapping[str, Any], body: str) -> bytes:
     @param body: the message body; a final newline is added if missing.
     @return: the file's bytes.
     """
-    if not body.endswith("\n"):
-        body += "\n"
-    return b"".join((_frontmatter(fields), b"\n", body.encode("utf-8")))
+    return b"".join((_frontmatter(fields), b"\n", body_bytes(body)))
+
+
+def body_bytes(body: str) -> bytes:
+    """The body as L{render} writes it: UTF-8, ending in a newline."""
+    return (body if body.endswith("\n") else body + "\n").encode("utf-8")
 
 
 def split(data: bytes) -> tuple[str, bytes]:

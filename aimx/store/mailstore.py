@@ -192,7 +192,7 @@ class MailStore:
         stem, path, more, stat = self._publish(directory, base, owner, render, attachments)
         self._remember(mailbox, message_id, body_sha256, trusted, received)
         written = None if stat is None else Written(
-            stat, rendered[-1], (body if body.endswith("\n") else body + "\n").encode("utf-8"))
+            stat, rendered[-1], frontmatter.body_bytes(body))
         return Stored(
             stem, path, len(attachments), tuple(warnings + more),
             frontmatter.rfc3339_utc(received), written,
