@@ -31,9 +31,8 @@ from aimx import logs
 from aimx.logs import Logger
 from aimx.outbox import Outbox, Signer
 from aimx.smtp.outbound import MxTransport
-from aimx.smtp import preppool
 from aimx.smtp.inbound import Inbound
-from aimx.smtp.preppool import PreparePool
+from aimx.smtp.preppool import PreparePool, default_size
 from aimx.smtp.server import AimxSMTPFactory, SmtpLimits
 from aimx.smtp.tls import server_options
 from aimx.store import configfile, datadir, keys
@@ -474,7 +473,7 @@ def build(
 
 def default_workers() -> int:
     """The worker processes of C{twistd -n aimx} and C{aimx serve} on this machine."""
-    return preppool.default_size(os.cpu_count())
+    return default_size(os.cpu_count())
 
 
 def makeService(options: Options) -> Daemon:

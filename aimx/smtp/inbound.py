@@ -11,19 +11,17 @@ reply is decided.  A copy for the approval address that is an approval reply
 (L{aimx.core.approvalmail.claims}) is stored nowhere: it goes to C{approval_replies}.
 """
 
-import hashlib
-
 import attrs
 from twisted.internet import defer
 
-from aimx.auth.verify import BUDGET, verify_inbound
+from aimx.auth.verify import BUDGET
 from aimx.core import approvalmail, frontmatter, guards, identity, risk, trust
 from aimx.core.address import Envelope
 from aimx.core.config import Config, MailboxConfig, ascii_lower, resolve_mailbox
-from aimx.core.message import parse_message
 from aimx.core.received import Ingested, Prepared
 from aimx.errors import NoMailboxError, SmtpStatus
 from aimx.logs import Logger
+from aimx.smtp import prepare
 from aimx.store.mailstore import MailStore
 
 ACCEPTED = SmtpStatus(250, "2.0.0", "OK message accepted")
@@ -175,18 +173,16 @@ class Inbound:
         return d.addCallback(lambda outcome: outcome[1])
 
     def prepare_here(self, raw: bytes, peer_ip, mail_from, helo, budget: float):
-        """L{aimx.smtp.prepare.prepare} in the daemon: parsing in the thread pool,
+        """L{prepare.prepare} in the daemon: parsing in the thread pool,
         authentication in the DNS pool."""
         return defer.Deferred.fromCoroutine(self._prepare_here(raw, peer_ip, mail_from, helo,
                                                                 budget))
 
     async def _prepare_here(self, raw, peer_ip, mail_from, helo, budget):
-        parsed, digest = await self.run_in_thread(
-            lambda: (parse_message(raw), hashlib.sha256(raw).hexdigest()))
+        parsed, digest = await self.run_in_thread(prepare.parse, raw)
         auth = await self.run_dns(
-            lambda: verify_inbound(raw, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
-                                   identity=parsed.identity, resolver=self.resolver,
-                                   budget=budget))
+            lambda: prepare.authenticate(raw, parsed, peer_ip=peer_ip, mail_from=mail_from,
+                                         helo=helo, resolver=self.resolver, budget=budget))
         return parsed, auth, digest
 
     async def _prepare(self, envelope: Envelope) -> Prepared:

@@ -39,13 +39,23 @@ class FrameError(Exception):
 
 
 def prepare(raw: bytes, *, peer_ip, mail_from, helo, resolver, budget: float):
-    """C{(parsed, auth, raw_sha256)} for one message: L{parse_message}, then
-    L{verify_inbound} within C{budget} seconds. Blocking (DNS)."""
-    parsed = parse_message(raw)
-    digest = hashlib.sha256(raw).hexdigest()
-    auth = verify_inbound(raw, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
-                          identity=parsed.identity, resolver=resolver, budget=budget)
+    """C{(parsed, auth, raw_sha256)} for one message: L{parse}, then L{authenticate}.
+    Blocking (DNS)."""
+    parsed, digest = parse(raw)
+    auth = authenticate(raw, parsed, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
+                        resolver=resolver, budget=budget)
     return parsed, auth, digest
+
+
+def parse(raw: bytes):
+    """C{(parsed, raw_sha256)}: L{parse_message} and the digest the audit keeps. CPU only."""
+    return parse_message(raw), hashlib.sha256(raw).hexdigest()
+
+
+def authenticate(raw: bytes, parsed, *, peer_ip, mail_from, helo, resolver, budget: float):
+    """L{verify_inbound} of C{raw} against its parsed identity within C{budget} seconds."""
+    return verify_inbound(raw, peer_ip=peer_ip, mail_from=mail_from, helo=helo,
+                          identity=parsed.identity, resolver=resolver, budget=budget)
 
 
 def frame(value) -> bytes:
