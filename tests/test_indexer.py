@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from aimx import indexer
 from aimx.indexer import Indexer
+from aimx.core.received import Written
 from aimx.store import inotify, mailindex
 from aimx.store.mailindex import Counts
 from tests.test_mailindex import message
@@ -159,6 +160,17 @@ class CatchUpTests(IndexerTestCase):
         self.assertEqual(deletions, [indexer._install])
         self.assertTrue(os.path.exists(mailindex.index_path(self.data, "box")))
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_written_kept_up_to_a_limit(self):
+        """What the store wrote is kept for the index up to MAX_WRITTEN_BYTES of bodies;
+        past that a message is noted all the same and read from its file."""
+        box_written = lambda: self.indexer._boxes["box"].written["inbox"]
+        big = Written(None, {}, b"x" * (indexer.MAX_WRITTEN_BYTES - 10))
+        self.indexer.note("box", "inbox", "a", big)
+        self.indexer.note("box", "inbox", "b", Written(None, {}, b"y" * 11))
+        self.indexer.note("box", "inbox", "c", Written(None, {}, b"z" * 10))
+        self.assertEqual(sorted(box_written()), ["a", "c"])
+        self.assertEqual(self.indexer._boxes["box"].dirty["inbox"], {"a", "b", "c"})
 
     def test_forget(self):
         """A deleted mailbox's index file goes."""
