@@ -79,3 +79,15 @@ class ServeTests(SynchronousTestCase):
         self.assertEqual(len(digest), 64)
         self.assertEqual(answers[2][1], None)
         self.assertTrue(answers[2][2].startswith("TypeError: "), answers[2][2])
+
+    def test_answer_too_big(self):
+        """A result whose frame would pass MAX_FRAME is answered as an error, never left
+        unanswered."""
+        request = prepare.frame((7, message("x" * 5000 + "\r\n"), None, None, None, 1.0))
+        # the request fits; the answer (the body again, with the parsed fields) does not
+        self.patch(prepare, "MAX_FRAME", len(request) + 10)
+        out = io.BytesIO()
+        prepworker.serve(io.BufferedReader(io.BytesIO(request)), out, 1, no_dns())
+        [answer] = map(prepare.load_answer, prepare.FrameReader().feed(out.getvalue()))
+        self.assertEqual(answer[:2], (7, None))
+        self.assertIn("answer not sent: FrameError", answer[2])

@@ -42,7 +42,10 @@ def serve(stdin, stdout, threads: int, resolver) -> None:
         except Exception as e:  # reported to the daemon, which answers 451 as in-process
             answer((seq, None, f"{type(e).__name__}: {e}"))
             return
-        answer((seq, result, None))
+        try:
+            answer((seq, result, None))
+        except Exception as e:  # an answer that cannot be framed is still an answer
+            answer((seq, None, f"answer not sent: {type(e).__name__}: {e}"))
 
     reader = FrameReader()
     with ThreadPoolExecutor(threads, thread_name_prefix="aimx-prep") as pool:
